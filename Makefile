@@ -1,0 +1,65 @@
+# shmkit - the two commands of the README do all set-up on a fresh machine:
+#   make run    build, then a live demonstration across several processes
+#   make test   build, then the C core tests and the whole Python test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CC ?= gcc
+CORE_SRC := $(wildcard src/shmkit/core/*.c)
+CORE_HDR := $(wildcard src/shmkit/core/*.h)
+CTESTS := $(patsubst tests/c/%.c,build/ctest/%,$(wildcard tests/c/test_*.c))
+CFLAGS_CORE := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc/shmkit/core -Itests/c
+SAN := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+PYTEST_ARGS ?=
+
+.PHONY: run test ctest pytest sanitize bench bench-quick clean venv build
+
+$(VENV)/.stamp: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# rebuild the extension in place whenever a C file changed
+build/.ext-stamp: $(VENV)/.stamp $(CORE_SRC) $(CORE_HDR) $(wildcard src/shmkit/*.c) $(wildcard src/shmkit/_binding/*)
+	$(PY) setup.py -q build_ext --inplace
+	@mkdir -p build && touch $@
+
+build: build/.ext-stamp
+
+run: build
+	$(VENV)/bin/shmkit demo
+
+test: ctest pytest
+
+pytest: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+build/ctest/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) tests/c/check.h
+	@mkdir -p build/ctest
+	$(CC) $(CFLAGS_CORE) $(SAN) $(CORE_SRC) $< -o $@ -lpthread
+
+ctest: $(CTESTS)
+	@for t in $(CTESTS); do ./$$t || exit 1; done
+
+# C tests and the Python suite with AddressSanitizer + UndefinedBehaviorSanitizer
+sanitize: ctest $(VENV)/.stamp
+	rm -f build/.ext-stamp
+	SHMKIT_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) $(PY) -m pytest -x -q -p no:cacheprovider \
+	  -m "not slow" $(PYTEST_ARGS)
+	$(PY) setup.py -q build_ext --inplace --force
+	@touch build/.ext-stamp
+
+bench: build
+	$(PY) -m pip install -q -e '.[bench]'
+	$(VENV)/bin/shmkit bench
+
+bench-quick: build
+	$(VENV)/bin/shmkit bench --quick
+
+clean:
+	rm -rf build src/shmkit/*.so src/*.egg-info

@@ -1,0 +1,473 @@
+/*
+ * zone.c (binding) - shmkit._core.Zone: open/initialise a zone over a Segment, the
+ * allocator, the directory, statistics and the consistency check.
+ */
+#include "binding.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "mutex.h"
+#include <structmember.h>
+
+PyTypeObject *shk_ZoneType;
+
+int shk_zone_check_open(ZoneObject *z)
+{
+    if (!z->segment || z->segment->closed || z->segment->close_pending || !z->zone.base) {
+        PyErr_SetString(shk_py_exc("ClosedError"), "zone is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"segment", "size", "max_size", "tag", "timeout", NULL};
+    PyObject *segobj, *tag = Py_None, *timeout = Py_None;
+    Py_ssize_t size = 0, max_size = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!|nnOO:Zone", kwlist, shk_SegmentType, &segobj,
+                                     &size, &max_size, &tag, &timeout))
+        return NULL;
+    SegmentObject *seg = (SegmentObject *)segobj;
+    if (shk_segment_check_open(seg) < 0)
+        return NULL;
+    if (seg->exports > 0) {
+        PyErr_SetString(PyExc_BufferError, "open the zone before taking views of its segment");
+        return NULL;
+    }
+    if (size < 0 || max_size < 0)
+        return PyErr_Format(PyExc_ValueError, "size and max_size must be >= 0");
+    struct shk_zone_params p = {(size_t)size, (size_t)max_size, NULL, 0};
+    Py_buffer tagbuf = {0};
+    if (tag != Py_None) {
+        if (PyObject_GetBuffer(tag, &tagbuf, PyBUF_SIMPLE) < 0)
+            return NULL;
+        p.tag = tagbuf.buf;
+        p.tag_len = (size_t)tagbuf.len;
+    }
+    struct timespec deadline;
+    int has_deadline;
+    if (shk_py_deadline(timeout, &deadline, &has_deadline) < 0)
+        goto fail;
+    ZoneObject *z = (ZoneObject *)type->tp_alloc(type, 0);
+    if (!z)
+        goto fail;
+    int waited = 0, status = 0, r;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_zone_try_open(&z->zone, &seg->seg, &p, waited, &status);
+        Py_END_ALLOW_THREADS
+        if (r != EAGAIN)
+            break;
+        waited = 1;
+        int w;
+        Py_BEGIN_ALLOW_THREADS
+        w = shk_zone_wait(&z->zone, has_deadline ? &deadline : NULL);
+        Py_END_ALLOW_THREADS
+        if (w == EINTR && PyErr_CheckSignals() < 0) {
+            Py_DECREF(z);
+            goto fail;
+        }
+        if (w == ETIMEDOUT) {
+            PyErr_SetString(shk_py_exc("ShmkitTimeoutError"),
+                            "zone is still being initialised by another process; gave up "
+                            "waiting for it to become ready");
+            Py_DECREF(z);
+            goto fail;
+        }
+    }
+    if (tagbuf.obj)
+        PyBuffer_Release(&tagbuf);
+    if (r) {
+        z->zone.base = NULL;
+        Py_DECREF(z);
+        return shk_py_raise(r, "zone open");
+    }
+    Py_INCREF(seg);
+    z->segment = seg;
+    z->must_init = status == SHK_ZONE_MUST_INIT;
+    return (PyObject *)z;
+fail:
+    if (tagbuf.obj)
+        PyBuffer_Release(&tagbuf);
+    return NULL;
+}
+
+static void zone_dealloc(ZoneObject *z)
+{
+    if (z->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)z);
+    if (z->must_init && z->segment && !z->segment->closed)
+        shk_zone_init_done(&z->zone, 0); /* dropped while initialising: not ready */
+    Py_XDECREF(z->segment);
+    PyTypeObject *tp = Py_TYPE(z);
+    tp->tp_free((PyObject *)z);
+    Py_DECREF(tp);
+}
+
+static PyObject *zone_init_done(ZoneObject *z, PyObject *arg)
+{
+    int ok = PyObject_IsTrue(arg);
+    if (ok < 0)
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    if (!z->must_init)
+        return PyErr_Format(PyExc_RuntimeError, "this handle is not initialising the zone");
+    z->must_init = 0;
+    int r = shk_zone_init_done(&z->zone, ok);
+    if (r)
+        return shk_py_raise(r, "init_done");
+    Py_RETURN_NONE;
+}
+
+static PyObject *zone_alloc(ZoneObject *z, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"size", "zero", NULL};
+    long long n;
+    int zero = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "L|p:alloc", kwlist, &n, &zero))
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    if (n <= 0)
+        return PyErr_Format(PyExc_ValueError, "allocation size must be > 0, not %lld", n);
+    uint64_t off;
+    int r = shk_zone_alloc(&z->zone, (uint64_t)n, zero ? SHK_ALLOC_ZERO : 0, &off);
+    if (r)
+        return shk_py_raise(r, "alloc");
+    return PyLong_FromUnsignedLongLong(off);
+}
+
+static PyObject *zone_free(ZoneObject *z, PyObject *arg)
+{
+    unsigned long long off = PyLong_AsUnsignedLongLong(arg);
+    if (off == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    int r = shk_zone_free(&z->zone, off);
+    if (r)
+        return shk_py_raise(r, "free");
+    Py_RETURN_NONE;
+}
+
+static PyObject *zone_usable_size(ZoneObject *z, PyObject *arg)
+{
+    unsigned long long off = PyLong_AsUnsignedLongLong(arg);
+    if (off == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(shk_zone_usable_size(&z->zone, off));
+}
+
+static PyObject *zone_view(ZoneObject *z, PyObject *args)
+{
+    unsigned long long off, n;
+    int readonly = 0;
+    if (!PyArg_ParseTuple(args, "KK|p:view", &off, &n, &readonly))
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    if (n > PY_SSIZE_T_MAX)
+        return PyErr_Format(PyExc_ValueError, "length too large");
+    shk_clear_detail();
+    void *p = shk_zone_ptr(&z->zone, off, n);
+    if (!p) {
+        PyErr_Format(PyExc_IndexError, "view(%llu, %llu): %s", off, n, shk_error_detail());
+        return NULL;
+    }
+    return shk_memoryview_of(z->segment, p, (Py_ssize_t)n, readonly, NULL);
+}
+
+static PyObject *dirent_tuple(const struct shk_dirent *e)
+{
+    return Py_BuildValue("(sIKKKKi)", e->name, e->type, (unsigned long long)e->offset,
+                         (unsigned long long)e->size, (unsigned long long)e->aux,
+                         (unsigned long long)e->created_ns, (int)e->creator_pid);
+}
+
+static PyObject *zone_obj_get(ZoneObject *z, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "type", "size", "aux", "flags", NULL};
+    const char *name;
+    unsigned int type;
+    unsigned long long size = 0, aux = 0;
+    int flags = SHK_O_CREATE;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sI|KKi:obj_get", kwlist, &name, &type, &size,
+                                     &aux, &flags))
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    struct shk_dirent e;
+    int created;
+    int r = shk_zone_obj_get(&z->zone, name, type, size, aux, flags, NULL, NULL, &e, &created);
+    if (r)
+        return shk_py_raise(r, "obj_get");
+    PyObject *t = dirent_tuple(&e);
+    if (!t)
+        return NULL;
+    return Py_BuildValue("(NO)", t, created ? Py_True : Py_False);
+}
+
+static PyObject *zone_obj_find(ZoneObject *z, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name)
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    struct shk_dirent e;
+    int r = shk_zone_obj_find(&z->zone, name, &e);
+    if (r)
+        return shk_py_raise(r, "obj_find");
+    return dirent_tuple(&e);
+}
+
+static PyObject *zone_obj_destroy(ZoneObject *z, PyObject *args)
+{
+    const char *name;
+    unsigned int type = 0;
+    if (!PyArg_ParseTuple(args, "s|I:obj_destroy", &name, &type))
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    int r = shk_zone_obj_destroy(&z->zone, name, type);
+    if (r)
+        return shk_py_raise(r, "obj_destroy");
+    Py_RETURN_NONE;
+}
+
+static PyObject *zone_obj_list(ZoneObject *z, PyObject *unused)
+{
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    size_t cap = 64, n = 0;
+    struct shk_dirent *buf = NULL;
+    for (;;) {
+        struct shk_dirent *nb = PyMem_Realloc(buf, cap * sizeof *buf);
+        if (!nb) {
+            PyMem_Free(buf);
+            return PyErr_NoMemory();
+        }
+        buf = nb;
+        int r = shk_zone_obj_list(&z->zone, buf, cap, &n);
+        if (r) {
+            PyMem_Free(buf);
+            return shk_py_raise(r, "obj_list");
+        }
+        if (n <= cap)
+            break;
+        cap = n + 16;
+    }
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *t = dirent_tuple(&buf[i]);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    PyMem_Free(buf);
+    return list;
+}
+
+static PyObject *zone_stats(ZoneObject *z, PyObject *unused)
+{
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    struct shk_zone_stats st;
+    int r = shk_zone_stats(&z->zone, &st);
+    if (r)
+        return shk_py_raise(r, "stats");
+    PyObject *classes = PyList_New(SHK_NCLASSES);
+    if (!classes)
+        return NULL;
+    for (int c = 0; c < SHK_NCLASSES; c++) {
+        PyObject *t = Py_BuildValue("(IKKKK)", 1u << (c + SHK_SLAB_MIN_SHIFT),
+                                    (unsigned long long)st.cls[c].total,
+                                    (unsigned long long)st.cls[c].used,
+                                    (unsigned long long)st.cls[c].reqs,
+                                    (unsigned long long)st.cls[c].fails);
+        if (!t) {
+            Py_DECREF(classes);
+            return NULL;
+        }
+        PyList_SET_ITEM(classes, c, t);
+    }
+    return Py_BuildValue(
+        "{sKsKsKsKsKsKsKsKsKsKsKsKsIsIsN}", "size", (unsigned long long)st.size, "max_size",
+        (unsigned long long)st.max_size, "generation", (unsigned long long)st.generation,
+        "total_pages", (unsigned long long)st.total_pages, "free_pages",
+        (unsigned long long)st.free_pages, "largest_free_run",
+        (unsigned long long)st.largest_free_run, "free_bytes", (unsigned long long)st.free_bytes,
+        "slab_free_bytes", (unsigned long long)st.slab_free_bytes, "page_reqs",
+        (unsigned long long)st.page_reqs, "page_fails", (unsigned long long)st.page_fails,
+        "recoveries", (unsigned long long)st.recoveries, "grow_count",
+        (unsigned long long)st.grow_count, "nextents", st.nextents, "nobjects", st.nobjects,
+        "classes", classes);
+}
+
+static PyObject *zone_check(ZoneObject *z, PyObject *unused)
+{
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    size_t cap = 1 << 16;
+    char *buf = PyMem_Malloc(cap);
+    if (!buf)
+        return PyErr_NoMemory();
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = shk_zone_check(&z->zone, buf, cap);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        PyMem_Free(buf);
+        return shk_py_raise(n, "check");
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
+    PyMem_Free(buf);
+    if (!text)
+        return NULL;
+    PyObject *lines = PyUnicode_Splitlines(text, 0);
+    Py_DECREF(text);
+    if (!lines)
+        return NULL;
+    return Py_BuildValue("(iN)", n, lines);
+}
+
+static PyObject *zone_header(ZoneObject *z, PyObject *unused)
+{
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    struct shk_zone_header *h = z->zone.hdr;
+    uint32_t tag_len = h->tag_len > SHK_TAG_MAX ? SHK_TAG_MAX : h->tag_len;
+    return Py_BuildValue(
+        "{sKsKsIsKsKsKsKsy#sisKsKsKsKsI}", "magic", (unsigned long long)h->magic, "format",
+        (unsigned long long)h->format, "state", __atomic_load_n(&h->state, __ATOMIC_ACQUIRE),
+        "size", (unsigned long long)h->size, "declared_size",
+        (unsigned long long)h->declared_size, "max_size", (unsigned long long)h->max_size,
+        "generation", (unsigned long long)h->generation, "tag", (const char *)h->tag,
+        (Py_ssize_t)tag_len, "creator_pid", (int)h->creator_pid, "creator_start",
+        (unsigned long long)h->creator_start, "created_ns", (unsigned long long)h->created_ns,
+        "ready_ns", (unsigned long long)h->ready_ns, "recoveries",
+        (unsigned long long)h->recoveries, "nextents", h->nextents);
+}
+
+static PyObject *zone_sync(ZoneObject *z, PyObject *unused)
+{
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    int r = shk_zone_sync(&z->zone);
+    if (r)
+        return shk_py_raise(r, "sync");
+    return PyLong_FromSize_t(z->zone.mapped);
+}
+
+static PyObject *zone_debug_die_in_lock(ZoneObject *z, PyObject *arg)
+{
+    /* Test hook: take the zone mutex, half-do an allocation's bookkeeping the way a
+     * crash would leave it, and die by SIGKILL while holding the mutex. Used by the
+     * tests of crash recovery; never returns. */
+    long mode = PyLong_AsLong(arg);
+    if (mode == -1 && PyErr_Occurred())
+        return NULL;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    struct shk_zone_header *h = z->zone.hdr;
+    if (shk_zone_lock(&z->zone) != 0)
+        return shk_py_raise(SHK_ECORRUPT, "lock");
+    if (mode == 1) {
+        /* mid-allocation: the free list lost its head, counters off */
+        h->free_head = 0;
+        h->free_pages = 1;
+        memset(h->class_head, 0, sizeof h->class_head);
+    } else if (mode == 2) {
+        /* mid-create: an allocation recorded as pending, never published */
+        uint64_t off;
+        if (shk_zone_alloc_locked(&z->zone, 512, 0, &off) == 0)
+            h->pending_off = off;
+    }
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
+}
+
+static PyObject *zone_get_must_init(ZoneObject *z, void *c)
+{
+    return PyBool_FromLong(z->must_init);
+}
+static PyObject *zone_get_mapped(ZoneObject *z, void *c)
+{
+    return PyLong_FromSize_t(z->zone.mapped);
+}
+static PyObject *zone_get_segment(ZoneObject *z, void *c)
+{
+    return Py_NewRef((PyObject *)z->segment);
+}
+static PyObject *zone_get_closed(ZoneObject *z, void *c)
+{
+    return PyBool_FromLong(!z->segment || z->segment->closed || z->segment->close_pending);
+}
+
+static PyGetSetDef zone_getset[] = {
+    {"must_init", (getter)zone_get_must_init, NULL, "True while this handle initialises the zone", NULL},
+    {"mapped", (getter)zone_get_mapped, NULL, "bytes of the zone mapped in this process", NULL},
+    {"segment", (getter)zone_get_segment, NULL, "the _core.Segment holding the zone", NULL},
+    {"closed", (getter)zone_get_closed, NULL, "True once its segment is closed", NULL},
+    {NULL},
+};
+
+static PyMethodDef zone_methods[] = {
+    {"init_done", (PyCFunction)zone_init_done, METH_O, "init_done(ok)\n--\n\nFinish initialising."},
+    {"alloc", (PyCFunction)(void (*)(void))zone_alloc, METH_VARARGS | METH_KEYWORDS,
+     "alloc(size, zero=False)\n--\n\nAllocate; returns the offset."},
+    {"free", (PyCFunction)zone_free, METH_O, "free(offset)\n--\n\nFree an allocation."},
+    {"usable_size", (PyCFunction)zone_usable_size, METH_O,
+     "usable_size(offset)\n--\n\nBytes usable at offset (0 if not an allocation)."},
+    {"view", (PyCFunction)zone_view, METH_VARARGS,
+     "view(offset, length, readonly=False)\n--\n\nmemoryview of [offset, offset+length)."},
+    {"obj_get", (PyCFunction)(void (*)(void))zone_obj_get, METH_VARARGS | METH_KEYWORDS,
+     "obj_get(name, type, size=0, aux=0, flags=O_CREATE)\n--\n\nFind or create a named "
+     "object; returns (entry, created)."},
+    {"obj_find", (PyCFunction)zone_obj_find, METH_O, "obj_find(name)\n--\n\nEntry of a named object."},
+    {"obj_destroy", (PyCFunction)zone_obj_destroy, METH_VARARGS,
+     "obj_destroy(name, type=0)\n--\n\nRemove a named object and free its memory."},
+    {"obj_list", (PyCFunction)zone_obj_list, METH_NOARGS, "obj_list()\n--\n\nAll entries."},
+    {"stats", (PyCFunction)zone_stats, METH_NOARGS, "stats()\n--\n\nAllocator statistics."},
+    {"check", (PyCFunction)zone_check, METH_NOARGS,
+     "check()\n--\n\nVerify every invariant; returns (problem_count, lines)."},
+    {"header", (PyCFunction)zone_header, METH_NOARGS, "header()\n--\n\nHeader fields."},
+    {"sync", (PyCFunction)zone_sync, METH_NOARGS,
+     "sync()\n--\n\nFollow growth made by other processes; returns bytes mapped."},
+    {"_debug_die_in_lock", (PyCFunction)zone_debug_die_in_lock, METH_O,
+     "_debug_die_in_lock(mode)\n--\n\nTest hook: die by SIGKILL holding the zone mutex."},
+    {NULL},
+};
+
+static PyMemberDef zone_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ZoneObject, weakreflist), READONLY},
+    {NULL},
+};
+
+static PyType_Slot zone_slots[] = {
+    {Py_tp_new, zone_new},
+    {Py_tp_members, zone_members},
+    {Py_tp_dealloc, zone_dealloc},
+    {Py_tp_methods, zone_methods},
+    {Py_tp_getset, zone_getset},
+    {Py_tp_doc, "A zone over a Segment (internal; use shmkit.Zone)."},
+    {0, NULL},
+};
+
+int shk_init_zone(PyObject *m)
+{
+    PyType_Spec spec = {"shmkit._core.Zone", sizeof(ZoneObject), 0, Py_TPFLAGS_DEFAULT, zone_slots};
+    shk_ZoneType = (PyTypeObject *)PyType_FromSpec(&spec);
+    if (!shk_ZoneType)
+        return -1;
+    return PyModule_AddObjectRef(m, "Zone", (PyObject *)shk_ZoneType);
+}

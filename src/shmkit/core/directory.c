@@ -1,0 +1,392 @@
+/*
+ * directory.c - named objects inside a zone.
+ *
+ * An open-addressing hash table (struct shk_dir_table, layout.h) maps names to
+ * (type, offset, size).  All of it is protected by the zone mutex.
+ *
+ * Crash safety: an entry is written in full and published by storing state = LIVE last;
+ * the memory of an object being created is recorded in header.pending_off until its entry
+ * is live, and a table being rebuilt larger in header.dir_pending until it is published
+ * (one store to dir_off).  Recovery frees whichever of those did not get published and
+ * recounts the table.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "errors.h"
+#include "futex.h"
+#include "proc.h"
+#include "zone.h"
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s) {
+        h ^= (uint8_t)*s++;
+        h *= 16777619u;
+    }
+    return h ? h : 1;
+}
+
+int shk_obj_check_name(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0)
+        return shk_fail(SHK_ENAME, "object name is empty");
+    if (n > SHK_OBJ_NAME_MAX)
+        return shk_fail(SHK_ENAME, "object name is %zu bytes long; at most %d are allowed", n,
+                        SHK_OBJ_NAME_MAX);
+    return 0;
+}
+
+/* The table, validated; NULL with *err set if it is broken, NULL with *err = 0 if none. */
+static struct shk_dir_table *table(struct shk_zone *z, uint64_t off, int *err)
+{
+    *err = 0;
+    if (!off)
+        return NULL;
+    struct shk_dir_table *t = shk_zone_ptr(z, off, sizeof *t);
+    if (!t) {
+        *err = SHK_ECORRUPT;
+        return NULL;
+    }
+    uint32_t cap = t->cap;
+    if (t->magic != SHK_DIR_MAGIC || cap < SHK_DIR_MIN_CAP || (cap & (cap - 1)) ||
+        !shk_zone_ptr(z, off, sizeof *t + (uint64_t)cap * sizeof(struct shk_dirent))) {
+        *err = shk_fail(SHK_ECORRUPT, "zone directory at offset %llu is corrupted",
+                        (unsigned long long)off);
+        return NULL;
+    }
+    return t;
+}
+
+/* Slot of `name`, or -1. */
+static int64_t lookup(struct shk_dir_table *t, const char *name, uint32_t hash)
+{
+    uint32_t mask = t->cap - 1;
+    for (uint32_t i = 0, s = hash & mask; i < t->cap; i++, s = (s + 1) & mask) {
+        struct shk_dirent *e = &t->slot[s];
+        uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        if (st == SHK_DE_EMPTY)
+            return -1;
+        if (st == SHK_DE_LIVE && e->hash == hash &&
+            strncmp(e->name, name, SHK_OBJ_NAME_MAX + 1) == 0)
+            return s;
+    }
+    return -1;
+}
+
+static struct shk_dirent *insert_slot(struct shk_dir_table *t, uint32_t hash)
+{
+    uint32_t mask = t->cap - 1;
+    for (uint32_t i = 0, s = hash & mask; i < t->cap; i++, s = (s + 1) & mask) {
+        uint32_t st = t->slot[s].state;
+        if (st == SHK_DE_EMPTY || st == SHK_DE_TOMB)
+            return &t->slot[s];
+    }
+    return NULL;
+}
+
+/* Make room for one more entry: a new table when the load (live + tombstones) is high. */
+static int ensure_room(struct shk_zone *z)
+{
+    struct shk_zone_header *h = z->hdr;
+    int err;
+    struct shk_dir_table *old = table(z, h->dir_off, &err);
+    if (err)
+        return err;
+    uint32_t cap = SHK_DIR_MIN_CAP;
+    if (old) {
+        if ((uint64_t)(old->live + old->tombs + 1) * 10 <= (uint64_t)old->cap * 7)
+            return 0;
+        cap = old->cap;
+        while ((uint64_t)(old->live + 1) * 10 > (uint64_t)cap * 5)
+            cap *= 2;
+    }
+    uint64_t bytes = sizeof(struct shk_dir_table) + (uint64_t)cap * sizeof(struct shk_dirent);
+    uint64_t off;
+    int r = shk_zone_alloc_locked(z, bytes, SHK_ALLOC_ZERO, &off);
+    if (r)
+        return r;
+    h->dir_pending = off;
+    struct shk_dir_table *t = shk_zone_ptr(z, off, bytes);
+    t->magic = SHK_DIR_MAGIC;
+    t->cap = cap;
+    if (old) {
+        for (uint32_t i = 0; i < old->cap; i++) {
+            struct shk_dirent *e = &old->slot[i];
+            if (e->state != SHK_DE_LIVE)
+                continue;
+            struct shk_dirent *d = insert_slot(t, e->hash);
+            *d = *e;
+            t->live++;
+        }
+    }
+    uint64_t old_off = h->dir_off;
+    __atomic_store_n(&h->dir_off, off, __ATOMIC_RELEASE); /* publish */
+    h->dir_pending = 0;
+    if (old_off)
+        shk_zone_free_locked(z, old_off);
+    return 0;
+}
+
+int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
+                     uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
+                     struct shk_dirent *out, int *created)
+{
+    int r, err;
+    shk_clear_detail();
+    *created = 0;
+    if ((r = shk_obj_check_name(name)) != 0)
+        return r;
+    uint32_t hash = fnv1a(name);
+    if ((r = shk_zone_lock(z)) != 0)
+        return r;
+    struct shk_zone_header *h = z->hdr;
+    struct shk_dir_table *t = table(z, h->dir_off, &err);
+    if (err) {
+        r = err;
+        goto out;
+    }
+    int64_t s = t ? lookup(t, name, hash) : -1;
+    if (s >= 0) {
+        struct shk_dirent *e = &t->slot[s];
+        if (flags & SHK_O_EXCL) {
+            r = shk_fail(SHK_EEXISTS, "an object named '%s' already exists in the zone", name);
+            goto out;
+        }
+        if (type && e->type != type) {
+            r = shk_fail(SHK_ETYPE, "'%s' exists in the zone as an object of type %u, not %u",
+                         name, e->type, type);
+            goto out;
+        }
+        if (!shk_zone_ptr(z, e->offset, e->size)) {
+            r = shk_fail(SHK_ECORRUPT, "directory entry '%s' points outside the zone", name);
+            goto out;
+        }
+        *out = *e;
+        goto out;
+    }
+    if (!(flags & SHK_O_CREATE)) {
+        r = shk_fail(SHK_ENOTFOUND, "no object named '%s' in the zone", name);
+        goto out;
+    }
+    if (size == 0) {
+        r = shk_fail(EINVAL, "object '%s': size must be > 0", name);
+        goto out;
+    }
+    if ((r = ensure_room(z)) != 0)
+        goto out;
+    t = table(z, h->dir_off, &err);
+    uint64_t off;
+    if ((r = shk_zone_alloc_locked(z, size, SHK_ALLOC_ZERO, &off)) != 0)
+        goto out;
+    h->pending_off = off;
+    if (init && (r = init(z, off, size, arg)) != 0) {
+        h->pending_off = 0;
+        shk_zone_free_locked(z, off);
+        goto out;
+    }
+    struct shk_dirent *e = insert_slot(t, hash);
+    int was_tomb = e->state == SHK_DE_TOMB;
+    memset(e->name, 0, sizeof e->name);
+    strncpy(e->name, name, SHK_OBJ_NAME_MAX);
+    e->type = type;
+    e->offset = off;
+    e->size = size;
+    e->aux = aux;
+    e->created_ns = shk_wall_ns();
+    e->hash = hash;
+    e->creator_pid = shk_self_pid();
+    __atomic_store_n(&e->state, SHK_DE_LIVE, __ATOMIC_RELEASE); /* publish */
+    h->pending_off = 0;
+    t->live++;
+    if (was_tomb && t->tombs)
+        t->tombs--;
+    *out = *e;
+    *created = 1;
+out:
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *out)
+{
+    int created;
+    return shk_zone_obj_get(z, name, 0, 0, 0, 0, NULL, NULL, out, &created);
+}
+
+int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
+{
+    int r, err;
+    shk_clear_detail();
+    if ((r = shk_obj_check_name(name)) != 0)
+        return r;
+    if ((r = shk_zone_lock(z)) != 0)
+        return r;
+    struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
+    int64_t s = t ? lookup(t, name, fnv1a(name)) : -1;
+    if (err) {
+        r = err;
+    } else if (s < 0) {
+        r = shk_fail(SHK_ENOTFOUND, "no object named '%s' in the zone", name);
+    } else if (type && t->slot[s].type != type) {
+        r = shk_fail(SHK_ETYPE, "'%s' is an object of type %u, not %u", name, t->slot[s].type, type);
+    } else {
+        struct shk_dirent *e = &t->slot[s];
+        uint64_t off = e->offset;
+        /* unpublish first: a crash after this leaks the memory at worst, never leaves a
+         * live entry pointing at freed memory */
+        __atomic_store_n(&e->state, SHK_DE_TOMB, __ATOMIC_RELEASE);
+        t->live--;
+        t->tombs++;
+        r = shk_zone_free_locked(z, off);
+    }
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
+{
+    int r, err;
+    *n = 0;
+    if ((r = shk_zone_lock(z)) != 0)
+        return r;
+    struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
+    if (err) {
+        r = err;
+    } else if (t) {
+        for (uint32_t i = 0; i < t->cap; i++) {
+            if (t->slot[i].state != SHK_DE_LIVE)
+                continue;
+            if (*n < cap) {
+                out[*n] = t->slot[i];
+                out[*n].name[SHK_OBJ_NAME_MAX] = '\0';
+            }
+            (*n)++;
+        }
+    }
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_dir_contains_offset_locked(struct shk_zone *z, uint64_t off)
+{
+    int err;
+    struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
+    if (!t)
+        return 0;
+    for (uint32_t i = 0; i < t->cap; i++)
+        if (t->slot[i].state == SHK_DE_LIVE && t->slot[i].offset == off)
+            return 1;
+    return 0;
+}
+
+int shk_dir_recover_locked(struct shk_zone *z)
+{
+    struct shk_zone_header *h = z->hdr;
+    int err;
+    /* a table built but never published */
+    if (h->dir_pending && h->dir_pending != h->dir_off)
+        shk_zone_free_locked(z, h->dir_pending);
+    h->dir_pending = 0;
+    struct shk_dir_table *t = table(z, h->dir_off, &err);
+    if (err) {
+        /* the directory cannot be trusted: start an empty one rather than stay broken */
+        h->dir_off = 0;
+        t = NULL;
+    }
+    if (t) {
+        uint32_t live = 0, tombs = 0;
+        for (uint32_t i = 0; i < t->cap; i++) {
+            struct shk_dirent *e = &t->slot[i];
+            if (e->state == SHK_DE_LIVE) {
+                e->name[SHK_OBJ_NAME_MAX] = '\0';
+                if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
+                    e->state = SHK_DE_TOMB;
+                    tombs++;
+                    continue;
+                }
+                live++;
+            } else if (e->state != SHK_DE_EMPTY) {
+                e->state = SHK_DE_TOMB;
+                tombs++;
+            }
+        }
+        t->live = live;
+        t->tombs = tombs;
+    }
+    /* an object whose creation did not finish */
+    if (h->pending_off) {
+        if (!shk_dir_contains_offset_locked(z, h->pending_off) && h->pending_off != h->dir_off)
+            shk_zone_free_locked(z, h->pending_off);
+        h->pending_off = 0;
+    }
+    shk_clear_detail();
+    return 0;
+}
+
+int shk_dir_check_locked(struct shk_zone *z, char *buf, size_t cap, size_t *len)
+{
+    struct shk_zone_header *h = z->hdr;
+    int err, problems = 0;
+#define DIRPROB(...)                                                                          \
+    do {                                                                                      \
+        problems++;                                                                           \
+        if (buf && *len + 2 < cap) {                                                          \
+            int n_ = snprintf(buf + *len, cap - *len - 1, __VA_ARGS__);                       \
+            if (n_ > 0)                                                                       \
+                *len += (size_t)n_ < cap - *len - 1 ? (size_t)n_ : cap - *len - 2;            \
+            buf[(*len)++] = '\n';                                                             \
+            buf[*len] = '\0';                                                                 \
+        }                                                                                     \
+    } while (0)
+    struct shk_dir_table *t = table(z, h->dir_off, &err);
+    if (err) {
+        DIRPROB("directory: %s", shk_error_detail());
+        return problems;
+    }
+    if (h->pending_off)
+        DIRPROB("directory: an object creation is pending at offset %llu",
+                (unsigned long long)h->pending_off);
+    if (!t)
+        return problems;
+    uint32_t live = 0, tombs = 0;
+    for (uint32_t i = 0; i < t->cap; i++) {
+        struct shk_dirent *e = &t->slot[i];
+        if (e->state == SHK_DE_TOMB) {
+            tombs++;
+            continue;
+        }
+        if (e->state != SHK_DE_LIVE) {
+            if (e->state != SHK_DE_EMPTY)
+                DIRPROB("directory slot %u: state %u", i, e->state);
+            continue;
+        }
+        live++;
+        if (memchr(e->name, 0, sizeof e->name) == NULL)
+            DIRPROB("directory slot %u: name is not terminated", i);
+        else if (e->hash != fnv1a(e->name))
+            DIRPROB("directory entry '%s': stored hash does not match its name", e->name);
+        else if (lookup(t, e->name, e->hash) != (int64_t)i)
+            DIRPROB("directory entry '%s': not reachable by lookup (or a duplicate)", e->name);
+        if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
+            DIRPROB("directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
+                    (unsigned long long)e->offset, (unsigned long long)e->size);
+            continue;
+        }
+        uint64_t usable = shk_zone_usable_size_locked(z, e->offset);
+        if (usable < e->size)
+            DIRPROB("directory entry '%.63s': offset %llu is not a live allocation of %llu "
+                    "bytes (%llu usable)", e->name, (unsigned long long)e->offset,
+                    (unsigned long long)e->size, (unsigned long long)usable);
+    }
+    if (live != t->live || tombs != t->tombs)
+        DIRPROB("directory counts %u live / %u tombstones; the table holds %u / %u", t->live,
+                t->tombs, live, tombs);
+    if ((uint64_t)(live + tombs) >= t->cap)
+        DIRPROB("directory has no empty slot (lookups cannot terminate early)");
+#undef DIRPROB
+    return problems;
+}

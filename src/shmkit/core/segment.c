@@ -1,0 +1,659 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+#define SHK_NAME_MAX 250 /* NAME_MAX less room for the prefixes shm_open adds */
+
+static size_t page_size(void)
+{
+    static size_t ps;
+    if (!ps)
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+    return ps;
+}
+
+static size_t round_page(size_t n)
+{
+    size_t ps = page_size();
+    return (n + ps - 1) & ~(ps - 1);
+}
+
+static void seg_reset(struct shk_segment *s, int kind, int flags)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->fd = -1;
+    s->shmid = -1;
+    s->flags = flags;
+    pthread_mutex_init(&s->remap_lock, NULL);
+}
+
+uint64_t shk_fs_free_bytes(int fd)
+{
+    struct statvfs v;
+    if (fstatvfs(fd, &v) != 0)
+        return 0;
+    return (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+}
+
+int shk_seg_check_name(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0)
+        return shk_fail(SHK_ENAME, "segment name is empty");
+    if (n > SHK_NAME_MAX)
+        return shk_fail(SHK_ENAME, "segment name is %zu bytes long; at most %d are allowed", n,
+                        SHK_NAME_MAX);
+    if (strchr(name, '/'))
+        return shk_fail(SHK_ENAME, "segment name '%s' contains '/'", name);
+    if (!strcmp(name, ".") || !strcmp(name, ".."))
+        return shk_fail(SHK_ENAME, "segment name '%s' is reserved", name);
+    return 0;
+}
+
+/* Reserve the space of [from, to) in the object so later touches cannot SIGBUS. */
+static int reserve_space(int fd, size_t from, size_t to, const char *what)
+{
+    if (to <= from)
+        return 0;
+    int r = posix_fallocate(fd, (off_t)from, (off_t)(to - from));
+    if (r == 0)
+        return 0;
+    if (r == ENOSPC || r == EFBIG) {
+        uint64_t free_b = shk_fs_free_bytes(fd);
+        return shk_fail(ENOSPC, "%s: cannot reserve %zu bytes: only %llu bytes are free on its "
+                        "file system", what, to - from, (unsigned long long)free_b);
+    }
+    if (r == EOPNOTSUPP || r == ENOSYS)
+        return 0; /* file system cannot preallocate; glibc already emulated if it could */
+    return shk_fail(r, "%s: posix_fallocate failed: %s", what, strerror(r));
+}
+
+/* Map map_len bytes of the object inside a reservation of `reserve` bytes. */
+static int seg_map(struct shk_segment *s, size_t size, size_t reserve)
+{
+    int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+    size_t map_len = round_page(size);
+    reserve = round_page(reserve);
+    if (reserve < map_len)
+        reserve = map_len;
+    if (reserve == 0)
+        reserve = page_size(); /* an empty object still gets a (PROT_NONE) reservation */
+
+    void *base;
+    if (reserve > map_len) {
+        base = mmap(NULL, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED)
+            return shk_fail(errno, "mmap: cannot reserve %zu bytes of address space: %s",
+                            reserve, strerror(errno));
+        if (map_len) {
+            void *p = mmap(base, map_len, prot, MAP_SHARED | MAP_FIXED, s->fd, 0);
+            if (p == MAP_FAILED) {
+                int e = errno;
+                munmap(base, reserve);
+                return shk_fail(e, "mmap: %s", strerror(e));
+            }
+        }
+        s->own_reserve = 1;
+    } else {
+        base = mmap(NULL, map_len, prot, MAP_SHARED, s->fd, 0);
+        if (base == MAP_FAILED)
+            return shk_fail(errno, "mmap of %zu bytes: %s", map_len, strerror(errno));
+        s->own_reserve = 1;
+    }
+    s->base = base;
+    s->size = size;
+    s->map_len = map_len;
+    s->reserved = reserve;
+    return 0;
+}
+
+static int check_owner(struct shk_segment *s, uid_t uid, const char *what)
+{
+    if (uid != geteuid() && !(s->flags & SHK_O_ANYOWNER))
+        return shk_fail(EACCES, "%s is owned by uid %u, not by this user (uid %u); "
+                        "pass allow_other_owner=True to attach anyway", what, (unsigned)uid,
+                        (unsigned)geteuid());
+    return 0;
+}
+
+/* Common tail for the fd backends: size the new object or learn the old one's size. */
+static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, unsigned mode,
+                          const char *what, int (*undo)(const char *), const char *undo_arg)
+{
+    int r;
+    struct stat st;
+    if (s->created) {
+        /* umask must not weaken or widen what was asked for */
+        if (fchmod(s->fd, mode) != 0) {
+            r = shk_fail(errno, "%s: fchmod: %s", what, strerror(errno));
+            goto undo;
+        }
+        if (size) {
+            if (ftruncate(s->fd, (off_t)size) != 0) {
+                r = errno == EFBIG || errno == ENOSPC
+                        ? shk_fail(ENOSPC, "%s: cannot set size %zu: %s", what, size, strerror(errno))
+                        : shk_fail(errno, "%s: ftruncate: %s", what, strerror(errno));
+                goto undo;
+            }
+            if ((r = reserve_space(s->fd, 0, size, what)) != 0)
+                goto undo;
+        }
+    } else {
+        if (fstat(s->fd, &st) != 0)
+            return shk_fail(errno, "%s: fstat: %s", what, strerror(errno));
+        if ((r = check_owner(s, st.st_uid, what)) != 0)
+            return r;
+        if (st.st_size == 0 && !(s->flags & SHK_O_ALLOWEMPTY))
+            return shk_fail(EINVAL, "%s exists but has size 0 (its creator may not have "
+                            "finished creating it)", what);
+        if (size && (size_t)st.st_size < size)
+            return shk_fail(EINVAL, "%s exists with size %lld, smaller than the %zu bytes "
+                            "asked for", what, (long long)st.st_size, size);
+        size = (size_t)st.st_size;
+    }
+    if ((r = seg_map(s, size, reserve)) != 0)
+        goto undo;
+    return 0;
+undo:
+    if (s->created && undo)
+        undo(undo_arg);
+    return r;
+}
+
+static int unlink_posix_quiet(const char *name)
+{
+    char path[SHK_NAME_MAX + 2];
+    snprintf(path, sizeof path, "/%s", name);
+    return shm_unlink(path);
+}
+
+int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsigned mode,
+                       size_t size, size_t reserve)
+{
+    int r;
+    char path[SHK_NAME_MAX + 2], what[SHK_NAME_MAX + 32];
+    seg_reset(s, SHK_SEG_POSIX, flags);
+    shk_clear_detail();
+    if ((r = shk_seg_check_name(name)) != 0)
+        return r;
+    snprintf(path, sizeof path, "/%s", name);
+    snprintf(what, sizeof what, "POSIX segment '%s'", name);
+    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    if ((flags & SHK_O_CREATE) && size == 0 && !(flags & SHK_O_ALLOWEMPTY))
+        return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
+    if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
+        return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
+
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (flags & SHK_O_CREATE) {
+            s->fd = shm_open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
+            if (s->fd >= 0) {
+                s->created = 1;
+                break;
+            }
+            if (errno != EEXIST || (flags & SHK_O_EXCL))
+                return shk_fail(errno, "shm_open(%s): %s", path, strerror(errno));
+        }
+        s->fd = shm_open(path, oflag, 0);
+        if (s->fd >= 0)
+            break;
+        if (errno == ENOENT && (flags & SHK_O_CREATE))
+            continue; /* unlinked between our two calls: try to create again */
+        return shk_fail(errno, "shm_open(%s): %s", path, strerror(errno));
+    }
+    if (s->fd < 0)
+        return shk_fail(EAGAIN, "shm_open(%s): lost every race to create or open it", path);
+    r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_posix_quiet, name);
+    if (r) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    return r;
+}
+
+static int unlink_file_quiet(const char *path)
+{
+    return unlink(path);
+}
+
+int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsigned mode,
+                      size_t size, size_t reserve)
+{
+    int r;
+    char what[PATH_MAX + 32];
+    seg_reset(s, SHK_SEG_FILE, flags);
+    shk_clear_detail();
+    if (!path || !*path)
+        return shk_fail(SHK_ENAME, "file path is empty");
+    snprintf(what, sizeof what, "file segment '%s'", path);
+    if ((flags & SHK_O_CREATE) && size == 0 && !(flags & SHK_O_ALLOWEMPTY))
+        return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
+    if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
+        return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
+    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (flags & SHK_O_CREATE) {
+            s->fd = open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
+            if (s->fd >= 0) {
+                s->created = 1;
+                break;
+            }
+            if (errno != EEXIST || (flags & SHK_O_EXCL))
+                return shk_fail(errno, "open(%s): %s", path, strerror(errno));
+        }
+        s->fd = open(path, oflag, 0);
+        if (s->fd >= 0)
+            break;
+        if (errno == ELOOP)
+            return shk_fail(ELOOP, "%s is a symbolic link; shmkit does not follow links", what);
+        if (errno == ENOENT && (flags & SHK_O_CREATE))
+            continue;
+        return shk_fail(errno, "open(%s): %s", path, strerror(errno));
+    }
+    if (s->fd < 0)
+        return shk_fail(EAGAIN, "open(%s): lost every race to create or open it", path);
+    struct stat st;
+    if (fstat(s->fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+        close(s->fd);
+        s->fd = -1;
+        return shk_fail(EINVAL, "%s is not a regular file", what);
+    }
+    r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_file_quiet, path);
+    if (r) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    return r;
+}
+
+static int sysv_limit_error(int e, size_t size)
+{
+    unsigned long long shmmax = 0, shmall = 0, shmmni = 0;
+    FILE *f;
+    if ((f = fopen("/proc/sys/kernel/shmmax", "r"))) { if (fscanf(f, "%llu", &shmmax) != 1) shmmax = 0; fclose(f); }
+    if ((f = fopen("/proc/sys/kernel/shmall", "r"))) { if (fscanf(f, "%llu", &shmall) != 1) shmall = 0; fclose(f); }
+    if ((f = fopen("/proc/sys/kernel/shmmni", "r"))) { if (fscanf(f, "%llu", &shmmni) != 1) shmmni = 0; fclose(f); }
+    if (e == EINVAL)
+        return shk_fail(EINVAL, "shmget: a segment of %zu bytes is outside the limits "
+                        "(kernel.shmmax = %llu bytes, SHMMIN = 1), or the key exists with a "
+                        "smaller size", size, shmmax);
+    return shk_fail(ENOSPC, "shmget: system limit reached creating %zu bytes "
+                    "(kernel.shmall = %llu pages in all, kernel.shmmni = %llu segments)",
+                    size, shmall, shmmni);
+}
+
+int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsigned mode,
+                      size_t size)
+{
+    int r;
+    char what[64];
+    seg_reset(s, SHK_SEG_SYSV, flags);
+    shk_clear_detail();
+    if (shmid >= 0) {
+        snprintf(what, sizeof what, "SysV segment id %d", shmid);
+        s->shmid = shmid;
+    } else {
+        snprintf(what, sizeof what, "SysV segment key 0x%08x", (unsigned)key);
+        if (flags & SHK_O_CREATE) {
+            if (size == 0)
+                return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
+            s->shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (int)(mode & 0777));
+            if (s->shmid >= 0)
+                s->created = 1;
+            else if (errno == EINVAL || errno == ENOSPC)
+                return sysv_limit_error(errno, size);
+            else if (errno != EEXIST || (flags & SHK_O_EXCL))
+                return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
+        }
+        if (s->shmid < 0) {
+            s->shmid = shmget((key_t)key, 0, 0);
+            if (s->shmid < 0)
+                return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
+        }
+    }
+    struct shmid_ds ds;
+    if (shmctl(s->shmid, IPC_STAT, &ds) != 0) {
+        r = shk_fail(errno, "shmctl(%s, IPC_STAT): %s", what, strerror(errno));
+        goto fail;
+    }
+    if (!s->created) {
+        if ((r = check_owner(s, ds.shm_perm.uid, what)) != 0)
+            goto fail;
+        if (size && ds.shm_segsz < size) {
+            r = shk_fail(EINVAL, "%s exists with size %zu, smaller than the %zu bytes asked "
+                         "for", what, (size_t)ds.shm_segsz, size);
+            goto fail;
+        }
+    }
+    void *base = shmat(s->shmid, NULL, (flags & SHK_O_RDONLY) ? SHM_RDONLY : 0);
+    if (base == (void *)-1) {
+        r = shk_fail(errno, "shmat(%s): %s", what, strerror(errno));
+        goto fail;
+    }
+    s->base = base;
+    s->size = ds.shm_segsz;
+    s->map_len = round_page(ds.shm_segsz);
+    s->reserved = s->map_len;
+    return 0;
+fail:
+    if (s->created)
+        shmctl(s->shmid, IPC_RMID, NULL);
+    s->shmid = -1;
+    return r;
+}
+
+int shk_seg_create_memfd(struct shk_segment *s, const char *name, size_t size,
+                         unsigned seals, size_t reserve)
+{
+    int r;
+    seg_reset(s, SHK_SEG_MEMFD, SHK_O_CREATE);
+    shk_clear_detail();
+    if (size == 0)
+        return shk_fail(EINVAL, "memfd segment: size must be > 0");
+    s->fd = memfd_create(name && *name ? name : "shmkit", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (s->fd < 0)
+        return shk_fail(errno, "memfd_create: %s", strerror(errno));
+    s->created = 1;
+    if (ftruncate(s->fd, (off_t)size) != 0) {
+        r = shk_fail(errno == EFBIG ? ENOSPC : errno, "memfd segment: ftruncate(%zu): %s", size,
+                     strerror(errno));
+        goto fail;
+    }
+    if ((r = reserve_space(s->fd, 0, size, "memfd segment")) != 0)
+        goto fail;
+    /* write seals must come after mapping (a shared writable mapping blocks F_SEAL_WRITE),
+     * so a write-sealed memfd is mapped read-only by everyone, creator included */
+    if (seals & F_SEAL_WRITE)
+        s->flags |= SHK_O_RDONLY;
+    if (seals && fcntl(s->fd, F_ADD_SEALS, (int)seals) != 0) {
+        r = shk_fail(errno, "memfd segment: F_ADD_SEALS: %s", strerror(errno));
+        goto fail;
+    }
+    if ((r = seg_map(s, size, reserve)) != 0)
+        goto fail;
+    return 0;
+fail:
+    close(s->fd);
+    s->fd = -1;
+    return r;
+}
+
+int shk_seg_open_fd(struct shk_segment *s, int fd, int flags, size_t reserve)
+{
+    int r;
+    struct stat st;
+    seg_reset(s, SHK_SEG_MEMFD, flags & ~(SHK_O_CREATE | SHK_O_EXCL));
+    shk_clear_detail();
+    if (fstat(fd, &st) != 0)
+        return shk_fail(errno, "fstat(fd %d): %s", fd, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return shk_fail(EINVAL, "fd %d is not a memory file or regular file", fd);
+    if (st.st_size == 0)
+        return shk_fail(EINVAL, "fd %d refers to an object of size 0", fd);
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_ACCMODE) == O_RDONLY)
+        s->flags |= SHK_O_RDONLY;
+    int sealed = fcntl(fd, F_GET_SEALS);
+    if (sealed > 0 && (sealed & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)))
+        s->flags |= SHK_O_RDONLY;
+    s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (s->fd < 0)
+        return shk_fail(errno, "dup(fd %d): %s", fd, strerror(errno));
+    if ((r = seg_map(s, (size_t)st.st_size, reserve)) != 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    return r;
+}
+
+int shk_seg_create_anon(struct shk_segment *s, size_t size)
+{
+    seg_reset(s, SHK_SEG_ANON, SHK_O_CREATE);
+    shk_clear_detail();
+    if (size == 0)
+        return shk_fail(EINVAL, "anonymous segment: size must be > 0");
+    size_t map_len = round_page(size);
+    void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return shk_fail(errno, "mmap(anonymous, %zu): %s", size, strerror(errno));
+    s->created = 1;
+    s->base = base;
+    s->size = size;
+    s->map_len = map_len;
+    s->reserved = map_len;
+    s->own_reserve = 1;
+    return 0;
+}
+
+int shk_seg_object_size(const struct shk_segment *s, size_t *size)
+{
+    if (s->kind == SHK_SEG_SYSV) {
+        struct shmid_ds ds;
+        if (shmctl(s->shmid, IPC_STAT, &ds) != 0)
+            return shk_fail(errno, "shmctl(IPC_STAT): %s", strerror(errno));
+        *size = ds.shm_segsz;
+        return 0;
+    }
+    if (s->fd < 0) {
+        *size = s->size;
+        return 0;
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) != 0)
+        return shk_fail(errno, "fstat: %s", strerror(errno));
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+/* Map [s->map_len, round_page(new_size)) in place. Caller holds remap_lock. */
+static int extend_in_place(struct shk_segment *s, size_t new_size)
+{
+    size_t new_len = round_page(new_size);
+    if (new_len > s->map_len) {
+        if (new_len > s->reserved)
+            return shk_fail(SHK_ENOGROW, "segment: %zu bytes do not fit in the %zu bytes of "
+                            "address space reserved when it was mapped", new_size, s->reserved);
+        int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+        void *p = mmap(s->base + s->map_len, new_len - s->map_len, prot, MAP_SHARED | MAP_FIXED,
+                       s->fd, (off_t)s->map_len);
+        if (p == MAP_FAILED)
+            return shk_fail(errno, "mmap (extend): %s", strerror(errno));
+        s->map_len = new_len;
+    }
+    s->size = new_size;
+    return 0;
+}
+
+int shk_seg_refresh(struct shk_segment *s)
+{
+    size_t now;
+    int r;
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->kind == SHK_SEG_SYSV || s->kind == SHK_SEG_ANON)
+        return 0;
+    if ((r = shk_seg_object_size(s, &now)) != 0)
+        return r;
+    pthread_mutex_lock(&s->remap_lock);
+    if (now > s->size)
+        r = extend_in_place(s, now);
+    pthread_mutex_unlock(&s->remap_lock);
+    return r;
+}
+
+int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move)
+{
+    int r = 0;
+    shk_clear_detail();
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->kind == SHK_SEG_SYSV || s->kind == SHK_SEG_ANON)
+        return shk_fail(ENOTSUP, "%s segments have a fixed size",
+                        s->kind == SHK_SEG_SYSV ? "SysV" : "anonymous");
+    if (s->flags & SHK_O_RDONLY)
+        return shk_fail(EBADF, "segment is mapped read-only; it cannot be resized");
+    if (new_size == 0)
+        return shk_fail(EINVAL, "segment size must be > 0");
+    pthread_mutex_lock(&s->remap_lock);
+    size_t old = 0;
+    if ((r = shk_seg_object_size(s, &old)) != 0)
+        goto out;
+    if (new_size > old) {
+        if (round_page(new_size) > s->reserved && !may_move) {
+            r = shk_fail(SHK_ENOGROW, "segment: %zu bytes do not fit in the %zu bytes of address "
+                         "space reserved when it was mapped", new_size, s->reserved);
+            goto out;
+        }
+        if (ftruncate(s->fd, (off_t)new_size) != 0) {
+            r = shk_fail(errno == EPERM ? EPERM : errno, "ftruncate(%zu): %s%s", new_size,
+                         strerror(errno), errno == EPERM ? " (the memfd is sealed)" : "");
+            goto out;
+        }
+        if ((r = reserve_space(s->fd, old, new_size, "segment resize")) != 0) {
+            if (ftruncate(s->fd, (off_t)old) != 0) { /* leave it as it was */ }
+            goto out;
+        }
+    } else if (new_size < old) {
+        if (ftruncate(s->fd, (off_t)new_size) != 0) {
+            r = shk_fail(errno, "ftruncate(%zu): %s%s", new_size, strerror(errno),
+                         errno == EPERM ? " (the memfd is sealed)" : "");
+            goto out;
+        }
+    }
+    size_t new_len = round_page(new_size);
+    if (new_len <= s->reserved) {
+        if (new_len < s->map_len) {
+            /* give the tail back to the reservation: PROT_NONE, so a stray touch faults
+             * here and now instead of as a SIGBUS somewhere later */
+            void *p = mmap(s->base + new_len, s->map_len - new_len, PROT_NONE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+            if (p == MAP_FAILED) {
+                r = shk_fail(errno, "mmap (shrink): %s", strerror(errno));
+                goto out;
+            }
+            s->map_len = new_len;
+            s->size = new_size;
+        } else {
+            r = extend_in_place(s, new_size);
+        }
+    } else {
+        /* beyond the reservation: the mapping moves (caller made sure nothing points in) */
+        int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+        void *p = mmap(NULL, new_len, prot, MAP_SHARED, s->fd, 0);
+        if (p == MAP_FAILED) {
+            r = shk_fail(errno, "mmap (move): %s", strerror(errno));
+            goto out;
+        }
+        munmap(s->base, s->reserved);
+        s->base = p;
+        s->map_len = s->reserved = new_len;
+        s->size = new_size;
+    }
+out:
+    pthread_mutex_unlock(&s->remap_lock);
+    return r;
+}
+
+int shk_seg_rereserve(struct shk_segment *s, size_t reserve)
+{
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->fd < 0)
+        return shk_fail(ENOTSUP, "only fd-backed segments can be re-reserved");
+    if (round_page(reserve) <= s->reserved)
+        return 0;
+    struct shk_segment t = *s;
+    t.base = NULL;
+    int r = seg_map(&t, s->size, reserve);
+    if (r)
+        return r;
+    munmap(s->base, s->reserved);
+    s->base = t.base;
+    s->map_len = t.map_len;
+    s->reserved = t.reserved;
+    s->own_reserve = t.own_reserve;
+    return 0;
+}
+
+int shk_seg_close(struct shk_segment *s)
+{
+    if (s->base) {
+        if (s->kind == SHK_SEG_SYSV)
+            shmdt(s->base);
+        else
+            munmap(s->base, s->reserved);
+        s->base = NULL;
+    }
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    s->size = s->map_len = s->reserved = 0;
+    return 0;
+}
+
+int shk_seg_unlink_posix(const char *name)
+{
+    int r;
+    char path[SHK_NAME_MAX + 2];
+    shk_clear_detail();
+    if ((r = shk_seg_check_name(name)) != 0)
+        return r;
+    snprintf(path, sizeof path, "/%s", name);
+    if (shm_unlink(path) != 0)
+        return shk_fail(errno, "shm_unlink(%s): %s", path, strerror(errno));
+    return 0;
+}
+
+int shk_seg_rmid(int shmid)
+{
+    shk_clear_detail();
+    if (shmctl(shmid, IPC_RMID, NULL) != 0)
+        return shk_fail(errno, "shmctl(%d, IPC_RMID): %s", shmid, strerror(errno));
+    return 0;
+}
+
+int shk_ofd_lock(int fd, uint64_t offset, int type, int wait)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = (short)type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)offset;
+    fl.l_len = 1;
+    if (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0)
+        return 0;
+    if (errno == EAGAIN || errno == EACCES)
+        return EAGAIN;
+    return errno;
+}
+
+int shk_ofd_probe(int fd, uint64_t offset, int type, int *conflict)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = (short)type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)offset;
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return errno;
+    *conflict = fl.l_type != F_UNLCK;
+    return 0;
+}

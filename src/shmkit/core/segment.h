@@ -1,0 +1,116 @@
+/*
+ * segment.h - one mapping of shared memory, from any backend Linux offers.
+ *
+ *   posix   shm_open name in /dev/shm                      resizable
+ *   sysv    shmget key or shmid (ipcs/ipcrm, C, PHP shmop)  fixed size
+ *   file    a path mapped MAP_SHARED (refuses symlinks)     resizable
+ *   memfd   memfd_create, optional seals, fd passed around  resizable unless sealed
+ *   anon    MAP_SHARED|MAP_ANONYMOUS, inherited over fork   fixed size
+ *
+ * Space is reserved when the object is created or grown (posix_fallocate), so a full
+ * file system is an ENOSPC error at creation, never a SIGBUS on first touch.
+ *
+ * A segment may reserve more address space than it maps (`reserve`): growing then
+ * extends the mapping in place, so pointers and views taken before stay valid.  Zones
+ * rely on this.
+ *
+ * Process liveness around a segment uses OFD locks on bytes far beyond any data
+ * (SHK_LOCKBYTE_* in layout.h): the kernel releases them when the last fd of the
+ * holder's open file description is closed, including when the process is killed.
+ */
+#ifndef SHK_SEGMENT_H
+#define SHK_SEGMENT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum shk_seg_kind {
+    SHK_SEG_POSIX = 1,
+    SHK_SEG_SYSV = 2,
+    SHK_SEG_FILE = 3,
+    SHK_SEG_MEMFD = 4,
+    SHK_SEG_ANON = 5
+};
+
+/* open flags */
+#define SHK_O_CREATE 0x01     /* create if it does not exist */
+#define SHK_O_EXCL 0x02       /* with CREATE: fail with EEXIST if it exists */
+#define SHK_O_RDONLY 0x04     /* map read-only */
+#define SHK_O_ANYOWNER 0x08   /* allow attaching to an object owned by another uid */
+#define SHK_O_ALLOWEMPTY 0x10 /* accept/create an object of size 0 (zones size it later) */
+
+struct shk_segment {
+    int kind;
+    int fd;          /* -1 for sysv and anon */
+    int shmid;       /* sysv: the id; else -1 */
+    int flags;       /* SHK_O_* it was opened with */
+    int created;     /* 1 if this open created the object */
+    uint8_t *base;   /* start of the mapping (NULL once closed) */
+    size_t size;     /* bytes usable from base */
+    size_t map_len;  /* bytes mapped from the object (page multiple >= size) */
+    size_t reserved; /* address space reserved at base (page multiple >= map_len) */
+    int own_reserve; /* 1 if base is a reservation we made (munmap reserved bytes) */
+    pthread_mutex_t remap_lock; /* process-private: serialises refresh/resize */
+};
+
+/* Valid POSIX name (no leading '/'): 0 or SHK_ENAME with a detail message. */
+int shk_seg_check_name(const char *name);
+
+int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsigned mode,
+                       size_t size, size_t reserve);
+int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsigned mode,
+                      size_t size, size_t reserve);
+/* key is used when shmid < 0; with shmid >= 0 the segment is attached by id. */
+int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsigned mode,
+                      size_t size);
+int shk_seg_create_memfd(struct shk_segment *s, const char *name, size_t size,
+                         unsigned seals, size_t reserve);
+/* Map an fd received from elsewhere (memfd, or any shareable fd). fd is duplicated. */
+int shk_seg_open_fd(struct shk_segment *s, int fd, int flags, size_t reserve);
+int shk_seg_create_anon(struct shk_segment *s, size_t size);
+
+/*
+ * Change the size of the object and of this mapping.  Growing reserves the space
+ * (ENOSPC if it is not there, the object left as it was).  The mapping is extended in
+ * place inside the reservation; beyond it, only if may_move (base changes), else
+ * SHK_ENOGROW.  posix, file and memfd only (ENOTSUP otherwise).
+ */
+int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move);
+
+/* Follow a size change made by another process: map up to the object's current size,
+ * within the reservation. 0, or SHK_ENOGROW when the new size does not fit. */
+int shk_seg_refresh(struct shk_segment *s);
+
+/* Move the mapping into a larger reservation of `reserve` bytes (base changes: only
+ * while nothing points into the mapping). fd backends only. */
+int shk_seg_rereserve(struct shk_segment *s, size_t reserve);
+
+/* Current size of the underlying object (fstat / IPC_STAT), into *size. */
+int shk_seg_object_size(const struct shk_segment *s, size_t *size);
+
+/* Unmap and close (detach this process only). Safe to call twice. */
+int shk_seg_close(struct shk_segment *s);
+
+int shk_seg_unlink_posix(const char *name);
+int shk_seg_rmid(int shmid);
+
+/* OFD byte locks: type is F_RDLCK, F_WRLCK or F_UNLCK. Non-blocking unless wait.
+ * 0, EAGAIN (held by another open file description), EINTR, or errno. */
+int shk_ofd_lock(int fd, uint64_t offset, int type, int wait);
+/* *conflict = 1 if a lock of another open file description conflicts with `type`;
+ * *holder_pid gets its pid when the kernel knows it (-1 for OFD locks). */
+int shk_ofd_probe(int fd, uint64_t offset, int type, int *conflict);
+
+/* Free bytes on the file system holding fd (for error messages). */
+uint64_t shk_fs_free_bytes(int fd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
