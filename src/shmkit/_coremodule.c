@@ -15,6 +15,15 @@
 
 static PyObject *errors_module; /* shmkit._errors */
 
+/* The binding file of each later primitive defines one of these.  Weak references let
+ * the module build and load while a primitive is still being written: a missing one is
+ * NULL and is skipped. */
+__attribute__((weak)) int shk_init_sync(PyObject *m);
+__attribute__((weak)) int shk_init_queue(PyObject *m);
+__attribute__((weak)) int shk_init_dict(PyObject *m);
+__attribute__((weak)) int shk_init_board(PyObject *m);
+__attribute__((weak)) int shk_init_bench(PyObject *m);
+
 PyObject *shk_py_exc(const char *name)
 {
     PyObject *cls = errors_module ? PyObject_GetAttrString(errors_module, name) : NULL;
@@ -333,6 +342,10 @@ PyMODINIT_FUNC PyInit__core(void)
 #undef CONST
 #undef UCONST
     if (shk_init_segment(m) < 0 || shk_init_zone(m) < 0)
+        goto fail;
+    if ((shk_init_sync && shk_init_sync(m) < 0) || (shk_init_queue && shk_init_queue(m) < 0) ||
+        (shk_init_dict && shk_init_dict(m) < 0) || (shk_init_board && shk_init_board(m) < 0) ||
+        (shk_init_bench && shk_init_bench(m) < 0))
         goto fail;
     return m;
 fail:

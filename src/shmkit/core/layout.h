@@ -243,6 +243,38 @@ struct shk_dir_table {
 };
 
 /* ---------------------------------------------------------------------------------- */
+/* Synchronisation objects (sync.c): Lock, RLock, RWLock, Semaphore, Event, Condition, */
+/* Barrier, Value/Array, Counter. Section owned by the sync work (issue 4).           */
+/* ---------------------------------------------------------------------------------- */
+
+/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+
+
+/* ---------------------------------------------------------------------------------- */
+/* Queue (queue.c): multi-producer multi-consumer ring of variable-size records.      */
+/* Section owned by the queue work (issue 6).                                         */
+/* ---------------------------------------------------------------------------------- */
+
+/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+
+
+/* ---------------------------------------------------------------------------------- */
+/* Dict (dict.c): the lua_shared_dict surface with TTL, LRU and lists.                */
+/* Section owned by the dict work (issue 7).                                          */
+/* ---------------------------------------------------------------------------------- */
+
+/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+
+
+/* ---------------------------------------------------------------------------------- */
+/* Board (board.c), ndarray and SharedConfig: latest-value boards and arrays.         */
+/* Section owned by the board work (issue 8).                                         */
+/* ---------------------------------------------------------------------------------- */
+
+/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+
+
+/* ---------------------------------------------------------------------------------- */
 /* Compile-time checks: the offsets above are the specification                         */
 /* ---------------------------------------------------------------------------------- */
 

@@ -1,0 +1,462 @@
+"""Zones: named shared memory with an allocator and a directory of named objects.
+
+A zone is what nginx's ``ngx_shared_memory_add`` gives a module: shared memory
+identified by (name, size, tag), initialised exactly once, with a slab allocator
+(``ngx_slab``) and named objects inside.  Every shmkit structure (locks, queues, dicts,
+arrays, boards) lives in a zone; ``zone.queue("jobs")`` finds or creates one by name.
+
+Everything inside a zone is addressed by *offset* from its first byte, so processes may
+map it at different addresses.  The bytes are specified in ``core/layout.h``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from . import _core
+from ._errors import ClosedError, InvalidNameError, ZoneInitError
+from .segment import Segment
+
+__all__ = ["Zone", "ZoneStats", "SlabClassStats", "ObjectInfo", "default_zone", "OBJECT_TYPES"]
+
+#: directory type codes -> names shown by ``zone.objects()`` and ``shmkit info``
+OBJECT_TYPES = {
+    _core.OBJ_RAW: "raw",
+    _core.OBJ_LOCK: "lock",
+    _core.OBJ_RLOCK: "rlock",
+    _core.OBJ_RWLOCK: "rwlock",
+    _core.OBJ_SEMAPHORE: "semaphore",
+    _core.OBJ_EVENT: "event",
+    _core.OBJ_CONDITION: "condition",
+    _core.OBJ_BARRIER: "barrier",
+    _core.OBJ_VALUE: "value",
+    _core.OBJ_ARRAY: "array",
+    _core.OBJ_COUNTER: "counter",
+    _core.OBJ_QUEUE: "queue",
+    _core.OBJ_DICT: "dict",
+    _core.OBJ_NDARRAY: "ndarray",
+    _core.OBJ_BOARD: "board",
+    _core.OBJ_CONFIG: "config",
+}
+
+DEFAULT_ZONE_SIZE = 32 << 20
+DEFAULT_ZONE_MAX_SIZE = 2 << 30
+
+
+@dataclass(frozen=True)
+class SlabClassStats:
+    """Statistics of one slab size class (nginx's ngx_slab_stat_t)."""
+
+    size: int       #: chunk size in bytes
+    total: int      #: chunks in pages of this class
+    used: int       #: chunks handed out
+    reqs: int       #: allocation requests
+    fails: int      #: requests that failed for lack of memory
+
+
+@dataclass(frozen=True)
+class ZoneStats:
+    """What ``zone.stats()`` returns.  Free space is reported honestly: ``free_bytes``
+    counts free pages plus free chunks inside partly used slab pages, and
+    ``largest_free_bytes`` is the largest single allocation above 2 KiB that can succeed
+    without growing the zone."""
+
+    size: int
+    max_size: int
+    generation: int
+    total_pages: int
+    free_pages: int
+    free_bytes: int
+    slab_free_bytes: int
+    largest_free_bytes: int
+    page_reqs: int
+    page_fails: int
+    recoveries: int
+    grow_count: int
+    extents: int
+    objects: int
+    classes: tuple[SlabClassStats, ...]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One entry of a zone's directory."""
+
+    name: str
+    type: str           #: "queue", "lock", ... ("raw" for zone.create())
+    type_code: int
+    offset: int
+    size: int
+    aux: int
+    created_ns: int     #: CLOCK_REALTIME, nanoseconds since the epoch
+    creator_pid: int
+
+
+def _info(t) -> ObjectInfo:
+    name, code, off, size, aux, created_ns, pid = t
+    return ObjectInfo(name, OBJECT_TYPES.get(code, f"type-{code}"), code, off, size, aux,
+                      created_ns, pid)
+
+
+def _check_object_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"object name must be a str, not {type(name).__name__}")
+    b = name.encode()
+    if not b:
+        raise InvalidNameError("object name is empty")
+    if len(b) > _core.OBJ_NAME_MAX:
+        raise InvalidNameError(f"object name is {len(b)} bytes long; at most "
+                               f"{_core.OBJ_NAME_MAX} are allowed")
+    if "\0" in name:
+        raise InvalidNameError("object name contains a NUL byte")
+    return name
+
+
+class Zone:
+    """A named zone of shared memory with an allocator and named objects.
+
+    ``Zone(name, size, *, tag=None, init=None, backend="posix", max_size=None, ...)``
+    declares the zone, with the semantics of nginx's ngx_shared_memory_add:
+
+    - identity is (name, size, tag): declaring an existing zone with the same size and
+      tag attaches to it; another size or tag raises ZoneMismatchError naming both;
+      ``size=0`` (or omitted) attaches to whatever size the creator declared, and
+      ``tag=None`` accepts any tag;
+    - ``init(zone)`` runs exactly once, in the process that creates the zone, before any
+      other process can use it; racing declarations all end up with one initialised zone;
+      if the initialiser dies, the processes waiting for it get ZoneInitError within
+      milliseconds, and the next declaration initialises the zone again;
+    - ``max_size`` lets a posix or file zone grow online: every process sees the new
+      size, and views handed out before stay valid.
+
+    Backends: "posix" (name in /dev/shm), "file" (``path=``), "sysv" (``key=``, fixed
+    size), "memfd" and "anonymous" (for fork children; fixed size for anonymous).
+    """
+
+    _core_zone = None
+    _segment = None
+    _closed = True
+    _pid = None
+
+    def __init__(self, name=None, size: int = 0, *, tag=None, init=None, backend: str = "posix",
+                 max_size: int | None = None, timeout: float | None = 30.0, perm: int = 0o600,
+                 key: int | None = None, path=None, segment: Segment | None = None,
+                 create: bool = True, allow_other_owner: bool = False):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"zone size must be an int >= 0, not {size!r}")
+        if max_size is not None and (not isinstance(max_size, int) or max_size < size):
+            raise ValueError(f"max_size must be an int >= size ({size}), not {max_size!r}")
+        if isinstance(tag, str):
+            tag = tag.encode()
+        if tag is not None and len(tag) > _core.TAG_MAX:
+            raise ValueError(f"zone tag is {len(tag)} bytes; at most {_core.TAG_MAX} are allowed")
+        if backend in ("sysv", "anonymous", "memfd") and max_size and max_size > size:
+            if backend != "memfd":
+                raise ValueError(f"{backend} zones cannot grow; leave max_size unset")
+        self.backend = backend
+        self.name = name
+        self._init = init
+        reserve = max(max_size or 0, size)
+        if segment is not None:
+            self._segment = segment
+        elif backend == "posix":
+            if name is None:
+                raise TypeError("a posix zone needs a name")
+            # without a size there is nothing to create: open only, leave no empty file
+            create = create and size > 0
+            self._segment = Segment(name, "c" if create else "w", 0, backend="posix",
+                                    perm=perm, reserve=reserve, _allow_empty=True,
+                                    allow_other_owner=allow_other_owner)
+        elif backend == "file":
+            path = path if path is not None else name
+            create = create and size > 0
+            self._segment = Segment(path, "c" if create else "w", 0, backend="file", perm=perm,
+                                    reserve=reserve, _allow_empty=True,
+                                    allow_other_owner=allow_other_owner)
+            self.name = os.fspath(path)
+        elif backend == "sysv":
+            key = key if key is not None else name
+            self._segment = Segment(None, "c" if (create and size) else "w", size,
+                                    backend="sysv", key=key, perm=perm,
+                                    allow_other_owner=allow_other_owner)
+            self.name = key
+        elif backend == "memfd":
+            if not size:
+                raise ValueError("a memfd zone needs a size")
+            self._segment = Segment(name or "shmkit-zone", "c", size, backend="memfd",
+                                    reserve=reserve)
+        elif backend == "anonymous":
+            if not size:
+                raise ValueError("an anonymous zone needs a size")
+            self._segment = Segment(None, "c", size, backend="anonymous")
+        else:
+            raise ValueError(f"unknown backend {backend!r}")
+        try:
+            self._core_zone = _core.Zone(self._segment._seg, size, max_size or 0, tag, timeout)
+        except BaseException:
+            self._segment.close()
+            raise
+        self._closed = False
+        self._lock = threading.Lock()
+        if self._core_zone.must_init:
+            ok = False
+            try:
+                if init is not None:
+                    init(self)
+                ok = True
+            finally:
+                self._core_zone.init_done(ok)
+
+    # -- identity ---------------------------------------------------------------------
+    def _live(self):
+        if self._closed or self._core_zone is None or self._core_zone.closed:
+            raise ClosedError(f"{self!r} is closed")
+        return self._core_zone
+
+    @property
+    def segment(self) -> Segment:
+        return self._segment
+
+    @property
+    def size(self) -> int:
+        """Current size in bytes (grows up to max_size)."""
+        return self._live().header()["size"]
+
+    @property
+    def declared_size(self) -> int:
+        return self._live().header()["declared_size"]
+
+    @property
+    def max_size(self) -> int:
+        return self._live().header()["max_size"]
+
+    @property
+    def tag(self) -> bytes:
+        return self._live().header()["tag"]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def info(self) -> dict:
+        """The header: magic, format, state, sizes, tag, creator pid, times, generation."""
+        return self._live().header()
+
+    # -- raw allocations (the nginx way) ---------------------------------------------------
+    def alloc(self, size: int, *, zero: bool = False) -> int:
+        """Allocate ``size`` bytes; returns the offset.  ZoneFullError when no room."""
+        return self._live().alloc(size, zero)
+
+    def calloc(self, size: int) -> int:
+        """Allocate ``size`` zeroed bytes; returns the offset."""
+        return self._live().alloc(size, True)
+
+    def free(self, offset: int) -> None:
+        """Free an allocation; InvalidFreeError if it is not one."""
+        self._live().free(offset)
+
+    def usable_size(self, offset: int) -> int:
+        """Bytes really usable at ``offset`` (its size class or run), 0 if not allocated."""
+        return self._live().usable_size(offset)
+
+    def view(self, offset: int, size: int, *, readonly: bool = False) -> memoryview:
+        """A memoryview of [offset, offset + size); it keeps the mapping alive."""
+        return self._live().view(offset, size, readonly)
+
+    # -- named objects ---------------------------------------------------------------------
+    def find(self, name: str) -> ObjectInfo:
+        """The directory entry of ``name``; ObjectNotFoundError if there is none."""
+        return _info(self._live().obj_find(_check_object_name(name)))
+
+    def create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW, aux: int = 0) -> ObjectInfo:
+        """Create a named raw allocation; ObjectExistsError if the name is taken."""
+        entry, _ = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+                                        _core.O_CREATE | _core.O_EXCL)
+        return _info(entry)
+
+    def find_or_create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW,
+                       aux: int = 0) -> tuple[ObjectInfo, bool]:
+        """Find ``name`` or create it (zeroed); returns (info, created)."""
+        entry, created = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+                                              _core.O_CREATE)
+        return _info(entry), created
+
+    def destroy(self, name: str) -> None:
+        """Remove ``name`` and free its memory.  Processes still using it must not."""
+        self._live().obj_destroy(_check_object_name(name))
+
+    def objects(self) -> list[ObjectInfo]:
+        """Every named object in the zone."""
+        return [_info(t) for t in self._live().obj_list()]
+
+    def __contains__(self, name) -> bool:
+        try:
+            self.find(name)
+            return True
+        except LookupError:
+            return False
+
+    # -- statistics and checks --------------------------------------------------------------
+    def stats(self) -> ZoneStats:
+        """Allocator statistics (see ZoneStats)."""
+        s = self._live().stats()
+        return ZoneStats(
+            size=s["size"], max_size=s["max_size"], generation=s["generation"],
+            total_pages=s["total_pages"], free_pages=s["free_pages"], free_bytes=s["free_bytes"],
+            slab_free_bytes=s["slab_free_bytes"],
+            largest_free_bytes=s["largest_free_run"] * _core.PAGE,
+            page_reqs=s["page_reqs"], page_fails=s["page_fails"], recoveries=s["recoveries"],
+            grow_count=s["grow_count"], extents=s["nextents"], objects=s["nobjects"],
+            classes=tuple(SlabClassStats(*c) for c in s["classes"]))
+
+    def check(self) -> list[str]:
+        """Walk every structure and verify every invariant; returns the problems found
+        (an empty list when the zone is consistent)."""
+        n, lines = self._live().check()
+        if n and not lines:
+            lines = [f"{n} problem(s) found"]
+        return lines
+
+    # -- structures (each module registers its object type) ---------------------------------
+    def lock(self, name, **kw):
+        from .sync import Lock
+        return Lock(name, zone=self, **kw)
+
+    def rlock(self, name, **kw):
+        from .sync import RLock
+        return RLock(name, zone=self, **kw)
+
+    def rwlock(self, name, **kw):
+        from .sync import RWLock
+        return RWLock(name, zone=self, **kw)
+
+    def semaphore(self, name, value=1, **kw):
+        from .sync import Semaphore
+        return Semaphore(name, value, zone=self, **kw)
+
+    def bounded_semaphore(self, name, value=1, **kw):
+        from .sync import BoundedSemaphore
+        return BoundedSemaphore(name, value, zone=self, **kw)
+
+    def event(self, name, **kw):
+        from .sync import Event
+        return Event(name, zone=self, **kw)
+
+    def condition(self, name, lock=None, **kw):
+        from .sync import Condition
+        return Condition(name, lock, zone=self, **kw)
+
+    def barrier(self, name, parties, action=None, timeout=None, **kw):
+        from .sync import Barrier
+        return Barrier(name, parties, action, timeout, zone=self, **kw)
+
+    def value(self, name, typecode_or_type, *args, **kw):
+        from .sync import Value
+        return Value(name, typecode_or_type, *args, zone=self, **kw)
+
+    def array(self, name, typecode_or_type, size_or_initializer, **kw):
+        from .sync import Array
+        return Array(name, typecode_or_type, size_or_initializer, zone=self, **kw)
+
+    def counter(self, name, initial=0, **kw):
+        from .sync import Counter
+        return Counter(name, initial, zone=self, **kw)
+
+    def queue(self, name, capacity=None, **kw):
+        from .queue import Queue
+        return Queue(name, capacity, zone=self, **kw)
+
+    def dict(self, name, capacity=None, **kw):
+        from .dict import Dict
+        return Dict(name, capacity, zone=self, **kw)
+
+    def ndarray(self, name, shape, dtype="float64", **kw):
+        from .ndarray import ndarray
+        return ndarray(name, shape, dtype, zone=self, **kw)
+
+    def board(self, name, max_bytes, **kw):
+        from .board import Board
+        return Board(name, max_bytes, zone=self, **kw)
+
+    def config(self, name, max_bytes=1 << 20, **kw):
+        from .config import SharedConfig
+        return SharedConfig(name, max_bytes, zone=self, **kw)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach this process.  Views still alive keep the mapping until released."""
+        if self._closed:
+            return
+        self._closed = True
+        self._core_zone = None
+        if self._segment is not None:
+            self._segment.close()
+
+    def unlink(self) -> None:
+        """Remove the zone's name (posix, file) or mark it for destruction (sysv)."""
+        self._segment.unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        if self.backend in ("posix", "file"):
+            return (_attach, (self.backend, self.name))
+        if self.backend == "sysv":
+            return (_attach, ("sysv", self.name))
+        if self.backend == "memfd":
+            return (_attach_segment, (self._segment,))
+        raise TypeError("an anonymous zone cannot be pickled; it is shared with fork "
+                        "children only (use the fork start method, or a posix zone)")
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"size={self._core_zone.mapped}"
+        return f"<shmkit.Zone {self.backend} {self.name!r} {state}>"
+
+
+def _attach(backend, name):
+    if backend == "sysv":
+        return Zone(None, 0, backend="sysv", key=name, create=False)
+    return Zone(name, 0, backend=backend, create=False)
+
+
+def _attach_segment(segment):
+    return Zone(None, 0, backend="memfd", segment=segment)
+
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def default_zone() -> Zone:
+    """The zone top-level constructors use (``shmkit.Queue("jobs")``).
+
+    A posix zone named by $SHMKIT_ZONE, or ``shmkit-default-<uid>``, of 32 MiB growing
+    up to 2 GiB.  It persists until unlinked (``shmkit rm``).
+    """
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed or _default._pid != os.getpid():
+            name = os.environ.get("SHMKIT_ZONE") or f"shmkit-default-{os.getuid()}"
+            try:
+                z = Zone(name, 0)  # attach to whatever exists, whatever its size
+            except FileNotFoundError:
+                try:
+                    z = Zone(name, DEFAULT_ZONE_SIZE, max_size=DEFAULT_ZONE_MAX_SIZE)
+                except ZoneInitError:  # a racing creator died: initialise it ourselves
+                    z = Zone(name, DEFAULT_ZONE_SIZE, max_size=DEFAULT_ZONE_MAX_SIZE)
+            z._pid = os.getpid()
+            _default = z
+        return _default
+
