@@ -263,7 +263,197 @@ struct shk_dir_table {
 /* Section owned by the dict work (issue 7).                                          */
 /* ---------------------------------------------------------------------------------- */
 
-/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+/*
+ * A dict is ONE zone allocation (directory type SHK_OBJ_DICT, dirent.aux = capacity),
+ * split into `nshards` independent shards.  A key lives in the shard chosen by its hash;
+ * everything about it (its bucket chain, its cells, its place in the eviction queue) is
+ * inside that shard, so a shard is a small complete dict with its own lock.  All offsets
+ * below are relative to the dict's first byte; cells are numbered per shard from 0, and
+ * every link stores cell + 1 (0 = none).
+ *
+ *   0                               struct shk_dict_header (256 bytes)
+ *   header.shards_off               struct shk_dict_shard[nshards] (512 bytes each)
+ *   header.data_off + s * stride    the data block of shard s:
+ *       + 0                         uint32_t buckets[buckets_per_shard]: chain heads
+ *       + header.used_off           uint64_t used[ceil(cells/64)]: bit c set <=> cell c
+ *                                   belongs to an item, a fragment or a list node
+ *       + header.ref_off            uint64_t ref[ceil(cells/64)]: bit c set <=> the item
+ *                                   whose first cell is c was used since the eviction
+ *                                   hand last passed it (CLOCK reference bit)
+ *       + header.cells_off          cells_per_shard cells of SHK_DICT_CELL bytes
+ *
+ * Placement.  h = shk_dict_hash(key type, key bytes) (below); hi = h >> 32;
+ * shard = hi & (nshards - 1); bucket = (hi >> log2(nshards)) & (buckets_per_shard - 1);
+ * the item stores (uint32_t)h as its tag.  Chains are singly linked through item.next.
+ *
+ * The hash, exactly (all arithmetic modulo 2^64; le64 reads 8 bytes little-endian;
+ * a tail of fewer than 8 bytes is read as a little-endian number zero-padded on top;
+ * mum(a, b) = low64(a * b) ^ high64(a * b) of the 128-bit product):
+ *     h = mum(SHK_DICT_SEED ^ type, SHK_DICT_K0 ^ len)
+ *     while 16 or more bytes remain: h = mum(le64(p) ^ SHK_DICT_K1, le64(p + 8) ^ h); p += 16
+ *     a = next 8 bytes (or fewer), b = the 0..7 after them (0 if none)
+ *     h = mum(a ^ SHK_DICT_K1, b ^ h ^ SHK_DICT_K2)
+ *
+ * Items.  An item is a run of cells starting with struct shk_ditem, then the key, then
+ * (from the next multiple of 8) the value.  When no single free run is large enough the
+ * rest of the value continues in fragments: runs that start with struct shk_dfrag,
+ * chained from item.frag.  The header and the key are always in the first run, and so is
+ * any value of 8 bytes or less.  Values by type (item.vtype, enum shk_dict_vtype):
+ * BYTES raw; STR UTF-8; INT int64 (native order, 8-aligned: incr() updates it with one
+ * store); BIGINT little-endian two's complement, minimal length; FLOAT IEEE-754 binary64
+ * (native order); TRUE / FALSE / NONE no bytes; OBJECT the bytes of the serializer of
+ * the process that stored it (pickle by default); LIST a struct shk_dlist whose
+ * elements are nodes (struct shk_dnode, then the element's bytes, typed like values).
+ *
+ * Free memory is kept as runs of free cells: struct shk_dfree in the first cell, the
+ * run length again in the last 4 bytes of its last cell, linked into bins[bin(len)]
+ * (bin(n) = n - 1 for n <= 32, else 32 + floor(log2 n) - 5).
+ *
+ * Concurrency.  Writers take the shard's robust mutex and keep `seq` odd while they
+ * change anything; readers take no lock: they read seq (even), follow the chain, copy
+ * the value, and keep the copy only if seq has not changed.  Every offset and length read
+ * that way is bounds-checked against the shard before use.  Reading sets the item's ref
+ * bit (a separate bitmap, so a stale reader can never damage an item); eviction is a
+ * CLOCK / second-chance FIFO over the queue lru_head..lru_tail: expired items at the hand
+ * are reclaimed, referenced ones get their bit cleared and go to the tail, the first
+ * unreferenced one is evicted.
+ *
+ * Crash safety.  Published state is: the bucket chains, each item's bytes, and each
+ * list's forward chain.  Every write prepares new cells off to the side and publishes
+ * them with one aligned store (a chain link, a list link, an int64 value, an expiry),
+ * then frees what it replaced.  Everything else (used bitmap, free runs, bins, counters,
+ * the eviction queue, list tails and counts, seq) is derived: after an owner died, the
+ * next locker walks the chains, drops anything that fails a check, and rebuilds the
+ * rest (dict.c, shard_rebuild).  Memory allocated by a write that never got published
+ * is free again after that walk.
+ */
+
+#define SHK_DICT_MAGIC 0x54434944u   /* "DICT" */
+#define SHK_DICT_VERSION 1u
+#define SHK_DICT_CELL 32u            /* bytes per cell */
+#define SHK_DICT_CELL_SHIFT 5
+#define SHK_DICT_MAX_SHARDS 256u
+#define SHK_DICT_NBINS 64
+#define SHK_DICT_KEY_MAX 65535u      /* bytes */
+#define SHK_DICT_FREE_MAGIC 0x45455246u /* "FREE": first word of a free run */
+#define SHK_DICT_SEED 0x736b6d68646b6974ull /* "tikdhmks" */
+#define SHK_DICT_K0 0x9e3779b97f4a7c15ull
+#define SHK_DICT_K1 0xbf58476d1ce4e5b9ull
+#define SHK_DICT_K2 0x94d049bb133111ebull
+
+enum shk_dict_ktype { SHK_DK_BYTES = 1, SHK_DK_STR = 2 };
+
+enum shk_dict_vtype {
+    SHK_DV_BYTES = 1,
+    SHK_DV_STR = 2,
+    SHK_DV_INT = 3,
+    SHK_DV_BIGINT = 4,
+    SHK_DV_FLOAT = 5,
+    SHK_DV_FALSE = 6,
+    SHK_DV_TRUE = 7,
+    SHK_DV_NONE = 8,
+    SHK_DV_OBJECT = 9,
+    SHK_DV_LIST = 10
+};
+
+struct shk_dict_header {
+    uint32_t magic;             /*   0 SHK_DICT_MAGIC */
+    uint32_t version;           /*   4 SHK_DICT_VERSION */
+    uint32_t cell_size;         /*   8 SHK_DICT_CELL */
+    uint32_t nshards;           /*  12 power of two, 1 .. SHK_DICT_MAX_SHARDS */
+    uint32_t cells_per_shard;   /*  16 */
+    uint32_t buckets_per_shard; /*  20 power of two */
+    uint64_t capacity;          /*  24 bytes of cells: nshards * cells_per_shard * cell */
+    uint64_t total_size;        /*  32 bytes of the whole dict object */
+    uint64_t shards_off;        /*  40 struct shk_dict_shard[nshards] */
+    uint64_t data_off;          /*  48 data block of shard 0 (64-aligned) */
+    uint64_t shard_stride;      /*  56 bytes from one data block to the next */
+    uint64_t used_off;          /*  64 inside a data block: the used bitmap */
+    uint64_t ref_off;           /*  72 inside a data block: the ref bitmap */
+    uint64_t cells_off;         /*  80 inside a data block: cell 0 (64-aligned) */
+    uint64_t created_ns;        /*  88 CLOCK_REALTIME */
+    uint64_t hits;              /*  96 lookups that found a value; each process adds its */
+    uint64_t misses;            /* 104   own counts in batches (atomic add) */
+    uint64_t reserved[18];      /* 112 .. 256 */
+};
+
+struct shk_dict_shard {
+    pthread_mutex_t lock;       /*   0 robust, process-shared: held by every write */
+    uint8_t pad0[64 - sizeof(pthread_mutex_t)];
+    /* the line readers look at; writers change it with every write */
+    uint32_t seq;               /*  64 even: stable; odd: a writer is changing the shard */
+    uint32_t items;             /*  68 keys held (expired ones until they are reclaimed) */
+    uint32_t lru_head;          /*  72 eviction queue: oldest item, cell + 1 */
+    uint32_t lru_tail;          /*  76 newest item */
+    uint32_t free_cells;        /*  80 cells in free runs */
+    uint32_t ttl_items;         /*  84 items that have an expiry time */
+    uint64_t min_expire;        /*  88 no item expires before this (ms; a lower bound) */
+    uint64_t bin_mask;          /*  96 bit b set <=> bins[b] is not empty */
+    uint32_t version;           /* 104 stamped into each new item (compare-and-set) */
+    uint32_t expire_cursor;     /* 108 next bucket the expired-item sweep looks at */
+    uint32_t reserved0;         /* 112 */
+    uint32_t reserved1;         /* 116 */
+    uint64_t sweep_min;         /* 120 earliest expiry seen by the sweep pass in progress
+                                       (and of items given one since it began) */
+    /* statistics (protected by the lock; read without it) */
+    uint64_t evictions;         /* 128 unexpired items removed to make room */
+    uint64_t expirations;       /* 136 expired items reclaimed */
+    uint64_t recoveries;        /* 144 times a dead owner's state was rebuilt */
+    uint64_t reserved2[5];      /* 152 */
+    uint32_t bins[SHK_DICT_NBINS]; /* 192 free runs by size: first run, cell + 1 */
+    uint8_t pad1[512 - 192 - 4 * SHK_DICT_NBINS];
+};
+
+/* First cell(s) of an item, 48 bytes; then the key; then the value from offset
+ * 48 + round_up(klen, 8). */
+struct shk_ditem {
+    uint32_t next;              /*   0 next item of the bucket chain (cell + 1) */
+    uint32_t tag;               /*   4 low 32 bits of the key's hash */
+    uint32_t lru_prev;          /*   8 eviction queue: older neighbour (cell + 1) */
+    uint32_t lru_next;          /*  12 younger neighbour (cell + 1) */
+    uint64_t expire;            /*  16 ms since the epoch when it expires; 0 = never */
+    uint32_t ncells;            /*  24 cells of this first run (>= 2) */
+    uint32_t frag;              /*  28 first fragment (struct shk_dfrag) of the rest */
+    uint32_t vlen;              /*  32 value bytes (LIST: sizeof(struct shk_dlist)) */
+    uint32_t flags;             /*  36 the user's flags */
+    uint16_t klen;              /*  40 key bytes */
+    uint8_t ktype;              /*  42 enum shk_dict_ktype */
+    uint8_t vtype;              /*  43 enum shk_dict_vtype */
+    uint32_t version;           /*  44 shard.version when written */
+};
+
+/* A further run of an item's or a node's value. */
+struct shk_dfrag {
+    uint32_t ncells;            /*   0 cells of this run */
+    uint32_t next;              /*   4 next fragment (cell + 1) */
+};
+
+/* The value of a LIST item. Elements are nodes; the forward chain from `head` is the
+ * published truth, `tail`, `count` and the nodes' `prev` are rebuilt after a crash. */
+struct shk_dlist {
+    uint32_t head;              /*   0 first node (cell + 1) */
+    uint32_t tail;              /*   4 last node */
+    uint64_t count;             /*   8 elements (a list is never empty: it goes away) */
+};
+
+/* First cell(s) of a list element, 24 bytes, then the element's bytes. */
+struct shk_dnode {
+    uint32_t next;              /*   0 toward the tail (cell + 1) */
+    uint32_t prev;              /*   4 toward the head */
+    uint32_t ncells;            /*   8 cells of this first run (>= 1) */
+    uint32_t frag;              /*  12 first fragment of the rest */
+    uint32_t vlen;              /*  16 element bytes */
+    uint8_t vtype;              /*  20 enum shk_dict_vtype (never LIST) */
+    uint8_t reserved[3];        /*  21 */
+};
+
+/* First cell of a run of free cells; the run's last 4 bytes repeat ncells. */
+struct shk_dfree {
+    uint32_t magic;             /*   0 SHK_DICT_FREE_MAGIC */
+    uint32_t ncells;            /*   4 */
+    uint32_t next;              /*   8 next run of the same bin (cell + 1) */
+    uint32_t prev;              /*  12 */
+};
 
 
 /* ---------------------------------------------------------------------------------- */
@@ -293,5 +483,21 @@ _Static_assert(offsetof(struct shk_zone_header, ext) == 768, "extents at 768");
 _Static_assert(sizeof(struct shk_zone_header) == SHK_PAGE, "zone header is one page");
 _Static_assert(sizeof(struct shk_dirent) == 128, "dirent is 128 bytes");
 _Static_assert(offsetof(struct shk_dir_table, slot) == 64, "dir slots at 64");
+_Static_assert(sizeof(struct shk_dict_header) == 256, "dict header is 256 bytes");
+_Static_assert(offsetof(struct shk_dict_header, hits) == 96, "dict hits at 96");
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "a dict shard's lock must fit in 64 bytes");
+_Static_assert(offsetof(struct shk_dict_shard, seq) == 64, "dict shard seq at 64");
+_Static_assert(offsetof(struct shk_dict_shard, min_expire) == 88, "dict min_expire at 88");
+_Static_assert(offsetof(struct shk_dict_shard, evictions) == 128, "dict evictions at 128");
+_Static_assert(offsetof(struct shk_dict_shard, bins) == 192, "dict bins at 192");
+_Static_assert(sizeof(struct shk_dict_shard) == 512, "dict shard is 512 bytes");
+_Static_assert(sizeof(struct shk_ditem) == 48, "dict item header is 48 bytes");
+_Static_assert(offsetof(struct shk_ditem, expire) == 16, "item expire at 16 (8-aligned)");
+_Static_assert(offsetof(struct shk_ditem, klen) == 40, "item klen at 40");
+_Static_assert(sizeof(struct shk_dfrag) == 8, "dict fragment header is 8 bytes");
+_Static_assert(sizeof(struct shk_dlist) == 16, "dict list is 16 bytes");
+_Static_assert(sizeof(struct shk_dnode) == 24, "dict list node is 24 bytes");
+_Static_assert(sizeof(struct shk_dfree) == 16, "dict free run header is 16 bytes");
+_Static_assert(SHK_DICT_CELL == 1u << SHK_DICT_CELL_SHIFT, "cell shift");
 
 #endif

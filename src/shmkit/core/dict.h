@@ -1,0 +1,259 @@
+/*
+ * dict.h - a shared dictionary with OpenResty's lua_shared_dict semantics.
+ *
+ * Keys are byte strings with a type (bytes or str); values are typed byte strings
+ * (enum shk_dict_vtype in layout.h).  TTLs in milliseconds, CLOCK (second chance)
+ * eviction when a shard is full, lists of values, atomic increments.  The bytes are
+ * specified in layout.h's dict section; the algorithms are described in dict.c.
+ *
+ * Locking.  A dict is split into shards, each with a robust mutex.  Lookups take no lock
+ * (a seqlock read, validated, retried).  Writes come in nginx's two flavours: the plain
+ * function takes the shard lock itself; the `_locked` twin assumes the caller holds it
+ * (shk_dict_lock / shk_dict_trylock_spin), which is how the Python binding releases the
+ * GIL only when the lock is contended.  A lock whose owner died is recovered inside
+ * shk_dict_lock before it returns 0.
+ *
+ * Errors: 0, or SHK_ENOTFOUND (no such key, or expired), SHK_EEXISTS (add of a present
+ * key), SHK_ETYPE (list operation on a non-list, incr of a non-number), SHK_EFULL (no
+ * room, and eviction not allowed or not enough), SHK_ETOOBIG (can never fit in a shard),
+ * SHK_ECORRUPT, EINVAL, ENOMEM, and EAGAIN from the lock-free reads when a writer kept
+ * the shard busy for too long (take the lock and use the _locked variant).
+ */
+#ifndef SHK_DICT_H
+#define SHK_DICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "layout.h"
+#include "zone.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A key, hashed once (shk_dict_key) and then passed to every call. */
+struct shk_dkey {
+    const uint8_t *data;
+    uint32_t len;
+    uint8_t type;               /* SHK_DK_BYTES or SHK_DK_STR */
+    uint64_t hash;
+};
+
+/* Per-process handle.  The shared part is reached through `base`. */
+struct shk_dict {
+    struct shk_zone *zone;
+    uint8_t *base;              /* the dict's first byte */
+    struct shk_dict_header *hdr;
+    struct shk_dict_shard *shards;
+    uint8_t *data0;             /* data block of shard 0 */
+    uint64_t stride;
+    uint64_t used_off, ref_off, cells_off;
+    uint32_t nshards, shard_bits, ncells, nbuckets;
+    uint64_t offset;            /* of the dict in the zone */
+    int64_t clock_ms;           /* >= 0: the time to use instead of CLOCK_REALTIME (tests) */
+    uint32_t expire_budget;     /* buckets the expired-item sweep may look at per call */
+    uint64_t hits, misses;      /* not yet added to the header's counters */
+    pid_t pid;                  /* whose counters those are (fork resets them) */
+    int crash_at;               /* test hook: SIGKILL ourselves at this point (0: never) */
+};
+
+/* Where a write may be interrupted by the crash test hook (shk_dict.crash_at). */
+enum shk_dict_crash_point {
+    SHK_DCRASH_NONE = 0,
+    SHK_DCRASH_AFTER_ALLOC = 1,      /* new cells taken, nothing published */
+    SHK_DCRASH_HALF_WRITTEN = 2,     /* new item half written */
+    SHK_DCRASH_AFTER_PUBLISH = 3,    /* new item linked, old one not yet freed */
+    SHK_DCRASH_MID_FREE = 4,         /* old item unlinked, its cells half freed */
+    SHK_DCRASH_MID_LRU = 5,          /* eviction queue half updated */
+    SHK_DCRASH_MID_EVICT = 6,        /* evicting to make room */
+    SHK_DCRASH_MID_LIST = 7,         /* list node linked, tail/count not updated */
+    SHK_DCRASH_MID_FLUSH = 8,        /* flush_all half done */
+    SHK_DCRASH_IN_PLACE = 9          /* in-place update (incr/expire) done, seq still odd */
+};
+
+/* Store modes. */
+enum shk_dict_mode {
+    SHK_DSET = 0,               /* store; evict if needed */
+    SHK_DADD = 1,               /* only if absent (or expired) */
+    SHK_DREPLACE = 2,           /* only if present (and not expired) */
+    SHK_DSAFE = 0x10,           /* flag: never evict unexpired items */
+    SHK_DIFVERSION = 0x20       /* flag: only if the item still has `version` (CAS) */
+};
+
+/* What a lookup found.  The value bytes (not for LIST) are copied to the caller's buffer
+ * when len <= cap; otherwise only `len` is set and the call returns ENOBUFS. */
+struct shk_dict_found {
+    uint8_t vtype;
+    uint32_t flags;
+    uint64_t len;               /* value bytes; LIST: element count */
+    uint64_t expire;            /* ms since the epoch, 0 = never */
+    uint32_t version;           /* for SHK_DIFVERSION */
+    int stale;                  /* expired (only returned with allow_stale) */
+};
+
+struct shk_dict_stats {
+    uint64_t items, ttl_items, free_cells, evictions, expirations, recoveries;
+    uint64_t hits, misses, capacity, total_size;
+    uint32_t nshards, cells_per_shard, buckets_per_shard;
+    uint64_t largest_free;      /* bytes of the largest value+key an item could take now */
+};
+
+/* Hash of a key (specified in layout.h). */
+uint64_t shk_dict_hash(uint8_t type, const void *data, size_t len);
+/* Fill *k. EINVAL (detail set) for a bad type, ETOOBIG-like SHK_ETOOBIG if too long. */
+int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len);
+
+/* --- creating and attaching ---------------------------------------------------------- */
+
+struct shk_dict_geometry {
+    uint32_t nshards, cells_per_shard, buckets_per_shard;
+    uint64_t capacity, total_size, shards_off, data_off, stride, used_off, ref_off, cells_off;
+};
+
+/* Lay out a dict of `capacity` bytes of cells in `nshards` shards (0: a default from
+ * the capacity). EINVAL with detail for impossible values. */
+int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry *g);
+/* Write a fresh dict over mem[0, g->total_size) (zeroed memory). */
+int shk_dict_format(void *mem, const struct shk_dict_geometry *g);
+/* Validate the dict at zone offset `off` (size `size`) and fill the handle. */
+int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64_t size);
+#define SHK_DOPEN_CREATE 0x1  /* create it (capacity, nshards) when missing */
+#define SHK_DOPEN_STRICT 0x2  /* an existing dict must have this capacity (and nshards if
+                                 given): SHK_EMISMATCH otherwise */
+
+/* Find (or with SHK_DOPEN_CREATE create) the dict `name` in the zone and attach. */
+int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
+                  uint32_t nshards, int flags, int *created);
+
+/* Shard of a key. */
+static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct shk_dkey *k)
+{
+    return (uint32_t)(k->hash >> 32) & (d->nshards - 1);
+}
+
+/* --- locking ------------------------------------------------------------------------- */
+
+/* Take the shard's lock, waiting as long as it takes; repairs after a dead owner. */
+int shk_dict_lock(struct shk_dict *d, uint32_t shard);
+/* Spin a little for the lock: 0, EBUSY (still held elsewhere: call shk_dict_lock), or
+ * an error. */
+int shk_dict_trylock_spin(struct shk_dict *d, uint32_t shard);
+void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
+
+/* --- reads (no lock) ------------------------------------------------------------------ */
+
+/* Look up k: 0 (found, *f filled, bytes copied if they fit), ENOBUFS (found, f->len says
+ * how much room it needs), SHK_ENOTFOUND, EAGAIN (shard busy: use the _locked twin),
+ * SHK_ECORRUPT.  Expired items are SHK_ENOTFOUND unless allow_stale. */
+int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
+                 uint64_t cap, struct shk_dict_found *f);
+int shk_dict_get_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
+                        void *buf, uint64_t cap, struct shk_dict_found *f);
+
+/* List elements of k, packed as records {uint8 vtype; uint8 pad[3]; uint32 len; bytes,
+ * padded to 8}: into *out (malloc'd, caller frees), *out_len bytes, *count elements.
+ * SHK_ENOTFOUND, SHK_ETYPE (not a list). Locked. */
+int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, void **out,
+                               uint64_t *out_len, uint64_t *count);
+
+/* Milliseconds left before k expires: *ms = -1 when it never does. SHK_ENOTFOUND. */
+int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int64_t *ms);
+
+/* Number of unexpired keys. Takes no lock for long (per chunk of buckets). */
+int shk_dict_count(struct shk_dict *d, uint64_t *n);
+
+/*
+ * Iterate keys: *cursor starts at 0 and is UINT64_MAX when done.  Each call appends
+ * records {uint8 ktype; uint8 pad; uint16 klen; key bytes, padded to 4} to buf (cap
+ * bytes) for the unexpired keys of whole buckets, at most `max_buckets` of them, and
+ * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (grow buf).
+ * Keys present during the whole iteration are returned exactly once; others may or may
+ * not be.  Holds no lock across calls; inside one call, at most one shard's lock, only
+ * when the lock-free read keeps failing.
+ */
+int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, void *buf,
+                  uint64_t cap, uint64_t *used, uint32_t *nkeys);
+
+/* --- writes ----------------------------------------------------------------------------- */
+
+/*
+ * Store (vtype, data[0..len)) under k with the user flags and ttl_ms (0: never expires).
+ * mode: enum shk_dict_mode.  *evicted: unexpired items evicted to make room.  For
+ * SHK_DIFVERSION, `version` is the item version the caller read (SHK_EEXISTS if the
+ * item changed, SHK_ENOTFOUND if it is gone).
+ */
+int shk_dict_store(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                   const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms, int mode,
+                   uint32_t version, uint32_t *evicted);
+int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                          const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms,
+                          int mode, uint32_t version, uint32_t *evicted);
+
+/* Remove k: 0 if it was there unexpired, SHK_ENOTFOUND otherwise (an expired item is
+ * reclaimed all the same). */
+int shk_dict_delete(struct shk_dict *d, const struct shk_dkey *k);
+int shk_dict_delete_locked(struct shk_dict *d, const struct shk_dkey *k);
+
+/* Remove k and hand its value over: like get into (buf, cap), and when the value does
+ * not fit, into *heap (malloc'd; caller frees).  For a LIST, the packed elements as in
+ * shk_dict_list_items_locked. SHK_ENOTFOUND. */
+int shk_dict_take_locked(struct shk_dict *d, const struct shk_dkey *k, void *buf,
+                         uint64_t cap, void **heap, struct shk_dict_found *f);
+
+/*
+ * Add to a number in place.  step_type SHK_DV_INT (step_i) or SHK_DV_FLOAT (step_f).
+ * On 0, *out_type/out_i/out_f hold the new value.  SHK_ENOTFOUND: absent or expired (the
+ * caller initialises it with a store in SHK_DADD mode).  SHK_ETYPE: the value is not a
+ * number.  ERANGE: the result needs the caller's arbitrary precision (BIGINT involved
+ * or int64 overflow): read, compute and store with SHK_DIFVERSION instead.
+ */
+int shk_dict_incr_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t step_type,
+                         int64_t step_i, double step_f, uint8_t *out_type, int64_t *out_i,
+                         double *out_f);
+
+/* Set or clear (ttl_ms 0) the expiry of k. SHK_ENOTFOUND. */
+int shk_dict_expire_locked(struct shk_dict *d, const struct shk_dkey *k, uint64_t ttl_ms);
+
+/* Lists: push to the left (head) or right (tail); *newlen = length after. */
+int shk_dict_push_locked(struct shk_dict *d, const struct shk_dkey *k, int right,
+                         uint8_t vtype, const void *data, uint64_t len, uint64_t *newlen,
+                         uint32_t *evicted);
+/* Pop from the left or right into (buf, cap) or *heap as take does. SHK_ENOTFOUND when
+ * there is no list (an emptied list is removed). */
+int shk_dict_pop_locked(struct shk_dict *d, const struct shk_dkey *k, int right, void *buf,
+                        uint64_t cap, void **heap, struct shk_dict_found *f);
+/* Length of the list at k (0 if absent). SHK_ETYPE if not a list. No lock. */
+int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, uint64_t *n);
+
+/* Remove everything and give all memory back. *n: items removed. */
+int shk_dict_flush_all(struct shk_dict *d, uint64_t *n);
+/* Reclaim expired items, at most max (0: all). Locks one chunk of buckets at a time. */
+int shk_dict_flush_expired(struct shk_dict *d, uint64_t max, uint64_t *n);
+
+/* --- bookkeeping ------------------------------------------------------------------------ */
+
+/* Add this process's hit/miss counts to the shared ones. */
+void shk_dict_publish_counts(struct shk_dict *d);
+int shk_dict_stats(struct shk_dict *d, struct shk_dict_stats *st);
+/* Bytes an item with this key and value occupies (whole cells, header included). */
+uint64_t shk_dict_item_bytes(uint64_t klen, uint64_t vlen);
+
+/*
+ * Verify every invariant of every shard (each under its lock).  Problems are appended
+ * to report (one per line).  Returns the number found, or a negative error.
+ */
+int shk_dict_check(struct shk_dict *d, char *report, size_t cap);
+
+/* Rebuild a shard's derived state (called by shk_dict_lock after a dead owner; exposed
+ * for tests). Locked. */
+int shk_dict_recover_locked(struct shk_dict *d, uint32_t shard);
+
+/* Milliseconds since the epoch on the dict's clock. */
+uint64_t shk_dict_now(const struct shk_dict *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

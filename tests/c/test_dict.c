@@ -1,0 +1,637 @@
+/* The dict core against a model: random stores, deletes, lists and increments with every
+ * invariant checked by shk_dict_check(); eviction and fragmentation; TTLs on a fixed
+ * clock; a scan that returns every key once; a child SIGKILLed at each crash point inside
+ * a write leaves a dict that recovers to old-or-new values; scribbled bytes give
+ * SHK_ECORRUPT, never a wild access; forked writers and readers agree on checksums. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dict.h"
+
+static struct shk_segment seg;
+static struct shk_zone z;
+static char report[1 << 16];
+
+static void open_zone(size_t size)
+{
+    int status = -1;
+    CHECK_EQ(shk_seg_create_anon(&seg, size), 0);
+    struct shk_zone_params p = {size, 0, NULL, 0};
+    CHECK_EQ(shk_zone_try_open(&z, &seg, &p, 0, &status), 0);
+    CHECK_EQ(status, SHK_ZONE_MUST_INIT);
+    CHECK_EQ(shk_zone_init_done(&z, 1), 0);
+}
+
+static void close_zone(void)
+{
+    shk_seg_close(&seg);
+}
+
+static void expect_consistent(struct shk_dict *d, const char *when)
+{
+    int n = shk_dict_check(d, report, sizeof report);
+    if (n != 0)
+        fprintf(stderr, "inconsistent %s:\n%s\n", when, report);
+    CHECK_EQ(n, 0);
+}
+
+static void mkkey(struct shk_dkey *k, char *buf, int i)
+{
+    int n = snprintf(buf, 32, "key-%d", i);
+    CHECK_EQ(shk_dict_key(k, SHK_DK_STR, buf, (size_t)n), 0);
+}
+
+/* value bytes derived from (key, version, length): verifiable on read */
+static void fill(uint8_t *v, size_t len, int key, int ver)
+{
+    uint32_t x = (uint32_t)key * 2654435761u ^ (uint32_t)ver * 40503u;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        v[i] = (uint8_t)(x >> 16);
+    }
+}
+
+static int get_bytes(struct shk_dict *d, struct shk_dkey *k, uint8_t *buf, uint64_t cap,
+                     struct shk_dict_found *f)
+{
+    int r = shk_dict_get(d, k, 0, buf, cap, f);
+    if (r == EAGAIN) { /* a writer keeps the shard busy (or died in it): take the lock */
+        uint32_t s = shk_dict_shard_of(d, k);
+        if ((r = shk_dict_lock(d, s)) != 0)
+            return r;
+        r = shk_dict_get_locked(d, k, 0, buf, cap, f);
+        shk_dict_unlock(d, s);
+    }
+    return r;
+}
+
+#define NKEYS 300
+static int model_len[NKEYS];   /* -1: absent */
+static int model_ver[NKEYS];
+
+static void test_random_model(void)
+{
+    open_zone(8 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "model", 4 << 20, 4, SHK_DOPEN_CREATE | SHK_DOPEN_STRICT,
+                           &created), 0);
+    CHECK_EQ(created, 1);
+    static uint8_t v[70000], out[70000];
+    for (int i = 0; i < NKEYS; i++)
+        model_len[i] = -1;
+    unsigned seed = 777;
+    for (int step = 0; step < 60000; step++) {
+        seed = seed * 1103515245u + 12345u;
+        int key = (int)((seed >> 8) % NKEYS);
+        int op = (int)((seed >> 20) % 10);
+        char kb[32];
+        struct shk_dkey k;
+        mkkey(&k, kb, key);
+        if (op < 5) {
+            seed = seed * 1103515245u + 12345u;
+            size_t len = (seed >> 16) % 7 == 0 ? (seed >> 4) % 60000 : (seed >> 12) % 200;
+            int ver = step;
+            fill(v, len, key, ver);
+            uint32_t ev;
+            int r = shk_dict_store(&d, &k, SHK_DV_BYTES, v, len, (uint32_t)key, 0, SHK_DSET, 0, &ev);
+            CHECK_EQ(r, 0);
+            CHECK_EQ(ev, 0); /* 4 MiB hold all of it: nothing is evicted */
+            model_len[key] = (int)len;
+            model_ver[key] = ver;
+        } else if (op < 7) {
+            int r = shk_dict_delete(&d, &k);
+            CHECK_EQ(r, model_len[key] >= 0 ? 0 : SHK_ENOTFOUND);
+            model_len[key] = -1;
+        } else {
+            struct shk_dict_found f;
+            int r = get_bytes(&d, &k, out, sizeof out, &f);
+            if (model_len[key] < 0) {
+                CHECK_EQ(r, SHK_ENOTFOUND);
+            } else {
+                CHECK_EQ(r, 0);
+                CHECK_EQ(f.len, model_len[key]);
+                CHECK_EQ(f.flags, key);
+                fill(v, f.len, key, model_ver[key]);
+                CHECK(memcmp(v, out, f.len) == 0);
+            }
+        }
+        if (step % 5000 == 0)
+            expect_consistent(&d, "during the random model test");
+    }
+    expect_consistent(&d, "after the random model test");
+    /* count and scan agree with the model; every key once */
+    uint64_t n = 0, live = 0;
+    for (int i = 0; i < NKEYS; i++)
+        live += model_len[i] >= 0;
+    CHECK_EQ(shk_dict_count(&d, &n), 0);
+    CHECK_EQ(n, live);
+    static int seen[NKEYS];
+    memset(seen, 0, sizeof seen);
+    uint64_t cursor = 0, total = 0;
+    uint8_t sbuf[512];
+    while (cursor != UINT64_MAX) {
+        uint64_t used;
+        uint32_t nk;
+        int r = shk_dict_scan(&d, &cursor, 16, sbuf, sizeof sbuf, &used, &nk);
+        CHECK_EQ(r, 0);
+        for (uint64_t pos = 0; pos < used;) {
+            uint16_t kl;
+            memcpy(&kl, sbuf + pos + 2, 2);
+            int idx = atoi((const char *)sbuf + pos + 4 + 4);
+            if (idx >= 0 && idx < NKEYS)
+                seen[idx]++;
+            pos += 4 + ((kl + 3u) & ~3u);
+            total++;
+        }
+    }
+    CHECK_EQ(total, live);
+    for (int i = 0; i < NKEYS; i++)
+        CHECK_EQ(seen[i], model_len[i] >= 0 ? 1 : 0);
+    uint64_t flushed;
+    CHECK_EQ(shk_dict_flush_all(&d, &flushed), 0);
+    CHECK_EQ(flushed, live);
+    struct shk_dict_stats st;
+    shk_dict_stats(&d, &st);
+    CHECK_EQ(st.free_cells * SHK_DICT_CELL, st.capacity);
+    CHECK_EQ(st.items, 0);
+    expect_consistent(&d, "after flush_all");
+    close_zone();
+}
+
+static void test_eviction(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "lru", 64 << 10, 1, SHK_DOPEN_CREATE, &created), 0);
+    uint8_t v[100];
+    uint32_t ev, total_ev = 0;
+    /* 64 KiB / (48 + 8 + 100 -> 160 bytes) = 409 items fit */
+    for (int i = 0; i < 1000; i++) {
+        char kb[32];
+        struct shk_dkey k;
+        mkkey(&k, kb, i);
+        fill(v, sizeof v, i, 0);
+        CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, v, sizeof v, 0, 0, SHK_DSET, 0, &ev), 0);
+        total_ev += ev;
+        if (i == 300) { /* read the first 100 keys: they get a second chance */
+            for (int j = 0; j < 100; j++) {
+                struct shk_dict_found f;
+                uint8_t out[128];
+                mkkey(&k, kb, j);
+                CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), 0);
+            }
+        }
+    }
+    CHECK(total_ev >= 1000 - 64 * 1024 / 160);
+    struct shk_dict_stats st;
+    shk_dict_stats(&d, &st);
+    CHECK_EQ(st.evictions, total_ev);
+    CHECK_EQ(st.items, 1000 - total_ev);
+    expect_consistent(&d, "after evictions");
+    /* the newest keys survive; safe_set never evicts and keeps the old value */
+    char kb[32];
+    struct shk_dkey k;
+    mkkey(&k, kb, 999);
+    struct shk_dict_found f;
+    uint8_t out[60000];
+    CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), 0);
+    static uint8_t big[20000];
+    fill(big, sizeof big, 999, 1);
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, big, sizeof big, 0, 0, SHK_DSET | SHK_DSAFE, 0, &ev),
+             SHK_EFULL);
+    CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), 0);
+    CHECK_EQ(f.len, 100);
+    fill(v, sizeof v, 999, 0);
+    CHECK(memcmp(out, v, 100) == 0);
+    /* set makes room by evicting; the value is intact */
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, big, sizeof big, 0, 0, SHK_DSET, 0, &ev), 0);
+    CHECK(ev > 0);
+    CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), 0);
+    CHECK_EQ(f.len, sizeof big);
+    CHECK(memcmp(out, big, sizeof big) == 0);
+    /* larger than a shard: never fits */
+    static uint8_t huge[70000];
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, huge, sizeof huge, 0, 0, SHK_DSET, 0, &ev),
+             SHK_ETOOBIG);
+    expect_consistent(&d, "after big values");
+    close_zone();
+}
+
+static void test_fragments(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "frag", 32 << 10, 1, SHK_DOPEN_CREATE, &created), 0);
+    /* fill with small items, delete every other one: free space in 96-byte holes */
+    uint8_t v[40];
+    int n = 0;
+    for (;; n++) {
+        char kb[32];
+        struct shk_dkey k;
+        mkkey(&k, kb, n);
+        uint32_t ev;
+        fill(v, sizeof v, n, 0);
+        CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, v, sizeof v, 0, 0, SHK_DSET | SHK_DSAFE, 0, &ev) == 0 ||
+                     n > 0, 1);
+        struct shk_dict_stats st;
+        shk_dict_stats(&d, &st);
+        if (st.free_cells < 4)
+            break;
+    }
+    for (int i = 0; i <= n; i += 2) {
+        char kb[32];
+        struct shk_dkey k;
+        mkkey(&k, kb, i);
+        shk_dict_delete(&d, &k);
+    }
+    expect_consistent(&d, "with holes");
+    struct shk_dict_stats st;
+    shk_dict_stats(&d, &st);
+    uint64_t free_bytes = st.free_cells * SHK_DICT_CELL;
+    /* a value as large as most of the free space fits without evicting: fragments */
+    size_t len = (size_t)(free_bytes / 2);
+    uint8_t *big = malloc(len), *out = malloc(len);
+    fill(big, len, 5000, 3);
+    char kb[32];
+    struct shk_dkey k;
+    mkkey(&k, kb, 5000);
+    uint32_t ev;
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, big, len, 0, 0, SHK_DSET | SHK_DSAFE, 0, &ev), 0);
+    struct shk_dict_found f;
+    CHECK_EQ(get_bytes(&d, &k, out, len, &f), 0);
+    CHECK_EQ(f.len, len);
+    CHECK(memcmp(big, out, len) == 0);
+    /* too small a buffer: ENOBUFS with the length */
+    CHECK_EQ(shk_dict_get(&d, &k, 0, out, 10, &f), ENOBUFS);
+    CHECK_EQ(f.len, len);
+    expect_consistent(&d, "with a fragmented value");
+    CHECK_EQ(shk_dict_delete(&d, &k), 0);
+    expect_consistent(&d, "after freeing a fragmented value");
+    free(big);
+    free(out);
+    close_zone();
+}
+
+static void test_ttl_incr_lists(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "ttl", 256 << 10, 2, SHK_DOPEN_CREATE, &created), 0);
+    d.clock_ms = 1000000;
+    char kb[32];
+    struct shk_dkey k;
+    mkkey(&k, kb, 1);
+    uint32_t ev;
+    uint8_t out[64];
+    struct shk_dict_found f;
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_STR, "abc", 3, 7, 1500, SHK_DSET, 0, &ev), 0);
+    int64_t ms;
+    CHECK_EQ(shk_dict_ttl(&d, &k, &ms), 0);
+    CHECK_EQ(ms, 1500);
+    d.clock_ms += 1499;
+    CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), 0);
+    d.clock_ms += 1;
+    CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), SHK_ENOTFOUND);
+    CHECK_EQ(shk_dict_get(&d, &k, 1, out, sizeof out, &f), 0);
+    CHECK_EQ(f.stale, 1);
+    CHECK_EQ(f.flags, 7);
+    CHECK(memcmp(out, "abc", 3) == 0);
+    CHECK_EQ(shk_dict_ttl(&d, &k, &ms), SHK_ENOTFOUND);
+    /* add succeeds over an expired item */
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_STR, "x", 1, 0, 0, SHK_DADD, 0, &ev), 0);
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_STR, "y", 1, 0, 0, SHK_DADD, 0, &ev), SHK_EEXISTS);
+    CHECK_EQ(shk_dict_ttl(&d, &k, &ms), 0);
+    CHECK_EQ(ms, -1);
+    /* flush_expired reclaims */
+    for (int i = 10; i < 60; i++) {
+        mkkey(&k, kb, i);
+        CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, "v", 1, 0, i < 40 ? 10 : 0, SHK_DSET, 0, &ev), 0);
+    }
+    d.clock_ms += 10;
+    uint64_t n;
+    CHECK_EQ(shk_dict_count(&d, &n), 0);
+    CHECK_EQ(n, 21);
+    CHECK_EQ(shk_dict_flush_expired(&d, 5, &n), 0);
+    CHECK_EQ(n, 5);
+    CHECK_EQ(shk_dict_flush_expired(&d, 0, &n), 0);
+    CHECK_EQ(n, 25);
+    CHECK_EQ(shk_dict_count(&d, &n), 0);
+    CHECK_EQ(n, 21);
+    expect_consistent(&d, "after flush_expired");
+    /* incr */
+    mkkey(&k, kb, 100);
+    uint8_t t;
+    int64_t oi;
+    double of;
+    CHECK_EQ(shk_dict_incr_locked(&d, &k, SHK_DV_INT, 1, 0, &t, &oi, &of), SHK_ENOTFOUND);
+    int64_t big = INT64_MAX - 1;
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_INT, &big, 8, 0, 0, SHK_DSET, 0, &ev), 0);
+    CHECK_EQ(shk_dict_incr_locked(&d, &k, SHK_DV_INT, 1, 0, &t, &oi, &of), 0);
+    CHECK_EQ(oi, INT64_MAX);
+    CHECK_EQ(shk_dict_incr_locked(&d, &k, SHK_DV_INT, 1, 0, &t, &oi, &of), ERANGE);
+    CHECK_EQ(shk_dict_incr_locked(&d, &k, SHK_DV_FLOAT, 0, 0.5, &t, &oi, &of), 0);
+    CHECK_EQ(t, SHK_DV_FLOAT);
+    CHECK_EQ(get_bytes(&d, &k, out, sizeof out, &f), 0);
+    CHECK_EQ(f.vtype, SHK_DV_FLOAT);
+    mkkey(&k, kb, 101);
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_STR, "s", 1, 0, 0, SHK_DSET, 0, &ev), 0);
+    CHECK_EQ(shk_dict_incr_locked(&d, &k, SHK_DV_INT, 1, 0, &t, &oi, &of), SHK_ETYPE);
+    /* lists */
+    mkkey(&k, kb, 200);
+    uint64_t len;
+    for (int i = 0; i < 50; i++) {
+        char e[16];
+        int el = snprintf(e, sizeof e, "%d", i);
+        CHECK_EQ(shk_dict_push_locked(&d, &k, i % 2, SHK_DV_STR, e, (uint64_t)el, &len, &ev), 0);
+        CHECK_EQ(len, (uint64_t)i + 1);
+    }
+    CHECK_EQ(shk_dict_llen(&d, &k, &len), 0);
+    CHECK_EQ(len, 50);
+    expect_consistent(&d, "with a list");
+    void *packed;
+    uint64_t plen, count;
+    CHECK_EQ(shk_dict_list_items_locked(&d, &k, &packed, &plen, &count), 0);
+    CHECK_EQ(count, 50);
+    /* left pushes of even numbers then right pushes of odd ones: 48 46 ... 0 1 3 ... 49 */
+    CHECK(memcmp((uint8_t *)packed + 8, "48", 2) == 0);
+    free(packed);
+    void *heap;
+    CHECK_EQ(shk_dict_pop_locked(&d, &k, 1, out, sizeof out, &heap, &f), 0);
+    CHECK(memcmp(out, "49", 2) == 0);
+    CHECK_EQ(shk_dict_pop_locked(&d, &k, 0, out, sizeof out, &heap, &f), 0);
+    CHECK(memcmp(out, "48", 2) == 0);
+    for (int i = 0; i < 48; i++)
+        CHECK_EQ(shk_dict_pop_locked(&d, &k, i % 2, out, sizeof out, &heap, &f), 0);
+    CHECK_EQ(shk_dict_pop_locked(&d, &k, 0, out, sizeof out, &heap, &f), SHK_ENOTFOUND);
+    CHECK_EQ(shk_dict_llen(&d, &k, &len), 0);
+    CHECK_EQ(len, 0);
+    mkkey(&k, kb, 101);
+    CHECK_EQ(shk_dict_push_locked(&d, &k, 0, SHK_DV_STR, "x", 1, &len, &ev), SHK_ETYPE);
+    expect_consistent(&d, "after lists");
+    close_zone();
+}
+
+/* A child does one write with crash_at set and dies inside it, holding the shard lock. */
+static void test_crash_points(void)
+{
+    int crashed = 0;
+    for (int point = 1; point <= 9; point++) {
+        for (int variant = 0; variant < 3; variant++) {
+            open_zone(4 << 20);
+            struct shk_dict d;
+            int created;
+            CHECK_EQ(shk_dict_open(&d, &z, "crash", 16 << 10, 1, SHK_DOPEN_CREATE, &created), 0);
+            d.clock_ms = 5000;
+            static uint8_t v[4000];
+            uint32_t ev;
+            char kb[32];
+            struct shk_dkey k;
+            /* a full dict (so writes evict), a key with an old value, and a list */
+            for (int i = 0; i < 200; i++) {
+                mkkey(&k, kb, i);
+                fill(v, 100, i, 0);
+                shk_dict_store(&d, &k, SHK_DV_BYTES, v, 100, 0, i % 3 == 0 ? 10 : 0, SHK_DSET, 0, &ev);
+            }
+            mkkey(&k, kb, 1000);
+            fill(v, 100, 1000, 0);
+            CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, v, 100, 0, 0, SHK_DSET, 0, &ev), 0);
+            struct shk_dkey lk;
+            char lkb[32];
+            mkkey(&lk, lkb, 2000);
+            uint64_t len;
+            CHECK_EQ(shk_dict_push_locked(&d, &lk, 0, SHK_DV_STR, "a", 1, &len, &ev), 0);
+            CHECK_EQ(shk_dict_push_locked(&d, &lk, 0, SHK_DV_STR, "b", 1, &len, &ev), 0);
+            mkkey(&k, kb, 1001);
+            int64_t one = 1;
+            CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_INT, &one, 8, 0, 0, SHK_DSET, 0, &ev), 0);
+            d.clock_ms = 6000; /* the ttl'd items have expired */
+            pid_t pid = fork();
+            if (pid == 0) {
+                d.crash_at = point;
+                struct shk_dkey ck;
+                char ckb[32];
+                mkkey(&ck, ckb, 1000);
+                fill(v, sizeof v, 1000, 1);
+                uint8_t t;
+                int64_t oi;
+                double of;
+                void *heap;
+                struct shk_dict_found f;
+                uint8_t out[400];
+                if (point == SHK_DCRASH_MID_LIST) {
+                    shk_dict_lock(&d, shk_dict_shard_of(&d, &lk));
+                    if (variant < 2)
+                        shk_dict_push_locked(&d, &lk, variant, SHK_DV_STR, "c", 1, &len, &ev);
+                    else
+                        shk_dict_pop_locked(&d, &lk, 1, out, sizeof out, &heap, &f);
+                }
+                if (point == SHK_DCRASH_MID_FLUSH) {
+                    uint64_t n;
+                    shk_dict_flush_all(&d, &n);
+                }
+                if (point == SHK_DCRASH_IN_PLACE) {
+                    mkkey(&ck, ckb, 1001);
+                    shk_dict_lock(&d, shk_dict_shard_of(&d, &ck));
+                    if (variant == 0)
+                        shk_dict_incr_locked(&d, &ck, SHK_DV_INT, 41, 0, &t, &oi, &of);
+                    else
+                        shk_dict_expire_locked(&d, &ck, 100);
+                }
+                if (variant == 2 && point != SHK_DCRASH_MID_LIST) {
+                    d.crash_at = 0;
+                    shk_dict_delete(&d, &ck);
+                    d.crash_at = point;
+                }
+                /* a big value forces eviction; the first variant replaces, others insert */
+                shk_dict_store(&d, &ck, SHK_DV_BYTES, v, variant == 1 ? 3000 : 300, 0, 0,
+                               SHK_DSET, 0, &ev);
+                shk_dict_delete(&d, &ck);
+                _exit(0); /* this point is not on the path: no crash */
+            }
+            int status;
+            waitpid(pid, &status, 0);
+            /* the next process carries on */
+            mkkey(&k, kb, 1000);
+            struct shk_dict_found f;
+            static uint8_t out[4000];
+            int r = get_bytes(&d, &k, out, sizeof out, &f);
+            CHECK(r == 0 || r == SHK_ENOTFOUND);
+            if (r == 0) { /* old or new, never garbage */
+                fill(v, f.len == 100 ? 100 : f.len, 1000, f.len == 100 ? 0 : 1);
+                CHECK(f.len == 100 || f.len == 300 || f.len == 3000);
+                CHECK(memcmp(out, v, f.len) == 0);
+            }
+            mkkey(&k, kb, 1001);
+            r = get_bytes(&d, &k, out, sizeof out, &f);
+            if (r == 0) {
+                int64_t val;
+                memcpy(&val, out, 8);
+                CHECK(val == 1 || val == 42);
+            }
+            uint64_t llen;
+            CHECK_EQ(shk_dict_llen(&d, &lk, &llen), 0);
+            CHECK(llen <= 3);
+            expect_consistent(&d, "after a crash");
+            struct shk_dict_stats st;
+            shk_dict_stats(&d, &st);
+            if (WIFSIGNALED(status)) {
+                CHECK_EQ(st.recoveries, 1);
+                crashed++;
+            }
+            /* and it keeps working */
+            for (int i = 0; i < 300; i++) {
+                mkkey(&k, kb, 3000 + i);
+                fill(v, 100, i, 9);
+                CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, v, 100, 0, 0, SHK_DSET, 0, &ev), 0);
+            }
+            expect_consistent(&d, "after writes that followed a crash");
+            close_zone();
+        }
+    }
+    /* every point is reached by at least one variant */
+    CHECK(crashed >= 9 + 2 * 3);
+    printf("test_crash_points: %d of 27 writes died inside the lock\n", crashed);
+}
+
+static void test_corruption(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "bad", 64 << 10, 1, SHK_DOPEN_CREATE, &created), 0);
+    uint32_t ev;
+    char kb[32];
+    struct shk_dkey k;
+    for (int i = 0; i < 100; i++) {
+        mkkey(&k, kb, i);
+        CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, "0123456789", 10, 0, 0, SHK_DSET, 0, &ev), 0);
+    }
+    /* point every bucket far outside the shard */
+    uint32_t *bk = (uint32_t *)d.data0;
+    unsigned seed = 99;
+    for (int round = 0; round < 200; round++) {
+        seed = seed * 1103515245u + 12345u;
+        uint32_t b = (seed >> 8) % d.nbuckets;
+        uint32_t old = bk[b];
+        bk[b] = 0x7fffffffu ^ seed;
+        for (int i = 0; i < 100; i++) {
+            struct shk_dict_found f;
+            uint8_t out[64];
+            mkkey(&k, kb, i);
+            int r = get_bytes(&d, &k, out, sizeof out, &f);
+            CHECK(r == 0 || r == SHK_ECORRUPT || r == SHK_ENOTFOUND);
+        }
+        bk[b] = old;
+    }
+    /* scribble over item bytes, then let recovery drop what it must */
+    uint8_t *cells = d.data0 + d.cells_off;
+    for (int i = 0; i < 64; i++) {
+        seed = seed * 1103515245u + 12345u;
+        cells[(seed >> 4) % (d.ncells * SHK_DICT_CELL)] ^= (uint8_t)(seed >> 24);
+    }
+    for (int i = 0; i < 100; i++) {
+        struct shk_dict_found f;
+        uint8_t out[64];
+        mkkey(&k, kb, i);
+        int r = get_bytes(&d, &k, out, sizeof out, &f);
+        CHECK(r == 0 || r == SHK_ECORRUPT || r == SHK_ENOTFOUND);
+        r = shk_dict_store(&d, &k, SHK_DV_BYTES, "abcdefghij", 10, 0, 0, SHK_DSET, 0, &ev);
+        CHECK(r == 0 || r == SHK_ECORRUPT);
+    }
+    CHECK_EQ(shk_dict_lock(&d, 0), 0);
+    CHECK_EQ(shk_dict_recover_locked(&d, 0), 0);
+    shk_dict_unlock(&d, 0);
+    expect_consistent(&d, "after recovering from scribbles");
+    for (int i = 0; i < 100; i++) {
+        mkkey(&k, kb, i);
+        CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, "abcdefghij", 10, 0, 0, SHK_DSET, 0, &ev), 0);
+    }
+    expect_consistent(&d, "after rewriting every key");
+    close_zone();
+}
+
+/* Two forked writers and a forked reader: every value read carries a valid checksum. */
+static void test_processes(void)
+{
+    open_zone(16 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "procs", 256 << 10, 4, SHK_DOPEN_CREATE, &created), 0);
+    pid_t kids[3];
+    for (int w = 0; w < 3; w++) {
+        kids[w] = fork();
+        if (kids[w] == 0) {
+            unsigned seed = 1 + (unsigned)w * 7919u;
+            uint8_t v[600], out[600];
+            int bad = 0;
+            for (int i = 0; i < 200000; i++) {
+                seed = seed * 1103515245u + 12345u;
+                int key = (int)((seed >> 8) % 400);
+                char kb[32];
+                struct shk_dkey k;
+                mkkey(&k, kb, key);
+                if (w < 2) {
+                    size_t len = 8 + (seed >> 20) % 500;
+                    fill(v + 8, len - 8, key, i);
+                    uint32_t sum = 0;
+                    for (size_t j = 8; j < len; j++)
+                        sum = sum * 31 + v[j];
+                    memcpy(v, &sum, 4);
+                    memcpy(v + 4, &key, 4);
+                    uint32_t ev;
+                    if (shk_dict_store(&d, &k, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET, 0, &ev))
+                        bad++;
+                } else {
+                    struct shk_dict_found f;
+                    int r = shk_dict_get(&d, &k, 0, out, sizeof out, &f);
+                    if (r == EAGAIN) {
+                        shk_dict_lock(&d, shk_dict_shard_of(&d, &k));
+                        r = shk_dict_get_locked(&d, &k, 0, out, sizeof out, &f);
+                        shk_dict_unlock(&d, shk_dict_shard_of(&d, &k));
+                    }
+                    if (r == 0) {
+                        uint32_t sum = 0, want;
+                        int kk;
+                        for (size_t j = 8; j < f.len; j++)
+                            sum = sum * 31 + out[j];
+                        memcpy(&want, out, 4);
+                        memcpy(&kk, out + 4, 4);
+                        if (sum != want || kk != key)
+                            bad++;
+                    } else if (r != SHK_ENOTFOUND) {
+                        bad++;
+                    }
+                }
+            }
+            _exit(bad ? 1 : 0);
+        }
+    }
+    for (int w = 0; w < 3; w++) {
+        int status;
+        waitpid(kids[w], &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    expect_consistent(&d, "after concurrent writers and a reader");
+    close_zone();
+}
+
+int main(void)
+{
+    test_random_model();
+    test_eviction();
+    test_fragments();
+    test_ttl_incr_lists();
+    test_crash_points();
+    test_corruption();
+    test_processes();
+    TEST_MAIN_END();
+}
