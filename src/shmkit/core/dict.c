@@ -142,10 +142,7 @@ int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len)
     if (len > SHK_DICT_KEY_MAX)
         return shk_fail(SHK_ETOOBIG, "dict key is %zu bytes long; at most %u are allowed", len,
                         SHK_DICT_KEY_MAX);
-    k->data = data;
-    k->len = (uint32_t)len;
-    k->type = type;
-    k->hash = shk_dict_hash(type, data, len);
+    shk_dict_key_fill(k, type, data, (uint32_t)len);
     return 0;
 }
 
@@ -710,8 +707,26 @@ static inline struct shk_ditem *item_at(struct sc *c, uint32_t link)
     return cellp(c, link - 1);
 }
 
+/* Does the key stored at `stored` (zero-padded to 8 bytes) equal k?  Short keys compare
+ * as words: one or two loads instead of a call. */
+static inline int key_equal(const struct shk_dkey *k, const uint8_t *stored)
+{
+    if (k->len <= 16) {
+        uint64_t w0, w1;
+        memcpy(&w0, stored, 8);
+        if (w0 != k->head[0])
+            return 0;
+        if (k->len <= 8)
+            return 1;
+        memcpy(&w1, stored + 8, 8);
+        return w1 == k->head[1];
+    }
+    return memcmp(stored, k->data, k->len) == 0;
+}
+
 /* Find k in its chain.  1 found, 0 absent, INCONSISTENT.  Safe on a changing shard. */
-static int find(struct sc *c, const struct shk_dkey *k, struct hit *h)
+static inline __attribute__((always_inline)) int find(struct sc *c, const struct shk_dkey *k,
+                                                      struct hit *h)
 {
     uint32_t tag = (uint32_t)k->hash;
     uint32_t *link = &c->bk[bucket_of(c->d, k->hash)];
@@ -730,7 +745,7 @@ static int find(struct sc *c, const struct shk_dkey *k, struct hit *h)
                 c->why = "an item's length does not fit the shard";
                 return INCONSISTENT;
             }
-            if (k->len == 0 || memcmp(it + 1, k->data, k->len) == 0) {
+            if (key_equal(k, (const uint8_t *)(it + 1))) {
                 h->ci = ci;
                 h->it = it;
                 h->link = link;
@@ -828,8 +843,53 @@ void shk_dict_publish_counts(struct shk_dict *d)
     d->hits = d->misses = 0;
 }
 
-int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
-                 uint64_t cap, struct shk_dict_found *f)
+/* The first part of a found item's value, read safely: 1, 0 (expired and stale values
+ * not wanted), INCONSISTENT. */
+static inline int view_fill(struct sc *c, struct hit *h, int allow_stale,
+                            struct shk_dict_view *v)
+{
+    struct shk_ditem *it = h->it;
+    uint64_t expire = RD(it->expire);
+    int stale = expire != 0 && expire <= now_ms(c);
+    if (stale && !allow_stale)
+        return 0;
+    uint8_t vt = RD(it->vtype);
+    uint32_t vlen = RD(it->vlen);
+    uint32_t nc = RD(it->ncells);
+    uint64_t voff = ITEM_HDR + round8(RD(it->klen));
+    if (!vtype_valid(vt) || voff > (uint64_t)nc * CELL) {
+        c->why = "an item has an unknown value type or a key longer than itself";
+        return INCONSISTENT;
+    }
+    uint64_t room = (uint64_t)nc * CELL - voff;
+    v->f.vtype = vt;
+    v->f.flags = RD(it->flags);
+    v->f.expire = expire;
+    v->f.version = RD(it->version);
+    v->f.stale = stale;
+    v->val = (const uint8_t *)it + voff;
+    v->room = room;
+    v->frag = RD(it->frag);
+    v->bad = NULL;
+    if (vt == SHK_DV_LIST) {
+        if (room < sizeof(struct shk_dlist)) {
+            c->why = "a list item is too short for its list header";
+            return INCONSISTENT;
+        }
+        v->f.len = RD(((const struct shk_dlist *)v->val)->count);
+        return 1;
+    }
+    if ((uint64_t)vlen > (uint64_t)c->n * CELL || (vlen > room && !v->frag) ||
+        ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8))) {
+        c->why = "a value's length does not fit its item";
+        return INCONSISTENT;
+    }
+    v->f.len = vlen;
+    return 1;
+}
+
+int shk_dict_view_begin(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
+                        struct shk_dict_view *v)
 {
     struct sc c;
     sc_init(&c, d, shk_dict_shard_of(d, k));
@@ -844,21 +904,67 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
         struct hit h;
         int r = find(&c, k, &h);
         if (r == 1)
-            r = read_found(&c, &h, allow_stale, buf, cap, f);
+            r = view_fill(&c, &h, allow_stale, v);
+        if (r == 1) { /* validated by the caller's view_end */
+            v->shard = c.s;
+            v->ci = h.ci;
+            v->seq = s1;
+            return 0;
+        }
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (RD(sh->seq) != s1)
             continue;
         if (r == INCONSISTENT)
             return CORRUPT("dict shard %u: %s", c.s, c.why);
-        if (r == 0) {
-            count_lookup(d, 0);
-            return SHK_ENOTFOUND;
-        }
-        if (f->vtype != SHK_DV_LIST && f->len > cap)
-            return ENOBUFS; /* counted when the caller comes back with room */
-        ref_touch(&c, h.ci);
+        count_lookup(d, 0);
+        return SHK_ENOTFOUND;
+    }
+    return EAGAIN;
+}
+
+void shk_dict_view_copy(struct shk_dict *d, struct shk_dict_view *v, void *dst)
+{
+    struct sc c;
+    sc_init(&c, d, v->shard);
+    if (read_bytes(&c, v->val, v->room, v->frag, dst, v->f.len))
+        v->bad = c.why;
+}
+
+int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use)
+{
+    struct shk_dict_shard *sh = &d->shards[v->shard];
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (RD(sh->seq) != v->seq)
+        return EAGAIN;
+    if (v->bad)
+        return CORRUPT("dict shard %u: %s", v->shard, v->bad);
+    if (use) {
+        struct sc c;
+        sc_init(&c, d, v->shard);
+        ref_touch(&c, v->ci);
         count_lookup(d, 1);
-        return 0;
+    }
+    return 0;
+}
+
+int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
+                 uint64_t cap, struct shk_dict_found *f)
+{
+    struct shk_dict_view v;
+    for (int attempt = 0; attempt < READ_TRIES; attempt++) {
+        int r = shk_dict_view_begin(d, k, allow_stale, &v);
+        if (r)
+            return r;
+        int fits = v.f.vtype == SHK_DV_LIST || v.f.len <= cap;
+        if (v.f.vtype != SHK_DV_LIST && fits)
+            shk_dict_view_copy(d, &v, buf);
+        r = shk_dict_view_end(d, &v, fits); /* too small a buffer: counted on the retry */
+        if (r == EAGAIN)
+            continue;
+        if (r)
+            return r;
+        *f = v.f;
+        return fits ? 0 : ENOBUFS;
     }
     return EAGAIN;
 }
@@ -1304,6 +1410,10 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
         return SHK_EEXISTS;
     if (base == SHK_DREPLACE && (!found || expired))
         return SHK_ENOTFOUND;
+    if ((mode & SHK_DKEEP) && found && !expired) {
+        expire = h.it->expire;
+        flags = h.it->flags;
+    }
     uint32_t hdr = ITEM_HDR + (uint32_t)round8(k->len);
     uint64_t total = hdr + len;
     if (len > UINT32_MAX || cells_for(total) > c->n)

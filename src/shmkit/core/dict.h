@@ -39,6 +39,7 @@ struct shk_dkey {
     uint32_t len;
     uint8_t type;               /* SHK_DK_BYTES or SHK_DK_STR */
     uint64_t hash;
+    uint64_t head[2];           /* its first 16 bytes, zero-padded (short keys compare by word) */
 };
 
 /* Per-process handle.  The shared part is reached through `base`. */
@@ -79,7 +80,8 @@ enum shk_dict_mode {
     SHK_DADD = 1,               /* only if absent (or expired) */
     SHK_DREPLACE = 2,           /* only if present (and not expired) */
     SHK_DSAFE = 0x10,           /* flag: never evict unexpired items */
-    SHK_DIFVERSION = 0x20       /* flag: only if the item still has `version` (CAS) */
+    SHK_DIFVERSION = 0x20,      /* flag: only if the item still has `version` (CAS) */
+    SHK_DKEEP = 0x40            /* flag: keep the replaced item's expiry and flags */
 };
 
 /* What a lookup found.  The value bytes (not for LIST) are copied to the caller's buffer
@@ -127,6 +129,18 @@ int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64
 int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
                   uint32_t nshards, int flags, int *created);
 
+/* Fill a key without checks (the caller validated type and length; see shk_dict_key). */
+static inline void shk_dict_key_fill(struct shk_dkey *k, uint8_t type, const void *data,
+                                     uint32_t len)
+{
+    k->data = (const uint8_t *)data;
+    k->len = len;
+    k->type = type;
+    k->hash = shk_dict_hash(type, data, len);
+    k->head[0] = k->head[1] = 0;
+    __builtin_memcpy(k->head, data, len < 16 ? len : 16);
+}
+
 /* Shard of a key. */
 static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct shk_dkey *k)
 {
@@ -143,6 +157,35 @@ int shk_dict_trylock_spin(struct shk_dict *d, uint32_t shard);
 void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
 
 /* --- reads (no lock) ------------------------------------------------------------------ */
+
+/*
+ * An optimistic read in three steps, for callers that want to copy a value straight
+ * into memory of their own choosing (the binding copies into a new bytes object):
+ *
+ *   shk_dict_view_begin   finds k; 0 (v->f describes the value; NOT yet validated),
+ *                         SHK_ENOTFOUND (validated), EAGAIN (writers kept the shard busy),
+ *                         SHK_ECORRUPT
+ *   shk_dict_view_copy    copies v->f.len value bytes to dst (bounds-checked; what it
+ *                         copies may be torn until view_end says otherwise)
+ *   shk_dict_view_end     0: everything read since begin is consistent (counts a hit and
+ *                         marks the item used when `use`); EAGAIN: a writer intervened,
+ *                         throw the copy away and start over; SHK_ECORRUPT
+ *
+ * v->f.len is bounded by the shard's size even when torn.  For a LIST, len is the
+ * element count and there is nothing to copy.
+ */
+struct shk_dict_view {
+    struct shk_dict_found f;
+    const uint8_t *val;         /* the value's first part, in the item's first run */
+    uint64_t room;              /* bytes of value that run holds */
+    uint32_t frag;              /* fragments holding the rest */
+    uint32_t shard, ci, seq;
+    const char *bad;            /* set by view_copy when the bytes made no sense */
+};
+int shk_dict_view_begin(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
+                        struct shk_dict_view *v);
+void shk_dict_view_copy(struct shk_dict *d, struct shk_dict_view *v, void *dst);
+int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use);
 
 /* Look up k: 0 (found, *f filled, bytes copied if they fit), ENOBUFS (found, f->len says
  * how much room it needs), SHK_ENOTFOUND, EAGAIN (shard busy: use the _locked twin),
