@@ -515,7 +515,16 @@ static int Dict_contains(DictObject *self, PyObject *key)
     struct shk_dict_found f;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return -1;
-    int r = shk_dict_get(&self->d, &k, 0, NULL, 0, &f);
+    /* a membership test is a lookup like get(): it counts, and marks the item as used */
+    struct shk_dict_view v;
+    int r;
+    for (int attempt = 0;; attempt++) {
+        r = shk_dict_view_begin(&self->d, &k, 0, &v);
+        if (r == 0)
+            r = shk_dict_view_end(&self->d, &v, 1);
+        if (r != EAGAIN || attempt == 3)
+            break;
+    }
     if (r == EAGAIN) {
         uint32_t s = shk_dict_shard_of(&self->d, &k);
         if (lock_shard(self, s) < 0)
@@ -528,6 +537,7 @@ static int Dict_contains(DictObject *self, PyObject *key)
     if (r == SHK_ENOTFOUND)
         return 0;
     shk_py_raise(r, "dict contains");
+    (void)f;
     return -1;
 }
 

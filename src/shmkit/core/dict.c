@@ -711,6 +711,8 @@ static inline struct shk_ditem *item_at(struct sc *c, uint32_t link)
  * as words: one or two loads instead of a call. */
 static inline int key_equal(const struct shk_dkey *k, const uint8_t *stored)
 {
+    if (k->len == 0)
+        return 1; /* nothing stored: the value starts right after the header */
     if (k->len <= 16) {
         uint64_t w0, w1;
         memcpy(&w0, stored, 8);
