@@ -20,6 +20,7 @@ type it went in.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import pickle
 import types
@@ -173,9 +174,14 @@ class Dict(_core.Dict, MutableMapping):
             flags |= _core.DICT_OPEN_CREATE
         if capacity is not None:
             flags |= _core.DICT_OPEN_STRICT
-        self = super().__new__(cls, zone._live(), name,
-                               capacity if capacity is not None else DEFAULT_CAPACITY,
-                               shards or 0, flags)
+        try:
+            self = super().__new__(cls, zone._live(), name,
+                                   capacity if capacity is not None else DEFAULT_CAPACITY,
+                                   shards or 0, flags)
+        except OSError as e:
+            if e.errno == errno.EINVAL:   # the core's word on an impossible size or layout
+                raise ValueError(e.strerror or str(e)) from None
+            raise
         self._zone = zone
         self.name = name
         self._serializer = serializer
