@@ -192,7 +192,9 @@ static int run_wait(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w)
         w->flags = saved | SHK_WAIT_NOSLEEP;
         r = fn(o, w, arg);
         w->flags = saved;
-        if (r != EAGAIN)
+        if (r == EINTR && PyErr_CheckSignals() < 0)
+            return PYERR;
+        if (r != EAGAIN && r != EINTR)
             return r;
     }
     for (;;) {
@@ -1219,7 +1221,7 @@ static PyObject *core_sync_open(PyObject *self, PyObject *args, PyObject *kw)
     long long a = 0;
     unsigned long long b = 0;
     Py_buffer data = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!sI|IiLKzIy*:sync_open", kwlist, shk_ZoneType,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!sI|IiLKzIz*:sync_open", kwlist, shk_ZoneType,
                                      &zobj, &name, &type, &flags, &create, &a, &b, &text,
                                      &text_type, &data))
         return NULL;

@@ -1446,6 +1446,8 @@ int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
             return ETIMEDOUT;
         if (w->flags & SHK_WAIT_TRY)
             return ETIMEDOUT;
+        if (w->flags & SHK_WAIT_NOSLEEP)
+            return EAGAIN;
         if (must_return(w, shk_now_ns()))
             return EINTR;
         if (sleep_slice(&c->seq, seq, w, 0, NULL) == EINTR)
