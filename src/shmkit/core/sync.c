@@ -298,11 +298,17 @@ static int must_return(struct shk_wait *w, uint64_t now)
     return 0;
 }
 
-/* Time for a liveness check? */
+/* Time for a liveness check?  The first comes at once, the next after 1, 2, 4 ... ms up
+ * to liveness_ns: a holder killed just before we started waiting is usually torn down
+ * within a millisecond or two, and a long wait costs one /proc read per interval. */
 static int liveness_due(struct shk_wait *w, uint64_t now)
 {
     if (now >= w->next_live) {
-        w->next_live = now + shk_sync_cfg.liveness_ns;
+        uint64_t step = w->live_step ? w->live_step * 2 : 1000000u;
+        if (step > shk_sync_cfg.liveness_ns)
+            step = shk_sync_cfg.liveness_ns;
+        w->live_step = step;
+        w->next_live = now + step;
         return 1;
     }
     return 0;

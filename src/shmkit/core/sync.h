@@ -92,6 +92,8 @@ struct shk_wait {
     uint64_t t0;                     /* when the wait began */
     uint64_t next_live;              /* next liveness check (CLOCK_MONOTONIC ns) */
     uint64_t next_return;            /* next return with EINTR */
+    uint64_t live_step;              /* gap to the next liveness check: starts at 1 ms,
+                                        doubles up to shk_sync_cfg.liveness_ns */
     int spun, slept;
 };
 
