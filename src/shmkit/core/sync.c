@@ -1393,7 +1393,7 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
         }
         if (must_return(w, now))
             return EINTR;
-        if (sleep_slice(&rw->drain_seq, seq, w, 1, NULL) == EINTR)
+        if (sleep_slice(&rw->drain_seq, seq, w, 1, &rw->sleepers) == EINTR)
             return EINTR;
     }
 }
