@@ -610,6 +610,7 @@ class BarrierStats:
     parties: int
     n_waiting: int
     broken: bool
+    waiters: int      #: asleep in wait() (approximate)
     passed: int       #: times every party got through
     breaks: int       #: times it broke (abort, timeout, a party died, an action failed)
 
@@ -677,8 +678,8 @@ class Barrier(_Named, _core.Barrier):
 
     def statistics(self) -> BarrierStats:
         r = self._raw()
-        return BarrierStats(self._name, r["parties"], r["n_waiting"], r["broken"], r["passed"],
-                            r["breaks"])
+        return BarrierStats(self._name, r["parties"], r["n_waiting"], r["broken"], r["waiters"],
+                            r["passed"], r["breaks"])
 
     def _repr_state(self):
         r = self._raw()

@@ -766,6 +766,8 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
             return acquire_result(o, r);
     }
     int r = run_wait(o, fn, NULL, &w);
+    if (r != 0 && r != SHK_EOWNERDEAD && fn == rw_write_fn)
+        shk_rw_cancel_write(o->sh, &w); /* interrupted while the readers drained */
     wait_done(o, &w);
     return acquire_result(o, r);
 }
@@ -958,7 +960,7 @@ static PyObject *cond_raw(SyncObject *o, PyObject *unused)
     char name[SHK_OBJ_NAME_MAX + 1];
     memcpy(name, c->lock_name, sizeof name);
     name[SHK_OBJ_NAME_MAX] = '\0';
-    return Py_BuildValue("{sIsKsKssIIsI}", "waiters", c->sleepers, "notifies",
+    return Py_BuildValue("{sIsKsKsssIsI}", "waiters", c->sleepers, "notifies",
                          (unsigned long long)c->notifies, "waits", (unsigned long long)c->waits,
                          "lock_name", name, "lock_type", c->lock_type, "lock_offset",
                          (unsigned int)offsetof(struct shk_cond_sh, lock));

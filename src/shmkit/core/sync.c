@@ -278,7 +278,10 @@ static int sleep_slice(uint32_t *word, uint32_t expected, struct shk_wait *w, in
     if (liveness && w->next_live < until)
         until = w->next_live;
     struct timespec slice;
-    shk_deadline_slice(&slice, w->deadline, until > now ? until - now : 0);
+    uint64_t gap = until > now ? until - now : 0;
+    if (gap > ((uint64_t)1 << 60)) /* "never": keep now + gap from wrapping around */
+        gap = (uint64_t)1 << 60;
+    shk_deadline_slice(&slice, w->deadline, gap);
     if (sleepers)
         ADD(sleepers, 1);
     int r = shk_futex_wait(word, expected, &slice);
@@ -1417,6 +1420,13 @@ int shk_rw_release_write(struct shk_rwlock_sh *rw)
     return 0;
 }
 
+void shk_rw_cancel_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
+{
+    if (w->phase >= 3 && shk_ident_same(LOAD(&rw->writer.all), shk_sync_self_proc()))
+        rw_writer_drop(rw);
+    w->phase = 0;
+}
+
 uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
 {
     uint32_t holds = 0, procs = 0;
@@ -1454,8 +1464,14 @@ int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
             return ETIMEDOUT;
         if (w->flags & SHK_WAIT_NOSLEEP)
             return EAGAIN;
-        if (must_return(w, shk_now_ns()))
+        /* Return to the caller once, before sleeping, to run signal handlers; after that
+         * stay in the kernel until woken: notify(n) wakes n sleepers there, and a waiter
+         * that came back for a periodic check would find seq changed by a notification
+         * meant for someone else. */
+        if (w->next_return == 0) {
+            w->next_return = UINT64_MAX;
             return EINTR;
+        }
         if (sleep_slice(&c->seq, seq, w, 0, NULL) == EINTR)
             return EINTR;
     }

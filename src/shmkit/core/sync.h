@@ -157,6 +157,9 @@ int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *slot, struct shk_wai
 int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *slot);
 int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w);
 int shk_rw_release_write(struct shk_rwlock_sh *rw);
+/* Give up a write acquisition interrupted while waiting for the readers to leave
+ * (w->phase >= 3): the writer word is released again. */
+void shk_rw_cancel_write(struct shk_rwlock_sh *rw, struct shk_wait *w);
 /* Read holds of all live readers (dead ones not reclaimed yet are counted too). */
 uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes);
 
