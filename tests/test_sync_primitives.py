@@ -508,6 +508,7 @@ ops = {
     "barrier": lambda: held["barrier"].wait(),
 }
 for name in sys.argv[2:]:
+    sys.stdin.readline()            # the parent has set the stage
     print("WAIT", name, flush=True)
     try:
         ops[name]()
@@ -530,16 +531,24 @@ def test_sigint_interrupts_every_blocking_call(zone, name, procs):
     }
     names = ["lock", "rlock", "rw-write", "sem", "event", "cond", "barrier", "rw-read"]
     p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, name, *names],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     procs.append(p)
     for op in names:
         if op == "rw-read":
             rw.release_read()    # (held by the fixture for the rw-write case)
             rw.acquire_write()   # readers now wait for this writer
+        p.stdin.write("go\n")
+        p.stdin.flush()
         line = p.stdout.readline().split()
         assert line == ["WAIT", op], (line, p.stderr.read() if p.poll() is not None else "")
         # the rw-write case waits for the read hold the fixture took
-        wait_until(lambda: stat[op]().waiters > 0, 30, what=f"{op} to block")
+        try:
+            wait_until(lambda: stat[op]().waiters > 0, 30, what=f"{op} to block")
+        except AssertionError:
+            p.kill()
+            raise AssertionError(f"{op} did not block: {stat[op]()}; child said "
+                                 f"{p.stdout.read()!r} {p.stderr.read()!r}") from None
         time.sleep(0.02)
         t0 = time.monotonic()
         p.send_signal(signal.SIGINT)

@@ -192,10 +192,14 @@ static int run_wait(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w)
         w->flags = saved | SHK_WAIT_NOSLEEP;
         r = fn(o, w, arg);
         w->flags = saved;
-        if (r == EINTR && PyErr_CheckSignals() < 0)
-            return PYERR;
         if (r != EAGAIN && r != EINTR)
             return r;
+        /* run the signal handlers now, with the GIL, so that the core need not return
+         * once more before its first sleep just for that */
+        if (PyErr_CheckSignals() < 0)
+            return PYERR;
+        if (w->next_return == 0)
+            w->next_return = shk_now_ns() + shk_sync_cfg.recheck_ns;
     }
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
@@ -402,6 +406,17 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
 static PyObject *lock_release(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
+    if (o->type == SHK_OBJ_LOCK) {
+        /* the common case inline: held by this process, nobody asleep */
+        struct shk_lock_sh *l = o->sh;
+        uint64_t me = shk_sync_self_proc();
+        if (__atomic_load_n(&l->owner.all, __ATOMIC_RELAXED) == me) {
+            uint64_t exp = me;
+            if (__atomic_compare_exchange_n(&l->owner.all, &exp, 0, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_RELAXED))
+                Py_RETURN_NONE;
+        }
+    }
     int r = shk_lock_release(o->sh, o->type == SHK_OBJ_RLOCK);
     if (r)
         return shk_py_raise(r, "release");

@@ -70,7 +70,7 @@ void shk_sync_config_load_env(void)
 /* Identities and liveness                                                              */
 /* ---------------------------------------------------------------------------------- */
 
-static uint64_t self_proc_cache;
+uint64_t shk_sync_self_proc_cache;
 static uint32_t fork_gen = 1;
 static __thread uint64_t self_thread_cache;
 static __thread uint32_t self_thread_gen;
@@ -80,7 +80,7 @@ static int ncpu_cache;
 static void after_fork_child(void)
 {
     /* the child has another pid and its one thread another tid */
-    self_proc_cache = 0;
+    shk_sync_self_proc_cache = 0;
     __atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
 }
 
@@ -134,11 +134,9 @@ static uint64_t make_ident(uint32_t id, uint64_t start)
     return u.all;
 }
 
-uint64_t shk_sync_self_proc(void)
+uint64_t shk_sync_self_proc_slow(void)
 {
-    uint64_t v = self_proc_cache;
-    if (likely(v != 0))
-        return v;
+    uint64_t v;
     pthread_once(&once, init_once);
     pid_t pid = getpid();
     uint64_t start = 0;
@@ -146,7 +144,7 @@ uint64_t shk_sync_self_proc(void)
     if (read_stat(pid, &start, &zombie) != 0)
         start = 0;
     v = make_ident((uint32_t)pid, start);
-    self_proc_cache = v;
+    shk_sync_self_proc_cache = v;
     return v;
 }
 
@@ -1468,9 +1466,11 @@ int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
          * stay in the kernel until woken: notify(n) wakes n sleepers there, and a waiter
          * that came back for a periodic check would find seq changed by a notification
          * meant for someone else. */
-        if (w->next_return == 0) {
+        if (w->next_return != UINT64_MAX) {
+            int first = w->next_return == 0; /* the binding may have checked already */
             w->next_return = UINT64_MAX;
-            return EINTR;
+            if (first)
+                return EINTR;
         }
         if (sleep_slice(&c->seq, seq, w, 0, NULL) == EINTR)
             return EINTR;

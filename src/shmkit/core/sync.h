@@ -54,8 +54,15 @@ void shk_sync_config_load_env(void);
 
 /* --- identities --------------------------------------------------------------------- */
 
-/* This process: (pid, start time) as a union shk_ident value. Cached; reset by fork. */
-uint64_t shk_sync_self_proc(void);
+/* This process: (pid, start time) as a union shk_ident value. Cached; reset by fork.
+ * Inline: it is on the fast path of every acquire and release. */
+extern uint64_t shk_sync_self_proc_cache;
+uint64_t shk_sync_self_proc_slow(void);
+static inline uint64_t shk_sync_self_proc(void)
+{
+    uint64_t v = shk_sync_self_proc_cache;
+    return __builtin_expect(v != 0, 1) ? v : shk_sync_self_proc_slow();
+}
 /* This thread: (kernel tid, thread start time). Cached per thread; reset by fork. */
 uint64_t shk_sync_self_thread(void);
 /* 1 if the holder named by ident (flags ignored) is alive, 0 if it is gone. */
