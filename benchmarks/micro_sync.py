@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - an optional anchor
     posix_ipc = None
 
 QUICK = "--quick" in sys.argv
+ONLY = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None  # lock|ping|count
 REPS = 3 if QUICK else 5
 N_LOCK = 300_000 if QUICK else 1_000_000
 N_PING = 5_000 if QUICK else 20_000
@@ -108,7 +109,18 @@ def pp_objects(kind, zone_name, mp_pair):
     raise ValueError(kind)
 
 
+def pin(cpu):
+    """Ping-pong partners run on different CPUs (the case that pays a cross-CPU wake-up
+    when sleeping), the same for every kind, so placement luck does not decide."""
+    try:
+        if os.cpu_count() and os.cpu_count() > 1:
+            os.sched_setaffinity(0, {cpu % os.cpu_count()})
+    except OSError:
+        pass
+
+
 def ponger(kind, zone_name, mp_pair, n, sleeping):
+    pin(1)
     if sleeping:
         shmkit.sync.configure(spin_max=0)
     style, a, b = pp_objects(kind, zone_name, mp_pair)
@@ -124,6 +136,7 @@ def ponger(kind, zone_name, mp_pair, n, sleeping):
 
 
 def pinger(kind, zone_name, mp_pair, n, sleeping, out):
+    pin(0)
     if sleeping:
         shmkit.sync.configure(spin_max=0)
     style, a, b = pp_objects(kind, zone_name, mp_pair)
@@ -255,7 +268,9 @@ def main():
 
         # 1 process
         one = {k: [] for k in kinds}
-        for _ in range(REPS + 1):
+        if ONLY not in (None, "lock"):
+            one = {}
+        for _ in range(REPS + 1 if one else 0):
             for k in kinds:
                 if not avail[k]:
                     continue
@@ -265,21 +280,24 @@ def main():
                     acq, rel, keep = make_lock(k, zone_name, path)
                 one[k].append(N_LOCK / lock_loop(acq, rel, N_LOCK) / 1e6)
         one = {k: v[1:] for k, v in one.items()}  # first round is the warm-up
-        table("Lock acquire+release, 1 process (M/s; anchor seen here: 34.7 M/s mp.Lock)",
-              "M/s", one)
+        if one:
+            table("Lock acquire+release, 1 process (M/s; anchor seen here: 34.7 M/s mp.Lock)",
+                  "M/s", one)
 
         two = {k: [] for k in kinds}
-        for _ in range(REPS):
+        for _ in range(REPS if ONLY in (None, "lock") else 0):
             for k in kinds:
                 if avail[k]:
                     two[k].append(contended(k, zone_name, path, mp_lock, N_LOCK // 4) / 1e6)
-        table("Lock acquire+release, 2 processes contending (M/s, both together)", "M/s", two)
+        if ONLY in (None, "lock"):
+            table("Lock acquire+release, 2 processes contending (M/s, both together)", "M/s",
+                  two)
 
         # ping-pong
         mp_pair = (mp.get_context("spawn").Event(), mp.get_context("spawn").Event())
         pk = ["shmkit.Event", "shmkit.Semaphore pair", "multiprocessing.Event",
               "posix_ipc semaphores"]
-        for sleeping, n in ((False, N_PING), (True, N_PING_SLEEP)):
+        for sleeping, n in ((False, N_PING), (True, N_PING_SLEEP)) if ONLY in (None, "ping") else ():
             p50 = {k: [] for k in pk}
             p99 = {k: [] for k in pk}
             for _ in range(REPS):
@@ -303,7 +321,7 @@ def main():
         # counters
         mp_value = mp.get_context("spawn").Value("q", 0)
         ck = ["shmkit.Counter", "shmkit.Value + lock", "multiprocessing.Value + lock"]
-        for procs in (1, 2):
+        for procs in (1, 2) if ONLY in (None, "count") else ():
             res = {k: [] for k in ck}
             for _ in range(REPS):
                 for k in ck:
