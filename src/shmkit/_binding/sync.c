@@ -399,6 +399,11 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
             o->owner_died = 0;
             Py_RETURN_TRUE;
         }
+        if (o->type == SHK_OBJ_RLOCK && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
+            l->count++; /* this thread holds it already */
+            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
+            Py_RETURN_TRUE;
+        }
     }
     return lock_acquire_slow(o, args, nargs, kwnames);
 }
