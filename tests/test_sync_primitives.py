@@ -576,3 +576,31 @@ def _hold_rw_for_writer_test(request, zone):
             pass
     else:
         yield
+
+
+# ---- corruption ---------------------------------------------------------------------------
+
+def test_corrupted_objects_raise_instead_of_crashing(zone):
+    import struct
+    rw = zone.rwlock("rw", max_readers=4)
+    raw = zone.view(rw._offset, 64)
+    struct.pack_into("=I", raw, 36, 1 << 20)          # nslots: far beyond the allocation
+    with pytest.raises(shmkit.CorruptedError):
+        rw.acquire_read()
+    with pytest.raises(shmkit.CorruptedError):
+        RWLock("rw", zone=zone)                       # validated again when opened
+    struct.pack_into("=I", raw, 36, 4)
+    with rw.read_lock():
+        pass
+    b = zone.barrier("b", 2)
+    bview = zone.view(b._offset, 64)
+    struct.pack_into("=I", bview, 24, 1000)           # parties
+    with pytest.raises(shmkit.CorruptedError):
+        b.wait(0.01)
+    lock = zone.lock("l")
+    lview = zone.view(lock._offset, 16)
+    struct.pack_into("=I", lview, 0, 0xdeadbeef)      # magic
+    with pytest.raises(shmkit.CorruptedError):
+        zone.lock("l")
+    for v in (raw, bview, lview):
+        v.release()

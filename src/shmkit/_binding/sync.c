@@ -27,6 +27,9 @@ typedef struct {
     uint64_t off;
     uint32_t type;          /* SHK_OBJ_* */
     uint32_t slot;          /* RWLock: this process's reader slot (a hint) */
+    uint32_t extent;        /* slots (RWLock, undo Semaphore) or parties (Barrier) found
+                               when the handle was made: loops run over that many, so a
+                               count overwritten later is caught, not followed */
     uint64_t next_live;     /* throttles liveness checks of non-blocking calls */
     int owner_died;         /* the last acquire through this handle took over a hold of a
                                process (or thread) that had died */
@@ -248,6 +251,27 @@ static void wait_done(SyncObject *o, struct shk_wait *w)
 
 /* ---- construction ------------------------------------------------------------------------ */
 
+static uint32_t sync_extent(SyncObject *o)
+{
+    switch (o->type) {
+    case SHK_OBJ_RWLOCK: return __atomic_load_n(&((struct shk_rwlock_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
+    case SHK_OBJ_SEMAPHORE: return __atomic_load_n(&((struct shk_sem_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
+    case SHK_OBJ_BARRIER: return __atomic_load_n(&((struct shk_barrier_sh *)o->sh)->parties, __ATOMIC_ACQUIRE);
+    default: return 0;
+    }
+}
+
+/* The size fields validated when the handle was made must still hold (see extent). */
+#define INTACT(o)                                                                        \
+    do {                                                                                 \
+        if (__builtin_expect(sync_extent(o) != (o)->extent, 0)) {                        \
+            PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its " \
+                         "size field changed from %u to %u after it was opened",          \
+                         (unsigned long long)(o)->off, (o)->extent, sync_extent(o));      \
+            return NULL;                                                                 \
+        }                                                                                \
+    } while (0)
+
 static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t objtype)
 {
     PyObject *zobj;
@@ -271,6 +295,7 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     o->off = off;
     o->type = objtype;
     o->slot = UINT32_MAX;
+    o->extent = sync_extent(o);
     shk_segment_export(z->segment);
     return (PyObject *)o;
 }
@@ -555,6 +580,7 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
                              PyObject *kwnames)
 {
     LIVE(o);
+    INTACT(o);
     struct shk_wait w0;
     memset(&w0, 0, sizeof w0);
     w0.flags = SHK_WAIT_TRY;
@@ -579,6 +605,7 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
                              PyObject *kwnames)
 {
     LIVE(o);
+    INTACT(o);
     unsigned long n = 1;
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
@@ -622,6 +649,7 @@ static PyObject *sem_get_value(SyncObject *o, PyObject *unused)
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
+    INTACT(o);
     uint32_t n;
     Py_BEGIN_ALLOW_THREADS
     n = shk_sem_reclaim(o->sh);
@@ -632,6 +660,7 @@ static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
 static PyObject *sem_raw(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
+    INTACT(o);
     struct shk_sem_sh *s = o->sh;
     uint32_t holders = 0;
     for (uint32_t i = 0; i < s->nslots; i++)
@@ -765,6 +794,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
                             PyObject *kwnames, wait_fn fn)
 {
     LIVE(o);
+    INTACT(o);
     static const char *const names[] = {"blocking", "timeout"};
     PyObject *a[2];
     struct timespec deadline;
@@ -807,6 +837,7 @@ static PyObject *rw_acquire_write(SyncObject *o, PyObject *const *args, Py_ssize
 static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
+    INTACT(o);
     int r = shk_rw_release_read(o->sh, &o->slot);
     if (r)
         return shk_py_raise(r, "release_read");
@@ -825,6 +856,7 @@ static PyObject *rw_release_write(SyncObject *o, PyObject *unused)
 static PyObject *rw_raw(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
+    INTACT(o);
     struct shk_rwlock_sh *rw = o->sh;
     uint32_t procs = 0;
     uint32_t holds = shk_rw_readers(rw, &procs);
@@ -1015,6 +1047,7 @@ static int barrier_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
 static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
 {
     LIVE(o);
+    INTACT(o);
     PyObject *timeout = nargs > 0 ? args[0] : Py_None;
     struct timespec deadline;
     int has;
