@@ -249,3 +249,24 @@ def test_lost_update_example_runs():
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Counter" in r.stdout and "exact: True" in r.stdout and "lost" in r.stdout
+
+
+def _use_value_with_named_lock(v, lock, out):
+    named = int(v.get_lock().name == "guard" and type(v.get_lock()) is shmkit.Lock)
+    one_zone = int(v.zone is lock.zone)     # the zone is mapped once in the child
+    out.set(named + 10 * one_zone)
+
+
+def test_value_with_named_lock_pickles_with_it(zone, procs):
+    import multiprocessing as mp
+    lock = zone.lock("guard")
+    v = zone.value("g", "i", 0, lock=lock)
+    again = pickle.loads(pickle.dumps(v))
+    assert again.get_lock().name == "guard"
+    out = zone.counter("out")
+    p = mp.get_context("spawn").Process(target=_use_value_with_named_lock, args=(v, lock, out))
+    procs.append(p)
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert out.get() == 11

@@ -31,8 +31,10 @@ crash semantics and the shared layout.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 import time
+import weakref
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import typecode_to_type
 
@@ -111,8 +113,26 @@ def _same_zone(a: Zone, b: Zone) -> bool:
     return a is b or (a.backend == b.backend and a.name == b.name and a.name is not None)
 
 
+_zones_seen: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+
+
+def _canonical(zone: Zone) -> Zone:
+    """One Zone per (process, backend, name) among unpickled objects: a child that receives
+    twenty locks of one zone maps it once, not twenty times."""
+    if zone.name is None or zone.backend not in ("posix", "file", "sysv"):
+        return zone
+    key = (os.getpid(), zone.backend, zone.name)
+    seen = _zones_seen.get(key)
+    if seen is not None and not seen.closed:
+        if seen is not zone:
+            zone.close()
+        return seen
+    _zones_seen[key] = zone
+    return zone
+
+
 def _reopen(cls, zone, name, kwargs):
-    return cls(name, zone=zone, create=False, **kwargs)
+    return cls(name, zone=_canonical(zone), create=False, **kwargs)
 
 
 def _check_int(value, what, minimum):
@@ -478,7 +498,7 @@ class ConditionStats:
 
 
 def _condition_lock(zone, name):
-    return Condition(name, zone=zone, create=False)._lock
+    return Condition(name, zone=_canonical(zone), create=False)._lock
 
 
 class Condition(_Named, _core.Condition):
@@ -687,7 +707,7 @@ class Barrier(_Named, _core.Barrier):
 
 
 def _reopen_barrier(zone, name, parties, action, timeout):
-    return Barrier(name, parties, action, timeout, zone=zone, create=False)
+    return Barrier(name, parties, action, timeout, zone=_canonical(zone), create=False)
 
 
 # --------------------------------------------------------------------------------------
@@ -763,6 +783,13 @@ class _ValueBase(_Named):
                             f"{type(lock).__name__}")
         return created
 
+    def _lock_arg(self):
+        """What `lock=` reproduces this handle's lock: True for the lock kept with the
+        data, the lock itself (it pickles by name) for a named one, False for none."""
+        if self._lock is None:
+            return False
+        return True if self._lock._reduce_as is not None else self._lock
+
     def get_obj(self):
         """The ctypes object over the shared bytes (no locking)."""
         return self._obj
@@ -808,6 +835,7 @@ class _ValueBase(_Named):
 
 
 def _value_lock(cls, zone, name):
+    zone = _canonical(zone)
     info = zone.find(name)
     if info.type_code != cls._type_code:
         raise ObjectTypeError(f"{name!r} is a {info.type}, not a {cls.__name__}")
@@ -837,7 +865,7 @@ class Value(_ValueBase):
 
     def __reduce__(self):
         return (_reopen_value, (type(self), self._zone, self._name, self._type_name,
-                                self._lock is not None))
+                                self._lock_arg()))
 
     @property
     def value(self):
@@ -867,7 +895,7 @@ def _reopen_value(cls, zone, name, type_name, lock):
         # bytes is not what the user wants; require the type on the other side
         raise TypeError(f"{cls.__name__} {name!r} holds a ctypes type ({type_name}); "
                         f"open it by name with that type in the other process")
-    return cls(name, t, lock=lock, zone=zone, create=False)
+    return cls(name, t, lock=lock, zone=_canonical(zone), create=False)
 
 
 class Array(_ValueBase):
@@ -897,7 +925,7 @@ class Array(_ValueBase):
 
     def __reduce__(self):
         return (_reopen_array, (type(self), self._zone, self._name, self._type_name,
-                                len(self._obj), self._lock is not None))
+                                len(self._obj), self._lock_arg()))
 
     def __len__(self):
         return len(self._obj)
@@ -964,7 +992,7 @@ def _reopen_array(cls, zone, name, type_name, length, lock):
     if type_name not in typecode_to_type:
         raise TypeError(f"{cls.__name__} {name!r} holds a ctypes type ({type_name}); open it "
                         f"by name with that type in the other process")
-    return cls(name, type_name, length, lock=lock, zone=zone, create=False)
+    return cls(name, type_name, length, lock=lock, zone=_canonical(zone), create=False)
 
 
 # --------------------------------------------------------------------------------------
