@@ -176,7 +176,7 @@ def test_timeout_is_accurate(zone):
         t0 = time.monotonic()
         assert lock.acquire(timeout=timeout) is False
         elapsed = time.monotonic() - t0
-        assert timeout <= elapsed < timeout + 0.1, elapsed
+        assert timeout <= elapsed < timeout + 0.15, elapsed   # generous: a loaded 2-CPU box
     lock.release()
 
 
