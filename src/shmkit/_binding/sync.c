@@ -240,6 +240,9 @@ static struct shk_wait wait_init(SyncObject *o, const struct timespec *deadline,
     w.deadline = deadline;
     w.flags = flags;
     w.next_live = (flags & SHK_WAIT_TRY) ? o->next_live : 0;
+    if (flags & SHK_WAIT_TRY)
+        w.live_step = shk_sync_cfg.liveness_ns; /* polling acquire(False): one /proc read
+                                                   per liveness interval per handle */
     return w;
 }
 
