@@ -124,9 +124,7 @@ def _canonical(zone: Zone) -> Zone:
     key = (os.getpid(), zone.backend, zone.name)
     seen = _zones_seen.get(key)
     if seen is not None and not seen.closed:
-        if seen is not zone:
-            zone.close()
-        return seen
+        return seen  # the duplicate closes itself when nothing refers to it any more
     _zones_seen[key] = zone
     return zone
 
