@@ -365,7 +365,8 @@ def test_condition_notify_n(zone):
     for t in ts:
         t.start()
     wait_until(lambda: c.statistics().waiters == 3)
-    time.sleep(0.05)                              # let them reach the kernel
+    time.sleep(0.2)                               # let them reach the kernel (a waiter
+    # still on its way there when notify() runs is woken too, which threading allows)
     with c:
         c.notify(2)
     wait_until(lambda: len(woken) >= 2)
