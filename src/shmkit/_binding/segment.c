@@ -258,6 +258,70 @@ static PyObject *segment_region(SegmentObject *s, PyObject *args)
                              readonly || (s->seg.flags & SHK_O_RDONLY), NULL);
 }
 
+static PyObject *stat_to_dict(const struct shk_seg_stat *st)
+{
+    return Py_BuildValue(
+        "{sKsIsIsIsIsIsisisisKsLsLsLsKsKsO}", "size", (unsigned long long)st->size, "uid",
+        st->uid, "gid", st->gid, "cuid", st->cuid, "cgid", st->cgid, "mode", st->mode, "key",
+        (int)st->key, "cpid", (int)st->cpid, "lpid", (int)st->lpid, "nattch",
+        (unsigned long long)st->nattch, "atime", (long long)st->atime, "dtime",
+        (long long)st->dtime, "ctime", (long long)st->ctime, "dev", (unsigned long long)st->dev,
+        "ino", (unsigned long long)st->ino, "removed", st->removed ? Py_True : Py_False);
+}
+
+static PyObject *segment_stat(SegmentObject *s, PyObject *unused)
+{
+    if (shk_segment_check_open(s) < 0)
+        return NULL;
+    struct shk_seg_stat st;
+    shk_clear_detail();
+    int r = shk_seg_stat(&s->seg, &st);
+    if (r)
+        return shk_py_raise(r, "stat");
+    return stat_to_dict(&st);
+}
+
+static PyObject *core_sysv_stat(PyObject *self, PyObject *arg)
+{
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id < 0 || id > INT32_MAX)
+        return PyErr_Format(PyExc_ValueError, "shmid must be in [0, 2**31), not %ld", id);
+    struct shk_seg_stat st;
+    shk_clear_detail();
+    int r = shk_sysv_stat((int)id, &st);
+    if (r)
+        return shk_py_raise(r, "shmctl(IPC_STAT)");
+    return stat_to_dict(&st);
+}
+
+static PyObject *core_sysv_find(PyObject *self, PyObject *arg)
+{
+    long long key = PyLong_AsLongLong(arg);
+    if (key == -1 && PyErr_Occurred())
+        return NULL;
+    if (key < INT32_MIN || key > UINT32_MAX)
+        return PyErr_Format(PyExc_ValueError, "SysV key %lld does not fit in 32 bits", key);
+    int id = -1;
+    shk_clear_detail();
+    int r = shk_sysv_find((int)(uint32_t)key, &id);
+    if (r)
+        return shk_py_raise(r, "shmget");
+    return PyLong_FromLong(id);
+}
+
+static PyMethodDef segment_functions[] = {
+    {"sysv_stat", core_sysv_stat, METH_O,
+     "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
+     "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
+     "removed)."},
+    {"sysv_find", core_sysv_find, METH_O,
+     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
+     "attaching (SegmentNotFoundError if none)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static int segment_getbuffer(SegmentObject *s, Py_buffer *view, int flags)
 {
     if (shk_segment_check_open(s) < 0) {
@@ -349,6 +413,8 @@ static PyMethodDef segment_methods[] = {
      "refresh()\n--\n\nFollow growth made elsewhere; returns the new size."},
     {"object_size", (PyCFunction)segment_object_size, METH_NOARGS,
      "object_size()\n--\n\nSize of the underlying object now (fstat / IPC_STAT)."},
+    {"stat", (PyCFunction)segment_stat, METH_NOARGS,
+     "stat()\n--\n\nWhat the kernel knows: IPC_STAT for SysV, fstat otherwise (a dict)."},
     {"region", (PyCFunction)segment_region, METH_VARARGS,
      "region(offset, length, readonly=False)\n--\n\nmemoryview of part of the mapping that "
      "keeps it alive."},
@@ -459,6 +525,11 @@ static PyType_Slot region_slots[] = {
 
 int shk_init_segment(PyObject *m)
 {
+    if (PyModule_AddFunctions(m, segment_functions) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "SHM_DEST", SHK_SHM_DEST) < 0 ||
+        PyModule_AddIntConstant(m, "SHM_LOCKED", SHK_SHM_LOCKED) < 0)
+        return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};
     shk_SegmentType = (PyTypeObject *)PyType_FromSpec(&spec);

@@ -282,20 +282,73 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
     return r;
 }
 
+static unsigned long long read_proc_ull(const char *path)
+{
+    unsigned long long v = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Segments and pages of SysV shared memory in use now (from /proc/sysvipc/shm). */
+static void sysv_usage(unsigned long long *segments, unsigned long long *pages)
+{
+    char line[512];
+    unsigned long long n = 0, bytes = 0;
+    FILE *f = fopen("/proc/sysvipc/shm", "r");
+    if (f) {
+        if (fgets(line, sizeof line, f)) { /* header */
+            while (fgets(line, sizeof line, f)) {
+                long long key;
+                int id;
+                unsigned perms;
+                unsigned long long size;
+                if (sscanf(line, "%lld %d %o %llu", &key, &id, &perms, &size) == 4) {
+                    n++;
+                    bytes += size;
+                }
+            }
+        }
+        fclose(f);
+    }
+    *segments = n;
+    *pages = (bytes + page_size() - 1) / page_size();
+}
+
+/* The error for a shmget() that a system limit refused: names every limit with its
+ * current value, so the fix (sysctl kernel.shm*) is obvious from the message. */
 static int sysv_limit_error(int e, size_t size)
 {
-    unsigned long long shmmax = 0, shmall = 0, shmmni = 0;
-    FILE *f;
-    if ((f = fopen("/proc/sys/kernel/shmmax", "r"))) { if (fscanf(f, "%llu", &shmmax) != 1) shmmax = 0; fclose(f); }
-    if ((f = fopen("/proc/sys/kernel/shmall", "r"))) { if (fscanf(f, "%llu", &shmall) != 1) shmall = 0; fclose(f); }
-    if ((f = fopen("/proc/sys/kernel/shmmni", "r"))) { if (fscanf(f, "%llu", &shmmni) != 1) shmmni = 0; fclose(f); }
-    if (e == EINVAL)
-        return shk_fail(EINVAL, "shmget: a segment of %zu bytes is outside the limits "
-                        "(kernel.shmmax = %llu bytes, SHMMIN = 1), or the key exists with a "
-                        "smaller size", size, shmmax);
-    return shk_fail(ENOSPC, "shmget: system limit reached creating %zu bytes "
-                    "(kernel.shmall = %llu pages in all, kernel.shmmni = %llu segments)",
-                    size, shmall, shmmni);
+    unsigned long long shmmax = read_proc_ull("/proc/sys/kernel/shmmax");
+    unsigned long long shmall = read_proc_ull("/proc/sys/kernel/shmall");
+    unsigned long long shmmni = read_proc_ull("/proc/sys/kernel/shmmni");
+    unsigned long long nseg, npages;
+    sysv_usage(&nseg, &npages);
+    const char *why;
+    int code;
+    switch (e) {
+    case EINVAL:
+        why = "the size is outside [SHMMIN = 1, kernel.shmmax]";
+        code = EINVAL;
+        break;
+    case ENOMEM:
+        why = "the kernel cannot commit that much memory (see vm.overcommit_memory)";
+        code = ENOMEM;
+        break;
+    default:
+        why = "a system-wide limit (kernel.shmmni segments or kernel.shmall pages) would be "
+              "exceeded";
+        code = ENOSPC;
+        break;
+    }
+    return shk_fail(code, "shmget: cannot create a SysV segment of %zu bytes: %s; limits: "
+                    "kernel.shmmax = %llu bytes per segment, kernel.shmall = %llu pages in all "
+                    "(%llu in use), kernel.shmmni = %llu segments (%llu in use)",
+                    size, why, shmmax, shmall, npages, shmmni, nseg);
 }
 
 int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsigned mode,
@@ -316,7 +369,7 @@ int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsi
             s->shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (int)(mode & 0777));
             if (s->shmid >= 0)
                 s->created = 1;
-            else if (errno == EINVAL || errno == ENOSPC)
+            else if (errno == EINVAL || errno == ENOSPC || errno == ENOMEM)
                 return sysv_limit_error(errno, size);
             else if (errno != EEXIST || (flags & SHK_O_EXCL))
                 return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
@@ -458,6 +511,69 @@ int shk_seg_object_size(const struct shk_segment *s, size_t *size)
     if (fstat(s->fd, &st) != 0)
         return shk_fail(errno, "fstat: %s", strerror(errno));
     *size = (size_t)st.st_size;
+    return 0;
+}
+
+int shk_sysv_stat(int shmid, struct shk_seg_stat *st)
+{
+    struct shmid_ds ds;
+    memset(st, 0, sizeof *st);
+    if (shmctl(shmid, IPC_STAT, &ds) != 0)
+        return shk_fail(errno, "shmctl(%d, IPC_STAT): %s%s", shmid, strerror(errno),
+                        errno == EINVAL || errno == EIDRM
+                            ? " (no such segment: it was removed, e.g. by ipcrm)" : "");
+    st->size = ds.shm_segsz;
+    st->uid = ds.shm_perm.uid;
+    st->gid = ds.shm_perm.gid;
+    st->cuid = ds.shm_perm.cuid;
+    st->cgid = ds.shm_perm.cgid;
+    st->mode = ds.shm_perm.mode & 07777;
+    st->key = (int32_t)ds.shm_perm.__key;
+    st->cpid = ds.shm_cpid;
+    st->lpid = ds.shm_lpid;
+    st->nattch = ds.shm_nattch;
+    st->atime = ds.shm_atime;
+    st->dtime = ds.shm_dtime;
+    st->ctime = ds.shm_ctime;
+    st->removed = (ds.shm_perm.mode & SHK_SHM_DEST) != 0;
+    return 0;
+}
+
+int shk_sysv_find(int key, int *shmid)
+{
+    int id = shmget((key_t)key, 0, 0);
+    if (id < 0)
+        return shk_fail(errno, "shmget(key 0x%08x): %s", (unsigned)key, strerror(errno));
+    *shmid = id;
+    return 0;
+}
+
+int shk_seg_stat(const struct shk_segment *s, struct shk_seg_stat *st)
+{
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->kind == SHK_SEG_SYSV)
+        return shk_sysv_stat(s->shmid, st);
+    memset(st, 0, sizeof *st);
+    st->cpid = st->lpid = -1;
+    if (s->fd < 0) { /* anonymous: only what this process knows */
+        st->size = s->size;
+        st->uid = st->cuid = geteuid();
+        st->gid = st->cgid = getegid();
+        st->mode = 0600;
+        return 0;
+    }
+    struct stat fs;
+    if (fstat(s->fd, &fs) != 0)
+        return shk_fail(errno, "fstat: %s", strerror(errno));
+    st->size = (uint64_t)fs.st_size;
+    st->uid = st->cuid = fs.st_uid;
+    st->gid = st->cgid = fs.st_gid;
+    st->mode = fs.st_mode & 07777;
+    st->atime = fs.st_atime;
+    st->ctime = fs.st_ctime;
+    st->dev = fs.st_dev;
+    st->ino = fs.st_ino;
     return 0;
 }
 
