@@ -282,10 +282,12 @@ def file_record_name(backend: str, dev: int, ino: int) -> str:
     return f"{backend}-{dev}-{ino}"
 
 
-def create_record(name: str, rec: dict, perm: int) -> int:
+def create_record(name: str, rec: dict, perm: int, *, lock: bool = False) -> int:
     """Create registry record ``name`` for a segment just created; returns its fd
     (O_RDWR, close-on-exec).  A record left under that name by a segment that no longer
-    exists is replaced."""
+    exists is replaced.  With ``lock`` (SysV: the record carries the locks), the creator
+    and attach locks are taken before the record is written, so that whoever reads the
+    record also sees them."""
     d = registry_dir(create=True)
     if d is None:
         raise OSError(errno.EACCES, f"the shmkit registry {registry_path()} is not usable "
@@ -306,6 +308,9 @@ def create_record(name: str, rec: dict, perm: int) -> int:
             continue
         try:
             os.fchmod(fd, mode)
+            if lock:
+                hold_creator(fd)
+                hold_attach(fd, wait=False)
             os.write(fd, data)
         except BaseException:
             os.close(fd)

@@ -420,7 +420,7 @@ class Segment:
                     rec = _lifecycle.make_record(want, "sysv", key=key, shmid=seg.shmid,
                                                  ctime=kst["ctime"])
                     try:
-                        self._record_fd = _lifecycle.create_record(rname, rec, perm)
+                        self._record_fd = _lifecycle.create_record(rname, rec, perm, lock=True)
                         self._record_writable = True
                         self._record = rec
                     except OSError as e:
