@@ -507,6 +507,12 @@ class Segment:
             os.dup2(new, fd, inheritable=False)
         finally:
             os.close(new)
+        if self.backend != "sysv":
+            # the mapping still references the old description (and its locks)
+            try:
+                self._seg.remap()
+            except OSError:
+                pass
 
     def _lock_fd(self):
         if self.backend == "sysv":

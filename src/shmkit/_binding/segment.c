@@ -232,6 +232,16 @@ static PyObject *segment_refresh(SegmentObject *s, PyObject *unused)
     return PyLong_FromSize_t(s->seg.size);
 }
 
+static PyObject *segment_remap(SegmentObject *s, PyObject *unused)
+{
+    if (shk_segment_check_open(s) < 0)
+        return NULL;
+    int r = shk_seg_remap(&s->seg);
+    if (r)
+        return shk_py_raise(r, "remap");
+    Py_RETURN_NONE;
+}
+
 static PyObject *segment_object_size(SegmentObject *s, PyObject *unused)
 {
     if (shk_segment_check_open(s) < 0)
@@ -411,6 +421,9 @@ static PyMethodDef segment_methods[] = {
     {"resize", (PyCFunction)segment_resize, METH_O, "resize(size)\n--\n\nResize object and mapping."},
     {"refresh", (PyCFunction)segment_refresh, METH_NOARGS,
      "refresh()\n--\n\nFollow growth made elsewhere; returns the new size."},
+    {"remap", (PyCFunction)segment_remap, METH_NOARGS,
+     "remap()\n--\n\nMap the object again from fd at the same address (after fd was given "
+     "an open file description of its own)."},
     {"object_size", (PyCFunction)segment_object_size, METH_NOARGS,
      "object_size()\n--\n\nSize of the underlying object now (fstat / IPC_STAT)."},
     {"stat", (PyCFunction)segment_stat, METH_NOARGS,

@@ -686,6 +686,24 @@ out:
     return r;
 }
 
+int shk_seg_remap(struct shk_segment *s)
+{
+    shk_clear_detail();
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->fd < 0 || s->map_len == 0)
+        return 0;
+    if (pthread_mutex_trylock(&s->remap_lock) != 0)
+        return shk_fail(EBUSY, "segment: remap while another thread resizes it");
+    int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+    int r = 0;
+    void *p = mmap(s->base, s->map_len, prot, MAP_SHARED | MAP_FIXED, s->fd, 0);
+    if (p == MAP_FAILED)
+        r = shk_fail(errno, "mmap (remap): %s", strerror(errno));
+    pthread_mutex_unlock(&s->remap_lock);
+    return r;
+}
+
 int shk_seg_rereserve(struct shk_segment *s, size_t reserve)
 {
     if (!s->base)

@@ -91,6 +91,17 @@ int shk_seg_refresh(struct shk_segment *s);
  * while nothing points into the mapping). fd backends only. */
 int shk_seg_rereserve(struct shk_segment *s, size_t reserve);
 
+/*
+ * Map the object again from s->fd at the same address (MAP_FIXED), after s->fd was
+ * made to refer to another open file description of the same object (a fork child, or
+ * an fd received over a socket, gets one of its own).  A mapping holds a reference to
+ * the open file description it was made from, and with it that description's OFD
+ * locks: without this, a fork child would keep its parent's creator lock alive.
+ * Same object, same address, same pages: views stay valid.  fd backends only;
+ * EBUSY if another thread is resizing (nothing done).
+ */
+int shk_seg_remap(struct shk_segment *s);
+
 /* Current size of the underlying object (fstat / IPC_STAT), into *size. */
 int shk_seg_object_size(const struct shk_segment *s, size_t *size);
 
