@@ -767,6 +767,10 @@ class Segment:
         if fd is None or rec is None:
             self._drop_record_fd()
             return
+        if self.removed:
+            # removed behind our back (ipcrm, another IPC_RMID): its key is gone, and so
+            # is the use of its record
+            _lifecycle.remove_record(_lifecycle.sysv_record_name(seg.shmid, self._ctime), fd)
         lifecycle = rec["lifecycle"]
         if lifecycle == "unlink_on_creator_exit" and self._creator:
             _lifecycle.remove_if_same("sysv", seg.shmid, None, ctime=self._ctime, record_fd=fd)
