@@ -57,16 +57,24 @@ def xattrs_enabled() -> bool:
 
 # -- process identity ------------------------------------------------------------------
 
-_self = (0, 0)
+_self = None  # (pid, start time), computed once per process (cleared in fork children)
 
 
 def self_identity() -> tuple[int, int]:
-    """(pid, start time) of this process, refreshed after fork."""
+    """(pid, start time) of this process."""
     global _self
-    pid = os.getpid()
-    if _self[0] != pid:
+    if _self is None:
+        pid = os.getpid()
         _self = (pid, _core.proc_start_time(pid))
     return _self
+
+
+def _forget_identity():
+    global _self
+    _self = None
+
+
+os.register_at_fork(after_in_child=_forget_identity)
 
 
 def proc_alive(pid, start) -> bool | None:
@@ -182,7 +190,23 @@ def make_record(lifecycle: str, backend: str, **ident) -> dict:
     return rec
 
 
+_decoded: dict = {}  # raw record -> decoded (records are written once, then only read)
+
+# stored with short keys so that the xattr stays under 128 bytes (one getxattr call)
+_SHORT = {"creator_pid": "pid", "creator_start": "start", "created_ns": "ns",
+          "creator_uid": "uid"}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+
+def _encode(rec: dict, *, drop=()) -> bytes:
+    out = {_SHORT.get(k, k): v for k, v in rec.items() if k not in drop}
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
 def _decode(raw) -> dict | None:
+    rec = _decoded.get(raw)
+    if rec is not None:
+        return rec
     try:
         rec = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -191,6 +215,10 @@ def _decode(raw) -> dict | None:
         return None
     if rec.get("lifecycle") not in LIFECYCLES:
         return None
+    rec = {_LONG.get(k, k): v for k, v in rec.items()}
+    if len(_decoded) > 256:
+        _decoded.clear()
+    _decoded[bytes(raw)] = rec
     return rec
 
 
@@ -199,7 +227,8 @@ def write_xattr_record(fd: int, rec: dict) -> bool:
     if not xattrs_enabled():
         return False
     try:
-        os.setxattr(fd, XATTR, json.dumps(rec, separators=(",", ":")).encode())
+        # the object's name is known to whoever reads its xattrs: not repeated here
+        os.setxattr(fd, XATTR, _encode(rec, drop=("backend", "name", "path")))
         return True
     except OSError as e:
         if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES,
@@ -293,7 +322,7 @@ def create_record(name: str, rec: dict, perm: int, *, lock: bool = False) -> int
         raise OSError(errno.EACCES, f"the shmkit registry {registry_path()} is not usable "
                       "(not a directory, or another user's and not sticky)")
     path = os.path.join(d, name)
-    data = json.dumps(rec, separators=(",", ":")).encode()
+    data = _encode(rec)
     mode = 0o600 | (perm & 0o044)  # readable by whoever may read the segment
     for attempt in range(2):
         try:
