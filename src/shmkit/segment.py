@@ -714,9 +714,14 @@ class Segment:
 
         With lifecycle ``unlink_on_last_close`` the last handle to close removes the name;
         with ``unlink_on_creator_exit`` the creator's close does."""
-        if self._closed:
+        lock = self.__dict__.get("_lock")
+        if lock is None:  # half-built
+            self._closed = True
             return
-        self._closed = True
+        with lock:
+            if self._closed:
+                return
+            self._closed = True
         self._buf = None
         _live.discard(self)
         seg = self._seg
