@@ -17,8 +17,8 @@ import textwrap
 import pytest
 
 import shmkit
-from shmkit import (ClosedError, InvalidNameError, NoSpaceError, Segment, SegmentExistsError,
-                    SegmentNotFoundError, SegmentPermissionError)
+from shmkit import (ClosedError, InvalidArgumentError, InvalidNameError, NoSpaceError, Segment,
+                    SegmentExistsError, SegmentNotFoundError, SegmentPermissionError)
 from conftest import run_python, unique
 from segment_helpers import (read_line, spawn_python, sysv_exists, sysv_key,  # noqa: F401
                              sysv_keys, wait_until)
@@ -69,9 +69,9 @@ def test_sysv_create_open_by_key_and_id(sysv_key):
         assert s.read(0, 5) == b"Sysv!"
         with pytest.raises(SegmentExistsError):
             Segment(None, "x", 8192, key=sysv_key)
-        with pytest.raises(OSError, match="smaller than the 1048576 bytes") as ei:
+        with pytest.raises(InvalidArgumentError, match="smaller than the 1048576 bytes") as ei:
             Segment(None, "c", 1 << 20, key=sysv_key)
-        assert ei.value.errno == errno.EINVAL
+        assert ei.value.errno == errno.EINVAL and isinstance(ei.value, ValueError)
         s.unlink()
         assert s.removed
     assert not sysv_exists(sysv_key)
@@ -173,7 +173,7 @@ def test_modes_and_shmop_letters(name):
 
 def test_opening_existing_with_too_large_size_is_an_error(name):
     with Segment(name, "x", 100) as s:
-        with pytest.raises(OSError, match="smaller than the 200 bytes") as ei:
+        with pytest.raises(InvalidArgumentError, match="smaller than the 200 bytes") as ei:
             Segment(name, "c", 200)
         assert ei.value.errno == errno.EINVAL
         s.unlink()
