@@ -40,7 +40,7 @@ def prefix():
     p = unique("shmkit-clitest")
     yield p
     for n in os.listdir("/dev/shm"):
-        if n.startswith(p):
+        if n.startswith(p) or n == f"sem.{p}":
             os.unlink(f"/dev/shm/{n}")
 
 
@@ -109,6 +109,9 @@ def test_ls_marks_shmkit_segments_and_zones(prefix, sysv_key):
         assert not [x for x in shmkit_json("ls", "--posix") if x["backend"] == "sysv"]
         only = {r["display_name"] for r in shmkit_json("ls", "--shmkit", f"{prefix}*")}
         assert only == {f"{prefix}-seg", f"{prefix}-zone"}
+        foreign(f"sem.{prefix}")  # where sem_open keeps a named semaphore
+        assert not [r for r in shmkit_json("ls", f"sem.{prefix}")]
+        assert [r["name"] for r in shmkit_json("ls", "--all", f"sem.{prefix}")] == [f"sem.{prefix}"]
         text = shmkit("ls", f"{prefix}*", check_code=0).stdout.splitlines()
         assert text[0].split() == ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES", "NATTCH",
                                    "CPID", "LPID", "STATUS", "LIFECYCLE", "SHMKIT"]

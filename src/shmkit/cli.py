@@ -1,6 +1,6 @@
 """The ``shmkit`` command (also ``python -m shmkit``): see and clean shared memory.
 
-    shmkit ls [PATTERN] [--shmkit] [--posix | --sysv] [--json]
+    shmkit ls [PATTERN] [--shmkit] [--all] [--posix | --sysv] [--json]
     shmkit info NAME | --key KEY | --id SHMID | --path FILE [--json]
     shmkit check ZONE | --key KEY | --path FILE [--json]
     shmkit rm NAME... [--key KEY]... [--id SHMID]... [--force]
@@ -185,6 +185,8 @@ def _is_zone(target: dict, info) -> bool:
 def _args_ls(p):
     p.add_argument("pattern", nargs="?", help="shell pattern on the name or key (0x%%08x)")
     p.add_argument("--shmkit", action="store_true", help="only what shmkit created")
+    p.add_argument("--all", "-a", action="store_true",
+                   help="also POSIX named semaphores (sem.* in /dev/shm)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--posix", action="store_true", help="only POSIX segments (/dev/shm)")
     g.add_argument("--sysv", action="store_true", help="only SysV segments")
@@ -194,7 +196,7 @@ def _args_ls(p):
 def _cmd_ls(args) -> int:
     from .inventory import list_segments
     infos = list_segments(args.pattern, posix=not args.sysv, sysv=not args.posix,
-                          shmkit_only=args.shmkit)
+                          shmkit_only=args.shmkit, semaphores=args.all)
     if args.json:
         _json([i.as_dict() for i in infos])
         return EXIT_OK

@@ -231,11 +231,13 @@ def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
 
 
 def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool = True,
-                  shmkit_only: bool = False) -> list[SegmentInfo]:
+                  shmkit_only: bool = False, semaphores: bool = False) -> list[SegmentInfo]:
     """Every POSIX segment in /dev/shm and every SysV segment, POSIX first, by name/key.
 
     ``pattern`` is a shell pattern matched against the POSIX name or the SysV key
-    (as 0x%08x, or decimal); ``shmkit_only`` keeps what shmkit created."""
+    (as 0x%08x, or decimal); ``shmkit_only`` keeps what shmkit created.  POSIX named
+    semaphores (``sem.*`` files, e.g. multiprocessing's locks) are left out unless
+    ``semaphores`` is true."""
     locks = _lifecycle.lock_table()
     out: list[SegmentInfo] = []
     if posix:
@@ -247,6 +249,8 @@ def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool 
         for e in entries:
             if pattern and not fnmatch.fnmatchcase(e.name, pattern):
                 continue
+            if e.name.startswith("sem.") and not semaphores:
+                continue  # sem_open's semaphores live here too: not segments
             try:
                 st = e.stat(follow_symlinks=False)
             except OSError:

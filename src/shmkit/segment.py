@@ -848,7 +848,7 @@ class Segment:
         if self.backend == "sysv":
             return (_reopen, ("sysv", self.shmid, self.readonly))
         if self.backend == "file":
-            return (_reopen, ("file", self.path, self.readonly))
+            return (_reopen, ("file", self._abspath, self.readonly))
         if self.backend == "memfd":
             from multiprocessing import context, reduction
             if context.get_spawning_popen() is None:
