@@ -86,14 +86,31 @@ def proc_alive(pid, start) -> bool | None:
 
 # -- OFD locks ----------------------------------------------------------------------------
 
+# file systems without OFD locks (some network and FUSE ones) answer with these: the
+# segment still works, its lifecycle cannot be enforced (creators are told)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+
+
 def hold_attach(fd: int, wait: bool = True) -> bool:
     """Take this handle's read lock on LOCKBYTE_ATTACH (blocks while someone holds the
-    write lock to remove the segment; that lasts microseconds)."""
-    return _core.ofd_lock(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
+    write lock to remove the segment; that lasts microseconds).  False if the file
+    system has no OFD locks."""
+    try:
+        return _core.ofd_lock(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
 
 
 def hold_creator(fd: int) -> bool:
-    return _core.ofd_lock(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
+    """Take the creator's write lock; False if it cannot be had (no OFD locks here)."""
+    try:
+        return _core.ofd_lock(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
 
 
 def try_exclusive(fd: int, byte: int) -> bool:

@@ -378,7 +378,10 @@ class Segment:
         self._creator = True
         ident = self.name if self.backend == "posix" else path  # what removal is given
         try:
-            _lifecycle.hold_creator(seg.fd)
+            if not _lifecycle.hold_creator(seg.fd) and lifecycle != "persist":
+                raise ShmkitError(f"{self._what()}: its file system has no OFD locks "
+                                  f"(fcntl F_OFD_SETLK): lifecycle {lifecycle!r} cannot be "
+                                  "enforced; use 'persist'")
             _lifecycle.hold_attach(seg.fd, wait=False)
             names = {"name": self.name} if self.backend == "posix" else {"path": path}
             rec = _lifecycle.make_record(lifecycle, self.backend, **names)
@@ -433,6 +436,15 @@ class Segment:
                                               "shmid": seg.shmid, "ctime": kst["ctime"]})
                     return
                 fd, rec = _lifecycle.open_record(rname, kst["cuid"], writable=not readonly)
+                if fd is None and lifecycle not in (None, "persist") \
+                        and time.time() - kst["ctime"] < 2:
+                    # created a moment ago: its creator may not have written the record
+                    # yet (it is written right after shmget); give it a moment
+                    deadline = time.monotonic() + 0.5
+                    while fd is None and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                        fd, rec = _lifecycle.open_record(rname, kst["cuid"],
+                                                         writable=not readonly)
                 if fd is not None:
                     self._record_fd, self._record = fd, rec
                     self._record_writable = (os.O_ACCMODE & _fcntl_getfl(fd)) == os.O_RDWR

@@ -95,6 +95,15 @@ static void test_ofd_locks(void)
     CHECK_EQ(shk_seg_open_posix(&s, name, SHK_O_CREATE | SHK_O_EXCL, 0600, 4096, 0), 0);
     int other = reopen(s.fd); /* a second open file description of the same object */
     CHECK(other >= 0);
+    /* a created object carries its creator's locks from the start */
+    CHECK_EQ(shk_ofd_probe(other, SHK_LOCKBYTE_CREATOR, F_WRLCK, &conflict), 0);
+    CHECK_EQ(conflict, 1);
+    CHECK_EQ(shk_ofd_probe(other, SHK_LOCKBYTE_ATTACH, F_WRLCK, &conflict), 0);
+    CHECK_EQ(conflict, 1);
+    CHECK_EQ(shk_ofd_probe(other, SHK_LOCKBYTE_SIZING, F_WRLCK, &conflict), 0);
+    CHECK_EQ(conflict, 0); /* sized: released */
+    CHECK_EQ(shk_ofd_lock(s.fd, SHK_LOCKBYTE_CREATOR, F_UNLCK, 0), 0);
+    CHECK_EQ(shk_ofd_lock(s.fd, SHK_LOCKBYTE_ATTACH, F_UNLCK, 0), 0);
     /* readers share, a writer is refused while a reader holds it */
     CHECK_EQ(shk_ofd_lock(s.fd, SHK_LOCKBYTE_ATTACH, F_RDLCK, 0), 0);
     CHECK_EQ(shk_ofd_lock(other, SHK_LOCKBYTE_ATTACH, F_RDLCK, 0), 0);
@@ -158,6 +167,41 @@ static void test_mapping_pins_locks_and_remap_releases_them(void)
     shk_seg_unlink_posix(name);
 }
 
+/* An opener that finds the object still empty waits for its creator to size it
+ * (blocking on the creator's SIZING lock), instead of failing with "size 0". */
+static void test_opener_waits_for_the_creator_to_size_it(void)
+{
+    char path[80];
+    int go[2];
+    snprintf(path, sizeof path, "/%s", name);
+    shk_seg_unlink_posix(name);
+    CHECK_EQ(pipe(go), 0);
+    pid_t pid = fork();
+    if (pid == 0) { /* a creator caught between O_EXCL and ftruncate */
+        int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+        shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_WRLCK, 0);
+        if (write(go[1], "x", 1) != 1)
+            _exit(1);
+        usleep(100 * 1000);
+        if (ftruncate(fd, 12345) != 0)
+            _exit(1);
+        shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_UNLCK, 0);
+        pause();
+        _exit(0);
+    }
+    char c;
+    CHECK_EQ(read(go[0], &c, 1), 1);
+    struct shk_segment s;
+    CHECK_EQ(shk_seg_open_posix(&s, name, 0, 0, 0, 0), 0);
+    CHECK_EQ(s.size, 12345);
+    shk_seg_close(&s);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(go[0]);
+    close(go[1]);
+    shk_seg_unlink_posix(name);
+}
+
 int main(void)
 {
     snprintf(name, sizeof name, "shmkit-ctest-seg-%d", (int)getpid());
@@ -166,5 +210,6 @@ int main(void)
     test_sysv_limit_message();
     test_ofd_locks();
     test_mapping_pins_locks_and_remap_releases_them();
+    test_opener_waits_for_the_creator_to_size_it();
     TEST_MAIN_END();
 }

@@ -79,9 +79,16 @@ static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!s)
         return NULL;
     int r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
-    Py_END_ALLOW_THREADS
+    do { /* an opener may wait for the creator to size the object: Ctrl-C must work */
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
+        Py_END_ALLOW_THREADS
+    } while (r == EINTR && PyErr_CheckSignals() == 0);
+    if (r == EINTR) {
+        s->closed = 1;
+        Py_DECREF(s);
+        return NULL;
+    }
     return segment_finish(s, r, "shm_open");
 }
 
@@ -106,10 +113,17 @@ static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     int r;
     const char *p = PyBytes_AS_STRING(path);
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_seg_open_file(&s->seg, p, flags, mode, (size_t)size, (size_t)reserve);
-    Py_END_ALLOW_THREADS
+    do {
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_seg_open_file(&s->seg, p, flags, mode, (size_t)size, (size_t)reserve);
+        Py_END_ALLOW_THREADS
+    } while (r == EINTR && PyErr_CheckSignals() == 0);
     Py_DECREF(path);
+    if (r == EINTR) {
+        s->closed = 1;
+        Py_DECREF(s);
+        return NULL;
+    }
     return segment_finish(s, r, "open");
 }
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "layout.h"
 
 #define SHK_NAME_MAX 250 /* NAME_MAX less room for the prefixes shm_open adds */
 
@@ -132,6 +133,31 @@ static int check_owner(struct shk_segment *s, uid_t uid, const char *what)
     return 0;
 }
 
+/* A new object carries its creator's OFD locks from the instant it exists, before it
+ * has a size: whoever can open it sees a live creator (SHK_LOCKBYTE_* in layout.h).
+ * File systems without OFD locks simply have none. */
+static void take_creator_locks(int fd)
+{
+    shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_WRLCK, 0);
+    shk_ofd_lock(fd, SHK_LOCKBYTE_CREATOR, F_WRLCK, 0);
+    shk_ofd_lock(fd, SHK_LOCKBYTE_ATTACH, F_RDLCK, 0);
+}
+
+/* An opener found the object empty: if its creator is still sizing it, wait for that
+ * (blocking on the creator's SIZING lock: no polling), then look again.  EINTR lets the
+ * caller check for signals and retry. */
+static int wait_for_size(int fd, struct stat *st)
+{
+    int r = shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_RDLCK, 1);
+    if (r == EINTR)
+        return EINTR;
+    if (r == 0)
+        shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_UNLCK, 0);
+    if (fstat(fd, st) != 0)
+        return errno;
+    return 0;
+}
+
 /* Common tail for the fd backends: size the new object or learn the old one's size. */
 static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, unsigned mode,
                           const char *what, int (*undo)(const char *), const char *undo_arg)
@@ -154,11 +180,14 @@ static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, un
             if ((r = reserve_space(s->fd, 0, size, what)) != 0)
                 goto undo;
         }
+        shk_ofd_lock(s->fd, SHK_LOCKBYTE_SIZING, F_UNLCK, 0); /* openers may look now */
     } else {
         if (fstat(s->fd, &st) != 0)
             return shk_fail(errno, "%s: fstat: %s", what, strerror(errno));
         if ((r = check_owner(s, st.st_uid, what)) != 0)
             return r;
+        if (st.st_size == 0 && !(s->flags & SHK_O_ALLOWEMPTY) && (r = wait_for_size(s->fd, &st)))
+            return shk_fail(r, "%s: waiting for its creator to size it: %s", what, strerror(r));
         if (st.st_size == 0 && !(s->flags & SHK_O_ALLOWEMPTY))
             return shk_fail(EINVAL, "%s exists but has size 0 (its creator may not have "
                             "finished creating it)", what);
@@ -205,6 +234,7 @@ int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsig
             s->fd = shm_open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
             if (s->fd >= 0) {
                 s->created = 1;
+                take_creator_locks(s->fd);
                 break;
             }
             if (errno != EEXIST || (flags & SHK_O_EXCL))
@@ -252,6 +282,7 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
             s->fd = open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
             if (s->fd >= 0) {
                 s->created = 1;
+                take_creator_locks(s->fd);
                 break;
             }
             if (errno != EEXIST || (flags & SHK_O_EXCL))

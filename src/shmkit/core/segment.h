@@ -16,7 +16,10 @@
  *
  * Process liveness around a segment uses OFD locks on bytes far beyond any data
  * (SHK_LOCKBYTE_* in layout.h): the kernel releases them when the last fd of the
- * holder's open file description is closed, including when the process is killed.
+ * holder's open file description is closed, including when the process is killed.  A
+ * posix or file object created here holds its creator's locks (write on
+ * SHK_LOCKBYTE_CREATOR, read on SHK_LOCKBYTE_ATTACH) from the instant it exists, before
+ * it is sized, so no one can ever see it without a live creator.
  */
 #ifndef SHK_SEGMENT_H
 #define SHK_SEGMENT_H
