@@ -688,6 +688,8 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
             now = shk_now_ns();
             if (deadline && shk_deadline_left_ns(deadline) == 0)
                 return ETIMEDOUT;
+            if (LOAD_ACQ(&b->cancel))
+                return ECANCELED;
         }
     }
     STAT_ADD(&b->sleeps, 1);
@@ -700,13 +702,15 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
             r = 0;
             break;
         }
-        r = shk_futex_wait(&h->futex, f, deadline);
+        r = LOAD_ACQ(&b->cancel) ? ECANCELED : shk_futex_wait(&h->futex, f, deadline);
         __atomic_sub_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
         if (shk_board_version(b) > after) {
             r = 0;
             break;
         }
-        if (r == ETIMEDOUT || r == EINTR)
+        if (LOAD_ACQ(&b->cancel))
+            r = ECANCELED;
+        if (r == ETIMEDOUT || r == EINTR || r == ECANCELED)
             break;
     }
     if (max_spin_ns) {
@@ -721,6 +725,12 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
         STORE_RLX(&b->spin_budget_ns, nb < SPIN_FLOOR_NS ? SPIN_FLOOR_NS : nb);
     }
     return r;
+}
+
+void shk_board_cancel_waits(struct shk_board *b)
+{
+    STORE_SC(&b->cancel, 1);
+    shk_futex_wake(&b->hdr->futex, INT_MAX);
 }
 
 /* --- lifecycle and statistics ------------------------------------------------------- */

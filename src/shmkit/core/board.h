@@ -58,6 +58,7 @@ struct shk_board {
     uint64_t pinned;                /* latest word pinned through the record (0: none) */
     /* adaptive spinning before sleeping in shk_board_wait */
     uint64_t spin_budget_ns;
+    int cancel;                     /* set by shk_board_cancel_waits: waits return ECANCELED */
     /* statistics of this handle */
     uint64_t copies, retries, fallbacks, pins, waits, sleeps, spin_hits;
 };
@@ -155,10 +156,14 @@ int shk_board_intact(struct shk_board *b, uint64_t version);
 /*
  * Wait until a version > after is published or the deadline (absolute CLOCK_MONOTONIC;
  * NULL: forever) passes.  Spins first for up to the handle's adaptive budget (at most
- * max_spin_ns; 0 never spins), then sleeps on the futex.  0, ETIMEDOUT or EINTR.
+ * max_spin_ns; 0 never spins), then sleeps on the futex.  0, ETIMEDOUT, EINTR, or
+ * ECANCELED after shk_board_cancel_waits on this handle.
  */
 int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *deadline,
                    uint64_t max_spin_ns);
+/* Make every wait on this handle return ECANCELED (the handle is being closed). Other
+ * processes' waiters are woken too, find nothing new and sleep again. */
+void shk_board_cancel_waits(struct shk_board *b);
 
 /* --- statistics ------------------------------------------------------------------- */
 
