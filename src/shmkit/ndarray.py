@@ -130,8 +130,8 @@ def __getattr__(name):
 
 
 def _normalise_shape(shape) -> tuple:
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
+    if not isinstance(shape, bool) and hasattr(shape, "__index__"):
+        shape = (shape,)  # an int, or a NumPy integer
     try:
         dims = tuple(shape)
     except TypeError:
