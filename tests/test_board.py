@@ -299,6 +299,10 @@ def test_wait_newer_timeout_and_wakeup(zone):
     threading.Timer(0.05, b.publish, (b"late",)).start()
     assert r.wait_newer(0, timeout=10) == (b"late", 1)
     assert r.wait_newer(0, timeout=0) == (b"late", 1)  # already newer: no wait
+    threading.Timer(0.05, b.publish, (b"later",)).start()
+    assert r.wait(1, timeout=10) == 2  # waits without reading
+    with pytest.raises(ShmkitTimeoutError):
+        r.wait(2, timeout=0.01)
     st = r.statistics()
     assert st.waits >= 2 and st.sleeps >= 1 and st.waiters == 0
 

@@ -224,10 +224,14 @@ class Board:
             got = cb.buffers
             self.close()
             raise ObjectMismatchError(f"board {name!r} exists with buffers={got}, not {buffers}")
-        self._version = cb.version          # bound C method: the fast path's one call
+        self._version = cb.version          # bound C method: one load of the latest version
         self._spin_ns = int(spin_us * 1000)
-        self._cache = (None, 0)             # (value, version) returned last
-        self._cache_copy = True
+        # read()'s fast path is one C call: while the version is unchanged it returns the
+        # cached (value, version); otherwise it calls self._read_newest(), which decodes
+        # and caches.  (The handle refers to this board weakly: no cycle.)
+        self._read_cached = cb.read_cached
+        cb.bind_reader(self)
+        cb.set_cache((None, 0), True)
         if writer:
             self.take_writer()
 
@@ -456,20 +460,13 @@ class Board:
         anything is published.  While the version has not changed this returns the very
         same tuple again, for the price of one memory load (treat values as read-only).
         ``copy=False`` returns zero-copy views for bytes and arrays (see the module doc)."""
-        c = self._cache
-        if c[1] == self._version() and self._cache_copy == copy:
-            return c
-        return self._read_newest(copy)
+        return self._read_cached(copy)
 
     def read_if_newer(self, version: int, *, copy: bool = True):
         """``(value, version)`` if a version newer than ``version`` exists, else None."""
-        v = self._version()
-        if v <= version:
+        if self._version() <= version:
             return None
-        c = self._cache
-        if c[1] == v and self._cache_copy == copy:
-            return c
-        return self._read_newest(copy)
+        return self._read_cached(copy)
 
     def wait_newer(self, version: int = 0, timeout: float | None = None, *, copy: bool = True):
         """Block until a version newer than ``version`` exists and return ``(value,
@@ -483,6 +480,16 @@ class Board:
             raise ShmkitTimeoutError(f"board {self.name!r}: no version newer than {version} "
                                      f"within {timeout} s")
         return self._read_newest(copy)
+
+    def wait(self, version: int = 0, timeout: float | None = None) -> int:
+        """Block until a version newer than ``version`` exists, without reading it;
+        returns the newest version (pair it with ``read_into`` to reuse one buffer).
+        ShmkitTimeoutError when ``timeout`` seconds pass."""
+        cb = self._live()
+        if not cb.wait(version, timeout, self._spin_ns):
+            raise ShmkitTimeoutError(f"board {self.name!r}: no version newer than {version} "
+                                     f"within {timeout} s")
+        return cb.version()
 
     def follow(self, timeout: float | None = None, *, copy: bool = True, version: int = 0):
         """Iterate over ``(value, version)`` as values are published, skipping those that
@@ -530,8 +537,7 @@ class Board:
 
     def _release_views(self):
         self._cb.unpin()
-        if not self._cache_copy:
-            self._cache = (None, -1)  # never matches: the next read reads again
+        self._cb.set_cache(None, True)  # the next read reads again
 
     def _read_newest(self, copy):
         cb = self._live()
@@ -550,8 +556,7 @@ class Board:
             view, version, kind, meta, _ = r
             value = self._decode(view, kind, meta)
         result = (value, version)
-        self._cache = result
-        self._cache_copy = copy
+        cb.set_cache(result, copy)
         return result
 
     # -- decoding (payloads are validated: they come from shared memory) ----------------------
@@ -620,7 +625,6 @@ class Board:
         if self._closed:
             return
         self._closed = True
-        self._cache = (None, -1)
         if self._cb is not None:
             self._cb.close()
 

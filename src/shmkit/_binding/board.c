@@ -36,7 +36,12 @@ typedef struct {
     int inflight;           /* calls running without the GIL */
     uint64_t view_word;     /* pinned word the live views were made from */
     Py_ssize_t views;       /* live views of view_word */
-    uint64_t view_fallbacks;
+    /* the value read() returned last, handed out again while the version is unchanged
+     * (set by the Python layer, which decodes values) */
+    PyObject *cache;        /* (value, version) or NULL */
+    uint64_t cache_version;
+    int cache_copy;
+    PyObject *reader;       /* weak reference to the Python Board: its _read_newest() */
     PyObject *weakreflist;
 } BoardObject;
 
@@ -44,6 +49,7 @@ static PyTypeObject *BoardType;
 
 static void board_really_close(BoardObject *self)
 {
+    Py_CLEAR(self->cache); /* values may hold views of this handle: break the cycle */
     if (!self->attached)
         return;
     self->attached = 0;
@@ -143,6 +149,7 @@ static void board_dealloc(BoardObject *self)
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     board_really_close(self);
+    Py_CLEAR(self->reader);
     Py_XDECREF(self->seg);
     Py_XDECREF(self->zone);
     PyTypeObject *tp = Py_TYPE(self);
@@ -163,6 +170,74 @@ static PyObject *board_close(BoardObject *self, PyObject *unused)
 }
 
 /* ---- readers -------------------------------------------------------------------------- */
+
+/* set_cache(value_version_tuple or None, copy): what read_cached() returns while the
+ * version is unchanged. */
+static PyObject *board_set_cache(BoardObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "set_cache(result, copy)");
+    PyObject *result = args[0];
+    int copy = PyObject_IsTrue(args[1]);
+    if (copy < 0)
+        return NULL;
+    if (result == Py_None) {
+        Py_CLEAR(self->cache);
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) != 2)
+        return PyErr_Format(PyExc_TypeError, "set_cache: (value, version) expected");
+    uint64_t v;
+    if (get_u64(PyTuple_GET_ITEM(result, 1), &v, "version") < 0)
+        return NULL;
+    Py_INCREF(result);
+    Py_XSETREF(self->cache, result);
+    self->cache_version = v;
+    self->cache_copy = copy;
+    Py_RETURN_NONE;
+}
+
+/* bind_reader(board): the Python Board whose _read_newest(copy) read_cached() calls when
+ * the cached value is out of date (held weakly: the board owns this handle). */
+static PyObject *board_bind_reader(BoardObject *self, PyObject *board)
+{
+    PyObject *ref = PyWeakref_NewRef(board, NULL);
+    if (!ref)
+        return NULL;
+    Py_XSETREF(self->reader, ref);
+    Py_RETURN_NONE;
+}
+
+/* read_cached(copy=True): the fast path of Board.read().  While the latest version is the
+ * cached one, return the cached (value, version): one load, no shared write. */
+static PyObject *board_read_cached(BoardObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    PyObject *copyobj = nargs > 0 ? args[0] : Py_True;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1 || (nkw == 1 && !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0))) ||
+        (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "copy")))
+        return PyErr_Format(PyExc_TypeError, "read() takes one optional argument, copy");
+    if (nkw == 1)
+        copyobj = args[nargs];
+    int copy = copyobj == Py_True ? 1 : copyobj == Py_False ? 0 : PyObject_IsTrue(copyobj);
+    if (copy < 0)
+        return NULL;
+    if (self->cache && self->cache_copy == copy && self->attached && !self->close_pending &&
+        !self->seg->close_pending && shk_board_version(&self->b) == self->cache_version)
+        return Py_NewRef(self->cache);
+    if (board_check(self) < 0)
+        return NULL;
+    PyObject *board = self->reader ? PyWeakref_GetObject(self->reader) : NULL;
+    if (!board || board == Py_None) {
+        PyErr_SetString(shk_py_exc("ClosedError"), "board is gone");
+        return NULL;
+    }
+    Py_INCREF(board);
+    PyObject *r = PyObject_CallMethod(board, "_read_newest", "O", copy ? Py_True : Py_False);
+    Py_DECREF(board);
+    return r;
+}
 
 static PyObject *board_version(BoardObject *self, PyObject *unused)
 {
@@ -574,6 +649,15 @@ static PyGetSetDef board_getset[] = {
 };
 
 static PyMethodDef board_methods[] = {
+    {"read_cached", (PyCFunction)(void (*)(void))board_read_cached,
+     METH_FASTCALL | METH_KEYWORDS,
+     "read_cached(copy=True)\n--\n\nBoard.read(): the cached (value, version) while the "
+     "version is unchanged, else the bound board's _read_newest(copy)."},
+    {"set_cache", (PyCFunction)(void (*)(void))board_set_cache, METH_FASTCALL,
+     "set_cache(result, copy, /)\n--\n\nWhat read_cached() returns while the version is "
+     "unchanged (None: nothing)."},
+    {"bind_reader", (PyCFunction)board_bind_reader, METH_O,
+     "bind_reader(board, /)\n--\n\nThe Python Board read_cached() falls back to."},
     {"version", (PyCFunction)board_version, METH_NOARGS,
      "version()\n--\n\nLatest published version (0: nothing yet). No shared write."},
     {"read", (PyCFunction)(void (*)(void))board_read, METH_FASTCALL,
