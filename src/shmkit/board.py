@@ -174,7 +174,7 @@ class Board:
     """A latest-value board in a zone: one writer, any number of readers.
 
     ``Board(name, max_bytes, *, zone=None, buffers=None, writer=False, create=True,
-    spin_us=50)`` finds the board ``name`` in ``zone`` (default: ``default_zone()``) or
+    spin_us=20)`` finds the board ``name`` in ``zone`` (default: ``default_zone()``) or
     creates it with room for values of up to ``max_bytes`` bytes.  ``max_bytes=None``
     attaches to an existing board whatever its size (ObjectNotFoundError if there is
     none); a board of that name with another size raises ObjectMismatchError.
@@ -195,7 +195,7 @@ class Board:
 
     def __init__(self, name: str, max_bytes: int | None = None, *, zone: Zone | None = None,
                  buffers: int | None = None, writer: bool = False, create: bool = True,
-                 spin_us: float = 50.0, _type: int = _core.OBJ_BOARD):
+                 spin_us: float = 20.0, _type: int = _core.OBJ_BOARD):
         name = _check_object_name(name)
         if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
                                       or max_bytes <= 0):

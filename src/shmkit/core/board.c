@@ -671,7 +671,11 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
         budget = max_spin_ns;
     if (budget) {
         uint64_t now = t0;
-        while (now - t0 < budget) {
+        for (unsigned rounds = 1; now - t0 < budget; rounds++) {
+            /* the writer may be waiting for this very CPU (more busy processes than
+             * cores): offer it every few microseconds */
+            if (rounds % 16 == 0)
+                sched_yield();
             for (int i = 0; i < 64; i++) {
                 if (shk_board_version(b) > after) {
                     /* spinning paid off: allow twice what it took, within the maximum */
@@ -714,14 +718,11 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
             break;
     }
     if (max_spin_ns) {
-        /* adapt: a value that came within the maximum spin would have been caught by
-         * spinning that long; one that came later means spinning was wasted */
-        uint64_t took = shk_now_ns() - t0;
-        uint64_t nb;
-        if (r == 0 && took <= max_spin_ns)
-            nb = 2 * took < max_spin_ns ? 2 * took : max_spin_ns;
-        else
-            nb = budget / 2;
+        /* adapt: spinning did not pay off this time, so spin half as long next time.  A
+         * quick wake-up after sleeping is no evidence that spinning would have caught it:
+         * the writer may have run only because this process stopped spinning.  The
+         * budget grows only when a spin succeeds (above). */
+        uint64_t nb = budget / 2;
         STORE_RLX(&b->spin_budget_ns, nb < SPIN_FLOOR_NS ? SPIN_FLOOR_NS : nb);
     }
     return r;
