@@ -213,7 +213,8 @@ class SharedConfig(Mapping):
 
     def watch(self, timeout: float | None = None):
         """Iterate over ``(snapshot, version)``: the current configuration (once there is
-        one), then every newer one as it is published."""
+        one), then every newer one as it is published.  With a ``timeout``, the iteration
+        ends when no new configuration comes within that many seconds."""
         version = 0
         while True:
             try:

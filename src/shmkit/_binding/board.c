@@ -119,11 +119,10 @@ static PyObject *board_new(PyTypeObject *type, PyObject *args, PyObject *kw)
                                 SHK_BOARD_MIN_BUFFERS, SHK_BOARD_MAX_BUFFERS, buffers, capacity);
     }
     struct shk_dirent e;
-    int created = 0, r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_zone_obj_get(&zone->zone, name, objtype, size, capacity, capacity ? SHK_O_CREATE : 0,
-                         shk_board_init, &p, &e, &created);
-    Py_END_ALLOW_THREADS
+    int created = 0;
+    /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
+    int r = shk_zone_obj_get(&zone->zone, name, objtype, size, capacity,
+                             capacity ? SHK_O_CREATE : 0, shk_board_init, &p, &e, &created);
     if (r)
         return shk_py_raise(r, "board");
     BoardObject *self = (BoardObject *)type->tp_alloc(type, 0);

@@ -31,11 +31,10 @@ static PyObject *core_ndarray_open(PyObject *module, PyObject *args)
         PyBuffer_Release(&hb);
     }
     struct shk_dirent e;
-    int created = 0, r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_ndarray_open(&zone->zone, name, headobj != Py_None ? &want : NULL, &e, &created,
-                         &got);
-    Py_END_ALLOW_THREADS
+    int created = 0;
+    /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
+    int r = shk_ndarray_open(&zone->zone, name, headobj != Py_None ? &want : NULL, &e, &created,
+                             &got);
     if (r)
         return shk_py_raise(r, "ndarray");
     uint8_t *data = shk_zone_ptr(&zone->zone, e.offset + got.data_off, got.nbytes);

@@ -37,6 +37,10 @@
 
 /* Failed seqlock attempts before a copier pins the slot instead. */
 #define COPY_ATTEMPTS_BEFORE_PIN 8
+/* Values at least this large are copied from a pinned slot right away: a copy that long
+ * is likely to be lapped by a writer publishing freely, and a thrown-away copy of
+ * megabytes costs far more than writing the reader record. */
+#define PIN_COPY_MIN (1ull << 20)
 /* Adaptive spinning: the budget never drops below this (so a fast writer is noticed
  * again) and starts at a quarter of the caller's maximum. */
 #define SPIN_FLOOR_NS 2000ull
@@ -555,14 +559,35 @@ uint64_t shk_board_pinned(struct shk_board *b)
     return b->record_pid == shk_self_pid() ? b->pinned : 0;
 }
 
-/* A copier lapped again and again by the writer pins the slot and copies at leisure.
- * Only when this handle pins nothing itself (its pin belongs to a view it handed out). */
+/* Give this handle's reader record back (local held). */
+static void release_record(struct shk_board *b)
+{
+    if (b->record < 0 || b->record_pid != shk_self_pid())
+        return;
+    struct shk_board_reader *rec = &b->readers[b->record];
+    if (board_lock(b) == 0) {
+        if (rec->pid == b->record_pid) {
+            STORE_REL(&rec->pin, 0);
+            STORE_REL(&rec->pid, 0);
+        }
+        board_unlock(b);
+    }
+    b->record = -1;
+    b->pinned = 0;
+}
+
+/* Copy from a pinned slot: for large values, and for a copier lapped again and again by
+ * the writer.  Only when this handle pins nothing itself (its pin belongs to a view it
+ * handed out), and only with a record to spare: a record claimed for this copy is given
+ * back, so copying readers never take zero-copy readers' places.  EAGAIN: copy with the
+ * seqlock instead. */
 static int copy_pinned(struct shk_board *b, uint64_t after, const struct shk_board_copy *c,
-                       struct shk_board_value *out)
+                       struct shk_board_value *out, int lapped)
 {
     if (pthread_mutex_trylock(&b->local) != 0)
         return EAGAIN;
     int r = EAGAIN;
+    int had_record = b->record >= 0 && b->record_pid == shk_self_pid();
     if (shk_board_pinned(b) != 0) {
         /* keep the pin of the view this handle handed out */
     } else if (ensure_record(b) != 0) {
@@ -578,8 +603,11 @@ static int copy_pinned(struct shk_board *b, uint64_t after, const struct shk_boa
                 copy_out(c, src, out->len, out->meta);
             STORE_REL(&b->readers[b->record].pin, 0);
             b->pinned = 0;
-            STAT_ADD(&b->fallbacks, 1);
+            if (lapped)
+                STAT_ADD(&b->fallbacks, 1);
         }
+        if (!had_record)
+            release_record(b);
     }
     pthread_mutex_unlock(&b->local);
     return r;
@@ -598,6 +626,15 @@ int shk_board_read(struct shk_board *b, uint64_t after, const struct shk_board_c
             return bad_slot(b, w);
         struct shk_board_slot *s = &b->slots[idx];
         uint64_t s1 = LOAD_ACQ(&s->seq);
+        if (attempt == 0 && !(s1 & 1) && b->nreaders > 0 &&
+            LOAD_RLX(&s->len) >= PIN_COPY_MIN) {
+            int r = copy_pinned(b, after, c, out, 0);
+            if (r != EAGAIN) {
+                if (r == 0)
+                    STAT_ADD(&b->copies, 1);
+                return r;
+            }
+        }
         if (!(s1 & 1)) {
             fill_value(out, w, s);
             int same_version = LOAD_RLX(&s->version) == out->version;
@@ -622,7 +659,7 @@ int shk_board_read(struct shk_board *b, uint64_t after, const struct shk_board_c
         }
         STAT_ADD(&b->retries, 1);
         if (attempt >= COPY_ATTEMPTS_BEFORE_PIN && b->nreaders > 0) {
-            int r = copy_pinned(b, after, c, out);
+            int r = copy_pinned(b, after, c, out, 1);
             if (r != EAGAIN) {
                 if (r == 0)
                     STAT_ADD(&b->copies, 1);
@@ -742,17 +779,7 @@ void shk_board_detach(struct shk_board *b)
         return;
     shk_board_release_writer(b);
     pthread_mutex_lock(&b->local);
-    pid_t self = shk_self_pid();
-    if (b->record >= 0 && b->record_pid == self) {
-        struct shk_board_reader *rec = &b->readers[b->record];
-        if (board_lock(b) == 0) {
-            if (rec->pid == self) {
-                STORE_REL(&rec->pin, 0);
-                STORE_REL(&rec->pid, 0);
-            }
-            board_unlock(b);
-        }
-    }
+    release_record(b);
     b->record = -1;
     b->pinned = 0;
     pthread_mutex_unlock(&b->local);

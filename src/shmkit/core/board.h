@@ -11,7 +11,9 @@
  *     changed); only pinning writes the reader's own record.
  *   - A reader starved by a writer that laps it (tiny values published in a loop while
  *     the reader is descheduled) falls back to pinning after a few attempts, so a copy
- *     always completes.
+ *     always completes.  Values of 1 MiB and more are copied from a pinned slot at once
+ *     (a lapped copy of megabytes wastes more than the record write costs).  Copies give
+ *     the record back, so they never take a zero-copy reader's place.
  *   - A dead writer does not block anyone: `latest` always names a complete slot.  A
  *     new writer takes over once the old one (pid + start time) is gone.
  *
