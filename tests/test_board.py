@@ -543,10 +543,11 @@ def test_writer_sigkilled_at_random_moments(name, procs):
 
 # --- processes and pickling -------------------------------------------------------------------
 
-def _child_reads_and_publishes(board, q):
+def _child_reads_and_publishes(board, q, released):
     value, version = board.read()
     q.put((value, version))
-    board.wait_newer(version, timeout=30)
+    assert board.wait_newer(version, timeout=30) == (b"go", 2)
+    assert released.wait(30)
     board.publish(b"from child")  # the parent released the role
     q.put("done")
 
@@ -556,12 +557,14 @@ def test_board_pickles_by_name(name, ctx, procs):
     b = z.board("p", 1000)
     b.publish({"hello": "child"})
     q = ctx.Queue()
-    p = ctx.Process(target=_child_reads_and_publishes, args=(b, q))
+    released = ctx.Event()
+    p = ctx.Process(target=_child_reads_and_publishes, args=(b, q, released))
     p.start()
     procs.append(p)
     assert q.get(timeout=60) == ({"hello": "child"}, 1)
     b.publish(b"go")
     b.release_writer()
+    released.set()
     assert q.get(timeout=60) == "done"
     p.join(timeout=30)
     assert p.exitcode == 0
