@@ -26,6 +26,7 @@ The tree (every class is importable from ``shmkit``)::
         ├── SegmentNotFoundError    (also FileNotFoundError)
         ├── SegmentExistsError      (also FileExistsError)
         ├── SegmentPermissionError  (also PermissionError)
+        ├── InvalidArgumentError    (also ValueError) EINVAL: a size or mode the system refuses
         └── NoSpaceError            the file system (e.g. /dev/shm) or a SysV limit is full
 
 Every class pickles (they keep their constructor arguments in ``args``), so errors
@@ -63,6 +64,7 @@ __all__ = [
     "SegmentExistsError",
     "SegmentPermissionError",
     "NoSpaceError",
+    "InvalidArgumentError",
 ]
 
 
@@ -192,6 +194,11 @@ class SegmentExistsError(ShmkitOSError, FileExistsError):
 
 class SegmentPermissionError(ShmkitOSError, PermissionError):
     """Not allowed: the mode bits, the owner, or a seal forbids it."""
+
+
+class InvalidArgumentError(ShmkitOSError, ValueError):
+    """The system refused an argument (EINVAL): a size outside the limits, a segment
+    smaller than asked for, a zone below the minimum size.  The message says which."""
 
 
 class NoSpaceError(ShmkitOSError):
