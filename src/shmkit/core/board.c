@@ -45,6 +45,8 @@
  * again) and starts at a quarter of the caller's maximum. */
 #define SPIN_FLOOR_NS 2000ull
 #define SPIN_UNSET UINT64_MAX
+/* Longest single sleep of a waiter, so that closing its handle is noticed. */
+#define CANCEL_SLICE_NS 100000000ull
 
 static uint64_t round_up(uint64_t n, uint64_t a)
 {
@@ -743,7 +745,11 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
             r = 0;
             break;
         }
-        r = LOAD_ACQ(&b->cancel) ? ECANCELED : shk_futex_wait(&h->futex, f, deadline);
+        /* sleep in slices: a cancel that lands between the check and the sleep (its
+         * wake-up then finds nobody asleep) is noticed within one slice */
+        struct timespec slice;
+        shk_deadline_slice(&slice, deadline, CANCEL_SLICE_NS);
+        r = LOAD_ACQ(&b->cancel) ? ECANCELED : shk_futex_wait(&h->futex, f, &slice);
         __atomic_sub_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
         if (shk_board_version(b) > after) {
             r = 0;
@@ -751,6 +757,8 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
         }
         if (LOAD_ACQ(&b->cancel))
             r = ECANCELED;
+        else if (r == ETIMEDOUT && (!deadline || shk_deadline_left_ns(deadline) > 0))
+            r = 0; /* only the slice ended */
         if (r == ETIMEDOUT || r == EINTR || r == ECANCELED)
             break;
     }
