@@ -45,6 +45,8 @@
 #define SHK_LOCKBYTE_INIT    ((uint64_t)1 << 62)          /* held (write) while initialising a zone */
 #define SHK_LOCKBYTE_ATTACH  (((uint64_t)1 << 62) + 1)    /* held (read) by every attached handle */
 #define SHK_LOCKBYTE_CREATOR (((uint64_t)1 << 62) + 2)    /* held (write) by the creator while open */
+#define SHK_LOCKBYTE_SIZING  (((uint64_t)1 << 62) + 3)    /* held (write) by the creator of a posix or
+                                                             file object until it has its size */
 
 /* ---------------------------------------------------------------------------------- */
 /* Identity: magic and format word                                                      */
