@@ -221,7 +221,7 @@ def test_undo_semaphore_gives_back_dead_units(zone):
     assert st.reclaimed == 2 and st.dead_owners == 1 and st.undo
     s.release()
     assert s.get_value() == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(shmkit.ObjectMismatchError):
         zone.semaphore("u", 3, undo=False)
 
 
@@ -323,7 +323,7 @@ def test_condition_with_a_named_lock(zone):
     assert c.lock is lock
     again = Condition("c", zone=zone)              # finds the recorded lock
     assert again.lock.name == "the-lock" and type(again.lock) is shmkit.Lock
-    with pytest.raises(ValueError):
+    with pytest.raises(shmkit.ObjectMismatchError):
         zone.condition("c", zone.lock("another"))
     with pytest.raises(ValueError):
         zone.condition(zone.condition("own").name, lock)
@@ -436,7 +436,7 @@ def test_barrier_indices_and_action(zone):
     for t in ts:
         t.join(10)
     assert sorted(indices) == [0, 1, 2] and ran == [1]
-    with pytest.raises(ValueError):
+    with pytest.raises(shmkit.ObjectMismatchError):
         zone.barrier("b", 4)
     assert isinstance(b, Barrier) and b.parties == 3
 

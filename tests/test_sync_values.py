@@ -198,7 +198,7 @@ def test_array_like_multiprocessing(zone):
     z = zone.array("z", "d", 3)
     assert z[:] == [0.0, 0.0, 0.0]
     assert zone.array("a", "i", 4)[:] == [10, 20, 30, 4]
-    with pytest.raises(ValueError):
+    with pytest.raises(shmkit.ObjectMismatchError):
         zone.array("a", "i", 5)
     with pytest.raises(ObjectTypeError):
         zone.array("a", "d", 4)

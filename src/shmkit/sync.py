@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from multiprocessing.sharedctypes import typecode_to_type
 
 from . import _core
-from ._errors import ObjectTypeError
+from ._errors import ObjectMismatchError, ObjectTypeError
 from .zone import Zone, _check_object_name, default_zone
 
 __all__ = [
@@ -409,7 +409,7 @@ class Semaphore(_Named, _core.Semaphore):
             raise ObjectTypeError(f"{name!r} exists as a {kind}, not a {cls.__name__}")
         if r["undo"] != bool(undo) and create:
             self.close()
-            raise ValueError(f"semaphore {name!r} exists with undo={r['undo']}; it was "
+            raise ObjectMismatchError(f"semaphore {name!r} exists with undo={r['undo']}; it was "
                              f"opened again with undo={bool(undo)}")
         return self
 
@@ -539,12 +539,12 @@ class Condition(_Named, _core.Condition):
                 lock = kind(r["lock_name"], zone=zone, create=False)
             elif lock._name != r["lock_name"]:
                 self.close()
-                raise ValueError(f"condition {name!r} uses the lock {r['lock_name']!r}, not "
+                raise ObjectMismatchError(f"condition {name!r} uses the lock {r['lock_name']!r}, not "
                                  f"{lock._name!r}")
         else:
             if lock is not None:
                 self.close()
-                raise ValueError(f"condition {name!r} exists with its own lock; open it "
+                raise ObjectMismatchError(f"condition {name!r} exists with its own lock; open it "
                                  f"without lock=")
             lock = RLock._at(zone, off + _core.COND_LOCK_OFF, f"{name}.lock",
                              (_condition_lock, (zone, name)))
@@ -660,7 +660,7 @@ class Barrier(_Named, _core.Barrier):
         if self.parties != parties:
             have = self.parties
             self.close()
-            raise ValueError(f"barrier {name!r} exists with {have} parties, not {parties}")
+            raise ObjectMismatchError(f"barrier {name!r} exists with {have} parties, not {parties}")
         return self
 
     def __reduce__(self):
@@ -761,7 +761,7 @@ class _ValueBase(_Named):
             raise ObjectTypeError(f"{kind} {name!r} exists holding {have_type!r} "
                                   f"({elem_size} bytes each), not {type_name!r} ({esize} bytes)")
         if length is not None and have_len != length:
-            raise ValueError(f"{kind} {name!r} exists with {have_len} elements, not {length}")
+            raise ObjectMismatchError(f"{kind} {name!r} exists with {have_len} elements, not {length}")
         self._zone = zone
         self._name = name
         self._off = off
