@@ -80,8 +80,9 @@ def scenarios():
             name=f"counter_{procs}p",
             group="counter",
             title=f"shared counter increments, {procs} process{'es' if procs > 1 else ''}",
-            description=(f"{procs} process{'es' if procs > 1 else ''} add 1 to one shared counter, "
-                         "n times each; increments per second, totals checked after every run."),
+            description=(("One process adds" if procs == 1 else f"{procs} processes add")
+                         + " 1 to one shared counter, n times each; increments per second, "
+                         "the total checked after every run."),
             metrics=[Metric("rate", "increments/s")],
             cases=lambda opts, procs=procs: cases(procs),
         )

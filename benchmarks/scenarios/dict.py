@@ -245,10 +245,11 @@ def scenarios():
                 name=f"dict_{op}_{procs}p",
                 group="dict",
                 title=f"dict {op.upper()}, 100k keys (8 B keys, 64 B values), {procs} process{'es' if procs > 1 else ''}",
-                description=(f"{procs} process{'es' if procs > 1 else ''} "
-                             + ("read" if op == "get" else "overwrite")
-                             + " keys of a shared 100k-key dictionary in shuffled order; "
-                             "operations per second, all processes together."),
+                description=(("One process " + ("reads" if op == "get" else "overwrites"))
+                             if procs == 1 else
+                             (f"{procs} processes " + ("read" if op == "get" else "overwrite")))
+                            + " keys of a shared 100k-key dictionary in shuffled order; "
+                            "operations per second" + (", all processes together." if procs > 1 else "."),
                 metrics=[Metric("rate", "ops/s")],
                 cases=lambda opts, op=op, procs=procs: cases(op, procs),
                 bar=bar,

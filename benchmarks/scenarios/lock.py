@@ -97,8 +97,10 @@ def scenarios():
             group="lock",
             title=f"lock acquire+release, {procs} process{'es' if procs > 1 else ''}"
                   + (" contending" if procs > 1 else ", uncontended"),
-            description=(f"{procs} process{'es' if procs > 1 else ''} each run{'' if procs > 1 else 's'} "
-                         "acquire/release pairs on one lock; pairs per second, all processes together."),
+            description=("One process runs acquire/release pairs on one lock; pairs per second."
+                         if procs == 1 else
+                         f"{procs} processes run acquire/release pairs on the same lock; pairs per "
+                         "second, all processes together."),
             metrics=[Metric("rate", "pairs/s")],
             cases=lambda opts, procs=procs: cases(procs),
             bar=h.bar_ratio(1.0, ">= 1.0x multiprocessing.Lock, while surviving owner death",
