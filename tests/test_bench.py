@@ -129,6 +129,23 @@ def test_missing_anchor_is_reported_not_dropped(quick_run):
     assert "posix_ipc.Semaphore" in quick_run["out"] and "missing" in quick_run["out"]
 
 
+def test_no_warnings_or_tracebacks(quick_run):
+    assert "Traceback" not in quick_run["err"], quick_run["err"]
+    assert "resource_tracker" not in quick_run["err"], quick_run["err"]
+
+
+def test_ultradict_does_not_untrack_other_segments():
+    """UltraDict switches the resource tracker off when imported; a stdlib segment the
+    parent makes afterwards (board_read_unchanged's anchor) must still be tracked
+    consistently: no 'leaked shared_memory' warning at exit."""
+    pytest.importorskip("UltraDict")
+    proc = bench("--quick", "--reps", "1", "--only", "dict_get_1p,board_read_unchanged")
+    rc, out, err = finish(proc)
+    assert rc == 0, out + err
+    assert "resource_tracker" not in err, err
+    assert leftovers(proc.pid) == []
+
+
 def test_tables_and_summary_are_printed(quick_run):
     out = quick_run["out"]
     assert "== lock_1p:" in out and "== zone_alloc:" in out

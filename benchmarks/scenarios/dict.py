@@ -160,7 +160,7 @@ def cases(op: str, procs: int):
         return [Role(mapping_worker, (d, op, off, False)) for off in offsets]
 
     def ultradict(env):
-        UltraDict = h.need_module("UltraDict").UltraDict
+        UltraDict = import_ultradict().UltraDict
         h.need_module("atomics")   # UltraDict's shared_lock=True needs it; without it is not process-safe
         name = env.unique("ud")
         # a stream buffer big enough for many SETs between full dumps, a static dump area
@@ -220,6 +220,21 @@ def cases(op: str, procs: int):
              note="TCP 127.0.0.1"),
         Case("shmkit.Dict", SHMKIT, shmkit, compute, n0, n_max),
     ]
+
+
+def import_ultradict():
+    """Import UltraDict without letting it switch off the resource tracker for every
+    SharedMemory of this process: at import it monkey-patches
+    multiprocessing.resource_tracker (bpo-38119), after which the parent's other
+    segments would be unlinked untracked while spawned workers still register them."""
+    from multiprocessing import resource_tracker as rt
+
+    saved = rt.register, rt.unregister, dict(rt._CLEANUP_FUNCS)
+    try:
+        return h.need_module("UltraDict")
+    finally:
+        rt.register, rt.unregister = saved[0], saved[1]
+        rt._CLEANUP_FUNCS.update(saved[2])
 
 
 class _UltraDictRef:
