@@ -567,13 +567,14 @@ def rate(count: float, reports: list, start: str = "t0", end: str = "t1") -> flo
 
 # -- bars -------------------------------------------------------------------------------
 
-def bar_at_least(value: float, text: str, metric: str | None = None) -> Bar:
-    """shmkit's best figure >= value (<= for lower-is-better metrics)."""
+def bar_at_least(value: float, text: str, metric: str | None = None, label: str | None = None) -> Bar:
+    """shmkit's best figure (or the row ``label``'s) >= value (<= for lower-is-better
+    metrics)."""
 
     def check(res: ScenarioResult, _all):
         m = next((x for x in res.scenario.metrics if x.name == metric), res.scenario.primary)
-        best = res.best(m, SHMKIT)
-        if best is None:
+        best = res.best(m, SHMKIT) if label is None else res.row(label)
+        if best is None or best.status != OK or m.name not in best.figures:
             return None
         v = best.figures[m.name].median
         return v >= value if m.higher_is_better else v <= value

@@ -131,17 +131,16 @@ def board_writer(ctl, board):
         ctl.report(t0=t0)
 
 
-def board_reader(ctl, board):
+def board_reader(ctl, board, copy):
     last_number, version = 0, 0
-    read, wait_newer = board.read, board.wait_newer
+    wait_newer = board.wait_newer
     for n in ctl.reps():
         target, seen = last_number + n, 0
         while last_number < target:
-            wait_newer(version, TIMEOUT)
-            value, version = read()
+            value, version = wait_newer(version, TIMEOUT, copy=copy)
             last_number = _number(value)
             seen += 1
-            del value
+            del value       # a zero-copy view is valid until the next read
         ctl.report(t1=time.perf_counter(), seen=seen)
 
 
@@ -173,21 +172,25 @@ def frame_cases(opts):
         q = env.ctx.Queue(maxsize=4)
         return [Role(queue_writer, (q,)), Role(queue_reader, (q,))]
 
-    def board(env):
-        numpy_needed()
-        Board = h.need_shmkit("Board", "publish", "read", "wait_newer")
-        zone = env.zone(8 * FRAME_BYTES + (16 << 20))
-        b = h.shmkit_call("shmkit.Board(name, max_bytes, zone=...)", Board, env.unique("board"),
-                          FRAME_BYTES + 4096, zone=zone)
-        return [Role(board_writer, (b,)), Role(board_reader, (b,))]
+    def board(copy):
+        def setup(env):
+            numpy_needed()
+            Board = h.need_shmkit("Board", "publish", "read", "wait_newer")
+            zone = env.zone(8 * FRAME_BYTES + (16 << 20))
+            b = h.shmkit_call("shmkit.Board(name, max_bytes, zone=...)", Board, env.unique("board"),
+                              FRAME_BYTES + 4096, zone=zone)
+            return [Role(board_writer, (b,)), Role(board_reader, (b, copy))]
+        return setup
 
     return [
         Case("SharedMemory + multiprocessing.Lock", ANCHOR, shm_lock, compute_frames, 4, 100_000,
              note="reader polls the version, copies under the lock"),
         Case("multiprocessing.Queue of frames", ANCHOR, mp_queue, compute_frames, 4, 100_000,
              note="maxsize=4: every frame delivered"),
-        Case("shmkit.Board", SHMKIT, board, compute_frames, 4, 100_000,
-             note="reader: wait_newer + read (zero-copy view)"),
+        Case("shmkit.Board (copy)", SHMKIT, board(True), compute_frames, 4, 100_000,
+             note="reader: wait_newer(), a private copy of each frame"),
+        Case("shmkit.Board (zero-copy view)", SHMKIT, board(False), compute_frames, 4, 100_000,
+             note="reader: wait_newer(copy=False), a view that cannot tear"),
     ]
 
 

@@ -27,6 +27,7 @@ from ._common import attach_shared_memory, create_shared_memory
 NBYTES = 100_000_000          # 100 MB
 DTYPE = "float64"
 TIMEOUT = 120.0
+ZERO_COPY = "shmkit.Queue reserve/commit (zero-copy)"
 
 
 def _shape():
@@ -279,7 +280,7 @@ def cases(opts):
         Case("SharedMemory, fresh segment + copy", ANCHOR, fresh_shm, compute, fixed_n=1),
         Case("SharedMemory, reused segment + copy", ANCHOR, reused_shm, compute, fixed_n=3),
         Case("shmkit.ndarray, reused + copy", SHMKIT, shmkit_ndarray, compute, fixed_n=3),
-        Case("shmkit.Queue reserve/commit (zero-copy)", SHMKIT, zero_copy, compute, fixed_n=5),
+        Case(ZERO_COPY, SHMKIT, zero_copy, compute, fixed_n=5),
     ]
 
 
@@ -292,6 +293,7 @@ def scenarios():
                      "array to the consumer holding it as a NumPy array (median hand-off of the run)."),
         metrics=[Metric("latency", "ms", higher_is_better=False)],
         cases=cases,
-        bar=h.bar_at_least(0.05, "zero-copy hand-off <= 50 µs, independent of size"),
+        bar=h.bar_at_least(0.05, "zero-copy hand-off <= 50 µs, independent of size",
+                           label=ZERO_COPY),
         needs=("numpy",),
     )]

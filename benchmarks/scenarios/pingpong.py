@@ -9,12 +9,14 @@ both sides are busy-polling shared memory and ready at once.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import time
 
 from .. import harness as h
 from ..harness import ANCHOR, SHMKIT, Case, Metric, Role, Scenario
 from ._common import attach_shared_memory, create_shared_memory
+from .queue import bytes_mode
 
 MSG = b"pingpong"   # 8 bytes
 TIMEOUT = 120.0
@@ -47,7 +49,8 @@ def pipe_responder(ctl, conn):
             send(recv())
 
 
-def queue_initiator(ctl, q_out, q_in, kw):
+def queue_initiator(ctl, q_out, q_in, kw, prep=None):
+    prepare(prep)
     put, get, now = q_out.put, q_in.get, time.perf_counter_ns
     for n in ctl.reps():
         ts = [0] * (n + 1)
@@ -59,7 +62,8 @@ def queue_initiator(ctl, q_out, q_in, kw):
         ctl.report(**_percentiles(ts))
 
 
-def queue_responder(ctl, q_in, q_out, kw):
+def queue_responder(ctl, q_in, q_out, kw, prep=None):
+    prepare(prep)
     put, get = q_out.put, q_in.get
     for n in ctl.reps():
         for _ in range(n):
@@ -92,7 +96,8 @@ def sem_responder(ctl, name_ping, name_pong):
             release()
 
 
-def event_initiator(ctl, ping, pong):
+def event_initiator(ctl, ping, pong, prep=None):
+    prepare(prep)
     # the responder clears ping before it sets pong, so ping is clear again by the time
     # the next round starts
     set_ping, wait_pong, clear_pong, now = ping.set, pong.wait, pong.clear, time.perf_counter_ns
@@ -107,7 +112,8 @@ def event_initiator(ctl, ping, pong):
         ctl.report(**_percentiles(ts))
 
 
-def event_responder(ctl, ping, pong):
+def event_responder(ctl, ping, pong, prep=None):
+    prepare(prep)
     wait_ping, clear_ping, set_pong = ping.wait, ping.clear, pong.set
     for n in ctl.reps():
         for _ in range(n):
@@ -165,19 +171,36 @@ def compute(n, reports):
 N0, N_MAX = 200, 2_000_000
 
 
-def spin_kwargs(cls, mode: str) -> dict:
-    """Keyword arguments for a shmkit constructor so that its blocking calls spin before
-    sleeping (mode "spin": the default adaptive spin) or sleep at once (mode "sleep":
-    ``spin=0``).  Owners of Queue and Event: this is the one place to adjust."""
-    if mode == "spin":
-        return {}
+def sleep_settings(what: str, cls):
+    """How to make a shmkit primitive's blocking calls sleep at once instead of spinning
+    first: ``(constructor keyword arguments, call to make in each worker process)``.
+    Spinning mode uses the defaults (the adaptive spin).  Owners of Queue and Event:
+    this is the one place to adjust.
+
+    - a per-object keyword (``spin=0``, ``spin_us=0``, ``spin_ns=0``, ``spin_max=0``), or
+    - a per-process ``configure(spin_max=0)`` in the primitive's module (shmkit.sync has
+      one; the call is made in each spawned worker).
+    """
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
-    if "spin" in params:
-        return {"spin": 0}
-    raise h.Unavailable(h.NOT_YET, f"{cls.__qualname__} has no spin= keyword yet to turn spinning off")
+    for kw in ("spin", "spin_us", "spin_ns", "spin_max"):
+        if kw in params:
+            return {kw: 0}, None
+    module = importlib.import_module(cls.__module__)
+    configure = getattr(module, "configure", None)
+    if configure is not None and "spin_max" in inspect.signature(configure).parameters:
+        return {}, (module.__name__, "configure", {"spin_max": 0})
+    raise h.Unavailable(h.NOT_YET, f"no way to turn {what}'s spinning off yet (expected a spin= "
+                        f"keyword or {module.__name__}.configure(spin_max=0))")
+
+
+def prepare(call):
+    """Run ``(module, function, kwargs)`` in this worker process (None: nothing)."""
+    if call is not None:
+        module, func, kwargs = call
+        getattr(importlib.import_module(module), func)(**kwargs)
 
 
 def sleeping_cases():
@@ -244,22 +267,23 @@ def spinning_cases():
 def _shmkit_queue_pair(mode):
     def setup(env):
         Queue = h.need_shmkit("Queue", "put", "get")
-        kw = spin_kwargs(Queue, mode)
+        kw, prep = sleep_settings("shmkit.Queue", Queue) if mode == "sleep" else ({}, None)
+        kw.update(bytes_mode(Queue))
         zone = env.zone(8 << 20)
         q1 = h.shmkit_call("shmkit.Queue", Queue, env.unique("ping"), 1 << 16, zone=zone, **kw)
         q2 = h.shmkit_call("shmkit.Queue", Queue, env.unique("pong"), 1 << 16, zone=zone, **kw)
-        return [Role(queue_initiator, (q1, q2, {})), Role(queue_responder, (q1, q2, {}))]
+        return [Role(queue_initiator, (q1, q2, {}, prep)), Role(queue_responder, (q1, q2, {}, prep))]
     return setup
 
 
 def _shmkit_event_pair(mode):
     def setup(env):
         Event = h.need_shmkit("Event", "set", "wait", "clear")
-        kw = spin_kwargs(Event, mode)
+        kw, prep = sleep_settings("shmkit.Event", Event) if mode == "sleep" else ({}, None)
         zone = env.zone(4 << 20)
         e1 = h.shmkit_call("shmkit.Event", Event, env.unique("ping"), zone=zone, **kw)
         e2 = h.shmkit_call("shmkit.Event", Event, env.unique("pong"), zone=zone, **kw)
-        return [Role(event_initiator, (e1, e2)), Role(event_responder, (e1, e2))]
+        return [Role(event_initiator, (e1, e2, prep)), Role(event_responder, (e1, e2, prep))]
     return setup
 
 

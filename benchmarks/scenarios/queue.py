@@ -9,6 +9,7 @@ shows an in-process memcpy of 1 MiB, the ceiling for any copy.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 from .. import harness as h
@@ -215,12 +216,21 @@ def _n_range(size: int):
     return 1000, 50_000_000
 
 
-def shmkit_queue(env, size: int, zone_size: int | None = None):
+def bytes_mode(Queue) -> dict:
+    """``mode="bytes"`` when the Queue has modes: the messages here are raw bytes."""
+    try:
+        return {"mode": "bytes"} if "mode" in inspect.signature(Queue).parameters else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def shmkit_queue(env, size: int, zone_size: int | None = None, **kw):
     """The shmkit queue of one case, in a fresh zone.  (Owner of Queue: adjust here.)"""
     Queue = h.need_shmkit("Queue", "put", "get")
     cap = capacity_for(size)
     zone = env.zone(zone_size or max(16 << 20, 4 * cap))
-    return h.shmkit_call("shmkit.Queue(name, capacity, zone=...)", Queue, env.unique("q"), cap, zone=zone)
+    return h.shmkit_call("shmkit.Queue(name, capacity, zone=...)", Queue, env.unique("q"), cap,
+                         zone=zone, **bytes_mode(Queue), **kw)
 
 
 def throughput_cases(size: int):
