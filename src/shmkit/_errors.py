@@ -25,6 +25,7 @@ The tree (every class is importable from ``shmkit``)::
         ├── SegmentNotFoundError    (also FileNotFoundError)
         ├── SegmentExistsError      (also FileExistsError)
         ├── SegmentPermissionError  (also PermissionError)
+        ├── InvalidArgumentError    (also ValueError) EINVAL: a size or mode the system refuses
         └── NoSpaceError            the file system (e.g. /dev/shm) or a SysV limit is full
 
 Every class pickles (they keep their constructor arguments in ``args``), so errors
@@ -61,6 +62,7 @@ __all__ = [
     "SegmentExistsError",
     "SegmentPermissionError",
     "NoSpaceError",
+    "InvalidArgumentError",
 ]
 
 
@@ -180,6 +182,11 @@ class SegmentExistsError(ShmkitOSError, FileExistsError):
 
 class SegmentPermissionError(ShmkitOSError, PermissionError):
     """Not allowed: the mode bits, the owner, or a seal forbids it."""
+
+
+class InvalidArgumentError(ShmkitOSError, ValueError):
+    """The system refused an argument (EINVAL): a size outside the limits, a segment
+    smaller than asked for, a zone below the minimum size.  The message says which."""
 
 
 class NoSpaceError(ShmkitOSError):

@@ -146,6 +146,8 @@ class Zone:
                  create: bool = True, allow_other_owner: bool = False):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"zone size must be an int >= 0, not {size!r}")
+        if 0 < size < _core.ZONE_MIN_SIZE:
+            raise ValueError(f"zone size {size} is below the minimum of {_core.ZONE_MIN_SIZE} bytes")
         if max_size is not None and (not isinstance(max_size, int) or max_size < size):
             raise ValueError(f"max_size must be an int >= size ({size}), not {max_size!r}")
         if isinstance(tag, str):
@@ -196,7 +198,7 @@ class Zone:
         try:
             self._core_zone = _core.Zone(self._segment._seg, size, max_size or 0, tag, timeout)
         except BaseException:
-            self._segment.close()
+            self._discard_failed_creation()
             raise
         self._closed = False
         self._lock = threading.Lock()
@@ -208,6 +210,17 @@ class Zone:
                 ok = True
             finally:
                 self._core_zone.init_done(ok)
+
+    def _discard_failed_creation(self):
+        """Opening failed: close, and if this handle created an object that never became
+        a zone (still empty), remove it so nothing is left behind."""
+        seg = self._segment
+        try:
+            if seg.created and seg.backend in ("posix", "file") and seg._seg.object_size() == 0:
+                seg.unlink()
+        except Exception:
+            pass
+        seg.close()
 
     # -- identity ---------------------------------------------------------------------
     def _live(self):
