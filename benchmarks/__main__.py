@@ -139,6 +139,7 @@ def main(argv=None, prog=None) -> int:
     started = time.time()
     meta = {
         "command": _command(prog, argv),
+        "prog": prog,
         "argv": argv,
         "options": {"quick": opts.quick, "reps": opts.reps, "target_s": opts.target,
                     "timeout_s": opts.timeout, "only": [s.name for s in selected]},

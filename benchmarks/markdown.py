@@ -9,6 +9,7 @@ scenario modules, not the page.
 from __future__ import annotations
 
 import os
+import shlex
 
 from . import report
 from .harness import ANCHOR, REFERENCE, SHMKIT, Options, Scenario
@@ -115,7 +116,7 @@ def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, 
     m = doc.get("machine", {})
     v = doc.get("versions", {})
     w("| | |\n|---|---|")
-    w(f"| command | `{doc.get('command', '?')}` |")
+    w(f"| command | `{_command(doc)}` |")
     w(f"| date | {doc.get('started_at', '?')} ({doc.get('duration_s', '?')} s) |")
     w(f"| CPU | {m.get('cpu_model', '?')}, {m.get('cores_usable', '?')} of {m.get('cores', '?')} cores |")
     w(f"| memory | {_mib(m.get('memory_bytes'))} |")
@@ -137,6 +138,22 @@ def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, 
     text = "\n".join(out).rstrip() + "\n"
     with open(path, "w") as f:
         f.write(text)
+
+
+def _command(doc: dict) -> str:
+    """The command of the run, without its --note (shown at the top of the page)."""
+    argv, prog = doc.get("argv"), doc.get("prog")
+    if argv is None or prog is None:
+        return doc.get("command", "?")
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(shlex.quote(a))
+    return " ".join([prog] + out)
 
 
 def _e(text: str) -> str:

@@ -81,8 +81,11 @@ def _panel(ax, res: ScenarioResult) -> None:
               for m in metrics if m.name in r.figures]
     positive = [v for v in values if v > 0]
     log = bool(positive) and max(positive) / min(positive) > 30
-    tops = [r.figures[m.name].max for r in rows if r.status == OK for m in metrics if m.name in r.figures]
-    top = max(tops) if tops else 1.0
+    # the axis follows the medians; a wild max (a run hit by a neighbour's load) gets a
+    # clipped whisker rather than squashing every bar
+    top = max(values) if values else 1.0
+    xmax = top * 30 if log else top * 1.5
+    label_x_max = xmax / 6 if log else xmax * 0.8
     for y, r in enumerate(rows):
         if r.status != OK:
             ax.text(0.01, y, f"{r.status}", transform=ax.get_yaxis_transform(), va="center",
@@ -101,8 +104,9 @@ def _panel(ax, res: ScenarioResult) -> None:
             label = fmt(f.median, m.unit)
             if r.kind != ANCHOR and m.name in r.ratios:
                 label += f"  ({fmt_ratio(r.ratios[m.name])})"
-            ax.text(f.max, yy, "  " + label, va="center", fontsize=7.5,
-                    fontweight="bold" if r.kind == SHMKIT else "normal")
+            ax.text(min(f.max, max(label_x_max, f.median)), yy, "  " + label, va="center", fontsize=7.5,
+                    fontweight="bold" if r.kind == SHMKIT else "normal",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 0.3})
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r.label for r in rows], fontsize=8)
     for tick, r in zip(ax.get_yticklabels(), rows):
@@ -112,9 +116,9 @@ def _panel(ax, res: ScenarioResult) -> None:
     better = "higher is better" if metrics[0].higher_is_better else "lower is better"
     if log:
         ax.set_xscale("log")
-        ax.set_xlim(min(positive) / 3, top * 30)
+        ax.set_xlim(min(positive) / 3, xmax)
     else:
-        ax.set_xlim(0, top * 1.45)
+        ax.set_xlim(0, xmax)
     ax.set_xlabel(f"{unit} ({better}{', log scale' if log else ''})", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     from matplotlib.ticker import FuncFormatter
