@@ -10,7 +10,7 @@ from typing import TextIO
 from .harness import (ANCHOR, OK, SHMKIT, CaseResult, Figure, Metric, Scenario, ScenarioResult,
                       ratio)
 
-SCHEMA = "shmkit-bench/1"
+from .schema import SCHEMA  # noqa: E402  (one definition of the format name)
 
 def fmt(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -3,6 +3,7 @@ writes well-formed JSON, charts and pages.  Speed is never asserted here."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -67,10 +68,9 @@ def quick_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     out_json, out_png = d / "run.json", d / "run.png"
     args = ["--quick", "--reps", "3", "--only", "zone_alloc,lock_1p", "--json", str(out_json)]
-    try:
-        import matplotlib  # noqa: F401
+    if importlib.util.find_spec("matplotlib") is not None:
         args += ["--plot", str(out_png)]
-    except ImportError:
+    else:
         out_png = None
     hide = "import sys\nsys.modules['posix_ipc'] = None  # as if not installed\n"
     proc = bench(*args, pre=hide)
@@ -290,9 +290,7 @@ def test_private_redis_server_starts_and_stops(tmp_path):
 
 def test_shmkit_bench_command():
     """`shmkit bench` is the same program (once the CLI has the subcommand)."""
-    try:
-        import shmkit.cli  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("shmkit.cli") is None:
         pytest.skip("shmkit.cli is not there yet")
     r = subprocess.run([sys.executable, "-m", "shmkit", "bench", "--list"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)

@@ -200,17 +200,23 @@ def shm_unchanged_reader(ctl, name, lock):
     import numpy as np
 
     shm = attach_shared_memory(name)
-    version = np.ndarray((1,), dtype=np.int64, buffer=shm.buf[:8])
-    cached, last = object(), -1
+    views = [np.ndarray((1,), dtype=np.int64, buffer=shm.buf[:8])]
+    state = [-1, None]            # version seen, the value kept for it
+
+    def read_latest():
+        # what a user writes: check the version under the lock, reuse the copy if unchanged
+        with lock:
+            v = int(views[0][0])
+            if v != state[0]:
+                state[0], state[1] = v, bytes(shm.buf[HEADER:HEADER + 64])
+        return state[1], v
+
     for n in ctl.reps():
         t0 = time.perf_counter()
         for _ in range(n):
-            with lock:
-                v = version[0]
-            if v != last:
-                last, cached = v, bytes(shm.buf[HEADER:HEADER + 64])
+            read_latest()
         ctl.report(t0=t0, t1=time.perf_counter())
-    del version
+    views.clear()                 # no export of shm.buf may outlive close()
     shm.close()
 
 
