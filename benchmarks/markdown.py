@@ -67,6 +67,11 @@ def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, 
       "| `--markdown FILE` | this page; `--note TEXT` adds a remark at its top |\n"
       "| `--from-json FILE` | measure nothing: tables, chart and page from a saved run |\n"
       "| `--target S`, `--timeout S` | length of one run; when a run counts as hung |\n")
+    w("Everything a run creates (zones and segments named `shmkit-bench-<pid>-*`, POSIX message "
+      "queues and semaphores, LMDB files) is removed when each case ends, also after Ctrl-C or "
+      "SIGTERM; the redis-server is stopped at the end (the kernel stops it if the benchmark is "
+      "killed). Only a SIGKILL of the benchmark leaves segments behind: "
+      "`rm /dev/shm/shmkit-bench-<pid>-*` then.\n")
     w("Exit status: 0 the run completed (cases that could not run are reported, not fatal); "
       "1 a case failed (crashed, hung, or gave a wrong result: see its note); 2 usage; 130 interrupted "
       "(what was measured is still written).\n")

@@ -1,10 +1,12 @@
 """A private redis-server for the Redis anchors: 127.0.0.1, a free port, no persistence,
-started by the benchmark and stopped when it ends."""
+started by the benchmark and stopped when it ends (and by the kernel if the benchmark is
+killed)."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +18,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the benchmark dies, even by SIGKILL, so
+    no redis-server outlives it (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _ping(port: int) -> bool:
@@ -56,7 +70,8 @@ class RedisServer:
             log_path = f"{workdir}/redis-{port}.log"  # a file, not a pipe nobody drains
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, cwd=workdir)
+                                        stdin=subprocess.DEVNULL, cwd=workdir,
+                                        preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and proc.poll() is None:
                 if _ping(port):
