@@ -4,7 +4,9 @@ board_1080p: a writer process publishes 1920x1080x3 uint8 frames as fast as it c
 frame is stamped with its number in its first 8 bytes); a reader process follows, always
 taking the newest frame, until it has the last one.  The figure: frames the reader
 obtained per second.  With a board the writer never waits, so the reader may skip
-frames; with a queue every frame is delivered.
+frames; with a queue every frame is delivered.  The lock-based anchors depend on lock
+fairness: a writer that takes the lock again at once can starve the reader for a whole
+run, hence their wide min–max.
 
 board_read_unchanged: a reader asks for the latest value n times while nothing changes;
 nanoseconds per call.
@@ -42,12 +44,23 @@ def _number(frame) -> int:
 
 # -- SharedMemory + multiprocessing.Lock -------------------------------------------------------
 
-def shm_writer(ctl, name, lock):
+# Two ways users write it.  "polls": the reader spins on the version without the lock and
+# copies under it (quick to react, but burns a CPU the writer may need on a small
+# machine).  "Condition": a Condition over the multiprocessing.Lock; the writer notifies,
+# the reader sleeps until the version moves, then copies under the lock.
+
+def _shm_views(np, name):
+    shm = attach_shared_memory(name)
+    views = {"version": np.ndarray((1,), dtype=np.int64, buffer=shm.buf[:8]),
+             "frame": np.ndarray(SHAPE, dtype=np.uint8, buffer=shm.buf[HEADER:HEADER + FRAME_BYTES])}
+    return shm, views
+
+
+def shm_writer(ctl, name, lock, notify):
     import numpy as np
 
-    shm = attach_shared_memory(name)
-    version = np.ndarray((1,), dtype=np.int64, buffer=shm.buf[:8])
-    dest = np.ndarray(SHAPE, dtype=np.uint8, buffer=shm.buf[HEADER:HEADER + FRAME_BYTES])
+    shm, v = _shm_views(np, name)
+    version, dest = v["version"], v["frame"]
     frame, number = _frame(np), 0
     for n in ctl.reps():
         t0 = time.perf_counter()
@@ -57,35 +70,42 @@ def shm_writer(ctl, name, lock):
             with lock:
                 dest[...] = frame
                 version[0] = number
+                if notify:
+                    lock.notify_all()
         ctl.report(t0=t0)
     del version, dest
+    v.clear()
     shm.close()
 
 
-def shm_reader(ctl, name, lock):
+def shm_reader(ctl, name, lock, notify):
     import numpy as np
 
-    shm = attach_shared_memory(name)
-    version = np.ndarray((1,), dtype=np.int64, buffer=shm.buf[:8])
-    src = np.ndarray(SHAPE, dtype=np.uint8, buffer=shm.buf[HEADER:HEADER + FRAME_BYTES])
+    shm, v = _shm_views(np, name)
     mine = np.empty(SHAPE, dtype=np.uint8)
-    last = 0
+    state = {"last": 0}
+
+    def moved():
+        return v["version"][0] != state["last"]
+
     for n in ctl.reps():
-        target, seen = last + n, 0
+        target, seen = state["last"] + n, 0
         deadline = time.monotonic() + TIMEOUT
-        while last < target:
-            if version[0] == last:       # poll without the lock; copy under it
-                if time.monotonic() > deadline:
-                    raise h.CaseFailed("reader saw no new frame for a minute")
-                continue
+        while state["last"] < target:
+            if not notify:
+                while not moved():
+                    if time.monotonic() > deadline:
+                        raise h.CaseFailed(f"reader saw no new frame for {TIMEOUT:.0f} s")
             with lock:
-                mine[...] = src
-                last = int(version[0])
-            if _number(mine) != last:
-                raise h.CaseFailed(f"torn frame: stamped {_number(mine)}, version {last}")
+                if notify and not lock.wait_for(moved, TIMEOUT):
+                    raise h.CaseFailed(f"reader saw no new frame for {TIMEOUT:.0f} s")
+                mine[...] = v["frame"]
+                state["last"] = int(v["version"][0])
+            if _number(mine) != state["last"]:
+                raise h.CaseFailed(f"torn frame: stamped {_number(mine)}, version {state['last']}")
             seen += 1
         ctl.report(t1=time.perf_counter(), seen=seen)
-    del version, src
+    v.clear()
     shm.close()
 
 
@@ -155,17 +175,19 @@ def frame_cases(opts):
     def numpy_needed():
         h.need_module("numpy")
 
-    def shm_lock(env):
-        numpy_needed()
-        shm = create_shared_memory(HEADER + FRAME_BYTES)
+    def shm_lock(notify):
+        def setup(env):
+            numpy_needed()
+            shm = create_shared_memory(HEADER + FRAME_BYTES)
 
-        def drop():
-            shm.close()
-            shm.unlink()
+            def drop():
+                shm.close()
+                shm.unlink()
 
-        env.defer(drop)
-        lock = env.ctx.Lock()
-        return [Role(shm_writer, (shm.name, lock)), Role(shm_reader, (shm.name, lock))]
+            env.defer(drop)
+            lock = env.ctx.Condition(env.ctx.Lock()) if notify else env.ctx.Lock()
+            return [Role(shm_writer, (shm.name, lock, notify)), Role(shm_reader, (shm.name, lock, notify))]
+        return setup
 
     def mp_queue(env):
         numpy_needed()
@@ -183,8 +205,10 @@ def frame_cases(opts):
         return setup
 
     return [
-        Case("SharedMemory + multiprocessing.Lock", ANCHOR, shm_lock, compute_frames, 4, 100_000,
-             note="reader polls the version, copies under the lock"),
+        Case("SharedMemory + multiprocessing.Lock, reader polls", ANCHOR, shm_lock(False), compute_frames,
+             4, 100_000, note="spins on the version, copies under the lock"),
+        Case("SharedMemory + multiprocessing.Lock + Condition", ANCHOR, shm_lock(True), compute_frames,
+             4, 100_000, note="sleeps until notified, copies under the lock"),
         Case("multiprocessing.Queue of frames", ANCHOR, mp_queue, compute_frames, 4, 100_000,
              note="maxsize=4: every frame delivered"),
         Case("shmkit.Board (copy)", SHMKIT, board(True), compute_frames, 4, 100_000,
