@@ -119,8 +119,12 @@ def main(argv=None, prog=None) -> int:
     scenarios = all_scenarios()
     if args.list:
         width = max(len(s.name) for s in scenarios)
-        for s in scenarios:
-            print(f"{s.name:<{width}}  [{s.group}]  {s.title}")
+        try:
+            for s in scenarios:
+                print(f"{s.name:<{width}}  [{s.group}]  {s.title}")
+            sys.stdout.flush()
+        except BrokenPipeError:        # `shmkit bench --list | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     try:
         selected = select(scenarios, args.only)

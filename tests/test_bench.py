@@ -294,11 +294,22 @@ def test_private_redis_server_starts_and_stops(tmp_path):
         socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
 
 
-def test_shmkit_bench_command():
-    """`shmkit bench` is the same program (once the CLI has the subcommand)."""
+def test_shmkit_bench_command(tmp_path):
+    """`shmkit bench ARGS` is the same program, options passed through untouched."""
     if importlib.util.find_spec("shmkit.cli") is None:
         pytest.skip("shmkit.cli is not there yet")
-    r = subprocess.run([sys.executable, "-m", "shmkit", "bench", "--list"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "queue_64B" in r.stdout and "zone_alloc" in r.stdout
+    out = tmp_path / "cli.json"
+    code = ("import sys\nfrom shmkit.cli import main\n"
+            "sys.exit(main(['bench', '--quick', '--reps', '1', '--only', 'zone_alloc', "
+            f"'--json', {str(out)!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["command"].startswith("shmkit bench --quick")
+    assert [s["name"] for s in doc["scenarios"]] == ["zone_alloc"]
+    exe = os.path.join(os.path.dirname(sys.executable), "shmkit")
+    if os.path.exists(exe):         # the installed console script
+        r = subprocess.run([exe, "bench", "--list"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "queue_64B" in r.stdout and "zone_alloc" in r.stdout
