@@ -28,7 +28,7 @@ def fmt(value: float | None, unit: str = "") -> str:
 def fmt_ratio(r: float | None) -> str:
     if r is None or math.isnan(r):
         return "—"
-    return f"{r:.3g}×"
+    return f"{r:,.0f}×" if r >= 1000 else f"{r:.3g}×"
 
 
 def fmt_range(f: Figure, unit: str) -> str:
