@@ -133,6 +133,9 @@ class Zone:
 
     Backends: "posix" (name in /dev/shm), "file" (``path=``), "sysv" (``key=``, fixed
     size), "memfd" and "anonymous" (for fork children; fixed size for anonymous).
+
+    ``lifecycle`` is the segment's (see ``shmkit.Segment``): "persist" (default),
+    "unlink_on_last_close" or "unlink_on_creator_exit".
     """
 
     _core_zone = None
@@ -143,7 +146,8 @@ class Zone:
     def __init__(self, name=None, size: int = 0, *, tag=None, init=None, backend: str = "posix",
                  max_size: int | None = None, timeout: float | None = 30.0, perm: int = 0o600,
                  key: int | None = None, path=None, segment: Segment | None = None,
-                 create: bool = True, allow_other_owner: bool = False):
+                 create: bool = True, allow_other_owner: bool = False,
+                 lifecycle: str | None = None):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"zone size must be an int >= 0, not {size!r}")
         if 0 < size < _core.ZONE_MIN_SIZE:
@@ -170,19 +174,19 @@ class Zone:
             create = create and size > 0
             self._segment = Segment(name, "c" if create else "w", 0, backend="posix",
                                     perm=perm, reserve=reserve, _allow_empty=True,
-                                    allow_other_owner=allow_other_owner)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
         elif backend == "file":
             path = path if path is not None else name
             create = create and size > 0
             self._segment = Segment(path, "c" if create else "w", 0, backend="file", perm=perm,
                                     reserve=reserve, _allow_empty=True,
-                                    allow_other_owner=allow_other_owner)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
             self.name = os.fspath(path)
         elif backend == "sysv":
             key = key if key is not None else name
             self._segment = Segment(None, "c" if (create and size) else "w", size,
                                     backend="sysv", key=key, perm=perm,
-                                    allow_other_owner=allow_other_owner)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
             self.name = key
         elif backend == "memfd":
             if not size:

@@ -45,6 +45,8 @@
 #define SHK_LOCKBYTE_INIT    ((uint64_t)1 << 62)          /* held (write) while initialising a zone */
 #define SHK_LOCKBYTE_ATTACH  (((uint64_t)1 << 62) + 1)    /* held (read) by every attached handle */
 #define SHK_LOCKBYTE_CREATOR (((uint64_t)1 << 62) + 2)    /* held (write) by the creator while open */
+#define SHK_LOCKBYTE_SIZING  (((uint64_t)1 << 62) + 3)    /* held (write) by the creator of a posix or
+                                                             file object until it has its size */
 
 /* ---------------------------------------------------------------------------------- */
 /* Identity: magic and format word                                                      */
@@ -271,7 +273,162 @@ struct shk_dir_table {
 /* Section owned by the board work (issue 8).                                         */
 /* ---------------------------------------------------------------------------------- */
 
-/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+/*
+ * A Board (SHK_OBJ_BOARD; SharedConfig uses SHK_OBJ_CONFIG with the same layout) is one
+ * allocation:
+ *
+ *   +0                     struct shk_board_header (320 bytes)
+ *   +320                   struct shk_board_slot[nbuffers]      (64 bytes each)
+ *   +320 + 64*nbuffers     struct shk_board_reader[nreaders]    (64 bytes each)
+ *   +data_off              nbuffers data areas of `stride` bytes (capacity rounded up
+ *                          to 64); area i is slot i's payload
+ *
+ * One writer, any number of readers.  Values are published by writing a slot that is
+ * neither the latest one nor pinned by a reader, under the slot's seqlock (`seq` odd
+ * while it is written, even when complete), then storing `latest` = (version << 8) |
+ * slot with one seq_cst store.  Readers copy the latest slot and accept the copy only if
+ * its `seq` was even and unchanged around the copy (and `version` matched): they never
+ * write shared memory on that path.  A reader that wants a zero-copy view *pins* the
+ * latest value in its reader record (store pin = latest word, then check that `latest`
+ * still equals it); the writer never chooses a pinned slot.  At most nreaders =
+ * nbuffers - 2 records exist, so at least one slot is always free for the writer: the
+ * writer never waits for readers.
+ *
+ * Versions start at 1 and grow by one per publication; `latest` == 0 means nothing was
+ * published yet.  Waiters sleep on the futex word `futex` (the low 32 bits of the
+ * latest version) after incrementing `waiters`; the writer wakes them only when
+ * `waiters` != 0 (after a full fence).
+ *
+ * Writer ownership (pid + start time, generation) and the claiming of reader records are
+ * protected by the robust mutex `lock`, never held while publishing or reading.  A dead
+ * writer leaves at most one slot with an odd `seq`; it is not the latest, so readers
+ * never see it, and the next writer simply rewrites it.
+ *
+ * Payload formats (slot.kind) are written and read by the Python layer:
+ *   SHK_BOARD_KIND_BYTES   raw bytes, meta = 0
+ *   SHK_BOARD_KIND_STR     UTF-8 text, meta = 0
+ *   SHK_BOARD_KIND_NDARRAY a NumPy array: struct shk_board_ndarray_head, then the dtype
+ *                          descriptor (UTF-8), then at `meta` (64-aligned) the C-order
+ *                          elements
+ *   SHK_BOARD_KIND_PICKLE  pickle protocol 5: struct shk_board_pickle_head, then nbufs
+ *                          (offset, length) u64 pairs, the pickle stream at pickle_off,
+ *                          and out-of-band buffers at their (64-aligned) offsets; meta =
+ *                          pickle_off
+ *   >= SHK_BOARD_KIND_USER free for applications
+ */
+#define SHK_BOARD_MAGIC 0x44524f42u          /* "BORD" */
+#define SHK_BOARD_MIN_BUFFERS 2u
+#define SHK_BOARD_MAX_BUFFERS 64u            /* the slot index lives in 8 bits of `latest` */
+#define SHK_BOARD_HEADER_SIZE 320u
+#define SHK_BOARD_ALIGN 64u                  /* data areas and array elements */
+#define SHK_BOARD_SLOT_BITS 8u
+#define SHK_BOARD_SLOT_MASK 0xffull
+
+enum shk_board_kind {
+    SHK_BOARD_KIND_BYTES = 1,
+    SHK_BOARD_KIND_STR = 2,
+    SHK_BOARD_KIND_NDARRAY = 3,
+    SHK_BOARD_KIND_PICKLE = 4,
+    SHK_BOARD_KIND_USER = 1000
+};
+
+struct shk_board_header {
+    /* identity, written once at creation */
+    uint32_t magic;                 /*   0  SHK_BOARD_MAGIC */
+    uint32_t nbuffers;              /*   4  slots, SHK_BOARD_MIN_BUFFERS..MAX_BUFFERS */
+    uint64_t capacity;              /*   8  largest payload in bytes (max_bytes) */
+    uint64_t stride;                /*  16  bytes between data areas: capacity rounded up to 64 */
+    uint64_t data_off;              /*  24  first data area, from the header (64-aligned) */
+    uint32_t nreaders;              /*  32  reader records: nbuffers - 2 */
+    uint32_t flags;                 /*  36  reserved, 0 */
+    uint64_t created_ns;            /*  40  CLOCK_REALTIME */
+    uint64_t reserved0[2];          /*  48 */
+
+    /* publication: written by the writer on every publish (its own cache line) */
+    uint64_t latest;                /*  64  (version << 8) | slot; 0 = nothing yet */
+    uint32_t futex;                 /*  72  low 32 bits of the latest version; futex word */
+    uint32_t waiters;               /*  76  readers sleeping on `futex` */
+    uint64_t last_publish_ns;       /*  80  CLOCK_REALTIME of the latest publication */
+    uint64_t pinned_skips;          /*  88  slots the writer skipped because they were pinned */
+    uint64_t reserved1[4];          /*  96 */
+
+    /* ownership: protected by `lock` */
+    int32_t writer_pid;             /* 128  0 = no writer */
+    uint32_t reserved2;             /* 132 */
+    uint64_t writer_start;          /* 136  its start time (proc.h) */
+    uint64_t writer_gen;            /* 144  bumped by every take-over; a handle publishes
+                                            only while this equals the value it took */
+    uint64_t takeovers;             /* 152  writers that replaced a dead writer */
+    uint64_t reclaimed;             /* 160  reader records taken back from dead processes */
+    uint64_t reserved3[3];          /* 168 */
+    pthread_mutex_t lock;           /* 192  robust, process-shared */
+    uint8_t pad0[SHK_BOARD_HEADER_SIZE - 192 - sizeof(pthread_mutex_t)];
+};
+
+/* One per buffer, one cache line each. Fields other than seq are valid while seq is
+ * even (and unchanged). */
+struct shk_board_slot {
+    uint64_t seq;                   /*   0  seqlock: odd while the writer fills the slot */
+    uint64_t version;               /*   8  version held */
+    uint64_t len;                   /*  16  payload bytes, <= capacity */
+    uint64_t meta;                  /*  24  kind-specific offset inside the payload */
+    uint32_t kind;                  /*  32  enum shk_board_kind */
+    uint32_t reserved0;             /*  36 */
+    uint64_t published_ns;          /*  40  CLOCK_REALTIME when published */
+    uint64_t reserved1[2];          /*  48 */
+};
+
+/* A reader that holds (or held) zero-copy views. Claimed under `lock`; `pin` is written
+ * only by its owner. A record whose owner (pid, start) is dead is reclaimed. */
+struct shk_board_reader {
+    int32_t pid;                    /*   0  owner; 0 = free (written last when claiming) */
+    uint32_t reserved0;             /*   4 */
+    uint64_t start;                 /*   8  owner's start time */
+    uint64_t pin;                   /*  16  pinned `latest` word; 0 = none */
+    uint64_t pins;                  /*  24  views taken through this record (statistics) */
+    uint64_t reserved1[4];          /*  32 */
+};
+
+/* Payload head of SHK_BOARD_KIND_NDARRAY values. */
+#define SHK_BOARD_NDARRAY_MAGIC 0x5941524eu  /* "NRAY" */
+#define SHK_NDARRAY_MAX_DIMS 32u
+struct shk_board_ndarray_head {
+    uint32_t magic;                 /*   0  SHK_BOARD_NDARRAY_MAGIC */
+    uint16_t ndim;                  /*   4  <= SHK_NDARRAY_MAX_DIMS */
+    uint16_t descr_len;             /*   6  bytes of the dtype descriptor after the shape */
+    uint64_t nbytes;                /*   8  element bytes at `meta` */
+    /* followed by uint64_t shape[ndim], then descr_len bytes of descriptor */
+};
+
+/* Payload head of SHK_BOARD_KIND_PICKLE values. */
+#define SHK_BOARD_PICKLE_MAGIC 0x354c4b50u   /* "PKL5" */
+struct shk_board_pickle_head {
+    uint32_t magic;                 /*   0  SHK_BOARD_PICKLE_MAGIC */
+    uint32_t nbufs;                 /*   4  out-of-band buffers */
+    uint64_t pickle_off;            /*   8  offset of the pickle stream */
+    uint64_t pickle_len;            /*  16  its length */
+    /* followed by nbufs pairs (uint64_t offset, uint64_t length) */
+};
+
+/*
+ * A shared NumPy array (SHK_OBJ_NDARRAY): a 512-byte head recording what the array is,
+ * then the elements (C order) at data_off.  Written in full by the creator under the
+ * zone mutex before the directory entry is published, never changed afterwards.
+ */
+#define SHK_NDARRAY_MAGIC 0x4152444eu        /* "NDRA" */
+#define SHK_NDARRAY_HEAD_SIZE 512u
+#define SHK_NDARRAY_DESCR_MAX 160u
+struct shk_ndarray_head {
+    uint32_t magic;                 /*   0  SHK_NDARRAY_MAGIC */
+    uint32_t ndim;                  /*   4  <= SHK_NDARRAY_MAX_DIMS */
+    uint64_t data_off;              /*   8  elements, from the head (== 512) */
+    uint64_t nbytes;                /*  16  product(shape) * itemsize */
+    uint64_t itemsize;              /*  24 */
+    uint64_t shape[SHK_NDARRAY_MAX_DIMS]; /* 32 */
+    char descr[SHK_NDARRAY_DESCR_MAX];    /* 288  dtype descriptor (numpy.lib.format's
+                                                  dtype_to_descr, repr'd), NUL-terminated */
+    uint8_t reserved[SHK_NDARRAY_HEAD_SIZE - 448]; /* 448 */
+};
 
 
 /* ---------------------------------------------------------------------------------- */
@@ -293,5 +450,21 @@ _Static_assert(offsetof(struct shk_zone_header, ext) == 768, "extents at 768");
 _Static_assert(sizeof(struct shk_zone_header) == SHK_PAGE, "zone header is one page");
 _Static_assert(sizeof(struct shk_dirent) == 128, "dirent is 128 bytes");
 _Static_assert(offsetof(struct shk_dir_table, slot) == 64, "dir slots at 64");
+_Static_assert(sizeof(struct shk_board_header) == SHK_BOARD_HEADER_SIZE, "board header is 320 bytes");
+_Static_assert(offsetof(struct shk_board_header, latest) == 64, "board latest at 64");
+_Static_assert(offsetof(struct shk_board_header, futex) == 72, "board futex at 72");
+_Static_assert(offsetof(struct shk_board_header, writer_pid) == 128, "board writer_pid at 128");
+_Static_assert(offsetof(struct shk_board_header, lock) == 192, "board lock at 192");
+_Static_assert(sizeof(pthread_mutex_t) <= SHK_BOARD_HEADER_SIZE - 192, "board lock fits");
+_Static_assert(sizeof(struct shk_board_slot) == 64, "board slot is one cache line");
+_Static_assert(offsetof(struct shk_board_slot, kind) == 32, "slot kind at 32");
+_Static_assert(offsetof(struct shk_board_slot, published_ns) == 40, "slot published_ns at 40");
+_Static_assert(sizeof(struct shk_board_reader) == 64, "board reader record is one cache line");
+_Static_assert(offsetof(struct shk_board_reader, pin) == 16, "reader pin at 16");
+_Static_assert(sizeof(struct shk_board_ndarray_head) == 16, "board ndarray head is 16 bytes");
+_Static_assert(sizeof(struct shk_board_pickle_head) == 24, "board pickle head is 24 bytes");
+_Static_assert(sizeof(struct shk_ndarray_head) == SHK_NDARRAY_HEAD_SIZE, "ndarray head is 512 bytes");
+_Static_assert(offsetof(struct shk_ndarray_head, shape) == 32, "ndarray shape at 32");
+_Static_assert(offsetof(struct shk_ndarray_head, descr) == 288, "ndarray descr at 288");
 
 #endif
