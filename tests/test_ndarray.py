@@ -21,7 +21,7 @@ from conftest import run_python
 
 def test_create_and_attach(zone):
     a = zone.ndarray("a", (3, 4), "float32")
-    assert isinstance(a, np.ndarray) and isinstance(a, shmkit.ndarray.SharedNDArray)
+    assert isinstance(a, np.ndarray) and isinstance(a, shmkit.SharedNDArray)
     assert a.shape == (3, 4) and a.dtype == np.float32 and a.flags.writeable
     assert (a == 0).all()  # new arrays are zero-filled
     a[1, 2] = 7.5
@@ -87,7 +87,7 @@ def test_zero_copy_pickling(zone):
     for view in (a2[2:5, 1:7:2], a2[::-1], a2.T, a2[3], a2[1:1], a2[4, 5:6]):
         back = pickle.loads(pickle.dumps(view))
         np.testing.assert_array_equal(back, view)
-        assert type(back) is shmkit.ndarray.SharedNDArray
+        assert type(back) is shmkit.SharedNDArray
         if view.size:
             first = (0,) * view.ndim
             back[first] = -1  # written through the unpickled view...
@@ -96,7 +96,7 @@ def test_zero_copy_pickling(zone):
     # results of computations are ordinary arrays and pickle by value
     c = a2 + 1
     assert type(c) is np.ndarray
-    assert type(a2.sum()) is not shmkit.ndarray.SharedNDArray
+    assert type(a2.sum()) is not shmkit.SharedNDArray
     copied = pickle.loads(pickle.dumps(np.array(a2)))
     copied[0, 0] = 100
     assert a2[0, 0] == 0

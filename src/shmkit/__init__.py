@@ -41,7 +41,8 @@ _LAZY = {
     "Counter": "sync",
     "Queue": "queue",
     "Dict": "dict",
-    "ndarray": "ndarray",
+    "ndarray": "shared_array",
+    "SharedNDArray": "shared_array",
     "Board": "board",
     "SharedConfig": "config",
 }

@@ -390,7 +390,7 @@ class Zone:
         return Dict(name, capacity, zone=self, **kw)
 
     def ndarray(self, name, shape, dtype="float64", **kw):
-        from .ndarray import ndarray
+        from .shared_array import ndarray
         return ndarray(name, shape, dtype, zone=self, **kw)
 
     def board(self, name, max_bytes, **kw):

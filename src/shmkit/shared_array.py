@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import math
 import struct
-import sys
-import types
 
 from . import _core
 from ._errors import CorruptedError, ObjectMismatchError
@@ -219,15 +217,3 @@ def _rebuild_view(zone, name, offset, shape, strides, descr):
     mv, stored, _, _ = _core.ndarray_open(zone._live(), name, None)
     _unpack_head(stored)  # validates
     return _view(np, mv, zone, name, shape, dtype_from_descr(descr), offset, strides)
-
-
-class _CallableModule(types.ModuleType):
-    """``shmkit.ndarray`` is both this module and the function: importing the submodule
-    (as ``zone.ndarray()`` does) binds the module to the package attribute, so the module
-    itself forwards calls to the function."""
-
-    def __call__(self, *args, **kw):
-        return ndarray(*args, **kw)
-
-
-sys.modules[__name__].__class__ = _CallableModule
