@@ -679,7 +679,7 @@ def _cmd_bench(args) -> int:
             raise CliError(f"the benchmark suite is not available here ({e}); run it "
                            "from a source checkout of shmkit (make bench)",
                            EXIT_NOT_FOUND) from None
-    return bench_main(args.args) or 0
+    return bench_main(args.args, prog="shmkit bench") or 0
 
 
 def _cmd_demo(args) -> int:
@@ -754,7 +754,13 @@ def _code_of(e: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on bad usage
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["bench"], ["demo"]):
+        # everything after the name is the subcommand's own: argparse's REMAINDER would
+        # reject a leading option ("shmkit bench --quick": unrecognized arguments)
+        args = argparse.Namespace(command=argv[0], args=argv[1:])
+    else:
+        args = parser.parse_args(argv)  # exits with 2 on bad usage
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
