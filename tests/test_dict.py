@@ -15,8 +15,8 @@ from collections.abc import KeysView, MutableMapping
 import pytest
 
 from conftest import wait_until
-from shmkit import (ClosedError, Dict, ObjectNotFoundError, ObjectTypeError, TooLargeError,
-                    Zone, ZoneFullError, ZoneMismatchError)
+from shmkit import (ClosedError, Dict, ObjectMismatchError, ObjectNotFoundError,
+                    ObjectTypeError, TooLargeError, Zone, ZoneFullError)
 from shmkit.dict import DEFAULT_CAPACITY, DictStats
 
 
@@ -347,9 +347,9 @@ def test_identity_and_attaching(zone):
     again = Dict("same", zone=zone)             # no capacity: whatever exists
     assert not again.created and again["x"] == 1 and again.capacity() == 1 << 20
     assert Dict("same", 1 << 20, zone=zone)["x"] == 1
-    with pytest.raises(ZoneMismatchError, match="capacity 1048576"):
+    with pytest.raises(ObjectMismatchError, match="capacity 1048576"):
         Dict("same", 2 << 20, zone=zone)
-    with pytest.raises(ZoneMismatchError):
+    with pytest.raises(ObjectMismatchError):
         Dict("same", 1 << 20, zone=zone, shards=4)
     with pytest.raises(ObjectNotFoundError):
         Dict("absent", zone=zone, create=False)

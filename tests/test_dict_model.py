@@ -16,8 +16,8 @@ import math
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule, run_state_machine_as_test)
+from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 from shmkit import Dict, ObjectTypeError, Zone, ZoneFullError
 
@@ -473,6 +473,16 @@ class DictEviction(RuleBasedStateMachine):
         assert self.d.get(k) == want
         if want is not None:
             self.ref[k] = True
+
+    @rule(first=st.integers(0, 23), n=st.integers(4, 12), safe=st.booleans())
+    def burst(self, first, n, safe):
+        for i in range(n):
+            self.write(f"key{(first + i) % 24:05d}", None, "set", safe)
+
+    @precondition(lambda self: self.queue)
+    @rule(data=st.data())
+    def read_present(self, data):
+        self.read(data.draw(st.sampled_from(self.queue)))
 
     @rule(k=EKEYS)
     def delete(self, k):

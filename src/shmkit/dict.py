@@ -28,6 +28,7 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass
 
 from . import _core
+from ._errors import ObjectMismatchError, ZoneMismatchError
 from .zone import Zone, _check_object_name, default_zone
 
 __all__ = ["Dict", "DictStats", "DEFAULT_CAPACITY"]
@@ -104,7 +105,7 @@ class Dict(_core.Dict, MutableMapping):
 
     - ``name``: the dict's name in its zone (1..63 bytes).
     - ``capacity``: bytes of item memory (default 16 MiB when creating).  Given, an
-      existing dict must have that capacity (ZoneMismatchError otherwise); omitted, any
+      existing dict must have that capacity (ObjectMismatchError otherwise); omitted, any
       existing dict is attached to.  Each item takes ``item_size(key, value)`` bytes: a
       48-byte header, the key, the value, rounded up to 32 bytes.
     - ``zone``: the Zone to live in; ``shmkit.zone.default_zone()`` when omitted.
@@ -182,6 +183,8 @@ class Dict(_core.Dict, MutableMapping):
             if e.errno == errno.EINVAL:   # the core's word on an impossible size or layout
                 raise ValueError(e.strerror or str(e)) from None
             raise
+        except ZoneMismatchError as e:    # the core's code for "exists with other values"
+            raise ObjectMismatchError(str(e)) from None
         self._zone = zone
         self.name = name
         self._serializer = serializer
