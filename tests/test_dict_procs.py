@@ -301,3 +301,14 @@ def test_a_reader_never_waits_for_a_dead_writer(name):
     finally:
         z.close()
         z.unlink()
+
+
+def test_worker_pool_example_runs():
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "worker_pool_cache.py")
+    r = subprocess.run([sys.executable, example, "--quick", "--workers", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 workers, 900 requests" in r.stdout
+    served = int(r.stdout.split("served ")[1].split(",")[0])
+    computed = int(r.stdout.split("pages computed ")[1].split()[0])
+    assert served > 0 and 20 <= computed < served     # the cache did its job
