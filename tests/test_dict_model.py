@@ -5,7 +5,8 @@
    except to get_stale, until something reclaims them), flags, lists and incr.
 2. Eviction order: one shard, items of one size, so the model knows exactly when memory
    runs out; it then predicts which items the CLOCK (second chance) hand reclaims or
-   evicts, and set()'s count of evictions, including TTLs and safe_set/safe_add refusals.
+   evicts, and set()'s count of evictions, including TTLs and safe_set/safe_add refusals;
+   updates of a key happen in place, keep its place in the queue and count as a use.
 """
 
 from __future__ import annotations
@@ -425,17 +426,22 @@ class DictEviction(RuleBasedStateMachine):
         if (mode == "add" and exists) or (mode == "replace" and not exists):
             return False, None
         v = self.new_value(k)
-        protect = k if k in self.value else None
-        outcome = self.make_room(protect, safe)
-        if outcome == "full":
-            return "full", v
+        expire = self.clock.ms + ttl_ms(ttl) if ttl_ms(ttl) else 0
         if k in self.value:
+            # an update of the same size happens in place: no room needed; the key keeps
+            # its place in the queue and a write is a use
             if self.expired(k):
                 self.expirations += 1
-            self.remove(k)
+            self.ref[k] = True
+            self.expire[k] = expire
+            self.value[k] = v
+            return 0, v
+        outcome = self.make_room(None, safe)
+        if outcome == "full":
+            return "full", v
         self.queue.append(k)
         self.ref[k] = False
-        self.expire[k] = self.clock.ms + ttl_ms(ttl) if ttl_ms(ttl) else 0
+        self.expire[k] = expire
         self.value[k] = v
         return outcome, v
 

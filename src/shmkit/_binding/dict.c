@@ -1571,6 +1571,7 @@ int shk_init_dict(PyObject *m)
     DCONST("DCRASH_MID_LIST", SHK_DCRASH_MID_LIST);
     DCONST("DCRASH_MID_FLUSH", SHK_DCRASH_MID_FLUSH);
     DCONST("DCRASH_IN_PLACE", SHK_DCRASH_IN_PLACE);
+    DCONST("DCRASH_MID_INPLACE", SHK_DCRASH_MID_INPLACE);
 #undef DCONST
     return PyModule_AddObjectRef(m, "Dict", (PyObject *)DictType);
 }

@@ -165,6 +165,7 @@ struct sc {
     uint32_t *bk;           /* buckets */
     uint64_t *used;
     uint64_t *ref;
+    uint8_t *undo;
     uint8_t *cells;
     uint32_t n;             /* cells in the shard */
     uint32_t s;             /* shard number */
@@ -184,6 +185,7 @@ static inline void sc_init(struct sc *c, struct shk_dict *d, uint32_t s)
     c->bk = (uint32_t *)blk;
     c->used = (uint64_t *)(blk + d->used_off);
     c->ref = (uint64_t *)(blk + d->ref_off);
+    c->undo = blk + d->undo_off;
     c->cells = blk + d->cells_off;
     c->n = d->ncells;
     c->s = s;
@@ -340,7 +342,8 @@ int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry 
     g->data_off = align64(g->shards_off + (uint64_t)nshards * sizeof(struct shk_dict_shard));
     g->used_off = align64(buckets * 4);
     g->ref_off = align64(g->used_off + words * 8);
-    g->cells_off = align64(g->ref_off + words * 8);
+    g->undo_off = align64(g->ref_off + words * 8);
+    g->cells_off = align64(g->undo_off + SHK_DICT_UNDO);
     g->stride = align64(g->cells_off + cells * CELL);
     g->total_size = g->data_off + g->stride * nshards;
     return 0;
@@ -355,6 +358,7 @@ static void handle_fill(struct shk_dict *d, uint8_t *base, const struct shk_dict
     d->stride = g->stride;
     d->used_off = g->used_off;
     d->ref_off = g->ref_off;
+    d->undo_off = g->undo_off;
     d->cells_off = g->cells_off;
     d->nshards = g->nshards;
     d->shard_bits = (uint32_t)__builtin_ctz(g->nshards);
@@ -1046,6 +1050,44 @@ static int lru_unlink(struct sc *c, uint32_t ci)
     return 0;
 }
 
+/* The item at new_ci takes old_ci's place in the queue, referenced: a write is a use. */
+static int lru_replace(struct sc *c, uint32_t old_ci, uint32_t new_ci)
+{
+    struct shk_dict_shard *sh = c->sh;
+    struct shk_ditem *o = cellp(c, old_ci), *n = cellp(c, new_ci);
+    uint32_t prev = o->lru_prev, next = o->lru_next;
+    n->lru_prev = prev;
+    n->lru_next = next;
+    if (prev) {
+        struct shk_ditem *p = item_at(c, prev);
+        if (!p)
+            return CORRUPT("dict shard %u: item at cell %u has its queue predecessor outside "
+                           "the shard", c->s, old_ci);
+        p->lru_next = new_ci + 1;
+    } else if (sh->lru_head == old_ci + 1) {
+        sh->lru_head = new_ci + 1;
+    } else {
+        return CORRUPT("dict shard %u: item at cell %u has no queue predecessor but is not "
+                       "the queue's head", c->s, old_ci);
+    }
+    crash_point(c, SHK_DCRASH_MID_LRU);
+    if (next) {
+        struct shk_ditem *x = item_at(c, next);
+        if (!x)
+            return CORRUPT("dict shard %u: item at cell %u has its queue successor outside "
+                           "the shard", c->s, old_ci);
+        x->lru_prev = new_ci + 1;
+    } else if (sh->lru_tail == old_ci + 1) {
+        sh->lru_tail = new_ci + 1;
+    } else {
+        return CORRUPT("dict shard %u: item at cell %u has no queue successor but is not "
+                       "the queue's tail", c->s, old_ci);
+    }
+    o->lru_prev = o->lru_next = 0;
+    ref_touch(c, new_ci);
+    return 0;
+}
+
 static int lru_to_tail(struct sc *c, uint32_t ci)
 {
     if (c->sh->lru_tail == ci + 1)
@@ -1390,6 +1432,41 @@ static void item_publish(struct sc *c, struct shk_ditem *it, uint32_t ci,
     c->published = 1;
 }
 
+/*
+ * Overwrite an item whose new contents take exactly its cells: save its bytes in the
+ * shard's undo area, mark the undo record, overwrite, clear the record.  A crash in
+ * between is undone by recovery (shard_rebuild).  No allocation, no relinking: the item
+ * keeps its place in the queue and is marked used.
+ */
+static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const void *data,
+                           uint64_t len, uint32_t flags, uint64_t expire, int expired)
+{
+    struct shk_dict_shard *sh = c->sh;
+    struct shk_ditem *it = h->it;
+    uint32_t nc = it->ncells;
+    memcpy(c->undo, it, (uint64_t)nc * CELL);
+    sh->undo_ncells = nc;
+    PUBLISH(sh->undo_cell, h->ci + 1); /* from here on a crash restores the old bytes */
+    c->published = 1;
+    uint64_t old_expire = it->expire;
+    it->expire = expire;
+    it->vlen = (uint32_t)len;
+    it->flags = flags;
+    it->vtype = vtype;
+    it->version = ++sh->version;
+    crash_point(c, SHK_DCRASH_MID_INPLACE);
+    memcpy((uint8_t *)it + ITEM_HDR + round8(it->klen), data, len);
+    PUBLISH(sh->undo_cell, 0);
+    if (old_expire)
+        sh->ttl_items--;
+    if (expire)
+        note_expiry(sh, expire);
+    if (expired)
+        sh->expirations++;
+    ref_touch(c, h->ci);
+    return 0;
+}
+
 static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, const void *data,
                        uint64_t len, uint32_t flags, uint64_t expire, int mode,
                        uint32_t version, uint32_t *evicted)
@@ -1420,6 +1497,12 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
     uint64_t total = hdr + len;
     if (len > UINT32_MAX || cells_for(total) > c->n)
         return too_big_error(c, total);
+    if (found) {
+        struct shk_ditem *o = h.it;
+        if (cells_for(total) == o->ncells && !o->frag && o->vtype != SHK_DV_LIST &&
+            (uint64_t)o->ncells * CELL <= SHK_DICT_UNDO)
+            return update_in_place(c, &h, vtype, data, len, flags, expire, expired);
+    }
     struct alloc a;
     uint32_t removed0 = c->removed;
     r = alloc_evicting(c, hdr, len, hdr + (uint32_t)(len < 8 ? len : 8), !(mode & SHK_DSAFE),
@@ -1441,18 +1524,16 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
     write_bytes(c, (uint8_t *)it + hdr, (uint64_t)a.head_cells * CELL - hdr, a.frag, data, len);
     item_publish(c, it, a.head, k, found ? &h : NULL);
     crash_point(c, SHK_DCRASH_AFTER_PUBLISH);
-    if ((r = lru_append(c, a.head)) != 0)
-        return r;
     if (expire)
         note_expiry(sh, expire);
     if (!found)
-        return 0;
+        return lru_append(c, a.head);
     struct shk_ditem *old = h.it;
     if (old->expire)
         sh->ttl_items--;
     if (expired)
         sh->expirations++;
-    if ((r = lru_unlink(c, h.ci)) != 0)
+    if ((r = lru_replace(c, h.ci, a.head)) != 0)
         return r;
     return free_item_memory(c, old, h.ci);
 }
@@ -2225,6 +2306,7 @@ static int flush_shard(struct sc *c, uint64_t *n)
     sh->sweep_min = NO_EXPIRY;
     sh->expire_cursor = 0;
     sh->free_cells = c->n;
+    sh->undo_cell = sh->undo_ncells = 0;
     return bin_push(c, 0, c->n);
 }
 
@@ -2328,6 +2410,7 @@ int shk_dict_format(void *mem, const struct shk_dict_geometry *g)
     h->shard_stride = g->stride;
     h->used_off = g->used_off;
     h->ref_off = g->ref_off;
+    h->undo_off = g->undo_off;
     h->cells_off = g->cells_off;
     h->created_ns = shk_wall_ns();
     for (uint32_t s = 0; s < g->nshards; s++) {
@@ -2370,7 +2453,8 @@ int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64
         g.cells_per_shard != h->cells_per_shard || g.buckets_per_shard != h->buckets_per_shard ||
         g.total_size != h->total_size || g.shards_off != h->shards_off ||
         g.data_off != h->data_off || g.stride != h->shard_stride || g.used_off != h->used_off ||
-        g.ref_off != h->ref_off || g.cells_off != h->cells_off || g.total_size > size)
+        g.ref_off != h->ref_off || g.undo_off != h->undo_off || g.cells_off != h->cells_off ||
+        g.total_size > size)
         return CORRUPT("dict header at offset %llu describes an impossible layout (capacity "
                        "%llu, %u shards)", (unsigned long long)off,
                        (unsigned long long)h->capacity, h->nshards);
@@ -2642,6 +2726,11 @@ static int shard_rebuild(struct sc *c)
     uint64_t words = ((uint64_t)n + 63) / 64;
     uint64_t items = 0, ttl = 0, minexp = NO_EXPIRY;
     int r;
+    /* an in-place update that did not finish: put the old bytes back */
+    uint32_t uc = sh->undo_cell, un = sh->undo_ncells;
+    if (uc && uc <= n && un && un <= n - (uc - 1) && (uint64_t)un * CELL <= SHK_DICT_UNDO)
+        memcpy(cellp(c, uc - 1), c->undo, (uint64_t)un * CELL);
+    sh->undo_cell = sh->undo_ncells = 0;
     memset(c->used, 0, words * 8);
     memset(c->ref, 0, words * 8); /* during the rebuild: the set of live items */
     for (uint32_t b = 0; b < nb; b++) {
@@ -2775,6 +2864,9 @@ static int shard_check(struct sc *c, struct report *rp)
     }
     if (sh->seq & 1)
         problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
+    if (sh->undo_cell)
+        problem(rp, "shard %u: an in-place update of cell %u never finished", s,
+                sh->undo_cell - 1);
     uint64_t items = 0, ttl = 0, minexp = NO_EXPIRY;
     for (uint32_t b = 0; b < nb; b++) {
         uint32_t guard = n;

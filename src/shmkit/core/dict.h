@@ -50,7 +50,7 @@ struct shk_dict {
     struct shk_dict_shard *shards;
     uint8_t *data0;             /* data block of shard 0 */
     uint64_t stride;
-    uint64_t used_off, ref_off, cells_off;
+    uint64_t used_off, ref_off, undo_off, cells_off;
     uint32_t nshards, shard_bits, ncells, nbuckets;
     uint64_t offset;            /* of the dict in the zone */
     int64_t clock_ms;           /* >= 0: the time to use instead of CLOCK_REALTIME (tests) */
@@ -71,7 +71,8 @@ enum shk_dict_crash_point {
     SHK_DCRASH_MID_EVICT = 6,        /* evicting to make room */
     SHK_DCRASH_MID_LIST = 7,         /* list node linked, tail/count not updated */
     SHK_DCRASH_MID_FLUSH = 8,        /* flush_all half done */
-    SHK_DCRASH_IN_PLACE = 9          /* in-place update (incr/expire) done, seq still odd */
+    SHK_DCRASH_IN_PLACE = 9,         /* in-place update (incr/expire) done, seq still odd */
+    SHK_DCRASH_MID_INPLACE = 10      /* same-size update: old bytes saved, item half new */
 };
 
 /* Store modes. */
@@ -111,7 +112,8 @@ int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len)
 
 struct shk_dict_geometry {
     uint32_t nshards, cells_per_shard, buckets_per_shard;
-    uint64_t capacity, total_size, shards_off, data_off, stride, used_off, ref_off, cells_off;
+    uint64_t capacity, total_size, shards_off, data_off, stride, used_off, ref_off, undo_off;
+    uint64_t cells_off;
 };
 
 /* Lay out a dict of `capacity` bytes of cells in `nshards` shards (0: a default from

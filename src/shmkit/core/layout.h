@@ -488,6 +488,8 @@ struct shk_counter_sh {
  *       + header.ref_off            uint64_t ref[ceil(cells/64)]: bit c set <=> the item
  *                                   whose first cell is c was used since the eviction
  *                                   hand last passed it (CLOCK reference bit)
+ *       + header.undo_off           SHK_DICT_UNDO bytes: a copy of the item being
+ *                                   updated in place (see shard.undo_cell)
  *       + header.cells_off          cells_per_shard cells of SHK_DICT_CELL bytes
  *
  * Placement.  h = shk_dict_hash(key type, key bytes) (below); hi = h >> 32;
@@ -524,12 +526,16 @@ struct shk_counter_sh {
  * bit (a separate bitmap, so a stale reader can never damage an item); eviction is a
  * CLOCK / second-chance FIFO over the queue lru_head..lru_tail: expired items at the hand
  * are reclaimed, referenced ones get their bit cleared and go to the tail, the first
- * unreferenced one is evicted.
+ * unreferenced one is evicted.  A new key joins the tail unreferenced; a write to an
+ * existing key keeps its place in the queue and sets its bit (a write is a use).
  *
  * Crash safety.  Published state is: the bucket chains, each item's bytes, and each
  * list's forward chain.  Every write prepares new cells off to the side and publishes
  * them with one aligned store (a chain link, a list link, an int64 value, an expiry),
- * then frees what it replaced.  Everything else (used bitmap, free runs, bins, counters,
+ * then frees what it replaced -- except an update whose new value takes exactly the
+ * cells of the old one (and at most SHK_DICT_UNDO bytes): that one first copies the
+ * item to the shard's undo area and sets shard.undo_cell, then overwrites the item in
+ * place, then clears undo_cell; recovery copies the old bytes back when it is set.  Everything else (used bitmap, free runs, bins, counters,
  * the eviction queue, list tails and counts, seq) is derived: after an owner died, the
  * next locker walks the chains, drops anything that fails a check, and rebuilds the
  * rest (dict.c, shard_rebuild).  Memory allocated by a write that never got published
@@ -543,6 +549,7 @@ struct shk_counter_sh {
 #define SHK_DICT_MAX_SHARDS 256u
 #define SHK_DICT_NBINS 64
 #define SHK_DICT_KEY_MAX 65535u      /* bytes */
+#define SHK_DICT_UNDO 1024u          /* bytes of a shard's undo area: in-place updates */
 #define SHK_DICT_FREE_MAGIC 0x45455246u /* "FREE": first word of a free run */
 #define SHK_DICT_SEED 0x736b6d68646b6974ull /* "tikdhmks" */
 #define SHK_DICT_K0 0x9e3779b97f4a7c15ull
@@ -582,7 +589,8 @@ struct shk_dict_header {
     uint64_t created_ns;        /*  88 CLOCK_REALTIME */
     uint64_t hits;              /*  96 lookups that found a value; each process adds its */
     uint64_t misses;            /* 104   own counts in batches (atomic add) */
-    uint64_t reserved[18];      /* 112 .. 256 */
+    uint64_t undo_off;          /* 112 inside a data block: the undo area (64-aligned) */
+    uint64_t reserved[17];      /* 120 .. 256 */
 };
 
 struct shk_dict_shard {
@@ -609,7 +617,10 @@ struct shk_dict_shard {
     uint64_t recoveries;        /* 144 times a dead owner's state was rebuilt */
     uint64_t reserved2[5];      /* 152 */
     uint32_t bins[SHK_DICT_NBINS]; /* 192 free runs by size: first run, cell + 1 */
-    uint8_t pad1[512 - 192 - 4 * SHK_DICT_NBINS];
+    uint32_t undo_cell;         /* 448 item being updated in place (cell + 1), its old
+                                       bytes in the undo area; 0 = none */
+    uint32_t undo_ncells;       /* 452 cells saved there */
+    uint8_t pad1[512 - 456];
 };
 
 /* First cell(s) of an item, 48 bytes; then the key; then the value from offset
@@ -893,6 +904,8 @@ _Static_assert(offsetof(struct shk_dict_shard, seq) == 64, "dict shard seq at 64
 _Static_assert(offsetof(struct shk_dict_shard, min_expire) == 88, "dict min_expire at 88");
 _Static_assert(offsetof(struct shk_dict_shard, evictions) == 128, "dict evictions at 128");
 _Static_assert(offsetof(struct shk_dict_shard, bins) == 192, "dict bins at 192");
+_Static_assert(offsetof(struct shk_dict_shard, undo_cell) == 448, "dict undo_cell at 448");
+_Static_assert(offsetof(struct shk_dict_header, undo_off) == 112, "dict undo_off at 112");
 _Static_assert(sizeof(struct shk_dict_shard) == 512, "dict shard is 512 bytes");
 _Static_assert(sizeof(struct shk_ditem) == 48, "dict item header is 48 bytes");
 _Static_assert(offsetof(struct shk_ditem, expire) == 16, "item expire at 16 (8-aligned)");
