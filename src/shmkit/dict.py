@@ -20,7 +20,6 @@ type it went in.
 
 from __future__ import annotations
 
-import errno
 import importlib
 import pickle
 import types
@@ -179,10 +178,6 @@ class Dict(_core.Dict, MutableMapping):
             self = super().__new__(cls, zone._live(), name,
                                    capacity if capacity is not None else DEFAULT_CAPACITY,
                                    shards or 0, flags)
-        except OSError as e:
-            if e.errno == errno.EINVAL:   # the core's word on an impossible size or layout
-                raise ValueError(e.strerror or str(e)) from None
-            raise
         except ZoneMismatchError as e:    # the core's code for "exists with other values"
             raise ObjectMismatchError(str(e)) from None
         self._zone = zone

@@ -44,12 +44,11 @@ static PyObject *pickle_dumps, *pickle_loads;
 /* Before every operation: still open, and the test clock (if any) read. */
 static inline int ready(DictObject *self)
 {
-    if (!self->attached || self->closed) {
+    SegmentObject *seg = self->zone ? self->zone->segment : NULL;
+    if (!self->attached || self->closed || !seg || seg->closed || seg->close_pending) {
         PyErr_SetString(shk_py_exc("ClosedError"), "dict is closed");
         return -1;
     }
-    if (shk_zone_check_open(self->zone) < 0)
-        return -1;
     if (self->clock) {
         PyObject *t = PyObject_CallNoArgs(self->clock);
         if (!t)
@@ -68,9 +67,11 @@ static inline int ready(DictObject *self)
 }
 
 /* Wait for a shard's lock: spin briefly with the GIL held, then sleep without it. */
-static int lock_shard(DictObject *self, uint32_t s)
+static inline int lock_shard(DictObject *self, uint32_t s)
 {
-    int r = shk_dict_trylock_spin(&self->d, s);
+    int r = shk_dict_trylock_fast(&self->d, s);
+    if (r == 0)
+        return 0;
     if (r == EBUSY) {
         Py_BEGIN_ALLOW_THREADS
         r = shk_dict_lock(&self->d, s);
@@ -89,9 +90,12 @@ static inline int key_of(PyObject *key, struct shk_dkey *k)
     Py_ssize_t n;
     uint8_t type;
     if (PyUnicode_Check(key)) {
-        data = PyUnicode_AsUTF8AndSize(key, &n);
-        if (!data)
+        if (PyUnicode_IS_COMPACT_ASCII(key)) { /* its bytes are its UTF-8 */
+            data = (const char *)PyUnicode_DATA(key);
+            n = PyUnicode_GET_LENGTH(key);
+        } else if (!(data = PyUnicode_AsUTF8AndSize(key, &n))) {
             return -1;
+        }
         type = SHK_DK_STR;
     } else if (PyBytes_Check(key)) {
         data = PyBytes_AS_STRING(key);
@@ -183,7 +187,13 @@ static int encode(DictObject *self, PyObject *v, struct enc *e)
     }
     if (t == &PyUnicode_Type) {
         Py_ssize_t n;
-        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        const char *s;
+        if (PyUnicode_IS_COMPACT_ASCII(v)) {
+            s = (const char *)PyUnicode_DATA(v);
+            n = PyUnicode_GET_LENGTH(v);
+        } else {
+            s = PyUnicode_AsUTF8AndSize(v, &n);
+        }
         if (s) {
             e->type = SHK_DV_STR;
             e->data = s;
@@ -346,7 +356,7 @@ static int fetch_locked(DictObject *self, const struct shk_dkey *k, int allow_st
         r = shk_dict_get_locked(&self->d, k, allow_stale, buf, cap, f);
         if (r == 0 && f->vtype == SHK_DV_LIST)
             r = shk_dict_list_items_locked(&self->d, k, &packed, &plen, &count);
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
         if (r != ENOBUFS)
             break;
         if (buf != stack)
@@ -530,7 +540,7 @@ static int Dict_contains(DictObject *self, PyObject *key)
         if (lock_shard(self, s) < 0)
             return -1;
         r = shk_dict_get_locked(&self->d, &k, 0, NULL, 0, &f);
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
     }
     if (r == 0 || r == ENOBUFS)
         return 1;
@@ -649,7 +659,7 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     if (lock_shard(self, s) == 0) {
         r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
                                   evicted);
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
         if (r == 0)
             r = 1;
         else if (r == SHK_EEXISTS || r == SHK_ENOTFOUND)
@@ -717,7 +727,7 @@ static int delete_key(DictObject *self, PyObject *key)
     if (lock_shard(self, s) < 0)
         return -1;
     int r = shk_dict_delete_locked(&self->d, &k);
-    shk_dict_unlock(&self->d, s);
+    shk_dict_unlock_fast(&self->d, s);
     if (r == 0)
         return 1;
     if (r == SHK_ENOTFOUND)
@@ -741,7 +751,7 @@ static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
     int r = -1;
     if (lock_shard(self, s) == 0) {
         r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0, &evicted);
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
         if (r)
             r = shk_py_raise_int(r, "set");
     }
@@ -773,7 +783,7 @@ static PyObject *take(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     int r = which < 0 ? shk_dict_take_locked(&self->d, &k, stack, sizeof stack, &heap, &f)
                       : shk_dict_pop_locked(&self->d, &k, which, stack, sizeof stack, &heap, &f);
-    shk_dict_unlock(&self->d, s);
+    shk_dict_unlock_fast(&self->d, s);
     if (r == SHK_ENOTFOUND) {
         if (nargs > 1)
             return Py_NewRef(args[1]);
@@ -820,7 +830,7 @@ static PyObject *push(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
     int r = -1;
     if (lock_shard(self, s) == 0) {
         r = shk_dict_push_locked(&self->d, &k, right, e.type, e.data, e.len, &len, &evicted);
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
         if (r)
             r = shk_py_raise_int(r, fname);
     }
@@ -894,7 +904,7 @@ static PyObject *Dict_expire(DictObject *self, PyObject *const *args, Py_ssize_t
     if (lock_shard(self, s) < 0)
         return NULL;
     int r = shk_dict_expire_locked(&self->d, &k, ttl);
-    shk_dict_unlock(&self->d, s);
+    shk_dict_unlock_fast(&self->d, s);
     if (r == SHK_ENOTFOUND)
         Py_RETURN_FALSE;
     if (r)
@@ -941,7 +951,7 @@ static PyObject *incr_by_cas(DictObject *self, const struct shk_dkey *k, PyObjec
     if (lock_shard(self, s) == 0) {
         r = shk_dict_store_locked(&self->d, k, e.type, e.data, e.len, 0, 0,
                                   SHK_DREPLACE | SHK_DIFVERSION | SHK_DKEEP, f.version, &evicted);
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
     }
     Py_XDECREF(e.owned);
     if (r == 0)
@@ -1005,7 +1015,7 @@ static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t n
             if (lock_shard(self, s) < 0)
                 goto out;
             r = shk_dict_incr_locked(&self->d, &k, step_type, step_i, step_f, &t, &oi, &of);
-            shk_dict_unlock(&self->d, s);
+            shk_dict_unlock_fast(&self->d, s);
         }
         if (r == 0) {
             result = t == SHK_DV_INT ? PyLong_FromLongLong(oi) : PyFloat_FromDouble(of);
@@ -1041,7 +1051,7 @@ static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t n
         if (lock_shard(self, s) == 0) {
             r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, init_ttl, SHK_DADD,
                                       0, &evicted);
-            shk_dict_unlock(&self->d, s);
+            shk_dict_unlock_fast(&self->d, s);
         }
         Py_XDECREF(e.owned);
         if (r == 0) {
@@ -1084,7 +1094,7 @@ static PyObject *Dict_setdefault(DictObject *self, PyObject *const *args, Py_ssi
         if (r == SHK_ENOTFOUND)
             r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DADD, 0,
                                       &evicted) ?: 1;
-        shk_dict_unlock(&self->d, s);
+        shk_dict_unlock_fast(&self->d, s);
         if (r == 1) {
             result = Py_NewRef(dflt);
         } else if (r == 0 && f.vtype != SHK_DV_LIST) {

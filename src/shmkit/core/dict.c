@@ -90,49 +90,11 @@ static inline uint64_t align64(uint64_t n)
     return (n + 63) & ~63ull;
 }
 
-/* ---- hash ---------------------------------------------------------------------------- */
-
-static inline uint64_t mum(uint64_t a, uint64_t b)
-{
-    __uint128_t r = (__uint128_t)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-static inline uint64_t le64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
-static inline uint64_t le_tail(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
+/* ---- hash (the function itself is inline in dict.h) -------------------------------- */
 
 uint64_t shk_dict_hash(uint8_t type, const void *data, size_t n)
 {
-    const uint8_t *p = data;
-    uint64_t h = mum(SHK_DICT_SEED ^ type, SHK_DICT_K0 ^ (uint64_t)n);
-    while (n >= 16) {
-        h = mum(le64(p) ^ SHK_DICT_K1, le64(p + 8) ^ h);
-        p += 16;
-        n -= 16;
-    }
-    uint64_t a, b = 0;
-    if (n >= 8) {
-        a = le64(p);
-        b = le_tail(p + 8, n - 8);
-    } else {
-        a = le_tail(p, n);
-    }
-    return mum(a ^ SHK_DICT_K1, b ^ h ^ SHK_DICT_K2);
+    return shk_dict_hash_inline(type, data, n);
 }
 
 int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len)
@@ -2546,6 +2508,22 @@ int shk_dict_trylock_spin(struct shk_dict *d, uint32_t s)
             return EBUSY;
         for (int k = 0; k < 16; k++)
             shk_cpu_relax();
+    }
+}
+
+int shk_dict_trylock_finish(struct shk_dict *d, uint32_t s, int r)
+{
+    switch (r) {
+    case 0: /* taken, but seq is odd: a write stopped half way */
+        return lock_acquired(d, s, 0);
+    case EOWNERDEAD:
+        return lock_acquired(d, s, SHK_EOWNERDEAD);
+    case EBUSY:
+        return shk_dict_trylock_spin(d, s);
+    case ENOTRECOVERABLE:
+        return shk_fail(SHK_ECORRUPT, "dict shard %u: its mutex is not recoverable", s);
+    default:
+        return r;
     }
 }
 

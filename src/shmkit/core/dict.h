@@ -103,8 +103,51 @@ struct shk_dict_stats {
     uint64_t largest_free;      /* bytes of the largest value+key an item could take now */
 };
 
-/* Hash of a key (specified in layout.h). */
+/* Hash of a key (specified in layout.h); inline for the hot paths. */
 uint64_t shk_dict_hash(uint8_t type, const void *data, size_t len);
+
+static inline uint64_t shk_dict_mum(uint64_t a, uint64_t b)
+{
+    __uint128_t r = (__uint128_t)a * b;
+    return (uint64_t)r ^ (uint64_t)(r >> 64);
+}
+
+static inline uint64_t shk_dict_le64(const uint8_t *p)
+{
+    uint64_t v;
+    __builtin_memcpy(&v, p, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+static inline uint64_t shk_dict_le_tail(const uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline uint64_t shk_dict_hash_inline(uint8_t type, const void *data, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    uint64_t h = shk_dict_mum(SHK_DICT_SEED ^ type, SHK_DICT_K0 ^ (uint64_t)n);
+    while (n >= 16) {
+        h = shk_dict_mum(shk_dict_le64(p) ^ SHK_DICT_K1, shk_dict_le64(p + 8) ^ h);
+        p += 16;
+        n -= 16;
+    }
+    uint64_t a, b = 0;
+    if (n >= 8) {
+        a = shk_dict_le64(p);
+        b = shk_dict_le_tail(p + 8, n - 8);
+    } else {
+        a = shk_dict_le_tail(p, n);
+    }
+    return shk_dict_mum(a ^ SHK_DICT_K1, b ^ h ^ SHK_DICT_K2);
+}
 /* Fill *k. EINVAL (detail set) for a bad type, ETOOBIG-like SHK_ETOOBIG if too long. */
 int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len);
 
@@ -138,7 +181,7 @@ static inline void shk_dict_key_fill(struct shk_dkey *k, uint8_t type, const voi
     k->data = (const uint8_t *)data;
     k->len = len;
     k->type = type;
-    k->hash = shk_dict_hash(type, data, len);
+    k->hash = shk_dict_hash_inline(type, data, len);
     k->head[0] = k->head[1] = 0;
     __builtin_memcpy(k->head, data, len < 16 ? len : 16);
 }
@@ -157,6 +200,24 @@ int shk_dict_lock(struct shk_dict *d, uint32_t shard);
  * an error. */
 int shk_dict_trylock_spin(struct shk_dict *d, uint32_t shard);
 void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
+/* What shk_dict_trylock_fast does when the first attempt did not simply succeed. */
+int shk_dict_trylock_finish(struct shk_dict *d, uint32_t shard, int pthread_result);
+
+/* The uncontended case inline: one trylock and a look at seq; otherwise as
+ * shk_dict_trylock_spin (0, EBUSY, or an error). */
+static inline int shk_dict_trylock_fast(struct shk_dict *d, uint32_t s)
+{
+    int r = pthread_mutex_trylock(&d->shards[s].lock);
+    if (__builtin_expect(r == 0, 1) &&
+        !(__atomic_load_n(&d->shards[s].seq, __ATOMIC_RELAXED) & 1))
+        return 0;
+    return shk_dict_trylock_finish(d, s, r);
+}
+
+static inline void shk_dict_unlock_fast(struct shk_dict *d, uint32_t s)
+{
+    pthread_mutex_unlock(&d->shards[s].lock);
+}
 
 /* --- reads (no lock) ------------------------------------------------------------------ */
 
