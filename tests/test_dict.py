@@ -138,6 +138,11 @@ def test_openresty_return_values(zone):
     assert d.llen("L") == 3 and d["L"] == [0, 1, 2] and d.llen("none") == 0
     assert d.lpop("L") == 0 and d.rpop("L") == 2 and d.rpop("L") == 1
     assert d.lpop("L") is None and d.lpop("L", "empty") == "empty" and "L" not in d
+    d.rpush("L2", "x")
+    d.expire("L2", 1)
+    clock.t += 1
+    assert d.get("L2") is None and d.get_stale("L2") == (["x"], 0, True)
+    assert d.llen("L2") == 0 and d.rpop("L2") is None and d.get_stale("L2") == (None, 0, False)
     with pytest.raises(ObjectTypeError):
         d.lpush("s", 1)
     with pytest.raises(ObjectTypeError):

@@ -41,6 +41,7 @@ _LAZY = {
     "Counter": "sync",
     "Queue": "queue",
     "Dict": "dict",
+    "DictStats": "dict",
     "ndarray": "shared_array",
     "SharedNDArray": "shared_array",
     "Board": "board",

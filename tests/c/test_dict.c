@@ -359,7 +359,7 @@ static void test_ttl_incr_lists(void)
     expect_consistent(&d, "with a list");
     void *packed;
     uint64_t plen, count;
-    CHECK_EQ(shk_dict_list_items_locked(&d, &k, &packed, &plen, &count), 0);
+    CHECK_EQ(shk_dict_list_items_locked(&d, &k, 0, &packed, &plen, &count), 0);
     CHECK_EQ(count, 50);
     /* left pushes of even numbers then right pushes of odd ones: 48 46 ... 0 1 3 ... 49 */
     CHECK(memcmp((uint8_t *)packed + 8, "48", 2) == 0);

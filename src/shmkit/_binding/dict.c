@@ -355,7 +355,7 @@ static int fetch_locked(DictObject *self, const struct shk_dkey *k, int allow_st
             goto fail;
         r = shk_dict_get_locked(&self->d, k, allow_stale, buf, cap, f);
         if (r == 0 && f->vtype == SHK_DV_LIST)
-            r = shk_dict_list_items_locked(&self->d, k, &packed, &plen, &count);
+            r = shk_dict_list_items_locked(&self->d, k, allow_stale, &packed, &plen, &count);
         shk_dict_unlock_fast(&self->d, s);
         if (r != ENOBUFS)
             break;

@@ -1614,8 +1614,8 @@ static int list_pack(struct sc *c, struct shk_dlist *l, void **out, uint64_t *ou
     return 0;
 }
 
-int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, void **out,
-                               uint64_t *out_len, uint64_t *count)
+int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
+                               void **out, uint64_t *out_len, uint64_t *count)
 {
     struct sc c;
     sc_init(&c, d, shk_dict_shard_of(d, k));
@@ -1624,7 +1624,7 @@ int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, voi
     int r = found_or_corrupt(&c, k, &h);
     if (r <= 0)
         return r < 0 ? r : SHK_ENOTFOUND;
-    if (is_expired(&c, h.it->expire))
+    if (!allow_stale && is_expired(&c, h.it->expire))
         return SHK_ENOTFOUND;
     struct shk_dlist *l = list_of(&c, h.it);
     if (!l)

@@ -260,9 +260,9 @@ int shk_dict_get_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_
 
 /* List elements of k, packed as records {uint8 vtype; uint8 pad[3]; uint32 len; bytes,
  * padded to 8}: into *out (malloc'd, caller frees), *out_len bytes, *count elements.
- * SHK_ENOTFOUND, SHK_ETYPE (not a list). Locked. */
-int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, void **out,
-                               uint64_t *out_len, uint64_t *count);
+ * SHK_ENOTFOUND (also when expired, unless allow_stale), SHK_ETYPE (not a list). Locked. */
+int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
+                               void **out, uint64_t *out_len, uint64_t *count);
 
 /* Milliseconds left before k expires: *ms = -1 when it never does. SHK_ENOTFOUND. */
 int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int64_t *ms);
