@@ -73,7 +73,9 @@ def test_bad_keys(d):
         with pytest.raises(TypeError):
             d.get(key)
     d["x" * 65535] = 1
+    d[b"y" * 30000] = 2
     assert d["x" * 65535] == 1
+    assert sorted(d, key=len) == [b"y" * 30000, "x" * 65535]   # iteration grows its buffer
     with pytest.raises(TooLargeError):
         d["x" * 65536] = 1
     with pytest.raises(UnicodeEncodeError):

@@ -153,6 +153,17 @@ static void test_random_model(void)
     CHECK_EQ(total, live);
     for (int i = 0; i < NKEYS; i++)
         CHECK_EQ(seen[i], model_len[i] >= 0 ? 1 : 0);
+    /* a buffer too small for even one bucket says so instead of skipping keys */
+    uint64_t used, nbad = 0;
+    uint32_t nk;
+    for (cursor = 0; cursor != UINT64_MAX && nbad == 0;) {
+        int r = shk_dict_scan(&d, &cursor, 1, sbuf, 4, &used, &nk);
+        if (r == ENOBUFS)
+            nbad++;
+        else
+            CHECK(r == 0 && nk == 0);
+    }
+    CHECK_EQ(nbad, 1);
     uint64_t flushed;
     CHECK_EQ(shk_dict_flush_all(&d, &flushed), 0);
     CHECK_EQ(flushed, live);
