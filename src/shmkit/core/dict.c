@@ -760,8 +760,8 @@ static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, u
     uint32_t vlen = RD(it->vlen);
     uint32_t nc = RD(it->ncells);
     uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    if (!vtype_valid(vt) || voff > (uint64_t)nc * CELL) {
-        c->why = "an item has an unknown value type or a key longer than itself";
+    if (!vtype_valid(vt) || nc < 2 || nc > c->n - h->ci || voff > (uint64_t)nc * CELL) {
+        c->why = "an item has an unknown value type or runs past the shard";
         return INCONSISTENT;
     }
     uint64_t room = (uint64_t)nc * CELL - voff;
@@ -827,10 +827,10 @@ static inline int view_fill(struct sc *c, struct hit *h, int allow_stale,
         return 0;
     uint8_t vt = RD(it->vtype);
     uint32_t vlen = RD(it->vlen);
-    uint32_t nc = RD(it->ncells);
+    uint32_t nc = RD(it->ncells); /* read again: check it again, against the shard's end */
     uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    if (!vtype_valid(vt) || voff > (uint64_t)nc * CELL) {
-        c->why = "an item has an unknown value type or a key longer than itself";
+    if (!vtype_valid(vt) || nc < 2 || nc > c->n - h->ci || voff > (uint64_t)nc * CELL) {
+        c->why = "an item has an unknown value type or runs past the shard";
         return INCONSISTENT;
     }
     uint64_t room = (uint64_t)nc * CELL - voff;
@@ -1062,14 +1062,16 @@ static int lru_to_tail(struct sc *c, uint32_t ci)
     return r ? r : lru_append(c, ci);
 }
 
-/* The list header inside a LIST item (checked to lie inside the item's first run). */
-static struct shk_dlist *list_of(struct sc *c, struct shk_ditem *it)
+/* The list header inside the LIST item at cell ci (checked to lie inside the item's
+ * first run, itself inside the shard); NULL if it is not a list or does not fit. */
+static struct shk_dlist *list_of(struct sc *c, struct shk_ditem *it, uint32_t ci)
 {
-    uint64_t room;
-    uint8_t *v = value_of(it, &room);
-    if (it->vtype != SHK_DV_LIST || room > (uint64_t)c->n * CELL || room < sizeof(struct shk_dlist))
+    uint32_t nc = it->ncells;
+    uint64_t voff = ITEM_HDR + round8(it->klen);
+    if (it->vtype != SHK_DV_LIST || nc < 2 || ci >= c->n || nc > c->n - ci ||
+        voff + sizeof(struct shk_dlist) > (uint64_t)nc * CELL)
         return NULL;
-    return (struct shk_dlist *)v;
+    return (struct shk_dlist *)((uint8_t *)it + voff);
 }
 
 /* A list node at a link, or NULL if one cannot start there. */
@@ -1095,7 +1097,7 @@ static int free_item_memory(struct sc *c, struct shk_ditem *it, uint32_t ci)
 {
     int r;
     if (it->vtype == SHK_DV_LIST) {
-        struct shk_dlist *l = list_of(c, it);
+        struct shk_dlist *l = list_of(c, it, ci);
         if (!l)
             return CORRUPT("dict shard %u: list item at cell %u is too short", c->s, ci);
         uint32_t node = l->head, guard = c->n;
@@ -1630,7 +1632,7 @@ int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, int
         return r < 0 ? r : SHK_ENOTFOUND;
     if (!allow_stale && is_expired(&c, h.it->expire))
         return SHK_ENOTFOUND;
-    struct shk_dlist *l = list_of(&c, h.it);
+    struct shk_dlist *l = list_of(&c, h.it, h.ci);
     if (!l)
         return shk_fail(SHK_ETYPE, "dict: the value is not a list");
     ref_touch(&c, h.ci);
@@ -1683,7 +1685,7 @@ static int take_inner(struct sc *c, const struct shk_dkey *k, void *buf, uint64_
         return SHK_ENOTFOUND;
     }
     if (h.it->vtype == SHK_DV_LIST) {
-        struct shk_dlist *l = list_of(c, h.it);
+        struct shk_dlist *l = list_of(c, h.it, h.ci);
         uint64_t count;
         if (!l)
             return CORRUPT("dict shard %u: list item at cell %u is too short", c->s, h.ci);
@@ -1869,7 +1871,7 @@ static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t
         *newlen = 1;
         return lru_append(c, ia.head);
     }
-    struct shk_dlist *l = list_of(c, h.it);
+    struct shk_dlist *l = list_of(c, h.it, h.ci);
     if (!l)
         return CORRUPT("dict shard %u: list item at cell %u is too short", c->s, h.ci);
     if (!right) {
@@ -1936,7 +1938,7 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
     }
     if (it->vtype != SHK_DV_LIST)
         return shk_fail(SHK_ETYPE, "dict: lpop()/rpop() on a key whose value is not a list");
-    struct shk_dlist *l = list_of(c, it);
+    struct shk_dlist *l = list_of(c, it, h.ci);
     if (!l)
         return CORRUPT("dict shard %u: list item at cell %u is too short", c->s, h.ci);
     uint32_t link = right ? l->tail : l->head;
