@@ -62,7 +62,9 @@ class QueueStatistics:
     puts: int           #: messages put
     gets: int           #: messages got
     waits: int          #: times a caller slept (futex) waiting for data or space
-    drops: int          #: messages lost to crashed producers or consumers
+    drops: int          #: messages lost to crashes: dropped_puts + dropped_gets
+    dropped_puts: int   #: claimed by producers that died before committing (never visible)
+    dropped_gets: int   #: committed, but taken by consumers that died holding them
     recoveries: int     #: repairs of what dead processes left behind
     members: int        #: handles attached now (all processes)
     reservations: int   #: zero-copy blocks alive (reserved, queued or being read)

@@ -139,7 +139,7 @@ static void test_basics(void)
     CHECK_EQ(get1(&q, buf, sizeof buf), 1);
     struct shk_queue_stats st;
     shk_queue_stats(&q, &st);
-    CHECK_EQ(st.drops, 0);
+    CHECK_EQ(st.dropped_puts + st.dropped_gets, 0);
     CHECK(st.puts == st.gets);
     shk_queue_release(&q);
     /* a second handle sees the same queue; a mismatching capacity is refused */
@@ -291,7 +291,7 @@ static void test_threads(void)
     shk_queue_stats(&q, &st);
     CHECK_EQ(st.puts, 2 * PER_PRODUCER);
     CHECK_EQ(st.gets, 2 * PER_PRODUCER);
-    CHECK_EQ(st.drops, 0);
+    CHECK_EQ(st.dropped_puts + st.dropped_gets, 0);
     CHECK_EQ(st.depth, 0);
     shk_queue_release(&q);
 }
@@ -340,7 +340,7 @@ static void test_crashes(void)
     shk_zone_stats(&z, &zs0);
     char buf[4096];
     struct timespec dl;
-    uint64_t expect_drops = 0;
+    uint64_t expect_pdrops = 0, expect_gdrops = 0;
     int cases[][2] = {{SHK_QDIE_AFTER_CLAIM, 0}, {SHK_QDIE_MID_COPY, 0},
                       {SHK_QDIE_AFTER_CLAIM, 1}, {SHK_QDIE_MID_COPY, 1}};
     for (int round = 0; round < 3; round++) {
@@ -349,7 +349,7 @@ static void test_crashes(void)
             child_dies("crash", cases[c][0], cases[c][1]);
             /* a batch that died mid-copy had committed its first record */
             int first_done = cases[c][0] == SHK_QDIE_MID_COPY && cases[c][1];
-            expect_drops += cases[c][1] ? 3 - first_done : 1;
+            expect_pdrops += cases[c][1] ? 3 - first_done : 1;
             /* a live producer claims after the dead one: it must not hang */
             CHECK_EQ(put1(&q, "after", 5), 0);
             CHECK_EQ(get1(&q, buf, sizeof buf), 6);
@@ -368,7 +368,7 @@ static void test_crashes(void)
         CHECK_EQ(put1(&q, "m1", 2), 0);
         CHECK_EQ(put1(&q, "m2", 2), 0);
         child_dies("crash", SHK_QDIE_AFTER_TAKE, 0);
-        expect_drops += 2;
+        expect_gdrops += 2;
         CHECK_EQ(get1(&q, buf, sizeof buf), SHK_EEMPTY);
         CHECK(shk_queue_bytes_used(&q) > 0);
         shk_queue_repair(&q);
@@ -379,7 +379,10 @@ static void test_crashes(void)
     }
     struct shk_queue_stats st;
     shk_queue_stats(&q, &st);
-    CHECK_EQ(st.drops, expect_drops);
+    CHECK_EQ(st.dropped_puts, expect_pdrops);
+    CHECK_EQ(st.dropped_gets, expect_gdrops);
+    /* every committed message was handed over or lost with its consumer */
+    CHECK_EQ(st.puts, st.gets + st.dropped_gets + st.depth);
     CHECK(st.recoveries > 0);
     CHECK_EQ(st.reservations, 0);
     CHECK_EQ(st.members, 1); /* the dead children's slots were scrubbed */

@@ -646,15 +646,18 @@ static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
         return NULL;
     struct shk_queue_stats st;
     shk_queue_stats(&self->q, &st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsIsIsO}", "capacity",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsO}", "capacity",
                          (unsigned long long)st.capacity, "max_messages",
                          (unsigned long long)st.max_messages, "depth",
                          (unsigned long long)st.depth, "bytes_used",
                          (unsigned long long)st.bytes_used, "puts", (unsigned long long)st.puts,
                          "gets", (unsigned long long)st.gets, "waits",
-                         (unsigned long long)st.waits, "drops", (unsigned long long)st.drops,
-                         "recoveries", (unsigned long long)st.recoveries, "members",
-                         st.members, "reservations", st.reservations, "closed",
+                         (unsigned long long)st.waits, "drops",
+                         (unsigned long long)(st.dropped_puts + st.dropped_gets),
+                         "dropped_puts", (unsigned long long)st.dropped_puts, "dropped_gets",
+                         (unsigned long long)st.dropped_gets, "recoveries",
+                         (unsigned long long)st.recoveries, "members", st.members,
+                         "reservations", st.reservations, "closed",
                          st.closed ? Py_True : Py_False);
 }
 

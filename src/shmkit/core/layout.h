@@ -356,12 +356,12 @@ struct shk_qslot {
     uint64_t take_pos;      /*  40  consumer announcement: [take_pos, take_end) taken */
     uint64_t take_end;      /*  48 */
     uint64_t reserved0;     /*  56 */
-    uint64_t puts;          /*  64  messages this handle put */
-    uint64_t gets;          /*  72  messages this handle got */
+    uint64_t reserved2[2];  /*  64  0 (puts and gets are derived from tail and head) */
     uint64_t waits;         /*  80  times it slept */
-    uint64_t drops;         /*  88  messages it declared lost while repairing */
+    uint64_t drops;         /*  88  messages it declared lost with a dead consumer */
     uint64_t recoveries;    /*  96  repairs it made */
-    uint64_t reserved1[3];  /* 104 */
+    uint64_t pdrops;        /* 104  messages it declared lost with a dead producer */
+    uint64_t reserved1[2];  /* 112 */
 };
 
 /* Reservation entry states (ctl bits [31..0]). */
@@ -412,13 +412,13 @@ struct shk_queue_sh {
     uint32_t space_waiters; /* 268  producers asleep on space_seq */
     uint32_t closed;        /* 272  1 after close(): puts fail, gets drain then fail */
     uint32_t slot_hwm;      /* 276  slots ever used (scans stop here) */
-    uint64_t retired_puts;  /* 280  counters of scrubbed or closed slots */
-    uint64_t retired_gets;  /* 288 */
-    uint64_t retired_waits; /* 296 */
+    uint64_t reserved1[2];  /* 280  0 */
+    uint64_t retired_waits; /* 296  counters of scrubbed or released slots */
     uint64_t retired_drops; /* 304 */
     uint64_t retired_recoveries; /* 312 */
 
-    uint64_t reserved[8];   /* 320 */
+    uint64_t retired_pdrops; /* 320 */
+    uint64_t reserved[7];   /* 328 */
     pthread_mutex_t repair; /* 384  robust; repairs and slot scrubbing only */
     uint8_t pad_repair[128 - sizeof(pthread_mutex_t)];
 };
@@ -462,13 +462,13 @@ _Static_assert(offsetof(struct shk_dir_table, slot) == 64, "dir slots at 64");
 _Static_assert(sizeof(struct shk_qrec) == SHK_QREC_HDR, "queue record header is 16 bytes");
 _Static_assert(sizeof(struct shk_qref) == 16, "queue ref payload is 16 bytes");
 _Static_assert(sizeof(struct shk_qslot) == 128, "queue slot is 128 bytes");
-_Static_assert(offsetof(struct shk_qslot, puts) == 64, "queue slot counters at 64");
+_Static_assert(offsetof(struct shk_qslot, waits) == 80, "queue slot counters at 80");
 _Static_assert(sizeof(struct shk_qresv) == 32, "queue reservation is 32 bytes");
 _Static_assert(offsetof(struct shk_queue_sh, tail_pos) == 64, "queue tail at 64");
 _Static_assert(offsetof(struct shk_queue_sh, head_pos) == 128, "queue head at 128");
 _Static_assert(offsetof(struct shk_queue_sh, free_pos) == 192, "queue free at 192");
 _Static_assert(offsetof(struct shk_queue_sh, data_seq) == 256, "queue futex words at 256");
-_Static_assert(offsetof(struct shk_queue_sh, retired_puts) == 280, "queue retired at 280");
+_Static_assert(offsetof(struct shk_queue_sh, retired_waits) == 296, "queue retired at 296");
 _Static_assert(offsetof(struct shk_queue_sh, repair) == 384, "queue repair mutex at 384");
 _Static_assert(sizeof(struct shk_queue_sh) == 512, "queue header is 512 bytes");
 

@@ -198,6 +198,14 @@ static void add_drops(struct shk_queue *q, uint64_t n)
         __atomic_fetch_add(&q->sh->retired_drops, n, __ATOMIC_RELAXED);
 }
 
+static void add_pdrops(struct shk_queue *q, uint64_t n)
+{
+    if (q->ms)
+        ADD(&q->ms->pdrops, n);
+    else
+        __atomic_fetch_add(&q->sh->retired_pdrops, n, __ATOMIC_RELAXED);
+}
+
 static void add_recoveries(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
@@ -370,13 +378,11 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
 static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
 {
     struct shk_queue_sh *sh = q->sh;
-    __atomic_fetch_add(&sh->retired_puts, LD(&s->puts), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_gets, LD(&s->gets), __ATOMIC_RELAXED);
     __atomic_fetch_add(&sh->retired_waits, LD(&s->waits), __ATOMIC_RELAXED);
     __atomic_fetch_add(&sh->retired_drops, LD(&s->drops), __ATOMIC_RELAXED);
     __atomic_fetch_add(&sh->retired_recoveries, LD(&s->recoveries), __ATOMIC_RELAXED);
-    ST(&s->puts, 0);
-    ST(&s->gets, 0);
+    __atomic_fetch_add(&sh->retired_pdrops, LD(&s->pdrops), __ATOMIC_RELAXED);
+    ST(&s->pdrops, 0);
     ST(&s->waits, 0);
     ST(&s->drops, 0);
     ST(&s->recoveries, 0);
@@ -562,7 +568,6 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
         }
     }
     XCHG(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, kind));
-    ST(&q->ms->puts, LD(&q->ms->puts) + 1);
     wake(&q->sh->data_seq, &q->sh->data_waiters);
     return 0;
 }
@@ -612,7 +617,6 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
                 XCHG(&h->word, w);
             p += shk_qrec_size(m[i].n);
         }
-        ST(&q->ms->puts, LD(&q->ms->puts) + k);
         *done += k;
         wake(&q->sh->data_seq, &q->sh->data_waiters);
     }
@@ -679,7 +683,6 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                 hi = LD(&sh->head_hi);
                 continue;
             }
-            ST(&ms->gets, LD(&ms->gets) + n);
             return 0;
         }
         ST(&ms->take_pos, 0);
@@ -887,12 +890,13 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     memset(st, 0, sizeof *st);
     st->capacity = q->cap;
     st->max_messages = q->max_messages;
-    st->depth = shk_queue_depth(q);
+    uint64_t hc = LDA(&sh->head_hi) & SHK_QCOUNT_MASK;
+    uint64_t tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
+    st->depth = (tc - hc) & SHK_QCOUNT_MASK;
     st->bytes_used = shk_queue_bytes_used(q);
-    st->puts = LD(&sh->retired_puts);
-    st->gets = LD(&sh->retired_gets);
     st->waits = LD(&sh->retired_waits);
-    st->drops = LD(&sh->retired_drops);
+    st->dropped_gets = LD(&sh->retired_drops);
+    st->dropped_puts = LD(&sh->retired_pdrops);
     st->recoveries = LD(&sh->retired_recoveries);
     uint32_t hwm = LD(&sh->slot_hwm);
     if (hwm > SHK_QUEUE_SLOTS)
@@ -901,12 +905,16 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
         struct shk_qslot *s = slot_at(q, i);
         if (LD(&s->pid))
             st->members++;
-        st->puts += LD(&s->puts);
-        st->gets += LD(&s->gets);
         st->waits += LD(&s->waits);
-        st->drops += LD(&s->drops);
+        st->dropped_gets += LD(&s->drops);
+        st->dropped_puts += LD(&s->pdrops);
         st->recoveries += LD(&s->recoveries);
     }
+    /* every claim is committed or dropped, every taken record handed over or dropped:
+     * exact whenever no put or get is in progress */
+    st->puts = tc >= st->dropped_puts ? tc - st->dropped_puts : 0;
+    uint64_t lost = st->dropped_puts + st->dropped_gets;
+    st->gets = hc >= lost ? hc - lost : 0;
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
         if (R_STATE(LD(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
             st->reservations++;
@@ -1006,7 +1014,6 @@ int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     ST(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
     STR(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
     XCHG(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
-    ST(&q->ms->puts, LD(&q->ms->puts) + 1);
     wake(&q->sh->data_seq, &q->sh->data_waiters);
     return 0;
 }
@@ -1076,7 +1083,7 @@ static int repair_head_locked(struct shk_queue *q)
          * safe */
         ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
         STR(&r->pos, h);
-        add_drops(q, n);
+        add_pdrops(q, n);
         add_recoveries(q, 1);
         wake(&sh->data_seq, &sh->data_waiters);
         return 1;
@@ -1090,7 +1097,7 @@ static int repair_head_locked(struct shk_queue *q)
     uint64_t elo = w, ehi = h;
     if (!cas16((uint64_t *)r, &elo, &ehi, MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), h))
         return 0;
-    add_drops(q, 1);
+    add_pdrops(q, 1);
     add_recoveries(q, 1);
     wake(&sh->data_seq, &sh->data_waiters);
     return 1;
@@ -1173,7 +1180,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
                 LDA(&r->pos) != p && p >= LDA(&sh->free_pos)) {
                 ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
                 STR(&r->pos, p);
-                add_drops(q, n);
+                add_pdrops(q, n);
                 repaired++;
             }
         } else {
@@ -1188,7 +1195,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
                     uint64_t elo = w, ehi = x;
                     if (cas16((uint64_t *)h, &elo, &ehi,
                               MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), x)) {
-                        add_drops(q, 1);
+                        add_pdrops(q, 1);
                         repaired++;
                     }
                 }

@@ -153,7 +153,12 @@ int shk_queue_is_full(struct shk_queue *q, uint64_t len);
 
 struct shk_queue_stats {
     uint64_t capacity, max_messages, depth, bytes_used;
-    uint64_t puts, gets, waits, drops, recoveries;
+    uint64_t puts;              /* messages committed (claims not lost to a crash) */
+    uint64_t gets;              /* messages handed over (taken, not lost to a crash) */
+    uint64_t waits;             /* sleeps */
+    uint64_t dropped_puts;      /* claimed by producers that died before committing */
+    uint64_t dropped_gets;      /* committed, taken by consumers that died holding them */
+    uint64_t recoveries;
     uint32_t members, reservations;
     int closed;
 };
