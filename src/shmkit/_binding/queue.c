@@ -306,6 +306,16 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     for (; got < n; got++)
         if (get_bytes(items[got], &bufs[got], &parts[got]) < 0)
             goto out;
+    /* all or nothing for messages that can never fit: none is put */
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (parts[i].n > shk_queue_max_payload(&self->q)) {
+            PyErr_Format(shk_py_exc("TooLargeError"), "put_many(): item %zd of %llu bytes can "
+                         "never fit in a queue of %llu bytes (at most %llu per message); "
+                         "nothing was put", i, (unsigned long long)parts[i].n,
+                         (unsigned long long)self->q.cap,
+                         (unsigned long long)shk_queue_max_payload(&self->q));
+            goto out;
+        }
     size_t total = 0;
     while ((Py_ssize_t)total < n) {
         size_t done = 0;
@@ -734,10 +744,9 @@ static PyObject *resv_commit(ReservationObject *r, PyObject *const *args, Py_ssi
     if (r->state != 0)
         return PyErr_Format(shk_py_exc("ClosedError"), "reservation was already %s",
                             r->state == 1 ? "committed" : "released");
-    if (r->exports > 0)
-        return PyErr_Format(PyExc_BufferError, "commit(): %zd view(s) of the reservation are "
-                            "still alive (memoryviews, NumPy arrays); release them first: the "
-                            "memory belongs to the consumer after commit", r->exports);
+    /* Views of the block may still exist (NumPy's ndarray(buffer=...) keeps the object,
+     * not an export, so they cannot all be counted): after commit the memory belongs to
+     * the consumer and the producer must not touch it.  New views are refused. */
     QueueObject *self = r->queue;
     if (queue_ready(self) < 0)
         return NULL;
@@ -813,7 +822,8 @@ static PyObject *resv_get_state(ReservationObject *r, void *c)
 static PyMethodDef resv_methods[] = {
     {"commit", (PyCFunction)(void (*)(void))resv_commit, METH_FASTCALL | METH_KEYWORDS,
      "commit(block=True, timeout=None)\n--\n\nEnqueue the block: the consumer receives a "
-     "view of this very memory.  Views of the reservation must be released first."},
+     "view of this very memory.  From then on it is the consumer's: do not write through "
+     "views taken before (new ones are refused)."},
     {"release", (PyCFunction)resv_release, METH_NOARGS,
      "release()\n--\n\nGive the block back to the zone without sending it."},
     {"__enter__", (PyCFunction)resv_enter, METH_NOARGS, NULL},
