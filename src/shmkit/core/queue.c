@@ -25,7 +25,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -94,6 +96,41 @@ static void install_atfork(void)
 unsigned shk_queue_fork_gen(void)
 {
     return fork_gen;
+}
+
+/* ---- asymmetric fences -------------------------------------------------------------- */
+
+/*
+ * A waker publishes (a commit, a give-back) and then reads a waiter count; a waiter
+ * bumps the count and then re-checks the condition.  Each side needs a full fence
+ * between its store and its load, or both can miss (a lost wake-up).  The wakers are the
+ * fast paths, the waiters are about to sleep anyway: so when every process has
+ * registered for membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), wakers use plain release
+ * stores and the waiter pays for both with one membarrier() (~1 us), which makes every
+ * running thread of the registered processes execute a full fence.  Without it (old
+ * kernels), wakers use an atomic exchange (a full fence) as before.
+ */
+static int asym_fences = 0;
+
+static void register_membarrier(void)
+{
+    long r = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0);
+    asym_fences = r == 0;
+}
+
+static inline void publish_word(uint64_t *p, uint64_t v)
+{
+    if (asym_fences)
+        STR(p, v);
+    else
+        XCHG(p, v);
+}
+
+/* The waiter's half: after registering, before re-checking. */
+static inline void waiter_fence(void)
+{
+    if (asym_fences)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 }
 
 /* ---- 16-byte compare-and-swap ------------------------------------------------------ */
@@ -293,6 +330,7 @@ static int check_sh(struct shk_queue *q, const struct shk_dirent *e, const char 
 int shk_queue_register(struct shk_queue *q)
 {
     pthread_once(&atfork_once, install_atfork);
+    register_membarrier(); /* per process, so again in fork children (idempotent) */
     int32_t pid = (int32_t)shk_self_pid();
     uint64_t start = shk_self_start();
     for (int pass = 0; pass < 2; pass++) {
@@ -407,6 +445,8 @@ void shk_queue_release(struct shk_queue *q)
 
 /* ---- producing --------------------------------------------------------------------- */
 
+static void reclaim_forward(struct shk_queue *q);
+
 /* Is the header of the latest claim (owner `owner`, ending at tail_pos) written?  A claim
  * whose owner moved on to another announcement was written before it did. */
 static int latest_claim_written(struct shk_queue *q, uint32_t owner, uint64_t tail_pos)
@@ -444,6 +484,7 @@ static int claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, u
         uint64_t first = msgs ? shk_qrec_size(msgs[0].n) : *size;
         uint64_t used = lo - q->free_cache;
         if (used > q->cap || first > q->cap - used) {
+            reclaim_forward(q);
             q->free_cache = LDA(&sh->free_pos);
             if (lo < q->free_cache)
                 continue;
@@ -567,7 +608,7 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
             at += parts[i].n;
         }
     }
-    XCHG(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, kind));
+    publish_word(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, kind));
     wake(&q->sh->data_seq, &q->sh->data_waiters);
     return 0;
 }
@@ -614,7 +655,7 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
             if (i + 1 < k)
                 STR(&h->word, w);
             else
-                XCHG(&h->word, w);
+                publish_word(&h->word, w);
             p += shk_qrec_size(m[i].n);
         }
         *done += k;
@@ -690,20 +731,26 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
     }
 }
 
-/* Move free_pos over CONSUMED records. */
+/* Move free_pos over the run of CONSUMED records that starts there, with one CAS per
+ * run.  Whoever needs space does this (producers, waiters, repairs); the CAS succeeding
+ * proves that nobody reclaimed those records first, and CONSUMED is final until then. */
 static void reclaim_forward(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
     for (;;) {
-        uint64_t f = LDA(&sh->free_pos);
-        struct shk_qrec *h = rec(q, f);
-        if (LDA(&h->pos) != f)
+        uint64_t f = LDA(&sh->free_pos), p = f;
+        while (p - f < q->cap) {
+            struct shk_qrec *h = rec(q, p);
+            if (LDA(&h->pos) != p)
+                break;
+            uint64_t w = LDA(&h->word);
+            if (W_STATE(w) != SHK_QS_CONSUMED)
+                break;
+            p += shk_qrec_size(W_LEN(w));
+        }
+        if (p == f || __atomic_compare_exchange_n(&sh->free_pos, &f, p, 0, __ATOMIC_SEQ_CST,
+                                                  __ATOMIC_RELAXED))
             return;
-        uint64_t w = LDA(&h->word);
-        if (W_STATE(w) != SHK_QS_CONSUMED)
-            return;
-        __atomic_compare_exchange_n(&sh->free_pos, &f, f + shk_qrec_size(W_LEN(w)), 0,
-                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
     }
 }
 
@@ -712,24 +759,21 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     struct shk_queue_sh *sh = q->sh;
     if (t->end == t->start)
         return;
-    if (LDA(&sh->free_pos) == t->start) {
-        /* our range is the oldest: nobody else moves free_pos past COMMITTED records */
-        XCHG(&sh->free_pos, t->end);
-    } else {
-        for (uint64_t p = t->start; p < t->end;) {
-            struct shk_qrec *h = rec(q, p);
-            uint64_t w = LD(&h->word);
-            uint64_t size = shk_qrec_size(W_LEN(w));
-            if (p + size >= t->end)
-                XCHG(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
-            else
-                STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
-            p += size;
-        }
+    /* give the records back by marking them; the space is reclaimed by whoever needs
+     * it.  The announcement is cleared only after, so a repairer that finds it cleared
+     * also finds the records CONSUMED. */
+    for (uint64_t p = t->start; p < t->end;) {
+        struct shk_qrec *h = rec(q, p);
+        uint64_t w = LD(&h->word);
+        uint64_t size = shk_qrec_size(W_LEN(w));
+        if (p + size >= t->end)
+            publish_word(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+        else
+            STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+        p += size;
     }
     ST(&q->ms->take_pos, 0);
     ST(&q->ms->take_end, 0);
-    reclaim_forward(q);
     wake(&sh->space_seq, &sh->space_waiters);
 }
 
@@ -739,6 +783,10 @@ static int data_ready(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
     uint64_t h = LDA(&sh->head_pos);
+    /* poll the tail (written once per claim) rather than the header the producer is
+     * writing: polling that line would pull it away from the producer at every store */
+    if (LDA(&sh->tail_pos) == h)
+        return LD(&sh->closed) != 0;
     struct shk_qrec *r = rec(q, h);
     if (LDA(&r->pos) == h && W_STATE(LDA(&r->word)) == SHK_QS_COMMITTED)
         return 1;
@@ -750,6 +798,7 @@ static int space_ready(struct shk_queue *q, uint64_t need)
     struct shk_queue_sh *sh = q->sh;
     if (LD(&sh->closed))
         return 1;
+    reclaim_forward(q);
     uint64_t f = LDA(&sh->free_pos), t = LDA(&sh->tail_pos);
     if (t < f || t + need - f > q->cap)
         return t < f; /* t < f: stale read, let the caller retry */
@@ -805,6 +854,7 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
     uint32_t s = LDA(seq);
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    waiter_fence();
     int r = 0;
     if (!ready(q, what, need)) {
         struct timespec slice;
@@ -873,6 +923,7 @@ uint64_t shk_queue_depth(struct shk_queue *q)
 
 uint64_t shk_queue_bytes_used(struct shk_queue *q)
 {
+    reclaim_forward(q);
     uint64_t f = LDA(&q->sh->free_pos), t = LDA(&q->sh->tail_pos);
     return t > f ? t - f : 0;
 }
@@ -1013,7 +1064,7 @@ int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     ring_write(q, pos + SHK_QREC_HDR, &ref, sizeof ref);
     ST(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
     STR(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
-    XCHG(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
+    publish_word(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
     wake(&q->sh->data_seq, &q->sh->data_waiters);
     return 0;
 }
@@ -1141,14 +1192,14 @@ static int repair_free_locked(struct shk_queue *q)
         }
         if (live)
             break;
-        /* move free_pos over it by CAS: if its consumer was alive after all and gave it
-         * back meanwhile, free_pos has moved and nothing is touched */
+        /* a COMMITTED record cannot be reclaimed, so its payload is still there; the
+         * 16-byte CAS (word and position) fails if its consumer was alive after all and
+         * gave it back meanwhile */
         struct shk_qref ref = {SHK_QUEUE_RESV, 0, 0};
         if (W_KIND(w) == SHK_QK_REF && W_LEN(w) == sizeof ref)
-            shk_queue_read(q, f, 0, &ref, sizeof ref); /* before the space can be reused */
-        uint64_t expect = f;
-        if (!__atomic_compare_exchange_n(&sh->free_pos, &expect, f + shk_qrec_size(W_LEN(w)), 0,
-                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+            shk_queue_read(q, f, 0, &ref, sizeof ref);
+        uint64_t elo = w, ehi = f;
+        if (!cas16((uint64_t *)r, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), f))
             continue;
         if (W_KIND(w) != SHK_QK_SKIP)
             add_drops(q, 1);
