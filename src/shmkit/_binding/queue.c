@@ -130,6 +130,10 @@ static int wait_released(QueueObject *self, int what, uint64_t need, struct time
                          int has_dl)
 {
     int r;
+    /* the other side is often a few hundred ns away: look again for ~2 us with the GIL
+     * held before paying for releasing and taking it back */
+    if (self->q.spin_ns && !self->q.contended && shk_queue_poll(&self->q, what, need, 100))
+        return 0;
     Py_BEGIN_ALLOW_THREADS
     r = shk_queue_wait(&self->q, what, need, has_dl ? dl : NULL);
     Py_END_ALLOW_THREADS

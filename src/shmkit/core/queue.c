@@ -831,13 +831,27 @@ static void repair_if_stuck(struct shk_queue *q, int what)
     shk_queue_repair(q);
 }
 
+int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins)
+{
+    for (unsigned i = 0; i < spins; i++) {
+        if (ready(q, what, need))
+            return 1;
+        shk_cpu_relax();
+    }
+    return 0;
+}
+
 int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct timespec *deadline)
 {
     struct shk_queue_sh *sh = q->sh;
     uint64_t t0 = shk_now_ns();
     uint64_t budget = q->spin_cur;
+    if (q->contended) {
+        q->contended--; /* spinning did not pay lately: sleep at once, probe again later */
+        budget = 0;
+    }
     if (budget) {
-        for (;;) {
+        for (unsigned round = 1;; round++) {
             for (int i = 0; i < 32; i++) {
                 if (ready(q, what, need))
                     return 0;
@@ -848,6 +862,18 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
                 break;
             if (deadline && shk_deadline_left_ns(deadline) == 0)
                 return ETIMEDOUT;
+            /* every few microseconds, offer the CPU: with a core to spare this returns at
+             * once; when processes outnumber cores, the one we wait for may need ours */
+            if (round % 2 == 0) {
+                uint64_t ty = shk_now_ns();
+                sched_yield();
+                if (shk_now_ns() - ty > 3000) {
+                    /* the yield gave the CPU away: processes outnumber cores, and our
+                     * spinning only delays the one we wait for */
+                    q->contended = 64;
+                    break;
+                }
+            }
         }
     }
     uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
@@ -866,7 +892,9 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
             ST(&q->ms->waits, LD(&q->ms->waits) + 1);
         /* adaptive spinning: a wake-up that came soon after we gave up spinning says
          * spinning a little longer would have paid; a long sleep says it would not */
-        if (slept < q->spin_ns) {
+        if (q->contended) {
+            /* keep the budget; it is used again after the probe interval */
+        } else if (slept < q->spin_ns) {
             uint64_t c = q->spin_cur * 2;
             if (c < SPIN_FLOOR_NS)
                 c = SPIN_FLOOR_NS;

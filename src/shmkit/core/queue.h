@@ -47,6 +47,7 @@ struct shk_queue {
     uint64_t hcount_cache;      /* producer: last head message count seen */
     uint64_t spin_ns;           /* spin budget before sleeping (upper bound) */
     uint64_t spin_cur;          /* adaptive budget, 0 .. spin_ns */
+    unsigned contended;         /* waits left that skip spinning (CPUs oversubscribed) */
     unsigned fork_gen;          /* fork generation when the slot was taken */
 };
 
@@ -140,6 +141,10 @@ enum { SHK_QW_DATA = 0, SHK_QW_SPACE = 1 };
  */
 int shk_queue_wait(struct shk_queue *q, int what, uint64_t need,
                    const struct timespec *deadline);
+
+/* Check readiness up to `spins` times (a pause between): 1 if ready.  For a short wait
+ * before releasing the GIL, when spinning is enabled. */
+int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins);
 
 /* --- state --------------------------------------------------------------------------- */
 
