@@ -19,6 +19,7 @@ typedef struct {
     ZoneObject *zone;           /* strong: keeps the mapping alive */
     struct shk_queue q;
     int opened;
+    PyObject *recv_buf;         /* bytearray reused by get(view=True) once nobody holds it */
     PyObject *weakreflist;
 } QueueObject;
 
@@ -375,13 +376,23 @@ static PyObject *message_object(QueueObject *self, const struct shk_qmsg *m, int
 {
     if (m->kind == SHK_QK_DATA) {
         if (view) {
-            PyObject *ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
-            if (!ba)
+            /* reuse the receive buffer when the caller let go of every view of it: large
+             * messages then cost no allocation (and no page faults) at all */
+            PyObject *ba = self->recv_buf;
+            if (ba && (Py_REFCNT(ba) != 1 || ((PyByteArrayObject *)ba)->ob_exports != 0)) {
+                Py_CLEAR(self->recv_buf);
+                ba = NULL;
+            }
+            if (ba && PyByteArray_Resize(ba, (Py_ssize_t)m->len) < 0)
                 return NULL;
+            if (!ba) {
+                ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
+                if (!ba)
+                    return NULL;
+                self->recv_buf = ba;
+            }
             shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
-            PyObject *mv = PyMemoryView_FromObject(ba);
-            Py_DECREF(ba);
-            return mv;
+            return PyMemoryView_FromObject(ba);
         }
         PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m->len);
         if (b)
@@ -895,6 +906,7 @@ static void queue_dealloc(QueueObject *self)
     self->opened = 0;
     PyTypeObject *tp = Py_TYPE(self);
     Py_CLEAR(self->zone);
+    Py_CLEAR(self->recv_buf);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -903,6 +915,7 @@ static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->zone);
+    Py_VISIT(self->recv_buf);
     return 0;
 }
 
@@ -968,7 +981,8 @@ static PyMethodDef queue_methods[] = {
      "put_nowait(item)\n--\n\nput(item, block=False)."},
     {"get", (PyCFunction)(void (*)(void))queue_get, FASTKW,
      "get(block=True, timeout=None, *, view=False)\n--\n\nRemove and return the oldest "
-     "message (bytes; with view=True a memoryview of a fresh receive buffer).  Blocks while "
+     "message (bytes; with view=True a memoryview of this handle's receive buffer, reused "
+     "once every view of it is released: no allocation for large messages).  Blocks while "
      "empty, then raises QueueEmpty; ClosedError once closed and drained."},
     {"get_nowait", (PyCFunction)queue_get_nowait, METH_NOARGS,
      "get_nowait()\n--\n\nget(block=False)."},
