@@ -335,6 +335,32 @@ def test_reservations_not_committed_go_back(zone):
     assert zone.stats().free_bytes == free0
 
 
+def test_reserve_waits_for_a_free_reservation(zone):
+    q = Queue("zc", zone=zone)
+    n = shmkit._core.QUEUE_RESERVATIONS
+    for _ in range(n):
+        q.reserve(64).commit()
+    with pytest.raises(QueueFull, match="reservations"):
+        q.reserve(64, block=False)
+    t = time.monotonic()
+    with pytest.raises(QueueFull):
+        q.reserve(64, timeout=0.1)
+    assert time.monotonic() - t >= 0.09
+    got = []
+    th = threading.Thread(target=lambda: got.append(q.reserve(64, timeout=10)))
+    th.start()
+    time.sleep(0.05)
+    view = q.get()  # taking the block and letting go of it frees one entry
+    del view
+    th.join(10)
+    assert len(got) == 1 and got[0].state == "reserved"
+    got[0].release()
+    views = q.get_many(1000)
+    assert len(views) == n - 1
+    del views
+    assert q.statistics().reservations == 0
+
+
 def test_statistics(zone):
     q = Queue("s", 4096, zone=zone)
     q.put_many([b"a"] * 5)
@@ -559,3 +585,10 @@ def test_two_producers_two_consumers_one_million_each(name, procs):
         _mpmc(z, procs, 1_000_000, mp.get_context("spawn"))
     finally:
         z.close()
+
+
+def test_demo_runs_producers_and_consumers_across_processes():
+    lines = []
+    res = shmkit.queue._demo(0.5, producers=1, consumers=1, batch=64, print=lines.append)
+    assert res["messages"] > 0 and res["drops"] == 0
+    assert any("M msg/s" in line for line in lines)

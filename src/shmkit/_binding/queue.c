@@ -697,21 +697,46 @@ static PyObject *queue_debug_die(QueueObject *self, PyObject *arg)
 
 /* ---- zero-copy ------------------------------------------------------------------- */
 
-static PyObject *queue_reserve(QueueObject *self, PyObject *arg)
+static PyObject *queue_reserve(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
 {
-    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    int block = 1, has_dl = 0;
+    struct timespec dl;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "reserve() missing required argument 'nbytes'");
+        return NULL;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
     if (n == -1 && PyErr_Occurred())
         return NULL;
     if (n <= 0)
         return PyErr_Format(PyExc_ValueError, "reserve() size must be > 0, not %zd", n);
+    if ((nargs > 1 || kwnames) &&
+        parse_block_timeout(args, nargs, kwnames, 1, &block, &dl, &has_dl, NULL, "reserve") < 0)
+        return NULL;
     if (queue_ready(self) < 0)
         return NULL;
     uint32_t idx, gen;
     void *ptr;
     int r;
-    Py_BEGIN_ALLOW_THREADS /* may grow the zone: ftruncate, page faults */
-    r = shk_queue_reserve(&self->q, (uint64_t)n, &idx, &gen, &ptr);
-    Py_END_ALLOW_THREADS
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS /* may grow the zone: ftruncate, page faults */
+        r = shk_queue_reserve(&self->q, (uint64_t)n, &idx, &gen, &ptr);
+        Py_END_ALLOW_THREADS
+        if (r != SHK_EFULLQ)
+            break;
+        if (shk_queue_is_closed(&self->q)) {
+            shk_clear_detail();
+            return shk_py_raise(SHK_ECLOSED, "reserve() on a closed queue");
+        }
+        if (!block)
+            return raise_full("all zero-copy reservations of the queue are in use");
+        int w = wait_released(self, SHK_QW_RESV, 0, &dl, has_dl);
+        if (w < 0)
+            return NULL;
+        if (w > 0)
+            return raise_full("all zero-copy reservations of the queue are in use (timed out)");
+    }
     if (r)
         return shk_py_raise(r, "reserve");
     ReservationObject *res = PyObject_New(ReservationObject, ReservationType);
@@ -1010,8 +1035,10 @@ static PyMethodDef queue_methods[] = {
      "detach()\n--\n\nGive this handle's member slot back; the handle is unusable after."},
     {"statistics", (PyCFunction)queue_statistics, METH_NOARGS,
      "statistics()\n--\n\nCounters as a dict."},
-    {"reserve", (PyCFunction)queue_reserve, METH_O,
-     "reserve(nbytes)\n--\n\nA writable zone block for a zero-copy message (a Reservation)."},
+    {"reserve", (PyCFunction)(void (*)(void))queue_reserve, FASTKW,
+     "reserve(nbytes, block=True, timeout=None)\n--\n\nA writable zone block for a zero-copy "
+     "message (a Reservation).  At most 64 are alive per queue: when all are, blocks until a "
+     "consumer releases one (QueueFull after the timeout)."},
     {"_debug_die", (PyCFunction)queue_debug_die, METH_O,
      "_debug_die(where)\n--\n\nTest hook: SIGKILL this process at a chosen point."},
     {NULL},

@@ -810,9 +810,21 @@ static int space_ready(struct shk_queue *q, uint64_t need)
     return 1;
 }
 
+static int resv_ready(struct shk_queue *q)
+{
+    if (LD(&q->sh->closed))
+        return 1;
+    for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
+        if (R_STATE(LDA(&resv_at(q, i)->ctl)) == SHK_QR_FREE)
+            return 1;
+    return 0;
+}
+
 static int ready(struct shk_queue *q, int what, uint64_t need)
 {
-    return what == SHK_QW_DATA ? data_ready(q) : space_ready(q, need);
+    if (what == SHK_QW_DATA)
+        return data_ready(q);
+    return what == SHK_QW_SPACE ? space_ready(q, need) : resv_ready(q);
 }
 
 /* What a waiter does between sleep slices: repair only if something looks stuck. */
@@ -876,6 +888,7 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
             }
         }
     }
+    /* reservation waiters share the space futex: entries are freed by consumers too */
     uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
     uint32_t s = LDA(seq);
@@ -1021,6 +1034,8 @@ static int resv_free(struct shk_queue *q, uint32_t idx, uint64_t expect)
     if (off)
         r = shk_zone_free_locked(q->z, off);
     shk_zone_unlock(q->z);
+    /* a producer may be waiting in reserve() for an entry (the CAS above was a fence) */
+    wake(&q->sh->space_seq, &q->sh->space_waiters);
     return r;
 }
 
@@ -1069,7 +1084,7 @@ int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32
         if (pass == 0)
             shk_queue_repair(q);
     }
-    return shk_fail(SHK_EFULL, "queue: all %d zero-copy reservations are in use (release "
+    return shk_fail(SHK_EFULLQ, "queue: all %d zero-copy reservations are in use (release "
                     "the views of received blocks)", SHK_QUEUE_RESV);
 }
 

@@ -130,7 +130,7 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t);
 
 /* --- waiting ------------------------------------------------------------------------- */
 
-enum { SHK_QW_DATA = 0, SHK_QW_SPACE = 1 };
+enum { SHK_QW_DATA = 0, SHK_QW_SPACE = 1, SHK_QW_RESV = 2 /* a free reservation entry */ };
 
 /*
  * Wait until a retry may succeed: for data (SHK_QW_DATA) or for `need` bytes of space
@@ -175,7 +175,8 @@ int shk_queue_repair(struct shk_queue *q);
 
 /* --- zero-copy reservations --------------------------------------------------------- */
 
-/* Allocate a block of len bytes in the zone for this producer; *index and *gen name it. */
+/* Allocate a block of len bytes in the zone for this producer; *index and *gen name it.
+ * SHK_EFULLQ when all reservation entries are in use (wait with SHK_QW_RESV). */
 int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32_t *gen,
                       void **ptr);
 /* Enqueue a reserved block (a REF record); the block now belongs to the consumers. */
