@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 # shmkit stays cheap and optional dependencies such as NumPy are only needed when used)
 _LAZY = {
     "Segment": "segment",
+    "SegmentStat": "segment",
     "ftok": "segment",
     "send_fd": "segment",
     "recv_fd": "segment",
@@ -40,7 +41,8 @@ _LAZY = {
     "Counter": "sync",
     "Queue": "queue",
     "Dict": "dict",
-    "ndarray": "ndarray",
+    "ndarray": "shared_array",
+    "SharedNDArray": "shared_array",
     "Board": "board",
     "SharedConfig": "config",
 }

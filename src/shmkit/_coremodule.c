@@ -46,6 +46,7 @@ static PyObject *raise_os(int e, const char *msg)
     case ENOSPC:
     case ENOMEM:
     case EFBIG: cls = "NoSpaceError"; break;
+    case EINVAL: cls = "InvalidArgumentError"; break;
     case ETIMEDOUT: {
         PyErr_SetString(shk_py_exc("ShmkitTimeoutError"), msg);
         return NULL;

@@ -11,6 +11,7 @@ The tree (every class is importable from ``shmkit``)::
     ├── ObjectNotFoundError         (also LookupError) no object of that name in the zone
     ├── ObjectExistsError           (also FileExistsError) exclusive create of an existing name
     ├── ObjectTypeError             (also TypeError) the name exists with another type
+    ├── ObjectMismatchError         (also ValueError) the name exists with other parameters
     ├── InvalidFreeError            (also ValueError) free of something not allocated
     ├── InvalidNameError            (also ValueError) a name that cannot be used
     ├── TooLargeError               (also ValueError) more than a structure can ever hold
@@ -25,6 +26,7 @@ The tree (every class is importable from ``shmkit``)::
         ├── SegmentNotFoundError    (also FileNotFoundError)
         ├── SegmentExistsError      (also FileExistsError)
         ├── SegmentPermissionError  (also PermissionError)
+        ├── InvalidArgumentError    (also ValueError) EINVAL: a size or mode the system refuses
         └── NoSpaceError            the file system (e.g. /dev/shm) or a SysV limit is full
 
 Every class pickles (they keep their constructor arguments in ``args``), so errors
@@ -46,6 +48,7 @@ __all__ = [
     "ObjectNotFoundError",
     "ObjectExistsError",
     "ObjectTypeError",
+    "ObjectMismatchError",
     "InvalidFreeError",
     "InvalidNameError",
     "TooLargeError",
@@ -61,6 +64,7 @@ __all__ = [
     "SegmentExistsError",
     "SegmentPermissionError",
     "NoSpaceError",
+    "InvalidArgumentError",
 ]
 
 
@@ -118,6 +122,16 @@ class ObjectExistsError(ShmkitError, FileExistsError):
 
 class ObjectTypeError(ShmkitError, TypeError):
     """The name exists in the zone, but as an object of another type."""
+
+
+class ObjectMismatchError(ShmkitError, ValueError):
+    """The name exists in the zone with the right type but other parameters: an array of
+    another shape or dtype, a board of another size.
+
+    Objects are identified by name and parameters, as zones are by (name, size, tag).
+    The message names both; declare the object with the values it was created with (or
+    leave them out to attach to whatever exists), or use another name.
+    """
 
 
 class InvalidFreeError(ShmkitError, ValueError):
@@ -180,6 +194,11 @@ class SegmentExistsError(ShmkitOSError, FileExistsError):
 
 class SegmentPermissionError(ShmkitOSError, PermissionError):
     """Not allowed: the mode bits, the owner, or a seal forbids it."""
+
+
+class InvalidArgumentError(ShmkitOSError, ValueError):
+    """The system refused an argument (EINVAL): a size outside the limits, a segment
+    smaller than asked for, a zone below the minimum size.  The message says which."""
 
 
 class NoSpaceError(ShmkitOSError):

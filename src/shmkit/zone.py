@@ -133,6 +133,9 @@ class Zone:
 
     Backends: "posix" (name in /dev/shm), "file" (``path=``), "sysv" (``key=``, fixed
     size), "memfd" and "anonymous" (for fork children; fixed size for anonymous).
+
+    ``lifecycle`` is the segment's (see ``shmkit.Segment``): "persist" (default),
+    "unlink_on_last_close" or "unlink_on_creator_exit".
     """
 
     _core_zone = None
@@ -143,9 +146,12 @@ class Zone:
     def __init__(self, name=None, size: int = 0, *, tag=None, init=None, backend: str = "posix",
                  max_size: int | None = None, timeout: float | None = 30.0, perm: int = 0o600,
                  key: int | None = None, path=None, segment: Segment | None = None,
-                 create: bool = True, allow_other_owner: bool = False):
+                 create: bool = True, allow_other_owner: bool = False,
+                 lifecycle: str | None = None):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"zone size must be an int >= 0, not {size!r}")
+        if 0 < size < _core.ZONE_MIN_SIZE:
+            raise ValueError(f"zone size {size} is below the minimum of {_core.ZONE_MIN_SIZE} bytes")
         if max_size is not None and (not isinstance(max_size, int) or max_size < size):
             raise ValueError(f"max_size must be an int >= size ({size}), not {max_size!r}")
         if isinstance(tag, str):
@@ -168,19 +174,19 @@ class Zone:
             create = create and size > 0
             self._segment = Segment(name, "c" if create else "w", 0, backend="posix",
                                     perm=perm, reserve=reserve, _allow_empty=True,
-                                    allow_other_owner=allow_other_owner)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
         elif backend == "file":
             path = path if path is not None else name
             create = create and size > 0
             self._segment = Segment(path, "c" if create else "w", 0, backend="file", perm=perm,
                                     reserve=reserve, _allow_empty=True,
-                                    allow_other_owner=allow_other_owner)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
             self.name = os.fspath(path)
         elif backend == "sysv":
             key = key if key is not None else name
             self._segment = Segment(None, "c" if (create and size) else "w", size,
                                     backend="sysv", key=key, perm=perm,
-                                    allow_other_owner=allow_other_owner)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
             self.name = key
         elif backend == "memfd":
             if not size:
@@ -196,7 +202,7 @@ class Zone:
         try:
             self._core_zone = _core.Zone(self._segment._seg, size, max_size or 0, tag, timeout)
         except BaseException:
-            self._segment.close()
+            self._discard_failed_creation()
             raise
         self._closed = False
         self._lock = threading.Lock()
@@ -208,6 +214,17 @@ class Zone:
                 ok = True
             finally:
                 self._core_zone.init_done(ok)
+
+    def _discard_failed_creation(self):
+        """Opening failed: close, and if this handle created an object that never became
+        a zone (still empty), remove it so nothing is left behind."""
+        seg = self._segment
+        try:
+            if seg.created and seg.backend in ("posix", "file") and seg._seg.object_size() == 0:
+                seg.unlink()
+        except Exception:
+            pass
+        seg.close()
 
     # -- identity ---------------------------------------------------------------------
     def _live(self):
@@ -373,7 +390,7 @@ class Zone:
         return Dict(name, capacity, zone=self, **kw)
 
     def ndarray(self, name, shape, dtype="float64", **kw):
-        from .ndarray import ndarray
+        from .shared_array import ndarray
         return ndarray(name, shape, dtype, zone=self, **kw)
 
     def board(self, name, max_bytes, **kw):

@@ -79,9 +79,16 @@ static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!s)
         return NULL;
     int r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
-    Py_END_ALLOW_THREADS
+    do { /* an opener may wait for the creator to size the object: Ctrl-C must work */
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
+        Py_END_ALLOW_THREADS
+    } while (r == EINTR && PyErr_CheckSignals() == 0);
+    if (r == EINTR) {
+        s->closed = 1;
+        Py_DECREF(s);
+        return NULL;
+    }
     return segment_finish(s, r, "shm_open");
 }
 
@@ -106,10 +113,17 @@ static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     int r;
     const char *p = PyBytes_AS_STRING(path);
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_seg_open_file(&s->seg, p, flags, mode, (size_t)size, (size_t)reserve);
-    Py_END_ALLOW_THREADS
+    do {
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_seg_open_file(&s->seg, p, flags, mode, (size_t)size, (size_t)reserve);
+        Py_END_ALLOW_THREADS
+    } while (r == EINTR && PyErr_CheckSignals() == 0);
     Py_DECREF(path);
+    if (r == EINTR) {
+        s->closed = 1;
+        Py_DECREF(s);
+        return NULL;
+    }
     return segment_finish(s, r, "open");
 }
 
@@ -232,6 +246,16 @@ static PyObject *segment_refresh(SegmentObject *s, PyObject *unused)
     return PyLong_FromSize_t(s->seg.size);
 }
 
+static PyObject *segment_remap(SegmentObject *s, PyObject *unused)
+{
+    if (shk_segment_check_open(s) < 0)
+        return NULL;
+    int r = shk_seg_remap(&s->seg);
+    if (r)
+        return shk_py_raise(r, "remap");
+    Py_RETURN_NONE;
+}
+
 static PyObject *segment_object_size(SegmentObject *s, PyObject *unused)
 {
     if (shk_segment_check_open(s) < 0)
@@ -257,6 +281,70 @@ static PyObject *segment_region(SegmentObject *s, PyObject *args)
     return shk_memoryview_of(s, s->seg.base + off, len,
                              readonly || (s->seg.flags & SHK_O_RDONLY), NULL);
 }
+
+static PyObject *stat_to_dict(const struct shk_seg_stat *st)
+{
+    return Py_BuildValue(
+        "{sKsIsIsIsIsIsisisisKsLsLsLsKsKsO}", "size", (unsigned long long)st->size, "uid",
+        st->uid, "gid", st->gid, "cuid", st->cuid, "cgid", st->cgid, "mode", st->mode, "key",
+        (int)st->key, "cpid", (int)st->cpid, "lpid", (int)st->lpid, "nattch",
+        (unsigned long long)st->nattch, "atime", (long long)st->atime, "dtime",
+        (long long)st->dtime, "ctime", (long long)st->ctime, "dev", (unsigned long long)st->dev,
+        "ino", (unsigned long long)st->ino, "removed", st->removed ? Py_True : Py_False);
+}
+
+static PyObject *segment_stat(SegmentObject *s, PyObject *unused)
+{
+    if (shk_segment_check_open(s) < 0)
+        return NULL;
+    struct shk_seg_stat st;
+    shk_clear_detail();
+    int r = shk_seg_stat(&s->seg, &st);
+    if (r)
+        return shk_py_raise(r, "stat");
+    return stat_to_dict(&st);
+}
+
+static PyObject *core_sysv_stat(PyObject *self, PyObject *arg)
+{
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id < 0 || id > INT32_MAX)
+        return PyErr_Format(PyExc_ValueError, "shmid must be in [0, 2**31), not %ld", id);
+    struct shk_seg_stat st;
+    shk_clear_detail();
+    int r = shk_sysv_stat((int)id, &st);
+    if (r)
+        return shk_py_raise(r, "shmctl(IPC_STAT)");
+    return stat_to_dict(&st);
+}
+
+static PyObject *core_sysv_find(PyObject *self, PyObject *arg)
+{
+    long long key = PyLong_AsLongLong(arg);
+    if (key == -1 && PyErr_Occurred())
+        return NULL;
+    if (key < INT32_MIN || key > UINT32_MAX)
+        return PyErr_Format(PyExc_ValueError, "SysV key %lld does not fit in 32 bits", key);
+    int id = -1;
+    shk_clear_detail();
+    int r = shk_sysv_find((int)(uint32_t)key, &id);
+    if (r)
+        return shk_py_raise(r, "shmget");
+    return PyLong_FromLong(id);
+}
+
+static PyMethodDef segment_functions[] = {
+    {"sysv_stat", core_sysv_stat, METH_O,
+     "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
+     "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
+     "removed)."},
+    {"sysv_find", core_sysv_find, METH_O,
+     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
+     "attaching (SegmentNotFoundError if none)."},
+    {NULL, NULL, 0, NULL},
+};
 
 static int segment_getbuffer(SegmentObject *s, Py_buffer *view, int flags)
 {
@@ -347,8 +435,13 @@ static PyMethodDef segment_methods[] = {
     {"resize", (PyCFunction)segment_resize, METH_O, "resize(size)\n--\n\nResize object and mapping."},
     {"refresh", (PyCFunction)segment_refresh, METH_NOARGS,
      "refresh()\n--\n\nFollow growth made elsewhere; returns the new size."},
+    {"remap", (PyCFunction)segment_remap, METH_NOARGS,
+     "remap()\n--\n\nMap the object again from fd at the same address (after fd was given "
+     "an open file description of its own)."},
     {"object_size", (PyCFunction)segment_object_size, METH_NOARGS,
      "object_size()\n--\n\nSize of the underlying object now (fstat / IPC_STAT)."},
+    {"stat", (PyCFunction)segment_stat, METH_NOARGS,
+     "stat()\n--\n\nWhat the kernel knows: IPC_STAT for SysV, fstat otherwise (a dict)."},
     {"region", (PyCFunction)segment_region, METH_VARARGS,
      "region(offset, length, readonly=False)\n--\n\nmemoryview of part of the mapping that "
      "keeps it alive."},
@@ -459,6 +552,11 @@ static PyType_Slot region_slots[] = {
 
 int shk_init_segment(PyObject *m)
 {
+    if (PyModule_AddFunctions(m, segment_functions) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "SHM_DEST", SHK_SHM_DEST) < 0 ||
+        PyModule_AddIntConstant(m, "SHM_LOCKED", SHK_SHM_LOCKED) < 0)
+        return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};
     shk_SegmentType = (PyTypeObject *)PyType_FromSpec(&spec);

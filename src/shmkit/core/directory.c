@@ -166,6 +166,7 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
             goto out;
         }
         *out = *e;
+        out->name[SHK_OBJ_NAME_MAX] = '\0';
         goto out;
     }
     if (!(flags & SHK_O_CREATE)) {

@@ -45,6 +45,8 @@
 #define SHK_LOCKBYTE_INIT    ((uint64_t)1 << 62)          /* held (write) while initialising a zone */
 #define SHK_LOCKBYTE_ATTACH  (((uint64_t)1 << 62) + 1)    /* held (read) by every attached handle */
 #define SHK_LOCKBYTE_CREATOR (((uint64_t)1 << 62) + 2)    /* held (write) by the creator while open */
+#define SHK_LOCKBYTE_SIZING  (((uint64_t)1 << 62) + 3)    /* held (write) by the creator of a posix or
+                                                             file object until it has its size */
 
 /* ---------------------------------------------------------------------------------- */
 /* Identity: magic and format word                                                      */
@@ -247,7 +249,213 @@ struct shk_dir_table {
 /* Barrier, Value/Array, Counter. Section owned by the sync work (issue 4).           */
 /* ---------------------------------------------------------------------------------- */
 
-/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+/*
+ * Every sync object starts with a struct shk_sync_head.  Waiting is done on 32-bit futex
+ * words (shared, never FUTEX_PRIVATE_FLAG) with one absolute CLOCK_MONOTONIC deadline.
+ *
+ * Owners.  Whoever holds something that must be given back when it dies is recorded as
+ * an *identity*: a 64-bit value, CASed as a whole, made of
+ *     word  (u32, the futex word, at the lower address)
+ *           bits 0..29  the owner's id: a pid (process-owned things) or a kernel thread
+ *                       id (thread-owned things: RLock); 0 = nobody
+ *           bit  30     SHK_ID_RECLAIM: a slot being reclaimed from a dead owner by the
+ *                       process named in bits 0..29
+ *           bit  31     SHK_ID_WAITERS: someone may sleep on this word; wake on release
+ *     start (u32, next to it) the low 32 bits of the owner's start time (clock ticks
+ *           after boot, field 22 of /proc/ID/stat); 0 when /proc was unreadable.
+ * Identity and start are published by the same CAS, so a reader never sees an id with
+ * another process's start time.  An owner is dead when /proc/ID/stat is gone, shows a
+ * zombie, or shows another start time (the pid was reused).  Liveness is only checked
+ * on the slow path: by waiters, every SHK_SYNC_LIVENESS_NS (configurable), so a waiter
+ * recovers a dead owner's hold within that interval plus the kernel's teardown.
+ *
+ * Structures whose update touches several words (undo semaphores, barriers) keep them
+ * under the object's own robust pthread mutex, held only inside one C call; a journal
+ * written before each multi-word update lets the next locker roll it back when the
+ * previous one died inside (EOWNERDEAD).
+ */
+
+#define SHK_SYNC_MAGIC 0x434e5953u        /* "SYNC" */
+#define SHK_ID_MASK 0x3fffffffu
+#define SHK_ID_RECLAIM 0x40000000u
+#define SHK_ID_WAITERS 0x80000000u
+
+/* An owner identity (see above). `all` is what is CASed; `f.word` is the futex word. */
+union shk_ident {
+    uint64_t all;
+    struct {
+        uint32_t word;                   /*   0  id | flags; futex word */
+        uint32_t start;                  /*   4  low 32 bits of the owner's start time */
+    } f;
+};
+
+/* sync head flags (shk_sync_head.flags) */
+#define SHK_SYNCF_BOUNDED 0x1             /* Semaphore: BoundedSemaphore */
+#define SHK_SYNCF_UNDO 0x2                /* Semaphore: dead processes' units come back */
+#define SHK_SYNCF_LOCKED 0x4              /* Value/Array: has its embedded RLock */
+#define SHK_SYNCF_EXTLOCK 0x8             /* Value/Array/Condition: uses a named lock */
+
+/* 16 bytes at the start of every sync object. */
+struct shk_sync_head {
+    uint32_t magic;                       /*   0  SHK_SYNC_MAGIC */
+    uint16_t type;                        /*   4  enum shk_obj_type (SHK_OBJ_LOCK, ...) */
+    uint16_t flags;                       /*   6  SHK_SYNCF_* */
+    uint32_t spin_ns;                     /*   8  adaptive spin budget (a hint; racy) */
+    uint32_t spin_busy;                   /*  12  CLOCK_MONOTONIC ms (low 32 bits) until
+                                                    which someone spins: on 2 cores only
+                                                    one process spins at a time */
+};
+
+/* Lock and RLock: 128 bytes.  Lock: owner.word holds a pid (any thread of the owning
+ * process may release).  RLock: a kernel thread id, count is the recursion depth. */
+struct shk_lock_sh {
+    struct shk_sync_head head;            /*   0 */
+    union shk_ident owner;                /*  16  holder; 0 = free */
+    uint32_t count;                       /*  24  RLock recursion depth (holder only) */
+    int32_t owner_pid;                    /*  28  RLock: process of the holding thread */
+    uint64_t acquisitions;                /*  32  successful acquires (holder increments) */
+    uint32_t sleepers;                    /*  40  waiters asleep in the kernel (approximate:
+                                                    a process killed asleep stays counted) */
+    uint32_t reserved0;                   /*  44 */
+    uint64_t reserved1[2];                /*  48 */
+    uint64_t contentions;                 /*  64  acquires that found it held */
+    uint64_t owner_deaths;                /*  72  holds taken over from a dead owner */
+    uint64_t last_death_ns;               /*  80  CLOCK_REALTIME of the last take-over */
+    int32_t last_dead_pid;                /*  88  id recorded by the dead owner */
+    uint32_t reserved2;                   /*  92 */
+    uint64_t reserved3[4];                /*  96 */
+};
+
+/* Event: 64 bytes.  state bit 0 = set; bits 1..31 count the set() calls that changed
+ * it, so a waiter wakes (and returns True) even if clear() follows set() at once. */
+struct shk_event_sh {
+    struct shk_sync_head head;            /*   0 */
+    uint32_t state;                       /*  16  futex word: gen << 1 | set */
+    uint32_t sleepers;                    /*  20  waiters asleep (approximate) */
+    uint64_t sets;                        /*  24  set() calls that changed the state */
+    uint64_t waits;                       /*  32  wait() calls that had to wait */
+    uint64_t reserved[3];                 /*  40 */
+};
+
+/* One per process holding units of an undo semaphore (16 bytes). */
+struct shk_undo_slot {
+    union shk_ident owner;                /*   0  the process; 0 = free */
+    uint32_t count;                       /*   8  units it holds */
+    uint32_t reserved;                    /*  12 */
+};
+
+/* Semaphore and BoundedSemaphore: 192 bytes + nslots undo slots (undo only).  Without
+ * undo, value is changed by CAS alone; with undo, value and the slots change together
+ * under `mutex`, the journal making a half-done change undoable. */
+struct shk_sem_sh {
+    struct shk_sync_head head;            /*   0  flags: BOUNDED, UNDO */
+    uint32_t value;                       /*  16  futex word: units available */
+    uint32_t sleepers;                    /*  20  waiters asleep (approximate) */
+    uint32_t bound;                       /*  24  initial value; the cap if BOUNDED */
+    uint32_t nslots;                      /*  28  undo slots that follow (0 if not UNDO) */
+    uint64_t acquisitions;                /*  32 */
+    uint64_t contentions;                 /*  40 */
+    uint64_t reclaimed;                   /*  48  units given back from dead processes */
+    uint64_t dead_owners;                 /*  56  dead processes whose units came back */
+    pthread_mutex_t mutex;                /*  64  robust; UNDO only */
+    uint8_t pad0[128 - 64 - sizeof(pthread_mutex_t)];
+    uint32_t j_valid;                     /* 128  journal: 1 while an update is half done */
+    uint32_t j_slot;                      /* 132  slot touched */
+    uint32_t j_value;                     /* 136  value before the update */
+    uint32_t j_count;                     /* 140  slot count before the update */
+    union shk_ident j_owner;              /* 144  slot owner before the update */
+    uint64_t reserved[5];                 /* 152 */
+    struct shk_undo_slot slot[];          /* 192 */
+};
+
+/* One cache line per reader process of an RWLock. */
+struct shk_rw_slot {
+    union shk_ident owner;                /*   0  the process; 0 = free; RECLAIM = being
+                                                    taken back from a dead process */
+    uint32_t count;                       /*   8  read holds of that process */
+    uint32_t reserved0;                   /*  12 */
+    uint64_t acquisitions;                /*  16  read acquisitions by that process */
+    uint64_t reserved[5];                 /*  24 */
+};
+
+/* RWLock: 128 bytes + nslots reader slots.  A writer takes `writer` (like a Lock; new
+ * readers then stay out: writers are not starved), then waits for every slot count to
+ * reach 0 (sleeping on drain_seq, which readers bump when they leave while a writer
+ * waits).  A reader bumps its process's slot, then looks at `writer`; if a writer is
+ * there it backs off.  A dead reader's slot is reclaimed whole; a dead writer's hold
+ * is taken over like a Lock's. */
+struct shk_rwlock_sh {
+    struct shk_sync_head head;            /*   0 */
+    union shk_ident writer;               /*  16  writing process; 0 = none */
+    uint32_t drain_seq;                   /*  24  futex word for the draining writer */
+    uint32_t drain_sleeping;              /*  28  1 while the writer sleeps on drain_seq */
+    uint32_t sleepers;                    /*  32  asleep on writer.word (approximate) */
+    uint32_t nslots;                      /*  36  reader slots that follow */
+    uint64_t write_acquisitions;          /*  40 */
+    uint64_t contentions;                 /*  48 */
+    uint64_t owner_deaths;                /*  56  dead writers taken over */
+    uint64_t reader_deaths;               /*  64  dead readers' slots reclaimed */
+    uint64_t reserved[7];                 /*  72 */
+    struct shk_rw_slot slot[];            /* 128 */
+};
+
+/* Condition: 256 bytes.  notify() bumps seq and wakes n sleepers in the kernel: a
+ * waiter killed while waiting is simply not in the kernel's queue any more, so it
+ * cannot swallow a notification.  The lock is the embedded RLock, or the named Lock or
+ * RLock of lock_name (SHK_SYNCF_EXTLOCK). */
+struct shk_cond_sh {
+    struct shk_sync_head head;            /*   0 */
+    uint32_t seq;                         /*  16  futex word: notifications so far */
+    uint32_t sleepers;                    /*  20  registered waiters (approximate) */
+    uint32_t lock_type;                   /*  24  SHK_OBJ_LOCK / SHK_OBJ_RLOCK */
+    uint32_t reserved0;                   /*  28 */
+    uint64_t notifies;                    /*  32  notify() calls that woke someone */
+    uint64_t waits;                       /*  40 */
+    uint64_t reserved1[2];                /*  48 */
+    char lock_name[SHK_OBJ_NAME_MAX + 1]; /*  64  external lock's name, NUL-terminated */
+    struct shk_lock_sh lock;              /* 128  embedded RLock (unused if EXTLOCK) */
+};
+
+/* Barrier: 128 bytes + parties arrival identities.  Everything but gen's futex waits is
+ * under `mutex`; a party that dies inside it, or while waiting, breaks the barrier. */
+struct shk_barrier_sh {
+    struct shk_sync_head head;            /*   0 */
+    uint32_t gen;                         /*  16  futex word: generation */
+    uint32_t count;                       /*  20  parties arrived in this generation */
+    uint32_t parties;                     /*  24 */
+    uint32_t broken;                      /*  28  1: broken until reset() */
+    uint64_t broken_hist;                 /*  32  bit g % 64 set: generation g ended broken */
+    uint32_t sleepers;                    /*  40 */
+    uint32_t reserved0;                   /*  44 */
+    uint64_t passed;                      /*  48  generations completed */
+    uint64_t breaks;                      /*  56  times it broke (abort, timeout, death) */
+    pthread_mutex_t mutex;                /*  64  robust */
+    uint8_t pad0[128 - 64 - sizeof(pthread_mutex_t)];
+    union shk_ident arrived[];            /* 128  identities of the arrived parties */
+};
+
+/* Value and Array: 256 bytes + data.  The data are ctypes bytes (native layout),
+ * 64-byte aligned; the embedded RLock is used when SHK_SYNCF_LOCKED. */
+#define SHK_VALUE_TYPENAME_MAX 47
+struct shk_value_sh {
+    struct shk_sync_head head;            /*   0  flags: LOCKED, EXTLOCK */
+    uint64_t elem_size;                   /*  16  sizeof one element */
+    uint64_t length;                      /*  24  elements (1 for Value) */
+    uint64_t data_size;                   /*  32  bytes of data */
+    uint64_t reserved0;                   /*  40 */
+    char type_name[SHK_VALUE_TYPENAME_MAX + 1]; /* 48  typecode or ctypes type name */
+    uint64_t reserved1[2];                /*  96 */
+    struct shk_lock_sh lock;              /* 112  embedded RLock (used if LOCKED) */
+};
+
+/* Counter: 64 bytes, one cache line. */
+struct shk_counter_sh {
+    struct shk_sync_head head;            /*   0 */
+    int64_t value;                        /*  16  changed by atomic instructions only */
+    uint64_t reserved[5];                 /*  24 */
+};
+
+#define SHK_VALUE_DATA_OFF 256            /* data of a Value/Array, from its object start */
 
 
 /* ---------------------------------------------------------------------------------- */
@@ -437,7 +645,162 @@ struct shk_queue_sh {
 /* Section owned by the board work (issue 8).                                         */
 /* ---------------------------------------------------------------------------------- */
 
-/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+/*
+ * A Board (SHK_OBJ_BOARD; SharedConfig uses SHK_OBJ_CONFIG with the same layout) is one
+ * allocation:
+ *
+ *   +0                     struct shk_board_header (320 bytes)
+ *   +320                   struct shk_board_slot[nbuffers]      (64 bytes each)
+ *   +320 + 64*nbuffers     struct shk_board_reader[nreaders]    (64 bytes each)
+ *   +data_off              nbuffers data areas of `stride` bytes (capacity rounded up
+ *                          to 64); area i is slot i's payload
+ *
+ * One writer, any number of readers.  Values are published by writing a slot that is
+ * neither the latest one nor pinned by a reader, under the slot's seqlock (`seq` odd
+ * while it is written, even when complete), then storing `latest` = (version << 8) |
+ * slot with one seq_cst store.  Readers copy the latest slot and accept the copy only if
+ * its `seq` was even and unchanged around the copy (and `version` matched): they never
+ * write shared memory on that path.  A reader that wants a zero-copy view *pins* the
+ * latest value in its reader record (store pin = latest word, then check that `latest`
+ * still equals it); the writer never chooses a pinned slot.  At most nreaders =
+ * nbuffers - 2 records exist, so at least one slot is always free for the writer: the
+ * writer never waits for readers.
+ *
+ * Versions start at 1 and grow by one per publication; `latest` == 0 means nothing was
+ * published yet.  Waiters sleep on the futex word `futex` (the low 32 bits of the
+ * latest version) after incrementing `waiters`; the writer wakes them only when
+ * `waiters` != 0 (after a full fence).
+ *
+ * Writer ownership (pid + start time, generation) and the claiming of reader records are
+ * protected by the robust mutex `lock`, never held while publishing or reading.  A dead
+ * writer leaves at most one slot with an odd `seq`; it is not the latest, so readers
+ * never see it, and the next writer simply rewrites it.
+ *
+ * Payload formats (slot.kind) are written and read by the Python layer:
+ *   SHK_BOARD_KIND_BYTES   raw bytes, meta = 0
+ *   SHK_BOARD_KIND_STR     UTF-8 text, meta = 0
+ *   SHK_BOARD_KIND_NDARRAY a NumPy array: struct shk_board_ndarray_head, then the dtype
+ *                          descriptor (UTF-8), then at `meta` (64-aligned) the C-order
+ *                          elements
+ *   SHK_BOARD_KIND_PICKLE  pickle protocol 5: struct shk_board_pickle_head, then nbufs
+ *                          (offset, length) u64 pairs, the pickle stream at pickle_off,
+ *                          and out-of-band buffers at their (64-aligned) offsets; meta =
+ *                          pickle_off
+ *   >= SHK_BOARD_KIND_USER free for applications
+ */
+#define SHK_BOARD_MAGIC 0x44524f42u          /* "BORD" */
+#define SHK_BOARD_MIN_BUFFERS 2u
+#define SHK_BOARD_MAX_BUFFERS 64u            /* the slot index lives in 8 bits of `latest` */
+#define SHK_BOARD_HEADER_SIZE 320u
+#define SHK_BOARD_ALIGN 64u                  /* data areas and array elements */
+#define SHK_BOARD_SLOT_BITS 8u
+#define SHK_BOARD_SLOT_MASK 0xffull
+
+enum shk_board_kind {
+    SHK_BOARD_KIND_BYTES = 1,
+    SHK_BOARD_KIND_STR = 2,
+    SHK_BOARD_KIND_NDARRAY = 3,
+    SHK_BOARD_KIND_PICKLE = 4,
+    SHK_BOARD_KIND_USER = 1000
+};
+
+struct shk_board_header {
+    /* identity, written once at creation */
+    uint32_t magic;                 /*   0  SHK_BOARD_MAGIC */
+    uint32_t nbuffers;              /*   4  slots, SHK_BOARD_MIN_BUFFERS..MAX_BUFFERS */
+    uint64_t capacity;              /*   8  largest payload in bytes (max_bytes) */
+    uint64_t stride;                /*  16  bytes between data areas: capacity rounded up to 64 */
+    uint64_t data_off;              /*  24  first data area, from the header (64-aligned) */
+    uint32_t nreaders;              /*  32  reader records: nbuffers - 2 */
+    uint32_t flags;                 /*  36  reserved, 0 */
+    uint64_t created_ns;            /*  40  CLOCK_REALTIME */
+    uint64_t reserved0[2];          /*  48 */
+
+    /* publication: written by the writer on every publish (its own cache line) */
+    uint64_t latest;                /*  64  (version << 8) | slot; 0 = nothing yet */
+    uint32_t futex;                 /*  72  low 32 bits of the latest version; futex word */
+    uint32_t waiters;               /*  76  readers sleeping on `futex` */
+    uint64_t last_publish_ns;       /*  80  CLOCK_REALTIME of the latest publication */
+    uint64_t pinned_skips;          /*  88  slots the writer skipped because they were pinned */
+    uint64_t reserved1[4];          /*  96 */
+
+    /* ownership: protected by `lock` */
+    int32_t writer_pid;             /* 128  0 = no writer */
+    uint32_t reserved2;             /* 132 */
+    uint64_t writer_start;          /* 136  its start time (proc.h) */
+    uint64_t writer_gen;            /* 144  bumped by every take-over; a handle publishes
+                                            only while this equals the value it took */
+    uint64_t takeovers;             /* 152  writers that replaced a dead writer */
+    uint64_t reclaimed;             /* 160  reader records taken back from dead processes */
+    uint64_t reserved3[3];          /* 168 */
+    pthread_mutex_t lock;           /* 192  robust, process-shared */
+    uint8_t pad0[SHK_BOARD_HEADER_SIZE - 192 - sizeof(pthread_mutex_t)];
+};
+
+/* One per buffer, one cache line each. Fields other than seq are valid while seq is
+ * even (and unchanged). */
+struct shk_board_slot {
+    uint64_t seq;                   /*   0  seqlock: odd while the writer fills the slot */
+    uint64_t version;               /*   8  version held */
+    uint64_t len;                   /*  16  payload bytes, <= capacity */
+    uint64_t meta;                  /*  24  kind-specific offset inside the payload */
+    uint32_t kind;                  /*  32  enum shk_board_kind */
+    uint32_t reserved0;             /*  36 */
+    uint64_t published_ns;          /*  40  CLOCK_REALTIME when published */
+    uint64_t reserved1[2];          /*  48 */
+};
+
+/* A reader that holds (or held) zero-copy views. Claimed under `lock`; `pin` is written
+ * only by its owner. A record whose owner (pid, start) is dead is reclaimed. */
+struct shk_board_reader {
+    int32_t pid;                    /*   0  owner; 0 = free (written last when claiming) */
+    uint32_t reserved0;             /*   4 */
+    uint64_t start;                 /*   8  owner's start time */
+    uint64_t pin;                   /*  16  pinned `latest` word; 0 = none */
+    uint64_t pins;                  /*  24  views taken through this record (statistics) */
+    uint64_t reserved1[4];          /*  32 */
+};
+
+/* Payload head of SHK_BOARD_KIND_NDARRAY values. */
+#define SHK_BOARD_NDARRAY_MAGIC 0x5941524eu  /* "NRAY" */
+#define SHK_NDARRAY_MAX_DIMS 32u
+struct shk_board_ndarray_head {
+    uint32_t magic;                 /*   0  SHK_BOARD_NDARRAY_MAGIC */
+    uint16_t ndim;                  /*   4  <= SHK_NDARRAY_MAX_DIMS */
+    uint16_t descr_len;             /*   6  bytes of the dtype descriptor after the shape */
+    uint64_t nbytes;                /*   8  element bytes at `meta` */
+    /* followed by uint64_t shape[ndim], then descr_len bytes of descriptor */
+};
+
+/* Payload head of SHK_BOARD_KIND_PICKLE values. */
+#define SHK_BOARD_PICKLE_MAGIC 0x354c4b50u   /* "PKL5" */
+struct shk_board_pickle_head {
+    uint32_t magic;                 /*   0  SHK_BOARD_PICKLE_MAGIC */
+    uint32_t nbufs;                 /*   4  out-of-band buffers */
+    uint64_t pickle_off;            /*   8  offset of the pickle stream */
+    uint64_t pickle_len;            /*  16  its length */
+    /* followed by nbufs pairs (uint64_t offset, uint64_t length) */
+};
+
+/*
+ * A shared NumPy array (SHK_OBJ_NDARRAY): a 512-byte head recording what the array is,
+ * then the elements (C order) at data_off.  Written in full by the creator under the
+ * zone mutex before the directory entry is published, never changed afterwards.
+ */
+#define SHK_NDARRAY_MAGIC 0x4152444eu        /* "NDRA" */
+#define SHK_NDARRAY_HEAD_SIZE 512u
+#define SHK_NDARRAY_DESCR_MAX 160u
+struct shk_ndarray_head {
+    uint32_t magic;                 /*   0  SHK_NDARRAY_MAGIC */
+    uint32_t ndim;                  /*   4  <= SHK_NDARRAY_MAX_DIMS */
+    uint64_t data_off;              /*   8  elements, from the head (== 512) */
+    uint64_t nbytes;                /*  16  product(shape) * itemsize */
+    uint64_t itemsize;              /*  24 */
+    uint64_t shape[SHK_NDARRAY_MAX_DIMS]; /* 32 */
+    char descr[SHK_NDARRAY_DESCR_MAX];    /* 288  dtype descriptor (numpy.lib.format's
+                                                  dtype_to_descr, repr'd), NUL-terminated */
+    uint8_t reserved[SHK_NDARRAY_HEAD_SIZE - 448]; /* 448 */
+};
 
 
 /* ---------------------------------------------------------------------------------- */
@@ -471,5 +834,44 @@ _Static_assert(offsetof(struct shk_queue_sh, data_seq) == 256, "queue futex word
 _Static_assert(offsetof(struct shk_queue_sh, retired_waits) == 296, "queue retired at 296");
 _Static_assert(offsetof(struct shk_queue_sh, repair) == 384, "queue repair mutex at 384");
 _Static_assert(sizeof(struct shk_queue_sh) == 512, "queue header is 512 bytes");
+_Static_assert(sizeof(struct shk_board_header) == SHK_BOARD_HEADER_SIZE, "board header is 320 bytes");
+_Static_assert(offsetof(struct shk_board_header, latest) == 64, "board latest at 64");
+_Static_assert(offsetof(struct shk_board_header, futex) == 72, "board futex at 72");
+_Static_assert(offsetof(struct shk_board_header, writer_pid) == 128, "board writer_pid at 128");
+_Static_assert(offsetof(struct shk_board_header, lock) == 192, "board lock at 192");
+_Static_assert(sizeof(pthread_mutex_t) <= SHK_BOARD_HEADER_SIZE - 192, "board lock fits");
+_Static_assert(sizeof(struct shk_board_slot) == 64, "board slot is one cache line");
+_Static_assert(offsetof(struct shk_board_slot, kind) == 32, "slot kind at 32");
+_Static_assert(offsetof(struct shk_board_slot, published_ns) == 40, "slot published_ns at 40");
+_Static_assert(sizeof(struct shk_board_reader) == 64, "board reader record is one cache line");
+_Static_assert(offsetof(struct shk_board_reader, pin) == 16, "reader pin at 16");
+_Static_assert(sizeof(struct shk_board_ndarray_head) == 16, "board ndarray head is 16 bytes");
+_Static_assert(sizeof(struct shk_board_pickle_head) == 24, "board pickle head is 24 bytes");
+_Static_assert(sizeof(struct shk_ndarray_head) == SHK_NDARRAY_HEAD_SIZE, "ndarray head is 512 bytes");
+_Static_assert(offsetof(struct shk_ndarray_head, shape) == 32, "ndarray shape at 32");
+_Static_assert(offsetof(struct shk_ndarray_head, descr) == 288, "ndarray descr at 288");
+
+_Static_assert(sizeof(union shk_ident) == 8, "an identity is one 64-bit word");
+_Static_assert(sizeof(struct shk_sync_head) == 16, "sync head is 16 bytes");
+_Static_assert(offsetof(struct shk_lock_sh, owner) == 16, "lock owner at 16");
+_Static_assert(offsetof(struct shk_lock_sh, contentions) == 64, "lock stats at 64");
+_Static_assert(sizeof(struct shk_lock_sh) == 128, "lock is 128 bytes");
+_Static_assert(sizeof(struct shk_event_sh) == 64, "event is 64 bytes");
+_Static_assert(sizeof(struct shk_undo_slot) == 16, "undo slot is 16 bytes");
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "a sync mutex must fit in 64 bytes");
+_Static_assert(offsetof(struct shk_sem_sh, mutex) == 64, "semaphore mutex at 64");
+_Static_assert(offsetof(struct shk_sem_sh, j_valid) == 128, "semaphore journal at 128");
+_Static_assert(offsetof(struct shk_sem_sh, slot) == 192, "semaphore slots at 192");
+_Static_assert(sizeof(struct shk_rw_slot) == 64, "reader slot is one cache line");
+_Static_assert(offsetof(struct shk_rwlock_sh, slot) == 128, "reader slots at 128");
+_Static_assert(offsetof(struct shk_cond_sh, lock_name) == 64, "condition lock name at 64");
+_Static_assert(offsetof(struct shk_cond_sh, lock) == 128, "condition lock at 128");
+_Static_assert(sizeof(struct shk_cond_sh) == 256, "condition is 256 bytes");
+_Static_assert(offsetof(struct shk_barrier_sh, mutex) == 64, "barrier mutex at 64");
+_Static_assert(offsetof(struct shk_barrier_sh, arrived) == 128, "barrier arrivals at 128");
+_Static_assert(offsetof(struct shk_value_sh, type_name) == 48, "value type name at 48");
+_Static_assert(offsetof(struct shk_value_sh, lock) == 112, "value lock at 112");
+_Static_assert(sizeof(struct shk_value_sh) <= SHK_VALUE_DATA_OFF, "value header fits");
+_Static_assert(sizeof(struct shk_counter_sh) == 64, "counter is one cache line");
 
 #endif

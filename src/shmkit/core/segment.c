@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "layout.h"
 
 #define SHK_NAME_MAX 250 /* NAME_MAX less room for the prefixes shm_open adds */
 
@@ -132,6 +133,31 @@ static int check_owner(struct shk_segment *s, uid_t uid, const char *what)
     return 0;
 }
 
+/* A new object carries its creator's OFD locks from the instant it exists, before it
+ * has a size: whoever can open it sees a live creator (SHK_LOCKBYTE_* in layout.h).
+ * File systems without OFD locks simply have none. */
+static void take_creator_locks(int fd)
+{
+    shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_WRLCK, 0);
+    shk_ofd_lock(fd, SHK_LOCKBYTE_CREATOR, F_WRLCK, 0);
+    shk_ofd_lock(fd, SHK_LOCKBYTE_ATTACH, F_RDLCK, 0);
+}
+
+/* An opener found the object empty: if its creator is still sizing it, wait for that
+ * (blocking on the creator's SIZING lock: no polling), then look again.  EINTR lets the
+ * caller check for signals and retry. */
+static int wait_for_size(int fd, struct stat *st)
+{
+    int r = shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_RDLCK, 1);
+    if (r == EINTR)
+        return EINTR;
+    if (r == 0)
+        shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_UNLCK, 0);
+    if (fstat(fd, st) != 0)
+        return errno;
+    return 0;
+}
+
 /* Common tail for the fd backends: size the new object or learn the old one's size. */
 static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, unsigned mode,
                           const char *what, int (*undo)(const char *), const char *undo_arg)
@@ -154,11 +180,14 @@ static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, un
             if ((r = reserve_space(s->fd, 0, size, what)) != 0)
                 goto undo;
         }
+        shk_ofd_lock(s->fd, SHK_LOCKBYTE_SIZING, F_UNLCK, 0); /* openers may look now */
     } else {
         if (fstat(s->fd, &st) != 0)
             return shk_fail(errno, "%s: fstat: %s", what, strerror(errno));
         if ((r = check_owner(s, st.st_uid, what)) != 0)
             return r;
+        if (st.st_size == 0 && !(s->flags & SHK_O_ALLOWEMPTY) && (r = wait_for_size(s->fd, &st)))
+            return shk_fail(r, "%s: waiting for its creator to size it: %s", what, strerror(r));
         if (st.st_size == 0 && !(s->flags & SHK_O_ALLOWEMPTY))
             return shk_fail(EINVAL, "%s exists but has size 0 (its creator may not have "
                             "finished creating it)", what);
@@ -205,6 +234,7 @@ int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsig
             s->fd = shm_open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
             if (s->fd >= 0) {
                 s->created = 1;
+                take_creator_locks(s->fd);
                 break;
             }
             if (errno != EEXIST || (flags & SHK_O_EXCL))
@@ -252,6 +282,7 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
             s->fd = open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
             if (s->fd >= 0) {
                 s->created = 1;
+                take_creator_locks(s->fd);
                 break;
             }
             if (errno != EEXIST || (flags & SHK_O_EXCL))
@@ -282,20 +313,73 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
     return r;
 }
 
+static unsigned long long read_proc_ull(const char *path)
+{
+    unsigned long long v = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+/* Segments and pages of SysV shared memory in use now (from /proc/sysvipc/shm). */
+static void sysv_usage(unsigned long long *segments, unsigned long long *pages)
+{
+    char line[512];
+    unsigned long long n = 0, bytes = 0;
+    FILE *f = fopen("/proc/sysvipc/shm", "r");
+    if (f) {
+        if (fgets(line, sizeof line, f)) { /* header */
+            while (fgets(line, sizeof line, f)) {
+                long long key;
+                int id;
+                unsigned perms;
+                unsigned long long size;
+                if (sscanf(line, "%lld %d %o %llu", &key, &id, &perms, &size) == 4) {
+                    n++;
+                    bytes += size;
+                }
+            }
+        }
+        fclose(f);
+    }
+    *segments = n;
+    *pages = (bytes + page_size() - 1) / page_size();
+}
+
+/* The error for a shmget() that a system limit refused: names every limit with its
+ * current value, so the fix (sysctl kernel.shm*) is obvious from the message. */
 static int sysv_limit_error(int e, size_t size)
 {
-    unsigned long long shmmax = 0, shmall = 0, shmmni = 0;
-    FILE *f;
-    if ((f = fopen("/proc/sys/kernel/shmmax", "r"))) { if (fscanf(f, "%llu", &shmmax) != 1) shmmax = 0; fclose(f); }
-    if ((f = fopen("/proc/sys/kernel/shmall", "r"))) { if (fscanf(f, "%llu", &shmall) != 1) shmall = 0; fclose(f); }
-    if ((f = fopen("/proc/sys/kernel/shmmni", "r"))) { if (fscanf(f, "%llu", &shmmni) != 1) shmmni = 0; fclose(f); }
-    if (e == EINVAL)
-        return shk_fail(EINVAL, "shmget: a segment of %zu bytes is outside the limits "
-                        "(kernel.shmmax = %llu bytes, SHMMIN = 1), or the key exists with a "
-                        "smaller size", size, shmmax);
-    return shk_fail(ENOSPC, "shmget: system limit reached creating %zu bytes "
-                    "(kernel.shmall = %llu pages in all, kernel.shmmni = %llu segments)",
-                    size, shmall, shmmni);
+    unsigned long long shmmax = read_proc_ull("/proc/sys/kernel/shmmax");
+    unsigned long long shmall = read_proc_ull("/proc/sys/kernel/shmall");
+    unsigned long long shmmni = read_proc_ull("/proc/sys/kernel/shmmni");
+    unsigned long long nseg, npages;
+    sysv_usage(&nseg, &npages);
+    const char *why;
+    int code;
+    switch (e) {
+    case EINVAL:
+        why = "the size is outside [SHMMIN = 1, kernel.shmmax]";
+        code = EINVAL;
+        break;
+    case ENOMEM:
+        why = "the kernel cannot commit that much memory (see vm.overcommit_memory)";
+        code = ENOMEM;
+        break;
+    default:
+        why = "a system-wide limit (kernel.shmmni segments or kernel.shmall pages) would be "
+              "exceeded";
+        code = ENOSPC;
+        break;
+    }
+    return shk_fail(code, "shmget: cannot create a SysV segment of %zu bytes: %s; limits: "
+                    "kernel.shmmax = %llu bytes per segment, kernel.shmall = %llu pages in all "
+                    "(%llu in use), kernel.shmmni = %llu segments (%llu in use)",
+                    size, why, shmmax, shmall, npages, shmmni, nseg);
 }
 
 int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsigned mode,
@@ -316,7 +400,7 @@ int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsi
             s->shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (int)(mode & 0777));
             if (s->shmid >= 0)
                 s->created = 1;
-            else if (errno == EINVAL || errno == ENOSPC)
+            else if (errno == EINVAL || errno == ENOSPC || errno == ENOMEM)
                 return sysv_limit_error(errno, size);
             else if (errno != EEXIST || (flags & SHK_O_EXCL))
                 return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
@@ -461,6 +545,69 @@ int shk_seg_object_size(const struct shk_segment *s, size_t *size)
     return 0;
 }
 
+int shk_sysv_stat(int shmid, struct shk_seg_stat *st)
+{
+    struct shmid_ds ds;
+    memset(st, 0, sizeof *st);
+    if (shmctl(shmid, IPC_STAT, &ds) != 0)
+        return shk_fail(errno, "shmctl(%d, IPC_STAT): %s%s", shmid, strerror(errno),
+                        errno == EINVAL || errno == EIDRM
+                            ? " (no such segment: it was removed, e.g. by ipcrm)" : "");
+    st->size = ds.shm_segsz;
+    st->uid = ds.shm_perm.uid;
+    st->gid = ds.shm_perm.gid;
+    st->cuid = ds.shm_perm.cuid;
+    st->cgid = ds.shm_perm.cgid;
+    st->mode = ds.shm_perm.mode & 07777;
+    st->key = (int32_t)ds.shm_perm.__key;
+    st->cpid = ds.shm_cpid;
+    st->lpid = ds.shm_lpid;
+    st->nattch = ds.shm_nattch;
+    st->atime = ds.shm_atime;
+    st->dtime = ds.shm_dtime;
+    st->ctime = ds.shm_ctime;
+    st->removed = (ds.shm_perm.mode & SHK_SHM_DEST) != 0;
+    return 0;
+}
+
+int shk_sysv_find(int key, int *shmid)
+{
+    int id = shmget((key_t)key, 0, 0);
+    if (id < 0)
+        return shk_fail(errno, "shmget(key 0x%08x): %s", (unsigned)key, strerror(errno));
+    *shmid = id;
+    return 0;
+}
+
+int shk_seg_stat(const struct shk_segment *s, struct shk_seg_stat *st)
+{
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->kind == SHK_SEG_SYSV)
+        return shk_sysv_stat(s->shmid, st);
+    memset(st, 0, sizeof *st);
+    st->cpid = st->lpid = -1;
+    if (s->fd < 0) { /* anonymous: only what this process knows */
+        st->size = s->size;
+        st->uid = st->cuid = geteuid();
+        st->gid = st->cgid = getegid();
+        st->mode = 0600;
+        return 0;
+    }
+    struct stat fs;
+    if (fstat(s->fd, &fs) != 0)
+        return shk_fail(errno, "fstat: %s", strerror(errno));
+    st->size = (uint64_t)fs.st_size;
+    st->uid = st->cuid = fs.st_uid;
+    st->gid = st->cgid = fs.st_gid;
+    st->mode = fs.st_mode & 07777;
+    st->atime = fs.st_atime;
+    st->ctime = fs.st_ctime;
+    st->dev = fs.st_dev;
+    st->ino = fs.st_ino;
+    return 0;
+}
+
 /* Map [s->map_len, round_page(new_size)) in place. Caller holds remap_lock. */
 static int extend_in_place(struct shk_segment *s, size_t new_size)
 {
@@ -566,6 +713,24 @@ int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move)
         s->size = new_size;
     }
 out:
+    pthread_mutex_unlock(&s->remap_lock);
+    return r;
+}
+
+int shk_seg_remap(struct shk_segment *s)
+{
+    shk_clear_detail();
+    if (!s->base)
+        return shk_fail(SHK_ECLOSED, "segment is closed");
+    if (s->fd < 0 || s->map_len == 0)
+        return 0;
+    if (pthread_mutex_trylock(&s->remap_lock) != 0)
+        return shk_fail(EBUSY, "segment: remap while another thread resizes it");
+    int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+    int r = 0;
+    void *p = mmap(s->base, s->map_len, prot, MAP_SHARED | MAP_FIXED, s->fd, 0);
+    if (p == MAP_FAILED)
+        r = shk_fail(errno, "mmap (remap): %s", strerror(errno));
     pthread_mutex_unlock(&s->remap_lock);
     return r;
 }

@@ -16,7 +16,10 @@
  *
  * Process liveness around a segment uses OFD locks on bytes far beyond any data
  * (SHK_LOCKBYTE_* in layout.h): the kernel releases them when the last fd of the
- * holder's open file description is closed, including when the process is killed.
+ * holder's open file description is closed, including when the process is killed.  A
+ * posix or file object created here holds its creator's locks (write on
+ * SHK_LOCKBYTE_CREATOR, read on SHK_LOCKBYTE_ATTACH) from the instant it exists, before
+ * it is sized, so no one can ever see it without a live creator.
  */
 #ifndef SHK_SEGMENT_H
 #define SHK_SEGMENT_H
@@ -91,8 +94,48 @@ int shk_seg_refresh(struct shk_segment *s);
  * while nothing points into the mapping). fd backends only. */
 int shk_seg_rereserve(struct shk_segment *s, size_t reserve);
 
+/*
+ * Map the object again from s->fd at the same address (MAP_FIXED), after s->fd was
+ * made to refer to another open file description of the same object (a fork child, or
+ * an fd received over a socket, gets one of its own).  A mapping holds a reference to
+ * the open file description it was made from, and with it that description's OFD
+ * locks: without this, a fork child would keep its parent's creator lock alive.
+ * Same object, same address, same pages: views stay valid.  fd backends only;
+ * EBUSY if another thread is resizing (nothing done).
+ */
+int shk_seg_remap(struct shk_segment *s);
+
 /* Current size of the underlying object (fstat / IPC_STAT), into *size. */
 int shk_seg_object_size(const struct shk_segment *s, size_t *size);
+
+/*
+ * Attributes of a segment: IPC_STAT for SysV, fstat for the fd backends (what the
+ * kernel knows; shmkit's own records - creator, lifecycle - are kept by the Python
+ * layer in a `user.shmkit` xattr or a registry file, see docs/segments.md).
+ */
+struct shk_seg_stat {
+    uint64_t size;      /* bytes in the object */
+    uint32_t uid, gid;  /* owner */
+    uint32_t cuid, cgid;/* creator (SysV); == uid/gid for the fd backends */
+    uint32_t mode;      /* permission bits; SysV adds SHK_SHM_DEST / SHK_SHM_LOCKED */
+    int32_t key;        /* SysV key (IPC_PRIVATE = 0 once removed); 0 elsewhere */
+    int32_t cpid;       /* SysV creator pid; -1 elsewhere */
+    int32_t lpid;       /* SysV pid of the last shmat/shmdt; -1 elsewhere */
+    uint64_t nattch;    /* SysV attach count; 0 elsewhere (the kernel does not say) */
+    int64_t atime;      /* SysV last attach; fd backends: st_atime (seconds) */
+    int64_t dtime;      /* SysV last detach; fd backends: 0 */
+    int64_t ctime;      /* SysV creation or last IPC_SET; fd backends: st_ctime */
+    uint64_t dev, ino;  /* fd backends: the file's identity; 0 for SysV */
+    int removed;        /* SysV: marked for destruction (IPC_RMID or ipcrm) */
+};
+#define SHK_SHM_DEST 01000   /* SHM_DEST in shm_perm.mode: removed, dies at last detach */
+#define SHK_SHM_LOCKED 02000 /* SHM_LOCKED: locked in memory (SHM_LOCK) */
+
+int shk_seg_stat(const struct shk_segment *s, struct shk_seg_stat *st);
+/* IPC_STAT of any SysV segment by id, without attaching to it. */
+int shk_sysv_stat(int shmid, struct shk_seg_stat *st);
+/* The id of the SysV segment with `key`, without attaching (ENOENT if none). */
+int shk_sysv_find(int key, int *shmid);
 
 /* Unmap and close (detach this process only). Safe to call twice. */
 int shk_seg_close(struct shk_segment *s);

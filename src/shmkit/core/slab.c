@@ -607,8 +607,11 @@ int shk_zone_grow_locked(struct shk_zone *z, uint64_t need)
         return shk_fail(SHK_ENOGROW, "zone: %s zones cannot grow",
                         s->kind == SHK_SEG_SYSV ? "SysV" : "anonymous");
     uint64_t old = h->size;
-    /* room for the request, its descriptors and some slack; at least double */
-    uint64_t want = old + ((need + SHK_PAGE - 1) / SHK_PAGE + 2) * SHK_PAGE + SHK_PAGE;
+    /* room for the request as one run in the new extent, plus that extent's page
+     * descriptors and a page of slack; at least double the zone */
+    uint64_t pages = (need + SHK_PAGE - 1) / SHK_PAGE + 1;
+    uint64_t desc_bytes = (pages * sizeof(struct shk_page) + SHK_PAGE - 1) / SHK_PAGE * SHK_PAGE;
+    uint64_t want = old + pages * SHK_PAGE + desc_bytes + SHK_PAGE;
     if (want < old * 2)
         want = old * 2;
     if (want > h->max_size)

@@ -1,0 +1,7 @@
+"""``python -m shmkit``: the shmkit command (see shmkit.cli)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

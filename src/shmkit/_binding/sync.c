@@ -1,0 +1,1423 @@
+/*
+ * sync.c (binding) - shmkit._core.Lock, RLock, RWLock, Semaphore, Event, Condition,
+ * Barrier and Counter: handles on sync objects in a zone (core/sync.h).
+ *
+ * A handle keeps its zone's segment exported, so the mapping outlives a zone.close()
+ * made while a wait is in progress.  Fast paths (an uncontended acquire or release, set,
+ * is_set, a counter add) take no keyword parsing and never release the GIL.  A call that
+ * must wait spins with the GIL held when this is the interpreter's only thread (nobody
+ * else needs the GIL), and otherwise releases it before spinning; it always releases it
+ * to sleep, and runs the signal handlers (PEP 475) each time the core returns EINTR, so
+ * Ctrl-C interrupts a blocked wait.
+ *
+ * The Python classes of shmkit.sync subclass these types: the methods below are called
+ * directly, without a Python-level wrapper.
+ */
+#include "binding.h"
+
+#include <errno.h>
+#include <limits.h>
+
+#include "sync.h"
+
+typedef struct {
+    PyObject_HEAD
+    ZoneObject *zone;       /* strong reference */
+    void *sh;               /* the shared object; NULL once closed */
+    uint64_t off;
+    uint32_t type;          /* SHK_OBJ_* */
+    uint32_t slot;          /* RWLock: this process's reader slot (a hint) */
+    uint32_t extent;        /* slots (RWLock, undo Semaphore) or parties (Barrier) found
+                               when the handle was made: loops run over that many, so a
+                               count overwritten later is caught, not followed */
+    uint64_t next_live;     /* throttles liveness checks of non-blocking calls */
+    int owner_died;         /* the last acquire through this handle took over a hold of a
+                               process (or thread) that had died */
+} SyncObject;
+
+static PyTypeObject *LockType, *RLockType, *RWLockType, *SemaphoreType, *EventType,
+    *ConditionType, *BarrierType, *CounterType;
+
+#define PYERR INT_MIN /* "a Python exception is set" from the helpers below */
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static int closed_error(void)
+{
+    PyErr_SetString(shk_py_exc("ClosedError"), "this synchronisation handle is closed");
+    return -1;
+}
+
+#define LIVE(o)                      \
+    do {                             \
+        if (unlikely_null((o)->sh)) {  \
+            closed_error();          \
+            return NULL;             \
+        }                            \
+    } while (0)
+#define unlikely_null(p) __builtin_expect((p) == NULL, 0)
+
+/* Parse METH_FASTCALL|METH_KEYWORDS arguments by name into out[] (borrowed, NULL when
+ * not given). */
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const char *fname, const char *const *names, int n, PyObject **out)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    if (kwnames) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            int found = 0;
+            for (int i = 0; i < n; i++) {
+                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                    if (out[i]) {
+                        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument "
+                                     "'%s'", fname, names[i]);
+                        return -1;
+                    }
+                    out[i] = args[nargs + k];
+                    found = 1;
+                    break;
+                }
+            }
+            if (!found) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                             fname, key);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
+ * threading's acquire(blocking=True, timeout=-1) conventions.  Sets *flags (SHK_WAIT_TRY
+ * for a non-blocking call or a zero timeout) and the deadline.  None means forever too
+ * (multiprocessing's convention).
+ */
+static int parse_blocking_timeout(PyObject *blocking_obj, PyObject *timeout_obj,
+                                  struct timespec *deadline, int *has_deadline,
+                                  uint32_t *flags)
+{
+    int blocking = 1;
+    double t = -1;
+    *has_deadline = 0;
+    *flags = 0;
+    if (blocking_obj && (blocking = PyObject_IsTrue(blocking_obj)) < 0)
+        return -1;
+    if (timeout_obj && timeout_obj != Py_None) {
+        t = PyFloat_AsDouble(timeout_obj);
+        if (t == -1.0 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
+                         Py_TYPE(timeout_obj)->tp_name);
+            return -1;
+        }
+        if (t != t) {
+            PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+            return -1;
+        }
+        if (!blocking && t != -1) {
+            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+            return -1;
+        }
+        if (t < 0 && t != -1) {
+            PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+            return -1;
+        }
+    }
+    if (!blocking || t == 0) {
+        *flags = SHK_WAIT_TRY;
+        return 0;
+    }
+    if (t > 0) {
+        shk_deadline_after(deadline, t);
+        *has_deadline = 1;
+    }
+    return 0;
+}
+
+/* wait(timeout=None): None or < 0 forever, 0 a single check. */
+static int parse_timeout(PyObject *timeout_obj, struct timespec *deadline, int *has_deadline,
+                         uint32_t *flags)
+{
+    *flags = 0;
+    *has_deadline = 0;
+    if (!timeout_obj || timeout_obj == Py_None)
+        return 0;
+    double t = PyFloat_AsDouble(timeout_obj);
+    if (t == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
+                     Py_TYPE(timeout_obj)->tp_name);
+        return -1;
+    }
+    if (t != t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    if (t <= 0) {
+        *flags = SHK_WAIT_TRY;
+        return 0;
+    }
+    shk_deadline_after(deadline, t);
+    *has_deadline = 1;
+    return 0;
+}
+
+static int only_python_thread(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *head = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts));
+    return head != NULL && PyThreadState_Next(head) == NULL;
+}
+
+typedef int (*wait_fn)(SyncObject *o, struct shk_wait *w, void *arg);
+
+/*
+ * Run a blocking core call to completion: spin with the GIL when no other thread needs
+ * it, then sleep without it; on EINTR run the signal handlers and go on (PEP 475).
+ * Returns the core's result, or PYERR with an exception set.
+ */
+static int run_wait(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w)
+{
+    int r;
+    uint32_t saved = w->flags;
+    if (saved & SHK_WAIT_TRY)
+        return fn(o, w, arg);
+    if (only_python_thread()) {
+        w->flags = saved | SHK_WAIT_NOSLEEP;
+        r = fn(o, w, arg);
+        w->flags = saved;
+        if (r != EAGAIN && r != EINTR)
+            return r;
+        /* run the signal handlers now, with the GIL, so that the core need not return
+         * once more before its first sleep just for that */
+        if (PyErr_CheckSignals() < 0)
+            return PYERR;
+        if (w->next_return == 0)
+            w->next_return = shk_now_ns() + shk_sync_cfg.recheck_ns;
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        r = fn(o, w, arg);
+        Py_END_ALLOW_THREADS
+        if (r != EINTR)
+            return r;
+        if (PyErr_CheckSignals() < 0)
+            return PYERR;
+    }
+}
+
+/* The same, but nothing interrupts it: signals are handled and their exception kept
+ * for the caller (*pending), and the wait goes on.  Used to re-acquire a Condition's
+ * lock, which must be held again whatever happened during the wait. */
+static int run_wait_uninterrupted(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w,
+                                  int *pending)
+{
+    int r;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        r = fn(o, w, arg);
+        Py_END_ALLOW_THREADS
+        if (r != EINTR)
+            return r;
+        if (!*pending && PyErr_CheckSignals() < 0)
+            *pending = 1;
+    }
+}
+
+static struct shk_wait wait_init(SyncObject *o, const struct timespec *deadline, uint32_t flags)
+{
+    struct shk_wait w;
+    memset(&w, 0, sizeof w);
+    w.deadline = deadline;
+    w.flags = flags;
+    w.next_live = (flags & SHK_WAIT_TRY) ? o->next_live : 0;
+    if (flags & SHK_WAIT_TRY)
+        w.live_step = shk_sync_cfg.liveness_ns; /* polling acquire(False): one /proc read
+                                                   per liveness interval per handle */
+    return w;
+}
+
+static void wait_done(SyncObject *o, struct shk_wait *w)
+{
+    if (w->flags & SHK_WAIT_TRY)
+        o->next_live = w->next_live;
+}
+
+/* ---- construction ------------------------------------------------------------------------ */
+
+static uint32_t sync_extent(SyncObject *o)
+{
+    switch (o->type) {
+    case SHK_OBJ_RWLOCK: return __atomic_load_n(&((struct shk_rwlock_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
+    case SHK_OBJ_SEMAPHORE: return __atomic_load_n(&((struct shk_sem_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
+    case SHK_OBJ_BARRIER: return __atomic_load_n(&((struct shk_barrier_sh *)o->sh)->parties, __ATOMIC_ACQUIRE);
+    default: return 0;
+    }
+}
+
+/* The size fields validated when the handle was made must still hold (see extent). */
+#define INTACT(o)                                                                        \
+    do {                                                                                 \
+        if (__builtin_expect(sync_extent(o) != (o)->extent, 0)) {                        \
+            PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its " \
+                         "size field changed from %u to %u after it was opened",          \
+                         (unsigned long long)(o)->off, (o)->extent, sync_extent(o));      \
+            return NULL;                                                                 \
+        }                                                                                \
+    } while (0)
+
+static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t objtype)
+{
+    PyObject *zobj;
+    unsigned long long off;
+    if (!PyArg_ParseTuple(args, "O!K", shk_ZoneType, &zobj, &off))
+        return NULL;
+    ZoneObject *z = (ZoneObject *)zobj;
+    if (shk_zone_check_open(z) < 0)
+        return NULL;
+    int err = 0;
+    shk_clear_detail();
+    void *sh = shk_sync_ptr(&z->zone, off, objtype, &err);
+    if (!sh)
+        return shk_py_raise(err ? err : SHK_ECORRUPT, "sync object");
+    SyncObject *o = (SyncObject *)type->tp_alloc(type, 0);
+    if (!o)
+        return NULL;
+    Py_INCREF(z);
+    o->zone = z;
+    o->sh = sh;
+    o->off = off;
+    o->type = objtype;
+    o->slot = UINT32_MAX;
+    o->extent = sync_extent(o);
+    shk_segment_export(z->segment);
+    return (PyObject *)o;
+}
+
+#define NEW_FN(name, code)                                                              \
+    static PyObject *name##_new(PyTypeObject *type, PyObject *args, PyObject *kw)        \
+    {                                                                                   \
+        return sync_new_common(type, args, code);                                       \
+    }
+NEW_FN(lock, SHK_OBJ_LOCK)
+NEW_FN(rlock, SHK_OBJ_RLOCK)
+NEW_FN(rwlock, SHK_OBJ_RWLOCK)
+NEW_FN(sem, SHK_OBJ_SEMAPHORE)
+NEW_FN(event, SHK_OBJ_EVENT)
+NEW_FN(cond, SHK_OBJ_CONDITION)
+NEW_FN(barrier, SHK_OBJ_BARRIER)
+NEW_FN(counter, SHK_OBJ_COUNTER)
+
+static void sync_release_handle(SyncObject *o)
+{
+    if (o->sh) {
+        o->sh = NULL;
+        if (o->zone)
+            shk_segment_unexport(o->zone->segment);
+    }
+}
+
+static void sync_dealloc(SyncObject *o)
+{
+    sync_release_handle(o);
+    Py_CLEAR(o->zone);
+    PyTypeObject *tp = Py_TYPE(o);
+    tp->tp_free((PyObject *)o);
+    Py_DECREF(tp);
+}
+
+static PyObject *sync_close(SyncObject *o, PyObject *unused)
+{
+    sync_release_handle(o);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sync_get_closed(SyncObject *o, void *c)
+{
+    return PyBool_FromLong(o->sh == NULL);
+}
+static PyObject *sync_get_offset(SyncObject *o, void *c)
+{
+    return PyLong_FromUnsignedLongLong(o->off);
+}
+static PyObject *sync_get_owner_died(SyncObject *o, void *c)
+{
+    return PyBool_FromLong(o->owner_died);
+}
+static PyObject *sync_get_zone(SyncObject *o, void *c)
+{
+    return Py_NewRef((PyObject *)o->zone);
+}
+
+#define COMMON_GETSET                                                                      \
+    {"closed", (getter)sync_get_closed, NULL, "True once close() was called", NULL},       \
+    {"_offset", (getter)sync_get_offset, NULL, "offset of the object in its zone", NULL},  \
+    {"_core_zone", (getter)sync_get_zone, NULL, "the _core.Zone", NULL}
+
+#define COMMON_METHODS                                                                     \
+    {"close", (PyCFunction)sync_close, METH_NOARGS,                                        \
+     "close()\n--\n\nDrop this handle (the object stays in the zone)."}
+
+/* ---- Lock and RLock --------------------------------------------------------------------- */
+
+static int lock_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    return shk_lock_acquire(o->sh, o->type == SHK_OBJ_RLOCK, w);
+}
+
+static PyObject *acquire_result(SyncObject *o, int r)
+{
+    if (r == 0) {
+        o->owner_died = 0;
+        Py_RETURN_TRUE;
+    }
+    if (r == SHK_EOWNERDEAD) {
+        o->owner_died = 1;
+        Py_RETURN_TRUE;
+    }
+    if (r == EBUSY || r == ETIMEDOUT)
+        Py_RETURN_FALSE;
+    if (r == PYERR)
+        return NULL;
+    return shk_py_raise(r, "acquire");
+}
+
+static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    static const char *const names[] = {"blocking", "timeout"};
+    PyObject *a[2];
+    struct timespec deadline;
+    int has;
+    uint32_t flags;
+    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0 ||
+        parse_blocking_timeout(a[0], a[1], &deadline, &has, &flags) < 0)
+        return NULL;
+    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
+    int r = run_wait(o, lock_wait_fn, NULL, &w);
+    wait_done(o, &w);
+    return acquire_result(o, r);
+}
+
+static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    LIVE(o);
+    if (nargs == 0 && kwnames == NULL) {
+        /* the uncontended case: one CAS; when it fails the full wait starts over */
+        struct shk_lock_sh *l = o->sh;
+        uint64_t exp = 0;
+        uint64_t me = o->type == SHK_OBJ_RLOCK ? shk_sync_self_thread() : shk_sync_self_proc();
+        if (__atomic_compare_exchange_n(&l->owner.all, &exp, me, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED)) {
+            if (o->type == SHK_OBJ_RLOCK) {
+                l->count = 1;
+                l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
+            }
+            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
+            o->owner_died = 0;
+            Py_RETURN_TRUE;
+        }
+        if (o->type == SHK_OBJ_RLOCK && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
+            l->count++; /* this thread holds it already */
+            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
+            Py_RETURN_TRUE;
+        }
+    }
+    return lock_acquire_slow(o, args, nargs, kwnames);
+}
+
+static PyObject *lock_release(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    if (o->type == SHK_OBJ_LOCK) {
+        /* the common case inline: held by this process, nobody asleep */
+        struct shk_lock_sh *l = o->sh;
+        uint64_t me = shk_sync_self_proc();
+        if (__atomic_load_n(&l->owner.all, __ATOMIC_RELAXED) == me) {
+            uint64_t exp = me;
+            if (__atomic_compare_exchange_n(&l->owner.all, &exp, 0, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_RELAXED))
+                Py_RETURN_NONE;
+        }
+    }
+    int r = shk_lock_release(o->sh, o->type == SHK_OBJ_RLOCK);
+    if (r)
+        return shk_py_raise(r, "release");
+    Py_RETURN_NONE;
+}
+
+static PyObject *lock_enter(SyncObject *o, PyObject *unused)
+{
+    return lock_acquire(o, NULL, 0, NULL);
+}
+
+static PyObject *lock_exit(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    return lock_release(o, NULL);
+}
+
+static PyObject *lock_locked(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_lock_sh *l = o->sh;
+    return PyBool_FromLong((__atomic_load_n(&l->owner.f.word, __ATOMIC_RELAXED) & SHK_ID_MASK) != 0);
+}
+
+static PyObject *lock_is_owned(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    return PyBool_FromLong(shk_lock_is_mine(o->sh, o->type == SHK_OBJ_RLOCK));
+}
+
+static PyObject *lock_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_lock_sh *l = o->sh;
+    union shk_ident cur;
+    cur.all = __atomic_load_n(&l->owner.all, __ATOMIC_ACQUIRE);
+    uint32_t id = cur.f.word & SHK_ID_MASK;
+    int pid = o->type == SHK_OBJ_RLOCK ? (id ? l->owner_pid : 0) : (int)id;
+    return Py_BuildValue("{sisisIsIsKsKsKsKsisIsO}", "owner_pid", pid, "owner_tid",
+                         o->type == SHK_OBJ_RLOCK ? (int)id : 0, "count",
+                         o->type == SHK_OBJ_RLOCK ? (id ? l->count : 0) : (id ? 1 : 0),
+                         "waiters", __atomic_load_n(&l->sleepers, __ATOMIC_RELAXED),
+                         "acquisitions", (unsigned long long)l->acquisitions, "contentions",
+                         (unsigned long long)l->contentions, "owner_deaths",
+                         (unsigned long long)l->owner_deaths, "last_death_ns",
+                         (unsigned long long)l->last_death_ns, "last_dead_pid",
+                         (int)l->last_dead_pid, "spin_ns", l->head.spin_ns, "owner_alive",
+                         id ? (shk_sync_ident_alive(cur.all) ? Py_True : Py_False) : Py_None);
+}
+
+/* Condition support: release completely (returns the saved state) / restore it. */
+static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    int r;
+    uint32_t count = 1;
+    if (o->type == SHK_OBJ_RLOCK)
+        r = shk_rlock_release_all(o->sh, &count);
+    else
+        r = shk_lock_release(o->sh, 0);
+    if (r)
+        return shk_py_raise(r, "release");
+    return PyLong_FromUnsignedLong(count);
+}
+
+static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
+{
+    LIVE(o);
+    unsigned long count = PyLong_AsUnsignedLong(arg);
+    if (count == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    struct shk_wait w = wait_init(o, NULL, 0);
+    int pending = 0;
+    int r = run_wait_uninterrupted(o, lock_wait_fn, NULL, &w, &pending);
+    if (r != 0 && r != SHK_EOWNERDEAD) {
+        if (pending)
+            return NULL;
+        return shk_py_raise(r, "acquire");
+    }
+    o->owner_died = r == SHK_EOWNERDEAD;
+    if (o->type == SHK_OBJ_RLOCK && count > 1)
+        ((struct shk_lock_sh *)o->sh)->count = (uint32_t)count;
+    if (pending)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lock_get_owned_count(SyncObject *o, void *c)
+{
+    LIVE(o);
+    struct shk_lock_sh *l = o->sh;
+    if (!shk_lock_is_mine(l, o->type == SHK_OBJ_RLOCK))
+        return PyLong_FromLong(0);
+    return PyLong_FromUnsignedLong(o->type == SHK_OBJ_RLOCK ? l->count : 1);
+}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1)\n--\n\nAcquire; True when acquired, False when "
+     "not (non-blocking, or the timeout passed)."},
+    {"release", (PyCFunction)lock_release, METH_NOARGS,
+     "release()\n--\n\nRelease; NotOwnerError when the caller does not hold it."},
+    {"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
+    {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked()\n--\n\nTrue when held by anyone."},
+    {"_is_owned", (PyCFunction)lock_is_owned, METH_NOARGS,
+     "_is_owned()\n--\n\nHeld by this process (Lock) or this thread (RLock)."},
+    {"_release_save", (PyCFunction)lock_release_save, METH_NOARGS, NULL},
+    {"_acquire_restore", (PyCFunction)lock_acquire_restore, METH_O, NULL},
+    {"_raw", (PyCFunction)lock_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef lock_getset[] = {
+    COMMON_GETSET,
+    {"owner_died", (getter)sync_get_owner_died, NULL,
+     "True when the last acquire through this handle took the lock over from a holder that "
+     "had died holding it (the data it protects may be half-updated).", NULL},
+    {"_owned_count", (getter)lock_get_owned_count, NULL, "levels held by the caller", NULL},
+    {NULL},
+};
+
+/* ---- Semaphore -------------------------------------------------------------------------- */
+
+static int sem_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    return shk_sem_acquire(o->sh, w);
+}
+
+static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    LIVE(o);
+    INTACT(o);
+    struct shk_wait w0;
+    memset(&w0, 0, sizeof w0);
+    w0.flags = SHK_WAIT_TRY;
+    w0.next_live = UINT64_MAX; /* the fast attempt never reads /proc */
+    if (nargs == 0 && kwnames == NULL && shk_sem_acquire(o->sh, &w0) == 0)
+        Py_RETURN_TRUE;
+    static const char *const names[] = {"blocking", "timeout"};
+    PyObject *a[2];
+    struct timespec deadline;
+    int has;
+    uint32_t flags;
+    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0 ||
+        parse_blocking_timeout(a[0], a[1], &deadline, &has, &flags) < 0)
+        return NULL;
+    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
+    int r = run_wait(o, sem_wait_fn, NULL, &w);
+    wait_done(o, &w);
+    return acquire_result(o, r);
+}
+
+static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    LIVE(o);
+    INTACT(o);
+    unsigned long n = 1;
+    if (nargs || kwnames) {
+        static const char *const names[] = {"n"};
+        PyObject *a[1];
+        if (parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
+            return NULL;
+        if (a[0]) {
+            long v = PyLong_AsLong(a[0]);
+            if (v == -1 && PyErr_Occurred())
+                return NULL;
+            if (v < 1)
+                return PyErr_Format(PyExc_ValueError, "n must be one or more");
+            if (v > (long)(UINT32_MAX >> 1))
+                return PyErr_Format(PyExc_OverflowError, "n is too large");
+            n = (unsigned long)v;
+        }
+    }
+    int r = shk_sem_release(o->sh, (uint32_t)n);
+    if (r)
+        return shk_py_raise(r, "release");
+    Py_RETURN_NONE;
+}
+
+static PyObject *sem_exit(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    return sem_release(o, NULL, 0, NULL);
+}
+
+static PyObject *sem_enter(SyncObject *o, PyObject *unused)
+{
+    return sem_acquire(o, NULL, 0, NULL);
+}
+
+static PyObject *sem_get_value(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_sem_sh *s = o->sh;
+    return PyLong_FromUnsignedLong(__atomic_load_n(&s->value, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    INTACT(o);
+    uint32_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = shk_sem_reclaim(o->sh);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromUnsignedLong(n);
+}
+
+static PyObject *sem_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    INTACT(o);
+    struct shk_sem_sh *s = o->sh;
+    uint32_t holders = 0;
+    for (uint32_t i = 0; i < s->nslots; i++)
+        if (__atomic_load_n(&s->slot[i].count, __ATOMIC_RELAXED))
+            holders++;
+    return Py_BuildValue("{sIsIsOsOsIsIsKsKsKsKsIsI}", "value", s->value, "initial", s->bound,
+                         "bounded", (s->head.flags & SHK_SYNCF_BOUNDED) ? Py_True : Py_False,
+                         "undo", (s->head.flags & SHK_SYNCF_UNDO) ? Py_True : Py_False,
+                         "waiters", s->sleepers, "slots", s->nslots, "acquisitions",
+                         (unsigned long long)s->acquisitions, "contentions",
+                         (unsigned long long)s->contentions, "reclaimed",
+                         (unsigned long long)s->reclaimed, "dead_owners",
+                         (unsigned long long)s->dead_owners, "holders", holders, "held_here",
+                         shk_sem_held(s));
+}
+
+static PyMethodDef sem_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))sem_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=None)\n--\n\nTake one unit; True when taken, False when "
+     "not (non-blocking, or the timeout passed)."},
+    {"release", (PyCFunction)(void (*)(void))sem_release, METH_FASTCALL | METH_KEYWORDS,
+     "release(n=1)\n--\n\nGive back n units, waking up to n waiters."},
+    {"__enter__", (PyCFunction)sem_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))sem_exit, METH_FASTCALL, NULL},
+    {"get_value", (PyCFunction)sem_get_value, METH_NOARGS, "get_value()\n--\n\nUnits available now."},
+    {"reclaim", (PyCFunction)sem_reclaim, METH_NOARGS,
+     "reclaim()\n--\n\nUndo semaphores: give back the units of dead processes now; returns "
+     "how many (waiters do this by themselves)."},
+    {"_raw", (PyCFunction)sem_raw, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef sem_getset[] = {
+    COMMON_GETSET,
+    {"owner_died", (getter)sync_get_owner_died, NULL, "always False for semaphores", NULL},
+    {NULL},
+};
+
+/* ---- Event ---------------------------------------------------------------------------------- */
+
+static int event_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    return shk_event_wait(o->sh, w);
+}
+
+static PyObject *event_set(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    shk_event_set(o->sh);
+    Py_RETURN_NONE;
+}
+
+static PyObject *event_clear(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    shk_event_clear(o->sh);
+    Py_RETURN_NONE;
+}
+
+static PyObject *event_is_set(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_event_sh *e = o->sh;
+    return PyBool_FromLong(__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) & 1);
+}
+
+static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    LIVE(o);
+    struct shk_event_sh *e = o->sh;
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) & 1)
+        Py_RETURN_TRUE;
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    struct timespec deadline;
+    int has;
+    uint32_t flags;
+    if (parse_args(args, nargs, kwnames, "wait", names, 1, a) < 0 ||
+        parse_timeout(a[0], &deadline, &has, &flags) < 0)
+        return NULL;
+    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
+    int r = run_wait(o, event_wait_fn, NULL, &w);
+    if (r == 0)
+        Py_RETURN_TRUE;
+    if (r == ETIMEDOUT)
+        Py_RETURN_FALSE;
+    if (r == PYERR)
+        return NULL;
+    return shk_py_raise(r, "wait");
+}
+
+static PyObject *event_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_event_sh *e = o->sh;
+    uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+    return Py_BuildValue("{sOsIsKsKsI}", "is_set", (st & 1) ? Py_True : Py_False, "waiters",
+                         e->sleepers, "sets", (unsigned long long)e->sets, "waits",
+                         (unsigned long long)e->waits, "spin_ns", e->head.spin_ns);
+}
+
+static PyMethodDef event_methods[] = {
+    {"set", (PyCFunction)event_set, METH_NOARGS, "set()\n--\n\nSet the flag and wake every waiter."},
+    {"clear", (PyCFunction)event_clear, METH_NOARGS, "clear()\n--\n\nReset the flag."},
+    {"is_set", (PyCFunction)event_is_set, METH_NOARGS, "is_set()\n--\n\nThe flag."},
+    {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
+     "wait(timeout=None)\n--\n\nBlock until the flag is set; returns the flag (False when the "
+     "timeout passed)."},
+    {"_raw", (PyCFunction)event_raw, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef event_getset[] = {COMMON_GETSET, {NULL}};
+
+/* ---- RWLock --------------------------------------------------------------------------------- */
+
+static int rw_read_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    return shk_rw_acquire_read(o->sh, &o->slot, w);
+}
+
+static int rw_write_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    return shk_rw_acquire_write(o->sh, w);
+}
+
+static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames, wait_fn fn)
+{
+    LIVE(o);
+    INTACT(o);
+    static const char *const names[] = {"blocking", "timeout"};
+    PyObject *a[2];
+    struct timespec deadline;
+    int has = 0;
+    uint32_t flags = 0;
+    if (nargs || kwnames) {
+        if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0 ||
+            parse_blocking_timeout(a[0], a[1], &deadline, &has, &flags) < 0)
+            return NULL;
+    }
+    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
+    if (!(flags & SHK_WAIT_TRY)) {
+        /* the uncontended case: one attempt with the GIL, no /proc reads */
+        struct shk_wait t = w;
+        t.flags = SHK_WAIT_TRY;
+        t.next_live = UINT64_MAX;
+        int r = fn(o, &t, NULL);
+        if (r != EBUSY)
+            return acquire_result(o, r);
+    }
+    int r = run_wait(o, fn, NULL, &w);
+    if (r != 0 && r != SHK_EOWNERDEAD && fn == rw_write_fn)
+        shk_rw_cancel_write(o->sh, &w); /* interrupted while the readers drained */
+    wait_done(o, &w);
+    return acquire_result(o, r);
+}
+
+static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    return rw_acquire(o, args, nargs, kwnames, rw_read_fn);
+}
+
+static PyObject *rw_acquire_write(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    return rw_acquire(o, args, nargs, kwnames, rw_write_fn);
+}
+
+static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    INTACT(o);
+    int r = shk_rw_release_read(o->sh, &o->slot);
+    if (r)
+        return shk_py_raise(r, "release_read");
+    Py_RETURN_NONE;
+}
+
+static PyObject *rw_release_write(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    int r = shk_rw_release_write(o->sh);
+    if (r)
+        return shk_py_raise(r, "release_write");
+    Py_RETURN_NONE;
+}
+
+static PyObject *rw_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    INTACT(o);
+    struct shk_rwlock_sh *rw = o->sh;
+    uint32_t procs = 0;
+    uint32_t holds = shk_rw_readers(rw, &procs);
+    union shk_ident wr;
+    wr.all = __atomic_load_n(&rw->writer.all, __ATOMIC_ACQUIRE);
+    uint64_t reads = 0;
+    for (uint32_t i = 0; i < rw->nslots; i++)
+        reads += rw->slot[i].acquisitions;
+    return Py_BuildValue("{sisIsIsIsIsKsKsKsKsKsI}", "writer_pid", (int)(wr.f.word & SHK_ID_MASK),
+                         "readers", holds, "reader_processes", procs, "waiters", rw->sleepers,
+                         "max_readers", rw->nslots, "read_acquisitions",
+                         (unsigned long long)reads, "write_acquisitions",
+                         (unsigned long long)rw->write_acquisitions, "contentions",
+                         (unsigned long long)rw->contentions, "owner_deaths",
+                         (unsigned long long)rw->owner_deaths, "reader_deaths",
+                         (unsigned long long)rw->reader_deaths, "held_here",
+                         (o->slot < rw->nslots &&
+                          rw->slot[o->slot].owner.all == shk_sync_self_proc())
+                             ? rw->slot[o->slot].count
+                             : 0);
+}
+
+static PyObject *rw_is_writer(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_rwlock_sh *rw = o->sh;
+    return PyBool_FromLong(shk_ident_same(__atomic_load_n(&rw->writer.all, __ATOMIC_ACQUIRE),
+                                          shk_sync_self_proc()));
+}
+
+static PyMethodDef rw_methods[] = {
+    {"acquire_read", (PyCFunction)(void (*)(void))rw_acquire_read, METH_FASTCALL | METH_KEYWORDS,
+     "acquire_read(blocking=True, timeout=-1)\n--\n\nTake a shared (read) hold."},
+    {"release_read", (PyCFunction)rw_release_read, METH_NOARGS,
+     "release_read()\n--\n\nGive back one read hold of this process."},
+    {"acquire_write", (PyCFunction)(void (*)(void))rw_acquire_write, METH_FASTCALL | METH_KEYWORDS,
+     "acquire_write(blocking=True, timeout=-1)\n--\n\nTake the exclusive (write) hold."},
+    {"release_write", (PyCFunction)rw_release_write, METH_NOARGS,
+     "release_write()\n--\n\nGive back the write hold."},
+    {"_is_writer", (PyCFunction)rw_is_writer, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)rw_raw, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef rw_getset[] = {
+    COMMON_GETSET,
+    {"owner_died", (getter)sync_get_owner_died, NULL,
+     "True when the last acquire through this handle found a writer that had died holding "
+     "the lock.", NULL},
+    {NULL},
+};
+
+/* ---- Condition ------------------------------------------------------------------------------ */
+
+struct cond_arg {
+    uint32_t seq;
+};
+
+static int cond_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    return shk_cond_wait(o->sh, ((struct cond_arg *)arg)->seq, w);
+}
+
+static PyObject *cond_wait(SyncObject *o, PyObject *args)
+{
+    PyObject *lockobj, *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O:wait", &lockobj, &timeout))
+        return NULL;
+    LIVE(o);
+    if (!PyObject_TypeCheck(lockobj, LockType) && !PyObject_TypeCheck(lockobj, RLockType))
+        return PyErr_Format(PyExc_TypeError, "a Condition's lock must be a shmkit Lock or RLock");
+    SyncObject *lk = (SyncObject *)lockobj;
+    LIVE(lk);
+    int rec = lk->type == SHK_OBJ_RLOCK;
+    if (!shk_lock_is_mine(lk->sh, rec)) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
+        return NULL;
+    }
+    struct timespec deadline;
+    int has;
+    uint32_t flags;
+    if (parse_timeout(timeout, &deadline, &has, &flags) < 0)
+        return NULL;
+    struct cond_arg ca;
+    ca.seq = shk_cond_prepare(o->sh);
+    uint32_t count = 1;
+    int r = rec ? shk_rlock_release_all(lk->sh, &count) : shk_lock_release(lk->sh, 0);
+    if (r) {
+        shk_cond_finish(o->sh);
+        return shk_py_raise(r, "wait");
+    }
+    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags & ~SHK_WAIT_TRY);
+    if (flags & SHK_WAIT_TRY)
+        w.flags |= SHK_WAIT_TRY;
+    int wr = run_wait(o, cond_wait_fn, &ca, &w);
+    shk_cond_finish(o->sh);
+    /* re-acquire whatever happened, keeping a pending exception for afterwards */
+    PyObject *et = NULL, *ev = NULL, *tb = NULL;
+    if (wr == PYERR)
+        PyErr_Fetch(&et, &ev, &tb);
+    struct shk_wait lw = wait_init(lk, NULL, 0);
+    int pending = 0;
+    int lr = run_wait_uninterrupted(lk, lock_wait_fn, NULL, &lw, &pending);
+    if (lr == 0 || lr == SHK_EOWNERDEAD) {
+        lk->owner_died = lr == SHK_EOWNERDEAD;
+        if (rec)
+            ((struct shk_lock_sh *)lk->sh)->count = count;
+    }
+    if (wr == PYERR) {
+        if (pending)
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return NULL;
+    }
+    if (pending)
+        return NULL;
+    if (lr != 0 && lr != SHK_EOWNERDEAD)
+        return shk_py_raise(lr, "wait (re-acquiring the lock)");
+    if (wr == 0)
+        Py_RETURN_TRUE;
+    if (wr == ETIMEDOUT)
+        Py_RETURN_FALSE;
+    return shk_py_raise(wr, "wait");
+}
+
+static PyObject *cond_notify(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    LIVE(o);
+    long n = 1;
+    if (nargs > 1)
+        return PyErr_Format(PyExc_TypeError, "notify() takes at most 1 argument");
+    if (nargs == 1) {
+        n = PyLong_AsLong(args[0]);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (n > INT_MAX)
+        n = INT_MAX;
+    return PyLong_FromLong(shk_cond_notify(o->sh, (int)n));
+}
+
+static PyObject *cond_notify_all(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    return PyLong_FromLong(shk_cond_notify(o->sh, INT_MAX));
+}
+
+static PyObject *cond_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_cond_sh *c = o->sh;
+    char name[SHK_OBJ_NAME_MAX + 1];
+    memcpy(name, c->lock_name, sizeof name);
+    name[SHK_OBJ_NAME_MAX] = '\0';
+    return Py_BuildValue("{sIsKsKsssIsI}", "waiters", c->sleepers, "notifies",
+                         (unsigned long long)c->notifies, "waits", (unsigned long long)c->waits,
+                         "lock_name", name, "lock_type", c->lock_type, "lock_offset",
+                         (unsigned int)offsetof(struct shk_cond_sh, lock));
+}
+
+static PyMethodDef cond_methods[] = {
+    {"_wait", (PyCFunction)cond_wait, METH_VARARGS,
+     "_wait(lock, timeout=None)\n--\n\nRelease lock, wait for a notification, re-acquire it."},
+    {"_notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL,
+     "_notify(n=1)\n--\n\nWake up to n waiters; returns how many were asleep and woken."},
+    {"_notify_all", (PyCFunction)cond_notify_all, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)cond_raw, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef cond_getset[] = {COMMON_GETSET, {NULL}};
+
+/* ---- Barrier -------------------------------------------------------------------------------- */
+
+struct barrier_arg {
+    uint32_t index;
+    int last;
+};
+
+static int barrier_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+{
+    struct barrier_arg *ba = arg;
+    return shk_barrier_wait(o->sh, w, &ba->index, &ba->last);
+}
+
+static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    LIVE(o);
+    INTACT(o);
+    PyObject *timeout = nargs > 0 ? args[0] : Py_None;
+    struct timespec deadline;
+    int has;
+    uint32_t flags;
+    if (parse_timeout(timeout, &deadline, &has, &flags) < 0)
+        return NULL;
+    if (flags & SHK_WAIT_TRY) {
+        /* a zero timeout: arrive, and give up at once unless everyone is there */
+        shk_deadline_after(&deadline, 0);
+        has = 1;
+    }
+    struct shk_wait w = wait_init(o, has ? &deadline : NULL, 0);
+    struct barrier_arg ba = {0, 0};
+    int r = run_wait(o, barrier_wait_fn, &ba, &w);
+    if (r == PYERR) {
+        /* interrupted while waiting: the other parties must not wait for us forever */
+        if (w.phase != 0 && !ba.last)
+            shk_barrier_abort(o->sh);
+        return NULL;
+    }
+    if (r)
+        return shk_py_raise(r == ETIMEDOUT ? SHK_EBROKEN : r, "wait");
+    return Py_BuildValue("(IIO)", ba.index, w.aux, ba.last ? Py_True : Py_False);
+}
+
+static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
+{
+    LIVE(o);
+    unsigned long gen = PyLong_AsUnsignedLong(arg);
+    if (gen == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    int r = shk_barrier_complete(o->sh, (uint32_t)gen);
+    if (r)
+        return shk_py_raise(r, "wait");
+    Py_RETURN_NONE;
+}
+
+static PyObject *barrier_abort(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    shk_barrier_abort(o->sh);
+    Py_RETURN_NONE;
+}
+
+static PyObject *barrier_reset(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    shk_barrier_reset(o->sh);
+    Py_RETURN_NONE;
+}
+
+static PyObject *barrier_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    struct shk_barrier_sh *b = o->sh;
+    return Py_BuildValue("{sIsIsOsIsKsKsI}", "parties", b->parties, "n_waiting",
+                         b->broken ? 0u : b->count, "broken", b->broken ? Py_True : Py_False,
+                         "waiters", b->sleepers, "passed", (unsigned long long)b->passed,
+                         "breaks", (unsigned long long)b->breaks, "generation", b->gen);
+}
+
+static PyMethodDef barrier_methods[] = {
+    {"_wait", (PyCFunction)(void (*)(void))barrier_wait, METH_FASTCALL,
+     "_wait(timeout=None)\n--\n\nArrive and wait; returns (index, generation, is_last)."},
+    {"_complete", (PyCFunction)barrier_complete, METH_O, NULL},
+    {"abort", (PyCFunction)barrier_abort, METH_NOARGS,
+     "abort()\n--\n\nPut the barrier in the broken state: waiting and future calls to wait() "
+     "raise BrokenBarrierError."},
+    {"reset", (PyCFunction)barrier_reset, METH_NOARGS,
+     "reset()\n--\n\nReturn to the empty state; parties waiting get BrokenBarrierError."},
+    {"_raw", (PyCFunction)barrier_raw, METH_NOARGS, NULL},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef barrier_getset[] = {COMMON_GETSET, {NULL}};
+
+/* ---- Counter -------------------------------------------------------------------------------- */
+
+static int arg_int64(PyObject *v, int64_t *out)
+{
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_OverflowError, "Counter holds a signed 64-bit integer");
+        }
+        return -1;
+    }
+    *out = (int64_t)x;
+    return 0;
+}
+
+static inline int64_t *counter_word(SyncObject *o)
+{
+    return &((struct shk_counter_sh *)o->sh)->value;
+}
+
+/* Arithmetic wraps modulo 2**64 like the hardware's, never raising mid-way. */
+static PyObject *counter_addsub(SyncObject *o, PyObject *const *args, Py_ssize_t nargs, int sign)
+{
+    LIVE(o);
+    int64_t n = 1;
+    if (nargs > 1)
+        return PyErr_Format(PyExc_TypeError, "takes at most 1 argument (%zd given)", nargs);
+    if (nargs == 1 && arg_int64(args[0], &n) < 0)
+        return NULL;
+    uint64_t d = sign > 0 ? (uint64_t)n : (uint64_t)0 - (uint64_t)n;
+    uint64_t v = __atomic_add_fetch((uint64_t *)counter_word(o), d, __ATOMIC_SEQ_CST);
+    return PyLong_FromLongLong((long long)(int64_t)v);
+}
+
+static PyObject *counter_add(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    return counter_addsub(o, args, nargs, 1);
+}
+
+static PyObject *counter_sub(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    return counter_addsub(o, args, nargs, -1);
+}
+
+static PyObject *counter_inc(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    return PyLong_FromLongLong((long long)(int64_t)__atomic_add_fetch(
+        (uint64_t *)counter_word(o), 1, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *counter_dec(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    return PyLong_FromLongLong((long long)(int64_t)__atomic_sub_fetch(
+        (uint64_t *)counter_word(o), 1, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *counter_get(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    return PyLong_FromLongLong(__atomic_load_n(counter_word(o), __ATOMIC_SEQ_CST));
+}
+
+static PyObject *counter_set(SyncObject *o, PyObject *arg)
+{
+    LIVE(o);
+    int64_t v;
+    if (arg_int64(arg, &v) < 0)
+        return NULL;
+    __atomic_store_n(counter_word(o), v, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *counter_exchange(SyncObject *o, PyObject *arg)
+{
+    LIVE(o);
+    int64_t v;
+    if (arg_int64(arg, &v) < 0)
+        return NULL;
+    return PyLong_FromLongLong(__atomic_exchange_n(counter_word(o), v, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
+{
+    LIVE(o);
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "compare_and_swap(expected, new) takes 2 arguments");
+    int64_t expected, desired;
+    if (arg_int64(args[0], &expected) < 0 || arg_int64(args[1], &desired) < 0)
+        return NULL;
+    return PyBool_FromLong(__atomic_compare_exchange_n(counter_word(o), &expected, desired, 0,
+                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+}
+
+static PyObject *counter_get_value(SyncObject *o, void *c)
+{
+    return counter_get(o, NULL);
+}
+
+static int counter_set_value(SyncObject *o, PyObject *v, void *c)
+{
+    if (!v) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete a Counter's value");
+        return -1;
+    }
+    PyObject *r = counter_set(o, v);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyMethodDef counter_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))counter_add, METH_FASTCALL,
+     "add(n=1, /)\n--\n\nAtomically add n; returns the new value."},
+    {"sub", (PyCFunction)(void (*)(void))counter_sub, METH_FASTCALL,
+     "sub(n=1, /)\n--\n\nAtomically subtract n; returns the new value."},
+    {"inc", (PyCFunction)counter_inc, METH_NOARGS, "inc()\n--\n\nAdd 1; returns the new value."},
+    {"dec", (PyCFunction)counter_dec, METH_NOARGS, "dec()\n--\n\nSubtract 1; returns the new value."},
+    {"get", (PyCFunction)counter_get, METH_NOARGS, "get()\n--\n\nThe value."},
+    {"set", (PyCFunction)counter_set, METH_O, "set(value, /)\n--\n\nStore a value."},
+    {"exchange", (PyCFunction)counter_exchange, METH_O,
+     "exchange(value, /)\n--\n\nStore a value; returns the previous one."},
+    {"compare_and_swap", (PyCFunction)(void (*)(void))counter_cas, METH_FASTCALL,
+     "compare_and_swap(expected, new, /)\n--\n\nStore new if the value is expected; returns "
+     "True when it did."},
+    COMMON_METHODS,
+    {NULL},
+};
+
+static PyGetSetDef counter_getset[] = {
+    COMMON_GETSET,
+    {"value", (getter)counter_get_value, (setter)counter_set_value, "the value (atomic)", NULL},
+    {NULL},
+};
+
+/* ---- module functions ------------------------------------------------------------------- */
+
+static PyObject *core_sync_open(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"zone", "name", "type", "flags", "create", "a", "b", "text",
+                             "text_type", "data", NULL};
+    PyObject *zobj;
+    const char *name, *text = NULL;
+    unsigned int type, flags = 0, text_type = 0;
+    int create = SHK_O_CREATE;
+    long long a = 0;
+    unsigned long long b = 0;
+    Py_buffer data = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!sI|IiLKzIz*:sync_open", kwlist, shk_ZoneType,
+                                     &zobj, &name, &type, &flags, &create, &a, &b, &text,
+                                     &text_type, &data))
+        return NULL;
+    ZoneObject *z = (ZoneObject *)zobj;
+    if (shk_zone_check_open(z) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    struct shk_sync_params p;
+    memset(&p, 0, sizeof p);
+    p.type = type;
+    p.flags = flags;
+    p.a = (uint64_t)a;
+    p.b = b;
+    p.text = text;
+    p.text_type = text_type;
+    p.data = data.buf;
+    p.data_len = data.buf ? (uint64_t)data.len : 0;
+    uint64_t off = 0;
+    int created = 0, r;
+    Py_BEGIN_ALLOW_THREADS
+    r = shk_sync_open(&z->zone, name, &p, create, &off, &created);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (r)
+        return shk_py_raise(r, "open");
+    return Py_BuildValue("(KO)", (unsigned long long)off, created ? Py_True : Py_False);
+}
+
+static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"spin_max_ns", "liveness_ns", "recheck_ns", NULL};
+    long long spin = -1, live = -1, recheck = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|LLL:sync_config", kwlist, &spin, &live, &recheck))
+        return NULL;
+    if (live >= 0 && live < 100000)
+        return PyErr_Format(PyExc_ValueError, "liveness interval must be at least 100 µs");
+    if (recheck >= 0 && recheck < 1000000)
+        return PyErr_Format(PyExc_ValueError, "recheck interval must be at least 1 ms");
+    if (spin >= 0)
+        shk_sync_cfg.spin_max_ns = (uint64_t)spin;
+    if (live >= 0)
+        shk_sync_cfg.liveness_ns = (uint64_t)live;
+    if (recheck >= 0)
+        shk_sync_cfg.recheck_ns = (uint64_t)recheck;
+    return Py_BuildValue("(KKK)", (unsigned long long)shk_sync_cfg.spin_max_ns,
+                         (unsigned long long)shk_sync_cfg.liveness_ns,
+                         (unsigned long long)shk_sync_cfg.recheck_ns);
+}
+
+static PyObject *core_sync_self(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("(KK)", (unsigned long long)shk_sync_self_proc(),
+                         (unsigned long long)shk_sync_self_thread());
+}
+
+static PyObject *core_sync_ident_alive(PyObject *self, PyObject *arg)
+{
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (id == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(shk_sync_ident_alive(id));
+}
+
+static PyMethodDef sync_module_methods[] = {
+    {"sync_open", (PyCFunction)(void (*)(void))core_sync_open, METH_VARARGS | METH_KEYWORDS,
+     "sync_open(zone, name, type, flags=0, create=O_CREATE, a=0, b=0, text=None, text_type=0, "
+     "data=None)\n--\n\nFind or create a sync object; returns (offset, created)."},
+    {"sync_config", (PyCFunction)(void (*)(void))core_sync_config, METH_VARARGS | METH_KEYWORDS,
+     "sync_config(spin_max_ns=-1, liveness_ns=-1, recheck_ns=-1)\n--\n\nSet (>= 0) and return "
+     "the process-wide tuning (spin_max_ns, liveness_ns, recheck_ns)."},
+    {"sync_self", (PyCFunction)core_sync_self, METH_NOARGS,
+     "sync_self()\n--\n\n(process identity, thread identity) as recorded in locks."},
+    {"sync_ident_alive", (PyCFunction)core_sync_ident_alive, METH_O,
+     "sync_ident_alive(ident)\n--\n\nTrue if the holder named by an identity is alive."},
+    {NULL},
+};
+
+/* ---- types ---------------------------------------------------------------------------------- */
+
+static PyTypeObject *make_type(PyObject *m, const char *qualname, const char *attr, newfunc tp_new,
+                               PyMethodDef *methods, PyGetSetDef *getset, const char *doc)
+{
+    PyType_Slot slots[] = {
+        {Py_tp_new, tp_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
+        {Py_tp_getset, getset},    {Py_tp_doc, (void *)doc},      {0, NULL},
+    };
+    PyType_Spec spec = {qualname, sizeof(SyncObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+                        slots};
+    PyTypeObject *t = (PyTypeObject *)PyType_FromSpec(&spec);
+    if (!t)
+        return NULL;
+    if (PyModule_AddObjectRef(m, attr, (PyObject *)t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return t;
+}
+
+int shk_init_sync(PyObject *m)
+{
+    shk_sync_config_load_env();
+    if (!(LockType = make_type(m, "shmkit._core.Lock", "Lock", lock_new, lock_methods, lock_getset,
+                               "Handle on a robust process-shared lock (internal; use shmkit.Lock).")) ||
+        !(RLockType = make_type(m, "shmkit._core.RLock", "RLock", rlock_new, lock_methods,
+                                lock_getset, "Handle on a robust reentrant lock (internal).")) ||
+        !(RWLockType = make_type(m, "shmkit._core.RWLock", "RWLock", rwlock_new, rw_methods,
+                                 rw_getset, "Handle on a robust readers-writer lock (internal).")) ||
+        !(SemaphoreType = make_type(m, "shmkit._core.Semaphore", "Semaphore", sem_new, sem_methods,
+                                    sem_getset, "Handle on a shared semaphore (internal).")) ||
+        !(EventType = make_type(m, "shmkit._core.Event", "Event", event_new, event_methods,
+                                event_getset, "Handle on a shared event (internal).")) ||
+        !(ConditionType = make_type(m, "shmkit._core.Condition", "Condition", cond_new,
+                                    cond_methods, cond_getset,
+                                    "Handle on a shared condition variable (internal).")) ||
+        !(BarrierType = make_type(m, "shmkit._core.Barrier", "Barrier", barrier_new,
+                                  barrier_methods, barrier_getset,
+                                  "Handle on a shared barrier (internal).")) ||
+        !(CounterType = make_type(m, "shmkit._core.Counter", "Counter", counter_new,
+                                  counter_methods, counter_getset,
+                                  "Handle on a shared atomic 64-bit counter (internal).")))
+        return -1;
+    for (PyMethodDef *d = sync_module_methods; d->ml_name; d++) {
+        PyObject *f = PyCFunction_NewEx(d, NULL, NULL);
+        if (!f || PyModule_AddObject(m, d->ml_name, f) < 0) {
+            Py_XDECREF(f);
+            return -1;
+        }
+    }
+#define CONST(name, value) \
+    if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1
+    CONST("SYNCF_BOUNDED", SHK_SYNCF_BOUNDED);
+    CONST("SYNCF_UNDO", SHK_SYNCF_UNDO);
+    CONST("SYNCF_LOCKED", SHK_SYNCF_LOCKED);
+    CONST("VALUE_DATA_OFF", SHK_VALUE_DATA_OFF);
+    CONST("VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock));
+    CONST("COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock));
+    CONST("VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX);
+#undef CONST
+    return 0;
+}

@@ -1,0 +1,277 @@
+"""Shared configuration: one process loads it, every process reads the same snapshot.
+
+::
+
+    # the loader (e.g. a supervisor; call reload() on SIGHUP)
+    cfg = shmkit.SharedConfig("app")
+    cfg.load("/etc/app.toml")             # or a .json file, or a dict
+
+    # any process
+    cfg = shmkit.SharedConfig("app")
+    snap, version = cfg.read()             # an immutable snapshot
+    workers = snap["server"]["workers"]
+    snap, version = cfg.wait_for_change(version)   # blocks until the next load
+
+A SharedConfig is a :class:`shmkit.Board` (object type "config") holding the parsed
+configuration.  Each ``load()``/``publish()`` replaces the whole configuration with one
+publication: readers see the old or the new one, never a mixture, and a loader killed in
+the middle of a reload leaves the old one in place.  Snapshots are deep-frozen: mappings
+are ``types.MappingProxyType``, lists become tuples, sets frozensets, so no reader can
+change what the others see.  A snapshot is computed once per version and process, and
+``read()`` of an unchanged configuration costs one memory load.
+
+Values may be what JSON and TOML produce (str, int, float, bool, None, lists, tables,
+TOML dates and times) plus bytes, tuples, sets and Decimal; anything else is refused
+when publishing, with the path of the offending key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from . import _core
+from ._errors import ShmkitTimeoutError
+from .board import Board, BoardStats
+from .zone import Zone
+
+__all__ = ["SharedConfig"]
+
+_LEAVES = (str, int, float, bool, type(None), bytes, datetime.date, datetime.time,
+           datetime.timedelta, decimal.Decimal)
+_EMPTY = types.MappingProxyType({})
+
+
+def _plain(value, path: str):
+    """A picklable copy made only of plain containers and allowed leaves."""
+    if isinstance(value, _LEAVES):
+        return value
+    if isinstance(value, Mapping):
+        return {k: _plain(v, f"{path}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_plain(v, f"{path}{{...}}") for v in value)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    raise TypeError(f"configuration value at {path or 'the top'} is a {type(value).__name__}; "
+                    "only str, int, float, bool, None, bytes, dates/times, Decimal, lists, "
+                    "tuples, sets and mappings can be shared")
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value  # leaves and frozensets are immutable already
+
+
+def _load_file(path, fmt):
+    if fmt is None:
+        ext = os.path.splitext(os.fspath(path))[1].lower()
+        fmt = {".json": "json", ".toml": "toml"}.get(ext)
+        if fmt is None:
+            raise ValueError(f"cannot tell the format of {os.fspath(path)!r} from its suffix; "
+                             "pass format='json' or format='toml'")
+    if fmt == "json":
+        with open(path, "rb") as f:
+            data = json.load(f)
+    elif fmt == "toml":
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            try:
+                import tomli as tomllib
+            except ImportError as err:
+                raise ImportError("reading TOML needs Python 3.11+ or the tomli package: "
+                                  "pip install tomli") from err
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    else:
+        raise ValueError(f"unknown configuration format {fmt!r} (use 'json' or 'toml')")
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{os.fspath(path)!r}: the configuration must be a table/object at "
+                         f"the top, not a {type(data).__name__}")
+    return data, fmt
+
+
+@dataclass(frozen=True)
+class ConfigInfo:
+    """Where the current configuration came from."""
+
+    version: int
+    source: str | None          #: file it was loaded from (None: published from a dict)
+    format: str                 #: "json", "toml" or "dict"
+    loaded_ns: int              #: CLOCK_REALTIME when it was published
+    loader_pid: int             #: process that published it
+
+
+class SharedConfig(Mapping):
+    """A configuration shared by every process: ``SharedConfig(name, max_bytes=1 MiB, *,
+    zone=None, buffers=None)``.
+
+    Finds or creates the configuration ``name`` in ``zone`` (default:
+    ``shmkit.default_zone()``).  ``max_bytes`` bounds the pickled configuration.  It is
+    also a read-only Mapping over the *current* snapshot (``cfg["key"]``): each access may
+    see a newer version, so take ``snapshot()`` once for reads that must agree.
+    """
+
+    _board = None
+
+    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone: Zone | None = None,
+                 buffers: int | None = None, spin_us: float = 0.0):
+        self._board = Board(name, max_bytes, zone=zone, buffers=buffers, spin_us=spin_us,
+                            _type=_core.OBJ_CONFIG)
+        self.name = self._board.name
+        self.zone = self._board.zone
+        self._snap = (_EMPTY, 0, None)   # (frozen mapping, version, raw record)
+
+    # -- publishing ---------------------------------------------------------------------
+    def load(self, source=None, *, format: str | None = None) -> int:
+        """Load and publish a configuration; returns its version.
+
+        ``source`` is a mapping, or the path of a JSON or TOML file (the format comes
+        from the suffix unless ``format`` says); None reloads the file the current
+        configuration came from.  Nothing is published if reading or parsing fails.
+        This process becomes the loader (the board's writer) if nobody is.
+        """
+        if source is None:
+            info = self.info()
+            if info.source is None:
+                raise ValueError(f"config {self.name!r}: nothing to reload (the current "
+                                 "configuration was not loaded from a file)")
+            source, format = info.source, info.format
+        if isinstance(source, Mapping):
+            return self._publish(source, None, "dict")
+        data, fmt = _load_file(source, format)
+        return self._publish(data, os.path.abspath(os.fspath(source)), fmt)
+
+    def reload(self) -> int:
+        """Re-read the file the current configuration came from and publish it."""
+        return self.load(None)
+
+    def publish(self, mapping: Mapping) -> int:
+        """Publish ``mapping`` as the new configuration; returns its version."""
+        if not isinstance(mapping, Mapping):
+            raise TypeError(f"a configuration is a mapping, not a {type(mapping).__name__}")
+        return self._publish(mapping, None, "dict")
+
+    def _publish(self, data, source, fmt):
+        record = {"config": _plain(data, ""), "source": source, "format": fmt,
+                  "loaded_ns": _now_ns(), "loader_pid": os.getpid()}
+        return self._board.publish(record)
+
+    # -- reading -------------------------------------------------------------------------
+    def _frozen(self, r):
+        record, version = r
+        snap = self._snap
+        if snap[1] == version:
+            return snap
+        if version == 0 or not isinstance(record, dict):
+            snap = (_EMPTY, version, None)
+        else:
+            snap = (_freeze(record.get("config", {})), version, record)
+        self._snap = snap
+        return snap
+
+    def read(self):
+        """``(snapshot, version)`` of the current configuration (an empty mapping and
+        version 0 before the first load)."""
+        snap = self._frozen(self._board.read())
+        return snap[0], snap[1]
+
+    def snapshot(self) -> Mapping:
+        """The current configuration, deep-frozen."""
+        return self._frozen(self._board.read())[0]
+
+    @property
+    def version(self) -> int:
+        return self._board.version
+
+    def info(self) -> ConfigInfo:
+        """Where the current configuration came from and when."""
+        _, version, record = self._frozen(self._board.read())
+        if record is None:
+            return ConfigInfo(version, None, "dict", 0, 0)
+        return ConfigInfo(version, record.get("source"), record.get("format", "dict"),
+                          record.get("loaded_ns", 0), record.get("loader_pid", 0))
+
+    def wait_for_change(self, version: int | None = None, timeout: float | None = None):
+        """Block until a configuration newer than ``version`` (default: the current one)
+        is published; returns ``(snapshot, version)``.  ShmkitTimeoutError after
+        ``timeout`` seconds.  ``wait_for_change(0)`` waits for the first load."""
+        if version is None:
+            version = self._board.version
+        snap = self._frozen(self._board.wait_newer(version, timeout))
+        return snap[0], snap[1]
+
+    def watch(self, timeout: float | None = None):
+        """Iterate over ``(snapshot, version)``: the current configuration (once there is
+        one), then every newer one as it is published.  With a ``timeout``, the iteration
+        ends when no new configuration comes within that many seconds."""
+        version = 0
+        while True:
+            try:
+                snap, version = self.wait_for_change(version, timeout)
+            except ShmkitTimeoutError:
+                return
+            yield snap, version
+
+    # -- Mapping over the current snapshot ---------------------------------------------------
+    def __getitem__(self, key):
+        return self.snapshot()[key]
+
+    def __iter__(self):
+        return iter(self.snapshot())
+
+    def __len__(self):
+        return len(self.snapshot())
+
+    def __contains__(self, key):
+        return key in self.snapshot()
+
+    # -- statistics, lifecycle ----------------------------------------------------------------
+    def statistics(self) -> BoardStats:
+        return self._board.statistics()
+
+    @property
+    def closed(self) -> bool:
+        return self._board is None or self._board.closed
+
+    def close(self) -> None:
+        if self._board is not None:
+            self._board.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __reduce__(self):
+        return (_attach, (self.zone, self.name))
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        if self.closed:
+            return f"<shmkit.SharedConfig {self.name!r} closed>"
+        return f"<shmkit.SharedConfig {self.name!r} version={self.version}>"
+
+
+def _now_ns() -> int:
+    import time
+    return time.time_ns()
+
+
+def _attach(zone, name):
+    return SharedConfig(name, None, zone=zone)

@@ -1,0 +1,1685 @@
+/*
+ * sync.c - locks, semaphores, events, conditions and barriers in shared memory that
+ * survive the death of the processes using them.  See sync.h for the model and
+ * layout.h for the bytes.
+ *
+ * Memory ordering, the one rule everything below follows (futex hand-off): a waker
+ * publishes its change with a sequentially consistent read-modify-write, then reads the
+ * waiter registration (flag bit or count); a waiter registers with a sequentially
+ * consistent read-modify-write, then sleeps with FUTEX_WAIT on the value it saw, which
+ * the kernel re-checks.  Either the waker sees the registration and wakes, or the
+ * waiter's FUTEX_WAIT sees the new value and does not sleep.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "sync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "futex.h"
+#include "mutex.h"
+#include "proc.h"
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define CAS(p, expp, des) \
+    __atomic_compare_exchange_n((p), (expp), (des), 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+#define SUB(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST)
+#define STAT_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+/* Statistics only the current holder writes: a plain increment, no locked instruction. */
+#define HOLDER_INC(p) STORE_RLX((p), LOAD_RLX(p) + 1)
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+struct shk_sync_config shk_sync_cfg = {
+    .spin_max_ns = 200 * 1000,
+    .liveness_ns = 10 * 1000 * 1000,
+    .recheck_ns = 100 * 1000 * 1000,
+};
+
+void shk_sync_config_load_env(void)
+{
+    const char *s;
+    if ((s = getenv("SHMKIT_SPIN_NS")) && *s)
+        shk_sync_cfg.spin_max_ns = strtoull(s, NULL, 10);
+    if ((s = getenv("SHMKIT_LIVENESS_NS")) && *s) {
+        uint64_t v = strtoull(s, NULL, 10);
+        if (v >= 100000)
+            shk_sync_cfg.liveness_ns = v;
+    }
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Identities and liveness                                                              */
+/* ---------------------------------------------------------------------------------- */
+
+uint64_t shk_sync_self_proc_cache;
+static uint32_t fork_gen = 1;
+static __thread uint64_t self_thread_cache;
+static __thread uint32_t self_thread_gen;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static int ncpu_cache;
+
+static void after_fork_child(void)
+{
+    /* the child has another pid and its one thread another tid */
+    shk_sync_self_proc_cache = 0;
+    __atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+}
+
+static void init_once(void)
+{
+    pthread_atfork(NULL, NULL, after_fork_child);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    ncpu_cache = n > 0 ? (int)n : 1;
+}
+
+static int ncpu(void)
+{
+    if (unlikely(!ncpu_cache))
+        pthread_once(&once, init_once);
+    return ncpu_cache;
+}
+
+/* State (field 3) and start time (field 22) of /proc/ID/stat. -1 if unreadable. */
+static int read_stat(pid_t id, uint64_t *start, int *zombie)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)id);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p || p[1] != ' ' || !p[2])
+        return -1;
+    *zombie = p[2] == 'Z' || p[2] == 'X';
+    p += 2;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return -1;
+        p++;
+    }
+    *start = strtoull(p, NULL, 10);
+    return 0;
+}
+
+static uint64_t make_ident(uint32_t id, uint64_t start)
+{
+    union shk_ident u;
+    u.f.word = id & SHK_ID_MASK;
+    u.f.start = (uint32_t)start;
+    return u.all;
+}
+
+uint64_t shk_sync_self_proc_slow(void)
+{
+    uint64_t v;
+    pthread_once(&once, init_once);
+    pid_t pid = getpid();
+    uint64_t start = 0;
+    int zombie;
+    if (read_stat(pid, &start, &zombie) != 0)
+        start = 0;
+    v = make_ident((uint32_t)pid, start);
+    shk_sync_self_proc_cache = v;
+    return v;
+}
+
+uint64_t shk_sync_self_thread(void)
+{
+    uint64_t v = self_thread_cache;
+    if (likely(v != 0 && self_thread_gen == __atomic_load_n(&fork_gen, __ATOMIC_RELAXED)))
+        return v;
+    pthread_once(&once, init_once);
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    uint64_t start = 0;
+    int zombie;
+    if (read_stat(tid, &start, &zombie) != 0)
+        start = 0;
+    v = make_ident((uint32_t)tid, start);
+    self_thread_cache = v;
+    self_thread_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+    return v;
+}
+
+int shk_sync_ident_alive(uint64_t ident)
+{
+    union shk_ident u;
+    u.all = ident;
+    pid_t id = (pid_t)(u.f.word & SHK_ID_MASK);
+    if (id == 0)
+        return 0;
+    uint64_t start;
+    int zombie;
+    if (read_stat(id, &start, &zombie) == 0) {
+        if (zombie)
+            return 0;
+        return u.f.start == 0 || (uint32_t)start == u.f.start;
+    }
+    /* /proc/ID unreadable: gone, or hidden from us (hidepid).  Only a definite "no such
+     * process" counts as dead. */
+    if (kill(id, 0) == 0 || errno == EPERM)
+        return 1;
+    return 0;
+}
+
+static int is_self_proc(uint64_t ident)
+{
+    return shk_ident_same(ident, shk_sync_self_proc());
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Waiting: the adaptive spin and the sleep slices                                      */
+/* ---------------------------------------------------------------------------------- */
+
+#define SPIN_INITIAL_NS 20000u
+
+/* How long this wait may spin (0: not at all), claiming the object's spin gate. */
+static uint64_t spin_begin(struct shk_sync_head *h, struct shk_wait *w)
+{
+    if ((w->flags & SHK_WAIT_NOSPIN) || shk_sync_cfg.spin_max_ns == 0 || ncpu() < 2)
+        return 0;
+    uint64_t budget = LOAD_RLX(&h->spin_ns);
+    if (budget > shk_sync_cfg.spin_max_ns)
+        budget = shk_sync_cfg.spin_max_ns;
+    if (w->deadline) {
+        uint64_t left = shk_deadline_left_ns(w->deadline);
+        if (left < budget)
+            budget = left;
+    }
+    if (budget == 0)
+        return 0;
+    if (ncpu() <= 2) {
+        /* With two CPUs a second spinner can only take time from the process that is
+         * about to hand over.  The gate is a deadline, so a spinner killed while
+         * spinning does not keep it closed. */
+        uint32_t now_ms = (uint32_t)(shk_now_ns() / 1000000u);
+        uint32_t busy = LOAD_RLX(&h->spin_busy);
+        if ((int32_t)(busy - now_ms) > 0)
+            return 0;
+        STORE_RLX(&h->spin_busy, now_ms + (uint32_t)(budget / 1000000u) + 2);
+    }
+    w->spun = 1;
+    return budget;
+}
+
+static void spin_end(struct shk_sync_head *h)
+{
+    if (ncpu() <= 2)
+        STORE_RLX(&h->spin_busy, (uint32_t)(shk_now_ns() / 1000000u));
+}
+
+/*
+ * Learn from a finished wait.  A spin that succeeded after t ns wants a budget of about
+ * 2t (grow at once, shrink slowly); a wait that slept but ended within the spin limit
+ * would have been caught by a longer spin; a long wait halves the budget, so spinning
+ * stops wasting a CPU when hand-offs are slow or the machine is oversubscribed.
+ */
+static void spin_learn(struct shk_sync_head *h, struct shk_wait *w, int spin_won)
+{
+    uint64_t max = shk_sync_cfg.spin_max_ns;
+    if (!max || !w->t0)
+        return;
+    uint64_t waited = shk_now_ns() - w->t0;
+    uint64_t b = LOAD_RLX(&h->spin_ns), nb;
+    if (spin_won) {
+        nb = 2 * waited + 2000;
+        if (nb < b)
+            nb = b - (b - nb) / 8;
+    } else if (waited <= max) {
+        nb = 2 * waited + 2000;
+    } else {
+        nb = b / 2;
+    }
+    if (nb > max)
+        nb = max;
+    if (nb != b)
+        STORE_RLX(&h->spin_ns, (uint32_t)nb);
+}
+
+static int deadline_passed(const struct shk_wait *w)
+{
+    return w->deadline && shk_deadline_left_ns(w->deadline) == 0;
+}
+
+/* Sleep on word while it holds `expected`, until the next event this wait must handle
+ * itself (deadline, liveness check, return to the caller).  0 (woken or slice over), or
+ * EINTR. */
+static int sleep_slice(uint32_t *word, uint32_t expected, struct shk_wait *w, int liveness,
+                       uint32_t *sleepers)
+{
+    uint64_t now = shk_now_ns();
+    uint64_t until = w->next_return;
+    if (liveness && w->next_live < until)
+        until = w->next_live;
+    struct timespec slice;
+    uint64_t gap = until > now ? until - now : 0;
+    if (gap > ((uint64_t)1 << 60)) /* "never": keep now + gap from wrapping around */
+        gap = (uint64_t)1 << 60;
+    shk_deadline_slice(&slice, w->deadline, gap);
+    if (sleepers)
+        ADD(sleepers, 1);
+    int r = shk_futex_wait(word, expected, &slice);
+    if (sleepers)
+        SUB(sleepers, 1);
+    w->slept = 1;
+    return r == EINTR ? EINTR : 0;
+}
+
+/* Time to return to the caller (before the first sleep, then every recheck_ns)? */
+static int must_return(struct shk_wait *w, uint64_t now)
+{
+    if (now >= w->next_return) {
+        w->next_return = now + shk_sync_cfg.recheck_ns;
+        return 1;
+    }
+    return 0;
+}
+
+/* Time for a liveness check?  The first comes at once, the next after 1, 2, 4 ... ms up
+ * to liveness_ns: a holder killed just before we started waiting is usually torn down
+ * within a millisecond or two, and a long wait costs one /proc read per interval. */
+static int liveness_due(struct shk_wait *w, uint64_t now)
+{
+    if (now >= w->next_live) {
+        uint64_t step = w->live_step ? w->live_step * 2 : 1000000u;
+        if (step > shk_sync_cfg.liveness_ns)
+            step = shk_sync_cfg.liveness_ns;
+        w->live_step = step;
+        w->next_live = now + step;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Objects: sizes, creation, validation                                                 */
+/* ---------------------------------------------------------------------------------- */
+
+#define MAX_SLOTS 65536u
+#define MAX_PARTIES 65536u
+
+uint64_t shk_sync_size(const struct shk_sync_params *p)
+{
+    switch (p->type) {
+    case SHK_OBJ_LOCK:
+    case SHK_OBJ_RLOCK:
+        return sizeof(struct shk_lock_sh);
+    case SHK_OBJ_EVENT:
+        return sizeof(struct shk_event_sh);
+    case SHK_OBJ_COUNTER:
+        return sizeof(struct shk_counter_sh);
+    case SHK_OBJ_CONDITION:
+        return sizeof(struct shk_cond_sh);
+    case SHK_OBJ_SEMAPHORE:
+        if (p->a > UINT32_MAX >> 1) {
+            shk_fail(EINVAL, "semaphore value %llu is too large (at most %u)",
+                     (unsigned long long)p->a, UINT32_MAX >> 1);
+            return 0;
+        }
+        if (!(p->flags & SHK_SYNCF_UNDO))
+            return sizeof(struct shk_sem_sh);
+        if (p->b < 1 || p->b > MAX_SLOTS) {
+            shk_fail(EINVAL, "undo semaphore: %llu process slots (1..%u allowed)",
+                     (unsigned long long)p->b, MAX_SLOTS);
+            return 0;
+        }
+        return sizeof(struct shk_sem_sh) + p->b * sizeof(struct shk_undo_slot);
+    case SHK_OBJ_RWLOCK:
+        if (p->a < 1 || p->a > MAX_SLOTS) {
+            shk_fail(EINVAL, "rwlock: %llu reader slots (1..%u allowed)",
+                     (unsigned long long)p->a, MAX_SLOTS);
+            return 0;
+        }
+        return sizeof(struct shk_rwlock_sh) + p->a * sizeof(struct shk_rw_slot);
+    case SHK_OBJ_BARRIER:
+        if (p->a < 1 || p->a > MAX_PARTIES) {
+            shk_fail(EINVAL, "barrier: %llu parties (1..%u allowed)", (unsigned long long)p->a,
+                     MAX_PARTIES);
+            return 0;
+        }
+        return sizeof(struct shk_barrier_sh) + p->a * sizeof(union shk_ident);
+    case SHK_OBJ_VALUE:
+    case SHK_OBJ_ARRAY: {
+        uint64_t es = p->a, n = p->b;
+        if (es == 0 || es > (1u << 20) || n > ((uint64_t)1 << 40) / es) {
+            shk_fail(EINVAL, "value: %llu elements of %llu bytes cannot be stored",
+                     (unsigned long long)n, (unsigned long long)es);
+            return 0;
+        }
+        uint64_t data = es * n;
+        return SHK_VALUE_DATA_OFF + (data ? data : 1);
+    }
+    default:
+        shk_fail(EINVAL, "type %u is not a sync object", p->type);
+        return 0;
+    }
+}
+
+static void head_init(struct shk_sync_head *h, uint32_t type, uint32_t flags)
+{
+    h->type = (uint16_t)type;
+    h->flags = (uint16_t)flags;
+    h->spin_ns = SPIN_INITIAL_NS;
+    h->spin_busy = 0;
+    STORE_REL(&h->magic, SHK_SYNC_MAGIC);
+}
+
+static void lock_init(struct shk_lock_sh *l, uint32_t type)
+{
+    memset(l, 0, sizeof *l);
+    head_init(&l->head, type, 0);
+}
+
+static int sync_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg)
+{
+    const struct shk_sync_params *p = arg;
+    uint8_t *obj = shk_zone_ptr(z, off, size);
+    int r;
+    if (!obj)
+        return SHK_ECORRUPT;
+    switch (p->type) {
+    case SHK_OBJ_LOCK:
+    case SHK_OBJ_RLOCK:
+        lock_init((struct shk_lock_sh *)obj, p->type);
+        return 0;
+    case SHK_OBJ_EVENT:
+        head_init((struct shk_sync_head *)obj, p->type, 0);
+        return 0;
+    case SHK_OBJ_COUNTER: {
+        struct shk_counter_sh *c = (struct shk_counter_sh *)obj;
+        c->value = (int64_t)p->a;
+        head_init(&c->head, p->type, 0);
+        return 0;
+    }
+    case SHK_OBJ_SEMAPHORE: {
+        struct shk_sem_sh *s = (struct shk_sem_sh *)obj;
+        s->value = (uint32_t)p->a;
+        s->bound = (uint32_t)p->a;
+        if (p->flags & SHK_SYNCF_UNDO) {
+            s->nslots = (uint32_t)p->b;
+            if ((r = shk_mutex_init(&s->mutex)) != 0)
+                return shk_fail(r, "semaphore: cannot initialise its mutex: %s", strerror(r));
+        }
+        head_init(&s->head, p->type, p->flags & (SHK_SYNCF_BOUNDED | SHK_SYNCF_UNDO));
+        return 0;
+    }
+    case SHK_OBJ_RWLOCK: {
+        struct shk_rwlock_sh *rw = (struct shk_rwlock_sh *)obj;
+        rw->nslots = (uint32_t)p->a;
+        head_init(&rw->head, p->type, 0);
+        return 0;
+    }
+    case SHK_OBJ_CONDITION: {
+        struct shk_cond_sh *c = (struct shk_cond_sh *)obj;
+        lock_init(&c->lock, SHK_OBJ_RLOCK);
+        uint32_t flags = 0;
+        if (p->text && *p->text) {
+            if (strlen(p->text) > SHK_OBJ_NAME_MAX)
+                return shk_fail(SHK_ENAME, "condition: lock name too long");
+            strncpy(c->lock_name, p->text, SHK_OBJ_NAME_MAX);
+            c->lock_type = p->text_type;
+            flags |= SHK_SYNCF_EXTLOCK;
+        } else {
+            c->lock_type = SHK_OBJ_RLOCK;
+        }
+        head_init(&c->head, p->type, flags);
+        return 0;
+    }
+    case SHK_OBJ_BARRIER: {
+        struct shk_barrier_sh *b = (struct shk_barrier_sh *)obj;
+        b->parties = (uint32_t)p->a;
+        if ((r = shk_mutex_init(&b->mutex)) != 0)
+            return shk_fail(r, "barrier: cannot initialise its mutex: %s", strerror(r));
+        head_init(&b->head, p->type, 0);
+        return 0;
+    }
+    case SHK_OBJ_VALUE:
+    case SHK_OBJ_ARRAY: {
+        struct shk_value_sh *v = (struct shk_value_sh *)obj;
+        v->elem_size = p->a;
+        v->length = p->b;
+        v->data_size = p->a * p->b;
+        if (p->text)
+            strncpy(v->type_name, p->text, SHK_VALUE_TYPENAME_MAX);
+        lock_init(&v->lock, SHK_OBJ_RLOCK);
+        if (p->data && p->data_len)
+            memcpy(obj + SHK_VALUE_DATA_OFF, p->data,
+                   p->data_len < v->data_size ? p->data_len : v->data_size);
+        head_init(&v->head, p->type, p->flags & SHK_SYNCF_LOCKED);
+        return 0;
+    }
+    default:
+        return shk_fail(EINVAL, "type %u is not a sync object", p->type);
+    }
+}
+
+int shk_sync_open(struct shk_zone *z, const char *name, const struct shk_sync_params *p,
+                  int flags, uint64_t *off, int *created)
+{
+    shk_clear_detail();
+    uint64_t size = shk_sync_size(p);
+    if (!size)
+        return EINVAL;
+    struct shk_dirent e;
+    int r = shk_zone_obj_get(z, name, p->type, size, 0, flags, sync_init, (void *)p, &e,
+                             created);
+    if (r)
+        return r;
+    int err = 0;
+    if (!shk_sync_ptr(z, e.offset, p->type, &err))
+        return err;
+    *off = e.offset;
+    return 0;
+}
+
+void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err)
+{
+    struct shk_sync_head *h = shk_zone_ptr(z, off, sizeof(struct shk_counter_sh));
+    *err = 0;
+    if (!h) {
+        *err = SHK_ECORRUPT;
+        return NULL;
+    }
+    if (LOAD_ACQ(&h->magic) != SHK_SYNC_MAGIC || h->type != type) {
+        *err = shk_fail(SHK_ECORRUPT, "sync object at offset %llu: magic 0x%08x type %u, "
+                        "expected a type %u object", (unsigned long long)off, h->magic,
+                        h->type, type);
+        return NULL;
+    }
+    uint64_t size;
+    switch (type) {
+    case SHK_OBJ_LOCK:
+    case SHK_OBJ_RLOCK: size = sizeof(struct shk_lock_sh); break;
+    case SHK_OBJ_EVENT: size = sizeof(struct shk_event_sh); break;
+    case SHK_OBJ_COUNTER: size = sizeof(struct shk_counter_sh); break;
+    case SHK_OBJ_CONDITION: size = sizeof(struct shk_cond_sh); break;
+    case SHK_OBJ_SEMAPHORE: {
+        struct shk_sem_sh *s = (void *)h;
+        if (s->nslots > MAX_SLOTS)
+            goto bad;
+        size = sizeof *s + (uint64_t)s->nslots * sizeof(struct shk_undo_slot);
+        break;
+    }
+    case SHK_OBJ_RWLOCK: {
+        struct shk_rwlock_sh *rw = (void *)h;
+        if (rw->nslots < 1 || rw->nslots > MAX_SLOTS)
+            goto bad;
+        size = sizeof *rw + (uint64_t)rw->nslots * sizeof(struct shk_rw_slot);
+        break;
+    }
+    case SHK_OBJ_BARRIER: {
+        struct shk_barrier_sh *b = (void *)h;
+        if (b->parties < 1 || b->parties > MAX_PARTIES)
+            goto bad;
+        size = sizeof *b + (uint64_t)b->parties * sizeof(union shk_ident);
+        break;
+    }
+    case SHK_OBJ_VALUE:
+    case SHK_OBJ_ARRAY: {
+        struct shk_value_sh *v = (void *)h;
+        if (v->elem_size == 0 || v->data_size != v->elem_size * v->length ||
+            v->data_size > ((uint64_t)1 << 40))
+            goto bad;
+        size = SHK_VALUE_DATA_OFF + v->data_size;
+        break;
+    }
+    default:
+        goto bad;
+    }
+    if (!shk_zone_ptr(z, off, size)) {
+        *err = SHK_ECORRUPT;
+        return NULL;
+    }
+    return h;
+bad:
+    *err = shk_fail(SHK_ECORRUPT, "sync object at offset %llu (type %u): its size fields are "
+                    "inconsistent", (unsigned long long)off, type);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Lock and RLock                                                                       */
+/* ---------------------------------------------------------------------------------- */
+
+static int lock_got(struct shk_lock_sh *l, int rec, int r)
+{
+    if (rec) {
+        l->count = 1;
+        l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
+    }
+    HOLDER_INC(&l->acquisitions);
+    return r;
+}
+
+/* The holder `dead` was found dead: take the lock over from it. 1 if we now hold it. */
+static int lock_take_over(struct shk_lock_sh *l, uint64_t dead, uint64_t me)
+{
+    union shk_ident des;
+    des.all = me;
+    union shk_ident d;
+    d.all = dead;
+    des.f.word |= d.f.word & SHK_ID_WAITERS;
+    uint64_t exp = dead;
+    if (!CAS(&l->owner.all, &exp, des.all))
+        return 0;
+    HOLDER_INC(&l->owner_deaths);
+    STORE_RLX(&l->last_death_ns, shk_wall_ns());
+    STORE_RLX(&l->last_dead_pid, (int32_t)shk_ident_id(dead));
+    return 1;
+}
+
+int shk_lock_acquire(struct shk_lock_sh *l, int rec, struct shk_wait *w)
+{
+    uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
+    union shk_ident cur, des;
+    if (w->phase == 0) {
+        uint64_t exp = 0;
+        if (likely(CAS(&l->owner.all, &exp, me)))
+            return lock_got(l, rec, 0);
+        if (rec && shk_ident_same(exp, me)) {
+            if (l->count == UINT32_MAX)
+                return shk_fail(EOVERFLOW, "RLock: recursion too deep");
+            l->count++;
+            HOLDER_INC(&l->acquisitions);
+            return 0;
+        }
+        STAT_ADD(&l->contentions, 1);
+        if (w->flags & SHK_WAIT_TRY) {
+            /* a non-blocking attempt still recovers a dead holder (checks throttled by
+             * the caller's next_live) */
+            uint64_t now = shk_now_ns();
+            if (!is_self_proc(exp) && liveness_due(w, now) && !shk_sync_ident_alive(exp) &&
+                lock_take_over(l, exp, me))
+                return lock_got(l, rec, SHK_EOWNERDEAD);
+            return EBUSY;
+        }
+        w->phase = 1;
+        w->t0 = shk_now_ns();
+    }
+    if (w->phase == 1) {
+        w->phase = 2;
+        uint64_t budget = spin_begin(&l->head, w);
+        if (budget) {
+            uint64_t end = w->t0 + budget;
+            for (uint32_t i = 1;; i++) {
+                cur.all = LOAD_RLX(&l->owner.all);
+                if ((cur.f.word & SHK_ID_MASK) == 0) {
+                    uint64_t exp = cur.all;
+                    des.all = me;
+                    des.f.word |= cur.f.word & SHK_ID_WAITERS;
+                    if (CAS(&l->owner.all, &exp, des.all)) {
+                        spin_end(&l->head);
+                        spin_learn(&l->head, w, 1);
+                        return lock_got(l, rec, 0);
+                    }
+                    continue;
+                }
+                shk_cpu_relax();
+                if ((i & 31) == 0 && shk_now_ns() >= end)
+                    break;
+            }
+            spin_end(&l->head);
+        }
+    }
+    if (w->flags & SHK_WAIT_NOSLEEP)
+        return EAGAIN;
+    for (;;) {
+        cur.all = LOAD(&l->owner.all);
+        if ((cur.f.word & SHK_ID_MASK) == 0) {
+            /* a woken sleeper takes it with WAITERS set: others may still sleep */
+            uint64_t exp = cur.all;
+            des.all = me;
+            des.f.word |= SHK_ID_WAITERS;
+            if (CAS(&l->owner.all, &exp, des.all)) {
+                spin_learn(&l->head, w, 0);
+                return lock_got(l, rec, 0);
+            }
+            continue;
+        }
+        uint64_t now = shk_now_ns();
+        if (liveness_due(w, now) && !(rec ? 0 : is_self_proc(cur.all)) &&
+            !shk_sync_ident_alive(cur.all)) {
+            if (lock_take_over(l, cur.all, me))
+                return lock_got(l, rec, SHK_EOWNERDEAD);
+            continue;
+        }
+        if (deadline_passed(w))
+            return ETIMEDOUT;
+        if (must_return(w, now))
+            return EINTR;
+        if (!(cur.f.word & SHK_ID_WAITERS)) {
+            uint64_t exp = cur.all;
+            des.all = cur.all;
+            des.f.word |= SHK_ID_WAITERS;
+            if (!CAS(&l->owner.all, &exp, des.all))
+                continue;
+            cur.all = des.all;
+        }
+        if (sleep_slice(&l->owner.f.word, cur.f.word, w, 1, &l->sleepers) == EINTR)
+            return EINTR;
+    }
+}
+
+int shk_lock_release(struct shk_lock_sh *l, int rec)
+{
+    uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
+    union shk_ident cur;
+    cur.all = LOAD_RLX(&l->owner.all);
+    for (;;) {
+        if (!shk_ident_same(cur.all, me)) {
+            if ((cur.f.word & SHK_ID_MASK) == 0)
+                return shk_fail(SHK_ENOTOWNER, "release(): the %s is not held",
+                                rec ? "RLock" : "Lock");
+            return shk_fail(SHK_ENOTOWNER, "release(): the %s is held by %s %u, not by this %s",
+                            rec ? "RLock" : "Lock", rec ? "thread" : "process",
+                            cur.f.word & SHK_ID_MASK, rec ? "thread" : "process");
+        }
+        if (rec && l->count > 1) {
+            l->count--;
+            return 0;
+        }
+        if (rec) {
+            l->count = 0;
+            l->owner_pid = 0;
+        }
+        uint64_t exp = cur.all;
+        if (CAS(&l->owner.all, &exp, 0))
+            break;
+        cur.all = exp; /* only the WAITERS bit can have changed */
+    }
+    if (cur.f.word & SHK_ID_WAITERS)
+        shk_futex_wake(&l->owner.f.word, 1);
+    return 0;
+}
+
+int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count)
+{
+    uint64_t me = shk_sync_self_thread();
+    if (!shk_ident_same(LOAD_RLX(&l->owner.all), me))
+        return shk_fail(SHK_ENOTOWNER, "the RLock is not held by this thread");
+    *count = l->count;
+    l->count = 1;
+    return shk_lock_release(l, 1);
+}
+
+int shk_lock_is_mine(struct shk_lock_sh *l, int rec)
+{
+    uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
+    return shk_ident_same(LOAD_RLX(&l->owner.all), me);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Event                                                                                */
+/* ---------------------------------------------------------------------------------- */
+
+void shk_event_set(struct shk_event_sh *e)
+{
+    uint32_t cur = LOAD_RLX(&e->state);
+    do {
+        if (cur & 1)
+            return;
+    } while (!CAS(&e->state, &cur, (cur + 2) | 1));
+    STAT_ADD(&e->sets, 1);
+    if (LOAD(&e->sleepers))
+        shk_futex_wake(&e->state, INT_MAX);
+}
+
+void shk_event_clear(struct shk_event_sh *e)
+{
+    uint32_t cur = LOAD_RLX(&e->state);
+    while ((cur & 1) && !CAS(&e->state, &cur, cur & ~1u))
+        ;
+}
+
+int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
+{
+    if (w->phase == 0) {
+        uint32_t cur = LOAD(&e->state);
+        if (cur & 1)
+            return 0;
+        if (w->flags & SHK_WAIT_TRY)
+            return ETIMEDOUT;
+        w->observed = cur;
+        w->phase = 1;
+        w->t0 = shk_now_ns();
+        STAT_ADD(&e->waits, 1);
+    }
+    /* any change from the observed (clear) state means a set() happened */
+    if (w->phase == 1) {
+        w->phase = 2;
+        uint64_t budget = spin_begin(&e->head, w);
+        if (budget) {
+            uint64_t end = w->t0 + budget;
+            for (uint32_t i = 1;; i++) {
+                if (LOAD_RLX(&e->state) != w->observed) {
+                    spin_end(&e->head);
+                    spin_learn(&e->head, w, 1);
+                    return 0;
+                }
+                shk_cpu_relax();
+                if ((i & 31) == 0 && shk_now_ns() >= end)
+                    break;
+            }
+            spin_end(&e->head);
+        }
+    }
+    if (w->flags & SHK_WAIT_NOSLEEP)
+        return EAGAIN;
+    for (;;) {
+        if (LOAD(&e->state) != w->observed) {
+            spin_learn(&e->head, w, 0);
+            return 0;
+        }
+        if (deadline_passed(w))
+            return ETIMEDOUT;
+        if (must_return(w, shk_now_ns()))
+            return EINTR;
+        if (sleep_slice(&e->state, w->observed, w, 0, &e->sleepers) == EINTR)
+            return EINTR;
+    }
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Semaphore                                                                            */
+/* ---------------------------------------------------------------------------------- */
+
+/* Undo semaphores: value and slots change together under the robust mutex.  The journal
+ * holds the state before a half-done change; whoever inherits the mutex from a dead
+ * holder puts it back. */
+static int sem_lock(struct shk_sem_sh *s)
+{
+    int r = shk_mutex_lock(&s->mutex, NULL);
+    if (r == SHK_EOWNERDEAD) {
+        if (LOAD(&s->j_valid)) {
+            uint32_t i = s->j_slot;
+            if (i < s->nslots) {
+                s->slot[i].count = s->j_count;
+                s->slot[i].owner.all = s->j_owner.all;
+            }
+            STORE(&s->value, s->j_value);
+            STORE(&s->j_valid, 0);
+        }
+        shk_mutex_consistent(&s->mutex);
+        return 0;
+    }
+    return r;
+}
+
+static void sem_journal(struct shk_sem_sh *s, uint32_t i)
+{
+    s->j_slot = i;
+    s->j_value = s->value;
+    s->j_count = i < s->nslots ? s->slot[i].count : 0;
+    s->j_owner.all = i < s->nslots ? s->slot[i].owner.all : 0;
+    STORE(&s->j_valid, 1);
+    /* the journal must be visible before any change it describes */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+static void sem_journal_done(struct shk_sem_sh *s)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    STORE(&s->j_valid, 0);
+}
+
+/* Slot of this process, or a free one (UINT32_MAX if none). Mutex held. */
+static uint32_t sem_slot_locked(struct shk_sem_sh *s, uint64_t me, int claim)
+{
+    uint32_t free_slot = UINT32_MAX;
+    for (uint32_t i = 0; i < s->nslots; i++) {
+        uint64_t o = s->slot[i].owner.all;
+        if (o == me)
+            return i;
+        if (o == 0 && free_slot == UINT32_MAX)
+            free_slot = i;
+    }
+    return claim ? free_slot : UINT32_MAX;
+}
+
+uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
+{
+    if (!(s->head.flags & SHK_SYNCF_UNDO))
+        return 0;
+    /* liveness checks read /proc: do them without the mutex, then re-check under it */
+    uint32_t given = 0, n = s->nslots;
+    uint64_t me = shk_sync_self_proc();
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t o = LOAD(&s->slot[i].owner.all);
+        if (o == 0 || o == me || LOAD(&s->slot[i].count) == 0)
+            continue;
+        if (shk_sync_ident_alive(o))
+            continue;
+        if (sem_lock(s) != 0)
+            return given;
+        if (s->slot[i].owner.all == o) {
+            uint32_t c = s->slot[i].count;
+            sem_journal(s, i);
+            STORE(&s->value, s->value + c);
+            s->slot[i].count = 0;
+            s->slot[i].owner.all = 0;
+            sem_journal_done(s);
+            s->reclaimed += c;
+            s->dead_owners++;
+            given += c;
+        }
+        shk_mutex_unlock(&s->mutex);
+    }
+    if (given && LOAD(&s->sleepers))
+        shk_futex_wake(&s->value, (int)(given > INT_MAX ? INT_MAX : given));
+    return given;
+}
+
+uint32_t shk_sem_held(struct shk_sem_sh *s)
+{
+    if (!(s->head.flags & SHK_SYNCF_UNDO))
+        return 0;
+    uint64_t me = shk_sync_self_proc();
+    for (uint32_t i = 0; i < s->nslots; i++)
+        if (LOAD(&s->slot[i].owner.all) == me)
+            return LOAD(&s->slot[i].count);
+    return 0;
+}
+
+/* One attempt: 0 or EBUSY (or an error for undo semaphores). */
+static int sem_try(struct shk_sem_sh *s)
+{
+    if (!(s->head.flags & SHK_SYNCF_UNDO)) {
+        uint32_t v = LOAD_RLX(&s->value);
+        while (v > 0) {
+            if (CAS(&s->value, &v, v - 1)) {
+                STAT_ADD(&s->acquisitions, 1);
+                return 0;
+            }
+        }
+        return EBUSY;
+    }
+    if (LOAD(&s->value) == 0)
+        return EBUSY;
+    int r = sem_lock(s);
+    if (r)
+        return r;
+    if (s->value == 0) {
+        shk_mutex_unlock(&s->mutex);
+        return EBUSY;
+    }
+    uint64_t me = shk_sync_self_proc();
+    uint32_t i = sem_slot_locked(s, me, 1);
+    if (i == UINT32_MAX) {
+        shk_mutex_unlock(&s->mutex);
+        if (shk_sem_reclaim(s) == 0)
+            return shk_fail(SHK_ETOOBIG, "undo semaphore: all %u process slots are taken by "
+                            "live processes holding units (create it with more slots)",
+                            s->nslots);
+        return sem_try(s);
+    }
+    sem_journal(s, i);
+    s->slot[i].owner.all = me;
+    s->slot[i].count++;
+    STORE(&s->value, s->value - 1);
+    sem_journal_done(s);
+    s->acquisitions++;
+    shk_mutex_unlock(&s->mutex);
+    return 0;
+}
+
+int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
+{
+    int undo = s->head.flags & SHK_SYNCF_UNDO;
+    int r;
+    if (w->phase == 0) {
+        r = sem_try(s);
+        if (r != EBUSY)
+            return r;
+        STAT_ADD(&s->contentions, 1);
+        if (w->flags & SHK_WAIT_TRY) {
+            if (undo && liveness_due(w, shk_now_ns()) && shk_sem_reclaim(s))
+                return sem_try(s);
+            return EBUSY;
+        }
+        w->phase = 1;
+        w->t0 = shk_now_ns();
+    }
+    if (w->phase == 1) {
+        w->phase = 2;
+        uint64_t budget = spin_begin(&s->head, w);
+        if (budget) {
+            uint64_t end = w->t0 + budget;
+            for (uint32_t i = 1;; i++) {
+                if (LOAD_RLX(&s->value) > 0) {
+                    r = sem_try(s);
+                    if (r != EBUSY) {
+                        spin_end(&s->head);
+                        spin_learn(&s->head, w, 1);
+                        return r;
+                    }
+                }
+                shk_cpu_relax();
+                if ((i & 31) == 0 && shk_now_ns() >= end)
+                    break;
+            }
+            spin_end(&s->head);
+        }
+    }
+    if (w->flags & SHK_WAIT_NOSLEEP)
+        return EAGAIN;
+    for (;;) {
+        r = sem_try(s);
+        if (r != EBUSY) {
+            spin_learn(&s->head, w, 0);
+            return r;
+        }
+        uint64_t now = shk_now_ns();
+        if (undo && liveness_due(w, now) && shk_sem_reclaim(s))
+            continue;
+        if (deadline_passed(w))
+            return ETIMEDOUT;
+        if (must_return(w, now))
+            return EINTR;
+        if (sleep_slice(&s->value, 0, w, undo, &s->sleepers) == EINTR)
+            return EINTR;
+    }
+}
+
+int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
+{
+    if (n == 0)
+        return 0;
+    int bounded = s->head.flags & SHK_SYNCF_BOUNDED;
+    if (!(s->head.flags & SHK_SYNCF_UNDO)) {
+        uint32_t v = LOAD_RLX(&s->value);
+        for (;;) {
+            if ((uint64_t)v + n > (bounded ? s->bound : (UINT32_MAX >> 1)))
+                return shk_fail(SHK_ETOOBIG, bounded ? "Semaphore released too many times"
+                                                     : "semaphore value would overflow");
+            if (CAS(&s->value, &v, v + n))
+                break;
+        }
+    } else {
+        int r = sem_lock(s);
+        if (r)
+            return r;
+        uint32_t v = s->value;
+        if ((uint64_t)v + n > (bounded ? s->bound : (UINT32_MAX >> 1))) {
+            shk_mutex_unlock(&s->mutex);
+            return shk_fail(SHK_ETOOBIG, bounded ? "Semaphore released too many times"
+                                                 : "semaphore value would overflow");
+        }
+        uint64_t me = shk_sync_self_proc();
+        uint32_t i = sem_slot_locked(s, me, 0);
+        sem_journal(s, i);
+        if (i != UINT32_MAX) {
+            /* units this process gives back are no longer its to be undone */
+            uint32_t c = s->slot[i].count;
+            s->slot[i].count = c > n ? c - n : 0;
+            if (s->slot[i].count == 0)
+                s->slot[i].owner.all = 0;
+        }
+        STORE(&s->value, v + n);
+        sem_journal_done(s);
+        shk_mutex_unlock(&s->mutex);
+    }
+    if (LOAD(&s->sleepers))
+        shk_futex_wake(&s->value, n > INT_MAX ? INT_MAX : (int)n);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* RWLock                                                                               */
+/* ---------------------------------------------------------------------------------- */
+
+/* Take a dead process's reader slot back: mark it (RECLAIM + our pid), zero it, free it. */
+static int rw_reclaim_slot(struct shk_rwlock_sh *rw, uint32_t i, uint64_t dead)
+{
+    struct shk_rw_slot *sl = &rw->slot[i];
+    union shk_ident mark;
+    mark.all = shk_sync_self_proc();
+    mark.f.word |= SHK_ID_RECLAIM;
+    uint64_t exp = dead;
+    if (!CAS(&sl->owner.all, &exp, mark.all))
+        return 0;
+    uint32_t c = LOAD(&sl->count);
+    STORE(&sl->count, 0);
+    STORE(&sl->owner.all, 0);
+    if (c)
+        STAT_ADD(&rw->reader_deaths, 1);
+    return 1;
+}
+
+/* Is the holder of a slot's owner word dead (a reclaim by a dead process included)? */
+static int rw_slot_dead(uint64_t o)
+{
+    return o != 0 && !is_self_proc(o) && !shk_sync_ident_alive(o);
+}
+
+static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
+{
+    uint64_t me = shk_sync_self_proc();
+    uint32_t n = rw->nslots, i = *hint;
+    if (i < n && LOAD_RLX(&rw->slot[i].owner.all) == me)
+        return (int)i;
+    for (i = 0; i < n; i++)
+        if (LOAD_RLX(&rw->slot[i].owner.all) == me) {
+            *hint = i;
+            return (int)i;
+        }
+    if (!claim)
+        return -1;
+    for (int pass = 0; pass < 2; pass++) {
+        for (i = 0; i < n; i++) {
+            uint64_t exp = 0;
+            if (LOAD_RLX(&rw->slot[i].owner.all) == 0 && CAS(&rw->slot[i].owner.all, &exp, me)) {
+                *hint = i;
+                return (int)i;
+            }
+        }
+        /* all taken: take back the slots of dead processes, then try again */
+        for (i = 0; i < n; i++) {
+            uint64_t o = LOAD(&rw->slot[i].owner.all);
+            if (rw_slot_dead(o))
+                rw_reclaim_slot(rw, i, o);
+        }
+    }
+    return shk_fail(SHK_ETOOBIG, "RWLock: all %u reader slots are taken by live processes "
+                    "(create it with a larger max_readers)", n);
+}
+
+static void rw_read_leave(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
+{
+    SUB(&sl->count, 1);
+    if (LOAD(&rw->drain_sleeping)) {
+        ADD(&rw->drain_seq, 1);
+        shk_futex_wake(&rw->drain_seq, 1);
+    }
+}
+
+/* One read attempt: 0, or EBUSY when a writer is there or waiting. */
+static int rw_read_try(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
+{
+    if (LOAD_RLX(&rw->writer.f.word) & SHK_ID_MASK)
+        return EBUSY;
+    ADD(&sl->count, 1);
+    if (likely((LOAD(&rw->writer.f.word) & SHK_ID_MASK) == 0)) {
+        STAT_ADD(&sl->acquisitions, 1);
+        return 0;
+    }
+    rw_read_leave(rw, sl); /* a writer came in between: it goes first */
+    return EBUSY;
+}
+
+/* The writer `dead` died: clear its hold so readers and writers go on. */
+static int rw_clear_dead_writer(struct shk_rwlock_sh *rw, uint64_t dead)
+{
+    uint64_t exp = dead;
+    if (!CAS(&rw->writer.all, &exp, 0))
+        return 0;
+    STAT_ADD(&rw->owner_deaths, 1);
+    STORE(&rw->drain_sleeping, 0);
+    union shk_ident d;
+    d.all = dead;
+    if (d.f.word & SHK_ID_WAITERS)
+        shk_futex_wake(&rw->writer.f.word, INT_MAX);
+    return 1;
+}
+
+int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wait *w)
+{
+    int i = rw_find_slot(rw, hint, 1);
+    if (i < 0)
+        return i;
+    struct shk_rw_slot *sl = &rw->slot[i];
+    union shk_ident cur;
+    if (w->phase == 0) {
+        if (likely(rw_read_try(rw, sl) == 0))
+            return 0;
+        STAT_ADD(&rw->contentions, 1);
+        if (w->flags & SHK_WAIT_TRY) {
+            cur.all = LOAD(&rw->writer.all);
+            if ((cur.f.word & SHK_ID_MASK) && !is_self_proc(cur.all) &&
+                liveness_due(w, shk_now_ns()) && !shk_sync_ident_alive(cur.all) &&
+                rw_clear_dead_writer(rw, cur.all) && rw_read_try(rw, sl) == 0)
+                return SHK_EOWNERDEAD;
+            return EBUSY;
+        }
+        w->phase = 1;
+        w->t0 = shk_now_ns();
+    }
+    if (w->phase == 1) {
+        w->phase = 2;
+        uint64_t budget = spin_begin(&rw->head, w);
+        if (budget) {
+            uint64_t end = w->t0 + budget;
+            for (uint32_t k = 1;; k++) {
+                if ((LOAD_RLX(&rw->writer.f.word) & SHK_ID_MASK) == 0 && rw_read_try(rw, sl) == 0) {
+                    spin_end(&rw->head);
+                    spin_learn(&rw->head, w, 1);
+                    return 0;
+                }
+                shk_cpu_relax();
+                if ((k & 31) == 0 && shk_now_ns() >= end)
+                    break;
+            }
+            spin_end(&rw->head);
+        }
+    }
+    if (w->flags & SHK_WAIT_NOSLEEP)
+        return EAGAIN;
+    int died = 0;
+    for (;;) {
+        if (rw_read_try(rw, sl) == 0) {
+            spin_learn(&rw->head, w, 0);
+            return died ? SHK_EOWNERDEAD : 0;
+        }
+        cur.all = LOAD(&rw->writer.all);
+        if ((cur.f.word & SHK_ID_MASK) == 0)
+            continue;
+        uint64_t now = shk_now_ns();
+        if (liveness_due(w, now) && !is_self_proc(cur.all) && !shk_sync_ident_alive(cur.all)) {
+            if (rw_clear_dead_writer(rw, cur.all))
+                died = 1;
+            continue;
+        }
+        if (deadline_passed(w))
+            return ETIMEDOUT;
+        if (must_return(w, now))
+            return EINTR;
+        if (!(cur.f.word & SHK_ID_WAITERS)) {
+            uint64_t exp = cur.all;
+            union shk_ident des = cur;
+            des.f.word |= SHK_ID_WAITERS;
+            if (!CAS(&rw->writer.all, &exp, des.all))
+                continue;
+            cur = des;
+        }
+        if (sleep_slice(&rw->writer.f.word, cur.f.word, w, 1, &rw->sleepers) == EINTR)
+            return EINTR;
+    }
+}
+
+int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *hint)
+{
+    int i = rw_find_slot(rw, hint, 0);
+    if (i < 0 || LOAD(&rw->slot[i].count) == 0)
+        return shk_fail(SHK_ENOTOWNER, "release_read(): this process holds no read lock");
+    rw_read_leave(rw, &rw->slot[i]);
+    return 0;
+}
+
+static void rw_writer_drop(struct shk_rwlock_sh *rw)
+{
+    STORE(&rw->drain_sleeping, 0);
+    union shk_ident cur;
+    cur.all = LOAD(&rw->writer.all);
+    uint64_t exp = cur.all;
+    while (!CAS(&rw->writer.all, &exp, 0))
+        cur.all = exp;
+    if (cur.f.word & SHK_ID_WAITERS)
+        shk_futex_wake(&rw->writer.f.word, INT_MAX);
+}
+
+/* Read holds still in the way of the writer; reclaims dead readers when `check`. */
+static uint32_t rw_busy(struct shk_rwlock_sh *rw, int check)
+{
+    uint32_t busy = 0;
+    for (uint32_t i = 0; i < rw->nslots; i++) {
+        uint32_t c = LOAD(&rw->slot[i].count);
+        if (!c)
+            continue;
+        uint64_t o = LOAD(&rw->slot[i].owner.all);
+        union shk_ident u;
+        u.all = o;
+        if (u.f.word & SHK_ID_RECLAIM) {
+            /* being reclaimed: the owner is dead; if the reclaimer died too, finish it */
+            if (check && !shk_sync_ident_alive(o))
+                rw_reclaim_slot(rw, i, o);
+            continue;
+        }
+        if (check && rw_slot_dead(o)) {
+            rw_reclaim_slot(rw, i, o);
+            continue;
+        }
+        busy += c;
+    }
+    return busy;
+}
+
+int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
+{
+    uint64_t me = shk_sync_self_proc();
+    union shk_ident cur, des;
+    if (w->phase == 0) {
+        uint64_t exp = 0;
+        if (CAS(&rw->writer.all, &exp, me)) {
+            w->phase = 3; /* drain the readers */
+        } else {
+            STAT_ADD(&rw->contentions, 1);
+            if (w->flags & SHK_WAIT_TRY) {
+                if (!is_self_proc(exp) && liveness_due(w, shk_now_ns()) &&
+                    !shk_sync_ident_alive(exp)) {
+                    des.all = me;
+                    cur.all = exp;
+                    des.f.word |= cur.f.word & SHK_ID_WAITERS;
+                    if (CAS(&rw->writer.all, &exp, des.all)) {
+                        STAT_ADD(&rw->owner_deaths, 1);
+                        w->aux = 1;
+                        w->phase = 3;
+                    }
+                }
+                if (w->phase != 3)
+                    return EBUSY;
+            } else {
+                w->phase = 1;
+            }
+        }
+        w->t0 = shk_now_ns();
+    }
+    if (w->phase == 1) {
+        w->phase = 2;
+        uint64_t budget = spin_begin(&rw->head, w);
+        if (budget) {
+            uint64_t end = w->t0 + budget;
+            for (uint32_t k = 1;; k++) {
+                cur.all = LOAD_RLX(&rw->writer.all);
+                if ((cur.f.word & SHK_ID_MASK) == 0) {
+                    uint64_t exp = cur.all;
+                    des.all = me;
+                    des.f.word |= cur.f.word & SHK_ID_WAITERS;
+                    if (CAS(&rw->writer.all, &exp, des.all)) {
+                        w->phase = 3;
+                        break;
+                    }
+                    continue;
+                }
+                shk_cpu_relax();
+                if ((k & 31) == 0 && shk_now_ns() >= end)
+                    break;
+            }
+            spin_end(&rw->head);
+        }
+    }
+    if (w->phase == 2) {
+        if (w->flags & SHK_WAIT_NOSLEEP)
+            return EAGAIN;
+        for (;;) {
+            cur.all = LOAD(&rw->writer.all);
+            if ((cur.f.word & SHK_ID_MASK) == 0) {
+                uint64_t exp = cur.all;
+                des.all = me;
+                des.f.word |= SHK_ID_WAITERS;
+                if (CAS(&rw->writer.all, &exp, des.all)) {
+                    w->phase = 3;
+                    break;
+                }
+                continue;
+            }
+            uint64_t now = shk_now_ns();
+            if (liveness_due(w, now) && !is_self_proc(cur.all) && !shk_sync_ident_alive(cur.all)) {
+                uint64_t exp = cur.all;
+                des.all = me;
+                des.f.word |= cur.f.word & SHK_ID_WAITERS;
+                if (CAS(&rw->writer.all, &exp, des.all)) {
+                    STAT_ADD(&rw->owner_deaths, 1);
+                    w->aux = 1;
+                    w->phase = 3;
+                    break;
+                }
+                continue;
+            }
+            if (deadline_passed(w))
+                return ETIMEDOUT;
+            if (must_return(w, now))
+                return EINTR;
+            if (!(cur.f.word & SHK_ID_WAITERS)) {
+                uint64_t exp = cur.all;
+                des = cur;
+                des.f.word |= SHK_ID_WAITERS;
+                if (!CAS(&rw->writer.all, &exp, des.all))
+                    continue;
+                cur = des;
+            }
+            if (sleep_slice(&rw->writer.f.word, cur.f.word, w, 1, &rw->sleepers) == EINTR)
+                return EINTR;
+        }
+    }
+    /* phase 3: we hold the writer word; new readers stay out; wait for the others */
+    if (w->phase == 3 && !(w->flags & SHK_WAIT_TRY)) {
+        /* a short spin first: readers usually leave within microseconds */
+        uint64_t end = shk_now_ns() + (shk_sync_cfg.spin_max_ns < 20000 ? shk_sync_cfg.spin_max_ns : 20000);
+        for (uint32_t k = 1; ncpu() > 1; k++) {
+            if (rw_busy(rw, 0) == 0)
+                break;
+            shk_cpu_relax();
+            if ((k & 15) == 0 && shk_now_ns() >= end)
+                break;
+        }
+        w->phase = 4;
+    }
+    for (;;) {
+        uint32_t seq = LOAD(&rw->drain_seq);
+        STORE(&rw->drain_sleeping, 1);
+        uint64_t now = shk_now_ns();
+        if (rw_busy(rw, liveness_due(w, now)) == 0) {
+            STORE(&rw->drain_sleeping, 0);
+            HOLDER_INC(&rw->write_acquisitions);
+            return w->aux ? SHK_EOWNERDEAD : 0;
+        }
+        if ((w->flags & SHK_WAIT_TRY) || deadline_passed(w)) {
+            rw_writer_drop(rw);
+            w->phase = 0;
+            w->aux = 0;
+            return (w->flags & SHK_WAIT_TRY) ? EBUSY : ETIMEDOUT;
+        }
+        if (must_return(w, now))
+            return EINTR;
+        if (sleep_slice(&rw->drain_seq, seq, w, 1, &rw->sleepers) == EINTR)
+            return EINTR;
+    }
+}
+
+int shk_rw_release_write(struct shk_rwlock_sh *rw)
+{
+    uint64_t me = shk_sync_self_proc();
+    union shk_ident cur;
+    cur.all = LOAD(&rw->writer.all);
+    for (;;) {
+        if (!shk_ident_same(cur.all, me))
+            return shk_fail(SHK_ENOTOWNER, "release_write(): this process does not hold the "
+                            "write lock");
+        uint64_t exp = cur.all;
+        if (CAS(&rw->writer.all, &exp, 0))
+            break;
+        cur.all = exp;
+    }
+    if (cur.f.word & SHK_ID_WAITERS)
+        shk_futex_wake(&rw->writer.f.word, INT_MAX);
+    return 0;
+}
+
+void shk_rw_cancel_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
+{
+    if (w->phase >= 3 && shk_ident_same(LOAD(&rw->writer.all), shk_sync_self_proc()))
+        rw_writer_drop(rw);
+    w->phase = 0;
+}
+
+uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
+{
+    uint32_t holds = 0, procs = 0;
+    for (uint32_t i = 0; i < rw->nslots; i++) {
+        uint32_t c = LOAD(&rw->slot[i].count);
+        if (c) {
+            holds += c;
+            procs++;
+        }
+    }
+    if (processes)
+        *processes = procs;
+    return holds;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Condition                                                                            */
+/* ---------------------------------------------------------------------------------- */
+
+uint32_t shk_cond_prepare(struct shk_cond_sh *c)
+{
+    ADD(&c->sleepers, 1);
+    STAT_ADD(&c->waits, 1);
+    return LOAD(&c->seq);
+}
+
+int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
+{
+    for (;;) {
+        if (LOAD(&c->seq) != seq)
+            return 0;
+        if (deadline_passed(w))
+            return ETIMEDOUT;
+        if (w->flags & SHK_WAIT_TRY)
+            return ETIMEDOUT;
+        if (w->flags & SHK_WAIT_NOSLEEP)
+            return EAGAIN;
+        /* Return to the caller once, before sleeping, to run signal handlers; after that
+         * stay in the kernel until woken: notify(n) wakes n sleepers there, and a waiter
+         * that came back for a periodic check would find seq changed by a notification
+         * meant for someone else. */
+        if (w->next_return != UINT64_MAX) {
+            int first = w->next_return == 0; /* the binding may have checked already */
+            w->next_return = UINT64_MAX;
+            if (first)
+                return EINTR;
+        }
+        if (sleep_slice(&c->seq, seq, w, 0, NULL) == EINTR)
+            return EINTR;
+    }
+}
+
+void shk_cond_finish(struct shk_cond_sh *c)
+{
+    uint32_t v = LOAD_RLX(&c->sleepers);
+    while (v > 0 && !CAS(&c->sleepers, &v, v - 1))
+        ;
+}
+
+int shk_cond_notify(struct shk_cond_sh *c, int n)
+{
+    if (n <= 0 || LOAD(&c->sleepers) == 0)
+        return 0;
+    ADD(&c->seq, 1);
+    STAT_ADD(&c->notifies, 1);
+    return shk_futex_wake(&c->seq, n);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Barrier                                                                              */
+/* ---------------------------------------------------------------------------------- */
+
+static void barrier_break_locked(struct shk_barrier_sh *b)
+{
+    if (b->broken)
+        return;
+    uint32_t g = b->gen;
+    b->broken = 1;
+    b->broken_hist |= (uint64_t)1 << (g % 64);
+    b->count = 0;
+    b->breaks++;
+    /* the next generation starts clean; bumping gen wakes every waiter */
+    b->broken_hist &= ~((uint64_t)1 << ((g + 1) % 64));
+    STORE(&b->gen, g + 1);
+}
+
+static int barrier_lock(struct shk_barrier_sh *b)
+{
+    int r = shk_mutex_lock(&b->mutex, NULL);
+    if (r == SHK_EOWNERDEAD) {
+        /* a party died inside: whatever it was doing, the barrier cannot be trusted */
+        barrier_break_locked(b);
+        shk_mutex_consistent(&b->mutex);
+        shk_futex_wake(&b->gen, INT_MAX);
+        return 0;
+    }
+    return r;
+}
+
+static void barrier_unlock_wake(struct shk_barrier_sh *b, int wake)
+{
+    shk_mutex_unlock(&b->mutex);
+    if (wake)
+        shk_futex_wake(&b->gen, INT_MAX);
+}
+
+void shk_barrier_abort(struct shk_barrier_sh *b)
+{
+    if (barrier_lock(b) != 0)
+        return;
+    barrier_break_locked(b);
+    barrier_unlock_wake(b, 1);
+}
+
+void shk_barrier_reset(struct shk_barrier_sh *b)
+{
+    if (barrier_lock(b) != 0)
+        return;
+    int wake = 0;
+    if (b->count > 0) {
+        barrier_break_locked(b); /* the parties waiting now get BrokenBarrierError */
+        wake = 1;
+    }
+    b->broken = 0;
+    b->count = 0;
+    barrier_unlock_wake(b, wake);
+}
+
+int shk_barrier_complete(struct shk_barrier_sh *b, uint32_t gen)
+{
+    int r = barrier_lock(b);
+    if (r)
+        return r;
+    if (b->gen != gen || b->broken) {
+        shk_mutex_unlock(&b->mutex);
+        return shk_fail(SHK_EBROKEN, "barrier was broken while its action ran");
+    }
+    b->broken_hist &= ~((uint64_t)1 << (gen % 64));
+    b->broken_hist &= ~((uint64_t)1 << ((gen + 1) % 64));
+    b->count = 0;
+    b->passed++;
+    STORE(&b->gen, gen + 1);
+    barrier_unlock_wake(b, 1);
+    return 0;
+}
+
+/* A party of this generation died? (liveness of the arrived ones, without the mutex) */
+static int barrier_party_died(struct shk_barrier_sh *b, uint32_t gen)
+{
+    uint32_t n = LOAD(&b->count);
+    if (n > b->parties)
+        n = b->parties;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t o = LOAD(&b->arrived[i].all);
+        if (o && !is_self_proc(o) && !shk_sync_ident_alive(o))
+            return LOAD(&b->gen) == gen;
+    }
+    return 0;
+}
+
+int shk_barrier_wait(struct shk_barrier_sh *b, struct shk_wait *w, uint32_t *index, int *last)
+{
+    int r;
+    *last = 0;
+    if (w->phase == 0) {
+        /* arrive */
+        for (;;) {
+            if ((r = barrier_lock(b)) != 0)
+                return r;
+            if (b->broken) {
+                shk_mutex_unlock(&b->mutex);
+                return shk_fail(SHK_EBROKEN, "barrier is broken");
+            }
+            if (b->count < b->parties)
+                break;
+            /* every party of this generation is in and its action is running: wait for
+             * the next generation */
+            uint32_t g = b->gen;
+            shk_mutex_unlock(&b->mutex);
+            struct timespec slice;
+            shk_deadline_slice(&slice, w->deadline, 1000000);
+            shk_futex_wait(&b->gen, g, &slice);
+            if (deadline_passed(w))
+                return ETIMEDOUT;
+        }
+        uint32_t i = b->count;
+        w->aux = b->gen;
+        b->arrived[i].all = shk_sync_self_proc();
+        b->count = i + 1;
+        *index = i;
+        w->observed = i;
+        if (i + 1 == b->parties) {
+            shk_mutex_unlock(&b->mutex);
+            *last = 1;
+            return 0;
+        }
+        shk_mutex_unlock(&b->mutex);
+        w->phase = 1;
+        w->t0 = shk_now_ns();
+    }
+    *index = w->observed;
+    uint32_t g = w->aux;
+    if (w->phase == 1) {
+        w->phase = 2;
+        uint64_t budget = spin_begin(&b->head, w);
+        if (budget) {
+            uint64_t end = w->t0 + budget;
+            for (uint32_t k = 1; LOAD_RLX(&b->gen) == g; k++) {
+                shk_cpu_relax();
+                if ((k & 31) == 0 && shk_now_ns() >= end)
+                    break;
+            }
+            spin_end(&b->head);
+        }
+    }
+    for (;;) {
+        uint32_t cur = LOAD(&b->gen);
+        if (cur != g) {
+            spin_learn(&b->head, w, !w->slept);
+            if (LOAD(&b->broken_hist) & ((uint64_t)1 << (g % 64)))
+                return shk_fail(SHK_EBROKEN, "barrier was broken (aborted, reset, timed out, or a "
+                                "party died) while waiting");
+            return 0;
+        }
+        if (w->flags & SHK_WAIT_NOSLEEP)
+            return EAGAIN;
+        uint64_t now = shk_now_ns();
+        if (liveness_due(w, now) && barrier_party_died(b, g)) {
+            if ((r = barrier_lock(b)) != 0)
+                return r;
+            int wake = 0;
+            if (b->gen == g) {
+                barrier_break_locked(b);
+                wake = 1;
+            }
+            barrier_unlock_wake(b, wake);
+            continue;
+        }
+        if (deadline_passed(w)) {
+            /* threading semantics: a wait that times out breaks the barrier */
+            if ((r = barrier_lock(b)) != 0)
+                return r;
+            int wake = 0;
+            if (b->gen == g) {
+                barrier_break_locked(b);
+                wake = 1;
+            }
+            barrier_unlock_wake(b, wake);
+            if (wake)
+                return shk_fail(SHK_EBROKEN, "barrier wait timed out; the barrier is now broken");
+            continue;
+        }
+        if (must_return(w, now))
+            return EINTR;
+        if (sleep_slice(&b->gen, g, w, 1, &b->sleepers) == EINTR)
+            return EINTR;
+    }
+}

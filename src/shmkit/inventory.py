@@ -1,0 +1,479 @@
+"""What lives in /dev/shm and in SysV IPC, whose it is, and what may go.
+
+The ``shmkit`` command's ``ls``, ``rm`` and ``gc`` are built on this module; it is
+public so that programs can do the same::
+
+    for info in shmkit.inventory.list_segments(shmkit_only=True):
+        print(info.display_name, info.size, info.lifecycle, info.status)
+
+Nothing here attaches to a segment: listing reads /dev/shm, /proc/sysvipc/shm,
+/proc/locks, /proc/*/maps, shmkit's xattrs and its registry, and the first 8 bytes of
+POSIX segments (a zone starts with its magic).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import pwd
+import grp
+import stat as _stat
+import struct
+from dataclasses import asdict, dataclass, field
+
+from . import _core, _lifecycle
+from ._errors import SegmentNotFoundError
+
+__all__ = ["SegmentInfo", "GcAction", "list_segments", "find_segment", "remove_segment",
+           "collect_garbage", "sysv_limits"]
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """One segment as ``shmkit ls`` sees it (the columns of ``ipcs -m``, and more)."""
+
+    backend: str                 #: "posix" or "sysv"
+    name: str | None             #: posix name
+    key: int | None              #: sysv key (0 = IPC_PRIVATE, also once removed)
+    shmid: int | None            #: sysv id
+    owner: str                   #: user name (or uid)
+    uid: int
+    gid: int
+    mode: int                    #: permission bits
+    size: int
+    nattch: int                  #: SysV: shm_nattch; posix: processes that have it mapped
+    handles: int                 #: open shmkit handles (holding the attach lock)
+    cpid: int | None             #: creator pid
+    lpid: int | None             #: pid of the last attach/detach
+    kind: str | None             #: "zone" or "segment" if shmkit made it, else None
+    lifecycle: str | None        #: recorded lifecycle (None: not shmkit's)
+    creator_alive: bool | None   #: the creating handle is still open
+    status: tuple[str, ...] = field(default=())
+    #: "in-use" (mapped or held), "stale" (its lifecycle says it should be gone and its
+    #: owners are dead: ``gc`` removes it once nobody uses it), "dest" (SysV: removed,
+    #: destroyed at last detach), "locked" (SysV: SHM_LOCK)
+    created_time: float | None = None
+    attach_time: float | None = None
+    detach_time: float | None = None
+    change_time: float | None = None
+    ident: tuple = field(default=(), repr=False, compare=False)  # (dev, ino) or (shmid, ctime)
+
+    @property
+    def display_name(self) -> str:
+        if self.backend == "posix":
+            return self.name or ""
+        return f"0x{(self.key or 0) & 0xffffffff:08x}"
+
+    @property
+    def in_use(self) -> bool:
+        return "in-use" in self.status
+
+    @property
+    def stale(self) -> bool:
+        return "stale" in self.status
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("ident", None)
+        d["status"] = list(self.status)
+        d["perms"] = f"{self.mode:o}"
+        d["display_name"] = self.display_name
+        return d
+
+
+@dataclass(frozen=True)
+class GcAction:
+    """One thing ``collect_garbage`` did (or would do, with ``dry_run``)."""
+
+    what: str      #: "segment" or "record" (a registry record whose segment is gone)
+    target: str    #: name, key or record file
+    action: str    #: "removed", "would remove", "kept"
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+_MAGIC = struct.pack("=Q", _core.ZONE_MAGIC)
+
+
+def _peek_magic(path: str) -> bool | None:
+    """True if the file starts with a zone's magic; None if we may not read it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, 8, 0) == _MAGIC
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _latest_event(path: str):
+    att = _lifecycle.read_event(path, "attach")
+    det = _lifecycle.read_event(path, "detach")
+    last = max((e for e in (att, det) if e), key=lambda e: e[2], default=None)
+    return att, det, last
+
+
+def _posix_info(entry_name: str, st: os.stat_result, locks: dict, maps: dict) -> SegmentInfo:
+    path = os.path.join(_lifecycle.SHM_DIR, entry_name)
+    rec = _lifecycle.read_xattr_record(path)
+    if rec is None:
+        rec = _lifecycle.read_record(_lifecycle.file_record_name("posix", st.st_dev, st.st_ino),
+                                     st.st_uid)
+    lk = locks.get((st.st_dev, st.st_ino), {})
+    mappers = maps.get((st.st_dev, st.st_ino), set())
+    handles = lk.get("attach", 0)
+    is_zone = _peek_magic(path) if st.st_size >= 8 else False
+    kind = "zone" if is_zone else ("segment" if rec else None)
+    att, det, last = _latest_event(path)
+    creator_alive = None
+    status = []
+    if mappers or handles:
+        status.append("in-use")
+    if rec is not None:
+        creator_alive = bool(lk.get("creator")) or bool(
+            _lifecycle.proc_alive(rec.get("creator_pid"), rec.get("creator_start")))
+        if _should_be_gone(rec["lifecycle"], creator_alive, handles):
+            status.append("stale")
+    return SegmentInfo(
+        backend="posix", name=entry_name, key=None, shmid=None, owner=_user(st.st_uid),
+        uid=st.st_uid, gid=st.st_gid, mode=st.st_mode & 0o777, size=st.st_size,
+        nattch=max(len(mappers), handles), handles=handles,
+        cpid=rec.get("creator_pid") if rec else None, lpid=last[0] if last else None,
+        kind=kind, lifecycle=rec["lifecycle"] if rec else None, creator_alive=creator_alive,
+        status=tuple(status), created_time=rec["created_ns"] / 1e9 if rec else None,
+        attach_time=att[2] / 1e9 if att else None, detach_time=det[2] / 1e9 if det else None,
+        change_time=float(st.st_ctime), ident=(st.st_dev, st.st_ino))
+
+
+def _should_be_gone(lifecycle: str, creator_alive: bool, handles: int) -> bool:
+    if lifecycle == "unlink_on_creator_exit":
+        return not creator_alive
+    if lifecycle == "unlink_on_last_close":
+        return handles == 0
+    return False
+
+
+def _sysv_rows() -> list[dict]:
+    rows = []
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            header = f.readline().split()
+            for line in f:
+                vals = line.split()
+                if len(vals) < len(header):
+                    continue
+                rows.append(dict(zip(header, vals)))
+    except OSError:
+        pass
+    return rows
+
+
+def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
+    key, shmid = int(row["key"]), int(row["shmid"])
+    perms = int(row["perms"], 8)
+    uid, gid, cuid = int(row["uid"]), int(row["gid"]), int(row["cuid"])
+    ctime = int(row["ctime"])
+    nattch = int(row["nattch"])
+    rname = _lifecycle.sysv_record_name(shmid, ctime)
+    rec = _lifecycle.read_record(rname, cuid)
+    handles, creator_alive = 0, None
+    status = []
+    if nattch:
+        status.append("in-use")
+    if rec is not None:
+        d = _lifecycle.registry_dir()
+        lk = {}
+        try:
+            rst = os.lstat(os.path.join(d, rname))
+            lk = locks.get((rst.st_dev, rst.st_ino), {})
+        except (OSError, TypeError):
+            pass
+        handles = lk.get("attach", 0)
+        creator_alive = bool(lk.get("creator")) or bool(
+            _lifecycle.proc_alive(rec.get("creator_pid"), rec.get("creator_start")))
+        if handles and "in-use" not in status:
+            status.append("in-use")
+        if _should_be_gone(rec["lifecycle"], creator_alive, handles):
+            status.append("stale")
+    if perms & _core.SHM_DEST:
+        status.append("dest")
+    if perms & _core.SHM_LOCKED:
+        status.append("locked")
+    return SegmentInfo(
+        backend="sysv", name=None, key=key, shmid=shmid, owner=_user(uid), uid=uid, gid=gid,
+        mode=perms & 0o777, size=int(row["size"]), nattch=nattch, handles=handles,
+        cpid=int(row["cpid"]) or None, lpid=int(row["lpid"]) or None,
+        kind="segment" if rec else None, lifecycle=rec["lifecycle"] if rec else None,
+        creator_alive=creator_alive, status=tuple(status),
+        created_time=rec["created_ns"] / 1e9 if rec else None,
+        attach_time=float(row["atime"]) or None, detach_time=float(row["dtime"]) or None,
+        change_time=float(ctime), ident=(shmid, ctime))
+
+
+def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool = True,
+                  shmkit_only: bool = False, semaphores: bool = False) -> list[SegmentInfo]:
+    """Every POSIX segment in /dev/shm and every SysV segment, POSIX first, by name/key.
+
+    ``pattern`` is a shell pattern matched against the POSIX name or the SysV key
+    (as 0x%08x, or decimal); ``shmkit_only`` keeps what shmkit created.  POSIX named
+    semaphores (``sem.*`` files, e.g. multiprocessing's locks) are left out unless
+    ``semaphores`` is true."""
+    locks = _lifecycle.lock_table()
+    out: list[SegmentInfo] = []
+    if posix:
+        maps = _lifecycle.mapping_table()
+        try:
+            entries = sorted(os.scandir(_lifecycle.SHM_DIR), key=lambda e: e.name)
+        except OSError:
+            entries = []
+        for e in entries:
+            if pattern and not fnmatch.fnmatchcase(e.name, pattern):
+                continue
+            if e.name.startswith("sem.") and not semaphores:
+                continue  # sem_open's semaphores live here too: not segments
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not _stat.S_ISREG(st.st_mode):
+                continue  # the registry directory, sem.* are files too but fine
+            out.append(_posix_info(e.name, st, locks, maps))
+    if sysv:
+        for row in sorted(_sysv_rows(), key=lambda r: int(r["shmid"])):
+            key = int(row["key"])
+            if pattern and not (fnmatch.fnmatchcase(f"0x{key & 0xffffffff:08x}", pattern)
+                                or fnmatch.fnmatchcase(str(key), pattern)
+                                or fnmatch.fnmatchcase(row["shmid"], pattern)):
+                continue
+            out.append(_sysv_info(row, locks))
+    if shmkit_only:
+        out = [i for i in out if i.kind]
+    return out
+
+
+def find_segment(name: str | None = None, *, key: int | None = None,
+                 shmid: int | None = None) -> SegmentInfo:
+    """The one segment named ``name`` (posix), with ``key`` or ``shmid`` (sysv).
+    SegmentNotFoundError if there is none."""
+    if sum(x is not None for x in (name, key, shmid)) != 1:
+        raise TypeError("find_segment() needs exactly one of name, key, shmid")
+    if name is not None:
+        name = name[1:] if name.startswith("/") else name
+        if not name or "/" in name:
+            raise SegmentNotFoundError(errno.ENOENT, f"no POSIX segment named {name!r}")
+        path = os.path.join(_lifecycle.SHM_DIR, name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise SegmentNotFoundError(errno.ENOENT, f"no POSIX segment named {name!r} "
+                                       f"(in {_lifecycle.SHM_DIR})") from None
+        if not _stat.S_ISREG(st.st_mode):
+            raise SegmentNotFoundError(errno.ENOENT, f"{path} is not a segment")
+        return _posix_info(name, st, _lifecycle.lock_table(),
+                           {(st.st_dev, st.st_ino): _lifecycle.mapping_pids(st.st_dev, st.st_ino)})
+    locks = _lifecycle.lock_table()
+    if key is not None:
+        k = key - (1 << 32) if key >= (1 << 31) else key
+        if k == 0:
+            raise SegmentNotFoundError(errno.ENOENT, "key 0 is IPC_PRIVATE: name the segment "
+                                       "by its id (--id)")
+        for row in _sysv_rows():
+            if int(row["key"]) == k:
+                return _sysv_info(row, locks)
+        raise SegmentNotFoundError(errno.ENOENT, f"no SysV segment with key "
+                                   f"0x{key & 0xffffffff:08x} (removed ones lose their key)")
+    for row in _sysv_rows():
+        if int(row["shmid"]) == shmid:
+            return _sysv_info(row, locks)
+    raise SegmentNotFoundError(errno.ENOENT, f"no SysV segment with id {shmid}")
+
+
+def remove_segment(info: SegmentInfo) -> None:
+    """Remove the segment ``info`` describes (posix: unlink the name; sysv: IPC_RMID,
+    destroyed at last detach) and shmkit's record of it.  No policy here: callers decide
+    whether foreign or attached segments may go (``shmkit rm`` refuses without --force).
+    SegmentNotFoundError if it is already gone or the name now refers to another one."""
+    if info.backend == "posix":
+        path = os.path.join(_lifecycle.SHM_DIR, info.name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {info.name!r} is already "
+                                       "gone") from None
+        if info.ident and (st.st_dev, st.st_ino) != info.ident:
+            raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {info.name!r} was replaced "
+                                       "by another one since it was listed")
+        _core.unlink_posix(info.name)
+        _lifecycle.remove_record(_lifecycle.file_record_name("posix", st.st_dev, st.st_ino))
+        return
+    shmid, ctime = info.ident
+    try:
+        now = _core.sysv_stat(shmid)
+    except OSError:
+        now = None
+    if now is None or now["ctime"] != ctime:
+        raise SegmentNotFoundError(errno.ENOENT, f"SysV segment id {shmid} is already gone")
+    if now["removed"]:
+        raise SegmentNotFoundError(errno.EIDRM, f"SysV segment id {shmid} was already removed "
+                                   f"(it is destroyed when its {now['nattch']} attached "
+                                   "process(es) detach)")
+    _core.rmid(shmid)
+    _lifecycle.remove_record(_lifecycle.sysv_record_name(shmid, ctime))
+
+
+def _gc_posix(info: SegmentInfo, dry_run: bool) -> GcAction:
+    """Remove with the lifecycle's locks held, so that nobody attaches meanwhile."""
+    path = os.path.join(_lifecycle.SHM_DIR, info.name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        return GcAction("segment", info.name, "kept", f"cannot open it: {e.strerror}")
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != info.ident:
+            return GcAction("segment", info.name, "kept", "replaced since it was listed")
+        if not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
+            return GcAction("segment", info.name, "kept", "a shmkit handle is open on it")
+        if info.lifecycle == "unlink_on_creator_exit" and \
+                not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_CREATOR):
+            return GcAction("segment", info.name, "kept", "its creator is alive")
+        if _lifecycle.mapping_pids(st.st_dev, st.st_ino):
+            return GcAction("segment", info.name, "kept", "a process has it mapped")
+        if dry_run:
+            return GcAction("segment", info.name, "would remove", _why(info))
+        if _lifecycle.remove_if_same("posix", info.name, st):
+            return GcAction("segment", info.name, "removed", _why(info))
+        return GcAction("segment", info.name, "kept", "already gone")
+    finally:
+        os.close(fd)
+
+
+def _gc_sysv(info: SegmentInfo, dry_run: bool) -> GcAction:
+    shmid, ctime = info.ident
+    target = f"{info.display_name} (id {shmid})"
+    rname = _lifecycle.sysv_record_name(shmid, ctime)
+    fd, rec = _lifecycle.open_record(rname, info.uid, writable=True)
+    if fd is None:
+        return GcAction("segment", target, "kept", "its registry record cannot be opened")
+    try:
+        if not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
+            return GcAction("segment", target, "kept", "a shmkit handle is open on it")
+        if info.lifecycle == "unlink_on_creator_exit" and \
+                not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_CREATOR):
+            return GcAction("segment", target, "kept", "its creator is alive")
+        try:
+            now = _core.sysv_stat(shmid)
+        except OSError:
+            now = None
+        if now is None or now["ctime"] != ctime:
+            return GcAction("segment", target, "kept", "already gone")
+        if now["nattch"]:
+            return GcAction("segment", target, "kept",
+                            f"{now['nattch']} process(es) have it attached")
+        if dry_run:
+            return GcAction("segment", target, "would remove", _why(info))
+        if _lifecycle.remove_if_same("sysv", shmid, None, ctime=ctime, record_fd=fd):
+            return GcAction("segment", target, "removed", _why(info))
+        return GcAction("segment", target, "kept", "already gone")
+    finally:
+        os.close(fd)
+
+
+def _why(info: SegmentInfo) -> str:
+    if info.lifecycle == "unlink_on_creator_exit":
+        return f"lifecycle unlink_on_creator_exit and its creator (pid {info.cpid}) is gone"
+    return "lifecycle unlink_on_last_close and no handle is open"
+
+
+def _stale_records(dry_run: bool) -> list[GcAction]:
+    """Registry records whose segment no longer exists."""
+    out = []
+    live_sysv = {(int(r["shmid"]), int(r["ctime"])) for r in _sysv_rows()}
+    for rname, st, rec in _lifecycle.list_records():
+        if st.st_uid != os.geteuid() and os.geteuid() != 0:
+            continue  # not ours to judge (and the sticky directory would refuse)
+        gone = False
+        parts = rname.split("-")
+        try:
+            if parts[0] == "sysv" and len(parts) == 3:
+                gone = (int(parts[1]), int(parts[2])) not in live_sysv
+            elif parts[0] in ("posix", "file") and len(parts) == 3 and rec is not None:
+                target = (os.path.join(_lifecycle.SHM_DIR, rec.get("name", ""))
+                          if parts[0] == "posix" else rec.get("path", ""))
+                try:
+                    now = os.lstat(target)
+                    gone = (now.st_dev, now.st_ino) != (int(parts[1]), int(parts[2]))
+                except OSError:
+                    gone = True
+        except ValueError:
+            continue
+        if not gone:
+            continue
+        if dry_run:
+            out.append(GcAction("record", rname, "would remove", "its segment no longer exists"))
+            continue
+        try:
+            os.unlink(os.path.join(_lifecycle.registry_path(), rname))
+            out.append(GcAction("record", rname, "removed", "its segment no longer exists"))
+        except OSError as e:
+            out.append(GcAction("record", rname, "kept", e.strerror))
+    return out
+
+
+def collect_garbage(pattern: str | None = None, *, dry_run: bool = False) -> list[GcAction]:
+    """Remove what its lifecycle says should be gone and whose owners are dead.
+
+    Only segments shmkit created with lifecycle ``unlink_on_last_close`` (no handle
+    open) or ``unlink_on_creator_exit`` (creator gone) - normally their reaper has done
+    it already; this is the backstop (reaper killed, machine rebooted with a file-backed
+    one...).  Never anything foreign, ``persist``, still mapped or attached by any
+    process, or whose locks are held.  Also removes registry records whose segment is
+    gone.  ``pattern`` restricts it to matching names/keys."""
+    actions = []
+    for info in list_segments(pattern):
+        if not info.kind or info.lifecycle in (None, "persist") or not info.stale:
+            continue
+        if "dest" in info.status:
+            continue
+        actions.append(_gc_posix(info, dry_run) if info.backend == "posix"
+                       else _gc_sysv(info, dry_run))
+    if pattern is None:
+        actions.extend(_stale_records(dry_run))
+    return actions
+
+
+def sysv_limits() -> dict:
+    """kernel.shmmax (bytes per segment), kernel.shmall (pages in all), kernel.shmmni
+    (segments), with what is in use now."""
+    def read(name):
+        try:
+            with open(f"/proc/sys/kernel/{name}") as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+    rows = _sysv_rows()
+    page = os.sysconf("SC_PAGESIZE")
+    used_bytes = sum(int(r["size"]) for r in rows)
+    return {"shmmax": read("shmmax"), "shmall": read("shmall"), "shmmni": read("shmmni"),
+            "segments": len(rows), "bytes": used_bytes,
+            "pages": (used_bytes + page - 1) // page, "page_size": page}

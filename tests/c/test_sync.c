@@ -1,0 +1,542 @@
+/* The sync core without Python: mutual exclusion with threads and fork()ed processes,
+ * holders killed by SIGKILL (recovery and its latency), RLock ownership, semaphores with
+ * undo, events, readers-writer locks, conditions, barriers, timeouts. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "futex.h"
+#include "sync.h"
+#include "zone.h"
+
+static struct shk_segment seg;
+static struct shk_zone z;
+
+static void open_zone(void)
+{
+    int status = -1;
+    CHECK_EQ(shk_seg_create_anon(&seg, 8u << 20), 0);
+    struct shk_zone_params p = {8u << 20, 0, "sync", 4};
+    CHECK_EQ(shk_zone_try_open(&z, &seg, &p, 0, &status), 0);
+    CHECK_EQ(status, SHK_ZONE_MUST_INIT);
+    CHECK_EQ(shk_zone_init_done(&z, 1), 0);
+}
+
+static void *obj(const char *name, uint32_t type, uint64_t a, uint64_t b, uint32_t flags)
+{
+    struct shk_sync_params p;
+    memset(&p, 0, sizeof p);
+    p.type = type;
+    p.a = a;
+    p.b = b;
+    p.flags = flags;
+    uint64_t off = 0;
+    int created = 0, err = 0;
+    int r = shk_sync_open(&z, name, &p, SHK_O_CREATE, &off, &created);
+    CHECK_EQ(r, 0);
+    void *ptr = shk_sync_ptr(&z, off, type, &err);
+    CHECK(ptr != NULL);
+    return ptr;
+}
+
+static struct shk_wait wait_for(struct timespec *d, double timeout)
+{
+    struct shk_wait w;
+    memset(&w, 0, sizeof w);
+    if (timeout >= 0) {
+        shk_deadline_after(d, timeout);
+        w.deadline = d;
+    }
+    return w;
+}
+
+/* Blocking calls return EINTR to let a caller run signal handlers: loop. */
+static int lock_acq(struct shk_lock_sh *l, int rec, double timeout)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, timeout);
+    int r;
+    do
+        r = shk_lock_acquire(l, rec, &w);
+    while (r == EINTR);
+    return r;
+}
+
+static int sem_acq(struct shk_sem_sh *s, double timeout)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, timeout);
+    int r;
+    do
+        r = shk_sem_acquire(s, &w);
+    while (r == EINTR);
+    return r;
+}
+
+static int event_wait(struct shk_event_sh *e, double timeout)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, timeout);
+    int r;
+    do
+        r = shk_event_wait(e, &w);
+    while (r == EINTR);
+    return r;
+}
+
+static int rw_read(struct shk_rwlock_sh *rw, uint32_t *slot, double timeout)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, timeout);
+    int r;
+    do
+        r = shk_rw_acquire_read(rw, slot, &w);
+    while (r == EINTR);
+    return r;
+}
+
+static int rw_write(struct shk_rwlock_sh *rw, double timeout)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, timeout);
+    int r;
+    do
+        r = shk_rw_acquire_write(rw, &w);
+    while (r == EINTR);
+    return r;
+}
+
+static int barrier_wait(struct shk_barrier_sh *b, double timeout, uint32_t *index)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, timeout);
+    int r, last;
+    do
+        r = shk_barrier_wait(b, &w, index, &last);
+    while (r == EINTR);
+    if (r == 0 && last)
+        r = shk_barrier_complete(b, w.aux);
+    return r;
+}
+
+static double now_s(void)
+{
+    return (double)shk_now_ns() / 1e9;
+}
+
+/* ---- Lock: threads and processes ------------------------------------------------------ */
+
+static struct shk_lock_sh *g_lock;
+static volatile uint64_t *g_plain;
+
+static void *thread_increments(void *arg)
+{
+    long n = (long)arg;
+    for (long i = 0; i < n; i++) {
+        CHECK_EQ(lock_acq(g_lock, 0, -1), 0);
+        (*g_plain)++;
+        CHECK_EQ(shk_lock_release(g_lock, 0), 0);
+    }
+    return NULL;
+}
+
+static void test_lock_mutual_exclusion(void)
+{
+    g_lock = obj("lock", SHK_OBJ_LOCK, 0, 0, 0);
+    struct shk_counter_sh *c = obj("plain", SHK_OBJ_COUNTER, 0, 0, 0);
+    g_plain = (volatile uint64_t *)&c->value;
+    *g_plain = 0;
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, thread_increments, (void *)100000L);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(*g_plain, 400000);
+    /* three processes */
+    pid_t pids[3];
+    for (int i = 0; i < 3; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            thread_increments((void *)100000L);
+            _exit(checks_failed ? 1 : 0);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK_EQ(*g_plain, 700000);
+    CHECK_EQ(g_lock->acquisitions, 700000);
+    /* errors */
+    CHECK_EQ(shk_lock_release(g_lock, 0), SHK_ENOTOWNER);
+    CHECK_EQ(lock_acq(g_lock, 0, -1), 0);
+    struct shk_wait w;
+    memset(&w, 0, sizeof w);
+    w.flags = SHK_WAIT_TRY;
+    CHECK_EQ(shk_lock_acquire(g_lock, 0, &w), EBUSY);
+    double t0 = now_s();
+    CHECK_EQ(lock_acq(g_lock, 0, 0.05), ETIMEDOUT);
+    double took = now_s() - t0;
+    CHECK(took >= 0.05 && took < 0.5);
+    CHECK_EQ(shk_lock_release(g_lock, 0), 0);
+}
+
+/* ---- owner death ---------------------------------------------------------------------- */
+
+struct waiter_arg {
+    struct shk_lock_sh *l;
+    int rec;
+    int result;
+    double when;
+    uint32_t count;
+    int released;
+};
+
+static void *waiter_thread(void *p)
+{
+    struct waiter_arg *a = p;
+    a->result = lock_acq(a->l, a->rec, 10);
+    a->when = now_s();
+    a->count = a->l->count;
+    a->released = shk_lock_release(a->l, a->rec); /* an RLock belongs to this thread */
+    return NULL;
+}
+
+static void test_killed_owner(int rec, int rounds)
+{
+    struct shk_lock_sh *l = obj(rec ? "dead-rlock" : "dead-lock", rec ? SHK_OBJ_RLOCK : SHK_OBJ_LOCK,
+                                0, 0, 0);
+    double worst = 0;
+    for (int i = 0; i < rounds; i++) {
+        int pfd[2];
+        CHECK_EQ(pipe(pfd), 0);
+        pid_t pid = fork();
+        if (pid == 0) {
+            lock_acq(l, rec, -1);
+            if (rec)
+                lock_acq(l, rec, -1); /* twice: the count must not survive */
+            char c = 'x';
+            if (write(pfd[1], &c, 1) != 1)
+                _exit(2);
+            for (;;)
+                pause();
+        }
+        char c;
+        CHECK_EQ(read(pfd[0], &c, 1), 1);
+        close(pfd[0]);
+        close(pfd[1]);
+        struct waiter_arg a = {l, rec, -1, 0, 0, -1};
+        pthread_t t;
+        pthread_create(&t, NULL, waiter_thread, &a);
+        /* let the waiter go to sleep on some rounds, kill at once on others */
+        if (i % 2)
+            while (__atomic_load_n(&l->sleepers, __ATOMIC_ACQUIRE) == 0)
+                usleep(100);
+        double killed = now_s();
+        kill(pid, SIGKILL);
+        pthread_join(t, NULL);
+        waitpid(pid, NULL, 0);
+        CHECK_EQ(a.result, SHK_EOWNERDEAD);
+        double lat = a.when - killed;
+        if (lat > worst)
+            worst = lat;
+        if (rec)
+            CHECK_EQ(a.count, 1);
+        CHECK_EQ(a.released, 0);
+    }
+    CHECK_EQ(l->owner_deaths, rounds);
+    printf("  %s: %d holders killed, worst recovery %.2f ms\n", rec ? "RLock" : "Lock", rounds,
+           worst * 1e3);
+    CHECK(worst < 0.1 * 5); /* 100 ms is the promise; a loaded CI box gets slack */
+}
+
+static void *release_other_thread(void *p)
+{
+    return (void *)(long)shk_lock_release(p, 1);
+}
+
+static void test_rlock(void)
+{
+    struct shk_lock_sh *r = obj("rlock", SHK_OBJ_RLOCK, 0, 0, 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(r->count, 2);
+    pthread_t t;
+    void *res;
+    pthread_create(&t, NULL, release_other_thread, r);
+    pthread_join(t, &res);
+    CHECK_EQ((long)res, SHK_ENOTOWNER);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK(shk_lock_is_mine(r, 1));
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK(!shk_lock_is_mine(r, 1));
+    CHECK_EQ(shk_lock_release(r, 1), SHK_ENOTOWNER);
+}
+
+/* ---- semaphores ----------------------------------------------------------------------- */
+
+static void test_semaphore(void)
+{
+    struct shk_sem_sh *s = obj("sem", SHK_OBJ_SEMAPHORE, 2, 0, 0);
+    CHECK_EQ(sem_acq(s, -1), 0);
+    CHECK_EQ(sem_acq(s, -1), 0);
+    CHECK_EQ(sem_acq(s, 0.02), ETIMEDOUT);
+    CHECK_EQ(shk_sem_release(s, 2), 0);
+    CHECK_EQ(s->value, 2);
+    struct shk_sem_sh *b = obj("bsem", SHK_OBJ_SEMAPHORE, 1, 0, SHK_SYNCF_BOUNDED);
+    CHECK_EQ(shk_sem_release(b, 1), SHK_ETOOBIG);
+    /* undo: a killed holder's units come back to a waiter */
+    struct shk_sem_sh *u = obj("usem", SHK_OBJ_SEMAPHORE, 2, 4, SHK_SYNCF_UNDO);
+    for (int round = 0; round < 20; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            sem_acq(u, -1);
+            sem_acq(u, -1);
+            for (;;)
+                pause();
+        }
+        while (__atomic_load_n(&u->value, __ATOMIC_ACQUIRE) != 0)
+            usleep(100);
+        kill(pid, SIGKILL);
+        CHECK_EQ(sem_acq(u, 5), 0);
+        waitpid(pid, NULL, 0);
+        CHECK_EQ(shk_sem_held(u), 1);
+        CHECK_EQ(shk_sem_release(u, 1), 0);
+        CHECK_EQ(u->value, 2);
+    }
+    CHECK_EQ(u->reclaimed, 40);
+    CHECK_EQ(u->dead_owners, 20);
+}
+
+/* ---- event ---------------------------------------------------------------------------- */
+
+static void test_event(void)
+{
+    struct shk_event_sh *e = obj("event", SHK_OBJ_EVENT, 0, 0, 0);
+    struct shk_event_sh *back = obj("event-back", SHK_OBJ_EVENT, 0, 0, 0);
+    CHECK_EQ(event_wait(e, 0.02), ETIMEDOUT);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* ping-pong 1000 times */
+        for (int i = 0; i < 1000; i++) {
+            if (event_wait(e, 10) != 0)
+                _exit(1);
+            shk_event_clear(e);
+            shk_event_set(back);
+        }
+        _exit(0);
+    }
+    for (int i = 0; i < 1000; i++) {
+        shk_event_set(e);
+        CHECK_EQ(event_wait(back, 10), 0);
+        shk_event_clear(back);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* ---- RWLock --------------------------------------------------------------------------- */
+
+static struct shk_rwlock_sh *g_rw;
+static int g_inside, g_bad, g_peak;
+
+static void *rw_reader_thread(void *p)
+{
+    uint32_t slot = UINT32_MAX;
+    for (int i = 0; i < 200; i++) {
+        CHECK_EQ(rw_read(g_rw, &slot, 10), 0);
+        int now = __atomic_add_fetch(&g_inside, 1, __ATOMIC_SEQ_CST);
+        if (now > __atomic_load_n(&g_peak, __ATOMIC_RELAXED))
+            __atomic_store_n(&g_peak, now, __ATOMIC_RELAXED);
+        usleep(50);
+        __atomic_sub_fetch(&g_inside, 1, __ATOMIC_SEQ_CST);
+        CHECK_EQ(shk_rw_release_read(g_rw, &slot), 0);
+    }
+    return NULL;
+}
+
+static void *rw_writer_thread(void *p)
+{
+    for (int i = 0; i < 100; i++) {
+        CHECK_EQ(rw_write(g_rw, 10), 0);
+        if (__atomic_add_fetch(&g_inside, 100, __ATOMIC_SEQ_CST) != 100)
+            __atomic_add_fetch(&g_bad, 1, __ATOMIC_SEQ_CST);
+        usleep(20);
+        __atomic_sub_fetch(&g_inside, 100, __ATOMIC_SEQ_CST);
+        CHECK_EQ(shk_rw_release_write(g_rw), 0);
+    }
+    return NULL;
+}
+
+static void test_rwlock(void)
+{
+    g_rw = obj("rw", SHK_OBJ_RWLOCK, 4, 0, 0);
+    pthread_t t[5];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, rw_reader_thread, NULL);
+    for (int i = 3; i < 5; i++)
+        pthread_create(&t[i], NULL, rw_writer_thread, NULL);
+    for (int i = 0; i < 5; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(g_bad, 0);
+    CHECK(g_peak >= 2);
+    CHECK_EQ(g_rw->write_acquisitions, 200);
+    /* dead readers and writers */
+    for (int round = 0; round < 20; round++) {
+        int writer = round % 2;
+        pid_t pid = fork();
+        if (pid == 0) {
+            uint32_t slot = UINT32_MAX;
+            if (writer)
+                rw_write(g_rw, -1);
+            else
+                rw_read(g_rw, &slot, -1);
+            for (;;)
+                pause();
+        }
+        if (writer)
+            while ((__atomic_load_n(&g_rw->writer.f.word, __ATOMIC_ACQUIRE) & SHK_ID_MASK) == 0)
+                usleep(100);
+        else
+            while (shk_rw_readers(g_rw, NULL) == 0)
+                usleep(100);
+        kill(pid, SIGKILL);
+        int r = rw_write(g_rw, 5);
+        CHECK(r == 0 || r == SHK_EOWNERDEAD);
+        CHECK_EQ(shk_rw_release_write(g_rw), 0);
+        uint32_t slot = UINT32_MAX;
+        CHECK_EQ(rw_read(g_rw, &slot, 5), 0);
+        CHECK_EQ(shk_rw_release_read(g_rw, &slot), 0);
+        waitpid(pid, NULL, 0);
+    }
+    CHECK_EQ(g_rw->owner_deaths, 10);
+    CHECK_EQ(g_rw->reader_deaths, 10);
+    CHECK_EQ(shk_rw_readers(g_rw, NULL), 0);
+}
+
+/* ---- Condition ------------------------------------------------------------------------ */
+
+static struct shk_cond_sh *g_cond;
+static int g_items, g_got;
+
+static void *consumer_thread(void *p)
+{
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ(lock_acq(&g_cond->lock, 1, -1), 0);
+        while (g_items == 0) {
+            uint32_t seq = shk_cond_prepare(g_cond);
+            uint32_t count;
+            CHECK_EQ(shk_rlock_release_all(&g_cond->lock, &count), 0);
+            struct timespec d;
+            struct shk_wait w = wait_for(&d, 10);
+            int r;
+            do
+                r = shk_cond_wait(g_cond, seq, &w);
+            while (r == EINTR);
+            shk_cond_finish(g_cond);
+            CHECK_EQ(r, 0);
+            CHECK_EQ(lock_acq(&g_cond->lock, 1, -1), 0);
+            g_cond->lock.count = count;
+        }
+        g_items--;
+        g_got++;
+        CHECK_EQ(shk_lock_release(&g_cond->lock, 1), 0);
+    }
+    return NULL;
+}
+
+static void *producer_thread(void *p)
+{
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ(lock_acq(&g_cond->lock, 1, -1), 0);
+        g_items++;
+        shk_cond_notify(g_cond, 1);
+        CHECK_EQ(shk_lock_release(&g_cond->lock, 1), 0);
+    }
+    return NULL;
+}
+
+static void test_condition(void)
+{
+    g_cond = obj("cond", SHK_OBJ_CONDITION, 0, 0, 0);
+    pthread_t t[4];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, consumer_thread, NULL);
+    for (int i = 2; i < 4; i++)
+        pthread_create(&t[i], NULL, producer_thread, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(g_got, 2000);
+    CHECK_EQ(g_items, 0);
+}
+
+/* ---- Barrier -------------------------------------------------------------------------- */
+
+static void test_barrier(void)
+{
+    struct shk_barrier_sh *b = obj("barrier", SHK_OBJ_BARRIER, 4, 0, 0);
+    pid_t pids[3];
+    for (int i = 0; i < 3; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            uint32_t idx;
+            for (int r = 0; r < 200; r++)
+                if (barrier_wait(b, 10, &idx) != 0)
+                    _exit(1);
+            _exit(0);
+        }
+    }
+    uint32_t idx;
+    for (int r = 0; r < 200; r++)
+        CHECK_EQ(barrier_wait(b, 10, &idx), 0);
+    for (int i = 0; i < 3; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK_EQ(b->passed, 200);
+    /* a party dies while waiting: the others see the barrier broken */
+    pid_t pid = fork();
+    if (pid == 0) {
+        barrier_wait(b, -1, &idx);
+        _exit(0);
+    }
+    while (__atomic_load_n(&b->count, __ATOMIC_ACQUIRE) == 0)
+        usleep(100);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    double t0 = now_s();
+    CHECK_EQ(barrier_wait(b, 10, &idx), SHK_EBROKEN);
+    CHECK(now_s() - t0 < 1.0);
+    CHECK(b->broken);
+    shk_barrier_reset(b);
+    CHECK(!b->broken);
+    /* a timed-out wait breaks it */
+    CHECK_EQ(barrier_wait(b, 0.02, &idx), SHK_EBROKEN);
+    CHECK(b->broken);
+}
+
+int main(void)
+{
+    open_zone();
+    test_lock_mutual_exclusion();
+    test_killed_owner(0, 200);
+    test_killed_owner(1, 100);
+    test_rlock();
+    test_semaphore();
+    test_event();
+    test_rwlock();
+    test_condition();
+    test_barrier();
+    char report[4096];
+    CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
+    shk_seg_close(&seg);
+    TEST_MAIN_END();
+}
