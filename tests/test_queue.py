@@ -316,6 +316,23 @@ def test_reserve_commit_hands_over_the_same_memory(zone):
     assert zone.stats().free_bytes == free0
 
 
+def test_detach_waits_for_zero_copy_blocks(zone):
+    q = Queue("zc", zone=zone)
+    r = q.reserve(100)
+    with pytest.raises(BufferError, match="still alive"):
+        q.detach()
+    r.commit()
+    del r
+    v = q.get()
+    with pytest.raises(BufferError):
+        q.detach()
+    del v
+    q.detach()
+    assert q.detached
+    with pytest.raises(ClosedError, match="detached"):
+        q.put(b"x")
+
+
 def test_reservations_not_committed_go_back(zone):
     q = Queue("zc", zone=zone)
     free0 = zone.stats().free_bytes

@@ -20,6 +20,7 @@ typedef struct {
     struct shk_queue q;
     int opened;
     PyObject *recv_buf;         /* bytearray reused by get(view=True) once nobody holds it */
+    Py_ssize_t zc_live;         /* zero-copy blocks this handle owns (reservations, views) */
     PyObject *weakreflist;
 } QueueObject;
 
@@ -367,6 +368,7 @@ out:
 static void ref_release(PyObject *owner, uint64_t cookie)
 {
     QueueObject *self = (QueueObject *)owner;
+    self->zc_live--;
     if (self->opened)
         shk_queue_release_ref(&self->q, (uint32_t)cookie, (uint32_t)(cookie >> 32));
 }
@@ -413,6 +415,7 @@ static PyObject *message_object(QueueObject *self, const struct shk_qmsg *m, int
             shk_queue_release_ref(&self->q, idx, gen);
             return NULL;
         }
+        self->zc_live++;
         PyObject *mv = PyMemoryView_FromObject(region);
         Py_DECREF(region);
         return mv;
@@ -658,6 +661,10 @@ static PyObject *queue_repair(QueueObject *self, PyObject *unused)
 
 static PyObject *queue_detach(QueueObject *self, PyObject *unused)
 {
+    if (self->zc_live > 0)
+        return PyErr_Format(PyExc_BufferError, "detach(): %zd zero-copy block(s) of this "
+                            "handle (reservations, received views) are still alive; release "
+                            "them first", self->zc_live);
     if (self->opened) {
         shk_queue_release(&self->q);
         self->opened = 0;
@@ -751,6 +758,7 @@ static PyObject *queue_reserve(QueueObject *self, PyObject *const *args, Py_ssiz
     res->gen = gen;
     res->state = 0;
     res->exports = 0;
+    self->zc_live++;
     shk_segment_export(self->zone->segment);
     return (PyObject *)res;
 }
@@ -839,6 +847,7 @@ static PyObject *resv_exit(ReservationObject *r, PyObject *args)
 
 static void resv_dealloc(ReservationObject *r)
 {
+    r->queue->zc_live--;
     if (r->state == 0 && r->queue->opened)
         shk_queue_release_ref(&r->queue->q, r->index, r->gen);
     shk_segment_unexport(r->queue->zone->segment);
