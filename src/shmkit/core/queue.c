@@ -59,6 +59,7 @@
 
 #define DEFAULT_CAP (1u << 20)
 #define SLICE_NS (20u * 1000 * 1000)       /* sleep slices: dead processes noticed by then */
+#define FIRST_SLICE_NS (100u * 1000)       /* unfenced first sleep (see shk_queue_wait) */
 #define SPIN_FLOOR_NS 2000u                /* adaptive spin never shrinks below this ... */
 #define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
 
@@ -893,36 +894,53 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
     uint32_t s = LDA(seq);
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
-    waiter_fence();
-    int r = 0;
-    if (!ready(q, what, need)) {
+    int r = 0, slept = 0, fenced = !asym_fences;
+    uint64_t ts = shk_now_ns();
+    if (!fenced && !ready(q, what, need)) {
+        /* A first short sleep without the barrier: membarrier interrupts the CPUs running
+         * the other processes (costly IPIs in a VM), and the wake-up it protects is missed
+         * only if the waker published in the last few nanoseconds; such a miss costs at
+         * most this slice.  Longer sleeps are fenced. */
+        struct timespec first;
+        shk_deadline_slice(&first, deadline, FIRST_SLICE_NS);
+        slept = 1;
+        r = shk_futex_wait(seq, s, &first);
+        if (r == ETIMEDOUT && !(deadline && shk_deadline_left_ns(deadline) == 0)) {
+            s = LDA(seq);
+            waiter_fence();
+            fenced = 1;
+        }
+        if (r == ETIMEDOUT)
+            r = 0;
+    }
+    if (fenced && r == 0 && !ready(q, what, need)) {
         struct timespec slice;
         shk_deadline_slice(&slice, deadline, SLICE_NS);
-        uint64_t ts = shk_now_ns();
+        slept = 1;
         r = shk_futex_wait(seq, s, &slice);
-        uint64_t slept = shk_now_ns() - ts;
+        if (r == ETIMEDOUT) {
+            r = 0;
+            if (!(deadline && shk_deadline_left_ns(deadline) == 0))
+                repair_if_stuck(q, what);
+        }
+    }
+    if (r != EINTR)
+        r = 0;
+    if (slept) {
+        uint64_t took = shk_now_ns() - ts;
         if (q->ms)
             ST(&q->ms->waits, LD(&q->ms->waits) + 1);
         /* adaptive spinning: a wake-up that came soon after we gave up spinning says
          * spinning a little longer would have paid; a long sleep says it would not */
         if (q->contended) {
             /* keep the budget; it is used again after the probe interval */
-        } else if (slept < q->spin_ns) {
+        } else if (took < q->spin_ns) {
             uint64_t c = q->spin_cur * 2;
             if (c < SPIN_FLOOR_NS)
                 c = SPIN_FLOOR_NS;
             q->spin_cur = c > q->spin_ns ? q->spin_ns : c;
         } else if (q->spin_cur > SPIN_FLOOR_NS) {
             q->spin_cur /= 2;
-        }
-        if (r == ETIMEDOUT) {
-            r = 0;
-            if (deadline && shk_deadline_left_ns(deadline) == 0)
-                r = ETIMEDOUT;
-            else
-                repair_if_stuck(q, what);
-        } else if (r != EINTR) {
-            r = 0;
         }
     }
     __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
