@@ -620,7 +620,9 @@ struct shk_queue_sh {
     uint32_t space_waiters; /* 268  producers asleep on space_seq */
     uint32_t closed;        /* 272  1 after close(): puts fail, gets drain then fail */
     uint32_t slot_hwm;      /* 276  slots ever used (scans stop here) */
-    uint64_t reserved1[2];  /* 280  0 */
+    uint32_t data_armed;    /* 280  the data_seq value sleepers last armed (only grows) */
+    uint32_t space_armed;   /* 284  the same for space_seq */
+    uint64_t reserved1;     /* 288  0 */
     uint64_t retired_waits; /* 296  counters of scrubbed or released slots */
     uint64_t retired_drops; /* 304 */
     uint64_t retired_recoveries; /* 312 */
@@ -831,6 +833,7 @@ _Static_assert(offsetof(struct shk_queue_sh, tail_pos) == 64, "queue tail at 64"
 _Static_assert(offsetof(struct shk_queue_sh, head_pos) == 128, "queue head at 128");
 _Static_assert(offsetof(struct shk_queue_sh, free_pos) == 192, "queue free at 192");
 _Static_assert(offsetof(struct shk_queue_sh, data_seq) == 256, "queue futex words at 256");
+_Static_assert(offsetof(struct shk_queue_sh, data_armed) == 280, "queue armed words at 280");
 _Static_assert(offsetof(struct shk_queue_sh, retired_waits) == 296, "queue retired at 296");
 _Static_assert(offsetof(struct shk_queue_sh, repair) == 384, "queue repair mutex at 384");
 _Static_assert(sizeof(struct shk_queue_sh) == 512, "queue header is 512 bytes");

@@ -218,13 +218,29 @@ static int slot_alive(struct shk_queue *q, uint32_t idx)
     return shk_proc_alive((pid_t)pid, LDA(&s->start));
 }
 
-static inline void wake(uint32_t *seq, uint32_t *waiters)
+/*
+ * Wake the sleepers of a futex word: only when one is registered, and only once per sleep:
+ * sleepers arm the sequence value they sleep on; the first waker to see it still current
+ * moves it on (CAS) and makes the one system call; later wakers see it moved and skip.
+ */
+static inline void wake_armed(uint32_t *seq, uint32_t *waiters, uint32_t *armed)
 {
-    /* the caller's last store was a full fence (exchange/CAS), so this read is fresh */
+    /* the caller's publish was a full fence, or sleepers fence with membarrier */
     if (LD(waiters)) {
-        __atomic_fetch_add(seq, 1, __ATOMIC_SEQ_CST);
-        shk_futex_wake(seq, INT32_MAX);
+        uint32_t s = LD(seq);
+        if (LD(armed) == s && __atomic_compare_exchange_n(seq, &s, s + 1, 0, __ATOMIC_SEQ_CST,
+                                                          __ATOMIC_RELAXED))
+            shk_futex_wake(seq, INT32_MAX);
     }
+}
+
+/* Arm sequence value s (the armed word only moves forward, modulo 2^32). */
+static inline void arm(uint32_t *armed, uint32_t s)
+{
+    uint32_t a = LD(armed);
+    while ((int32_t)(s - a) > 0 &&
+           !__atomic_compare_exchange_n(armed, &a, s, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
 }
 
 /* Repairs are counted in the repairer's slot, or straight in the totals without one. */
@@ -610,7 +626,7 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
         }
     }
     publish_word(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, kind));
-    wake(&q->sh->data_seq, &q->sh->data_waiters);
+    wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
     return 0;
 }
 
@@ -660,7 +676,7 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
             p += shk_qrec_size(m[i].n);
         }
         *done += k;
-        wake(&q->sh->data_seq, &q->sh->data_waiters);
+        wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
     }
     return 0;
 }
@@ -775,7 +791,7 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     }
     ST(&q->ms->take_pos, 0);
     ST(&q->ms->take_end, 0);
-    wake(&sh->space_seq, &sh->space_waiters);
+    wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
 }
 
 /* ---- waiting ------------------------------------------------------------------------ */
@@ -892,8 +908,10 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
     /* reservation waiters share the space futex: entries are freed by consumers too */
     uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
+    uint32_t *armed = what == SHK_QW_DATA ? &sh->data_armed : &sh->space_armed;
     uint32_t s = LDA(seq);
     __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    arm(armed, s);
     int r = 0, slept = 0, fenced = !asym_fences;
     uint64_t ts = shk_now_ns();
     if (!fenced && !ready(q, what, need)) {
@@ -907,6 +925,7 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
         r = shk_futex_wait(seq, s, &first);
         if (r == ETIMEDOUT && !(deadline && shk_deadline_left_ns(deadline) == 0)) {
             s = LDA(seq);
+            arm(armed, s);
             waiter_fence();
             fenced = 1;
         }
@@ -1053,7 +1072,7 @@ static int resv_free(struct shk_queue *q, uint32_t idx, uint64_t expect)
         r = shk_zone_free_locked(q->z, off);
     shk_zone_unlock(q->z);
     /* a producer may be waiting in reserve() for an entry (the CAS above was a fence) */
-    wake(&q->sh->space_seq, &q->sh->space_waiters);
+    wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
     return r;
 }
 
@@ -1126,7 +1145,7 @@ int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     ST(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
     STR(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
     publish_word(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
-    wake(&q->sh->data_seq, &q->sh->data_waiters);
+    wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
     return 0;
 }
 
@@ -1197,7 +1216,7 @@ static int repair_head_locked(struct shk_queue *q)
         STR(&r->pos, h);
         add_pdrops(q, n);
         add_recoveries(q, 1);
-        wake(&sh->data_seq, &sh->data_waiters);
+        wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
         return 1;
     }
     uint64_t w = LDA(&r->word);
@@ -1211,7 +1230,7 @@ static int repair_head_locked(struct shk_queue *q)
         return 0;
     add_pdrops(q, 1);
     add_recoveries(q, 1);
-    wake(&sh->data_seq, &sh->data_waiters);
+    wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
     return 1;
 }
 
@@ -1270,7 +1289,7 @@ static int repair_free_locked(struct shk_queue *q)
         repaired++;
     }
     if (repaired)
-        wake(&sh->space_seq, &sh->space_waiters);
+        wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
     return repaired;
 }
 
@@ -1343,8 +1362,8 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     retire_slot(q, s);
     STR(&s->pid, 0);
     if (repaired) {
-        wake(&sh->data_seq, &sh->data_waiters);
-        wake(&sh->space_seq, &sh->space_waiters);
+        wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+        wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
     }
     return repaired;
 }
