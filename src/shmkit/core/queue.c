@@ -59,7 +59,8 @@
 
 #define DEFAULT_CAP (1u << 20)
 #define SLICE_NS (20u * 1000 * 1000)       /* sleep slices: dead processes noticed by then */
-#define FIRST_SLICE_NS (100u * 1000)       /* unfenced first sleep (see shk_queue_wait) */
+#define FIRST_SLICE_NS (5u * 1000 * 1000)  /* unfenced first sleep (see shk_queue_wait); longer
+                                              than a tick: no timer reprogramming per sleep */
 #define SPIN_FLOOR_NS 2000u                /* adaptive spin never shrinks below this ... */
 #define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
 
