@@ -487,7 +487,7 @@ def test_zero_copy_between_processes(zone, ctx, procs):
 SIGINT_CHILD = r"""
 import sys, shmkit
 z = shmkit.Zone(sys.argv[1], 0)
-q = shmkit.Queue("q", 4096, zone=z)
+q = shmkit.Queue("q", 4096, zone=z, spin=float(sys.argv[3]))
 if sys.argv[2] == "put":
     while not q.full():
         q.put(bytes(100))
@@ -504,9 +504,11 @@ sys.exit(3)
 """
 
 
-@pytest.mark.parametrize("op", ["get", "put"])
-def test_sigint_interrupts_a_blocked_call(zone, name, op, procs):
-    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, name, op], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("op,spin", [("get", "0"), ("put", "0"), ("get", "2.0"), ("put", "2.0")])
+def test_sigint_interrupts_a_blocked_call(zone, name, op, spin, procs):
+    # spin 2.0: a long spin budget, so the signal may arrive while the call spins, when no
+    # system call is there to be interrupted; it must end the wait all the same
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, name, op, spin], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     procs.append(p)
     assert p.stdout.readline().strip() == "ready"

@@ -139,8 +139,10 @@ static int wait_released(QueueObject *self, int what, uint64_t need, struct time
     Py_BEGIN_ALLOW_THREADS
     r = shk_queue_wait(&self->q, what, need, has_dl ? dl : NULL);
     Py_END_ALLOW_THREADS
-    if (r == EINTR)
-        return PyErr_CheckSignals() < 0 ? -1 : 0;
+    /* every round, not only on EINTR: a signal that arrived while we spun interrupted
+     * no system call, and its Python handler must still run (Ctrl-C) */
+    if (PyErr_CheckSignals() < 0)
+        return -1;
     if (r == ETIMEDOUT)
         return 1;
     return 0;
