@@ -462,8 +462,176 @@ struct shk_counter_sh {
 /* Queue (queue.c): multi-producer multi-consumer ring of variable-size records.      */
 /* Section owned by the queue work (issue 6).                                         */
 /* ---------------------------------------------------------------------------------- */
+/*
+ * A queue is one named object (SHK_OBJ_QUEUE) laid out as
+ *
+ *   +0        struct shk_queue_sh                          (512 bytes)
+ *   +512      struct shk_qslot[SHK_QUEUE_SLOTS]            (members: one per open handle)
+ *   +...      struct shk_qresv[SHK_QUEUE_RESV]             (zero-copy reservations)
+ *   +ring_rel the ring: `capacity` bytes, a power of two, page aligned
+ *
+ * Positions.  Every byte ever written to the ring has an absolute 64-bit position that
+ * only grows; its place in the ring is (pos & (capacity - 1)).  The first position is a
+ * random multiple of the capacity (`base`), so stale bytes can never pass for the header
+ * of a record at a later position (see struct shk_qrec).  Three positions move:
+ *     free <= head <= tail
+ * [free, head)  records taken by consumers, not yet given back;
+ * [head, tail)  records claimed by producers (being written or committed);
+ * [tail, free + capacity)  free space.
+ *
+ * Records.  A record is a 16-byte header followed by its payload, padded to 16 bytes;
+ * the payload may wrap around the end of the ring (headers never do: they are 16-byte
+ * aligned and the capacity is a multiple of 16).
+ *
+ * Producers claim space with one 16-byte CAS on `tail` {pos, owner|count} after
+ * announcing (claim_pos, claim_size, claim_n) in their member slot, then write the
+ * headers (the first one last), copy, and commit each header with a release store.
+ * Consumers read the header at `head`, announce (take_pos, take_end), claim with one
+ * 16-byte CAS on `head`, copy, then give the space back: the consumer of the oldest
+ * record advances `free` itself; others mark their records CONSUMED and whoever is at
+ * `free` advances it over them.  No lock on any of these paths.
+ *
+ * Crash rules (the robust `repair` mutex serialises repairs, never normal operations):
+ *   - a producer never claims past another producer's claim whose first header is not
+ *     yet written; so only the latest claim (named by tail's owner) can be headerless;
+ *   - a claim whose producer died (pid + start time) becomes one SKIP record covering
+ *     it (headerless), or its CLAIMED headers become SKIP: consumers step over them and
+ *     the messages count as drops;
+ *   - a record taken (head moved past it) by consumers that all died before giving it
+ *     back is marked CONSUMED by the repairer and counts as a drop;
+ *   - a member slot of a dead process is scrubbed (the above, plus its reservations
+ *     freed) before it is reused.
+ */
 
-/* (structures of this section go here, each with _Static_asserts on size and offsets) */
+#define SHK_QUEUE_MAGIC 0x45554555514b4853ull  /* "SHKQUEUE" read as a little-endian u64 */
+#define SHK_QUEUE_VERSION 1u
+#define SHK_QUEUE_SLOTS 256                    /* handles open at once, all processes */
+#define SHK_QUEUE_RESV 64                      /* zero-copy reservations alive at once */
+#define SHK_QREC_HDR 16                        /* record header bytes */
+#define SHK_QREC_ALIGN 16                      /* records start at multiples of this */
+#define SHK_QUEUE_MIN_CAP 4096u
+#define SHK_QUEUE_MAX_CAP (1ull << 31)         /* payload lengths are 32-bit */
+#define SHK_QOWNER_SHIFT 48                    /* tail/head .hi: owner slot + 1 in [63..48] */
+#define SHK_QCOUNT_MASK ((1ull << 48) - 1)     /*                messages so far in [47..0] */
+
+/* Record states (header word bits [55..48]). 0 = the header is not written yet. */
+enum shk_qrec_state {
+    SHK_QS_CLAIMED = 1,     /* the producer (owner) is writing the payload */
+    SHK_QS_COMMITTED = 2,   /* readable; taken once head moves past it */
+    SHK_QS_CONSUMED = 3     /* given back by its consumer; space reclaimable */
+};
+/* Record kinds (header word bits [63..56]). */
+enum shk_qrec_kind {
+    SHK_QK_DATA = 0,        /* payload = the message bytes */
+    SHK_QK_SKIP = 1,        /* stands for `count` messages lost with a dead producer */
+    SHK_QK_REF = 2,         /* payload = struct shk_qref: a zero-copy block in the zone */
+    SHK_QK_FRAMED = 3       /* payload = frame of parts (objects mode, out-of-band buffers) */
+};
+
+/*
+ * Record header, 16 bytes.  `pos` is written after `word` with a release store and is
+ * read first with an acquire load: a header is valid only if pos equals the position it
+ * is read at; anything else (zeroes, or bytes of an earlier lap) means "not written".
+ *   word: [31..0] payload length  [47..32] owner slot + 1 (DATA, REF, FRAMED) or
+ *         message count (SKIP)  [55..48] enum shk_qrec_state  [63..56] enum shk_qrec_kind
+ */
+struct shk_qrec {
+    uint64_t word;
+    uint64_t pos;
+};
+
+/* Payload of a SHK_QK_REF record. */
+struct shk_qref {
+    uint32_t index;         /* reservation entry */
+    uint32_t gen;           /* its generation when committed */
+    uint64_t len;           /* bytes */
+};
+
+/*
+ * Frame of a SHK_QK_FRAMED payload: u32 nparts, u32 0, u64 length[nparts], then each
+ * part starting at a multiple of 64 bytes from the start of the payload.
+ */
+#define SHK_QFRAME_ALIGN 64
+
+/* A member slot: one per open handle (a process may hold several).  128 bytes. */
+struct shk_qslot {
+    int32_t pid;            /*   0  owner process; 0 = free (claimed by CAS) */
+    uint32_t flags;         /*   4  reserved, 0 */
+    uint64_t start;         /*   8  owner's start time (/proc/PID/stat field 22) */
+    uint64_t claim_pos;     /*  16  producer announcement: position of the claim */
+    uint64_t claim_size;    /*  24  bytes claimed */
+    uint64_t claim_n;       /*  32  messages in the claim */
+    uint64_t take_pos;      /*  40  consumer announcement: [take_pos, take_end) taken */
+    uint64_t take_end;      /*  48 */
+    uint64_t reserved0;     /*  56 */
+    uint64_t reserved2[2];  /*  64  0 (puts and gets are derived from tail and head) */
+    uint64_t waits;         /*  80  times it slept */
+    uint64_t drops;         /*  88  messages it declared lost with a dead consumer */
+    uint64_t recoveries;    /*  96  repairs it made */
+    uint64_t pdrops;        /* 104  messages it declared lost with a dead producer */
+    uint64_t reserved1[2];  /* 112 */
+};
+
+/* Reservation entry states (ctl bits [31..0]). */
+enum shk_qresv_state {
+    SHK_QR_FREE = 0,
+    SHK_QR_ALLOCATING = 1,  /* owner is allocating the block (off set once allocated) */
+    SHK_QR_RESERVED = 2,    /* owner (producer) is filling it */
+    SHK_QR_QUEUED = 3,      /* a REF record in the ring points at it */
+    SHK_QR_TAKEN = 4        /* owner (consumer) holds views of it */
+};
+
+/* A zero-copy reservation, 32 bytes.
+ *   ctl: [31..0] state  [47..32] owner slot + 1  [63..48] generation */
+struct shk_qresv {
+    uint64_t ctl;
+    uint64_t off;           /* zone offset of the block, 0 while unknown */
+    uint64_t len;           /* bytes asked for */
+    uint64_t reserved;
+};
+
+/* The queue header, 512 bytes; the hot words each have their own cache line. */
+struct shk_queue_sh {
+    uint64_t magic;         /*   0  SHK_QUEUE_MAGIC */
+    uint32_t version;       /*   8  SHK_QUEUE_VERSION */
+    uint32_t nslots;        /*  12  SHK_QUEUE_SLOTS */
+    uint64_t capacity;      /*  16  ring bytes, a power of two */
+    uint64_t max_messages;  /*  24  0 = limited by bytes only */
+    uint64_t ring_rel;      /*  32  ring offset from the start of this object */
+    uint64_t base;          /*  40  first position (random multiple of capacity) */
+    uint32_t nresv;         /*  48  SHK_QUEUE_RESV */
+    uint32_t flags;         /*  52  reserved, 0 */
+    uint64_t created_ns;    /*  56  CLOCK_REALTIME */
+
+    uint64_t tail_pos;      /*  64  16-byte CAS {tail_pos, tail_hi} (producers) */
+    uint64_t tail_hi;       /*  72  owner slot + 1 << 48 | messages claimed */
+    uint8_t pad_tail[48];
+
+    uint64_t head_pos;      /* 128  16-byte CAS {head_pos, head_hi} (consumers) */
+    uint64_t head_hi;       /* 136  owner slot + 1 << 48 | messages taken */
+    uint8_t pad_head[48];
+
+    uint64_t free_pos;      /* 192  oldest position not given back */
+    uint8_t pad_free[56];
+
+    uint32_t data_seq;      /* 256  futex: bumped when data may have arrived */
+    uint32_t data_waiters;  /* 260  consumers asleep on data_seq */
+    uint32_t space_seq;     /* 264  futex: bumped when space may have been freed */
+    uint32_t space_waiters; /* 268  producers asleep on space_seq */
+    uint32_t closed;        /* 272  1 after close(): puts fail, gets drain then fail */
+    uint32_t slot_hwm;      /* 276  slots ever used (scans stop here) */
+    uint32_t data_armed;    /* 280  the data_seq value sleepers last armed (only grows) */
+    uint32_t space_armed;   /* 284  the same for space_seq */
+    uint64_t reserved1;     /* 288  0 */
+    uint64_t retired_waits; /* 296  counters of scrubbed or released slots */
+    uint64_t retired_drops; /* 304 */
+    uint64_t retired_recoveries; /* 312 */
+
+    uint64_t retired_pdrops; /* 320 */
+    uint64_t reserved[7];   /* 328 */
+    pthread_mutex_t repair; /* 384  robust; repairs and slot scrubbing only */
+    uint8_t pad_repair[128 - sizeof(pthread_mutex_t)];
+};
 
 
 /* ---------------------------------------------------------------------------------- */
@@ -857,6 +1025,19 @@ _Static_assert(offsetof(struct shk_zone_header, ext) == 768, "extents at 768");
 _Static_assert(sizeof(struct shk_zone_header) == SHK_PAGE, "zone header is one page");
 _Static_assert(sizeof(struct shk_dirent) == 128, "dirent is 128 bytes");
 _Static_assert(offsetof(struct shk_dir_table, slot) == 64, "dir slots at 64");
+_Static_assert(sizeof(struct shk_qrec) == SHK_QREC_HDR, "queue record header is 16 bytes");
+_Static_assert(sizeof(struct shk_qref) == 16, "queue ref payload is 16 bytes");
+_Static_assert(sizeof(struct shk_qslot) == 128, "queue slot is 128 bytes");
+_Static_assert(offsetof(struct shk_qslot, waits) == 80, "queue slot counters at 80");
+_Static_assert(sizeof(struct shk_qresv) == 32, "queue reservation is 32 bytes");
+_Static_assert(offsetof(struct shk_queue_sh, tail_pos) == 64, "queue tail at 64");
+_Static_assert(offsetof(struct shk_queue_sh, head_pos) == 128, "queue head at 128");
+_Static_assert(offsetof(struct shk_queue_sh, free_pos) == 192, "queue free at 192");
+_Static_assert(offsetof(struct shk_queue_sh, data_seq) == 256, "queue futex words at 256");
+_Static_assert(offsetof(struct shk_queue_sh, data_armed) == 280, "queue armed words at 280");
+_Static_assert(offsetof(struct shk_queue_sh, retired_waits) == 296, "queue retired at 296");
+_Static_assert(offsetof(struct shk_queue_sh, repair) == 384, "queue repair mutex at 384");
+_Static_assert(sizeof(struct shk_queue_sh) == 512, "queue header is 512 bytes");
 _Static_assert(sizeof(struct shk_board_header) == SHK_BOARD_HEADER_SIZE, "board header is 320 bytes");
 _Static_assert(offsetof(struct shk_board_header, latest) == 64, "board latest at 64");
 _Static_assert(offsetof(struct shk_board_header, futex) == 72, "board futex at 72");

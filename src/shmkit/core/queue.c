@@ -1,0 +1,1391 @@
+/*
+ * queue.c - the multi-producer multi-consumer ring (see queue.h and layout.h "Queue").
+ *
+ * Memory ordering, in one place:
+ *   - a record header is written word first (relaxed), then pos (release); readers load
+ *     pos (acquire) and only then word: a matching pos guarantees the word is this
+ *     record's, never a stale one from an earlier lap at the same place;
+ *   - commit is an atomic exchange of the word (a full fence on every architecture we
+ *     build for), so the waiter count read after it cannot be stale (no lost wake-up);
+ *   - claims are 16-byte CAS on {pos, owner|count}; the announcement in the member slot
+ *     is stored (release) before the CAS, so whoever sees the new tail/head sees it;
+ *   - free_pos moves by exchange (its sole reclaimer) or CAS (reclaiming CONSUMED
+ *     records); a consumer marks CONSUMED by exchange and then re-reads free_pos, the
+ *     reclaimer moves free_pos and then re-reads the header: one of them always sees
+ *     the other (both are full fences), so no record is left unreclaimed.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "queue.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <linux/membarrier.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "futex.h"
+#include "mutex.h"
+#include "proc.h"
+
+#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LDA(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define STR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+#define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+
+#define W_LEN(w) ((uint64_t)(uint32_t)(w))
+#define W_OWN(w) ((uint32_t)(((w) >> 32) & 0xffff))
+#define W_STATE(w) ((uint32_t)(((w) >> 48) & 0xff))
+#define W_KIND(w) ((uint32_t)((w) >> 56))
+#define MKW(len, own, state, kind)                                                       \
+    ((uint64_t)(uint32_t)(len) | ((uint64_t)((own) & 0xffff) << 32) |                    \
+     ((uint64_t)(state) << 48) | ((uint64_t)(kind) << 56))
+#define W_WITH_STATE(w, s) (((w) & ~(0xffull << 48)) | ((uint64_t)(s) << 48))
+
+#define R_STATE(c) ((uint32_t)(c))
+#define R_OWN(c) ((uint32_t)(((c) >> 32) & 0xffff))
+#define R_GEN(c) ((uint32_t)((c) >> 48))
+#define MKR(state, own, gen) \
+    ((uint64_t)(state) | ((uint64_t)((own) & 0xffff) << 32) | ((uint64_t)((gen) & 0xffff) << 48))
+
+#define DEFAULT_CAP (1u << 20)
+#define SLICE_NS (20u * 1000 * 1000)       /* sleep slices: dead processes noticed by then */
+#define FIRST_SLICE_NS (5u * 1000 * 1000)  /* unfenced first sleep (see shk_queue_wait); longer
+                                              than a tick: no timer reprogramming per sleep */
+#define SPIN_FLOOR_NS 2000u                /* adaptive spin never shrinks below this ... */
+#define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
+
+static int die_at;
+
+void shk_queue_debug_die(int where)
+{
+    die_at = where;
+}
+
+static void maybe_die(int where)
+{
+    if (die_at == where) {
+        kill(getpid(), SIGKILL);
+        for (;;)
+            pause();
+    }
+}
+
+/* ---- fork generation ------------------------------------------------------------- */
+
+static unsigned fork_gen = 1;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    fork_gen++;
+}
+
+static void install_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+unsigned shk_queue_fork_gen(void)
+{
+    return fork_gen;
+}
+
+/* ---- asymmetric fences -------------------------------------------------------------- */
+
+/*
+ * A waker publishes (a commit, a give-back) and then reads a waiter count; a waiter
+ * bumps the count and then re-checks the condition.  Each side needs a full fence
+ * between its store and its load, or both can miss (a lost wake-up).  The wakers are the
+ * fast paths, the waiters are about to sleep anyway: so when every process has
+ * registered for membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), wakers use plain release
+ * stores and the waiter pays for both with one membarrier() (~1 us), which makes every
+ * running thread of the registered processes execute a full fence.  Without it (old
+ * kernels), wakers use an atomic exchange (a full fence) as before.
+ */
+static int asym_fences = 0;
+
+static void register_membarrier(void)
+{
+    long r = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0);
+    asym_fences = r == 0;
+}
+
+static inline void publish_word(uint64_t *p, uint64_t v)
+{
+    if (asym_fences)
+        STR(p, v);
+    else
+        XCHG(p, v);
+}
+
+/* The waiter's half: after registering, before re-checking. */
+static inline void waiter_fence(void)
+{
+    if (asym_fences)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
+}
+
+/* ---- 16-byte compare-and-swap ------------------------------------------------------ */
+
+/* On failure *elo and *ehi receive the current value (an atomic snapshot). */
+static inline int cas16(uint64_t *p, uint64_t *elo, uint64_t *ehi, uint64_t nlo, uint64_t nhi)
+{
+#if defined(__x86_64__)
+    unsigned char ok;
+    __asm__ __volatile__("lock cmpxchg16b %1\n\tsete %0"
+                         : "=q"(ok), "+m"(*(volatile unsigned __int128 *)p), "+a"(*elo),
+                           "+d"(*ehi)
+                         : "b"(nlo), "c"(nhi)
+                         : "memory", "cc");
+    return ok;
+#else
+    unsigned __int128 e = ((unsigned __int128)*ehi << 64) | *elo;
+    unsigned __int128 n = ((unsigned __int128)nhi << 64) | nlo;
+    int ok = __atomic_compare_exchange_n((unsigned __int128 *)p, &e, n, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST);
+    *elo = (uint64_t)e;
+    *ehi = (uint64_t)(e >> 64);
+    return ok;
+#endif
+}
+
+/* An atomic snapshot of a 16-byte pair (slow paths only: it takes the line). */
+static inline void load16(uint64_t *p, uint64_t *lo, uint64_t *hi)
+{
+    *lo = LD(&p[0]);
+    *hi = LD(&p[1]);
+    cas16(p, lo, hi, *lo, *hi);
+}
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static inline struct shk_qrec *rec(struct shk_queue *q, uint64_t pos)
+{
+    return (struct shk_qrec *)(q->ring + (pos & q->mask));
+}
+
+static inline struct shk_qslot *slot_at(struct shk_queue *q, uint32_t idx)
+{
+    return (struct shk_qslot *)((uint8_t *)q->sh + sizeof(struct shk_queue_sh)) + idx;
+}
+
+static inline struct shk_qresv *resv_at(struct shk_queue *q, uint32_t idx)
+{
+    return (struct shk_qresv *)((uint8_t *)q->sh + sizeof(struct shk_queue_sh) +
+                                (size_t)SHK_QUEUE_SLOTS * sizeof(struct shk_qslot)) + idx;
+}
+
+static void ring_write(struct shk_queue *q, uint64_t at, const void *src, uint64_t n)
+{
+    uint64_t o = at & q->mask, first = q->cap - o;
+    if (n <= first) {
+        memcpy(q->ring + o, src, n);
+    } else {
+        memcpy(q->ring + o, src, first);
+        memcpy(q->ring, (const uint8_t *)src + first, n - first);
+    }
+}
+
+void shk_queue_read(struct shk_queue *q, uint64_t pos, uint64_t at, void *dst, uint64_t n)
+{
+    uint64_t o = (pos + SHK_QREC_HDR + at) & q->mask, first = q->cap - o;
+    if (n <= first) {
+        memcpy(dst, q->ring + o, n);
+    } else {
+        memcpy(dst, q->ring + o, first);
+        memcpy((uint8_t *)dst + first, q->ring, n - first);
+    }
+}
+
+/* Is the process holding member slot idx alive?  Our own slot always is. */
+static int slot_alive(struct shk_queue *q, uint32_t idx)
+{
+    if (idx == q->slot)
+        return 1;
+    struct shk_qslot *s = slot_at(q, idx);
+    int32_t pid = LDA(&s->pid);
+    if (pid <= 0)
+        return 0;
+    return shk_proc_alive((pid_t)pid, LDA(&s->start));
+}
+
+/*
+ * Wake the sleepers of a futex word: only when one is registered, and only once per sleep:
+ * sleepers arm the sequence value they sleep on; the first waker to see it still current
+ * moves it on (CAS) and makes the one system call; later wakers see it moved and skip.
+ */
+static inline void wake_armed(uint32_t *seq, uint32_t *waiters, uint32_t *armed)
+{
+    /* the caller's publish was a full fence, or sleepers fence with membarrier */
+    if (LD(waiters)) {
+        uint32_t s = LD(seq);
+        if (LD(armed) == s && __atomic_compare_exchange_n(seq, &s, s + 1, 0, __ATOMIC_SEQ_CST,
+                                                          __ATOMIC_RELAXED))
+            shk_futex_wake(seq, INT32_MAX);
+    }
+}
+
+/* Arm sequence value s (the armed word only moves forward, modulo 2^32). */
+static inline void arm(uint32_t *armed, uint32_t s)
+{
+    uint32_t a = LD(armed);
+    while ((int32_t)(s - a) > 0 &&
+           !__atomic_compare_exchange_n(armed, &a, s, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        ;
+}
+
+/* Repairs are counted in the repairer's slot, or straight in the totals without one. */
+static void add_drops(struct shk_queue *q, uint64_t n)
+{
+    if (q->ms)
+        ADD(&q->ms->drops, n);
+    else
+        __atomic_fetch_add(&q->sh->retired_drops, n, __ATOMIC_RELAXED);
+}
+
+static void add_pdrops(struct shk_queue *q, uint64_t n)
+{
+    if (q->ms)
+        ADD(&q->ms->pdrops, n);
+    else
+        __atomic_fetch_add(&q->sh->retired_pdrops, n, __ATOMIC_RELAXED);
+}
+
+static void add_recoveries(struct shk_queue *q, uint64_t n)
+{
+    if (q->ms)
+        ADD(&q->ms->recoveries, n);
+    else
+        __atomic_fetch_add(&q->sh->retired_recoveries, n, __ATOMIC_RELAXED);
+}
+
+static int repair_lock(struct shk_queue *q)
+{
+    int r = shk_mutex_lock(&q->sh->repair, NULL);
+    if (r == SHK_EOWNERDEAD) {
+        /* a repairer died: every repair re-validates what it changes, so there is
+         * nothing to undo */
+        shk_mutex_consistent(&q->sh->repair);
+        return 0;
+    }
+    return r;
+}
+
+static void repair_unlock(struct shk_queue *q)
+{
+    shk_mutex_unlock(&q->sh->repair);
+}
+
+/* ---- open / members -------------------------------------------------------------- */
+
+static uint64_t layout_ring_rel(void)
+{
+    uint64_t n = sizeof(struct shk_queue_sh) + (uint64_t)SHK_QUEUE_SLOTS * sizeof(struct shk_qslot) +
+                 (uint64_t)SHK_QUEUE_RESV * sizeof(struct shk_qresv);
+    return (n + SHK_PAGE - 1) / SHK_PAGE * SHK_PAGE;
+}
+
+struct init_arg {
+    uint64_t cap, max_messages;
+};
+
+static int queue_init(struct shk_zone *z, uint64_t off, uint64_t size, void *argp)
+{
+    struct init_arg *a = argp;
+    struct shk_queue_sh *sh = shk_zone_ptr(z, off, size);
+    if (!sh)
+        return SHK_ECORRUPT;
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+        rnd = shk_now_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+    /* a random start (below 2^61: positions never overflow) aligned to the capacity */
+    uint64_t base = ((rnd & ((1ull << 61) - 1)) | (1ull << 40)) & ~(a->cap - 1);
+    sh->version = SHK_QUEUE_VERSION;
+    sh->nslots = SHK_QUEUE_SLOTS;
+    sh->nresv = SHK_QUEUE_RESV;
+    sh->capacity = a->cap;
+    sh->max_messages = a->max_messages;
+    sh->ring_rel = layout_ring_rel();
+    sh->base = base;
+    sh->created_ns = shk_wall_ns();
+    sh->tail_pos = sh->head_pos = sh->free_pos = base;
+    int r = shk_mutex_init(&sh->repair);
+    if (r)
+        return shk_fail(r, "shk_queue_open(): cannot initialise the repair mutex");
+    STR(&sh->magic, SHK_QUEUE_MAGIC);
+    return 0;
+}
+
+static int check_sh(struct shk_queue *q, const struct shk_dirent *e, const char *name)
+{
+    struct shk_queue_sh *sh = q->sh;
+    if (sh->magic != SHK_QUEUE_MAGIC)
+        return shk_fail(SHK_ECORRUPT, "queue '%s': bad magic 0x%016llx", name,
+                        (unsigned long long)sh->magic);
+    if (sh->version != SHK_QUEUE_VERSION)
+        return shk_fail(SHK_EVERSION, "queue '%s' has layout version %u; this build "
+                        "expects %u", name, sh->version, SHK_QUEUE_VERSION);
+    uint64_t cap = sh->capacity;
+    if (cap < SHK_QUEUE_MIN_CAP || cap > SHK_QUEUE_MAX_CAP || (cap & (cap - 1)) ||
+        sh->nslots != SHK_QUEUE_SLOTS || sh->nresv != SHK_QUEUE_RESV ||
+        sh->ring_rel != layout_ring_rel() || sh->ring_rel + cap > e->size)
+        return shk_fail(SHK_ECORRUPT, "queue '%s': header fields are inconsistent "
+                        "(capacity %llu, object %llu bytes)", name,
+                        (unsigned long long)cap, (unsigned long long)e->size);
+    return 0;
+}
+
+int shk_queue_register(struct shk_queue *q)
+{
+    pthread_once(&atfork_once, install_atfork);
+    register_membarrier(); /* per process, so again in fork children (idempotent) */
+    int32_t pid = (int32_t)shk_self_pid();
+    uint64_t start = shk_self_start();
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < SHK_QUEUE_SLOTS; i++) {
+            struct shk_qslot *s = slot_at(q, i);
+            int32_t expect = 0;
+            if (LD(&s->pid) != 0)
+                continue;
+            if (!__atomic_compare_exchange_n(&s->pid, &expect, pid, 0, __ATOMIC_ACQ_REL,
+                                             __ATOMIC_RELAXED))
+                continue;
+            STR(&s->start, start);
+            uint32_t hwm = LD(&q->sh->slot_hwm);
+            while (hwm < i + 1 &&
+                   !__atomic_compare_exchange_n(&q->sh->slot_hwm, &hwm, i + 1, 0,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                ;
+            q->slot = i;
+            q->me = i + 1;
+            q->ms = s;
+            q->fork_gen = fork_gen;
+            return 0;
+        }
+        if (pass == 0) {
+            int r = shk_queue_repair(q); /* scrubs the slots of dead processes */
+            if (r < 0)
+                return r;
+        }
+    }
+    q->slot = SHK_QNOSLOT;
+    return shk_fail(SHK_EFULL, "queue: all %d member slots are held by live handles",
+                    SHK_QUEUE_SLOTS);
+}
+
+int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
+                   uint64_t max_messages, int flags, struct shk_queue *q, int *created)
+{
+    shk_clear_detail();
+    memset(q, 0, sizeof *q);
+    q->slot = SHK_QNOSLOT;
+    uint64_t cap = capacity ? capacity : DEFAULT_CAP;
+    if (cap > SHK_QUEUE_MAX_CAP)
+        return shk_fail(SHK_ETOOBIG, "queue capacity %llu bytes is above the maximum of %llu",
+                        (unsigned long long)cap, (unsigned long long)SHK_QUEUE_MAX_CAP);
+    uint64_t c = SHK_QUEUE_MIN_CAP;
+    while (c < cap)
+        c <<= 1;
+    cap = c;
+    struct init_arg a = {cap, max_messages};
+    struct shk_dirent e;
+    int r = shk_zone_obj_get(z, name, SHK_OBJ_QUEUE, layout_ring_rel() + cap, cap, flags,
+                             queue_init, &a, &e, created);
+    if (r)
+        return r;
+    q->z = z;
+    q->obj_off = e.offset;
+    q->sh = shk_zone_ptr(z, e.offset, e.size);
+    if (!q->sh)
+        return SHK_ECORRUPT;
+    if ((r = check_sh(q, &e, name)) != 0)
+        return r;
+    if (!*created) {
+        if (capacity && q->sh->capacity != cap)
+            return shk_fail(SHK_EMISMATCH, "queue '%s' exists with capacity %llu bytes; it "
+                            "was declared again with %llu", name,
+                            (unsigned long long)q->sh->capacity, (unsigned long long)cap);
+        if (max_messages && q->sh->max_messages != max_messages)
+            return shk_fail(SHK_EMISMATCH, "queue '%s' exists with max_messages %llu; it was "
+                            "declared again with %llu", name,
+                            (unsigned long long)q->sh->max_messages,
+                            (unsigned long long)max_messages);
+    }
+    q->cap = q->sh->capacity;
+    q->mask = q->cap - 1;
+    q->max_messages = q->sh->max_messages;
+    q->ring = (uint8_t *)q->sh + q->sh->ring_rel;
+    q->free_cache = LDA(&q->sh->free_pos);
+    q->spin_ns = q->spin_cur = 50 * 1000;
+    return shk_queue_register(q);
+}
+
+/* Fold a slot's counters into the queue's totals and clear it (not its pid). */
+static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
+{
+    struct shk_queue_sh *sh = q->sh;
+    __atomic_fetch_add(&sh->retired_waits, LD(&s->waits), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sh->retired_drops, LD(&s->drops), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sh->retired_recoveries, LD(&s->recoveries), __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sh->retired_pdrops, LD(&s->pdrops), __ATOMIC_RELAXED);
+    ST(&s->pdrops, 0);
+    ST(&s->waits, 0);
+    ST(&s->drops, 0);
+    ST(&s->recoveries, 0);
+    ST(&s->claim_pos, 0);
+    ST(&s->claim_size, 0);
+    ST(&s->claim_n, 0);
+    ST(&s->take_pos, 0);
+    ST(&s->take_end, 0);
+    ST(&s->start, 0);
+}
+
+void shk_queue_release(struct shk_queue *q)
+{
+    if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != fork_gen)
+        return;
+    retire_slot(q, q->ms);
+    STR(&q->ms->pid, 0);
+    q->slot = SHK_QNOSLOT;
+    q->me = 0;
+    q->ms = NULL;
+}
+
+/* ---- producing --------------------------------------------------------------------- */
+
+static void reclaim_forward(struct shk_queue *q);
+
+/* Is the header of the latest claim (owner `owner`, ending at tail_pos) written?  A claim
+ * whose owner moved on to another announcement was written before it did. */
+static int latest_claim_written(struct shk_queue *q, uint32_t owner, uint64_t tail_pos)
+{
+    if (owner == 0 || owner > SHK_QUEUE_SLOTS)
+        return 1;
+    struct shk_qslot *s = slot_at(q, owner - 1);
+    uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size);
+    if (p + sz != tail_pos)
+        return 1; /* a torn or moved-on announcement: the CAS re-validates the tail */
+    return LDA(&rec(q, p)->pos) == p;
+}
+
+/*
+ * Claim space.  Single record: msgs == NULL, *size is its size.  Batch: the longest
+ * prefix of msgs[0..*k) that fits now; *k and *size get what was claimed.  *pos gets the
+ * claim's first position.
+ */
+static int claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *size,
+                 uint64_t *pos)
+{
+    struct shk_queue_sh *sh = q->sh;
+    uint64_t lo = LDA(&sh->tail_pos), hi = LD(&sh->tail_hi);
+    unsigned spins = 0;
+    for (;;) {
+        if (LD(&sh->closed))
+            return shk_fail(SHK_ECLOSED, "queue is closed: put() is not allowed");
+        if (lo < q->free_cache) { /* a stale tail read: look again */
+            lo = LDA(&sh->tail_pos);
+            hi = LD(&sh->tail_hi);
+            continue;
+        }
+        /* free_cache only ever lags free_pos: refresh it when it says "no room" (or is
+         * so old that the tail has lapped it) */
+        uint64_t first = msgs ? shk_qrec_size(msgs[0].n) : *size;
+        uint64_t used = lo - q->free_cache;
+        if (used > q->cap || first > q->cap - used) {
+            reclaim_forward(q);
+            q->free_cache = LDA(&sh->free_pos);
+            if (lo < q->free_cache)
+                continue;
+            used = lo - q->free_cache;
+            if (used > q->cap)
+                return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity "
+                                "ahead of free %llu", (unsigned long long)lo,
+                                (unsigned long long)q->free_cache);
+            if (first > q->cap - used)
+                return SHK_EFULLQ;
+        }
+        uint64_t avail = q->cap - used;
+        uint64_t count = hi & SHK_QCOUNT_MASK;
+        uint64_t room = UINT64_MAX;
+        if (q->max_messages) {
+            uint64_t depth = (count - q->hcount_cache) & SHK_QCOUNT_MASK;
+            if (depth >= q->max_messages) {
+                q->hcount_cache = LDA(&sh->head_hi) & SHK_QCOUNT_MASK;
+                depth = (count - q->hcount_cache) & SHK_QCOUNT_MASK;
+                if (depth >= q->max_messages)
+                    return SHK_EFULLQ;
+            }
+            room = q->max_messages - depth;
+        }
+        size_t n = 1;
+        uint64_t total = first;
+        if (msgs) {
+            while (n < *k && n < room && n < BATCH_MAX) {
+                uint64_t s = shk_qrec_size(msgs[n].n);
+                if (total + s > avail)
+                    break;
+                total += s;
+                n++;
+            }
+        }
+        uint32_t owner = (uint32_t)(hi >> SHK_QOWNER_SHIFT);
+        if (owner != q->me && !latest_claim_written(q, owner, lo)) {
+            /* the previous claimer is between its CAS and its first header: wait for
+             * it (nanoseconds), unless it died there */
+            if (++spins < 4096) {
+                shk_cpu_relax();
+            } else {
+                spins = 0;
+                if (!slot_alive(q, owner - 1))
+                    shk_queue_repair(q);
+                else
+                    sched_yield();
+            }
+            lo = LDA(&sh->tail_pos);
+            hi = LD(&sh->tail_hi);
+            continue;
+        }
+        struct shk_qslot *ms = q->ms;
+        ST(&ms->claim_size, total);
+        ST(&ms->claim_n, n);
+        STR(&ms->claim_pos, lo);
+        if (cas16(&sh->tail_pos, &lo, &hi, lo + total,
+                  ((uint64_t)q->me << SHK_QOWNER_SHIFT) | ((count + n) & SHK_QCOUNT_MASK))) {
+            *pos = lo;
+            *size = total;
+            if (msgs)
+                *k = n;
+            maybe_die(SHK_QDIE_AFTER_CLAIM);
+            return 0;
+        }
+    }
+}
+
+static uint64_t frame_len(const struct shk_qpart *parts, int nparts)
+{
+    uint64_t n = 8 + 8 * (uint64_t)nparts;
+    for (int i = 0; i < nparts; i++) {
+        n = (n + SHK_QFRAME_ALIGN - 1) & ~(uint64_t)(SHK_QFRAME_ALIGN - 1);
+        n += parts[i].n;
+    }
+    return n;
+}
+
+int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts, uint32_t kind)
+{
+    uint64_t len = 0;
+    if (kind == SHK_QK_FRAMED) {
+        len = frame_len(parts, nparts);
+    } else {
+        for (int i = 0; i < nparts; i++)
+            len += parts[i].n;
+    }
+    if (len > shk_queue_max_payload(q))
+        return shk_fail(SHK_ETOOBIG, "message of %llu bytes can never fit in a queue of "
+                        "%llu bytes (at most %llu per message)", (unsigned long long)len,
+                        (unsigned long long)q->cap,
+                        (unsigned long long)shk_queue_max_payload(q));
+    uint64_t size = shk_qrec_size(len), pos;
+    int r = claim(q, NULL, NULL, &size, &pos);
+    if (r)
+        return r;
+    struct shk_qrec *h = rec(q, pos);
+    ST(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, kind));
+    STR(&h->pos, pos);
+    uint64_t at = pos + SHK_QREC_HDR;
+    if (kind == SHK_QK_FRAMED) {
+        uint32_t head[2] = {(uint32_t)nparts, 0};
+        ring_write(q, at, head, 8);
+        uint64_t o = 8;
+        for (int i = 0; i < nparts; i++, o += 8)
+            ring_write(q, at + o, &parts[i].n, 8);
+        for (int i = 0; i < nparts; i++) {
+            o = (o + SHK_QFRAME_ALIGN - 1) & ~(uint64_t)(SHK_QFRAME_ALIGN - 1);
+            if (die_at == SHK_QDIE_MID_COPY && i == nparts - 1)
+                maybe_die(SHK_QDIE_MID_COPY);
+            ring_write(q, at + o, parts[i].p, parts[i].n);
+            o += parts[i].n;
+        }
+    } else {
+        for (int i = 0; i < nparts; i++) {
+            if (die_at == SHK_QDIE_MID_COPY) {
+                ring_write(q, at, parts[i].p, parts[i].n / 2);
+                maybe_die(SHK_QDIE_MID_COPY);
+            }
+            ring_write(q, at, parts[i].p, parts[i].n);
+            at += parts[i].n;
+        }
+    }
+    publish_word(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, kind));
+    wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
+    return 0;
+}
+
+int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n, size_t *done)
+{
+    *done = 0;
+    uint64_t maxp = shk_queue_max_payload(q);
+    while (*done < n) {
+        const struct shk_qpart *m = msgs + *done;
+        size_t k = n - *done;
+        for (size_t i = 0; i < k; i++) {
+            if (m[i].n > maxp) {
+                if (i == 0)
+                    return shk_fail(SHK_ETOOBIG, "message %zu of %llu bytes can never fit in "
+                                    "a queue of %llu bytes (at most %llu per message)",
+                                    *done, (unsigned long long)m[i].n,
+                                    (unsigned long long)q->cap, (unsigned long long)maxp);
+                k = i;
+                break;
+            }
+        }
+        uint64_t size, pos;
+        int r = claim(q, m, &k, &size, &pos);
+        if (r == SHK_EFULLQ && *done > 0)
+            return 0;
+        if (r)
+            return r;
+        /* headers first, the first one last: once it is visible all of them are */
+        uint64_t p = pos + size;
+        for (size_t i = k; i-- > 0;) {
+            p -= shk_qrec_size(m[i].n);
+            struct shk_qrec *h = rec(q, p);
+            ST(&h->word, MKW(m[i].n, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
+            STR(&h->pos, p);
+        }
+        p = pos;
+        for (size_t i = 0; i < k; i++) {
+            struct shk_qrec *h = rec(q, p);
+            if (die_at == SHK_QDIE_MID_COPY && i == k / 2)
+                maybe_die(SHK_QDIE_MID_COPY);
+            ring_write(q, p + SHK_QREC_HDR, m[i].p, m[i].n);
+            uint64_t w = MKW(m[i].n, q->me, SHK_QS_COMMITTED, SHK_QK_DATA);
+            if (i + 1 < k)
+                STR(&h->word, w);
+            else
+                publish_word(&h->word, w);
+            p += shk_qrec_size(m[i].n);
+        }
+        *done += k;
+        wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
+    }
+    return 0;
+}
+
+/* ---- consuming --------------------------------------------------------------------- */
+
+int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                   uint64_t max_bytes, struct shk_qtake *t)
+{
+    struct shk_queue_sh *sh = q->sh;
+    struct shk_qslot *ms = q->ms;
+    uint64_t lo = LDA(&sh->head_pos), hi = LD(&sh->head_hi);
+    if (max_msgs == 0)
+        max_msgs = 1;
+    for (;;) {
+        uint64_t p = lo, cnt = 0, bytes = 0;
+        size_t n = 0;
+        while (n < max_msgs && p - lo < q->cap) {
+            struct shk_qrec *h = rec(q, p);
+            if (LDA(&h->pos) != p)
+                break;
+            uint64_t w = LDA(&h->word);
+            if (W_STATE(w) != SHK_QS_COMMITTED)
+                break;
+            uint64_t len = W_LEN(w);
+            uint32_t kind = W_KIND(w);
+            if (kind == SHK_QK_SKIP) {
+                cnt += W_OWN(w);
+                p += shk_qrec_size(len);
+                continue;
+            }
+            if (kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q))
+                return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
+                                (unsigned long long)p, kind, (unsigned long long)len);
+            if (n > 0 && bytes + len > max_bytes)
+                break;
+            msgs[n].pos = p;
+            msgs[n].len = len;
+            msgs[n].kind = kind;
+            n++;
+            cnt++;
+            bytes += len;
+            p += shk_qrec_size(len);
+        }
+        if (p == lo) {
+            if (LDA(&sh->closed) && LDA(&sh->tail_pos) == lo)
+                return shk_fail(SHK_ECLOSED, "queue is closed and empty");
+            return SHK_EEMPTY;
+        }
+        ST(&ms->take_end, p);
+        STR(&ms->take_pos, lo);
+        uint64_t start = lo;
+        if (cas16(&sh->head_pos, &lo, &hi, p,
+                  ((uint64_t)q->me << SHK_QOWNER_SHIFT) | (((hi & SHK_QCOUNT_MASK) + cnt) & SHK_QCOUNT_MASK))) {
+            t->start = start;
+            t->end = p;
+            t->n = n;
+            maybe_die(SHK_QDIE_AFTER_TAKE);
+            if (n == 0) { /* only records of dead producers: give them back, look again */
+                shk_queue_finish(q, t);
+                lo = LDA(&sh->head_pos);
+                hi = LD(&sh->head_hi);
+                continue;
+            }
+            return 0;
+        }
+        ST(&ms->take_pos, 0);
+        ST(&ms->take_end, 0);
+    }
+}
+
+/* Move free_pos over the run of CONSUMED records that starts there, with one CAS per
+ * run.  Whoever needs space does this (producers, waiters, repairs); the CAS succeeding
+ * proves that nobody reclaimed those records first, and CONSUMED is final until then. */
+static void reclaim_forward(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    for (;;) {
+        uint64_t f = LDA(&sh->free_pos), p = f;
+        while (p - f < q->cap) {
+            struct shk_qrec *h = rec(q, p);
+            if (LDA(&h->pos) != p)
+                break;
+            uint64_t w = LDA(&h->word);
+            if (W_STATE(w) != SHK_QS_CONSUMED)
+                break;
+            p += shk_qrec_size(W_LEN(w));
+        }
+        if (p == f || __atomic_compare_exchange_n(&sh->free_pos, &f, p, 0, __ATOMIC_SEQ_CST,
+                                                  __ATOMIC_RELAXED))
+            return;
+    }
+}
+
+void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
+{
+    struct shk_queue_sh *sh = q->sh;
+    if (t->end == t->start)
+        return;
+    /* give the records back by marking them; the space is reclaimed by whoever needs
+     * it.  The announcement is cleared only after, so a repairer that finds it cleared
+     * also finds the records CONSUMED. */
+    for (uint64_t p = t->start; p < t->end;) {
+        struct shk_qrec *h = rec(q, p);
+        uint64_t w = LD(&h->word);
+        uint64_t size = shk_qrec_size(W_LEN(w));
+        if (p + size >= t->end)
+            publish_word(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+        else
+            STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+        p += size;
+    }
+    ST(&q->ms->take_pos, 0);
+    ST(&q->ms->take_end, 0);
+    wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
+}
+
+/* ---- waiting ------------------------------------------------------------------------ */
+
+static int data_ready(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    uint64_t h = LDA(&sh->head_pos);
+    /* poll the tail (written once per claim) rather than the header the producer is
+     * writing: polling that line would pull it away from the producer at every store */
+    if (LDA(&sh->tail_pos) == h)
+        return LD(&sh->closed) != 0;
+    struct shk_qrec *r = rec(q, h);
+    if (LDA(&r->pos) == h && W_STATE(LDA(&r->word)) == SHK_QS_COMMITTED)
+        return 1;
+    return LD(&sh->closed) != 0;
+}
+
+static int space_ready(struct shk_queue *q, uint64_t need)
+{
+    struct shk_queue_sh *sh = q->sh;
+    if (LD(&sh->closed))
+        return 1;
+    reclaim_forward(q);
+    uint64_t f = LDA(&sh->free_pos), t = LDA(&sh->tail_pos);
+    if (t < f || t + need - f > q->cap)
+        return t < f; /* t < f: stale read, let the caller retry */
+    if (q->max_messages) {
+        uint64_t hc = LDA(&sh->head_hi) & SHK_QCOUNT_MASK, tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
+        if (((tc - hc) & SHK_QCOUNT_MASK) >= q->max_messages)
+            return 0;
+    }
+    return 1;
+}
+
+static int resv_ready(struct shk_queue *q)
+{
+    if (LD(&q->sh->closed))
+        return 1;
+    for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
+        if (R_STATE(LDA(&resv_at(q, i)->ctl)) == SHK_QR_FREE)
+            return 1;
+    return 0;
+}
+
+static int ready(struct shk_queue *q, int what, uint64_t need)
+{
+    if (what == SHK_QW_DATA)
+        return data_ready(q);
+    return what == SHK_QW_SPACE ? space_ready(q, need) : resv_ready(q);
+}
+
+/* What a waiter does between sleep slices: repair only if something looks stuck. */
+static void repair_if_stuck(struct shk_queue *q, int what)
+{
+    struct shk_queue_sh *sh = q->sh;
+    if (what == SHK_QW_DATA) {
+        uint64_t h = LDA(&sh->head_pos);
+        if (h == LDA(&sh->tail_pos))
+            return; /* plainly empty */
+    } else {
+        if (LDA(&sh->free_pos) == LDA(&sh->head_pos) &&
+            LDA(&sh->head_pos) == LDA(&sh->tail_pos))
+            return;
+    }
+    shk_queue_repair(q);
+}
+
+int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins)
+{
+    for (unsigned i = 0; i < spins; i++) {
+        if (ready(q, what, need))
+            return 1;
+        shk_cpu_relax();
+    }
+    return 0;
+}
+
+int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct timespec *deadline)
+{
+    struct shk_queue_sh *sh = q->sh;
+    uint64_t t0 = shk_now_ns();
+    uint64_t budget = q->spin_cur;
+    if (q->contended) {
+        q->contended--; /* spinning did not pay lately: sleep at once, probe again later */
+        budget = 0;
+    }
+    if (budget) {
+        for (unsigned round = 1;; round++) {
+            for (int i = 0; i < 32; i++) {
+                if (ready(q, what, need))
+                    return 0;
+                shk_cpu_relax();
+            }
+            uint64_t now = shk_now_ns();
+            if (now - t0 >= budget)
+                break;
+            if (deadline && shk_deadline_left_ns(deadline) == 0)
+                return ETIMEDOUT;
+            /* every few microseconds, offer the CPU: with a core to spare this returns at
+             * once; when processes outnumber cores, the one we wait for may need ours */
+            if (round % 2 == 0) {
+                uint64_t ty = shk_now_ns();
+                sched_yield();
+                if (shk_now_ns() - ty > 3000) {
+                    /* the yield gave the CPU away: processes outnumber cores, and our
+                     * spinning only delays the one we wait for */
+                    q->contended = 64;
+                    break;
+                }
+            }
+        }
+    }
+    /* reservation waiters share the space futex: entries are freed by consumers too */
+    uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
+    uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
+    uint32_t *armed = what == SHK_QW_DATA ? &sh->data_armed : &sh->space_armed;
+    uint32_t s = LDA(seq);
+    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    arm(armed, s);
+    int r = 0, slept = 0, fenced = !asym_fences;
+    uint64_t ts = shk_now_ns();
+    if (!fenced && !ready(q, what, need)) {
+        /* A first short sleep without the barrier: membarrier interrupts the CPUs running
+         * the other processes (costly IPIs in a VM), and the wake-up it protects is missed
+         * only if the waker published in the last few nanoseconds; such a miss costs at
+         * most this slice.  Longer sleeps are fenced. */
+        struct timespec first;
+        shk_deadline_slice(&first, deadline, FIRST_SLICE_NS);
+        slept = 1;
+        r = shk_futex_wait(seq, s, &first);
+        if (r == ETIMEDOUT && !(deadline && shk_deadline_left_ns(deadline) == 0)) {
+            s = LDA(seq);
+            arm(armed, s);
+            waiter_fence();
+            fenced = 1;
+        }
+        if (r == ETIMEDOUT)
+            r = 0;
+    }
+    if (fenced && r == 0 && !ready(q, what, need)) {
+        struct timespec slice;
+        shk_deadline_slice(&slice, deadline, SLICE_NS);
+        slept = 1;
+        r = shk_futex_wait(seq, s, &slice);
+        if (r == ETIMEDOUT) {
+            r = 0;
+            if (!(deadline && shk_deadline_left_ns(deadline) == 0))
+                repair_if_stuck(q, what);
+        }
+    }
+    if (r != EINTR)
+        r = 0;
+    if (slept) {
+        uint64_t took = shk_now_ns() - ts;
+        if (q->ms)
+            ST(&q->ms->waits, LD(&q->ms->waits) + 1);
+        /* adaptive spinning: a wake-up that came soon after we gave up spinning says
+         * spinning a little longer would have paid; a long sleep says it would not */
+        if (q->contended) {
+            /* keep the budget; it is used again after the probe interval */
+        } else if (took < q->spin_ns) {
+            uint64_t c = q->spin_cur * 2;
+            if (c < SPIN_FLOOR_NS)
+                c = SPIN_FLOOR_NS;
+            q->spin_cur = c > q->spin_ns ? q->spin_ns : c;
+        } else if (q->spin_cur > SPIN_FLOOR_NS) {
+            q->spin_cur /= 2;
+        }
+    }
+    __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    if (r == 0 && deadline && !ready(q, what, need) && shk_deadline_left_ns(deadline) == 0)
+        r = ETIMEDOUT;
+    return r;
+}
+
+/* ---- state ------------------------------------------------------------------------- */
+
+int shk_queue_close(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    XCHG(&sh->closed, 1);
+    __atomic_fetch_add(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
+    shk_futex_wake(&sh->data_seq, INT32_MAX);
+    shk_futex_wake(&sh->space_seq, INT32_MAX);
+    return 0;
+}
+
+int shk_queue_reopen(struct shk_queue *q)
+{
+    XCHG(&q->sh->closed, 0);
+    return 0;
+}
+
+int shk_queue_is_closed(struct shk_queue *q)
+{
+    return LDA(&q->sh->closed) != 0;
+}
+
+uint64_t shk_queue_depth(struct shk_queue *q)
+{
+    uint64_t hc = LDA(&q->sh->head_hi) & SHK_QCOUNT_MASK;
+    uint64_t tc = LDA(&q->sh->tail_hi) & SHK_QCOUNT_MASK;
+    return (tc - hc) & SHK_QCOUNT_MASK;
+}
+
+uint64_t shk_queue_bytes_used(struct shk_queue *q)
+{
+    reclaim_forward(q);
+    uint64_t f = LDA(&q->sh->free_pos), t = LDA(&q->sh->tail_pos);
+    return t > f ? t - f : 0;
+}
+
+int shk_queue_is_full(struct shk_queue *q, uint64_t len)
+{
+    if (len > shk_queue_max_payload(q))
+        return 1;
+    return !space_ready(q, shk_qrec_size(len)); /* a closed queue is not full: put fails */
+}
+
+int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
+{
+    struct shk_queue_sh *sh = q->sh;
+    memset(st, 0, sizeof *st);
+    st->capacity = q->cap;
+    st->max_messages = q->max_messages;
+    uint64_t hc = LDA(&sh->head_hi) & SHK_QCOUNT_MASK;
+    uint64_t tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
+    st->depth = (tc - hc) & SHK_QCOUNT_MASK;
+    st->bytes_used = shk_queue_bytes_used(q);
+    st->waits = LD(&sh->retired_waits);
+    st->dropped_gets = LD(&sh->retired_drops);
+    st->dropped_puts = LD(&sh->retired_pdrops);
+    st->recoveries = LD(&sh->retired_recoveries);
+    uint32_t hwm = LD(&sh->slot_hwm);
+    if (hwm > SHK_QUEUE_SLOTS)
+        hwm = SHK_QUEUE_SLOTS;
+    for (uint32_t i = 0; i < hwm; i++) {
+        struct shk_qslot *s = slot_at(q, i);
+        if (LD(&s->pid))
+            st->members++;
+        st->waits += LD(&s->waits);
+        st->dropped_gets += LD(&s->drops);
+        st->dropped_puts += LD(&s->pdrops);
+        st->recoveries += LD(&s->recoveries);
+    }
+    /* every claim is committed or dropped, every taken record handed over or dropped:
+     * exact whenever no put or get is in progress */
+    st->puts = tc >= st->dropped_puts ? tc - st->dropped_puts : 0;
+    uint64_t lost = st->dropped_puts + st->dropped_gets;
+    st->gets = hc >= lost ? hc - lost : 0;
+    for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
+        if (R_STATE(LD(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
+            st->reservations++;
+    st->closed = LD(&sh->closed) != 0;
+    return 0;
+}
+
+/* ---- zero-copy reservations --------------------------------------------------------- */
+
+/* Free entry idx if its ctl is still `expect`: the block goes back to the zone. */
+static int resv_free(struct shk_queue *q, uint32_t idx, uint64_t expect)
+{
+    struct shk_qresv *e = resv_at(q, idx);
+    int r = shk_zone_lock(q->z);
+    if (r)
+        return r;
+    uint64_t off = LD(&e->off);
+    uint64_t freed = MKR(SHK_QR_FREE, 0, R_GEN(expect) + 1);
+    if (!__atomic_compare_exchange_n(&e->ctl, &expect, freed, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        shk_zone_unlock(q->z);
+        return ENOENT;
+    }
+    ST(&e->off, 0);
+    if (off)
+        r = shk_zone_free_locked(q->z, off);
+    shk_zone_unlock(q->z);
+    /* a producer may be waiting in reserve() for an entry (the CAS above was a fence) */
+    wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
+    return r;
+}
+
+int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32_t *gen,
+                      void **ptr)
+{
+    if (len == 0)
+        return shk_fail(EINVAL, "reserve(): size must be > 0");
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
+            struct shk_qresv *e = resv_at(q, i);
+            uint64_t c = LD(&e->ctl);
+            if (R_STATE(c) != SHK_QR_FREE)
+                continue;
+            uint64_t mine = MKR(SHK_QR_ALLOCATING, q->me, R_GEN(c));
+            if (!__atomic_compare_exchange_n(&e->ctl, &c, mine, 0, __ATOMIC_ACQ_REL,
+                                             __ATOMIC_RELAXED))
+                continue;
+            ST(&e->off, 0);
+            ST(&e->len, len);
+            ST(&e->reserved, 0);
+            uint64_t off = 0;
+            int r = shk_zone_lock(q->z);
+            if (r == 0) {
+                r = shk_zone_alloc_locked(q->z, len, 0, &off);
+                if (r == 0)
+                    STR(&e->off, off); /* recorded before the zone mutex is let go */
+                shk_zone_unlock(q->z);
+            }
+            if (r) {
+                STR(&e->ctl, MKR(SHK_QR_FREE, 0, R_GEN(c) + 1));
+                return r;
+            }
+            void *p = shk_zone_ptr(q->z, off, len);
+            if (!p) {
+                resv_free(q, i, mine);
+                return SHK_ECORRUPT;
+            }
+            STR(&e->ctl, MKR(SHK_QR_RESERVED, q->me, R_GEN(c)));
+            *index = i;
+            *gen = R_GEN(c);
+            *ptr = p;
+            maybe_die(SHK_QDIE_AFTER_RESERVE);
+            return 0;
+        }
+        if (pass == 0)
+            shk_queue_repair(q);
+    }
+    return shk_fail(SHK_EFULLQ, "queue: all %d zero-copy reservations are in use (release "
+                    "the views of received blocks)", SHK_QUEUE_RESV);
+}
+
+int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
+{
+    if (index >= SHK_QUEUE_RESV)
+        return shk_fail(EINVAL, "commit(): no reservation %u", index);
+    struct shk_qresv *e = resv_at(q, index);
+    uint64_t c = LDA(&e->ctl);
+    if (c != MKR(SHK_QR_RESERVED, q->me, gen))
+        return shk_fail(EINVAL, "commit(): the reservation was already committed or released");
+    struct shk_qref ref = {index, gen, LD(&e->len)};
+    uint64_t size = shk_qrec_size(sizeof ref), pos;
+    int r = claim(q, NULL, NULL, &size, &pos);
+    if (r)
+        return r;
+    struct shk_qrec *h = rec(q, pos);
+    ST(&h->word, MKW(sizeof ref, q->me, SHK_QS_CLAIMED, SHK_QK_REF));
+    STR(&h->pos, pos);
+    ring_write(q, pos + SHK_QREC_HDR, &ref, sizeof ref);
+    ST(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
+    STR(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
+    publish_word(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
+    wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
+    return 0;
+}
+
+int shk_queue_accept_ref(struct shk_queue *q, const struct shk_qmsg *m, uint32_t *index,
+                         uint32_t *gen, void **ptr, uint64_t *len)
+{
+    struct shk_qref ref;
+    if (m->len != sizeof ref)
+        return shk_fail(SHK_ECORRUPT, "queue: REF record of %llu bytes", (unsigned long long)m->len);
+    shk_queue_read(q, m->pos, 0, &ref, sizeof ref);
+    if (ref.index >= SHK_QUEUE_RESV)
+        return shk_fail(SHK_ECORRUPT, "queue: REF record names reservation %u", ref.index);
+    struct shk_qresv *e = resv_at(q, ref.index);
+    uint64_t c = LDA(&e->ctl);
+    if (R_STATE(c) != SHK_QR_QUEUED || R_GEN(c) != (ref.gen & 0xffff) || LD(&e->len) != ref.len)
+        return shk_fail(SHK_ECORRUPT, "queue: reservation %u is not the one queued (state %u)",
+                        ref.index, R_STATE(c));
+    void *p = shk_zone_ptr(q->z, LD(&e->off), ref.len);
+    if (!p)
+        return SHK_ECORRUPT;
+    if (!__atomic_compare_exchange_n(&e->ctl, &c, MKR(SHK_QR_TAKEN, q->me, R_GEN(c)), 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return shk_fail(SHK_ECORRUPT, "queue: reservation %u changed while accepted", ref.index);
+    *index = ref.index;
+    *gen = R_GEN(c);
+    *ptr = p;
+    *len = ref.len;
+    return 0;
+}
+
+int shk_queue_release_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
+{
+    if (index >= SHK_QUEUE_RESV)
+        return ENOENT;
+    struct shk_qresv *e = resv_at(q, index);
+    uint64_t c = LDA(&e->ctl);
+    uint32_t s = R_STATE(c);
+    if ((s != SHK_QR_RESERVED && s != SHK_QR_TAKEN) || R_OWN(c) != q->me || R_GEN(c) != (gen & 0xffff))
+        return ENOENT;
+    return resv_free(q, index, c);
+}
+
+/* ---- repair ------------------------------------------------------------------------ */
+
+/* The record at head is headerless or CLAIMED by a dead producer: make it SKIP. */
+static int repair_head_locked(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    uint64_t h = LDA(&sh->head_pos);
+    struct shk_qrec *r = rec(q, h);
+    uint64_t pos = LDA(&r->pos);
+    if (pos != h) {
+        uint64_t tlo, thi;
+        load16(&sh->tail_pos, &tlo, &thi);
+        if (tlo == h)
+            return 0;
+        uint32_t owner = (uint32_t)(thi >> SHK_QOWNER_SHIFT);
+        if (owner == 0 || owner > SHK_QUEUE_SLOTS)
+            return 0;
+        struct shk_qslot *s = slot_at(q, owner - 1);
+        uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
+        if (p != h || p + sz != tlo || LDA(&r->pos) == h || slot_alive(q, owner - 1))
+            return 0;
+        /* the latest claim, headerless, its producer dead: nothing can move past it
+         * (producers wait for its header, consumers cannot take it), so writing it is
+         * safe */
+        ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
+        STR(&r->pos, h);
+        add_pdrops(q, n);
+        add_recoveries(q, 1);
+        wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+        return 1;
+    }
+    uint64_t w = LDA(&r->word);
+    if (W_STATE(w) != SHK_QS_CLAIMED)
+        return 0;
+    uint32_t owner = W_OWN(w);
+    if (owner == 0 || owner > SHK_QUEUE_SLOTS || slot_alive(q, owner - 1))
+        return 0;
+    uint64_t elo = w, ehi = h;
+    if (!cas16((uint64_t *)r, &elo, &ehi, MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), h))
+        return 0;
+    add_pdrops(q, 1);
+    add_recoveries(q, 1);
+    wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+    return 1;
+}
+
+/* A queued REF record is being dropped: give its block back. */
+static void drop_ref(struct shk_queue *q, const struct shk_qref *rp)
+{
+    struct shk_qref ref = *rp;
+    if (ref.index >= SHK_QUEUE_RESV)
+        return;
+    uint64_t c = LDA(&resv_at(q, ref.index)->ctl);
+    if (R_STATE(c) == SHK_QR_QUEUED && R_GEN(c) == (ref.gen & 0xffff))
+        resv_free(q, ref.index, c);
+}
+
+/* Records taken by consumers that all died: mark them CONSUMED so free_pos moves on. */
+static int repair_free_locked(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    int repaired = 0;
+    for (int guard = 0; guard < 1 << 20; guard++) {
+        reclaim_forward(q);
+        uint64_t f = LDA(&sh->free_pos), hd = LDA(&sh->head_pos);
+        if (f == hd)
+            break;
+        struct shk_qrec *r = rec(q, f);
+        if (LDA(&r->pos) != f)
+            break; /* behind head every header is written: a reclaimer is mid-way */
+        uint64_t w = LDA(&r->word);
+        if (W_STATE(w) != SHK_QS_COMMITTED)
+            break;
+        /* taken (head is past it): is any live consumer announcing it? */
+        uint32_t hwm = LD(&sh->slot_hwm);
+        int live = 0;
+        for (uint32_t i = 0; i < hwm && i < SHK_QUEUE_SLOTS && !live; i++) {
+            struct shk_qslot *s = slot_at(q, i);
+            uint64_t tp = LDA(&s->take_pos), te = LD(&s->take_end);
+            if (LD(&s->pid) && tp <= f && f < te && slot_alive(q, i))
+                live = 1;
+        }
+        if (live)
+            break;
+        /* a COMMITTED record cannot be reclaimed, so its payload is still there; the
+         * 16-byte CAS (word and position) fails if its consumer was alive after all and
+         * gave it back meanwhile */
+        struct shk_qref ref = {SHK_QUEUE_RESV, 0, 0};
+        if (W_KIND(w) == SHK_QK_REF && W_LEN(w) == sizeof ref)
+            shk_queue_read(q, f, 0, &ref, sizeof ref);
+        uint64_t elo = w, ehi = f;
+        if (!cas16((uint64_t *)r, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), f))
+            continue;
+        if (W_KIND(w) != SHK_QK_SKIP)
+            add_drops(q, 1);
+        if (W_KIND(w) == SHK_QK_REF)
+            drop_ref(q, &ref);
+        add_recoveries(q, 1);
+        repaired++;
+    }
+    if (repaired)
+        wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
+    return repaired;
+}
+
+/* Resolve what the dead handle in slot idx left, then free the slot. */
+static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
+{
+    struct shk_queue_sh *sh = q->sh;
+    struct shk_qslot *s = slot_at(q, idx);
+    uint32_t owner = idx + 1;
+    int repaired = 0;
+    /* its latest producer claim */
+    uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
+    if (sz && p >= LDA(&sh->free_pos)) {
+        struct shk_qrec *r = rec(q, p);
+        if (LDA(&r->pos) != p) {
+            uint64_t tlo, thi;
+            load16(&sh->tail_pos, &tlo, &thi);
+            if (tlo == p + sz && (uint32_t)(thi >> SHK_QOWNER_SHIFT) == owner &&
+                LDA(&r->pos) != p && p >= LDA(&sh->free_pos)) {
+                ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
+                STR(&r->pos, p);
+                add_pdrops(q, n);
+                repaired++;
+            }
+        } else {
+            /* headers written: turn its CLAIMED records into SKIP */
+            for (uint64_t x = p; x < p + sz;) {
+                struct shk_qrec *h = rec(q, x);
+                if (LDA(&h->pos) != x)
+                    break;
+                uint64_t w = LDA(&h->word);
+                uint64_t size = shk_qrec_size(W_LEN(w));
+                if (W_STATE(w) == SHK_QS_CLAIMED && W_OWN(w) == owner && W_KIND(w) != SHK_QK_SKIP) {
+                    uint64_t elo = w, ehi = x;
+                    if (cas16((uint64_t *)h, &elo, &ehi,
+                              MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), x)) {
+                        add_pdrops(q, 1);
+                        repaired++;
+                    }
+                }
+                if (size == 0)
+                    break;
+                x += size;
+            }
+        }
+    }
+    /* its reservations */
+    for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
+        struct shk_qresv *e = resv_at(q, i);
+        uint64_t c = LDA(&e->ctl);
+        if (R_OWN(c) != owner)
+            continue;
+        uint32_t st = R_STATE(c);
+        if (st == SHK_QR_ALLOCATING || st == SHK_QR_RESERVED || st == SHK_QR_TAKEN) {
+            if (resv_free(q, i, c) == 0)
+                repaired++;
+        } else if (st == SHK_QR_QUEUED) {
+            /* keep it if its REF record is committed: a consumer will take it */
+            uint64_t rp = LD(&e->reserved);
+            struct shk_qrec *h = rec(q, rp);
+            uint64_t w = LDA(&h->word);
+            int in_ring = rp >= LDA(&sh->free_pos) && LDA(&h->pos) == rp &&
+                          W_KIND(w) == SHK_QK_REF && W_STATE(w) == SHK_QS_COMMITTED;
+            if (!in_ring && resv_free(q, i, c) == 0)
+                repaired++;
+        }
+    }
+    if (repaired)
+        add_recoveries(q, 1);
+    retire_slot(q, s);
+    STR(&s->pid, 0);
+    if (repaired) {
+        wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+        wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
+    }
+    return repaired;
+}
+
+int shk_queue_repair(struct shk_queue *q)
+{
+    int r = repair_lock(q);
+    if (r)
+        return r;
+    int n = 0;
+    n += repair_head_locked(q);
+    n += repair_free_locked(q);
+    uint32_t hwm = LD(&q->sh->slot_hwm);
+    for (uint32_t i = 0; i < hwm && i < SHK_QUEUE_SLOTS; i++) {
+        if (i == q->slot || !LD(&slot_at(q, i)->pid) || slot_alive(q, i))
+            continue;
+        n += scrub_slot_locked(q, i);
+    }
+    /* after scrubbing, records they had taken may be reclaimable now */
+    n += repair_free_locked(q);
+    n += repair_head_locked(q);
+    repair_unlock(q);
+    return n;
+}

@@ -1,0 +1,203 @@
+/*
+ * queue.h - a multi-producer multi-consumer ring of variable-size records in a zone.
+ *
+ * The bytes are specified in layout.h ("Queue").  In short: producers claim space with
+ * one 16-byte CAS on the tail, write, then commit each record with a release store of
+ * its header; consumers claim committed records with one 16-byte CAS on the head, copy
+ * them out, and give the space back.  No lock on those paths: the robust `repair`
+ * mutex only serialises the repair of what dead processes left behind.
+ *
+ * Handles.  A struct shk_queue is one process's (one thread's) handle: it owns a member
+ * slot in the queue, where it announces what it is claiming so that others can tell,
+ * from its pid and start time, whether a half-done operation will ever finish.  A
+ * handle is used by one thread at a time (the Python binding holds the GIL on every
+ * path that touches its slot); a fork child must call shk_queue_register() again
+ * (shk_queue_ensure does it when the fork generation changed).
+ *
+ * Non-blocking operations return 0, SHK_EEMPTY / SHK_EFULLQ (try again later: see
+ * shk_queue_wait), SHK_ECLOSED, SHK_ETOOBIG (can never fit), SHK_ECORRUPT.
+ */
+#ifndef SHK_QUEUE_H
+#define SHK_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "layout.h"
+#include "zone.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHK_QNOSLOT 0xffffffffu
+
+struct shk_queue {
+    struct shk_zone *z;
+    struct shk_queue_sh *sh;
+    uint64_t obj_off;           /* zone offset of the queue object */
+    uint8_t *ring;
+    uint64_t cap, mask;
+    uint64_t max_messages;
+    uint32_t slot;              /* member slot index, SHK_QNOSLOT when none */
+    uint32_t me;                /* slot + 1: the owner id written into shared words */
+    struct shk_qslot *ms;       /* my slot */
+    uint64_t free_cache;        /* producer: last free_pos seen */
+    uint64_t hcount_cache;      /* producer: last head message count seen */
+    uint64_t spin_ns;           /* spin budget before sleeping (upper bound) */
+    uint64_t spin_cur;          /* adaptive budget, 0 .. spin_ns */
+    unsigned contended;         /* waits left that skip spinning (CPUs oversubscribed) */
+    unsigned fork_gen;          /* fork generation when the slot was taken */
+};
+
+/* Find the queue `name` in the zone, or create it (flags SHK_O_CREATE[|SHK_O_EXCL])
+ * with `capacity` ring bytes (rounded up to a power of two, at least 4096) and an
+ * optional message limit (0: none).  Takes a member slot.  *created says which. */
+int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
+                   uint64_t max_messages, int flags, struct shk_queue *q, int *created);
+
+/* Give the member slot back (counters are kept in the queue's totals). */
+void shk_queue_release(struct shk_queue *q);
+
+/* Take a member slot (again): after fork, or when none was free at open. */
+int shk_queue_register(struct shk_queue *q);
+
+/* Current fork generation (bumped in the child by pthread_atfork). */
+unsigned shk_queue_fork_gen(void);
+
+static inline int shk_queue_ensure(struct shk_queue *q)
+{
+    if (q->slot == SHK_QNOSLOT || q->fork_gen != shk_queue_fork_gen())
+        return shk_queue_register(q);
+    return 0;
+}
+
+/* Largest payload that can ever fit. */
+static inline uint64_t shk_queue_max_payload(const struct shk_queue *q)
+{
+    return q->cap - SHK_QREC_HDR;
+}
+
+static inline uint64_t shk_qrec_size(uint64_t len)
+{
+    return SHK_QREC_HDR + ((len + SHK_QREC_ALIGN - 1) & ~(uint64_t)(SHK_QREC_ALIGN - 1));
+}
+
+/* --- producing ----------------------------------------------------------------------- */
+
+struct shk_qpart {
+    const void *p;
+    uint64_t n;
+};
+
+/* Put one message whose payload is the concatenation of parts (kind DATA), or, with
+ * kind SHK_QK_FRAMED, a frame of the parts (each 64-byte aligned, see layout.h). */
+int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts,
+                  uint32_t kind);
+
+/* Put msgs[0..n) as n messages with as few claims as possible; *done gets how many were
+ * put (possibly fewer than n when space ran out: then SHK_EFULLQ if *done == 0, else 0).
+ * A message that can never fit gives SHK_ETOOBIG with *done = its index. */
+int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
+                       size_t *done);
+
+/* --- consuming ----------------------------------------------------------------------- */
+
+struct shk_qmsg {
+    uint64_t pos;               /* of the record */
+    uint64_t len;               /* payload bytes */
+    uint32_t kind;              /* SHK_QK_DATA, SHK_QK_REF or SHK_QK_FRAMED */
+};
+
+struct shk_qtake {
+    uint64_t start, end;        /* the range taken: give it back with shk_queue_finish */
+    size_t n;                   /* messages in msgs[] */
+};
+
+/* Take up to max_msgs committed messages (at least one), stopping before the payload
+ * total would exceed max_bytes (the first message is always taken).  Records of dead
+ * producers in the way are stepped over.  0, SHK_EEMPTY, SHK_ECLOSED (empty and
+ * closed), SHK_ECORRUPT. */
+int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                   uint64_t max_bytes, struct shk_qtake *t);
+
+/* Copy n payload bytes of the record at pos, from byte `at` of its payload. */
+void shk_queue_read(struct shk_queue *q, uint64_t pos, uint64_t at, void *dst, uint64_t n);
+
+/* Give a taken range back (the space becomes reusable). */
+void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t);
+
+/* --- waiting ------------------------------------------------------------------------- */
+
+enum { SHK_QW_DATA = 0, SHK_QW_SPACE = 1, SHK_QW_RESV = 2 /* a free reservation entry */ };
+
+/*
+ * Wait until a retry may succeed: for data (SHK_QW_DATA) or for `need` bytes of space
+ * (SHK_QW_SPACE).  Spins first (adaptive, up to spin_ns), then sleeps on a futex in
+ * slices, repairing what dead processes left behind between slices.  Returns 0 (try
+ * again), ETIMEDOUT (deadline passed), EINTR (a signal arrived).  deadline: absolute
+ * CLOCK_MONOTONIC, NULL = none.  Call without holding anything.
+ */
+int shk_queue_wait(struct shk_queue *q, int what, uint64_t need,
+                   const struct timespec *deadline);
+
+/* Check readiness up to `spins` times (a pause between): 1 if ready.  For a short wait
+ * before releasing the GIL, when spinning is enabled. */
+int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins);
+
+/* --- state --------------------------------------------------------------------------- */
+
+int shk_queue_close(struct shk_queue *q);       /* puts fail; gets drain, then fail */
+int shk_queue_reopen(struct shk_queue *q);
+int shk_queue_is_closed(struct shk_queue *q);
+uint64_t shk_queue_depth(struct shk_queue *q);  /* messages claimed, not yet taken */
+uint64_t shk_queue_bytes_used(struct shk_queue *q);
+/* 1 if a put of `len` payload bytes would not fit now. */
+int shk_queue_is_full(struct shk_queue *q, uint64_t len);
+
+struct shk_queue_stats {
+    uint64_t capacity, max_messages, depth, bytes_used;
+    uint64_t puts;              /* messages committed (claims not lost to a crash) */
+    uint64_t gets;              /* messages handed over (taken, not lost to a crash) */
+    uint64_t waits;             /* sleeps */
+    uint64_t dropped_puts;      /* claimed by producers that died before committing */
+    uint64_t dropped_gets;      /* committed, taken by consumers that died holding them */
+    uint64_t recoveries;
+    uint32_t members, reservations;
+    int closed;
+};
+int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st);
+
+/* Look for work dead processes left behind and repair it (also done by waiters).
+ * Returns the number of repairs made, or a negative error. */
+int shk_queue_repair(struct shk_queue *q);
+
+/* --- zero-copy reservations --------------------------------------------------------- */
+
+/* Allocate a block of len bytes in the zone for this producer; *index and *gen name it.
+ * SHK_EFULLQ when all reservation entries are in use (wait with SHK_QW_RESV). */
+int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32_t *gen,
+                      void **ptr);
+/* Enqueue a reserved block (a REF record); the block now belongs to the consumers. */
+int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen);
+/* A REF message taken with shk_queue_take: make this handle its owner; *ptr, *len. */
+int shk_queue_accept_ref(struct shk_queue *q, const struct shk_qmsg *m, uint32_t *index,
+                         uint32_t *gen, void **ptr, uint64_t *len);
+/* Give a reserved (uncommitted) or accepted block back to the zone. 0 if it was ours. */
+int shk_queue_release_ref(struct shk_queue *q, uint32_t index, uint32_t gen);
+
+/* Test hook: SIGKILL this process at a chosen point of the next put/take (0 = off). */
+enum {
+    SHK_QDIE_NONE = 0,
+    SHK_QDIE_AFTER_CLAIM = 1,   /* tail claimed, no header written */
+    SHK_QDIE_MID_COPY = 2,      /* headers CLAIMED, half the payload copied */
+    SHK_QDIE_AFTER_TAKE = 3,    /* head claimed, nothing given back */
+    SHK_QDIE_AFTER_RESERVE = 4  /* zero-copy block reserved, never committed */
+};
+void shk_queue_debug_die(int where);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

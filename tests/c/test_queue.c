@@ -1,0 +1,445 @@
+/* The queue core: round trips and wrap-around, full/empty/closed/oversize, message
+ * limits, 2x2 threads with per-producer order and exactly-once delivery, fork()ed
+ * producers and consumers SIGKILLed at each crash point (the queue repairs and goes
+ * on, drops are counted), and zero-copy reservations returning their memory. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "futex.h"
+#include "queue.h"
+
+static struct shk_segment seg;
+static struct shk_zone z;
+
+static void open_zone(size_t size)
+{
+    int status = -1;
+    CHECK_EQ(shk_seg_create_anon(&seg, size), 0);
+    struct shk_zone_params p = {size, 0, "q", 1};
+    CHECK_EQ(shk_zone_try_open(&z, &seg, &p, 0, &status), 0);
+    CHECK_EQ(status, SHK_ZONE_MUST_INIT);
+    CHECK_EQ(shk_zone_init_done(&z, 1), 0);
+}
+
+static int put1(struct shk_queue *q, const void *p, uint64_t n)
+{
+    struct shk_qpart part = {p, n};
+    return shk_queue_put(q, &part, 1, SHK_QK_DATA);
+}
+
+/* Take one message into buf; returns its length or -code. */
+static long get1(struct shk_queue *q, void *buf, size_t cap)
+{
+    struct shk_qmsg m;
+    struct shk_qtake t;
+    int r = shk_queue_take(q, &m, 1, UINT64_MAX, &t);
+    if (r)
+        return r > 0 ? -r : r;
+    CHECK(m.len <= cap);
+    shk_queue_read(q, m.pos, 0, buf, m.len);
+    shk_queue_finish(q, &t);
+    return (long)m.len;
+}
+
+static void test_basics(void)
+{
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "basic", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    CHECK_EQ(created, 1);
+    char buf[4096];
+    CHECK_EQ(get1(&q, buf, sizeof buf), SHK_EEMPTY);
+    /* wrap around many times with sizes that do not divide the ring */
+    unsigned seed = 7;
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        uint64_t n = (seed >> 16) % 700;
+        for (uint64_t k = 0; k < n; k++)
+            buf[k] = (char)(i + k);
+        CHECK_EQ(put1(&q, buf, n), 0);
+        char out[4096];
+        long got = get1(&q, out, sizeof out);
+        CHECK_EQ(got, (long)n);
+        for (uint64_t k = 0; k < n; k++)
+            if (out[k] != (char)(i + k)) {
+                CHECK(!"payload differs");
+                break;
+            }
+    }
+    /* fill until full; everything comes back in order */
+    int nput = 0;
+    for (;;) {
+        int v = nput;
+        int r = put1(&q, &v, sizeof v);
+        if (r == SHK_EFULLQ)
+            break;
+        CHECK_EQ(r, 0);
+        nput++;
+    }
+    CHECK_EQ(nput, 4096 / 32);
+    CHECK_EQ(shk_queue_depth(&q), (uint64_t)nput);
+    CHECK(shk_queue_is_full(&q, 4));
+    for (int i = 0; i < nput; i++) {
+        int v = -1;
+        CHECK_EQ(get1(&q, &v, sizeof v), (long)sizeof v);
+        CHECK_EQ(v, i);
+    }
+    CHECK_EQ(shk_queue_depth(&q), 0);
+    /* oversize never fits; the largest message does */
+    static char big[4096];
+    CHECK_EQ(put1(&q, big, 4096 - 16 + 1), SHK_ETOOBIG);
+    CHECK_EQ(put1(&q, big, 4096 - 16), 0);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 4096 - 16);
+    /* batches */
+    struct shk_qpart parts[300];
+    int vals[300];
+    for (int i = 0; i < 300; i++) {
+        vals[i] = i;
+        parts[i].p = &vals[i];
+        parts[i].n = sizeof(int);
+    }
+    size_t done = 0;
+    CHECK_EQ(shk_queue_put_many(&q, parts, 300, &done), 0);
+    CHECK_EQ(done, 128); /* 4096 / 32 */
+    struct shk_qmsg ms[300];
+    struct shk_qtake t;
+    CHECK_EQ(shk_queue_take(&q, ms, 300, UINT64_MAX, &t), 0);
+    CHECK_EQ(t.n, 128);
+    for (size_t i = 0; i < t.n; i++) {
+        int v;
+        shk_queue_read(&q, ms[i].pos, 0, &v, sizeof v);
+        CHECK_EQ(v, (int)i);
+    }
+    shk_queue_finish(&q, &t);
+    CHECK_EQ(shk_queue_bytes_used(&q), 0);
+    /* max_bytes stops a batch (the first message always comes) */
+    CHECK_EQ(shk_queue_put_many(&q, parts, 10, &done), 0);
+    CHECK_EQ(shk_queue_take(&q, ms, 300, 9, &t), 0);
+    CHECK_EQ(t.n, 2);
+    shk_queue_finish(&q, &t);
+    CHECK_EQ(shk_queue_take(&q, ms, 300, 1, &t), 0);
+    CHECK_EQ(t.n, 1);
+    shk_queue_finish(&q, &t);
+    CHECK_EQ(shk_queue_take(&q, ms, 300, UINT64_MAX, &t), 0);
+    CHECK_EQ(t.n, 7);
+    shk_queue_finish(&q, &t);
+    /* close: puts fail at once, gets drain then fail */
+    CHECK_EQ(put1(&q, "x", 1), 0);
+    shk_queue_close(&q);
+    CHECK_EQ(put1(&q, "y", 1), SHK_ECLOSED);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 1);
+    CHECK_EQ(get1(&q, buf, sizeof buf), SHK_ECLOSED);
+    shk_queue_reopen(&q);
+    CHECK_EQ(put1(&q, "z", 1), 0);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 1);
+    struct shk_queue_stats st;
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.dropped_puts + st.dropped_gets, 0);
+    CHECK(st.puts == st.gets);
+    shk_queue_release(&q);
+    /* a second handle sees the same queue; a mismatching capacity is refused */
+    struct shk_queue q2;
+    CHECK_EQ(shk_queue_open(&z, "basic", 8192, 0, SHK_O_CREATE, &q2, &created), SHK_EMISMATCH);
+    CHECK_EQ(shk_queue_open(&z, "basic", 0, 0, SHK_O_CREATE, &q2, &created), 0);
+    CHECK_EQ(created, 0);
+    CHECK_EQ(q2.cap, 4096);
+    shk_queue_release(&q2);
+}
+
+static void test_max_messages(void)
+{
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "limited", 65536, 3, SHK_O_CREATE, &q, &created), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(put1(&q, &i, sizeof i), 0);
+    CHECK_EQ(put1(&q, "a", 1), SHK_EFULLQ);
+    char buf[16];
+    CHECK_EQ(get1(&q, buf, sizeof buf), 4);
+    CHECK_EQ(put1(&q, "a", 1), 0);
+    shk_queue_release(&q);
+}
+
+/* ---- 2 producers x 2 consumers, threads -------------------------------------------- */
+
+#define PER_PRODUCER 200000
+struct msg {
+    uint32_t producer, seq, check, pad;
+    uint8_t body[40];
+};
+static uint8_t seen[2][PER_PRODUCER];
+static long received_total;
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *producer(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "mpmc", 16384, 0, SHK_O_CREATE, &q, &created), 0);
+    for (uint32_t s = 0; s < PER_PRODUCER;) {
+        struct msg m = {(uint32_t)id, s, 0, 0, {0}};
+        memset(m.body, (int)(s & 0xff), sizeof m.body);
+        m.check = s * 2654435761u ^ (uint32_t)id;
+        int batch = (s % 7 == 0) ? 5 : 1;
+        if (s + batch > PER_PRODUCER)
+            batch = 1;
+        int r;
+        if (batch == 1) {
+            r = put1(&q, &m, sizeof m);
+            if (r == 0)
+                s++;
+        } else {
+            struct msg ms[5];
+            struct shk_qpart parts[5];
+            for (int i = 0; i < batch; i++) {
+                ms[i] = m;
+                ms[i].seq = s + i;
+                ms[i].check = (s + i) * 2654435761u ^ (uint32_t)id;
+                memset(ms[i].body, (int)((s + i) & 0xff), sizeof m.body);
+                parts[i].p = &ms[i];
+                parts[i].n = sizeof m;
+            }
+            size_t done = 0;
+            r = shk_queue_put_many(&q, parts, batch, &done);
+            s += done;
+        }
+        if (r == SHK_EFULLQ)
+            CHECK_EQ(shk_queue_wait(&q, SHK_QW_SPACE, shk_qrec_size(sizeof m), NULL), 0);
+        else
+            CHECK_EQ(r, 0);
+    }
+    shk_queue_release(&q);
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "mpmc", 16384, 0, SHK_O_CREATE, &q, &created), 0);
+    uint32_t last[2] = {0, 0};
+    int have[2] = {0, 0};
+    for (;;) {
+        struct shk_qmsg ms[8];
+        struct shk_qtake t;
+        int r = shk_queue_take(&q, ms, (arg ? 8 : 1), UINT64_MAX, &t);
+        if (r == SHK_EEMPTY) {
+            static int stuck;
+            if (shk_queue_is_closed(&q) && ++stuck == 1000000) {
+                struct shk_queue_sh *sh = q.sh;
+                struct shk_qrec *h = (struct shk_qrec *)(q.ring + (sh->head_pos & q.mask));
+                fprintf(stderr, "stuck: free %llu head %llu tail %llu hi %llx/%llx rec pos %llu word %llx\n",
+                        (unsigned long long)(sh->free_pos - sh->base), (unsigned long long)(sh->head_pos - sh->base),
+                        (unsigned long long)(sh->tail_pos - sh->base), (unsigned long long)sh->head_hi,
+                        (unsigned long long)sh->tail_hi, (unsigned long long)(h->pos - sh->base),
+                        (unsigned long long)h->word);
+                abort();
+            }
+            int w = shk_queue_wait(&q, SHK_QW_DATA, 0, NULL);
+            CHECK(w == 0);
+            continue;
+        }
+        if (r == SHK_ECLOSED)
+            break;
+        CHECK_EQ(r, 0);
+        for (size_t i = 0; i < t.n; i++) {
+            struct msg m;
+            CHECK_EQ(ms[i].len, sizeof m);
+            shk_queue_read(&q, ms[i].pos, 0, &m, sizeof m);
+            CHECK(m.producer < 2 && m.seq < PER_PRODUCER);
+            CHECK_EQ(m.check, m.seq * 2654435761u ^ m.producer);
+            CHECK_EQ(m.body[39], (uint8_t)(m.seq & 0xff));
+            if (have[m.producer])
+                CHECK(m.seq > last[m.producer]); /* per-producer order */
+            last[m.producer] = m.seq;
+            have[m.producer] = 1;
+            pthread_mutex_lock(&seen_lock);
+            CHECK_EQ(seen[m.producer][m.seq], 0); /* exactly once */
+            seen[m.producer][m.seq] = 1;
+            received_total++;
+            pthread_mutex_unlock(&seen_lock);
+        }
+        shk_queue_finish(&q, &t);
+    }
+    shk_queue_release(&q);
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    pthread_t p[2], c[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&c[i], NULL, consumer, (void *)(intptr_t)i);
+    for (int i = 0; i < 2; i++)
+        pthread_create(&p[i], NULL, producer, (void *)(intptr_t)i);
+    for (int i = 0; i < 2; i++)
+        pthread_join(p[i], NULL);
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "mpmc", 0, 0, SHK_O_CREATE, &q, &created), 0);
+    shk_queue_close(&q);
+    for (int i = 0; i < 2; i++)
+        pthread_join(c[i], NULL);
+    CHECK_EQ(received_total, 2L * PER_PRODUCER);
+    struct shk_queue_stats st;
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.puts, 2 * PER_PRODUCER);
+    CHECK_EQ(st.gets, 2 * PER_PRODUCER);
+    CHECK_EQ(st.dropped_puts + st.dropped_gets, 0);
+    CHECK_EQ(st.depth, 0);
+    shk_queue_release(&q);
+}
+
+/* ---- crashes in fork()ed children ------------------------------------------------- */
+
+static void child_dies(const char *qname, int where, int batch)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct shk_queue q;
+        int created;
+        if (shk_queue_open(&z, qname, 0, 0, SHK_O_CREATE, &q, &created))
+            _exit(3);
+        shk_queue_debug_die(where);
+        if (where == SHK_QDIE_AFTER_TAKE) {
+            struct shk_qmsg m[4];
+            struct shk_qtake t;
+            shk_queue_take(&q, m, 4, UINT64_MAX, &t);
+        } else if (where == SHK_QDIE_AFTER_RESERVE) {
+            uint32_t idx, gen;
+            void *p;
+            shk_queue_reserve(&q, 100000, &idx, &gen, &p);
+        } else if (batch) {
+            char a[100] = {0}, b[100] = {0}, c[100] = {0};
+            struct shk_qpart parts[3] = {{a, 100}, {b, 100}, {c, 100}};
+            size_t done;
+            shk_queue_put_many(&q, parts, 3, &done);
+        } else {
+            char big[300] = {0};
+            put1(&q, big, sizeof big);
+        }
+        _exit(4); /* the hook did not fire */
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+static void test_crashes(void)
+{
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "crash", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    struct shk_zone_stats zs0, zs1;
+    shk_zone_stats(&z, &zs0);
+    char buf[4096];
+    struct timespec dl;
+    uint64_t expect_pdrops = 0, expect_gdrops = 0;
+    int cases[][2] = {{SHK_QDIE_AFTER_CLAIM, 0}, {SHK_QDIE_MID_COPY, 0},
+                      {SHK_QDIE_AFTER_CLAIM, 1}, {SHK_QDIE_MID_COPY, 1}};
+    for (int round = 0; round < 3; round++) {
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            CHECK_EQ(put1(&q, "before", 6), 0);
+            child_dies("crash", cases[c][0], cases[c][1]);
+            /* a batch that died mid-copy had committed its first record */
+            int first_done = cases[c][0] == SHK_QDIE_MID_COPY && cases[c][1];
+            expect_pdrops += cases[c][1] ? 3 - first_done : 1;
+            /* a live producer claims after the dead one: it must not hang */
+            CHECK_EQ(put1(&q, "after", 5), 0);
+            CHECK_EQ(get1(&q, buf, sizeof buf), 6);
+            if (first_done)
+                CHECK_EQ(get1(&q, buf, sizeof buf), 100);
+            /* the dead claim blocks the head until a waiter repairs it */
+            long got;
+            shk_deadline_after(&dl, 5.0);
+            while ((got = get1(&q, buf, sizeof buf)) == SHK_EEMPTY)
+                CHECK_EQ(shk_queue_wait(&q, SHK_QW_DATA, 0, &dl), 0);
+            CHECK_EQ(got, 5);
+            CHECK(memcmp(buf, "after", 5) == 0);
+            CHECK_EQ(shk_queue_depth(&q), 0);
+        }
+        /* a consumer dies holding two messages: they are dropped, space comes back */
+        CHECK_EQ(put1(&q, "m1", 2), 0);
+        CHECK_EQ(put1(&q, "m2", 2), 0);
+        child_dies("crash", SHK_QDIE_AFTER_TAKE, 0);
+        expect_gdrops += 2;
+        CHECK_EQ(get1(&q, buf, sizeof buf), SHK_EEMPTY);
+        CHECK(shk_queue_bytes_used(&q) > 0);
+        shk_queue_repair(&q);
+        CHECK_EQ(shk_queue_bytes_used(&q), 0);
+        /* a producer dies holding a reservation: the block returns to the zone */
+        child_dies("crash", SHK_QDIE_AFTER_RESERVE, 0);
+        shk_queue_repair(&q);
+    }
+    struct shk_queue_stats st;
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.dropped_puts, expect_pdrops);
+    CHECK_EQ(st.dropped_gets, expect_gdrops);
+    /* every committed message was handed over or lost with its consumer */
+    CHECK_EQ(st.puts, st.gets + st.dropped_gets + st.depth);
+    CHECK(st.recoveries > 0);
+    CHECK_EQ(st.reservations, 0);
+    CHECK_EQ(st.members, 1); /* the dead children's slots were scrubbed */
+    shk_zone_stats(&z, &zs1);
+    CHECK_EQ(zs1.free_bytes, zs0.free_bytes);
+    /* still fully usable */
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ(put1(&q, &i, sizeof i), 0);
+        int v;
+        CHECK_EQ(get1(&q, &v, sizeof v), 4);
+        CHECK_EQ(v, i);
+    }
+    shk_queue_release(&q);
+}
+
+static void test_reservations(void)
+{
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "zc", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    struct shk_zone_stats zs0, zs1;
+    shk_zone_stats(&z, &zs0);
+    uint32_t idx, gen;
+    void *p;
+    CHECK_EQ(shk_queue_reserve(&q, 1 << 20, &idx, &gen, &p), 0);
+    memset(p, 0xab, 1 << 20);
+    CHECK_EQ(shk_queue_commit_ref(&q, idx, gen), 0);
+    CHECK_EQ(shk_queue_commit_ref(&q, idx, gen), EINVAL); /* once only */
+    struct shk_qmsg m;
+    struct shk_qtake t;
+    CHECK_EQ(shk_queue_take(&q, &m, 1, UINT64_MAX, &t), 0);
+    CHECK_EQ(m.kind, SHK_QK_REF);
+    uint32_t i2, g2;
+    void *p2;
+    uint64_t len;
+    CHECK_EQ(shk_queue_accept_ref(&q, &m, &i2, &g2, &p2, &len), 0);
+    shk_queue_finish(&q, &t);
+    CHECK(p2 == p);
+    CHECK_EQ(len, 1 << 20);
+    CHECK_EQ(((uint8_t *)p2)[12345], 0xab);
+    CHECK_EQ(shk_queue_release_ref(&q, i2, g2), 0);
+    CHECK_EQ(shk_queue_release_ref(&q, i2, g2), ENOENT);
+    /* reserved and dropped without commit */
+    CHECK_EQ(shk_queue_reserve(&q, 5000, &idx, &gen, &p), 0);
+    CHECK_EQ(shk_queue_release_ref(&q, idx, gen), 0);
+    shk_zone_stats(&z, &zs1);
+    CHECK_EQ(zs1.free_bytes, zs0.free_bytes);
+    shk_queue_release(&q);
+}
+
+int main(void)
+{
+    open_zone(16 << 20);
+    test_basics();
+    test_max_messages();
+    test_reservations();
+    test_crashes();
+    test_threads();
+    TEST_MAIN_END();
+}
