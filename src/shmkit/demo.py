@@ -32,12 +32,14 @@ def _say(text: str = "") -> None:
 
 # -- act 3: a lock that survives a crash ---------------------------------------------------
 
-def _increment_worker(zone, rounds, victim):
+def _increment_worker(zone, rounds, victim, workers):
     lock = zone.lock("demo-lock")
+    start = zone.barrier("demo-start", workers)
     total = zone.value("demo-total", "q", 0, lock=False)  # protected by demo-lock
     died_at = zone.counter("demo-died-at")                # CLOCK_MONOTONIC ns, system-wide
     taken_at = zone.counter("demo-taken-at")
     taken_by = zone.counter("demo-taken-by")
+    start.wait(60)  # all contend from the same moment
     for i in range(rounds):
         with lock:
             if lock.owner_died:
@@ -51,7 +53,7 @@ def _increment_worker(zone, rounds, victim):
 
 def _act_lock(zone, ctx, workers: int = 3, rounds: int = 20000) -> dict:
     _say("3. a lock that survives a crash")
-    procs = [ctx.Process(target=_increment_worker, args=(zone, rounds, i == 0))
+    procs = [ctx.Process(target=_increment_worker, args=(zone, rounds, i == 0, workers))
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -67,8 +69,8 @@ def _act_lock(zone, ctx, workers: int = 3, rounds: int = 20000) -> dict:
     total = zone.value("demo-total", "q", 0, lock=False).value
     expected = rounds * (workers - 1) + rounds // 2 + 1
     recovery_ms = (taken - died) / 1e6 if died and taken else float("nan")
-    _say(f"   worker {taken_by} acquired it {recovery_ms:.1f} ms after the death, "
-         f"learning that its owner died (lock.owner_died)")
+    _say(f"   worker {taken_by}, waiting for it, acquired it {recovery_ms:.1f} ms after the "
+         f"death, learning that its owner died (lock.owner_died)")
     _say(f"   total {total} increments, expected {expected}: "
          f"{'exact' if total == expected else 'WRONG'}")
     _say()
