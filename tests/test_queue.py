@@ -56,6 +56,34 @@ def test_get_view_returns_a_private_buffer(zone):
     assert bytes(v2) == b"def"
 
 
+def test_gets_beside_a_range_taken_claim_first(zone):
+    """Small messages are copied out before they are taken (one CAS takes them and gives
+    the space back); while another consumer holds a range taken the other way (here a
+    zero-copy block being accepted), gets take claim first too, and everything comes out
+    once, in order, with the space given back."""
+    q = Queue("q", 4096, zone=zone)
+    q2 = Queue("q", zone=zone)
+    r = q.reserve(1000)
+    r.commit()
+    for i in range(20):
+        q.put(b"%d" % i)
+    held = q2.get()  # the REF record: taken claim first, accepted, given back
+    assert isinstance(held, memoryview) and len(held) == 1000
+    got = [q.get() for _ in range(5)] + q.get_many(3) + [bytes(q2.get(view=True))]
+    got += q2.get_many(100)
+    assert got == [b"%d" % i for i in range(20)]
+    del held
+    st = q.statistics()
+    assert (st.depth, st.bytes_used, st.drops, st.reservations) == (0, 0, 0, 0)
+    assert st.puts == st.gets == 21
+    # the ring wraps many times with messages of every small size, in both ways
+    for i in range(3000):
+        m = bytes([i % 251]) * (i % 700)
+        q.put(m)
+        assert (q.get() if i % 3 else q.get_many(5)[0]) == m
+    assert q.statistics().bytes_used == 0
+
+
 def test_empty_and_full_are_the_standard_library_exceptions(zone):
     q = Queue("q", 4096, zone=zone)
     with pytest.raises(stdqueue.Empty):

@@ -35,6 +35,8 @@ def _die_in(q, where, op):
         q.put_many([b"A" * 100, b"B" * 100, b"C" * 100])
     elif op == "get":
         q.get_many(2)
+    elif op == "get_single":
+        q.get()
     elif op == "reserve":
         q.reserve(100_000)
     os._exit(7)  # the hook did not fire
@@ -93,6 +95,24 @@ def test_consumer_killed_mid_get_loses_only_what_it_took(zone, procs):
     st = q.statistics()
     assert (st.dropped_puts, st.dropped_gets, st.bytes_used) == (0, 2, 0)
     assert st.puts == st.gets + st.dropped_gets
+
+
+@pytest.mark.parametrize("op", ["get", "get_single"])
+def test_consumer_killed_after_copying_before_taking_loses_nothing(zone, procs, op):
+    """Small messages are copied out first and taken after: a consumer killed in between
+    took nothing, so nothing is lost and nothing needs repair."""
+    q = Queue("q", 4096, zone=zone)
+    for i in range(4):
+        q.put(b"m%d" % i)
+    p = FORK.Process(target=_die_in, args=(q, _core.QDIE_COPIED, op))
+    procs.append(p)
+    p.start()
+    p.join(10)
+    assert p.exitcode == -signal.SIGKILL
+    assert q.get_many() == [b"m0", b"m1", b"m2", b"m3"]
+    st = q.statistics()
+    assert (st.dropped_gets, st.depth, st.bytes_used, st.recoveries) == (0, 0, 0, 0)
+    assert st.puts == st.gets == 4
 
 
 def test_producer_killed_holding_a_reservation(zone, procs):

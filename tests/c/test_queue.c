@@ -151,6 +151,99 @@ static void test_basics(void)
     shk_queue_release(&q2);
 }
 
+/* Copy first, take after; and its interplay with ranges taken claim first. */
+static void test_copy_first(void)
+{
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "peek", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    struct shk_qmsg ms[16];
+    struct shk_qpeek pk;
+    char buf[4096];
+    CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk), SHK_EEMPTY);
+    /* round trips that wrap around the ring many times */
+    unsigned seed = 11;
+    for (int i = 0; i < 20000; i++) {
+        seed = seed * 1103515245u + 12345u;
+        uint64_t n = (seed >> 16) % 900;
+        for (uint64_t k = 0; k < n; k++)
+            buf[k] = (char)(i * 3 + k);
+        CHECK_EQ(put1(&q, buf, n), 0);
+        CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk), 0);
+        CHECK_EQ(pk.n, 1);
+        CHECK(pk.direct);
+        CHECK_EQ(ms[0].len, n);
+        char out[4096];
+        shk_queue_read(&q, ms[0].pos, 0, out, n);
+        /* looking does not take: a second look sees the same */
+        struct shk_qpeek pk2;
+        CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk2), 0);
+        CHECK_EQ(pk2.lo, pk.lo);
+        CHECK_EQ(shk_queue_take_peeked(&q, &pk), 0);
+        CHECK_EQ(shk_queue_take_peeked(&q, &pk2), EAGAIN); /* taken already */
+        CHECK(memcmp(out, buf, n) == 0);
+        CHECK_EQ(shk_queue_bytes_used(&q), 0);
+    }
+    /* a batch: max_bytes stops it, the first message always counts */
+    for (int i = 0; i < 10; i++)
+        CHECK_EQ(put1(&q, &i, sizeof i), 0);
+    CHECK_EQ(shk_queue_peek(&q, ms, 16, 9, &pk), 0);
+    CHECK_EQ(pk.n, 2);
+    CHECK_EQ(shk_queue_peek(&q, ms, 16, 1, &pk), 0);
+    CHECK_EQ(pk.n, 1);
+    CHECK_EQ(shk_queue_peek(&q, ms, 4, UINT64_MAX, &pk), 0);
+    CHECK_EQ(pk.n, 4);
+    CHECK_EQ(shk_queue_take_peeked(&q, &pk), 0);
+    CHECK_EQ(shk_queue_depth(&q), 6);
+    /* a range taken claim first and not given back: copying first must step aside */
+    struct shk_qtake t1, t2;
+    CHECK_EQ(shk_queue_take(&q, ms, 2, UINT64_MAX, &t1), 0); /* 4, 5 */
+    CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk), 0);
+    CHECK(!pk.direct);
+    CHECK_EQ(shk_queue_take_peeked(&q, &pk), EINVAL);
+    CHECK_EQ(shk_queue_take(&q, ms, 2, UINT64_MAX, &t2), 0); /* 6, 7 */
+    int v;
+    shk_queue_read(&q, ms[0].pos, 0, &v, sizeof v);
+    CHECK_EQ(v, 6);
+    /* given back out of order: the younger range is marked, the older one shrinks the
+     * lag, and the marked records are reclaimed by whoever needs the space */
+    shk_queue_finish(&q, &t2);
+    CHECK(shk_queue_bytes_used(&q) > 0);
+    shk_queue_finish(&q, &t1);
+    CHECK_EQ(shk_queue_bytes_used(&q), 2 * 32); /* 8, 9 */
+    CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk), 0);
+    CHECK(pk.direct);
+    CHECK_EQ(pk.n, 2);
+    CHECK_EQ(shk_queue_take_peeked(&q, &pk), 0);
+    CHECK_EQ(shk_queue_bytes_used(&q), 0);
+    /* a full ring refills after copy-first takes (the producer sees the space) */
+    int nput = 0;
+    while (put1(&q, &nput, sizeof nput) == 0)
+        nput++;
+    CHECK_EQ(nput, 4096 / 32);
+    for (int i = 0; i < nput; i += 16) {
+        CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk), 0);
+        for (size_t k = 0; k < pk.n; k++) {
+            shk_queue_read(&q, ms[k].pos, 0, &v, sizeof v);
+            CHECK_EQ(v, i + (int)k);
+        }
+        CHECK_EQ(shk_queue_take_peeked(&q, &pk), 0);
+        CHECK_EQ(put1(&q, &v, sizeof v), 0);
+    }
+    /* closed and empty */
+    while (shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk) == 0)
+        shk_queue_take_peeked(&q, &pk);
+    shk_queue_close(&q);
+    CHECK_EQ(shk_queue_peek(&q, ms, 16, UINT64_MAX, &pk), SHK_ECLOSED);
+    shk_queue_reopen(&q);
+    struct shk_queue_stats st;
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.puts, st.gets);
+    CHECK_EQ(st.depth, 0);
+    CHECK_EQ(st.dropped_puts + st.dropped_gets, 0);
+    shk_queue_release(&q);
+}
+
 static void test_max_messages(void)
 {
     struct shk_queue q;
@@ -218,6 +311,33 @@ static void *producer(void *arg)
     return NULL;
 }
 
+/* Consumer 1 copies first (peek, copy, take_peeked), falling back to claim first when
+ * consumer 0 has a range out; consumer 0 always claims first. */
+static int take_copy_first(struct shk_queue *q, struct shk_qmsg *ms, size_t max,
+                           struct msg *copies, struct shk_qtake *t, int *copied)
+{
+    struct shk_qpeek pk;
+    *copied = 0;
+    int r = shk_queue_peek(q, ms, max, UINT64_MAX, &pk);
+    if (r)
+        return r;
+    if (!pk.direct)
+        return shk_queue_take(q, ms, max, UINT64_MAX, t);
+    for (size_t i = 0; i < pk.n; i++) {
+        if (ms[i].len != sizeof(struct msg))
+            return SHK_ECORRUPT;
+        shk_queue_read(q, ms[i].pos, 0, &copies[i], sizeof copies[i]);
+    }
+    if (shk_queue_take_peeked(q, &pk) != 0)
+        return EAGAIN; /* another consumer took them first: the copies are void */
+    t->start = t->end = 0;
+    t->n = pk.n;
+    *copied = 1;
+    return 0;
+}
+
+static long copied_total, claimed_total;
+
 static void *consumer(void *arg)
 {
     struct shk_queue q;
@@ -228,14 +348,19 @@ static void *consumer(void *arg)
     for (;;) {
         struct shk_qmsg ms[8];
         struct shk_qtake t;
-        int r = shk_queue_take(&q, ms, (arg ? 8 : 1), UINT64_MAX, &t);
+        struct msg copies[8];
+        int copied = 0;
+        int r = arg ? take_copy_first(&q, ms, 8, copies, &t, &copied)
+                    : shk_queue_take(&q, ms, 1, UINT64_MAX, &t);
+        if (r == EAGAIN)
+            continue;
         if (r == SHK_EEMPTY) {
             static int stuck;
             if (shk_queue_is_closed(&q) && ++stuck == 1000000) {
                 struct shk_queue_sh *sh = q.sh;
                 struct shk_qrec *h = (struct shk_qrec *)(q.ring + (sh->head_pos & q.mask));
                 fprintf(stderr, "stuck: free %llu head %llu tail %llu hi %llx/%llx rec pos %llu word %llx\n",
-                        (unsigned long long)(sh->free_pos - sh->base), (unsigned long long)(sh->head_pos - sh->base),
+                        (unsigned long long)(sh->head_pos - (sh->head_hi >> 32) - sh->base), (unsigned long long)(sh->head_pos - sh->base),
                         (unsigned long long)(sh->tail_pos - sh->base), (unsigned long long)sh->head_hi,
                         (unsigned long long)sh->tail_hi, (unsigned long long)(h->pos - sh->base),
                         (unsigned long long)h->word);
@@ -248,10 +373,14 @@ static void *consumer(void *arg)
         if (r == SHK_ECLOSED)
             break;
         CHECK_EQ(r, 0);
+        __atomic_fetch_add(copied ? &copied_total : &claimed_total, (long)t.n, __ATOMIC_RELAXED);
         for (size_t i = 0; i < t.n; i++) {
             struct msg m;
             CHECK_EQ(ms[i].len, sizeof m);
-            shk_queue_read(&q, ms[i].pos, 0, &m, sizeof m);
+            if (copied)
+                m = copies[i];
+            else
+                shk_queue_read(&q, ms[i].pos, 0, &m, sizeof m);
             CHECK(m.producer < 2 && m.seq < PER_PRODUCER);
             CHECK_EQ(m.check, m.seq * 2654435761u ^ m.producer);
             CHECK_EQ(m.body[39], (uint8_t)(m.seq & 0xff));
@@ -287,6 +416,7 @@ static void test_threads(void)
     for (int i = 0; i < 2; i++)
         pthread_join(c[i], NULL);
     CHECK_EQ(received_total, 2L * PER_PRODUCER);
+    CHECK(copied_total > 0 && claimed_total > 0); /* both ways, side by side */
     struct shk_queue_stats st;
     shk_queue_stats(&q, &st);
     CHECK_EQ(st.puts, 2 * PER_PRODUCER);
@@ -311,6 +441,15 @@ static void child_dies(const char *qname, int where, int batch)
             struct shk_qmsg m[4];
             struct shk_qtake t;
             shk_queue_take(&q, m, 4, UINT64_MAX, &t);
+        } else if (where == SHK_QDIE_COPIED) {
+            struct shk_qmsg m[4];
+            struct shk_qpeek pk;
+            char copy[4096];
+            if (shk_queue_peek(&q, m, 4, UINT64_MAX, &pk) == 0 && pk.direct) {
+                for (size_t i = 0; i < pk.n; i++)
+                    shk_queue_read(&q, m[i].pos, 0, copy, m[i].len);
+                shk_queue_take_peeked(&q, &pk);
+            }
         } else if (where == SHK_QDIE_AFTER_RESERVE) {
             uint32_t idx, gen;
             void *p;
@@ -372,6 +511,16 @@ static void test_crashes(void)
         CHECK_EQ(get1(&q, buf, sizeof buf), SHK_EEMPTY);
         CHECK(shk_queue_bytes_used(&q) > 0);
         shk_queue_repair(&q);
+        CHECK_EQ(shk_queue_bytes_used(&q), 0);
+        /* a consumer dies after copying two messages out, before taking them: nothing
+         * is lost, they are still there */
+        CHECK_EQ(put1(&q, "c1", 2), 0);
+        CHECK_EQ(put1(&q, "c2", 2), 0);
+        child_dies("crash", SHK_QDIE_COPIED, 0);
+        CHECK_EQ(get1(&q, buf, sizeof buf), 2);
+        CHECK(memcmp(buf, "c1", 2) == 0);
+        CHECK_EQ(get1(&q, buf, sizeof buf), 2);
+        CHECK(memcmp(buf, "c2", 2) == 0);
         CHECK_EQ(shk_queue_bytes_used(&q), 0);
         /* a producer dies holding a reservation: the block returns to the zone */
         child_dies("crash", SHK_QDIE_AFTER_RESERVE, 0);
@@ -438,6 +587,7 @@ int main(void)
     open_zone(16 << 20);
     test_basics();
     test_max_messages();
+    test_copy_first();
     test_reservations();
     test_crashes();
     test_threads();

@@ -55,6 +55,14 @@ static int queue_ready(QueueObject *self)
     return 0;
 }
 
+/* The hot paths' check: the handle, its zone and its member slot are all usable. */
+static inline int queue_ready_fast(QueueObject *self)
+{
+    SegmentObject *seg = self->opened ? self->zone->segment : NULL;
+    return seg && !seg->closed && !seg->close_pending && self->zone->zone.base &&
+           self->q.slot != SHK_QNOSLOT && self->q.fork_gen == shk_queue_fork_gen();
+}
+
 static PyObject *raise_empty(const char *msg)
 {
     PyErr_SetString(shk_py_exc("QueueEmpty"), msg);
@@ -204,6 +212,11 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
 {
     int block = 1, has_dl = 0;
     struct timespec dl;
+    /* the common call: put(bytes), room in the ring */
+    if (nargs == 1 && !kwnames && PyBytes_CheckExact(args[0]) && queue_ready_fast(self) &&
+        shk_queue_put1(&self->q, PyBytes_AS_STRING(args[0]),
+                       (uint64_t)PyBytes_GET_SIZE(args[0])) == 0)
+        Py_RETURN_NONE;
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "put() missing required argument 'item'");
         return NULL;
@@ -225,6 +238,9 @@ static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t 
 
 static PyObject *queue_put_nowait(QueueObject *self, PyObject *item)
 {
+    if (PyBytes_CheckExact(item) && queue_ready_fast(self) &&
+        shk_queue_put1(&self->q, PyBytes_AS_STRING(item), (uint64_t)PyBytes_GET_SIZE(item)) == 0)
+        Py_RETURN_NONE;
     if (queue_ready(self) < 0)
         return NULL;
     Py_buffer b;
@@ -375,34 +391,99 @@ static void ref_release(PyObject *owner, uint64_t cookie)
         shk_queue_release_ref(&self->q, (uint32_t)cookie, (uint32_t)(cookie >> 32));
 }
 
-/* The Python object for one taken message (the range is given back by the caller). */
-static PyObject *message_object(QueueObject *self, const struct shk_qmsg *m, int view)
+/* A copy of a DATA payload: bytes, or (view) a memoryview of the reused receive buffer. */
+static PyObject *copy_data(QueueObject *self, const struct shk_qmsg *m, int view)
 {
-    if (m->kind == SHK_QK_DATA) {
-        if (view) {
-            /* reuse the receive buffer when the caller let go of every view of it: large
-             * messages then cost no allocation (and no page faults) at all */
-            PyObject *ba = self->recv_buf;
-            if (ba && (Py_REFCNT(ba) != 1 || ((PyByteArrayObject *)ba)->ob_exports != 0)) {
-                Py_CLEAR(self->recv_buf);
-                ba = NULL;
-            }
-            if (ba && PyByteArray_Resize(ba, (Py_ssize_t)m->len) < 0)
-                return NULL;
-            if (!ba) {
-                ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
-                if (!ba)
-                    return NULL;
-                self->recv_buf = ba;
-            }
-            shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
-            return PyMemoryView_FromObject(ba);
-        }
+    if (!view) {
         PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m->len);
         if (b)
             shk_queue_read(&self->q, m->pos, 0, PyBytes_AS_STRING(b), m->len);
         return b;
     }
+    /* reuse the receive buffer when the caller let go of every view of it: large messages
+     * then cost no allocation (and no page faults) at all */
+    PyObject *ba = self->recv_buf;
+    if (ba && (Py_REFCNT(ba) != 1 || ((PyByteArrayObject *)ba)->ob_exports != 0)) {
+        Py_CLEAR(self->recv_buf);
+        ba = NULL;
+    }
+    if (ba && PyByteArray_Resize(ba, (Py_ssize_t)m->len) < 0)
+        return NULL;
+    if (!ba) {
+        ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
+        if (!ba)
+            return NULL;
+        self->recv_buf = ba;
+    }
+    shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
+    return PyMemoryView_FromObject(ba);
+}
+
+/* A FRAMED payload, copied as one bytearray (the parts are cut by framed_parts). */
+static PyObject *copy_framed(QueueObject *self, const struct shk_qmsg *m)
+{
+    if (m->len < 8)
+        return shk_py_raise(SHK_ECORRUPT, "get: framed message too short");
+    PyObject *ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
+    if (ba)
+        shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
+    return ba;
+}
+
+/* The tuple of memoryviews onto the parts of a copied FRAMED payload (steals ba). */
+static PyObject *framed_parts(PyObject *ba)
+{
+    char *base = PyByteArray_AS_STRING(ba);
+    uint64_t len = (uint64_t)PyByteArray_GET_SIZE(ba);
+    uint32_t head[2];
+    memcpy(head, base, 8);
+    uint64_t nparts = head[0];
+    if (nparts == 0 || nparts > 4096 || 8 + 8 * nparts > len) {
+        Py_DECREF(ba);
+        return shk_py_raise(SHK_ECORRUPT, "get: framed message with a bad part count");
+    }
+    PyObject *mv = PyMemoryView_FromObject(ba);
+    Py_DECREF(ba);
+    if (!mv)
+        return NULL;
+    PyObject *tup = PyTuple_New((Py_ssize_t)nparts);
+    uint64_t o = 8 + 8 * nparts;
+    for (uint64_t i = 0; tup && i < nparts; i++) {
+        uint64_t n;
+        memcpy(&n, base + 8 + 8 * i, 8);
+        o = (o + SHK_QFRAME_ALIGN - 1) & ~(uint64_t)(SHK_QFRAME_ALIGN - 1);
+        if (o + n > len || o + n < o) {
+            Py_CLEAR(tup);
+            shk_py_raise(SHK_ECORRUPT, "get: framed message part out of bounds");
+            break;
+        }
+        PyObject *part = PySequence_GetSlice(mv, (Py_ssize_t)o, (Py_ssize_t)(o + n));
+        if (!part) {
+            Py_CLEAR(tup);
+            break;
+        }
+        PyTuple_SET_ITEM(tup, (Py_ssize_t)i, part);
+        o += n;
+    }
+    Py_DECREF(mv);
+    return tup;
+}
+
+/* A copy of a DATA or FRAMED message (before or after it is taken). */
+static inline PyObject *copy_message(QueueObject *self, const struct shk_qmsg *m, int view)
+{
+    return m->kind == SHK_QK_DATA ? copy_data(self, m, view) : copy_framed(self, m);
+}
+
+/* What get returns for a copied message (steals raw). */
+static inline PyObject *finish_message(const struct shk_qmsg *m, PyObject *raw)
+{
+    return m->kind == SHK_QK_FRAMED ? framed_parts(raw) : raw;
+}
+
+/* The Python object for one message taken claim-first (the caller gives the range back). */
+static PyObject *message_object(QueueObject *self, const struct shk_qmsg *m, int view)
+{
     if (m->kind == SHK_QK_REF) {
         uint32_t idx, gen;
         void *ptr;
@@ -422,72 +503,74 @@ static PyObject *message_object(QueueObject *self, const struct shk_qmsg *m, int
         Py_DECREF(region);
         return mv;
     }
-    /* FRAMED: one bytearray, a tuple of memoryviews onto its parts */
-    uint32_t head[2];
-    if (m->len < 8)
-        return shk_py_raise(SHK_ECORRUPT, "get: framed message too short");
-    shk_queue_read(&self->q, m->pos, 0, head, 8);
-    uint64_t nparts = head[0];
-    if (nparts == 0 || nparts > 4096 || 8 + 8 * nparts > m->len)
-        return shk_py_raise(SHK_ECORRUPT, "get: framed message with a bad part count");
-    PyObject *ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
-    if (!ba)
-        return NULL;
-    char *base = PyByteArray_AS_STRING(ba);
-    shk_queue_read(&self->q, m->pos, 0, base, m->len);
-    PyObject *mv = PyMemoryView_FromObject(ba);
-    Py_DECREF(ba);
-    if (!mv)
-        return NULL;
-    PyObject *tup = PyTuple_New((Py_ssize_t)nparts);
-    uint64_t o = 8 + 8 * nparts;
-    for (uint64_t i = 0; tup && i < nparts; i++) {
-        uint64_t len;
-        memcpy(&len, base + 8 + 8 * i, 8);
-        o = (o + SHK_QFRAME_ALIGN - 1) & ~(uint64_t)(SHK_QFRAME_ALIGN - 1);
-        if (o + len > m->len || o + len < o) {
-            Py_CLEAR(tup);
-            shk_py_raise(SHK_ECORRUPT, "get: framed message part out of bounds");
-            break;
+    PyObject *raw = copy_message(self, m, view);
+    return raw ? finish_message(m, raw) : NULL;
+}
+
+/* Messages up to this size are copied out before they are taken (see shk_queue_peek);
+ * larger ones are taken first, so that consumers racing for them never copy in vain. */
+#define COPY_FIRST_MAX (64u << 10)
+/* ... and a get_many copies at most this much before taking (the first message counts) */
+#define COPY_FIRST_BATCH (256u << 10)
+
+/* One attempt at get: the object, or NULL with an exception, or NULL without one when
+ * there is nothing (*r says why: SHK_EEMPTY, or another code already raised). */
+static PyObject *try_get(QueueObject *self, int view, int *r)
+{
+    for (;;) {
+        struct shk_qmsg m;
+        struct shk_qpeek pk;
+        *r = shk_queue_peek(&self->q, &m, 1, UINT64_MAX, &pk);
+        if (*r) {
+            if (*r != SHK_EEMPTY)
+                shk_py_raise(*r, "get");
+            return NULL;
         }
-        PyObject *part = PySequence_GetSlice(mv, (Py_ssize_t)o, (Py_ssize_t)(o + len));
-        if (!part) {
-            Py_CLEAR(tup);
-            break;
+        if (pk.direct && pk.n == 1 && m.kind != SHK_QK_REF && m.len <= COPY_FIRST_MAX) {
+            /* copy first, then take: one CAS takes it and gives the space back */
+            PyObject *raw = copy_message(self, &m, view);
+            if (!raw) {
+                *r = -1;
+                return NULL;
+            }
+            if (shk_queue_take_peeked(&self->q, &pk) == 0)
+                return finish_message(&m, raw);
+            Py_DECREF(raw); /* another consumer took it first */
+            continue;
         }
-        PyTuple_SET_ITEM(tup, (Py_ssize_t)i, part);
-        o += len;
+        struct shk_qtake t;
+        *r = shk_queue_take(&self->q, &m, 1, UINT64_MAX, &t);
+        if (*r == SHK_EEMPTY)
+            continue; /* taken by another consumer meanwhile: look again */
+        if (*r) {
+            shk_py_raise(*r, "get");
+            return NULL;
+        }
+        PyObject *o = message_object(self, &m, view);
+        shk_queue_finish(&self->q, &t);
+        if (!o)
+            *r = -1;
+        return o;
     }
-    Py_DECREF(mv);
-    return tup;
 }
 
 static PyObject *do_get(QueueObject *self, int block, struct timespec *dl, int has_dl, int view)
 {
     for (;;) {
-        struct shk_qmsg m;
-        struct shk_qtake t;
-        int r = shk_queue_take(&self->q, &m, 1, UINT64_MAX, &t);
-        if (r == 0) {
-            PyObject *o = message_object(self, &m, view);
-            shk_queue_finish(&self->q, &t);
+        int r;
+        PyObject *o = try_get(self, view, &r);
+        if (o || r != SHK_EEMPTY)
             return o;
-        }
-        if (r != SHK_EEMPTY)
-            return shk_py_raise(r, "get");
         if (!block)
             return raise_empty("queue is empty");
         int w = wait_released(self, SHK_QW_DATA, 0, dl, has_dl);
         if (w < 0)
             return NULL;
         if (w > 0) {
-            r = shk_queue_take(&self->q, &m, 1, UINT64_MAX, &t);
-            if (r == 0) {
-                PyObject *o = message_object(self, &m, view);
-                shk_queue_finish(&self->q, &t);
+            o = try_get(self, view, &r);
+            if (o || r != SHK_EEMPTY)
                 return o;
-            }
-            return r == SHK_EEMPTY ? raise_empty("queue is empty (timed out)") : shk_py_raise(r, "get");
+            return raise_empty("queue is empty (timed out)");
         }
     }
 }
@@ -497,6 +580,14 @@ static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t 
 {
     int block = 1, has_dl = 0, view = 0;
     struct timespec dl;
+    if (nargs == 0 && !kwnames && queue_ready_fast(self)) {
+        /* the common call: get(), a message waiting */
+        int r;
+        PyObject *o = try_get(self, 0, &r);
+        if (o || r != SHK_EEMPTY)
+            return o;
+        return do_get(self, 1, &dl, 0, 0);
+    }
     if ((nargs || kwnames) &&
         parse_block_timeout(args, nargs, kwnames, 0, &block, &dl, &has_dl, &view, "get") < 0)
         return NULL;
@@ -510,6 +601,71 @@ static PyObject *queue_get_nowait(QueueObject *self, PyObject *unused)
     if (queue_ready(self) < 0)
         return NULL;
     return do_get(self, 0, NULL, 0, 0);
+}
+
+/* One attempt at get_many: a list (possibly empty: nothing there, *r = SHK_EEMPTY), or
+ * NULL with an exception. */
+static PyObject *try_get_many(QueueObject *self, struct shk_qmsg *msgs, size_t max_msgs,
+                              uint64_t max_bytes, int *r)
+{
+    for (;;) {
+        struct shk_qpeek pk;
+        uint64_t mb = max_bytes < COPY_FIRST_BATCH ? max_bytes : COPY_FIRST_BATCH;
+        *r = shk_queue_peek(&self->q, msgs, max_msgs, mb, &pk);
+        if (*r == SHK_EEMPTY)
+            return PyList_New(0);
+        if (*r)
+            return shk_py_raise(*r, "get_many");
+        if (pk.direct && pk.n >= 1 && msgs[0].kind != SHK_QK_REF &&
+            msgs[0].len <= COPY_FIRST_MAX) {
+            /* copy first (peek stopped before any REF), then take them all with one CAS */
+            PyObject *list = PyList_New((Py_ssize_t)pk.n);
+            if (!list)
+                return NULL;
+            for (size_t i = 0; i < pk.n; i++) {
+                PyObject *raw = copy_message(self, &msgs[i], 0);
+                if (!raw) {
+                    Py_DECREF(list);
+                    return NULL;
+                }
+                PyList_SET_ITEM(list, (Py_ssize_t)i, raw);
+            }
+            if (shk_queue_take_peeked(&self->q, &pk) != 0) {
+                Py_DECREF(list); /* another consumer took them first */
+                continue;
+            }
+            for (size_t i = 0; i < pk.n; i++) {
+                if (msgs[i].kind == SHK_QK_FRAMED) {
+                    PyObject **it = &PyList_GET_ITEM(list, (Py_ssize_t)i);
+                    PyObject *o = framed_parts(*it);
+                    *it = o;
+                    if (!o) {
+                        *it = Py_NewRef(Py_None);
+                        Py_DECREF(list);
+                        return NULL;
+                    }
+                }
+            }
+            return list;
+        }
+        struct shk_qtake t;
+        *r = shk_queue_take(&self->q, msgs, max_msgs, max_bytes, &t);
+        if (*r == SHK_EEMPTY)
+            continue;
+        if (*r)
+            return shk_py_raise(*r, "get_many");
+        PyObject *list = PyList_New((Py_ssize_t)t.n);
+        for (size_t i = 0; list && i < t.n; i++) {
+            PyObject *o = message_object(self, &msgs[i], 0);
+            if (!o) {
+                Py_CLEAR(list);
+                break;
+            }
+            PyList_SET_ITEM(list, (Py_ssize_t)i, o);
+        }
+        shk_queue_finish(&self->q, &t);
+        return list;
+    }
 }
 
 /* get_many(max_messages=1024, max_bytes=None, block=True, timeout=None) -> list */
@@ -573,34 +729,20 @@ static PyObject *queue_get_many(QueueObject *self, PyObject *const *args, Py_ssi
         return PyErr_NoMemory();
     PyObject *list = NULL;
     for (;;) {
-        struct shk_qtake t;
-        int r = shk_queue_take(&self->q, msgs, (size_t)max_msgs, max_bytes, &t);
-        if (r == 0) {
-            list = PyList_New((Py_ssize_t)t.n);
-            for (size_t i = 0; list && i < t.n; i++) {
-                PyObject *o = message_object(self, &msgs[i], 0);
-                if (!o) {
-                    Py_CLEAR(list);
-                    break;
-                }
-                PyList_SET_ITEM(list, (Py_ssize_t)i, o);
-            }
-            shk_queue_finish(&self->q, &t);
+        int r;
+        list = try_get_many(self, msgs, (size_t)max_msgs, max_bytes, &r);
+        if (!list || PyList_GET_SIZE(list) > 0 || !block)
             break;
-        }
-        if (r != SHK_EEMPTY) {
-            shk_py_raise(r, "get_many");
-            break;
-        }
-        if (!block) {
-            list = PyList_New(0);
-            break;
-        }
+        Py_CLEAR(list);
         int w = wait_released(self, SHK_QW_DATA, 0, &dl, has_dl);
         if (w < 0)
             break;
         if (w > 0) {
-            raise_empty("queue is empty (timed out)");
+            list = try_get_many(self, msgs, (size_t)max_msgs, max_bytes, &r);
+            if (list && PyList_GET_SIZE(list) == 0) {
+                Py_CLEAR(list);
+                raise_empty("queue is empty (timed out)");
+            }
             break;
         }
     }
@@ -1094,6 +1236,7 @@ int shk_init_queue(PyObject *m)
     CONST("QDIE_MID_COPY", SHK_QDIE_MID_COPY);
     CONST("QDIE_AFTER_TAKE", SHK_QDIE_AFTER_TAKE);
     CONST("QDIE_AFTER_RESERVE", SHK_QDIE_AFTER_RESERVE);
+    CONST("QDIE_COPIED", SHK_QDIE_COPIED);
     CONST("QUEUE_SLOTS", SHK_QUEUE_SLOTS);
     CONST("QUEUE_RESERVATIONS", SHK_QUEUE_RESV);
     CONST("QUEUE_MIN_CAPACITY", SHK_QUEUE_MIN_CAP);

@@ -478,6 +478,8 @@ struct shk_counter_sh {
  * [free, head)  records taken by consumers, not yet given back;
  * [head, tail)  records claimed by producers (being written or committed);
  * [tail, free + capacity)  free space.
+ * free is not stored itself: the head pair holds head_pos and lag = head - free, so one
+ * 16-byte CAS can take records and give their space back together (see below).
  *
  * Records.  A record is a 16-byte header followed by its payload, padded to 16 bytes;
  * the payload may wrap around the end of the ring (headers never do: they are 16-byte
@@ -486,10 +488,16 @@ struct shk_counter_sh {
  * Producers claim space with one 16-byte CAS on `tail` {pos, owner|count} after
  * announcing (claim_pos, claim_size, claim_n) in their member slot, then write the
  * headers (the first one last), copy, and commit each header with a release store.
- * Consumers read the header at `head`, announce (take_pos, take_end), claim with one
- * 16-byte CAS on `head`, copy, then give the space back: the consumer of the oldest
- * record advances `free` itself; others mark their records CONSUMED and whoever is at
- * `free` advances it over them.  No lock on any of these paths.
+ * Consumers take in one of two ways.  Copy first (messages copied out, when lag is 0):
+ * read the headers at `head`, copy the payloads, then one 16-byte CAS {head, 0|count} ->
+ * {end, 0|count + n} takes them and gives their space back at once (a record nobody has
+ * taken cannot be reclaimed, so the copy is good when the CAS succeeds; nothing is
+ * outstanding at any moment, so there is nothing to announce or repair).  Claim first
+ * (zero-copy REF records, large messages, or when another range is out): announce
+ * (take_pos, take_end), CAS {head, lag|count} -> {end, lag + (end - head)|count + n}, copy,
+ * then give the space back: the consumer of the oldest range shrinks the lag by CAS;
+ * others mark their records CONSUMED and whoever needs space shrinks the lag over them.
+ * No lock on any of these paths.
  *
  * Crash rules (the robust `repair` mutex serialises repairs, never normal operations):
  *   - a producer never claims past another producer's claim whose first header is not
@@ -504,7 +512,7 @@ struct shk_counter_sh {
  */
 
 #define SHK_QUEUE_MAGIC 0x45554555514b4853ull  /* "SHKQUEUE" read as a little-endian u64 */
-#define SHK_QUEUE_VERSION 1u
+#define SHK_QUEUE_VERSION 2u                   /* 2: the free position lives in head_hi */
 #define SHK_QUEUE_SLOTS 256                    /* handles open at once, all processes */
 #define SHK_QUEUE_RESV 64                      /* zero-copy reservations alive at once */
 #define SHK_QREC_HDR 16                        /* record header bytes */
@@ -608,10 +616,11 @@ struct shk_queue_sh {
     uint8_t pad_tail[48];
 
     uint64_t head_pos;      /* 128  16-byte CAS {head_pos, head_hi} (consumers) */
-    uint64_t head_hi;       /* 136  owner slot + 1 << 48 | messages taken */
+    uint64_t head_hi;       /* 136  lag << 32 | messages taken (mod 2^32); the free
+                                    position is head_pos - lag */
     uint8_t pad_head[48];
 
-    uint64_t free_pos;      /* 192  oldest position not given back */
+    uint64_t reserved2;     /* 192  0 (version 1 kept free_pos here) */
     uint8_t pad_free[56];
 
     uint32_t data_seq;      /* 256  futex: bumped when data may have arrived */
@@ -1032,7 +1041,7 @@ _Static_assert(offsetof(struct shk_qslot, waits) == 80, "queue slot counters at 
 _Static_assert(sizeof(struct shk_qresv) == 32, "queue reservation is 32 bytes");
 _Static_assert(offsetof(struct shk_queue_sh, tail_pos) == 64, "queue tail at 64");
 _Static_assert(offsetof(struct shk_queue_sh, head_pos) == 128, "queue head at 128");
-_Static_assert(offsetof(struct shk_queue_sh, free_pos) == 192, "queue free at 192");
+_Static_assert(offsetof(struct shk_queue_sh, reserved2) == 192, "queue reserved word at 192");
 _Static_assert(offsetof(struct shk_queue_sh, data_seq) == 256, "queue futex words at 256");
 _Static_assert(offsetof(struct shk_queue_sh, data_armed) == 280, "queue armed words at 280");
 _Static_assert(offsetof(struct shk_queue_sh, retired_waits) == 296, "queue retired at 296");

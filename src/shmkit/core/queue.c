@@ -7,12 +7,17 @@
  *     record's, never a stale one from an earlier lap at the same place;
  *   - commit is an atomic exchange of the word (a full fence on every architecture we
  *     build for), so the waiter count read after it cannot be stale (no lost wake-up);
- *   - claims are 16-byte CAS on {pos, owner|count}; the announcement in the member slot
- *     is stored (release) before the CAS, so whoever sees the new tail/head sees it;
- *   - free_pos moves by exchange (its sole reclaimer) or CAS (reclaiming CONSUMED
- *     records); a consumer marks CONSUMED by exchange and then re-reads free_pos, the
- *     reclaimer moves free_pos and then re-reads the header: one of them always sees
- *     the other (both are full fences), so no record is left unreclaimed.
+ *   - claims are 16-byte CAS on {tail, owner|count} and {head, lag|count}; the
+ *     announcement in the member slot is stored (release) before the CAS, so whoever
+ *     sees the new tail/head sees it;
+ *   - a copy-first take reads the payload before its CAS: the record cannot be reclaimed
+ *     while head has not passed it, and the CAS fails if anyone else moved head;
+ *   - the free position (head - lag) moves only by CAS of the head pair: a consumer
+ *     giving back the oldest range, or a reclaimer stepping over CONSUMED records;
+ *     CONSUMED is final until reclaimed, so records marked while an older range was out
+ *     are reclaimed by whoever needs the space next;
+ *   - a claim-first consumer clears its announcement (release) only after giving its
+ *     range back, so a repairer that finds it cleared finds the free position moved.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -51,6 +56,12 @@
      ((uint64_t)(state) << 48) | ((uint64_t)(kind) << 56))
 #define W_WITH_STATE(w, s) (((w) & ~(0xffull << 48)) | ((uint64_t)(s) << 48))
 
+/* The head pair {head_pos, head_hi}: head_hi = lag << 32 | messages taken (mod 2^32);
+ * free_pos = head_pos - lag (see layout.h). */
+#define H_LAG(hi) ((hi) >> 32)
+#define H_CNT(hi) ((uint32_t)(hi))
+#define MKH(lag, cnt) (((uint64_t)(lag) << 32) | (uint64_t)(uint32_t)(cnt))
+
 #define R_STATE(c) ((uint32_t)(c))
 #define R_OWN(c) ((uint32_t)(((c) >> 32) & 0xffff))
 #define R_GEN(c) ((uint32_t)((c) >> 48))
@@ -63,6 +74,10 @@
                                               than a tick: no timer reprogramming per sleep */
 #define SPIN_FLOOR_NS 2000u                /* adaptive spin never shrinks below this ... */
 #define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
+#define PREFETCH_AHEAD 256u                /* producers warm the line this far past a claim */
+#define SPACE_CHUNK (16u << 10)            /* a producer waiting for space waits for this
+                                              much more while consumers are active ... */
+#define SPACE_PACE 16u                     /* ... looking once every this many pauses */
 
 static int die_at;
 
@@ -82,12 +97,12 @@ static void maybe_die(int where)
 
 /* ---- fork generation ------------------------------------------------------------- */
 
-static unsigned fork_gen = 1;
+unsigned shk_queue_fork_generation = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void on_fork_child(void)
 {
-    fork_gen++;
+    shk_queue_fork_generation++;
 }
 
 static void install_atfork(void)
@@ -95,10 +110,6 @@ static void install_atfork(void)
     pthread_atfork(NULL, NULL, on_fork_child);
 }
 
-unsigned shk_queue_fork_gen(void)
-{
-    return fork_gen;
-}
 
 /* ---- asymmetric fences -------------------------------------------------------------- */
 
@@ -169,6 +180,32 @@ static inline void load16(uint64_t *p, uint64_t *lo, uint64_t *hi)
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
+/* A consistent snapshot of the head pair without a locked instruction: the pair only
+ * changes by 16-byte CAS and head_pos only grows, so an unchanged head_pos around the
+ * read of head_hi means both halves belong to one moment. */
+static inline void head_load(struct shk_queue_sh *sh, uint64_t *pos, uint64_t *hi)
+{
+    uint64_t a = LDA(&sh->head_pos);
+    for (;;) {
+        uint64_t h = LDA(&sh->head_hi);
+        uint64_t b = LDA(&sh->head_pos);
+        if (a == b) {
+            *pos = a;
+            *hi = h;
+            return;
+        }
+        a = b;
+    }
+}
+
+/* Oldest position not given back (everything before it is free space). */
+static inline uint64_t free_load(struct shk_queue_sh *sh)
+{
+    uint64_t pos, hi;
+    head_load(sh, &pos, &hi);
+    return pos - H_LAG(hi);
+}
+
 static inline struct shk_qrec *rec(struct shk_queue *q, uint64_t pos)
 {
     return (struct shk_qrec *)(q->ring + (pos & q->mask));
@@ -185,7 +222,7 @@ static inline struct shk_qresv *resv_at(struct shk_queue *q, uint32_t idx)
                                 (size_t)SHK_QUEUE_SLOTS * sizeof(struct shk_qslot)) + idx;
 }
 
-static void ring_write(struct shk_queue *q, uint64_t at, const void *src, uint64_t n)
+static inline void ring_write(struct shk_queue *q, uint64_t at, const void *src, uint64_t n)
 {
     uint64_t o = at & q->mask, first = q->cap - o;
     if (n <= first) {
@@ -196,16 +233,6 @@ static void ring_write(struct shk_queue *q, uint64_t at, const void *src, uint64
     }
 }
 
-void shk_queue_read(struct shk_queue *q, uint64_t pos, uint64_t at, void *dst, uint64_t n)
-{
-    uint64_t o = (pos + SHK_QREC_HDR + at) & q->mask, first = q->cap - o;
-    if (n <= first) {
-        memcpy(dst, q->ring + o, n);
-    } else {
-        memcpy(dst, q->ring + o, first);
-        memcpy((uint8_t *)dst + first, q->ring, n - first);
-    }
-}
 
 /* Is the process holding member slot idx alive?  Our own slot always is. */
 static int slot_alive(struct shk_queue *q, uint32_t idx)
@@ -318,7 +345,7 @@ static int queue_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg
     sh->ring_rel = layout_ring_rel();
     sh->base = base;
     sh->created_ns = shk_wall_ns();
-    sh->tail_pos = sh->head_pos = sh->free_pos = base;
+    sh->tail_pos = sh->head_pos = base;
     int r = shk_mutex_init(&sh->repair);
     if (r)
         return shk_fail(r, "shk_queue_open(): cannot initialise the repair mutex");
@@ -369,7 +396,7 @@ int shk_queue_register(struct shk_queue *q)
             q->slot = i;
             q->me = i + 1;
             q->ms = s;
-            q->fork_gen = fork_gen;
+            q->fork_gen = shk_queue_fork_generation;
             return 0;
         }
         if (pass == 0) {
@@ -425,7 +452,7 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
     q->mask = q->cap - 1;
     q->max_messages = q->sh->max_messages;
     q->ring = (uint8_t *)q->sh + q->sh->ring_rel;
-    q->free_cache = LDA(&q->sh->free_pos);
+    q->free_cache = free_load(q->sh);
     q->spin_ns = q->spin_cur = 50 * 1000;
     return shk_queue_register(q);
 }
@@ -452,7 +479,7 @@ static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
 
 void shk_queue_release(struct shk_queue *q)
 {
-    if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != fork_gen)
+    if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != shk_queue_fork_generation)
         return;
     retire_slot(q, q->ms);
     STR(&q->ms->pid, 0);
@@ -463,7 +490,7 @@ void shk_queue_release(struct shk_queue *q)
 
 /* ---- producing --------------------------------------------------------------------- */
 
-static void reclaim_forward(struct shk_queue *q);
+static uint64_t reclaim_forward(struct shk_queue *q);
 
 /* Is the header of the latest claim (owner `owner`, ending at tail_pos) written?  A claim
  * whose owner moved on to another announcement was written before it did. */
@@ -478,39 +505,56 @@ static int latest_claim_written(struct shk_queue *q, uint32_t owner, uint64_t ta
     return LDA(&rec(q, p)->pos) == p;
 }
 
+/* Refresh the producer's view of free space (it said "no room"). */
+static __attribute__((noinline)) uint64_t refresh_free(struct shk_queue *q)
+{
+    q->free_cache = reclaim_forward(q);
+    return q->free_cache;
+}
+
+/* Warm the cache line `ahead` bytes past a claim for writing, if that space is free: the
+ * transfer from wherever the line is (the consumer's cache, L3) overlaps this message's
+ * work instead of stalling the next claim's locked instruction. */
+static inline void prefetch_ahead(struct shk_queue *q, uint64_t end)
+{
+    uint64_t at = end + PREFETCH_AHEAD;
+    if (at + 64 - q->free_cache <= q->cap)
+        __builtin_prefetch(q->ring + (at & q->mask), 1);
+}
+
 /*
  * Claim space.  Single record: msgs == NULL, *size is its size.  Batch: the longest
  * prefix of msgs[0..*k) that fits now; *k and *size get what was claimed.  *pos gets the
  * claim's first position.
  */
-static int claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *size,
-                 uint64_t *pos)
+static inline __attribute__((always_inline)) int
+claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *size,
+      uint64_t *pos)
 {
     struct shk_queue_sh *sh = q->sh;
     uint64_t lo = LDA(&sh->tail_pos), hi = LD(&sh->tail_hi);
     unsigned spins = 0;
     for (;;) {
-        if (LD(&sh->closed))
+        if (__builtin_expect(LD(&sh->closed) != 0, 0))
             return shk_fail(SHK_ECLOSED, "queue is closed: put() is not allowed");
-        if (lo < q->free_cache) { /* a stale tail read: look again */
+        if (__builtin_expect(lo < q->free_cache, 0)) { /* a stale tail read: look again */
             lo = LDA(&sh->tail_pos);
             hi = LD(&sh->tail_hi);
             continue;
         }
-        /* free_cache only ever lags free_pos: refresh it when it says "no room" (or is
-         * so old that the tail has lapped it) */
+        /* free_cache only ever lags the real free position: refresh it when it says "no
+         * room" (or is so old that the tail has lapped it) */
         uint64_t first = msgs ? shk_qrec_size(msgs[0].n) : *size;
         uint64_t used = lo - q->free_cache;
-        if (used > q->cap || first > q->cap - used) {
-            reclaim_forward(q);
-            q->free_cache = LDA(&sh->free_pos);
-            if (lo < q->free_cache)
+        if (__builtin_expect(used > q->cap || first > q->cap - used, 0)) {
+            uint64_t f = refresh_free(q);
+            if (lo < f)
                 continue;
-            used = lo - q->free_cache;
+            used = lo - f;
             if (used > q->cap)
                 return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity "
                                 "ahead of free %llu", (unsigned long long)lo,
-                                (unsigned long long)q->free_cache);
+                                (unsigned long long)f);
             if (first > q->cap - used)
                 return SHK_EFULLQ;
         }
@@ -518,10 +562,12 @@ static int claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, u
         uint64_t count = hi & SHK_QCOUNT_MASK;
         uint64_t room = UINT64_MAX;
         if (q->max_messages) {
-            uint64_t depth = (count - q->hcount_cache) & SHK_QCOUNT_MASK;
+            uint32_t depth = (uint32_t)count - (uint32_t)q->hcount_cache;
             if (depth >= q->max_messages) {
-                q->hcount_cache = LDA(&sh->head_hi) & SHK_QCOUNT_MASK;
-                depth = (count - q->hcount_cache) & SHK_QCOUNT_MASK;
+                uint64_t hp, hh;
+                head_load(sh, &hp, &hh);
+                q->hcount_cache = H_CNT(hh);
+                depth = (uint32_t)count - (uint32_t)q->hcount_cache;
                 if (depth >= q->max_messages)
                     return SHK_EFULLQ;
             }
@@ -565,7 +611,9 @@ static int claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, u
             *size = total;
             if (msgs)
                 *k = n;
-            maybe_die(SHK_QDIE_AFTER_CLAIM);
+            prefetch_ahead(q, lo + total);
+            if (__builtin_expect(die_at != 0, 0))
+                maybe_die(SHK_QDIE_AFTER_CLAIM);
             return 0;
         }
     }
@@ -595,7 +643,7 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
                         "%llu bytes (at most %llu per message)", (unsigned long long)len,
                         (unsigned long long)q->cap,
                         (unsigned long long)shk_queue_max_payload(q));
-    uint64_t size = shk_qrec_size(len), pos;
+    uint64_t size = shk_qrec_size(len), pos = 0;
     int r = claim(q, NULL, NULL, &size, &pos);
     if (r)
         return r;
@@ -631,6 +679,25 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
     return 0;
 }
 
+int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len)
+{
+    if (__builtin_expect(len > shk_queue_max_payload(q) || die_at != 0, 0)) {
+        struct shk_qpart part = {p, len};
+        return shk_queue_put(q, &part, 1, SHK_QK_DATA); /* the error, or the test hooks */
+    }
+    uint64_t size = shk_qrec_size(len), pos = 0;
+    int r = claim(q, NULL, NULL, &size, &pos);
+    if (r)
+        return r;
+    struct shk_qrec *h = rec(q, pos);
+    ST(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
+    STR(&h->pos, pos);
+    ring_write(q, pos + SHK_QREC_HDR, p, len);
+    publish_word(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, SHK_QK_DATA));
+    wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
+    return 0;
+}
+
 int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n, size_t *done)
 {
     *done = 0;
@@ -649,7 +716,7 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
                 break;
             }
         }
-        uint64_t size, pos;
+        uint64_t size = 0, pos = 0;
         int r = claim(q, m, &k, &size, &pos);
         if (r == SHK_EFULLQ && *done > 0)
             return 0;
@@ -684,62 +751,140 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
 
 /* ---- consuming --------------------------------------------------------------------- */
 
+/*
+ * Look at the committed records from position lo: up to max_msgs messages (records of dead
+ * producers are stepped over and counted), stopping before the payload total would pass
+ * max_bytes (the first message always counts) and, with stop_at_ref, before a REF record
+ * that is not the first.  *end: the position after them; *cnt: messages they stand for.
+ */
+static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t max_msgs,
+                uint64_t max_bytes, int stop_at_ref, uint64_t *end, uint64_t *cnt, size_t *nout)
+{
+    uint64_t p = lo, c = 0, bytes = 0;
+    size_t n = 0;
+    if (max_msgs == 0)
+        max_msgs = 1;
+    while (n < max_msgs && p - lo < q->cap) {
+        struct shk_qrec *h = rec(q, p);
+        if (LDA(&h->pos) != p)
+            break;
+        uint64_t w = LDA(&h->word);
+        if (W_STATE(w) != SHK_QS_COMMITTED)
+            break;
+        uint64_t len = W_LEN(w);
+        uint32_t kind = W_KIND(w);
+        if (kind == SHK_QK_SKIP) {
+            c += W_OWN(w);
+            p += shk_qrec_size(len);
+            continue;
+        }
+        if (__builtin_expect(kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q), 0)) {
+            /* taken and reused meanwhile (the head moved): just look again */
+            if (LDA(&q->sh->head_pos) != lo)
+                return EAGAIN;
+            return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
+                            (unsigned long long)p, kind, (unsigned long long)len);
+        }
+        if (n > 0 && (bytes + len > max_bytes || (stop_at_ref && kind == SHK_QK_REF)))
+            break;
+        msgs[n].pos = p;
+        msgs[n].len = len;
+        msgs[n].kind = kind;
+        n++;
+        c++;
+        bytes += len;
+        p += shk_qrec_size(len);
+    }
+    *end = p;
+    *cnt = c;
+    *nout = n;
+    return 0;
+}
+
+static int empty_or_closed(struct shk_queue *q, uint64_t lo)
+{
+    if (LDA(&q->sh->closed) && LDA(&q->sh->tail_pos) == lo)
+        return shk_fail(SHK_ECLOSED, "queue is closed and empty");
+    return SHK_EEMPTY;
+}
+
+int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                   uint64_t max_bytes, struct shk_qpeek *pk)
+{
+    struct shk_queue_sh *sh = q->sh;
+    for (;;) {
+        uint64_t lo, hi, end, cnt;
+        size_t n;
+        head_load(sh, &lo, &hi);
+        int r = scan(q, lo, msgs, max_msgs, max_bytes, 1, &end, &cnt, &n);
+        if (r == EAGAIN)
+            continue;
+        if (r)
+            return r;
+        if (end == lo)
+            return empty_or_closed(q, lo);
+        pk->lo = lo;
+        pk->hi = hi;
+        pk->end = end;
+        pk->cnt = cnt;
+        pk->n = n;
+        /* (the test hook for a kill between a claim-first take and its give-back wants
+         * the claim-first way) */
+        pk->direct = H_LAG(hi) == 0 && die_at != SHK_QDIE_AFTER_TAKE;
+        if (n == 0 && pk->direct) {
+            /* only records of dead producers: step over them and look again */
+            shk_queue_take_peeked(q, pk);
+            continue;
+        }
+        return 0;
+    }
+}
+
+int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
+{
+    if (!pk->direct)
+        return EINVAL;
+    if (__builtin_expect(die_at != 0, 0))
+        maybe_die(SHK_QDIE_COPIED);
+    uint64_t lo = pk->lo, hi = pk->hi;
+    /* taken and given back at once: nothing was outstanding (lag 0), nothing is */
+    if (!cas16(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt)))
+        return EAGAIN;
+    wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
+    return 0;
+}
+
 int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                    uint64_t max_bytes, struct shk_qtake *t)
 {
     struct shk_queue_sh *sh = q->sh;
     struct shk_qslot *ms = q->ms;
-    uint64_t lo = LDA(&sh->head_pos), hi = LD(&sh->head_hi);
-    if (max_msgs == 0)
-        max_msgs = 1;
+    uint64_t lo, hi;
+    head_load(sh, &lo, &hi);
     for (;;) {
-        uint64_t p = lo, cnt = 0, bytes = 0;
-        size_t n = 0;
-        while (n < max_msgs && p - lo < q->cap) {
-            struct shk_qrec *h = rec(q, p);
-            if (LDA(&h->pos) != p)
-                break;
-            uint64_t w = LDA(&h->word);
-            if (W_STATE(w) != SHK_QS_COMMITTED)
-                break;
-            uint64_t len = W_LEN(w);
-            uint32_t kind = W_KIND(w);
-            if (kind == SHK_QK_SKIP) {
-                cnt += W_OWN(w);
-                p += shk_qrec_size(len);
-                continue;
-            }
-            if (kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q))
-                return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
-                                (unsigned long long)p, kind, (unsigned long long)len);
-            if (n > 0 && bytes + len > max_bytes)
-                break;
-            msgs[n].pos = p;
-            msgs[n].len = len;
-            msgs[n].kind = kind;
-            n++;
-            cnt++;
-            bytes += len;
-            p += shk_qrec_size(len);
+        uint64_t p, cnt;
+        size_t n;
+        int r = scan(q, lo, msgs, max_msgs, max_bytes, 0, &p, &cnt, &n);
+        if (r == EAGAIN) {
+            head_load(sh, &lo, &hi);
+            continue;
         }
-        if (p == lo) {
-            if (LDA(&sh->closed) && LDA(&sh->tail_pos) == lo)
-                return shk_fail(SHK_ECLOSED, "queue is closed and empty");
-            return SHK_EEMPTY;
-        }
+        if (r)
+            return r;
+        if (p == lo)
+            return empty_or_closed(q, lo);
+        /* announced first: a repairer that sees the new head sees who is taking it */
         ST(&ms->take_end, p);
         STR(&ms->take_pos, lo);
         uint64_t start = lo;
-        if (cas16(&sh->head_pos, &lo, &hi, p,
-                  ((uint64_t)q->me << SHK_QOWNER_SHIFT) | (((hi & SHK_QCOUNT_MASK) + cnt) & SHK_QCOUNT_MASK))) {
+        if (cas16(&sh->head_pos, &lo, &hi, p, MKH(H_LAG(hi) + (p - lo), H_CNT(hi) + cnt))) {
             t->start = start;
             t->end = p;
             t->n = n;
             maybe_die(SHK_QDIE_AFTER_TAKE);
             if (n == 0) { /* only records of dead producers: give them back, look again */
                 shk_queue_finish(q, t);
-                lo = LDA(&sh->head_pos);
-                hi = LD(&sh->head_hi);
+                head_load(sh, &lo, &hi);
                 continue;
             }
             return 0;
@@ -749,15 +894,18 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
     }
 }
 
-/* Move free_pos over the run of CONSUMED records that starts there, with one CAS per
- * run.  Whoever needs space does this (producers, waiters, repairs); the CAS succeeding
- * proves that nobody reclaimed those records first, and CONSUMED is final until then. */
-static void reclaim_forward(struct shk_queue *q)
+/* Move the free position over the run of CONSUMED records that starts there (one CAS of
+ * the head pair per run: the lag shrinks).  Whoever needs space does this (producers,
+ * waiters, repairs); the CAS succeeding proves that nobody reclaimed those records first,
+ * and CONSUMED is final until then.  Returns the free position. */
+static uint64_t reclaim_forward(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
     for (;;) {
-        uint64_t f = LDA(&sh->free_pos), p = f;
-        while (p - f < q->cap) {
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        uint64_t f = hp - H_LAG(hi), p = f;
+        while (p < hp) {
             struct shk_qrec *h = rec(q, p);
             if (LDA(&h->pos) != p)
                 break;
@@ -766,9 +914,12 @@ static void reclaim_forward(struct shk_queue *q)
                 break;
             p += shk_qrec_size(W_LEN(w));
         }
-        if (p == f || __atomic_compare_exchange_n(&sh->free_pos, &f, p, 0, __ATOMIC_SEQ_CST,
-                                                  __ATOMIC_RELAXED))
-            return;
+        if (p == f)
+            return f;
+        if (p > hp)
+            return f; /* a stale record: leave it to the repair */
+        if (cas16(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (p - f), H_CNT(hi))))
+            return p;
     }
 }
 
@@ -777,20 +928,34 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     struct shk_queue_sh *sh = q->sh;
     if (t->end == t->start)
         return;
-    /* give the records back by marking them; the space is reclaimed by whoever needs
-     * it.  The announcement is cleared only after, so a repairer that finds it cleared
-     * also finds the records CONSUMED. */
-    for (uint64_t p = t->start; p < t->end;) {
-        struct shk_qrec *h = rec(q, p);
-        uint64_t w = LD(&h->word);
-        uint64_t size = shk_qrec_size(W_LEN(w));
-        if (p + size >= t->end)
-            publish_word(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
-        else
-            STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
-        p += size;
+    for (;;) {
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        if (hp - H_LAG(hi) == t->start) {
+            /* the oldest range: give it back by shrinking the lag, without writing to the
+             * ring (a write there would pull the line away from the producer that fills
+             * it next) */
+            if (cas16(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (t->end - t->start), H_CNT(hi))))
+                break;
+            continue;
+        }
+        /* an older range is still out: mark the records; the space is reclaimed by
+         * whoever needs it (reclaim_forward) */
+        for (uint64_t p = t->start; p < t->end;) {
+            struct shk_qrec *h = rec(q, p);
+            uint64_t w = LD(&h->word);
+            uint64_t size = shk_qrec_size(W_LEN(w));
+            if (p + size >= t->end)
+                publish_word(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+            else
+                STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+            p += size;
+        }
+        break;
     }
-    ST(&q->ms->take_pos, 0);
+    /* cleared only after: a repairer that finds the announcement cleared also finds the
+     * range given back or its records CONSUMED */
+    STR(&q->ms->take_pos, 0);
     ST(&q->ms->take_end, 0);
     wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
 }
@@ -811,21 +976,49 @@ static int data_ready(struct shk_queue *q)
     return LD(&sh->closed) != 0;
 }
 
-static int space_ready(struct shk_queue *q, uint64_t need)
+/* Room for a put now (bytes), or 0 when the message limit is reached; 1 + need when the
+ * queue is closed (the put fails at once) or a read was stale (the caller retries). */
+static uint64_t space_room(struct shk_queue *q, uint64_t need, uint64_t *freep)
 {
     struct shk_queue_sh *sh = q->sh;
     if (LD(&sh->closed))
-        return 1;
-    reclaim_forward(q);
-    uint64_t f = LDA(&sh->free_pos), t = LDA(&sh->tail_pos);
-    if (t < f || t + need - f > q->cap)
-        return t < f; /* t < f: stale read, let the caller retry */
+        return need + 1;
+    uint64_t f = reclaim_forward(q), t = LDA(&sh->tail_pos);
+    *freep = f;
+    if (t < f)
+        return need + 1;
     if (q->max_messages) {
-        uint64_t hc = LDA(&sh->head_hi) & SHK_QCOUNT_MASK, tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
-        if (((tc - hc) & SHK_QCOUNT_MASK) >= q->max_messages)
+        uint64_t hp, hh;
+        head_load(sh, &hp, &hh);
+        uint32_t tc = (uint32_t)LDA(&sh->tail_hi);
+        if ((uint32_t)(tc - H_CNT(hh)) >= q->max_messages)
             return 0;
     }
-    return 1;
+    return t - f >= q->cap ? 0 : q->cap - (t - f);
+}
+
+static int space_ready(struct shk_queue *q, uint64_t need)
+{
+    uint64_t f;
+    return space_room(q, need, &f) >= need;
+}
+
+/*
+ * The same for a waiting producer, with hysteresis: while consumers are still giving space
+ * back, it holds on until a good stretch is free (need + chunk) instead of taking each
+ * record's worth as it comes back: filling the ring right behind a consumer bounces the
+ * cache lines it is reading, and every look at the head pair takes that line away from
+ * the consumer that moves it.  Once the free position stops moving between two looks
+ * (nobody is consuming), whatever fits will do.
+ */
+static int space_ready_hyst(struct shk_queue *q, uint64_t need)
+{
+    uint64_t f = q->spin_free;
+    uint64_t room = space_room(q, need, &f);
+    uint64_t chunk = q->cap / 8 < SPACE_CHUNK ? q->cap / 8 : SPACE_CHUNK;
+    int stalled = f == q->spin_free;
+    q->spin_free = f;
+    return room >= need + chunk || (room >= need && stalled);
 }
 
 static int resv_ready(struct shk_queue *q)
@@ -854,17 +1047,28 @@ static void repair_if_stuck(struct shk_queue *q, int what)
         if (h == LDA(&sh->tail_pos))
             return; /* plainly empty */
     } else {
-        if (LDA(&sh->free_pos) == LDA(&sh->head_pos) &&
-            LDA(&sh->head_pos) == LDA(&sh->tail_pos))
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        if (H_LAG(hi) == 0 && hp == LDA(&sh->tail_pos))
             return;
     }
     shk_queue_repair(q);
 }
 
+/* A spinning waiter's look number i: spaced out while waiting for space. */
+static inline int spin_ready(struct shk_queue *q, int what, uint64_t need, unsigned i)
+{
+    if (what != SHK_QW_SPACE)
+        return ready(q, what, need);
+    if (i % SPACE_PACE)
+        return 0;
+    return space_ready_hyst(q, need);
+}
+
 int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins)
 {
     for (unsigned i = 0; i < spins; i++) {
-        if (ready(q, what, need))
+        if (spin_ready(q, what, need, i))
             return 1;
         shk_cpu_relax();
     }
@@ -882,8 +1086,8 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
     }
     if (budget) {
         for (unsigned round = 1;; round++) {
-            for (int i = 0; i < 32; i++) {
-                if (ready(q, what, need))
+            for (unsigned i = 0; i < 32; i++) {
+                if (spin_ready(q, what, need, i))
                     return 0;
                 shk_cpu_relax();
             }
@@ -995,15 +1199,15 @@ int shk_queue_is_closed(struct shk_queue *q)
 
 uint64_t shk_queue_depth(struct shk_queue *q)
 {
-    uint64_t hc = LDA(&q->sh->head_hi) & SHK_QCOUNT_MASK;
-    uint64_t tc = LDA(&q->sh->tail_hi) & SHK_QCOUNT_MASK;
-    return (tc - hc) & SHK_QCOUNT_MASK;
+    uint64_t hp, hh;
+    head_load(q->sh, &hp, &hh); /* first: every message taken was claimed before */
+    uint32_t tc = (uint32_t)LDA(&q->sh->tail_hi);
+    return (uint32_t)(tc - H_CNT(hh));
 }
 
 uint64_t shk_queue_bytes_used(struct shk_queue *q)
 {
-    reclaim_forward(q);
-    uint64_t f = LDA(&q->sh->free_pos), t = LDA(&q->sh->tail_pos);
+    uint64_t f = reclaim_forward(q), t = LDA(&q->sh->tail_pos);
     return t > f ? t - f : 0;
 }
 
@@ -1020,9 +1224,11 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     memset(st, 0, sizeof *st);
     st->capacity = q->cap;
     st->max_messages = q->max_messages;
-    uint64_t hc = LDA(&sh->head_hi) & SHK_QCOUNT_MASK;
+    uint64_t hp, hh;
+    head_load(sh, &hp, &hh); /* first: every message taken was claimed before */
     uint64_t tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
-    st->depth = (tc - hc) & SHK_QCOUNT_MASK;
+    st->depth = (uint32_t)((uint32_t)tc - H_CNT(hh));
+    uint64_t hc = tc - st->depth; /* messages taken, at the full width of the tail count */
     st->bytes_used = shk_queue_bytes_used(q);
     st->waits = LD(&sh->retired_waits);
     st->dropped_gets = LD(&sh->retired_drops);
@@ -1135,7 +1341,7 @@ int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     if (c != MKR(SHK_QR_RESERVED, q->me, gen))
         return shk_fail(EINVAL, "commit(): the reservation was already committed or released");
     struct shk_qref ref = {index, gen, LD(&e->len)};
-    uint64_t size = shk_qrec_size(sizeof ref), pos;
+    uint64_t size = shk_qrec_size(sizeof ref), pos = 0;
     int r = claim(q, NULL, NULL, &size, &pos);
     if (r)
         return r;
@@ -1253,7 +1459,9 @@ static int repair_free_locked(struct shk_queue *q)
     int repaired = 0;
     for (int guard = 0; guard < 1 << 20; guard++) {
         reclaim_forward(q);
-        uint64_t f = LDA(&sh->free_pos), hd = LDA(&sh->head_pos);
+        uint64_t hd, hh;
+        head_load(sh, &hd, &hh);
+        uint64_t f = hd - H_LAG(hh);
         if (f == hd)
             break;
         struct shk_qrec *r = rec(q, f);
@@ -1273,9 +1481,13 @@ static int repair_free_locked(struct shk_queue *q)
         }
         if (live)
             break;
-        /* a COMMITTED record cannot be reclaimed, so its payload is still there; the
-         * 16-byte CAS (word and position) fails if its consumer was alive after all and
-         * gave it back meanwhile */
+        /* a consumer that gave its range back by shrinking the lag cleared its
+         * announcement only after: found cleared, the free position has moved */
+        if (free_load(sh) != f)
+            continue;
+        /* so the record is still taken and still there (a taken record cannot be
+         * reclaimed); the 16-byte CAS (word and position) fails if its consumer was alive
+         * after all and marked it CONSUMED meanwhile */
         struct shk_qref ref = {SHK_QUEUE_RESV, 0, 0};
         if (W_KIND(w) == SHK_QK_REF && W_LEN(w) == sizeof ref)
             shk_queue_read(q, f, 0, &ref, sizeof ref);
@@ -1303,13 +1515,13 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     int repaired = 0;
     /* its latest producer claim */
     uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
-    if (sz && p >= LDA(&sh->free_pos)) {
+    if (sz && p >= free_load(sh)) {
         struct shk_qrec *r = rec(q, p);
         if (LDA(&r->pos) != p) {
             uint64_t tlo, thi;
             load16(&sh->tail_pos, &tlo, &thi);
             if (tlo == p + sz && (uint32_t)(thi >> SHK_QOWNER_SHIFT) == owner &&
-                LDA(&r->pos) != p && p >= LDA(&sh->free_pos)) {
+                LDA(&r->pos) != p && p >= free_load(sh)) {
                 ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
                 STR(&r->pos, p);
                 add_pdrops(q, n);
@@ -1352,7 +1564,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
             uint64_t rp = LD(&e->reserved);
             struct shk_qrec *h = rec(q, rp);
             uint64_t w = LDA(&h->word);
-            int in_ring = rp >= LDA(&sh->free_pos) && LDA(&h->pos) == rp &&
+            int in_ring = rp >= free_load(sh) && LDA(&h->pos) == rp &&
                           W_KIND(w) == SHK_QK_REF && W_STATE(w) == SHK_QS_COMMITTED;
             if (!in_ring && resv_free(q, i, c) == 0)
                 repaired++;

@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "layout.h"
@@ -43,8 +44,9 @@ struct shk_queue {
     uint32_t slot;              /* member slot index, SHK_QNOSLOT when none */
     uint32_t me;                /* slot + 1: the owner id written into shared words */
     struct shk_qslot *ms;       /* my slot */
-    uint64_t free_cache;        /* producer: last free_pos seen */
-    uint64_t hcount_cache;      /* producer: last head message count seen */
+    uint64_t free_cache;        /* producer: last free position seen */
+    uint64_t hcount_cache;      /* producer: last head message count seen (low 32 bits) */
+    uint64_t spin_free;         /* waiting producer: the free position at its last look */
     uint64_t spin_ns;           /* spin budget before sleeping (upper bound) */
     uint64_t spin_cur;          /* adaptive budget, 0 .. spin_ns */
     unsigned contended;         /* waits left that skip spinning (CPUs oversubscribed) */
@@ -64,7 +66,11 @@ void shk_queue_release(struct shk_queue *q);
 int shk_queue_register(struct shk_queue *q);
 
 /* Current fork generation (bumped in the child by pthread_atfork). */
-unsigned shk_queue_fork_gen(void);
+extern unsigned shk_queue_fork_generation;
+static inline unsigned shk_queue_fork_gen(void)
+{
+    return shk_queue_fork_generation;
+}
 
 static inline int shk_queue_ensure(struct shk_queue *q)
 {
@@ -96,6 +102,9 @@ struct shk_qpart {
 int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts,
                   uint32_t kind);
 
+/* The same for one DATA message of one part (the common case, without the generality). */
+int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len);
+
 /* Put msgs[0..n) as n messages with as few claims as possible; *done gets how many were
  * put (possibly fewer than n when space ran out: then SHK_EFULLQ if *done == 0, else 0).
  * A message that can never fit gives SHK_ETOOBIG with *done = its index. */
@@ -122,8 +131,43 @@ struct shk_qtake {
 int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                    uint64_t max_bytes, struct shk_qtake *t);
 
+/*
+ * Copy first, take after (the fast way for messages the caller copies out): look at up to
+ * max_msgs committed messages at the head without taking them (as shk_queue_take, but
+ * stopping before a REF record that is not the first), copy them out, then take them with
+ * shk_queue_take_peeked, which moves the head and gives the space back in one CAS.  While
+ * a message is not taken it cannot be reclaimed, so the copy is good if the take succeeds;
+ * EAGAIN means another consumer took them first: drop the copies and look again.
+ *
+ * This works only when no other range is taken and not yet given back (pk->direct)
+ * and for messages the caller does not need to accept first (not REF): otherwise take them
+ * with shk_queue_take / shk_queue_finish.  A consumer killed before the take loses nothing;
+ * after it, the messages were already in its memory (they count as gets).
+ */
+struct shk_qpeek {
+    uint64_t lo, hi;            /* the head pair seen */
+    uint64_t end;               /* position after the messages looked at */
+    uint64_t cnt;               /* messages they stand for (SKIP records count theirs) */
+    size_t n;                   /* messages in msgs[] */
+    int direct;                 /* nothing else is out: shk_queue_take_peeked may take them */
+};
+
+int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                   uint64_t max_bytes, struct shk_qpeek *pk);
+int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk);
+
 /* Copy n payload bytes of the record at pos, from byte `at` of its payload. */
-void shk_queue_read(struct shk_queue *q, uint64_t pos, uint64_t at, void *dst, uint64_t n);
+static inline void shk_queue_read(struct shk_queue *q, uint64_t pos, uint64_t at, void *dst,
+                                  uint64_t n)
+{
+    uint64_t o = (pos + SHK_QREC_HDR + at) & q->mask, first = q->cap - o;
+    if (n <= first) {
+        memcpy(dst, q->ring + o, n);
+    } else {
+        memcpy(dst, q->ring + o, first);
+        memcpy((uint8_t *)dst + first, q->ring, n - first);
+    }
+}
 
 /* Give a taken range back (the space becomes reusable). */
 void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t);
@@ -193,7 +237,8 @@ enum {
     SHK_QDIE_AFTER_CLAIM = 1,   /* tail claimed, no header written */
     SHK_QDIE_MID_COPY = 2,      /* headers CLAIMED, half the payload copied */
     SHK_QDIE_AFTER_TAKE = 3,    /* head claimed, nothing given back */
-    SHK_QDIE_AFTER_RESERVE = 4  /* zero-copy block reserved, never committed */
+    SHK_QDIE_AFTER_RESERVE = 4, /* zero-copy block reserved, never committed */
+    SHK_QDIE_COPIED = 5         /* copy-first get: payload copied out, head not moved */
 };
 void shk_queue_debug_die(int where);
 
