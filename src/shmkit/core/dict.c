@@ -791,7 +791,7 @@ static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, u
     return 1;
 }
 
-static void count_lookup(struct shk_dict *d, int hit)
+static inline void count_lookup(struct shk_dict *d, int hit)
 {
     if (hit)
         d->hits++;
@@ -919,24 +919,53 @@ int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use)
     return 0;
 }
 
+/*
+ * The lookup of the hot path in one pass: chain walk, checks, copy, validation.  Short
+ * values (that fit `cap`, in the item's first run) cost one memcpy from the item.
+ */
 int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
                  uint64_t cap, struct shk_dict_found *f)
 {
-    struct shk_dict_view v;
+    struct sc c;
+    sc_init(&c, d, shk_dict_shard_of(d, k));
+    struct shk_dict_shard *sh = c.sh;
     for (int attempt = 0; attempt < READ_TRIES; attempt++) {
-        int r = shk_dict_view_begin(d, k, allow_stale, &v);
-        if (r)
-            return r;
-        int fits = v.f.vtype == SHK_DV_LIST || v.f.len <= cap;
-        if (v.f.vtype != SHK_DV_LIST && fits)
-            shk_dict_view_copy(d, &v, buf);
-        r = shk_dict_view_end(d, &v, fits); /* too small a buffer: counted on the retry */
-        if (r == EAGAIN)
+        uint32_t s1 = RDA(sh->seq);
+        if (UNLIKELY(s1 & 1)) {
+            for (int i = 0; i < 32; i++)
+                shk_cpu_relax();
             continue;
-        if (r)
-            return r;
+        }
+        struct hit h;
+        struct shk_dict_view v;
+        int fits = 0;
+        int r = find(&c, k, &h);
+        if (r == 1)
+            r = view_fill(&c, &h, allow_stale, &v);
+        if (r == 1) {
+            fits = v.f.vtype == SHK_DV_LIST || v.f.len <= cap;
+            if (v.f.vtype != SHK_DV_LIST && fits) {
+                if (LIKELY(v.f.len <= v.room))
+                    memcpy(buf, v.val, v.f.len); /* bounded by the item, itself in the shard */
+                else if (read_bytes(&c, v.val, v.room, v.frag, buf, v.f.len))
+                    r = INCONSISTENT;
+            }
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (RD(sh->seq) != s1)
+            continue;
+        if (UNLIKELY(r == INCONSISTENT))
+            return CORRUPT("dict shard %u: %s", c.s, c.why);
+        if (r == 0) {
+            count_lookup(d, 0);
+            return SHK_ENOTFOUND;
+        }
         *f = v.f;
-        return fits ? 0 : ENOBUFS;
+        if (!fits)
+            return ENOBUFS; /* counted when the caller comes back with room */
+        ref_touch(&c, h.ci);
+        count_lookup(d, 1);
+        return 0;
     }
     return EAGAIN;
 }

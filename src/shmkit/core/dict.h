@@ -174,13 +174,52 @@ int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64
 int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
                   uint32_t nshards, int flags, int *created);
 
-/* Fill a key without checks (the caller validated type and length; see shk_dict_key). */
+/* The n <= 8 bytes at p as a little-endian number, zero-padded on top, without reading
+ * a byte outside [p, p + n) (two overlapping loads instead of a loop). */
+static inline uint64_t shk_dict_le_upto8(const uint8_t *p, size_t n)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n >= 4) {
+        uint32_t lo, hi;
+        __builtin_memcpy(&lo, p, 4);
+        __builtin_memcpy(&hi, p + n - 4, 4);
+        return (uint64_t)lo | ((uint64_t)hi << (8 * (n - 4)));
+    }
+    if (n == 0)
+        return 0;
+    return (uint64_t)p[0] | ((uint64_t)p[n / 2] << (8 * (n / 2))) |
+           ((uint64_t)p[n - 1] << (8 * (n - 1)));
+#else
+    return shk_dict_le_tail(p, n);
+#endif
+}
+
+/* Fill a key without checks (the caller validated type and length; see shk_dict_key).
+ * Keys shorter than 16 bytes (the common case) are read once, as two words that serve
+ * both the hash (the same function as shk_dict_hash, specialised) and the comparison. */
 static inline void shk_dict_key_fill(struct shk_dkey *k, uint8_t type, const void *data,
                                      uint32_t len)
 {
-    k->data = (const uint8_t *)data;
+    const uint8_t *p = (const uint8_t *)data;
+    k->data = p;
     k->len = len;
     k->type = type;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (__builtin_expect(len < 16, 1)) {
+        uint64_t a, b = 0;
+        if (len > 8) {
+            __builtin_memcpy(&a, p, 8);
+            b = shk_dict_le_upto8(p + 8, len - 8);
+        } else {
+            a = shk_dict_le_upto8(p, len);
+        }
+        k->head[0] = a;
+        k->head[1] = b;
+        uint64_t h = shk_dict_mum(SHK_DICT_SEED ^ type, SHK_DICT_K0 ^ (uint64_t)len);
+        k->hash = shk_dict_mum(a ^ SHK_DICT_K1, b ^ h ^ SHK_DICT_K2);
+        return;
+    }
+#endif
     k->hash = shk_dict_hash_inline(type, data, len);
     k->head[0] = k->head[1] = 0;
     __builtin_memcpy(k->head, data, len < 16 ? len : 16);
