@@ -919,16 +919,34 @@ int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use)
     return 0;
 }
 
+/* Copy a short value with fixed-size moves (no call): both sides have room for them. */
+static inline void copy_value(void *dst, uint64_t cap, const uint8_t *src, uint64_t room,
+                              uint64_t len)
+{
+    if (len <= 16 && room >= 16 && cap >= 16)
+        __builtin_memcpy(dst, src, 16);
+    else if (len <= 64 && room >= 64 && cap >= 64)
+        __builtin_memcpy(dst, src, 64);
+    else
+        memcpy(dst, src, len);
+}
+
 /*
- * The lookup of the hot path in one pass: chain walk, checks, copy, validation.  Short
- * values (that fit `cap`, in the item's first run) cost one memcpy from the item.
+ * The lookup of the hot path in one pass: chain walk, checks, copy, validation.  A short
+ * value (that fits `cap`, in the item's first run) costs a few moves from the item; the
+ * rest (fragments, errors) leaves the straight line.
  */
 int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
                  uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    struct shk_dict_shard *sh = c.sh;
+    const uint32_t s = shk_dict_shard_of(d, k);
+    struct shk_dict_shard *sh = &d->shards[s];
+    uint8_t *blk = d->data0 + (uint64_t)s * d->stride;
+    const uint32_t *bkt = (const uint32_t *)blk + bucket_of(d, k->hash);
+    uint8_t *cells = blk + d->cells_off;
+    const uint32_t n = d->ncells, tag = (uint32_t)k->hash, klen = k->len;
+    const uint64_t voff = ITEM_HDR + round8(klen);
+    const char *why = NULL;
     for (int attempt = 0; attempt < READ_TRIES; attempt++) {
         uint32_t s1 = RDA(sh->seq);
         if (UNLIKELY(s1 & 1)) {
@@ -936,36 +954,103 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
                 shk_cpu_relax();
             continue;
         }
-        struct hit h;
-        struct shk_dict_view v;
-        int fits = 0;
-        int r = find(&c, k, &h);
-        if (r == 1)
-            r = view_fill(&c, &h, allow_stale, &v);
-        if (r == 1) {
-            fits = v.f.vtype == SHK_DV_LIST || v.f.len <= cap;
-            if (v.f.vtype != SHK_DV_LIST && fits) {
-                if (LIKELY(v.f.len <= v.room))
-                    memcpy(buf, v.val, v.f.len); /* bounded by the item, itself in the shard */
-                else if (read_bytes(&c, v.val, v.room, v.frag, buf, v.f.len))
-                    r = INCONSISTENT;
+        uint32_t idx = RDA(*bkt), guard = n, ci = 0;
+        struct shk_ditem *it = NULL;
+        int found = 0, fits = 0, stale = 0;
+        while (idx) {
+            ci = idx - 1;
+            if (UNLIKELY(ci >= n - 1)) {
+                why = "a bucket chain points outside the shard";
+                goto torn;
+            }
+            it = (struct shk_ditem *)(cells + (uint64_t)ci * CELL);
+            /* the value usually spills into the next cache line: ask for it now */
+            __builtin_prefetch((const uint8_t *)it + 64);
+            if (RD(it->tag) == tag && RD(it->klen) == klen && RD(it->ktype) == k->type) {
+                uint32_t nc = RD(it->ncells);
+                if (UNLIKELY(nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
+                    why = "an item's length does not fit the shard";
+                    goto torn;
+                }
+                if (key_equal(k, (const uint8_t *)(it + 1))) {
+                    found = 1;
+                    break;
+                }
+            }
+            idx = RDA(it->next);
+            if (UNLIKELY(!guard--)) {
+                why = "a bucket chain loops";
+                goto torn;
+            }
+        }
+        if (found) {
+            uint64_t expire = RD(it->expire);
+            if (expire && expire <= shk_dict_now(d)) {
+                stale = 1;
+                found = allow_stale;
+            }
+        }
+        if (found) {
+            uint8_t vt = RD(it->vtype);
+            uint32_t vlen = RD(it->vlen), nc = RD(it->ncells), frag = RD(it->frag);
+            if (UNLIKELY(!vtype_valid(vt) || nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
+                why = "an item has an unknown value type or runs past the shard";
+                goto torn;
+            }
+            const uint8_t *val = (const uint8_t *)it + voff;
+            uint64_t room = (uint64_t)nc * CELL - voff;
+            f->vtype = vt;
+            f->flags = RD(it->flags);
+            f->expire = RD(it->expire);
+            f->version = RD(it->version);
+            f->stale = stale;
+            if (vt == SHK_DV_LIST) {
+                if (UNLIKELY(room < sizeof(struct shk_dlist))) {
+                    why = "a list item is too short for its list header";
+                    goto torn;
+                }
+                f->len = RD(((const struct shk_dlist *)val)->count);
+                fits = 1;
+            } else {
+                if (UNLIKELY((uint64_t)vlen > (uint64_t)n * CELL || (vlen > room && !frag) ||
+                             ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8)))) {
+                    why = "a value's length does not fit its item";
+                    goto torn;
+                }
+                f->len = vlen;
+                fits = vlen <= cap;
+                if (fits && LIKELY(vlen <= room)) {
+                    copy_value(buf, cap, val, room, vlen);
+                } else if (fits) { /* continued in fragments */
+                    struct sc c;
+                    sc_init(&c, d, s);
+                    if (read_bytes(&c, val, room, frag, buf, vlen)) {
+                        why = c.why;
+                        goto torn;
+                    }
+                }
             }
         }
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (RD(sh->seq) != s1)
+        if (UNLIKELY(RD(sh->seq) != s1))
             continue;
-        if (UNLIKELY(r == INCONSISTENT))
-            return CORRUPT("dict shard %u: %s", c.s, c.why);
-        if (r == 0) {
+        if (!found) {
             count_lookup(d, 0);
             return SHK_ENOTFOUND;
         }
-        *f = v.f;
         if (!fits)
             return ENOBUFS; /* counted when the caller comes back with room */
-        ref_touch(&c, h.ci);
+        uint64_t bit = 1ull << (ci & 63); /* CLOCK: used (set once, by the first reader) */
+        uint64_t *w = (uint64_t *)(blk + d->ref_off) + (ci >> 6);
+        if (!(RD(*w) & bit))
+            __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
         count_lookup(d, 1);
         return 0;
+    torn: /* bytes that make no sense: a writer moved them, or they are corrupt */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (RD(sh->seq) != s1)
+            continue;
+        return CORRUPT("dict shard %u: %s", s, why);
     }
     return EAGAIN;
 }
