@@ -1526,7 +1526,11 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     struct shk_dict_shard *sh = c->sh;
     struct shk_ditem *it = h->it;
     uint32_t nc = it->ncells;
-    memcpy(c->undo, it, (uint64_t)nc * CELL);
+    if (nc <= 4 && h->ci + 4 <= c->n) /* small items (most): fixed-size moves, no call */
+        __builtin_memcpy(c->undo, it, 4 * CELL); /* the undo area has room; cells past the
+                                                    item are copied, never restored */
+    else
+        memcpy(c->undo, it, (uint64_t)nc * CELL);
     sh->undo_ncells = nc;
     PUBLISH(sh->undo_cell, h->ci + 1); /* from here on a crash restores the old bytes */
     c->published = 1;
@@ -1537,7 +1541,8 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     it->vtype = vtype;
     it->version = ++sh->version;
     crash_point(c, SHK_DCRASH_MID_INPLACE);
-    memcpy((uint8_t *)it + ITEM_HDR + round8(it->klen), data, len);
+    uint64_t room = (uint64_t)nc * CELL - ITEM_HDR - round8(it->klen);
+    copy_value((uint8_t *)it + ITEM_HDR + round8(it->klen), room, data, len, len);
     PUBLISH(sh->undo_cell, 0);
     if (old_expire)
         sh->ttl_items--;
