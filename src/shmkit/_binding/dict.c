@@ -469,7 +469,9 @@ static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_st
         double f;
         uint8_t b[STACK_BUF];
     } local;
-    int r = shk_dict_get(&self->d, k, allow_stale, local.b, sizeof local, f);
+    int r = allow_stale ? SHK_DICT_SLOW : shk_dict_get_fast(&self->d, k, local.b, sizeof local, f);
+    if (r == SHK_DICT_SLOW)
+        r = shk_dict_get(&self->d, k, allow_stale, local.b, sizeof local, f);
     if (__builtin_expect(r == 0, 1)) {
         switch (f->vtype) {
         case SHK_DV_BYTES:

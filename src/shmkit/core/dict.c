@@ -73,7 +73,7 @@
 #define MIN_SHARD_CELLS 64
 #define DEFAULT_SHARD_BYTES (1u << 20)
 #define DEFAULT_MAX_SHARDS 64u
-#define COUNT_PUBLISH_EVERY 1024
+#define COUNT_PUBLISH_EVERY SHK_DICT_COUNT_EVERY
 
 static inline uint64_t round8(uint64_t n)
 {

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "errors.h"
 #include "layout.h"
 #include "zone.h"
 
@@ -288,6 +289,109 @@ int shk_dict_view_begin(struct shk_dict *d, const struct shk_dkey *k, int allow_
                         struct shk_dict_view *v);
 void shk_dict_view_copy(struct shk_dict *d, struct shk_dict_view *v, void *dst);
 int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use);
+
+/*
+ * The plainest lookup, inline for the binding's hot path: a short key (1..15 bytes) whose
+ * item is one of the first few of its chain, has no expiry, and holds a value of at most
+ * `cap` bytes in its first run.  0: found, validated, copied to buf (f filled, hit counted,
+ * item marked used); SHK_ENOTFOUND: validated miss (counted); SHK_DICT_SLOW: anything
+ * else (a writer busy, a long key or chain, an expiry, a list, fragments, odd bytes, no
+ * room): call shk_dict_get, which handles every case.  Same protocol as shk_dict_get
+ * (dict.c): seq sampled even, everything read bounds-checked against the shard, the
+ * result kept only if seq did not move.  Item words are read whole (8 bytes at their
+ * 8-aligned offsets, layout.h), so this is for little-endian machines only.
+ */
+#define SHK_DICT_SLOW 1
+#define SHK_DICT_COUNT_EVERY 1024u  /* lookups between two additions to the shared counts */
+typedef uint64_t __attribute__((may_alias)) shk_dict_word;
+void shk_dict_publish_counts(struct shk_dict *d);
+
+static inline uint64_t shk_dict_word_at(const uint8_t *p)
+{
+    return __atomic_load_n((const shk_dict_word *)p, __ATOMIC_RELAXED);
+}
+
+static inline void shk_dict_count_fast(struct shk_dict *d, int hit)
+{
+    if (hit)
+        d->hits++;
+    else
+        d->misses++;
+    if (__builtin_expect(((d->hits + d->misses) & (SHK_DICT_COUNT_EVERY - 1)) == 0, 0))
+        shk_dict_publish_counts(d);
+}
+
+static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k, void *buf,
+                                    uint32_t cap, struct shk_dict_found *f)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint32_t hi = (uint32_t)(k->hash >> 32), s = hi & (d->nshards - 1);
+    struct shk_dict_shard *sh = &d->shards[s];
+    uint8_t *blk = d->data0 + (uint64_t)s * d->stride;
+    const uint8_t *cells = blk + d->cells_off;
+    const uint32_t n = d->ncells, klen = k->len;
+    const uint64_t want = (uint64_t)klen | ((uint64_t)k->type << 16);
+    const uint64_t voff = sizeof(struct shk_ditem) + ((klen + 7u) & ~7u);
+    if (klen - 1u >= 15u) /* empty or 16 bytes and more */
+        return SHK_DICT_SLOW;
+    uint32_t seq = __atomic_load_n(&sh->seq, __ATOMIC_ACQUIRE);
+    if (seq & 1)
+        return SHK_DICT_SLOW;
+    const uint32_t *bucket = (const uint32_t *)blk + ((hi >> d->shard_bits) & (d->nbuckets - 1));
+    uint32_t idx = __atomic_load_n(bucket, __ATOMIC_ACQUIRE);
+    for (int hop = 0; hop < 4 && idx; hop++) {
+        uint32_t ci = idx - 1;
+        if (ci >= n - 1) /* an item needs two cells */
+            return SHK_DICT_SLOW;
+        const uint8_t *it = cells + (uint64_t)ci * SHK_DICT_CELL;
+        __builtin_prefetch(it + 64);
+        uint64_t w0 = shk_dict_word_at(it);      /* next | tag << 32 */
+        uint64_t w5 = shk_dict_word_at(it + 40); /* klen | ktype << 16 | vtype << 24 | version << 32 */
+        if ((uint32_t)(w0 >> 32) == (uint32_t)k->hash && (w5 & 0xffffffu) == want &&
+            shk_dict_word_at(it + 48) == k->head[0] &&
+            (klen <= 8 || shk_dict_word_at(it + 56) == k->head[1])) {
+            uint64_t expire = shk_dict_word_at(it + 16);
+            uint64_t w3 = shk_dict_word_at(it + 24); /* ncells | frag << 32 */
+            uint64_t w4 = shk_dict_word_at(it + 32); /* vlen | flags << 32 */
+            uint32_t nc = (uint32_t)w3, vlen = (uint32_t)w4;
+            uint8_t vt = (uint8_t)(w5 >> 24);
+            if (expire || (w3 >> 32) || vt < SHK_DV_BYTES || vt >= SHK_DV_LIST || nc < 2 ||
+                nc > n - ci || voff + vlen > (uint64_t)nc * SHK_DICT_CELL || vlen > cap ||
+                ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && vlen != 8))
+                return SHK_DICT_SLOW;
+            if (vlen <= 64 && cap >= 64 && voff + 64 <= (uint64_t)nc * SHK_DICT_CELL)
+                __builtin_memcpy(buf, it + voff, 64); /* inside the item: fixed-size moves */
+            else
+                __builtin_memcpy(buf, it + voff, vlen);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+                return SHK_DICT_SLOW;
+            f->vtype = vt;
+            f->flags = (uint32_t)(w4 >> 32);
+            f->len = vlen;
+            f->expire = 0;
+            f->version = (uint32_t)(w5 >> 32);
+            f->stale = 0;
+            uint64_t *ref = (uint64_t *)(blk + d->ref_off) + (ci >> 6), bit = 1ull << (ci & 63);
+            if (!(__atomic_load_n(ref, __ATOMIC_RELAXED) & bit)) /* CLOCK: used */
+                __atomic_fetch_or(ref, bit, __ATOMIC_RELAXED);
+            shk_dict_count_fast(d, 1);
+            return 0;
+        }
+        idx = (uint32_t)w0;
+    }
+    if (idx)
+        return SHK_DICT_SLOW;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+        return SHK_DICT_SLOW;
+    shk_dict_count_fast(d, 0);
+    return SHK_ENOTFOUND;
+#else
+    (void)d, (void)k, (void)buf, (void)cap, (void)f;
+    return SHK_DICT_SLOW;
+#endif
+}
 
 /* Look up k: 0 (found, *f filled, bytes copied if they fit), ENOBUFS (found, f->len says
  * how much room it needs), SHK_ENOTFOUND, EAGAIN (shard busy: use the _locked twin),
