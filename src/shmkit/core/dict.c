@@ -710,7 +710,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
         /* the key and value usually spill into the next two cache lines: ask for them
          * now, in parallel with the header's miss, rather than after it */
         __builtin_prefetch((const uint8_t *)it + 64);
-        __builtin_prefetch((const uint8_t *)it + 128);
+        __builtin_prefetch((const uint8_t *)it + 127); /* a 4-cell item may span 3 lines */
         if (RD(it->tag) == tag && RD(it->klen) == k->len && RD(it->ktype) == k->type) {
             uint32_t nc = RD(it->ncells);
             if (nc < 2 || nc > c->n - ci || ITEM_HDR + round8(k->len) > (uint64_t)nc * CELL) {
@@ -964,8 +964,10 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
                 goto torn;
             }
             it = (struct shk_ditem *)(cells + (uint64_t)ci * CELL);
-            /* the value usually spills into the next cache line: ask for it now */
+            /* the value usually spills into the next cache lines (items are 32-byte
+             * aligned: a 128-byte one spans 3 lines half of the time): ask for them now */
             __builtin_prefetch((const uint8_t *)it + 64);
+            __builtin_prefetch((const uint8_t *)it + 127);
             if (RD(it->tag) == tag && RD(it->klen) == klen && RD(it->ktype) == k->type) {
                 uint32_t nc = RD(it->ncells);
                 if (UNLIKELY(nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {

@@ -344,7 +344,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
         if (ci >= n - 1) /* an item needs two cells */
             return SHK_DICT_SLOW;
         const uint8_t *it = cells + (uint64_t)ci * SHK_DICT_CELL;
-        __builtin_prefetch(it + 64);
+        __builtin_prefetch(it + 64); /* the rest of a 128-byte item: 2 or 3 lines */
+        __builtin_prefetch(it + 127);
         uint64_t w0 = shk_dict_word_at(it);      /* next | tag << 32 */
         uint64_t w5 = shk_dict_word_at(it + 40); /* klen | ktype << 16 | vtype << 24 | version << 32 */
         if ((uint32_t)(w0 >> 32) == (uint32_t)k->hash && (w5 & 0xffffffu) == want &&
