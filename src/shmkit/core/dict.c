@@ -73,6 +73,7 @@
 #define MIN_SHARD_CELLS 64
 #define DEFAULT_SHARD_BYTES (1u << 20)
 #define DEFAULT_MAX_SHARDS 64u
+#define DEFAULT_MIN_SHARDS 8u
 #define COUNT_PUBLISH_EVERY SHK_DICT_COUNT_EVERY
 
 static inline uint64_t round8(uint64_t n)
@@ -263,6 +264,29 @@ static uint32_t pow2_floor(uint64_t n)
     return p;
 }
 
+/*
+ * Shards exist so that writers in different processes do not wait for each other: two
+ * per CPU (rounded up to a power of two) keep collisions rare.  More than that only
+ * costs: the items stored one after another end up in as many separate places as there
+ * are shards (a read in the order of the writes, the common bulk-load-then-read, then
+ * walks that many interleaved streams, which defeats the hardware prefetcher and the
+ * TLB), eviction is decided per shard (less like global LRU), and a shard bounds the
+ * largest item.  So: max(8, 2 x CPUs) rounded up, at most 64, and at most one per MiB.
+ */
+uint32_t shk_dict_default_shards(uint64_t capacity)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t want = cpus > 0 ? 2 * (uint64_t)cpus : 8;
+    if (want < DEFAULT_MIN_SHARDS)
+        want = DEFAULT_MIN_SHARDS;
+    uint32_t n = 1;
+    while (n < want && n < DEFAULT_MAX_SHARDS)
+        n *= 2;
+    uint64_t by_size = capacity / DEFAULT_SHARD_BYTES;
+    uint32_t cap_n = pow2_floor(by_size ? by_size : 1);
+    return n < cap_n ? n : cap_n;
+}
+
 int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry *g)
 {
     memset(g, 0, sizeof *g);
@@ -270,12 +294,8 @@ int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry 
     if (capacity < min_cap)
         return shk_fail(EINVAL, "dict capacity %llu is below the minimum of %llu bytes",
                         (unsigned long long)capacity, (unsigned long long)min_cap);
-    if (nshards == 0) {
-        uint64_t want = capacity / DEFAULT_SHARD_BYTES;
-        nshards = pow2_floor(want ? want : 1);
-        if (nshards > DEFAULT_MAX_SHARDS)
-            nshards = DEFAULT_MAX_SHARDS;
-    }
+    if (nshards == 0)
+        nshards = shk_dict_default_shards(capacity);
     if (nshards > SHK_DICT_MAX_SHARDS || (nshards & (nshards - 1)))
         return shk_fail(EINVAL, "dict shards must be a power of two from 1 to %u, not %u",
                         SHK_DICT_MAX_SHARDS, nshards);

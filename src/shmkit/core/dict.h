@@ -160,8 +160,10 @@ struct shk_dict_geometry {
     uint64_t cells_off;
 };
 
-/* Lay out a dict of `capacity` bytes of cells in `nshards` shards (0: a default from
- * the capacity). EINVAL with detail for impossible values. */
+/* The shard count of a dict created without one (dict.c says why). */
+uint32_t shk_dict_default_shards(uint64_t capacity);
+/* Lay out a dict of `capacity` bytes of cells in `nshards` shards (0: the default).
+ * EINVAL with detail for impossible values. */
 int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry *g);
 /* Write a fresh dict over mem[0, g->total_size) (zeroed memory). */
 int shk_dict_format(void *mem, const struct shk_dict_geometry *g);
