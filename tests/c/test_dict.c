@@ -469,12 +469,20 @@ static void test_crash_points(void)
                 /* a big value forces eviction; the first variant replaces, others insert;
                  * 104 bytes take the cells of the old 100: an update in place */
                 uint64_t len = point == SHK_DCRASH_MID_INPLACE ? 104 : variant == 1 ? 3000 : 300;
+                if (point == SHK_DCRASH_MID_INPLACE && variant == 1) { /* the binding's way */
+                    uint32_t cs = shk_dict_shard_of(&d, &ck);
+                    shk_dict_lock(&d, cs);
+                    if (shk_dict_set_fast_locked(&d, &ck, SHK_DV_BYTES, v, len) == SHK_DICT_SLOW)
+                        _exit(3); /* the fast path must take this one */
+                    shk_dict_unlock(&d, cs);
+                }
                 shk_dict_store(&d, &ck, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET, 0, &ev);
                 shk_dict_delete(&d, &ck);
                 _exit(0); /* this point is not on the path: no crash */
             }
             int status;
             waitpid(pid, &status, 0);
+            CHECK(!WIFEXITED(status) || WEXITSTATUS(status) == 0);
             /* the next process carries on */
             mkkey(&k, kb, 1000);
             struct shk_dict_found f;
@@ -680,7 +688,7 @@ static void test_fast_path(void)
     d.clock_ms = 1000000;
     static uint8_t v[4096], a[4096], b[4096];
     unsigned seed = 31337;
-    int answered = 0, deferred = 0;
+    int answered = 0, deferred = 0, fast_sets = 0;
     for (int step = 0; step < 20000; step++) {
         seed = seed * 1103515245u + 12345u;
         char kb[32];
@@ -701,8 +709,24 @@ static void test_fast_path(void)
                          : (seed >> 16) % 9 == 0 ? (seed >> 4) % 3000 : (seed >> 18) % 100;
             fill(v, len, step, 0);
             uint64_t ttl = (seed >> 20) % 4 == 0 ? 1 + (seed >> 22) % 3 : 0;
-            int r = shk_dict_store(&d, &k, vt, v, len, seed & 0xffff, ttl, SHK_DSET, 0, &ev);
+            uint32_t flags = (seed >> 24) & 1 ? 0 : seed & 0xffff;
+            int r = SHK_DICT_SLOW;
+            if (!ttl && !flags) { /* a plain set: the fast in-place update when it applies */
+                uint32_t cs = shk_dict_shard_of(&d, &k);
+                CHECK_EQ(shk_dict_lock(&d, cs), 0);
+                r = shk_dict_set_fast_locked(&d, &k, vt, v, len);
+                shk_dict_unlock(&d, cs);
+                fast_sets += r == 0;
+            }
+            if (r == SHK_DICT_SLOW)
+                r = shk_dict_store(&d, &k, vt, v, len, flags, ttl, SHK_DSET, 0, &ev);
             CHECK(r == 0 || r == SHK_EFULL);
+            if (r == 0) { /* reads back exactly */
+                struct shk_dict_found fs;
+                CHECK_EQ(shk_dict_get(&d, &k, 0, b, sizeof b, &fs), 0);
+                CHECK(fs.vtype == vt && fs.len == len && fs.flags == flags &&
+                      memcmp(b, v, len) == 0);
+            }
         } else if (op == 4) {
             uint64_t nl;
             int r = shk_dict_lock(&d, shk_dict_shard_of(&d, &k));
@@ -732,6 +756,7 @@ static void test_fast_path(void)
     }
     CHECK(answered > 1000);
     CHECK(deferred > 100);
+    CHECK(fast_sets > 100);
     expect_consistent(&d, "after the fast path test");
     close_zone();
 }

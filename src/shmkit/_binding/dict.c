@@ -706,8 +706,14 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     uint32_t s = shk_dict_shard_of(&self->d, &k);
     int r = -1;
     if (lock_shard(self, s) == 0) {
-        r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
-                                  evicted);
+        r = SHK_DICT_SLOW;
+        if ((mode & ~SHK_DSAFE) == SHK_DSET && !flags && !ttl) {
+            *evicted = 0;
+            r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len);
+        }
+        if (r == SHK_DICT_SLOW)
+            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
+                                      evicted);
         shk_dict_unlock_fast(&self->d, s);
         if (r == 0)
             r = 1;
@@ -799,7 +805,11 @@ static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
     uint32_t s = shk_dict_shard_of(&self->d, &k), evicted;
     int r = -1;
     if (lock_shard(self, s) == 0) {
-        r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0, &evicted);
+        evicted = 0;
+        r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len);
+        if (r == SHK_DICT_SLOW)
+            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0,
+                                      &evicted);
         shk_dict_unlock_fast(&self->d, s);
         if (r)
             r = shk_py_raise_int(r, "set");

@@ -1647,6 +1647,33 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
     return free_item_memory(c, old, h.ci);
 }
 
+/*
+ * The common write, straight: a plain set (no ttl, flags 0) of a key whose item has no
+ * expiry and whose new contents take exactly its cells: the in-place update under the
+ * undo record, as store_inner would do it, without the general path's steps.  Anything
+ * else (absent key, expiry, other size, list, odd bytes) is SHK_DICT_SLOW: call
+ * shk_dict_store_locked.
+ */
+int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                             const void *data, uint64_t len)
+{
+    struct sc c;
+    sc_init(&c, d, shk_dict_shard_of(d, k));
+    struct hit h;
+    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST || len > SHK_DICT_UNDO ||
+        find(&c, k, &h) != 1)
+        return SHK_DICT_SLOW;
+    struct shk_ditem *it = h.it;
+    uint32_t nc = it->ncells;
+    if (it->expire || it->frag || it->vtype == SHK_DV_LIST || nc > c.n - h.ci ||
+        cells_for(ITEM_HDR + round8(k->len) + len) != nc || (uint64_t)nc * CELL > SHK_DICT_UNDO)
+        return SHK_DICT_SLOW;
+    write_begin(&c);
+    update_in_place(&c, &h, vtype, data, len, 0, 0, 0);
+    write_end(&c);
+    return 0;
+}
+
 int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
                           const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms,
                           int mode, uint32_t version, uint32_t *evicted)
