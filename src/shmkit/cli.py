@@ -660,34 +660,15 @@ def _args_passthrough(p):
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the subcommand")
 
 
-def _source_root() -> str:
-    # src/shmkit/cli.py -> the checkout's root (where benchmarks/ lives)
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def _cmd_bench(args) -> int:
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        root = _source_root()
-        if not os.path.isdir(os.path.join(root, "benchmarks")):
-            root = os.getcwd()
-        sys.path.insert(0, root)
-        try:
-            from benchmarks.__main__ import main as bench_main
-        except ImportError as e:
-            raise CliError(f"the benchmark suite is not available here ({e}); run it "
-                           "from a source checkout of shmkit (make bench)",
-                           EXIT_NOT_FOUND) from None
+    # benchmarks/ is packaged beside shmkit (pyproject.toml), so it is importable wherever
+    # shmkit is installed
+    from benchmarks.__main__ import main as bench_main
     return bench_main(args.args, prog="shmkit bench") or 0
 
 
 def _cmd_demo(args) -> int:
-    try:
-        from .demo import main as demo_main
-    except ImportError as e:
-        raise CliError(f"the demonstration is not available in this build ({e})",
-                       EXIT_NOT_FOUND) from None
+    from .demo import main as demo_main
     return demo_main(args.args) or 0
 
 
