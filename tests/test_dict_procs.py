@@ -219,6 +219,10 @@ if op == "replace":
     d["target"] = b"new" * 60        # another size: new cells, then the old ones freed
 elif op == "update":
     d["target"] = b"NEW" * 40        # the same size: in place, with the undo record
+elif op == "update_set":
+    d.set("target", b"NEW" * 40)     # the same, through set()
+elif op == "update_flags":
+    d.set("target", b"NEW" * 40, flags=7)   # in place by the general path
 elif op == "insert":
     d["fresh"] = b"new" * 40
 elif op == "evict":
@@ -244,7 +248,8 @@ POINTS = [
     ("insert", "DCRASH_AFTER_ALLOC"), ("replace", "DCRASH_AFTER_ALLOC"),
     ("replace", "DCRASH_HALF_WRITTEN"), ("replace", "DCRASH_AFTER_PUBLISH"),
     ("replace", "DCRASH_MID_FREE"), ("replace", "DCRASH_MID_LRU"), ("delete", "DCRASH_MID_LRU"),
-    ("update", "DCRASH_MID_INPLACE"),
+    ("update", "DCRASH_MID_INPLACE"), ("update_set", "DCRASH_MID_INPLACE"),
+    ("update_flags", "DCRASH_MID_INPLACE"),
     ("evict", "DCRASH_MID_EVICT"), ("evict", "DCRASH_MID_FREE"), ("lpush", "DCRASH_MID_LIST"),
     ("rpush", "DCRASH_MID_LIST"), ("rpop", "DCRASH_MID_LIST"), ("flush", "DCRASH_MID_FLUSH"),
     ("incr", "DCRASH_IN_PLACE"), ("expire", "DCRASH_IN_PLACE"),
@@ -270,8 +275,10 @@ def test_killed_inside_a_write(name, op, point):
         # the next process carries on: this read takes the lock and repairs the shard
         target = d.get("target")
         assert target in (None, b"old" * 40, b"new" * 60, b"NEW" * 40, b"big" * 3000)
-        if op in ("replace", "update", "evict"):
+        if op in ("replace", "update", "update_set", "update_flags", "evict"):
             assert target is not None               # old or new, never gone
+        if op.startswith("update"):
+            assert target in (b"old" * 40, b"NEW" * 40)
         assert d.get("fresh") in (None, b"new" * 40)
         assert d.get("counter") in (None, 1, 42)
         assert d.get("list") in (None, ["a", "b"], ["new", "a", "b"], ["a", "b", "new"], ["a"])

@@ -111,7 +111,8 @@ class Dict(_core.Dict, MutableMapping):
     - ``serializer``: an object with ``dumps``/``loads`` (like ``pickle``) for values that
       are not bytes, str, int, float, bool or None.  Every process must use the same.
     - ``shards``: a power of two (1..256): parts with their own lock and memory.  Default:
-      one per MiB of capacity, at most 64.  An item must fit in one shard.
+      two per CPU, at least 8, at most 64 and at most one per MiB of capacity.  An item
+      must fit in one shard.
     - ``clock``: a callable returning seconds since the epoch, used by this handle instead
       of the real clock for TTLs (tests, simulations).
     - ``create``: False to attach only (ObjectNotFoundError when missing).

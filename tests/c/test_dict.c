@@ -59,7 +59,11 @@ static void fill(uint8_t *v, size_t len, int key, int ver)
 static int get_bytes(struct shk_dict *d, struct shk_dkey *k, uint8_t *buf, uint64_t cap,
                      struct shk_dict_found *f)
 {
-    int r = shk_dict_get(d, k, 0, buf, cap, f);
+    /* the binding's way: the inline fast path, then the general lookup */
+    int r = cap <= UINT32_MAX ? shk_dict_get_fast(d, k, buf, (uint32_t)cap, f) : SHK_DICT_SLOW;
+    if (r != SHK_DICT_SLOW)
+        return r;
+    r = shk_dict_get(d, k, 0, buf, cap, f);
     if (r == EAGAIN) { /* a writer keeps the shard busy (or died in it): take the lock */
         uint32_t s = shk_dict_shard_of(d, k);
         if ((r = shk_dict_lock(d, s)) != 0)
@@ -465,12 +469,20 @@ static void test_crash_points(void)
                 /* a big value forces eviction; the first variant replaces, others insert;
                  * 104 bytes take the cells of the old 100: an update in place */
                 uint64_t len = point == SHK_DCRASH_MID_INPLACE ? 104 : variant == 1 ? 3000 : 300;
+                if (point == SHK_DCRASH_MID_INPLACE && variant == 1) { /* the binding's way */
+                    uint32_t cs = shk_dict_shard_of(&d, &ck);
+                    shk_dict_lock(&d, cs);
+                    if (shk_dict_set_fast_locked(&d, &ck, SHK_DV_BYTES, v, len) == SHK_DICT_SLOW)
+                        _exit(3); /* the fast path must take this one */
+                    shk_dict_unlock(&d, cs);
+                }
                 shk_dict_store(&d, &ck, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET, 0, &ev);
                 shk_dict_delete(&d, &ck);
                 _exit(0); /* this point is not on the path: no crash */
             }
             int status;
             waitpid(pid, &status, 0);
+            CHECK(!WIFEXITED(status) || WEXITSTATUS(status) == 0);
             /* the next process carries on */
             mkkey(&k, kb, 1000);
             struct shk_dict_found f;
@@ -604,7 +616,11 @@ static void test_processes(void)
                         bad++;
                 } else {
                     struct shk_dict_found f;
-                    int r = shk_dict_get(&d, &k, 0, out, sizeof out, &f);
+                    int r = SHK_DICT_SLOW;
+                    if (i & 1) /* half of the reads by the inline fast path */
+                        r = shk_dict_get_fast(&d, &k, out, sizeof out, &f);
+                    if (r == SHK_DICT_SLOW)
+                        r = shk_dict_get(&d, &k, 0, out, sizeof out, &f);
                     if (r == EAGAIN) {
                         shk_dict_lock(&d, shk_dict_shard_of(&d, &k));
                         r = shk_dict_get_locked(&d, &k, 0, out, sizeof out, &f);
@@ -636,8 +652,119 @@ static void test_processes(void)
     close_zone();
 }
 
+/* shk_dict_key_fill (specialised for short keys) agrees with the hash of layout.h and
+ * with a zero-padded copy of the key, for every length around the special cases. */
+static void test_key_fill(void)
+{
+    uint8_t buf[64];
+    unsigned seed = 4242;
+    for (int round = 0; round < 200; round++) {
+        for (size_t len = 0; len <= 40; len++) {
+            for (size_t i = 0; i < len; i++) {
+                seed = seed * 1103515245u + 12345u;
+                buf[i] = (uint8_t)(seed >> 16);
+            }
+            for (uint8_t type = SHK_DK_BYTES; type <= SHK_DK_STR; type++) {
+                struct shk_dkey k;
+                shk_dict_key_fill(&k, type, buf, (uint32_t)len);
+                CHECK(k.hash == shk_dict_hash(type, buf, len));
+                uint64_t head[2] = {0, 0};
+                memcpy(head, buf, len < 16 ? len : 16);
+                CHECK(k.head[0] == head[0] && k.head[1] == head[1]);
+            }
+        }
+    }
+}
+
+/* The inline fast lookup either answers exactly as shk_dict_get does or defers to it:
+ * keys of 0..20 bytes, values of every type and of 0..600 bytes, expiring items, lists
+ * and fragmented values, present and absent. */
+static void test_fast_path(void)
+{
+    open_zone(8 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "fast", 1 << 20, 2, SHK_DOPEN_CREATE, &created), 0);
+    d.clock_ms = 1000000;
+    static uint8_t v[4096], a[4096], b[4096];
+    unsigned seed = 31337;
+    int answered = 0, deferred = 0, fast_sets = 0;
+    for (int step = 0; step < 20000; step++) {
+        seed = seed * 1103515245u + 12345u;
+        char kb[32];
+        size_t klen = (seed >> 8) % 21;
+        for (size_t i = 0; i < klen; i++)
+            kb[i] = (char)('a' + (seed >> (i % 16)) % 7);
+        struct shk_dkey k;
+        CHECK_EQ(shk_dict_key(&k, (seed >> 30) ? SHK_DK_STR : SHK_DK_BYTES, kb, klen), 0);
+        seed = seed * 1103515245u + 12345u;
+        int op = (int)((seed >> 8) % 10);
+        uint32_t ev;
+        if (op < 4) {
+            static const uint8_t types[] = {SHK_DV_BYTES, SHK_DV_STR, SHK_DV_INT, SHK_DV_FLOAT,
+                                            SHK_DV_TRUE, SHK_DV_NONE, SHK_DV_OBJECT};
+            uint8_t vt = types[(seed >> 12) % 7];
+            size_t len = vt == SHK_DV_INT || vt == SHK_DV_FLOAT ? 8
+                         : vt == SHK_DV_TRUE || vt == SHK_DV_NONE ? 0
+                         : (seed >> 16) % 9 == 0 ? (seed >> 4) % 3000 : (seed >> 18) % 100;
+            fill(v, len, step, 0);
+            uint64_t ttl = (seed >> 20) % 4 == 0 ? 1 + (seed >> 22) % 3 : 0;
+            uint32_t flags = (seed >> 24) & 1 ? 0 : seed & 0xffff;
+            int r = SHK_DICT_SLOW;
+            if (!ttl && !flags) { /* a plain set: the fast in-place update when it applies */
+                uint32_t cs = shk_dict_shard_of(&d, &k);
+                CHECK_EQ(shk_dict_lock(&d, cs), 0);
+                r = shk_dict_set_fast_locked(&d, &k, vt, v, len);
+                shk_dict_unlock(&d, cs);
+                fast_sets += r == 0;
+            }
+            if (r == SHK_DICT_SLOW)
+                r = shk_dict_store(&d, &k, vt, v, len, flags, ttl, SHK_DSET, 0, &ev);
+            CHECK(r == 0 || r == SHK_EFULL);
+            if (r == 0) { /* reads back exactly */
+                struct shk_dict_found fs;
+                CHECK_EQ(shk_dict_get(&d, &k, 0, b, sizeof b, &fs), 0);
+                CHECK(fs.vtype == vt && fs.len == len && fs.flags == flags &&
+                      memcmp(b, v, len) == 0);
+            }
+        } else if (op == 4) {
+            uint64_t nl;
+            int r = shk_dict_lock(&d, shk_dict_shard_of(&d, &k));
+            CHECK_EQ(r, 0);
+            r = shk_dict_push_locked(&d, &k, 1, SHK_DV_BYTES, "x", 1, &nl, &ev);
+            shk_dict_unlock(&d, shk_dict_shard_of(&d, &k));
+            CHECK(r == 0 || r == SHK_ETYPE || r == SHK_EFULL);
+        } else if (op == 5) {
+            d.clock_ms += 1; /* some items expire */
+        } else {
+            struct shk_dict_found ff, fs;
+            uint32_t cap = (seed >> 12) % 3 == 0 ? (seed >> 14) % 200 : (uint32_t)sizeof a;
+            int rf = shk_dict_get_fast(&d, &k, a, cap, &ff);
+            int rs = shk_dict_get(&d, &k, 0, b, cap, &fs);
+            if (rf == SHK_DICT_SLOW) {
+                deferred++;
+                continue;
+            }
+            answered++;
+            CHECK_EQ(rf, rs);
+            if (rf == 0) {
+                CHECK(ff.vtype == fs.vtype && ff.len == fs.len && ff.flags == fs.flags &&
+                      ff.version == fs.version && ff.expire == fs.expire && !ff.stale);
+                CHECK(memcmp(a, b, ff.len) == 0);
+            }
+        }
+    }
+    CHECK(answered > 1000);
+    CHECK(deferred > 100);
+    CHECK(fast_sets > 100);
+    expect_consistent(&d, "after the fast path test");
+    close_zone();
+}
+
 int main(void)
 {
+    test_key_fill();
+    test_fast_path();
     test_random_model();
     test_eviction();
     test_fragments();

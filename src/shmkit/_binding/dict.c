@@ -387,14 +387,10 @@ fail:
     return -1;
 }
 
-/*
- * Look k up: 1 found (*obj: new reference), 0 missing (or expired), -1 error.
- * The fast path reads without any lock and copies the value straight into the object
- * it returns (bytes), or into a local for numbers; the copy is kept only if the read
- * validates.  Lists, busy shards and large text go the locked way.
- */
-static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_stale,
-                        PyObject **obj, struct shk_dict_found *f)
+/* A value too large for the stack buffer: copied straight into the bytes object it
+ * becomes (validated afterwards).  1, 0, -1 as fetch(). */
+static int fetch_large(DictObject *self, const struct shk_dkey *k, int allow_stale,
+                       PyObject **obj, struct shk_dict_found *f)
 {
     struct shk_dict_view v;
     for (int attempt = 0; attempt < 4; attempt++) {
@@ -407,25 +403,15 @@ static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_st
             shk_py_raise(r, "dict get");
             return -1;
         }
-        PyObject *o = NULL;
-        uint8_t vt = v.f.vtype;
-        union {
-            int64_t i;
-            double f;
-            uint8_t b[STACK_BUF];
-        } local;
-        if (vt == SHK_DV_BYTES) {
-            o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)v.f.len);
-            if (o)
-                shk_dict_view_copy(&self->d, &v, PyBytes_AS_STRING(o));
-        } else if (vt == SHK_DV_LIST || v.f.len > STACK_BUF) {
+        if (v.f.vtype != SHK_DV_BYTES) { /* large text, objects, lists: the locked way */
             r = shk_dict_view_end(&self->d, &v, 0);
             if (r == EAGAIN)
                 continue;
             break; /* valid (or corrupt): the locked path copies it */
-        } else {
-            shk_dict_view_copy(&self->d, &v, local.b);
         }
+        PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)v.f.len);
+        if (o)
+            shk_dict_view_copy(&self->d, &v, PyBytes_AS_STRING(o));
         r = shk_dict_view_end(&self->d, &v, 1);
         if (r == EAGAIN) {
             Py_XDECREF(o);
@@ -438,17 +424,80 @@ static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_st
             return -1;
         }
         *f = v.f;
-        if (vt == SHK_DV_BYTES)
-            *obj = o;
-        else if (vt == SHK_DV_INT)
-            *obj = PyLong_FromLongLong(local.i);
-        else if (vt == SHK_DV_FLOAT)
-            *obj = PyFloat_FromDouble(local.f);
-        else
-            *obj = decode(self, vt, local.b, v.f.len);
-        return *obj ? 1 : -1;
+        *obj = o;
+        return o ? 1 : -1;
     }
     return fetch_locked(self, k, allow_stale, obj, f);
+}
+
+/* A list found by the lock-free lookup (already counted): its elements, under the lock. */
+static int fetch_list(DictObject *self, const struct shk_dkey *k, int allow_stale,
+                      PyObject **obj, struct shk_dict_found *f)
+{
+    uint32_t s = shk_dict_shard_of(&self->d, k);
+    void *packed = NULL;
+    uint64_t plen = 0, count = 0;
+    if (lock_shard(self, s) < 0)
+        return -1;
+    int r = shk_dict_list_items_locked(&self->d, k, allow_stale, &packed, &plen, &count);
+    shk_dict_unlock_fast(&self->d, s);
+    if (r == 0) {
+        *obj = decode_list(self, packed, plen);
+        free(packed);
+        return *obj ? 1 : -1;
+    }
+    free(packed);
+    if (r == SHK_ENOTFOUND)
+        return 0; /* removed since */
+    if (r == SHK_ETYPE)
+        return fetch_locked(self, k, allow_stale, obj, f); /* replaced by a value since */
+    shk_py_raise(r, "dict get");
+    return -1;
+}
+
+/*
+ * Look k up: 1 found (*obj: new reference), 0 missing (or expired), -1 error.
+ * The fast path reads without any lock, copies the value to the stack in the same pass
+ * and keeps it only if the read validates; the object is built from that copy.  Large
+ * values, lists and busy shards go the other ways.
+ */
+static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_stale,
+                        PyObject **obj, struct shk_dict_found *f)
+{
+    union {
+        int64_t i;
+        double f;
+        uint8_t b[STACK_BUF];
+    } local;
+    int r = allow_stale ? SHK_DICT_SLOW : shk_dict_get_fast(&self->d, k, local.b, sizeof local, f);
+    if (r == SHK_DICT_SLOW)
+        r = shk_dict_get(&self->d, k, allow_stale, local.b, sizeof local, f);
+    if (__builtin_expect(r == 0, 1)) {
+        switch (f->vtype) {
+        case SHK_DV_BYTES:
+            *obj = PyBytes_FromStringAndSize((const char *)local.b, (Py_ssize_t)f->len);
+            break;
+        case SHK_DV_INT: /* 8 bytes: checked by the lookup */
+            *obj = PyLong_FromLongLong(local.i);
+            break;
+        case SHK_DV_FLOAT:
+            *obj = PyFloat_FromDouble(local.f);
+            break;
+        case SHK_DV_LIST:
+            return fetch_list(self, k, allow_stale, obj, f);
+        default:
+            *obj = decode(self, f->vtype, local.b, f->len);
+        }
+        return *obj ? 1 : -1;
+    }
+    if (r == SHK_ENOTFOUND)
+        return 0;
+    if (r == ENOBUFS)
+        return fetch_large(self, k, allow_stale, obj, f);
+    if (r == EAGAIN)
+        return fetch_locked(self, k, allow_stale, obj, f);
+    shk_py_raise(r, "dict get");
+    return -1;
 }
 
 static PyObject *Dict_subscript(DictObject *self, PyObject *key)
@@ -657,8 +706,14 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     uint32_t s = shk_dict_shard_of(&self->d, &k);
     int r = -1;
     if (lock_shard(self, s) == 0) {
-        r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
-                                  evicted);
+        r = SHK_DICT_SLOW;
+        if ((mode & ~SHK_DSAFE) == SHK_DSET && !flags && !ttl) {
+            *evicted = 0;
+            r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len);
+        }
+        if (r == SHK_DICT_SLOW)
+            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
+                                      evicted);
         shk_dict_unlock_fast(&self->d, s);
         if (r == 0)
             r = 1;
@@ -750,7 +805,11 @@ static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
     uint32_t s = shk_dict_shard_of(&self->d, &k), evicted;
     int r = -1;
     if (lock_shard(self, s) == 0) {
-        r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0, &evicted);
+        evicted = 0;
+        r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len);
+        if (r == SHK_DICT_SLOW)
+            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0,
+                                      &evicted);
         shk_dict_unlock_fast(&self->d, s);
         if (r)
             r = shk_py_raise_int(r, "set");

@@ -73,7 +73,8 @@
 #define MIN_SHARD_CELLS 64
 #define DEFAULT_SHARD_BYTES (1u << 20)
 #define DEFAULT_MAX_SHARDS 64u
-#define COUNT_PUBLISH_EVERY 1024
+#define DEFAULT_MIN_SHARDS 8u
+#define COUNT_PUBLISH_EVERY SHK_DICT_COUNT_EVERY
 
 static inline uint64_t round8(uint64_t n)
 {
@@ -263,6 +264,29 @@ static uint32_t pow2_floor(uint64_t n)
     return p;
 }
 
+/*
+ * Shards exist so that writers in different processes do not wait for each other: two
+ * per CPU (rounded up to a power of two) keep collisions rare.  More than that only
+ * costs: the items stored one after another end up in as many separate places as there
+ * are shards (a read in the order of the writes, the common bulk-load-then-read, then
+ * walks that many interleaved streams, which defeats the hardware prefetcher and the
+ * TLB), eviction is decided per shard (less like global LRU), and a shard bounds the
+ * largest item.  So: max(8, 2 x CPUs) rounded up, at most 64, and at most one per MiB.
+ */
+uint32_t shk_dict_default_shards(uint64_t capacity)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t want = cpus > 0 ? 2 * (uint64_t)cpus : 8;
+    if (want < DEFAULT_MIN_SHARDS)
+        want = DEFAULT_MIN_SHARDS;
+    uint32_t n = 1;
+    while (n < want && n < DEFAULT_MAX_SHARDS)
+        n *= 2;
+    uint64_t by_size = capacity / DEFAULT_SHARD_BYTES;
+    uint32_t cap_n = pow2_floor(by_size ? by_size : 1);
+    return n < cap_n ? n : cap_n;
+}
+
 int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry *g)
 {
     memset(g, 0, sizeof *g);
@@ -270,12 +294,8 @@ int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry 
     if (capacity < min_cap)
         return shk_fail(EINVAL, "dict capacity %llu is below the minimum of %llu bytes",
                         (unsigned long long)capacity, (unsigned long long)min_cap);
-    if (nshards == 0) {
-        uint64_t want = capacity / DEFAULT_SHARD_BYTES;
-        nshards = pow2_floor(want ? want : 1);
-        if (nshards > DEFAULT_MAX_SHARDS)
-            nshards = DEFAULT_MAX_SHARDS;
-    }
+    if (nshards == 0)
+        nshards = shk_dict_default_shards(capacity);
     if (nshards > SHK_DICT_MAX_SHARDS || (nshards & (nshards - 1)))
         return shk_fail(EINVAL, "dict shards must be a power of two from 1 to %u, not %u",
                         SHK_DICT_MAX_SHARDS, nshards);
@@ -710,7 +730,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
         /* the key and value usually spill into the next two cache lines: ask for them
          * now, in parallel with the header's miss, rather than after it */
         __builtin_prefetch((const uint8_t *)it + 64);
-        __builtin_prefetch((const uint8_t *)it + 128);
+        __builtin_prefetch((const uint8_t *)it + 127); /* a 4-cell item may span 3 lines */
         if (RD(it->tag) == tag && RD(it->klen) == k->len && RD(it->ktype) == k->type) {
             uint32_t nc = RD(it->ncells);
             if (nc < 2 || nc > c->n - ci || ITEM_HDR + round8(k->len) > (uint64_t)nc * CELL) {
@@ -791,7 +811,7 @@ static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, u
     return 1;
 }
 
-static void count_lookup(struct shk_dict *d, int hit)
+static inline void count_lookup(struct shk_dict *d, int hit)
 {
     if (hit)
         d->hits++;
@@ -919,24 +939,140 @@ int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use)
     return 0;
 }
 
+/* Copy a short value with fixed-size moves (no call): both sides have room for them. */
+static inline void copy_value(void *dst, uint64_t cap, const uint8_t *src, uint64_t room,
+                              uint64_t len)
+{
+    if (len <= 16 && room >= 16 && cap >= 16)
+        __builtin_memcpy(dst, src, 16);
+    else if (len <= 64 && room >= 64 && cap >= 64)
+        __builtin_memcpy(dst, src, 64);
+    else
+        memcpy(dst, src, len);
+}
+
+/*
+ * The lookup of the hot path in one pass: chain walk, checks, copy, validation.  A short
+ * value (that fits `cap`, in the item's first run) costs a few moves from the item; the
+ * rest (fragments, errors) leaves the straight line.
+ */
 int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
                  uint64_t cap, struct shk_dict_found *f)
 {
-    struct shk_dict_view v;
+    const uint32_t s = shk_dict_shard_of(d, k);
+    struct shk_dict_shard *sh = &d->shards[s];
+    uint8_t *blk = d->data0 + (uint64_t)s * d->stride;
+    const uint32_t *bkt = (const uint32_t *)blk + bucket_of(d, k->hash);
+    uint8_t *cells = blk + d->cells_off;
+    const uint32_t n = d->ncells, tag = (uint32_t)k->hash, klen = k->len;
+    const uint64_t voff = ITEM_HDR + round8(klen);
+    const char *why = NULL;
     for (int attempt = 0; attempt < READ_TRIES; attempt++) {
-        int r = shk_dict_view_begin(d, k, allow_stale, &v);
-        if (r)
-            return r;
-        int fits = v.f.vtype == SHK_DV_LIST || v.f.len <= cap;
-        if (v.f.vtype != SHK_DV_LIST && fits)
-            shk_dict_view_copy(d, &v, buf);
-        r = shk_dict_view_end(d, &v, fits); /* too small a buffer: counted on the retry */
-        if (r == EAGAIN)
+        uint32_t s1 = RDA(sh->seq);
+        if (UNLIKELY(s1 & 1)) {
+            for (int i = 0; i < 32; i++)
+                shk_cpu_relax();
             continue;
-        if (r)
-            return r;
-        *f = v.f;
-        return fits ? 0 : ENOBUFS;
+        }
+        uint32_t idx = RDA(*bkt), guard = n, ci = 0;
+        struct shk_ditem *it = NULL;
+        int found = 0, fits = 0, stale = 0;
+        while (idx) {
+            ci = idx - 1;
+            if (UNLIKELY(ci >= n - 1)) {
+                why = "a bucket chain points outside the shard";
+                goto torn;
+            }
+            it = (struct shk_ditem *)(cells + (uint64_t)ci * CELL);
+            /* the value usually spills into the next cache lines (items are 32-byte
+             * aligned: a 128-byte one spans 3 lines half of the time): ask for them now */
+            __builtin_prefetch((const uint8_t *)it + 64);
+            __builtin_prefetch((const uint8_t *)it + 127);
+            if (RD(it->tag) == tag && RD(it->klen) == klen && RD(it->ktype) == k->type) {
+                uint32_t nc = RD(it->ncells);
+                if (UNLIKELY(nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
+                    why = "an item's length does not fit the shard";
+                    goto torn;
+                }
+                if (key_equal(k, (const uint8_t *)(it + 1))) {
+                    found = 1;
+                    break;
+                }
+            }
+            idx = RDA(it->next);
+            if (UNLIKELY(!guard--)) {
+                why = "a bucket chain loops";
+                goto torn;
+            }
+        }
+        if (found) {
+            uint64_t expire = RD(it->expire);
+            if (expire && expire <= shk_dict_now(d)) {
+                stale = 1;
+                found = allow_stale;
+            }
+        }
+        if (found) {
+            uint8_t vt = RD(it->vtype);
+            uint32_t vlen = RD(it->vlen), nc = RD(it->ncells), frag = RD(it->frag);
+            if (UNLIKELY(!vtype_valid(vt) || nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
+                why = "an item has an unknown value type or runs past the shard";
+                goto torn;
+            }
+            const uint8_t *val = (const uint8_t *)it + voff;
+            uint64_t room = (uint64_t)nc * CELL - voff;
+            f->vtype = vt;
+            f->flags = RD(it->flags);
+            f->expire = RD(it->expire);
+            f->version = RD(it->version);
+            f->stale = stale;
+            if (vt == SHK_DV_LIST) {
+                if (UNLIKELY(room < sizeof(struct shk_dlist))) {
+                    why = "a list item is too short for its list header";
+                    goto torn;
+                }
+                f->len = RD(((const struct shk_dlist *)val)->count);
+                fits = 1;
+            } else {
+                if (UNLIKELY((uint64_t)vlen > (uint64_t)n * CELL || (vlen > room && !frag) ||
+                             ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8)))) {
+                    why = "a value's length does not fit its item";
+                    goto torn;
+                }
+                f->len = vlen;
+                fits = vlen <= cap;
+                if (fits && LIKELY(vlen <= room)) {
+                    copy_value(buf, cap, val, room, vlen);
+                } else if (fits) { /* continued in fragments */
+                    struct sc c;
+                    sc_init(&c, d, s);
+                    if (read_bytes(&c, val, room, frag, buf, vlen)) {
+                        why = c.why;
+                        goto torn;
+                    }
+                }
+            }
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (UNLIKELY(RD(sh->seq) != s1))
+            continue;
+        if (!found) {
+            count_lookup(d, 0);
+            return SHK_ENOTFOUND;
+        }
+        if (!fits)
+            return ENOBUFS; /* counted when the caller comes back with room */
+        uint64_t bit = 1ull << (ci & 63); /* CLOCK: used (set once, by the first reader) */
+        uint64_t *w = (uint64_t *)(blk + d->ref_off) + (ci >> 6);
+        if (!(RD(*w) & bit))
+            __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+        count_lookup(d, 1);
+        return 0;
+    torn: /* bytes that make no sense: a writer moved them, or they are corrupt */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (RD(sh->seq) != s1)
+            continue;
+        return CORRUPT("dict shard %u: %s", s, why);
     }
     return EAGAIN;
 }
@@ -1412,7 +1548,11 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     struct shk_dict_shard *sh = c->sh;
     struct shk_ditem *it = h->it;
     uint32_t nc = it->ncells;
-    memcpy(c->undo, it, (uint64_t)nc * CELL);
+    if (nc <= 4 && h->ci + 4 <= c->n) /* small items (most): fixed-size moves, no call */
+        __builtin_memcpy(c->undo, it, 4 * CELL); /* the undo area has room; cells past the
+                                                    item are copied, never restored */
+    else
+        memcpy(c->undo, it, (uint64_t)nc * CELL);
     sh->undo_ncells = nc;
     PUBLISH(sh->undo_cell, h->ci + 1); /* from here on a crash restores the old bytes */
     c->published = 1;
@@ -1423,7 +1563,8 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     it->vtype = vtype;
     it->version = ++sh->version;
     crash_point(c, SHK_DCRASH_MID_INPLACE);
-    memcpy((uint8_t *)it + ITEM_HDR + round8(it->klen), data, len);
+    uint64_t room = (uint64_t)nc * CELL - ITEM_HDR - round8(it->klen);
+    copy_value((uint8_t *)it + ITEM_HDR + round8(it->klen), room, data, len, len);
     PUBLISH(sh->undo_cell, 0);
     if (old_expire)
         sh->ttl_items--;
@@ -1504,6 +1645,33 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
     if ((r = lru_replace(c, h.ci, a.head)) != 0)
         return r;
     return free_item_memory(c, old, h.ci);
+}
+
+/*
+ * The common write, straight: a plain set (no ttl, flags 0) of a key whose item has no
+ * expiry and whose new contents take exactly its cells: the in-place update under the
+ * undo record, as store_inner would do it, without the general path's steps.  Anything
+ * else (absent key, expiry, other size, list, odd bytes) is SHK_DICT_SLOW: call
+ * shk_dict_store_locked.
+ */
+int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                             const void *data, uint64_t len)
+{
+    struct sc c;
+    sc_init(&c, d, shk_dict_shard_of(d, k));
+    struct hit h;
+    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST || len > SHK_DICT_UNDO ||
+        find(&c, k, &h) != 1)
+        return SHK_DICT_SLOW;
+    struct shk_ditem *it = h.it;
+    uint32_t nc = it->ncells;
+    if (it->expire || it->frag || it->vtype == SHK_DV_LIST || nc > c.n - h.ci ||
+        cells_for(ITEM_HDR + round8(k->len) + len) != nc || (uint64_t)nc * CELL > SHK_DICT_UNDO)
+        return SHK_DICT_SLOW;
+    write_begin(&c);
+    update_in_place(&c, &h, vtype, data, len, 0, 0, 0);
+    write_end(&c);
+    return 0;
 }
 
 int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "errors.h"
 #include "layout.h"
 #include "zone.h"
 
@@ -159,8 +160,10 @@ struct shk_dict_geometry {
     uint64_t cells_off;
 };
 
-/* Lay out a dict of `capacity` bytes of cells in `nshards` shards (0: a default from
- * the capacity). EINVAL with detail for impossible values. */
+/* The shard count of a dict created without one (dict.c says why). */
+uint32_t shk_dict_default_shards(uint64_t capacity);
+/* Lay out a dict of `capacity` bytes of cells in `nshards` shards (0: the default).
+ * EINVAL with detail for impossible values. */
 int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry *g);
 /* Write a fresh dict over mem[0, g->total_size) (zeroed memory). */
 int shk_dict_format(void *mem, const struct shk_dict_geometry *g);
@@ -174,13 +177,52 @@ int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64
 int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
                   uint32_t nshards, int flags, int *created);
 
-/* Fill a key without checks (the caller validated type and length; see shk_dict_key). */
+/* The n <= 8 bytes at p as a little-endian number, zero-padded on top, without reading
+ * a byte outside [p, p + n) (two overlapping loads instead of a loop). */
+static inline uint64_t shk_dict_le_upto8(const uint8_t *p, size_t n)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n >= 4) {
+        uint32_t lo, hi;
+        __builtin_memcpy(&lo, p, 4);
+        __builtin_memcpy(&hi, p + n - 4, 4);
+        return (uint64_t)lo | ((uint64_t)hi << (8 * (n - 4)));
+    }
+    if (n == 0)
+        return 0;
+    return (uint64_t)p[0] | ((uint64_t)p[n / 2] << (8 * (n / 2))) |
+           ((uint64_t)p[n - 1] << (8 * (n - 1)));
+#else
+    return shk_dict_le_tail(p, n);
+#endif
+}
+
+/* Fill a key without checks (the caller validated type and length; see shk_dict_key).
+ * Keys shorter than 16 bytes (the common case) are read once, as two words that serve
+ * both the hash (the same function as shk_dict_hash, specialised) and the comparison. */
 static inline void shk_dict_key_fill(struct shk_dkey *k, uint8_t type, const void *data,
                                      uint32_t len)
 {
-    k->data = (const uint8_t *)data;
+    const uint8_t *p = (const uint8_t *)data;
+    k->data = p;
     k->len = len;
     k->type = type;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (__builtin_expect(len < 16, 1)) {
+        uint64_t a, b = 0;
+        if (len > 8) {
+            __builtin_memcpy(&a, p, 8);
+            b = shk_dict_le_upto8(p + 8, len - 8);
+        } else {
+            a = shk_dict_le_upto8(p, len);
+        }
+        k->head[0] = a;
+        k->head[1] = b;
+        uint64_t h = shk_dict_mum(SHK_DICT_SEED ^ type, SHK_DICT_K0 ^ (uint64_t)len);
+        k->hash = shk_dict_mum(a ^ SHK_DICT_K1, b ^ h ^ SHK_DICT_K2);
+        return;
+    }
+#endif
     k->hash = shk_dict_hash_inline(type, data, len);
     k->head[0] = k->head[1] = 0;
     __builtin_memcpy(k->head, data, len < 16 ? len : 16);
@@ -250,6 +292,110 @@ int shk_dict_view_begin(struct shk_dict *d, const struct shk_dkey *k, int allow_
 void shk_dict_view_copy(struct shk_dict *d, struct shk_dict_view *v, void *dst);
 int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use);
 
+/*
+ * The plainest lookup, inline for the binding's hot path: a short key (1..15 bytes) whose
+ * item is one of the first few of its chain, has no expiry, and holds a value of at most
+ * `cap` bytes in its first run.  0: found, validated, copied to buf (f filled, hit counted,
+ * item marked used); SHK_ENOTFOUND: validated miss (counted); SHK_DICT_SLOW: anything
+ * else (a writer busy, a long key or chain, an expiry, a list, fragments, odd bytes, no
+ * room): call shk_dict_get, which handles every case.  Same protocol as shk_dict_get
+ * (dict.c): seq sampled even, everything read bounds-checked against the shard, the
+ * result kept only if seq did not move.  Item words are read whole (8 bytes at their
+ * 8-aligned offsets, layout.h), so this is for little-endian machines only.
+ */
+#define SHK_DICT_SLOW 1
+#define SHK_DICT_COUNT_EVERY 1024u  /* lookups between two additions to the shared counts */
+typedef uint64_t __attribute__((may_alias)) shk_dict_word;
+void shk_dict_publish_counts(struct shk_dict *d);
+
+static inline uint64_t shk_dict_word_at(const uint8_t *p)
+{
+    return __atomic_load_n((const shk_dict_word *)p, __ATOMIC_RELAXED);
+}
+
+static inline void shk_dict_count_fast(struct shk_dict *d, int hit)
+{
+    if (hit)
+        d->hits++;
+    else
+        d->misses++;
+    if (__builtin_expect(((d->hits + d->misses) & (SHK_DICT_COUNT_EVERY - 1)) == 0, 0))
+        shk_dict_publish_counts(d);
+}
+
+static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k, void *buf,
+                                    uint32_t cap, struct shk_dict_found *f)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint32_t hi = (uint32_t)(k->hash >> 32), s = hi & (d->nshards - 1);
+    struct shk_dict_shard *sh = &d->shards[s];
+    uint8_t *blk = d->data0 + (uint64_t)s * d->stride;
+    const uint8_t *cells = blk + d->cells_off;
+    const uint32_t n = d->ncells, klen = k->len;
+    const uint64_t want = (uint64_t)klen | ((uint64_t)k->type << 16);
+    const uint64_t voff = sizeof(struct shk_ditem) + ((klen + 7u) & ~7u);
+    if (klen - 1u >= 15u) /* empty or 16 bytes and more */
+        return SHK_DICT_SLOW;
+    uint32_t seq = __atomic_load_n(&sh->seq, __ATOMIC_ACQUIRE);
+    if (seq & 1)
+        return SHK_DICT_SLOW;
+    const uint32_t *bucket = (const uint32_t *)blk + ((hi >> d->shard_bits) & (d->nbuckets - 1));
+    uint32_t idx = __atomic_load_n(bucket, __ATOMIC_ACQUIRE);
+    for (int hop = 0; hop < 4 && idx; hop++) {
+        uint32_t ci = idx - 1;
+        if (ci >= n - 1) /* an item needs two cells */
+            return SHK_DICT_SLOW;
+        const uint8_t *it = cells + (uint64_t)ci * SHK_DICT_CELL;
+        __builtin_prefetch(it + 64); /* the rest of a 128-byte item: 2 or 3 lines */
+        __builtin_prefetch(it + 127);
+        uint64_t w0 = shk_dict_word_at(it);      /* next | tag << 32 */
+        uint64_t w5 = shk_dict_word_at(it + 40); /* klen | ktype << 16 | vtype << 24 | version << 32 */
+        if ((uint32_t)(w0 >> 32) == (uint32_t)k->hash && (w5 & 0xffffffu) == want &&
+            shk_dict_word_at(it + 48) == k->head[0] &&
+            (klen <= 8 || shk_dict_word_at(it + 56) == k->head[1])) {
+            uint64_t expire = shk_dict_word_at(it + 16);
+            uint64_t w3 = shk_dict_word_at(it + 24); /* ncells | frag << 32 */
+            uint64_t w4 = shk_dict_word_at(it + 32); /* vlen | flags << 32 */
+            uint32_t nc = (uint32_t)w3, vlen = (uint32_t)w4;
+            uint8_t vt = (uint8_t)(w5 >> 24);
+            if (expire || (w3 >> 32) || vt < SHK_DV_BYTES || vt >= SHK_DV_LIST || nc < 2 ||
+                nc > n - ci || voff + vlen > (uint64_t)nc * SHK_DICT_CELL || vlen > cap ||
+                ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && vlen != 8))
+                return SHK_DICT_SLOW;
+            if (vlen <= 64 && cap >= 64 && voff + 64 <= (uint64_t)nc * SHK_DICT_CELL)
+                __builtin_memcpy(buf, it + voff, 64); /* inside the item: fixed-size moves */
+            else
+                __builtin_memcpy(buf, it + voff, vlen);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+                return SHK_DICT_SLOW;
+            f->vtype = vt;
+            f->flags = (uint32_t)(w4 >> 32);
+            f->len = vlen;
+            f->expire = 0;
+            f->version = (uint32_t)(w5 >> 32);
+            f->stale = 0;
+            uint64_t *ref = (uint64_t *)(blk + d->ref_off) + (ci >> 6), bit = 1ull << (ci & 63);
+            if (!(__atomic_load_n(ref, __ATOMIC_RELAXED) & bit)) /* CLOCK: used */
+                __atomic_fetch_or(ref, bit, __ATOMIC_RELAXED);
+            shk_dict_count_fast(d, 1);
+            return 0;
+        }
+        idx = (uint32_t)w0;
+    }
+    if (idx)
+        return SHK_DICT_SLOW;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+        return SHK_DICT_SLOW;
+    shk_dict_count_fast(d, 0);
+    return SHK_ENOTFOUND;
+#else
+    (void)d, (void)k, (void)buf, (void)cap, (void)f;
+    return SHK_DICT_SLOW;
+#endif
+}
+
 /* Look up k: 0 (found, *f filled, bytes copied if they fit), ENOBUFS (found, f->len says
  * how much room it needs), SHK_ENOTFOUND, EAGAIN (shard busy: use the _locked twin),
  * SHK_ECORRUPT.  Expired items are SHK_ENOTFOUND unless allow_stale. */
@@ -296,6 +442,11 @@ int shk_dict_store(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
 int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
                           const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms,
                           int mode, uint32_t version, uint32_t *evicted);
+
+/* A plain set (no ttl, flags 0, SHK_DSET) done in place when the key's item allows it:
+ * 0, or SHK_DICT_SLOW (then call shk_dict_store_locked). Locked. */
+int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                             const void *data, uint64_t len);
 
 /* Remove k: 0 if it was there unexpired, SHK_ENOTFOUND otherwise (an expired item is
  * reclaimed all the same). */
