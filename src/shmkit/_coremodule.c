@@ -106,6 +106,31 @@ int shk_py_raise_int(int code, const char *what)
     return -1;
 }
 
+PyObject *shk_py_check_report(shk_checker check, void *obj)
+{
+    size_t cap = 1 << 16;
+    char *buf = PyMem_Malloc(cap);
+    if (!buf)
+        return PyErr_NoMemory();
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = check(obj, buf, cap);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        PyMem_Free(buf);
+        return shk_py_raise(n, "check");
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
+    PyMem_Free(buf);
+    if (!text)
+        return NULL;
+    PyObject *lines = PyUnicode_Splitlines(text, 0);
+    Py_DECREF(text);
+    if (!lines)
+        return NULL;
+    return Py_BuildValue("(iN)", n, lines);
+}
+
 int shk_py_deadline(PyObject *timeout, struct timespec *deadline, int *has)
 {
     *has = 0;

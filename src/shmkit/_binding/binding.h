@@ -27,6 +27,11 @@ int shk_py_raise_int(int code, const char *what);
 /* An exception class from shmkit._errors by name (borrowed). */
 PyObject *shk_py_exc(const char *name);
 
+/* A consistency check's result as (problem_count, lines): runs check(obj, report, cap)
+ * without the GIL (the core checkers write one problem per line into report). */
+typedef int (*shk_checker)(void *obj, char *report, size_t cap);
+PyObject *shk_py_check_report(shk_checker check, void *obj);
+
 /*
  * Wait helper for blocking calls: converts a Python timeout (None or < 0: forever;
  * a number: seconds) into an absolute CLOCK_MONOTONIC deadline. Returns 0, or -1 with

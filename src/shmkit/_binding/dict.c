@@ -1271,31 +1271,16 @@ static PyObject *Dict_item_size(DictObject *self, PyObject *const *args, Py_ssiz
     return PyLong_FromUnsignedLongLong(n);
 }
 
+static int dict_checker(void *obj, char *report, size_t cap)
+{
+    return shk_dict_check((struct shk_dict *)obj, report, cap);
+}
+
 static PyObject *Dict_check(DictObject *self, PyObject *unused)
 {
     if (ready(self) < 0)
         return NULL;
-    size_t cap = 1 << 16;
-    char *buf = PyMem_Malloc(cap);
-    if (!buf)
-        return PyErr_NoMemory();
-    int n;
-    Py_BEGIN_ALLOW_THREADS
-    n = shk_dict_check(&self->d, buf, cap);
-    Py_END_ALLOW_THREADS
-    if (n < 0) {
-        PyMem_Free(buf);
-        return shk_py_raise(n, "check");
-    }
-    PyObject *text = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
-    PyMem_Free(buf);
-    if (!text)
-        return NULL;
-    PyObject *lines = PyUnicode_Splitlines(text, 0);
-    Py_DECREF(text);
-    if (!lines)
-        return NULL;
-    return Py_BuildValue("(iN)", n, lines);
+    return shk_py_check_report(dict_checker, &self->d);
 }
 
 /* _scan(cursor) -> (next cursor or None, [keys of a few buckets]) */

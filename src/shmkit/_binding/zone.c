@@ -312,31 +312,16 @@ static PyObject *zone_stats(ZoneObject *z, PyObject *unused)
         "classes", classes);
 }
 
+static int zone_checker(void *obj, char *report, size_t cap)
+{
+    return shk_zone_check((struct shk_zone *)obj, report, cap);
+}
+
 static PyObject *zone_check(ZoneObject *z, PyObject *unused)
 {
     if (shk_zone_check_open(z) < 0)
         return NULL;
-    size_t cap = 1 << 16;
-    char *buf = PyMem_Malloc(cap);
-    if (!buf)
-        return PyErr_NoMemory();
-    int n;
-    Py_BEGIN_ALLOW_THREADS
-    n = shk_zone_check(&z->zone, buf, cap);
-    Py_END_ALLOW_THREADS
-    if (n < 0) {
-        PyMem_Free(buf);
-        return shk_py_raise(n, "check");
-    }
-    PyObject *text = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
-    PyMem_Free(buf);
-    if (!text)
-        return NULL;
-    PyObject *lines = PyUnicode_Splitlines(text, 0);
-    Py_DECREF(text);
-    if (!lines)
-        return NULL;
-    return Py_BuildValue("(iN)", n, lines);
+    return shk_py_check_report(zone_checker, &z->zone);
 }
 
 static PyObject *zone_header(ZoneObject *z, PyObject *unused)
