@@ -1,6 +1,11 @@
-"""shmkit.shmop: PHP's shmop_* shapes over SysV segments, with PHP's edge cases."""
+"""shmkit.shmop: PHP's shmop_* shapes over SysV segments, with PHP's edge cases, and the
+same segments shared with the real PHP (php-cli's shmop extension) in both directions."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -98,3 +103,82 @@ def test_php_bad_arguments(sysv_key, args, match):
         shmop_open("key", "c", 0o600, 10)
     with pytest.raises(TypeError):
         shmop_read(object(), 0, 1)
+
+
+# -- the real PHP ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def php():
+    """The php binary, with its shmop extension (Debian: apt-get install php-cli)."""
+    exe = shutil.which("php")
+    if not exe:
+        pytest.skip("php not installed (apt-get install php-cli; .ci/run installs it)")
+    r = subprocess.run([exe, "-r", 'echo function_exists("shmop_open") ? "yes" : "no";'],
+                       capture_output=True, text=True, timeout=30)
+    if r.stdout.strip() != "yes":
+        pytest.skip("php has no shmop extension")
+    return exe
+
+
+def run_php(php, code: str) -> str:
+    r = subprocess.run([php, "-d", "display_errors=stderr", "-r", code], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, f"php failed ({r.returncode}): {r.stderr}"
+    return r.stdout
+
+
+def test_real_php_reads_and_writes_back(php, sysv_key):
+    shm = shmop_open(sysv_key, "n", 0o600, 256)
+    try:
+        shmop_write(shm, b"hello from Python", 0)
+        out = run_php(php, f"""
+            $s = shmop_open({sysv_key}, "w", 0, 0);
+            echo shmop_read($s, 0, 17), "|", shmop_size($s);
+            shmop_write($s, "PHP wrote back", 100);
+        """)
+        assert out == "hello from Python|256"
+        assert shmop_read(shm, 100, 14) == b"PHP wrote back"
+        assert shm.segment.stat().last_pid not in (None, os.getpid())  # PHP attached last
+    finally:
+        shmop_delete(shm)
+        shmop_close(shm)
+    assert not sysv_exists(sysv_key)
+
+
+def test_shmkit_reads_what_real_php_created(php, sysv_key):
+    run_php(php, f"""
+        $s = shmop_open({sysv_key}, "n", 0644, 128);
+        shmop_write($s, "made in PHP", 0);
+    """)
+    assert sysv_exists(sysv_key)
+    with pytest.raises(SegmentExistsError):
+        shmop_open(sysv_key, "n", 0o600, 128)  # exclusive create sees PHP's segment
+    shm = shmop_open(sysv_key, "a", 0, 0)
+    try:
+        assert shmop_size(shm) == 128
+        assert shmop_read(shm, 0, 11) == b"made in PHP"
+        st = shm.segment.stat()
+        assert st.mode & 0o777 == 0o644 and st.size == 128
+        assert st.creator_pid != os.getpid() and not st.shmkit  # not ours: gc would leave it
+    finally:
+        shmop_close(shm)
+    # removed from Python, PHP finds nothing under the key any more
+    shmop_delete(shmop_open(sysv_key, "w", 0, 0))
+    assert not sysv_exists(sysv_key)
+    out = run_php(php, f'var_dump(@shmop_open({sysv_key}, "a", 0, 0));')
+    assert out.strip() == "bool(false)"
+
+
+def test_real_php_deletes_while_python_is_attached(php, sysv_key):
+    shm = shmop_open(sysv_key, "c", 0o600, 64)
+    try:
+        shmop_write(shm, b"still mapped", 0)
+        run_php(php, f'shmop_delete(shmop_open({sysv_key}, "w", 0, 0));')
+        # IPC_RMID: the key is free at once, the memory lives until the last detach
+        with pytest.raises(SegmentNotFoundError):
+            shmop_open(sysv_key, "a", 0, 0)
+        assert shmop_read(shm, 0, 12) == b"still mapped"
+    finally:
+        shmop_close(shm)
+    assert not sysv_exists(sysv_key)
