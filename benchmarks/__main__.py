@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 
 from . import machine, report
-from .harness import ANCHOR, ERROR, KINDS, Env, Options, ScenarioResult, finish, run_case
+from .harness import ANCHOR, ERROR, KINDS, Env, Options, ScenarioResult, finish, run_case, sweep_stale_segments
 from .scenarios import all_scenarios
 
 QUICK_TARGET = 0.02      # seconds per measured run with --quick
@@ -160,6 +160,10 @@ def main(argv=None, prog=None) -> int:
     if missing:
         out.write(f"anchor packages missing (pip install -e '.[bench]'): {', '.join(missing)}\n")
 
+    stale = sweep_stale_segments()
+    if stale:
+        out.write(f"removed {len(stale)} segment(s) left in /dev/shm by benchmark runs that were "
+                  f"killed: {', '.join(stale)}\n")
     old_term = signal.signal(signal.SIGTERM, _sigterm)
     env = Env(opts)
     results: list[ScenarioResult] = []

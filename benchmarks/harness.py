@@ -248,7 +248,41 @@ def ratio(metric: Metric, value: float, anchor: float) -> float:
     return value / anchor if metric.higher_is_better else anchor / value
 
 
-# -- the environment handed to setup() --------------------------------------------------
+# -- what earlier runs left behind ------------------------------------------------------
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_segments() -> list[str]:
+    """Remove what a benchmark killed with SIGKILL left in /dev/shm (its clean-up never
+    ran): segments named ``shmkit-bench-<pid>-*`` whose benchmark process no longer
+    exists and that no process has mapped or holds open.  A live pid (another run, or an
+    unrelated process that got the number) keeps its segments: when in doubt, leave it.
+    Returns the names removed."""
+    import re
+
+    from shmkit import inventory
+
+    removed = []
+    for info in inventory.list_segments("shmkit-bench-*", sysv=False):
+        m = re.match(r"shmkit-bench-(\d+)-", info.name or "")
+        if not m or _process_exists(int(m.group(1))) or info.nattch or info.handles:
+            continue
+        try:
+            inventory.remove_segment(info)
+        except OSError:
+            continue  # gone meanwhile, or replaced: not ours to judge
+        removed.append(info.name)
+    return removed
+
+
 
 class Env:
     """What a case's set-up needs: the spawn context, unique names, a temporary

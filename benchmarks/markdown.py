@@ -70,8 +70,8 @@ def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, 
     w("Everything a run creates (zones and segments named `shmkit-bench-<pid>-*`, POSIX message "
       "queues and semaphores, LMDB files) is removed when each case ends, also after Ctrl-C or "
       "SIGTERM; the redis-server is stopped at the end (the kernel stops it if the benchmark is "
-      "killed). Only a SIGKILL of the benchmark leaves segments behind: "
-      "`rm /dev/shm/shmkit-bench-<pid>-*` then.\n")
+      "killed). Only a SIGKILL of the benchmark leaves segments behind; the next run removes "
+      "them (those of a `<pid>` that no longer exists and that no process maps) and says so.\n")
     w("Exit status: 0 the run completed (cases that could not run are reported, not fatal); "
       "1 a case failed (crashed, hung, or gave a wrong result: see its note); 2 usage; 130 interrupted "
       "(what was measured is still written).\n")

@@ -313,3 +313,49 @@ def test_shmkit_bench_command(tmp_path):
         r = subprocess.run([exe, "bench", "--list"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert "queue_64B" in r.stdout and "zone_alloc" in r.stdout
+
+
+def test_a_killed_runs_segments_are_swept_and_nothing_else():
+    """What a SIGKILLed benchmark left in /dev/shm goes at the next run; segments of a
+    live process, segments someone still maps, and other names stay."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    if harness_process_exists(gone.pid):
+        pytest.skip("the pid was reused at once")
+    tag = os.urandom(4).hex()
+    stale = f"shmkit-bench-{gone.pid}-ud-{tag}"
+    mapped = f"shmkit-bench-{gone.pid}-mapped-{tag}"
+    live = f"shmkit-bench-{os.getpid()}-zone-{tag}"
+    foreign = f"not-shmkit-bench-{gone.pid}-{tag}"
+    names = [stale, mapped, live, foreign]
+    holder = None
+    try:
+        for n in names:
+            with open(f"/dev/shm/{n}", "wb") as f:
+                f.write(b"\0" * 4096)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import mmap, sys, time\n"
+             f"f = open('/dev/shm/{mapped}', 'r+b'); m = mmap.mmap(f.fileno(), 4096)\n"
+             "print('mapped', flush=True); time.sleep(120)"],
+            stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "mapped"
+        rc, out, err = finish(bench("--quick", "--reps", "1", "--only", "lock_1p"))
+        assert rc == 0, out + err
+        assert f"left in /dev/shm by benchmark runs that were killed" in out and stale in out
+        assert not os.path.exists(f"/dev/shm/{stale}")
+        for n in (mapped, live, foreign):
+            assert os.path.exists(f"/dev/shm/{n}"), n
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
+        for n in names:
+            try:
+                os.unlink(f"/dev/shm/{n}")
+            except FileNotFoundError:
+                pass
+
+
+def harness_process_exists(pid):
+    from benchmarks.harness import _process_exists
+    return _process_exists(pid)
