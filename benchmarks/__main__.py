@@ -18,7 +18,8 @@ import time
 from datetime import datetime, timezone
 
 from . import machine, report
-from .harness import ANCHOR, ERROR, KINDS, Env, Options, ScenarioResult, finish, run_case, sweep_stale_segments
+from .harness import (ANCHOR, ERROR, KINDS, Env, Options, ScenarioResult, finish, run_case,
+                      sweep_stale_segments)
 from .scenarios import all_scenarios
 
 QUICK_TARGET = 0.02      # seconds per measured run with --quick

@@ -283,6 +283,7 @@ def sweep_stale_segments() -> list[str]:
     return removed
 
 
+# -- the environment handed to setup() --------------------------------------------------
 
 class Env:
     """What a case's set-up needs: the spawn context, unique names, a temporary
