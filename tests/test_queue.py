@@ -56,11 +56,13 @@ def test_get_view_returns_a_private_buffer(zone):
     assert bytes(v2) == b"def"
 
 
-def test_gets_beside_a_range_taken_claim_first(zone):
+def test_gets_around_a_zero_copy_message(zone):
     """Small messages are copied out before they are taken (one CAS takes them and gives
-    the space back); while another consumer holds a range taken the other way (here a
-    zero-copy block being accepted), gets take claim first too, and everything comes out
-    once, in order, with the space given back."""
+    the space back); a zero-copy block's REF record is taken the other way (claim first)
+    and given back before get returns.  Mixed, everything comes out once, in order, with
+    the space given back.  (Gets while another consumer holds a claim-first range, and
+    ranges given back out of order, are tested in tests/c/test_queue.c, where a range can
+    be held.)"""
     q = Queue("q", 4096, zone=zone)
     q2 = Queue("q", zone=zone)
     r = q.reserve(1000)

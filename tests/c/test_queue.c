@@ -244,6 +244,43 @@ static void test_copy_first(void)
     shk_queue_release(&q);
 }
 
+/* Ranges given back out of order leave CONSUMED records at the free position; the next
+ * get reclaims them itself and takes the copy-first way at once (it used to take the
+ * claim-first way, marking its own records CONSUMED, until a producer found the ring
+ * full: a whole ring's worth of gets). */
+static void test_out_of_order_give_back(void)
+{
+    struct shk_queue q, c2;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "lag", 1 << 20, 0, SHK_O_CREATE, &q, &created), 0);
+    CHECK_EQ(shk_queue_open(&z, "lag", 0, 0, 0, &c2, &created), 0);
+    char b[48] = {0};
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(put1(&q, b, sizeof b), 0);
+    struct shk_qmsg ms[4];
+    struct shk_qtake t1, t2;
+    struct shk_qpeek pk;
+    CHECK_EQ(shk_queue_take(&c2, ms, 1, UINT64_MAX, &t1), 0); /* another range is out */
+    CHECK_EQ(shk_queue_take(&q, ms, 1, UINT64_MAX, &t2), 0);
+    shk_queue_finish(&q, &t2);                                 /* not the oldest: CONSUMED */
+    shk_queue_finish(&c2, &t1);                                /* the oldest: lag shrinks */
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ(put1(&q, b, sizeof b), 0);
+        CHECK_EQ(shk_queue_peek(&q, ms, 1, UINT64_MAX, &pk), 0);
+        CHECK(pk.direct); /* copy first from the first get on */
+        CHECK_EQ(shk_queue_take_peeked(&q, &pk), 0);
+    }
+    while (shk_queue_peek(&q, ms, 4, UINT64_MAX, &pk) == 0)
+        CHECK_EQ(shk_queue_take_peeked(&q, &pk), 0);
+    struct shk_queue_stats st;
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.depth, 0);
+    CHECK_EQ(shk_queue_bytes_used(&q), 0);
+    CHECK_EQ(st.puts, st.gets);
+    shk_queue_release(&c2);
+    shk_queue_release(&q);
+}
+
 static void test_max_messages(void)
 {
     struct shk_queue q;
@@ -588,6 +625,7 @@ int main(void)
     test_basics();
     test_max_messages();
     test_copy_first();
+    test_out_of_order_give_back();
     test_reservations();
     test_crashes();
     test_threads();

@@ -419,11 +419,11 @@ static PyObject *copy_data(QueueObject *self, const struct shk_qmsg *m, int view
     return PyMemoryView_FromObject(ba);
 }
 
-/* A FRAMED payload, copied as one bytearray (the parts are cut by framed_parts). */
+/* A FRAMED payload, copied as one bytearray (the parts are cut by framed_parts).  No
+ * judgement of its contents here: a copy made before the take may come from a header
+ * read torn, and is only known good once the take succeeds. */
 static PyObject *copy_framed(QueueObject *self, const struct shk_qmsg *m)
 {
-    if (m->len < 8)
-        return shk_py_raise(SHK_ECORRUPT, "get: framed message too short");
     PyObject *ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
     if (ba)
         shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
@@ -435,6 +435,10 @@ static PyObject *framed_parts(PyObject *ba)
 {
     char *base = PyByteArray_AS_STRING(ba);
     uint64_t len = (uint64_t)PyByteArray_GET_SIZE(ba);
+    if (len < 8) {
+        Py_DECREF(ba);
+        return shk_py_raise(SHK_ECORRUPT, "get: framed message too short");
+    }
     uint32_t head[2];
     memcpy(head, base, 8);
     uint64_t nparts = head[0];

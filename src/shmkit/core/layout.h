@@ -519,7 +519,7 @@ struct shk_counter_sh {
 #define SHK_QREC_ALIGN 16                      /* records start at multiples of this */
 #define SHK_QUEUE_MIN_CAP 4096u
 #define SHK_QUEUE_MAX_CAP (1ull << 31)         /* payload lengths are 32-bit */
-#define SHK_QOWNER_SHIFT 48                    /* tail/head .hi: owner slot + 1 in [63..48] */
+#define SHK_QOWNER_SHIFT 48                    /* tail_hi: owner slot + 1 in [63..48] */
 #define SHK_QCOUNT_MASK ((1ull << 48) - 1)     /*                messages so far in [47..0] */
 
 /* Record states (header word bits [55..48]). 0 = the header is not written yet. */
@@ -621,7 +621,7 @@ struct shk_queue_sh {
     uint8_t pad_head[48];
 
     uint64_t reserved2;     /* 192  0 (version 1 kept free_pos here) */
-    uint8_t pad_free[56];
+    uint8_t pad_reserved2[56];
 
     uint32_t data_seq;      /* 256  futex: bumped when data may have arrived */
     uint32_t data_waiters;  /* 260  consumers asleep on data_seq */

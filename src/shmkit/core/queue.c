@@ -812,10 +812,20 @@ int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                    uint64_t max_bytes, struct shk_qpeek *pk)
 {
     struct shk_queue_sh *sh = q->sh;
+    int reclaimed = 0;
     for (;;) {
         uint64_t lo, hi, end, cnt;
         size_t n;
         head_load(sh, &lo, &hi);
+        if (H_LAG(hi) != 0 && !reclaimed) {
+            /* Ranges given back out of order (CONSUMED records at the free position)
+             * wait for whoever needs space; while they do, the lag is not 0 and every
+             * get would take the claim-first way (and mark its own records CONSUMED,
+             * keeping it so).  Reclaim them now: one header read, only on this path. */
+            reclaimed = 1;
+            if (reclaim_forward(q) != lo - H_LAG(hi))
+                continue;
+        }
         int r = scan(q, lo, msgs, max_msgs, max_bytes, 1, &end, &cnt, &n);
         if (r == EAGAIN)
             continue;
@@ -1452,7 +1462,8 @@ static void drop_ref(struct shk_queue *q, const struct shk_qref *rp)
         resv_free(q, ref.index, c);
 }
 
-/* Records taken by consumers that all died: mark them CONSUMED so free_pos moves on. */
+/* Records taken by consumers that all died: mark them CONSUMED so that the free position
+ * (head_pos - lag) can move over them. */
 static int repair_free_locked(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
