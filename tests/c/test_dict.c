@@ -652,6 +652,22 @@ static void test_processes(void)
     close_zone();
 }
 
+/* The default shard count gives a plan for every capacity, tiny to huge (plans only:
+ * nothing is allocated), powers of two, at least one MiB per shard once there is room. */
+static void test_default_shards(void)
+{
+    struct shk_dict_geometry g;
+    for (uint64_t cap = 64 << 10; cap <= (8ull << 40); cap = cap * 3 / 2) {
+        uint32_t n = shk_dict_default_shards(cap);
+        CHECK(n >= 1 && n <= SHK_DICT_MAX_SHARDS && (n & (n - 1)) == 0);
+        CHECK_EQ(shk_dict_plan(cap, 0, &g), 0);
+        CHECK_EQ(g.nshards, n);
+        CHECK(g.cells_per_shard <= (1u << 30));
+    }
+    /* 300 GiB: more than 8 shards of at most 32 GiB are needed, whatever the CPUs */
+    CHECK(shk_dict_default_shards(300ull << 30) >= 16);
+}
+
 /* shk_dict_key_fill (specialised for short keys) agrees with the hash of layout.h and
  * with a zero-padded copy of the key, for every length around the special cases. */
 static void test_key_fill(void)
@@ -763,6 +779,7 @@ static void test_fast_path(void)
 
 int main(void)
 {
+    test_default_shards();
     test_key_fill();
     test_fast_path();
     test_random_model();

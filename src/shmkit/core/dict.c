@@ -284,7 +284,14 @@ uint32_t shk_dict_default_shards(uint64_t capacity)
         n *= 2;
     uint64_t by_size = capacity / DEFAULT_SHARD_BYTES;
     uint32_t cap_n = pow2_floor(by_size ? by_size : 1);
-    return n < cap_n ? n : cap_n;
+    if (cap_n < n)
+        n = cap_n;
+    /* a huge dict needs enough shards that none exceeds the largest a shard can be
+     * (2^30 cells): beyond what SHK_DICT_MAX_SHARDS allows, shk_dict_plan says so */
+    uint64_t max_shard = (1ull << 30) * CELL;
+    while (n < SHK_DICT_MAX_SHARDS && capacity / n > max_shard)
+        n *= 2;
+    return n;
 }
 
 int shk_dict_plan(uint64_t capacity, uint32_t nshards, struct shk_dict_geometry *g)
