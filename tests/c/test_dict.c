@@ -472,7 +472,7 @@ static void test_crash_points(void)
                 if (point == SHK_DCRASH_MID_INPLACE && variant == 1) { /* the binding's way */
                     uint32_t cs = shk_dict_shard_of(&d, &ck);
                     shk_dict_lock(&d, cs);
-                    if (shk_dict_set_fast_locked(&d, &ck, SHK_DV_BYTES, v, len) == SHK_DICT_SLOW)
+                    if (shk_dict_set_fast_locked(&d, &ck, SHK_DV_BYTES, v, len, SHK_DSET, &ev) == SHK_DICT_SLOW)
                         _exit(3); /* the fast path must take this one */
                     shk_dict_unlock(&d, cs);
                 }
@@ -730,7 +730,7 @@ static void test_fast_path(void)
             if (!ttl && !flags) { /* a plain set: the fast in-place update when it applies */
                 uint32_t cs = shk_dict_shard_of(&d, &k);
                 CHECK_EQ(shk_dict_lock(&d, cs), 0);
-                r = shk_dict_set_fast_locked(&d, &k, vt, v, len);
+                r = shk_dict_set_fast_locked(&d, &k, vt, v, len, SHK_DSET, &ev);
                 shk_dict_unlock(&d, cs);
                 fast_sets += r == 0;
             }

@@ -708,8 +708,7 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     if (lock_shard(self, s) == 0) {
         r = SHK_DICT_SLOW;
         if ((mode & ~SHK_DSAFE) == SHK_DSET && !flags && !ttl) {
-            *evicted = 0;
-            r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len);
+            r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len, mode, evicted);
         }
         if (r == SHK_DICT_SLOW)
             r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
@@ -805,8 +804,7 @@ static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
     uint32_t s = shk_dict_shard_of(&self->d, &k), evicted;
     int r = -1;
     if (lock_shard(self, s) == 0) {
-        evicted = 0;
-        r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len);
+        r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len, SHK_DSET, &evicted);
         if (r == SHK_DICT_SLOW)
             r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0,
                                       &evicted);

@@ -138,6 +138,8 @@ struct sc {
     uint32_t removed;       /* items removed by this operation (chains may have changed) */
     int published;          /* the operation has made its change visible */
     const char *why;        /* what a walk found inconsistent */
+    int key_absent;         /* a walk under this lock just found no such key: the next
+                               store_inner need not walk again (it clears this) */
 };
 
 static inline void sc_init(struct sc *c, struct shk_dict *d, uint32_t s)
@@ -158,6 +160,7 @@ static inline void sc_init(struct sc *c, struct shk_dict *d, uint32_t s)
     c->removed = 0;
     c->published = 0;
     c->why = NULL;
+    c->key_absent = 0;
 }
 
 static inline uint64_t now_ms(struct sc *c)
@@ -1589,8 +1592,10 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
 {
     struct shk_dict_shard *sh = c->sh;
     struct hit h;
-    int r = found_or_corrupt(c, k, &h);
-    if (r < 0)
+    int r = 0;
+    if (c->key_absent)
+        c->key_absent = 0; /* once: a retry after a shard rebuild walks again */
+    else if ((r = found_or_corrupt(c, k, &h)) < 0)
         return r;
     int found = r == 1;
     int expired = found && is_expired(c, h.it->expire);
@@ -1657,18 +1662,26 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
 /*
  * The common write, straight: a plain set (no ttl, flags 0) of a key whose item has no
  * expiry and whose new contents take exactly its cells: the in-place update under the
- * undo record, as store_inner would do it, without the general path's steps.  Anything
- * else (absent key, expiry, other size, list, odd bytes) is SHK_DICT_SLOW: call
+ * undo record, as store_inner would do it, without the general path's steps.  An absent
+ * key goes to store_inner at once, told that its walk found nothing (no second walk).
+ * Anything else (expiry, other size, list, odd bytes) is SHK_DICT_SLOW: call
  * shk_dict_store_locked.
  */
 int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
-                             const void *data, uint64_t len)
+                             const void *data, uint64_t len, int mode, uint32_t *evicted)
 {
     struct sc c;
     sc_init(&c, d, shk_dict_shard_of(d, k));
     struct hit h;
-    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST || len > SHK_DICT_UNDO ||
-        find(&c, k, &h) != 1)
+    *evicted = 0;
+    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
+        return SHK_DICT_SLOW;
+    int fr = find(&c, k, &h);
+    if (fr == 0) {
+        c.key_absent = 1;
+        return WRITE_OP(&c, store_inner(&c, k, vtype, data, len, 0, 0, mode, 0, evicted));
+    }
+    if (fr != 1 || len > SHK_DICT_UNDO)
         return SHK_DICT_SLOW;
     struct shk_ditem *it = h.it;
     uint32_t nc = it->ncells;

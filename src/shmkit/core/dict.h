@@ -443,10 +443,12 @@ int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t 
                           const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms,
                           int mode, uint32_t version, uint32_t *evicted);
 
-/* A plain set (no ttl, flags 0, SHK_DSET) done in place when the key's item allows it:
- * 0, or SHK_DICT_SLOW (then call shk_dict_store_locked). Locked. */
+/* A plain set (no ttl, flags 0; mode SHK_DSET, optionally | SHK_DSAFE) done in place
+ * when the key's item allows it, or stored at once when the key is absent: 0 or
+ * shk_dict_store_locked's result (*evicted as there), or SHK_DICT_SLOW (then call
+ * shk_dict_store_locked). Locked. */
 int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
-                             const void *data, uint64_t len);
+                             const void *data, uint64_t len, int mode, uint32_t *evicted);
 
 /* Remove k: 0 if it was there unexpired, SHK_ENOTFOUND otherwise (an expired item is
  * reclaimed all the same). */
