@@ -398,7 +398,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
 
 /* Look up k: 0 (found, *f filled, bytes copied if they fit), ENOBUFS (found, f->len says
  * how much room it needs), SHK_ENOTFOUND, EAGAIN (shard busy: use the _locked twin),
- * SHK_ECORRUPT.  Expired items are SHK_ENOTFOUND unless allow_stale. */
+ * SHK_ECORRUPT.  Expired items are SHK_ENOTFOUND unless allow_stale.  buf[0, cap) may
+ * be written beyond f->len (short values are copied with fixed-size moves). */
 int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
                  uint64_t cap, struct shk_dict_found *f);
 int shk_dict_get_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,

@@ -1100,6 +1100,16 @@ _Static_assert(sizeof(struct shk_dict_shard) == 512, "dict shard is 512 bytes");
 _Static_assert(sizeof(struct shk_ditem) == 48, "dict item header is 48 bytes");
 _Static_assert(offsetof(struct shk_ditem, expire) == 16, "item expire at 16 (8-aligned)");
 _Static_assert(offsetof(struct shk_ditem, klen) == 40, "item klen at 40");
+/* dict.h's inline lookup reads the header as whole words at these offsets */
+_Static_assert(offsetof(struct shk_ditem, next) == 0 && offsetof(struct shk_ditem, tag) == 4,
+               "item word 0: next | tag << 32");
+_Static_assert(offsetof(struct shk_ditem, ncells) == 24 && offsetof(struct shk_ditem, frag) == 28,
+               "item word 3: ncells | frag << 32");
+_Static_assert(offsetof(struct shk_ditem, vlen) == 32 && offsetof(struct shk_ditem, flags) == 36,
+               "item word 4: vlen | flags << 32");
+_Static_assert(offsetof(struct shk_ditem, ktype) == 42 && offsetof(struct shk_ditem, vtype) == 43 &&
+               offsetof(struct shk_ditem, version) == 44,
+               "item word 5: klen | ktype << 16 | vtype << 24 | version << 32");
 _Static_assert(sizeof(struct shk_dfrag) == 8, "dict fragment header is 8 bytes");
 _Static_assert(sizeof(struct shk_dlist) == 16, "dict list is 16 bytes");
 _Static_assert(sizeof(struct shk_dnode) == 24, "dict list node is 24 bytes");
