@@ -340,6 +340,28 @@ def test_ctrl_c_interrupts_wait_newer(zone, procs):
     assert zone.board("b", 100).statistics().waiters == 0
 
 
+
+def test_ctrl_c_while_spinning_is_not_lost(zone, procs):
+    """A SIGINT that lands while wait_newer spins (no system call to interrupt) still
+    interrupts it: the sleep that follows ends at a slice and the handler runs.  (It used
+    to sleep on forever; so did a SIGINT landing between the waiter count and the sleep.)"""
+    code = ("import sys, time, shmkit; z = shmkit.Zone(sys.argv[1]);"
+            "b = z.board('spin', 100, spin_us=2_000_000);"  # spins ~0.5 s before sleeping
+            "print('waiting', flush=True)\n"
+            "t0 = time.monotonic()\n"
+            "try:\n b.wait_newer(0)\n"
+            "except KeyboardInterrupt:\n print('interrupted %.2f' % (time.monotonic() - t0), flush=True)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, zone.name], stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    assert p.stdout.readline().strip() == "waiting"
+    time.sleep(0.1)  # inside its spin
+    p.send_signal(signal.SIGINT)
+    line = p.stdout.readline().strip()
+    assert line.startswith("interrupted"), line
+    assert float(line.split()[1]) < 5.0
+    assert p.wait(timeout=10) == 0
+    assert zone.board("spin", 100).statistics().waiters == 0
+
 def _early_reader(zone, results):
     b = zone.board("early", 4096)
     results.put(("ready", os.getpid()))

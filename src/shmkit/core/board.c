@@ -45,7 +45,8 @@
  * again) and starts at a quarter of the caller's maximum. */
 #define SPIN_FLOOR_NS 2000ull
 #define SPIN_UNSET UINT64_MAX
-/* Longest single sleep of a waiter, so that closing its handle is noticed. */
+/* Longest single sleep of a waiter, so that closing its handle, and a signal that landed
+ * just before it fell asleep, are noticed. */
 #define CANCEL_SLICE_NS 100000000ull
 
 static uint64_t round_up(uint64_t n, uint64_t a)
@@ -758,7 +759,8 @@ int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *d
         if (LOAD_ACQ(&b->cancel))
             r = ECANCELED;
         else if (r == ETIMEDOUT && (!deadline || shk_deadline_left_ns(deadline) > 0))
-            r = 0; /* only the slice ended */
+            r = EINTR; /* only the slice ended: the caller looks at its signals (one that
+                        * landed just before the sleep interrupted nothing) and calls again */
         if (r == ETIMEDOUT || r == EINTR || r == ECANCELED)
             break;
     }

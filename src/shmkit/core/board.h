@@ -158,8 +158,9 @@ int shk_board_intact(struct shk_board *b, uint64_t version);
 /*
  * Wait until a version > after is published or the deadline (absolute CLOCK_MONOTONIC;
  * NULL: forever) passes.  Spins first for up to the handle's adaptive budget (at most
- * max_spin_ns; 0 never spins), then sleeps on the futex.  0, ETIMEDOUT, EINTR, or
- * ECANCELED after shk_board_cancel_waits on this handle.
+ * max_spin_ns; 0 never spins), then sleeps on the futex.  0, ETIMEDOUT, ECANCELED after
+ * shk_board_cancel_waits on this handle, or EINTR: a signal interrupted the sleep or a
+ * sleep slice (100 ms) ended; handle pending signals and call again.
  */
 int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *deadline,
                    uint64_t max_spin_ns);
