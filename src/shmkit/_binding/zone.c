@@ -66,7 +66,9 @@ static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_BEGIN_ALLOW_THREADS
         w = shk_zone_wait(&z->zone, has_deadline ? &deadline : NULL);
         Py_END_ALLOW_THREADS
-        if (w == EINTR && PyErr_CheckSignals() < 0) {
+        /* every round, not only on EINTR: a signal that landed just before the sleep
+         * interrupted nothing, and its handler (Ctrl-C) must still run */
+        if (PyErr_CheckSignals() < 0) {
             Py_DECREF(z);
             goto fail;
         }
