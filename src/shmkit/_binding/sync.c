@@ -391,21 +391,36 @@ static PyObject *acquire_result(SyncObject *o, int r)
     return shk_py_raise(r, "acquire");
 }
 
-static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
+/* acquire(blocking=True, timeout=-1)'s arguments, as parse_blocking_timeout gives them. */
+static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                              struct timespec *deadline, int *has, uint32_t *flags)
 {
     static const char *const names[] = {"blocking", "timeout"};
     PyObject *a[2];
+    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
+        return -1;
+    return parse_blocking_timeout(a[0], a[1], deadline, has, flags);
+}
+
+/* acquire() the full way: parse its arguments, wait with fn, say how it ended. */
+static PyObject *acquire_waiting(SyncObject *o, wait_fn fn, PyObject *const *args,
+                                 Py_ssize_t nargs, PyObject *kwnames)
+{
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0 ||
-        parse_blocking_timeout(a[0], a[1], &deadline, &has, &flags) < 0)
+    if (parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, lock_wait_fn, NULL, &w);
+    int r = run_wait(o, fn, NULL, &w);
     wait_done(o, &w);
     return acquire_result(o, r);
+}
+
+static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames)
+{
+    return acquire_waiting(o, lock_wait_fn, args, nargs, kwnames);
 }
 
 static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -590,18 +605,7 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
     w0.next_live = UINT64_MAX; /* the fast attempt never reads /proc */
     if (nargs == 0 && kwnames == NULL && shk_sem_acquire(o->sh, &w0) == 0)
         Py_RETURN_TRUE;
-    static const char *const names[] = {"blocking", "timeout"};
-    PyObject *a[2];
-    struct timespec deadline;
-    int has;
-    uint32_t flags;
-    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0 ||
-        parse_blocking_timeout(a[0], a[1], &deadline, &has, &flags) < 0)
-        return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, sem_wait_fn, NULL, &w);
-    wait_done(o, &w);
-    return acquire_result(o, r);
+    return acquire_waiting(o, sem_wait_fn, args, nargs, kwnames);
 }
 
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -798,16 +802,12 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
 {
     LIVE(o);
     INTACT(o);
-    static const char *const names[] = {"blocking", "timeout"};
-    PyObject *a[2];
     struct timespec deadline;
     int has = 0;
     uint32_t flags = 0;
-    if (nargs || kwnames) {
-        if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0 ||
-            parse_blocking_timeout(a[0], a[1], &deadline, &has, &flags) < 0)
-            return NULL;
-    }
+    if ((nargs || kwnames) &&
+        parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
+        return NULL;
     struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
     if (!(flags & SHK_WAIT_TRY)) {
         /* the uncontended case: one attempt with the GIL, no /proc reads */
