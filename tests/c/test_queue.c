@@ -360,13 +360,20 @@ static int take_copy_first(struct shk_queue *q, struct shk_qmsg *ms, size_t max,
         return r;
     if (!pk.direct)
         return shk_queue_take(q, ms, max, UINT64_MAX, t);
+    /* copy first, judge after: until take_peeked succeeds the records may be reused under
+     * us (another consumer took them), so their lengths are not to be trusted yet */
+    int bad = 0;
     for (size_t i = 0; i < pk.n; i++) {
-        if (ms[i].len != sizeof(struct msg))
-            return SHK_ECORRUPT;
+        if (ms[i].len != sizeof(struct msg)) {
+            bad = 1;
+            continue;
+        }
         shk_queue_read(q, ms[i].pos, 0, &copies[i], sizeof copies[i]);
     }
     if (shk_queue_take_peeked(q, &pk) != 0)
         return EAGAIN; /* another consumer took them first: the copies are void */
+    if (bad)
+        return SHK_ECORRUPT;
     t->start = t->end = 0;
     t->n = pk.n;
     *copied = 1;
