@@ -171,7 +171,10 @@ def test_concurrent_churn_with_sigkills_stays_consistent(name, procs):
     again (often inside the allocator, whose mutex it holds most of the time).  The zone
     stays consistent and the allocator keeps working."""
     z = Zone(name, 8 << 20)
-    ctx = mp.get_context("fork")
+    # forkserver: children forked from a single-threaded server, not from this process,
+    # which earlier tests may have left with threads (a fork then can inherit a lock held
+    # by one of them: a survivor hung once in a sanitizer run of the whole suite)
+    ctx = mp.get_context("forkserver")
     duration = 4.0
     stop_at = time.monotonic() + duration
     steady = [ctx.Process(target=_churn, args=(name, i, stop_at)) for i in range(3)]
