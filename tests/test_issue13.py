@@ -1,0 +1,287 @@
+"""Regression tests for the numbered bugs of issue 13 (reliability).
+
+Each scenario runs in a real child process (a plain interpreter), so that a crash is seen
+as the child's death by a signal and a hang as a child that does not finish in time;
+the test then fails saying which.  Every test here failed before its fix (the outputs
+are in the reliability note).  Bugs that live in the wait/lock machinery being
+redesigned (issue 12) are marked xfail(strict=True): they are fixed once, in the new
+wait shape, in phase 2, and a strict xfail turns into a failure the day they pass.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import unique, wait_until
+from segment_helpers import sysv_keys, sysv_key, sysv_rows  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.timeout(120)
+
+SHMKIT_BIN = os.path.join(os.path.dirname(sys.executable), "shmkit")
+
+
+def xfail_wait(n: int):
+    """A bug of the wait/lock machinery: fixed with the new wait shape (issue 12)."""
+    return pytest.mark.xfail(strict=True, reason=f"issue 13 #{n}: fixed with the new wait shape")
+
+
+class Outcome:
+    """How a child ended: "ok" (exit 0), "exit" (another code), "signal", or "hang"."""
+
+    def __init__(self, how, code, out, err):
+        self.how, self.code, self.out, self.err = how, code, out, err
+
+    def __repr__(self):
+        what = {"signal": f"died of signal {self.code}", "hang": "did not finish in time (hang)",
+                "exit": f"exited with {self.code}", "ok": "exited with 0"}[self.how]
+        return f"child {what}\n--- stdout\n{self.out[-3000:]}\n--- stderr\n{self.err[-3000:]}"
+
+
+def child(code: str, *args: str, timeout: float = 30.0, env: dict | None = None,
+          sigint_after: float | None = None, cwd: str | None = None) -> Outcome:
+    """Run ``code`` in a fresh interpreter; classify how it ended."""
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, **(env or {})), cwd=cwd)
+    try:
+        if sigint_after is not None:
+            try:
+                out, err = p.communicate(timeout=sigint_after)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGINT)
+                out, err = p.communicate(timeout=timeout)
+        else:
+            out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        return Outcome("hang", None, out, err)
+    if p.returncode < 0:
+        return Outcome("signal", -p.returncode, out, err)
+    return Outcome("ok" if p.returncode == 0 else "exit", p.returncode, out, err)
+
+
+def assert_ok(o: Outcome, *expected: str) -> None:
+    assert o.how == "ok", repr(o)
+    for e in expected:
+        assert e in o.out, f"{e!r} not in the child's output\n{o!r}"
+
+
+def remove_shm(name: str) -> None:
+    for p in (f"/dev/shm/{name}",):
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.rmdir(p)
+            else:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
+def shm_name():
+    n = unique("shmkit-i13")
+    yield n
+    remove_shm(n)
+
+
+def free_pid() -> int:
+    """A pid (and tid) that no process or thread has now."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = int(f.read())
+    for pid in range(pid_max - 1, 300, -1):
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    raise AssertionError("no free pid")
+
+
+# the zone header's mutex (layout.h: struct shk_zone_header.lock at 640) and glibc's
+# pthread_mutex_t on x86-64 / aarch64: __lock (owner tid of a robust mutex) at 0,
+# __kind at 16
+ZONE_LOCK = 640
+MUTEX_KIND = 16
+
+
+# -- 1. a call waiting while another thread closes the zone -----------------------------------
+
+CLOSE_WHILE_WAITING = """
+    import os, sys, threading, time
+    import shmkit
+    kind, name = sys.argv[1:3]
+    z = shmkit.Zone(name, 4 << 20)
+    os.unlink("/dev/shm/" + name)
+    if kind == "queue-get":
+        q = z.queue("q", 1 << 16)
+        call = lambda: q.get(timeout=1.5)
+    elif kind == "queue-put":
+        q = z.queue("q", 4096)
+        try:
+            while True:
+                q.put_nowait(b"x" * 200)
+        except shmkit.QueueFull:
+            pass
+        call = lambda: q.put(b"x" * 200, timeout=1.5)
+    elif kind == "lock":
+        lk = z.lock("l"); lk.acquire()
+        call = lambda: lk.acquire(timeout=1.5)
+    elif kind == "event":
+        e = z.event("e"); call = lambda: e.wait(1.5)
+    elif kind == "semaphore":
+        s = z.semaphore("s", 0); call = lambda: s.acquire(timeout=1.5)
+    elif kind == "condition":
+        c = z.condition("c")
+        def call():
+            with c:
+                c.wait(1.5)
+    elif kind == "barrier":
+        b = z.barrier("b", 2); call = lambda: b.wait(1.5)
+    elif kind == "board":
+        b = z.board("b", 100); call = lambda: b.wait(timeout=1.5)
+    def run():
+        try:
+            call()
+            print("returned", flush=True)
+        except Exception as e:
+            print("raised", type(e).__name__, flush=True)
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    z.close()
+    t.join()
+    print("survived")
+"""
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param("queue-get", marks=xfail_wait(1)),
+    pytest.param("queue-put", marks=xfail_wait(1)),
+    "lock", "event", "semaphore", "condition", "barrier", "board"])
+def test_1_closing_the_zone_while_a_call_waits(kind, shm_name):
+    o = child(CLOSE_WHILE_WAITING, kind, shm_name, timeout=30)
+    assert_ok(o, "survived")
+    allowed = ("returned", "raised ClosedError", "raised ShmkitTimeoutError", "raised QueueEmpty",
+               "raised QueueFull", "raised BrokenBarrierError")
+    assert any(a in o.out for a in allowed), repr(o)
+
+
+# -- 3. a corrupted mutex kind ---------------------------------------------------------------
+
+@xfail_wait(3)
+def test_3_corrupted_mutex_kind_is_corruption_not_abort(shm_name):
+    o = child(f"""
+        import os, struct, shmkit
+        z = shmkit.Zone({shm_name!r}, 1 << 20)
+        os.unlink("/dev/shm/{shm_name}")
+        struct.pack_into("<i", z.segment.buf, {ZONE_LOCK + MUTEX_KIND}, 0x40)  # PRIO_PROTECT
+        try:
+            z.alloc(100)
+        except shmkit.CorruptedError:
+            print("CorruptedError")
+    """, timeout=20)
+    assert_ok(o, "CorruptedError")
+
+
+# -- 6. a robust mutex naming a thread that does not exist -----------------------------------
+
+GHOST_OWNER = """
+    import os, struct, sys, time
+    import shmkit
+    what, name, ghost = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    z = shmkit.Zone(name, 4 << 20)
+    os.unlink("/dev/shm/" + name)
+    buf = z.segment.buf
+    if what == "zone":
+        call = lambda: z.alloc(100)
+        lock_at = [640]
+    elif what == "semaphore":
+        s = z.semaphore("s", 1, undo=True)
+        call = lambda: s.acquire(timeout=0.5)
+        lock_at = [z.find("s").offset + 64]
+    elif what == "board":
+        z.board("b", 100)
+        call = lambda: z.board("b", 100, writer=True)
+        lock_at = [z.find("b").offset + 192]
+    elif what == "dict":
+        d = z.dict("d", 1 << 16)
+        dh = z.find("d").offset
+        nshards, shards_off = struct.unpack_from("<I", buf, dh + 12)[0], struct.unpack_from("<Q", buf, dh + 40)[0]
+        call = lambda: d.set("k", b"v")
+        lock_at = [dh + shards_off + 512 * i for i in range(nshards)]
+    for at in lock_at:
+        struct.pack_into("<i", buf, at, ghost)   # the mutex word names a thread that is not
+    print("calling", flush=True)
+    t0 = time.monotonic()
+    try:
+        call()
+        print("returned")
+    except KeyboardInterrupt:
+        print("interrupted")
+    except Exception as e:
+        print("raised", type(e).__name__)
+    print(f"after {time.monotonic() - t0:.2f} s")
+"""
+
+
+@xfail_wait(6)
+@pytest.mark.parametrize("what", ["zone", "semaphore", "board", "dict"])
+def test_6_mutex_owned_by_a_thread_that_does_not_exist_is_dead(what, shm_name):
+    o = child(GHOST_OWNER, what, shm_name, str(free_pid()), timeout=4)
+    assert_ok(o, "after")
+    assert "returned" in o.out or "raised" in o.out, repr(o)
+
+
+@xfail_wait(6)
+def test_6_wait_on_a_ghost_owner_answers_ctrl_c(shm_name):
+    o = child(GHOST_OWNER, "zone", shm_name, str(free_pid()), timeout=3, sigint_after=1.0)
+    assert o.how in ("ok", "exit"), repr(o)
+    assert "interrupted" in o.out or "raised" in o.out or "KeyboardInterrupt" in o.err, repr(o)
+
+
+# -- 7. a corrupted queue position -----------------------------------------------------------
+
+@xfail_wait(7)
+def test_7_corrupted_queue_position_does_not_spin_forever(shm_name):
+    o = child(f"""
+        import os, struct, time
+        import shmkit
+        z = shmkit.Zone({shm_name!r}, 4 << 20)
+        os.unlink("/dev/shm/{shm_name}")
+        q = z.queue("q", 4096)
+        q.put(b"a")
+        struct.pack_into("<Q", z.segment.buf, z.find("q").offset + 64, 0)  # tail_pos
+        t0 = time.monotonic()
+        try:
+            q.put(b"x", timeout=0.05)
+            print("returned")
+        except Exception as e:
+            print("raised", type(e).__name__)
+        print(f"after {{time.monotonic() - t0:.2f}} s")
+    """, timeout=4)
+    assert_ok(o, "after")
+
+
+# -- 11a. Board waits with a negative timeout -----------------------------------------------
+
+@xfail_wait(11)
+@pytest.mark.parametrize("call", ["wait", "wait_newer"])
+def test_11_board_negative_timeout_does_not_wait_forever(call, shm_name):
+    o = child(f"""
+        import os, shmkit
+        z = shmkit.Zone({shm_name!r}, 1 << 20)
+        os.unlink("/dev/shm/{shm_name}")
+        b = z.board("b", 100)
+        try:
+            print("returned", b.{call}(0, timeout=-1))
+        except Exception as e:
+            print("raised", type(e).__name__)
+    """, timeout=4)
+    assert_ok(o)
