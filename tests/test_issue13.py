@@ -173,6 +173,65 @@ def test_1_closing_the_zone_while_a_call_waits(kind, shm_name):
     assert any(a in o.out for a in allowed), repr(o)
 
 
+# -- 2. checkers and allocator readers: lengths that overflow ---------------------------------
+
+OVERFLOW = """
+    import os, struct, sys
+    import shmkit
+    what, name = sys.argv[1:3]
+    z = shmkit.Zone(name, 1 << 20)
+    os.unlink("/dev/shm/" + name)
+    buf = z.segment.buf
+    # extent 0 (layout.h: header.ext[0] at 768): start, end, desc_off, pages_off, first, n
+    start, end, desc_off, pages_off, first, npages = struct.unpack_from("<QQQQII", buf, 768)
+    def desc(off):  # offset of the page descriptor (24 bytes, slab at +0) of `off`
+        return desc_off + 24 * ((off - pages_off) // 4096)
+    a = z.alloc(8192); b = z.alloc(8192)
+    if what == "check-run":
+        struct.pack_into("<Q", buf, desc(b), (1 << 64) - 1)
+        problems = z.check()
+        print("problems", len(problems), problems[:2])
+    elif what == "check-free-run":
+        c = z.alloc(8192); z.free(c)
+        struct.pack_into("<Q", buf, desc(c), (1 << 64) - 2)
+        print("problems", len(z.check()))
+    elif what == "alloc-free-run":
+        c = z.alloc(8192); z.free(c)   # the free run after b starts at c
+        struct.pack_into("<Q", buf, desc(c), (1 << 64) - 1)
+        try:
+            z.alloc(8192)
+            print("allocated")
+        except shmkit.CorruptedError as e:
+            print("CorruptedError", e)
+    elif what == "free-run":
+        struct.pack_into("<Q", buf, desc(b), (1 << 64) - 1)
+        try:
+            z.free(b)
+            print("freed")
+        except shmkit.CorruptedError as e:
+            print("CorruptedError", e)
+    elif what == "dir-count":
+        z.create("first", 100)
+        dir_off = struct.unpack_from("<Q", buf, 256)[0]
+        struct.pack_into("<I", buf, dir_off + 8, 1 << 31)   # live
+        try:
+            z.create("second", 100)
+            print("created")
+        except shmkit.CorruptedError as e:
+            print("CorruptedError", e)
+    print("alive")
+"""
+
+
+@pytest.mark.parametrize("what,expect", [
+    ("check-run", "problems"), ("check-free-run", "problems"),
+    ("alloc-free-run", "CorruptedError"), ("free-run", "CorruptedError"),
+    ("dir-count", "CorruptedError")])
+def test_2_shared_lengths_near_2_to_the_64_are_refused_not_followed(what, expect, shm_name):
+    o = child(OVERFLOW, what, shm_name, timeout=20)
+    assert_ok(o, expect, "alive")
+
+
 # -- 3. a corrupted mutex kind ---------------------------------------------------------------
 
 @xfail_wait(3)

@@ -96,13 +96,21 @@ static int ensure_room(struct shk_zone *z)
     struct shk_dir_table *old = table(z, h->dir_off, &err);
     if (err)
         return err;
-    uint32_t cap = SHK_DIR_MIN_CAP;
+    uint64_t cap = SHK_DIR_MIN_CAP;
     if (old) {
-        if ((uint64_t)(old->live + old->tombs + 1) * 10 <= (uint64_t)old->cap * 7)
+        /* counts read from shared memory: widened before any arithmetic, and the doubling
+         * is bounded (a corrupted count would otherwise double a 32-bit cap until it
+         * wrapped to 0 and loop forever) */
+        uint64_t live = old->live, tombs = old->tombs;
+        if ((live + tombs + 1) * 10 <= (uint64_t)old->cap * 7)
             return 0;
         cap = old->cap;
-        while ((uint64_t)(old->live + 1) * 10 > (uint64_t)cap * 5)
+        while ((live + 1) * 10 > cap * 5) {
             cap *= 2;
+            if (cap > ((uint64_t)1 << 31) || cap * sizeof(struct shk_dirent) > z->hdr->max_size)
+                return shk_fail(SHK_ECORRUPT, "zone directory counts %llu live entries; no "
+                                "table that large fits in the zone", (unsigned long long)live);
+        }
     }
     uint64_t bytes = sizeof(struct shk_dir_table) + (uint64_t)cap * sizeof(struct shk_dirent);
     uint64_t off;
@@ -112,13 +120,19 @@ static int ensure_room(struct shk_zone *z)
     h->dir_pending = off;
     struct shk_dir_table *t = shk_zone_ptr(z, off, bytes);
     t->magic = SHK_DIR_MAGIC;
-    t->cap = cap;
+    t->cap = (uint32_t)cap;
     if (old) {
         for (uint32_t i = 0; i < old->cap; i++) {
             struct shk_dirent *e = &old->slot[i];
             if (e->state != SHK_DE_LIVE)
                 continue;
             struct shk_dirent *d = insert_slot(t, e->hash);
+            if (!d) { /* more live entries than its count said: leave the old table */
+                h->dir_pending = 0;
+                shk_zone_free_locked(z, off);
+                return shk_fail(SHK_ECORRUPT, "zone directory holds more live entries than "
+                                "it counts (%u)", old->live);
+            }
             *d = *e;
             t->live++;
         }
@@ -190,6 +204,13 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
         goto out;
     }
     struct shk_dirent *e = insert_slot(t, hash);
+    if (!e) { /* the counts said there was room: they were wrong */
+        h->pending_off = 0;
+        shk_zone_free_locked(z, off);
+        r = shk_fail(SHK_ECORRUPT, "zone directory has no free slot although it counts %u "
+                     "live entries and %u tombstones in %u slots", t->live, t->tombs, t->cap);
+        goto out;
+    }
     int was_tomb = e->state == SHK_DE_TOMB;
     memset(e->name, 0, sizeof e->name);
     strncpy(e->name, name, SHK_OBJ_NAME_MAX);
