@@ -328,6 +328,35 @@ def test_7_corrupted_queue_position_does_not_spin_forever(shm_name):
     assert_ok(o, "after")
 
 
+# -- 9. a FIFO (or another non-regular file) planted under a name ----------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_9_non_regular_file_is_refused_without_blocking(kind, shm_name):
+    path = f"/dev/shm/{shm_name}"
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    else:
+        os.mkdir(path, 0o700)
+    o = child(f"""
+        import shmkit
+        for mode in ("r", "w", "c"):
+            try:
+                shmkit.Segment({shm_name!r}, mode, 4096 if mode == "c" else 0)
+                print(mode, "opened")
+            except Exception as e:
+                print(mode, type(e).__name__, e)
+    """, timeout=10)
+    assert_ok(o)
+    for mode in "rwc":
+        line = next((x for x in o.out.splitlines() if x.startswith(mode + " ")), "")
+        assert "not a regular file" in line, repr(o)
+        assert "size 0" not in line, repr(o)
+    for cmd in (["dump", shm_name], ["info", shm_name]):
+        r = subprocess.run([SHMKIT_BIN, *cmd], capture_output=True, text=True, timeout=10)
+        assert r.returncode in (3, 6), (cmd, r.returncode, r.stdout, r.stderr)
+        assert "not a" in r.stderr, (cmd, r.stderr)
+
+
 # -- 11a. Board waits with a negative timeout -----------------------------------------------
 
 @xfail_wait(11)

@@ -345,12 +345,13 @@ def _gc_posix(info: SegmentInfo, dry_run: bool) -> GcAction:
     """Remove with the lifecycle's locks held, so that nobody attaches meanwhile."""
     path = os.path.join(_lifecycle.SHM_DIR, info.name)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted under the name since it was listed cannot block us
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         return GcAction("segment", info.name, "kept", f"cannot open it: {e.strerror}")
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != info.ident:
+        if not _stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != info.ident:
             return GcAction("segment", info.name, "kept", "replaced since it was listed")
         if not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
             return GcAction("segment", info.name, "kept", "a shmkit handle is open on it")

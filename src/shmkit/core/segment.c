@@ -124,6 +124,56 @@ static int seg_map(struct shk_segment *s, size_t size, size_t reserve)
     return 0;
 }
 
+/* What a file that is not a regular file is, for the message that refuses it. */
+static const char *file_type_name(mode_t m)
+{
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISDIR(m))
+        return "a directory";
+    if (S_ISSOCK(m))
+        return "a socket";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISBLK(m))
+        return "a block device";
+    if (S_ISLNK(m))
+        return "a symbolic link";
+    return "not a regular file";
+}
+
+/*
+ * Only regular files are mapped.  Objects are opened with O_NONBLOCK, so that a FIFO (or
+ * a device) planted under the name cannot block open(2); this refuses it, and clears
+ * O_NONBLOCK again on what is kept.  0, or EINVAL with a message naming what it is.
+ */
+static int check_regular(int fd, const char *what)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return shk_fail(errno, "%s: fstat: %s", what, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return shk_fail(EINVAL, "%s is not a regular file (it is %s); shmkit maps only "
+                        "regular files", what, file_type_name(st.st_mode));
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return 0;
+}
+
+/* open(2) failed: if something that is not a regular file is in the way, say what it is
+ * (glibc's shm_open turns EISDIR into EINVAL, hence the lstat of `fspath`). */
+static int refuse_open_error(int e, const char *call, const char *path, const char *fspath,
+                             const char *what)
+{
+    struct stat st;
+    if ((e == EISDIR || e == EINVAL || e == ENXIO) && lstat(fspath, &st) == 0 &&
+        !S_ISREG(st.st_mode))
+        return shk_fail(EINVAL, "%s is not a regular file (it is %s); shmkit maps only "
+                        "regular files", what, file_type_name(st.st_mode));
+    return shk_fail(e, "%s(%s): %s", call, path, strerror(e));
+}
+
 static int check_owner(struct shk_segment *s, uid_t uid, const char *what)
 {
     if (uid != geteuid() && !(s->flags & SHK_O_ANYOWNER))
@@ -223,7 +273,7 @@ int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsig
         return r;
     snprintf(path, sizeof path, "/%s", name);
     snprintf(what, sizeof what, "POSIX segment '%s'", name);
-    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
     if ((flags & SHK_O_CREATE) && size == 0 && !(flags & SHK_O_ALLOWEMPTY))
         return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
     if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
@@ -245,11 +295,16 @@ int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsig
             break;
         if (errno == ENOENT && (flags & SHK_O_CREATE))
             continue; /* unlinked between our two calls: try to create again */
-        return shk_fail(errno, "shm_open(%s): %s", path, strerror(errno));
+        int e = errno;
+        char fspath[SHK_NAME_MAX + 16];
+        snprintf(fspath, sizeof fspath, "/dev/shm%s", path); /* where glibc puts them */
+        return refuse_open_error(e, "shm_open", path, fspath, what);
     }
     if (s->fd < 0)
         return shk_fail(EAGAIN, "shm_open(%s): lost every race to create or open it", path);
-    r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_posix_quiet, name);
+    r = check_regular(s->fd, what);
+    if (r == 0)
+        r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_posix_quiet, name);
     if (r) {
         close(s->fd);
         s->fd = -1;
@@ -276,7 +331,7 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
         return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
     if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
         return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
-    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW;
+    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     for (int attempt = 0; attempt < 100; attempt++) {
         if (flags & SHK_O_CREATE) {
             s->fd = open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
@@ -295,17 +350,13 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
             return shk_fail(ELOOP, "%s is a symbolic link; shmkit does not follow links", what);
         if (errno == ENOENT && (flags & SHK_O_CREATE))
             continue;
-        return shk_fail(errno, "open(%s): %s", path, strerror(errno));
+        return refuse_open_error(errno, "open", path, path, what);
     }
     if (s->fd < 0)
         return shk_fail(EAGAIN, "open(%s): lost every race to create or open it", path);
-    struct stat st;
-    if (fstat(s->fd, &st) == 0 && !S_ISREG(st.st_mode)) {
-        close(s->fd);
-        s->fd = -1;
-        return shk_fail(EINVAL, "%s is not a regular file", what);
-    }
-    r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_file_quiet, path);
+    r = check_regular(s->fd, what);
+    if (r == 0)
+        r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_file_quiet, path);
     if (r) {
         close(s->fd);
         s->fd = -1;
