@@ -328,6 +328,84 @@ def test_7_corrupted_queue_position_does_not_spin_forever(shm_name):
     assert_ok(o, "after")
 
 
+# -- 8. sizes beyond what the machine can hold ---------------------------------------------
+
+HUGE = """
+    import os, sys
+    import shmkit
+    what, name = sys.argv[1:3]
+    n = (1 << 63) - 1
+    print("start", flush=True)
+    try:
+        if what == "memfd":
+            shmkit.Segment(None, "c", n, backend="memfd")
+        elif what == "memfd-zone":
+            shmkit.Zone(None, n, backend="memfd")
+        elif what == "anonymous":
+            shmkit.Segment(None, "c", n, backend="anonymous")
+        elif what == "posix":
+            shmkit.Segment(name, "x", n)
+        elif what == "sysv":
+            shmkit.Segment(None, "x", n, key=int(sys.argv[3]))
+        elif what == "sysv-zone":
+            shmkit.Zone(None, n, backend="sysv", key=int(sys.argv[3]))
+        print("created")
+    except shmkit.NoSpaceError as e:
+        print("NoSpaceError:", e)
+"""
+
+
+def _shmem_of(pid: int) -> int:
+    """Bytes of memory files (memfd, shm) the process holds open or mapped, now."""
+    total = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+        except OSError:
+            pass
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssShmem:"):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total
+
+
+@pytest.mark.parametrize("what", ["memfd", "memfd-zone", "anonymous", "posix", "sysv",
+                                  "sysv-zone"])
+def test_8_huge_sizes_fail_at_once_without_allocating(what, shm_name, sysv_keys):
+    """Watched from outside: the child may not take more than 64 MiB of memory files
+    before it answers (before the fix, memfd allocated until the machine ran out; the
+    watchdog SIGKILLs it at 64 MiB)."""
+    limit = 64 << 20
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HUGE), what, shm_name,
+                          str(sysv_keys.new())], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    peak, killed = 0, False
+    deadline = time.monotonic() + 30
+    while p.poll() is None and time.monotonic() < deadline:
+        used = _shmem_of(p.pid)
+        peak = max(peak, used)
+        if used > limit:
+            p.kill()
+            killed = True
+            break
+    if p.poll() is None:
+        p.kill()
+    out, err = p.communicate()
+    assert not killed, f"{what}: took {peak >> 20} MiB before answering (killed)"
+    assert p.returncode == 0, f"{what}: child ended with {p.returncode}\n{out}\n{err}"
+    assert "NoSpaceError:" in out, out + err
+    assert "more than this machine can hold" in out or "free" in out, out
+
+
 # -- 9. a FIFO (or another non-regular file) planted under a name ----------------------------
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])

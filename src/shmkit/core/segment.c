@@ -13,6 +13,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -65,6 +66,44 @@ int shk_seg_check_name(const char *name)
     if (!strcmp(name, ".") || !strcmp(name, ".."))
         return shk_fail(SHK_ENAME, "segment name '%s' is reserved", name);
     return 0;
+}
+
+/*
+ * Memory-backed objects (posix on tmpfs, memfd, sysv, anonymous) of more bytes than the
+ * machine has RAM and swap can never be held: refuse them before the kernel is asked.
+ * (A memfd lives on an internal tmpfs without a size limit, so posix_fallocate would
+ * otherwise allocate until the machine runs out; other backends fail later and less
+ * clearly.)  0, or ENOSPC naming the sizes (and the free bytes of fd's file system when
+ * fd >= 0).
+ */
+static int machine_memory(unsigned long long *ram, unsigned long long *swap)
+{
+    struct sysinfo si;
+    if (sysinfo(&si) != 0)
+        return -1;
+    *ram = (unsigned long long)si.totalram * si.mem_unit;
+    *swap = (unsigned long long)si.totalswap * si.mem_unit;
+    return 0;
+}
+
+static int fits_in_memory(size_t size)
+{
+    unsigned long long ram, swap;
+    return machine_memory(&ram, &swap) != 0 || size <= ram || size - ram <= swap;
+}
+
+static int check_memory_size(size_t size, const char *what, int fd)
+{
+    unsigned long long ram = 0, swap = 0;
+    if (fits_in_memory(size))
+        return 0;
+    machine_memory(&ram, &swap);
+    char fs[96] = "";
+    if (fd >= 0)
+        snprintf(fs, sizeof fs, "; %llu bytes are free on its file system",
+                 (unsigned long long)shk_fs_free_bytes(fd));
+    return shk_fail(ENOSPC, "%s: %zu bytes is more than this machine can hold (%llu bytes of "
+                    "RAM and %llu bytes of swap%s)", what, size, ram, swap, fs);
 }
 
 /* Reserve the space of [from, to) in the object so later touches cannot SIGBUS. */
@@ -221,6 +260,13 @@ static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, un
             goto undo;
         }
         if (size) {
+            if (s->kind == SHK_SEG_POSIX && (r = check_memory_size(size, what, s->fd)) != 0)
+                goto undo;
+            if (size > (size_t)INT64_MAX) {
+                r = shk_fail(ENOSPC, "%s: cannot set size %zu: more than a file can hold",
+                             what, size);
+                goto undo;
+            }
             if (ftruncate(s->fd, (off_t)size) != 0) {
                 r = errno == EFBIG || errno == ENOSPC
                         ? shk_fail(ENOSPC, "%s: cannot set size %zu: %s", what, size, strerror(errno))
@@ -411,8 +457,18 @@ static int sysv_limit_error(int e, size_t size)
     unsigned long long nseg, npages;
     sysv_usage(&nseg, &npages);
     const char *why;
+    char machine[160];
     int code;
     switch (e) {
+    case 0: { /* refused before asking: more than RAM + swap */
+        unsigned long long ram = 0, swap = 0;
+        machine_memory(&ram, &swap);
+        snprintf(machine, sizeof machine, "it is more than this machine can hold (%llu bytes "
+                 "of RAM and %llu bytes of swap)", ram, swap);
+        why = machine;
+        code = ENOSPC;
+        break;
+    }
     case EINVAL:
         why = "the size is outside [SHMMIN = 1, kernel.shmmax]";
         code = EINVAL;
@@ -448,6 +504,8 @@ int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsi
         if (flags & SHK_O_CREATE) {
             if (size == 0)
                 return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
+            if (!fits_in_memory(size))
+                return sysv_limit_error(0, size);
             s->shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (int)(mode & 0777));
             if (s->shmid >= 0)
                 s->created = 1;
@@ -501,6 +559,8 @@ int shk_seg_create_memfd(struct shk_segment *s, const char *name, size_t size,
     shk_clear_detail();
     if (size == 0)
         return shk_fail(EINVAL, "memfd segment: size must be > 0");
+    if ((r = check_memory_size(size, "memfd segment", -1)) != 0)
+        return r;
     s->fd = memfd_create(name && *name ? name : "shmkit", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (s->fd < 0)
         return shk_fail(errno, "memfd_create: %s", strerror(errno));
@@ -563,6 +623,9 @@ int shk_seg_create_anon(struct shk_segment *s, size_t size)
     shk_clear_detail();
     if (size == 0)
         return shk_fail(EINVAL, "anonymous segment: size must be > 0");
+    int r = check_memory_size(size, "anonymous segment", -1);
+    if (r)
+        return r;
     size_t map_len = round_page(size);
     void *base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED)
@@ -713,6 +776,13 @@ int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move)
     if ((r = shk_seg_object_size(s, &old)) != 0)
         goto out;
     if (new_size > old) {
+        if (s->kind != SHK_SEG_FILE && (r = check_memory_size(new_size, "segment resize", s->fd)) != 0)
+            goto out;
+        if (new_size > (size_t)INT64_MAX) {
+            r = shk_fail(ENOSPC, "segment resize: %zu bytes is more than a file can hold",
+                         new_size);
+            goto out;
+        }
         if (round_page(new_size) > s->reserved && !may_move) {
             r = shk_fail(SHK_ENOGROW, "segment: %zu bytes do not fit in the %zu bytes of address "
                          "space reserved when it was mapped", new_size, s->reserved);
