@@ -249,6 +249,87 @@ def test_3_corrupted_mutex_kind_is_corruption_not_abort(shm_name):
     assert_ok(o, "CorruptedError")
 
 
+# -- 5. sparse objects adopted when the file system is full ---------------------------------
+
+FILL_AND_ADOPT = """
+    import os, sys
+    import shmkit
+    what, path, filler = sys.argv[1:4]
+    size = int(sys.argv[4])
+    if what.startswith("zone"):
+        # what a zone creator SIGKILLed between sizing the object and reserving its space
+        # leaves: shmkit's object (with its record), full size, sparse
+        backend = "posix" if what == "zone-posix" else "file"
+        ident = os.path.basename(path) if backend == "posix" else path
+        shmkit.Segment(ident, "x", 0, backend=backend, _allow_empty=True).close()
+        os.truncate(path, size)
+    else:                              # a foreign sparse file
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(fd, size)
+        os.close(fd)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    block = b"\\xff" * 65536
+    try:
+        while True:                    # fill the file system to the last byte
+            n = os.write(fd, block)
+            block = block[:n] if n < len(block) else block
+    except OSError:
+        pass
+    try:
+        os.write(fd, b"x")
+    except OSError:
+        pass
+    os.close(fd)
+    try:
+        if what == "zone":
+            z = shmkit.Zone(path, size, backend="file")
+            z.alloc(size // 2)
+            print("zone usable")
+        elif what == "zone-posix":
+            z = shmkit.Zone(os.path.basename(path), size)
+            z.alloc(size // 2)
+            print("zone usable")
+        else:
+            s = shmkit.Segment(path, "w", backend="file")
+            s.write(b"\\x01" * size, 0)
+            print("segment usable")
+    except shmkit.NoSpaceError as e:
+        print("NoSpaceError:", e)
+"""
+
+
+@pytest.mark.parametrize("what", ["zone", "segment"])
+def test_5_sparse_object_on_a_full_file_system_is_reserved_or_refused(what, small_tmpfs):
+    o = child(FILL_AND_ADOPT, what, str(small_tmpfs / "sparse"), str(small_tmpfs / "filler"),
+              str(512 << 10), timeout=30)
+    assert_ok(o, "NoSpaceError:")
+
+
+def _unshare_works() -> str | None:
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                       capture_output=True, text=True)
+    return None if r.returncode == 0 else (r.stderr.strip() or "unshare -m failed")
+
+
+def test_5_sparse_zone_in_a_full_dev_shm(tmp_path):
+    """The issue's case exactly: a full-size sparse object in /dev/shm (what a zone creator
+    SIGKILLed between sizing and reserving leaves), adopted when /dev/shm is full.  Runs
+    in a private mount namespace with a 1 MiB tmpfs over /dev/shm."""
+    why = _unshare_works()
+    if why:
+        pytest.skip(f"no private mount namespace here: {why}")
+    script = tmp_path / "adopt.py"
+    script.write_text(textwrap.dedent(FILL_AND_ADOPT))
+    inner = (f"mount -t tmpfs -o size=1m tmpfs /dev/shm && "
+             f"exec {sys.executable} {script} zone-posix /dev/shm/sparse /dev/shm/filler "
+             f"{512 << 10}")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+                       capture_output=True, text=True, timeout=60)
+    o = Outcome("ok" if r.returncode == 0 else ("signal" if r.returncode > 128 else "exit"),
+                r.returncode, r.stdout, r.stderr)
+    assert_ok(o, "NoSpaceError:")
+
+
 # -- 6. a robust mutex naming a thread that does not exist -----------------------------------
 
 GHOST_OWNER = """

@@ -124,6 +124,39 @@ static int reserve_space(int fd, size_t from, size_t to, const char *what)
     return shk_fail(r, "%s: posix_fallocate failed: %s", what, strerror(r));
 }
 
+/*
+ * Make sure [from, to) of an object this handle did not size itself has its space.  A
+ * sparse object (a creator SIGKILLed between sizing and reserving it, or a foreign one)
+ * would SIGBUS on first touch once its file system is full: a read-write handle reserves
+ * the range now, a read-only one (which cannot; on tmpfs even reads allocate) is refused
+ * if the file system could not provide what is missing.  Objects without holes (blocks
+ * cover the size) cost one fstat.
+ */
+static int ensure_space(struct shk_segment *s, size_t from, size_t to, const char *what)
+{
+    struct stat st;
+    if (to <= from || fstat(s->fd, &st) != 0)
+        return 0;
+    uint64_t have = (uint64_t)st.st_blocks * 512;
+    if (have >= (uint64_t)st.st_size)
+        return 0;
+    if (!(s->flags & SHK_O_RDONLY)) {
+        char sparse[PATH_MAX + 160];
+        snprintf(sparse, sizeof sparse, "%s is sparse (its creator died before reserving its "
+                 "space, or it is not shmkit's)", what);
+        return reserve_space(s->fd, from, to, sparse);
+    }
+    uint64_t missing = (uint64_t)st.st_size - have, free_b = shk_fs_free_bytes(s->fd);
+    if (missing > to - from)
+        missing = to - from;
+    if (missing > free_b)
+        return shk_fail(ENOSPC, "%s: up to %llu of its bytes have no space reserved (it is "
+                        "sparse) and only %llu bytes are free on its file system; a read-only "
+                        "handle cannot reserve them, and touching them would end in SIGBUS",
+                        what, (unsigned long long)missing, (unsigned long long)free_b);
+    return 0;
+}
+
 /* Map map_len bytes of the object inside a reservation of `reserve` bytes. */
 static int seg_map(struct shk_segment *s, size_t size, size_t reserve)
 {
@@ -291,6 +324,8 @@ static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, un
             return shk_fail(EINVAL, "%s exists with size %lld, smaller than the %zu bytes "
                             "asked for", what, (long long)st.st_size, size);
         size = (size_t)st.st_size;
+        if ((r = ensure_space(s, 0, size, what)) != 0)
+            return r;
     }
     if ((r = seg_map(s, size, reserve)) != 0)
         goto undo;
@@ -752,8 +787,13 @@ int shk_seg_refresh(struct shk_segment *s)
     if ((r = shk_seg_object_size(s, &now)) != 0)
         return r;
     pthread_mutex_lock(&s->remap_lock);
-    if (now > s->size)
-        r = extend_in_place(s, now);
+    if (now > s->size) {
+        /* grown by another process: its grower reserved the space, unless it died in
+         * between (then we reserve it, or refuse a read-only extension) */
+        r = ensure_space(s, s->size, now, "segment (following its growth by another process)");
+        if (r == 0)
+            r = extend_in_place(s, now);
+    }
     pthread_mutex_unlock(&s->remap_lock);
     return r;
 }
@@ -775,6 +815,9 @@ int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move)
     size_t old = 0;
     if ((r = shk_seg_object_size(s, &old)) != 0)
         goto out;
+    /* this handle knows that [0, s->size) has its space (it reserved or checked it); the
+     * object may be larger, grown by a process that died before reserving */
+    size_t known = old < s->size ? old : s->size;
     if (new_size > old) {
         if (s->kind != SHK_SEG_FILE && (r = check_memory_size(new_size, "segment resize", s->fd)) != 0)
             goto out;
@@ -793,16 +836,19 @@ int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move)
                          strerror(errno), errno == EPERM ? " (the memfd is sealed)" : "");
             goto out;
         }
-        if ((r = reserve_space(s->fd, old, new_size, "segment resize")) != 0) {
+        if ((r = reserve_space(s->fd, old, new_size, "segment resize")) != 0 ||
+            (r = ensure_space(s, known, old, "segment resize")) != 0) {
             if (ftruncate(s->fd, (off_t)old) != 0) { /* leave it as it was */ }
             goto out;
         }
-    } else if (new_size < old) {
-        if (ftruncate(s->fd, (off_t)new_size) != 0) {
+    } else {
+        if (new_size < old && ftruncate(s->fd, (off_t)new_size) != 0) {
             r = shk_fail(errno, "ftruncate(%zu): %s%s", new_size, strerror(errno),
                          errno == EPERM ? " (the memfd is sealed)" : "");
             goto out;
         }
+        if ((r = ensure_space(s, known, new_size, "segment resize")) != 0)
+            goto out;
     }
     size_t new_len = round_page(new_size);
     if (new_len <= s->reserved) {
