@@ -249,6 +249,70 @@ def test_3_corrupted_mutex_kind_is_corruption_not_abort(shm_name):
     assert_ok(o, "CorruptedError")
 
 
+# -- 4. a segment shrunk by another process ---------------------------------------------------
+
+def test_4_segment_shrunk_by_another_process_is_noticed(shm_name):
+    o = child(f"""
+        import os, subprocess, sys
+        import shmkit
+        name = {shm_name!r}
+        s = shmkit.Segment(name, "x", 1 << 20)
+        old_view = s.buf
+        s.write(b"tail", (1 << 20) - 4)
+        subprocess.run([sys.executable, "-c",
+                        f"import shmkit; shmkit.Segment({{name!r}}, 'w').resize(4096)"], check=True)
+        try:
+            s.read((1 << 20) - 4, 4)
+            print("read past the end")
+        except IndexError as e:
+            print("IndexError:", e)
+        print("size", s.size)
+        print("stale view byte", old_view[(1 << 20) - 1])
+        s.write(b"head", 0)
+        print("head", s.read(0, 4))
+        old_view.release()
+        s.unlink(); s.close()
+    """, timeout=30)
+    assert_ok(o, "IndexError:", "shrunk to 4096 bytes by another process", "size 4096",
+              "stale view byte 0", "head b'head'")
+
+
+def test_4_zone_is_never_shrunk_by_shmkit_and_a_foreign_truncation_is_reported(shm_name):
+    """shmkit's own resize() refuses to shrink a zone (it killed the zone's processes with
+    SIGBUS); a foreign truncation is reported by the zone's slow paths (lookups,
+    structures, stats, check, opening), which read zeros past the new end instead of
+    dying.  alloc()/free() and the structures' fast paths do not look (an fstat costs
+    more than they do): see docs/reliability.md."""
+    o = child(f"""
+        import os, subprocess, sys
+        import shmkit
+        name = {shm_name!r}
+        z = shmkit.Zone(name, 1 << 20)
+        z.create("table", 200000)
+        r = subprocess.run([sys.executable, "-c",
+                            f"import shmkit; shmkit.Segment({{name!r}}, 'w').resize(8192)"],
+                           capture_output=True, text=True)
+        print("resize refused:", r.returncode != 0 and "never shrinks" in r.stderr)
+        print("zone still usable:", z.alloc(100) > 0)
+        fd = os.open("/dev/shm/" + name, os.O_RDWR)
+        os.ftruncate(fd, 8192)          # a foreign process shrinks it
+        os.close(fd)
+        for call in (z.stats, z.check, z.objects, lambda: z.find("table"),
+                     lambda: z.create("obj", 100000), lambda: shmkit.Zone(name)):
+            try:
+                call()
+                print("no error")
+            except shmkit.CorruptedError as e:
+                print("CorruptedError:", e)
+        z.close()
+        os.unlink("/dev/shm/" + name)
+        print("alive")
+    """, timeout=30)
+    assert_ok(o, "resize refused: True", "zone still usable: True", "shrunk to 8192 bytes",
+              "alive")
+    assert "no error" not in o.out, repr(o)
+
+
 # -- 5. sparse objects adopted when the file system is full ---------------------------------
 
 FILL_AND_ADOPT = """

@@ -45,13 +45,15 @@ import errno
 import json
 import os
 import socket
+import struct
 import threading
 import time
 import weakref
 from dataclasses import dataclass
 
 from . import _core, _lifecycle
-from ._errors import (ClosedError, InvalidNameError, SegmentNotFoundError, ShmkitError)
+from ._errors import (ClosedError, InvalidArgumentError, InvalidNameError, SegmentNotFoundError,
+                      ShmkitError)
 
 __all__ = ["Segment", "SegmentStat", "ftok", "send_fd", "recv_fd", "BACKENDS", "MODES",
            "LIFECYCLES"]
@@ -209,6 +211,7 @@ class Segment:
     _fstat = None           # identity (st_dev, st_ino) of the object, fd backends
     _ctime = None           # sysv: creation time (with shmid, the segment's identity)
     _observer = False
+    _shrunk_from = 0        # the size this handle had mapped before another process shrank it
 
     def __init__(self, name=None, mode: str = "c", size: int = 0, *, backend: str | None = None,
                  key: int | None = None, shmid: int | None = None, path=None, fd: int | None = None,
@@ -571,11 +574,24 @@ class Segment:
 
     @property
     def size(self) -> int:
-        """Bytes in this mapping (follows growth made by other processes)."""
+        """Bytes in this mapping.  Follows growth made by other processes (within the
+        reservation) and shrinking: the pages another process cut off read zeros through
+        views taken before, instead of killing this process with SIGBUS."""
         seg = self._live()
         if seg.kind in (_core.KIND_POSIX, _core.KIND_FILE, _core.KIND_MEMFD):
-            return seg.refresh()
+            before = seg.size
+            now = seg.refresh()
+            if now < before:
+                self._shrunk_from = max(self._shrunk_from, before)
+            return now
         return seg.size
+
+    def _outside(self, what: str, end: int, size: int) -> IndexError:
+        if self._shrunk_from and end <= self._shrunk_from:
+            return IndexError(f"{what} is outside {self._what()}: it was shrunk to {size} "
+                              f"bytes by another process (this handle mapped "
+                              f"{self._shrunk_from})")
+        return IndexError(f"{what} is outside the segment ({size} bytes)")
 
     @property
     def readonly(self) -> bool:
@@ -639,7 +655,7 @@ class Segment:
         if count is None:
             count = size - offset
         if not (0 <= offset <= size) or count < 0 or offset + count > size:
-            raise IndexError(f"read({offset}, {count}) is outside the segment ({size} bytes)")
+            raise self._outside(f"read({offset}, {count})", offset + max(count, 0), size)
         return bytes(self.buf[offset:offset + count])
 
     def write(self, data, offset: int = 0) -> int:
@@ -650,17 +666,29 @@ class Segment:
         mv = memoryview(data).cast("B")
         size = self.size
         if offset < 0 or offset + mv.nbytes > size:
-            raise IndexError(f"write of {mv.nbytes} bytes at {offset} is outside the segment "
-                             f"({size} bytes)")
+            raise self._outside(f"write of {mv.nbytes} bytes at {offset}", offset + mv.nbytes,
+                                size)
         self.buf[offset:offset + mv.nbytes] = mv
         return mv.nbytes
 
     def resize(self, size: int) -> None:
-        """Change the size (posix, file, memfd).  Growing reserves the space first."""
+        """Change the size (posix, file, memfd).  Growing reserves the space first.
+
+        Other processes follow: growth within their reservation, and shrinking (the
+        pages cut off read zeros through their old views; read()/write() there raise
+        IndexError saying so).  A segment that holds a zone is never shrunk: a zone's
+        processes use all of it."""
         _check_int("size", size)
         seg = self._live()
         if size == 0:
             raise ValueError("size must be > 0")
+        current = self.size
+        if size < current and current >= 8 and \
+                struct.unpack_from("=Q", self.buf, 0)[0] == _core.ZONE_MAGIC:
+            raise InvalidArgumentError(
+                errno.EINVAL, f"{self._what()} holds a shmkit zone of {current} bytes; it "
+                f"cannot be shrunk to {size} (a zone never shrinks: its processes use all of "
+                "it)")
         self._buf = None
         seg.resize(size)
 

@@ -158,6 +158,8 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
     if ((r = shk_zone_lock(z)) != 0)
         return r;
     struct shk_zone_header *h = z->hdr;
+    if ((r = shk_zone_check_size(z)) != 0)
+        goto out;
     struct shk_dir_table *t = table(z, h->dir_off, &err);
     if (err) {
         r = err;
@@ -247,6 +249,10 @@ int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
         return r;
     if ((r = shk_zone_lock(z)) != 0)
         return r;
+    if ((r = shk_zone_check_size(z)) != 0) {
+        shk_zone_unlock(z);
+        return r;
+    }
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
     int64_t s = t ? lookup(t, name, fnv1a(name)) : -1;
     if (err) {
@@ -276,7 +282,9 @@ int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, si
     if ((r = shk_zone_lock(z)) != 0)
         return r;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
-    if (err) {
+    if ((r = shk_zone_check_size(z)) != 0) {
+        /* reported below */
+    } else if (err) {
         r = err;
     } else if (t) {
         for (uint32_t i = 0; i < t->cap; i++) {

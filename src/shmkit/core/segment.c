@@ -776,6 +776,29 @@ static int extend_in_place(struct shk_segment *s, size_t new_size)
     return 0;
 }
 
+/*
+ * Follow a shrink made by another process.  The pages past the new end would kill this
+ * process with SIGBUS on their next touch (a view, a zone's structure): map zeros over
+ * them instead (private, anonymous), so a stale view reads zeros and nothing dies; the
+ * handle's size becomes the object's.  Growing again maps the object back over them.
+ * Caller holds remap_lock.
+ */
+static int follow_shrink(struct shk_segment *s, size_t now)
+{
+    size_t keep = round_page(now);
+    if (keep < s->map_len) {
+        int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+        void *p = mmap(s->base + keep, s->map_len - keep, prot,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+        if (p == MAP_FAILED)
+            return shk_fail(errno, "segment: mapping zeros over the %zu bytes another process "
+                            "cut off: %s", s->map_len - keep, strerror(errno));
+        s->map_len = keep;
+    }
+    s->size = now;
+    return 0;
+}
+
 int shk_seg_refresh(struct shk_segment *s)
 {
     size_t now;
@@ -793,6 +816,8 @@ int shk_seg_refresh(struct shk_segment *s)
         r = ensure_space(s, s->size, now, "segment (following its growth by another process)");
         if (r == 0)
             r = extend_in_place(s, now);
+    } else if (now < s->size) {
+        r = follow_shrink(s, now);
     }
     pthread_mutex_unlock(&s->remap_lock);
     return r;

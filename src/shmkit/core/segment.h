@@ -87,7 +87,9 @@ int shk_seg_create_anon(struct shk_segment *s, size_t size);
 int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move);
 
 /* Follow a size change made by another process: map up to the object's current size,
- * within the reservation. 0, or SHK_ENOGROW when the new size does not fit. */
+ * within the reservation (0, or SHK_ENOGROW when the new size does not fit); after a
+ * shrink, map zeros over the pages past the new end (they would SIGBUS) and take the
+ * new size.  One fstat. */
 int shk_seg_refresh(struct shk_segment *s);
 
 /* Move the mapping into a larger reservation of `reserve` bytes (base changes: only

@@ -750,7 +750,7 @@ int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st)
     memset(st, 0, sizeof *st);
     if ((r = shk_zone_lock(z)) != 0)
         return r;
-    if ((r = check_extents(z)) != 0)
+    if ((r = shk_zone_check_size(z)) != 0 || (r = check_extents(z)) != 0)
         goto out;
     st->size = h->size;
     st->max_size = h->max_size;
@@ -824,7 +824,7 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
         buf[0] = '\0';
     if ((r = shk_zone_lock(z)) != 0)
         return r;
-    if ((r = check_extents(z)) != 0) {
+    if ((r = shk_zone_check_size(z)) != 0 || (r = check_extents(z)) != 0) {
         problem(&rp, "%s", shk_error_detail());
         goto out;
     }
