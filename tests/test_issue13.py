@@ -580,6 +580,107 @@ def test_9_non_regular_file_is_refused_without_blocking(kind, shm_name):
         assert "not a" in r.stderr, (cmd, r.stderr)
 
 
+# -- 10. creating and opening the same name at the same moment --------------------------------
+
+RACE_CREATOR = """
+    import sys, time
+    from shmkit import Segment
+    backend, ident, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    kw = {"key": int(ident)} if backend == "sysv" else {}
+    name = None if backend == "sysv" else ident
+    end = time.monotonic() + seconds
+    made = 0
+    while time.monotonic() < end:
+        try:
+            s = Segment(name, "x", 1 << 16, lifecycle="unlink_on_last_close", **kw)
+        except FileExistsError:
+            time.sleep(0.0002)
+            continue
+        made += 1
+        time.sleep(0.001)
+        s.close()
+    print("made", made)
+"""
+
+RACE_OPENER = """
+    import os, sys, time, collections
+    import shmkit
+    from shmkit import Segment
+    backend, ident, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    kw = {"key": int(ident)} if backend == "sysv" else {}
+    name = None if backend == "sysv" else ident
+    end = time.monotonic() + seconds
+    seen = collections.Counter()
+    while time.monotonic() < end:
+        try:
+            s = Segment(name, "w", **kw)
+        except FileNotFoundError:
+            continue
+        except Exception as e:
+            seen[f"failed: {type(e).__name__}: {e}"] += 1
+            continue
+        seen[f"lifecycle {s.lifecycle}"] += 1
+        time.sleep(0.002)   # meanwhile the creator closes: we still hold it
+        if s.removed:
+            seen["removed while open"] += 1
+        s.close()
+    for k, v in sorted(seen.items()):
+        print(v, k)
+"""
+
+
+@pytest.mark.parametrize("backend", ["posix", "sysv"])
+def test_10_openers_racing_a_creator_wait_for_it_and_are_counted(backend, shm_name, sysv_keys,
+                                                                 procs):
+    ident = shm_name if backend == "posix" else str(sysv_keys.new())
+    seconds = "4"
+    c = subprocess.Popen([sys.executable, "-c", textwrap.dedent(RACE_CREATOR), backend, ident,
+                          seconds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    o = subprocess.Popen([sys.executable, "-c", textwrap.dedent(RACE_OPENER), backend, ident,
+                          seconds], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.extend([c, o])
+    cout, cerr = c.communicate(timeout=60)
+    oout, oerr = o.communicate(timeout=60)
+    assert c.returncode == 0 and o.returncode == 0, cerr + oerr
+    opened = sum(int(x.split()[0]) for x in oout.splitlines() if "lifecycle unlink_on_last_close" in x)
+    assert opened > 20, f"the race hardly happened:\n{cout}\n{oout}"
+    bad = [x for x in oout.splitlines() if "lifecycle unlink_on_last_close" not in x]
+    assert not bad, f"openers saw:\n{oout}\ncreator: {cout}"
+
+
+def test_10_two_c_mode_racers_both_succeed_and_both_see_the_lifecycle(procs):
+    code = """
+        import sys, time
+        from shmkit import Segment
+        base, me = sys.argv[1], sys.argv[2]
+        bad = made = 0
+        for i in range(150):
+            name = f"{base}-{i}"
+            while time.time() % 0.004 > 0.0005:   # both start each round together
+                pass
+            s = Segment(name, "c", 1 << 16, lifecycle="unlink_on_last_close")
+            made += s.created
+            if s.lifecycle != "unlink_on_last_close" or s.size != 1 << 16:
+                bad += 1
+                print("bad", name, s.lifecycle, s.size)
+            s.close()
+        print("made", made, "bad", bad)
+    """
+    base = unique("shmkit-i13-race")
+    ps = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), base, str(k)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for k in range(2)]
+    procs.extend(ps)
+    try:
+        outs = [p.communicate(timeout=90) for p in ps]
+        for p, (out, err) in zip(ps, outs):
+            assert p.returncode == 0, err
+            assert " bad 0" in out, out
+    finally:
+        for i in range(150):
+            remove_shm(f"{base}-{i}")
+
+
 # -- 11a. Board waits with a negative timeout -----------------------------------------------
 
 @xfail_wait(11)

@@ -52,8 +52,8 @@ import weakref
 from dataclasses import dataclass
 
 from . import _core, _lifecycle
-from ._errors import (ClosedError, InvalidArgumentError, InvalidNameError, SegmentNotFoundError,
-                      ShmkitError)
+from ._errors import (ClosedError, InvalidArgumentError, InvalidNameError, SegmentExistsError,
+                      SegmentNotFoundError, ShmkitError)
 
 __all__ = ["Segment", "SegmentStat", "ftok", "send_fd", "recv_fd", "BACKENDS", "MODES",
            "LIFECYCLES"]
@@ -342,16 +342,33 @@ class Segment:
 
     # -- opening, with the lifecycle protocol ------------------------------------------------
     def _open_named(self, core_open, flags, perm, lifecycle, path):
-        """posix and file: open or create, then take part in the lock protocol."""
+        """posix and file: open or create, then take part in the lock protocol.
+
+        A new object has no name until it is complete: the core makes it unnamed
+        (O_TMPFILE), sized, reserved and locked; here its record is written; then it is
+        published (linkat).  An opener can therefore never see it half-made (empty, or
+        without its record).  If another process published the name first, this one is
+        dropped and theirs opened ("c"), or SegmentExistsError ("x")."""
         creating = bool(flags & _core.O_CREATE)
+        if creating:
+            flags |= _core.O_PUBLISH_LATER
         for _ in range(100):
             seg = core_open(flags)
             try:
                 st = os.fstat(seg.fd)
                 if seg.created:
                     self._seg, self._fstat = seg, st
-                    self._become_creator(lifecycle or "persist", perm, path)
-                    return
+                    if self._become_creator(lifecycle or "persist", perm, path):
+                        return
+                    # the name was taken while ours was being made: drop ours
+                    self._seg, self._fstat, self._record = None, None, None
+                    self._creator = False
+                    seg.close()
+                    if flags & _core.O_EXCL:
+                        raise SegmentExistsError(
+                            errno.EEXIST, f"{self._what()} already exists (another process "
+                            "created it first)")
+                    continue
                 # blocks only while a closer, a reaper or gc holds the write lock to
                 # remove this very object (microseconds); then the name check fails
                 _lifecycle.hold_attach(seg.fd, wait=True)
@@ -375,11 +392,14 @@ class Segment:
         raise ShmkitError(f"{self._what()}: lost every race to open it (it kept being "
                           "removed and re-created)")
 
-    def _become_creator(self, lifecycle, perm, path):
-        """Locks first, record second: whoever sees the record also sees the locks."""
+    def _become_creator(self, lifecycle, perm, path) -> bool:
+        """Locks first, record second, name third: whoever sees the name sees the record,
+        and whoever sees the record sees the locks.  False if another process published
+        the name first (nothing of ours is left then)."""
         seg = self._seg
         self._creator = True
         ident = self.name if self.backend == "posix" else path  # what removal is given
+        rname = None
         try:
             if not _lifecycle.hold_creator(seg.fd) and lifecycle != "persist":
                 raise ShmkitError(f"{self._what()}: its file system has no OFD locks "
@@ -395,17 +415,25 @@ class Segment:
                 try:
                     os.close(_lifecycle.create_record(rname, rec, perm))
                 except OSError as e:
+                    rname = None
                     if lifecycle != "persist":
                         raise ShmkitError(f"{self._what()}: cannot record its lifecycle: the "
                                           f"file system refuses user xattrs and the registry "
                                           f"is not usable ({e})") from e
                     rec = None
+            try:
+                seg.publish()
+            except FileExistsError:
+                if rname is not None:
+                    _lifecycle.remove_record(rname)
+                return False
             self._record = rec
             if rec is not None and not self._observer:
                 _lifecycle.note_event(seg.fd, "attach")
             if lifecycle != "persist":
                 self._reaper_pid = _lifecycle.spawn_reaper(
                     seg.fd, {"when": lifecycle, "backend": self.backend, "ident": ident})
+            return True
         except BaseException:
             _lifecycle.remove_if_same(self.backend, ident, self._fstat)
             raise
@@ -439,28 +467,32 @@ class Segment:
                                               "shmid": seg.shmid, "ctime": kst["ctime"]})
                     return
                 fd, rec = _lifecycle.open_record(rname, kst["cuid"], writable=not readonly)
-                if fd is None and lifecycle not in (None, "persist") \
-                        and time.time() - kst["ctime"] < 2:
-                    # created a moment ago: its creator may not have written the record
-                    # yet (it is written right after shmget); give it a moment
+                if fd is None and time.time() - kst["ctime"] < 2 and _pid_alive(kst["cpid"]):
+                    # created a moment ago by a live process: if that is shmkit, its record
+                    # (written right after shmget) and with it the lock that counts us as
+                    # attached are coming: give it a moment (an opener that went on
+                    # without was not counted, and an unlink_on_last_close segment was
+                    # removed under it)
                     deadline = time.monotonic() + 0.5
                     while fd is None and time.monotonic() < deadline:
                         time.sleep(0.001)
                         fd, rec = _lifecycle.open_record(rname, kst["cuid"],
                                                          writable=not readonly)
+                        if fd is None and _sysv_gone(seg.shmid, kst["ctime"]):
+                            break
                 if fd is not None:
                     self._record_fd, self._record = fd, rec
                     self._record_writable = (os.O_ACCMODE & _fcntl_getfl(fd)) == os.O_RDWR
                     _lifecycle.hold_attach(fd, wait=True)
-                    again = _core.sysv_stat(seg.shmid)
-                    if again["removed"] or again["ctime"] != kst["ctime"]:
-                        self._drop_record_fd()
-                        seg.close()
-                        self._seg = None
-                        if creating and key:
-                            continue
-                        raise SegmentNotFoundError(
-                            errno.ENOENT, f"{self._what()} was removed while it was being opened")
+                if _sysv_gone(seg.shmid, kst["ctime"]):
+                    # removed before we held the lock that counts us: not ours to use
+                    self._drop_record_fd()
+                    seg.close()
+                    self._seg = None
+                    if creating and key:
+                        continue
+                    raise SegmentNotFoundError(
+                        errno.ENOENT, f"{self._what()} was removed while it was being opened")
                 self._check_lifecycle(lifecycle)
                 return
             except BaseException:
@@ -936,6 +968,27 @@ def _close_quietly(fd):
         os.close(fd)
     except OSError:
         pass
+
+
+def _sysv_gone(shmid, ctime) -> bool:
+    """The SysV segment shmid (created at ctime) was removed (IPC_RMID) or replaced."""
+    try:
+        now = _core.sysv_stat(shmid)
+    except OSError:
+        return True
+    return now["removed"] or now["ctime"] != ctime
+
+
+def _pid_alive(pid) -> bool:
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fcntl_getfl(fd) -> int:

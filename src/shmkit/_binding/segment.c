@@ -256,6 +256,16 @@ static PyObject *segment_remap(SegmentObject *s, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *segment_publish(SegmentObject *s, PyObject *unused)
+{
+    if (shk_segment_check_open(s) < 0)
+        return NULL;
+    int r = shk_seg_publish(&s->seg);
+    if (r)
+        return shk_py_raise(r, "publish");
+    Py_RETURN_NONE;
+}
+
 static PyObject *segment_object_size(SegmentObject *s, PyObject *unused)
 {
     if (shk_segment_check_open(s) < 0)
@@ -438,6 +448,9 @@ static PyMethodDef segment_methods[] = {
     {"remap", (PyCFunction)segment_remap, METH_NOARGS,
      "remap()\n--\n\nMap the object again from fd at the same address (after fd was given "
      "an open file description of its own)."},
+    {"publish", (PyCFunction)segment_publish, METH_NOARGS,
+     "publish()\n--\n\nGive a new object (opened with O_PUBLISH_LATER) its name; "
+     "SegmentExistsError if another process took the name meanwhile."},
     {"object_size", (PyCFunction)segment_object_size, METH_NOARGS,
      "object_size()\n--\n\nSize of the underlying object now (fstat / IPC_STAT)."},
     {"stat", (PyCFunction)segment_stat, METH_NOARGS,

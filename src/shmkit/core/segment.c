@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -331,7 +332,7 @@ static int fd_finish_open(struct shk_segment *s, size_t size, size_t reserve, un
         goto undo;
     return 0;
 undo:
-    if (s->created && undo)
+    if (s->created && undo && !s->publish_path)
         undo(undo_arg);
     return r;
 }
@@ -343,105 +344,184 @@ static int unlink_posix_quiet(const char *name)
     return shm_unlink(path);
 }
 
+static int unlink_file_quiet(const char *path)
+{
+    return unlink(path);
+}
+
+/*
+ * Creating without a window.  A new posix or file object is made without a name
+ * (O_TMPFILE in its directory), takes its creator's locks, is sized and reserved, and
+ * only then gets its name with linkat(2), which fails with EEXIST if the name was taken
+ * meanwhile (as O_EXCL would have).  Nobody can open a half-made object: openers used to
+ * find it empty ("exists but has size 0") or without its creator's record and locks,
+ * and a creator SIGKILLed half-way left a broken object behind (now it leaves nothing).
+ * File systems without O_TMPFILE get the old way: open(O_CREAT | O_EXCL) in place, the
+ * creator's locks taken at once, openers waiting on the SIZING lock.
+ */
+struct fd_target {
+    const char *what;       /* "POSIX segment 'x'", for messages */
+    const char *call;       /* "shm_open" or "open" */
+    const char *arg;        /* what `open_named` takes: "/x" (shm_open) or the path */
+    const char *fspath;     /* the object's path in the file system */
+    char dir[PATH_MAX];     /* its directory, where an unnamed object is made */
+    int (*open_named)(const char *arg, int oflag, mode_t mode);
+};
+
+static int open_file_named(const char *path, int oflag, mode_t mode)
+{
+    return open(path, oflag | O_NOFOLLOW, mode);
+}
+
+/* Give an object made without a name its name.  0, EEXIST if the name is taken, errno. */
+int shk_seg_publish(struct shk_segment *s)
+{
+    if (!s->publish_path)
+        return 0;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", s->fd);
+    if (linkat(AT_FDCWD, proc, AT_FDCWD, s->publish_path, AT_SYMLINK_FOLLOW) != 0) {
+        int e = errno;
+        if (e == EEXIST)
+            return shk_fail(EEXIST, "%s: File exists (another process created it first)",
+                            s->publish_path);
+        return shk_fail(e, "linkat(%s): cannot give the new segment its name: %s",
+                        s->publish_path, strerror(e));
+    }
+    free(s->publish_path);
+    s->publish_path = NULL;
+    return 0;
+}
+
+/* An unnamed new object in t->dir; -1 (errno) when the file system cannot make one. */
+static int create_unnamed(struct shk_segment *s, const struct fd_target *t, unsigned mode)
+{
+    if (access("/proc/self/fd", X_OK) != 0) { /* publishing goes through /proc */
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    int fd = open(t->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode & 0777);
+    if (fd < 0)
+        return -1;
+    s->publish_path = strdup(t->fspath);
+    if (!s->publish_path) {
+        close(fd);
+        errno = ENOMEM;
+        return -1;
+    }
+    return fd;
+}
+
+/* One attempt to open or create; 0 with s->fd set (s->created, s->publish_path). */
+static int open_or_create(struct shk_segment *s, const struct fd_target *t, int flags,
+                          unsigned mode, int oflag)
+{
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (!(flags & SHK_O_CREATE) || !(flags & SHK_O_EXCL)) {
+            /* open what exists ("c" tries this first: the common case) */
+            s->fd = t->open_named(t->arg, oflag, 0);
+            if (s->fd >= 0)
+                return 0;
+            if (errno != ENOENT || !(flags & SHK_O_CREATE))
+                return refuse_open_error(errno, t->call, t->arg, t->fspath, t->what);
+        } else {
+            struct stat st;
+            if (lstat(t->fspath, &st) == 0) /* "x": fail before making anything */
+                return shk_fail(EEXIST, "%s(%s): %s", t->call, t->arg, strerror(EEXIST));
+        }
+        s->fd = create_unnamed(s, t, mode);
+        if (s->fd >= 0) {
+            s->created = 1;
+            take_creator_locks(s->fd);
+            return 0;
+        }
+        if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL && errno != ENOENT)
+            return shk_fail(errno, "open(%s, O_TMPFILE): %s", t->dir, strerror(errno));
+        /* no O_TMPFILE here: create in place */
+        s->fd = t->open_named(t->arg, oflag | O_CREAT | O_EXCL, mode & 0777);
+        if (s->fd >= 0) {
+            s->created = 1;
+            take_creator_locks(s->fd);
+            return 0;
+        }
+        if (errno != EEXIST || (flags & SHK_O_EXCL))
+            return refuse_open_error(errno, t->call, t->arg, t->fspath, t->what);
+        /* created by someone else between our two calls: open it */
+    }
+    return shk_fail(EAGAIN, "%s(%s): lost every race to create or open it", t->call, t->arg);
+}
+
+/* The common part of shk_seg_open_posix and shk_seg_open_file. */
+static int open_fd_backend(struct shk_segment *s, const struct fd_target *t, int flags,
+                           unsigned mode, size_t size, size_t reserve,
+                           int (*undo)(const char *), const char *undo_arg)
+{
+    int r;
+    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
+    if ((flags & SHK_O_CREATE) && size == 0 && !(flags & SHK_O_ALLOWEMPTY))
+        return shk_fail(EINVAL, "%s: size must be > 0 to create it", t->what);
+    if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
+        return shk_fail(EINVAL, "%s: cannot create a segment read-only", t->what);
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if ((r = open_or_create(s, t, flags, mode, oflag)) != 0)
+            return r;
+        r = check_regular(s->fd, t->what);
+        if (r == 0)
+            r = fd_finish_open(s, size, reserve, mode & 0777, t->what, undo, undo_arg);
+        if (r == 0 && s->publish_path && !(flags & SHK_O_PUBLISH_LATER)) {
+            r = shk_seg_publish(s);
+            if (r == EEXIST && !(flags & SHK_O_EXCL)) {
+                shk_seg_close(s); /* someone else's is there now: open that one */
+                s->created = 0;
+                shk_clear_detail();
+                continue;
+            }
+        }
+        if (r) {
+            shk_seg_close(s);
+            s->created = 0;
+        }
+        return r;
+    }
+    return shk_fail(EAGAIN, "%s(%s): lost every race to create or open it", t->call, t->arg);
+}
+
 int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsigned mode,
                        size_t size, size_t reserve)
 {
     int r;
-    char path[SHK_NAME_MAX + 2], what[SHK_NAME_MAX + 32];
+    char path[SHK_NAME_MAX + 2], what[SHK_NAME_MAX + 32], fspath[SHK_NAME_MAX + 16];
     seg_reset(s, SHK_SEG_POSIX, flags);
     shk_clear_detail();
     if ((r = shk_seg_check_name(name)) != 0)
         return r;
     snprintf(path, sizeof path, "/%s", name);
     snprintf(what, sizeof what, "POSIX segment '%s'", name);
-    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK;
-    if ((flags & SHK_O_CREATE) && size == 0 && !(flags & SHK_O_ALLOWEMPTY))
-        return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
-    if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
-        return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
-
-    for (int attempt = 0; attempt < 100; attempt++) {
-        if (flags & SHK_O_CREATE) {
-            s->fd = shm_open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
-            if (s->fd >= 0) {
-                s->created = 1;
-                take_creator_locks(s->fd);
-                break;
-            }
-            if (errno != EEXIST || (flags & SHK_O_EXCL))
-                return shk_fail(errno, "shm_open(%s): %s", path, strerror(errno));
-        }
-        s->fd = shm_open(path, oflag, 0);
-        if (s->fd >= 0)
-            break;
-        if (errno == ENOENT && (flags & SHK_O_CREATE))
-            continue; /* unlinked between our two calls: try to create again */
-        int e = errno;
-        char fspath[SHK_NAME_MAX + 16];
-        snprintf(fspath, sizeof fspath, "/dev/shm%s", path); /* where glibc puts them */
-        return refuse_open_error(e, "shm_open", path, fspath, what);
-    }
-    if (s->fd < 0)
-        return shk_fail(EAGAIN, "shm_open(%s): lost every race to create or open it", path);
-    r = check_regular(s->fd, what);
-    if (r == 0)
-        r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_posix_quiet, name);
-    if (r) {
-        close(s->fd);
-        s->fd = -1;
-    }
-    return r;
-}
-
-static int unlink_file_quiet(const char *path)
-{
-    return unlink(path);
+    snprintf(fspath, sizeof fspath, "/dev/shm/%s", name); /* where glibc's shm_open puts it */
+    struct fd_target t = {what, "shm_open", path, fspath, "/dev/shm", shm_open};
+    return open_fd_backend(s, &t, flags, mode, size, reserve, unlink_posix_quiet, name);
 }
 
 int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsigned mode,
                       size_t size, size_t reserve)
 {
-    int r;
     char what[PATH_MAX + 32];
     seg_reset(s, SHK_SEG_FILE, flags);
     shk_clear_detail();
     if (!path || !*path)
         return shk_fail(SHK_ENAME, "file path is empty");
     snprintf(what, sizeof what, "file segment '%s'", path);
-    if ((flags & SHK_O_CREATE) && size == 0 && !(flags & SHK_O_ALLOWEMPTY))
-        return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
-    if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
-        return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
-    int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        if (flags & SHK_O_CREATE) {
-            s->fd = open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
-            if (s->fd >= 0) {
-                s->created = 1;
-                take_creator_locks(s->fd);
-                break;
-            }
-            if (errno != EEXIST || (flags & SHK_O_EXCL))
-                return shk_fail(errno, "open(%s): %s", path, strerror(errno));
-        }
-        s->fd = open(path, oflag, 0);
-        if (s->fd >= 0)
-            break;
-        if (errno == ELOOP)
-            return shk_fail(ELOOP, "%s is a symbolic link; shmkit does not follow links", what);
-        if (errno == ENOENT && (flags & SHK_O_CREATE))
-            continue;
-        return refuse_open_error(errno, "open", path, path, what);
-    }
-    if (s->fd < 0)
-        return shk_fail(EAGAIN, "open(%s): lost every race to create or open it", path);
-    r = check_regular(s->fd, what);
-    if (r == 0)
-        r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_file_quiet, path);
-    if (r) {
-        close(s->fd);
-        s->fd = -1;
-    }
+    struct fd_target t = {what, "open", path, path, "", open_file_named};
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(t.dir, sizeof t.dir, ".");
+    else if (slash == path)
+        snprintf(t.dir, sizeof t.dir, "/");
+    else
+        snprintf(t.dir, sizeof t.dir, "%.*s", (int)(slash - path), path);
+    int r = open_fd_backend(s, &t, flags, mode, size, reserve, unlink_file_quiet, path);
+    if (r == ELOOP)
+        return shk_fail(ELOOP, "%s is a symbolic link; shmkit does not follow links", what);
     return r;
 }
 
@@ -961,6 +1041,8 @@ int shk_seg_close(struct shk_segment *s)
         close(s->fd);
         s->fd = -1;
     }
+    free(s->publish_path); /* never published: the object goes with its last fd */
+    s->publish_path = NULL;
     s->size = s->map_len = s->reserved = 0;
     return 0;
 }
