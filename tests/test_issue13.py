@@ -697,3 +697,14 @@ def test_11_board_negative_timeout_does_not_wait_forever(call, shm_name):
             print("raised", type(e).__name__)
     """, timeout=4)
     assert_ok(o)
+
+
+# -- 11c. object types by name --------------------------------------------------------------
+
+def test_11_object_types_are_named_in_errors(zone):
+    from shmkit import ObjectTypeError
+    zone.lock("x")
+    with pytest.raises(ObjectTypeError) as ei:
+        zone.queue("x")
+    msg = str(ei.value)
+    assert "lock" in msg and "queue" in msg and "type 2" not in msg, msg

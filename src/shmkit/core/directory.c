@@ -29,6 +29,28 @@ static uint32_t fnv1a(const char *s)
     return h ? h : 1;
 }
 
+/* The name users know an object type by (zone.objects() shows the same), for messages. */
+static const char *type_name(uint32_t type, char *buf, size_t cap)
+{
+    static const char *const names[] = {
+        [SHK_OBJ_RAW] = "raw", [SHK_OBJ_LOCK] = "lock", [SHK_OBJ_RLOCK] = "rlock",
+        [SHK_OBJ_RWLOCK] = "rwlock", [SHK_OBJ_SEMAPHORE] = "semaphore",
+        [SHK_OBJ_EVENT] = "event", [SHK_OBJ_CONDITION] = "condition",
+        [SHK_OBJ_BARRIER] = "barrier", [SHK_OBJ_VALUE] = "value", [SHK_OBJ_ARRAY] = "array",
+        [SHK_OBJ_COUNTER] = "counter", [SHK_OBJ_QUEUE] = "queue", [SHK_OBJ_DICT] = "dict",
+        [SHK_OBJ_NDARRAY] = "ndarray", [SHK_OBJ_BOARD] = "board", [SHK_OBJ_CONFIG] = "config",
+    };
+    if (type < sizeof names / sizeof names[0] && names[type])
+        return names[type];
+    snprintf(buf, cap, type >= SHK_OBJ_USER ? "user type %u" : "unknown type %u", type);
+    return buf;
+}
+
+static const char *article(const char *noun)
+{
+    return strchr("aeio", noun[0]) || !strncmp(noun, "un", 2) ? "an" : "a"; /* "a user type" */
+}
+
 int shk_obj_check_name(const char *name)
 {
     size_t n = name ? strlen(name) : 0;
@@ -173,8 +195,10 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
             goto out;
         }
         if (type && e->type != type) {
-            r = shk_fail(SHK_ETYPE, "'%s' exists in the zone as an object of type %u, not %u",
-                         name, e->type, type);
+            char a[32], b[32];
+            const char *have = type_name(e->type, a, sizeof a), *want = type_name(type, b, sizeof b);
+            r = shk_fail(SHK_ETYPE, "'%s' exists in the zone as %s %s, not %s %s", name,
+                         article(have), have, article(want), want);
             goto out;
         }
         if (!shk_zone_ptr(z, e->offset, e->size)) {
@@ -260,7 +284,10 @@ int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
     } else if (s < 0) {
         r = shk_fail(SHK_ENOTFOUND, "no object named '%s' in the zone", name);
     } else if (type && t->slot[s].type != type) {
-        r = shk_fail(SHK_ETYPE, "'%s' is an object of type %u, not %u", name, t->slot[s].type, type);
+        char a[32], b[32];
+        const char *have = type_name(t->slot[s].type, a, sizeof a), *want = type_name(type, b, sizeof b);
+        r = shk_fail(SHK_ETYPE, "'%s' is %s %s, not %s %s", name, article(have), have,
+                     article(want), want);
     } else {
         struct shk_dirent *e = &t->slot[s];
         uint64_t off = e->offset;
