@@ -708,3 +708,19 @@ def test_11_object_types_are_named_in_errors(zone):
         zone.queue("x")
     msg = str(ei.value)
     assert "lock" in msg and "queue" in msg and "type 2" not in msg, msg
+
+
+# -- 11d. Zone() on a foreign zero-filled segment -------------------------------------------
+
+def test_11_zone_does_not_silently_format_a_foreign_segment(shm_name):
+    from shmkit import SegmentExistsError, Zone
+    path = f"/dev/shm/{shm_name}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, 1 << 20)        # a zero-filled object made by someone else
+    os.close(fd)
+    with pytest.raises(SegmentExistsError, match="adopt=True"):
+        Zone(shm_name, 1 << 20)
+    with open(path, "rb") as f:
+        assert f.read(4096) == bytes(4096)       # untouched
+    with Zone(shm_name, 1 << 20, adopt=True) as z:
+        z.alloc(100)

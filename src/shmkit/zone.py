@@ -11,12 +11,14 @@ map it at different addresses.  The bytes are specified in ``core/layout.h``.
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
 import threading
 from dataclasses import dataclass
 
 from . import _core
-from ._errors import ClosedError, InvalidNameError, ZoneInitError
+from ._errors import ClosedError, InvalidNameError, SegmentExistsError, ZoneInitError
 from .segment import Segment
 
 __all__ = ["Zone", "ZoneStats", "SlabClassStats", "ObjectInfo", "default_zone", "OBJECT_TYPES"]
@@ -136,6 +138,10 @@ class Zone:
 
     ``lifecycle`` is the segment's (see ``shmkit.Segment``): "persist" (default),
     "unlink_on_last_close" or "unlink_on_creator_exit".
+
+    A segment that shmkit did not create (no record of shmkit's on it) and that holds no
+    zone yet is not formatted unless ``adopt=True``: Zone() refuses it with
+    SegmentExistsError instead of overwriting someone else's memory.
     """
 
     _core_zone = None
@@ -147,7 +153,7 @@ class Zone:
                  max_size: int | None = None, timeout: float | None = 30.0, perm: int = 0o600,
                  key: int | None = None, path=None, segment: Segment | None = None,
                  create: bool = True, allow_other_owner: bool = False,
-                 lifecycle: str | None = None):
+                 lifecycle: str | None = None, adopt: bool = False):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"zone size must be an int >= 0, not {size!r}")
         if 0 < size < _core.ZONE_MIN_SIZE:
@@ -200,6 +206,8 @@ class Zone:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         try:
+            if not adopt:
+                self._refuse_foreign()
             self._core_zone = _core.Zone(self._segment._seg, size, max_size or 0, tag, timeout)
         except BaseException:
             self._discard_failed_creation()
@@ -214,6 +222,25 @@ class Zone:
                 ok = True
             finally:
                 self._core_zone.init_done(ok)
+
+    def _refuse_foreign(self):
+        """A segment shmkit did not create that holds no zone would be formatted (its
+        bytes overwritten): refuse, unless the caller asked with adopt=True."""
+        seg = self._segment
+        if seg.created or seg.backend in ("memfd", "anonymous") and seg._creator:
+            return
+        if seg.lifecycle is not None:
+            return  # shmkit made it (a zone creator may have died before initialising it)
+        core = seg._seg
+        size = core.size
+        if size >= 8:
+            with memoryview(core) as mv:
+                if struct.unpack_from("=Q", mv, 0)[0] != 0:
+                    return  # a zone (attach) or something else (the core says what)
+        raise SegmentExistsError(
+            errno.EEXIST, f"{seg._what()} exists ({size} bytes, no zone in it) and was not "
+            "created by shmkit: Zone() would format it, overwriting whatever uses it.  Pass "
+            "adopt=True to make it a zone anyway, or use another name")
 
     def _discard_failed_creation(self):
         """Opening failed: close, and if this handle created an object that never became
