@@ -724,3 +724,33 @@ def test_11_zone_does_not_silently_format_a_foreign_segment(shm_name):
         assert f.read(4096) == bytes(4096)       # untouched
     with Zone(shm_name, 1 << 20, adopt=True) as z:
         z.alloc(100)
+
+
+# -- 11h. raw exceptions from inside --------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    "Segment(NAME + '\\udcff', 'x', 4096).unlink()",   # a name os.listdir can return
+    "z.lock('bad\\udcffname')",
+    "z.create('bad\\udcffname', 100)",
+    "z.board('b', 100, writer=True).loan((-1, -1)).__enter__()",
+])
+def test_11_only_shmkit_or_documented_exceptions_escape(call, shm_name):
+    o = child(f"""
+        import os
+        import shmkit
+        from shmkit import Segment, Zone
+        NAME = {shm_name!r}
+        z = Zone(NAME, 1 << 20)
+        os.unlink("/dev/shm/" + NAME)
+        try:
+            {call}
+            print("no error")
+        except (shmkit.ShmkitError, TypeError) as e:
+            print("ok", type(e).__name__, e)
+        except ValueError as e:
+            if isinstance(e, UnicodeError):
+                raise
+            print("ok", type(e).__name__, e)
+    """, timeout=20)
+    assert_ok(o)
+    assert o.out.startswith("ok") or "no error" in o.out, repr(o)

@@ -203,10 +203,11 @@ static PyObject *core_strerror(PyObject *self, PyObject *arg)
 
 static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
 {
-    const char *name = PyUnicode_AsUTF8(arg);
-    if (!name)
+    PyObject *bytes; /* a file name: the file system encoding, as os.unlink would use */
+    if (!PyUnicode_FSConverter(arg, &bytes))
         return NULL;
-    int r = shk_seg_unlink_posix(name);
+    int r = shk_seg_unlink_posix(PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
     if (r)
         return shk_py_raise(r, "shm_unlink");
     Py_RETURN_NONE;

@@ -431,6 +431,11 @@ class Board:
         if dt.hasobject:
             raise TypeError("arrays of Python objects cannot live in shared memory")
         shape = tuple(int(n) for n in ((shape,) if isinstance(shape, int) else shape))
+        if any(n < 0 for n in shape):
+            raise ValueError(f"shape {shape} has a negative dimension")
+        if len(shape) > _core.NDARRAY_MAX_DIMS:
+            raise ValueError(f"at most {_core.NDARRAY_MAX_DIMS} dimensions are supported, not "
+                             f"{len(shape)}")
         descr = dtype_descr(dt)
         head = _ARRAY_HEAD.size + 8 * len(shape)
         meta = _align(head + len(descr))

@@ -98,8 +98,15 @@ def _check_posix_name(name) -> str:
         raise InvalidNameError(f"segment name {name!r} contains '/'")
     if "\0" in name:
         raise InvalidNameError(f"segment name {name!r} contains a NUL byte")
-    if len(name.encode()) > 250:
-        raise InvalidNameError(f"segment name is {len(name.encode())} bytes long; at most 250 are allowed")
+    try:
+        # a file name in /dev/shm: encoded as os.open would (surrogateescape), so that
+        # names listed by os.listdir open as they are
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        raise InvalidNameError(f"segment name {name!r} cannot be encoded as a file "
+                               "name") from None
+    if len(encoded) > 250:
+        raise InvalidNameError(f"segment name is {len(encoded)} bytes long; at most 250 are allowed")
     if name in (".", ".."):
         raise InvalidNameError(f"segment name {name!r} is reserved")
     return name

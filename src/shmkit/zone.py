@@ -105,7 +105,11 @@ def _info(t) -> ObjectInfo:
 def _check_object_name(name) -> str:
     if not isinstance(name, str):
         raise TypeError(f"object name must be a str, not {type(name).__name__}")
-    b = name.encode()
+    try:
+        b = name.encode()
+    except UnicodeError:
+        raise InvalidNameError(f"object name {name!r} is not valid UTF-8 text (it holds a "
+                               "lone surrogate); names in a zone's directory are UTF-8") from None
     if not b:
         raise InvalidNameError("object name is empty")
     if len(b) > _core.OBJ_NAME_MAX:

@@ -66,24 +66,30 @@ static PyObject *segment_finish(SegmentObject *s, int r, const char *what)
 static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
-    const char *name;
+    PyObject *name_obj; /* a file name in /dev/shm: the file system encoding, as os.open */
     int flags = SHK_O_CREATE;
     unsigned int mode = 0600;
     Py_ssize_t size = 0, reserve = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iInn:posix", kwlist, &name, &flags, &mode,
-                                     &size, &reserve))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|iInn:posix", kwlist, PyUnicode_FSConverter,
+                                     &name_obj, &flags, &mode, &size, &reserve))
         return NULL;
-    if (size < 0 || reserve < 0)
+    if (size < 0 || reserve < 0) {
+        Py_DECREF(name_obj);
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
+    }
     SegmentObject *s = segment_alloc(type);
-    if (!s)
+    if (!s) {
+        Py_DECREF(name_obj);
         return NULL;
+    }
+    const char *name = PyBytes_AS_STRING(name_obj);
     int r;
     do { /* an opener may wait for the creator to size the object: Ctrl-C must work */
         Py_BEGIN_ALLOW_THREADS
         r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
         Py_END_ALLOW_THREADS
     } while (r == EINTR && PyErr_CheckSignals() == 0);
+    Py_DECREF(name_obj);
     if (r == EINTR) {
         s->closed = 1;
         Py_DECREF(s);
