@@ -726,6 +726,40 @@ def test_11_zone_does_not_silently_format_a_foreign_segment(shm_name):
         z.alloc(100)
 
 
+# -- 11e. shmkit info on a SysV segment -----------------------------------------------------
+
+def _sysv_row(shmid: int) -> dict:
+    return next(r for r in sysv_rows() if int(r["shmid"]) == shmid)
+
+
+def test_11_info_of_a_sysv_segment_does_not_attach(sysv_key):
+    from shmkit import Segment
+    with Segment(None, "x", 8192, key=sysv_key) as s:
+        before = _sysv_row(s.shmid)
+        r = subprocess.run([SHMKIT_BIN, "info", "--key", hex(sysv_key)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        after = _sysv_row(s.shmid)
+        assert after["lpid"] == before["lpid"], (before, after, r.stdout)
+        assert after["atime"] == before["atime"], (before, after)
+        s.unlink()
+
+
+# -- 11f. --key out of range ----------------------------------------------------------------
+
+def test_11_cli_key_out_of_range_is_refused_not_truncated(sysv_key):
+    from shmkit import Segment
+    with Segment(None, "x", 4096, key=sysv_key) as s:
+        wide = sysv_key + (1 << 32)
+        for cmd in (["rm", "--force", "--key", hex(wide)], ["info", "--key", hex(wide)],
+                    ["dump", "--key", hex(wide)], ["check", "--key", str(-(1 << 31) - 1)]):
+            r = subprocess.run([SHMKIT_BIN, *cmd], capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (cmd, r.returncode, r.stdout, r.stderr)
+            assert "32 bits" in r.stderr, (cmd, r.stderr)
+        assert not s.removed
+        s.unlink()
+
+
 # -- 11h. raw exceptions from inside --------------------------------------------------------
 
 @pytest.mark.parametrize("call", [

@@ -79,6 +79,15 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _key(text: str) -> int:
+    """A SysV key: 32 bits (a key_t), signed or not; never truncated to fit."""
+    v = _int(text)
+    if not -(1 << 31) <= v < (1 << 32):
+        raise argparse.ArgumentTypeError(f"SysV key {text} does not fit in 32 bits (a key_t "
+                                         "is -2**31 .. 2**32-1)")
+    return v
+
+
 def _nonneg(text: str) -> int:
     v = _int(text)
     if v < 0:
@@ -111,7 +120,7 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 def _add_target(p: argparse.ArgumentParser, *, path: bool = True, shmid: bool = True) -> None:
     p.add_argument("name", nargs="?", help="POSIX segment name (as in /dev/shm)")
-    p.add_argument("--key", type=_int, help="SysV key (decimal or 0x hex)")
+    p.add_argument("--key", type=_key, help="SysV key (decimal or 0x hex)")
     if shmid:
         p.add_argument("--id", dest="shmid", type=_nonneg, help="SysV shmid")
     if path:
@@ -161,12 +170,15 @@ def _open_zone(target: dict, info=None):
     return Zone(None, 0, backend="sysv", key=key, create=False, timeout=5)
 
 
-def _is_zone(target: dict, info) -> bool:
+def _is_zone(target: dict, info, *, attach: bool = False) -> bool:
+    """Whether the target holds a zone.  SysV segments are attached to look only when
+    ``attach`` (check, which attaches anyway): info reports their last-attach pid and time
+    and must not change them; shmkit's SysV zones say so in their record."""
     if info is not None and info.kind == "zone":
         return True
-    if info is not None and info.backend == "posix":
-        return False  # ls already peeked at the magic
-    # sysv (ls does not attach) and file segments: look at the first 8 bytes
+    if info is not None and (info.backend == "posix" or not attach):
+        return False  # posix: ls already peeked at the magic (a read, not a mapping)
+    # file segments (and SysV ones for check): look at the first 8 bytes
     import struct
 
     from . import _core
@@ -356,7 +368,7 @@ def _args_check(p):
 def _cmd_check(args) -> int:
     target = _one_target(args)
     info = _find(target)
-    if not _is_zone(target, info):
+    if not _is_zone(target, info, attach=True):
         raise CliError(f"{_describe(target)} is not a shmkit zone (no zone magic)",
                        EXIT_PROBLEMS)
     from ._errors import CorruptedError, VersionMismatchError
@@ -394,7 +406,7 @@ def _describe(target: dict) -> str:
 
 def _args_rm(p):
     p.add_argument("names", nargs="*", metavar="NAME", help="POSIX segment name(s)")
-    p.add_argument("--key", type=_int, action="append", default=[], help="SysV key (repeatable)")
+    p.add_argument("--key", type=_key, action="append", default=[], help="SysV key (repeatable)")
     p.add_argument("--id", dest="shmid", type=_nonneg, action="append", default=[],
                    help="SysV shmid (repeatable)")
     p.add_argument("--force", "-f", action="store_true",

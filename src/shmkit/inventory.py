@@ -223,7 +223,8 @@ def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
         backend="sysv", name=None, key=key, shmid=shmid, owner=_user(uid), uid=uid, gid=gid,
         mode=perms & 0o777, size=int(row["size"]), nattch=nattch, handles=handles,
         cpid=int(row["cpid"]) or None, lpid=int(row["lpid"]) or None,
-        kind="segment" if rec else None, lifecycle=rec["lifecycle"] if rec else None,
+        kind=(("zone" if rec.get("zone") else "segment") if rec else None),
+        lifecycle=rec["lifecycle"] if rec else None,
         creator_alive=creator_alive, status=tuple(status),
         created_time=rec["created_ns"] / 1e9 if rec else None,
         attach_time=float(row["atime"]) or None, detach_time=float(row["dtime"]) or None,
@@ -293,6 +294,8 @@ def find_segment(name: str | None = None, *, key: int | None = None,
                            {(st.st_dev, st.st_ino): _lifecycle.mapping_pids(st.st_dev, st.st_ino)})
     locks = _lifecycle.lock_table()
     if key is not None:
+        if not -(1 << 31) <= key < (1 << 32):
+            raise ValueError(f"SysV key {key} does not fit in 32 bits (a key_t)")
         k = key - (1 << 32) if key >= (1 << 31) else key
         if k == 0:
             raise SegmentNotFoundError(errno.ENOENT, "key 0 is IPC_PRIVATE: name the segment "

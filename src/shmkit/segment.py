@@ -224,7 +224,7 @@ class Segment:
                  key: int | None = None, shmid: int | None = None, path=None, fd: int | None = None,
                  perm: int = 0o600, seals=(), reserve: int = 0, allow_other_owner: bool = False,
                  lifecycle: str | None = None, _allow_empty: bool = False,
-                 _observer: bool = False):
+                 _observer: bool = False, _zone: bool = False):
         if backend is None:
             backend = ("sysv" if key is not None or shmid is not None else
                        "file" if path is not None else "memfd" if fd is not None else "posix")
@@ -296,7 +296,7 @@ class Segment:
             if creating and size == 0:
                 flags &= ~_core.O_CREATE
             self.key = key
-            self._open_sysv(key, shmid, flags, perm, size, lifecycle)
+            self._open_sysv(key, shmid, flags, perm, size, lifecycle, _zone)
         elif backend == "memfd":
             if lifecycle not in (None, "unlink_on_last_close"):
                 raise ValueError("a memfd segment has no name: it is freed when the last "
@@ -445,7 +445,7 @@ class Segment:
             _lifecycle.remove_if_same(self.backend, ident, self._fstat)
             raise
 
-    def _open_sysv(self, key, shmid, flags, perm, size, lifecycle):
+    def _open_sysv(self, key, shmid, flags, perm, size, lifecycle, zone=False):
         creating = bool(flags & _core.O_CREATE)
         readonly = bool(flags & _core.O_RDONLY)
         for _ in range(100):
@@ -458,8 +458,10 @@ class Segment:
                 if seg.created:
                     self._creator = True
                     want = lifecycle or "persist"
+                    # a zone says so in its record: `shmkit info` may then show its zone
+                    # without attaching to find out (which would change its shm_lpid)
                     rec = _lifecycle.make_record(want, "sysv", key=key, shmid=seg.shmid,
-                                                 ctime=kst["ctime"])
+                                                 ctime=kst["ctime"], zone=1 if zone else None)
                     try:
                         self._record_fd = _lifecycle.create_record(rname, rec, perm, lock=True)
                         self._record_writable = True

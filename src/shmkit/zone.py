@@ -196,7 +196,8 @@ class Zone:
             key = key if key is not None else name
             self._segment = Segment(None, "c" if (create and size) else "w", size,
                                     backend="sysv", key=key, perm=perm,
-                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle,
+                                    _zone=True)
             self.name = key
         elif backend == "memfd":
             if not size:
