@@ -760,6 +760,25 @@ def test_11_cli_key_out_of_range_is_refused_not_truncated(sysv_key):
         s.unlink()
 
 
+# -- 11g. a registry pre-created by another user --------------------------------------------
+
+def test_11_registry_precreated_by_another_user_is_refused_clearly(tmp_path, sysv_key):
+    from shmkit import Segment, ShmkitError
+    reg = tmp_path / "registry"
+    reg.mkdir(mode=0o755)
+    os.chown(reg, 65534, 65534) if os.geteuid() == 0 else pytest.skip("needs root to chown")
+    o = child(f"""
+        import shmkit
+        try:
+            shmkit.Segment(None, "x", 4096, key={sysv_key}, lifecycle="unlink_on_last_close")
+            print("created")
+        except shmkit.ShmkitError as e:
+            print("refused:", e)
+    """, env={"SHMKIT_REGISTRY": str(reg)}, timeout=30)
+    assert_ok(o, "refused:", "uid 65534", "SHMKIT_REGISTRY")
+    assert not any(True for _ in reg.iterdir())
+
+
 # -- 11h. raw exceptions from inside --------------------------------------------------------
 
 @pytest.mark.parametrize("call", [

@@ -599,8 +599,7 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
     facts["registry"] = {"path": _lifecycle.registry_path(), "usable": reg is not None
                          or not os.path.exists(_lifecycle.registry_path())}
     if not facts["registry"]["usable"]:
-        problems.append(f"the registry {_lifecycle.registry_path()} is not usable (not a "
-                        "directory, or another user's and not sticky)")
+        problems.append(f"the registry is not usable: {_lifecycle.registry_problem()}")
     try:
         os.close(os.memfd_create("shmkit-doctor"))
         facts["memfd"] = True
