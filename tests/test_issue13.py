@@ -779,6 +779,48 @@ def test_11_registry_precreated_by_another_user_is_refused_clearly(tmp_path, sys
     assert not any(True for _ in reg.iterdir())
 
 
+# -- 11i. the CLI run by another user -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def other_user():
+    """A second user, created for these tests and removed after them (as root only)."""
+    from campaigns import _users
+    why = _users.skip_reason()
+    if why:
+        pytest.skip(why)
+    with _users.TempUser() as user:
+        yield user
+
+
+def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name, sysv_key):
+    """root's segments (mode 0600), seen by another user: the CLI must say "unknown" and
+    "permission denied" (exit 4), not "not shmkit's" (5), "not a zone" (1) or "already
+    gone" (3)."""
+    from campaigns._users import run_as
+    from shmkit import Segment, Zone, cli
+    seg = Segment(shm_name, "x", 8192)
+    zone = Zone(shm_name + "-z", 1 << 20)
+    sysv = Segment(None, "x", 8192, key=sysv_key)
+    try:
+        res = run_as(other_user, cli.main, ["info", shm_name])
+        assert res.code == 0 and "made by shmkit  unknown" in res.out, res
+        res = run_as(other_user, cli.main, ["ls", shm_name + "*"])
+        rows = [line.split() for line in res.out.splitlines()[1:]]
+        assert res.code == 0 and rows and all(r[-1] == "?" and r[-2] == "?" for r in rows), res
+        for argv in (["check", shm_name + "-z"], ["check", "--key", hex(sysv_key)],
+                     ["rm", shm_name], ["rm", "--key", hex(sysv_key)],
+                     ["rm", "--force", shm_name], ["rm", "--force", "--key", hex(sysv_key)],
+                     ["dump", shm_name]):
+            res = run_as(other_user, cli.main, argv)
+            assert res.how == "ok" and res.code == 4, (argv, res)
+            assert "ermission denied" in res.out, (argv, res)
+        assert not seg.removed and not sysv.removed
+    finally:
+        seg.unlink(); seg.close()
+        zone.unlink(); zone.close()
+        sysv.unlink(); sysv.close()
+
+
 # -- 11h. raw exceptions from inside --------------------------------------------------------
 
 @pytest.mark.parametrize("call", [

@@ -176,6 +176,8 @@ def _is_zone(target: dict, info, *, attach: bool = False) -> bool:
     and must not change them; shmkit's SysV zones say so in their record."""
     if info is not None and info.kind == "zone":
         return True
+    if info is not None and not info.known:
+        return attach  # unknown to this user: check opens it (and says why it cannot)
     if info is not None and (info.backend == "posix" or not attach):
         return False  # posix: ls already peeked at the magic (a read, not a mapping)
     # file segments (and SysV ones for check): look at the first 8 bytes
@@ -214,10 +216,11 @@ def _cmd_ls(args) -> int:
         return EXIT_OK
     rows = []
     for i in infos:
+        none = "-" if i.known else "?"  # ?: another user's, whose records we may not read
         rows.append([i.backend, i.display_name, "-" if i.shmid is None else str(i.shmid),
                      i.owner, f"{i.mode:o}", str(i.size), str(i.nattch),
-                     str(i.cpid) if i.cpid else "-", str(i.lpid) if i.lpid else "-",
-                     ",".join(i.status) or "-", i.lifecycle or "-", i.kind or "-"])
+                     str(i.cpid) if i.cpid else none, str(i.lpid) if i.lpid else none,
+                     ",".join(i.status) or "-", i.lifecycle or none, i.kind or none])
     _table(rows, ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES", "NATTCH", "CPID",
                   "LPID", "STATUS", "LIFECYCLE", "SHMKIT"])
     return EXIT_OK
@@ -274,8 +277,12 @@ def _cmd_info(args) -> int:
         ("size", f"{attrs['size']} ({_bytes(attrs['size'])})"),
         ("owner", f"uid {attrs['uid']}, gid {attrs['gid']}" + (f" ({attrs['owner']})" if attrs.get("owner") else "")),
         ("perms", f"{perms:o}"),
-        ("made by shmkit", attrs.get("kind") or ("yes" if attrs.get("shmkit") else "no")),
-        ("lifecycle", attrs.get("lifecycle") or "- (not shmkit's: persists until removed)"),
+        ("made by shmkit", attrs.get("kind") or ("yes" if attrs.get("shmkit") else
+                                                  "no" if attrs.get("known", True) else
+                                                  "unknown (its records are not readable by "
+                                                  "this user)")),
+        ("lifecycle", attrs.get("lifecycle") or ("- (not shmkit's: persists until removed)"
+                                                 if attrs.get("known", True) else "unknown")),
         ("creator pid", _pid(attrs.get("cpid", attrs.get("creator_pid")), attrs.get("creator_alive"))),
         ("last pid", _pid(attrs.get("lpid", attrs.get("last_pid")), None)),
         ("attached", f"{attrs.get('nattch', attrs.get('attach_count'))} process(es), "
@@ -425,6 +432,11 @@ def _cmd_rm(args) -> int:
         what = _describe(t)
         try:
             info = find_segment(t.get("name"), key=t.get("key"), shmid=t.get("shmid"))
+            if not info.known and not args.force:
+                raise CliError(f"{what}: permission denied: it belongs to {info.owner} (mode "
+                               f"{info.mode:o}) and its records are not readable by this "
+                               "user, so whether shmkit created it cannot be told",
+                               EXIT_PERMISSION)
             if not info.kind and not args.force:
                 raise CliError(f"{what} was not created by shmkit; refusing to remove it "
                                "(use --force)", EXIT_REFUSED)

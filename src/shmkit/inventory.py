@@ -23,7 +23,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 
 from . import _core, _lifecycle
-from ._errors import SegmentNotFoundError
+from ._errors import SegmentNotFoundError, SegmentPermissionError
 
 __all__ = ["SegmentInfo", "GcAction", "list_segments", "find_segment", "remove_segment",
            "collect_garbage", "sysv_limits"]
@@ -57,6 +57,9 @@ class SegmentInfo:
     attach_time: float | None = None
     detach_time: float | None = None
     change_time: float | None = None
+    #: False when this user may not read shmkit's records of it (another user's segment,
+    #: mode 0600): kind, lifecycle and creator are then unknown, not "not shmkit's"
+    known: bool = True
     ident: tuple = field(default=(), repr=False, compare=False)  # (dev, ino) or (shmid, ctime)
 
     @property
@@ -126,6 +129,13 @@ def _peek_magic(path: str) -> bool | None:
         os.close(fd)
 
 
+def _readable(path: str) -> bool:
+    try:
+        return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
+    except OSError:
+        return False
+
+
 def _latest_event(path: str):
     att = _lifecycle.read_event(path, "attach")
     det = _lifecycle.read_event(path, "detach")
@@ -139,6 +149,9 @@ def _posix_info(entry_name: str, st: os.stat_result, locks: dict, maps: dict) ->
     if rec is None:
         rec = _lifecycle.read_record(_lifecycle.file_record_name("posix", st.st_dev, st.st_ino),
                                      st.st_uid)
+    # reading its xattrs (and bytes) needs read permission: without it, absence of a
+    # record says nothing
+    known = rec is not None or _readable(path)
     lk = locks.get((st.st_dev, st.st_ino), {})
     mappers = maps.get((st.st_dev, st.st_ino), set())
     handles = lk.get("attach", 0)
@@ -162,7 +175,7 @@ def _posix_info(entry_name: str, st: os.stat_result, locks: dict, maps: dict) ->
         kind=kind, lifecycle=rec["lifecycle"] if rec else None, creator_alive=creator_alive,
         status=tuple(status), created_time=rec["created_ns"] / 1e9 if rec else None,
         attach_time=att[2] / 1e9 if att else None, detach_time=det[2] / 1e9 if det else None,
-        change_time=float(st.st_ctime), ident=(st.st_dev, st.st_ino))
+        change_time=float(st.st_ctime), known=known, ident=(st.st_dev, st.st_ino))
 
 
 def _should_be_gone(lifecycle: str, creator_alive: bool, handles: int) -> bool:
@@ -196,6 +209,11 @@ def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
     nattch = int(row["nattch"])
     rname = _lifecycle.sysv_record_name(shmid, ctime)
     rec = _lifecycle.read_record(rname, cuid)
+    known = True
+    if rec is None:
+        d = _lifecycle.registry_dir()
+        path = os.path.join(d, rname) if d else None
+        known = path is None or not os.path.lexists(path) or _readable(path)
     handles, creator_alive = 0, None
     status = []
     if nattch:
@@ -228,7 +246,7 @@ def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
         creator_alive=creator_alive, status=tuple(status),
         created_time=rec["created_ns"] / 1e9 if rec else None,
         attach_time=float(row["atime"]) or None, detach_time=float(row["dtime"]) or None,
-        change_time=float(ctime), ident=(shmid, ctime))
+        change_time=float(ctime), known=known, ident=(shmid, ctime))
 
 
 def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool = True,
@@ -332,6 +350,10 @@ def remove_segment(info: SegmentInfo) -> None:
     shmid, ctime = info.ident
     try:
         now = _core.sysv_stat(shmid)
+    except PermissionError:
+        raise SegmentPermissionError(
+            errno.EACCES, f"SysV segment id {shmid}: permission denied (it belongs to uid "
+            f"{info.uid}, mode {info.mode:o})") from None
     except OSError:
         now = None
     if now is None or now["ctime"] != ctime:
