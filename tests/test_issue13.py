@@ -699,6 +699,23 @@ def test_11_board_negative_timeout_does_not_wait_forever(call, shm_name):
     assert_ok(o)
 
 
+# -- 11b. a queue reopened in another mode --------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="issue 13 #11: the queue's mode must be recorded in "
+                   "its header (core/queue.c and _binding/queue.c, being redesigned): phase 2")
+def test_11_queue_reopened_in_another_mode_is_refused(zone):
+    from shmkit import ObjectMismatchError
+    q = zone.queue("jobs", 1 << 16)
+    q.put(b"raw bytes")
+    with pytest.raises(ObjectMismatchError, match="bytes"):
+        zone.queue("jobs", mode="objects")
+    o = zone.queue("things", 1 << 16, mode="objects")
+    o.put({"a": 1})
+    with pytest.raises(ObjectMismatchError, match="objects"):
+        zone.queue("things")
+    assert zone.queue("things", mode="objects").get(timeout=1) == {"a": 1}
+
+
 # -- 11c. object types by name --------------------------------------------------------------
 
 def test_11_object_types_are_named_in_errors(zone):
