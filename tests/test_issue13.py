@@ -845,6 +845,10 @@ def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name,
     "z.lock('bad\\udcffname')",
     "z.create('bad\\udcffname', 100)",
     "z.board('b', 100, writer=True).loan((-1, -1)).__enter__()",
+    # found by the corruption fuzz: a directory name that is not UTF-8
+    "z.lock('named'); import struct; d = struct.unpack_from('<Q', z.segment.buf, 256)[0]; "
+    "[z.segment.buf.__setitem__(slice(d + 64 + 128 * i, d + 65 + 128 * i), b'\\xff') "
+    "for i in range(16)]; print([o.name for o in z.objects()])",
 ])
 def test_11_only_shmkit_or_documented_exceptions_escape(call, shm_name):
     o = child(f"""
