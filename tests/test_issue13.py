@@ -845,6 +845,16 @@ def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name,
     "z.lock('bad\\udcffname')",
     "z.create('bad\\udcffname', 100)",
     "z.board('b', 100, writer=True).loan((-1, -1)).__enter__()",
+    # found by the API fuzz
+    "z.create('negative', -1)",                              # SIGSEGV before
+    "z._live().obj_get('huge', 1, 2**64 - 1, 0, shmkit._core.O_CREATE)",  # the core's guard
+    "z.find_or_create('t', 8, type_code=-5, aux=2**64)",     # wrapped around silently
+    "shmkit.ftok('/', 2**31)",
+    "Zone(NAME + '-t', 1 << 20, tag='\\udcff')",
+    "Zone(NAME + '\\udcff', 0, create=False)",             # UnicodeDecodeError before
+    "z.ndarray('big', (2**62,), 'int8')",
+    "__import__('shmkit.inventory').inventory.find_segment('x' * 300)",
+    "z.free(-1)",
     # found by the corruption fuzz: a directory name that is not UTF-8
     "z.lock('named'); import struct; d = struct.unpack_from('<Q', z.segment.buf, 256)[0]; "
     "[z.segment.buf.__setitem__(slice(d + 64 + 128 * i, d + 65 + 128 * i), b'\\xff') "

@@ -425,6 +425,13 @@ int shk_zone_alloc_locked(struct shk_zone *z, uint64_t n, int flags, uint64_t *o
     int r;
     if (n == 0)
         return shk_fail(EINVAL, "shk_zone_alloc(): size must be > 0");
+    if (n > h->max_size || n > UINT64_MAX - SHK_PAGE) { /* n + SHK_PAGE - 1 must not wrap */
+        if (n > SHK_SLAB_MAX)
+            h->page_fails++;
+        return shk_fail(SHK_EFULL, "zone is full: asked for %llu bytes, more than its "
+                        "max_size of %llu", (unsigned long long)n,
+                        (unsigned long long)h->max_size);
+    }
     if ((r = check_extents(z)) != 0)
         return r;
     for (int attempt = 0;; attempt++) {
