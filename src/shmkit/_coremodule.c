@@ -35,6 +35,13 @@ PyObject *shk_py_exc(const char *name)
     return cls;
 }
 
+/* A message may hold bytes of a name that are not UTF-8 (file names are bytes): they are
+ * shown escaped instead of turning the error into a UnicodeDecodeError. */
+static PyObject *message(const char *msg)
+{
+    return PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+}
+
 static PyObject *raise_os(int e, const char *msg)
 {
     const char *cls = "ShmkitOSError";
@@ -48,12 +55,16 @@ static PyObject *raise_os(int e, const char *msg)
     case EFBIG: cls = "NoSpaceError"; break;
     case EINVAL: cls = "InvalidArgumentError"; break;
     case ETIMEDOUT: {
-        PyErr_SetString(shk_py_exc("ShmkitTimeoutError"), msg);
+        PyObject *m = message(msg);
+        if (m) {
+            PyErr_SetObject(shk_py_exc("ShmkitTimeoutError"), m);
+            Py_DECREF(m);
+        }
         return NULL;
     }
     default: break;
     }
-    PyObject *args = Py_BuildValue("(is)", e, msg);
+    PyObject *args = Py_BuildValue("(iN)", e, message(msg));
     if (args) {
         PyErr_SetObject(shk_py_exc(cls), args);
         Py_DECREF(args);
@@ -96,7 +107,11 @@ PyObject *shk_py_raise(int code, const char *what)
     case SHK_ENOGROW: cls = "ZoneFullError"; break;
     default: cls = "ShmkitError"; break;
     }
-    PyErr_SetString(shk_py_exc(cls), msg);
+    PyObject *m = message(msg);
+    if (m) {
+        PyErr_SetObject(shk_py_exc(cls), m);
+        Py_DECREF(m);
+    }
     return NULL;
 }
 

@@ -297,9 +297,13 @@ def find_segment(name: str | None = None, *, key: int | None = None,
     if sum(x is not None for x in (name, key, shmid)) != 1:
         raise TypeError("find_segment() needs exactly one of name, key, shmid")
     if name is not None:
-        name = name[1:] if name.startswith("/") else name
-        if not name or "/" in name:
-            raise SegmentNotFoundError(errno.ENOENT, f"no POSIX segment named {name!r}")
+        from ._errors import InvalidNameError
+        from .segment import _check_posix_name
+        try:
+            name = _check_posix_name(name)
+        except InvalidNameError as e:  # no segment can have it (too long, '/', NUL...)
+            raise SegmentNotFoundError(errno.ENOENT, f"no POSIX segment can be named "
+                                       f"{name!r}: {e}") from None
         path = os.path.join(_lifecycle.SHM_DIR, name)
         try:
             st = os.lstat(path)

@@ -83,7 +83,11 @@ _KIND_NAMES = {
 
 
 def ftok(path: str | os.PathLike, proj_id: int) -> int:
-    """SysV IPC key from an existing path and a project id, exactly as C's ftok(3)."""
+    """SysV IPC key from an existing path and a project id, exactly as C's ftok(3) (which
+    uses the low 8 bits of proj_id; they must not be zero)."""
+    _check_int("proj_id", proj_id, -(1 << 31))
+    if proj_id >= (1 << 31):
+        raise ValueError(f"proj_id {proj_id} does not fit in a C int")
     return _core.ftok(os.fspath(path), proj_id)
 
 
@@ -723,6 +727,8 @@ class Segment:
         seg = self._live()
         if size == 0:
             raise ValueError("size must be > 0")
+        if size >= 1 << 63:
+            raise ValueError(f"size {size} is larger than any segment can be (2**63 - 1)")
         current = self.size
         if size < current and current >= 8 and \
                 struct.unpack_from("=Q", self.buf, 0)[0] == _core.ZONE_MAGIC:

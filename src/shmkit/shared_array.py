@@ -154,6 +154,9 @@ def _pack_head(shape, dt) -> bytes:
         raise ValueError(f"the dtype's descriptor takes {len(descr)} bytes; at most "
                          f"{_core.NDARRAY_DESCR_MAX - 1} fit in the array's head: {dt}")
     nbytes = math.prod(shape) * dt.itemsize
+    if nbytes >= 1 << 63 or any(d >= 1 << 63 for d in shape):
+        raise ValueError(f"an array of shape {shape} of {dt} would take {nbytes} bytes: more "
+                         "than any zone can hold")
     return _HEAD.pack(_core.NDARRAY_MAGIC, len(shape), _core.NDARRAY_HEAD_SIZE, nbytes,
                       dt.itemsize, *shape, *([0] * (_MAX_DIMS - len(shape))), descr)
 

@@ -102,6 +102,16 @@ def _info(t) -> ObjectInfo:
                       created_ns, pid)
 
 
+def _check_uint(what: str, value, minimum: int = 0, bits: int = 64) -> int:
+    """An int in [minimum, 2**bits): the C layer would wrap a negative or a larger one
+    around silently, or raise OverflowError."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not minimum <= value < (1 << bits):
+        raise ValueError(f"{what} must be in [{minimum}, 2**{bits}), not {value}")
+    return value
+
+
 def _check_object_name(name) -> str:
     if not isinstance(name, str):
         raise TypeError(f"object name must be a str, not {type(name).__name__}")
@@ -165,7 +175,11 @@ class Zone:
         if max_size is not None and (not isinstance(max_size, int) or max_size < size):
             raise ValueError(f"max_size must be an int >= size ({size}), not {max_size!r}")
         if isinstance(tag, str):
-            tag = tag.encode()
+            try:
+                tag = tag.encode()
+            except UnicodeError:
+                raise ValueError(f"zone tag {tag!r} is not valid UTF-8 text (it holds a lone "
+                                 "surrogate); pass bytes") from None
         if tag is not None and len(tag) > _core.TAG_MAX:
             raise ValueError(f"zone tag is {len(tag)} bytes; at most {_core.TAG_MAX} are allowed")
         if backend in ("sysv", "anonymous", "memfd") and max_size and max_size > size:
@@ -296,23 +310,24 @@ class Zone:
     # -- raw allocations (the nginx way) ---------------------------------------------------
     def alloc(self, size: int, *, zero: bool = False) -> int:
         """Allocate ``size`` bytes; returns the offset.  ZoneFullError when no room."""
-        return self._live().alloc(size, zero)
+        return self._live().alloc(_check_uint("size", size, 1, 63), zero)
 
     def calloc(self, size: int) -> int:
         """Allocate ``size`` zeroed bytes; returns the offset."""
-        return self._live().alloc(size, True)
+        return self._live().alloc(_check_uint("size", size, 1, 63), True)
 
     def free(self, offset: int) -> None:
         """Free an allocation; InvalidFreeError if it is not one."""
-        self._live().free(offset)
+        self._live().free(_check_uint("offset", offset))
 
     def usable_size(self, offset: int) -> int:
         """Bytes really usable at ``offset`` (its size class or run), 0 if not allocated."""
-        return self._live().usable_size(offset)
+        return self._live().usable_size(_check_uint("offset", offset))
 
     def view(self, offset: int, size: int, *, readonly: bool = False) -> memoryview:
         """A memoryview of [offset, offset + size); it keeps the mapping alive."""
-        return self._live().view(offset, size, readonly)
+        return self._live().view(_check_uint("offset", offset, 0, 63),
+                                 _check_uint("size", size, 0, 63), readonly)
 
     # -- named objects ---------------------------------------------------------------------
     def find(self, name: str) -> ObjectInfo:
@@ -321,15 +336,19 @@ class Zone:
 
     def create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW, aux: int = 0) -> ObjectInfo:
         """Create a named raw allocation; ObjectExistsError if the name is taken."""
-        entry, _ = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+        entry, _ = self._live().obj_get(_check_object_name(name),
+                                        _check_uint("type_code", type_code, 1, 32),
+                                        _check_uint("size", size, 1), _check_uint("aux", aux),
                                         _core.O_CREATE | _core.O_EXCL)
         return _info(entry)
 
     def find_or_create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW,
                        aux: int = 0) -> tuple[ObjectInfo, bool]:
         """Find ``name`` or create it (zeroed); returns (info, created)."""
-        entry, created = self._live().obj_get(_check_object_name(name), type_code, size, aux,
-                                              _core.O_CREATE)
+        entry, created = self._live().obj_get(_check_object_name(name),
+                                              _check_uint("type_code", type_code, 1, 32),
+                                              _check_uint("size", size, 1),
+                                              _check_uint("aux", aux), _core.O_CREATE)
         return _info(entry), created
 
     def destroy(self, name: str) -> None:
