@@ -852,6 +852,7 @@ def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name,
     "shmkit.ftok('/', 2**31)",
     "Zone(NAME + '-t', 1 << 20, tag='\\udcff')",
     "Zone(NAME + '\\udcff', 0, create=False)",             # UnicodeDecodeError before
+    "Zone('\\udcff', 16384, backend='memfd')",              # UnicodeEncodeError before
     "z.ndarray('big', (2**62,), 'int8')",
     "__import__('shmkit.inventory').inventory.find_segment('x' * 300)",
     "z.free(-1)",

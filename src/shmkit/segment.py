@@ -321,6 +321,11 @@ class Segment:
                 self.name = name or "shmkit"
                 if "\0" in self.name:
                     raise InvalidNameError("memfd name contains a NUL byte")
+                try:
+                    self.name.encode()
+                except UnicodeError:
+                    raise InvalidNameError(f"memfd name {self.name!r} is not valid UTF-8 "
+                                           "text (it holds a lone surrogate)") from None
                 self._seg = _core.Segment.memfd(self.name, size, _seal_bits(seals), reserve)
                 self._creator = True
                 self._fstat = os.fstat(self._seg.fd)
