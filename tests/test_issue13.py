@@ -848,12 +848,12 @@ def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name,
     # found by the API fuzz
     "z.create('negative', -1)",                              # SIGSEGV before
     "z._live().obj_get('huge', 1, 2**64 - 1, 0, shmkit._core.O_CREATE)",  # the core's guard
-    "z.find_or_create('t', 8, type_code=-5, aux=2**64)",     # wrapped around silently
+    "z.find_or_create('t', 8, type_code=-5, aux=2**64); raise SystemExit('accepted')",  # wrapped
     "shmkit.ftok('/', 2**31)",
     "Zone(NAME + '-t', 1 << 20, tag='\\udcff')",
     "Zone(NAME + '\\udcff', 0, create=False)",             # UnicodeDecodeError before
     "Zone('\\udcff', 16384, backend='memfd')",              # UnicodeEncodeError before
-    "z.ndarray('big', (2**62,), 'int8')",
+    "z.ndarray('big', (2**62,), 'float64')",
     "__import__('shmkit.inventory').inventory.find_segment('x' * 300)",
     "z.free(-1)",
     # found by the corruption fuzz: a directory name that is not UTF-8
