@@ -796,6 +796,32 @@ def test_11_registry_precreated_by_another_user_is_refused_clearly(tmp_path, sys
     assert not any(True for _ in reg.iterdir())
 
 
+def test_11_a_misaligned_directory_entry_is_corruption(shm_name):
+    """Found by the corruption fuzz under UBSan: a directory entry whose offset was
+    corrupted to an odd value made Board attach read its header as misaligned words
+    (undefined behaviour; futexes need aligned words): refused as corruption now, for
+    every object kind, and reported by zone.check()."""
+    o = child(f"""
+        import os, struct
+        import shmkit
+        z = shmkit.Zone({shm_name!r}, 1 << 20)
+        os.unlink("/dev/shm/{shm_name}")
+        z.board("b", 100)
+        buf = z.segment.buf
+        d = struct.unpack_from("<Q", buf, 256)[0]
+        e = next(d + 64 + 128 * i for i in range(16)
+                 if bytes(buf[d + 64 + 128 * i:d + 66 + 128 * i]) == b"b\\0")
+        struct.pack_into("<Q", buf, e + 72, struct.unpack_from("<Q", buf, e + 72)[0] + 3)
+        try:
+            z.board("b", 100)
+            print("used")
+        except shmkit.CorruptedError as e:
+            print("CorruptedError:", e)
+        print("check:", z.check())
+    """, timeout=20)
+    assert_ok(o, "CorruptedError:", "misaligned", "not 8-aligned")
+
+
 # -- 11i. the CLI run by another user -----------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -205,6 +205,12 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
             r = shk_fail(SHK_ECORRUPT, "directory entry '%s' points outside the zone", name);
             goto out;
         }
+        if (e->offset % 8) { /* the allocator hands out 8-aligned memory: structures read
+                              * their headers as aligned words (and futexes need it) */
+            r = shk_fail(SHK_ECORRUPT, "directory entry '%s' has the misaligned offset %llu",
+                         name, (unsigned long long)e->offset);
+            goto out;
+        }
         *out = *e;
         out->name[SHK_OBJ_NAME_MAX] = '\0';
         goto out;
@@ -360,7 +366,7 @@ int shk_dir_recover_locked(struct shk_zone *z)
             struct shk_dirent *e = &t->slot[i];
             if (e->state == SHK_DE_LIVE) {
                 e->name[SHK_OBJ_NAME_MAX] = '\0';
-                if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
+                if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1) || e->offset % 8) {
                     e->state = SHK_DE_TOMB;
                     tombs++;
                     continue;
@@ -431,6 +437,11 @@ int shk_dir_check_locked(struct shk_zone *z, char *buf, size_t cap, size_t *len)
         if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
             DIRPROB("directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
                     (unsigned long long)e->offset, (unsigned long long)e->size);
+            continue;
+        }
+        if (e->offset % 8) {
+            DIRPROB("directory entry '%.63s': offset %llu is not 8-aligned", e->name,
+                    (unsigned long long)e->offset);
             continue;
         }
         uint64_t usable = shk_zone_usable_size_locked(z, e->offset);
