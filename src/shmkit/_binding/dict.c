@@ -1178,6 +1178,8 @@ static Py_ssize_t Dict_length(DictObject *self)
     if (ready(self) < 0)
         return -1;
     int r = shk_dict_count(&self->d, &n);
+    if (!r && n > (uint64_t)self->d.nshards * self->d.ncells / 2) /* one-line guard (issue 13) */
+        r = shk_fail(SHK_ECORRUPT, "dict: its shards count %llu items, more than their cells can hold", (unsigned long long)n);
     if (r)
         return shk_py_raise_int(r, "len");
     return (Py_ssize_t)n;
@@ -1302,6 +1304,8 @@ static PyObject *Dict_scan(DictObject *self, PyObject *arg)
         r = shk_dict_scan(&self->d, &cur, 64, buf, cap, &used, &nkeys);
         if (r != ENOBUFS)
             break;
+        if (cap > 4 * (uint64_t)self->d.ncells * SHK_DICT_CELL + SCAN_BUF && (r = shk_fail(SHK_ECORRUPT, "dict: a bucket holds more keys than its shard has room for (a corrupted chain)")))
+            break; /* a one-line guard (issue 13): the buffer no longer grows without bound */
         cap *= 4;
     }
     if (r) {
