@@ -20,9 +20,11 @@ The trial is classified by how that process ended:
     signal      the process died of a signal (SIGSEGV, SIGBUS, SIGABRT...)
     hang        it did not finish within the trial's time (5 s for ~50 ms of work)
 
-A signal or a hang whose mutations touched a pthread mutex word or a queue position is
-attributed to issue 13 #3/#6/#7 (the wait/lock machinery, fixed in phase 2) and listed
-as such; any other signal, hang or raw exception is a finding.
+A signal or a hang whose mutations touched a pthread mutex word, a queue position or the
+owner word of one of shmkit's locks is attributed to issue 13 #3/#6/#7 (the wait/lock
+machinery, fixed in phase 2: a corrupted owner word that names a live process makes a
+call without a timeout wait for it, as documented) and listed as such; any other
+signal, hang or raw exception is a finding.
 
 With ``--sanitize`` the trials run against an ASan/UBSan build of shmkit (built into
 build/campaign-sanitize/ on first use), and during the read-only operations the zone's
@@ -112,7 +114,7 @@ def build(name: str) -> dict:
     info = {o.name: {"type": o.type, "offset": o.offset, "size": o.size}
             for o in z.objects()}
     buf = z.segment.buf
-    regions, mutexes, positions = [], [], []
+    regions, mutexes, positions, owners = [], [], [], []
 
     def region(start, end, weight, label):
         end = min(end, ZONE_SIZE)
@@ -142,6 +144,22 @@ def build(name: str) -> dict:
             mutexes.append([off + 384, off + 384 + MUTEX_BYTES, f"{n} repair mutex"])
         elif t == "board":
             mutexes.append([off + 192, off + 192 + MUTEX_BYTES, f"{n} mutex"])
+        # the owner identities of shmkit's own locks (layout.h, union shk_ident)
+        if t in ("lock", "rlock"):
+            owners.append([off + 16, off + 32, f"{n} owner"])
+        elif t == "rwlock":
+            owners.append([off + 16, off + 24, f"{n} writer"])
+            owners.extend([off + 128 + 64 * i, off + 140 + 64 * i, f"{n} reader slot {i}"]
+                          for i in range(8))
+        elif t in ("value", "array"):
+            owners.append([off + 112 + 16, off + 112 + 32, f"{n} lock owner"])
+        elif t == "condition":
+            owners.append([off + 128 + 16, off + 128 + 32, f"{n} lock owner"])
+        elif t == "semaphore":
+            owners.extend([off + 192 + 16 * i, off + 204 + 16 * i, f"{n} undo slot {i}"]
+                          for i in range(8))
+        elif t == "barrier":
+            owners.append([off + 128, off + 144, f"{n} arrivals"])
         elif t in ("semaphore", "barrier"):
             mutexes.append([off + 64, off + 64 + MUTEX_BYTES, f"{n} mutex"])
         elif t == "dict":
@@ -165,7 +183,8 @@ def build(name: str) -> dict:
     del buf
     z.close()
     return {"objects": info, "regions": regions, "mutexes": mutexes,
-            "positions": positions, "free": free_pages, "used_end": used_end}
+            "positions": positions, "owners": owners, "free": free_pages,
+            "used_end": used_end}
 
 
 # -- mutations (in the campaign's process: plain bytes) -------------------------------------
@@ -224,6 +243,10 @@ def attribute(muts: list[dict], tmap: dict) -> str | None:
         for a, b, label in tmap["positions"]:
             if m["off"] < b and m["end"] > a:
                 return f"#7 queue position ({label})"
+    for m in muts:
+        for a, b, label in tmap["owners"]:
+            if m["off"] < b and m["end"] > a:
+                return f"#6 lock owner word ({label})"
     return None
 
 
@@ -430,9 +453,21 @@ def run_trial(progress, name: str, free_ranges: list, poison: bool) -> dict:
 def _outcome(label: str, e: BaseException) -> str:
     if _allowed(e):
         return "exc:" + type(e).__name__
-    if label in _PAYLOAD_OPS and not isinstance(e, (SystemError, MemoryError)):
+    if label in _PAYLOAD_OPS and _from_unpickling(e):
         return "payload:" + type(e).__name__
     return f"raw:{type(e).__name__}: {str(e)[:120]}"
+
+
+def _from_unpickling(e: BaseException) -> bool:
+    """Raised by pickle while decoding a (corrupted) pickled value: a payload's bytes are
+    data, and pickle.loads answers bad data with any exception, MemoryError included."""
+    if isinstance(e, SystemError):
+        return False
+    tb, last = e.__traceback__, None
+    while tb is not None:
+        last = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return last in ("_decode_pickle", "_decode", "_loads", "loads", "_unpickle", "decode")
 
 
 # -- the campaign ---------------------------------------------------------------------------
