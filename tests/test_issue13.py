@@ -882,6 +882,7 @@ def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name,
     "z.ndarray('big', (2**62,), 'float64')",
     "__import__('shmkit.inventory').inventory.find_segment('x' * 300)",
     "z.free(-1)",
+    "z.ndarray('d', (2,), '\\udcff')",                      # UnicodeEncodeError before
     # found by the corruption fuzz: a directory name that is not UTF-8
     "z.lock('named'); import struct; d = struct.unpack_from('<Q', z.segment.buf, 256)[0]; "
     "[z.segment.buf.__setitem__(slice(d + 64 + 128 * i, d + 65 + 128 * i), b'\\xff') "

@@ -427,7 +427,10 @@ class Board:
                 _release(mv)
             return
         np = _numpy("Board.loan(shape=...)")
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except UnicodeError:  # numpy lets this one out of a str with a lone surrogate
+            raise TypeError(f"dtype {dtype!r} is not a NumPy dtype") from None
         if dt.hasobject:
             raise TypeError("arrays of Python objects cannot live in shared memory")
         shape = tuple(int(n) for n in ((shape,) if isinstance(shape, int) else shape))

@@ -191,7 +191,10 @@ def ndarray(name: str, shape=None, dtype="float64", *, zone: Zone | None = None,
     want = None
     if shape is not None:
         shape = _normalise_shape(shape)
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except UnicodeError:  # numpy lets this one out of a str with a lone surrogate
+            raise TypeError(f"dtype {dtype!r} is not a NumPy dtype") from None
         if dt.hasobject:
             raise TypeError(f"arrays of Python objects cannot live in shared memory: {dt}")
         want = (shape, dt)
