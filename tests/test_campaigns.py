@@ -56,7 +56,8 @@ def test_kill_campaign_accounts_for_everything(tmp_path):
 @pytest.mark.timeout(400)
 def test_api_fuzz(tmp_path):
     res = campaign("apifuzz", 25, 13, tmp_path)
-    assert res["figures"]["examples"] >= 500, res["figures"]
+    # (under make sanitize every call is several times slower)
+    assert res["figures"]["examples"] >= 200, res["figures"]
 
 
 @pytest.mark.timeout(400)
