@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
-import struct
 import subprocess
 import sys
 import textwrap
@@ -21,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import unique, wait_until
+from conftest import unique
 from segment_helpers import sysv_keys, sysv_key, sysv_rows  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
@@ -780,7 +778,6 @@ def test_11_cli_key_out_of_range_is_refused_not_truncated(sysv_key):
 # -- 11g. a registry pre-created by another user --------------------------------------------
 
 def test_11_registry_precreated_by_another_user_is_refused_clearly(tmp_path, sysv_key):
-    from shmkit import Segment, ShmkitError
     reg = tmp_path / "registry"
     reg.mkdir(mode=0o755)
     os.chown(reg, 65534, 65534) if os.geteuid() == 0 else pytest.skip("needs root to chown")

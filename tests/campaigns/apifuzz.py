@@ -27,8 +27,6 @@ import math
 import os
 import random
 import re
-import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -565,7 +563,6 @@ def _last_call(log_path: str) -> str:
 # -- the campaign ----------------------------------------------------------------------------
 
 def run(seconds: float, seed: int) -> Report:
-    import shmkit  # noqa: F401  (the targets import it in the child)
     rep = Report("apifuzz", seed, seconds)
     rnd = random.Random(seed)
     clean = Cleanup()

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import sys
 import tempfile
 import time
 
@@ -50,7 +49,6 @@ def _try(fn):
 
 def _checks(user, clean, rnd, tmpdir):
     """(name, got, want) for one round; want is a predicate on got."""
-    import shmkit
     from shmkit import Segment, Zone, cli
 
     def startswith(*prefixes):
