@@ -604,6 +604,13 @@ static int sysv_limit_error(int e, size_t size)
                     size, why, shmmax, shmall, npages, shmmni, nseg);
 }
 
+/* The segment shmid was removed (and destroyed at its last detach) between finding it
+ * by key and using it: IPC_STAT and shmat then fail with EINVAL or EIDRM. */
+static int vanished(int e, const struct shk_segment *s, int by_key)
+{
+    return by_key && !s->created && (e == EINVAL || e == EIDRM);
+}
+
 int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsigned mode,
                       size_t size)
 {
@@ -611,54 +618,70 @@ int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsi
     char what[64];
     seg_reset(s, SHK_SEG_SYSV, flags);
     shk_clear_detail();
-    if (shmid >= 0) {
-        snprintf(what, sizeof what, "SysV segment id %d", shmid);
-        s->shmid = shmid;
-    } else {
+    int by_key = shmid < 0;
+    if (by_key)
         snprintf(what, sizeof what, "SysV segment key 0x%08x", (unsigned)key);
-        if (flags & SHK_O_CREATE) {
-            if (size == 0)
-                return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
-            if (!fits_in_memory(size))
-                return sysv_limit_error(0, size);
-            s->shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (int)(mode & 0777));
-            if (s->shmid >= 0)
-                s->created = 1;
-            else if (errno == EINVAL || errno == ENOSPC || errno == ENOMEM)
-                return sysv_limit_error(errno, size);
-            else if (errno != EEXIST || (flags & SHK_O_EXCL))
-                return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
+    else
+        snprintf(what, sizeof what, "SysV segment id %d", shmid);
+    /* opening by key races with its removal: a segment found by shmget may be gone a
+     * moment later; look it up again (a removed key is then ENOENT, or created anew) */
+    for (int attempt = 0; attempt < 100; attempt++) {
+        s->shmid = shmid;
+        s->created = 0;
+        if (by_key) {
+            if (flags & SHK_O_CREATE) {
+                if (size == 0)
+                    return shk_fail(EINVAL, "%s: size must be > 0 to create it", what);
+                if (!fits_in_memory(size))
+                    return sysv_limit_error(0, size);
+                s->shmid = shmget((key_t)key, size, IPC_CREAT | IPC_EXCL | (int)(mode & 0777));
+                if (s->shmid >= 0)
+                    s->created = 1;
+                else if (errno == EINVAL || errno == ENOSPC || errno == ENOMEM)
+                    return sysv_limit_error(errno, size);
+                else if (errno != EEXIST || (flags & SHK_O_EXCL))
+                    return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
+            }
+            if (s->shmid < 0) {
+                s->shmid = shmget((key_t)key, 0, 0);
+                if (s->shmid < 0) {
+                    if (errno == ENOENT && (flags & SHK_O_CREATE))
+                        continue; /* removed between our two calls: create it */
+                    return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
+                }
+            }
         }
-        if (s->shmid < 0) {
-            s->shmid = shmget((key_t)key, 0, 0);
-            if (s->shmid < 0)
-                return shk_fail(errno, "shmget(%s): %s", what, strerror(errno));
-        }
-    }
-    struct shmid_ds ds;
-    if (shmctl(s->shmid, IPC_STAT, &ds) != 0) {
-        r = shk_fail(errno, "shmctl(%s, IPC_STAT): %s", what, strerror(errno));
-        goto fail;
-    }
-    if (!s->created) {
-        if ((r = check_owner(s, ds.shm_perm.uid, what)) != 0)
+        struct shmid_ds ds;
+        if (shmctl(s->shmid, IPC_STAT, &ds) != 0) {
+            if (vanished(errno, s, by_key))
+                continue;
+            r = shk_fail(errno, "shmctl(%s, IPC_STAT): %s", what, strerror(errno));
             goto fail;
-        if (size && ds.shm_segsz < size) {
-            r = shk_fail(EINVAL, "%s exists with size %zu, smaller than the %zu bytes asked "
-                         "for", what, (size_t)ds.shm_segsz, size);
+        }
+        if (!s->created) {
+            if ((r = check_owner(s, ds.shm_perm.uid, what)) != 0)
+                goto fail;
+            if (size && ds.shm_segsz < size) {
+                r = shk_fail(EINVAL, "%s exists with size %zu, smaller than the %zu bytes "
+                             "asked for", what, (size_t)ds.shm_segsz, size);
+                goto fail;
+            }
+        }
+        void *base = shmat(s->shmid, NULL, (flags & SHK_O_RDONLY) ? SHM_RDONLY : 0);
+        if (base == (void *)-1) {
+            if (vanished(errno, s, by_key))
+                continue;
+            r = shk_fail(errno, "shmat(%s): %s", what, strerror(errno));
             goto fail;
         }
+        s->base = base;
+        s->size = ds.shm_segsz;
+        s->map_len = round_page(ds.shm_segsz);
+        s->reserved = s->map_len;
+        return 0;
     }
-    void *base = shmat(s->shmid, NULL, (flags & SHK_O_RDONLY) ? SHM_RDONLY : 0);
-    if (base == (void *)-1) {
-        r = shk_fail(errno, "shmat(%s): %s", what, strerror(errno));
-        goto fail;
-    }
-    s->base = base;
-    s->size = ds.shm_segsz;
-    s->map_len = round_page(ds.shm_segsz);
-    s->reserved = s->map_len;
-    return 0;
+    return shk_fail(EAGAIN, "%s: it kept being removed and created again while it was "
+                    "being opened", what);
 fail:
     if (s->created)
         shmctl(s->shmid, IPC_RMID, NULL);
