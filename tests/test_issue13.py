@@ -880,6 +880,10 @@ def test_11_cli_run_by_another_user_says_permission_denied(other_user, shm_name,
     "__import__('shmkit.inventory').inventory.find_segment('x' * 300)",
     "z.free(-1)",
     "z.ndarray('d', (2,), '\\udcff')",                      # UnicodeEncodeError before
+    # found by the corruption fuzz: a dict str value (and key) that is not UTF-8
+    "d = z.dict('d', 1 << 16); d['k-marker'] = 'v-marker-text'; b = z.segment.buf; "
+    "i = bytes(b).index(b'v-marker-text'); b[i] = 0xff; "
+    "j = bytes(b).index(b'k-marker'); b[j + 1] = 0xfe; print(d.get('k-marker'), list(d.keys()))",
     # found by the corruption fuzz: a directory name that is not UTF-8
     "z.lock('named'); import struct; d = struct.unpack_from('<Q', z.segment.buf, 256)[0]; "
     "[z.segment.buf.__setitem__(slice(d + 64 + 128 * i, d + 65 + 128 * i), b'\\xff') "
