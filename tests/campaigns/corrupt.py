@@ -144,6 +144,15 @@ def build(name: str) -> dict:
             mutexes.append([off + 384, off + 384 + MUTEX_BYTES, f"{n} repair mutex"])
         elif t == "board":
             mutexes.append([off + 192, off + 192 + MUTEX_BYTES, f"{n} mutex"])
+        elif t in ("semaphore", "barrier"):
+            mutexes.append([off + 64, off + 64 + MUTEX_BYTES, f"{n} mutex"])
+        elif t == "dict":
+            nshards = struct.unpack_from("<I", buf, off + 12)[0]
+            shards_off = struct.unpack_from("<Q", buf, off + 40)[0]
+            region(off + shards_off, off + shards_off + 512 * nshards, 6, "dict shards")
+            for i in range(nshards):
+                s0 = off + shards_off + 512 * i
+                mutexes.append([s0, s0 + MUTEX_BYTES, f"dict shard {i} mutex"])
         # the owner identities of shmkit's own locks (layout.h, union shk_ident)
         if t in ("lock", "rlock"):
             owners.append([off + 16, off + 32, f"{n} owner"])
@@ -160,15 +169,6 @@ def build(name: str) -> dict:
                           for i in range(8))
         elif t == "barrier":
             owners.append([off + 128, off + 144, f"{n} arrivals"])
-        elif t in ("semaphore", "barrier"):
-            mutexes.append([off + 64, off + 64 + MUTEX_BYTES, f"{n} mutex"])
-        elif t == "dict":
-            nshards = struct.unpack_from("<I", buf, off + 12)[0]
-            shards_off = struct.unpack_from("<Q", buf, off + 40)[0]
-            region(off + shards_off, off + shards_off + 512 * nshards, 6, "dict shards")
-            for i in range(nshards):
-                s0 = off + shards_off + 512 * i
-                mutexes.append([s0, s0 + MUTEX_BYTES, f"dict shard {i} mutex"])
     # free pages (for the sanitizer: nothing may read them)
     free_pages = []
     i = 0
