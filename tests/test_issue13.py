@@ -797,7 +797,8 @@ def test_11_a_misaligned_directory_entry_is_corruption(shm_name):
     """Found by the corruption fuzz under UBSan: a directory entry whose offset was
     corrupted to an odd value made Board attach read its header as misaligned words
     (undefined behaviour; futexes need aligned words): refused as corruption now, for
-    every object kind, and reported by zone.check()."""
+    every object kind, and reported by zone.check().  The same for the directory's own
+    offset in the zone header (objects(), check(), stats())."""
     o = child(f"""
         import os, struct
         import shmkit
@@ -815,8 +816,16 @@ def test_11_a_misaligned_directory_entry_is_corruption(shm_name):
         except shmkit.CorruptedError as e:
             print("CorruptedError:", e)
         print("check:", z.check())
+        struct.pack_into("<Q", buf, 256, d + 3)      # the directory's own offset, odd
+        for call in (z.objects, z.check):
+            try:
+                call()
+            except shmkit.CorruptedError as e:
+                print("directory:", e)
+        print("stats:", z.stats().objects)
     """, timeout=20)
-    assert_ok(o, "CorruptedError:", "misaligned", "not 8-aligned")
+    assert_ok(o, "CorruptedError:", "misaligned", "not 8-aligned", "directory offset",
+              "stats: 0")
 
 
 # -- 11i. the CLI run by another user -----------------------------------------------------

@@ -68,6 +68,11 @@ static struct shk_dir_table *table(struct shk_zone *z, uint64_t off, int *err)
     *err = 0;
     if (!off)
         return NULL;
+    if (off % 8) { /* allocator memory is 8-aligned; the table is read as aligned words */
+        *err = shk_fail(SHK_ECORRUPT, "zone directory offset %llu is misaligned",
+                        (unsigned long long)off);
+        return NULL;
+    }
     struct shk_dir_table *t = shk_zone_ptr(z, off, sizeof *t);
     if (!t) {
         *err = SHK_ECORRUPT;

@@ -787,7 +787,7 @@ int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st)
             st->slab_free_bytes += freec << (c + SHK_SLAB_MIN_SHIFT);
     }
     st->free_bytes = (uint64_t)h->free_pages * SHK_PAGE + st->slab_free_bytes;
-    if (h->dir_off) {
+    if (h->dir_off && h->dir_off % 8 == 0) {
         struct shk_dir_table *t = shk_zone_ptr(z, h->dir_off, sizeof *t);
         if (t && t->magic == SHK_DIR_MAGIC)
             st->nobjects = t->live;
