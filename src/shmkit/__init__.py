@@ -46,6 +46,8 @@ _LAZY = {
     "SharedNDArray": "shared_array",
     "Board": "board",
     "SharedConfig": "config",
+    "open_zone": "_backends",
+    "RedisZone": "redis",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])
