@@ -1,7 +1,9 @@
 """The ``shmkit`` command (also ``python -m shmkit``): see and clean shared memory.
 
     shmkit ls [PATTERN] [--shmkit] [--all] [--posix | --sysv] [--json]
+    shmkit ls --url redis://HOST[:PORT][/DB] [--zone ZONE] [--json]
     shmkit info NAME | --key KEY | --id SHMID | --path FILE [--json]
+    shmkit info --url redis://... --zone ZONE NAME [--json]
     shmkit check ZONE | --key KEY | --path FILE [--json]
     shmkit rm NAME... [--key KEY]... [--id SHMID]... [--force]
     shmkit gc [PATTERN] [--dry-run] [--json]
@@ -191,9 +193,26 @@ def _args_ls(p):
     g.add_argument("--posix", action="store_true", help="only POSIX segments (/dev/shm)")
     g.add_argument("--sysv", action="store_true", help="only SysV segments")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_redis_target(p)
+
+
+def _add_redis_target(p):
+    p.add_argument("--url", help="a Redis server or cluster (redis://host:port/db): the "
+                                 "objects of a RedisZone instead of segments")
+    p.add_argument("--zone", help="with --url: the RedisZone (or ?zone=NAME in the URL)")
+
+
+def _redis_cli():
+    try:
+        from .redis import _cli
+    except ImportError as e:
+        raise CliError(str(e), EXIT_NOT_FOUND) from None
+    return _cli
 
 
 def _cmd_ls(args) -> int:
+    if args.url:
+        return _redis_cli().cmd_ls(args, _out, _table, _json)
     from .inventory import list_segments
     infos = list_segments(args.pattern, posix=not args.sysv, sysv=not args.posix,
                           shmkit_only=args.shmkit, semaphores=args.all)
@@ -216,6 +235,7 @@ def _cmd_ls(args) -> int:
 def _args_info(p):
     _add_target(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_redis_target(p)
 
 
 def _stat_of_file(target):
@@ -228,6 +248,8 @@ def _stat_of_file(target):
 
 def _cmd_info(args) -> int:
     import dataclasses
+    if args.url:
+        return _redis_cli().cmd_info(args, _out, _json)
     target = _one_target(args)
     info = _find(target)
     if info is not None:
