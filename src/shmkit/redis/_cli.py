@@ -110,10 +110,10 @@ def cmd_info(args, out, as_json) -> int:
         as_json(info)
         return 0
     out(f"{info['type']} {info['name']!r} in Redis zone {zone!r} ({url})")
-    out(f"  {"created":<17} {_when(info['created_ns'])}")
-    out(f"  {"creator":<17} {info['creator']}")
+    out(f"  {'created':<17} {_when(info['created_ns'])}")
+    out(f"  {'creator':<17} {info['creator']}")
     for k, v in (info.get("statistics") or {}).items():
         if k != "name":
             out(f"  {k:<17} {v}")
-    out(f"  {"keys":<17} {', '.join(info['keys']) or '-'}")
+    out(f"  {'keys':<17} {', '.join(info['keys']) or '-'}")
     return 0
