@@ -633,50 +633,50 @@ return {v[1] or '0', v[2] or '0', v[3] or '', alive, v[5] or '0', v[6] or '0',
 """)
 
 # ---- Queue ---------------------------------------------------------------------------------
-# KEYS: 1 <base>:meta     hash {delivery, max_messages, capacity, closed}
-#       2 <base>:ready    list of messages not yet taken (producers RPUSH, consumers take LEFT)
-#       3 <base>:consumers zset consumer id -> lease expiry (ms)
-#       4 <base>:stats    hash {puts, gets, unfinished_tasks, in_flight, redeliveries,
-#                               abandoned_tasks, acknowledged, bytes}
-#       5 <base>:joiners  waiters of join()
-#       6 <base>:space    waiters of a blocked put
-#       7 <base>:taken    hash consumer id -> tasks taken and not done (at-most-once)
-# Per consumer: <base>:c:<id> (at-least-once: the messages it holds, oldest first) and
-# <base>:t:<id> (where a blocking BLMOVE lands; given back if the consumer never saw it).
-
-QUEUE_KEYS = ("meta", "ready", "consumers", "stats", "joiners", "space", "taken")
+# KEYS[1] = <base>:meta (the only key declared: every other key of the queue has the same
+# hash tag, so it is in the same slot, and is derived from it in the script; fewer
+# arguments on the hot path).  ARGV[1] is always the consumer id or ''.
+#   <base>:meta      hash {delivery, max_messages, capacity, closed}
+#   <base>:ready     list of messages not yet taken (producers RPUSH, consumers take LEFT)
+#   <base>:consumers zset consumer id -> lease expiry (ms)
+#   <base>:stats     hash {puts, gets, acknowledged, redeliveries, abandoned_tasks, bytes}:
+#                    only totals are written; unfinished_tasks = puts - acknowledged -
+#                    abandoned_tasks and in_flight = gets - acknowledged - redeliveries -
+#                    abandoned_tasks are derived (bytes is kept only with a capacity)
+#   <base>:joiners   waiters of join();  <base>:space  waiters of a blocked put
+#   <base>:taken     hash consumer id -> tasks taken and not done (at-most-once)
+#   <base>:c:<id>    at-least-once: the messages consumer <id> holds, oldest first
+#   <base>:t:<id>    where its blocking BLMOVE lands (given back if it never saw them)
 
 _QUEUE_COMMON = r"""
-local META, READY, CONS, STATS, JOINERS, SPACE, TAKEN =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local B = ARGV[1]
-local function is_alo() return redis.call('HGET', META, 'delivery') == 'at-least-once' end
+local META = KEYS[1]
+local B = string.sub(META, 1, -6)
+local READY, CONS, STATS = B .. ':ready', B .. ':consumers', B .. ':stats'
+local JOINERS, SPACE, TAKEN = B .. ':joiners', B .. ':space', B .. ':taken'
 -- move every element of `src` to the head of READY, keeping their order
 local function give_back(src)
   local n = 0
   while redis.call('RPOPLPUSH', src, READY) do n = n + 1 end
   return n
 end
+local function unfinished()
+  local v = redis.call('HMGET', STATS, 'puts', 'acknowledged', 'abandoned_tasks')
+  return (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0) - (tonumber(v[3]) or 0)
+end
 -- what a consumer held goes back (at-least-once: redelivered) or is released
--- (at-most-once: its tasks count as done, as abandoned)
+-- (at-most-once: its tasks count as abandoned, so join() does not wait for them)
 local function release_consumer(cid, alo, now)
   give_back(B .. ':t:' .. cid)
   local m
   if alo then
     m = give_back(B .. ':c:' .. cid)
-    if m > 0 then
-      redis.call('HINCRBY', STATS, 'redeliveries', m)
-      redis.call('HINCRBY', STATS, 'in_flight', -m)
-    end
+    if m > 0 then redis.call('HINCRBY', STATS, 'redeliveries', m) end
   else
     m = tonumber(redis.call('HGET', TAKEN, cid) or '0')
     redis.call('HDEL', TAKEN, cid)
     if m > 0 then
       redis.call('HINCRBY', STATS, 'abandoned_tasks', m)
-      redis.call('HINCRBY', STATS, 'in_flight', -m)
-      if redis.call('HINCRBY', STATS, 'unfinished_tasks', -m) <= 0 then
-        wake_all(B, JOINERS, now)
-      end
+      if unfinished() <= 0 then wake_all(B, JOINERS, now) end
     end
   end
   redis.call('ZREM', CONS, cid)
@@ -690,7 +690,7 @@ end
 """
 
 QUEUE_INIT = _script("queue_init", _QUEUE_COMMON + r"""
--- ARGV: base, delivery, max_messages, capacity.  {delivery, max_messages, capacity, closed}
+-- ARGV: '', delivery, max_messages, capacity.  {delivery, max_messages, capacity, closed}
 if redis.call('HSETNX', META, 'delivery', ARGV[2]) == 1 then
   redis.call('HSET', META, 'max_messages', ARGV[3], 'capacity', ARGV[4], 'closed', '0')
 end
@@ -698,24 +698,25 @@ return redis.call('HMGET', META, 'delivery', 'max_messages', 'capacity', 'closed
 """)
 
 QUEUE_PUT = _script("queue_put", _QUEUE_COMMON + r"""
--- ARGV: base, prev_wid, wid, wait_ms, items...
+-- ARGV: '', prev_wid, wid, wait_ms, items...
 -- How many of the items were put (a prefix), or -1: the queue is closed.  When not all
 -- fit and wid is given, the caller is registered to be woken when space frees.
-local now = now_ms()
-unwait(B, SPACE, ARGV[2])
+if ARGV[2] ~= '' then unwait(B, SPACE, ARGV[2]) end
 local meta = redis.call('HMGET', META, 'closed', 'max_messages', 'capacity', 'delivery')
 if meta[1] == '1' then return -1 end
 local maxm = tonumber(meta[2] or '0')
 local cap = tonumber(meta[3] or '0')
 local n = #ARGV - 4
 local k = n
-local bytes = 0
 if maxm > 0 or cap > 0 then
   local depth = redis.call('LLEN', READY)
-  if meta[4] == 'at-least-once' then
-    depth = depth + tonumber(redis.call('HGET', STATS, 'in_flight') or '0')
+  if maxm > 0 and meta[4] == 'at-least-once' then
+    local v = redis.call('HMGET', STATS, 'gets', 'acknowledged', 'redeliveries', 'abandoned_tasks')
+    depth = depth + (tonumber(v[1]) or 0) - (tonumber(v[2]) or 0) - (tonumber(v[3]) or 0)
+            - (tonumber(v[4]) or 0)
   end
   local used = tonumber(redis.call('HGET', STATS, 'bytes') or '0')
+  local bytes = 0
   k = 0
   for i = 5, #ARGV do
     local len = #ARGV[i]
@@ -725,8 +726,7 @@ if maxm > 0 or cap > 0 then
     bytes = bytes + len
     k = k + 1
   end
-else
-  for i = 5, #ARGV do bytes = bytes + #ARGV[i] end
+  if cap > 0 and bytes > 0 then redis.call('HINCRBY', STATS, 'bytes', bytes) end
 end
 local i = 5
 while i < 5 + k do
@@ -734,30 +734,37 @@ while i < 5 + k do
   redis.call('RPUSH', READY, unpack(ARGV, i, j))
   i = j + 1
 end
-if k > 0 then
-  redis.call('HINCRBY', STATS, 'puts', k)
-  redis.call('HINCRBY', STATS, 'unfinished_tasks', k)
-  redis.call('HINCRBY', STATS, 'bytes', bytes)
-end
+if k > 0 then redis.call('HINCRBY', STATS, 'puts', k) end
 if k < n then wait_on(SPACE, ARGV[3], ARGV[4]) end
 return k
 """)
 
 QUEUE_TAKE = _script("queue_take", _QUEUE_COMMON + r"""
--- ARGV: base, consumer id, lease_ms, max messages, max bytes (0: any)
+-- ARGV: consumer id, lease_ms, max messages, max bytes (0: any), '1' to look in the
+-- consumer's BLMOVE landing list first, '1' to (re)register the consumer's lease (the
+-- zone's renewer keeps it up afterwards)
 -- {n, message...}; {0}: nothing there; {-1}: closed and drained
 local now = now_ms()
-local alo = is_alo()
-local cid = ARGV[2]
-reclaim_expired(alo, now)
-redis.call('ZADD', CONS, now + tonumber(ARGV[3]), cid)
-local max_n = tonumber(ARGV[4])
-local max_bytes = tonumber(ARGV[5])
+local meta = redis.call('HMGET', META, 'delivery', 'max_messages', 'capacity', 'next_reclaim')
+local alo = meta[1] == 'at-least-once'
+local bounded = (tonumber(meta[2] or '0') > 0) or (tonumber(meta[3] or '0') > 0)
+local cid = ARGV[1]
+-- looking for expired consumers on every take would cost a command each; 5 times a
+-- second is enough (join and statistics look every time)
+if now >= (tonumber(meta[4]) or 0) then
+  reclaim_expired(alo, now)
+  redis.call('HSET', META, 'next_reclaim', now + 200)
+end
+if ARGV[6] == '1' then redis.call('ZADD', CONS, now + tonumber(ARGV[2]), cid) end
+local max_n = tonumber(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
 local held = B .. ':c:' .. cid
 local out = {0}
 local total = 0
 local full = false
-for _, src in ipairs({B .. ':t:' .. cid, READY}) do
+local srcs = {READY}
+if ARGV[5] == '1' then srcs = {B .. ':t:' .. cid, READY} end
+for _, src in ipairs(srcs) do
   while not full and #out <= max_n do
     local v
     if alo then v = redis.call('LMOVE', src, held, 'LEFT', 'RIGHT')
@@ -780,51 +787,58 @@ if n == 0 then
 end
 out[1] = n
 redis.call('HINCRBY', STATS, 'gets', n)
-redis.call('HINCRBY', STATS, 'in_flight', n)
 if not alo then
   redis.call('HINCRBY', TAKEN, cid, n)
-  redis.call('HINCRBY', STATS, 'bytes', -total)
-  if redis.call('EXISTS', SPACE) == 1 then wake_all(B, SPACE, now) end
+  if bounded then
+    if tonumber(meta[3] or '0') > 0 then redis.call('HINCRBY', STATS, 'bytes', -total) end
+    wake_all(B, SPACE, now)
+  end
 end
 return out
 """)
 
 QUEUE_TASK_DONE = _script("queue_task_done", _QUEUE_COMMON + r"""
--- ARGV: base, consumer id, count, lease_ms
+-- ARGV: consumer id, count, lease_ms
 -- {0, unfinished}; {-1, outstanding}: fewer than count outstanding; {-2}: not registered
 local now = now_ms()
-local cid = ARGV[2]
-local count = tonumber(ARGV[3])
+local cid = ARGV[1]
+local count = tonumber(ARGV[2])
 if not redis.call('ZSCORE', CONS, cid) then return {-2} end
-if is_alo() then
+local meta = redis.call('HMGET', META, 'delivery', 'max_messages', 'capacity')
+if meta[1] == 'at-least-once' then
   local held = B .. ':c:' .. cid
   local l = redis.call('LLEN', held)
   if l < count then return {-1, l} end
-  local bytes = 0
-  for i = 1, count do bytes = bytes + #redis.call('LPOP', held) end
-  redis.call('HINCRBY', STATS, 'bytes', -bytes)
-  if redis.call('EXISTS', SPACE) == 1 then wake_all(B, SPACE, now) end
+  if tonumber(meta[3] or '0') > 0 then
+    local bytes = 0
+    for i = 1, count do bytes = bytes + #redis.call('LPOP', held) end
+    redis.call('HINCRBY', STATS, 'bytes', -bytes)
+  else
+    redis.call('LPOP', held, count)
+  end
+  if tonumber(meta[2] or '0') > 0 or tonumber(meta[3] or '0') > 0 then
+    wake_all(B, SPACE, now)
+  end
 else
   local t = tonumber(redis.call('HGET', TAKEN, cid) or '0')
   if t < count then return {-1, t} end
   if t == count then redis.call('HDEL', TAKEN, cid)
   else redis.call('HINCRBY', TAKEN, cid, -count) end
 end
-redis.call('HINCRBY', STATS, 'in_flight', -count)
 redis.call('HINCRBY', STATS, 'acknowledged', count)
-local u = redis.call('HINCRBY', STATS, 'unfinished_tasks', -count)
+local u = unfinished()
 if u <= 0 then wake_all(B, JOINERS, now) end
-redis.call('ZADD', CONS, now + tonumber(ARGV[4]), cid)
+redis.call('ZADD', CONS, now + tonumber(ARGV[3]), cid)
 return {0, u}
 """)
 
 QUEUE_JOIN = _script("queue_join", _QUEUE_COMMON + r"""
--- ARGV: base, prev_wid, wid, wait_ms
+-- ARGV: '', prev_wid, wid, wait_ms
 -- {1}: no unfinished task; {0, unfinished, ms until the earliest consumer lease ends or -1}
 local now = now_ms()
 unwait(B, JOINERS, ARGV[2])
-reclaim_expired(is_alo(), now)
-local u = tonumber(redis.call('HGET', STATS, 'unfinished_tasks') or '0')
+reclaim_expired(redis.call('HGET', META, 'delivery') == 'at-least-once', now)
+local u = unfinished()
 if u <= 0 then return {1} end
 wait_on(JOINERS, ARGV[3], ARGV[4])
 local first = redis.call('ZRANGE', CONS, 0, 0, 'WITHSCORES')
@@ -834,12 +848,13 @@ return {0, u, left}
 """)
 
 QUEUE_DETACH = _script("queue_detach", _QUEUE_COMMON + r"""
--- ARGV: base, consumer id.  How many messages went back / tasks were released.
-return release_consumer(ARGV[2], is_alo(), now_ms())
+-- ARGV: consumer id.  How many messages went back / tasks were released.
+return release_consumer(ARGV[1], redis.call('HGET', META, 'delivery') == 'at-least-once',
+                        now_ms())
 """)
 
 QUEUE_RENEW = _script("queue_renew", _QUEUE_COMMON + r"""
--- ARGV: base, lease_ms, consumer ids...  The ids that are no longer registered.
+-- ARGV: '', lease_ms, consumer ids...  The ids that are no longer registered.
 local now = now_ms()
 local lost = {}
 for i = 3, #ARGV do
@@ -853,16 +868,16 @@ return lost
 """)
 
 QUEUE_STATE = _script("queue_state", _QUEUE_COMMON + r"""
--- ARGV: base.  Reclaims what expired consumers held, then
+-- ARGV: ''.  Reclaims what expired consumers held, then
 -- {depth, closed, consumers, stats as a flat list of field, value}
 local now = now_ms()
-reclaim_expired(is_alo(), now)
+reclaim_expired(redis.call('HGET', META, 'delivery') == 'at-least-once', now)
 return {redis.call('LLEN', READY), redis.call('HGET', META, 'closed') or '0',
         redis.call('ZCARD', CONS), redis.call('HGETALL', STATS)}
 """)
 
 QUEUE_CLOSE = _script("queue_close", _QUEUE_COMMON + r"""
--- ARGV: base, '1' to close, '0' to reopen
+-- ARGV: '', '1' to close, '0' to reopen
 redis.call('HSET', META, 'closed', ARGV[2])
 if ARGV[2] == '1' then wake_all(B, SPACE, now_ms()) end
 return 1

@@ -48,7 +48,8 @@ class RedisQueueStatistics:
     """What ``RedisQueue.statistics()`` returns (totals over all processes)."""
 
     depth: int              #: messages waiting to be taken
-    bytes_used: int         #: payload bytes queued (and, at-least-once, held by consumers)
+    bytes_used: int | None  #: payload bytes queued (and, at-least-once, held by consumers);
+    #:                         counted only when the queue has a capacity (else None)
     capacity: int           #: bound on bytes_used, 0 for none
     max_messages: int       #: bound on messages (waiting + held), 0 for none
     puts: int
@@ -130,11 +131,10 @@ class RedisQueue(RedisObject):
         if serializer is not None and mode != "objects":
             raise ValueError('a serializer is only used with mode="objects"')
         self._setup(zone, name, create=create, lease=lease, exclusive=exclusive)
-        self._keys = tuple(f"{self._base}:{k}" for k in P.QUEUE_KEYS)
-        self._ready = self._keys[1]
+        self._keys = (f"{self._base}:meta",)
+        self._ready = f"{self._base}:ready"
         have = zone.run(P.QUEUE_INIT, self._keys,
-                        [self._base, delivery or "at-most-once", max_messages or 0,
-                         capacity or 0])
+                        ["", delivery or "at-most-once", max_messages or 0, capacity or 0])
         have_delivery = have[0].decode()
         have_max, have_cap = int(have[1] or 0), int(have[2] or 0)
         if delivery is not None and delivery != have_delivery:
@@ -158,6 +158,8 @@ class RedisQueue(RedisObject):
         self._cid = None
         self._cid_pid = None
         self._took = False
+        self._registered = False      # our lease is in <base>:consumers (renewed for us)
+        self._maybe_taking = False    # a BLMOVE may have left a message in our landing list
         self._detached = False
         self._cid_lock = threading.Lock()
 
@@ -205,6 +207,7 @@ class RedisQueue(RedisObject):
                     self._cid = f"{process_identity()}:{new_id()[:8]}"
                     self._cid_pid = pid
                     self._took = False
+                    self._registered = False
         return self._cid
 
     def _live(self):
@@ -241,7 +244,7 @@ class RedisQueue(RedisObject):
     def _put(self, datas: list, block, timeout) -> int:
         zone = self._live()
         n = len(datas)
-        done = zone.run(P.QUEUE_PUT, self._keys, [self._base, "", "", 0, *datas])
+        done = zone.run(P.QUEUE_PUT, self._keys, ["", "", "", 0, *datas])
         if done == n:
             return n
         if done == -1:
@@ -253,7 +256,7 @@ class RedisQueue(RedisObject):
         w = Wait(zone, self._base, _get_timeout(block, timeout))
         while True:
             wid, prev, ms = w.round()
-            r = zone.run(P.QUEUE_PUT, self._keys, [self._base, prev, wid, ms, *datas[done:]])
+            r = zone.run(P.QUEUE_PUT, self._keys, ["", prev, wid, ms, *datas[done:]])
             if r == -1:
                 raise ClosedError(f"queue {self._name!r} is closed")
             done += r
@@ -288,13 +291,17 @@ class RedisQueue(RedisObject):
     def _take(self, n: int, max_bytes, block, timeout) -> list:
         zone = self._live()
         cid = self._consumer()
-        args = [self._base, cid, self._lease_ms, n, max_bytes or 0]
+        args = [cid, self._lease_ms, n, max_bytes or 0, "1" if self._maybe_taking else "",
+                "" if self._registered else "1"]
         if not self._took:
             self._took = True
             zone._renew_later(self)
             detach_at_exit(self)
+        self._registered = True
         r = zone.run(P.QUEUE_TAKE, self._keys, args)
         if r[0] > 0:
+            if r[0] < n:
+                self._maybe_taking = False
             return r[1:]
         if r[0] == -1:
             raise ClosedError(f"queue {self._name!r} is closed and drained")
@@ -309,6 +316,8 @@ class RedisQueue(RedisObject):
                 raise QueueEmpty(f"queue {self._name!r} is empty (timeout {timeout} s)")
             seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
             try:
+                self._maybe_taking = True
+                args[4] = "1"
                 zone.blocking(ready, "BLMOVE", ready, taking, "LEFT", "RIGHT",
                               f"{max(seconds, 0.001):.3f}")
                 r = zone.run(P.QUEUE_TAKE, self._keys, args)
@@ -316,6 +325,8 @@ class RedisQueue(RedisObject):
                 w.retry_or_raise(err)
                 continue
             if r[0] > 0:
+                if r[0] < n:
+                    self._maybe_taking = False
                 return r[1:]
             if r[0] == -1:
                 raise ClosedError(f"queue {self._name!r} is closed and drained")
@@ -352,7 +363,7 @@ class RedisQueue(RedisObject):
             raise ValueError(f"count must be an int >= 1, not {count!r}")
         zone = self._live()
         cid = self._consumer()
-        r = zone.run(P.QUEUE_TASK_DONE, self._keys, [self._base, cid, count, self._lease_ms])
+        r = zone.run(P.QUEUE_TASK_DONE, self._keys, [cid, count, self._lease_ms])
         if r[0] == 0:
             return
         if r[0] == -2 and self._took:
@@ -368,7 +379,7 @@ class RedisQueue(RedisObject):
         while True:
             wid, prev, ms = w.round()
             try:
-                r = zone.run(P.QUEUE_JOIN, self._keys, [self._base, prev, wid, ms])
+                r = zone.run(P.QUEUE_JOIN, self._keys, ["", prev, wid, ms])
             except BackendConnectionError as err:
                 w.retry_or_raise(err)
                 continue
@@ -408,11 +419,11 @@ class RedisQueue(RedisObject):
     def close(self) -> None:
         """Close the queue for every process: put() raises ClosedError at once, get()
         drains what is left, then raises ClosedError (a blocked get notices within 2 s)."""
-        self._live().run(P.QUEUE_CLOSE, self._keys, [self._base, "1"])
+        self._live().run(P.QUEUE_CLOSE, self._keys, ["", "1"])
 
     def reopen(self) -> None:
         """Undo close()."""
-        self._live().run(P.QUEUE_CLOSE, self._keys, [self._base, "0"])
+        self._live().run(P.QUEUE_CLOSE, self._keys, ["", "0"])
 
     @property
     def closed(self) -> bool:
@@ -427,19 +438,21 @@ class RedisQueue(RedisObject):
         return s.redeliveries + s.abandoned_tasks
 
     def statistics(self) -> RedisQueueStatistics:
-        r = self._zone.run(P.QUEUE_STATE, self._keys, [self._base])
+        r = self._zone.run(P.QUEUE_STATE, self._keys, [""])
         depth, closed, consumers, flat = r
         if isinstance(flat, dict):
             st = {k.decode(): int(v) for k, v in flat.items()}
         else:
             st = {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        g = st.get
+        puts, gets = st.get("puts", 0), st.get("gets", 0)
+        acked, redelivered = st.get("acknowledged", 0), st.get("redeliveries", 0)
+        abandoned = st.get("abandoned_tasks", 0)
         return RedisQueueStatistics(
-            depth=int(depth), bytes_used=g("bytes", 0), capacity=self._capacity,
-            max_messages=self._max_messages, puts=g("puts", 0), gets=g("gets", 0),
-            unfinished_tasks=g("unfinished_tasks", 0), in_flight=g("in_flight", 0),
-            redeliveries=g("redeliveries", 0), abandoned_tasks=g("abandoned_tasks", 0),
-            acknowledged=g("acknowledged", 0), consumers=int(consumers),
+            depth=int(depth), bytes_used=st.get("bytes", 0) if self._capacity else None,
+            capacity=self._capacity, max_messages=self._max_messages, puts=puts, gets=gets,
+            unfinished_tasks=puts - acked - abandoned,
+            in_flight=gets - acked - redelivered - abandoned, redeliveries=redelivered,
+            abandoned_tasks=abandoned, acknowledged=acked, consumers=int(consumers),
             delivery=self._delivery, closed=closed == b"1")
 
     # -- leases and lifecycle ----------------------------------------------------------------
@@ -448,7 +461,9 @@ class RedisQueue(RedisObject):
             return
         if self._cid_pid != os.getpid():
             return
-        self._zone.run(P.QUEUE_RENEW, self._keys, [self._base, self._lease_ms, self._cid])
+        lost = self._zone.run(P.QUEUE_RENEW, self._keys, ["", self._lease_ms, self._cid])
+        if lost:
+            self._registered = False      # the next take registers again
 
     def detach(self) -> None:
         """Give this handle up: what it holds and has not marked done goes back at once
@@ -458,7 +473,7 @@ class RedisQueue(RedisObject):
             return
         try:
             if self._took and self._cid_pid == os.getpid() and not self._zone.closed:
-                self._zone.run(P.QUEUE_DETACH, self._keys, [self._base, self._cid])
+                self._zone.run(P.QUEUE_DETACH, self._keys, [self._cid])
         finally:
             self._detached = True
             self._closed = True
