@@ -68,8 +68,9 @@ def test_lease_is_renewed_while_the_holder_lives(redis_zone, ctx, children, kind
     lock.release()
 
 
-def test_fencing_tokens_increase_and_owner_death(redis_zone, ctx, children):
-    zone = redis_zone()
+@pytest.mark.parametrize("where", ["server", "cluster"])
+def test_fencing_tokens_increase_and_owner_death(where, request, ctx, children):
+    zone = request.getfixturevalue("redis_zone" if where == "server" else "cluster_zone")()
     lock = zone.lock("l")
     tokens = []
     for _ in range(3):
