@@ -115,7 +115,7 @@ class RedisDict(RedisObject, MutableMapping):
         self._ks = f"{self._base}:k:s:"
         self._kb = self._ks[:-2].encode() + b"b:"
         self._kprefix = f"{self._base}:k:".encode()
-        self._exec = zone.client.execute_command
+        self._exec = zone.command
 
     @classmethod
     def _reopen(cls, zone, name, kw):
@@ -449,7 +449,7 @@ class RedisDict(RedisObject, MutableMapping):
         return 0
 
     def _memory(self):
-        info = self._call("INFO", "memory")
+        info = self._zone.execute("INFO", "memory")
         if isinstance(info, bytes):
             info = dict(line.split(":", 1) for line in info.decode().splitlines()
                         if ":" in line)

@@ -169,6 +169,7 @@ class RedisZone:
         self._lock = threading.Lock()
         self._renewer = None
         self._directory = P.zone_key(self.name)
+        self._tls = threading.local()
 
     # -- connection --------------------------------------------------------------------
     @property
@@ -229,14 +230,49 @@ class RedisZone:
 
     def run(self, script: P.Script, keys, args):
         """Run a protocol script (EVALSHA; EVAL when the server does not have it)."""
-        client = self.client
+        command = self.command
         try:
             try:
-                return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return command("EVALSHA", script.sha, len(keys), *keys, *args)
             except rx.NoScriptError:
-                return client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+                return command("EVAL", script.source, len(keys), *keys, *args)
         except rx.RedisError as err:
             raise translate(err) from err
+
+    def command(self, *args, **options):
+        """One command on this thread's own connection, the reply unparsed; redis-py's
+        exceptions as they are (the hot paths translate them).
+
+        This is the hot path of every object on a single server: it skips what
+        ``execute_command`` does per call (taking a connection from the pool and giving
+        it back under a lock, the retry wrapper, response callbacks, metrics).  Like the
+        pool, it first looks whether the server closed the connection while it was idle
+        (a restart) and reconnects then; a command is never sent twice.  On a cluster,
+        redis-py's routing is needed: it is ``client.execute_command``."""
+        tl = self._tls
+        conn = getattr(tl, "conn", None)
+        if conn is None or tl.pid != os.getpid():
+            client = self.client
+            if self._cluster:
+                self.command = client.execute_command
+                return client.execute_command(*args, **options)
+            pool = client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            tl.conn = conn
+            tl.pid = os.getpid()
+        try:
+            if conn._sock is not None and conn.can_read():
+                conn.disconnect()      # the server hung up (restart) or sent junk
+        except rx.ConnectionError:
+            conn.disconnect()
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except rx.ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()          # no stray reply for the next command
+            raise
 
     def _pool_for(self, key):
         client = self.client
@@ -457,6 +493,10 @@ class RedisZone:
         if self._closed:
             return
         self._closed = True
+        conn = getattr(self._tls, "conn", None)
+        if conn is not None:
+            conn.disconnect()
+            self._tls = threading.local()
         client, self._client = self._client, None
         if client is not None and not self._given_client:
             try:
