@@ -17,9 +17,11 @@ import pytest
 from shmkit import QueueEmpty, RedisZone
 from shmkit.redis import BackendConnectionError
 
-from redis_support import REDIS_SERVER, RedisProcess, free_port
+from redis_support import REDIS_SERVER, UNDER_SANITIZER, RedisProcess, free_port
 
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
+pytestmark = [pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+              pytest.mark.skipif(UNDER_SANITIZER, reason="the Redis backend is pure Python: "
+                                 "run by make test, not make sanitize")]
 
 
 @pytest.fixture
