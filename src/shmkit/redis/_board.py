@@ -260,6 +260,13 @@ class RedisBoard(RedisObject):
             except BackendConnectionError as err:
                 w.retry_or_raise(err)
 
+    @property
+    def aio(self):
+        """Awaitable twins: ``await board.aio.wait_newer(version, timeout)``,
+        ``await board.aio.wait(version, timeout)``."""
+        from ._aio import AioBoard
+        return AioBoard(self)
+
     def wait(self, version: int = 0, timeout: float | None = None) -> int:
         """Block until a version newer than ``version`` exists; returns the newest version."""
         return self.wait_newer(version, timeout)[1]
@@ -343,6 +350,12 @@ class RedisConfig(SharedConfig):
         self.name = name
         self.zone = zone
         self._snap = (_EMPTY, 0, None)
+
+    @property
+    def aio(self):
+        """Awaitable twin: ``await cfg.aio.wait_for_change(version, timeout)``."""
+        from ._aio import AioConfig
+        return AioConfig(self)
 
     def __reduce__(self):
         return (_reopen_config, (self.zone, self.name))

@@ -158,6 +158,8 @@ class RedisQueue(RedisObject):
         self._cid = None
         self._cid_pid = None
         self._took = False
+        self._stash = None            # messages a cancelled aio.get() took (returned first)
+        self._aio = None
         self._registered = False      # our lease is in <base>:consumers (renewed for us)
         self._maybe_taking = False    # a BLMOVE may have left a message in our landing list
         self._detached = False
@@ -290,6 +292,9 @@ class RedisQueue(RedisObject):
     # -- get -------------------------------------------------------------------------------
     def _take(self, n: int, max_bytes, block, timeout) -> list:
         zone = self._live()
+        st = self._stash
+        if st:
+            return [st.popleft() for _ in range(min(n, len(st)))]
         cid = self._consumer()
         args = [cid, self._lease_ms, n, max_bytes or 0, "1" if self._maybe_taking else "",
                 "" if self._registered else "1"]
@@ -353,6 +358,15 @@ class RedisQueue(RedisObject):
             loads = self._loads
             return [loads(r) for r in raws]
         return raws
+
+    @property
+    def aio(self):
+        """Awaitable twins: ``await q.aio.get()``, ``get_many``, ``put``, ``put_many``,
+        ``join`` (redis.asyncio; see _aio for what cancellation does)."""
+        if self._aio is None:
+            from ._aio import AioQueue
+            self._aio = AioQueue(self)
+        return self._aio
 
     # -- task accounting -------------------------------------------------------------------
     def task_done(self, count: int = 1) -> None:

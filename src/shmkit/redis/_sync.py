@@ -113,6 +113,13 @@ class _LockBase(RedisObject):
             except BackendConnectionError as err:
                 w.retry_or_raise(err)
 
+    @property
+    def aio(self):
+        """Awaitable twins: ``await lock.aio.acquire()``, ``await lock.aio.release()``,
+        ``async with lock.aio:``."""
+        from ._aio import AioLock
+        return AioLock(self)
+
     def release(self) -> None:
         """Release the lock; NotOwnerError (a RuntimeError) when this process (RLock: this
         thread) does not hold it, also when its lease ran out and another took it."""
@@ -292,6 +299,13 @@ class RedisSemaphore(RedisObject):
             except BackendConnectionError as err:
                 w.retry_or_raise(err)
 
+    @property
+    def aio(self):
+        """Awaitable twins: ``await sem.aio.acquire()``, ``await sem.aio.release()``,
+        ``async with sem.aio:``."""
+        from ._aio import AioSemaphore
+        return AioSemaphore(self)
+
     def release(self, n: int = 1) -> None:
         """Give ``n`` units back (this process's own first).  A BoundedSemaphore raises
         ValueError when that would pass its initial value."""
@@ -396,6 +410,12 @@ class RedisEvent(RedisObject):
         return self._live().execute("HGET", self._keys[0], "flag") == b"1"
 
     isSet = is_set
+
+    @property
+    def aio(self):
+        """Awaitable twin: ``await event.aio.wait(timeout=None)``."""
+        from ._aio import AioEvent
+        return AioEvent(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set (True) or ``timeout`` seconds pass (False)."""

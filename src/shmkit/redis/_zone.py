@@ -167,7 +167,6 @@ class RedisZone:
         self._given_client = client is not None
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._renewer = None
         self._directory = P.zone_key(self.name)
         self._tls = threading.local()
 
@@ -435,12 +434,9 @@ class RedisZone:
 
     # -- leases ------------------------------------------------------------------------------
     def _renew_later(self, obj) -> None:
-        """Have ``obj._renew()`` called every lease/3 seconds while it lives."""
-        with self._lock:
-            if self._renewer is None or not self._renewer.alive(os.getpid()):
-                self._renewer = _Renewer()
-            renewer = self._renewer
-        renewer.add(obj)
+        """Have ``obj._renew()`` called every lease/3 seconds while it lives (by the one
+        renewing thread of this process, shared by all zones)."""
+        _process_renewer().add(obj)
 
     # -- structures ----------------------------------------------------------------------------
     def queue(self, name, capacity=None, **kw):
@@ -609,6 +605,18 @@ def timeout_error(what: str, timeout) -> ShmkitTimeoutError:
 
 
 # -- lease renewal ---------------------------------------------------------------------------
+
+_renewer = None
+_renewer_lock = threading.Lock()
+
+
+def _process_renewer() -> "_Renewer":
+    global _renewer
+    with _renewer_lock:
+        if _renewer is None or not _renewer.alive(os.getpid()):
+            _renewer = _Renewer()   # first use, or a forked child (threads do not fork)
+        return _renewer
+
 
 class _Renewer:
     """One daemon thread per process that calls ``_renew()`` on every registered object
