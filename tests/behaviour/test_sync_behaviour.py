@@ -11,7 +11,7 @@ import pytest
 
 from shmkit import NotOwnerError, ObjectTypeError, ShmkitTimeoutError
 
-from test_queue_behaviour import interrupt_and_collect, run_blocked_child
+from .test_queue_behaviour import interrupt_and_collect, run_blocked_child
 
 
 # -- children ------------------------------------------------------------------------------
