@@ -246,7 +246,10 @@ class RedisSemaphore(RedisObject):
     _bounded = False
 
     def __init__(self, name, value: int = 1, *, zone, create: bool = True,
-                 lease: float | None = None):
+                 lease: float | None = None, undo: bool | None = None,
+                 max_processes: int | None = None):
+        # undo and max_processes are shmkit.Semaphore's: every unit here is leased to its
+        # process, which is what undo=True means, for any number of processes
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"semaphore initial value must be an int, not {type(value).__name__}")
         if value < 0:

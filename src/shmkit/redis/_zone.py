@@ -479,6 +479,22 @@ class RedisZone:
         from ._board import RedisConfig
         return RedisConfig(name, max_bytes, zone=self, **kw)
 
+    _LOCAL_ONLY = {
+        "rwlock": "a readers-writer lock", "condition": "a condition variable",
+        "barrier": "a barrier", "value": "a ctypes value", "array": "a ctypes array",
+        "ndarray": "a NumPy array in shared memory", "alloc": "raw allocations",
+        "calloc": "raw allocations", "view": "views of shared memory",
+    }
+
+    def __getattr__(self, attr):
+        what = RedisZone._LOCAL_ONLY.get(attr)
+        if what is None:
+            raise AttributeError(f"'RedisZone' object has no attribute {attr!r}")
+        raise AttributeError(f"RedisZone has no {attr}(): {what} needs memory shared by the "
+                             "processes of one machine (use shmkit.Zone).  On Redis: queue, "
+                             "dict, lock, rlock, semaphore, bounded_semaphore, event, "
+                             "counter, board, config")
+
     # -- lifecycle -----------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
