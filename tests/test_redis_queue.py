@@ -103,7 +103,13 @@ def run_pipeline(zone, ctx, children, tmp_path, *, n, batch, kill_after=None):
                  for i in range(2)]
     producers = [ctx.Process(target=_producer, args=(zone, "jobs", f"p{i}", n // 2, BATCH))
                  for i in range(2)]
-    for p in consumers + producers:
+    consumers[0].start()
+    children.append(consumers[0])
+    deadline = time.monotonic() + 120
+    while q.statistics().consumers < 1:        # the first consumer is waiting: it gets a share
+        assert time.monotonic() < deadline, "the first consumer never started"
+        time.sleep(0.01)
+    for p in consumers[1:] + producers:
         p.start()
         children.append(p)
     if kill_after is not None:
