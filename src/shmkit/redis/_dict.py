@@ -260,25 +260,37 @@ class RedisDict(RedisObject, MutableMapping):
         return default if old is None else _decode(old, self._loads)
 
     # -- batches: one round trip ------------------------------------------------------------
+    def _keys_of(self, keys) -> list:
+        prefix = self._ks
+        try:
+            return [prefix + k for k in keys]        # all str: the common case, no call each
+        except TypeError:
+            return [self._key(k) for k in keys]
+
     def get_many(self, keys, default=None) -> list:
         """The values of ``keys`` in one round trip (MGET), ``default`` for each missing
         one (and for lists: use ``get`` for those).  A RedisDict extension: the local
         Dict answers each ``get`` in well under a microsecond, a server in a round trip."""
-        ks = [self._key(k) for k in keys]
+        ks = self._keys_of(keys)
         if not ks:
             return []
         loads = self._loads
-        return [default if v is None else _decode(v, loads) for v in self._call("MGET", *ks)]
+        # bytes values (tag 0) are sliced here; anything else goes through decode_value
+        return [v[1:] if v is not None and v[:1] == b"\x00" else
+                (default if v is None else _decode(v, loads))
+                for v in self._call("MGET", *ks)]
 
     def set_many(self, items, ttl=None) -> None:
         """Store every (key, value) of ``items`` (a mapping or pairs) in one round trip:
         MSET, or with ``ttl`` one SET PX each, pipelined."""
         pairs = items.items() if hasattr(items, "items") else items
         dumps = self._dumps
+        prefix = self._ks
         args = []
+        append = args.append
         for k, v in pairs:
-            args.append(self._key(k))
-            args.append(_encode(v, dumps))
+            append(prefix + k if type(k) is str else self._key(k))
+            append(b"\x00" + v if type(v) is bytes else _encode(v, dumps))
         if not args:
             return
         ms = _ttl_ms(ttl)
