@@ -106,9 +106,11 @@ def _here(r: dict) -> str:
     elif r["state"] == "unmerging":
         text = "ksmd is unmerging everything it merged and will then stop"
     else:
-        text = ("ksmd is off: nothing is merged; "
-                + ("this user may start it (echo 1 > /sys/kernel/mm/ksm/run)"
-                   if r["can_start"] else "only root can start it"))
+        text = ("ksmd is off: nothing new is merged"
+                + ("; pages_shared/pages_sharing are as ksmd left them when it stopped (they "
+                   "are not updated while it is off)" if r["pages_sharing"] else "")
+                + "; " + ("this user may start it (echo 1 > /sys/kernel/mm/ksm/run)"
+                          if r["can_start"] else "only root can start it"))
     if r["hypervisor"]:
         text += ("; this is a virtual machine: KSM here merges within this guest only (the "
                  "host may merge guests' memory with its own KSM, invisibly from here)")
