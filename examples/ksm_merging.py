@@ -151,7 +151,8 @@ def main() -> int:
     name = f"ksm-example-{os.getpid()}"
     print(f"KSM here: {'run = %s' % ksm('run') if os.path.isdir(KSM) else 'not in this kernel'}"
           f"; pages_shared {ksm('pages_shared')}, pages_sharing {ksm('pages_sharing')}"
-          f"{' (as ksmd left them: not updated while it is off)' if ksm('run') == 0 and ksm('pages_sharing') else ''}")
+          + (" (as ksmd left them: not updated while it is off)"
+             if ksm("run") == 0 and ksm("pages_sharing") else ""))
 
     private = mmap.mmap(-1, SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     seg = shmkit.Segment(name, "x", SIZE)

@@ -2,17 +2,17 @@
 
     python examples/multiprocessing_port.py
 
-=============================  ======================================  ==============================
-multiprocessing                shmkit                                  what changes
-=============================  ======================================  ==============================
-``ctx.Value("q", 0)``          ``zone.value("total", "q", 0)``         found by name by any process;
-                                                                       a dead lock holder is noticed
-``ctx.Array("q", 4)``          ``zone.array("per_worker", "q", 4)``    the same
-``Manager().dict()``           ``zone.dict("stats")``                  no server process, no proxy
-                                                                       round trip; ``incr`` is atomic
-``Manager().Queue()``          ``zone.queue("done", mode="objects")``  no server process
-``Manager().Lock()``           ``zone.lock("guard")``                  a dead holder is noticed
-=============================  ======================================  ==============================
+=====================  ====================================  ==============================
+multiprocessing        shmkit                                what changes
+=====================  ====================================  ==============================
+``ctx.Value("q", 0)``  ``zone.value("total", "q", 0)``       found by name by any process;
+                                                             a dead lock holder is noticed
+``ctx.Array("q", 4)``  ``zone.array("per_worker", "q", 4)``  the same
+``Manager().dict()``   ``zone.dict("stats")``                no server process, no proxy
+                                                             round trip; ``incr`` is atomic
+``Manager().Queue()``  ``zone.queue("done", mode=...)``      no server process
+``Manager().Lock()``   ``zone.lock("guard")``                a dead holder is noticed
+=====================  ====================================  ==============================
 
 Four spawned workers do the same job twice, once with each set: count into a Value under
 its lock, into their own slot of an Array, into a shared dict, and report through a

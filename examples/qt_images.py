@@ -153,7 +153,7 @@ def crc(buf) -> int:
     return zlib.crc32(memoryview(buf).cast("B"))
 
 
-# -- the other process (Qt's second dialog: loadFromMemory) --------------------------------------
+# -- the other process (Qt's second dialog: loadFromMemory) -------------------------------
 
 def reader(png_key: str, raw_key: str) -> int:
     say = lambda *a: print(*a, flush=True)                             # noqa: E731
@@ -192,7 +192,7 @@ def hold_lock(raw_key: str) -> int:
     return 0
 
 
-# -- the writer (Qt's first dialog: loadFromFile) ---------------------------------------------------
+# -- the writer (Qt's first dialog: loadFromFile) -----------------------------------------
 
 def main() -> int:
     png_key = f"shmkit example image (png) {os.getpid()}"

@@ -110,7 +110,8 @@ def main() -> int:
         idle = time.monotonic() - idle_start
         used = {pid: cpu_ticks(pid) - t for pid, t in before.items()}
         hz = os.sysconf("SC_CLK_TCK")
-        print(f"idle workers for {idle:.2f} s: CPU used {[f'{t / hz:.2f} s' for t in used.values()]}")
+        print(f"idle workers for {idle:.2f} s: CPU used "
+              f"{', '.join(f'{t / hz:.2f} s' for t in used.values())}")
         if any(t / hz > 0.05 * idle for t in used.values()):
             problems.append(f"an idle worker used CPU: {used} ticks")
 
