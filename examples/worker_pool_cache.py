@@ -20,6 +20,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import sys
 import time
 
 import shmkit
@@ -112,7 +113,7 @@ def main() -> None:
             p.join()
         elapsed = time.monotonic() - t0
         if any(p.exitcode != 0 for p in procs):
-            raise SystemExit("a worker failed")
+            raise SystemExit("FAILED: a worker failed")
         get = lambda name: d.get(f"stat:{name}", 0)  # noqa: E731
         total = args.workers * args.requests
         print(f"{args.workers} workers, {total} requests in {elapsed:.2f} s")
@@ -120,13 +121,26 @@ def main() -> None:
               f"(at most {RATE_LIMIT} per client per {WINDOW:g} s)")
         print(f"  cache hits {get('hits')}, stale copies served {get('stale')}, "
               f"waited for a page {get('waited')}, pages computed {get('computed')}")
-        assert get("served") + get("limited") == total
         st = d.statistics()
         print(f"  dict: {st.items} items, {st.hits} hits, {st.misses} misses, "
               f"{st.memory // 1024} KiB in the zone, {st.free_space // 1024} KiB free")
+        problems = []
+        if get("served") + get("limited") != total:
+            problems.append("a request was neither served nor rate-limited")
+        if not 0 < get("computed") < get("served") // 2:
+            problems.append("the cache did not spare the backend")
+        hits = get("hits") + get("stale") + get("waited") + get("computed")
+        if hits != get("served"):
+            problems.append(f"served {get('served')} pages, but {hits} were accounted for")
     finally:
         zone.close()
         zone.unlink()
+    if problems:
+        for p in problems:
+            print(f"FAILED: {p}", file=sys.stderr)
+        raise SystemExit(1)
+    print("OK: every request was served or rate-limited exactly once, across workers, and "
+          "the shared cache computed each page only when it had to")
 
 
 if __name__ == "__main__":
