@@ -54,7 +54,9 @@ def memfd_links(pid: int) -> list[str]:
 
 def client(address: str) -> int:
     """The unrelated process: connect, receive the fds, map, check, answer."""
-    say = lambda *a: print("client:", *a, flush=True)                 # noqa: E731
+    def say(*words: object) -> None:
+        print("client:", *words, flush=True)
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sock.connect(address)
     frame = shmkit.recv_fd(sock)                 # the kernel gave us an fd: map it
@@ -66,7 +68,7 @@ def client(address: str) -> int:
         mmap.mmap(frame.fd, frame.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         refused = "no"
     except OSError as e:
-        refused = f"{type(e).__name__} ({os.strerror(e.errno)})"
+        refused = f"{type(e).__name__} ({e.strerror})"
     say(f"a writable mapping of the sealed frame: refused with {refused}")
     answer = json.dumps({"sha256": digest, "pid": os.getpid(), "refused": refused,
                          "names": sorted(n for n in os.listdir("/dev/shm")
@@ -135,8 +137,8 @@ def main() -> int:
     if left:
         problems.append("a memfd is still open")
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print("OK: an unrelated process got 4 MiB of anonymous shared memory by file descriptor "
           "only (no name anywhere), intact (SHA-256), read-only by seal, and answered through "

@@ -24,11 +24,13 @@ and the end of the stream.
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing as mp
 import os
 import struct
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -60,14 +62,14 @@ def produce(board: shmkit.Board, fps: float, seconds: float) -> int:
     return n
 
 
-def consume(zone: shmkit.Zone, index: int, show: bool, results) -> None:
+def consume(zone: shmkit.Zone, index: int, show: bool, results: Any) -> None:
     board = shmkit.Board("camera", zone=zone)            # attach by name
-    cv2 = None
+    cv2: Any = None
     if show:
         try:
-            import cv2
+            cv2 = importlib.import_module("cv2")
         except ImportError:
-            print("--show needs OpenCV (pip install opencv-python); not showing")
+            print("--show needs OpenCV (pip install shmkit[images]); not showing")
     results.put(("ready", index))
     frames, latencies, version, t0 = 0, [], 0, None
     bad, last, brightness = 0, -1, 0.0
@@ -147,8 +149,8 @@ def main() -> None:
         zone.close()
         zone.unlink()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         sys.exit(1)
     print(f"OK: {args.consumers} consumers each got whole frames, newest first, in order, "
           "straight from shared memory, and the end of the stream")

@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any, Callable
 
 import shmkit
 
@@ -33,14 +34,14 @@ CHILDREN = 5                      # four os.fork() children, one multiprocessing
 N = 1_500_000                     # the sum of i*i for i < N is split between them
 
 
-def work(results, done, reports, index: int) -> None:
+def work(results: Any, done: Any, reports: Any, index: int) -> None:
     lo, hi = index * N // CHILDREN, (index + 1) * N // CHILDREN
     results[index] = sum(i * i for i in range(lo, hi))
     done.inc()
     reports.put(f"{os.getpid()} {index} {lo} {hi}".encode())
 
 
-def fork(target, *args) -> int:
+def fork(target: Callable[..., None], *args: Any) -> int:
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -54,7 +55,7 @@ def fork(target, *args) -> int:
     return pid
 
 
-def hold_and_wait(lock, held) -> None:
+def hold_and_wait(lock: Any, held: Any) -> None:
     lock.acquire()
     held.set()
     signal.pause()                                 # SIGKILLed here, holding the lock
@@ -127,8 +128,8 @@ def main() -> int:
     if anonymous_mappings():
         problems.append("the anonymous mapping outlived every handle")
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print(f"OK: {CHILDREN} forked children shared an anonymous zone with their parent: exact "
           "sum, every report, a SIGKILLed child's lock recovered, no name anywhere")

@@ -32,6 +32,7 @@ import mmap
 import os
 import sys
 import time
+from typing import IO, Any
 
 import shmkit
 
@@ -46,20 +47,21 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
-def read(path: str):
+def read(path: str) -> int | None:
+    """An integer from /sys or /proc, None if absent (or not a number)."""
     try:
         with open(path) as f:
             text = f.read().strip()
     except OSError:
         return None
-    return int(text) if text.lstrip("-").isdigit() else text
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
-def ksm(name: str):
+def ksm(name: str) -> int | None:
     return read(os.path.join(KSM, name))
 
 
-def address(buf) -> int:
+def address(buf: Any) -> int:
     c = ctypes.c_char.from_buffer(buf)
     try:
         return ctypes.addressof(c)
@@ -72,10 +74,10 @@ def is_header(token: str) -> bool:
     return "-" in token and not token.endswith(":")
 
 
-def vma(pid: int, addr: int) -> dict:
+def vma(pid: int, addr: int) -> dict[str, Any]:
     """The /proc/PID/smaps entry of the mapping that contains ``addr``: its path, its
     VmFlags, its sizes in bytes."""
-    block = None
+    block: dict[str, Any] | None = None
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             head = line.split()
@@ -117,13 +119,14 @@ def merging_pages() -> int | None:
 class Ksmd:
     """ksmd switched on for this run if it is off and we may (root), back off after."""
 
-    def __init__(self):
-        self.lock = self.previous = None
+    def __init__(self) -> None:
+        self.lock: IO[str] | None = None
+        self.previous: int | None = None
         self.available = os.path.isdir(KSM)
         self.running = self.available and ksm("run") == 1
         self.started = False
 
-    def __enter__(self):
+    def __enter__(self) -> "Ksmd":
         if not self.available or self.running:
             return self
         if ksm("run") != 0 or not os.access(os.path.join(KSM, "run"), os.W_OK):
@@ -137,7 +140,7 @@ class Ksmd:
             self.started = self.running = True
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.started:
             with open(os.path.join(KSM, "run"), "w") as f:
                 f.write(str(self.previous))
@@ -146,7 +149,7 @@ class Ksmd:
 
 
 def main() -> int:
-    problems = []
+    problems: list[str] = []
     pattern = bytes(range(256)) * (PAGE // 256)        # one page; every page the same
     name = f"ksm-example-{os.getpid()}"
     print(f"KSM here: {'run = %s' % ksm('run') if os.path.isdir(KSM) else 'not in this kernel'}"
@@ -190,14 +193,14 @@ def main() -> int:
                           "back off at the end")
                 else:
                     print("2. ksmd is running")
-                sharing0 = ksm("pages_sharing")
+                sharing0 = ksm("pages_sharing") or 0
                 deadline = time.monotonic() + 30
                 merged = merging_pages()
                 while time.monotonic() < deadline:
                     merged = merging_pages()
                     if merged is not None and merged >= PAGES - 1:
                         break
-                    if merged is None and ksm("pages_sharing") - sharing0 >= PAGES - 1:
+                    if merged is None and (ksm("pages_sharing") or 0) - sharing0 >= PAGES - 1:
                         break
                     time.sleep(0.05)
                 took = 30 - (deadline - time.monotonic())
@@ -221,13 +224,13 @@ def main() -> int:
                     print(f"   one byte written to a merged private page: merged pages "
                           f"{merged} -> {after} (copy-on-write: that page alone)")
                     if after != merged - 1:
-                        problems.append(f"a write unmerged {merged - after} pages, not 1")
+                        problems.append(f"a write left {after} of {merged} pages merged")
                 # leave ksm's figures as we found them: our pages go, and ksmd gets two
                 # full passes to forget them before it may be switched off again
                 private.close()
-                scans = ksm("full_scans")
+                scans = ksm("full_scans") or 0
                 deadline = time.monotonic() + 10
-                while ksm("full_scans") < scans + 2 and time.monotonic() < deadline:
+                while (ksm("full_scans") or 0) < scans + 2 and time.monotonic() < deadline:
                     time.sleep(0.05)
 
         # 3. one copy, mapped by four processes
@@ -264,8 +267,8 @@ def main() -> int:
         seg.close()
         seg.unlink()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print("OK: KSM marks and merges only private anonymous pages; the kernel refuses to mark "
           "shared memory; one shared segment mapped by several processes is held once")

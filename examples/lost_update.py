@@ -20,26 +20,27 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from typing import Any, Callable
 
 import shmkit
 
 PROCS = 4
 
 
-def plain(v, n, go):
+def plain(v: Any, n: int, go: Any) -> None:
     go.wait()
     for _ in range(n):
         v.value += 1                     # read, add, write: not atomic
 
 
-def counter(c, n, go):
+def counter(c: Any, n: int, go: Any) -> None:
     go.wait()
     inc = c.inc
     for _ in range(n):
         inc()                            # one atomic add
 
 
-def locked(v, n, go):
+def locked(v: Any, n: int, go: Any) -> None:
     go.wait()
     lock, obj = v.get_lock(), v.get_obj()
     for _ in range(n):
@@ -47,7 +48,8 @@ def locked(v, n, go):
             obj.value += 1
 
 
-def run(ctx, zone, target, obj, n, label):
+def run(ctx: Any, zone: shmkit.Zone, target: Callable[..., None], obj: Any, n: int,
+        label: str) -> float:
     go = zone.event(f"go: {label}"[:60])       # start together, so that they overlap
     ps = [ctx.Process(target=target, args=(obj, n, go)) for _ in range(PROCS)]
     for p in ps:
@@ -64,14 +66,14 @@ def run(ctx, zone, target, obj, n, label):
     return time.perf_counter() - t0
 
 
-def main():
+def main() -> None:
     n = 20_000 if "--quick" in sys.argv else 100_000
     ctx = mp.get_context("spawn")
     zone = shmkit.Zone(f"lost-update-{os.getpid()}", 1 << 20)
     expected = PROCS * n
-    exact = {}
+    exact: dict[str, bool] = {}
     try:
-        def report(label, obj, target, fixed):
+        def report(label: str, obj: Any, target: Callable[..., None], fixed: bool) -> None:
             took = run(ctx, zone, target, obj, n, label)
             value = obj.get() if isinstance(obj, shmkit.Counter) else obj.value
             lost = expected - value

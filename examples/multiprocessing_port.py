@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import shmkit
 
@@ -41,7 +42,7 @@ WORKERS = 4
 N = 1000                                     # operations per worker
 
 
-def job(total, per_worker, stats, done, lock, index):
+def job(total: Any, per_worker: Any, stats: Any, done: Any, lock: Any, index: int) -> None:
     """The same code drives both sets: the objects share their interfaces."""
     for _ in range(N):
         with total.get_lock():
@@ -55,7 +56,7 @@ def job(total, per_worker, stats, done, lock, index):
     done.put((index, os.getpid()))
 
 
-def run(ctx, label, objects) -> float:
+def run(ctx: Any, label: str, objects: tuple[Any, ...]) -> float:
     procs = [ctx.Process(target=job, args=(*objects, i)) for i in range(WORKERS)]
     t0 = time.perf_counter()
     for p in procs:
@@ -84,8 +85,8 @@ def main() -> int:
 
     manager = ctx.Manager()
     try:
-        mp_objects = (ctx.Value("q", 0), ctx.Array("q", WORKERS), manager.dict(),
-                      manager.Queue(), manager.Lock())
+        mp_objects: tuple[Any, ...] = (ctx.Value("q", 0), ctx.Array("q", WORKERS),
+                                       manager.dict(), manager.Queue(), manager.Lock())
         took = run(ctx, "multiprocessing", mp_objects)
         total, per_worker, stats, done, _ = mp_objects
         reports = sorted(done.get(timeout=10) for _ in range(WORKERS))
@@ -126,8 +127,8 @@ def main() -> int:
         zone.close()
         zone.unlink()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print("OK: Value, Array, Manager dict/queue/lock and their shmkit counterparts counted "
           f"exactly where they can (the racy get-then-set lost {lost['multiprocessing']} and "

@@ -170,8 +170,8 @@ def main() -> int:
         zone.close()
         zone.unlink()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print(f"OK: {WORKERS} forked workers found the zone and its objects by name; "
           f"{WORKERS * REQUESTS} requests counted exactly, limits exact, slab balanced, "

@@ -33,6 +33,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from typing import Any
 
 try:
     import cv2
@@ -53,20 +54,22 @@ SQUARE = ((40, 40), (120, 100), (0, 255, 255))   # what the reader draws: corner
 class QSharedMemory:
     """The part of Qt's QSharedMemory this job needs, on shmkit."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str) -> None:
         self.key = key
         letters = "".join(c for c in key if c.isascii() and c.isalpha())
         self.native_key = ("qipc_sharedmemory_" + letters
                            + hashlib.sha1(key.encode()).hexdigest())   # as Qt builds it
-        self.error = None
+        self.error: str | None = None
         self.owner_died = False
-        self._zone = self._lock = self._data = None
+        self._zone: shmkit.Zone | None = None
+        self._lock: shmkit.Lock | None = None
+        self._data: memoryview | None = None
 
     def create(self, size: int) -> bool:
         """Create the segment and attach to it; False (error "AlreadyExists") if it exists."""
-        made = []
+        made: list[bool] = []
 
-        def init(zone):
+        def init(zone: shmkit.Zone) -> None:
             zone.lock("lock")
             zone.create("data", size)
             made.append(True)
@@ -94,7 +97,7 @@ class QSharedMemory:
         self._attached(zone)
         return True
 
-    def _attached(self, zone):
+    def _attached(self, zone: shmkit.Zone) -> None:
         self._zone = zone
         self._lock = zone.lock("lock")
         info = zone.find("data")
@@ -103,26 +106,33 @@ class QSharedMemory:
     def is_attached(self) -> bool:
         return self._zone is not None
 
+    def _attached_parts(self) -> tuple[shmkit.Lock, memoryview]:
+        if self._lock is None or self._data is None:
+            raise RuntimeError(f"{self.key!r}: not attached")
+        return self._lock, self._data
+
     def lock(self) -> bool:
-        got = self._lock.acquire(timeout=10)
-        self.owner_died = bool(got and self._lock.owner_died)
+        lock, _ = self._attached_parts()
+        got = bool(lock.acquire(timeout=10))
+        self.owner_died = got and bool(lock.owner_died)
         return got
 
     def unlock(self) -> None:
-        self._lock.release()
+        self._attached_parts()[0].release()
 
     def data(self) -> memoryview:
-        return self._data
+        return self._attached_parts()[1]
 
     def size(self) -> int:
-        return len(self._data)
+        return len(self.data())
 
     def detach(self) -> bool:
         """Detach; the last process to detach frees the memory (and its name)."""
         if self._zone is None:
             return False
         zone = self._zone
-        self._data.release()                 # nothing of ours may keep the mapping alive
+        if self._data is not None:
+            self._data.release()             # nothing of ours may keep the mapping alive
         self._zone = self._lock = self._data = None
         zone.close()
         return True
@@ -149,14 +159,15 @@ def draw_scene(img: np.ndarray) -> None:
                 cv2.LINE_AA)
 
 
-def crc(buf) -> int:
+def crc(buf: Any) -> int:
     return zlib.crc32(memoryview(buf).cast("B"))
 
 
 # -- the other process (Qt's second dialog: loadFromMemory) -------------------------------
 
 def reader(png_key: str, raw_key: str) -> int:
-    say = lambda *a: print(*a, flush=True)                             # noqa: E731
+    def say(*words: object) -> None:
+        print(*words, flush=True)
     png_mem, raw_mem = QSharedMemory(png_key), QSharedMemory(raw_key)
     if not png_mem.attach() or not raw_mem.attach():
         say("error", png_mem.error, raw_mem.error)
@@ -165,6 +176,9 @@ def reader(png_key: str, raw_key: str) -> int:
     encoded = bytes(png_mem.data())                  # copy out, as Qt's QBuffer does
     png_mem.unlock()
     image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        say("error", "the PNG did not decode")
+        return 1
     say("png", f"{crc(image):08x}", *image.shape)
 
     raw_mem.lock()
@@ -199,9 +213,9 @@ def main() -> int:
     raw_key = f"shmkit example image (raw) {os.getpid()}"
     png_mem, raw_mem = QSharedMemory(png_key), QSharedMemory(raw_key)
     problems = []
-    children = []
+    children: list[subprocess.Popen[str]] = []
 
-    def child(role: str, *keys: str) -> subprocess.Popen:
+    def child(role: str, *keys: str) -> subprocess.Popen[str]:
         p = subprocess.Popen([sys.executable, os.path.abspath(__file__), role, *keys],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         children.append(p)
@@ -211,7 +225,8 @@ def main() -> int:
         original = np.zeros(SHAPE, np.uint8)
         draw_scene(original)
         ok, encoded = cv2.imencode(".png", original)
-        assert ok
+        if not ok:
+            raise SystemExit("FAILED: OpenCV could not encode the image")
         if not png_mem.create(len(encoded)):
             raise SystemExit(f"FAILED: create: {png_mem.error}")
         png_mem.lock()
@@ -234,6 +249,7 @@ def main() -> int:
             problems.append("drawing in shared memory gave another image")
 
         r = child("--reader", png_key, raw_key)
+        assert r.stdout is not None
         png_line, raw_line, drew = (r.stdout.readline().split() for _ in range(3))
         print(f"reader {r.pid}: PNG copied out and decoded: crc32 {' '.join(png_line[1:2])}, "
               f"shape {'x'.join(png_line[2:])}")
@@ -261,6 +277,7 @@ def main() -> int:
 
         # a process dies holding the lock: the next lock() still succeeds, and says so
         h = child("--hold-lock", raw_key)
+        assert h.stdout is not None
         if h.stdout.readline().strip() != "locked":
             problems.append("the lock holder did not start")
         os.kill(h.pid, signal.SIGKILL)
@@ -285,16 +302,16 @@ def main() -> int:
         if not (freed_png and still and freed_raw and r.returncode == 0):
             problems.append("a segment was not freed exactly at its last detach")
     finally:
-        for p in children:
-            if p.poll() is None:
-                p.kill()
-            p.wait(10)
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+            c.wait(10)
         for mem in (png_mem, raw_mem):
             if mem.is_attached():
                 mem.detach()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print("OK: an OpenCV image went by key to another process as PNG (copied) and as raw "
           "pixels (zero-copy), CRC-32s matched both ways, a dead lock holder was recovered, "

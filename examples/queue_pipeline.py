@@ -18,7 +18,7 @@ import shmkit
 FRAME = (480, 640, 3)
 
 
-def worker(frames, results):
+def worker(frames: shmkit.Queue, results: shmkit.Queue) -> None:
     while True:
         try:
             view = frames.get(timeout=5)
@@ -29,7 +29,7 @@ def worker(frames, results):
         del frame, view  # the block goes back to the zone
 
 
-def main(n=200, workers=2):
+def main(n: int = 200, workers: int = 2) -> None:
     zone = shmkit.Zone(f"pipeline-{os.getpid()}", 64 << 20)
     try:
         frames = zone.queue("frames", 1 << 16)
@@ -64,8 +64,8 @@ def main(n=200, workers=2):
         zone.close()
         zone.unlink()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         sys.exit(1)
     print(f"OK: {n} frames went to the workers without a copy and each came back once, "
           "with the right content")

@@ -27,12 +27,13 @@ import os
 import sys
 import tempfile
 import types
+from typing import Any
 
 import shmkit
 
-try:
-    import tomllib                                      # Python 3.11+
-except ImportError:                                     # 3.10: the same data as JSON
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                                   # 3.10: the same data as JSON
     tomllib = None
 
 WORKERS = 4
@@ -52,7 +53,7 @@ enabled = ["search", "thumbnails", "rate-limit"]
 CHANGE = ('timeout = 2.5', 'timeout = 5.0')             # what the reload changes
 
 
-def plain(value):
+def plain(value: Any) -> Any:
     """A snapshot (mapping proxies, tuples) as plain JSON-able data."""
     if isinstance(value, (dict, types.MappingProxyType)):
         return {k: plain(v) for k, v in value.items()}
@@ -61,7 +62,7 @@ def plain(value):
     return value
 
 
-def digest(config) -> str:
+def digest(config: Any) -> str:
     return hashlib.sha256(json.dumps(plain(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -82,7 +83,7 @@ def worker(zone: shmkit.Zone, reports: shmkit.Queue, index: int) -> None:
     cfg.close()
 
 
-def write_config(path: str, text: str) -> dict:
+def write_config(path: str, text: str) -> dict[str, Any]:
     if tomllib is not None:
         with open(path, "w") as f:
             f.write(text)
@@ -151,8 +152,8 @@ def main() -> int:
         zone.close()
         zone.unlink()
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print(f"OK: the configuration was parsed once by the loader; {WORKERS} workers read the "
           "same frozen snapshot, and all of them woke to the reload with the new version")

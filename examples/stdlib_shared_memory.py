@@ -66,7 +66,7 @@ STDLIB_OWNER = textwrap.dedent("""
 """)
 
 
-def python(code: str, *args: str) -> subprocess.CompletedProcess:
+def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                           text=True, timeout=60)
 
@@ -121,6 +121,7 @@ def main() -> int:
     name = base + "-stdlib"
     owner = subprocess.Popen([sys.executable, "-c", STDLIB_OWNER, name], text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert owner.stdout is not None
     try:
         if owner.stdout.readline().strip() != "ready":
             problems.append("the stdlib owner did not start")
@@ -143,8 +144,8 @@ def main() -> int:
             os.unlink(f"/dev/shm/{name}")
 
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print("OK: attach_shared_memory() kept the segment, the stdlib's default removed the name "
           "and shmkit ls reported it vanished, a stdlib segment was left to its owner")

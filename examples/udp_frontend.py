@@ -104,7 +104,8 @@ def main() -> int:
               f"{[w.pid for w in workers]} waiting in queue.get()")
 
         time.sleep(0.2)                                  # let them reach their sleep
-        before = {w.pid: cpu_ticks(w.pid) for w in workers}
+        pids = [w.pid for w in workers if w.pid is not None]
+        before = {pid: cpu_ticks(pid) for pid in pids}
         idle_start = time.monotonic()
         time.sleep(0.5)
         idle = time.monotonic() - idle_start
@@ -119,7 +120,9 @@ def main() -> int:
         client.bind(("127.0.0.1", 0))
         client.settimeout(10)
         rnd = random.Random(7)
-        expected, answered, per_worker = {}, {}, [0] * WORKERS
+        expected: dict[int, int] = {}
+        answered: dict[int, int] = {}
+        per_worker = [0] * WORKERS
         t0 = time.perf_counter()
         sent = 0
         while len(answered) < REQUESTS:
@@ -164,8 +167,8 @@ def main() -> int:
         zone.close()
         zone.unlink()
     if problems:
-        for p in problems[:10]:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems[:10]:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print(f"OK: {REQUESTS} UDP requests went from the front-end to {WORKERS} workers through "
           "one queue and were each answered once, correctly; idle workers slept (no CPU)")

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import zlib
+from typing import Callable
 
 import shmkit
 from shmkit import inventory
@@ -48,13 +49,13 @@ def check_message(buf: memoryview, who: str, writer: int) -> bool:
         print(f"{who}: no message there (magic 0x{magic:08x})")
         return False
     got = zlib.crc32(buf[PAYLOAD_AT:PAYLOAD_AT + length])
-    ok = got == crc and pid == writer
+    ok = bool(got == crc and pid == writer)
     print(f"{who}: {length} bytes from pid {pid}, crc32 {got:08x} "
           f"{'matches' if ok else 'DOES NOT MATCH (or wrong writer)'}")
     return ok
 
 
-def compile_peers(build: str) -> dict:
+def compile_peers(build: str) -> dict[str, str]:
     exes = {}
     for prog in ("sysv_peer", "posix_peer"):
         exe = os.path.join(build, prog)
@@ -86,10 +87,12 @@ def python_creates(seg: shmkit.Segment, exe: str, target: str, label: str) -> bo
     return c.returncode == 0 and check_message(seg.buf[half:], "Python read C's reply", c.pid)
 
 
-def c_creates(exe: str, target: str, open_segment, label: str) -> bool:
+def c_creates(exe: str, target: str, open_segment: Callable[[], shmkit.Segment],
+              label: str) -> bool:
     """C made the segment: Python opens it, checks, replies; C checks and removes it."""
     c = subprocess.Popen([exe, "create", target, str(SIZE), "7"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
+    assert c.stdout is not None
     try:
         ready = c.stdout.readline().split()
         if not ready or ready[0] != "ready":

@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from typing import Any
 
 import shmkit
 from shmkit import inventory
@@ -56,7 +57,7 @@ class Daemon:
         self.buf[:len(MAGIC)] = MAGIC
         self.publish_status(None)
 
-    def publish_status(self, last):
+    def publish_status(self, last: str | None) -> None:
         """Seqlock: odd while writing, even (and bumped) when done."""
         raw = json.dumps({"served": self.served, "last": last, "daemon_pid": os.getpid(),
                           "up_seconds": round(time.time() - self.started, 3)}).encode()
@@ -87,10 +88,10 @@ class Daemon:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def start_php(port: int) -> subprocess.Popen:
+def start_php(port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     log = tempfile.TemporaryFile()                  # its access log (a pipe could fill up)
     php = subprocess.Popen(["php", "-S", f"127.0.0.1:{port}", "-t", HERE],
@@ -110,7 +111,7 @@ def start_php(port: int) -> subprocess.Popen:
     raise RuntimeError("php -S did not start listening within 15 s")
 
 
-def browse(port: int, results: list) -> None:
+def browse(port: int, results: list[tuple[str, int | None, Any]]) -> None:
     """The browser: one page per text, one after the other."""
     for text in TEXTS:
         url = f"http://127.0.0.1:{port}/page.php?" + urllib.parse.urlencode({"text": text})
@@ -132,8 +133,8 @@ def main() -> int:
     print(f"daemon {os.getpid()}: SysV segment key 0x{key:08x} (ftok of daemon.py, 'S'), "
           f"shmid {info.shmid}, {info.size} bytes, lifecycle {info.lifecycle}")
     daemon = Daemon(seg)
-    php = None
-    results: list = []
+    php: subprocess.Popen[bytes] | None = None
+    results: list[tuple[str, int | None, Any]] = []
     try:
         for attempt in range(3):                        # the port may be taken meanwhile
             try:
@@ -144,6 +145,7 @@ def main() -> int:
                 if attempt == 2:
                     raise
                 print(f"retrying: {e}")
+        assert php is not None
         print(f"php -S 127.0.0.1:{port} serving page.php (pid {php.pid})")
         browser = threading.Thread(target=browse, args=(port, results), daemon=True)
         browser.start()
@@ -180,8 +182,8 @@ def main() -> int:
     if daemon_left(key):
         problems.append(f"the segment key 0x{key:08x} is still there")
     if problems:
-        for p in problems:
-            print(f"FAILED: {p}", file=sys.stderr)
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
         return 1
     print(f"OK: {len(TEXTS)} PHP pages and the Python daemon exchanged requests, answers "
           f"and status through SysV key 0x{key:08x} (shmop), every answer right and in order; "
