@@ -41,7 +41,6 @@ PAGE = mmap.PAGESIZE
 PAGES = 1024                                   # 4 MiB of 4 KiB pages
 SIZE = PAGES * PAGE
 MADV_MERGEABLE = getattr(mmap, "MADV_MERGEABLE", 12)
-LOCK_FILE = "/tmp/shmkit-ksm-example.lock"     # one run at a time toggles ksmd
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -117,24 +116,27 @@ def merging_pages() -> int | None:
 
 
 class Ksmd:
-    """ksmd switched on for this run if it is off and we may (root), back off after."""
+    """ksmd switched on for this run if it is off and we may (root), back off after.
+
+    Runs of this program take turns (an flock on the ``run`` file itself, so nothing is
+    left behind): one that found ksmd running only because another run had switched it
+    on would otherwise see it switched off under it."""
 
     def __init__(self) -> None:
         self.lock: IO[str] | None = None
         self.previous: int | None = None
         self.available = os.path.isdir(KSM)
-        self.running = self.available and ksm("run") == 1
+        self.running = False
         self.started = False
 
     def __enter__(self) -> "Ksmd":
-        if not self.available or self.running:
+        if not self.available:
             return self
-        if ksm("run") != 0 or not os.access(os.path.join(KSM, "run"), os.W_OK):
-            return self
-        self.lock = open(LOCK_FILE, "a")
-        fcntl.flock(self.lock, fcntl.LOCK_EX)          # another run restores after we do
+        self.lock = open(os.path.join(KSM, "run"))
+        fcntl.flock(self.lock, fcntl.LOCK_EX)          # until the previous run restored it
         self.previous = ksm("run")
-        if self.previous == 0:
+        self.running = self.previous == 1
+        if self.previous == 0 and os.access(os.path.join(KSM, "run"), os.W_OK):
             with open(os.path.join(KSM, "run"), "w") as f:
                 f.write("1")
             self.started = self.running = True
