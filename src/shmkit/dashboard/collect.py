@@ -248,8 +248,8 @@ def _problems(zone) -> list[str]:
 def collect_zone(spec: ZoneSpec, *, listed: bool = False) -> dict:
     """One zone's entry.  ``listed``: the zone was just seen in /dev/shm, so a missing
     one has vanished ("gone") rather than never existed ("not-found")."""
-    from .. import (CorruptedError, ShmkitTimeoutError, VersionMismatchError,
-                    ZoneInitError)
+    from .. import (CorruptedError, ObjectNotFoundError, ShmkitTimeoutError,
+                    VersionMismatchError, ZoneInitError)
     entry = {"name": spec.label, "backend": spec.backend, "state": None, "error": None,
              "problems": [], "header": None, "allocator": None, "slab_classes": [],
              "objects": []}
@@ -263,6 +263,9 @@ def collect_zone(spec: ZoneSpec, *, listed: bool = False) -> dict:
         return entry
     except ZoneInitError as e:
         entry.update(state="init-failed", error=str(e))
+        return entry
+    except ObjectNotFoundError as e:  # its initialiser died (or never ran): nothing to read
+        entry.update(state="uninitialised", error=str(e))
         return entry
     except VersionMismatchError as e:
         entry.update(state="version-mismatch", error=str(e))
@@ -346,8 +349,8 @@ def _alerts(doc: dict) -> list[dict]:
     for z in doc["zones"]:
         zn = z["name"]
         if z["state"] != "ready":
-            level = "error" if z["state"] in ("corrupt", "init-failed", "version-mismatch",
-                                              "error") else "warning"
+            level = "error" if z["state"] in ("corrupt", "init-failed", "uninitialised",
+                                              "version-mismatch", "error") else "warning"
             alert(level, zn, f"zone {z['state']}" + (f": {z['error']}" if z["error"] else ""))
             continue
         for o in z["objects"]:
