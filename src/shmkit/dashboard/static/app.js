@@ -25,7 +25,7 @@ function el(tag, attrs, ...children) {
     else if (k === "onclick") e.addEventListener("click", v);
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -107,8 +107,10 @@ function forget(now) {
 function chart(keys, labels, now) {
   const w = 180, h = 34;
   const all = keys.map(series);
-  let max = 0;
-  for (const s of all) for (const p of s) max = Math.max(max, p[1]);
+  let max = 0, oldest = now;
+  for (const s of all) for (const p of s) { max = Math.max(max, p[1]); oldest = Math.min(oldest, p[0]); }
+  // the window grows with the history this page has, from one minute to HISTORY_S
+  const span = Math.min(HISTORY_S, Math.max(60, now - oldest));
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "chart");
   svg.setAttribute("width", w);
@@ -122,7 +124,7 @@ function chart(keys, labels, now) {
   all.forEach((s, i) => {
     if (s.length < 2) return;
     const pts = s.map(([t, v]) =>
-      `${(w - 2 - (now - t) / HISTORY_S * (w - 4)).toFixed(1)},` +
+      `${(w - 2 - (now - t) / span * (w - 4)).toFixed(1)},` +
       `${(h - 3 - (max ? v / max : 0) * (h - 7)).toFixed(1)}`);
     const line = document.createElementNS(svg.namespaceURI, "polyline");
     line.setAttribute("class", `s${i}`);
@@ -131,7 +133,7 @@ function chart(keys, labels, now) {
   });
   const legend = el("div", {class: "legend"},
     labels.map((l, i) => el("span", {class: `k${i}`}, `${i ? " · " : ""}${l}`)),
-    ` · max ${rateText(max)} · ${HISTORY_S / 60} min`);
+    ` · max ${rateText(max)} · last ${ago(span)}`);
   return el("div", {}, svg, legend);
 }
 
@@ -219,8 +221,9 @@ function objectFacts(zone, o, now) {
               chart: chart([`${key}:value`], ["change/s"], now)};
     case "board": case "config": {
       const rate = track(`${key}:version`, now, s.version);
-      const last = s.last_publish_ns ? `last ${ago(now - s.last_publish_ns / 1e9)} ago` :
-        "nothing published";
+      const since = s.last_publish_ns ? ago(now - s.last_publish_ns / 1e9) : null;
+      const last = since === null ? "nothing published" :
+        since === "just now" ? "published just now" : `last ${since} ago`;
       const writer = !s.writer_pid ? "no writer" : s.writer_alive ?
         [`writer pid ${s.writer_pid} `, badge("alive", "ok")] :
         [`writer pid ${s.writer_pid} `, badge("dead", "dead")];
@@ -284,7 +287,7 @@ function renderZone(z, now, openState) {
     return card;
   }
   const a = z.allocator, h = z.header;
-  head.append(
+  head.append(...[
     el("span", {class: "fact"}, "size ", el("b", {}, bytes(h.size)),
        h.max_size > h.size ? ` (grows to ${bytes(h.max_size)})` : ""),
     el("span", {class: "fact"}, "used ", el("b", {}, `${a.used_percent}%`),
@@ -292,7 +295,7 @@ function renderZone(z, now, openState) {
     bar(a.used_percent),
     el("span", {class: "fact"}, `${z.objects.length} object(s)`),
     a.recoveries ? badge(`${a.recoveries} recoveries`, "warn") : null,
-    a.page_fails ? badge(`${a.page_fails} failed allocations`, "warn") : null);
+    a.page_fails ? badge(`${a.page_fails} failed allocations`, "warn") : null].filter(x => x));
   if (z.objects.length) {
     const rows = z.objects.map(o => {
       const f = objectFacts(z.name, o, now);
