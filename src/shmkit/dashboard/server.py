@@ -99,6 +99,12 @@ class StatusServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return  # the client went away or stalled: its business, not an error here
+        super().handle_error(request, client_address)
+
     def __init__(self, address, app: App, *, quiet: bool = False):
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
