@@ -126,6 +126,11 @@ class Served:
         self.stop()
 
 
+def without_preload() -> dict:
+    """The environment without LD_PRELOAD (for programs not built for the sanitizer)."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def need_chromium():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
@@ -145,11 +150,18 @@ class Browser:
     def __enter__(self):
         from playwright.sync_api import sync_playwright
         self._profile = tempfile.mkdtemp(prefix="shmkit-chromium-")
-        self._pw = sync_playwright().start()
+        # neither Playwright's driver nor Chromium is built for the sanitizer runtime that
+        # `make sanitize` preloads into Python
+        preload = os.environ.pop("LD_PRELOAD", None)
+        try:
+            self._pw = sync_playwright().start()
+        finally:
+            if preload is not None:
+                os.environ["LD_PRELOAD"] = preload
         try:
             self.context = self._pw.chromium.launch_persistent_context(
                 self._profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-                viewport={"width": self.size[0], "height": self.size[1]})
+                viewport={"width": self.size[0], "height": self.size[1]}, env=without_preload())
             self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
             self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
             self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}")

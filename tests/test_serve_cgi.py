@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import unique
-from serve_helpers import Browser, Served, need_chromium, spawn_holder, wait_for
+from serve_helpers import (Browser, Served, need_chromium, spawn_holder, wait_for,
+                           without_preload)
 from segment_helpers import read_line
 from test_serve import HOLDER, objects, zone_entry
 
@@ -60,14 +61,19 @@ class BusyboxHttpd:
         cgi.mkdir(parents=True, exist_ok=True)
         args = " ".join(f"'{a}'" for a in self.cgi_args)
         script = cgi / "shmkit"
-        script.write_text(f"#!/bin/sh\nexec '{sys.executable}' -m shmkit cgi {args}\n")
+        # busybox runs without the sanitizer runtime `make sanitize` preloads into Python;
+        # the Python it starts needs it again
+        preload = os.environ.get("LD_PRELOAD")
+        env_line = f"export LD_PRELOAD='{preload}'\n" if preload else ""
+        script.write_text(f"#!/bin/sh\n{env_line}exec '{sys.executable}' -m shmkit cgi {args}\n")
         script.chmod(0o755)
         (self.root / "index.html").write_text("<p>busybox</p>\n")
         for _ in range(5):  # the port may be taken between choosing and binding it
             self.port = _free_port()
             self.proc = subprocess.Popen([BUSYBOX, "httpd", "-f", "-p",
                                           f"127.0.0.1:{self.port}", "-h", str(self.root)],
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         env=without_preload())
             try:
                 wait_for(lambda: self.proc.poll() is not None or self._accepts(), timeout=10,
                          what="busybox httpd to listen")
