@@ -11,9 +11,9 @@ in a zone that `shmkit serve` shows, measured alternately
   - "browser" (--browser): the real page in headless Chromium at --refresh 0.1 (on two
              CPUs this mostly measures Chromium's own CPU use, not the server's).
 
-Repetitions of the conditions are interleaved (quiet, page, quiet, page, ...) so that
-the load of the machine affects them alike; each figure is the median of --reps runs,
-min and max printed too.
+Repetitions of the conditions are interleaved, in an order that rotates, so that the
+load of the machine affects them alike; each figure is the median of --reps runs, min
+and max printed too.
 
     python benchmarks/micro_serve.py [--reps 5] [--messages 3000000] [--browser]
 """
@@ -152,8 +152,14 @@ def main(argv=None) -> int:
         one_run(zone_name, args.messages // 10)  # warm-up
         results = {c: [] for c in conditions}
         polls = []
+        names = list(conditions)
         for rep in range(args.reps):
-            for cond, make in conditions.items():
+            # the order rotates each repetition, and each run starts a second after the
+            # previous condition ended (a browser takes a while to go away): no condition
+            # always follows another
+            for cond in names[rep % len(names):] + names[:rep % len(names)]:
+                make = conditions[cond]
+                time.sleep(1.0)
                 if make is None:
                     results[cond].append(one_run(zone_name, args.messages))
                     continue

@@ -467,3 +467,23 @@ def test_serve_usage_errors():
                        timeout=60, env={k: v for k, v in os.environ.items()
                                         if k not in ("REQUEST_METHOD", "GATEWAY_INTERFACE")})
     assert r.returncode == 2 and "web server" in r.stderr
+
+
+def test_a_request_narrows_what_is_shown_never_widens_it(prefix):
+    a, b = Zone(f"{prefix}-a", 1 << 20), Zone(f"{prefix}-b", 1 << 20)
+    try:
+        with Served("--match", f"{prefix}-a*") as srv:
+            for q in ("?match=*", f"?zone={prefix}-b", f"?zone={prefix}-b&match=*"):
+                doc = srv.json("/status.json" + q)
+                assert f"{prefix}-b" not in [z["name"] for z in doc["zones"]], q
+                assert f"{prefix}-b" not in [s["display_name"] for s in doc["segments"]], q
+            assert srv.get("/status.json?zone=sysv:0x1234")[0] == 400
+            assert srv.get("/status.json?zone=file:/etc/passwd")[0] == 400
+            assert [z["name"] for z in srv.json()["zones"]] == [f"{prefix}-a"]
+        with Served(f"{prefix}-a", f"{prefix}-b") as srv:  # zones named: only those
+            doc = srv.json(f"/status.json?zone={prefix}-b&zone={prefix}-c")
+            assert [z["name"] for z in doc["zones"]] == [f"{prefix}-b"]
+    finally:
+        for z in (a, b):
+            z.unlink()
+            z.close()

@@ -26,7 +26,7 @@ import traceback
 import urllib.parse
 from dataclasses import dataclass, field
 
-from .collect import Collector, check_zone_name, parse_zone_spec
+from .collect import Collector, check_zone_name
 
 __all__ = ["Request", "Response", "App", "MAX_QUERY", "MAX_BODY"]
 
@@ -121,9 +121,11 @@ def _read_filters(params: dict):
         zones = []
         for name in params["zone"]:
             try:
-                zones.append(parse_zone_spec(check_zone_name(name)))
+                if not name.startswith(("sysv:", "file:")):
+                    check_zone_name(name)
             except ValueError as e:
                 raise BadRequest(400, f"zone={name!r}: {e}") from None
+            zones.append(name)
     match = None
     if "match" in params:
         if len(params["match"]) != 1:
@@ -201,6 +203,11 @@ class App:
 
     def status(self, query: str = "") -> dict:
         zones, match = _read_filters(parse_query(query, _READ_PARAMS))
+        shown = {z.label for z in self.collector.zones or ()}
+        for name in zones or ():
+            if name.startswith(("sysv:", "file:")) and name not in shown:
+                raise BadRequest(400, f"zone={name!r}: SysV and file zones are shown only when "
+                                 "named on the command line")
         return self.collector.status(zones=zones, match=match)
 
     def _status(self, req):

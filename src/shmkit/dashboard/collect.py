@@ -439,9 +439,11 @@ class Collector:
         with self._lock:
             self._doc = self._segments = None
 
-    def status(self, *, zones: list[ZoneSpec] | None = None, match: str | None = None) -> dict:
-        """The document, filtered by a request's ``zones``/``match`` when given (a
-        filtered document is collected for that request alone)."""
+    def status(self, *, zones: list[str] | None = None, match: str | None = None) -> dict:
+        """The document, narrowed by a request's ``zones`` (labels: POSIX names, or the
+        ``sysv:``/``file:`` labels of zones this collector was given) and ``match`` (a
+        filtered document is collected for that request alone).  A request can narrow
+        what the collector shows, never widen it."""
         if zones is not None or match is not None:
             return self._filtered(zones, match)
         with self._lock:
@@ -456,17 +458,23 @@ class Collector:
             self._doc_at = time.monotonic()
             return self._doc
 
-    def _filtered(self, zones, match) -> dict:
-        pattern = match if match is not None else self.match
-        if zones is None:
-            zones = self.zones
+    def _allowed(self, name: str) -> bool:
+        return self.match is None or fnmatch.fnmatchcase(name, self.match)
+
+    def _filtered(self, labels, match) -> dict:
+        if labels is None:
+            specs = self.zones
         elif self.zones is not None:
-            allowed = {z.label for z in self.zones}
-            zones = [z for z in zones if z.label in allowed]
+            specs = [z for z in self.zones if z.label in labels]
+        else:  # a request names POSIX zones only: never a SysV key or a file path
+            specs = [ZoneSpec("posix", name=check_zone_name(n)) for n in labels]
         with self._lock:
-            segments = collect_segments(pattern)
-            if match is not None and self.match is not None:
-                segments = [s for s in segments if fnmatch.fnmatchcase(s["display_name"],
-                                                                      self.match)]
-            return collect_status(zones, match=pattern, segments=segments,
-                                  actions=self.actions)
+            segments = [s for s in collect_segments(match)
+                        if self._allowed(s["display_name"])]
+            if specs is not None:
+                specs = [z for z in specs if z.backend != "posix" or
+                         (self._allowed(z.name) and
+                          (match is None or fnmatch.fnmatchcase(z.name, match)))]
+            else:
+                specs = zones_of(segments)
+            return collect_status(specs, segments=segments, actions=self.actions)
