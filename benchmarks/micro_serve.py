@@ -128,6 +128,13 @@ class Page:
         self.dir.cleanup()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -152,6 +159,7 @@ def main(argv=None) -> int:
         one_run(zone_name, args.messages // 10)  # warm-up
         results = {c: [] for c in conditions}
         polls = []
+        server_cpu, answers = 0.0, 0
         names = list(conditions)
         for rep in range(args.reps):
             # the order rotates each repetition, and each run starts a second after the
@@ -163,10 +171,13 @@ def main(argv=None) -> int:
                 if make is None:
                     results[cond].append(one_run(zone_name, args.messages))
                     continue
+                cpu0 = cpu_seconds(srv.pid)
                 with make() as ctx:
                     results[cond].append(one_run(zone_name, args.messages))
                 if isinstance(ctx, Poller):
                     polls.append(ctx.seconds / max(1, ctx.count))
+                    server_cpu += cpu_seconds(srv.pid) - cpu0
+                    answers += ctx.count
         load = os.getloadavg()
         print(f"queue 64 B, 1 -> 1 process, {args.messages:,} messages per run, "
               f"median of {args.reps} (interleaved); load average {load[0]:.2f}")
@@ -178,6 +189,9 @@ def main(argv=None) -> int:
         if polls:
             print(f"  one /status.json answer took {1000 * statistics.median(polls):.1f} ms "
                   "(median, as the client saw it)")
+            per = server_cpu / max(1, answers)
+            print(f"  the server spent {1000 * per:.2f} ms of CPU per answer ({answers} answers):"
+                  f" {100 * per / 0.1:.1f}% of one CPU at one answer every 100 ms")
     finally:
         srv.terminate()
         srv.wait(10)
