@@ -335,7 +335,8 @@ function renderSegments(doc) {
   const head = el("tr", {}, ["type", "name / key", "id", "owner", "perms", "size", "attached",
     "creator", "lifecycle", "status", "shmkit", ""].map(h => el("th", {}, h)));
   const rows = doc.segments.map(s => {
-    const status = s.status.length ? s.status.map(x => badge(x,
+    // "dest": a SysV segment already removed, destroyed when its last user detaches
+    const status = s.status.length ? s.status.map(x => badge(x === "dest" ? "removed" : x,
       x === "stale" ? "warn" : x === "in-use" ? "ok" : "info")) : "–";
     const act = doc.actions.enabled && s.kind && !s.status.includes("in-use") ?
       el("button", {onclick: () => act_rm(s)}, "remove") : null;
