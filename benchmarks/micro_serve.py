@@ -102,6 +102,32 @@ class Poller:
         self.thread.join(15)
 
 
+def _hog(stop, busy, period):
+    while not stop.is_set():
+        t = time.perf_counter() + busy
+        while time.perf_counter() < t:
+            pass
+        stop.wait(period)
+
+
+class Hog:
+    """Control: a process unrelated to shmkit that computes `busy` seconds every
+    `period` (as much CPU as the server spends), to tell the page's effect from the
+    effect of any periodic activity on this machine."""
+
+    def __init__(self, busy=0.003, period=0.1):
+        self.stop = CTX.Event()
+        self.proc = CTX.Process(target=_hog, args=(self.stop, busy, period))
+
+    def __enter__(self):
+        self.proc.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.proc.join(15)
+
+
 class Page:
     """The page itself in headless Chromium (Debian's), refreshing every 100 ms."""
 
@@ -140,6 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--messages", type=int, default=3_000_000)
     ap.add_argument("--browser", action="store_true", help="also the page in Chromium")
+    ap.add_argument("--controls", action="store_true",
+                    help="also: /healthz every 100 ms (HTTP without reading), and a process "
+                         "unrelated to shmkit busy 3 ms every 100 ms")
     args = ap.parse_args(argv)
     zone_name = f"shmkit-bench-{os.getpid()}-serve"
     zone = shmkit.Zone(zone_name, 16 << 20)
@@ -156,6 +185,9 @@ def main(argv=None) -> int:
         conditions = {"quiet": None, "page": lambda: Poller(url + "/status.json")}
         if args.browser:
             conditions["browser"] = lambda: Page(url + "/")
+        if args.controls:
+            conditions["healthz"] = lambda: Poller(url + "/healthz")
+            conditions["hog"] = lambda: Hog()
         one_run(zone_name, args.messages // 10)  # warm-up
         results = {c: [] for c in conditions}
         polls = []
@@ -174,7 +206,7 @@ def main(argv=None) -> int:
                 cpu0 = cpu_seconds(srv.pid)
                 with make() as ctx:
                     results[cond].append(one_run(zone_name, args.messages))
-                if isinstance(ctx, Poller):
+                if cond == "page":
                     polls.append(ctx.seconds / max(1, ctx.count))
                     server_cpu += cpu_seconds(srv.pid) - cpu0
                     answers += ctx.count
