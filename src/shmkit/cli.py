@@ -261,7 +261,7 @@ def _ls_zone(args, name: str) -> int:
             _err(f"  {p}")
         return EXIT_PROBLEMS
     rows = [[o["name"], o["type"], _size(o["size"], args), str(o["creator_pid"]),
-             _when(o["created"]), object_summary(o, args)] for o in z["objects"]]
+             _when(o["created"]), _object_summary(o, args)] for o in z["objects"]]
     a = z["allocator"]
     _out(f"zone {name!r}: {_size(z['header']['size'], args)}, {a['used_percent']}% used, "
          f"{len(rows)} object(s)")
@@ -271,7 +271,7 @@ def _ls_zone(args, name: str) -> int:
     return EXIT_OK
 
 
-def object_summary(o: dict, args=None) -> str:
+def _object_summary(o: dict, args=None) -> str:
     """One line of what matters about an object (from its status-document entry)."""
     if o.get("error"):
         return f"cannot read it: {o['error']}"
@@ -375,7 +375,7 @@ def _info_object(args, target: dict, obj_name: str) -> int:
     _out(f"{entry['type']} {obj_name!r} in zone {entry['zone']!r}")
     for k, v in [("size", _size(entry["size"], args)), ("offset", str(entry["offset"])),
                  ("creator pid", str(entry["creator_pid"])), ("created", _when(entry["created"])),
-                 ("now", object_summary(entry, args))]:
+                 ("now", _object_summary(entry, args))]:
         _out(f"  {k:<15} {v}")
     st = entry["statistics"]
     if st:
