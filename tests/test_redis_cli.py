@@ -37,6 +37,10 @@ def test_ls_and_info(redis_zone, redis_server):
     assert info["statistics"]["puts"] == 3
     rc, out, err = shmkit("info", "--url", redis_server.url, "--zone", z.name, "jobs")
     assert rc == 0 and "depth" in out
+    rc, out2, err = shmkit("info", "--url", redis_server.url, f"{z.name}/jobs")
+    assert rc == 0 and out2 == out
+    rc, out, err = shmkit("ls", "--url", redis_server.url, z.name, "--bytes")
+    assert rc == 0 and "jobs" in out and "queue" in out
     rc, out, err = shmkit("info", "--url", redis_server.url, "--zone", z.name, "nope")
     assert rc == 3 and "nope" in err
     rc, out, err = shmkit("info", "--url", redis_server.url, "jobs")

@@ -46,6 +46,7 @@ _LAZY = {
     "SharedNDArray": "shared_array",
     "Board": "board",
     "SharedConfig": "config",
+    "attach_shared_memory": "interop",
     "open_zone": "_backends",
     "RedisZone": "redis",
 }

@@ -78,8 +78,17 @@ def object_info(url: str, zone: str, name: str) -> dict:
         z.close()
 
 
+def _size(n, args) -> str:
+    if n is None:
+        return "-"
+    if getattr(args, "bytes", False):
+        return str(n)
+    from ..cli import _bytes
+    return _bytes(n)
+
+
 def cmd_ls(args, out, table, as_json) -> int:
-    url, zone = _zone_from(args.url, getattr(args, "zone", None))
+    url, zone = _zone_from(args.url, getattr(args, "zone", None) or getattr(args, "pattern", None))
     if zone is None:
         rows = list_zones(url)
         if args.json:
@@ -92,7 +101,7 @@ def cmd_ls(args, out, table, as_json) -> int:
         as_json(rows)
         return 0
     table([[r["name"], r["type"], "-" if r["items"] is None else str(r["items"]),
-            "-" if r["bytes"] is None else str(r["bytes"]), _when(r["created_ns"]),
+            _size(r["bytes"], args), _when(r["created_ns"]),
             r["creator"]] for r in rows],
           ["NAME", "TYPE", "ITEMS", "BYTES", "CREATED", "CREATOR"])
     return 0
@@ -101,6 +110,10 @@ def cmd_ls(args, out, table, as_json) -> int:
 def cmd_info(args, out, as_json) -> int:
     url, zone = _zone_from(args.url, getattr(args, "zone", None))
     from ..cli import EXIT_USAGE, CliError
+    name = args.name
+    if zone is None and name and "/" in name:          # ZONE/OBJECT, as for local zones
+        zone, _, name = name.partition("/")
+        args.name = name
     if zone is None:
         raise CliError("name the zone: --zone NAME or ?zone=NAME in the URL", EXIT_USAGE)
     if not args.name:
