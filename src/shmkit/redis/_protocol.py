@@ -234,9 +234,14 @@ local function unwait(base, wkey, wid)
     redis.call('DEL', base .. ':w:' .. wid)
   end
 end
--- register `wid` to be woken for the next `ms` milliseconds (and a second of slack)
+-- register `wid` to be woken for the next `ms` milliseconds (and a second of slack);
+-- waiters whose time is over (they timed out, or died) are dropped on the way
 local function wait_on(wkey, wid, ms)
-  if wid ~= '' then redis.call('ZADD', wkey, now_ms() + tonumber(ms) + 1000, wid) end
+  if wid ~= '' then
+    local now = now_ms()
+    redis.call('ZREMRANGEBYSCORE', wkey, '-inf', now)
+    redis.call('ZADD', wkey, now + tonumber(ms) + 1000, wid)
+  end
 end
 """
 
