@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from .. import harness as h
-from ..harness import ANCHOR, REFERENCE, SHMKIT, Case, Metric, Role, Scenario
+from ..harness import ANCHOR, SHMKIT, Case, Metric, Role, Scenario
 from .dict import make_keys, stream, value_of
 
 BATCH = 100
@@ -304,5 +304,3 @@ def scenarios():
         ),
     ]
 
-
-_ = REFERENCE

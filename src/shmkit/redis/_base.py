@@ -7,7 +7,7 @@ import math
 import threading
 
 from .._errors import ClosedError
-from ._zone import RedisZone, _attach_zone, _check_lease  # noqa: F401
+from ._zone import RedisZone, _check_lease
 
 
 class RedisObject:

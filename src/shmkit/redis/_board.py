@@ -15,14 +15,13 @@ ignored; the writer role is a lease like a lock's, renewed while the writer live
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .._errors import (ClosedError, NotOwnerError, ObjectMismatchError, ObjectNotFoundError,
-                       ShmkitOSError, ShmkitTimeoutError, TooLargeError)
+from .._errors import (NotOwnerError, ObjectMismatchError, ObjectNotFoundError, ShmkitOSError,
+                       ShmkitTimeoutError, TooLargeError)
 from ..config import _EMPTY, SharedConfig
 from . import _protocol as P
 from ._base import RedisObject, wait_timeout
@@ -369,5 +368,3 @@ class RedisConfig(SharedConfig):
 def _reopen_config(zone, name):
     return RedisConfig(name, None, zone=zone)
 
-
-_ = (os, ClosedError)

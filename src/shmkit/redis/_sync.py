@@ -14,10 +14,9 @@ dead they wake up as its lease runs out.
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import dataclass
 
-from .._errors import NotOwnerError, ObjectMismatchError, ObjectTypeError
+from .._errors import NotOwnerError, ObjectTypeError
 from . import _protocol as P
 from ._base import RedisObject, blocking_timeout, wait_timeout
 from ._errors import BackendConnectionError
@@ -556,5 +555,3 @@ class RedisCounter(RedisObject):
     def _repr_state(self):
         return f"value={self.get()}"
 
-
-_ = (weakref, ObjectMismatchError)
