@@ -107,6 +107,14 @@ def test_writer_role_is_a_lease(redis_zone, ctx):
         p.join(10)
 
 
+def test_a_value_of_tens_of_megabytes(redis_zone):
+    b = redis_zone().board("big", 48 << 20)
+    value = bytes(range(256)) * (40 << 12)               # 40 MiB
+    assert b.publish(value) == 1
+    got, version = b.read()
+    assert version == 1 and got == value
+
+
 def test_limits_and_mismatch(redis_zone):
     zone = redis_zone()
     b = zone.board("b", 100)

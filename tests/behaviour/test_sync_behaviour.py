@@ -47,6 +47,12 @@ def _incr_many(zone, name, n):
         d.incr("hits", 1, init=0)
 
 
+def _race_add(zone, name, me, start, out):
+    d = zone.dict(name)
+    start.wait(60)
+    out.put((me, d.add("winner", me), d.incr("entrants", 1, init=0)))
+
+
 def _set_event_later(zone, name, delay):
     time.sleep(delay)
     zone.event(name).set()
@@ -253,6 +259,21 @@ def test_dict_incr_is_atomic_across_processes(backend, spawn):
         p.join(120)
         assert p.exitcode == 0
     assert d["hits"] == 900
+
+
+def test_dict_add_is_atomic_across_processes(backend, spawn):
+    zone = backend.zone()
+    d = zone.dict("race")
+    start, out = spawn.ctx.Event(), spawn.ctx.Queue()
+    procs = [spawn(_race_add, zone, "race", i, start, out) for i in range(3)]
+    start.set()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    winners = [me for me, won, _ in results if won]
+    assert len(winners) == 1 and d["winner"] == winners[0]
+    assert sorted(n for _, _, n in results) == [1, 2, 3] and d["entrants"] == 3
+    assert d.replace("winner", -1) and d["winner"] == -1
 
 
 # -- board and config ---------------------------------------------------------------------------
