@@ -444,6 +444,12 @@ class RedisQueue(RedisObject):
         """True after close() (by any process)."""
         return self._zone.execute("HGET", self._keys[0], "closed") == b"1"
 
+    def reserve(self, nbytes, block=True, timeout=None):
+        """Not on Redis: zero-copy hand-off needs memory both processes map.  put() the
+        bytes instead."""
+        raise NotImplementedError("RedisQueue has no reserve(): a zero-copy block needs "
+                                  "memory shared by both processes; put() the bytes")
+
     def repair(self) -> int:
         """Reclaim now what consumers whose lease ran out held (get, join and
         statistics do it too).  Returns the number of messages redelivered plus tasks
