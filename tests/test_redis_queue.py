@@ -174,9 +174,12 @@ def test_blocking_get_wakes_on_put_without_polling(redis_zone, ctx, children):
     stats = zone.execute("INFO", "commandstats")
     before = int(stats.get("cmdstat_blmove", {}).get("calls", 0))
     cpu0 = time.process_time()
+    t0 = time.monotonic()
     assert q.get(timeout=60) == b"wake"
+    waited = time.monotonic() - t0
     calls = int(zone.execute("INFO", "commandstats")["cmdstat_blmove"]["calls"]) - before
-    assert calls <= 4, f"{calls} BLMOVE calls while waiting ~3 s: that is polling"
+    # one BLMOVE per 2 s slice (the child takes a while to start on a loaded machine)
+    assert calls <= waited / 2 + 2, f"{calls} BLMOVE calls in {waited:.1f} s: that is polling"
     assert time.process_time() - cpu0 < 0.5
 
 
