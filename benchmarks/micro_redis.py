@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="shmkit-micro-redis-")
     server = RedisServer.start(tmp)
     if not isinstance(server, RedisServer):
+        shutil.rmtree(tmp, ignore_errors=True)
         print(f"no redis-server: {server.note}")
         return 1
     try:
@@ -126,6 +128,7 @@ def main(argv=None) -> int:
         r.close()
     finally:
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
