@@ -51,3 +51,15 @@ def test_unreachable_server(redis_server):
     from redis_support import free_port
     rc, out, err = shmkit("ls", "--url", f"redis://127.0.0.1:{free_port()}/0")
     assert rc == 6 and "connect" in err.lower()
+
+
+def test_ls_and_info_on_a_cluster(cluster_zone, redis_cluster):
+    z = cluster_zone()
+    z.queue("jobs").put_many([b"x"] * 2)
+    z.dict("cache")["a"] = 1
+    rc, out, err = shmkit("ls", "--url", redis_cluster.url, z.name, "--json")
+    assert rc == 0, err
+    listed = {o["name"]: o for o in json.loads(out)}
+    assert listed["jobs"]["items"] == 2 and listed["cache"]["items"] == 1
+    rc, out, err = shmkit("info", "--url", redis_cluster.url, f"{z.name}/jobs", "--json")
+    assert rc == 0 and json.loads(out)["statistics"]["depth"] == 2, err
