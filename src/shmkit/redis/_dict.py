@@ -18,6 +18,7 @@ one, ``flush_expired`` has nothing to do).  ``len()``, iteration, ``keys()`` and
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass
 
@@ -119,10 +120,17 @@ class RedisDict(RedisObject, MutableMapping):
 
     @classmethod
     def _reopen(cls, zone, name, kw):
+        serializer = kw.get("serializer")
+        if isinstance(serializer, tuple) and serializer[:1] == ("module",):
+            import importlib
+            kw = dict(kw, serializer=importlib.import_module(serializer[1]))
         return cls(name, zone=zone, create=False, **kw)
 
     def _reduce_kwargs(self):
-        return {"serializer": self._serializer}
+        serializer = self._serializer
+        if isinstance(serializer, types.ModuleType):     # modules travel by name
+            serializer = ("module", serializer.__name__)
+        return {"serializer": serializer}
 
     def _key(self, key):
         t = type(key)

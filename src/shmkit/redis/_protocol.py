@@ -140,7 +140,10 @@ def encode_value(value, dumps=None) -> bytes:
         return _ENC_FALSE
     elif value is None:
         return _ENC_NONE
-    return b"\x07" + (dumps or _pickle_dumps)(value)
+    data = (dumps or _pickle_dumps)(value)
+    if type(data) is str:          # a text serializer (json): stored as UTF-8
+        data = data.encode()
+    return b"\x07" + data
 
 
 def with_flags(encoded: bytes, flags: int) -> bytes:
