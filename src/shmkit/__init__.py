@@ -47,6 +47,8 @@ _LAZY = {
     "Board": "board",
     "SharedConfig": "config",
     "attach_shared_memory": "interop",
+    "open_zone": "_backends",
+    "RedisZone": "redis",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])
