@@ -596,7 +596,7 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
     struct shk_board_stats st;
     shk_board_stats(&self->b, &st);
     struct shk_board *b = &self->b;
-    uint64_t spin = __atomic_load_n(&b->spin_budget_ns, __ATOMIC_RELAXED);
+    uint64_t spin = shk_load_relaxed(&b->spin_budget_ns);
     return Py_BuildValue(
         "{sKsKsIsIsIsIsKsKsKsKsisOsOsKsKsKsKsKsKsKsK}", "version", (unsigned long long)st.version,
         "capacity", (unsigned long long)st.capacity, "buffers", st.nbuffers, "readers",
@@ -606,13 +606,13 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
         "reclaimed", (unsigned long long)st.reclaimed, "writer_pid", (int)st.writer_pid,
         "writer_alive", st.writer_alive ? Py_True : Py_False, "is_writer",
         shk_board_is_writer(b) ? Py_True : Py_False, "copies",
-        (unsigned long long)__atomic_load_n(&b->copies, __ATOMIC_RELAXED), "retries",
-        (unsigned long long)__atomic_load_n(&b->retries, __ATOMIC_RELAXED), "fallbacks",
-        (unsigned long long)__atomic_load_n(&b->fallbacks, __ATOMIC_RELAXED), "pins",
-        (unsigned long long)__atomic_load_n(&b->pins, __ATOMIC_RELAXED), "waits",
-        (unsigned long long)__atomic_load_n(&b->waits, __ATOMIC_RELAXED), "sleeps",
-        (unsigned long long)__atomic_load_n(&b->sleeps, __ATOMIC_RELAXED), "spin_hits",
-        (unsigned long long)__atomic_load_n(&b->spin_hits, __ATOMIC_RELAXED), "spin_budget_ns",
+        (unsigned long long)shk_load_relaxed(&b->copies), "retries",
+        (unsigned long long)shk_load_relaxed(&b->retries), "fallbacks",
+        (unsigned long long)shk_load_relaxed(&b->fallbacks), "pins",
+        (unsigned long long)shk_load_relaxed(&b->pins), "waits",
+        (unsigned long long)shk_load_relaxed(&b->waits), "sleeps",
+        (unsigned long long)shk_load_relaxed(&b->sleeps), "spin_hits",
+        (unsigned long long)shk_load_relaxed(&b->spin_hits), "spin_budget_ns",
         spin == UINT64_MAX ? 0ull : (unsigned long long)spin); /* MAX: not adapted yet */
 }
 

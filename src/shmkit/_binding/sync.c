@@ -257,9 +257,9 @@ static void wait_done(SyncObject *o, struct shk_wait *w)
 static uint32_t sync_extent(SyncObject *o)
 {
     switch (o->type) {
-    case SHK_OBJ_RWLOCK: return __atomic_load_n(&((struct shk_rwlock_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
-    case SHK_OBJ_SEMAPHORE: return __atomic_load_n(&((struct shk_sem_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
-    case SHK_OBJ_BARRIER: return __atomic_load_n(&((struct shk_barrier_sh *)o->sh)->parties, __ATOMIC_ACQUIRE);
+    case SHK_OBJ_RWLOCK: return shk_load_acquire(&((struct shk_rwlock_sh *)o->sh)->nslots);
+    case SHK_OBJ_SEMAPHORE: return shk_load_acquire(&((struct shk_sem_sh *)o->sh)->nslots);
+    case SHK_OBJ_BARRIER: return shk_load_acquire(&((struct shk_barrier_sh *)o->sh)->parties);
     default: return 0;
     }
 }
@@ -432,19 +432,18 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
         struct shk_lock_sh *l = o->sh;
         uint64_t exp = 0;
         uint64_t me = o->type == SHK_OBJ_RLOCK ? shk_sync_self_thread() : shk_sync_self_proc();
-        if (__atomic_compare_exchange_n(&l->owner.all, &exp, me, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_RELAXED)) {
+        if (shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, me)) {
             if (o->type == SHK_OBJ_RLOCK) {
                 l->count = 1;
                 l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
             }
-            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
+            shk_store_relaxed(&l->acquisitions, l->acquisitions + 1);
             o->owner_died = 0;
             Py_RETURN_TRUE;
         }
         if (o->type == SHK_OBJ_RLOCK && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
             l->count++; /* this thread holds it already */
-            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
+            shk_store_relaxed(&l->acquisitions, l->acquisitions + 1);
             Py_RETURN_TRUE;
         }
     }
@@ -458,10 +457,9 @@ static PyObject *lock_release(SyncObject *o, PyObject *unused)
         /* the common case inline: held by this process, nobody asleep */
         struct shk_lock_sh *l = o->sh;
         uint64_t me = shk_sync_self_proc();
-        if (__atomic_load_n(&l->owner.all, __ATOMIC_RELAXED) == me) {
+        if (shk_load_relaxed(&l->owner.all) == me) {
             uint64_t exp = me;
-            if (__atomic_compare_exchange_n(&l->owner.all, &exp, 0, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_RELAXED))
+            if (shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, 0))
                 Py_RETURN_NONE;
         }
     }
@@ -485,7 +483,7 @@ static PyObject *lock_locked(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     struct shk_lock_sh *l = o->sh;
-    return PyBool_FromLong((__atomic_load_n(&l->owner.f.word, __ATOMIC_RELAXED) & SHK_ID_MASK) != 0);
+    return PyBool_FromLong((shk_load_relaxed(&l->owner.f.word) & SHK_ID_MASK) != 0);
 }
 
 static PyObject *lock_is_owned(SyncObject *o, PyObject *unused)
@@ -499,13 +497,13 @@ static PyObject *lock_raw(SyncObject *o, PyObject *unused)
     LIVE(o);
     struct shk_lock_sh *l = o->sh;
     union shk_ident cur;
-    cur.all = __atomic_load_n(&l->owner.all, __ATOMIC_ACQUIRE);
+    cur.all = shk_load_acquire(&l->owner.all);
     uint32_t id = cur.f.word & SHK_ID_MASK;
     int pid = o->type == SHK_OBJ_RLOCK ? (id ? l->owner_pid : 0) : (int)id;
     return Py_BuildValue("{sisisIsIsKsKsKsKsisIsO}", "owner_pid", pid, "owner_tid",
                          o->type == SHK_OBJ_RLOCK ? (int)id : 0, "count",
                          o->type == SHK_OBJ_RLOCK ? (id ? l->count : 0) : (id ? 1 : 0),
-                         "waiters", __atomic_load_n(&l->sleepers, __ATOMIC_RELAXED),
+                         "waiters", shk_load_relaxed(&l->sleepers),
                          "acquisitions", (unsigned long long)l->acquisitions, "contentions",
                          (unsigned long long)l->contentions, "owner_deaths",
                          (unsigned long long)l->owner_deaths, "last_death_ns",
@@ -650,7 +648,7 @@ static PyObject *sem_get_value(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     struct shk_sem_sh *s = o->sh;
-    return PyLong_FromUnsignedLong(__atomic_load_n(&s->value, __ATOMIC_ACQUIRE));
+    return PyLong_FromUnsignedLong(shk_load_acquire(&s->value));
 }
 
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
@@ -671,7 +669,7 @@ static PyObject *sem_raw(SyncObject *o, PyObject *unused)
     struct shk_sem_sh *s = o->sh;
     uint32_t holders = 0;
     for (uint32_t i = 0; i < s->nslots; i++)
-        if (__atomic_load_n(&s->slot[i].count, __ATOMIC_RELAXED))
+        if (shk_load_relaxed(&s->slot[i].count))
             holders++;
     return Py_BuildValue("{sIsIsOsOsIsIsKsKsKsKsIsI}", "value", s->value, "initial", s->bound,
                          "bounded", (s->head.flags & SHK_SYNCF_BOUNDED) ? Py_True : Py_False,
@@ -732,7 +730,7 @@ static PyObject *event_is_set(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     struct shk_event_sh *e = o->sh;
-    return PyBool_FromLong(__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) & 1);
+    return PyBool_FromLong(shk_load_acquire(&e->state) & 1);
 }
 
 static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -740,7 +738,7 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
 {
     LIVE(o);
     struct shk_event_sh *e = o->sh;
-    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) & 1)
+    if (shk_load_acquire(&e->state) & 1)
         Py_RETURN_TRUE;
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
@@ -765,7 +763,7 @@ static PyObject *event_raw(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     struct shk_event_sh *e = o->sh;
-    uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+    uint32_t st = shk_load_acquire(&e->state);
     return Py_BuildValue("{sOsIsKsKsI}", "is_set", (st & 1) ? Py_True : Py_False, "waiters",
                          e->sleepers, "sets", (unsigned long long)e->sets, "waits",
                          (unsigned long long)e->waits, "spin_ns", e->head.spin_ns);
@@ -864,7 +862,7 @@ static PyObject *rw_raw(SyncObject *o, PyObject *unused)
     uint32_t procs = 0;
     uint32_t holds = shk_rw_readers(rw, &procs);
     union shk_ident wr;
-    wr.all = __atomic_load_n(&rw->writer.all, __ATOMIC_ACQUIRE);
+    wr.all = shk_load_acquire(&rw->writer.all);
     uint64_t reads = 0;
     for (uint32_t i = 0; i < rw->nslots; i++)
         reads += rw->slot[i].acquisitions;
@@ -886,7 +884,7 @@ static PyObject *rw_is_writer(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     struct shk_rwlock_sh *rw = o->sh;
-    return PyBool_FromLong(shk_ident_same(__atomic_load_n(&rw->writer.all, __ATOMIC_ACQUIRE),
+    return PyBool_FromLong(shk_ident_same(shk_load_acquire(&rw->writer.all),
                                           shk_sync_self_proc()));
 }
 
@@ -1159,7 +1157,7 @@ static PyObject *counter_addsub(SyncObject *o, PyObject *const *args, Py_ssize_t
     if (nargs == 1 && arg_int64(args[0], &n) < 0)
         return NULL;
     uint64_t d = sign > 0 ? (uint64_t)n : (uint64_t)0 - (uint64_t)n;
-    uint64_t v = __atomic_add_fetch((uint64_t *)counter_word(o), d, __ATOMIC_SEQ_CST);
+    uint64_t v = shk_add_fetch_seq_cst((uint64_t *)counter_word(o), d);
     return PyLong_FromLongLong((long long)(int64_t)v);
 }
 
@@ -1176,21 +1174,21 @@ static PyObject *counter_sub(SyncObject *o, PyObject *const *args, Py_ssize_t na
 static PyObject *counter_inc(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong((long long)(int64_t)__atomic_add_fetch(
-        (uint64_t *)counter_word(o), 1, __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong((long long)(int64_t)shk_add_fetch_seq_cst(
+        (uint64_t *)counter_word(o), 1));
 }
 
 static PyObject *counter_dec(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong((long long)(int64_t)__atomic_sub_fetch(
-        (uint64_t *)counter_word(o), 1, __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong((long long)(int64_t)shk_sub_fetch_seq_cst(
+        (uint64_t *)counter_word(o), 1));
 }
 
 static PyObject *counter_get(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong(__atomic_load_n(counter_word(o), __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong(shk_load_seq_cst(counter_word(o)));
 }
 
 static PyObject *counter_set(SyncObject *o, PyObject *arg)
@@ -1199,7 +1197,7 @@ static PyObject *counter_set(SyncObject *o, PyObject *arg)
     int64_t v;
     if (arg_int64(arg, &v) < 0)
         return NULL;
-    __atomic_store_n(counter_word(o), v, __ATOMIC_SEQ_CST);
+    shk_store_seq_cst(counter_word(o), v);
     Py_RETURN_NONE;
 }
 
@@ -1209,7 +1207,7 @@ static PyObject *counter_exchange(SyncObject *o, PyObject *arg)
     int64_t v;
     if (arg_int64(arg, &v) < 0)
         return NULL;
-    return PyLong_FromLongLong(__atomic_exchange_n(counter_word(o), v, __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong(shk_exchange_seq_cst(counter_word(o), v));
 }
 
 static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -1220,8 +1218,7 @@ static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t na
     int64_t expected, desired;
     if (arg_int64(args[0], &expected) < 0 || arg_int64(args[1], &desired) < 0)
         return NULL;
-    return PyBool_FromLong(__atomic_compare_exchange_n(counter_word(o), &expected, desired, 0,
-                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    return PyBool_FromLong(shk_cas_seq_cst(counter_word(o), &expected, desired));
 }
 
 static PyObject *counter_get_value(SyncObject *o, void *c)

@@ -334,7 +334,7 @@ static PyObject *zone_header(ZoneObject *z, PyObject *unused)
     uint32_t tag_len = h->tag_len > SHK_TAG_MAX ? SHK_TAG_MAX : h->tag_len;
     return Py_BuildValue(
         "{sKsKsIsKsKsKsKsy#sisKsKsKsKsI}", "magic", (unsigned long long)h->magic, "format",
-        (unsigned long long)h->format, "state", __atomic_load_n(&h->state, __ATOMIC_ACQUIRE),
+        (unsigned long long)h->format, "state", shk_load_acquire(&h->state),
         "size", (unsigned long long)h->size, "declared_size",
         (unsigned long long)h->declared_size, "max_size", (unsigned long long)h->max_size,
         "generation", (unsigned long long)h->generation, "tag", (const char *)h->tag,

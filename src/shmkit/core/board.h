@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "atomics.h"
 #include "layout.h"
 #include "zone.h"
 
@@ -99,7 +100,7 @@ void shk_board_detach(struct shk_board *b);
 /* Latest published version (0: none). One load, no shared write. */
 static inline uint64_t shk_board_version(const struct shk_board *b)
 {
-    return __atomic_load_n(&b->hdr->latest, __ATOMIC_ACQUIRE) >> SHK_BOARD_SLOT_BITS;
+    return shk_load_acquire(&b->hdr->latest) >> SHK_BOARD_SLOT_BITS;
 }
 
 /* --- writer ---------------------------------------------------------------------- */

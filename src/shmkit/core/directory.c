@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "proc.h"
@@ -67,7 +68,7 @@ static int64_t lookup(struct shk_dir_table *t, const char *name, uint32_t hash)
     uint32_t mask = t->cap - 1;
     for (uint32_t i = 0, s = hash & mask; i < t->cap; i++, s = (s + 1) & mask) {
         struct shk_dirent *e = &t->slot[s];
-        uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        uint32_t st = shk_load_acquire(&e->state);
         if (st == SHK_DE_EMPTY)
             return -1;
         if (st == SHK_DE_LIVE && e->hash == hash &&
@@ -124,7 +125,7 @@ static int ensure_room(struct shk_zone *z)
         }
     }
     uint64_t old_off = h->dir_off;
-    __atomic_store_n(&h->dir_off, off, __ATOMIC_RELEASE); /* publish */
+    shk_store_release(&h->dir_off, off); /* publish */
     h->dir_pending = 0;
     if (old_off)
         shk_zone_free_locked(z, old_off);
@@ -200,7 +201,7 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
     e->created_ns = shk_wall_ns();
     e->hash = hash;
     e->creator_pid = shk_self_pid();
-    __atomic_store_n(&e->state, SHK_DE_LIVE, __ATOMIC_RELEASE); /* publish */
+    shk_store_release(&e->state, SHK_DE_LIVE); /* publish */
     h->pending_off = 0;
     t->live++;
     if (was_tomb && t->tombs)
@@ -239,7 +240,7 @@ int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
         uint64_t off = e->offset;
         /* unpublish first: a crash after this leaks the memory at worst, never leaves a
          * live entry pointing at freed memory */
-        __atomic_store_n(&e->state, SHK_DE_TOMB, __ATOMIC_RELEASE);
+        shk_store_release(&e->state, SHK_DE_TOMB);
         t->live--;
         t->tombs++;
         r = shk_zone_free_locked(z, off);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "zone.h"
@@ -219,7 +220,7 @@ static int alloc_pages(struct shk_zone *z, uint32_t n, uint32_t *out)
             d->slab = n;
             d->shift = 0;
             d->head = 0;
-            __atomic_store_n(&d->type, SHK_PT_RUN, __ATOMIC_RELEASE); /* publish: in use */
+            shk_store_release(&d->type, SHK_PT_RUN); /* publish: in use */
             h->free_pages -= n;
             *out = idx;
             return 0;
@@ -238,7 +239,7 @@ static int free_pages(struct shk_zone *z, uint32_t idx, uint32_t n)
     /* logically free first: from here on a crash loses nothing */
     d->slab = n;
     d->next = d->prev = 0;
-    __atomic_store_n(&d->type, SHK_PT_FREE, __ATOMIC_RELEASE);
+    shk_store_release(&d->type, SHK_PT_FREE);
     for (uint32_t i = 1; i < n; i++) {
         struct shk_page *b = desc(z, idx + i);
         memset(b, 0, sizeof *b);
@@ -385,7 +386,7 @@ static int alloc_slab_chunk(struct shk_zone *z, int cls, uint64_t *off)
         for (uint32_t i = 0; i < reserved_chunks(shift); i++)
             map[i / 64] |= 1ull << (i % 64);
     }
-    __atomic_store_n(&d->type, SHK_PT_SLAB, __ATOMIC_RELEASE);
+    shk_store_release(&d->type, SHK_PT_SLAB);
     int64_t c = slab_take(z, idx, d, shift);
     st->total += slab_capacity(shift);
     st->used++;

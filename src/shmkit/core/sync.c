@@ -26,24 +26,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define CAS(p, expp, des) \
-    __atomic_compare_exchange_n((p), (expp), (des), 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)
-#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
-#define SUB(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST)
-#define STAT_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
-/* Statistics only the current holder writes: a plain increment, no locked instruction. */
-#define HOLDER_INC(p) STORE_RLX((p), LOAD_RLX(p) + 1)
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -81,7 +69,7 @@ static void after_fork_child(void)
 {
     /* the child has another pid and its one thread another tid */
     shk_sync_self_proc_cache = 0;
-    __atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+    shk_fetch_add_relaxed(&fork_gen, 1);
 }
 
 static void init_once(void)
@@ -151,7 +139,7 @@ uint64_t shk_sync_self_proc_slow(void)
 uint64_t shk_sync_self_thread(void)
 {
     uint64_t v = self_thread_cache;
-    if (likely(v != 0 && self_thread_gen == __atomic_load_n(&fork_gen, __ATOMIC_RELAXED)))
+    if (likely(v != 0 && self_thread_gen == shk_load_relaxed(&fork_gen)))
         return v;
     pthread_once(&once, init_once);
     pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -161,7 +149,7 @@ uint64_t shk_sync_self_thread(void)
         start = 0;
     v = make_ident((uint32_t)tid, start);
     self_thread_cache = v;
-    self_thread_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+    self_thread_gen = shk_load_relaxed(&fork_gen);
     return v;
 }
 
@@ -202,7 +190,7 @@ static uint64_t spin_begin(struct shk_sync_head *h, struct shk_wait *w)
 {
     if ((w->flags & SHK_WAIT_NOSPIN) || shk_sync_cfg.spin_max_ns == 0 || ncpu() < 2)
         return 0;
-    uint64_t budget = LOAD_RLX(&h->spin_ns);
+    uint64_t budget = shk_load_relaxed(&h->spin_ns);
     if (budget > shk_sync_cfg.spin_max_ns)
         budget = shk_sync_cfg.spin_max_ns;
     if (w->deadline) {
@@ -217,10 +205,10 @@ static uint64_t spin_begin(struct shk_sync_head *h, struct shk_wait *w)
          * about to hand over.  The gate is a deadline, so a spinner killed while
          * spinning does not keep it closed. */
         uint32_t now_ms = (uint32_t)(shk_now_ns() / 1000000u);
-        uint32_t busy = LOAD_RLX(&h->spin_busy);
+        uint32_t busy = shk_load_relaxed(&h->spin_busy);
         if ((int32_t)(busy - now_ms) > 0)
             return 0;
-        STORE_RLX(&h->spin_busy, now_ms + (uint32_t)(budget / 1000000u) + 2);
+        shk_store_relaxed(&h->spin_busy, now_ms + (uint32_t)(budget / 1000000u) + 2);
     }
     w->spun = 1;
     return budget;
@@ -229,7 +217,7 @@ static uint64_t spin_begin(struct shk_sync_head *h, struct shk_wait *w)
 static void spin_end(struct shk_sync_head *h)
 {
     if (ncpu() <= 2)
-        STORE_RLX(&h->spin_busy, (uint32_t)(shk_now_ns() / 1000000u));
+        shk_store_relaxed(&h->spin_busy, (uint32_t)(shk_now_ns() / 1000000u));
 }
 
 /*
@@ -244,7 +232,7 @@ static void spin_learn(struct shk_sync_head *h, struct shk_wait *w, int spin_won
     if (!max || !w->t0)
         return;
     uint64_t waited = shk_now_ns() - w->t0;
-    uint64_t b = LOAD_RLX(&h->spin_ns), nb;
+    uint64_t b = shk_load_relaxed(&h->spin_ns), nb;
     if (spin_won) {
         nb = 2 * waited + 2000;
         if (nb < b)
@@ -257,7 +245,7 @@ static void spin_learn(struct shk_sync_head *h, struct shk_wait *w, int spin_won
     if (nb > max)
         nb = max;
     if (nb != b)
-        STORE_RLX(&h->spin_ns, (uint32_t)nb);
+        shk_store_relaxed(&h->spin_ns, (uint32_t)nb);
 }
 
 static int deadline_passed(const struct shk_wait *w)
@@ -281,10 +269,10 @@ static int sleep_slice(uint32_t *word, uint32_t expected, struct shk_wait *w, in
         gap = (uint64_t)1 << 60;
     shk_deadline_slice(&slice, w->deadline, gap);
     if (sleepers)
-        ADD(sleepers, 1);
+        shk_add_fetch_seq_cst(sleepers, 1);
     int r = shk_futex_wait(word, expected, &slice);
     if (sleepers)
-        SUB(sleepers, 1);
+        shk_sub_fetch_seq_cst(sleepers, 1);
     w->slept = 1;
     return r == EINTR ? EINTR : 0;
 }
@@ -385,7 +373,7 @@ static void head_init(struct shk_sync_head *h, uint32_t type, uint32_t flags)
     h->flags = (uint16_t)flags;
     h->spin_ns = SPIN_INITIAL_NS;
     h->spin_busy = 0;
-    STORE_REL(&h->magic, SHK_SYNC_MAGIC);
+    shk_store_release(&h->magic, SHK_SYNC_MAGIC);
 }
 
 static void lock_init(struct shk_lock_sh *l, uint32_t type)
@@ -504,7 +492,7 @@ void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err)
         *err = SHK_ECORRUPT;
         return NULL;
     }
-    if (LOAD_ACQ(&h->magic) != SHK_SYNC_MAGIC || h->type != type) {
+    if (shk_load_acquire(&h->magic) != SHK_SYNC_MAGIC || h->type != type) {
         *err = shk_fail(SHK_ECORRUPT, "sync object at offset %llu: magic 0x%08x type %u, "
                         "expected a type %u object", (unsigned long long)off, h->magic,
                         h->type, type);
@@ -571,7 +559,7 @@ static int lock_got(struct shk_lock_sh *l, int rec, int r)
         l->count = 1;
         l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
     }
-    HOLDER_INC(&l->acquisitions);
+    shk_single_writer_inc(&l->acquisitions);
     return r;
 }
 
@@ -584,11 +572,11 @@ static int lock_take_over(struct shk_lock_sh *l, uint64_t dead, uint64_t me)
     d.all = dead;
     des.f.word |= d.f.word & SHK_ID_WAITERS;
     uint64_t exp = dead;
-    if (!CAS(&l->owner.all, &exp, des.all))
+    if (!shk_cas_seq_cst(&l->owner.all, &exp, des.all))
         return 0;
-    HOLDER_INC(&l->owner_deaths);
-    STORE_RLX(&l->last_death_ns, shk_wall_ns());
-    STORE_RLX(&l->last_dead_pid, (int32_t)shk_ident_id(dead));
+    shk_single_writer_inc(&l->owner_deaths);
+    shk_store_relaxed(&l->last_death_ns, shk_wall_ns());
+    shk_store_relaxed(&l->last_dead_pid, (int32_t)shk_ident_id(dead));
     return 1;
 }
 
@@ -598,16 +586,16 @@ int shk_lock_acquire(struct shk_lock_sh *l, int rec, struct shk_wait *w)
     union shk_ident cur, des;
     if (w->phase == 0) {
         uint64_t exp = 0;
-        if (likely(CAS(&l->owner.all, &exp, me)))
+        if (likely(shk_cas_seq_cst(&l->owner.all, &exp, me)))
             return lock_got(l, rec, 0);
         if (rec && shk_ident_same(exp, me)) {
             if (l->count == UINT32_MAX)
                 return shk_fail(EOVERFLOW, "RLock: recursion too deep");
             l->count++;
-            HOLDER_INC(&l->acquisitions);
+            shk_single_writer_inc(&l->acquisitions);
             return 0;
         }
-        STAT_ADD(&l->contentions, 1);
+        shk_stat_add(&l->contentions, 1);
         if (w->flags & SHK_WAIT_TRY) {
             /* a non-blocking attempt still recovers a dead holder (checks throttled by
              * the caller's next_live) */
@@ -626,12 +614,12 @@ int shk_lock_acquire(struct shk_lock_sh *l, int rec, struct shk_wait *w)
         if (budget) {
             uint64_t end = w->t0 + budget;
             for (uint32_t i = 1;; i++) {
-                cur.all = LOAD_RLX(&l->owner.all);
+                cur.all = shk_load_relaxed(&l->owner.all);
                 if ((cur.f.word & SHK_ID_MASK) == 0) {
                     uint64_t exp = cur.all;
                     des.all = me;
                     des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                    if (CAS(&l->owner.all, &exp, des.all)) {
+                    if (shk_cas_seq_cst(&l->owner.all, &exp, des.all)) {
                         spin_end(&l->head);
                         spin_learn(&l->head, w, 1);
                         return lock_got(l, rec, 0);
@@ -648,13 +636,13 @@ int shk_lock_acquire(struct shk_lock_sh *l, int rec, struct shk_wait *w)
     if (w->flags & SHK_WAIT_NOSLEEP)
         return EAGAIN;
     for (;;) {
-        cur.all = LOAD(&l->owner.all);
+        cur.all = shk_load_seq_cst(&l->owner.all);
         if ((cur.f.word & SHK_ID_MASK) == 0) {
             /* a woken sleeper takes it with WAITERS set: others may still sleep */
             uint64_t exp = cur.all;
             des.all = me;
             des.f.word |= SHK_ID_WAITERS;
-            if (CAS(&l->owner.all, &exp, des.all)) {
+            if (shk_cas_seq_cst(&l->owner.all, &exp, des.all)) {
                 spin_learn(&l->head, w, 0);
                 return lock_got(l, rec, 0);
             }
@@ -675,7 +663,7 @@ int shk_lock_acquire(struct shk_lock_sh *l, int rec, struct shk_wait *w)
             uint64_t exp = cur.all;
             des.all = cur.all;
             des.f.word |= SHK_ID_WAITERS;
-            if (!CAS(&l->owner.all, &exp, des.all))
+            if (!shk_cas_seq_cst(&l->owner.all, &exp, des.all))
                 continue;
             cur.all = des.all;
         }
@@ -688,7 +676,7 @@ int shk_lock_release(struct shk_lock_sh *l, int rec)
 {
     uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
     union shk_ident cur;
-    cur.all = LOAD_RLX(&l->owner.all);
+    cur.all = shk_load_relaxed(&l->owner.all);
     for (;;) {
         if (!shk_ident_same(cur.all, me)) {
             if ((cur.f.word & SHK_ID_MASK) == 0)
@@ -707,7 +695,7 @@ int shk_lock_release(struct shk_lock_sh *l, int rec)
             l->owner_pid = 0;
         }
         uint64_t exp = cur.all;
-        if (CAS(&l->owner.all, &exp, 0))
+        if (shk_cas_seq_cst(&l->owner.all, &exp, 0))
             break;
         cur.all = exp; /* only the WAITERS bit can have changed */
     }
@@ -719,7 +707,7 @@ int shk_lock_release(struct shk_lock_sh *l, int rec)
 int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count)
 {
     uint64_t me = shk_sync_self_thread();
-    if (!shk_ident_same(LOAD_RLX(&l->owner.all), me))
+    if (!shk_ident_same(shk_load_relaxed(&l->owner.all), me))
         return shk_fail(SHK_ENOTOWNER, "the RLock is not held by this thread");
     *count = l->count;
     l->count = 1;
@@ -729,7 +717,7 @@ int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count)
 int shk_lock_is_mine(struct shk_lock_sh *l, int rec)
 {
     uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
-    return shk_ident_same(LOAD_RLX(&l->owner.all), me);
+    return shk_ident_same(shk_load_relaxed(&l->owner.all), me);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -738,27 +726,27 @@ int shk_lock_is_mine(struct shk_lock_sh *l, int rec)
 
 void shk_event_set(struct shk_event_sh *e)
 {
-    uint32_t cur = LOAD_RLX(&e->state);
+    uint32_t cur = shk_load_relaxed(&e->state);
     do {
         if (cur & 1)
             return;
-    } while (!CAS(&e->state, &cur, (cur + 2) | 1));
-    STAT_ADD(&e->sets, 1);
-    if (LOAD(&e->sleepers))
+    } while (!shk_cas_seq_cst(&e->state, &cur, (cur + 2) | 1));
+    shk_stat_add(&e->sets, 1);
+    if (shk_load_seq_cst(&e->sleepers))
         shk_futex_wake(&e->state, INT_MAX);
 }
 
 void shk_event_clear(struct shk_event_sh *e)
 {
-    uint32_t cur = LOAD_RLX(&e->state);
-    while ((cur & 1) && !CAS(&e->state, &cur, cur & ~1u))
+    uint32_t cur = shk_load_relaxed(&e->state);
+    while ((cur & 1) && !shk_cas_seq_cst(&e->state, &cur, cur & ~1u))
         ;
 }
 
 int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
 {
     if (w->phase == 0) {
-        uint32_t cur = LOAD(&e->state);
+        uint32_t cur = shk_load_seq_cst(&e->state);
         if (cur & 1)
             return 0;
         if (w->flags & SHK_WAIT_TRY)
@@ -766,7 +754,7 @@ int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
         w->observed = cur;
         w->phase = 1;
         w->t0 = shk_now_ns();
-        STAT_ADD(&e->waits, 1);
+        shk_stat_add(&e->waits, 1);
     }
     /* any change from the observed (clear) state means a set() happened */
     if (w->phase == 1) {
@@ -775,7 +763,7 @@ int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
         if (budget) {
             uint64_t end = w->t0 + budget;
             for (uint32_t i = 1;; i++) {
-                if (LOAD_RLX(&e->state) != w->observed) {
+                if (shk_load_relaxed(&e->state) != w->observed) {
                     spin_end(&e->head);
                     spin_learn(&e->head, w, 1);
                     return 0;
@@ -790,7 +778,7 @@ int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
     if (w->flags & SHK_WAIT_NOSLEEP)
         return EAGAIN;
     for (;;) {
-        if (LOAD(&e->state) != w->observed) {
+        if (shk_load_seq_cst(&e->state) != w->observed) {
             spin_learn(&e->head, w, 0);
             return 0;
         }
@@ -814,14 +802,14 @@ static int sem_lock(struct shk_sem_sh *s)
 {
     int r = shk_mutex_lock(&s->mutex, NULL);
     if (r == SHK_EOWNERDEAD) {
-        if (LOAD(&s->j_valid)) {
+        if (shk_load_seq_cst(&s->j_valid)) {
             uint32_t i = s->j_slot;
             if (i < s->nslots) {
                 s->slot[i].count = s->j_count;
                 s->slot[i].owner.all = s->j_owner.all;
             }
-            STORE(&s->value, s->j_value);
-            STORE(&s->j_valid, 0);
+            shk_store_seq_cst(&s->value, s->j_value);
+            shk_store_seq_cst(&s->j_valid, 0);
         }
         shk_mutex_consistent(&s->mutex);
         return 0;
@@ -835,15 +823,15 @@ static void sem_journal(struct shk_sem_sh *s, uint32_t i)
     s->j_value = s->value;
     s->j_count = i < s->nslots ? s->slot[i].count : 0;
     s->j_owner.all = i < s->nslots ? s->slot[i].owner.all : 0;
-    STORE(&s->j_valid, 1);
+    shk_store_seq_cst(&s->j_valid, 1);
     /* the journal must be visible before any change it describes */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    shk_fence_seq_cst();
 }
 
 static void sem_journal_done(struct shk_sem_sh *s)
 {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    STORE(&s->j_valid, 0);
+    shk_fence_seq_cst();
+    shk_store_seq_cst(&s->j_valid, 0);
 }
 
 /* Slot of this process, or a free one (UINT32_MAX if none). Mutex held. */
@@ -868,8 +856,8 @@ uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
     uint32_t given = 0, n = s->nslots;
     uint64_t me = shk_sync_self_proc();
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t o = LOAD(&s->slot[i].owner.all);
-        if (o == 0 || o == me || LOAD(&s->slot[i].count) == 0)
+        uint64_t o = shk_load_seq_cst(&s->slot[i].owner.all);
+        if (o == 0 || o == me || shk_load_seq_cst(&s->slot[i].count) == 0)
             continue;
         if (shk_sync_ident_alive(o))
             continue;
@@ -878,7 +866,7 @@ uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
         if (s->slot[i].owner.all == o) {
             uint32_t c = s->slot[i].count;
             sem_journal(s, i);
-            STORE(&s->value, s->value + c);
+            shk_store_seq_cst(&s->value, s->value + c);
             s->slot[i].count = 0;
             s->slot[i].owner.all = 0;
             sem_journal_done(s);
@@ -888,7 +876,7 @@ uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
         }
         shk_mutex_unlock(&s->mutex);
     }
-    if (given && LOAD(&s->sleepers))
+    if (given && shk_load_seq_cst(&s->sleepers))
         shk_futex_wake(&s->value, (int)(given > INT_MAX ? INT_MAX : given));
     return given;
 }
@@ -899,8 +887,8 @@ uint32_t shk_sem_held(struct shk_sem_sh *s)
         return 0;
     uint64_t me = shk_sync_self_proc();
     for (uint32_t i = 0; i < s->nslots; i++)
-        if (LOAD(&s->slot[i].owner.all) == me)
-            return LOAD(&s->slot[i].count);
+        if (shk_load_seq_cst(&s->slot[i].owner.all) == me)
+            return shk_load_seq_cst(&s->slot[i].count);
     return 0;
 }
 
@@ -908,16 +896,16 @@ uint32_t shk_sem_held(struct shk_sem_sh *s)
 static int sem_try(struct shk_sem_sh *s)
 {
     if (!(s->head.flags & SHK_SYNCF_UNDO)) {
-        uint32_t v = LOAD_RLX(&s->value);
+        uint32_t v = shk_load_relaxed(&s->value);
         while (v > 0) {
-            if (CAS(&s->value, &v, v - 1)) {
-                STAT_ADD(&s->acquisitions, 1);
+            if (shk_cas_seq_cst(&s->value, &v, v - 1)) {
+                shk_stat_add(&s->acquisitions, 1);
                 return 0;
             }
         }
         return EBUSY;
     }
-    if (LOAD(&s->value) == 0)
+    if (shk_load_seq_cst(&s->value) == 0)
         return EBUSY;
     int r = sem_lock(s);
     if (r)
@@ -939,7 +927,7 @@ static int sem_try(struct shk_sem_sh *s)
     sem_journal(s, i);
     s->slot[i].owner.all = me;
     s->slot[i].count++;
-    STORE(&s->value, s->value - 1);
+    shk_store_seq_cst(&s->value, s->value - 1);
     sem_journal_done(s);
     s->acquisitions++;
     shk_mutex_unlock(&s->mutex);
@@ -954,7 +942,7 @@ int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
         r = sem_try(s);
         if (r != EBUSY)
             return r;
-        STAT_ADD(&s->contentions, 1);
+        shk_stat_add(&s->contentions, 1);
         if (w->flags & SHK_WAIT_TRY) {
             if (undo && liveness_due(w, shk_now_ns()) && shk_sem_reclaim(s))
                 return sem_try(s);
@@ -969,7 +957,7 @@ int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
         if (budget) {
             uint64_t end = w->t0 + budget;
             for (uint32_t i = 1;; i++) {
-                if (LOAD_RLX(&s->value) > 0) {
+                if (shk_load_relaxed(&s->value) > 0) {
                     r = sem_try(s);
                     if (r != EBUSY) {
                         spin_end(&s->head);
@@ -1010,12 +998,12 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
         return 0;
     int bounded = s->head.flags & SHK_SYNCF_BOUNDED;
     if (!(s->head.flags & SHK_SYNCF_UNDO)) {
-        uint32_t v = LOAD_RLX(&s->value);
+        uint32_t v = shk_load_relaxed(&s->value);
         for (;;) {
             if ((uint64_t)v + n > (bounded ? s->bound : (UINT32_MAX >> 1)))
                 return shk_fail(SHK_ETOOBIG, bounded ? "Semaphore released too many times"
                                                      : "semaphore value would overflow");
-            if (CAS(&s->value, &v, v + n))
+            if (shk_cas_seq_cst(&s->value, &v, v + n))
                 break;
         }
     } else {
@@ -1038,11 +1026,11 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
             if (s->slot[i].count == 0)
                 s->slot[i].owner.all = 0;
         }
-        STORE(&s->value, v + n);
+        shk_store_seq_cst(&s->value, v + n);
         sem_journal_done(s);
         shk_mutex_unlock(&s->mutex);
     }
-    if (LOAD(&s->sleepers))
+    if (shk_load_seq_cst(&s->sleepers))
         shk_futex_wake(&s->value, n > INT_MAX ? INT_MAX : (int)n);
     return 0;
 }
@@ -1059,13 +1047,13 @@ static int rw_reclaim_slot(struct shk_rwlock_sh *rw, uint32_t i, uint64_t dead)
     mark.all = shk_sync_self_proc();
     mark.f.word |= SHK_ID_RECLAIM;
     uint64_t exp = dead;
-    if (!CAS(&sl->owner.all, &exp, mark.all))
+    if (!shk_cas_seq_cst(&sl->owner.all, &exp, mark.all))
         return 0;
-    uint32_t c = LOAD(&sl->count);
-    STORE(&sl->count, 0);
-    STORE(&sl->owner.all, 0);
+    uint32_t c = shk_load_seq_cst(&sl->count);
+    shk_store_seq_cst(&sl->count, 0);
+    shk_store_seq_cst(&sl->owner.all, 0);
     if (c)
-        STAT_ADD(&rw->reader_deaths, 1);
+        shk_stat_add(&rw->reader_deaths, 1);
     return 1;
 }
 
@@ -1079,10 +1067,10 @@ static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
 {
     uint64_t me = shk_sync_self_proc();
     uint32_t n = rw->nslots, i = *hint;
-    if (i < n && LOAD_RLX(&rw->slot[i].owner.all) == me)
+    if (i < n && shk_load_relaxed(&rw->slot[i].owner.all) == me)
         return (int)i;
     for (i = 0; i < n; i++)
-        if (LOAD_RLX(&rw->slot[i].owner.all) == me) {
+        if (shk_load_relaxed(&rw->slot[i].owner.all) == me) {
             *hint = i;
             return (int)i;
         }
@@ -1091,14 +1079,14 @@ static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
     for (int pass = 0; pass < 2; pass++) {
         for (i = 0; i < n; i++) {
             uint64_t exp = 0;
-            if (LOAD_RLX(&rw->slot[i].owner.all) == 0 && CAS(&rw->slot[i].owner.all, &exp, me)) {
+            if (shk_load_relaxed(&rw->slot[i].owner.all) == 0 && shk_cas_seq_cst(&rw->slot[i].owner.all, &exp, me)) {
                 *hint = i;
                 return (int)i;
             }
         }
         /* all taken: take back the slots of dead processes, then try again */
         for (i = 0; i < n; i++) {
-            uint64_t o = LOAD(&rw->slot[i].owner.all);
+            uint64_t o = shk_load_seq_cst(&rw->slot[i].owner.all);
             if (rw_slot_dead(o))
                 rw_reclaim_slot(rw, i, o);
         }
@@ -1109,9 +1097,9 @@ static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
 
 static void rw_read_leave(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 {
-    SUB(&sl->count, 1);
-    if (LOAD(&rw->drain_sleeping)) {
-        ADD(&rw->drain_seq, 1);
+    shk_sub_fetch_seq_cst(&sl->count, 1);
+    if (shk_load_seq_cst(&rw->drain_sleeping)) {
+        shk_add_fetch_seq_cst(&rw->drain_seq, 1);
         shk_futex_wake(&rw->drain_seq, 1);
     }
 }
@@ -1119,11 +1107,11 @@ static void rw_read_leave(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 /* One read attempt: 0, or EBUSY when a writer is there or waiting. */
 static int rw_read_try(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 {
-    if (LOAD_RLX(&rw->writer.f.word) & SHK_ID_MASK)
+    if (shk_load_relaxed(&rw->writer.f.word) & SHK_ID_MASK)
         return EBUSY;
-    ADD(&sl->count, 1);
-    if (likely((LOAD(&rw->writer.f.word) & SHK_ID_MASK) == 0)) {
-        STAT_ADD(&sl->acquisitions, 1);
+    shk_add_fetch_seq_cst(&sl->count, 1);
+    if (likely((shk_load_seq_cst(&rw->writer.f.word) & SHK_ID_MASK) == 0)) {
+        shk_stat_add(&sl->acquisitions, 1);
         return 0;
     }
     rw_read_leave(rw, sl); /* a writer came in between: it goes first */
@@ -1134,10 +1122,10 @@ static int rw_read_try(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 static int rw_clear_dead_writer(struct shk_rwlock_sh *rw, uint64_t dead)
 {
     uint64_t exp = dead;
-    if (!CAS(&rw->writer.all, &exp, 0))
+    if (!shk_cas_seq_cst(&rw->writer.all, &exp, 0))
         return 0;
-    STAT_ADD(&rw->owner_deaths, 1);
-    STORE(&rw->drain_sleeping, 0);
+    shk_stat_add(&rw->owner_deaths, 1);
+    shk_store_seq_cst(&rw->drain_sleeping, 0);
     union shk_ident d;
     d.all = dead;
     if (d.f.word & SHK_ID_WAITERS)
@@ -1155,9 +1143,9 @@ int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wai
     if (w->phase == 0) {
         if (likely(rw_read_try(rw, sl) == 0))
             return 0;
-        STAT_ADD(&rw->contentions, 1);
+        shk_stat_add(&rw->contentions, 1);
         if (w->flags & SHK_WAIT_TRY) {
-            cur.all = LOAD(&rw->writer.all);
+            cur.all = shk_load_seq_cst(&rw->writer.all);
             if ((cur.f.word & SHK_ID_MASK) && !is_self_proc(cur.all) &&
                 liveness_due(w, shk_now_ns()) && !shk_sync_ident_alive(cur.all) &&
                 rw_clear_dead_writer(rw, cur.all) && rw_read_try(rw, sl) == 0)
@@ -1173,7 +1161,7 @@ int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wai
         if (budget) {
             uint64_t end = w->t0 + budget;
             for (uint32_t k = 1;; k++) {
-                if ((LOAD_RLX(&rw->writer.f.word) & SHK_ID_MASK) == 0 && rw_read_try(rw, sl) == 0) {
+                if ((shk_load_relaxed(&rw->writer.f.word) & SHK_ID_MASK) == 0 && rw_read_try(rw, sl) == 0) {
                     spin_end(&rw->head);
                     spin_learn(&rw->head, w, 1);
                     return 0;
@@ -1193,7 +1181,7 @@ int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wai
             spin_learn(&rw->head, w, 0);
             return died ? SHK_EOWNERDEAD : 0;
         }
-        cur.all = LOAD(&rw->writer.all);
+        cur.all = shk_load_seq_cst(&rw->writer.all);
         if ((cur.f.word & SHK_ID_MASK) == 0)
             continue;
         uint64_t now = shk_now_ns();
@@ -1210,7 +1198,7 @@ int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wai
             uint64_t exp = cur.all;
             union shk_ident des = cur;
             des.f.word |= SHK_ID_WAITERS;
-            if (!CAS(&rw->writer.all, &exp, des.all))
+            if (!shk_cas_seq_cst(&rw->writer.all, &exp, des.all))
                 continue;
             cur = des;
         }
@@ -1222,7 +1210,7 @@ int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wai
 int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *hint)
 {
     int i = rw_find_slot(rw, hint, 0);
-    if (i < 0 || LOAD(&rw->slot[i].count) == 0)
+    if (i < 0 || shk_load_seq_cst(&rw->slot[i].count) == 0)
         return shk_fail(SHK_ENOTOWNER, "release_read(): this process holds no read lock");
     rw_read_leave(rw, &rw->slot[i]);
     return 0;
@@ -1230,11 +1218,11 @@ int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *hint)
 
 static void rw_writer_drop(struct shk_rwlock_sh *rw)
 {
-    STORE(&rw->drain_sleeping, 0);
+    shk_store_seq_cst(&rw->drain_sleeping, 0);
     union shk_ident cur;
-    cur.all = LOAD(&rw->writer.all);
+    cur.all = shk_load_seq_cst(&rw->writer.all);
     uint64_t exp = cur.all;
-    while (!CAS(&rw->writer.all, &exp, 0))
+    while (!shk_cas_seq_cst(&rw->writer.all, &exp, 0))
         cur.all = exp;
     if (cur.f.word & SHK_ID_WAITERS)
         shk_futex_wake(&rw->writer.f.word, INT_MAX);
@@ -1245,10 +1233,10 @@ static uint32_t rw_busy(struct shk_rwlock_sh *rw, int check)
 {
     uint32_t busy = 0;
     for (uint32_t i = 0; i < rw->nslots; i++) {
-        uint32_t c = LOAD(&rw->slot[i].count);
+        uint32_t c = shk_load_seq_cst(&rw->slot[i].count);
         if (!c)
             continue;
-        uint64_t o = LOAD(&rw->slot[i].owner.all);
+        uint64_t o = shk_load_seq_cst(&rw->slot[i].owner.all);
         union shk_ident u;
         u.all = o;
         if (u.f.word & SHK_ID_RECLAIM) {
@@ -1272,18 +1260,18 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
     union shk_ident cur, des;
     if (w->phase == 0) {
         uint64_t exp = 0;
-        if (CAS(&rw->writer.all, &exp, me)) {
+        if (shk_cas_seq_cst(&rw->writer.all, &exp, me)) {
             w->phase = 3; /* drain the readers */
         } else {
-            STAT_ADD(&rw->contentions, 1);
+            shk_stat_add(&rw->contentions, 1);
             if (w->flags & SHK_WAIT_TRY) {
                 if (!is_self_proc(exp) && liveness_due(w, shk_now_ns()) &&
                     !shk_sync_ident_alive(exp)) {
                     des.all = me;
                     cur.all = exp;
                     des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                    if (CAS(&rw->writer.all, &exp, des.all)) {
-                        STAT_ADD(&rw->owner_deaths, 1);
+                    if (shk_cas_seq_cst(&rw->writer.all, &exp, des.all)) {
+                        shk_stat_add(&rw->owner_deaths, 1);
                         w->aux = 1;
                         w->phase = 3;
                     }
@@ -1302,12 +1290,12 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
         if (budget) {
             uint64_t end = w->t0 + budget;
             for (uint32_t k = 1;; k++) {
-                cur.all = LOAD_RLX(&rw->writer.all);
+                cur.all = shk_load_relaxed(&rw->writer.all);
                 if ((cur.f.word & SHK_ID_MASK) == 0) {
                     uint64_t exp = cur.all;
                     des.all = me;
                     des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                    if (CAS(&rw->writer.all, &exp, des.all)) {
+                    if (shk_cas_seq_cst(&rw->writer.all, &exp, des.all)) {
                         w->phase = 3;
                         break;
                     }
@@ -1324,12 +1312,12 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
         if (w->flags & SHK_WAIT_NOSLEEP)
             return EAGAIN;
         for (;;) {
-            cur.all = LOAD(&rw->writer.all);
+            cur.all = shk_load_seq_cst(&rw->writer.all);
             if ((cur.f.word & SHK_ID_MASK) == 0) {
                 uint64_t exp = cur.all;
                 des.all = me;
                 des.f.word |= SHK_ID_WAITERS;
-                if (CAS(&rw->writer.all, &exp, des.all)) {
+                if (shk_cas_seq_cst(&rw->writer.all, &exp, des.all)) {
                     w->phase = 3;
                     break;
                 }
@@ -1340,8 +1328,8 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
                 uint64_t exp = cur.all;
                 des.all = me;
                 des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                if (CAS(&rw->writer.all, &exp, des.all)) {
-                    STAT_ADD(&rw->owner_deaths, 1);
+                if (shk_cas_seq_cst(&rw->writer.all, &exp, des.all)) {
+                    shk_stat_add(&rw->owner_deaths, 1);
                     w->aux = 1;
                     w->phase = 3;
                     break;
@@ -1356,7 +1344,7 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
                 uint64_t exp = cur.all;
                 des = cur;
                 des.f.word |= SHK_ID_WAITERS;
-                if (!CAS(&rw->writer.all, &exp, des.all))
+                if (!shk_cas_seq_cst(&rw->writer.all, &exp, des.all))
                     continue;
                 cur = des;
             }
@@ -1378,12 +1366,12 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
         w->phase = 4;
     }
     for (;;) {
-        uint32_t seq = LOAD(&rw->drain_seq);
-        STORE(&rw->drain_sleeping, 1);
+        uint32_t seq = shk_load_seq_cst(&rw->drain_seq);
+        shk_store_seq_cst(&rw->drain_sleeping, 1);
         uint64_t now = shk_now_ns();
         if (rw_busy(rw, liveness_due(w, now)) == 0) {
-            STORE(&rw->drain_sleeping, 0);
-            HOLDER_INC(&rw->write_acquisitions);
+            shk_store_seq_cst(&rw->drain_sleeping, 0);
+            shk_single_writer_inc(&rw->write_acquisitions);
             return w->aux ? SHK_EOWNERDEAD : 0;
         }
         if ((w->flags & SHK_WAIT_TRY) || deadline_passed(w)) {
@@ -1403,13 +1391,13 @@ int shk_rw_release_write(struct shk_rwlock_sh *rw)
 {
     uint64_t me = shk_sync_self_proc();
     union shk_ident cur;
-    cur.all = LOAD(&rw->writer.all);
+    cur.all = shk_load_seq_cst(&rw->writer.all);
     for (;;) {
         if (!shk_ident_same(cur.all, me))
             return shk_fail(SHK_ENOTOWNER, "release_write(): this process does not hold the "
                             "write lock");
         uint64_t exp = cur.all;
-        if (CAS(&rw->writer.all, &exp, 0))
+        if (shk_cas_seq_cst(&rw->writer.all, &exp, 0))
             break;
         cur.all = exp;
     }
@@ -1420,7 +1408,7 @@ int shk_rw_release_write(struct shk_rwlock_sh *rw)
 
 void shk_rw_cancel_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
 {
-    if (w->phase >= 3 && shk_ident_same(LOAD(&rw->writer.all), shk_sync_self_proc()))
+    if (w->phase >= 3 && shk_ident_same(shk_load_seq_cst(&rw->writer.all), shk_sync_self_proc()))
         rw_writer_drop(rw);
     w->phase = 0;
 }
@@ -1429,7 +1417,7 @@ uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
 {
     uint32_t holds = 0, procs = 0;
     for (uint32_t i = 0; i < rw->nslots; i++) {
-        uint32_t c = LOAD(&rw->slot[i].count);
+        uint32_t c = shk_load_seq_cst(&rw->slot[i].count);
         if (c) {
             holds += c;
             procs++;
@@ -1446,15 +1434,15 @@ uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
 
 uint32_t shk_cond_prepare(struct shk_cond_sh *c)
 {
-    ADD(&c->sleepers, 1);
-    STAT_ADD(&c->waits, 1);
-    return LOAD(&c->seq);
+    shk_add_fetch_seq_cst(&c->sleepers, 1);
+    shk_stat_add(&c->waits, 1);
+    return shk_load_seq_cst(&c->seq);
 }
 
 int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
 {
     for (;;) {
-        if (LOAD(&c->seq) != seq)
+        if (shk_load_seq_cst(&c->seq) != seq)
             return 0;
         if (deadline_passed(w))
             return ETIMEDOUT;
@@ -1479,17 +1467,17 @@ int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
 
 void shk_cond_finish(struct shk_cond_sh *c)
 {
-    uint32_t v = LOAD_RLX(&c->sleepers);
-    while (v > 0 && !CAS(&c->sleepers, &v, v - 1))
+    uint32_t v = shk_load_relaxed(&c->sleepers);
+    while (v > 0 && !shk_cas_seq_cst(&c->sleepers, &v, v - 1))
         ;
 }
 
 int shk_cond_notify(struct shk_cond_sh *c, int n)
 {
-    if (n <= 0 || LOAD(&c->sleepers) == 0)
+    if (n <= 0 || shk_load_seq_cst(&c->sleepers) == 0)
         return 0;
-    ADD(&c->seq, 1);
-    STAT_ADD(&c->notifies, 1);
+    shk_add_fetch_seq_cst(&c->seq, 1);
+    shk_stat_add(&c->notifies, 1);
     return shk_futex_wake(&c->seq, n);
 }
 
@@ -1508,7 +1496,7 @@ static void barrier_break_locked(struct shk_barrier_sh *b)
     b->breaks++;
     /* the next generation starts clean; bumping gen wakes every waiter */
     b->broken_hist &= ~((uint64_t)1 << ((g + 1) % 64));
-    STORE(&b->gen, g + 1);
+    shk_store_seq_cst(&b->gen, g + 1);
 }
 
 static int barrier_lock(struct shk_barrier_sh *b)
@@ -1566,7 +1554,7 @@ int shk_barrier_complete(struct shk_barrier_sh *b, uint32_t gen)
     b->broken_hist &= ~((uint64_t)1 << ((gen + 1) % 64));
     b->count = 0;
     b->passed++;
-    STORE(&b->gen, gen + 1);
+    shk_store_seq_cst(&b->gen, gen + 1);
     barrier_unlock_wake(b, 1);
     return 0;
 }
@@ -1574,13 +1562,13 @@ int shk_barrier_complete(struct shk_barrier_sh *b, uint32_t gen)
 /* A party of this generation died? (liveness of the arrived ones, without the mutex) */
 static int barrier_party_died(struct shk_barrier_sh *b, uint32_t gen)
 {
-    uint32_t n = LOAD(&b->count);
+    uint32_t n = shk_load_seq_cst(&b->count);
     if (n > b->parties)
         n = b->parties;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t o = LOAD(&b->arrived[i].all);
+        uint64_t o = shk_load_seq_cst(&b->arrived[i].all);
         if (o && !is_self_proc(o) && !shk_sync_ident_alive(o))
-            return LOAD(&b->gen) == gen;
+            return shk_load_seq_cst(&b->gen) == gen;
     }
     return 0;
 }
@@ -1632,7 +1620,7 @@ int shk_barrier_wait(struct shk_barrier_sh *b, struct shk_wait *w, uint32_t *ind
         uint64_t budget = spin_begin(&b->head, w);
         if (budget) {
             uint64_t end = w->t0 + budget;
-            for (uint32_t k = 1; LOAD_RLX(&b->gen) == g; k++) {
+            for (uint32_t k = 1; shk_load_relaxed(&b->gen) == g; k++) {
                 shk_cpu_relax();
                 if ((k & 31) == 0 && shk_now_ns() >= end)
                     break;
@@ -1641,10 +1629,10 @@ int shk_barrier_wait(struct shk_barrier_sh *b, struct shk_wait *w, uint32_t *ind
         }
     }
     for (;;) {
-        uint32_t cur = LOAD(&b->gen);
+        uint32_t cur = shk_load_seq_cst(&b->gen);
         if (cur != g) {
             spin_learn(&b->head, w, !w->slept);
-            if (LOAD(&b->broken_hist) & ((uint64_t)1 << (g % 64)))
+            if (shk_load_seq_cst(&b->broken_hist) & ((uint64_t)1 << (g % 64)))
                 return shk_fail(SHK_EBROKEN, "barrier was broken (aborted, reset, timed out, or a "
                                 "party died) while waiting");
             return 0;

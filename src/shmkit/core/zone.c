@@ -9,13 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
 static uint64_t round_up(uint64_t n, uint64_t a)
 {
@@ -60,7 +59,7 @@ int shk_zone_add_extent_locked(struct shk_zone *z, uint64_t start, uint64_t end)
     }
     /* publish: the extent is visible (and its pages free) once nextents counts it */
     h->ext[h->nextents] = e;
-    STORE(&h->nextents, h->nextents + 1);
+    shk_store_release(&h->nextents, h->nextents + 1);
     h->total_pages += (uint32_t)n;
     h->free_pages += (uint32_t)n;
     /* link the run at the front of the free list */
@@ -109,7 +108,7 @@ static int format_zone(struct shk_zone *z, const struct shk_zone_params *p, size
         return shk_fail(r, "zone: cannot initialise its mutex: %s", strerror(r));
     if ((r = shk_zone_add_extent_locked(z, SHK_PAGE, size)) != 0)
         return r;
-    STORE(&h->state, SHK_ZS_INITIALIZING);
+    shk_store_release(&h->state, SHK_ZS_INITIALIZING);
     return 0;
 }
 
@@ -149,7 +148,7 @@ static int check_header(struct shk_zone *z)
                         (unsigned long long)SHK_FORMAT_WORD, SHK_LAYOUT_VERSION,
                         sizeof(pthread_mutex_t));
     }
-    uint32_t st = LOAD(&h->state);
+    uint32_t st = shk_load_acquire(&h->state);
     if (st == SHK_ZS_CORRUPT)
         return shk_fail(SHK_ECORRUPT, "zone is marked corrupt");
     if (st > SHK_ZS_CORRUPT)
@@ -188,7 +187,7 @@ int shk_zone_sync(struct shk_zone *z)
     struct shk_segment *s = z->seg;
     if (!s->base)
         return shk_fail(SHK_ECLOSED, "zone is closed");
-    uint64_t want = LOAD(&z->hdr->size);
+    uint64_t want = shk_load_acquire(&z->hdr->size);
     if (want > z->mapped) {
         int r = shk_seg_refresh(s);
         if (r)
@@ -213,7 +212,7 @@ void *shk_zone_ptr_slow(struct shk_zone *z, uint64_t off, uint64_t len)
                  (unsigned long long)len);
         return NULL;
     }
-    if (off + len > z->mapped && LOAD(&z->hdr->size) > z->mapped) {
+    if (off + len > z->mapped && shk_load_acquire(&z->hdr->size) > z->mapped) {
         if (shk_zone_sync(z) != 0)
             return NULL;
     }
@@ -292,8 +291,8 @@ static int try_open_fd(struct shk_zone *z, const struct shk_zone_params *p, int 
         z->base = s->base;
         if (s->size >= SHK_PAGE) {
             struct shk_zone_header *h = z->hdr;
-            uint64_t magic = LOAD(&h->magic);
-            uint32_t st = LOAD(&h->state);
+            uint64_t magic = shk_load_acquire(&h->magic);
+            uint32_t st = shk_load_acquire(&h->state);
             if (magic == SHK_ZONE_MAGIC && st == SHK_ZS_READY) {
                 if ((r = attach_ready(z, p)) != 0)
                     return r;
@@ -322,8 +321,8 @@ static int try_open_fd(struct shk_zone *z, const struct shk_zone_params *p, int 
             goto unlock;
         z->hdr = (struct shk_zone_header *)s->base;
         z->base = s->base;
-        if (s->size >= SHK_PAGE && LOAD(&z->hdr->magic) == SHK_ZONE_MAGIC &&
-            LOAD(&z->hdr->state) == SHK_ZS_READY) {
+        if (s->size >= SHK_PAGE && shk_load_acquire(&z->hdr->magic) == SHK_ZONE_MAGIC &&
+            shk_load_acquire(&z->hdr->state) == SHK_ZS_READY) {
             shk_ofd_lock(s->fd, SHK_LOCKBYTE_INIT, F_UNLCK, 0);
             continue; /* pass 2 attaches */
         }
@@ -356,18 +355,18 @@ static int try_open_claim(struct shk_zone *z, const struct shk_zone_params *p, i
     z->mapped = s->size;
     if (s->size < SHK_ZONE_MIN_SIZE)
         return shk_fail(EINVAL, "segment of %zu bytes is too small for a zone", s->size);
-    if (LOAD(&h->magic) == SHK_ZONE_MAGIC && LOAD(&h->state) == SHK_ZS_READY) {
+    if (shk_load_acquire(&h->magic) == SHK_ZONE_MAGIC && shk_load_acquire(&h->state) == SHK_ZS_READY) {
         if ((r = attach_ready(z, p)) != 0)
             return r;
         *status = SHK_ZONE_ATTACHED;
         return 0;
     }
-    uint64_t magic = LOAD(&h->magic);
+    uint64_t magic = shk_load_acquire(&h->magic);
     if (magic != 0 && magic != SHK_ZONE_MAGIC)
         return check_header(z);
-    uint32_t owner = LOAD(&h->init_owner);
+    uint32_t owner = shk_load_acquire(&h->init_owner);
     if (owner) {
-        if (shk_proc_alive((pid_t)owner, LOAD(&h->init_start)))
+        if (shk_proc_alive((pid_t)owner, shk_load_acquire(&h->init_start)))
             return EAGAIN;
         if (waited)
             return shk_fail(SHK_EINITDIED, "the process initialising the zone (pid %u) died "
@@ -375,16 +374,15 @@ static int try_open_claim(struct shk_zone *z, const struct shk_zone_params *p, i
                             "re-initialise it", owner);
     }
     uint32_t me = (uint32_t)shk_self_pid();
-    if (!__atomic_compare_exchange_n(&h->init_owner, &owner, me, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
+    if (!shk_cas_acq_rel(&h->init_owner, &owner, me))
         return EAGAIN;
-    STORE(&h->init_start, shk_self_start());
-    if (LOAD(&h->state) == SHK_ZS_READY) { /* finished just before our claim */
-        STORE(&h->init_owner, 0);
+    shk_store_release(&h->init_start, shk_self_start());
+    if (shk_load_acquire(&h->state) == SHK_ZS_READY) { /* finished just before our claim */
+        shk_store_release(&h->init_owner, 0);
         return EAGAIN;
     }
     if ((r = become_initialiser(z, p, status)) != 0) {
-        STORE(&h->init_owner, 0);
+        shk_store_release(&h->init_owner, 0);
         return r;
     }
     return 0;
@@ -421,16 +419,16 @@ int shk_zone_init_done(struct shk_zone *z, int ok)
     if (!z->holds_init)
         return shk_fail(EINVAL, "zone: init_done() without initialising");
     if (ok)
-        STORE(&h->ready_ns, shk_wall_ns());
-    STORE(&h->state, ok ? SHK_ZS_READY : SHK_ZS_UNINIT);
+        shk_store_release(&h->ready_ns, shk_wall_ns());
+    shk_store_release(&h->state, ok ? SHK_ZS_READY : SHK_ZS_UNINIT);
     z->holds_init = 0;
     if (z->seg->fd >= 0 && !(z->seg->created && z->seg->kind == SHK_SEG_MEMFD))
         shk_ofd_lock(z->seg->fd, SHK_LOCKBYTE_INIT, F_UNLCK, 0);
     else
-        STORE(&h->init_owner, 0);
+        shk_store_release(&h->init_owner, 0);
     /* full fence between publishing the state and reading the waiter count */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (LOAD(&h->state_waiters))
+    shk_fence_seq_cst();
+    if (shk_load_acquire(&h->state_waiters))
         shk_futex_wake(&h->state, INT32_MAX);
     return 0;
 }
@@ -445,14 +443,14 @@ int shk_zone_wait(struct shk_zone *z, const struct timespec *deadline)
     struct shk_segment *s = z->seg;
     if (s->base && s->size >= SHK_PAGE) {
         struct shk_zone_header *h = (struct shk_zone_header *)s->base;
-        uint32_t st = LOAD(&h->state);
+        uint32_t st = shk_load_acquire(&h->state);
         if (st == SHK_ZS_READY)
             return 0;
-        __atomic_fetch_add(&h->state_waiters, 1, __ATOMIC_SEQ_CST);
+        shk_fetch_add_seq_cst(&h->state_waiters, 1);
         int r = 0;
-        if (LOAD(&h->state) == st)
+        if (shk_load_acquire(&h->state) == st)
             r = shk_futex_wait(&h->state, st, &slice);
-        __atomic_fetch_sub(&h->state_waiters, 1, __ATOMIC_SEQ_CST);
+        shk_fetch_sub_seq_cst(&h->state_waiters, 1);
         if (r == EINTR)
             return EINTR;
     } else {
@@ -478,14 +476,14 @@ int shk_zone_lock(struct shk_zone *z)
         }
         /* cannot repair: leave the mutex unrecoverable and say so */
         int saved = r;
-        STORE(&h->state, SHK_ZS_CORRUPT);
+        shk_store_release(&h->state, SHK_ZS_CORRUPT);
         shk_mutex_consistent(&h->lock);
         shk_mutex_unlock(&h->lock);
         return saved;
     }
     if (r)
         return r;
-    if (LOAD(&h->size) > z->mapped && (r = shk_zone_sync(z)) != 0) {
+    if (shk_load_acquire(&h->size) > z->mapped && (r = shk_zone_sync(z)) != 0) {
         shk_mutex_unlock(&h->lock);
         return r;
     }
