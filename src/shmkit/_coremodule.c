@@ -35,23 +35,27 @@ PyObject *shk_py_exc(const char *name)
     return cls;
 }
 
+/* errno values with an exception class of their own (the others are ShmkitOSError);
+ * ETIMEDOUT is a ShmkitTimeoutError, which is no OSError subclass. */
+static const struct {
+    int err;
+    const char *pyclass;
+} errno_classes[] = {
+    {ENOENT, "SegmentNotFoundError"}, {EEXIST, "SegmentExistsError"},
+    {EACCES, "SegmentPermissionError"}, {EPERM, "SegmentPermissionError"},
+    {ENOSPC, "NoSpaceError"}, {ENOMEM, "NoSpaceError"}, {EFBIG, "NoSpaceError"},
+    {EINVAL, "InvalidArgumentError"}, {ETIMEDOUT, "ShmkitTimeoutError"},
+};
+
 static PyObject *raise_os(int e, const char *msg)
 {
     const char *cls = "ShmkitOSError";
-    switch (e) {
-    case ENOENT: cls = "SegmentNotFoundError"; break;
-    case EEXIST: cls = "SegmentExistsError"; break;
-    case EACCES:
-    case EPERM: cls = "SegmentPermissionError"; break;
-    case ENOSPC:
-    case ENOMEM:
-    case EFBIG: cls = "NoSpaceError"; break;
-    case EINVAL: cls = "InvalidArgumentError"; break;
-    case ETIMEDOUT: {
-        PyErr_SetString(shk_py_exc("ShmkitTimeoutError"), msg);
+    for (size_t i = 0; i < sizeof errno_classes / sizeof errno_classes[0]; i++)
+        if (errno_classes[i].err == e)
+            cls = errno_classes[i].pyclass;
+    if (e == ETIMEDOUT) {
+        PyErr_SetString(shk_py_exc(cls), msg);
         return NULL;
-    }
-    default: break;
     }
     PyObject *args = Py_BuildValue("(is)", e, msg);
     if (args) {
@@ -73,28 +77,13 @@ PyObject *shk_py_raise(int code, const char *what)
         snprintf(msg, sizeof msg, "%s", shk_strerror(code));
     if (code > 0)
         return raise_os(code, msg);
-    const char *cls;
+    const char *cls = "ShmkitError";
     switch (code) {
-    case SHK_ECORRUPT: cls = "CorruptedError"; break;
-    case SHK_EVERSION: cls = "VersionMismatchError"; break;
-    case SHK_EMISMATCH: cls = "ZoneMismatchError"; break;
-    case SHK_EFULL: cls = "ZoneFullError"; break;
-    case SHK_EOWNERDEAD: cls = "OwnerDiedError"; break;
-    case SHK_ENOTFOUND: cls = "ObjectNotFoundError"; break;
-    case SHK_EEXISTS: cls = "ObjectExistsError"; break;
-    case SHK_ETYPE: cls = "ObjectTypeError"; break;
-    case SHK_EBADFREE: cls = "InvalidFreeError"; break;
-    case SHK_EINITDIED: cls = "ZoneInitError"; break;
-    case SHK_ENOTREADY: cls = "ObjectNotFoundError"; break;
-    case SHK_ETOOBIG: cls = "TooLargeError"; break;
-    case SHK_ENOTOWNER: cls = "NotOwnerError"; break;
-    case SHK_EBROKEN: cls = "BrokenBarrierError"; break;
-    case SHK_EEMPTY: cls = "QueueEmpty"; break;
-    case SHK_EFULLQ: cls = "QueueFull"; break;
-    case SHK_ECLOSED: cls = "ClosedError"; break;
-    case SHK_ENAME: cls = "InvalidNameError"; break;
-    case SHK_ENOGROW: cls = "ZoneFullError"; break;
-    default: cls = "ShmkitError"; break;
+#define SHK_ERROR(value, name, text, pyclass) \
+    case name: cls = #pyclass; break;
+#include "errors.def"
+#undef SHK_ERROR
+    default: break;
     }
     PyErr_SetString(shk_py_exc(cls), msg);
     return NULL;
@@ -201,6 +190,49 @@ static PyObject *core_strerror(PyObject *self, PyObject *arg)
     return PyUnicode_FromString(shk_strerror((int)code));
 }
 
+/* The core's error table (errors.def), for error_table() and the E_* constants. */
+static const struct {
+    int code;
+    const char *name, *text, *pyclass;
+} core_errors[] = {
+#define SHK_ERROR(value, name, text, pyclass) {name, #name, text, #pyclass},
+#include "errors.def"
+#undef SHK_ERROR
+};
+#define N_CORE_ERRORS (sizeof core_errors / sizeof core_errors[0])
+
+/* ((code, name, text, exception class), ...) from errors.def, and ((errno, exception
+ * class), ...) for the errno values with a class of their own: tests compare both with
+ * shmkit._errors. */
+static PyObject *core_error_table(PyObject *self, PyObject *unused)
+{
+    PyObject *codes = PyTuple_New((Py_ssize_t)N_CORE_ERRORS);
+    for (size_t i = 0; codes && i < N_CORE_ERRORS; i++) {
+        PyObject *row = Py_BuildValue("(isss)", core_errors[i].code, core_errors[i].name,
+                                      core_errors[i].text, core_errors[i].pyclass);
+        if (!row) {
+            Py_CLEAR(codes);
+            break;
+        }
+        PyTuple_SET_ITEM(codes, (Py_ssize_t)i, row);
+    }
+    size_t ne = sizeof errno_classes / sizeof errno_classes[0];
+    PyObject *errnos = codes ? PyTuple_New((Py_ssize_t)ne) : NULL;
+    for (size_t i = 0; errnos && i < ne; i++) {
+        PyObject *row = Py_BuildValue("(is)", errno_classes[i].err, errno_classes[i].pyclass);
+        if (!row) {
+            Py_CLEAR(errnos);
+            break;
+        }
+        PyTuple_SET_ITEM(errnos, (Py_ssize_t)i, row);
+    }
+    if (!errnos) {
+        Py_XDECREF(codes);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", codes, errnos);
+}
+
 static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
 {
     const char *name = PyUnicode_AsUTF8(arg);
@@ -281,6 +313,9 @@ static PyMethodDef core_methods[] = {
      "proc_alive(pid, start_time, /)\n--\n\nTrue if (pid, start_time) names a live process."},
     {"strerror", core_strerror, METH_O,
      "strerror(code, /)\n--\n\nOne line describing a core error code or errno."},
+    {"error_table", core_error_table, METH_NOARGS,
+     "error_table()\n--\n\n(((code, name, text, exception class), ...), ((errno, exception class), ...)):\n"
+     "the core's error codes (core/errors.def) and the errno values with a class of their own."},
     {"unlink_posix", core_unlink_posix, METH_O,
      "unlink_posix(name, /)\n--\n\nshm_unlink the POSIX segment `name` (no leading '/')."},
     {"rmid", core_rmid, METH_O, "rmid(shmid, /)\n--\n\nshmctl(shmid, IPC_RMID)."},
@@ -363,8 +398,12 @@ PyMODINIT_FUNC PyInit__core(void)
     CONST("OBJ_BOARD", SHK_OBJ_BOARD);
     CONST("OBJ_CONFIG", SHK_OBJ_CONFIG);
     CONST("OBJ_USER", SHK_OBJ_USER);
-    CONST("E_CORRUPT", SHK_ECORRUPT);
-    CONST("E_FULL", SHK_EFULL);
+    for (size_t i = 0; i < N_CORE_ERRORS; i++) { /* E_CORRUPT for SHK_ECORRUPT, ... */
+        char cname[64];
+        snprintf(cname, sizeof cname, "E_%s", core_errors[i].name + 5);
+        if (PyModule_AddIntConstant(m, cname, core_errors[i].code) < 0)
+            goto fail;
+    }
 #undef CONST
 #undef UCONST
     if (shk_init_segment(m) < 0 || shk_init_zone(m) < 0)
