@@ -1,8 +1,10 @@
 /* The error table (errors.def: every code has its text, values are unique and in the
- * reserved range). */
+ * reserved range) and the report helper of the consistency checkers (counting, line
+ * ends, truncation, the NUL, a NULL buffer). */
 #include <string.h>
 
 #include "check.h"
+#include "report.h"
 
 static void test_table(void)
 {
@@ -34,8 +36,39 @@ static void test_table(void)
     CHECK(strcmp(shk_error_detail(), "") == 0);
 }
 
+static void test_report(void)
+{
+    char buf[32];
+    struct shk_report rp;
+    shk_report_init(&rp, buf, sizeof buf);
+    CHECK(strcmp(buf, "") == 0);
+    shk_report_problem(&rp, "page %d: bad", 3);
+    shk_report_problem(&rp, "%s", "");
+    CHECK(strcmp(buf, "page 3: bad\n\n") == 0);
+    CHECK_EQ(rp.problems, 2);
+    /* a line too long is cut so that its '\n' and the NUL still fit */
+    shk_report_problem(&rp, "%s", "abcdefghijklmnopqrstuvwxyz");
+    CHECK_EQ(strlen(buf), sizeof buf - 1);
+    CHECK_EQ(buf[sizeof buf - 2], '\n');
+    CHECK(strncmp(buf + 13, "abcdefghijklmnopq", 17) == 0);
+    /* full: later problems are counted, not written */
+    shk_report_problem(&rp, "more");
+    CHECK_EQ(rp.problems, 4);
+    CHECK_EQ(strlen(buf), sizeof buf - 1);
+    /* a buffer with room for nothing, and no buffer at all */
+    char one[2] = {'x', 'x'};
+    shk_report_init(&rp, one, sizeof one);
+    shk_report_problem(&rp, "x");
+    CHECK_EQ(one[0], '\0');
+    CHECK_EQ(rp.problems, 1);
+    shk_report_init(&rp, NULL, 0);
+    shk_report_problem(&rp, "counted");
+    CHECK_EQ(rp.problems, 1);
+}
+
 int main(void)
 {
     test_table();
+    test_report();
     TEST_MAIN_END();
 }

@@ -18,6 +18,7 @@
 #include "errors.h"
 #include "futex.h"
 #include "proc.h"
+#include "report.h"
 #include "zone.h"
 
 static uint32_t fnv1a(const char *s)
@@ -329,31 +330,20 @@ int shk_dir_recover_locked(struct shk_zone *z)
     return 0;
 }
 
-int shk_dir_check_locked(struct shk_zone *z, char *buf, size_t cap, size_t *len)
+int shk_dir_check_locked(struct shk_zone *z, struct shk_report *rp)
 {
     struct shk_zone_header *h = z->hdr;
-    int err, problems = 0;
-#define DIRPROB(...)                                                                          \
-    do {                                                                                      \
-        problems++;                                                                           \
-        if (buf && *len + 2 < cap) {                                                          \
-            int n_ = snprintf(buf + *len, cap - *len - 1, __VA_ARGS__);                       \
-            if (n_ > 0)                                                                       \
-                *len += (size_t)n_ < cap - *len - 1 ? (size_t)n_ : cap - *len - 2;            \
-            buf[(*len)++] = '\n';                                                             \
-            buf[*len] = '\0';                                                                 \
-        }                                                                                     \
-    } while (0)
+    int err;
     struct shk_dir_table *t = table(z, h->dir_off, &err);
     if (err) {
-        DIRPROB("directory: %s", shk_error_detail());
-        return problems;
+        shk_report_problem(rp, "directory: %s", shk_error_detail());
+        return rp->problems;
     }
     if (h->pending_off)
-        DIRPROB("directory: an object creation is pending at offset %llu",
+        shk_report_problem(rp, "directory: an object creation is pending at offset %llu",
                 (unsigned long long)h->pending_off);
     if (!t)
-        return problems;
+        return rp->problems;
     uint32_t live = 0, tombs = 0;
     for (uint32_t i = 0; i < t->cap; i++) {
         struct shk_dirent *e = &t->slot[i];
@@ -363,32 +353,31 @@ int shk_dir_check_locked(struct shk_zone *z, char *buf, size_t cap, size_t *len)
         }
         if (e->state != SHK_DE_LIVE) {
             if (e->state != SHK_DE_EMPTY)
-                DIRPROB("directory slot %u: state %u", i, e->state);
+                shk_report_problem(rp, "directory slot %u: state %u", i, e->state);
             continue;
         }
         live++;
         if (memchr(e->name, 0, sizeof e->name) == NULL)
-            DIRPROB("directory slot %u: name is not terminated", i);
+            shk_report_problem(rp, "directory slot %u: name is not terminated", i);
         else if (e->hash != fnv1a(e->name))
-            DIRPROB("directory entry '%s': stored hash does not match its name", e->name);
+            shk_report_problem(rp, "directory entry '%s': stored hash does not match its name", e->name);
         else if (lookup(t, e->name, e->hash) != (int64_t)i)
-            DIRPROB("directory entry '%s': not reachable by lookup (or a duplicate)", e->name);
+            shk_report_problem(rp, "directory entry '%s': not reachable by lookup (or a duplicate)", e->name);
         if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
-            DIRPROB("directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
+            shk_report_problem(rp, "directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
                     (unsigned long long)e->offset, (unsigned long long)e->size);
             continue;
         }
         uint64_t usable = shk_zone_usable_size_locked(z, e->offset);
         if (usable < e->size)
-            DIRPROB("directory entry '%.63s': offset %llu is not a live allocation of %llu "
+            shk_report_problem(rp, "directory entry '%.63s': offset %llu is not a live allocation of %llu "
                     "bytes (%llu usable)", e->name, (unsigned long long)e->offset,
                     (unsigned long long)e->size, (unsigned long long)usable);
     }
     if (live != t->live || tombs != t->tombs)
-        DIRPROB("directory counts %u live / %u tombstones; the table holds %u / %u", t->live,
+        shk_report_problem(rp, "directory counts %u live / %u tombstones; the table holds %u / %u", t->live,
                 t->tombs, live, tombs);
     if ((uint64_t)(live + tombs) >= t->cap)
-        DIRPROB("directory has no empty slot (lookups cannot terminate early)");
-#undef DIRPROB
-    return problems;
+        shk_report_problem(rp, "directory has no empty slot (lookups cannot terminate early)");
+    return rp->problems;
 }

@@ -18,7 +18,6 @@
  * reported as SHK_ECORRUPT with the function and the broken invariant named.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include "atomics.h"
 #include "errors.h"
 #include "futex.h"
+#include "report.h"
 #include "zone.h"
 
 #define CORRUPT(...) shk_fail(SHK_ECORRUPT, __VA_ARGS__)
@@ -786,40 +786,16 @@ out:
 
 /* ---- consistency check -------------------------------------------------------------- */
 
-struct report {
-    char *buf;
-    size_t cap, len;
-    int problems;
-};
-
-static void problem(struct report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct report *rp, const char *fmt, ...)
-{
-    rp->problems++;
-    if (!rp->buf || rp->len + 2 >= rp->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(rp->buf + rp->len, rp->cap - rp->len - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    rp->len += (size_t)n < rp->cap - rp->len - 1 ? (size_t)n : rp->cap - rp->len - 2;
-    rp->buf[rp->len++] = '\n';
-    rp->buf[rp->len] = '\0';
-}
-
 int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
 {
     struct shk_zone_header *h = z->hdr;
-    struct report rp = {buf, cap, 0, 0};
+    struct shk_report rp;
     int r;
-    if (buf && cap)
-        buf[0] = '\0';
+    shk_report_init(&rp, buf, cap);
     if ((r = shk_zone_lock(z)) != 0)
         return r;
     if ((r = check_extents(z)) != 0) {
-        problem(&rp, "%s", shk_error_detail());
+        shk_report_problem(&rp, "%s", shk_error_detail());
         goto out;
     }
     uint32_t total = h->total_pages;
@@ -843,14 +819,14 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
             switch (d->type) {
             case SHK_PT_RUN:
                 if (d->slab < 1 || i + d->slab > end) {
-                    problem(&rp, "page %u: run of %llu pages does not fit its extent", i,
+                    shk_report_problem(&rp, "page %u: run of %llu pages does not fit its extent", i,
                             (unsigned long long)d->slab);
                     i++;
                     break;
                 }
                 for (uint32_t k = 1; k < d->slab; k++)
                     if (desc(z, i + k)->type != SHK_PT_BODY)
-                        problem(&rp, "page %u: inside the run at %u but of type %u", i + k, i,
+                        shk_report_problem(&rp, "page %u: inside the run at %u but of type %u", i + k, i,
                                 desc(z, i + k)->type);
                 i += (uint32_t)d->slab;
                 prev_free = 0;
@@ -858,7 +834,7 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
             case SHK_PT_SLAB: {
                 int shift = d->shift;
                 if (shift < SHK_SLAB_MIN_SHIFT || shift > SHK_SLAB_MAX_SHIFT) {
-                    problem(&rp, "page %u: slab page with class shift %d", i, shift);
+                    shk_report_problem(&rp, "page %u: slab page with class shift %d", i, shift);
                     i++;
                     break;
                 }
@@ -868,14 +844,14 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
                     uint64_t *map = inpage_bitmap(z, i);
                     for (uint32_t k = 0; k < reserved_chunks(shift); k++)
                         if (!(map[k / 64] & (1ull << (k % 64))))
-                            problem(&rp, "page %u: bitmap chunk %u is not marked used", i, k);
+                            shk_report_problem(&rp, "page %u: bitmap chunk %u is not marked used", i, k);
                 } else if (chunks_per_page(shift) < 64 &&
                            (d->slab >> chunks_per_page(shift)) != 0) {
-                    problem(&rp, "page %u: bitmap has bits beyond its %u chunks", i,
+                    shk_report_problem(&rp, "page %u: bitmap has bits beyond its %u chunks", i,
                             chunks_per_page(shift));
                 }
                 if (used == 0)
-                    problem(&rp, "page %u: empty slab page was not returned", i);
+                    shk_report_problem(&rp, "page %u: empty slab page was not returned", i);
                 cls_total[c] += slab_capacity(shift);
                 cls_used[c] += used;
                 i++;
@@ -884,9 +860,9 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
             }
             case SHK_PT_FREE: {
                 if (prev_free)
-                    problem(&rp, "page %u: free run follows another free run (not coalesced)", i);
+                    shk_report_problem(&rp, "page %u: free run follows another free run (not coalesced)", i);
                 if (d->slab < 1 || i + d->slab > end) {
-                    problem(&rp, "page %u: free run of %llu pages does not fit its extent", i,
+                    shk_report_problem(&rp, "page %u: free run of %llu pages does not fit its extent", i,
                             (unsigned long long)d->slab);
                     i++;
                     break;
@@ -894,12 +870,12 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
                 uint32_t n = (uint32_t)d->slab;
                 for (uint32_t k = 1; k + 1 < n; k++)
                     if (desc(z, i + k)->type != SHK_PT_BODY)
-                        problem(&rp, "page %u: inside the free run at %u but of type %u", i + k,
+                        shk_report_problem(&rp, "page %u: inside the free run at %u but of type %u", i + k,
                                 i, desc(z, i + k)->type);
                 if (n >= 2) {
                     struct shk_page *t = desc(z, i + n - 1);
                     if (t->type != SHK_PT_FREE_TAIL || t->head != i + 1)
-                        problem(&rp, "page %u: last page of the free run at %u is not its tail",
+                        shk_report_problem(&rp, "page %u: last page of the free run at %u is not its tail",
                                 i + n - 1, i);
                 }
                 in_free[i] = 1;
@@ -909,7 +885,7 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
                 break;
             }
             default:
-                problem(&rp, "page %u: type %u where a run, slab page or free run must start",
+                shk_report_problem(&rp, "page %u: type %u where a run, slab page or free run must start",
                         i, d->type);
                 i++;
                 break;
@@ -921,15 +897,15 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
     for (uint32_t p = h->free_head, prev = 0; p; guard--) {
         struct shk_page *d = desc(z, p - 1);
         if (!guard || !d) {
-            problem(&rp, "free list: %s", guard ? "link outside the zone" : "cycle");
+            shk_report_problem(&rp, "free list: %s", guard ? "link outside the zone" : "cycle");
             break;
         }
         if (d->prev != prev)
-            problem(&rp, "free list: page %u has prev %u, expected %u", p - 1, d->prev, prev);
+            shk_report_problem(&rp, "free list: page %u has prev %u, expected %u", p - 1, d->prev, prev);
         if (!in_free[p - 1])
-            problem(&rp, "free list: page %u is not the head of a free run", p - 1);
+            shk_report_problem(&rp, "free list: page %u is not the head of a free run", p - 1);
         else if (in_free[p - 1] == 2)
-            problem(&rp, "free list: page %u is listed twice", p - 1);
+            shk_report_problem(&rp, "free list: page %u is listed twice", p - 1);
         in_free[p - 1] = 2;
         listed++;
         prev = p;
@@ -937,9 +913,9 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
     }
     for (uint32_t i = 0; i < total; i++)
         if (in_free[i] == 1)
-            problem(&rp, "free run at page %u is missing from the free list", i);
+            shk_report_problem(&rp, "free run at page %u is missing from the free list", i);
     if (free_pages != h->free_pages)
-        problem(&rp, "header counts %u free pages; the walk found %llu", h->free_pages,
+        shk_report_problem(&rp, "header counts %u free pages; the walk found %llu", h->free_pages,
                 (unsigned long long)free_pages);
     /* 3. class lists hold exactly the partly used slab pages of their class */
     for (int c = 0; c < SHK_NCLASSES; c++) {
@@ -948,24 +924,24 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
         for (uint32_t p = h->class_head[c], prev = 0; p; guard--) {
             struct shk_page *d = desc(z, p - 1);
             if (!guard || !d) {
-                problem(&rp, "class %d list: %s", 1 << shift, guard ? "link outside the zone" : "cycle");
+                shk_report_problem(&rp, "class %d list: %s", 1 << shift, guard ? "link outside the zone" : "cycle");
                 break;
             }
             if (d->type != SHK_PT_SLAB || d->shift != shift)
-                problem(&rp, "class %d list: page %u is not a slab page of that class", 1 << shift, p - 1);
+                shk_report_problem(&rp, "class %d list: page %u is not a slab page of that class", 1 << shift, p - 1);
             else if (slab_used(z, p - 1, d, shift) >= slab_capacity(shift))
-                problem(&rp, "class %d list: page %u is full", 1 << shift, p - 1);
+                shk_report_problem(&rp, "class %d list: page %u is full", 1 << shift, p - 1);
             if (d->prev != prev)
-                problem(&rp, "class %d list: page %u has prev %u, expected %u", 1 << shift, p - 1,
+                shk_report_problem(&rp, "class %d list: page %u has prev %u, expected %u", 1 << shift, p - 1,
                         d->prev, prev);
             if (in_class[p - 1])
-                problem(&rp, "class %d list: page %u is listed twice", 1 << shift, p - 1);
+                shk_report_problem(&rp, "class %d list: page %u is listed twice", 1 << shift, p - 1);
             in_class[p - 1] = 1;
             prev = p;
             p = d->next;
         }
         if (cls_total[c] != h->stats[c].total || cls_used[c] != h->stats[c].used)
-            problem(&rp, "class %d statistics say %llu/%llu used; the pages hold %llu/%llu",
+            shk_report_problem(&rp, "class %d statistics say %llu/%llu used; the pages hold %llu/%llu",
                     1 << shift, (unsigned long long)h->stats[c].used,
                     (unsigned long long)h->stats[c].total, (unsigned long long)cls_used[c],
                     (unsigned long long)cls_total[c]);
@@ -978,18 +954,14 @@ int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
                 d->shift <= SHK_SLAB_MAX_SHIFT) {
                 uint32_t used = slab_used(z, i, d, d->shift);
                 if (used < slab_capacity(d->shift) && used > 0 && !in_class[i])
-                    problem(&rp, "page %u: partly used slab page missing from its class list", i);
+                    shk_report_problem(&rp, "page %u: partly used slab page missing from its class list", i);
             }
         }
     }
     free(in_free);
     free(in_class);
     /* 4. directory */
-    size_t len = rp.len;
-    int dp = shk_dir_check_locked(z, rp.buf, rp.cap, &len);
-    rp.len = len;
-    if (dp > 0)
-        rp.problems += dp;
+    shk_dir_check_locked(z, &rp);
 out:
     shk_zone_unlock(z);
     return r ? r : rp.problems;

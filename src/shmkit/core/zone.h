@@ -157,7 +157,9 @@ int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, si
 /* Directory internals used by recovery and check. Locked. */
 int shk_dir_recover_locked(struct shk_zone *z);
 int shk_dir_contains_offset_locked(struct shk_zone *z, uint64_t off);
-int shk_dir_check_locked(struct shk_zone *z, char *report, size_t cap, size_t *len);
+struct shk_report;
+/* Append the directory's problems to rp; returns rp->problems. */
+int shk_dir_check_locked(struct shk_zone *z, struct shk_report *rp);
 
 #ifdef __cplusplus
 }
