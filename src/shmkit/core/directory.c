@@ -15,11 +15,12 @@
 #include <string.h>
 
 #include "atomics.h"
+#include "directory.h"
 #include "errors.h"
 #include "futex.h"
 #include "proc.h"
 #include "report.h"
-#include "zone.h"
+#include "slab.h"
 
 static uint32_t fnv1a(const char *s)
 {
@@ -133,18 +134,15 @@ static int ensure_room(struct shk_zone *z)
     return 0;
 }
 
-int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
-                     uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
-                     struct shk_dirent *out, int *created)
+int shk_dir_get_locked(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
+                       uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
+                       struct shk_dirent *out, int *created)
 {
     int r, err;
-    shk_clear_detail();
     *created = 0;
     if ((r = shk_obj_check_name(name)) != 0)
         return r;
     uint32_t hash = fnv1a(name);
-    if ((r = shk_zone_lock(z)) != 0)
-        return r;
     struct shk_zone_header *h = z->hdr;
     struct shk_dir_table *t = table(z, h->dir_off, &err);
     if (err) {
@@ -210,23 +208,13 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
     *out = *e;
     *created = 1;
 out:
-    shk_zone_unlock(z);
     return r;
 }
 
-int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *out)
-{
-    int created;
-    return shk_zone_obj_get(z, name, 0, 0, 0, 0, NULL, NULL, out, &created);
-}
-
-int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
+int shk_dir_destroy_locked(struct shk_zone *z, const char *name, uint32_t type)
 {
     int r, err;
-    shk_clear_detail();
     if ((r = shk_obj_check_name(name)) != 0)
-        return r;
-    if ((r = shk_zone_lock(z)) != 0)
         return r;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
     int64_t s = t ? lookup(t, name, fnv1a(name)) : -1;
@@ -246,16 +234,13 @@ int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
         t->tombs++;
         r = shk_zone_free_locked(z, off);
     }
-    shk_zone_unlock(z);
     return r;
 }
 
-int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
+int shk_dir_list_locked(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
 {
-    int r, err;
+    int r = 0, err;
     *n = 0;
-    if ((r = shk_zone_lock(z)) != 0)
-        return r;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
     if (err) {
         r = err;
@@ -270,8 +255,15 @@ int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, si
             (*n)++;
         }
     }
-    shk_zone_unlock(z);
     return r;
+}
+
+uint32_t shk_dir_count_locked(struct shk_zone *z)
+{
+    int err;
+    struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
+    shk_clear_detail();
+    return t ? t->live : 0;
 }
 
 int shk_dir_contains_offset_locked(struct shk_zone *z, uint64_t off)

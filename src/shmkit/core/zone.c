@@ -11,6 +11,7 @@
 
 #include "atomics.h"
 #include "errors.h"
+#include "report.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
@@ -19,67 +20,6 @@
 static uint64_t round_up(uint64_t n, uint64_t a)
 {
     return (n + a - 1) / a * a;
-}
-
-/* Lay out one extent over [start, end) and put all its pages in one free run. */
-int shk_zone_add_extent_locked(struct shk_zone *z, uint64_t start, uint64_t end)
-{
-    struct shk_zone_header *h = z->hdr;
-    if (h->nextents >= SHK_MAX_EXTENTS)
-        return shk_fail(SHK_ENOGROW, "zone already has %d extents, the most it can have",
-                        SHK_MAX_EXTENTS);
-    uint64_t len = end - start;
-    uint64_t n = len / (SHK_PAGE + sizeof(struct shk_page));
-    while (n > 0 && round_up(n * sizeof(struct shk_page), SHK_PAGE) + n * SHK_PAGE > len)
-        n--;
-    if (n == 0)
-        return shk_fail(SHK_EFULL, "zone: %llu bytes are too few for a page and its descriptor",
-                        (unsigned long long)len);
-    if ((uint64_t)h->total_pages + n > UINT32_MAX - 1)
-        return shk_fail(SHK_ENOGROW, "zone: too many pages");
-    struct shk_extent e;
-    e.start = start;
-    e.desc_off = start;
-    e.pages_off = start + round_up(n * sizeof(struct shk_page), SHK_PAGE);
-    e.end = e.pages_off + n * SHK_PAGE;
-    e.first_page = h->total_pages;
-    e.npages = (uint32_t)n;
-    if (e.end > z->mapped)
-        return shk_fail(SHK_ECORRUPT, "zone: extent end %llu beyond mapping %zu",
-                        (unsigned long long)e.end, z->mapped);
-    struct shk_page *d = (struct shk_page *)(z->base + e.desc_off);
-    memset(d, 0, n * sizeof *d);
-    for (uint64_t i = 1; i < n; i++)
-        d[i].type = SHK_PT_BODY;
-    d[0].type = SHK_PT_FREE;
-    d[0].slab = n;
-    if (n >= 2) {
-        d[n - 1].type = SHK_PT_FREE_TAIL;
-        d[n - 1].head = e.first_page + 1;
-    }
-    /* publish: the extent is visible (and its pages free) once nextents counts it */
-    h->ext[h->nextents] = e;
-    shk_store_release(&h->nextents, h->nextents + 1);
-    h->total_pages += (uint32_t)n;
-    h->free_pages += (uint32_t)n;
-    /* link the run at the front of the free list */
-    uint32_t idx = e.first_page;
-    d[0].next = h->free_head;
-    d[0].prev = 0;
-    if (h->free_head) {
-        /* the old head is in an earlier extent; find its descriptor */
-        for (uint32_t i = 0; i + 1 < h->nextents; i++) {
-            struct shk_extent *x = &h->ext[i];
-            uint32_t fh = h->free_head - 1;
-            if (fh >= x->first_page && fh < x->first_page + x->npages) {
-                struct shk_page *od = (struct shk_page *)(z->base + x->desc_off) + (fh - x->first_page);
-                od->prev = idx + 1;
-                break;
-            }
-        }
-    }
-    h->free_head = idx + 1;
-    return 0;
 }
 
 /* Write a fresh header and allocator over the whole segment. Init lock held. */
@@ -180,48 +120,6 @@ static int fit_reservation(struct shk_zone *z)
         z->base = s->base;
     }
     return 0;
-}
-
-int shk_zone_sync(struct shk_zone *z)
-{
-    struct shk_segment *s = z->seg;
-    if (!s->base)
-        return shk_fail(SHK_ECLOSED, "zone is closed");
-    uint64_t want = shk_load_acquire(&z->hdr->size);
-    if (want > z->mapped) {
-        int r = shk_seg_refresh(s);
-        if (r)
-            return r;
-        if (s->size < want)
-            return shk_fail(SHK_ECORRUPT, "zone header says %llu bytes but the object has %zu",
-                            (unsigned long long)want, s->size);
-        z->mapped = want;
-    }
-    return 0;
-}
-
-void *shk_zone_ptr_slow(struct shk_zone *z, uint64_t off, uint64_t len)
-{
-    if (off < SHK_PAGE) {
-        shk_fail(SHK_ECORRUPT, "offset %llu points into the zone header",
-                 (unsigned long long)off);
-        return NULL;
-    }
-    if (off + len < off) {
-        shk_fail(SHK_ECORRUPT, "offset %llu + %llu overflows", (unsigned long long)off,
-                 (unsigned long long)len);
-        return NULL;
-    }
-    if (off + len > z->mapped && shk_load_acquire(&z->hdr->size) > z->mapped) {
-        if (shk_zone_sync(z) != 0)
-            return NULL;
-    }
-    if (off + len > z->mapped) {
-        shk_fail(SHK_ECORRUPT, "offset %llu + %llu lies outside the zone (%zu bytes)",
-                 (unsigned long long)off, (unsigned long long)len, z->mapped);
-        return NULL;
-    }
-    return z->base + off;
 }
 
 static int attach_ready(struct shk_zone *z, const struct shk_zone_params *p)
@@ -493,4 +391,119 @@ int shk_zone_lock(struct shk_zone *z)
 void shk_zone_unlock(struct shk_zone *z)
 {
     shk_mutex_unlock(&z->hdr->lock);
+}
+
+/* ---- the plain twins: lock, call the _locked function below, unlock ---------------- */
+
+int shk_zone_recover_locked(struct shk_zone *z)
+{
+    /* the allocator first: the directory's recovery frees what was left pending */
+    int r = shk_slab_recover_locked(z);
+    if (r == 0)
+        r = shk_dir_recover_locked(z);
+    if (r == 0) {
+        z->hdr->recoveries++;
+        z->hdr->last_recovery_ns = shk_wall_ns();
+    }
+    return r;
+}
+
+int shk_zone_alloc(struct shk_zone *z, uint64_t n, int flags, uint64_t *off)
+{
+    shk_clear_detail();
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_zone_alloc_locked(z, n, flags, off);
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_zone_free(struct shk_zone *z, uint64_t off)
+{
+    shk_clear_detail();
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_zone_free_locked(z, off);
+    shk_zone_unlock(z);
+    return r;
+}
+
+uint64_t shk_zone_usable_size(struct shk_zone *z, uint64_t off)
+{
+    if (shk_zone_lock(z) != 0)
+        return 0;
+    uint64_t n = shk_zone_usable_size_locked(z, off);
+    shk_zone_unlock(z);
+    return n;
+}
+
+int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
+                     uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
+                     struct shk_dirent *out, int *created)
+{
+    shk_clear_detail();
+    *created = 0;
+    int r = shk_obj_check_name(name);
+    if (r == 0 && (r = shk_zone_lock(z)) == 0) {
+        r = shk_dir_get_locked(z, name, type, size, aux, flags, init, arg, out, created);
+        shk_zone_unlock(z);
+    }
+    return r;
+}
+
+int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *out)
+{
+    int created;
+    return shk_zone_obj_get(z, name, 0, 0, 0, 0, NULL, NULL, out, &created);
+}
+
+int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
+{
+    shk_clear_detail();
+    int r = shk_obj_check_name(name);
+    if (r == 0 && (r = shk_zone_lock(z)) == 0) {
+        r = shk_dir_destroy_locked(z, name, type);
+        shk_zone_unlock(z);
+    }
+    return r;
+}
+
+int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    int r = shk_zone_lock(z);
+    if (r == 0) {
+        r = shk_dir_list_locked(z, out, cap, n);
+        shk_zone_unlock(z);
+    }
+    return r;
+}
+
+int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_slab_stats_locked(z, st);
+    if (r == 0)
+        st->nobjects = shk_dir_count_locked(z);
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
+{
+    struct shk_report rp;
+    shk_report_init(&rp, buf, cap);
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_slab_check_locked(z, &rp);
+    if (r == 0)
+        shk_dir_check_locked(z, &rp);
+    shk_zone_unlock(z);
+    return r ? r : rp.problems;
 }
