@@ -23,8 +23,6 @@
 /* Copies at least this large run without the GIL. */
 #define NOGIL_COPY (256u << 10)
 
-int shk_init_ndarray(PyObject *m); /* _binding/ndarray.c */
-
 typedef struct {
     PyObject_HEAD
     ZoneObject *zone;
@@ -60,11 +58,11 @@ static void board_really_close(BoardObject *self)
 static int board_check(BoardObject *self)
 {
     if (!self->attached || self->close_pending) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "board handle is closed");
+        shk_py_closed("board handle is closed");
         return -1;
     }
     if (self->seg->closed || self->seg->close_pending) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "the board's zone is closed");
+        shk_py_closed("the board's zone is closed");
         return -1;
     }
     return 0;
@@ -229,7 +227,7 @@ static PyObject *board_read_cached(BoardObject *self, PyObject *const *args, Py_
         return NULL;
     PyObject *board = self->reader ? PyWeakref_GetObject(self->reader) : NULL;
     if (!board || board == Py_None) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "board is gone");
+        shk_py_closed("board is gone");
         return NULL;
     }
     Py_INCREF(board);
@@ -454,7 +452,7 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
     if (r == ETIMEDOUT)
         Py_RETURN_FALSE;
     if (r == ECANCELED) { /* closed by another thread while we waited */
-        PyErr_SetString(shk_py_exc("ClosedError"), "board handle was closed while waiting");
+        shk_py_closed("board handle was closed while waiting");
         return NULL;
     }
     if (r)
@@ -733,5 +731,5 @@ int shk_init_board(PyObject *m)
     CONST("BOARD_PICKLE_MAGIC", SHK_BOARD_PICKLE_MAGIC);
     CONST("NDARRAY_MAX_DIMS", SHK_NDARRAY_MAX_DIMS);
 #undef CONST
-    return shk_init_ndarray(m);
+    return 0;
 }

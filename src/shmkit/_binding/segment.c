@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <structmember.h>
+#include <sys/ipc.h>
 
 PyTypeObject *shk_SegmentType;
 static PyTypeObject *RegionType;
@@ -18,7 +19,7 @@ static PyTypeObject *RegionType;
 int shk_segment_check_open(SegmentObject *s)
 {
     if (s->closed || s->close_pending || !s->seg.base) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "segment is closed");
+        shk_py_closed("segment is closed");
         return -1;
     }
     return 0;
@@ -335,16 +336,6 @@ static PyObject *core_sysv_find(PyObject *self, PyObject *arg)
     return PyLong_FromLong(id);
 }
 
-static PyMethodDef segment_functions[] = {
-    {"sysv_stat", core_sysv_stat, METH_O,
-     "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
-     "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
-     "removed)."},
-    {"sysv_find", core_sysv_find, METH_O,
-     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
-     "attaching (SegmentNotFoundError if none)."},
-    {NULL, NULL, 0, NULL},
-};
 
 static int segment_getbuffer(SegmentObject *s, Py_buffer *view, int flags)
 {
@@ -550,12 +541,150 @@ static PyType_Slot region_slots[] = {
     {0, NULL},
 };
 
+/* ---- module functions ---------------------------------------------------------------- */
+
+static PyObject *core_ftok(PyObject *self, PyObject *args)
+{
+    PyObject *path_obj;
+    int proj;
+    if (!PyArg_ParseTuple(args, "O&i:ftok", PyUnicode_FSConverter, &path_obj, &proj))
+        return NULL;
+    if ((proj & 0xff) == 0) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_ValueError, "ftok: the low 8 bits of proj_id must not be zero");
+        return NULL;
+    }
+    key_t k = ftok(PyBytes_AS_STRING(path_obj), proj);
+    int e = errno;
+    Py_DECREF(path_obj);
+    if (k == (key_t)-1) {
+        shk_clear_detail();
+        return shk_py_raise_os(e, "ftok: cannot stat the path");
+    }
+    return PyLong_FromLong((long)k);
+}
+
+static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name)
+        return NULL;
+    int r = shk_seg_unlink_posix(name);
+    if (r)
+        return shk_py_raise(r, "shm_unlink");
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_rmid(PyObject *self, PyObject *arg)
+{
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    int r = shk_seg_rmid((int)id);
+    if (r)
+        return shk_py_raise(r, "shmctl(IPC_RMID)");
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_fs_free_bytes(PyObject *self, PyObject *arg)
+{
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(shk_fs_free_bytes(fd));
+}
+
+static PyObject *core_ofd_lock(PyObject *self, PyObject *args)
+{
+    int fd, type, wait = 0;
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "iKi|p:ofd_lock", &fd, &offset, &type, &wait))
+        return NULL;
+    int r;
+    if (wait) {
+        do {
+            Py_BEGIN_ALLOW_THREADS
+            r = shk_ofd_lock(fd, offset, type, 1);
+            Py_END_ALLOW_THREADS
+        } while (r == EINTR && PyErr_CheckSignals() == 0);
+        if (r == EINTR)
+            return NULL;
+    } else {
+        r = shk_ofd_lock(fd, offset, type, 0);
+    }
+    if (r == EAGAIN)
+        Py_RETURN_FALSE;
+    if (r) {
+        shk_clear_detail();
+        return shk_py_raise_os(r, "fcntl(F_OFD_SETLK)");
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *core_ofd_probe(PyObject *self, PyObject *args)
+{
+    int fd, type, conflict = 0;
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "iKi:ofd_probe", &fd, &offset, &type))
+        return NULL;
+    int r = shk_ofd_probe(fd, offset, type, &conflict);
+    if (r) {
+        shk_clear_detail();
+        return shk_py_raise_os(r, "fcntl(F_OFD_GETLK)");
+    }
+    return PyBool_FromLong(conflict);
+}
+
+static PyMethodDef segment_functions[] = {
+    {"sysv_stat", core_sysv_stat, METH_O,
+     "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
+     "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
+     "removed)."},
+    {"sysv_find", core_sysv_find, METH_O,
+     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
+     "attaching (SegmentNotFoundError if none)."},
+    {"ftok", core_ftok, METH_VARARGS,
+     "ftok(path, proj_id, /)\n--\n\nSysV IPC key from a path and a project id, exactly as C's ftok(3)."},
+    {"unlink_posix", core_unlink_posix, METH_O,
+     "unlink_posix(name, /)\n--\n\nshm_unlink the POSIX segment `name` (no leading '/')."},
+    {"rmid", core_rmid, METH_O, "rmid(shmid, /)\n--\n\nshmctl(shmid, IPC_RMID)."},
+    {"fs_free_bytes", core_fs_free_bytes, METH_O,
+     "fs_free_bytes(fd, /)\n--\n\nFree bytes on the file system holding fd."},
+    {"ofd_lock", core_ofd_lock, METH_VARARGS,
+     "ofd_lock(fd, offset, type, wait=False, /)\n--\n\nOFD byte lock (F_RDLCK, F_WRLCK, "
+     "F_UNLCK) on one byte. True when taken, False when held elsewhere (non-blocking)."},
+    {"ofd_probe", core_ofd_probe, METH_VARARGS,
+     "ofd_probe(fd, offset, type, /)\n--\n\nTrue if another open file description holds a "
+     "conflicting lock on that byte."},
+    {NULL, NULL, 0, NULL},
+};
+
 int shk_init_segment(PyObject *m)
 {
     if (PyModule_AddFunctions(m, segment_functions) < 0)
         return -1;
-    if (PyModule_AddIntConstant(m, "SHM_DEST", SHK_SHM_DEST) < 0 ||
-        PyModule_AddIntConstant(m, "SHM_LOCKED", SHK_SHM_LOCKED) < 0)
+    static const struct shk_py_int constants[] = {
+        {"SHM_DEST", SHK_SHM_DEST},
+        {"SHM_LOCKED", SHK_SHM_LOCKED},
+        {"O_CREATE", SHK_O_CREATE},
+        {"O_EXCL", SHK_O_EXCL},
+        {"O_RDONLY", SHK_O_RDONLY},
+        {"O_ANYOWNER", SHK_O_ANYOWNER},
+        {"O_ALLOWEMPTY", SHK_O_ALLOWEMPTY},
+        {"KIND_POSIX", SHK_SEG_POSIX},
+        {"KIND_SYSV", SHK_SEG_SYSV},
+        {"KIND_FILE", SHK_SEG_FILE},
+        {"KIND_MEMFD", SHK_SEG_MEMFD},
+        {"KIND_ANON", SHK_SEG_ANON},
+        {NULL, 0},
+    };
+    static const struct shk_py_uint uconstants[] = {
+        {"LOCKBYTE_INIT", SHK_LOCKBYTE_INIT},
+        {"LOCKBYTE_ATTACH", SHK_LOCKBYTE_ATTACH},
+        {"LOCKBYTE_CREATOR", SHK_LOCKBYTE_CREATOR},
+        {NULL, 0},
+    };
+    if (shk_py_add_ints(m, constants) < 0 || shk_py_add_uints(m, uconstants) < 0)
         return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};

@@ -42,134 +42,11 @@ static PyTypeObject *LockType, *RLockType, *RWLockType, *SemaphoreType, *EventTy
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-static int closed_error(void)
-{
-    PyErr_SetString(shk_py_exc("ClosedError"), "this synchronisation handle is closed");
-    return -1;
-}
-
-#define LIVE(o)                      \
-    do {                             \
-        if (unlikely_null((o)->sh)) {  \
-            closed_error();          \
-            return NULL;             \
-        }                            \
+#define LIVE(o)                                                                   \
+    do {                                                                          \
+        if (__builtin_expect((o)->sh == NULL, 0))                                 \
+            return shk_py_closed("this synchronisation handle is closed");        \
     } while (0)
-#define unlikely_null(p) __builtin_expect((p) == NULL, 0)
-
-/* Parse METH_FASTCALL|METH_KEYWORDS arguments by name into out[] (borrowed, NULL when
- * not given). */
-static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                      const char *fname, const char *const *names, int n, PyObject **out)
-{
-    for (int i = 0; i < n; i++)
-        out[i] = NULL;
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        out[i] = args[i];
-    if (kwnames) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t k = 0; k < nk; k++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-            int found = 0;
-            for (int i = 0; i < n; i++) {
-                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                    if (out[i]) {
-                        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument "
-                                     "'%s'", fname, names[i]);
-                        return -1;
-                    }
-                    out[i] = args[nargs + k];
-                    found = 1;
-                    break;
-                }
-            }
-            if (!found) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                             fname, key);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-/*
- * threading's acquire(blocking=True, timeout=-1) conventions.  Sets *flags (SHK_WAIT_TRY
- * for a non-blocking call or a zero timeout) and the deadline.  None means forever too
- * (multiprocessing's convention).
- */
-static int parse_blocking_timeout(PyObject *blocking_obj, PyObject *timeout_obj,
-                                  struct timespec *deadline, int *has_deadline,
-                                  uint32_t *flags)
-{
-    int blocking = 1;
-    double t = -1;
-    *has_deadline = 0;
-    *flags = 0;
-    if (blocking_obj && (blocking = PyObject_IsTrue(blocking_obj)) < 0)
-        return -1;
-    if (timeout_obj && timeout_obj != Py_None) {
-        t = PyFloat_AsDouble(timeout_obj);
-        if (t == -1.0 && PyErr_Occurred()) {
-            PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
-                         Py_TYPE(timeout_obj)->tp_name);
-            return -1;
-        }
-        if (t != t) {
-            PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-            return -1;
-        }
-        if (!blocking && t != -1) {
-            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
-            return -1;
-        }
-        if (t < 0 && t != -1) {
-            PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
-            return -1;
-        }
-    }
-    if (!blocking || t == 0) {
-        *flags = SHK_WAIT_TRY;
-        return 0;
-    }
-    if (t > 0) {
-        shk_deadline_after(deadline, t);
-        *has_deadline = 1;
-    }
-    return 0;
-}
-
-/* wait(timeout=None): None or < 0 forever, 0 a single check. */
-static int parse_timeout(PyObject *timeout_obj, struct timespec *deadline, int *has_deadline,
-                         uint32_t *flags)
-{
-    *flags = 0;
-    *has_deadline = 0;
-    if (!timeout_obj || timeout_obj == Py_None)
-        return 0;
-    double t = PyFloat_AsDouble(timeout_obj);
-    if (t == -1.0 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
-                     Py_TYPE(timeout_obj)->tp_name);
-        return -1;
-    }
-    if (t != t) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-        return -1;
-    }
-    if (t <= 0) {
-        *flags = SHK_WAIT_TRY;
-        return 0;
-    }
-    shk_deadline_after(deadline, t);
-    *has_deadline = 1;
-    return 0;
-}
 
 static int only_python_thread(void)
 {
@@ -397,9 +274,9 @@ static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject 
 {
     static const char *const names[] = {"blocking", "timeout"};
     PyObject *a[2];
-    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
+    if (shk_py_parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
         return -1;
-    return parse_blocking_timeout(a[0], a[1], deadline, has, flags);
+    return shk_py_acquire_args(a[0], a[1], deadline, has, flags);
 }
 
 /* acquire() the full way: parse its arguments, wait with fn, say how it ended. */
@@ -615,7 +492,7 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
         PyObject *a[1];
-        if (parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
+        if (shk_py_parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
             return NULL;
         if (a[0]) {
             long v = PyLong_AsLong(a[0]);
@@ -745,8 +622,8 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_args(args, nargs, kwnames, "wait", names, 1, a) < 0 ||
-        parse_timeout(a[0], &deadline, &has, &flags) < 0)
+    if (shk_py_parse_args(args, nargs, kwnames, "wait", names, 1, a) < 0 ||
+        shk_py_wait_args(a[0], &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
     int r = run_wait(o, event_wait_fn, NULL, &w);
@@ -940,7 +817,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_timeout(timeout, &deadline, &has, &flags) < 0)
+    if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
     struct cond_arg ca;
     ca.seq = shk_cond_prepare(o->sh);
@@ -1053,7 +930,7 @@ static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t n
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_timeout(timeout, &deadline, &has, &flags) < 0)
+    if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
     if (flags & SHK_WAIT_TRY) {
         /* a zero timeout: arrive, and give up at once unless everyone is there */
@@ -1399,22 +1276,17 @@ int shk_init_sync(PyObject *m)
                                   counter_methods, counter_getset,
                                   "Handle on a shared atomic 64-bit counter (internal).")))
         return -1;
-    for (PyMethodDef *d = sync_module_methods; d->ml_name; d++) {
-        PyObject *f = PyCFunction_NewEx(d, NULL, NULL);
-        if (!f || PyModule_AddObject(m, d->ml_name, f) < 0) {
-            Py_XDECREF(f);
-            return -1;
-        }
-    }
-#define CONST(name, value) \
-    if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1
-    CONST("SYNCF_BOUNDED", SHK_SYNCF_BOUNDED);
-    CONST("SYNCF_UNDO", SHK_SYNCF_UNDO);
-    CONST("SYNCF_LOCKED", SHK_SYNCF_LOCKED);
-    CONST("VALUE_DATA_OFF", SHK_VALUE_DATA_OFF);
-    CONST("VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock));
-    CONST("COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock));
-    CONST("VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX);
-#undef CONST
+    static const struct shk_py_int constants[] = {
+        {"SYNCF_BOUNDED", SHK_SYNCF_BOUNDED},
+        {"SYNCF_UNDO", SHK_SYNCF_UNDO},
+        {"SYNCF_LOCKED", SHK_SYNCF_LOCKED},
+        {"VALUE_DATA_OFF", SHK_VALUE_DATA_OFF},
+        {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
+        {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
+        {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
+        {NULL, 0},
+    };
+    if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)
+        return -1;
     return 0;
 }

@@ -16,7 +16,7 @@ PyTypeObject *shk_ZoneType;
 int shk_zone_check_open(ZoneObject *z)
 {
     if (!z->segment || z->segment->closed || z->segment->close_pending || !z->zone.base) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "zone is closed");
+        shk_py_closed("zone is closed");
         return -1;
     }
     return 0;
@@ -452,6 +452,51 @@ static PyType_Slot zone_slots[] = {
 
 int shk_init_zone(PyObject *m)
 {
+    static const struct shk_py_int constants[] = {
+        {"LAYOUT_VERSION", SHK_LAYOUT_VERSION},
+        {"PAGE", SHK_PAGE},
+        {"SLAB_MAX", SHK_SLAB_MAX},
+        {"SLAB_MIN_SHIFT", SHK_SLAB_MIN_SHIFT},
+        {"NCLASSES", SHK_NCLASSES},
+        {"ZONE_MIN_SIZE", SHK_ZONE_MIN_SIZE},
+        {"TAG_MAX", SHK_TAG_MAX},
+        {"OBJ_NAME_MAX", SHK_OBJ_NAME_MAX},
+        {"ZONE_HEADER_SIZE", sizeof(struct shk_zone_header)},
+        {"ZONE_OFF_STATE", offsetof(struct shk_zone_header, state)},
+        {"ZONE_OFF_EXT", offsetof(struct shk_zone_header, ext)},
+        {"ZONE_OFF_STATS", offsetof(struct shk_zone_header, stats)},
+        {"ZONE_OFF_FREE_HEAD", offsetof(struct shk_zone_header, free_head)},
+        {"ZONE_OFF_DIR", offsetof(struct shk_zone_header, dir_off)},
+        {"ZS_UNINIT", SHK_ZS_UNINIT},
+        {"ZS_INITIALIZING", SHK_ZS_INITIALIZING},
+        {"ZS_READY", SHK_ZS_READY},
+        {"ZS_CORRUPT", SHK_ZS_CORRUPT},
+        {"OBJ_RAW", SHK_OBJ_RAW},
+        {"OBJ_LOCK", SHK_OBJ_LOCK},
+        {"OBJ_RLOCK", SHK_OBJ_RLOCK},
+        {"OBJ_RWLOCK", SHK_OBJ_RWLOCK},
+        {"OBJ_SEMAPHORE", SHK_OBJ_SEMAPHORE},
+        {"OBJ_EVENT", SHK_OBJ_EVENT},
+        {"OBJ_CONDITION", SHK_OBJ_CONDITION},
+        {"OBJ_BARRIER", SHK_OBJ_BARRIER},
+        {"OBJ_VALUE", SHK_OBJ_VALUE},
+        {"OBJ_ARRAY", SHK_OBJ_ARRAY},
+        {"OBJ_COUNTER", SHK_OBJ_COUNTER},
+        {"OBJ_QUEUE", SHK_OBJ_QUEUE},
+        {"OBJ_DICT", SHK_OBJ_DICT},
+        {"OBJ_NDARRAY", SHK_OBJ_NDARRAY},
+        {"OBJ_BOARD", SHK_OBJ_BOARD},
+        {"OBJ_CONFIG", SHK_OBJ_CONFIG},
+        {"OBJ_USER", SHK_OBJ_USER},
+        {NULL, 0},
+    };
+    static const struct shk_py_uint uconstants[] = {
+        {"ZONE_MAGIC", SHK_ZONE_MAGIC},
+        {"FORMAT_WORD", SHK_FORMAT_WORD},
+        {NULL, 0},
+    };
+    if (shk_py_add_ints(m, constants) < 0 || shk_py_add_uints(m, uconstants) < 0)
+        return -1;
     PyType_Spec spec = {"shmkit._core.Zone", sizeof(ZoneObject), 0, Py_TPFLAGS_DEFAULT, zone_slots};
     shk_ZoneType = (PyTypeObject *)PyType_FromSpec(&spec);
     if (!shk_ZoneType)
