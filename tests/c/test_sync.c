@@ -46,11 +46,10 @@ static void *obj(const char *name, uint32_t type, uint64_t a, uint64_t b, uint32
 
 static struct shk_wait wait_for(struct timespec *d, double timeout)
 {
-    struct shk_wait w;
-    memset(&w, 0, sizeof w);
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
     if (timeout >= 0) {
         shk_deadline_after(d, timeout);
-        w.deadline = d;
+        w.deadline_ns = shk_wait_deadline(d);
     }
     return w;
 }
@@ -176,9 +175,7 @@ static void test_lock_mutual_exclusion(void)
     /* errors */
     CHECK_EQ(shk_lock_release(g_lock, 0), SHK_ENOTOWNER);
     CHECK_EQ(lock_acq(g_lock, 0, -1), 0);
-    struct shk_wait w;
-    memset(&w, 0, sizeof w);
-    w.flags = SHK_WAIT_TRY;
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
     CHECK_EQ(shk_lock_acquire(g_lock, 0, &w), EBUSY);
     double t0 = now_s();
     CHECK_EQ(lock_acq(g_lock, 0, 0.05), ETIMEDOUT);

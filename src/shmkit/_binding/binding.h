@@ -27,7 +27,7 @@
 #include "futex.h"
 #include "layout.h"
 #include "segment.h"
-#include "sync.h"
+#include "wait.h"
 #include "zone.h"
 
 /* ---- errors (common.c) ----------------------------------------------------------------- */
@@ -66,6 +66,24 @@ int shk_py_acquire_args(PyObject *blocking, PyObject *timeout, struct timespec *
                         int *has, uint32_t *flags);
 /* wait(timeout=None): None forever, <= 0 a single check (SHK_WAIT_TRY). */
 int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uint32_t *flags);
+
+/* ---- waiting (common.c) ------------------------------------------------------------------ */
+
+#define SHK_PY_ERR INT_MIN          /* shk_py_wait: a Python exception is set */
+#define SHK_PY_WAIT_NOGILSPIN 0x1   /* never spin with the GIL held */
+
+/*
+ * Run a blocking core operation (core/wait.h) to completion: the GIL released around
+ * the driver, the signal handlers run after every return from it (PEP 475; the driver
+ * returns before its first sleep and every 100 ms).  When this is the interpreter's only
+ * thread the spin runs first with the GIL held.  Returns the operation's result, or
+ * SHK_PY_ERR when a signal handler raised: the wait was cancelled (shk_wait_cancel with
+ * ECANCELED: registration and partial progress undone).  With pending != NULL nothing
+ * interrupts the wait: the first exception is kept, *pending set, and the wait goes on
+ * (re-acquiring a Condition's lock).  how: SHK_PY_WAIT_* flags.
+ */
+int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
+                int *pending);
 
 /* ---- module contents (common.c) ------------------------------------------------------- */
 

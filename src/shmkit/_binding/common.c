@@ -3,7 +3,8 @@
  * exceptions (shk_py_raise, the one function that does it, generated from
  * core/errors.def), timeouts become deadlines, METH_FASTCALL arguments are parsed by
  * name, a closed handle raises ClosedError, a checker's report becomes (count, lines),
- * and small module-level functions about processes and errors.
+ * every blocking core call waits through shk_py_wait, and small module-level functions
+ * about processes and errors.
  *
  * The binding files call down into this file; nothing here calls a binding file.
  */
@@ -12,6 +13,7 @@
 #include <errno.h>
 
 #include "proc.h"
+#include "wait.h"
 
 static PyObject *errors_module; /* shmkit._errors: the exception classes */
 
@@ -249,6 +251,77 @@ int shk_py_wait_args(PyObject *timeout_obj, struct timespec *deadline, int *has,
     return 0;
 }
 
+/* ---- waiting: the one helper every blocking call goes through ------------------------ */
+
+static unsigned long main_thread_ident; /* threading.main_thread().ident */
+
+static int only_python_thread(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *head = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts));
+    return head != NULL && PyThreadState_Next(head) == NULL;
+}
+
+/*
+ * PEP 475 for the core's one wait shape (core/wait.h): the GIL is released around every
+ * call of the driver, and the signal handlers run after EVERY return from it, which the
+ * driver makes before its first sleep and at least every recheck_ns (100 ms) after: a
+ * signal that lands just before a sleep, or on another thread, is therefore seen within
+ * one slice, in every wait, by construction.  Other threads than the main one never run
+ * signal handlers, so their waits take no slices (SHK_WAIT_NOSIGNALS): they sleep until
+ * woken, their deadline or their operation's own retry time.
+ */
+int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
+                int *pending)
+{
+    int r;
+    if (w->flags & SHK_WAIT_TRY)
+        return shk_wait_run(op, obj, w); /* one attempt, never sleeps: keep the GIL */
+    if (PyThread_get_thread_ident() != main_thread_ident)
+        w->flags |= SHK_WAIT_NOSIGNALS;
+    if (op->spin_of && !(how & SHK_PY_WAIT_NOGILSPIN) && only_python_thread()) {
+        /* the spin with the GIL held: no other thread needs it, and taking it back after
+         * a hand-off that came within the spin would cost more than the spin */
+        w->flags |= SHK_WAIT_NOSLEEP;
+        r = shk_wait_run(op, obj, w);
+        w->flags &= ~SHK_WAIT_NOSLEEP;
+        if (r != EAGAIN && r != EINTR)
+            return r;
+        /* run the signal handlers now, with the GIL, so that the driver need not return
+         * once more before its first sleep just for that */
+        if (!(w->flags & SHK_WAIT_NOSIGNALS)) {
+            if (PyErr_CheckSignals() < 0)
+                goto interrupted;
+            if (w->next_return == 0)
+                w->next_return = shk_now_ns() + shk_wait_cfg.recheck_ns;
+        }
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_wait_run(op, obj, w);
+        Py_END_ALLOW_THREADS
+        if (r != EINTR)
+            return r;
+        if (pending && *pending)
+            continue; /* uninterruptible, and an exception is already kept */
+        if (PyErr_CheckSignals() < 0)
+            goto interrupted;
+    }
+interrupted:
+    if (pending) {
+        *pending = 1; /* keep the exception, finish the wait */
+        for (;;) {
+            Py_BEGIN_ALLOW_THREADS
+            r = shk_wait_run(op, obj, w);
+            Py_END_ALLOW_THREADS
+            if (r != EINTR)
+                return r;
+        }
+    }
+    shk_wait_cancel(op, obj, w, ECANCELED);
+    return SHK_PY_ERR;
+}
+
 /* ---- module contents ------------------------------------------------------------------ */
 
 int shk_py_add_ints(PyObject *m, const struct shk_py_int *table)
@@ -350,6 +423,18 @@ int shk_init_common(PyObject *m)
     errors_module = PyImport_ImportModule("shmkit._errors");
     if (!errors_module || PyModule_AddFunctions(m, common_functions) < 0)
         return -1;
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main_thread = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = main_thread ? PyObject_GetAttrString(main_thread, "ident") : NULL;
+    Py_XDECREF(threading);
+    Py_XDECREF(main_thread);
+    if (!ident)
+        return -1;
+    main_thread_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (PyErr_Occurred())
+        return -1;
+    shk_wait_config_load_env();
     for (size_t i = 0; i < N_CORE_ERRORS; i++) { /* E_CORRUPT for SHK_ECORRUPT, ... */
         char cname[64];
         snprintf(cname, sizeof cname, "E_%s", core_errors[i].name + 5);

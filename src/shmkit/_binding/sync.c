@@ -38,8 +38,6 @@ typedef struct {
 static PyTypeObject *LockType, *RLockType, *RWLockType, *SemaphoreType, *EventType,
     *ConditionType, *BarrierType, *CounterType;
 
-#define PYERR INT_MIN /* "a Python exception is set" from the helpers below */
-
 /* ---- helpers ------------------------------------------------------------------------- */
 
 #define LIVE(o)                                                                   \
@@ -48,85 +46,26 @@ static PyTypeObject *LockType, *RLockType, *RWLockType, *SemaphoreType, *EventTy
             return shk_py_closed("this synchronisation handle is closed");        \
     } while (0)
 
-static int only_python_thread(void)
+/* A wait for a call on this handle.  A non-blocking attempt (SHK_WAIT_TRY) checks a
+ * holder's liveness at most once per liveness interval per handle: a loop of
+ * acquire(False) reads /proc at that rate, not at every call. */
+static struct shk_wait wait_for(SyncObject *o, const struct timespec *deadline, uint32_t flags)
 {
-    PyThreadState *ts = PyThreadState_Get();
-    PyThreadState *head = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts));
-    return head != NULL && PyThreadState_Next(head) == NULL;
-}
-
-typedef int (*wait_fn)(SyncObject *o, struct shk_wait *w, void *arg);
-
-/*
- * Run a blocking core call to completion: spin with the GIL when no other thread needs
- * it, then sleep without it; on EINTR run the signal handlers and go on (PEP 475).
- * Returns the core's result, or PYERR with an exception set.
- */
-static int run_wait(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w)
-{
-    int r;
-    uint32_t saved = w->flags;
-    if (saved & SHK_WAIT_TRY)
-        return fn(o, w, arg);
-    if (only_python_thread()) {
-        w->flags = saved | SHK_WAIT_NOSLEEP;
-        r = fn(o, w, arg);
-        w->flags = saved;
-        if (r != EAGAIN && r != EINTR)
-            return r;
-        /* run the signal handlers now, with the GIL, so that the core need not return
-         * once more before its first sleep just for that */
-        if (PyErr_CheckSignals() < 0)
-            return PYERR;
-        if (w->next_return == 0)
-            w->next_return = shk_now_ns() + shk_sync_cfg.recheck_ns;
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(deadline), flags);
+    if (flags & SHK_WAIT_TRY) {
+        w.next_live = o->next_live;
+        w.live_step = shk_wait_cfg.liveness_ns;
     }
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = fn(o, w, arg);
-        Py_END_ALLOW_THREADS
-        if (r != EINTR)
-            return r;
-        if (PyErr_CheckSignals() < 0)
-            return PYERR;
-    }
-}
-
-/* The same, but nothing interrupts it: signals are handled and their exception kept
- * for the caller (*pending), and the wait goes on.  Used to re-acquire a Condition's
- * lock, which must be held again whatever happened during the wait. */
-static int run_wait_uninterrupted(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w,
-                                  int *pending)
-{
-    int r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = fn(o, w, arg);
-        Py_END_ALLOW_THREADS
-        if (r != EINTR)
-            return r;
-        if (!*pending && PyErr_CheckSignals() < 0)
-            *pending = 1;
-    }
-}
-
-static struct shk_wait wait_init(SyncObject *o, const struct timespec *deadline, uint32_t flags)
-{
-    struct shk_wait w;
-    memset(&w, 0, sizeof w);
-    w.deadline = deadline;
-    w.flags = flags;
-    w.next_live = (flags & SHK_WAIT_TRY) ? o->next_live : 0;
-    if (flags & SHK_WAIT_TRY)
-        w.live_step = shk_sync_cfg.liveness_ns; /* polling acquire(False): one /proc read
-                                                   per liveness interval per handle */
     return w;
 }
 
-static void wait_done(SyncObject *o, struct shk_wait *w)
+/* Run op on obj for a call on handle o. */
+static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, struct shk_wait *w)
 {
+    int r = shk_py_wait(op, obj, w, 0, NULL);
     if (w->flags & SHK_WAIT_TRY)
         o->next_live = w->next_live;
+    return r;
 }
 
 /* ---- construction ------------------------------------------------------------------------ */
@@ -246,9 +185,9 @@ static PyObject *sync_get_zone(SyncObject *o, void *c)
 
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
-static int lock_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+static const struct shk_wait_op *lock_op(SyncObject *o)
 {
-    return shk_lock_acquire(o->sh, o->type == SHK_OBJ_RLOCK, w);
+    return o->type == SHK_OBJ_RLOCK ? &shk_rlock_op : &shk_lock_op;
 }
 
 static PyObject *acquire_result(SyncObject *o, int r)
@@ -263,7 +202,7 @@ static PyObject *acquire_result(SyncObject *o, int r)
     }
     if (r == EBUSY || r == ETIMEDOUT)
         Py_RETURN_FALSE;
-    if (r == PYERR)
+    if (r == SHK_PY_ERR)
         return NULL;
     return shk_py_raise(r, "acquire");
 }
@@ -279,25 +218,23 @@ static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject 
     return shk_py_acquire_args(a[0], a[1], deadline, has, flags);
 }
 
-/* acquire() the full way: parse its arguments, wait with fn, say how it ended. */
-static PyObject *acquire_waiting(SyncObject *o, wait_fn fn, PyObject *const *args,
-                                 Py_ssize_t nargs, PyObject *kwnames)
+/* acquire() the full way: parse its arguments, wait with op, say how it ended. */
+static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, void *obj,
+                                 PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     struct timespec deadline;
     int has;
     uint32_t flags;
     if (parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, fn, NULL, &w);
-    wait_done(o, &w);
-    return acquire_result(o, r);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    return acquire_result(o, run_wait(o, op, obj, &w));
 }
 
 static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
-    return acquire_waiting(o, lock_wait_fn, args, nargs, kwnames);
+    return acquire_waiting(o, lock_op(o), o->sh, args, nargs, kwnames);
 }
 
 static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -410,17 +347,17 @@ static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
     unsigned long count = PyLong_AsUnsignedLong(arg);
     if (count == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    struct shk_wait w = wait_init(o, NULL, 0);
+    struct shk_wait w = wait_for(o, NULL, 0);
     int pending = 0;
-    int r = run_wait_uninterrupted(o, lock_wait_fn, NULL, &w, &pending);
+    int r = shk_py_wait(lock_op(o), o->sh, &w, 0, &pending);
     if (r != 0 && r != SHK_EOWNERDEAD) {
         if (pending)
             return NULL;
         return shk_py_raise(r, "acquire");
     }
     o->owner_died = r == SHK_EOWNERDEAD;
-    if (o->type == SHK_OBJ_RLOCK && count > 1)
-        ((struct shk_lock_sh *)o->sh)->count = (uint32_t)count;
+    if (o->type == SHK_OBJ_RLOCK)
+        shk_rlock_restore(o->sh, (uint32_t)count);
     if (pending)
         return NULL;
     Py_RETURN_NONE;
@@ -464,23 +401,16 @@ static PyGetSetDef lock_getset[] = {
 
 /* ---- Semaphore -------------------------------------------------------------------------- */
 
-static int sem_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_sem_acquire(o->sh, w);
-}
-
 static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     LIVE(o);
     INTACT(o);
-    struct shk_wait w0;
-    memset(&w0, 0, sizeof w0);
-    w0.flags = SHK_WAIT_TRY;
+    struct shk_wait w0 = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
     w0.next_live = UINT64_MAX; /* the fast attempt never reads /proc */
-    if (nargs == 0 && kwnames == NULL && shk_sem_acquire(o->sh, &w0) == 0)
+    if (nargs == 0 && kwnames == NULL && shk_sem_op.attempt(o->sh, &w0) == 0)
         Py_RETURN_TRUE;
-    return acquire_waiting(o, sem_wait_fn, args, nargs, kwnames);
+    return acquire_waiting(o, &shk_sem_op, o->sh, args, nargs, kwnames);
 }
 
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -584,11 +514,6 @@ static PyGetSetDef sem_getset[] = {
 
 /* ---- Event ---------------------------------------------------------------------------------- */
 
-static int event_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_event_wait(o->sh, w);
-}
-
 static PyObject *event_set(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
@@ -625,13 +550,13 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     if (shk_py_parse_args(args, nargs, kwnames, "wait", names, 1, a) < 0 ||
         shk_py_wait_args(a[0], &deadline, &has, &flags) < 0)
         return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, event_wait_fn, NULL, &w);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    int r = run_wait(o, &shk_event_op, o->sh, &w);
     if (r == 0)
         Py_RETURN_TRUE;
-    if (r == ETIMEDOUT)
+    if (r == ETIMEDOUT || r == EBUSY)
         Py_RETURN_FALSE;
-    if (r == PYERR)
+    if (r == SHK_PY_ERR)
         return NULL;
     return shk_py_raise(r, "wait");
 }
@@ -662,18 +587,8 @@ static PyGetSetDef event_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- RWLock --------------------------------------------------------------------------------- */
 
-static int rw_read_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_rw_acquire_read(o->sh, &o->slot, w);
-}
-
-static int rw_write_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_rw_acquire_write(o->sh, w);
-}
-
 static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames, wait_fn fn)
+                            PyObject *kwnames, int write)
 {
     LIVE(o);
     INTACT(o);
@@ -683,33 +598,30 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     if ((nargs || kwnames) &&
         parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    if (!(flags & SHK_WAIT_TRY)) {
-        /* the uncontended case: one attempt with the GIL, no /proc reads */
-        struct shk_wait t = w;
-        t.flags = SHK_WAIT_TRY;
-        t.next_live = UINT64_MAX;
-        int r = fn(o, &t, NULL);
-        if (r != EBUSY)
-            return acquire_result(o, r);
-    }
-    int r = run_wait(o, fn, NULL, &w);
-    if (r != 0 && r != SHK_EOWNERDEAD && fn == rw_write_fn)
-        shk_rw_cancel_write(o->sh, &w); /* interrupted while the readers drained */
-    wait_done(o, &w);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    struct shk_rw_reader rd = {o->sh, o->slot};
+    const struct shk_wait_op *op = write ? &shk_rw_write_op : &shk_rw_read_op;
+    void *obj = write ? o->sh : (void *)&rd;
+    int r = EAGAIN;
+    if (!(flags & SHK_WAIT_TRY))
+        r = op->attempt(obj, &w); /* the uncontended case: one attempt with the GIL held
+                                     (not armed: no registration, no /proc read) */
+    if (r == EAGAIN)
+        r = run_wait(o, op, obj, &w);
+    o->slot = rd.slot;
     return acquire_result(o, r);
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
-    return rw_acquire(o, args, nargs, kwnames, rw_read_fn);
+    return rw_acquire(o, args, nargs, kwnames, 0);
 }
 
 static PyObject *rw_acquire_write(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
-    return rw_acquire(o, args, nargs, kwnames, rw_write_fn);
+    return rw_acquire(o, args, nargs, kwnames, 1);
 }
 
 static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
@@ -790,15 +702,6 @@ static PyGetSetDef rw_getset[] = {
 
 /* ---- Condition ------------------------------------------------------------------------------ */
 
-struct cond_arg {
-    uint32_t seq;
-};
-
-static int cond_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_cond_wait(o->sh, ((struct cond_arg *)arg)->seq, w);
-}
-
 static PyObject *cond_wait(SyncObject *o, PyObject *args)
 {
     PyObject *lockobj, *timeout = Py_None;
@@ -819,32 +722,30 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     uint32_t flags;
     if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
-    struct cond_arg ca;
-    ca.seq = shk_cond_prepare(o->sh);
+    uint32_t seq = shk_cond_prepare(o->sh);
     uint32_t count = 1;
     int r = rec ? shk_rlock_release_all(lk->sh, &count) : shk_lock_release(lk->sh, 0);
     if (r) {
         shk_cond_finish(o->sh);
         return shk_py_raise(r, "wait");
     }
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags & ~SHK_WAIT_TRY);
-    if (flags & SHK_WAIT_TRY)
-        w.flags |= SHK_WAIT_TRY;
-    int wr = run_wait(o, cond_wait_fn, &ca, &w);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    w.observed = seq;
+    int wr = run_wait(o, &shk_cond_op, o->sh, &w);
     shk_cond_finish(o->sh);
     /* re-acquire whatever happened, keeping a pending exception for afterwards */
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
-    if (wr == PYERR)
+    if (wr == SHK_PY_ERR)
         PyErr_Fetch(&et, &ev, &tb);
-    struct shk_wait lw = wait_init(lk, NULL, 0);
+    struct shk_wait lw = wait_for(lk, NULL, 0);
     int pending = 0;
-    int lr = run_wait_uninterrupted(lk, lock_wait_fn, NULL, &lw, &pending);
+    int lr = shk_py_wait(lock_op(lk), lk->sh, &lw, 0, &pending);
     if (lr == 0 || lr == SHK_EOWNERDEAD) {
         lk->owner_died = lr == SHK_EOWNERDEAD;
         if (rec)
-            ((struct shk_lock_sh *)lk->sh)->count = count;
+            shk_rlock_restore(lk->sh, count);
     }
-    if (wr == PYERR) {
+    if (wr == SHK_PY_ERR) {
         if (pending)
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
@@ -856,7 +757,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
         return shk_py_raise(lr, "wait (re-acquiring the lock)");
     if (wr == 0)
         Py_RETURN_TRUE;
-    if (wr == ETIMEDOUT)
+    if (wr == ETIMEDOUT || wr == EBUSY)
         Py_RETURN_FALSE;
     return shk_py_raise(wr, "wait");
 }
@@ -911,17 +812,6 @@ static PyGetSetDef cond_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Barrier -------------------------------------------------------------------------------- */
 
-struct barrier_arg {
-    uint32_t index;
-    int last;
-};
-
-static int barrier_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    struct barrier_arg *ba = arg;
-    return shk_barrier_wait(o->sh, w, &ba->index, &ba->last);
-}
-
 static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
 {
     LIVE(o);
@@ -937,18 +827,18 @@ static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t n
         shk_deadline_after(&deadline, 0);
         has = 1;
     }
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, 0);
-    struct barrier_arg ba = {0, 0};
-    int r = run_wait(o, barrier_wait_fn, &ba, &w);
-    if (r == PYERR) {
-        /* interrupted while waiting: the other parties must not wait for us forever */
-        if (w.phase != 0 && !ba.last)
-            shk_barrier_abort(o->sh);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, 0);
+    /* interrupted after arriving, the wait is cancelled: that breaks the barrier, so the
+     * other parties do not wait for us forever */
+    int r = run_wait(o, &shk_barrier_op, o->sh, &w);
+    if (r == SHK_PY_ERR)
         return NULL;
-    }
     if (r)
         return shk_py_raise(r == ETIMEDOUT ? SHK_EBROKEN : r, "wait");
-    return Py_BuildValue("(IIO)", ba.index, w.aux, ba.last ? Py_True : Py_False);
+    uint32_t index;
+    int last;
+    shk_barrier_result(&w, &index, &last);
+    return Py_BuildValue("(IIO)", index, w.aux, last ? Py_True : Py_False);
 }
 
 static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
@@ -1194,14 +1084,14 @@ static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
     if (recheck >= 0 && recheck < 1000000)
         return PyErr_Format(PyExc_ValueError, "recheck interval must be at least 1 ms");
     if (spin >= 0)
-        shk_sync_cfg.spin_max_ns = (uint64_t)spin;
+        shk_wait_cfg.spin_max_ns = (uint64_t)spin;
     if (live >= 0)
-        shk_sync_cfg.liveness_ns = (uint64_t)live;
+        shk_wait_cfg.liveness_ns = (uint64_t)live;
     if (recheck >= 0)
-        shk_sync_cfg.recheck_ns = (uint64_t)recheck;
-    return Py_BuildValue("(KKK)", (unsigned long long)shk_sync_cfg.spin_max_ns,
-                         (unsigned long long)shk_sync_cfg.liveness_ns,
-                         (unsigned long long)shk_sync_cfg.recheck_ns);
+        shk_wait_cfg.recheck_ns = (uint64_t)recheck;
+    return Py_BuildValue("(KKK)", (unsigned long long)shk_wait_cfg.spin_max_ns,
+                         (unsigned long long)shk_wait_cfg.liveness_ns,
+                         (unsigned long long)shk_wait_cfg.recheck_ns);
 }
 
 static PyObject *core_sync_self(PyObject *self, PyObject *unused)
@@ -1255,7 +1145,6 @@ static PyTypeObject *make_type(PyObject *m, const char *qualname, const char *at
 
 int shk_init_sync(PyObject *m)
 {
-    shk_sync_config_load_env();
     if (!(LockType = make_type(m, "shmkit._core.Lock", "Lock", lock_new, lock_methods, lock_getset,
                                "Handle on a robust process-shared lock (internal; use shmkit.Lock).")) ||
         !(RLockType = make_type(m, "shmkit._core.RLock", "RLock", rlock_new, lock_methods,
