@@ -439,15 +439,12 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
     int has;
     if (shk_py_deadline(nargs > 1 ? args[1] : Py_None, &deadline, &has) < 0)
         return NULL;
-    int r, err = 0;
+    struct shk_board_waiter bw = {&self->b, after, spin};
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has ? &deadline : NULL), 0);
     enter_nogil(self);
-    do {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_board_wait(&self->b, after, has ? &deadline : NULL, spin);
-        Py_END_ALLOW_THREADS
-    } while (r == EINTR && !(err = PyErr_CheckSignals()));
+    int r = shk_py_wait(&shk_board_wait_op, &bw, &w, 0, NULL);
     leave_nogil(self);
-    if (err)
+    if (r == SHK_PY_ERR)
         return NULL;
     if (r == ETIMEDOUT)
         Py_RETURN_FALSE;
@@ -594,7 +591,8 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
     struct shk_board_stats st;
     shk_board_stats(&self->b, &st);
     struct shk_board *b = &self->b;
-    uint64_t spin = shk_load_relaxed(&b->spin_budget_ns);
+    uint32_t budget = shk_load_relaxed(&b->spin_budget_ns);
+    uint64_t spin = budget == UINT32_MAX ? UINT64_MAX : budget;
     return Py_BuildValue(
         "{sKsKsIsIsIsIsKsKsKsKsisOsOsKsKsKsKsKsKsKsK}", "version", (unsigned long long)st.version,
         "capacity", (unsigned long long)st.capacity, "buffers", st.nbuffers, "readers",

@@ -27,6 +27,7 @@
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
+#include "wait.h"
 
 
 /* Failed seqlock attempts before a copier pins the slot instead. */
@@ -35,10 +36,9 @@
  * is likely to be lapped by a writer publishing freely, and a thrown-away copy of
  * megabytes costs far more than writing the reader record. */
 #define PIN_COPY_MIN (1ull << 20)
-/* Adaptive spinning: the budget never drops below this (so a fast writer is noticed
- * again) and starts at a quarter of the caller's maximum. */
-#define SPIN_FLOOR_NS 2000ull
-#define SPIN_UNSET UINT64_MAX
+/* Adaptive spinning (wait.h, without SHK_SPIN_LEARN_SLEEPS): the budget starts at a
+ * quarter of the caller's maximum and never drops below 2 µs. */
+#define SPIN_UNSET UINT32_MAX
 /* Longest single sleep of a waiter, so that closing its handle, and a signal that landed
  * just before it fell asleep, are noticed. */
 #define CANCEL_SLICE_NS 100000000ull
@@ -690,83 +690,56 @@ int shk_board_intact(struct shk_board *b, uint64_t version)
 
 /* --- waiting ----------------------------------------------------------------------- */
 
-int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *deadline,
-                   uint64_t max_spin_ns)
+/* The waiter's side of the protocol (see the top): f = futex; register (armed); re-check
+ * the version; sleep on f.  Armed, a wait is retried every CANCEL_SLICE_NS so that
+ * shk_board_cancel_waits is noticed even if its wake-up found nobody asleep. */
+static int board_wait_attempt(void *obj, struct shk_wait *w)
 {
+    struct shk_board_waiter *bw = obj;
+    struct shk_board *b = bw->b;
     struct shk_board_header *h = b->hdr;
-    if (shk_board_version(b) > after)
-        return 0;
-    shk_stat_add(&b->waits, 1);
-    uint64_t t0 = shk_now_ns();
-    uint64_t budget = shk_load_relaxed(&b->spin_budget_ns);
-    if (budget == SPIN_UNSET)
-        budget = max_spin_ns / 4 > SPIN_FLOOR_NS ? max_spin_ns / 4 : SPIN_FLOOR_NS;
-    if (budget > max_spin_ns)
-        budget = max_spin_ns;
-    if (budget) {
-        uint64_t now = t0;
-        for (unsigned rounds = 1; now - t0 < budget; rounds++) {
-            /* the writer may be waiting for this very CPU (more busy processes than
-             * cores): offer it every few microseconds */
-            if (rounds % 16 == 0)
-                sched_yield();
-            for (int i = 0; i < 64; i++) {
-                if (shk_board_version(b) > after) {
-                    /* spinning paid off: allow twice what it took, within the maximum */
-                    uint64_t took = shk_now_ns() - t0;
-                    uint64_t nb = 2 * took > SPIN_FLOOR_NS ? 2 * took : SPIN_FLOOR_NS;
-                    if (nb < budget)
-                        nb = budget;
-                    shk_store_relaxed(&b->spin_budget_ns, nb > max_spin_ns ? max_spin_ns : nb);
-                    shk_stat_add(&b->spin_hits, 1);
-                    return 0;
-                }
-                shk_cpu_relax();
-            }
-            now = shk_now_ns();
-            if (deadline && shk_deadline_left_ns(deadline) == 0)
-                return ETIMEDOUT;
-            if (shk_load_acquire(&b->cancel))
-                return ECANCELED;
-        }
+    uint32_t f = shk_load_seq_cst(&h->futex);
+    if (shk_board_version(b) > bw->after)
+        goto newer;
+    if (w->phase == 0) {
+        w->phase = 1;
+        shk_stat_add(&b->waits, 1);
     }
-    shk_stat_add(&b->sleeps, 1);
-    int r;
-    for (;;) {
-        uint32_t f = shk_load_seq_cst(&h->futex);
-        shk_add_fetch_seq_cst(&h->waiters, 1);
-        if (shk_board_version(b) > after) {
-            shk_sub_fetch_seq_cst(&h->waiters, 1);
-            r = 0;
-            break;
-        }
-        /* sleep in slices: a cancel that lands between the check and the sleep (its
-         * wake-up then finds nobody asleep) is noticed within one slice */
-        struct timespec slice;
-        shk_deadline_slice(&slice, deadline, CANCEL_SLICE_NS);
-        r = shk_load_acquire(&b->cancel) ? ECANCELED : shk_futex_wait(&h->futex, f, &slice);
-        shk_sub_fetch_seq_cst(&h->waiters, 1);
-        if (shk_board_version(b) > after) {
-            r = 0;
-            break;
-        }
-        if (shk_load_acquire(&b->cancel))
-            r = ECANCELED;
-        else if (r == ETIMEDOUT && (!deadline || shk_deadline_left_ns(deadline) > 0))
-            r = EINTR; /* only the slice ended: the caller looks at its signals (one that
-                        * landed just before the sleep interrupted nothing) and calls again */
-        if (r == ETIMEDOUT || r == EINTR || r == ECANCELED)
-            break;
+    if (shk_load_acquire(&b->cancel))
+        return ECANCELED;
+    if ((w->flags & SHK_WAIT_ARMED) && w->phase == 1) {
+        w->phase = 2; /* it sleeps */
+        shk_stat_add(&b->sleeps, 1);
     }
-    if (max_spin_ns) {
-        /* adapt: spinning did not pay off this time, so spin half as long next time.  A
-         * quick wake-up after sleeping is no evidence that spinning would have caught it:
-         * the writer may have run only because this process stopped spinning.  The
-         * budget grows only when a spin succeeds (above). */
-        uint64_t nb = budget / 2;
-        shk_store_relaxed(&b->spin_budget_ns, nb < SPIN_FLOOR_NS ? SPIN_FLOOR_NS : nb);
-    }
-    return r;
+    shk_wait_on_futex(w, &h->futex, f, &h->waiters);
+    if (shk_board_version(b) > bw->after)
+        goto newer;
+    if (w->flags & SHK_WAIT_ARMED)
+        shk_wait_retry_by(w, shk_now_ns() + CANCEL_SLICE_NS);
+    return EAGAIN;
+newer:
+    if (w->phase == 1)
+        shk_stat_add(&b->spin_hits, 1); /* waited, and the spin caught it */
+    return 0;
+}
+
+/* The handle's adaptive spin: learnt per handle, grown only by spins that won. */
+static void board_wait_spin(void *obj, struct shk_spin *out)
+{
+    struct shk_board_waiter *bw = obj;
+    out->budget_ns = &bw->b->spin_budget_ns;
+    out->gate_ms = NULL;
+    out->max_ns = bw->max_spin_ns;
+    out->policy = SHK_SPIN_YIELD;
+}
+
+const struct shk_wait_op shk_board_wait_op = {"Board.wait", board_wait_attempt, NULL,
+                                              board_wait_spin};
+
+int shk_board_wait(struct shk_board *b, uint64_t after, uint64_t max_spin_ns, struct shk_wait *w)
+{
+    struct shk_board_waiter bw = {b, after, max_spin_ns};
+    return shk_wait_run(&shk_board_wait_op, &bw, w);
 }
 
 void shk_board_cancel_waits(struct shk_board *b)
