@@ -117,3 +117,25 @@ def test_board_wait_newer(zone):
     b, took = _blocked(lambda: zone.board("bd", 64), lambda b: b.wait_newer(0, TIMEOUT), "board")
     _check(took)
     assert b.statistics().waiters == 0
+
+
+def test_zone_open_waiting_for_another_initialiser(name, procs):
+    import subprocess
+    import sys
+
+
+    code = ("import sys, time, shmkit\n"
+            "z = shmkit.Zone(sys.argv[1], 1 << 20, init=lambda z: (print('init', flush=True),"
+            " time.sleep(60)))\n")
+    p = subprocess.Popen([sys.executable, "-c", code, name], stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    assert p.stdout.readline().strip() == "init"
+
+    def block(_):
+        import shmkit
+        shmkit.Zone(name, 1 << 20, timeout=TIMEOUT)
+
+    _, took = _blocked(lambda: None, block, "zone")
+    _check(took)
+    p.kill()
+    p.wait(10)

@@ -602,12 +602,9 @@ static PyObject *core_ofd_lock(PyObject *self, PyObject *args)
         return NULL;
     int r;
     if (wait) {
-        do {
-            Py_BEGIN_ALLOW_THREADS
-            r = shk_ofd_lock(fd, offset, type, 1);
-            Py_END_ALLOW_THREADS
-        } while (r == EINTR && PyErr_CheckSignals() == 0);
-        if (r == EINTR)
+        struct shk_ofd_wait o = {fd, offset, type};
+        struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+        if ((r = shk_py_wait(&shk_ofd_lock_op, &o, &w, 0, NULL)) == SHK_PY_ERR)
             return NULL;
     } else {
         r = shk_ofd_lock(fd, offset, type, 0);

@@ -54,31 +54,19 @@ static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     ZoneObject *z = (ZoneObject *)type->tp_alloc(type, 0);
     if (!z)
         goto fail;
-    int waited = 0, status = 0, r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_zone_try_open(&z->zone, &seg->seg, &p, waited, &status);
-        Py_END_ALLOW_THREADS
-        if (r != EAGAIN)
-            break;
-        waited = 1;
-        int w;
-        Py_BEGIN_ALLOW_THREADS
-        w = shk_zone_wait(&z->zone, has_deadline ? &deadline : NULL);
-        Py_END_ALLOW_THREADS
-        /* every round, not only on EINTR: a signal that landed just before the sleep
-         * interrupted nothing, and its handler (Ctrl-C) must still run */
-        if (PyErr_CheckSignals() < 0) {
-            Py_DECREF(z);
-            goto fail;
-        }
-        if (w == ETIMEDOUT) {
-            PyErr_SetString(shk_py_exc("ShmkitTimeoutError"),
-                            "zone is still being initialised by another process; gave up "
-                            "waiting for it to become ready");
-            Py_DECREF(z);
-            goto fail;
-        }
+    struct shk_zone_opening o = {&z->zone, &seg->seg, &p, 0};
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has_deadline ? &deadline : NULL), 0);
+    int r = shk_py_wait(&shk_zone_open_op, &o, &w, 0, NULL);
+    if (r == SHK_PY_ERR) {
+        Py_DECREF(z);
+        goto fail;
+    }
+    if (r == ETIMEDOUT) {
+        PyErr_SetString(shk_py_exc("ShmkitTimeoutError"),
+                        "zone is still being initialised by another process; gave up "
+                        "waiting for it to become ready");
+        Py_DECREF(z);
+        goto fail;
     }
     if (tagbuf.obj)
         PyBuffer_Release(&tagbuf);
@@ -89,7 +77,7 @@ static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     Py_INCREF(seg);
     z->segment = seg;
-    z->must_init = status == SHK_ZONE_MUST_INIT;
+    z->must_init = o.status == SHK_ZONE_MUST_INIT;
     return (PyObject *)z;
 fail:
     if (tagbuf.obj)

@@ -227,30 +227,38 @@ static void ns_to_timespec(uint64_t t, struct timespec *ts)
     ts->tv_nsec = (long)(t % 1000000000ull);
 }
 
-/* Sleep on w->on until `until` (absolute ns).  0 (woken, changed, or time is up) or EINTR. */
+/* Sleep on w->on until `until` (absolute ns; SHK_FOREVER: no limit).  0 (woken,
+ * changed, or time is up) or EINTR. */
 static int sleep_on(struct shk_wait *w, uint64_t until)
 {
     struct timespec ts;
-    if (until > (uint64_t)1 << 62) /* "never": keep the timespec in range */
-        until = (uint64_t)1 << 62;
-    ns_to_timespec(until, &ts);
+    uint64_t now = shk_now_ns();
     switch (w->on.kind) {
     case SHK_WAITON_FUTEX:
+        if (until > (uint64_t)1 << 62) /* "never": keep the timespec in range */
+            until = (uint64_t)1 << 62;
+        ns_to_timespec(until, &ts);
         return shk_futex_wait(w->on.word, w->on.value, &ts) == EINTR ? EINTR : 0;
-    case SHK_WAITON_OFD: {
-        if (until == (uint64_t)1 << 62) {
+    case SHK_WAITON_OFD:
+        if (until == SHK_FOREVER) {
             /* no time limit: let the kernel queue us for the lock (interruptible) */
             int r = shk_ofd_lock(w->on.fd, w->on.offset, w->on.lock_type, 1);
             return r == EINTR ? EINTR : 0;
         }
-        /* OFD locks have no timed wait: poll, 1 ms at most between looks */
-        uint64_t now = shk_now_ns(), t = now + 1000000u;
-        ns_to_timespec(t < until ? t : until, &ts);
+        /* OFD locks have no timed wait: poll, backing off from 1 ms to 50 ms */
+        {
+            uint64_t gap = w->t0 && now > w->t0 ? (now - w->t0) / 4 : 0;
+            gap = gap < 1000000u ? 1000000u : gap > 50000000u ? 50000000u : gap;
+            if (now + gap < until)
+                until = now + gap;
+        }
         break;
-    }
     default:
         break;
     }
+    if (until > (uint64_t)1 << 62)
+        until = (uint64_t)1 << 62;
+    ns_to_timespec(until, &ts);
     int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
     return r == EINTR ? EINTR : 0;
 }
@@ -340,7 +348,12 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
         uint64_t until = w->deadline_ns;
         if (w->on.retry_ns < until)
             until = w->on.retry_ns;
-        if (!(w->flags & SHK_WAIT_NOSIGNALS)) {
+        /* OFD locks have no timed wait: with nothing else to wake for, queue in the
+         * kernel (no slices: only a signal to this thread interrupts it) rather than
+         * poll for the whole wait */
+        int slices = !(w->flags & SHK_WAIT_NOSIGNALS) &&
+                     !(w->on.kind == SHK_WAITON_OFD && until == SHK_FOREVER);
+        if (slices) {
             if (now >= w->next_return) {
                 /* before the first sleep, then every recheck_ns: the caller looks at
                  * its signals (one that landed just before this sleep included) */

@@ -54,6 +54,11 @@
  * _binding/common.c) that checks signals at each return; it sets SHK_WAIT_NOSIGNALS
  * for threads other than the main one, which never run signal handlers.
  *
+ * The one exception: an OFD lock wait without a deadline sleeps in the kernel
+ * (F_OFD_SETLKW) without slices, because the kernel has no timed wait for OFD locks and
+ * polling a lock held for hours (the lifecycle reaper) would burn CPU; a signal to the
+ * waiting thread still interrupts it.  With a deadline, OFD waits poll (1 to 50 ms).
+ *
  * Deadlines are absolute CLOCK_MONOTONIC nanoseconds (SHK_FOREVER: none), computed once
  * by the caller: retries and slices never stretch a timeout.
  *

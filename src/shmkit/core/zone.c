@@ -12,6 +12,7 @@
 #include "atomics.h"
 #include "errors.h"
 #include "report.h"
+#include "wait.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
@@ -331,35 +332,35 @@ int shk_zone_init_done(struct shk_zone *z, int ok)
     return 0;
 }
 
-int shk_zone_wait(struct shk_zone *z, const struct timespec *deadline)
+/* Opening as an operation of the one wait shape: one try; while another process
+ * initialises the zone, wait on the state word (woken by init_done), retried every
+ * 10 ms because the initialiser's death does not change that word (the next try probes
+ * its init lock); before the object has a header, poll every millisecond. */
+static int zone_open_attempt(void *obj, struct shk_wait *w)
 {
-    struct timespec slice;
-    /* The initialiser's death does not change the state word, so sleep in short slices
-     * and let the caller re-probe the init lock: a dead initialiser is noticed within
-     * ~10 ms. */
-    shk_deadline_slice(&slice, deadline, 10 * 1000 * 1000);
-    struct shk_segment *s = z->seg;
+    struct shk_zone_opening *o = obj;
+    int r = shk_zone_try_open(o->z, o->seg, o->p, w->phase != 0, &o->status);
+    if (r != EAGAIN)
+        return r;
+    w->phase = 1; /* from now on an initialiser's death is reported, not taken over */
+    struct shk_segment *s = o->seg;
+    uint64_t now = shk_now_ns();
     if (s->base && s->size >= SHK_PAGE) {
         struct shk_zone_header *h = (struct shk_zone_header *)s->base;
         uint32_t st = shk_load_acquire(&h->state);
-        if (st == SHK_ZS_READY)
-            return 0;
-        shk_fetch_add_seq_cst(&h->state_waiters, 1);
-        int r = 0;
-        if (shk_load_acquire(&h->state) == st)
-            r = shk_futex_wait(&h->state, st, &slice);
-        shk_fetch_sub_seq_cst(&h->state_waiters, 1);
-        if (r == EINTR)
-            return EINTR;
+        if (st == SHK_ZS_READY) {
+            shk_wait_on_poll(w, now); /* became ready meanwhile: try again at once */
+            return EAGAIN;
+        }
+        shk_wait_on_futex(w, &h->state, st, &h->state_waiters);
+        shk_wait_retry_by(w, now + 10 * 1000 * 1000);
     } else {
-        struct timespec ms = {0, 1000 * 1000};
-        if (nanosleep(&ms, NULL) != 0 && errno == EINTR)
-            return EINTR;
+        shk_wait_on_poll(w, now + 1000 * 1000);
     }
-    if (deadline && shk_deadline_left_ns(deadline) == 0)
-        return ETIMEDOUT;
-    return 0;
+    return EAGAIN;
 }
+
+const struct shk_wait_op shk_zone_open_op = {"Zone open", zone_open_attempt, NULL, NULL};
 
 int shk_zone_lock(struct shk_zone *z)
 {

@@ -9,7 +9,7 @@
  * Open protocol (see shk_zone_try_open): an attempt either attaches to a READY zone,
  * makes the caller the initialiser (returns SHK_ZONE_MUST_INIT with the init lock held;
  * the caller runs its own init, then calls shk_zone_init_done), or reports EAGAIN while
- * someone else initialises (the caller waits with shk_zone_wait and tries again).  For fd
+ * someone else initialises (shk_zone_open_op waits and tries again).  For fd
  * backends the init lock is an OFD lock on SHK_LOCKBYTE_INIT, released by the kernel if
  * the initialiser dies; for SysV zones it is a CAS on header.init_owner checked with
  * (pid, start time).
@@ -52,7 +52,7 @@ enum { SHK_ZONE_ATTACHED = 0, SHK_ZONE_MUST_INIT = 1 };
 /*
  * One non-blocking attempt to attach to or create the zone in `seg` (opened with
  * SHK_O_ALLOWEMPTY).  On 0, *status is SHK_ZONE_ATTACHED or SHK_ZONE_MUST_INIT.
- * EAGAIN: another process is initialising it; wait (shk_zone_wait) and try again,
+ * EAGAIN: another process is initialising it; wait and try again (shk_zone_open_op),
  * passing waited = 1 so that the death of that initialiser is reported as
  * SHK_EINITDIED instead of silently re-initialising.
  * Errors: SHK_EMISMATCH, SHK_EVERSION, SHK_ECORRUPT, SHK_ENOTREADY (no such zone and
@@ -65,9 +65,15 @@ int shk_zone_try_open(struct shk_zone *z, struct shk_segment *seg,
  * lock and wake waiters. */
 int shk_zone_init_done(struct shk_zone *z, int ok);
 
-/* Wait until the zone state may have changed or `deadline` (CLOCK_MONOTONIC) passes.
- * 0, ETIMEDOUT or EINTR. */
-int shk_zone_wait(struct shk_zone *z, const struct timespec *deadline);
+/* Opening with waiting for another process's initialisation: the one wait shape of
+ * wait.h over shk_zone_try_open (0 with status set, an error, ETIMEDOUT, EINTR). */
+struct shk_zone_opening {
+    struct shk_zone *z;
+    struct shk_segment *seg;
+    const struct shk_zone_params *p;
+    int status;             /* SHK_ZONE_ATTACHED or SHK_ZONE_MUST_INIT once done */
+};
+extern const struct shk_wait_op shk_zone_open_op; /* obj: struct shk_zone_opening */
 
 /* Lock / unlock the zone mutex; a dead previous owner triggers recovery here. */
 int shk_zone_lock(struct shk_zone *z);
