@@ -7,12 +7,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "futex.h"
+#include "mutex.h"
 #include "segment.h"
 #include "wait.h"
 
@@ -297,6 +302,69 @@ static void test_ofd(void)
     close(fd2);
 }
 
+/* The robust mutex through the driver: contention with sleeps (no wake-up lost: every
+ * thread finishes), the owner's own lock is EDEADLK, a deadline is kept, a dead
+ * owner is reported as SHK_EOWNERDEAD. */
+static pthread_mutex_t *g_mx;
+static uint64_t g_count;
+
+static void *mutex_worker(void *arg)
+{
+    for (int i = 0; i < 20000; i++) {
+        if (shk_mutex_lock(g_mx, NULL) != 0)
+            abort();
+        g_count++;
+        if ((i & 255) == 0)
+            sched_yield(); /* hold it across a reschedule now and then: others sleep */
+        shk_mutex_unlock(g_mx);
+    }
+    return NULL;
+}
+
+static void test_mutex(void)
+{
+    g_mx = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(g_mx != MAP_FAILED);
+    CHECK_EQ(shk_mutex_init(g_mx), 0);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, mutex_worker, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ(g_count, 80000);
+    CHECK_EQ(shk_mutex_lock(g_mx, NULL), 0);
+    CHECK_EQ(shk_mutex_lock(g_mx, NULL), EDEADLK);
+    CHECK_EQ(shk_mutex_unlock(g_mx), 0);
+    /* held by a child: a deadline is kept; then the child dies holding it */
+    int ready[2];
+    CHECK_EQ(pipe(ready), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        shk_mutex_lock(g_mx, NULL);
+        char c = 1;
+        if (write(ready[1], &c, 1) != 1)
+            _exit(2);
+        pause();
+        _exit(0);
+    }
+    char c;
+    CHECK_EQ(read(ready[0], &c, 1), 1);
+    struct timespec d;
+    shk_deadline_after(&d, 0.05);
+    uint64_t t0 = shk_now_ns();
+    CHECK_EQ(shk_mutex_lock(g_mx, &d), ETIMEDOUT);
+    CHECK(shk_now_ns() - t0 >= 50000000u);
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK_EQ(shk_mutex_lock(g_mx, NULL), SHK_EOWNERDEAD);
+    CHECK_EQ(shk_mutex_consistent(g_mx), 0);
+    CHECK_EQ(shk_mutex_unlock(g_mx), 0);
+    close(ready[0]);
+    close(ready[1]);
+    munmap(g_mx, 4096);
+}
+
 int main(void)
 {
     test_results();
@@ -307,5 +375,6 @@ int main(void)
     test_liveness_cadence();
     test_poll();
     test_ofd();
+    test_mutex();
     TEST_MAIN_END();
 }
