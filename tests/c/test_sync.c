@@ -520,6 +520,80 @@ static void test_barrier(void)
     CHECK(b->broken);
 }
 
+/* The protocols the binding used to repeat, now inline in sync.h or in sync.c: the
+ * Lock/RLock fast paths, the counter, the size extents and the reader statistics. */
+static void test_fast_paths(void)
+{
+    struct shk_lock_sh *l = obj("fast-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    uint64_t acq = l->acquisitions;
+    CHECK_EQ(shk_lock_try_fast(l, 0), 0);
+    CHECK(shk_lock_locked(l));
+    CHECK_EQ(shk_lock_owned_count(l, 0), 1);
+    CHECK_EQ(shk_lock_try_fast(l, 0), EBUSY); /* a Lock is not reentrant */
+    CHECK_EQ(shk_lock_release_fast(l), 0);
+    CHECK(!shk_lock_locked(l));
+    CHECK_EQ(shk_lock_release_fast(l), EAGAIN); /* not held: the slow path says why */
+    CHECK_EQ(shk_lock_release(l, 0), SHK_ENOTOWNER);
+    CHECK_EQ(l->acquisitions, acq + 1);
+    struct shk_lock_sh *r = obj("fast-rlock", SHK_OBJ_RLOCK, 0, 0, 0);
+    CHECK_EQ(shk_lock_try_fast(r, 1), 0);
+    CHECK_EQ(shk_lock_try_fast(r, 1), 0);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 2);
+    uint32_t count = 0;
+    CHECK_EQ(shk_rlock_release_all(r, &count), 0);
+    CHECK_EQ(count, 2);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 0);
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_lock_acquire(r, 1, &w), 0);
+    shk_rlock_restore(r, count);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 2);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    r->count = UINT32_MAX; /* recursion at its limit: refused, not waited for */
+    CHECK_EQ(shk_lock_try_fast(r, 1), 0);
+    r->count = UINT32_MAX;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_lock_acquire(r, 1, &w), EOVERFLOW);
+    r->count = 1;
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+
+    struct shk_counter_sh *c = obj("fast-counter", SHK_OBJ_COUNTER, 5, 0, 0);
+    CHECK_EQ(shk_counter_get(c), 5);
+    CHECK_EQ(shk_counter_add(c, -7), -2);
+    CHECK_EQ(shk_counter_exchange(c, INT64_MAX), -2);
+    CHECK_EQ(shk_counter_add(c, 1), INT64_MIN); /* wraps, never traps */
+    CHECK(!shk_counter_cas(c, 0, 1));
+    CHECK(shk_counter_cas(c, INT64_MIN, 9));
+    shk_counter_set(c, 3);
+    CHECK_EQ(shk_counter_get(c), 3);
+
+    struct shk_rwlock_sh *rw = obj("fast-rw", SHK_OBJ_RWLOCK, 4, 0, 0);
+    CHECK_EQ(shk_sync_extent(rw, SHK_OBJ_RWLOCK), 4);
+    CHECK_EQ(shk_sync_extent(c, SHK_OBJ_COUNTER), 0);
+    uint32_t slot = UINT32_MAX;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_rw_acquire_read(rw, &slot, &w), 0);
+    CHECK(slot < 4);
+    CHECK_EQ(shk_rw_held_here(rw, slot), 1);
+    CHECK_EQ(shk_rw_held_here(rw, 99), 0);
+    CHECK_EQ(shk_rw_read_acquisitions(rw), 1);
+    CHECK(!shk_rw_is_writer(rw));
+    CHECK_EQ(shk_rw_release_read(rw, &slot), 0);
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_rw_acquire_write(rw, &w), 0);
+    CHECK(shk_rw_is_writer(rw));
+    CHECK_EQ(shk_rw_release_write(rw), 0);
+
+    struct shk_sem_sh *sem = obj("fast-sem", SHK_OBJ_SEMAPHORE, 2, 3, SHK_SYNCF_UNDO);
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_sem_acquire(sem, &w), 0);
+    CHECK_EQ(shk_sem_value(sem), 1);
+    CHECK_EQ(shk_sem_holders(sem), 1);
+    CHECK_EQ(shk_sem_held(sem), 1);
+    CHECK_EQ(shk_sem_release(sem, 1), 0);
+    CHECK_EQ(shk_sem_holders(sem), 0);
+}
+
 int main(void)
 {
     open_zone();
@@ -532,6 +606,7 @@ int main(void)
     test_rwlock();
     test_condition();
     test_barrier();
+    test_fast_paths();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);

@@ -90,14 +90,12 @@ int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int
 struct shk_py_int {
     const char *name;
     long long value;
+    int is_unsigned;            /* then the value is u (SHK_PY_UINT) */
+    unsigned long long u;
 };
-struct shk_py_uint {
-    const char *name;
-    unsigned long long value;
-};
-/* Add integer constants from a table ending with {NULL, 0}. 0 or -1. */
+#define SHK_PY_UINT(name, v) {(name), 0, 1, (v)}
+/* Add integer constants from a table ending with {NULL}. 0 or -1. */
 int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
-int shk_py_add_uints(PyObject *m, const struct shk_py_uint *table);
 
 /* ---- Segment (segment.c) ---------------------------------------------------------------- */
 

@@ -327,7 +327,8 @@ interrupted:
 int shk_py_add_ints(PyObject *m, const struct shk_py_int *table)
 {
     for (; table->name; table++) {
-        PyObject *v = PyLong_FromLongLong(table->value);
+        PyObject *v = table->is_unsigned ? PyLong_FromUnsignedLongLong(table->u)
+                                         : PyLong_FromLongLong(table->value);
         int r = v ? PyModule_AddObjectRef(m, table->name, v) : -1;
         Py_XDECREF(v);
         if (r < 0)
@@ -335,19 +336,6 @@ int shk_py_add_ints(PyObject *m, const struct shk_py_int *table)
     }
     return 0;
 }
-
-int shk_py_add_uints(PyObject *m, const struct shk_py_uint *table)
-{
-    for (; table->name; table++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(table->value);
-        int r = v ? PyModule_AddObjectRef(m, table->name, v) : -1;
-        Py_XDECREF(v);
-        if (r < 0)
-            return -1;
-    }
-    return 0;
-}
-
 
 static PyObject *core_proc_start_time(PyObject *self, PyObject *arg)
 {

@@ -64,6 +64,30 @@ static PyObject *segment_finish(SegmentObject *s, int r, const char *what)
     return (PyObject *)s;
 }
 
+/* Open a posix or file segment.  An opener may wait in the core for the creator to size
+ * the object; that wait returns EINTR at signals (core/segment.c: wait_for_size): run
+ * the handlers (PEP 475) and open again, or give up if one raised. */
+static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where, int flags,
+                                 unsigned int mode, Py_ssize_t size, Py_ssize_t reserve)
+{
+    SegmentObject *s = segment_alloc(type);
+    if (!s)
+        return NULL;
+    int r;
+    do {
+        Py_BEGIN_ALLOW_THREADS
+        r = file ? shk_seg_open_file(&s->seg, where, flags, mode, (size_t)size, (size_t)reserve)
+                 : shk_seg_open_posix(&s->seg, where, flags, mode, (size_t)size, (size_t)reserve);
+        Py_END_ALLOW_THREADS
+    } while (r == EINTR && PyErr_CheckSignals() == 0);
+    if (r == EINTR) {
+        s->closed = 1;
+        Py_DECREF(s);
+        return NULL;
+    }
+    return segment_finish(s, r, file ? "open" : "shm_open");
+}
+
 static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
@@ -76,21 +100,7 @@ static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     if (size < 0 || reserve < 0)
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
-    SegmentObject *s = segment_alloc(type);
-    if (!s)
-        return NULL;
-    int r;
-    do { /* an opener may wait for the creator to size the object: Ctrl-C must work */
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
-        Py_END_ALLOW_THREADS
-    } while (r == EINTR && PyErr_CheckSignals() == 0);
-    if (r == EINTR) {
-        s->closed = 1;
-        Py_DECREF(s);
-        return NULL;
-    }
-    return segment_finish(s, r, "shm_open");
+    return open_fd_segment(type, 0, name, flags, mode, size, reserve);
 }
 
 static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -107,25 +117,9 @@ static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_DECREF(path);
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
     }
-    SegmentObject *s = segment_alloc(type);
-    if (!s) {
-        Py_DECREF(path);
-        return NULL;
-    }
-    int r;
-    const char *p = PyBytes_AS_STRING(path);
-    do {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_seg_open_file(&s->seg, p, flags, mode, (size_t)size, (size_t)reserve);
-        Py_END_ALLOW_THREADS
-    } while (r == EINTR && PyErr_CheckSignals() == 0);
+    PyObject *seg = open_fd_segment(type, 1, PyBytes_AS_STRING(path), flags, mode, size, reserve);
     Py_DECREF(path);
-    if (r == EINTR) {
-        s->closed = 1;
-        Py_DECREF(s);
-        return NULL;
-    }
-    return segment_finish(s, r, "open");
+    return seg;
 }
 
 static PyObject *segment_sysv(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -673,15 +667,12 @@ int shk_init_segment(PyObject *m)
         {"KIND_FILE", SHK_SEG_FILE},
         {"KIND_MEMFD", SHK_SEG_MEMFD},
         {"KIND_ANON", SHK_SEG_ANON},
-        {NULL, 0},
+        SHK_PY_UINT("LOCKBYTE_INIT", SHK_LOCKBYTE_INIT),
+        SHK_PY_UINT("LOCKBYTE_ATTACH", SHK_LOCKBYTE_ATTACH),
+        SHK_PY_UINT("LOCKBYTE_CREATOR", SHK_LOCKBYTE_CREATOR),
+        {NULL},
     };
-    static const struct shk_py_uint uconstants[] = {
-        {"LOCKBYTE_INIT", SHK_LOCKBYTE_INIT},
-        {"LOCKBYTE_ATTACH", SHK_LOCKBYTE_ATTACH},
-        {"LOCKBYTE_CREATOR", SHK_LOCKBYTE_CREATOR},
-        {NULL, 0},
-    };
-    if (shk_py_add_ints(m, constants) < 0 || shk_py_add_uints(m, uconstants) < 0)
+    if (shk_py_add_ints(m, constants) < 0)
         return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};

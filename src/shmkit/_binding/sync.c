@@ -70,23 +70,14 @@ static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, stru
 
 /* ---- construction ------------------------------------------------------------------------ */
 
-static uint32_t sync_extent(SyncObject *o)
-{
-    switch (o->type) {
-    case SHK_OBJ_RWLOCK: return shk_load_acquire(&((struct shk_rwlock_sh *)o->sh)->nslots);
-    case SHK_OBJ_SEMAPHORE: return shk_load_acquire(&((struct shk_sem_sh *)o->sh)->nslots);
-    case SHK_OBJ_BARRIER: return shk_load_acquire(&((struct shk_barrier_sh *)o->sh)->parties);
-    default: return 0;
-    }
-}
-
 /* The size fields validated when the handle was made must still hold (see extent). */
 #define INTACT(o)                                                                        \
     do {                                                                                 \
-        if (__builtin_expect(sync_extent(o) != (o)->extent, 0)) {                        \
+        if (__builtin_expect(shk_sync_extent((o)->sh, (o)->type) != (o)->extent, 0)) {                        \
             PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its " \
                          "size field changed from %u to %u after it was opened",          \
-                         (unsigned long long)(o)->off, (o)->extent, sync_extent(o));      \
+                         (unsigned long long)(o)->off, (o)->extent,                    \
+                         shk_sync_extent((o)->sh, (o)->type));   \
             return NULL;                                                                 \
         }                                                                                \
     } while (0)
@@ -114,7 +105,7 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     o->off = off;
     o->type = objtype;
     o->slot = UINT32_MAX;
-    o->extent = sync_extent(o);
+    o->extent = shk_sync_extent(sh, objtype);
     shk_segment_export(z->segment);
     return (PyObject *)o;
 }
@@ -242,22 +233,11 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
 {
     LIVE(o);
     if (nargs == 0 && kwnames == NULL) {
-        /* the uncontended case: one CAS; when it fails the full wait starts over */
+        /* the uncontended case, inlined from the core: one CAS */
         struct shk_lock_sh *l = o->sh;
-        uint64_t exp = 0;
-        uint64_t me = o->type == SHK_OBJ_RLOCK ? shk_sync_self_thread() : shk_sync_self_proc();
-        if (shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, me)) {
-            if (o->type == SHK_OBJ_RLOCK) {
-                l->count = 1;
-                l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
-            }
-            shk_store_relaxed(&l->acquisitions, l->acquisitions + 1);
-            o->owner_died = 0;
-            Py_RETURN_TRUE;
-        }
-        if (o->type == SHK_OBJ_RLOCK && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
-            l->count++; /* this thread holds it already */
-            shk_store_relaxed(&l->acquisitions, l->acquisitions + 1);
+        if (shk_lock_try_fast(l, o->type == SHK_OBJ_RLOCK) == 0) {
+            if (o->type == SHK_OBJ_LOCK || l->count == 1) /* not a re-entry */
+                o->owner_died = 0;
             Py_RETURN_TRUE;
         }
     }
@@ -267,16 +247,8 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
 static PyObject *lock_release(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    if (o->type == SHK_OBJ_LOCK) {
-        /* the common case inline: held by this process, nobody asleep */
-        struct shk_lock_sh *l = o->sh;
-        uint64_t me = shk_sync_self_proc();
-        if (shk_load_relaxed(&l->owner.all) == me) {
-            uint64_t exp = me;
-            if (shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, 0))
-                Py_RETURN_NONE;
-        }
-    }
+    if (o->type == SHK_OBJ_LOCK && shk_lock_release_fast(o->sh) == 0)
+        Py_RETURN_NONE; /* the common case, inlined from the core */
     int r = shk_lock_release(o->sh, o->type == SHK_OBJ_RLOCK);
     if (r)
         return shk_py_raise(r, "release");
@@ -296,8 +268,7 @@ static PyObject *lock_exit(SyncObject *o, PyObject *const *args, Py_ssize_t narg
 static PyObject *lock_locked(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_lock_sh *l = o->sh;
-    return PyBool_FromLong((shk_load_relaxed(&l->owner.f.word) & SHK_ID_MASK) != 0);
+    return PyBool_FromLong(shk_lock_locked(o->sh));
 }
 
 static PyObject *lock_is_owned(SyncObject *o, PyObject *unused)
@@ -366,10 +337,7 @@ static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
 static PyObject *lock_get_owned_count(SyncObject *o, void *c)
 {
     LIVE(o);
-    struct shk_lock_sh *l = o->sh;
-    if (!shk_lock_is_mine(l, o->type == SHK_OBJ_RLOCK))
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLong(o->type == SHK_OBJ_RLOCK ? l->count : 1);
+    return PyLong_FromUnsignedLong(shk_lock_owned_count(o->sh, o->type == SHK_OBJ_RLOCK));
 }
 
 static PyMethodDef lock_methods[] = {
@@ -454,8 +422,7 @@ static PyObject *sem_enter(SyncObject *o, PyObject *unused)
 static PyObject *sem_get_value(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_sem_sh *s = o->sh;
-    return PyLong_FromUnsignedLong(shk_load_acquire(&s->value));
+    return PyLong_FromUnsignedLong(shk_sem_value(o->sh));
 }
 
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
@@ -474,10 +441,7 @@ static PyObject *sem_raw(SyncObject *o, PyObject *unused)
     LIVE(o);
     INTACT(o);
     struct shk_sem_sh *s = o->sh;
-    uint32_t holders = 0;
-    for (uint32_t i = 0; i < s->nslots; i++)
-        if (shk_load_relaxed(&s->slot[i].count))
-            holders++;
+    uint32_t holders = shk_sem_holders(s);
     return Py_BuildValue("{sIsIsOsOsIsIsKsKsKsKsIsI}", "value", s->value, "initial", s->bound,
                          "bounded", (s->head.flags & SHK_SYNCF_BOUNDED) ? Py_True : Py_False,
                          "undo", (s->head.flags & SHK_SYNCF_UNDO) ? Py_True : Py_False,
@@ -531,16 +495,14 @@ static PyObject *event_clear(SyncObject *o, PyObject *unused)
 static PyObject *event_is_set(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_event_sh *e = o->sh;
-    return PyBool_FromLong(shk_load_acquire(&e->state) & 1);
+    return PyBool_FromLong(shk_event_is_set(o->sh));
 }
 
 static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
 {
     LIVE(o);
-    struct shk_event_sh *e = o->sh;
-    if (shk_load_acquire(&e->state) & 1)
+    if (shk_event_is_set(o->sh))
         Py_RETURN_TRUE;
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
@@ -652,9 +614,7 @@ static PyObject *rw_raw(SyncObject *o, PyObject *unused)
     uint32_t holds = shk_rw_readers(rw, &procs);
     union shk_ident wr;
     wr.all = shk_load_acquire(&rw->writer.all);
-    uint64_t reads = 0;
-    for (uint32_t i = 0; i < rw->nslots; i++)
-        reads += rw->slot[i].acquisitions;
+    uint64_t reads = shk_rw_read_acquisitions(rw);
     return Py_BuildValue("{sisIsIsIsIsKsKsKsKsKsI}", "writer_pid", (int)(wr.f.word & SHK_ID_MASK),
                          "readers", holds, "reader_processes", procs, "waiters", rw->sleepers,
                          "max_readers", rw->nslots, "read_acquisitions",
@@ -663,18 +623,13 @@ static PyObject *rw_raw(SyncObject *o, PyObject *unused)
                          (unsigned long long)rw->contentions, "owner_deaths",
                          (unsigned long long)rw->owner_deaths, "reader_deaths",
                          (unsigned long long)rw->reader_deaths, "held_here",
-                         (o->slot < rw->nslots &&
-                          rw->slot[o->slot].owner.all == shk_sync_self_proc())
-                             ? rw->slot[o->slot].count
-                             : 0);
+                         shk_rw_held_here(rw, o->slot));
 }
 
 static PyObject *rw_is_writer(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_rwlock_sh *rw = o->sh;
-    return PyBool_FromLong(shk_ident_same(shk_load_acquire(&rw->writer.all),
-                                          shk_sync_self_proc()));
+    return PyBool_FromLong(shk_rw_is_writer(o->sh));
 }
 
 static PyMethodDef rw_methods[] = {
@@ -909,10 +864,7 @@ static int arg_int64(PyObject *v, int64_t *out)
     return 0;
 }
 
-static inline int64_t *counter_word(SyncObject *o)
-{
-    return &((struct shk_counter_sh *)o->sh)->value;
-}
+#define COUNTER(o) ((struct shk_counter_sh *)(o)->sh)
 
 /* Arithmetic wraps modulo 2**64 like the hardware's, never raising mid-way. */
 static PyObject *counter_addsub(SyncObject *o, PyObject *const *args, Py_ssize_t nargs, int sign)
@@ -923,9 +875,8 @@ static PyObject *counter_addsub(SyncObject *o, PyObject *const *args, Py_ssize_t
         return PyErr_Format(PyExc_TypeError, "takes at most 1 argument (%zd given)", nargs);
     if (nargs == 1 && arg_int64(args[0], &n) < 0)
         return NULL;
-    uint64_t d = sign > 0 ? (uint64_t)n : (uint64_t)0 - (uint64_t)n;
-    uint64_t v = shk_add_fetch_seq_cst((uint64_t *)counter_word(o), d);
-    return PyLong_FromLongLong((long long)(int64_t)v);
+    int64_t d = sign > 0 ? n : (int64_t)((uint64_t)0 - (uint64_t)n);
+    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), d));
 }
 
 static PyObject *counter_add(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -941,21 +892,19 @@ static PyObject *counter_sub(SyncObject *o, PyObject *const *args, Py_ssize_t na
 static PyObject *counter_inc(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong((long long)(int64_t)shk_add_fetch_seq_cst(
-        (uint64_t *)counter_word(o), 1));
+    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), 1));
 }
 
 static PyObject *counter_dec(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong((long long)(int64_t)shk_sub_fetch_seq_cst(
-        (uint64_t *)counter_word(o), 1));
+    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), -1));
 }
 
 static PyObject *counter_get(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong(shk_load_seq_cst(counter_word(o)));
+    return PyLong_FromLongLong(shk_counter_get(COUNTER(o)));
 }
 
 static PyObject *counter_set(SyncObject *o, PyObject *arg)
@@ -964,7 +913,7 @@ static PyObject *counter_set(SyncObject *o, PyObject *arg)
     int64_t v;
     if (arg_int64(arg, &v) < 0)
         return NULL;
-    shk_store_seq_cst(counter_word(o), v);
+    shk_counter_set(COUNTER(o), v);
     Py_RETURN_NONE;
 }
 
@@ -974,7 +923,7 @@ static PyObject *counter_exchange(SyncObject *o, PyObject *arg)
     int64_t v;
     if (arg_int64(arg, &v) < 0)
         return NULL;
-    return PyLong_FromLongLong(shk_exchange_seq_cst(counter_word(o), v));
+    return PyLong_FromLongLong(shk_counter_exchange(COUNTER(o), v));
 }
 
 static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -985,7 +934,7 @@ static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t na
     int64_t expected, desired;
     if (arg_int64(args[0], &expected) < 0 || arg_int64(args[1], &desired) < 0)
         return NULL;
-    return PyBool_FromLong(shk_cas_seq_cst(counter_word(o), &expected, desired));
+    return PyBool_FromLong(shk_counter_cas(COUNTER(o), expected, desired));
 }
 
 static PyObject *counter_get_value(SyncObject *o, void *c)
@@ -1173,7 +1122,7 @@ int shk_init_sync(PyObject *m)
         {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
         {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
         {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
-        {NULL, 0},
+        {NULL},
     };
     if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)
         return -1;

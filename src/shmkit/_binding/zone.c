@@ -476,14 +476,11 @@ int shk_init_zone(PyObject *m)
         {"OBJ_BOARD", SHK_OBJ_BOARD},
         {"OBJ_CONFIG", SHK_OBJ_CONFIG},
         {"OBJ_USER", SHK_OBJ_USER},
-        {NULL, 0},
+        SHK_PY_UINT("ZONE_MAGIC", SHK_ZONE_MAGIC),
+        SHK_PY_UINT("FORMAT_WORD", SHK_FORMAT_WORD),
+        {NULL},
     };
-    static const struct shk_py_uint uconstants[] = {
-        {"ZONE_MAGIC", SHK_ZONE_MAGIC},
-        {"FORMAT_WORD", SHK_FORMAT_WORD},
-        {NULL, 0},
-    };
-    if (shk_py_add_ints(m, constants) < 0 || shk_py_add_uints(m, uconstants) < 0)
+    if (shk_py_add_ints(m, constants) < 0)
         return -1;
     PyType_Spec spec = {"shmkit._core.Zone", sizeof(ZoneObject), 0, Py_TPFLAGS_DEFAULT, zone_slots};
     shk_ZoneType = (PyTypeObject *)PyType_FromSpec(&spec);

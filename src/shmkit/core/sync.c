@@ -481,6 +481,16 @@ bad:
     return NULL;
 }
 
+uint32_t shk_sync_extent(const void *obj, uint32_t type)
+{
+    switch (type) {
+    case SHK_OBJ_RWLOCK: return shk_load_acquire(&((const struct shk_rwlock_sh *)obj)->nslots);
+    case SHK_OBJ_SEMAPHORE: return shk_load_acquire(&((const struct shk_sem_sh *)obj)->nslots);
+    case SHK_OBJ_BARRIER: return shk_load_acquire(&((const struct shk_barrier_sh *)obj)->parties);
+    default: return 0;
+    }
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Lock and RLock                                                                       */
 /* ---------------------------------------------------------------------------------- */
@@ -500,16 +510,10 @@ static int lock_attempt(struct shk_lock_sh *l, int rec, struct shk_wait *w)
     uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
     if (w->phase == 0) {
         w->phase = 1;
-        uint64_t exp = 0;
-        if (likely(shk_cas_seq_cst(&l->owner.all, &exp, me)))
-            return lock_got(l, rec, 0);
-        if (rec && shk_ident_same(exp, me)) {
-            if (l->count == UINT32_MAX)
-                return shk_fail(EOVERFLOW, "RLock: recursion too deep");
-            l->count++;
-            shk_single_writer_inc(&l->acquisitions);
+        if (likely(shk_lock_try_fast(l, rec) == 0))
             return 0;
-        }
+        if (rec && shk_ident_same(shk_load_relaxed(&l->owner.all), me))
+            return shk_fail(EOVERFLOW, "RLock: recursion too deep");
         shk_stat_add(&l->contentions, 1);
     }
     uint64_t dead = 0;
@@ -595,6 +599,13 @@ int shk_lock_is_mine(struct shk_lock_sh *l, int rec)
 {
     uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
     return shk_ident_same(shk_load_relaxed(&l->owner.all), me);
+}
+
+uint32_t shk_lock_owned_count(struct shk_lock_sh *l, int rec)
+{
+    if (!shk_lock_is_mine(l, rec))
+        return 0;
+    return rec ? l->count : 1;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -746,6 +757,15 @@ uint32_t shk_sem_held(struct shk_sem_sh *s)
         if (shk_load_seq_cst(&s->slot[i].owner.all) == me)
             return shk_load_seq_cst(&s->slot[i].count);
     return 0;
+}
+
+uint32_t shk_sem_holders(struct shk_sem_sh *s)
+{
+    uint32_t holders = 0;
+    for (uint32_t i = 0; i < s->nslots; i++)
+        if (shk_load_relaxed(&s->slot[i].count))
+            holders++;
+    return holders;
 }
 
 /* One attempt: 0 or EBUSY (or an error for undo semaphores). */
@@ -1147,6 +1167,26 @@ int shk_rw_release_write(struct shk_rwlock_sh *rw)
     return 0;
 }
 
+
+uint64_t shk_rw_read_acquisitions(struct shk_rwlock_sh *rw)
+{
+    uint64_t reads = 0;
+    for (uint32_t i = 0; i < rw->nslots; i++)
+        reads += shk_load_relaxed(&rw->slot[i].acquisitions);
+    return reads;
+}
+
+uint32_t shk_rw_held_here(struct shk_rwlock_sh *rw, uint32_t slot)
+{
+    if (slot < rw->nslots && shk_load_relaxed(&rw->slot[slot].owner.all) == shk_sync_self_proc())
+        return shk_load_relaxed(&rw->slot[slot].count);
+    return 0;
+}
+
+int shk_rw_is_writer(struct shk_rwlock_sh *rw)
+{
+    return shk_ident_same(shk_load_acquire(&rw->writer.all), shk_sync_self_proc());
+}
 
 uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
 {

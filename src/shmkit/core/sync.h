@@ -27,6 +27,7 @@
 #ifndef SHK_SYNC_H
 #define SHK_SYNC_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -97,7 +98,76 @@ int shk_sync_open(struct shk_zone *z, const char *name, const struct shk_sync_pa
  * to it, or NULL with SHK_ECORRUPT in *err. */
 void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err);
 
+/* The count that sizes an object of `type` (RWLock and undo Semaphore slots, Barrier
+ * parties; 0 for the others).  Loops run over the count found when a handle was made,
+ * so a count overwritten later is caught (compare), not followed. */
+uint32_t shk_sync_extent(const void *obj, uint32_t type);
+
+/* --- Counter: a shared int64; arithmetic wraps modulo 2**64, never traps --------------- */
+
+static inline int64_t shk_counter_add(struct shk_counter_sh *c, int64_t n)
+{
+    return (int64_t)shk_add_fetch_seq_cst((uint64_t *)&c->value, (uint64_t)n);
+}
+static inline int64_t shk_counter_get(struct shk_counter_sh *c)
+{
+    return shk_load_seq_cst(&c->value);
+}
+static inline void shk_counter_set(struct shk_counter_sh *c, int64_t v)
+{
+    shk_store_seq_cst(&c->value, v);
+}
+static inline int64_t shk_counter_exchange(struct shk_counter_sh *c, int64_t v)
+{
+    return shk_exchange_seq_cst(&c->value, v);
+}
+/* Store desired if the value is expected; 1 when it did. */
+static inline int shk_counter_cas(struct shk_counter_sh *c, int64_t expected, int64_t desired)
+{
+    return shk_cas_seq_cst(&c->value, &expected, desired);
+}
+
 /* --- Lock and RLock (recursive != 0) ------------------------------------------------ */
+
+/* The uncontended acquire, inlined into callers (the binding's `with lock:`): one CAS.
+ * 0 when acquired (an RLock of this thread: one level more), EBUSY otherwise: then run
+ * shk_lock_op, which starts with this same attempt. */
+static inline int shk_lock_try_fast(struct shk_lock_sh *l, int recursive)
+{
+    uint64_t me = recursive ? shk_sync_self_thread() : shk_sync_self_proc();
+    uint64_t exp = 0;
+    if (__builtin_expect(shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, me), 1)) {
+        if (recursive) {
+            l->count = 1;
+            l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
+        }
+        shk_single_writer_inc(&l->acquisitions);
+        return 0;
+    }
+    if (recursive && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
+        l->count++; /* this thread holds it already */
+        shk_single_writer_inc(&l->acquisitions);
+        return 0;
+    }
+    return EBUSY;
+}
+
+/* The common release of a Lock, inlined: held by this process, nobody asleep.  0 when
+ * released, EAGAIN otherwise: then call shk_lock_release. */
+static inline int shk_lock_release_fast(struct shk_lock_sh *l)
+{
+    uint64_t me = shk_sync_self_proc();
+    uint64_t exp = me;
+    if (shk_load_relaxed(&l->owner.all) == me && shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, 0))
+        return 0;
+    return EAGAIN;
+}
+
+/* Held by anyone (a hint: it may change at once). */
+static inline int shk_lock_locked(struct shk_lock_sh *l)
+{
+    return (shk_load_relaxed(&l->owner.f.word) & SHK_ID_MASK) != 0;
+}
 
 extern const struct shk_wait_op shk_lock_op, shk_rlock_op; /* obj: struct shk_lock_sh */
 int shk_lock_acquire(struct shk_lock_sh *l, int recursive, struct shk_wait *w);
@@ -108,10 +178,16 @@ int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count);
 void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count);
 /* Held by the caller: Lock by this process, RLock by this thread. */
 int shk_lock_is_mine(struct shk_lock_sh *l, int recursive);
+/* Levels the caller holds (0 when not held; 1 for a Lock). */
+uint32_t shk_lock_owned_count(struct shk_lock_sh *l, int recursive);
 
 /* --- Event ------------------------------------------------------------------------------ */
 
 void shk_event_set(struct shk_event_sh *e);
+static inline int shk_event_is_set(struct shk_event_sh *e)
+{
+    return shk_load_acquire(&e->state) & 1;
+}
 void shk_event_clear(struct shk_event_sh *e);
 /* 0 when set (or set while waiting), ETIMEDOUT, EBUSY (TRY), EINTR, EAGAIN (NOSLEEP). */
 extern const struct shk_wait_op shk_event_op; /* obj: struct shk_event_sh */
@@ -127,6 +203,12 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n);
 uint32_t shk_sem_reclaim(struct shk_sem_sh *s);
 /* Units this process holds (undo semaphores). */
 uint32_t shk_sem_held(struct shk_sem_sh *s);
+/* Processes holding units (undo semaphores; 0 otherwise). */
+uint32_t shk_sem_holders(struct shk_sem_sh *s);
+static inline uint32_t shk_sem_value(struct shk_sem_sh *s)
+{
+    return shk_load_acquire(&s->value);
+}
 
 /* --- RWLock ------------------------------------------------------------------------------ */
 
@@ -146,6 +228,11 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w);
 int shk_rw_release_write(struct shk_rwlock_sh *rw);
 /* Read holds of all live readers (dead ones not reclaimed yet are counted too). */
 uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes);
+/* Read acquisitions over all slots; read holds of this process (slot: its cached slot). */
+uint64_t shk_rw_read_acquisitions(struct shk_rwlock_sh *rw);
+uint32_t shk_rw_held_here(struct shk_rwlock_sh *rw, uint32_t slot);
+/* This process holds the write lock. */
+int shk_rw_is_writer(struct shk_rwlock_sh *rw);
 
 /* --- Condition --------------------------------------------------------------------------- */
 
