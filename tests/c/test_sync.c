@@ -9,6 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
 #include "check.h"
 #include "futex.h"
 #include "sync.h"
@@ -594,6 +597,73 @@ static void test_fast_paths(void)
     CHECK_EQ(shk_sem_holders(sem), 0);
 }
 
+/* The asyncio contract of wait.h, with real operations: one thread arms two waits (an
+ * Event nobody set, a Lock another thread holds), waits on both words at once with
+ * futex_waitv, is woken by the set(), finishes that wait by attempting again, and
+ * cancels the other: nothing stays registered, the lock is not taken. */
+static void *set_later(void *arg)
+{
+    struct timespec d = {0, 30000000};
+    nanosleep(&d, NULL);
+    shk_event_set(arg);
+    return NULL;
+}
+
+static void *hold_lock(void *arg)
+{
+    struct shk_lock_sh *l = arg;
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    while (shk_lock_acquire(l, 1, &w) == EINTR) /* an RLock: held by that thread */
+        ;
+    struct timespec d = {0, 300000000};
+    nanosleep(&d, NULL);
+    shk_lock_release(l, 1);
+    return NULL;
+}
+
+static void test_async_contract(void)
+{
+#ifdef SYS_futex_waitv
+    struct shk_event_sh *e = obj("async-event", SHK_OBJ_EVENT, 0, 0, 0);
+    struct shk_lock_sh *l = obj("async-lock", SHK_OBJ_RLOCK, 0, 0, 0);
+    pthread_t holder, setter;
+    pthread_create(&holder, NULL, hold_lock, l);
+    while (!shk_lock_locked(l))
+        shk_cpu_relax();
+    uint32_t flags = SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS;
+    struct shk_wait we = SHK_WAIT_INIT(SHK_FOREVER, flags), wl = SHK_WAIT_INIT(SHK_FOREVER, flags);
+    CHECK_EQ(shk_event_op.attempt(e, &we), EAGAIN);
+    CHECK_EQ(shk_rlock_op.attempt(l, &wl), EAGAIN);
+    CHECK_EQ(e->sleepers, 1);
+    CHECK_EQ(l->sleepers, 1);
+    pthread_create(&setter, NULL, set_later, e);
+    struct futex_waitv v[2];
+    memset(v, 0, sizeof v);
+    v[0].uaddr = (uintptr_t)we.on.word;
+    v[0].val = we.on.value;
+    v[0].flags = FUTEX_32; /* shared words: never FUTEX_PRIVATE_FLAG */
+    v[1].uaddr = (uintptr_t)wl.on.word;
+    v[1].val = wl.on.value;
+    v[1].flags = FUTEX_32;
+    struct timespec d;
+    shk_deadline_after(&d, 10);
+    long r;
+    do
+        r = syscall(SYS_futex_waitv, v, 2, 0, &d, CLOCK_MONOTONIC);
+    while (r < 0 && errno == EINTR);
+    CHECK(r == 0 || (r < 0 && errno == EAGAIN)); /* woken on the event's word (or it had moved) */
+    shk_wait_disarm(&we);
+    CHECK_EQ(shk_event_op.attempt(e, &we), 0);
+    CHECK_EQ(shk_wait_cancel(&shk_rlock_op, l, &wl, ECANCELED), ECANCELED);
+    CHECK_EQ(e->sleepers, 0);
+    CHECK_EQ(l->sleepers, 0);
+    CHECK_EQ(shk_lock_owned_count(l, 1), 0);
+    pthread_join(setter, NULL);
+    pthread_join(holder, NULL);
+    CHECK(!shk_lock_locked(l));
+#endif
+}
+
 int main(void)
 {
     open_zone();
@@ -607,6 +677,7 @@ int main(void)
     test_condition();
     test_barrier();
     test_fast_paths();
+    test_async_contract();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);
