@@ -82,11 +82,12 @@
  *     and value the current shk_queue_wait sleeps on, registered in its waiter count
  *     (SHK_WAIT_ARMED), retry_ns = the next stuck-repair check; give_up is empty (a get
  *     takes nothing before it succeeds); the queue's own spin moves into op->spin_of.
- *   - the dict shard lock: an attempt = the trylock; EAGAIN with on = the robust
- *     mutex's futex word (the kernel's robust-futex ABI: owner tid | FUTEX_WAITERS, the
- *     first word of glibc's pthread_mutex_t), armed by setting FUTEX_WAITERS as glibc's
- *     waiters do, retry_ns = the next liveness check of the owner tid (issue 13 #6);
- *     then the binding's lock_shard becomes one shk_py_wait call.
+ *   - the dict shard lock: it is a robust mutex, and shk_mutex_op (mutex.h) already is
+ *     its wait in this shape (attempt = pthread_mutex_trylock; the word = the kernel's
+ *     robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's lock_shard
+ *     becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
+ *     phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with
+ *     retry_ns at the next check, and signal slices once the callers can take EINTR.
  */
 #ifndef SHK_WAIT_H
 #define SHK_WAIT_H
