@@ -742,8 +742,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
         __builtin_prefetch((const uint8_t *)it + 64);
         __builtin_prefetch((const uint8_t *)it + 127); /* a 4-cell item may span 3 lines */
         if (RD(it->tag) == tag && RD(it->klen) == k->len && RD(it->ktype) == k->type) {
-            uint32_t nc = RD(it->ncells);
-            if (nc < 2 || nc > c->n - ci || ITEM_HDR + round8(k->len) > (uint64_t)nc * CELL) {
+            if (!shk_dict_item_span_ok(c->d, ci, RD(it->ncells), ITEM_HDR + round8(k->len))) {
                 c->why = "an item's length does not fit the shard";
                 return INCONSISTENT;
             }
@@ -787,13 +786,10 @@ static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, u
     if (stale && !allow_stale)
         return 0;
     uint8_t vt = RD(it->vtype);
-    uint32_t vlen = RD(it->vlen);
-    uint32_t nc = RD(it->ncells);
+    uint32_t vlen = RD(it->vlen), nc = RD(it->ncells), frag = RD(it->frag);
     uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    if (!vtype_valid(vt) || nc < 2 || nc > c->n - h->ci || voff > (uint64_t)nc * CELL) {
-        c->why = "an item has an unknown value type or runs past the shard";
+    if ((c->why = shk_dict_item_problem(c->d, h->ci, vt, nc, voff, vlen, frag)) != NULL)
         return INCONSISTENT;
-    }
     uint64_t room = (uint64_t)nc * CELL - voff;
     f->vtype = vt;
     f->flags = RD(it->flags);
@@ -801,10 +797,6 @@ static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, u
     f->version = RD(it->version);
     f->stale = stale;
     if (vt == SHK_DV_LIST) {
-        if (room < sizeof(struct shk_dlist)) {
-            c->why = "a list item is too short for its list header";
-            return INCONSISTENT;
-        }
         struct shk_dlist *l = (struct shk_dlist *)((uint8_t *)it + voff);
         f->len = RD(l->count);
         return 1;
@@ -812,11 +804,7 @@ static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, u
     f->len = vlen;
     if (vlen > cap)
         return 1;
-    if ((uint64_t)vlen > (uint64_t)c->n * CELL) {
-        c->why = "a value is longer than the shard";
-        return INCONSISTENT;
-    }
-    if (read_bytes(c, (uint8_t *)it + voff, room, RD(it->frag), buf, vlen))
+    if (read_bytes(c, (uint8_t *)it + voff, room, frag, buf, vlen))
         return INCONSISTENT;
     return 1;
 }
@@ -856,35 +844,23 @@ static inline int view_fill(struct sc *c, struct hit *h, int allow_stale,
     if (stale && !allow_stale)
         return 0;
     uint8_t vt = RD(it->vtype);
-    uint32_t vlen = RD(it->vlen);
+    uint32_t vlen = RD(it->vlen), frag = RD(it->frag);
     uint32_t nc = RD(it->ncells); /* read again: check it again, against the shard's end */
     uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    if (!vtype_valid(vt) || nc < 2 || nc > c->n - h->ci || voff > (uint64_t)nc * CELL) {
-        c->why = "an item has an unknown value type or runs past the shard";
+    if ((c->why = shk_dict_item_problem(c->d, h->ci, vt, nc, voff, vlen, frag)) != NULL)
         return INCONSISTENT;
-    }
-    uint64_t room = (uint64_t)nc * CELL - voff;
     v->f.vtype = vt;
     v->f.flags = RD(it->flags);
     v->f.expire = expire;
     v->f.version = RD(it->version);
     v->f.stale = stale;
     v->val = (const uint8_t *)it + voff;
-    v->room = room;
-    v->frag = RD(it->frag);
+    v->room = (uint64_t)nc * CELL - voff;
+    v->frag = frag;
     v->bad = NULL;
     if (vt == SHK_DV_LIST) {
-        if (room < sizeof(struct shk_dlist)) {
-            c->why = "a list item is too short for its list header";
-            return INCONSISTENT;
-        }
         v->f.len = RD(((const struct shk_dlist *)v->val)->count);
         return 1;
-    }
-    if ((uint64_t)vlen > (uint64_t)c->n * CELL || (vlen > room && !v->frag) ||
-        ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8))) {
-        c->why = "a value's length does not fit its item";
-        return INCONSISTENT;
     }
     v->f.len = vlen;
     return 1;
@@ -999,8 +975,7 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
             __builtin_prefetch((const uint8_t *)it + 64);
             __builtin_prefetch((const uint8_t *)it + 127);
             if (RD(it->tag) == tag && RD(it->klen) == klen && RD(it->ktype) == k->type) {
-                uint32_t nc = RD(it->ncells);
-                if (UNLIKELY(nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
+                if (UNLIKELY(!shk_dict_item_span_ok(d, ci, RD(it->ncells), voff))) {
                     why = "an item's length does not fit the shard";
                     goto torn;
                 }
@@ -1025,10 +1000,8 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
         if (found) {
             uint8_t vt = RD(it->vtype);
             uint32_t vlen = RD(it->vlen), nc = RD(it->ncells), frag = RD(it->frag);
-            if (UNLIKELY(!vtype_valid(vt) || nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
-                why = "an item has an unknown value type or runs past the shard";
+            if (UNLIKELY((why = shk_dict_item_problem(d, ci, vt, nc, voff, vlen, frag)) != NULL))
                 goto torn;
-            }
             const uint8_t *val = (const uint8_t *)it + voff;
             uint64_t room = (uint64_t)nc * CELL - voff;
             f->vtype = vt;
@@ -1037,18 +1010,9 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
             f->version = RD(it->version);
             f->stale = stale;
             if (vt == SHK_DV_LIST) {
-                if (UNLIKELY(room < sizeof(struct shk_dlist))) {
-                    why = "a list item is too short for its list header";
-                    goto torn;
-                }
                 f->len = RD(((const struct shk_dlist *)val)->count);
                 fits = 1;
             } else {
-                if (UNLIKELY((uint64_t)vlen > (uint64_t)n * CELL || (vlen > room && !frag) ||
-                             ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8)))) {
-                    why = "a value's length does not fit its item";
-                    goto torn;
-                }
                 f->len = vlen;
                 fits = vlen <= cap;
                 if (fits && LIKELY(vlen <= room)) {

@@ -228,6 +228,41 @@ static inline void shk_dict_key_fill(struct shk_dkey *k, uint8_t type, const voi
     __builtin_memcpy(k->head, data, len < 16 ? len : 16);
 }
 
+/*
+ * The one check of an item a reader found, made by every lookup before it touches the
+ * value (the inline one below, the lock-free and the locked ones in dict.c).  A lock-free
+ * reader passes each field as it read it once: what a racing writer tore is caught here
+ * or by the seq check after.
+ *
+ * shk_dict_item_span_ok: the item of `nc` cells at cell ci lies inside the shard and holds
+ * `voff` bytes of header and key (checked on the way along a chain, before the key is
+ * compared).  shk_dict_item_problem: that, and the value type is known, a list item holds
+ * its list header, a value's length suits its type and fits the item with its fragments.
+ * NULL when all is well, else what is wrong (a reader that raced a writer retries; one
+ * that holds the lock reports corruption).
+ */
+static inline int shk_dict_item_span_ok(const struct shk_dict *d, uint32_t ci, uint32_t nc,
+                                        uint64_t voff)
+{
+    return nc >= 2 && nc <= d->ncells - ci && voff <= (uint64_t)nc * SHK_DICT_CELL;
+}
+
+static inline const char *shk_dict_item_problem(const struct shk_dict *d, uint32_t ci,
+                                                uint8_t vt, uint32_t nc, uint64_t voff,
+                                                uint32_t vlen, uint32_t frag)
+{
+    if (vt < SHK_DV_BYTES || vt > SHK_DV_LIST || !shk_dict_item_span_ok(d, ci, nc, voff))
+        return "an item has an unknown value type or runs past the shard";
+    const uint64_t room = (uint64_t)nc * SHK_DICT_CELL - voff;
+    if (vt == SHK_DV_LIST)
+        return room < sizeof(struct shk_dlist) ? "a list item is too short for its list header"
+                                               : NULL;
+    if ((uint64_t)vlen > (uint64_t)d->ncells * SHK_DICT_CELL || (vlen > room && !frag) ||
+        ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8)))
+        return "a value's length does not fit its item";
+    return NULL;
+}
+
 /* Shard of a key. */
 static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct shk_dkey *k)
 {
@@ -358,9 +393,10 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
             uint64_t w4 = shk_dict_word_at(it + 32); /* vlen | flags << 32 */
             uint32_t nc = (uint32_t)w3, vlen = (uint32_t)w4;
             uint8_t vt = (uint8_t)(w5 >> 24);
-            if (expire || (w3 >> 32) || vt < SHK_DV_BYTES || vt >= SHK_DV_LIST || nc < 2 ||
-                nc > n - ci || voff + vlen > (uint64_t)nc * SHK_DICT_CELL || vlen > cap ||
-                ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && vlen != 8))
+            /* the plainest item only: no expiry, no fragments, not a list, the value in
+             * its first run and in buf; and it must make sense */
+            if (expire || (w3 >> 32) || vt == SHK_DV_LIST ||
+                shk_dict_item_problem(d, ci, vt, nc, voff, vlen, 0) || vlen > cap)
                 return SHK_DICT_SLOW;
             if (vlen <= 64 && cap >= 64 && voff + 64 <= (uint64_t)nc * SHK_DICT_CELL)
                 __builtin_memcpy(buf, it + voff, 64); /* inside the item: fixed-size moves */
