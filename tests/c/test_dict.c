@@ -168,6 +168,11 @@ static void test_random_model(void)
             CHECK(r == 0 && nk == 0);
     }
     CHECK_EQ(nbad, 1);
+    /* ... and how much room it needs: with that, the bucket comes back whole */
+    CHECK(used > 4 && used <= sizeof sbuf);
+    uint64_t need = used;
+    CHECK_EQ(shk_dict_scan(&d, &cursor, 1, SHK_DWAIT, sbuf, need, &used, &nk), 0);
+    CHECK(used == need && nk >= 1);
     uint64_t flushed;
     CHECK_EQ(shk_dict_flush_all(&d, &flushed), 0);
     CHECK_EQ(flushed, live);
@@ -830,7 +835,8 @@ static void check_int_sum(struct shk_dict *d, __int128 a, __int128 b)
     CHECK_EQ(shk_dict_key(&k, SHK_DK_STR, "sum", 3), 0);
     uint32_t ev;
     if (a < lo || a > hi)
-        CHECK_EQ(shk_dict_store(d, &k, SHK_DV_BIGINT, ab, big_bytes(a, ab), 3, 0, SHK_DSET, 0, &ev), 0);
+        CHECK_EQ(shk_dict_store(d, &k, SHK_DV_BIGINT, ab, big_bytes(a, ab), 3, 0, SHK_DSET, 0, &ev),
+                 0);
     else
         CHECK_EQ(shk_dict_store(d, &k, SHK_DV_INT, &ai, 8, 3, 0, SHK_DSET, 0, &ev), 0);
     struct shk_dict_found f;
@@ -1357,7 +1363,8 @@ static void *grow_writer(void *arg)
         memcpy(v + 4, &len, 4);
         uint32_t ev;
         int r;
-        TRY_THEN_WAIT(r, shk_dict_store(&d, &k, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET | WAITF, 0, &ev));
+        TRY_THEN_WAIT(r, shk_dict_store(&d, &k, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET | WAITF, 0,
+                                        &ev));
         if (r)
             return (void *)2;
         __atomic_add_fetch(&g->rounds, 1, __ATOMIC_RELAXED);
@@ -1384,7 +1391,8 @@ static void test_get_growing_value(void)
     for (int i = 0; i < 1000 && !__atomic_load_n(&g.rounds, __ATOMIC_RELAXED); i++)
         usleep(10000); /* the first value, within 10 s */
     /* 3000 reads while at least 300 writes happen (bounded: 2 cores may serialise them) */
-    for (int i = 0; i < 300000 && (reads < 3000 || __atomic_load_n(&g.rounds, __ATOMIC_RELAXED) < 300);
+    for (int i = 0; i < 300000 &&
+                    (reads < 3000 || __atomic_load_n(&g.rounds, __ATOMIC_RELAXED) < 300);
          i++) {
         uint8_t stack[64], *buf = stack;
         uint64_t cap = sizeof stack;

@@ -985,7 +985,10 @@ static int lru_append(struct sc *c, uint32_t ci)
     return 0;
 }
 
-static int lru_unlink(struct sc *c, uint32_t ci)
+/* Take the item at cell ci out of the eviction queue, pointing its neighbours (or the
+ * queue's ends) at `after_prev` and `before_next` instead: its successor and predecessor
+ * to unlink it, another item (cell + 1) to put that one in its place. */
+static int lru_relink(struct sc *c, uint32_t ci, uint32_t after_prev, uint32_t before_next)
 {
     struct shk_dict_shard *sh = c->sh;
     struct shk_ditem *it = cellp(c, ci);
@@ -995,9 +998,9 @@ static int lru_unlink(struct sc *c, uint32_t ci)
         if (!p)
             return CORRUPT("dict shard %u: item at cell %u has its queue predecessor outside "
                            "the shard", c->s, ci);
-        p->lru_next = next;
+        p->lru_next = after_prev;
     } else if (sh->lru_head == ci + 1) {
-        sh->lru_head = next;
+        sh->lru_head = after_prev;
     } else {
         return CORRUPT("dict shard %u: item at cell %u has no queue predecessor but is not "
                        "the queue's head", c->s, ci);
@@ -1008,9 +1011,9 @@ static int lru_unlink(struct sc *c, uint32_t ci)
         if (!n)
             return CORRUPT("dict shard %u: item at cell %u has its queue successor outside "
                            "the shard", c->s, ci);
-        n->lru_prev = prev;
+        n->lru_prev = before_next;
     } else if (sh->lru_tail == ci + 1) {
-        sh->lru_tail = prev;
+        sh->lru_tail = before_next;
     } else {
         return CORRUPT("dict shard %u: item at cell %u has no queue successor but is not "
                        "the queue's tail", c->s, ci);
@@ -1019,42 +1022,22 @@ static int lru_unlink(struct sc *c, uint32_t ci)
     return 0;
 }
 
+static int lru_unlink(struct sc *c, uint32_t ci)
+{
+    struct shk_ditem *it = cellp(c, ci);
+    return lru_relink(c, ci, it->lru_next, it->lru_prev);
+}
+
 /* The item at new_ci takes old_ci's place in the queue, referenced: a write is a use. */
 static int lru_replace(struct sc *c, uint32_t old_ci, uint32_t new_ci)
 {
-    struct shk_dict_shard *sh = c->sh;
     struct shk_ditem *o = cellp(c, old_ci), *n = cellp(c, new_ci);
-    uint32_t prev = o->lru_prev, next = o->lru_next;
-    n->lru_prev = prev;
-    n->lru_next = next;
-    if (prev) {
-        struct shk_ditem *p = item_at(c, prev);
-        if (!p)
-            return CORRUPT("dict shard %u: item at cell %u has its queue predecessor outside "
-                           "the shard", c->s, old_ci);
-        p->lru_next = new_ci + 1;
-    } else if (sh->lru_head == old_ci + 1) {
-        sh->lru_head = new_ci + 1;
-    } else {
-        return CORRUPT("dict shard %u: item at cell %u has no queue predecessor but is not "
-                       "the queue's head", c->s, old_ci);
-    }
-    crash_point(c, SHK_DCRASH_MID_LRU);
-    if (next) {
-        struct shk_ditem *x = item_at(c, next);
-        if (!x)
-            return CORRUPT("dict shard %u: item at cell %u has its queue successor outside "
-                           "the shard", c->s, old_ci);
-        x->lru_prev = new_ci + 1;
-    } else if (sh->lru_tail == old_ci + 1) {
-        sh->lru_tail = new_ci + 1;
-    } else {
-        return CORRUPT("dict shard %u: item at cell %u has no queue successor but is not "
-                       "the queue's tail", c->s, old_ci);
-    }
-    o->lru_prev = o->lru_next = 0;
-    ref_touch(c, new_ci);
-    return 0;
+    n->lru_prev = o->lru_prev;
+    n->lru_next = o->lru_next;
+    int r = lru_relink(c, old_ci, new_ci + 1, new_ci + 1);
+    if (r == 0)
+        ref_touch(c, new_ci);
+    return r;
 }
 
 static int lru_to_tail(struct sc *c, uint32_t ci)
@@ -1354,6 +1337,22 @@ static int shard_rebuild(struct sc *c);
         r_;                                                                               \
     })
 
+/*
+ * The plain call of a write, nginx's five lines: take k's shard lock as `flags` say (EBUSY
+ * without SHK_DWAIT when it is held elsewhere), run `inner` under seq-odd, unlock.
+ * `inner` names the shard context `c`.
+ */
+#define LOCKED_WRITE(d, k, flags, inner)                                                  \
+    ({                                                                                    \
+        struct sc c;                                                                      \
+        int r_ = lock_key(&c, (d), (k), (flags));                                         \
+        if (r_ == 0) {                                                                    \
+            r_ = WRITE_OP(&c, inner);                                                     \
+            unlock_sc(&c);                                                                \
+        }                                                                                 \
+        r_;                                                                               \
+    })
+
 static int found_or_corrupt(struct sc *c, const struct shk_dkey *k, struct hit *h)
 {
     int r = find(c, k, h);
@@ -1607,13 +1606,7 @@ static int delete_inner(struct sc *c, const struct shk_dkey *k)
 
 int shk_dict_delete(struct shk_dict *d, const struct shk_dkey *k, int flags)
 {
-    struct sc c;
-    int r = lock_key(&c, d, k, flags);
-    if (r)
-        return r;
-    r = WRITE_OP(&c, delete_inner(&c, k));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags, delete_inner(&c, k));
 }
 
 /* Validate a list node; its value's first byte and room. */
@@ -1760,13 +1753,8 @@ int shk_dict_setdefault(struct shk_dict *d, const struct shk_dkey *k, uint8_t vt
 {
     if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
         return shk_fail(EINVAL, "shk_dict_setdefault(): value type %u cannot be stored", vtype);
-    struct sc c;
-    int r = lock_key(&c, d, k, flags);
-    if (r)
-        return r;
-    r = WRITE_OP(&c, setdefault_inner(&c, k, vtype, data, len, flags, buf, cap, f));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags,
+                        setdefault_inner(&c, k, vtype, data, len, flags, buf, cap, f));
 }
 
 static int take_inner(struct sc *c, const struct shk_dkey *k, void *buf, uint64_t cap,
@@ -1792,13 +1780,7 @@ static int take_inner(struct sc *c, const struct shk_dkey *k, void *buf, uint64_
 int shk_dict_take(struct shk_dict *d, const struct shk_dkey *k, int flags, void *buf,
                   uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    int r = lock_key(&c, d, k, flags);
-    if (r)
-        return r;
-    r = WRITE_OP(&c, take_inner(&c, k, buf, cap, f));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags, take_inner(&c, k, buf, cap, f));
 }
 
 /* ---- numbers: what incr adds, as Python adds ints and floats ---------------------------- */
@@ -2089,12 +2071,7 @@ int shk_dict_incr(struct shk_dict *d, const struct shk_dkey *k, const struct shk
     int r = num_of(step, &st);
     if (r)
         return r;
-    struct sc c;
-    if ((r = lock_key(&c, d, k, flags)) != 0)
-        return r;
-    r = WRITE_OP(&c, incr_inner(&c, k, &st, init, init_ttl, buf, cap, f));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags, incr_inner(&c, k, &st, init, init_ttl, buf, cap, f));
 }
 
 static int expire_inner(struct sc *c, const struct shk_dkey *k, uint64_t ttl_ms)
@@ -2119,13 +2096,7 @@ static int expire_inner(struct sc *c, const struct shk_dkey *k, uint64_t ttl_ms)
 
 int shk_dict_expire(struct shk_dict *d, const struct shk_dkey *k, uint64_t ttl_ms, int flags)
 {
-    struct sc c;
-    int r = lock_key(&c, d, k, flags);
-    if (r)
-        return r;
-    r = WRITE_OP(&c, expire_inner(&c, k, ttl_ms));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags, expire_inner(&c, k, ttl_ms));
 }
 
 static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t vtype,
@@ -2233,13 +2204,8 @@ int shk_dict_push(struct shk_dict *d, const struct shk_dkey *k, int right, uint8
     *evicted = 0;
     if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
         return shk_fail(EINVAL, "shk_dict_push(): value type %u cannot be stored", vtype);
-    struct sc c;
-    int r = lock_key(&c, d, k, flags);
-    if (r)
-        return r;
-    r = WRITE_OP(&c, push_inner(&c, k, right, vtype, data, len, newlen, evicted));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags,
+                        push_inner(&c, k, right, vtype, data, len, newlen, evicted));
 }
 
 static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *buf,
@@ -2320,13 +2286,7 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
 int shk_dict_pop(struct shk_dict *d, const struct shk_dkey *k, int right, int flags, void *buf,
                  uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    int r = lock_key(&c, d, k, flags);
-    if (r)
-        return r;
-    r = WRITE_OP(&c, pop_inner(&c, k, right, buf, cap, f));
-    unlock_sc(&c);
-    return r;
+    return LOCKED_WRITE(d, k, flags, pop_inner(&c, k, right, buf, cap, f));
 }
 
 /* ---- small lock-free reads --------------------------------------------------------------- */
@@ -2502,24 +2462,25 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
             }
             if (!is_expired(c, RD(it->expire))) {
                 uint64_t rec = 4 + ((klen + 3) & ~3u);
-                if (pos + rec > cap) {
-                    overflow = 1;
-                    break;
+                overflow |= pos + rec > cap; /* then only count the room it needs */
+                if (!overflow) {
+                    buf[pos] = kt;
+                    buf[pos + 1] = 0;
+                    uint16_t kl = (uint16_t)klen;
+                    memcpy(buf + pos + 2, &kl, 2);
+                    memcpy(buf + pos + 4, it + 1, klen);
+                    memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
                 }
-                buf[pos] = kt;
-                buf[pos + 1] = 0;
-                uint16_t kl = (uint16_t)klen;
-                memcpy(buf + pos + 2, &kl, 2);
-                memcpy(buf + pos + 4, it + 1, klen);
-                memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
                 pos += rec;
                 nk++;
             }
             idx = RDA(it->next);
         }
         if (overflow) {
-            if (b == first)
+            if (b == first) {
+                *used = pos; /* the room this bucket needs */
                 return ENOBUFS;
+            }
             pos = pos0;
             nk = nk0;
             break;
@@ -2577,7 +2538,8 @@ int shk_dict_debug_queue(struct shk_dict *d, uint32_t shard, int flags, void *ou
     uint32_t count = 0, guard = c.n;
     for (uint32_t idx = c.sh->lru_head; idx && !r; count++) {
         struct shk_ditem *it = item_at(&c, idx);
-        if (!it || !guard-- || !shk_dict_item_span_ok(d, idx - 1, it->ncells, ITEM_HDR + it->klen)) {
+        if (!it || !guard-- ||
+            !shk_dict_item_span_ok(d, idx - 1, it->ncells, ITEM_HDR + it->klen)) {
             r = CORRUPT("dict shard %u: the eviction queue leaves the shard or loops", shard);
             break;
         }

@@ -442,7 +442,8 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *n);
  * Iterate keys: *cursor starts at 0 and is UINT64_MAX when done.  Each call appends
  * records {uint8 ktype; uint8 pad; uint16 klen; key bytes, padded to 4} to buf (cap
  * bytes) for the unexpired keys of whole buckets, at most `max_buckets` of them, and
- * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (grow buf).
+ * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (*used: the
+ * room it needs).
  * Keys present during the whole iteration are returned exactly once; others may or may
  * not be.  Holds no lock across calls; inside one call, at most one shard's lock, only
  * when the lock-free read keeps failing.
