@@ -43,6 +43,7 @@ typedef struct {
 
 static PyTypeObject *DictType;
 static PyObject *pickle_dumps, *pickle_loads;
+static PyObject *int_from_bytes, *signed_kw; /* int.from_bytes, {"signed": True} */
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -132,44 +133,17 @@ struct enc {
     PyObject *owned;        /* bytes that own `data` (serialized objects, big ints) */
 };
 
-static PyObject *call_kw(PyObject *callable, PyObject *const *args, size_t nargs,
-                         const char *kwname, PyObject *kwvalue)
-{
-    PyObject *names = Py_BuildValue("(s)", kwname);
-    if (!names)
-        return NULL;
-    PyObject *all[4];
-    for (size_t i = 0; i < nargs; i++)
-        all[i] = args[i];
-    all[nargs] = kwvalue;
-    PyObject *r = PyObject_Vectorcall(callable, all, nargs, names);
-    Py_DECREF(names);
-    return r;
-}
-
 static int encode_bigint(PyObject *v, struct enc *e)
 {
-    /* little-endian two's complement: int.to_bytes(bit_length // 8 + 1, "little",
-     * signed=True); rare enough to go through Python */
-    PyObject *bits = PyObject_CallMethod(v, "bit_length", NULL);
-    if (!bits)
-        return -1;
-    Py_ssize_t nbits = PyLong_AsSsize_t(bits);
-    Py_DECREF(bits);
-    if (nbits < 0)
-        return -1;
-    PyObject *to_bytes = PyObject_GetAttrString(v, "to_bytes");
-    if (!to_bytes)
-        return -1;
-    PyObject *n = PyLong_FromSsize_t(nbits / 8 + 1), *order = PyUnicode_FromString("little");
-    PyObject *b = NULL;
-    if (n && order) {
-        PyObject *args[2] = {n, order};
-        b = call_kw(to_bytes, args, 2, "signed", Py_True);
-    }
-    Py_XDECREF(n);
-    Py_XDECREF(order);
-    Py_DECREF(to_bytes);
+    /* int.to_bytes(bit_length // 8 + 1, "little", signed=True): rare enough for Python */
+    PyObject *bits = PyObject_CallMethod(v, "bit_length", NULL), *args = NULL, *b = NULL;
+    Py_ssize_t n = bits ? PyLong_AsSsize_t(bits) : -1;
+    PyObject *to_bytes = n >= 0 ? PyObject_GetAttrString(v, "to_bytes") : NULL;
+    if (to_bytes && (args = Py_BuildValue("(ns)", n / 8 + 1, "little")) != NULL)
+        b = PyObject_Call(to_bytes, args, signed_kw);
+    Py_XDECREF(bits);
+    Py_XDECREF(to_bytes);
+    Py_XDECREF(args);
     if (!b)
         return -1;
     e->type = SHK_DV_BIGINT;
@@ -301,17 +275,10 @@ static PyObject *decode(DictObject *self, uint8_t type, const uint8_t *p, uint64
         Py_RETURN_FALSE;
     case SHK_DV_NONE:
         Py_RETURN_NONE;
-    case SHK_DV_BIGINT: {
-        PyObject *b = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
-        PyObject *from_bytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
-        PyObject *order = PyUnicode_FromString("little"), *r = NULL;
-        if (b && from_bytes && order) {
-            PyObject *args[2] = {b, order};
-            r = call_kw(from_bytes, args, 2, "signed", Py_True);
-        }
-        Py_XDECREF(b);
-        Py_XDECREF(from_bytes);
-        Py_XDECREF(order);
+    case SHK_DV_BIGINT: { /* int.from_bytes(p, "little", signed=True) */
+        PyObject *args = Py_BuildValue("(y#s)", (const char *)p, (Py_ssize_t)len, "little");
+        PyObject *r = args ? PyObject_Call(int_from_bytes, args, signed_kw) : NULL;
+        Py_XDECREF(args);
         return r;
     }
     case SHK_DV_OBJECT: {
@@ -500,20 +467,22 @@ static PyObject *get_as(DictObject *self, PyObject *const *args, Py_ssize_t narg
     return NULL;
 }
 
-static PyObject *Dict_get(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return get_as(self, args, nargs, "get", 0, NULL, NULL);
-}
+/* A method that is another one with fixed arguments (so that the method table can name it). */
+#define VARIANT(name, impl, ...)                                                          \
+    static PyObject *Dict_##name(DictObject *self, PyObject *const *args, Py_ssize_t nargs) \
+    {                                                                                     \
+        return impl(self, args, nargs, __VA_ARGS__);                                      \
+    }
+#define VARIANT_KW(name, impl, ...)                                                       \
+    static PyObject *Dict_##name(DictObject *self, PyObject *const *args, Py_ssize_t nargs, \
+                                 PyObject *kwnames)                                       \
+    {                                                                                     \
+        return impl(self, args, nargs, kwnames, __VA_ARGS__);                             \
+    }
 
-static PyObject *Dict_get_with_flags(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return get_as(self, args, nargs, "get_with_flags", 0, "(Nk)", "(Oi)");
-}
-
-static PyObject *Dict_get_stale(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return get_as(self, args, nargs, "get_stale", SHK_DSTALE, "(NkO)", "(OiO)");
-}
+VARIANT(get, get_as, "get", 0, NULL, NULL)
+VARIANT(get_with_flags, get_as, "get_with_flags", 0, "(Nk)", "(Oi)")
+VARIANT(get_stale, get_as, "get_stale", SHK_DSTALE, "(NkO)", "(OiO)")
 
 static PyObject *Dict_subscript(DictObject *self, PyObject *key)
 {
@@ -656,51 +625,27 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     return shk_py_raise_int(r, fname);
 }
 
-static PyObject *Dict_set(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                          PyObject *kwnames)
-{
-    uint32_t evicted = 0;
-    if (store(self, args, nargs, kwnames, SHK_DSET, "set", &evicted) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLong(evicted);
-}
-
-static PyObject *Dict_safe_set(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    uint32_t evicted = 0;
-    if (store(self, args, nargs, kwnames, SHK_DSET | SHK_DSAFE, "safe_set", &evicted) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *store_bool(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames, int mode, const char *fname)
+/* set: how many items were evicted; safe_set: None; add, replace...: whether it stored. */
+static PyObject *store_as(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames, int mode, const char *fname)
 {
     uint32_t evicted = 0;
     int r = store(self, args, nargs, kwnames, mode, fname, &evicted);
     if (r < 0)
         return NULL;
+    if (mode == SHK_DSET)
+        return PyLong_FromUnsignedLong(evicted);
+    if (mode == (SHK_DSET | SHK_DSAFE))
+        Py_RETURN_NONE;
     return PyBool_FromLong(r);
 }
 
-static PyObject *Dict_add(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                          PyObject *kwnames)
-{
-    return store_bool(self, args, nargs, kwnames, SHK_DADD, "add");
-}
+VARIANT_KW(set, store_as, SHK_DSET, "set")
+VARIANT_KW(safe_set, store_as, SHK_DSET | SHK_DSAFE, "safe_set")
 
-static PyObject *Dict_safe_add(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    return store_bool(self, args, nargs, kwnames, SHK_DADD | SHK_DSAFE, "safe_add");
-}
-
-static PyObject *Dict_replace(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames)
-{
-    return store_bool(self, args, nargs, kwnames, SHK_DREPLACE, "replace");
-}
+VARIANT_KW(add, store_as, SHK_DADD, "add")
+VARIANT_KW(safe_add, store_as, SHK_DADD | SHK_DSAFE, "safe_add")
+VARIANT_KW(replace, store_as, SHK_DREPLACE, "replace")
 
 /* 1 deleted, 0 was not there, -1 error. */
 static int delete_key(DictObject *self, PyObject *key)
@@ -772,20 +717,9 @@ static PyObject *take(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
     return NULL;
 }
 
-static PyObject *Dict_pop(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return take(self, args, nargs, -1, "pop");
-}
-
-static PyObject *Dict_lpop(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return take(self, args, nargs, 0, "lpop");
-}
-
-static PyObject *Dict_rpop(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return take(self, args, nargs, 1, "rpop");
-}
+VARIANT(pop, take, -1, "pop")
+VARIANT(lpop, take, 0, "lpop")
+VARIANT(rpop, take, 1, "rpop")
 
 static PyObject *push(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int right,
                       const char *fname)
@@ -804,15 +738,8 @@ static PyObject *push(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
     return r ? shk_py_raise(r, fname) : PyLong_FromUnsignedLongLong(len);
 }
 
-static PyObject *Dict_lpush(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return push(self, args, nargs, 0, "lpush");
-}
-
-static PyObject *Dict_rpush(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return push(self, args, nargs, 1, "rpush");
-}
+VARIANT(lpush, push, 0, "lpush")
+VARIANT(rpush, push, 1, "rpush")
 
 static PyObject *Dict_llen(DictObject *self, PyObject *key)
 {
@@ -936,6 +863,7 @@ static Py_ssize_t Dict_length(DictObject *self)
     CALL(r, shk_dict_count(&self->d, WAIT, &n));
     return r ? shk_py_raise_int(r, "len") : (Py_ssize_t)n;
 }
+
 static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
 {
     uint64_t n;
@@ -1060,24 +988,18 @@ static PyObject *key_records(const uint8_t *buf, uint32_t n, int refs)
 /* _scan(cursor) -> (next cursor or None, [keys of a few buckets]) */
 static PyObject *Dict_scan(DictObject *self, PyObject *arg)
 {
-    unsigned long long cursor = PyLong_AsUnsignedLongLong(arg);
-    if (cursor == (unsigned long long)-1 && PyErr_Occurred())
+    uint64_t cur = PyLong_AsUnsignedLongLong(arg);
+    struct shk_dict_found f = {.vtype = 0, .len = SCAN_BUF}; /* room for many buckets */
+    struct out o;
+    uint32_t n;
+    int r;
+    if ((cur == (uint64_t)-1 && PyErr_Occurred()) || ready(self) < 0)
         return NULL;
-    if (ready(self) < 0)
-        return NULL;
-    uint64_t cap = SCAN_BUF / 4, used, cur;
-    uint32_t nkeys;
-    uint8_t *buf = NULL;
-    int r = ENOBUFS;
-    while (r == ENOBUFS) { /* not even one bucket fitted: a larger buffer */
-        PyMem_Free(buf);
-        if (!(buf = PyMem_Malloc(cap *= 4)))
-            return PyErr_NoMemory();
-        cur = cursor;
-        CALL(r, shk_dict_scan(&self->d, &cur, 64, WAIT, buf, cap, &used, &nkeys));
-    }
-    PyObject *keys = r ? shk_py_raise(r, "keys") : key_records(buf, nkeys, 0);
-    PyMem_Free(buf);
+    out_init(&o);
+    if ((r = out_grow(&o, &f)) == 0) /* the cursor moves only when a call succeeds */
+        CALL_INTO(r, o, f, shk_dict_scan(&self->d, &cur, 64, WAIT, o.buf, o.cap, &f.len, &n));
+    PyObject *keys = r == RAISED ? NULL : r ? shk_py_raise(r, "keys") : key_records(o.buf, n, 0);
+    out_free(&o);
     if (!keys)
         return NULL;
     if (cur == UINT64_MAX)
@@ -1091,7 +1013,7 @@ static PyObject *Dict_set_clock(DictObject *self, PyObject *clock)
         return PyErr_Format(PyExc_TypeError, "clock must be callable or None");
     Py_XSETREF(self->clock, clock == Py_None ? NULL : Py_NewRef(clock));
     if (!self->clock)
-        self->d.clock_ms = -1;
+        shk_dict_set_clock(&self->d, -1);
     Py_RETURN_NONE;
 }
 
@@ -1142,7 +1064,9 @@ static PyObject *Dict_debug_queue(DictObject *self, PyObject *arg)
     int r;
     out_init(&o);
     CALL_INTO(r, o, f, shk_dict_debug_queue(&self->d, (uint32_t)s, WAIT, o.buf, o.cap, &f.len, &n));
-    PyObject *out = r == RAISED ? NULL : r ? shk_py_raise(r, "dict queue") : key_records(o.buf, n, 1);
+    PyObject *out = r == RAISED ? NULL
+                    : r         ? shk_py_raise(r, "dict queue")
+                                : key_records(o.buf, n, 1);
     out_free(&o);
     return out;
 }
@@ -1341,7 +1265,9 @@ int shk_init_dict(PyObject *m)
     pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
     pickle_loads = PyObject_GetAttrString(pickle, "loads");
     Py_DECREF(pickle);
-    if (!pickle_dumps || !pickle_loads)
+    int_from_bytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
+    signed_kw = Py_BuildValue("{sO}", "signed", Py_True);
+    if (!pickle_dumps || !pickle_loads || !int_from_bytes || !signed_kw)
         return -1;
     PyType_Spec spec = {"shmkit._core.Dict", sizeof(DictObject), 0,
                         Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, Dict_slots};
