@@ -396,9 +396,12 @@ static int fetch_slow(DictObject *self, const struct shk_dkey *k, int flags, PyO
 {
     struct out o;
     out_init(&o);
-    if (r == ENOBUFS)
-        r = out_grow(&o, f);
-    if (r != RAISED)
+    if (r == EBUSY) { /* the first try has spun already: now wait, without the GIL */
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_dict_get(&self->d, k, flags | SHK_DWAIT, o.buf, o.cap, f);
+        Py_END_ALLOW_THREADS
+    }
+    if (r == ENOBUFS && (r = out_grow(&o, f)) == 0) /* room for what the call asked */
         CALL_INTO(r, o, *f, shk_dict_get(&self->d, k, flags | WAIT, o.buf, o.cap, f));
     r = out_result(self, r, &o, f, obj, "dict get");
     out_free(&o);
