@@ -12,7 +12,18 @@
  * a local (RD), and every index and length is checked against the shard before it is
  * used: a torn read can only produce a wrong answer, which the seq check then throws
  * away, never an access outside the shard.  A reader that keeps losing to writers falls
- * back to the lock (EAGAIN; the binding then calls the _locked twin).
+ * back to the shard's lock, inside the same call.
+ *
+ * One call, one operation (dict.h): each public call takes the lock it needs itself, as
+ * its flags allow (without SHK_DWAIT it spins a little, then gives up with EBUSY having
+ * done nothing), runs the operation's whole protocol, and hands values back through the
+ * caller's buffer (ENOBUFS with the room needed, nothing done).  Inside, nginx's pattern:
+ * the `_inner` functions assume the lock is held and seq odd; LOCKED_WRITE and READ_OP
+ * are the plain calls around them.
+ *
+ * Numbers: incr adds under the lock as Python adds (int64 and double in place; exact
+ * two's complement arithmetic when an int outgrows int64; an int meets a float rounded
+ * to nearest, ties to even), so no caller ever has to retry a compare-and-set.
  *
  * Memory: an item takes a run of cells (header, key, value).  Free cells form runs kept
  * in size bins with boundary tags (first cell and last 4 bytes), coalesced on free.  When
@@ -2792,8 +2803,8 @@ int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint
 static int lock_acquired(struct shk_dict *d, uint32_t s, int r)
 {
     int dead = r == SHK_EOWNERDEAD;
-    /* seq odd under a free lock: a write stopped half way without holding it (only a
-     * misuse of the _locked functions does that); repair the same way */
+    /* seq odd under a free lock: a write stopped half way and gave the lock back (only a
+     * caller of shk_dict_lock misusing the shard does that); repair the same way */
     if (!dead && (r || !UNLIKELY(RD(d->shards[s].seq) & 1)))
         return r;
     /* we hold it; the previous owner died inside a write: rebuild the shard */
