@@ -449,8 +449,9 @@ static inline int fetch(DictObject *self, const struct shk_dkey *k, int flags, P
 }
 
 /* get(key, default), get_with_flags and get_stale: the value and what goes with it. */
-static PyObject *get_as(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                        const char *fname, int flags, const char *found, const char *missing)
+static inline __attribute__((always_inline)) PyObject *
+get_as(DictObject *self, PyObject *const *args, Py_ssize_t nargs, const char *fname, int flags,
+       const char *found, const char *missing)
 {
     struct shk_dkey k;
     struct shk_dict_found f;
@@ -690,8 +691,8 @@ static PyObject *Dict_delete(DictObject *self, PyObject *key)
 }
 
 /* pop(key[, default]) and the list pops (which = left or right): the value taken out. */
-static PyObject *take(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int which,
-                      const char *fname)
+static inline __attribute__((always_inline)) PyObject *
+take(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int which, const char *fname)
 {
     struct shk_dkey k;
     struct shk_dict_found f;
