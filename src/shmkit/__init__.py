@@ -46,6 +46,7 @@ _LAZY = {
     "SharedNDArray": "shared_array",
     "Board": "board",
     "SharedConfig": "config",
+    "attach_shared_memory": "interop",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])
