@@ -35,17 +35,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
-
-#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define LDA(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define STR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
-#define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 
 #define W_LEN(w) ((uint64_t)(uint32_t)(w))
 #define W_OWN(w) ((uint32_t)(((w) >> 32) & 0xffff))
@@ -134,9 +128,9 @@ static void register_membarrier(void)
 static inline void publish_word(uint64_t *p, uint64_t v)
 {
     if (asym_fences)
-        STR(p, v);
+        shk_store_release(p, v);
     else
-        XCHG(p, v);
+        shk_exchange_seq_cst(p, v);
 }
 
 /* The waiter's half: after registering, before re-checking. */
@@ -146,38 +140,6 @@ static inline void waiter_fence(void)
         syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 }
 
-/* ---- 16-byte compare-and-swap ------------------------------------------------------ */
-
-/* On failure *elo and *ehi receive the current value (an atomic snapshot). */
-static inline int cas16(uint64_t *p, uint64_t *elo, uint64_t *ehi, uint64_t nlo, uint64_t nhi)
-{
-#if defined(__x86_64__)
-    unsigned char ok;
-    __asm__ __volatile__("lock cmpxchg16b %1\n\tsete %0"
-                         : "=q"(ok), "+m"(*(volatile unsigned __int128 *)p), "+a"(*elo),
-                           "+d"(*ehi)
-                         : "b"(nlo), "c"(nhi)
-                         : "memory", "cc");
-    return ok;
-#else
-    unsigned __int128 e = ((unsigned __int128)*ehi << 64) | *elo;
-    unsigned __int128 n = ((unsigned __int128)nhi << 64) | nlo;
-    int ok = __atomic_compare_exchange_n((unsigned __int128 *)p, &e, n, 0, __ATOMIC_SEQ_CST,
-                                         __ATOMIC_SEQ_CST);
-    *elo = (uint64_t)e;
-    *ehi = (uint64_t)(e >> 64);
-    return ok;
-#endif
-}
-
-/* An atomic snapshot of a 16-byte pair (slow paths only: it takes the line). */
-static inline void load16(uint64_t *p, uint64_t *lo, uint64_t *hi)
-{
-    *lo = LD(&p[0]);
-    *hi = LD(&p[1]);
-    cas16(p, lo, hi, *lo, *hi);
-}
-
 /* ---- small helpers ------------------------------------------------------------------ */
 
 /* A consistent snapshot of the head pair without a locked instruction: the pair only
@@ -185,10 +147,10 @@ static inline void load16(uint64_t *p, uint64_t *lo, uint64_t *hi)
  * read of head_hi means both halves belong to one moment. */
 static inline void head_load(struct shk_queue_sh *sh, uint64_t *pos, uint64_t *hi)
 {
-    uint64_t a = LDA(&sh->head_pos);
+    uint64_t a = shk_load_acquire(&sh->head_pos);
     for (;;) {
-        uint64_t h = LDA(&sh->head_hi);
-        uint64_t b = LDA(&sh->head_pos);
+        uint64_t h = shk_load_acquire(&sh->head_hi);
+        uint64_t b = shk_load_acquire(&sh->head_pos);
         if (a == b) {
             *pos = a;
             *hi = h;
@@ -240,10 +202,10 @@ static int slot_alive(struct shk_queue *q, uint32_t idx)
     if (idx == q->slot)
         return 1;
     struct shk_qslot *s = slot_at(q, idx);
-    int32_t pid = LDA(&s->pid);
+    int32_t pid = shk_load_acquire(&s->pid);
     if (pid <= 0)
         return 0;
-    return shk_proc_alive((pid_t)pid, LDA(&s->start));
+    return shk_proc_alive((pid_t)pid, shk_load_acquire(&s->start));
 }
 
 /*
@@ -254,10 +216,9 @@ static int slot_alive(struct shk_queue *q, uint32_t idx)
 static inline void wake_armed(uint32_t *seq, uint32_t *waiters, uint32_t *armed)
 {
     /* the caller's publish was a full fence, or sleepers fence with membarrier */
-    if (LD(waiters)) {
-        uint32_t s = LD(seq);
-        if (LD(armed) == s && __atomic_compare_exchange_n(seq, &s, s + 1, 0, __ATOMIC_SEQ_CST,
-                                                          __ATOMIC_RELAXED))
+    if (shk_load_relaxed(waiters)) {
+        uint32_t s = shk_load_relaxed(seq);
+        if (shk_load_relaxed(armed) == s && shk_cas_seq_cst_fail_relaxed(seq, &s, s + 1))
             shk_futex_wake(seq, INT32_MAX);
     }
 }
@@ -265,9 +226,9 @@ static inline void wake_armed(uint32_t *seq, uint32_t *waiters, uint32_t *armed)
 /* Arm sequence value s (the armed word only moves forward, modulo 2^32). */
 static inline void arm(uint32_t *armed, uint32_t s)
 {
-    uint32_t a = LD(armed);
+    uint32_t a = shk_load_relaxed(armed);
     while ((int32_t)(s - a) > 0 &&
-           !__atomic_compare_exchange_n(armed, &a, s, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+           !shk_cas_seq_cst_fail_relaxed(armed, &a, s))
         ;
 }
 
@@ -275,25 +236,25 @@ static inline void arm(uint32_t *armed, uint32_t s)
 static void add_drops(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
-        ADD(&q->ms->drops, n);
+        shk_stat_add(&q->ms->drops, n);
     else
-        __atomic_fetch_add(&q->sh->retired_drops, n, __ATOMIC_RELAXED);
+        shk_stat_add(&q->sh->retired_drops, n);
 }
 
 static void add_pdrops(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
-        ADD(&q->ms->pdrops, n);
+        shk_stat_add(&q->ms->pdrops, n);
     else
-        __atomic_fetch_add(&q->sh->retired_pdrops, n, __ATOMIC_RELAXED);
+        shk_stat_add(&q->sh->retired_pdrops, n);
 }
 
 static void add_recoveries(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
-        ADD(&q->ms->recoveries, n);
+        shk_stat_add(&q->ms->recoveries, n);
     else
-        __atomic_fetch_add(&q->sh->retired_recoveries, n, __ATOMIC_RELAXED);
+        shk_stat_add(&q->sh->retired_recoveries, n);
 }
 
 static int repair_lock(struct shk_queue *q)
@@ -349,7 +310,7 @@ static int queue_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg
     int r = shk_mutex_init(&sh->repair);
     if (r)
         return shk_fail(r, "shk_queue_open(): cannot initialise the repair mutex");
-    STR(&sh->magic, SHK_QUEUE_MAGIC);
+    shk_store_release(&sh->magic, SHK_QUEUE_MAGIC);
     return 0;
 }
 
@@ -382,16 +343,14 @@ int shk_queue_register(struct shk_queue *q)
         for (uint32_t i = 0; i < SHK_QUEUE_SLOTS; i++) {
             struct shk_qslot *s = slot_at(q, i);
             int32_t expect = 0;
-            if (LD(&s->pid) != 0)
+            if (shk_load_relaxed(&s->pid) != 0)
                 continue;
-            if (!__atomic_compare_exchange_n(&s->pid, &expect, pid, 0, __ATOMIC_ACQ_REL,
-                                             __ATOMIC_RELAXED))
+            if (!shk_cas_acq_rel(&s->pid, &expect, pid))
                 continue;
-            STR(&s->start, start);
-            uint32_t hwm = LD(&q->sh->slot_hwm);
+            shk_store_release(&s->start, start);
+            uint32_t hwm = shk_load_relaxed(&q->sh->slot_hwm);
             while (hwm < i + 1 &&
-                   !__atomic_compare_exchange_n(&q->sh->slot_hwm, &hwm, i + 1, 0,
-                                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+                   !shk_cas_acq_rel(&q->sh->slot_hwm, &hwm, i + 1))
                 ;
             q->slot = i;
             q->me = i + 1;
@@ -461,20 +420,20 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
 static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
 {
     struct shk_queue_sh *sh = q->sh;
-    __atomic_fetch_add(&sh->retired_waits, LD(&s->waits), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_drops, LD(&s->drops), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_recoveries, LD(&s->recoveries), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_pdrops, LD(&s->pdrops), __ATOMIC_RELAXED);
-    ST(&s->pdrops, 0);
-    ST(&s->waits, 0);
-    ST(&s->drops, 0);
-    ST(&s->recoveries, 0);
-    ST(&s->claim_pos, 0);
-    ST(&s->claim_size, 0);
-    ST(&s->claim_n, 0);
-    ST(&s->take_pos, 0);
-    ST(&s->take_end, 0);
-    ST(&s->start, 0);
+    shk_stat_add(&sh->retired_waits, shk_load_relaxed(&s->waits));
+    shk_stat_add(&sh->retired_drops, shk_load_relaxed(&s->drops));
+    shk_stat_add(&sh->retired_recoveries, shk_load_relaxed(&s->recoveries));
+    shk_stat_add(&sh->retired_pdrops, shk_load_relaxed(&s->pdrops));
+    shk_store_relaxed(&s->pdrops, 0);
+    shk_store_relaxed(&s->waits, 0);
+    shk_store_relaxed(&s->drops, 0);
+    shk_store_relaxed(&s->recoveries, 0);
+    shk_store_relaxed(&s->claim_pos, 0);
+    shk_store_relaxed(&s->claim_size, 0);
+    shk_store_relaxed(&s->claim_n, 0);
+    shk_store_relaxed(&s->take_pos, 0);
+    shk_store_relaxed(&s->take_end, 0);
+    shk_store_relaxed(&s->start, 0);
 }
 
 void shk_queue_release(struct shk_queue *q)
@@ -482,7 +441,7 @@ void shk_queue_release(struct shk_queue *q)
     if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != shk_queue_fork_generation)
         return;
     retire_slot(q, q->ms);
-    STR(&q->ms->pid, 0);
+    shk_store_release(&q->ms->pid, 0);
     q->slot = SHK_QNOSLOT;
     q->me = 0;
     q->ms = NULL;
@@ -499,10 +458,10 @@ static int latest_claim_written(struct shk_queue *q, uint32_t owner, uint64_t ta
     if (owner == 0 || owner > SHK_QUEUE_SLOTS)
         return 1;
     struct shk_qslot *s = slot_at(q, owner - 1);
-    uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size);
+    uint64_t p = shk_load_acquire(&s->claim_pos), sz = shk_load_relaxed(&s->claim_size);
     if (p + sz != tail_pos)
         return 1; /* a torn or moved-on announcement: the CAS re-validates the tail */
-    return LDA(&rec(q, p)->pos) == p;
+    return shk_load_acquire(&rec(q, p)->pos) == p;
 }
 
 /* Refresh the producer's view of free space (it said "no room"). */
@@ -532,14 +491,14 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
       uint64_t *pos)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t lo = LDA(&sh->tail_pos), hi = LD(&sh->tail_hi);
+    uint64_t lo = shk_load_acquire(&sh->tail_pos), hi = shk_load_relaxed(&sh->tail_hi);
     unsigned spins = 0;
     for (;;) {
-        if (__builtin_expect(LD(&sh->closed) != 0, 0))
+        if (__builtin_expect(shk_load_relaxed(&sh->closed) != 0, 0))
             return shk_fail(SHK_ECLOSED, "queue is closed: put() is not allowed");
         if (__builtin_expect(lo < q->free_cache, 0)) { /* a stale tail read: look again */
-            lo = LDA(&sh->tail_pos);
-            hi = LD(&sh->tail_hi);
+            lo = shk_load_acquire(&sh->tail_pos);
+            hi = shk_load_relaxed(&sh->tail_hi);
             continue;
         }
         /* free_cache only ever lags the real free position: refresh it when it says "no
@@ -597,15 +556,15 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
                 else
                     sched_yield();
             }
-            lo = LDA(&sh->tail_pos);
-            hi = LD(&sh->tail_hi);
+            lo = shk_load_acquire(&sh->tail_pos);
+            hi = shk_load_relaxed(&sh->tail_hi);
             continue;
         }
         struct shk_qslot *ms = q->ms;
-        ST(&ms->claim_size, total);
-        ST(&ms->claim_n, n);
-        STR(&ms->claim_pos, lo);
-        if (cas16(&sh->tail_pos, &lo, &hi, lo + total,
+        shk_store_relaxed(&ms->claim_size, total);
+        shk_store_relaxed(&ms->claim_n, n);
+        shk_store_release(&ms->claim_pos, lo);
+        if (shk_cas16_seq_cst(&sh->tail_pos, &lo, &hi, lo + total,
                   ((uint64_t)q->me << SHK_QOWNER_SHIFT) | ((count + n) & SHK_QCOUNT_MASK))) {
             *pos = lo;
             *size = total;
@@ -648,8 +607,8 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
     if (r)
         return r;
     struct shk_qrec *h = rec(q, pos);
-    ST(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, kind));
-    STR(&h->pos, pos);
+    shk_store_relaxed(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, kind));
+    shk_store_release(&h->pos, pos);
     uint64_t at = pos + SHK_QREC_HDR;
     if (kind == SHK_QK_FRAMED) {
         uint32_t head[2] = {(uint32_t)nparts, 0};
@@ -690,8 +649,8 @@ int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len)
     if (r)
         return r;
     struct shk_qrec *h = rec(q, pos);
-    ST(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
-    STR(&h->pos, pos);
+    shk_store_relaxed(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
+    shk_store_release(&h->pos, pos);
     ring_write(q, pos + SHK_QREC_HDR, p, len);
     publish_word(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, SHK_QK_DATA));
     wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
@@ -727,8 +686,8 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
         for (size_t i = k; i-- > 0;) {
             p -= shk_qrec_size(m[i].n);
             struct shk_qrec *h = rec(q, p);
-            ST(&h->word, MKW(m[i].n, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
-            STR(&h->pos, p);
+            shk_store_relaxed(&h->word, MKW(m[i].n, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
+            shk_store_release(&h->pos, p);
         }
         p = pos;
         for (size_t i = 0; i < k; i++) {
@@ -738,7 +697,7 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
             ring_write(q, p + SHK_QREC_HDR, m[i].p, m[i].n);
             uint64_t w = MKW(m[i].n, q->me, SHK_QS_COMMITTED, SHK_QK_DATA);
             if (i + 1 < k)
-                STR(&h->word, w);
+                shk_store_release(&h->word, w);
             else
                 publish_word(&h->word, w);
             p += shk_qrec_size(m[i].n);
@@ -766,9 +725,9 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
         max_msgs = 1;
     while (n < max_msgs && p - lo < q->cap) {
         struct shk_qrec *h = rec(q, p);
-        if (LDA(&h->pos) != p)
+        if (shk_load_acquire(&h->pos) != p)
             break;
-        uint64_t w = LDA(&h->word);
+        uint64_t w = shk_load_acquire(&h->word);
         if (W_STATE(w) != SHK_QS_COMMITTED)
             break;
         uint64_t len = W_LEN(w);
@@ -780,7 +739,7 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
         }
         if (__builtin_expect(kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q), 0)) {
             /* taken and reused meanwhile (the head moved): just look again */
-            if (LDA(&q->sh->head_pos) != lo)
+            if (shk_load_acquire(&q->sh->head_pos) != lo)
                 return EAGAIN;
             return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
                             (unsigned long long)p, kind, (unsigned long long)len);
@@ -803,7 +762,7 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
 
 static int empty_or_closed(struct shk_queue *q, uint64_t lo)
 {
-    if (LDA(&q->sh->closed) && LDA(&q->sh->tail_pos) == lo)
+    if (shk_load_acquire(&q->sh->closed) && shk_load_acquire(&q->sh->tail_pos) == lo)
         return shk_fail(SHK_ECLOSED, "queue is closed and empty");
     return SHK_EEMPTY;
 }
@@ -858,7 +817,7 @@ int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
         maybe_die(SHK_QDIE_COPIED);
     uint64_t lo = pk->lo, hi = pk->hi;
     /* taken and given back at once: nothing was outstanding (lag 0), nothing is */
-    if (!cas16(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt)))
+    if (!shk_cas16_seq_cst(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt)))
         return EAGAIN;
     wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
     return 0;
@@ -884,10 +843,10 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         if (p == lo)
             return empty_or_closed(q, lo);
         /* announced first: a repairer that sees the new head sees who is taking it */
-        ST(&ms->take_end, p);
-        STR(&ms->take_pos, lo);
+        shk_store_relaxed(&ms->take_end, p);
+        shk_store_release(&ms->take_pos, lo);
         uint64_t start = lo;
-        if (cas16(&sh->head_pos, &lo, &hi, p, MKH(H_LAG(hi) + (p - lo), H_CNT(hi) + cnt))) {
+        if (shk_cas16_seq_cst(&sh->head_pos, &lo, &hi, p, MKH(H_LAG(hi) + (p - lo), H_CNT(hi) + cnt))) {
             t->start = start;
             t->end = p;
             t->n = n;
@@ -899,8 +858,8 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
             }
             return 0;
         }
-        ST(&ms->take_pos, 0);
-        ST(&ms->take_end, 0);
+        shk_store_relaxed(&ms->take_pos, 0);
+        shk_store_relaxed(&ms->take_end, 0);
     }
 }
 
@@ -917,9 +876,9 @@ static uint64_t reclaim_forward(struct shk_queue *q)
         uint64_t f = hp - H_LAG(hi), p = f;
         while (p < hp) {
             struct shk_qrec *h = rec(q, p);
-            if (LDA(&h->pos) != p)
+            if (shk_load_acquire(&h->pos) != p)
                 break;
-            uint64_t w = LDA(&h->word);
+            uint64_t w = shk_load_acquire(&h->word);
             if (W_STATE(w) != SHK_QS_CONSUMED)
                 break;
             p += shk_qrec_size(W_LEN(w));
@@ -928,7 +887,7 @@ static uint64_t reclaim_forward(struct shk_queue *q)
             return f;
         if (p > hp)
             return f; /* a stale record: leave it to the repair */
-        if (cas16(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (p - f), H_CNT(hi))))
+        if (shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (p - f), H_CNT(hi))))
             return p;
     }
 }
@@ -945,7 +904,7 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
             /* the oldest range: give it back by shrinking the lag, without writing to the
              * ring (a write there would pull the line away from the producer that fills
              * it next) */
-            if (cas16(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (t->end - t->start), H_CNT(hi))))
+            if (shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (t->end - t->start), H_CNT(hi))))
                 break;
             continue;
         }
@@ -953,20 +912,20 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
          * whoever needs it (reclaim_forward) */
         for (uint64_t p = t->start; p < t->end;) {
             struct shk_qrec *h = rec(q, p);
-            uint64_t w = LD(&h->word);
+            uint64_t w = shk_load_relaxed(&h->word);
             uint64_t size = shk_qrec_size(W_LEN(w));
             if (p + size >= t->end)
                 publish_word(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
             else
-                STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+                shk_store_release(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
             p += size;
         }
         break;
     }
     /* cleared only after: a repairer that finds the announcement cleared also finds the
      * range given back or its records CONSUMED */
-    STR(&q->ms->take_pos, 0);
-    ST(&q->ms->take_end, 0);
+    shk_store_release(&q->ms->take_pos, 0);
+    shk_store_relaxed(&q->ms->take_end, 0);
     wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
 }
 
@@ -975,15 +934,15 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
 static int data_ready(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t h = LDA(&sh->head_pos);
+    uint64_t h = shk_load_acquire(&sh->head_pos);
     /* poll the tail (written once per claim) rather than the header the producer is
      * writing: polling that line would pull it away from the producer at every store */
-    if (LDA(&sh->tail_pos) == h)
-        return LD(&sh->closed) != 0;
+    if (shk_load_acquire(&sh->tail_pos) == h)
+        return shk_load_relaxed(&sh->closed) != 0;
     struct shk_qrec *r = rec(q, h);
-    if (LDA(&r->pos) == h && W_STATE(LDA(&r->word)) == SHK_QS_COMMITTED)
+    if (shk_load_acquire(&r->pos) == h && W_STATE(shk_load_acquire(&r->word)) == SHK_QS_COMMITTED)
         return 1;
-    return LD(&sh->closed) != 0;
+    return shk_load_relaxed(&sh->closed) != 0;
 }
 
 /* Room for a put now (bytes), or 0 when the message limit is reached; 1 + need when the
@@ -991,16 +950,16 @@ static int data_ready(struct shk_queue *q)
 static uint64_t space_room(struct shk_queue *q, uint64_t need, uint64_t *freep)
 {
     struct shk_queue_sh *sh = q->sh;
-    if (LD(&sh->closed))
+    if (shk_load_relaxed(&sh->closed))
         return need + 1;
-    uint64_t f = reclaim_forward(q), t = LDA(&sh->tail_pos);
+    uint64_t f = reclaim_forward(q), t = shk_load_acquire(&sh->tail_pos);
     *freep = f;
     if (t < f)
         return need + 1;
     if (q->max_messages) {
         uint64_t hp, hh;
         head_load(sh, &hp, &hh);
-        uint32_t tc = (uint32_t)LDA(&sh->tail_hi);
+        uint32_t tc = (uint32_t)shk_load_acquire(&sh->tail_hi);
         if ((uint32_t)(tc - H_CNT(hh)) >= q->max_messages)
             return 0;
     }
@@ -1033,10 +992,10 @@ static int space_ready_hyst(struct shk_queue *q, uint64_t need)
 
 static int resv_ready(struct shk_queue *q)
 {
-    if (LD(&q->sh->closed))
+    if (shk_load_relaxed(&q->sh->closed))
         return 1;
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
-        if (R_STATE(LDA(&resv_at(q, i)->ctl)) == SHK_QR_FREE)
+        if (R_STATE(shk_load_acquire(&resv_at(q, i)->ctl)) == SHK_QR_FREE)
             return 1;
     return 0;
 }
@@ -1053,13 +1012,13 @@ static void repair_if_stuck(struct shk_queue *q, int what)
 {
     struct shk_queue_sh *sh = q->sh;
     if (what == SHK_QW_DATA) {
-        uint64_t h = LDA(&sh->head_pos);
-        if (h == LDA(&sh->tail_pos))
+        uint64_t h = shk_load_acquire(&sh->head_pos);
+        if (h == shk_load_acquire(&sh->tail_pos))
             return; /* plainly empty */
     } else {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
-        if (H_LAG(hi) == 0 && hp == LDA(&sh->tail_pos))
+        if (H_LAG(hi) == 0 && hp == shk_load_acquire(&sh->tail_pos))
             return;
     }
     shk_queue_repair(q);
@@ -1124,8 +1083,8 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
     uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
     uint32_t *armed = what == SHK_QW_DATA ? &sh->data_armed : &sh->space_armed;
-    uint32_t s = LDA(seq);
-    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    uint32_t s = shk_load_acquire(seq);
+    shk_add_fetch_seq_cst(waiters, 1);
     arm(armed, s);
     int r = 0, slept = 0, fenced = !asym_fences;
     uint64_t ts = shk_now_ns();
@@ -1139,7 +1098,7 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
         slept = 1;
         r = shk_futex_wait(seq, s, &first);
         if (r == ETIMEDOUT && !(deadline && shk_deadline_left_ns(deadline) == 0)) {
-            s = LDA(seq);
+            s = shk_load_acquire(seq);
             arm(armed, s);
             waiter_fence();
             fenced = 1;
@@ -1163,7 +1122,7 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
     if (slept) {
         uint64_t took = shk_now_ns() - ts;
         if (q->ms)
-            ST(&q->ms->waits, LD(&q->ms->waits) + 1);
+            shk_store_relaxed(&q->ms->waits, shk_load_relaxed(&q->ms->waits) + 1);
         /* adaptive spinning: a wake-up that came soon after we gave up spinning says
          * spinning a little longer would have paid; a long sleep says it would not */
         if (q->contended) {
@@ -1177,7 +1136,7 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
             q->spin_cur /= 2;
         }
     }
-    __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
+    shk_sub_fetch_seq_cst(waiters, 1);
     if (r == 0 && deadline && !ready(q, what, need) && shk_deadline_left_ns(deadline) == 0)
         r = ETIMEDOUT;
     return r;
@@ -1188,9 +1147,9 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
 int shk_queue_close(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    XCHG(&sh->closed, 1);
-    __atomic_fetch_add(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
-    __atomic_fetch_add(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
+    shk_exchange_seq_cst(&sh->closed, 1);
+    shk_add_fetch_seq_cst(&sh->data_seq, 1);
+    shk_add_fetch_seq_cst(&sh->space_seq, 1);
     shk_futex_wake(&sh->data_seq, INT32_MAX);
     shk_futex_wake(&sh->space_seq, INT32_MAX);
     return 0;
@@ -1198,26 +1157,26 @@ int shk_queue_close(struct shk_queue *q)
 
 int shk_queue_reopen(struct shk_queue *q)
 {
-    XCHG(&q->sh->closed, 0);
+    shk_exchange_seq_cst(&q->sh->closed, 0);
     return 0;
 }
 
 int shk_queue_is_closed(struct shk_queue *q)
 {
-    return LDA(&q->sh->closed) != 0;
+    return shk_load_acquire(&q->sh->closed) != 0;
 }
 
 uint64_t shk_queue_depth(struct shk_queue *q)
 {
     uint64_t hp, hh;
     head_load(q->sh, &hp, &hh); /* first: every message taken was claimed before */
-    uint32_t tc = (uint32_t)LDA(&q->sh->tail_hi);
+    uint32_t tc = (uint32_t)shk_load_acquire(&q->sh->tail_hi);
     return (uint32_t)(tc - H_CNT(hh));
 }
 
 uint64_t shk_queue_bytes_used(struct shk_queue *q)
 {
-    uint64_t f = reclaim_forward(q), t = LDA(&q->sh->tail_pos);
+    uint64_t f = reclaim_forward(q), t = shk_load_acquire(&q->sh->tail_pos);
     return t > f ? t - f : 0;
 }
 
@@ -1236,25 +1195,25 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     st->max_messages = q->max_messages;
     uint64_t hp, hh;
     head_load(sh, &hp, &hh); /* first: every message taken was claimed before */
-    uint64_t tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
+    uint64_t tc = shk_load_acquire(&sh->tail_hi) & SHK_QCOUNT_MASK;
     st->depth = (uint32_t)((uint32_t)tc - H_CNT(hh));
     uint64_t hc = tc - st->depth; /* messages taken, at the full width of the tail count */
     st->bytes_used = shk_queue_bytes_used(q);
-    st->waits = LD(&sh->retired_waits);
-    st->dropped_gets = LD(&sh->retired_drops);
-    st->dropped_puts = LD(&sh->retired_pdrops);
-    st->recoveries = LD(&sh->retired_recoveries);
-    uint32_t hwm = LD(&sh->slot_hwm);
+    st->waits = shk_load_relaxed(&sh->retired_waits);
+    st->dropped_gets = shk_load_relaxed(&sh->retired_drops);
+    st->dropped_puts = shk_load_relaxed(&sh->retired_pdrops);
+    st->recoveries = shk_load_relaxed(&sh->retired_recoveries);
+    uint32_t hwm = shk_load_relaxed(&sh->slot_hwm);
     if (hwm > SHK_QUEUE_SLOTS)
         hwm = SHK_QUEUE_SLOTS;
     for (uint32_t i = 0; i < hwm; i++) {
         struct shk_qslot *s = slot_at(q, i);
-        if (LD(&s->pid))
+        if (shk_load_relaxed(&s->pid))
             st->members++;
-        st->waits += LD(&s->waits);
-        st->dropped_gets += LD(&s->drops);
-        st->dropped_puts += LD(&s->pdrops);
-        st->recoveries += LD(&s->recoveries);
+        st->waits += shk_load_relaxed(&s->waits);
+        st->dropped_gets += shk_load_relaxed(&s->drops);
+        st->dropped_puts += shk_load_relaxed(&s->pdrops);
+        st->recoveries += shk_load_relaxed(&s->recoveries);
     }
     /* every claim is committed or dropped, every taken record handed over or dropped:
      * exact whenever no put or get is in progress */
@@ -1262,9 +1221,9 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     uint64_t lost = st->dropped_puts + st->dropped_gets;
     st->gets = hc >= lost ? hc - lost : 0;
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
-        if (R_STATE(LD(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
+        if (R_STATE(shk_load_relaxed(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
             st->reservations++;
-    st->closed = LD(&sh->closed) != 0;
+    st->closed = shk_load_relaxed(&sh->closed) != 0;
     return 0;
 }
 
@@ -1277,14 +1236,13 @@ static int resv_free(struct shk_queue *q, uint32_t idx, uint64_t expect)
     int r = shk_zone_lock(q->z);
     if (r)
         return r;
-    uint64_t off = LD(&e->off);
+    uint64_t off = shk_load_relaxed(&e->off);
     uint64_t freed = MKR(SHK_QR_FREE, 0, R_GEN(expect) + 1);
-    if (!__atomic_compare_exchange_n(&e->ctl, &expect, freed, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
+    if (!shk_cas_acq_rel(&e->ctl, &expect, freed)) {
         shk_zone_unlock(q->z);
         return ENOENT;
     }
-    ST(&e->off, 0);
+    shk_store_relaxed(&e->off, 0);
     if (off)
         r = shk_zone_free_locked(q->z, off);
     shk_zone_unlock(q->z);
@@ -1301,26 +1259,25 @@ int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
             struct shk_qresv *e = resv_at(q, i);
-            uint64_t c = LD(&e->ctl);
+            uint64_t c = shk_load_relaxed(&e->ctl);
             if (R_STATE(c) != SHK_QR_FREE)
                 continue;
             uint64_t mine = MKR(SHK_QR_ALLOCATING, q->me, R_GEN(c));
-            if (!__atomic_compare_exchange_n(&e->ctl, &c, mine, 0, __ATOMIC_ACQ_REL,
-                                             __ATOMIC_RELAXED))
+            if (!shk_cas_acq_rel(&e->ctl, &c, mine))
                 continue;
-            ST(&e->off, 0);
-            ST(&e->len, len);
-            ST(&e->reserved, 0);
+            shk_store_relaxed(&e->off, 0);
+            shk_store_relaxed(&e->len, len);
+            shk_store_relaxed(&e->reserved, 0);
             uint64_t off = 0;
             int r = shk_zone_lock(q->z);
             if (r == 0) {
                 r = shk_zone_alloc_locked(q->z, len, 0, &off);
                 if (r == 0)
-                    STR(&e->off, off); /* recorded before the zone mutex is let go */
+                    shk_store_release(&e->off, off); /* recorded before the zone mutex is let go */
                 shk_zone_unlock(q->z);
             }
             if (r) {
-                STR(&e->ctl, MKR(SHK_QR_FREE, 0, R_GEN(c) + 1));
+                shk_store_release(&e->ctl, MKR(SHK_QR_FREE, 0, R_GEN(c) + 1));
                 return r;
             }
             void *p = shk_zone_ptr(q->z, off, len);
@@ -1328,7 +1285,7 @@ int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32
                 resv_free(q, i, mine);
                 return SHK_ECORRUPT;
             }
-            STR(&e->ctl, MKR(SHK_QR_RESERVED, q->me, R_GEN(c)));
+            shk_store_release(&e->ctl, MKR(SHK_QR_RESERVED, q->me, R_GEN(c)));
             *index = i;
             *gen = R_GEN(c);
             *ptr = p;
@@ -1347,20 +1304,20 @@ int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     if (index >= SHK_QUEUE_RESV)
         return shk_fail(EINVAL, "commit(): no reservation %u", index);
     struct shk_qresv *e = resv_at(q, index);
-    uint64_t c = LDA(&e->ctl);
+    uint64_t c = shk_load_acquire(&e->ctl);
     if (c != MKR(SHK_QR_RESERVED, q->me, gen))
         return shk_fail(EINVAL, "commit(): the reservation was already committed or released");
-    struct shk_qref ref = {index, gen, LD(&e->len)};
+    struct shk_qref ref = {index, gen, shk_load_relaxed(&e->len)};
     uint64_t size = shk_qrec_size(sizeof ref), pos = 0;
     int r = claim(q, NULL, NULL, &size, &pos);
     if (r)
         return r;
     struct shk_qrec *h = rec(q, pos);
-    ST(&h->word, MKW(sizeof ref, q->me, SHK_QS_CLAIMED, SHK_QK_REF));
-    STR(&h->pos, pos);
+    shk_store_relaxed(&h->word, MKW(sizeof ref, q->me, SHK_QS_CLAIMED, SHK_QK_REF));
+    shk_store_release(&h->pos, pos);
     ring_write(q, pos + SHK_QREC_HDR, &ref, sizeof ref);
-    ST(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
-    STR(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
+    shk_store_relaxed(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
+    shk_store_release(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
     publish_word(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
     wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
     return 0;
@@ -1376,15 +1333,14 @@ int shk_queue_accept_ref(struct shk_queue *q, const struct shk_qmsg *m, uint32_t
     if (ref.index >= SHK_QUEUE_RESV)
         return shk_fail(SHK_ECORRUPT, "queue: REF record names reservation %u", ref.index);
     struct shk_qresv *e = resv_at(q, ref.index);
-    uint64_t c = LDA(&e->ctl);
-    if (R_STATE(c) != SHK_QR_QUEUED || R_GEN(c) != (ref.gen & 0xffff) || LD(&e->len) != ref.len)
+    uint64_t c = shk_load_acquire(&e->ctl);
+    if (R_STATE(c) != SHK_QR_QUEUED || R_GEN(c) != (ref.gen & 0xffff) || shk_load_relaxed(&e->len) != ref.len)
         return shk_fail(SHK_ECORRUPT, "queue: reservation %u is not the one queued (state %u)",
                         ref.index, R_STATE(c));
-    void *p = shk_zone_ptr(q->z, LD(&e->off), ref.len);
+    void *p = shk_zone_ptr(q->z, shk_load_relaxed(&e->off), ref.len);
     if (!p)
         return SHK_ECORRUPT;
-    if (!__atomic_compare_exchange_n(&e->ctl, &c, MKR(SHK_QR_TAKEN, q->me, R_GEN(c)), 0,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    if (!shk_cas_acq_rel(&e->ctl, &c, MKR(SHK_QR_TAKEN, q->me, R_GEN(c))))
         return shk_fail(SHK_ECORRUPT, "queue: reservation %u changed while accepted", ref.index);
     *index = ref.index;
     *gen = R_GEN(c);
@@ -1398,7 +1354,7 @@ int shk_queue_release_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     if (index >= SHK_QUEUE_RESV)
         return ENOENT;
     struct shk_qresv *e = resv_at(q, index);
-    uint64_t c = LDA(&e->ctl);
+    uint64_t c = shk_load_acquire(&e->ctl);
     uint32_t s = R_STATE(c);
     if ((s != SHK_QR_RESERVED && s != SHK_QR_TAKEN) || R_OWN(c) != q->me || R_GEN(c) != (gen & 0xffff))
         return ENOENT;
@@ -1411,39 +1367,39 @@ int shk_queue_release_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
 static int repair_head_locked(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t h = LDA(&sh->head_pos);
+    uint64_t h = shk_load_acquire(&sh->head_pos);
     struct shk_qrec *r = rec(q, h);
-    uint64_t pos = LDA(&r->pos);
+    uint64_t pos = shk_load_acquire(&r->pos);
     if (pos != h) {
         uint64_t tlo, thi;
-        load16(&sh->tail_pos, &tlo, &thi);
+        shk_load16_seq_cst(&sh->tail_pos, &tlo, &thi);
         if (tlo == h)
             return 0;
         uint32_t owner = (uint32_t)(thi >> SHK_QOWNER_SHIFT);
         if (owner == 0 || owner > SHK_QUEUE_SLOTS)
             return 0;
         struct shk_qslot *s = slot_at(q, owner - 1);
-        uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
-        if (p != h || p + sz != tlo || LDA(&r->pos) == h || slot_alive(q, owner - 1))
+        uint64_t p = shk_load_acquire(&s->claim_pos), sz = shk_load_relaxed(&s->claim_size), n = shk_load_relaxed(&s->claim_n);
+        if (p != h || p + sz != tlo || shk_load_acquire(&r->pos) == h || slot_alive(q, owner - 1))
             return 0;
         /* the latest claim, headerless, its producer dead: nothing can move past it
          * (producers wait for its header, consumers cannot take it), so writing it is
          * safe */
-        ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
-        STR(&r->pos, h);
+        shk_store_relaxed(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
+        shk_store_release(&r->pos, h);
         add_pdrops(q, n);
         add_recoveries(q, 1);
         wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
         return 1;
     }
-    uint64_t w = LDA(&r->word);
+    uint64_t w = shk_load_acquire(&r->word);
     if (W_STATE(w) != SHK_QS_CLAIMED)
         return 0;
     uint32_t owner = W_OWN(w);
     if (owner == 0 || owner > SHK_QUEUE_SLOTS || slot_alive(q, owner - 1))
         return 0;
     uint64_t elo = w, ehi = h;
-    if (!cas16((uint64_t *)r, &elo, &ehi, MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), h))
+    if (!shk_cas16_seq_cst((uint64_t *)r, &elo, &ehi, MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), h))
         return 0;
     add_pdrops(q, 1);
     add_recoveries(q, 1);
@@ -1457,7 +1413,7 @@ static void drop_ref(struct shk_queue *q, const struct shk_qref *rp)
     struct shk_qref ref = *rp;
     if (ref.index >= SHK_QUEUE_RESV)
         return;
-    uint64_t c = LDA(&resv_at(q, ref.index)->ctl);
+    uint64_t c = shk_load_acquire(&resv_at(q, ref.index)->ctl);
     if (R_STATE(c) == SHK_QR_QUEUED && R_GEN(c) == (ref.gen & 0xffff))
         resv_free(q, ref.index, c);
 }
@@ -1476,18 +1432,18 @@ static int repair_free_locked(struct shk_queue *q)
         if (f == hd)
             break;
         struct shk_qrec *r = rec(q, f);
-        if (LDA(&r->pos) != f)
+        if (shk_load_acquire(&r->pos) != f)
             break; /* behind head every header is written: a reclaimer is mid-way */
-        uint64_t w = LDA(&r->word);
+        uint64_t w = shk_load_acquire(&r->word);
         if (W_STATE(w) != SHK_QS_COMMITTED)
             break;
         /* taken (head is past it): is any live consumer announcing it? */
-        uint32_t hwm = LD(&sh->slot_hwm);
+        uint32_t hwm = shk_load_relaxed(&sh->slot_hwm);
         int live = 0;
         for (uint32_t i = 0; i < hwm && i < SHK_QUEUE_SLOTS && !live; i++) {
             struct shk_qslot *s = slot_at(q, i);
-            uint64_t tp = LDA(&s->take_pos), te = LD(&s->take_end);
-            if (LD(&s->pid) && tp <= f && f < te && slot_alive(q, i))
+            uint64_t tp = shk_load_acquire(&s->take_pos), te = shk_load_relaxed(&s->take_end);
+            if (shk_load_relaxed(&s->pid) && tp <= f && f < te && slot_alive(q, i))
                 live = 1;
         }
         if (live)
@@ -1503,7 +1459,7 @@ static int repair_free_locked(struct shk_queue *q)
         if (W_KIND(w) == SHK_QK_REF && W_LEN(w) == sizeof ref)
             shk_queue_read(q, f, 0, &ref, sizeof ref);
         uint64_t elo = w, ehi = f;
-        if (!cas16((uint64_t *)r, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), f))
+        if (!shk_cas16_seq_cst((uint64_t *)r, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), f))
             continue;
         if (W_KIND(w) != SHK_QK_SKIP)
             add_drops(q, 1);
@@ -1525,16 +1481,16 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     uint32_t owner = idx + 1;
     int repaired = 0;
     /* its latest producer claim */
-    uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
+    uint64_t p = shk_load_acquire(&s->claim_pos), sz = shk_load_relaxed(&s->claim_size), n = shk_load_relaxed(&s->claim_n);
     if (sz && p >= free_load(sh)) {
         struct shk_qrec *r = rec(q, p);
-        if (LDA(&r->pos) != p) {
+        if (shk_load_acquire(&r->pos) != p) {
             uint64_t tlo, thi;
-            load16(&sh->tail_pos, &tlo, &thi);
+            shk_load16_seq_cst(&sh->tail_pos, &tlo, &thi);
             if (tlo == p + sz && (uint32_t)(thi >> SHK_QOWNER_SHIFT) == owner &&
-                LDA(&r->pos) != p && p >= free_load(sh)) {
-                ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
-                STR(&r->pos, p);
+                shk_load_acquire(&r->pos) != p && p >= free_load(sh)) {
+                shk_store_relaxed(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
+                shk_store_release(&r->pos, p);
                 add_pdrops(q, n);
                 repaired++;
             }
@@ -1542,13 +1498,13 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
             /* headers written: turn its CLAIMED records into SKIP */
             for (uint64_t x = p; x < p + sz;) {
                 struct shk_qrec *h = rec(q, x);
-                if (LDA(&h->pos) != x)
+                if (shk_load_acquire(&h->pos) != x)
                     break;
-                uint64_t w = LDA(&h->word);
+                uint64_t w = shk_load_acquire(&h->word);
                 uint64_t size = shk_qrec_size(W_LEN(w));
                 if (W_STATE(w) == SHK_QS_CLAIMED && W_OWN(w) == owner && W_KIND(w) != SHK_QK_SKIP) {
                     uint64_t elo = w, ehi = x;
-                    if (cas16((uint64_t *)h, &elo, &ehi,
+                    if (shk_cas16_seq_cst((uint64_t *)h, &elo, &ehi,
                               MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), x)) {
                         add_pdrops(q, 1);
                         repaired++;
@@ -1563,7 +1519,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     /* its reservations */
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
         struct shk_qresv *e = resv_at(q, i);
-        uint64_t c = LDA(&e->ctl);
+        uint64_t c = shk_load_acquire(&e->ctl);
         if (R_OWN(c) != owner)
             continue;
         uint32_t st = R_STATE(c);
@@ -1572,10 +1528,10 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
                 repaired++;
         } else if (st == SHK_QR_QUEUED) {
             /* keep it if its REF record is committed: a consumer will take it */
-            uint64_t rp = LD(&e->reserved);
+            uint64_t rp = shk_load_relaxed(&e->reserved);
             struct shk_qrec *h = rec(q, rp);
-            uint64_t w = LDA(&h->word);
-            int in_ring = rp >= free_load(sh) && LDA(&h->pos) == rp &&
+            uint64_t w = shk_load_acquire(&h->word);
+            int in_ring = rp >= free_load(sh) && shk_load_acquire(&h->pos) == rp &&
                           W_KIND(w) == SHK_QK_REF && W_STATE(w) == SHK_QS_COMMITTED;
             if (!in_ring && resv_free(q, i, c) == 0)
                 repaired++;
@@ -1584,7 +1540,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     if (repaired)
         add_recoveries(q, 1);
     retire_slot(q, s);
-    STR(&s->pid, 0);
+    shk_store_release(&s->pid, 0);
     if (repaired) {
         wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
         wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
@@ -1600,9 +1556,9 @@ int shk_queue_repair(struct shk_queue *q)
     int n = 0;
     n += repair_head_locked(q);
     n += repair_free_locked(q);
-    uint32_t hwm = LD(&q->sh->slot_hwm);
+    uint32_t hwm = shk_load_relaxed(&q->sh->slot_hwm);
     for (uint32_t i = 0; i < hwm && i < SHK_QUEUE_SLOTS; i++) {
-        if (i == q->slot || !LD(&slot_at(q, i)->pid) || slot_alive(q, i))
+        if (i == q->slot || !shk_load_relaxed(&slot_at(q, i)->pid) || slot_alive(q, i))
             continue;
         n += scrub_slot_locked(q, i);
     }
