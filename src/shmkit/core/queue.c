@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <linux/membarrier.h>
@@ -64,14 +63,13 @@
 
 #define DEFAULT_CAP (1u << 20)
 #define SLICE_NS (20u * 1000 * 1000)       /* sleep slices: dead processes noticed by then */
-#define FIRST_SLICE_NS (5u * 1000 * 1000)  /* unfenced first sleep (see shk_queue_wait); longer
+#define FIRST_SLICE_NS (5u * 1000 * 1000)  /* unfenced first sleep (see "waiting"); longer
                                               than a tick: no timer reprogramming per sleep */
-#define SPIN_FLOOR_NS 2000u                /* adaptive spin never shrinks below this ... */
+#define DEFAULT_SPIN_NS 50000u             /* Queue.spin's default */
 #define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
 #define PREFETCH_AHEAD 256u                /* producers warm the line this far past a claim */
 #define SPACE_CHUNK (16u << 10)            /* a producer waiting for space waits for this
-                                              much more while consumers are active ... */
-#define SPACE_PACE 16u                     /* ... looking once every this many pauses */
+                                              much more while consumers are active */
 
 static int die_at;
 
@@ -144,11 +142,12 @@ static inline void waiter_fence(void)
 
 /* A consistent snapshot of the head pair without a locked instruction: the pair only
  * changes by 16-byte CAS and head_pos only grows, so an unchanged head_pos around the
- * read of head_hi means both halves belong to one moment. */
+ * read of head_hi means both halves belong to one moment.  If head_pos moves at every
+ * look (consumers racing, or someone writing garbage), take the line instead. */
 static inline void head_load(struct shk_queue_sh *sh, uint64_t *pos, uint64_t *hi)
 {
     uint64_t a = shk_load_acquire(&sh->head_pos);
-    for (;;) {
+    for (int tries = 0; tries < 64; tries++) {
         uint64_t h = shk_load_acquire(&sh->head_hi);
         uint64_t b = shk_load_acquire(&sh->head_pos);
         if (a == b) {
@@ -158,6 +157,22 @@ static inline void head_load(struct shk_queue_sh *sh, uint64_t *pos, uint64_t *h
         }
         a = b;
     }
+    shk_load16_seq_cst(&sh->head_pos, pos, hi);
+}
+
+/* Can this head pair be true?  Positions are multiples of the record alignment and the
+ * lag (taken, not given back) is at most the capacity.  Everything read from shared
+ * memory is input: a pair that fails this is corruption, never followed. */
+static inline int head_sane(const struct shk_queue *q, uint64_t pos, uint64_t hi)
+{
+    return ((pos | H_LAG(hi)) & (SHK_QREC_ALIGN - 1)) == 0 && H_LAG(hi) <= q->cap;
+}
+
+static int head_corrupt(uint64_t pos, uint64_t hi)
+{
+    return shk_fail(SHK_ECORRUPT, "queue: head position %llu with %llu bytes taken is "
+                    "impossible (not aligned, or more than the capacity)",
+                    (unsigned long long)pos, (unsigned long long)H_LAG(hi));
 }
 
 /* Oldest position not given back (everything before it is free space). */
@@ -168,9 +183,11 @@ static inline uint64_t free_load(struct shk_queue_sh *sh)
     return pos - H_LAG(hi);
 }
 
+/* The header at pos.  hmask also clears the low bits: a corrupted position can never make
+ * a 16-byte header straddle the end of the ring. */
 static inline struct shk_qrec *rec(struct shk_queue *q, uint64_t pos)
 {
-    return (struct shk_qrec *)(q->ring + (pos & q->mask));
+    return (struct shk_qrec *)(q->ring + (pos & q->hmask));
 }
 
 static inline struct shk_qslot *slot_at(struct shk_queue *q, uint32_t idx)
@@ -223,13 +240,14 @@ static inline void wake_armed(uint32_t *seq, uint32_t *waiters, uint32_t *armed)
     }
 }
 
-/* Arm sequence value s (the armed word only moves forward, modulo 2^32). */
+/* Arm sequence value s (the armed word only moves forward, modulo 2^32; a CAS that
+ * fails saw another sleeper arm, so a few tries always settle it). */
 static inline void arm(uint32_t *armed, uint32_t s)
 {
     uint32_t a = shk_load_relaxed(armed);
-    while ((int32_t)(s - a) > 0 &&
-           !shk_cas_seq_cst_fail_relaxed(armed, &a, s))
-        ;
+    for (int tries = 0; tries < 64 && (int32_t)(s - a) > 0; tries++)
+        if (shk_cas_seq_cst_fail_relaxed(armed, &a, s))
+            return;
 }
 
 /* Repairs are counted in the repairer's slot, or straight in the totals without one. */
@@ -349,9 +367,9 @@ int shk_queue_register(struct shk_queue *q)
                 continue;
             shk_store_release(&s->start, start);
             uint32_t hwm = shk_load_relaxed(&q->sh->slot_hwm);
-            while (hwm < i + 1 &&
-                   !shk_cas_acq_rel(&q->sh->slot_hwm, &hwm, i + 1))
-                ;
+            for (int tries = 0; tries < 1024 && hwm < i + 1; tries++)
+                if (shk_cas_acq_rel(&q->sh->slot_hwm, &hwm, i + 1))
+                    break;
             q->slot = i;
             q->me = i + 1;
             q->ms = s;
@@ -409,10 +427,11 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
     }
     q->cap = q->sh->capacity;
     q->mask = q->cap - 1;
+    q->hmask = q->mask & ~(uint64_t)(SHK_QREC_ALIGN - 1);
     q->max_messages = q->sh->max_messages;
     q->ring = (uint8_t *)q->sh + q->sh->ring_rel;
     q->free_cache = free_load(q->sh);
-    q->spin_ns = q->spin_cur = 50 * 1000;
+    shk_queue_set_spin(q, DEFAULT_SPIN_NS);
     return shk_queue_register(q);
 }
 
@@ -471,6 +490,34 @@ static __attribute__((noinline)) uint64_t refresh_free(struct shk_queue *q)
     return q->free_cache;
 }
 
+/* The slow look of a claim at tail position lo for a first record of `first` bytes: the
+ * cached free position said "no room" (or the tail is not aligned).  Refresh it; 0 with
+ * *used = bytes in use, SHK_EFULLQ, or SHK_ECORRUPT: the tail never moves back and never
+ * runs more than the capacity ahead of the free position, so a tail that does is
+ * corrupted (a cached free position lags the real one, it is never ahead of the tail). */
+static __attribute__((noinline)) int claim_slow(struct shk_queue *q, uint64_t lo,
+                                                uint64_t first, uint64_t *used)
+{
+    if (lo & (SHK_QREC_ALIGN - 1))
+        return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is not a multiple of %d",
+                        (unsigned long long)lo, SHK_QREC_ALIGN);
+    uint64_t f = refresh_free(q);
+    if (lo < f)
+        return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is behind the free position "
+                        "%llu", (unsigned long long)lo, (unsigned long long)f);
+    if (lo - f > q->cap)
+        return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity ahead of "
+                        "free %llu", (unsigned long long)lo, (unsigned long long)f);
+    *used = lo - f;
+    return first > q->cap - *used ? SHK_EFULLQ : 0;
+}
+
+/* Claims give up after this many failed CAS (each one another producer's success) and
+ * this many rounds of waiting for a previous claimer's header: the caller waits and
+ * comes back (no loop over shared state without a bound). */
+#define CLAIM_TRIES 65536u
+#define HEADER_SPINS 4096u
+
 /* Warm the cache line `ahead` bytes past a claim for writing, if that space is free: the
  * transfer from wherever the line is (the consumer's cache, L3) overlaps this message's
  * work instead of stalling the next claim's locked instruction. */
@@ -492,30 +539,18 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
 {
     struct shk_queue_sh *sh = q->sh;
     uint64_t lo = shk_load_acquire(&sh->tail_pos), hi = shk_load_relaxed(&sh->tail_hi);
-    unsigned spins = 0;
+    unsigned spins = 0, tries = 0;
     for (;;) {
         if (__builtin_expect(shk_load_relaxed(&sh->closed) != 0, 0))
             return shk_fail(SHK_ECLOSED, "queue is closed: put() is not allowed");
-        if (__builtin_expect(lo < q->free_cache, 0)) { /* a stale tail read: look again */
-            lo = shk_load_acquire(&sh->tail_pos);
-            hi = shk_load_relaxed(&sh->tail_hi);
-            continue;
-        }
         /* free_cache only ever lags the real free position: refresh it when it says "no
-         * room" (or is so old that the tail has lapped it) */
+         * room" (or is so old that the tail has lapped it: `used` wraps) */
         uint64_t first = msgs ? shk_qrec_size(msgs[0].n) : *size;
         uint64_t used = lo - q->free_cache;
-        if (__builtin_expect(used > q->cap || first > q->cap - used, 0)) {
-            uint64_t f = refresh_free(q);
-            if (lo < f)
-                continue;
-            used = lo - f;
-            if (used > q->cap)
-                return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity "
-                                "ahead of free %llu", (unsigned long long)lo,
-                                (unsigned long long)f);
-            if (first > q->cap - used)
-                return SHK_EFULLQ;
+        if (__builtin_expect(used > q->cap - first || (lo & (SHK_QREC_ALIGN - 1)), 0)) {
+            int r = claim_slow(q, lo, first, &used);
+            if (r)
+                return r;
         }
         uint64_t avail = q->cap - used;
         uint64_t count = hi & SHK_QCOUNT_MASK;
@@ -546,15 +581,15 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
         uint32_t owner = (uint32_t)(hi >> SHK_QOWNER_SHIFT);
         if (owner != q->me && !latest_claim_written(q, owner, lo)) {
             /* the previous claimer is between its CAS and its first header: wait for
-             * it (nanoseconds), unless it died there */
-            if (++spins < 4096) {
+             * it (nanoseconds), unless it died there; if it is alive but does not come
+             * (descheduled, stopped), the caller waits for space, which sleeps */
+            if (++spins < HEADER_SPINS) {
                 shk_cpu_relax();
             } else {
                 spins = 0;
-                if (!slot_alive(q, owner - 1))
-                    shk_queue_repair(q);
-                else
-                    sched_yield();
+                if (slot_alive(q, owner - 1) || ++tries > 4)
+                    return SHK_EFULLQ;
+                shk_queue_repair(q);
             }
             lo = shk_load_acquire(&sh->tail_pos);
             hi = shk_load_relaxed(&sh->tail_hi);
@@ -575,6 +610,8 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
                 maybe_die(SHK_QDIE_AFTER_CLAIM);
             return 0;
         }
+        if (__builtin_expect(++tries > CLAIM_TRIES, 0))
+            return SHK_EFULLQ; /* lost to other producers that often: wait, come back */
     }
 }
 
@@ -588,9 +625,24 @@ static uint64_t frame_len(const struct shk_qpart *parts, int nparts)
     return n;
 }
 
+uint64_t shk_queue_record_size(const struct shk_qpart *parts, int nparts, uint32_t kind)
+{
+    uint64_t len = 0;
+    if (kind == SHK_QK_FRAMED) {
+        len = frame_len(parts, nparts);
+    } else {
+        for (int i = 0; i < nparts; i++)
+            len += parts[i].n;
+    }
+    return shk_qrec_size(len);
+}
+
 int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts, uint32_t kind)
 {
     uint64_t len = 0;
+    if (kind == SHK_QK_FRAMED && (nparts < 1 || nparts > SHK_QFRAME_MAX_PARTS))
+        return shk_fail(EINVAL, "a framed message has 1 to %d parts, not %d",
+                        SHK_QFRAME_MAX_PARTS, nparts);
     if (kind == SHK_QK_FRAMED) {
         len = frame_len(parts, nparts);
     } else {
@@ -661,20 +713,16 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
 {
     *done = 0;
     uint64_t maxp = shk_queue_max_payload(q);
+    /* all or nothing for messages that can never fit: none is put */
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].n > maxp)
+            return shk_fail(SHK_ETOOBIG, "put_many(): item %zu of %llu bytes can never fit in a "
+                            "queue of %llu bytes (at most %llu per message); nothing was put",
+                            i, (unsigned long long)msgs[i].n, (unsigned long long)q->cap,
+                            (unsigned long long)maxp);
     while (*done < n) {
         const struct shk_qpart *m = msgs + *done;
         size_t k = n - *done;
-        for (size_t i = 0; i < k; i++) {
-            if (m[i].n > maxp) {
-                if (i == 0)
-                    return shk_fail(SHK_ETOOBIG, "message %zu of %llu bytes can never fit in "
-                                    "a queue of %llu bytes (at most %llu per message)",
-                                    *done, (unsigned long long)m[i].n,
-                                    (unsigned long long)q->cap, (unsigned long long)maxp);
-                k = i;
-                break;
-            }
-        }
         uint64_t size = 0, pos = 0;
         int r = claim(q, m, &k, &size, &pos);
         if (r == SHK_EFULLQ && *done > 0)
@@ -732,17 +780,17 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
             break;
         uint64_t len = W_LEN(w);
         uint32_t kind = W_KIND(w);
-        if (kind == SHK_QK_SKIP) {
-            c += W_OWN(w);
-            p += shk_qrec_size(len);
-            continue;
-        }
         if (__builtin_expect(kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q), 0)) {
             /* taken and reused meanwhile (the head moved): just look again */
             if (shk_load_acquire(&q->sh->head_pos) != lo)
                 return EAGAIN;
             return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
                             (unsigned long long)p, kind, (unsigned long long)len);
+        }
+        if (kind == SHK_QK_SKIP) {
+            c += W_OWN(w);
+            p += shk_qrec_size(len);
+            continue;
         }
         if (n > 0 && (bytes + len > max_bytes || (stop_at_ref && kind == SHK_QK_REF)))
             break;
@@ -760,23 +808,38 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
     return 0;
 }
 
+/* Nothing to take at head position lo: empty, closed and empty, or impossible (the tail,
+ * read after the head, is never behind it; positions are aligned). */
 static int empty_or_closed(struct shk_queue *q, uint64_t lo)
 {
-    if (shk_load_acquire(&q->sh->closed) && shk_load_acquire(&q->sh->tail_pos) == lo)
+    int closed = shk_load_acquire(&q->sh->closed) != 0;
+    uint64_t t = shk_load_acquire(&q->sh->tail_pos);
+    if (__builtin_expect(t < lo || (lo & (SHK_QREC_ALIGN - 1)), 0))
+        return shk_fail(SHK_ECORRUPT, "queue: head position %llu is %s", (unsigned long long)lo,
+                        t < lo ? "beyond the tail" : "not aligned");
+    if (closed && t == lo)
         return shk_fail(SHK_ECLOSED, "queue is closed and empty");
     return SHK_EEMPTY;
 }
 
-int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
-                   uint64_t max_bytes, struct shk_qpeek *pk)
+/* Consumers look again after losing a race to another consumer; after this many looks in
+ * one call they report "nothing now" and the caller waits (bounded loops only). */
+#define LOOK_TRIES 4096
+
+static inline int take_peeked(struct shk_queue *q, const struct shk_qpeek *pk);
+
+static inline int peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                       uint64_t max_bytes, struct shk_qpeek *pk)
 {
     struct shk_queue_sh *sh = q->sh;
     int reclaimed = 0;
-    for (;;) {
+    for (int look = 0; look < LOOK_TRIES; look++) {
         uint64_t lo, hi, end, cnt;
         size_t n;
         head_load(sh, &lo, &hi);
         if (H_LAG(hi) != 0 && !reclaimed) {
+            if (!head_sane(q, lo, hi))
+                return head_corrupt(lo, hi);
             /* Ranges given back out of order (CONSUMED records at the free position)
              * wait for whoever needs space; while they do, the lag is not 0 and every
              * get would take the claim-first way (and mark its own records CONSUMED,
@@ -802,14 +865,21 @@ int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         pk->direct = H_LAG(hi) == 0 && die_at != SHK_QDIE_AFTER_TAKE;
         if (n == 0 && pk->direct) {
             /* only records of dead producers: step over them and look again */
-            shk_queue_take_peeked(q, pk);
+            take_peeked(q, pk);
             continue;
         }
         return 0;
     }
+    return SHK_EEMPTY;
 }
 
-int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
+int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                   uint64_t max_bytes, struct shk_qpeek *pk)
+{
+    return peek(q, msgs, max_msgs, max_bytes, pk);
+}
+
+static inline int take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
 {
     if (!pk->direct)
         return EINVAL;
@@ -823,6 +893,11 @@ int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
     return 0;
 }
 
+int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
+{
+    return take_peeked(q, pk);
+}
+
 int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                    uint64_t max_bytes, struct shk_qtake *t)
 {
@@ -830,7 +905,9 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
     struct shk_qslot *ms = q->ms;
     uint64_t lo, hi;
     head_load(sh, &lo, &hi);
-    for (;;) {
+    for (int look = 0; look < LOOK_TRIES; look++) {
+        if (!head_sane(q, lo, hi))
+            return head_corrupt(lo, hi);
         uint64_t p, cnt;
         size_t n;
         int r = scan(q, lo, msgs, max_msgs, max_bytes, 0, &p, &cnt, &n);
@@ -861,6 +938,7 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         shk_store_relaxed(&ms->take_pos, 0);
         shk_store_relaxed(&ms->take_end, 0);
     }
+    return SHK_EEMPTY;
 }
 
 /* Move the free position over the run of CONSUMED records that starts there (one CAS of
@@ -870,10 +948,14 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
 static uint64_t reclaim_forward(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
         uint64_t f = hp - H_LAG(hi), p = f;
+        /* an impossible pair is left to the callers' checks (tail behind free...); a CAS
+         * lost that often means others are reclaiming: their result will do */
+        if (!head_sane(q, hp, hi) || tries >= LOOK_TRIES)
+            return f;
         while (p < hp) {
             struct shk_qrec *h = rec(q, p);
             if (shk_load_acquire(&h->pos) != p)
@@ -897,10 +979,11 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     struct shk_queue_sh *sh = q->sh;
     if (t->end == t->start)
         return;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
-        if (hp - H_LAG(hi) == t->start) {
+        if (hp - H_LAG(hi) == t->start && H_LAG(hi) >= t->end - t->start &&
+            tries < LOOK_TRIES) {
             /* the oldest range: give it back by shrinking the lag, without writing to the
              * ring (a write there would pull the line away from the producer that fills
              * it next) */
@@ -910,7 +993,7 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
         }
         /* an older range is still out: mark the records; the space is reclaimed by
          * whoever needs it (reclaim_forward) */
-        for (uint64_t p = t->start; p < t->end;) {
+        for (uint64_t p = t->start; p < t->end && p - t->start < q->cap;) {
             struct shk_qrec *h = rec(q, p);
             uint64_t w = shk_load_relaxed(&h->word);
             uint64_t size = shk_qrec_size(W_LEN(w));
@@ -929,7 +1012,73 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
 }
 
-/* ---- waiting ------------------------------------------------------------------------ */
+/* ---- a whole get ------------------------------------------------------------------- */
+
+/* Messages up to this size are copied out before they are taken (the copy-first way of
+ * shk_queue_peek); larger ones are taken first, so that consumers racing for them never
+ * copy in vain.  A batch copies at most COPY_FIRST_BATCH before taking (its first message
+ * always counts). */
+#define COPY_FIRST_MAX (64u << 10)
+#define COPY_FIRST_BATCH (256u << 10)
+
+int shk_queue_get_begin(struct shk_queue *q, struct shk_qget *g)
+{
+    uint64_t copy_max = g->max_bytes < COPY_FIRST_BATCH ? g->max_bytes : COPY_FIRST_BATCH;
+    for (int look = 0; look < LOOK_TRIES; look++) {
+        int r = peek(q, g->msgs, g->max_msgs, copy_max, &g->pk);
+        if (r)
+            return r;
+        if (g->pk.direct && g->pk.n >= 1 && g->msgs[0].kind != SHK_QK_REF &&
+            g->msgs[0].len <= COPY_FIRST_MAX) {
+            g->copy_first = 1;
+            g->n = g->pk.n;
+            return 0;
+        }
+        r = shk_queue_take(q, g->msgs, g->max_msgs, g->max_bytes, &g->t);
+        if (r == SHK_EEMPTY)
+            continue; /* taken by another consumer meanwhile: look again */
+        if (r)
+            return r;
+        g->copy_first = 0;
+        g->n = g->t.n;
+        return 0;
+    }
+    return SHK_EEMPTY;
+}
+
+int shk_queue_get_end(struct shk_queue *q, struct shk_qget *g)
+{
+    if (g->copy_first)
+        return take_peeked(q, &g->pk);
+    shk_queue_finish(q, &g->t);
+    return 0;
+}
+
+/* ---- waiting (core/wait.h) ------------------------------------------------------------ */
+
+/*
+ * Every blocking call of the queue waits through one operation in the shape of
+ * core/wait.h, shk_queue_wait_op: its attempt says whether the call may succeed now (a get:
+ * a committed message at the head; a put: room for `need` record bytes; a reservation: a
+ * free entry; each also when the queue is closed, or when what it sees is impossible: the
+ * operation itself then reports it), and otherwise what to wait on.  The operation itself
+ * (claim, take) is made by the caller with the handle's member slot, which one thread at a
+ * time uses, while attempts run in any thread (without the GIL); when another process got
+ * there first the caller waits again.  Reserving uses no member slot, so
+ * shk_queue_reserve_op's attempt reserves.
+ *
+ * Spinning (not armed), an attempt registers nothing: a get watches the tail's low word
+ * (it moves with every claim) while the queue is plainly empty, otherwise the driver looks
+ * again every 16 pauses (POLL: a producer's pace, which leaves the head line to the
+ * consumers that move it; a spinning producer also waits for a good stretch of space, see
+ * space_ready_hyst).  Armed, it sleeps on data_seq / space_seq with the membarrier
+ * protocol (see "asymmetric fences"): register in the waiter count, arm the sequence value,
+ * fence, look once more.  The first sleep of a round (a round ends when the sequence moves:
+ * a wake-up) skips the membarrier and lasts at most FIRST_SLICE_NS: a wake-up it can miss
+ * is one published in the last nanoseconds, and costs at most that slice.  Later sleeps
+ * fence and last SLICE_NS (on.retry_ns), after which the attempt looks for stuck work (a
+ * dead producer's claim at the head, a dead consumer's range) and repairs it.
+ */
 
 static int data_ready(struct shk_queue *q)
 {
@@ -937,8 +1086,11 @@ static int data_ready(struct shk_queue *q)
     uint64_t h = shk_load_acquire(&sh->head_pos);
     /* poll the tail (written once per claim) rather than the header the producer is
      * writing: polling that line would pull it away from the producer at every store */
-    if (shk_load_acquire(&sh->tail_pos) == h)
+    uint64_t t = shk_load_acquire(&sh->tail_pos);
+    if (t == h)
         return shk_load_relaxed(&sh->closed) != 0;
+    if (t < h)
+        return 1; /* impossible: the get reports it */
     struct shk_qrec *r = rec(q, h);
     if (shk_load_acquire(&r->pos) == h && W_STATE(shk_load_acquire(&r->word)) == SHK_QS_COMMITTED)
         return 1;
@@ -946,7 +1098,8 @@ static int data_ready(struct shk_queue *q)
 }
 
 /* Room for a put now (bytes), or 0 when the message limit is reached; 1 + need when the
- * queue is closed (the put fails at once) or a read was stale (the caller retries). */
+ * queue is closed (the put fails at once) or the positions are impossible (the put
+ * reports it). */
 static uint64_t space_room(struct shk_queue *q, uint64_t need, uint64_t *freep)
 {
     struct shk_queue_sh *sh = q->sh;
@@ -954,7 +1107,7 @@ static uint64_t space_room(struct shk_queue *q, uint64_t need, uint64_t *freep)
         return need + 1;
     uint64_t f = reclaim_forward(q), t = shk_load_acquire(&sh->tail_pos);
     *freep = f;
-    if (t < f)
+    if (t < f || t - f > q->cap)
         return need + 1;
     if (q->max_messages) {
         uint64_t hp, hh;
@@ -963,7 +1116,7 @@ static uint64_t space_room(struct shk_queue *q, uint64_t need, uint64_t *freep)
         if ((uint32_t)(tc - H_CNT(hh)) >= q->max_messages)
             return 0;
     }
-    return t - f >= q->cap ? 0 : q->cap - (t - f);
+    return q->cap - (t - f);
 }
 
 static int space_ready(struct shk_queue *q, uint64_t need)
@@ -973,20 +1126,20 @@ static int space_ready(struct shk_queue *q, uint64_t need)
 }
 
 /*
- * The same for a waiting producer, with hysteresis: while consumers are still giving space
- * back, it holds on until a good stretch is free (need + chunk) instead of taking each
- * record's worth as it comes back: filling the ring right behind a consumer bounces the
- * cache lines it is reading, and every look at the head pair takes that line away from
- * the consumer that moves it.  Once the free position stops moving between two looks
+ * The same for a spinning producer, with hysteresis: while consumers are still giving
+ * space back, it holds on until a good stretch is free (need + chunk) instead of taking
+ * each record's worth as it comes back: filling the ring right behind a consumer bounces
+ * the cache lines it is reading, and every look at the head pair takes that line away
+ * from the consumer that moves it.  Once the free position stops moving between two looks
  * (nobody is consuming), whatever fits will do.
  */
-static int space_ready_hyst(struct shk_queue *q, uint64_t need)
+static int space_ready_hyst(struct shk_queue *q, uint64_t need, uint64_t *seen_free)
 {
-    uint64_t f = q->spin_free;
+    uint64_t f = *seen_free;
     uint64_t room = space_room(q, need, &f);
     uint64_t chunk = q->cap / 8 < SPACE_CHUNK ? q->cap / 8 : SPACE_CHUNK;
-    int stalled = f == q->spin_free;
-    q->spin_free = f;
+    int stalled = f == *seen_free;
+    *seen_free = f;
     return room >= need + chunk || (room >= need && stalled);
 }
 
@@ -1000,14 +1153,17 @@ static int resv_ready(struct shk_queue *q)
     return 0;
 }
 
-static int ready(struct shk_queue *q, int what, uint64_t need)
+/* A put can be held up by the latest claim of another producer whose header is not
+ * written yet (it sits between its CAS and its first store, or died there): the owner's
+ * slot + 1, or 0 when nothing holds puts up. */
+static uint32_t claim_in_the_way(struct shk_queue *q)
 {
-    if (what == SHK_QW_DATA)
-        return data_ready(q);
-    return what == SHK_QW_SPACE ? space_ready(q, need) : resv_ready(q);
+    uint64_t lo = shk_load_acquire(&q->sh->tail_pos), hi = shk_load_relaxed(&q->sh->tail_hi);
+    uint32_t owner = (uint32_t)(hi >> SHK_QOWNER_SHIFT);
+    return owner != q->me && !latest_claim_written(q, owner, lo) ? owner : 0;
 }
 
-/* What a waiter does between sleep slices: repair only if something looks stuck. */
+/* Look for stuck work after a whole slice without a wake-up. */
 static void repair_if_stuck(struct shk_queue *q, int what)
 {
     struct shk_queue_sh *sh = q->sh;
@@ -1015,131 +1171,200 @@ static void repair_if_stuck(struct shk_queue *q, int what)
         uint64_t h = shk_load_acquire(&sh->head_pos);
         if (h == shk_load_acquire(&sh->tail_pos))
             return; /* plainly empty */
-    } else {
+    } else if (what == SHK_QW_SPACE) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
         if (H_LAG(hi) == 0 && hp == shk_load_acquire(&sh->tail_pos))
             return;
     }
-    shk_queue_repair(q);
+    shk_queue_repair(q); /* SHK_QW_RESV: reservations of dead processes go back */
 }
 
-/* A spinning waiter's look number i: spaced out while waiting for space. */
-static inline int spin_ready(struct shk_queue *q, int what, uint64_t need, unsigned i)
+static void add_waits(struct shk_queue *q)
 {
-    if (what != SHK_QW_SPACE)
-        return ready(q, what, need);
-    if (i % SPACE_PACE)
-        return 0;
-    return space_ready_hyst(q, need);
+    if (q->ms)
+        shk_stat_add(&q->ms->waits, 1);
+    else
+        shk_stat_add(&q->sh->retired_waits, 1);
 }
 
-int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins)
+/* struct shk_wait.aux of the queue's waits */
+#define QW_ROUND 0x1   /* registered in this round (the sequence has not moved since) */
+#define QW_FENCED 0x2  /* this round's unfenced first sleep is over: registrations fence */
+#define QW_COUNTED 0x4 /* this round is counted in the `waits` statistic */
+#define QW_SLICE 0x8   /* the last registration was a fenced slice (on.retry_ns: its end) */
+
+static inline uint32_t *low_word(uint64_t *p)
 {
-    for (unsigned i = 0; i < spins; i++) {
-        if (spin_ready(q, what, need, i))
-            return 1;
-        shk_cpu_relax();
-    }
-    return 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return (uint32_t *)p;
+#else
+    return (uint32_t *)p + 1;
+#endif
 }
 
-int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct timespec *deadline)
+/* Not armed: what to watch while spinning (nothing is registered). */
+static void watch_while_spinning(struct shk_queue *q, struct shk_wait *w, int what)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t t0 = shk_now_ns();
-    uint64_t budget = q->spin_cur;
-    if (q->contended) {
-        q->contended--; /* spinning did not pay lately: sleep at once, probe again later */
-        budget = 0;
-    }
-    if (budget) {
-        for (unsigned round = 1;; round++) {
-            for (unsigned i = 0; i < 32; i++) {
-                if (spin_ready(q, what, need, i))
-                    return 0;
-                shk_cpu_relax();
-            }
-            uint64_t now = shk_now_ns();
-            if (now - t0 >= budget)
-                break;
-            if (deadline && shk_deadline_left_ns(deadline) == 0)
-                return ETIMEDOUT;
-            /* every few microseconds, offer the CPU: with a core to spare this returns at
-             * once; when processes outnumber cores, the one we wait for may need ours */
-            if (round % 2 == 0) {
-                uint64_t ty = shk_now_ns();
-                sched_yield();
-                if (shk_now_ns() - ty > 3000) {
-                    /* the yield gave the CPU away: processes outnumber cores, and our
-                     * spinning only delays the one we wait for */
-                    q->contended = 64;
-                    break;
-                }
-            }
+    if (what == SHK_QW_DATA) {
+        uint64_t t = shk_load_acquire(&sh->tail_pos);
+        if (t == shk_load_acquire(&sh->head_pos)) {
+            shk_wait_on_futex(w, low_word(&sh->tail_pos), (uint32_t)t, NULL);
+            return;
         }
     }
-    /* reservation waiters share the space futex: entries are freed by consumers too */
+    shk_wait_on_poll(w, 0);
+}
+
+/* Armed: register on the sequence word of `what` (see the essay above).  The caller looks
+ * once more after this, then sleeps. */
+static void register_sleep(struct shk_queue *q, struct shk_wait *w, int what)
+{
+    struct shk_queue_sh *sh = q->sh;
     uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
     uint32_t *armed = what == SHK_QW_DATA ? &sh->data_armed : &sh->space_armed;
+    uint64_t now = shk_now_ns();
     uint32_t s = shk_load_acquire(seq);
-    shk_add_fetch_seq_cst(waiters, 1);
+    if (!(w->aux & QW_ROUND) || s != w->observed) {
+        w->aux = QW_ROUND; /* a new round: the first sleep, or the sequence moved */
+    } else if ((w->aux & QW_SLICE) && now >= w->on.retry_ns) {
+        repair_if_stuck(q, what); /* a whole fenced slice without a wake-up */
+        s = shk_load_acquire(seq);
+    }
+    w->observed = s;
+    shk_wait_on_futex(w, seq, s, waiters); /* registers: waiters + 1, seq_cst */
     arm(armed, s);
-    int r = 0, slept = 0, fenced = !asym_fences;
-    uint64_t ts = shk_now_ns();
-    if (!fenced && !ready(q, what, need)) {
-        /* A first short sleep without the barrier: membarrier interrupts the CPUs running
-         * the other processes (costly IPIs in a VM), and the wake-up it protects is missed
-         * only if the waker published in the last few nanoseconds; such a miss costs at
-         * most this slice.  Longer sleeps are fenced. */
-        struct timespec first;
-        shk_deadline_slice(&first, deadline, FIRST_SLICE_NS);
-        slept = 1;
-        r = shk_futex_wait(seq, s, &first);
-        if (r == ETIMEDOUT && !(deadline && shk_deadline_left_ns(deadline) == 0)) {
-            s = shk_load_acquire(seq);
-            arm(armed, s);
-            waiter_fence();
-            fenced = 1;
-        }
-        if (r == ETIMEDOUT)
-            r = 0;
+    if (asym_fences && !(w->aux & QW_FENCED)) {
+        w->aux = (w->aux | QW_FENCED) & ~QW_SLICE;
+        shk_wait_retry_by(w, now + FIRST_SLICE_NS);
+    } else {
+        waiter_fence();
+        w->aux |= QW_FENCED | QW_SLICE;
+        shk_wait_retry_by(w, now + SLICE_NS);
     }
-    if (fenced && r == 0 && !ready(q, what, need)) {
-        struct timespec slice;
-        shk_deadline_slice(&slice, deadline, SLICE_NS);
-        slept = 1;
-        r = shk_futex_wait(seq, s, &slice);
-        if (r == ETIMEDOUT) {
-            r = 0;
-            if (!(deadline && shk_deadline_left_ns(deadline) == 0))
-                repair_if_stuck(q, what);
-        }
+}
+
+/* The look of an attempt: 1 when the call may succeed now (for a put: room, and no
+ * other producer's claim without its header in the way). */
+static int looks_ready(struct shk_queue_waiter *qw, int spinning)
+{
+    struct shk_queue *q = qw->q;
+    switch (qw->what) {
+    case SHK_QW_DATA:
+        return data_ready(q);
+    case SHK_QW_SPACE:
+        if (!(spinning ? space_ready_hyst(q, qw->need, &qw->seen_free)
+                       : space_ready(q, qw->need)))
+            return 0;
+        return shk_load_relaxed(&q->sh->closed) || !claim_in_the_way(q);
+    default:
+        return resv_ready(q);
     }
-    if (r != EINTR)
-        r = 0;
-    if (slept) {
-        uint64_t took = shk_now_ns() - ts;
-        if (q->ms)
-            shk_store_relaxed(&q->ms->waits, shk_load_relaxed(&q->ms->waits) + 1);
-        /* adaptive spinning: a wake-up that came soon after we gave up spinning says
-         * spinning a little longer would have paid; a long sleep says it would not */
-        if (q->contended) {
-            /* keep the budget; it is used again after the probe interval */
-        } else if (took < q->spin_ns) {
-            uint64_t c = q->spin_cur * 2;
-            if (c < SPIN_FLOOR_NS)
-                c = SPIN_FLOOR_NS;
-            q->spin_cur = c > q->spin_ns ? q->spin_ns : c;
-        } else if (q->spin_cur > SPIN_FLOOR_NS) {
-            q->spin_cur /= 2;
+}
+
+/* Not ready: what the attempt waits on (EAGAIN), or 0 when a look after registering
+ * found it ready. */
+static int wait_on(struct shk_queue_waiter *qw, struct shk_wait *w)
+{
+    struct shk_queue *q = qw->q;
+    if (w->phase == 0) {
+        w->phase = 1;
+        if (q->busy) { /* the last spins found the CPUs oversubscribed: sleep at once */
+            q->busy--;
+            qw->nospin = 1;
         }
     }
-    shk_sub_fetch_seq_cst(waiters, 1);
-    if (r == 0 && deadline && !ready(q, what, need) && shk_deadline_left_ns(deadline) == 0)
-        r = ETIMEDOUT;
-    return r;
+    if (!(w->flags & SHK_WAIT_ARMED)) {
+        watch_while_spinning(q, w, qw->what);
+        return EAGAIN;
+    }
+    uint32_t owner;
+    if (qw->what == SHK_QW_SPACE && (owner = claim_in_the_way(q)) != 0) {
+        /* no wake-up comes when a header is written: look again soon, and find out
+         * whether its producer died there (then repair makes it a SKIP record) */
+        uint64_t now = shk_now_ns();
+        if (shk_wait_liveness_due(w, now) && !slot_alive(q, owner - 1))
+            shk_queue_repair(q);
+        shk_wait_on_poll(w, now + 200000);
+        w->aux &= ~QW_SLICE;
+        return EAGAIN;
+    }
+    register_sleep(q, w, qw->what);
+    if (looks_ready(qw, 0))
+        return 0;
+    if (!(w->aux & QW_COUNTED)) {
+        w->aux |= QW_COUNTED;
+        add_waits(q);
+    }
+    return EAGAIN;
+}
+
+static int wait_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_queue_waiter *qw = obj;
+    if (looks_ready(qw, w->phase && !(w->flags & SHK_WAIT_ARMED)))
+        return 0;
+    return wait_on(qw, w);
+}
+
+/* Give up: the answer of a call that could not wait (SHK_WAIT_TRY) or waited too long. */
+static int wait_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_queue_waiter *qw = obj;
+    const char *late = why == ETIMEDOUT ? " (timed out)" : "";
+    if (why == ECANCELED)
+        return ECANCELED;
+    if (qw->what == SHK_QW_DATA)
+        return shk_fail(SHK_EEMPTY, "queue is empty%s", late);
+    if (qw->what == SHK_QW_SPACE)
+        return shk_fail(SHK_EFULLQ, "queue is full%s", late);
+    return shk_fail(SHK_EFULLQ, "all %d zero-copy reservations of the queue are in use "
+                    "(release the views of received blocks)%s", SHK_QUEUE_RESV, late);
+}
+
+/* The handle's spin: its own budget (learnt per handle, at most Queue.spin), none while
+ * the CPUs are oversubscribed (q->busy, set by the driver's probe). */
+static void wait_spin(void *obj, struct shk_spin *out)
+{
+    struct shk_queue_waiter *qw = obj;
+    struct shk_queue *q = qw->q;
+    out->budget_ns = &q->spin_cur;
+    out->gate_ms = NULL;
+    out->busy = &q->busy;
+    out->max_ns = qw->nospin ? 0 : q->spin_ns;
+    out->policy = SHK_SPIN_PROBE | SHK_SPIN_LEARN_SLEEPS;
+}
+
+const struct shk_wait_op shk_queue_wait_op = {"Queue.wait", wait_attempt, wait_give_up,
+                                              wait_spin};
+
+static int reserve_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_queue_waiter *qw = obj;
+    struct shk_queue *q = qw->q;
+    if (w->phase && !(w->flags & SHK_WAIT_ARMED) && !resv_ready(q))
+        return wait_on(qw, w); /* spinning: the cheap look first */
+    int r = shk_queue_reserve(q, qw->len, &qw->index, &qw->gen, &qw->ptr);
+    if (r != SHK_EFULLQ)
+        return r;
+    if (shk_queue_is_closed(q))
+        return shk_fail(SHK_ECLOSED, "reserve(): the queue is closed and all its zero-copy "
+                        "reservations are in use");
+    r = wait_on(qw, w);
+    if (r == 0) /* a look after registering found an entry free */
+        r = shk_queue_reserve(q, qw->len, &qw->index, &qw->gen, &qw->ptr);
+    return r == SHK_EFULLQ ? EAGAIN : r;
+}
+
+const struct shk_wait_op shk_queue_reserve_op = {"Queue.reserve", reserve_attempt,
+                                                 wait_give_up, wait_spin};
+
+void shk_queue_set_spin(struct shk_queue *q, uint64_t ns)
+{
+    q->spin_ns = ns;
+    q->spin_cur = ns < UINT32_MAX ? (uint32_t)ns : UINT32_MAX - 1;
 }
 
 /* ---- state ------------------------------------------------------------------------- */
@@ -1496,7 +1721,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
             }
         } else {
             /* headers written: turn its CLAIMED records into SKIP */
-            for (uint64_t x = p; x < p + sz;) {
+            for (uint64_t x = p; x < p + sz && x - p < q->cap;) {
                 struct shk_qrec *h = rec(q, x);
                 if (shk_load_acquire(&h->pos) != x)
                     break;
