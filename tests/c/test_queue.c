@@ -644,11 +644,13 @@ static void test_reservations(void)
 
 /* ---- waits in the wait.h shape ------------------------------------------------------- */
 
+static struct shk_wait *current_wait; /* the wait run_wait runs (for a cancel) */
+
 struct later {
     struct shk_queue *q; /* a handle of this thread's own */
     uint64_t delay_ns;
     int what;            /* 0: put a message, 1: take one, 2: cancel */
-    uint32_t *cancel;
+    struct shk_wait *w;
 };
 
 static void *do_later(void *arg)
@@ -662,7 +664,7 @@ static void *do_later(void *arg)
     else if (l->what == 1)
         CHECK(get1(l->q, buf, sizeof buf) >= 0);
     else
-        shk_wait_cancel_wake(l->cancel);
+        shk_wait_cancel_wake(shk_load_seq_cst(&current_wait)); /* (set before its sleep) */
     return NULL;
 }
 
@@ -674,6 +676,7 @@ static int run_wait(struct shk_queue *q, int what, uint64_t need, double timeout
     struct shk_wait w = SHK_WAIT_INIT(timeout < 0 ? SHK_FOREVER : t0 + (uint64_t)(timeout * 1e9),
                                       flags | SHK_WAIT_NOSIGNALS);
     w.cancel = cancel;
+    shk_store_seq_cst(&current_wait, &w);
     int r;
     while ((r = shk_wait_run(&shk_queue_wait_op, &qw, &w)) == EINTR)
         ;
@@ -735,7 +738,7 @@ static void test_waits(void)
     uint32_t cancel = 0;
     while (get1(&q, buf, sizeof buf) >= 0)
         ;
-    l = (struct later){NULL, 30000000u, 2, &cancel};
+    l = (struct later){NULL, 30000000u, 2, NULL};
     pthread_create(&th, NULL, do_later, &l);
     CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, -1, 0, &cancel, &took), ECANCELED);
     pthread_join(th, NULL);

@@ -222,13 +222,14 @@ static void test_cancel(void)
 }
 
 /* Another thread cancels through w.cancel: the sleeper ends with ECANCELED at once,
- * whatever the moment (before the attempt, between the attempt and the sleep, asleep). */
+ * whatever the moment (before the attempt, between the attempt and the sleep, asleep in a
+ * short sleep on the word alone or in a long one watching both words). */
 static int poll_left;
 static int poll_attempt(void *obj, struct shk_wait *w);
 static const struct shk_wait_op poll_op;
 
 struct canceller {
-    uint32_t *word;
+    struct shk_wait *w;
     uint64_t delay_ns;
 };
 
@@ -238,20 +239,34 @@ static void *cancel_later(void *arg)
     uint64_t until = shk_now_ns() + c->delay_ns;
     while (shk_now_ns() < until)
         shk_cpu_relax();
-    shk_wait_cancel_wake(c->word);
+    shk_wait_cancel_wake(c->w);
+    return NULL;
+}
+
+static uint32_t sleeper_started;
+static void *sleep_on_word(void *arg)
+{
+    struct timespec d;
+    shk_deadline_after(&d, 5.0);
+    shk_store_seq_cst(&sleeper_started, 1);
+    shk_futex_wait(arg, 0, &d);
     return NULL;
 }
 
 static void test_cancel_word(void)
 {
-    for (int round = 0; round < 300; round++) {
+    for (int round = 0; round < 400; round++) {
         struct toy t = {.target = 1, .spin_ns = UINT32_MAX};
         uint32_t cancel = 0;
-        int poll = round % 3 == 2;
+        int poll = round % 4 == 3;
         struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_NOSIGNALS);
         w.cancel = &cancel;
-        /* spread over: at once, within the spin, around the first sleep, asleep */
-        struct canceller c = {&cancel, round < 10 ? 50000000u : (uint64_t)(round * 997u) % 400000u};
+        /* spread over: at once, within the spin, around the first sleep, asleep on the
+         * word alone (1..8 ms), asleep on both words (50 ms) */
+        uint64_t delay = round < 10 ? 50000000u
+                         : round < 110 ? 1000000u + (uint64_t)(round * 70001u) % 7000000u
+                         : (uint64_t)(round * 997u) % 400000u;
+        struct canceller c = {&w, delay};
         pthread_t th;
         pthread_create(&th, NULL, cancel_later, &c);
         uint64_t t0 = shk_now_ns();
@@ -265,11 +280,30 @@ static void test_cancel_word(void)
         uint64_t took = shk_now_ns() - t0;
         pthread_join(th, NULL);
         CHECK_EQ(r, ECANCELED);
-        CHECK(took < 2000000000u); /* never the whole (infinite) wait */
+        CHECK(took < delay + 1000000000u); /* never the whole (infinite) wait */
         CHECK_EQ(t.waiters, 0);
+        CHECK(w.sleeping_on == NULL);
         if (!poll)
             CHECK_EQ(t.gave_up, ECANCELED);
     }
+    /* a short sleep on the object's word alone is woken through sleeping_on: a thread
+     * asleep on a word (5 s) that a wait names there */
+    static uint32_t word, sw_cancel;
+    static struct shk_wait sw;
+    sw = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    sw.cancel = &sw_cancel;
+    pthread_t th;
+    uint64_t t0 = shk_now_ns();
+    pthread_create(&th, NULL, sleep_on_word, &word);
+    while (shk_load_seq_cst(&sleeper_started) == 0)
+        shk_cpu_relax();
+    shk_store_seq_cst(&sw.sleeping_on, &word);
+    struct timespec d = {0, 20000000};
+    nanosleep(&d, NULL); /* (asleep by now, or it sees the word change: either way woken) */
+    shk_wait_cancel_wake(&sw);
+    pthread_join(th, NULL);
+    CHECK(shk_now_ns() - t0 < 4000000000u);
+    CHECK_EQ(sw_cancel, 1);
     /* an attempt that succeeds wins over a cancel that comes after it */
     struct toy t = {.word = 3, .target = 1};
     uint32_t cancel = 0;

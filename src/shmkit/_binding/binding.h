@@ -108,6 +108,7 @@ struct shk_py_call {
     struct shk_py_call *prev, *next;
     struct SegmentObject *seg;
     const void *handle;
+    struct shk_wait *w;         /* the call's wait (NULL: it does not wait) */
     uint32_t cancel;            /* set by a close: the call ends with ClosedError */
     int ends_with_zone;
 };

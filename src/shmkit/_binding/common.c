@@ -310,6 +310,7 @@ void shk_py_call_begin(struct shk_py_call *c, SegmentObject *seg, const void *ha
 {
     c->seg = seg;
     c->handle = handle;
+    c->w = w;
     c->cancel = 0;
     c->ends_with_zone = ends_with_zone;
     c->prev = NULL;
@@ -340,7 +341,10 @@ int shk_py_calls_cancel(SegmentObject *seg, const void *handle)
     int n = 0;
     for (struct shk_py_call *c = seg->calls; c; c = c->next) {
         if (handle ? c->handle == handle : c->ends_with_zone) {
-            shk_wait_cancel_wake(&c->cancel);
+            if (c->w)
+                shk_wait_cancel_wake(c->w); /* its wait ends now */
+            else
+                c->cancel = 1;
             n++;
         }
     }

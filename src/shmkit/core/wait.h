@@ -65,10 +65,14 @@
  * Cancelling from another thread.  w->cancel (NULL: none) names a word private to this
  * process: once it is non-zero the call ends with give_up(ECANCELED) (after the attempt in
  * progress: an attempt that succeeded still returns its success).  The driver never sleeps
- * without watching it: a FUTEX sleep waits on the object's word and the cancel word at
- * once (futex_waitv: the kernel compares both, so a cancel between the attempt and the
- * sleep is never lost), a POLL or timed OFD sleep waits on the cancel word itself.
- * shk_wait_cancel_wake() sets it and wakes the sleeper.  This is how closing a handle or
+ * without watching it: after its first 10 ms a FUTEX sleep waits on the object's word and
+ * the cancel word at once (futex_waitv: the kernel compares both, so a cancel between the
+ * attempt and the sleep is never lost); before, it sleeps on the object's word alone (a
+ * hand-off costs ~0.7 us less than through futex_waitv) in sleeps of at most 10 ms, after
+ * publishing the word in w->sleeping_on; a POLL or timed OFD sleep waits on the cancel
+ * word itself.  shk_wait_cancel_wake() sets it and wakes the sleeper (the cancel word, and
+ * the word in sleeping_on): at once, or for a cancel landing in the nanoseconds between
+ * a short sleep's last look and its sleep, within 10 ms.  This is how closing a handle or
  * a zone ends the waits other threads have in progress on it (ClosedError).  Without
  * futex_waitv (Linux < 5.16) FUTEX sleeps last at most 10 ms while a cancel word is given.
  * An OFD wait without a deadline (sleeping in the kernel's F_OFD_SETLKW) is not
@@ -155,6 +159,7 @@ struct shk_wait {
     int slept;                /* this call has slept at least once */
     const uint32_t *cancel;   /* a word private to this process (NULL: none): non-zero ends
                                  the call with give_up(ECANCELED); see "Cancelling" */
+    uint32_t *sleeping_on;    /* the driver's: the word of a short cancellable sleep */
     struct shk_waiton on;     /* filled by an attempt that returned EAGAIN */
 };
 
@@ -211,9 +216,9 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
  * Returns what the call returns. */
 int shk_wait_cancel(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int why);
 
-/* Cancel the wait that watches *cancel (w->cancel), from any thread of this process:
- * store 1 and wake its sleep. */
-void shk_wait_cancel_wake(uint32_t *cancel);
+/* Cancel the wait w (it has a w->cancel word), from any thread of this process while the
+ * wait is in progress: set its cancel word and wake its sleep. */
+void shk_wait_cancel_wake(struct shk_wait *w);
 
 /* Take back a registration made by an armed attempt (idempotent). */
 void shk_wait_disarm(struct shk_wait *w);
