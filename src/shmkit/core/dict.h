@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "layout.h"
 #include "zone.h"
@@ -309,7 +310,7 @@ void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
 /* The time (ms since the epoch) this handle uses instead of CLOCK_REALTIME; -1: none. */
 static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
 {
-    __atomic_store_n(&d->clock_ms, ms, __ATOMIC_RELAXED); /* read by calls without the GIL */
+    shk_store_relaxed(&d->clock_ms, ms); /* read by calls without the GIL */
 }
 
 /* --- reads ---------------------------------------------------------------------------- */
@@ -332,7 +333,7 @@ void shk_dict_publish_counts(struct shk_dict *d);
 
 static inline uint64_t shk_dict_word_at(const uint8_t *p)
 {
-    return __atomic_load_n((const shk_dict_word *)p, __ATOMIC_RELAXED);
+    return shk_load_relaxed((const shk_dict_word *)p);
 }
 
 static inline void shk_dict_count_fast(struct shk_dict *d, int hit)
@@ -358,11 +359,11 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
     const uint64_t voff = sizeof(struct shk_ditem) + ((klen + 7u) & ~7u);
     if (klen - 1u >= 15u) /* empty or 16 bytes and more */
         return SHK_DICT_SLOW;
-    uint32_t seq = __atomic_load_n(&sh->seq, __ATOMIC_ACQUIRE);
+    uint32_t seq = shk_load_acquire(&sh->seq);
     if (seq & 1)
         return SHK_DICT_SLOW;
     const uint32_t *bucket = (const uint32_t *)blk + ((hi >> d->shard_bits) & (d->nbuckets - 1));
-    uint32_t idx = __atomic_load_n(bucket, __ATOMIC_ACQUIRE);
+    uint32_t idx = shk_load_acquire(bucket);
     for (int hop = 0; hop < 4 && idx; hop++) {
         uint32_t ci = idx - 1;
         if (ci >= n - 1) /* an item needs two cells */
@@ -389,8 +390,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
                 __builtin_memcpy(buf, it + voff, 64); /* inside the item: fixed-size moves */
             else
                 __builtin_memcpy(buf, it + voff, vlen);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+            shk_fence_acquire();
+            if (shk_load_relaxed(&sh->seq) != seq)
                 return SHK_DICT_SLOW;
             f->vtype = vt;
             f->flags = (uint32_t)(w4 >> 32);
@@ -399,8 +400,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
             f->version = (uint32_t)(w5 >> 32);
             f->stale = 0;
             uint64_t *ref = (uint64_t *)(blk + d->ref_off) + (ci >> 6), bit = 1ull << (ci & 63);
-            if (!(__atomic_load_n(ref, __ATOMIC_RELAXED) & bit)) /* CLOCK: used */
-                __atomic_fetch_or(ref, bit, __ATOMIC_RELAXED);
+            if (!(shk_load_relaxed(ref) & bit)) /* CLOCK: used */
+                shk_fetch_or_relaxed(ref, bit);
             shk_dict_count_fast(d, 1);
             return 0;
         }
@@ -408,8 +409,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
     }
     if (idx)
         return SHK_DICT_SLOW;
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+    shk_fence_acquire();
+    if (shk_load_relaxed(&sh->seq) != seq)
         return SHK_DICT_SLOW;
     shk_dict_count_fast(d, 0);
     return SHK_ENOTFOUND;
