@@ -49,7 +49,6 @@
 #include "dict.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +61,7 @@
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
+#include "report.h"
 
 #define CORRUPT(...) shk_fail(SHK_ECORRUPT, __VA_ARGS__)
 #define CELL SHK_DICT_CELL
@@ -3131,30 +3131,8 @@ int shk_dict_recover_locked(struct shk_dict *d, uint32_t s)
     return r;
 }
 
-struct report {
-    char *buf;
-    size_t cap, len;
-    int problems;
-};
-
-static void problem(struct report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct report *rp, const char *fmt, ...)
-{
-    rp->problems++;
-    if (!rp->buf || rp->len + 2 >= rp->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(rp->buf + rp->len, rp->cap - rp->len - 1, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        rp->len += (size_t)n < rp->cap - rp->len - 1 ? (size_t)n : rp->cap - rp->len - 2;
-    rp->buf[rp->len++] = '\n';
-    rp->buf[rp->len] = '\0';
-}
-
 /* Verify one shard without changing it (locked). */
-static int shard_check(struct sc *c, struct report *rp)
+static int shard_check(struct sc *c, struct shk_report *rp)
 {
     struct shk_dict_shard *sh = c->sh;
     uint32_t n = c->n, nb = c->d->nbuckets, s = c->s;
@@ -3166,26 +3144,29 @@ static int shard_check(struct sc *c, struct report *rp)
         goto out;
     }
     if (sh->seq & 1)
-        problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
+        shk_report_problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
     if (sh->undo_cell)
-        problem(rp, "shard %u: an in-place update of cell %u never finished", s,
-                sh->undo_cell - 1);
+        shk_report_problem(rp, "shard %u: an in-place update of cell %u never finished", s,
+                           sh->undo_cell - 1);
     uint64_t items = 0, ttl = 0, minexp = NO_EXPIRY;
     for (uint32_t b = 0; b < nb; b++) {
         uint32_t guard = n;
         for (uint32_t idx = c->bk[b]; idx;) {
             if (idx > n - 1 || !guard--) {
-                problem(rp, "shard %u bucket %u: chain leaves the shard or loops", s, b);
+                shk_report_problem(rp, "shard %u bucket %u: chain leaves the shard or loops", s,
+                                   b);
                 break;
             }
             if (bit_get(marks, idx - 1)) {
-                problem(rp, "shard %u bucket %u: chain runs into cell %u, already taken", s, b,
-                        idx - 1);
+                shk_report_problem(rp,
+                                   "shard %u bucket %u: chain runs into cell %u, already taken",
+                                   s, b, idx - 1);
                 break;
             }
             struct shk_ditem *it = cellp(c, idx - 1);
             if (claim_item(c, marks, idx - 1, b, 0) != 0) {
-                problem(rp, "shard %u bucket %u: item at cell %u: %s", s, b, idx - 1, c->why);
+                shk_report_problem(rp, "shard %u bucket %u: item at cell %u: %s", s, b, idx - 1,
+                                   c->why);
                 break;
             }
             if (it->vtype == SHK_DV_LIST) {
@@ -3193,8 +3174,8 @@ static int shard_check(struct sc *c, struct report *rp)
                                                            round8(it->klen));
                 int64_t cnt = claim_list(c, marks, l, 0);
                 if (cnt <= 0)
-                    problem(rp, "shard %u: list at cell %u: %s", s, idx - 1,
-                            cnt == 0 ? "is empty" : c->why);
+                    shk_report_problem(rp, "shard %u: list at cell %u: %s", s, idx - 1,
+                                       cnt == 0 ? "is empty" : c->why);
             }
             bit_put(heads, idx - 1, 1);
             items++;
@@ -3207,91 +3188,98 @@ static int shard_check(struct sc *c, struct report *rp)
         }
     }
     if (items != sh->items)
-        problem(rp, "shard %u: says it holds %u items; its chains hold %llu", s, sh->items,
-                (unsigned long long)items);
+        shk_report_problem(rp, "shard %u: says it holds %u items; its chains hold %llu", s,
+                           sh->items, (unsigned long long)items);
     if (ttl != sh->ttl_items)
-        problem(rp, "shard %u: says %u items have an expiry; the chains hold %llu", s,
-                sh->ttl_items, (unsigned long long)ttl);
+        shk_report_problem(rp, "shard %u: says %u items have an expiry; the chains hold %llu",
+                           s, sh->ttl_items, (unsigned long long)ttl);
     if (ttl && sh->min_expire > minexp)
-        problem(rp, "shard %u: min_expire %llu is later than an item's expiry %llu", s,
-                (unsigned long long)sh->min_expire, (unsigned long long)minexp);
+        shk_report_problem(rp, "shard %u: min_expire %llu is later than an item's expiry %llu",
+                           s, (unsigned long long)sh->min_expire, (unsigned long long)minexp);
     uint64_t wrong = 0;
     for (uint64_t w = 0; w < words; w++)
         wrong += (uint64_t)__builtin_popcountll(marks[w] ^ c->used[w]);
     if (wrong)
-        problem(rp, "shard %u: %llu cells are marked used/free wrongly", s,
-                (unsigned long long)wrong);
+        shk_report_problem(rp, "shard %u: %llu cells are marked used/free wrongly", s,
+                           (unsigned long long)wrong);
     /* free runs: in the right bin, unclaimed, disjoint, not adjacent, counted */
     uint64_t free_cells = 0;
     for (int bi = 0; bi < SHK_DICT_NBINS; bi++) {
         if (!!sh->bins[bi] != !!(sh->bin_mask & (1ull << bi)))
-            problem(rp, "shard %u: bin %d and the bin mask disagree", s, bi);
+            shk_report_problem(rp, "shard %u: bin %d and the bin mask disagree", s, bi);
         uint32_t prev = 0, guard = n;
         for (uint32_t idx = sh->bins[bi]; idx;) {
             if (idx > n || !guard--) {
-                problem(rp, "shard %u: bin %d leaves the shard or loops", s, bi);
+                shk_report_problem(rp, "shard %u: bin %d leaves the shard or loops", s, bi);
                 break;
             }
             struct shk_dfree *f = cellp(c, idx - 1);
             uint32_t st = idx - 1, len = f->ncells;
             if (f->magic != SHK_DICT_FREE_MAGIC || len == 0 || len > n - st) {
-                problem(rp, "shard %u: bin %d holds cell %u which starts no free run", s, bi, st);
+                shk_report_problem(rp,
+                                   "shard %u: bin %d holds cell %u which starts no free run", s,
+                                   bi, st);
                 break;
             }
             if (bin_of(len) != bi)
-                problem(rp, "shard %u: run of %u cells at %u is in bin %d", s, len, st, bi);
+                shk_report_problem(rp, "shard %u: run of %u cells at %u is in bin %d", s, len,
+                                   st, bi);
             if (f->prev != prev)
-                problem(rp, "shard %u: run at %u has a wrong prev link", s, st);
+                shk_report_problem(rp, "shard %u: run at %u has a wrong prev link", s, st);
             if (*footer_of(c, st + len - 1) != len)
-                problem(rp, "shard %u: run at %u has footer %u, not %u", s, st,
-                        *footer_of(c, st + len - 1), len);
+                shk_report_problem(rp, "shard %u: run at %u has footer %u, not %u", s, st,
+                                   *footer_of(c, st + len - 1), len);
             if (!range_is_free(marks, st, len) || !range_is_free(seen, st, len))
-                problem(rp, "shard %u: free run at %u overlaps an item or another run", s, st);
+                shk_report_problem(rp,
+                                   "shard %u: free run at %u overlaps an item or another run",
+                                   s, st);
             bits_put(seen, st, len, 1);
             if (st + len < n && !bit_get(marks, st + len))
-                problem(rp, "shard %u: free run at %u is followed by a free cell (not merged)",
-                        s, st);
+                shk_report_problem(rp,
+                                   "shard %u: free run at %u is followed by a free cell (not merged)",
+                                   s, st);
             free_cells += len;
             prev = idx;
             idx = f->next;
         }
     }
     if (free_cells != sh->free_cells)
-        problem(rp, "shard %u: says %u cells are free; its runs hold %llu", s, sh->free_cells,
-                (unsigned long long)free_cells);
+        shk_report_problem(rp, "shard %u: says %u cells are free; its runs hold %llu", s,
+                           sh->free_cells, (unsigned long long)free_cells);
     uint64_t marked = 0;
     for (uint64_t w = 0; w < words; w++)
         marked += (uint64_t)__builtin_popcountll(marks[w]);
     if (marked + free_cells != n)
-        problem(rp, "shard %u: %llu cells used + %llu free != %u (cells lost)", s,
-                (unsigned long long)marked, (unsigned long long)free_cells, n);
+        shk_report_problem(rp, "shard %u: %llu cells used + %llu free != %u (cells lost)", s,
+                           (unsigned long long)marked, (unsigned long long)free_cells, n);
     /* the eviction queue: every live item exactly once, links both ways */
     memset(seen, 0, words * 8);
     uint64_t queued = 0;
     uint32_t prev = 0, guard = n;
     for (uint32_t idx = sh->lru_head; idx;) {
         if (idx > n - 1 || !guard--) {
-            problem(rp, "shard %u: eviction queue leaves the shard or loops", s);
+            shk_report_problem(rp, "shard %u: eviction queue leaves the shard or loops", s);
             break;
         }
         if (!bit_get(heads, idx - 1) || bit_get(seen, idx - 1)) {
-            problem(rp, "shard %u: eviction queue holds cell %u, %s", s, idx - 1,
-                    bit_get(seen, idx - 1) ? "twice" : "which is not a live item");
+            shk_report_problem(rp, "shard %u: eviction queue holds cell %u, %s", s, idx - 1,
+                               bit_get(seen, idx - 1) ? "twice" : "which is not a live item");
             break;
         }
         bit_put(seen, idx - 1, 1);
         struct shk_ditem *it = cellp(c, idx - 1);
         if (it->lru_prev != prev)
-            problem(rp, "shard %u: queue link before cell %u is wrong", s, idx - 1);
+            shk_report_problem(rp, "shard %u: queue link before cell %u is wrong", s, idx - 1);
         queued++;
         prev = idx;
         idx = it->lru_next;
     }
     if (sh->lru_tail != prev)
-        problem(rp, "shard %u: eviction queue tail is %u, its last item %u", s, sh->lru_tail, prev);
+        shk_report_problem(rp, "shard %u: eviction queue tail is %u, its last item %u", s,
+                           sh->lru_tail, prev);
     if (queued != items)
-        problem(rp, "shard %u: eviction queue holds %llu of %llu items", s,
-                (unsigned long long)queued, (unsigned long long)items);
+        shk_report_problem(rp, "shard %u: eviction queue holds %llu of %llu items", s,
+                           (unsigned long long)queued, (unsigned long long)items);
 out:
     free(marks);
     free(heads);
@@ -3301,9 +3289,8 @@ out:
 
 int shk_dict_check(struct shk_dict *d, char *report, size_t cap)
 {
-    struct report rp = {report, cap, 0, 0};
-    if (report && cap)
-        report[0] = '\0';
+    struct shk_report rp;
+    shk_report_init(&rp, report, cap);
     for (uint32_t s = 0; s < d->nshards; s++) {
         int r = shk_dict_lock(d, s);
         if (r)
