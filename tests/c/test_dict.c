@@ -656,6 +656,30 @@ static void test_processes(void)
     close_zone();
 }
 
+/* Declaring an existing dict again: with SHK_DOPEN_STRICT another capacity or shard count
+ * is SHK_EOBJMISMATCH (ObjectMismatchError), the same ones or none attach; without it any
+ * existing dict is attached to.  A name that is missing and not to be created is
+ * SHK_ENOTFOUND. */
+static void test_open_strict(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    const int strict = SHK_DOPEN_CREATE | SHK_DOPEN_STRICT;
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 2, strict, &created), 0);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 512 << 10, 2, strict, &created), SHK_EOBJMISMATCH);
+    CHECK(strstr(shk_error_detail(), "exists with capacity 262144 in 2 shards") != NULL);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 4, strict, &created), SHK_EOBJMISMATCH);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 2, strict, &created), 0);
+    CHECK_EQ(created, 0);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 0, strict, &created), 0);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 512 << 10, 4, SHK_DOPEN_CREATE, &created), 0);
+    CHECK_EQ(d.hdr->capacity, 256u << 10);
+    CHECK_EQ(shk_dict_open(&d, &z, "absent", 0, 0, 0, &created), SHK_ENOTFOUND);
+    close_zone();
+}
+
 /* The default shard count gives a plan for every capacity, tiny to huge (plans only:
  * nothing is allocated), powers of two, at least one MiB per shard once there is room. */
 static void test_default_shards(void)
@@ -1437,6 +1461,7 @@ static void test_get_growing_value(void)
 int main(void)
 {
     test_default_shards();
+    test_open_strict();
     test_key_fill();
     test_fast_path();
     test_random_model();

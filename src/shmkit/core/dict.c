@@ -2795,7 +2795,7 @@ int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint
             bad = shk_dict_plan(capacity, d->nshards, &want) != 0 ||
                   want.capacity != d->hdr->capacity;
         if (bad)
-            return shk_fail(SHK_EMISMATCH, "dict '%s' exists with capacity %llu in %u shards; "
+            return shk_fail(SHK_EOBJMISMATCH, "dict '%s' exists with capacity %llu in %u shards; "
                             "it was declared again with capacity %llu%s", name,
                             (unsigned long long)d->hdr->capacity, d->nshards,
                             (unsigned long long)capacity,

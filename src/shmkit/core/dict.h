@@ -202,7 +202,7 @@ int shk_dict_format(void *mem, const struct shk_dict_geometry *g);
 int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64_t size);
 #define SHK_DOPEN_CREATE 0x1  /* create it (capacity, nshards) when missing */
 #define SHK_DOPEN_STRICT 0x2  /* an existing dict must have this capacity (and nshards if
-                                 given): SHK_EMISMATCH otherwise */
+                                 given): SHK_EOBJMISMATCH otherwise */
 
 /* Find (or with SHK_DOPEN_CREATE create) the dict `name` in the zone and attach. */
 int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
