@@ -16,10 +16,10 @@
  *
  * One call, one operation (dict.h): each public call takes the lock it needs itself, as
  * its flags allow (without SHK_DWAIT it spins a little, then gives up with EBUSY having
- * done nothing), runs the operation's whole protocol, and hands values back through the
- * caller's buffer (ENOBUFS with the room needed, nothing done).  Inside, nginx's pattern:
- * the `_inner` functions assume the lock is held and seq odd; LOCKED_WRITE and READ_OP
- * are the plain calls around them.
+ * done nothing, and its caller waits with shk_dict_shard_op), runs the operation's whole
+ * protocol, and hands values back through the caller's buffer (ENOBUFS with the room
+ * needed, nothing done).  Inside, nginx's pattern: the `_inner` functions assume the lock
+ * is held and seq odd; LOCKED_WRITE and READ_OP are the plain calls around them.
  *
  * Numbers: incr adds under the lock as Python adds (int64 and double in place; exact
  * two's complement arithmetic when an int outgrows int64; an int meets a float rounded
@@ -243,13 +243,24 @@ static inline int ref_take(struct sc *c, uint32_t ci)
     return 1;
 }
 
+/* The test hook (shk_dict.crash_at): SIGKILL ourselves here, or with crash_stop, stop
+ * here once (SIGSTOP, holding the shard's lock) and carry on when continued. */
+static __attribute__((noinline, cold)) void crash_now(struct shk_dict *d)
+{
+    if (d->crash_stop) {
+        d->crash_at = 0;
+        kill(getpid(), SIGSTOP);
+        return;
+    }
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
+}
+
 static inline void crash_point(struct sc *c, int point)
 {
-    if (UNLIKELY(c->d->crash_at == point)) {
-        kill(getpid(), SIGKILL);
-        for (;;)
-            pause();
-    }
+    if (UNLIKELY(c->d->crash_at == point))
+        crash_now(c->d);
 }
 
 /* ---- the shard lock ------------------------------------------------------------------- */
@@ -820,8 +831,8 @@ static int vtype_valid(uint8_t t)
 }
 
 /* Count a lookup.  A call that may wait (SHK_DWAIT) may run beside other calls on this
- * handle (the binding runs it without the GIL), so it never writes the handle: its
- * lookups go to the shared counters at once. */
+ * handle (C callers sharing a handle between threads), so it never writes the handle:
+ * its lookups go to the shared counters at once. */
 static inline void count_lookup(struct shk_dict *d, int hit, int flags)
 {
     if (UNLIKELY(flags & SHK_DWAIT))
@@ -2419,6 +2430,14 @@ static int count_chunk(struct sc *c, uint32_t b, uint32_t nb, uint64_t *out)
     return 0;
 }
 
+/* count's answer when a shard stopped it: EBUSY says which one (in *out). */
+static int busy_shard(int r, uint32_t s, uint64_t *out)
+{
+    if (r == EBUSY)
+        *out = s;
+    return r;
+}
+
 int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
 {
     uint64_t total = 0;
@@ -2434,7 +2453,7 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
             r = 0;
         });
         if (r)
-            return r;
+            return busy_shard(r, s, out);
         if (!ttl || minexp > now_ms(&c)) {
             total += items;
             continue;
@@ -2443,7 +2462,7 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
             uint64_t cnt = 0;
             r = READ_OP(&c, flags, { r = count_chunk(&c, b, CHUNK_BUCKETS, &cnt); });
             if (r)
-                return r;
+                return busy_shard(r, s, out);
             total += cnt;
         }
     }
@@ -2864,6 +2883,46 @@ void shk_dict_unlock(struct shk_dict *d, uint32_t s)
 {
     shk_mutex_unlock(&d->shards[s].lock);
 }
+
+/*
+ * Waiting for a shard's lock to come free, in the one wait shape (dict.h, wait.h).  The
+ * attempt is shk_mutex_op's: pthread_mutex_trylock, and when the lock is held elsewhere
+ * EAGAIN with the kernel's robust futex word of the shard's mutex (FUTEX_WAITERS set once
+ * armed, so that the holder's unlock wakes us).  When it gets the lock it repairs what a
+ * dead owner left (as every taker does) and gives the lock back at once: the caller makes
+ * its call itself, in its own context (the Python binding: holding the GIL), and a
+ * shard's lock must never be held while its taker waits for anything.  A waiter that
+ * slept took the lock with FUTEX_WAITERS set (shk_mutex_op does, since others may sleep
+ * too), so giving it back wakes the next sleeper: the robust futex protocol asks that of
+ * every woken waiter that does not keep the lock.
+ */
+static int shard_wait_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_dict_shard_wait *sw = obj;
+    struct shk_dict *d = sw->d;
+    if (sw->shard >= d->nshards)
+        return shk_fail(EINVAL, "dict: shard %u does not exist (the dict has %u)", sw->shard,
+                        d->nshards);
+    pthread_mutex_t *m = &d->shards[sw->shard].lock;
+    int r = shk_mutex_op.attempt(m, w);
+    if (r != 0 && r != SHK_EOWNERDEAD)
+        return r; /* EAGAIN (w->on says what to sleep on), or an error */
+    if ((r = lock_acquired(d, sw->shard, r)) != 0)
+        return r; /* a repair failed (lock_acquired gave the lock back) */
+    pthread_mutex_unlock(m);
+    return 0;
+}
+
+static int shard_wait_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_dict_shard_wait *sw = obj;
+    if (sw->shard >= sw->d->nshards)
+        return why;
+    return shk_mutex_op.give_up(&sw->d->shards[sw->shard].lock, w, why);
+}
+
+const struct shk_wait_op shk_dict_shard_op = {"dict shard lock", shard_wait_attempt,
+                                              shard_wait_give_up, NULL};
 
 /* ---- rebuilding a shard from its chains, and checking one ------------------------------- */
 

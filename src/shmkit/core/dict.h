@@ -14,13 +14,15 @@
  *   Locking.  A dict is split into shards, each with a robust mutex.  Lookups take no
  *   lock (a seqlock read, validated, retried); writes hold their key's shard lock, taken
  *   inside the call.  Without SHK_DWAIT a call never sleeps: when the lock is held
- *   elsewhere after a short spin it returns EBUSY having done nothing, and the caller
- *   calls again with SHK_DWAIT once it can afford to sleep (the Python binding: with the
- *   GIL released).  A lock whose owner died is repaired inside the call that takes it.
- *   A call with SHK_DWAIT never writes the handle (it may run beside other calls on it).
- *   When the core's common wait (try; else report the word and value to sleep on; wait
- *   with a deadline) lands, SHK_DWAIT's one sleep, in dict.c's shard_lock_slow, is where
- *   it plugs in: EBUSY is already its "try".
+ *   elsewhere after a short spin it returns EBUSY having done nothing.  The caller then
+ *   waits for that lock to come free in the one wait shape of wait.h, with
+ *   shk_dict_shard_op below (a deadline, EINTR returns for signals, an attempt that the
+ *   asyncio contract can run), and makes the call again.  The Python binding runs that
+ *   wait with shk_py_wait (the GIL released, Ctrl-C honoured) and makes every call holding
+ *   the GIL.  With SHK_DWAIT the call sleeps for the lock itself instead, as long as it
+ *   takes and deaf to signals (shk_mutex_lock): for C callers that handle none.  A lock
+ *   whose owner died is repaired by whoever takes it next.  A call with SHK_DWAIT never
+ *   writes the handle (C callers may share one handle between threads that way).
  *
  *   Buffers.  A call that hands a value back copies it into the caller's (buf, cap).
  *   When it does not fit, the call returns ENOBUFS with f->len set to the room it needs,
@@ -44,6 +46,7 @@
 #include "atomics.h"
 #include "errors.h"
 #include "layout.h"
+#include "wait.h"
 #include "zone.h"
 
 #ifdef __cplusplus
@@ -77,6 +80,8 @@ struct shk_dict {
                                    by a call with SHK_DWAIT) */
     pid_t pid;                  /* whose counters those are (fork resets them) */
     int crash_at;               /* test hook: SIGKILL ourselves at this point (0: never) */
+    int crash_stop;             /* ... or, when set, stop there once (SIGSTOP, the lock
+                                   held) and go on when continued */
 };
 
 /* Where a write may be interrupted by the crash test hook (shk_dict.crash_at). */
@@ -307,6 +312,27 @@ static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct 
 int shk_dict_lock(struct shk_dict *d, uint32_t shard);
 void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
 
+/*
+ * Waiting for a shard's lock after a call answered EBUSY: an operation of wait.h on a
+ * struct shk_dict_shard_wait, run by shk_wait_run (or shk_py_wait, or the asyncio
+ * contract).  Its attempt tries the lock as shk_mutex_op does: held elsewhere, EAGAIN
+ * with the kernel's robust futex word of the shard's mutex and its value in w->on
+ * (registered in the word's FUTEX_WAITERS bit once armed); free, it takes it, repairs
+ * what a dead owner left, and gives it back at once: 0 means "the lock was free: make the
+ * call again" (which may find it busy again: then wait again).  Nothing is held when the
+ * wait ends, so the caller makes its call in its own context.  Results as wait.h says:
+ * 0, ETIMEDOUT, EBUSY (SHK_WAIT_TRY), EINTR, or an error (SHK_ECORRUPT, EDEADLK when this
+ * thread holds the lock, EINVAL for a shard that does not exist).
+ *
+ * Which shard: a keyed call's is shk_dict_shard_of(d, k); shk_dict_count names it in *n;
+ * shk_dict_scan's is the cursor's (cursor >> 32); shk_dict_debug_queue's is its own.
+ */
+struct shk_dict_shard_wait {
+    struct shk_dict *d;
+    uint32_t shard;
+};
+extern const struct shk_wait_op shk_dict_shard_op;
+
 /* The time (ms since the epoch) this handle uses instead of CLOCK_REALTIME; -1: none. */
 static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
 {
@@ -436,7 +462,8 @@ int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int flags, int64_
 /* Length of the list at k (0 if absent). SHK_ETYPE if not a list. */
 int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint64_t *n);
 
-/* Number of unexpired keys. Takes no lock unless writers keep a shard busy. */
+/* Number of unexpired keys. Takes no lock unless writers keep a shard busy.  EBUSY: *n
+ * is the shard whose lock is held elsewhere. */
 int shk_dict_count(struct shk_dict *d, int flags, uint64_t *n);
 
 /*
