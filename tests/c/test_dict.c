@@ -5,8 +5,11 @@
  * SHK_ECORRUPT, never a wild access; forked writers and readers agree on checksums.  And the
  * protocols the binding used to run itself: incr's arithmetic and its atomicity under
  * threads and processes, values handed back through a growing buffer, lists, stale reads,
- * a busy shard (EBUSY without SHK_DWAIT, a wait with it). */
+ * a busy shard (EBUSY without SHK_DWAIT, a wait with it) and the wait for its lock in the
+ * one wait shape (shk_dict_shard_op: deadline, signal slices, the asyncio contract, a
+ * holder killed while stopped). */
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -60,17 +63,33 @@ static void fill(uint8_t *v, size_t len, int key, int ver)
     }
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The binding's wait after a call said EBUSY: until k's shard lock is free (no signal
+ * returns: nobody here handles signals; a deadline far beyond any real wait, so that a
+ * lost wake-up fails the test instead of hanging it).  0: make the call again. */
+static int wait_shard(struct shk_dict *d, const struct shk_dkey *k)
+{
+    struct shk_dict_shard_wait sw = {d, shk_dict_shard_of(d, k)};
+    struct shk_wait w = SHK_WAIT_INIT(mono_ns() + 60000000000u, SHK_WAIT_NOSIGNALS);
+    return shk_wait_run(&shk_dict_shard_op, &sw, &w);
+}
+
 static int get_bytes(struct shk_dict *d, struct shk_dkey *k, uint8_t *buf, uint64_t cap,
                      struct shk_dict_found *f)
 {
-    /* the binding's way: the inline fast path, then the general lookup, which may wait
-     * for the lock only when told (the binding first releases the GIL) */
+    /* the binding's way: the inline fast path, then the general lookup, which never
+     * sleeps: when a writer holds the shard's lock, wait for it and look again */
     int r = cap <= UINT32_MAX ? shk_dict_get_fast(d, k, buf, (uint32_t)cap, f) : SHK_DICT_SLOW;
     if (r != SHK_DICT_SLOW)
         return r;
-    r = shk_dict_get(d, k, 0, buf, cap, f);
-    if (r == EBUSY) /* a writer holds the shard's lock */
-        r = shk_dict_get(d, k, SHK_DWAIT, buf, cap, f);
+    while ((r = shk_dict_get(d, k, 0, buf, cap, f)) == EBUSY && (r = wait_shard(d, k)) == 0)
+        ;
     return r;
 }
 
@@ -656,6 +675,30 @@ static void test_processes(void)
     close_zone();
 }
 
+/* Declaring an existing dict again: with SHK_DOPEN_STRICT another capacity or shard count
+ * is SHK_EOBJMISMATCH (ObjectMismatchError), the same ones or none attach; without it any
+ * existing dict is attached to.  A name that is missing and not to be created is
+ * SHK_ENOTFOUND. */
+static void test_open_strict(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    const int strict = SHK_DOPEN_CREATE | SHK_DOPEN_STRICT;
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 2, strict, &created), 0);
+    CHECK_EQ(created, 1);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 512 << 10, 2, strict, &created), SHK_EOBJMISMATCH);
+    CHECK(strstr(shk_error_detail(), "exists with capacity 262144 in 2 shards") != NULL);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 4, strict, &created), SHK_EOBJMISMATCH);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 2, strict, &created), 0);
+    CHECK_EQ(created, 0);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 256 << 10, 0, strict, &created), 0);
+    CHECK_EQ(shk_dict_open(&d, &z, "strict", 512 << 10, 4, SHK_DOPEN_CREATE, &created), 0);
+    CHECK_EQ(d.hdr->capacity, 256u << 10);
+    CHECK_EQ(shk_dict_open(&d, &z, "absent", 0, 0, 0, &created), SHK_ENOTFOUND);
+    close_zone();
+}
+
 /* The default shard count gives a plan for every capacity, tiny to huge (plans only:
  * nothing is allocated), powers of two, at least one MiB per shard once there is room. */
 static void test_default_shards(void)
@@ -780,15 +823,12 @@ static void test_fast_path(void)
 
 /* ---- the protocols that moved from the binding into the core ----------------------------- */
 
-/* The binding's shape of a call: first without waiting, then, on EBUSY, waiting. */
-#define TRY_THEN_WAIT(r, call_with_flags)                                                 \
+/* The binding's shape of a call about the caller's key k of its dict d: made without
+ * waiting, and on EBUSY made again once shk_dict_shard_op found the lock free. */
+#define TRY_THEN_WAIT(r, call)                                                            \
     do {                                                                                  \
-        int WAITF = 0;                                                                    \
-        (r) = (call_with_flags);                                                          \
-        if ((r) == EBUSY) {                                                               \
-            WAITF = SHK_DWAIT;                                                            \
-            (r) = (call_with_flags);                                                      \
-        }                                                                                 \
+        while (((r) = (call)) == EBUSY && ((r) = wait_shard(&d, &k)) == 0)                \
+            ;                                                                             \
     } while (0)
 
 /* x as the dict stores a big int: Python's int.to_bytes(bit_length // 8 + 1, "little",
@@ -1008,25 +1048,25 @@ static void *incr_thread(void *arg)
         struct shk_dkey k;
         snprintf(kb, sizeof kb, "c%d", i % 4);
         shk_dict_key(&k, SHK_DK_STR, kb, strlen(kb));
-        TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &one, &zero, 0, WAITF, out, sizeof out, &f));
+        TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &one, &zero, 0, 0, out, sizeof out, &f));
         bad += r != 0;
         shk_dict_key(&k, SHK_DK_STR, "f", 1);
-        TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &half, &zerof, 0, WAITF, out, sizeof out, &f));
+        TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &half, &zerof, 0, 0, out, sizeof out, &f));
         bad += r != 0;
         /* across INT64_MAX and back: up for the first half, down for the second */
         shk_dict_key(&k, SHK_DK_STR, "edge", 4);
-        TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, i < INCRS / 2 ? &one : &minus, NULL, 0, WAITF,
+        TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, i < INCRS / 2 ? &one : &minus, NULL, 0, 0,
                                        out, sizeof out, &f));
         bad += r != 0;
         if (i % 10 == 0) {
             shk_dict_key(&k, SHK_DK_STR, "big", 3);
-            TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &big, &zero, 0, WAITF, out, sizeof out, &f));
+            TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &big, &zero, 0, 0, out, sizeof out, &f));
             bad += r != 0;
         }
         if (i % 40 == 0) { /* every thread initialises the same fresh keys at once */
             snprintf(kb, sizeof kb, "init%d", i / 40);
             shk_dict_key(&k, SHK_DK_STR, kb, strlen(kb));
-            TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &one, &hundred, 0, WAITF, out, sizeof out, &f));
+            TRY_THEN_WAIT(r, shk_dict_incr(&d, &k, &one, &hundred, 0, 0, out, sizeof out, &f));
             bad += r != 0;
         }
     }
@@ -1336,6 +1376,189 @@ static void test_busy_shard(void)
     close_zone();
 }
 
+/* ---- waiting for a shard's lock: shk_dict_shard_op (wait.h's one shape) -------------- */
+
+struct sleeper {
+    struct shk_dict *d;
+    int id, r, stored;
+    uint64_t woke_ns;
+};
+
+/* Waits for shard 0 (deaf to signals: only a wake-up ends its sleep before the 30 s
+ * deadline, which the test would see), then stores its key as the binding does. */
+static void *shard_sleeper(void *arg)
+{
+    struct sleeper *sl = arg;
+    struct shk_dict_shard_wait sw = {sl->d, 0};
+    struct shk_wait w = SHK_WAIT_INIT(mono_ns() + 30000000000u, SHK_WAIT_NOSIGNALS);
+    int r = shk_wait_run(&shk_dict_shard_op, &sw, &w);
+    sl->woke_ns = mono_ns();
+    __atomic_store_n(&sl->r, r, __ATOMIC_RELEASE);
+    if (r == 0) {
+        struct shk_dict d = *sl->d; /* its own handle, as the binding has one per thread */
+        char kb[32];
+        struct shk_dkey k;
+        uint32_t ev;
+        mkkey(&k, kb, 500 + sl->id);
+        TRY_THEN_WAIT(r, shk_dict_store(&d, &k, SHK_DV_BYTES, "slept", 5, 0, 0, SHK_DSET, 0, &ev));
+        sl->stored = r == 0;
+    }
+    return NULL;
+}
+
+/*
+ * The wait for a shard's lock, in wait.h's shape.  With a writer stuck mid-write: a try
+ * answers EBUSY, a deadline ETIMEDOUT (not before it), a wait that takes signals returns
+ * EINTR on its 100 ms slices, an armed attempt answers EAGAIN with the mutex's robust
+ * futex word (holder's tid, FUTEX_WAITERS set) as the asyncio contract needs, and
+ * answers 0 once the word changed; three sleepers deaf to signals all wake when the writer
+ * finishes (each passes the wake-up on) and then make their calls.  A writer SIGKILLed
+ * while stopped mid-write (the crash hook's stop): the sleeping waiter is woken by the
+ * kernel, repairs the shard, and the half-done write is not there.
+ */
+static void test_shard_wait(void)
+{
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "shardwait", 64 << 10, 1, SHK_DOPEN_CREATE, &created), 0);
+    struct shk_dkey k;
+    char kb[32];
+    uint32_t ev;
+    mkkey(&k, kb, 1);
+    CHECK_EQ(shk_dict_store(&d, &k, SHK_DV_BYTES, "value", 5, 0, 0, SHK_DSET, 0, &ev), 0);
+    struct shk_dict_shard_wait sw = {&d, 0};
+    uint32_t *word = (uint32_t *)&d.shards[0].lock; /* glibc: the robust futex word first */
+
+    /* free: one attempt says so, and leaves the lock free */
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_wait_run(&shk_dict_shard_op, &sw, &w), 0);
+    CHECK_EQ(__atomic_load_n(word, __ATOMIC_SEQ_CST), 0);
+    struct shk_dict_shard_wait bad = {&d, 1};
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_wait_run(&shk_dict_shard_op, &bad, &w), EINVAL);
+
+    struct frozen fz = {.d = &d, .k = k};
+    pthread_t holder;
+    CHECK_EQ(pthread_create(&holder, NULL, stuck_writer, &fz), 0);
+    for (int i = 0; i < 3000 && !__atomic_load_n(&fz.held, __ATOMIC_ACQUIRE); i++)
+        usleep(10000);
+    CHECK_EQ(__atomic_load_n(&fz.held, __ATOMIC_ACQUIRE), 1);
+
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_wait_run(&shk_dict_shard_op, &sw, &w), EBUSY);
+    uint64_t t0 = mono_ns();
+    w = SHK_WAIT_INIT(t0 + 60000000u, SHK_WAIT_NOSIGNALS);
+    CHECK_EQ(shk_wait_run(&shk_dict_shard_op, &sw, &w), ETIMEDOUT);
+    CHECK(mono_ns() - t0 >= 60000000u);
+    /* signal slices: EINTR at least once before a 350 ms deadline, then ETIMEDOUT */
+    t0 = mono_ns();
+    w = SHK_WAIT_INIT(t0 + 350000000u, 0);
+    int r, eintr = 0;
+    for (int i = 0; i < 1000 && (r = shk_wait_run(&shk_dict_shard_op, &sw, &w)) == EINTR; i++)
+        eintr++;
+    CHECK_EQ(r, ETIMEDOUT);
+    CHECK(eintr >= 1);
+    CHECK(mono_ns() - t0 >= 350000000u);
+
+    /* the asyncio contract: an armed attempt says what to sleep on */
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS);
+    CHECK_EQ(shk_dict_shard_op.attempt(&sw, &w), EAGAIN);
+    CHECK_EQ(w.on.kind, SHK_WAITON_FUTEX);
+    CHECK(w.on.word == word);
+    CHECK((w.on.value & FUTEX_TID_MASK) != 0 && (w.on.value & FUTEX_WAITERS));
+    CHECK_EQ(__atomic_load_n(word, __ATOMIC_SEQ_CST), w.on.value);
+    shk_wait_disarm(&w);
+
+    /* three sleepers, deaf to signals, all woken when the writer finishes */
+    struct sleeper sl[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        sl[i] = (struct sleeper){&d, i, -1, 0, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, shard_sleeper, &sl[i]), 0);
+    }
+    usleep(100000);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(__atomic_load_n(&sl[i].r, __ATOMIC_ACQUIRE), -1);
+    uint64_t released = mono_ns();
+    __atomic_store_n(&fz.release, 1, __ATOMIC_RELEASE);
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 40;
+    void *rv = (void *)1;
+    CHECK_EQ(pthread_timedjoin_np(holder, &rv, &limit), 0);
+    CHECK(rv == NULL);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(pthread_timedjoin_np(th[i], NULL, &limit), 0);
+        CHECK_EQ(sl[i].r, 0);
+        CHECK_EQ(sl[i].stored, 1);
+        CHECK(sl[i].woke_ns - released < 10000000000u); /* woken, not saved by the deadline */
+    }
+    /* the word changed since the async attempt: attempt again, the lock is free */
+    CHECK(__atomic_load_n(word, __ATOMIC_SEQ_CST) != w.on.value);
+    CHECK_EQ(shk_dict_shard_op.attempt(&sw, &w), 0);
+    CHECK_EQ(__atomic_load_n(word, __ATOMIC_SEQ_CST), 0);
+    uint8_t out[64];
+    struct shk_dict_found f;
+    for (int i = 0; i < 3; i++) {
+        struct shk_dkey sk;
+        char skb[32];
+        mkkey(&sk, skb, 500 + i);
+        CHECK_EQ(shk_dict_get(&d, &sk, 0, out, sizeof out, &f), 0);
+        CHECK(f.len == 5 && memcmp(out, "slept", 5) == 0);
+    }
+
+    /* a writer stopped mid-write, then SIGKILLed while a waiter sleeps on its lock */
+    struct shk_dict_stats st;
+    shk_dict_stats(&d, &st);
+    uint64_t rec = st.recoveries;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct shk_dkey nk;
+        char nkb[32];
+        mkkey(&nk, nkb, 900);
+        d.crash_at = SHK_DCRASH_HALF_WRITTEN;
+        d.crash_stop = 1;
+        shk_dict_store(&d, &nk, SHK_DV_BYTES, "never", 5, 0, 0, SHK_DSET, 0, &ev);
+        _exit(3); /* not reached: killed while stopped */
+    }
+    CHECK(pid > 0);
+    int status = 0, stopped = 0;
+    for (int i = 0; i < 1000 && !stopped; i++) { /* within 10 s */
+        pid_t p = waitpid(pid, &status, WUNTRACED | WNOHANG);
+        stopped = p == pid && WIFSTOPPED(status);
+        if (!stopped)
+            usleep(10000);
+    }
+    CHECK(stopped);
+    CHECK_EQ(shk_dict_get(&d, &k, 0, out, sizeof out, &f), EBUSY); /* held, seq odd */
+    struct sleeper waiter = {&d, 9, -1, 0, 0};
+    pthread_t wt;
+    CHECK_EQ(pthread_create(&wt, NULL, shard_sleeper, &waiter), 0);
+    usleep(50000);
+    CHECK_EQ(__atomic_load_n(&waiter.r, __ATOMIC_ACQUIRE), -1);
+    uint64_t killed = mono_ns();
+    kill(pid, SIGKILL);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 40;
+    CHECK_EQ(pthread_timedjoin_np(wt, NULL, &limit), 0);
+    CHECK_EQ(waiter.r, 0);
+    CHECK(waiter.woke_ns - killed < 10000000000u);
+    CHECK_EQ(waiter.stored, 1);
+    shk_dict_stats(&d, &st);
+    CHECK_EQ(st.recoveries, rec + 1);
+    struct shk_dkey nk;
+    char nkb[32];
+    mkkey(&nk, nkb, 900);
+    CHECK_EQ(shk_dict_get(&d, &nk, 0, out, sizeof out, &f), SHK_ENOTFOUND);
+    CHECK_EQ(shk_dict_get(&d, &k, 0, out, sizeof out, &f), 0);
+    CHECK(f.len == 5 && memcmp(out, "value", 5) == 0);
+    expect_consistent(&d, "after waits for a shard's lock");
+    close_zone();
+}
+
 struct grower {
     int stop;
     int rounds;
@@ -1363,8 +1586,7 @@ static void *grow_writer(void *arg)
         memcpy(v + 4, &len, 4);
         uint32_t ev;
         int r;
-        TRY_THEN_WAIT(r, shk_dict_store(&d, &k, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET | WAITF, 0,
-                                        &ev));
+        TRY_THEN_WAIT(r, shk_dict_store(&d, &k, SHK_DV_BYTES, v, len, 0, 0, SHK_DSET, 0, &ev));
         if (r)
             return (void *)2;
         __atomic_add_fetch(&g->rounds, 1, __ATOMIC_RELAXED);
@@ -1399,7 +1621,7 @@ static void test_get_growing_value(void)
         struct shk_dict_found f;
         int r, rounds = 0;
         for (;;) {
-            TRY_THEN_WAIT(r, shk_dict_get(&d, &k, WAITF, buf, cap, &f));
+            TRY_THEN_WAIT(r, shk_dict_get(&d, &k, 0, buf, cap, &f));
             if (r != ENOBUFS || rounds++ > 100)
                 break;
             CHECK(f.len > cap);
@@ -1437,6 +1659,7 @@ static void test_get_growing_value(void)
 int main(void)
 {
     test_default_shards();
+    test_open_strict();
     test_key_fill();
     test_fast_path();
     test_random_model();
@@ -1450,6 +1673,7 @@ int main(void)
     test_incr_threads();
     test_buffers_lists_stale();
     test_busy_shard();
+    test_shard_wait();
     test_get_growing_value();
     TEST_MAIN_END();
 }

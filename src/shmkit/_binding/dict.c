@@ -7,10 +7,12 @@
  * shard locks, incr, lists) is one call into core/dict.c.  shmkit.dict.Dict subclasses
  * this type and adds the rest of the Python surface.
  *
- * Two shapes repeat: a call that may need a shard's lock runs first without waiting and,
- * if the lock is busy, again with the GIL released (CALL); a call that hands a value back
- * copies it into a buffer that starts on the stack and grows to what the core says it
- * needs (struct out, CALL_INTO).
+ * One shape repeats: `do r = call; while (again(...))`.  Every call is made holding the
+ * GIL and never sleeps; when its shard's lock is held elsewhere it answers EBUSY having
+ * done nothing, and again() waits for the lock in the one wait shape (shk_dict_shard_op
+ * through shk_py_wait: the GIL released, Ctrl-C honoured) before it is made again.  A
+ * call that hands a value back copies it into a buffer that starts on the stack and grows
+ * to what the core says it needs (struct out; ENOBUFS, which again() handles too).
  *
  * Values are stored typed (layout.h, enum shk_dict_vtype): bytes, str, int, float, bool
  * and None natively, anything else through the handle's serializer (pickle unless told
@@ -71,23 +73,6 @@ static inline int ready(DictObject *self)
     }
     return 0;
 }
-
-/*
- * Run a core call that may need a shard's lock: first as it is, never sleeping, and when
- * the lock is held elsewhere (EBUSY: nothing was done) once more with the GIL released,
- * allowed to wait for it.  `call` passes WAIT among its flags.
- */
-#define CALL(r, call)                                                                     \
-    do {                                                                                  \
-        int WAIT = 0;                                                                     \
-        (r) = (call);                                                                     \
-        if (__builtin_expect((r) == EBUSY, 0)) {                                          \
-            WAIT = SHK_DWAIT;                                                             \
-            Py_BEGIN_ALLOW_THREADS                                                        \
-            (r) = (call);                                                                 \
-            Py_END_ALLOW_THREADS                                                          \
-        }                                                                                 \
-    } while (0)
 
 static inline int key_of(PyObject *key, struct shk_dkey *k)
 {
@@ -362,13 +347,64 @@ static int out_grow(struct out *o, const struct shk_dict_found *f)
     return o->buf ? 0 : RAISED;
 }
 
-/* Run `call`, which copies a value into (o.buf, o.cap), as CALL does, until it fits. */
-#define CALL_INTO(r, o, f, call)                                                          \
-    do {                                                                                  \
-        CALL(r, call);                                                                    \
-        while ((r) == ENOBUFS && ((r) = out_grow(&(o), &(f))) == 0)                       \
-            CALL(r, call);                                                                \
-    } while (0)
+/* ---- a call again: after a busy shard, or into a larger buffer ----------------------- */
+
+/* The exception for a call's result r, unless it is RAISED (then it is set already). */
+static PyObject *fail(int r, const char *what)
+{
+    return r == RAISED ? NULL : shk_py_raise(r, what);
+}
+
+static int fail_int(int r, const char *what)
+{
+    return r == RAISED ? -1 : shk_py_raise_int(r, what);
+}
+
+/*
+ * Shard `shard`'s lock is held elsewhere (a call answered EBUSY, having done nothing):
+ * wait until it is free, in the one wait shape (shk_dict_shard_op through shk_py_wait:
+ * the GIL released, signal handlers run, a dead holder's mess repaired; no deadline, as
+ * the dict's methods have no timeout).  0: make the call again; RAISED.
+ */
+static int wait_shard(DictObject *self, uint32_t shard)
+{
+    struct shk_dict_shard_wait sw = {&self->d, shard};
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    int r = shk_py_wait(&shk_dict_shard_op, &sw, &w, 0, NULL);
+    if (r == SHK_PY_ERR)
+        return RAISED;
+    if (r)
+        return shk_py_raise_int(r, "dict shard lock");
+    return ready(self); /* closed meanwhile by another thread? */
+}
+
+/* again() for any shard (the calls that have no key say which one).  Out of line: it is
+ * the slow path of every call. */
+static __attribute__((noinline)) int again_at(DictObject *self, int *r, uint32_t shard, struct out *o,
+                    const struct shk_dict_found *f)
+{
+    if (*r == EBUSY)
+        *r = wait_shard(self, shard);
+    else if (*r == ENOBUFS && o)
+        *r = out_grow(o, f);
+    else
+        return 0;
+    return *r == 0;
+}
+
+/*
+ * After a call about key k: 1 when it must be made again, 0 when *r is its answer.
+ * EBUSY: wait for k's shard (wait_shard).  ENOBUFS from a call that hands a value back
+ * into o: grow o to the room the call asked for (f->len; it only grows, and is bounded by
+ * the shard, so this ends).  *r is RAISED when either raised.
+ */
+static inline int again(DictObject *self, int *r, const struct shk_dkey *k, struct out *o,
+                        const struct shk_dict_found *f)
+{
+    if (__builtin_expect(*r != EBUSY && (*r != ENOBUFS || !o), 1)) /* o: often a constant */
+        return 0;
+    return again_at(self, r, shk_dict_shard_of(&self->d, k), o, f);
+}
 
 /* The value a call put in o: 1 (*obj set), 0 (SHK_ENOTFOUND), -1 (raised). */
 static int out_result(DictObject *self, int r, struct out *o, const struct shk_dict_found *f,
@@ -383,26 +419,20 @@ static int out_result(DictObject *self, int r, struct out *o, const struct shk_d
     }
     if (r == SHK_ENOTFOUND)
         return 0;
-    if (r != RAISED)
-        shk_py_raise(r, what);
-    return -1;
+    return fail_int(r, what);
 }
 
 /* ---- lookups -------------------------------------------------------------------------- */
 
-/* What the first lookup did not finish: a value too large for the stack, a busy shard. */
-static int fetch_slow(DictObject *self, const struct shk_dkey *k, int flags, PyObject **obj,
+/* What the first lookup did not finish (r): a value too large for the stack, a busy
+ * shard.  Out of line, so that fetch() stays small enough to inline into its callers. */
+static __attribute__((noinline)) int fetch_slow(DictObject *self, const struct shk_dkey *k, int flags, PyObject **obj,
                       struct shk_dict_found *f, int r)
 {
     struct out o;
     out_init(&o);
-    if (r == EBUSY) { /* the first try has spun already: now wait, without the GIL */
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_dict_get(&self->d, k, flags | SHK_DWAIT, o.buf, o.cap, f);
-        Py_END_ALLOW_THREADS
-    }
-    if (r == ENOBUFS && (r = out_grow(&o, f)) == 0) /* room for what the call asked */
-        CALL_INTO(r, o, *f, shk_dict_get(&self->d, k, flags | WAIT, o.buf, o.cap, f));
+    while (again(self, &r, k, &o, f))
+        r = shk_dict_get(&self->d, k, flags, o.buf, o.cap, f);
     r = out_result(self, r, &o, f, obj, "dict get");
     out_free(&o);
     return r;
@@ -511,47 +541,23 @@ static int Dict_contains(DictObject *self, PyObject *key)
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return -1;
     /* a membership test is a lookup like get(): it counts, and marks the item as used */
-    CALL(r, shk_dict_get(&self->d, &k, SHK_DPEEK | WAIT, NULL, 0, &f));
+    do
+        r = shk_dict_get(&self->d, &k, SHK_DPEEK, NULL, 0, &f);
+    while (again(self, &r, &k, NULL, NULL));
     if (r == 0 || r == SHK_ENOTFOUND)
         return r == 0;
-    return shk_py_raise_int(r, "dict contains");
+    return fail_int(r, "dict contains");
 }
 
-/* ---- argument parsing for the methods with keywords ----------------------------------- */
+/* ---- arguments ---------------------------------------------------------------------- */
 
-static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, const char *const *names, int n, int nreq,
-                      PyObject **out)
+/* The first nreq of out[] (from shk_py_parse_args) must be given.  0, or -1 with TypeError. */
+static int required(const char *fname, const char *const *names, int nreq, PyObject **out)
 {
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
-    }
-    for (int i = 0; i < n; i++)
-        out[i] = i < nargs ? args[i] : NULL;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t j = 0; j < nkw; j++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
-        int idx = -1;
-        for (int i = 0; i < n; i++)
-            if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
-                idx = i;
-        if (idx < 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
-                         name);
-            return -1;
-        }
-        if (out[idx]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[idx]);
-            return -1;
-        }
-        out[idx] = args[nargs + j];
-    }
     for (int i = 0; i < nreq; i++) {
         if (!out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
             return -1;
         }
     }
@@ -610,7 +616,8 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     if (kwnames == NULL && nargs == 2) {
         a[0] = args[0];
         a[1] = args[1];
-    } else if (parse_args(fname, args, nargs, kwnames, names, 4, 2, a) < 0) {
+    } else if (shk_py_parse_args(args, nargs, kwnames, fname, names, 4, a) < 0 ||
+               required(fname, names, 2, a) < 0) {
         return -1;
     }
     struct shk_dkey k;
@@ -621,12 +628,13 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     if (ready(self) < 0 || key_of(a[0], &k) < 0 || parse_ttl("ttl", a[2], &ttl) < 0 ||
         parse_flags(a[3], &flags) < 0 || encode(self, a[1], &e) < 0)
         return -1;
-    CALL(r, shk_dict_store(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode | WAIT, 0,
-                           evicted));
+    do
+        r = shk_dict_store(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0, evicted);
+    while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
     if (r == 0 || r == SHK_EEXISTS || r == SHK_ENOTFOUND)
         return r == 0;
-    return shk_py_raise_int(r, fname);
+    return fail_int(r, fname);
 }
 
 /* set: how many items were evicted; safe_set: None; add, replace...: whether it stored. */
@@ -658,10 +666,12 @@ static int delete_key(DictObject *self, PyObject *key)
     int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return -1;
-    CALL(r, shk_dict_delete(&self->d, &k, WAIT));
+    do
+        r = shk_dict_delete(&self->d, &k, 0);
+    while (again(self, &r, &k, NULL, NULL));
     if (r == 0 || r == SHK_ENOTFOUND)
         return r == 0;
-    return shk_py_raise_int(r, "delete");
+    return fail_int(r, "delete");
 }
 
 static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
@@ -678,10 +688,11 @@ static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
     }
     if (ready(self) < 0 || key_of(key, &k) < 0 || encode(self, value, &e) < 0)
         return -1;
-    CALL(r, shk_dict_store(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET | WAIT, 0,
-                           &evicted));
+    do
+        r = shk_dict_store(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0, &evicted);
+    while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
-    return r ? shk_py_raise_int(r, "set") : 0;
+    return r ? fail_int(r, "set") : 0;
 }
 
 static PyObject *Dict_delete(DictObject *self, PyObject *key)
@@ -705,10 +716,10 @@ take(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int which, const
     if (ready(self) < 0 || key_of(args[0], &k) < 0)
         return NULL;
     out_init(&o);
-    if (which < 0)
-        CALL_INTO(r, o, f, shk_dict_take(&self->d, &k, WAIT, o.buf, o.cap, &f));
-    else
-        CALL_INTO(r, o, f, shk_dict_pop(&self->d, &k, which, WAIT, o.buf, o.cap, &f));
+    do
+        r = which < 0 ? shk_dict_take(&self->d, &k, 0, o.buf, o.cap, &f)
+                      : shk_dict_pop(&self->d, &k, which, 0, o.buf, o.cap, &f);
+    while (again(self, &r, &k, &o, &f));
     r = out_result(self, r, &o, &f, &v, fname);
     out_free(&o);
     if (r != 0)
@@ -737,9 +748,11 @@ static PyObject *push(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
         return PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", fname, nargs);
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || encode(self, args[1], &e) < 0)
         return NULL;
-    CALL(r, shk_dict_push(&self->d, &k, right, e.type, e.data, e.len, WAIT, &len, &evicted));
+    do
+        r = shk_dict_push(&self->d, &k, right, e.type, e.data, e.len, 0, &len, &evicted);
+    while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
-    return r ? shk_py_raise(r, fname) : PyLong_FromUnsignedLongLong(len);
+    return r ? fail(r, fname) : PyLong_FromUnsignedLongLong(len);
 }
 
 VARIANT(lpush, push, 0, "lpush")
@@ -752,8 +765,10 @@ static PyObject *Dict_llen(DictObject *self, PyObject *key)
     int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return NULL;
-    CALL(r, shk_dict_llen(&self->d, &k, WAIT, &n));
-    return r ? shk_py_raise(r, "llen") : PyLong_FromUnsignedLongLong(n);
+    do
+        r = shk_dict_llen(&self->d, &k, 0, &n);
+    while (again(self, &r, &k, NULL, NULL));
+    return r ? fail(r, "llen") : PyLong_FromUnsignedLongLong(n);
 }
 
 static PyObject *Dict_ttl(DictObject *self, PyObject *key)
@@ -763,13 +778,15 @@ static PyObject *Dict_ttl(DictObject *self, PyObject *key)
     int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return NULL;
-    CALL(r, shk_dict_ttl(&self->d, &k, WAIT, &ms));
+    do
+        r = shk_dict_ttl(&self->d, &k, 0, &ms);
+    while (again(self, &r, &k, NULL, NULL));
     if (r == SHK_ENOTFOUND) {
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
     if (r)
-        return shk_py_raise(r, "ttl");
+        return fail(r, "ttl");
     if (ms < 0)
         Py_RETURN_NONE;
     return PyFloat_FromDouble((double)ms / 1000.0);
@@ -784,10 +801,12 @@ static PyObject *Dict_expire(DictObject *self, PyObject *const *args, Py_ssize_t
         return PyErr_Format(PyExc_TypeError, "expire() takes 2 arguments (%zd given)", nargs);
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || parse_ttl("ttl", args[1], &ttl) < 0)
         return NULL;
-    CALL(r, shk_dict_expire(&self->d, &k, ttl, WAIT));
+    do
+        r = shk_dict_expire(&self->d, &k, ttl, 0);
+    while (again(self, &r, &k, NULL, NULL));
     if (r == 0 || r == SHK_ENOTFOUND)
         return PyBool_FromLong(r == 0);
-    return shk_py_raise(r, "expire");
+    return fail(r, "expire");
 }
 
 static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -801,7 +820,8 @@ static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t n
     struct shk_dict_found f;
     struct out o;
     int r;
-    if (parse_args("incr", args, nargs, kwnames, names, 4, 1, a) < 0 || ready(self) < 0 ||
+    if (shk_py_parse_args(args, nargs, kwnames, "incr", names, 4, a) < 0 ||
+        required("incr", names, 1, a) < 0 || ready(self) < 0 ||
         key_of(a[0], &k) < 0 || parse_ttl("init_ttl", a[3], &init_ttl) < 0)
         return NULL;
     int has_init = a[2] && a[2] != Py_None;
@@ -815,8 +835,10 @@ static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t n
         goto out;
     struct shk_dval sv = {step.type, step.data, step.len}, iv = {init.type, init.data, init.len};
     out_init(&o);
-    CALL_INTO(r, o, f, shk_dict_incr(&self->d, &k, &sv, has_init ? &iv : NULL, init_ttl, WAIT,
-                                     o.buf, o.cap, &f));
+    do
+        r = shk_dict_incr(&self->d, &k, &sv, has_init ? &iv : NULL, init_ttl, 0, o.buf, o.cap,
+                          &f);
+    while (again(self, &r, &k, &o, &f));
     if (r == SHK_ENOTFOUND)
         PyErr_SetObject(PyExc_KeyError, a[0]);
     else if (r == ERANGE) /* Python's word for an int too large for a float */
@@ -845,8 +867,9 @@ static PyObject *Dict_setdefault(DictObject *self, PyObject *const *args, Py_ssi
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || encode(self, dflt, &e) < 0)
         return NULL;
     out_init(&o);
-    CALL_INTO(r, o, f, shk_dict_setdefault(&self->d, &k, e.type, e.data, e.len, WAIT, o.buf,
-                                           o.cap, &f));
+    do
+        r = shk_dict_setdefault(&self->d, &k, e.type, e.data, e.len, 0, o.buf, o.cap, &f);
+    while (again(self, &r, &k, &o, &f));
     if (r == 0)
         result = Py_NewRef(dflt);
     else
@@ -860,12 +883,14 @@ static PyObject *Dict_setdefault(DictObject *self, PyObject *const *args, Py_ssi
 
 static Py_ssize_t Dict_length(DictObject *self)
 {
-    uint64_t n;
+    uint64_t n = 0;
     int r;
     if (ready(self) < 0)
         return -1;
-    CALL(r, shk_dict_count(&self->d, WAIT, &n));
-    return r ? shk_py_raise_int(r, "len") : (Py_ssize_t)n;
+    do /* EBUSY: n is the busy shard */
+        r = shk_dict_count(&self->d, 0, &n);
+    while (again_at(self, &r, (uint32_t)n, NULL, NULL));
+    return r ? fail_int(r, "len") : (Py_ssize_t)n;
 }
 
 static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
@@ -1001,8 +1026,10 @@ static PyObject *Dict_scan(DictObject *self, PyObject *arg)
         return NULL;
     out_init(&o);
     if ((r = out_grow(&o, &f)) == 0) /* the cursor moves only when a call succeeds */
-        CALL_INTO(r, o, f, shk_dict_scan(&self->d, &cur, 64, WAIT, o.buf, o.cap, &f.len, &n));
-    PyObject *keys = r == RAISED ? NULL : r ? shk_py_raise(r, "keys") : key_records(o.buf, n, 0);
+        do /* a scan reads the cursor's shard */
+            r = shk_dict_scan(&self->d, &cur, 64, 0, o.buf, o.cap, &f.len, &n);
+        while (again_at(self, &r, (uint32_t)(cur >> 32), &o, &f));
+    PyObject *keys = r ? fail(r, "keys") : key_records(o.buf, n, 0);
     out_free(&o);
     if (!keys)
         return NULL;
@@ -1044,11 +1071,13 @@ static PyObject *Dict_close(DictObject *self, PyObject *unused)
 static PyObject *Dict_debug_crash_at(DictObject *self, PyObject *arg)
 {
     /* Test hook: the next write that reaches this point (enum shk_dict_crash_point)
-     * SIGKILLs this process there, holding the shard lock. */
+     * SIGKILLs this process there, holding the shard lock; -point: stops it there
+     * (SIGSTOP) once, and the write goes on when the process is continued. */
     long p = PyLong_AsLong(arg);
     if (p == -1 && PyErr_Occurred())
         return NULL;
-    self->d.crash_at = (int)p;
+    self->d.crash_at = (int)(p < 0 ? -p : p);
+    self->d.crash_stop = p < 0;
     Py_RETURN_NONE;
 }
 
@@ -1067,10 +1096,10 @@ static PyObject *Dict_debug_queue(DictObject *self, PyObject *arg)
     uint32_t n;
     int r;
     out_init(&o);
-    CALL_INTO(r, o, f, shk_dict_debug_queue(&self->d, (uint32_t)s, WAIT, o.buf, o.cap, &f.len, &n));
-    PyObject *out = r == RAISED ? NULL
-                    : r         ? shk_py_raise(r, "dict queue")
-                                : key_records(o.buf, n, 1);
+    do
+        r = shk_dict_debug_queue(&self->d, (uint32_t)s, 0, o.buf, o.cap, &f.len, &n);
+    while (again_at(self, &r, (uint32_t)s, &o, &f));
+    PyObject *out = r ? fail(r, "dict queue") : key_records(o.buf, n, 1);
     out_free(&o);
     return out;
 }

@@ -9,17 +9,17 @@
  * section and even again at the end; a reader samples seq, follows the chain, copies the
  * value, and keeps the copy only if seq did not move.  Because a reader may be looking
  * at cells that a writer is freeing and reusing, every field it reads is read once into
- * a local (RD), and every index and length is checked against the shard before it is
- * used: a torn read can only produce a wrong answer, which the seq check then throws
+ * a local (shk_load_relaxed, atomics.h), and every index and length is checked against
+ * the shard before it is used: a torn read can only produce a wrong answer, which the seq check then throws
  * away, never an access outside the shard.  A reader that keeps losing to writers falls
  * back to the shard's lock, inside the same call.
  *
  * One call, one operation (dict.h): each public call takes the lock it needs itself, as
  * its flags allow (without SHK_DWAIT it spins a little, then gives up with EBUSY having
- * done nothing), runs the operation's whole protocol, and hands values back through the
- * caller's buffer (ENOBUFS with the room needed, nothing done).  Inside, nginx's pattern:
- * the `_inner` functions assume the lock is held and seq odd; LOCKED_WRITE and READ_OP
- * are the plain calls around them.
+ * done nothing, and its caller waits with shk_dict_shard_op), runs the operation's whole
+ * protocol, and hands values back through the caller's buffer (ENOBUFS with the room
+ * needed, nothing done).  Inside, nginx's pattern: the `_inner` functions assume the lock
+ * is held and seq odd; LOCKED_WRITE and READ_OP are the plain calls around them.
  *
  * Numbers: incr adds under the lock as Python adds (int64 and double in place; exact
  * two's complement arithmetic when an int outgrows int64; an int meets a float rounded
@@ -49,7 +49,6 @@
 #include "dict.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,15 +56,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
+#include "report.h"
 
-#define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-#define RDA(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
-#define WR(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
-#define PUBLISH(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 #define CORRUPT(...) shk_fail(SHK_ECORRUPT, __VA_ARGS__)
 #define CELL SHK_DICT_CELL
 #define ITEM_HDR ((uint32_t)sizeof(struct shk_ditem))
@@ -124,7 +121,7 @@ int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len)
 
 uint64_t shk_dict_now(const struct shk_dict *d)
 {
-    int64_t ms = __atomic_load_n(&d->clock_ms, __ATOMIC_RELAXED); /* see shk_dict_set_clock */
+    int64_t ms = shk_load_relaxed(&d->clock_ms); /* see shk_dict_set_clock */
     if (ms >= 0)
         return (uint64_t)ms;
     struct timespec ts;
@@ -201,7 +198,7 @@ static inline uint32_t bucket_of(const struct shk_dict *d, uint64_t hash)
 
 static inline int bit_get(const uint64_t *map, uint32_t i)
 {
-    return (int)((RD(map[i >> 6]) >> (i & 63)) & 1);
+    return (int)((shk_load_relaxed(&map[i >> 6]) >> (i & 63)) & 1);
 }
 
 static inline void bit_put(uint64_t *map, uint32_t i, int on)
@@ -232,27 +229,38 @@ static inline void ref_touch(struct sc *c, uint32_t ci)
 {
     uint64_t bit = 1ull << (ci & 63);
     uint64_t *w = &c->ref[ci >> 6];
-    if (!(RD(*w) & bit))
-        __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+    if (!(shk_load_relaxed(w) & bit))
+        shk_fetch_or_relaxed(w, bit);
 }
 
 static inline int ref_take(struct sc *c, uint32_t ci)
 {
     uint64_t bit = 1ull << (ci & 63);
     uint64_t *w = &c->ref[ci >> 6];
-    if (!(RD(*w) & bit))
+    if (!(shk_load_relaxed(w) & bit))
         return 0;
-    __atomic_fetch_and(w, ~bit, __ATOMIC_RELAXED);
+    shk_fetch_and_relaxed(w, ~bit);
     return 1;
+}
+
+/* The test hook (shk_dict.crash_at): SIGKILL ourselves here, or with crash_stop, stop
+ * here once (SIGSTOP, holding the shard's lock) and carry on when continued. */
+static __attribute__((noinline, cold)) void crash_now(struct shk_dict *d)
+{
+    if (d->crash_stop) {
+        d->crash_at = 0;
+        kill(getpid(), SIGSTOP);
+        return;
+    }
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
 }
 
 static inline void crash_point(struct sc *c, int point)
 {
-    if (UNLIKELY(c->d->crash_at == point)) {
-        kill(getpid(), SIGKILL);
-        for (;;)
-            pause();
-    }
+    if (UNLIKELY(c->d->crash_at == point))
+        crash_now(c->d);
 }
 
 /* ---- the shard lock ------------------------------------------------------------------- */
@@ -268,7 +276,7 @@ static int lock_acquired(struct shk_dict *d, uint32_t s, int r);
 static inline int shard_lock(struct shk_dict *d, uint32_t s, int flags)
 {
     int r = pthread_mutex_trylock(&d->shards[s].lock);
-    if (LIKELY(r == 0) && !(RD(d->shards[s].seq) & 1))
+    if (LIKELY(r == 0) && !(shk_load_relaxed(&d->shards[s].seq) & 1))
         return 0;
     return shard_lock_slow(d, s, flags, r);
 }
@@ -292,14 +300,14 @@ static inline void unlock_sc(struct sc *c)
 static inline void write_begin(struct sc *c)
 {
     uint32_t s = c->sh->seq;
-    WR(c->sh->seq, (s | 1u) == s ? s + 2 : s + 1); /* odd, whatever it was */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    shk_store_relaxed(&c->sh->seq, (s | 1u) == s ? s + 2 : s + 1); /* odd, whatever it was */
+    shk_fence_release();
 }
 
 static inline void write_end(struct sc *c)
 {
     uint32_t s = c->sh->seq;
-    PUBLISH(c->sh->seq, (s & 1u) ? s + 1 : s + 2);
+    shk_store_release(&c->sh->seq, (s & 1u) ? s + 1 : s + 2);
 }
 
 /* ---- geometry ---------------------------------------------------------------------------- */
@@ -717,7 +725,7 @@ static int read_bytes(struct sc *c, const uint8_t *p, uint64_t room, uint32_t fr
             return INCONSISTENT;
         }
         struct shk_dfrag *g = cellp(c, frag - 1);
-        uint32_t nc = RD(g->ncells);
+        uint32_t nc = shk_load_relaxed(&g->ncells);
         if (nc == 0 || nc > c->n - (frag - 1)) {
             c->why = "a fragment's length runs past the shard";
             return INCONSISTENT;
@@ -727,7 +735,7 @@ static int read_bytes(struct sc *c, const uint8_t *p, uint64_t room, uint32_t fr
         memcpy(dst, (const uint8_t *)g + FRAG_HDR, k);
         dst += k;
         len -= k;
-        frag = RD(g->next);
+        frag = shk_load_relaxed(&g->next);
     }
     return 0;
 }
@@ -773,7 +781,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
 {
     uint32_t tag = (uint32_t)k->hash;
     uint32_t *link = &c->bk[bucket_of(c->d, k->hash)];
-    uint32_t idx = RDA(*link);
+    uint32_t idx = shk_load_acquire(link);
     uint32_t guard = c->n;
     while (idx) {
         uint32_t ci = idx - 1;
@@ -786,8 +794,10 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
          * now, in parallel with the header's miss, rather than after it */
         __builtin_prefetch((const uint8_t *)it + 64);
         __builtin_prefetch((const uint8_t *)it + 127); /* a 4-cell item may span 3 lines */
-        if (RD(it->tag) == tag && RD(it->klen) == k->len && RD(it->ktype) == k->type) {
-            if (!shk_dict_item_span_ok(c->d, ci, RD(it->ncells), ITEM_HDR + round8(k->len))) {
+        if (shk_load_relaxed(&it->tag) == tag && shk_load_relaxed(&it->klen) == k->len &&
+            shk_load_relaxed(&it->ktype) == k->type) {
+            if (!shk_dict_item_span_ok(c->d, ci, shk_load_relaxed(&it->ncells),
+                                       ITEM_HDR + round8(k->len))) {
                 c->why = "an item's length does not fit the shard";
                 return INCONSISTENT;
             }
@@ -799,7 +809,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
             }
         }
         link = &it->next;
-        idx = RDA(*link);
+        idx = shk_load_acquire(link);
         if (!guard--) {
             c->why = "a bucket chain loops";
             return INCONSISTENT;
@@ -810,8 +820,8 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
 
 static inline uint8_t *value_of(struct shk_ditem *it, uint64_t *room)
 {
-    uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    *room = (uint64_t)RD(it->ncells) * CELL - voff;
+    uint64_t voff = ITEM_HDR + round8(shk_load_relaxed(&it->klen));
+    *room = (uint64_t)shk_load_relaxed(&it->ncells) * CELL - voff;
     return (uint8_t *)it + voff;
 }
 
@@ -821,12 +831,12 @@ static int vtype_valid(uint8_t t)
 }
 
 /* Count a lookup.  A call that may wait (SHK_DWAIT) may run beside other calls on this
- * handle (the binding runs it without the GIL), so it never writes the handle: its
- * lookups go to the shared counters at once. */
+ * handle (C callers sharing a handle between threads), so it never writes the handle:
+ * its lookups go to the shared counters at once. */
 static inline void count_lookup(struct shk_dict *d, int hit, int flags)
 {
     if (UNLIKELY(flags & SHK_DWAIT))
-        __atomic_fetch_add(hit ? &d->hdr->hits : &d->hdr->misses, 1, __ATOMIC_RELAXED);
+        shk_stat_add(hit ? &d->hdr->hits : &d->hdr->misses, 1);
     else
         shk_dict_count_fast(d, hit);
 }
@@ -839,9 +849,9 @@ void shk_dict_publish_counts(struct shk_dict *d)
         return;
     }
     if (d->hits)
-        __atomic_fetch_add(&d->hdr->hits, d->hits, __ATOMIC_RELAXED);
+        shk_stat_add(&d->hdr->hits, d->hits);
     if (d->misses)
-        __atomic_fetch_add(&d->hdr->misses, d->misses, __ATOMIC_RELAXED);
+        shk_stat_add(&d->hdr->misses, d->misses);
     d->hits = d->misses = 0;
 }
 
@@ -877,13 +887,13 @@ static inline int get_lockfree(struct shk_dict *d, const struct shk_dkey *k, int
     const uint64_t voff = ITEM_HDR + round8(klen);
     const char *why = NULL;
     for (int attempt = 0; attempt < READ_TRIES; attempt++) {
-        uint32_t s1 = RDA(sh->seq);
+        uint32_t s1 = shk_load_acquire(&sh->seq);
         if (UNLIKELY(s1 & 1)) {
             for (int i = 0; i < 32; i++)
                 shk_cpu_relax();
             continue;
         }
-        uint32_t idx = RDA(*bkt), guard = n, ci = 0;
+        uint32_t idx = shk_load_acquire(bkt), guard = n, ci = 0;
         struct shk_ditem *it = NULL;
         int found = 0, fits = 0, stale = 0;
         while (idx) {
@@ -897,8 +907,9 @@ static inline int get_lockfree(struct shk_dict *d, const struct shk_dkey *k, int
              * aligned: a 128-byte one spans 3 lines half of the time): ask for them now */
             __builtin_prefetch((const uint8_t *)it + 64);
             __builtin_prefetch((const uint8_t *)it + 127);
-            if (RD(it->tag) == tag && RD(it->klen) == klen && RD(it->ktype) == k->type) {
-                if (UNLIKELY(!shk_dict_item_span_ok(d, ci, RD(it->ncells), voff))) {
+            if (shk_load_relaxed(&it->tag) == tag && shk_load_relaxed(&it->klen) == klen &&
+                shk_load_relaxed(&it->ktype) == k->type) {
+                if (UNLIKELY(!shk_dict_item_span_ok(d, ci, shk_load_relaxed(&it->ncells), voff))) {
                     why = "an item's length does not fit the shard";
                     goto torn;
                 }
@@ -907,33 +918,34 @@ static inline int get_lockfree(struct shk_dict *d, const struct shk_dkey *k, int
                     break;
                 }
             }
-            idx = RDA(it->next);
+            idx = shk_load_acquire(&it->next);
             if (UNLIKELY(!guard--)) {
                 why = "a bucket chain loops";
                 goto torn;
             }
         }
         if (found) {
-            uint64_t expire = RD(it->expire);
+            uint64_t expire = shk_load_relaxed(&it->expire);
             if (expire && expire <= shk_dict_now(d)) {
                 stale = 1;
                 found = (flags & SHK_DSTALE) != 0;
             }
         }
         if (found) {
-            uint8_t vt = RD(it->vtype);
-            uint32_t vlen = RD(it->vlen), nc = RD(it->ncells), frag = RD(it->frag);
+            uint8_t vt = shk_load_relaxed(&it->vtype);
+            uint32_t vlen = shk_load_relaxed(&it->vlen), nc = shk_load_relaxed(&it->ncells),
+                     frag = shk_load_relaxed(&it->frag);
             if (UNLIKELY((why = shk_dict_item_problem(d, ci, vt, nc, voff, vlen, frag)) != NULL))
                 goto torn;
             const uint8_t *val = (const uint8_t *)it + voff;
             uint64_t room = (uint64_t)nc * CELL - voff;
             f->vtype = vt;
-            f->flags = RD(it->flags);
-            f->expire = RD(it->expire);
-            f->version = RD(it->version);
+            f->flags = shk_load_relaxed(&it->flags);
+            f->expire = shk_load_relaxed(&it->expire);
+            f->version = shk_load_relaxed(&it->version);
             f->stale = stale;
             if (vt == SHK_DV_LIST) {
-                f->count = RD(((const struct shk_dlist *)val)->count);
+                f->count = shk_load_relaxed(&((const struct shk_dlist *)val)->count);
                 f->len = 0;
                 fits = (flags & SHK_DPEEK) ? 1 : -1; /* -1: its elements, under the lock */
             } else {
@@ -953,8 +965,8 @@ static inline int get_lockfree(struct shk_dict *d, const struct shk_dkey *k, int
                 }
             }
         }
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (UNLIKELY(RD(sh->seq) != s1))
+        shk_fence_acquire();
+        if (UNLIKELY(shk_load_relaxed(&sh->seq) != s1))
             continue;
         if (!found) {
             count_lookup(d, 0, flags);
@@ -964,13 +976,13 @@ static inline int get_lockfree(struct shk_dict *d, const struct shk_dkey *k, int
             return fits ? EAGAIN : ENOBUFS; /* counted when the caller comes back */
         uint64_t bit = 1ull << (ci & 63); /* CLOCK: used (set once, by the first reader) */
         uint64_t *w = (uint64_t *)(blk + d->ref_off) + (ci >> 6);
-        if (!(RD(*w) & bit))
-            __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+        if (!(shk_load_relaxed(w) & bit))
+            shk_fetch_or_relaxed(w, bit);
         count_lookup(d, 1, flags);
         return 0;
     torn: /* bytes that make no sense: a writer moved them, or they are corrupt */
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (RD(sh->seq) != s1)
+        shk_fence_acquire();
+        if (shk_load_relaxed(&sh->seq) != s1)
             continue;
         return CORRUPT("dict shard %u: %s", s, why);
     }
@@ -1121,8 +1133,8 @@ static int free_item_memory(struct sc *c, struct shk_ditem *it, uint32_t ci)
 static int item_remove(struct sc *c, uint32_t *link, uint32_t ci, struct shk_ditem *it)
 {
     struct shk_dict_shard *sh = c->sh;
-    PUBLISH(*link, it->next); /* gone for readers; a crash from here on only leaks cells
-                                 until the next recovery walk */
+    /* gone for readers; a crash from here on only leaks cells until the next recovery walk */
+    shk_store_release(link, it->next);
     c->removed++;
     sh->items--;
     if (it->expire)
@@ -1403,11 +1415,11 @@ static void item_publish(struct sc *c, struct shk_ditem *it, uint32_t ci,
 {
     if (old) {
         it->next = old->it->next;
-        PUBLISH(*old->link, ci + 1);
+        shk_store_release(old->link, ci + 1);
     } else {
         uint32_t *head = &c->bk[bucket_of(c->d, k->hash)];
         it->next = *head;
-        PUBLISH(*head, ci + 1);
+        shk_store_release(head, ci + 1);
         c->sh->items++;
     }
     c->published = 1;
@@ -1431,7 +1443,8 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     else
         memcpy(c->undo, it, (uint64_t)nc * CELL);
     sh->undo_ncells = nc;
-    PUBLISH(sh->undo_cell, h->ci + 1); /* from here on a crash restores the old bytes */
+    /* from here on a crash restores the old bytes */
+    shk_store_release(&sh->undo_cell, h->ci + 1);
     c->published = 1;
     uint64_t old_expire = it->expire;
     it->expire = expire;
@@ -1442,7 +1455,7 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     crash_point(c, SHK_DCRASH_MID_INPLACE);
     uint64_t room = (uint64_t)nc * CELL - ITEM_HDR - round8(it->klen);
     copy_value((uint8_t *)it + ITEM_HDR + round8(it->klen), room, data, len, len);
-    PUBLISH(sh->undo_cell, 0);
+    shk_store_release(&sh->undo_cell, 0);
     if (old_expire)
         sh->ttl_items--;
     if (expire)
@@ -2033,7 +2046,7 @@ static int incr_inner(struct sc *c, const struct shk_dkey *k, const struct num *
     f->version = it->version;
     old.type = vt;
     if (vt == SHK_DV_INT) {
-        old.i = __atomic_load_n((int64_t *)v, __ATOMIC_RELAXED);
+        old.i = shk_load_relaxed((int64_t *)v);
         int64_t sum;
         if (step->type == SHK_DV_INT && cap >= 8 && !__builtin_add_overflow(old.i, step->i, &sum)) {
             memcpy(buf, &sum, 8); /* the common case, straight */
@@ -2042,7 +2055,7 @@ static int incr_inner(struct sc *c, const struct shk_dkey *k, const struct num *
             goto in_place;
         }
     } else if (vt == SHK_DV_FLOAT) {
-        uint64_t bits = __atomic_load_n((uint64_t *)v, __ATOMIC_RELAXED);
+        uint64_t bits = shk_load_relaxed((uint64_t *)v);
         memcpy(&old.f, &bits, 8);
     } else if (vt == SHK_DV_BIGINT) { /* its bytes in buf: the sum is made there */
         uint64_t need = (vlen > step->len ? vlen : step->len) + 1;
@@ -2063,7 +2076,7 @@ static int incr_inner(struct sc *c, const struct shk_dkey *k, const struct num *
     in_place:;
         uint64_t bits;
         memcpy(&bits, buf, 8);
-        __atomic_store_n((uint64_t *)v, bits, __ATOMIC_RELAXED);
+        shk_store_relaxed((uint64_t *)v, bits);
         c->published = 1;
         crash_point(c, SHK_DCRASH_IN_PLACE);
         ref_touch(c, h.ci);
@@ -2099,7 +2112,7 @@ static int expire_inner(struct sc *c, const struct shk_dkey *k, uint64_t ttl_ms)
         c->sh->ttl_items--;
     if (e)
         note_expiry(c->sh, e);
-    PUBLISH(it->expire, e); /* one aligned store */
+    shk_store_release(&it->expire, e); /* one aligned store */
     c->published = 1;
     crash_point(c, SHK_DCRASH_IN_PLACE);
     return 0;
@@ -2176,7 +2189,7 @@ static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t
     if (!right) {
         nd->prev = 0;
         nd->next = l->head;
-        PUBLISH(l->head, na.head + 1);
+        shk_store_release(&l->head, na.head + 1);
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         if (nd->next) {
@@ -2194,15 +2207,15 @@ static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t
             struct shk_dnode *o = node_at(c, l->tail);
             if (!o)
                 return CORRUPT("dict shard %u: list tail node outside the shard", c->s);
-            PUBLISH(o->next, na.head + 1);
+            shk_store_release(&o->next, na.head + 1);
         } else {
-            PUBLISH(l->head, na.head + 1);
+            shk_store_release(&l->head, na.head + 1);
         }
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         l->tail = na.head + 1;
     }
-    WR(l->count, l->count + 1);
+    shk_store_relaxed(&l->count, l->count + 1);
     *newlen = l->count;
     ref_touch(c, h.ci);
     return 0;
@@ -2260,7 +2273,7 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
         return CORRUPT("dict shard %u: %s", c->s, c->why);
     if (!right) {
         uint32_t next = nd->next;
-        PUBLISH(l->head, next);
+        shk_store_release(&l->head, next);
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         if (next) {
@@ -2277,15 +2290,15 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
             struct shk_dnode *o = node_at(c, prev);
             if (!o)
                 return CORRUPT("dict shard %u: list node links outside the shard", c->s);
-            PUBLISH(o->next, 0);
+            shk_store_release(&o->next, 0);
         } else {
-            PUBLISH(l->head, 0);
+            shk_store_release(&l->head, 0);
         }
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         l->tail = prev;
     }
-    WR(l->count, l->count ? l->count - 1 : 0);
+    shk_store_relaxed(&l->count, l->count ? l->count - 1 : 0);
     if ((r = free_node(c, ni)) != 0)
         return r;
     if (!l->head) /* emptied: the key goes away, as in OpenResty */
@@ -2311,7 +2324,7 @@ int shk_dict_pop(struct shk_dict *d, const struct shk_dkey *k, int right, int fl
     ({                                                                                    \
         int r = EAGAIN;                                                                   \
         for (int attempt_ = 0; attempt_ < READ_TRIES; attempt_++) {                       \
-            uint32_t s1_ = RDA((c)->sh->seq);                                             \
+            uint32_t s1_ = shk_load_acquire(&(c)->sh->seq);                               \
             if (s1_ & 1) {                                                                \
                 for (int i_ = 0; i_ < 32; i_++)                                           \
                     shk_cpu_relax();                                                      \
@@ -2319,8 +2332,8 @@ int shk_dict_pop(struct shk_dict *d, const struct shk_dkey *k, int right, int fl
                 continue;                                                                 \
             }                                                                             \
             body;                                                                         \
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);                                      \
-            if (RD((c)->sh->seq) != s1_) {                                                \
+            shk_fence_acquire();                                                          \
+            if (shk_load_relaxed(&(c)->sh->seq) != s1_) {                                 \
                 r = EAGAIN;                                                               \
                 continue;                                                                 \
             }                                                                             \
@@ -2344,7 +2357,7 @@ int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int flags, int64_
         struct hit h;
         r = find(&c, k, &h);
         if (r == 1)
-            e = RD(h.it->expire);
+            e = shk_load_relaxed(&h.it->expire);
     });
     if (r != 0 && r != 1)
         return r;
@@ -2363,18 +2376,20 @@ int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint6
     int r = READ_OP(&c, flags, {
         struct hit h;
         r = find(&c, k, &h);
-        if (r == 1 && is_expired(&c, RD(h.it->expire))) {
+        if (r == 1 && is_expired(&c, shk_load_relaxed(&h.it->expire))) {
             r = 0;
         } else if (r == 1) {
             struct shk_ditem *it = h.it;
             uint64_t voff = ITEM_HDR + round8(k->len);
-            vt = RD(it->vtype);
-            c.why = shk_dict_item_problem(d, h.ci, vt, RD(it->ncells), voff, RD(it->vlen),
-                                          RD(it->frag));
+            vt = shk_load_relaxed(&it->vtype);
+            c.why = shk_dict_item_problem(d, h.ci, vt, shk_load_relaxed(&it->ncells), voff,
+                                          shk_load_relaxed(&it->vlen),
+                                          shk_load_relaxed(&it->frag));
             if (c.why)
                 r = INCONSISTENT;
             else if (vt == SHK_DV_LIST)
-                count = RD(((const struct shk_dlist *)((uint8_t *)it + voff))->count);
+                count = shk_load_relaxed(
+                    &((const struct shk_dlist *)((uint8_t *)it + voff))->count);
         }
     });
     if (r == 0) {
@@ -2399,20 +2414,28 @@ static int count_chunk(struct sc *c, uint32_t b, uint32_t nb, uint64_t *out)
     uint64_t cnt = 0;
     uint32_t end = b + nb < c->d->nbuckets ? b + nb : c->d->nbuckets;
     for (; b < end; b++) {
-        uint32_t idx = RDA(c->bk[b]), guard = c->n;
+        uint32_t idx = shk_load_acquire(&c->bk[b]), guard = c->n;
         while (idx) {
             struct shk_ditem *it = item_at(c, idx);
             if (!it || !guard--) {
                 c->why = "a bucket chain leaves the shard or loops";
                 return INCONSISTENT;
             }
-            if (!is_expired(c, RD(it->expire)))
+            if (!is_expired(c, shk_load_relaxed(&it->expire)))
                 cnt++;
-            idx = RDA(it->next);
+            idx = shk_load_acquire(&it->next);
         }
     }
     *out = cnt;
     return 0;
+}
+
+/* count's answer when a shard stopped it: EBUSY says which one (in *out). */
+static int busy_shard(int r, uint32_t s, uint64_t *out)
+{
+    if (r == EBUSY)
+        *out = s;
+    return r;
 }
 
 int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
@@ -2424,13 +2447,13 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
         uint32_t items = 0, ttl = 0;
         uint64_t minexp = 0;
         int r = READ_OP(&c, flags, {
-            items = RD(c.sh->items);
-            ttl = RD(c.sh->ttl_items);
-            minexp = RD(c.sh->min_expire);
+            items = shk_load_relaxed(&c.sh->items);
+            ttl = shk_load_relaxed(&c.sh->ttl_items);
+            minexp = shk_load_relaxed(&c.sh->min_expire);
             r = 0;
         });
         if (r)
-            return r;
+            return busy_shard(r, s, out);
         if (!ttl || minexp > now_ms(&c)) {
             total += items;
             continue;
@@ -2439,7 +2462,7 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
             uint64_t cnt = 0;
             r = READ_OP(&c, flags, { r = count_chunk(&c, b, CHUNK_BUCKETS, &cnt); });
             if (r)
-                return r;
+                return busy_shard(r, s, out);
             total += cnt;
         }
     }
@@ -2457,7 +2480,7 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
     for (; b < nb && b - first < max_buckets; b++) {
         uint64_t pos0 = pos;
         uint32_t nk0 = nk;
-        uint32_t idx = RDA(c->bk[b]), guard = c->n;
+        uint32_t idx = shk_load_acquire(&c->bk[b]), guard = c->n;
         int overflow = 0;
         while (idx) {
             struct shk_ditem *it = item_at(c, idx);
@@ -2465,13 +2488,13 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
                 c->why = "a bucket chain leaves the shard or loops";
                 return INCONSISTENT;
             }
-            uint32_t klen = RD(it->klen), nc = RD(it->ncells);
-            uint8_t kt = RD(it->ktype);
+            uint32_t klen = shk_load_relaxed(&it->klen), nc = shk_load_relaxed(&it->ncells);
+            uint8_t kt = shk_load_relaxed(&it->ktype);
             if (!shk_dict_item_span_ok(c->d, idx - 1, nc, ITEM_HDR + (uint64_t)klen)) {
                 c->why = "an item's key runs past the item";
                 return INCONSISTENT;
             }
-            if (!is_expired(c, RD(it->expire))) {
+            if (!is_expired(c, shk_load_relaxed(&it->expire))) {
                 uint64_t rec = 4 + ((klen + 3) & ~3u);
                 overflow |= pos + rec > cap; /* then only count the room it needs */
                 if (!overflow) {
@@ -2485,7 +2508,7 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
                 pos += rec;
                 nk++;
             }
-            idx = RDA(it->next);
+            idx = shk_load_acquire(&it->next);
         }
         if (overflow) {
             if (b == first) {
@@ -2619,7 +2642,7 @@ int shk_dict_flush_expired(struct shk_dict *d, uint64_t max, uint64_t *n)
 {
     *n = 0;
     for (uint32_t s = 0; s < d->nshards; s++) {
-        if (!RD(d->shards[s].ttl_items))
+        if (!shk_load_relaxed(&d->shards[s].ttl_items))
             continue;
         for (uint32_t covered = 0; covered < d->nbuckets; covered += CHUNK_BUCKETS) {
             uint32_t chunk = d->nbuckets - covered < CHUNK_BUCKETS ? d->nbuckets - covered
@@ -2648,13 +2671,13 @@ int shk_dict_stats(struct shk_dict *d, struct shk_dict_stats *st)
     memset(st, 0, sizeof *st);
     for (uint32_t s = 0; s < d->nshards; s++) {
         struct shk_dict_shard *sh = &d->shards[s];
-        uint64_t fc = RD(sh->free_cells);
-        st->items += RD(sh->items);
-        st->ttl_items += RD(sh->ttl_items);
+        uint64_t fc = shk_load_relaxed(&sh->free_cells);
+        st->items += shk_load_relaxed(&sh->items);
+        st->ttl_items += shk_load_relaxed(&sh->ttl_items);
         st->free_cells += fc;
-        st->evictions += RD(sh->evictions);
-        st->expirations += RD(sh->expirations);
-        st->recoveries += RD(sh->recoveries);
+        st->evictions += shk_load_relaxed(&sh->evictions);
+        st->expirations += shk_load_relaxed(&sh->expirations);
+        st->recoveries += shk_load_relaxed(&sh->recoveries);
         if (fc * CELL > st->largest_free)
             st->largest_free = fc * CELL;
     }
@@ -2662,8 +2685,8 @@ int shk_dict_stats(struct shk_dict *d, struct shk_dict_stats *st)
         st->hits = d->hits;
         st->misses = d->misses;
     }
-    st->hits += RD(d->hdr->hits);
-    st->misses += RD(d->hdr->misses);
+    st->hits += shk_load_relaxed(&d->hdr->hits);
+    st->misses += shk_load_relaxed(&d->hdr->misses);
     st->capacity = d->hdr->capacity;
     st->total_size = d->hdr->total_size;
     st->nshards = d->nshards;
@@ -2714,7 +2737,7 @@ int shk_dict_format(void *mem, const struct shk_dict_geometry *g)
         if ((r = bin_push(&c, 0, c.n)) != 0)
             return r;
     }
-    PUBLISH(h->magic, SHK_DICT_MAGIC);
+    shk_store_release(&h->magic, SHK_DICT_MAGIC);
     return 0;
 }
 
@@ -2728,7 +2751,7 @@ int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64
     if (!h || size < sizeof *h)
         return CORRUPT("dict at offset %llu (%llu bytes) lies outside the zone",
                        (unsigned long long)off, (unsigned long long)size);
-    uint32_t magic = RDA(h->magic);
+    uint32_t magic = shk_load_acquire(&h->magic);
     if (magic != SHK_DICT_MAGIC)
         return CORRUPT("object at offset %llu is not a dict (magic 0x%08x)",
                        (unsigned long long)off, magic);
@@ -2791,7 +2814,7 @@ int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint
             bad = shk_dict_plan(capacity, d->nshards, &want) != 0 ||
                   want.capacity != d->hdr->capacity;
         if (bad)
-            return shk_fail(SHK_EMISMATCH, "dict '%s' exists with capacity %llu in %u shards; "
+            return shk_fail(SHK_EOBJMISMATCH, "dict '%s' exists with capacity %llu in %u shards; "
                             "it was declared again with capacity %llu%s", name,
                             (unsigned long long)d->hdr->capacity, d->nshards,
                             (unsigned long long)capacity,
@@ -2805,7 +2828,7 @@ static int lock_acquired(struct shk_dict *d, uint32_t s, int r)
     int dead = r == SHK_EOWNERDEAD;
     /* seq odd under a free lock: a write stopped half way and gave the lock back (only a
      * caller of shk_dict_lock misusing the shard does that); repair the same way */
-    if (!dead && (r || !UNLIKELY(RD(d->shards[s].seq) & 1)))
+    if (!dead && (r || !UNLIKELY(shk_load_relaxed(&d->shards[s].seq) & 1)))
         return r;
     /* we hold it; the previous owner died inside a write: rebuild the shard */
     struct sc c;
@@ -2860,6 +2883,46 @@ void shk_dict_unlock(struct shk_dict *d, uint32_t s)
 {
     shk_mutex_unlock(&d->shards[s].lock);
 }
+
+/*
+ * Waiting for a shard's lock to come free, in the one wait shape (dict.h, wait.h).  The
+ * attempt is shk_mutex_op's: pthread_mutex_trylock, and when the lock is held elsewhere
+ * EAGAIN with the kernel's robust futex word of the shard's mutex (FUTEX_WAITERS set once
+ * armed, so that the holder's unlock wakes us).  When it gets the lock it repairs what a
+ * dead owner left (as every taker does) and gives the lock back at once: the caller makes
+ * its call itself, in its own context (the Python binding: holding the GIL), and a
+ * shard's lock must never be held while its taker waits for anything.  A waiter that
+ * slept took the lock with FUTEX_WAITERS set (shk_mutex_op does, since others may sleep
+ * too), so giving it back wakes the next sleeper: the robust futex protocol asks that of
+ * every woken waiter that does not keep the lock.
+ */
+static int shard_wait_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_dict_shard_wait *sw = obj;
+    struct shk_dict *d = sw->d;
+    if (sw->shard >= d->nshards)
+        return shk_fail(EINVAL, "dict: shard %u does not exist (the dict has %u)", sw->shard,
+                        d->nshards);
+    pthread_mutex_t *m = &d->shards[sw->shard].lock;
+    int r = shk_mutex_op.attempt(m, w);
+    if (r != 0 && r != SHK_EOWNERDEAD)
+        return r; /* EAGAIN (w->on says what to sleep on), or an error */
+    if ((r = lock_acquired(d, sw->shard, r)) != 0)
+        return r; /* a repair failed (lock_acquired gave the lock back) */
+    pthread_mutex_unlock(m);
+    return 0;
+}
+
+static int shard_wait_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_dict_shard_wait *sw = obj;
+    if (sw->shard >= sw->d->nshards)
+        return why;
+    return shk_mutex_op.give_up(&sw->d->shards[sw->shard].lock, w, why);
+}
+
+const struct shk_wait_op shk_dict_shard_op = {"dict shard lock", shard_wait_attempt,
+                                              shard_wait_give_up, NULL};
 
 /* ---- rebuilding a shard from its chains, and checking one ------------------------------- */
 
@@ -3127,30 +3190,8 @@ int shk_dict_recover_locked(struct shk_dict *d, uint32_t s)
     return r;
 }
 
-struct report {
-    char *buf;
-    size_t cap, len;
-    int problems;
-};
-
-static void problem(struct report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct report *rp, const char *fmt, ...)
-{
-    rp->problems++;
-    if (!rp->buf || rp->len + 2 >= rp->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(rp->buf + rp->len, rp->cap - rp->len - 1, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        rp->len += (size_t)n < rp->cap - rp->len - 1 ? (size_t)n : rp->cap - rp->len - 2;
-    rp->buf[rp->len++] = '\n';
-    rp->buf[rp->len] = '\0';
-}
-
 /* Verify one shard without changing it (locked). */
-static int shard_check(struct sc *c, struct report *rp)
+static int shard_check(struct sc *c, struct shk_report *rp)
 {
     struct shk_dict_shard *sh = c->sh;
     uint32_t n = c->n, nb = c->d->nbuckets, s = c->s;
@@ -3162,26 +3203,29 @@ static int shard_check(struct sc *c, struct report *rp)
         goto out;
     }
     if (sh->seq & 1)
-        problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
+        shk_report_problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
     if (sh->undo_cell)
-        problem(rp, "shard %u: an in-place update of cell %u never finished", s,
-                sh->undo_cell - 1);
+        shk_report_problem(rp, "shard %u: an in-place update of cell %u never finished", s,
+                           sh->undo_cell - 1);
     uint64_t items = 0, ttl = 0, minexp = NO_EXPIRY;
     for (uint32_t b = 0; b < nb; b++) {
         uint32_t guard = n;
         for (uint32_t idx = c->bk[b]; idx;) {
             if (idx > n - 1 || !guard--) {
-                problem(rp, "shard %u bucket %u: chain leaves the shard or loops", s, b);
+                shk_report_problem(rp, "shard %u bucket %u: chain leaves the shard or loops", s,
+                                   b);
                 break;
             }
             if (bit_get(marks, idx - 1)) {
-                problem(rp, "shard %u bucket %u: chain runs into cell %u, already taken", s, b,
-                        idx - 1);
+                shk_report_problem(rp,
+                                   "shard %u bucket %u: chain runs into cell %u, already taken",
+                                   s, b, idx - 1);
                 break;
             }
             struct shk_ditem *it = cellp(c, idx - 1);
             if (claim_item(c, marks, idx - 1, b, 0) != 0) {
-                problem(rp, "shard %u bucket %u: item at cell %u: %s", s, b, idx - 1, c->why);
+                shk_report_problem(rp, "shard %u bucket %u: item at cell %u: %s", s, b, idx - 1,
+                                   c->why);
                 break;
             }
             if (it->vtype == SHK_DV_LIST) {
@@ -3189,8 +3233,8 @@ static int shard_check(struct sc *c, struct report *rp)
                                                            round8(it->klen));
                 int64_t cnt = claim_list(c, marks, l, 0);
                 if (cnt <= 0)
-                    problem(rp, "shard %u: list at cell %u: %s", s, idx - 1,
-                            cnt == 0 ? "is empty" : c->why);
+                    shk_report_problem(rp, "shard %u: list at cell %u: %s", s, idx - 1,
+                                       cnt == 0 ? "is empty" : c->why);
             }
             bit_put(heads, idx - 1, 1);
             items++;
@@ -3203,91 +3247,98 @@ static int shard_check(struct sc *c, struct report *rp)
         }
     }
     if (items != sh->items)
-        problem(rp, "shard %u: says it holds %u items; its chains hold %llu", s, sh->items,
-                (unsigned long long)items);
+        shk_report_problem(rp, "shard %u: says it holds %u items; its chains hold %llu", s,
+                           sh->items, (unsigned long long)items);
     if (ttl != sh->ttl_items)
-        problem(rp, "shard %u: says %u items have an expiry; the chains hold %llu", s,
-                sh->ttl_items, (unsigned long long)ttl);
+        shk_report_problem(rp, "shard %u: says %u items have an expiry; the chains hold %llu",
+                           s, sh->ttl_items, (unsigned long long)ttl);
     if (ttl && sh->min_expire > minexp)
-        problem(rp, "shard %u: min_expire %llu is later than an item's expiry %llu", s,
-                (unsigned long long)sh->min_expire, (unsigned long long)minexp);
+        shk_report_problem(rp, "shard %u: min_expire %llu is later than an item's expiry %llu",
+                           s, (unsigned long long)sh->min_expire, (unsigned long long)minexp);
     uint64_t wrong = 0;
     for (uint64_t w = 0; w < words; w++)
         wrong += (uint64_t)__builtin_popcountll(marks[w] ^ c->used[w]);
     if (wrong)
-        problem(rp, "shard %u: %llu cells are marked used/free wrongly", s,
-                (unsigned long long)wrong);
+        shk_report_problem(rp, "shard %u: %llu cells are marked used/free wrongly", s,
+                           (unsigned long long)wrong);
     /* free runs: in the right bin, unclaimed, disjoint, not adjacent, counted */
     uint64_t free_cells = 0;
     for (int bi = 0; bi < SHK_DICT_NBINS; bi++) {
         if (!!sh->bins[bi] != !!(sh->bin_mask & (1ull << bi)))
-            problem(rp, "shard %u: bin %d and the bin mask disagree", s, bi);
+            shk_report_problem(rp, "shard %u: bin %d and the bin mask disagree", s, bi);
         uint32_t prev = 0, guard = n;
         for (uint32_t idx = sh->bins[bi]; idx;) {
             if (idx > n || !guard--) {
-                problem(rp, "shard %u: bin %d leaves the shard or loops", s, bi);
+                shk_report_problem(rp, "shard %u: bin %d leaves the shard or loops", s, bi);
                 break;
             }
             struct shk_dfree *f = cellp(c, idx - 1);
             uint32_t st = idx - 1, len = f->ncells;
             if (f->magic != SHK_DICT_FREE_MAGIC || len == 0 || len > n - st) {
-                problem(rp, "shard %u: bin %d holds cell %u which starts no free run", s, bi, st);
+                shk_report_problem(rp,
+                                   "shard %u: bin %d holds cell %u which starts no free run", s,
+                                   bi, st);
                 break;
             }
             if (bin_of(len) != bi)
-                problem(rp, "shard %u: run of %u cells at %u is in bin %d", s, len, st, bi);
+                shk_report_problem(rp, "shard %u: run of %u cells at %u is in bin %d", s, len,
+                                   st, bi);
             if (f->prev != prev)
-                problem(rp, "shard %u: run at %u has a wrong prev link", s, st);
+                shk_report_problem(rp, "shard %u: run at %u has a wrong prev link", s, st);
             if (*footer_of(c, st + len - 1) != len)
-                problem(rp, "shard %u: run at %u has footer %u, not %u", s, st,
-                        *footer_of(c, st + len - 1), len);
+                shk_report_problem(rp, "shard %u: run at %u has footer %u, not %u", s, st,
+                                   *footer_of(c, st + len - 1), len);
             if (!range_is_free(marks, st, len) || !range_is_free(seen, st, len))
-                problem(rp, "shard %u: free run at %u overlaps an item or another run", s, st);
+                shk_report_problem(rp,
+                                   "shard %u: free run at %u overlaps an item or another run",
+                                   s, st);
             bits_put(seen, st, len, 1);
             if (st + len < n && !bit_get(marks, st + len))
-                problem(rp, "shard %u: free run at %u is followed by a free cell (not merged)",
-                        s, st);
+                shk_report_problem(rp,
+                                   "shard %u: free run at %u is followed by a free cell (not merged)",
+                                   s, st);
             free_cells += len;
             prev = idx;
             idx = f->next;
         }
     }
     if (free_cells != sh->free_cells)
-        problem(rp, "shard %u: says %u cells are free; its runs hold %llu", s, sh->free_cells,
-                (unsigned long long)free_cells);
+        shk_report_problem(rp, "shard %u: says %u cells are free; its runs hold %llu", s,
+                           sh->free_cells, (unsigned long long)free_cells);
     uint64_t marked = 0;
     for (uint64_t w = 0; w < words; w++)
         marked += (uint64_t)__builtin_popcountll(marks[w]);
     if (marked + free_cells != n)
-        problem(rp, "shard %u: %llu cells used + %llu free != %u (cells lost)", s,
-                (unsigned long long)marked, (unsigned long long)free_cells, n);
+        shk_report_problem(rp, "shard %u: %llu cells used + %llu free != %u (cells lost)", s,
+                           (unsigned long long)marked, (unsigned long long)free_cells, n);
     /* the eviction queue: every live item exactly once, links both ways */
     memset(seen, 0, words * 8);
     uint64_t queued = 0;
     uint32_t prev = 0, guard = n;
     for (uint32_t idx = sh->lru_head; idx;) {
         if (idx > n - 1 || !guard--) {
-            problem(rp, "shard %u: eviction queue leaves the shard or loops", s);
+            shk_report_problem(rp, "shard %u: eviction queue leaves the shard or loops", s);
             break;
         }
         if (!bit_get(heads, idx - 1) || bit_get(seen, idx - 1)) {
-            problem(rp, "shard %u: eviction queue holds cell %u, %s", s, idx - 1,
-                    bit_get(seen, idx - 1) ? "twice" : "which is not a live item");
+            shk_report_problem(rp, "shard %u: eviction queue holds cell %u, %s", s, idx - 1,
+                               bit_get(seen, idx - 1) ? "twice" : "which is not a live item");
             break;
         }
         bit_put(seen, idx - 1, 1);
         struct shk_ditem *it = cellp(c, idx - 1);
         if (it->lru_prev != prev)
-            problem(rp, "shard %u: queue link before cell %u is wrong", s, idx - 1);
+            shk_report_problem(rp, "shard %u: queue link before cell %u is wrong", s, idx - 1);
         queued++;
         prev = idx;
         idx = it->lru_next;
     }
     if (sh->lru_tail != prev)
-        problem(rp, "shard %u: eviction queue tail is %u, its last item %u", s, sh->lru_tail, prev);
+        shk_report_problem(rp, "shard %u: eviction queue tail is %u, its last item %u", s,
+                           sh->lru_tail, prev);
     if (queued != items)
-        problem(rp, "shard %u: eviction queue holds %llu of %llu items", s,
-                (unsigned long long)queued, (unsigned long long)items);
+        shk_report_problem(rp, "shard %u: eviction queue holds %llu of %llu items", s,
+                           (unsigned long long)queued, (unsigned long long)items);
 out:
     free(marks);
     free(heads);
@@ -3297,9 +3348,8 @@ out:
 
 int shk_dict_check(struct shk_dict *d, char *report, size_t cap)
 {
-    struct report rp = {report, cap, 0, 0};
-    if (report && cap)
-        report[0] = '\0';
+    struct shk_report rp;
+    shk_report_init(&rp, report, cap);
     for (uint32_t s = 0; s < d->nshards; s++) {
         int r = shk_dict_lock(d, s);
         if (r)

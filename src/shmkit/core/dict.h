@@ -14,13 +14,15 @@
  *   Locking.  A dict is split into shards, each with a robust mutex.  Lookups take no
  *   lock (a seqlock read, validated, retried); writes hold their key's shard lock, taken
  *   inside the call.  Without SHK_DWAIT a call never sleeps: when the lock is held
- *   elsewhere after a short spin it returns EBUSY having done nothing, and the caller
- *   calls again with SHK_DWAIT once it can afford to sleep (the Python binding: with the
- *   GIL released).  A lock whose owner died is repaired inside the call that takes it.
- *   A call with SHK_DWAIT never writes the handle (it may run beside other calls on it).
- *   When the core's common wait (try; else report the word and value to sleep on; wait
- *   with a deadline) lands, SHK_DWAIT's one sleep, in dict.c's shard_lock_slow, is where
- *   it plugs in: EBUSY is already its "try".
+ *   elsewhere after a short spin it returns EBUSY having done nothing.  The caller then
+ *   waits for that lock to come free in the one wait shape of wait.h, with
+ *   shk_dict_shard_op below (a deadline, EINTR returns for signals, an attempt that the
+ *   asyncio contract can run), and makes the call again.  The Python binding runs that
+ *   wait with shk_py_wait (the GIL released, Ctrl-C honoured) and makes every call holding
+ *   the GIL.  With SHK_DWAIT the call sleeps for the lock itself instead, as long as it
+ *   takes and deaf to signals (shk_mutex_lock): for C callers that handle none.  A lock
+ *   whose owner died is repaired by whoever takes it next.  A call with SHK_DWAIT never
+ *   writes the handle (C callers may share one handle between threads that way).
  *
  *   Buffers.  A call that hands a value back copies it into the caller's (buf, cap).
  *   When it does not fit, the call returns ENOBUFS with f->len set to the room it needs,
@@ -41,8 +43,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "layout.h"
+#include "wait.h"
 #include "zone.h"
 
 #ifdef __cplusplus
@@ -76,6 +80,8 @@ struct shk_dict {
                                    by a call with SHK_DWAIT) */
     pid_t pid;                  /* whose counters those are (fork resets them) */
     int crash_at;               /* test hook: SIGKILL ourselves at this point (0: never) */
+    int crash_stop;             /* ... or, when set, stop there once (SIGSTOP, the lock
+                                   held) and go on when continued */
 };
 
 /* Where a write may be interrupted by the crash test hook (shk_dict.crash_at). */
@@ -201,7 +207,7 @@ int shk_dict_format(void *mem, const struct shk_dict_geometry *g);
 int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64_t size);
 #define SHK_DOPEN_CREATE 0x1  /* create it (capacity, nshards) when missing */
 #define SHK_DOPEN_STRICT 0x2  /* an existing dict must have this capacity (and nshards if
-                                 given): SHK_EMISMATCH otherwise */
+                                 given): SHK_EOBJMISMATCH otherwise */
 
 /* Find (or with SHK_DOPEN_CREATE create) the dict `name` in the zone and attach. */
 int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
@@ -306,10 +312,31 @@ static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct 
 int shk_dict_lock(struct shk_dict *d, uint32_t shard);
 void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
 
+/*
+ * Waiting for a shard's lock after a call answered EBUSY: an operation of wait.h on a
+ * struct shk_dict_shard_wait, run by shk_wait_run (or shk_py_wait, or the asyncio
+ * contract).  Its attempt tries the lock as shk_mutex_op does: held elsewhere, EAGAIN
+ * with the kernel's robust futex word of the shard's mutex and its value in w->on
+ * (registered in the word's FUTEX_WAITERS bit once armed); free, it takes it, repairs
+ * what a dead owner left, and gives it back at once: 0 means "the lock was free: make the
+ * call again" (which may find it busy again: then wait again).  Nothing is held when the
+ * wait ends, so the caller makes its call in its own context.  Results as wait.h says:
+ * 0, ETIMEDOUT, EBUSY (SHK_WAIT_TRY), EINTR, or an error (SHK_ECORRUPT, EDEADLK when this
+ * thread holds the lock, EINVAL for a shard that does not exist).
+ *
+ * Which shard: a keyed call's is shk_dict_shard_of(d, k); shk_dict_count names it in *n;
+ * shk_dict_scan's is the cursor's (cursor >> 32); shk_dict_debug_queue's is its own.
+ */
+struct shk_dict_shard_wait {
+    struct shk_dict *d;
+    uint32_t shard;
+};
+extern const struct shk_wait_op shk_dict_shard_op;
+
 /* The time (ms since the epoch) this handle uses instead of CLOCK_REALTIME; -1: none. */
 static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
 {
-    __atomic_store_n(&d->clock_ms, ms, __ATOMIC_RELAXED); /* read by calls without the GIL */
+    shk_store_relaxed(&d->clock_ms, ms); /* read by calls without the GIL */
 }
 
 /* --- reads ---------------------------------------------------------------------------- */
@@ -332,7 +359,7 @@ void shk_dict_publish_counts(struct shk_dict *d);
 
 static inline uint64_t shk_dict_word_at(const uint8_t *p)
 {
-    return __atomic_load_n((const shk_dict_word *)p, __ATOMIC_RELAXED);
+    return shk_load_relaxed((const shk_dict_word *)p);
 }
 
 static inline void shk_dict_count_fast(struct shk_dict *d, int hit)
@@ -358,11 +385,11 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
     const uint64_t voff = sizeof(struct shk_ditem) + ((klen + 7u) & ~7u);
     if (klen - 1u >= 15u) /* empty or 16 bytes and more */
         return SHK_DICT_SLOW;
-    uint32_t seq = __atomic_load_n(&sh->seq, __ATOMIC_ACQUIRE);
+    uint32_t seq = shk_load_acquire(&sh->seq);
     if (seq & 1)
         return SHK_DICT_SLOW;
     const uint32_t *bucket = (const uint32_t *)blk + ((hi >> d->shard_bits) & (d->nbuckets - 1));
-    uint32_t idx = __atomic_load_n(bucket, __ATOMIC_ACQUIRE);
+    uint32_t idx = shk_load_acquire(bucket);
     for (int hop = 0; hop < 4 && idx; hop++) {
         uint32_t ci = idx - 1;
         if (ci >= n - 1) /* an item needs two cells */
@@ -389,8 +416,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
                 __builtin_memcpy(buf, it + voff, 64); /* inside the item: fixed-size moves */
             else
                 __builtin_memcpy(buf, it + voff, vlen);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+            shk_fence_acquire();
+            if (shk_load_relaxed(&sh->seq) != seq)
                 return SHK_DICT_SLOW;
             f->vtype = vt;
             f->flags = (uint32_t)(w4 >> 32);
@@ -399,8 +426,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
             f->version = (uint32_t)(w5 >> 32);
             f->stale = 0;
             uint64_t *ref = (uint64_t *)(blk + d->ref_off) + (ci >> 6), bit = 1ull << (ci & 63);
-            if (!(__atomic_load_n(ref, __ATOMIC_RELAXED) & bit)) /* CLOCK: used */
-                __atomic_fetch_or(ref, bit, __ATOMIC_RELAXED);
+            if (!(shk_load_relaxed(ref) & bit)) /* CLOCK: used */
+                shk_fetch_or_relaxed(ref, bit);
             shk_dict_count_fast(d, 1);
             return 0;
         }
@@ -408,8 +435,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
     }
     if (idx)
         return SHK_DICT_SLOW;
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+    shk_fence_acquire();
+    if (shk_load_relaxed(&sh->seq) != seq)
         return SHK_DICT_SLOW;
     shk_dict_count_fast(d, 0);
     return SHK_ENOTFOUND;
@@ -435,7 +462,8 @@ int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int flags, int64_
 /* Length of the list at k (0 if absent). SHK_ETYPE if not a list. */
 int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint64_t *n);
 
-/* Number of unexpired keys. Takes no lock unless writers keep a shard busy. */
+/* Number of unexpired keys. Takes no lock unless writers keep a shard busy.  EBUSY: *n
+ * is the shard whose lock is held elsewhere. */
 int shk_dict_count(struct shk_dict *d, int flags, uint64_t *n);
 
 /*
