@@ -215,7 +215,7 @@ class SharedConfig(Mapping):
         snap = self._frozen(self._board.wait_newer(version, timeout))
         return snap[0], snap[1]
 
-    wait_changed = wait_for_change  # RedisConfig's name too
+    wait_changed = wait_for_change  # the name RedisZone's config twin has too
 
     @property
     def aio(self) -> AioConfig:
