@@ -30,7 +30,7 @@ def _incr_worker(zone_name, n, go):
         d.incr(f"k{i % 8}", 1, init=0)
         d.incr("float", 0.5, init=0.0)
         if i % 10 == 0:
-            d.incr("big", 2**70, init=0)      # arbitrary precision: the compare-and-set path
+            d.incr("big", 2**70, init=0)      # arbitrary precision, added by the core
     d.close()
 
 
