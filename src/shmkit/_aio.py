@@ -495,7 +495,9 @@ class AioCondition:
         await self._lock.acquire()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None and not self._lock._owned():
+            return  # wait() could not take the lock back (its zone was closed): say why
         self._lock.release()
 
     async def wait(self, timeout: float | None = None) -> bool:
