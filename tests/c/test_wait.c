@@ -219,25 +219,6 @@ static void test_cancel(void)
     CHECK_EQ(t.waiters, 0);
 }
 
-/* A wait that slept elsewhere (the asyncio hub) teaches the spin as the driver would:
- * a short wait grows the budget to about twice its length, a long one halves it. */
-static void test_learn_after_async_sleep(void)
-{
-    struct toy t = {.target = 1, .spin_ns = 100000};
-    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS);
-    w.t0 = shk_now_ns() - 10000; /* found it had to wait 10 µs ago */
-    w.slept = 1;
-    shk_wait_learn(&toy_op, &t, &w, 0);
-    CHECK(t.spin_ns >= 20000 && t.spin_ns < 100000); /* ~2 * 10 µs + 2 µs (+ this call) */
-    w.t0 = shk_now_ns() - 50000000ull; /* 50 ms: longer than the maximum spin */
-    uint32_t before = t.spin_ns;
-    shk_wait_learn(&toy_op, &t, &w, 0);
-    CHECK_EQ(t.spin_ns, before / 2);
-    shk_wait_learn(&toy_op, &t, &w, EAGAIN); /* not finished: nothing learnt */
-    shk_wait_learn(&toy_op, &t, &w, SHK_ECORRUPT);
-    CHECK_EQ(t.spin_ns, before / 2);
-}
-
 static void test_liveness_cadence(void)
 {
     struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
@@ -391,7 +372,6 @@ int main(void)
     test_sleep_and_wake();
     test_slices();
     test_cancel();
-    test_learn_after_async_sleep();
     test_liveness_cadence();
     test_poll();
     test_ofd();

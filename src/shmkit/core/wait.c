@@ -219,15 +219,6 @@ static void spin_learn(const struct shk_spin *sp, struct shk_wait *w, int won)
         shk_store_relaxed(sp->budget_ns, (uint32_t)nb);
 }
 
-void shk_wait_learn(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int r)
-{
-    struct shk_spin sp = {0};
-    if (r < 0 || r == EAGAIN || !op->spin_of || !w->t0)
-        return;
-    op->spin_of(obj, &sp);
-    spin_learn(&sp, w, !w->slept);
-}
-
 /* ---- sleeping ------------------------------------------------------------------------------- */
 
 static void ns_to_timespec(uint64_t t, struct timespec *ts)

@@ -186,11 +186,6 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
  * Returns what the call returns. */
 int shk_wait_cancel(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int why);
 
-/* A wait run outside shk_wait_run (the asyncio contract) finished with r after sleeping
- * elsewhere (w->slept set): let the object's adaptive spin learn from it, as the driver
- * does (without this, spins that lose would never shrink the budget). */
-void shk_wait_learn(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int r);
-
 /* Take back a registration made by an armed attempt (idempotent). */
 void shk_wait_disarm(struct shk_wait *w);
 
