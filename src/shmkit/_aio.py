@@ -9,9 +9,9 @@ How a wait runs (docs/asyncio.md has the picture):
 
 * The *attempt* runs in the event loop's thread, inside the coroutine: when the object is
   ready there is no thread hop and no system call.  An attempt that finds it busy spins
-  briefly (the object's learnt adaptive spin, as a blocking call does;
-  ``shmkit.aio_configure(spin=False)`` turns that off for coroutines), then registers as a waiter and hands the
-  futex word it would sleep on to the process's *hub*.
+  briefly (at most 50 µs, adapted per object; ``shmkit.aio_configure(spin=False)`` turns
+  it off), then registers as a waiter and hands the futex word it would sleep on to the
+  process's *hub*.
 * The hub (``_core``, ``core/waitv.c``) is one thread per 127 distinct words waited on,
   blocked in ``futex_waitv`` (Linux 5.16; older kernels: a thread per word, see the docs).
   When a word changes, or a holder's liveness check or the deadline is due, it puts the
@@ -57,22 +57,29 @@ _ETIMEDOUT = _core.AIO_ETIMEDOUT
 _GOT = (0, _core.E_OWNERDEAD)   # an acquire's results that mean "acquired"
 
 
-def aio_configure(*, spin: bool | None = None, mode: str | None = None,
-              max_threads: int | None = None) -> dict:
+def aio_configure(*, spin: bool | None = None, spin_max: float | None = None,
+                  mode: str | None = None, max_threads: int | None = None) -> dict:
     """Set (where given) and return the process's asyncio settings.
 
     ``spin``: whether an awaited call that finds its object busy first spins briefly in
-    the event loop's thread (the object's learnt adaptive spin, bounded by
-    ``shmkit.sync.configure(spin_max=...)``) before it waits through the hub.  On by
-    default: it is what makes a hand-off between processes take microseconds instead of
-    two thread wake-ups, and it adapts down to ~2 µs where waits are long.  Off, no
-    coroutine ever holds the loop for longer than one attempt.
+    the event loop's thread before it waits through the hub.  On by default: when the
+    other side answers within microseconds (both sides awaiting a tight exchange) it
+    saves two thread wake-ups and a turn of the event loop each way.  The spin adapts per
+    object (it grows where it wins, halves where it loses, stops where waits are long,
+    probing again every 16th wait) and never exceeds ``spin_max`` seconds (default
+    50 µs; ``shmkit.sync.configure(spin_max=0)`` turns it off too).  Off, no coroutine
+    holds the loop longer than its attempts.
     ``mode``: ``"auto"`` (futex_waitv when the kernel has it), ``"futex_waitv"`` or
-    ``"fallback"`` (one thread per word; for tests).  ``max_threads``: bound on the
-    hub's threads (0: the default).  ``mode`` and ``max_threads`` can be changed only
-    while no coroutine waits.
+    ``"fallback"`` (a thread per word, as on kernels before 5.16).  ``max_threads``:
+    bound on the hub's threads (0: the default, 256 with futex_waitv, 64 without).
+    ``mode`` and ``max_threads`` can be changed only while no coroutine waits.
     """
-    return _core.aio_configure(mode, max_threads, spin)
+    ns = None
+    if spin_max is not None:
+        if not isinstance(spin_max, (int, float)) or spin_max != spin_max:
+            raise ValueError(f"spin_max must be a number of seconds, not {spin_max!r}")
+        ns = int(spin_max * 1e9)
+    return _core.aio_configure(mode, max_threads, spin, ns)
 
 
 def aio_statistics() -> dict:
