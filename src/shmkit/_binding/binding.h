@@ -67,6 +67,12 @@ int shk_py_acquire_args(PyObject *blocking, PyObject *timeout, struct timespec *
                         int *has, uint32_t *flags);
 /* wait(timeout=None): None forever, <= 0 a single check (SHK_WAIT_TRY). */
 int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uint32_t *flags);
+/* queue.Queue's (block=True, timeout=None) as a wait's deadline (SHK_FOREVER: None) and
+ * flags: block false is one look (SHK_WAIT_TRY; the timeout is ignored); a negative
+ * timeout is a ValueError.  NULL arguments take their defaults.  0, or -1 with an
+ * exception set. */
+int shk_py_block_timeout(PyObject *block, PyObject *timeout, uint64_t *deadline,
+                         uint32_t *flags);
 
 /* ---- waiting (common.c) ------------------------------------------------------------------ */
 
@@ -86,6 +92,34 @@ int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uin
 int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
                 int *pending);
 
+/* ---- calls in progress without the GIL (common.c) ------------------------------------- */
+
+struct SegmentObject;
+
+/*
+ * A call that runs core code on a segment's memory with the GIL released (a wait, a
+ * repair) registers for its duration.  It holds one export of the segment, so the mapping
+ * outlives a close() made meanwhile; and it can be told to stop: closing the handle it
+ * runs on (shk_py_calls_cancel(seg, handle)), or the segment itself for calls that end
+ * with their zone (ends_with_zone: handles that refuse calls once their zone is closed),
+ * sets its cancel word, which w->cancel watches (core/wait.h, "Cancelling"): the wait
+ * ends at once with ECANCELED.  Begin and end with the GIL held.
+ */
+struct shk_py_call {
+    struct shk_py_call *prev, *next;
+    struct SegmentObject *seg;
+    const void *handle;
+    uint32_t cancel;            /* set by a close: the call ends with ClosedError */
+    int ends_with_zone;
+};
+/* w (may be NULL) gets w->cancel = &c->cancel. */
+void shk_py_call_begin(struct shk_py_call *c, struct SegmentObject *seg, const void *handle,
+                       int ends_with_zone, struct shk_wait *w);
+void shk_py_call_end(struct shk_py_call *c);
+/* Stop the calls in progress on handle (NULL: every call that ends with its zone).
+ * Returns how many were told. */
+int shk_py_calls_cancel(struct SegmentObject *seg, const void *handle);
+
 /* ---- module contents (common.c) ------------------------------------------------------- */
 
 struct shk_py_int {
@@ -100,12 +134,14 @@ int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
 
 /* ---- Segment (segment.c) ---------------------------------------------------------------- */
 
-typedef struct {
+typedef struct SegmentObject {
     PyObject_HEAD
     struct shk_segment seg;
-    Py_ssize_t exports;     /* buffers handed out (memoryviews, Regions, arrays) */
+    Py_ssize_t exports;     /* buffers handed out (memoryviews, Regions, arrays), handles
+                               and calls in progress on its memory */
     int close_pending;      /* close() was called while exports > 0 */
     int closed;
+    struct shk_py_call *calls; /* calls in progress without the GIL (common.c) */
     PyObject *weakreflist;
 } SegmentObject;
 
