@@ -34,6 +34,7 @@
 #include <errno.h>
 
 #include "board.h"
+#include "queue.h"
 #include "sync.h"
 #include "waitv.h"
 
@@ -271,6 +272,7 @@ enum {
     KIND_COND,
     KIND_BARRIER,
     KIND_BOARD,
+    KIND_QUEUE,
 };
 
 struct AioWaitObject {
@@ -285,6 +287,7 @@ struct AioWaitObject {
     union {
         struct shk_rw_reader rd;
         struct shk_board_waiter bw;
+        struct shk_queue_waiter qw;
     } u;
     struct shk_py_sync_ref sync;    /* sync kinds: where results go back to the handle */
     struct shk_wait w;
@@ -731,6 +734,83 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     return (PyObject *)w;
 }
 
+/* The record bytes a put of item needs: a bytes-like object (one message) or a list of
+ * them (one framed message of those parts), as the queue binding computes them. */
+static int record_need(PyObject *item, uint64_t *need)
+{
+    if (!PyList_Check(item)) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(item, &b, PyBUF_SIMPLE) < 0)
+            return -1;
+        *need = shk_qrec_size((uint64_t)b.len);
+        PyBuffer_Release(&b);
+        return 0;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(item);
+    if (n < 1 || n > SHK_QFRAME_MAX_PARTS) {
+        PyErr_Format(PyExc_ValueError, "a framed message has 1 to %d parts, not %zd",
+                     SHK_QFRAME_MAX_PARTS, n);
+        return -1;
+    }
+    struct shk_qpart *parts = PyMem_Calloc((size_t)n, sizeof *parts);
+    if (!parts) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(item, i), &b, PyBUF_SIMPLE) < 0) {
+            PyMem_Free(parts);
+            return -1;
+        }
+        parts[i].n = (uint64_t)b.len; /* only the lengths count */
+        PyBuffer_Release(&b);
+    }
+    *need = shk_queue_record_size(parts, (int)n, SHK_QK_FRAMED);
+    PyMem_Free(parts);
+    return 0;
+}
+
+/* aio_queue_wait(notifier, queue, what, item=None, timeout=None): until a get may
+ * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see record_need); then make the
+ * call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
+ * deadline. */
+static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || nargs > 5)
+        return PyErr_Format(PyExc_TypeError,
+                            "aio_queue_wait(notifier, queue, what, item=None, timeout=None)");
+    struct shk_queue *q;
+    SegmentObject *seg;
+    if (shk_py_queue_ref(args[1], &q, &seg) < 0)
+        return NULL;
+    long what = PyLong_AsLong(args[2]);
+    if (what == -1 && PyErr_Occurred())
+        return NULL;
+    if (what != SHK_QW_DATA && what != SHK_QW_SPACE)
+        return PyErr_Format(PyExc_ValueError, "what must be AIO_QW_DATA or AIO_QW_SPACE");
+    uint64_t need = 0;
+    if (what == SHK_QW_SPACE) {
+        if (nargs < 4 || args[3] == Py_None)
+            return PyErr_Format(PyExc_TypeError, "a wait for space needs the item to put");
+        if (record_need(args[3], &need) < 0)
+            return NULL;
+    }
+    struct timespec d;
+    int has;
+    if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
+        return NULL;
+    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_wait_op, NULL,
+                                shk_py_queue_live, deadline_of(has, &d), 0);
+    if (!w)
+        return NULL;
+    w->u.qw.q = q;
+    w->u.qw.what = (int)what;
+    w->u.qw.need = need;
+    w->obj = &w->u.qw;
+    return (PyObject *)w;
+}
+
 /* aio_configure(mode=None, max_threads=None, spin=None, spin_max_ns=None): set (where
  * given) and return {"mode", "max_threads", "spin", "spin_max_ns"}.  mode and max_threads
  * apply when the hub is set up: changing them while coroutines wait is refused (EBUSY). */
@@ -838,6 +918,9 @@ static PyMethodDef aio_functions[] = {
     {"aio_board_wait", (PyCFunction)(void (*)(void))core_aio_board_wait, METH_FASTCALL,
      "aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0)\n--\n\nAn AioWait "
      "for a board version newer than after."},
+    {"aio_queue_wait", (PyCFunction)(void (*)(void))core_aio_queue_wait, METH_FASTCALL,
+     "aio_queue_wait(notifier, queue, what, item=None, timeout=None)\n--\n\nAn AioWait until "
+     "a get (AIO_QW_DATA) or a put of item (AIO_QW_SPACE) may succeed."},
     {"aio_configure", (PyCFunction)(void (*)(void))core_aio_configure, METH_VARARGS | METH_KEYWORDS,
      "aio_configure(mode=None, max_threads=None, spin=None, spin_max_ns=None)\n--\n\nSet "
      "(where given) and return the asyncio settings of this process."},
@@ -882,6 +965,8 @@ int shk_init_aio(PyObject *m)
         {"AIO_READY_DEADLINE", SHK_HUB_DEADLINE},
         {"AIO_READY_CHANGED", SHK_HUB_CHANGED},
         {"AIO_READY_CLOSED", SHK_HUB_CLOSED},
+        {"AIO_QW_DATA", SHK_QW_DATA},
+        {"AIO_QW_SPACE", SHK_QW_SPACE},
         {NULL},
     };
     if (PyModule_AddFunctions(m, aio_functions) < 0 || shk_py_add_ints(m, constants) < 0)

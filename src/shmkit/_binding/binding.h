@@ -189,7 +189,7 @@ extern PyTypeObject *shk_ZoneType;
 /* Raise ClosedError and return -1 if the zone (its segment) is closed. */
 int shk_zone_check_open(ZoneObject *z);
 
-/* ---- what aio.c needs from the handles (sync.c, board.c) and tells them (aio.c) -------- */
+/* ---- what aio.c needs from the handles (sync.c, board.c, queue.c) and tells them ------ */
 
 /* A sync handle's shared object and where an awaited acquire writes its results back. */
 struct shk_py_sync_ref {
@@ -206,6 +206,9 @@ int shk_py_sync_live(PyObject *handle);
 struct shk_board;
 int shk_py_board_ref(PyObject *handle, struct shk_board **b, SegmentObject **seg);
 int shk_py_board_live(PyObject *handle);
+struct shk_queue;
+int shk_py_queue_ref(PyObject *handle, struct shk_queue **q, SegmentObject **seg);
+int shk_py_queue_live(PyObject *handle);
 
 /* A handle or a segment (key) is being closed: coroutines waiting on it are woken, and
  * get ClosedError (aio.c; a no-op when nothing waits). */
