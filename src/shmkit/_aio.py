@@ -39,18 +39,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import pickle
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from . import _core
-from ._errors import BrokenBarrierError, NotOwnerError, ShmkitTimeoutError
+from ._errors import (BrokenBarrierError, NotOwnerError, QueueEmpty, QueueFull,
+                      ShmkitTimeoutError)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = ["AioLock", "AioRLock", "AioRWLock", "AioSemaphore", "AioEvent", "AioCondition",
-           "AioBarrier", "AioBoard", "AioConfig", "aio_configure", "aio_statistics"]
+           "AioBarrier", "AioBoard", "AioConfig", "AioQueue", "aio_configure", "aio_statistics"]
 
 _EAGAIN = _core.AIO_EAGAIN
 _ETIMEDOUT = _core.AIO_ETIMEDOUT
@@ -644,3 +646,120 @@ class AioConfig:
         return snap[0], snap[1]
 
     wait_changed = wait_for_change
+
+
+# -- Queue ------------------------------------------------------------------------------------
+
+_QW_DATA = _core.AIO_QW_DATA
+_QW_SPACE = _core.AIO_QW_SPACE
+
+
+def _queue_end(block: bool, timeout: float | None) -> float | None:
+    """queue.Queue's (block, timeout) as an absolute time.monotonic() deadline."""
+    if not block or timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout != timeout:
+        raise TypeError(f"timeout must be a number or None, not {timeout!r}")
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return time.monotonic() + timeout
+
+
+def _left(end: float | None) -> float | None:
+    return None if end is None else max(end - time.monotonic(), 0.0)
+
+
+class AioQueue:
+    """``q.aio``: ``await q.aio.get(block=True, timeout=None)``, ``await q.aio.put(item,
+    block=True, timeout=None)``, ``await q.aio.get_many(max_messages=1024,
+    max_bytes=None, block=True, timeout=None)``, ``await q.aio.put_many(items,
+    block=True, timeout=None)``.  QueueEmpty / QueueFull as the blocking calls raise them.
+
+    The get or put itself is the queue's non-blocking call, made in the event loop's
+    thread; only the wait for data (or for room for exactly this record) goes to the hub,
+    and that wait takes nothing: a cancelled ``aio.get()`` has not taken a message, a
+    cancelled ``aio.put()`` has not put one."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, q: Any) -> None:
+        self._q = q
+
+    async def _wait(self, what: int, item: Any, end: float | None) -> None:
+        loop, n = _loop_notifier()
+        await _run(_core.aio_queue_wait(n, self._q, what, item, _left(end)), loop)
+
+    async def get(self, block: bool = True, timeout: float | None = None, *,
+                  view: bool = False) -> Any:
+        """The oldest message (bytes; an object in mode="objects"; a zero-copy view with
+        ``view=True`` in bytes mode).  QueueEmpty after ``timeout`` seconds."""
+        q = self._q
+        end = _queue_end(block, timeout)
+        while True:
+            try:
+                return q.get(False, view=True) if view else q.get(False)
+            except QueueEmpty:
+                if not block:
+                    raise
+            await self._wait(_QW_DATA, None, end)
+
+    async def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
+                       block: bool = True, timeout: float | None = None) -> list:
+        """Up to max_messages messages (at least one), as get_many."""
+        q = self._q
+        end = _queue_end(block, timeout)
+        while True:
+            try:
+                return q.get_many(max_messages, max_bytes, False)
+            except QueueEmpty:
+                if not block:
+                    raise
+            await self._wait(_QW_DATA, None, end)
+
+    async def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put one message (any picklable object in mode="objects").  QueueFull after
+        ``timeout`` seconds without room."""
+        q = self._q
+        end = _queue_end(block, timeout)
+        if q.mode == "objects":
+            data, parts = q._encode(item)      # once: every try puts these same bytes
+            record = data if parts is None else parts
+        else:
+            data, parts, record = item, None, item
+        while True:
+            try:
+                if parts is None:
+                    _core.Queue.put(q, data, False)
+                else:
+                    q._put_parts(parts, False)
+                return
+            except QueueFull:
+                if not block:
+                    raise
+            await self._wait(_QW_SPACE, record, end)
+
+    async def put_many(self, items: Any, block: bool = True, timeout: float | None = None) -> int:
+        """Put every item (in order), waiting for room as needed; returns how many were put
+        (``block=False``: as many as fit, QueueFull if none)."""
+        q = self._q
+        end = _queue_end(block, timeout)
+        if q.mode == "objects":
+            dumps = q._dumps or (lambda o: pickle.dumps(o, protocol=5))
+            items = [dumps(o) for o in items]
+        else:
+            items = list(items)
+        done = 0
+        while done < len(items):
+            try:
+                done += _core.Queue.put_many(q, items[done:], False)
+            except QueueFull:
+                if not block:
+                    raise
+            if done == len(items) or not block:
+                break
+            try:
+                await self._wait(_QW_SPACE, items[done], end)
+            except QueueFull:
+                raise QueueFull(f"queue is full (timed out after putting {done} of "
+                                f"{len(items)} items)") from None
+        return done

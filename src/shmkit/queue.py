@@ -147,6 +147,14 @@ class Queue(_core.Queue):
     def __init__(self, *args, **kwargs):
         pass  # everything happens in __new__ (the C base allocates the handle)
 
+    @property
+    def aio(self):
+        """Awaitable twins: ``await q.aio.get(block=True, timeout=None)``, ``put(item,
+        block=True, timeout=None)``, ``get_many(...)``, ``put_many(...)`` (docs/asyncio.md;
+        a cancelled get never takes a message)."""
+        from ._aio import AioQueue
+        return AioQueue(self)
+
     # -- the rest of the queue.Queue surface --------------------------------------------
     def statistics(self) -> QueueStatistics:
         """Counters and state (see QueueStatistics)."""
