@@ -2,8 +2,8 @@
 coroutines waiting on many objects.
 
 *aio ping-pong*: the initiator sets ``ping`` and awaits ``pong``; the responder awaits
-``ping`` and sets ``pong`` (Events: no payload), every round trip timed as in the
-pingpong scenarios.  Anchors: asyncio + ``run_in_executor(multiprocessing.Queue.get)``
+``ping`` and sets ``pong`` (Events: no payload; and Queues with 8 B messages, as the
+anchors), every round trip timed as in the pingpong scenarios.  Anchors: asyncio + ``run_in_executor(multiprocessing.Queue.get)``
 (the usual way to await another process today) and aioprocessing (the same thing,
 packaged).  The yardstick is the *blocking* shmkit Event pair with spinning off (the sync
 sleeping ping-pong): the bar is an awaited round trip no slower than it.  shmkit's awaited
@@ -69,6 +69,37 @@ def aio_responder(ctl, ping, pong, loop_kind, spin):
             await wait_ping()
             clear_ping()
             set_pong()
+
+    for n in ctl.reps():
+        _run(rounds(n), loop_kind)
+
+
+def aio_queue_initiator(ctl, q_out, q_in, loop_kind, spin):
+    import shmkit
+    shmkit.aio_configure(spin=spin)
+
+    async def rounds(n):
+        now, put, get = time.perf_counter_ns, q_out.put, q_in.aio.get
+        ts = [0] * (n + 1)
+        ts[0] = now()
+        for i in range(1, n + 1):
+            put(MSG)
+            await get()
+            ts[i] = now()
+        return ts
+
+    for n in ctl.reps():
+        ctl.report(**_percentiles(_run(rounds(n), loop_kind)))
+
+
+def aio_queue_responder(ctl, q_in, q_out, loop_kind, spin):
+    import shmkit
+    shmkit.aio_configure(spin=spin)
+
+    async def rounds(n):
+        get, put = q_in.aio.get, q_out.put
+        for _ in range(n):
+            put(await get())
 
     for n in ctl.reps():
         _run(rounds(n), loop_kind)
@@ -162,6 +193,19 @@ def pingpong_cases():
                     Role(aio_responder, (e1, e2, loop_kind, spin))]
         return setup
 
+    def awaited_queue(loop_kind, spin):
+        def setup(env):
+            Queue = h.need_shmkit("Queue", "put", "aio")
+            h.need_shmkit("aio_configure")
+            if loop_kind == "uvloop":
+                h.need_module("uvloop")
+            zone = env.zone(8 << 20)
+            q1 = Queue(env.unique("ping"), 1 << 16, zone=zone)
+            q2 = Queue(env.unique("pong"), 1 << 16, zone=zone)
+            return [Role(aio_queue_initiator, (q1, q2, loop_kind, spin)),
+                    Role(aio_queue_responder, (q1, q2, loop_kind, spin))]
+        return setup
+
     return [
         Case("asyncio + run_in_executor(multiprocessing.Queue.get) pair", ANCHOR, executor,
              compute, N0, N_MAX),
@@ -176,6 +220,12 @@ def pingpong_cases():
         Case("shmkit.Event pair, awaited (uvloop)", SHMKIT, awaited("uvloop", True), compute,
              N0, N_MAX),
         Case("shmkit.Event pair, awaited, spin off (uvloop)", SHMKIT, awaited("uvloop", False),
+             compute, N0, N_MAX),
+        Case("shmkit.Queue pair, awaited get (asyncio)", SHMKIT, awaited_queue("asyncio", True),
+             compute, N0, N_MAX, note="8 B messages, as the anchors"),
+        Case("shmkit.Queue pair, awaited get, spin off (asyncio)", SHMKIT,
+             awaited_queue("asyncio", False), compute, N0, N_MAX),
+        Case("shmkit.Queue pair, awaited get (uvloop)", SHMKIT, awaited_queue("uvloop", True),
              compute, N0, N_MAX),
     ]
 
