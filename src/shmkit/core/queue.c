@@ -776,8 +776,17 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
         if (shk_load_acquire(&h->pos) != p)
             break;
         uint64_t w = shk_load_acquire(&h->word);
-        if (W_STATE(w) != SHK_QS_COMMITTED)
+        if (W_STATE(w) != SHK_QS_COMMITTED) {
+            /* at or past the head a written header is CLAIMED or COMMITTED, nothing else
+             * (CONSUMED ones lie behind it: our head was stale if it moved) */
+            if (__builtin_expect(W_STATE(w) != SHK_QS_CLAIMED, 0)) {
+                if (shk_load_acquire(&q->sh->head_pos) != lo)
+                    return EAGAIN;
+                return shk_fail(SHK_ECORRUPT, "queue record at %llu: state %u",
+                                (unsigned long long)p, W_STATE(w));
+            }
             break;
+        }
         uint64_t len = W_LEN(w);
         uint32_t kind = W_KIND(w);
         if (__builtin_expect(kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q), 0)) {
@@ -1092,8 +1101,8 @@ static int data_ready(struct shk_queue *q)
     if (t < h)
         return 1; /* impossible: the get reports it */
     struct shk_qrec *r = rec(q, h);
-    if (shk_load_acquire(&r->pos) == h && W_STATE(shk_load_acquire(&r->word)) == SHK_QS_COMMITTED)
-        return 1;
+    if (shk_load_acquire(&r->pos) == h && W_STATE(shk_load_acquire(&r->word)) != SHK_QS_CLAIMED)
+        return 1; /* committed (or impossible: the get reports it) */
     return shk_load_relaxed(&sh->closed) != 0;
 }
 

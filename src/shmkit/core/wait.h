@@ -89,17 +89,21 @@
  *   The attempt runs in one thread at a time per struct shk_wait; different waits on
  *   one object may run concurrently in any threads and processes.
  *
- * How the queue and the dict shard lock adopt it (next phase):
- *   - the queue: an attempt = one put/get try; EAGAIN with on = the head/tail futex word
- *     and value the current shk_queue_wait sleeps on, registered in its waiter count
- *     (SHK_WAIT_ARMED), retry_ns = the next stuck-repair check; give_up is empty (a get
- *     takes nothing before it succeeds); the queue's own spin moves into op->spin_of.
- *   - the dict shard lock: it is a robust mutex, and shk_mutex_op (mutex.h) already is
- *     its wait in this shape (attempt = pthread_mutex_trylock; the word = the kernel's
- *     robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's lock_shard
- *     becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
- *     phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with
- *     retry_ns at the next check, and signal slices once the callers can take EINTR.
+ * How the queue adopted it (queue.c, "waiting"): its attempts are looks, not operations
+ * (a get or a put uses the handle's member slot, which one thread at a time may touch,
+ * while attempts run in any thread), so shk_queue_wait_op says "the call may succeed now"
+ * and the caller then makes it, waiting again if another process got there first;
+ * reserving uses no slot and its attempt reserves.  EAGAIN names data_seq / space_seq,
+ * registered in the queue's waiter counts only when armed, retry_ns = the next
+ * stuck-repair check; while spinning it watches the tail's low word or polls; its spin is
+ * spin_of (the handle's budget, SHK_SPIN_PROBE).
+ *
+ * How the dict shard lock adopts it (next phase): it is a robust mutex, and shk_mutex_op
+ * (mutex.h) already is its wait in this shape (attempt = pthread_mutex_trylock; the word =
+ * the kernel's robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's
+ * lock_shard becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
+ * phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with retry_ns at
+ * the next check, and signal slices once the callers can take EINTR.
  */
 #ifndef SHK_WAIT_H
 #define SHK_WAIT_H
