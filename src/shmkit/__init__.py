@@ -49,6 +49,8 @@ _LAZY = {
     "attach_shared_memory": "interop",
     "open_zone": "_backends",
     "RedisZone": "redis",
+    "aio_configure": "_aio",
+    "aio_statistics": "_aio",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])

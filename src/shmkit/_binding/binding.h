@@ -11,6 +11,7 @@
  *   sync.c        Lock, RLock, RWLock, Semaphore, Event, Condition, Barrier, Counter
  *   queue.c       Queue                dict.c     Dict
  *   board.c       Board                ndarray.c  shared NumPy arrays
+ *   aio.c         the asyncio twins' waits and the process's readiness hub (issue 16)
  *
  * Each file exports one init function (listed at the end of this header) that adds its
  * types and functions to the module; _coremodule.c only calls them, in the order of its
@@ -189,6 +190,31 @@ extern PyTypeObject *shk_ZoneType;
 /* Raise ClosedError and return -1 if the zone (its segment) is closed. */
 int shk_zone_check_open(ZoneObject *z);
 
+/* ---- what aio.c needs from the handles (sync.c, board.c, queue.c) and tells them ------ */
+
+/* A sync handle's shared object and where an awaited acquire writes its results back. */
+struct shk_py_sync_ref {
+    void *sh;               /* the shared object */
+    uint32_t type;          /* SHK_OBJ_* */
+    SegmentObject *seg;     /* its zone's segment */
+    uint32_t *slot;         /* RWLock: the handle's reader slot hint */
+    int *owner_died;        /* the handle's owner_died */
+};
+/* 0, or -1 with TypeError (not a sync handle) or ClosedError. */
+int shk_py_sync_ref(PyObject *handle, struct shk_py_sync_ref *out);
+/* The handle is open and its zone too (an awaited attempt may run). */
+int shk_py_sync_live(PyObject *handle);
+struct shk_board;
+int shk_py_board_ref(PyObject *handle, struct shk_board **b, SegmentObject **seg);
+int shk_py_board_live(PyObject *handle);
+struct shk_queue;
+int shk_py_queue_ref(PyObject *handle, struct shk_queue **q, SegmentObject **seg);
+int shk_py_queue_live(PyObject *handle);
+
+/* A handle or a segment (key) is being closed: coroutines waiting on it are woken, and
+ * get ClosedError (aio.c; a no-op when nothing waits). */
+void shk_py_aio_closed(const void *key);
+
 /* ---- the init function of each file: _coremodule.c calls them in this order ------------- */
 
 int shk_init_common(PyObject *m);   /* first: imports shmkit._errors for the others */
@@ -199,5 +225,6 @@ int shk_init_queue(PyObject *m);
 int shk_init_dict(PyObject *m);
 int shk_init_board(PyObject *m);
 int shk_init_ndarray(PyObject *m);
+int shk_init_aio(PyObject *m);
 
 #endif

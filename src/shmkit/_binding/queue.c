@@ -584,12 +584,35 @@ static PyObject *queue_detach(QueueObject *self, PyObject *unused)
                             "them first", self->zc_live);
     if (self->opened) {
         self->opened = 0;
+        shk_py_aio_closed(self); /* coroutines waiting through this handle: ClosedError */
         if (self->waits)
             shk_py_calls_cancel(self->seg, self); /* they end; the last one releases */
         else
             queue_release(self);
     }
     Py_RETURN_NONE;
+}
+
+/* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
+
+int shk_py_queue_ref(PyObject *h, struct shk_queue **q, SegmentObject **seg)
+{
+    if (!PyObject_TypeCheck(h, QueueType)) {
+        PyErr_Format(PyExc_TypeError, "expected a queue handle, not %.100s", Py_TYPE(h)->tp_name);
+        return -1;
+    }
+    QueueObject *self = (QueueObject *)h;
+    if (queue_ready(self) < 0)
+        return -1;
+    *q = &self->q;
+    *seg = self->seg;
+    return 0;
+}
+
+int shk_py_queue_live(PyObject *h)
+{
+    QueueObject *self = (QueueObject *)h;
+    return self->opened && self->seg && !self->seg->closed && !self->seg->close_pending;
 }
 
 static PyObject *queue_statistics(QueueObject *self, PyObject *unused)

@@ -202,6 +202,7 @@ static PyObject *segment_close(SegmentObject *s, PyObject *unused)
     shk_py_calls_cancel(s, NULL);
     if (s->exports > 0) {
         s->close_pending = 1;
+        shk_py_aio_closed(s); /* coroutines waiting on objects in it: ClosedError */
         Py_RETURN_FALSE; /* unmapped when the last view is released */
     }
     really_close(s);

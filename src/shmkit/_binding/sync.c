@@ -139,6 +139,7 @@ NEW_FN(counter, SHK_OBJ_COUNTER)
 static void sync_release_handle(SyncObject *o)
 {
     if (o->sh) {
+        shk_py_aio_closed(o); /* coroutines waiting through this handle: ClosedError */
         o->sh = NULL;
         if (o->zone)
             shk_segment_unexport(o->zone->segment);
@@ -998,6 +999,50 @@ static PyGetSetDef counter_getset[] = {
     {"value", (getter)counter_get_value, (setter)counter_set_value, "the value (atomic)", NULL},
     {NULL},
 };
+
+/* ---- for the asyncio twins (aio.c) ------------------------------------------------------ */
+
+static int is_sync_handle(PyObject *h)
+{
+    PyTypeObject *types[] = {LockType, RLockType, RWLockType, SemaphoreType, EventType,
+                             ConditionType, BarrierType, CounterType};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (types[i] && PyObject_TypeCheck(h, types[i]))
+            return 1;
+    return 0;
+}
+
+int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
+{
+    if (!is_sync_handle(h)) {
+        PyErr_Format(PyExc_TypeError, "expected a shmkit synchronisation object, not %.100s",
+                     Py_TYPE(h)->tp_name);
+        return -1;
+    }
+    SyncObject *o = (SyncObject *)h;
+    if (!o->sh) {
+        shk_py_closed("this synchronisation handle is closed");
+        return -1;
+    }
+    if (shk_sync_extent(o->sh, o->type) != o->extent) {
+        PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its size field "
+                     "changed after it was opened", (unsigned long long)o->off);
+        return -1;
+    }
+    out->sh = o->sh;
+    out->type = o->type;
+    out->seg = o->zone->segment;
+    out->slot = &o->slot;
+    out->owner_died = &o->owner_died;
+    return 0;
+}
+
+int shk_py_sync_live(PyObject *h)
+{
+    SyncObject *o = (SyncObject *)h;
+    SegmentObject *seg = o->zone->segment;
+    return o->sh != NULL && !seg->closed && !seg->close_pending;
+}
 
 /* ---- module functions ------------------------------------------------------------------- */
 
