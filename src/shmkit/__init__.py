@@ -49,6 +49,8 @@ _LAZY = {
     "attach_shared_memory": "interop",
     "open_zone": "_backends",
     "RedisZone": "redis",
+    "get_include": "_capi",
+    "get_library_dir": "_capi",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])
