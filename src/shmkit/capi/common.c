@@ -123,17 +123,11 @@ int shk_capi_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *
 
 int shk_capi_ttl_ms(const char *fn, double ttl, uint64_t *ms)
 {
-    if (isnan(ttl) || ttl < 0)
-        return shk_fail(EINVAL, "%s(): ttl must be a number of seconds >= 0 (0: never)", fn);
-    if (ttl == 0) {
-        *ms = 0;
-        return 0;
-    }
-    double v = ttl * 1000.0 + 0.5;
-    if (v >= 9.2e18)
-        return shk_fail(EINVAL, "%s(): ttl of %g seconds is too large", fn, ttl);
-    *ms = (uint64_t)v;
-    if (*ms == 0)
-        *ms = 1;
+    /* as the Python binding: 0 .. 1e10 seconds, rounded to ms, at least 1 ms if > 0 */
+    if (!(ttl >= 0) || ttl > 1e10)
+        return shk_fail(EINVAL, "%s(): ttl must be from 0 to 1e10 seconds (0: never "
+                        "expires), not %g", fn, ttl);
+    uint64_t m = (uint64_t)(ttl * 1000.0 + 0.5); /* llround for ttl >= 0, without libm */
+    *ms = m == 0 && ttl > 0 ? 1 : m;
     return 0;
 }

@@ -320,10 +320,13 @@ SHMKIT_API int shmkit_queue_try_put(shmkit_queue *q, const void *data, size_t le
 /*
  * Take the oldest message into buf (cap bytes), waiting up to `timeout` seconds for one;
  * *len gets its length.  When it does not fit in cap bytes: ENOBUFS with *len set to
- * the size needed, and the message is left in the queue (call again with a larger
- * buffer).  0; ETIMEDOUT; SHMKIT_EEMPTY (timeout 0: nothing there); SHMKIT_ECLOSED
- * (closed from Python and drained); SHMKIT_ETYPE (the next message is a Python object
- * with out-of-band buffers, not bytes: it is left in the queue).
+ * the size needed, and the message is not lost: it stays in the queue or, if another
+ * consumer's activity made the handle take it already, the handle keeps it and its next
+ * get returns it first (call again with a buffer of *len bytes; a handle closed while
+ * it keeps one puts it back at the tail).  0; ETIMEDOUT; SHMKIT_EEMPTY (timeout 0:
+ * nothing there); SHMKIT_ECLOSED (closed from Python and drained).  A message is the
+ * bytes its producer put; from a Python objects-mode queue, a pickle (with out-of-band
+ * buffers: the frame core/layout.h describes).
  */
 SHMKIT_API int shmkit_queue_get(shmkit_queue *q, void *buf, size_t cap, size_t *len,
                                 double timeout);
@@ -397,8 +400,9 @@ SHMKIT_API int shmkit_dict_delete(shmkit_dict *d, const void *key, size_t klen);
  * Add step to the int at key, atomically; *result (if not NULL) gets the new value.
  * A missing (or expired) key is SHMKIT_ENOTFOUND, or, when init is not NULL, becomes
  * *init + step, expiring after init_ttl seconds (0: never).  SHMKIT_ETYPE: the value is
- * not an int (a float, bytes...).  ERANGE: the sum left int64; it was stored exactly
- * (Python sees the big int) but *result is not set.
+ * not a number (nothing changed), or a float (then, as Python's incr does, the sum was
+ * stored as a float; *result is not set).  ERANGE: the sum left int64; it was stored
+ * exactly (Python sees the big int) but *result is not set.
  */
 SHMKIT_API int shmkit_dict_incr(shmkit_dict *d, const void *key, size_t klen, int64_t step,
                                 const int64_t *init, double init_ttl, int64_t *result);
