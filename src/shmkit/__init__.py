@@ -51,6 +51,8 @@ _LAZY = {
     "RedisZone": "redis",
     "aio_configure": "_aio",
     "aio_statistics": "_aio",
+    "get_include": "_capi",
+    "get_library_dir": "_capi",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])
