@@ -456,6 +456,8 @@ def test_cancelled_wait_passes_its_wakeup_on(zone, procs):
         other = start(procs, blocking_acquire, zone.name, "s", "got")
         await until(lambda: sem.statistics().waiters >= 2, timeout=30,
                     what="the other process waits too")
+        await asyncio.sleep(0.05)       # past its first 10 ms of short sleeps (core/wait.c,
+                                        # CANCEL_PLAIN_NS), whose end would look again
         sem.release()                   # wakes one waiter: the hub, queued first
         time.sleep(0.2)                 # the loop is busy: the hub's readiness waits
         assert not got.is_set()         # the other waiter was not woken

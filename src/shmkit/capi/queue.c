@@ -57,15 +57,6 @@ SHMKIT_API int shmkit_queue_open(shmkit_zone *zone, const char *name, size_t cap
     return 0;
 }
 
-/* deadline of a timeout (seconds; < 0: none) as queue.h's waits take it */
-static const struct timespec *deadline_of(double timeout, struct timespec *ts)
-{
-    if (timeout < 0 || timeout >= 1e9)
-        return NULL;
-    shk_deadline_after(ts, timeout);
-    return ts;
-}
-
 static int put(shmkit_queue *q, const void *data, size_t len, double timeout)
 {
     if (!q)
@@ -78,18 +69,22 @@ static int put(shmkit_queue *q, const void *data, size_t len, double timeout)
     int r = shk_queue_ensure(&q->q); /* a member slot (again after fork) */
     if (r)
         return r;
-    struct timespec ts;
-    const struct timespec *dl = deadline_of(timeout, &ts);
+    struct shk_wait w;
+    if ((r = shk_capi_wait_init(&w, timeout)) != 0)
+        return r;
+    struct shk_queue_waiter qw = {.q = &q->q, .what = SHK_QW_SPACE, .need = shk_qrec_size(len)};
     for (;;) {
         r = shk_queue_put1(&q->q, data, len);
         if (r != SHK_EFULLQ || timeout == 0)
             return r;
-        r = shk_queue_wait(&q->q, SHK_QW_SPACE, shk_qrec_size(len), dl);
-        if (r == ETIMEDOUT) {
+        r = shk_capi_wait_run(&shk_queue_wait_op, &qw, &w);
+        if (r == SHK_EFULLQ) { /* the deadline passed */
             r = shk_queue_put1(&q->q, data, len); /* a last look */
             return r == SHK_EFULLQ ? ETIMEDOUT : r;
         }
-        /* 0 or EINTR (a handler of the program ran): try again, same deadline */
+        if (r)
+            return r;
+        /* 0: room may have come; try again, same deadline */
     }
 }
 
@@ -211,17 +206,21 @@ static int get(shmkit_queue *q, void *buf, size_t cap, size_t *len, double timeo
     int r = shk_queue_ensure(&q->q);
     if (r)
         return r;
-    struct timespec ts;
-    const struct timespec *dl = deadline_of(timeout, &ts);
+    struct shk_wait w;
+    if ((r = shk_capi_wait_init(&w, timeout)) != 0)
+        return r;
+    struct shk_queue_waiter qw = {.q = &q->q, .what = SHK_QW_DATA};
     for (;;) {
         r = try_get(q, buf, cap, len);
         if (r != SHK_EEMPTY || timeout == 0)
             return r;
-        r = shk_queue_wait(&q->q, SHK_QW_DATA, 0, dl);
-        if (r == ETIMEDOUT) {
-            r = try_get(q, buf, cap, len);
+        r = shk_capi_wait_run(&shk_queue_wait_op, &qw, &w);
+        if (r == SHK_EEMPTY) { /* the deadline passed */
+            r = try_get(q, buf, cap, len); /* a last look */
             return r == SHK_EEMPTY ? ETIMEDOUT : r;
         }
+        if (r)
+            return r;
     }
 }
 
