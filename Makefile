@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CC ?= gcc
 CORE_SRC := $(wildcard src/shmkit/core/*.c)
-CORE_HDR := $(wildcard src/shmkit/core/*.h)
+CORE_HDR := $(wildcard src/shmkit/core/*.h src/shmkit/core/*.def)
 CTESTS := $(patsubst tests/c/%.c,build/ctest/%,$(wildcard tests/c/test_*.c))
 CFLAGS_CORE := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc/shmkit/core -Itests/c
 SAN := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -23,7 +23,9 @@ $(VENV)/.stamp: pyproject.toml setup.py
 venv: $(VENV)/.stamp
 
 # rebuild the extension in place whenever a C file changed
-build/.ext-stamp: $(VENV)/.stamp $(CORE_SRC) $(CORE_HDR) $(wildcard src/shmkit/*.c) $(wildcard src/shmkit/_binding/*)
+# (and libshmkit.so, the C API: src/shmkit/capi/, src/shmkit/include/shmkit.h)
+build/.ext-stamp: $(VENV)/.stamp $(CORE_SRC) $(CORE_HDR) $(wildcard src/shmkit/*.c) $(wildcard src/shmkit/_binding/*) \
+		$(wildcard src/shmkit/capi/*) $(wildcard src/shmkit/include/*.h)
 	$(PY) setup.py -q build_ext --inplace
 	@mkdir -p build && touch $@
 
@@ -50,7 +52,7 @@ sanitize: ctest $(VENV)/.stamp
 	SHMKIT_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) $(PY) -m pytest -x -q -p no:cacheprovider \
-	  -m "not slow" $(PYTEST_ARGS)
+	  -m "not slow and not examples" $(PYTEST_ARGS)
 	$(PY) setup.py -q build_ext --inplace --force
 	@touch build/.ext-stamp
 
@@ -62,4 +64,4 @@ bench-quick: build
 	$(VENV)/bin/shmkit bench --quick
 
 clean:
-	rm -rf build src/shmkit/*.so src/*.egg-info
+	rm -rf build src/shmkit/*.so src/shmkit/lib src/*.egg-info

@@ -46,6 +46,13 @@ _LAZY = {
     "SharedNDArray": "shared_array",
     "Board": "board",
     "SharedConfig": "config",
+    "attach_shared_memory": "interop",
+    "open_zone": "_backends",
+    "RedisZone": "redis",
+    "aio_configure": "_aio",
+    "aio_statistics": "_aio",
+    "get_include": "_capi",
+    "get_library_dir": "_capi",
 }
 
 __all__ = sorted(list(_LAZY) + list(_errors_all) + ["__version__"])

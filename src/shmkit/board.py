@@ -56,11 +56,15 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _core
 from ._errors import (ClosedError, NotOwnerError, ObjectMismatchError, ShmkitOSError,
                       ShmkitTimeoutError, TooLargeError)
 from .zone import Zone, _check_object_name, default_zone
+
+if TYPE_CHECKING:
+    from ._aio import AioBoard
 
 __all__ = ["Board", "BoardStats"]
 
@@ -506,6 +510,13 @@ class Board:
         while True:
             value, version = self.wait_newer(version, timeout, copy=copy)
             yield value, version
+
+    @property
+    def aio(self) -> AioBoard:
+        """Awaitable twins: ``await board.aio.wait_newer(version=0, timeout=None, *,
+        copy=True)``, ``await board.aio.wait(version=0, timeout=None)``."""
+        from ._aio import AioBoard
+        return AioBoard(self)
 
     def read_into(self, out, *, after: int = 0):
         """Copy the newest value's data into ``out`` (no allocation): an ndarray of the

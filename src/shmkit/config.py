@@ -34,11 +34,15 @@ import os
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _core
 from ._errors import ShmkitTimeoutError
 from .board import Board, BoardStats
 from .zone import Zone
+
+if TYPE_CHECKING:
+    from ._aio import AioConfig
 
 __all__ = ["SharedConfig"]
 
@@ -210,6 +214,15 @@ class SharedConfig(Mapping):
             version = self._board.version
         snap = self._frozen(self._board.wait_newer(version, timeout))
         return snap[0], snap[1]
+
+    wait_changed = wait_for_change  # the name RedisZone's config twin has too
+
+    @property
+    def aio(self) -> AioConfig:
+        """Awaitable twins: ``await cfg.aio.wait_for_change(version=None, timeout=None)``
+        (and ``wait_changed``)."""
+        from ._aio import AioConfig
+        return AioConfig(self)
 
     def watch(self, timeout: float | None = None):
         """Iterate over ``(snapshot, version)``: the current configuration (once there is

@@ -27,7 +27,6 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass
 
 from . import _core
-from ._errors import ObjectMismatchError, ZoneMismatchError
 from .zone import Zone, _check_object_name, default_zone
 
 __all__ = ["Dict", "DictStats", "DEFAULT_CAPACITY"]
@@ -175,12 +174,11 @@ class Dict(_core.Dict, MutableMapping):
             flags |= _core.DICT_OPEN_CREATE
         if capacity is not None:
             flags |= _core.DICT_OPEN_STRICT
-        try:
-            self = super().__new__(cls, zone._live(), name,
-                                   capacity if capacity is not None else DEFAULT_CAPACITY,
-                                   shards or 0, flags)
-        except ZoneMismatchError as e:    # the core's code for "exists with other values"
-            raise ObjectMismatchError(str(e)) from None
+        # an existing dict with another capacity or shard count: ObjectMismatchError (the
+        # core's SHK_EOBJMISMATCH)
+        self = super().__new__(cls, zone._live(), name,
+                               capacity if capacity is not None else DEFAULT_CAPACITY,
+                               shards or 0, flags)
         self._zone = zone
         self.name = name
         self._serializer = serializer

@@ -147,6 +147,14 @@ class Queue(_core.Queue):
     def __init__(self, *args, **kwargs):
         pass  # everything happens in __new__ (the C base allocates the handle)
 
+    @property
+    def aio(self):
+        """Awaitable twins: ``await q.aio.get(block=True, timeout=None)``, ``put(item,
+        block=True, timeout=None)``, ``get_many(...)``, ``put_many(...)`` (docs/asyncio.md;
+        a cancelled get never takes a message)."""
+        from ._aio import AioQueue
+        return AioQueue(self)
+
     # -- the rest of the queue.Queue surface --------------------------------------------
     def statistics(self) -> QueueStatistics:
         """Counters and state (see QueueStatistics)."""
@@ -178,18 +186,26 @@ class _ObjectQueue(Queue):
     """Queue(mode="objects"): pickles (protocol 5, out-of-band buffers into the ring) or
     uses the given serializer."""
 
-    def _encode_put(self, obj, block, timeout):
+    def _encode(self, obj):
+        """What obj becomes in the ring: ``(data, None)``, one message, or ``(None,
+        parts)``, one framed message (pickle's out-of-band buffers as parts)."""
         if self._dumps is not None:
-            return _core.Queue.put(self, self._dumps(obj), block, timeout)
+            return self._dumps(obj), None
         buffers = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:
-            return _core.Queue.put(self, data, block, timeout)
+            return data, None
         try:
             parts = [data]
             parts.extend(b.raw() for b in buffers)
         except BufferError:  # a non-contiguous buffer: pickle it in-band instead
-            return _core.Queue.put(self, pickle.dumps(obj, protocol=5), block, timeout)
+            return pickle.dumps(obj, protocol=5), None
+        return None, parts
+
+    def _encode_put(self, obj, block, timeout):
+        data, parts = self._encode(obj)
+        if parts is None:
+            return _core.Queue.put(self, data, block, timeout)
         return self._put_parts(parts, block, timeout)
 
     def _decode(self, raw):

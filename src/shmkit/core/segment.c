@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "futex.h"
 #include "layout.h"
 
 #define SHK_NAME_MAX 250 /* NAME_MAX less room for the prefixes shm_open adds */
@@ -266,12 +267,29 @@ static void take_creator_locks(int fd)
     shk_ofd_lock(fd, SHK_LOCKBYTE_ATTACH, F_RDLCK, 0);
 }
 
+/* Waiting for an OFD byte lock, in the one wait shape (wait.h). */
+static int ofd_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_ofd_wait *o = obj;
+    int r = shk_ofd_lock(o->fd, o->offset, o->type, 0);
+    if (r != EAGAIN)
+        return r;
+    shk_wait_on_ofd(w, o->fd, o->offset, o->type);
+    return EAGAIN;
+}
+
+const struct shk_wait_op shk_ofd_lock_op = {"OFD lock", ofd_attempt, NULL, NULL};
+
 /* An opener found the object empty: if its creator is still sizing it, wait for that
- * (blocking on the creator's SIZING lock: no polling), then look again.  EINTR lets the
- * caller check for signals and retry. */
+ * (queued on the creator's SIZING lock: no polling), then look again.  EINTR lets the
+ * caller check for signals and open again; the caller looked at its signals just
+ * before, so no return is due before the first sleep. */
 static int wait_for_size(int fd, struct stat *st)
 {
-    int r = shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_RDLCK, 1);
+    struct shk_ofd_wait o = {fd, SHK_LOCKBYTE_SIZING, F_RDLCK};
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    w.next_return = shk_now_ns() + shk_wait_cfg.recheck_ns;
+    int r = shk_wait_run(&shk_ofd_lock_op, &o, &w);
     if (r == EINTR)
         return EINTR;
     if (r == 0)
