@@ -306,12 +306,24 @@ def _deleted_shm_objects() -> dict:
     (an open fd, else a mapping's map_files entry, which needs privileges)."""
     prefix = _lifecycle.SHM_DIR + "/"
     out: dict = {}
+    named: dict | None = None
 
     def add(key, target, pid, access):
+        nonlocal named
         name = target[len(prefix):-len(_DELETED)]
         if not name or "/" in name:
             return  # not a POSIX segment (the registry's files live in a subdirectory)
+        if name.startswith("#"):
+            # made without a name (O_TMPFILE) and named when complete: /proc keeps calling
+            # the first fd and what is mapped through it "#INO (deleted)"; it vanished
+            # only if no name in /dev/shm leads to it now
+            if named is None:
+                named = _shm_inodes()
+            if key in named:
+                return
         e = out.setdefault(key, {"name": name, "pids": set(), "access": []})
+        if e["name"].startswith("#") and not name.startswith("#"):
+            e["name"] = name  # a mapping through the name tells the name
         e["pids"].add(pid)
         e["access"].append(access)
 
@@ -353,6 +365,22 @@ def _deleted_shm_objects() -> dict:
             except ValueError:
                 continue
             add(key, target, pid, f"/proc/{p}/map_files/{parts[0].decode()}")
+    return out
+
+
+def _shm_inodes() -> dict:
+    """{(dev, ino): name} of what /dev/shm holds now."""
+    out = {}
+    try:
+        with os.scandir(_lifecycle.SHM_DIR) as it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out[(st.st_dev, st.st_ino)] = e.name
+    except OSError:
+        pass
     return out
 
 

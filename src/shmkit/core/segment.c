@@ -159,6 +159,17 @@ static int ensure_space(struct shk_segment *s, size_t from, size_t to, const cha
     return 0;
 }
 
+/* The fd mappings are made through.  An object created unnamed (O_TMPFILE) keeps its
+ * first fd, which holds its OFD locks; but /proc/PID/maps and smaps (lsof, shmkit's
+ * inventory, whoever looks for the name) would show what is mapped through it as
+ * "/dev/shm/#INO (deleted)": once published it is mapped through an fd opened by its
+ * name instead (the same inode, checked).  That fd holds no locks, so a mapping never
+ * keeps a lock alive after its handle closed the fd that holds them. */
+static int mapping_fd(const struct shk_segment *s)
+{
+    return s->named_fd > 0 ? s->named_fd : s->fd;
+}
+
 /* Map map_len bytes of the object inside a reservation of `reserve` bytes. */
 static int seg_map(struct shk_segment *s, size_t size, size_t reserve)
 {
@@ -177,7 +188,7 @@ static int seg_map(struct shk_segment *s, size_t size, size_t reserve)
             return shk_fail(errno, "mmap: cannot reserve %zu bytes of address space: %s",
                             reserve, strerror(errno));
         if (map_len) {
-            void *p = mmap(base, map_len, prot, MAP_SHARED | MAP_FIXED, s->fd, 0);
+            void *p = mmap(base, map_len, prot, MAP_SHARED | MAP_FIXED, mapping_fd(s), 0);
             if (p == MAP_FAILED) {
                 int e = errno;
                 munmap(base, reserve);
@@ -186,7 +197,7 @@ static int seg_map(struct shk_segment *s, size_t size, size_t reserve)
         }
         s->own_reserve = 1;
     } else {
-        base = mmap(NULL, map_len, prot, MAP_SHARED, s->fd, 0);
+        base = mmap(NULL, map_len, prot, MAP_SHARED, mapping_fd(s), 0);
         if (base == MAP_FAILED)
             return shk_fail(errno, "mmap of %zu bytes: %s", map_len, strerror(errno));
         s->own_reserve = 1;
@@ -391,6 +402,28 @@ static int open_file_named(const char *path, int oflag, mode_t mode)
     return open(path, oflag | O_NOFOLLOW, mode);
 }
 
+/* After publishing: open the object by its name and map again through that fd what is
+ * mapped (the same pages, MAP_FIXED over the old mapping, before anything else in this
+ * process uses it).  Cosmetic: failing leaves the old mapping, which works the same. */
+static void map_through_name(struct shk_segment *s)
+{
+    int fd = open(s->publish_path, ((s->flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) |
+                                       O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd <= 0) /* 0: stdin was closed; not worth keeping */
+        return;
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || fstat(s->fd, &b) != 0 || a.st_dev != b.st_dev ||
+        a.st_ino != b.st_ino) {
+        close(fd);
+        return;
+    }
+    s->named_fd = fd;
+    if (s->base && s->map_len) {
+        int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
+        mmap(s->base, s->map_len, prot, MAP_SHARED | MAP_FIXED, fd, 0); /* same pages */
+    }
+}
+
 /* Give an object made without a name its name.  0, EEXIST if the name is taken, errno. */
 int shk_seg_publish(struct shk_segment *s)
 {
@@ -406,6 +439,7 @@ int shk_seg_publish(struct shk_segment *s)
         return shk_fail(e, "linkat(%s): cannot give the new segment its name: %s",
                         s->publish_path, strerror(e));
     }
+    map_through_name(s);
     free(s->publish_path);
     s->publish_path = NULL;
     return 0;
@@ -888,7 +922,7 @@ static int extend_in_place(struct shk_segment *s, size_t new_size)
                             "address space reserved when it was mapped", new_size, s->reserved);
         int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
         void *p = mmap(s->base + s->map_len, new_len - s->map_len, prot, MAP_SHARED | MAP_FIXED,
-                       s->fd, (off_t)s->map_len);
+                       mapping_fd(s), (off_t)s->map_len);
         if (p == MAP_FAILED)
             return shk_fail(errno, "mmap (extend): %s", strerror(errno));
         s->map_len = new_len;
@@ -1015,7 +1049,7 @@ int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move)
     } else {
         /* beyond the reservation: the mapping moves (caller made sure nothing points in) */
         int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
-        void *p = mmap(NULL, new_len, prot, MAP_SHARED, s->fd, 0);
+        void *p = mmap(NULL, new_len, prot, MAP_SHARED, mapping_fd(s), 0);
         if (p == MAP_FAILED) {
             r = shk_fail(errno, "mmap (move): %s", strerror(errno));
             goto out;
@@ -1041,7 +1075,7 @@ int shk_seg_remap(struct shk_segment *s)
         return shk_fail(EBUSY, "segment: remap while another thread resizes it");
     int prot = (s->flags & SHK_O_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE;
     int r = 0;
-    void *p = mmap(s->base, s->map_len, prot, MAP_SHARED | MAP_FIXED, s->fd, 0);
+    void *p = mmap(s->base, s->map_len, prot, MAP_SHARED | MAP_FIXED, mapping_fd(s), 0);
     if (p == MAP_FAILED)
         r = shk_fail(errno, "mmap (remap): %s", strerror(errno));
     pthread_mutex_unlock(&s->remap_lock);
@@ -1082,6 +1116,9 @@ int shk_seg_close(struct shk_segment *s)
         close(s->fd);
         s->fd = -1;
     }
+    if (s->named_fd > 0)
+        close(s->named_fd);
+    s->named_fd = 0;
     free(s->publish_path); /* never published: the object goes with its last fd */
     s->publish_path = NULL;
     s->size = s->map_len = s->reserved = 0;

@@ -66,6 +66,9 @@ struct shk_segment {
     int own_reserve; /* 1 if base is a reservation we made (munmap reserved bytes) */
     char *publish_path; /* created without a name (O_TMPFILE): the path it gets when
                          * published; NULL once named (or opened) */
+    int named_fd;       /* created without a name, then published: the object opened by
+                         * its name, which mappings go through (segment.c, mapping_fd);
+                         * 0: none */
     pthread_mutex_t remap_lock; /* process-private: serialises refresh/resize */
 };
 
