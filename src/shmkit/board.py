@@ -46,7 +46,6 @@ The bytes are specified in ``core/layout.h`` (Board); docs/board.md has the deta
 
 from __future__ import annotations
 
-import ast
 import errno
 import math
 import os
@@ -58,9 +57,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import _core
-from ._errors import (ClosedError, NotOwnerError, ObjectMismatchError, ShmkitOSError,
-                      ShmkitTimeoutError, TooLargeError)
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_object_name
+from ._dtypes import dtype_descr, dtype_from_descr, is_ndarray, numpy_or_hint
+from ._errors import (ClosedError, CorruptedError, NotOwnerError, ObjectMismatchError,
+                      ShmkitOSError, ShmkitTimeoutError, TooLargeError)
+from .zone import Zone, default_zone
 
 __all__ = ["Board", "BoardStats"]
 
@@ -76,54 +77,9 @@ _PICKLE_HEAD = struct.Struct("=IIQQ")         # struct shk_board_pickle_head
 _PICKLE_ENTRY = struct.Struct("=QQ")
 _SMALL = 64 << 10                             # below this, build payloads in Python
 
-NUMPY_HINT = "pip install shmkit[numpy]"
-
 
 def _align(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-def _numpy(what: str = "this"):
-    """NumPy, or an ImportError that says how to get it."""
-    try:
-        import numpy
-    except ImportError as err:
-        raise ImportError(f"{what} needs NumPy, an optional dependency of shmkit: "
-                          f"{NUMPY_HINT}") from err
-    return numpy
-
-
-def _is_ndarray(value) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.ndarray)
-
-
-# dtype <-> descriptor text (numpy.lib.format's descr, repr'd), both ways cached
-_descr_of: dict = {}
-_dtype_of: dict = {}
-
-
-def dtype_descr(dtype) -> bytes:
-    """The text recorded in shared memory for a dtype (round-trips structured dtypes)."""
-    d = _descr_of.get(dtype)
-    if d is None:
-        np = _numpy()
-        d = repr(np.lib.format.dtype_to_descr(np.dtype(dtype))).encode()
-        _descr_of[dtype] = d
-    return d
-
-
-def dtype_from_descr(text: bytes):
-    dt = _dtype_of.get(text)
-    if dt is None:
-        np = _numpy()
-        try:
-            dt = np.lib.format.descr_to_dtype(ast.literal_eval(text.decode()))
-        except (ValueError, SyntaxError, TypeError, UnicodeDecodeError) as err:
-            from ._errors import CorruptedError
-            raise CorruptedError(f"unreadable dtype descriptor {text[:80]!r}") from err
-        _dtype_of[text] = dt
-    return dt
 
 
 def _release(mv: memoryview) -> None:
@@ -136,7 +92,6 @@ def _release(mv: memoryview) -> None:
 
 
 def _corrupt(msg: str):
-    from ._errors import CorruptedError
     return CorruptedError(msg)
 
 
@@ -196,7 +151,7 @@ class Board:
     def __init__(self, name: str, max_bytes: int | None = None, *, zone: Zone | None = None,
                  buffers: int | None = None, writer: bool = False, create: bool = True,
                  spin_us: float = 20.0, _type: int = _core.OBJ_BOARD):
-        name = _check_object_name(name)
+        name = check_object_name(name)
         if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
                                       or max_bytes <= 0):
             raise ValueError(f"max_bytes must be an int > 0 (or None to attach), not {max_bytes!r}")
@@ -306,7 +261,7 @@ class Board:
             if not value.c_contiguous:
                 value = value.tobytes()
             return self._publish_raw(cb, value, KIND_BYTES)
-        if _is_ndarray(value) and not value.dtype.hasobject:
+        if is_ndarray(value) and not value.dtype.hasobject:
             return self._publish_array(cb, value)
         return self._publish_pickle(cb, value)
 
@@ -426,7 +381,7 @@ class Board:
             finally:
                 _release(mv)
             return
-        np = _numpy("Board.loan(shape=...)")
+        np = numpy_or_hint("Board.loan(shape=...)")
         dt = np.dtype(dtype)
         if dt.hasobject:
             raise TypeError("arrays of Python objects cannot live in shared memory")
@@ -510,7 +465,7 @@ class Board:
             return None
         head, version, kind, meta, _ = r
         if kind == KIND_NDARRAY:
-            np = _numpy()
+            np = numpy_or_hint()
             shape, dtype = self._parse_array_head(head, meta, None)
             if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
                 raise ValueError(f"board {self.name!r}: the value is an array of shape {shape} "
@@ -566,7 +521,7 @@ class Board:
         if kind == KIND_STR:
             return str(payload, "utf-8", "surrogatepass")
         if kind == KIND_NDARRAY:
-            np = _numpy("reading an array value")
+            np = numpy_or_hint("reading an array value")
             shape, dtype = self._parse_array_head(payload, meta, len(payload))
             return np.ndarray(shape, dtype, buffer=payload, offset=meta)
         if kind == KIND_PICKLE:

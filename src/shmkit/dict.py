@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 from . import _core
 from ._errors import ObjectMismatchError, ZoneMismatchError
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_object_name
+from .zone import Zone, default_zone
 
 __all__ = ["Dict", "DictStats", "DEFAULT_CAPACITY"]
 
@@ -154,7 +155,7 @@ class Dict(_core.Dict, MutableMapping):
 
     def __new__(cls, name, capacity=None, *, zone: Zone | None = None, serializer=None,
                 shards: int | None = None, clock=None, create: bool = True):
-        _check_object_name(name)
+        check_object_name(name)
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool)
                                      or capacity <= 0):
             raise ValueError(f"capacity must be a number of bytes > 0, not {capacity!r}")

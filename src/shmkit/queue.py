@@ -38,7 +38,9 @@ import time
 from dataclasses import dataclass
 
 from . import _core
+from ._checks import check_object_name
 from ._errors import ClosedError, QueueEmpty, QueueFull  # noqa: F401  (re-exported names)
+from .zone import Zone, default_zone
 
 __all__ = ["Queue", "QueueStatistics", "Reservation", "DEFAULT_CAPACITY"]
 
@@ -108,9 +110,7 @@ class Queue(_core.Queue):
 
     def __new__(cls, name, capacity=None, *, zone=None, max_messages=None, mode="bytes",
                 serializer=None, spin=None, create=True, exclusive=False):
-        from .zone import Zone, _check_object_name, default_zone
-
-        _check_object_name(name)
+        check_object_name(name)
         if capacity is not None:
             if not isinstance(capacity, int) or isinstance(capacity, bool):
                 raise TypeError(f"capacity must be an int (bytes) or None, not {capacity!r}")

@@ -51,6 +51,7 @@ import weakref
 from dataclasses import dataclass
 
 from . import _core, _lifecycle
+from ._checks import check_int
 from ._errors import (ClosedError, InvalidNameError, SegmentNotFoundError, ShmkitError)
 
 __all__ = ["Segment", "SegmentStat", "ftok", "send_fd", "recv_fd", "BACKENDS", "MODES",
@@ -110,14 +111,6 @@ def _check_key(key) -> int:
     if not -(1 << 31) <= key < (1 << 32):
         raise ValueError(f"sysv key {key} does not fit in 32 bits")
     return key - (1 << 32) if key >= (1 << 31) else key
-
-
-def _check_int(what, value, minimum=0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -223,9 +216,9 @@ class Segment:
         if not isinstance(mode, str) or mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of 'c', 'x', 'w', 'r' "
                              f"(or PHP shmop's 'c', 'n', 'w', 'a')")
-        _check_int("size", size)
-        _check_int("reserve", reserve)
-        _check_int("perm", perm)
+        check_int("size", size)
+        check_int("reserve", reserve)
+        check_int("perm", perm)
         if perm > 0o777:
             raise ValueError(f"perm must be permission bits (at most 0o777), not {oct(perm)}")
         if lifecycle is not None and lifecycle not in LIFECYCLES:
@@ -282,7 +275,7 @@ class Segment:
                     raise ValueError("key 0 is IPC_PRIVATE: it names no segment to open; "
                                      "open a private segment by its shmid")
             else:
-                _check_int("shmid", shmid)
+                check_int("shmid", shmid)
             if creating and size == 0:
                 flags &= ~_core.O_CREATE
             self.key = key
@@ -293,7 +286,7 @@ class Segment:
                                  "process closes it (lifecycle 'unlink_on_last_close'); "
                                  f"{lifecycle!r} cannot apply")
             if fd is not None:
-                _check_int("fd", fd)
+                check_int("fd", fd)
                 self._seg = _core.Segment.from_fd(fd, flags & _core.O_RDONLY, reserve)
                 self._own_ofd()
                 self.name = _memfd_label(self._seg.fd)
@@ -545,7 +538,7 @@ class Segment:
     @classmethod
     def create(cls, name=None, size: int = 0, *, exclusive: bool = True, **kw) -> "Segment":
         """Create a segment (exclusively unless exclusive=False)."""
-        _check_int("size", size)
+        check_int("size", size)
         if size <= 0:
             raise ValueError(f"size must be > 0 to create a segment, not {size}")
         return cls(name, "x" if exclusive else "c", size, **kw)
@@ -632,9 +625,9 @@ class Segment:
 
     def read(self, offset: int = 0, count: int | None = None) -> bytes:
         """Copy ``count`` bytes from ``offset`` (to the end when count is None)."""
-        _check_int("offset", offset, -(1 << 63))
+        check_int("offset", offset, -(1 << 63))
         if count is not None:
-            _check_int("count", count, -(1 << 63))
+            check_int("count", count, -(1 << 63))
         size = self.size
         if count is None:
             count = size - offset
@@ -644,7 +637,7 @@ class Segment:
 
     def write(self, data, offset: int = 0) -> int:
         """Copy ``data`` (any bytes-like object) to ``offset``; returns the bytes written."""
-        _check_int("offset", offset, -(1 << 63))
+        check_int("offset", offset, -(1 << 63))
         if self.readonly:
             raise PermissionError(f"{self._what()} is open read-only")
         mv = memoryview(data).cast("B")
@@ -657,7 +650,7 @@ class Segment:
 
     def resize(self, size: int) -> None:
         """Change the size (posix, file, memfd).  Growing reserves the space first."""
-        _check_int("size", size)
+        check_int("size", size)
         seg = self._live()
         if size == 0:
             raise ValueError("size must be > 0")

@@ -37,8 +37,9 @@ import struct
 
 from . import _core
 from ._errors import CorruptedError, ObjectMismatchError
-from .board import _numpy, dtype_descr, dtype_from_descr
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_object_name
+from ._dtypes import dtype_descr, dtype_from_descr, numpy_or_hint
+from .zone import Zone, default_zone
 
 __all__ = ["ndarray", "SharedNDArray"]
 
@@ -56,7 +57,7 @@ def _cls():
     global _shared_class
     if _shared_class is not None:
         return _shared_class
-    np = _numpy("shmkit.ndarray")
+    np = numpy_or_hint("shmkit.ndarray")
     try:
         byte_bounds = np.lib.array_utils.byte_bounds
     except AttributeError:  # NumPy < 2
@@ -180,8 +181,8 @@ def ndarray(name: str, shape=None, dtype="float64", *, zone: Zone | None = None,
     none); so does ``create=False`` while still checking a given shape and dtype.
     Arrays of Python objects cannot be shared (TypeError).
     """
-    np = _numpy("shmkit.ndarray")
-    name = _check_object_name(name)
+    np = numpy_or_hint("shmkit.ndarray")
+    name = check_object_name(name)
     if zone is None:
         zone = default_zone()
     head = None
@@ -213,7 +214,7 @@ def _view(np, mv, zone, name, shape, dt, offset, strides):
 
 def _rebuild_view(zone, name, offset, shape, strides, descr):
     """Unpickle a SharedNDArray: the same view of the same shared block."""
-    np = _numpy("shmkit.ndarray")
+    np = numpy_or_hint("shmkit.ndarray")
     mv, stored, _, _ = _core.ndarray_open(zone._live(), name, None)
     _unpack_head(stored)  # validates
     return _view(np, mv, zone, name, shape, dtype_from_descr(descr), offset, strides)

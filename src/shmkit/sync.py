@@ -40,7 +40,8 @@ from multiprocessing.sharedctypes import typecode_to_type
 
 from . import _core
 from ._errors import ObjectMismatchError, ObjectTypeError
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_int, check_object_name
+from .zone import Zone, default_zone
 
 __all__ = [
     "Lock", "RLock", "RWLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
@@ -104,7 +105,7 @@ def _zone_arg(zone) -> Zone:
 
 def _open(zone: Zone, name, type_code: int, *, flags=0, create=True, a=0, b=0, text=None,
           text_type=0, data=None):
-    _check_object_name(name)
+    check_object_name(name)
     return _core.sync_open(zone._live(), name, type_code, flags,
                            _core.O_CREATE if create else 0, a, b, text, text_type, data)
 
@@ -131,14 +132,6 @@ def _canonical(zone: Zone) -> Zone:
 
 def _reopen(cls, zone, name, kwargs):
     return cls(name, zone=_canonical(zone), create=False, **kwargs)
-
-
-def _check_int(value, what, minimum):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, not {value}")
-    return value
 
 
 class _Named:
@@ -321,7 +314,7 @@ class RWLock(_Named, _core.RWLock):
 
     def __new__(cls, name, *, max_readers=128, zone=None, create=True):
         zone = _zone_arg(zone)
-        _check_int(max_readers, "max_readers", 1)
+        check_int("max_readers", max_readers, 1)
         off, _ = _open(zone, name, _core.OBJ_RWLOCK, create=create, a=max_readers)
         self = super().__new__(cls, zone._live(), off)
         self._zone = zone
@@ -394,8 +387,8 @@ class Semaphore(_Named, _core.Semaphore):
 
     def __new__(cls, name, value=1, *, undo=False, max_processes=64, zone=None, create=True):
         zone = _zone_arg(zone)
-        _check_int(value, "semaphore initial value", 0)
-        _check_int(max_processes, "max_processes", 1)
+        check_int("semaphore initial value", value, 0)
+        check_int("max_processes", max_processes, 1)
         flags = (_core.SYNCF_BOUNDED if cls._bounded else 0) | (_core.SYNCF_UNDO if undo else 0)
         off, created = _open(zone, name, _core.OBJ_SEMAPHORE, flags=flags, create=create,
                              a=value, b=max_processes if undo else 0)
@@ -648,7 +641,7 @@ class Barrier(_Named, _core.Barrier):
 
     def __new__(cls, name, parties, action=None, timeout=None, *, zone=None, create=True):
         zone = _zone_arg(zone)
-        _check_int(parties, "parties", 1)
+        check_int("parties", parties, 1)
         if action is not None and not callable(action):
             raise TypeError("action must be callable or None")
         off, created = _open(zone, name, _core.OBJ_BARRIER, create=create, a=parties)

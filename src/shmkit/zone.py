@@ -16,7 +16,8 @@ import threading
 from dataclasses import dataclass
 
 from . import _core
-from ._errors import ClosedError, InvalidNameError, ZoneInitError
+from ._checks import check_object_name
+from ._errors import ClosedError, ZoneInitError
 from .segment import Segment
 
 __all__ = ["Zone", "ZoneStats", "SlabClassStats", "ObjectInfo", "default_zone", "OBJECT_TYPES"]
@@ -98,20 +99,6 @@ def _info(t) -> ObjectInfo:
     name, code, off, size, aux, created_ns, pid = t
     return ObjectInfo(name, OBJECT_TYPES.get(code, f"type-{code}"), code, off, size, aux,
                       created_ns, pid)
-
-
-def _check_object_name(name) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"object name must be a str, not {type(name).__name__}")
-    b = name.encode()
-    if not b:
-        raise InvalidNameError("object name is empty")
-    if len(b) > _core.OBJ_NAME_MAX:
-        raise InvalidNameError(f"object name is {len(b)} bytes long; at most "
-                               f"{_core.OBJ_NAME_MAX} are allowed")
-    if "\0" in name:
-        raise InvalidNameError("object name contains a NUL byte")
-    return name
 
 
 class Zone:
@@ -285,24 +272,24 @@ class Zone:
     # -- named objects ---------------------------------------------------------------------
     def find(self, name: str) -> ObjectInfo:
         """The directory entry of ``name``; ObjectNotFoundError if there is none."""
-        return _info(self._live().obj_find(_check_object_name(name)))
+        return _info(self._live().obj_find(check_object_name(name)))
 
     def create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW, aux: int = 0) -> ObjectInfo:
         """Create a named raw allocation; ObjectExistsError if the name is taken."""
-        entry, _ = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+        entry, _ = self._live().obj_get(check_object_name(name), type_code, size, aux,
                                         _core.O_CREATE | _core.O_EXCL)
         return _info(entry)
 
     def find_or_create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW,
                        aux: int = 0) -> tuple[ObjectInfo, bool]:
         """Find ``name`` or create it (zeroed); returns (info, created)."""
-        entry, created = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+        entry, created = self._live().obj_get(check_object_name(name), type_code, size, aux,
                                               _core.O_CREATE)
         return _info(entry), created
 
     def destroy(self, name: str) -> None:
         """Remove ``name`` and free its memory.  Processes still using it must not."""
-        self._live().obj_destroy(_check_object_name(name))
+        self._live().obj_destroy(check_object_name(name))
 
     def objects(self) -> list[ObjectInfo]:
         """Every named object in the zone."""
