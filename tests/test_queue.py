@@ -638,6 +638,8 @@ def test_two_producers_two_consumers_one_million_each(name, procs):
 
 def test_demo_runs_producers_and_consumers_across_processes():
     lines = []
-    res = shmkit.queue._demo(0.5, producers=1, consumers=1, batch=64, print=lines.append)
+    import shmkit.demo.queue
+
+    res = shmkit.demo.queue.run(0.5, producers=1, consumers=1, batch=64, print=lines.append)
     assert res["messages"] > 0 and res["drops"] == 0
     assert any("M msg/s" in line for line in lines)

@@ -610,11 +610,3 @@ class Board:
 def _attach(cls, zone, name):
     return cls(name, None, zone=zone)
 
-
-def _demo(duration: float = 5.0, *, consumers: int = 3, fps: float = 60.0, out=None) -> dict:
-    """Camera-like pipeline for ``shmkit demo``: a producer publishes 1920x1080x3 uint8
-    frames through a Board at ``fps`` (0: as fast as it can) for ``duration`` seconds
-    while ``consumers`` spawned processes take the newest frame zero-copy, verify it and
-    report their frame rate and latency.  Prints a table; returns the figures."""
-    from ._board_demo import run
-    return run(duration, consumers=consumers, fps=fps, out=out)

@@ -21,7 +21,8 @@ import signal
 import sys
 import time
 
-from .zone import Zone
+from ..zone import Zone
+from . import frames, queue
 
 __all__ = ["main"]
 
@@ -121,18 +122,15 @@ def _act_dict(zone, ctx, workers: int = 4, requests: int = 20000, clients: int =
 # -- the show ----------------------------------------------------------------------------------
 
 def run(duration: float = 3.0) -> dict:
-    from . import board as board_mod
-    from . import queue as queue_mod
-
     ctx = mp.get_context("spawn")
     results = {}
     _say(f"shmkit demo: processes sharing memory through shmkit (pid {os.getpid()})")
     _say()
     _say("1. a queue: producers and consumers in separate processes")
-    results["queue"] = queue_mod._demo(duration=duration, print=lambda s: _say("   " + s.strip()))
+    results["queue"] = queue.run(duration=duration, print=lambda s: _say("   " + s.strip()))
     _say()
     _say("2. camera frames: 1920x1080x3 frames through a Board, newest frame zero-copy")
-    results["frames"] = board_mod._demo(duration=duration, consumers=3, fps=60.0)
+    results["frames"] = frames.run(duration=duration, consumers=3, fps=60.0)
     _say()
     name = f"shmkit-demo-{os.getpid()}-zone"
     zone = Zone(name, 32 << 20, max_size=256 << 20)
