@@ -11,14 +11,29 @@ map it at different addresses.  The bytes are specified in ``core/layout.h``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._checks import check_object_name
 from ._errors import ClosedError, ZoneInitError
 from .segment import Segment
+
+if TYPE_CHECKING:  # the factories' return types: never imported at run time (see _FACTORIES)
+    from ._types import Serializer, SerializerArg
+    from .board import Board
+    from .config import SharedConfig
+    from .dict import Dict
+    from .queue import Queue
+    from numpy.typing import DTypeLike
+
+    from .shared_array import SharedNDArray
+    from .sync import (Array, Barrier, BoundedSemaphore, Condition, Counter, Event, Lock, RLock,
+                       RWLock, Semaphore, Value)
 
 __all__ = ["Zone", "ZoneStats", "SlabClassStats", "ObjectInfo", "default_zone", "OBJECT_TYPES"]
 
@@ -41,6 +56,44 @@ OBJECT_TYPES = {
     _core.OBJ_BOARD: "board",
     _core.OBJ_CONFIG: "config",
 }
+
+#: Zone's factory methods, late-bound: method name -> (module, name of its constructor).
+#: The zone layer sits below the structures, so zone.py never imports them: ``zone.queue()``
+#: imports shmkit.queue the first time it is called (as ``shmkit.Queue`` does through the
+#: package's lazy names), and type checkers see the real return types through the imports
+#: under TYPE_CHECKING above.  tests/test_layers.py checks that every entry names the
+#: constructor its method's annotation promises, with the same parameters.
+_FACTORIES: dict[str, tuple[str, str]] = {
+    "lock": ("sync", "Lock"),
+    "rlock": ("sync", "RLock"),
+    "rwlock": ("sync", "RWLock"),
+    "semaphore": ("sync", "Semaphore"),
+    "bounded_semaphore": ("sync", "BoundedSemaphore"),
+    "event": ("sync", "Event"),
+    "condition": ("sync", "Condition"),
+    "barrier": ("sync", "Barrier"),
+    "value": ("sync", "Value"),
+    "array": ("sync", "Array"),
+    "counter": ("sync", "Counter"),
+    "queue": ("queue", "Queue"),
+    "dict": ("dict", "Dict"),
+    "ndarray": ("shared_array", "ndarray"),
+    "board": ("board", "Board"),
+    "config": ("config", "SharedConfig"),
+}
+_resolved: dict[str, Any] = {}
+
+
+def _factory(method: str) -> Any:
+    """The constructor behind ``Zone.<method>``, imported on first use."""
+    try:
+        return _resolved[method]
+    except KeyError:
+        module, attr = _FACTORIES[method]
+        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        _resolved[method] = made
+        return made
+
 
 DEFAULT_ZONE_SIZE = 32 << 20
 DEFAULT_ZONE_MAX_SIZE = 2 << 30
@@ -323,70 +376,95 @@ class Zone:
             lines = [f"{n} problem(s) found"]
         return lines
 
-    # -- structures (each module registers its object type) ---------------------------------
-    def lock(self, name, **kw):
-        from .sync import Lock
-        return Lock(name, zone=self, **kw)
+    # -- structures: late-bound factories (see _FACTORIES) -------------------------------------
+    def lock(self, name: str, *, create: bool = True) -> Lock:
+        """The Lock ``name`` of this zone (see shmkit.Lock)."""
+        return _factory("lock")(name, zone=self, create=create)
 
-    def rlock(self, name, **kw):
-        from .sync import RLock
-        return RLock(name, zone=self, **kw)
+    def rlock(self, name: str, *, create: bool = True) -> RLock:
+        """The RLock ``name`` of this zone (see shmkit.RLock)."""
+        return _factory("rlock")(name, zone=self, create=create)
 
-    def rwlock(self, name, **kw):
-        from .sync import RWLock
-        return RWLock(name, zone=self, **kw)
+    def rwlock(self, name: str, *, max_readers: int = 128, create: bool = True) -> RWLock:
+        """The RWLock ``name`` of this zone (see shmkit.RWLock)."""
+        return _factory("rwlock")(name, max_readers=max_readers, zone=self, create=create)
 
-    def semaphore(self, name, value=1, **kw):
-        from .sync import Semaphore
-        return Semaphore(name, value, zone=self, **kw)
+    def semaphore(self, name: str, value: int = 1, *, undo: bool = False,
+                  max_processes: int = 64, create: bool = True) -> Semaphore:
+        """The Semaphore ``name`` of this zone (see shmkit.Semaphore)."""
+        return _factory("semaphore")(name, value, undo=undo, max_processes=max_processes,
+                                     zone=self, create=create)
 
-    def bounded_semaphore(self, name, value=1, **kw):
-        from .sync import BoundedSemaphore
-        return BoundedSemaphore(name, value, zone=self, **kw)
+    def bounded_semaphore(self, name: str, value: int = 1, *, undo: bool = False,
+                          max_processes: int = 64, create: bool = True) -> BoundedSemaphore:
+        """The BoundedSemaphore ``name`` of this zone (see shmkit.BoundedSemaphore)."""
+        return _factory("bounded_semaphore")(name, value, undo=undo,
+                                             max_processes=max_processes, zone=self,
+                                             create=create)
 
-    def event(self, name, **kw):
-        from .sync import Event
-        return Event(name, zone=self, **kw)
+    def event(self, name: str, *, create: bool = True) -> Event:
+        """The Event ``name`` of this zone (see shmkit.Event)."""
+        return _factory("event")(name, zone=self, create=create)
 
-    def condition(self, name, lock=None, **kw):
-        from .sync import Condition
-        return Condition(name, lock, zone=self, **kw)
+    def condition(self, name: str, lock: Lock | RLock | None = None, *,
+                  create: bool = True) -> Condition:
+        """The Condition ``name`` of this zone (see shmkit.Condition)."""
+        return _factory("condition")(name, lock, zone=self, create=create)
 
-    def barrier(self, name, parties, action=None, timeout=None, **kw):
-        from .sync import Barrier
-        return Barrier(name, parties, action, timeout, zone=self, **kw)
+    def barrier(self, name: str, parties: int, action: Callable[[], object] | None = None,
+                timeout: float | None = None, *, create: bool = True) -> Barrier:
+        """The Barrier ``name`` of this zone (see shmkit.Barrier)."""
+        return _factory("barrier")(name, parties, action, timeout, zone=self, create=create)
 
-    def value(self, name, typecode_or_type, *args, **kw):
-        from .sync import Value
-        return Value(name, typecode_or_type, *args, zone=self, **kw)
+    def value(self, name: str, typecode_or_type: str | type[Any], *args: Any,
+              lock: bool | Lock | RLock = True, create: bool = True) -> Value:
+        """The Value ``name`` of this zone (see shmkit.Value)."""
+        return _factory("value")(name, typecode_or_type, *args, lock=lock, zone=self,
+                                 create=create)
 
-    def array(self, name, typecode_or_type, size_or_initializer, **kw):
-        from .sync import Array
-        return Array(name, typecode_or_type, size_or_initializer, zone=self, **kw)
+    def array(self, name: str, typecode_or_type: str | type[Any],
+              size_or_initializer: int | Iterable[Any], *, lock: bool | Lock | RLock = True,
+              create: bool = True) -> Array:
+        """The Array ``name`` of this zone (see shmkit.Array)."""
+        return _factory("array")(name, typecode_or_type, size_or_initializer, lock=lock,
+                                 zone=self, create=create)
 
-    def counter(self, name, initial=0, **kw):
-        from .sync import Counter
-        return Counter(name, initial, zone=self, **kw)
+    def counter(self, name: str, initial: int = 0, *, create: bool = True) -> Counter:
+        """The Counter ``name`` of this zone (see shmkit.Counter)."""
+        return _factory("counter")(name, initial, zone=self, create=create)
 
-    def queue(self, name, capacity=None, **kw):
-        from .queue import Queue
-        return Queue(name, capacity, zone=self, **kw)
+    def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
+              mode: str = "bytes", serializer: SerializerArg | None = None,
+              spin: float | None = None, create: bool = True,
+              exclusive: bool = False) -> Queue:
+        """The Queue ``name`` of this zone (see shmkit.Queue)."""
+        return _factory("queue")(name, capacity, zone=self, max_messages=max_messages,
+                                 mode=mode, serializer=serializer, spin=spin, create=create,
+                                 exclusive=exclusive)
 
-    def dict(self, name, capacity=None, **kw):
-        from .dict import Dict
-        return Dict(name, capacity, zone=self, **kw)
+    def dict(self, name: str, capacity: int | None = None, *,
+             serializer: Serializer | None = None, shards: int | None = None,
+             clock: Callable[[], float] | None = None, create: bool = True) -> Dict:
+        """The Dict ``name`` of this zone (see shmkit.Dict)."""
+        return _factory("dict")(name, capacity, zone=self, serializer=serializer,
+                                shards=shards, clock=clock, create=create)
 
-    def ndarray(self, name, shape, dtype="float64", **kw):
-        from .shared_array import ndarray
-        return ndarray(name, shape, dtype, zone=self, **kw)
+    def ndarray(self, name: str, shape: int | Iterable[int] | None,
+                dtype: DTypeLike = "float64", *, create: bool = True) -> SharedNDArray:
+        """The shared NumPy array ``name`` of this zone (see shmkit.ndarray)."""
+        return _factory("ndarray")(name, shape, dtype, zone=self, create=create)
 
-    def board(self, name, max_bytes, **kw):
-        from .board import Board
-        return Board(name, max_bytes, zone=self, **kw)
+    def board(self, name: str, max_bytes: int | None, *, buffers: int | None = None,
+              writer: bool = False, create: bool = True, spin_us: float = 20.0) -> Board:
+        """The Board ``name`` of this zone (see shmkit.Board)."""
+        return _factory("board")(name, max_bytes, zone=self, buffers=buffers, writer=writer,
+                                 create=create, spin_us=spin_us)
 
-    def config(self, name, max_bytes=1 << 20, **kw):
-        from .config import SharedConfig
-        return SharedConfig(name, max_bytes, zone=self, **kw)
+    def config(self, name: str, max_bytes: int | None = 1 << 20, *,
+               buffers: int | None = None, spin_us: float = 0.0) -> SharedConfig:
+        """The SharedConfig ``name`` of this zone (see shmkit.SharedConfig)."""
+        return _factory("config")(name, max_bytes, zone=self, buffers=buffers,
+                                  spin_us=spin_us)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
