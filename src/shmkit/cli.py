@@ -297,7 +297,7 @@ def _zone_report(target, info) -> dict:
     z = _open_zone(target, info)
     try:
         header = z.info()
-        stats = z.stats()
+        stats = z.statistics()
         objects = z.objects()
     finally:
         z.close()

@@ -35,13 +35,15 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _core
 from ._checks import check_object_name
+from ._deprecation import renamed
 from ._errors import ClosedError, QueueEmpty, QueueFull  # noqa: F401  (re-exported names)
 from .zone import Zone, default_zone
 
-__all__ = ["Queue", "QueueStatistics", "Reservation", "DEFAULT_CAPACITY"]
+__all__ = ["Queue", "QueueStats", "Reservation", "DEFAULT_CAPACITY"]
 
 DEFAULT_CAPACITY = 1 << 20
 DEFAULT_SPIN = 50e-6
@@ -53,7 +55,7 @@ _MODES = ("bytes", "objects")
 
 
 @dataclass(frozen=True)
-class QueueStatistics:
+class QueueStats:
     """What ``Queue.statistics()`` returns (counters are totals over all processes)."""
 
     depth: int          #: messages in the queue (claimed by producers, not yet taken)
@@ -147,9 +149,9 @@ class Queue(_core.Queue):
         pass  # everything happens in __new__ (the C base allocates the handle)
 
     # -- the rest of the queue.Queue surface --------------------------------------------
-    def statistics(self) -> QueueStatistics:
-        """Counters and state (see QueueStatistics)."""
-        return QueueStatistics(**super().statistics())
+    def statistics(self) -> QueueStats:
+        """Counters and state (see QueueStats)."""
+        return QueueStats(**super().statistics())
 
     def destroy(self) -> None:
         """Remove the queue from its zone and free its memory.  Every other process must
@@ -226,3 +228,10 @@ class _ObjectQueue(Queue):
 
 def _reattach(zone, name, mode, serializer, spin):
     return Queue(name, zone=zone, mode=mode, serializer=serializer, spin=spin)
+
+
+# the old name of QueueStats (shmkit 0.1): every statistics class is now <Thing>Stats
+if TYPE_CHECKING:
+    QueueStatistics = QueueStats
+else:
+    __getattr__ = renamed(__name__, {"QueueStatistics": ("QueueStats", QueueStats)})

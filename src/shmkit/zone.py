@@ -23,6 +23,11 @@ from ._checks import check_object_name
 from ._errors import ClosedError, ZoneInitError
 from .segment import Segment
 
+if TYPE_CHECKING:
+    from typing_extensions import deprecated
+else:
+    from ._deprecation import deprecated
+
 if TYPE_CHECKING:  # the factories' return types: never imported at run time (see _FACTORIES)
     from ._types import Serializer, SerializerArg
     from .board import Board
@@ -112,7 +117,7 @@ class SlabClassStats:
 
 @dataclass(frozen=True)
 class ZoneStats:
-    """What ``zone.stats()`` returns.  Free space is reported honestly: ``free_bytes``
+    """What ``zone.statistics()`` returns.  Free space is reported honestly: ``free_bytes``
     counts free pages plus free chunks inside partly used slab pages, and
     ``largest_free_bytes`` is the largest single allocation above 2 KiB that can succeed
     without growing the zone."""
@@ -356,7 +361,7 @@ class Zone:
             return False
 
     # -- statistics and checks --------------------------------------------------------------
-    def stats(self) -> ZoneStats:
+    def statistics(self) -> ZoneStats:
         """Allocator statistics (see ZoneStats)."""
         s = self._live().stats()
         return ZoneStats(
@@ -367,6 +372,11 @@ class Zone:
             page_reqs=s["page_reqs"], page_fails=s["page_fails"], recoveries=s["recoveries"],
             grow_count=s["grow_count"], extents=s["nextents"], objects=s["nobjects"],
             classes=tuple(SlabClassStats(*c) for c in s["classes"]))
+
+    @deprecated("Zone.stats() is deprecated; use Zone.statistics(), as every other object")
+    def stats(self) -> ZoneStats:
+        """Deprecated spelling of statistics()."""
+        return self.statistics()
 
     def check(self) -> list[str]:
         """Walk every structure and verify every invariant; returns the problems found
