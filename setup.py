@@ -1,13 +1,19 @@
-"""Build of the one compiled module, shmkit._core.
+"""Build of the one compiled module, shmkit._core, and the list of packages.
 
 Sources: the C core (src/shmkit/core/*.c, no Python.h) plus the thin binding
 (src/shmkit/_coremodule.c and src/shmkit/_binding/*.c).  Set SHMKIT_SANITIZE=1 to build
 with AddressSanitizer and UndefinedBehaviorSanitizer (see `make sanitize`).
+
+Packages: every package under src/ (found, so a new subpackage needs no edit here), and
+the benchmark suite: benchmarks/ in the repository (`python -m benchmarks` from a
+checkout), installed as the private subpackage shmkit._bench (`shmkit bench` from an
+installed shmkit; its modules import each other relatively).  No top-level package named
+"benchmarks" is installed.  tests/test_packaging.py checks the wheel's file list.
 """
 import glob
 import os
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,7 +34,13 @@ if os.environ.get("SHMKIT_SANITIZE"):
 else:
     compile_args += ["-O2"]
 
+packages = find_packages(os.path.join(HERE, "src")) + [
+    "shmkit._bench" + ("." + p if p else "")
+    for p in [""] + find_packages(os.path.join(HERE, "benchmarks"))]
+
 setup(
+    packages=packages,
+    package_dir={"": "src", "shmkit._bench": "benchmarks"},
     ext_modules=[
         Extension(
             "shmkit._core",

@@ -7,7 +7,7 @@
     shmkit gc [PATTERN] [--dry-run] [--json]
     shmkit dump NAME | --key KEY | --id SHMID | --path FILE [--offset N] [--length N] [--raw]
     shmkit doctor [--json]
-    shmkit bench ...        the benchmark suite (benchmarks/)
+    shmkit bench ...        the benchmark suite (benchmarks/, installed as shmkit._bench)
     shmkit demo ...         a live demonstration across several processes
 
 Exit codes (scripts may rely on them):
@@ -661,9 +661,8 @@ def _args_passthrough(p):
 
 
 def _cmd_bench(args) -> int:
-    # benchmarks/ is packaged beside shmkit (pyproject.toml), so it is importable wherever
-    # shmkit is installed
-    from benchmarks.__main__ import main as bench_main
+    # benchmarks/ is installed as shmkit._bench (setup.py): importable wherever shmkit is
+    from ._bench.__main__ import main as bench_main
     return bench_main(args.args, prog="shmkit bench") or 0
 
 
