@@ -75,7 +75,7 @@ def test_wheel_file_list(wheel):
     top = {n.split("/", 1)[0] for n in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"shmkit"}, sorted(top)
     assert not any(n.startswith("benchmarks/") for n in names)
-    for required in ("shmkit/py.typed", "shmkit/__init__.py",
+    for required in ("shmkit/py.typed", "shmkit/_core.pyi", "shmkit/__init__.py",
                      "shmkit/_bench/__init__.py", "shmkit/_bench/__main__.py",
                      "shmkit/_bench/scenarios/__init__.py", "shmkit/demo/__init__.py"):
         assert required in names, required

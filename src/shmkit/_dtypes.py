@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from ._errors import CorruptedError
 
@@ -34,7 +34,7 @@ def numpy_or_hint(what: str = "this") -> Any:
     return numpy
 
 
-def is_ndarray(value: object) -> bool:
+def is_ndarray(value: object) -> TypeGuard[numpy.ndarray[Any, Any]]:
     """True for a numpy.ndarray, without importing NumPy (if it is not imported, nothing
     can be one)."""
     np = sys.modules.get("numpy")

@@ -33,6 +33,12 @@ import errno
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .inventory import SegmentInfo
+    from .segment import Segment, SegmentStat
+    from .zone import Zone
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -58,12 +64,12 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def _json(obj) -> None:
+def _json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=_json_default)
     sys.stdout.write("\n")
 
 
-def _json_default(o):
+def _json_default(o: object) -> object:
     if isinstance(o, bytes):
         return o.decode("utf-8", "backslashreplace")
     if isinstance(o, (set, frozenset, tuple)):
@@ -86,13 +92,13 @@ def _nonneg(text: str) -> int:
     return v
 
 
-def _when(t) -> str:
+def _when(t: float | None) -> str:
     if not t:
         return "-"
     return datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
@@ -118,7 +124,7 @@ def _add_target(p: argparse.ArgumentParser, *, path: bool = True, shmid: bool = 
         p.add_argument("--path", help="file-backed segment")
 
 
-def _one_target(args) -> dict:
+def _one_target(args: argparse.Namespace) -> dict[str, Any]:
     given = {k: getattr(args, k, None) for k in ("name", "key", "shmid", "path")}
     given = {k: v for k, v in given.items() if v is not None}
     if len(given) != 1:
@@ -127,7 +133,7 @@ def _one_target(args) -> dict:
     return given
 
 
-def _open_segment(target: dict, readonly: bool = True):
+def _open_segment(target: dict[str, Any], readonly: bool = True) -> Segment:
     from .segment import Segment
     mode = "r" if readonly else "w"
     if "name" in target:
@@ -139,14 +145,14 @@ def _open_segment(target: dict, readonly: bool = True):
     return Segment(None, mode, backend="sysv", shmid=target["shmid"])
 
 
-def _find(target: dict):
+def _find(target: dict[str, Any]) -> SegmentInfo | None:
     from .inventory import find_segment
     if "path" in target:
         return None
     return find_segment(target.get("name"), key=target.get("key"), shmid=target.get("shmid"))
 
 
-def _open_zone(target: dict, info=None):
+def _open_zone(target: dict[str, Any], info: SegmentInfo | None = None) -> Zone:
     from .zone import Zone
     if "name" in target:
         return Zone(target["name"], 0, create=False, timeout=5)
@@ -161,7 +167,7 @@ def _open_zone(target: dict, info=None):
     return Zone(None, 0, backend="sysv", key=key, create=False, timeout=5)
 
 
-def _is_zone(target: dict, info) -> bool:
+def _is_zone(target: dict[str, Any], info: SegmentInfo | None) -> bool:
     if info is not None and info.kind == "zone":
         return True
     if info is not None and info.backend == "posix":
@@ -175,14 +181,14 @@ def _is_zone(target: dict, info) -> bool:
     except OSError:
         return False
     try:
-        return seg.size >= 8 and struct.unpack("=Q", seg.read(0, 8))[0] == _core.ZONE_MAGIC
+        return seg.size >= 8 and bool(struct.unpack("=Q", seg.read(0, 8))[0] == _core.ZONE_MAGIC)
     finally:
         seg.close()
 
 
 # -- ls ----------------------------------------------------------------------------------------
 
-def _args_ls(p):
+def _args_ls(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="shell pattern on the name or key (0x%%08x)")
     p.add_argument("--shmkit", action="store_true", help="only what shmkit created")
     p.add_argument("--all", "-a", action="store_true",
@@ -193,7 +199,7 @@ def _args_ls(p):
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _cmd_ls(args) -> int:
+def _cmd_ls(args: argparse.Namespace) -> int:
     from .inventory import list_segments
     infos = list_segments(args.pattern, posix=not args.sysv, sysv=not args.posix,
                           shmkit_only=args.shmkit, semaphores=args.all)
@@ -213,12 +219,12 @@ def _cmd_ls(args) -> int:
 
 # -- info --------------------------------------------------------------------------------------
 
-def _args_info(p):
+def _args_info(p: argparse.ArgumentParser) -> None:
     _add_target(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _stat_of_file(target):
+def _stat_of_file(target: dict[str, Any]) -> SegmentStat:
     seg = _open_segment(target)
     try:
         return seg.stat()
@@ -226,7 +232,7 @@ def _stat_of_file(target):
         seg.close()
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args: argparse.Namespace) -> int:
     import dataclasses
     target = _one_target(args)
     info = _find(target)
@@ -282,7 +288,7 @@ def _cmd_info(args) -> int:
     return code
 
 
-def _pid(pid, alive) -> str:
+def _pid(pid: int | None, alive: bool | None) -> str:
     if not pid:
         return "-"
     if alive is None:
@@ -290,7 +296,7 @@ def _pid(pid, alive) -> str:
     return f"{pid} ({'alive' if alive else 'gone'})"
 
 
-def _zone_report(target, info) -> dict:
+def _zone_report(target: dict[str, Any], info: SegmentInfo | None) -> dict[str, Any]:
     import dataclasses
 
     from .zone import OBJECT_TYPES  # noqa: F401  (types are already names in objects())
@@ -308,7 +314,7 @@ def _zone_report(target, info) -> dict:
 _ZONE_STATES = {0: "uninitialised", 1: "initialising", 2: "ready", 3: "corrupt"}
 
 
-def _print_zone(z: dict) -> None:
+def _print_zone(z: dict[str, Any]) -> None:
     if "error" in z:
         _out(f"zone: cannot read it: {z['error']}")
         return
@@ -348,12 +354,12 @@ def _print_zone(z: dict) -> None:
 
 # -- check -----------------------------------------------------------------------------------
 
-def _args_check(p):
+def _args_check(p: argparse.ArgumentParser) -> None:
     _add_target(p, shmid=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _cmd_check(args) -> int:
+def _cmd_check(args: argparse.Namespace) -> int:
     target = _one_target(args)
     info = _find(target)
     if not _is_zone(target, info):
@@ -380,7 +386,7 @@ def _cmd_check(args) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
-def _describe(target: dict) -> str:
+def _describe(target: dict[str, Any]) -> str:
     if "name" in target:
         return f"POSIX segment {target['name']!r}"
     if "path" in target:
@@ -392,7 +398,7 @@ def _describe(target: dict) -> str:
 
 # -- rm -----------------------------------------------------------------------------------------
 
-def _args_rm(p):
+def _args_rm(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="POSIX segment name(s)")
     p.add_argument("--key", type=_int, action="append", default=[], help="SysV key (repeatable)")
     p.add_argument("--id", dest="shmid", type=_nonneg, action="append", default=[],
@@ -401,7 +407,7 @@ def _args_rm(p):
                    help="also remove segments not created by shmkit or still attached")
 
 
-def _cmd_rm(args) -> int:
+def _cmd_rm(args: argparse.Namespace) -> int:
     from .inventory import find_segment, remove_segment
     targets = ([{"name": n} for n in args.names] + [{"key": k} for k in args.key]
                + [{"shmid": i} for i in args.shmid])
@@ -434,13 +440,13 @@ def _cmd_rm(args) -> int:
 
 # -- gc ------------------------------------------------------------------------------------------
 
-def _args_gc(p):
+def _args_gc(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="only names/keys matching this shell pattern")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would go; remove nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _cmd_gc(args) -> int:
+def _cmd_gc(args: argparse.Namespace) -> int:
     from .inventory import collect_garbage
     actions = collect_garbage(args.pattern, dry_run=args.dry_run)
     if args.json:
@@ -455,14 +461,14 @@ def _cmd_gc(args) -> int:
 
 # -- dump ----------------------------------------------------------------------------------------
 
-def _args_dump(p):
+def _args_dump(p: argparse.ArgumentParser) -> None:
     _add_target(p)
     p.add_argument("--offset", "-s", type=_nonneg, default=0, help="first byte (default 0)")
     p.add_argument("--length", "-l", type=_nonneg, default=None, help="bytes (default: to the end)")
     p.add_argument("--raw", action="store_true", help="the bytes themselves, not hex")
 
 
-def _cmd_dump(args) -> int:
+def _cmd_dump(args: argparse.Namespace) -> int:
     target = _one_target(args)
     seg = _open_segment(target, readonly=True)
     try:
@@ -500,7 +506,7 @@ def hexdump(data: bytes, base: int = 0) -> list[str]:
 
 # -- doctor ----------------------------------------------------------------------------------------
 
-def _args_doctor(p):
+def _args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -512,7 +518,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _doctor_facts() -> tuple[dict, list[str], list[str]]:
+def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import fcntl
     import multiprocessing
     import platform
@@ -520,13 +526,13 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
 
     from . import __version__, _core, _lifecycle
     from .inventory import sysv_limits
-    facts: dict = {"shmkit": __version__, "python": platform.python_version(),
+    facts: dict[str, Any] = {"shmkit": __version__, "python": platform.python_version(),
                    "kernel": platform.release(), "layout_version": _core.LAYOUT_VERSION,
                    "format_word": f"0x{_core.FORMAT_WORD:016x}"}
     problems: list[str] = []
     notes: list[str] = []
 
-    lim = sysv_limits()
+    lim: dict[str, Any] = sysv_limits()
     facts["sysv"] = lim
     if lim["shmmni"] and lim["segments"] >= 0.9 * lim["shmmni"]:
         problems.append(f"SysV: {lim['segments']} segments of kernel.shmmni = {lim['shmmni']} "
@@ -535,7 +541,7 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
         problems.append(f"SysV: {lim['pages']} pages of kernel.shmall = {lim['shmall']} are "
                         "in use")
 
-    shm = {"path": _lifecycle.SHM_DIR, "mounted": False}
+    shm: dict[str, Any] = {"path": _lifecycle.SHM_DIR, "mounted": False}
     mounts = _read("/proc/mounts") or ""
     for line in mounts.splitlines():
         parts = line.split()
@@ -557,6 +563,7 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
 
     # user xattrs on /dev/shm (shmkit's records) and OFD locks (its liveness)
     xattr, ofd = False, False
+    path = ""
     try:
         fd, path = tempfile.mkstemp(prefix=".shmkit-doctor-", dir=_lifecycle.SHM_DIR)
     except OSError:
@@ -611,7 +618,7 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
     return facts, problems, notes
 
 
-def _cmd_doctor(args) -> int:
+def _cmd_doctor(args: argparse.Namespace) -> int:
     facts, problems, notes = _doctor_facts()
     if args.json:
         _json({"facts": facts, "problems": problems, "notes": notes})
@@ -656,17 +663,18 @@ def _cmd_doctor(args) -> int:
 
 # -- commands of other modules, imported when used ------------------------------------------
 
-def _args_passthrough(p):
+def _args_passthrough(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the subcommand")
 
 
-def _cmd_bench(args) -> int:
+def _cmd_bench(args: argparse.Namespace) -> int:
     # benchmarks/ is installed as shmkit._bench (setup.py): importable wherever shmkit is
-    from ._bench.__main__ import main as bench_main
+    # (type checkers look in src/ and do not see it: mypy skips it, see pyproject.toml)
+    from ._bench.__main__ import main as bench_main  # pyright: ignore[reportMissingImports]
     return bench_main(args.args, prog="shmkit bench") or 0
 
 
-def _cmd_demo(args) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
     return demo_main(args.args) or 0
 

@@ -35,13 +35,19 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._checks import check_object_name
 from ._deprecation import renamed
 from ._errors import ClosedError, QueueEmpty, QueueFull  # noqa: F401  (re-exported names)
 from .zone import Zone, default_zone
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._types import Buffer, SerializerArg, Timeout
 
 __all__ = ["Queue", "QueueStats", "Reservation", "DEFAULT_CAPACITY"]
 
@@ -74,9 +80,12 @@ class QueueStats:
     closed: bool
 
 
-def _check_serializer(serializer):
+def _check_serializer(serializer: SerializerArg | None) -> tuple[
+        Callable[..., Any] | None, Callable[..., Any] | None]:
     if serializer is None:
         return None, None
+    dumps: Any
+    loads: Any
     if isinstance(serializer, tuple) and len(serializer) == 2:
         dumps, loads = serializer
     else:
@@ -109,8 +118,18 @@ class Queue(_core.Queue):
     same queue; fork children can use an inherited one directly.
     """
 
-    def __new__(cls, name, capacity=None, *, zone=None, max_messages=None, mode="bytes",
-                serializer=None, spin=None, create=True, exclusive=False):
+    name: str
+    zone: Zone
+    mode: str
+    _serializer: SerializerArg | None
+    _dumps: Callable[..., Any] | None
+    _loads: Callable[..., Any] | None
+    _pid: int
+
+    def __new__(cls, name: str, capacity: int | None = None, *, zone: Zone | None = None,
+                max_messages: int | None = None, mode: str = "bytes",
+                serializer: SerializerArg | None = None, spin: float | None = None,
+                create: bool = True, exclusive: bool = False) -> Self:
         check_object_name(name)
         if capacity is not None:
             if not isinstance(capacity, int) or isinstance(capacity, bool):
@@ -131,9 +150,9 @@ class Queue(_core.Queue):
             zone = default_zone()
         elif not isinstance(zone, Zone):
             raise TypeError(f"zone must be a shmkit.Zone, not {type(zone).__name__}")
-        if cls is Queue and mode == "objects":
-            cls = _ObjectQueue
-        self = super().__new__(cls, zone._live(), name, capacity or 0, max_messages or 0,
+        # objects mode: a Queue whose put/get (de)serialise, as Self promises
+        made: Any = _ObjectQueue if cls is Queue and mode == "objects" else cls
+        self: Self = super().__new__(made, zone._live(), name, capacity or 0, max_messages or 0,
                                bool(create), bool(exclusive))
         self.name = name
         self.zone = zone
@@ -144,9 +163,6 @@ class Queue(_core.Queue):
         self.spin = DEFAULT_SPIN if spin is None else spin
         self._pid = os.getpid()
         return self
-
-    def __init__(self, *args, **kwargs):
-        pass  # everything happens in __new__ (the C base allocates the handle)
 
     # -- the rest of the queue.Queue surface --------------------------------------------
     def statistics(self) -> QueueStats:
@@ -159,16 +175,16 @@ class Queue(_core.Queue):
         self.detach()
         self.zone.destroy(self.name)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reattach, (self.zone, self.name, self.mode, self._serializer, self.spin))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.detached:
             return f"<shmkit.Queue {self.name!r} detached>"
         return (f"<shmkit.Queue {self.name!r} mode={self.mode} capacity={self.capacity} "
@@ -179,21 +195,21 @@ class _ObjectQueue(Queue):
     """Queue(mode="objects"): pickles (protocol 5, out-of-band buffers into the ring) or
     uses the given serializer."""
 
-    def _encode_put(self, obj, block, timeout):
+    def _encode_put(self, obj: Any, block: bool, timeout: Timeout) -> None:
         if self._dumps is not None:
             return _core.Queue.put(self, self._dumps(obj), block, timeout)
-        buffers = []
+        buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:
             return _core.Queue.put(self, data, block, timeout)
         try:
-            parts = [data]
+            parts: list[Buffer] = [data]
             parts.extend(b.raw() for b in buffers)
         except BufferError:  # a non-contiguous buffer: pickle it in-band instead
             return _core.Queue.put(self, pickle.dumps(obj, protocol=5), block, timeout)
         return self._put_parts(parts, block, timeout)
 
-    def _decode(self, raw):
+    def _decode(self, raw: Any) -> Any:
         if type(raw) is tuple:
             return pickle.loads(raw[0], buffers=raw[1:])
         if type(raw) is memoryview:
@@ -202,31 +218,34 @@ class _ObjectQueue(Queue):
             return self._loads(raw)
         return pickle.loads(raw)
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item: Any, block: bool = True, timeout: Timeout = None) -> None:
         """Put any picklable object (see Queue.put)."""
         self._encode_put(item, block, timeout)
 
-    def put_nowait(self, item):
+    def put_nowait(self, item: Any) -> None:
         self._encode_put(item, False, None)
 
-    def get(self, block=True, timeout=None):
+    # objects come back decoded: no view= (a bytes queue's receive buffer) here
+    def get(self, block: bool = True, timeout: Timeout = None) -> Any:  # type: ignore[override]
         """Remove and return the oldest object (see Queue.get)."""
         return self._decode(_core.Queue.get(self, block, timeout))
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         return self._decode(_core.Queue.get_nowait(self))
 
-    def put_many(self, items, block=True, timeout=None):
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: Timeout = None) -> int:
         dumps = self._dumps or (lambda o: pickle.dumps(o, protocol=5))
         return _core.Queue.put_many(self, [dumps(o) for o in items], block, timeout)
 
-    def get_many(self, max_messages=1024, max_bytes=None, block=True, timeout=None):
+    def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
+                 block: bool = True, timeout: Timeout = None) -> list[Any]:
         decode = self._decode
         return [decode(r) for r in _core.Queue.get_many(self, max_messages, max_bytes, block,
                                                         timeout)]
 
 
-def _reattach(zone, name, mode, serializer, spin):
+def _reattach(zone: Zone, name: str, mode: str, serializer: SerializerArg | None,
+              spin: float) -> Queue:
     return Queue(name, zone=zone, mode=mode, serializer=serializer, spin=spin)
 
 

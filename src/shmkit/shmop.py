@@ -28,9 +28,14 @@ bytes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._checks import check_int
 from ._errors import ClosedError
 from .segment import Segment
+
+if TYPE_CHECKING:
+    from ._types import Buffer
 
 __all__ = ["Shmop", "shmop_open", "shmop_read", "shmop_write", "shmop_size", "shmop_delete",
            "shmop_close"]
@@ -47,13 +52,13 @@ class Shmop:
 
     @property
     def key(self) -> int:
-        return self.segment.key
+        return self.segment.key or 0
 
     @property
     def shmid(self) -> int:
         return self.segment.shmid
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.segment.closed else f"size={self.segment.size}"
         return f"<shmkit.shmop.Shmop key=0x{(self.segment.key or 0) & 0xffffffff:08x} {state}>"
 
@@ -97,7 +102,7 @@ def shmop_read(shmop: Shmop, offset: int, size: int) -> bytes:
     return seg.read(offset, size if size else total - offset)
 
 
-def shmop_write(shmop: Shmop, data, offset: int) -> int:
+def shmop_write(shmop: Shmop, data: str | Buffer, offset: int) -> int:
     """Write ``data`` at ``offset``; returns the bytes written (what fits), as PHP."""
     seg = _live(shmop)
     check_int("offset", offset, -(1 << 63))

@@ -11,12 +11,13 @@ map it at different addresses.  The bytes are specified in ``core/layout.h``.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _core
 from ._checks import check_object_name
@@ -29,7 +30,7 @@ else:
     from ._deprecation import deprecated
 
 if TYPE_CHECKING:  # the factories' return types: never imported at run time (see _FACTORIES)
-    from ._types import Serializer, SerializerArg
+    from ._types import Serializer, SerializerArg, StrPath, Timeout
     from .board import Board
     from .config import SharedConfig
     from .dict import Dict
@@ -153,7 +154,7 @@ class ObjectInfo:
     creator_pid: int
 
 
-def _info(t) -> ObjectInfo:
+def _info(t: tuple[str, int, int, int, int, int, int]) -> ObjectInfo:
     name, code, off, size, aux, created_ns, pid = t
     return ObjectInfo(name, OBJECT_TYPES.get(code, f"type-{code}"), code, off, size, aux,
                       created_ns, pid)
@@ -183,14 +184,18 @@ class Zone:
     "unlink_on_last_close" or "unlink_on_creator_exit".
     """
 
-    _core_zone = None
-    _segment = None
+    _core_zone: _core.Zone | None = None
+    _segment: Segment | None = None
     _closed = True
-    _pid = None
+    _pid: int | None = None
+    #: the posix name, the file's path, or the sysv key (None for memfd and anonymous)
+    name: str | int | None
 
-    def __init__(self, name=None, size: int = 0, *, tag=None, init=None, backend: str = "posix",
-                 max_size: int | None = None, timeout: float | None = 30.0, perm: int = 0o600,
-                 key: int | None = None, path=None, segment: Segment | None = None,
+    def __init__(self, name: str | int | None = None, size: int = 0, *,
+                 tag: str | bytes | None = None, init: Callable[[Zone], object] | None = None,
+                 backend: str = "posix", max_size: int | None = None,
+                 timeout: float | None = 30.0, perm: int = 0o600, key: int | None = None,
+                 path: StrPath | None = None, segment: Segment | None = None,
                  create: bool = True, allow_other_owner: bool = False,
                  lifecycle: str | None = None):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -221,18 +226,21 @@ class Zone:
                                     perm=perm, reserve=reserve, _allow_empty=True,
                                     allow_other_owner=allow_other_owner, lifecycle=lifecycle)
         elif backend == "file":
-            path = path if path is not None else name
+            target = path if path is not None else name
+            if isinstance(target, int):
+                raise TypeError("a file zone needs a path (a str or os.PathLike), not an int")
             create = create and size > 0
-            self._segment = Segment(path, "c" if create else "w", 0, backend="file", perm=perm,
-                                    reserve=reserve, _allow_empty=True,
+            self._segment = Segment(None, "c" if create else "w", 0, backend="file", path=target,
+                                    perm=perm, reserve=reserve, _allow_empty=True,
                                     allow_other_owner=allow_other_owner, lifecycle=lifecycle)
-            self.name = os.fspath(path)
+            self.name = os.fspath(target)  # type: ignore[arg-type]  # Segment refused None
         elif backend == "sysv":
-            key = key if key is not None else name
+            sysv_key = key if key is not None else name
             self._segment = Segment(None, "c" if (create and size) else "w", size,
-                                    backend="sysv", key=key, perm=perm,
+                                    backend="sysv", key=sysv_key,  # type: ignore[arg-type]
+                                    perm=perm,
                                     allow_other_owner=allow_other_owner, lifecycle=lifecycle)
-            self.name = key
+            self.name = sysv_key
         elif backend == "memfd":
             if not size:
                 raise ValueError("a memfd zone needs a size")
@@ -245,7 +253,7 @@ class Zone:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         try:
-            self._core_zone = _core.Zone(self._segment._seg, size, max_size or 0, tag, timeout)
+            self._core_zone = _core.Zone(self._segment._live(), size, max_size or 0, tag, timeout)
         except BaseException:
             self._discard_failed_creation()
             raise
@@ -260,49 +268,54 @@ class Zone:
             finally:
                 self._core_zone.init_done(ok)
 
-    def _discard_failed_creation(self):
+    def _discard_failed_creation(self) -> None:
         """Opening failed: close, and if this handle created an object that never became
         a zone (still empty), remove it so nothing is left behind."""
         seg = self._segment
+        if seg is None:
+            return
         try:
-            if seg.created and seg.backend in ("posix", "file") and seg._seg.object_size() == 0:
+            if seg.created and seg.backend in ("posix", "file") and seg._live().object_size() == 0:
                 seg.unlink()
         except Exception:
             pass
         seg.close()
 
     # -- identity ---------------------------------------------------------------------
-    def _live(self):
+    def _live(self) -> _core.Zone:
+        """The core zone, for the structures built on it; ClosedError once closed."""
         if self._closed or self._core_zone is None or self._core_zone.closed:
             raise ClosedError(f"{self!r} is closed")
         return self._core_zone
 
     @property
     def segment(self) -> Segment:
+        if self._segment is None:
+            raise ClosedError(f"{self!r} was never opened")
         return self._segment
 
     @property
     def size(self) -> int:
         """Current size in bytes (grows up to max_size)."""
-        return self._live().header()["size"]
+        return int(self._live().header()["size"])
 
     @property
     def declared_size(self) -> int:
-        return self._live().header()["declared_size"]
+        return int(self._live().header()["declared_size"])
 
     @property
     def max_size(self) -> int:
-        return self._live().header()["max_size"]
+        return int(self._live().header()["max_size"])
 
     @property
     def tag(self) -> bytes:
-        return self._live().header()["tag"]
+        return bytes(self._live().header()["tag"])
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def info(self) -> dict:
+    def info(self) -> builtins.dict[str, Any]:
         """The header: magic, format, state, sizes, tag, creator pid, times, generation."""
         return self._live().header()
 
@@ -353,7 +366,7 @@ class Zone:
         """Every named object in the zone."""
         return [_info(t) for t in self._live().obj_list()]
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: str) -> bool:
         try:
             self.find(name)
             return True
@@ -389,92 +402,94 @@ class Zone:
     # -- structures: late-bound factories (see _FACTORIES) -------------------------------------
     def lock(self, name: str, *, create: bool = True) -> Lock:
         """The Lock ``name`` of this zone (see shmkit.Lock)."""
-        return _factory("lock")(name, zone=self, create=create)
+        return cast("Lock", _factory("lock")(name, zone=self, create=create))
 
     def rlock(self, name: str, *, create: bool = True) -> RLock:
         """The RLock ``name`` of this zone (see shmkit.RLock)."""
-        return _factory("rlock")(name, zone=self, create=create)
+        return cast("RLock", _factory("rlock")(name, zone=self, create=create))
 
     def rwlock(self, name: str, *, max_readers: int = 128, create: bool = True) -> RWLock:
         """The RWLock ``name`` of this zone (see shmkit.RWLock)."""
-        return _factory("rwlock")(name, max_readers=max_readers, zone=self, create=create)
+        return cast("RWLock", _factory("rwlock")(name, max_readers=max_readers, zone=self,
+                                                 create=create))
 
     def semaphore(self, name: str, value: int = 1, *, undo: bool = False,
                   max_processes: int = 64, create: bool = True) -> Semaphore:
         """The Semaphore ``name`` of this zone (see shmkit.Semaphore)."""
-        return _factory("semaphore")(name, value, undo=undo, max_processes=max_processes,
-                                     zone=self, create=create)
+        return cast("Semaphore", _factory("semaphore")(
+            name, value, undo=undo, max_processes=max_processes, zone=self, create=create))
 
     def bounded_semaphore(self, name: str, value: int = 1, *, undo: bool = False,
                           max_processes: int = 64, create: bool = True) -> BoundedSemaphore:
         """The BoundedSemaphore ``name`` of this zone (see shmkit.BoundedSemaphore)."""
-        return _factory("bounded_semaphore")(name, value, undo=undo,
-                                             max_processes=max_processes, zone=self,
-                                             create=create)
+        return cast("BoundedSemaphore", _factory("bounded_semaphore")(
+            name, value, undo=undo, max_processes=max_processes, zone=self, create=create))
 
     def event(self, name: str, *, create: bool = True) -> Event:
         """The Event ``name`` of this zone (see shmkit.Event)."""
-        return _factory("event")(name, zone=self, create=create)
+        return cast("Event", _factory("event")(name, zone=self, create=create))
 
     def condition(self, name: str, lock: Lock | RLock | None = None, *,
                   create: bool = True) -> Condition:
         """The Condition ``name`` of this zone (see shmkit.Condition)."""
-        return _factory("condition")(name, lock, zone=self, create=create)
+        return cast("Condition", _factory("condition")(name, lock, zone=self, create=create))
 
     def barrier(self, name: str, parties: int, action: Callable[[], object] | None = None,
-                timeout: float | None = None, *, create: bool = True) -> Barrier:
+                timeout: Timeout = None, *, create: bool = True) -> Barrier:
         """The Barrier ``name`` of this zone (see shmkit.Barrier)."""
-        return _factory("barrier")(name, parties, action, timeout, zone=self, create=create)
+        return cast("Barrier", _factory("barrier")(name, parties, action, timeout, zone=self,
+                                                   create=create))
 
     def value(self, name: str, typecode_or_type: str | type[Any], *args: Any,
               lock: bool | Lock | RLock = True, create: bool = True) -> Value:
         """The Value ``name`` of this zone (see shmkit.Value)."""
-        return _factory("value")(name, typecode_or_type, *args, lock=lock, zone=self,
-                                 create=create)
+        return cast("Value", _factory("value")(name, typecode_or_type, *args, lock=lock,
+                                               zone=self, create=create))
 
     def array(self, name: str, typecode_or_type: str | type[Any],
               size_or_initializer: int | Iterable[Any], *, lock: bool | Lock | RLock = True,
               create: bool = True) -> Array:
         """The Array ``name`` of this zone (see shmkit.Array)."""
-        return _factory("array")(name, typecode_or_type, size_or_initializer, lock=lock,
-                                 zone=self, create=create)
+        return cast("Array", _factory("array")(name, typecode_or_type, size_or_initializer,
+                                               lock=lock, zone=self, create=create))
 
     def counter(self, name: str, initial: int = 0, *, create: bool = True) -> Counter:
         """The Counter ``name`` of this zone (see shmkit.Counter)."""
-        return _factory("counter")(name, initial, zone=self, create=create)
+        return cast("Counter", _factory("counter")(name, initial, zone=self, create=create))
 
     def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
               mode: str = "bytes", serializer: SerializerArg | None = None,
               spin: float | None = None, create: bool = True,
               exclusive: bool = False) -> Queue:
         """The Queue ``name`` of this zone (see shmkit.Queue)."""
-        return _factory("queue")(name, capacity, zone=self, max_messages=max_messages,
-                                 mode=mode, serializer=serializer, spin=spin, create=create,
-                                 exclusive=exclusive)
+        return cast("Queue", _factory("queue")(
+            name, capacity, zone=self, max_messages=max_messages, mode=mode,
+            serializer=serializer, spin=spin, create=create, exclusive=exclusive))
 
     def dict(self, name: str, capacity: int | None = None, *,
              serializer: Serializer | None = None, shards: int | None = None,
              clock: Callable[[], float] | None = None, create: bool = True) -> Dict:
         """The Dict ``name`` of this zone (see shmkit.Dict)."""
-        return _factory("dict")(name, capacity, zone=self, serializer=serializer,
-                                shards=shards, clock=clock, create=create)
+        return cast("Dict", _factory("dict")(name, capacity, zone=self, serializer=serializer,
+                                             shards=shards, clock=clock, create=create))
 
     def ndarray(self, name: str, shape: int | Iterable[int] | None,
                 dtype: DTypeLike = "float64", *, create: bool = True) -> SharedNDArray:
         """The shared NumPy array ``name`` of this zone (see shmkit.ndarray)."""
-        return _factory("ndarray")(name, shape, dtype, zone=self, create=create)
+        return cast("SharedNDArray", _factory("ndarray")(name, shape, dtype, zone=self,
+                                                         create=create))
 
     def board(self, name: str, max_bytes: int | None, *, buffers: int | None = None,
               writer: bool = False, create: bool = True, spin_us: float = 20.0) -> Board:
         """The Board ``name`` of this zone (see shmkit.Board)."""
-        return _factory("board")(name, max_bytes, zone=self, buffers=buffers, writer=writer,
-                                 create=create, spin_us=spin_us)
+        return cast("Board", _factory("board")(name, max_bytes, zone=self, buffers=buffers,
+                                               writer=writer, create=create, spin_us=spin_us))
 
     def config(self, name: str, max_bytes: int | None = 1 << 20, *,
                buffers: int | None = None, spin_us: float = 0.0) -> SharedConfig:
         """The SharedConfig ``name`` of this zone (see shmkit.SharedConfig)."""
-        return _factory("config")(name, max_bytes, zone=self, buffers=buffers,
-                                  spin_us=spin_us)
+        return cast("SharedConfig", _factory("config")(name, max_bytes, zone=self,
+                                                       buffers=buffers, spin_us=spin_us))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -488,21 +503,21 @@ class Zone:
 
     def unlink(self) -> None:
         """Remove the zone's name (posix, file) or mark it for destruction (sysv)."""
-        self._segment.unlink()
+        self.segment.unlink()
 
-    def __enter__(self):
+    def __enter__(self) -> Zone:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         if self.backend in ("posix", "file"):
             return (_attach, (self.backend, self.name))
         if self.backend == "sysv":
@@ -512,22 +527,24 @@ class Zone:
         raise TypeError("an anonymous zone cannot be pickled; it is shared with fork "
                         "children only (use the fork start method, or a posix zone)")
 
-    def __repr__(self):
-        state = "closed" if self._closed else f"size={self._core_zone.mapped}"
+    def __repr__(self) -> str:
+        core = self._core_zone
+        state = "closed" if self._closed or core is None else f"size={core.mapped}"
         return f"<shmkit.Zone {self.backend} {self.name!r} {state}>"
 
 
-def _attach(backend, name):
+def _attach(backend: str, name: str | int) -> Zone:
     if backend == "sysv":
+        assert isinstance(name, int)
         return Zone(None, 0, backend="sysv", key=name, create=False)
     return Zone(name, 0, backend=backend, create=False)
 
 
-def _attach_segment(segment):
+def _attach_segment(segment: Segment) -> Zone:
     return Zone(None, 0, backend="memfd", segment=segment)
 
 
-_default = None
+_default: Zone | None = None
 _default_lock = threading.Lock()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .._errors import ClosedError, QueueEmpty, QueueFull
 from ..queue import Queue
@@ -14,7 +16,7 @@ from ..zone import Zone
 __all__ = ["run"]
 
 
-def _producer(zone, name, size, deadline, batch):
+def _producer(zone: Zone, name: str, size: int, deadline: float, batch: int) -> None:
     q = Queue(name, zone=zone)
     msg = bytes(size)
     msgs = [msg] * batch
@@ -27,7 +29,7 @@ def _producer(zone, name, size, deadline, batch):
             break
 
 
-def _consumer(zone, name, deadline):
+def _consumer(zone: Zone, name: str, deadline: float) -> None:
     q = Queue(name, zone=zone)
     while time.monotonic() < deadline + 1:
         try:
@@ -39,13 +41,13 @@ def _consumer(zone, name, deadline):
 
 
 def run(duration: float = 5.0, producers: int = 2, consumers: int = 2, size: int = 64,
-          batch: int = 256, print=print) -> dict:
+        batch: int = 256, print: Callable[[str], Any] = print) -> dict[str, Any]:
     """Producers and consumers in spawned processes on one queue, printing the live
     throughput every half second.  Returns {"messages", "seconds", "rate", "drops"}."""
     ctx = mp.get_context("spawn")
     zname = f"shmkit-demo-{os.getpid()}"
     zone = Zone(zname, 64 << 20)
-    procs = []
+    procs: list[Any] = []
     try:
         q = Queue("demo", 4 << 20, zone=zone)
         deadline = time.monotonic() + duration + 1.0  # children need ~1 s to start
