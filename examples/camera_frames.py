@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import struct
 import time
+from typing import Any
 
 import numpy as np
 
@@ -54,16 +55,17 @@ def produce(board: shmkit.Board, fps: float, seconds: float) -> int:
     return n
 
 
-def consume(zone: shmkit.Zone, index: int, show: bool, results) -> None:
+def consume(zone: shmkit.Zone, index: int, show: bool, results: Any) -> None:
     board = shmkit.Board("camera", zone=zone)            # attach by name
-    cv2 = None
+    cv2: Any = None
     if show:
         try:
-            import cv2
+            import cv2  # type: ignore[import-not-found,no-redef,unused-ignore]  # optional
         except ImportError:
             print("--show needs OpenCV (pip install opencv-python); not showing")
     results.put(("ready", index))
     frames, latencies, version, t0 = 0, [], 0, None
+    brightness = 0.0
     while True:
         frame, version = board.wait_newer(version, timeout=30, copy=False)  # zero-copy
         received = time.time_ns()
@@ -86,7 +88,7 @@ def consume(zone: shmkit.Zone, index: int, show: bool, results) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--fps", type=float, default=60.0, help="0: as fast as possible")
     ap.add_argument("--consumers", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)

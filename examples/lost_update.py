@@ -14,26 +14,28 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import shmkit
 
 PROCS = 4
 
 
-def plain(v, n, go):
+def plain(v: shmkit.Value, n: int, go: shmkit.Event) -> None:
     go.wait()
     for _ in range(n):
         v.value += 1                     # read, add, write: not atomic
 
 
-def counter(c, n, go):
+def counter(c: shmkit.Counter, n: int, go: shmkit.Event) -> None:
     go.wait()
     inc = c.inc
     for _ in range(n):
         inc()                            # one atomic add
 
 
-def locked(v, n, go):
+def locked(v: shmkit.Value, n: int, go: shmkit.Event) -> None:
     go.wait()
     lock, obj = v.get_lock(), v.get_obj()
     for _ in range(n):
@@ -41,7 +43,7 @@ def locked(v, n, go):
             obj.value += 1
 
 
-def run(ctx, zone, target, obj, n):
+def run(ctx: Any, zone: shmkit.Zone, target: Callable[..., None], obj: object, n: int) -> float:
     go = zone.event(f"go-{target.__name__}")    # start together, so that they overlap
     ps = [ctx.Process(target=target, args=(obj, n, go)) for _ in range(PROCS)]
     for p in ps:
@@ -56,7 +58,7 @@ def run(ctx, zone, target, obj, n):
     return time.perf_counter() - t0
 
 
-def main():
+def main() -> None:
     n = 20_000 if "--quick" in sys.argv else 200_000
     ctx = mp.get_context("spawn")
     zone = shmkit.Zone(f"lost-update-{os.getpid()}", 1 << 20)

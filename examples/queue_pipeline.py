@@ -15,7 +15,7 @@ import shmkit
 FRAME = (480, 640, 3)
 
 
-def worker(frames, results):
+def worker(frames: shmkit.Queue, results: shmkit.Queue) -> None:
     while True:
         try:
             view = frames.get(timeout=5)
@@ -26,7 +26,7 @@ def worker(frames, results):
         del frame, view  # the block goes back to the zone
 
 
-def main(n=200, workers=2):
+def main(n: int = 200, workers: int = 2) -> None:
     zone = shmkit.Zone(f"pipeline-{os.getpid()}", 64 << 20)
     try:
         frames = zone.queue("frames", 1 << 16)
@@ -38,7 +38,7 @@ def main(n=200, workers=2):
         t = time.perf_counter()
         for i in range(n):
             r = frames.reserve(int(np.prod(FRAME)))
-            img = np.ndarray(FRAME, np.uint8, buffer=r)
+            img = np.ndarray(FRAME, np.uint8, buffer=memoryview(r))
             img[:] = i % 256  # "capture" straight into shared memory
             del img
             r.commit()
