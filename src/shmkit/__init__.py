@@ -9,10 +9,13 @@ module and is imported when first used.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from ._errors import *  # noqa: F401,F403
 from ._errors import __all__ as _errors_all
+
+# typing.TYPE_CHECKING without importing typing (and re, enum, ... with it): mypy and
+# pyright take any name TYPE_CHECKING for True; at run time it is False
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -62,6 +65,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .board import Board as Board, BoardStats as BoardStats
     from .config import SharedConfig as SharedConfig
     from .dict import Dict as Dict, DictStats as DictStats
@@ -108,3 +113,6 @@ if not TYPE_CHECKING:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+del TYPE_CHECKING  # (not a public name of shmkit)
