@@ -52,7 +52,7 @@ sanitize: ctest $(VENV)/.stamp
 	SHMKIT_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) $(PY) -m pytest -x -q -p no:cacheprovider \
-	  -m "not slow" $(PYTEST_ARGS)
+	  -m "not slow and not examples" $(PYTEST_ARGS)
 	$(PY) setup.py -q build_ext --inplace --force
 	@touch build/.ext-stamp
 

@@ -1,6 +1,6 @@
 """Camera frames through a shmkit Board: one producer, several consumers, zero copies.
 
-    python examples/camera_frames.py [--fps 60] [--consumers 3] [--seconds 5] [--show]
+    python examples/camera_frames.py [--fps 60] [--consumers 3] [--seconds 3] [--show]
 
 The producer stands for a camera driver: it fills 1920x1080x3 uint8 frames at a video
 rate (or as fast as it can with --fps 0) *directly in shared memory* with board.loan(),
@@ -14,14 +14,21 @@ What the Board guarantees here: the producer never waits for a consumer; a consu
 never sees a half-written frame; a frame it holds is not overwritten until it asks for
 the next one (each zero-copy consumer needs one buffer: buffers = consumers + 2).  If the
 producer dies, the consumers keep the last frame and a new producer can take over.
+
+Each consumer checks every frame it gets against the number stamped in it (the colour
+of every 16th pixel must be that frame's, and numbers only go forward), before and after
+"processing" it.  Exits 0 only if every consumer got frames, none torn or out of order,
+and the end of the stream.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing as mp
 import os
 import struct
+import sys
 import time
 from typing import Any
 
@@ -60,12 +67,12 @@ def consume(zone: shmkit.Zone, index: int, show: bool, results: Any) -> None:
     cv2: Any = None
     if show:
         try:
-            import cv2  # type: ignore[import-not-found,no-redef,unused-ignore]  # optional
+            cv2 = importlib.import_module("cv2")
         except ImportError:
-            print("--show needs OpenCV (pip install opencv-python); not showing")
+            print("--show needs OpenCV (pip install shmkit[images]); not showing")
     results.put(("ready", index))
     frames, latencies, version, t0 = 0, [], 0, None
-    brightness = 0.0
+    bad, last, brightness = 0, -1, 0.0
     while True:
         frame, version = board.wait_newer(version, timeout=30, copy=False)  # zero-copy
         received = time.time_ns()
@@ -73,7 +80,11 @@ def consume(zone: shmkit.Zone, index: int, show: bool, results: Any) -> None:
             break                                        # end of stream
         number, produced = STAMP.unpack(frame.reshape(-1)[:STAMP.size].tobytes())
         latencies.append((received - produced) / 1e6)
+        whole = bool((frame[1::16, ::16, 2] == (number & 0xFF)).all())  # not torn...
         brightness = frame[::16, ::16].mean()            # "process" the frame
+        whole = whole and bool((frame[1::16, ::16, 2] == (number & 0xFF)).all())  # ...or reused
+        bad += not whole or number < last
+        last = number
         if cv2 is not None and index == 0:
             cv2.imshow("shmkit camera", frame)
             cv2.waitKey(1)
@@ -81,9 +92,11 @@ def consume(zone: shmkit.Zone, index: int, show: bool, results: Any) -> None:
         t0 = t0 or time.monotonic()
     elapsed = time.monotonic() - t0 if t0 else 0.0
     latencies.sort()
+    if not latencies:
+        latencies = [0.0]
     results.put(("done", index, frames, frames / elapsed if elapsed else 0.0,
                  latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
-                 float(brightness)))
+                 float(brightness), bad))
     board.close()
 
 
@@ -91,7 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--fps", type=float, default=60.0, help="0: as fast as possible")
     ap.add_argument("--consumers", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--show", action="store_true", help="display frames (needs OpenCV)")
     args = ap.parse_args()
 
@@ -100,6 +113,7 @@ def main() -> None:
     zone = shmkit.Zone(f"camera-example-{os.getpid()}", buffers * frame_bytes + (4 << 20))
     ctx = mp.get_context("spawn")
     consumers = []
+    problems = []
     try:
         board = zone.board("camera", frame_bytes, buffers=buffers, writer=True)
         results = ctx.Queue()
@@ -113,14 +127,20 @@ def main() -> None:
         print(f"producer: {produced} frames in {args.seconds} s "
               f"({produced / args.seconds:.1f} fps)")
         for _ in consumers:
-            _, i, frames, fps, p50, p99, _ = results.get(timeout=60)
+            _, i, frames, fps, p50, p99, _, bad = results.get(timeout=60)
             print(f"consumer {i}: {frames} frames, {fps:.1f} fps, "
-                  f"latency p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+                  f"latency p50 {p50:.2f} ms, p99 {p99:.2f} ms, {bad} torn or out of order")
+            if frames == 0 or bad:
+                problems.append(f"consumer {i}: {frames} frames, {bad} bad")
         for p in consumers:
             p.join(timeout=30)
+            if p.exitcode != 0:
+                problems.append(f"consumer {p.pid} exited with {p.exitcode}")
         st = board.statistics()
         print(f"board: version {st.version}, {st.buffers} buffers, "
               f"{st.pinned_skips} pinned buffers skipped by the producer")
+        if st.version != produced + 1:
+            problems.append(f"{produced} frames and an end mark, but version {st.version}")
         board.close()
     finally:
         for p in consumers:
@@ -128,6 +148,12 @@ def main() -> None:
                 p.kill()
         zone.close()
         zone.unlink()
+    if problems:
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
+        sys.exit(1)
+    print(f"OK: {args.consumers} consumers each got whole frames, newest first, in order, "
+          "straight from shared memory, and the end of the stream")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 workers zero-copy (reserve/commit), workers send small results back in objects mode.
 
     python examples/queue_pipeline.py
+
+Exits 0 only if every frame came back exactly once with the right content.
 """
 
 import multiprocessing as mp
 import os
+import sys
 import time
 
 import numpy as np
@@ -42,16 +45,30 @@ def main(n: int = 200, workers: int = 2) -> None:
             img[:] = i % 256  # "capture" straight into shared memory
             del img
             r.commit()
-        got = sorted(results.get(timeout=30)[0] for _ in range(n))
+        got = [results.get(timeout=30) for _ in range(n)]
         secs = time.perf_counter() - t
         frames.close()
         for p in procs:
             p.join(10)
+        st = frames.statistics()
         print(f"{n} frames of {np.prod(FRAME) / 1e6:.1f} MB through {workers} workers in "
-              f"{secs:.2f} s; results for {len(got)} frames; {frames.statistics()}")
+              f"{secs:.2f} s; results for {len(got)} frames; {st}")
+        problems = []
+        if sorted(v for v, _ in got) != sorted(i % 256 for i in range(n)):
+            problems.append("a frame was lost or seen twice")
+        if any(mean != v for v, mean in got):
+            problems.append("a frame's pixels did not match its value")
+        if st.puts != n or st.gets != n or st.drops or any(p.exitcode for p in procs):
+            problems.append(f"the queue's counts are off, or a worker failed: {st}")
     finally:
         zone.close()
         zone.unlink()
+    if problems:
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
+        sys.exit(1)
+    print(f"OK: {n} frames went to the workers without a copy and each came back once, "
+          "with the right content")
 
 
 if __name__ == "__main__":

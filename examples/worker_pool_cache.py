@@ -20,6 +20,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import sys
 import time
 
 import shmkit
@@ -41,7 +42,7 @@ def allowed(d: shmkit.Dict, client: str) -> bool:
     """Fixed-window rate limiting: at most RATE_LIMIT requests per WINDOW per client."""
     window = int(time.time() / WINDOW)
     count = d.incr(f"rate:{client}:{window}", 1, init=0, init_ttl=WINDOW * 2)
-    return count <= RATE_LIMIT
+    return bool(count <= RATE_LIMIT)
 
 
 def cached_page(d: shmkit.Dict, page: str) -> bytes:
@@ -49,7 +50,7 @@ def cached_page(d: shmkit.Dict, page: str) -> bytes:
     value: bytes | None = d.get(key)
     if value is not None:
         d.incr("stat:hits", 1, init=0)
-        return value
+        return bytes(value)
     # a miss: one worker recomputes; add() succeeds for exactly one of them
     if d.add(f"lock:{page}", os.getpid(), ttl=5 * COMPUTE_TIME + 1):
         try:
@@ -64,13 +65,13 @@ def cached_page(d: shmkit.Dict, page: str) -> bytes:
     stale, _flags, _is_stale = d.get_stale(key)
     if stale is not None:
         d.incr("stat:stale", 1, init=0)
-        return stale
+        return bytes(stale)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         value = d.get(key)
         if value is not None:
             d.incr("stat:waited", 1, init=0)
-            return value
+            return bytes(value)
         time.sleep(0.001)
     return backend(page)   # the computing worker died: do it ourselves
 
@@ -113,22 +114,37 @@ def main() -> None:
             p.join()
         elapsed = time.monotonic() - t0
         if any(p.exitcode != 0 for p in procs):
-            raise SystemExit("a worker failed")
+            raise SystemExit("FAILED: a worker failed")
+
         def get(name: str) -> int:
             return int(d.get(f"stat:{name}", 0))
+
         total = args.workers * args.requests
         print(f"{args.workers} workers, {total} requests in {elapsed:.2f} s")
         print(f"  served {get('served')}, rate-limited {get('limited')} "
               f"(at most {RATE_LIMIT} per client per {WINDOW:g} s)")
         print(f"  cache hits {get('hits')}, stale copies served {get('stale')}, "
               f"waited for a page {get('waited')}, pages computed {get('computed')}")
-        assert get("served") + get("limited") == total
         st = d.statistics()
         print(f"  dict: {st.items} items, {st.hits} hits, {st.misses} misses, "
               f"{st.memory // 1024} KiB in the zone, {st.free_space // 1024} KiB free")
+        problems = []
+        if get("served") + get("limited") != total:
+            problems.append("a request was neither served nor rate-limited")
+        if not 0 < get("computed") < get("served") // 2:
+            problems.append("the cache did not spare the backend")
+        hits = get("hits") + get("stale") + get("waited") + get("computed")
+        if hits != get("served"):
+            problems.append(f"served {get('served')} pages, but {hits} were accounted for")
     finally:
         zone.close()
         zone.unlink()
+    if problems:
+        for why in problems:
+            print(f"FAILED: {why}", file=sys.stderr)
+        raise SystemExit(1)
+    print("OK: every request was served or rate-limited exactly once, across workers, and "
+          "the shared cache computed each page only when it had to")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ _LAZY = {
     "Board": "board",
     "BoardStats": "board",
     "SharedConfig": "config",
+    "attach_shared_memory": "interop",
 }
 
 if TYPE_CHECKING:

@@ -49,6 +49,7 @@ SHM_DIR = "/dev/shm"  # where glibc's shm_open puts POSIX names on Linux
 XATTR = "user.shmkit"
 XATTR_ATTACH = "user.shmkit.attach"
 XATTR_DETACH = "user.shmkit.detach"
+XATTR_REMOVED = "user.shmkit.removed"
 RECORD_VERSION = 1
 
 
@@ -282,9 +283,27 @@ def note_event(fd: int, which: str) -> None:
         pass
 
 
+def mark_removed(path: str) -> None:
+    """Note on the object, just before shmkit removes its name, that shmkit did it
+    (``"pid start_time time_ns"``, best effort).  Processes that still have it mapped keep
+    the object, and with it this mark: a shmkit segment whose name is gone *without* the
+    mark was removed by something else - on Python < 3.13 typically the resource tracker
+    of a process that attached it with multiprocessing.shared_memory (see inventory's
+    vanished segments)."""
+    if not xattrs_enabled():
+        return
+    pid, start = self_identity()
+    try:
+        os.setxattr(path, XATTR_REMOVED, b"%d %d %d" % (pid, start, time.time_ns()),
+                    follow_symlinks=False)
+    except OSError:
+        pass
+
+
 def read_event(target: FdOrPath, which: str) -> tuple[int, int, int] | None:
-    """(pid, start, time_ns) of the last attach or detach, or None."""
-    name = XATTR_ATTACH if which == "attach" else XATTR_DETACH
+    """(pid, start, time_ns) of the last attach or detach (``which`` "attach" or
+    "detach"), or of shmkit's removal of the name ("removed"), or None."""
+    name = {"attach": XATTR_ATTACH, "detach": XATTR_DETACH, "removed": XATTR_REMOVED}[which]
     try:
         raw = os.getxattr(target, name, follow_symlinks=False) if isinstance(target, str) \
             else os.getxattr(target, name)
@@ -539,6 +558,7 @@ def remove_if_same(backend: str, ident: Any, st: os.stat_result | None, *,
         path = os.path.join(SHM_DIR, ident)
         if not same_file(path, st):
             return False
+        mark_removed(path)
         try:
             _core.unlink_posix(ident)
         except FileNotFoundError:
@@ -549,6 +569,7 @@ def remove_if_same(backend: str, ident: Any, st: os.stat_result | None, *,
         assert st is not None
         if not same_file(ident, st):
             return False
+        mark_removed(ident)
         try:
             os.unlink(ident)
         except FileNotFoundError:

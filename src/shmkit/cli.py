@@ -214,6 +214,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                      ",".join(i.status) or "-", i.lifecycle or "-", i.kind or "-"])
     _table(rows, ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES", "NATTCH", "CPID",
                   "LPID", "STATUS", "LIFECYCLE", "SHMKIT"])
+    vanished = [i.name for i in infos if i.vanished]
+    if vanished:
+        _err(f"ls: {len(vanished)} shmkit segment(s) marked 'vanished' lost their name outside "
+             "shmkit (" + ", ".join(map(repr, vanished)) + "): processes that open the name "
+             "now find nothing.  Usual cause: multiprocessing.shared_memory's resource "
+             "tracker at the exit of a process that attached it; use "
+             "shmkit.attach_shared_memory(name) (docs/segments.md)")
     return EXIT_OK
 
 
@@ -603,11 +610,27 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
         facts["memfd"] = False
         notes.append("memfd_create is not available: the memfd backend cannot be used")
 
-    ksm = {"run": _read("/sys/kernel/mm/ksm/run"),
-           "pages_shared": _read("/sys/kernel/mm/ksm/pages_shared"),
-           "pages_sharing": _read("/sys/kernel/mm/ksm/pages_sharing")}
-    ksm["state"] = {"0": "off", "1": "running", "2": "unmerging"}.get(ksm["run"] or "", "absent")
-    facts["ksm"] = ksm
+    from . import _ksm
+    facts["ksm"] = _ksm.report()
+
+    # Python's own multiprocessing.shared_memory unlinks what it attached to at exit
+    facts["stdlib_shared_memory"] = {
+        "attach_unlinks_at_exit": True,   # the default on every version (resource tracker)
+        "track_parameter": sys.version_info >= (3, 13),
+        "safe_attach": "shmkit.attach_shared_memory(name)"}
+    from .inventory import vanished_segments
+    vanished = vanished_segments()
+    facts["vanished"] = [v.as_dict() for v in vanished]
+    for v in vanished:
+        users = (f" while {v.nattch} process(es) still use it" if v.nattch else
+                 " (nobody uses it any more; its registry record remains)")
+        problems.append(
+            f"POSIX segment {v.name!r} ({v.kind}, lifecycle {v.lifecycle}) lost its name "
+            f"outside shmkit{users}: processes that open {v.name!r} now find nothing (or "
+            "create a new, empty one).  The usual cause is multiprocessing.shared_memory: "
+            "SharedMemory(name) registers the segment with the resource tracker, which "
+            "unlinks it when that process exits; attach with "
+            "shmkit.attach_shared_memory(name) instead (see docs/segments.md)")
     facts["overcommit_memory"] = _read("/proc/sys/vm/overcommit_memory")
     facts["start_method"] = {
         "set": multiprocessing.get_start_method(allow_none=True),
@@ -619,6 +642,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    from ._ksm import FIGURES as KSM_FIGURES
     facts, problems, notes = _doctor_facts()
     if args.json:
         _json({"facts": facts, "problems": problems, "notes": notes})
@@ -645,8 +669,22 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     _out(f"  registry       {facts['registry']['path']}"
          f"{'' if facts['registry']['usable'] else ' (NOT usable)'}")
     _out(f"memfd_create     {'yes' if facts['memfd'] else 'no'}")
-    _out(f"KSM              {k['state']}" + (f" (pages shared {k['pages_shared']}, sharing "
-                                            f"{k['pages_sharing']})" if k['run'] else ""))
+    _out(f"KSM              {k['state']}" + (f" ({k['path']}/run = {k['run']})"
+                                            if k['available'] else " (no KSM in this kernel)"))
+    if k["available"]:
+        figs = k["figures"]
+        shown = [f"{n} {figs[n]}" for n in KSM_FIGURES if n in figs]
+        _out(f"  figures        {', '.join(shown)}")
+        _out(f"  saves now      {_bytes(k['saved_bytes'])} (pages_sharing x page size)")
+    _out(f"  can            {k['can']}")
+    _out(f"  cannot         {k['cannot']}")
+    _out(f"  here           {k['here']}")
+    _out(f"  instead        {k['instead']}")
+    st = facts["stdlib_shared_memory"]
+    _out("stdlib shm       multiprocessing.shared_memory.SharedMemory(name) unlinks what it "
+         "attached to when its process exits (resource tracker); "
+         + ("track=False or " if st["track_parameter"] else "no opt-out before Python 3.13: ")
+         + f"use {st['safe_attach']}")
     _out(f"overcommit       vm.overcommit_memory = {facts['overcommit_memory']}")
     sm = facts["start_method"]
     _out(f"start method     {sm['default']} by default"

@@ -26,8 +26,8 @@ from typing import Any
 from . import _core, _lifecycle
 from ._errors import SegmentNotFoundError
 
-__all__ = ["SegmentInfo", "GcAction", "list_segments", "find_segment", "remove_segment",
-           "collect_garbage", "sysv_limits"]
+__all__ = ["SegmentInfo", "GcAction", "list_segments", "vanished_segments", "find_segment",
+           "remove_segment", "collect_garbage", "sysv_limits"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class SegmentInfo:
     status: tuple[str, ...] = field(default=())
     #: "in-use" (mapped or held), "stale" (its lifecycle says it should be gone and its
     #: owners are dead: ``gc`` removes it once nobody uses it), "dest" (SysV: removed,
-    #: destroyed at last detach), "locked" (SysV: SHM_LOCK)
+    #: destroyed at last detach), "locked" (SysV: SHM_LOCK), "vanished" (POSIX, shmkit's:
+    #: its name was removed by something other than shmkit; see ``vanished_segments``)
     created_time: float | None = None
     attach_time: float | None = None
     detach_time: float | None = None
@@ -73,6 +74,10 @@ class SegmentInfo:
     @property
     def stale(self) -> bool:
         return "stale" in self.status
+
+    @property
+    def vanished(self) -> bool:
+        return "vanished" in self.status
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -262,6 +267,7 @@ def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool 
             if not _stat.S_ISREG(st.st_mode):
                 continue  # the registry directory, sem.* are files too but fine
             out.append(_posix_info(e.name, st, locks, maps))
+        out.extend(vanished_segments(pattern, _locks=locks))
     if sysv:
         for row in sorted(_sysv_rows(), key=lambda r: int(r["shmid"])):
             key = int(row["key"])
@@ -272,6 +278,167 @@ def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool 
             out.append(_sysv_info(row, locks))
     if shmkit_only:
         out = [i for i in out if i.kind]
+    return out
+
+
+_DELETED = " (deleted)"
+
+
+def _deleted_shm_objects() -> dict:
+    """{(dev, ino): {"name", "pids", "access"}} of the objects that were in /dev/shm and
+    lost their name while some process still has them open or mapped - what /proc shows
+    as ``/dev/shm/NAME (deleted)``.  ``access`` is a /proc path that reaches the object
+    (an open fd, else a mapping's map_files entry, which needs privileges)."""
+    prefix = _lifecycle.SHM_DIR + "/"
+    out: dict = {}
+
+    def add(key, target, pid, access):
+        name = target[len(prefix):-len(_DELETED)]
+        if not name or "/" in name:
+            return  # not a POSIX segment (the registry's files live in a subdirectory)
+        e = out.setdefault(key, {"name": name, "pids": set(), "access": []})
+        e["pids"].add(pid)
+        e["access"].append(access)
+
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return out
+    for p in pids:
+        pid = int(p)
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            fds = []
+        for n in fds:
+            link = f"/proc/{p}/fd/{n}"
+            try:
+                target = os.readlink(link)
+                if not (target.startswith(prefix) and target.endswith(_DELETED)):
+                    continue
+                st = os.stat(link)
+            except OSError:
+                continue
+            add((st.st_dev, st.st_ino), target, pid, link)
+        try:
+            with open(f"/proc/{p}/maps", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        for line in data.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 6 or not parts[5].endswith(b" (deleted)"):
+                continue
+            target = os.fsdecode(parts[5])
+            if not target.startswith(prefix):
+                continue
+            try:
+                major, minor = parts[3].split(b":")
+                key = (os.makedev(int(major, 16), int(minor, 16)), int(parts[4]))
+            except ValueError:
+                continue
+            add(key, target, pid, f"/proc/{p}/map_files/{parts[0].decode()}")
+    return out
+
+
+def _open_deleted(entry: dict) -> int | None:
+    for access in entry["access"]:
+        try:
+            return os.open(access, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+    return None
+
+
+def vanished_segments(pattern: str | None = None, *,
+                      _locks: dict | None = None) -> list[SegmentInfo]:
+    """shmkit's POSIX segments whose name was removed by something other than shmkit.
+
+    Removing a name never takes the memory from the processes that have it mapped, so
+    such a segment lives on for them while every process that opens the name from now
+    on finds nothing (or, with mode "c", creates a new, empty segment).  The usual
+    culprit is Python's ``multiprocessing.shared_memory``: ``SharedMemory(name)``
+    registers what it attaches to with the resource tracker, which unlinks it when that
+    process exits (``track=False`` on 3.13+; ``shmkit.attach_shared_memory`` on every
+    version).  shmkit marks what it removes itself (``user.shmkit.removed``), so its own
+    ``unlink()``, ``shmkit rm`` and lifecycles are not reported.
+
+    What can be known: a segment that some process still has open or mapped (found in
+    /proc; other users' processes only as root); and, where shmkit's records live in its
+    registry rather than in xattrs, also one nobody uses any more (its record outlives
+    it; ``shmkit gc`` removes such records).  A segment nobody uses whose record was an
+    xattr leaves no trace.  Status: ``("vanished", "in-use")`` or ``("vanished",)``."""
+    locks = _lifecycle.lock_table() if _locks is None else _locks
+    deleted = _deleted_shm_objects()
+    out: list[SegmentInfo] = []
+    for (dev, ino), entry in deleted.items():
+        name = entry["name"]
+        if pattern and not fnmatch.fnmatchcase(name, pattern):
+            continue
+        fd = _open_deleted(entry)
+        if fd is None:
+            continue  # another user's, and we are not root: nothing to read
+        try:
+            st = os.fstat(fd)
+            rec = _lifecycle.read_xattr_record(fd)
+            if rec is None:
+                rec = _lifecycle.read_record(_lifecycle.file_record_name("posix", dev, ino),
+                                             st.st_uid)
+            if rec is None or _lifecycle.read_event(fd, "removed") is not None:
+                continue  # not shmkit's, or shmkit removed the name itself
+            try:
+                is_zone = st.st_size >= 8 and os.pread(fd, 8, 0) == _MAGIC
+            except OSError:
+                is_zone = False
+            att, det = _lifecycle.read_event(fd, "attach"), _lifecycle.read_event(fd, "detach")
+        finally:
+            os.close(fd)
+        last = max((e for e in (att, det) if e), key=lambda e: e[2], default=None)
+        lk = locks.get((dev, ino), {})
+        handles = lk.get("attach", 0)
+        creator_alive = bool(lk.get("creator")) or bool(
+            _lifecycle.proc_alive(rec.get("creator_pid"), rec.get("creator_start")))
+        out.append(SegmentInfo(
+            backend="posix", name=name, key=None, shmid=None, owner=_user(st.st_uid),
+            uid=st.st_uid, gid=st.st_gid, mode=st.st_mode & 0o777, size=st.st_size,
+            nattch=max(len(entry["pids"]), handles), handles=handles,
+            cpid=rec.get("creator_pid"), lpid=last[0] if last else None,
+            kind="zone" if is_zone else "segment", lifecycle=rec["lifecycle"],
+            creator_alive=creator_alive, status=("vanished", "in-use"),
+            created_time=rec["created_ns"] / 1e9,
+            attach_time=att[2] / 1e9 if att else None,
+            detach_time=det[2] / 1e9 if det else None,
+            change_time=float(st.st_ctime), ident=(dev, ino)))
+    # registry records (no xattrs here) outlive a name removed behind shmkit's back
+    for rname, rst, rec in _lifecycle.list_records():
+        parts = rname.split("-")
+        if rec is None or parts[0] != "posix" or len(parts) != 3:
+            continue
+        try:
+            dev, ino = int(parts[1]), int(parts[2])
+        except ValueError:
+            continue
+        name = rec.get("name") or ""
+        if (dev, ino) in deleted or not name or (pattern and
+                                                 not fnmatch.fnmatchcase(name, pattern)):
+            continue
+        if rst.st_uid not in (rec.get("creator_uid"), 0):
+            continue  # a record is trusted only from its segment's owner
+        try:
+            now = os.lstat(os.path.join(_lifecycle.SHM_DIR, name))
+            if (now.st_dev, now.st_ino) == (dev, ino):
+                continue  # still there
+        except OSError:
+            pass
+        out.append(SegmentInfo(
+            backend="posix", name=name, key=None, shmid=None, owner=_user(rst.st_uid),
+            uid=rst.st_uid, gid=rst.st_gid, mode=0, size=0, nattch=0, handles=0,
+            cpid=rec.get("creator_pid"), lpid=None, kind="segment",
+            lifecycle=rec["lifecycle"], creator_alive=bool(_lifecycle.proc_alive(
+                rec.get("creator_pid"), rec.get("creator_start"))),
+            status=("vanished",), created_time=rec["created_ns"] / 1e9,
+            ident=(dev, ino)))
+    out.sort(key=lambda i: i.name or "")
     return out
 
 
@@ -329,6 +496,7 @@ def remove_segment(info: SegmentInfo) -> None:
         if info.ident and (st.st_dev, st.st_ino) != info.ident:
             raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {name!r} was replaced "
                                        "by another one since it was listed")
+        _lifecycle.mark_removed(path)
         _core.unlink_posix(name)
         _lifecycle.remove_record(_lifecycle.file_record_name("posix", st.st_dev, st.st_ino))
         return
@@ -463,7 +631,8 @@ def collect_garbage(pattern: str | None = None, *, dry_run: bool = False) -> lis
     gone.  ``pattern`` restricts it to matching names/keys."""
     actions = []
     for info in list_segments(pattern):
-        if not info.kind or info.lifecycle in (None, "persist") or not info.stale:
+        if not info.kind or info.lifecycle in (None, "persist") or not info.stale \
+                or info.vanished:
             continue
         if "dest" in info.status:
             continue
