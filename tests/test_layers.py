@@ -38,9 +38,9 @@ PACKAGE = SRC / "shmkit"
 #: modules.  Read from the bottom up: each layer may import only the layers below it.
 LAYERS = [
     (0, "foundation", ["shmkit._core", "shmkit._errors", "shmkit._types", "shmkit._deprecation"]),
-    (1, "internals", ["shmkit._checks", "shmkit._dtypes", "shmkit._lifecycle"]),
+    (1, "internals", ["shmkit._checks", "shmkit._dtypes", "shmkit._lifecycle", "shmkit._ksm"]),
     (2, "segments", ["shmkit.segment", "shmkit.inventory", "shmkit._reaper"]),
-    (3, "zone", ["shmkit.zone", "shmkit.shmop"]),
+    (3, "zone", ["shmkit.zone", "shmkit.shmop", "shmkit.interop"]),
     (4, "structures", ["shmkit.sync", "shmkit.queue", "shmkit.dict", "shmkit.board",
                        "shmkit.shared_array"]),
     (5, "composites", ["shmkit.config"]),

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from .board import Board as Board, BoardStats as BoardStats
     from .config import SharedConfig as SharedConfig
     from .dict import Dict as Dict, DictStats as DictStats
+    from .interop import attach_shared_memory as attach_shared_memory
     from .queue import Queue as Queue, QueueStats as QueueStats
     from .segment import (Segment as Segment, SegmentStat as SegmentStat, ftok as ftok,
                           recv_fd as recv_fd, send_fd as send_fd)
@@ -97,8 +98,8 @@ __all__ = [
     "Semaphore", "SemaphoreStats", "SharedConfig", "SharedNDArray", "ShmkitError",
     "ShmkitOSError", "ShmkitTimeoutError", "SlabClassStats", "TooLargeError", "Value",
     "ValueStats", "VersionMismatchError", "Zone", "ZoneFullError", "ZoneInitError",
-    "ZoneMismatchError", "ZoneStats", "__version__", "default_zone", "ftok", "ndarray",
-    "recv_fd", "send_fd",
+    "ZoneMismatchError", "ZoneStats", "__version__", "attach_shared_memory", "default_zone",
+    "ftok", "ndarray", "recv_fd", "send_fd",
 ]
 
 if not TYPE_CHECKING:

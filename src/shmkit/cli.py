@@ -621,12 +621,12 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     from .inventory import vanished_segments
     vanished = vanished_segments()
     facts["vanished"] = [v.as_dict() for v in vanished]
-    for v in vanished:
-        users = (f" while {v.nattch} process(es) still use it" if v.nattch else
+    for gone in vanished:
+        users = (f" while {gone.nattch} process(es) still use it" if gone.nattch else
                  " (nobody uses it any more; its registry record remains)")
         problems.append(
-            f"POSIX segment {v.name!r} ({v.kind}, lifecycle {v.lifecycle}) lost its name "
-            f"outside shmkit{users}: processes that open {v.name!r} now find nothing (or "
+            f"POSIX segment {gone.name!r} ({gone.kind}, lifecycle {gone.lifecycle}) lost its "
+            f"name outside shmkit{users}: processes that open {gone.name!r} now find nothing (or "
             "create a new, empty one).  The usual cause is multiprocessing.shared_memory: "
             "SharedMemory(name) registers the segment with the resource tracker, which "
             "unlinks it when that process exits; attach with "

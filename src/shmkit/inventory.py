@@ -284,15 +284,15 @@ def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool 
 _DELETED = " (deleted)"
 
 
-def _deleted_shm_objects() -> dict:
+def _deleted_shm_objects() -> dict[tuple[int, int], dict[str, Any]]:
     """{(dev, ino): {"name", "pids", "access"}} of the objects that were in /dev/shm and
     lost their name while some process still has them open or mapped - what /proc shows
     as ``/dev/shm/NAME (deleted)``.  ``access`` is a /proc path that reaches the object
     (an open fd, else a mapping's map_files entry, which needs privileges)."""
     prefix = _lifecycle.SHM_DIR + "/"
-    out: dict = {}
+    out: dict[tuple[int, int], dict[str, Any]] = {}
 
-    def add(key, target, pid, access):
+    def add(key: tuple[int, int], target: str, pid: int, access: str) -> None:
         name = target[len(prefix):-len(_DELETED)]
         if not name or "/" in name:
             return  # not a POSIX segment (the registry's files live in a subdirectory)
@@ -341,7 +341,7 @@ def _deleted_shm_objects() -> dict:
     return out
 
 
-def _open_deleted(entry: dict) -> int | None:
+def _open_deleted(entry: dict[str, Any]) -> int | None:
     for access in entry["access"]:
         try:
             return os.open(access, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -351,7 +351,7 @@ def _open_deleted(entry: dict) -> int | None:
 
 
 def vanished_segments(pattern: str | None = None, *,
-                      _locks: dict | None = None) -> list[SegmentInfo]:
+                      _locks: _Locks | None = None) -> list[SegmentInfo]:
     """shmkit's POSIX segments whose name was removed by something other than shmkit.
 
     Removing a name never takes the memory from the processes that have it mapped, so
