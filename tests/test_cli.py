@@ -113,14 +113,19 @@ def test_ls_marks_shmkit_segments_and_zones(prefix, sysv_key):
         foreign(f"sem.{prefix}")  # where sem_open keeps a named semaphore
         assert not [r for r in shmkit_json("ls", f"sem.{prefix}")]
         assert [r["name"] for r in shmkit_json("ls", "--all", f"sem.{prefix}")] == [f"sem.{prefix}"]
-        text = shmkit("ls", f"{prefix}*", check_code=0).stdout.splitlines()
+        text = shmkit("ls", f"{prefix}*", "--bytes", check_code=0).stdout.splitlines()
         assert text[0].split() == ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES", "NATTCH",
                                    "CPID", "LPID", "STATUS", "LIFECYCLE", "SHMKIT"]
         assert any(line.split()[1] == f"{prefix}-zone" and line.split()[-1] == "zone"
                    for line in text[1:])
-        key_line = shmkit("ls", f"0x{sysv_key:08x}", check_code=0).stdout.splitlines()[1].split()
+        key_line = shmkit("ls", f"0x{sysv_key:08x}", "--bytes",
+                          check_code=0).stdout.splitlines()[1].split()
         assert key_line[:6] == ["sysv", f"0x{sysv_key:08x}", str(sv.shmid), key_line[3], "640",
                                 "8192"]
+        # human-readable sizes unless --bytes
+        text = shmkit("ls", f"0x{sysv_key:08x}", check_code=0).stdout.splitlines()
+        assert text[0].split()[5] == "SIZE" and text[1].split()[5:7] == ["8.0", "KiB"]
+        assert "1.0 MiB" in shmkit("ls", f"{prefix}-z*", check_code=0).stdout
     finally:
         seg.close()
         zone.unlink()
@@ -379,3 +384,72 @@ def test_gc_removes_registry_records_whose_segment_is_gone(tmp_path, sysv_key):
     actions = [a for a in json.loads(r.stdout) if a["what"] == "record"]
     assert [(a["target"], a["action"]) for a in actions] == [(records[0], "removed")]
     assert os.listdir(registry) == []
+
+
+# -- per object: ls ZONE, info ZONE/OBJECT, rm ZONE/OBJECT ---------------------------------------
+
+OBJECT_HOLDER = textwrap.dedent("""
+    import os, sys
+    import shmkit
+    z = shmkit.Zone(sys.argv[1], 4 << 20)
+    q = z.queue("jobs", 1 << 16)
+    q.put(b"a"); q.put(b"bb")
+    z.lock("held").acquire()
+    print(os.getpid(), flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_ls_info_rm_of_objects_in_a_zone(prefix, procs):
+    name = f"{prefix}-zone"
+    holder = subprocess.Popen([sys.executable, "-c", OBJECT_HOLDER, name], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(holder)
+    pid = int(read_line(holder))
+    with Zone(name) as z:
+        z.counter("hits").add(7)
+        z.create("spare", 3000)
+    # ls ZONE: the objects, with what matters
+    out = shmkit("ls", name, check_code=0).stdout
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[2:]}
+    assert set(lines) == {"jobs", "held", "hits", "spare"}, out
+    assert "depth 2" in lines["jobs"] and "1 handle(s)" in lines["jobs"]
+    assert f"held by pid {pid}" in lines["held"] and "value 7" in lines["hits"]
+    assert "2.9 KiB" in lines["spare"] and "3000" in shmkit("ls", name, "--bytes").stdout
+    rows = {o["name"]: o for o in shmkit_json("ls", name)}
+    assert rows["jobs"]["type"] == "queue" and rows["jobs"]["statistics"]["depth"] == 2
+    assert rows["spare"]["size"] == 3000 and rows["spare"]["statistics"] is None
+    # a pattern still lists segments
+    assert [r["display_name"] for r in shmkit_json("ls", f"{name}*")] == [name]
+    # info ZONE/OBJECT
+    d = shmkit_json("info", f"{name}/jobs")
+    assert d["zone"] == name and d["type"] == "queue" and d["statistics"]["puts"] == 2
+    assert shmkit_json("info", name, "--object", "hits")["statistics"]["value"] == 7
+    text = shmkit("info", f"{name}/jobs", check_code=0).stdout
+    assert "queue 'jobs'" in text and "depth 2" in text and "64.0 KiB" in text
+    assert "65536" in shmkit("info", f"{name}/jobs", "--bytes", check_code=0).stdout
+    assert "no object named" in shmkit("info", f"{name}/nope", check_code=3).stderr
+    shmkit("info", f"{name}/jobs", "--object", "hits", check_code=2)
+    # rm ZONE/OBJECT: refused while a live process may use it, unless forced
+    r = shmkit("rm", f"{name}/jobs", check_code=5)
+    assert "1 queue handle(s) are open" in r.stderr and "--force" in r.stderr
+    r = shmkit("rm", f"{name}/held", check_code=5)
+    assert f"held by pid {pid}, which is alive" in r.stderr
+    r = shmkit("rm", f"{name}/hits", check_code=5)
+    assert "attached by 1 other process" in r.stderr
+    shmkit("rm", f"{name}/nope", check_code=3)
+    holder.stdin.close()
+    holder.wait(30)
+    # the holder is gone: nothing uses the zone any more
+    r = shmkit("rm", f"{name}/hits", f"{name}/spare", check_code=0)
+    assert "removed counter 'hits'" in r.stdout and "removed raw 'spare'" in r.stdout
+    # its queue handle died with it (the queue repairs dead members), the lock's holder is dead
+    shmkit("rm", f"{name}/held", check_code=0)
+    with Zone(name) as z:
+        q = z.queue("jobs")
+        r = shmkit("rm", f"{name}/jobs", check_code=5)  # ours (and the dead one's, until
+        assert "queue handle(s) are open" in r.stderr  # a repair scrubs its slot)
+        r = shmkit("rm", "--force", f"{name}/jobs", check_code=0)
+        q.detach()
+        assert sorted(o.name for o in z.objects()) == []
+        z.unlink()

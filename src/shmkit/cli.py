@@ -1,12 +1,17 @@
 """The ``shmkit`` command (also ``python -m shmkit``): see and clean shared memory.
 
-    shmkit ls [PATTERN] [--shmkit] [--all] [--posix | --sysv] [--json]
-    shmkit info NAME | --key KEY | --id SHMID | --path FILE [--json]
+    shmkit ls [PATTERN] [--shmkit] [--all] [--posix | --sysv] [--json] [--bytes]
+    shmkit ls ZONE [--json] [--bytes]              the objects of a zone
+    shmkit info NAME | --key KEY | --id SHMID | --path FILE [--json] [--bytes]
+    shmkit info ZONE/OBJECT [--json] [--bytes]     one object's statistics
     shmkit check ZONE | --key KEY | --path FILE [--json]
     shmkit rm NAME... [--key KEY]... [--id SHMID]... [--force]
+    shmkit rm ZONE/OBJECT... [--force]             remove objects from a zone
     shmkit gc [PATTERN] [--dry-run] [--json]
     shmkit dump NAME | --key KEY | --id SHMID | --path FILE [--offset N] [--length N] [--raw]
     shmkit doctor [--json]
+    shmkit serve [ZONE...] [--host H] [--port P] ...   the status page (docs/serve.md)
+    shmkit cgi [ZONE...] ...                            the same as a CGI program
     shmkit bench ...        the benchmark suite (benchmarks/, installed as shmkit._bench)
     shmkit demo ...         a live demonstration across several processes
 
@@ -17,7 +22,8 @@ Exit codes (scripts may rely on them):
     2  usage error (bad arguments)
     3  not found (no such segment, key or id; not a zone; optional component missing)
     4  permission denied
-    5  refused: the segment was not created by shmkit, or is still attached (see --force)
+    5  refused: the segment was not created by shmkit, or is still attached; the object
+       is still used by a live process (see --force)
     6  another failure (a system call failed; the message says which)
     130 interrupted (Ctrl-C)
 
@@ -189,18 +195,49 @@ def _is_zone(target: dict[str, Any], info: SegmentInfo | None) -> bool:
 # -- ls ----------------------------------------------------------------------------------------
 
 def _args_ls(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pattern", nargs="?", help="shell pattern on the name or key (0x%%08x)")
+    p.add_argument("pattern", nargs="?", metavar="PATTERN | ZONE",
+                   help="shell pattern on the name or key (0x%%08x); the exact name of a "
+                        "zone lists the zone's objects instead")
     p.add_argument("--shmkit", action="store_true", help="only what shmkit created")
     p.add_argument("--all", "-a", action="store_true",
                    help="also POSIX named semaphores (sem.* in /dev/shm)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--posix", action="store_true", help="only POSIX segments (/dev/shm)")
     g.add_argument("--sysv", action="store_true", help="only SysV segments")
+    _add_output(p)
+
+
+def _add_output(p):
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--bytes", action="store_true",
+                   help="sizes in bytes (default: human-readable, like 1.5 MiB)")
+
+
+def _size(n, args) -> str:
+    """A size as the user asked for it: bytes with --bytes, else human-readable."""
+    if n is None:
+        return "-"
+    return str(n) if getattr(args, "bytes", False) else _bytes(n)
+
+
+_GLOB = set("*?[")
+
+
+def _names_a_zone(text: str | None) -> bool:
+    """An exact POSIX name (no wildcard) of a segment that starts with a zone's magic."""
+    if not text or _GLOB & set(text) or "/" in text.lstrip("/"):
+        return False
+    from .inventory import find_segment
+    try:
+        return find_segment(text).kind == "zone"
+    except (OSError, ValueError):
+        return False
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     from .inventory import list_segments
+    if _names_a_zone(args.pattern) and not (args.shmkit or args.all or args.sysv or args.posix):
+        return _ls_zone(args, args.pattern.lstrip("/"))
     infos = list_segments(args.pattern, posix=not args.sysv, sysv=not args.posix,
                           shmkit_only=args.shmkit, semaphores=args.all)
     if args.json:
@@ -209,11 +246,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     rows = []
     for i in infos:
         rows.append([i.backend, i.display_name, "-" if i.shmid is None else str(i.shmid),
-                     i.owner, f"{i.mode:o}", str(i.size), str(i.nattch),
+                     i.owner, f"{i.mode:o}", _size(i.size, args), str(i.nattch),
                      str(i.cpid) if i.cpid else "-", str(i.lpid) if i.lpid else "-",
                      ",".join(i.status) or "-", i.lifecycle or "-", i.kind or "-"])
-    _table(rows, ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES", "NATTCH", "CPID",
-                  "LPID", "STATUS", "LIFECYCLE", "SHMKIT"])
+    _table(rows, ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES" if args.bytes else "SIZE",
+                  "NATTCH", "CPID", "LPID", "STATUS", "LIFECYCLE", "SHMKIT"])
     vanished = [i.name for i in infos if i.vanished]
     if vanished:
         _err(f"ls: {len(vanished)} shmkit segment(s) marked 'vanished' lost their name outside "
@@ -224,11 +261,153 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ls_zone(args, name: str) -> int:
+    """``shmkit ls ZONE``: the zone's objects, each with the figures that matter."""
+    from .dashboard.collect import collect_zone, parse_zone_spec
+    z = collect_zone(parse_zone_spec(name), listed=True)
+    if args.json:
+        _json(z["objects"] if z["state"] == "ready" else z)
+        return EXIT_OK if z["state"] == "ready" else EXIT_PROBLEMS
+    if z["state"] != "ready":
+        _err(f"ls: zone {name!r} is {z['state']}: {z['error']}")
+        for p in z["problems"]:
+            _err(f"  {p}")
+        return EXIT_PROBLEMS
+    rows = [[o["name"], o["type"], _size(o["size"], args), str(o["creator_pid"]),
+             _when(o["created"]), _object_summary(o, args)] for o in z["objects"]]
+    a = z["allocator"]
+    _out(f"zone {name!r}: {_size(z['header']['size'], args)}, {a['used_percent']}% used, "
+         f"{len(rows)} object(s)")
+    if rows:
+        _table(rows, ["NAME", "TYPE", "BYTES" if args.bytes else "SIZE", "CPID", "CREATED",
+                      "NOW"])
+    return EXIT_OK
+
+
+def _object_summary(o: dict, args=None) -> str:
+    """One line of what matters about an object (from its status-document entry)."""
+    if o.get("error"):
+        return f"cannot read it: {o['error']}"
+    s = o.get("statistics")
+    if s is None:
+        return "-"
+    t = o["type"]
+    if t == "queue":
+        return (f"depth {s['depth']}, {_size(s['bytes_used'], args)} of "
+                f"{_size(s['capacity'], args)}, {s['puts']} put, {s['gets']} got, "
+                f"{s['waits']} waits, {s['drops']} dropped, {s['members']} handle(s)"
+                + (", closed" if s["closed"] else ""))
+    if t == "dict":
+        looks = s["hits"] + s["misses"]
+        ratio = f"{100 * s['hits'] / looks:.1f}%" if looks else "-"
+        return (f"{s['items']} item(s), hit ratio {ratio}, {s['evictions']} evicted, "
+                f"{s['expirations']} expired, {_size(s['free_space'], args)} free of "
+                f"{_size(s['capacity'], args)}")
+    if t in ("lock", "rlock"):
+        holder = "free" if not s["owner_pid"] else (
+            f"held by pid {s['owner_pid']}" + (" (DEAD)" if s["owner_alive"] is False else ""))
+        return (f"{holder}, {s['waiters']} waiting, {s['acquisitions']} acquired, "
+                f"{s['contentions']} contended, {s['owner_deaths']} owner deaths")
+    if t == "rwlock":
+        who = f"writer pid {s['writer_pid']}" if s["writer_pid"] else f"{s['readers']} reader(s)"
+        return f"{who}, {s['waiters']} waiting, {s['owner_deaths']} writer deaths"
+    if t == "semaphore":
+        return f"value {s['value']} of {s['initial']}, {s['waiters']} waiting"
+    if t == "event":
+        return f"{'set' if s['is_set'] else 'clear'}, {s['waiters']} waiting"
+    if t == "condition":
+        return f"{s['waiters']} waiting, {s['notifies']} notifies"
+    if t == "counter":
+        return f"value {s['value']}"
+    if t in ("board", "config"):
+        writer = ("no writer" if not s["writer_pid"] else
+                  f"writer pid {s['writer_pid']}" + ("" if s["writer_alive"] else " (dead)"))
+        last = _when(s["last_publish_ns"] / 1e9) if s["last_publish_ns"] else "never"
+        return f"version {s['version']}, last published {last}, {writer}"
+    if t == "ndarray":
+        return f"{s['dtype']} {tuple(s['shape'])}"
+    return "-"
+
+
 # -- info --------------------------------------------------------------------------------------
 
 def _args_info(p: argparse.ArgumentParser) -> None:
     _add_target(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--object", "-o", metavar="OBJECT",
+                   help="one object of the zone (same as ZONE/OBJECT)")
+    _add_output(p)
+
+
+def _split_object(args) -> str | None:
+    """``ZONE/OBJECT`` (POSIX names cannot contain '/') -> args.name = ZONE; returns
+    OBJECT (or --object), None for the segment itself."""
+    obj = getattr(args, "object", None)
+    name = getattr(args, "name", None)
+    if name and "/" in name.lstrip("/"):
+        zone, _, inner = name.lstrip("/").partition("/")
+        if obj is not None:
+            raise CliError("name the object once: ZONE/OBJECT or --object OBJECT", EXIT_USAGE)
+        if not zone or not inner:
+            raise CliError(f"{name!r}: expected ZONE/OBJECT", EXIT_USAGE)
+        args.name, obj = zone, inner
+    return obj
+
+
+def _zone_spec(target: dict, info=None):
+    from .dashboard.collect import ZoneSpec
+    if "name" in target:
+        return ZoneSpec("posix", name=target["name"].lstrip("/"))
+    if "path" in target:
+        return ZoneSpec("file", path=os.path.abspath(target["path"]))
+    key = target.get("key")
+    if key is None and info is not None:
+        key = info.key
+    if not key:
+        raise CliError("a SysV zone is opened by its key; this segment has none (IPC_PRIVATE "
+                       "or removed)", EXIT_NOT_FOUND)
+    return ZoneSpec("sysv", key=key)
+
+
+def _info_object(args, target: dict, obj_name: str) -> int:
+    """``shmkit info ZONE/OBJECT``: one object's directory entry and statistics."""
+    from .dashboard.collect import collect_object
+    z = _open_zone(target, _find(target))
+    try:
+        try:
+            info = z.find(obj_name)
+        except LookupError:
+            raise CliError(f"no object named {obj_name!r} in {_describe(target)}",
+                           EXIT_NOT_FOUND) from None
+        entry = collect_object(z, info)
+    finally:
+        z.close()
+    entry["zone"] = _zone_spec(target).label
+    if args.json:
+        _json(entry)
+        return EXIT_PROBLEMS if entry["error"] else EXIT_OK
+    _out(f"{entry['type']} {obj_name!r} in zone {entry['zone']!r}")
+    for k, v in [("size", _size(entry["size"], args)), ("offset", str(entry["offset"])),
+                 ("creator pid", str(entry["creator_pid"])), ("created", _when(entry["created"])),
+                 ("now", _object_summary(entry, args))]:
+        _out(f"  {k:<15} {v}")
+    st = entry["statistics"]
+    if st:
+        _out("statistics")
+        for k, v in st.items():
+            if k == "name":
+                continue
+            if isinstance(v, int) and not isinstance(v, bool) and (
+                    k in _SIZE_FIELDS or k.endswith("_bytes")):
+                v = f"{v} ({_bytes(v)})" if not args.bytes else str(v)
+            elif k.endswith("_ns") and isinstance(v, int) and v > 10 ** 17:
+                v = _when(v / 1e9)
+            _out(f"  {k:<24} {v}")
+    return EXIT_PROBLEMS if entry["error"] else EXIT_OK
+
+
+#: statistics() fields that are sizes in bytes
+_SIZE_FIELDS = {"bytes_used", "capacity", "memory", "free_space", "max_item_size", "max_bytes",
+                "nbytes"}
 
 
 def _stat_of_file(target: dict[str, Any]) -> SegmentStat:
@@ -241,7 +420,10 @@ def _stat_of_file(target: dict[str, Any]) -> SegmentStat:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import dataclasses
+    obj_name = _split_object(args)
     target = _one_target(args)
+    if obj_name is not None:
+        return _info_object(args, target, obj_name)
     info = _find(target)
     if info is not None:
         attrs = info.as_dict()
@@ -272,7 +454,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     perms = attrs["mode"]
     lines = [
         ("backend", attrs["backend"]),
-        ("size", f"{attrs['size']} ({_bytes(attrs['size'])})"),
+        ("size", _size(attrs["size"], args)),
         ("owner", f"uid {attrs['uid']}, gid {attrs['gid']}" + (f" ({attrs['owner']})" if attrs.get("owner") else "")),
         ("perms", f"{perms:o}"),
         ("made by shmkit", attrs.get("kind") or ("yes" if attrs.get("shmkit") else "no")),
@@ -291,7 +473,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     for k, v in lines:
         _out(f"  {k:<15} {v}")
     if zone_part is not None:
-        _print_zone(zone_part)
+        _print_zone(zone_part, args)
     return code
 
 
@@ -321,7 +503,7 @@ def _zone_report(target: dict[str, Any], info: SegmentInfo | None) -> dict[str, 
 _ZONE_STATES = {0: "uninitialised", 1: "initialising", 2: "ready", 3: "corrupt"}
 
 
-def _print_zone(z: dict[str, Any]) -> None:
+def _print_zone(z: dict[str, Any], args: argparse.Namespace | None = None) -> None:
     if "error" in z:
         _out(f"zone: cannot read it: {z['error']}")
         return
@@ -332,7 +514,8 @@ def _print_zone(z: dict[str, Any]) -> None:
         ("magic", f"0x{h['magic']:016x}"),
         ("format", f"0x{h['format']:016x}"),
         ("state", _ZONE_STATES.get(h.get("state"), str(h.get("state")))),
-        ("size", f"{h['size']} (declared {h['declared_size']}, max {h['max_size']})"),
+        ("size", f"{_size(h['size'], args)} (declared {_size(h['declared_size'], args)}, "
+                 f"max {_size(h['max_size'], args)})"),
         ("tag", repr(tag.decode("utf-8", "backslashreplace") if isinstance(tag, bytes) else tag)),
         ("creator pid", str(h.get("creator_pid"))),
         ("created", _when(h.get("created_ns", 0) / 1e9)),
@@ -343,18 +526,18 @@ def _print_zone(z: dict[str, Any]) -> None:
         _out(f"  {k:<15} {v}")
     _out("allocator")
     for k, v in [("pages", f"{s['free_pages']} free of {s['total_pages']}"),
-                 ("free", f"{s['free_bytes']} bytes ({_bytes(s['free_bytes'])}), "
-                          f"{s['slab_free_bytes']} of them in slab pages"),
-                 ("largest free", f"{s['largest_free_bytes']} bytes"),
+                 ("free", f"{_size(s['free_bytes'], args)}, "
+                          f"{_size(s['slab_free_bytes'], args)} of it in slab pages"),
+                 ("largest free", _size(s["largest_free_bytes"], args)),
                  ("page runs", f"{s['page_reqs']} requests, {s['page_fails']} failed"),
                  ("extents", f"{s['extents']}, grown {s['grow_count']} time(s)")]:
         _out(f"  {k:<15} {v}")
-    _table([["  " + str(c["size"]), str(c["total"]), str(c["used"]), str(c["reqs"]), str(c["fails"])]
-            for c in s["classes"]], ["  CLASS", "TOTAL", "USED", "REQS", "FAILS"])
+    _table([["  " + _size(c["size"], args), str(c["total"]), str(c["used"]), str(c["reqs"]),
+             str(c["fails"])] for c in s["classes"]], ["  CLASS", "TOTAL", "USED", "REQS", "FAILS"])
     objs = z["objects"]
     _out(f"objects ({len(objs)})")
     if objs:
-        _table([["  " + o["name"], o["type"], str(o["size"]), str(o["offset"]),
+        _table([["  " + o["name"], o["type"], _size(o["size"], args), str(o["offset"]),
                  str(o["creator_pid"]), _when(o["created_ns"] / 1e9)] for o in objs],
                ["  NAME", "TYPE", "SIZE", "OFFSET", "CPID", "CREATED"])
 
@@ -406,22 +589,36 @@ def _describe(target: dict[str, Any]) -> str:
 # -- rm -----------------------------------------------------------------------------------------
 
 def _args_rm(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="*", metavar="NAME", help="POSIX segment name(s)")
+    p.add_argument("names", nargs="*", metavar="NAME | ZONE/OBJECT",
+                   help="POSIX segment name(s), or objects of a zone")
     p.add_argument("--key", type=_int, action="append", default=[], help="SysV key (repeatable)")
     p.add_argument("--id", dest="shmid", type=_nonneg, action="append", default=[],
                    help="SysV shmid (repeatable)")
     p.add_argument("--force", "-f", action="store_true",
-                   help="also remove segments not created by shmkit or still attached")
+                   help="also remove segments not created by shmkit or still attached, and "
+                        "objects a live process may still use")
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
     from .inventory import find_segment, remove_segment
-    targets = ([{"name": n} for n in args.names] + [{"key": k} for k in args.key]
-               + [{"shmid": i} for i in args.shmid])
+    objects = [n for n in args.names if "/" in n.lstrip("/")]
+    targets = ([{"name": n} for n in args.names if n not in objects]
+               + [{"key": k} for k in args.key] + [{"shmid": i} for i in args.shmid])
+    worst = EXIT_OK
+    for n in objects:
+        try:
+            _rm_object(n, args.force)
+        except CliError as e:
+            _err(f"rm: {e}")
+            worst = max(worst, e.code)
+        except Exception as e:
+            _err(f"rm: {_msg(e)}")
+            worst = max(worst, _code_of(e))
+    if objects and not targets:
+        return worst
     if not targets:
         raise CliError("rm: name at least one segment (NAME, --key KEY or --id SHMID)",
                        EXIT_USAGE)
-    worst = EXIT_OK
     for t in targets:
         what = _describe(t)
         try:
@@ -443,6 +640,59 @@ def _cmd_rm(args: argparse.Namespace) -> int:
             _err(f"rm: {_msg(e)}")
             worst = max(worst, code)
     return worst
+
+
+def _object_users(entry: dict) -> list[str]:
+    """Why a live process may still be using this object (from its statistics)."""
+    s = entry.get("statistics") or {}
+    t = entry["type"]
+    out = []
+    if t == "queue" and s.get("members"):
+        out.append(f"{s['members']} queue handle(s) are open")
+    if t in ("lock", "rlock") and s.get("owner_pid") and s.get("owner_alive"):
+        out.append(f"it is held by pid {s['owner_pid']}, which is alive")
+    if t == "rwlock" and (s.get("writer_pid") or s.get("readers")):
+        out.append("it is held")
+    if t in ("board", "config") and s.get("writer_pid") and s.get("writer_alive"):
+        out.append(f"its writer pid {s['writer_pid']} is alive")
+    if s.get("waiters"):
+        out.append(f"{s['waiters']} process(es) are waiting on it")
+    return out
+
+
+def _rm_object(text: str, force: bool) -> None:
+    """``shmkit rm ZONE/OBJECT``: refused while a live process may use it.  shmkit cannot
+    see every handle (a dict or a lock handle is not registered anywhere), so any other
+    process that has the zone attached counts as a possible user."""
+    from .dashboard.collect import collect_object
+    from .inventory import find_segment
+    zone_name, _, obj_name = text.lstrip("/").partition("/")
+    if not zone_name or not obj_name:
+        raise CliError(f"{text!r}: expected ZONE/OBJECT", EXIT_USAGE)
+    target = {"name": zone_name}
+    seg = find_segment(zone_name)  # before we attach: everyone counted is someone else
+    if seg.kind != "zone":
+        raise CliError(f"{_describe(target)} is not a shmkit zone", EXIT_NOT_FOUND)
+    others = max(seg.nattch, seg.handles)
+    z = _open_zone(target, seg)
+    try:
+        try:
+            info = z.find(obj_name)
+        except LookupError:
+            raise CliError(f"no object named {obj_name!r} in zone {zone_name!r}",
+                           EXIT_NOT_FOUND) from None
+        reasons = _object_users(collect_object(z, info))
+        if others:
+            reasons.append(f"zone {zone_name!r} is attached by {others} other process(es), "
+                           "which may hold handles on it")
+        if reasons and not force:
+            raise CliError(f"{info.type} {obj_name!r} may still be in use: "
+                           + "; ".join(reasons) + " (use --force: their handles would "
+                           "point at freed memory)", EXIT_REFUSED)
+        z.destroy(obj_name)
+    finally:
+        z.close()
+    _out(f"removed {info.type} {obj_name!r} from zone {zone_name!r}")
 
 
 # -- gc ------------------------------------------------------------------------------------------
@@ -699,6 +949,126 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
+# -- serve and cgi: the status page ------------------------------------------------------------
+
+def _args_page_common(p):
+    p.add_argument("zones", nargs="*", metavar="ZONE",
+                   help="zones to show: NAME, sysv:KEY or file:PATH (default: every zone "
+                        "in /dev/shm)")
+    p.add_argument("--match", metavar="PATTERN",
+                   help="only segments (and zones) whose name matches this shell pattern")
+    p.add_argument("--refresh", type=float, default=1.0, metavar="SECONDS",
+                   help="how often the page reads status.json (default 1)")
+    p.add_argument("--allow-actions", action="store_true",
+                   help="accept actions (remove a segment, gc) from requests carrying the "
+                        "token; without it the page is read-only")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="file holding the token for actions (else $SHMKIT_TOKEN)")
+
+
+def _args_serve(p):
+    _args_page_common(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_nonneg, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST[:PORT]",
+                   help="also accept this Host header on a loopback address (a proxy's name)")
+    p.add_argument("--min-interval", type=float, default=0.1, metavar="SECONDS",
+                   help="requests this close together share one reading (default 0.1)")
+    p.add_argument("--scan-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often the segment list (/dev/shm, SysV, /proc) is rescanned "
+                        "(default 2); zones and objects are read on every request")
+    p.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
+
+
+def _page_options(args):
+    from .dashboard.collect import parse_zone_spec
+    try:
+        zones = [parse_zone_spec(z) for z in args.zones] or None
+    except ValueError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    if not 0.1 <= args.refresh <= 3600:
+        raise CliError("--refresh must be between 0.1 and 3600 seconds", EXIT_USAGE)
+    token = None
+    if args.allow_actions:
+        token = os.environ.get("SHMKIT_TOKEN")
+        if args.token_file:
+            try:
+                with open(args.token_file) as f:
+                    token = f.read().strip()
+            except OSError as e:
+                raise CliError(f"--token-file: {e.strerror}: {args.token_file}",
+                               EXIT_USAGE) from None
+        if token is not None and len(token) < 16:
+            raise CliError("the token must be at least 16 characters", EXIT_USAGE)
+    elif args.token_file:
+        raise CliError("--token-file without --allow-actions: actions stay off", EXIT_USAGE)
+    return zones, token
+
+
+def _cmd_serve(args) -> int:
+    import secrets
+    import signal
+
+    from .dashboard.app import App
+    from .dashboard.collect import Collector
+    from .dashboard.server import make_server
+    zones, token = _page_options(args)
+    if args.allow_actions and token is None:
+        token = secrets.token_urlsafe(24)
+    if args.min_interval < 0 or args.scan_interval < 0:
+        raise CliError("intervals must be >= 0", EXIT_USAGE)
+    collector = Collector(zones, match=args.match, min_interval=args.min_interval,
+                          scan_interval=args.scan_interval)
+    app = App(collector, refresh_ms=int(args.refresh * 1000), token=token)
+    try:
+        srv = make_server(app, args.host, args.port, quiet=args.quiet,
+                          allow_hosts=tuple(args.allow_host))
+    except OSError as e:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {e.strerror}",
+                       EXIT_ERROR) from None
+    host, port = srv.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    try:
+        import prometheus_client  # noqa: F401
+        metrics = "metrics at /metrics"
+    except ImportError:
+        metrics = "no /metrics (pip install shmkit[metrics])"
+    mode = "actions ON" if token else "read-only"
+    _out(f"shmkit serve: {url} ({mode}; {metrics}; Ctrl-C stops)")
+    if token and not args.token_file and not os.environ.get("SHMKIT_TOKEN"):
+        _out(f"actions token: open {url}#token={token}")
+    sys.stdout.flush()
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        _err(f"serve: listening on {host}: anyone who reaches this address sees the page")
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+    return EXIT_OK
+
+
+def _args_cgi(p):
+    _args_page_common(p)
+
+
+def _cmd_cgi(args) -> int:
+    from .dashboard.cgi import run_cgi
+    zones, token = _page_options(args)
+    if args.allow_actions and token is None:
+        raise CliError("cgi --allow-actions needs a token: --token-file FILE or $SHMKIT_TOKEN",
+                       EXIT_USAGE)
+    return run_cgi(zones=zones, match=args.match, token=token,
+                   refresh_ms=int(args.refresh * 1000))
+
+
 # -- commands of other modules, imported when used ------------------------------------------
 
 def _args_passthrough(p: argparse.ArgumentParser) -> None:
@@ -719,17 +1089,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 #: name -> (one-line help, add_arguments(parser), run(args) -> exit code)
 COMMANDS = {
-    "ls": ("list POSIX and SysV segments, marking shmkit's own", _args_ls, _cmd_ls),
-    "info": ("attributes of a segment; for a zone also its header, allocator and objects",
-             _args_info, _cmd_info),
+    "ls": ("list POSIX and SysV segments, marking shmkit's own; or a zone's objects",
+           _args_ls, _cmd_ls),
+    "info": ("attributes of a segment; for a zone also its header, allocator and objects; "
+             "ZONE/OBJECT: one object's statistics", _args_info, _cmd_info),
     "check": ("verify every invariant of a zone (exit 1 on problems)", _args_check, _cmd_check),
-    "rm": ("remove segments (shmkit's and unattached ones unless --force)", _args_rm, _cmd_rm),
+    "rm": ("remove segments (shmkit's and unattached ones unless --force), or ZONE/OBJECT",
+           _args_rm, _cmd_rm),
     "gc": ("remove what its lifecycle says should be gone and whose owners are dead",
            _args_gc, _cmd_gc),
     "dump": ("hex (or raw) bytes of a range of a segment, like shmop_read", _args_dump,
              _cmd_dump),
     "doctor": ("limits, /dev/shm, KSM, start method, xattrs: is this machine ready?",
                _args_doctor, _cmd_doctor),
+    "serve": ("the live status page of segments, zones and objects (read-only, localhost)",
+              _args_serve, _cmd_serve),
+    "cgi": ("the status page as a CGI program (busybox httpd, boa, lighttpd)", _args_cgi,
+            _cmd_cgi),
     "bench": ("run the benchmark suite (benchmarks/)", _args_passthrough, _cmd_bench),
     "demo": ("a live demonstration across several processes", _args_passthrough, _cmd_demo),
 }
