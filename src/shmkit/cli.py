@@ -42,6 +42,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .dashboard.collect import ZoneSpec
     from .inventory import SegmentInfo
     from .segment import Segment, SegmentStat
     from .zone import Zone
@@ -207,13 +208,13 @@ def _args_ls(p: argparse.ArgumentParser) -> None:
     _add_output(p)
 
 
-def _add_output(p):
+def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--bytes", action="store_true",
                    help="sizes in bytes (default: human-readable, like 1.5 MiB)")
 
 
-def _size(n, args) -> str:
+def _size(n: int | None, args: argparse.Namespace | None) -> str:
     """A size as the user asked for it: bytes with --bytes, else human-readable."""
     if n is None:
         return "-"
@@ -261,7 +262,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ls_zone(args, name: str) -> int:
+def _ls_zone(args: argparse.Namespace, name: str) -> int:
     """``shmkit ls ZONE``: the zone's objects, each with the figures that matter."""
     from .dashboard.collect import collect_zone, parse_zone_spec
     z = collect_zone(parse_zone_spec(name), listed=True)
@@ -284,7 +285,7 @@ def _ls_zone(args, name: str) -> int:
     return EXIT_OK
 
 
-def _object_summary(o: dict, args=None) -> str:
+def _object_summary(o: dict[str, Any], args: argparse.Namespace | None = None) -> str:
     """One line of what matters about an object (from its status-document entry)."""
     if o.get("error"):
         return f"cannot read it: {o['error']}"
@@ -338,7 +339,7 @@ def _args_info(p: argparse.ArgumentParser) -> None:
     _add_output(p)
 
 
-def _split_object(args) -> str | None:
+def _split_object(args: argparse.Namespace) -> str | None:
     """``ZONE/OBJECT`` (POSIX names cannot contain '/') -> args.name = ZONE; returns
     OBJECT (or --object), None for the segment itself."""
     obj = getattr(args, "object", None)
@@ -353,7 +354,7 @@ def _split_object(args) -> str | None:
     return obj
 
 
-def _zone_spec(target: dict, info=None):
+def _zone_spec(target: dict[str, Any], info: SegmentInfo | None = None) -> ZoneSpec:
     from .dashboard.collect import ZoneSpec
     if "name" in target:
         return ZoneSpec("posix", name=target["name"].lstrip("/"))
@@ -368,7 +369,7 @@ def _zone_spec(target: dict, info=None):
     return ZoneSpec("sysv", key=key)
 
 
-def _info_object(args, target: dict, obj_name: str) -> int:
+def _info_object(args: argparse.Namespace, target: dict[str, Any], obj_name: str) -> int:
     """``shmkit info ZONE/OBJECT``: one object's directory entry and statistics."""
     from .dashboard.collect import collect_object
     z = _open_zone(target, _find(target))
@@ -642,7 +643,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     return worst
 
 
-def _object_users(entry: dict) -> list[str]:
+def _object_users(entry: dict[str, Any]) -> list[str]:
     """Why a live process may still be using this object (from its statistics)."""
     s = entry.get("statistics") or {}
     t = entry["type"]
@@ -951,7 +952,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 # -- serve and cgi: the status page ------------------------------------------------------------
 
-def _args_page_common(p):
+def _args_page_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("zones", nargs="*", metavar="ZONE",
                    help="zones to show: NAME, sysv:KEY or file:PATH (default: every zone "
                         "in /dev/shm)")
@@ -966,7 +967,7 @@ def _args_page_common(p):
                    help="file holding the token for actions (else $SHMKIT_TOKEN)")
 
 
-def _args_serve(p):
+def _args_serve(p: argparse.ArgumentParser) -> None:
     _args_page_common(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
@@ -981,7 +982,7 @@ def _args_serve(p):
     p.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
 
 
-def _page_options(args):
+def _page_options(args: argparse.Namespace) -> tuple[list[ZoneSpec] | None, str | None]:
     from .dashboard.collect import parse_zone_spec
     try:
         zones = [parse_zone_spec(z) for z in args.zones] or None
@@ -1006,7 +1007,7 @@ def _page_options(args):
     return zones, token
 
 
-def _cmd_serve(args) -> int:
+def _cmd_serve(args: argparse.Namespace) -> int:
     import secrets
     import signal
 
@@ -1027,7 +1028,8 @@ def _cmd_serve(args) -> int:
     except OSError as e:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {e.strerror}",
                        EXIT_ERROR) from None
-    host, port = srv.server_address[:2]
+    address: Any = srv.server_address
+    host, port = str(address[0]), int(address[1])
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
     try:
@@ -1043,7 +1045,7 @@ def _cmd_serve(args) -> int:
     if host not in ("127.0.0.1", "::1", "localhost"):
         _err(f"serve: listening on {host}: anyone who reaches this address sees the page")
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -1055,11 +1057,11 @@ def _cmd_serve(args) -> int:
     return EXIT_OK
 
 
-def _args_cgi(p):
+def _args_cgi(p: argparse.ArgumentParser) -> None:
     _args_page_common(p)
 
 
-def _cmd_cgi(args) -> int:
+def _cmd_cgi(args: argparse.Namespace) -> int:
     from .dashboard.cgi import run_cgi
     zones, token = _page_options(args)
     if args.allow_actions and token is None:
