@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CC ?= gcc
 CORE_SRC := $(wildcard src/shmkit/core/*.c)
-CORE_HDR := $(wildcard src/shmkit/core/*.h)
+CORE_HDR := $(wildcard src/shmkit/core/*.h src/shmkit/core/*.def)
 CTESTS := $(patsubst tests/c/%.c,build/ctest/%,$(wildcard tests/c/test_*.c))
 CFLAGS_CORE := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc/shmkit/core -Itests/c
 SAN := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -23,7 +23,7 @@ def rel(pattern):
 
 
 sources = rel("src/shmkit/core/*.c") + ["src/shmkit/_coremodule.c"] + rel("src/shmkit/_binding/*.c")
-depends = rel("src/shmkit/core/*.h") + rel("src/shmkit/_binding/*.h")
+depends = rel("src/shmkit/core/*.h") + rel("src/shmkit/core/*.def") + rel("src/shmkit/_binding/*.h")
 
 compile_args = ["-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-Wno-cast-function-type", "-fno-strict-aliasing"]

@@ -110,3 +110,7 @@ def kill_hard(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# real redis-server processes (a single server and a 3-master cluster, one per session)
+from redis_support import cluster_zone, redis_cluster, redis_server, redis_zone  # noqa: E402,F401

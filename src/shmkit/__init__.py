@@ -63,6 +63,8 @@ _LAZY = {
     "BoardStats": "board",
     "SharedConfig": "config",
     "attach_shared_memory": "interop",
+    "open_zone": "_backends",
+    "RedisZone": "redis",
 }
 
 if TYPE_CHECKING:

@@ -4,6 +4,8 @@
     shmkit ls ZONE [--json] [--bytes]              the objects of a zone
     shmkit info NAME | --key KEY | --id SHMID | --path FILE [--json] [--bytes]
     shmkit info ZONE/OBJECT [--json] [--bytes]     one object's statistics
+    shmkit ls --url redis://HOST[:PORT][/DB] [ZONE | --zone ZONE] [--json]
+    shmkit info --url redis://... ZONE/OBJECT | --zone ZONE OBJECT [--json]
     shmkit check ZONE | --key KEY | --path FILE [--json]
     shmkit rm NAME... [--key KEY]... [--id SHMID]... [--force]
     shmkit rm ZONE/OBJECT... [--force]             remove objects from a zone
@@ -206,6 +208,7 @@ def _args_ls(p: argparse.ArgumentParser) -> None:
     g.add_argument("--posix", action="store_true", help="only POSIX segments (/dev/shm)")
     g.add_argument("--sysv", action="store_true", help="only SysV segments")
     _add_output(p)
+    _add_redis_target(p)
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:
@@ -235,7 +238,23 @@ def _names_a_zone(text: str | None) -> bool:
         return False
 
 
+def _add_redis_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="a Redis server or cluster (redis://host:port/db): the "
+                                 "objects of a RedisZone instead of segments")
+    p.add_argument("--zone", help="with --url: the RedisZone (or ?zone=NAME in the URL)")
+
+
+def _redis_cli() -> Any:
+    try:
+        from .redis import _cli
+    except ImportError as e:
+        raise CliError(str(e), EXIT_NOT_FOUND) from None
+    return _cli
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
+    if args.url:
+        return int(_redis_cli().cmd_ls(args, _out, _table, _json))
     from .inventory import list_segments
     if _names_a_zone(args.pattern) and not (args.shmkit or args.all or args.sysv or args.posix):
         return _ls_zone(args, args.pattern.lstrip("/"))
@@ -337,6 +356,7 @@ def _args_info(p: argparse.ArgumentParser) -> None:
     p.add_argument("--object", "-o", metavar="OBJECT",
                    help="one object of the zone (same as ZONE/OBJECT)")
     _add_output(p)
+    _add_redis_target(p)
 
 
 def _split_object(args: argparse.Namespace) -> str | None:
@@ -421,6 +441,8 @@ def _stat_of_file(target: dict[str, Any]) -> SegmentStat:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     import dataclasses
+    if args.url:
+        return int(_redis_cli().cmd_info(args, _out, _json))
     obj_name = _split_object(args)
     target = _one_target(args)
     if obj_name is not None:

@@ -472,7 +472,8 @@ static int wait_for(struct shk_board *b, uint64_t after, const struct timespec *
                     uint64_t spin)
 {
     int r;
-    while ((r = shk_board_wait(b, after, dl, spin)) == EINTR)
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(dl), 0);
+    while ((r = shk_board_wait(b, after, spin, &w)) == EINTR)
         ;
     return r;
 }

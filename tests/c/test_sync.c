@@ -9,6 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
 #include "check.h"
 #include "futex.h"
 #include "sync.h"
@@ -46,11 +49,10 @@ static void *obj(const char *name, uint32_t type, uint64_t a, uint64_t b, uint32
 
 static struct shk_wait wait_for(struct timespec *d, double timeout)
 {
-    struct shk_wait w;
-    memset(&w, 0, sizeof w);
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
     if (timeout >= 0) {
         shk_deadline_after(d, timeout);
-        w.deadline = d;
+        w.deadline_ns = shk_wait_deadline(d);
     }
     return w;
 }
@@ -176,9 +178,7 @@ static void test_lock_mutual_exclusion(void)
     /* errors */
     CHECK_EQ(shk_lock_release(g_lock, 0), SHK_ENOTOWNER);
     CHECK_EQ(lock_acq(g_lock, 0, -1), 0);
-    struct shk_wait w;
-    memset(&w, 0, sizeof w);
-    w.flags = SHK_WAIT_TRY;
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
     CHECK_EQ(shk_lock_acquire(g_lock, 0, &w), EBUSY);
     double t0 = now_s();
     CHECK_EQ(lock_acq(g_lock, 0, 0.05), ETIMEDOUT);
@@ -523,6 +523,147 @@ static void test_barrier(void)
     CHECK(b->broken);
 }
 
+/* The protocols the binding used to repeat, now inline in sync.h or in sync.c: the
+ * Lock/RLock fast paths, the counter, the size extents and the reader statistics. */
+static void test_fast_paths(void)
+{
+    struct shk_lock_sh *l = obj("fast-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    uint64_t acq = l->acquisitions;
+    CHECK_EQ(shk_lock_try_fast(l, 0), 0);
+    CHECK(shk_lock_locked(l));
+    CHECK_EQ(shk_lock_owned_count(l, 0), 1);
+    CHECK_EQ(shk_lock_try_fast(l, 0), EBUSY); /* a Lock is not reentrant */
+    CHECK_EQ(shk_lock_release_fast(l), 0);
+    CHECK(!shk_lock_locked(l));
+    CHECK_EQ(shk_lock_release_fast(l), EAGAIN); /* not held: the slow path says why */
+    CHECK_EQ(shk_lock_release(l, 0), SHK_ENOTOWNER);
+    CHECK_EQ(l->acquisitions, acq + 1);
+    struct shk_lock_sh *r = obj("fast-rlock", SHK_OBJ_RLOCK, 0, 0, 0);
+    CHECK_EQ(shk_lock_try_fast(r, 1), 0);
+    CHECK_EQ(shk_lock_try_fast(r, 1), 0);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 2);
+    uint32_t count = 0;
+    CHECK_EQ(shk_rlock_release_all(r, &count), 0);
+    CHECK_EQ(count, 2);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 0);
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_lock_acquire(r, 1, &w), 0);
+    shk_rlock_restore(r, count);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 2);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    r->count = UINT32_MAX; /* recursion at its limit: refused, not waited for */
+    CHECK_EQ(shk_lock_try_fast(r, 1), 0);
+    r->count = UINT32_MAX;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_lock_acquire(r, 1, &w), EOVERFLOW);
+    r->count = 1;
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+
+    struct shk_counter_sh *c = obj("fast-counter", SHK_OBJ_COUNTER, 5, 0, 0);
+    CHECK_EQ(shk_counter_get(c), 5);
+    CHECK_EQ(shk_counter_add(c, -7), -2);
+    CHECK_EQ(shk_counter_exchange(c, INT64_MAX), -2);
+    CHECK_EQ(shk_counter_add(c, 1), INT64_MIN); /* wraps, never traps */
+    CHECK(!shk_counter_cas(c, 0, 1));
+    CHECK(shk_counter_cas(c, INT64_MIN, 9));
+    shk_counter_set(c, 3);
+    CHECK_EQ(shk_counter_get(c), 3);
+
+    struct shk_rwlock_sh *rw = obj("fast-rw", SHK_OBJ_RWLOCK, 4, 0, 0);
+    CHECK_EQ(shk_sync_extent(rw, SHK_OBJ_RWLOCK), 4);
+    CHECK_EQ(shk_sync_extent(c, SHK_OBJ_COUNTER), 0);
+    uint32_t slot = UINT32_MAX;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_rw_acquire_read(rw, &slot, &w), 0);
+    CHECK(slot < 4);
+    CHECK_EQ(shk_rw_held_here(rw, slot), 1);
+    CHECK_EQ(shk_rw_held_here(rw, 99), 0);
+    CHECK_EQ(shk_rw_read_acquisitions(rw), 1);
+    CHECK(!shk_rw_is_writer(rw));
+    CHECK_EQ(shk_rw_release_read(rw, &slot), 0);
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_rw_acquire_write(rw, &w), 0);
+    CHECK(shk_rw_is_writer(rw));
+    CHECK_EQ(shk_rw_release_write(rw), 0);
+
+    struct shk_sem_sh *sem = obj("fast-sem", SHK_OBJ_SEMAPHORE, 2, 3, SHK_SYNCF_UNDO);
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_sem_acquire(sem, &w), 0);
+    CHECK_EQ(shk_sem_value(sem), 1);
+    CHECK_EQ(shk_sem_holders(sem), 1);
+    CHECK_EQ(shk_sem_held(sem), 1);
+    CHECK_EQ(shk_sem_release(sem, 1), 0);
+    CHECK_EQ(shk_sem_holders(sem), 0);
+}
+
+/* The asyncio contract of wait.h, with real operations: one thread arms two waits (an
+ * Event nobody set, a Lock another thread holds), waits on both words at once with
+ * futex_waitv, is woken by the set(), finishes that wait by attempting again, and
+ * cancels the other: nothing stays registered, the lock is not taken. */
+static void *set_later(void *arg)
+{
+    struct timespec d = {0, 30000000};
+    nanosleep(&d, NULL);
+    shk_event_set(arg);
+    return NULL;
+}
+
+static void *hold_lock(void *arg)
+{
+    struct shk_lock_sh *l = arg;
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    while (shk_lock_acquire(l, 1, &w) == EINTR) /* an RLock: held by that thread */
+        ;
+    struct timespec d = {0, 300000000};
+    nanosleep(&d, NULL);
+    shk_lock_release(l, 1);
+    return NULL;
+}
+
+static void test_async_contract(void)
+{
+#ifdef SYS_futex_waitv
+    struct shk_event_sh *e = obj("async-event", SHK_OBJ_EVENT, 0, 0, 0);
+    struct shk_lock_sh *l = obj("async-lock", SHK_OBJ_RLOCK, 0, 0, 0);
+    pthread_t holder, setter;
+    pthread_create(&holder, NULL, hold_lock, l);
+    while (!shk_lock_locked(l))
+        shk_cpu_relax();
+    uint32_t flags = SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS;
+    struct shk_wait we = SHK_WAIT_INIT(SHK_FOREVER, flags), wl = SHK_WAIT_INIT(SHK_FOREVER, flags);
+    CHECK_EQ(shk_event_op.attempt(e, &we), EAGAIN);
+    CHECK_EQ(shk_rlock_op.attempt(l, &wl), EAGAIN);
+    CHECK_EQ(e->sleepers, 1);
+    CHECK_EQ(l->sleepers, 1);
+    pthread_create(&setter, NULL, set_later, e);
+    struct futex_waitv v[2];
+    memset(v, 0, sizeof v);
+    v[0].uaddr = (uintptr_t)we.on.word;
+    v[0].val = we.on.value;
+    v[0].flags = FUTEX_32; /* shared words: never FUTEX_PRIVATE_FLAG */
+    v[1].uaddr = (uintptr_t)wl.on.word;
+    v[1].val = wl.on.value;
+    v[1].flags = FUTEX_32;
+    struct timespec d;
+    shk_deadline_after(&d, 10);
+    long r;
+    do
+        r = syscall(SYS_futex_waitv, v, 2, 0, &d, CLOCK_MONOTONIC);
+    while (r < 0 && errno == EINTR);
+    CHECK(r == 0 || (r < 0 && errno == EAGAIN)); /* woken on the event's word (or it had moved) */
+    shk_wait_disarm(&we);
+    CHECK_EQ(shk_event_op.attempt(e, &we), 0);
+    CHECK_EQ(shk_wait_cancel(&shk_rlock_op, l, &wl, ECANCELED), ECANCELED);
+    CHECK_EQ(e->sleepers, 0);
+    CHECK_EQ(l->sleepers, 0);
+    CHECK_EQ(shk_lock_owned_count(l, 1), 0);
+    pthread_join(setter, NULL);
+    pthread_join(holder, NULL);
+    CHECK(!shk_lock_locked(l));
+#endif
+}
+
 int main(void)
 {
     open_zone();
@@ -535,6 +676,8 @@ int main(void)
     test_rwlock();
     test_condition();
     test_barrier();
+    test_fast_paths();
+    test_async_contract();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);

@@ -1,10 +1,21 @@
 /*
  * binding.h - what the files of the thin CPython binding share.
  *
- * The binding parses arguments, releases the GIL around calls that can block, and turns
- * core error codes into exceptions (shk_py_raise, the one place that does).  Nothing
- * else: the work is in core/.  One file per public primitive (segment.c, zone.c, ...);
- * each exports an init function that _coremodule.c calls to add its types.
+ * The binding parses arguments, converts objects, releases the GIL around calls that
+ * can block, and turns core error codes into exceptions.  Nothing else: the work is in
+ * core/.  Files:
+ *
+ *   common.c      the shared helpers below (errors, arguments, deadlines, waiting)
+ *   segment.c     Segment, Region and the segment-level module functions
+ *   zone.c        Zone
+ *   sync.c        Lock, RLock, RWLock, Semaphore, Event, Condition, Barrier, Counter
+ *   queue.c       Queue                dict.c     Dict
+ *   board.c       Board                ndarray.c  shared NumPy arrays
+ *
+ * Each file exports one init function (listed at the end of this header) that adds its
+ * types and functions to the module; _coremodule.c only calls them, in the order of its
+ * table.  Binding files call down into common.c and the core, never into each other
+ * except through the Segment and Zone handles declared here.
  */
 #ifndef SHK_BINDING_H
 #define SHK_BINDING_H
@@ -16,30 +27,77 @@
 #include "futex.h"
 #include "layout.h"
 #include "segment.h"
+#include "wait.h"
 #include "zone.h"
 
-/* ---- errors ---------------------------------------------------------------------- */
+/* ---- errors (common.c) ----------------------------------------------------------------- */
 
-/* Raise the exception for core code `code`; `what` names the operation. Returns NULL. */
+/* Raise the exception for core code `code` (errors.def, or an errno); `what` names the
+ * operation when the core left no detail.  Returns NULL. */
 PyObject *shk_py_raise(int code, const char *what);
 /* Same, returning -1 (for int-returning slots). */
 int shk_py_raise_int(int code, const char *what);
+/* The exception of errno e with message msg (ignores the core's detail). Returns NULL. */
+PyObject *shk_py_raise_os(int e, const char *msg);
 /* An exception class from shmkit._errors by name (borrowed). */
 PyObject *shk_py_exc(const char *name);
+/* Raise ClosedError(what); returns NULL. */
+void *shk_py_closed(const char *what);
 
 /* A consistency check's result as (problem_count, lines): runs check(obj, report, cap)
  * without the GIL (the core checkers write one problem per line into report). */
 typedef int (*shk_checker)(void *obj, char *report, size_t cap);
 PyObject *shk_py_check_report(shk_checker check, void *obj);
 
-/*
- * Wait helper for blocking calls: converts a Python timeout (None or < 0: forever;
- * a number: seconds) into an absolute CLOCK_MONOTONIC deadline. Returns 0, or -1 with
- * an exception set (bad type). *has is 0 when there is no deadline.
- */
-int shk_py_deadline(PyObject *timeout, struct timespec *deadline, int *has);
+/* ---- arguments (common.c) ------------------------------------------------------------- */
 
-/* ---- Segment ------------------------------------------------------------------------- */
+/* METH_FASTCALL|METH_KEYWORDS arguments by name into out[n] (borrowed; NULL when not
+ * given).  0, or -1 with TypeError set. */
+int shk_py_parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const char *fname, const char *const *names, int n, PyObject **out);
+
+/* A Python timeout (None or < 0: forever; a number: seconds) as an absolute
+ * CLOCK_MONOTONIC deadline.  0, or -1 with an exception set (bad type, NaN).  *has is 0
+ * when there is no deadline. */
+int shk_py_deadline(PyObject *timeout, struct timespec *deadline, int *has);
+/* threading's acquire(blocking=True, timeout=-1) (None means forever too, as in
+ * multiprocessing): *flags gets SHK_WAIT_TRY for a non-blocking call or a zero timeout. */
+int shk_py_acquire_args(PyObject *blocking, PyObject *timeout, struct timespec *deadline,
+                        int *has, uint32_t *flags);
+/* wait(timeout=None): None forever, <= 0 a single check (SHK_WAIT_TRY). */
+int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uint32_t *flags);
+
+/* ---- waiting (common.c) ------------------------------------------------------------------ */
+
+#define SHK_PY_ERR INT_MIN          /* shk_py_wait: a Python exception is set */
+#define SHK_PY_WAIT_NOGILSPIN 0x1   /* never spin with the GIL held */
+
+/*
+ * Run a blocking core operation (core/wait.h) to completion: the GIL released around
+ * the driver, the signal handlers run after every return from it (PEP 475; the driver
+ * returns before its first sleep and every 100 ms).  When this is the interpreter's only
+ * thread the spin runs first with the GIL held.  Returns the operation's result, or
+ * SHK_PY_ERR when a signal handler raised: the wait was cancelled (shk_wait_cancel with
+ * ECANCELED: registration and partial progress undone).  With pending != NULL nothing
+ * interrupts the wait: the first exception is kept, *pending set, and the wait goes on
+ * (re-acquiring a Condition's lock).  how: SHK_PY_WAIT_* flags.
+ */
+int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
+                int *pending);
+
+/* ---- module contents (common.c) ------------------------------------------------------- */
+
+struct shk_py_int {
+    const char *name;
+    long long value;
+    int is_unsigned;            /* then the value is u (SHK_PY_UINT) */
+    unsigned long long u;
+};
+#define SHK_PY_UINT(name, v) {(name), 0, 1, (v)}
+/* Add integer constants from a table ending with {NULL}. 0 or -1. */
+int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
+
+/* ---- Segment (segment.c) ---------------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
@@ -78,7 +136,7 @@ PyObject *shk_region_new_with_release(SegmentObject *seg, void *ptr, Py_ssize_t 
                                       int readonly, PyObject *owner,
                                       shk_region_release_fn release, uint64_t cookie);
 
-/* ---- Zone ---------------------------------------------------------------------------- */
+/* ---- Zone (zone.c) ------------------------------------------------------------------------ */
 
 typedef struct {
     PyObject_HEAD
@@ -94,9 +152,15 @@ extern PyTypeObject *shk_ZoneType;
 /* Raise ClosedError and return -1 if the zone (its segment) is closed. */
 int shk_zone_check_open(ZoneObject *z);
 
-/* ---- per-file init functions (called from _coremodule.c) -------------------------- */
+/* ---- the init function of each file: _coremodule.c calls them in this order ------------- */
 
-int shk_init_segment(PyObject *module);
-int shk_init_zone(PyObject *module);
+int shk_init_common(PyObject *m);   /* first: imports shmkit._errors for the others */
+int shk_init_segment(PyObject *m);
+int shk_init_zone(PyObject *m);
+int shk_init_sync(PyObject *m);
+int shk_init_queue(PyObject *m);
+int shk_init_dict(PyObject *m);
+int shk_init_board(PyObject *m);
+int shk_init_ndarray(PyObject *m);
 
 #endif

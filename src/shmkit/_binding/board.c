@@ -23,8 +23,6 @@
 /* Copies at least this large run without the GIL. */
 #define NOGIL_COPY (256u << 10)
 
-int shk_init_ndarray(PyObject *m); /* _binding/ndarray.c */
-
 typedef struct {
     PyObject_HEAD
     ZoneObject *zone;
@@ -60,11 +58,11 @@ static void board_really_close(BoardObject *self)
 static int board_check(BoardObject *self)
 {
     if (!self->attached || self->close_pending) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "board handle is closed");
+        shk_py_closed("board handle is closed");
         return -1;
     }
     if (self->seg->closed || self->seg->close_pending) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "the board's zone is closed");
+        shk_py_closed("the board's zone is closed");
         return -1;
     }
     return 0;
@@ -229,7 +227,7 @@ static PyObject *board_read_cached(BoardObject *self, PyObject *const *args, Py_
         return NULL;
     PyObject *board = self->reader ? PyWeakref_GetObject(self->reader) : NULL;
     if (!board || board == Py_None) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "board is gone");
+        shk_py_closed("board is gone");
         return NULL;
     }
     Py_INCREF(board);
@@ -441,20 +439,17 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
     int has;
     if (shk_py_deadline(nargs > 1 ? args[1] : Py_None, &deadline, &has) < 0)
         return NULL;
-    int r, err = 0;
+    struct shk_board_waiter bw = {&self->b, after, spin};
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has ? &deadline : NULL), 0);
     enter_nogil(self);
-    do {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_board_wait(&self->b, after, has ? &deadline : NULL, spin);
-        Py_END_ALLOW_THREADS
-    } while (r == EINTR && !(err = PyErr_CheckSignals()));
+    int r = shk_py_wait(&shk_board_wait_op, &bw, &w, 0, NULL);
     leave_nogil(self);
-    if (err)
+    if (r == SHK_PY_ERR)
         return NULL;
     if (r == ETIMEDOUT)
         Py_RETURN_FALSE;
     if (r == ECANCELED) { /* closed by another thread while we waited */
-        PyErr_SetString(shk_py_exc("ClosedError"), "board handle was closed while waiting");
+        shk_py_closed("board handle was closed while waiting");
         return NULL;
     }
     if (r)
@@ -596,7 +591,8 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
     struct shk_board_stats st;
     shk_board_stats(&self->b, &st);
     struct shk_board *b = &self->b;
-    uint64_t spin = __atomic_load_n(&b->spin_budget_ns, __ATOMIC_RELAXED);
+    uint32_t budget = shk_load_relaxed(&b->spin_budget_ns);
+    uint64_t spin = budget == UINT32_MAX ? UINT64_MAX : budget;
     return Py_BuildValue(
         "{sKsKsIsIsIsIsKsKsKsKsisOsOsKsKsKsKsKsKsKsK}", "version", (unsigned long long)st.version,
         "capacity", (unsigned long long)st.capacity, "buffers", st.nbuffers, "readers",
@@ -606,13 +602,13 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
         "reclaimed", (unsigned long long)st.reclaimed, "writer_pid", (int)st.writer_pid,
         "writer_alive", st.writer_alive ? Py_True : Py_False, "is_writer",
         shk_board_is_writer(b) ? Py_True : Py_False, "copies",
-        (unsigned long long)__atomic_load_n(&b->copies, __ATOMIC_RELAXED), "retries",
-        (unsigned long long)__atomic_load_n(&b->retries, __ATOMIC_RELAXED), "fallbacks",
-        (unsigned long long)__atomic_load_n(&b->fallbacks, __ATOMIC_RELAXED), "pins",
-        (unsigned long long)__atomic_load_n(&b->pins, __ATOMIC_RELAXED), "waits",
-        (unsigned long long)__atomic_load_n(&b->waits, __ATOMIC_RELAXED), "sleeps",
-        (unsigned long long)__atomic_load_n(&b->sleeps, __ATOMIC_RELAXED), "spin_hits",
-        (unsigned long long)__atomic_load_n(&b->spin_hits, __ATOMIC_RELAXED), "spin_budget_ns",
+        (unsigned long long)shk_load_relaxed(&b->copies), "retries",
+        (unsigned long long)shk_load_relaxed(&b->retries), "fallbacks",
+        (unsigned long long)shk_load_relaxed(&b->fallbacks), "pins",
+        (unsigned long long)shk_load_relaxed(&b->pins), "waits",
+        (unsigned long long)shk_load_relaxed(&b->waits), "sleeps",
+        (unsigned long long)shk_load_relaxed(&b->sleeps), "spin_hits",
+        (unsigned long long)shk_load_relaxed(&b->spin_hits), "spin_budget_ns",
         spin == UINT64_MAX ? 0ull : (unsigned long long)spin); /* MAX: not adapted yet */
 }
 
@@ -733,5 +729,5 @@ int shk_init_board(PyObject *m)
     CONST("BOARD_PICKLE_MAGIC", SHK_BOARD_PICKLE_MAGIC);
     CONST("NDARRAY_MAX_DIMS", SHK_NDARRAY_MAX_DIMS);
 #undef CONST
-    return shk_init_ndarray(m);
+    return 0;
 }

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <structmember.h>
+#include <sys/ipc.h>
 
 PyTypeObject *shk_SegmentType;
 static PyTypeObject *RegionType;
@@ -18,7 +19,7 @@ static PyTypeObject *RegionType;
 int shk_segment_check_open(SegmentObject *s)
 {
     if (s->closed || s->close_pending || !s->seg.base) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "segment is closed");
+        shk_py_closed("segment is closed");
         return -1;
     }
     return 0;
@@ -63,6 +64,30 @@ static PyObject *segment_finish(SegmentObject *s, int r, const char *what)
     return (PyObject *)s;
 }
 
+/* Open a posix or file segment.  An opener may wait in the core for the creator to size
+ * the object; that wait returns EINTR at signals (core/segment.c: wait_for_size): run
+ * the handlers (PEP 475) and open again, or give up if one raised. */
+static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where, int flags,
+                                 unsigned int mode, Py_ssize_t size, Py_ssize_t reserve)
+{
+    SegmentObject *s = segment_alloc(type);
+    if (!s)
+        return NULL;
+    int r;
+    do {
+        Py_BEGIN_ALLOW_THREADS
+        r = file ? shk_seg_open_file(&s->seg, where, flags, mode, (size_t)size, (size_t)reserve)
+                 : shk_seg_open_posix(&s->seg, where, flags, mode, (size_t)size, (size_t)reserve);
+        Py_END_ALLOW_THREADS
+    } while (r == EINTR && PyErr_CheckSignals() == 0);
+    if (r == EINTR) {
+        s->closed = 1;
+        Py_DECREF(s);
+        return NULL;
+    }
+    return segment_finish(s, r, file ? "open" : "shm_open");
+}
+
 static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
@@ -75,21 +100,7 @@ static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     if (size < 0 || reserve < 0)
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
-    SegmentObject *s = segment_alloc(type);
-    if (!s)
-        return NULL;
-    int r;
-    do { /* an opener may wait for the creator to size the object: Ctrl-C must work */
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_seg_open_posix(&s->seg, name, flags, mode, (size_t)size, (size_t)reserve);
-        Py_END_ALLOW_THREADS
-    } while (r == EINTR && PyErr_CheckSignals() == 0);
-    if (r == EINTR) {
-        s->closed = 1;
-        Py_DECREF(s);
-        return NULL;
-    }
-    return segment_finish(s, r, "shm_open");
+    return open_fd_segment(type, 0, name, flags, mode, size, reserve);
 }
 
 static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -106,25 +117,9 @@ static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_DECREF(path);
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
     }
-    SegmentObject *s = segment_alloc(type);
-    if (!s) {
-        Py_DECREF(path);
-        return NULL;
-    }
-    int r;
-    const char *p = PyBytes_AS_STRING(path);
-    do {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_seg_open_file(&s->seg, p, flags, mode, (size_t)size, (size_t)reserve);
-        Py_END_ALLOW_THREADS
-    } while (r == EINTR && PyErr_CheckSignals() == 0);
+    PyObject *seg = open_fd_segment(type, 1, PyBytes_AS_STRING(path), flags, mode, size, reserve);
     Py_DECREF(path);
-    if (r == EINTR) {
-        s->closed = 1;
-        Py_DECREF(s);
-        return NULL;
-    }
-    return segment_finish(s, r, "open");
+    return seg;
 }
 
 static PyObject *segment_sysv(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -335,16 +330,6 @@ static PyObject *core_sysv_find(PyObject *self, PyObject *arg)
     return PyLong_FromLong(id);
 }
 
-static PyMethodDef segment_functions[] = {
-    {"sysv_stat", core_sysv_stat, METH_O,
-     "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
-     "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
-     "removed)."},
-    {"sysv_find", core_sysv_find, METH_O,
-     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
-     "attaching (SegmentNotFoundError if none)."},
-    {NULL, NULL, 0, NULL},
-};
 
 static int segment_getbuffer(SegmentObject *s, Py_buffer *view, int flags)
 {
@@ -550,12 +535,144 @@ static PyType_Slot region_slots[] = {
     {0, NULL},
 };
 
+/* ---- module functions ---------------------------------------------------------------- */
+
+static PyObject *core_ftok(PyObject *self, PyObject *args)
+{
+    PyObject *path_obj;
+    int proj;
+    if (!PyArg_ParseTuple(args, "O&i:ftok", PyUnicode_FSConverter, &path_obj, &proj))
+        return NULL;
+    if ((proj & 0xff) == 0) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_ValueError, "ftok: the low 8 bits of proj_id must not be zero");
+        return NULL;
+    }
+    key_t k = ftok(PyBytes_AS_STRING(path_obj), proj);
+    int e = errno;
+    Py_DECREF(path_obj);
+    if (k == (key_t)-1) {
+        shk_clear_detail();
+        return shk_py_raise_os(e, "ftok: cannot stat the path");
+    }
+    return PyLong_FromLong((long)k);
+}
+
+static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
+{
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name)
+        return NULL;
+    int r = shk_seg_unlink_posix(name);
+    if (r)
+        return shk_py_raise(r, "shm_unlink");
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_rmid(PyObject *self, PyObject *arg)
+{
+    long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    int r = shk_seg_rmid((int)id);
+    if (r)
+        return shk_py_raise(r, "shmctl(IPC_RMID)");
+    Py_RETURN_NONE;
+}
+
+static PyObject *core_fs_free_bytes(PyObject *self, PyObject *arg)
+{
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(shk_fs_free_bytes(fd));
+}
+
+static PyObject *core_ofd_lock(PyObject *self, PyObject *args)
+{
+    int fd, type, wait = 0;
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "iKi|p:ofd_lock", &fd, &offset, &type, &wait))
+        return NULL;
+    int r;
+    if (wait) {
+        struct shk_ofd_wait o = {fd, offset, type};
+        struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+        if ((r = shk_py_wait(&shk_ofd_lock_op, &o, &w, 0, NULL)) == SHK_PY_ERR)
+            return NULL;
+    } else {
+        r = shk_ofd_lock(fd, offset, type, 0);
+    }
+    if (r == EAGAIN)
+        Py_RETURN_FALSE;
+    if (r) {
+        shk_clear_detail();
+        return shk_py_raise_os(r, "fcntl(F_OFD_SETLK)");
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *core_ofd_probe(PyObject *self, PyObject *args)
+{
+    int fd, type, conflict = 0;
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "iKi:ofd_probe", &fd, &offset, &type))
+        return NULL;
+    int r = shk_ofd_probe(fd, offset, type, &conflict);
+    if (r) {
+        shk_clear_detail();
+        return shk_py_raise_os(r, "fcntl(F_OFD_GETLK)");
+    }
+    return PyBool_FromLong(conflict);
+}
+
+static PyMethodDef segment_functions[] = {
+    {"sysv_stat", core_sysv_stat, METH_O,
+     "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
+     "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
+     "removed)."},
+    {"sysv_find", core_sysv_find, METH_O,
+     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
+     "attaching (SegmentNotFoundError if none)."},
+    {"ftok", core_ftok, METH_VARARGS,
+     "ftok(path, proj_id, /)\n--\n\nSysV IPC key from a path and a project id, exactly as C's ftok(3)."},
+    {"unlink_posix", core_unlink_posix, METH_O,
+     "unlink_posix(name, /)\n--\n\nshm_unlink the POSIX segment `name` (no leading '/')."},
+    {"rmid", core_rmid, METH_O, "rmid(shmid, /)\n--\n\nshmctl(shmid, IPC_RMID)."},
+    {"fs_free_bytes", core_fs_free_bytes, METH_O,
+     "fs_free_bytes(fd, /)\n--\n\nFree bytes on the file system holding fd."},
+    {"ofd_lock", core_ofd_lock, METH_VARARGS,
+     "ofd_lock(fd, offset, type, wait=False, /)\n--\n\nOFD byte lock (F_RDLCK, F_WRLCK, "
+     "F_UNLCK) on one byte. True when taken, False when held elsewhere (non-blocking)."},
+    {"ofd_probe", core_ofd_probe, METH_VARARGS,
+     "ofd_probe(fd, offset, type, /)\n--\n\nTrue if another open file description holds a "
+     "conflicting lock on that byte."},
+    {NULL, NULL, 0, NULL},
+};
+
 int shk_init_segment(PyObject *m)
 {
     if (PyModule_AddFunctions(m, segment_functions) < 0)
         return -1;
-    if (PyModule_AddIntConstant(m, "SHM_DEST", SHK_SHM_DEST) < 0 ||
-        PyModule_AddIntConstant(m, "SHM_LOCKED", SHK_SHM_LOCKED) < 0)
+    static const struct shk_py_int constants[] = {
+        {"SHM_DEST", SHK_SHM_DEST},
+        {"SHM_LOCKED", SHK_SHM_LOCKED},
+        {"O_CREATE", SHK_O_CREATE},
+        {"O_EXCL", SHK_O_EXCL},
+        {"O_RDONLY", SHK_O_RDONLY},
+        {"O_ANYOWNER", SHK_O_ANYOWNER},
+        {"O_ALLOWEMPTY", SHK_O_ALLOWEMPTY},
+        {"KIND_POSIX", SHK_SEG_POSIX},
+        {"KIND_SYSV", SHK_SEG_SYSV},
+        {"KIND_FILE", SHK_SEG_FILE},
+        {"KIND_MEMFD", SHK_SEG_MEMFD},
+        {"KIND_ANON", SHK_SEG_ANON},
+        SHK_PY_UINT("LOCKBYTE_INIT", SHK_LOCKBYTE_INIT),
+        SHK_PY_UINT("LOCKBYTE_ATTACH", SHK_LOCKBYTE_ATTACH),
+        SHK_PY_UINT("LOCKBYTE_CREATOR", SHK_LOCKBYTE_CREATOR),
+        {NULL},
+    };
+    if (shk_py_add_ints(m, constants) < 0)
         return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};

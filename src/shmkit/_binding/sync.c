@@ -38,239 +38,46 @@ typedef struct {
 static PyTypeObject *LockType, *RLockType, *RWLockType, *SemaphoreType, *EventType,
     *ConditionType, *BarrierType, *CounterType;
 
-#define PYERR INT_MIN /* "a Python exception is set" from the helpers below */
-
 /* ---- helpers ------------------------------------------------------------------------- */
 
-static int closed_error(void)
-{
-    PyErr_SetString(shk_py_exc("ClosedError"), "this synchronisation handle is closed");
-    return -1;
-}
-
-#define LIVE(o)                      \
-    do {                             \
-        if (unlikely_null((o)->sh)) {  \
-            closed_error();          \
-            return NULL;             \
-        }                            \
+#define LIVE(o)                                                                   \
+    do {                                                                          \
+        if (__builtin_expect((o)->sh == NULL, 0))                                 \
+            return shk_py_closed("this synchronisation handle is closed");        \
     } while (0)
-#define unlikely_null(p) __builtin_expect((p) == NULL, 0)
 
-/* Parse METH_FASTCALL|METH_KEYWORDS arguments by name into out[] (borrowed, NULL when
- * not given). */
-static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                      const char *fname, const char *const *names, int n, PyObject **out)
+/* A wait for a call on this handle.  A non-blocking attempt (SHK_WAIT_TRY) checks a
+ * holder's liveness at most once per liveness interval per handle: a loop of
+ * acquire(False) reads /proc at that rate, not at every call. */
+static struct shk_wait wait_for(SyncObject *o, const struct timespec *deadline, uint32_t flags)
 {
-    for (int i = 0; i < n; i++)
-        out[i] = NULL;
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(deadline), flags);
+    if (flags & SHK_WAIT_TRY) {
+        w.next_live = o->next_live;
+        w.live_step = shk_wait_cfg.liveness_ns;
     }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        out[i] = args[i];
-    if (kwnames) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t k = 0; k < nk; k++) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-            int found = 0;
-            for (int i = 0; i < n; i++) {
-                if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                    if (out[i]) {
-                        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument "
-                                     "'%s'", fname, names[i]);
-                        return -1;
-                    }
-                    out[i] = args[nargs + k];
-                    found = 1;
-                    break;
-                }
-            }
-            if (!found) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                             fname, key);
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-/*
- * threading's acquire(blocking=True, timeout=-1) conventions.  Sets *flags (SHK_WAIT_TRY
- * for a non-blocking call or a zero timeout) and the deadline.  None means forever too
- * (multiprocessing's convention).
- */
-static int parse_blocking_timeout(PyObject *blocking_obj, PyObject *timeout_obj,
-                                  struct timespec *deadline, int *has_deadline,
-                                  uint32_t *flags)
-{
-    int blocking = 1;
-    double t = -1;
-    *has_deadline = 0;
-    *flags = 0;
-    if (blocking_obj && (blocking = PyObject_IsTrue(blocking_obj)) < 0)
-        return -1;
-    if (timeout_obj && timeout_obj != Py_None) {
-        t = PyFloat_AsDouble(timeout_obj);
-        if (t == -1.0 && PyErr_Occurred()) {
-            PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
-                         Py_TYPE(timeout_obj)->tp_name);
-            return -1;
-        }
-        if (t != t) {
-            PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-            return -1;
-        }
-        if (!blocking && t != -1) {
-            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
-            return -1;
-        }
-        if (t < 0 && t != -1) {
-            PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
-            return -1;
-        }
-    }
-    if (!blocking || t == 0) {
-        *flags = SHK_WAIT_TRY;
-        return 0;
-    }
-    if (t > 0) {
-        shk_deadline_after(deadline, t);
-        *has_deadline = 1;
-    }
-    return 0;
-}
-
-/* wait(timeout=None): None or < 0 forever, 0 a single check. */
-static int parse_timeout(PyObject *timeout_obj, struct timespec *deadline, int *has_deadline,
-                         uint32_t *flags)
-{
-    *flags = 0;
-    *has_deadline = 0;
-    if (!timeout_obj || timeout_obj == Py_None)
-        return 0;
-    double t = PyFloat_AsDouble(timeout_obj);
-    if (t == -1.0 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
-                     Py_TYPE(timeout_obj)->tp_name);
-        return -1;
-    }
-    if (t != t) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
-        return -1;
-    }
-    if (t <= 0) {
-        *flags = SHK_WAIT_TRY;
-        return 0;
-    }
-    shk_deadline_after(deadline, t);
-    *has_deadline = 1;
-    return 0;
-}
-
-static int only_python_thread(void)
-{
-    PyThreadState *ts = PyThreadState_Get();
-    PyThreadState *head = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts));
-    return head != NULL && PyThreadState_Next(head) == NULL;
-}
-
-typedef int (*wait_fn)(SyncObject *o, struct shk_wait *w, void *arg);
-
-/*
- * Run a blocking core call to completion: spin with the GIL when no other thread needs
- * it, then sleep without it; on EINTR run the signal handlers and go on (PEP 475).
- * Returns the core's result, or PYERR with an exception set.
- */
-static int run_wait(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w)
-{
-    int r;
-    uint32_t saved = w->flags;
-    if (saved & SHK_WAIT_TRY)
-        return fn(o, w, arg);
-    if (only_python_thread()) {
-        w->flags = saved | SHK_WAIT_NOSLEEP;
-        r = fn(o, w, arg);
-        w->flags = saved;
-        if (r != EAGAIN && r != EINTR)
-            return r;
-        /* run the signal handlers now, with the GIL, so that the core need not return
-         * once more before its first sleep just for that */
-        if (PyErr_CheckSignals() < 0)
-            return PYERR;
-        if (w->next_return == 0)
-            w->next_return = shk_now_ns() + shk_sync_cfg.recheck_ns;
-    }
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = fn(o, w, arg);
-        Py_END_ALLOW_THREADS
-        if (r != EINTR)
-            return r;
-        if (PyErr_CheckSignals() < 0)
-            return PYERR;
-    }
-}
-
-/* The same, but nothing interrupts it: signals are handled and their exception kept
- * for the caller (*pending), and the wait goes on.  Used to re-acquire a Condition's
- * lock, which must be held again whatever happened during the wait. */
-static int run_wait_uninterrupted(SyncObject *o, wait_fn fn, void *arg, struct shk_wait *w,
-                                  int *pending)
-{
-    int r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = fn(o, w, arg);
-        Py_END_ALLOW_THREADS
-        if (r != EINTR)
-            return r;
-        if (!*pending && PyErr_CheckSignals() < 0)
-            *pending = 1;
-    }
-}
-
-static struct shk_wait wait_init(SyncObject *o, const struct timespec *deadline, uint32_t flags)
-{
-    struct shk_wait w;
-    memset(&w, 0, sizeof w);
-    w.deadline = deadline;
-    w.flags = flags;
-    w.next_live = (flags & SHK_WAIT_TRY) ? o->next_live : 0;
-    if (flags & SHK_WAIT_TRY)
-        w.live_step = shk_sync_cfg.liveness_ns; /* polling acquire(False): one /proc read
-                                                   per liveness interval per handle */
     return w;
 }
 
-static void wait_done(SyncObject *o, struct shk_wait *w)
+/* Run op on obj for a call on handle o. */
+static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, struct shk_wait *w)
 {
+    int r = shk_py_wait(op, obj, w, 0, NULL);
     if (w->flags & SHK_WAIT_TRY)
         o->next_live = w->next_live;
+    return r;
 }
 
 /* ---- construction ------------------------------------------------------------------------ */
 
-static uint32_t sync_extent(SyncObject *o)
-{
-    switch (o->type) {
-    case SHK_OBJ_RWLOCK: return __atomic_load_n(&((struct shk_rwlock_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
-    case SHK_OBJ_SEMAPHORE: return __atomic_load_n(&((struct shk_sem_sh *)o->sh)->nslots, __ATOMIC_ACQUIRE);
-    case SHK_OBJ_BARRIER: return __atomic_load_n(&((struct shk_barrier_sh *)o->sh)->parties, __ATOMIC_ACQUIRE);
-    default: return 0;
-    }
-}
-
 /* The size fields validated when the handle was made must still hold (see extent). */
 #define INTACT(o)                                                                        \
     do {                                                                                 \
-        if (__builtin_expect(sync_extent(o) != (o)->extent, 0)) {                        \
+        if (__builtin_expect(shk_sync_extent((o)->sh, (o)->type) != (o)->extent, 0)) {                        \
             PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its " \
                          "size field changed from %u to %u after it was opened",          \
-                         (unsigned long long)(o)->off, (o)->extent, sync_extent(o));      \
+                         (unsigned long long)(o)->off, (o)->extent,                    \
+                         shk_sync_extent((o)->sh, (o)->type));   \
             return NULL;                                                                 \
         }                                                                                \
     } while (0)
@@ -298,7 +105,7 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     o->off = off;
     o->type = objtype;
     o->slot = UINT32_MAX;
-    o->extent = sync_extent(o);
+    o->extent = shk_sync_extent(sh, objtype);
     shk_segment_export(z->segment);
     return (PyObject *)o;
 }
@@ -369,9 +176,9 @@ static PyObject *sync_get_zone(SyncObject *o, void *c)
 
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
-static int lock_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
+static const struct shk_wait_op *lock_op(SyncObject *o)
 {
-    return shk_lock_acquire(o->sh, o->type == SHK_OBJ_RLOCK, w);
+    return o->type == SHK_OBJ_RLOCK ? &shk_rlock_op : &shk_lock_op;
 }
 
 static PyObject *acquire_result(SyncObject *o, int r)
@@ -386,7 +193,7 @@ static PyObject *acquire_result(SyncObject *o, int r)
     }
     if (r == EBUSY || r == ETIMEDOUT)
         Py_RETURN_FALSE;
-    if (r == PYERR)
+    if (r == SHK_PY_ERR)
         return NULL;
     return shk_py_raise(r, "acquire");
 }
@@ -397,30 +204,28 @@ static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject 
 {
     static const char *const names[] = {"blocking", "timeout"};
     PyObject *a[2];
-    if (parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
+    if (shk_py_parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
         return -1;
-    return parse_blocking_timeout(a[0], a[1], deadline, has, flags);
+    return shk_py_acquire_args(a[0], a[1], deadline, has, flags);
 }
 
-/* acquire() the full way: parse its arguments, wait with fn, say how it ended. */
-static PyObject *acquire_waiting(SyncObject *o, wait_fn fn, PyObject *const *args,
-                                 Py_ssize_t nargs, PyObject *kwnames)
+/* acquire() the full way: parse its arguments, wait with op, say how it ended. */
+static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, void *obj,
+                                 PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     struct timespec deadline;
     int has;
     uint32_t flags;
     if (parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, fn, NULL, &w);
-    wait_done(o, &w);
-    return acquire_result(o, r);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    return acquire_result(o, run_wait(o, op, obj, &w));
 }
 
 static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
-    return acquire_waiting(o, lock_wait_fn, args, nargs, kwnames);
+    return acquire_waiting(o, lock_op(o), o->sh, args, nargs, kwnames);
 }
 
 static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -428,23 +233,11 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
 {
     LIVE(o);
     if (nargs == 0 && kwnames == NULL) {
-        /* the uncontended case: one CAS; when it fails the full wait starts over */
+        /* the uncontended case, inlined from the core: one CAS */
         struct shk_lock_sh *l = o->sh;
-        uint64_t exp = 0;
-        uint64_t me = o->type == SHK_OBJ_RLOCK ? shk_sync_self_thread() : shk_sync_self_proc();
-        if (__atomic_compare_exchange_n(&l->owner.all, &exp, me, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_RELAXED)) {
-            if (o->type == SHK_OBJ_RLOCK) {
-                l->count = 1;
-                l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
-            }
-            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
-            o->owner_died = 0;
-            Py_RETURN_TRUE;
-        }
-        if (o->type == SHK_OBJ_RLOCK && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
-            l->count++; /* this thread holds it already */
-            __atomic_store_n(&l->acquisitions, l->acquisitions + 1, __ATOMIC_RELAXED);
+        if (shk_lock_try_fast(l, o->type == SHK_OBJ_RLOCK) == 0) {
+            if (o->type == SHK_OBJ_LOCK || l->count == 1) /* not a re-entry */
+                o->owner_died = 0;
             Py_RETURN_TRUE;
         }
     }
@@ -454,17 +247,8 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
 static PyObject *lock_release(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    if (o->type == SHK_OBJ_LOCK) {
-        /* the common case inline: held by this process, nobody asleep */
-        struct shk_lock_sh *l = o->sh;
-        uint64_t me = shk_sync_self_proc();
-        if (__atomic_load_n(&l->owner.all, __ATOMIC_RELAXED) == me) {
-            uint64_t exp = me;
-            if (__atomic_compare_exchange_n(&l->owner.all, &exp, 0, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_RELAXED))
-                Py_RETURN_NONE;
-        }
-    }
+    if (o->type == SHK_OBJ_LOCK && shk_lock_release_fast(o->sh) == 0)
+        Py_RETURN_NONE; /* the common case, inlined from the core */
     int r = shk_lock_release(o->sh, o->type == SHK_OBJ_RLOCK);
     if (r)
         return shk_py_raise(r, "release");
@@ -484,8 +268,7 @@ static PyObject *lock_exit(SyncObject *o, PyObject *const *args, Py_ssize_t narg
 static PyObject *lock_locked(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_lock_sh *l = o->sh;
-    return PyBool_FromLong((__atomic_load_n(&l->owner.f.word, __ATOMIC_RELAXED) & SHK_ID_MASK) != 0);
+    return PyBool_FromLong(shk_lock_locked(o->sh));
 }
 
 static PyObject *lock_is_owned(SyncObject *o, PyObject *unused)
@@ -499,13 +282,13 @@ static PyObject *lock_raw(SyncObject *o, PyObject *unused)
     LIVE(o);
     struct shk_lock_sh *l = o->sh;
     union shk_ident cur;
-    cur.all = __atomic_load_n(&l->owner.all, __ATOMIC_ACQUIRE);
+    cur.all = shk_load_acquire(&l->owner.all);
     uint32_t id = cur.f.word & SHK_ID_MASK;
     int pid = o->type == SHK_OBJ_RLOCK ? (id ? l->owner_pid : 0) : (int)id;
     return Py_BuildValue("{sisisIsIsKsKsKsKsisIsO}", "owner_pid", pid, "owner_tid",
                          o->type == SHK_OBJ_RLOCK ? (int)id : 0, "count",
                          o->type == SHK_OBJ_RLOCK ? (id ? l->count : 0) : (id ? 1 : 0),
-                         "waiters", __atomic_load_n(&l->sleepers, __ATOMIC_RELAXED),
+                         "waiters", shk_load_relaxed(&l->sleepers),
                          "acquisitions", (unsigned long long)l->acquisitions, "contentions",
                          (unsigned long long)l->contentions, "owner_deaths",
                          (unsigned long long)l->owner_deaths, "last_death_ns",
@@ -535,17 +318,17 @@ static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
     unsigned long count = PyLong_AsUnsignedLong(arg);
     if (count == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    struct shk_wait w = wait_init(o, NULL, 0);
+    struct shk_wait w = wait_for(o, NULL, 0);
     int pending = 0;
-    int r = run_wait_uninterrupted(o, lock_wait_fn, NULL, &w, &pending);
+    int r = shk_py_wait(lock_op(o), o->sh, &w, 0, &pending);
     if (r != 0 && r != SHK_EOWNERDEAD) {
         if (pending)
             return NULL;
         return shk_py_raise(r, "acquire");
     }
     o->owner_died = r == SHK_EOWNERDEAD;
-    if (o->type == SHK_OBJ_RLOCK && count > 1)
-        ((struct shk_lock_sh *)o->sh)->count = (uint32_t)count;
+    if (o->type == SHK_OBJ_RLOCK)
+        shk_rlock_restore(o->sh, (uint32_t)count);
     if (pending)
         return NULL;
     Py_RETURN_NONE;
@@ -554,10 +337,7 @@ static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
 static PyObject *lock_get_owned_count(SyncObject *o, void *c)
 {
     LIVE(o);
-    struct shk_lock_sh *l = o->sh;
-    if (!shk_lock_is_mine(l, o->type == SHK_OBJ_RLOCK))
-        return PyLong_FromLong(0);
-    return PyLong_FromUnsignedLong(o->type == SHK_OBJ_RLOCK ? l->count : 1);
+    return PyLong_FromUnsignedLong(shk_lock_owned_count(o->sh, o->type == SHK_OBJ_RLOCK));
 }
 
 static PyMethodDef lock_methods[] = {
@@ -589,23 +369,16 @@ static PyGetSetDef lock_getset[] = {
 
 /* ---- Semaphore -------------------------------------------------------------------------- */
 
-static int sem_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_sem_acquire(o->sh, w);
-}
-
 static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     LIVE(o);
     INTACT(o);
-    struct shk_wait w0;
-    memset(&w0, 0, sizeof w0);
-    w0.flags = SHK_WAIT_TRY;
+    struct shk_wait w0 = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
     w0.next_live = UINT64_MAX; /* the fast attempt never reads /proc */
-    if (nargs == 0 && kwnames == NULL && shk_sem_acquire(o->sh, &w0) == 0)
+    if (nargs == 0 && kwnames == NULL && shk_sem_op.attempt(o->sh, &w0) == 0)
         Py_RETURN_TRUE;
-    return acquire_waiting(o, sem_wait_fn, args, nargs, kwnames);
+    return acquire_waiting(o, &shk_sem_op, o->sh, args, nargs, kwnames);
 }
 
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -617,7 +390,7 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
         PyObject *a[1];
-        if (parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
+        if (shk_py_parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
             return NULL;
         if (a[0]) {
             long v = PyLong_AsLong(a[0]);
@@ -649,8 +422,7 @@ static PyObject *sem_enter(SyncObject *o, PyObject *unused)
 static PyObject *sem_get_value(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_sem_sh *s = o->sh;
-    return PyLong_FromUnsignedLong(__atomic_load_n(&s->value, __ATOMIC_ACQUIRE));
+    return PyLong_FromUnsignedLong(shk_sem_value(o->sh));
 }
 
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
@@ -669,10 +441,7 @@ static PyObject *sem_raw(SyncObject *o, PyObject *unused)
     LIVE(o);
     INTACT(o);
     struct shk_sem_sh *s = o->sh;
-    uint32_t holders = 0;
-    for (uint32_t i = 0; i < s->nslots; i++)
-        if (__atomic_load_n(&s->slot[i].count, __ATOMIC_RELAXED))
-            holders++;
+    uint32_t holders = shk_sem_holders(s);
     return Py_BuildValue("{sIsIsOsOsIsIsKsKsKsKsIsI}", "value", s->value, "initial", s->bound,
                          "bounded", (s->head.flags & SHK_SYNCF_BOUNDED) ? Py_True : Py_False,
                          "undo", (s->head.flags & SHK_SYNCF_UNDO) ? Py_True : Py_False,
@@ -709,11 +478,6 @@ static PyGetSetDef sem_getset[] = {
 
 /* ---- Event ---------------------------------------------------------------------------------- */
 
-static int event_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_event_wait(o->sh, w);
-}
-
 static PyObject *event_set(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
@@ -731,32 +495,30 @@ static PyObject *event_clear(SyncObject *o, PyObject *unused)
 static PyObject *event_is_set(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_event_sh *e = o->sh;
-    return PyBool_FromLong(__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) & 1);
+    return PyBool_FromLong(shk_event_is_set(o->sh));
 }
 
 static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
 {
     LIVE(o);
-    struct shk_event_sh *e = o->sh;
-    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) & 1)
+    if (shk_event_is_set(o->sh))
         Py_RETURN_TRUE;
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_args(args, nargs, kwnames, "wait", names, 1, a) < 0 ||
-        parse_timeout(a[0], &deadline, &has, &flags) < 0)
+    if (shk_py_parse_args(args, nargs, kwnames, "wait", names, 1, a) < 0 ||
+        shk_py_wait_args(a[0], &deadline, &has, &flags) < 0)
         return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, event_wait_fn, NULL, &w);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    int r = run_wait(o, &shk_event_op, o->sh, &w);
     if (r == 0)
         Py_RETURN_TRUE;
-    if (r == ETIMEDOUT)
+    if (r == ETIMEDOUT || r == EBUSY)
         Py_RETURN_FALSE;
-    if (r == PYERR)
+    if (r == SHK_PY_ERR)
         return NULL;
     return shk_py_raise(r, "wait");
 }
@@ -765,7 +527,7 @@ static PyObject *event_raw(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     struct shk_event_sh *e = o->sh;
-    uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+    uint32_t st = shk_load_acquire(&e->state);
     return Py_BuildValue("{sOsIsKsKsI}", "is_set", (st & 1) ? Py_True : Py_False, "waiters",
                          e->sleepers, "sets", (unsigned long long)e->sets, "waits",
                          (unsigned long long)e->waits, "spin_ns", e->head.spin_ns);
@@ -787,18 +549,8 @@ static PyGetSetDef event_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- RWLock --------------------------------------------------------------------------------- */
 
-static int rw_read_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_rw_acquire_read(o->sh, &o->slot, w);
-}
-
-static int rw_write_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_rw_acquire_write(o->sh, w);
-}
-
 static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames, wait_fn fn)
+                            PyObject *kwnames, int write)
 {
     LIVE(o);
     INTACT(o);
@@ -808,33 +560,30 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     if ((nargs || kwnames) &&
         parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags);
-    if (!(flags & SHK_WAIT_TRY)) {
-        /* the uncontended case: one attempt with the GIL, no /proc reads */
-        struct shk_wait t = w;
-        t.flags = SHK_WAIT_TRY;
-        t.next_live = UINT64_MAX;
-        int r = fn(o, &t, NULL);
-        if (r != EBUSY)
-            return acquire_result(o, r);
-    }
-    int r = run_wait(o, fn, NULL, &w);
-    if (r != 0 && r != SHK_EOWNERDEAD && fn == rw_write_fn)
-        shk_rw_cancel_write(o->sh, &w); /* interrupted while the readers drained */
-    wait_done(o, &w);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    struct shk_rw_reader rd = {o->sh, o->slot};
+    const struct shk_wait_op *op = write ? &shk_rw_write_op : &shk_rw_read_op;
+    void *obj = write ? o->sh : (void *)&rd;
+    int r = EAGAIN;
+    if (!(flags & SHK_WAIT_TRY))
+        r = op->attempt(obj, &w); /* the uncontended case: one attempt with the GIL held
+                                     (not armed: no registration, no /proc read) */
+    if (r == EAGAIN)
+        r = run_wait(o, op, obj, &w);
+    o->slot = rd.slot;
     return acquire_result(o, r);
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
-    return rw_acquire(o, args, nargs, kwnames, rw_read_fn);
+    return rw_acquire(o, args, nargs, kwnames, 0);
 }
 
 static PyObject *rw_acquire_write(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames)
 {
-    return rw_acquire(o, args, nargs, kwnames, rw_write_fn);
+    return rw_acquire(o, args, nargs, kwnames, 1);
 }
 
 static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
@@ -864,10 +613,8 @@ static PyObject *rw_raw(SyncObject *o, PyObject *unused)
     uint32_t procs = 0;
     uint32_t holds = shk_rw_readers(rw, &procs);
     union shk_ident wr;
-    wr.all = __atomic_load_n(&rw->writer.all, __ATOMIC_ACQUIRE);
-    uint64_t reads = 0;
-    for (uint32_t i = 0; i < rw->nslots; i++)
-        reads += rw->slot[i].acquisitions;
+    wr.all = shk_load_acquire(&rw->writer.all);
+    uint64_t reads = shk_rw_read_acquisitions(rw);
     return Py_BuildValue("{sisIsIsIsIsKsKsKsKsKsI}", "writer_pid", (int)(wr.f.word & SHK_ID_MASK),
                          "readers", holds, "reader_processes", procs, "waiters", rw->sleepers,
                          "max_readers", rw->nslots, "read_acquisitions",
@@ -876,18 +623,13 @@ static PyObject *rw_raw(SyncObject *o, PyObject *unused)
                          (unsigned long long)rw->contentions, "owner_deaths",
                          (unsigned long long)rw->owner_deaths, "reader_deaths",
                          (unsigned long long)rw->reader_deaths, "held_here",
-                         (o->slot < rw->nslots &&
-                          rw->slot[o->slot].owner.all == shk_sync_self_proc())
-                             ? rw->slot[o->slot].count
-                             : 0);
+                         shk_rw_held_here(rw, o->slot));
 }
 
 static PyObject *rw_is_writer(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    struct shk_rwlock_sh *rw = o->sh;
-    return PyBool_FromLong(shk_ident_same(__atomic_load_n(&rw->writer.all, __ATOMIC_ACQUIRE),
-                                          shk_sync_self_proc()));
+    return PyBool_FromLong(shk_rw_is_writer(o->sh));
 }
 
 static PyMethodDef rw_methods[] = {
@@ -915,15 +657,6 @@ static PyGetSetDef rw_getset[] = {
 
 /* ---- Condition ------------------------------------------------------------------------------ */
 
-struct cond_arg {
-    uint32_t seq;
-};
-
-static int cond_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    return shk_cond_wait(o->sh, ((struct cond_arg *)arg)->seq, w);
-}
-
 static PyObject *cond_wait(SyncObject *o, PyObject *args)
 {
     PyObject *lockobj, *timeout = Py_None;
@@ -942,34 +675,32 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_timeout(timeout, &deadline, &has, &flags) < 0)
+    if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
-    struct cond_arg ca;
-    ca.seq = shk_cond_prepare(o->sh);
+    uint32_t seq = shk_cond_prepare(o->sh);
     uint32_t count = 1;
     int r = rec ? shk_rlock_release_all(lk->sh, &count) : shk_lock_release(lk->sh, 0);
     if (r) {
         shk_cond_finish(o->sh);
         return shk_py_raise(r, "wait");
     }
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, flags & ~SHK_WAIT_TRY);
-    if (flags & SHK_WAIT_TRY)
-        w.flags |= SHK_WAIT_TRY;
-    int wr = run_wait(o, cond_wait_fn, &ca, &w);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
+    w.observed = seq;
+    int wr = run_wait(o, &shk_cond_op, o->sh, &w);
     shk_cond_finish(o->sh);
     /* re-acquire whatever happened, keeping a pending exception for afterwards */
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
-    if (wr == PYERR)
+    if (wr == SHK_PY_ERR)
         PyErr_Fetch(&et, &ev, &tb);
-    struct shk_wait lw = wait_init(lk, NULL, 0);
+    struct shk_wait lw = wait_for(lk, NULL, 0);
     int pending = 0;
-    int lr = run_wait_uninterrupted(lk, lock_wait_fn, NULL, &lw, &pending);
+    int lr = shk_py_wait(lock_op(lk), lk->sh, &lw, 0, &pending);
     if (lr == 0 || lr == SHK_EOWNERDEAD) {
         lk->owner_died = lr == SHK_EOWNERDEAD;
         if (rec)
-            ((struct shk_lock_sh *)lk->sh)->count = count;
+            shk_rlock_restore(lk->sh, count);
     }
-    if (wr == PYERR) {
+    if (wr == SHK_PY_ERR) {
         if (pending)
             PyErr_Clear();
         PyErr_Restore(et, ev, tb);
@@ -981,7 +712,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
         return shk_py_raise(lr, "wait (re-acquiring the lock)");
     if (wr == 0)
         Py_RETURN_TRUE;
-    if (wr == ETIMEDOUT)
+    if (wr == ETIMEDOUT || wr == EBUSY)
         Py_RETURN_FALSE;
     return shk_py_raise(wr, "wait");
 }
@@ -1036,17 +767,6 @@ static PyGetSetDef cond_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Barrier -------------------------------------------------------------------------------- */
 
-struct barrier_arg {
-    uint32_t index;
-    int last;
-};
-
-static int barrier_wait_fn(SyncObject *o, struct shk_wait *w, void *arg)
-{
-    struct barrier_arg *ba = arg;
-    return shk_barrier_wait(o->sh, w, &ba->index, &ba->last);
-}
-
 static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
 {
     LIVE(o);
@@ -1055,25 +775,25 @@ static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t n
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_timeout(timeout, &deadline, &has, &flags) < 0)
+    if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
     if (flags & SHK_WAIT_TRY) {
         /* a zero timeout: arrive, and give up at once unless everyone is there */
         shk_deadline_after(&deadline, 0);
         has = 1;
     }
-    struct shk_wait w = wait_init(o, has ? &deadline : NULL, 0);
-    struct barrier_arg ba = {0, 0};
-    int r = run_wait(o, barrier_wait_fn, &ba, &w);
-    if (r == PYERR) {
-        /* interrupted while waiting: the other parties must not wait for us forever */
-        if (w.phase != 0 && !ba.last)
-            shk_barrier_abort(o->sh);
+    struct shk_wait w = wait_for(o, has ? &deadline : NULL, 0);
+    /* interrupted after arriving, the wait is cancelled: that breaks the barrier, so the
+     * other parties do not wait for us forever */
+    int r = run_wait(o, &shk_barrier_op, o->sh, &w);
+    if (r == SHK_PY_ERR)
         return NULL;
-    }
     if (r)
         return shk_py_raise(r == ETIMEDOUT ? SHK_EBROKEN : r, "wait");
-    return Py_BuildValue("(IIO)", ba.index, w.aux, ba.last ? Py_True : Py_False);
+    uint32_t index;
+    int last;
+    shk_barrier_result(&w, &index, &last);
+    return Py_BuildValue("(IIO)", index, w.aux, last ? Py_True : Py_False);
 }
 
 static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
@@ -1144,10 +864,7 @@ static int arg_int64(PyObject *v, int64_t *out)
     return 0;
 }
 
-static inline int64_t *counter_word(SyncObject *o)
-{
-    return &((struct shk_counter_sh *)o->sh)->value;
-}
+#define COUNTER(o) ((struct shk_counter_sh *)(o)->sh)
 
 /* Arithmetic wraps modulo 2**64 like the hardware's, never raising mid-way. */
 static PyObject *counter_addsub(SyncObject *o, PyObject *const *args, Py_ssize_t nargs, int sign)
@@ -1158,9 +875,8 @@ static PyObject *counter_addsub(SyncObject *o, PyObject *const *args, Py_ssize_t
         return PyErr_Format(PyExc_TypeError, "takes at most 1 argument (%zd given)", nargs);
     if (nargs == 1 && arg_int64(args[0], &n) < 0)
         return NULL;
-    uint64_t d = sign > 0 ? (uint64_t)n : (uint64_t)0 - (uint64_t)n;
-    uint64_t v = __atomic_add_fetch((uint64_t *)counter_word(o), d, __ATOMIC_SEQ_CST);
-    return PyLong_FromLongLong((long long)(int64_t)v);
+    int64_t d = sign > 0 ? n : (int64_t)((uint64_t)0 - (uint64_t)n);
+    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), d));
 }
 
 static PyObject *counter_add(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -1176,21 +892,19 @@ static PyObject *counter_sub(SyncObject *o, PyObject *const *args, Py_ssize_t na
 static PyObject *counter_inc(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong((long long)(int64_t)__atomic_add_fetch(
-        (uint64_t *)counter_word(o), 1, __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), 1));
 }
 
 static PyObject *counter_dec(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong((long long)(int64_t)__atomic_sub_fetch(
-        (uint64_t *)counter_word(o), 1, __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), -1));
 }
 
 static PyObject *counter_get(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    return PyLong_FromLongLong(__atomic_load_n(counter_word(o), __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong(shk_counter_get(COUNTER(o)));
 }
 
 static PyObject *counter_set(SyncObject *o, PyObject *arg)
@@ -1199,7 +913,7 @@ static PyObject *counter_set(SyncObject *o, PyObject *arg)
     int64_t v;
     if (arg_int64(arg, &v) < 0)
         return NULL;
-    __atomic_store_n(counter_word(o), v, __ATOMIC_SEQ_CST);
+    shk_counter_set(COUNTER(o), v);
     Py_RETURN_NONE;
 }
 
@@ -1209,7 +923,7 @@ static PyObject *counter_exchange(SyncObject *o, PyObject *arg)
     int64_t v;
     if (arg_int64(arg, &v) < 0)
         return NULL;
-    return PyLong_FromLongLong(__atomic_exchange_n(counter_word(o), v, __ATOMIC_SEQ_CST));
+    return PyLong_FromLongLong(shk_counter_exchange(COUNTER(o), v));
 }
 
 static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -1220,8 +934,7 @@ static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t na
     int64_t expected, desired;
     if (arg_int64(args[0], &expected) < 0 || arg_int64(args[1], &desired) < 0)
         return NULL;
-    return PyBool_FromLong(__atomic_compare_exchange_n(counter_word(o), &expected, desired, 0,
-                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    return PyBool_FromLong(shk_counter_cas(COUNTER(o), expected, desired));
 }
 
 static PyObject *counter_get_value(SyncObject *o, void *c)
@@ -1320,14 +1033,14 @@ static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
     if (recheck >= 0 && recheck < 1000000)
         return PyErr_Format(PyExc_ValueError, "recheck interval must be at least 1 ms");
     if (spin >= 0)
-        shk_sync_cfg.spin_max_ns = (uint64_t)spin;
+        shk_wait_cfg.spin_max_ns = (uint64_t)spin;
     if (live >= 0)
-        shk_sync_cfg.liveness_ns = (uint64_t)live;
+        shk_wait_cfg.liveness_ns = (uint64_t)live;
     if (recheck >= 0)
-        shk_sync_cfg.recheck_ns = (uint64_t)recheck;
-    return Py_BuildValue("(KKK)", (unsigned long long)shk_sync_cfg.spin_max_ns,
-                         (unsigned long long)shk_sync_cfg.liveness_ns,
-                         (unsigned long long)shk_sync_cfg.recheck_ns);
+        shk_wait_cfg.recheck_ns = (uint64_t)recheck;
+    return Py_BuildValue("(KKK)", (unsigned long long)shk_wait_cfg.spin_max_ns,
+                         (unsigned long long)shk_wait_cfg.liveness_ns,
+                         (unsigned long long)shk_wait_cfg.recheck_ns);
 }
 
 static PyObject *core_sync_self(PyObject *self, PyObject *unused)
@@ -1381,7 +1094,6 @@ static PyTypeObject *make_type(PyObject *m, const char *qualname, const char *at
 
 int shk_init_sync(PyObject *m)
 {
-    shk_sync_config_load_env();
     if (!(LockType = make_type(m, "shmkit._core.Lock", "Lock", lock_new, lock_methods, lock_getset,
                                "Handle on a robust process-shared lock (internal; use shmkit.Lock).")) ||
         !(RLockType = make_type(m, "shmkit._core.RLock", "RLock", rlock_new, lock_methods,
@@ -1402,22 +1114,17 @@ int shk_init_sync(PyObject *m)
                                   counter_methods, counter_getset,
                                   "Handle on a shared atomic 64-bit counter (internal).")))
         return -1;
-    for (PyMethodDef *d = sync_module_methods; d->ml_name; d++) {
-        PyObject *f = PyCFunction_NewEx(d, NULL, NULL);
-        if (!f || PyModule_AddObject(m, d->ml_name, f) < 0) {
-            Py_XDECREF(f);
-            return -1;
-        }
-    }
-#define CONST(name, value) \
-    if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1
-    CONST("SYNCF_BOUNDED", SHK_SYNCF_BOUNDED);
-    CONST("SYNCF_UNDO", SHK_SYNCF_UNDO);
-    CONST("SYNCF_LOCKED", SHK_SYNCF_LOCKED);
-    CONST("VALUE_DATA_OFF", SHK_VALUE_DATA_OFF);
-    CONST("VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock));
-    CONST("COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock));
-    CONST("VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX);
-#undef CONST
+    static const struct shk_py_int constants[] = {
+        {"SYNCF_BOUNDED", SHK_SYNCF_BOUNDED},
+        {"SYNCF_UNDO", SHK_SYNCF_UNDO},
+        {"SYNCF_LOCKED", SHK_SYNCF_LOCKED},
+        {"VALUE_DATA_OFF", SHK_VALUE_DATA_OFF},
+        {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
+        {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
+        {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
+        {NULL},
+    };
+    if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)
+        return -1;
     return 0;
 }

@@ -16,7 +16,7 @@ PyTypeObject *shk_ZoneType;
 int shk_zone_check_open(ZoneObject *z)
 {
     if (!z->segment || z->segment->closed || z->segment->close_pending || !z->zone.base) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "zone is closed");
+        shk_py_closed("zone is closed");
         return -1;
     }
     return 0;
@@ -54,31 +54,19 @@ static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     ZoneObject *z = (ZoneObject *)type->tp_alloc(type, 0);
     if (!z)
         goto fail;
-    int waited = 0, status = 0, r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_zone_try_open(&z->zone, &seg->seg, &p, waited, &status);
-        Py_END_ALLOW_THREADS
-        if (r != EAGAIN)
-            break;
-        waited = 1;
-        int w;
-        Py_BEGIN_ALLOW_THREADS
-        w = shk_zone_wait(&z->zone, has_deadline ? &deadline : NULL);
-        Py_END_ALLOW_THREADS
-        /* every round, not only on EINTR: a signal that landed just before the sleep
-         * interrupted nothing, and its handler (Ctrl-C) must still run */
-        if (PyErr_CheckSignals() < 0) {
-            Py_DECREF(z);
-            goto fail;
-        }
-        if (w == ETIMEDOUT) {
-            PyErr_SetString(shk_py_exc("ShmkitTimeoutError"),
-                            "zone is still being initialised by another process; gave up "
-                            "waiting for it to become ready");
-            Py_DECREF(z);
-            goto fail;
-        }
+    struct shk_zone_opening o = {&z->zone, &seg->seg, &p, 0};
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has_deadline ? &deadline : NULL), 0);
+    int r = shk_py_wait(&shk_zone_open_op, &o, &w, 0, NULL);
+    if (r == SHK_PY_ERR) {
+        Py_DECREF(z);
+        goto fail;
+    }
+    if (r == ETIMEDOUT) {
+        PyErr_SetString(shk_py_exc("ShmkitTimeoutError"),
+                        "zone is still being initialised by another process; gave up "
+                        "waiting for it to become ready");
+        Py_DECREF(z);
+        goto fail;
     }
     if (tagbuf.obj)
         PyBuffer_Release(&tagbuf);
@@ -89,7 +77,7 @@ static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     Py_INCREF(seg);
     z->segment = seg;
-    z->must_init = status == SHK_ZONE_MUST_INIT;
+    z->must_init = o.status == SHK_ZONE_MUST_INIT;
     return (PyObject *)z;
 fail:
     if (tagbuf.obj)
@@ -334,7 +322,7 @@ static PyObject *zone_header(ZoneObject *z, PyObject *unused)
     uint32_t tag_len = h->tag_len > SHK_TAG_MAX ? SHK_TAG_MAX : h->tag_len;
     return Py_BuildValue(
         "{sKsKsIsKsKsKsKsy#sisKsKsKsKsI}", "magic", (unsigned long long)h->magic, "format",
-        (unsigned long long)h->format, "state", __atomic_load_n(&h->state, __ATOMIC_ACQUIRE),
+        (unsigned long long)h->format, "state", shk_load_acquire(&h->state),
         "size", (unsigned long long)h->size, "declared_size",
         (unsigned long long)h->declared_size, "max_size", (unsigned long long)h->max_size,
         "generation", (unsigned long long)h->generation, "tag", (const char *)h->tag,
@@ -452,6 +440,48 @@ static PyType_Slot zone_slots[] = {
 
 int shk_init_zone(PyObject *m)
 {
+    static const struct shk_py_int constants[] = {
+        {"LAYOUT_VERSION", SHK_LAYOUT_VERSION},
+        {"PAGE", SHK_PAGE},
+        {"SLAB_MAX", SHK_SLAB_MAX},
+        {"SLAB_MIN_SHIFT", SHK_SLAB_MIN_SHIFT},
+        {"NCLASSES", SHK_NCLASSES},
+        {"ZONE_MIN_SIZE", SHK_ZONE_MIN_SIZE},
+        {"TAG_MAX", SHK_TAG_MAX},
+        {"OBJ_NAME_MAX", SHK_OBJ_NAME_MAX},
+        {"ZONE_HEADER_SIZE", sizeof(struct shk_zone_header)},
+        {"ZONE_OFF_STATE", offsetof(struct shk_zone_header, state)},
+        {"ZONE_OFF_EXT", offsetof(struct shk_zone_header, ext)},
+        {"ZONE_OFF_STATS", offsetof(struct shk_zone_header, stats)},
+        {"ZONE_OFF_FREE_HEAD", offsetof(struct shk_zone_header, free_head)},
+        {"ZONE_OFF_DIR", offsetof(struct shk_zone_header, dir_off)},
+        {"ZS_UNINIT", SHK_ZS_UNINIT},
+        {"ZS_INITIALIZING", SHK_ZS_INITIALIZING},
+        {"ZS_READY", SHK_ZS_READY},
+        {"ZS_CORRUPT", SHK_ZS_CORRUPT},
+        {"OBJ_RAW", SHK_OBJ_RAW},
+        {"OBJ_LOCK", SHK_OBJ_LOCK},
+        {"OBJ_RLOCK", SHK_OBJ_RLOCK},
+        {"OBJ_RWLOCK", SHK_OBJ_RWLOCK},
+        {"OBJ_SEMAPHORE", SHK_OBJ_SEMAPHORE},
+        {"OBJ_EVENT", SHK_OBJ_EVENT},
+        {"OBJ_CONDITION", SHK_OBJ_CONDITION},
+        {"OBJ_BARRIER", SHK_OBJ_BARRIER},
+        {"OBJ_VALUE", SHK_OBJ_VALUE},
+        {"OBJ_ARRAY", SHK_OBJ_ARRAY},
+        {"OBJ_COUNTER", SHK_OBJ_COUNTER},
+        {"OBJ_QUEUE", SHK_OBJ_QUEUE},
+        {"OBJ_DICT", SHK_OBJ_DICT},
+        {"OBJ_NDARRAY", SHK_OBJ_NDARRAY},
+        {"OBJ_BOARD", SHK_OBJ_BOARD},
+        {"OBJ_CONFIG", SHK_OBJ_CONFIG},
+        {"OBJ_USER", SHK_OBJ_USER},
+        SHK_PY_UINT("ZONE_MAGIC", SHK_ZONE_MAGIC),
+        SHK_PY_UINT("FORMAT_WORD", SHK_FORMAT_WORD),
+        {NULL},
+    };
+    if (shk_py_add_ints(m, constants) < 0)
+        return -1;
     PyType_Spec spec = {"shmkit._core.Zone", sizeof(ZoneObject), 0, Py_TPFLAGS_DEFAULT, zone_slots};
     shk_ZoneType = (PyTypeObject *)PyType_FromSpec(&spec);
     if (!shk_ZoneType)

@@ -22,18 +22,13 @@
 #include <sched.h>
 #include <string.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
+#include "wait.h"
 
-#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define LOAD_SC(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define STORE_SC(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#define STAT_ADD(p, n) __atomic_fetch_add((p), (n), __ATOMIC_RELAXED)
 
 /* Failed seqlock attempts before a copier pins the slot instead. */
 #define COPY_ATTEMPTS_BEFORE_PIN 8
@@ -41,10 +36,9 @@
  * is likely to be lapped by a writer publishing freely, and a thrown-away copy of
  * megabytes costs far more than writing the reader record. */
 #define PIN_COPY_MIN (1ull << 20)
-/* Adaptive spinning: the budget never drops below this (so a fast writer is noticed
- * again) and starts at a quarter of the caller's maximum. */
-#define SPIN_FLOOR_NS 2000ull
-#define SPIN_UNSET UINT64_MAX
+/* Adaptive spinning (wait.h, without SHK_SPIN_LEARN_SLEEPS): the budget starts at a
+ * quarter of the caller's maximum and never drops below 2 µs. */
+#define SPIN_UNSET UINT32_MAX
 /* Longest single sleep of a waiter, so that closing its handle, and a signal that landed
  * just before it fell asleep, are noticed. */
 #define CANCEL_SLICE_NS 100000000ull
@@ -94,7 +88,7 @@ int shk_board_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg)
     int r = shk_mutex_init(&h->lock);
     if (r)
         return shk_fail(r, "shk_board_init(): pthread_mutex_init failed");
-    STORE_REL(&h->magic, SHK_BOARD_MAGIC);
+    shk_store_release(&h->magic, SHK_BOARD_MAGIC);
     return 0;
 }
 
@@ -107,7 +101,7 @@ int shk_board_attach(struct shk_board *b, struct shk_zone *z, uint64_t off, uint
     struct shk_board_header *h = shk_zone_ptr(z, off, SHK_BOARD_HEADER_SIZE);
     if (!h)
         return SHK_ECORRUPT;
-    if (LOAD_ACQ(&h->magic) != SHK_BOARD_MAGIC)
+    if (shk_load_acquire(&h->magic) != SHK_BOARD_MAGIC)
         return shk_fail(SHK_ECORRUPT, "shk_board_attach(): no board magic at offset %llu",
                         (unsigned long long)off);
     uint32_t nb = h->nbuffers;
@@ -159,7 +153,7 @@ static void board_unlock(struct shk_board *b)
 static int is_writer_locked(struct shk_board *b)
 {
     return b->writer_gen != 0 && b->writer_pid == shk_self_pid() &&
-           LOAD_ACQ(&b->hdr->writer_gen) == b->writer_gen;
+           shk_load_acquire(&b->hdr->writer_gen) == b->writer_gen;
 }
 
 int shk_board_is_writer(struct shk_board *b)
@@ -173,21 +167,21 @@ int shk_board_is_writer(struct shk_board *b)
 void shk_board_writer(struct shk_board *b, pid_t *pid, int *alive)
 {
     struct shk_board_header *h = b->hdr;
-    *pid = LOAD_ACQ(&h->writer_pid);
-    *alive = *pid != 0 && shk_proc_alive(*pid, LOAD_RLX(&h->writer_start));
+    *pid = shk_load_acquire(&h->writer_pid);
+    *alive = *pid != 0 && shk_proc_alive(*pid, shk_load_relaxed(&h->writer_start));
 }
 
 /* A writer that died between commit's slot store and its latest store left a complete
  * slot that was never published; mark it incomplete so versions stay unique. */
 static void forget_unpublished(struct shk_board *b)
 {
-    uint64_t w = LOAD_ACQ(&b->hdr->latest);
+    uint64_t w = shk_load_acquire(&b->hdr->latest);
     uint64_t ver = w >> SHK_BOARD_SLOT_BITS;
     for (uint32_t i = 0; i < b->nbuffers; i++) {
         struct shk_board_slot *s = &b->slots[i];
-        uint64_t seq = LOAD_RLX(&s->seq);
-        if (!(seq & 1) && LOAD_RLX(&s->version) > ver)
-            STORE_REL(&s->seq, seq + 1);
+        uint64_t seq = shk_load_relaxed(&s->seq);
+        if (!(seq & 1) && shk_load_relaxed(&s->version) > ver)
+            shk_store_release(&s->seq, seq + 1);
     }
 }
 
@@ -223,10 +217,10 @@ int shk_board_take_writer(struct shk_board *b)
     }
     /* start before pid, generation last: a reader of these fields never pairs a pid with
      * another process's start time */
-    STORE_RLX(&h->writer_start, start);
-    STORE_REL(&h->writer_pid, self);
+    shk_store_relaxed(&h->writer_start, start);
+    shk_store_release(&h->writer_pid, self);
     uint64_t gen = h->writer_gen + 1;
-    STORE_REL(&h->writer_gen, gen);
+    shk_store_release(&h->writer_gen, gen);
     if (takeover)
         h->takeovers++;
     forget_unpublished(b);
@@ -234,7 +228,7 @@ int shk_board_take_writer(struct shk_board *b)
     b->writer_gen = gen;
     b->writer_pid = self;
     b->loan_slot = -1;
-    uint64_t w = LOAD_ACQ(&h->latest);
+    uint64_t w = shk_load_acquire(&h->latest);
     b->next_slot = w ? (uint32_t)((w & SHK_BOARD_SLOT_MASK) + 1) % b->nbuffers : 0;
     pthread_mutex_unlock(&b->local);
     return 0;
@@ -252,7 +246,7 @@ int shk_board_release_writer(struct shk_board *b)
     int r = board_lock(b);
     if (r == 0) {
         if (h->writer_gen == b->writer_gen && h->writer_pid == b->writer_pid)
-            STORE_REL(&h->writer_pid, 0);
+            shk_store_release(&h->writer_pid, 0);
         board_unlock(b);
     }
     b->writer_gen = 0;
@@ -273,7 +267,7 @@ static int not_writer(struct shk_board *b, const char *fn)
 static int slot_pinned(struct shk_board *b, uint32_t idx)
 {
     for (uint32_t r = 0; r < b->nreaders; r++) {
-        uint64_t p = LOAD_SC(&b->readers[r].pin);
+        uint64_t p = shk_load_seq_cst(&b->readers[r].pin);
         if (p && (uint32_t)(p & SHK_BOARD_SLOT_MASK) == idx)
             return 1;
     }
@@ -296,7 +290,7 @@ int shk_board_begin(struct shk_board *b, void **buf)
         goto out;
     }
     /* Only this writer stores latest, so it cannot change under us. */
-    uint64_t w = LOAD_SC(&h->latest);
+    uint64_t w = shk_load_seq_cst(&h->latest);
     uint32_t cur = w ? (uint32_t)(w & SHK_BOARD_SLOT_MASK) : UINT32_MAX;
     int32_t chosen = -1;
     for (uint32_t i = 0; i < b->nbuffers; i++) {
@@ -304,7 +298,7 @@ int shk_board_begin(struct shk_board *b, void **buf)
         if (idx == cur)
             continue;
         if (slot_pinned(b, idx)) {
-            STAT_ADD(&h->pinned_skips, 1);
+            shk_stat_add(&h->pinned_skips, 1);
             continue;
         }
         chosen = (int32_t)idx;
@@ -318,10 +312,10 @@ int shk_board_begin(struct shk_board *b, void **buf)
         goto out;
     }
     struct shk_board_slot *s = &b->slots[chosen];
-    uint64_t seq = LOAD_RLX(&s->seq) | 1; /* odd: being written (a dead writer may have
+    uint64_t seq = shk_load_relaxed(&s->seq) | 1; /* odd: being written (a dead writer may have
                                              left it odd already) */
-    STORE_RLX(&s->seq, seq);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    shk_store_relaxed(&s->seq, seq);
+    shk_fence_release();
     b->loan_slot = chosen;
     b->loan_seq = seq;
     b->next_slot = (uint32_t)(chosen + 1) % b->nbuffers;
@@ -363,21 +357,21 @@ int shk_board_commit(struct shk_board *b, uint64_t len, uint32_t kind, uint64_t 
                      (unsigned long long)b->capacity);
         goto out;
     }
-    uint64_t ver = (LOAD_RLX(&h->latest) >> SHK_BOARD_SLOT_BITS) + 1;
+    uint64_t ver = (shk_load_relaxed(&h->latest) >> SHK_BOARD_SLOT_BITS) + 1;
     struct shk_board_slot *s = &b->slots[idx];
     uint64_t now = shk_wall_ns();
-    STORE_RLX(&s->version, ver);
-    STORE_RLX(&s->len, len);
-    STORE_RLX(&s->meta, meta);
-    STORE_RLX(&s->kind, kind);
-    STORE_RLX(&s->published_ns, now);
-    STORE_REL(&s->seq, b->loan_seq + 1);
-    STORE_SC(&h->latest, (ver << SHK_BOARD_SLOT_BITS) | (uint64_t)idx);
-    STORE_RLX(&h->last_publish_ns, now);
+    shk_store_relaxed(&s->version, ver);
+    shk_store_relaxed(&s->len, len);
+    shk_store_relaxed(&s->meta, meta);
+    shk_store_relaxed(&s->kind, kind);
+    shk_store_relaxed(&s->published_ns, now);
+    shk_store_release(&s->seq, b->loan_seq + 1);
+    shk_store_seq_cst(&h->latest, (ver << SHK_BOARD_SLOT_BITS) | (uint64_t)idx);
+    shk_store_relaxed(&h->last_publish_ns, now);
     /* seq_cst store then seq_cst load: the full fence that keeps a waiter that
      * registered after our store from being missed */
-    STORE_SC(&h->futex, (uint32_t)ver);
-    if (LOAD_SC(&h->waiters))
+    shk_store_seq_cst(&h->futex, (uint32_t)ver);
+    if (shk_load_seq_cst(&h->waiters))
         shk_futex_wake(&h->futex, INT_MAX);
     if (version)
         *version = ver;
@@ -408,10 +402,10 @@ static void fill_value(struct shk_board_value *out, uint64_t w, const struct shk
 {
     out->version = w >> SHK_BOARD_SLOT_BITS;
     out->slot = (uint32_t)(w & SHK_BOARD_SLOT_MASK);
-    out->len = LOAD_RLX(&s->len);
-    out->meta = LOAD_RLX(&s->meta);
-    out->kind = LOAD_RLX(&s->kind);
-    out->published_ns = LOAD_RLX(&s->published_ns);
+    out->len = shk_load_relaxed(&s->len);
+    out->meta = shk_load_relaxed(&s->meta);
+    out->kind = shk_load_relaxed(&s->kind);
+    out->published_ns = shk_load_relaxed(&s->published_ns);
 }
 
 static int bad_slot(struct shk_board *b, uint64_t w)
@@ -423,7 +417,7 @@ static int bad_slot(struct shk_board *b, uint64_t w)
 
 int shk_board_peek(struct shk_board *b, struct shk_board_value *out)
 {
-    uint64_t w = LOAD_ACQ(&b->hdr->latest);
+    uint64_t w = shk_load_acquire(&b->hdr->latest);
     if (!w)
         return SHK_EEMPTY;
     if ((w & SHK_BOARD_SLOT_MASK) >= b->nbuffers)
@@ -465,22 +459,22 @@ static int ensure_record(struct shk_board *b)
         return r;
     int32_t found = -1;
     for (uint32_t i = 0; i < b->nreaders && found < 0; i++)
-        if (LOAD_ACQ(&b->readers[i].pid) == 0)
+        if (shk_load_acquire(&b->readers[i].pid) == 0)
             found = (int32_t)i;
     for (uint32_t i = 0; i < b->nreaders && found < 0; i++) {
         struct shk_board_reader *rec = &b->readers[i];
         if (!shk_proc_alive(rec->pid, rec->start)) {
-            STORE_REL(&rec->pin, 0);
-            STORE_REL(&rec->pid, 0);
+            shk_store_release(&rec->pin, 0);
+            shk_store_release(&rec->pid, 0);
             b->hdr->reclaimed++;
             found = (int32_t)i;
         }
     }
     if (found >= 0) {
         struct shk_board_reader *rec = &b->readers[found];
-        STORE_REL(&rec->pin, 0);
-        STORE_RLX(&rec->start, shk_self_start());
-        STORE_REL(&rec->pid, self); /* last: claims it */
+        shk_store_release(&rec->pin, 0);
+        shk_store_relaxed(&rec->start, shk_self_start());
+        shk_store_release(&rec->pid, self); /* last: claims it */
         b->record = found;
         b->record_pid = self;
     }
@@ -498,33 +492,33 @@ static int pin_locked(struct shk_board *b, uint64_t after, struct shk_board_valu
 {
     struct shk_board_header *h = b->hdr;
     struct shk_board_reader *rec = &b->readers[b->record];
-    uint64_t w = LOAD_SC(&h->latest);
+    uint64_t w = shk_load_seq_cst(&h->latest);
     if (!w || (w >> SHK_BOARD_SLOT_BITS) <= after)
         return SHK_EEMPTY; /* the current pin (if any) stays */
     if (w != b->pinned) {
         for (;;) {
-            STORE_SC(&rec->pin, w);
-            uint64_t again = LOAD_SC(&h->latest);
+            shk_store_seq_cst(&rec->pin, w);
+            uint64_t again = shk_load_seq_cst(&h->latest);
             if (again == w)
                 break;
             w = again; /* versions only grow: still newer than `after` */
         }
         b->pinned = w;
-        STAT_ADD(&rec->pins, 1);
-        STAT_ADD(&b->pins, 1);
+        shk_stat_add(&rec->pins, 1);
+        shk_stat_add(&b->pins, 1);
     }
     uint32_t idx = (uint32_t)(w & SHK_BOARD_SLOT_MASK);
     if (idx >= b->nbuffers) {
-        STORE_REL(&rec->pin, 0);
+        shk_store_release(&rec->pin, 0);
         b->pinned = 0;
         return bad_slot(b, w);
     }
     struct shk_board_slot *s = &b->slots[idx];
-    uint64_t seq = LOAD_ACQ(&s->seq);
+    uint64_t seq = shk_load_acquire(&s->seq);
     fill_value(out, w, s);
-    if ((seq & 1) || LOAD_RLX(&s->version) != out->version || out->len > b->capacity ||
+    if ((seq & 1) || shk_load_relaxed(&s->version) != out->version || out->len > b->capacity ||
         out->meta > out->len) {
-        STORE_REL(&rec->pin, 0);
+        shk_store_release(&rec->pin, 0);
         b->pinned = 0;
         return shk_fail(SHK_ECORRUPT, "board at offset %llu: the latest slot %u is not a "
                         "complete value (seq %llu, len %llu)", (unsigned long long)b->off, idx,
@@ -551,7 +545,7 @@ void shk_board_unpin(struct shk_board *b, uint64_t word)
     pthread_mutex_lock(&b->local);
     if (b->pinned && (word == 0 || word == b->pinned) && b->record >= 0 &&
         b->record_pid == shk_self_pid())
-        STORE_REL(&b->readers[b->record].pin, 0);
+        shk_store_release(&b->readers[b->record].pin, 0);
     if (word == 0 || word == b->pinned)
         b->pinned = 0;
     pthread_mutex_unlock(&b->local);
@@ -570,8 +564,8 @@ static void release_record(struct shk_board *b)
     struct shk_board_reader *rec = &b->readers[b->record];
     if (board_lock(b) == 0) {
         if (rec->pid == b->record_pid) {
-            STORE_REL(&rec->pin, 0);
-            STORE_REL(&rec->pid, 0);
+            shk_store_release(&rec->pin, 0);
+            shk_store_release(&rec->pid, 0);
         }
         board_unlock(b);
     }
@@ -604,10 +598,10 @@ static int copy_pinned(struct shk_board *b, uint64_t after, const struct shk_boa
                 r = ENOBUFS;
             else
                 copy_out(c, src, out->len, out->meta);
-            STORE_REL(&b->readers[b->record].pin, 0);
+            shk_store_release(&b->readers[b->record].pin, 0);
             b->pinned = 0;
             if (lapped)
-                STAT_ADD(&b->fallbacks, 1);
+                shk_stat_add(&b->fallbacks, 1);
         }
         if (!had_record)
             release_record(b);
@@ -621,32 +615,32 @@ int shk_board_read(struct shk_board *b, uint64_t after, const struct shk_board_c
 {
     struct shk_board_header *h = b->hdr;
     for (int attempt = 0;; attempt++) {
-        uint64_t w = LOAD_ACQ(&h->latest);
+        uint64_t w = shk_load_acquire(&h->latest);
         if (!w || (w >> SHK_BOARD_SLOT_BITS) <= after)
             return SHK_EEMPTY;
         uint32_t idx = (uint32_t)(w & SHK_BOARD_SLOT_MASK);
         if (idx >= b->nbuffers)
             return bad_slot(b, w);
         struct shk_board_slot *s = &b->slots[idx];
-        uint64_t s1 = LOAD_ACQ(&s->seq);
+        uint64_t s1 = shk_load_acquire(&s->seq);
         if (attempt == 0 && !(s1 & 1) && b->nreaders > 0 &&
-            LOAD_RLX(&s->len) >= PIN_COPY_MIN) {
+            shk_load_relaxed(&s->len) >= PIN_COPY_MIN) {
             int r = copy_pinned(b, after, c, out, 0);
             if (r != EAGAIN) {
                 if (r == 0)
-                    STAT_ADD(&b->copies, 1);
+                    shk_stat_add(&b->copies, 1);
                 return r;
             }
         }
         if (!(s1 & 1)) {
             fill_value(out, w, s);
-            int same_version = LOAD_RLX(&s->version) == out->version;
+            int same_version = shk_load_relaxed(&s->version) == out->version;
             int sane = out->len <= b->capacity && out->meta <= out->len;
             uint64_t body = c->head ? out->len - out->meta : out->len;
             if (same_version && sane && body <= c->cap)
                 copy_out(c, b->data + (uint64_t)idx * b->stride, out->len, out->meta);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (LOAD_RLX(&s->seq) == s1 && same_version) {
+            shk_fence_acquire();
+            if (shk_load_relaxed(&s->seq) == s1 && same_version) {
                 if (!sane)
                     return shk_fail(SHK_ECORRUPT, "board at offset %llu: slot %u holds %llu "
                                     "bytes (meta %llu), more than its %llu",
@@ -656,16 +650,16 @@ int shk_board_read(struct shk_board *b, uint64_t after, const struct shk_board_c
                                     (unsigned long long)b->capacity);
                 if (body > c->cap)
                     return ENOBUFS;
-                STAT_ADD(&b->copies, 1);
+                shk_stat_add(&b->copies, 1);
                 return 0;
             }
         }
-        STAT_ADD(&b->retries, 1);
+        shk_stat_add(&b->retries, 1);
         if (attempt >= COPY_ATTEMPTS_BEFORE_PIN && b->nreaders > 0) {
             int r = copy_pinned(b, after, c, out, 1);
             if (r != EAGAIN) {
                 if (r == 0)
-                    STAT_ADD(&b->copies, 1);
+                    shk_stat_add(&b->copies, 1);
                 return r;
             }
         }
@@ -683,12 +677,12 @@ int shk_board_intact(struct shk_board *b, uint64_t version)
         return 1;
     for (uint32_t i = 0; i < b->nbuffers; i++) {
         struct shk_board_slot *s = &b->slots[i];
-        uint64_t s1 = LOAD_ACQ(&s->seq);
+        uint64_t s1 = shk_load_acquire(&s->seq);
         if (s1 & 1)
             continue;
-        uint64_t v = LOAD_RLX(&s->version);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (v == version && LOAD_RLX(&s->seq) == s1)
+        uint64_t v = shk_load_relaxed(&s->version);
+        shk_fence_acquire();
+        if (v == version && shk_load_relaxed(&s->seq) == s1)
             return 1;
     }
     return 0;
@@ -696,88 +690,61 @@ int shk_board_intact(struct shk_board *b, uint64_t version)
 
 /* --- waiting ----------------------------------------------------------------------- */
 
-int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *deadline,
-                   uint64_t max_spin_ns)
+/* The waiter's side of the protocol (see the top): f = futex; register (armed); re-check
+ * the version; sleep on f.  Armed, a wait is retried every CANCEL_SLICE_NS so that
+ * shk_board_cancel_waits is noticed even if its wake-up found nobody asleep. */
+static int board_wait_attempt(void *obj, struct shk_wait *w)
 {
+    struct shk_board_waiter *bw = obj;
+    struct shk_board *b = bw->b;
     struct shk_board_header *h = b->hdr;
-    if (shk_board_version(b) > after)
-        return 0;
-    STAT_ADD(&b->waits, 1);
-    uint64_t t0 = shk_now_ns();
-    uint64_t budget = LOAD_RLX(&b->spin_budget_ns);
-    if (budget == SPIN_UNSET)
-        budget = max_spin_ns / 4 > SPIN_FLOOR_NS ? max_spin_ns / 4 : SPIN_FLOOR_NS;
-    if (budget > max_spin_ns)
-        budget = max_spin_ns;
-    if (budget) {
-        uint64_t now = t0;
-        for (unsigned rounds = 1; now - t0 < budget; rounds++) {
-            /* the writer may be waiting for this very CPU (more busy processes than
-             * cores): offer it every few microseconds */
-            if (rounds % 16 == 0)
-                sched_yield();
-            for (int i = 0; i < 64; i++) {
-                if (shk_board_version(b) > after) {
-                    /* spinning paid off: allow twice what it took, within the maximum */
-                    uint64_t took = shk_now_ns() - t0;
-                    uint64_t nb = 2 * took > SPIN_FLOOR_NS ? 2 * took : SPIN_FLOOR_NS;
-                    if (nb < budget)
-                        nb = budget;
-                    STORE_RLX(&b->spin_budget_ns, nb > max_spin_ns ? max_spin_ns : nb);
-                    STAT_ADD(&b->spin_hits, 1);
-                    return 0;
-                }
-                shk_cpu_relax();
-            }
-            now = shk_now_ns();
-            if (deadline && shk_deadline_left_ns(deadline) == 0)
-                return ETIMEDOUT;
-            if (LOAD_ACQ(&b->cancel))
-                return ECANCELED;
-        }
+    uint32_t f = shk_load_seq_cst(&h->futex);
+    if (shk_board_version(b) > bw->after)
+        goto newer;
+    if (w->phase == 0) {
+        w->phase = 1;
+        shk_stat_add(&b->waits, 1);
     }
-    STAT_ADD(&b->sleeps, 1);
-    int r;
-    for (;;) {
-        uint32_t f = LOAD_SC(&h->futex);
-        __atomic_add_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
-        if (shk_board_version(b) > after) {
-            __atomic_sub_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
-            r = 0;
-            break;
-        }
-        /* sleep in slices: a cancel that lands between the check and the sleep (its
-         * wake-up then finds nobody asleep) is noticed within one slice */
-        struct timespec slice;
-        shk_deadline_slice(&slice, deadline, CANCEL_SLICE_NS);
-        r = LOAD_ACQ(&b->cancel) ? ECANCELED : shk_futex_wait(&h->futex, f, &slice);
-        __atomic_sub_fetch(&h->waiters, 1, __ATOMIC_SEQ_CST);
-        if (shk_board_version(b) > after) {
-            r = 0;
-            break;
-        }
-        if (LOAD_ACQ(&b->cancel))
-            r = ECANCELED;
-        else if (r == ETIMEDOUT && (!deadline || shk_deadline_left_ns(deadline) > 0))
-            r = EINTR; /* only the slice ended: the caller looks at its signals (one that
-                        * landed just before the sleep interrupted nothing) and calls again */
-        if (r == ETIMEDOUT || r == EINTR || r == ECANCELED)
-            break;
+    if (shk_load_acquire(&b->cancel))
+        return ECANCELED;
+    if ((w->flags & SHK_WAIT_ARMED) && w->phase == 1) {
+        w->phase = 2; /* it sleeps */
+        shk_stat_add(&b->sleeps, 1);
     }
-    if (max_spin_ns) {
-        /* adapt: spinning did not pay off this time, so spin half as long next time.  A
-         * quick wake-up after sleeping is no evidence that spinning would have caught it:
-         * the writer may have run only because this process stopped spinning.  The
-         * budget grows only when a spin succeeds (above). */
-        uint64_t nb = budget / 2;
-        STORE_RLX(&b->spin_budget_ns, nb < SPIN_FLOOR_NS ? SPIN_FLOOR_NS : nb);
-    }
-    return r;
+    shk_wait_on_futex(w, &h->futex, f, &h->waiters);
+    if (shk_board_version(b) > bw->after)
+        goto newer;
+    if (w->flags & SHK_WAIT_ARMED)
+        shk_wait_retry_by(w, shk_now_ns() + CANCEL_SLICE_NS);
+    return EAGAIN;
+newer:
+    if (w->phase == 1)
+        shk_stat_add(&b->spin_hits, 1); /* waited, and the spin caught it */
+    return 0;
+}
+
+/* The handle's adaptive spin: learnt per handle, grown only by spins that won. */
+static void board_wait_spin(void *obj, struct shk_spin *out)
+{
+    struct shk_board_waiter *bw = obj;
+    out->budget_ns = &bw->b->spin_budget_ns;
+    out->gate_ms = NULL;
+    out->max_ns = bw->max_spin_ns;
+    out->policy = SHK_SPIN_YIELD;
+}
+
+const struct shk_wait_op shk_board_wait_op = {"Board.wait", board_wait_attempt, NULL,
+                                              board_wait_spin};
+
+int shk_board_wait(struct shk_board *b, uint64_t after, uint64_t max_spin_ns, struct shk_wait *w)
+{
+    struct shk_board_waiter bw = {b, after, max_spin_ns};
+    return shk_wait_run(&shk_board_wait_op, &bw, w);
 }
 
 void shk_board_cancel_waits(struct shk_board *b)
 {
-    STORE_SC(&b->cancel, 1);
+    shk_store_seq_cst(&b->cancel, 1);
     shk_futex_wake(&b->hdr->futex, INT_MAX);
 }
 
@@ -805,13 +772,13 @@ int shk_board_stats(struct shk_board *b, struct shk_board_stats *st)
     st->capacity = b->capacity;
     st->nbuffers = b->nbuffers;
     st->nreaders = b->nreaders;
-    st->last_publish_ns = LOAD_RLX(&h->last_publish_ns);
-    st->pinned_skips = LOAD_RLX(&h->pinned_skips);
-    st->takeovers = LOAD_RLX(&h->takeovers);
-    st->reclaimed = LOAD_RLX(&h->reclaimed);
-    st->waiters = LOAD_RLX(&h->waiters);
+    st->last_publish_ns = shk_load_relaxed(&h->last_publish_ns);
+    st->pinned_skips = shk_load_relaxed(&h->pinned_skips);
+    st->takeovers = shk_load_relaxed(&h->takeovers);
+    st->reclaimed = shk_load_relaxed(&h->reclaimed);
+    st->waiters = shk_load_relaxed(&h->waiters);
     for (uint32_t i = 0; i < b->nreaders; i++)
-        if (LOAD_ACQ(&b->readers[i].pid) != 0)
+        if (shk_load_acquire(&b->readers[i].pid) != 0)
             st->readers_in_use++;
     pid_t pid;
     int alive;

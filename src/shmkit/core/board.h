@@ -30,7 +30,9 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "atomics.h"
 #include "layout.h"
+#include "wait.h"
 #include "zone.h"
 
 #ifdef __cplusplus
@@ -58,8 +60,8 @@ struct shk_board {
     int32_t record;                 /* claimed reader record, or -1 */
     pid_t record_pid;
     uint64_t pinned;                /* latest word pinned through the record (0: none) */
-    /* adaptive spinning before sleeping in shk_board_wait */
-    uint64_t spin_budget_ns;
+    /* adaptive spinning before sleeping in shk_board_wait (wait.h; UINT32_MAX: unset) */
+    uint32_t spin_budget_ns;
     int cancel;                     /* set by shk_board_cancel_waits: waits return ECANCELED */
     /* statistics of this handle */
     uint64_t copies, retries, fallbacks, pins, waits, sleeps, spin_hits;
@@ -99,7 +101,7 @@ void shk_board_detach(struct shk_board *b);
 /* Latest published version (0: none). One load, no shared write. */
 static inline uint64_t shk_board_version(const struct shk_board *b)
 {
-    return __atomic_load_n(&b->hdr->latest, __ATOMIC_ACQUIRE) >> SHK_BOARD_SLOT_BITS;
+    return shk_load_acquire(&b->hdr->latest) >> SHK_BOARD_SLOT_BITS;
 }
 
 /* --- writer ---------------------------------------------------------------------- */
@@ -156,14 +158,20 @@ uint64_t shk_board_pinned(struct shk_board *b);
 int shk_board_intact(struct shk_board *b, uint64_t version);
 
 /*
- * Wait until a version > after is published or the deadline (absolute CLOCK_MONOTONIC;
- * NULL: forever) passes.  Spins first for up to the handle's adaptive budget (at most
- * max_spin_ns; 0 never spins), then sleeps on the futex.  0, ETIMEDOUT, ECANCELED after
- * shk_board_cancel_waits on this handle, or EINTR: a signal interrupted the sleep or a
- * sleep slice (100 ms) ended; handle pending signals and call again.
+ * Wait until a version > after is published: the one wait shape of wait.h.  The
+ * operation's object is a struct shk_board_waiter; shk_board_wait runs it to completion
+ * in C (EINTR: call again with the same w).  Spins first for up to the handle's adaptive
+ * budget (at most max_spin_ns; 0 never spins), then sleeps on the header's futex word.
+ * 0, ETIMEDOUT (w's deadline), EBUSY (SHK_WAIT_TRY), ECANCELED after
+ * shk_board_cancel_waits on this handle, or EINTR (run the signal handlers, call again).
  */
-int shk_board_wait(struct shk_board *b, uint64_t after, const struct timespec *deadline,
-                   uint64_t max_spin_ns);
+struct shk_board_waiter {
+    struct shk_board *b;
+    uint64_t after;
+    uint64_t max_spin_ns;
+};
+extern const struct shk_wait_op shk_board_wait_op;
+int shk_board_wait(struct shk_board *b, uint64_t after, uint64_t max_spin_ns, struct shk_wait *w);
 /* Make every wait on this handle return ECANCELED (the handle is being closed). Other
  * processes' waiters are woken too, find nothing new and sleep again. */
 void shk_board_cancel_waits(struct shk_board *b);

@@ -14,10 +14,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "atomics.h"
+#include "directory.h"
 #include "errors.h"
 #include "futex.h"
 #include "proc.h"
-#include "zone.h"
+#include "report.h"
+#include "slab.h"
 
 static uint32_t fnv1a(const char *s)
 {
@@ -67,7 +70,7 @@ static int64_t lookup(struct shk_dir_table *t, const char *name, uint32_t hash)
     uint32_t mask = t->cap - 1;
     for (uint32_t i = 0, s = hash & mask; i < t->cap; i++, s = (s + 1) & mask) {
         struct shk_dirent *e = &t->slot[s];
-        uint32_t st = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE);
+        uint32_t st = shk_load_acquire(&e->state);
         if (st == SHK_DE_EMPTY)
             return -1;
         if (st == SHK_DE_LIVE && e->hash == hash &&
@@ -124,25 +127,22 @@ static int ensure_room(struct shk_zone *z)
         }
     }
     uint64_t old_off = h->dir_off;
-    __atomic_store_n(&h->dir_off, off, __ATOMIC_RELEASE); /* publish */
+    shk_store_release(&h->dir_off, off); /* publish */
     h->dir_pending = 0;
     if (old_off)
         shk_zone_free_locked(z, old_off);
     return 0;
 }
 
-int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
-                     uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
-                     struct shk_dirent *out, int *created)
+int shk_dir_get_locked(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
+                       uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
+                       struct shk_dirent *out, int *created)
 {
     int r, err;
-    shk_clear_detail();
     *created = 0;
     if ((r = shk_obj_check_name(name)) != 0)
         return r;
     uint32_t hash = fnv1a(name);
-    if ((r = shk_zone_lock(z)) != 0)
-        return r;
     struct shk_zone_header *h = z->hdr;
     struct shk_dir_table *t = table(z, h->dir_off, &err);
     if (err) {
@@ -200,7 +200,7 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
     e->created_ns = shk_wall_ns();
     e->hash = hash;
     e->creator_pid = shk_self_pid();
-    __atomic_store_n(&e->state, SHK_DE_LIVE, __ATOMIC_RELEASE); /* publish */
+    shk_store_release(&e->state, SHK_DE_LIVE); /* publish */
     h->pending_off = 0;
     t->live++;
     if (was_tomb && t->tombs)
@@ -208,23 +208,13 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
     *out = *e;
     *created = 1;
 out:
-    shk_zone_unlock(z);
     return r;
 }
 
-int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *out)
-{
-    int created;
-    return shk_zone_obj_get(z, name, 0, 0, 0, 0, NULL, NULL, out, &created);
-}
-
-int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
+int shk_dir_destroy_locked(struct shk_zone *z, const char *name, uint32_t type)
 {
     int r, err;
-    shk_clear_detail();
     if ((r = shk_obj_check_name(name)) != 0)
-        return r;
-    if ((r = shk_zone_lock(z)) != 0)
         return r;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
     int64_t s = t ? lookup(t, name, fnv1a(name)) : -1;
@@ -239,21 +229,18 @@ int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
         uint64_t off = e->offset;
         /* unpublish first: a crash after this leaks the memory at worst, never leaves a
          * live entry pointing at freed memory */
-        __atomic_store_n(&e->state, SHK_DE_TOMB, __ATOMIC_RELEASE);
+        shk_store_release(&e->state, SHK_DE_TOMB);
         t->live--;
         t->tombs++;
         r = shk_zone_free_locked(z, off);
     }
-    shk_zone_unlock(z);
     return r;
 }
 
-int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
+int shk_dir_list_locked(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
 {
-    int r, err;
+    int r = 0, err;
     *n = 0;
-    if ((r = shk_zone_lock(z)) != 0)
-        return r;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
     if (err) {
         r = err;
@@ -268,8 +255,15 @@ int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, si
             (*n)++;
         }
     }
-    shk_zone_unlock(z);
     return r;
+}
+
+uint32_t shk_dir_count_locked(struct shk_zone *z)
+{
+    int err;
+    struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
+    shk_clear_detail();
+    return t ? t->live : 0;
 }
 
 int shk_dir_contains_offset_locked(struct shk_zone *z, uint64_t off)
@@ -328,31 +322,20 @@ int shk_dir_recover_locked(struct shk_zone *z)
     return 0;
 }
 
-int shk_dir_check_locked(struct shk_zone *z, char *buf, size_t cap, size_t *len)
+int shk_dir_check_locked(struct shk_zone *z, struct shk_report *rp)
 {
     struct shk_zone_header *h = z->hdr;
-    int err, problems = 0;
-#define DIRPROB(...)                                                                          \
-    do {                                                                                      \
-        problems++;                                                                           \
-        if (buf && *len + 2 < cap) {                                                          \
-            int n_ = snprintf(buf + *len, cap - *len - 1, __VA_ARGS__);                       \
-            if (n_ > 0)                                                                       \
-                *len += (size_t)n_ < cap - *len - 1 ? (size_t)n_ : cap - *len - 2;            \
-            buf[(*len)++] = '\n';                                                             \
-            buf[*len] = '\0';                                                                 \
-        }                                                                                     \
-    } while (0)
+    int err;
     struct shk_dir_table *t = table(z, h->dir_off, &err);
     if (err) {
-        DIRPROB("directory: %s", shk_error_detail());
-        return problems;
+        shk_report_problem(rp, "directory: %s", shk_error_detail());
+        return rp->problems;
     }
     if (h->pending_off)
-        DIRPROB("directory: an object creation is pending at offset %llu",
+        shk_report_problem(rp, "directory: an object creation is pending at offset %llu",
                 (unsigned long long)h->pending_off);
     if (!t)
-        return problems;
+        return rp->problems;
     uint32_t live = 0, tombs = 0;
     for (uint32_t i = 0; i < t->cap; i++) {
         struct shk_dirent *e = &t->slot[i];
@@ -362,32 +345,31 @@ int shk_dir_check_locked(struct shk_zone *z, char *buf, size_t cap, size_t *len)
         }
         if (e->state != SHK_DE_LIVE) {
             if (e->state != SHK_DE_EMPTY)
-                DIRPROB("directory slot %u: state %u", i, e->state);
+                shk_report_problem(rp, "directory slot %u: state %u", i, e->state);
             continue;
         }
         live++;
         if (memchr(e->name, 0, sizeof e->name) == NULL)
-            DIRPROB("directory slot %u: name is not terminated", i);
+            shk_report_problem(rp, "directory slot %u: name is not terminated", i);
         else if (e->hash != fnv1a(e->name))
-            DIRPROB("directory entry '%s': stored hash does not match its name", e->name);
+            shk_report_problem(rp, "directory entry '%s': stored hash does not match its name", e->name);
         else if (lookup(t, e->name, e->hash) != (int64_t)i)
-            DIRPROB("directory entry '%s': not reachable by lookup (or a duplicate)", e->name);
+            shk_report_problem(rp, "directory entry '%s': not reachable by lookup (or a duplicate)", e->name);
         if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
-            DIRPROB("directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
+            shk_report_problem(rp, "directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
                     (unsigned long long)e->offset, (unsigned long long)e->size);
             continue;
         }
         uint64_t usable = shk_zone_usable_size_locked(z, e->offset);
         if (usable < e->size)
-            DIRPROB("directory entry '%.63s': offset %llu is not a live allocation of %llu "
+            shk_report_problem(rp, "directory entry '%.63s': offset %llu is not a live allocation of %llu "
                     "bytes (%llu usable)", e->name, (unsigned long long)e->offset,
                     (unsigned long long)e->size, (unsigned long long)usable);
     }
     if (live != t->live || tombs != t->tombs)
-        DIRPROB("directory counts %u live / %u tombstones; the table holds %u / %u", t->live,
+        shk_report_problem(rp, "directory counts %u live / %u tombstones; the table holds %u / %u", t->live,
                 t->tombs, live, tombs);
     if ((uint64_t)(live + tombs) >= t->cap)
-        DIRPROB("directory has no empty slot (lookups cannot terminate early)");
-#undef DIRPROB
-    return problems;
+        shk_report_problem(rp, "directory has no empty slot (lookups cannot terminate early)");
+    return rp->problems;
 }

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "atomics.h" /* shk_cpu_relax, and the orders the rules above name */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -46,16 +48,6 @@ uint64_t shk_deadline_left_ns(const struct timespec *deadline);
 /* The earlier of deadline and now+slice_ns, into out. deadline may be NULL. */
 void shk_deadline_slice(struct timespec *out, const struct timespec *deadline, uint64_t slice_ns);
 
-static inline void shk_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#else
-    __asm__ __volatile__("" ::: "memory");
-#endif
-}
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,8 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "wait.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -25,11 +27,16 @@ extern "C" {
 int shk_mutex_init(pthread_mutex_t *m);
 
 /*
- * Lock, waiting until the absolute CLOCK_MONOTONIC deadline (NULL: forever).
+ * Lock, waiting until the absolute CLOCK_MONOTONIC deadline (NULL: forever), through the
+ * one wait shape (shk_mutex_op below; the wait never returns early for signals).
  * Returns 0, SHK_EOWNERDEAD (held; repair, then shk_mutex_consistent), ETIMEDOUT,
  * or SHK_ECORRUPT if the mutex is unrecoverable.
  */
 int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline);
+
+/* The wait of shk_mutex_lock as an operation of wait.h (obj: the pthread_mutex_t): for
+ * callers that can take EINTR returns or wait elsewhere. */
+extern const struct shk_wait_op shk_mutex_op;
 
 /* Try once: 0, EBUSY, SHK_EOWNERDEAD, SHK_ECORRUPT. */
 int shk_mutex_trylock(pthread_mutex_t *m);

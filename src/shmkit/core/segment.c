@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "errors.h"
+#include "futex.h"
 #include "layout.h"
 
 #define SHK_NAME_MAX 250 /* NAME_MAX less room for the prefixes shm_open adds */
@@ -143,12 +144,69 @@ static void take_creator_locks(int fd)
     shk_ofd_lock(fd, SHK_LOCKBYTE_ATTACH, F_RDLCK, 0);
 }
 
+/*
+ * The create-or-open race of the fd backends, in one place: with SHK_O_CREATE, try to
+ * create the object exclusively (then it carries our creator locks from its first
+ * instant); if it exists, open it; if it was unlinked between those two calls, try to
+ * create it again.  open_fn is shm_open or open; `call` names it in errors.
+ */
+static int create_or_open(struct shk_segment *s, int (*open_fn)(const char *, int, mode_t),
+                          const char *call, const char *path, int oflag, unsigned mode,
+                          const char *what)
+{
+    int flags = s->flags;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        if (flags & SHK_O_CREATE) {
+            s->fd = open_fn(path, oflag | O_CREAT | O_EXCL, mode & 0777);
+            if (s->fd >= 0) {
+                s->created = 1;
+                take_creator_locks(s->fd);
+                return 0;
+            }
+            if (errno != EEXIST || (flags & SHK_O_EXCL))
+                return shk_fail(errno, "%s(%s): %s", call, path, strerror(errno));
+        }
+        s->fd = open_fn(path, oflag, 0);
+        if (s->fd >= 0)
+            return 0;
+        if (errno == ELOOP) /* O_NOFOLLOW met a link */
+            return shk_fail(ELOOP, "%s is a symbolic link; shmkit does not follow links", what);
+        if (errno == ENOENT && (flags & SHK_O_CREATE))
+            continue; /* unlinked between our two calls: try to create again */
+        return shk_fail(errno, "%s(%s): %s", call, path, strerror(errno));
+    }
+    return shk_fail(EAGAIN, "%s(%s): lost every race to create or open it", call, path);
+}
+
+/* open(2) with the same signature as shm_open(3) */
+static int open_file(const char *path, int oflag, mode_t mode)
+{
+    return open(path, oflag, mode);
+}
+
+/* Waiting for an OFD byte lock, in the one wait shape (wait.h). */
+static int ofd_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_ofd_wait *o = obj;
+    int r = shk_ofd_lock(o->fd, o->offset, o->type, 0);
+    if (r != EAGAIN)
+        return r;
+    shk_wait_on_ofd(w, o->fd, o->offset, o->type);
+    return EAGAIN;
+}
+
+const struct shk_wait_op shk_ofd_lock_op = {"OFD lock", ofd_attempt, NULL, NULL};
+
 /* An opener found the object empty: if its creator is still sizing it, wait for that
- * (blocking on the creator's SIZING lock: no polling), then look again.  EINTR lets the
- * caller check for signals and retry. */
+ * (queued on the creator's SIZING lock: no polling), then look again.  EINTR lets the
+ * caller check for signals and open again; the caller looked at its signals just
+ * before, so no return is due before the first sleep. */
 static int wait_for_size(int fd, struct stat *st)
 {
-    int r = shk_ofd_lock(fd, SHK_LOCKBYTE_SIZING, F_RDLCK, 1);
+    struct shk_ofd_wait o = {fd, SHK_LOCKBYTE_SIZING, F_RDLCK};
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    w.next_return = shk_now_ns() + shk_wait_cfg.recheck_ns;
+    int r = shk_wait_run(&shk_ofd_lock_op, &o, &w);
     if (r == EINTR)
         return EINTR;
     if (r == 0)
@@ -229,26 +287,8 @@ int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsig
     if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
         return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
 
-    for (int attempt = 0; attempt < 100; attempt++) {
-        if (flags & SHK_O_CREATE) {
-            s->fd = shm_open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
-            if (s->fd >= 0) {
-                s->created = 1;
-                take_creator_locks(s->fd);
-                break;
-            }
-            if (errno != EEXIST || (flags & SHK_O_EXCL))
-                return shk_fail(errno, "shm_open(%s): %s", path, strerror(errno));
-        }
-        s->fd = shm_open(path, oflag, 0);
-        if (s->fd >= 0)
-            break;
-        if (errno == ENOENT && (flags & SHK_O_CREATE))
-            continue; /* unlinked between our two calls: try to create again */
-        return shk_fail(errno, "shm_open(%s): %s", path, strerror(errno));
-    }
-    if (s->fd < 0)
-        return shk_fail(EAGAIN, "shm_open(%s): lost every race to create or open it", path);
+    if ((r = create_or_open(s, shm_open, "shm_open", path, oflag, mode, what)) != 0)
+        return r;
     r = fd_finish_open(s, size, reserve, mode & 0777, what, unlink_posix_quiet, name);
     if (r) {
         close(s->fd);
@@ -277,28 +317,8 @@ int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsign
     if ((flags & SHK_O_CREATE) && (flags & SHK_O_RDONLY))
         return shk_fail(EINVAL, "%s: cannot create a segment read-only", what);
     int oflag = ((flags & SHK_O_RDONLY) ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        if (flags & SHK_O_CREATE) {
-            s->fd = open(path, oflag | O_CREAT | O_EXCL, mode & 0777);
-            if (s->fd >= 0) {
-                s->created = 1;
-                take_creator_locks(s->fd);
-                break;
-            }
-            if (errno != EEXIST || (flags & SHK_O_EXCL))
-                return shk_fail(errno, "open(%s): %s", path, strerror(errno));
-        }
-        s->fd = open(path, oflag, 0);
-        if (s->fd >= 0)
-            break;
-        if (errno == ELOOP)
-            return shk_fail(ELOOP, "%s is a symbolic link; shmkit does not follow links", what);
-        if (errno == ENOENT && (flags & SHK_O_CREATE))
-            continue;
-        return shk_fail(errno, "open(%s): %s", path, strerror(errno));
-    }
-    if (s->fd < 0)
-        return shk_fail(EAGAIN, "open(%s): lost every race to create or open it", path);
+    if ((r = create_or_open(s, open_file, "open", path, oflag, mode, what)) != 0)
+        return r;
     struct stat st;
     if (fstat(s->fd, &st) == 0 && !S_ISREG(st.st_mode)) {
         close(s->fd);

@@ -29,6 +29,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "wait.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -146,6 +148,14 @@ int shk_seg_rmid(int shmid);
 /* OFD byte locks: type is F_RDLCK, F_WRLCK or F_UNLCK. Non-blocking unless wait.
  * 0, EAGAIN (held by another open file description), EINTR, or errno. */
 int shk_ofd_lock(int fd, uint64_t offset, int type, int wait);
+/* Waiting for an OFD byte lock in the one wait shape (wait.h): obj is a struct
+ * shk_ofd_wait; done when the lock is taken. */
+struct shk_ofd_wait {
+    int fd;
+    uint64_t offset;
+    int type;
+};
+extern const struct shk_wait_op shk_ofd_lock_op;
 /* *conflict = 1 if a lock of another open file description conflicts with `type`;
  * *holder_pid gets its pid when the kernel knows it (-1 for OFD locks). */
 int shk_ofd_probe(int fd, uint64_t offset, int type, int *conflict);

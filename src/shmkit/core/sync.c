@@ -26,45 +26,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
-
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define LOAD_RLX(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#define STORE_REL(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define STORE_RLX(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define CAS(p, expp, des) \
-    __atomic_compare_exchange_n((p), (expp), (des), 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)
-#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
-#define SUB(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST)
-#define STAT_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
-/* Statistics only the current holder writes: a plain increment, no locked instruction. */
-#define HOLDER_INC(p) STORE_RLX((p), LOAD_RLX(p) + 1)
+#include "wait.h"
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
-
-struct shk_sync_config shk_sync_cfg = {
-    .spin_max_ns = 200 * 1000,
-    .liveness_ns = 10 * 1000 * 1000,
-    .recheck_ns = 100 * 1000 * 1000,
-};
-
-void shk_sync_config_load_env(void)
-{
-    const char *s;
-    if ((s = getenv("SHMKIT_SPIN_NS")) && *s)
-        shk_sync_cfg.spin_max_ns = strtoull(s, NULL, 10);
-    if ((s = getenv("SHMKIT_LIVENESS_NS")) && *s) {
-        uint64_t v = strtoull(s, NULL, 10);
-        if (v >= 100000)
-            shk_sync_cfg.liveness_ns = v;
-    }
-}
 
 /* ---------------------------------------------------------------------------------- */
 /* Identities and liveness                                                              */
@@ -75,27 +45,17 @@ static uint32_t fork_gen = 1;
 static __thread uint64_t self_thread_cache;
 static __thread uint32_t self_thread_gen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int ncpu_cache;
 
 static void after_fork_child(void)
 {
     /* the child has another pid and its one thread another tid */
     shk_sync_self_proc_cache = 0;
-    __atomic_add_fetch(&fork_gen, 1, __ATOMIC_RELAXED);
+    shk_fetch_add_relaxed(&fork_gen, 1);
 }
 
 static void init_once(void)
 {
     pthread_atfork(NULL, NULL, after_fork_child);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    ncpu_cache = n > 0 ? (int)n : 1;
-}
-
-static int ncpu(void)
-{
-    if (unlikely(!ncpu_cache))
-        pthread_once(&once, init_once);
-    return ncpu_cache;
 }
 
 /* State (field 3) and start time (field 22) of /proc/ID/stat. -1 if unreadable. */
@@ -151,7 +111,7 @@ uint64_t shk_sync_self_proc_slow(void)
 uint64_t shk_sync_self_thread(void)
 {
     uint64_t v = self_thread_cache;
-    if (likely(v != 0 && self_thread_gen == __atomic_load_n(&fork_gen, __ATOMIC_RELAXED)))
+    if (likely(v != 0 && self_thread_gen == shk_load_relaxed(&fork_gen)))
         return v;
     pthread_once(&once, init_once);
     pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -161,7 +121,7 @@ uint64_t shk_sync_self_thread(void)
         start = 0;
     v = make_ident((uint32_t)tid, start);
     self_thread_cache = v;
-    self_thread_gen = __atomic_load_n(&fork_gen, __ATOMIC_RELAXED);
+    self_thread_gen = shk_load_relaxed(&fork_gen);
     return v;
 }
 
@@ -192,127 +152,87 @@ static int is_self_proc(uint64_t ident)
 }
 
 /* ---------------------------------------------------------------------------------- */
-/* Waiting: the adaptive spin and the sleep slices                                      */
+/* Waiting: every blocking call is an attempt run by the one driver of wait.h           */
 /* ---------------------------------------------------------------------------------- */
 
 #define SPIN_INITIAL_NS 20000u
 
-/* How long this wait may spin (0: not at all), claiming the object's spin gate. */
-static uint64_t spin_begin(struct shk_sync_head *h, struct shk_wait *w)
+/* The adaptive spin of a sync object: its budget and gate live in its shared head, so
+ * every process learns from every other (every sync struct begins with the head). */
+static void head_spin(void *obj, struct shk_spin *out)
 {
-    if ((w->flags & SHK_WAIT_NOSPIN) || shk_sync_cfg.spin_max_ns == 0 || ncpu() < 2)
-        return 0;
-    uint64_t budget = LOAD_RLX(&h->spin_ns);
-    if (budget > shk_sync_cfg.spin_max_ns)
-        budget = shk_sync_cfg.spin_max_ns;
-    if (w->deadline) {
-        uint64_t left = shk_deadline_left_ns(w->deadline);
-        if (left < budget)
-            budget = left;
-    }
-    if (budget == 0)
-        return 0;
-    if (ncpu() <= 2) {
-        /* With two CPUs a second spinner can only take time from the process that is
-         * about to hand over.  The gate is a deadline, so a spinner killed while
-         * spinning does not keep it closed. */
-        uint32_t now_ms = (uint32_t)(shk_now_ns() / 1000000u);
-        uint32_t busy = LOAD_RLX(&h->spin_busy);
-        if ((int32_t)(busy - now_ms) > 0)
-            return 0;
-        STORE_RLX(&h->spin_busy, now_ms + (uint32_t)(budget / 1000000u) + 2);
-    }
-    w->spun = 1;
-    return budget;
+    struct shk_sync_head *h = obj;
+    out->budget_ns = &h->spin_ns;
+    out->gate_ms = &h->spin_busy;
+    out->max_ns = shk_wait_cfg.spin_max_ns;
+    out->policy = SHK_SPIN_GATE | SHK_SPIN_LEARN_SLEEPS;
 }
 
-static void spin_end(struct shk_sync_head *h)
+/* A liveness check of a holder is due: only for a call about to sleep or a
+ * non-blocking one (never while spinning, where a /proc read would cost more than the
+ * whole hand-off), throttled by shk_wait_liveness_due. */
+static int live_check_due(struct shk_wait *w)
 {
-    if (ncpu() <= 2)
-        STORE_RLX(&h->spin_busy, (uint32_t)(shk_now_ns() / 1000000u));
+    return (w->flags & (SHK_WAIT_ARMED | SHK_WAIT_TRY)) && shk_wait_liveness_due(w, shk_now_ns());
+}
+
+/* After a liveness decision: be tried again when the next check is due. */
+static void retry_at_next_check(struct shk_wait *w)
+{
+    if (w->flags & SHK_WAIT_ARMED)
+        shk_wait_retry_by(w, w->next_live ? w->next_live : shk_now_ns());
 }
 
 /*
- * Learn from a finished wait.  A spin that succeeded after t ns wants a budget of about
- * 2t (grow at once, shrink slowly); a wait that slept but ended within the spin limit
- * would have been caught by a longer spin; a long wait halves the budget, so spinning
- * stops wasting a CPU when hand-offs are slow or the machine is oversubscribed.
+ * The owner-word protocol of Lock, RLock and RWLock's writer, once: one step of taking
+ * the 64-bit word *owner (an identity, SHK_ID_WAITERS when someone sleeps on its low
+ * word) for `me`.  Returns 0 when taken, 1 when taken over from a holder found dead
+ * (*dead gets its identity), or EAGAIN with w->on set to sleep on the low word (armed:
+ * WAITERS set first, so the releaser wakes us).  `self_ok`: a holder with our own
+ * process identity is alive by definition (Lock and the writer: any thread of ours).
  */
-static void spin_learn(struct shk_sync_head *h, struct shk_wait *w, int spin_won)
+static int owner_word_step(union shk_ident *owner, uint64_t me, int self_ok, uint32_t *sleepers,
+                           struct shk_wait *w, uint64_t *dead)
 {
-    uint64_t max = shk_sync_cfg.spin_max_ns;
-    if (!max || !w->t0)
-        return;
-    uint64_t waited = shk_now_ns() - w->t0;
-    uint64_t b = LOAD_RLX(&h->spin_ns), nb;
-    if (spin_won) {
-        nb = 2 * waited + 2000;
-        if (nb < b)
-            nb = b - (b - nb) / 8;
-    } else if (waited <= max) {
-        nb = 2 * waited + 2000;
-    } else {
-        nb = b / 2;
+    union shk_ident cur, des;
+    cur.all = shk_load_seq_cst(&owner->all);
+    for (int tries = 0;; tries++) {
+        if ((cur.f.word & SHK_ID_MASK) == 0) {
+            /* free: a sleeper (armed) takes it with WAITERS set: others may still sleep */
+            uint64_t exp = cur.all;
+            des.all = me;
+            des.f.word |= (w->flags & SHK_WAIT_ARMED) ? SHK_ID_WAITERS : (cur.f.word & SHK_ID_WAITERS);
+            if (shk_cas_seq_cst(&owner->all, &exp, des.all))
+                return 0;
+            cur.all = exp;
+            continue;
+        }
+        if (live_check_due(w) && !(self_ok && shk_ident_same(cur.all, shk_sync_self_proc())) &&
+            !shk_sync_ident_alive(cur.all)) {
+            uint64_t exp = cur.all;
+            des.all = me;
+            des.f.word |= cur.f.word & SHK_ID_WAITERS;
+            if (shk_cas_seq_cst(&owner->all, &exp, des.all)) {
+                *dead = cur.all;
+                return 1;
+            }
+            cur.all = exp;
+            continue;
+        }
+        if ((w->flags & SHK_WAIT_ARMED) && !(cur.f.word & SHK_ID_WAITERS) && tries < 64) {
+            uint64_t exp = cur.all;
+            des = cur;
+            des.f.word |= SHK_ID_WAITERS;
+            if (!shk_cas_seq_cst(&owner->all, &exp, des.all)) {
+                cur.all = exp;
+                continue;
+            }
+            cur = des;
+        }
+        shk_wait_on_futex(w, &owner->f.word, cur.f.word, sleepers);
+        retry_at_next_check(w);
+        return EAGAIN;
     }
-    if (nb > max)
-        nb = max;
-    if (nb != b)
-        STORE_RLX(&h->spin_ns, (uint32_t)nb);
-}
-
-static int deadline_passed(const struct shk_wait *w)
-{
-    return w->deadline && shk_deadline_left_ns(w->deadline) == 0;
-}
-
-/* Sleep on word while it holds `expected`, until the next event this wait must handle
- * itself (deadline, liveness check, return to the caller).  0 (woken or slice over), or
- * EINTR. */
-static int sleep_slice(uint32_t *word, uint32_t expected, struct shk_wait *w, int liveness,
-                       uint32_t *sleepers)
-{
-    uint64_t now = shk_now_ns();
-    uint64_t until = w->next_return;
-    if (liveness && w->next_live < until)
-        until = w->next_live;
-    struct timespec slice;
-    uint64_t gap = until > now ? until - now : 0;
-    if (gap > ((uint64_t)1 << 60)) /* "never": keep now + gap from wrapping around */
-        gap = (uint64_t)1 << 60;
-    shk_deadline_slice(&slice, w->deadline, gap);
-    if (sleepers)
-        ADD(sleepers, 1);
-    int r = shk_futex_wait(word, expected, &slice);
-    if (sleepers)
-        SUB(sleepers, 1);
-    w->slept = 1;
-    return r == EINTR ? EINTR : 0;
-}
-
-/* Time to return to the caller (before the first sleep, then every recheck_ns)? */
-static int must_return(struct shk_wait *w, uint64_t now)
-{
-    if (now >= w->next_return) {
-        w->next_return = now + shk_sync_cfg.recheck_ns;
-        return 1;
-    }
-    return 0;
-}
-
-/* Time for a liveness check?  The first comes at once, the next after 1, 2, 4 ... ms up
- * to liveness_ns: a holder killed just before we started waiting is usually torn down
- * within a millisecond or two, and a long wait costs one /proc read per interval. */
-static int liveness_due(struct shk_wait *w, uint64_t now)
-{
-    if (now >= w->next_live) {
-        uint64_t step = w->live_step ? w->live_step * 2 : 1000000u;
-        if (step > shk_sync_cfg.liveness_ns)
-            step = shk_sync_cfg.liveness_ns;
-        w->live_step = step;
-        w->next_live = now + step;
-        return 1;
-    }
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -385,7 +305,7 @@ static void head_init(struct shk_sync_head *h, uint32_t type, uint32_t flags)
     h->flags = (uint16_t)flags;
     h->spin_ns = SPIN_INITIAL_NS;
     h->spin_busy = 0;
-    STORE_REL(&h->magic, SHK_SYNC_MAGIC);
+    shk_store_release(&h->magic, SHK_SYNC_MAGIC);
 }
 
 static void lock_init(struct shk_lock_sh *l, uint32_t type)
@@ -504,7 +424,7 @@ void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err)
         *err = SHK_ECORRUPT;
         return NULL;
     }
-    if (LOAD_ACQ(&h->magic) != SHK_SYNC_MAGIC || h->type != type) {
+    if (shk_load_acquire(&h->magic) != SHK_SYNC_MAGIC || h->type != type) {
         *err = shk_fail(SHK_ECORRUPT, "sync object at offset %llu: magic 0x%08x type %u, "
                         "expected a type %u object", (unsigned long long)off, h->magic,
                         h->type, type);
@@ -561,6 +481,16 @@ bad:
     return NULL;
 }
 
+uint32_t shk_sync_extent(const void *obj, uint32_t type)
+{
+    switch (type) {
+    case SHK_OBJ_RWLOCK: return shk_load_acquire(&((const struct shk_rwlock_sh *)obj)->nslots);
+    case SHK_OBJ_SEMAPHORE: return shk_load_acquire(&((const struct shk_sem_sh *)obj)->nslots);
+    case SHK_OBJ_BARRIER: return shk_load_acquire(&((const struct shk_barrier_sh *)obj)->parties);
+    default: return 0;
+    }
+}
+
 /* ---------------------------------------------------------------------------------- */
 /* Lock and RLock                                                                       */
 /* ---------------------------------------------------------------------------------- */
@@ -571,124 +501,57 @@ static int lock_got(struct shk_lock_sh *l, int rec, int r)
         l->count = 1;
         l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
     }
-    HOLDER_INC(&l->acquisitions);
+    shk_single_writer_inc(&l->acquisitions);
     return r;
 }
 
-/* The holder `dead` was found dead: take the lock over from it. 1 if we now hold it. */
-static int lock_take_over(struct shk_lock_sh *l, uint64_t dead, uint64_t me)
+static int lock_attempt(struct shk_lock_sh *l, int rec, struct shk_wait *w)
 {
-    union shk_ident des;
-    des.all = me;
-    union shk_ident d;
-    d.all = dead;
-    des.f.word |= d.f.word & SHK_ID_WAITERS;
-    uint64_t exp = dead;
-    if (!CAS(&l->owner.all, &exp, des.all))
-        return 0;
-    HOLDER_INC(&l->owner_deaths);
-    STORE_RLX(&l->last_death_ns, shk_wall_ns());
-    STORE_RLX(&l->last_dead_pid, (int32_t)shk_ident_id(dead));
-    return 1;
+    uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
+    if (w->phase == 0) {
+        w->phase = 1;
+        if (likely(shk_lock_try_fast(l, rec) == 0))
+            return 0;
+        if (rec && shk_ident_same(shk_load_relaxed(&l->owner.all), me))
+            return shk_fail(EOVERFLOW, "RLock: recursion too deep");
+        shk_stat_add(&l->contentions, 1);
+    }
+    uint64_t dead = 0;
+    int r = owner_word_step(&l->owner, me, !rec, &l->sleepers, w, &dead);
+    if (r == 0)
+        return lock_got(l, rec, 0);
+    if (r == 1) {
+        shk_single_writer_inc(&l->owner_deaths);
+        shk_store_relaxed(&l->last_death_ns, shk_wall_ns());
+        shk_store_relaxed(&l->last_dead_pid, (int32_t)shk_ident_id(dead));
+        return lock_got(l, rec, SHK_EOWNERDEAD);
+    }
+    return r;
 }
+
+static int lock_attempt_fn(void *obj, struct shk_wait *w)
+{
+    return lock_attempt(obj, 0, w);
+}
+
+static int rlock_attempt_fn(void *obj, struct shk_wait *w)
+{
+    return lock_attempt(obj, 1, w);
+}
+
+const struct shk_wait_op shk_lock_op = {"Lock.acquire", lock_attempt_fn, NULL, head_spin};
+const struct shk_wait_op shk_rlock_op = {"RLock.acquire", rlock_attempt_fn, NULL, head_spin};
 
 int shk_lock_acquire(struct shk_lock_sh *l, int rec, struct shk_wait *w)
 {
-    uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
-    union shk_ident cur, des;
-    if (w->phase == 0) {
-        uint64_t exp = 0;
-        if (likely(CAS(&l->owner.all, &exp, me)))
-            return lock_got(l, rec, 0);
-        if (rec && shk_ident_same(exp, me)) {
-            if (l->count == UINT32_MAX)
-                return shk_fail(EOVERFLOW, "RLock: recursion too deep");
-            l->count++;
-            HOLDER_INC(&l->acquisitions);
-            return 0;
-        }
-        STAT_ADD(&l->contentions, 1);
-        if (w->flags & SHK_WAIT_TRY) {
-            /* a non-blocking attempt still recovers a dead holder (checks throttled by
-             * the caller's next_live) */
-            uint64_t now = shk_now_ns();
-            if (!is_self_proc(exp) && liveness_due(w, now) && !shk_sync_ident_alive(exp) &&
-                lock_take_over(l, exp, me))
-                return lock_got(l, rec, SHK_EOWNERDEAD);
-            return EBUSY;
-        }
-        w->phase = 1;
-        w->t0 = shk_now_ns();
-    }
-    if (w->phase == 1) {
-        w->phase = 2;
-        uint64_t budget = spin_begin(&l->head, w);
-        if (budget) {
-            uint64_t end = w->t0 + budget;
-            for (uint32_t i = 1;; i++) {
-                cur.all = LOAD_RLX(&l->owner.all);
-                if ((cur.f.word & SHK_ID_MASK) == 0) {
-                    uint64_t exp = cur.all;
-                    des.all = me;
-                    des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                    if (CAS(&l->owner.all, &exp, des.all)) {
-                        spin_end(&l->head);
-                        spin_learn(&l->head, w, 1);
-                        return lock_got(l, rec, 0);
-                    }
-                    continue;
-                }
-                shk_cpu_relax();
-                if ((i & 31) == 0 && shk_now_ns() >= end)
-                    break;
-            }
-            spin_end(&l->head);
-        }
-    }
-    if (w->flags & SHK_WAIT_NOSLEEP)
-        return EAGAIN;
-    for (;;) {
-        cur.all = LOAD(&l->owner.all);
-        if ((cur.f.word & SHK_ID_MASK) == 0) {
-            /* a woken sleeper takes it with WAITERS set: others may still sleep */
-            uint64_t exp = cur.all;
-            des.all = me;
-            des.f.word |= SHK_ID_WAITERS;
-            if (CAS(&l->owner.all, &exp, des.all)) {
-                spin_learn(&l->head, w, 0);
-                return lock_got(l, rec, 0);
-            }
-            continue;
-        }
-        uint64_t now = shk_now_ns();
-        if (liveness_due(w, now) && !(rec ? 0 : is_self_proc(cur.all)) &&
-            !shk_sync_ident_alive(cur.all)) {
-            if (lock_take_over(l, cur.all, me))
-                return lock_got(l, rec, SHK_EOWNERDEAD);
-            continue;
-        }
-        if (deadline_passed(w))
-            return ETIMEDOUT;
-        if (must_return(w, now))
-            return EINTR;
-        if (!(cur.f.word & SHK_ID_WAITERS)) {
-            uint64_t exp = cur.all;
-            des.all = cur.all;
-            des.f.word |= SHK_ID_WAITERS;
-            if (!CAS(&l->owner.all, &exp, des.all))
-                continue;
-            cur.all = des.all;
-        }
-        if (sleep_slice(&l->owner.f.word, cur.f.word, w, 1, &l->sleepers) == EINTR)
-            return EINTR;
-    }
+    return shk_wait_run(rec ? &shk_rlock_op : &shk_lock_op, l, w);
 }
 
 int shk_lock_release(struct shk_lock_sh *l, int rec)
 {
     uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
     union shk_ident cur;
-    cur.all = LOAD_RLX(&l->owner.all);
+    cur.all = shk_load_relaxed(&l->owner.all);
     for (;;) {
         if (!shk_ident_same(cur.all, me)) {
             if ((cur.f.word & SHK_ID_MASK) == 0)
@@ -707,7 +570,7 @@ int shk_lock_release(struct shk_lock_sh *l, int rec)
             l->owner_pid = 0;
         }
         uint64_t exp = cur.all;
-        if (CAS(&l->owner.all, &exp, 0))
+        if (shk_cas_seq_cst(&l->owner.all, &exp, 0))
             break;
         cur.all = exp; /* only the WAITERS bit can have changed */
     }
@@ -719,17 +582,30 @@ int shk_lock_release(struct shk_lock_sh *l, int rec)
 int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count)
 {
     uint64_t me = shk_sync_self_thread();
-    if (!shk_ident_same(LOAD_RLX(&l->owner.all), me))
+    if (!shk_ident_same(shk_load_relaxed(&l->owner.all), me))
         return shk_fail(SHK_ENOTOWNER, "the RLock is not held by this thread");
     *count = l->count;
     l->count = 1;
     return shk_lock_release(l, 1);
 }
 
+void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count)
+{
+    if (count > 1 && shk_lock_is_mine(l, 1))
+        l->count = count;
+}
+
 int shk_lock_is_mine(struct shk_lock_sh *l, int rec)
 {
     uint64_t me = rec ? shk_sync_self_thread() : shk_sync_self_proc();
-    return shk_ident_same(LOAD_RLX(&l->owner.all), me);
+    return shk_ident_same(shk_load_relaxed(&l->owner.all), me);
+}
+
+uint32_t shk_lock_owned_count(struct shk_lock_sh *l, int rec)
+{
+    if (!shk_lock_is_mine(l, rec))
+        return 0;
+    return rec ? l->count : 1;
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -738,69 +614,48 @@ int shk_lock_is_mine(struct shk_lock_sh *l, int rec)
 
 void shk_event_set(struct shk_event_sh *e)
 {
-    uint32_t cur = LOAD_RLX(&e->state);
+    uint32_t cur = shk_load_relaxed(&e->state);
     do {
         if (cur & 1)
             return;
-    } while (!CAS(&e->state, &cur, (cur + 2) | 1));
-    STAT_ADD(&e->sets, 1);
-    if (LOAD(&e->sleepers))
+    } while (!shk_cas_seq_cst(&e->state, &cur, (cur + 2) | 1));
+    shk_stat_add(&e->sets, 1);
+    if (shk_load_seq_cst(&e->sleepers))
         shk_futex_wake(&e->state, INT_MAX);
 }
 
 void shk_event_clear(struct shk_event_sh *e)
 {
-    uint32_t cur = LOAD_RLX(&e->state);
-    while ((cur & 1) && !CAS(&e->state, &cur, cur & ~1u))
+    uint32_t cur = shk_load_relaxed(&e->state);
+    while ((cur & 1) && !shk_cas_seq_cst(&e->state, &cur, cur & ~1u))
         ;
 }
 
-int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
+/* Any change from the state observed at the start (clear) means a set() happened, even
+ * if a clear() followed. */
+static int event_attempt(void *obj, struct shk_wait *w)
 {
+    struct shk_event_sh *e = obj;
+    uint32_t cur = shk_load_seq_cst(&e->state);
     if (w->phase == 0) {
-        uint32_t cur = LOAD(&e->state);
         if (cur & 1)
             return 0;
-        if (w->flags & SHK_WAIT_TRY)
-            return ETIMEDOUT;
         w->observed = cur;
         w->phase = 1;
-        w->t0 = shk_now_ns();
-        STAT_ADD(&e->waits, 1);
+        if (!(w->flags & SHK_WAIT_TRY))
+            shk_stat_add(&e->waits, 1);
+    } else if (cur != w->observed) {
+        return 0;
     }
-    /* any change from the observed (clear) state means a set() happened */
-    if (w->phase == 1) {
-        w->phase = 2;
-        uint64_t budget = spin_begin(&e->head, w);
-        if (budget) {
-            uint64_t end = w->t0 + budget;
-            for (uint32_t i = 1;; i++) {
-                if (LOAD_RLX(&e->state) != w->observed) {
-                    spin_end(&e->head);
-                    spin_learn(&e->head, w, 1);
-                    return 0;
-                }
-                shk_cpu_relax();
-                if ((i & 31) == 0 && shk_now_ns() >= end)
-                    break;
-            }
-            spin_end(&e->head);
-        }
-    }
-    if (w->flags & SHK_WAIT_NOSLEEP)
-        return EAGAIN;
-    for (;;) {
-        if (LOAD(&e->state) != w->observed) {
-            spin_learn(&e->head, w, 0);
-            return 0;
-        }
-        if (deadline_passed(w))
-            return ETIMEDOUT;
-        if (must_return(w, shk_now_ns()))
-            return EINTR;
-        if (sleep_slice(&e->state, w->observed, w, 0, &e->sleepers) == EINTR)
-            return EINTR;
-    }
+    shk_wait_on_futex(w, &e->state, w->observed, &e->sleepers);
+    return EAGAIN;
+}
+
+const struct shk_wait_op shk_event_op = {"Event.wait", event_attempt, NULL, head_spin};
+
+int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w)
+{
+    return shk_wait_run(&shk_event_op, e, w);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -814,14 +669,14 @@ static int sem_lock(struct shk_sem_sh *s)
 {
     int r = shk_mutex_lock(&s->mutex, NULL);
     if (r == SHK_EOWNERDEAD) {
-        if (LOAD(&s->j_valid)) {
+        if (shk_load_seq_cst(&s->j_valid)) {
             uint32_t i = s->j_slot;
             if (i < s->nslots) {
                 s->slot[i].count = s->j_count;
                 s->slot[i].owner.all = s->j_owner.all;
             }
-            STORE(&s->value, s->j_value);
-            STORE(&s->j_valid, 0);
+            shk_store_seq_cst(&s->value, s->j_value);
+            shk_store_seq_cst(&s->j_valid, 0);
         }
         shk_mutex_consistent(&s->mutex);
         return 0;
@@ -835,15 +690,15 @@ static void sem_journal(struct shk_sem_sh *s, uint32_t i)
     s->j_value = s->value;
     s->j_count = i < s->nslots ? s->slot[i].count : 0;
     s->j_owner.all = i < s->nslots ? s->slot[i].owner.all : 0;
-    STORE(&s->j_valid, 1);
+    shk_store_seq_cst(&s->j_valid, 1);
     /* the journal must be visible before any change it describes */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    shk_fence_seq_cst();
 }
 
 static void sem_journal_done(struct shk_sem_sh *s)
 {
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    STORE(&s->j_valid, 0);
+    shk_fence_seq_cst();
+    shk_store_seq_cst(&s->j_valid, 0);
 }
 
 /* Slot of this process, or a free one (UINT32_MAX if none). Mutex held. */
@@ -868,8 +723,8 @@ uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
     uint32_t given = 0, n = s->nslots;
     uint64_t me = shk_sync_self_proc();
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t o = LOAD(&s->slot[i].owner.all);
-        if (o == 0 || o == me || LOAD(&s->slot[i].count) == 0)
+        uint64_t o = shk_load_seq_cst(&s->slot[i].owner.all);
+        if (o == 0 || o == me || shk_load_seq_cst(&s->slot[i].count) == 0)
             continue;
         if (shk_sync_ident_alive(o))
             continue;
@@ -878,7 +733,7 @@ uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
         if (s->slot[i].owner.all == o) {
             uint32_t c = s->slot[i].count;
             sem_journal(s, i);
-            STORE(&s->value, s->value + c);
+            shk_store_seq_cst(&s->value, s->value + c);
             s->slot[i].count = 0;
             s->slot[i].owner.all = 0;
             sem_journal_done(s);
@@ -888,7 +743,7 @@ uint32_t shk_sem_reclaim(struct shk_sem_sh *s)
         }
         shk_mutex_unlock(&s->mutex);
     }
-    if (given && LOAD(&s->sleepers))
+    if (given && shk_load_seq_cst(&s->sleepers))
         shk_futex_wake(&s->value, (int)(given > INT_MAX ? INT_MAX : given));
     return given;
 }
@@ -899,25 +754,34 @@ uint32_t shk_sem_held(struct shk_sem_sh *s)
         return 0;
     uint64_t me = shk_sync_self_proc();
     for (uint32_t i = 0; i < s->nslots; i++)
-        if (LOAD(&s->slot[i].owner.all) == me)
-            return LOAD(&s->slot[i].count);
+        if (shk_load_seq_cst(&s->slot[i].owner.all) == me)
+            return shk_load_seq_cst(&s->slot[i].count);
     return 0;
+}
+
+uint32_t shk_sem_holders(struct shk_sem_sh *s)
+{
+    uint32_t holders = 0;
+    for (uint32_t i = 0; i < s->nslots; i++)
+        if (shk_load_relaxed(&s->slot[i].count))
+            holders++;
+    return holders;
 }
 
 /* One attempt: 0 or EBUSY (or an error for undo semaphores). */
 static int sem_try(struct shk_sem_sh *s)
 {
     if (!(s->head.flags & SHK_SYNCF_UNDO)) {
-        uint32_t v = LOAD_RLX(&s->value);
+        uint32_t v = shk_load_relaxed(&s->value);
         while (v > 0) {
-            if (CAS(&s->value, &v, v - 1)) {
-                STAT_ADD(&s->acquisitions, 1);
+            if (shk_cas_seq_cst(&s->value, &v, v - 1)) {
+                shk_stat_add(&s->acquisitions, 1);
                 return 0;
             }
         }
         return EBUSY;
     }
-    if (LOAD(&s->value) == 0)
+    if (shk_load_seq_cst(&s->value) == 0)
         return EBUSY;
     int r = sem_lock(s);
     if (r)
@@ -939,69 +803,38 @@ static int sem_try(struct shk_sem_sh *s)
     sem_journal(s, i);
     s->slot[i].owner.all = me;
     s->slot[i].count++;
-    STORE(&s->value, s->value - 1);
+    shk_store_seq_cst(&s->value, s->value - 1);
     sem_journal_done(s);
     s->acquisitions++;
     shk_mutex_unlock(&s->mutex);
     return 0;
 }
 
+static int sem_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_sem_sh *s = obj;
+    int undo = s->head.flags & SHK_SYNCF_UNDO;
+    int r = sem_try(s);
+    if (r != EBUSY)
+        return r;
+    if (w->phase == 0) {
+        w->phase = 1;
+        shk_stat_add(&s->contentions, 1);
+    }
+    /* undo semaphores: units held by dead processes come back (liveness throttled) */
+    if (undo && live_check_due(w) && shk_sem_reclaim(s) && (r = sem_try(s)) != EBUSY)
+        return r;
+    shk_wait_on_futex(w, &s->value, 0, &s->sleepers);
+    if (undo)
+        retry_at_next_check(w);
+    return EAGAIN;
+}
+
+const struct shk_wait_op shk_sem_op = {"Semaphore.acquire", sem_attempt, NULL, head_spin};
+
 int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
 {
-    int undo = s->head.flags & SHK_SYNCF_UNDO;
-    int r;
-    if (w->phase == 0) {
-        r = sem_try(s);
-        if (r != EBUSY)
-            return r;
-        STAT_ADD(&s->contentions, 1);
-        if (w->flags & SHK_WAIT_TRY) {
-            if (undo && liveness_due(w, shk_now_ns()) && shk_sem_reclaim(s))
-                return sem_try(s);
-            return EBUSY;
-        }
-        w->phase = 1;
-        w->t0 = shk_now_ns();
-    }
-    if (w->phase == 1) {
-        w->phase = 2;
-        uint64_t budget = spin_begin(&s->head, w);
-        if (budget) {
-            uint64_t end = w->t0 + budget;
-            for (uint32_t i = 1;; i++) {
-                if (LOAD_RLX(&s->value) > 0) {
-                    r = sem_try(s);
-                    if (r != EBUSY) {
-                        spin_end(&s->head);
-                        spin_learn(&s->head, w, 1);
-                        return r;
-                    }
-                }
-                shk_cpu_relax();
-                if ((i & 31) == 0 && shk_now_ns() >= end)
-                    break;
-            }
-            spin_end(&s->head);
-        }
-    }
-    if (w->flags & SHK_WAIT_NOSLEEP)
-        return EAGAIN;
-    for (;;) {
-        r = sem_try(s);
-        if (r != EBUSY) {
-            spin_learn(&s->head, w, 0);
-            return r;
-        }
-        uint64_t now = shk_now_ns();
-        if (undo && liveness_due(w, now) && shk_sem_reclaim(s))
-            continue;
-        if (deadline_passed(w))
-            return ETIMEDOUT;
-        if (must_return(w, now))
-            return EINTR;
-        if (sleep_slice(&s->value, 0, w, undo, &s->sleepers) == EINTR)
-            return EINTR;
-    }
+    return shk_wait_run(&shk_sem_op, s, w);
 }
 
 int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
@@ -1010,12 +843,12 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
         return 0;
     int bounded = s->head.flags & SHK_SYNCF_BOUNDED;
     if (!(s->head.flags & SHK_SYNCF_UNDO)) {
-        uint32_t v = LOAD_RLX(&s->value);
+        uint32_t v = shk_load_relaxed(&s->value);
         for (;;) {
             if ((uint64_t)v + n > (bounded ? s->bound : (UINT32_MAX >> 1)))
                 return shk_fail(SHK_ETOOBIG, bounded ? "Semaphore released too many times"
                                                      : "semaphore value would overflow");
-            if (CAS(&s->value, &v, v + n))
+            if (shk_cas_seq_cst(&s->value, &v, v + n))
                 break;
         }
     } else {
@@ -1038,18 +871,20 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
             if (s->slot[i].count == 0)
                 s->slot[i].owner.all = 0;
         }
-        STORE(&s->value, v + n);
+        shk_store_seq_cst(&s->value, v + n);
         sem_journal_done(s);
         shk_mutex_unlock(&s->mutex);
     }
-    if (LOAD(&s->sleepers))
+    if (shk_load_seq_cst(&s->sleepers))
         shk_futex_wake(&s->value, n > INT_MAX ? INT_MAX : (int)n);
     return 0;
 }
 
+
 /* ---------------------------------------------------------------------------------- */
 /* RWLock                                                                               */
 /* ---------------------------------------------------------------------------------- */
+
 
 /* Take a dead process's reader slot back: mark it (RECLAIM + our pid), zero it, free it. */
 static int rw_reclaim_slot(struct shk_rwlock_sh *rw, uint32_t i, uint64_t dead)
@@ -1059,13 +894,13 @@ static int rw_reclaim_slot(struct shk_rwlock_sh *rw, uint32_t i, uint64_t dead)
     mark.all = shk_sync_self_proc();
     mark.f.word |= SHK_ID_RECLAIM;
     uint64_t exp = dead;
-    if (!CAS(&sl->owner.all, &exp, mark.all))
+    if (!shk_cas_seq_cst(&sl->owner.all, &exp, mark.all))
         return 0;
-    uint32_t c = LOAD(&sl->count);
-    STORE(&sl->count, 0);
-    STORE(&sl->owner.all, 0);
+    uint32_t c = shk_load_seq_cst(&sl->count);
+    shk_store_seq_cst(&sl->count, 0);
+    shk_store_seq_cst(&sl->owner.all, 0);
     if (c)
-        STAT_ADD(&rw->reader_deaths, 1);
+        shk_stat_add(&rw->reader_deaths, 1);
     return 1;
 }
 
@@ -1079,10 +914,10 @@ static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
 {
     uint64_t me = shk_sync_self_proc();
     uint32_t n = rw->nslots, i = *hint;
-    if (i < n && LOAD_RLX(&rw->slot[i].owner.all) == me)
+    if (i < n && shk_load_relaxed(&rw->slot[i].owner.all) == me)
         return (int)i;
     for (i = 0; i < n; i++)
-        if (LOAD_RLX(&rw->slot[i].owner.all) == me) {
+        if (shk_load_relaxed(&rw->slot[i].owner.all) == me) {
             *hint = i;
             return (int)i;
         }
@@ -1091,14 +926,14 @@ static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
     for (int pass = 0; pass < 2; pass++) {
         for (i = 0; i < n; i++) {
             uint64_t exp = 0;
-            if (LOAD_RLX(&rw->slot[i].owner.all) == 0 && CAS(&rw->slot[i].owner.all, &exp, me)) {
+            if (shk_load_relaxed(&rw->slot[i].owner.all) == 0 && shk_cas_seq_cst(&rw->slot[i].owner.all, &exp, me)) {
                 *hint = i;
                 return (int)i;
             }
         }
         /* all taken: take back the slots of dead processes, then try again */
         for (i = 0; i < n; i++) {
-            uint64_t o = LOAD(&rw->slot[i].owner.all);
+            uint64_t o = shk_load_seq_cst(&rw->slot[i].owner.all);
             if (rw_slot_dead(o))
                 rw_reclaim_slot(rw, i, o);
         }
@@ -1109,9 +944,9 @@ static int rw_find_slot(struct shk_rwlock_sh *rw, uint32_t *hint, int claim)
 
 static void rw_read_leave(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 {
-    SUB(&sl->count, 1);
-    if (LOAD(&rw->drain_sleeping)) {
-        ADD(&rw->drain_seq, 1);
+    shk_sub_fetch_seq_cst(&sl->count, 1);
+    if (shk_load_seq_cst(&rw->drain_sleeping)) {
+        shk_add_fetch_seq_cst(&rw->drain_seq, 1);
         shk_futex_wake(&rw->drain_seq, 1);
     }
 }
@@ -1119,11 +954,11 @@ static void rw_read_leave(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 /* One read attempt: 0, or EBUSY when a writer is there or waiting. */
 static int rw_read_try(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 {
-    if (LOAD_RLX(&rw->writer.f.word) & SHK_ID_MASK)
+    if (shk_load_relaxed(&rw->writer.f.word) & SHK_ID_MASK)
         return EBUSY;
-    ADD(&sl->count, 1);
-    if (likely((LOAD(&rw->writer.f.word) & SHK_ID_MASK) == 0)) {
-        STAT_ADD(&sl->acquisitions, 1);
+    shk_add_fetch_seq_cst(&sl->count, 1);
+    if (likely((shk_load_seq_cst(&rw->writer.f.word) & SHK_ID_MASK) == 0)) {
+        shk_stat_add(&sl->acquisitions, 1);
         return 0;
     }
     rw_read_leave(rw, sl); /* a writer came in between: it goes first */
@@ -1134,10 +969,10 @@ static int rw_read_try(struct shk_rwlock_sh *rw, struct shk_rw_slot *sl)
 static int rw_clear_dead_writer(struct shk_rwlock_sh *rw, uint64_t dead)
 {
     uint64_t exp = dead;
-    if (!CAS(&rw->writer.all, &exp, 0))
+    if (!shk_cas_seq_cst(&rw->writer.all, &exp, 0))
         return 0;
-    STAT_ADD(&rw->owner_deaths, 1);
-    STORE(&rw->drain_sleeping, 0);
+    shk_stat_add(&rw->owner_deaths, 1);
+    shk_store_seq_cst(&rw->drain_sleeping, 0);
     union shk_ident d;
     d.all = dead;
     if (d.f.word & SHK_ID_WAITERS)
@@ -1145,84 +980,66 @@ static int rw_clear_dead_writer(struct shk_rwlock_sh *rw, uint64_t dead)
     return 1;
 }
 
-int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wait *w)
+static int rw_read_attempt(void *obj, struct shk_wait *w)
 {
-    int i = rw_find_slot(rw, hint, 1);
+    struct shk_rw_reader *rd = obj;
+    struct shk_rwlock_sh *rw = rd->rw;
+    int i = rw_find_slot(rw, &rd->slot, 1);
     if (i < 0)
         return i;
     struct shk_rw_slot *sl = &rw->slot[i];
     union shk_ident cur;
-    if (w->phase == 0) {
-        if (likely(rw_read_try(rw, sl) == 0))
-            return 0;
-        STAT_ADD(&rw->contentions, 1);
-        if (w->flags & SHK_WAIT_TRY) {
-            cur.all = LOAD(&rw->writer.all);
-            if ((cur.f.word & SHK_ID_MASK) && !is_self_proc(cur.all) &&
-                liveness_due(w, shk_now_ns()) && !shk_sync_ident_alive(cur.all) &&
-                rw_clear_dead_writer(rw, cur.all) && rw_read_try(rw, sl) == 0)
-                return SHK_EOWNERDEAD;
-            return EBUSY;
+    for (int tries = 0; tries < 64; tries++) {
+        if (rw_read_try(rw, sl) == 0)
+            return w->aux ? SHK_EOWNERDEAD : 0; /* aux: a dead writer was cleared */
+        if (w->phase == 0) {
+            w->phase = 1;
+            shk_stat_add(&rw->contentions, 1);
         }
-        w->phase = 1;
-        w->t0 = shk_now_ns();
-    }
-    if (w->phase == 1) {
-        w->phase = 2;
-        uint64_t budget = spin_begin(&rw->head, w);
-        if (budget) {
-            uint64_t end = w->t0 + budget;
-            for (uint32_t k = 1;; k++) {
-                if ((LOAD_RLX(&rw->writer.f.word) & SHK_ID_MASK) == 0 && rw_read_try(rw, sl) == 0) {
-                    spin_end(&rw->head);
-                    spin_learn(&rw->head, w, 1);
-                    return 0;
-                }
-                shk_cpu_relax();
-                if ((k & 31) == 0 && shk_now_ns() >= end)
-                    break;
-            }
-            spin_end(&rw->head);
-        }
-    }
-    if (w->flags & SHK_WAIT_NOSLEEP)
-        return EAGAIN;
-    int died = 0;
-    for (;;) {
-        if (rw_read_try(rw, sl) == 0) {
-            spin_learn(&rw->head, w, 0);
-            return died ? SHK_EOWNERDEAD : 0;
-        }
-        cur.all = LOAD(&rw->writer.all);
+        cur.all = shk_load_seq_cst(&rw->writer.all);
         if ((cur.f.word & SHK_ID_MASK) == 0)
-            continue;
-        uint64_t now = shk_now_ns();
-        if (liveness_due(w, now) && !is_self_proc(cur.all) && !shk_sync_ident_alive(cur.all)) {
+            continue; /* the writer left in between: try again */
+        if (live_check_due(w) && !is_self_proc(cur.all) && !shk_sync_ident_alive(cur.all)) {
             if (rw_clear_dead_writer(rw, cur.all))
-                died = 1;
+                w->aux = 1;
             continue;
         }
-        if (deadline_passed(w))
-            return ETIMEDOUT;
-        if (must_return(w, now))
-            return EINTR;
-        if (!(cur.f.word & SHK_ID_WAITERS)) {
+        if ((w->flags & SHK_WAIT_ARMED) && !(cur.f.word & SHK_ID_WAITERS)) {
             uint64_t exp = cur.all;
             union shk_ident des = cur;
             des.f.word |= SHK_ID_WAITERS;
-            if (!CAS(&rw->writer.all, &exp, des.all))
+            if (!shk_cas_seq_cst(&rw->writer.all, &exp, des.all))
                 continue;
             cur = des;
         }
-        if (sleep_slice(&rw->writer.f.word, cur.f.word, w, 1, &rw->sleepers) == EINTR)
-            return EINTR;
+        shk_wait_on_futex(w, &rw->writer.f.word, cur.f.word, &rw->sleepers);
+        retry_at_next_check(w);
+        return EAGAIN;
     }
+    shk_wait_on_poll(w, shk_now_ns()); /* readers and writers racing: look again soon */
+    return EAGAIN;
+}
+
+static void rw_read_spin(void *obj, struct shk_spin *out)
+{
+    head_spin(((struct shk_rw_reader *)obj)->rw, out);
+}
+
+const struct shk_wait_op shk_rw_read_op = {"RWLock.acquire_read", rw_read_attempt, NULL,
+                                           rw_read_spin};
+
+int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *hint, struct shk_wait *w)
+{
+    struct shk_rw_reader rd = {rw, *hint};
+    int r = shk_wait_run(&shk_rw_read_op, &rd, w);
+    *hint = rd.slot;
+    return r;
 }
 
 int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *hint)
 {
     int i = rw_find_slot(rw, hint, 0);
-    if (i < 0 || LOAD(&rw->slot[i].count) == 0)
+    if (i < 0 || shk_load_seq_cst(&rw->slot[i].count) == 0)
         return shk_fail(SHK_ENOTOWNER, "release_read(): this process holds no read lock");
     rw_read_leave(rw, &rw->slot[i]);
     return 0;
@@ -1230,11 +1047,11 @@ int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *hint)
 
 static void rw_writer_drop(struct shk_rwlock_sh *rw)
 {
-    STORE(&rw->drain_sleeping, 0);
+    shk_store_seq_cst(&rw->drain_sleeping, 0);
     union shk_ident cur;
-    cur.all = LOAD(&rw->writer.all);
+    cur.all = shk_load_seq_cst(&rw->writer.all);
     uint64_t exp = cur.all;
-    while (!CAS(&rw->writer.all, &exp, 0))
+    while (!shk_cas_seq_cst(&rw->writer.all, &exp, 0))
         cur.all = exp;
     if (cur.f.word & SHK_ID_WAITERS)
         shk_futex_wake(&rw->writer.f.word, INT_MAX);
@@ -1245,10 +1062,10 @@ static uint32_t rw_busy(struct shk_rwlock_sh *rw, int check)
 {
     uint32_t busy = 0;
     for (uint32_t i = 0; i < rw->nslots; i++) {
-        uint32_t c = LOAD(&rw->slot[i].count);
+        uint32_t c = shk_load_seq_cst(&rw->slot[i].count);
         if (!c)
             continue;
-        uint64_t o = LOAD(&rw->slot[i].owner.all);
+        uint64_t o = shk_load_seq_cst(&rw->slot[i].owner.all);
         union shk_ident u;
         u.all = o;
         if (u.f.word & SHK_ID_RECLAIM) {
@@ -1266,150 +1083,82 @@ static uint32_t rw_busy(struct shk_rwlock_sh *rw, int check)
     return busy;
 }
 
-int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
+
+/* RWLock writer: phase 1 takes the writer word (the owner-word protocol of Lock); phase 3
+ * holds it, so new readers stay out, and waits for the readers inside to leave. */
+static int rw_write_attempt(void *obj, struct shk_wait *w)
 {
+    struct shk_rwlock_sh *rw = obj;
     uint64_t me = shk_sync_self_proc();
-    union shk_ident cur, des;
     if (w->phase == 0) {
         uint64_t exp = 0;
-        if (CAS(&rw->writer.all, &exp, me)) {
-            w->phase = 3; /* drain the readers */
+        if (shk_cas_seq_cst(&rw->writer.all, &exp, me)) {
+            w->phase = 3;
         } else {
-            STAT_ADD(&rw->contentions, 1);
-            if (w->flags & SHK_WAIT_TRY) {
-                if (!is_self_proc(exp) && liveness_due(w, shk_now_ns()) &&
-                    !shk_sync_ident_alive(exp)) {
-                    des.all = me;
-                    cur.all = exp;
-                    des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                    if (CAS(&rw->writer.all, &exp, des.all)) {
-                        STAT_ADD(&rw->owner_deaths, 1);
-                        w->aux = 1;
-                        w->phase = 3;
-                    }
-                }
-                if (w->phase != 3)
-                    return EBUSY;
-            } else {
-                w->phase = 1;
-            }
+            shk_stat_add(&rw->contentions, 1);
+            w->phase = 1;
         }
-        w->t0 = shk_now_ns();
     }
     if (w->phase == 1) {
-        w->phase = 2;
-        uint64_t budget = spin_begin(&rw->head, w);
-        if (budget) {
-            uint64_t end = w->t0 + budget;
-            for (uint32_t k = 1;; k++) {
-                cur.all = LOAD_RLX(&rw->writer.all);
-                if ((cur.f.word & SHK_ID_MASK) == 0) {
-                    uint64_t exp = cur.all;
-                    des.all = me;
-                    des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                    if (CAS(&rw->writer.all, &exp, des.all)) {
-                        w->phase = 3;
-                        break;
-                    }
-                    continue;
-                }
-                shk_cpu_relax();
-                if ((k & 31) == 0 && shk_now_ns() >= end)
-                    break;
-            }
-            spin_end(&rw->head);
+        uint64_t dead = 0;
+        int r = owner_word_step(&rw->writer, me, 1, &rw->sleepers, w, &dead);
+        if (r == EAGAIN)
+            return r;
+        if (r == 1) {
+            shk_stat_add(&rw->owner_deaths, 1);
+            w->aux = 1;
         }
+        w->phase = 3;
+        w->flags &= ~SHK_WAIT_SPUN; /* the drain earns a spin of its own */
     }
-    if (w->phase == 2) {
-        if (w->flags & SHK_WAIT_NOSLEEP)
-            return EAGAIN;
-        for (;;) {
-            cur.all = LOAD(&rw->writer.all);
-            if ((cur.f.word & SHK_ID_MASK) == 0) {
-                uint64_t exp = cur.all;
-                des.all = me;
-                des.f.word |= SHK_ID_WAITERS;
-                if (CAS(&rw->writer.all, &exp, des.all)) {
-                    w->phase = 3;
-                    break;
-                }
-                continue;
-            }
-            uint64_t now = shk_now_ns();
-            if (liveness_due(w, now) && !is_self_proc(cur.all) && !shk_sync_ident_alive(cur.all)) {
-                uint64_t exp = cur.all;
-                des.all = me;
-                des.f.word |= cur.f.word & SHK_ID_WAITERS;
-                if (CAS(&rw->writer.all, &exp, des.all)) {
-                    STAT_ADD(&rw->owner_deaths, 1);
-                    w->aux = 1;
-                    w->phase = 3;
-                    break;
-                }
-                continue;
-            }
-            if (deadline_passed(w))
-                return ETIMEDOUT;
-            if (must_return(w, now))
-                return EINTR;
-            if (!(cur.f.word & SHK_ID_WAITERS)) {
-                uint64_t exp = cur.all;
-                des = cur;
-                des.f.word |= SHK_ID_WAITERS;
-                if (!CAS(&rw->writer.all, &exp, des.all))
-                    continue;
-                cur = des;
-            }
-            if (sleep_slice(&rw->writer.f.word, cur.f.word, w, 1, &rw->sleepers) == EINTR)
-                return EINTR;
-        }
+    /* phase 3: drain.  Armed, readers that leave bump drain_seq and wake us. */
+    uint32_t seq = shk_load_seq_cst(&rw->drain_seq);
+    if (w->flags & SHK_WAIT_ARMED)
+        shk_store_seq_cst(&rw->drain_sleeping, 1);
+    if (rw_busy(rw, live_check_due(w)) == 0) {
+        shk_store_seq_cst(&rw->drain_sleeping, 0);
+        shk_single_writer_inc(&rw->write_acquisitions);
+        return w->aux ? SHK_EOWNERDEAD : 0;
     }
-    /* phase 3: we hold the writer word; new readers stay out; wait for the others */
-    if (w->phase == 3 && !(w->flags & SHK_WAIT_TRY)) {
-        /* a short spin first: readers usually leave within microseconds */
-        uint64_t end = shk_now_ns() + (shk_sync_cfg.spin_max_ns < 20000 ? shk_sync_cfg.spin_max_ns : 20000);
-        for (uint32_t k = 1; ncpu() > 1; k++) {
-            if (rw_busy(rw, 0) == 0)
-                break;
-            shk_cpu_relax();
-            if ((k & 15) == 0 && shk_now_ns() >= end)
-                break;
-        }
-        w->phase = 4;
+    if (w->flags & SHK_WAIT_ARMED) {
+        shk_wait_on_futex(w, &rw->drain_seq, seq, &rw->sleepers);
+        retry_at_next_check(w);
+    } else {
+        shk_wait_on_poll(w, shk_now_ns()); /* spinning: look again */
     }
-    for (;;) {
-        uint32_t seq = LOAD(&rw->drain_seq);
-        STORE(&rw->drain_sleeping, 1);
-        uint64_t now = shk_now_ns();
-        if (rw_busy(rw, liveness_due(w, now)) == 0) {
-            STORE(&rw->drain_sleeping, 0);
-            HOLDER_INC(&rw->write_acquisitions);
-            return w->aux ? SHK_EOWNERDEAD : 0;
-        }
-        if ((w->flags & SHK_WAIT_TRY) || deadline_passed(w)) {
-            rw_writer_drop(rw);
-            w->phase = 0;
-            w->aux = 0;
-            return (w->flags & SHK_WAIT_TRY) ? EBUSY : ETIMEDOUT;
-        }
-        if (must_return(w, now))
-            return EINTR;
-        if (sleep_slice(&rw->drain_seq, seq, w, 1, &rw->sleepers) == EINTR)
-            return EINTR;
-    }
+    return EAGAIN;
+}
+
+/* A writer that gives up while the readers drain lets go of the writer word again. */
+static int rw_write_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_rwlock_sh *rw = obj;
+    if (w->phase >= 3 && shk_ident_same(shk_load_seq_cst(&rw->writer.all), shk_sync_self_proc()))
+        rw_writer_drop(rw);
+    w->phase = 0;
+    w->aux = 0;
+    return why;
+}
+
+const struct shk_wait_op shk_rw_write_op = {"RWLock.acquire_write", rw_write_attempt,
+                                            rw_write_give_up, head_spin};
+
+int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
+{
+    return shk_wait_run(&shk_rw_write_op, rw, w);
 }
 
 int shk_rw_release_write(struct shk_rwlock_sh *rw)
 {
     uint64_t me = shk_sync_self_proc();
     union shk_ident cur;
-    cur.all = LOAD(&rw->writer.all);
+    cur.all = shk_load_seq_cst(&rw->writer.all);
     for (;;) {
         if (!shk_ident_same(cur.all, me))
             return shk_fail(SHK_ENOTOWNER, "release_write(): this process does not hold the "
                             "write lock");
         uint64_t exp = cur.all;
-        if (CAS(&rw->writer.all, &exp, 0))
+        if (shk_cas_seq_cst(&rw->writer.all, &exp, 0))
             break;
         cur.all = exp;
     }
@@ -1418,18 +1167,32 @@ int shk_rw_release_write(struct shk_rwlock_sh *rw)
     return 0;
 }
 
-void shk_rw_cancel_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
+
+uint64_t shk_rw_read_acquisitions(struct shk_rwlock_sh *rw)
 {
-    if (w->phase >= 3 && shk_ident_same(LOAD(&rw->writer.all), shk_sync_self_proc()))
-        rw_writer_drop(rw);
-    w->phase = 0;
+    uint64_t reads = 0;
+    for (uint32_t i = 0; i < rw->nslots; i++)
+        reads += shk_load_relaxed(&rw->slot[i].acquisitions);
+    return reads;
+}
+
+uint32_t shk_rw_held_here(struct shk_rwlock_sh *rw, uint32_t slot)
+{
+    if (slot < rw->nslots && shk_load_relaxed(&rw->slot[slot].owner.all) == shk_sync_self_proc())
+        return shk_load_relaxed(&rw->slot[slot].count);
+    return 0;
+}
+
+int shk_rw_is_writer(struct shk_rwlock_sh *rw)
+{
+    return shk_ident_same(shk_load_acquire(&rw->writer.all), shk_sync_self_proc());
 }
 
 uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
 {
     uint32_t holds = 0, procs = 0;
     for (uint32_t i = 0; i < rw->nslots; i++) {
-        uint32_t c = LOAD(&rw->slot[i].count);
+        uint32_t c = shk_load_seq_cst(&rw->slot[i].count);
         if (c) {
             holds += c;
             procs++;
@@ -1446,50 +1209,44 @@ uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes)
 
 uint32_t shk_cond_prepare(struct shk_cond_sh *c)
 {
-    ADD(&c->sleepers, 1);
-    STAT_ADD(&c->waits, 1);
-    return LOAD(&c->seq);
+    shk_add_fetch_seq_cst(&c->sleepers, 1);
+    shk_stat_add(&c->waits, 1);
+    return shk_load_seq_cst(&c->seq);
 }
+
+
+/* w->observed holds the sequence shk_cond_prepare returned. */
+static int cond_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_cond_sh *c = obj;
+    if (shk_load_seq_cst(&c->seq) != w->observed)
+        return 0;
+    /* registered by shk_cond_prepare (under the lock), not per sleep */
+    shk_wait_on_futex(w, &c->seq, w->observed, NULL);
+    return EAGAIN;
+}
+
+const struct shk_wait_op shk_cond_op = {"Condition.wait", cond_attempt, NULL, NULL};
 
 int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w)
 {
-    for (;;) {
-        if (LOAD(&c->seq) != seq)
-            return 0;
-        if (deadline_passed(w))
-            return ETIMEDOUT;
-        if (w->flags & SHK_WAIT_TRY)
-            return ETIMEDOUT;
-        if (w->flags & SHK_WAIT_NOSLEEP)
-            return EAGAIN;
-        /* Return to the caller once, before sleeping, to run signal handlers; after that
-         * stay in the kernel until woken: notify(n) wakes n sleepers there, and a waiter
-         * that came back for a periodic check would find seq changed by a notification
-         * meant for someone else. */
-        if (w->next_return != UINT64_MAX) {
-            int first = w->next_return == 0; /* the binding may have checked already */
-            w->next_return = UINT64_MAX;
-            if (first)
-                return EINTR;
-        }
-        if (sleep_slice(&c->seq, seq, w, 0, NULL) == EINTR)
-            return EINTR;
-    }
+    w->observed = seq;
+    return shk_wait_run(&shk_cond_op, c, w);
 }
 
 void shk_cond_finish(struct shk_cond_sh *c)
 {
-    uint32_t v = LOAD_RLX(&c->sleepers);
-    while (v > 0 && !CAS(&c->sleepers, &v, v - 1))
+    uint32_t v = shk_load_relaxed(&c->sleepers);
+    while (v > 0 && !shk_cas_seq_cst(&c->sleepers, &v, v - 1))
         ;
 }
 
 int shk_cond_notify(struct shk_cond_sh *c, int n)
 {
-    if (n <= 0 || LOAD(&c->sleepers) == 0)
+    if (n <= 0 || shk_load_seq_cst(&c->sleepers) == 0)
         return 0;
-    ADD(&c->seq, 1);
-    STAT_ADD(&c->notifies, 1);
+    shk_add_fetch_seq_cst(&c->seq, 1);
+    shk_stat_add(&c->notifies, 1);
     return shk_futex_wake(&c->seq, n);
 }
 
@@ -1508,7 +1265,7 @@ static void barrier_break_locked(struct shk_barrier_sh *b)
     b->breaks++;
     /* the next generation starts clean; bumping gen wakes every waiter */
     b->broken_hist &= ~((uint64_t)1 << ((g + 1) % 64));
-    STORE(&b->gen, g + 1);
+    shk_store_seq_cst(&b->gen, g + 1);
 }
 
 static int barrier_lock(struct shk_barrier_sh *b)
@@ -1566,7 +1323,7 @@ int shk_barrier_complete(struct shk_barrier_sh *b, uint32_t gen)
     b->broken_hist &= ~((uint64_t)1 << ((gen + 1) % 64));
     b->count = 0;
     b->passed++;
-    STORE(&b->gen, gen + 1);
+    shk_store_seq_cst(&b->gen, gen + 1);
     barrier_unlock_wake(b, 1);
     return 0;
 }
@@ -1574,112 +1331,114 @@ int shk_barrier_complete(struct shk_barrier_sh *b, uint32_t gen)
 /* A party of this generation died? (liveness of the arrived ones, without the mutex) */
 static int barrier_party_died(struct shk_barrier_sh *b, uint32_t gen)
 {
-    uint32_t n = LOAD(&b->count);
+    uint32_t n = shk_load_seq_cst(&b->count);
     if (n > b->parties)
         n = b->parties;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t o = LOAD(&b->arrived[i].all);
+        uint64_t o = shk_load_seq_cst(&b->arrived[i].all);
         if (o && !is_self_proc(o) && !shk_sync_ident_alive(o))
-            return LOAD(&b->gen) == gen;
+            return shk_load_seq_cst(&b->gen) == gen;
     }
     return 0;
 }
 
-int shk_barrier_wait(struct shk_barrier_sh *b, struct shk_wait *w, uint32_t *index, int *last)
+
+#define BARRIER_ARRIVED 1 /* w->phase: arrived, waiting for the generation to end */
+#define BARRIER_LAST 2    /* w->phase: the last party (runs the action, then completes) */
+
+/* w->observed: the arrival index; w->aux: the generation arrived in. */
+static int barrier_attempt(void *obj, struct shk_wait *w)
 {
+    struct shk_barrier_sh *b = obj;
     int r;
-    *last = 0;
     if (w->phase == 0) {
         /* arrive */
-        for (;;) {
-            if ((r = barrier_lock(b)) != 0)
-                return r;
-            if (b->broken) {
-                shk_mutex_unlock(&b->mutex);
-                return shk_fail(SHK_EBROKEN, "barrier is broken");
-            }
-            if (b->count < b->parties)
-                break;
+        if ((r = barrier_lock(b)) != 0)
+            return r;
+        if (b->broken) {
+            shk_mutex_unlock(&b->mutex);
+            return shk_fail(SHK_EBROKEN, "barrier is broken");
+        }
+        if (b->count >= b->parties) {
             /* every party of this generation is in and its action is running: wait for
-             * the next generation */
+             * the next generation, then arrive */
             uint32_t g = b->gen;
             shk_mutex_unlock(&b->mutex);
-            struct timespec slice;
-            shk_deadline_slice(&slice, w->deadline, 1000000);
-            shk_futex_wait(&b->gen, g, &slice);
-            if (deadline_passed(w))
-                return ETIMEDOUT;
+            shk_wait_on_futex(w, &b->gen, g, NULL);
+            return EAGAIN;
         }
         uint32_t i = b->count;
         w->aux = b->gen;
         b->arrived[i].all = shk_sync_self_proc();
         b->count = i + 1;
-        *index = i;
         w->observed = i;
-        if (i + 1 == b->parties) {
-            shk_mutex_unlock(&b->mutex);
-            *last = 1;
-            return 0;
-        }
+        w->phase = i + 1 == b->parties ? BARRIER_LAST : BARRIER_ARRIVED;
         shk_mutex_unlock(&b->mutex);
-        w->phase = 1;
-        w->t0 = shk_now_ns();
+        if (w->phase == BARRIER_LAST)
+            return 0; /* released only once its action ran: shk_barrier_complete */
     }
-    *index = w->observed;
     uint32_t g = w->aux;
-    if (w->phase == 1) {
-        w->phase = 2;
-        uint64_t budget = spin_begin(&b->head, w);
-        if (budget) {
-            uint64_t end = w->t0 + budget;
-            for (uint32_t k = 1; LOAD_RLX(&b->gen) == g; k++) {
-                shk_cpu_relax();
-                if ((k & 31) == 0 && shk_now_ns() >= end)
-                    break;
-            }
-            spin_end(&b->head);
-        }
-    }
-    for (;;) {
-        uint32_t cur = LOAD(&b->gen);
-        if (cur != g) {
-            spin_learn(&b->head, w, !w->slept);
-            if (LOAD(&b->broken_hist) & ((uint64_t)1 << (g % 64)))
-                return shk_fail(SHK_EBROKEN, "barrier was broken (aborted, reset, timed out, or a "
-                                "party died) while waiting");
+    for (int tries = 0; tries < 4; tries++) {
+        if (shk_load_seq_cst(&b->gen) != g) {
+            if (shk_load_seq_cst(&b->broken_hist) & ((uint64_t)1 << (g % 64)))
+                return shk_fail(SHK_EBROKEN, "barrier was broken (aborted, reset, timed out, or "
+                                "a party died) while waiting");
             return 0;
         }
-        if (w->flags & SHK_WAIT_NOSLEEP)
-            return EAGAIN;
-        uint64_t now = shk_now_ns();
-        if (liveness_due(w, now) && barrier_party_died(b, g)) {
-            if ((r = barrier_lock(b)) != 0)
-                return r;
-            int wake = 0;
-            if (b->gen == g) {
-                barrier_break_locked(b);
-                wake = 1;
-            }
-            barrier_unlock_wake(b, wake);
-            continue;
-        }
-        if (deadline_passed(w)) {
-            /* threading semantics: a wait that times out breaks the barrier */
-            if ((r = barrier_lock(b)) != 0)
-                return r;
-            int wake = 0;
-            if (b->gen == g) {
-                barrier_break_locked(b);
-                wake = 1;
-            }
-            barrier_unlock_wake(b, wake);
-            if (wake)
-                return shk_fail(SHK_EBROKEN, "barrier wait timed out; the barrier is now broken");
-            continue;
-        }
-        if (must_return(w, now))
-            return EINTR;
-        if (sleep_slice(&b->gen, g, w, 1, &b->sleepers) == EINTR)
-            return EINTR;
+        if (!live_check_due(w) || !barrier_party_died(b, g))
+            break;
+        if ((r = barrier_lock(b)) != 0)
+            return r;
+        int wake = b->gen == g;
+        if (wake)
+            barrier_break_locked(b);
+        barrier_unlock_wake(b, wake);
     }
+    shk_wait_on_futex(w, &b->gen, g, &b->sleepers);
+    retry_at_next_check(w);
+    return EAGAIN;
+}
+
+/* A party that gives up after arriving breaks the barrier (threading's semantics: the
+ * others must not wait for it forever); a timeout says so. */
+static int barrier_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_barrier_sh *b = obj;
+    if (w->phase != BARRIER_ARRIVED)
+        return why;
+    if (why == ECANCELED) {
+        shk_barrier_abort(b);
+        return why;
+    }
+    uint32_t g = w->aux;
+    int r = barrier_lock(b);
+    if (r)
+        return r;
+    int wake = b->gen == g;
+    if (wake)
+        barrier_break_locked(b);
+    barrier_unlock_wake(b, wake);
+    if (wake)
+        return shk_fail(SHK_EBROKEN, "barrier wait timed out; the barrier is now broken");
+    /* the generation ended just before we gave up: its outcome is ours */
+    if (shk_load_seq_cst(&b->broken_hist) & ((uint64_t)1 << (g % 64)))
+        return shk_fail(SHK_EBROKEN, "barrier was broken (aborted, reset, timed out, or a party "
+                        "died) while waiting");
+    return 0;
+}
+
+const struct shk_wait_op shk_barrier_op = {"Barrier.wait", barrier_attempt, barrier_give_up,
+                                           head_spin};
+
+int shk_barrier_wait(struct shk_barrier_sh *b, struct shk_wait *w, uint32_t *index, int *last)
+{
+    int r = shk_wait_run(&shk_barrier_op, b, w);
+    shk_barrier_result(w, index, last);
+    return r;
+}
+
+void shk_barrier_result(const struct shk_wait *w, uint32_t *index, int *last)
+{
+    *index = w->observed;
+    *last = w->phase == BARRIER_LAST;
 }

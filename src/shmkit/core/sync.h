@@ -5,52 +5,40 @@
  * give-back), Event, Condition, Barrier, and the headers of Value/Array and Counter.
  * Their bytes are specified in layout.h ("Synchronisation objects").
  *
- * Waiting.  Every blocking call takes a struct shk_wait: one absolute CLOCK_MONOTONIC
- * deadline (NULL: forever) and some state carried between calls.  A blocking call goes
- * through three phases: one attempt; an adaptive spin (bounded by shk_sync_cfg.spin_max_ns,
- * learnt per object, and on machines with 2 CPUs or fewer allowed to one spinner per
- * object at a time); then sleeping on a futex word in slices.  Waiters register before
- * sleeping and wakers make a system call only when someone is registered, so the
- * uncontended steady state makes no system call.
- *
- * A blocking call returns EINTR when a signal interrupted it *and* once before its first
- * sleep and every shk_sync_cfg.recheck_ns while sleeping: the caller (the Python binding)
- * then runs its signal handlers and calls again with the same struct shk_wait, which
- * resumes where it stopped.  With SHK_WAIT_NOSLEEP a call returns EAGAIN instead of
- * sleeping (the binding spins with the GIL held, then sleeps without it).
+ * Waiting.  Every blocking call is an attempt run by the one driver of wait.h: the
+ * shk_*_op below are the operations (the binding runs them with shk_py_wait), and the
+ * shk_*_acquire/wait functions run them to completion in C (EINTR: call again with the
+ * same struct shk_wait).  The spin is adaptive, learnt per object in its shared head
+ * (shk_sync_head.spin_ns) and on machines with 2 CPUs or fewer allowed to one spinner
+ * per object at a time.  Waiters register (a count, or the WAITERS bit of an owner word)
+ * only when they are about to sleep, and wakers make a system call only when someone is
+ * registered, so the uncontended steady state makes no system call.
  *
  * Liveness.  Holders are recorded as identities (pid or thread id + start time, see
  * layout.h); a sleeping waiter checks every shk_sync_cfg.liveness_ns that the holder is
- * alive, and takes over (or reclaims) a dead holder's share.  No helper thread, no
+ * alive (in the attempt, when shk_wait_liveness_due says so), and takes over (or
+ * reclaims) a dead holder's share.  No helper thread, no
  * bare pid.
  *
- * Return values follow errors.h: 0, an errno (EBUSY: not available and not blocking;
- * ETIMEDOUT; EINTR; EAGAIN: would sleep) or SHK_E* (SHK_EOWNERDEAD: acquired, and the
+ * Return values follow errors.h and wait.h: 0, an errno (EBUSY: not available and
+ * SHK_WAIT_TRY; ETIMEDOUT; EINTR; EAGAIN: would sleep, SHK_WAIT_NOSLEEP) or SHK_E* (SHK_EOWNERDEAD: acquired, and the
  * previous holder had died holding it; SHK_ENOTOWNER; SHK_EBROKEN; SHK_ECORRUPT).
  */
 #ifndef SHK_SYNC_H
 #define SHK_SYNC_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <time.h>
 
+#include "atomics.h"
 #include "layout.h"
+#include "wait.h"
 #include "zone.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Process-wide tuning.  Defaults: spin up to 200 µs, check a holder's liveness every
- * 10 ms, return to the caller every 100 ms while sleeping.  Environment variables
- * SHMKIT_SPIN_NS and SHMKIT_LIVENESS_NS override them when the first object is used. */
-struct shk_sync_config {
-    uint64_t spin_max_ns;       /* upper bound of the adaptive spin; 0: never spin */
-    uint64_t liveness_ns;       /* how often a waiter checks that the holder lives */
-    uint64_t recheck_ns;        /* how often a sleeping call returns EINTR */
-};
-extern struct shk_sync_config shk_sync_cfg;
-void shk_sync_config_load_env(void);
 
 /* --- identities --------------------------------------------------------------------- */
 
@@ -83,27 +71,6 @@ static inline int shk_ident_same(uint64_t a, uint64_t b)
     return ((x.f.word ^ y.f.word) & SHK_ID_MASK) == 0 && x.f.start == y.f.start;
 }
 
-/* --- waiting ---------------------------------------------------------------------------- */
-
-#define SHK_WAIT_TRY 0x1        /* one attempt only (blocking=False) */
-#define SHK_WAIT_NOSLEEP 0x2    /* spin, then return EAGAIN instead of sleeping */
-#define SHK_WAIT_NOSPIN 0x4     /* skip the spin */
-
-struct shk_wait {
-    const struct timespec *deadline; /* absolute CLOCK_MONOTONIC; NULL: forever */
-    uint32_t flags;                  /* SHK_WAIT_* */
-    /* state kept between calls: zero-initialise, then leave alone */
-    uint32_t phase;
-    uint32_t observed;               /* futex value a call is waiting to change */
-    uint32_t aux;                    /* per call (barrier generation, ...) */
-    uint64_t t0;                     /* when the wait began */
-    uint64_t next_live;              /* next liveness check (CLOCK_MONOTONIC ns) */
-    uint64_t next_return;            /* next return with EINTR */
-    uint64_t live_step;              /* gap to the next liveness check: starts at 1 ms,
-                                        doubles up to shk_sync_cfg.liveness_ns */
-    int spun, slept;
-};
-
 /* --- objects ---------------------------------------------------------------------------- */
 
 struct shk_sync_params {
@@ -131,24 +98,104 @@ int shk_sync_open(struct shk_zone *z, const char *name, const struct shk_sync_pa
  * to it, or NULL with SHK_ECORRUPT in *err. */
 void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err);
 
+/* The count that sizes an object of `type` (RWLock and undo Semaphore slots, Barrier
+ * parties; 0 for the others).  Loops run over the count found when a handle was made,
+ * so a count overwritten later is caught (compare), not followed. */
+uint32_t shk_sync_extent(const void *obj, uint32_t type);
+
+/* --- Counter: a shared int64; arithmetic wraps modulo 2**64, never traps --------------- */
+
+static inline int64_t shk_counter_add(struct shk_counter_sh *c, int64_t n)
+{
+    return (int64_t)shk_add_fetch_seq_cst((uint64_t *)&c->value, (uint64_t)n);
+}
+static inline int64_t shk_counter_get(struct shk_counter_sh *c)
+{
+    return shk_load_seq_cst(&c->value);
+}
+static inline void shk_counter_set(struct shk_counter_sh *c, int64_t v)
+{
+    shk_store_seq_cst(&c->value, v);
+}
+static inline int64_t shk_counter_exchange(struct shk_counter_sh *c, int64_t v)
+{
+    return shk_exchange_seq_cst(&c->value, v);
+}
+/* Store desired if the value is expected; 1 when it did. */
+static inline int shk_counter_cas(struct shk_counter_sh *c, int64_t expected, int64_t desired)
+{
+    return shk_cas_seq_cst(&c->value, &expected, desired);
+}
+
 /* --- Lock and RLock (recursive != 0) ------------------------------------------------ */
 
+/* The uncontended acquire, inlined into callers (the binding's `with lock:`): one CAS.
+ * 0 when acquired (an RLock of this thread: one level more), EBUSY otherwise: then run
+ * shk_lock_op, which starts with this same attempt. */
+static inline int shk_lock_try_fast(struct shk_lock_sh *l, int recursive)
+{
+    uint64_t me = recursive ? shk_sync_self_thread() : shk_sync_self_proc();
+    uint64_t exp = 0;
+    if (__builtin_expect(shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, me), 1)) {
+        if (recursive) {
+            l->count = 1;
+            l->owner_pid = (int32_t)shk_ident_id(shk_sync_self_proc());
+        }
+        shk_single_writer_inc(&l->acquisitions);
+        return 0;
+    }
+    if (recursive && shk_ident_same(exp, me) && l->count < UINT32_MAX) {
+        l->count++; /* this thread holds it already */
+        shk_single_writer_inc(&l->acquisitions);
+        return 0;
+    }
+    return EBUSY;
+}
+
+/* The common release of a Lock, inlined: held by this process, nobody asleep.  0 when
+ * released, EAGAIN otherwise: then call shk_lock_release. */
+static inline int shk_lock_release_fast(struct shk_lock_sh *l)
+{
+    uint64_t me = shk_sync_self_proc();
+    uint64_t exp = me;
+    if (shk_load_relaxed(&l->owner.all) == me && shk_cas_seq_cst_fail_relaxed(&l->owner.all, &exp, 0))
+        return 0;
+    return EAGAIN;
+}
+
+/* Held by anyone (a hint: it may change at once). */
+static inline int shk_lock_locked(struct shk_lock_sh *l)
+{
+    return (shk_load_relaxed(&l->owner.f.word) & SHK_ID_MASK) != 0;
+}
+
+extern const struct shk_wait_op shk_lock_op, shk_rlock_op; /* obj: struct shk_lock_sh */
 int shk_lock_acquire(struct shk_lock_sh *l, int recursive, struct shk_wait *w);
 int shk_lock_release(struct shk_lock_sh *l, int recursive);
 /* RLock: release every level held by this thread; *count gets how many (Condition). */
 int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count);
+/* After re-acquiring an RLock released with shk_rlock_release_all: its depth again. */
+void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count);
 /* Held by the caller: Lock by this process, RLock by this thread. */
 int shk_lock_is_mine(struct shk_lock_sh *l, int recursive);
+/* Levels the caller holds (0 when not held; 1 for a Lock). */
+uint32_t shk_lock_owned_count(struct shk_lock_sh *l, int recursive);
 
 /* --- Event ------------------------------------------------------------------------------ */
 
 void shk_event_set(struct shk_event_sh *e);
+static inline int shk_event_is_set(struct shk_event_sh *e)
+{
+    return shk_load_acquire(&e->state) & 1;
+}
 void shk_event_clear(struct shk_event_sh *e);
-/* 0 when set (or set while waiting), ETIMEDOUT, EINTR, EAGAIN (NOSLEEP). */
+/* 0 when set (or set while waiting), ETIMEDOUT, EBUSY (TRY), EINTR, EAGAIN (NOSLEEP). */
+extern const struct shk_wait_op shk_event_op; /* obj: struct shk_event_sh */
 int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w);
 
 /* --- Semaphore -------------------------------------------------------------------------- */
 
+extern const struct shk_wait_op shk_sem_op; /* obj: struct shk_sem_sh */
 int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w);
 /* SHK_ETOOBIG: a BoundedSemaphore would go above its initial value. */
 int shk_sem_release(struct shk_sem_sh *s, uint32_t n);
@@ -156,25 +203,46 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n);
 uint32_t shk_sem_reclaim(struct shk_sem_sh *s);
 /* Units this process holds (undo semaphores). */
 uint32_t shk_sem_held(struct shk_sem_sh *s);
+/* Processes holding units (undo semaphores; 0 otherwise). */
+uint32_t shk_sem_holders(struct shk_sem_sh *s);
+static inline uint32_t shk_sem_value(struct shk_sem_sh *s)
+{
+    return shk_load_acquire(&s->value);
+}
 
 /* --- RWLock ------------------------------------------------------------------------------ */
 
-/* *slot caches this process's reader slot between calls (start with UINT32_MAX). */
+/* A reader: the lock and this process's slot, cached between calls (start with
+ * UINT32_MAX). */
+struct shk_rw_reader {
+    struct shk_rwlock_sh *rw;
+    uint32_t slot;
+};
+extern const struct shk_wait_op shk_rw_read_op;  /* obj: struct shk_rw_reader */
+extern const struct shk_wait_op shk_rw_write_op; /* obj: struct shk_rwlock_sh; giving up
+                                                    while readers drain lets the writer
+                                                    word go again */
 int shk_rw_acquire_read(struct shk_rwlock_sh *rw, uint32_t *slot, struct shk_wait *w);
 int shk_rw_release_read(struct shk_rwlock_sh *rw, uint32_t *slot);
 int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w);
 int shk_rw_release_write(struct shk_rwlock_sh *rw);
-/* Give up a write acquisition interrupted while waiting for the readers to leave
- * (w->phase >= 3): the writer word is released again. */
-void shk_rw_cancel_write(struct shk_rwlock_sh *rw, struct shk_wait *w);
 /* Read holds of all live readers (dead ones not reclaimed yet are counted too). */
 uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes);
+/* Read acquisitions over all slots; read holds of this process (slot: its cached slot). */
+uint64_t shk_rw_read_acquisitions(struct shk_rwlock_sh *rw);
+uint32_t shk_rw_held_here(struct shk_rwlock_sh *rw, uint32_t slot);
+/* This process holds the write lock. */
+int shk_rw_is_writer(struct shk_rwlock_sh *rw);
 
 /* --- Condition --------------------------------------------------------------------------- */
 
 /* Call with the lock held: registers the caller and returns the sequence to wait on. */
 uint32_t shk_cond_prepare(struct shk_cond_sh *c);
-/* Wait (lock released by the caller) until notified: 0, ETIMEDOUT, EINTR. */
+/* Wait (lock released by the caller) until notified: 0, ETIMEDOUT, EBUSY (TRY), EINTR.
+ * Through shk_cond_op: set w->observed = seq first.  A waiter that is not asleep in the
+ * kernel when notify() runs (on its way there, or back from a slice) is woken too, as
+ * threading allows; the binding lets only the main thread take slices (signals). */
+extern const struct shk_wait_op shk_cond_op; /* obj: struct shk_cond_sh */
 int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w);
 /* After the wait, whatever its outcome. */
 void shk_cond_finish(struct shk_cond_sh *c);
@@ -187,7 +255,13 @@ int shk_cond_notify(struct shk_cond_sh *c, int n);
  * is not released yet: it runs the action, then calls shk_barrier_complete (or
  * shk_barrier_abort).  SHK_EBROKEN when the barrier is or becomes broken (a wait that
  * times out breaks it and returns SHK_EBROKEN too, with detail saying so). */
+extern const struct shk_wait_op shk_barrier_op; /* obj: struct shk_barrier_sh; giving up
+                                                   after arriving breaks the barrier
+                                                   (a timeout returns SHK_EBROKEN) */
 int shk_barrier_wait(struct shk_barrier_sh *b, struct shk_wait *w, uint32_t *index, int *last);
+/* After shk_barrier_op finished: the arrival index and whether this is the last party
+ * (w->aux is the generation, for shk_barrier_complete). */
+void shk_barrier_result(const struct shk_wait *w, uint32_t *index, int *last);
 int shk_barrier_complete(struct shk_barrier_sh *b, uint32_t gen);
 void shk_barrier_abort(struct shk_barrier_sh *b);
 void shk_barrier_reset(struct shk_barrier_sh *b);

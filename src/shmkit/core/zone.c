@@ -9,78 +9,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
+#include "report.h"
+#include "wait.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
 static uint64_t round_up(uint64_t n, uint64_t a)
 {
     return (n + a - 1) / a * a;
-}
-
-/* Lay out one extent over [start, end) and put all its pages in one free run. */
-int shk_zone_add_extent_locked(struct shk_zone *z, uint64_t start, uint64_t end)
-{
-    struct shk_zone_header *h = z->hdr;
-    if (h->nextents >= SHK_MAX_EXTENTS)
-        return shk_fail(SHK_ENOGROW, "zone already has %d extents, the most it can have",
-                        SHK_MAX_EXTENTS);
-    uint64_t len = end - start;
-    uint64_t n = len / (SHK_PAGE + sizeof(struct shk_page));
-    while (n > 0 && round_up(n * sizeof(struct shk_page), SHK_PAGE) + n * SHK_PAGE > len)
-        n--;
-    if (n == 0)
-        return shk_fail(SHK_EFULL, "zone: %llu bytes are too few for a page and its descriptor",
-                        (unsigned long long)len);
-    if ((uint64_t)h->total_pages + n > UINT32_MAX - 1)
-        return shk_fail(SHK_ENOGROW, "zone: too many pages");
-    struct shk_extent e;
-    e.start = start;
-    e.desc_off = start;
-    e.pages_off = start + round_up(n * sizeof(struct shk_page), SHK_PAGE);
-    e.end = e.pages_off + n * SHK_PAGE;
-    e.first_page = h->total_pages;
-    e.npages = (uint32_t)n;
-    if (e.end > z->mapped)
-        return shk_fail(SHK_ECORRUPT, "zone: extent end %llu beyond mapping %zu",
-                        (unsigned long long)e.end, z->mapped);
-    struct shk_page *d = (struct shk_page *)(z->base + e.desc_off);
-    memset(d, 0, n * sizeof *d);
-    for (uint64_t i = 1; i < n; i++)
-        d[i].type = SHK_PT_BODY;
-    d[0].type = SHK_PT_FREE;
-    d[0].slab = n;
-    if (n >= 2) {
-        d[n - 1].type = SHK_PT_FREE_TAIL;
-        d[n - 1].head = e.first_page + 1;
-    }
-    /* publish: the extent is visible (and its pages free) once nextents counts it */
-    h->ext[h->nextents] = e;
-    STORE(&h->nextents, h->nextents + 1);
-    h->total_pages += (uint32_t)n;
-    h->free_pages += (uint32_t)n;
-    /* link the run at the front of the free list */
-    uint32_t idx = e.first_page;
-    d[0].next = h->free_head;
-    d[0].prev = 0;
-    if (h->free_head) {
-        /* the old head is in an earlier extent; find its descriptor */
-        for (uint32_t i = 0; i + 1 < h->nextents; i++) {
-            struct shk_extent *x = &h->ext[i];
-            uint32_t fh = h->free_head - 1;
-            if (fh >= x->first_page && fh < x->first_page + x->npages) {
-                struct shk_page *od = (struct shk_page *)(z->base + x->desc_off) + (fh - x->first_page);
-                od->prev = idx + 1;
-                break;
-            }
-        }
-    }
-    h->free_head = idx + 1;
-    return 0;
 }
 
 /* Write a fresh header and allocator over the whole segment. Init lock held. */
@@ -109,7 +49,7 @@ static int format_zone(struct shk_zone *z, const struct shk_zone_params *p, size
         return shk_fail(r, "zone: cannot initialise its mutex: %s", strerror(r));
     if ((r = shk_zone_add_extent_locked(z, SHK_PAGE, size)) != 0)
         return r;
-    STORE(&h->state, SHK_ZS_INITIALIZING);
+    shk_store_release(&h->state, SHK_ZS_INITIALIZING);
     return 0;
 }
 
@@ -149,7 +89,7 @@ static int check_header(struct shk_zone *z)
                         (unsigned long long)SHK_FORMAT_WORD, SHK_LAYOUT_VERSION,
                         sizeof(pthread_mutex_t));
     }
-    uint32_t st = LOAD(&h->state);
+    uint32_t st = shk_load_acquire(&h->state);
     if (st == SHK_ZS_CORRUPT)
         return shk_fail(SHK_ECORRUPT, "zone is marked corrupt");
     if (st > SHK_ZS_CORRUPT)
@@ -181,48 +121,6 @@ static int fit_reservation(struct shk_zone *z)
         z->base = s->base;
     }
     return 0;
-}
-
-int shk_zone_sync(struct shk_zone *z)
-{
-    struct shk_segment *s = z->seg;
-    if (!s->base)
-        return shk_fail(SHK_ECLOSED, "zone is closed");
-    uint64_t want = LOAD(&z->hdr->size);
-    if (want > z->mapped) {
-        int r = shk_seg_refresh(s);
-        if (r)
-            return r;
-        if (s->size < want)
-            return shk_fail(SHK_ECORRUPT, "zone header says %llu bytes but the object has %zu",
-                            (unsigned long long)want, s->size);
-        z->mapped = want;
-    }
-    return 0;
-}
-
-void *shk_zone_ptr_slow(struct shk_zone *z, uint64_t off, uint64_t len)
-{
-    if (off < SHK_PAGE) {
-        shk_fail(SHK_ECORRUPT, "offset %llu points into the zone header",
-                 (unsigned long long)off);
-        return NULL;
-    }
-    if (off + len < off) {
-        shk_fail(SHK_ECORRUPT, "offset %llu + %llu overflows", (unsigned long long)off,
-                 (unsigned long long)len);
-        return NULL;
-    }
-    if (off + len > z->mapped && LOAD(&z->hdr->size) > z->mapped) {
-        if (shk_zone_sync(z) != 0)
-            return NULL;
-    }
-    if (off + len > z->mapped) {
-        shk_fail(SHK_ECORRUPT, "offset %llu + %llu lies outside the zone (%zu bytes)",
-                 (unsigned long long)off, (unsigned long long)len, z->mapped);
-        return NULL;
-    }
-    return z->base + off;
 }
 
 static int attach_ready(struct shk_zone *z, const struct shk_zone_params *p)
@@ -292,8 +190,8 @@ static int try_open_fd(struct shk_zone *z, const struct shk_zone_params *p, int 
         z->base = s->base;
         if (s->size >= SHK_PAGE) {
             struct shk_zone_header *h = z->hdr;
-            uint64_t magic = LOAD(&h->magic);
-            uint32_t st = LOAD(&h->state);
+            uint64_t magic = shk_load_acquire(&h->magic);
+            uint32_t st = shk_load_acquire(&h->state);
             if (magic == SHK_ZONE_MAGIC && st == SHK_ZS_READY) {
                 if ((r = attach_ready(z, p)) != 0)
                     return r;
@@ -322,8 +220,8 @@ static int try_open_fd(struct shk_zone *z, const struct shk_zone_params *p, int 
             goto unlock;
         z->hdr = (struct shk_zone_header *)s->base;
         z->base = s->base;
-        if (s->size >= SHK_PAGE && LOAD(&z->hdr->magic) == SHK_ZONE_MAGIC &&
-            LOAD(&z->hdr->state) == SHK_ZS_READY) {
+        if (s->size >= SHK_PAGE && shk_load_acquire(&z->hdr->magic) == SHK_ZONE_MAGIC &&
+            shk_load_acquire(&z->hdr->state) == SHK_ZS_READY) {
             shk_ofd_lock(s->fd, SHK_LOCKBYTE_INIT, F_UNLCK, 0);
             continue; /* pass 2 attaches */
         }
@@ -356,18 +254,18 @@ static int try_open_claim(struct shk_zone *z, const struct shk_zone_params *p, i
     z->mapped = s->size;
     if (s->size < SHK_ZONE_MIN_SIZE)
         return shk_fail(EINVAL, "segment of %zu bytes is too small for a zone", s->size);
-    if (LOAD(&h->magic) == SHK_ZONE_MAGIC && LOAD(&h->state) == SHK_ZS_READY) {
+    if (shk_load_acquire(&h->magic) == SHK_ZONE_MAGIC && shk_load_acquire(&h->state) == SHK_ZS_READY) {
         if ((r = attach_ready(z, p)) != 0)
             return r;
         *status = SHK_ZONE_ATTACHED;
         return 0;
     }
-    uint64_t magic = LOAD(&h->magic);
+    uint64_t magic = shk_load_acquire(&h->magic);
     if (magic != 0 && magic != SHK_ZONE_MAGIC)
         return check_header(z);
-    uint32_t owner = LOAD(&h->init_owner);
+    uint32_t owner = shk_load_acquire(&h->init_owner);
     if (owner) {
-        if (shk_proc_alive((pid_t)owner, LOAD(&h->init_start)))
+        if (shk_proc_alive((pid_t)owner, shk_load_acquire(&h->init_start)))
             return EAGAIN;
         if (waited)
             return shk_fail(SHK_EINITDIED, "the process initialising the zone (pid %u) died "
@@ -375,16 +273,15 @@ static int try_open_claim(struct shk_zone *z, const struct shk_zone_params *p, i
                             "re-initialise it", owner);
     }
     uint32_t me = (uint32_t)shk_self_pid();
-    if (!__atomic_compare_exchange_n(&h->init_owner, &owner, me, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE))
+    if (!shk_cas_acq_rel(&h->init_owner, &owner, me))
         return EAGAIN;
-    STORE(&h->init_start, shk_self_start());
-    if (LOAD(&h->state) == SHK_ZS_READY) { /* finished just before our claim */
-        STORE(&h->init_owner, 0);
+    shk_store_release(&h->init_start, shk_self_start());
+    if (shk_load_acquire(&h->state) == SHK_ZS_READY) { /* finished just before our claim */
+        shk_store_release(&h->init_owner, 0);
         return EAGAIN;
     }
     if ((r = become_initialiser(z, p, status)) != 0) {
-        STORE(&h->init_owner, 0);
+        shk_store_release(&h->init_owner, 0);
         return r;
     }
     return 0;
@@ -421,49 +318,49 @@ int shk_zone_init_done(struct shk_zone *z, int ok)
     if (!z->holds_init)
         return shk_fail(EINVAL, "zone: init_done() without initialising");
     if (ok)
-        STORE(&h->ready_ns, shk_wall_ns());
-    STORE(&h->state, ok ? SHK_ZS_READY : SHK_ZS_UNINIT);
+        shk_store_release(&h->ready_ns, shk_wall_ns());
+    shk_store_release(&h->state, ok ? SHK_ZS_READY : SHK_ZS_UNINIT);
     z->holds_init = 0;
     if (z->seg->fd >= 0 && !(z->seg->created && z->seg->kind == SHK_SEG_MEMFD))
         shk_ofd_lock(z->seg->fd, SHK_LOCKBYTE_INIT, F_UNLCK, 0);
     else
-        STORE(&h->init_owner, 0);
+        shk_store_release(&h->init_owner, 0);
     /* full fence between publishing the state and reading the waiter count */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (LOAD(&h->state_waiters))
+    shk_fence_seq_cst();
+    if (shk_load_acquire(&h->state_waiters))
         shk_futex_wake(&h->state, INT32_MAX);
     return 0;
 }
 
-int shk_zone_wait(struct shk_zone *z, const struct timespec *deadline)
+/* Opening as an operation of the one wait shape: one try; while another process
+ * initialises the zone, wait on the state word (woken by init_done), retried every
+ * 10 ms because the initialiser's death does not change that word (the next try probes
+ * its init lock); before the object has a header, poll every millisecond. */
+static int zone_open_attempt(void *obj, struct shk_wait *w)
 {
-    struct timespec slice;
-    /* The initialiser's death does not change the state word, so sleep in short slices
-     * and let the caller re-probe the init lock: a dead initialiser is noticed within
-     * ~10 ms. */
-    shk_deadline_slice(&slice, deadline, 10 * 1000 * 1000);
-    struct shk_segment *s = z->seg;
+    struct shk_zone_opening *o = obj;
+    int r = shk_zone_try_open(o->z, o->seg, o->p, w->phase != 0, &o->status);
+    if (r != EAGAIN)
+        return r;
+    w->phase = 1; /* from now on an initialiser's death is reported, not taken over */
+    struct shk_segment *s = o->seg;
+    uint64_t now = shk_now_ns();
     if (s->base && s->size >= SHK_PAGE) {
         struct shk_zone_header *h = (struct shk_zone_header *)s->base;
-        uint32_t st = LOAD(&h->state);
-        if (st == SHK_ZS_READY)
-            return 0;
-        __atomic_fetch_add(&h->state_waiters, 1, __ATOMIC_SEQ_CST);
-        int r = 0;
-        if (LOAD(&h->state) == st)
-            r = shk_futex_wait(&h->state, st, &slice);
-        __atomic_fetch_sub(&h->state_waiters, 1, __ATOMIC_SEQ_CST);
-        if (r == EINTR)
-            return EINTR;
+        uint32_t st = shk_load_acquire(&h->state);
+        if (st == SHK_ZS_READY) {
+            shk_wait_on_poll(w, now); /* became ready meanwhile: try again at once */
+            return EAGAIN;
+        }
+        shk_wait_on_futex(w, &h->state, st, &h->state_waiters);
+        shk_wait_retry_by(w, now + 10 * 1000 * 1000);
     } else {
-        struct timespec ms = {0, 1000 * 1000};
-        if (nanosleep(&ms, NULL) != 0 && errno == EINTR)
-            return EINTR;
+        shk_wait_on_poll(w, now + 1000 * 1000);
     }
-    if (deadline && shk_deadline_left_ns(deadline) == 0)
-        return ETIMEDOUT;
-    return 0;
+    return EAGAIN;
 }
+
+const struct shk_wait_op shk_zone_open_op = {"Zone open", zone_open_attempt, NULL, NULL};
 
 int shk_zone_lock(struct shk_zone *z)
 {
@@ -478,14 +375,14 @@ int shk_zone_lock(struct shk_zone *z)
         }
         /* cannot repair: leave the mutex unrecoverable and say so */
         int saved = r;
-        STORE(&h->state, SHK_ZS_CORRUPT);
+        shk_store_release(&h->state, SHK_ZS_CORRUPT);
         shk_mutex_consistent(&h->lock);
         shk_mutex_unlock(&h->lock);
         return saved;
     }
     if (r)
         return r;
-    if (LOAD(&h->size) > z->mapped && (r = shk_zone_sync(z)) != 0) {
+    if (shk_load_acquire(&h->size) > z->mapped && (r = shk_zone_sync(z)) != 0) {
         shk_mutex_unlock(&h->lock);
         return r;
     }
@@ -495,4 +392,119 @@ int shk_zone_lock(struct shk_zone *z)
 void shk_zone_unlock(struct shk_zone *z)
 {
     shk_mutex_unlock(&z->hdr->lock);
+}
+
+/* ---- the plain twins: lock, call the _locked function below, unlock ---------------- */
+
+int shk_zone_recover_locked(struct shk_zone *z)
+{
+    /* the allocator first: the directory's recovery frees what was left pending */
+    int r = shk_slab_recover_locked(z);
+    if (r == 0)
+        r = shk_dir_recover_locked(z);
+    if (r == 0) {
+        z->hdr->recoveries++;
+        z->hdr->last_recovery_ns = shk_wall_ns();
+    }
+    return r;
+}
+
+int shk_zone_alloc(struct shk_zone *z, uint64_t n, int flags, uint64_t *off)
+{
+    shk_clear_detail();
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_zone_alloc_locked(z, n, flags, off);
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_zone_free(struct shk_zone *z, uint64_t off)
+{
+    shk_clear_detail();
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_zone_free_locked(z, off);
+    shk_zone_unlock(z);
+    return r;
+}
+
+uint64_t shk_zone_usable_size(struct shk_zone *z, uint64_t off)
+{
+    if (shk_zone_lock(z) != 0)
+        return 0;
+    uint64_t n = shk_zone_usable_size_locked(z, off);
+    shk_zone_unlock(z);
+    return n;
+}
+
+int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64_t size,
+                     uint64_t aux, int flags, shk_obj_init_fn init, void *arg,
+                     struct shk_dirent *out, int *created)
+{
+    shk_clear_detail();
+    *created = 0;
+    int r = shk_obj_check_name(name);
+    if (r == 0 && (r = shk_zone_lock(z)) == 0) {
+        r = shk_dir_get_locked(z, name, type, size, aux, flags, init, arg, out, created);
+        shk_zone_unlock(z);
+    }
+    return r;
+}
+
+int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *out)
+{
+    int created;
+    return shk_zone_obj_get(z, name, 0, 0, 0, 0, NULL, NULL, out, &created);
+}
+
+int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type)
+{
+    shk_clear_detail();
+    int r = shk_obj_check_name(name);
+    if (r == 0 && (r = shk_zone_lock(z)) == 0) {
+        r = shk_dir_destroy_locked(z, name, type);
+        shk_zone_unlock(z);
+    }
+    return r;
+}
+
+int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    int r = shk_zone_lock(z);
+    if (r == 0) {
+        r = shk_dir_list_locked(z, out, cap, n);
+        shk_zone_unlock(z);
+    }
+    return r;
+}
+
+int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_slab_stats_locked(z, st);
+    if (r == 0)
+        st->nobjects = shk_dir_count_locked(z);
+    shk_zone_unlock(z);
+    return r;
+}
+
+int shk_zone_check(struct shk_zone *z, char *buf, size_t cap)
+{
+    struct shk_report rp;
+    shk_report_init(&rp, buf, cap);
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    r = shk_slab_check_locked(z, &rp);
+    if (r == 0)
+        shk_dir_check_locked(z, &rp);
+    shk_zone_unlock(z);
+    return r ? r : rp.problems;
 }

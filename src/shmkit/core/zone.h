@@ -9,14 +9,16 @@
  * Open protocol (see shk_zone_try_open): an attempt either attaches to a READY zone,
  * makes the caller the initialiser (returns SHK_ZONE_MUST_INIT with the init lock held;
  * the caller runs its own init, then calls shk_zone_init_done), or reports EAGAIN while
- * someone else initialises (the caller waits with shk_zone_wait and tries again).  For fd
+ * someone else initialises (shk_zone_open_op waits and tries again).  For fd
  * backends the init lock is an OFD lock on SHK_LOCKBYTE_INIT, released by the kernel if
  * the initialiser dies; for SysV zones it is a CAS on header.init_owner checked with
  * (pid, start time).
  *
  * Locking: the zone mutex protects the allocator and the directory.  Structures that
  * allocate while holding their own lock take the zone mutex second: structure -> zone,
- * never the other way round.
+ * never the other way round.  Layers: zone.c -> directory.c -> slab.c -> zonemap.c,
+ * never back up (zonemap.h draws them); the plain functions here are nginx's twins of
+ * the _locked ones below them: lock, call _locked, unlock.
  */
 #ifndef SHK_ZONE_H
 #define SHK_ZONE_H
@@ -25,20 +27,15 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "directory.h"
 #include "layout.h"
 #include "segment.h"
+#include "slab.h"
+#include "zonemap.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-struct shk_zone {
-    struct shk_segment *seg;        /* mapping; owned by the caller */
-    struct shk_zone_header *hdr;    /* == seg->base */
-    uint8_t *base;                  /* == seg->base; never moves while the zone is open */
-    size_t mapped;                  /* bytes of the zone usable in this process */
-    int holds_init;                 /* 1 while this handle is initialising the zone */
-};
 
 struct shk_zone_params {
     size_t size;                    /* declared size; 0: attach to whatever exists */
@@ -55,7 +52,7 @@ enum { SHK_ZONE_ATTACHED = 0, SHK_ZONE_MUST_INIT = 1 };
 /*
  * One non-blocking attempt to attach to or create the zone in `seg` (opened with
  * SHK_O_ALLOWEMPTY).  On 0, *status is SHK_ZONE_ATTACHED or SHK_ZONE_MUST_INIT.
- * EAGAIN: another process is initialising it; wait (shk_zone_wait) and try again,
+ * EAGAIN: another process is initialising it; wait and try again (shk_zone_open_op),
  * passing waited = 1 so that the death of that initialiser is reported as
  * SHK_EINITDIED instead of silently re-initialising.
  * Errors: SHK_EMISMATCH, SHK_EVERSION, SHK_ECORRUPT, SHK_ENOTREADY (no such zone and
@@ -68,61 +65,35 @@ int shk_zone_try_open(struct shk_zone *z, struct shk_segment *seg,
  * lock and wake waiters. */
 int shk_zone_init_done(struct shk_zone *z, int ok);
 
-/* Wait until the zone state may have changed or `deadline` (CLOCK_MONOTONIC) passes.
- * 0, ETIMEDOUT or EINTR. */
-int shk_zone_wait(struct shk_zone *z, const struct timespec *deadline);
-
-/* Bounds-checked access: pointer to [off, off + len) or NULL (detail set) if it does not
- * lie inside the zone.  Follows growth made by other processes. */
-void *shk_zone_ptr_slow(struct shk_zone *z, uint64_t off, uint64_t len);
-static inline void *shk_zone_ptr(struct shk_zone *z, uint64_t off, uint64_t len)
-{
-    if (off >= SHK_PAGE && len <= z->mapped && off <= z->mapped - len)
-        return z->base + off;
-    return shk_zone_ptr_slow(z, off, len);
-}
-
-/* Follow growth made by another process (maps up to header.size). */
-int shk_zone_sync(struct shk_zone *z);
+/* Opening with waiting for another process's initialisation: the one wait shape of
+ * wait.h over shk_zone_try_open (0 with status set, an error, ETIMEDOUT, EINTR). */
+struct shk_zone_opening {
+    struct shk_zone *z;
+    struct shk_segment *seg;
+    const struct shk_zone_params *p;
+    int status;             /* SHK_ZONE_ATTACHED or SHK_ZONE_MUST_INIT once done */
+};
+extern const struct shk_wait_op shk_zone_open_op; /* obj: struct shk_zone_opening */
 
 /* Lock / unlock the zone mutex; a dead previous owner triggers recovery here. */
 int shk_zone_lock(struct shk_zone *z);
 void shk_zone_unlock(struct shk_zone *z);
 
-/* --- allocator (slab.c) ------------------------------------------------------------ */
+/* --- allocator: the plain twins of slab.h's _locked functions ----------------------- */
 
-#define SHK_ALLOC_ZERO 0x1          /* zero the memory (calloc) */
-#define SHK_ALLOC_NOGROW 0x2        /* fail instead of growing the zone */
-
-/* Allocate n bytes; *off gets its offset. SHK_EFULL when no room (detail says which
- * limit). Chunks are aligned to their size class (8..2048), runs to the page. */
+/* Allocate n bytes (SHK_ALLOC_* flags); *off gets its offset. SHK_EFULL when no room
+ * (detail says which limit). Chunks are aligned to their size class (8..2048), runs to
+ * the page. */
 int shk_zone_alloc(struct shk_zone *z, uint64_t n, int flags, uint64_t *off);
-int shk_zone_alloc_locked(struct shk_zone *z, uint64_t n, int flags, uint64_t *off);
 /* Free an allocation: SHK_EBADFREE ("outside of zone", "wrong chunk", "already free"). */
 int shk_zone_free(struct shk_zone *z, uint64_t off);
-int shk_zone_free_locked(struct shk_zone *z, uint64_t off);
 /* Bytes really usable at off (the size class or the run), or 0 if not an allocation. */
 uint64_t shk_zone_usable_size(struct shk_zone *z, uint64_t off);
-uint64_t shk_zone_usable_size_locked(struct shk_zone *z, uint64_t off);
 
-/* Grow the backing object so that at least `need` more bytes can be allocated. Locked. */
-int shk_zone_grow_locked(struct shk_zone *z, uint64_t need);
-
-/* Lay out a new extent over [start, end) with all its pages free. Locked (or initialising). */
-int shk_zone_add_extent_locked(struct shk_zone *z, uint64_t start, uint64_t end);
-
-/* Rebuild allocator state from the page descriptors (after an owner died). Locked. */
+/* Rebuild what a dead holder of the zone mutex may have left half-done: the allocator
+ * from its page descriptors, then the directory.  Locked (shk_zone_lock calls it). */
 int shk_zone_recover_locked(struct shk_zone *z);
 
-struct shk_zone_stats {
-    uint64_t size, max_size, generation;
-    uint64_t total_pages, free_pages, largest_free_run;     /* pages */
-    uint64_t free_bytes;            /* free pages + free chunks inside slab pages */
-    uint64_t slab_free_bytes;       /* free chunks inside partly used slab pages */
-    uint64_t page_reqs, page_fails, recoveries, grow_count;
-    uint32_t nextents, nobjects;
-    struct shk_slab_stat cls[SHK_NCLASSES];
-};
 int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st);
 
 /*
@@ -132,12 +103,7 @@ int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st);
  */
 int shk_zone_check(struct shk_zone *z, char *report, size_t cap);
 
-/* --- named objects (directory.c) ------------------------------------------------- */
-
-typedef int (*shk_obj_init_fn)(struct shk_zone *z, uint64_t off, uint64_t size, void *arg);
-
-/* Validate an object name: 1..63 bytes. */
-int shk_obj_check_name(const char *name);
+/* --- named objects: the plain twins of directory.h's _locked functions ------------- */
 
 /*
  * Find the object `name`; with SHK_O_CREATE create it if missing (SHK_O_EXCL: it must
@@ -153,11 +119,6 @@ int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *o
 int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type);
 /* Copy up to cap entries into out; *n gets the number of live objects. */
 int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n);
-
-/* Directory internals used by recovery and check. Locked. */
-int shk_dir_recover_locked(struct shk_zone *z);
-int shk_dir_contains_offset_locked(struct shk_zone *z, uint64_t off);
-int shk_dir_check_locked(struct shk_zone *z, char *report, size_t cap, size_t *len);
 
 #ifdef __cplusplus
 }

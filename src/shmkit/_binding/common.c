@@ -1,0 +1,433 @@
+/*
+ * common.c (binding) - what every binding file needs, in one place: core codes become
+ * exceptions (shk_py_raise, the one function that does it, generated from
+ * core/errors.def), timeouts become deadlines, METH_FASTCALL arguments are parsed by
+ * name, a closed handle raises ClosedError, a checker's report becomes (count, lines),
+ * every blocking core call waits through shk_py_wait, and small module-level functions
+ * about processes and errors.
+ *
+ * The binding files call down into this file; nothing here calls a binding file.
+ */
+#include "binding.h"
+
+#include <errno.h>
+
+#include "proc.h"
+#include "wait.h"
+
+static PyObject *errors_module; /* shmkit._errors: the exception classes */
+
+PyObject *shk_py_exc(const char *name)
+{
+    PyObject *cls = errors_module ? PyObject_GetAttrString(errors_module, name) : NULL;
+    if (!cls) {
+        PyErr_Clear();
+        return PyExc_RuntimeError;
+    }
+    Py_DECREF(cls); /* the module keeps it alive */
+    return cls;
+}
+
+/* ---- errors ------------------------------------------------------------------------- */
+
+/* The core's codes (core/errors.def), for shk_py_raise, error_table() and E_*. */
+static const struct {
+    int code;
+    const char *name, *text, *pyclass;
+} core_errors[] = {
+#define SHK_ERROR(value, name, text, pyclass) {name, #name, text, #pyclass},
+#include "errors.def"
+#undef SHK_ERROR
+};
+#define N_CORE_ERRORS (sizeof core_errors / sizeof core_errors[0])
+
+/* errno values with an exception class of their own (the others are ShmkitOSError);
+ * ETIMEDOUT is a ShmkitTimeoutError, which is no OSError subclass. */
+static const struct {
+    int err;
+    const char *pyclass;
+} errno_classes[] = {
+    {ENOENT, "SegmentNotFoundError"}, {EEXIST, "SegmentExistsError"},
+    {EACCES, "SegmentPermissionError"}, {EPERM, "SegmentPermissionError"},
+    {ENOSPC, "NoSpaceError"}, {ENOMEM, "NoSpaceError"}, {EFBIG, "NoSpaceError"},
+    {EINVAL, "InvalidArgumentError"}, {ETIMEDOUT, "ShmkitTimeoutError"},
+};
+#define N_ERRNO_CLASSES (sizeof errno_classes / sizeof errno_classes[0])
+
+PyObject *shk_py_raise_os(int e, const char *msg)
+{
+    const char *cls = "ShmkitOSError";
+    for (size_t i = 0; i < N_ERRNO_CLASSES; i++)
+        if (errno_classes[i].err == e)
+            cls = errno_classes[i].pyclass;
+    if (e == ETIMEDOUT) {
+        PyErr_SetString(shk_py_exc(cls), msg);
+        return NULL;
+    }
+    PyObject *args = Py_BuildValue("(is)", e, msg);
+    if (args) {
+        PyErr_SetObject(shk_py_exc(cls), args);
+        Py_DECREF(args);
+    }
+    return NULL;
+}
+
+PyObject *shk_py_raise(int code, const char *what)
+{
+    const char *detail = shk_error_detail();
+    char msg[1024];
+    if (detail && *detail)
+        snprintf(msg, sizeof msg, "%s", detail);
+    else if (what)
+        snprintf(msg, sizeof msg, "%s: %s", what, shk_strerror(code));
+    else
+        snprintf(msg, sizeof msg, "%s", shk_strerror(code));
+    if (code > 0)
+        return shk_py_raise_os(code, msg);
+    const char *cls = "ShmkitError";
+    for (size_t i = 0; i < N_CORE_ERRORS; i++)
+        if (core_errors[i].code == code)
+            cls = core_errors[i].pyclass;
+    PyErr_SetString(shk_py_exc(cls), msg);
+    return NULL;
+}
+
+int shk_py_raise_int(int code, const char *what)
+{
+    shk_py_raise(code, what);
+    return -1;
+}
+
+void *shk_py_closed(const char *what)
+{
+    PyErr_SetString(shk_py_exc("ClosedError"), what);
+    return NULL;
+}
+
+PyObject *shk_py_check_report(shk_checker check, void *obj)
+{
+    size_t cap = 1 << 16;
+    char *buf = PyMem_Malloc(cap);
+    if (!buf)
+        return PyErr_NoMemory();
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = check(obj, buf, cap);
+    Py_END_ALLOW_THREADS
+    if (n < 0) {
+        PyMem_Free(buf);
+        return shk_py_raise(n, "check");
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strlen(buf), "replace");
+    PyMem_Free(buf);
+    if (!text)
+        return NULL;
+    PyObject *lines = PyUnicode_Splitlines(text, 0);
+    Py_DECREF(text);
+    if (!lines)
+        return NULL;
+    return Py_BuildValue("(iN)", n, lines);
+}
+
+/* ---- arguments ------------------------------------------------------------------------ */
+
+int shk_py_parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const char *fname, const char *const *names, int n, PyObject **out)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = NULL;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
+                     nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        out[i] = args[i];
+    if (!kwnames)
+        return 0;
+    Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int found = 0;
+        for (int i = 0; i < n && !found; i++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+                continue;
+            if (out[i]) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                             fname, names[i]);
+                return -1;
+            }
+            out[i] = args[nargs + k];
+            found = 1;
+        }
+        if (!found) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
+                         key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A timeout object as seconds: 0 with *t set, 1 for None, -1 with an exception. */
+static int timeout_seconds(PyObject *timeout, double *t)
+{
+    if (!timeout || timeout == Py_None)
+        return 1;
+    *t = PyFloat_AsDouble(timeout);
+    if (*t == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
+                     Py_TYPE(timeout)->tp_name);
+        return -1;
+    }
+    if (*t != *t) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    return 0;
+}
+
+int shk_py_deadline(PyObject *timeout, struct timespec *deadline, int *has)
+{
+    double t = -1;
+    *has = 0;
+    int r = timeout_seconds(timeout, &t);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    if (t < 0)
+        return 0; /* threading's convention: -1 means forever */
+    shk_deadline_after(deadline, t);
+    *has = 1;
+    return 0;
+}
+
+int shk_py_acquire_args(PyObject *blocking_obj, PyObject *timeout_obj,
+                        struct timespec *deadline, int *has, uint32_t *flags)
+{
+    int blocking = 1;
+    double t = -1;
+    *has = 0;
+    *flags = 0;
+    if (blocking_obj && (blocking = PyObject_IsTrue(blocking_obj)) < 0)
+        return -1;
+    int r = timeout_seconds(timeout_obj, &t);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        if (!blocking && t != -1) {
+            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+            return -1;
+        }
+        if (t < 0 && t != -1) {
+            PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+            return -1;
+        }
+    }
+    if (!blocking || t == 0) {
+        *flags = SHK_WAIT_TRY;
+        return 0;
+    }
+    if (t > 0) {
+        shk_deadline_after(deadline, t);
+        *has = 1;
+    }
+    return 0;
+}
+
+int shk_py_wait_args(PyObject *timeout_obj, struct timespec *deadline, int *has, uint32_t *flags)
+{
+    double t = 0;
+    *flags = 0;
+    *has = 0;
+    int r = timeout_seconds(timeout_obj, &t);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    if (t <= 0) {
+        *flags = SHK_WAIT_TRY;
+        return 0;
+    }
+    shk_deadline_after(deadline, t);
+    *has = 1;
+    return 0;
+}
+
+/* ---- waiting: the one helper every blocking call goes through ------------------------ */
+
+static unsigned long main_thread_ident; /* threading.main_thread().ident */
+
+static int only_python_thread(void)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *head = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts));
+    return head != NULL && PyThreadState_Next(head) == NULL;
+}
+
+/*
+ * PEP 475 for the core's one wait shape (core/wait.h): the GIL is released around every
+ * call of the driver, and the signal handlers run after EVERY return from it, which the
+ * driver makes before its first sleep and at least every recheck_ns (100 ms) after: a
+ * signal that lands just before a sleep, or on another thread, is therefore seen within
+ * one slice, in every wait, by construction.  Other threads than the main one never run
+ * signal handlers, so their waits take no slices (SHK_WAIT_NOSIGNALS): they sleep until
+ * woken, their deadline or their operation's own retry time.
+ */
+int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
+                int *pending)
+{
+    int r;
+    if (w->flags & SHK_WAIT_TRY)
+        return shk_wait_run(op, obj, w); /* one attempt, never sleeps: keep the GIL */
+    if (PyThread_get_thread_ident() != main_thread_ident)
+        w->flags |= SHK_WAIT_NOSIGNALS;
+    if (op->spin_of && !(how & SHK_PY_WAIT_NOGILSPIN) && only_python_thread()) {
+        /* the spin with the GIL held: no other thread needs it, and taking it back after
+         * a hand-off that came within the spin would cost more than the spin */
+        w->flags |= SHK_WAIT_NOSLEEP;
+        r = shk_wait_run(op, obj, w);
+        w->flags &= ~SHK_WAIT_NOSLEEP;
+        if (r != EAGAIN && r != EINTR)
+            return r;
+        /* run the signal handlers now, with the GIL, so that the driver need not return
+         * once more before its first sleep just for that */
+        if (!(w->flags & SHK_WAIT_NOSIGNALS)) {
+            if (PyErr_CheckSignals() < 0)
+                goto interrupted;
+            if (w->next_return == 0)
+                w->next_return = shk_now_ns() + shk_wait_cfg.recheck_ns;
+        }
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_wait_run(op, obj, w);
+        Py_END_ALLOW_THREADS
+        if (r != EINTR)
+            return r;
+        if (pending && *pending)
+            continue; /* uninterruptible, and an exception is already kept */
+        if (PyErr_CheckSignals() < 0)
+            goto interrupted;
+    }
+interrupted:
+    if (pending) {
+        *pending = 1; /* keep the exception, finish the wait */
+        for (;;) {
+            Py_BEGIN_ALLOW_THREADS
+            r = shk_wait_run(op, obj, w);
+            Py_END_ALLOW_THREADS
+            if (r != EINTR)
+                return r;
+        }
+    }
+    shk_wait_cancel(op, obj, w, ECANCELED);
+    return SHK_PY_ERR;
+}
+
+/* ---- module contents ------------------------------------------------------------------ */
+
+int shk_py_add_ints(PyObject *m, const struct shk_py_int *table)
+{
+    for (; table->name; table++) {
+        PyObject *v = table->is_unsigned ? PyLong_FromUnsignedLongLong(table->u)
+                                         : PyLong_FromLongLong(table->value);
+        int r = v ? PyModule_AddObjectRef(m, table->name, v) : -1;
+        Py_XDECREF(v);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *core_proc_start_time(PyObject *self, PyObject *arg)
+{
+    long pid = PyLong_AsLong(arg);
+    if (pid == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromUnsignedLongLong(shk_proc_start_time((pid_t)pid));
+}
+
+static PyObject *core_proc_alive(PyObject *self, PyObject *args)
+{
+    long pid;
+    unsigned long long start;
+    if (!PyArg_ParseTuple(args, "lK:proc_alive", &pid, &start))
+        return NULL;
+    return PyBool_FromLong(shk_proc_alive((pid_t)pid, start));
+}
+
+static PyObject *core_strerror(PyObject *self, PyObject *arg)
+{
+    long code = PyLong_AsLong(arg);
+    if (code == -1 && PyErr_Occurred())
+        return NULL;
+    return PyUnicode_FromString(shk_strerror((int)code));
+}
+
+/* ((code, name, text, exception class), ...) from errors.def, and ((errno, exception
+ * class), ...) for the errno values with a class of their own: tests compare both with
+ * shmkit._errors. */
+static PyObject *core_error_table(PyObject *self, PyObject *unused)
+{
+    PyObject *codes = PyTuple_New((Py_ssize_t)N_CORE_ERRORS);
+    for (size_t i = 0; codes && i < N_CORE_ERRORS; i++) {
+        PyObject *row = Py_BuildValue("(isss)", core_errors[i].code, core_errors[i].name,
+                                      core_errors[i].text, core_errors[i].pyclass);
+        if (!row) {
+            Py_CLEAR(codes);
+            break;
+        }
+        PyTuple_SET_ITEM(codes, (Py_ssize_t)i, row);
+    }
+    PyObject *errnos = codes ? PyTuple_New((Py_ssize_t)N_ERRNO_CLASSES) : NULL;
+    for (size_t i = 0; errnos && i < N_ERRNO_CLASSES; i++) {
+        PyObject *row = Py_BuildValue("(is)", errno_classes[i].err, errno_classes[i].pyclass);
+        if (!row) {
+            Py_CLEAR(errnos);
+            break;
+        }
+        PyTuple_SET_ITEM(errnos, (Py_ssize_t)i, row);
+    }
+    if (!errnos) {
+        Py_XDECREF(codes);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", codes, errnos);
+}
+
+static PyMethodDef common_functions[] = {
+    {"proc_start_time", core_proc_start_time, METH_O,
+     "proc_start_time(pid, /)\n--\n\nStart time of pid in clock ticks since boot (0: no such process)."},
+    {"proc_alive", core_proc_alive, METH_VARARGS,
+     "proc_alive(pid, start_time, /)\n--\n\nTrue if (pid, start_time) names a live process."},
+    {"strerror", core_strerror, METH_O,
+     "strerror(code, /)\n--\n\nOne line describing a core error code or errno."},
+    {"error_table", core_error_table, METH_NOARGS,
+     "error_table()\n--\n\n(((code, name, text, exception class), ...), ((errno, exception class), ...)):\n"
+     "the core's error codes (core/errors.def) and the errno values with a class of their own."},
+    {NULL, NULL, 0, NULL},
+};
+
+int shk_init_common(PyObject *m)
+{
+    errors_module = PyImport_ImportModule("shmkit._errors");
+    if (!errors_module || PyModule_AddFunctions(m, common_functions) < 0)
+        return -1;
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main_thread = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = main_thread ? PyObject_GetAttrString(main_thread, "ident") : NULL;
+    Py_XDECREF(threading);
+    Py_XDECREF(main_thread);
+    if (!ident)
+        return -1;
+    main_thread_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    if (PyErr_Occurred())
+        return -1;
+    shk_wait_config_load_env();
+    for (size_t i = 0; i < N_CORE_ERRORS; i++) { /* E_CORRUPT for SHK_ECORRUPT, ... */
+        char cname[64];
+        snprintf(cname, sizeof cname, "E_%s", core_errors[i].name + 5);
+        if (PyModule_AddIntConstant(m, cname, core_errors[i].code) < 0)
+            return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,222 @@
+/*
+ * wait.h - the one way every blocking call of the core waits.
+ *
+ * A blocking operation is written once, as an ATTEMPT: a function that never sleeps.
+ * It either finishes (0, SHK_EOWNERDEAD, an error) or returns EAGAIN after saying, in
+ * w->on, what it would sleep on:
+ *
+ *     FUTEX  a 32-bit word in shared memory and the value it holds now: sleep while
+ *            *word == value (the kernel compares, so a change between the attempt and
+ *            the sleep is never lost);
+ *     OFD    an OFD byte lock (fd, offset, type) held by another open file description;
+ *     POLL   nothing to watch: try again at on.retry_ns (while spinning: at once).
+ *
+ * and, in on.retry_ns, when it must be tried again even if nothing changes (the next
+ * liveness check of a holder, a poll).  Liveness checks of holders happen inside the
+ * attempt, throttled by shk_wait_liveness_due().
+ *
+ * Registration.  Structures that count their waiters (so that a waker makes a system
+ * call only when someone sleeps) register only when w->flags has SHK_WAIT_ARMED, i.e.
+ * when the caller is really going to sleep: an attempt made while spinning leaves no
+ * trace.  shk_wait_on_futex() registers by adding 1 to the count (seq_cst) and records
+ * it in on.count; shk_wait_disarm() takes it back.  A registration lasts exactly one
+ * sleep: the driver disarms after every sleep and re-arms with the next attempt.
+ *
+ * Giving up.  An attempt may have made progress that must be undone if the call ends
+ * without success (an RWLock writer that holds the writer word while readers drain, a
+ * barrier party that has arrived).  op->give_up(obj, w, why) undoes it and returns
+ * what the call returns: why is EBUSY (SHK_WAIT_TRY and not ready), ETIMEDOUT (the
+ * deadline passed) or ECANCELED (the caller stops: a signal handler raised, a
+ * coroutine was cancelled).  shk_wait_cancel() is the caller's way in.
+ *
+ * The driver, shk_wait_run(), is the same for every operation:
+ *
+ *     attempt -> done?                          return its result
+ *             -> SHK_WAIT_TRY                   give_up(EBUSY)
+ *             -> deadline passed                give_up(ETIMEDOUT)
+ *             -> not spun yet (FUTEX only)      adaptive spin on the word, attempt again
+ *             -> SHK_WAIT_NOSLEEP               return EAGAIN (the caller calls again)
+ *             -> not armed yet                  arm, attempt again (registers)
+ *             -> signal check due               disarm, return EINTR
+ *             -> sleep until the word changes, the deadline, on.retry_ns or the next
+ *                signal check; disarm; EINTR from the kernel returns EINTR; loop.
+ *
+ * Results: 0 (or the attempt's own success code, e.g. SHK_EOWNERDEAD), an error,
+ * EAGAIN (SHK_WAIT_NOSLEEP only), EINTR, or what give_up returns (ETIMEDOUT, EBUSY,
+ * SHK_EBROKEN...).  EINTR means only "run your signal handlers, then call again with
+ * the same struct shk_wait": the call resumes where it stopped.
+ *
+ * Signals.  Unless SHK_WAIT_NOSIGNALS, the driver returns EINTR before its first sleep
+ * and then at least every shk_wait_cfg.recheck_ns (100 ms), whatever woke it: a signal
+ * that lands just before the sleep (or is delivered to another thread) is therefore seen
+ * within one slice, by construction, not only when the kernel interrupts the sleep.
+ * The Python binding runs every such call through one helper (shk_py_wait in
+ * _binding/common.c) that checks signals at each return; it sets SHK_WAIT_NOSIGNALS
+ * for threads other than the main one, which never run signal handlers.
+ *
+ * The one exception: an OFD lock wait without a deadline sleeps in the kernel
+ * (F_OFD_SETLKW) without slices, because the kernel has no timed wait for OFD locks and
+ * polling a lock held for hours (the lifecycle reaper) would burn CPU; a signal to the
+ * waiting thread still interrupts it.  With a deadline, OFD waits poll (1 to 50 ms).
+ *
+ * Deadlines are absolute CLOCK_MONOTONIC nanoseconds (SHK_FOREVER: none), computed once
+ * by the caller: retries and slices never stretch a timeout.
+ *
+ * ASYNC CONTRACT (what asyncio twins build on; no thread per waiter):
+ *   1. w = SHK_WAIT_INIT(deadline); w.flags |= SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS;
+ *   2. r = op->attempt(obj, &w) in the event loop's thread.  r != EAGAIN: done (the
+ *      registration, if any, is already undone).
+ *   3. EAGAIN: w.on says what to wait for (FUTEX: word + value, to be waited on with
+ *      futex_waitv together with many others; OFD and POLL: by a timer / a thread), and
+ *      w.on.retry_ns when to try again regardless; the deadline is the caller's.
+ *   4. When the word changed, on.retry_ns or the deadline came: shk_wait_disarm(&w);
+ *      if the deadline passed, r = shk_wait_cancel(op, obj, &w, ETIMEDOUT); else go
+ *      to 2.
+ *   5. Cancelled: shk_wait_cancel(op, obj, &w, ECANCELED) unregisters and undoes any
+ *      partial progress; nothing was taken that is not given back.
+ *   The attempt runs in one thread at a time per struct shk_wait; different waits on
+ *   one object may run concurrently in any threads and processes.
+ *
+ * How the queue and the dict shard lock adopt it (next phase):
+ *   - the queue: an attempt = one put/get try; EAGAIN with on = the head/tail futex word
+ *     and value the current shk_queue_wait sleeps on, registered in its waiter count
+ *     (SHK_WAIT_ARMED), retry_ns = the next stuck-repair check; give_up is empty (a get
+ *     takes nothing before it succeeds); the queue's own spin moves into op->spin_of.
+ *   - the dict shard lock: it is a robust mutex, and shk_mutex_op (mutex.h) already is
+ *     its wait in this shape (attempt = pthread_mutex_trylock; the word = the kernel's
+ *     robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's lock_shard
+ *     becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
+ *     phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with
+ *     retry_ns at the next check, and signal slices once the callers can take EINTR.
+ */
+#ifndef SHK_WAIT_H
+#define SHK_WAIT_H
+
+#include <stdint.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHK_FOREVER UINT64_MAX
+
+/* struct shk_wait.flags: the first three are the caller's choice */
+#define SHK_WAIT_TRY 0x1         /* one attempt, no spin, no sleep (blocking=False) */
+#define SHK_WAIT_NOSLEEP 0x2     /* spin if allowed, then return EAGAIN instead of sleeping */
+#define SHK_WAIT_NOSPIN 0x4      /* never spin */
+#define SHK_WAIT_NOSIGNALS 0x8   /* no periodic EINTR returns (nobody runs signal handlers) */
+#define SHK_WAIT_ARMED 0x10      /* the caller will sleep: attempts register as waiters */
+#define SHK_WAIT_SPUN 0x20       /* the spin phase is over (driver state); an attempt that
+                                    moves to a new stage (an RWLock writer that got the
+                                    writer word and now waits for readers) may clear it to
+                                    earn that stage a spin of its own */
+
+/* struct shk_waiton.kind */
+enum { SHK_WAITON_NONE = 0, SHK_WAITON_FUTEX = 1, SHK_WAITON_OFD = 2, SHK_WAITON_POLL = 3 };
+
+struct shk_waiton {
+    uint32_t kind;
+    uint32_t value;           /* FUTEX: sleep while *word == value */
+    uint32_t *word;           /* FUTEX: a shared (not PRIVATE) futex word */
+    uint32_t *count;          /* the waiter count this call is registered in (NULL: none) */
+    uint64_t retry_ns;        /* try again by then whatever happens; SHK_FOREVER: no need */
+    int fd, lock_type;        /* OFD: F_RDLCK or F_WRLCK on byte `offset` of fd */
+    uint64_t offset;
+};
+
+struct shk_wait {
+    uint64_t deadline_ns;     /* absolute CLOCK_MONOTONIC; SHK_FOREVER: none */
+    uint32_t flags;           /* SHK_WAIT_* */
+    /* the call's state: start from SHK_WAIT_INIT, then leave alone between calls */
+    uint32_t phase;           /* per operation (0: nothing done yet) */
+    uint32_t observed;        /* per operation (a value seen at the start, an index) */
+    uint32_t aux;             /* per operation (a generation, "the holder died") */
+    uint64_t t0;              /* when the call first found it had to wait (0: not yet) */
+    uint64_t next_live;       /* next liveness check due (see shk_wait_liveness_due) */
+    uint64_t live_step;       /* gap to the next one: 1 ms, doubling to liveness_ns */
+    uint64_t next_return;     /* next EINTR return for signals (0: before the first sleep) */
+    int slept;                /* this call has slept at least once */
+    struct shk_waiton on;     /* filled by an attempt that returned EAGAIN */
+};
+
+#define SHK_WAIT_INIT(deadline, fl) \
+    ((struct shk_wait){.deadline_ns = (deadline), .flags = (fl)})
+
+/* Adaptive spinning of one object: where its learnt budget lives and how it learns. */
+#define SHK_SPIN_GATE 0x1         /* on <= 2 CPUs one spinner per object (gate_ms), none on 1 */
+#define SHK_SPIN_LEARN_SLEEPS 0x2 /* a wait that slept but ended within the maximum grows
+                                     the budget (else only a spin that won grows it, and
+                                     every sleep halves it) */
+#define SHK_SPIN_YIELD 0x4        /* offer the CPU (sched_yield) every ~1000 pauses */
+struct shk_spin {
+    uint32_t *budget_ns;      /* the learnt budget (UINT32_MAX: unset, start at max/4) */
+    uint32_t *gate_ms;        /* SHK_SPIN_GATE: CLOCK_MONOTONIC ms until which someone
+                                 spins (a deadline, so a spinner killed meanwhile does not
+                                 keep it closed) */
+    uint64_t max_ns;          /* upper bound (0: never spin) */
+    uint32_t policy;          /* SHK_SPIN_* */
+};
+
+struct shk_wait_op {
+    const char *name;
+    /* one attempt, never sleeping: see above */
+    int (*attempt)(void *obj, struct shk_wait *w);
+    /* undo partial progress and say what the call returns (NULL: nothing to undo) */
+    int (*give_up)(void *obj, struct shk_wait *w, int why);
+    /* the object's spin (NULL: never spin) */
+    void (*spin_of)(void *obj, struct shk_spin *out);
+};
+
+/* Process-wide tuning.  Defaults: spin up to 200 µs, check a holder's liveness every
+ * 10 ms at most, return for signals every 100 ms.  SHMKIT_SPIN_NS and
+ * SHMKIT_LIVENESS_NS override them (shk_wait_config_load_env). */
+struct shk_wait_config {
+    uint64_t spin_max_ns;     /* upper bound of the adaptive spin; 0: never spin */
+    uint64_t liveness_ns;     /* longest gap between liveness checks of a holder */
+    uint64_t recheck_ns;      /* longest sleep before an EINTR return for signals */
+};
+extern struct shk_wait_config shk_wait_cfg;
+void shk_wait_config_load_env(void);
+
+/* Run op to completion (see above). */
+int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
+
+/* The caller gives up: unregister, undo partial progress (why: ECANCELED, ETIMEDOUT).
+ * Returns what the call returns. */
+int shk_wait_cancel(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int why);
+
+/* Take back a registration made by an armed attempt (idempotent). */
+void shk_wait_disarm(struct shk_wait *w);
+
+/* For attempts: wait on (word, value); registers in *count when armed (count may be
+ * NULL).  Resets on.retry_ns to SHK_FOREVER. */
+void shk_wait_on_futex(struct shk_wait *w, uint32_t *word, uint32_t value, uint32_t *count);
+/* For attempts: wait to get an OFD byte lock (or nothing at all: POLL, fd < 0). */
+void shk_wait_on_ofd(struct shk_wait *w, int fd, uint64_t offset, int lock_type);
+void shk_wait_on_poll(struct shk_wait *w, uint64_t retry_ns);
+/* For attempts: be tried again by t at the latest. */
+static inline void shk_wait_retry_by(struct shk_wait *w, uint64_t t)
+{
+    if (t < w->on.retry_ns)
+        w->on.retry_ns = t;
+}
+/* For attempts: is a liveness check due now?  The first comes at once, the next after 1,
+ * 2, 4 ... ms up to liveness_ns (a holder killed just before we started waiting is
+ * usually torn down within a millisecond or two, and a long wait costs one /proc read
+ * per interval).  When it says yes it schedules the next one. */
+int shk_wait_liveness_due(struct shk_wait *w, uint64_t now);
+
+/* Has the deadline passed? */
+int shk_wait_expired(const struct shk_wait *w);
+
+/* deadline in ns from a timespec (NULL: SHK_FOREVER) and back */
+uint64_t shk_wait_deadline(const struct timespec *deadline);
+
+/* Number of online CPUs (cached). */
+int shk_ncpu(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,504 @@
+"""Awaitable twins of the RedisZone objects (issue 16): ``await q.aio.get()``,
+``async with lock.aio:``, ``await event.aio.wait()``, ``await board.aio.wait_newer(v)``.
+
+They send the same scripts as the blocking objects (``_protocol``) over ``redis.asyncio``,
+on one client per event loop, and wait the same way: server-side, in BLMOVE or BLPOP on a
+connection of their own, so a thousand waiting coroutines cost no thread and no CPU.
+
+Cancellation is safe:
+
+- a cancelled ``aio.get()`` never loses a message: a BLMOVE cut off by the cancellation
+  has its connection closed (the server drops it) and whatever it moved stays in the
+  consumer's landing list for its next get; a take script whose reply the cancellation
+  cut off still completes, and what it took is kept by the handle and returned first by
+  its next get (``aio`` or not);
+- a cancelled ``aio.acquire()`` never leaves the lock (or semaphore unit) held: if the
+  server granted it after all, it is released at once;
+- ``aio.put()`` cancelled while its script ran may or may not have put the message (as a
+  put whose connection broke).
+
+Timeouts raise what the blocking methods raise (QueueEmpty, QueueFull, ShmkitTimeoutError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import weakref
+
+from redis import exceptions as rx
+
+from .._errors import (ClosedError, NotOwnerError, QueueEmpty, QueueFull, ShmkitTimeoutError)
+from . import _protocol as P
+from ._base import blocking_timeout, wait_timeout
+from ._errors import BackendConnectionError
+from ._zone import BLOCK_SLICE, Wait, new_id, process_identity, translate
+
+__all__ = ["AioQueue", "AioLock", "AioSemaphore", "AioEvent", "AioBoard", "AioConfig"]
+
+
+# -- the async client of a zone, one per event loop ----------------------------------------
+
+_clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def aclient(zone):
+    """The redis.asyncio client of ``zone`` for the running event loop."""
+    loop = asyncio.get_running_loop()
+    per_loop = _clients.setdefault(loop, {})
+    c = per_loop.get(id(zone))
+    if c is None or c[0] is not zone:
+        if zone._given_client:
+            raise TypeError("aio needs a RedisZone made from a url (it opens its own "
+                            "redis.asyncio client)")
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        opts = dict(zone._options)
+        if zone.cluster:
+            from redis.asyncio.cluster import RedisCluster
+            client = RedisCluster.from_url(zone.url, **opts)
+        else:
+            import redis.asyncio as ra
+            opts.setdefault("retry", Retry(NoBackoff(), 0))
+            client = ra.Redis.from_url(zone.url, **opts)
+        c = (zone, client)
+        per_loop[id(zone)] = c
+    return c[1]
+
+
+async def arun(zone, script: P.Script, keys, args):
+    client = aclient(zone)
+    try:
+        try:
+            return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except rx.NoScriptError:
+            return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+    except rx.RedisError as err:
+        raise translate(err) from err
+
+
+async def ablocking(zone, key, *args):
+    """A blocking command on a connection of its own; closed if anything (a cancellation)
+    interrupts it, so that the server drops the command and no reply is left behind."""
+    client = aclient(zone)
+    if zone.cluster:
+        node = client.get_node_from_key(key)
+        conn = node.acquire_connection()
+
+        def release():
+            node.release(conn)
+    else:
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+
+        def release():
+            return pool.release(conn)
+    try:
+        await conn.send_command(*args)
+        return await conn.read_response()
+    except BaseException as err:
+        await asyncio.shield(conn.disconnect(nowait=True))
+        if isinstance(err, rx.RedisError):
+            raise translate(err) from err
+        raise
+    finally:
+        r = release()
+        if asyncio.iscoroutine(r):
+            await r
+
+
+async def ablock(w: Wait, wid: str, hint_ms=None):
+    left = w.left()
+    seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
+    if hint_ms is not None and hint_ms >= 0:
+        seconds = min(seconds, hint_ms / 1000 + 0.005)
+    if seconds <= 0:
+        return
+    key = f"{w.base}:w:{wid}"
+    await ablocking(w.zone, key, "BLPOP", key, f"{max(seconds, 0.001):.3f}")
+
+
+async def aretry_or_raise(w: Wait, err):
+    left = w.left()
+    if left is not None and left <= 0:
+        raise err
+    w._failures += 1
+    pause = min(0.05 * (2 ** min(w._failures, 5)), 1.0)
+    if left is not None:
+        pause = min(pause, left)
+    await asyncio.sleep(pause)
+    w.prev = ""
+
+
+async def shielded(coro, on_orphan):
+    """Await ``coro`` so that a cancellation of the caller does not cut it off: it runs to
+    its end, and its result then goes to ``on_orphan``."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        def done(t):
+            if not t.cancelled() and t.exception() is None:
+                on_orphan(t.result())
+        task.add_done_callback(done)
+        raise
+
+
+# -- queue -----------------------------------------------------------------------------------
+
+class AioQueue:
+    """``q.aio``: awaitable get, get_many, put, put_many, join of a RedisQueue."""
+
+    def __init__(self, q):
+        self._q = q
+
+    def _stash(self):
+        st = self._q._stash
+        if st is None:
+            st = self._q._stash = collections.deque()
+        return st
+
+    async def _take(self, n, max_bytes, block, timeout):
+        q = self._q
+        zone = q._live()
+        st = q._stash
+        if st:
+            return [st.popleft() for _ in range(min(n, len(st)))]
+        cid = q._consumer()
+        if not q._took:
+            q._took = True
+            zone._renew_later(q)
+            from ._zone import detach_at_exit
+            detach_at_exit(q)
+        args = [cid, q._lease_ms, n, max_bytes or 0, "1" if q._maybe_taking else "",
+                "" if q._registered else "1"]
+        q._registered = True
+
+        def orphan(r):
+            if r and r[0] > 0:
+                self._stash().extend(r[1:])
+
+        r = await shielded(arun(zone, P.QUEUE_TAKE, q._keys, args), orphan)
+        if r[0] > 0:
+            return r[1:]
+        if r[0] == -1:
+            raise ClosedError(f"queue {q._name!r} is closed and drained")
+        if not block:
+            raise QueueEmpty(f"queue {q._name!r} is empty")
+        from ._queue import _get_timeout
+        w = Wait(zone, q._base, _get_timeout(block, timeout))
+        taking = f"{q._base}:t:{cid}"
+        ready = q._ready
+        while True:
+            left = w.left()
+            if left is not None and left <= 0:
+                raise QueueEmpty(f"queue {q._name!r} is empty (timeout {timeout} s)")
+            seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
+            try:
+                q._maybe_taking = True
+                args[4] = "1"
+                await ablocking(zone, ready, "BLMOVE", ready, taking, "LEFT", "RIGHT",
+                                f"{max(seconds, 0.001):.3f}")
+                r = await shielded(arun(zone, P.QUEUE_TAKE, q._keys, args), orphan)
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+                continue
+            if r[0] > 0:
+                return r[1:]
+            if r[0] == -1:
+                raise ClosedError(f"queue {q._name!r} is closed and drained")
+
+    async def get(self, block: bool = True, timeout: float | None = None, *, view=False):
+        """Awaitable ``get``: the oldest message; QueueEmpty after ``timeout``."""
+        return self._q._decode((await self._take(1, 0, block, timeout))[0], view)
+
+    async def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
+                       block: bool = True, timeout: float | None = None) -> list:
+        raws = await self._take(max_messages, max_bytes, block, timeout)
+        if self._q._objects:
+            return [self._q._loads(r) for r in raws]
+        return raws
+
+    async def _put(self, datas, block, timeout):
+        q = self._q
+        zone = q._live()
+        n = len(datas)
+        done = await arun(zone, P.QUEUE_PUT, q._keys, ["", "", "", 0, *datas])
+        if done == n:
+            return n
+        if done == -1:
+            raise ClosedError(f"queue {q._name!r} is closed")
+        if not block:
+            if done:
+                return done
+            raise QueueFull(f"queue {q._name!r} is full")
+        from ._queue import _get_timeout
+        w = Wait(zone, q._base, _get_timeout(block, timeout))
+        while True:
+            wid, prev, ms = w.round()
+            r = await arun(zone, P.QUEUE_PUT, q._keys, ["", prev, wid, ms, *datas[done:]])
+            if r == -1:
+                raise ClosedError(f"queue {q._name!r} is closed")
+            done += r
+            if done == n:
+                return n
+            if not wid:
+                if done:
+                    return done
+                raise QueueFull(f"queue {q._name!r} is full (timeout {timeout} s)")
+            try:
+                await ablock(w, wid)
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+
+    async def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        await self._put([self._q._encode(item)], block, timeout)
+
+    async def put_many(self, items, block: bool = True, timeout: float | None = None) -> int:
+        datas = [self._q._encode(i) for i in items]
+        return await self._put(datas, block, timeout) if datas else 0
+
+    async def join(self, timeout: float | None = None) -> None:
+        q = self._q
+        zone = q._live()
+        w = Wait(zone, q._base, wait_timeout(timeout))
+        while True:
+            wid, prev, ms = w.round()
+            try:
+                r = await arun(zone, P.QUEUE_JOIN, q._keys, ["", prev, wid, ms])
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+                continue
+            if r[0] == 1:
+                return None
+            if not wid:
+                raise ShmkitTimeoutError(f"queue {q._name!r}: join() with {r[1]} unfinished "
+                                         f"task(s): timed out after {timeout} s")
+            try:
+                await ablock(w, wid, r[2])
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+
+
+# -- locks and semaphores --------------------------------------------------------------------
+
+class AioLock:
+    """``lock.aio``: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
+    ``await lock.aio.release()``, ``async with lock.aio:``."""
+
+    def __init__(self, lock):
+        self._lock = lock
+
+    async def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        lock = self._lock
+        seconds = blocking_timeout(blocking, timeout)
+        zone = lock._live()
+        owner = lock._owner()
+        args = [lock._base, owner, lock._lease_ms, "1" if lock._reentrant else "0", "", "", 0,
+                "1", new_id()]
+        w = Wait(zone, lock._base, seconds)
+
+        def orphan(r):
+            if r[0] == 1:     # granted after all: give it back at once
+                asyncio.ensure_future(arun(zone, P.LOCK_RELEASE, lock._keys,
+                                           [lock._base, owner, args[3]]))
+
+        while True:
+            wid, prev, ms = w.round()
+            args[4], args[5], args[6] = prev, wid, ms
+            try:
+                r = await shielded(arun(zone, P.LOCK_ACQUIRE, lock._keys, list(args)), orphan)
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+                continue
+            args[7] = "0"
+            if r[0] == 1:
+                lock.fencing_token = int(r[1])
+                lock.owner_died = bool(r[2])
+                with lock._renew_lock:
+                    lock._held_as = owner
+                zone._renew_later(lock)
+                return True
+            if not wid:
+                return False
+            try:
+                await ablock(w, wid, r[3])
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+
+    async def release(self) -> None:
+        lock = self._lock
+        zone = lock._live()
+        owner = lock._owner()
+        r = await arun(zone, P.LOCK_RELEASE, lock._keys,
+                       [lock._base, owner, "1" if lock._reentrant else "0"])
+        if r == -1:
+            raise NotOwnerError(f"release of {lock._kind} {lock._name!r}, which is not held "
+                                "by this process (or its lease ran out)")
+        if r == 0:
+            with lock._renew_lock:
+                if lock._held_as == owner:
+                    lock._held_as = None
+
+    async def __aenter__(self):
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.release()
+
+
+class AioSemaphore:
+    """``sem.aio``: ``await sem.aio.acquire(blocking=True, timeout=None)``,
+    ``await sem.aio.release(n=1)``, ``async with sem.aio:``."""
+
+    def __init__(self, sem):
+        self._sem = sem
+
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        from ._sync import _my_units, _units_lock
+        sem = self._sem
+        seconds = blocking_timeout(blocking, timeout, default=None)
+        zone = sem._live()
+        owner = process_identity()
+        nonce = new_id()
+        unit = f"{owner}#{nonce}"
+        args = [sem._base, owner, sem._lease_ms, "", "", 0, "1", nonce]
+        w = Wait(zone, sem._base, seconds)
+
+        def orphan(r):
+            if r[0] == 1:
+                asyncio.ensure_future(arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, 1, unit]))
+
+        while True:
+            wid, prev, ms = w.round()
+            args[3], args[4], args[5] = prev, wid, ms
+            try:
+                r = await shielded(arun(zone, P.SEM_ACQUIRE, sem._keys, list(args)), orphan)
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+                continue
+            args[6] = "0"
+            if r[0] == 1:
+                sem.fencing_token = int(r[1])
+                sem.owner_died = bool(r[2])
+                units = _my_units(sem._base)
+                with _units_lock:
+                    units.append(unit)
+                zone._renew_later(sem)
+                return True
+            if not wid:
+                return False
+            try:
+                await ablock(w, wid, r[3])
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+
+    async def release(self, n: int = 1) -> None:
+        from ._sync import _my_units, _units_lock
+        sem = self._sem
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if n < 1:
+            raise ValueError("n must be one or more")
+        zone = sem._live()
+        units = _my_units(sem._base)
+        with _units_lock:
+            mine = units[-n:] if n <= len(units) else list(units)
+        r = await arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, n, *mine])
+        if r == -1:
+            raise ValueError("Semaphore released too many times")
+        with _units_lock:
+            for u in mine:
+                if u in units:
+                    units.remove(u)
+
+    async def __aenter__(self):
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.release()
+
+
+# -- event, board, config ----------------------------------------------------------------------
+
+class AioEvent:
+    """``event.aio``: ``await event.aio.wait(timeout=None)`` -> the flag."""
+
+    def __init__(self, event):
+        self._event = event
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        ev = self._event
+        zone = ev._live()
+        w = Wait(zone, ev._base, wait_timeout(timeout))
+        seen = ""
+        while True:
+            wid, prev, ms = w.round()
+            try:
+                r = await arun(zone, P.EVENT_WAIT, ev._keys, [ev._base, prev, wid, ms, seen])
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+                continue
+            if r[0] == 1:
+                return True
+            if seen == "":
+                seen = str(r[1])
+            if not wid:
+                return False
+            try:
+                await ablock(w, wid)
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+
+
+class AioBoard:
+    """``board.aio``: ``await board.aio.wait_newer(version=0, timeout=None)`` ->
+    ``(value, version)``."""
+
+    def __init__(self, board):
+        self._board = board
+
+    async def wait_newer(self, version: int = 0, timeout: float | None = None, *, copy=True):
+        b = self._board
+        zone = b._live()
+        w = Wait(zone, b._base, wait_timeout(timeout))
+        while True:
+            wid, prev, ms = w.round()
+            try:
+                r = await arun(zone, P.BOARD_READ, b._keys, [b._base, version, prev, wid, ms])
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+                continue
+            if r[0] != 0:
+                result = (b._decode(int(r[1]), r[2]), int(r[0]))
+                b._cache = result
+                return result
+            if not wid:
+                raise ShmkitTimeoutError(f"board {b._name!r}: no version newer than {version} "
+                                         f"within {timeout} s")
+            try:
+                await ablock(w, wid)
+            except BackendConnectionError as err:
+                await aretry_or_raise(w, err)
+
+    async def wait(self, version: int = 0, timeout: float | None = None) -> int:
+        return (await self.wait_newer(version, timeout))[1]
+
+
+class AioConfig:
+    """``cfg.aio``: ``await cfg.aio.wait_for_change(version=None, timeout=None)`` ->
+    ``(snapshot, version)``."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+
+    async def wait_for_change(self, version: int | None = None, timeout: float | None = None):
+        cfg = self._cfg
+        if version is None:
+            version = cfg._board.version
+        snap = cfg._frozen(await cfg._board.aio.wait_newer(version, timeout))
+        return snap[0], snap[1]
+
+    wait_changed = wait_for_change

@@ -1,0 +1,557 @@
+"""Lock, RLock, Semaphore, BoundedSemaphore, Event and Counter on Redis.
+
+The methods are those of ``shmkit.sync`` (and so of threading).  What differs across
+machines: a hold is a *lease* of ``lease`` seconds that a background thread renews while
+the process lives.  A holder that is killed or cut off from Redis loses it when the lease
+runs out; the next acquirer then sees ``owner_died``.  Every acquisition of a lock or a
+semaphore unit gets a *fencing token* (``fencing_token``), larger than every token handed
+out before it, to pass to the resource the lock protects so that it can refuse a write
+from a holder whose lease ran out without it noticing.  Waiters block server-side (BLPOP
+on a token list, see _protocol) and are woken by the release; when the holder might be
+dead they wake up as its lease runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .._errors import NotOwnerError, ObjectTypeError
+from . import _protocol as P
+from ._base import RedisObject, blocking_timeout, wait_timeout
+from ._errors import BackendConnectionError
+from ._zone import Wait, new_id, process_identity
+
+__all__ = ["RedisLock", "RedisRLock", "RedisSemaphore", "RedisBoundedSemaphore", "RedisEvent",
+           "RedisCounter", "RedisLockStats", "RedisSemaphoreStats", "RedisEventStats",
+           "RedisCounterStats"]
+
+
+def _int(v) -> int:
+    return int(v) if v not in (None, b"") else 0
+
+
+def _str(v) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return "" if v is None else str(v)
+
+
+# -- Lock and RLock ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisLockStats:
+    """``statistics()`` of a RedisLock or RedisRLock (a snapshot)."""
+
+    name: str
+    locked: bool
+    owner: str                 #: "<host>:<pid>:<random>" (RLock: ":<thread id>" added); "" free
+    lease_left: float          #: seconds before the holder's lease runs out (<= 0: ran out)
+    fencing_token: int         #: token of the current (or last) hold
+    count: int                 #: recursion depth (RLock)
+    waiters: int               #: blocked acquirers (approximate)
+    acquisitions: int
+    contentions: int           #: acquires that found it held
+    owner_deaths: int          #: holds taken over after the holder's lease ran out
+    last_owner_death_ns: int   #: the server's clock at the last take-over (0: never)
+    last_dead_owner: str       #: the holder whose lease ran out last
+
+
+class _LockBase(RedisObject):
+    _kind = "lock"
+    _reentrant = False
+
+    def __init__(self, name, *, zone, create: bool = True, lease: float | None = None):
+        self._setup(zone, name, create=create, lease=lease)
+        self._keys = (f"{self._base}:lock", f"{self._base}:waiters")
+        self.owner_died = False
+        self.fencing_token = None
+        self._held_as = None          # the owner string this handle renews, while held
+        self._renew_lock = threading.Lock()
+
+    @classmethod
+    def _reopen(cls, zone, name, kw):
+        return cls(name, zone=zone, create=False, **kw)
+
+    def _owner(self) -> str:
+        ident = process_identity()
+        if self._reentrant:
+            return f"{ident}:{threading.get_ident()}"
+        return ident
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Take the lock: True when taken, False when not (``blocking=False``, or the
+        timeout passed).  After it, ``owner_died`` says whether the previous holder's
+        lease ran out while it held the lock, and ``fencing_token`` is this hold's token."""
+        seconds = blocking_timeout(blocking, timeout)
+        zone = self._live()
+        owner = self._owner()
+        args = [self._base, owner, self._lease_ms, "1" if self._reentrant else "0", "", "", 0,
+                "1", new_id()]
+        w = Wait(zone, self._base, seconds)
+        while True:
+            wid, prev, ms = w.round()
+            args[4], args[5], args[6] = prev, wid, ms
+            try:
+                r = zone.run(P.LOCK_ACQUIRE, self._keys, args)
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+                continue
+            args[7] = "0"
+            if r[0] == 1:
+                self.fencing_token = int(r[1])
+                self.owner_died = bool(r[2])
+                with self._renew_lock:
+                    self._held_as = owner
+                zone._renew_later(self)
+                return True
+            if not wid:
+                return False
+            try:
+                w.block(wid, r[3])
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+
+    @property
+    def aio(self):
+        """Awaitable twins: ``await lock.aio.acquire()``, ``await lock.aio.release()``,
+        ``async with lock.aio:``."""
+        from ._aio import AioLock
+        return AioLock(self)
+
+    def release(self) -> None:
+        """Release the lock; NotOwnerError (a RuntimeError) when this process (RLock: this
+        thread) does not hold it, also when its lease ran out and another took it."""
+        zone = self._live()
+        owner = self._owner()
+        r = zone.run(P.LOCK_RELEASE, self._keys,
+                     [self._base, owner, "1" if self._reentrant else "0"])
+        if r == -1:
+            raise NotOwnerError(f"release of {self._kind} {self._name!r}, which "
+                                f"{'this thread' if self._reentrant else 'this process'} "
+                                "does not hold (never acquired, already released, or its "
+                                "lease ran out and another process took it)")
+        if r == 0:
+            with self._renew_lock:
+                if self._held_as == owner:
+                    self._held_as = None
+
+    def _renew(self) -> None:
+        with self._renew_lock:
+            owner = self._held_as
+        if owner is None or self._closed:
+            return
+        if not self._zone.run(P.LOCK_RENEW, self._keys, [self._base, owner, self._lease_ms]):
+            with self._renew_lock:
+                if self._held_as == owner:
+                    self._held_as = None
+
+    def locked(self) -> bool:
+        """True if some process holds it (and its lease has not run out)."""
+        s = self._state()
+        return bool(s[0]) and int(s[1]) > 0
+
+    def _state(self):
+        return self._live().run(P.LOCK_STATE, self._keys, [self._base])
+
+    def statistics(self) -> RedisLockStats:
+        s = self._state()
+        owner = _str(s[0])
+        left = int(s[1]) / 1000
+        return RedisLockStats(self._name, bool(owner) and left > 0, owner, left if owner else 0.0,
+                              _int(s[2]), _int(s[3]), int(s[4]), _int(s[5]), _int(s[6]),
+                              _int(s[7]), _int(s[8]) * 1_000_000, _str(s[9]))
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def _repr_state(self):
+        s = self._state()
+        owner = _str(s[0])
+        if not owner or int(s[1]) <= 0:
+            return "unlocked"
+        return f"held by {owner}"
+
+
+class RedisLock(_LockBase):
+    """A lock shared by every process that names it in the same RedisZone.
+
+    ``zone.lock(name, *, create=True, lease=None)``.  ``acquire(blocking=True,
+    timeout=-1)``, ``release()``, ``locked()``, ``with``, as ``shmkit.Lock``.  It belongs
+    to the *process* that acquired it (any of its threads may release it).  If that
+    process dies or is partitioned from Redis, the lock is free once its lease runs out;
+    the next acquire returns True with ``owner_died`` True.  ``fencing_token`` is the
+    token of this handle's last acquisition (increasing with every acquisition).
+    """
+
+
+class RedisRLock(_LockBase):
+    """A reentrant lock on Redis: the *thread* that holds it may acquire it again; it is
+    free when released as many times.  Otherwise as RedisLock."""
+
+    _kind = "rlock"
+    _reentrant = True
+
+
+# -- Semaphores ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisSemaphoreStats:
+    """``statistics()`` of a RedisSemaphore."""
+
+    name: str
+    value: int            #: units available now
+    initial: int
+    bounded: bool
+    holders: int          #: units held under a lease now
+    waiters: int          #: blocked acquirers (approximate)
+    acquisitions: int
+    contentions: int
+    reclaimed: int        #: units given back because their holder's lease ran out
+
+
+# units of a semaphore this process holds, shared by its handles: base -> [unit, ...]
+_units: dict = {}
+_units_lock = threading.Lock()
+_units_pid = [None]
+
+
+def _my_units(base: str) -> list:
+    import os
+    with _units_lock:
+        if _units_pid[0] != os.getpid():      # a forked child holds nothing
+            _units.clear()
+            _units_pid[0] = os.getpid()
+        return _units.setdefault(base, [])
+
+
+class RedisSemaphore(RedisObject):
+    """A counting semaphore on Redis: ``zone.semaphore(name, value=1, *, create=True,
+    lease=None)``.
+
+    ``acquire(blocking=True, timeout=None)`` -> bool, ``release(n=1)``, ``get_value()``,
+    ``value``, ``with``.  Each unit taken is leased to the acquiring process: the units of
+    a process that dies or is cut off come back when their lease runs out (like
+    ``undo=True`` locally; ``owner_died`` is True after an acquire that needed such a
+    unit, ``statistics().reclaimed`` counts them).  A release gives back a unit this
+    process holds if it has one, else adds a unit (as threading.Semaphore does).
+    """
+
+    _kind = "semaphore"
+    _bounded = False
+
+    def __init__(self, name, value: int = 1, *, zone, create: bool = True,
+                 lease: float | None = None, undo: bool | None = None,
+                 max_processes: int | None = None):
+        # undo and max_processes are shmkit.Semaphore's: every unit here is leased to its
+        # process, which is what undo=True means, for any number of processes
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"semaphore initial value must be an int, not {type(value).__name__}")
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        self._setup(zone, name, create=create, lease=lease)
+        self._keys = (f"{self._base}:sem", f"{self._base}:holders", f"{self._base}:waiters")
+        initial, bounded = zone.run(P.SEM_INIT, self._keys,
+                                    [self._base, value, "1" if self._bounded else "0"])
+        if (bounded == b"1") != self._bounded:
+            kind = "BoundedSemaphore" if bounded == b"1" else "Semaphore"
+            raise ObjectTypeError(f"{name!r} exists as a {kind}, not a {type(self).__name__}")
+        self._initial = int(initial)
+        self.owner_died = False
+        self.fencing_token = None
+        self._renew_lock = threading.Lock()
+
+    @classmethod
+    def _reopen(cls, zone, name, kw):
+        return cls(name, zone=zone, create=False, **kw)
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take one unit; True when taken, False when not in time."""
+        seconds = blocking_timeout(blocking, timeout, default=None)
+        zone = self._live()
+        owner = process_identity()
+        nonce = new_id()
+        args = [self._base, owner, self._lease_ms, "", "", 0, "1", nonce]
+        w = Wait(zone, self._base, seconds)
+        while True:
+            wid, prev, ms = w.round()
+            args[3], args[4], args[5] = prev, wid, ms
+            try:
+                r = zone.run(P.SEM_ACQUIRE, self._keys, args)
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+                continue
+            args[6] = "0"
+            if r[0] == 1:
+                self.fencing_token = int(r[1])
+                self.owner_died = bool(r[2])
+                units = _my_units(self._base)
+                with _units_lock:
+                    units.append(f"{owner}#{nonce}")
+                zone._renew_later(self)
+                return True
+            if not wid:
+                return False
+            try:
+                w.block(wid, r[3])
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+
+    @property
+    def aio(self):
+        """Awaitable twins: ``await sem.aio.acquire()``, ``await sem.aio.release()``,
+        ``async with sem.aio:``."""
+        from ._aio import AioSemaphore
+        return AioSemaphore(self)
+
+    def release(self, n: int = 1) -> None:
+        """Give ``n`` units back (this process's own first).  A BoundedSemaphore raises
+        ValueError when that would pass its initial value."""
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if n < 1:
+            raise ValueError("n must be one or more")
+        zone = self._live()
+        units = _my_units(self._base)
+        with _units_lock:
+            mine = units[-n:] if n <= len(units) else list(units)
+        r = zone.run(P.SEM_RELEASE, self._keys, [self._base, n, *mine])
+        if r == -1:
+            raise ValueError("Semaphore released too many times")
+        with _units_lock:
+            for u in mine:
+                if u in units:
+                    units.remove(u)
+
+    def _renew(self) -> None:
+        units = _my_units(self._base)
+        with _units_lock:
+            mine = list(units)
+        if not mine or self._closed:
+            return
+        lost = self._zone.run(P.SEM_RENEW, self._keys, [self._base, self._lease_ms, *mine])
+        if lost:
+            with _units_lock:
+                for u in lost:
+                    u = _str(u)
+                    if u in units:
+                        units.remove(u)
+
+    def _state(self):
+        return self._live().run(P.SEM_STATE, self._keys, [self._base])
+
+    def get_value(self) -> int:
+        """Units available now (after giving back those of expired leases)."""
+        return int(self._state()[0])
+
+    @property
+    def value(self) -> int:
+        return self.get_value()
+
+    def statistics(self) -> RedisSemaphoreStats:
+        s = self._state()
+        return RedisSemaphoreStats(self._name, int(s[0]), int(s[1]), s[2] == b"1", int(s[3]),
+                                   int(s[4]), int(s[5]), int(s[6]), int(s[7]))
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def _repr_state(self):
+        return f"value={self.get_value()}"
+
+
+class RedisBoundedSemaphore(RedisSemaphore):
+    """A RedisSemaphore whose value never goes above its initial value: such a release
+    raises ValueError ("Semaphore released too many times")."""
+
+    _kind = "semaphore"
+    _bounded = True
+
+
+# -- Event -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisEventStats:
+    name: str
+    is_set: bool
+    waiters: int    #: blocked in wait() (approximate)
+    sets: int       #: set() calls that changed the flag
+    waits: int      #: wait() calls that had to wait
+
+
+class RedisEvent(RedisObject):
+    """A flag processes on any machine can wait for: ``set()``, ``clear()``,
+    ``is_set()``, ``wait(timeout=None)`` -> the flag.  A waiter returns True if the flag
+    was set while it waited, even if it was cleared again at once."""
+
+    _kind = "event"
+
+    def __init__(self, name, *, zone, create: bool = True, lease: float | None = None):
+        self._setup(zone, name, create=create, lease=lease)
+        self._keys = (f"{self._base}:event", f"{self._base}:waiters")
+
+    @classmethod
+    def _reopen(cls, zone, name, kw):
+        return cls(name, zone=zone, create=False, **kw)
+
+    def set(self) -> None:
+        self._live().run(P.EVENT_SET, self._keys, [self._base])
+
+    def clear(self) -> None:
+        self._live().execute("HSET", self._keys[0], "flag", "0")
+
+    def is_set(self) -> bool:
+        return self._live().execute("HGET", self._keys[0], "flag") == b"1"
+
+    isSet = is_set
+
+    @property
+    def aio(self):
+        """Awaitable twin: ``await event.aio.wait(timeout=None)``."""
+        from ._aio import AioEvent
+        return AioEvent(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set (True) or ``timeout`` seconds pass (False)."""
+        seconds = wait_timeout(timeout)
+        zone = self._live()
+        w = Wait(zone, self._base, seconds)
+        seen = ""
+        while True:
+            wid, prev, ms = w.round()
+            try:
+                r = zone.run(P.EVENT_WAIT, self._keys, [self._base, prev, wid, ms, seen])
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+                continue
+            if r[0] == 1:
+                return True
+            if seen == "":
+                seen = str(r[1])
+            if not wid:
+                return False
+            try:
+                w.block(wid)
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+
+    def statistics(self) -> RedisEventStats:
+        s = self._live().run(P.EVENT_STATE, self._keys, [self._base])
+        return RedisEventStats(self._name, s[0] == b"1", int(s[3]), _int(s[1]), _int(s[2]))
+
+    def _repr_state(self):
+        return "set" if self.is_set() else "unset"
+
+
+# -- Counter ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisCounterStats:
+    name: str
+    value: int
+
+
+class RedisCounter(RedisObject):
+    """A signed 64-bit integer changed atomically by the server (INCRBY):
+    ``add(n=1)``, ``sub(n=1)``, ``inc()``, ``dec()`` return the new value; ``get()``,
+    ``set(v)``, ``exchange(v)`` (returns the old value), ``compare_and_swap(expected,
+    new)`` -> bool, ``value``, ``c += n``.  ``initial`` is used only when it is created.
+    Unlike the local Counter, a result outside the 64-bit range raises OverflowError
+    instead of wrapping around (Redis refuses it)."""
+
+    _kind = "counter"
+
+    def __init__(self, name, initial: int = 0, *, zone, create: bool = True,
+                 lease: float | None = None):
+        if not isinstance(initial, int) or isinstance(initial, bool):
+            raise TypeError(f"initial must be an int, not {type(initial).__name__}")
+        if not P.INT64_MIN <= initial <= P.INT64_MAX:
+            raise OverflowError("Counter holds a signed 64-bit integer")
+        self._setup(zone, name, create=create, lease=lease)
+        self._key = f"{self._base}:value"
+        zone.execute("SET", self._key, initial, "NX")
+        self._exec = zone.execute
+
+    @classmethod
+    def _reopen(cls, zone, name, kw):
+        return cls(name, zone=zone, create=False, **kw)
+
+    def _n(self, n) -> int:
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"a Counter adds ints, not {type(n).__name__}")
+        if not P.INT64_MIN <= n <= P.INT64_MAX:
+            raise OverflowError("Counter holds a signed 64-bit integer")
+        return n
+
+    def add(self, n: int = 1) -> int:
+        self._live()
+        try:
+            return self._exec("INCRBY", self._key, self._n(n))
+        except Exception as err:  # noqa: BLE001  (the overflow Redis reports)
+            if "overflow" in str(err):
+                raise OverflowError(f"counter {self._name!r}: the result would not fit in "
+                                    "a signed 64-bit integer") from None
+            raise
+
+    def sub(self, n: int = 1) -> int:
+        return self.add(-self._n(n))
+
+    def inc(self) -> int:
+        return self.add(1)
+
+    def dec(self) -> int:
+        return self.add(-1)
+
+    def get(self) -> int:
+        self._live()
+        return int(self._exec("GET", self._key) or 0)
+
+    def set(self, value: int) -> None:
+        self._live()
+        self._exec("SET", self._key, self._n(value))
+
+    def exchange(self, value: int) -> int:
+        self._live()
+        old = self._exec("SET", self._key, self._n(value), "GET", get=True)
+        return int(old or 0)
+
+    def compare_and_swap(self, expected: int, new: int) -> bool:
+        zone = self._live()
+        return bool(zone.run(P.COUNTER_CAS, (self._key,),
+                             [self._base, self._n(expected), self._n(new)]))
+
+    @property
+    def value(self) -> int:
+        return self.get()
+
+    @value.setter
+    def value(self, v: int) -> None:
+        self.set(v)
+
+    def __iadd__(self, n):
+        self.add(n)
+        return self
+
+    def __isub__(self, n):
+        self.sub(n)
+        return self
+
+    def __int__(self):
+        return self.get()
+
+    __index__ = __int__
+
+    def statistics(self) -> RedisCounterStats:
+        return RedisCounterStats(self._name, self.get())
+
+    def _repr_state(self):
+        return f"value={self.get()}"
+
