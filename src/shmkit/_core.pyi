@@ -16,7 +16,7 @@ from typing import Any, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
-# -- constants (core/layout.h, core/errors.h, core/segment.h) ---------------------------------
+# -- constants (core/layout.h, core/errors.def, core/segment.h) ---------------------------------
 BOARD_ALIGN: int
 BOARD_KIND_BYTES: int
 BOARD_KIND_NDARRAY: int
@@ -44,8 +44,26 @@ DICT_KEY_MAX: int
 DICT_MAX_SHARDS: int
 DICT_OPEN_CREATE: int
 DICT_OPEN_STRICT: int
+E_BADFREE: int
+E_BROKEN: int
+E_CLOSED: int
 E_CORRUPT: int
+E_EMPTY: int
+E_EXISTS: int
 E_FULL: int
+E_FULLQ: int
+E_INITDIED: int
+E_MISMATCH: int
+E_NAME: int
+E_NOGROW: int
+E_NOTFOUND: int
+E_NOTOWNER: int
+E_NOTREADY: int
+E_OBJMISMATCH: int
+E_OWNERDEAD: int
+E_TOOBIG: int
+E_TYPE: int
+E_VERSION: int
 FORMAT_WORD: int
 KIND_ANON: int
 KIND_FILE: int
@@ -122,8 +140,13 @@ ZS_UNINIT: int
 _Entry = tuple[str, int, int, int, int, int, int]
 #: a board value: (payload, version, kind, meta, published_ns)
 _BoardValue = tuple[Any, int, int, int, int]
+#: a row of core/errors.def: (code, C name, text, name of the exception class in _errors)
+_ErrorRow = tuple[int, str, str, str]
+#: an errno value with an exception class of its own: (errno, name of the class)
+_ErrnoRow = tuple[int, str]
 
 # -- module functions ------------------------------------------------------------------------
+def error_table() -> tuple[tuple[_ErrorRow, ...], tuple[_ErrnoRow, ...]]: ...
 def fs_free_bytes(fd: int, /) -> int: ...
 def ftok(path: str, proj_id: int, /) -> int: ...
 def ndarray_open(zone: Zone, name: str, head: bytes | None = None, /) -> tuple[memoryview, bytes, bool, int]: ...
