@@ -43,29 +43,15 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+# the exit codes and CliError are shared with the Redis backend's command-line part
+from ._cliutil import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PERMISSION,
+                       EXIT_PROBLEMS, EXIT_REFUSED, EXIT_USAGE, CliError, human_bytes)
+
 if TYPE_CHECKING:
     from .dashboard.collect import ZoneSpec
     from .inventory import SegmentInfo
     from .segment import Segment, SegmentStat
     from .zone import Zone
-
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_PERMISSION = 4
-EXIT_REFUSED = 5
-EXIT_ERROR = 6
-EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-    """A failure with a message for the user and an exit code."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -105,14 +91,6 @@ def _when(t: float | None) -> str:
     if not t:
         return "-"
     return datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -221,7 +199,7 @@ def _size(n: int | None, args: argparse.Namespace | None) -> str:
     """A size as the user asked for it: bytes with --bytes, else human-readable."""
     if n is None:
         return "-"
-    return str(n) if getattr(args, "bytes", False) else _bytes(n)
+    return str(n) if getattr(args, "bytes", False) else human_bytes(n)
 
 
 _GLOB = set("*?[")
@@ -244,17 +222,13 @@ def _add_redis_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zone", help="with --url: the RedisZone (or ?zone=NAME in the URL)")
 
 
-def _redis_cli() -> Any:
-    try:
-        from .redis import _cli
-    except ImportError as e:
-        raise CliError(str(e), EXIT_NOT_FOUND) from None
-    return _cli
-
-
 def _cmd_ls(args: argparse.Namespace) -> int:
     if args.url:
-        return int(_redis_cli().cmd_ls(args, _out, _table, _json))
+        try:
+            from .redis._cli import cmd_ls
+        except ImportError as e:        # redis-py missing: the message names the extra
+            raise CliError(str(e), EXIT_NOT_FOUND) from None
+        return cmd_ls(args, _out, _table, _json)
     from .inventory import list_segments
     if _names_a_zone(args.pattern) and not (args.shmkit or args.all or args.sysv or args.posix):
         return _ls_zone(args, args.pattern.lstrip("/"))
@@ -419,7 +393,7 @@ def _info_object(args: argparse.Namespace, target: dict[str, Any], obj_name: str
                 continue
             if isinstance(v, int) and not isinstance(v, bool) and (
                     k in _SIZE_FIELDS or k.endswith("_bytes")):
-                v = f"{v} ({_bytes(v)})" if not args.bytes else str(v)
+                v = f"{v} ({human_bytes(v)})" if not args.bytes else str(v)
             elif k.endswith("_ns") and isinstance(v, int) and v > 10 ** 17:
                 v = _when(v / 1e9)
             _out(f"  {k:<24} {v}")
@@ -442,7 +416,11 @@ def _stat_of_file(target: dict[str, Any]) -> SegmentStat:
 def _cmd_info(args: argparse.Namespace) -> int:
     import dataclasses
     if args.url:
-        return int(_redis_cli().cmd_info(args, _out, _json))
+        try:
+            from .redis._cli import cmd_info
+        except ImportError as e:        # redis-py missing: the message names the extra
+            raise CliError(str(e), EXIT_NOT_FOUND) from None
+        return cmd_info(args, _out, _json)
     obj_name = _split_object(args)
     target = _one_target(args)
     if obj_name is not None:
@@ -839,7 +817,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
         problems.append(f"{_lifecycle.SHM_DIR} is {shm['fstype']}, not tmpfs")
     if shm.get("size") and shm.get("free") is not None and shm["free"] < 0.05 * shm["size"]:
         problems.append(f"{_lifecycle.SHM_DIR} is {shm['used_percent']}% full "
-                        f"({_bytes(shm['free'])} free)")
+                        f"({human_bytes(shm['free'])} free)")
 
     # user xattrs on /dev/shm (shmkit's records) and OFD locks (its liveness)
     xattr, ofd = False, False
@@ -935,7 +913,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     else:
         _out("  mounted        no (not a mount point of its own)")
     if "size" in d:
-        _out(f"  size           {_bytes(d['size'])}, {_bytes(d['free'])} free "
+        _out(f"  size           {human_bytes(d['size'])}, {human_bytes(d['free'])} free "
              f"({d['used_percent']}% used)")
     _out(f"  user xattrs    {'yes' if facts['xattr'] else 'no'}")
     _out(f"  OFD locks      {'yes' if facts['ofd_locks'] else 'NO'}")
@@ -948,7 +926,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         figs = k["figures"]
         shown = [f"{n} {figs[n]}" for n in KSM_FIGURES if n in figs]
         _out(f"  figures        {', '.join(shown)}")
-        _out(f"  saves now      {_bytes(k['saved_bytes'])} (pages_sharing x page size)")
+        _out(f"  saves now      {human_bytes(k['saved_bytes'])} (pages_sharing x page size)")
     _out(f"  can            {k['can']}")
     _out(f"  cannot         {k['cannot']}")
     _out(f"  here           {k['here']}")
