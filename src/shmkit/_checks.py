@@ -6,10 +6,16 @@ Bottom layer (imports only ``_core`` and ``_errors``); see docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from . import _core
 from ._errors import InvalidNameError
 
-__all__ = ["check_object_name", "check_int"]
+if TYPE_CHECKING:
+    from ._types import SerializerArg
+
+__all__ = ["check_object_name", "check_int", "check_serializer"]
 
 
 def check_object_name(name: object) -> str:
@@ -36,3 +42,23 @@ def check_int(what: str, value: object, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, not {value}")
     return value
+
+
+def check_serializer(serializer: SerializerArg | None) -> tuple[
+        Callable[..., Any] | None, Callable[..., Any] | None]:
+    """``serializer=`` of a queue (shmkit.Queue, RedisQueue): an object with ``dumps``
+    and ``loads`` (like the pickle module) or a ``(dumps, loads)`` pair -> the two
+    functions; None -> (None, None).  TypeError for anything else."""
+    if serializer is None:
+        return None, None
+    dumps: Any
+    loads: Any
+    if isinstance(serializer, tuple) and len(serializer) == 2:
+        dumps, loads = serializer
+    else:
+        dumps = getattr(serializer, "dumps", None)
+        loads = getattr(serializer, "loads", None)
+    if not callable(dumps) or not callable(loads):
+        raise TypeError("serializer must have callable dumps() and loads() (like the pickle "
+                        "module), or be a (dumps, loads) pair")
+    return dumps, loads

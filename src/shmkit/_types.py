@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 if TYPE_CHECKING:
     from typing_extensions import Buffer as Buffer, TypeAlias
 
-__all__ = ["Serializer", "SerializerArg", "StrPath", "Timeout"]
+__all__ = ["Key", "Serializer", "SerializerArg", "StrPath", "Timeout"]
 
 
 class Serializer(Protocol):
@@ -33,3 +33,6 @@ StrPath: TypeAlias = Union[str, "os.PathLike[str]"]
 
 #: seconds to wait; None waits forever
 Timeout: TypeAlias = Union[float, None]
+
+#: a key of a Dict or RedisDict: "a" and b"a" are different keys
+Key: TypeAlias = Union[str, bytes]

@@ -35,7 +35,7 @@ import sys
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import _core
 from ._errors import ShmkitTimeoutError
@@ -43,12 +43,14 @@ from .board import Board, BoardStats
 from .zone import Zone
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._types import StrPath, Timeout
 
 #: a snapshot: a deep-frozen mapping (MappingProxyType all the way down)
 Snapshot = Mapping[str, Any]
 
-__all__ = ["SharedConfig"]
+__all__ = ["SharedConfig", "ConfigBase", "ConfigBoard"]
 
 _LEAVES = (str, int, float, bool, type(None), bytes, datetime.date, datetime.time,
            datetime.timedelta, decimal.Decimal)
@@ -120,26 +122,39 @@ class ConfigInfo:
     loader_pid: int             #: process that published it
 
 
-class SharedConfig(Mapping[str, Any]):
-    """A configuration shared by every process: ``SharedConfig(name, max_bytes=1 MiB, *,
-    zone=None, buffers=None)``.
+class ConfigBoard(Protocol):
+    """What a configuration needs of the board it is published on: a :class:`shmkit.Board`
+    (SharedConfig) or a ``RedisBoard`` (``shmkit.redis.RedisConfig``)."""
 
-    Finds or creates the configuration ``name`` in ``zone`` (default:
-    ``shmkit.default_zone()``).  ``max_bytes`` bounds the pickled configuration.  It is
-    also a read-only Mapping over the *current* snapshot (``cfg["key"]``): each access may
-    see a newer version, so take ``snapshot()`` once for reads that must agree.
-    """
+    @property
+    def version(self) -> int: ...
 
-    _board: Board   # set first thing in __init__ (closed/close() cope without it)
+    @property
+    def closed(self) -> bool: ...
 
-    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone: Zone | None = None,
-                 buffers: int | None = None, spin_us: float = 0.0) -> None:
-        self._board = Board(name, max_bytes, zone=zone, buffers=buffers, spin_us=spin_us,
-                            _type=_core.OBJ_CONFIG)
-        self.name = self._board.name
-        self.zone = self._board.zone
-        # (frozen mapping, version, raw record)
-        self._snap: tuple[Snapshot, int, dict[str, Any] | None] = (_EMPTY, 0, None)
+    def publish(self, value: Any, /) -> int: ...
+
+    def read(self) -> tuple[Any, int]: ...
+
+    def wait_newer(self, version: int = ..., timeout: Timeout = ...) -> tuple[Any, int]: ...
+
+    def close(self) -> None: ...
+
+
+BoardT = TypeVar("BoardT", bound=ConfigBoard)
+
+
+class ConfigBase(Mapping[str, Any], Generic[BoardT]):
+    """Everything of a shared configuration but where its board lives: loading,
+    publishing, frozen snapshots, waiting for a change, the read-only Mapping.
+    :class:`SharedConfig` publishes on a Board in a zone, ``shmkit.redis.RedisConfig`` on
+    a board in Redis; a subclass sets ``_board``, ``name`` and ``zone`` and adds
+    ``statistics()`` (whose type is its board's) and pickling."""
+
+    _board: BoardT   # set first thing in __init__ (closed/close() cope without it)
+    name: str
+    # (frozen mapping, version, raw record) of the latest version seen
+    _snap: tuple[Snapshot, int, dict[str, Any] | None] = (_EMPTY, 0, None)
 
     # -- publishing ---------------------------------------------------------------------
     def load(self, source: StrPath | Mapping[str, Any] | None = None, *,
@@ -247,10 +262,7 @@ class SharedConfig(Mapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self.snapshot()
 
-    # -- statistics, lifecycle ----------------------------------------------------------------
-    def statistics(self) -> BoardStats:
-        return self._board.statistics()
-
+    # -- lifecycle -----------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         board = self.__dict__.get("_board")
@@ -261,14 +273,11 @@ class SharedConfig(Mapping[str, Any]):
         if board is not None:
             board.close()
 
-    def __enter__(self) -> SharedConfig:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_attach, (self.zone, self.name))
 
     def __eq__(self, other: object) -> bool:
         return self is other
@@ -277,8 +286,32 @@ class SharedConfig(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         if self.closed:
-            return f"<shmkit.SharedConfig {self.name!r} closed>"
-        return f"<shmkit.SharedConfig {self.name!r} version={self.version}>"
+            return f"<shmkit.{type(self).__name__} {self.name!r} closed>"
+        return f"<shmkit.{type(self).__name__} {self.name!r} version={self.version}>"
+
+
+class SharedConfig(ConfigBase[Board]):
+    """A configuration shared by every process: ``SharedConfig(name, max_bytes=1 MiB, *,
+    zone=None, buffers=None)``.
+
+    Finds or creates the configuration ``name`` in ``zone`` (default:
+    ``shmkit.default_zone()``).  ``max_bytes`` bounds the pickled configuration.  It is
+    also a read-only Mapping over the *current* snapshot (``cfg["key"]``): each access may
+    see a newer version, so take ``snapshot()`` once for reads that must agree.
+    """
+
+    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone: Zone | None = None,
+                 buffers: int | None = None, spin_us: float = 0.0) -> None:
+        self._board = Board(name, max_bytes, zone=zone, buffers=buffers, spin_us=spin_us,
+                            _type=_core.OBJ_CONFIG)
+        self.name = self._board.name
+        self.zone = self._board.zone
+
+    def statistics(self) -> BoardStats:
+        return self._board.statistics()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_attach, (self.zone, self.name))
 
 
 def _now_ns() -> int:

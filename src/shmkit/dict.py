@@ -25,11 +25,12 @@ import pickle
 import types
 from collections.abc import Callable, Iterator, ItemsView, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from . import _core
 from ._errors import ObjectMismatchError, ZoneMismatchError
 from ._checks import check_object_name
+from ._types import Key
 from .zone import Zone, default_zone
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
     from ._types import Serializer
 
-#: a key: "a" and b"a" are different keys
-Key = Union[str, bytes]
 
 __all__ = ["Dict", "DictStats", "DEFAULT_CAPACITY"]
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._checks import check_object_name
+from ._checks import check_object_name, check_serializer
 from ._deprecation import renamed
 from ._errors import ClosedError, QueueEmpty, QueueFull  # noqa: F401  (re-exported names)
 from .zone import Zone, default_zone
@@ -78,23 +78,6 @@ class QueueStats:
     members: int        #: handles attached now (all processes)
     reservations: int   #: zero-copy blocks alive (reserved, queued or being read)
     closed: bool
-
-
-def _check_serializer(serializer: SerializerArg | None) -> tuple[
-        Callable[..., Any] | None, Callable[..., Any] | None]:
-    if serializer is None:
-        return None, None
-    dumps: Any
-    loads: Any
-    if isinstance(serializer, tuple) and len(serializer) == 2:
-        dumps, loads = serializer
-    else:
-        dumps = getattr(serializer, "dumps", None)
-        loads = getattr(serializer, "loads", None)
-    if not callable(dumps) or not callable(loads):
-        raise TypeError("serializer must have callable dumps() and loads() (like the pickle "
-                        "module), or be a (dumps, loads) pair")
-    return dumps, loads
 
 
 class Queue(_core.Queue):
@@ -143,7 +126,7 @@ class Queue(_core.Queue):
                 raise ValueError(f"max_messages must be > 0, not {max_messages}")
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
-        dumps, loads = _check_serializer(serializer)
+        dumps, loads = check_serializer(serializer)
         if serializer is not None and mode != "objects":
             raise ValueError('a serializer is only used with mode="objects"')
         if zone is None:
