@@ -1,6 +1,6 @@
 """One naming pattern: every object's counters come from ``statistics()``, as a frozen
-dataclass named ``<Thing>Stats``; the former spellings (``Zone.stats()``,
-``QueueStatistics``) still work and warn."""
+dataclass named ``<Thing>Stats`` (``Redis<Thing>Stats`` on Redis); the former spellings
+(``Zone.stats()``, ``QueueStatistics``, ``RedisQueueStatistics``) still work and warn."""
 
 from __future__ import annotations
 
@@ -97,3 +97,53 @@ def test_cli_uses_the_new_names(zone):
 def test_anonymous_zone_too():
     with Zone(None, 1 << 20, backend="anonymous") as z:
         assert z.statistics().size == 1 << 20
+
+
+# -- the Redis backend (a real redis-server: tests/redis_support.py) ----------------------------
+
+def _redis_objects(zone):
+    yield zone.queue("q")
+    yield zone.dict("d")
+    yield zone.lock("l")
+    yield zone.rlock("rl")
+    yield zone.semaphore("s")
+    yield zone.bounded_semaphore("bs", 2)
+    yield zone.event("e")
+    yield zone.counter("n")
+    yield zone.board("b", 4096)
+    yield zone.config("c", 4096)
+
+
+def test_every_redis_object_has_statistics_returning_a_frozen_stats_dataclass(redis_zone):
+    import shmkit.redis
+
+    zone = redis_zone()
+    seen = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        for obj in _redis_objects(zone):
+            st = obj.statistics()
+            cls = type(st)
+            assert dataclasses.is_dataclass(st) and cls.__dataclass_params__.frozen, cls
+            assert cls.__name__.startswith("Redis") and cls.__name__.endswith("Stats"), cls
+            assert getattr(shmkit.redis, cls.__name__) is cls, cls
+            seen.add(cls.__name__)
+    assert {"RedisQueueStats", "RedisDictStats", "RedisBoardStats", "RedisLockStats"} <= seen
+    assert not [n for n in shmkit.redis.__all__ if n.endswith("Statistics")]
+
+
+def test_redis_queue_statistics_is_the_deprecated_name_of_redis_queue_stats(redis_zone):
+    from shmkit.redis import RedisQueueStats
+
+    with pytest.warns(DeprecationWarning, match="RedisQueueStatistics is deprecated; use "
+                                                "shmkit.redis.RedisQueueStats"):
+        from shmkit.redis import RedisQueueStatistics
+    assert RedisQueueStatistics is RedisQueueStats
+    assert isinstance(redis_zone().queue("q").statistics(), RedisQueueStatistics)
+    # pickles made before the rename name the class in its module
+    with pytest.warns(DeprecationWarning, match="RedisQueueStatistics is deprecated"):
+        old = importlib.import_module("shmkit.redis._queue").RedisQueueStatistics
+    assert old is RedisQueueStats
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchThing'"):
+        importlib.import_module("shmkit.redis").NoSuchThing
+
