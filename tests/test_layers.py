@@ -38,21 +38,26 @@ PACKAGE = SRC / "shmkit"
 #: modules.  Read from the bottom up: each layer may import only the layers below it.
 LAYERS = [
     (0, "foundation", ["shmkit._core", "shmkit._errors", "shmkit._types", "shmkit._deprecation"]),
-    (1, "internals", ["shmkit._checks", "shmkit._dtypes", "shmkit._lifecycle", "shmkit._ksm"]),
+    (1, "internals", ["shmkit._checks", "shmkit._dtypes", "shmkit._lifecycle", "shmkit._ksm",
+                      "shmkit._cliutil"]),
     (2, "segments", ["shmkit.segment", "shmkit.inventory", "shmkit._reaper"]),
     (3, "zone", ["shmkit.zone", "shmkit.shmop", "shmkit.interop"]),
     (4, "structures", ["shmkit.sync", "shmkit.queue", "shmkit.dict", "shmkit.board",
                        "shmkit.shared_array"]),
     (5, "composites", ["shmkit.config"]),
     (6, "other backends", ["shmkit.redis", "shmkit.redis.*"]),
-    (7, "public API", ["shmkit"]),
-    (8, "applications", ["shmkit.demo", "shmkit.demo.*", "shmkit.dashboard",
-                         "shmkit.dashboard.*", "shmkit._bench", "shmkit._bench.*"]),
-    (9, "command line", ["shmkit.cli"]),
-    (10, "entry point", ["shmkit.__main__"]),
+    (7, "backend choice", ["shmkit._backends"]),
+    (8, "public API", ["shmkit"]),
+    # an entry later in the table wins: redis/_cli.py is the Redis backend's part of the
+    # command line (shmkit ls/info --url), not a library module
+    (9, "applications", ["shmkit.demo", "shmkit.demo.*", "shmkit.dashboard",
+                         "shmkit.dashboard.*", "shmkit._bench", "shmkit._bench.*",
+                         "shmkit.redis._cli"]),
+    (10, "command line", ["shmkit.cli"]),
+    (11, "entry point", ["shmkit.__main__"]),
 ]
-LIBRARY_TOP = 6          # TYPE_CHECKING imports and by-name tables may reach this high
-APPLICATIONS = 8
+LIBRARY_TOP = 7          # TYPE_CHECKING imports and by-name tables may reach this high
+APPLICATIONS = 9
 
 
 def layer_of(module: str) -> int:
@@ -297,19 +302,37 @@ def _constructor(obj):
 REQUIRED_IN_FACTORY = {("ndarray", "shape"), ("board", "max_bytes")}
 
 
-@pytest.mark.parametrize("method", sorted(importlib.import_module("shmkit.zone")._FACTORIES))
-def test_zone_factories_match_their_constructors(method):
+def _factories() -> list[tuple[str, str]]:
+    """(zone module, method) of every late-bound factory: shmkit.Zone's and, when
+    redis-py is installed, RedisZone's (its objects' modules import its module too)."""
+    out = [("shmkit.zone", m) for m in sorted(importlib.import_module("shmkit.zone")._FACTORIES)]
+    try:
+        redis_zone = importlib.import_module("shmkit.redis._zone")
+    except ImportError:     # no redis-py: the test extra has it, so CI checks these too
+        return out
+    return out + [("shmkit.redis._zone", m) for m in sorted(redis_zone._FACTORIES)]
+
+
+@pytest.mark.parametrize("zone_module,method", _factories())
+def test_zone_factories_match_their_constructors(zone_module, method):
     """``zone.queue(...)`` takes what ``Queue(...)`` takes (less ``zone``), with the same
-    defaults and annotations, and returns what its annotation says."""
-    from shmkit import zone as zmod
+    defaults and annotations, and returns what its annotation says.  Zone's factories
+    reach up to the structures' layer; RedisZone's stay in its subpackage."""
+    zmod = importlib.import_module(zone_module)
+    zone_class = zmod.RedisZone if zone_module == "shmkit.redis._zone" else zmod.Zone
+    package = zmod.__package__
 
     module, attr = zmod._FACTORIES[method]
-    assert layer_of(f"shmkit.{module}") > layer_of("shmkit.zone")
-    assert layer_of(f"shmkit.{module}") <= LIBRARY_TOP
-    made = getattr(importlib.import_module(f"shmkit.{module}"), attr)
+    target = f"{package}.{module}"
+    if zone_module == "shmkit.zone":
+        assert layer_of(target) > layer_of("shmkit.zone")
+        assert layer_of(target) <= LIBRARY_TOP
+    else:
+        assert subpackage(target) == subpackage(zone_module) == "shmkit.redis"
+    made = getattr(importlib.import_module(target), attr)
     assert zmod._factory(method) is made
 
-    fac = inspect.signature(getattr(zmod.Zone, method))
+    fac = inspect.signature(getattr(zone_class, method))
     ctor = inspect.signature(_constructor(made))
     fac_params = list(fac.parameters.values())[1:]
     ctor_params = [p for p in list(ctor.parameters.values())[1 if isinstance(made, type) else 0:]

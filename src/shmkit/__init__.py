@@ -70,11 +70,13 @@ _LAZY = {
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._backends import open_zone as open_zone
     from .board import Board as Board, BoardStats as BoardStats
     from .config import SharedConfig as SharedConfig
     from .dict import Dict as Dict, DictStats as DictStats
     from .interop import attach_shared_memory as attach_shared_memory
     from .queue import Queue as Queue, QueueStats as QueueStats
+    from .redis import RedisZone as RedisZone
     from .segment import (Segment as Segment, SegmentStat as SegmentStat, ftok as ftok,
                           recv_fd as recv_fd, send_fd as send_fd)
     from .shared_array import SharedNDArray as SharedNDArray, ndarray as ndarray
@@ -95,13 +97,13 @@ __all__ = [
     "InvalidArgumentError", "InvalidFreeError", "InvalidNameError", "Lock", "LockStats",
     "NoSpaceError", "NotOwnerError", "ObjectExistsError", "ObjectInfo", "ObjectMismatchError",
     "ObjectNotFoundError", "ObjectTypeError", "OwnerDiedError", "Queue", "QueueEmpty",
-    "QueueFull", "QueueStats", "RLock", "RWLock", "RWLockStats", "Segment",
+    "QueueFull", "QueueStats", "RLock", "RWLock", "RWLockStats", "RedisZone", "Segment",
     "SegmentExistsError", "SegmentNotFoundError", "SegmentPermissionError", "SegmentStat",
     "Semaphore", "SemaphoreStats", "SharedConfig", "SharedNDArray", "ShmkitError",
     "ShmkitOSError", "ShmkitTimeoutError", "SlabClassStats", "TooLargeError", "Value",
     "ValueStats", "VersionMismatchError", "Zone", "ZoneFullError", "ZoneInitError",
     "ZoneMismatchError", "ZoneStats", "__version__", "attach_shared_memory", "default_zone",
-    "ftok", "ndarray", "recv_fd", "send_fd",
+    "ftok", "ndarray", "open_zone", "recv_fd", "send_fd",
 ]
 
 if not TYPE_CHECKING:
