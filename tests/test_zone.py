@@ -154,7 +154,20 @@ except ZoneInitError as e:
     print("ZoneInitError", round(time.monotonic() - t0, 3), e, flush=True)
 """], stdout=subprocess.PIPE, text=True)
     procs.append(waiter)
-    time.sleep(0.3)  # let the waiter start waiting on the initialiser
+    # Kill the initialiser only once the waiter waits for it: a waiter that arrives after
+    # the death takes the initialisation over instead (no error to report).  A process
+    # sleeping on the state word counts itself in the header's state_waiters, the uint32
+    # after the state (core/layout.h); read from the segment's file, which attaches
+    # nothing.  Python needs anywhere from 50 ms to seconds to start on a loaded machine.
+    waiters_at = shmkit._core.ZONE_OFF_STATE + 4
+
+    def waiting() -> bool:
+        with open(f"/dev/shm/{name}", "rb") as f:
+            raw = os.pread(f.fileno(), 4, waiters_at)
+        return len(raw) == 4 and struct.unpack("<I", raw)[0] >= 1
+
+    wait_until(waiting, timeout=60, what="the waiter to wait for the initialiser")
+    assert waiter.poll() is None
     t_kill = time.monotonic()
     kill_hard(child.pid)
     out, _ = waiter.communicate(timeout=30)
