@@ -25,7 +25,9 @@ $(VENV)/.stamp: pyproject.toml setup.py
 venv: $(VENV)/.stamp
 
 # rebuild the extension in place whenever a C file changed
-build/.ext-stamp: $(VENV)/.stamp $(CORE_SRC) $(CORE_HDR) $(wildcard src/shmkit/*.c) $(wildcard src/shmkit/_binding/*)
+# (and libshmkit.so, the C API: src/shmkit/capi/, src/shmkit/include/shmkit.h)
+build/.ext-stamp: $(VENV)/.stamp $(CORE_SRC) $(CORE_HDR) $(wildcard src/shmkit/*.c) $(wildcard src/shmkit/_binding/*) \
+		$(wildcard src/shmkit/capi/*) $(wildcard src/shmkit/include/*.h)
 	$(PY) setup.py -q build_ext --inplace
 	@mkdir -p build && touch $@
 
@@ -76,4 +78,4 @@ bench-quick: build
 	$(VENV)/bin/shmkit bench --quick
 
 clean:
-	rm -rf build src/shmkit/*.so src/*.egg-info
+	rm -rf build src/shmkit/*.so src/shmkit/lib src/*.egg-info

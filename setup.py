@@ -1,19 +1,30 @@
-"""Build of the one compiled module, shmkit._core, and the list of packages.
+"""Build of the compiled parts: the Python extension shmkit._core, and libshmkit.so, the
+C API for C and C++ programs.
 
-Sources: the C core (src/shmkit/core/*.c, no Python.h) plus the thin binding
-(src/shmkit/_coremodule.c and src/shmkit/_binding/*.c).  Set SHMKIT_SANITIZE=1 to build
-with AddressSanitizer and UndefinedBehaviorSanitizer (see `make sanitize`).
+shmkit._core: the C core (src/shmkit/core/*.c, no Python.h) plus the thin binding
+(src/shmkit/_coremodule.c and src/shmkit/_binding/*.c).
+
+libshmkit.so: the same core sources plus the C API (src/shmkit/capi/*.c), built with
+-fvisibility=hidden so that only the functions of src/shmkit/include/shmkit.h are
+exported.  It is installed inside the package (shmkit/lib/libshmkit.so) beside a
+relocatable pkg-config file (shmkit/lib/pkgconfig/shmkit.pc); the header is package
+data (shmkit/include/shmkit.h).  build_ext builds both, so `pip install .`,
+`pip install -e .` and `setup.py build_ext --inplace` (the Makefile's) all do.
 
 Packages: every package under src/ (found, so a new subpackage needs no edit here), and
 the benchmark suite: benchmarks/ in the repository (`python -m benchmarks` from a
 checkout), installed as the private subpackage shmkit._bench (`shmkit bench` from an
 installed shmkit; its modules import each other relatively).  No top-level package named
 "benchmarks" is installed.  tests/test_packaging.py checks the wheel's file list.
+
+Set SHMKIT_SANITIZE=1 to build both with AddressSanitizer and UndefinedBehaviorSanitizer
+(see `make sanitize`).
 """
 import glob
 import os
 
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -22,7 +33,17 @@ def rel(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
 
-sources = rel("src/shmkit/core/*.c") + ["src/shmkit/_coremodule.c"] + rel("src/shmkit/_binding/*.c")
+def project_version():
+    """The version in pyproject.toml (the one place it is written)."""
+    with open(os.path.join(HERE, "pyproject.toml")) as f:
+        for line in f:
+            if line.startswith("version"):
+                return line.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("no version in pyproject.toml")
+
+
+core = rel("src/shmkit/core/*.c")
+sources = core + ["src/shmkit/_coremodule.c"] + rel("src/shmkit/_binding/*.c")
 depends = rel("src/shmkit/core/*.h") + rel("src/shmkit/core/*.def") + rel("src/shmkit/_binding/*.h")
 
 compile_args = ["-std=gnu11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-unused-parameter",
@@ -34,11 +55,93 @@ if os.environ.get("SHMKIT_SANITIZE"):
 else:
     compile_args += ["-O2"]
 
+
+class SharedLibrary(Extension):
+    """A plain C shared library (no Python in it) that build_ext builds like an extension
+    and names lib<name>.so, without the interpreter's suffix."""
+
+
+class BuildExt(build_ext):
+    """build_ext that also names SharedLibrary outputs and writes shmkit.pc beside them."""
+
+    def get_ext_filename(self, fullname):
+        ext = getattr(self, "ext_map", {}).get(fullname)
+        if isinstance(ext, SharedLibrary):
+            *package, name = fullname.split(".")
+            return os.path.join(*package, f"lib{name}.so")
+        return super().get_ext_filename(fullname)
+
+    def get_export_symbols(self, ext):
+        if isinstance(ext, SharedLibrary):
+            return []  # no PyInit_ function: the exports are SHMKIT_API's
+        return super().get_export_symbols(ext)
+
+    def build_extension(self, ext):
+        if not isinstance(ext, SharedLibrary):
+            return super().build_extension(ext)
+        # Python's LDSHARED carries -Wl,-rpath to the interpreter's own lib directory:
+        # nothing of the interpreter's is linked into the library, so it gets no run path
+        linker = self.compiler.linker_so
+        self.compiler.linker_so = [a for a in linker if not a.startswith("-Wl,-rpath")]
+        try:
+            return super().build_extension(ext)
+        finally:
+            self.compiler.linker_so = linker
+
+    def copy_extensions_to_source(self):
+        # the in-place copy does not create directories: src/shmkit/lib/ is made here
+        for ext in self.extensions:
+            if isinstance(ext, SharedLibrary):
+                old_inplace, self.inplace = self.inplace, 1
+                try:
+                    os.makedirs(os.path.dirname(self.get_ext_fullpath(ext.name)), exist_ok=True)
+                finally:
+                    self.inplace = old_inplace
+        super().copy_extensions_to_source()
+
+    def run(self):
+        super().run()
+        for ext in self.extensions:
+            if isinstance(ext, SharedLibrary):
+                self.write_pkgconfig(ext)
+
+    def write_pkgconfig(self, ext):
+        """shmkit.pc in lib/pkgconfig/ beside the library, in the build tree and, for an
+        in-place build, in the source tree.  It is relocatable (${pcfiledir}, as NumPy's
+        numpy.pc): the package may be installed or moved anywhere."""
+        text = (
+            "# pkg-config file of shmkit's C API (generated by setup.py; relocatable)\n"
+            "prefix=${pcfiledir}/../..\n"
+            "includedir=${prefix}/include\n"
+            "libdir=${prefix}/lib\n"
+            "\n"
+            "Name: shmkit\n"
+            "Description: shared memory zones, queues, dicts, locks and counters, shared "
+            "with Python processes\n"
+            f"Version: {project_version()}\n"
+            "Cflags: -I${includedir}\n"
+            "Libs: -L${libdir} -Wl,-rpath,${libdir} -lshmkit\n"
+            "Libs.private: -lpthread\n")
+        old_inplace = self.inplace
+        try:
+            for inplace in sorted({0, old_inplace}):
+                self.inplace = inplace
+                libdir = os.path.dirname(self.get_ext_fullpath(ext.name))
+                pcdir = os.path.join(libdir, "pkgconfig")
+                os.makedirs(pcdir, exist_ok=True)
+                with open(os.path.join(pcdir, "shmkit.pc"), "w") as f:
+                    f.write(text)
+        finally:
+            self.inplace = old_inplace
+
+
 packages = find_packages(os.path.join(HERE, "src")) + [
     "shmkit._bench" + ("." + p if p else "")
     for p in [""] + find_packages(os.path.join(HERE, "benchmarks"))]
 
+
 setup(
+    cmdclass={"build_ext": BuildExt},
     packages=packages,
     package_dir={"": "src", "shmkit._bench": "benchmarks"},
     ext_modules=[
@@ -49,6 +152,14 @@ setup(
             include_dirs=["src/shmkit/core", "src/shmkit"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
-        )
+        ),
+        SharedLibrary(
+            "shmkit.lib.shmkit",
+            sources=core + rel("src/shmkit/capi/*.c"),
+            depends=depends + rel("src/shmkit/capi/*.h") + ["src/shmkit/include/shmkit.h"],
+            include_dirs=["src/shmkit/core", "src/shmkit/capi", "src/shmkit/include"],
+            extra_compile_args=compile_args + ["-fvisibility=hidden"],
+            extra_link_args=link_args + ["-Wl,-soname,libshmkit.so", "-Wl,--no-undefined"],
+        ),
     ]
 )

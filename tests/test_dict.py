@@ -438,6 +438,49 @@ def test_threads_of_one_process_increment_exactly(d):
     assert d["n"] == 8000
 
 
+def test_calls_wait_without_the_gil_for_a_shard_another_thread_holds(name):
+    # flush_all runs without the GIL and holds each shard's lock in turn, seq odd: the
+    # other thread's calls find the shard busy, give up without waiting (EBUSY) and are
+    # made again with the GIL released, waiting for the lock. Every kind of call, each
+    # with an answer that must hold whatever the flushes did meanwhile.
+    z = Zone(name, 16 << 20)
+    try:
+        d = z.dict("busy", 8 << 20, shards=4)
+        stop = threading.Event()
+
+        def flusher():
+            for _ in range(100_000):
+                if stop.is_set():
+                    return
+                d.flush_all()
+
+        t = threading.Thread(target=flusher)
+        t.start()
+        try:
+            big = b"x" * 3000
+            for i in range(1000):
+                k = f"k{i % 50}"
+                d[k] = big
+                assert d.get(k) in (big, None)
+                assert d.incr("n", 1, init=0) >= 1
+                assert (k in d) in (True, False)
+                assert d.pop(k, None) in (big, None)
+                assert d.setdefault(k, i) in (i, big)
+                assert d.lpush("L", i) >= 1
+                assert d.rpop("L") in (i, None)
+                assert d.llen("L") >= 0 and len(d) >= 0
+                assert d.expire(k, 100) in (True, False)
+                d.get_keys(10)
+        finally:
+            stop.set()
+            t.join(60)
+        assert not t.is_alive()
+        assert d.check() == []
+    finally:
+        z.close()
+        z.unlink()
+
+
 def _child_rw(d, out):
     out.put((d["from-parent"], d.incr("n", 1, init=0), type(d).__name__))
     d["from-child"] = b"hello"

@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
@@ -30,7 +31,7 @@ def _incr_worker(zone_name, n, go):
         d.incr(f"k{i % 8}", 1, init=0)
         d.incr("float", 0.5, init=0.0)
         if i % 10 == 0:
-            d.incr("big", 2**70, init=0)      # arbitrary precision: the compare-and-set path
+            d.incr("big", 2**70, init=0)      # arbitrary precision, added by the core
     d.close()
 
 
@@ -322,3 +323,110 @@ def test_worker_pool_example_runs():
     served = int(r.stdout.split("served ")[1].split(",")[0])
     computed = int(r.stdout.split("pages computed ")[1].split()[0])
     assert served > 0 and 20 <= computed < served     # the cache did its job
+
+
+# -- a wait for a shard's lock is a wait like any other: Ctrl-C ends it -----------------------
+
+STOPPED_WRITER = r'''
+import sys
+from shmkit import Dict, Zone, _core
+z = Zone(sys.argv[1])
+d = Dict("stopped", zone=z, create=False)
+d._debug_crash_at(-_core.DCRASH_HALF_WRITTEN)   # SIGSTOP there, the shard's lock held
+d["fresh"] = b"x" * 100
+print("finished", flush=True)
+'''
+
+BLOCKED = r'''
+import sys, time
+from shmkit import Dict, Zone
+z = Zone(sys.argv[1])
+d = Dict("stopped", zone=z, create=False)
+op = sys.argv[2]
+def call():
+    if op == "get":
+        return d["k"]
+    if op == "set":
+        d["k2"] = b"new"
+        return d.get("k2")
+    if op == "in":
+        return "k" in d
+    if op == "incr":
+        return d.incr("n", 1, init=0)
+    if op == "len":
+        return len(d)
+print("calling", flush=True)
+t = time.monotonic()
+try:
+    call()
+    print("returned", flush=True)
+except KeyboardInterrupt:
+    print("interrupted %.3f" % (time.monotonic() - t), flush=True)
+sys.stdin.readline()            # the parent lets the writer finish: now it answers
+print("again %r" % (call(),), flush=True)
+'''
+
+
+def _readline(f, timeout):
+    """A line from f, or an AssertionError after timeout seconds (never an endless wait)."""
+    got = []
+    t = threading.Thread(target=lambda: got.append(f.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert got, f"no line within {timeout} s"
+    return got[0]
+
+
+def _proc_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return fields[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("op", ["get", "set", "in", "incr", "len"])
+def test_ctrl_c_interrupts_a_wait_for_a_stopped_writers_shard(name, op, procs):
+    """A writer stopped (SIGSTOP) in the middle of a write holds its shard's lock, seq odd.
+    Another process's call on that shard, read or write, finds the lock held, sleeps for
+    it without spinning, and SIGINT ends the wait with KeyboardInterrupt at once (the
+    shard wait is the one wait shape, run by shk_py_wait); once the writer is continued,
+    the same call answers, and the dict is consistent."""
+    z = Zone(name, 8 << 20)
+    try:
+        d = z.dict("stopped", 64 << 10, shards=1)
+        d["k"] = b"old"
+        d["n"] = 0
+        writer = subprocess.Popen([sys.executable, "-c", STOPPED_WRITER, name],
+                                  stdout=subprocess.PIPE, text=True)
+        procs.append(writer)
+        wait_until(lambda: _proc_state(writer.pid)[0] == "T", timeout=30,
+                   what="the writer to stop inside its write")
+        blocked = subprocess.Popen([sys.executable, "-c", BLOCKED, name, op],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs.append(blocked)
+        assert _readline(blocked.stdout, 30) == "calling\n"
+        # blocked in the call, and asleep (not spinning): over a second its CPU time hardly
+        # moves (it wakes every 100 ms to let signal handlers run, for microseconds)
+        time.sleep(0.2)
+        cpu0 = _proc_state(blocked.pid)[1]
+        time.sleep(1.0)
+        cpu1 = _proc_state(blocked.pid)[1]
+        assert blocked.poll() is None
+        assert cpu1 - cpu0 < 0.1, (cpu0, cpu1)
+        t = time.monotonic()
+        blocked.send_signal(signal.SIGINT)
+        line = _readline(blocked.stdout, 10)
+        assert line.startswith("interrupted"), line
+        assert time.monotonic() - t < 2.0
+        assert float(line.split()[1]) >= 1.2
+        assert d.statistics().recoveries == 0         # the writer is alive: nothing to repair
+        writer.send_signal(signal.SIGCONT)
+        assert writer.wait(30) == 0 and writer.stdout.read() == "finished\n"
+        blocked.stdin.write("go\n")
+        blocked.stdin.flush()
+        expected = {"get": b"old", "set": b"new", "in": True, "incr": 1, "len": 3}[op]
+        assert _readline(blocked.stdout, 30) == f"again {expected!r}\n"
+        assert blocked.wait(30) == 0
+        assert d["fresh"] == b"x" * 100 and d["k"] == b"old" and d.check() == []
+    finally:
+        z.close()
+        z.unlink()

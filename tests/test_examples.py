@@ -25,6 +25,7 @@ EXAMPLES = {
     "nginx_zone.py": [],
     "php_shmop/daemon.py": ["php"],
     "c_peers/run.py": ["gcc"],
+    "c_api/run.py": ["gcc"],
     "qt_images.py": ["numpy", "cv2"],
     "ashmem_fd.py": [],
     "udp_frontend.py": [],

@@ -273,6 +273,50 @@ def test_close_wakes_blocked_getters_and_putters(zone):
     assert not th.is_alive() and len(errors) == 2
 
 
+def test_detach_while_another_thread_waits(zone):
+    q = Queue("q", zone=zone)
+    other = Queue("q", zone=zone)
+    assert q.statistics().members == 2
+    results = []
+
+    def waiter():
+        t0 = time.monotonic()
+        try:
+            q.get(timeout=30)
+        except Exception as e:
+            results.append((type(e), time.monotonic() - t0))
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    wait_until(lambda: other.statistics().waits >= 1, what="the get to sleep")
+    q.detach()              # the waiting get ends at once ...
+    th.join(10)
+    assert results and results[0][0] is ClosedError and results[0][1] < 5
+    assert q.detached       # ... and, having left, gave the member slot back
+    assert other.statistics().members == 1
+    other.put(b"still works")
+    assert other.get() == b"still works"
+
+
+def test_a_claim_without_its_header_holds_puts_up_until_their_timeout(zone):
+    # a live process's claim without its header holds puts up: puts wait (asleep), and
+    # end at their timeout
+    q = Queue("q", 4096, zone=zone)
+    buf = zone.segment.buf
+    off = zone.find("q").offset
+    tail = struct.unpack_from("<Q", buf, off + 64)[0]
+    me = 1  # another live member slot: this process's second handle
+    other = Queue("q", zone=zone)
+    struct.pack_into("<QQ", buf, off + 512 + 128 * me + 16, tail, 32)   # its claim (pos, size)
+    struct.pack_into("<Q", buf, off + 72, (me + 1) << 48)               # the tail names it
+    struct.pack_into("<Q", buf, off + 64, tail + 32)
+    t0 = time.monotonic()
+    with pytest.raises(QueueFull):
+        q.put(b"x", timeout=0.3)
+    assert 0.25 < time.monotonic() - t0 < 3
+    other.detach()
+
+
 def test_objects_mode(zone):
     q = Queue("o", 1 << 20, zone=zone, mode="objects")
     items = [None, 1, "text", {"a": [1, 2.5, b"x"]}, (1, "two"), set(range(5))]

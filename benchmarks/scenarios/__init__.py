@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("queue", "pingpong", "lock", "counter", "dict", "handoff", "board", "zone", "redis")
+MODULES = ("queue", "pingpong", "lock", "counter", "dict", "handoff", "board", "zone", "redis", "aio")
 
 
 def all_scenarios():

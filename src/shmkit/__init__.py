@@ -65,12 +65,18 @@ _LAZY = {
     "attach_shared_memory": "interop",
     "open_zone": "_backends",
     "RedisZone": "redis",
+    "aio_configure": "_aio",
+    "aio_statistics": "_aio",
+    "get_include": "_capi",
+    "get_library_dir": "_capi",
 }
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._aio import aio_configure as aio_configure, aio_statistics as aio_statistics
     from ._backends import open_zone as open_zone
+    from ._capi import get_include as get_include, get_library_dir as get_library_dir
     from .board import Board as Board, BoardStats as BoardStats
     from .config import SharedConfig as SharedConfig
     from .dict import Dict as Dict, DictStats as DictStats
@@ -102,8 +108,9 @@ __all__ = [
     "Semaphore", "SemaphoreStats", "SharedConfig", "SharedNDArray", "ShmkitError",
     "ShmkitOSError", "ShmkitTimeoutError", "SlabClassStats", "TooLargeError", "Value",
     "ValueStats", "VersionMismatchError", "Zone", "ZoneFullError", "ZoneInitError",
-    "ZoneMismatchError", "ZoneStats", "__version__", "attach_shared_memory", "default_zone",
-    "ftok", "ndarray", "open_zone", "recv_fd", "send_fd",
+    "ZoneMismatchError", "ZoneStats", "__version__", "aio_configure", "aio_statistics",
+    "attach_shared_memory", "default_zone", "ftok", "get_include", "get_library_dir",
+    "ndarray", "open_zone", "recv_fd", "send_fd",
 ]
 
 if not TYPE_CHECKING:

@@ -15,6 +15,7 @@ static int (*const init_functions[])(PyObject *m) = {
     shk_init_dict,
     shk_init_board,
     shk_init_ndarray,
+    shk_init_aio,
 };
 
 static struct PyModuleDef core_module = {

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     import numpy
     from numpy.typing import DTypeLike
 
+    from ._aio import AioBoard
     from ._types import Buffer, Timeout
 
 __all__ = ["Board", "BoardStats"]
@@ -465,6 +466,13 @@ class Board:
         while True:
             value, version = self.wait_newer(version, timeout, copy=copy)
             yield value, version
+
+    @property
+    def aio(self) -> AioBoard:
+        """Awaitable twins: ``await board.aio.wait_newer(version=0, timeout=None, *,
+        copy=True)``, ``await board.aio.wait(version=0, timeout=None)``."""
+        from ._aio import AioBoard
+        return AioBoard(self)
 
     def read_into(self, out: Buffer, *, after: int = 0) -> int | None:
         """Copy the newest value's data into ``out`` (no allocation): an ndarray of the

@@ -1089,6 +1089,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args.args) or 0
 
 
+def _args_config(p):
+    p.add_argument("--cflags", action="store_true", help="compiler flags (-I...)")
+    p.add_argument("--libs", action="store_true", help="linker flags (-L... -Wl,-rpath,... -lshmkit)")
+    p.add_argument("--includedir", action="store_true", help="the directory of shmkit.h")
+    p.add_argument("--libdir", action="store_true", help="the directory of libshmkit.so")
+    p.add_argument("--pkgconfigdir", action="store_true",
+                   help="the directory of shmkit.pc (for PKG_CONFIG_PATH)")
+
+
+def _cmd_config(args) -> int:
+    from ._capi import config_main
+    return config_main(args)
+
+
 #: name -> (one-line help, add_arguments(parser), run(args) -> exit code)
 COMMANDS = {
     "ls": ("list POSIX and SysV segments, marking shmkit's own; or a zone's objects",
@@ -1110,6 +1124,8 @@ COMMANDS = {
             _cmd_cgi),
     "bench": ("run the benchmark suite (benchmarks/)", _args_passthrough, _cmd_bench),
     "demo": ("a live demonstration across several processes", _args_passthrough, _cmd_demo),
+    "config": ("build flags of the C API (shmkit.h, libshmkit.so), like pkg-config; see "
+               "docs/c.md", _args_config, _cmd_config),
 }
 
 

@@ -45,6 +45,7 @@ from .zone import Zone
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from ._aio import AioConfig
     from ._types import StrPath, Timeout
 
 #: a snapshot: a deep-frozen mapping (MappingProxyType all the way down)
@@ -237,6 +238,8 @@ class ConfigBase(Mapping[str, Any], Generic[BoardT]):
         snap = self._frozen(self._board.wait_newer(version, timeout))
         return snap[0], snap[1]
 
+    wait_changed = wait_for_change  # the name RedisZone's config twin has too
+
     def watch(self, timeout: Timeout = None) -> Iterator[tuple[Snapshot, int]]:
         """Iterate over ``(snapshot, version)``: the current configuration (once there is
         one), then every newer one as it is published.  With a ``timeout``, the iteration
@@ -309,6 +312,13 @@ class SharedConfig(ConfigBase[Board]):
 
     def statistics(self) -> BoardStats:
         return self._board.statistics()
+
+    @property
+    def aio(self) -> AioConfig:
+        """Awaitable twins: ``await cfg.aio.wait_for_change(version=None, timeout=None)``
+        (and ``wait_changed``)."""
+        from ._aio import AioConfig
+        return AioConfig(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_attach, (self.zone, self.name))

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
 from . import _core
-from ._errors import ObjectMismatchError, ZoneMismatchError
 from ._checks import check_object_name
 from ._types import Key
 from .zone import Zone, default_zone
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._types import Serializer
-
 
 __all__ = ["Dict", "DictStats", "DEFAULT_CAPACITY"]
 
@@ -190,12 +188,11 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
             flags |= _core.DICT_OPEN_CREATE
         if capacity is not None:
             flags |= _core.DICT_OPEN_STRICT
-        try:
-            self = super().__new__(cls, zone._live(), name,
-                                   capacity if capacity is not None else DEFAULT_CAPACITY,
-                                   shards or 0, flags)
-        except ZoneMismatchError as e:    # the core's code for "exists with other values"
-            raise ObjectMismatchError(str(e)) from None
+        # an existing dict with another capacity or shard count: ObjectMismatchError (the
+        # core's SHK_EOBJMISMATCH)
+        self = super().__new__(cls, zone._live(), name,
+                               capacity if capacity is not None else DEFAULT_CAPACITY,
+                               shards or 0, flags)
         self._zone = zone
         self.name = name
         self._serializer = serializer

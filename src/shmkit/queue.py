@@ -47,6 +47,7 @@ from .zone import Zone, default_zone
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from ._aio import AioQueue
     from ._types import Buffer, SerializerArg, Timeout
 
 __all__ = ["Queue", "QueueStats", "Reservation", "DEFAULT_CAPACITY"]
@@ -147,6 +148,14 @@ class Queue(_core.Queue):
         self._pid = os.getpid()
         return self
 
+    @property
+    def aio(self) -> AioQueue:
+        """Awaitable twins: ``await q.aio.get(block=True, timeout=None)``, ``put(item,
+        block=True, timeout=None)``, ``get_many(...)``, ``put_many(...)`` (docs/asyncio.md;
+        a cancelled get never takes a message)."""
+        from ._aio import AioQueue
+        return AioQueue(self)
+
     # -- the rest of the queue.Queue surface --------------------------------------------
     def statistics(self) -> QueueStats:
         """Counters and state (see QueueStats)."""
@@ -178,18 +187,27 @@ class _ObjectQueue(Queue):
     """Queue(mode="objects"): pickles (protocol 5, out-of-band buffers into the ring) or
     uses the given serializer."""
 
-    def _encode_put(self, obj: Any, block: bool, timeout: Timeout) -> None:
+    def _encode(self, obj: Any) -> tuple[Buffer, None] | tuple[None, list[Buffer]]:
+        """What obj becomes in the ring: ``(data, None)``, one message, or ``(None,
+        parts)``, one framed message (pickle's out-of-band buffers as parts)."""
         if self._dumps is not None:
-            return _core.Queue.put(self, self._dumps(obj), block, timeout)
+            return self._dumps(obj), None
         buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:
-            return _core.Queue.put(self, data, block, timeout)
+            return data, None
         try:
             parts: list[Buffer] = [data]
             parts.extend(b.raw() for b in buffers)
         except BufferError:  # a non-contiguous buffer: pickle it in-band instead
-            return _core.Queue.put(self, pickle.dumps(obj, protocol=5), block, timeout)
+            return pickle.dumps(obj, protocol=5), None
+        return None, parts
+
+    def _encode_put(self, obj: Any, block: bool, timeout: Timeout) -> None:
+        data, parts = self._encode(obj)
+        if parts is None:
+            assert data is not None
+            return _core.Queue.put(self, data, block, timeout)
         return self._put_parts(parts, block, timeout)
 
     def _decode(self, raw: Any) -> Any:

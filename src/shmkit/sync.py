@@ -48,6 +48,8 @@ from .zone import Zone, default_zone
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from ._aio import (AioBarrier, AioCondition, AioEvent, AioLock, AioRWLock,
+                       AioSemaphore)
     from ._types import Buffer, Timeout
 
 #: what __reduce__ returns: (callable, args)
@@ -242,6 +244,14 @@ class _LockBase(_Named):
             return self._reduce_as
         return super().__reduce__()
 
+    @property
+    def aio(self) -> AioLock:
+        """Awaitable twins: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
+        ``lock.aio.release()``, ``async with lock.aio:`` (see shmkit._aio; an RLock's
+        twin belongs to the task that acquired it)."""
+        from ._aio import AioLock, AioRLock
+        return (AioRLock if self._type_code == _core.OBJ_RLOCK else AioLock)(self)
+
     def statistics(self) -> LockStats:
         r = self._raw()
         return LockStats(self._name, r["owner_pid"] != 0, r["owner_pid"], r["owner_tid"],
@@ -363,6 +373,13 @@ class RWLock(_Named, _core.RWLock):
         return self._write
 
     @property
+    def aio(self) -> AioRWLock:
+        """Awaitable twins: ``await rw.aio.acquire_read()``, ``acquire_write()``,
+        ``async with rw.aio.read_lock():``, ``async with rw.aio.write_lock():``."""
+        from ._aio import AioRWLock
+        return AioRWLock(self)
+
+    @property
     def max_readers(self) -> int:
         return int(self._raw()["max_readers"])
 
@@ -449,6 +466,13 @@ class Semaphore(_Named, _core.Semaphore):
     def _reduce_kwargs(self) -> dict[str, Any]:
         return {"undo": self.undo}
 
+    @property
+    def aio(self) -> AioSemaphore:
+        """Awaitable twins: ``await sem.aio.acquire(blocking=True, timeout=None)``,
+        ``sem.aio.release(n=1)``, ``async with sem.aio:``."""
+        from ._aio import AioSemaphore
+        return AioSemaphore(self)
+
     def statistics(self) -> SemaphoreStats:
         r = self._raw()
         return SemaphoreStats(self._name, r["value"], r["initial"], r["bounded"], r["undo"],
@@ -500,6 +524,12 @@ class Event(_Named, _core.Event):
     def statistics(self) -> EventStats:
         r = self._raw()
         return EventStats(self._name, r["is_set"], r["waiters"], r["sets"], r["waits"])
+
+    @property
+    def aio(self) -> AioEvent:
+        """Awaitable twin: ``await event.aio.wait(timeout=None)``."""
+        from ._aio import AioEvent
+        return AioEvent(self)
 
     def _repr_state(self) -> str:
         return "set" if self.is_set() else "unset"
@@ -635,6 +665,13 @@ class Condition(_Named, _core.Condition):
 
     notifyAll = notify_all
 
+    @property
+    def aio(self) -> AioCondition:
+        """Awaitable twins: ``async with cond.aio:``, ``await cond.aio.wait(timeout)``,
+        ``await cond.aio.wait_for(predicate, timeout)``, ``cond.aio.notify(n)``."""
+        from ._aio import AioCondition
+        return AioCondition(self)
+
     def statistics(self) -> ConditionStats:
         r = self._raw()
         return ConditionStats(self._name, self._lock._name, r["waiters"], r["notifies"],
@@ -713,6 +750,12 @@ class Barrier(_Named, _core.Barrier):
                     raise
             self._complete(gen)
         return index
+
+    @property
+    def aio(self) -> AioBarrier:
+        """Awaitable twin: ``await barrier.aio.wait(timeout=None)``."""
+        from ._aio import AioBarrier
+        return AioBarrier(self)
 
     @property
     def parties(self) -> int:

@@ -1,11 +1,18 @@
 /* The queue core: round trips and wrap-around, full/empty/closed/oversize, message
  * limits, 2x2 threads with per-producer order and exactly-once delivery, fork()ed
  * producers and consumers SIGKILLed at each crash point (the queue repairs and goes
- * on, drops are counted), and zero-copy reservations returning their memory. */
+ * on, drops are counted), zero-copy reservations returning their memory; the waits in
+ * the wait.h shape (results, registration undone on every path, wake-ups, a cancel word,
+ * the asyncio contract for a get with futex_waitv), and a corruption fuzz: every shared
+ * position, length and count overwritten at random, every operation must end (with
+ * SHK_ECORRUPT or not) within its deadline, under ASan/UBSan. */
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +37,15 @@ static int put1(struct shk_queue *q, const void *p, uint64_t n)
 {
     struct shk_qpart part = {p, n};
     return shk_queue_put(q, &part, 1, SHK_QK_DATA);
+}
+
+/* Wait as the binding does (shk_queue_wait_op) until a retry may succeed; deadline NULL:
+ * none.  0, or what the wait gives up with. */
+static int wait_ready(struct shk_queue *q, int what, uint64_t need, const struct timespec *dl)
+{
+    struct shk_queue_waiter qw = {.q = q, .what = what, .need = need};
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(dl), SHK_WAIT_NOSIGNALS);
+    return shk_wait_run(&shk_queue_wait_op, &qw, &w);
 }
 
 /* Take one message into buf; returns its length or -code. */
@@ -340,7 +356,7 @@ static void *producer(void *arg)
             s += done;
         }
         if (r == SHK_EFULLQ)
-            CHECK_EQ(shk_queue_wait(&q, SHK_QW_SPACE, shk_qrec_size(sizeof m), NULL), 0);
+            CHECK_EQ(wait_ready(&q, SHK_QW_SPACE, shk_qrec_size(sizeof m), NULL), 0);
         else
             CHECK_EQ(r, 0);
     }
@@ -410,7 +426,7 @@ static void *consumer(void *arg)
                         (unsigned long long)h->word);
                 abort();
             }
-            int w = shk_queue_wait(&q, SHK_QW_DATA, 0, NULL);
+            int w = wait_ready(&q, SHK_QW_DATA, 0, NULL);
             CHECK(w == 0);
             continue;
         }
@@ -542,7 +558,7 @@ static void test_crashes(void)
             long got;
             shk_deadline_after(&dl, 5.0);
             while ((got = get1(&q, buf, sizeof buf)) == SHK_EEMPTY)
-                CHECK_EQ(shk_queue_wait(&q, SHK_QW_DATA, 0, &dl), 0);
+                CHECK_EQ(wait_ready(&q, SHK_QW_DATA, 0, &dl), 0);
             CHECK_EQ(got, 5);
             CHECK(memcmp(buf, "after", 5) == 0);
             CHECK_EQ(shk_queue_depth(&q), 0);
@@ -626,6 +642,385 @@ static void test_reservations(void)
     shk_queue_release(&q);
 }
 
+/* ---- waits in the wait.h shape ------------------------------------------------------- */
+
+static struct shk_wait *current_wait; /* the wait run_wait runs (for a cancel) */
+
+struct later {
+    struct shk_queue *q; /* a handle of this thread's own */
+    uint64_t delay_ns;
+    int what;            /* 0: put a message, 1: take one, 2: cancel */
+    struct shk_wait *w;
+};
+
+static void *do_later(void *arg)
+{
+    struct later *l = arg;
+    struct timespec d = {(time_t)(l->delay_ns / 1000000000u), (long)(l->delay_ns % 1000000000u)};
+    nanosleep(&d, NULL);
+    char buf[4096];
+    if (l->what == 0)
+        CHECK_EQ(put1(l->q, "later", 5), 0);
+    else if (l->what == 1)
+        CHECK(get1(l->q, buf, sizeof buf) >= 0);
+    else
+        shk_wait_cancel_wake(shk_load_seq_cst(&current_wait)); /* (set before its sleep) */
+    return NULL;
+}
+
+static int run_wait(struct shk_queue *q, int what, uint64_t need, double timeout,
+                    uint32_t flags, uint32_t *cancel, uint64_t *took)
+{
+    struct shk_queue_waiter qw = {.q = q, .what = what, .need = need};
+    uint64_t t0 = shk_now_ns();
+    struct shk_wait w = SHK_WAIT_INIT(timeout < 0 ? SHK_FOREVER : t0 + (uint64_t)(timeout * 1e9),
+                                      flags | SHK_WAIT_NOSIGNALS);
+    w.cancel = cancel;
+    shk_store_seq_cst(&current_wait, &w);
+    int r;
+    while ((r = shk_wait_run(&shk_queue_wait_op, &qw, &w)) == EINTR)
+        ;
+    *took = shk_now_ns() - t0;
+    return r;
+}
+
+static void test_waits(void)
+{
+    struct shk_queue q, other;
+    int created;
+    uint64_t took;
+    char buf[64];
+    CHECK_EQ(shk_queue_open(&z, "waits", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    CHECK_EQ(shk_queue_open(&z, "waits", 4096, 0, SHK_O_CREATE, &other, &created), 0);
+    struct shk_queue_sh *sh = q.sh;
+    /* not waiting: the answers of get/put_nowait */
+    CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, -1, SHK_WAIT_TRY, NULL, &took), SHK_EEMPTY);
+    CHECK(strstr(shk_error_detail(), "queue is empty") != NULL);
+    /* a deadline: "(timed out)", on time, nothing left registered */
+    CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, 0.05, 0, NULL, &took), SHK_EEMPTY);
+    CHECK(strstr(shk_error_detail(), "(timed out)") != NULL);
+    CHECK(took >= 50000000u && took < 2000000000u);
+    CHECK_EQ(sh->data_waiters, 0);
+    struct shk_queue_stats st;
+    shk_queue_stats(&q, &st);
+    CHECK(st.waits >= 1); /* it slept */
+    /* woken by a put from another thread (a sleep, not a spin: spin 0) */
+    shk_queue_set_spin(&q, 0);
+    pthread_t th;
+    struct later l = {&other, 30000000u, 0, NULL};
+    pthread_create(&th, NULL, do_later, &l);
+    CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, 10, 0, NULL, &took), 0);
+    pthread_join(th, NULL);
+    CHECK(took < 2000000000u);
+    CHECK_EQ(sh->data_waiters, 0);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 5);
+    /* the same with a spin that catches it */
+    shk_queue_set_spin(&q, 200000000u);
+    l.delay_ns = 1000000u;
+    pthread_create(&th, NULL, do_later, &l);
+    CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, 10, 0, NULL, &took), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 5);
+    shk_queue_set_spin(&q, 50000u);
+    /* room: fill, then a take from another thread makes room */
+    while (put1(&q, buf, 48) == 0)
+        ;
+    CHECK_EQ(run_wait(&q, SHK_QW_SPACE, shk_qrec_size(48), -1, SHK_WAIT_TRY, NULL, &took),
+             SHK_EFULLQ);
+    CHECK(strstr(shk_error_detail(), "queue is full") != NULL);
+    l = (struct later){&other, 30000000u, 1, NULL};
+    pthread_create(&th, NULL, do_later, &l);
+    CHECK_EQ(run_wait(&q, SHK_QW_SPACE, shk_qrec_size(48), 10, 0, NULL, &took), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(sh->space_waiters, 0);
+    CHECK_EQ(put1(&q, buf, 48), 0);
+    /* a cancel word ends a sleeping wait at once */
+    uint32_t cancel = 0;
+    while (get1(&q, buf, sizeof buf) >= 0)
+        ;
+    l = (struct later){NULL, 30000000u, 2, NULL};
+    pthread_create(&th, NULL, do_later, &l);
+    CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, -1, 0, &cancel, &took), ECANCELED);
+    pthread_join(th, NULL);
+    CHECK(took < 2000000000u);
+    CHECK_EQ(sh->data_waiters, 0);
+    /* closing wakes waiters; a closed queue is "ready" (the get then says closed) */
+    CHECK_EQ(shk_queue_close(&other), 0);
+    CHECK_EQ(run_wait(&q, SHK_QW_DATA, 0, 10, 0, NULL, &took), 0);
+    CHECK_EQ(run_wait(&q, SHK_QW_SPACE, 16, 10, 0, NULL, &took), 0);
+    shk_queue_reopen(&other);
+    /* reserve: the operation's wait reserves */
+    uint32_t idx[SHK_QUEUE_RESV], gen[SHK_QUEUE_RESV];
+    void *p;
+    for (int i = 0; i < SHK_QUEUE_RESV; i++)
+        CHECK_EQ(shk_queue_reserve(&q, 64, &idx[i], &gen[i], &p), 0);
+    struct shk_queue_waiter rw = {.q = &q, .what = SHK_QW_RESV, .len = 64};
+    struct shk_wait w = SHK_WAIT_INIT(shk_now_ns() + 50000000u, SHK_WAIT_NOSIGNALS);
+    CHECK_EQ(shk_wait_run(&shk_queue_reserve_op, &rw, &w), SHK_EFULLQ);
+    CHECK(strstr(shk_error_detail(), "reservations") != NULL);
+    CHECK_EQ(shk_queue_release_ref(&q, idx[7], gen[7]), 0);
+    w = SHK_WAIT_INIT(shk_now_ns() + 1000000000u, SHK_WAIT_NOSIGNALS);
+    CHECK_EQ(shk_wait_run(&shk_queue_reserve_op, &rw, &w), 0);
+    CHECK_EQ(rw.index, idx[7]);
+    idx[7] = rw.index;
+    gen[7] = rw.gen;
+    for (int i = 0; i < SHK_QUEUE_RESV; i++)
+        CHECK_EQ(shk_queue_release_ref(&q, idx[i], gen[i]), 0);
+    CHECK_EQ(sh->space_waiters, 0);
+    shk_queue_release(&other);
+    shk_queue_release(&q);
+}
+
+/* The asyncio contract for a get (wait.h): armed attempts in the caller's thread,
+ * EAGAIN with the word to sleep on, registered; futex_waitv elsewhere; disarm; attempt
+ * again; a cancel takes nothing and leaves no registration. */
+static void test_async_contract(void)
+{
+#ifdef SYS_futex_waitv
+    struct shk_queue q, prod;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "async", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    CHECK_EQ(shk_queue_open(&z, "async", 4096, 0, SHK_O_CREATE, &prod, &created), 0);
+    struct shk_queue_sh *sh = q.sh;
+    uint32_t flags = SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS;
+    struct shk_queue_waiter a = {.q = &q, .what = SHK_QW_DATA};
+    struct shk_queue_waiter b = {.q = &q, .what = SHK_QW_DATA};
+    struct shk_wait wa = SHK_WAIT_INIT(SHK_FOREVER, flags), wb = SHK_WAIT_INIT(SHK_FOREVER, flags);
+    /* an attempt that is not armed registers nothing */
+    struct shk_wait wn = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_NOSIGNALS);
+    CHECK_EQ(shk_queue_wait_op.attempt(&a, &wn), EAGAIN);
+    CHECK(wn.on.count == NULL);
+    CHECK_EQ(sh->data_waiters, 0);
+    a.nospin = 0;
+    /* armed: registered on data_seq, with its value */
+    CHECK_EQ(shk_queue_wait_op.attempt(&a, &wa), EAGAIN);
+    CHECK_EQ(shk_queue_wait_op.attempt(&b, &wb), EAGAIN);
+    CHECK(wa.on.kind == SHK_WAITON_FUTEX && wa.on.word == &sh->data_seq);
+    CHECK(wa.on.count == &sh->data_waiters);
+    CHECK(wa.on.retry_ns != SHK_FOREVER); /* the next stuck-repair check */
+    CHECK_EQ(sh->data_waiters, 2);
+    pthread_t th;
+    struct later l = {&prod, 20000000u, 0, NULL};
+    pthread_create(&th, NULL, do_later, &l);
+    struct futex_waitv v[2];
+    memset(v, 0, sizeof v);
+    v[0].uaddr = (uintptr_t)wa.on.word;
+    v[0].val = wa.on.value;
+    v[0].flags = FUTEX_32; /* shared: never FUTEX_PRIVATE_FLAG */
+    v[1].uaddr = (uintptr_t)wb.on.word;
+    v[1].val = wb.on.value;
+    v[1].flags = FUTEX_32;
+    struct timespec d;
+    shk_deadline_after(&d, 10);
+    long r;
+    do
+        r = syscall(SYS_futex_waitv, v, 2, 0, &d, CLOCK_MONOTONIC);
+    while (r < 0 && errno == EINTR);
+    CHECK(r >= 0 || errno == EAGAIN);
+    pthread_join(th, NULL);
+    shk_wait_disarm(&wa);
+    CHECK_EQ(shk_queue_wait_op.attempt(&a, &wa), 0); /* ready: now the get */
+    struct shk_qmsg m;
+    struct shk_qget g = {.msgs = &m, .max_msgs = 1, .max_bytes = UINT64_MAX};
+    CHECK_EQ(shk_queue_get_begin(&q, &g), 0);
+    CHECK_EQ(g.n, 1);
+    char buf[16];
+    shk_queue_read(&q, m.pos, 0, buf, m.len);
+    CHECK_EQ(shk_queue_get_end(&q, &g), 0);
+    CHECK(memcmp(buf, "later", 5) == 0);
+    /* the other wait is cancelled: no registration, nothing taken */
+    CHECK_EQ(put1(&prod, "stays", 5), 0);
+    CHECK_EQ(shk_wait_cancel(&shk_queue_wait_op, &b, &wb, ECANCELED), ECANCELED);
+    CHECK_EQ(sh->data_waiters, 0);
+    CHECK_EQ(shk_queue_depth(&q), 1);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 5);
+    shk_queue_release(&prod);
+    shk_queue_release(&q);
+#endif
+}
+
+/* ---- corruption: every shared number is input ------------------------------------------ */
+
+static const char *fuzz_step = "";
+static int fuzz_round;
+
+static void watchdog(int sig)
+{
+    char msg[160];
+    int n = snprintf(msg, sizeof msg, "test_queue: corruption round %d hangs in %s\n",
+                     fuzz_round, fuzz_step);
+    (void)!write(2, msg, (size_t)n);
+    _exit(3);
+}
+
+static uint64_t rnd_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+/* A value a corrupted word may hold: small, huge, near the real one, unaligned. */
+static uint64_t hostile(uint64_t real)
+{
+    switch (rnd() % 8) {
+    case 0: return 0;
+    case 1: return UINT64_MAX - (rnd() % 64);
+    case 2: return real + (rnd() % 4096);
+    case 3: return real - (rnd() % 65536);
+    case 4: return real + 1 + (rnd() % 15);
+    case 5: return (uint64_t)1 << (rnd() % 64);
+    case 6: return real ^ ((uint64_t)1 << (rnd() % 64));
+    default: return rnd();
+    }
+}
+
+/* Each call below must return (the watchdog says which did not) and stay in bounds
+ * (ASan says if not); answers are free, corruption may or may not be noticed. */
+static void fuzz_calls(struct shk_queue *q)
+{
+    char buf[8192];
+    uint64_t took;
+    struct shk_qpart parts[3] = {{buf, 10}, {buf, 700}, {buf, 3000}};
+    size_t done;
+    fuzz_step = "put";
+    put1(q, buf, rnd() % 2000);
+    fuzz_step = "put_many";
+    shk_queue_put_many(q, parts, 3, &done);
+    fuzz_step = "framed put";
+    shk_queue_put(q, parts, 3, SHK_QK_FRAMED);
+    for (int i = 0; i < 3; i++) {
+        struct shk_qmsg ms[8];
+        struct shk_qget g = {.msgs = ms, .max_msgs = 8, .max_bytes = UINT64_MAX};
+        fuzz_step = "get_begin";
+        if (shk_queue_get_begin(q, &g) == 0) {
+            for (size_t k = 0; k < g.n; k++) {
+                CHECK(ms[k].len <= shk_queue_max_payload(q));
+                shk_queue_read(q, ms[k].pos, 0, buf, ms[k].len < sizeof buf ? ms[k].len : sizeof buf);
+                if (ms[k].kind == SHK_QK_REF && !g.copy_first) {
+                    uint32_t idx, gen;
+                    void *p;
+                    uint64_t len;
+                    if (shk_queue_accept_ref(q, &ms[k], &idx, &gen, &p, &len) == 0) {
+                        memset(p, 0, len < 64 ? len : 64);
+                        shk_queue_release_ref(q, idx, gen);
+                    }
+                }
+                if (ms[k].kind == SHK_QK_FRAMED) {
+                    struct shk_qframe f;
+                    uint64_t off, n, len = ms[k].len < sizeof buf ? ms[k].len : sizeof buf;
+                    if (shk_qframe_begin(&f, buf, len) == 0)
+                        while (shk_qframe_next(&f, &off, &n) == 0)
+                            CHECK(off + n <= len);
+                }
+            }
+            fuzz_step = "get_end";
+            shk_queue_get_end(q, &g);
+        }
+    }
+    fuzz_step = "wait for data";
+    run_wait(q, SHK_QW_DATA, 0, 0.02, 0, NULL, &took);
+    CHECK(took < 1000000000u);
+    fuzz_step = "wait for room";
+    run_wait(q, SHK_QW_SPACE, shk_qrec_size(1000), 0.02, 0, NULL, &took);
+    CHECK(took < 1000000000u);
+    fuzz_step = "wait for a reservation";
+    run_wait(q, SHK_QW_RESV, 0, 0.02, 0, NULL, &took);
+    CHECK(took < 1000000000u);
+    fuzz_step = "reserve";
+    struct shk_queue_waiter rw = {.q = q, .what = SHK_QW_RESV, .len = 100};
+    struct shk_wait w = SHK_WAIT_INIT(shk_now_ns() + 20000000u, SHK_WAIT_NOSIGNALS);
+    if (shk_wait_run(&shk_queue_reserve_op, &rw, &w) == 0) {
+        fuzz_step = "commit";
+        if (shk_queue_commit_ref(q, rw.index, rw.gen) != 0)
+            shk_queue_release_ref(q, rw.index, rw.gen);
+    }
+    fuzz_step = "repair";
+    shk_queue_repair(q);
+    fuzz_step = "state";
+    struct shk_queue_stats st;
+    shk_queue_stats(q, &st);
+    shk_queue_depth(q);
+    shk_queue_bytes_used(q);
+    shk_queue_is_full(q, 100);
+}
+
+static void test_corruption(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = watchdog;
+    sigaction(SIGALRM, &sa, NULL);
+    int rounds = getenv("SHK_FUZZ_ROUNDS") ? atoi(getenv("SHK_FUZZ_ROUNDS")) : 400;
+    for (fuzz_round = 0; fuzz_round < rounds; fuzz_round++) {
+        struct shk_segment fseg;
+        struct shk_zone fz;
+        int status = -1, created;
+        CHECK_EQ(shk_seg_create_anon(&fseg, 1 << 20), 0);
+        struct shk_zone_params p = {1 << 20, 0, "fuzz", 1};
+        CHECK_EQ(shk_zone_try_open(&fz, &fseg, &p, 0, &status), 0);
+        CHECK_EQ(shk_zone_init_done(&fz, 1), 0);
+        struct shk_queue q;
+        CHECK_EQ(shk_queue_open(&fz, "f", 8192, fuzz_round % 3 ? 0 : 20, SHK_O_CREATE, &q, &created), 0);
+        shk_queue_set_spin(&q, 0);
+        char buf[3000];
+        memset(buf, 'x', sizeof buf);
+        for (uint64_t i = 0, n = rnd() % 12; i < n; i++)
+            put1(&q, buf, rnd() % sizeof buf);
+        uint32_t idx, gen;
+        void *rp;
+        if (rnd() % 2 && shk_queue_reserve(&q, 200, &idx, &gen, &rp) == 0)
+            shk_queue_commit_ref(&q, idx, gen);
+        for (uint64_t i = 0, n = rnd() % 4; i < n; i++)
+            get1(&q, buf, sizeof buf);
+        /* overwrite one to three shared words */
+        struct shk_queue_sh *sh = q.sh;
+        for (uint64_t k = 0, n = 1 + rnd() % 3; k < n; k++) {
+            uint64_t *word;
+            struct shk_qrec *rec = (struct shk_qrec *)(q.ring + ((sh->head_pos + 16 * (rnd() % 8)) & q.mask & ~15ull));
+            struct shk_qslot *slot = (struct shk_qslot *)((uint8_t *)sh + sizeof *sh) + rnd() % 2;
+            struct shk_qresv *resv = (struct shk_qresv *)((uint8_t *)sh + sizeof *sh + SHK_QUEUE_SLOTS * sizeof(struct shk_qslot)) + rnd() % 2;
+            switch (rnd() % 12) {
+            case 0: word = &sh->tail_pos; break;
+            case 1: word = &sh->tail_hi; break;
+            case 2: word = &sh->head_pos; break;
+            case 3: word = &sh->head_hi; break;
+            case 4: word = &rec->word; break;
+            case 5: word = &rec->pos; break;
+            case 6: word = &slot->claim_pos; break;
+            case 7: word = &slot->claim_size; break;
+            case 8: word = &slot->take_pos; break;
+            case 9: word = &resv->ctl; break;
+            case 10: word = &resv->off; break;
+            default: word = &resv->reserved; break;
+            }
+            *word = hostile(*word);
+        }
+        alarm(20);
+        fuzz_calls(&q);
+        alarm(0);
+        shk_queue_release(&q);
+        shk_seg_close(&fseg);
+    }
+    /* issue 13 #7, exactly: a tail position overwritten with 0, then put(timeout) */
+    struct shk_queue q;
+    int created;
+    CHECK_EQ(shk_queue_open(&z, "tail0", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    CHECK_EQ(put1(&q, "a", 1), 0);
+    q.sh->tail_pos = 0;
+    alarm(20);
+    fuzz_step = "put after tail = 0";
+    CHECK_EQ(put1(&q, "x", 1), SHK_ECORRUPT);
+    CHECK(strstr(shk_error_detail(), "tail position") != NULL);
+    uint64_t took;
+    run_wait(&q, SHK_QW_SPACE, 32, 0.05, 0, NULL, &took);
+    CHECK(took < 1000000000u);
+    alarm(0);
+    shk_queue_release(&q);
+}
+
 int main(void)
 {
     open_zone(16 << 20);
@@ -636,5 +1031,8 @@ int main(void)
     test_reservations();
     test_crashes();
     test_threads();
+    test_waits();
+    test_async_contract();
+    test_corruption();
     TEST_MAIN_END();
 }

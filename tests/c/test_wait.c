@@ -3,7 +3,9 @@
  * every path, the spin catching a quick hand-off without registering, EINTR returns for
  * signals before the first sleep and at every slice even when nothing interrupts the
  * sleep (the "signal just before the sleep" bug cannot happen), no slices with
- * NOSIGNALS, give_up on cancel, the liveness cadence, POLL and OFD waits. */
+ * NOSIGNALS, give_up on cancel, the liveness cadence, POLL and OFD waits, a cancel word
+ * set by another thread ending FUTEX and POLL sleeps at any moment, the spin probe giving
+ * up on a busy CPU. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -219,6 +221,150 @@ static void test_cancel(void)
     CHECK_EQ(t.waiters, 0);
 }
 
+/* Another thread cancels through w.cancel: the sleeper ends with ECANCELED at once,
+ * whatever the moment (before the attempt, between the attempt and the sleep, asleep in a
+ * short sleep on the word alone or in a long one watching both words). */
+static int poll_left;
+static int poll_attempt(void *obj, struct shk_wait *w);
+static const struct shk_wait_op poll_op;
+
+struct canceller {
+    struct shk_wait *w;
+    uint64_t delay_ns;
+};
+
+static void *cancel_later(void *arg)
+{
+    struct canceller *c = arg;
+    uint64_t until = shk_now_ns() + c->delay_ns;
+    while (shk_now_ns() < until)
+        shk_cpu_relax();
+    shk_wait_cancel_wake(c->w);
+    return NULL;
+}
+
+static uint32_t sleeper_started;
+static void *sleep_on_word(void *arg)
+{
+    struct timespec d;
+    shk_deadline_after(&d, 5.0);
+    shk_store_seq_cst(&sleeper_started, 1);
+    shk_futex_wait(arg, 0, &d);
+    return NULL;
+}
+
+static void test_cancel_word(void)
+{
+    for (int round = 0; round < 400; round++) {
+        struct toy t = {.target = 1, .spin_ns = UINT32_MAX};
+        uint32_t cancel = 0;
+        int poll = round % 4 == 3;
+        struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_NOSIGNALS);
+        w.cancel = &cancel;
+        /* spread over: at once, within the spin, around the first sleep, asleep on the
+         * word alone (1..8 ms), asleep on both words (50 ms) */
+        uint64_t delay = round < 10 ? 50000000u
+                         : round < 110 ? 1000000u + (uint64_t)(round * 70001u) % 7000000u
+                         : (uint64_t)(round * 997u) % 400000u;
+        struct canceller c = {&w, delay};
+        pthread_t th;
+        pthread_create(&th, NULL, cancel_later, &c);
+        uint64_t t0 = shk_now_ns();
+        int r;
+        if (poll) {
+            poll_left = 1 << 30;
+            r = shk_wait_run(&poll_op, NULL, &w);
+        } else {
+            r = shk_wait_run(round % 2 ? &toy_op : &toy_nospin_op, &t, &w);
+        }
+        uint64_t took = shk_now_ns() - t0;
+        pthread_join(th, NULL);
+        CHECK_EQ(r, ECANCELED);
+        CHECK(took < delay + 1000000000u); /* never the whole (infinite) wait */
+        CHECK_EQ(t.waiters, 0);
+        CHECK(w.sleeping_on == NULL);
+        if (!poll)
+            CHECK_EQ(t.gave_up, ECANCELED);
+    }
+    /* a short sleep on the object's word alone is woken through sleeping_on: a thread
+     * asleep on a word (5 s) that a wait names there */
+    static uint32_t word, sw_cancel;
+    static struct shk_wait sw;
+    sw = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    sw.cancel = &sw_cancel;
+    pthread_t th;
+    uint64_t t0 = shk_now_ns();
+    pthread_create(&th, NULL, sleep_on_word, &word);
+    while (shk_load_seq_cst(&sleeper_started) == 0)
+        shk_cpu_relax();
+    shk_store_seq_cst(&sw.sleeping_on, &word);
+    struct timespec d = {0, 20000000};
+    nanosleep(&d, NULL); /* (asleep by now, or it sees the word change: either way woken) */
+    shk_wait_cancel_wake(&sw);
+    pthread_join(th, NULL);
+    CHECK(shk_now_ns() - t0 < 4000000000u);
+    CHECK_EQ(sw_cancel, 1);
+    /* an attempt that succeeds wins over a cancel that comes after it */
+    struct toy t = {.word = 3, .target = 1};
+    uint32_t cancel = 0;
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    w.cancel = &cancel;
+    CHECK_EQ(shk_wait_run(&toy_op, &t, &w), 0);
+    cancel = 1; /* already set: not even one sleep */
+    t.word = 0;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    w.cancel = &cancel;
+    CHECK_EQ(shk_wait_run(&toy_op, &t, &w), ECANCELED);
+    CHECK_EQ(t.attempts, 2);
+}
+
+/* SHK_SPIN_PROBE: a spinner that shares its CPU with a busy thread finds its yields give
+ * the CPU away, stops spinning and says so in *busy. */
+static uint32_t probe_busy_word;
+static void probe_spin(void *obj, struct shk_spin *out)
+{
+    struct toy *t = obj;
+    out->budget_ns = &t->spin_ns;
+    out->gate_ms = NULL;
+    out->busy = &probe_busy_word;
+    out->max_ns = 1000000000u; /* a second: only the probe can end it early */
+    out->policy = SHK_SPIN_PROBE;
+}
+static const struct shk_wait_op probe_op = {"probe", toy_attempt, toy_give_up, probe_spin};
+
+static volatile int hog_stop;
+static void *hog(void *arg)
+{
+    while (!hog_stop)
+        ;
+    return NULL;
+}
+
+static void test_spin_probe(void)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    cpu_set_t saved;
+    pthread_getaffinity_np(pthread_self(), sizeof saved, &saved);
+    CHECK_EQ(pthread_setaffinity_np(pthread_self(), sizeof one, &one), 0);
+    pthread_t th;
+    hog_stop = 0;
+    pthread_create(&th, NULL, hog, NULL);
+    CHECK_EQ(pthread_setaffinity_np(th, sizeof one, &one), 0);
+    struct toy t = {.target = 1, .spin_ns = 500000000u};
+    probe_busy_word = 0;
+    struct shk_wait w = SHK_WAIT_INIT(shk_now_ns() + 300000000u, SHK_WAIT_NOSIGNALS);
+    uint64_t t0 = shk_now_ns();
+    CHECK_EQ(shk_wait_run(&probe_op, &t, &w), ETIMEDOUT);
+    CHECK_EQ(probe_busy_word, SHK_SPIN_BUSY_WAITS);
+    CHECK(w.slept); /* it went to sleep after the probe, not after 300 ms of spinning */
+    CHECK(shk_now_ns() - t0 >= 300000000u);
+    hog_stop = 1;
+    pthread_join(th, NULL);
+    pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+}
+
 static void test_liveness_cadence(void)
 {
     struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
@@ -233,7 +379,6 @@ static void test_liveness_cadence(void)
 }
 
 /* POLL: nothing to watch, tried again at retry_ns. */
-static int poll_left;
 static int poll_attempt(void *obj, struct shk_wait *w)
 {
     if (--poll_left <= 0)
@@ -372,6 +517,8 @@ int main(void)
     test_sleep_and_wake();
     test_slices();
     test_cancel();
+    test_cancel_word();
+    test_spin_probe();
     test_liveness_cadence();
     test_poll();
     test_ofd();

@@ -11,6 +11,7 @@
  *   sync.c        Lock, RLock, RWLock, Semaphore, Event, Condition, Barrier, Counter
  *   queue.c       Queue                dict.c     Dict
  *   board.c       Board                ndarray.c  shared NumPy arrays
+ *   aio.c         the asyncio twins' waits and the process's readiness hub (issue 16)
  *
  * Each file exports one init function (listed at the end of this header) that adds its
  * types and functions to the module; _coremodule.c only calls them, in the order of its
@@ -66,6 +67,12 @@ int shk_py_acquire_args(PyObject *blocking, PyObject *timeout, struct timespec *
                         int *has, uint32_t *flags);
 /* wait(timeout=None): None forever, <= 0 a single check (SHK_WAIT_TRY). */
 int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uint32_t *flags);
+/* queue.Queue's (block=True, timeout=None) as a wait's deadline (SHK_FOREVER: None) and
+ * flags: block false is one look (SHK_WAIT_TRY; the timeout is ignored); a negative
+ * timeout is a ValueError.  NULL arguments take their defaults.  0, or -1 with an
+ * exception set. */
+int shk_py_block_timeout(PyObject *block, PyObject *timeout, uint64_t *deadline,
+                         uint32_t *flags);
 
 /* ---- waiting (common.c) ------------------------------------------------------------------ */
 
@@ -85,6 +92,35 @@ int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uin
 int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
                 int *pending);
 
+/* ---- calls in progress without the GIL (common.c) ------------------------------------- */
+
+struct SegmentObject;
+
+/*
+ * A call that runs core code on a segment's memory with the GIL released (a wait, a
+ * repair) registers for its duration.  It holds one export of the segment, so the mapping
+ * outlives a close() made meanwhile; and it can be told to stop: closing the handle it
+ * runs on (shk_py_calls_cancel(seg, handle)), or the segment itself for calls that end
+ * with their zone (ends_with_zone: handles that refuse calls once their zone is closed),
+ * sets its cancel word, which w->cancel watches (core/wait.h, "Cancelling"): the wait
+ * ends at once with ECANCELED.  Begin and end with the GIL held.
+ */
+struct shk_py_call {
+    struct shk_py_call *prev, *next;
+    struct SegmentObject *seg;
+    const void *handle;
+    struct shk_wait *w;         /* the call's wait (NULL: it does not wait) */
+    uint32_t cancel;            /* set by a close: the call ends with ClosedError */
+    int ends_with_zone;
+};
+/* w (may be NULL) gets w->cancel = &c->cancel. */
+void shk_py_call_begin(struct shk_py_call *c, struct SegmentObject *seg, const void *handle,
+                       int ends_with_zone, struct shk_wait *w);
+void shk_py_call_end(struct shk_py_call *c);
+/* Stop the calls in progress on handle (NULL: every call that ends with its zone).
+ * Returns how many were told. */
+int shk_py_calls_cancel(struct SegmentObject *seg, const void *handle);
+
 /* ---- module contents (common.c) ------------------------------------------------------- */
 
 struct shk_py_int {
@@ -99,12 +135,14 @@ int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
 
 /* ---- Segment (segment.c) ---------------------------------------------------------------- */
 
-typedef struct {
+typedef struct SegmentObject {
     PyObject_HEAD
     struct shk_segment seg;
-    Py_ssize_t exports;     /* buffers handed out (memoryviews, Regions, arrays) */
+    Py_ssize_t exports;     /* buffers handed out (memoryviews, Regions, arrays), handles
+                               and calls in progress on its memory */
     int close_pending;      /* close() was called while exports > 0 */
     int closed;
+    struct shk_py_call *calls; /* calls in progress without the GIL (common.c) */
     PyObject *weakreflist;
 } SegmentObject;
 
@@ -152,6 +190,31 @@ extern PyTypeObject *shk_ZoneType;
 /* Raise ClosedError and return -1 if the zone (its segment) is closed. */
 int shk_zone_check_open(ZoneObject *z);
 
+/* ---- what aio.c needs from the handles (sync.c, board.c, queue.c) and tells them ------ */
+
+/* A sync handle's shared object and where an awaited acquire writes its results back. */
+struct shk_py_sync_ref {
+    void *sh;               /* the shared object */
+    uint32_t type;          /* SHK_OBJ_* */
+    SegmentObject *seg;     /* its zone's segment */
+    uint32_t *slot;         /* RWLock: the handle's reader slot hint */
+    int *owner_died;        /* the handle's owner_died */
+};
+/* 0, or -1 with TypeError (not a sync handle) or ClosedError. */
+int shk_py_sync_ref(PyObject *handle, struct shk_py_sync_ref *out);
+/* The handle is open and its zone too (an awaited attempt may run). */
+int shk_py_sync_live(PyObject *handle);
+struct shk_board;
+int shk_py_board_ref(PyObject *handle, struct shk_board **b, SegmentObject **seg);
+int shk_py_board_live(PyObject *handle);
+struct shk_queue;
+int shk_py_queue_ref(PyObject *handle, struct shk_queue **q, SegmentObject **seg);
+int shk_py_queue_live(PyObject *handle);
+
+/* A handle or a segment (key) is being closed: coroutines waiting on it are woken, and
+ * get ClosedError (aio.c; a no-op when nothing waits). */
+void shk_py_aio_closed(const void *key);
+
 /* ---- the init function of each file: _coremodule.c calls them in this order ------------- */
 
 int shk_init_common(PyObject *m);   /* first: imports shmkit._errors for the others */
@@ -162,5 +225,6 @@ int shk_init_queue(PyObject *m);
 int shk_init_dict(PyObject *m);
 int shk_init_board(PyObject *m);
 int shk_init_ndarray(PyObject *m);
+int shk_init_aio(PyObject *m);
 
 #endif

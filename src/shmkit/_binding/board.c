@@ -156,6 +156,7 @@ static void board_dealloc(BoardObject *self)
 
 static PyObject *board_close(BoardObject *self, PyObject *unused)
 {
+    shk_py_aio_closed(self); /* coroutines waiting through this handle: ClosedError */
     if (self->inflight > 0) {
         self->close_pending = 1;
         if (self->attached)
@@ -455,6 +456,29 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
     if (r)
         return shk_py_raise(r, "board wait");
     Py_RETURN_TRUE;
+}
+
+/* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
+
+int shk_py_board_ref(PyObject *h, struct shk_board **b, SegmentObject **seg)
+{
+    if (!PyObject_TypeCheck(h, BoardType)) {
+        PyErr_Format(PyExc_TypeError, "expected a board handle, not %.100s", Py_TYPE(h)->tp_name);
+        return -1;
+    }
+    BoardObject *self = (BoardObject *)h;
+    if (board_check(self) < 0)
+        return -1;
+    *b = &self->b;
+    *seg = self->seg;
+    return 0;
+}
+
+int shk_py_board_live(PyObject *h)
+{
+    BoardObject *self = (BoardObject *)h;
+    return self->attached && !self->close_pending && !self->seg->closed &&
+           !self->seg->close_pending;
 }
 
 /* ---- writer -------------------------------------------------------------------------- */

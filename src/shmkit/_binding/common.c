@@ -19,10 +19,26 @@ static PyObject *errors_module; /* shmkit._errors: the exception classes */
 
 PyObject *shk_py_exc(const char *name)
 {
+    /* Looked up once per name: an attribute lookup per raise cost more than the rest of
+     * raising (and a lookup made while an exception is set can lose it).  The names are
+     * the binding's string literals, so the pointer usually matches at once. */
+    static struct {
+        const char *name;
+        PyObject *cls;
+    } cache[48];
+    size_t i;
+    for (i = 0; i < 48 && cache[i].name; i++)
+        if (cache[i].name == name || strcmp(cache[i].name, name) == 0)
+            return cache[i].cls;
     PyObject *cls = errors_module ? PyObject_GetAttrString(errors_module, name) : NULL;
     if (!cls) {
         PyErr_Clear();
         return PyExc_RuntimeError;
+    }
+    if (i < 48) { /* kept for good (a reference of our own) */
+        cache[i].name = name;
+        cache[i].cls = cls;
+        return cls;
     }
     Py_DECREF(cls); /* the module keeps it alive */
     return cls;
@@ -75,13 +91,14 @@ PyObject *shk_py_raise_os(int e, const char *msg)
 PyObject *shk_py_raise(int code, const char *what)
 {
     const char *detail = shk_error_detail();
-    char msg[1024];
+    char buf[1024];
+    const char *msg = buf;
     if (detail && *detail)
-        snprintf(msg, sizeof msg, "%s", detail);
+        msg = detail;
     else if (what)
-        snprintf(msg, sizeof msg, "%s: %s", what, shk_strerror(code));
+        snprintf(buf, sizeof buf, "%s: %s", what, shk_strerror(code));
     else
-        snprintf(msg, sizeof msg, "%s", shk_strerror(code));
+        msg = shk_strerror(code);
     if (code > 0)
         return shk_py_raise_os(code, msg);
     const char *cls = "ShmkitError";
@@ -131,6 +148,15 @@ PyObject *shk_py_check_report(shk_checker check, void *obj)
 
 /* ---- arguments ------------------------------------------------------------------------ */
 
+/* Is the keyword `key` (a str from kwnames) the C string name?  Keywords are nearly always
+ * compact ASCII, where a strcmp is several times cheaper than the general comparison. */
+static inline int key_is(PyObject *key, const char *name)
+{
+    if (PyUnicode_IS_COMPACT_ASCII(key))
+        return strcmp((const char *)PyUnicode_DATA(key), name) == 0;
+    return PyUnicode_CompareWithASCIIString(key, name) == 0;
+}
+
 int shk_py_parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                       const char *fname, const char *const *names, int n, PyObject **out)
 {
@@ -150,7 +176,7 @@ int shk_py_parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         PyObject *key = PyTuple_GET_ITEM(kwnames, k);
         int found = 0;
         for (int i = 0; i < n && !found; i++) {
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+            if (!key_is(key, names[i]))
                 continue;
             if (out[i]) {
                 PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
@@ -249,6 +275,80 @@ int shk_py_wait_args(PyObject *timeout_obj, struct timespec *deadline, int *has,
     shk_deadline_after(deadline, t);
     *has = 1;
     return 0;
+}
+
+int shk_py_block_timeout(PyObject *block, PyObject *timeout, uint64_t *deadline,
+                         uint32_t *flags)
+{
+    int blocking = 1;
+    double t = 0;
+    *deadline = SHK_FOREVER;
+    *flags = 0;
+    if (block && (blocking = PyObject_IsTrue(block)) < 0)
+        return -1;
+    if (!blocking) {
+        *flags = SHK_WAIT_TRY;
+        return 0;
+    }
+    int r = timeout_seconds(timeout, &t);
+    if (r != 0)
+        return r < 0 ? -1 : 0; /* an exception; None: forever */
+    if (t < 0) {
+        PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
+        return -1;
+    }
+    struct timespec d;
+    shk_deadline_after(&d, t);
+    *deadline = shk_wait_deadline(&d);
+    return 0;
+}
+
+/* ---- calls in progress without the GIL ------------------------------------------------- */
+
+void shk_py_call_begin(struct shk_py_call *c, SegmentObject *seg, const void *handle,
+                       int ends_with_zone, struct shk_wait *w)
+{
+    c->seg = seg;
+    c->handle = handle;
+    c->w = w;
+    c->cancel = 0;
+    c->ends_with_zone = ends_with_zone;
+    c->prev = NULL;
+    c->next = seg->calls;
+    if (c->next)
+        c->next->prev = c;
+    seg->calls = c;
+    Py_INCREF(seg);
+    shk_segment_export(seg); /* the mapping stays until the call ends */
+    if (w)
+        w->cancel = &c->cancel;
+}
+
+void shk_py_call_end(struct shk_py_call *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->seg->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    shk_segment_unexport(c->seg); /* the last user of a closed segment unmaps it */
+    Py_DECREF(c->seg);
+}
+
+int shk_py_calls_cancel(SegmentObject *seg, const void *handle)
+{
+    int n = 0;
+    for (struct shk_py_call *c = seg->calls; c; c = c->next) {
+        if (handle ? c->handle == handle : c->ends_with_zone) {
+            if (c->w)
+                shk_wait_cancel_wake(c->w); /* its wait ends now */
+            else
+                c->cancel = 1;
+            n++;
+        }
+    }
+    return n;
 }
 
 /* ---- waiting: the one helper every blocking call goes through ------------------------ */

@@ -1,10 +1,18 @@
 /*
  * dict.c (binding) - shmkit._core.Dict: the shared dict's methods, as thin as it goes.
  *
- * Here: argument parsing, key and value encoding (so that the hot paths never run
- * Python code), the GIL released only while waiting for a contended shard lock, and
- * errors through shk_py_raise.  The work is in core/dict.c.  shmkit.dict.Dict subclasses
+ * Here: argument parsing, converting keys and values to the core's typed bytes and back
+ * (so that the hot paths never run Python code), the GIL, and errors through
+ * shk_py_raise.  Every protocol (lock-free reads and their fall back to the lock, the
+ * shard locks, incr, lists) is one call into core/dict.c.  shmkit.dict.Dict subclasses
  * this type and adds the rest of the Python surface.
+ *
+ * One shape repeats: `do r = call; while (again(...))`.  Every call is made holding the
+ * GIL and never sleeps; when its shard's lock is held elsewhere it answers EBUSY having
+ * done nothing, and again() waits for the lock in the one wait shape (shk_dict_shard_op
+ * through shk_py_wait: the GIL released, Ctrl-C honoured) before it is made again.  A
+ * call that hands a value back copies it into a buffer that starts on the stack and grows
+ * to what the core says it needs (struct out; ENOBUFS, which again() handles too).
  *
  * Values are stored typed (layout.h, enum shk_dict_vtype): bytes, str, int, float, bool
  * and None natively, anything else through the handle's serializer (pickle unless told
@@ -14,14 +22,13 @@
 
 #include <errno.h>
 #include <math.h>
-#include <signal.h>
-#include <unistd.h>
 
 #include "dict.h"
 #include <structmember.h>
 
 #define STACK_BUF 512
 #define SCAN_BUF 16384
+#define RAISED (-1) /* a Python exception is set (no core call returns -1) */
 
 typedef struct {
     PyObject_HEAD
@@ -38,6 +45,7 @@ typedef struct {
 
 static PyTypeObject *DictType;
 static PyObject *pickle_dumps, *pickle_loads;
+static PyObject *int_from_bytes, *signed_kw; /* int.from_bytes, {"signed": True} */
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -61,25 +69,7 @@ static inline int ready(DictObject *self)
             PyErr_SetString(PyExc_ValueError, "the dict's clock must return seconds >= 0");
             return -1;
         }
-        self->d.clock_ms = (int64_t)floor(s * 1000.0 + 1e-6);
-    }
-    return 0;
-}
-
-/* Wait for a shard's lock: spin briefly with the GIL held, then sleep without it. */
-static inline int lock_shard(DictObject *self, uint32_t s)
-{
-    int r = shk_dict_trylock_fast(&self->d, s);
-    if (r == 0)
-        return 0;
-    if (r == EBUSY) {
-        Py_BEGIN_ALLOW_THREADS
-        r = shk_dict_lock(&self->d, s);
-        Py_END_ALLOW_THREADS
-    }
-    if (r) {
-        shk_py_raise(r, "dict lock");
-        return -1;
+        shk_dict_set_clock(&self->d, (int64_t)floor(s * 1000.0 + 1e-6));
     }
     return 0;
 }
@@ -128,50 +118,46 @@ struct enc {
     PyObject *owned;        /* bytes that own `data` (serialized objects, big ints) */
 };
 
-static PyObject *call_kw(PyObject *callable, PyObject *const *args, size_t nargs,
-                         const char *kwname, PyObject *kwvalue)
-{
-    PyObject *names = Py_BuildValue("(s)", kwname);
-    if (!names)
-        return NULL;
-    PyObject *all[4];
-    for (size_t i = 0; i < nargs; i++)
-        all[i] = args[i];
-    all[nargs] = kwvalue;
-    PyObject *r = PyObject_Vectorcall(callable, all, nargs, names);
-    Py_DECREF(names);
-    return r;
-}
-
 static int encode_bigint(PyObject *v, struct enc *e)
 {
-    /* little-endian two's complement: int.to_bytes(bit_length // 8 + 1, "little",
-     * signed=True); rare enough to go through Python */
-    PyObject *bits = PyObject_CallMethod(v, "bit_length", NULL);
-    if (!bits)
-        return -1;
-    Py_ssize_t nbits = PyLong_AsSsize_t(bits);
-    Py_DECREF(bits);
-    if (nbits < 0)
-        return -1;
-    PyObject *to_bytes = PyObject_GetAttrString(v, "to_bytes");
-    if (!to_bytes)
-        return -1;
-    PyObject *n = PyLong_FromSsize_t(nbits / 8 + 1), *order = PyUnicode_FromString("little");
-    PyObject *b = NULL;
-    if (n && order) {
-        PyObject *args[2] = {n, order};
-        b = call_kw(to_bytes, args, 2, "signed", Py_True);
-    }
-    Py_XDECREF(n);
-    Py_XDECREF(order);
-    Py_DECREF(to_bytes);
+    /* int.to_bytes(bit_length // 8 + 1, "little", signed=True): rare enough for Python */
+    PyObject *bits = PyObject_CallMethod(v, "bit_length", NULL), *args = NULL, *b = NULL;
+    Py_ssize_t n = bits ? PyLong_AsSsize_t(bits) : -1;
+    PyObject *to_bytes = n >= 0 ? PyObject_GetAttrString(v, "to_bytes") : NULL;
+    if (to_bytes && (args = Py_BuildValue("(ns)", n / 8 + 1, "little")) != NULL)
+        b = PyObject_Call(to_bytes, args, signed_kw);
+    Py_XDECREF(bits);
+    Py_XDECREF(to_bytes);
+    Py_XDECREF(args);
     if (!b)
         return -1;
     e->type = SHK_DV_BIGINT;
     e->owned = b;
     e->data = PyBytes_AS_STRING(b);
     e->len = (uint64_t)PyBytes_GET_SIZE(b);
+    return 0;
+}
+
+/* An int (any size; a bool counts as one) or a float, as the core's number. */
+static int encode_number(PyObject *v, struct enc *e)
+{
+    e->owned = NULL;
+    e->len = 8;
+    if (PyFloat_Check(v)) {
+        e->type = SHK_DV_FLOAT;
+        e->num.f = PyFloat_AS_DOUBLE(v);
+        e->data = &e->num.f;
+        return 0;
+    }
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow)
+        return encode_bigint(v, e);
+    e->type = SHK_DV_INT;
+    e->num.i = x;
+    e->data = &e->num.i;
     return 0;
 }
 
@@ -203,24 +189,8 @@ static int encode(DictObject *self, PyObject *v, struct enc *e)
         if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
             return -1;
         PyErr_Clear(); /* lone surrogates are not UTF-8: the serializer keeps them */
-    } else if (t == &PyLong_Type) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (x == -1 && PyErr_Occurred())
-            return -1;
-        if (overflow)
-            return encode_bigint(v, e);
-        e->type = SHK_DV_INT;
-        e->num.i = x;
-        e->data = &e->num.i;
-        e->len = 8;
-        return 0;
-    } else if (t == &PyFloat_Type) {
-        e->type = SHK_DV_FLOAT;
-        e->num.f = PyFloat_AS_DOUBLE(v);
-        e->data = &e->num.f;
-        e->len = 8;
-        return 0;
+    } else if (t == &PyLong_Type || t == &PyFloat_Type) {
+        return encode_number(v, e);
     } else if (v == Py_True || v == Py_False || v == Py_None) {
         e->type = v == Py_True ? SHK_DV_TRUE : v == Py_False ? SHK_DV_FALSE : SHK_DV_NONE;
         e->data = "";
@@ -261,6 +231,8 @@ static PyObject *corrupt_value(uint8_t type)
     return NULL;
 }
 
+static PyObject *decode_list(DictObject *self, const uint8_t *p, uint64_t len);
+
 static PyObject *decode(DictObject *self, uint8_t type, const uint8_t *p, uint64_t len)
 {
     switch (type) {
@@ -288,17 +260,10 @@ static PyObject *decode(DictObject *self, uint8_t type, const uint8_t *p, uint64
         Py_RETURN_FALSE;
     case SHK_DV_NONE:
         Py_RETURN_NONE;
-    case SHK_DV_BIGINT: {
-        PyObject *b = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
-        PyObject *from_bytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
-        PyObject *order = PyUnicode_FromString("little"), *r = NULL;
-        if (b && from_bytes && order) {
-            PyObject *args[2] = {b, order};
-            r = call_kw(from_bytes, args, 2, "signed", Py_True);
-        }
-        Py_XDECREF(b);
-        Py_XDECREF(from_bytes);
-        Py_XDECREF(order);
+    case SHK_DV_BIGINT: { /* int.from_bytes(p, "little", signed=True) */
+        PyObject *args = Py_BuildValue("(y#s)", (const char *)p, (Py_ssize_t)len, "little");
+        PyObject *r = args ? PyObject_Call(int_from_bytes, args, signed_kw) : NULL;
+        Py_XDECREF(args);
         return r;
     }
     case SHK_DV_OBJECT: {
@@ -309,12 +274,14 @@ static PyObject *decode(DictObject *self, uint8_t type, const uint8_t *p, uint64
         Py_DECREF(b);
         return r;
     }
+    case SHK_DV_LIST:
+        return decode_list(self, p, len);
     default:
         return corrupt_value(type);
     }
 }
 
-/* A Python list from packed list records (see shk_dict_list_items_locked). */
+/* A Python list from a list's packed elements (dict.h). */
 static PyObject *decode_list(DictObject *self, const uint8_t *p, uint64_t len)
 {
     PyObject *list = PyList_New(0);
@@ -322,7 +289,7 @@ static PyObject *decode_list(DictObject *self, const uint8_t *p, uint64_t len)
     while (list && pos + 8 <= len) {
         uint32_t n;
         memcpy(&n, p + pos + 4, 4);
-        if (pos + 8 + n > len) {
+        if (pos + 8 + n > len || p[pos] == SHK_DV_LIST) {
             Py_DECREF(list);
             return corrupt_value(SHK_DV_LIST);
         }
@@ -338,140 +305,155 @@ static PyObject *decode_list(DictObject *self, const uint8_t *p, uint64_t len)
     return list;
 }
 
-/* ---- lookups -------------------------------------------------------------------------- */
+/* ---- values handed back: a buffer that grows to what the core needs ------------------- */
 
-/* Under the shard lock: what the lock-free path could not do (a busy shard, a list, a
- * value that outgrew the buffer). 1 found (*obj set), 0 missing, -1 error. */
-static int fetch_locked(DictObject *self, const struct shk_dkey *k, int allow_stale,
-                        PyObject **obj, struct shk_dict_found *f)
+struct out {
+    uint8_t *buf;
+    uint64_t cap;
+    PyObject *bytes;        /* when buf is its storage: a bytes value becomes it, uncopied */
+    void *heap;
+    uint8_t stack[STACK_BUF];
+};
+
+static inline void out_init(struct out *o)
 {
-    uint32_t s = shk_dict_shard_of(&self->d, k);
-    uint8_t stack[STACK_BUF], *buf = stack;
-    uint64_t cap = sizeof stack, plen = 0, count = 0;
-    void *packed = NULL;
-    int r;
-    for (;;) {
-        if (lock_shard(self, s) < 0)
-            goto fail;
-        r = shk_dict_get_locked(&self->d, k, allow_stale, buf, cap, f);
-        if (r == 0 && f->vtype == SHK_DV_LIST)
-            r = shk_dict_list_items_locked(&self->d, k, allow_stale, &packed, &plen, &count);
-        shk_dict_unlock_fast(&self->d, s);
-        if (r != ENOBUFS)
-            break;
-        if (buf != stack)
-            PyMem_Free(buf);
-        cap = f->len;
-        if (!(buf = PyMem_Malloc(cap ? cap : 1))) {
-            PyErr_NoMemory();
-            return -1;
-        }
-    }
-    if (r == 0) {
-        *obj = f->vtype == SHK_DV_LIST ? decode_list(self, packed, plen)
-                                       : decode(self, f->vtype, buf, f->len);
-        r = *obj ? 1 : -1;
-    } else if (r == SHK_ENOTFOUND) {
-        r = 0;
-    } else {
-        shk_py_raise(r, "dict get");
-        r = -1;
-    }
-    free(packed);
-    if (buf != stack)
-        PyMem_Free(buf);
-    return r;
-fail:
-    if (buf != stack)
-        PyMem_Free(buf);
-    return -1;
+    o->buf = o->stack;
+    o->cap = sizeof o->stack;
+    o->bytes = NULL;
+    o->heap = NULL;
 }
 
-/* A value too large for the stack buffer: copied straight into the bytes object it
- * becomes (validated afterwards).  1, 0, -1 as fetch(). */
-static int fetch_large(DictObject *self, const struct shk_dkey *k, int allow_stale,
-                       PyObject **obj, struct shk_dict_found *f)
+static void out_free(struct out *o)
 {
-    struct shk_dict_view v;
-    for (int attempt = 0; attempt < 4; attempt++) {
-        int r = shk_dict_view_begin(&self->d, k, allow_stale, &v);
-        if (r == SHK_ENOTFOUND)
-            return 0;
-        if (r == EAGAIN)
-            break;
-        if (r) {
-            shk_py_raise(r, "dict get");
-            return -1;
-        }
-        if (v.f.vtype != SHK_DV_BYTES) { /* large text, objects, lists: the locked way */
-            r = shk_dict_view_end(&self->d, &v, 0);
-            if (r == EAGAIN)
-                continue;
-            break; /* valid (or corrupt): the locked path copies it */
-        }
-        PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)v.f.len);
-        if (o)
-            shk_dict_view_copy(&self->d, &v, PyBytes_AS_STRING(o));
-        r = shk_dict_view_end(&self->d, &v, 1);
-        if (r == EAGAIN) {
-            Py_XDECREF(o);
-            PyErr_Clear(); /* a MemoryError for a length that was torn */
-            continue;
-        }
-        if (r) {
-            Py_XDECREF(o);
-            shk_py_raise(r, "dict get");
-            return -1;
-        }
-        *f = v.f;
-        *obj = o;
-        return o ? 1 : -1;
-    }
-    return fetch_locked(self, k, allow_stale, obj, f);
+    Py_CLEAR(o->bytes);
+    if (o->heap)
+        PyMem_Free(o->heap);
+    o->heap = NULL;
 }
 
-/* A list found by the lock-free lookup (already counted): its elements, under the lock. */
-static int fetch_list(DictObject *self, const struct shk_dkey *k, int allow_stale,
-                      PyObject **obj, struct shk_dict_found *f)
+/* After ENOBUFS: room for the f->len bytes the core asked for (always more than before,
+ * so a value that keeps growing cannot keep the caller long).  0 or RAISED. */
+static int out_grow(struct out *o, const struct shk_dict_found *f)
 {
-    uint32_t s = shk_dict_shard_of(&self->d, k);
-    void *packed = NULL;
-    uint64_t plen = 0, count = 0;
-    if (lock_shard(self, s) < 0)
-        return -1;
-    int r = shk_dict_list_items_locked(&self->d, k, allow_stale, &packed, &plen, &count);
-    shk_dict_unlock_fast(&self->d, s);
-    if (r == 0) {
-        *obj = decode_list(self, packed, plen);
-        free(packed);
-        return *obj ? 1 : -1;
+    out_free(o);
+    o->buf = NULL;
+    if (f->vtype == SHK_DV_BYTES) {
+        if ((o->bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)f->len)) != NULL)
+            o->buf = (uint8_t *)PyBytes_AS_STRING(o->bytes);
+    } else if (!(o->buf = o->heap = PyMem_Malloc(f->len ? f->len : 1))) {
+        PyErr_NoMemory();
     }
-    free(packed);
-    if (r == SHK_ENOTFOUND)
-        return 0; /* removed since */
-    if (r == SHK_ETYPE)
-        return fetch_locked(self, k, allow_stale, obj, f); /* replaced by a value since */
-    shk_py_raise(r, "dict get");
-    return -1;
+    o->cap = f->len;
+    return o->buf ? 0 : RAISED;
+}
+
+/* ---- a call again: after a busy shard, or into a larger buffer ----------------------- */
+
+/* The exception for a call's result r, unless it is RAISED (then it is set already). */
+static PyObject *fail(int r, const char *what)
+{
+    return r == RAISED ? NULL : shk_py_raise(r, what);
+}
+
+static int fail_int(int r, const char *what)
+{
+    return r == RAISED ? -1 : shk_py_raise_int(r, what);
 }
 
 /*
- * Look k up: 1 found (*obj: new reference), 0 missing (or expired), -1 error.
- * The fast path reads without any lock, copies the value to the stack in the same pass
- * and keeps it only if the read validates; the object is built from that copy.  Large
- * values, lists and busy shards go the other ways.
+ * Shard `shard`'s lock is held elsewhere (a call answered EBUSY, having done nothing):
+ * wait until it is free, in the one wait shape (shk_dict_shard_op through shk_py_wait:
+ * the GIL released, signal handlers run, a dead holder's mess repaired; no deadline, as
+ * the dict's methods have no timeout).  0: make the call again; RAISED.
  */
-static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_stale,
-                        PyObject **obj, struct shk_dict_found *f)
+static int wait_shard(DictObject *self, uint32_t shard)
+{
+    struct shk_dict_shard_wait sw = {&self->d, shard};
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    int r = shk_py_wait(&shk_dict_shard_op, &sw, &w, 0, NULL);
+    if (r == SHK_PY_ERR)
+        return RAISED;
+    if (r)
+        return shk_py_raise_int(r, "dict shard lock");
+    return ready(self); /* closed meanwhile by another thread? */
+}
+
+/* again() for any shard (the calls that have no key say which one).  Out of line: it is
+ * the slow path of every call. */
+static __attribute__((noinline)) int again_at(DictObject *self, int *r, uint32_t shard, struct out *o,
+                    const struct shk_dict_found *f)
+{
+    if (*r == EBUSY)
+        *r = wait_shard(self, shard);
+    else if (*r == ENOBUFS && o)
+        *r = out_grow(o, f);
+    else
+        return 0;
+    return *r == 0;
+}
+
+/*
+ * After a call about key k: 1 when it must be made again, 0 when *r is its answer.
+ * EBUSY: wait for k's shard (wait_shard).  ENOBUFS from a call that hands a value back
+ * into o: grow o to the room the call asked for (f->len; it only grows, and is bounded by
+ * the shard, so this ends).  *r is RAISED when either raised.
+ */
+static inline int again(DictObject *self, int *r, const struct shk_dkey *k, struct out *o,
+                        const struct shk_dict_found *f)
+{
+    if (__builtin_expect(*r != EBUSY && (*r != ENOBUFS || !o), 1)) /* o: often a constant */
+        return 0;
+    return again_at(self, r, shk_dict_shard_of(&self->d, k), o, f);
+}
+
+/* The value a call put in o: 1 (*obj set), 0 (SHK_ENOTFOUND), -1 (raised). */
+static int out_result(DictObject *self, int r, struct out *o, const struct shk_dict_found *f,
+                      PyObject **obj, const char *what)
+{
+    if (r == 0) {
+        if (f->vtype == SHK_DV_BYTES && o->bytes && (uint64_t)PyBytes_GET_SIZE(o->bytes) == f->len)
+            *obj = Py_NewRef(o->bytes);
+        else
+            *obj = decode(self, f->vtype, o->buf, f->len);
+        return *obj ? 1 : -1;
+    }
+    if (r == SHK_ENOTFOUND)
+        return 0;
+    return fail_int(r, what);
+}
+
+/* ---- lookups -------------------------------------------------------------------------- */
+
+/* What the first lookup did not finish (r): a value too large for the stack, a busy
+ * shard.  Out of line, so that fetch() stays small enough to inline into its callers. */
+static __attribute__((noinline)) int fetch_slow(DictObject *self, const struct shk_dkey *k, int flags, PyObject **obj,
+                      struct shk_dict_found *f, int r)
+{
+    struct out o;
+    out_init(&o);
+    while (again(self, &r, k, &o, f))
+        r = shk_dict_get(&self->d, k, flags, o.buf, o.cap, f);
+    r = out_result(self, r, &o, f, obj, "dict get");
+    out_free(&o);
+    return r;
+}
+
+/*
+ * Look k up: 1 found (*obj: new reference), 0 missing (or expired), -1 error.  The inline
+ * lookup, else the core's, copy the value to the stack and the object is built from that
+ * copy; anything larger, or a shard busy with a writer, goes to fetch_slow.
+ */
+static inline int fetch(DictObject *self, const struct shk_dkey *k, int flags, PyObject **obj,
+                        struct shk_dict_found *f)
 {
     union {
         int64_t i;
         double f;
         uint8_t b[STACK_BUF];
     } local;
-    int r = allow_stale ? SHK_DICT_SLOW : shk_dict_get_fast(&self->d, k, local.b, sizeof local, f);
+    int r = flags ? SHK_DICT_SLOW : shk_dict_get_fast(&self->d, k, local.b, sizeof local, f);
     if (r == SHK_DICT_SLOW)
-        r = shk_dict_get(&self->d, k, allow_stale, local.b, sizeof local, f);
+        r = shk_dict_get(&self->d, k, flags, local.b, sizeof local, f);
     if (__builtin_expect(r == 0, 1)) {
         switch (f->vtype) {
         case SHK_DV_BYTES:
@@ -483,8 +465,6 @@ static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_st
         case SHK_DV_FLOAT:
             *obj = PyFloat_FromDouble(local.f);
             break;
-        case SHK_DV_LIST:
-            return fetch_list(self, k, allow_stale, obj, f);
         default:
             *obj = decode(self, f->vtype, local.b, f->len);
         }
@@ -492,13 +472,51 @@ static inline int fetch(DictObject *self, const struct shk_dkey *k, int allow_st
     }
     if (r == SHK_ENOTFOUND)
         return 0;
-    if (r == ENOBUFS)
-        return fetch_large(self, k, allow_stale, obj, f);
-    if (r == EAGAIN)
-        return fetch_locked(self, k, allow_stale, obj, f);
+    if (r == ENOBUFS || r == EBUSY)
+        return fetch_slow(self, k, flags, obj, f, r);
     shk_py_raise(r, "dict get");
     return -1;
 }
+
+/* get(key, default), get_with_flags and get_stale: the value and what goes with it. */
+static inline __attribute__((always_inline)) PyObject *
+get_as(DictObject *self, PyObject *const *args, Py_ssize_t nargs, const char *fname, int flags,
+       const char *found, const char *missing)
+{
+    struct shk_dkey k;
+    struct shk_dict_found f;
+    PyObject *v;
+    if (nargs < 1 || nargs > 2)
+        return PyErr_Format(PyExc_TypeError, "%s() takes 1 or 2 arguments (%zd given)", fname,
+                            nargs);
+    if (ready(self) < 0 || key_of(args[0], &k) < 0)
+        return NULL;
+    int r = fetch(self, &k, flags, &v, &f);
+    PyObject *dflt = nargs > 1 ? args[1] : Py_None;
+    if (r > 0)
+        return found ? Py_BuildValue(found, v, (unsigned long)f.flags, f.stale ? Py_True : Py_False)
+                     : v;
+    if (r == 0)
+        return missing ? Py_BuildValue(missing, dflt, 0, Py_False) : Py_NewRef(dflt);
+    return NULL;
+}
+
+/* A method that is another one with fixed arguments (so that the method table can name it). */
+#define VARIANT(name, impl, ...)                                                          \
+    static PyObject *Dict_##name(DictObject *self, PyObject *const *args, Py_ssize_t nargs) \
+    {                                                                                     \
+        return impl(self, args, nargs, __VA_ARGS__);                                      \
+    }
+#define VARIANT_KW(name, impl, ...)                                                       \
+    static PyObject *Dict_##name(DictObject *self, PyObject *const *args, Py_ssize_t nargs, \
+                                 PyObject *kwnames)                                       \
+    {                                                                                     \
+        return impl(self, args, nargs, kwnames, __VA_ARGS__);                             \
+    }
+
+VARIANT(get, get_as, "get", 0, NULL, NULL)
+VARIANT(get_with_flags, get_as, "get_with_flags", 0, "(Nk)", "(Oi)")
+VARIANT(get_stale, get_as, "get_stale", SHK_DSTALE, "(NkO)", "(OiO)")
 
 static PyObject *Dict_subscript(DictObject *self, PyObject *key)
 {
@@ -515,126 +533,31 @@ static PyObject *Dict_subscript(DictObject *self, PyObject *key)
     return NULL;
 }
 
-static PyObject *Dict_get(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    struct shk_dkey k;
-    struct shk_dict_found f;
-    PyObject *v;
-    if (nargs < 1 || nargs > 2)
-        return PyErr_Format(PyExc_TypeError, "get() takes 1 or 2 arguments (%zd given)", nargs);
-    if (ready(self) < 0 || key_of(args[0], &k) < 0)
-        return NULL;
-    int r = fetch(self, &k, 0, &v, &f);
-    if (r > 0)
-        return v;
-    if (r == 0)
-        return Py_NewRef(nargs > 1 ? args[1] : Py_None);
-    return NULL;
-}
-
-static PyObject *Dict_get_with_flags(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    struct shk_dkey k;
-    struct shk_dict_found f;
-    PyObject *v;
-    if (nargs < 1 || nargs > 2)
-        return PyErr_Format(PyExc_TypeError, "get_with_flags() takes 1 or 2 arguments (%zd given)",
-                            nargs);
-    if (ready(self) < 0 || key_of(args[0], &k) < 0)
-        return NULL;
-    int r = fetch(self, &k, 0, &v, &f);
-    if (r > 0)
-        return Py_BuildValue("(Nk)", v, (unsigned long)f.flags);
-    if (r == 0)
-        return Py_BuildValue("(Oi)", nargs > 1 ? args[1] : Py_None, 0);
-    return NULL;
-}
-
-static PyObject *Dict_get_stale(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    struct shk_dkey k;
-    struct shk_dict_found f;
-    PyObject *v;
-    if (nargs < 1 || nargs > 2)
-        return PyErr_Format(PyExc_TypeError, "get_stale() takes 1 or 2 arguments (%zd given)",
-                            nargs);
-    if (ready(self) < 0 || key_of(args[0], &k) < 0)
-        return NULL;
-    int r = fetch(self, &k, 1, &v, &f);
-    if (r > 0)
-        return Py_BuildValue("(NkO)", v, (unsigned long)f.flags, f.stale ? Py_True : Py_False);
-    if (r == 0)
-        return Py_BuildValue("(OiO)", nargs > 1 ? args[1] : Py_None, 0, Py_False);
-    return NULL;
-}
-
 static int Dict_contains(DictObject *self, PyObject *key)
 {
     struct shk_dkey k;
     struct shk_dict_found f;
+    int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return -1;
     /* a membership test is a lookup like get(): it counts, and marks the item as used */
-    struct shk_dict_view v;
-    int r;
-    for (int attempt = 0;; attempt++) {
-        r = shk_dict_view_begin(&self->d, &k, 0, &v);
-        if (r == 0)
-            r = shk_dict_view_end(&self->d, &v, 1);
-        if (r != EAGAIN || attempt == 3)
-            break;
-    }
-    if (r == EAGAIN) {
-        uint32_t s = shk_dict_shard_of(&self->d, &k);
-        if (lock_shard(self, s) < 0)
-            return -1;
-        r = shk_dict_get_locked(&self->d, &k, 0, NULL, 0, &f);
-        shk_dict_unlock_fast(&self->d, s);
-    }
-    if (r == 0 || r == ENOBUFS)
-        return 1;
-    if (r == SHK_ENOTFOUND)
-        return 0;
-    shk_py_raise(r, "dict contains");
-    (void)f;
-    return -1;
+    do
+        r = shk_dict_get(&self->d, &k, SHK_DPEEK, NULL, 0, &f);
+    while (again(self, &r, &k, NULL, NULL));
+    if (r == 0 || r == SHK_ENOTFOUND)
+        return r == 0;
+    return fail_int(r, "dict contains");
 }
 
-/* ---- argument parsing for the methods with keywords ----------------------------------- */
+/* ---- arguments ---------------------------------------------------------------------- */
 
-static int parse_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, const char *const *names, int n, int nreq,
-                      PyObject **out)
+/* The first nreq of out[] (from shk_py_parse_args) must be given.  0, or -1 with TypeError. */
+static int required(const char *fname, const char *const *names, int nreq, PyObject **out)
 {
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fname, n,
-                     nargs);
-        return -1;
-    }
-    for (int i = 0; i < n; i++)
-        out[i] = i < nargs ? args[i] : NULL;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t j = 0; j < nkw; j++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
-        int idx = -1;
-        for (int i = 0; i < n; i++)
-            if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0)
-                idx = i;
-        if (idx < 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname,
-                         name);
-            return -1;
-        }
-        if (out[idx]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[idx]);
-            return -1;
-        }
-        out[idx] = args[nargs + j];
-    }
     for (int i = 0; i < nreq; i++) {
         if (!out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         names[i]);
             return -1;
         }
     }
@@ -693,127 +616,83 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     if (kwnames == NULL && nargs == 2) {
         a[0] = args[0];
         a[1] = args[1];
-    } else if (parse_args(fname, args, nargs, kwnames, names, 4, 2, a) < 0) {
+    } else if (shk_py_parse_args(args, nargs, kwnames, fname, names, 4, a) < 0 ||
+               required(fname, names, 2, a) < 0) {
         return -1;
     }
     struct shk_dkey k;
     uint64_t ttl;
     uint32_t flags;
     struct enc e;
+    int r;
     if (ready(self) < 0 || key_of(a[0], &k) < 0 || parse_ttl("ttl", a[2], &ttl) < 0 ||
         parse_flags(a[3], &flags) < 0 || encode(self, a[1], &e) < 0)
         return -1;
-    uint32_t s = shk_dict_shard_of(&self->d, &k);
-    int r = -1;
-    if (lock_shard(self, s) == 0) {
-        r = SHK_DICT_SLOW;
-        if ((mode & ~SHK_DSAFE) == SHK_DSET && !flags && !ttl) {
-            r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len, mode, evicted);
-        }
-        if (r == SHK_DICT_SLOW)
-            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0,
-                                      evicted);
-        shk_dict_unlock_fast(&self->d, s);
-        if (r == 0)
-            r = 1;
-        else if (r == SHK_EEXISTS || r == SHK_ENOTFOUND)
-            r = 0;
-        else
-            r = shk_py_raise_int(r, fname);
-    }
+    do
+        r = shk_dict_store(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0, evicted);
+    while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
-    return r;
+    if (r == 0 || r == SHK_EEXISTS || r == SHK_ENOTFOUND)
+        return r == 0;
+    return fail_int(r, fname);
 }
 
-static PyObject *Dict_set(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                          PyObject *kwnames)
-{
-    uint32_t evicted = 0;
-    if (store(self, args, nargs, kwnames, SHK_DSET, "set", &evicted) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLong(evicted);
-}
-
-static PyObject *Dict_safe_set(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    uint32_t evicted = 0;
-    if (store(self, args, nargs, kwnames, SHK_DSET | SHK_DSAFE, "safe_set", &evicted) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *store_bool(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames, int mode, const char *fname)
+/* set: how many items were evicted; safe_set: None; add, replace...: whether it stored. */
+static PyObject *store_as(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames, int mode, const char *fname)
 {
     uint32_t evicted = 0;
     int r = store(self, args, nargs, kwnames, mode, fname, &evicted);
     if (r < 0)
         return NULL;
+    if (mode == SHK_DSET)
+        return PyLong_FromUnsignedLong(evicted);
+    if (mode == (SHK_DSET | SHK_DSAFE))
+        Py_RETURN_NONE;
     return PyBool_FromLong(r);
 }
 
-static PyObject *Dict_add(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                          PyObject *kwnames)
-{
-    return store_bool(self, args, nargs, kwnames, SHK_DADD, "add");
-}
+VARIANT_KW(set, store_as, SHK_DSET, "set")
+VARIANT_KW(safe_set, store_as, SHK_DSET | SHK_DSAFE, "safe_set")
 
-static PyObject *Dict_safe_add(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames)
-{
-    return store_bool(self, args, nargs, kwnames, SHK_DADD | SHK_DSAFE, "safe_add");
-}
-
-static PyObject *Dict_replace(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames)
-{
-    return store_bool(self, args, nargs, kwnames, SHK_DREPLACE, "replace");
-}
+VARIANT_KW(add, store_as, SHK_DADD, "add")
+VARIANT_KW(safe_add, store_as, SHK_DADD | SHK_DSAFE, "safe_add")
+VARIANT_KW(replace, store_as, SHK_DREPLACE, "replace")
 
 /* 1 deleted, 0 was not there, -1 error. */
 static int delete_key(DictObject *self, PyObject *key)
 {
     struct shk_dkey k;
+    int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return -1;
-    uint32_t s = shk_dict_shard_of(&self->d, &k);
-    if (lock_shard(self, s) < 0)
-        return -1;
-    int r = shk_dict_delete_locked(&self->d, &k);
-    shk_dict_unlock_fast(&self->d, s);
-    if (r == 0)
-        return 1;
-    if (r == SHK_ENOTFOUND)
-        return 0;
-    return shk_py_raise_int(r, "delete");
+    do
+        r = shk_dict_delete(&self->d, &k, 0);
+    while (again(self, &r, &k, NULL, NULL));
+    if (r == 0 || r == SHK_ENOTFOUND)
+        return r == 0;
+    return fail_int(r, "delete");
 }
 
 static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
 {
+    struct shk_dkey k;
+    struct enc e;
+    uint32_t evicted;
+    int r;
     if (!value) {
-        int r = delete_key(self, key);
+        r = delete_key(self, key);
         if (r == 0)
             PyErr_SetObject(PyExc_KeyError, key);
         return r > 0 ? 0 : -1;
     }
-    struct shk_dkey k;
-    struct enc e;
     if (ready(self) < 0 || key_of(key, &k) < 0 || encode(self, value, &e) < 0)
         return -1;
-    uint32_t s = shk_dict_shard_of(&self->d, &k), evicted;
-    int r = -1;
-    if (lock_shard(self, s) == 0) {
-        r = shk_dict_set_fast_locked(&self->d, &k, e.type, e.data, e.len, SHK_DSET, &evicted);
-        if (r == SHK_DICT_SLOW)
-            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0,
-                                      &evicted);
-        shk_dict_unlock_fast(&self->d, s);
-        if (r)
-            r = shk_py_raise_int(r, "set");
-    }
+    do
+        r = shk_dict_store(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0, &evicted);
+    while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
-    return r;
+    return r ? fail_int(r, "set") : 0;
 }
 
 static PyObject *Dict_delete(DictObject *self, PyObject *key)
@@ -822,128 +701,92 @@ static PyObject *Dict_delete(DictObject *self, PyObject *key)
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
-/* pop(key[, default]) and the list pops: the value taken out under the lock. */
-static PyObject *take(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int which,
-                      const char *fname)
+/* pop(key[, default]) and the list pops (which = left or right): the value taken out. */
+static inline __attribute__((always_inline)) PyObject *
+take(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int which, const char *fname)
 {
     struct shk_dkey k;
     struct shk_dict_found f;
+    struct out o;
+    PyObject *v = NULL;
+    int r;
     if (nargs < 1 || nargs > 2)
         return PyErr_Format(PyExc_TypeError, "%s() takes 1 or 2 arguments (%zd given)", fname,
                             nargs);
     if (ready(self) < 0 || key_of(args[0], &k) < 0)
         return NULL;
-    uint8_t stack[STACK_BUF];
-    void *heap = NULL;
-    uint32_t s = shk_dict_shard_of(&self->d, &k);
-    if (lock_shard(self, s) < 0)
-        return NULL;
-    int r = which < 0 ? shk_dict_take_locked(&self->d, &k, stack, sizeof stack, &heap, &f)
-                      : shk_dict_pop_locked(&self->d, &k, which, stack, sizeof stack, &heap, &f);
-    shk_dict_unlock_fast(&self->d, s);
-    if (r == SHK_ENOTFOUND) {
-        if (nargs > 1)
-            return Py_NewRef(args[1]);
-        if (which >= 0)
-            Py_RETURN_NONE;
-        PyErr_SetObject(PyExc_KeyError, args[0]);
-        return NULL;
-    }
-    if (r)
-        return shk_py_raise(r, fname);
-    const uint8_t *p = heap ? heap : stack;
-    PyObject *v = f.vtype == SHK_DV_LIST ? decode_list(self, p, f.len)
-                                         : decode(self, f.vtype, p, f.len);
-    free(heap);
-    return v;
+    out_init(&o);
+    do
+        r = which < 0 ? shk_dict_take(&self->d, &k, 0, o.buf, o.cap, &f)
+                      : shk_dict_pop(&self->d, &k, which, 0, o.buf, o.cap, &f);
+    while (again(self, &r, &k, &o, &f));
+    r = out_result(self, r, &o, &f, &v, fname);
+    out_free(&o);
+    if (r != 0)
+        return v;
+    if (nargs > 1)
+        return Py_NewRef(args[1]);
+    if (which >= 0)
+        Py_RETURN_NONE;
+    PyErr_SetObject(PyExc_KeyError, args[0]);
+    return NULL;
 }
 
-static PyObject *Dict_pop(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return take(self, args, nargs, -1, "pop");
-}
-
-static PyObject *Dict_lpop(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return take(self, args, nargs, 0, "lpop");
-}
-
-static PyObject *Dict_rpop(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return take(self, args, nargs, 1, "rpop");
-}
+VARIANT(pop, take, -1, "pop")
+VARIANT(lpop, take, 0, "lpop")
+VARIANT(rpop, take, 1, "rpop")
 
 static PyObject *push(DictObject *self, PyObject *const *args, Py_ssize_t nargs, int right,
                       const char *fname)
 {
     struct shk_dkey k;
     struct enc e;
+    uint64_t len = 0;
+    uint32_t evicted;
+    int r;
     if (nargs != 2)
         return PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", fname, nargs);
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || encode(self, args[1], &e) < 0)
         return NULL;
-    uint32_t s = shk_dict_shard_of(&self->d, &k), evicted;
-    uint64_t len = 0;
-    int r = -1;
-    if (lock_shard(self, s) == 0) {
-        r = shk_dict_push_locked(&self->d, &k, right, e.type, e.data, e.len, &len, &evicted);
-        shk_dict_unlock_fast(&self->d, s);
-        if (r)
-            r = shk_py_raise_int(r, fname);
-    }
+    do
+        r = shk_dict_push(&self->d, &k, right, e.type, e.data, e.len, 0, &len, &evicted);
+    while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
-    return r ? NULL : PyLong_FromUnsignedLongLong(len);
+    return r ? fail(r, fname) : PyLong_FromUnsignedLongLong(len);
 }
 
-static PyObject *Dict_lpush(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return push(self, args, nargs, 0, "lpush");
-}
-
-static PyObject *Dict_rpush(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return push(self, args, nargs, 1, "rpush");
-}
-
-/* A lock-free read, retried under the lock when writers keep the shard busy. */
-#define READ_RETRY_LOCKED(self, k, call)                                                  \
-    ({                                                                                    \
-        int r_ = (call);                                                                  \
-        if (r_ == EAGAIN) {                                                               \
-            uint32_t s_ = shk_dict_shard_of(&(self)->d, (k));                             \
-            if (lock_shard((self), s_) < 0)                                               \
-                return NULL;                                                              \
-            r_ = (call); /* nobody writes while we hold the lock */                      \
-            shk_dict_unlock(&(self)->d, s_);                                              \
-        }                                                                                 \
-        r_;                                                                               \
-    })
+VARIANT(lpush, push, 0, "lpush")
+VARIANT(rpush, push, 1, "rpush")
 
 static PyObject *Dict_llen(DictObject *self, PyObject *key)
 {
     struct shk_dkey k;
     uint64_t n = 0;
+    int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return NULL;
-    int r = READ_RETRY_LOCKED(self, &k, shk_dict_llen(&self->d, &k, &n));
-    if (r)
-        return shk_py_raise(r, "llen");
-    return PyLong_FromUnsignedLongLong(n);
+    do
+        r = shk_dict_llen(&self->d, &k, 0, &n);
+    while (again(self, &r, &k, NULL, NULL));
+    return r ? fail(r, "llen") : PyLong_FromUnsignedLongLong(n);
 }
 
 static PyObject *Dict_ttl(DictObject *self, PyObject *key)
 {
     struct shk_dkey k;
     int64_t ms = 0;
+    int r;
     if (ready(self) < 0 || key_of(key, &k) < 0)
         return NULL;
-    int r = READ_RETRY_LOCKED(self, &k, shk_dict_ttl(&self->d, &k, &ms));
+    do
+        r = shk_dict_ttl(&self->d, &k, 0, &ms);
+    while (again(self, &r, &k, NULL, NULL));
     if (r == SHK_ENOTFOUND) {
         PyErr_SetObject(PyExc_KeyError, key);
         return NULL;
     }
     if (r)
-        return shk_py_raise(r, "ttl");
+        return fail(r, "ttl");
     if (ms < 0)
         Py_RETURN_NONE;
     return PyFloat_FromDouble((double)ms / 1000.0);
@@ -953,180 +796,59 @@ static PyObject *Dict_expire(DictObject *self, PyObject *const *args, Py_ssize_t
 {
     struct shk_dkey k;
     uint64_t ttl;
+    int r;
     if (nargs != 2)
         return PyErr_Format(PyExc_TypeError, "expire() takes 2 arguments (%zd given)", nargs);
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || parse_ttl("ttl", args[1], &ttl) < 0)
         return NULL;
-    uint32_t s = shk_dict_shard_of(&self->d, &k);
-    if (lock_shard(self, s) < 0)
-        return NULL;
-    int r = shk_dict_expire_locked(&self->d, &k, ttl);
-    shk_dict_unlock_fast(&self->d, s);
-    if (r == SHK_ENOTFOUND)
-        Py_RETURN_FALSE;
-    if (r)
-        return shk_py_raise(r, "expire");
-    Py_RETURN_TRUE;
-}
-
-static int is_number(PyObject *o)
-{
-    return PyLong_Check(o) || PyFloat_Check(o);
-}
-
-/* incr's slow path for arbitrary precision: read, add in Python, store if unchanged.
- * NULL with *retry = 1: the value changed meanwhile; 2: it is gone. */
-static PyObject *incr_by_cas(DictObject *self, const struct shk_dkey *k, PyObject *step,
-                             int *retry)
-{
-    PyObject *old;
-    struct shk_dict_found f;
-    *retry = 0;
-    int r = fetch_locked(self, k, 0, &old, &f);
-    if (r < 0)
-        return NULL;
-    if (r == 0) {
-        *retry = 2;
-        return NULL;
-    }
-    if (!is_number(old) || PyBool_Check(old)) {
-        Py_DECREF(old);
-        PyErr_SetString(shk_py_exc("ObjectTypeError"), "dict: incr() of a value that is not a number");
-        return NULL;
-    }
-    PyObject *nv = PyNumber_Add(old, step);
-    Py_DECREF(old);
-    if (!nv)
-        return NULL;
-    struct enc e;
-    if (encode(self, nv, &e) < 0) {
-        Py_DECREF(nv);
-        return NULL;
-    }
-    uint32_t s = shk_dict_shard_of(&self->d, k), evicted;
-    r = -1;
-    if (lock_shard(self, s) == 0) {
-        r = shk_dict_store_locked(&self->d, k, e.type, e.data, e.len, 0, 0,
-                                  SHK_DREPLACE | SHK_DIFVERSION | SHK_DKEEP, f.version, &evicted);
-        shk_dict_unlock_fast(&self->d, s);
-    }
-    Py_XDECREF(e.owned);
-    if (r == 0)
-        return nv;
-    Py_DECREF(nv);
-    if (r == SHK_EEXISTS || r == SHK_ENOTFOUND) {
-        *retry = 1;
-        return NULL;
-    }
-    if (r != -1)
-        shk_py_raise(r, "incr");
-    return NULL;
+    do
+        r = shk_dict_expire(&self->d, &k, ttl, 0);
+    while (again(self, &r, &k, NULL, NULL));
+    if (r == 0 || r == SHK_ENOTFOUND)
+        return PyBool_FromLong(r == 0);
+    return fail(r, "expire");
 }
 
 static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
     static const char *const names[] = {"key", "step", "init", "init_ttl"};
-    PyObject *a[4];
-    if (parse_args("incr", args, nargs, kwnames, names, 4, 1, a) < 0)
-        return NULL;
-    PyObject *step = a[1] ? a[1] : NULL, *init = a[2] && a[2] != Py_None ? a[2] : NULL;
+    PyObject *a[4], *result = NULL;
     struct shk_dkey k;
     uint64_t init_ttl;
-    if (ready(self) < 0 || key_of(a[0], &k) < 0 || parse_ttl("init_ttl", a[3], &init_ttl) < 0)
+    struct enc step = {SHK_DV_INT, &step.num.i, 8, {.i = 1}, NULL}, init = {0};
+    struct shk_dict_found f;
+    struct out o;
+    int r;
+    if (shk_py_parse_args(args, nargs, kwnames, "incr", names, 4, a) < 0 ||
+        required("incr", names, 1, a) < 0 || ready(self) < 0 ||
+        key_of(a[0], &k) < 0 || parse_ttl("init_ttl", a[3], &init_ttl) < 0)
         return NULL;
-    uint8_t step_type = SHK_DV_INT;
-    int64_t step_i = 1;
-    double step_f = 0;
-    int step_big = 0;
-    if (step) {
-        if (PyFloat_Check(step)) {
-            step_type = SHK_DV_FLOAT;
-            step_f = PyFloat_AS_DOUBLE(step);
-        } else if (PyLong_Check(step)) {
-            int overflow;
-            step_i = PyLong_AsLongLongAndOverflow(step, &overflow);
-            if (step_i == -1 && PyErr_Occurred())
-                return NULL;
-            step_big = overflow != 0;
-        } else {
-            return PyErr_Format(PyExc_TypeError, "incr() step must be an int or a float, not %.100s",
-                                Py_TYPE(step)->tp_name);
-        }
-    }
-    if (init && !is_number(init))
+    int has_init = a[2] && a[2] != Py_None;
+    if (a[1] && !PyLong_Check(a[1]) && !PyFloat_Check(a[1]))
+        return PyErr_Format(PyExc_TypeError, "incr() step must be an int or a float, not %.100s",
+                            Py_TYPE(a[1])->tp_name);
+    if (has_init && !PyLong_Check(a[2]) && !PyFloat_Check(a[2]))
         return PyErr_Format(PyExc_TypeError, "incr() init must be an int, a float or None, not "
-                            "%.100s", Py_TYPE(init)->tp_name);
-    PyObject *step_obj = step ? step : NULL;
-    PyObject *one = NULL;
-    if (!step_obj && !(step_obj = one = PyLong_FromLong(1)))
-        return NULL;
-    PyObject *result = NULL;
-    uint32_t s = shk_dict_shard_of(&self->d, &k);
-    for (int attempt = 0; attempt < 1000; attempt++) {
-        int r = ERANGE;
-        uint8_t t = 0;
-        int64_t oi = 0;
-        double of = 0;
-        if (!step_big) {
-            if (lock_shard(self, s) < 0)
-                goto out;
-            r = shk_dict_incr_locked(&self->d, &k, step_type, step_i, step_f, &t, &oi, &of);
-            shk_dict_unlock_fast(&self->d, s);
-        }
-        if (r == 0) {
-            result = t == SHK_DV_INT ? PyLong_FromLongLong(oi) : PyFloat_FromDouble(of);
-            goto out;
-        }
-        if (r == ERANGE) {
-            int retry;
-            result = incr_by_cas(self, &k, step_obj, &retry);
-            if (result || !retry)
-                goto out;
-            if (retry == 1)
-                continue;
-            r = SHK_ENOTFOUND; /* it vanished: initialise it */
-        }
-        if (r != SHK_ENOTFOUND) {
-            shk_py_raise(r, "incr");
-            goto out;
-        }
-        if (!init) {
-            PyErr_SetObject(PyExc_KeyError, a[0]);
-            goto out;
-        }
-        PyObject *nv = PyNumber_Add(init, step_obj);
-        struct enc e;
-        if (!nv)
-            goto out;
-        if (encode(self, nv, &e) < 0) {
-            Py_DECREF(nv);
-            goto out;
-        }
-        uint32_t evicted;
-        r = -1;
-        if (lock_shard(self, s) == 0) {
-            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, init_ttl, SHK_DADD,
-                                      0, &evicted);
-            shk_dict_unlock_fast(&self->d, s);
-        }
-        Py_XDECREF(e.owned);
-        if (r == 0) {
-            result = nv;
-            goto out;
-        }
-        Py_DECREF(nv);
-        if (r == -1)
-            goto out;
-        if (r != SHK_EEXISTS) {
-            shk_py_raise(r, "incr");
-            goto out;
-        }
-        /* someone initialised it first: add to theirs */
-    }
-    PyErr_SetString(PyExc_RuntimeError, "incr(): the value kept changing; gave up");
+                            "%.100s", Py_TYPE(a[2])->tp_name);
+    if ((a[1] && encode_number(a[1], &step) < 0) || (has_init && encode_number(a[2], &init) < 0))
+        goto out;
+    struct shk_dval sv = {step.type, step.data, step.len}, iv = {init.type, init.data, init.len};
+    out_init(&o);
+    do
+        r = shk_dict_incr(&self->d, &k, &sv, has_init ? &iv : NULL, init_ttl, 0, o.buf, o.cap,
+                          &f);
+    while (again(self, &r, &k, &o, &f));
+    if (r == SHK_ENOTFOUND)
+        PyErr_SetObject(PyExc_KeyError, a[0]);
+    else if (r == ERANGE) /* Python's word for an int too large for a float */
+        PyErr_SetString(PyExc_OverflowError, shk_error_detail());
+    else
+        out_result(self, r, &o, &f, &result, "incr");
+    out_free(&o);
 out:
-    Py_XDECREF(one);
+    Py_XDECREF(step.owned);
+    Py_XDECREF(init.owned);
     return result;
 }
 
@@ -1135,37 +857,24 @@ static PyObject *Dict_setdefault(DictObject *self, PyObject *const *args, Py_ssi
     struct shk_dkey k;
     struct shk_dict_found f;
     struct enc e;
+    struct out o;
+    PyObject *result = NULL;
+    int r;
     if (nargs < 1 || nargs > 2)
         return PyErr_Format(PyExc_TypeError, "setdefault() takes 1 or 2 arguments (%zd given)",
                             nargs);
     PyObject *dflt = nargs > 1 ? args[1] : Py_None;
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || encode(self, dflt, &e) < 0)
         return NULL;
-    uint32_t s = shk_dict_shard_of(&self->d, &k), evicted;
-    PyObject *result = NULL;
-    for (int attempt = 0; attempt < 1000 && !result; attempt++) {
-        uint8_t stack[STACK_BUF];
-        if (lock_shard(self, s) < 0)
-            break;
-        int r = shk_dict_get_locked(&self->d, &k, 0, stack, sizeof stack, &f);
-        if (r == SHK_ENOTFOUND)
-            r = shk_dict_store_locked(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DADD, 0,
-                                      &evicted) ?: 1;
-        shk_dict_unlock_fast(&self->d, s);
-        if (r == 1) {
-            result = Py_NewRef(dflt);
-        } else if (r == 0 && f.vtype != SHK_DV_LIST) {
-            result = decode(self, f.vtype, stack, f.len);
-            break;
-        } else if (r == 0 || r == ENOBUFS) {
-            int got = fetch(self, &k, 0, &result, &f); /* large value or a list */
-            if (got < 0)
-                break;
-        } else {
-            shk_py_raise(r, "setdefault");
-            break;
-        }
-    }
+    out_init(&o);
+    do
+        r = shk_dict_setdefault(&self->d, &k, e.type, e.data, e.len, 0, o.buf, o.cap, &f);
+    while (again(self, &r, &k, &o, &f));
+    if (r == 0)
+        result = Py_NewRef(dflt);
+    else
+        out_result(self, r == SHK_EEXISTS ? 0 : r, &o, &f, &result, "setdefault");
+    out_free(&o);
     Py_XDECREF(e.owned);
     return result;
 }
@@ -1174,13 +883,14 @@ static PyObject *Dict_setdefault(DictObject *self, PyObject *const *args, Py_ssi
 
 static Py_ssize_t Dict_length(DictObject *self)
 {
-    uint64_t n;
+    uint64_t n = 0;
+    int r;
     if (ready(self) < 0)
         return -1;
-    int r = shk_dict_count(&self->d, &n);
-    if (r)
-        return shk_py_raise_int(r, "len");
-    return (Py_ssize_t)n;
+    do /* EBUSY: n is the busy shard */
+        r = shk_dict_count(&self->d, 0, &n);
+    while (again_at(self, &r, (uint32_t)n, NULL, NULL));
+    return r ? fail_int(r, "len") : (Py_ssize_t)n;
 }
 
 static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
@@ -1281,49 +991,46 @@ static PyObject *Dict_check(DictObject *self, PyObject *unused)
     return shk_py_check_report(dict_checker, &self->d);
 }
 
-/* _scan(cursor) -> (next cursor or None, [keys of a few buckets]) */
-static PyObject *Dict_scan(DictObject *self, PyObject *arg)
+/* Keys from the core's records (shk_dict_scan): a list of keys, or with `refs` of (key,
+ * referenced) pairs (shk_dict_debug_queue). */
+static PyObject *key_records(const uint8_t *buf, uint32_t n, int refs)
 {
-    unsigned long long cursor = PyLong_AsUnsignedLongLong(arg);
-    if (cursor == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (ready(self) < 0)
-        return NULL;
-    uint64_t cap = SCAN_BUF, used;
-    uint32_t nkeys;
-    uint8_t *buf = NULL;
-    uint64_t cur = cursor;
-    int r;
-    for (;;) {
-        PyMem_Free(buf);
-        if (!(buf = PyMem_Malloc(cap)))
-            return PyErr_NoMemory();
-        cur = cursor;
-        r = shk_dict_scan(&self->d, &cur, 64, buf, cap, &used, &nkeys);
-        if (r != ENOBUFS)
-            break;
-        cap *= 4;
-    }
-    if (r) {
-        PyMem_Free(buf);
-        return shk_py_raise(r, "keys");
-    }
-    PyObject *keys = PyList_New(nkeys);
+    PyObject *keys = PyList_New(n);
     uint64_t pos = 0;
-    for (uint32_t i = 0; keys && i < nkeys; i++) {
+    for (uint32_t i = 0; keys && i < n; i++) {
         uint16_t kl;
         memcpy(&kl, buf + pos + 2, 2);
         PyObject *key = buf[pos] == SHK_DK_STR
                             ? PyUnicode_DecodeUTF8((const char *)buf + pos + 4, kl, "surrogatepass")
                             : PyBytes_FromStringAndSize((const char *)buf + pos + 4, kl);
-        if (!key) {
+        if (key && refs)
+            key = Py_BuildValue("(NO)", key, buf[pos + 1] ? Py_True : Py_False);
+        if (!key)
             Py_CLEAR(keys);
-            break;
-        }
-        PyList_SET_ITEM(keys, i, key);
+        else
+            PyList_SET_ITEM(keys, i, key);
         pos += 4 + ((kl + 3u) & ~3u);
     }
-    PyMem_Free(buf);
+    return keys;
+}
+
+/* _scan(cursor) -> (next cursor or None, [keys of a few buckets]) */
+static PyObject *Dict_scan(DictObject *self, PyObject *arg)
+{
+    uint64_t cur = PyLong_AsUnsignedLongLong(arg);
+    struct shk_dict_found f = {.vtype = 0, .len = SCAN_BUF}; /* room for many buckets */
+    struct out o;
+    uint32_t n;
+    int r;
+    if ((cur == (uint64_t)-1 && PyErr_Occurred()) || ready(self) < 0)
+        return NULL;
+    out_init(&o);
+    if ((r = out_grow(&o, &f)) == 0) /* the cursor moves only when a call succeeds */
+        do /* a scan reads the cursor's shard */
+            r = shk_dict_scan(&self->d, &cur, 64, 0, o.buf, o.cap, &f.len, &n);
+        while (again_at(self, &r, (uint32_t)(cur >> 32), &o, &f));
+    PyObject *keys = r ? fail(r, "keys") : key_records(o.buf, n, 0);
+    out_free(&o);
     if (!keys)
         return NULL;
     if (cur == UINT64_MAX)
@@ -1337,7 +1044,7 @@ static PyObject *Dict_set_clock(DictObject *self, PyObject *clock)
         return PyErr_Format(PyExc_TypeError, "clock must be callable or None");
     Py_XSETREF(self->clock, clock == Py_None ? NULL : Py_NewRef(clock));
     if (!self->clock)
-        self->d.clock_ms = -1;
+        shk_dict_set_clock(&self->d, -1);
     Py_RETURN_NONE;
 }
 
@@ -1364,11 +1071,13 @@ static PyObject *Dict_close(DictObject *self, PyObject *unused)
 static PyObject *Dict_debug_crash_at(DictObject *self, PyObject *arg)
 {
     /* Test hook: the next write that reaches this point (enum shk_dict_crash_point)
-     * SIGKILLs this process there, holding the shard lock. */
+     * SIGKILLs this process there, holding the shard lock; -point: stops it there
+     * (SIGSTOP) once, and the write goes on when the process is continued. */
     long p = PyLong_AsLong(arg);
     if (p == -1 && PyErr_Occurred())
         return NULL;
-    self->d.crash_at = (int)p;
+    self->d.crash_at = (int)(p < 0 ? -p : p);
+    self->d.crash_stop = p < 0;
     Py_RETURN_NONE;
 }
 
@@ -1382,26 +1091,16 @@ static PyObject *Dict_debug_queue(DictObject *self, PyObject *arg)
         return NULL;
     if (s < 0 || (uint64_t)s >= self->d.nshards)
         return PyErr_Format(PyExc_IndexError, "shard %ld does not exist", s);
-    if (lock_shard(self, (uint32_t)s) < 0)
-        return NULL;
-    struct shk_dict_shard *sh = &self->d.shards[s];
-    uint8_t *cells = self->d.data0 + (uint64_t)s * self->d.stride + self->d.cells_off;
-    uint64_t *ref = (uint64_t *)(self->d.data0 + (uint64_t)s * self->d.stride + self->d.ref_off);
-    PyObject *out = PyList_New(0);
-    uint32_t guard = self->d.ncells;
-    for (uint32_t idx = sh->lru_head; out && idx && idx < self->d.ncells && guard--;) {
-        struct shk_ditem *it = (struct shk_ditem *)(cells + (uint64_t)(idx - 1) * SHK_DICT_CELL);
-        const char *kp = (const char *)(it + 1);
-        PyObject *key = it->ktype == SHK_DK_STR ? PyUnicode_DecodeUTF8(kp, it->klen, "replace")
-                                                : PyBytes_FromStringAndSize(kp, it->klen);
-        int refd = (int)((ref[(idx - 1) >> 6] >> ((idx - 1) & 63)) & 1);
-        PyObject *t = key ? Py_BuildValue("(NO)", key, refd ? Py_True : Py_False) : NULL;
-        if (!t || PyList_Append(out, t) < 0)
-            Py_CLEAR(out);
-        Py_XDECREF(t);
-        idx = it->lru_next;
-    }
-    shk_dict_unlock(&self->d, (uint32_t)s);
+    struct shk_dict_found f = {.vtype = 0};
+    struct out o;
+    uint32_t n;
+    int r;
+    out_init(&o);
+    do
+        r = shk_dict_debug_queue(&self->d, (uint32_t)s, 0, o.buf, o.cap, &f.len, &n);
+    while (again_at(self, &r, (uint32_t)s, &o, &f));
+    PyObject *out = r ? fail(r, "dict queue") : key_records(o.buf, n, 1);
+    out_free(&o);
     return out;
 }
 
@@ -1599,7 +1298,9 @@ int shk_init_dict(PyObject *m)
     pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
     pickle_loads = PyObject_GetAttrString(pickle, "loads");
     Py_DECREF(pickle);
-    if (!pickle_dumps || !pickle_loads)
+    int_from_bytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
+    signed_kw = Py_BuildValue("{sO}", "signed", Py_True);
+    if (!pickle_dumps || !pickle_loads || !int_from_bytes || !signed_kw)
         return -1;
     PyType_Spec spec = {"shmkit._core.Dict", sizeof(DictObject), 0,
                         Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, Dict_slots};

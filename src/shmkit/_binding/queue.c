@@ -1,11 +1,16 @@
 /*
- * queue.c (binding) - shmkit._core.Queue and shmkit._core.Reservation.
+ * queue.c (binding) - shmkit._core.Queue and shmkit._core.Reservation (core/queue.h).
  *
- * Hot paths (put, get, put_nowait, get_nowait, put_many, get_many) are METH_FASTCALL and
- * parse keywords only when some are given.  They keep the GIL for the non-blocking
- * attempt and release it only to wait (spin, then futex), in the PEP 475 loop: a signal
- * runs its Python handler and, if that raises (Ctrl-C), the wait ends with it.
- * Errors become exceptions in shk_py_raise only.
+ * Parse, convert, handle the GIL.  Every operation is one core call made with the GIL
+ * held (a handle's member slot is used by one thread at a time); when it says "not now"
+ * the call waits through shk_queue_wait_op with shk_py_wait (GIL released, signals,
+ * Ctrl-C) and makes it again.  The hot paths (put(bytes), get()) are METH_FASTCALL and
+ * parse nothing when no option is given.
+ *
+ * Lifetime: a handle holds one export of its zone's segment while attached, so the
+ * mapping outlives zone.close(); waits are calls in progress (common.c): detach() or
+ * closing the zone ends them with ClosedError, and detach() lets the last of them give
+ * the member slot back.
  */
 #include "binding.h"
 
@@ -16,9 +21,11 @@
 
 typedef struct {
     PyObject_HEAD
-    ZoneObject *zone;           /* strong: keeps the mapping alive */
+    ZoneObject *zone;           /* strong: the struct shk_zone lives there */
+    SegmentObject *seg;         /* exported while attached */
     struct shk_queue q;
-    int opened;
+    int opened;                 /* attached (detach() clears it at once) */
+    int waits;                  /* waits in progress (GIL released) on this handle */
     PyObject *recv_buf;         /* bytearray reused by get(view=True) once nobody holds it */
     Py_ssize_t zc_live;         /* zero-copy blocks this handle owns (reservations, views) */
     PyObject *weakreflist;
@@ -39,121 +46,35 @@ static PyTypeObject *ReservationType;
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
+/* The hot paths' check: the handle, its zone and its member slot are all usable. */
+static inline int queue_ready_fast(QueueObject *self)
+{
+    SegmentObject *seg = self->seg;
+    return self->opened && !seg->closed && !seg->close_pending &&
+           self->q.slot != SHK_QNOSLOT && self->q.fork_gen == shk_queue_fork_gen();
+}
+
 static int queue_ready(QueueObject *self)
 {
     if (!self->opened) {
-        PyErr_SetString(shk_py_exc("ClosedError"), "queue handle is detached");
+        shk_py_closed("queue handle is detached");
         return -1;
     }
     if (shk_zone_check_open(self->zone) < 0)
         return -1;
     int r = shk_queue_ensure(&self->q);
-    if (r) {
-        shk_py_raise(r, "queue register");
-        return -1;
-    }
-    return 0;
+    return r ? shk_py_raise_int(r, "queue register") : 0;
 }
 
-/* The hot paths' check: the handle, its zone and its member slot are all usable. */
-static inline int queue_ready_fast(QueueObject *self)
+/* Detach for real: the member slot goes back, the export too (no wait is in progress). */
+static void queue_release(QueueObject *self)
 {
-    SegmentObject *seg = self->opened ? self->zone->segment : NULL;
-    return seg && !seg->closed && !seg->close_pending && self->zone->zone.base &&
-           self->q.slot != SHK_QNOSLOT && self->q.fork_gen == shk_queue_fork_gen();
-}
-
-static PyObject *raise_empty(const char *msg)
-{
-    PyErr_SetString(shk_py_exc("QueueEmpty"), msg);
-    return NULL;
-}
-
-static PyObject *raise_full(const char *msg)
-{
-    PyErr_SetString(shk_py_exc("QueueFull"), msg);
-    return NULL;
-}
-
-/* Parse (block=True, timeout=None[, view=False]) from fastcall args starting at `first`. */
-static int parse_block_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                               Py_ssize_t first, int *block, struct timespec *dl, int *has_dl,
-                               int *view, const char *fname)
-{
-    PyObject *blk = NULL, *tmo = NULL, *vw = NULL;
-    Py_ssize_t maxpos = first + 2;
-    if (nargs > maxpos) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional arguments (%zd given)",
-                     fname, maxpos, nargs);
-        return -1;
+    if (self->seg) {
+        if (!self->seg->closed)
+            shk_queue_release(&self->q);
+        shk_segment_unexport(self->seg);
+        Py_CLEAR(self->seg);
     }
-    if (nargs > first)
-        blk = args[first];
-    if (nargs > first + 1)
-        tmo = args[first + 1];
-    if (kwnames) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nk; i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            PyObject *v = args[nargs + i];
-            if (PyUnicode_CompareWithASCIIString(k, "block") == 0 && !blk)
-                blk = v;
-            else if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0 && !tmo)
-                tmo = v;
-            else if (view && PyUnicode_CompareWithASCIIString(k, "view") == 0)
-                vw = v;
-            else {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated keyword "
-                             "argument '%U'", fname, k);
-                return -1;
-            }
-        }
-    }
-    *block = 1;
-    if (blk && (*block = PyObject_IsTrue(blk)) < 0)
-        return -1;
-    if (view) {
-        *view = 0;
-        if (vw && (*view = PyObject_IsTrue(vw)) < 0)
-            return -1;
-    }
-    *has_dl = 0;
-    if (tmo && tmo != Py_None) {
-        double t = PyFloat_AsDouble(tmo);
-        if (t == -1.0 && PyErr_Occurred())
-            return -1;
-        if (t < 0 || t != t) {
-            PyErr_SetString(PyExc_ValueError, "'timeout' must be a non-negative number");
-            return -1;
-        }
-        if (*block) {
-            shk_deadline_after(dl, t);
-            *has_dl = 1;
-        }
-    }
-    return 0;
-}
-
-/* Wait for data or space with the GIL released.  0: try again; 1: timed out; -1: a
- * signal handler raised. */
-static int wait_released(QueueObject *self, int what, uint64_t need, struct timespec *dl,
-                         int has_dl)
-{
-    int r;
-    /* the other side is often a few hundred ns away: look again for ~2 us with the GIL
-     * held before paying for releasing and taking it back */
-    if (self->q.spin_ns && !self->q.contended && shk_queue_poll(&self->q, what, need, 100))
-        return 0;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_queue_wait(&self->q, what, need, has_dl ? dl : NULL);
-    Py_END_ALLOW_THREADS
-    /* every round, not only on EINTR: a signal that arrived while we spun interrupted
-     * no system call, and its Python handler must still run (Ctrl-C) */
-    if (PyErr_CheckSignals() < 0)
-        return -1;
-    if (r == ETIMEDOUT)
-        return 1;
-    return 0;
 }
 
 /* A bytes-like object's memory: bytes exactly without a buffer request (fast path). */
@@ -179,60 +100,96 @@ static int get_bytes(PyObject *o, Py_buffer *b, struct shk_qpart *part)
     return 0;
 }
 
+static void release_bytes(Py_buffer *b, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (b[i].obj)
+            PyBuffer_Release(&b[i]);
+}
+
+/* ---- waiting ------------------------------------------------------------------------ */
+
+/*
+ * An operation said "not now": wait (op on qw) until it may succeed, by the deadline;
+ * flags SHK_WAIT_TRY: not at all.  0: make it again; -1 with the exception set
+ * (QueueEmpty/QueueFull in the core's words, ClosedError when the handle was detached or
+ * its zone closed meanwhile, or what a signal handler raised).  Reserve's wait does the
+ * operation itself: 0 means reserved.
+ */
+static int wait_for(QueueObject *self, const struct shk_wait_op *op, struct shk_queue_waiter *qw,
+                    uint64_t deadline, uint32_t flags)
+{
+    int r;
+    struct shk_wait w = SHK_WAIT_INIT(deadline, flags);
+    if ((flags & SHK_WAIT_TRY) && op == &shk_queue_wait_op) {
+        r = shk_wait_cancel(op, qw, &w, EBUSY); /* the answer of a call that does not wait */
+    } else if (op == &shk_queue_wait_op && deadline != SHK_FOREVER && shk_now_ns() >= deadline) {
+        r = shk_wait_cancel(op, qw, &w, ETIMEDOUT); /* (even if the wait says "ready" and
+                                                       the operation "not now" forever) */
+    } else {
+        struct shk_py_call call;
+        shk_py_call_begin(&call, self->seg, self, 1, &w);
+        self->waits++;
+        r = shk_py_wait(op, qw, &w, 0, NULL);
+        if (call.cancel && r == 0 && op == &shk_queue_reserve_op)
+            shk_queue_release_ref(&self->q, qw->index, qw->gen); /* reserved, but closed */
+        if (call.cancel && r != SHK_PY_ERR)
+            r = ECANCELED;
+        self->waits--;
+        shk_py_call_end(&call);
+        if (!self->opened && !self->waits)
+            queue_release(self); /* detached while we waited: the last wait finishes it */
+    }
+    if (r == 0)
+        return PyErr_CheckSignals(); /* "ready" and "not now" may alternate: stay stoppable */
+    if (r == ECANCELED)
+        shk_py_closed(self->opened ? "the queue's zone was closed while waiting"
+                                   : "the queue handle was detached while waiting");
+    else if (r != SHK_PY_ERR)
+        shk_py_raise(r, "queue wait");
+    return -1;
+}
+
 /* ---- put ---------------------------------------------------------------------------- */
 
-static PyObject *do_put(QueueObject *self, const struct shk_qpart *parts, int nparts,
-                        uint32_t kind, int block, struct timespec *dl, int has_dl)
+/* One message (DATA, or a FRAMED one of parts), waiting until deadline (flags: see wait_for). */
+static PyObject *put_message(QueueObject *self, const struct shk_qpart *parts, int nparts,
+                             uint32_t kind, uint64_t deadline, uint32_t flags)
 {
-    for (;;) {
-        int r = shk_queue_put(&self->q, parts, nparts, kind);
-        if (r == 0)
-            Py_RETURN_NONE;
-        if (r != SHK_EFULLQ)
-            return shk_py_raise(r, "put");
-        if (!block)
-            return raise_full("queue is full");
-        uint64_t len = 0;
-        for (int i = 0; i < nparts; i++)
-            len += parts[i].n;
-        int w = wait_released(self, SHK_QW_SPACE, shk_qrec_size(len + 64 * nparts), dl, has_dl);
-        if (w < 0)
+    struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE};
+    int r;
+    while ((r = shk_queue_put(&self->q, parts, nparts, kind)) == SHK_EFULLQ) {
+        qw.need = shk_queue_record_size(parts, nparts, kind);
+        if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)
             return NULL;
-        if (w > 0) {
-            r = shk_queue_put(&self->q, parts, nparts, kind);
-            if (r == 0)
-                Py_RETURN_NONE;
-            return r == SHK_EFULLQ ? raise_full("queue is full (timed out)") : shk_py_raise(r, "put");
-        }
     }
+    return r ? shk_py_raise(r, "put") : Py_NewRef(Py_None);
 }
+
+static const char *const put_names[] = {"item", "block", "timeout"};
 
 static PyObject *queue_put(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
-    int block = 1, has_dl = 0;
-    struct timespec dl;
     /* the common call: put(bytes), room in the ring */
     if (nargs == 1 && !kwnames && PyBytes_CheckExact(args[0]) && queue_ready_fast(self) &&
         shk_queue_put1(&self->q, PyBytes_AS_STRING(args[0]),
                        (uint64_t)PyBytes_GET_SIZE(args[0])) == 0)
         Py_RETURN_NONE;
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "put() missing required argument 'item'");
+    PyObject *a[3];
+    uint64_t deadline;
+    uint32_t flags;
+    if (shk_py_parse_args(args, nargs, kwnames, "put", put_names, 3, a) < 0 ||
+        shk_py_block_timeout(a[1], a[2], &deadline, &flags) < 0)
         return NULL;
-    }
-    if ((nargs > 1 || kwnames) &&
-        parse_block_timeout(args, nargs, kwnames, 1, &block, &dl, &has_dl, NULL, "put") < 0)
-        return NULL;
-    if (queue_ready(self) < 0)
-        return NULL;
+    if (!a[0])
+        return PyErr_Format(PyExc_TypeError, "put() missing required argument 'item'");
     Py_buffer b;
     struct shk_qpart part;
-    if (get_bytes(args[0], &b, &part) < 0)
+    if (queue_ready(self) < 0 || get_bytes(a[0], &b, &part) < 0)
         return NULL;
-    PyObject *res = do_put(self, &part, 1, SHK_QK_DATA, block, &dl, has_dl);
-    if (b.obj)
-        PyBuffer_Release(&b);
+    PyObject *res = put_message(self, &part, 1, SHK_QK_DATA, deadline, flags);
+    release_bytes(&b, 1);
     return res;
 }
 
@@ -241,143 +198,105 @@ static PyObject *queue_put_nowait(QueueObject *self, PyObject *item)
     if (PyBytes_CheckExact(item) && queue_ready_fast(self) &&
         shk_queue_put1(&self->q, PyBytes_AS_STRING(item), (uint64_t)PyBytes_GET_SIZE(item)) == 0)
         Py_RETURN_NONE;
-    if (queue_ready(self) < 0)
-        return NULL;
-    Py_buffer b;
-    struct shk_qpart part;
-    if (get_bytes(item, &b, &part) < 0)
-        return NULL;
-    PyObject *res = do_put(self, &part, 1, SHK_QK_DATA, 0, NULL, 0);
-    if (b.obj)
-        PyBuffer_Release(&b);
-    return res;
+    PyObject *args[2] = {item, Py_False};
+    return queue_put(self, args, 2, NULL);
+}
+
+/* Items as parts for the core: their buffers are held until gather_release. */
+struct gathered {
+    PyObject *seq;
+    Py_ssize_t n, got;
+    struct shk_qpart *parts, stack_parts[32];
+    Py_buffer *bufs, stack_bufs[32];
+};
+
+static int gather(struct gathered *g, PyObject *items, const char *err)
+{
+    g->got = 0;
+    g->parts = g->stack_parts;
+    g->bufs = g->stack_bufs;
+    if (!(g->seq = PySequence_Fast(items, err)))
+        return -1;
+    g->n = PySequence_Fast_GET_SIZE(g->seq);
+    if (g->n > 32 && (!(g->parts = PyMem_Malloc((size_t)g->n * sizeof *g->parts)) ||
+                      !(g->bufs = PyMem_Malloc((size_t)g->n * sizeof *g->bufs)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **it = PySequence_Fast_ITEMS(g->seq);
+    while (g->got < g->n && get_bytes(it[g->got], &g->bufs[g->got], &g->parts[g->got]) == 0)
+        g->got++;
+    return g->got == g->n ? 0 : -1;
+}
+
+static void gather_release(struct gathered *g)
+{
+    release_bytes(g->bufs, g->got);
+    if (g->parts && g->parts != g->stack_parts)
+        PyMem_Free(g->parts);
+    if (g->bufs && g->bufs != g->stack_bufs)
+        PyMem_Free(g->bufs);
+    Py_XDECREF(g->seq);
 }
 
 /* _put_parts(parts, block=True, timeout=None): one FRAMED message (objects mode). */
 static PyObject *queue_put_parts(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames)
 {
-    int block = 1, has_dl = 0;
-    struct timespec dl;
-    if (nargs < 1 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "_put_parts() needs a list of buffers");
+    PyObject *a[3], *res = NULL;
+    uint64_t deadline;
+    uint32_t flags;
+    struct gathered g = {NULL};
+    if (shk_py_parse_args(args, nargs, kwnames, "_put_parts", put_names, 3, a) < 0 ||
+        shk_py_block_timeout(a[1], a[2], &deadline, &flags) < 0)
         return NULL;
-    }
-    if (parse_block_timeout(args, nargs, kwnames, 1, &block, &dl, &has_dl, NULL, "_put_parts") < 0)
-        return NULL;
-    if (queue_ready(self) < 0)
-        return NULL;
-    PyObject *list = args[0];
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    if (n < 1 || n > 4096) {
-        PyErr_SetString(PyExc_ValueError, "_put_parts(): 1 to 4096 parts");
-        return NULL;
-    }
-    Py_buffer *bufs = PyMem_Calloc((size_t)n, sizeof *bufs);
-    struct shk_qpart *parts = PyMem_Calloc((size_t)n, sizeof *parts);
-    PyObject *res = NULL;
-    Py_ssize_t got = 0;
-    if (!bufs || !parts) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    for (; got < n; got++)
-        if (get_bytes(PyList_GET_ITEM(list, got), &bufs[got], &parts[got]) < 0)
-            goto out;
-    res = do_put(self, parts, (int)n, SHK_QK_FRAMED, block, &dl, has_dl);
-out:
-    for (Py_ssize_t i = 0; i < got; i++)
-        if (bufs[i].obj)
-            PyBuffer_Release(&bufs[i]);
-    PyMem_Free(bufs);
-    PyMem_Free(parts);
+    if (!a[0] || !PyList_Check(a[0]))
+        return PyErr_Format(PyExc_TypeError, "_put_parts() needs a list of buffers");
+    if (queue_ready(self) == 0 && gather(&g, a[0], "_put_parts") == 0) /* core: <= 4096 parts */
+        res = put_message(self, g.parts, g.n > INT_MAX ? INT_MAX : (int)g.n, SHK_QK_FRAMED, deadline, flags);
+    gather_release(&g);
     return res;
 }
 
 static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames)
 {
-    int block = 1, has_dl = 0;
-    struct timespec dl;
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "put_many() missing required argument 'items'");
+    static const char *const names[] = {"items", "block", "timeout"};
+    PyObject *a[3], *res = NULL;
+    uint64_t deadline;
+    uint32_t flags;
+    struct gathered g = {NULL};
+    if (shk_py_parse_args(args, nargs, kwnames, "put_many", names, 3, a) < 0 ||
+        shk_py_block_timeout(a[1], a[2], &deadline, &flags) < 0)
         return NULL;
-    }
-    if ((nargs > 1 || kwnames) &&
-        parse_block_timeout(args, nargs, kwnames, 1, &block, &dl, &has_dl, NULL, "put_many") < 0)
-        return NULL;
-    if (queue_ready(self) < 0)
-        return NULL;
-    PyObject *seq = PySequence_Fast(args[0], "put_many() needs an iterable of bytes-like objects");
-    if (!seq)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    struct shk_qpart stack_parts[64];
-    Py_buffer stack_bufs[64];
-    struct shk_qpart *parts = stack_parts;
-    Py_buffer *bufs = stack_bufs;
-    PyObject *res = NULL;
-    Py_ssize_t got = 0;
-    if (n > 64) {
-        parts = PyMem_Malloc((size_t)n * sizeof *parts);
-        bufs = PyMem_Malloc((size_t)n * sizeof *bufs);
-        if (!parts || !bufs) {
-            PyErr_NoMemory();
-            goto out;
-        }
-    }
-    for (; got < n; got++)
-        if (get_bytes(items[got], &bufs[got], &parts[got]) < 0)
-            goto out;
-    /* all or nothing for messages that can never fit: none is put */
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (parts[i].n > shk_queue_max_payload(&self->q)) {
-            PyErr_Format(shk_py_exc("TooLargeError"), "put_many(): item %zd of %llu bytes can "
-                         "never fit in a queue of %llu bytes (at most %llu per message); "
-                         "nothing was put", i, (unsigned long long)parts[i].n,
-                         (unsigned long long)self->q.cap,
-                         (unsigned long long)shk_queue_max_payload(&self->q));
-            goto out;
-        }
-    size_t total = 0;
-    while ((Py_ssize_t)total < n) {
-        size_t done = 0;
-        int r = shk_queue_put_many(&self->q, parts + total, (size_t)n - total, &done);
+    if (!a[0])
+        return PyErr_Format(PyExc_TypeError, "put_many() missing required argument 'items'");
+    if (queue_ready(self) < 0 ||
+        gather(&g, a[0], "put_many() needs an iterable of bytes-like objects") < 0)
+        goto out;
+    size_t total = 0, done = 0;
+    struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE};
+    PyObject *full = shk_py_exc("QueueFull"); /* (not looked up with an error set) */
+    for (;;) { /* the core puts all that fits: then wait for room for the next one */
+        int r = shk_queue_put_many(&self->q, g.parts + total, (size_t)g.n - total, &done);
         total += done;
-        if ((Py_ssize_t)total == n)
-            break;
+        if ((Py_ssize_t)total == g.n || (flags & SHK_WAIT_TRY && total))
+            break; /* all put (or, not blocking, what fits) */
         if (r && r != SHK_EFULLQ) {
             shk_py_raise(r, "put_many");
             goto out;
         }
-        if (done)
-            continue;
-        if (!block) {
-            if (total)
-                break;
-            raise_full("queue is full");
-            goto out;
-        }
-        int w = wait_released(self, SHK_QW_SPACE, shk_qrec_size(parts[total].n), &dl, has_dl);
-        if (w < 0)
-            goto out;
-        if (w > 0) {
-            PyErr_Format(shk_py_exc("QueueFull"), "queue is full (timed out after putting %zu "
-                         "of %zd items)", total, n);
+        qw.need = shk_qrec_size(g.parts[total].n);
+        if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0) {
+            if (!(flags & SHK_WAIT_TRY) && PyErr_ExceptionMatches(full))
+                PyErr_Format(full, "queue is full (timed out after putting %zu of %zd items)",
+                             total, g.n);
             goto out;
         }
     }
     res = PyLong_FromSize_t(total);
 out:
-    for (Py_ssize_t i = 0; i < got; i++)
-        if (bufs[i].obj)
-            PyBuffer_Release(&bufs[i]);
-    if (parts != stack_parts)
-        PyMem_Free(parts);
-    if (bufs != stack_bufs)
-        PyMem_Free(bufs);
-    Py_DECREF(seq);
+    gather_release(&g);
     return res;
 }
 
@@ -391,364 +310,233 @@ static void ref_release(PyObject *owner, uint64_t cookie)
         shk_queue_release_ref(&self->q, (uint32_t)cookie, (uint32_t)(cookie >> 32));
 }
 
-/* A copy of a DATA payload: bytes, or (view) a memoryview of the reused receive buffer. */
-static PyObject *copy_data(QueueObject *self, const struct shk_qmsg *m, int view)
+/* copy_message's other cases: a bytearray (FRAMED: framed_parts cuts it once it is
+ * taken); DATA with view: a memoryview of the receive buffer, reused once the caller let
+ * go of every view of it (large messages then cost no allocation, no page faults). */
+static PyObject *copy_to_buffer(QueueObject *self, const struct shk_qmsg *m)
 {
-    if (!view) {
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m->len);
-        if (b)
-            shk_queue_read(&self->q, m->pos, 0, PyBytes_AS_STRING(b), m->len);
-        return b;
-    }
-    /* reuse the receive buffer when the caller let go of every view of it: large messages
-     * then cost no allocation (and no page faults) at all */
-    PyObject *ba = self->recv_buf;
+    int view = m->kind == SHK_QK_DATA;
+    PyObject *ba = view ? self->recv_buf : NULL;
     if (ba && (Py_REFCNT(ba) != 1 || ((PyByteArrayObject *)ba)->ob_exports != 0)) {
         Py_CLEAR(self->recv_buf);
         ba = NULL;
     }
     if (ba && PyByteArray_Resize(ba, (Py_ssize_t)m->len) < 0)
         return NULL;
-    if (!ba) {
-        ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
-        if (!ba)
-            return NULL;
-        self->recv_buf = ba;
-    }
+    if (!ba && !(ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len)))
+        return NULL;
     shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
+    if (!view)
+        return ba;
+    if (!self->recv_buf)
+        self->recv_buf = ba;
     return PyMemoryView_FromObject(ba);
 }
 
-/* A FRAMED payload, copied as one bytearray (the parts are cut by framed_parts).  No
- * judgement of its contents here: a copy made before the take may come from a header
- * read torn, and is only known good once the take succeeds. */
-static PyObject *copy_framed(QueueObject *self, const struct shk_qmsg *m)
+/* A copy of a message's payload: bytes for DATA (see copy_to_buffer for the others). */
+static inline PyObject *copy_message(QueueObject *self, const struct shk_qmsg *m, int view)
 {
-    PyObject *ba = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)m->len);
-    if (ba)
-        shk_queue_read(&self->q, m->pos, 0, PyByteArray_AS_STRING(ba), m->len);
-    return ba;
+    if (__builtin_expect(m->kind != SHK_QK_DATA || view, 0))
+        return copy_to_buffer(self, m);
+    PyObject *o = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)m->len);
+    if (o)
+        shk_queue_read(&self->q, m->pos, 0, PyBytes_AS_STRING(o), m->len);
+    return o;
 }
 
 /* The tuple of memoryviews onto the parts of a copied FRAMED payload (steals ba). */
 static PyObject *framed_parts(PyObject *ba)
 {
-    char *base = PyByteArray_AS_STRING(ba);
-    uint64_t len = (uint64_t)PyByteArray_GET_SIZE(ba);
-    if (len < 8) {
-        Py_DECREF(ba);
-        return shk_py_raise(SHK_ECORRUPT, "get: framed message too short");
+    struct shk_qframe f;
+    uint64_t off, n;
+    PyObject *mv = NULL, *tup = NULL;
+    if (shk_qframe_begin(&f, PyByteArray_AS_STRING(ba), (uint64_t)PyByteArray_GET_SIZE(ba)) == 0 &&
+        (mv = PyMemoryView_FromObject(ba)) && (tup = PyTuple_New(f.nparts))) {
+        for (uint32_t i = 0; i < f.nparts; i++) {
+            PyObject *part = NULL;
+            if (shk_qframe_next(&f, &off, &n) == 0)
+                part = PySequence_GetSlice(mv, (Py_ssize_t)off, (Py_ssize_t)(off + n));
+            if (!part) {
+                Py_CLEAR(tup);
+                break;
+            }
+            PyTuple_SET_ITEM(tup, i, part);
+        }
     }
-    uint32_t head[2];
-    memcpy(head, base, 8);
-    uint64_t nparts = head[0];
-    if (nparts == 0 || nparts > 4096 || 8 + 8 * nparts > len) {
-        Py_DECREF(ba);
-        return shk_py_raise(SHK_ECORRUPT, "get: framed message with a bad part count");
+    if (!tup && !PyErr_Occurred()) {
+        shk_clear_detail();
+        shk_py_raise(SHK_ECORRUPT, "get: a framed message whose parts do not hold together");
     }
-    PyObject *mv = PyMemoryView_FromObject(ba);
+    Py_XDECREF(mv);
     Py_DECREF(ba);
-    if (!mv)
-        return NULL;
-    PyObject *tup = PyTuple_New((Py_ssize_t)nparts);
-    uint64_t o = 8 + 8 * nparts;
-    for (uint64_t i = 0; tup && i < nparts; i++) {
-        uint64_t n;
-        memcpy(&n, base + 8 + 8 * i, 8);
-        o = (o + SHK_QFRAME_ALIGN - 1) & ~(uint64_t)(SHK_QFRAME_ALIGN - 1);
-        if (o + n > len || o + n < o) {
-            Py_CLEAR(tup);
-            shk_py_raise(SHK_ECORRUPT, "get: framed message part out of bounds");
-            break;
-        }
-        PyObject *part = PySequence_GetSlice(mv, (Py_ssize_t)o, (Py_ssize_t)(o + n));
-        if (!part) {
-            Py_CLEAR(tup);
-            break;
-        }
-        PyTuple_SET_ITEM(tup, (Py_ssize_t)i, part);
-        o += n;
-    }
-    Py_DECREF(mv);
     return tup;
 }
 
-/* A copy of a DATA or FRAMED message (before or after it is taken). */
-static inline PyObject *copy_message(QueueObject *self, const struct shk_qmsg *m, int view)
-{
-    return m->kind == SHK_QK_DATA ? copy_data(self, m, view) : copy_framed(self, m);
-}
-
-/* What get returns for a copied message (steals raw). */
-static inline PyObject *finish_message(const struct shk_qmsg *m, PyObject *raw)
-{
-    return m->kind == SHK_QK_FRAMED ? framed_parts(raw) : raw;
-}
-
-/* The Python object for one message taken claim-first (the caller gives the range back). */
+/* The object of a message taken claim-first (a zero-copy REF: a view of its block). */
 static PyObject *message_object(QueueObject *self, const struct shk_qmsg *m, int view)
 {
-    if (m->kind == SHK_QK_REF) {
-        uint32_t idx, gen;
-        void *ptr;
-        uint64_t len;
-        int r = shk_queue_accept_ref(&self->q, m, &idx, &gen, &ptr, &len);
-        if (r)
-            return shk_py_raise(r, "get");
-        PyObject *region = shk_region_new_with_release(
-            self->zone->segment, ptr, (Py_ssize_t)len, 0, (PyObject *)self, ref_release,
-            (uint64_t)idx | ((uint64_t)gen << 32));
-        if (!region) {
-            shk_queue_release_ref(&self->q, idx, gen);
-            return NULL;
-        }
-        self->zc_live++;
-        PyObject *mv = PyMemoryView_FromObject(region);
-        Py_DECREF(region);
-        return mv;
+    if (m->kind != SHK_QK_REF) {
+        PyObject *raw = copy_message(self, m, view);
+        return raw && m->kind == SHK_QK_FRAMED ? framed_parts(raw) : raw;
     }
-    PyObject *raw = copy_message(self, m, view);
-    return raw ? finish_message(m, raw) : NULL;
+    uint32_t idx, gen;
+    void *ptr;
+    uint64_t len;
+    int r = shk_queue_accept_ref(&self->q, m, &idx, &gen, &ptr, &len);
+    if (r)
+        return shk_py_raise(r, "get");
+    PyObject *region = shk_region_new_with_release(self->seg, ptr, (Py_ssize_t)len, 0,
+                                                   (PyObject *)self, ref_release,
+                                                   (uint64_t)idx | ((uint64_t)gen << 32));
+    if (!region) {
+        shk_queue_release_ref(&self->q, idx, gen);
+        return NULL;
+    }
+    self->zc_live++;
+    PyObject *mv = PyMemoryView_FromObject(region);
+    Py_DECREF(region);
+    return mv;
 }
 
-/* Messages up to this size are copied out before they are taken (see shk_queue_peek);
- * larger ones are taken first, so that consumers racing for them never copy in vain. */
-#define COPY_FIRST_MAX (64u << 10)
-/* ... and a get_many copies at most this much before taking (the first message counts) */
-#define COPY_FIRST_BATCH (256u << 10)
+static PyObject again; /* take_*: another consumer took the messages first */
 
-/* One attempt at get: the object, or NULL with an exception, or NULL without one when
- * there is nothing (*r says why: SHK_EEMPTY, or another code already raised). */
-static PyObject *try_get(QueueObject *self, int view, int *r)
+/* get's object of the message in g (begun).  Copied first: taken only if nobody was
+ * faster, and only then is a frame judged (a copy made first may be torn). */
+static PyObject *take_one(QueueObject *self, struct shk_qget *g, int view)
 {
-    for (;;) {
-        struct shk_qmsg m;
-        struct shk_qpeek pk;
-        *r = shk_queue_peek(&self->q, &m, 1, UINT64_MAX, &pk);
-        if (*r) {
-            if (*r != SHK_EEMPTY)
-                shk_py_raise(*r, "get");
-            return NULL;
-        }
-        if (pk.direct && pk.n == 1 && m.kind != SHK_QK_REF && m.len <= COPY_FIRST_MAX) {
-            /* copy first, then take: one CAS takes it and gives the space back */
-            PyObject *raw = copy_message(self, &m, view);
-            if (!raw) {
-                *r = -1;
-                return NULL;
-            }
-            if (shk_queue_take_peeked(&self->q, &pk) == 0)
-                return finish_message(&m, raw);
-            Py_DECREF(raw); /* another consumer took it first */
-            continue;
-        }
-        struct shk_qtake t;
-        *r = shk_queue_take(&self->q, &m, 1, UINT64_MAX, &t);
-        if (*r == SHK_EEMPTY)
-            continue; /* taken by another consumer meanwhile: look again */
-        if (*r) {
-            shk_py_raise(*r, "get");
-            return NULL;
-        }
-        PyObject *o = message_object(self, &m, view);
-        shk_queue_finish(&self->q, &t);
-        if (!o)
-            *r = -1;
+    const struct shk_qmsg *m = g->msgs;
+    PyObject *o;
+    if (!g->copy_first) { /* taken: give the range back whatever happens */
+        o = message_object(self, m, view);
+        shk_queue_get_end(&self->q, g);
         return o;
     }
+    if (!(o = copy_message(self, m, view)))
+        return NULL; /* nothing taken: the message stays */
+    if (shk_queue_get_end(&self->q, g)) {
+        Py_DECREF(o);
+        return &again;
+    }
+    return m->kind == SHK_QK_FRAMED ? framed_parts(o) : o;
 }
 
-static PyObject *do_get(QueueObject *self, int block, struct timespec *dl, int has_dl, int view)
+/* get_many's list of the messages in g (begun), as take_one. */
+static PyObject *take_list(QueueObject *self, struct shk_qget *g)
+{
+    PyObject *list = PyList_New((Py_ssize_t)g->n);
+    for (size_t i = 0; list && i < g->n; i++) {
+        PyObject *o = g->copy_first ? copy_message(self, &g->msgs[i], 0)
+                                    : message_object(self, &g->msgs[i], 0);
+        if (o)
+            PyList_SET_ITEM(list, (Py_ssize_t)i, o);
+        else
+            Py_CLEAR(list);
+    }
+    if (!list && g->copy_first)
+        return NULL;
+    if (shk_queue_get_end(&self->q, g) && list) {
+        Py_DECREF(list);
+        return &again;
+    }
+    for (size_t i = 0; list && g->copy_first && i < g->n; i++) {
+        PyObject **it = &PyList_GET_ITEM(list, (Py_ssize_t)i);
+        if (g->msgs[i].kind == SHK_QK_FRAMED && !(*it = framed_parts(*it))) {
+            *it = Py_NewRef(Py_None);
+            Py_CLEAR(list);
+        }
+    }
+    return list;
+}
+
+/* get (many = 0: the object) or get_many (a list) of up to g->max_msgs messages. */
+static PyObject *get_messages(QueueObject *self, struct shk_qget *g, int view, int many,
+                              uint64_t deadline, uint32_t flags)
 {
     for (;;) {
-        int r;
-        PyObject *o = try_get(self, view, &r);
-        if (o || r != SHK_EEMPTY)
-            return o;
-        if (!block)
-            return raise_empty("queue is empty");
-        int w = wait_released(self, SHK_QW_DATA, 0, dl, has_dl);
-        if (w < 0)
-            return NULL;
-        if (w > 0) {
-            o = try_get(self, view, &r);
-            if (o || r != SHK_EEMPTY)
-                return o;
-            return raise_empty("queue is empty (timed out)");
+        int r = shk_queue_get_begin(&self->q, g);
+        if (__builtin_expect(r != 0, 0)) {
+            if (r != SHK_EEMPTY)
+                return shk_py_raise(r, "get");
+            struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_DATA};
+            if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)
+                return NULL;
+            continue;
         }
+        PyObject *res = many ? take_list(self, g) : take_one(self, g, view);
+        if (res != &again)
+            return res;
     }
 }
 
 static PyObject *queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                            PyObject *kwnames)
 {
-    int block = 1, has_dl = 0, view = 0;
-    struct timespec dl;
-    if (nargs == 0 && !kwnames && queue_ready_fast(self)) {
-        /* the common call: get(), a message waiting */
-        int r;
-        PyObject *o = try_get(self, 0, &r);
-        if (o || r != SHK_EEMPTY)
-            return o;
-        return do_get(self, 1, &dl, 0, 0);
-    }
-    if ((nargs || kwnames) &&
-        parse_block_timeout(args, nargs, kwnames, 0, &block, &dl, &has_dl, &view, "get") < 0)
+    static const char *const names[] = {"block", "timeout", "view"};
+    struct shk_qmsg m;
+    struct shk_qget g;
+    g.msgs = &m;
+    g.max_msgs = 1;
+    g.max_bytes = UINT64_MAX;
+    if (nargs == 0 && !kwnames && queue_ready_fast(self)) /* the common call: get() */
+        return get_messages(self, &g, 0, 0, SHK_FOREVER, 0);
+    PyObject *a[3];
+    uint64_t deadline;
+    uint32_t flags;
+    int view = 0;
+    if (nargs > 2)
+        return PyErr_Format(PyExc_TypeError, "get() takes at most 2 positional arguments");
+    if (shk_py_parse_args(args, nargs, kwnames, "get", names, 3, a) < 0 ||
+        shk_py_block_timeout(a[0], a[1], &deadline, &flags) < 0 || (a[2] && (view = PyObject_IsTrue(a[2])) < 0) ||
+        queue_ready(self) < 0)
         return NULL;
-    if (queue_ready(self) < 0)
-        return NULL;
-    return do_get(self, block, &dl, has_dl, view);
+    return get_messages(self, &g, view, 0, deadline, flags);
 }
 
 static PyObject *queue_get_nowait(QueueObject *self, PyObject *unused)
 {
+    struct shk_qmsg m;
+    struct shk_qget g;
+    g.msgs = &m;
+    g.max_msgs = 1;
+    g.max_bytes = UINT64_MAX;
     if (queue_ready(self) < 0)
         return NULL;
-    return do_get(self, 0, NULL, 0, 0);
-}
-
-/* One attempt at get_many: a list (possibly empty: nothing there, *r = SHK_EEMPTY), or
- * NULL with an exception. */
-static PyObject *try_get_many(QueueObject *self, struct shk_qmsg *msgs, size_t max_msgs,
-                              uint64_t max_bytes, int *r)
-{
-    for (;;) {
-        struct shk_qpeek pk;
-        uint64_t mb = max_bytes < COPY_FIRST_BATCH ? max_bytes : COPY_FIRST_BATCH;
-        *r = shk_queue_peek(&self->q, msgs, max_msgs, mb, &pk);
-        if (*r == SHK_EEMPTY)
-            return PyList_New(0);
-        if (*r)
-            return shk_py_raise(*r, "get_many");
-        if (pk.direct && pk.n >= 1 && msgs[0].kind != SHK_QK_REF &&
-            msgs[0].len <= COPY_FIRST_MAX) {
-            /* copy first (peek stopped before any REF), then take them all with one CAS */
-            PyObject *list = PyList_New((Py_ssize_t)pk.n);
-            if (!list)
-                return NULL;
-            for (size_t i = 0; i < pk.n; i++) {
-                PyObject *raw = copy_message(self, &msgs[i], 0);
-                if (!raw) {
-                    Py_DECREF(list);
-                    return NULL;
-                }
-                PyList_SET_ITEM(list, (Py_ssize_t)i, raw);
-            }
-            if (shk_queue_take_peeked(&self->q, &pk) != 0) {
-                Py_DECREF(list); /* another consumer took them first */
-                continue;
-            }
-            for (size_t i = 0; i < pk.n; i++) {
-                if (msgs[i].kind == SHK_QK_FRAMED) {
-                    PyObject **it = &PyList_GET_ITEM(list, (Py_ssize_t)i);
-                    PyObject *o = framed_parts(*it);
-                    *it = o;
-                    if (!o) {
-                        *it = Py_NewRef(Py_None);
-                        Py_DECREF(list);
-                        return NULL;
-                    }
-                }
-            }
-            return list;
-        }
-        struct shk_qtake t;
-        *r = shk_queue_take(&self->q, msgs, max_msgs, max_bytes, &t);
-        if (*r == SHK_EEMPTY)
-            continue;
-        if (*r)
-            return shk_py_raise(*r, "get_many");
-        PyObject *list = PyList_New((Py_ssize_t)t.n);
-        for (size_t i = 0; list && i < t.n; i++) {
-            PyObject *o = message_object(self, &msgs[i], 0);
-            if (!o) {
-                Py_CLEAR(list);
-                break;
-            }
-            PyList_SET_ITEM(list, (Py_ssize_t)i, o);
-        }
-        shk_queue_finish(&self->q, &t);
-        return list;
-    }
+    return get_messages(self, &g, 0, 0, SHK_FOREVER, SHK_WAIT_TRY);
 }
 
 /* get_many(max_messages=1024, max_bytes=None, block=True, timeout=None) -> list */
 static PyObject *queue_get_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames)
 {
+    static const char *const names[] = {"max_messages", "max_bytes", "block", "timeout"};
+    PyObject *a[4];
     Py_ssize_t max_msgs = 1024;
-    unsigned long long max_bytes = UINT64_MAX;
-    int block = 1, has_dl = 0;
-    struct timespec dl;
-    static const char *names[4] = {"max_messages", "max_bytes", "block", "timeout"};
-    PyObject *vals[4] = {NULL, NULL, NULL, NULL};
-    if (nargs > 4) {
-        PyErr_SetString(PyExc_TypeError, "get_many() takes at most 4 positional arguments");
+    long long max_bytes = -1;
+    uint64_t deadline;
+    uint32_t flags;
+    if (shk_py_parse_args(args, nargs, kwnames, "get_many", names, 4, a) < 0 ||
+        shk_py_block_timeout(a[2], a[3], &deadline, &flags) < 0)
         return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        vals[i] = args[i];
-    if (kwnames) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            int j = 0;
-            while (j < 4 && PyUnicode_CompareWithASCIIString(k, names[j]) != 0)
-                j++;
-            if (j == 4 || vals[j]) {
-                PyErr_Format(PyExc_TypeError, "get_many() got an unexpected or repeated "
-                             "keyword argument '%U'", k);
-                return NULL;
-            }
-            vals[j] = args[nargs + i];
-        }
-    }
-    PyObject *mm = vals[0], *mb = vals[1];
-    if ((vals[2] || vals[3])) {
-        PyObject *bt[2] = {vals[2] ? vals[2] : Py_True, vals[3] ? vals[3] : Py_None};
-        if (parse_block_timeout(bt, 2, NULL, 0, &block, &dl, &has_dl, NULL, "get_many") < 0)
-            return NULL;
-    }
-    if (mm && mm != Py_None) {
-        max_msgs = PyLong_AsSsize_t(mm);
-        if (max_msgs == -1 && PyErr_Occurred())
-            return NULL;
-        if (max_msgs < 1)
-            return PyErr_Format(PyExc_ValueError, "max_messages must be >= 1, not %zd", max_msgs);
-    }
-    if (mb && mb != Py_None) {
-        long long v = PyLong_AsLongLong(mb);
-        if (v == -1 && PyErr_Occurred())
-            return NULL;
-        if (v < 1)
-            return PyErr_Format(PyExc_ValueError, "max_bytes must be >= 1, not %lld", v);
-        max_bytes = (unsigned long long)v;
-    }
+    if (a[0] && a[0] != Py_None && (max_msgs = PyLong_AsSsize_t(a[0])) < 1)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "max_messages must be "
+                                                      ">= 1, not %zd", max_msgs);
+    if (a[1] && a[1] != Py_None && (max_bytes = PyLong_AsLongLong(a[1])) < 1)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "max_bytes must be "
+                                                      ">= 1, not %lld", max_bytes);
     if (queue_ready(self) < 0)
         return NULL;
     if (max_msgs > 65536)
         max_msgs = 65536;
-    struct shk_qmsg stack_msgs[256];
-    struct shk_qmsg *msgs = stack_msgs;
+    struct shk_qmsg stack_msgs[256], *msgs = stack_msgs;
     if (max_msgs > 256 && !(msgs = PyMem_Malloc((size_t)max_msgs * sizeof *msgs)))
         return PyErr_NoMemory();
-    PyObject *list = NULL;
-    for (;;) {
-        int r;
-        list = try_get_many(self, msgs, (size_t)max_msgs, max_bytes, &r);
-        if (!list || PyList_GET_SIZE(list) > 0 || !block)
-            break;
-        Py_CLEAR(list);
-        int w = wait_released(self, SHK_QW_DATA, 0, &dl, has_dl);
-        if (w < 0)
-            break;
-        if (w > 0) {
-            list = try_get_many(self, msgs, (size_t)max_msgs, max_bytes, &r);
-            if (list && PyList_GET_SIZE(list) == 0) {
-                Py_CLEAR(list);
-                raise_empty("queue is empty (timed out)");
-            }
-            break;
-        }
+    struct shk_qget g = {.msgs = msgs, .max_msgs = (size_t)max_msgs,
+                         .max_bytes = max_bytes < 0 ? UINT64_MAX : (uint64_t)max_bytes};
+    PyObject *empty = shk_py_exc("QueueEmpty");
+    PyObject *list = get_messages(self, &g, 0, 1, deadline, flags);
+    if (!list && (flags & SHK_WAIT_TRY) && PyErr_ExceptionMatches(empty)) {
+        PyErr_Clear(); /* not blocking: what is there, maybe nothing */
+        list = PyList_New(0);
     }
     if (msgs != stack_msgs)
         PyMem_Free(msgs);
@@ -757,54 +545,35 @@ static PyObject *queue_get_many(QueueObject *self, PyObject *const *args, Py_ssi
 
 /* ---- state -------------------------------------------------------------------------- */
 
-static PyObject *queue_qsize(QueueObject *self, PyObject *unused)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(shk_queue_depth(&self->q));
-}
-
-static PyObject *queue_empty(QueueObject *self, PyObject *unused)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyBool_FromLong(shk_queue_depth(&self->q) == 0);
-}
-
-static PyObject *queue_full(QueueObject *self, PyObject *unused)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyBool_FromLong(shk_queue_is_full(&self->q, 0));
-}
-
-static PyObject *queue_close(QueueObject *self, PyObject *unused)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    shk_queue_close(&self->q);
-    Py_RETURN_NONE;
-}
-
-static PyObject *queue_reopen(QueueObject *self, PyObject *unused)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    shk_queue_reopen(&self->q);
-    Py_RETURN_NONE;
-}
+#define STATE_FN(fname, expr)                                                           \
+    static PyObject *fname(QueueObject *self, PyObject *unused)                         \
+    {                                                                                   \
+        if (queue_ready(self) < 0)                                                      \
+            return NULL;                                                                \
+        return expr;                                                                    \
+    }
+STATE_FN(queue_qsize, PyLong_FromUnsignedLongLong(shk_queue_depth(&self->q)))
+STATE_FN(queue_empty, PyBool_FromLong(shk_queue_depth(&self->q) == 0))
+STATE_FN(queue_full, PyBool_FromLong(shk_queue_is_full(&self->q, 0)))
+STATE_FN(queue_close, (shk_queue_close(&self->q), Py_NewRef(Py_None)))
+STATE_FN(queue_reopen, (shk_queue_reopen(&self->q), Py_NewRef(Py_None)))
 
 static PyObject *queue_repair(QueueObject *self, PyObject *unused)
 {
     if (queue_ready(self) < 0)
         return NULL;
+    struct shk_py_call call; /* without the GIL: a detach meanwhile waits for it */
+    shk_py_call_begin(&call, self->seg, self, 0, NULL);
+    self->waits++;
     int r;
     Py_BEGIN_ALLOW_THREADS
     r = shk_queue_repair(&self->q);
     Py_END_ALLOW_THREADS
-    if (r < 0)
-        return shk_py_raise(r, "repair");
-    return PyLong_FromLong(r);
+    self->waits--;
+    shk_py_call_end(&call);
+    if (!self->opened && !self->waits)
+        queue_release(self);
+    return r < 0 ? shk_py_raise(r, "repair") : PyLong_FromLong(r);
 }
 
 static PyObject *queue_detach(QueueObject *self, PyObject *unused)
@@ -814,10 +583,36 @@ static PyObject *queue_detach(QueueObject *self, PyObject *unused)
                             "handle (reservations, received views) are still alive; release "
                             "them first", self->zc_live);
     if (self->opened) {
-        shk_queue_release(&self->q);
         self->opened = 0;
+        shk_py_aio_closed(self); /* coroutines waiting through this handle: ClosedError */
+        if (self->waits)
+            shk_py_calls_cancel(self->seg, self); /* they end; the last one releases */
+        else
+            queue_release(self);
     }
     Py_RETURN_NONE;
+}
+
+/* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
+
+int shk_py_queue_ref(PyObject *h, struct shk_queue **q, SegmentObject **seg)
+{
+    if (!PyObject_TypeCheck(h, QueueType)) {
+        PyErr_Format(PyExc_TypeError, "expected a queue handle, not %.100s", Py_TYPE(h)->tp_name);
+        return -1;
+    }
+    QueueObject *self = (QueueObject *)h;
+    if (queue_ready(self) < 0)
+        return -1;
+    *q = &self->q;
+    *seg = self->seg;
+    return 0;
+}
+
+int shk_py_queue_live(PyObject *h)
+{
+    QueueObject *self = (QueueObject *)h;
+    return self->opened && self->seg && !self->seg->closed && !self->seg->close_pending;
 }
 
 static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
@@ -826,19 +621,15 @@ static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
         return NULL;
     struct shk_queue_stats st;
     shk_queue_stats(&self->q, &st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsO}", "capacity",
-                         (unsigned long long)st.capacity, "max_messages",
-                         (unsigned long long)st.max_messages, "depth",
-                         (unsigned long long)st.depth, "bytes_used",
-                         (unsigned long long)st.bytes_used, "puts", (unsigned long long)st.puts,
-                         "gets", (unsigned long long)st.gets, "waits",
-                         (unsigned long long)st.waits, "drops",
-                         (unsigned long long)(st.dropped_puts + st.dropped_gets),
-                         "dropped_puts", (unsigned long long)st.dropped_puts, "dropped_gets",
-                         (unsigned long long)st.dropped_gets, "recoveries",
-                         (unsigned long long)st.recoveries, "members", st.members,
-                         "reservations", st.reservations, "closed",
-                         st.closed ? Py_True : Py_False);
+#define U(x) ((unsigned long long)(x))
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsO}", "capacity", U(st.capacity),
+                         "max_messages", U(st.max_messages), "depth", U(st.depth),
+                         "bytes_used", U(st.bytes_used), "puts", U(st.puts), "gets", U(st.gets),
+                         "waits", U(st.waits), "drops", U(st.dropped_puts + st.dropped_gets),
+                         "dropped_puts", U(st.dropped_puts), "dropped_gets", U(st.dropped_gets),
+                         "recoveries", U(st.recoveries), "members", st.members, "reservations",
+                         st.reservations, "closed", st.closed ? Py_True : Py_False);
+#undef U
 }
 
 static PyObject *queue_debug_die(QueueObject *self, PyObject *arg)
@@ -855,59 +646,39 @@ static PyObject *queue_debug_die(QueueObject *self, PyObject *arg)
 static PyObject *queue_reserve(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames)
 {
-    int block = 1, has_dl = 0;
-    struct timespec dl;
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "reserve() missing required argument 'nbytes'");
+    static const char *const names[] = {"nbytes", "block", "timeout"};
+    PyObject *a[3];
+    uint64_t deadline;
+    uint32_t flags;
+    if (shk_py_parse_args(args, nargs, kwnames, "reserve", names, 3, a) < 0 ||
+        shk_py_block_timeout(a[1], a[2], &deadline, &flags) < 0)
         return NULL;
-    }
-    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
+    if (!a[0])
+        return PyErr_Format(PyExc_TypeError, "reserve() missing required argument 'nbytes'");
+    Py_ssize_t n = PyLong_AsSsize_t(a[0]);
     if (n <= 0)
-        return PyErr_Format(PyExc_ValueError, "reserve() size must be > 0, not %zd", n);
-    if ((nargs > 1 || kwnames) &&
-        parse_block_timeout(args, nargs, kwnames, 1, &block, &dl, &has_dl, NULL, "reserve") < 0)
-        return NULL;
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "reserve() size must "
+                                                      "be > 0, not %zd", n);
     if (queue_ready(self) < 0)
         return NULL;
-    uint32_t idx, gen;
-    void *ptr;
-    int r;
-    for (;;) {
-        Py_BEGIN_ALLOW_THREADS /* may grow the zone: ftruncate, page faults */
-        r = shk_queue_reserve(&self->q, (uint64_t)n, &idx, &gen, &ptr);
-        Py_END_ALLOW_THREADS
-        if (r != SHK_EFULLQ)
-            break;
-        if (shk_queue_is_closed(&self->q)) {
-            shk_clear_detail();
-            return shk_py_raise(SHK_ECLOSED, "reserve() on a closed queue");
-        }
-        if (!block)
-            return raise_full("all zero-copy reservations of the queue are in use");
-        int w = wait_released(self, SHK_QW_RESV, 0, &dl, has_dl);
-        if (w < 0)
-            return NULL;
-        if (w > 0)
-            return raise_full("all zero-copy reservations of the queue are in use (timed out)");
-    }
-    if (r)
-        return shk_py_raise(r, "reserve");
+    /* (its wait reserves, with the GIL released: reserving may grow the zone) */
+    struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_RESV, .len = (uint64_t)n};
+    if (wait_for(self, &shk_queue_reserve_op, &qw, deadline, flags) < 0)
+        return NULL;
     ReservationObject *res = PyObject_New(ReservationObject, ReservationType);
     if (!res) {
-        shk_queue_release_ref(&self->q, idx, gen);
+        shk_queue_release_ref(&self->q, qw.index, qw.gen);
         return NULL;
     }
     res->queue = (QueueObject *)Py_NewRef(self);
-    res->ptr = ptr;
+    res->ptr = qw.ptr;
     res->len = n;
-    res->index = idx;
-    res->gen = gen;
+    res->index = qw.index;
+    res->gen = qw.gen;
     res->state = 0;
     res->exports = 0;
     self->zc_live++;
-    shk_segment_export(self->zone->segment);
+    shk_segment_export(self->seg);
     return (PyObject *)res;
 }
 
@@ -932,10 +703,12 @@ static void resv_releasebuffer(ReservationObject *r, Py_buffer *view)
 static PyObject *resv_commit(ReservationObject *r, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    int block = 1, has_dl = 0;
-    struct timespec dl;
-    if ((nargs || kwnames) &&
-        parse_block_timeout(args, nargs, kwnames, 0, &block, &dl, &has_dl, NULL, "commit") < 0)
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2];
+    uint64_t deadline;
+    uint32_t flags;
+    if (shk_py_parse_args(args, nargs, kwnames, "commit", names, 2, a) < 0 ||
+        shk_py_block_timeout(a[0], a[1], &deadline, &flags) < 0)
         return NULL;
     if (r->state != 0)
         return PyErr_Format(shk_py_exc("ClosedError"), "reservation was already %s",
@@ -946,34 +719,34 @@ static PyObject *resv_commit(ReservationObject *r, PyObject *const *args, Py_ssi
     QueueObject *self = r->queue;
     if (queue_ready(self) < 0)
         return NULL;
-    for (;;) {
-        int e = shk_queue_commit_ref(&self->q, r->index, r->gen);
-        if (e == 0) {
-            r->state = 1;
-            Py_RETURN_NONE;
-        }
-        if (e != SHK_EFULLQ)
-            return shk_py_raise(e, "commit");
-        if (!block)
-            return raise_full("queue is full");
-        int w = wait_released(self, SHK_QW_SPACE, shk_qrec_size(sizeof(struct shk_qref)), &dl, has_dl);
-        if (w < 0)
+    struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE,
+                                  .need = shk_qrec_size(sizeof(struct shk_qref))};
+    int e;
+    while ((e = shk_queue_commit_ref(&self->q, r->index, r->gen)) == SHK_EFULLQ)
+        if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)
             return NULL;
-        if (w > 0)
-            return raise_full("queue is full (timed out)");
-    }
+    if (e)
+        return shk_py_raise(e, "commit");
+    r->state = 1;
+    Py_RETURN_NONE;
+}
+
+/* release() and leaving the with block without commit() give the memory back */
+static int resv_give_back(ReservationObject *r)
+{
+    if (r->state != 0 || r->exports > 0)
+        return r->state == 0;
+    r->state = 2;
+    if (r->queue->opened)
+        shk_queue_release_ref(&r->queue->q, r->index, r->gen);
+    return 0;
 }
 
 static PyObject *resv_release(ReservationObject *r, PyObject *unused)
 {
-    if (r->state == 0) {
-        if (r->exports > 0)
-            return PyErr_Format(PyExc_BufferError, "release(): %zd view(s) of the reservation "
-                                "are still alive", r->exports);
-        r->state = 2;
-        if (r->queue->opened)
-            shk_queue_release_ref(&r->queue->q, r->index, r->gen);
-    }
+    if (resv_give_back(r))
+        return PyErr_Format(PyExc_BufferError, "release(): %zd view(s) of the reservation "
+                            "are still alive", r->exports);
     Py_RETURN_NONE;
 }
 
@@ -984,12 +757,7 @@ static PyObject *resv_enter(ReservationObject *r, PyObject *unused)
 
 static PyObject *resv_exit(ReservationObject *r, PyObject *args)
 {
-    /* leaving the block without commit() gives the memory back */
-    if (r->state == 0 && r->exports == 0) {
-        r->state = 2;
-        if (r->queue->opened)
-            shk_queue_release_ref(&r->queue->q, r->index, r->gen);
-    }
+    resv_give_back(r);
     Py_RETURN_FALSE;
 }
 
@@ -998,16 +766,11 @@ static void resv_dealloc(ReservationObject *r)
     r->queue->zc_live--;
     if (r->state == 0 && r->queue->opened)
         shk_queue_release_ref(&r->queue->q, r->index, r->gen);
-    shk_segment_unexport(r->queue->zone->segment);
+    shk_segment_unexport(r->queue->seg);
     Py_DECREF(r->queue);
     PyTypeObject *tp = Py_TYPE(r);
     PyObject_Free(r);
     Py_DECREF(tp);
-}
-
-static PyObject *resv_get_nbytes(ReservationObject *r, void *c)
-{
-    return PyLong_FromSsize_t(r->len);
 }
 
 static PyObject *resv_get_state(ReservationObject *r, void *c)
@@ -1029,8 +792,13 @@ static PyMethodDef resv_methods[] = {
 };
 
 static PyGetSetDef resv_getset[] = {
-    {"nbytes", (getter)resv_get_nbytes, NULL, "size of the block in bytes", NULL},
     {"state", (getter)resv_get_state, NULL, "'reserved', 'committed' or 'released'", NULL},
+    {NULL},
+};
+
+static PyMemberDef resv_members[] = {
+    {"nbytes", T_PYSSIZET, offsetof(ReservationObject, len), READONLY,
+     "size of the block in bytes"},
     {NULL},
 };
 
@@ -1038,6 +806,7 @@ static PyType_Slot resv_slots[] = {
     {Py_tp_dealloc, resv_dealloc},
     {Py_tp_methods, resv_methods},
     {Py_tp_getset, resv_getset},
+    {Py_tp_members, resv_members},
     {Py_tp_doc, "A writable block of zone memory reserved for one zero-copy message.\n\n"
                 "Fill it through the buffer protocol (memoryview, NumPy), release those "
                 "views, then commit().  Dropped without commit, it goes back to the zone."},
@@ -1074,6 +843,8 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return shk_py_raise(r, "queue open");
     }
     self->zone = (ZoneObject *)Py_NewRef(zone);
+    self->seg = (SegmentObject *)Py_NewRef(zone->segment);
+    shk_segment_export(self->seg); /* the mapping stays while this handle is attached */
     self->opened = 1;
     return (PyObject *)self;
 }
@@ -1083,9 +854,8 @@ static void queue_dealloc(QueueObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->opened && self->zone && !self->zone->segment->closed)
-        shk_queue_release(&self->q);
     self->opened = 0;
+    queue_release(self);
     PyTypeObject *tp = Py_TYPE(self);
     Py_CLEAR(self->zone);
     Py_CLEAR(self->recv_buf);
@@ -1097,25 +867,18 @@ static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->zone);
+    Py_VISIT(self->seg);
     Py_VISIT(self->recv_buf);
     return 0;
 }
 
-static PyObject *queue_get_capacity(QueueObject *self, void *c)
-{
-    return PyLong_FromUnsignedLongLong(self->q.cap);
-}
-static PyObject *queue_get_max_messages(QueueObject *self, void *c)
-{
-    return PyLong_FromUnsignedLongLong(self->q.max_messages);
-}
 static PyObject *queue_get_max_message_size(QueueObject *self, void *c)
 {
     return PyLong_FromUnsignedLongLong(shk_queue_max_payload(&self->q));
 }
 static PyObject *queue_get_closed(QueueObject *self, void *c)
 {
-    if (!self->opened || shk_zone_check_open(self->zone) < 0) {
+    if (!queue_ready_fast(self) && (!self->opened || shk_zone_check_open(self->zone) < 0)) {
         PyErr_Clear();
         Py_RETURN_TRUE;
     }
@@ -1134,7 +897,7 @@ static int queue_set_spin(QueueObject *self, PyObject *v, void *c)
         PyErr_SetString(PyExc_ValueError, "spin must be a number of seconds in [0, 10]");
         return -1;
     }
-    self->q.spin_ns = self->q.spin_cur = (uint64_t)(s * 1e9);
+    shk_queue_set_spin(&self->q, (uint64_t)(s * 1e9));
     return 0;
 }
 static PyObject *queue_get_detached(QueueObject *self, void *c)
@@ -1143,8 +906,6 @@ static PyObject *queue_get_detached(QueueObject *self, void *c)
 }
 
 static PyGetSetDef queue_getset[] = {
-    {"capacity", (getter)queue_get_capacity, NULL, "ring size in bytes (a power of two)", NULL},
-    {"max_messages", (getter)queue_get_max_messages, NULL, "message limit (0: none)", NULL},
     {"max_message_size", (getter)queue_get_max_message_size, NULL,
      "largest message that can ever fit, in bytes", NULL},
     {"closed", (getter)queue_get_closed, NULL, "True after close() (by any process)", NULL},
@@ -1203,6 +964,10 @@ static PyMethodDef queue_methods[] = {
 
 static PyMemberDef queue_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(QueueObject, weakreflist), READONLY},
+    {"capacity", T_ULONGLONG, offsetof(QueueObject, q.cap), READONLY,
+     "ring size in bytes (a power of two)"},
+    {"max_messages", T_ULONGLONG, offsetof(QueueObject, q.max_messages), READONLY,
+     "message limit (0: none)"},
     {NULL},
 };
 
@@ -1234,17 +999,11 @@ int shk_init_queue(PyObject *m)
         return -1;
     if (PyModule_AddObjectRef(m, "Reservation", (PyObject *)ReservationType) < 0)
         return -1;
-#define CONST(name, value) \
-    if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1
-    CONST("QDIE_AFTER_CLAIM", SHK_QDIE_AFTER_CLAIM);
-    CONST("QDIE_MID_COPY", SHK_QDIE_MID_COPY);
-    CONST("QDIE_AFTER_TAKE", SHK_QDIE_AFTER_TAKE);
-    CONST("QDIE_AFTER_RESERVE", SHK_QDIE_AFTER_RESERVE);
-    CONST("QDIE_COPIED", SHK_QDIE_COPIED);
-    CONST("QUEUE_SLOTS", SHK_QUEUE_SLOTS);
-    CONST("QUEUE_RESERVATIONS", SHK_QUEUE_RESV);
-    CONST("QUEUE_MIN_CAPACITY", SHK_QUEUE_MIN_CAP);
-#undef CONST
-    return PyModule_AddObject(m, "QUEUE_MAX_CAPACITY",
-                              PyLong_FromUnsignedLongLong(SHK_QUEUE_MAX_CAP));
+    static const struct shk_py_int ints[] = {
+        {"QDIE_AFTER_CLAIM", SHK_QDIE_AFTER_CLAIM}, {"QDIE_MID_COPY", SHK_QDIE_MID_COPY},
+        {"QDIE_AFTER_TAKE", SHK_QDIE_AFTER_TAKE}, {"QDIE_AFTER_RESERVE", SHK_QDIE_AFTER_RESERVE},
+        {"QDIE_COPIED", SHK_QDIE_COPIED}, {"QUEUE_SLOTS", SHK_QUEUE_SLOTS},
+        {"QUEUE_RESERVATIONS", SHK_QUEUE_RESV}, {"QUEUE_MIN_CAPACITY", SHK_QUEUE_MIN_CAP},
+        SHK_PY_UINT("QUEUE_MAX_CAPACITY", SHK_QUEUE_MAX_CAP), {NULL}};
+    return shk_py_add_ints(m, ints);
 }

@@ -2,9 +2,9 @@
  * segment.c (binding) - shmkit._core.Segment and shmkit._core.Region.
  *
  * Segment owns one core mapping.  Buffers handed out (memoryviews of the Segment, and
- * Regions of part of it) are counted; close() with buffers still alive only marks the
- * segment closed and unmaps when the last one is released, so no view ever points at
- * unmapped memory.
+ * Regions of part of it), handles on objects in it and calls in progress without the GIL
+ * are counted; close() with any of them alive only marks the segment closed and unmaps
+ * when the last one is released, so nothing ever points at unmapped memory.
  */
 #include "binding.h"
 
@@ -197,8 +197,12 @@ static PyObject *segment_close(SegmentObject *s, PyObject *unused)
 {
     if (s->closed || s->close_pending)
         Py_RETURN_TRUE;
+    /* waits in progress on handles that refuse calls once their zone is closed end now
+     * (ClosedError); the others go on, and every call keeps the mapping until it ends */
+    shk_py_calls_cancel(s, NULL);
     if (s->exports > 0) {
         s->close_pending = 1;
+        shk_py_aio_closed(s); /* coroutines waiting on objects in it: ClosedError */
         Py_RETURN_FALSE; /* unmapped when the last view is released */
     }
     really_close(s);

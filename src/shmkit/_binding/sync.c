@@ -3,7 +3,9 @@
  * Barrier and Counter: handles on sync objects in a zone (core/sync.h).
  *
  * A handle keeps its zone's segment exported, so the mapping outlives a zone.close()
- * made while a wait is in progress.  Fast paths (an uncontended acquire or release, set,
+ * (the handle stays usable, and so does a wait in progress); a wait is also a call in
+ * progress (common.c): close() of the handle from another thread ends it with
+ * ClosedError, and the mapping stays until it has returned.  Fast paths (an uncontended acquire or release, set,
  * is_set, a counter add) take no keyword parsing and never release the GIL.  A call that
  * must wait spins with the GIL held when this is the interpreter's only thread (nobody
  * else needs the GIL), and otherwise releases it before spinning; it always releases it
@@ -59,12 +61,22 @@ static struct shk_wait wait_for(SyncObject *o, const struct timespec *deadline, 
     return w;
 }
 
-/* Run op on obj for a call on handle o. */
-static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, struct shk_wait *w)
+/* Run op on obj for a call on handle o (pending: see shk_py_wait).  Closed by another
+ * thread meanwhile: ClosedError (SHK_PY_ERR), unless the wait had succeeded. */
+static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, struct shk_wait *w,
+                    int *pending)
 {
-    int r = shk_py_wait(op, obj, w, 0, NULL);
+    struct shk_py_call call;
+    shk_py_call_begin(&call, o->zone->segment, o, 0, w);
+    int r = shk_py_wait(op, obj, w, 0, pending);
+    shk_py_call_end(&call);
     if (w->flags & SHK_WAIT_TRY)
         o->next_live = w->next_live;
+    if (r == ECANCELED && call.cancel) {
+        if (!(pending && *pending))
+            shk_py_closed("this synchronisation handle was closed while waiting");
+        return SHK_PY_ERR;
+    }
     return r;
 }
 
@@ -127,6 +139,7 @@ NEW_FN(counter, SHK_OBJ_COUNTER)
 static void sync_release_handle(SyncObject *o)
 {
     if (o->sh) {
+        shk_py_aio_closed(o); /* coroutines waiting through this handle: ClosedError */
         o->sh = NULL;
         if (o->zone)
             shk_segment_unexport(o->zone->segment);
@@ -144,6 +157,8 @@ static void sync_dealloc(SyncObject *o)
 
 static PyObject *sync_close(SyncObject *o, PyObject *unused)
 {
+    if (o->sh && o->zone)
+        shk_py_calls_cancel(o->zone->segment, o); /* waits of other threads end now */
     sync_release_handle(o);
     Py_RETURN_NONE;
 }
@@ -219,7 +234,7 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     if (parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    return acquire_result(o, run_wait(o, op, obj, &w));
+    return acquire_result(o, run_wait(o, op, obj, &w, NULL));
 }
 
 static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -315,20 +330,21 @@ static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
 static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
 {
     LIVE(o);
+    struct shk_lock_sh *l = o->sh; /* (o->sh is NULL once closed, even while we wait) */
     unsigned long count = PyLong_AsUnsignedLong(arg);
     if (count == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
     struct shk_wait w = wait_for(o, NULL, 0);
     int pending = 0;
-    int r = shk_py_wait(lock_op(o), o->sh, &w, 0, &pending);
+    int r = run_wait(o, lock_op(o), l, &w, &pending);
     if (r != 0 && r != SHK_EOWNERDEAD) {
-        if (pending)
+        if (pending || r == SHK_PY_ERR)
             return NULL;
         return shk_py_raise(r, "acquire");
     }
     o->owner_died = r == SHK_EOWNERDEAD;
     if (o->type == SHK_OBJ_RLOCK)
-        shk_rlock_restore(o->sh, (uint32_t)count);
+        shk_rlock_restore(l, (uint32_t)count);
     if (pending)
         return NULL;
     Py_RETURN_NONE;
@@ -513,7 +529,7 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
         shk_py_wait_args(a[0], &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, &shk_event_op, o->sh, &w);
+    int r = run_wait(o, &shk_event_op, o->sh, &w, NULL);
     if (r == 0)
         Py_RETURN_TRUE;
     if (r == ETIMEDOUT || r == EBUSY)
@@ -569,7 +585,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
         r = op->attempt(obj, &w); /* the uncontended case: one attempt with the GIL held
                                      (not armed: no registration, no /proc read) */
     if (r == EAGAIN)
-        r = run_wait(o, op, obj, &w);
+        r = run_wait(o, op, obj, &w, NULL);
     o->slot = rd.slot;
     return acquire_result(o, r);
 }
@@ -667,6 +683,8 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
         return PyErr_Format(PyExc_TypeError, "a Condition's lock must be a shmkit Lock or RLock");
     SyncObject *lk = (SyncObject *)lockobj;
     LIVE(lk);
+    struct shk_cond_sh *c = o->sh; /* (the handles' sh are NULL once closed, even while */
+    struct shk_lock_sh *l = lk->sh; /*  we wait: the mapping stays until the wait ends) */
     int rec = lk->type == SHK_OBJ_RLOCK;
     if (!shk_lock_is_mine(lk->sh, rec)) {
         PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
@@ -677,28 +695,29 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     uint32_t flags;
     if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
-    uint32_t seq = shk_cond_prepare(o->sh);
+    uint32_t seq = shk_cond_prepare(c);
     uint32_t count = 1;
-    int r = rec ? shk_rlock_release_all(lk->sh, &count) : shk_lock_release(lk->sh, 0);
+    int r = rec ? shk_rlock_release_all(l, &count) : shk_lock_release(l, 0);
     if (r) {
-        shk_cond_finish(o->sh);
+        shk_cond_finish(c);
         return shk_py_raise(r, "wait");
     }
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     w.observed = seq;
-    int wr = run_wait(o, &shk_cond_op, o->sh, &w);
-    shk_cond_finish(o->sh);
-    /* re-acquire whatever happened, keeping a pending exception for afterwards */
+    int wr = run_wait(o, &shk_cond_op, c, &w, NULL);
+    shk_cond_finish(c);
+    /* re-acquire whatever happened, keeping a pending exception for afterwards (unless
+     * the lock's handle was closed meanwhile: then there is nothing to hold) */
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
     if (wr == SHK_PY_ERR)
         PyErr_Fetch(&et, &ev, &tb);
     struct shk_wait lw = wait_for(lk, NULL, 0);
     int pending = 0;
-    int lr = shk_py_wait(lock_op(lk), lk->sh, &lw, 0, &pending);
+    int lr = lk->sh ? run_wait(lk, lock_op(lk), l, &lw, &pending) : SHK_ECLOSED;
     if (lr == 0 || lr == SHK_EOWNERDEAD) {
         lk->owner_died = lr == SHK_EOWNERDEAD;
         if (rec)
-            shk_rlock_restore(lk->sh, count);
+            shk_rlock_restore(l, count);
     }
     if (wr == SHK_PY_ERR) {
         if (pending)
@@ -706,8 +725,10 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
         PyErr_Restore(et, ev, tb);
         return NULL;
     }
-    if (pending)
+    if (pending || lr == SHK_PY_ERR)
         return NULL;
+    if (lr == SHK_ECLOSED)
+        return shk_py_closed("the Condition's lock handle was closed while waiting");
     if (lr != 0 && lr != SHK_EOWNERDEAD)
         return shk_py_raise(lr, "wait (re-acquiring the lock)");
     if (wr == 0)
@@ -785,7 +806,7 @@ static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t n
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, 0);
     /* interrupted after arriving, the wait is cancelled: that breaks the barrier, so the
      * other parties do not wait for us forever */
-    int r = run_wait(o, &shk_barrier_op, o->sh, &w);
+    int r = run_wait(o, &shk_barrier_op, o->sh, &w, NULL);
     if (r == SHK_PY_ERR)
         return NULL;
     if (r)
@@ -978,6 +999,50 @@ static PyGetSetDef counter_getset[] = {
     {"value", (getter)counter_get_value, (setter)counter_set_value, "the value (atomic)", NULL},
     {NULL},
 };
+
+/* ---- for the asyncio twins (aio.c) ------------------------------------------------------ */
+
+static int is_sync_handle(PyObject *h)
+{
+    PyTypeObject *types[] = {LockType, RLockType, RWLockType, SemaphoreType, EventType,
+                             ConditionType, BarrierType, CounterType};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (types[i] && PyObject_TypeCheck(h, types[i]))
+            return 1;
+    return 0;
+}
+
+int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
+{
+    if (!is_sync_handle(h)) {
+        PyErr_Format(PyExc_TypeError, "expected a shmkit synchronisation object, not %.100s",
+                     Py_TYPE(h)->tp_name);
+        return -1;
+    }
+    SyncObject *o = (SyncObject *)h;
+    if (!o->sh) {
+        shk_py_closed("this synchronisation handle is closed");
+        return -1;
+    }
+    if (shk_sync_extent(o->sh, o->type) != o->extent) {
+        PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its size field "
+                     "changed after it was opened", (unsigned long long)o->off);
+        return -1;
+    }
+    out->sh = o->sh;
+    out->type = o->type;
+    out->seg = o->zone->segment;
+    out->slot = &o->slot;
+    out->owner_died = &o->owner_died;
+    return 0;
+}
+
+int shk_py_sync_live(PyObject *h)
+{
+    SyncObject *o = (SyncObject *)h;
+    SegmentObject *seg = o->zone->segment;
+    return o->sh != NULL && !seg->closed && !seg->close_pending;
+}
 
 /* ---- module functions ------------------------------------------------------------------- */
 

@@ -16,8 +16,8 @@
  *     wake-ups;
  *   - statistics nobody synchronises on: relaxed (shk_stat_add, shk_single_writer_inc).
  *
- * The queue and the dict still use their own spellings of the same builtins; they adopt
- * these names in their own redesign phase.
+ * The dict still uses its own spellings of the same builtins; it adopts these names in
+ * its own redesign phase.
  */
 #ifndef SHK_ATOMICS_H
 #define SHK_ATOMICS_H
@@ -52,6 +52,8 @@
 #define shk_sub_fetch_seq_cst(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST)
 #define shk_exchange_seq_cst(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
 #define shk_fetch_add_relaxed(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define shk_fetch_or_relaxed(p, v) __atomic_fetch_or((p), (v), __ATOMIC_RELAXED)
+#define shk_fetch_and_relaxed(p, v) __atomic_fetch_and((p), (v), __ATOMIC_RELAXED)
 
 /* fences */
 #define shk_fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
@@ -63,6 +65,40 @@
 /* Statistics only the current holder of a lock writes: a plain increment with relaxed
  * accesses (no locked instruction); readers may see a slightly stale value. */
 #define shk_single_writer_inc(p) shk_store_relaxed((p), shk_load_relaxed(p) + 1)
+
+/* 16-byte compare-and-swap of the pair {p[0], p[1]} (16-byte aligned), seq_cst: if it holds
+ * {*elo, *ehi}, store {nlo, nhi} and return 1; else copy the pair (an atomic snapshot) into
+ * *elo, *ehi and return 0.  The queue's head and tail pairs and its record headers move
+ * only this way.  x86-64: lock cmpxchg16b (the builtin would need libatomic there). */
+static inline int shk_cas16_seq_cst(uint64_t *p, uint64_t *elo, uint64_t *ehi, uint64_t nlo,
+                                    uint64_t nhi)
+{
+#if defined(__x86_64__)
+    unsigned char ok;
+    __asm__ __volatile__("lock cmpxchg16b %1\n\tsete %0"
+                         : "=q"(ok), "+m"(*(volatile unsigned __int128 *)p), "+a"(*elo),
+                           "+d"(*ehi)
+                         : "b"(nlo), "c"(nhi)
+                         : "memory", "cc");
+    return ok;
+#else
+    unsigned __int128 e = ((unsigned __int128)*ehi << 64) | *elo;
+    unsigned __int128 n = ((unsigned __int128)nhi << 64) | nlo;
+    int ok = __atomic_compare_exchange_n((unsigned __int128 *)p, &e, n, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST);
+    *elo = (uint64_t)e;
+    *ehi = (uint64_t)(e >> 64);
+    return ok;
+#endif
+}
+
+/* An atomic snapshot of a 16-byte pair (it takes the cache line: slow paths only). */
+static inline void shk_load16_seq_cst(uint64_t *p, uint64_t *lo, uint64_t *hi)
+{
+    *lo = shk_load_relaxed(&p[0]);
+    *hi = shk_load_relaxed(&p[1]);
+    shk_cas16_seq_cst(p, lo, hi, *lo, *hi);
+}
 
 /* A pause in a spin loop: tells the CPU we are spinning (frees the sibling hyperthread,
  * saves power); a compiler barrier elsewhere. */

@@ -9,10 +9,21 @@
  * section and even again at the end; a reader samples seq, follows the chain, copies the
  * value, and keeps the copy only if seq did not move.  Because a reader may be looking
  * at cells that a writer is freeing and reusing, every field it reads is read once into
- * a local (RD), and every index and length is checked against the shard before it is
- * used: a torn read can only produce a wrong answer, which the seq check then throws
+ * a local (shk_load_relaxed, atomics.h), and every index and length is checked against
+ * the shard before it is used: a torn read can only produce a wrong answer, which the seq check then throws
  * away, never an access outside the shard.  A reader that keeps losing to writers falls
- * back to the lock (EAGAIN; the binding then calls the _locked twin).
+ * back to the shard's lock, inside the same call.
+ *
+ * One call, one operation (dict.h): each public call takes the lock it needs itself, as
+ * its flags allow (without SHK_DWAIT it spins a little, then gives up with EBUSY having
+ * done nothing, and its caller waits with shk_dict_shard_op), runs the operation's whole
+ * protocol, and hands values back through the caller's buffer (ENOBUFS with the room
+ * needed, nothing done).  Inside, nginx's pattern: the `_inner` functions assume the lock
+ * is held and seq odd; LOCKED_WRITE and READ_OP are the plain calls around them.
+ *
+ * Numbers: incr adds under the lock as Python adds (int64 and double in place; exact
+ * two's complement arithmetic when an int outgrows int64; an int meets a float rounded
+ * to nearest, ties to even), so no caller ever has to retry a compare-and-set.
  *
  * Memory: an item takes a run of cells (header, key, value).  Free cells form runs kept
  * in size bins with boundary tags (first cell and last 4 bytes), coalesced on free.  When
@@ -38,7 +49,6 @@
 #include "dict.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,15 +56,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
+#include "report.h"
 
-#define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
-#define RDA(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
-#define WR(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
-#define PUBLISH(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELEASE)
 #define CORRUPT(...) shk_fail(SHK_ECORRUPT, __VA_ARGS__)
 #define CELL SHK_DICT_CELL
 #define ITEM_HDR ((uint32_t)sizeof(struct shk_ditem))
@@ -113,8 +121,9 @@ int shk_dict_key(struct shk_dkey *k, uint8_t type, const void *data, size_t len)
 
 uint64_t shk_dict_now(const struct shk_dict *d)
 {
-    if (d->clock_ms >= 0)
-        return (uint64_t)d->clock_ms;
+    int64_t ms = shk_load_relaxed(&d->clock_ms); /* see shk_dict_set_clock */
+    if (ms >= 0)
+        return (uint64_t)ms;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -189,7 +198,7 @@ static inline uint32_t bucket_of(const struct shk_dict *d, uint64_t hash)
 
 static inline int bit_get(const uint64_t *map, uint32_t i)
 {
-    return (int)((RD(map[i >> 6]) >> (i & 63)) & 1);
+    return (int)((shk_load_relaxed(&map[i >> 6]) >> (i & 63)) & 1);
 }
 
 static inline void bit_put(uint64_t *map, uint32_t i, int on)
@@ -220,41 +229,85 @@ static inline void ref_touch(struct sc *c, uint32_t ci)
 {
     uint64_t bit = 1ull << (ci & 63);
     uint64_t *w = &c->ref[ci >> 6];
-    if (!(RD(*w) & bit))
-        __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+    if (!(shk_load_relaxed(w) & bit))
+        shk_fetch_or_relaxed(w, bit);
 }
 
 static inline int ref_take(struct sc *c, uint32_t ci)
 {
     uint64_t bit = 1ull << (ci & 63);
     uint64_t *w = &c->ref[ci >> 6];
-    if (!(RD(*w) & bit))
+    if (!(shk_load_relaxed(w) & bit))
         return 0;
-    __atomic_fetch_and(w, ~bit, __ATOMIC_RELAXED);
+    shk_fetch_and_relaxed(w, ~bit);
     return 1;
+}
+
+/* The test hook (shk_dict.crash_at): SIGKILL ourselves here, or with crash_stop, stop
+ * here once (SIGSTOP, holding the shard's lock) and carry on when continued. */
+static __attribute__((noinline, cold)) void crash_now(struct shk_dict *d)
+{
+    if (d->crash_stop) {
+        d->crash_at = 0;
+        kill(getpid(), SIGSTOP);
+        return;
+    }
+    kill(getpid(), SIGKILL);
+    for (;;)
+        pause();
 }
 
 static inline void crash_point(struct sc *c, int point)
 {
-    if (UNLIKELY(c->d->crash_at == point)) {
-        kill(getpid(), SIGKILL);
-        for (;;)
-            pause();
-    }
+    if (UNLIKELY(c->d->crash_at == point))
+        crash_now(c->d);
+}
+
+/* ---- the shard lock ------------------------------------------------------------------- */
+
+static int shard_lock_slow(struct shk_dict *d, uint32_t s, int flags, int r);
+static int lock_acquired(struct shk_dict *d, uint32_t s, int r);
+
+/*
+ * Take shard s's lock for a call with these flags: 0 (held, whatever a dead owner left
+ * repaired), EBUSY (still held elsewhere after a short spin, and SHK_DWAIT not given:
+ * nothing was done), or an error.  The uncontended case is one trylock and a look at seq.
+ */
+static inline int shard_lock(struct shk_dict *d, uint32_t s, int flags)
+{
+    int r = pthread_mutex_trylock(&d->shards[s].lock);
+    if (LIKELY(r == 0) && !(shk_load_relaxed(&d->shards[s].seq) & 1))
+        return 0;
+    return shard_lock_slow(d, s, flags, r);
+}
+
+/* The shard context of k's shard, its lock taken as shard_lock does. */
+static inline int lock_key(struct sc *c, struct shk_dict *d, const struct shk_dkey *k, int flags)
+{
+    uint32_t s = shk_dict_shard_of(d, k);
+    int r = shard_lock(d, s, flags);
+    if (LIKELY(r == 0))
+        sc_init(c, d, s);
+    return r;
+}
+
+static inline void unlock_sc(struct sc *c)
+{
+    pthread_mutex_unlock(&c->sh->lock);
 }
 
 /* Writers keep seq odd while they change the shard. */
 static inline void write_begin(struct sc *c)
 {
     uint32_t s = c->sh->seq;
-    WR(c->sh->seq, (s | 1u) == s ? s + 2 : s + 1); /* odd, whatever it was */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
+    shk_store_relaxed(&c->sh->seq, (s | 1u) == s ? s + 2 : s + 1); /* odd, whatever it was */
+    shk_fence_release();
 }
 
 static inline void write_end(struct sc *c)
 {
     uint32_t s = c->sh->seq;
-    PUBLISH(c->sh->seq, (s & 1u) ? s + 1 : s + 2);
+    shk_store_release(&c->sh->seq, (s & 1u) ? s + 1 : s + 2);
 }
 
 /* ---- geometry ---------------------------------------------------------------------------- */
@@ -672,7 +725,7 @@ static int read_bytes(struct sc *c, const uint8_t *p, uint64_t room, uint32_t fr
             return INCONSISTENT;
         }
         struct shk_dfrag *g = cellp(c, frag - 1);
-        uint32_t nc = RD(g->ncells);
+        uint32_t nc = shk_load_relaxed(&g->ncells);
         if (nc == 0 || nc > c->n - (frag - 1)) {
             c->why = "a fragment's length runs past the shard";
             return INCONSISTENT;
@@ -682,7 +735,7 @@ static int read_bytes(struct sc *c, const uint8_t *p, uint64_t room, uint32_t fr
         memcpy(dst, (const uint8_t *)g + FRAG_HDR, k);
         dst += k;
         len -= k;
-        frag = RD(g->next);
+        frag = shk_load_relaxed(&g->next);
     }
     return 0;
 }
@@ -728,7 +781,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
 {
     uint32_t tag = (uint32_t)k->hash;
     uint32_t *link = &c->bk[bucket_of(c->d, k->hash)];
-    uint32_t idx = RDA(*link);
+    uint32_t idx = shk_load_acquire(link);
     uint32_t guard = c->n;
     while (idx) {
         uint32_t ci = idx - 1;
@@ -741,9 +794,10 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
          * now, in parallel with the header's miss, rather than after it */
         __builtin_prefetch((const uint8_t *)it + 64);
         __builtin_prefetch((const uint8_t *)it + 127); /* a 4-cell item may span 3 lines */
-        if (RD(it->tag) == tag && RD(it->klen) == k->len && RD(it->ktype) == k->type) {
-            uint32_t nc = RD(it->ncells);
-            if (nc < 2 || nc > c->n - ci || ITEM_HDR + round8(k->len) > (uint64_t)nc * CELL) {
+        if (shk_load_relaxed(&it->tag) == tag && shk_load_relaxed(&it->klen) == k->len &&
+            shk_load_relaxed(&it->ktype) == k->type) {
+            if (!shk_dict_item_span_ok(c->d, ci, shk_load_relaxed(&it->ncells),
+                                       ITEM_HDR + round8(k->len))) {
                 c->why = "an item's length does not fit the shard";
                 return INCONSISTENT;
             }
@@ -755,7 +809,7 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
             }
         }
         link = &it->next;
-        idx = RDA(*link);
+        idx = shk_load_acquire(link);
         if (!guard--) {
             c->why = "a bucket chain loops";
             return INCONSISTENT;
@@ -766,8 +820,8 @@ static inline __attribute__((always_inline)) int find(struct sc *c, const struct
 
 static inline uint8_t *value_of(struct shk_ditem *it, uint64_t *room)
 {
-    uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    *room = (uint64_t)RD(it->ncells) * CELL - voff;
+    uint64_t voff = ITEM_HDR + round8(shk_load_relaxed(&it->klen));
+    *room = (uint64_t)shk_load_relaxed(&it->ncells) * CELL - voff;
     return (uint8_t *)it + voff;
 }
 
@@ -776,59 +830,15 @@ static int vtype_valid(uint8_t t)
     return t >= SHK_DV_BYTES && t <= SHK_DV_LIST;
 }
 
-/* Fill *f from a found item and copy its value when it fits.  1 found, 0 expired (and
- * stale values not wanted), INCONSISTENT.  Safe on a changing shard. */
-static int read_found(struct sc *c, struct hit *h, int allow_stale, void *buf, uint64_t cap,
-                      struct shk_dict_found *f)
+/* Count a lookup.  A call that may wait (SHK_DWAIT) may run beside other calls on this
+ * handle (C callers sharing a handle between threads), so it never writes the handle:
+ * its lookups go to the shared counters at once. */
+static inline void count_lookup(struct shk_dict *d, int hit, int flags)
 {
-    struct shk_ditem *it = h->it;
-    uint64_t expire = RD(it->expire);
-    int stale = is_expired(c, expire);
-    if (stale && !allow_stale)
-        return 0;
-    uint8_t vt = RD(it->vtype);
-    uint32_t vlen = RD(it->vlen);
-    uint32_t nc = RD(it->ncells);
-    uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    if (!vtype_valid(vt) || nc < 2 || nc > c->n - h->ci || voff > (uint64_t)nc * CELL) {
-        c->why = "an item has an unknown value type or runs past the shard";
-        return INCONSISTENT;
-    }
-    uint64_t room = (uint64_t)nc * CELL - voff;
-    f->vtype = vt;
-    f->flags = RD(it->flags);
-    f->expire = expire;
-    f->version = RD(it->version);
-    f->stale = stale;
-    if (vt == SHK_DV_LIST) {
-        if (room < sizeof(struct shk_dlist)) {
-            c->why = "a list item is too short for its list header";
-            return INCONSISTENT;
-        }
-        struct shk_dlist *l = (struct shk_dlist *)((uint8_t *)it + voff);
-        f->len = RD(l->count);
-        return 1;
-    }
-    f->len = vlen;
-    if (vlen > cap)
-        return 1;
-    if ((uint64_t)vlen > (uint64_t)c->n * CELL) {
-        c->why = "a value is longer than the shard";
-        return INCONSISTENT;
-    }
-    if (read_bytes(c, (uint8_t *)it + voff, room, RD(it->frag), buf, vlen))
-        return INCONSISTENT;
-    return 1;
-}
-
-static inline void count_lookup(struct shk_dict *d, int hit)
-{
-    if (hit)
-        d->hits++;
+    if (UNLIKELY(flags & SHK_DWAIT))
+        shk_stat_add(hit ? &d->hdr->hits : &d->hdr->misses, 1);
     else
-        d->misses++;
-    if (UNLIKELY(((d->hits + d->misses) & (COUNT_PUBLISH_EVERY - 1)) == 0))
-        shk_dict_publish_counts(d);
+        shk_dict_count_fast(d, hit);
 }
 
 void shk_dict_publish_counts(struct shk_dict *d)
@@ -839,114 +849,10 @@ void shk_dict_publish_counts(struct shk_dict *d)
         return;
     }
     if (d->hits)
-        __atomic_fetch_add(&d->hdr->hits, d->hits, __ATOMIC_RELAXED);
+        shk_stat_add(&d->hdr->hits, d->hits);
     if (d->misses)
-        __atomic_fetch_add(&d->hdr->misses, d->misses, __ATOMIC_RELAXED);
+        shk_stat_add(&d->hdr->misses, d->misses);
     d->hits = d->misses = 0;
-}
-
-/* The first part of a found item's value, read safely: 1, 0 (expired and stale values
- * not wanted), INCONSISTENT. */
-static inline int view_fill(struct sc *c, struct hit *h, int allow_stale,
-                            struct shk_dict_view *v)
-{
-    struct shk_ditem *it = h->it;
-    uint64_t expire = RD(it->expire);
-    int stale = expire != 0 && expire <= now_ms(c);
-    if (stale && !allow_stale)
-        return 0;
-    uint8_t vt = RD(it->vtype);
-    uint32_t vlen = RD(it->vlen);
-    uint32_t nc = RD(it->ncells); /* read again: check it again, against the shard's end */
-    uint64_t voff = ITEM_HDR + round8(RD(it->klen));
-    if (!vtype_valid(vt) || nc < 2 || nc > c->n - h->ci || voff > (uint64_t)nc * CELL) {
-        c->why = "an item has an unknown value type or runs past the shard";
-        return INCONSISTENT;
-    }
-    uint64_t room = (uint64_t)nc * CELL - voff;
-    v->f.vtype = vt;
-    v->f.flags = RD(it->flags);
-    v->f.expire = expire;
-    v->f.version = RD(it->version);
-    v->f.stale = stale;
-    v->val = (const uint8_t *)it + voff;
-    v->room = room;
-    v->frag = RD(it->frag);
-    v->bad = NULL;
-    if (vt == SHK_DV_LIST) {
-        if (room < sizeof(struct shk_dlist)) {
-            c->why = "a list item is too short for its list header";
-            return INCONSISTENT;
-        }
-        v->f.len = RD(((const struct shk_dlist *)v->val)->count);
-        return 1;
-    }
-    if ((uint64_t)vlen > (uint64_t)c->n * CELL || (vlen > room && !v->frag) ||
-        ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8))) {
-        c->why = "a value's length does not fit its item";
-        return INCONSISTENT;
-    }
-    v->f.len = vlen;
-    return 1;
-}
-
-int shk_dict_view_begin(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
-                        struct shk_dict_view *v)
-{
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    struct shk_dict_shard *sh = c.sh;
-    for (int attempt = 0; attempt < READ_TRIES; attempt++) {
-        uint32_t s1 = RDA(sh->seq);
-        if (s1 & 1) {
-            for (int i = 0; i < 32; i++)
-                shk_cpu_relax();
-            continue;
-        }
-        struct hit h;
-        int r = find(&c, k, &h);
-        if (r == 1)
-            r = view_fill(&c, &h, allow_stale, v);
-        if (r == 1) { /* validated by the caller's view_end */
-            v->shard = c.s;
-            v->ci = h.ci;
-            v->seq = s1;
-            return 0;
-        }
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (RD(sh->seq) != s1)
-            continue;
-        if (r == INCONSISTENT)
-            return CORRUPT("dict shard %u: %s", c.s, c.why);
-        count_lookup(d, 0);
-        return SHK_ENOTFOUND;
-    }
-    return EAGAIN;
-}
-
-void shk_dict_view_copy(struct shk_dict *d, struct shk_dict_view *v, void *dst)
-{
-    struct sc c;
-    sc_init(&c, d, v->shard);
-    if (read_bytes(&c, v->val, v->room, v->frag, dst, v->f.len))
-        v->bad = c.why;
-}
-
-int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use)
-{
-    struct shk_dict_shard *sh = &d->shards[v->shard];
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (RD(sh->seq) != v->seq)
-        return EAGAIN;
-    if (v->bad)
-        return CORRUPT("dict shard %u: %s", v->shard, v->bad);
-    if (use) {
-        struct sc c;
-        sc_init(&c, d, v->shard);
-        ref_touch(&c, v->ci);
-        count_lookup(d, 1);
-    }
-    return 0;
 }
 
 /* Copy a short value with fixed-size moves (no call): both sides have room for them. */
@@ -962,12 +868,15 @@ static inline void copy_value(void *dst, uint64_t cap, const uint8_t *src, uint6
 }
 
 /*
- * The lookup of the hot path in one pass: chain walk, checks, copy, validation.  A short
- * value (that fits `cap`, in the item's first run) costs a few moves from the item; the
- * rest (fragments, errors) leaves the straight line.
+ * The lookup of the hot path in one pass, without the lock: chain walk, checks, copy,
+ * validation.  A short value (that fits `cap`, in the item's first run) costs a few moves
+ * from the item; the rest (fragments, errors) leaves the straight line.  0, SHK_ENOTFOUND,
+ * ENOBUFS (f->len: the room needed; not counted: the caller comes back), SHK_ECORRUPT, or
+ * EAGAIN: writers kept the shard busy, or the value is a list (whose elements are copied
+ * under the lock): shk_dict_get then takes the lock.
  */
-int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
-                 uint64_t cap, struct shk_dict_found *f)
+static inline int get_lockfree(struct shk_dict *d, const struct shk_dkey *k, int flags,
+                               void *buf, uint64_t cap, struct shk_dict_found *f)
 {
     const uint32_t s = shk_dict_shard_of(d, k);
     struct shk_dict_shard *sh = &d->shards[s];
@@ -978,13 +887,13 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
     const uint64_t voff = ITEM_HDR + round8(klen);
     const char *why = NULL;
     for (int attempt = 0; attempt < READ_TRIES; attempt++) {
-        uint32_t s1 = RDA(sh->seq);
+        uint32_t s1 = shk_load_acquire(&sh->seq);
         if (UNLIKELY(s1 & 1)) {
             for (int i = 0; i < 32; i++)
                 shk_cpu_relax();
             continue;
         }
-        uint32_t idx = RDA(*bkt), guard = n, ci = 0;
+        uint32_t idx = shk_load_acquire(bkt), guard = n, ci = 0;
         struct shk_ditem *it = NULL;
         int found = 0, fits = 0, stale = 0;
         while (idx) {
@@ -998,9 +907,9 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
              * aligned: a 128-byte one spans 3 lines half of the time): ask for them now */
             __builtin_prefetch((const uint8_t *)it + 64);
             __builtin_prefetch((const uint8_t *)it + 127);
-            if (RD(it->tag) == tag && RD(it->klen) == klen && RD(it->ktype) == k->type) {
-                uint32_t nc = RD(it->ncells);
-                if (UNLIKELY(nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
+            if (shk_load_relaxed(&it->tag) == tag && shk_load_relaxed(&it->klen) == klen &&
+                shk_load_relaxed(&it->ktype) == k->type) {
+                if (UNLIKELY(!shk_dict_item_span_ok(d, ci, shk_load_relaxed(&it->ncells), voff))) {
                     why = "an item's length does not fit the shard";
                     goto torn;
                 }
@@ -1009,49 +918,42 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
                     break;
                 }
             }
-            idx = RDA(it->next);
+            idx = shk_load_acquire(&it->next);
             if (UNLIKELY(!guard--)) {
                 why = "a bucket chain loops";
                 goto torn;
             }
         }
         if (found) {
-            uint64_t expire = RD(it->expire);
+            uint64_t expire = shk_load_relaxed(&it->expire);
             if (expire && expire <= shk_dict_now(d)) {
                 stale = 1;
-                found = allow_stale;
+                found = (flags & SHK_DSTALE) != 0;
             }
         }
         if (found) {
-            uint8_t vt = RD(it->vtype);
-            uint32_t vlen = RD(it->vlen), nc = RD(it->ncells), frag = RD(it->frag);
-            if (UNLIKELY(!vtype_valid(vt) || nc < 2 || nc > n - ci || voff > (uint64_t)nc * CELL)) {
-                why = "an item has an unknown value type or runs past the shard";
+            uint8_t vt = shk_load_relaxed(&it->vtype);
+            uint32_t vlen = shk_load_relaxed(&it->vlen), nc = shk_load_relaxed(&it->ncells),
+                     frag = shk_load_relaxed(&it->frag);
+            if (UNLIKELY((why = shk_dict_item_problem(d, ci, vt, nc, voff, vlen, frag)) != NULL))
                 goto torn;
-            }
             const uint8_t *val = (const uint8_t *)it + voff;
             uint64_t room = (uint64_t)nc * CELL - voff;
             f->vtype = vt;
-            f->flags = RD(it->flags);
-            f->expire = RD(it->expire);
-            f->version = RD(it->version);
+            f->flags = shk_load_relaxed(&it->flags);
+            f->expire = shk_load_relaxed(&it->expire);
+            f->version = shk_load_relaxed(&it->version);
             f->stale = stale;
             if (vt == SHK_DV_LIST) {
-                if (UNLIKELY(room < sizeof(struct shk_dlist))) {
-                    why = "a list item is too short for its list header";
-                    goto torn;
-                }
-                f->len = RD(((const struct shk_dlist *)val)->count);
-                fits = 1;
+                f->count = shk_load_relaxed(&((const struct shk_dlist *)val)->count);
+                f->len = 0;
+                fits = (flags & SHK_DPEEK) ? 1 : -1; /* -1: its elements, under the lock */
             } else {
-                if (UNLIKELY((uint64_t)vlen > (uint64_t)n * CELL || (vlen > room && !frag) ||
-                             ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8)))) {
-                    why = "a value's length does not fit its item";
-                    goto torn;
-                }
                 f->len = vlen;
                 fits = vlen <= cap;
-                if (fits && LIKELY(vlen <= room)) {
+                if (UNLIKELY(flags & SHK_DPEEK)) {
+                    fits = 1; /* found is all it asks */
+                } else if (fits && LIKELY(vlen <= room)) {
                     copy_value(buf, cap, val, room, vlen);
                 } else if (fits) { /* continued in fragments */
                     struct sc c;
@@ -1063,50 +965,28 @@ int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, 
                 }
             }
         }
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (UNLIKELY(RD(sh->seq) != s1))
+        shk_fence_acquire();
+        if (UNLIKELY(shk_load_relaxed(&sh->seq) != s1))
             continue;
         if (!found) {
-            count_lookup(d, 0);
+            count_lookup(d, 0, flags);
             return SHK_ENOTFOUND;
         }
-        if (!fits)
-            return ENOBUFS; /* counted when the caller comes back with room */
+        if (fits <= 0)
+            return fits ? EAGAIN : ENOBUFS; /* counted when the caller comes back */
         uint64_t bit = 1ull << (ci & 63); /* CLOCK: used (set once, by the first reader) */
         uint64_t *w = (uint64_t *)(blk + d->ref_off) + (ci >> 6);
-        if (!(RD(*w) & bit))
-            __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
-        count_lookup(d, 1);
+        if (!(shk_load_relaxed(w) & bit))
+            shk_fetch_or_relaxed(w, bit);
+        count_lookup(d, 1, flags);
         return 0;
     torn: /* bytes that make no sense: a writer moved them, or they are corrupt */
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (RD(sh->seq) != s1)
+        shk_fence_acquire();
+        if (shk_load_relaxed(&sh->seq) != s1)
             continue;
         return CORRUPT("dict shard %u: %s", s, why);
     }
     return EAGAIN;
-}
-
-int shk_dict_get_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
-                        void *buf, uint64_t cap, struct shk_dict_found *f)
-{
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    struct hit h;
-    int r = find(&c, k, &h);
-    if (r == 1)
-        r = read_found(&c, &h, allow_stale, buf, cap, f);
-    if (r == INCONSISTENT)
-        return CORRUPT("dict shard %u: %s", c.s, c.why);
-    if (r == 0) {
-        count_lookup(d, 0);
-        return SHK_ENOTFOUND;
-    }
-    if (f->vtype != SHK_DV_LIST && f->len > cap)
-        return ENOBUFS;
-    ref_touch(&c, h.ci);
-    count_lookup(d, 1);
-    return 0;
 }
 
 static int lru_append(struct sc *c, uint32_t ci)
@@ -1128,7 +1008,10 @@ static int lru_append(struct sc *c, uint32_t ci)
     return 0;
 }
 
-static int lru_unlink(struct sc *c, uint32_t ci)
+/* Take the item at cell ci out of the eviction queue, pointing its neighbours (or the
+ * queue's ends) at `after_prev` and `before_next` instead: its successor and predecessor
+ * to unlink it, another item (cell + 1) to put that one in its place. */
+static int lru_relink(struct sc *c, uint32_t ci, uint32_t after_prev, uint32_t before_next)
 {
     struct shk_dict_shard *sh = c->sh;
     struct shk_ditem *it = cellp(c, ci);
@@ -1138,9 +1021,9 @@ static int lru_unlink(struct sc *c, uint32_t ci)
         if (!p)
             return CORRUPT("dict shard %u: item at cell %u has its queue predecessor outside "
                            "the shard", c->s, ci);
-        p->lru_next = next;
+        p->lru_next = after_prev;
     } else if (sh->lru_head == ci + 1) {
-        sh->lru_head = next;
+        sh->lru_head = after_prev;
     } else {
         return CORRUPT("dict shard %u: item at cell %u has no queue predecessor but is not "
                        "the queue's head", c->s, ci);
@@ -1151,9 +1034,9 @@ static int lru_unlink(struct sc *c, uint32_t ci)
         if (!n)
             return CORRUPT("dict shard %u: item at cell %u has its queue successor outside "
                            "the shard", c->s, ci);
-        n->lru_prev = prev;
+        n->lru_prev = before_next;
     } else if (sh->lru_tail == ci + 1) {
-        sh->lru_tail = prev;
+        sh->lru_tail = before_next;
     } else {
         return CORRUPT("dict shard %u: item at cell %u has no queue successor but is not "
                        "the queue's tail", c->s, ci);
@@ -1162,42 +1045,22 @@ static int lru_unlink(struct sc *c, uint32_t ci)
     return 0;
 }
 
+static int lru_unlink(struct sc *c, uint32_t ci)
+{
+    struct shk_ditem *it = cellp(c, ci);
+    return lru_relink(c, ci, it->lru_next, it->lru_prev);
+}
+
 /* The item at new_ci takes old_ci's place in the queue, referenced: a write is a use. */
 static int lru_replace(struct sc *c, uint32_t old_ci, uint32_t new_ci)
 {
-    struct shk_dict_shard *sh = c->sh;
     struct shk_ditem *o = cellp(c, old_ci), *n = cellp(c, new_ci);
-    uint32_t prev = o->lru_prev, next = o->lru_next;
-    n->lru_prev = prev;
-    n->lru_next = next;
-    if (prev) {
-        struct shk_ditem *p = item_at(c, prev);
-        if (!p)
-            return CORRUPT("dict shard %u: item at cell %u has its queue predecessor outside "
-                           "the shard", c->s, old_ci);
-        p->lru_next = new_ci + 1;
-    } else if (sh->lru_head == old_ci + 1) {
-        sh->lru_head = new_ci + 1;
-    } else {
-        return CORRUPT("dict shard %u: item at cell %u has no queue predecessor but is not "
-                       "the queue's head", c->s, old_ci);
-    }
-    crash_point(c, SHK_DCRASH_MID_LRU);
-    if (next) {
-        struct shk_ditem *x = item_at(c, next);
-        if (!x)
-            return CORRUPT("dict shard %u: item at cell %u has its queue successor outside "
-                           "the shard", c->s, old_ci);
-        x->lru_prev = new_ci + 1;
-    } else if (sh->lru_tail == old_ci + 1) {
-        sh->lru_tail = new_ci + 1;
-    } else {
-        return CORRUPT("dict shard %u: item at cell %u has no queue successor but is not "
-                       "the queue's tail", c->s, old_ci);
-    }
-    o->lru_prev = o->lru_next = 0;
-    ref_touch(c, new_ci);
-    return 0;
+    n->lru_prev = o->lru_prev;
+    n->lru_next = o->lru_next;
+    int r = lru_relink(c, old_ci, new_ci + 1, new_ci + 1);
+    if (r == 0)
+        ref_touch(c, new_ci);
+    return r;
 }
 
 static int lru_to_tail(struct sc *c, uint32_t ci)
@@ -1270,8 +1133,8 @@ static int free_item_memory(struct sc *c, struct shk_ditem *it, uint32_t ci)
 static int item_remove(struct sc *c, uint32_t *link, uint32_t ci, struct shk_ditem *it)
 {
     struct shk_dict_shard *sh = c->sh;
-    PUBLISH(*link, it->next); /* gone for readers; a crash from here on only leaks cells
-                                 until the next recovery walk */
+    /* gone for readers; a crash from here on only leaks cells until the next recovery walk */
+    shk_store_release(link, it->next);
     c->removed++;
     sh->items--;
     if (it->expire)
@@ -1497,6 +1360,22 @@ static int shard_rebuild(struct sc *c);
         r_;                                                                               \
     })
 
+/*
+ * The plain call of a write, nginx's five lines: take k's shard lock as `flags` say (EBUSY
+ * without SHK_DWAIT when it is held elsewhere), run `inner` under seq-odd, unlock.
+ * `inner` names the shard context `c`.
+ */
+#define LOCKED_WRITE(d, k, flags, inner)                                                  \
+    ({                                                                                    \
+        struct sc c;                                                                      \
+        int r_ = lock_key(&c, (d), (k), (flags));                                         \
+        if (r_ == 0) {                                                                    \
+            r_ = WRITE_OP(&c, inner);                                                     \
+            unlock_sc(&c);                                                                \
+        }                                                                                 \
+        r_;                                                                               \
+    })
+
 static int found_or_corrupt(struct sc *c, const struct shk_dkey *k, struct hit *h)
 {
     int r = find(c, k, h);
@@ -1536,11 +1415,11 @@ static void item_publish(struct sc *c, struct shk_ditem *it, uint32_t ci,
 {
     if (old) {
         it->next = old->it->next;
-        PUBLISH(*old->link, ci + 1);
+        shk_store_release(old->link, ci + 1);
     } else {
         uint32_t *head = &c->bk[bucket_of(c->d, k->hash)];
         it->next = *head;
-        PUBLISH(*head, ci + 1);
+        shk_store_release(head, ci + 1);
         c->sh->items++;
     }
     c->published = 1;
@@ -1564,7 +1443,8 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     else
         memcpy(c->undo, it, (uint64_t)nc * CELL);
     sh->undo_ncells = nc;
-    PUBLISH(sh->undo_cell, h->ci + 1); /* from here on a crash restores the old bytes */
+    /* from here on a crash restores the old bytes */
+    shk_store_release(&sh->undo_cell, h->ci + 1);
     c->published = 1;
     uint64_t old_expire = it->expire;
     it->expire = expire;
@@ -1575,7 +1455,7 @@ static int update_in_place(struct sc *c, struct hit *h, uint8_t vtype, const voi
     crash_point(c, SHK_DCRASH_MID_INPLACE);
     uint64_t room = (uint64_t)nc * CELL - ITEM_HDR - round8(it->klen);
     copy_value((uint8_t *)it + ITEM_HDR + round8(it->klen), room, data, len, len);
-    PUBLISH(sh->undo_cell, 0);
+    shk_store_release(&sh->undo_cell, 0);
     if (old_expire)
         sh->ttl_items--;
     if (expire)
@@ -1662,61 +1542,72 @@ static int store_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype, co
 /*
  * The common write, straight: a plain set (no ttl, flags 0) of a key whose item has no
  * expiry and whose new contents take exactly its cells: the in-place update under the
- * undo record, as store_inner would do it, without the general path's steps.  An absent
- * key goes to store_inner at once, told that its walk found nothing (no second walk).
- * Anything else (expiry, other size, list, odd bytes) is SHK_DICT_SLOW: call
- * shk_dict_store_locked.
+ * undo record, as store_inner would do it, without the general path's steps.  Anything
+ * else (an absent key, expiry, other size, list, odd bytes) is SHK_DICT_SLOW: the general
+ * store (store_slow), told when the walk found nothing (no second walk).  Locked.
  */
+static inline __attribute__((always_inline)) int set_fast(struct sc *c, const struct shk_dkey *k,
+                                                          uint8_t vtype, const void *data,
+                                                          uint64_t len)
+{
+    struct hit h;
+    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
+        return SHK_DICT_SLOW;
+    int fr = find(c, k, &h);
+    if (fr == 0)
+        c->key_absent = 1;
+    if (fr != 1 || len > SHK_DICT_UNDO)
+        return SHK_DICT_SLOW;
+    struct shk_ditem *it = h.it;
+    uint32_t nc = it->ncells;
+    if (it->expire || it->frag || it->vtype == SHK_DV_LIST || nc > c->n - h.ci ||
+        cells_for(ITEM_HDR + round8(k->len) + len) != nc || (uint64_t)nc * CELL > SHK_DICT_UNDO)
+        return SHK_DICT_SLOW;
+    write_begin(c);
+    update_in_place(c, &h, vtype, data, len, 0, 0, 0);
+    write_end(c);
+    return 0;
+}
+
+/* The general store (locked): whatever set_fast does not do. */
+static __attribute__((noinline)) int store_slow(struct sc *c, const struct shk_dkey *k,
+                                                uint8_t vtype, const void *data, uint64_t len,
+                                                uint32_t flags, uint64_t ttl_ms, int mode,
+                                                uint32_t version, uint32_t *evicted)
+{
+    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
+        return shk_fail(EINVAL, "shk_dict_store(): value type %u cannot be stored", vtype);
+    uint64_t expire = ttl_ms ? now_ms(c) + ttl_ms : 0;
+    return WRITE_OP(c, store_inner(c, k, vtype, data, len, flags, expire, mode, version, evicted));
+}
+
 int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
                              const void *data, uint64_t len, int mode, uint32_t *evicted)
 {
     struct sc c;
     sc_init(&c, d, shk_dict_shard_of(d, k));
-    struct hit h;
     *evicted = 0;
-    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
-        return SHK_DICT_SLOW;
-    int fr = find(&c, k, &h);
-    if (fr == 0) {
-        c.key_absent = 1;
-        return WRITE_OP(&c, store_inner(&c, k, vtype, data, len, 0, 0, mode, 0, evicted));
-    }
-    if (fr != 1 || len > SHK_DICT_UNDO)
-        return SHK_DICT_SLOW;
-    struct shk_ditem *it = h.it;
-    uint32_t nc = it->ncells;
-    if (it->expire || it->frag || it->vtype == SHK_DV_LIST || nc > c.n - h.ci ||
-        cells_for(ITEM_HDR + round8(k->len) + len) != nc || (uint64_t)nc * CELL > SHK_DICT_UNDO)
-        return SHK_DICT_SLOW;
-    write_begin(&c);
-    update_in_place(&c, &h, vtype, data, len, 0, 0, 0);
-    write_end(&c);
-    return 0;
-}
-
-int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
-                          const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms,
-                          int mode, uint32_t version, uint32_t *evicted)
-{
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    *evicted = 0;
-    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
-        return shk_fail(EINVAL, "shk_dict_store(): value type %u cannot be stored", vtype);
-    uint64_t expire = ttl_ms ? now_ms(&c) + ttl_ms : 0;
-    return WRITE_OP(&c, store_inner(&c, k, vtype, data, len, flags, expire, mode, version, evicted));
+    int r = set_fast(&c, k, vtype, data, len);
+    if (r == SHK_DICT_SLOW && c.key_absent)
+        r = store_slow(&c, k, vtype, data, len, 0, 0, mode, 0, evicted);
+    return r;
 }
 
 int shk_dict_store(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
                    const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms, int mode,
                    uint32_t version, uint32_t *evicted)
 {
-    uint32_t s = shk_dict_shard_of(d, k);
-    int r = shk_dict_lock(d, s);
-    if (r)
+    struct sc c;
+    *evicted = 0;
+    int r = lock_key(&c, d, k, mode);
+    if (UNLIKELY(r))
         return r;
-    r = shk_dict_store_locked(d, k, vtype, data, len, flags, ttl_ms, mode, version, evicted);
-    shk_dict_unlock(d, s);
+    r = SHK_DICT_SLOW;
+    if (!((mode & ~(SHK_DSAFE | SHK_DWAIT)) | flags | ttl_ms)) /* a plain set */
+        r = set_fast(&c, k, vtype, data, len);
+    if (r == SHK_DICT_SLOW)
+        r = store_slow(&c, k, vtype, data, len, flags, ttl_ms, mode, version, evicted);
+    unlock_sc(&c);
     return r;
 }
 
@@ -1737,22 +1628,9 @@ static int delete_inner(struct sc *c, const struct shk_dkey *k)
     return 0;
 }
 
-int shk_dict_delete_locked(struct shk_dict *d, const struct shk_dkey *k)
+int shk_dict_delete(struct shk_dict *d, const struct shk_dkey *k, int flags)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    return WRITE_OP(&c, delete_inner(&c, k));
-}
-
-int shk_dict_delete(struct shk_dict *d, const struct shk_dkey *k)
-{
-    uint32_t s = shk_dict_shard_of(d, k);
-    int r = shk_dict_lock(d, s);
-    if (r)
-        return r;
-    r = shk_dict_delete_locked(d, k);
-    shk_dict_unlock(d, s);
-    return r;
+    return LOCKED_WRITE(d, k, flags, delete_inner(&c, k));
 }
 
 /* Validate a list node; its value's first byte and room. */
@@ -1766,9 +1644,11 @@ static int node_check(struct sc *c, uint32_t ni, struct shk_dnode *nd)
     return 0;
 }
 
-/* Pack the elements of a list into a malloc'd buffer of records (see dict.h). */
-static int list_pack(struct sc *c, struct shk_dlist *l, void **out, uint64_t *out_len,
-                     uint64_t *count)
+/* The elements of a list, packed as records (dict.h) into (buf, cap): f->count elements
+ * in f->len bytes.  ENOBUFS when they do not fit (nothing copied); with buf NULL only
+ * the count and length are wanted.  Locked. */
+static int list_pack(struct sc *c, struct shk_dlist *l, uint8_t *buf, uint64_t cap,
+                     struct shk_dict_found *f)
 {
     uint64_t total = 0, n = 0;
     uint32_t node = l->head, guard = c->n;
@@ -1783,10 +1663,12 @@ static int list_pack(struct sc *c, struct shk_dlist *l, void **out, uint64_t *ou
         n++;
         node = nd->next;
     }
-    uint8_t *buf = malloc(total ? total : 1);
+    f->count = n;
+    f->len = total;
     if (!buf)
-        return shk_fail(ENOMEM, "dict: no memory for a copy of a list of %llu bytes",
-                        (unsigned long long)total);
+        return 0;
+    if (total > cap)
+        return ENOBUFS;
     uint64_t pos = 0;
     for (node = l->head; node; node = ((struct shk_dnode *)cellp(c, node - 1))->next) {
         struct shk_dnode *nd = cellp(c, node - 1);
@@ -1795,71 +1677,112 @@ static int list_pack(struct sc *c, struct shk_dlist *l, void **out, uint64_t *ou
         buf[pos + 1] = buf[pos + 2] = buf[pos + 3] = 0;
         memcpy(buf + pos + 4, &len, 4);
         if (read_bytes(c, (uint8_t *)nd + NODE_HDR, (uint64_t)nd->ncells * CELL - NODE_HDR,
-                       nd->frag, buf + pos + 8, len)) {
-            free(buf);
+                       nd->frag, buf + pos + 8, len))
             return CORRUPT("dict shard %u: %s", c->s, c->why);
-        }
         memset(buf + pos + 8 + len, 0, round8(len) - len);
         pos += 8 + round8(len);
     }
-    *out = buf;
-    *out_len = total;
-    *count = n;
     return 0;
 }
 
-int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
-                               void **out, uint64_t *out_len, uint64_t *count)
+/*
+ * Describe the item at cell ci in *f and, with `copy`, copy its value into (buf, cap):
+ * its bytes, or for a LIST its elements packed.  ENOBUFS, with f->len the room needed,
+ * when they do not fit (nothing copied).  Locked.
+ */
+static int value_out(struct sc *c, uint32_t ci, struct shk_ditem *it, int copy, void *buf,
+                     uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    struct hit h;
-    *out = NULL;
-    int r = found_or_corrupt(&c, k, &h);
-    if (r <= 0)
-        return r < 0 ? r : SHK_ENOTFOUND;
-    if (!allow_stale && is_expired(&c, h.it->expire))
-        return SHK_ENOTFOUND;
-    struct shk_dlist *l = list_of(&c, h.it, h.ci);
-    if (!l)
-        return shk_fail(SHK_ETYPE, "dict: the value is not a list");
-    ref_touch(&c, h.ci);
-    return list_pack(&c, l, out, out_len, count);
-}
-
-/* Copy an item's value out: into buf when it fits, else into a malloc'd *heap. */
-static int copy_out(struct sc *c, struct shk_ditem *it, void *buf, uint64_t cap, void **heap,
-                    struct shk_dict_found *f)
-{
-    uint64_t room;
-    uint8_t *v = value_of(it, &room);
-    f->vtype = it->vtype;
+    uint8_t vt = it->vtype;
+    uint32_t vlen = it->vlen, nc = it->ncells, frag = it->frag;
+    uint64_t voff = ITEM_HDR + round8(it->klen);
+    const char *why = shk_dict_item_problem(c->d, ci, vt, nc, voff, vlen, frag);
+    if (why)
+        return CORRUPT("dict shard %u: item at cell %u: %s", c->s, ci, why);
+    uint8_t *val = (uint8_t *)it + voff;
+    f->vtype = vt;
     f->flags = it->flags;
     f->expire = it->expire;
     f->version = it->version;
-    f->stale = 0;
-    f->len = it->vlen;
-    if (room > (uint64_t)c->n * CELL || f->len > (uint64_t)c->n * CELL)
-        return CORRUPT("dict shard %u: item's value does not fit the shard", c->s);
-    uint8_t *dst = buf;
-    if (f->len > cap) {
-        if (!(dst = malloc(f->len)))
-            return shk_fail(ENOMEM, "dict: no memory for a value of %llu bytes",
-                            (unsigned long long)f->len);
-        *heap = dst;
-    }
-    if (read_bytes(c, v, room, it->frag, dst, f->len)) {
-        if (*heap) {
-            free(*heap);
-            *heap = NULL;
-        }
+    f->stale = is_expired(c, f->expire);
+    if (vt == SHK_DV_LIST)
+        return list_pack(c, (struct shk_dlist *)val, copy ? buf : NULL, cap, f);
+    f->len = vlen;
+    if (!copy)
+        return 0;
+    if (vlen > cap)
+        return ENOBUFS;
+    if (read_bytes(c, val, (uint64_t)nc * CELL - voff, frag, buf, vlen))
         return CORRUPT("dict shard %u: %s", c->s, c->why);
-    }
     return 0;
 }
 
+/* shk_dict_get under the lock: what the lock-free pass left (a busy shard, a list). */
+static int get_locked(struct sc *c, const struct shk_dkey *k, int flags, void *buf,
+                      uint64_t cap, struct shk_dict_found *f)
+{
+    struct hit h;
+    int r = found_or_corrupt(c, k, &h);
+    if (r < 0)
+        return r;
+    if (r == 0 || (!(flags & SHK_DSTALE) && is_expired(c, h.it->expire))) {
+        count_lookup(c->d, 0, flags);
+        return SHK_ENOTFOUND;
+    }
+    if ((r = value_out(c, h.ci, h.it, !(flags & SHK_DPEEK), buf, cap, f)) != 0)
+        return r; /* ENOBUFS: counted when the caller comes back */
+    ref_touch(c, h.ci);
+    count_lookup(c->d, 1, flags);
+    return 0;
+}
+
+int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int flags, void *buf,
+                 uint64_t cap, struct shk_dict_found *f)
+{
+    int r = get_lockfree(d, k, flags, buf, cap, f);
+    if (LIKELY(r != EAGAIN))
+        return r;
+    struct sc c;
+    if ((r = lock_key(&c, d, k, flags)) != 0)
+        return r;
+    r = get_locked(&c, k, flags, buf, cap, f);
+    unlock_sc(&c);
+    return r;
+}
+
+static int setdefault_inner(struct sc *c, const struct shk_dkey *k, uint8_t vtype,
+                            const void *data, uint64_t len, int flags, void *buf, uint64_t cap,
+                            struct shk_dict_found *f)
+{
+    struct hit h;
+    uint32_t evicted;
+    int r = found_or_corrupt(c, k, &h);
+    if (r < 0)
+        return r;
+    if (r == 1 && !is_expired(c, h.it->expire)) {
+        if ((r = value_out(c, h.ci, h.it, 1, buf, cap, f)) != 0)
+            return r;
+        ref_touch(c, h.ci);
+        count_lookup(c->d, 1, flags);
+        return SHK_EEXISTS;
+    }
+    count_lookup(c->d, 0, flags);
+    c->key_absent = r == 0;
+    return store_inner(c, k, vtype, data, len, 0, 0, SHK_DADD, 0, &evicted);
+}
+
+int shk_dict_setdefault(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                        const void *data, uint64_t len, int flags, void *buf, uint64_t cap,
+                        struct shk_dict_found *f)
+{
+    if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
+        return shk_fail(EINVAL, "shk_dict_setdefault(): value type %u cannot be stored", vtype);
+    return LOCKED_WRITE(d, k, flags,
+                        setdefault_inner(&c, k, vtype, data, len, flags, buf, cap, f));
+}
+
 static int take_inner(struct sc *c, const struct shk_dkey *k, void *buf, uint64_t cap,
-                      void **heap, struct shk_dict_found *f)
+                      struct shk_dict_found *f)
 {
     struct hit h;
     int r = found_or_corrupt(c, k, &h);
@@ -1872,104 +1795,307 @@ static int take_inner(struct sc *c, const struct shk_dkey *k, void *buf, uint64_
         c->sh->expirations++;
         return SHK_ENOTFOUND;
     }
-    if (h.it->vtype == SHK_DV_LIST) {
-        struct shk_dlist *l = list_of(c, h.it, h.ci);
-        uint64_t count;
-        if (!l)
-            return CORRUPT("dict shard %u: list item at cell %u is too short", c->s, h.ci);
-        if ((r = list_pack(c, l, heap, &f->len, &count)) != 0)
-            return r;
-        f->vtype = SHK_DV_LIST;
-        f->flags = h.it->flags;
-        f->expire = h.it->expire;
-        f->stale = 0;
-    } else if ((r = copy_out(c, h.it, buf, cap, heap, f)) != 0) {
-        return r;
-    }
+    if ((r = value_out(c, h.ci, h.it, 1, buf, cap, f)) != 0)
+        return r; /* ENOBUFS: nothing removed */
     c->published = 1;
     return item_remove(c, h.link, h.ci, h.it);
 }
 
-int shk_dict_take_locked(struct shk_dict *d, const struct shk_dkey *k, void *buf,
-                         uint64_t cap, void **heap, struct shk_dict_found *f)
+int shk_dict_take(struct shk_dict *d, const struct shk_dkey *k, int flags, void *buf,
+                  uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    *heap = NULL;
-    int r = WRITE_OP(&c, take_inner(&c, k, buf, cap, heap, f));
-    if (r && *heap) {
-        free(*heap);
-        *heap = NULL;
-    }
-    return r;
+    return LOCKED_WRITE(d, k, flags, take_inner(&c, k, buf, cap, f));
 }
 
-static int incr_inner(struct sc *c, const struct shk_dkey *k, uint8_t step_type, int64_t step_i,
-                      double step_f, uint8_t *out_type, int64_t *out_i, double *out_f)
+/* ---- numbers: what incr adds, as Python adds ints and floats ---------------------------- */
+
+/* An operand: an int64, a double, or a little-endian two's complement integer. */
+struct num {
+    uint8_t type;               /* SHK_DV_INT, SHK_DV_FLOAT or SHK_DV_BIGINT */
+    int64_t i;
+    double f;
+    const uint8_t *big;
+    uint64_t len;
+};
+
+static inline int num_of(const struct shk_dval *v, struct num *n)
+{
+    n->type = v->type;
+    n->big = v->data;
+    n->len = v->len;
+    if ((v->type == SHK_DV_INT || v->type == SHK_DV_FLOAT) && v->len == 8) {
+        if (v->type == SHK_DV_INT)
+            memcpy(&n->i, v->data, 8);
+        else
+            memcpy(&n->f, v->data, 8);
+        return 0;
+    }
+    if (v->type == SHK_DV_BIGINT && v->len > 0 && v->len <= UINT32_MAX)
+        return 0;
+    return shk_fail(EINVAL, "shk_dict_incr(): an operand of type %u and %llu bytes is not a "
+                    "number", v->type, (unsigned long long)v->len);
+}
+
+/*
+ * Byte i of |x|, for the two's complement x = p[0, n) (negative when `neg`), whose first
+ * non-zero byte is byte z: -x is ~x + 1, so below z it is 0, at z the carry stops, above
+ * z it is ~x.
+ */
+static inline uint8_t mag_byte(const uint8_t *p, int neg, uint64_t z, uint64_t i)
+{
+    if (!neg)
+        return p[i];
+    return i < z ? 0 : i == z ? (uint8_t)(0x100 - p[i]) : (uint8_t)~p[i];
+}
+
+/* |x| of x = p[0, n): how many bits it has (Python's int.bit_length()), and its
+ * highest non-zero byte; *neg, *z as mag_byte wants them. */
+static uint64_t mag_bits(const uint8_t *p, uint64_t n, int *neg, uint64_t *z, uint64_t *hi)
+{
+    *neg = n && (p[n - 1] & 0x80);
+    *z = *hi = 0;
+    while (*neg && *z < n - 1 && p[*z] == 0)
+        (*z)++;
+    uint64_t i = n;
+    while (i > 0 && mag_byte(p, *neg, *z, i - 1) == 0)
+        i--;
+    if (i == 0)
+        return 0;
+    *hi = i - 1;
+    return *hi * 8 + (uint64_t)(32 - __builtin_clz(mag_byte(p, *neg, *z, *hi)));
+}
+
+/* The double nearest to a two's complement integer (ties to even, as Python's float());
+ * ERANGE when it is beyond the largest double. */
+static int big_to_double(const uint8_t *p, uint64_t n, double *out)
+{
+    int neg;
+    uint64_t z, hi;
+    uint64_t bits = mag_bits(p, n, &neg, &z, &hi);
+    double v;
+    if (bits <= 64) {
+        uint64_t u = 0;
+        for (uint64_t i = 0; bits && i <= hi; i++)
+            u |= (uint64_t)mag_byte(p, neg, z, i) << (8 * i);
+        v = (double)u; /* rounds to nearest, ties to even */
+    } else {
+        /* the 64 bits from the top, and whether anything below them is set: folded into
+         * the lowest of them, that decides ties exactly as the whole number would */
+        unsigned __int128 w = 0;
+        for (uint64_t i = hi - 8; i <= hi; i++)
+            w |= (unsigned __int128)mag_byte(p, neg, z, i) << (8 * (i - (hi - 8)));
+        uint64_t wbits = bits - 8 * (hi - 8), drop = wbits - 64;
+        uint64_t u = (uint64_t)(w >> drop);
+        int sticky = (w & (((unsigned __int128)1 << drop) - 1)) != 0;
+        for (uint64_t i = 0; !sticky && i < hi - 8; i++)
+            sticky = mag_byte(p, neg, z, i) != 0;
+        /* times 2^(bits - 64), exactly (a power of two), unless it overflows */
+        uint64_t e = bits - 64;
+        if (e > 1023)
+            return shk_fail(ERANGE, "dict incr(): int too large to convert to float");
+        uint64_t pow2_bits = (e + 1023) << 52;
+        double pow2;
+        memcpy(&pow2, &pow2_bits, 8);
+        v = (double)(u | (uint64_t)sticky) * pow2;
+        if (__builtin_isinf(v))
+            return shk_fail(ERANGE, "dict incr(): int too large to convert to float");
+    }
+    *out = neg ? -v : v;
+    return 0;
+}
+
+static int num_to_double(const struct num *a, double *out)
+{
+    if (a->type == SHK_DV_FLOAT)
+        *out = a->f;
+    else if (a->type == SHK_DV_INT)
+        *out = (double)a->i; /* rounds to nearest, ties to even */
+    else
+        return big_to_double(a->big, a->len, out);
+    return 0;
+}
+
+/* An int64 as the 8 bytes of its little-endian two's complement. */
+static void le_of_i64(int64_t v, uint8_t out[8])
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)((uint64_t)v >> (8 * i));
+}
+
+/* The integer in buf[0, n) (two's complement, little-endian) as it is stored: INT when it
+ * fits an int64 (its native bytes in buf[0, 8)), else BIGINT of bit_length // 8 + 1
+ * bytes (the length Python's encoding gives it). */
+static void int_normalize(uint8_t *buf, uint64_t n, uint8_t *type, uint64_t *len)
+{
+    uint8_t sign = (buf[n - 1] & 0x80) ? 0xff : 0;
+    uint64_t i = n;
+    while (i > 8 && buf[i - 1] == sign)
+        i--;
+    if (i <= 8 && (i < 8 || (buf[7] & 0x80) == (sign & 0x80))) {
+        uint64_t u = 0;
+        for (int j = 0; j < 8; j++)
+            u |= (uint64_t)(j < (int)i ? buf[j] : sign) << (8 * j);
+        int64_t v = (int64_t)u;
+        memcpy(buf, &v, 8);
+        *type = SHK_DV_INT;
+        *len = 8;
+        return;
+    }
+    int neg;
+    uint64_t z, hi;
+    *type = SHK_DV_BIGINT;
+    *len = mag_bits(buf, n, &neg, &z, &hi) / 8 + 1;
+}
+
+/*
+ * a + b into (buf, cap), typed as the dict stores numbers: a float when either is one
+ * (ERANGE if an integer is too large for a double), else the exact integer.  ENOBUFS with
+ * *len the room needed.  a->big may be buf itself (each byte is read before it is
+ * written); b must not overlap buf.
+ */
+static int num_add(const struct num *a, const struct num *b, uint8_t *buf, uint64_t cap,
+                   uint8_t *type, uint64_t *len)
+{
+    int r;
+    if (a->type == SHK_DV_FLOAT || b->type == SHK_DV_FLOAT) {
+        double x, y;
+        if ((r = num_to_double(a, &x)) != 0 || (r = num_to_double(b, &y)) != 0)
+            return r;
+        *len = 8;
+        if (cap < 8)
+            return ENOBUFS;
+        double sum = x + y;
+        memcpy(buf, &sum, 8);
+        *type = SHK_DV_FLOAT;
+        return 0;
+    }
+    int64_t sum;
+    if (a->type == SHK_DV_INT && b->type == SHK_DV_INT &&
+        !__builtin_add_overflow(a->i, b->i, &sum)) {
+        *len = 8;
+        if (cap < 8)
+            return ENOBUFS;
+        memcpy(buf, &sum, 8);
+        *type = SHK_DV_INT;
+        return 0;
+    }
+    /* arbitrary precision: byte by byte, one byte longer than the longer operand */
+    uint8_t la[8], lb[8];
+    const uint8_t *pa = a->big, *pb = b->big;
+    uint64_t na = a->len, nb = b->len;
+    if (a->type == SHK_DV_INT) {
+        le_of_i64(a->i, la);
+        pa = la;
+        na = 8;
+    }
+    if (b->type == SHK_DV_INT) {
+        le_of_i64(b->i, lb);
+        pb = lb;
+        nb = 8;
+    }
+    uint64_t n = (na > nb ? na : nb) + 1;
+    *len = n;
+    if (n > cap)
+        return ENOBUFS;
+    uint8_t sa = (pa[na - 1] & 0x80) ? 0xff : 0, sb = (pb[nb - 1] & 0x80) ? 0xff : 0;
+    unsigned carry = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned x = (i < na ? pa[i] : sa) + (i < nb ? pb[i] : sb) + carry;
+        buf[i] = (uint8_t)x;
+        carry = x >> 8;
+    }
+    int_normalize(buf, n, type, len);
+    return 0;
+}
+
+static int incr_inner(struct sc *c, const struct shk_dkey *k, const struct num *step,
+                      const struct shk_dval *init, uint64_t init_ttl, void *buf, uint64_t cap,
+                      struct shk_dict_found *f)
 {
     struct hit h;
+    struct num old;
+    uint32_t evicted;
     int r = found_or_corrupt(c, k, &h);
-    if (r <= 0)
-        return r < 0 ? r : SHK_ENOTFOUND;
+    if (r < 0)
+        return r;
+    f->stale = 0;
+    f->count = 0;
+    if (r == 0 || is_expired(c, h.it->expire)) { /* init + step, stored as by add() */
+        int absent = r == 0;
+        if (!init)
+            return SHK_ENOTFOUND;
+        f->flags = 0;
+        f->version = 0;
+        if ((r = num_of(init, &old)) != 0 ||
+            (r = num_add(&old, step, buf, cap, &f->vtype, &f->len)) != 0)
+            return r;
+        f->expire = init_ttl ? now_ms(c) + init_ttl : 0;
+        c->key_absent = absent;
+        return store_inner(c, k, f->vtype, buf, f->len, 0, f->expire, SHK_DADD, 0, &evicted);
+    }
     struct shk_ditem *it = h.it;
-    if (is_expired(c, it->expire))
-        return SHK_ENOTFOUND; /* the caller's add replaces it */
     uint8_t vt = it->vtype;
-    uint64_t room;
-    uint8_t *v = value_of(it, &room);
-    if ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (it->vlen != 8 || room < 8))
-        return CORRUPT("dict shard %u: number at cell %u is not 8 bytes", c->s, h.ci);
-    if (vt == SHK_DV_INT && step_type == SHK_DV_INT) {
-        int64_t old = __atomic_load_n((int64_t *)v, __ATOMIC_RELAXED), nv;
-        if (__builtin_add_overflow(old, step_i, &nv))
-            return ERANGE;
-        __atomic_store_n((int64_t *)v, nv, __ATOMIC_RELAXED); /* one aligned store */
+    uint32_t vlen = it->vlen, nc = it->ncells;
+    uint64_t voff = ITEM_HDR + round8(it->klen);
+    const char *why = shk_dict_item_problem(c->d, h.ci, vt, nc, voff, vlen, it->frag);
+    if (why)
+        return CORRUPT("dict shard %u: item at cell %u: %s", c->s, h.ci, why);
+    uint8_t *v = (uint8_t *)it + voff;
+    f->flags = it->flags;
+    f->expire = it->expire;
+    f->version = it->version;
+    old.type = vt;
+    if (vt == SHK_DV_INT) {
+        old.i = shk_load_relaxed((int64_t *)v);
+        int64_t sum;
+        if (step->type == SHK_DV_INT && cap >= 8 && !__builtin_add_overflow(old.i, step->i, &sum)) {
+            memcpy(buf, &sum, 8); /* the common case, straight */
+            f->vtype = SHK_DV_INT;
+            f->len = 8;
+            goto in_place;
+        }
+    } else if (vt == SHK_DV_FLOAT) {
+        uint64_t bits = shk_load_relaxed((uint64_t *)v);
+        memcpy(&old.f, &bits, 8);
+    } else if (vt == SHK_DV_BIGINT) { /* its bytes in buf: the sum is made there */
+        uint64_t need = (vlen > step->len ? vlen : step->len) + 1;
+        if (vlen == 0 || need > cap) {
+            f->len = need;
+            return vlen ? ENOBUFS : CORRUPT("dict shard %u: an empty BIGINT", c->s);
+        }
+        if (read_bytes(c, v, (uint64_t)nc * CELL - voff, it->frag, buf, vlen))
+            return CORRUPT("dict shard %u: %s", c->s, c->why);
+        old.big = buf;
+        old.len = vlen;
+    } else {
+        return shk_fail(SHK_ETYPE, "dict: incr() of a value that is not a number");
+    }
+    if ((r = num_add(&old, step, buf, cap, &f->vtype, &f->len)) != 0)
+        return r;
+    if (f->vtype == vt && vt != SHK_DV_BIGINT) { /* an int64 or a double: one aligned store */
+    in_place:;
+        uint64_t bits;
+        memcpy(&bits, buf, 8);
+        shk_store_relaxed((uint64_t *)v, bits);
         c->published = 1;
         crash_point(c, SHK_DCRASH_IN_PLACE);
         ref_touch(c, h.ci);
-        *out_type = SHK_DV_INT;
-        *out_i = nv;
         return 0;
     }
-    if (vt == SHK_DV_FLOAT || (vt == SHK_DV_INT && step_type == SHK_DV_FLOAT)) {
-        double old;
-        if (vt == SHK_DV_FLOAT) {
-            uint64_t bits = __atomic_load_n((uint64_t *)v, __ATOMIC_RELAXED);
-            memcpy(&old, &bits, 8);
-        } else {
-            old = (double)__atomic_load_n((int64_t *)v, __ATOMIC_RELAXED);
-        }
-        double nv = old + (step_type == SHK_DV_INT ? (double)step_i : step_f);
-        *out_type = SHK_DV_FLOAT;
-        *out_f = nv;
-        if (vt == SHK_DV_FLOAT) {
-            uint64_t bits;
-            memcpy(&bits, &nv, 8);
-            __atomic_store_n((uint64_t *)v, bits, __ATOMIC_RELAXED);
-            c->published = 1;
-            crash_point(c, SHK_DCRASH_IN_PLACE);
-            ref_touch(c, h.ci);
-            return 0;
-        }
-        /* int + float: the type changes, so a new item replaces it */
-        uint32_t evicted = 0;
-        return store_inner(c, k, SHK_DV_FLOAT, &nv, 8, it->flags, it->expire, SHK_DREPLACE, 0,
-                           &evicted);
-    }
-    if (vt == SHK_DV_BIGINT)
-        return ERANGE;
-    return shk_fail(SHK_ETYPE, "dict: incr() of a value that is not a number");
+    /* the type or the size changes: a new item replaces it, with its expiry and flags */
+    return store_inner(c, k, f->vtype, buf, f->len, f->flags, f->expire, SHK_DREPLACE, 0,
+                       &evicted);
 }
 
-int shk_dict_incr_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t step_type,
-                         int64_t step_i, double step_f, uint8_t *out_type, int64_t *out_i,
-                         double *out_f)
+int shk_dict_incr(struct shk_dict *d, const struct shk_dkey *k, const struct shk_dval *step,
+                  const struct shk_dval *init, uint64_t init_ttl, int flags, void *buf,
+                  uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    if (step_type != SHK_DV_INT && step_type != SHK_DV_FLOAT)
-        return shk_fail(EINVAL, "shk_dict_incr(): step type %u is not a number", step_type);
-    return WRITE_OP(&c, incr_inner(&c, k, step_type, step_i, step_f, out_type, out_i, out_f));
+    struct num st;
+    int r = num_of(step, &st);
+    if (r)
+        return r;
+    return LOCKED_WRITE(d, k, flags, incr_inner(&c, k, &st, init, init_ttl, buf, cap, f));
 }
 
 static int expire_inner(struct sc *c, const struct shk_dkey *k, uint64_t ttl_ms)
@@ -1986,17 +2112,15 @@ static int expire_inner(struct sc *c, const struct shk_dkey *k, uint64_t ttl_ms)
         c->sh->ttl_items--;
     if (e)
         note_expiry(c->sh, e);
-    PUBLISH(it->expire, e); /* one aligned store */
+    shk_store_release(&it->expire, e); /* one aligned store */
     c->published = 1;
     crash_point(c, SHK_DCRASH_IN_PLACE);
     return 0;
 }
 
-int shk_dict_expire_locked(struct shk_dict *d, const struct shk_dkey *k, uint64_t ttl_ms)
+int shk_dict_expire(struct shk_dict *d, const struct shk_dkey *k, uint64_t ttl_ms, int flags)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    return WRITE_OP(&c, expire_inner(&c, k, ttl_ms));
+    return LOCKED_WRITE(d, k, flags, expire_inner(&c, k, ttl_ms));
 }
 
 static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t vtype,
@@ -2065,7 +2189,7 @@ static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t
     if (!right) {
         nd->prev = 0;
         nd->next = l->head;
-        PUBLISH(l->head, na.head + 1);
+        shk_store_release(&l->head, na.head + 1);
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         if (nd->next) {
@@ -2083,34 +2207,33 @@ static int push_inner(struct sc *c, const struct shk_dkey *k, int right, uint8_t
             struct shk_dnode *o = node_at(c, l->tail);
             if (!o)
                 return CORRUPT("dict shard %u: list tail node outside the shard", c->s);
-            PUBLISH(o->next, na.head + 1);
+            shk_store_release(&o->next, na.head + 1);
         } else {
-            PUBLISH(l->head, na.head + 1);
+            shk_store_release(&l->head, na.head + 1);
         }
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         l->tail = na.head + 1;
     }
-    WR(l->count, l->count + 1);
+    shk_store_relaxed(&l->count, l->count + 1);
     *newlen = l->count;
     ref_touch(c, h.ci);
     return 0;
 }
 
-int shk_dict_push_locked(struct shk_dict *d, const struct shk_dkey *k, int right,
-                         uint8_t vtype, const void *data, uint64_t len, uint64_t *newlen,
-                         uint32_t *evicted)
+int shk_dict_push(struct shk_dict *d, const struct shk_dkey *k, int right, uint8_t vtype,
+                  const void *data, uint64_t len, int flags, uint64_t *newlen,
+                  uint32_t *evicted)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
     *evicted = 0;
     if (!vtype_valid(vtype) || vtype == SHK_DV_LIST)
         return shk_fail(EINVAL, "shk_dict_push(): value type %u cannot be stored", vtype);
-    return WRITE_OP(&c, push_inner(&c, k, right, vtype, data, len, newlen, evicted));
+    return LOCKED_WRITE(d, k, flags,
+                        push_inner(&c, k, right, vtype, data, len, newlen, evicted));
 }
 
 static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *buf,
-                     uint64_t cap, void **heap, struct shk_dict_found *f)
+                     uint64_t cap, struct shk_dict_found *f)
 {
     struct hit h;
     int r = found_or_corrupt(c, k, &h);
@@ -2140,26 +2263,17 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
     f->vtype = nd->vtype;
     f->flags = 0;
     f->expire = it->expire;
+    f->version = 0;
     f->stale = 0;
     f->len = nd->vlen;
-    uint8_t *dst = buf;
-    if (f->len > cap) {
-        if (!(dst = malloc(f->len)))
-            return shk_fail(ENOMEM, "dict: no memory for a value of %llu bytes",
-                            (unsigned long long)f->len);
-        *heap = dst;
-    }
+    if (f->len > cap)
+        return ENOBUFS; /* nothing taken */
     if (read_bytes(c, (uint8_t *)nd + NODE_HDR, (uint64_t)nd->ncells * CELL - NODE_HDR, nd->frag,
-                   dst, f->len)) {
-        if (*heap) {
-            free(*heap);
-            *heap = NULL;
-        }
+                   buf, f->len))
         return CORRUPT("dict shard %u: %s", c->s, c->why);
-    }
     if (!right) {
         uint32_t next = nd->next;
-        PUBLISH(l->head, next);
+        shk_store_release(&l->head, next);
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         if (next) {
@@ -2176,15 +2290,15 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
             struct shk_dnode *o = node_at(c, prev);
             if (!o)
                 return CORRUPT("dict shard %u: list node links outside the shard", c->s);
-            PUBLISH(o->next, 0);
+            shk_store_release(&o->next, 0);
         } else {
-            PUBLISH(l->head, 0);
+            shk_store_release(&l->head, 0);
         }
         c->published = 1;
         crash_point(c, SHK_DCRASH_MID_LIST);
         l->tail = prev;
     }
-    WR(l->count, l->count ? l->count - 1 : 0);
+    shk_store_relaxed(&l->count, l->count ? l->count - 1 : 0);
     if ((r = free_node(c, ni)) != 0)
         return r;
     if (!l->head) /* emptied: the key goes away, as in OpenResty */
@@ -2193,29 +2307,24 @@ static int pop_inner(struct sc *c, const struct shk_dkey *k, int right, void *bu
     return 0;
 }
 
-int shk_dict_pop_locked(struct shk_dict *d, const struct shk_dkey *k, int right, void *buf,
-                        uint64_t cap, void **heap, struct shk_dict_found *f)
+int shk_dict_pop(struct shk_dict *d, const struct shk_dkey *k, int right, int flags, void *buf,
+                 uint64_t cap, struct shk_dict_found *f)
 {
-    struct sc c;
-    sc_init(&c, d, shk_dict_shard_of(d, k));
-    *heap = NULL;
-    int r = WRITE_OP(&c, pop_inner(&c, k, right, buf, cap, heap, f));
-    if (r && *heap) {
-        free(*heap);
-        *heap = NULL;
-    }
-    return r;
+    return LOCKED_WRITE(d, k, flags, pop_inner(&c, k, right, buf, cap, f));
 }
 
 /* ---- small lock-free reads --------------------------------------------------------------- */
 
-/* Run `body` (which sets r) as a validated lock-free read of shard c; EAGAIN if writers
- * keep it busy. */
-#define READ_OP(c, body)                                                                  \
+/*
+ * Run `body` (which sets r) as a validated lock-free read of shard c; when writers keep
+ * the shard busy (or one died in it), run it once more under the lock, taken as `flags`
+ * say (EBUSY then, if it is held elsewhere and waiting was not allowed).
+ */
+#define READ_OP(c, flags, body)                                                           \
     ({                                                                                    \
         int r = EAGAIN;                                                                   \
         for (int attempt_ = 0; attempt_ < READ_TRIES; attempt_++) {                       \
-            uint32_t s1_ = RDA((c)->sh->seq);                                             \
+            uint32_t s1_ = shk_load_acquire(&(c)->sh->seq);                               \
             if (s1_ & 1) {                                                                \
                 for (int i_ = 0; i_ < 32; i_++)                                           \
                     shk_cpu_relax();                                                      \
@@ -2223,28 +2332,32 @@ int shk_dict_pop_locked(struct shk_dict *d, const struct shk_dkey *k, int right,
                 continue;                                                                 \
             }                                                                             \
             body;                                                                         \
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);                                      \
-            if (RD((c)->sh->seq) != s1_) {                                                \
+            shk_fence_acquire();                                                          \
+            if (shk_load_relaxed(&(c)->sh->seq) != s1_) {                                 \
                 r = EAGAIN;                                                               \
                 continue;                                                                 \
             }                                                                             \
-            if (r == INCONSISTENT)                                                        \
-                r = CORRUPT("dict shard %u: %s", (c)->s, (c)->why);                       \
             break;                                                                        \
         }                                                                                 \
+        if (r == EAGAIN && (r = shard_lock((c)->d, (c)->s, (flags))) == 0) {              \
+            body; /* nobody writes while we hold the lock */                              \
+            unlock_sc(c);                                                                 \
+        }                                                                                 \
+        if (r == INCONSISTENT)                                                            \
+            r = CORRUPT("dict shard %u: %s", (c)->s, (c)->why);                           \
         r;                                                                                \
     })
 
-int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int64_t *ms)
+int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int flags, int64_t *ms)
 {
     struct sc c;
     sc_init(&c, d, shk_dict_shard_of(d, k));
     uint64_t e = 0;
-    int r = READ_OP(&c, {
+    int r = READ_OP(&c, flags, {
         struct hit h;
         r = find(&c, k, &h);
         if (r == 1)
-            e = RD(h.it->expire);
+            e = shk_load_relaxed(&h.it->expire);
     });
     if (r != 0 && r != 1)
         return r;
@@ -2254,16 +2367,30 @@ int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int64_t *ms)
     return 0;
 }
 
-int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, uint64_t *n)
+int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint64_t *n)
 {
     struct sc c;
     sc_init(&c, d, shk_dict_shard_of(d, k));
-    struct shk_dict_found f;
-    int r = READ_OP(&c, {
+    uint8_t vt = 0;
+    uint64_t count = 0;
+    int r = READ_OP(&c, flags, {
         struct hit h;
         r = find(&c, k, &h);
-        if (r == 1)
-            r = read_found(&c, &h, 0, NULL, 0, &f);
+        if (r == 1 && is_expired(&c, shk_load_relaxed(&h.it->expire))) {
+            r = 0;
+        } else if (r == 1) {
+            struct shk_ditem *it = h.it;
+            uint64_t voff = ITEM_HDR + round8(k->len);
+            vt = shk_load_relaxed(&it->vtype);
+            c.why = shk_dict_item_problem(d, h.ci, vt, shk_load_relaxed(&it->ncells), voff,
+                                          shk_load_relaxed(&it->vlen),
+                                          shk_load_relaxed(&it->frag));
+            if (c.why)
+                r = INCONSISTENT;
+            else if (vt == SHK_DV_LIST)
+                count = shk_load_relaxed(
+                    &((const struct shk_dlist *)((uint8_t *)it + voff))->count);
+        }
     });
     if (r == 0) {
         *n = 0;
@@ -2271,9 +2398,9 @@ int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, uint64_t *n)
     }
     if (r != 1)
         return r;
-    if (f.vtype != SHK_DV_LIST)
+    if (vt != SHK_DV_LIST)
         return shk_fail(SHK_ETYPE, "dict: llen() of a key whose value is not a list");
-    *n = f.len;
+    *n = count;
     return 0;
 }
 
@@ -2287,23 +2414,31 @@ static int count_chunk(struct sc *c, uint32_t b, uint32_t nb, uint64_t *out)
     uint64_t cnt = 0;
     uint32_t end = b + nb < c->d->nbuckets ? b + nb : c->d->nbuckets;
     for (; b < end; b++) {
-        uint32_t idx = RDA(c->bk[b]), guard = c->n;
+        uint32_t idx = shk_load_acquire(&c->bk[b]), guard = c->n;
         while (idx) {
             struct shk_ditem *it = item_at(c, idx);
             if (!it || !guard--) {
                 c->why = "a bucket chain leaves the shard or loops";
                 return INCONSISTENT;
             }
-            if (!is_expired(c, RD(it->expire)))
+            if (!is_expired(c, shk_load_relaxed(&it->expire)))
                 cnt++;
-            idx = RDA(it->next);
+            idx = shk_load_acquire(&it->next);
         }
     }
     *out = cnt;
     return 0;
 }
 
-int shk_dict_count(struct shk_dict *d, uint64_t *out)
+/* count's answer when a shard stopped it: EBUSY says which one (in *out). */
+static int busy_shard(int r, uint32_t s, uint64_t *out)
+{
+    if (r == EBUSY)
+        *out = s;
+    return r;
+}
+
+int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
 {
     uint64_t total = 0;
     for (uint32_t s = 0; s < d->nshards; s++) {
@@ -2311,39 +2446,23 @@ int shk_dict_count(struct shk_dict *d, uint64_t *out)
         sc_init(&c, d, s);
         uint32_t items = 0, ttl = 0;
         uint64_t minexp = 0;
-        int r = READ_OP(&c, {
-            items = RD(c.sh->items);
-            ttl = RD(c.sh->ttl_items);
-            minexp = RD(c.sh->min_expire);
+        int r = READ_OP(&c, flags, {
+            items = shk_load_relaxed(&c.sh->items);
+            ttl = shk_load_relaxed(&c.sh->ttl_items);
+            minexp = shk_load_relaxed(&c.sh->min_expire);
             r = 0;
         });
-        if (r == EAGAIN) {
-            if ((r = shk_dict_lock(d, s)) != 0)
-                return r;
-            items = c.sh->items;
-            ttl = c.sh->ttl_items;
-            minexp = c.sh->min_expire;
-            shk_dict_unlock(d, s);
-        } else if (r) {
-            return r;
-        }
+        if (r)
+            return busy_shard(r, s, out);
         if (!ttl || minexp > now_ms(&c)) {
             total += items;
             continue;
         }
         for (uint32_t b = 0; b < d->nbuckets; b += CHUNK_BUCKETS) {
             uint64_t cnt = 0;
-            r = READ_OP(&c, { r = count_chunk(&c, b, CHUNK_BUCKETS, &cnt); });
-            if (r == EAGAIN) {
-                if ((r = shk_dict_lock(d, s)) != 0)
-                    return r;
-                r = count_chunk(&c, b, CHUNK_BUCKETS, &cnt);
-                shk_dict_unlock(d, s);
-                if (r == INCONSISTENT)
-                    r = CORRUPT("dict shard %u: %s", s, c.why);
-            }
+            r = READ_OP(&c, flags, { r = count_chunk(&c, b, CHUNK_BUCKETS, &cnt); });
             if (r)
-                return r;
+                return busy_shard(r, s, out);
             total += cnt;
         }
     }
@@ -2361,7 +2480,7 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
     for (; b < nb && b - first < max_buckets; b++) {
         uint64_t pos0 = pos;
         uint32_t nk0 = nk;
-        uint32_t idx = RDA(c->bk[b]), guard = c->n;
+        uint32_t idx = shk_load_acquire(&c->bk[b]), guard = c->n;
         int overflow = 0;
         while (idx) {
             struct shk_ditem *it = item_at(c, idx);
@@ -2369,32 +2488,33 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
                 c->why = "a bucket chain leaves the shard or loops";
                 return INCONSISTENT;
             }
-            uint32_t klen = RD(it->klen), nc = RD(it->ncells);
-            uint8_t kt = RD(it->ktype);
-            if (nc > c->n - (idx - 1) || ITEM_HDR + (uint64_t)klen > (uint64_t)nc * CELL) {
+            uint32_t klen = shk_load_relaxed(&it->klen), nc = shk_load_relaxed(&it->ncells);
+            uint8_t kt = shk_load_relaxed(&it->ktype);
+            if (!shk_dict_item_span_ok(c->d, idx - 1, nc, ITEM_HDR + (uint64_t)klen)) {
                 c->why = "an item's key runs past the item";
                 return INCONSISTENT;
             }
-            if (!is_expired(c, RD(it->expire))) {
+            if (!is_expired(c, shk_load_relaxed(&it->expire))) {
                 uint64_t rec = 4 + ((klen + 3) & ~3u);
-                if (pos + rec > cap) {
-                    overflow = 1;
-                    break;
+                overflow |= pos + rec > cap; /* then only count the room it needs */
+                if (!overflow) {
+                    buf[pos] = kt;
+                    buf[pos + 1] = 0;
+                    uint16_t kl = (uint16_t)klen;
+                    memcpy(buf + pos + 2, &kl, 2);
+                    memcpy(buf + pos + 4, it + 1, klen);
+                    memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
                 }
-                buf[pos] = kt;
-                buf[pos + 1] = 0;
-                uint16_t kl = (uint16_t)klen;
-                memcpy(buf + pos + 2, &kl, 2);
-                memcpy(buf + pos + 4, it + 1, klen);
-                memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
                 pos += rec;
                 nk++;
             }
-            idx = RDA(it->next);
+            idx = shk_load_acquire(&it->next);
         }
         if (overflow) {
-            if (b == first)
+            if (b == first) {
+                *used = pos; /* the room this bucket needs */
                 return ENOBUFS;
+            }
             pos = pos0;
             nk = nk0;
             break;
@@ -2406,8 +2526,8 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
     return 0;
 }
 
-int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, void *buf,
-                  uint64_t cap, uint64_t *used, uint32_t *nkeys)
+int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, int flags,
+                  void *buf, uint64_t cap, uint64_t *used, uint32_t *nkeys)
 {
     *used = 0;
     *nkeys = 0;
@@ -2423,15 +2543,8 @@ int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, vo
     struct sc c;
     sc_init(&c, d, s);
     uint32_t nb = b;
-    int r = READ_OP(&c, { r = scan_chunk(&c, b, max_buckets, buf, cap, used, nkeys, &nb); });
-    if (r == EAGAIN) {
-        if ((r = shk_dict_lock(d, s)) != 0)
-            return r;
-        r = scan_chunk(&c, b, max_buckets, buf, cap, used, nkeys, &nb);
-        shk_dict_unlock(d, s);
-        if (r == INCONSISTENT)
-            r = CORRUPT("dict shard %u: %s", s, c.why);
-    }
+    int r = READ_OP(&c, flags,
+                    { r = scan_chunk(&c, b, max_buckets, buf, cap, used, nkeys, &nb); });
     if (r)
         return r;
     if (nb >= d->nbuckets)
@@ -2439,6 +2552,48 @@ int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, vo
     else
         *cursor = ((uint64_t)s << 32) | nb;
     return 0;
+}
+
+int shk_dict_debug_queue(struct shk_dict *d, uint32_t shard, int flags, void *out,
+                         uint64_t cap, uint64_t *used, uint32_t *n)
+{
+    *used = 0;
+    *n = 0;
+    if (shard >= d->nshards)
+        return shk_fail(EINVAL, "dict: shard %u does not exist (the dict has %u)", shard,
+                        d->nshards);
+    int r = shard_lock(d, shard, flags);
+    if (r)
+        return r;
+    struct sc c;
+    sc_init(&c, d, shard);
+    uint8_t *buf = out;
+    uint64_t pos = 0;
+    uint32_t count = 0, guard = c.n;
+    for (uint32_t idx = c.sh->lru_head; idx && !r; count++) {
+        struct shk_ditem *it = item_at(&c, idx);
+        if (!it || !guard-- ||
+            !shk_dict_item_span_ok(d, idx - 1, it->ncells, ITEM_HDR + it->klen)) {
+            r = CORRUPT("dict shard %u: the eviction queue leaves the shard or loops", shard);
+            break;
+        }
+        uint32_t klen = it->klen;
+        uint64_t rec = 4 + ((klen + 3) & ~3u);
+        if (pos + rec <= cap) {
+            uint16_t kl = (uint16_t)klen;
+            buf[pos] = it->ktype;
+            buf[pos + 1] = (uint8_t)bit_get(c.ref, idx - 1);
+            memcpy(buf + pos + 2, &kl, 2);
+            memcpy(buf + pos + 4, it + 1, klen);
+            memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
+        }
+        pos += rec;
+        idx = it->lru_next;
+    }
+    unlock_sc(&c);
+    *used = pos;
+    *n = count;
+    return r ? r : pos > cap ? ENOBUFS : 0;
 }
 
 static int flush_shard(struct sc *c, uint64_t *n)
@@ -2487,7 +2642,7 @@ int shk_dict_flush_expired(struct shk_dict *d, uint64_t max, uint64_t *n)
 {
     *n = 0;
     for (uint32_t s = 0; s < d->nshards; s++) {
-        if (!RD(d->shards[s].ttl_items))
+        if (!shk_load_relaxed(&d->shards[s].ttl_items))
             continue;
         for (uint32_t covered = 0; covered < d->nbuckets; covered += CHUNK_BUCKETS) {
             uint32_t chunk = d->nbuckets - covered < CHUNK_BUCKETS ? d->nbuckets - covered
@@ -2516,13 +2671,13 @@ int shk_dict_stats(struct shk_dict *d, struct shk_dict_stats *st)
     memset(st, 0, sizeof *st);
     for (uint32_t s = 0; s < d->nshards; s++) {
         struct shk_dict_shard *sh = &d->shards[s];
-        uint64_t fc = RD(sh->free_cells);
-        st->items += RD(sh->items);
-        st->ttl_items += RD(sh->ttl_items);
+        uint64_t fc = shk_load_relaxed(&sh->free_cells);
+        st->items += shk_load_relaxed(&sh->items);
+        st->ttl_items += shk_load_relaxed(&sh->ttl_items);
         st->free_cells += fc;
-        st->evictions += RD(sh->evictions);
-        st->expirations += RD(sh->expirations);
-        st->recoveries += RD(sh->recoveries);
+        st->evictions += shk_load_relaxed(&sh->evictions);
+        st->expirations += shk_load_relaxed(&sh->expirations);
+        st->recoveries += shk_load_relaxed(&sh->recoveries);
         if (fc * CELL > st->largest_free)
             st->largest_free = fc * CELL;
     }
@@ -2530,8 +2685,8 @@ int shk_dict_stats(struct shk_dict *d, struct shk_dict_stats *st)
         st->hits = d->hits;
         st->misses = d->misses;
     }
-    st->hits += RD(d->hdr->hits);
-    st->misses += RD(d->hdr->misses);
+    st->hits += shk_load_relaxed(&d->hdr->hits);
+    st->misses += shk_load_relaxed(&d->hdr->misses);
     st->capacity = d->hdr->capacity;
     st->total_size = d->hdr->total_size;
     st->nshards = d->nshards;
@@ -2582,7 +2737,7 @@ int shk_dict_format(void *mem, const struct shk_dict_geometry *g)
         if ((r = bin_push(&c, 0, c.n)) != 0)
             return r;
     }
-    PUBLISH(h->magic, SHK_DICT_MAGIC);
+    shk_store_release(&h->magic, SHK_DICT_MAGIC);
     return 0;
 }
 
@@ -2596,7 +2751,7 @@ int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64
     if (!h || size < sizeof *h)
         return CORRUPT("dict at offset %llu (%llu bytes) lies outside the zone",
                        (unsigned long long)off, (unsigned long long)size);
-    uint32_t magic = RDA(h->magic);
+    uint32_t magic = shk_load_acquire(&h->magic);
     if (magic != SHK_DICT_MAGIC)
         return CORRUPT("object at offset %llu is not a dict (magic 0x%08x)",
                        (unsigned long long)off, magic);
@@ -2659,7 +2814,7 @@ int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint
             bad = shk_dict_plan(capacity, d->nshards, &want) != 0 ||
                   want.capacity != d->hdr->capacity;
         if (bad)
-            return shk_fail(SHK_EMISMATCH, "dict '%s' exists with capacity %llu in %u shards; "
+            return shk_fail(SHK_EOBJMISMATCH, "dict '%s' exists with capacity %llu in %u shards; "
                             "it was declared again with capacity %llu%s", name,
                             (unsigned long long)d->hdr->capacity, d->nshards,
                             (unsigned long long)capacity,
@@ -2671,9 +2826,9 @@ int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint
 static int lock_acquired(struct shk_dict *d, uint32_t s, int r)
 {
     int dead = r == SHK_EOWNERDEAD;
-    /* seq odd under a free lock: a write stopped half way without holding it (only a
-     * misuse of the _locked functions does that); repair the same way */
-    if (!dead && (r || !UNLIKELY(RD(d->shards[s].seq) & 1)))
+    /* seq odd under a free lock: a write stopped half way and gave the lock back (only a
+     * caller of shk_dict_lock misusing the shard does that); repair the same way */
+    if (!dead && (r || !UNLIKELY(shk_load_relaxed(&d->shards[s].seq) & 1)))
         return r;
     /* we hold it; the previous owner died inside a write: rebuild the shard */
     struct sc c;
@@ -2691,29 +2846,27 @@ static int lock_acquired(struct shk_dict *d, uint32_t s, int r)
     return 0;
 }
 
-int shk_dict_trylock_spin(struct shk_dict *d, uint32_t s)
+/* The lock taken by shard_lock when the first try did not simply succeed: `r` is what
+ * that try returned. */
+static int shard_lock_slow(struct shk_dict *d, uint32_t s, int flags, int r)
 {
     pthread_mutex_t *m = &d->shards[s].lock;
-    for (int i = 0;; i++) {
-        int r = shk_mutex_trylock(m);
-        if (r != EBUSY)
-            return lock_acquired(d, s, r);
-        if (i == LOCK_SPINS)
-            return EBUSY;
+    for (int i = 0; r == EBUSY && i < LOCK_SPINS; i++) {
         for (int k = 0; k < 16; k++)
             shk_cpu_relax();
+        r = pthread_mutex_trylock(m);
     }
-}
-
-int shk_dict_trylock_finish(struct shk_dict *d, uint32_t s, int r)
-{
+    if (r == EBUSY) {
+        if (!(flags & SHK_DWAIT))
+            return EBUSY;
+        /* the one place a dict call sleeps (see SHK_DWAIT in dict.h) */
+        return lock_acquired(d, s, shk_mutex_lock(m, NULL));
+    }
     switch (r) {
-    case 0: /* taken, but seq is odd: a write stopped half way */
+    case 0: /* taken (seq may be odd: lock_acquired looks) */
         return lock_acquired(d, s, 0);
     case EOWNERDEAD:
         return lock_acquired(d, s, SHK_EOWNERDEAD);
-    case EBUSY:
-        return shk_dict_trylock_spin(d, s);
     case ENOTRECOVERABLE:
         return shk_fail(SHK_ECORRUPT, "dict shard %u: its mutex is not recoverable", s);
     default:
@@ -2723,16 +2876,53 @@ int shk_dict_trylock_finish(struct shk_dict *d, uint32_t s, int r)
 
 int shk_dict_lock(struct shk_dict *d, uint32_t s)
 {
-    int r = shk_dict_trylock_spin(d, s);
-    if (r != EBUSY)
-        return r;
-    return lock_acquired(d, s, shk_mutex_lock(&d->shards[s].lock, NULL));
+    return shard_lock(d, s, SHK_DWAIT);
 }
 
 void shk_dict_unlock(struct shk_dict *d, uint32_t s)
 {
     shk_mutex_unlock(&d->shards[s].lock);
 }
+
+/*
+ * Waiting for a shard's lock to come free, in the one wait shape (dict.h, wait.h).  The
+ * attempt is shk_mutex_op's: pthread_mutex_trylock, and when the lock is held elsewhere
+ * EAGAIN with the kernel's robust futex word of the shard's mutex (FUTEX_WAITERS set once
+ * armed, so that the holder's unlock wakes us).  When it gets the lock it repairs what a
+ * dead owner left (as every taker does) and gives the lock back at once: the caller makes
+ * its call itself, in its own context (the Python binding: holding the GIL), and a
+ * shard's lock must never be held while its taker waits for anything.  A waiter that
+ * slept took the lock with FUTEX_WAITERS set (shk_mutex_op does, since others may sleep
+ * too), so giving it back wakes the next sleeper: the robust futex protocol asks that of
+ * every woken waiter that does not keep the lock.
+ */
+static int shard_wait_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_dict_shard_wait *sw = obj;
+    struct shk_dict *d = sw->d;
+    if (sw->shard >= d->nshards)
+        return shk_fail(EINVAL, "dict: shard %u does not exist (the dict has %u)", sw->shard,
+                        d->nshards);
+    pthread_mutex_t *m = &d->shards[sw->shard].lock;
+    int r = shk_mutex_op.attempt(m, w);
+    if (r != 0 && r != SHK_EOWNERDEAD)
+        return r; /* EAGAIN (w->on says what to sleep on), or an error */
+    if ((r = lock_acquired(d, sw->shard, r)) != 0)
+        return r; /* a repair failed (lock_acquired gave the lock back) */
+    pthread_mutex_unlock(m);
+    return 0;
+}
+
+static int shard_wait_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_dict_shard_wait *sw = obj;
+    if (sw->shard >= sw->d->nshards)
+        return why;
+    return shk_mutex_op.give_up(&sw->d->shards[sw->shard].lock, w, why);
+}
+
+const struct shk_wait_op shk_dict_shard_op = {"dict shard lock", shard_wait_attempt,
+                                              shard_wait_give_up, NULL};
 
 /* ---- rebuilding a shard from its chains, and checking one ------------------------------- */
 
@@ -3000,30 +3190,8 @@ int shk_dict_recover_locked(struct shk_dict *d, uint32_t s)
     return r;
 }
 
-struct report {
-    char *buf;
-    size_t cap, len;
-    int problems;
-};
-
-static void problem(struct report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct report *rp, const char *fmt, ...)
-{
-    rp->problems++;
-    if (!rp->buf || rp->len + 2 >= rp->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(rp->buf + rp->len, rp->cap - rp->len - 1, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        rp->len += (size_t)n < rp->cap - rp->len - 1 ? (size_t)n : rp->cap - rp->len - 2;
-    rp->buf[rp->len++] = '\n';
-    rp->buf[rp->len] = '\0';
-}
-
 /* Verify one shard without changing it (locked). */
-static int shard_check(struct sc *c, struct report *rp)
+static int shard_check(struct sc *c, struct shk_report *rp)
 {
     struct shk_dict_shard *sh = c->sh;
     uint32_t n = c->n, nb = c->d->nbuckets, s = c->s;
@@ -3035,26 +3203,29 @@ static int shard_check(struct sc *c, struct report *rp)
         goto out;
     }
     if (sh->seq & 1)
-        problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
+        shk_report_problem(rp, "shard %u: seq %u is odd while nobody writes", s, sh->seq);
     if (sh->undo_cell)
-        problem(rp, "shard %u: an in-place update of cell %u never finished", s,
-                sh->undo_cell - 1);
+        shk_report_problem(rp, "shard %u: an in-place update of cell %u never finished", s,
+                           sh->undo_cell - 1);
     uint64_t items = 0, ttl = 0, minexp = NO_EXPIRY;
     for (uint32_t b = 0; b < nb; b++) {
         uint32_t guard = n;
         for (uint32_t idx = c->bk[b]; idx;) {
             if (idx > n - 1 || !guard--) {
-                problem(rp, "shard %u bucket %u: chain leaves the shard or loops", s, b);
+                shk_report_problem(rp, "shard %u bucket %u: chain leaves the shard or loops", s,
+                                   b);
                 break;
             }
             if (bit_get(marks, idx - 1)) {
-                problem(rp, "shard %u bucket %u: chain runs into cell %u, already taken", s, b,
-                        idx - 1);
+                shk_report_problem(rp,
+                                   "shard %u bucket %u: chain runs into cell %u, already taken",
+                                   s, b, idx - 1);
                 break;
             }
             struct shk_ditem *it = cellp(c, idx - 1);
             if (claim_item(c, marks, idx - 1, b, 0) != 0) {
-                problem(rp, "shard %u bucket %u: item at cell %u: %s", s, b, idx - 1, c->why);
+                shk_report_problem(rp, "shard %u bucket %u: item at cell %u: %s", s, b, idx - 1,
+                                   c->why);
                 break;
             }
             if (it->vtype == SHK_DV_LIST) {
@@ -3062,8 +3233,8 @@ static int shard_check(struct sc *c, struct report *rp)
                                                            round8(it->klen));
                 int64_t cnt = claim_list(c, marks, l, 0);
                 if (cnt <= 0)
-                    problem(rp, "shard %u: list at cell %u: %s", s, idx - 1,
-                            cnt == 0 ? "is empty" : c->why);
+                    shk_report_problem(rp, "shard %u: list at cell %u: %s", s, idx - 1,
+                                       cnt == 0 ? "is empty" : c->why);
             }
             bit_put(heads, idx - 1, 1);
             items++;
@@ -3076,91 +3247,98 @@ static int shard_check(struct sc *c, struct report *rp)
         }
     }
     if (items != sh->items)
-        problem(rp, "shard %u: says it holds %u items; its chains hold %llu", s, sh->items,
-                (unsigned long long)items);
+        shk_report_problem(rp, "shard %u: says it holds %u items; its chains hold %llu", s,
+                           sh->items, (unsigned long long)items);
     if (ttl != sh->ttl_items)
-        problem(rp, "shard %u: says %u items have an expiry; the chains hold %llu", s,
-                sh->ttl_items, (unsigned long long)ttl);
+        shk_report_problem(rp, "shard %u: says %u items have an expiry; the chains hold %llu",
+                           s, sh->ttl_items, (unsigned long long)ttl);
     if (ttl && sh->min_expire > minexp)
-        problem(rp, "shard %u: min_expire %llu is later than an item's expiry %llu", s,
-                (unsigned long long)sh->min_expire, (unsigned long long)minexp);
+        shk_report_problem(rp, "shard %u: min_expire %llu is later than an item's expiry %llu",
+                           s, (unsigned long long)sh->min_expire, (unsigned long long)minexp);
     uint64_t wrong = 0;
     for (uint64_t w = 0; w < words; w++)
         wrong += (uint64_t)__builtin_popcountll(marks[w] ^ c->used[w]);
     if (wrong)
-        problem(rp, "shard %u: %llu cells are marked used/free wrongly", s,
-                (unsigned long long)wrong);
+        shk_report_problem(rp, "shard %u: %llu cells are marked used/free wrongly", s,
+                           (unsigned long long)wrong);
     /* free runs: in the right bin, unclaimed, disjoint, not adjacent, counted */
     uint64_t free_cells = 0;
     for (int bi = 0; bi < SHK_DICT_NBINS; bi++) {
         if (!!sh->bins[bi] != !!(sh->bin_mask & (1ull << bi)))
-            problem(rp, "shard %u: bin %d and the bin mask disagree", s, bi);
+            shk_report_problem(rp, "shard %u: bin %d and the bin mask disagree", s, bi);
         uint32_t prev = 0, guard = n;
         for (uint32_t idx = sh->bins[bi]; idx;) {
             if (idx > n || !guard--) {
-                problem(rp, "shard %u: bin %d leaves the shard or loops", s, bi);
+                shk_report_problem(rp, "shard %u: bin %d leaves the shard or loops", s, bi);
                 break;
             }
             struct shk_dfree *f = cellp(c, idx - 1);
             uint32_t st = idx - 1, len = f->ncells;
             if (f->magic != SHK_DICT_FREE_MAGIC || len == 0 || len > n - st) {
-                problem(rp, "shard %u: bin %d holds cell %u which starts no free run", s, bi, st);
+                shk_report_problem(rp,
+                                   "shard %u: bin %d holds cell %u which starts no free run", s,
+                                   bi, st);
                 break;
             }
             if (bin_of(len) != bi)
-                problem(rp, "shard %u: run of %u cells at %u is in bin %d", s, len, st, bi);
+                shk_report_problem(rp, "shard %u: run of %u cells at %u is in bin %d", s, len,
+                                   st, bi);
             if (f->prev != prev)
-                problem(rp, "shard %u: run at %u has a wrong prev link", s, st);
+                shk_report_problem(rp, "shard %u: run at %u has a wrong prev link", s, st);
             if (*footer_of(c, st + len - 1) != len)
-                problem(rp, "shard %u: run at %u has footer %u, not %u", s, st,
-                        *footer_of(c, st + len - 1), len);
+                shk_report_problem(rp, "shard %u: run at %u has footer %u, not %u", s, st,
+                                   *footer_of(c, st + len - 1), len);
             if (!range_is_free(marks, st, len) || !range_is_free(seen, st, len))
-                problem(rp, "shard %u: free run at %u overlaps an item or another run", s, st);
+                shk_report_problem(rp,
+                                   "shard %u: free run at %u overlaps an item or another run",
+                                   s, st);
             bits_put(seen, st, len, 1);
             if (st + len < n && !bit_get(marks, st + len))
-                problem(rp, "shard %u: free run at %u is followed by a free cell (not merged)",
-                        s, st);
+                shk_report_problem(rp,
+                                   "shard %u: free run at %u is followed by a free cell (not merged)",
+                                   s, st);
             free_cells += len;
             prev = idx;
             idx = f->next;
         }
     }
     if (free_cells != sh->free_cells)
-        problem(rp, "shard %u: says %u cells are free; its runs hold %llu", s, sh->free_cells,
-                (unsigned long long)free_cells);
+        shk_report_problem(rp, "shard %u: says %u cells are free; its runs hold %llu", s,
+                           sh->free_cells, (unsigned long long)free_cells);
     uint64_t marked = 0;
     for (uint64_t w = 0; w < words; w++)
         marked += (uint64_t)__builtin_popcountll(marks[w]);
     if (marked + free_cells != n)
-        problem(rp, "shard %u: %llu cells used + %llu free != %u (cells lost)", s,
-                (unsigned long long)marked, (unsigned long long)free_cells, n);
+        shk_report_problem(rp, "shard %u: %llu cells used + %llu free != %u (cells lost)", s,
+                           (unsigned long long)marked, (unsigned long long)free_cells, n);
     /* the eviction queue: every live item exactly once, links both ways */
     memset(seen, 0, words * 8);
     uint64_t queued = 0;
     uint32_t prev = 0, guard = n;
     for (uint32_t idx = sh->lru_head; idx;) {
         if (idx > n - 1 || !guard--) {
-            problem(rp, "shard %u: eviction queue leaves the shard or loops", s);
+            shk_report_problem(rp, "shard %u: eviction queue leaves the shard or loops", s);
             break;
         }
         if (!bit_get(heads, idx - 1) || bit_get(seen, idx - 1)) {
-            problem(rp, "shard %u: eviction queue holds cell %u, %s", s, idx - 1,
-                    bit_get(seen, idx - 1) ? "twice" : "which is not a live item");
+            shk_report_problem(rp, "shard %u: eviction queue holds cell %u, %s", s, idx - 1,
+                               bit_get(seen, idx - 1) ? "twice" : "which is not a live item");
             break;
         }
         bit_put(seen, idx - 1, 1);
         struct shk_ditem *it = cellp(c, idx - 1);
         if (it->lru_prev != prev)
-            problem(rp, "shard %u: queue link before cell %u is wrong", s, idx - 1);
+            shk_report_problem(rp, "shard %u: queue link before cell %u is wrong", s, idx - 1);
         queued++;
         prev = idx;
         idx = it->lru_next;
     }
     if (sh->lru_tail != prev)
-        problem(rp, "shard %u: eviction queue tail is %u, its last item %u", s, sh->lru_tail, prev);
+        shk_report_problem(rp, "shard %u: eviction queue tail is %u, its last item %u", s,
+                           sh->lru_tail, prev);
     if (queued != items)
-        problem(rp, "shard %u: eviction queue holds %llu of %llu items", s,
-                (unsigned long long)queued, (unsigned long long)items);
+        shk_report_problem(rp, "shard %u: eviction queue holds %llu of %llu items", s,
+                           (unsigned long long)queued, (unsigned long long)items);
 out:
     free(marks);
     free(heads);
@@ -3170,9 +3348,8 @@ out:
 
 int shk_dict_check(struct shk_dict *d, char *report, size_t cap)
 {
-    struct report rp = {report, cap, 0, 0};
-    if (report && cap)
-        report[0] = '\0';
+    struct shk_report rp;
+    shk_report_init(&rp, report, cap);
     for (uint32_t s = 0; s < d->nshards; s++) {
         int r = shk_dict_lock(d, s);
         if (r)

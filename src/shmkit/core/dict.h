@@ -6,18 +6,35 @@
  * eviction when a shard is full, lists of values, atomic increments.  The bytes are
  * specified in layout.h's dict section; the algorithms are described in dict.c.
  *
- * Locking.  A dict is split into shards, each with a robust mutex.  Lookups take no lock
- * (a seqlock read, validated, retried).  Writes come in nginx's two flavours: the plain
- * function takes the shard lock itself; the `_locked` twin assumes the caller holds it
- * (shk_dict_lock / shk_dict_trylock_spin), which is how the Python binding releases the
- * GIL only when the lock is contended.  A lock whose owner died is recovered inside
- * shk_dict_lock before it returns 0.
+ * One call, one dict operation.  Every call below does its whole protocol itself: the
+ * lock-free read and its validation, the fall back to the shard's lock when writers keep
+ * the shard busy, the lock of a write, the retry of a write after a shard rebuild.  The
+ * caller converts values and chooses how to wait (the `flags` of each call):
+ *
+ *   Locking.  A dict is split into shards, each with a robust mutex.  Lookups take no
+ *   lock (a seqlock read, validated, retried); writes hold their key's shard lock, taken
+ *   inside the call.  Without SHK_DWAIT a call never sleeps: when the lock is held
+ *   elsewhere after a short spin it returns EBUSY having done nothing.  The caller then
+ *   waits for that lock to come free in the one wait shape of wait.h, with
+ *   shk_dict_shard_op below (a deadline, EINTR returns for signals, an attempt that the
+ *   asyncio contract can run), and makes the call again.  The Python binding runs that
+ *   wait with shk_py_wait (the GIL released, Ctrl-C honoured) and makes every call holding
+ *   the GIL.  With SHK_DWAIT the call sleeps for the lock itself instead, as long as it
+ *   takes and deaf to signals (shk_mutex_lock): for C callers that handle none.  A lock
+ *   whose owner died is repaired by whoever takes it next.  A call with SHK_DWAIT never
+ *   writes the handle (C callers may share one handle between threads that way).
+ *
+ *   Buffers.  A call that hands a value back copies it into the caller's (buf, cap).
+ *   When it does not fit, the call returns ENOBUFS with f->len set to the room it needs,
+ *   having changed nothing (a take or pop has not taken): grow the buffer, call again.
+ *   List values come back as their elements packed in records {uint8 vtype; uint8 pad[3];
+ *   uint32 len; bytes, padded to 8}.
  *
  * Errors: 0, or SHK_ENOTFOUND (no such key, or expired), SHK_EEXISTS (add of a present
  * key), SHK_ETYPE (list operation on a non-list, incr of a non-number), SHK_EFULL (no
  * room, and eviction not allowed or not enough), SHK_ETOOBIG (can never fit in a shard),
- * SHK_ECORRUPT, EINVAL, ENOMEM, and EAGAIN from the lock-free reads when a writer kept
- * the shard busy for too long (take the lock and use the _locked variant).
+ * SHK_ECORRUPT, EINVAL, EBUSY and ENOBUFS (above), ERANGE (incr: an int too large for a
+ * float).
  */
 #ifndef SHK_DICT_H
 #define SHK_DICT_H
@@ -26,8 +43,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "layout.h"
+#include "wait.h"
 #include "zone.h"
 
 #ifdef __cplusplus
@@ -54,11 +73,15 @@ struct shk_dict {
     uint64_t used_off, ref_off, undo_off, cells_off;
     uint32_t nshards, shard_bits, ncells, nbuckets;
     uint64_t offset;            /* of the dict in the zone */
-    int64_t clock_ms;           /* >= 0: the time to use instead of CLOCK_REALTIME (tests) */
+    int64_t clock_ms;           /* >= 0: the time to use instead of CLOCK_REALTIME (tests;
+                                   shk_dict_set_clock) */
     uint32_t expire_budget;     /* buckets the expired-item sweep may look at per call */
-    uint64_t hits, misses;      /* not yet added to the header's counters */
+    uint64_t hits, misses;      /* not yet added to the header's counters (never written
+                                   by a call with SHK_DWAIT) */
     pid_t pid;                  /* whose counters those are (fork resets them) */
     int crash_at;               /* test hook: SIGKILL ourselves at this point (0: never) */
+    int crash_stop;             /* ... or, when set, stop there once (SIGSTOP, the lock
+                                   held) and go on when continued */
 };
 
 /* Where a write may be interrupted by the crash test hook (shk_dict.crash_at). */
@@ -76,7 +99,7 @@ enum shk_dict_crash_point {
     SHK_DCRASH_MID_INPLACE = 10      /* same-size update: old bytes saved, item half new */
 };
 
-/* Store modes. */
+/* Store modes (shk_dict_store's `mode`, which takes SHK_DWAIT too). */
 enum shk_dict_mode {
     SHK_DSET = 0,               /* store; evict if needed */
     SHK_DADD = 1,               /* only if absent (or expired) */
@@ -86,15 +109,28 @@ enum shk_dict_mode {
     SHK_DKEEP = 0x40            /* flag: keep the replaced item's expiry and flags */
 };
 
-/* What a lookup found.  The value bytes (not for LIST) are copied to the caller's buffer
- * when len <= cap; otherwise only `len` is set and the call returns ENOBUFS. */
+/* Flags of the calls (all of them take SHK_DWAIT; the others say which). */
+#define SHK_DWAIT 0x100         /* may sleep for a shard's lock; without it: EBUSY */
+#define SHK_DSTALE 0x200        /* get: an expired value not reclaimed yet is found too */
+#define SHK_DPEEK 0x400         /* get: only whether it is there (counted, nothing copied) */
+
+/* What a call found or made: the value is in the caller's buffer, f->len bytes of it. */
 struct shk_dict_found {
     uint8_t vtype;
     uint32_t flags;
-    uint64_t len;               /* value bytes; LIST: element count */
+    uint64_t len;               /* value bytes (LIST: of the packed elements); after
+                                   ENOBUFS, the room needed */
+    uint64_t count;             /* LIST: elements */
     uint64_t expire;            /* ms since the epoch, 0 = never */
     uint32_t version;           /* for SHK_DIFVERSION */
-    int stale;                  /* expired (only returned with allow_stale) */
+    int stale;                  /* expired (only found with SHK_DSTALE) */
+};
+
+/* A typed value given to a call (incr's operands). */
+struct shk_dval {
+    uint8_t type;               /* enum shk_dict_vtype */
+    const void *data;
+    uint64_t len;
 };
 
 struct shk_dict_stats {
@@ -171,7 +207,7 @@ int shk_dict_format(void *mem, const struct shk_dict_geometry *g);
 int shk_dict_attach(struct shk_dict *d, struct shk_zone *z, uint64_t off, uint64_t size);
 #define SHK_DOPEN_CREATE 0x1  /* create it (capacity, nshards) when missing */
 #define SHK_DOPEN_STRICT 0x2  /* an existing dict must have this capacity (and nshards if
-                                 given): SHK_EMISMATCH otherwise */
+                                 given): SHK_EOBJMISMATCH otherwise */
 
 /* Find (or with SHK_DOPEN_CREATE create) the dict `name` in the zone and attach. */
 int shk_dict_open(struct shk_dict *d, struct shk_zone *z, const char *name, uint64_t capacity,
@@ -228,6 +264,41 @@ static inline void shk_dict_key_fill(struct shk_dkey *k, uint8_t type, const voi
     __builtin_memcpy(k->head, data, len < 16 ? len : 16);
 }
 
+/*
+ * The one check of an item a reader found, made by every lookup before it touches the
+ * value (the inline one below, the lock-free and the locked ones in dict.c).  A lock-free
+ * reader passes each field as it read it once: what a racing writer tore is caught here
+ * or by the seq check after.
+ *
+ * shk_dict_item_span_ok: the item of `nc` cells at cell ci lies inside the shard and holds
+ * `voff` bytes of header and key (checked on the way along a chain, before the key is
+ * compared).  shk_dict_item_problem: that, and the value type is known, a list item holds
+ * its list header, a value's length suits its type and fits the item with its fragments.
+ * NULL when all is well, else what is wrong (a reader that raced a writer retries; one
+ * that holds the lock reports corruption).
+ */
+static inline int shk_dict_item_span_ok(const struct shk_dict *d, uint32_t ci, uint32_t nc,
+                                        uint64_t voff)
+{
+    return nc >= 2 && nc <= d->ncells - ci && voff <= (uint64_t)nc * SHK_DICT_CELL;
+}
+
+static inline const char *shk_dict_item_problem(const struct shk_dict *d, uint32_t ci,
+                                                uint8_t vt, uint32_t nc, uint64_t voff,
+                                                uint32_t vlen, uint32_t frag)
+{
+    if (vt < SHK_DV_BYTES || vt > SHK_DV_LIST || !shk_dict_item_span_ok(d, ci, nc, voff))
+        return "an item has an unknown value type or runs past the shard";
+    const uint64_t room = (uint64_t)nc * SHK_DICT_CELL - voff;
+    if (vt == SHK_DV_LIST)
+        return room < sizeof(struct shk_dlist) ? "a list item is too short for its list header"
+                                               : NULL;
+    if ((uint64_t)vlen > (uint64_t)d->ncells * SHK_DICT_CELL || (vlen > room && !frag) ||
+        ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && (vlen != 8 || room < 8)))
+        return "a value's length does not fit its item";
+    return NULL;
+}
+
 /* Shard of a key. */
 static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct shk_dkey *k)
 {
@@ -236,61 +307,39 @@ static inline uint32_t shk_dict_shard_of(const struct shk_dict *d, const struct 
 
 /* --- locking ------------------------------------------------------------------------- */
 
-/* Take the shard's lock, waiting as long as it takes; repairs after a dead owner. */
+/* Take the shard's lock, waiting as long as it takes, a dead owner's mess repaired (the
+ * calls below take it themselves; this is for callers that hold it across several). */
 int shk_dict_lock(struct shk_dict *d, uint32_t shard);
-/* Spin a little for the lock: 0, EBUSY (still held elsewhere: call shk_dict_lock), or
- * an error. */
-int shk_dict_trylock_spin(struct shk_dict *d, uint32_t shard);
 void shk_dict_unlock(struct shk_dict *d, uint32_t shard);
-/* What shk_dict_trylock_fast does when the first attempt did not simply succeed. */
-int shk_dict_trylock_finish(struct shk_dict *d, uint32_t shard, int pthread_result);
-
-/* The uncontended case inline: one trylock and a look at seq; otherwise as
- * shk_dict_trylock_spin (0, EBUSY, or an error). */
-static inline int shk_dict_trylock_fast(struct shk_dict *d, uint32_t s)
-{
-    int r = pthread_mutex_trylock(&d->shards[s].lock);
-    if (__builtin_expect(r == 0, 1) &&
-        !(__atomic_load_n(&d->shards[s].seq, __ATOMIC_RELAXED) & 1))
-        return 0;
-    return shk_dict_trylock_finish(d, s, r);
-}
-
-static inline void shk_dict_unlock_fast(struct shk_dict *d, uint32_t s)
-{
-    pthread_mutex_unlock(&d->shards[s].lock);
-}
-
-/* --- reads (no lock) ------------------------------------------------------------------ */
 
 /*
- * An optimistic read in three steps, for callers that want to copy a value straight
- * into memory of their own choosing (the binding copies into a new bytes object):
+ * Waiting for a shard's lock after a call answered EBUSY: an operation of wait.h on a
+ * struct shk_dict_shard_wait, run by shk_wait_run (or shk_py_wait, or the asyncio
+ * contract).  Its attempt tries the lock as shk_mutex_op does: held elsewhere, EAGAIN
+ * with the kernel's robust futex word of the shard's mutex and its value in w->on
+ * (registered in the word's FUTEX_WAITERS bit once armed); free, it takes it, repairs
+ * what a dead owner left, and gives it back at once: 0 means "the lock was free: make the
+ * call again" (which may find it busy again: then wait again).  Nothing is held when the
+ * wait ends, so the caller makes its call in its own context.  Results as wait.h says:
+ * 0, ETIMEDOUT, EBUSY (SHK_WAIT_TRY), EINTR, or an error (SHK_ECORRUPT, EDEADLK when this
+ * thread holds the lock, EINVAL for a shard that does not exist).
  *
- *   shk_dict_view_begin   finds k; 0 (v->f describes the value; NOT yet validated),
- *                         SHK_ENOTFOUND (validated), EAGAIN (writers kept the shard busy),
- *                         SHK_ECORRUPT
- *   shk_dict_view_copy    copies v->f.len value bytes to dst (bounds-checked; what it
- *                         copies may be torn until view_end says otherwise)
- *   shk_dict_view_end     0: everything read since begin is consistent (counts a hit and
- *                         marks the item used when `use`); EAGAIN: a writer intervened,
- *                         throw the copy away and start over; SHK_ECORRUPT
- *
- * v->f.len is bounded by the shard's size even when torn.  For a LIST, len is the
- * element count and there is nothing to copy.
+ * Which shard: a keyed call's is shk_dict_shard_of(d, k); shk_dict_count names it in *n;
+ * shk_dict_scan's is the cursor's (cursor >> 32); shk_dict_debug_queue's is its own.
  */
-struct shk_dict_view {
-    struct shk_dict_found f;
-    const uint8_t *val;         /* the value's first part, in the item's first run */
-    uint64_t room;              /* bytes of value that run holds */
-    uint32_t frag;              /* fragments holding the rest */
-    uint32_t shard, ci, seq;
-    const char *bad;            /* set by view_copy when the bytes made no sense */
+struct shk_dict_shard_wait {
+    struct shk_dict *d;
+    uint32_t shard;
 };
-int shk_dict_view_begin(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
-                        struct shk_dict_view *v);
-void shk_dict_view_copy(struct shk_dict *d, struct shk_dict_view *v, void *dst);
-int shk_dict_view_end(struct shk_dict *d, struct shk_dict_view *v, int use);
+extern const struct shk_wait_op shk_dict_shard_op;
+
+/* The time (ms since the epoch) this handle uses instead of CLOCK_REALTIME; -1: none. */
+static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
+{
+    shk_store_relaxed(&d->clock_ms, ms); /* read by calls without the GIL */
+}
+
+/* --- reads ---------------------------------------------------------------------------- */
 
 /*
  * The plainest lookup, inline for the binding's hot path: a short key (1..15 bytes) whose
@@ -310,7 +359,7 @@ void shk_dict_publish_counts(struct shk_dict *d);
 
 static inline uint64_t shk_dict_word_at(const uint8_t *p)
 {
-    return __atomic_load_n((const shk_dict_word *)p, __ATOMIC_RELAXED);
+    return shk_load_relaxed((const shk_dict_word *)p);
 }
 
 static inline void shk_dict_count_fast(struct shk_dict *d, int hit)
@@ -336,11 +385,11 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
     const uint64_t voff = sizeof(struct shk_ditem) + ((klen + 7u) & ~7u);
     if (klen - 1u >= 15u) /* empty or 16 bytes and more */
         return SHK_DICT_SLOW;
-    uint32_t seq = __atomic_load_n(&sh->seq, __ATOMIC_ACQUIRE);
+    uint32_t seq = shk_load_acquire(&sh->seq);
     if (seq & 1)
         return SHK_DICT_SLOW;
     const uint32_t *bucket = (const uint32_t *)blk + ((hi >> d->shard_bits) & (d->nbuckets - 1));
-    uint32_t idx = __atomic_load_n(bucket, __ATOMIC_ACQUIRE);
+    uint32_t idx = shk_load_acquire(bucket);
     for (int hop = 0; hop < 4 && idx; hop++) {
         uint32_t ci = idx - 1;
         if (ci >= n - 1) /* an item needs two cells */
@@ -358,16 +407,17 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
             uint64_t w4 = shk_dict_word_at(it + 32); /* vlen | flags << 32 */
             uint32_t nc = (uint32_t)w3, vlen = (uint32_t)w4;
             uint8_t vt = (uint8_t)(w5 >> 24);
-            if (expire || (w3 >> 32) || vt < SHK_DV_BYTES || vt >= SHK_DV_LIST || nc < 2 ||
-                nc > n - ci || voff + vlen > (uint64_t)nc * SHK_DICT_CELL || vlen > cap ||
-                ((vt == SHK_DV_INT || vt == SHK_DV_FLOAT) && vlen != 8))
+            /* the plainest item only: no expiry, no fragments, not a list, the value in
+             * its first run and in buf; and it must make sense */
+            if (expire || (w3 >> 32) || vt == SHK_DV_LIST ||
+                shk_dict_item_problem(d, ci, vt, nc, voff, vlen, 0) || vlen > cap)
                 return SHK_DICT_SLOW;
             if (vlen <= 64 && cap >= 64 && voff + 64 <= (uint64_t)nc * SHK_DICT_CELL)
                 __builtin_memcpy(buf, it + voff, 64); /* inside the item: fixed-size moves */
             else
                 __builtin_memcpy(buf, it + voff, vlen);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+            shk_fence_acquire();
+            if (shk_load_relaxed(&sh->seq) != seq)
                 return SHK_DICT_SLOW;
             f->vtype = vt;
             f->flags = (uint32_t)(w4 >> 32);
@@ -376,8 +426,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
             f->version = (uint32_t)(w5 >> 32);
             f->stale = 0;
             uint64_t *ref = (uint64_t *)(blk + d->ref_off) + (ci >> 6), bit = 1ull << (ci & 63);
-            if (!(__atomic_load_n(ref, __ATOMIC_RELAXED) & bit)) /* CLOCK: used */
-                __atomic_fetch_or(ref, bit, __ATOMIC_RELAXED);
+            if (!(shk_load_relaxed(ref) & bit)) /* CLOCK: used */
+                shk_fetch_or_relaxed(ref, bit);
             shk_dict_count_fast(d, 1);
             return 0;
         }
@@ -385,8 +435,8 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
     }
     if (idx)
         return SHK_DICT_SLOW;
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (__atomic_load_n(&sh->seq, __ATOMIC_RELAXED) != seq)
+    shk_fence_acquire();
+    if (shk_load_relaxed(&sh->seq) != seq)
         return SHK_DICT_SLOW;
     shk_dict_count_fast(d, 0);
     return SHK_ENOTFOUND;
@@ -396,100 +446,111 @@ static inline int shk_dict_get_fast(struct shk_dict *d, const struct shk_dkey *k
 #endif
 }
 
-/* Look up k: 0 (found, *f filled, bytes copied if they fit), ENOBUFS (found, f->len says
- * how much room it needs), SHK_ENOTFOUND, EAGAIN (shard busy: use the _locked twin),
- * SHK_ECORRUPT.  Expired items are SHK_ENOTFOUND unless allow_stale.  buf[0, cap) may
- * be written beyond f->len (short values are copied with fixed-size moves). */
-int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int allow_stale, void *buf,
+/*
+ * Look k up and copy its value into (buf, cap): 0 (found; *f), SHK_ENOTFOUND (missing or
+ * expired), ENOBUFS, EBUSY, SHK_ECORRUPT.  flags: SHK_DSTALE, SHK_DPEEK, SHK_DWAIT.  The
+ * read takes no lock unless writers keep the shard busy, or the value is a list (its
+ * elements are copied under the lock).  buf[0, cap) may be written beyond f->len (short
+ * values are copied with fixed-size moves).
+ */
+int shk_dict_get(struct shk_dict *d, const struct shk_dkey *k, int flags, void *buf,
                  uint64_t cap, struct shk_dict_found *f);
-int shk_dict_get_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
-                        void *buf, uint64_t cap, struct shk_dict_found *f);
-
-/* List elements of k, packed as records {uint8 vtype; uint8 pad[3]; uint32 len; bytes,
- * padded to 8}: into *out (malloc'd, caller frees), *out_len bytes, *count elements.
- * SHK_ENOTFOUND (also when expired, unless allow_stale), SHK_ETYPE (not a list). Locked. */
-int shk_dict_list_items_locked(struct shk_dict *d, const struct shk_dkey *k, int allow_stale,
-                               void **out, uint64_t *out_len, uint64_t *count);
 
 /* Milliseconds left before k expires: *ms = -1 when it never does. SHK_ENOTFOUND. */
-int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int64_t *ms);
+int shk_dict_ttl(struct shk_dict *d, const struct shk_dkey *k, int flags, int64_t *ms);
 
-/* Number of unexpired keys. Takes no lock for long (per chunk of buckets). */
-int shk_dict_count(struct shk_dict *d, uint64_t *n);
+/* Length of the list at k (0 if absent). SHK_ETYPE if not a list. */
+int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint64_t *n);
+
+/* Number of unexpired keys. Takes no lock unless writers keep a shard busy.  EBUSY: *n
+ * is the shard whose lock is held elsewhere. */
+int shk_dict_count(struct shk_dict *d, int flags, uint64_t *n);
 
 /*
  * Iterate keys: *cursor starts at 0 and is UINT64_MAX when done.  Each call appends
  * records {uint8 ktype; uint8 pad; uint16 klen; key bytes, padded to 4} to buf (cap
  * bytes) for the unexpired keys of whole buckets, at most `max_buckets` of them, and
- * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (grow buf).
+ * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (*used: the
+ * room it needs).
  * Keys present during the whole iteration are returned exactly once; others may or may
  * not be.  Holds no lock across calls; inside one call, at most one shard's lock, only
  * when the lock-free read keeps failing.
  */
-int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, void *buf,
-                  uint64_t cap, uint64_t *used, uint32_t *nkeys);
+int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, int flags,
+                  void *buf, uint64_t cap, uint64_t *used, uint32_t *nkeys);
 
-/* --- writes ----------------------------------------------------------------------------- */
+/* Test hook: the eviction queue of one shard, oldest first, as scan's records with the
+ * pad byte set when the item's reference bit is: *n of them in *used bytes (ENOBUFS:
+ * *used is the room needed). */
+int shk_dict_debug_queue(struct shk_dict *d, uint32_t shard, int flags, void *buf,
+                         uint64_t cap, uint64_t *used, uint32_t *n);
+
+/* --- writes (each holds its key's shard lock) ------------------------------------------- */
 
 /*
  * Store (vtype, data[0..len)) under k with the user flags and ttl_ms (0: never expires).
- * mode: enum shk_dict_mode.  *evicted: unexpired items evicted to make room.  For
- * SHK_DIFVERSION, `version` is the item version the caller read (SHK_EEXISTS if the
- * item changed, SHK_ENOTFOUND if it is gone).
+ * mode: enum shk_dict_mode, and SHK_DWAIT.  *evicted: unexpired items evicted to make
+ * room.  For SHK_DIFVERSION, `version` is the item version the caller read (SHK_EEXISTS
+ * if the item changed, SHK_ENOTFOUND if it is gone).  A plain set (no ttl, flags 0, mode
+ * SHK_DSET, maybe SHK_DSAFE) of a value that takes exactly the key's cells is done in
+ * place (shk_dict_set_fast_locked).
  */
 int shk_dict_store(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
                    const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms, int mode,
                    uint32_t version, uint32_t *evicted);
-int shk_dict_store_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
-                          const void *data, uint64_t len, uint32_t flags, uint64_t ttl_ms,
-                          int mode, uint32_t version, uint32_t *evicted);
 
-/* A plain set (no ttl, flags 0; mode SHK_DSET, optionally | SHK_DSAFE) done in place
- * when the key's item allows it, or stored at once when the key is absent: 0 or
- * shk_dict_store_locked's result (*evicted as there), or SHK_DICT_SLOW (then call
- * shk_dict_store_locked). Locked. */
+/* Store's fast path, for a caller that holds the lock (tests tell by it which path ran):
+ * 0 or the general store's result (*evicted as there), or SHK_DICT_SLOW: the general
+ * store is needed. */
 int shk_dict_set_fast_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
                              const void *data, uint64_t len, int mode, uint32_t *evicted);
 
 /* Remove k: 0 if it was there unexpired, SHK_ENOTFOUND otherwise (an expired item is
  * reclaimed all the same). */
-int shk_dict_delete(struct shk_dict *d, const struct shk_dkey *k);
-int shk_dict_delete_locked(struct shk_dict *d, const struct shk_dkey *k);
+int shk_dict_delete(struct shk_dict *d, const struct shk_dkey *k, int flags);
 
-/* Remove k and hand its value over: like get into (buf, cap), and when the value does
- * not fit, into *heap (malloc'd; caller frees).  For a LIST, the packed elements as in
- * shk_dict_list_items_locked. SHK_ENOTFOUND. */
-int shk_dict_take_locked(struct shk_dict *d, const struct shk_dkey *k, void *buf,
-                         uint64_t cap, void **heap, struct shk_dict_found *f);
+/* Remove k and hand its value over into (buf, cap), as shk_dict_get does (a list: its
+ * packed elements).  SHK_ENOTFOUND; ENOBUFS: nothing removed. */
+int shk_dict_take(struct shk_dict *d, const struct shk_dkey *k, int flags, void *buf,
+                  uint64_t cap, struct shk_dict_found *f);
+
+/* Python's setdefault: 0 when k was missing (or expired) and (vtype, data, len) is now
+ * stored; SHK_EEXISTS with k's value copied into (buf, cap) as shk_dict_get does
+ * (ENOBUFS: nothing stored).  Counted as a lookup. */
+int shk_dict_setdefault(struct shk_dict *d, const struct shk_dkey *k, uint8_t vtype,
+                        const void *data, uint64_t len, int flags, void *buf, uint64_t cap,
+                        struct shk_dict_found *f);
 
 /*
- * Add to a number in place.  step_type SHK_DV_INT (step_i) or SHK_DV_FLOAT (step_f).
- * On 0, *out_type/out_i/out_f hold the new value.  SHK_ENOTFOUND: absent or expired (the
- * caller initialises it with a store in SHK_DADD mode).  SHK_ETYPE: the value is not a
- * number.  ERANGE: the result needs the caller's arbitrary precision (BIGINT involved
- * or int64 overflow): read, compute and store with SHK_DIFVERSION instead.
+ * Add step to the number at k, atomically, as Python adds: int + int is exact (an int64
+ * that overflows becomes a BIGINT, a BIGINT that fits becomes an int64 again), anything
+ * with a float is a float.  Operands: SHK_DV_INT (8 bytes, native), SHK_DV_FLOAT,
+ * SHK_DV_BIGINT (layout.h).  The new value is copied into (buf, cap) (f->vtype, f->len);
+ * an int64 or a float is updated in place, a value that changes type or size is stored
+ * anew with its expiry and flags.  A missing or expired k: SHK_ENOTFOUND, or with `init`
+ * it becomes init + step (expiring after init_ttl ms, 0: never).  SHK_ETYPE: the value is
+ * not a number; ERANGE: an int too large for a float; ENOBUFS: nothing changed.
  */
-int shk_dict_incr_locked(struct shk_dict *d, const struct shk_dkey *k, uint8_t step_type,
-                         int64_t step_i, double step_f, uint8_t *out_type, int64_t *out_i,
-                         double *out_f);
+int shk_dict_incr(struct shk_dict *d, const struct shk_dkey *k, const struct shk_dval *step,
+                  const struct shk_dval *init, uint64_t init_ttl, int flags, void *buf,
+                  uint64_t cap, struct shk_dict_found *f);
 
 /* Set or clear (ttl_ms 0) the expiry of k. SHK_ENOTFOUND. */
-int shk_dict_expire_locked(struct shk_dict *d, const struct shk_dkey *k, uint64_t ttl_ms);
+int shk_dict_expire(struct shk_dict *d, const struct shk_dkey *k, uint64_t ttl_ms, int flags);
 
 /* Lists: push to the left (head) or right (tail); *newlen = length after. */
-int shk_dict_push_locked(struct shk_dict *d, const struct shk_dkey *k, int right,
-                         uint8_t vtype, const void *data, uint64_t len, uint64_t *newlen,
-                         uint32_t *evicted);
-/* Pop from the left or right into (buf, cap) or *heap as take does. SHK_ENOTFOUND when
- * there is no list (an emptied list is removed). */
-int shk_dict_pop_locked(struct shk_dict *d, const struct shk_dkey *k, int right, void *buf,
-                        uint64_t cap, void **heap, struct shk_dict_found *f);
-/* Length of the list at k (0 if absent). SHK_ETYPE if not a list. No lock. */
-int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, uint64_t *n);
+int shk_dict_push(struct shk_dict *d, const struct shk_dkey *k, int right, uint8_t vtype,
+                  const void *data, uint64_t len, int flags, uint64_t *newlen,
+                  uint32_t *evicted);
+/* Pop from the left or right into (buf, cap). SHK_ENOTFOUND when there is no list (an
+ * emptied list is removed); ENOBUFS: nothing popped. */
+int shk_dict_pop(struct shk_dict *d, const struct shk_dkey *k, int right, int flags, void *buf,
+                 uint64_t cap, struct shk_dict_found *f);
 
 /* Remove everything and give all memory back. *n: items removed. */
 int shk_dict_flush_all(struct shk_dict *d, uint64_t *n);
-/* Reclaim expired items, at most max (0: all). Locks one chunk of buckets at a time. */
+/* Reclaim expired items, at most max (0: all). Locks one chunk of buckets at a time.
+ * These two and shk_dict_check wait for each shard's lock (call them without the GIL). */
 int shk_dict_flush_expired(struct shk_dict *d, uint64_t max, uint64_t *n);
 
 /* --- bookkeeping ------------------------------------------------------------------------ */

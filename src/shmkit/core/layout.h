@@ -560,6 +560,7 @@ struct shk_qref {
  * part starting at a multiple of 64 bytes from the start of the payload.
  */
 #define SHK_QFRAME_ALIGN 64
+#define SHK_QFRAME_MAX_PARTS 4096                /* parts of one frame, at most */
 
 /* A member slot: one per open handle (a process may hold several).  128 bytes. */
 struct shk_qslot {

@@ -27,7 +27,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <linux/membarrier.h>
@@ -35,17 +34,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "atomics.h"
 #include "errors.h"
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
-
-#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
-#define LDA(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
-#define STR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
-#define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 
 #define W_LEN(w) ((uint64_t)(uint32_t)(w))
 #define W_OWN(w) ((uint32_t)(((w) >> 32) & 0xffff))
@@ -70,14 +63,13 @@
 
 #define DEFAULT_CAP (1u << 20)
 #define SLICE_NS (20u * 1000 * 1000)       /* sleep slices: dead processes noticed by then */
-#define FIRST_SLICE_NS (5u * 1000 * 1000)  /* unfenced first sleep (see shk_queue_wait); longer
+#define FIRST_SLICE_NS (5u * 1000 * 1000)  /* unfenced first sleep (see "waiting"); longer
                                               than a tick: no timer reprogramming per sleep */
-#define SPIN_FLOOR_NS 2000u                /* adaptive spin never shrinks below this ... */
+#define DEFAULT_SPIN_NS 50000u             /* Queue.spin's default */
 #define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
 #define PREFETCH_AHEAD 256u                /* producers warm the line this far past a claim */
 #define SPACE_CHUNK (16u << 10)            /* a producer waiting for space waits for this
-                                              much more while consumers are active ... */
-#define SPACE_PACE 16u                     /* ... looking once every this many pauses */
+                                              much more while consumers are active */
 
 static int die_at;
 
@@ -134,9 +126,9 @@ static void register_membarrier(void)
 static inline void publish_word(uint64_t *p, uint64_t v)
 {
     if (asym_fences)
-        STR(p, v);
+        shk_store_release(p, v);
     else
-        XCHG(p, v);
+        shk_exchange_seq_cst(p, v);
 }
 
 /* The waiter's half: after registering, before re-checking. */
@@ -146,49 +138,18 @@ static inline void waiter_fence(void)
         syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 }
 
-/* ---- 16-byte compare-and-swap ------------------------------------------------------ */
-
-/* On failure *elo and *ehi receive the current value (an atomic snapshot). */
-static inline int cas16(uint64_t *p, uint64_t *elo, uint64_t *ehi, uint64_t nlo, uint64_t nhi)
-{
-#if defined(__x86_64__)
-    unsigned char ok;
-    __asm__ __volatile__("lock cmpxchg16b %1\n\tsete %0"
-                         : "=q"(ok), "+m"(*(volatile unsigned __int128 *)p), "+a"(*elo),
-                           "+d"(*ehi)
-                         : "b"(nlo), "c"(nhi)
-                         : "memory", "cc");
-    return ok;
-#else
-    unsigned __int128 e = ((unsigned __int128)*ehi << 64) | *elo;
-    unsigned __int128 n = ((unsigned __int128)nhi << 64) | nlo;
-    int ok = __atomic_compare_exchange_n((unsigned __int128 *)p, &e, n, 0, __ATOMIC_SEQ_CST,
-                                         __ATOMIC_SEQ_CST);
-    *elo = (uint64_t)e;
-    *ehi = (uint64_t)(e >> 64);
-    return ok;
-#endif
-}
-
-/* An atomic snapshot of a 16-byte pair (slow paths only: it takes the line). */
-static inline void load16(uint64_t *p, uint64_t *lo, uint64_t *hi)
-{
-    *lo = LD(&p[0]);
-    *hi = LD(&p[1]);
-    cas16(p, lo, hi, *lo, *hi);
-}
-
 /* ---- small helpers ------------------------------------------------------------------ */
 
 /* A consistent snapshot of the head pair without a locked instruction: the pair only
  * changes by 16-byte CAS and head_pos only grows, so an unchanged head_pos around the
- * read of head_hi means both halves belong to one moment. */
+ * read of head_hi means both halves belong to one moment.  If head_pos moves at every
+ * look (consumers racing, or someone writing garbage), take the line instead. */
 static inline void head_load(struct shk_queue_sh *sh, uint64_t *pos, uint64_t *hi)
 {
-    uint64_t a = LDA(&sh->head_pos);
-    for (;;) {
-        uint64_t h = LDA(&sh->head_hi);
-        uint64_t b = LDA(&sh->head_pos);
+    uint64_t a = shk_load_acquire(&sh->head_pos);
+    for (int tries = 0; tries < 64; tries++) {
+        uint64_t h = shk_load_acquire(&sh->head_hi);
+        uint64_t b = shk_load_acquire(&sh->head_pos);
         if (a == b) {
             *pos = a;
             *hi = h;
@@ -196,6 +157,22 @@ static inline void head_load(struct shk_queue_sh *sh, uint64_t *pos, uint64_t *h
         }
         a = b;
     }
+    shk_load16_seq_cst(&sh->head_pos, pos, hi);
+}
+
+/* Can this head pair be true?  Positions are multiples of the record alignment and the
+ * lag (taken, not given back) is at most the capacity.  Everything read from shared
+ * memory is input: a pair that fails this is corruption, never followed. */
+static inline int head_sane(const struct shk_queue *q, uint64_t pos, uint64_t hi)
+{
+    return ((pos | H_LAG(hi)) & (SHK_QREC_ALIGN - 1)) == 0 && H_LAG(hi) <= q->cap;
+}
+
+static int head_corrupt(uint64_t pos, uint64_t hi)
+{
+    return shk_fail(SHK_ECORRUPT, "queue: head position %llu with %llu bytes taken is "
+                    "impossible (not aligned, or more than the capacity)",
+                    (unsigned long long)pos, (unsigned long long)H_LAG(hi));
 }
 
 /* Oldest position not given back (everything before it is free space). */
@@ -206,9 +183,11 @@ static inline uint64_t free_load(struct shk_queue_sh *sh)
     return pos - H_LAG(hi);
 }
 
+/* The header at pos.  hmask also clears the low bits: a corrupted position can never make
+ * a 16-byte header straddle the end of the ring. */
 static inline struct shk_qrec *rec(struct shk_queue *q, uint64_t pos)
 {
-    return (struct shk_qrec *)(q->ring + (pos & q->mask));
+    return (struct shk_qrec *)(q->ring + (pos & q->hmask));
 }
 
 static inline struct shk_qslot *slot_at(struct shk_queue *q, uint32_t idx)
@@ -240,10 +219,10 @@ static int slot_alive(struct shk_queue *q, uint32_t idx)
     if (idx == q->slot)
         return 1;
     struct shk_qslot *s = slot_at(q, idx);
-    int32_t pid = LDA(&s->pid);
+    int32_t pid = shk_load_acquire(&s->pid);
     if (pid <= 0)
         return 0;
-    return shk_proc_alive((pid_t)pid, LDA(&s->start));
+    return shk_proc_alive((pid_t)pid, shk_load_acquire(&s->start));
 }
 
 /*
@@ -254,46 +233,46 @@ static int slot_alive(struct shk_queue *q, uint32_t idx)
 static inline void wake_armed(uint32_t *seq, uint32_t *waiters, uint32_t *armed)
 {
     /* the caller's publish was a full fence, or sleepers fence with membarrier */
-    if (LD(waiters)) {
-        uint32_t s = LD(seq);
-        if (LD(armed) == s && __atomic_compare_exchange_n(seq, &s, s + 1, 0, __ATOMIC_SEQ_CST,
-                                                          __ATOMIC_RELAXED))
+    if (shk_load_relaxed(waiters)) {
+        uint32_t s = shk_load_relaxed(seq);
+        if (shk_load_relaxed(armed) == s && shk_cas_seq_cst_fail_relaxed(seq, &s, s + 1))
             shk_futex_wake(seq, INT32_MAX);
     }
 }
 
-/* Arm sequence value s (the armed word only moves forward, modulo 2^32). */
+/* Arm sequence value s (the armed word only moves forward, modulo 2^32; a CAS that
+ * fails saw another sleeper arm, so a few tries always settle it). */
 static inline void arm(uint32_t *armed, uint32_t s)
 {
-    uint32_t a = LD(armed);
-    while ((int32_t)(s - a) > 0 &&
-           !__atomic_compare_exchange_n(armed, &a, s, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-        ;
+    uint32_t a = shk_load_relaxed(armed);
+    for (int tries = 0; tries < 64 && (int32_t)(s - a) > 0; tries++)
+        if (shk_cas_seq_cst_fail_relaxed(armed, &a, s))
+            return;
 }
 
 /* Repairs are counted in the repairer's slot, or straight in the totals without one. */
 static void add_drops(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
-        ADD(&q->ms->drops, n);
+        shk_stat_add(&q->ms->drops, n);
     else
-        __atomic_fetch_add(&q->sh->retired_drops, n, __ATOMIC_RELAXED);
+        shk_stat_add(&q->sh->retired_drops, n);
 }
 
 static void add_pdrops(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
-        ADD(&q->ms->pdrops, n);
+        shk_stat_add(&q->ms->pdrops, n);
     else
-        __atomic_fetch_add(&q->sh->retired_pdrops, n, __ATOMIC_RELAXED);
+        shk_stat_add(&q->sh->retired_pdrops, n);
 }
 
 static void add_recoveries(struct shk_queue *q, uint64_t n)
 {
     if (q->ms)
-        ADD(&q->ms->recoveries, n);
+        shk_stat_add(&q->ms->recoveries, n);
     else
-        __atomic_fetch_add(&q->sh->retired_recoveries, n, __ATOMIC_RELAXED);
+        shk_stat_add(&q->sh->retired_recoveries, n);
 }
 
 static int repair_lock(struct shk_queue *q)
@@ -349,7 +328,7 @@ static int queue_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg
     int r = shk_mutex_init(&sh->repair);
     if (r)
         return shk_fail(r, "shk_queue_open(): cannot initialise the repair mutex");
-    STR(&sh->magic, SHK_QUEUE_MAGIC);
+    shk_store_release(&sh->magic, SHK_QUEUE_MAGIC);
     return 0;
 }
 
@@ -382,17 +361,15 @@ int shk_queue_register(struct shk_queue *q)
         for (uint32_t i = 0; i < SHK_QUEUE_SLOTS; i++) {
             struct shk_qslot *s = slot_at(q, i);
             int32_t expect = 0;
-            if (LD(&s->pid) != 0)
+            if (shk_load_relaxed(&s->pid) != 0)
                 continue;
-            if (!__atomic_compare_exchange_n(&s->pid, &expect, pid, 0, __ATOMIC_ACQ_REL,
-                                             __ATOMIC_RELAXED))
+            if (!shk_cas_acq_rel(&s->pid, &expect, pid))
                 continue;
-            STR(&s->start, start);
-            uint32_t hwm = LD(&q->sh->slot_hwm);
-            while (hwm < i + 1 &&
-                   !__atomic_compare_exchange_n(&q->sh->slot_hwm, &hwm, i + 1, 0,
-                                                __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-                ;
+            shk_store_release(&s->start, start);
+            uint32_t hwm = shk_load_relaxed(&q->sh->slot_hwm);
+            for (int tries = 0; tries < 1024 && hwm < i + 1; tries++)
+                if (shk_cas_acq_rel(&q->sh->slot_hwm, &hwm, i + 1))
+                    break;
             q->slot = i;
             q->me = i + 1;
             q->ms = s;
@@ -450,10 +427,11 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
     }
     q->cap = q->sh->capacity;
     q->mask = q->cap - 1;
+    q->hmask = q->mask & ~(uint64_t)(SHK_QREC_ALIGN - 1);
     q->max_messages = q->sh->max_messages;
     q->ring = (uint8_t *)q->sh + q->sh->ring_rel;
     q->free_cache = free_load(q->sh);
-    q->spin_ns = q->spin_cur = 50 * 1000;
+    shk_queue_set_spin(q, DEFAULT_SPIN_NS);
     return shk_queue_register(q);
 }
 
@@ -461,20 +439,20 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
 static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
 {
     struct shk_queue_sh *sh = q->sh;
-    __atomic_fetch_add(&sh->retired_waits, LD(&s->waits), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_drops, LD(&s->drops), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_recoveries, LD(&s->recoveries), __ATOMIC_RELAXED);
-    __atomic_fetch_add(&sh->retired_pdrops, LD(&s->pdrops), __ATOMIC_RELAXED);
-    ST(&s->pdrops, 0);
-    ST(&s->waits, 0);
-    ST(&s->drops, 0);
-    ST(&s->recoveries, 0);
-    ST(&s->claim_pos, 0);
-    ST(&s->claim_size, 0);
-    ST(&s->claim_n, 0);
-    ST(&s->take_pos, 0);
-    ST(&s->take_end, 0);
-    ST(&s->start, 0);
+    shk_stat_add(&sh->retired_waits, shk_load_relaxed(&s->waits));
+    shk_stat_add(&sh->retired_drops, shk_load_relaxed(&s->drops));
+    shk_stat_add(&sh->retired_recoveries, shk_load_relaxed(&s->recoveries));
+    shk_stat_add(&sh->retired_pdrops, shk_load_relaxed(&s->pdrops));
+    shk_store_relaxed(&s->pdrops, 0);
+    shk_store_relaxed(&s->waits, 0);
+    shk_store_relaxed(&s->drops, 0);
+    shk_store_relaxed(&s->recoveries, 0);
+    shk_store_relaxed(&s->claim_pos, 0);
+    shk_store_relaxed(&s->claim_size, 0);
+    shk_store_relaxed(&s->claim_n, 0);
+    shk_store_relaxed(&s->take_pos, 0);
+    shk_store_relaxed(&s->take_end, 0);
+    shk_store_relaxed(&s->start, 0);
 }
 
 void shk_queue_release(struct shk_queue *q)
@@ -482,7 +460,7 @@ void shk_queue_release(struct shk_queue *q)
     if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != shk_queue_fork_generation)
         return;
     retire_slot(q, q->ms);
-    STR(&q->ms->pid, 0);
+    shk_store_release(&q->ms->pid, 0);
     q->slot = SHK_QNOSLOT;
     q->me = 0;
     q->ms = NULL;
@@ -499,10 +477,10 @@ static int latest_claim_written(struct shk_queue *q, uint32_t owner, uint64_t ta
     if (owner == 0 || owner > SHK_QUEUE_SLOTS)
         return 1;
     struct shk_qslot *s = slot_at(q, owner - 1);
-    uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size);
+    uint64_t p = shk_load_acquire(&s->claim_pos), sz = shk_load_relaxed(&s->claim_size);
     if (p + sz != tail_pos)
         return 1; /* a torn or moved-on announcement: the CAS re-validates the tail */
-    return LDA(&rec(q, p)->pos) == p;
+    return shk_load_acquire(&rec(q, p)->pos) == p;
 }
 
 /* Refresh the producer's view of free space (it said "no room"). */
@@ -511,6 +489,34 @@ static __attribute__((noinline)) uint64_t refresh_free(struct shk_queue *q)
     q->free_cache = reclaim_forward(q);
     return q->free_cache;
 }
+
+/* The slow look of a claim at tail position lo for a first record of `first` bytes: the
+ * cached free position said "no room" (or the tail is not aligned).  Refresh it; 0 with
+ * *used = bytes in use, SHK_EFULLQ, or SHK_ECORRUPT: the tail never moves back and never
+ * runs more than the capacity ahead of the free position, so a tail that does is
+ * corrupted (a cached free position lags the real one, it is never ahead of the tail). */
+static __attribute__((noinline)) int claim_slow(struct shk_queue *q, uint64_t lo,
+                                                uint64_t first, uint64_t *used)
+{
+    if (lo & (SHK_QREC_ALIGN - 1))
+        return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is not a multiple of %d",
+                        (unsigned long long)lo, SHK_QREC_ALIGN);
+    uint64_t f = refresh_free(q);
+    if (lo < f)
+        return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is behind the free position "
+                        "%llu", (unsigned long long)lo, (unsigned long long)f);
+    if (lo - f > q->cap)
+        return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity ahead of "
+                        "free %llu", (unsigned long long)lo, (unsigned long long)f);
+    *used = lo - f;
+    return first > q->cap - *used ? SHK_EFULLQ : 0;
+}
+
+/* Claims give up after this many failed CAS (each one another producer's success) and
+ * this many rounds of waiting for a previous claimer's header: the caller waits and
+ * comes back (no loop over shared state without a bound). */
+#define CLAIM_TRIES 65536u
+#define HEADER_SPINS 4096u
 
 /* Warm the cache line `ahead` bytes past a claim for writing, if that space is free: the
  * transfer from wherever the line is (the consumer's cache, L3) overlaps this message's
@@ -532,31 +538,19 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
       uint64_t *pos)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t lo = LDA(&sh->tail_pos), hi = LD(&sh->tail_hi);
-    unsigned spins = 0;
+    uint64_t lo = shk_load_acquire(&sh->tail_pos), hi = shk_load_relaxed(&sh->tail_hi);
+    unsigned spins = 0, tries = 0;
     for (;;) {
-        if (__builtin_expect(LD(&sh->closed) != 0, 0))
+        if (__builtin_expect(shk_load_relaxed(&sh->closed) != 0, 0))
             return shk_fail(SHK_ECLOSED, "queue is closed: put() is not allowed");
-        if (__builtin_expect(lo < q->free_cache, 0)) { /* a stale tail read: look again */
-            lo = LDA(&sh->tail_pos);
-            hi = LD(&sh->tail_hi);
-            continue;
-        }
         /* free_cache only ever lags the real free position: refresh it when it says "no
-         * room" (or is so old that the tail has lapped it) */
+         * room" (or is so old that the tail has lapped it: `used` wraps) */
         uint64_t first = msgs ? shk_qrec_size(msgs[0].n) : *size;
         uint64_t used = lo - q->free_cache;
-        if (__builtin_expect(used > q->cap || first > q->cap - used, 0)) {
-            uint64_t f = refresh_free(q);
-            if (lo < f)
-                continue;
-            used = lo - f;
-            if (used > q->cap)
-                return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity "
-                                "ahead of free %llu", (unsigned long long)lo,
-                                (unsigned long long)f);
-            if (first > q->cap - used)
-                return SHK_EFULLQ;
+        if (__builtin_expect(used > q->cap - first || (lo & (SHK_QREC_ALIGN - 1)), 0)) {
+            int r = claim_slow(q, lo, first, &used);
+            if (r)
+                return r;
         }
         uint64_t avail = q->cap - used;
         uint64_t count = hi & SHK_QCOUNT_MASK;
@@ -587,25 +581,25 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
         uint32_t owner = (uint32_t)(hi >> SHK_QOWNER_SHIFT);
         if (owner != q->me && !latest_claim_written(q, owner, lo)) {
             /* the previous claimer is between its CAS and its first header: wait for
-             * it (nanoseconds), unless it died there */
-            if (++spins < 4096) {
+             * it (nanoseconds), unless it died there; if it is alive but does not come
+             * (descheduled, stopped), the caller waits for space, which sleeps */
+            if (++spins < HEADER_SPINS) {
                 shk_cpu_relax();
             } else {
                 spins = 0;
-                if (!slot_alive(q, owner - 1))
-                    shk_queue_repair(q);
-                else
-                    sched_yield();
+                if (slot_alive(q, owner - 1) || ++tries > 4)
+                    return SHK_EFULLQ;
+                shk_queue_repair(q);
             }
-            lo = LDA(&sh->tail_pos);
-            hi = LD(&sh->tail_hi);
+            lo = shk_load_acquire(&sh->tail_pos);
+            hi = shk_load_relaxed(&sh->tail_hi);
             continue;
         }
         struct shk_qslot *ms = q->ms;
-        ST(&ms->claim_size, total);
-        ST(&ms->claim_n, n);
-        STR(&ms->claim_pos, lo);
-        if (cas16(&sh->tail_pos, &lo, &hi, lo + total,
+        shk_store_relaxed(&ms->claim_size, total);
+        shk_store_relaxed(&ms->claim_n, n);
+        shk_store_release(&ms->claim_pos, lo);
+        if (shk_cas16_seq_cst(&sh->tail_pos, &lo, &hi, lo + total,
                   ((uint64_t)q->me << SHK_QOWNER_SHIFT) | ((count + n) & SHK_QCOUNT_MASK))) {
             *pos = lo;
             *size = total;
@@ -616,6 +610,8 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
                 maybe_die(SHK_QDIE_AFTER_CLAIM);
             return 0;
         }
+        if (__builtin_expect(++tries > CLAIM_TRIES, 0))
+            return SHK_EFULLQ; /* lost to other producers that often: wait, come back */
     }
 }
 
@@ -629,9 +625,24 @@ static uint64_t frame_len(const struct shk_qpart *parts, int nparts)
     return n;
 }
 
+uint64_t shk_queue_record_size(const struct shk_qpart *parts, int nparts, uint32_t kind)
+{
+    uint64_t len = 0;
+    if (kind == SHK_QK_FRAMED) {
+        len = frame_len(parts, nparts);
+    } else {
+        for (int i = 0; i < nparts; i++)
+            len += parts[i].n;
+    }
+    return shk_qrec_size(len);
+}
+
 int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts, uint32_t kind)
 {
     uint64_t len = 0;
+    if (kind == SHK_QK_FRAMED && (nparts < 1 || nparts > SHK_QFRAME_MAX_PARTS))
+        return shk_fail(EINVAL, "a framed message has 1 to %d parts, not %d",
+                        SHK_QFRAME_MAX_PARTS, nparts);
     if (kind == SHK_QK_FRAMED) {
         len = frame_len(parts, nparts);
     } else {
@@ -648,8 +659,8 @@ int shk_queue_put(struct shk_queue *q, const struct shk_qpart *parts, int nparts
     if (r)
         return r;
     struct shk_qrec *h = rec(q, pos);
-    ST(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, kind));
-    STR(&h->pos, pos);
+    shk_store_relaxed(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, kind));
+    shk_store_release(&h->pos, pos);
     uint64_t at = pos + SHK_QREC_HDR;
     if (kind == SHK_QK_FRAMED) {
         uint32_t head[2] = {(uint32_t)nparts, 0};
@@ -690,8 +701,8 @@ int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len)
     if (r)
         return r;
     struct shk_qrec *h = rec(q, pos);
-    ST(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
-    STR(&h->pos, pos);
+    shk_store_relaxed(&h->word, MKW(len, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
+    shk_store_release(&h->pos, pos);
     ring_write(q, pos + SHK_QREC_HDR, p, len);
     publish_word(&h->word, MKW(len, q->me, SHK_QS_COMMITTED, SHK_QK_DATA));
     wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
@@ -702,20 +713,16 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
 {
     *done = 0;
     uint64_t maxp = shk_queue_max_payload(q);
+    /* all or nothing for messages that can never fit: none is put */
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].n > maxp)
+            return shk_fail(SHK_ETOOBIG, "put_many(): item %zu of %llu bytes can never fit in a "
+                            "queue of %llu bytes (at most %llu per message); nothing was put",
+                            i, (unsigned long long)msgs[i].n, (unsigned long long)q->cap,
+                            (unsigned long long)maxp);
     while (*done < n) {
         const struct shk_qpart *m = msgs + *done;
         size_t k = n - *done;
-        for (size_t i = 0; i < k; i++) {
-            if (m[i].n > maxp) {
-                if (i == 0)
-                    return shk_fail(SHK_ETOOBIG, "message %zu of %llu bytes can never fit in "
-                                    "a queue of %llu bytes (at most %llu per message)",
-                                    *done, (unsigned long long)m[i].n,
-                                    (unsigned long long)q->cap, (unsigned long long)maxp);
-                k = i;
-                break;
-            }
-        }
         uint64_t size = 0, pos = 0;
         int r = claim(q, m, &k, &size, &pos);
         if (r == SHK_EFULLQ && *done > 0)
@@ -727,8 +734,8 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
         for (size_t i = k; i-- > 0;) {
             p -= shk_qrec_size(m[i].n);
             struct shk_qrec *h = rec(q, p);
-            ST(&h->word, MKW(m[i].n, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
-            STR(&h->pos, p);
+            shk_store_relaxed(&h->word, MKW(m[i].n, q->me, SHK_QS_CLAIMED, SHK_QK_DATA));
+            shk_store_release(&h->pos, p);
         }
         p = pos;
         for (size_t i = 0; i < k; i++) {
@@ -738,7 +745,7 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
             ring_write(q, p + SHK_QREC_HDR, m[i].p, m[i].n);
             uint64_t w = MKW(m[i].n, q->me, SHK_QS_COMMITTED, SHK_QK_DATA);
             if (i + 1 < k)
-                STR(&h->word, w);
+                shk_store_release(&h->word, w);
             else
                 publish_word(&h->word, w);
             p += shk_qrec_size(m[i].n);
@@ -766,24 +773,33 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
         max_msgs = 1;
     while (n < max_msgs && p - lo < q->cap) {
         struct shk_qrec *h = rec(q, p);
-        if (LDA(&h->pos) != p)
+        if (shk_load_acquire(&h->pos) != p)
             break;
-        uint64_t w = LDA(&h->word);
-        if (W_STATE(w) != SHK_QS_COMMITTED)
+        uint64_t w = shk_load_acquire(&h->word);
+        if (W_STATE(w) != SHK_QS_COMMITTED) {
+            /* at or past the head a written header is CLAIMED or COMMITTED, nothing else
+             * (CONSUMED ones lie behind it: our head was stale if it moved) */
+            if (__builtin_expect(W_STATE(w) != SHK_QS_CLAIMED, 0)) {
+                if (shk_load_acquire(&q->sh->head_pos) != lo)
+                    return EAGAIN;
+                return shk_fail(SHK_ECORRUPT, "queue record at %llu: state %u",
+                                (unsigned long long)p, W_STATE(w));
+            }
             break;
+        }
         uint64_t len = W_LEN(w);
         uint32_t kind = W_KIND(w);
+        if (__builtin_expect(kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q), 0)) {
+            /* taken and reused meanwhile (the head moved): just look again */
+            if (shk_load_acquire(&q->sh->head_pos) != lo)
+                return EAGAIN;
+            return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
+                            (unsigned long long)p, kind, (unsigned long long)len);
+        }
         if (kind == SHK_QK_SKIP) {
             c += W_OWN(w);
             p += shk_qrec_size(len);
             continue;
-        }
-        if (__builtin_expect(kind > SHK_QK_FRAMED || len > shk_queue_max_payload(q), 0)) {
-            /* taken and reused meanwhile (the head moved): just look again */
-            if (LDA(&q->sh->head_pos) != lo)
-                return EAGAIN;
-            return shk_fail(SHK_ECORRUPT, "queue record at %llu: kind %u, length %llu",
-                            (unsigned long long)p, kind, (unsigned long long)len);
         }
         if (n > 0 && (bytes + len > max_bytes || (stop_at_ref && kind == SHK_QK_REF)))
             break;
@@ -801,23 +817,38 @@ static int scan(struct shk_queue *q, uint64_t lo, struct shk_qmsg *msgs, size_t 
     return 0;
 }
 
+/* Nothing to take at head position lo: empty, closed and empty, or impossible (the tail,
+ * read after the head, is never behind it; positions are aligned). */
 static int empty_or_closed(struct shk_queue *q, uint64_t lo)
 {
-    if (LDA(&q->sh->closed) && LDA(&q->sh->tail_pos) == lo)
+    int closed = shk_load_acquire(&q->sh->closed) != 0;
+    uint64_t t = shk_load_acquire(&q->sh->tail_pos);
+    if (__builtin_expect(t < lo || (lo & (SHK_QREC_ALIGN - 1)), 0))
+        return shk_fail(SHK_ECORRUPT, "queue: head position %llu is %s", (unsigned long long)lo,
+                        t < lo ? "beyond the tail" : "not aligned");
+    if (closed && t == lo)
         return shk_fail(SHK_ECLOSED, "queue is closed and empty");
     return SHK_EEMPTY;
 }
 
-int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
-                   uint64_t max_bytes, struct shk_qpeek *pk)
+/* Consumers look again after losing a race to another consumer; after this many looks in
+ * one call they report "nothing now" and the caller waits (bounded loops only). */
+#define LOOK_TRIES 4096
+
+static inline int take_peeked(struct shk_queue *q, const struct shk_qpeek *pk);
+
+static inline int peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                       uint64_t max_bytes, struct shk_qpeek *pk)
 {
     struct shk_queue_sh *sh = q->sh;
     int reclaimed = 0;
-    for (;;) {
+    for (int look = 0; look < LOOK_TRIES; look++) {
         uint64_t lo, hi, end, cnt;
         size_t n;
         head_load(sh, &lo, &hi);
         if (H_LAG(hi) != 0 && !reclaimed) {
+            if (!head_sane(q, lo, hi))
+                return head_corrupt(lo, hi);
             /* Ranges given back out of order (CONSUMED records at the free position)
              * wait for whoever needs space; while they do, the lag is not 0 and every
              * get would take the claim-first way (and mark its own records CONSUMED,
@@ -843,14 +874,21 @@ int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         pk->direct = H_LAG(hi) == 0 && die_at != SHK_QDIE_AFTER_TAKE;
         if (n == 0 && pk->direct) {
             /* only records of dead producers: step over them and look again */
-            shk_queue_take_peeked(q, pk);
+            take_peeked(q, pk);
             continue;
         }
         return 0;
     }
+    return SHK_EEMPTY;
 }
 
-int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
+int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                   uint64_t max_bytes, struct shk_qpeek *pk)
+{
+    return peek(q, msgs, max_msgs, max_bytes, pk);
+}
+
+static inline int take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
 {
     if (!pk->direct)
         return EINVAL;
@@ -858,10 +896,15 @@ int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
         maybe_die(SHK_QDIE_COPIED);
     uint64_t lo = pk->lo, hi = pk->hi;
     /* taken and given back at once: nothing was outstanding (lag 0), nothing is */
-    if (!cas16(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt)))
+    if (!shk_cas16_seq_cst(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt)))
         return EAGAIN;
     wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
     return 0;
+}
+
+int shk_queue_take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
+{
+    return take_peeked(q, pk);
 }
 
 int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
@@ -871,7 +914,9 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
     struct shk_qslot *ms = q->ms;
     uint64_t lo, hi;
     head_load(sh, &lo, &hi);
-    for (;;) {
+    for (int look = 0; look < LOOK_TRIES; look++) {
+        if (!head_sane(q, lo, hi))
+            return head_corrupt(lo, hi);
         uint64_t p, cnt;
         size_t n;
         int r = scan(q, lo, msgs, max_msgs, max_bytes, 0, &p, &cnt, &n);
@@ -884,10 +929,10 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         if (p == lo)
             return empty_or_closed(q, lo);
         /* announced first: a repairer that sees the new head sees who is taking it */
-        ST(&ms->take_end, p);
-        STR(&ms->take_pos, lo);
+        shk_store_relaxed(&ms->take_end, p);
+        shk_store_release(&ms->take_pos, lo);
         uint64_t start = lo;
-        if (cas16(&sh->head_pos, &lo, &hi, p, MKH(H_LAG(hi) + (p - lo), H_CNT(hi) + cnt))) {
+        if (shk_cas16_seq_cst(&sh->head_pos, &lo, &hi, p, MKH(H_LAG(hi) + (p - lo), H_CNT(hi) + cnt))) {
             t->start = start;
             t->end = p;
             t->n = n;
@@ -899,9 +944,10 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
             }
             return 0;
         }
-        ST(&ms->take_pos, 0);
-        ST(&ms->take_end, 0);
+        shk_store_relaxed(&ms->take_pos, 0);
+        shk_store_relaxed(&ms->take_end, 0);
     }
+    return SHK_EEMPTY;
 }
 
 /* Move the free position over the run of CONSUMED records that starts there (one CAS of
@@ -911,15 +957,19 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
 static uint64_t reclaim_forward(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
         uint64_t f = hp - H_LAG(hi), p = f;
+        /* an impossible pair is left to the callers' checks (tail behind free...); a CAS
+         * lost that often means others are reclaiming: their result will do */
+        if (!head_sane(q, hp, hi) || tries >= LOOK_TRIES)
+            return f;
         while (p < hp) {
             struct shk_qrec *h = rec(q, p);
-            if (LDA(&h->pos) != p)
+            if (shk_load_acquire(&h->pos) != p)
                 break;
-            uint64_t w = LDA(&h->word);
+            uint64_t w = shk_load_acquire(&h->word);
             if (W_STATE(w) != SHK_QS_CONSUMED)
                 break;
             p += shk_qrec_size(W_LEN(w));
@@ -928,7 +978,7 @@ static uint64_t reclaim_forward(struct shk_queue *q)
             return f;
         if (p > hp)
             return f; /* a stale record: leave it to the repair */
-        if (cas16(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (p - f), H_CNT(hi))))
+        if (shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (p - f), H_CNT(hi))))
             return p;
     }
 }
@@ -938,73 +988,144 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     struct shk_queue_sh *sh = q->sh;
     if (t->end == t->start)
         return;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
-        if (hp - H_LAG(hi) == t->start) {
+        if (hp - H_LAG(hi) == t->start && H_LAG(hi) >= t->end - t->start &&
+            tries < LOOK_TRIES) {
             /* the oldest range: give it back by shrinking the lag, without writing to the
              * ring (a write there would pull the line away from the producer that fills
              * it next) */
-            if (cas16(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (t->end - t->start), H_CNT(hi))))
+            if (shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, hp, MKH(H_LAG(hi) - (t->end - t->start), H_CNT(hi))))
                 break;
             continue;
         }
         /* an older range is still out: mark the records; the space is reclaimed by
          * whoever needs it (reclaim_forward) */
-        for (uint64_t p = t->start; p < t->end;) {
+        for (uint64_t p = t->start; p < t->end && p - t->start < q->cap;) {
             struct shk_qrec *h = rec(q, p);
-            uint64_t w = LD(&h->word);
+            uint64_t w = shk_load_relaxed(&h->word);
             uint64_t size = shk_qrec_size(W_LEN(w));
             if (p + size >= t->end)
                 publish_word(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
             else
-                STR(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
+                shk_store_release(&h->word, W_WITH_STATE(w, SHK_QS_CONSUMED));
             p += size;
         }
         break;
     }
     /* cleared only after: a repairer that finds the announcement cleared also finds the
      * range given back or its records CONSUMED */
-    STR(&q->ms->take_pos, 0);
-    ST(&q->ms->take_end, 0);
+    shk_store_release(&q->ms->take_pos, 0);
+    shk_store_relaxed(&q->ms->take_end, 0);
     wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
 }
 
-/* ---- waiting ------------------------------------------------------------------------ */
+/* ---- a whole get ------------------------------------------------------------------- */
+
+/* Messages up to this size are copied out before they are taken (the copy-first way of
+ * shk_queue_peek); larger ones are taken first, so that consumers racing for them never
+ * copy in vain.  A batch copies at most COPY_FIRST_BATCH before taking (its first message
+ * always counts). */
+#define COPY_FIRST_MAX (64u << 10)
+#define COPY_FIRST_BATCH (256u << 10)
+
+int shk_queue_get_begin(struct shk_queue *q, struct shk_qget *g)
+{
+    uint64_t copy_max = g->max_bytes < COPY_FIRST_BATCH ? g->max_bytes : COPY_FIRST_BATCH;
+    for (int look = 0; look < LOOK_TRIES; look++) {
+        int r = peek(q, g->msgs, g->max_msgs, copy_max, &g->pk);
+        if (r)
+            return r;
+        if (g->pk.direct && g->pk.n >= 1 && g->msgs[0].kind != SHK_QK_REF &&
+            g->msgs[0].len <= COPY_FIRST_MAX) {
+            g->copy_first = 1;
+            g->n = g->pk.n;
+            return 0;
+        }
+        r = shk_queue_take(q, g->msgs, g->max_msgs, g->max_bytes, &g->t);
+        if (r == SHK_EEMPTY)
+            continue; /* taken by another consumer meanwhile: look again */
+        if (r)
+            return r;
+        g->copy_first = 0;
+        g->n = g->t.n;
+        return 0;
+    }
+    return SHK_EEMPTY;
+}
+
+int shk_queue_get_end(struct shk_queue *q, struct shk_qget *g)
+{
+    if (g->copy_first)
+        return take_peeked(q, &g->pk);
+    shk_queue_finish(q, &g->t);
+    return 0;
+}
+
+/* ---- waiting (core/wait.h) ------------------------------------------------------------ */
+
+/*
+ * Every blocking call of the queue waits through one operation in the shape of
+ * core/wait.h, shk_queue_wait_op: its attempt says whether the call may succeed now (a get:
+ * a committed message at the head; a put: room for `need` record bytes; a reservation: a
+ * free entry; each also when the queue is closed, or when what it sees is impossible: the
+ * operation itself then reports it), and otherwise what to wait on.  The operation itself
+ * (claim, take) is made by the caller with the handle's member slot, which one thread at a
+ * time uses, while attempts run in any thread (without the GIL); when another process got
+ * there first the caller waits again.  Reserving uses no member slot, so
+ * shk_queue_reserve_op's attempt reserves.
+ *
+ * Spinning (not armed), an attempt registers nothing: a get watches the tail's low word
+ * (it moves with every claim) while the queue is plainly empty, otherwise the driver looks
+ * again every 16 pauses (POLL: a producer's pace, which leaves the head line to the
+ * consumers that move it; a spinning producer also waits for a good stretch of space, see
+ * space_ready_hyst).  Armed, it sleeps on data_seq / space_seq with the membarrier
+ * protocol (see "asymmetric fences"): register in the waiter count, arm the sequence value,
+ * fence, look once more.  The first sleep of a round (a round ends when the sequence moves:
+ * a wake-up) skips the membarrier and lasts at most FIRST_SLICE_NS: a wake-up it can miss
+ * is one published in the last nanoseconds, and costs at most that slice.  Later sleeps
+ * fence and last SLICE_NS (on.retry_ns), after which the attempt looks for stuck work (a
+ * dead producer's claim at the head, a dead consumer's range) and repairs it.
+ */
 
 static int data_ready(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t h = LDA(&sh->head_pos);
+    uint64_t h = shk_load_acquire(&sh->head_pos);
     /* poll the tail (written once per claim) rather than the header the producer is
      * writing: polling that line would pull it away from the producer at every store */
-    if (LDA(&sh->tail_pos) == h)
-        return LD(&sh->closed) != 0;
+    uint64_t t = shk_load_acquire(&sh->tail_pos);
+    if (t == h)
+        return shk_load_relaxed(&sh->closed) != 0;
+    if (t < h)
+        return 1; /* impossible: the get reports it */
     struct shk_qrec *r = rec(q, h);
-    if (LDA(&r->pos) == h && W_STATE(LDA(&r->word)) == SHK_QS_COMMITTED)
-        return 1;
-    return LD(&sh->closed) != 0;
+    if (shk_load_acquire(&r->pos) == h && W_STATE(shk_load_acquire(&r->word)) != SHK_QS_CLAIMED)
+        return 1; /* committed (or impossible: the get reports it) */
+    return shk_load_relaxed(&sh->closed) != 0;
 }
 
 /* Room for a put now (bytes), or 0 when the message limit is reached; 1 + need when the
- * queue is closed (the put fails at once) or a read was stale (the caller retries). */
+ * queue is closed (the put fails at once) or the positions are impossible (the put
+ * reports it). */
 static uint64_t space_room(struct shk_queue *q, uint64_t need, uint64_t *freep)
 {
     struct shk_queue_sh *sh = q->sh;
-    if (LD(&sh->closed))
+    if (shk_load_relaxed(&sh->closed))
         return need + 1;
-    uint64_t f = reclaim_forward(q), t = LDA(&sh->tail_pos);
+    uint64_t f = reclaim_forward(q), t = shk_load_acquire(&sh->tail_pos);
     *freep = f;
-    if (t < f)
+    if (t < f || t - f > q->cap)
         return need + 1;
     if (q->max_messages) {
         uint64_t hp, hh;
         head_load(sh, &hp, &hh);
-        uint32_t tc = (uint32_t)LDA(&sh->tail_hi);
+        uint32_t tc = (uint32_t)shk_load_acquire(&sh->tail_hi);
         if ((uint32_t)(tc - H_CNT(hh)) >= q->max_messages)
             return 0;
     }
-    return t - f >= q->cap ? 0 : q->cap - (t - f);
+    return q->cap - (t - f);
 }
 
 static int space_ready(struct shk_queue *q, uint64_t need)
@@ -1014,173 +1135,245 @@ static int space_ready(struct shk_queue *q, uint64_t need)
 }
 
 /*
- * The same for a waiting producer, with hysteresis: while consumers are still giving space
- * back, it holds on until a good stretch is free (need + chunk) instead of taking each
- * record's worth as it comes back: filling the ring right behind a consumer bounces the
- * cache lines it is reading, and every look at the head pair takes that line away from
- * the consumer that moves it.  Once the free position stops moving between two looks
+ * The same for a spinning producer, with hysteresis: while consumers are still giving
+ * space back, it holds on until a good stretch is free (need + chunk) instead of taking
+ * each record's worth as it comes back: filling the ring right behind a consumer bounces
+ * the cache lines it is reading, and every look at the head pair takes that line away
+ * from the consumer that moves it.  Once the free position stops moving between two looks
  * (nobody is consuming), whatever fits will do.
  */
-static int space_ready_hyst(struct shk_queue *q, uint64_t need)
+static int space_ready_hyst(struct shk_queue *q, uint64_t need, uint64_t *seen_free)
 {
-    uint64_t f = q->spin_free;
+    uint64_t f = *seen_free;
     uint64_t room = space_room(q, need, &f);
     uint64_t chunk = q->cap / 8 < SPACE_CHUNK ? q->cap / 8 : SPACE_CHUNK;
-    int stalled = f == q->spin_free;
-    q->spin_free = f;
+    int stalled = f == *seen_free;
+    *seen_free = f;
     return room >= need + chunk || (room >= need && stalled);
 }
 
 static int resv_ready(struct shk_queue *q)
 {
-    if (LD(&q->sh->closed))
+    if (shk_load_relaxed(&q->sh->closed))
         return 1;
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
-        if (R_STATE(LDA(&resv_at(q, i)->ctl)) == SHK_QR_FREE)
+        if (R_STATE(shk_load_acquire(&resv_at(q, i)->ctl)) == SHK_QR_FREE)
             return 1;
     return 0;
 }
 
-static int ready(struct shk_queue *q, int what, uint64_t need)
+/* A put can be held up by the latest claim of another producer whose header is not
+ * written yet (it sits between its CAS and its first store, or died there): the owner's
+ * slot + 1, or 0 when nothing holds puts up. */
+static uint32_t claim_in_the_way(struct shk_queue *q)
 {
-    if (what == SHK_QW_DATA)
-        return data_ready(q);
-    return what == SHK_QW_SPACE ? space_ready(q, need) : resv_ready(q);
+    uint64_t lo = shk_load_acquire(&q->sh->tail_pos), hi = shk_load_relaxed(&q->sh->tail_hi);
+    uint32_t owner = (uint32_t)(hi >> SHK_QOWNER_SHIFT);
+    return owner != q->me && !latest_claim_written(q, owner, lo) ? owner : 0;
 }
 
-/* What a waiter does between sleep slices: repair only if something looks stuck. */
+/* Look for stuck work after a whole slice without a wake-up. */
 static void repair_if_stuck(struct shk_queue *q, int what)
 {
     struct shk_queue_sh *sh = q->sh;
     if (what == SHK_QW_DATA) {
-        uint64_t h = LDA(&sh->head_pos);
-        if (h == LDA(&sh->tail_pos))
+        uint64_t h = shk_load_acquire(&sh->head_pos);
+        if (h == shk_load_acquire(&sh->tail_pos))
             return; /* plainly empty */
-    } else {
+    } else if (what == SHK_QW_SPACE) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
-        if (H_LAG(hi) == 0 && hp == LDA(&sh->tail_pos))
+        if (H_LAG(hi) == 0 && hp == shk_load_acquire(&sh->tail_pos))
             return;
     }
-    shk_queue_repair(q);
+    shk_queue_repair(q); /* SHK_QW_RESV: reservations of dead processes go back */
 }
 
-/* A spinning waiter's look number i: spaced out while waiting for space. */
-static inline int spin_ready(struct shk_queue *q, int what, uint64_t need, unsigned i)
+static void add_waits(struct shk_queue *q)
 {
-    if (what != SHK_QW_SPACE)
-        return ready(q, what, need);
-    if (i % SPACE_PACE)
-        return 0;
-    return space_ready_hyst(q, need);
+    if (q->ms)
+        shk_stat_add(&q->ms->waits, 1);
+    else
+        shk_stat_add(&q->sh->retired_waits, 1);
 }
 
-int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins)
+/* struct shk_wait.aux of the queue's waits */
+#define QW_ROUND 0x1   /* registered in this round (the sequence has not moved since) */
+#define QW_FENCED 0x2  /* this round's unfenced first sleep is over: registrations fence */
+#define QW_COUNTED 0x4 /* this round is counted in the `waits` statistic */
+#define QW_SLICE 0x8   /* the last registration was a fenced slice (on.retry_ns: its end) */
+
+static inline uint32_t *low_word(uint64_t *p)
 {
-    for (unsigned i = 0; i < spins; i++) {
-        if (spin_ready(q, what, need, i))
-            return 1;
-        shk_cpu_relax();
-    }
-    return 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return (uint32_t *)p;
+#else
+    return (uint32_t *)p + 1;
+#endif
 }
 
-int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct timespec *deadline)
+/* Not armed: what to watch while spinning (nothing is registered). */
+static void watch_while_spinning(struct shk_queue *q, struct shk_wait *w, int what)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t t0 = shk_now_ns();
-    uint64_t budget = q->spin_cur;
-    if (q->contended) {
-        q->contended--; /* spinning did not pay lately: sleep at once, probe again later */
-        budget = 0;
-    }
-    if (budget) {
-        for (unsigned round = 1;; round++) {
-            for (unsigned i = 0; i < 32; i++) {
-                if (spin_ready(q, what, need, i))
-                    return 0;
-                shk_cpu_relax();
-            }
-            uint64_t now = shk_now_ns();
-            if (now - t0 >= budget)
-                break;
-            if (deadline && shk_deadline_left_ns(deadline) == 0)
-                return ETIMEDOUT;
-            /* every few microseconds, offer the CPU: with a core to spare this returns at
-             * once; when processes outnumber cores, the one we wait for may need ours */
-            if (round % 2 == 0) {
-                uint64_t ty = shk_now_ns();
-                sched_yield();
-                if (shk_now_ns() - ty > 3000) {
-                    /* the yield gave the CPU away: processes outnumber cores, and our
-                     * spinning only delays the one we wait for */
-                    q->contended = 64;
-                    break;
-                }
-            }
+    if (what == SHK_QW_DATA) {
+        uint64_t t = shk_load_acquire(&sh->tail_pos);
+        if (t == shk_load_acquire(&sh->head_pos)) {
+            shk_wait_on_futex(w, low_word(&sh->tail_pos), (uint32_t)t, NULL);
+            return;
         }
     }
-    /* reservation waiters share the space futex: entries are freed by consumers too */
+    shk_wait_on_poll(w, 0);
+}
+
+/* Armed: register on the sequence word of `what` (see the essay above).  The caller looks
+ * once more after this, then sleeps. */
+static void register_sleep(struct shk_queue *q, struct shk_wait *w, int what)
+{
+    struct shk_queue_sh *sh = q->sh;
     uint32_t *seq = what == SHK_QW_DATA ? &sh->data_seq : &sh->space_seq;
     uint32_t *waiters = what == SHK_QW_DATA ? &sh->data_waiters : &sh->space_waiters;
     uint32_t *armed = what == SHK_QW_DATA ? &sh->data_armed : &sh->space_armed;
-    uint32_t s = LDA(seq);
-    __atomic_fetch_add(waiters, 1, __ATOMIC_SEQ_CST);
+    uint64_t now = shk_now_ns();
+    uint32_t s = shk_load_acquire(seq);
+    if (!(w->aux & QW_ROUND) || s != w->observed) {
+        w->aux = QW_ROUND; /* a new round: the first sleep, or the sequence moved */
+    } else if ((w->aux & QW_SLICE) && now >= w->on.retry_ns) {
+        repair_if_stuck(q, what); /* a whole fenced slice without a wake-up */
+        s = shk_load_acquire(seq);
+    }
+    w->observed = s;
+    shk_wait_on_futex(w, seq, s, waiters); /* registers: waiters + 1, seq_cst */
     arm(armed, s);
-    int r = 0, slept = 0, fenced = !asym_fences;
-    uint64_t ts = shk_now_ns();
-    if (!fenced && !ready(q, what, need)) {
-        /* A first short sleep without the barrier: membarrier interrupts the CPUs running
-         * the other processes (costly IPIs in a VM), and the wake-up it protects is missed
-         * only if the waker published in the last few nanoseconds; such a miss costs at
-         * most this slice.  Longer sleeps are fenced. */
-        struct timespec first;
-        shk_deadline_slice(&first, deadline, FIRST_SLICE_NS);
-        slept = 1;
-        r = shk_futex_wait(seq, s, &first);
-        if (r == ETIMEDOUT && !(deadline && shk_deadline_left_ns(deadline) == 0)) {
-            s = LDA(seq);
-            arm(armed, s);
-            waiter_fence();
-            fenced = 1;
-        }
-        if (r == ETIMEDOUT)
-            r = 0;
+    if (asym_fences && !(w->aux & QW_FENCED)) {
+        w->aux = (w->aux | QW_FENCED) & ~QW_SLICE;
+        shk_wait_retry_by(w, now + FIRST_SLICE_NS);
+    } else {
+        waiter_fence();
+        w->aux |= QW_FENCED | QW_SLICE;
+        shk_wait_retry_by(w, now + SLICE_NS);
     }
-    if (fenced && r == 0 && !ready(q, what, need)) {
-        struct timespec slice;
-        shk_deadline_slice(&slice, deadline, SLICE_NS);
-        slept = 1;
-        r = shk_futex_wait(seq, s, &slice);
-        if (r == ETIMEDOUT) {
-            r = 0;
-            if (!(deadline && shk_deadline_left_ns(deadline) == 0))
-                repair_if_stuck(q, what);
-        }
+}
+
+/* The look of an attempt: 1 when the call may succeed now (for a put: room, and no
+ * other producer's claim without its header in the way). */
+static int looks_ready(struct shk_queue_waiter *qw, int spinning)
+{
+    struct shk_queue *q = qw->q;
+    switch (qw->what) {
+    case SHK_QW_DATA:
+        return data_ready(q);
+    case SHK_QW_SPACE:
+        if (!(spinning ? space_ready_hyst(q, qw->need, &qw->seen_free)
+                       : space_ready(q, qw->need)))
+            return 0;
+        return shk_load_relaxed(&q->sh->closed) || !claim_in_the_way(q);
+    default:
+        return resv_ready(q);
     }
-    if (r != EINTR)
-        r = 0;
-    if (slept) {
-        uint64_t took = shk_now_ns() - ts;
-        if (q->ms)
-            ST(&q->ms->waits, LD(&q->ms->waits) + 1);
-        /* adaptive spinning: a wake-up that came soon after we gave up spinning says
-         * spinning a little longer would have paid; a long sleep says it would not */
-        if (q->contended) {
-            /* keep the budget; it is used again after the probe interval */
-        } else if (took < q->spin_ns) {
-            uint64_t c = q->spin_cur * 2;
-            if (c < SPIN_FLOOR_NS)
-                c = SPIN_FLOOR_NS;
-            q->spin_cur = c > q->spin_ns ? q->spin_ns : c;
-        } else if (q->spin_cur > SPIN_FLOOR_NS) {
-            q->spin_cur /= 2;
+}
+
+/* Not ready: what the attempt waits on (EAGAIN), or 0 when a look after registering
+ * found it ready. */
+static int wait_on(struct shk_queue_waiter *qw, struct shk_wait *w)
+{
+    struct shk_queue *q = qw->q;
+    if (w->phase == 0) {
+        w->phase = 1;
+        if (q->busy) { /* the last spins found the CPUs oversubscribed: sleep at once */
+            q->busy--;
+            qw->nospin = 1;
         }
     }
-    __atomic_fetch_sub(waiters, 1, __ATOMIC_SEQ_CST);
-    if (r == 0 && deadline && !ready(q, what, need) && shk_deadline_left_ns(deadline) == 0)
-        r = ETIMEDOUT;
-    return r;
+    if (!(w->flags & SHK_WAIT_ARMED)) {
+        watch_while_spinning(q, w, qw->what);
+        return EAGAIN;
+    }
+    uint32_t owner;
+    if (qw->what == SHK_QW_SPACE && (owner = claim_in_the_way(q)) != 0) {
+        /* no wake-up comes when a header is written: look again soon, and find out
+         * whether its producer died there (then repair makes it a SKIP record) */
+        uint64_t now = shk_now_ns();
+        if (shk_wait_liveness_due(w, now) && !slot_alive(q, owner - 1))
+            shk_queue_repair(q);
+        shk_wait_on_poll(w, now + 200000);
+        w->aux &= ~QW_SLICE;
+        return EAGAIN;
+    }
+    register_sleep(q, w, qw->what);
+    if (looks_ready(qw, 0))
+        return 0;
+    if (!(w->aux & QW_COUNTED)) {
+        w->aux |= QW_COUNTED;
+        add_waits(q);
+    }
+    return EAGAIN;
+}
+
+static int wait_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_queue_waiter *qw = obj;
+    if (looks_ready(qw, w->phase && !(w->flags & SHK_WAIT_ARMED)))
+        return 0;
+    return wait_on(qw, w);
+}
+
+/* Give up: the answer of a call that could not wait (SHK_WAIT_TRY) or waited too long. */
+static int wait_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_queue_waiter *qw = obj;
+    const char *late = why == ETIMEDOUT ? " (timed out)" : "";
+    if (why == ECANCELED)
+        return ECANCELED;
+    if (qw->what == SHK_QW_DATA)
+        return shk_fail(SHK_EEMPTY, "queue is empty%s", late);
+    if (qw->what == SHK_QW_SPACE)
+        return shk_fail(SHK_EFULLQ, "queue is full%s", late);
+    return shk_fail(SHK_EFULLQ, "all %d zero-copy reservations of the queue are in use "
+                    "(release the views of received blocks)%s", SHK_QUEUE_RESV, late);
+}
+
+/* The handle's spin: its own budget (learnt per handle, at most Queue.spin), none while
+ * the CPUs are oversubscribed (q->busy, set by the driver's probe). */
+static void wait_spin(void *obj, struct shk_spin *out)
+{
+    struct shk_queue_waiter *qw = obj;
+    struct shk_queue *q = qw->q;
+    out->budget_ns = &q->spin_cur;
+    out->gate_ms = NULL;
+    out->busy = &q->busy;
+    out->max_ns = qw->nospin ? 0 : q->spin_ns;
+    out->policy = SHK_SPIN_PROBE | SHK_SPIN_LEARN_SLEEPS;
+}
+
+const struct shk_wait_op shk_queue_wait_op = {"Queue.wait", wait_attempt, wait_give_up,
+                                              wait_spin};
+
+static int reserve_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_queue_waiter *qw = obj;
+    struct shk_queue *q = qw->q;
+    if (w->phase && !(w->flags & SHK_WAIT_ARMED) && !resv_ready(q))
+        return wait_on(qw, w); /* spinning: the cheap look first */
+    int r = shk_queue_reserve(q, qw->len, &qw->index, &qw->gen, &qw->ptr);
+    if (r != SHK_EFULLQ)
+        return r;
+    if (shk_queue_is_closed(q))
+        return shk_fail(SHK_ECLOSED, "reserve(): the queue is closed and all its zero-copy "
+                        "reservations are in use");
+    r = wait_on(qw, w);
+    if (r == 0) /* a look after registering found an entry free */
+        r = shk_queue_reserve(q, qw->len, &qw->index, &qw->gen, &qw->ptr);
+    return r == SHK_EFULLQ ? EAGAIN : r;
+}
+
+const struct shk_wait_op shk_queue_reserve_op = {"Queue.reserve", reserve_attempt,
+                                                 wait_give_up, wait_spin};
+
+void shk_queue_set_spin(struct shk_queue *q, uint64_t ns)
+{
+    q->spin_ns = ns;
+    q->spin_cur = ns < UINT32_MAX ? (uint32_t)ns : UINT32_MAX - 1;
 }
 
 /* ---- state ------------------------------------------------------------------------- */
@@ -1188,9 +1381,9 @@ int shk_queue_wait(struct shk_queue *q, int what, uint64_t need, const struct ti
 int shk_queue_close(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    XCHG(&sh->closed, 1);
-    __atomic_fetch_add(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
-    __atomic_fetch_add(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
+    shk_exchange_seq_cst(&sh->closed, 1);
+    shk_add_fetch_seq_cst(&sh->data_seq, 1);
+    shk_add_fetch_seq_cst(&sh->space_seq, 1);
     shk_futex_wake(&sh->data_seq, INT32_MAX);
     shk_futex_wake(&sh->space_seq, INT32_MAX);
     return 0;
@@ -1198,26 +1391,26 @@ int shk_queue_close(struct shk_queue *q)
 
 int shk_queue_reopen(struct shk_queue *q)
 {
-    XCHG(&q->sh->closed, 0);
+    shk_exchange_seq_cst(&q->sh->closed, 0);
     return 0;
 }
 
 int shk_queue_is_closed(struct shk_queue *q)
 {
-    return LDA(&q->sh->closed) != 0;
+    return shk_load_acquire(&q->sh->closed) != 0;
 }
 
 uint64_t shk_queue_depth(struct shk_queue *q)
 {
     uint64_t hp, hh;
     head_load(q->sh, &hp, &hh); /* first: every message taken was claimed before */
-    uint32_t tc = (uint32_t)LDA(&q->sh->tail_hi);
+    uint32_t tc = (uint32_t)shk_load_acquire(&q->sh->tail_hi);
     return (uint32_t)(tc - H_CNT(hh));
 }
 
 uint64_t shk_queue_bytes_used(struct shk_queue *q)
 {
-    uint64_t f = reclaim_forward(q), t = LDA(&q->sh->tail_pos);
+    uint64_t f = reclaim_forward(q), t = shk_load_acquire(&q->sh->tail_pos);
     return t > f ? t - f : 0;
 }
 
@@ -1236,25 +1429,25 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     st->max_messages = q->max_messages;
     uint64_t hp, hh;
     head_load(sh, &hp, &hh); /* first: every message taken was claimed before */
-    uint64_t tc = LDA(&sh->tail_hi) & SHK_QCOUNT_MASK;
+    uint64_t tc = shk_load_acquire(&sh->tail_hi) & SHK_QCOUNT_MASK;
     st->depth = (uint32_t)((uint32_t)tc - H_CNT(hh));
     uint64_t hc = tc - st->depth; /* messages taken, at the full width of the tail count */
     st->bytes_used = shk_queue_bytes_used(q);
-    st->waits = LD(&sh->retired_waits);
-    st->dropped_gets = LD(&sh->retired_drops);
-    st->dropped_puts = LD(&sh->retired_pdrops);
-    st->recoveries = LD(&sh->retired_recoveries);
-    uint32_t hwm = LD(&sh->slot_hwm);
+    st->waits = shk_load_relaxed(&sh->retired_waits);
+    st->dropped_gets = shk_load_relaxed(&sh->retired_drops);
+    st->dropped_puts = shk_load_relaxed(&sh->retired_pdrops);
+    st->recoveries = shk_load_relaxed(&sh->retired_recoveries);
+    uint32_t hwm = shk_load_relaxed(&sh->slot_hwm);
     if (hwm > SHK_QUEUE_SLOTS)
         hwm = SHK_QUEUE_SLOTS;
     for (uint32_t i = 0; i < hwm; i++) {
         struct shk_qslot *s = slot_at(q, i);
-        if (LD(&s->pid))
+        if (shk_load_relaxed(&s->pid))
             st->members++;
-        st->waits += LD(&s->waits);
-        st->dropped_gets += LD(&s->drops);
-        st->dropped_puts += LD(&s->pdrops);
-        st->recoveries += LD(&s->recoveries);
+        st->waits += shk_load_relaxed(&s->waits);
+        st->dropped_gets += shk_load_relaxed(&s->drops);
+        st->dropped_puts += shk_load_relaxed(&s->pdrops);
+        st->recoveries += shk_load_relaxed(&s->recoveries);
     }
     /* every claim is committed or dropped, every taken record handed over or dropped:
      * exact whenever no put or get is in progress */
@@ -1262,9 +1455,9 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     uint64_t lost = st->dropped_puts + st->dropped_gets;
     st->gets = hc >= lost ? hc - lost : 0;
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
-        if (R_STATE(LD(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
+        if (R_STATE(shk_load_relaxed(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
             st->reservations++;
-    st->closed = LD(&sh->closed) != 0;
+    st->closed = shk_load_relaxed(&sh->closed) != 0;
     return 0;
 }
 
@@ -1277,14 +1470,13 @@ static int resv_free(struct shk_queue *q, uint32_t idx, uint64_t expect)
     int r = shk_zone_lock(q->z);
     if (r)
         return r;
-    uint64_t off = LD(&e->off);
+    uint64_t off = shk_load_relaxed(&e->off);
     uint64_t freed = MKR(SHK_QR_FREE, 0, R_GEN(expect) + 1);
-    if (!__atomic_compare_exchange_n(&e->ctl, &expect, freed, 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
+    if (!shk_cas_acq_rel(&e->ctl, &expect, freed)) {
         shk_zone_unlock(q->z);
         return ENOENT;
     }
-    ST(&e->off, 0);
+    shk_store_relaxed(&e->off, 0);
     if (off)
         r = shk_zone_free_locked(q->z, off);
     shk_zone_unlock(q->z);
@@ -1301,26 +1493,25 @@ int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
             struct shk_qresv *e = resv_at(q, i);
-            uint64_t c = LD(&e->ctl);
+            uint64_t c = shk_load_relaxed(&e->ctl);
             if (R_STATE(c) != SHK_QR_FREE)
                 continue;
             uint64_t mine = MKR(SHK_QR_ALLOCATING, q->me, R_GEN(c));
-            if (!__atomic_compare_exchange_n(&e->ctl, &c, mine, 0, __ATOMIC_ACQ_REL,
-                                             __ATOMIC_RELAXED))
+            if (!shk_cas_acq_rel(&e->ctl, &c, mine))
                 continue;
-            ST(&e->off, 0);
-            ST(&e->len, len);
-            ST(&e->reserved, 0);
+            shk_store_relaxed(&e->off, 0);
+            shk_store_relaxed(&e->len, len);
+            shk_store_relaxed(&e->reserved, 0);
             uint64_t off = 0;
             int r = shk_zone_lock(q->z);
             if (r == 0) {
                 r = shk_zone_alloc_locked(q->z, len, 0, &off);
                 if (r == 0)
-                    STR(&e->off, off); /* recorded before the zone mutex is let go */
+                    shk_store_release(&e->off, off); /* recorded before the zone mutex is let go */
                 shk_zone_unlock(q->z);
             }
             if (r) {
-                STR(&e->ctl, MKR(SHK_QR_FREE, 0, R_GEN(c) + 1));
+                shk_store_release(&e->ctl, MKR(SHK_QR_FREE, 0, R_GEN(c) + 1));
                 return r;
             }
             void *p = shk_zone_ptr(q->z, off, len);
@@ -1328,7 +1519,7 @@ int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32
                 resv_free(q, i, mine);
                 return SHK_ECORRUPT;
             }
-            STR(&e->ctl, MKR(SHK_QR_RESERVED, q->me, R_GEN(c)));
+            shk_store_release(&e->ctl, MKR(SHK_QR_RESERVED, q->me, R_GEN(c)));
             *index = i;
             *gen = R_GEN(c);
             *ptr = p;
@@ -1347,20 +1538,20 @@ int shk_queue_commit_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     if (index >= SHK_QUEUE_RESV)
         return shk_fail(EINVAL, "commit(): no reservation %u", index);
     struct shk_qresv *e = resv_at(q, index);
-    uint64_t c = LDA(&e->ctl);
+    uint64_t c = shk_load_acquire(&e->ctl);
     if (c != MKR(SHK_QR_RESERVED, q->me, gen))
         return shk_fail(EINVAL, "commit(): the reservation was already committed or released");
-    struct shk_qref ref = {index, gen, LD(&e->len)};
+    struct shk_qref ref = {index, gen, shk_load_relaxed(&e->len)};
     uint64_t size = shk_qrec_size(sizeof ref), pos = 0;
     int r = claim(q, NULL, NULL, &size, &pos);
     if (r)
         return r;
     struct shk_qrec *h = rec(q, pos);
-    ST(&h->word, MKW(sizeof ref, q->me, SHK_QS_CLAIMED, SHK_QK_REF));
-    STR(&h->pos, pos);
+    shk_store_relaxed(&h->word, MKW(sizeof ref, q->me, SHK_QS_CLAIMED, SHK_QK_REF));
+    shk_store_release(&h->pos, pos);
     ring_write(q, pos + SHK_QREC_HDR, &ref, sizeof ref);
-    ST(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
-    STR(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
+    shk_store_relaxed(&e->reserved, pos); /* where its REF record is, for the scrub of a dead producer */
+    shk_store_release(&e->ctl, MKR(SHK_QR_QUEUED, q->me, gen));
     publish_word(&h->word, MKW(sizeof ref, q->me, SHK_QS_COMMITTED, SHK_QK_REF));
     wake_armed(&q->sh->data_seq, &q->sh->data_waiters, &q->sh->data_armed);
     return 0;
@@ -1376,15 +1567,14 @@ int shk_queue_accept_ref(struct shk_queue *q, const struct shk_qmsg *m, uint32_t
     if (ref.index >= SHK_QUEUE_RESV)
         return shk_fail(SHK_ECORRUPT, "queue: REF record names reservation %u", ref.index);
     struct shk_qresv *e = resv_at(q, ref.index);
-    uint64_t c = LDA(&e->ctl);
-    if (R_STATE(c) != SHK_QR_QUEUED || R_GEN(c) != (ref.gen & 0xffff) || LD(&e->len) != ref.len)
+    uint64_t c = shk_load_acquire(&e->ctl);
+    if (R_STATE(c) != SHK_QR_QUEUED || R_GEN(c) != (ref.gen & 0xffff) || shk_load_relaxed(&e->len) != ref.len)
         return shk_fail(SHK_ECORRUPT, "queue: reservation %u is not the one queued (state %u)",
                         ref.index, R_STATE(c));
-    void *p = shk_zone_ptr(q->z, LD(&e->off), ref.len);
+    void *p = shk_zone_ptr(q->z, shk_load_relaxed(&e->off), ref.len);
     if (!p)
         return SHK_ECORRUPT;
-    if (!__atomic_compare_exchange_n(&e->ctl, &c, MKR(SHK_QR_TAKEN, q->me, R_GEN(c)), 0,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    if (!shk_cas_acq_rel(&e->ctl, &c, MKR(SHK_QR_TAKEN, q->me, R_GEN(c))))
         return shk_fail(SHK_ECORRUPT, "queue: reservation %u changed while accepted", ref.index);
     *index = ref.index;
     *gen = R_GEN(c);
@@ -1398,7 +1588,7 @@ int shk_queue_release_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
     if (index >= SHK_QUEUE_RESV)
         return ENOENT;
     struct shk_qresv *e = resv_at(q, index);
-    uint64_t c = LDA(&e->ctl);
+    uint64_t c = shk_load_acquire(&e->ctl);
     uint32_t s = R_STATE(c);
     if ((s != SHK_QR_RESERVED && s != SHK_QR_TAKEN) || R_OWN(c) != q->me || R_GEN(c) != (gen & 0xffff))
         return ENOENT;
@@ -1411,39 +1601,39 @@ int shk_queue_release_ref(struct shk_queue *q, uint32_t index, uint32_t gen)
 static int repair_head_locked(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
-    uint64_t h = LDA(&sh->head_pos);
+    uint64_t h = shk_load_acquire(&sh->head_pos);
     struct shk_qrec *r = rec(q, h);
-    uint64_t pos = LDA(&r->pos);
+    uint64_t pos = shk_load_acquire(&r->pos);
     if (pos != h) {
         uint64_t tlo, thi;
-        load16(&sh->tail_pos, &tlo, &thi);
+        shk_load16_seq_cst(&sh->tail_pos, &tlo, &thi);
         if (tlo == h)
             return 0;
         uint32_t owner = (uint32_t)(thi >> SHK_QOWNER_SHIFT);
         if (owner == 0 || owner > SHK_QUEUE_SLOTS)
             return 0;
         struct shk_qslot *s = slot_at(q, owner - 1);
-        uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
-        if (p != h || p + sz != tlo || LDA(&r->pos) == h || slot_alive(q, owner - 1))
+        uint64_t p = shk_load_acquire(&s->claim_pos), sz = shk_load_relaxed(&s->claim_size), n = shk_load_relaxed(&s->claim_n);
+        if (p != h || p + sz != tlo || shk_load_acquire(&r->pos) == h || slot_alive(q, owner - 1))
             return 0;
         /* the latest claim, headerless, its producer dead: nothing can move past it
          * (producers wait for its header, consumers cannot take it), so writing it is
          * safe */
-        ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
-        STR(&r->pos, h);
+        shk_store_relaxed(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
+        shk_store_release(&r->pos, h);
         add_pdrops(q, n);
         add_recoveries(q, 1);
         wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
         return 1;
     }
-    uint64_t w = LDA(&r->word);
+    uint64_t w = shk_load_acquire(&r->word);
     if (W_STATE(w) != SHK_QS_CLAIMED)
         return 0;
     uint32_t owner = W_OWN(w);
     if (owner == 0 || owner > SHK_QUEUE_SLOTS || slot_alive(q, owner - 1))
         return 0;
     uint64_t elo = w, ehi = h;
-    if (!cas16((uint64_t *)r, &elo, &ehi, MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), h))
+    if (!shk_cas16_seq_cst((uint64_t *)r, &elo, &ehi, MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), h))
         return 0;
     add_pdrops(q, 1);
     add_recoveries(q, 1);
@@ -1457,7 +1647,7 @@ static void drop_ref(struct shk_queue *q, const struct shk_qref *rp)
     struct shk_qref ref = *rp;
     if (ref.index >= SHK_QUEUE_RESV)
         return;
-    uint64_t c = LDA(&resv_at(q, ref.index)->ctl);
+    uint64_t c = shk_load_acquire(&resv_at(q, ref.index)->ctl);
     if (R_STATE(c) == SHK_QR_QUEUED && R_GEN(c) == (ref.gen & 0xffff))
         resv_free(q, ref.index, c);
 }
@@ -1476,18 +1666,18 @@ static int repair_free_locked(struct shk_queue *q)
         if (f == hd)
             break;
         struct shk_qrec *r = rec(q, f);
-        if (LDA(&r->pos) != f)
+        if (shk_load_acquire(&r->pos) != f)
             break; /* behind head every header is written: a reclaimer is mid-way */
-        uint64_t w = LDA(&r->word);
+        uint64_t w = shk_load_acquire(&r->word);
         if (W_STATE(w) != SHK_QS_COMMITTED)
             break;
         /* taken (head is past it): is any live consumer announcing it? */
-        uint32_t hwm = LD(&sh->slot_hwm);
+        uint32_t hwm = shk_load_relaxed(&sh->slot_hwm);
         int live = 0;
         for (uint32_t i = 0; i < hwm && i < SHK_QUEUE_SLOTS && !live; i++) {
             struct shk_qslot *s = slot_at(q, i);
-            uint64_t tp = LDA(&s->take_pos), te = LD(&s->take_end);
-            if (LD(&s->pid) && tp <= f && f < te && slot_alive(q, i))
+            uint64_t tp = shk_load_acquire(&s->take_pos), te = shk_load_relaxed(&s->take_end);
+            if (shk_load_relaxed(&s->pid) && tp <= f && f < te && slot_alive(q, i))
                 live = 1;
         }
         if (live)
@@ -1503,7 +1693,7 @@ static int repair_free_locked(struct shk_queue *q)
         if (W_KIND(w) == SHK_QK_REF && W_LEN(w) == sizeof ref)
             shk_queue_read(q, f, 0, &ref, sizeof ref);
         uint64_t elo = w, ehi = f;
-        if (!cas16((uint64_t *)r, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), f))
+        if (!shk_cas16_seq_cst((uint64_t *)r, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), f))
             continue;
         if (W_KIND(w) != SHK_QK_SKIP)
             add_drops(q, 1);
@@ -1525,30 +1715,30 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     uint32_t owner = idx + 1;
     int repaired = 0;
     /* its latest producer claim */
-    uint64_t p = LDA(&s->claim_pos), sz = LD(&s->claim_size), n = LD(&s->claim_n);
+    uint64_t p = shk_load_acquire(&s->claim_pos), sz = shk_load_relaxed(&s->claim_size), n = shk_load_relaxed(&s->claim_n);
     if (sz && p >= free_load(sh)) {
         struct shk_qrec *r = rec(q, p);
-        if (LDA(&r->pos) != p) {
+        if (shk_load_acquire(&r->pos) != p) {
             uint64_t tlo, thi;
-            load16(&sh->tail_pos, &tlo, &thi);
+            shk_load16_seq_cst(&sh->tail_pos, &tlo, &thi);
             if (tlo == p + sz && (uint32_t)(thi >> SHK_QOWNER_SHIFT) == owner &&
-                LDA(&r->pos) != p && p >= free_load(sh)) {
-                ST(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
-                STR(&r->pos, p);
+                shk_load_acquire(&r->pos) != p && p >= free_load(sh)) {
+                shk_store_relaxed(&r->word, MKW(sz - SHK_QREC_HDR, n, SHK_QS_COMMITTED, SHK_QK_SKIP));
+                shk_store_release(&r->pos, p);
                 add_pdrops(q, n);
                 repaired++;
             }
         } else {
             /* headers written: turn its CLAIMED records into SKIP */
-            for (uint64_t x = p; x < p + sz;) {
+            for (uint64_t x = p; x < p + sz && x - p < q->cap;) {
                 struct shk_qrec *h = rec(q, x);
-                if (LDA(&h->pos) != x)
+                if (shk_load_acquire(&h->pos) != x)
                     break;
-                uint64_t w = LDA(&h->word);
+                uint64_t w = shk_load_acquire(&h->word);
                 uint64_t size = shk_qrec_size(W_LEN(w));
                 if (W_STATE(w) == SHK_QS_CLAIMED && W_OWN(w) == owner && W_KIND(w) != SHK_QK_SKIP) {
                     uint64_t elo = w, ehi = x;
-                    if (cas16((uint64_t *)h, &elo, &ehi,
+                    if (shk_cas16_seq_cst((uint64_t *)h, &elo, &ehi,
                               MKW(W_LEN(w), 1, SHK_QS_COMMITTED, SHK_QK_SKIP), x)) {
                         add_pdrops(q, 1);
                         repaired++;
@@ -1563,7 +1753,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     /* its reservations */
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
         struct shk_qresv *e = resv_at(q, i);
-        uint64_t c = LDA(&e->ctl);
+        uint64_t c = shk_load_acquire(&e->ctl);
         if (R_OWN(c) != owner)
             continue;
         uint32_t st = R_STATE(c);
@@ -1572,10 +1762,10 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
                 repaired++;
         } else if (st == SHK_QR_QUEUED) {
             /* keep it if its REF record is committed: a consumer will take it */
-            uint64_t rp = LD(&e->reserved);
+            uint64_t rp = shk_load_relaxed(&e->reserved);
             struct shk_qrec *h = rec(q, rp);
-            uint64_t w = LDA(&h->word);
-            int in_ring = rp >= free_load(sh) && LDA(&h->pos) == rp &&
+            uint64_t w = shk_load_acquire(&h->word);
+            int in_ring = rp >= free_load(sh) && shk_load_acquire(&h->pos) == rp &&
                           W_KIND(w) == SHK_QK_REF && W_STATE(w) == SHK_QS_COMMITTED;
             if (!in_ring && resv_free(q, i, c) == 0)
                 repaired++;
@@ -1584,7 +1774,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     if (repaired)
         add_recoveries(q, 1);
     retire_slot(q, s);
-    STR(&s->pid, 0);
+    shk_store_release(&s->pid, 0);
     if (repaired) {
         wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
         wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
@@ -1600,9 +1790,9 @@ int shk_queue_repair(struct shk_queue *q)
     int n = 0;
     n += repair_head_locked(q);
     n += repair_free_locked(q);
-    uint32_t hwm = LD(&q->sh->slot_hwm);
+    uint32_t hwm = shk_load_relaxed(&q->sh->slot_hwm);
     for (uint32_t i = 0; i < hwm && i < SHK_QUEUE_SLOTS; i++) {
-        if (i == q->slot || !LD(&slot_at(q, i)->pid) || slot_alive(q, i))
+        if (i == q->slot || !shk_load_relaxed(&slot_at(q, i)->pid) || slot_alive(q, i))
             continue;
         n += scrub_slot_locked(q, i);
     }

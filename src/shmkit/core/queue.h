@@ -10,12 +10,16 @@
  * Handles.  A struct shk_queue is one process's (one thread's) handle: it owns a member
  * slot in the queue, where it announces what it is claiming so that others can tell,
  * from its pid and start time, whether a half-done operation will ever finish.  A
- * handle is used by one thread at a time (the Python binding holds the GIL on every
- * path that touches its slot); a fork child must call shk_queue_register() again
- * (shk_queue_ensure does it when the fork generation changed).
+ * handle's operations (put, take, get_begin/get_end, commit) are used by one thread at a
+ * time (the Python binding holds the GIL on every path that touches its slot); waits
+ * (shk_queue_wait_op, shk_queue_reserve_op) touch no slot and run in any thread.  A fork
+ * child must call shk_queue_register() again (shk_queue_ensure does it when the fork
+ * generation changed).
  *
- * Non-blocking operations return 0, SHK_EEMPTY / SHK_EFULLQ (try again later: see
- * shk_queue_wait), SHK_ECLOSED, SHK_ETOOBIG (can never fit), SHK_ECORRUPT.
+ * Operations never block: they return 0, SHK_EEMPTY / SHK_EFULLQ (not now: wait with
+ * shk_queue_wait_op, then call again), SHK_ECLOSED, SHK_ETOOBIG (can never fit),
+ * SHK_ECORRUPT (the shared state is impossible: every position, length and count read
+ * from shared memory is checked, and every loop over it has a bound).
  */
 #ifndef SHK_QUEUE_H
 #define SHK_QUEUE_H
@@ -25,7 +29,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "errors.h"
 #include "layout.h"
+#include "wait.h"
 #include "zone.h"
 
 #ifdef __cplusplus
@@ -40,16 +46,17 @@ struct shk_queue {
     uint64_t obj_off;           /* zone offset of the queue object */
     uint8_t *ring;
     uint64_t cap, mask;
+    uint64_t hmask;             /* mask without the low bits: where a record header starts */
     uint64_t max_messages;
     uint32_t slot;              /* member slot index, SHK_QNOSLOT when none */
     uint32_t me;                /* slot + 1: the owner id written into shared words */
     struct shk_qslot *ms;       /* my slot */
     uint64_t free_cache;        /* producer: last free position seen */
     uint64_t hcount_cache;      /* producer: last head message count seen (low 32 bits) */
-    uint64_t spin_free;         /* waiting producer: the free position at its last look */
-    uint64_t spin_ns;           /* spin budget before sleeping (upper bound) */
-    uint64_t spin_cur;          /* adaptive budget, 0 .. spin_ns */
-    unsigned contended;         /* waits left that skip spinning (CPUs oversubscribed) */
+    uint64_t spin_ns;           /* a wait spins at most this long before it sleeps */
+    uint32_t spin_cur;          /* the adaptive budget, 0 .. spin_ns (learnt by the driver) */
+    uint32_t busy;              /* waits left that skip spinning (the driver's probe found
+                                   the CPUs oversubscribed) */
     unsigned fork_gen;          /* fork generation when the slot was taken */
 };
 
@@ -107,9 +114,12 @@ int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len);
 
 /* Put msgs[0..n) as n messages with as few claims as possible; *done gets how many were
  * put (possibly fewer than n when space ran out: then SHK_EFULLQ if *done == 0, else 0).
- * A message that can never fit gives SHK_ETOOBIG with *done = its index. */
+ * A message that can never fit gives SHK_ETOOBIG before any is put. */
 int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
                        size_t *done);
+
+/* Record bytes (header, payload, padding) of one message: what a waiting put needs. */
+uint64_t shk_queue_record_size(const struct shk_qpart *parts, int nparts, uint32_t kind);
 
 /* --- consuming ----------------------------------------------------------------------- */
 
@@ -172,23 +182,96 @@ static inline void shk_queue_read(struct shk_queue *q, uint64_t pos, uint64_t at
 /* Give a taken range back (the space becomes reusable). */
 void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t);
 
-/* --- waiting ------------------------------------------------------------------------- */
+/*
+ * One get, the way the binding makes it: shk_queue_get_begin looks at up to max_msgs
+ * messages (payload total up to max_bytes, the first always counts) and chooses how to
+ * take them.  copy_first = 1 (small messages, nothing else out): copy msgs[0..n) out,
+ * then shk_queue_get_end takes them, or says EAGAIN when another consumer took them first
+ * (drop the copies and begin again).  copy_first = 0: they are taken (claim first):
+ * read them (accept REF records), then shk_queue_get_end gives the range back (always
+ * call it, even when reading failed).  begin: 0, SHK_EEMPTY, SHK_ECLOSED, SHK_ECORRUPT.
+ */
+struct shk_qget {
+    struct shk_qmsg *msgs;      /* in: room for max_msgs */
+    size_t max_msgs;            /* in: >= 1 */
+    uint64_t max_bytes;         /* in: UINT64_MAX for no limit */
+    size_t n;                   /* out: messages in msgs[] */
+    int copy_first;             /* out: see above */
+    struct shk_qpeek pk;        /* the core's */
+    struct shk_qtake t;         /* the core's */
+};
+int shk_queue_get_begin(struct shk_queue *q, struct shk_qget *g);
+int shk_queue_get_end(struct shk_queue *q, struct shk_qget *g);
+
+/* The parts of a FRAMED payload, copied out (layout.h): begin checks the part count, next
+ * gives each part's offset and length in turn; SHK_ECORRUPT for a frame that does not
+ * hold together.  No judgement before the take succeeded: a copy made first may be torn. */
+struct shk_qframe {
+    const uint8_t *base;
+    uint64_t len, at;
+    uint32_t nparts, i;
+};
+static inline int shk_qframe_begin(struct shk_qframe *f, const void *frame, uint64_t len)
+{
+    uint32_t head[2] = {0, 0};
+    f->base = (const uint8_t *)frame;
+    f->len = len;
+    f->i = 0;
+    if (len >= 8)
+        memcpy(head, frame, 8);
+    f->nparts = head[0];
+    f->at = 8 + 8 * (uint64_t)head[0];
+    if (len < 8 || head[0] == 0 || head[0] > SHK_QFRAME_MAX_PARTS || f->at > len)
+        return SHK_ECORRUPT;
+    return 0;
+}
+static inline int shk_qframe_next(struct shk_qframe *f, uint64_t *off, uint64_t *n)
+{
+    uint64_t size, o = (f->at + SHK_QFRAME_ALIGN - 1) & ~(uint64_t)(SHK_QFRAME_ALIGN - 1);
+    if (f->i >= f->nparts)
+        return SHK_ECORRUPT;
+    memcpy(&size, f->base + 8 + 8 * (uint64_t)f->i, 8);
+    if (o > f->len || size > f->len - o)
+        return SHK_ECORRUPT;
+    *off = o;
+    *n = size;
+    f->at = o + size;
+    f->i++;
+    return 0;
+}
+
+/* --- waiting (core/wait.h) ----------------------------------------------------------- */
 
 enum { SHK_QW_DATA = 0, SHK_QW_SPACE = 1, SHK_QW_RESV = 2 /* a free reservation entry */ };
 
 /*
- * Wait until a retry may succeed: for data (SHK_QW_DATA) or for `need` bytes of space
- * (SHK_QW_SPACE).  Spins first (adaptive, up to spin_ns), then sleeps on a futex in
- * slices, repairing what dead processes left behind between slices.  Returns 0 (try
- * again), ETIMEDOUT (deadline passed), EINTR (a signal arrived).  deadline: absolute
- * CLOCK_MONOTONIC, NULL = none.  Call without holding anything.
+ * The object of the queue's two wait operations (set q, what and its inputs; zero the
+ * rest).  shk_queue_wait_op waits until the call it stands for may succeed: a get
+ * (SHK_QW_DATA), a put of `need` record bytes (SHK_QW_SPACE, need from
+ * shk_queue_record_size or shk_qrec_size), a reservation (SHK_QW_RESV); then the caller
+ * makes its operation, and waits again if it says "not now".  Results: 0 (call again),
+ * or on giving up SHK_EEMPTY / SHK_EFULLQ (SHK_WAIT_TRY, or "(timed out)" at the
+ * deadline; the detail says which), ECANCELED (w->cancel), an error.
+ * shk_queue_reserve_op reserves `len` bytes itself (index, gen, ptr: see
+ * shk_queue_reserve).  The attempts spin on the handle's own adaptive budget (at most
+ * spin_ns), register in the queue's waiter counts only when armed and retry by the next
+ * stuck-repair check (queue.c, "waiting").
  */
-int shk_queue_wait(struct shk_queue *q, int what, uint64_t need,
-                   const struct timespec *deadline);
+struct shk_queue_waiter {
+    struct shk_queue *q;
+    int what;                   /* SHK_QW_* */
+    uint64_t need;              /* SHK_QW_SPACE: record bytes wanted */
+    uint64_t len;               /* reserve: bytes */
+    uint32_t index, gen;        /* reserve: the reservation made */
+    void *ptr;
+    uint64_t seen_free;         /* the wait's own: free position at its last look */
+    int nospin;                 /* the wait's own: skip the spin (busy machine) */
+};
+extern const struct shk_wait_op shk_queue_wait_op;
+extern const struct shk_wait_op shk_queue_reserve_op;
 
-/* Check readiness up to `spins` times (a pause between): 1 if ready.  For a short wait
- * before releasing the GIL, when spinning is enabled. */
-int shk_queue_poll(struct shk_queue *q, int what, uint64_t need, unsigned spins);
+/* Queue.spin: a wait spins at most ns before it sleeps (the budget adapts below it). */
+void shk_queue_set_spin(struct shk_queue *q, uint64_t ns);
 
 /* --- state --------------------------------------------------------------------------- */
 

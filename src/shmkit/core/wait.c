@@ -9,9 +9,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "atomics.h"
@@ -71,6 +75,28 @@ int shk_wait_liveness_due(struct shk_wait *w, uint64_t now)
     w->live_step = step;
     w->next_live = now + step;
     return 1;
+}
+
+/* ---- cancelling ----------------------------------------------------------------------------- */
+
+static inline int cancelled(const struct shk_wait *w)
+{
+    return w->cancel && shk_load_acquire(w->cancel) != 0;
+}
+
+void shk_wait_cancel_wake(struct shk_wait *w)
+{
+    uint32_t *cancel = (uint32_t *)w->cancel;
+    if (!cancel)
+        return;
+    shk_store_seq_cst(cancel, 1);
+    /* a long sleep watches the cancel word (futex_waitv); a short one sleeps on the
+     * object's word alone and said which (seq_cst on both sides: it saw the cancel, or we
+     * see the word) */
+    syscall(SYS_futex, cancel, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    uint32_t *word = shk_load_seq_cst(&w->sleeping_on);
+    if (word)
+        shk_futex_wake(word, INT32_MAX);
 }
 
 /* ---- what to wait on -------------------------------------------------------------------- */
@@ -157,20 +183,38 @@ static void spin_end(const struct shk_spin *sp)
         shk_store_relaxed(sp->gate_ms, (uint32_t)(shk_now_ns() / 1000000u));
 }
 
+/* The probe of SHK_SPIN_PROBE: offer the CPU; 1 if that gave it away (the yield took more
+ * than 3 us: other threads were runnable here, and spinning only delays the one we wait
+ * for), after recording it in *busy. */
+static int probe_busy(const struct shk_spin *sp)
+{
+    uint64_t t = shk_now_ns();
+    sched_yield();
+    if (shk_now_ns() - t <= 3000)
+        return 0;
+    if (sp->busy)
+        shk_store_relaxed(sp->busy, SHK_SPIN_BUSY_WAITS);
+    return 1;
+}
+
 /* Spin while *word == value, for at most budget ns from now.  1 if it changed. */
-static int spin_on(const struct shk_spin *sp, const struct shk_waiton *on, uint64_t start,
+static int spin_on(const struct shk_spin *sp, const struct shk_wait *w, uint64_t start,
                    uint64_t budget)
 {
+    const struct shk_waiton *on = &w->on;
     uint64_t end = start + budget;
     for (uint32_t k = 1;; k++) {
         if (shk_load_relaxed(on->word) != on->value)
             return 1;
         shk_cpu_relax();
         if ((k & 31) == 0) {
-            if (shk_now_ns() >= end)
+            if (shk_now_ns() >= end || cancelled(w))
                 return 0;
             /* the waker may be waiting for this very CPU (more busy processes than
-             * cores): offer it every ~1000 pauses */
+             * cores): offer it every ~1000 pauses (PROBE: every 64, and stop if it was
+             * taken) */
+            if ((sp->policy & SHK_SPIN_PROBE) && (k & 63) == 0 && probe_busy(sp))
+                return 0;
             if ((sp->policy & SHK_SPIN_YIELD) && (k & 1023) == 0)
                 sched_yield();
         }
@@ -227,8 +271,50 @@ static void ns_to_timespec(uint64_t t, struct timespec *ts)
     ts->tv_nsec = (long)(t % 1000000000ull);
 }
 
-/* Sleep on w->on until `until` (absolute ns; SHK_FOREVER: no limit).  0 (woken,
- * changed, or time is up) or EINTR. */
+/* A cancellable wait sleeps on its object's word alone (futex_wait: a hand-off costs less
+ * than with futex_waitv, ~0.7 us a sleep here) for its first CANCEL_PLAIN_NS, in sleeps of
+ * at most that; afterwards (or without futex_waitv) it watches the cancel word too. */
+#define CANCEL_PLAIN_NS 10000000u
+
+static int no_waitv; /* futex_waitv said ENOSYS (Linux < 5.16) */
+
+/* Sleep while *word == value and *cancel == 0 (shared and private words), until ts.
+ * 0 (woken, changed, or time is up), EINTR, or ENOSYS. */
+static int futex_wait_or_cancel(uint32_t *word, uint32_t value, const uint32_t *cancel,
+                                const struct timespec *ts)
+{
+#ifdef SYS_futex_waitv
+    if (!shk_load_relaxed(&no_waitv)) {
+        struct futex_waitv v[2];
+        memset(v, 0, sizeof v);
+        v[0].uaddr = (uintptr_t)word;
+        v[0].val = value;
+        v[0].flags = FUTEX_32; /* shared: the wakers are other processes */
+        v[1].uaddr = (uintptr_t)cancel;
+        v[1].val = 0;
+        v[1].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
+        if (syscall(SYS_futex_waitv, v, 2, 0, ts, CLOCK_MONOTONIC) >= 0)
+            return 0;
+        if (errno == EINTR)
+            return EINTR;
+        if (errno != ENOSYS)
+            return 0; /* EAGAIN: a word had changed; ETIMEDOUT */
+        shk_store_relaxed(&no_waitv, 1);
+    }
+#endif
+    return ENOSYS;
+}
+
+/* Sleep while *word == value on a word private to this process, until ts. */
+static int private_futex_wait(uint32_t *word, uint32_t value, const struct timespec *ts)
+{
+    long r = syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, value, ts, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    return r < 0 && errno == EINTR ? EINTR : 0;
+}
+
+/* Sleep on w->on until `until` (absolute ns; SHK_FOREVER: no limit), watching w->cancel.
+ * 0 (woken, changed, or time is up) or EINTR. */
 static int sleep_on(struct shk_wait *w, uint64_t until)
 {
     struct timespec ts;
@@ -237,6 +323,27 @@ static int sleep_on(struct shk_wait *w, uint64_t until)
     case SHK_WAITON_FUTEX:
         if (until > (uint64_t)1 << 62) /* "never": keep the timespec in range */
             until = (uint64_t)1 << 62;
+        if (w->cancel) {
+            if (now - w->t0 >= CANCEL_PLAIN_NS) {
+                ns_to_timespec(until, &ts);
+                int r = futex_wait_or_cancel(w->on.word, w->on.value, w->cancel, &ts);
+                if (r != ENOSYS)
+                    return r;
+            }
+            /* a short sleep on the word alone: say so, then look at the cancel word (a
+             * cancel that lands after this look and before the sleep is seen at the
+             * bound, CANCEL_PLAIN_NS at most; shk_wait_cancel_wake wakes the word) */
+            if (until > now + CANCEL_PLAIN_NS)
+                until = now + CANCEL_PLAIN_NS;
+            shk_store_seq_cst(&w->sleeping_on, w->on.word);
+            int r = cancelled(w) ? 0 : EAGAIN;
+            if (r == EAGAIN) {
+                ns_to_timespec(until, &ts);
+                r = shk_futex_wait(w->on.word, w->on.value, &ts) == EINTR ? EINTR : 0;
+            }
+            shk_store_relaxed(&w->sleeping_on, NULL);
+            return r;
+        }
         ns_to_timespec(until, &ts);
         return shk_futex_wait(w->on.word, w->on.value, &ts) == EINTR ? EINTR : 0;
     case SHK_WAITON_OFD:
@@ -259,6 +366,8 @@ static int sleep_on(struct shk_wait *w, uint64_t until)
     if (until > (uint64_t)1 << 62)
         until = (uint64_t)1 << 62;
     ns_to_timespec(until, &ts);
+    if (w->cancel) /* sleep on the cancel word itself (private; 0 while not cancelled) */
+        return private_futex_wait((uint32_t *)w->cancel, 0, &ts);
     int r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
     return r == EINTR ? EINTR : 0;
 }
@@ -298,6 +407,8 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
             w->t0 = now;
         if (w->flags & SHK_WAIT_TRY)
             return give_up(op, obj, w, EBUSY);
+        if (cancelled(w))
+            return give_up(op, obj, w, ECANCELED);
         if (now >= w->deadline_ns)
             return give_up(op, obj, w, ETIMEDOUT);
         if (!(w->flags & SHK_WAIT_SPUN)) {
@@ -310,16 +421,19 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
                     /* spin while the word holds its value (POLL: a few pauses); each
                      * change is worth an attempt, until the budget is spent */
                     uint64_t end = now + budget;
-                    for (;;) {
+                    for (uint32_t round = 1;; round++) {
                         uint64_t t = shk_now_ns();
-                        if (t >= end)
+                        if (t >= end || cancelled(w))
                             break;
                         if (w->on.kind == SHK_WAITON_FUTEX) {
-                            if (!spin_on(&sp, &w->on, t, end - t))
+                            if (!spin_on(&sp, w, t, end - t))
                                 break;
                         } else {
                             for (int k = 0; k < 16; k++)
                                 shk_cpu_relax();
+                            if ((sp.policy & SHK_SPIN_PROBE) && (round & 3) == 0 &&
+                                probe_busy(&sp))
+                                break;
                         }
                         r = op->attempt(obj, w);
                         if (r != EAGAIN) {

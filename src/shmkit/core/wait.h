@@ -62,6 +62,22 @@
  * Deadlines are absolute CLOCK_MONOTONIC nanoseconds (SHK_FOREVER: none), computed once
  * by the caller: retries and slices never stretch a timeout.
  *
+ * Cancelling from another thread.  w->cancel (NULL: none) names a word private to this
+ * process: once it is non-zero the call ends with give_up(ECANCELED) (after the attempt in
+ * progress: an attempt that succeeded still returns its success).  The driver never sleeps
+ * without watching it: after its first 10 ms a FUTEX sleep waits on the object's word and
+ * the cancel word at once (futex_waitv: the kernel compares both, so a cancel between the
+ * attempt and the sleep is never lost); before, it sleeps on the object's word alone (a
+ * hand-off costs ~0.7 us less than through futex_waitv) in sleeps of at most 10 ms, after
+ * publishing the word in w->sleeping_on; a POLL or timed OFD sleep waits on the cancel
+ * word itself.  shk_wait_cancel_wake() sets it and wakes the sleeper (the cancel word, and
+ * the word in sleeping_on): at once, or for a cancel landing in the nanoseconds between
+ * a short sleep's last look and its sleep, within 10 ms.  This is how closing a handle or
+ * a zone ends the waits other threads have in progress on it (ClosedError).  Without
+ * futex_waitv (Linux < 5.16) FUTEX sleeps last at most 10 ms while a cancel word is given.
+ * An OFD wait without a deadline (sleeping in the kernel's F_OFD_SETLKW) is not
+ * cancellable: such waits happen only while an object is being opened.
+ *
  * ASYNC CONTRACT (what asyncio twins build on; no thread per waiter):
  *   1. w = SHK_WAIT_INIT(deadline); w.flags |= SHK_WAIT_ARMED | SHK_WAIT_NOSIGNALS;
  *   2. r = op->attempt(obj, &w) in the event loop's thread.  r != EAGAIN: done (the
@@ -77,17 +93,21 @@
  *   The attempt runs in one thread at a time per struct shk_wait; different waits on
  *   one object may run concurrently in any threads and processes.
  *
- * How the queue and the dict shard lock adopt it (next phase):
- *   - the queue: an attempt = one put/get try; EAGAIN with on = the head/tail futex word
- *     and value the current shk_queue_wait sleeps on, registered in its waiter count
- *     (SHK_WAIT_ARMED), retry_ns = the next stuck-repair check; give_up is empty (a get
- *     takes nothing before it succeeds); the queue's own spin moves into op->spin_of.
- *   - the dict shard lock: it is a robust mutex, and shk_mutex_op (mutex.h) already is
- *     its wait in this shape (attempt = pthread_mutex_trylock; the word = the kernel's
- *     robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's lock_shard
- *     becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
- *     phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with
- *     retry_ns at the next check, and signal slices once the callers can take EINTR.
+ * How the queue adopted it (queue.c, "waiting"): its attempts are looks, not operations
+ * (a get or a put uses the handle's member slot, which one thread at a time may touch,
+ * while attempts run in any thread), so shk_queue_wait_op says "the call may succeed now"
+ * and the caller then makes it, waiting again if another process got there first;
+ * reserving uses no slot and its attempt reserves.  EAGAIN names data_seq / space_seq,
+ * registered in the queue's waiter counts only when armed, retry_ns = the next
+ * stuck-repair check; while spinning it watches the tail's low word or polls; its spin is
+ * spin_of (the handle's budget, SHK_SPIN_PROBE).
+ *
+ * How the dict shard lock adopts it (next phase): it is a robust mutex, and shk_mutex_op
+ * (mutex.h) already is its wait in this shape (attempt = pthread_mutex_trylock; the word =
+ * the kernel's robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's
+ * lock_shard becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
+ * phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with retry_ns at
+ * the next check, and signal slices once the callers can take EINTR.
  */
 #ifndef SHK_WAIT_H
 #define SHK_WAIT_H
@@ -137,6 +157,9 @@ struct shk_wait {
     uint64_t live_step;       /* gap to the next one: 1 ms, doubling to liveness_ns */
     uint64_t next_return;     /* next EINTR return for signals (0: before the first sleep) */
     int slept;                /* this call has slept at least once */
+    const uint32_t *cancel;   /* a word private to this process (NULL: none): non-zero ends
+                                 the call with give_up(ECANCELED); see "Cancelling" */
+    uint32_t *sleeping_on;    /* the driver's: the word of a short cancellable sleep */
     struct shk_waiton on;     /* filled by an attempt that returned EAGAIN */
 };
 
@@ -149,11 +172,18 @@ struct shk_wait {
                                      the budget (else only a spin that won grows it, and
                                      every sleep halves it) */
 #define SHK_SPIN_YIELD 0x4        /* offer the CPU (sched_yield) every ~1000 pauses */
+#define SHK_SPIN_PROBE 0x8        /* offer the CPU every 64 pauses; a yield that gives it away
+                                     (more runnable threads than CPUs: our spin only delays
+                                     the one we wait for) ends the spin and sets *busy to
+                                     SHK_SPIN_BUSY_WAITS, the waits that skip spinning */
+#define SHK_SPIN_BUSY_WAITS 64u
 struct shk_spin {
     uint32_t *budget_ns;      /* the learnt budget (UINT32_MAX: unset, start at max/4) */
     uint32_t *gate_ms;        /* SHK_SPIN_GATE: CLOCK_MONOTONIC ms until which someone
                                  spins (a deadline, so a spinner killed meanwhile does not
                                  keep it closed) */
+    uint32_t *busy;           /* SHK_SPIN_PROBE: where the probe reports a busy machine (the
+                                 object's spin_of counts it down and spins no more until 0) */
     uint64_t max_ns;          /* upper bound (0: never spin) */
     uint32_t policy;          /* SHK_SPIN_* */
 };
@@ -185,6 +215,10 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
 /* The caller gives up: unregister, undo partial progress (why: ECANCELED, ETIMEDOUT).
  * Returns what the call returns. */
 int shk_wait_cancel(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int why);
+
+/* Cancel the wait w (it has a w->cancel word), from any thread of this process while the
+ * wait is in progress: set its cancel word and wake its sleep. */
+void shk_wait_cancel_wake(struct shk_wait *w);
 
 /* Take back a registration made by an armed attempt (idempotent). */
 void shk_wait_disarm(struct shk_wait *w);

@@ -1,0 +1,975 @@
+/*
+ * aio.c (binding) - the C half of the asyncio twins (issue 16): shmkit._core.AioNotifier,
+ * shmkit._core.AioWait and the functions that make waits; the Python half (futures, the
+ * event loop's reader, the objects' `aio` attributes) is shmkit/_aio.py.
+ *
+ * One wait follows wait.h's ASYNC CONTRACT, driven from Python by AioWait.step():
+ *
+ *   step()   in the event loop's thread, with the GIL: the first time, an attempt, a brief
+ *            spin (see "the event loop's spin"), then an armed attempt that registers as
+ *            a waiter; later, disarm and attempt again.
+ *            Finished (0, an operation's own result, ETIMEDOUT, EBUSY...): the wait is
+ *            over.  EAGAIN: the (word, value) it would sleep on is handed to the process's
+ *            hub (core/waitv.h) with its retry time and deadline; the hub's threads wait
+ *            for it, and put the wait on its event loop's notifier when it is READY; the
+ *            Python side then resolves the future the coroutine awaits and calls step()
+ *            again.
+ *   cancel() the coroutine stops (a CancelledError, GeneratorExit...): unwatch, give up with
+ *            ECANCELED (registration and partial progress undone: nothing is taken that is
+ *            not given back) and pass one wake-up on to another waiter of the word, since
+ *            the hub may have taken it for this wait.
+ *
+ * Memory: a wait holds one export of its segment from creation to its end, so the words
+ * the hub sleeps on stay mapped whatever is closed meanwhile.  Closing a handle or a
+ * segment (zone) calls shk_py_aio_closed(), which makes the waits on it READY(CLOSED);
+ * their next step undoes them and raises ClosedError.  A handle's liveness is checked
+ * again before every attempt (the attempt of a closed board would read a detached handle).
+ *
+ * After fork() the child has no hub threads: the hub is set up anew in the child, and the
+ * waits and notifiers it inherited are inert there (their registrations in shared memory
+ * belong to the parent and are left alone).
+ */
+#include "binding.h"
+
+#include <errno.h>
+
+#include "board.h"
+#include "queue.h"
+#include "sync.h"
+#include "waitv.h"
+
+/* ---- the process's hub ----------------------------------------------------------------- */
+
+static struct shk_hub hub;
+static pid_t hub_pid;               /* 0: not set up (in this process) */
+static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
+static uint32_t hub_max_threads;
+static int aio_spin = 1;            /* the first attempt may spin (see below) */
+static uint64_t aio_spin_max_ns = 50000;
+
+static struct shk_hub *get_hub(void)
+{
+    if (hub_pid == getpid())
+        return &hub;
+    /* first use, or a child after fork(): the parent's hub (its threads do not exist here,
+     * its mutex may be held) is forgotten, not destroyed */
+    int r = shk_hub_init(&hub, hub_mode, hub_max_threads);
+    if (r) {
+        hub_pid = 0;
+        shk_py_raise_os(r, r == ENOSYS ? "futex_waitv is not available on this kernel"
+                                        : "setting up the asyncio hub");
+        return NULL;
+    }
+    hub_pid = getpid();
+    return &hub;
+}
+
+void shk_py_aio_closed(const void *key)
+{
+    if (hub_pid == getpid())
+        shk_hub_close_group(&hub, key);
+}
+
+/* ---- the event loop's spin ---------------------------------------------------------------- *
+ *
+ * An awaited call that finds its object busy may spin briefly in the event loop's thread
+ * before it goes to the hub: when the other side answers within microseconds (both sides
+ * awaiting in a tight exchange), that saves two thread wake-ups and a turn of the event
+ * loop each way.  The blocking calls' learnt budget (in the object's shared head) is not
+ * used: it learns from sleeps (a thread's sleep ends when the wake-up comes) and would
+ * grow to its 200 µs maximum from the hub's latency, and an event loop must not be held
+ * that long.  Instead, per object (by the address of its word, in this process):
+ *   - a spin that wins after t: budget = max(budget, 2t + 2 µs), at most aio_spin_max_ns;
+ *   - a spin that loses: budget halved; below 1 µs, no spinning, except every 16th wait,
+ *     which probes with the maximum (so a tight exchange that starts later is found).
+ * A wait that spins at most costs aio_spin_max_ns (50 µs) of the loop; a long wait costs
+ * nothing after a few losses.  All of this runs with the GIL: no atomics needed. */
+
+static uint64_t spins, spins_won, spun_ns; /* statistics */
+
+#define SPIN_TABLE 1024u
+static struct {
+    const uint32_t *word;
+    uint32_t budget_ns;
+    uint32_t waits;
+} spin_table[SPIN_TABLE];
+
+static uint32_t *spin_budget_of(const uint32_t *word, uint64_t *budget)
+{
+    uintptr_t k = (uintptr_t)word;
+    uint32_t i = (uint32_t)((k >> 2) ^ (k >> 12)) % SPIN_TABLE;
+    if (spin_table[i].word != word) {
+        spin_table[i].word = word;
+        spin_table[i].budget_ns = (uint32_t)(aio_spin_max_ns / 2);
+        spin_table[i].waits = 0;
+    }
+    /* shmkit.sync.configure(spin_max=0) (no spinning at all) stops this one too */
+    uint64_t cap = aio_spin_max_ns < shk_wait_cfg.spin_max_ns ? aio_spin_max_ns
+                                                              : shk_wait_cfg.spin_max_ns;
+    uint64_t b = spin_table[i].budget_ns;
+    if (b < 1000 && (++spin_table[i].waits & 15) == 0)
+        b = cap; /* probe */
+    *budget = b < cap ? b : cap;
+    return &spin_table[i].budget_ns;
+}
+
+/* w->on is a futex word that has not changed yet: spin on it for the object's budget,
+ * attempting (unarmed) whenever it changes.  The attempt's result, or EAGAIN. */
+static int loop_spin(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
+{
+    uint64_t budget;
+    uint32_t *learnt = spin_budget_of(w->on.word, &budget);
+    if (budget == 0)
+        return EAGAIN;
+    uint64_t start = shk_now_ns(), end = start + budget;
+    int r = EAGAIN;
+    for (uint32_t k = 1; r == EAGAIN && w->on.kind == SHK_WAITON_FUTEX; k++) {
+        if (shk_load_relaxed(w->on.word) != w->on.value) {
+            r = op->attempt(obj, w);
+            continue;
+        }
+        shk_cpu_relax();
+        if ((k & 31) == 0 && shk_now_ns() >= end)
+            break;
+    }
+    uint64_t took = shk_now_ns() - start;
+    spins++;
+    spun_ns += took;
+    if (r != EAGAIN && r >= 0) {
+        spins_won++;
+        uint64_t t = 2 * took + 2000;
+        if (t > aio_spin_max_ns)
+            t = aio_spin_max_ns;
+        if (t > *learnt)
+            *learnt = (uint32_t)t;
+    } else if (r == EAGAIN) {
+        *learnt /= 2;
+        if (*learnt < 1000)
+            *learnt = 0;
+    }
+    return r;
+}
+
+/* ---- AioNotifier -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    struct shk_hub_notifier n;
+    pid_t pid;
+    int open;
+} NotifierObject;
+
+static PyTypeObject *NotifierType, *WaitType;
+
+static PyObject *notifier_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw)))
+        return PyErr_Format(PyExc_TypeError, "AioNotifier() takes no arguments");
+    struct shk_hub *h = get_hub();
+    if (!h)
+        return NULL;
+    NotifierObject *self = (NotifierObject *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    int r = shk_hub_notifier_init(&self->n, h);
+    if (r) {
+        Py_DECREF(self);
+        return shk_py_raise_os(r, "eventfd");
+    }
+    self->pid = getpid();
+    self->open = 1;
+    return (PyObject *)self;
+}
+
+static void notifier_close_now(NotifierObject *self)
+{
+    if (!self->open)
+        return;
+    self->open = 0;
+    if (self->pid == getpid())
+        shk_hub_notifier_destroy(&self->n); /* every wait holds its notifier: none is left */
+    else if (self->n.efd >= 0)
+        close(self->n.efd); /* the child's copy of the descriptor only */
+}
+
+static void notifier_dealloc(NotifierObject *self)
+{
+    notifier_close_now(self);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *notifier_fileno(NotifierObject *self, PyObject *unused)
+{
+    if (!self->open)
+        return shk_py_closed("AioNotifier is closed");
+    return PyLong_FromLong(self->n.efd);
+}
+
+static int check_pid(pid_t pid)
+{
+    if (pid != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError, "an asyncio wait or notifier of the parent process "
+                        "cannot be used after fork(); make new ones in the child");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct AioWaitObject AioWaitObject;
+
+/* drain(): the waits that became READY, as a list (the Python side resolves their
+ * futures).  Consumes the eventfd. */
+static PyObject *notifier_drain(NotifierObject *self, PyObject *unused)
+{
+    if (!self->open)
+        return shk_py_closed("AioNotifier is closed");
+    if (check_pid(self->pid) < 0 || !get_hub())
+        return NULL;
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return NULL;
+    struct shk_hub_wait *got[256];
+    size_t k;
+    do {
+        k = shk_hub_drain(&self->n, got, 256);
+        for (size_t i = 0; i < k; i++) {
+            /* alive: a wait leaves the hub (unwatch, under its mutex) before it is freed,
+             * and both that and this run with the GIL */
+            if (PyList_Append(list, (PyObject *)got[i]->owner) < 0) {
+                Py_DECREF(list);
+                return NULL;
+            }
+        }
+    } while (k == 256);
+    return list;
+}
+
+static PyObject *notifier_close(NotifierObject *self, PyObject *unused)
+{
+    notifier_close_now(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef notifier_methods[] = {
+    {"fileno", (PyCFunction)notifier_fileno, METH_NOARGS,
+     "fileno()\n--\n\nThe eventfd an event loop watches (readable when waits became ready)."},
+    {"drain", (PyCFunction)notifier_drain, METH_NOARGS,
+     "drain()\n--\n\nThe AioWaits that became ready since the last drain (list)."},
+    {"close", (PyCFunction)notifier_close, METH_NOARGS, "close()\n--\n\nClose the eventfd."},
+    {NULL},
+};
+
+/* ---- AioWait -------------------------------------------------------------------------------- */
+
+enum {
+    KIND_LOCK = 1,  /* Lock and RLock */
+    KIND_SEM,
+    KIND_RW_READ,
+    KIND_RW_WRITE,
+    KIND_EVENT,
+    KIND_COND,
+    KIND_BARRIER,
+    KIND_BOARD,
+    KIND_QUEUE,
+};
+
+struct AioWaitObject {
+    PyObject_HEAD
+    PyObject *handle;               /* the _core handle waited on (strong) */
+    SegmentObject *seg;             /* one export of it held until the wait finishes */
+    NotifierObject *notifier;       /* strong: READY waits are reported there */
+    PyObject *future;               /* the Python side's, resolved when READY */
+    int (*live)(PyObject *handle);  /* may the attempt still run? */
+    const struct shk_wait_op *op;
+    void *obj;                      /* the op's object (shared memory, or u below) */
+    union {
+        struct shk_rw_reader rd;
+        struct shk_board_waiter bw;
+        struct shk_queue_waiter qw;
+    } u;
+    struct shk_py_sync_ref sync;    /* sync kinds: where results go back to the handle */
+    struct shk_wait w;
+    struct shk_hub_wait hw;
+    int kind;
+    int started;                    /* the first attempt was made */
+    int finished;                   /* over: nothing registered, the export given back */
+    int watched;                    /* handed to the hub since the last attempt */
+    int result;                     /* when finished */
+    pid_t pid;
+};
+
+/* The wait is over: nothing is registered any more; give the export back. */
+static void wait_finish(AioWaitObject *self, int r)
+{
+    if (self->finished)
+        return;
+    self->finished = 1;
+    self->result = r;
+    if (self->kind == KIND_COND && self->pid == getpid())
+        shk_cond_finish(self->obj); /* the registration shk_cond_prepare made */
+    if (self->seg) {
+        shk_segment_unexport(self->seg);
+        Py_CLEAR(self->seg);
+    }
+}
+
+/* Give up (why: ECANCELED or ETIMEDOUT): out of the hub, registration and partial progress
+ * undone; a wake-up the hub may have taken for this wait is passed on. */
+static int wait_give_up(AioWaitObject *self, int why)
+{
+    int r = why;
+    if (self->started) {
+        shk_hub_unwatch(&hub, &self->hw);
+        shk_wait_disarm(&self->w);
+        r = shk_wait_cancel(self->op, self->obj, &self->w, why);
+        if (why == ECANCELED && self->watched && self->w.on.kind == SHK_WAITON_FUTEX &&
+            self->w.on.word)
+            shk_futex_wake(self->w.on.word, 1); /* the word is mapped: our export */
+    }
+    self->watched = 0;
+    wait_finish(self, r);
+    return r;
+}
+
+static PyObject *wait_closed_error(AioWaitObject *self)
+{
+    PyErr_Format(shk_py_exc("ClosedError"), "%s: closed while a coroutine waited",
+                 self->op ? self->op->name : "wait");
+    return NULL;
+}
+
+/* What the kind does with a finished attempt's result r. */
+static void wait_done_ok(AioWaitObject *self, int r)
+{
+    switch (self->kind) {
+    case KIND_LOCK:
+    case KIND_RW_READ:
+    case KIND_RW_WRITE:
+        if (r == 0 || r == SHK_EOWNERDEAD)
+            *self->sync.owner_died = r == SHK_EOWNERDEAD;
+        if (self->kind == KIND_RW_READ)
+            *self->sync.slot = self->u.rd.slot;
+        break;
+    default:
+        break;
+    }
+}
+
+/* step() -> EAGAIN (await the future, then step again) or the finished result: 0 or the
+ * operation's own success code (SHK_EOWNERDEAD), ETIMEDOUT, EBUSY.  Raises for errors,
+ * ClosedError when the handle or its zone was closed. */
+static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
+{
+    if (self->finished)
+        return PyErr_Format(PyExc_RuntimeError, "this wait is over (result %d)", self->result);
+    if (check_pid(self->pid) < 0)
+        return NULL;
+    /* normally READY and drained (IDLE) by now; stepped early, it leaves the hub first
+     * (under the hub's mutex: then why is settled) */
+    if (self->started)
+        shk_hub_unwatch(&hub, &self->hw);
+    uint32_t why = self->hw.why;
+    self->hw.why = SHK_HUB_NONE;
+    if (why == SHK_HUB_CLOSED || !self->live(self->handle)) {
+        wait_give_up(self, ECANCELED);
+        return wait_closed_error(self);
+    }
+    if (why == SHK_HUB_FAULT) {
+        /* the kernel could not resolve the word: do not touch that memory again */
+        self->started = 0;
+        wait_finish(self, EFAULT);
+        return shk_py_raise_os(EFAULT, "asyncio wait: the word waited on is no longer mapped");
+    }
+    int r;
+    shk_clear_detail();
+    if (!self->started) {
+        self->started = 1;
+        self->w.flags |= SHK_WAIT_NOSIGNALS;
+        if (self->w.flags & SHK_WAIT_TRY) {
+            r = shk_wait_run(self->op, self->obj, &self->w); /* one attempt; EBUSY */
+        } else {
+            /* an attempt; the loop's brief spin (above); then an armed attempt, which
+             * registers as a waiter: the driver's sequence, without its sleep */
+            r = self->op->attempt(self->obj, &self->w);
+            if (r == EAGAIN && aio_spin && self->w.on.kind == SHK_WAITON_FUTEX &&
+                !shk_wait_expired(&self->w))
+                r = loop_spin(self->op, self->obj, &self->w);
+            if (r == EAGAIN) {
+                shk_wait_disarm(&self->w);
+                self->w.flags |= SHK_WAIT_ARMED;
+                r = self->op->attempt(self->obj, &self->w);
+            }
+        }
+    } else {
+        shk_wait_disarm(&self->w);
+        self->watched = 0;
+        r = self->op->attempt(self->obj, &self->w);
+    }
+    if (r == EAGAIN) {
+        if (shk_wait_expired(&self->w)) {
+            r = wait_give_up(self, ETIMEDOUT);
+            goto finished;
+        }
+        struct shk_hub_wait *hw = &self->hw;
+        if (self->w.on.kind == SHK_WAITON_FUTEX) {
+            hw->word = self->w.on.word;
+            hw->value = self->w.on.value;
+        } else if (self->w.on.kind == SHK_WAITON_POLL) {
+            hw->word = NULL; /* a timer */
+        } else {
+            wait_give_up(self, ECANCELED);
+            return PyErr_Format(PyExc_NotImplementedError, "%s: this wait cannot be awaited",
+                                self->op->name);
+        }
+        hw->retry_ns = self->w.on.retry_ns;
+        hw->deadline_ns = self->w.deadline_ns;
+        hw->keys[0] = self->handle;
+        hw->keys[1] = self->seg;
+        hw->notifier = &self->notifier->n;
+        hw->owner = self;
+        int e = shk_hub_watch(&hub, hw);
+        if (e) {
+            wait_give_up(self, ECANCELED);
+            return shk_py_raise_os(e, e == ENOSPC ? "asyncio hub: too many distinct objects "
+                                   "waited on at once" : "asyncio hub: starting a thread");
+        }
+        self->watched = 1;
+        return PyLong_FromLong(EAGAIN);
+    }
+    shk_wait_disarm(&self->w);
+    wait_finish(self, r);
+finished:
+    if (r == 0 || r == SHK_EOWNERDEAD || r == ETIMEDOUT || r == EBUSY) {
+        wait_done_ok(self, r);
+        return PyLong_FromLong(r);
+    }
+    return shk_py_raise(r, self->op->name);
+}
+
+static PyObject *wait_cancel(AioWaitObject *self, PyObject *unused)
+{
+    if (!self->finished) {
+        if (self->pid != getpid())
+            wait_finish(self, ECANCELED); /* the parent's registration: not ours to undo */
+        else
+            wait_give_up(self, ECANCELED);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Barrier: (index, generation, is_last) of a finished wait. */
+static PyObject *wait_barrier_result(AioWaitObject *self, PyObject *unused)
+{
+    if (self->kind != KIND_BARRIER || !self->finished || self->result != 0)
+        return PyErr_Format(PyExc_RuntimeError, "not a finished barrier wait");
+    uint32_t index;
+    int last;
+    shk_barrier_result(&self->w, &index, &last);
+    return Py_BuildValue("(IIO)", index, self->w.aux, last ? Py_True : Py_False);
+}
+
+static void wait_dealloc(AioWaitObject *self)
+{
+    if (!self->finished) {
+        if (self->pid == getpid())
+            wait_give_up(self, ECANCELED); /* dropped without cancel(): undo it now */
+        else
+            wait_finish(self, ECANCELED);
+    }
+    Py_XDECREF(self->seg);
+    Py_XDECREF(self->handle);
+    Py_XDECREF(self->notifier);
+    Py_XDECREF(self->future);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *wait_get_future(AioWaitObject *self, void *c)
+{
+    return Py_NewRef(self->future ? self->future : Py_None);
+}
+
+static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
+{
+    Py_XSETREF(self->future, v && v != Py_None ? Py_NewRef(v) : NULL);
+    return 0;
+}
+
+static PyObject *wait_get_finished(AioWaitObject *self, void *c)
+{
+    return PyBool_FromLong(self->finished);
+}
+
+static PyObject *wait_get_why(AioWaitObject *self, void *c)
+{
+    return PyLong_FromUnsignedLong(self->hw.why);
+}
+
+static PyMethodDef wait_methods[] = {
+    {"step", (PyCFunction)wait_step, METH_NOARGS,
+     "step()\n--\n\nAttempt (again): EAGAIN while it must wait (await the future, then step "
+     "again), else the result code of the finished wait."},
+    {"cancel", (PyCFunction)wait_cancel, METH_NOARGS,
+     "cancel()\n--\n\nGive up: registration and partial progress undone (no-op once over)."},
+    {"barrier_result", (PyCFunction)wait_barrier_result, METH_NOARGS,
+     "barrier_result()\n--\n\n(index, generation, is_last) of a finished barrier wait."},
+    {NULL},
+};
+
+static PyGetSetDef wait_getset[] = {
+    {"future", (getter)wait_get_future, (setter)wait_set_future,
+     "the future the coroutine awaits until the hub reports the wait ready", NULL},
+    {"finished", (getter)wait_get_finished, NULL, "True once the wait is over", NULL},
+    {"why", (getter)wait_get_why, NULL, "why the hub reported it ready last (AIO_* codes)", NULL},
+    {NULL},
+};
+
+/* A new wait on handle (already checked open) in segment seg. */
+static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObject *seg,
+                               int kind, const struct shk_wait_op *op, void *obj,
+                               int (*live)(PyObject *), uint64_t deadline, uint32_t flags)
+{
+    if (!PyObject_TypeCheck(notifier, NotifierType)) {
+        PyErr_SetString(PyExc_TypeError, "notifier must be a shmkit._core.AioNotifier");
+        return NULL;
+    }
+    NotifierObject *n = (NotifierObject *)notifier;
+    if (!n->open) {
+        shk_py_closed("AioNotifier is closed");
+        return NULL;
+    }
+    if (check_pid(n->pid) < 0 || !get_hub())
+        return NULL;
+    if (seg->closed || seg->close_pending) {
+        shk_py_closed("the zone is closed");
+        return NULL;
+    }
+    AioWaitObject *self = PyObject_New(AioWaitObject, WaitType);
+    if (!self)
+        return NULL;
+    /* PyObject_New leaves the fields as they were: set every one */
+    self->handle = Py_NewRef(handle);
+    self->seg = (SegmentObject *)Py_NewRef((PyObject *)seg);
+    shk_segment_export(seg);
+    self->notifier = (NotifierObject *)Py_NewRef(notifier);
+    self->future = NULL;
+    self->live = live;
+    self->op = op;
+    self->obj = obj;
+    memset(&self->u, 0, sizeof self->u);
+    memset(&self->sync, 0, sizeof self->sync);
+    self->w = SHK_WAIT_INIT(deadline, flags);
+    memset(&self->hw, 0, sizeof self->hw);
+    self->kind = kind;
+    self->started = self->finished = self->watched = 0;
+    self->result = 0;
+    self->pid = getpid();
+    return self;
+}
+
+/* ---- making waits: the same arguments as the blocking calls ---------------------------------- */
+
+static uint64_t deadline_of(int has, const struct timespec *d)
+{
+    return shk_wait_deadline(has ? d : NULL);
+}
+
+/* aio_acquire(notifier, handle, blocking=True, timeout=-1, write=False): Lock, RLock,
+ * Semaphore (timeout None means forever too), RWLock (read, or write). */
+static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames)
+{
+    static const char *const names[] = {"notifier", "handle", "blocking", "timeout", "write"};
+    PyObject *a[5];
+    if (shk_py_parse_args(args, nargs, kwnames, "aio_acquire", names, 5, a) < 0)
+        return NULL;
+    if (!a[0] || !a[1])
+        return PyErr_Format(PyExc_TypeError, "aio_acquire() needs notifier and handle");
+    struct shk_py_sync_ref ref;
+    if (shk_py_sync_ref(a[1], &ref) < 0)
+        return NULL;
+    struct timespec d;
+    int has;
+    uint32_t flags;
+    if (shk_py_acquire_args(a[2], a[3], &d, &has, &flags) < 0)
+        return NULL;
+    int write = a[4] ? PyObject_IsTrue(a[4]) : 0;
+    if (write < 0)
+        return NULL;
+    int kind;
+    const struct shk_wait_op *op;
+    switch (ref.type) {
+    case SHK_OBJ_LOCK: kind = KIND_LOCK; op = &shk_lock_op; break;
+    case SHK_OBJ_RLOCK: kind = KIND_LOCK; op = &shk_rlock_op; break;
+    case SHK_OBJ_SEMAPHORE: kind = KIND_SEM; op = &shk_sem_op; break;
+    case SHK_OBJ_RWLOCK:
+        kind = write ? KIND_RW_WRITE : KIND_RW_READ;
+        op = write ? &shk_rw_write_op : &shk_rw_read_op;
+        break;
+    default:
+        return PyErr_Format(PyExc_TypeError, "aio_acquire(): %s has no acquire",
+                            Py_TYPE(a[1])->tp_name);
+    }
+    AioWaitObject *w = wait_new(a[0], a[1], ref.seg, kind, op, ref.sh, shk_py_sync_live,
+                                deadline_of(has, &d), flags);
+    if (!w)
+        return NULL;
+    w->sync = ref;
+    if (kind == KIND_RW_READ) {
+        w->u.rd.rw = ref.sh;
+        w->u.rd.slot = *ref.slot;
+        w->obj = &w->u.rd;
+    }
+    return (PyObject *)w;
+}
+
+/* aio_event_wait(notifier, event, timeout=None) */
+static PyObject *core_aio_event_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "aio_event_wait(notifier, event, timeout=None)");
+    struct shk_py_sync_ref ref;
+    if (shk_py_sync_ref(args[1], &ref) < 0)
+        return NULL;
+    if (ref.type != SHK_OBJ_EVENT)
+        return PyErr_Format(PyExc_TypeError, "aio_event_wait() needs an Event");
+    struct timespec d;
+    int has;
+    uint32_t flags;
+    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
+        return NULL;
+    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_EVENT, &shk_event_op, ref.sh,
+                                shk_py_sync_live, deadline_of(has, &d), flags);
+    if (w)
+        w->sync = ref;
+    return (PyObject *)w;
+}
+
+/* aio_cond_wait(notifier, condition, timeout=None): registers the waiter now (call it with
+ * the lock held, then release the lock and await the wait). */
+static PyObject *core_aio_cond_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "aio_cond_wait(notifier, condition, timeout=None)");
+    struct shk_py_sync_ref ref;
+    if (shk_py_sync_ref(args[1], &ref) < 0)
+        return NULL;
+    if (ref.type != SHK_OBJ_CONDITION)
+        return PyErr_Format(PyExc_TypeError, "aio_cond_wait() needs a Condition");
+    struct timespec d;
+    int has;
+    uint32_t flags;
+    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
+        return NULL;
+    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_COND, &shk_cond_op, ref.sh,
+                                shk_py_sync_live, deadline_of(has, &d), flags);
+    if (!w)
+        return NULL;
+    w->sync = ref;
+    w->w.observed = shk_cond_prepare(ref.sh);
+    return (PyObject *)w;
+}
+
+/* aio_barrier_wait(notifier, barrier, timeout=None) */
+static PyObject *core_aio_barrier_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "aio_barrier_wait(notifier, barrier, timeout=None)");
+    struct shk_py_sync_ref ref;
+    if (shk_py_sync_ref(args[1], &ref) < 0)
+        return NULL;
+    if (ref.type != SHK_OBJ_BARRIER)
+        return PyErr_Format(PyExc_TypeError, "aio_barrier_wait() needs a Barrier");
+    struct timespec d;
+    int has;
+    uint32_t flags;
+    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
+        return NULL;
+    if (flags & SHK_WAIT_TRY) {
+        /* a zero timeout: arrive, and give up at once unless everyone is there (as the
+         * blocking wait does) */
+        shk_deadline_after(&d, 0);
+        has = 1;
+        flags = 0;
+    }
+    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_BARRIER, &shk_barrier_op, ref.sh,
+                                shk_py_sync_live, deadline_of(has, &d), flags);
+    if (w)
+        w->sync = ref;
+    return (PyObject *)w;
+}
+
+/* aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0) */
+static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || nargs > 5)
+        return PyErr_Format(PyExc_TypeError,
+                            "aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0)");
+    struct shk_board *b;
+    SegmentObject *seg;
+    if (shk_py_board_ref(args[1], &b, &seg) < 0)
+        return NULL;
+    unsigned long long after = PyLong_AsUnsignedLongLong(args[2]);
+    if (after == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long spin = 0;
+    if (nargs > 4 && (spin = PyLong_AsUnsignedLongLong(args[4])) == (unsigned long long)-1 &&
+        PyErr_Occurred())
+        return NULL;
+    struct timespec d;
+    int has;
+    if (shk_py_deadline(nargs > 3 ? args[3] : Py_None, &d, &has) < 0)
+        return NULL;
+    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_BOARD, &shk_board_wait_op, NULL,
+                                shk_py_board_live, deadline_of(has, &d), 0);
+    if (!w)
+        return NULL;
+    w->u.bw.b = b;
+    w->u.bw.after = after;
+    w->u.bw.max_spin_ns = spin;
+    w->obj = &w->u.bw;
+    return (PyObject *)w;
+}
+
+/* The record bytes a put of item needs: a bytes-like object (one message) or a list of
+ * them (one framed message of those parts), as the queue binding computes them. */
+static int record_need(PyObject *item, uint64_t *need)
+{
+    if (!PyList_Check(item)) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(item, &b, PyBUF_SIMPLE) < 0)
+            return -1;
+        *need = shk_qrec_size((uint64_t)b.len);
+        PyBuffer_Release(&b);
+        return 0;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(item);
+    if (n < 1 || n > SHK_QFRAME_MAX_PARTS) {
+        PyErr_Format(PyExc_ValueError, "a framed message has 1 to %d parts, not %zd",
+                     SHK_QFRAME_MAX_PARTS, n);
+        return -1;
+    }
+    struct shk_qpart *parts = PyMem_Calloc((size_t)n, sizeof *parts);
+    if (!parts) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_buffer b;
+        if (PyObject_GetBuffer(PyList_GET_ITEM(item, i), &b, PyBUF_SIMPLE) < 0) {
+            PyMem_Free(parts);
+            return -1;
+        }
+        parts[i].n = (uint64_t)b.len; /* only the lengths count */
+        PyBuffer_Release(&b);
+    }
+    *need = shk_queue_record_size(parts, (int)n, SHK_QK_FRAMED);
+    PyMem_Free(parts);
+    return 0;
+}
+
+/* aio_queue_wait(notifier, queue, what, item=None, timeout=None): until a get may
+ * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see record_need); then make the
+ * call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
+ * deadline. */
+static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3 || nargs > 5)
+        return PyErr_Format(PyExc_TypeError,
+                            "aio_queue_wait(notifier, queue, what, item=None, timeout=None)");
+    struct shk_queue *q;
+    SegmentObject *seg;
+    if (shk_py_queue_ref(args[1], &q, &seg) < 0)
+        return NULL;
+    long what = PyLong_AsLong(args[2]);
+    if (what == -1 && PyErr_Occurred())
+        return NULL;
+    if (what != SHK_QW_DATA && what != SHK_QW_SPACE)
+        return PyErr_Format(PyExc_ValueError, "what must be AIO_QW_DATA or AIO_QW_SPACE");
+    uint64_t need = 0;
+    if (what == SHK_QW_SPACE) {
+        if (nargs < 4 || args[3] == Py_None)
+            return PyErr_Format(PyExc_TypeError, "a wait for space needs the item to put");
+        if (record_need(args[3], &need) < 0)
+            return NULL;
+    }
+    struct timespec d;
+    int has;
+    if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
+        return NULL;
+    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_wait_op, NULL,
+                                shk_py_queue_live, deadline_of(has, &d), 0);
+    if (!w)
+        return NULL;
+    w->u.qw.q = q;
+    w->u.qw.what = (int)what;
+    w->u.qw.need = need;
+    w->obj = &w->u.qw;
+    return (PyObject *)w;
+}
+
+/* aio_configure(mode=None, max_threads=None, spin=None, spin_max_ns=None): set (where
+ * given) and return {"mode", "max_threads", "spin", "spin_max_ns"}.  mode and max_threads
+ * apply when the hub is set up: changing them while coroutines wait is refused (EBUSY). */
+static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"mode", "max_threads", "spin", "spin_max_ns", NULL};
+    PyObject *mode = Py_None, *maxt = Py_None, *spin = Py_None, *smax = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OOOO:aio_configure", kwlist, &mode, &maxt,
+                                     &spin, &smax))
+        return NULL;
+    if (smax != Py_None) {
+        long long v = PyLong_AsLongLong(smax);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (v < 1000 || v > 10000000)
+            return PyErr_Format(PyExc_ValueError, "spin_max must be between 1 µs and 10 ms");
+        aio_spin_max_ns = (uint64_t)v;
+        memset(spin_table, 0, sizeof spin_table); /* budgets start again from the new one */
+    }
+    if (mode != Py_None || maxt != Py_None) {
+        int md = hub_mode;
+        long mt = (long)hub_max_threads;
+        if (mode != Py_None) {
+            const char *s = PyUnicode_AsUTF8(mode);
+            if (!s)
+                return NULL;
+            if (!strcmp(s, "auto"))
+                md = SHK_HUB_AUTO;
+            else if (!strcmp(s, "futex_waitv"))
+                md = SHK_HUB_WAITV;
+            else if (!strcmp(s, "fallback"))
+                md = SHK_HUB_FALLBACK;
+            else
+                return PyErr_Format(PyExc_ValueError, "mode must be 'auto', 'futex_waitv' or "
+                                    "'fallback', not %R", mode);
+        }
+        if (maxt != Py_None) {
+            mt = PyLong_AsLong(maxt);
+            if (mt == -1 && PyErr_Occurred())
+                return NULL;
+            if (mt < 0 || mt > 65536)
+                return PyErr_Format(PyExc_ValueError, "max_threads must be 0..65536 (0: default)");
+        }
+        if (hub_pid == getpid() && (md != hub_mode || (uint32_t)mt != hub_max_threads)) {
+            struct shk_hub_stats st;
+            shk_hub_get_stats(&hub, &st);
+            if (st.waits)
+                return shk_py_raise_os(EBUSY, "asyncio hub: cannot change its mode while "
+                                       "coroutines wait");
+            /* nothing is watched: stop its threads and set it up again in place at the
+             * next use (notifiers point at this struct, whose mutex is made anew) */
+            shk_hub_destroy(&hub);
+            hub_pid = 0;
+        }
+        hub_mode = md;
+        hub_max_threads = (uint32_t)mt;
+    }
+    if (spin != Py_None) {
+        int v = PyObject_IsTrue(spin);
+        if (v < 0)
+            return NULL;
+        aio_spin = v;
+    }
+    const char *mname = hub_mode == SHK_HUB_WAITV ? "futex_waitv"
+                        : hub_mode == SHK_HUB_FALLBACK ? "fallback" : "auto";
+    return Py_BuildValue("{sssIsOsK}", "mode", mname, "max_threads", hub_max_threads, "spin",
+                         aio_spin ? Py_True : Py_False, "spin_max_ns",
+                         (unsigned long long)aio_spin_max_ns);
+}
+
+/* aio_stats(): the hub's statistics (mode in use, threads, slots, waits, ...). */
+static PyObject *core_aio_stats(PyObject *m, PyObject *unused)
+{
+    struct shk_hub *h = get_hub();
+    if (!h)
+        return NULL;
+    struct shk_hub_stats st;
+    shk_hub_get_stats(h, &st);
+    return Py_BuildValue(
+        "{sssIsIsKsKsKsKsKsKsKsKsKsKsOsKsKsK}", "mode",
+        st.mode == SHK_HUB_WAITV ? "futex_waitv" : "fallback", "threads", st.threads,
+        "max_threads", st.max_threads, "slots", (unsigned long long)st.slots, "waits",
+        (unsigned long long)st.waits, "watches", (unsigned long long)st.watches, "slots_shared",
+        (unsigned long long)st.slots_shared, "doorbells", (unsigned long long)st.doorbells,
+        "sleeps", (unsigned long long)st.sleeps, "ready", (unsigned long long)st.ready,
+        "retries", (unsigned long long)st.retries, "forwarded",
+        (unsigned long long)st.forwarded, "faults", (unsigned long long)st.faults,
+        "futex_waitv_supported", shk_hub_waitv_supported() ? Py_True : Py_False,
+        "spins", (unsigned long long)spins, "spins_won", (unsigned long long)spins_won,
+        "spun_ns", (unsigned long long)spun_ns);
+}
+
+static PyMethodDef aio_functions[] = {
+    {"aio_acquire", (PyCFunction)(void (*)(void))core_aio_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "aio_acquire(notifier, handle, blocking=True, timeout=-1, write=False)\n--\n\nAn AioWait "
+     "acquiring a Lock, RLock, Semaphore or RWLock (read, or write=True)."},
+    {"aio_event_wait", (PyCFunction)(void (*)(void))core_aio_event_wait, METH_FASTCALL,
+     "aio_event_wait(notifier, event, timeout=None)\n--\n\nAn AioWait for an Event."},
+    {"aio_cond_wait", (PyCFunction)(void (*)(void))core_aio_cond_wait, METH_FASTCALL,
+     "aio_cond_wait(notifier, condition, timeout=None)\n--\n\nAn AioWait for a Condition's "
+     "notification, registered now (the lock must be held; release it, then await)."},
+    {"aio_barrier_wait", (PyCFunction)(void (*)(void))core_aio_barrier_wait, METH_FASTCALL,
+     "aio_barrier_wait(notifier, barrier, timeout=None)\n--\n\nAn AioWait arriving at a "
+     "Barrier."},
+    {"aio_board_wait", (PyCFunction)(void (*)(void))core_aio_board_wait, METH_FASTCALL,
+     "aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0)\n--\n\nAn AioWait "
+     "for a board version newer than after."},
+    {"aio_queue_wait", (PyCFunction)(void (*)(void))core_aio_queue_wait, METH_FASTCALL,
+     "aio_queue_wait(notifier, queue, what, item=None, timeout=None)\n--\n\nAn AioWait until "
+     "a get (AIO_QW_DATA) or a put of item (AIO_QW_SPACE) may succeed."},
+    {"aio_configure", (PyCFunction)(void (*)(void))core_aio_configure, METH_VARARGS | METH_KEYWORDS,
+     "aio_configure(mode=None, max_threads=None, spin=None, spin_max_ns=None)\n--\n\nSet "
+     "(where given) and return the asyncio settings of this process."},
+    {"aio_stats", (PyCFunction)core_aio_stats, METH_NOARGS,
+     "aio_stats()\n--\n\nThe asyncio hub's statistics (dict)."},
+    {NULL},
+};
+
+int shk_init_aio(PyObject *m)
+{
+    PyType_Slot nslots[] = {
+        {Py_tp_new, notifier_new},
+        {Py_tp_dealloc, notifier_dealloc},
+        {Py_tp_methods, notifier_methods},
+        {Py_tp_doc, "AioNotifier()\n--\n\nWhere the asyncio hub reports ready waits: an eventfd "
+                    "an event loop watches (internal; see shmkit._aio)."},
+        {0, NULL},
+    };
+    PyType_Spec nspec = {"shmkit._core.AioNotifier", sizeof(NotifierObject), 0, Py_TPFLAGS_DEFAULT,
+                         nslots};
+    PyType_Slot wslots[] = {
+        {Py_tp_dealloc, wait_dealloc},
+        {Py_tp_methods, wait_methods},
+        {Py_tp_getset, wait_getset},
+        {Py_tp_doc, "One asyncio wait on a shared object (internal; made by the aio_* "
+                    "functions, driven by shmkit._aio)."},
+        {0, NULL},
+    };
+    PyType_Spec wspec = {"shmkit._core.AioWait", sizeof(AioWaitObject), 0, Py_TPFLAGS_DEFAULT,
+                         wslots};
+    NotifierType = (PyTypeObject *)PyType_FromSpec(&nspec);
+    if (!NotifierType || PyModule_AddObjectRef(m, "AioNotifier", (PyObject *)NotifierType) < 0)
+        return -1;
+    WaitType = (PyTypeObject *)PyType_FromSpec(&wspec);
+    if (!WaitType || PyModule_AddObjectRef(m, "AioWait", (PyObject *)WaitType) < 0)
+        return -1;
+    static const struct shk_py_int constants[] = {
+        {"AIO_EAGAIN", EAGAIN},
+        {"AIO_ETIMEDOUT", ETIMEDOUT},
+        {"AIO_EBUSY", EBUSY},
+        {"AIO_READY_RETRY", SHK_HUB_RETRY},
+        {"AIO_READY_DEADLINE", SHK_HUB_DEADLINE},
+        {"AIO_READY_CHANGED", SHK_HUB_CHANGED},
+        {"AIO_READY_CLOSED", SHK_HUB_CLOSED},
+        {"AIO_QW_DATA", SHK_QW_DATA},
+        {"AIO_QW_SPACE", SHK_QW_SPACE},
+        {NULL},
+    };
+    if (PyModule_AddFunctions(m, aio_functions) < 0 || shk_py_add_ints(m, constants) < 0)
+        return -1;
+    return 0;
+}
