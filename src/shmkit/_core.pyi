@@ -10,13 +10,23 @@
 # names, generate a skeleton from the built module and copy what is new:
 #     stubgen -m shmkit._core -o /tmp/stubs   (then give the parameters their types)
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
-# -- constants (core/layout.h, core/errors.def, core/segment.h) ---------------------------------
+# -- constants (core/layout.h, core/errors.def, core/segment.h, core/waitv.h) --------------------
+AIO_EAGAIN: int
+AIO_EBUSY: int
+AIO_ETIMEDOUT: int
+AIO_QW_DATA: int
+AIO_QW_SPACE: int
+AIO_READY_CHANGED: int
+AIO_READY_CLOSED: int
+AIO_READY_DEADLINE: int
+AIO_READY_RETRY: int
 BOARD_ALIGN: int
 BOARD_KIND_BYTES: int
 BOARD_KIND_NDARRAY: int
@@ -504,3 +514,46 @@ class Board:
     def is_writer(self) -> bool: ...
     @property
     def pinned(self) -> int: ...
+
+# -- asyncio (issue 16: _binding/aio.c over core/waitv.c; driven by shmkit._aio) ------------
+@final
+class AioNotifier:
+    """Where the hub reports ready waits: an eventfd an event loop watches."""
+    def __new__(cls) -> Self: ...
+    def fileno(self) -> int: ...
+    def drain(self) -> list[AioWait]: ...
+    def close(self) -> None: ...
+
+@final
+class AioWait:
+    """One asyncio wait on a shared object (made by the aio_* functions)."""
+    def step(self) -> int: ...
+    def cancel(self) -> None: ...
+    def barrier_result(self) -> tuple[int, int, bool]: ...
+    @property
+    def future(self) -> asyncio.Future[None] | None: ...
+    @future.setter
+    def future(self, value: asyncio.Future[None] | None) -> None: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def why(self) -> int: ...
+
+def aio_acquire(notifier: AioNotifier, handle: Lock | RLock | Semaphore | RWLock,
+                blocking: bool = True, timeout: float | None = -1,
+                write: bool = False) -> AioWait: ...
+# (the next five take their arguments by position only, though their text signatures
+# have no "/": stubtest compares with those)
+def aio_event_wait(notifier: AioNotifier, event: Event, timeout: float | None = None) -> AioWait: ...
+def aio_cond_wait(notifier: AioNotifier, condition: Condition,
+                  timeout: float | None = None) -> AioWait: ...
+def aio_barrier_wait(notifier: AioNotifier, barrier: Barrier,
+                     timeout: float | None = None) -> AioWait: ...
+def aio_board_wait(notifier: AioNotifier, board: Board, after: int, timeout: float | None = None,
+                   max_spin_ns: int = 0) -> AioWait: ...
+def aio_queue_wait(notifier: AioNotifier, queue: Queue, what: int,
+                   item: Buffer | list[Buffer] | None = None,
+                   timeout: float | None = None) -> AioWait: ...
+def aio_configure(mode: str | None = None, max_threads: int | None = None, spin: bool | None = None,
+                  spin_max_ns: int | None = None) -> dict[str, Any]: ...
+def aio_stats() -> dict[str, Any]: ...

@@ -1089,7 +1089,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(args.args) or 0
 
 
-def _args_config(p):
+def _args_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cflags", action="store_true", help="compiler flags (-I...)")
     p.add_argument("--libs", action="store_true", help="linker flags (-L... -Wl,-rpath,... -lshmkit)")
     p.add_argument("--includedir", action="store_true", help="the directory of shmkit.h")
@@ -1098,7 +1098,7 @@ def _args_config(p):
                    help="the directory of shmkit.pc (for PKG_CONFIG_PATH)")
 
 
-def _cmd_config(args) -> int:
+def _cmd_config(args: argparse.Namespace) -> int:
     from ._capi import config_main
     return config_main(args)
 

@@ -156,6 +156,12 @@ class Queue(_core.Queue):
         from ._aio import AioQueue
         return AioQueue(self)
 
+    def _encode(self, obj: Any) -> tuple[Buffer, None] | tuple[None, list[Buffer]]:
+        """What obj becomes in the ring: ``(data, None)``, one message, or ``(None,
+        parts)``, one framed message.  A bytes queue puts the bytes-like object as it is;
+        mode="objects" pickles (see _ObjectQueue)."""
+        return obj, None
+
     # -- the rest of the queue.Queue surface --------------------------------------------
     def statistics(self) -> QueueStats:
         """Counters and state (see QueueStats)."""

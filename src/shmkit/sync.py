@@ -48,7 +48,7 @@ from .zone import Zone, default_zone
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ._aio import (AioBarrier, AioCondition, AioEvent, AioLock, AioRWLock,
+    from ._aio import (AioBarrier, AioCondition, AioEvent, AioLock, AioRLock, AioRWLock,
                        AioSemaphore)
     from ._types import Buffer, Timeout
 
@@ -244,14 +244,6 @@ class _LockBase(_Named):
             return self._reduce_as
         return super().__reduce__()
 
-    @property
-    def aio(self) -> AioLock:
-        """Awaitable twins: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
-        ``lock.aio.release()``, ``async with lock.aio:`` (see shmkit._aio; an RLock's
-        twin belongs to the task that acquired it)."""
-        from ._aio import AioLock, AioRLock
-        return (AioRLock if self._type_code == _core.OBJ_RLOCK else AioLock)(self)
-
     def statistics(self) -> LockStats:
         r = self._raw()
         return LockStats(self._name, r["owner_pid"] != 0, r["owner_pid"], r["owner_tid"],
@@ -285,6 +277,13 @@ class Lock(_LockBase, _core.Lock):
     _type_code = _core.OBJ_LOCK
     _core_type = _core.Lock
 
+    @property
+    def aio(self) -> AioLock:
+        """Awaitable twins: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
+        ``lock.aio.release()``, ``async with lock.aio:`` (see shmkit._aio)."""
+        from ._aio import AioLock
+        return AioLock(self)
+
 
 class RLock(_LockBase, _core.RLock):
     """A robust reentrant lock, found by name: the thread that holds it may acquire it
@@ -296,6 +295,13 @@ class RLock(_LockBase, _core.RLock):
     __slots__ = ("_zone", "_name", "_reduce_as", "__weakref__")
     _type_code = _core.OBJ_RLOCK
     _core_type = _core.RLock
+
+    @property
+    def aio(self) -> AioRLock:
+        """Awaitable twins, as Lock's, but the twin belongs to the task that acquired it
+        (see shmkit._aio)."""
+        from ._aio import AioRLock
+        return AioRLock(self)
 
 
 # --------------------------------------------------------------------------------------
