@@ -316,10 +316,11 @@ def read_event(target: FdOrPath, which: str) -> tuple[int, int, int] | None:
 # -- records: the registry -----------------------------------------------------------------
 
 def registry_dir(create: bool = False) -> str | None:
-    """The registry directory if it is usable (created when asked), else None.
+    """The registry directory if it is usable (created when asked), else None
+    (``registry_problem()`` says why).
 
     A usable registry is a real directory (not a symlink), either sticky (1777, shared by
-    every user like /tmp) or owned by us."""
+    every user like /tmp) or owned by us (or root)."""
     path = registry_path()
     for _ in range(2):
         try:
@@ -328,21 +329,54 @@ def registry_dir(create: bool = False) -> str | None:
             if not create:
                 return None
             try:
+                # made 0700 first, then opened up: nobody can put anything in it before
+                # it is sticky (umask must not narrow it: every user records here)
                 os.mkdir(path, 0o700)
-                os.chmod(path, 0o1777)  # umask must not narrow it: every user records here
+                os.chmod(path, 0o1777)
             except FileExistsError:
-                pass
+                pass  # a racing creator (or someone else): judged below like any other
             except OSError:
                 return None
             continue
         except OSError:
             return None
-        if not _stat.S_ISDIR(st.st_mode):
-            return None
-        if st.st_uid not in (0, os.geteuid()) and not (st.st_mode & _stat.S_ISVTX):
+        if _registry_problem(path, st) is not None:
             return None
         return path
     return None
+
+
+def _registry_problem(path: str, st: os.stat_result) -> str | None:
+    if not _stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if _stat.S_ISLNK(st.st_mode) else "not a directory"
+        return f"{path} is {kind}"
+    if st.st_uid not in (0, os.geteuid()) and not (st.st_mode & _stat.S_ISVTX):
+        try:
+            import pwd
+            owner = f"uid {st.st_uid} ({pwd.getpwuid(st.st_uid).pw_name})"
+        except (KeyError, ImportError):
+            owner = f"uid {st.st_uid}"
+        return (f"{path} belongs to {owner} and is not sticky (mode "
+                f"{_stat.S_IMODE(st.st_mode):04o}): that user could remove or replace every "
+                "other user's records, so shmkit keeps none there")
+    return None
+
+
+def registry_problem() -> str | None:
+    """Why the registry cannot be used (None if it can, or does not exist yet), with what
+    to do about it."""
+    path = registry_path()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    why = _registry_problem(path, st)
+    if why is None:
+        return None
+    return (f"{why}.  Remove it if nothing of yours is in it (shmkit makes it again, sticky "
+            "1777, like /tmp), or set SHMKIT_REGISTRY to a directory of your own")
 
 
 def sysv_record_name(shmid: int, ctime: int | None) -> str:
@@ -361,8 +395,8 @@ def create_record(name: str, rec: Record, perm: int, *, lock: bool = False) -> i
     record also sees them."""
     d = registry_dir(create=True)
     if d is None:
-        raise OSError(errno.EACCES, f"the shmkit registry {registry_path()} is not usable "
-                      "(not a directory, or another user's and not sticky)")
+        raise OSError(errno.EACCES, f"the shmkit registry is not usable: "
+                      f"{registry_problem() or registry_path() + ' cannot be created'}")
     path = os.path.join(d, name)
     data = _encode(rec)
     mode = 0o600 | (perm & 0o044)  # readable by whoever may read the segment

@@ -392,11 +392,19 @@ class Board:
                 _release(mv)
             return
         np = numpy_or_hint("Board.loan(shape=...)")
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except UnicodeError:  # numpy lets this one out of a str with a lone surrogate
+            raise TypeError(f"dtype {dtype!r} is not a NumPy dtype") from None
         if dt.hasobject:
             raise TypeError("arrays of Python objects cannot live in shared memory")
         assert shape is not None  # (checked above: shape or nbytes)
         shape = tuple(int(n) for n in ((shape,) if isinstance(shape, int) else shape))
+        if any(n < 0 for n in shape):
+            raise ValueError(f"shape {shape} has a negative dimension")
+        if len(shape) > _core.NDARRAY_MAX_DIMS:
+            raise ValueError(f"at most {_core.NDARRAY_MAX_DIMS} dimensions are supported, not "
+                             f"{len(shape)}")
         descr = dtype_descr(dt)
         head = _ARRAY_HEAD.size + 8 * len(shape)
         meta = _align(head + len(descr))
