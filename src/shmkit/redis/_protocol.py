@@ -275,6 +275,36 @@ def _script(name: str, body: str) -> Script:
     return Script(name, _PRELUDE + body)
 
 
+# what the replies of the scripts that wait (see Waiting) say, for Wait.until and its twin
+def granted(r: Reply) -> bool:
+    """LOCK_ACQUIRE, SEM_ACQUIRE, EVENT_WAIT: taken (or set); no need to wait."""
+    return bool(r[0] == 1)
+
+
+def lease_left_ms(r: Reply) -> float | None:
+    """LOCK_ACQUIRE, SEM_ACQUIRE refused: how long until the holder's lease runs out (a
+    waiter looks again then, the holder may be dead)."""
+    hint: float | None = r[3]
+    return hint
+
+
+def all_done(r: Reply) -> bool:
+    """QUEUE_JOIN: no unfinished task."""
+    return bool(r[0] == 1)
+
+
+def consumer_lease_left_ms(r: Reply) -> float | None:
+    """QUEUE_JOIN, tasks unfinished: how long until the earliest consumer lease ends (-1:
+    none), when a dead consumer's tasks would be reclaimed."""
+    hint: float | None = r[2]
+    return hint
+
+
+def newer(r: Reply) -> bool:
+    """BOARD_READ: a version newer than the one known (else 0: registered to wait)."""
+    return bool(r[0] != 0)
+
+
 # ---- Lock and RLock ------------------------------------------------------------------------
 # KEYS[1] = <base>:lock  hash {owner, expires, fence, count, acquisitions, contentions,
 #                             deaths, last_death_ms, last_dead}

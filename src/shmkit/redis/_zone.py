@@ -18,9 +18,9 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Union, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -60,6 +60,8 @@ DEFAULT_LEASE = 30.0
 #: longest single server-side block: a blocked call comes back this often to look at
 #: what a block cannot see (a queue closed, a lease that may have run out)
 BLOCK_SLICE = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -727,6 +729,36 @@ class Wait:
     def retry_or_raise(self, err: BackendConnectionError) -> None:
         """pause_after(err), slept."""
         time.sleep(self.pause_after(err))
+
+    def until(self, attempt: Callable[[str, str, int], T], done: Callable[[T], bool],
+              hint_ms: Callable[[T], float | None] | None = None, *,
+              resend: bool = True) -> tuple[bool, T]:
+        """The loop of every blocking call that waits on a token list (lock, semaphore,
+        event, board, join, a put waiting for room): each round, ``attempt(wid, prev,
+        ms)`` looks (a script that registers ``wid`` as a waiter when it must wait);
+        ``(True, reply)`` as soon as ``done(reply)``, ``(False, reply)`` after the last
+        round (the deadline passed).  Between rounds it blocks until woken or
+        ``hint_ms(reply)`` (see slice_seconds).  A connection error is ridden through
+        until the deadline (retry_or_raise), also in an attempt if ``resend`` (False for
+        a put, which may have been stored: raised).  The awaitable twin is
+        _aio.await_until."""
+        while True:
+            wid, prev, ms = self.round()
+            try:
+                r = attempt(wid, prev, ms)
+            except BackendConnectionError as err:
+                if not resend:
+                    raise
+                self.retry_or_raise(err)
+                continue
+            if done(r):
+                return True, r
+            if not wid:
+                return False, r
+            try:
+                self.block(wid, None if hint_ms is None else hint_ms(r))
+            except BackendConnectionError as err:
+                self.retry_or_raise(err)
 
 
 def timeout_error(what: str, timeout: float | None) -> ShmkitTimeoutError:
