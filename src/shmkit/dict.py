@@ -20,15 +20,14 @@ type it went in.
 
 from __future__ import annotations
 
-import importlib
 import pickle
-import types
-from collections.abc import Callable, Iterator, ItemsView, KeysView, MutableMapping, ValuesView
+from collections.abc import Callable, Iterator, KeysView, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
 from . import _core
-from ._checks import check_object_name
+from ._checks import check_dict_serializer, check_object_name
+from ._surface import LiveItems, LiveValues, serializer_by_name, serializer_from_name
 from ._types import Key
 from .zone import Zone, default_zone
 
@@ -68,44 +67,6 @@ class DictStats:
     recoveries: int         #: times a shard was rebuilt after a writer died (or corruption)
     shards: int             #: independent parts, each with its own lock and memory
     max_item_size: int      #: the largest item (key + value + 48 bytes) a shard can hold
-
-
-def _serializer_pair(serializer: Serializer | None) -> tuple[
-        Callable[..., Any] | None, Callable[..., Any] | None]:
-    if serializer is None:
-        return None, None
-    dumps = getattr(serializer, "dumps", None)
-    loads = getattr(serializer, "loads", None)
-    if not callable(dumps) or not callable(loads):
-        raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj "
-                        f"(like the pickle module), not {serializer!r}")
-    return dumps, loads
-
-
-class _Items(ItemsView[Key, Any]):
-    """Items of a live dict: keys that vanish while iterating are skipped."""
-
-    _mapping: Dict
-
-    def __iter__(self) -> Iterator[tuple[Key, Any]]:
-        d = self._mapping
-        for key in d:
-            value = d.get(key, _MISSING)
-            if value is not _MISSING:
-                yield key, value
-
-
-class _Values(ValuesView[Any]):
-    """Values of a live dict: keys that vanish while iterating are skipped."""
-
-    _mapping: Dict
-
-    def __iter__(self) -> Iterator[Any]:
-        d = self._mapping
-        for key in d:
-            value = d.get(key, _MISSING)
-            if value is not _MISSING:
-                yield value
 
 
 class Dict(_core.Dict, MutableMapping[Key, Any]):
@@ -178,7 +139,7 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
                              f"{_core.DICT_MAX_SHARDS}, not {shards!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
-        dumps, loads = _serializer_pair(serializer)
+        dumps, loads = check_dict_serializer(serializer)
         if zone is None:
             zone = default_zone()
         elif not isinstance(zone, Zone):
@@ -258,13 +219,13 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
             cursor, batch = self._scan(cursor)
             yield from batch
 
-    def items(self) -> _Items:
+    def items(self) -> LiveItems:
         """A live view of (key, value) pairs; keys removed while iterating are skipped."""
-        return _Items(self)
+        return LiveItems(self)
 
-    def values(self) -> _Values:
+    def values(self) -> LiveValues:
         """A live view of the values; keys removed while iterating are skipped."""
-        return _Values(self)
+        return LiveValues(self)
 
     def clear(self) -> None:
         """Remove everything (flush_all)."""
@@ -314,21 +275,14 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
         self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        serializer: object = self._serializer
-        if isinstance(serializer, types.ModuleType):
-            serializer = ("module", serializer.__name__)
-        return (_attach, (self._zone, self.name, serializer))
+        return (_attach, (self._zone, self.name, serializer_by_name(self._serializer)))
 
     # Mapping makes instances unhashable (it defines __eq__); two handles are equal when
     # their contents are, like dicts.
 
 
-def _attach(zone: Zone, name: str, serializer: Any) -> Dict:
-    if isinstance(serializer, tuple) and serializer[:1] == ("module",):
-        module: Any = importlib.import_module(serializer[1])
-        return Dict(name, zone=zone, serializer=module, create=False)
-    plain: Any = serializer  # (pyright keeps the tuple case above in its union)
-    return Dict(name, zone=zone, serializer=plain, create=False)
+def _attach(zone: Zone, name: str, serializer: object) -> Dict:
+    return Dict(name, zone=zone, serializer=serializer_from_name(serializer), create=False)
 
 
 # keep pickle imported: it is the default serializer (the C half imports it too)

@@ -1,0 +1,63 @@
+"""Parts of the public surface that several classes share, written once: the same
+methods with the same meaning on a local object and on its Redis twin, or on every
+handle of one kind.  Each section says which classes use it.
+
+Bottom layer (imports only ``_types``); see docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
+from typing import Any
+
+from ._types import Key
+
+__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name"]
+
+_MISSING = object()
+
+
+# -- dicts: Dict and RedisDict ------------------------------------------------------------------
+
+class LiveItems(ItemsView[Key, Any]):
+    """Items of a live dict (other processes change it meanwhile): keys that vanish while
+    iterating are skipped."""
+
+    _mapping: Mapping[Key, Any]
+
+    def __iter__(self) -> Iterator[tuple[Key, Any]]:
+        d = self._mapping
+        for key in d:
+            value = d.get(key, _MISSING)
+            if value is not _MISSING:
+                yield key, value
+
+
+class LiveValues(ValuesView[Any]):
+    """Values of a live dict: keys that vanish while iterating are skipped."""
+
+    _mapping: Mapping[Key, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        d = self._mapping
+        for key in d:
+            value = d.get(key, _MISSING)
+            if value is not _MISSING:
+                yield value
+
+
+def serializer_by_name(serializer: object) -> object:
+    """A dict's ``serializer=`` as it is pickled: a module (``json``, ``pickle``) travels
+    by name, as ``("module", name)``; anything else as itself."""
+    if isinstance(serializer, types.ModuleType):
+        return ("module", serializer.__name__)
+    return serializer
+
+
+def serializer_from_name(serializer: object) -> Any:
+    """serializer_by_name(), undone in the process that unpickles."""
+    if isinstance(serializer, tuple) and serializer[:1] == ("module",):
+        return importlib.import_module(serializer[1])
+    return serializer
