@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ._types import Key
 
-__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name"]
+__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name", "CounterOperators"]
 
 _MISSING = object()
 
@@ -61,3 +61,39 @@ def serializer_from_name(serializer: object) -> Any:
     if isinstance(serializer, tuple) and serializer[:1] == ("module",):
         return importlib.import_module(serializer[1])
     return serializer
+
+
+# -- counters: Counter and RedisCounter ---------------------------------------------------------
+
+class _Counting(Protocol):
+    def add(self, n: int = ..., /) -> int: ...
+
+    def sub(self, n: int = ..., /) -> int: ...
+
+    def get(self) -> int: ...
+
+
+_C = TypeVar("_C", bound=_Counting)
+
+
+class CounterOperators:
+    """``c += n``, ``c -= n``, ``int(c)``, ``operator.index(c)`` and the repr's
+    ``value=``, from the counter's own add(), sub() and get()."""
+
+    __slots__ = ()
+
+    def __iadd__(self: _C, n: int) -> _C:
+        self.add(n)
+        return self
+
+    def __isub__(self: _C, n: int) -> _C:
+        self.sub(n)
+        return self
+
+    def __int__(self: _Counting) -> int:
+        return self.get()
+
+    __index__ = __int__
+
+    def _repr_state(self: _Counting) -> str:
+        return f"value={self.get()}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._errors import NotOwnerError, ObjectTypeError
+from .._surface import CounterOperators
 from . import _protocol as P
 from ._base import RedisObject, blocking_timeout, check_release_count, wait_timeout
 from ._zone import RedisZone, Wait, new_id, process_identity
@@ -505,7 +506,7 @@ class RedisCounterStats:
     value: int
 
 
-class RedisCounter(RedisObject):
+class RedisCounter(CounterOperators, RedisObject):
     """A signed 64-bit integer changed atomically by the server (INCRBY):
     ``add(n=1)``, ``sub(n=1)``, ``inc()``, ``dec()`` return the new value; ``get()``,
     ``set(v)``, ``exchange(v)`` (returns the old value), ``compare_and_swap(expected,
@@ -582,22 +583,6 @@ class RedisCounter(RedisObject):
     def value(self, v: int) -> None:
         self.set(v)
 
-    def __iadd__(self, n: int) -> Self:
-        self.add(n)
-        return self
-
-    def __isub__(self, n: int) -> Self:
-        self.sub(n)
-        return self
-
-    def __int__(self) -> int:
-        return self.get()
-
-    __index__ = __int__
-
     def statistics(self) -> RedisCounterStats:
         return RedisCounterStats(self._name, self.get())
-
-    def _repr_state(self) -> str:
-        return f"value={self.get()}"
 
