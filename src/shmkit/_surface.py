@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from ._types import Key
 
-__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name", "CounterOperators"]
+__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name", "CounterOperators", "LateBound"]
 
 _MISSING = object()
 
@@ -97,3 +97,28 @@ class CounterOperators:
 
     def _repr_state(self: _Counting) -> str:
         return f"value={self.get()}"
+
+
+# -- the late-bound factories of Zone and RedisZone ----------------------------------------------
+
+class LateBound:
+    """The constructor behind a zone's factory method (``Zone.queue`` -> ``Queue``),
+    found by name in ``table`` (method -> (module of ``package``, attribute)) and imported
+    on first use: the structures' modules import the zone's module, so it cannot import
+    them (tests/test_layers.py checks the table)."""
+
+    __slots__ = ("_package", "_table", "_resolved")
+
+    def __init__(self, package: str, table: Mapping[str, tuple[str, str]]) -> None:
+        self._package = package
+        self._table = table
+        self._resolved: dict[str, Any] = {}
+
+    def __call__(self, method: str) -> Any:
+        try:
+            return self._resolved[method]
+        except KeyError:
+            module, attr = self._table[method]
+            made = getattr(importlib.import_module(f"{self._package}.{module}"), attr)
+            self._resolved[method] = made
+            return made

@@ -12,7 +12,6 @@ map it at different addresses.  The bytes are specified in ``core/layout.h``.
 from __future__ import annotations
 
 import builtins
-import importlib
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import _core
 from ._checks import check_object_name
 from ._errors import ClosedError, ZoneInitError
+from ._surface import LateBound
 from .segment import Segment
 
 if TYPE_CHECKING:
@@ -87,18 +87,8 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "board": ("board", "Board"),
     "config": ("config", "SharedConfig"),
 }
-_resolved: dict[str, Any] = {}
-
-
-def _factory(method: str) -> Any:
-    """The constructor behind ``Zone.<method>``, imported on first use."""
-    try:
-        return _resolved[method]
-    except KeyError:
-        module, attr = _FACTORIES[method]
-        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        _resolved[method] = made
-        return made
+#: the constructor behind ``Zone.<method>``, imported on first use
+_factory = LateBound("shmkit", _FACTORIES)
 
 
 DEFAULT_ZONE_SIZE = 32 << 20

@@ -11,7 +11,6 @@ The objects' modules build on this one; the zone reaches them only by name, thro
 from __future__ import annotations
 
 import atexit
-import importlib
 import os
 import socket
 import threading
@@ -29,6 +28,7 @@ from redis import exceptions as rx
 from .._checks import check_object_name
 from .._errors import (ClosedError, InvalidNameError, ObjectExistsError, ObjectNotFoundError,
                        ObjectTypeError, ShmkitTimeoutError, ZoneFullError)
+from .._surface import LateBound
 from . import _protocol as P
 from ._errors import BackendConnectionError
 
@@ -130,18 +130,8 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "board": ("_board", "RedisBoard"),
     "config": ("_board", "RedisConfig"),
 }
-_resolved: dict[str, Any] = {}
-
-
-def _factory(method: str) -> Any:
-    """The constructor behind ``RedisZone.<method>``, imported on first use."""
-    try:
-        return _resolved[method]
-    except KeyError:
-        module, attr = _FACTORIES[method]
-        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        _resolved[method] = made
-        return made
+#: the constructor behind ``RedisZone.<method>``, imported on first use
+_factory = LateBound("shmkit.redis", _FACTORIES)
 
 
 def _check_zone_name(name: object) -> str:
