@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 import types
 from collections.abc import ItemsView, Iterator, Mapping, ValuesView
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._types import Key
 
-__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name", "CounterOperators", "LateBound"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name",
+           "CounterOperators", "ClosingHandle", "LateBound"]
 
 _MISSING = object()
 
@@ -97,6 +101,31 @@ class CounterOperators:
 
     def _repr_state(self: _Counting) -> str:
         return f"value={self.get()}"
+
+
+# -- handles that close: Segment, Zone, Board ------------------------------------------------
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class ClosingHandle:
+    """``with handle:`` closes it at the end, and so does its garbage collection (which
+    never raises: a half-built handle has nothing to close)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self: _Closable, *exc: object) -> None:
+        self.close()
+
+    def __del__(self: _Closable) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 # -- the late-bound factories of Zone and RedisZone ----------------------------------------------

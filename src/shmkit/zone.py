@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import _core
 from ._checks import check_object_name
 from ._errors import ClosedError, ZoneInitError
-from ._surface import LateBound
+from ._surface import ClosingHandle, LateBound
 from .segment import Segment
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def _info(t: tuple[str, int, int, int, int, int, int]) -> ObjectInfo:
                       created_ns, pid)
 
 
-class Zone:
+class Zone(ClosingHandle):
     """A named zone of shared memory with an allocator and named objects.
 
     ``Zone(name, size, *, tag=None, init=None, backend="posix", max_size=None, ...)``
@@ -494,18 +494,6 @@ class Zone:
     def unlink(self) -> None:
         """Remove the zone's name (posix, file) or mark it for destruction (sysv)."""
         self.segment.unlink()
-
-    def __enter__(self) -> Zone:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.backend in ("posix", "file"):
