@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import importlib
 import types
-from collections.abc import ItemsView, Iterator, Mapping, ValuesView
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, MutableMapping, ValuesView
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from ._types import Key
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["LiveItems", "LiveValues", "serializer_by_name", "serializer_from_name",
+__all__ = ["LiveItems", "LiveValues", "LiveMapping", "serializer_by_name", "serializer_from_name",
            "CounterOperators", "ClosingHandle", "LateBound"]
 
 _MISSING = object()
@@ -50,6 +50,54 @@ class LiveValues(ValuesView[Any]):
             value = d.get(key, _MISSING)
             if value is not _MISSING:
                 yield value
+
+
+class LiveMapping(MutableMapping[Key, Any]):
+    """The MutableMapping methods of a dict that other processes change meanwhile, on top
+    of its own ``get_keys``, ``flush_all`` and atomic ``pop``: ``keys()`` also takes
+    OpenResty's ``max_count``, the views skip keys that vanish, ``clear()`` is one
+    ``flush_all()``, ``popitem()`` pops a key that is still there."""
+
+    __slots__ = ()
+
+    def get_keys(self, max_count: int = 1024) -> list[Key]:
+        raise NotImplementedError
+
+    def flush_all(self) -> int:
+        raise NotImplementedError
+
+    @overload
+    def keys(self) -> KeysView[Key]: ...
+
+    @overload
+    def keys(self, max_count: int) -> list[Key]: ...
+
+    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
+        """Without an argument: a live KeysView (the Mapping contract).  With one: a list
+        of at most ``max_count`` keys (0: all of them), like OpenResty's get_keys."""
+        if max_count is None:
+            return KeysView(self)
+        return self.get_keys(max_count)
+
+    def items(self) -> LiveItems:
+        """A live view of (key, value) pairs; keys removed while iterating are skipped."""
+        return LiveItems(self)
+
+    def values(self) -> LiveValues:
+        """A live view of the values; keys removed while iterating are skipped."""
+        return LiveValues(self)
+
+    def clear(self) -> None:
+        """Remove everything (flush_all)."""
+        self.flush_all()
+
+    def popitem(self) -> tuple[Key, Any]:
+        """Remove and return some (key, value) pair; KeyError when the dict is empty."""
+        for key in self:
+            value = self.pop(key, _MISSING)
+            if value is not _MISSING:
+                return key, value
+        raise KeyError("popitem(): dict is empty")
 
 
 def serializer_by_name(serializer: object) -> object:

@@ -21,13 +21,13 @@ type it went in.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterator, KeysView, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._checks import check_dict_serializer, check_object_name
-from ._surface import LiveItems, LiveValues, serializer_by_name, serializer_from_name
+from ._surface import LiveMapping, serializer_by_name, serializer_from_name
 from ._types import Key
 from .zone import Zone, default_zone
 
@@ -69,7 +69,7 @@ class DictStats:
     max_item_size: int      #: the largest item (key + value + 48 bytes) a shard can hold
 
 
-class Dict(_core.Dict, MutableMapping[Key, Any]):
+class Dict(_core.Dict, LiveMapping):
     """A dictionary in shared memory, for any number of processes.
 
     ``Dict(name, capacity=None, *, zone=None, serializer=None, shards=None, clock=None,
@@ -181,26 +181,13 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
                 f"free={self.free_space()}>")
 
     # -- the OpenResty surface implemented in Python -----------------------------------------
-    @overload
-    def keys(self) -> KeysView[Key]: ...
-
-    @overload
-    def keys(self, max_count: int) -> list[Key]: ...
-
-    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
-        """Without an argument: a live KeysView (the Mapping contract).  With one: a list
-        of at most ``max_count`` keys (0: all of them), like OpenResty's get_keys.
-
-        Either way the dict is read a few buckets at a time without holding any lock, so
-        keys written meanwhile may or may not appear; keys present throughout appear
-        exactly once.
-        """
-        if max_count is None:
-            return KeysView(self)
-        return self.get_keys(max_count)
-
     def get_keys(self, max_count: int = 1024) -> list[Key]:
-        """At most ``max_count`` unexpired keys (0: all), as a list (OpenResty's name)."""
+        """At most ``max_count`` unexpired keys (0: all), as a list (OpenResty's name).
+
+        The dict is read a few buckets at a time without holding any lock (so is it by
+        keys() and iteration), so keys written meanwhile may or may not appear; keys
+        present throughout appear exactly once.
+        """
         if not isinstance(max_count, int) or max_count < 0:
             raise ValueError(f"max_count must be an int >= 0 (0: all), not {max_count!r}")
         out: list[Key] = []
@@ -218,26 +205,6 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
         while cursor is not None:
             cursor, batch = self._scan(cursor)
             yield from batch
-
-    def items(self) -> LiveItems:
-        """A live view of (key, value) pairs; keys removed while iterating are skipped."""
-        return LiveItems(self)
-
-    def values(self) -> LiveValues:
-        """A live view of the values; keys removed while iterating are skipped."""
-        return LiveValues(self)
-
-    def clear(self) -> None:
-        """Remove everything (flush_all)."""
-        self.flush_all()
-
-    def popitem(self) -> tuple[Key, Any]:
-        """Remove and return some (key, value) pair; KeyError when the dict is empty."""
-        for key in self:
-            value = self.pop(key, _MISSING)
-            if value is not _MISSING:
-                return key, value
-        raise KeyError("popitem(): dict is empty")
 
     # -- statistics and checks ------------------------------------------------------------------
     def statistics(self) -> DictStats:

@@ -18,15 +18,15 @@ one, ``flush_expired`` has nothing to do).  ``len()``, iteration, ``keys()`` and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, KeysView, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rx
 
 from .._checks import check_dict_serializer
 from .._errors import ObjectMismatchError, ObjectTypeError
-from .._surface import LiveItems, LiveValues, serializer_by_name, serializer_from_name
+from .._surface import LiveMapping, serializer_by_name, serializer_from_name
 from .._types import Key
 from . import _protocol as P
 from ._base import RedisObject
@@ -66,7 +66,7 @@ def _ttl_ms(ttl: object) -> int:
     return max(1, int(round(ttl * 1000)))
 
 
-class RedisDict(RedisObject, MutableMapping[Key, Any]):
+class RedisDict(RedisObject, LiveMapping):
     """A dictionary on Redis with shmkit.Dict's surface.
 
     ``zone.dict(name, capacity=None, *, serializer=None, create=True)``.  ``capacity`` is
@@ -191,19 +191,6 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    @overload
-    def keys(self) -> KeysView[Key]: ...
-
-    @overload
-    def keys(self, max_count: int) -> list[Key]: ...
-
-    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
-        """Without an argument a live KeysView; with one a list of at most ``max_count``
-        keys (0: all), like OpenResty's get_keys."""
-        if max_count is None:
-            return KeysView(self)
-        return self.get_keys(max_count)
-
     def get_keys(self, max_count: int = 1024) -> list[Key]:
         if not isinstance(max_count, int) or max_count < 0:
             raise ValueError(f"max_count must be an int >= 0 (0: all), not {max_count!r}")
@@ -213,15 +200,6 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
             if max_count and len(out) >= max_count:
                 break
         return out
-
-    def items(self) -> LiveItems:
-        return LiveItems(self)
-
-    def values(self) -> LiveValues:
-        return LiveValues(self)
-
-    def clear(self) -> None:
-        self.flush_all()
 
     def pop(self, key: Key, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (atomic); ``default`` or KeyError when
@@ -234,13 +212,6 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
         if r[0] == b"l":
             return [_decode(x, self._loads) for x in r[1:]]
         return _decode(r[1], self._loads)
-
-    def popitem(self) -> tuple[Key, Any]:
-        for key in self:
-            value = self.pop(key, _MISSING)
-            if value is not _MISSING:
-                return key, value
-        raise KeyError("popitem(): dict is empty")
 
     def setdefault(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``; if it is missing, store ``default`` and return it (one
