@@ -553,28 +553,20 @@ def remove_if_same(backend: str, ident: Any, st: os.stat_result | None, *,
     """Remove the segment named ``ident`` if the name still refers to the object we hold
     (never someone else's segment created under the same name since).  True if removed.
     For SysV, ``ident`` is the shmid and ``ctime`` its creation time."""
-    if backend == "posix":
+    if backend in ("posix", "file"):
         assert st is not None  # posix and file segments are removed by identity
-        path = os.path.join(SHM_DIR, ident)
+        path = os.path.join(SHM_DIR, ident) if backend == "posix" else ident
         if not same_file(path, st):
             return False
         mark_removed(path)
         try:
-            _core.unlink_posix(ident)
+            if backend == "posix":
+                _core.unlink_posix(ident)
+            else:
+                os.unlink(ident)
         except FileNotFoundError:
             return False
-        remove_record(file_record_name("posix", st.st_dev, st.st_ino))
-        return True
-    if backend == "file":
-        assert st is not None
-        if not same_file(ident, st):
-            return False
-        mark_removed(ident)
-        try:
-            os.unlink(ident)
-        except FileNotFoundError:
-            return False
-        remove_record(file_record_name("file", st.st_dev, st.st_ino))
+        remove_record(file_record_name(backend, st.st_dev, st.st_ino))
         return True
     if backend == "sysv":
         removed = False
