@@ -190,13 +190,20 @@ def mapping_table() -> dict[tuple[int, int], set[int]]:
             parts = line.split(None, 5)
             if len(parts) < 6 or parts[4] == b"0":
                 continue
-            try:
-                major, minor = parts[3].split(b":")
-                key = (os.makedev(int(major, 16), int(minor, 16)), int(parts[4]))
-            except ValueError:
-                continue
-            table.setdefault(key, set()).add(pid)
+            key = mapped_file(parts)
+            if key is not None:
+                table.setdefault(key, set()).add(pid)
     return table
+
+
+def mapped_file(parts: list[bytes]) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file a line of /proc/<pid>/maps maps (the line split in
+    six: address, perms, offset, dev, inode, path); None when the line does not say."""
+    try:
+        major, minor = parts[3].split(b":")
+        return os.makedev(int(major, 16), int(minor, 16)), int(parts[4])
+    except ValueError:
+        return None
 
 
 def mapping_pids(dev: int, ino: int) -> set[int]:
