@@ -768,14 +768,6 @@ def _args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import fcntl
     import multiprocessing
@@ -783,6 +775,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import tempfile
 
     from . import __version__, _core, _lifecycle
+    from ._ksm import read_text
     from .inventory import sysv_limits
     facts: dict[str, Any] = {"shmkit": __version__, "python": platform.python_version(),
                    "kernel": platform.release(), "layout_version": _core.LAYOUT_VERSION,
@@ -800,7 +793,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
                         "in use")
 
     shm: dict[str, Any] = {"path": _lifecycle.SHM_DIR, "mounted": False}
-    mounts = _read("/proc/mounts") or ""
+    mounts = read_text("/proc/mounts") or ""
     for line in mounts.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[1] == _lifecycle.SHM_DIR:
@@ -882,7 +875,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
             "SharedMemory(name) registers the segment with the resource tracker, which "
             "unlinks it when that process exits; attach with "
             "shmkit.attach_shared_memory(name) instead (see docs/segments.md)")
-    facts["overcommit_memory"] = _read("/proc/sys/vm/overcommit_memory")
+    facts["overcommit_memory"] = read_text("/proc/sys/vm/overcommit_memory")
     facts["start_method"] = {
         "set": multiprocessing.get_start_method(allow_none=True),
         "available": multiprocessing.get_all_start_methods()}
