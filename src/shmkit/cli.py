@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .dashboard.collect import ZoneSpec
     from .inventory import SegmentInfo
     from .segment import Segment, SegmentStat
-    from .zone import Zone
+    from .zone import ObjectInfo, Zone
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -363,17 +363,21 @@ def _zone_spec(target: dict[str, Any], info: SegmentInfo | None = None) -> ZoneS
     return ZoneSpec("sysv", key=key)
 
 
+def _find_object(z: Zone, obj_name: str, where: str) -> ObjectInfo:
+    """``obj_name``'s entry in the directory of ``z``; CliError (not found) naming
+    ``where`` the zone is."""
+    try:
+        return z.find(obj_name)
+    except LookupError:
+        raise CliError(f"no object named {obj_name!r} in {where}", EXIT_NOT_FOUND) from None
+
+
 def _info_object(args: argparse.Namespace, target: dict[str, Any], obj_name: str) -> int:
     """``shmkit info ZONE/OBJECT``: one object's directory entry and statistics."""
     from .dashboard.collect import collect_object
     z = _open_zone(target, _find(target))
     try:
-        try:
-            info = z.find(obj_name)
-        except LookupError:
-            raise CliError(f"no object named {obj_name!r} in {_describe(target)}",
-                           EXIT_NOT_FOUND) from None
-        entry = collect_object(z, info)
+        entry = collect_object(z, _find_object(z, obj_name, _describe(target)))
     finally:
         z.close()
     entry["zone"] = _zone_spec(target).label
@@ -677,11 +681,7 @@ def _rm_object(text: str, force: bool) -> None:
     others = max(seg.nattch, seg.handles)
     z = _open_zone(target, seg)
     try:
-        try:
-            info = z.find(obj_name)
-        except LookupError:
-            raise CliError(f"no object named {obj_name!r} in zone {zone_name!r}",
-                           EXIT_NOT_FOUND) from None
+        info = _find_object(z, obj_name, f"zone {zone_name!r}")
         reasons = _object_users(collect_object(z, info))
         if others:
             reasons.append(f"zone {zone_name!r} is attached by {others} other process(es), "
