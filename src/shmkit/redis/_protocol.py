@@ -259,6 +259,20 @@ local function unwait(base, wkey, wid)
     redis.call('DEL', base .. ':w:' .. wid)
   end
 end
+-- renew the leases of ARGV[3..] (members of sorted set `zkey`, scored by expiry) by
+-- ARGV[2] milliseconds; returns those no longer there (their lease ran out, reclaimed)
+local function renew_leases(zkey)
+  local now = now_ms()
+  local lost = {}
+  for i = 3, #ARGV do
+    if redis.call('ZSCORE', zkey, ARGV[i]) then
+      redis.call('ZADD', zkey, now + tonumber(ARGV[2]), ARGV[i])
+    else
+      lost[#lost + 1] = ARGV[i]
+    end
+  end
+  return lost
+end
 -- register `wid` to be woken for the next `ms` milliseconds (and a second of slack);
 -- waiters whose time is over (they timed out, or died) are dropped on the way
 local function wait_on(wkey, wid, ms)
@@ -459,16 +473,7 @@ return v
 
 SEM_RENEW = _script("sem_renew", r"""
 -- ARGV: base, lease_ms, units...  Returns the units that are no longer held (reclaimed).
-local now = now_ms()
-local lost = {}
-for i = 3, #ARGV do
-  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
+return renew_leases(KEYS[2])
 """)
 
 SEM_STATE = _script("sem_state", _SEM_COMMON + r"""
@@ -915,16 +920,7 @@ return release_consumer(ARGV[1], redis.call('HGET', META, 'delivery') == 'at-lea
 
 QUEUE_RENEW = _script("queue_renew", _QUEUE_COMMON + r"""
 -- ARGV: '', lease_ms, consumer ids...  The ids that are no longer registered.
-local now = now_ms()
-local lost = {}
-for i = 3, #ARGV do
-  if redis.call('ZSCORE', CONS, ARGV[i]) then
-    redis.call('ZADD', CONS, now + tonumber(ARGV[2]), ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
+return renew_leases(CONS)
 """)
 
 QUEUE_STATE = _script("queue_state", _QUEUE_COMMON + r"""
