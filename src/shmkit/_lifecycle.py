@@ -98,26 +98,26 @@ def proc_alive(pid: int | None, start: int | None) -> bool | None:
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
+def _lock_if_supported(fd: int, byte: int, kind: int, wait: bool) -> bool:
+    """_core.ofd_lock; False also when the file system has no OFD locks."""
+    try:
+        return _core.ofd_lock(fd, byte, kind, wait)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
+
+
 def hold_attach(fd: int, wait: bool = True) -> bool:
     """Take this handle's read lock on LOCKBYTE_ATTACH (blocks while someone holds the
     write lock to remove the segment; that lasts microseconds).  False if the file
     system has no OFD locks."""
-    try:
-        return _core.ofd_lock(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            return False
-        raise
+    return _lock_if_supported(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
 
 
 def hold_creator(fd: int) -> bool:
     """Take the creator's write lock; False if it cannot be had (no OFD locks here)."""
-    try:
-        return _core.ofd_lock(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            return False
-        raise
+    return _lock_if_supported(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
 
 
 def try_exclusive(fd: int, byte: int) -> bool:
