@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["LiveItems", "LiveValues", "LiveMapping", "serializer_by_name", "serializer_from_name",
-           "CounterOperators", "ClosingHandle", "LateBound"]
+           "CounterOperators", "ClosingHandle", "ObjectDirectory", "LateBound"]
 
 _MISSING = object()
 
@@ -176,7 +176,26 @@ class ClosingHandle:
             pass
 
 
-# -- the late-bound factories of Zone and RedisZone ----------------------------------------------
+# -- zones: Zone and RedisZone -------------------------------------------------------------------
+
+class _Directory(Protocol):
+    def find(self, name: str) -> object: ...
+
+
+class ObjectDirectory:
+    """``name in zone``: whether the zone's directory has an object of that name (its
+    ``find()`` does not raise LookupError)."""
+
+    __slots__ = ()
+
+    def __contains__(self: _Directory, name: str) -> bool:
+        try:
+            self.find(name)
+            return True
+        except LookupError:
+            return False
+
+
 
 class LateBound:
     """The constructor behind a zone's factory method (``Zone.queue`` -> ``Queue``),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import _core
 from ._checks import check_object_name
 from ._errors import ClosedError, ZoneInitError
-from ._surface import ClosingHandle, LateBound
+from ._surface import ClosingHandle, LateBound, ObjectDirectory
 from .segment import Segment
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def _info(t: tuple[str, int, int, int, int, int, int]) -> ObjectInfo:
                       created_ns, pid)
 
 
-class Zone(ClosingHandle):
+class Zone(ClosingHandle, ObjectDirectory):
     """A named zone of shared memory with an allocator and named objects.
 
     ``Zone(name, size, *, tag=None, init=None, backend="posix", max_size=None, ...)``
@@ -355,13 +355,6 @@ class Zone(ClosingHandle):
     def objects(self) -> list[ObjectInfo]:
         """Every named object in the zone."""
         return [_info(t) for t in self._live().obj_list()]
-
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.find(name)
-            return True
-        except LookupError:
-            return False
 
     # -- statistics and checks --------------------------------------------------------------
     def statistics(self) -> ZoneStats:

@@ -28,7 +28,7 @@ from redis import exceptions as rx
 from .._checks import check_object_name
 from .._errors import (ClosedError, InvalidNameError, ObjectExistsError, ObjectNotFoundError,
                        ObjectTypeError, ShmkitTimeoutError, ZoneFullError)
-from .._surface import LateBound
+from .._surface import LateBound, ObjectDirectory
 from . import _protocol as P
 from ._errors import BackendConnectionError
 
@@ -163,7 +163,7 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(rest))), zone
 
 
-class RedisZone:
+class RedisZone(ObjectDirectory):
     """A zone whose objects live on a Redis server or Redis Cluster.
 
     ``RedisZone(name, url="redis://localhost:6379/0", *, lease=30.0, cluster=None,
@@ -458,13 +458,6 @@ class RedisZone:
         else:
             items = None
         return items, nbytes
-
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.find(name)
-            return True
-        except LookupError:
-            return False
 
     def destroy(self, name: str) -> None:
         """Remove the object ``name``: every key it has and its directory entry.  Other
