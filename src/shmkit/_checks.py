@@ -16,7 +16,8 @@ from ._errors import InvalidNameError
 if TYPE_CHECKING:
     from ._types import SerializerArg
 
-__all__ = ["check_object_name", "check_posix_name", "check_int", "check_serializer"]
+__all__ = ["check_object_name", "check_posix_name", "check_int", "check_serializer",
+           "check_dict_serializer"]
 
 
 def check_object_name(name: object) -> str:
@@ -93,4 +94,19 @@ def check_serializer(serializer: SerializerArg | None) -> tuple[
     if not callable(dumps) or not callable(loads):
         raise TypeError("serializer must have callable dumps() and loads() (like the pickle "
                         "module), or be a (dumps, loads) pair")
+    return dumps, loads
+
+
+def check_dict_serializer(serializer: object) -> tuple[
+        Callable[..., Any] | None, Callable[..., Any] | None]:
+    """``serializer=`` of a dict (shmkit.Dict, RedisDict): an object with ``dumps`` and
+    ``loads`` (like the pickle module) -> the two functions; None -> (None, None).
+    TypeError for anything else."""
+    if serializer is None:
+        return None, None
+    dumps = getattr(serializer, "dumps", None)
+    loads = getattr(serializer, "loads", None)
+    if not callable(dumps) or not callable(loads):
+        raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj "
+                        f"(like the pickle module), not {serializer!r}")
     return dumps, loads

@@ -98,26 +98,26 @@ def proc_alive(pid: int | None, start: int | None) -> bool | None:
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
+def _lock_if_supported(fd: int, byte: int, kind: int, wait: bool) -> bool:
+    """_core.ofd_lock; False also when the file system has no OFD locks."""
+    try:
+        return _core.ofd_lock(fd, byte, kind, wait)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
+
+
 def hold_attach(fd: int, wait: bool = True) -> bool:
     """Take this handle's read lock on LOCKBYTE_ATTACH (blocks while someone holds the
     write lock to remove the segment; that lasts microseconds).  False if the file
     system has no OFD locks."""
-    try:
-        return _core.ofd_lock(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            return False
-        raise
+    return _lock_if_supported(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
 
 
 def hold_creator(fd: int) -> bool:
     """Take the creator's write lock; False if it cannot be had (no OFD locks here)."""
-    try:
-        return _core.ofd_lock(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            return False
-        raise
+    return _lock_if_supported(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
 
 
 def try_exclusive(fd: int, byte: int) -> bool:
@@ -190,13 +190,20 @@ def mapping_table() -> dict[tuple[int, int], set[int]]:
             parts = line.split(None, 5)
             if len(parts) < 6 or parts[4] == b"0":
                 continue
-            try:
-                major, minor = parts[3].split(b":")
-                key = (os.makedev(int(major, 16), int(minor, 16)), int(parts[4]))
-            except ValueError:
-                continue
-            table.setdefault(key, set()).add(pid)
+            key = mapped_file(parts)
+            if key is not None:
+                table.setdefault(key, set()).add(pid)
     return table
+
+
+def mapped_file(parts: list[bytes]) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file a line of /proc/<pid>/maps maps (the line split in
+    six: address, perms, offset, dev, inode, path); None when the line does not say."""
+    try:
+        major, minor = parts[3].split(b":")
+        return os.makedev(int(major, 16), int(minor, 16)), int(parts[4])
+    except ValueError:
+        return None
 
 
 def mapping_pids(dev: int, ino: int) -> set[int]:
@@ -587,28 +594,20 @@ def remove_if_same(backend: str, ident: Any, st: os.stat_result | None, *,
     """Remove the segment named ``ident`` if the name still refers to the object we hold
     (never someone else's segment created under the same name since).  True if removed.
     For SysV, ``ident`` is the shmid and ``ctime`` its creation time."""
-    if backend == "posix":
+    if backend in ("posix", "file"):
         assert st is not None  # posix and file segments are removed by identity
-        path = os.path.join(SHM_DIR, ident)
+        path = os.path.join(SHM_DIR, ident) if backend == "posix" else ident
         if not same_file(path, st):
             return False
         mark_removed(path)
         try:
-            _core.unlink_posix(ident)
+            if backend == "posix":
+                _core.unlink_posix(ident)
+            else:
+                os.unlink(ident)
         except FileNotFoundError:
             return False
-        remove_record(file_record_name("posix", st.st_dev, st.st_ino))
-        return True
-    if backend == "file":
-        assert st is not None
-        if not same_file(ident, st):
-            return False
-        mark_removed(ident)
-        try:
-            os.unlink(ident)
-        except FileNotFoundError:
-            return False
-        remove_record(file_record_name("file", st.st_dev, st.st_ino))
+        remove_record(file_record_name(backend, st.st_dev, st.st_ino))
         return True
     if backend == "sysv":
         removed = False

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .dashboard.collect import ZoneSpec
     from .inventory import SegmentInfo
     from .segment import Segment, SegmentStat
-    from .zone import Zone
+    from .zone import ObjectInfo, Zone
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -379,17 +379,21 @@ def _zone_spec(target: dict[str, Any], info: SegmentInfo | None = None) -> ZoneS
     return ZoneSpec("sysv", key=key)
 
 
+def _find_object(z: Zone, obj_name: str, where: str) -> ObjectInfo:
+    """``obj_name``'s entry in the directory of ``z``; CliError (not found) naming
+    ``where`` the zone is."""
+    try:
+        return z.find(obj_name)
+    except LookupError:
+        raise CliError(f"no object named {obj_name!r} in {where}", EXIT_NOT_FOUND) from None
+
+
 def _info_object(args: argparse.Namespace, target: dict[str, Any], obj_name: str) -> int:
     """``shmkit info ZONE/OBJECT``: one object's directory entry and statistics."""
     from .dashboard.collect import collect_object
     z = _open_zone(target, _find(target))
     try:
-        try:
-            info = z.find(obj_name)
-        except LookupError:
-            raise CliError(f"no object named {obj_name!r} in {_describe(target)}",
-                           EXIT_NOT_FOUND) from None
-        entry = collect_object(z, info)
+        entry = collect_object(z, _find_object(z, obj_name, _describe(target)))
     finally:
         z.close()
     entry["zone"] = _zone_spec(target).label
@@ -702,11 +706,7 @@ def _rm_object(text: str, force: bool) -> None:
     others = max(seg.nattch, seg.handles)
     z = _open_zone(target, seg)
     try:
-        try:
-            info = z.find(obj_name)
-        except LookupError:
-            raise CliError(f"no object named {obj_name!r} in zone {zone_name!r}",
-                           EXIT_NOT_FOUND) from None
+        info = _find_object(z, obj_name, f"zone {zone_name!r}")
         reasons = _object_users(collect_object(z, info))
         if others:
             reasons.append(f"zone {zone_name!r} is attached by {others} other process(es), "
@@ -793,14 +793,6 @@ def _args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import fcntl
     import multiprocessing
@@ -808,6 +800,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import tempfile
 
     from . import __version__, _core, _lifecycle
+    from ._ksm import read_text
     from .inventory import sysv_limits
     facts: dict[str, Any] = {"shmkit": __version__, "python": platform.python_version(),
                    "kernel": platform.release(), "layout_version": _core.LAYOUT_VERSION,
@@ -825,7 +818,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
                         "in use")
 
     shm: dict[str, Any] = {"path": _lifecycle.SHM_DIR, "mounted": False}
-    mounts = _read("/proc/mounts") or ""
+    mounts = read_text("/proc/mounts") or ""
     for line in mounts.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[1] == _lifecycle.SHM_DIR:
@@ -906,7 +899,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
             "SharedMemory(name) registers the segment with the resource tracker, which "
             "unlinks it when that process exits; attach with "
             "shmkit.attach_shared_memory(name) instead (see docs/segments.md)")
-    facts["overcommit_memory"] = _read("/proc/sys/vm/overcommit_memory")
+    facts["overcommit_memory"] = read_text("/proc/sys/vm/overcommit_memory")
     facts["start_method"] = {
         "set": multiprocessing.get_start_method(allow_none=True),
         "available": multiprocessing.get_all_start_methods()}

@@ -363,12 +363,9 @@ def _deleted_shm_objects() -> dict[tuple[int, int], dict[str, Any]]:
             target = os.fsdecode(parts[5])
             if not target.startswith(prefix):
                 continue
-            try:
-                major, minor = parts[3].split(b":")
-                key = (os.makedev(int(major, 16), int(minor, 16)), int(parts[4]))
-            except ValueError:
-                continue
-            add(key, target, pid, f"/proc/{p}/map_files/{parts[0].decode()}")
+            key = _lifecycle.mapped_file(parts)
+            if key is not None:
+                add(key, target, pid, f"/proc/{p}/map_files/{parts[0].decode()}")
     return out
 
 

@@ -57,6 +57,7 @@ from . import _core, _lifecycle
 from ._checks import check_int, check_posix_name
 from ._errors import (ClosedError, InvalidArgumentError, InvalidNameError, SegmentExistsError,
                       SegmentNotFoundError, ShmkitError)
+from ._surface import ClosingHandle
 
 if TYPE_CHECKING:
     from ._lifecycle import FdOrPath, Record
@@ -143,7 +144,7 @@ class SegmentStat:
 _live: "weakref.WeakSet[Segment]" = weakref.WeakSet()
 
 
-class Segment:
+class Segment(ClosingHandle):
     """A mapping of shared memory.
 
     ``Segment(name, mode="c", size=0, *, backend=None, lifecycle=None, ...)`` opens or
@@ -914,18 +915,6 @@ class Segment:
             _lifecycle.remove_record(_lifecycle.sysv_record_name(shmid, self._ctime))
         else:
             raise ValueError(f"{self.backend} segments have no name to unlink")
-
-    def __enter__(self) -> Segment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.backend == "posix":

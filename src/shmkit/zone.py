@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import importlib
 import os
 import struct
 import threading
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import _core
 from ._checks import check_object_name
 from ._errors import ClosedError, SegmentExistsError, ZoneInitError
+from ._surface import ClosingHandle, LateBound, ObjectDirectory
 from .segment import Segment
 
 if TYPE_CHECKING:
@@ -89,18 +89,8 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "board": ("board", "Board"),
     "config": ("config", "SharedConfig"),
 }
-_resolved: dict[str, Any] = {}
-
-
-def _factory(method: str) -> Any:
-    """The constructor behind ``Zone.<method>``, imported on first use."""
-    try:
-        return _resolved[method]
-    except KeyError:
-        module, attr = _FACTORIES[method]
-        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        _resolved[method] = made
-        return made
+#: the constructor behind ``Zone.<method>``, imported on first use
+_factory = LateBound("shmkit", _FACTORIES)
 
 
 DEFAULT_ZONE_SIZE = 32 << 20
@@ -172,7 +162,7 @@ def _check_uint(what: str, value: object, minimum: int = 0, bits: int = 64) -> i
     return value
 
 
-class Zone:
+class Zone(ClosingHandle, ObjectDirectory):
     """A named zone of shared memory with an allocator and named objects.
 
     ``Zone(name, size, *, tag=None, init=None, backend="posix", max_size=None, ...)``
@@ -413,13 +403,6 @@ class Zone:
         """Every named object in the zone."""
         return [_info(t) for t in self._live().obj_list()]
 
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.find(name)
-            return True
-        except LookupError:
-            return False
-
     # -- statistics and checks --------------------------------------------------------------
     def statistics(self) -> ZoneStats:
         """Allocator statistics (see ZoneStats)."""
@@ -551,18 +534,6 @@ class Zone:
     def unlink(self) -> None:
         """Remove the zone's name (posix, file) or mark it for destruction (sysv)."""
         self.segment.unlink()
-
-    def __enter__(self) -> Zone:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.backend in ("posix", "file"):

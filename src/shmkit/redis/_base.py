@@ -144,3 +144,12 @@ def wait_timeout(timeout: object) -> float | None:
     if timeout > threading.TIMEOUT_MAX:
         raise OverflowError("timeout value is too large")
     return max(float(timeout), 0.0)
+
+
+def check_release_count(n: object) -> int:
+    """``release(n)`` of a semaphore: an int >= 1."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if n < 1:
+        raise ValueError("n must be one or more")
+    return n
