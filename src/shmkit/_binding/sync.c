@@ -213,15 +213,16 @@ static PyObject *acquire_result(SyncObject *o, int r)
     return shk_py_raise(r, "acquire");
 }
 
-/* acquire(blocking=True, timeout=-1)'s arguments, as parse_blocking_timeout gives them. */
-static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                              struct timespec *deadline, int *has, uint32_t *flags)
+/* acquire(blocking=True, timeout=...)'s arguments under a timeout rule (binding.h). */
+static int parse_acquire_args(int rule, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, struct timespec *deadline, int *has,
+                              uint32_t *flags)
 {
     static const char *const names[] = {"blocking", "timeout"};
     PyObject *a[2];
     if (shk_py_parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
         return -1;
-    return shk_py_acquire_args(a[0], a[1], deadline, has, flags);
+    return shk_py_acquire_args(rule, a[0], a[1], deadline, has, flags);
 }
 
 /* acquire() the full way: parse its arguments, wait with op, say how it ended. */
@@ -231,7 +232,8 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
+    int rule = o->type == SHK_OBJ_SEMAPHORE ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK;
+    if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     return acquire_result(o, run_wait(o, op, obj, &w, NULL));
@@ -409,14 +411,16 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
         if (shk_py_parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
             return NULL;
         if (a[0]) {
-            long v = PyLong_AsLong(a[0]);
+            int over;
+            long v = PyLong_AsLongAndOverflow(a[0], &over);
             if (v == -1 && PyErr_Occurred())
                 return NULL;
-            if (v < 1)
+            if (v < 1 && over <= 0)
                 return PyErr_Format(PyExc_ValueError, "n must be one or more");
-            if (v > (long)(UINT32_MAX >> 1))
-                return PyErr_Format(PyExc_OverflowError, "n is too large");
-            n = (unsigned long)v;
+            /* more than a semaphore can count: the core says which error (a bounded one
+             * was "released too many times", as threading's) */
+            n = over > 0 || v > (long)(UINT32_MAX >> 1) ? (UINT32_MAX >> 1) + 1ul
+                                                        : (unsigned long)v;
         }
     }
     int r = shk_sem_release(o->sh, (uint32_t)n);
@@ -574,7 +578,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     int has = 0;
     uint32_t flags = 0;
     if ((nargs || kwnames) &&
-        parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
+        parse_acquire_args(SHK_PY_TIMEOUT_LOCK, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     struct shk_rw_reader rd = {o->sh, o->slot};
@@ -1187,6 +1191,7 @@ int shk_init_sync(PyObject *m)
         {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
         {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
         {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
+        {"SEM_VALUE_MAX", UINT32_MAX >> 1},
         {NULL},
     };
     if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)
