@@ -51,8 +51,12 @@ __all__ = [
     "Lock", "RLock", "RWLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
     "Barrier", "Value", "Array", "Counter", "configure", "SyncConfig",
     "LockStats", "RWLockStats", "SemaphoreStats", "EventStats", "ConditionStats",
-    "BarrierStats", "ValueStats", "CounterStats",
+    "BarrierStats", "ValueStats", "CounterStats", "TIMEOUT_MAX",
 ]
+
+#: The longest timeout a blocking call takes (threading.TIMEOUT_MAX): a longer one raises
+#: OverflowError, as in threading.
+TIMEOUT_MAX: float = _core.TIMEOUT_MAX
 
 
 # --------------------------------------------------------------------------------------
@@ -138,11 +142,20 @@ def _reopen(cls, zone, name, kwargs):
     return cls(name, zone=_canonical(zone), create=False, **kwargs)
 
 
-def _check_int(value, what, minimum):
+#: Barrier parties a zone's barrier can hold (core/sync.c MAX_PARTIES).
+_MAX_PARTIES = 65536
+
+
+def _check_int(value: object, what: str, minimum: int, maximum: int | None = None,
+               too_large: type[Exception] = ValueError) -> int:
+    """An int argument (bool is not one) in [minimum, maximum]: TypeError, ValueError
+    below, ``too_large`` above (what a shared object can hold)."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise too_large(f"{what} must be <= {maximum} in shared memory, not {value}")
     return value
 
 
@@ -414,7 +427,7 @@ class Semaphore(_Named, _core.Semaphore):
 
     def __new__(cls, name, value=1, *, undo=False, max_processes=64, zone=None, create=True):
         zone = _zone_arg(zone)
-        _check_int(value, "semaphore initial value", 0)
+        _check_int(value, "semaphore initial value", 0, _core.SEM_VALUE_MAX, OverflowError)
         _check_int(max_processes, "max_processes", 1)
         flags = (_core.SYNCF_BOUNDED if cls._bounded else 0) | (_core.SYNCF_UNDO if undo else 0)
         off, created = _open(zone, name, _core.OBJ_SEMAPHORE, flags=flags, create=create,
@@ -528,6 +541,9 @@ class ConditionStats:
     waits: int
 
 
+_NOTIFY_MAX = 2**31 - 1
+
+
 def _condition_lock(zone, name):
     return Condition(name, zone=_canonical(zone), create=False)._lock
 
@@ -594,6 +610,11 @@ class Condition(_Named, _core.Condition):
     def release(self):
         self._lock.release()
 
+    def _is_owned(self) -> bool:
+        """Is the lock held by the caller (threading.Condition's helper, which code
+        built on Condition calls)?"""
+        return self._lock._is_owned()
+
     def __enter__(self):
         return self._lock.__enter__()
 
@@ -630,7 +651,7 @@ class Condition(_Named, _core.Condition):
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n > 0:
-            self._notify(n)
+            self._notify(min(n, _NOTIFY_MAX))  # more than can wait is all of them
 
     def notify_all(self) -> None:
         """Wake up every waiter (the lock must be held)."""
@@ -688,7 +709,7 @@ class Barrier(_Named, _core.Barrier):
 
     def __new__(cls, name, parties, action=None, timeout=None, *, zone=None, create=True):
         zone = _zone_arg(zone)
-        _check_int(parties, "parties", 1)
+        _check_int(parties, "parties", 1, _MAX_PARTIES)
         if action is not None and not callable(action):
             raise TypeError("action must be callable or None")
         off, created = _open(zone, name, _core.OBJ_BARRIER, create=create, a=parties)
