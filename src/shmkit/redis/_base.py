@@ -3,9 +3,8 @@ conventions of threading."""
 
 from __future__ import annotations
 
-import math
-import threading
 
+from .. import _core
 from .._errors import ClosedError
 from ._zone import RedisZone, _check_lease
 
@@ -83,37 +82,14 @@ def _reopen(cls, zone, name, kwargs):
 
 
 def blocking_timeout(blocking, timeout, *, default=-1) -> float | None:
-    """threading's ``acquire(blocking, timeout)`` conventions: the seconds to wait, None
-    for ever, 0 for a single try."""
-    blocking = bool(blocking)
-    if timeout is None:
-        timeout = default if default is not None else None
-    if timeout is not None:
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-            raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-        if math.isnan(timeout):
-            raise ValueError("timeout must not be NaN")
-        if not blocking and timeout != default:
-            raise ValueError("can't specify a timeout for a non-blocking call")
-        if timeout < 0 and timeout != -1:
-            raise ValueError("timeout value must be a non-negative number")
-        if timeout > threading.TIMEOUT_MAX:
-            raise OverflowError("timeout value is too large")
-    if not blocking:
-        return 0.0
-    if timeout is None or timeout == -1:
-        return None
-    return float(timeout)
+    """threading's ``acquire(blocking, timeout)`` conventions, checked by the same code as
+    the local objects' (shmkit._core.timeout_seconds): the seconds to wait, None for
+    ever, 0 for a single try.  ``default=-1``: Lock's rules (-1 is forever);
+    ``default=None``: Semaphore's (None is forever, <= 0 a single try)."""
+    rule = _core.TIMEOUT_LOCK if default is not None else _core.TIMEOUT_SEMAPHORE
+    return _core.timeout_seconds(timeout, blocking, rule)
 
 
 def wait_timeout(timeout) -> float | None:
-    """``wait(timeout=None)``: None for ever, <= 0 a single look."""
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-    if math.isnan(timeout):
-        raise ValueError("timeout must not be NaN")
-    if timeout > threading.TIMEOUT_MAX:
-        raise OverflowError("timeout value is too large")
-    return max(float(timeout), 0.0)
+    """``wait(timeout=None)``: None for ever, 0.0 (<= 0) a single look, else seconds."""
+    return _core.timeout_seconds(timeout, True, _core.TIMEOUT_WAIT)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from .._errors import NotOwnerError, ObjectTypeError
+from .. import _core
+from .._errors import NotOwnerError, ObjectTypeError, TooLargeError
+from ..sync import _check_int
 from . import _protocol as P
 from ._base import RedisObject, blocking_timeout, wait_timeout
 from ._errors import BackendConnectionError
@@ -249,10 +251,7 @@ class RedisSemaphore(RedisObject):
                  max_processes: int | None = None):
         # undo and max_processes are shmkit.Semaphore's: every unit here is leased to its
         # process, which is what undo=True means, for any number of processes
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"semaphore initial value must be an int, not {type(value).__name__}")
-        if value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
+        _check_int(value, "semaphore initial value", 0, _core.SEM_VALUE_MAX, OverflowError)
         self._setup(zone, name, create=create, lease=lease)
         self._keys = (f"{self._base}:sem", f"{self._base}:holders", f"{self._base}:waiters")
         initial, bounded = zone.run(P.SEM_INIT, self._keys,
@@ -315,6 +314,9 @@ class RedisSemaphore(RedisObject):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 1:
             raise ValueError("n must be one or more")
+        if n > _core.SEM_VALUE_MAX:  # as the local semaphore: more than it can count
+            raise TooLargeError("Semaphore released too many times" if self._bounded
+                                else "semaphore value would overflow")
         zone = self._live()
         units = _my_units(self._base)
         with _units_lock:
