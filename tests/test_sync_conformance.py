@@ -608,3 +608,34 @@ def test_sequences(zone, kind, steps):
                 ref.acquire()
             elif expected == ("ok", "bool", True):
                 ref.release()
+
+
+# ---- the asyncio twins take the same arguments -----------------------------------------
+
+def test_aio_twins_follow_the_same_rules(zone):
+    import asyncio
+
+    async def main() -> None:
+        lk, rl = zone.lock(f"al-{next(_names)}"), zone.rlock(f"ar-{next(_names)}")
+        sem, ev = zone.semaphore(f"as-{next(_names)}", 1), zone.event(f"ae-{next(_names)}")
+        for aio in (lk.aio, rl.aio):
+            for timeout, exc in ((1e100, OverflowError), (math.nan, ValueError),
+                                 ("1", TypeError), (-0.5, ValueError)):
+                with pytest.raises(exc):
+                    await aio.acquire(True, timeout)
+            with pytest.raises(ValueError, match="non-blocking"):
+                await aio.acquire(False, 1)
+        assert await rl.aio.acquire()
+        with pytest.raises(OverflowError):     # re-entering checks its arguments too
+            await rl.aio.acquire(True, 1e100)
+        rl.aio.release()
+        with pytest.raises(ValueError, match="non-blocking"):
+            await sem.aio.acquire(False, -1)
+        assert await sem.aio.acquire(True, -0.5) is True   # Semaphore's rule: one attempt
+        assert await sem.aio.acquire(True, -0.5) is False
+        for timeout, exc in ((1e100, OverflowError), (math.nan, ValueError), ("1", TypeError)):
+            with pytest.raises(exc):
+                await ev.aio.wait(timeout)
+        assert await ev.aio.wait(-1) is False
+
+    asyncio.run(main())

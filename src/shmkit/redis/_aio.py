@@ -432,7 +432,13 @@ class AioEvent:
     async def wait(self, timeout: float | None = None) -> bool:
         ev = self._event
         zone = ev._live()
-        w = Wait(zone, ev._base, wait_timeout(timeout))
+        try:
+            seconds = wait_timeout(timeout)
+        except (TypeError, ValueError, OverflowError):
+            if ev.is_set():  # as threading's Event (one round trip, on this error path only)
+                return True
+            raise
+        w = Wait(zone, ev._base, seconds)
         seen = ""
         while True:
             wid, prev, ms = w.round()

@@ -423,7 +423,12 @@ class RedisEvent(RedisObject):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set (True) or ``timeout`` seconds pass (False)."""
-        seconds = wait_timeout(timeout)
+        try:
+            seconds = wait_timeout(timeout)
+        except (TypeError, ValueError, OverflowError):
+            if self.is_set():  # as threading's (and the local) Event: no wait, no look
+                return True
+            raise
         zone = self._live()
         w = Wait(zone, self._base, seconds)
         seen = ""
