@@ -547,9 +547,9 @@ static PyObject *core_timeout_seconds(PyObject *self, PyObject *const *args, Py_
 static PyMethodDef common_functions[] = {
     {"timeout_seconds", (PyCFunction)(void (*)(void))core_timeout_seconds,
      METH_FASTCALL | METH_KEYWORDS,
-     "timeout_seconds(timeout, blocking=True, rule=TIMEOUT_LOCK)\n--\n\nA blocking call's "
+     "timeout_seconds(timeout, blocking=True, rule=0)\n--\n\nA blocking call's "
      "(blocking, timeout) checked as threading checks them: None (forever), 0.0 (a single "
-     "attempt) or seconds.  rule: TIMEOUT_LOCK, TIMEOUT_SEMAPHORE or TIMEOUT_WAIT."},
+     "attempt) or seconds.  rule: TIMEOUT_LOCK (0), TIMEOUT_SEMAPHORE or TIMEOUT_WAIT."},
     {"proc_start_time", core_proc_start_time, METH_O,
      "proc_start_time(pid, /)\n--\n\nStart time of pid in clock ticks since boot (0: no such process)."},
     {"proc_alive", core_proc_alive, METH_VARARGS,
