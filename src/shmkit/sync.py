@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from . import _core
 from ._errors import ObjectMismatchError, ObjectTypeError
 from ._checks import check_int, check_object_name
+from ._surface import CounterOperators
 from .zone import Zone, default_zone
 
 if TYPE_CHECKING:
@@ -1117,7 +1118,8 @@ class CounterStats:
     value: int
 
 
-class Counter(_Named, _core.Counter):
+# CounterOperators first: its repr state stands before _Named's
+class Counter(CounterOperators, _Named, _core.Counter):
     """A 64-bit signed integer changed by atomic instructions, without a lock.
 
     ``Counter(name, initial=0, *, zone=None)``; ``add(n=1)``, ``sub(n=1)``, ``inc()``,
@@ -1142,22 +1144,6 @@ class Counter(_Named, _core.Counter):
         self._name = name
         return self
 
-    def __iadd__(self, n: int) -> Self:
-        self.add(n)
-        return self
-
-    def __isub__(self, n: int) -> Self:
-        self.sub(n)
-        return self
-
-    def __int__(self) -> int:
-        return self.get()
-
-    __index__ = __int__
-
     def statistics(self) -> CounterStats:
         return CounterStats(self._name, self.get())
-
-    def _repr_state(self) -> str:
-        return f"value={self.get()}"
 

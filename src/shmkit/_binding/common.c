@@ -70,17 +70,33 @@ static const struct {
 };
 #define N_ERRNO_CLASSES (sizeof errno_classes / sizeof errno_classes[0])
 
+/* A message may hold bytes of a name that are not UTF-8 (file names are bytes): they are
+ * shown escaped instead of turning the error into a UnicodeDecodeError. */
+static PyObject *message(const char *msg)
+{
+    return PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+}
+
+/* Raise cls with the message msg (escaped where it is not UTF-8). */
+static PyObject *raise_message(PyObject *cls, const char *msg)
+{
+    PyObject *m = message(msg);
+    if (m) {
+        PyErr_SetObject(cls, m);
+        Py_DECREF(m);
+    }
+    return NULL;
+}
+
 PyObject *shk_py_raise_os(int e, const char *msg)
 {
     const char *cls = "ShmkitOSError";
     for (size_t i = 0; i < N_ERRNO_CLASSES; i++)
         if (errno_classes[i].err == e)
             cls = errno_classes[i].pyclass;
-    if (e == ETIMEDOUT) {
-        PyErr_SetString(shk_py_exc(cls), msg);
-        return NULL;
-    }
-    PyObject *args = Py_BuildValue("(is)", e, msg);
+    if (e == ETIMEDOUT)
+        return raise_message(shk_py_exc(cls), msg);
+    PyObject *args = Py_BuildValue("(iN)", e, message(msg));
     if (args) {
         PyErr_SetObject(shk_py_exc(cls), args);
         Py_DECREF(args);
@@ -105,8 +121,7 @@ PyObject *shk_py_raise(int code, const char *what)
     for (size_t i = 0; i < N_CORE_ERRORS; i++)
         if (core_errors[i].code == code)
             cls = core_errors[i].pyclass;
-    PyErr_SetString(shk_py_exc(cls), msg);
-    return NULL;
+    return raise_message(shk_py_exc(cls), msg);
 }
 
 int shk_py_raise_int(int code, const char *what)

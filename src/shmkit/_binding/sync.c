@@ -755,9 +755,13 @@ static PyObject *cond_raw(SyncObject *o, PyObject *unused)
     char name[SHK_OBJ_NAME_MAX + 1];
     memcpy(name, c->lock_name, sizeof name);
     name[SHK_OBJ_NAME_MAX] = '\0';
-    return Py_BuildValue("{sIsKsKsssIsI}", "waiters", c->sleepers, "notifies",
+    PyObject *lock_name = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name),
+                                               "surrogateescape"); /* corrupted: not UTF-8 */
+    if (!lock_name)
+        return NULL;
+    return Py_BuildValue("{sIsKsKsNsIsI}", "waiters", c->sleepers, "notifies",
                          (unsigned long long)c->notifies, "waits", (unsigned long long)c->waits,
-                         "lock_name", name, "lock_type", c->lock_type, "lock_offset",
+                         "lock_name", lock_name, "lock_type", c->lock_type, "lock_offset",
                          (unsigned int)offsetof(struct shk_cond_sh, lock));
 }
 

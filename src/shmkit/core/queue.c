@@ -502,6 +502,12 @@ static __attribute__((noinline)) int claim_slow(struct shk_queue *q, uint64_t lo
         return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is not a multiple of %d",
                         (unsigned long long)lo, SHK_QREC_ALIGN);
     uint64_t f = refresh_free(q);
+    if (lo < f && shk_load_acquire(&q->sh->tail_pos) != lo) {
+        /* lo is an old look at the tail (this producer was descheduled while others put
+         * and got past it), not corruption: the claim's CAS fails on it and looks again */
+        *used = 0;
+        return 0;
+    }
     if (lo < f)
         return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is behind the free position "
                         "%llu", (unsigned long long)lo, (unsigned long long)f);

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
-from .._errors import ClosedError
+from .._errors import ClosedError, TooLargeError
 from ._zone import RedisZone, check_lease
 
 if TYPE_CHECKING:
@@ -120,3 +120,16 @@ def queue_timeout(block: object, timeout: float | None) -> float | None:
 def wait_timeout(timeout: object) -> float | None:
     """``wait(timeout=None)``: None for ever, 0.0 (<= 0) a single look, else seconds."""
     return _core.timeout_seconds(timeout, True, _core.TIMEOUT_WAIT)
+
+
+def check_release_count(n: object, *, bounded: bool = False) -> int:
+    """``release(n)`` of a semaphore: an int >= 1, at most what a semaphore counts (as
+    the local semaphore: TooLargeError, a ValueError)."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if n < 1:
+        raise ValueError("n must be one or more")
+    if n > _core.SEM_VALUE_MAX:
+        raise TooLargeError("Semaphore released too many times" if bounded
+                            else "semaphore value would overflow")
+    return n
