@@ -67,13 +67,17 @@ def check_posix_name(name: object) -> str:
     return name
 
 
-def check_int(what: str, value: object, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum`` (bool is not an int here); TypeError or
-    ValueError naming ``what``."""
+def check_int(what: str, value: object, minimum: int = 0, maximum: int | None = None,
+              too_large: type[Exception] = ValueError) -> int:
+    """``value`` as an int >= ``minimum`` (bool is not an int here) and <= ``maximum``
+    (what a shared object can hold); TypeError, ValueError or ``too_large`` naming
+    ``what``."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise too_large(f"{what} must be <= {maximum} in shared memory, not {value}")
     return value
 
 

@@ -127,10 +127,15 @@ SHM_DEST: int
 SHM_LOCKED: int
 SLAB_MAX: int
 SLAB_MIN_SHIFT: int
+SEM_VALUE_MAX: int
 SYNCF_BOUNDED: int
 SYNCF_LOCKED: int
 SYNCF_UNDO: int
 TAG_MAX: int
+TIMEOUT_LOCK: int
+TIMEOUT_MAX: float
+TIMEOUT_SEMAPHORE: int
+TIMEOUT_WAIT: int
 VALUE_DATA_OFF: int
 VALUE_LOCK_OFF: int
 VALUE_TYPENAME_MAX: int
@@ -174,6 +179,7 @@ def sync_open(zone: Zone, name: str, type: int, flags: int = 0, create: int = ..
 def sync_self() -> tuple[int, int]: ...
 def sysv_find(key: int, /) -> int: ...
 def sysv_stat(shmid: int, /) -> dict[str, Any]: ...
+def timeout_seconds(timeout: object, blocking: object = True, rule: int = ...) -> float | None: ...
 def unlink_posix(name: str, /) -> None: ...
 
 # -- segments and zones ----------------------------------------------------------------------

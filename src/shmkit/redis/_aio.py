@@ -353,7 +353,7 @@ class AioSemaphore:
 
     async def release(self, n: int = 1) -> None:
         sem = self._sem
-        n = check_release_count(n)
+        n = check_release_count(n, bounded=sem._bounded)
         zone = sem._live()
         mine = sem._mine(n)
         sem._released(await arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, n, *mine]), mine)
@@ -376,7 +376,12 @@ class AioEvent:
 
     async def wait(self, timeout: Timeout = None) -> bool:
         ev = self._event
-        seconds = wait_timeout(timeout)
+        try:
+            seconds = wait_timeout(timeout)
+        except (TypeError, ValueError, OverflowError):
+            if ev.is_set():  # as threading's Event (one round trip, on this error path only)
+                return True
+            raise
         zone = ev._live()
         seen = ""              # the generation of the flag at the first look
 

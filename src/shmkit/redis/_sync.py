@@ -18,6 +18,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .. import _core
+from .._checks import check_int
 from .._errors import NotOwnerError, ObjectTypeError
 from .._surface import CounterOperators
 from . import _protocol as P
@@ -315,10 +317,7 @@ class RedisSemaphore(RedisHoldBase):
                  max_processes: int | None = None) -> None:
         # undo and max_processes are shmkit.Semaphore's: every unit here is leased to its
         # process, which is what undo=True means, for any number of processes
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"semaphore initial value must be an int, not {type(value).__name__}")
-        if value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
+        check_int("semaphore initial value", value, 0, _core.SEM_VALUE_MAX, OverflowError)
         self._setup(zone, name, create=create, lease=lease)
         self._keys = (f"{self._base}:sem", f"{self._base}:holders", f"{self._base}:waiters")
         initial, bounded = zone.run(P.SEM_INIT, self._keys,
@@ -381,7 +380,7 @@ class RedisSemaphore(RedisHoldBase):
     def release(self, n: int = 1) -> None:
         """Give ``n`` units back (this process's own first).  A BoundedSemaphore raises
         ValueError when that would pass its initial value."""
-        n = check_release_count(n)
+        n = check_release_count(n, bounded=self._bounded)
         zone = self._live()
         mine = self._mine(n)
         self._released(zone.run(P.SEM_RELEASE, self._keys, [self._base, n, *mine]), mine)
@@ -477,7 +476,12 @@ class RedisEvent(RedisObject):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set (True) or ``timeout`` seconds pass (False)."""
-        seconds = wait_timeout(timeout)
+        try:
+            seconds = wait_timeout(timeout)
+        except (TypeError, ValueError, OverflowError):
+            if self.is_set():  # as threading's (and the local) Event: no wait, no look
+                return True
+            raise
         zone = self._live()
         seen = ""              # the generation of the flag at the first look
 
