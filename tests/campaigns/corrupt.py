@@ -455,6 +455,9 @@ def _from_unpickling(e: BaseException) -> bool:
     data, and pickle.loads answers bad data with any exception, MemoryError included."""
     if isinstance(e, SystemError):
         return False
+    import pickle
+    if isinstance(e, pickle.UnpicklingError):
+        return True  # the dict binding calls pickle.loads from C: no Python frame of it
     tb, last = e.__traceback__, None
     while tb is not None:
         last = tb.tb_frame.f_code.co_name
