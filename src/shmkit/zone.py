@@ -295,6 +295,7 @@ class Zone:
         """A segment shmkit did not create that holds no zone would be formatted (its
         bytes overwritten): refuse, unless the caller asked with adopt=True."""
         seg = self._segment
+        assert seg is not None  # set by __init__ before it calls this
         if seg.created or seg.backend in ("memfd", "anonymous") and seg._creator:
             return
         if seg.lifecycle is not None:
