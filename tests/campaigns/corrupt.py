@@ -20,11 +20,13 @@ The trial is classified by how that process ended:
     signal      the process died of a signal (SIGSEGV, SIGBUS, SIGABRT...)
     hang        it did not finish within the trial's time (5 s for ~50 ms of work)
 
-A hang whose mutations touched the owner word of one of shmkit's own locks is listed
-apart, not as a finding: an owner word that names a live process makes a call without a
-timeout wait for it, as documented (Condition.wait takes its lock back without one).
-Every other signal, hang or raw exception is a finding, the mutations of pthread mutex
-words and queue positions included (issue 13 #3, #6 and #7 are fixed).
+A hang whose mutations touched the owner word of one of shmkit's own locks, or the
+lock word of a pthread mutex, is listed apart, not as a finding: an owner that names a
+live thread or process is waited for, as documented (a call without a timeout, such as
+Condition.wait taking its lock back; and the internal mutexes, which have no deadline
+of their own, until Ctrl-C; an owner that does not exist is taken over).  Every other
+signal, hang or raw exception is a finding: corrupted mutex kinds, the rest of a mutex
+and queue positions included (issue 13 #3, #6 and #7 are fixed).
 
 With ``--sanitize`` the trials run against an ASan/UBSan build of shmkit (built into
 build/campaign-sanitize/ on first use), and during the read-only operations the zone's
@@ -235,6 +237,10 @@ def mutate(buf: bytearray, tmap: dict, rnd: random.Random) -> list[dict]:
 
 def attribute(muts: list[dict], tmap: dict) -> str | None:
     """The documented cause of a hang a mutation set may trigger, or None."""
+    for m in muts:
+        for a, b, label in tmap["mutexes"]:
+            if m["off"] < a + 4 and m["end"] > a:  # the lock word: owner id and flags
+                return f"mutex lock word ({label})"
     for m in muts:
         for a, b, label in tmap["owners"]:
             if m["off"] < b and m["end"] > a:
@@ -620,9 +626,9 @@ def run(seconds: float, seed: int, sanitize: bool = False, workers: int = 2,
         rep.figures["raw_exceptions"] = dict(ops_raw.most_common(20))
         rep.figures["poisoned_free_pages"] = bool(poison)
         if causes:
-            rep.notes.append("hangs whose mutations touched a lock's owner word (a live "
-                             "process named as the holder; a call without a timeout waits "
-                             "for it, as documented): "
+            rep.notes.append("hangs whose mutations touched a lock's owner word or a "
+                             "mutex's lock word (a live thread or process named as the "
+                             "holder is waited for, as documented): "
                              + ", ".join(f"{k}: {v}" for k, v in causes.items()))
     finally:
         for zg in zygotes:
