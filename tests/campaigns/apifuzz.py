@@ -609,8 +609,8 @@ def run(seconds: float, seed: int) -> Report:
                    "hang" if "Timeout" in err or "dump_traceback_later" in err else
                    f"exit {p.returncode}")
             neg = bool(re.search(r"[:,(\[] ?-(\d|inf)", last.split(" {", 1)[-1])) if last else False
-            why = ("#11 negative timeout (phase 2)" if how == "hang" and neg
-                   and _is_wait(target) else None)
+            why = ("a negative timeout waits forever (threading's Lock convention, "
+                   "documented)" if how == "hang" and neg and _is_wait(target) else None)
             crashes.append({"target": target, "how": how, "call": last[:800],
                             "attributed": why, "stderr": err[-1500:]})
             if why and target not in skip_negative:
@@ -651,12 +651,8 @@ def run(seconds: float, seed: int) -> Report:
 
 def _known(target: str, bad: dict) -> str | None:
     """Raw exceptions that are known and left for phase 2 (with where they must be fixed)."""
-    if target == "dict calls" and bad["error"].startswith("UnicodeEncodeError"):
-        return ("a str key with a lone surrogate: the key conversion is in _binding/dict.c "
-                "(redesign-core's), phase 2")
     return None
 
 
 def _is_wait(target: str) -> bool:
-    return target in ("lock/semaphore/event/condition/barrier calls", "board calls",
-                      "queue calls")
+    return target == "lock/semaphore/event/condition/barrier calls"  # board, queue: ValueError

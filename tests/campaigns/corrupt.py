@@ -20,11 +20,13 @@ The trial is classified by how that process ended:
     signal      the process died of a signal (SIGSEGV, SIGBUS, SIGABRT...)
     hang        it did not finish within the trial's time (5 s for ~50 ms of work)
 
-A signal or a hang whose mutations touched a pthread mutex word, a queue position or the
-owner word of one of shmkit's locks is attributed to issue 13 #3/#6/#7 (the wait/lock
-machinery, fixed in phase 2: a corrupted owner word that names a live process makes a
-call without a timeout wait for it, as documented) and listed as such; any other
-signal, hang or raw exception is a finding.
+A hang whose mutations touched the owner word of one of shmkit's own locks, or the
+lock word of a pthread mutex, is listed apart, not as a finding: an owner that names a
+live thread or process is waited for, as documented (a call without a timeout, such as
+Condition.wait taking its lock back; and the internal mutexes, which have no deadline
+of their own, until Ctrl-C; an owner that does not exist is taken over).  Every other
+signal, hang or raw exception is a finding: corrupted mutex kinds, the rest of a mutex
+and queue positions included (issue 13 #3, #6 and #7 are fixed).
 
 With ``--sanitize`` the trials run against an ASan/UBSan build of shmkit (built into
 build/campaign-sanitize/ on first use), and during the read-only operations the zone's
@@ -234,19 +236,15 @@ def mutate(buf: bytearray, tmap: dict, rnd: random.Random) -> list[dict]:
 
 
 def attribute(muts: list[dict], tmap: dict) -> str | None:
-    """The known phase-2 cause a mutation set may trigger, or None."""
+    """The documented cause of a hang a mutation set may trigger, or None."""
     for m in muts:
         for a, b, label in tmap["mutexes"]:
-            if m["off"] < b and m["end"] > a:
-                return f"#3/#6 pthread mutex word ({label})"
-    for m in muts:
-        for a, b, label in tmap["positions"]:
-            if m["off"] < b and m["end"] > a:
-                return f"#7 queue position ({label})"
+            if m["off"] < a + 4 and m["end"] > a:  # the lock word: owner id and flags
+                return f"mutex lock word ({label})"
     for m in muts:
         for a, b, label in tmap["owners"]:
             if m["off"] < b and m["end"] > a:
-                return f"#6 lock owner word ({label})"
+                return f"lock owner word ({label})"
     return None
 
 
@@ -463,6 +461,9 @@ def _from_unpickling(e: BaseException) -> bool:
     data, and pickle.loads answers bad data with any exception, MemoryError included."""
     if isinstance(e, SystemError):
         return False
+    import pickle
+    if isinstance(e, pickle.UnpicklingError):
+        return True  # the dict binding calls pickle.loads from C: no Python frame of it
     tb, last = e.__traceback__, None
     while tb is not None:
         last = tb.tb_frame.f_code.co_name
@@ -589,7 +590,7 @@ def run(seconds: float, seed: int, sanitize: bool = False, workers: int = 2,
                             ops_raw[f"{k} {v[4:60]}"] += 1
                     if cls in ("signal", "hang", "raw"):
                         where = (res["progress"] or ["?"])[-1]
-                        why = attribute(muts, tmap) if cls in ("signal", "hang") else None
+                        why = attribute(muts, tmap) if cls == "hang" else None
                         kind = f"{cls} in {where}" + (f" (signal {res['code']})"
                                                        if cls == "signal" else "")
                         kinds[kind] += 1
@@ -619,14 +620,15 @@ def run(seconds: float, seed: int, sanitize: bool = False, workers: int = 2,
         rep.figures["trials"] = trials
         rep.figures["outcomes"] = dict(outcomes)
         rep.figures["signal_and_hang_kinds"] = dict(kinds.most_common(30))
-        rep.figures["attributed_to_phase2"] = dict(causes)
+        rep.figures["documented_hangs"] = dict(causes)
         rep.figures["unexplained"] = len(rep.findings)
         rep.figures["exceptions_by_class"] = dict(ops_exc)
         rep.figures["raw_exceptions"] = dict(ops_raw.most_common(20))
         rep.figures["poisoned_free_pages"] = bool(poison)
         if causes:
-            rep.notes.append("signals/hangs whose mutations touched a pthread mutex word or a "
-                             "queue position are issue 13 #3/#6/#7 (phase 2): "
+            rep.notes.append("hangs whose mutations touched a lock's owner word or a "
+                             "mutex's lock word (a live thread or process named as the "
+                             "holder is waited for, as documented): "
                              + ", ".join(f"{k}: {v}" for k, v in causes.items()))
     finally:
         for zg in zygotes:

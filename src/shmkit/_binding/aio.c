@@ -720,12 +720,12 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (nargs > 4 && (spin = PyLong_AsUnsignedLongLong(args[4])) == (unsigned long long)-1 &&
         PyErr_Occurred())
         return NULL;
-    struct timespec d;
-    int has;
-    if (shk_py_deadline(nargs > 3 ? args[3] : Py_None, &d, &has) < 0)
+    uint64_t deadline; /* a negative timeout is refused, as by board.wait (issue 13 #11) */
+    uint32_t flags;
+    if (shk_py_block_timeout(NULL, nargs > 3 ? args[3] : Py_None, &deadline, &flags) < 0)
         return NULL;
     AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_BOARD, &shk_board_wait_op, NULL,
-                                shk_py_board_live, deadline_of(has, &d), 0);
+                                shk_py_board_live, deadline, 0);
     if (!w)
         return NULL;
     w->u.bw.b = b;

@@ -436,12 +436,14 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     if (shk_board_version(&self->b) > after)
         Py_RETURN_TRUE;
-    struct timespec deadline;
-    int has;
-    if (shk_py_deadline(nargs > 1 ? args[1] : Py_None, &deadline, &has) < 0)
+    /* a negative timeout is refused, as by Queue.get (threading's "-1: forever" would
+     * make a computed timeout that went negative wait forever: issue 13 #11) */
+    uint64_t deadline;
+    uint32_t flags;
+    if (shk_py_block_timeout(NULL, nargs > 1 ? args[1] : Py_None, &deadline, &flags) < 0)
         return NULL;
     struct shk_board_waiter bw = {&self->b, after, spin};
-    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has ? &deadline : NULL), 0);
+    struct shk_wait w = SHK_WAIT_INIT(deadline, 0);
     enter_nogil(self);
     int r = shk_py_wait(&shk_board_wait_op, &bw, &w, 0, NULL);
     leave_nogil(self);

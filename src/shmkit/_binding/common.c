@@ -106,6 +106,8 @@ PyObject *shk_py_raise_os(int e, const char *msg)
 
 PyObject *shk_py_raise(int code, const char *what)
 {
+    if (code == EINTR && PyErr_Occurred())
+        return NULL; /* a signal handler raised while the core waited (py_interrupted) */
     const char *detail = shk_error_detail();
     char buf[1024];
     const char *msg = buf;
@@ -414,6 +416,30 @@ static int only_python_thread(void)
  * signal handlers, so their waits take no slices (SHK_WAIT_NOSIGNALS): they sleep until
  * woken, their deadline or their operation's own retry time.
  */
+/*
+ * shk_wait_interrupted (core/wait.h): a wait of the core that takes no EINTR returns (an
+ * internal mutex, normally held for microseconds) asks, once it has lasted a slice,
+ * whether to stop.  Here: did a signal handler raise (Ctrl-C)?  Only the main thread
+ * runs them.  The GIL is taken for the look (the waiting thread released it, or holds it
+ * still); the exception stays set for the binding, which sees EINTR come back.
+ */
+static int py_interrupted(void)
+{
+    if (PyThread_get_thread_ident() != main_thread_ident)
+        return 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing())
+        return 0;
+#else
+    if (_Py_IsFinalizing())
+        return 0;
+#endif
+    PyGILState_STATE g = PyGILState_Ensure();
+    int stop = PyErr_CheckSignals() < 0;
+    PyGILState_Release(g);
+    return stop;
+}
+
 int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int how,
                 int *pending)
 {
@@ -433,7 +459,7 @@ int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int
         /* run the signal handlers now, with the GIL, so that the driver need not return
          * once more before its first sleep just for that */
         if (!(w->flags & SHK_WAIT_NOSIGNALS)) {
-            if (PyErr_CheckSignals() < 0)
+            if (PyErr_Occurred() || PyErr_CheckSignals() < 0) /* see below */
                 goto interrupted;
             if (w->next_return == 0)
                 w->next_return = shk_now_ns() + shk_wait_cfg.recheck_ns;
@@ -447,7 +473,9 @@ int shk_py_wait(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int
             return r;
         if (pending && *pending)
             continue; /* uninterruptible, and an exception is already kept */
-        if (PyErr_CheckSignals() < 0)
+        /* PyErr_Occurred: a handler raised inside the attempt (an internal mutex's wait
+         * asked py_interrupted) */
+        if (PyErr_Occurred() || PyErr_CheckSignals() < 0)
             goto interrupted;
     }
 interrupted:
@@ -591,6 +619,7 @@ int shk_init_common(PyObject *m)
         return -1;
     }
     main_thread_ident = PyLong_AsUnsignedLong(ident);
+    shk_wait_interrupted = py_interrupted;
     Py_DECREF(ident);
     PyObject *tmax = PyErr_Occurred() ? NULL : PyObject_GetAttrString(threading, "TIMEOUT_MAX");
     timeout_max = tmax ? PyFloat_AsDouble(tmax) : -1.0;

@@ -84,6 +84,12 @@ static inline int key_of(PyObject *key, struct shk_dkey *k)
             data = (const char *)PyUnicode_DATA(key);
             n = PyUnicode_GET_LENGTH(key);
         } else if (!(data = PyUnicode_AsUTF8AndSize(key, &n))) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) { /* a lone surrogate */
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError, "dict key: a str with a lone surrogate is "
+                                "not UTF-8 text; use bytes (str.encode(\"utf-8\", "
+                                "\"surrogateescape\"))");
+            }
             return -1;
         }
         type = SHK_DK_STR;

@@ -275,7 +275,10 @@ static int lock_acquired(struct shk_dict *d, uint32_t s, int r);
  */
 static inline int shard_lock(struct shk_dict *d, uint32_t s, int flags)
 {
-    int r = pthread_mutex_trylock(&d->shards[s].lock);
+    int r = shk_mutex_check(&d->shards[s].lock); /* a corrupted kind makes glibc abort */
+    if (UNLIKELY(r))
+        return r;
+    r = pthread_mutex_trylock(&d->shards[s].lock);
     if (LIKELY(r == 0) && !(shk_load_relaxed(&d->shards[s].seq) & 1))
         return 0;
     return shard_lock_slow(d, s, flags, r);
@@ -293,7 +296,10 @@ static inline int lock_key(struct sc *c, struct shk_dict *d, const struct shk_dk
 
 static inline void unlock_sc(struct sc *c)
 {
-    pthread_mutex_unlock(&c->sh->lock);
+    if (UNLIKELY(shk_mutex_check(&c->sh->lock)))
+        shk_mutex_unlock(&c->sh->lock); /* corrupted while held: mended and unlocked */
+    else
+        pthread_mutex_unlock(&c->sh->lock);
 }
 
 /* Writers keep seq odd while they change the shard. */
@@ -2858,6 +2864,8 @@ static int shard_lock_slow(struct shk_dict *d, uint32_t s, int flags, int r)
     for (int i = 0; r == EBUSY && i < LOCK_SPINS; i++) {
         for (int k = 0; k < 16; k++)
             shk_cpu_relax();
+        if ((r = shk_mutex_check(m)) != 0)
+            return r;
         r = pthread_mutex_trylock(m);
     }
     if (r == EBUSY) {
@@ -2913,8 +2921,7 @@ static int shard_wait_attempt(void *obj, struct shk_wait *w)
         return r; /* EAGAIN (w->on says what to sleep on), or an error */
     if ((r = lock_acquired(d, sw->shard, r)) != 0)
         return r; /* a repair failed (lock_acquired gave the lock back) */
-    pthread_mutex_unlock(m);
-    return 0;
+    return shk_mutex_unlock(m);
 }
 
 static int shard_wait_give_up(void *obj, struct shk_wait *w, int why)

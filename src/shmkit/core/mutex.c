@@ -27,6 +27,40 @@ int shk_mutex_init(pthread_mutex_t *m)
     return r;
 }
 
+#ifdef __GLIBC__
+int shk_mutex_kind_expected;
+
+/* The kind word of a mutex made by shk_mutex_init (glibc's encoding is its own). */
+static int expected_kind(void)
+{
+    int k = __atomic_load_n(&shk_mutex_kind_expected, __ATOMIC_RELAXED);
+    if (k == 0) {
+        pthread_mutex_t m;
+        if (shk_mutex_init(&m) != 0)
+            return -1;
+        k = m.__data.__kind & ~SHK_MUTEX_KIND_IGNORED;
+        pthread_mutex_destroy(&m);
+        __atomic_store_n(&shk_mutex_kind_expected, k, __ATOMIC_RELAXED);
+    }
+    return k;
+}
+#endif
+
+int shk_mutex_check_slow(pthread_mutex_t *m)
+{
+#ifdef __GLIBC__
+    int k = __atomic_load_n(&m->__data.__kind, __ATOMIC_RELAXED);
+    int want = expected_kind();
+    if ((k & ~SHK_MUTEX_KIND_IGNORED) != want)
+        return shk_fail(SHK_ECORRUPT, "mutex: its kind word is %#x, not the %#x of a robust, "
+                        "process-shared, error-checking mutex (corrupted)", (unsigned)k,
+                        (unsigned)want);
+#else
+    (void)m;
+#endif
+    return 0;
+}
+
 static int map_lock_result(int r)
 {
     switch (r) {
@@ -61,10 +95,36 @@ static uint32_t *robust_word(pthread_mutex_t *m)
 #endif
 }
 
+/*
+ * The owner a locked word names does not exist (issue 13 #6): no thread has that id, or
+ * the word names none.  A mutex whose owner really died was marked by the kernel
+ * (FUTEX_OWNER_DIED, the id cleared) and never gets here, so this is a corrupted word, and
+ * nothing would ever unlock it.  Do what the kernel does when an owner dies: clear the id
+ * and set FUTEX_OWNER_DIED, keeping FUTEX_WAITERS (our unlock then wakes the next
+ * sleeper).  The next trylock takes it with EOWNERDEAD and the caller repairs what it
+ * protects, as after any death.  The CAS compares the whole word, so an owner that took
+ * the mutex meanwhile is left alone.  Thread ids are looked up in this process's PID
+ * namespace, as every liveness check of shmkit does.  1 if marked.
+ */
+#define GHOST_GRACE_NS 1000000u
+
+static int mark_ghost_owner(uint32_t *word, uint32_t v)
+{
+    pid_t owner = (pid_t)(v & FUTEX_TID_MASK);
+    if (v & FUTEX_OWNER_DIED)
+        return 0; /* marked already: trylock takes it */
+    if (owner != 0 && shk_proc_alive(owner, 0))
+        return 0;
+    return shk_cas_seq_cst(word, &v, (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED);
+}
+
 static int mutex_attempt(void *obj, struct shk_wait *w)
 {
     pthread_mutex_t *m = obj;
-    int r = map_lock_result(pthread_mutex_trylock(m));
+    int r = shk_mutex_check(m);
+    if (r)
+        return r;
+    r = map_lock_result(pthread_mutex_trylock(m));
     uint32_t *word = robust_word(m);
     if (r != EBUSY) {
         if ((r == 0 || r == SHK_EOWNERDEAD) && w->slept && word) {
@@ -93,6 +153,17 @@ static int mutex_attempt(void *obj, struct shk_wait *w)
         return EAGAIN;
     }
     shk_wait_on_futex(w, word, v, NULL);
+    if (w->flags & SHK_WAIT_ARMED) {
+        /* the owner's liveness, for a caller that sleeps: holders are quick, so the first
+         * look comes after GHOST_GRACE_NS of waiting, then after 1, 2, 4 ... ms up to
+         * liveness_ns (one /proc lookup each); the sleep ends for each */
+        uint64_t now = shk_now_ns(), from = (w->t0 ? w->t0 : now) + GHOST_GRACE_NS;
+        if (now >= from && shk_wait_liveness_due(w, now) && mark_ghost_owner(word, v)) {
+            shk_wait_on_poll(w, now); /* take it at once, with EOWNERDEAD */
+            return EAGAIN;
+        }
+        shk_wait_retry_by(w, now >= from ? w->next_live : from);
+    }
     return EAGAIN;
 }
 
@@ -106,24 +177,54 @@ static int mutex_give_up(void *obj, struct shk_wait *w, int why)
 
 const struct shk_wait_op shk_mutex_op = {"mutex", mutex_attempt, mutex_give_up, NULL};
 
+int (*shk_wait_interrupted)(void);
+
 int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
 {
-    /* no slices for signals: the callers hold no Python state and expect no EINTR */
-    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(deadline), SHK_WAIT_NOSIGNALS);
+    /* The callers hold these mutexes for microseconds and expect no EINTR, so the wait
+     * takes no slices for signals, unless someone can be asked whether to stop: a word
+     * naming a live thread that never unlocks (corruption) must not keep a caller
+     * forever.  Once the wait has lasted a slice, each slice asks; a yes ends the wait
+     * with EINTR, which the callers pass up like any error. */
+    int (*asked)(void) = shk_wait_interrupted;
+    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(deadline),
+                                      asked ? 0 : SHK_WAIT_NOSIGNALS);
     int r;
-    while ((r = shk_wait_run(&shk_mutex_op, m, &w)) == EINTR)
-        ; /* a signal interrupted the sleep: go on */
+    while ((r = shk_wait_run(&shk_mutex_op, m, &w)) == EINTR) {
+        uint64_t waited = w.t0 ? shk_now_ns() - w.t0 : 0;
+        if (asked && waited >= shk_wait_cfg.recheck_ns && asked()) {
+            uint32_t *word = robust_word(m);
+            unsigned owner = word ? shk_load_relaxed(word) & FUTEX_TID_MASK : 0;
+            shk_wait_cancel(&shk_mutex_op, m, &w, ECANCELED);
+            return shk_fail(EINTR, "interrupted after %.1f s waiting for a mutex held by "
+                            "thread %u", (double)waited / 1e9, owner);
+        }
+    }
     return r;
 }
 
 int shk_mutex_trylock(pthread_mutex_t *m)
 {
-    return map_lock_result(pthread_mutex_trylock(m));
+    int r = shk_mutex_check(m);
+    return r ? r : map_lock_result(pthread_mutex_trylock(m));
 }
 
 int shk_mutex_unlock(pthread_mutex_t *m)
 {
-    int r = pthread_mutex_unlock(m);
+    int r = shk_mutex_check(m);
+    if (r) {
+        /* corrupted while held: if it is ours, put the kind back (it must leave this
+         * thread's robust list) and unlock it; say so either way */
+        uint32_t *word = robust_word(m);
+        if (word && (shk_load_relaxed(word) & FUTEX_TID_MASK) == (uint32_t)shk_self_tid()) {
+#ifdef __GLIBC__
+            __atomic_store_n(&m->__data.__kind, shk_mutex_kind_expected, __ATOMIC_RELAXED);
+#endif
+            pthread_mutex_unlock(m);
+        }
+        return r;
+    }
+    r = pthread_mutex_unlock(m);
     if (r == EPERM)
         return shk_fail(SHK_ENOTOWNER, "shk_mutex_unlock(): mutex is not held by this thread");
     return r;
@@ -131,5 +232,6 @@ int shk_mutex_unlock(pthread_mutex_t *m)
 
 int shk_mutex_consistent(pthread_mutex_t *m)
 {
-    return pthread_mutex_consistent(m);
+    int r = shk_mutex_check(m);
+    return r ? r : pthread_mutex_consistent(m);
 }

@@ -102,12 +102,13 @@
  * stuck-repair check; while spinning it watches the tail's low word or polls; its spin is
  * spin_of (the handle's budget, SHK_SPIN_PROBE).
  *
- * How the dict shard lock adopts it (next phase): it is a robust mutex, and shk_mutex_op
- * (mutex.h) already is its wait in this shape (attempt = pthread_mutex_trylock; the word =
- * the kernel's robust futex word with glibc's FUTEX_WAITERS protocol).  The binding's
- * lock_shard becomes one shk_py_wait(&shk_mutex_op, &shard->lock, ...) call, and issue 13's
- * phase adds the owner's liveness (word & FUTEX_TID_MASK) to the attempt, with retry_ns at
- * the next check, and signal slices once the callers can take EINTR.
+ * How the robust mutexes adopted it (mutex.c): shk_mutex_op's attempt is
+ * pthread_mutex_trylock, after a check of the mutex's kind word (a corrupted one makes
+ * glibc abort); its word is the kernel's robust futex word with glibc's FUTEX_WAITERS
+ * protocol; an armed attempt checks the owner's liveness (word & FUTEX_TID_MASK: an owner
+ * that does not exist is marked dead as the kernel would), with retry_ns at the next
+ * check.  The dict shard lock waits through it (shk_dict_shard_op, shk_py_wait, with
+ * slices); shk_mutex_lock, for callers that take no EINTR, asks shk_wait_interrupted.
  */
 #ifndef SHK_WAIT_H
 #define SHK_WAIT_H
@@ -208,6 +209,12 @@ struct shk_wait_config {
 };
 extern struct shk_wait_config shk_wait_cfg;
 void shk_wait_config_load_env(void);
+
+/* Asked by the waits that take no EINTR returns (shk_mutex_lock: the short internal
+ * mutexes of zones, boards, semaphores, barriers and queue repairs) once they have waited
+ * recheck_ns, then every slice: non-zero ends the wait with EINTR.  NULL: nobody to ask.
+ * The Python binding answers by running the signal handlers (Ctrl-C). */
+extern int (*shk_wait_interrupted)(void);
 
 /* Run op to completion (see above). */
 int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
