@@ -464,3 +464,55 @@ def test_campaign_at_most_once(zone, tmp_path, procs):
     assert s.abandoned_tasks == len(killed)                   # released, join returned
     assert (s.unfinished_tasks, s.in_flight, s.redeliveries) == (0, 0, 0)
     assert s.acknowledged == n - len(killed)
+
+
+# -- asyncio: await q.aio.join() ----------------------------------------------------------------
+
+@pytest.mark.parametrize("delivery", ["at-most-once", "at-least-once"])
+def test_aio_join(zone, procs, delivery):
+    import asyncio
+
+    q = Queue("q", zone=zone, delivery=delivery)
+    q.put_many([b"1", b"2"])
+
+    def consumer():
+        c = Queue("q", zone=zone)
+        for _ in range(2):
+            c.get(timeout=10)
+            time.sleep(0.1)
+            c.task_done()
+        os._exit(0)
+
+    async def main():
+        with pytest.raises(ShmkitTimeoutError):
+            await q.aio.join(timeout=0.05)
+        p = FORK.Process(target=consumer)
+        procs.append(p)
+        p.start()
+        ticks = 0
+
+        async def ticker():                   # the loop stays free while joining
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+        t = asyncio.ensure_future(ticker())
+        t0 = time.monotonic()
+        await q.aio.join(timeout=20)
+        took = time.monotonic() - t0
+        t.cancel()
+        assert 0.15 < took < 10 and ticks >= 5
+        # a cancelled join changes nothing
+        q.put(b"3")
+        j = asyncio.ensure_future(q.aio.join())
+        await asyncio.sleep(0.05)
+        j.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await j
+        assert q.get() == b"3"
+        q.task_done()
+        await q.aio.join(timeout=1)
+        p.join(10)
+        assert p.exitcode == 0
+
+    asyncio.run(main())
