@@ -1924,7 +1924,10 @@ uint64_t shk_queue_depth(struct shk_queue *q)
     uint64_t hp, hh;
     head_load(q->sh, &hp, &hh); /* first: every message taken was claimed before */
     uint32_t tc = (uint32_t)shk_load_acquire(&q->sh->tail_hi);
-    return (uint32_t)(tc - H_CNT(hh));
+    uint64_t d = (uint32_t)(tc - H_CNT(hh));
+    if (q->ack) /* and those given back for redelivery (behind head; a hint) */
+        d += shk_load_relaxed(&q->sh->redeliverable);
+    return d;
 }
 
 uint64_t shk_queue_bytes_used(struct shk_queue *q)
