@@ -1155,8 +1155,10 @@ static void advance_head(struct shk_queue *q)
         head_load(sh, &hp, &hi);
         if (!head_sane(q, hp, hi))
             return; /* the callers report it */
-        uint64_t t = shk_load_acquire(&sh->tail_pos), p = hp, c = 0;
-        while (p < t && p - hp < q->cap) {
+        /* (no look at the tail, a line every put writes: the first header not written
+         * stops the walk, and a claim being written is CLAIMED) */
+        uint64_t p = hp, c = 0;
+        while (p - hp < q->cap) {
             struct shk_qrec *h = rec(q, p);
             if (shk_load_acquire(&h->pos) != p)
                 break;
@@ -1246,6 +1248,7 @@ static int ack_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
     int r = fifo_reserve(q, max_msgs);
     if (r)
         return r;
+    int moved = 0;
     uint64_t hint = shk_load_acquire(&sh->redeliverable);
     if (hint) {
         uint64_t hp, hi;
@@ -1286,7 +1289,7 @@ static int ack_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         head_load(sh, &hp, &hi);
         if (!head_sane(q, hp, hi))
             return head_corrupt(hp, hi);
-        uint64_t p = hp;
+        uint64_t p = hp, adv_end = hp, adv_cnt = 0;
         int lost = 0;
         unsigned fails = 0;
         while (n < max_msgs && p - hp < q->cap && fails < LOOK_TRIES) {
@@ -1318,11 +1321,23 @@ static int ack_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                 bytes += W_LEN(w);
             }
             p += shk_qrec_size(W_LEN(w));
+            /* what we passed is TAKEN (by us or others), acked or SKIP: head may pass it */
+            adv_end = p;
+            adv_cnt += W_KIND(w) == SHK_QK_SKIP ? W_OWN(w) : 1;
+        }
+        if (adv_end != hp) {
+            /* move head over what we walked, in one CAS from the pair we started from (a
+             * record given back meanwhile and passed here is found through the hint) */
+            uint64_t lag = H_LAG(hi) + (adv_end - hp);
+            if (lag <= q->cap &&
+                shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, adv_end, MKH(lag, H_CNT(hi) + adv_cnt)))
+                moved = 1;
         }
         if (!lost || n > 0)
             break;
     }
-    advance_head(q);
+    if (!moved)
+        advance_head(q);
     *nout = n;
     if (n == 0) {
         uint64_t hp, hi;
@@ -1378,7 +1393,7 @@ int shk_queue_task_done(struct shk_queue *q, uint64_t count)
                                 "acknowledged", (unsigned long long)p);
             q->fifo_head = (q->fifo_head + 1) % q->fifo_cap;
             q->fifo_len--;
-            shk_add_fetch_seq_cst(&ms->done, 1);
+            shk_single_writer_inc(&ms->done); /* (statistics only in this mode) */
             if (__builtin_expect(die_at != 0, 0))
                 maybe_die(SHK_QDIE_ACK_DONE);
         }
