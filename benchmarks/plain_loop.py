@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 CHILD = r"""
@@ -68,8 +69,8 @@ if __name__ == "__main__":
         c.start(); p.start()
         time.sleep(0.3)
         go.set()
-        t0 = pout.get(timeout=600)
-        t1, waits = cout.get(timeout=600)
+        t0 = pout.get(timeout=300)
+        t1, waits = cout.get(timeout=300)
         p.join(); c.join()
         print(json.dumps({"rate": n / (t1 - t0), "waits": waits}))
     finally:
@@ -82,8 +83,15 @@ def one_run(pythonpath: str | None, n: int, delivery: str, task_done: bool) -> d
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    r = subprocess.run([sys.executable, "-c", CHILD, str(n), delivery, "1" if task_done else "0"],
-                       capture_output=True, text=True, env=env, timeout=900)
+    # a file, not -c: spawned children import their functions from __main__'s file
+    with tempfile.NamedTemporaryFile("w", suffix=".py", prefix="shmkit_plain_loop_",
+                                     delete=False) as f:
+        f.write(CHILD)
+    try:
+        r = subprocess.run([sys.executable, f.name, str(n), delivery, "1" if task_done else "0"],
+                           capture_output=True, text=True, env=env, timeout=900)
+    finally:
+        os.unlink(f.name)
     if r.returncode:
         raise SystemExit(f"run failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
