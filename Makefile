@@ -1,6 +1,8 @@
 # shmkit - the two commands of the README do all set-up on a fresh machine:
 #   make run    build, then a live demonstration across several processes
 #   make test   build, then the C core tests and the whole Python test suite
+#   make typecheck   mypy --strict and pyright on the package, the examples and tests/typing,
+#                    and the compiled module's stub checked against the module (CI runs it)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,7 @@ CFLAGS_CORE := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isr
 SAN := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 PYTEST_ARGS ?=
 
-.PHONY: run test ctest pytest sanitize bench bench-quick clean venv build
+.PHONY: run test ctest pytest sanitize bench bench-quick clean venv build typecheck
 
 $(VENV)/.stamp: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +57,18 @@ sanitize: ctest $(VENV)/.stamp
 	  -m "not slow and not examples" $(PYTEST_ARGS)
 	$(PY) setup.py -q build_ext --inplace --force
 	@touch build/.ext-stamp
+
+# Types users can check (docs/ARCHITECTURE.md, "Types"): the package, the examples and a
+# typed usage file must pass both checkers; usage_bad.py's marked lines must be reported
+# by both and nothing else; _core.pyi must match the built module.
+TYPED := src/shmkit examples tests/typing/usage_ok.py
+typecheck: build
+	$(PY) -m mypy $(TYPED)
+	$(PY) -m pyright $(TYPED)
+	$(PY) tests/typing/check_bad.py
+	$(PY) -m mypy.stubtest shmkit._core --mypy-config-file pyproject.toml \
+	  --allowlist tests/typing/stubtest-allowlist.txt --ignore-unused-allowlist
+	$(PY) tests/typing/stub_check.py
 
 bench: build
 	$(PY) -m pip install -q -e '.[bench]'

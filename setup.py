@@ -11,13 +11,19 @@ relocatable pkg-config file (shmkit/lib/pkgconfig/shmkit.pc); the header is pack
 data (shmkit/include/shmkit.h).  build_ext builds both, so `pip install .`,
 `pip install -e .` and `setup.py build_ext --inplace` (the Makefile's) all do.
 
+Packages: every package under src/ (found, so a new subpackage needs no edit here), and
+the benchmark suite: benchmarks/ in the repository (`python -m benchmarks` from a
+checkout), installed as the private subpackage shmkit._bench (`shmkit bench` from an
+installed shmkit; its modules import each other relatively).  No top-level package named
+"benchmarks" is installed.  tests/test_packaging.py checks the wheel's file list.
+
 Set SHMKIT_SANITIZE=1 to build both with AddressSanitizer and UndefinedBehaviorSanitizer
 (see `make sanitize`).
 """
 import glob
 import os
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,8 +135,15 @@ class BuildExt(build_ext):
             self.inplace = old_inplace
 
 
+packages = find_packages(os.path.join(HERE, "src")) + [
+    "shmkit._bench" + ("." + p if p else "")
+    for p in [""] + find_packages(os.path.join(HERE, "benchmarks"))]
+
+
 setup(
     cmdclass={"build_ext": BuildExt},
+    packages=packages,
+    package_dir={"": "src", "shmkit._bench": "benchmarks"},
     ext_modules=[
         Extension(
             "shmkit._core",

@@ -106,7 +106,8 @@ def _command(prog, argv):
 
 def _default_prog():
     base = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return "shmkit bench" if base == "shmkit" else "python -m benchmarks"
+    # python -m benchmarks from a checkout, python -m shmkit._bench where it is installed
+    return "shmkit bench" if base == "shmkit" else f"python -m {__package__ or 'benchmarks'}"
 
 
 def _sigterm(signum, frame):

@@ -44,27 +44,10 @@ from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from typing import Any, Callable
 
-# -- statuses of a case ----------------------------------------------------------------
-OK = "ok"
-MISSING = "missing"                 # an anchor package is not installed
-NOT_YET = "not available yet"       # shmkit's side is not built (yet)
-SKIPPED = "skipped"                 # cannot run on this machine (no redis-server, OS limit)
-ERROR = "error"                     # it ran and failed (crash, timeout, wrong result)
-
-ANCHOR = "anchor"        # what a user would pick instead of shmkit
-REFERENCE = "reference"  # not an alternative, a yardstick (in-process memcpy, plain dict)
-SHMKIT = "shmkit"
-
-KINDS = (ANCHOR, REFERENCE, SHMKIT)
-
-
-class Unavailable(Exception):
-    """A case cannot run; ``status`` says why (MISSING, NOT_YET, SKIPPED)."""
-
-    def __init__(self, status: str, note: str):
-        super().__init__(status, note)
-        self.status = status
-        self.note = note
+# statuses of a case, the case kinds and Unavailable live in .outcome (redis_server needs
+# them too, and the harness imports redis_server): re-exported here, where scenarios look
+from .outcome import (ANCHOR, ERROR, KINDS, MISSING, NOT_YET, OK, REFERENCE, SHMKIT,  # noqa: F401
+                      SKIPPED, Unavailable)
 
 
 class CaseFailed(Exception):

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 
-from .harness import SKIPPED, Unavailable
+from .outcome import SKIPPED, Unavailable
 
 
 def free_port() -> int:

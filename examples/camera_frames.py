@@ -101,7 +101,7 @@ def consume(zone: shmkit.Zone, index: int, show: bool, results: Any) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--fps", type=float, default=60.0, help="0: as fast as possible")
     ap.add_argument("--consumers", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)

@@ -118,7 +118,7 @@ def main() -> int:
     try:
         print(f"master {os.getpid()}: zone {name!r}, {ZONE_SIZE >> 20} MiB, tag {TAG!r}, "
               f"objects: {', '.join(o.name for o in zone.objects())}")
-        baseline = {c.size: c.used for c in zone.stats().classes}
+        baseline = {c.size: c.used for c in zone.statistics().classes}
         pids = [fork_worker(zone, i) for i in range(WORKERS)]
         print(f"master: forked {WORKERS} workers {pids}, {REQUESTS} requests each")
         for pid in pids:
@@ -129,7 +129,8 @@ def main() -> int:
         limits = zone.dict("limit_req")
         total = WORKERS * REQUESTS
         requests = zone.counter("requests").get()
-        per_client = {k: limits[k] for k in limits.keys() if k.startswith("limit:")}
+        per_client = {k: limits[k] for k in limits.keys()
+                      if isinstance(k, str) and k.startswith("limit:")}
         accepted = sum(limits[f"worker:{i}"][0] for i in range(WORKERS))
         rejected = sum(limits[f"worker:{i}"][1] for i in range(WORKERS))
         expect_accepted = sum(min(n, LIMIT) for n in per_client.values())
@@ -145,7 +146,7 @@ def main() -> int:
         if sum(fails) != WORKERS * len(range(0, REQUESTS, 97)):
             problems.append(f"upstream failures lost: {fails}")
 
-        stats = zone.stats()
+        stats = zone.statistics()
         used_now = {c.size: c.used for c in stats.classes}
         reqs = sum(c.reqs for c in stats.classes)
         print(f"slab: {reqs} chunk allocations served, chunks in use {sum(used_now.values())} "

@@ -36,7 +36,7 @@ import zlib
 from typing import Any
 
 try:
-    import cv2
+    import cv2  # pyright: ignore[reportMissingImports]  # (the [images] extra)
     import numpy as np
 except ImportError as e:                      # the example's only optional dependencies
     print(f"FAILED: this example needs OpenCV and NumPy ({e.name} is missing): "
@@ -141,7 +141,8 @@ class QSharedMemory:
 def pixels(mem: QSharedMemory) -> np.ndarray:
     """The raw image in shared memory as a NumPy array: a view, not a copy."""
     h, w, c = PIXELS_HEAD.unpack(mem.data()[:PIXELS_HEAD.size])
-    return np.ndarray((h, w, c), np.uint8, buffer=mem.data(), offset=PIXELS_AT)
+    view: np.ndarray = np.ndarray((h, w, c), np.uint8, buffer=mem.data(), offset=PIXELS_AT)
+    return view
 
 
 def draw_scene(img: np.ndarray) -> None:

@@ -41,7 +41,7 @@ def main(n: int = 200, workers: int = 2) -> None:
         t = time.perf_counter()
         for i in range(n):
             r = frames.reserve(int(np.prod(FRAME)))
-            img = np.ndarray(FRAME, np.uint8, buffer=r)
+            img = np.ndarray(FRAME, np.uint8, buffer=memoryview(r))
             img[:] = i % 256  # "capture" straight into shared memory
             del img
             r.commit()

@@ -47,7 +47,7 @@ def allowed(d: shmkit.Dict, client: str) -> bool:
 
 def cached_page(d: shmkit.Dict, page: str) -> bytes:
     key = f"page:{page}"
-    value = d.get(key)
+    value: bytes | None = d.get(key)
     if value is not None:
         d.incr("stat:hits", 1, init=0)
         return bytes(value)
@@ -61,6 +61,7 @@ def cached_page(d: shmkit.Dict, page: str) -> bytes:
         finally:
             d.delete(f"lock:{page}")
     # someone else is computing it: serve the stale copy if there is one, else wait
+    stale: bytes | None
     stale, _flags, _is_stale = d.get_stale(key)
     if stale is not None:
         d.incr("stat:stale", 1, init=0)
@@ -93,7 +94,7 @@ def worker(d: shmkit.Dict, requests: int, seed: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--requests", type=int, default=1500, help="per worker")
     ap.add_argument("--quick", action="store_true", help="300 requests per worker")

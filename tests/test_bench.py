@@ -215,6 +215,7 @@ def test_failures_are_reported_and_workers_reaped(tmp_path):
     script = textwrap.dedent(f'''
         import json, sys
         sys.path.insert(0, {str(tmp_path)!r})
+        sys.path.insert(0, {ROOT!r})  # benchmarks/ runs from the checkout (not installed)
         import failing_roles as f
         from benchmarks import harness as h
 

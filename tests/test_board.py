@@ -677,7 +677,9 @@ def test_follow(zone):
 
 
 def test_demo_runs_briefly():
-    figures = shmkit.board._demo(1.0, consumers=2, fps=30, out=open(os.devnull, "w"))
+    import shmkit.demo.frames
+
+    figures = shmkit.demo.frames.run(1.0, consumers=2, fps=30, out=open(os.devnull, "w"))
     assert figures["published"] >= 10
     assert len(figures["consumers"]) == 2
     for c in figures["consumers"]:

@@ -187,7 +187,10 @@ def test_both_directions_at_once(peer, zone, zname, tmp_path):
         for who, seqs in (("Python", mine[pid]), ("C", theirs[pid])):
             assert all(a < b for a, b in zip(seqs, seqs[1:])), f"{who} consumer: producer {pid} out of order"
         assert sorted(mine[pid] + theirs[pid]) == list(range(n)), f"producer {pid}: not exactly once"
-    assert min(len(mine[0]), len(mine[1]), len(theirs[0]), len(theirs[1])) > 0  # really mixed
+    # both consumers took part (which producer's messages each one got depends on the
+    # scheduling: under ASan the C producer can finish before the Python one starts)
+    assert mine[0] or mine[1]
+    assert theirs[0] or theirs[1]
     assert q.qsize() == 0
 
 

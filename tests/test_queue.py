@@ -364,11 +364,11 @@ def test_objects_mode_with_a_custom_serializer(zone):
 
 def test_reserve_commit_hands_over_the_same_memory(zone):
     q = Queue("zc", zone=zone)
-    free0 = zone.stats().free_bytes
+    free0 = zone.statistics().free_bytes
     n = 1 << 20
     r = q.reserve(n)
     assert r.nbytes == n and r.state == "reserved"
-    assert zone.stats().free_bytes <= free0 - n
+    assert zone.statistics().free_bytes <= free0 - n
     a = np.ndarray(n // 8, dtype=np.float64, buffer=r)
     a[:] = 3.0
     addr = a.__array_interface__["data"][0]
@@ -387,7 +387,7 @@ def test_reserve_commit_hands_over_the_same_memory(zone):
     assert q.statistics().reservations == 1
     del b, view, a
     assert q.statistics().reservations == 0
-    assert zone.stats().free_bytes == free0
+    assert zone.statistics().free_bytes == free0
 
 
 def test_detach_waits_for_zero_copy_blocks(zone):
@@ -409,21 +409,21 @@ def test_detach_waits_for_zero_copy_blocks(zone):
 
 def test_reservations_not_committed_go_back(zone):
     q = Queue("zc", zone=zone)
-    free0 = zone.stats().free_bytes
+    free0 = zone.statistics().free_bytes
     r = q.reserve(100_000)
     del r
-    assert zone.stats().free_bytes == free0
+    assert zone.statistics().free_bytes == free0
     with q.reserve(50_000) as r:
         memoryview(r)[:3] = b"abc"
     assert r.state == "released"
     r2 = q.reserve(10)
     r2.release()
-    assert zone.stats().free_bytes == free0
+    assert zone.statistics().free_bytes == free0
     with pytest.raises(ValueError):
         q.reserve(0)
     with pytest.raises(shmkit.ZoneFullError):
         q.reserve(64 << 20)
-    assert zone.stats().free_bytes == free0
+    assert zone.statistics().free_bytes == free0
 
 
 def test_reserve_waits_for_a_free_reservation(zone):
@@ -457,7 +457,7 @@ def test_statistics(zone):
     q.put_many([b"a"] * 5)
     q.get()
     st = q.statistics()
-    assert isinstance(st, shmkit.queue.QueueStatistics)
+    assert isinstance(st, shmkit.queue.QueueStats)
     assert (st.puts, st.gets, st.depth, st.drops, st.capacity, st.members) == (5, 1, 4, 0, 4096, 1)
     assert st.bytes_used == 4 * 32
     with pytest.raises(Exception):
@@ -546,7 +546,7 @@ def test_zero_copy_between_processes(zone, ctx, procs):
     p = ctx.Process(target=_zero_copy_consumer, args=(q, out))
     procs.append(p)
     p.start()
-    free0 = zone.stats().free_bytes
+    free0 = zone.statistics().free_bytes
     r = q.reserve(8 * 100_000)
     a = np.ndarray(100_000, dtype=np.int64, buffer=r)
     a[:] = np.arange(100_000)
@@ -555,7 +555,7 @@ def test_zero_copy_between_processes(zone, ctx, procs):
     assert out.get() == (sum(range(100_000)), 100_000)
     p.join(30)
     assert p.exitcode == 0
-    wait_until(lambda: zone.stats().free_bytes == free0, what="the block to return to the zone")
+    wait_until(lambda: zone.statistics().free_bytes == free0, what="the block to return to the zone")
 
 
 SIGINT_CHILD = r"""
@@ -682,6 +682,8 @@ def test_two_producers_two_consumers_one_million_each(name, procs):
 
 def test_demo_runs_producers_and_consumers_across_processes():
     lines = []
-    res = shmkit.queue._demo(0.5, producers=1, consumers=1, batch=64, print=lines.append)
+    import shmkit.demo.queue
+
+    res = shmkit.demo.queue.run(0.5, producers=1, consumers=1, batch=64, print=lines.append)
     assert res["messages"] > 0 and res["drops"] == 0
     assert any("M msg/s" in line for line in lines)

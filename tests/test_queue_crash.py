@@ -117,15 +117,15 @@ def test_consumer_killed_after_copying_before_taking_loses_nothing(zone, procs, 
 
 def test_producer_killed_holding_a_reservation(zone, procs):
     q = Queue("q", zone=zone)
-    free0 = zone.stats().free_bytes
+    free0 = zone.statistics().free_bytes
     p = FORK.Process(target=_die_in, args=(q, _core.QDIE_AFTER_RESERVE, "reserve"))
     procs.append(p)
     p.start()
     p.join(10)
     assert p.exitcode == -signal.SIGKILL
-    assert zone.stats().free_bytes < free0
+    assert zone.statistics().free_bytes < free0
     assert q.repair() >= 1
-    assert zone.stats().free_bytes == free0
+    assert zone.statistics().free_bytes == free0
     assert q.statistics().reservations == 0
 
 
@@ -138,7 +138,7 @@ def _take_zero_copy_and_die(q, ready):
 
 def test_consumer_killed_holding_a_zero_copy_view(zone, procs):
     q = Queue("q", zone=zone)
-    free0 = zone.stats().free_bytes
+    free0 = zone.statistics().free_bytes
     ready = FORK.Event()
     p = FORK.Process(target=_take_zero_copy_and_die, args=(q, ready))
     procs.append(p)
@@ -149,9 +149,9 @@ def test_consumer_killed_holding_a_zero_copy_view(zone, procs):
     assert ready.wait(10)
     kill_hard(p.pid)
     p.join(10)
-    assert zone.stats().free_bytes < free0
+    assert zone.statistics().free_bytes < free0
     q.repair()
-    assert zone.stats().free_bytes == free0
+    assert zone.statistics().free_bytes == free0
 
 
 def _use_and_sleep(q, ready):
@@ -233,7 +233,7 @@ def test_kill_storm(name, procs):
 
 def _storm(zone, procs, kills, seconds):
     q = Queue("storm", 256 << 10, zone=zone)  # small: the ring wraps constantly
-    zone_free0 = zone.stats().free_bytes
+    zone_free0 = zone.statistics().free_bytes
     max_uid = kills + 16
     committed = FORK.RawArray("B", max_uid * MAX_SEQ)
     seen = FORK.RawArray("B", max_uid * MAX_SEQ)
@@ -306,7 +306,7 @@ def _storm(zone, procs, kills, seconds):
     assert st.depth == 0 and st.bytes_used == 0
     assert st.puts == st.gets + st.dropped_gets
     assert st.members == 1 and st.reservations == 0
-    assert zone.stats().free_bytes == zone_free0
+    assert zone.statistics().free_bytes == zone_free0
     print(f"\nstorm: {done} kills, {delivered} delivered, puts {st.puts}, gets {st.gets}, "
           f"dropped_puts {st.dropped_puts}, dropped_gets {st.dropped_gets}, "
           f"recoveries {st.recoveries}")

@@ -409,7 +409,7 @@ def test_metrics_parse_and_equal_statistics(prefix, procs):
                     sample = metric + ("_total" if typ == "counter" else "")
                     want = float(f(st[field]) if f else st[field])
                     assert samples[(sample, labels)] == want, (sample, want)
-            zst = z.stats().__dict__
+            zst = z.statistics().__dict__
             allocator = dict(zst, used_bytes=zst["total_pages"] * 4096 - zst["free_bytes"])
             for metric, field, typ, _, f in ZONE_METRICS:
                 sample = metric + ("_total" if typ == "counter" else "")

@@ -154,7 +154,20 @@ except ZoneInitError as e:
     print("ZoneInitError", round(time.monotonic() - t0, 3), e, flush=True)
 """], stdout=subprocess.PIPE, text=True)
     procs.append(waiter)
-    time.sleep(0.3)  # let the waiter start waiting on the initialiser
+    # Kill the initialiser only once the waiter waits for it: a waiter that arrives after
+    # the death takes the initialisation over instead (no error to report).  A process
+    # sleeping on the state word counts itself in the header's state_waiters, the uint32
+    # after the state (core/layout.h); read from the segment's file, which attaches
+    # nothing.  Python needs anywhere from 50 ms to seconds to start on a loaded machine.
+    waiters_at = shmkit._core.ZONE_OFF_STATE + 4
+
+    def waiting() -> bool:
+        with open(f"/dev/shm/{name}", "rb") as f:
+            raw = os.pread(f.fileno(), 4, waiters_at)
+        return len(raw) == 4 and struct.unpack("<I", raw)[0] >= 1
+
+    wait_until(waiting, timeout=60, what="the waiter to wait for the initialiser")
+    assert waiter.poll() is None
     t_kill = time.monotonic()
     kill_hard(child.pid)
     out, _ = waiter.communicate(timeout=30)
@@ -256,7 +269,7 @@ def test_zone_full_is_a_memory_error_that_says_what(zone):
     with pytest.raises(ZoneFullError):
         while True:
             held.append(zone.alloc(2048))
-    st = zone.stats()
+    st = zone.statistics()
     assert st.classes[8].fails >= 1
     for o in held:
         zone.free(o)
@@ -276,10 +289,10 @@ def test_calloc_and_view_bounds(zone):
 
 
 def test_stats_are_honest(zone):
-    before = zone.stats()
+    before = zone.statistics()
     assert before.free_bytes == before.free_pages * 4096 + before.slab_free_bytes
     offs = [zone.alloc(100) for _ in range(10)]
-    st = zone.stats()
+    st = zone.statistics()
     cls128 = st.classes[4]
     assert cls128.size == 128 and cls128.used == 10 and cls128.reqs >= 10
     assert st.slab_free_bytes == (cls128.total - cls128.used) * 128
@@ -287,7 +300,7 @@ def test_stats_are_honest(zone):
     zone.free(big)
     for o in offs:
         zone.free(o)
-    assert zone.stats().free_pages == before.free_pages
+    assert zone.statistics().free_pages == before.free_pages
 
 
 def test_growth_seen_by_other_processes_and_views_stay_valid(name):
@@ -296,7 +309,7 @@ def test_growth_seen_by_other_processes_and_views_stay_valid(name):
         v = z.view(first, 1000)
         v[:4] = b"keep"
         offs = [z.alloc(1 << 20) for _ in range(8)]  # far beyond 256 KiB
-        st = z.stats()
+        st = z.statistics()
         assert st.size > 256 << 10 and st.grow_count >= 1 and st.extents >= 2
         assert bytes(v[:4]) == b"keep"
         z.view(offs[-1], 4)[:] = b"tail"

@@ -36,7 +36,7 @@ class AllocatorModel(RuleBasedStateMachine):
         self.zone = Zone(self.name, 1 << 20)
         self.zone.unlink()  # the name is not needed any more; nothing is left behind
         self.live: dict[int, int] = {}
-        self.empty_free_pages = self.zone.stats().free_pages
+        self.empty_free_pages = self.zone.statistics().free_pages
 
     def teardown(self):
         self.zone.close()
@@ -89,7 +89,7 @@ class AllocatorModel(RuleBasedStateMachine):
 
     @invariant()
     def accounted(self):
-        st_ = self.zone.stats()
+        st_ = self.zone.statistics()
         small_used = sum(c.used for c in st_.classes)
         assert small_used == sum(1 for n in self.live.values() if n <= 2048)
         if not self.live:
@@ -111,7 +111,7 @@ def test_fragmentation_many_small_frees_make_room_again(zone):
     # free every other one: lots of free bytes, but no large run
     for o in small[::2]:
         zone.free(o)
-    st = zone.stats()
+    st = zone.statistics()
     assert st.free_bytes > 1 << 20
     with pytest.raises(ZoneFullError):
         zone.alloc(1 << 20)
@@ -133,12 +133,12 @@ def test_recovery_after_death_inside_the_allocator(name, procs):
         p.start()
         p.join(30)
         assert p.exitcode == -signal.SIGKILL
-        before = z.stats().recoveries if mode == 2 else None
+        before = z.statistics().recoveries if mode == 2 else None
         # the next locker repairs the allocator
         o = z.alloc(200)
         z.free(o)
         assert z.check() == []
-    st = z.stats()
+    st = z.statistics()
     assert st.recoveries == 2
     assert z.find("obj").size == 64
     for o in keep:
@@ -202,7 +202,7 @@ def test_concurrent_churn_with_sigkills_stays_consistent(name, procs):
     # allocator's accounting matches its pages and it still serves every size class
     for n in (8, 100, 2048, 5000):
         z.free(z.alloc(n))
-    print(f"{kills} kills, {z.stats().recoveries} recoveries of the allocator")
+    print(f"{kills} kills, {z.statistics().recoveries} recoveries of the allocator")
     z.close()
 
 
@@ -212,7 +212,7 @@ from shmkit import Zone, ShmkitError
 name, seed, region = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rnd = random.Random(seed)
 z = Zone(name)
-st = z.stats()
+st = z.statistics()
 data = z.segment.buf
 if region == "header":
     lo, hi = 0, 4096
@@ -230,7 +230,7 @@ for op in range(200):
         elif k == 1:
             z.free(rnd.randrange(0, 1 << 21))
         elif k == 2:
-            z.stats()
+            z.statistics()
         elif k == 3:
             z.check()
         elif k == 4:

@@ -34,3 +34,11 @@ def size_label(n: int) -> str:
 
 def size_tag(n: int) -> str:
     return size_label(n).replace(" ", "")
+
+
+def round_trip_percentiles(ts: list) -> dict:
+    """p50 and p99 in microseconds of the round trips between consecutive timestamps
+    (perf_counter_ns) of ``ts``: what the ping-pong scenarios report."""
+    n = len(ts) - 1
+    lat = sorted(ts[i] - ts[i - 1] for i in range(1, n + 1))
+    return {"p50": lat[n // 2] / 1000.0, "p99": lat[min(n - 1, (n * 99) // 100)] / 1000.0}

@@ -27,7 +27,8 @@ import time
 
 from .. import harness as h
 from ..harness import ANCHOR, REFERENCE, SHMKIT, Case, Metric, Role, Scenario
-from .pingpong import MSG, _percentiles, event_initiator, event_responder, sleep_settings
+from ._common import round_trip_percentiles
+from .pingpong import MSG, event_initiator, event_responder, sleep_settings
 
 N0, N_MAX = 100, 200_000
 
@@ -57,7 +58,7 @@ def aio_initiator(ctl, ping, pong, loop_kind, spin):
         return ts
 
     for n in ctl.reps():
-        ctl.report(**_percentiles(_run(rounds(n), loop_kind)))
+        ctl.report(**round_trip_percentiles(_run(rounds(n), loop_kind)))
 
 
 def aio_responder(ctl, ping, pong, loop_kind, spin):
@@ -90,7 +91,7 @@ def aio_queue_initiator(ctl, q_out, q_in, loop_kind, spin):
         return ts
 
     for n in ctl.reps():
-        ctl.report(**_percentiles(_run(rounds(n), loop_kind)))
+        ctl.report(**round_trip_percentiles(_run(rounds(n), loop_kind)))
 
 
 def aio_queue_responder(ctl, q_in, q_out, loop_kind, spin):
@@ -121,7 +122,7 @@ def executor_initiator(ctl, q_out, q_in):
         return ts
 
     for n in ctl.reps():
-        ctl.report(**_percentiles(asyncio.run(rounds(n))))
+        ctl.report(**round_trip_percentiles(asyncio.run(rounds(n))))
 
 
 def executor_responder(ctl, q_in, q_out):
@@ -147,7 +148,7 @@ def aioprocessing_initiator(ctl, q_out, q_in):
         return ts
 
     for n in ctl.reps():
-        ctl.report(**_percentiles(asyncio.run(rounds(n))))
+        ctl.report(**round_trip_percentiles(asyncio.run(rounds(n))))
 
 
 def aioprocessing_responder(ctl, q_in, q_out):

@@ -15,17 +15,11 @@ import time
 
 from .. import harness as h
 from ..harness import ANCHOR, SHMKIT, Case, Metric, Role, Scenario
-from ._common import attach_shared_memory, create_shared_memory
+from ._common import attach_shared_memory, create_shared_memory, round_trip_percentiles
 from .queue import bytes_mode
 
 MSG = b"pingpong"   # 8 bytes
 TIMEOUT = 120.0
-
-
-def _percentiles(ts: list) -> dict:
-    n = len(ts) - 1
-    lat = sorted(ts[i] - ts[i - 1] for i in range(1, n + 1))
-    return {"p50": lat[n // 2] / 1000.0, "p99": lat[min(n - 1, (n * 99) // 100)] / 1000.0}
 
 
 # -- roles: the initiator times every round trip, the responder echoes -------------------
@@ -39,7 +33,7 @@ def pipe_initiator(ctl, conn):
             send(MSG)
             recv()
             ts[i] = now()
-        ctl.report(**_percentiles(ts))
+        ctl.report(**round_trip_percentiles(ts))
 
 
 def pipe_responder(ctl, conn):
@@ -59,7 +53,7 @@ def queue_initiator(ctl, q_out, q_in, kw, prep=None):
             put(MSG, **kw)
             get(**kw)
             ts[i] = now()
-        ctl.report(**_percentiles(ts))
+        ctl.report(**round_trip_percentiles(ts))
 
 
 def queue_responder(ctl, q_in, q_out, kw, prep=None):
@@ -82,7 +76,7 @@ def sem_initiator(ctl, name_ping, name_pong):
             release()
             acquire()
             ts[i] = now()
-        ctl.report(**_percentiles(ts))
+        ctl.report(**round_trip_percentiles(ts))
 
 
 def sem_responder(ctl, name_ping, name_pong):
@@ -109,7 +103,7 @@ def event_initiator(ctl, ping, pong, prep=None):
             wait_pong()
             clear_pong()
             ts[i] = now()
-        ctl.report(**_percentiles(ts))
+        ctl.report(**round_trip_percentiles(ts))
 
 
 def event_responder(ctl, ping, pong, prep=None):
@@ -142,7 +136,7 @@ def spin_initiator(ctl, shm_name):
                 pass
             buf[24:32].tobytes()
             ts[i] = now()
-        ctl.report(**_percentiles(ts))
+        ctl.report(**round_trip_percentiles(ts))
     del buf
     shm.close()
 

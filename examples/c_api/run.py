@@ -105,7 +105,7 @@ def main() -> int:
             and totals.get(b"orders") == N,
             "the C program's line is in the ledger": totals.get(b"ledger:c") == b"C checked %d orders" % N,
             "each worker's line is in the ledger": all(
-                totals.get(b"ledger:%d" % w.pid, b"").startswith(b"priced ") for w in workers),
+                totals.get(b"ledger:%d" % (w.pid or 0), b"").startswith(b"priced ") for w in workers),
             "both queues are empty": zone.queue("orders").qsize() == 0
             and zone.queue("answers").qsize() == 0,
         }

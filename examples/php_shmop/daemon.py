@@ -134,6 +134,7 @@ def main() -> int:
           f"shmid {info.shmid}, {info.size} bytes, lifecycle {info.lifecycle}")
     daemon = Daemon(seg)
     php: subprocess.Popen[bytes] | None = None
+    port = 0
     results: list[tuple[str, int | None, Any]] = []
     try:
         for attempt in range(3):                        # the port may be taken meanwhile

@@ -42,14 +42,21 @@ import os
 import pickle
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._errors import (BrokenBarrierError, NotOwnerError, QueueEmpty, QueueFull,
                       ShmkitTimeoutError)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    # the façades, for annotations only: they import this module (inside their `aio`
+    # properties), never the other way round
+    from ._types import Buffer
+    from .board import Board
+    from .config import SharedConfig, Snapshot
+    from .queue import Queue
+    from .sync import Barrier, Condition, Event, Lock, RLock, RWLock, Semaphore
 
 __all__ = ["AioLock", "AioRLock", "AioRWLock", "AioSemaphore", "AioEvent", "AioCondition",
            "AioBarrier", "AioBoard", "AioConfig", "AioQueue", "aio_configure", "aio_statistics"]
@@ -60,7 +67,7 @@ _GOT = (0, _core.E_OWNERDEAD)   # an acquire's results that mean "acquired"
 
 
 def aio_configure(*, spin: bool | None = None, spin_max: float | None = None,
-                  mode: str | None = None, max_threads: int | None = None) -> dict:
+                  mode: str | None = None, max_threads: int | None = None) -> dict[str, Any]:
     """Set (where given) and return the process's asyncio settings.
 
     ``spin``: whether an awaited call that finds its object busy first spins briefly in
@@ -84,7 +91,7 @@ def aio_configure(*, spin: bool | None = None, spin_max: float | None = None,
     return _core.aio_configure(mode, max_threads, spin, ns)
 
 
-def aio_statistics() -> dict:
+def aio_statistics() -> dict[str, Any]:
     """The hub's counters: ``mode``, ``threads`` (started), ``slots`` (distinct words
     watched now), ``waits`` (coroutines waiting now), ``watches``, ``doorbells``,
     ``sleeps``, ``ready``, ``retries``, ``forwarded``..."""
@@ -115,7 +122,7 @@ _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopHub]" = \
     weakref.WeakKeyDictionary()
 
 
-def _loop_notifier() -> tuple[asyncio.AbstractEventLoop, Any]:
+def _loop_notifier() -> tuple[asyncio.AbstractEventLoop, _core.AioNotifier]:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None or hub.pid != os.getpid():
@@ -123,14 +130,14 @@ def _loop_notifier() -> tuple[asyncio.AbstractEventLoop, Any]:
     return loop, hub.notifier
 
 
-async def _run(w: Any, loop: asyncio.AbstractEventLoop) -> int:
+async def _run(w: _core.AioWait, loop: asyncio.AbstractEventLoop) -> int:
     """Drive one AioWait to its end: attempt; while it must wait, await the future the
     loop resolves when the hub reports it ready; attempt again.  Whatever interrupts it
     (a cancellation, a timeout of asyncio.wait_for...) undoes it."""
     try:
         r = w.step()
         while r == _EAGAIN:
-            fut = loop.create_future()
+            fut: asyncio.Future[None] = loop.create_future()
             w.future = fut
             await fut
             r = w.step()
@@ -175,7 +182,7 @@ class AioLock:
 
     __slots__ = ("_lock",)
 
-    def __init__(self, lock: Any) -> None:
+    def __init__(self, lock: Lock | RLock) -> None:
         self._lock = lock
 
     async def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
@@ -225,8 +232,8 @@ class _TaskOwner:
     __slots__ = ("owner", "waiters")
 
     def __init__(self) -> None:
-        self.owner: asyncio.Task | None = None
-        self.waiters: collections.deque = collections.deque()
+        self.owner: asyncio.Task[Any] | None = None
+        self.waiters: collections.deque[asyncio.Future[object]] = collections.deque()
 
     def hand_on(self) -> None:
         while self.waiters:
@@ -238,12 +245,13 @@ class _TaskOwner:
 
 # per event loop: (zone identity, offset) of an RLock -> its _TaskOwner (kept while the
 # loop lives: tasks waiting for their turn hold on to it)
-_rlock_owners: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = \
+_rlock_owners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                          dict[tuple[object, ...], _TaskOwner]] = \
     weakref.WeakKeyDictionary()
 _TIMED_OUT = object()
 
 
-def _rlock_key(lock: Any) -> tuple:
+def _rlock_key(lock: Lock | RLock) -> tuple[object, ...]:
     zone = lock.zone
     name = getattr(zone, "name", None)
     return (zone.backend, name, lock._offset) if name is not None else (id(zone), lock._offset)
@@ -288,7 +296,7 @@ class AioRLock(AioLock):
                 if end is not None and time.monotonic() >= end:
                     w.cancel()
                     return False
-                fut = loop.create_future()
+                fut: asyncio.Future[object] = loop.create_future()
                 st.waiters.append(fut)
                 timer = None
                 if end is not None:
@@ -367,7 +375,7 @@ class AioRLock(AioLock):
             self._lock.acquire(False)
 
 
-def _time_up(fut: asyncio.Future) -> None:
+def _time_up(fut: asyncio.Future[object]) -> None:
     if not fut.done():
         fut.set_result(_TIMED_OUT)
 
@@ -377,7 +385,8 @@ def _time_up(fut: asyncio.Future) -> None:
 class _AioRWSide:
     __slots__ = ("_acquire", "_release")
 
-    def __init__(self, acquire: Callable, release: Callable) -> None:
+    def __init__(self, acquire: Callable[[], Awaitable[bool]],
+                 release: Callable[[], object]) -> None:
         self._acquire = acquire
         self._release = release
 
@@ -398,7 +407,7 @@ class AioRWLock:
 
     __slots__ = ("_rw",)
 
-    def __init__(self, rw: Any) -> None:
+    def __init__(self, rw: RWLock) -> None:
         self._rw = rw
 
     async def acquire_read(self, blocking: bool = True, timeout: float | None = -1) -> bool:
@@ -438,7 +447,7 @@ class AioSemaphore:
 
     __slots__ = ("_sem",)
 
-    def __init__(self, sem: Any) -> None:
+    def __init__(self, sem: Semaphore) -> None:
         self._sem = sem
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -463,7 +472,7 @@ class AioEvent:
 
     __slots__ = ("_event",)
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Event) -> None:
         self._event = event
 
     async def wait(self, timeout: float | None = None) -> bool:
@@ -487,7 +496,7 @@ class AioCondition:
 
     __slots__ = ("_cond", "_lock")
 
-    def __init__(self, cond: Any) -> None:
+    def __init__(self, cond: Condition) -> None:
         self._cond = cond
         self._lock: AioLock = cond.lock.aio
 
@@ -569,7 +578,7 @@ class AioBarrier:
 
     __slots__ = ("_barrier",)
 
-    def __init__(self, barrier: Any) -> None:
+    def __init__(self, barrier: Barrier) -> None:
         self._barrier = barrier
 
     async def wait(self, timeout: float | None = None) -> int:
@@ -601,7 +610,7 @@ class AioBoard:
 
     __slots__ = ("_board",)
 
-    def __init__(self, board: Any) -> None:
+    def __init__(self, board: Board) -> None:
         self._board = board
 
     async def _wait(self, version: int, timeout: float | None) -> None:
@@ -634,11 +643,11 @@ class AioConfig:
 
     __slots__ = ("_cfg",)
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: SharedConfig) -> None:
         self._cfg = cfg
 
     async def wait_for_change(self, version: int | None = None,
-                              timeout: float | None = None) -> tuple[Mapping, int]:
+                              timeout: float | None = None) -> tuple[Snapshot, int]:
         cfg = self._cfg
         if version is None:
             version = cfg._board.version
@@ -683,10 +692,11 @@ class AioQueue:
 
     __slots__ = ("_q",)
 
-    def __init__(self, q: Any) -> None:
+    def __init__(self, q: Queue) -> None:
         self._q = q
 
-    async def _wait(self, what: int, item: Any, end: float | None) -> None:
+    async def _wait(self, what: int, item: Buffer | list[Buffer] | None,
+                    end: float | None) -> None:
         loop, n = _loop_notifier()
         await _run(_core.aio_queue_wait(n, self._q, what, item, _left(end)), loop)
 
@@ -718,7 +728,7 @@ class AioQueue:
             await self._wait(_QW_DATA, None, end)
 
     async def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
-                       block: bool = True, timeout: float | None = None) -> list:
+                       block: bool = True, timeout: float | None = None) -> list[Any]:
         """Up to max_messages messages (at least one), as get_many."""
         q = self._q
         end = _queue_end(block, timeout)
@@ -752,7 +762,8 @@ class AioQueue:
                     raise
             await self._wait(_QW_SPACE, record, end)
 
-    async def put_many(self, items: Any, block: bool = True, timeout: float | None = None) -> int:
+    async def put_many(self, items: Iterable[Any], block: bool = True,
+                       timeout: float | None = None) -> int:
         """Put every item (in order), waiting for room as needed; returns how many were put
         (``block=False``: as many as fit, QueueFull if none)."""
         q = self._q

@@ -1,9 +1,18 @@
 """``shmkit.open_zone(spec)``: one line of configuration moves a program from one
-machine (a local Zone) to many (a RedisZone)."""
+machine (a local Zone) to many (a RedisZone).
+
+The layer that chooses a backend (docs/ARCHITECTURE.md): above both backends, below the
+public API; it imports each of them only when a spec names it.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .redis import RedisZone
+    from .zone import Zone
 
 __all__ = ["open_zone", "ZONE_URL_ENV"]
 
@@ -13,7 +22,7 @@ ZONE_URL_ENV = "SHMKIT_ZONE_URL"
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def open_zone(spec: str | None = None, **options):
+def open_zone(spec: str | None = None, **options: Any) -> Zone | RedisZone:
     """A zone from a name or a URL.
 
     - ``"redis://host:6379/0?zone=app"``, ``"rediss://..."`` (TLS) or ``"unix://..."``:

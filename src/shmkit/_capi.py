@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import os
 import shlex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["get_include", "get_library_dir", "get_pkgconfig_dir", "cflags", "libs"]
 
@@ -60,7 +64,7 @@ def libs() -> list[str]:
     return [f"-L{d}", f"-Wl,-rpath,{d}", "-lshmkit"]
 
 
-def config_main(args) -> int:
+def config_main(args: argparse.Namespace) -> int:
     """``shmkit config``: print what was asked for, in the order of pkg-config."""
     out: list[str] = []
     if args.cflags:

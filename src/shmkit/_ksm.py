@@ -15,6 +15,7 @@ and /proc/cpuinfo; nothing is changed.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 KSM_DIR = "/sys/kernel/mm/ksm"
 
@@ -61,7 +62,7 @@ def _under_hypervisor() -> bool:
     return False
 
 
-def report() -> dict:
+def report() -> dict[str, Any]:
     """KSM's state and live figures, what it can do for shared memory, and advice.
 
     Keys: ``available`` (this kernel has KSM), ``run`` (0/1/2 or None), ``state``
@@ -70,7 +71,7 @@ def report() -> dict:
     now), ``can_start`` (this process may write ``run``), ``hypervisor``, and the texts
     ``can``, ``cannot``, ``instead``, ``here`` (what that means on this machine)."""
     page = os.sysconf("SC_PAGESIZE")
-    out: dict = {"path": KSM_DIR, "available": os.path.isdir(KSM_DIR), "run": None,
+    out: dict[str, Any] = {"path": KSM_DIR, "available": os.path.isdir(KSM_DIR), "run": None,
                  "state": "absent", "figures": {}, "saved_bytes": 0, "can_start": False,
                  "hypervisor": _under_hypervisor(), "can": CAN, "cannot": CANNOT,
                  "instead": INSTEAD}
@@ -96,7 +97,7 @@ def report() -> dict:
     return out
 
 
-def _here(r: dict) -> str:
+def _here(r: dict[str, Any]) -> str:
     if not r["available"]:
         return ("this kernel has no KSM (CONFIG_KSM is off): nothing is merged, and "
                 "madvise(MADV_MERGEABLE) fails with EINVAL")

@@ -34,8 +34,14 @@ import os
 import stat as _stat
 import sys
 import time
+from typing import Any, Union
 
 from . import _core
+
+#: a creator's record, as stored (JSON): lifecycle, backend, creator pid/start/uid, ...
+Record = dict[str, Any]
+#: what xattr calls take: an fd, or a path (never followed if a symlink)
+FdOrPath = Union[int, str]
 
 LIFECYCLES = ("persist", "unlink_on_last_close", "unlink_on_creator_exit")
 
@@ -58,7 +64,7 @@ def xattrs_enabled() -> bool:
 
 # -- process identity ------------------------------------------------------------------
 
-_self = None  # (pid, start time), computed once per process (cleared in fork children)
+_self: tuple[int, int] | None = None  # (pid, start time), computed once per process (cleared in fork children)
 
 
 def self_identity() -> tuple[int, int]:
@@ -70,7 +76,7 @@ def self_identity() -> tuple[int, int]:
     return _self
 
 
-def _forget_identity():
+def _forget_identity() -> None:
     global _self
     _self = None
 
@@ -78,7 +84,7 @@ def _forget_identity():
 os.register_at_fork(after_in_child=_forget_identity)
 
 
-def proc_alive(pid, start) -> bool | None:
+def proc_alive(pid: int | None, start: int | None) -> bool | None:
     """True/False for a (pid, start time) record, None when the record is incomplete."""
     if not pid or not start:
         return None
@@ -132,10 +138,10 @@ def unlock(fd: int, byte: int) -> None:
         pass
 
 
-def lock_table() -> dict:
+def lock_table() -> dict[tuple[int, int], dict[str, Any]]:
     """{(dev, ino): {"attach": n, "creator": bool, "init": bool}} for every file carrying
     shmkit's lock bytes, from /proc/locks (held locks only; waiters are skipped)."""
-    table: dict = {}
+    table: dict[tuple[int, int], dict[str, Any]] = {}
     wanted = {_core.LOCKBYTE_ATTACH: "attach", _core.LOCKBYTE_CREATOR: "creator",
               _core.LOCKBYTE_INIT: "init"}
     try:
@@ -164,11 +170,11 @@ def lock_table() -> dict:
     return table
 
 
-def mapping_table() -> dict:
+def mapping_table() -> dict[tuple[int, int], set[int]]:
     """{(dev, ino): set of pids} of every shared file mapping visible in /proc/*/maps
     (the honest "attach count" of a POSIX segment: processes that have it mapped,
     shmkit or not).  Processes we may not inspect are skipped."""
-    table: dict = {}
+    table: dict[tuple[int, int], set[int]] = {}
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -193,22 +199,22 @@ def mapping_table() -> dict:
     return table
 
 
-def mapping_pids(dev: int, ino: int) -> set:
+def mapping_pids(dev: int, ino: int) -> set[int]:
     return mapping_table().get((dev, ino), set())
 
 
 # -- records: xattrs ----------------------------------------------------------------------
 
-def make_record(lifecycle: str, backend: str, **ident) -> dict:
+def make_record(lifecycle: str, backend: str, **ident: Any) -> Record:
     pid, start = self_identity()
-    rec = {"shmkit": RECORD_VERSION, "lifecycle": lifecycle, "backend": backend,
+    rec: Record = {"shmkit": RECORD_VERSION, "lifecycle": lifecycle, "backend": backend,
            "creator_pid": pid, "creator_start": start, "created_ns": time.time_ns(),
            "creator_uid": os.geteuid()}
     rec.update({k: v for k, v in ident.items() if v is not None})
     return rec
 
 
-_decoded: dict = {}  # raw record -> decoded (records are written once, then only read)
+_decoded: dict[bytes, Record] = {}  # raw record -> decoded (records are written once, then only read)
 
 # stored with short keys so that the xattr stays under 128 bytes (one getxattr call)
 _SHORT = {"creator_pid": "pid", "creator_start": "start", "created_ns": "ns",
@@ -216,15 +222,15 @@ _SHORT = {"creator_pid": "pid", "creator_start": "start", "created_ns": "ns",
 _LONG = {v: k for k, v in _SHORT.items()}
 
 
-def _encode(rec: dict, *, drop=()) -> bytes:
+def _encode(rec: Record, *, drop: tuple[str, ...] = ()) -> bytes:
     out = {_SHORT.get(k, k): v for k, v in rec.items() if k not in drop}
     return json.dumps(out, separators=(",", ":")).encode()
 
 
-def _decode(raw) -> dict | None:
-    rec = _decoded.get(raw)
-    if rec is not None:
-        return rec
+def _decode(raw: bytes) -> Record | None:
+    known = _decoded.get(raw)
+    if known is not None:
+        return known
     try:
         rec = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -233,14 +239,14 @@ def _decode(raw) -> dict | None:
         return None
     if rec.get("lifecycle") not in LIFECYCLES:
         return None
-    rec = {_LONG.get(k, k): v for k, v in rec.items()}
+    decoded: Record = {str(_LONG.get(k, k)): v for k, v in rec.items()}
     if len(_decoded) > 256:
         _decoded.clear()
-    _decoded[bytes(raw)] = rec
-    return rec
+    _decoded[bytes(raw)] = decoded
+    return decoded
 
 
-def write_xattr_record(fd: int, rec: dict) -> bool:
+def write_xattr_record(fd: int, rec: Record) -> bool:
     """True if stored on the object; False if the file system refuses user xattrs."""
     if not xattrs_enabled():
         return False
@@ -255,7 +261,7 @@ def write_xattr_record(fd: int, rec: dict) -> bool:
         raise
 
 
-def read_xattr_record(target) -> dict | None:
+def read_xattr_record(target: FdOrPath) -> Record | None:
     """The creator's record from an fd or a path (None: none, or not readable)."""
     try:
         raw = os.getxattr(target, XATTR, follow_symlinks=False) if isinstance(target, str) \
@@ -294,7 +300,7 @@ def mark_removed(path: str) -> None:
         pass
 
 
-def read_event(target, which: str) -> tuple[int, int, int] | None:
+def read_event(target: FdOrPath, which: str) -> tuple[int, int, int] | None:
     """(pid, start, time_ns) of the last attach or detach (``which`` "attach" or
     "detach"), or of shmkit's removal of the name ("removed"), or None."""
     name = {"attach": XATTR_ATTACH, "detach": XATTR_DETACH, "removed": XATTR_REMOVED}[which]
@@ -339,7 +345,7 @@ def registry_dir(create: bool = False) -> str | None:
     return None
 
 
-def sysv_record_name(shmid: int, ctime: int) -> str:
+def sysv_record_name(shmid: int, ctime: int | None) -> str:
     return f"sysv-{shmid}-{ctime}"
 
 
@@ -347,7 +353,7 @@ def file_record_name(backend: str, dev: int, ino: int) -> str:
     return f"{backend}-{dev}-{ino}"
 
 
-def create_record(name: str, rec: dict, perm: int, *, lock: bool = False) -> int:
+def create_record(name: str, rec: Record, perm: int, *, lock: bool = False) -> int:
     """Create registry record ``name`` for a segment just created; returns its fd
     (O_RDWR, close-on-exec).  A record left under that name by a segment that no longer
     exists is replaced.  With ``lock`` (SysV: the record carries the locks), the creator
@@ -384,13 +390,14 @@ def create_record(name: str, rec: dict, perm: int, *, lock: bool = False) -> int
     raise AssertionError("unreachable")
 
 
-def open_record(name: str, owner_uid: int, writable: bool = True):
+def open_record(name: str, owner_uid: int,
+                writable: bool = True) -> tuple[int, Record] | tuple[None, None]:
     """(fd, record) of an existing trusted record, or (None, None)."""
     d = registry_dir()
     if d is None:
         return None, None
     path = os.path.join(d, name)
-    fd = None
+    fd: int | None = None
     for flags in ((os.O_RDWR,) if writable else ()) + (os.O_RDONLY,):
         try:
             fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -416,7 +423,7 @@ def open_record(name: str, owner_uid: int, writable: bool = True):
     return fd, rec
 
 
-def read_record(name: str, owner_uid: int) -> dict | None:
+def read_record(name: str, owner_uid: int) -> Record | None:
     fd, rec = open_record(name, owner_uid, writable=False)
     if fd is not None:
         os.close(fd)
@@ -439,10 +446,10 @@ def remove_record(name: str, fd: int | None = None) -> None:
         pass
 
 
-def list_records() -> list[tuple[str, os.stat_result, dict | None]]:
+def list_records() -> list[tuple[str, os.stat_result, Record | None]]:
     """Every file in the registry: (name, its lstat, its record or None)."""
     d = registry_dir()
-    out = []
+    out: list[tuple[str, os.stat_result, Record | None]] = []
     if d is None:
         return out
     try:
@@ -465,7 +472,7 @@ def list_records() -> list[tuple[str, os.stat_result, dict | None]]:
 
 # -- the creator's record of a posix/file/memfd segment, wherever it is -----------------
 
-def read_fd_record(fd_or_path, backend: str, st: os.stat_result) -> dict | None:
+def read_fd_record(fd_or_path: FdOrPath, backend: str, st: os.stat_result) -> Record | None:
     rec = read_xattr_record(fd_or_path)
     if rec is None and backend in ("posix", "file"):
         rec = read_record(file_record_name(backend, st.st_dev, st.st_ino), st.st_uid)
@@ -476,13 +483,13 @@ def read_fd_record(fd_or_path, backend: str, st: os.stat_result) -> dict | None:
 
 # pids of reapers this process started and has not reaped yet (safe to signal: a child's
 # pid cannot be reused before its parent reaps it)
-_reapers: set = set()
+_reapers: set[int] = set()
 
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
          "from shmkit._reaper import main; main(sys.argv[2:])")
 
 
-def spawn_reaper(fd: int, spec: dict) -> int:
+def spawn_reaper(fd: int, spec: Record) -> int:
     """Start ``python -m shmkit._reaper``-equivalent in its own session, handing it the
     segment's (or record's) fd.  It blocks on an OFD lock (no polling) and removes the
     segment when its lifecycle says so, even if every process using it was SIGKILLed."""
@@ -541,12 +548,13 @@ def same_file(path: str, st: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
-def remove_if_same(backend: str, ident, st: os.stat_result | None, *,
+def remove_if_same(backend: str, ident: Any, st: os.stat_result | None, *,
                    ctime: int | None = None, record_fd: int | None = None) -> bool:
     """Remove the segment named ``ident`` if the name still refers to the object we hold
     (never someone else's segment created under the same name since).  True if removed.
     For SysV, ``ident`` is the shmid and ``ctime`` its creation time."""
     if backend == "posix":
+        assert st is not None  # posix and file segments are removed by identity
         path = os.path.join(SHM_DIR, ident)
         if not same_file(path, st):
             return False
@@ -558,6 +566,7 @@ def remove_if_same(backend: str, ident, st: os.stat_result | None, *,
         remove_record(file_record_name("posix", st.st_dev, st.st_ino))
         return True
     if backend == "file":
+        assert st is not None
         if not same_file(ident, st):
             return False
         mark_removed(ident)

@@ -46,7 +46,6 @@ The bytes are specified in ``core/layout.h`` (Board); docs/board.md has the deta
 
 from __future__ import annotations
 
-import ast
 import errno
 import math
 import os
@@ -54,17 +53,24 @@ import pickle
 import struct
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._errors import (ClosedError, NotOwnerError, ObjectMismatchError, ShmkitOSError,
-                      ShmkitTimeoutError, TooLargeError)
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_object_name
+from ._dtypes import dtype_descr, dtype_from_descr, is_ndarray, numpy_or_hint
+from ._errors import (ClosedError, CorruptedError, NotOwnerError, ObjectMismatchError,
+                      ShmkitOSError, ShmkitTimeoutError, TooLargeError)
+from .zone import Zone, default_zone
 
 if TYPE_CHECKING:
+    import numpy
+    from numpy.typing import DTypeLike
+
     from ._aio import AioBoard
+    from ._types import Buffer, Timeout
 
 __all__ = ["Board", "BoardStats"]
 
@@ -80,54 +86,9 @@ _PICKLE_HEAD = struct.Struct("=IIQQ")         # struct shk_board_pickle_head
 _PICKLE_ENTRY = struct.Struct("=QQ")
 _SMALL = 64 << 10                             # below this, build payloads in Python
 
-NUMPY_HINT = "pip install shmkit[numpy]"
-
 
 def _align(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-def _numpy(what: str = "this"):
-    """NumPy, or an ImportError that says how to get it."""
-    try:
-        import numpy
-    except ImportError as err:
-        raise ImportError(f"{what} needs NumPy, an optional dependency of shmkit: "
-                          f"{NUMPY_HINT}") from err
-    return numpy
-
-
-def _is_ndarray(value) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.ndarray)
-
-
-# dtype <-> descriptor text (numpy.lib.format's descr, repr'd), both ways cached
-_descr_of: dict = {}
-_dtype_of: dict = {}
-
-
-def dtype_descr(dtype) -> bytes:
-    """The text recorded in shared memory for a dtype (round-trips structured dtypes)."""
-    d = _descr_of.get(dtype)
-    if d is None:
-        np = _numpy()
-        d = repr(np.lib.format.dtype_to_descr(np.dtype(dtype))).encode()
-        _descr_of[dtype] = d
-    return d
-
-
-def dtype_from_descr(text: bytes):
-    dt = _dtype_of.get(text)
-    if dt is None:
-        np = _numpy()
-        try:
-            dt = np.lib.format.descr_to_dtype(ast.literal_eval(text.decode()))
-        except (ValueError, SyntaxError, TypeError, UnicodeDecodeError) as err:
-            from ._errors import CorruptedError
-            raise CorruptedError(f"unreadable dtype descriptor {text[:80]!r}") from err
-        _dtype_of[text] = dt
-    return dt
 
 
 def _release(mv: memoryview) -> None:
@@ -139,8 +100,7 @@ def _release(mv: memoryview) -> None:
         pass
 
 
-def _corrupt(msg: str):
-    from ._errors import CorruptedError
+def _corrupt(msg: str) -> CorruptedError:
     return CorruptedError(msg)
 
 
@@ -194,13 +154,13 @@ class Board:
     actual spin adapts to how fast values come; 0 never spins).
     """
 
-    _cb = None
+    _cb: _core.Board        # set by __init__ (until then _closed stays True)
     _closed = True
 
     def __init__(self, name: str, max_bytes: int | None = None, *, zone: Zone | None = None,
                  buffers: int | None = None, writer: bool = False, create: bool = True,
                  spin_us: float = 20.0, _type: int = _core.OBJ_BOARD):
-        name = _check_object_name(name)
+        name = check_object_name(name)
         if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool)
                                       or max_bytes <= 0):
             raise ValueError(f"max_bytes must be an int > 0 (or None to attach), not {max_bytes!r}")
@@ -257,7 +217,7 @@ class Board:
     def closed(self) -> bool:
         return self._closed
 
-    def _live(self):
+    def _live(self) -> _core.Board:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
         return self._cb
@@ -279,7 +239,7 @@ class Board:
         if not self._closed:
             self._cb.release_writer()
 
-    def _writer(self):
+    def _writer(self) -> _core.Board:
         cb = self._live()
         if not cb.is_writer:
             try:
@@ -291,7 +251,7 @@ class Board:
                                     "writer may publish") from err
         return cb
 
-    def publish(self, value) -> int:
+    def publish(self, value: object) -> int:
         """Publish ``value`` as the newest one; returns its version.
 
         bytes-like values and str are stored as they are, NumPy arrays (without Python
@@ -310,29 +270,29 @@ class Board:
             if not value.c_contiguous:
                 value = value.tobytes()
             return self._publish_raw(cb, value, KIND_BYTES)
-        if _is_ndarray(value) and not value.dtype.hasobject:
+        if is_ndarray(value) and not value.dtype.hasobject:
             return self._publish_array(cb, value)
         return self._publish_pickle(cb, value)
 
-    def publish_bytes(self, data, kind: int = KIND_BYTES, meta: int = 0) -> int:
+    def publish_bytes(self, data: Buffer, kind: int = KIND_BYTES, meta: int = 0) -> int:
         """Publish raw bytes with an application-defined ``kind`` (>= 1000 for your own
         formats; readers get the bytes back) and ``meta`` (an offset <= len(data))."""
         if not isinstance(kind, int) or kind <= 0:
             raise ValueError(f"kind must be an int > 0, not {kind!r}")
         return self._publish_raw(self._writer(), data, kind, meta)
 
-    def _publish_raw(self, cb, data, kind, meta=0):
+    def _publish_raw(self, cb: _core.Board, data: Buffer, kind: int, meta: int = 0) -> int:
         try:
             return cb.publish(data, kind, meta)
         except TooLargeError:
             raise TooLargeError(f"board {self.name!r}: a value of {memoryview(data).nbytes} "
                                 f"bytes does not fit max_bytes={cb.capacity}") from None
 
-    def _too_large(self, n):
+    def _too_large(self, n: int) -> TooLargeError:
         return TooLargeError(f"board {self.name!r}: the encoded value takes {n} bytes, more "
                              f"than max_bytes={self._cb.capacity}")
 
-    def _publish_array(self, cb, a):
+    def _publish_array(self, cb: _core.Board, a: numpy.ndarray[Any, Any]) -> int:
         np = sys.modules["numpy"]
         descr = dtype_descr(a.dtype)
         ndim = a.ndim
@@ -356,8 +316,8 @@ class Board:
         finally:
             _release(mv)
 
-    def _publish_pickle(self, cb, value):
-        buffers = []
+    def _publish_pickle(self, cb: _core.Board, value: object) -> int:
+        buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
         try:
             raws = [b.raw() for b in buffers]
@@ -398,7 +358,8 @@ class Board:
                 _release(r)
 
     @contextmanager
-    def loan(self, shape=None, dtype="uint8", *, nbytes: int | None = None):
+    def loan(self, shape: int | tuple[int, ...] | None = None, dtype: DTypeLike = "uint8", *,
+             nbytes: int | None = None) -> Iterator[Any]:
         """Build the next value in place, without a copy (writer only)::
 
             with board.loan((1080, 1920, 3), "uint8") as frame:
@@ -430,22 +391,23 @@ class Board:
             finally:
                 _release(mv)
             return
-        np = _numpy("Board.loan(shape=...)")
+        np = numpy_or_hint("Board.loan(shape=...)")
         dt = np.dtype(dtype)
         if dt.hasobject:
             raise TypeError("arrays of Python objects cannot live in shared memory")
+        assert shape is not None  # (checked above: shape or nbytes)
         shape = tuple(int(n) for n in ((shape,) if isinstance(shape, int) else shape))
         descr = dtype_descr(dt)
         head = _ARRAY_HEAD.size + 8 * len(shape)
         meta = _align(head + len(descr))
-        nbytes = math.prod(shape) * dt.itemsize
-        total = meta + nbytes
+        data_bytes = math.prod(shape) * dt.itemsize
+        total = meta + data_bytes
         if total > cb.capacity:
             raise self._too_large(total)
         mv = cb.begin()
         try:
             _ARRAY_HEAD.pack_into(mv, 0, _core.BOARD_NDARRAY_MAGIC, len(shape), len(descr),
-                                  nbytes)
+                                  data_bytes)
             struct.pack_into(f"={len(shape)}Q", mv, _ARRAY_HEAD.size, *shape)
             mv[head:head + len(descr)] = descr
             arr = np.ndarray(shape, dt, buffer=mv, offset=meta)
@@ -459,20 +421,21 @@ class Board:
             _release(mv)
 
     # -- readers ----------------------------------------------------------------------------
-    def read(self, *, copy: bool = True):
+    def read(self, *, copy: bool = True) -> tuple[Any, int]:
         """The newest value and its version: ``(value, version)``; ``(None, 0)`` before
         anything is published.  While the version has not changed this returns the very
         same tuple again, for the price of one memory load (treat values as read-only).
         ``copy=False`` returns zero-copy views for bytes and arrays (see the module doc)."""
         return self._read_cached(copy)
 
-    def read_if_newer(self, version: int, *, copy: bool = True):
+    def read_if_newer(self, version: int, *, copy: bool = True) -> tuple[Any, int] | None:
         """``(value, version)`` if a version newer than ``version`` exists, else None."""
         if self._version() <= version:
             return None
         return self._read_cached(copy)
 
-    def wait_newer(self, version: int = 0, timeout: float | None = None, *, copy: bool = True):
+    def wait_newer(self, version: int = 0, timeout: Timeout = None, *,
+                   copy: bool = True) -> tuple[Any, int]:
         """Block until a version newer than ``version`` exists and return ``(value,
         version)`` of the newest.  ``wait_newer(0)`` waits for the first value.  Spins
         briefly (adaptively, ``spin_us``), then sleeps; the GIL is released and Ctrl-C
@@ -485,7 +448,7 @@ class Board:
                                      f"within {timeout} s")
         return self._read_newest(copy)
 
-    def wait(self, version: int = 0, timeout: float | None = None) -> int:
+    def wait(self, version: int = 0, timeout: Timeout = None) -> int:
         """Block until a version newer than ``version`` exists, without reading it;
         returns the newest version (pair it with ``read_into`` to reuse one buffer).
         ShmkitTimeoutError when ``timeout`` seconds pass."""
@@ -495,7 +458,8 @@ class Board:
                                      f"within {timeout} s")
         return cb.version()
 
-    def follow(self, timeout: float | None = None, *, copy: bool = True, version: int = 0):
+    def follow(self, timeout: Timeout = None, *, copy: bool = True,
+               version: int = 0) -> Iterator[tuple[Any, int]]:
         """Iterate over ``(value, version)`` as values are published, skipping those that
         were replaced before this reader got to them.  Starts with the current value (if
         any, and newer than ``version``); ``timeout`` bounds each wait."""
@@ -510,7 +474,7 @@ class Board:
         from ._aio import AioBoard
         return AioBoard(self)
 
-    def read_into(self, out, *, after: int = 0):
+    def read_into(self, out: Buffer, *, after: int = 0) -> int | None:
         """Copy the newest value's data into ``out`` (no allocation): an ndarray of the
         value's shape and dtype for array values, a writable buffer of exactly its length
         for bytes values.  Returns its version, or None if nothing newer than ``after``
@@ -521,9 +485,10 @@ class Board:
             return None
         head, version, kind, meta, _ = r
         if kind == KIND_NDARRAY:
-            np = _numpy()
+            np = numpy_or_hint()
             shape, dtype = self._parse_array_head(head, meta, None)
-            if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != dtype:
+            arr: Any = out
+            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
                 raise ValueError(f"board {self.name!r}: the value is an array of shape {shape} "
                                  f"and dtype {dtype}; out is not")
         elif kind not in (KIND_BYTES, KIND_STR) and kind < KIND_USER:
@@ -546,11 +511,11 @@ class Board:
         if not self._closed:
             self._release_views()
 
-    def _release_views(self):
+    def _release_views(self) -> None:
         self._cb.unpin()
         self._cb.set_cache(None, True)  # the next read reads again
 
-    def _read_newest(self, copy):
+    def _read_newest(self, copy: bool) -> tuple[Any, int]:
         cb = self._live()
         if copy:
             r = cb.read(0)
@@ -571,20 +536,21 @@ class Board:
         return result
 
     # -- decoding (payloads are validated: they come from shared memory) ----------------------
-    def _decode(self, payload, kind, meta):
+    def _decode(self, payload: Any, kind: int, meta: int) -> Any:
         if kind == KIND_BYTES or kind >= KIND_USER:
             return payload
         if kind == KIND_STR:
             return str(payload, "utf-8", "surrogatepass")
         if kind == KIND_NDARRAY:
-            np = _numpy("reading an array value")
+            np = numpy_or_hint("reading an array value")
             shape, dtype = self._parse_array_head(payload, meta, len(payload))
             return np.ndarray(shape, dtype, buffer=payload, offset=meta)
         if kind == KIND_PICKLE:
             return self._decode_pickle(memoryview(payload), meta)
         raise _corrupt(f"board {self.name!r}: unknown value kind {kind}")
 
-    def _parse_array_head(self, head, meta, total):
+    def _parse_array_head(self, head: Buffer, meta: int,
+                          total: int | None) -> tuple[tuple[int, ...], numpy.dtype[Any]]:
         mv = memoryview(head)
         if len(mv) < _ARRAY_HEAD.size:
             raise _corrupt(f"board {self.name!r}: array value without a head")
@@ -600,7 +566,7 @@ class Board:
                            f"{dtype} claims {nbytes} bytes")
         return shape, dtype
 
-    def _decode_pickle(self, mv, meta):
+    def _decode_pickle(self, mv: memoryview, meta: int) -> Any:
         n = len(mv)
         if n < _PICKLE_HEAD.size:
             raise _corrupt(f"board {self.name!r}: pickled value without a head")
@@ -636,26 +602,25 @@ class Board:
         if self._closed:
             return
         self._closed = True
-        if self._cb is not None:
-            self._cb.close()
+        self._cb.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Board:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # by name: a spawned child attaches to the same board (as a reader)
         return (_attach, (type(self), self.zone, self.name))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self._closed:
             return f"<shmkit.Board {self.name!r} closed>"
         return (f"<shmkit.Board {self.name!r} version={self._version()} "
@@ -663,14 +628,6 @@ class Board:
                 f"{' writer' if self._cb.is_writer else ''}>")
 
 
-def _attach(cls, zone, name):
+def _attach(cls: type[Board], zone: Zone, name: str) -> Board:
     return cls(name, None, zone=zone)
 
-
-def _demo(duration: float = 5.0, *, consumers: int = 3, fps: float = 60.0, out=None) -> dict:
-    """Camera-like pipeline for ``shmkit demo``: a producer publishes 1920x1080x3 uint8
-    frames through a Board at ``fps`` (0: as fast as it can) for ``duration`` seconds
-    while ``consumers`` spawned processes take the newest frame zero-copy, verify it and
-    report their frame rate and latency.  Prints a table; returns the figures."""
-    from ._board_demo import run
-    return run(duration, consumers=consumers, fps=fps, out=out)

@@ -14,7 +14,7 @@
     shmkit doctor [--json]
     shmkit serve [ZONE...] [--host H] [--port P] ...   the status page (docs/serve.md)
     shmkit cgi [ZONE...] ...                            the same as a CGI program
-    shmkit bench ...        the benchmark suite (benchmarks/)
+    shmkit bench ...        the benchmark suite (benchmarks/, installed as shmkit._bench)
     shmkit demo ...         a live demonstration across several processes
 
 Exit codes (scripts may rely on them):
@@ -41,24 +41,17 @@ import errno
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_PERMISSION = 4
-EXIT_REFUSED = 5
-EXIT_ERROR = 6
-EXIT_INTERRUPTED = 130
+# the exit codes and CliError are shared with the Redis backend's command-line part
+from ._cliutil import (EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, EXIT_PERMISSION,
+                       EXIT_PROBLEMS, EXIT_REFUSED, EXIT_USAGE, CliError, human_bytes)
 
-
-class CliError(Exception):
-    """A failure with a message for the user and an exit code."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
+if TYPE_CHECKING:
+    from .dashboard.collect import ZoneSpec
+    from .inventory import SegmentInfo
+    from .segment import Segment, SegmentStat
+    from .zone import Zone
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -66,12 +59,12 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def _json(obj) -> None:
+def _json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=_json_default)
     sys.stdout.write("\n")
 
 
-def _json_default(o):
+def _json_default(o: object) -> object:
     if isinstance(o, bytes):
         return o.decode("utf-8", "backslashreplace")
     if isinstance(o, (set, frozenset, tuple)):
@@ -94,18 +87,10 @@ def _nonneg(text: str) -> int:
     return v
 
 
-def _when(t) -> str:
+def _when(t: float | None) -> str:
     if not t:
         return "-"
     return datetime.datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -126,7 +111,7 @@ def _add_target(p: argparse.ArgumentParser, *, path: bool = True, shmid: bool = 
         p.add_argument("--path", help="file-backed segment")
 
 
-def _one_target(args) -> dict:
+def _one_target(args: argparse.Namespace) -> dict[str, Any]:
     given = {k: getattr(args, k, None) for k in ("name", "key", "shmid", "path")}
     given = {k: v for k, v in given.items() if v is not None}
     if len(given) != 1:
@@ -135,7 +120,7 @@ def _one_target(args) -> dict:
     return given
 
 
-def _open_segment(target: dict, readonly: bool = True):
+def _open_segment(target: dict[str, Any], readonly: bool = True) -> Segment:
     from .segment import Segment
     mode = "r" if readonly else "w"
     if "name" in target:
@@ -147,14 +132,14 @@ def _open_segment(target: dict, readonly: bool = True):
     return Segment(None, mode, backend="sysv", shmid=target["shmid"])
 
 
-def _find(target: dict):
+def _find(target: dict[str, Any]) -> SegmentInfo | None:
     from .inventory import find_segment
     if "path" in target:
         return None
     return find_segment(target.get("name"), key=target.get("key"), shmid=target.get("shmid"))
 
 
-def _open_zone(target: dict, info=None):
+def _open_zone(target: dict[str, Any], info: SegmentInfo | None = None) -> Zone:
     from .zone import Zone
     if "name" in target:
         return Zone(target["name"], 0, create=False, timeout=5)
@@ -169,7 +154,7 @@ def _open_zone(target: dict, info=None):
     return Zone(None, 0, backend="sysv", key=key, create=False, timeout=5)
 
 
-def _is_zone(target: dict, info) -> bool:
+def _is_zone(target: dict[str, Any], info: SegmentInfo | None) -> bool:
     if info is not None and info.kind == "zone":
         return True
     if info is not None and info.backend == "posix":
@@ -183,14 +168,14 @@ def _is_zone(target: dict, info) -> bool:
     except OSError:
         return False
     try:
-        return seg.size >= 8 and struct.unpack("=Q", seg.read(0, 8))[0] == _core.ZONE_MAGIC
+        return seg.size >= 8 and bool(struct.unpack("=Q", seg.read(0, 8))[0] == _core.ZONE_MAGIC)
     finally:
         seg.close()
 
 
 # -- ls ----------------------------------------------------------------------------------------
 
-def _args_ls(p):
+def _args_ls(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", metavar="PATTERN | ZONE",
                    help="shell pattern on the name or key (0x%%08x); the exact name of a "
                         "zone lists the zone's objects instead")
@@ -204,17 +189,17 @@ def _args_ls(p):
     _add_redis_target(p)
 
 
-def _add_output(p):
+def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--bytes", action="store_true",
                    help="sizes in bytes (default: human-readable, like 1.5 MiB)")
 
 
-def _size(n, args) -> str:
+def _size(n: int | None, args: argparse.Namespace | None) -> str:
     """A size as the user asked for it: bytes with --bytes, else human-readable."""
     if n is None:
         return "-"
-    return str(n) if getattr(args, "bytes", False) else _bytes(n)
+    return str(n) if getattr(args, "bytes", False) else human_bytes(n)
 
 
 _GLOB = set("*?[")
@@ -231,23 +216,19 @@ def _names_a_zone(text: str | None) -> bool:
         return False
 
 
-def _add_redis_target(p):
+def _add_redis_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="a Redis server or cluster (redis://host:port/db): the "
                                  "objects of a RedisZone instead of segments")
     p.add_argument("--zone", help="with --url: the RedisZone (or ?zone=NAME in the URL)")
 
 
-def _redis_cli():
-    try:
-        from .redis import _cli
-    except ImportError as e:
-        raise CliError(str(e), EXIT_NOT_FOUND) from None
-    return _cli
-
-
-def _cmd_ls(args) -> int:
+def _cmd_ls(args: argparse.Namespace) -> int:
     if args.url:
-        return _redis_cli().cmd_ls(args, _out, _table, _json)
+        try:
+            from .redis._cli import cmd_ls
+        except ImportError as e:        # redis-py missing: the message names the extra
+            raise CliError(str(e), EXIT_NOT_FOUND) from None
+        return cmd_ls(args, _out, _table, _json)
     from .inventory import list_segments
     if _names_a_zone(args.pattern) and not (args.shmkit or args.all or args.sysv or args.posix):
         return _ls_zone(args, args.pattern.lstrip("/"))
@@ -274,7 +255,7 @@ def _cmd_ls(args) -> int:
     return EXIT_OK
 
 
-def _ls_zone(args, name: str) -> int:
+def _ls_zone(args: argparse.Namespace, name: str) -> int:
     """``shmkit ls ZONE``: the zone's objects, each with the figures that matter."""
     from .dashboard.collect import collect_zone, parse_zone_spec
     z = collect_zone(parse_zone_spec(name), listed=True)
@@ -297,7 +278,7 @@ def _ls_zone(args, name: str) -> int:
     return EXIT_OK
 
 
-def _object_summary(o: dict, args=None) -> str:
+def _object_summary(o: dict[str, Any], args: argparse.Namespace | None = None) -> str:
     """One line of what matters about an object (from its status-document entry)."""
     if o.get("error"):
         return f"cannot read it: {o['error']}"
@@ -344,7 +325,7 @@ def _object_summary(o: dict, args=None) -> str:
 
 # -- info --------------------------------------------------------------------------------------
 
-def _args_info(p):
+def _args_info(p: argparse.ArgumentParser) -> None:
     _add_target(p)
     p.add_argument("--object", "-o", metavar="OBJECT",
                    help="one object of the zone (same as ZONE/OBJECT)")
@@ -352,7 +333,7 @@ def _args_info(p):
     _add_redis_target(p)
 
 
-def _split_object(args) -> str | None:
+def _split_object(args: argparse.Namespace) -> str | None:
     """``ZONE/OBJECT`` (POSIX names cannot contain '/') -> args.name = ZONE; returns
     OBJECT (or --object), None for the segment itself."""
     obj = getattr(args, "object", None)
@@ -367,7 +348,7 @@ def _split_object(args) -> str | None:
     return obj
 
 
-def _zone_spec(target: dict, info=None):
+def _zone_spec(target: dict[str, Any], info: SegmentInfo | None = None) -> ZoneSpec:
     from .dashboard.collect import ZoneSpec
     if "name" in target:
         return ZoneSpec("posix", name=target["name"].lstrip("/"))
@@ -382,7 +363,7 @@ def _zone_spec(target: dict, info=None):
     return ZoneSpec("sysv", key=key)
 
 
-def _info_object(args, target: dict, obj_name: str) -> int:
+def _info_object(args: argparse.Namespace, target: dict[str, Any], obj_name: str) -> int:
     """``shmkit info ZONE/OBJECT``: one object's directory entry and statistics."""
     from .dashboard.collect import collect_object
     z = _open_zone(target, _find(target))
@@ -412,7 +393,7 @@ def _info_object(args, target: dict, obj_name: str) -> int:
                 continue
             if isinstance(v, int) and not isinstance(v, bool) and (
                     k in _SIZE_FIELDS or k.endswith("_bytes")):
-                v = f"{v} ({_bytes(v)})" if not args.bytes else str(v)
+                v = f"{v} ({human_bytes(v)})" if not args.bytes else str(v)
             elif k.endswith("_ns") and isinstance(v, int) and v > 10 ** 17:
                 v = _when(v / 1e9)
             _out(f"  {k:<24} {v}")
@@ -424,7 +405,7 @@ _SIZE_FIELDS = {"bytes_used", "capacity", "memory", "free_space", "max_item_size
                 "nbytes"}
 
 
-def _stat_of_file(target):
+def _stat_of_file(target: dict[str, Any]) -> SegmentStat:
     seg = _open_segment(target)
     try:
         return seg.stat()
@@ -432,10 +413,14 @@ def _stat_of_file(target):
         seg.close()
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args: argparse.Namespace) -> int:
     import dataclasses
     if args.url:
-        return _redis_cli().cmd_info(args, _out, _json)
+        try:
+            from .redis._cli import cmd_info
+        except ImportError as e:        # redis-py missing: the message names the extra
+            raise CliError(str(e), EXIT_NOT_FOUND) from None
+        return cmd_info(args, _out, _json)
     obj_name = _split_object(args)
     target = _one_target(args)
     if obj_name is not None:
@@ -493,7 +478,7 @@ def _cmd_info(args) -> int:
     return code
 
 
-def _pid(pid, alive) -> str:
+def _pid(pid: int | None, alive: bool | None) -> str:
     if not pid:
         return "-"
     if alive is None:
@@ -501,14 +486,14 @@ def _pid(pid, alive) -> str:
     return f"{pid} ({'alive' if alive else 'gone'})"
 
 
-def _zone_report(target, info) -> dict:
+def _zone_report(target: dict[str, Any], info: SegmentInfo | None) -> dict[str, Any]:
     import dataclasses
 
     from .zone import OBJECT_TYPES  # noqa: F401  (types are already names in objects())
     z = _open_zone(target, info)
     try:
         header = z.info()
-        stats = z.stats()
+        stats = z.statistics()
         objects = z.objects()
     finally:
         z.close()
@@ -519,7 +504,7 @@ def _zone_report(target, info) -> dict:
 _ZONE_STATES = {0: "uninitialised", 1: "initialising", 2: "ready", 3: "corrupt"}
 
 
-def _print_zone(z: dict, args=None) -> None:
+def _print_zone(z: dict[str, Any], args: argparse.Namespace | None = None) -> None:
     if "error" in z:
         _out(f"zone: cannot read it: {z['error']}")
         return
@@ -560,12 +545,12 @@ def _print_zone(z: dict, args=None) -> None:
 
 # -- check -----------------------------------------------------------------------------------
 
-def _args_check(p):
+def _args_check(p: argparse.ArgumentParser) -> None:
     _add_target(p, shmid=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _cmd_check(args) -> int:
+def _cmd_check(args: argparse.Namespace) -> int:
     target = _one_target(args)
     info = _find(target)
     if not _is_zone(target, info):
@@ -592,7 +577,7 @@ def _cmd_check(args) -> int:
     return EXIT_PROBLEMS if problems else EXIT_OK
 
 
-def _describe(target: dict) -> str:
+def _describe(target: dict[str, Any]) -> str:
     if "name" in target:
         return f"POSIX segment {target['name']!r}"
     if "path" in target:
@@ -604,7 +589,7 @@ def _describe(target: dict) -> str:
 
 # -- rm -----------------------------------------------------------------------------------------
 
-def _args_rm(p):
+def _args_rm(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME | ZONE/OBJECT",
                    help="POSIX segment name(s), or objects of a zone")
     p.add_argument("--key", type=_int, action="append", default=[], help="SysV key (repeatable)")
@@ -615,7 +600,7 @@ def _args_rm(p):
                         "objects a live process may still use")
 
 
-def _cmd_rm(args) -> int:
+def _cmd_rm(args: argparse.Namespace) -> int:
     from .inventory import find_segment, remove_segment
     objects = [n for n in args.names if "/" in n.lstrip("/")]
     targets = ([{"name": n} for n in args.names if n not in objects]
@@ -658,7 +643,7 @@ def _cmd_rm(args) -> int:
     return worst
 
 
-def _object_users(entry: dict) -> list[str]:
+def _object_users(entry: dict[str, Any]) -> list[str]:
     """Why a live process may still be using this object (from its statistics)."""
     s = entry.get("statistics") or {}
     t = entry["type"]
@@ -713,13 +698,13 @@ def _rm_object(text: str, force: bool) -> None:
 
 # -- gc ------------------------------------------------------------------------------------------
 
-def _args_gc(p):
+def _args_gc(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="only names/keys matching this shell pattern")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would go; remove nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _cmd_gc(args) -> int:
+def _cmd_gc(args: argparse.Namespace) -> int:
     from .inventory import collect_garbage
     actions = collect_garbage(args.pattern, dry_run=args.dry_run)
     if args.json:
@@ -734,14 +719,14 @@ def _cmd_gc(args) -> int:
 
 # -- dump ----------------------------------------------------------------------------------------
 
-def _args_dump(p):
+def _args_dump(p: argparse.ArgumentParser) -> None:
     _add_target(p)
     p.add_argument("--offset", "-s", type=_nonneg, default=0, help="first byte (default 0)")
     p.add_argument("--length", "-l", type=_nonneg, default=None, help="bytes (default: to the end)")
     p.add_argument("--raw", action="store_true", help="the bytes themselves, not hex")
 
 
-def _cmd_dump(args) -> int:
+def _cmd_dump(args: argparse.Namespace) -> int:
     target = _one_target(args)
     seg = _open_segment(target, readonly=True)
     try:
@@ -779,7 +764,7 @@ def hexdump(data: bytes, base: int = 0) -> list[str]:
 
 # -- doctor ----------------------------------------------------------------------------------------
 
-def _args_doctor(p):
+def _args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -791,7 +776,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _doctor_facts() -> tuple[dict, list[str], list[str]]:
+def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import fcntl
     import multiprocessing
     import platform
@@ -799,13 +784,13 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
 
     from . import __version__, _core, _lifecycle
     from .inventory import sysv_limits
-    facts: dict = {"shmkit": __version__, "python": platform.python_version(),
+    facts: dict[str, Any] = {"shmkit": __version__, "python": platform.python_version(),
                    "kernel": platform.release(), "layout_version": _core.LAYOUT_VERSION,
                    "format_word": f"0x{_core.FORMAT_WORD:016x}"}
     problems: list[str] = []
     notes: list[str] = []
 
-    lim = sysv_limits()
+    lim: dict[str, Any] = sysv_limits()
     facts["sysv"] = lim
     if lim["shmmni"] and lim["segments"] >= 0.9 * lim["shmmni"]:
         problems.append(f"SysV: {lim['segments']} segments of kernel.shmmni = {lim['shmmni']} "
@@ -814,7 +799,7 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
         problems.append(f"SysV: {lim['pages']} pages of kernel.shmall = {lim['shmall']} are "
                         "in use")
 
-    shm = {"path": _lifecycle.SHM_DIR, "mounted": False}
+    shm: dict[str, Any] = {"path": _lifecycle.SHM_DIR, "mounted": False}
     mounts = _read("/proc/mounts") or ""
     for line in mounts.splitlines():
         parts = line.split()
@@ -832,10 +817,11 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
         problems.append(f"{_lifecycle.SHM_DIR} is {shm['fstype']}, not tmpfs")
     if shm.get("size") and shm.get("free") is not None and shm["free"] < 0.05 * shm["size"]:
         problems.append(f"{_lifecycle.SHM_DIR} is {shm['used_percent']}% full "
-                        f"({_bytes(shm['free'])} free)")
+                        f"({human_bytes(shm['free'])} free)")
 
     # user xattrs on /dev/shm (shmkit's records) and OFD locks (its liveness)
     xattr, ofd = False, False
+    path = ""
     try:
         fd, path = tempfile.mkstemp(prefix=".shmkit-doctor-", dir=_lifecycle.SHM_DIR)
     except OSError:
@@ -886,12 +872,12 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
     from .inventory import vanished_segments
     vanished = vanished_segments()
     facts["vanished"] = [v.as_dict() for v in vanished]
-    for v in vanished:
-        users = (f" while {v.nattch} process(es) still use it" if v.nattch else
+    for gone in vanished:
+        users = (f" while {gone.nattch} process(es) still use it" if gone.nattch else
                  " (nobody uses it any more; its registry record remains)")
         problems.append(
-            f"POSIX segment {v.name!r} ({v.kind}, lifecycle {v.lifecycle}) lost its name "
-            f"outside shmkit{users}: processes that open {v.name!r} now find nothing (or "
+            f"POSIX segment {gone.name!r} ({gone.kind}, lifecycle {gone.lifecycle}) lost its "
+            f"name outside shmkit{users}: processes that open {gone.name!r} now find nothing (or "
             "create a new, empty one).  The usual cause is multiprocessing.shared_memory: "
             "SharedMemory(name) registers the segment with the resource tracker, which "
             "unlinks it when that process exits; attach with "
@@ -906,7 +892,7 @@ def _doctor_facts() -> tuple[dict, list[str], list[str]]:
     return facts, problems, notes
 
 
-def _cmd_doctor(args) -> int:
+def _cmd_doctor(args: argparse.Namespace) -> int:
     from ._ksm import FIGURES as KSM_FIGURES
     facts, problems, notes = _doctor_facts()
     if args.json:
@@ -927,7 +913,7 @@ def _cmd_doctor(args) -> int:
     else:
         _out("  mounted        no (not a mount point of its own)")
     if "size" in d:
-        _out(f"  size           {_bytes(d['size'])}, {_bytes(d['free'])} free "
+        _out(f"  size           {human_bytes(d['size'])}, {human_bytes(d['free'])} free "
              f"({d['used_percent']}% used)")
     _out(f"  user xattrs    {'yes' if facts['xattr'] else 'no'}")
     _out(f"  OFD locks      {'yes' if facts['ofd_locks'] else 'NO'}")
@@ -940,7 +926,7 @@ def _cmd_doctor(args) -> int:
         figs = k["figures"]
         shown = [f"{n} {figs[n]}" for n in KSM_FIGURES if n in figs]
         _out(f"  figures        {', '.join(shown)}")
-        _out(f"  saves now      {_bytes(k['saved_bytes'])} (pages_sharing x page size)")
+        _out(f"  saves now      {human_bytes(k['saved_bytes'])} (pages_sharing x page size)")
     _out(f"  can            {k['can']}")
     _out(f"  cannot         {k['cannot']}")
     _out(f"  here           {k['here']}")
@@ -966,7 +952,7 @@ def _cmd_doctor(args) -> int:
 
 # -- serve and cgi: the status page ------------------------------------------------------------
 
-def _args_page_common(p):
+def _args_page_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("zones", nargs="*", metavar="ZONE",
                    help="zones to show: NAME, sysv:KEY or file:PATH (default: every zone "
                         "in /dev/shm)")
@@ -981,7 +967,7 @@ def _args_page_common(p):
                    help="file holding the token for actions (else $SHMKIT_TOKEN)")
 
 
-def _args_serve(p):
+def _args_serve(p: argparse.ArgumentParser) -> None:
     _args_page_common(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
@@ -996,7 +982,7 @@ def _args_serve(p):
     p.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
 
 
-def _page_options(args):
+def _page_options(args: argparse.Namespace) -> tuple[list[ZoneSpec] | None, str | None]:
     from .dashboard.collect import parse_zone_spec
     try:
         zones = [parse_zone_spec(z) for z in args.zones] or None
@@ -1021,7 +1007,7 @@ def _page_options(args):
     return zones, token
 
 
-def _cmd_serve(args) -> int:
+def _cmd_serve(args: argparse.Namespace) -> int:
     import secrets
     import signal
 
@@ -1042,7 +1028,8 @@ def _cmd_serve(args) -> int:
     except OSError as e:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {e.strerror}",
                        EXIT_ERROR) from None
-    host, port = srv.server_address[:2]
+    address: Any = srv.server_address
+    host, port = str(address[0]), int(address[1])
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
     try:
@@ -1058,7 +1045,7 @@ def _cmd_serve(args) -> int:
     if host not in ("127.0.0.1", "::1", "localhost"):
         _err(f"serve: listening on {host}: anyone who reaches this address sees the page")
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -1070,11 +1057,11 @@ def _cmd_serve(args) -> int:
     return EXIT_OK
 
 
-def _args_cgi(p):
+def _args_cgi(p: argparse.ArgumentParser) -> None:
     _args_page_common(p)
 
 
-def _cmd_cgi(args) -> int:
+def _cmd_cgi(args: argparse.Namespace) -> int:
     from .dashboard.cgi import run_cgi
     zones, token = _page_options(args)
     if args.allow_actions and token is None:
@@ -1086,23 +1073,23 @@ def _cmd_cgi(args) -> int:
 
 # -- commands of other modules, imported when used ------------------------------------------
 
-def _args_passthrough(p):
+def _args_passthrough(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the subcommand")
 
 
-def _cmd_bench(args) -> int:
-    # benchmarks/ is packaged beside shmkit (pyproject.toml), so it is importable wherever
-    # shmkit is installed
-    from benchmarks.__main__ import main as bench_main
+def _cmd_bench(args: argparse.Namespace) -> int:
+    # benchmarks/ is installed as shmkit._bench (setup.py): importable wherever shmkit is
+    # (type checkers look in src/ and do not see it: mypy skips it, see pyproject.toml)
+    from ._bench.__main__ import main as bench_main  # pyright: ignore[reportMissingImports]
     return bench_main(args.args, prog="shmkit bench") or 0
 
 
-def _cmd_demo(args) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo_main
     return demo_main(args.args) or 0
 
 
-def _args_config(p):
+def _args_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cflags", action="store_true", help="compiler flags (-I...)")
     p.add_argument("--libs", action="store_true", help="linker flags (-L... -Wl,-rpath,... -lshmkit)")
     p.add_argument("--includedir", action="store_true", help="the directory of shmkit.h")
@@ -1111,7 +1098,7 @@ def _args_config(p):
                    help="the directory of shmkit.pc (for PKG_CONFIG_PATH)")
 
 
-def _cmd_config(args) -> int:
+def _cmd_config(args: argparse.Namespace) -> int:
     from ._capi import config_main
     return config_main(args)
 

@@ -31,10 +31,11 @@ import datetime
 import decimal
 import json
 import os
+import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import _core
 from ._errors import ShmkitTimeoutError
@@ -42,16 +43,22 @@ from .board import Board, BoardStats
 from .zone import Zone
 
 if TYPE_CHECKING:
-    from ._aio import AioConfig
+    from typing_extensions import Self
 
-__all__ = ["SharedConfig"]
+    from ._aio import AioConfig
+    from ._types import StrPath, Timeout
+
+#: a snapshot: a deep-frozen mapping (MappingProxyType all the way down)
+Snapshot = Mapping[str, Any]
+
+__all__ = ["SharedConfig", "ConfigBase", "ConfigBoard"]
 
 _LEAVES = (str, int, float, bool, type(None), bytes, datetime.date, datetime.time,
            datetime.timedelta, decimal.Decimal)
-_EMPTY = types.MappingProxyType({})
+_EMPTY: Snapshot = types.MappingProxyType({})
 
 
-def _plain(value, path: str):
+def _plain(value: Any, path: str) -> Any:
     """A picklable copy made only of plain containers and allowed leaves."""
     if isinstance(value, _LEAVES):
         return value
@@ -68,7 +75,7 @@ def _plain(value, path: str):
                     "tuples, sets and mappings can be shared")
 
 
-def _freeze(value):
+def _freeze(value: Any) -> Any:
     if isinstance(value, dict):
         return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list):
@@ -76,7 +83,7 @@ def _freeze(value):
     return value  # leaves and frozensets are immutable already
 
 
-def _load_file(path, fmt):
+def _load_file(path: StrPath, fmt: str | None) -> tuple[Mapping[str, Any], str]:
     if fmt is None:
         ext = os.path.splitext(os.fspath(path))[1].lower()
         fmt = {".json": "json", ".toml": "toml"}.get(ext)
@@ -87,11 +94,11 @@ def _load_file(path, fmt):
         with open(path, "rb") as f:
             data = json.load(f)
     elif fmt == "toml":
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # Python < 3.11
+        else:
             try:
-                import tomli as tomllib
+                import tomli as tomllib  # pyright: ignore[reportMissingImports]
             except ImportError as err:
                 raise ImportError("reading TOML needs Python 3.11+ or the tomli package: "
                                   "pip install tomli") from err
@@ -116,28 +123,43 @@ class ConfigInfo:
     loader_pid: int             #: process that published it
 
 
-class SharedConfig(Mapping):
-    """A configuration shared by every process: ``SharedConfig(name, max_bytes=1 MiB, *,
-    zone=None, buffers=None)``.
+class ConfigBoard(Protocol):
+    """What a configuration needs of the board it is published on: a :class:`shmkit.Board`
+    (SharedConfig) or a ``RedisBoard`` (``shmkit.redis.RedisConfig``)."""
 
-    Finds or creates the configuration ``name`` in ``zone`` (default:
-    ``shmkit.default_zone()``).  ``max_bytes`` bounds the pickled configuration.  It is
-    also a read-only Mapping over the *current* snapshot (``cfg["key"]``): each access may
-    see a newer version, so take ``snapshot()`` once for reads that must agree.
-    """
+    @property
+    def version(self) -> int: ...
 
-    _board = None
+    @property
+    def closed(self) -> bool: ...
 
-    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone: Zone | None = None,
-                 buffers: int | None = None, spin_us: float = 0.0):
-        self._board = Board(name, max_bytes, zone=zone, buffers=buffers, spin_us=spin_us,
-                            _type=_core.OBJ_CONFIG)
-        self.name = self._board.name
-        self.zone = self._board.zone
-        self._snap = (_EMPTY, 0, None)   # (frozen mapping, version, raw record)
+    def publish(self, value: Any, /) -> int: ...
+
+    def read(self) -> tuple[Any, int]: ...
+
+    def wait_newer(self, version: int = ..., timeout: Timeout = ...) -> tuple[Any, int]: ...
+
+    def close(self) -> None: ...
+
+
+BoardT = TypeVar("BoardT", bound=ConfigBoard)
+
+
+class ConfigBase(Mapping[str, Any], Generic[BoardT]):
+    """Everything of a shared configuration but where its board lives: loading,
+    publishing, frozen snapshots, waiting for a change, the read-only Mapping.
+    :class:`SharedConfig` publishes on a Board in a zone, ``shmkit.redis.RedisConfig`` on
+    a board in Redis; a subclass sets ``_board``, ``name`` and ``zone`` and adds
+    ``statistics()`` (whose type is its board's) and pickling."""
+
+    _board: BoardT   # set first thing in __init__ (closed/close() cope without it)
+    name: str
+    # (frozen mapping, version, raw record) of the latest version seen
+    _snap: tuple[Snapshot, int, dict[str, Any] | None] = (_EMPTY, 0, None)
 
     # -- publishing ---------------------------------------------------------------------
-    def load(self, source=None, *, format: str | None = None) -> int:
+    def load(self, source: StrPath | Mapping[str, Any] | None = None, *,
+             format: str | None = None) -> int:
         """Load and publish a configuration; returns its version.
 
         ``source`` is a mapping, or the path of a JSON or TOML file (the format comes
@@ -160,19 +182,19 @@ class SharedConfig(Mapping):
         """Re-read the file the current configuration came from and publish it."""
         return self.load(None)
 
-    def publish(self, mapping: Mapping) -> int:
+    def publish(self, mapping: Mapping[str, Any]) -> int:
         """Publish ``mapping`` as the new configuration; returns its version."""
         if not isinstance(mapping, Mapping):
             raise TypeError(f"a configuration is a mapping, not a {type(mapping).__name__}")
         return self._publish(mapping, None, "dict")
 
-    def _publish(self, data, source, fmt):
+    def _publish(self, data: Mapping[str, Any], source: str | None, fmt: str) -> int:
         record = {"config": _plain(data, ""), "source": source, "format": fmt,
                   "loaded_ns": _now_ns(), "loader_pid": os.getpid()}
         return self._board.publish(record)
 
     # -- reading -------------------------------------------------------------------------
-    def _frozen(self, r):
+    def _frozen(self, r: tuple[Any, int]) -> tuple[Snapshot, int, dict[str, Any] | None]:
         record, version = r
         snap = self._snap
         if snap[1] == version:
@@ -184,13 +206,13 @@ class SharedConfig(Mapping):
         self._snap = snap
         return snap
 
-    def read(self):
+    def read(self) -> tuple[Snapshot, int]:
         """``(snapshot, version)`` of the current configuration (an empty mapping and
         version 0 before the first load)."""
         snap = self._frozen(self._board.read())
         return snap[0], snap[1]
 
-    def snapshot(self) -> Mapping:
+    def snapshot(self) -> Snapshot:
         """The current configuration, deep-frozen."""
         return self._frozen(self._board.read())[0]
 
@@ -206,7 +228,8 @@ class SharedConfig(Mapping):
         return ConfigInfo(version, record.get("source"), record.get("format", "dict"),
                           record.get("loaded_ns", 0), record.get("loader_pid", 0))
 
-    def wait_for_change(self, version: int | None = None, timeout: float | None = None):
+    def wait_for_change(self, version: int | None = None,
+                        timeout: Timeout = None) -> tuple[Snapshot, int]:
         """Block until a configuration newer than ``version`` (default: the current one)
         is published; returns ``(snapshot, version)``.  ShmkitTimeoutError after
         ``timeout`` seconds.  ``wait_for_change(0)`` waits for the first load."""
@@ -217,14 +240,7 @@ class SharedConfig(Mapping):
 
     wait_changed = wait_for_change  # the name RedisZone's config twin has too
 
-    @property
-    def aio(self) -> AioConfig:
-        """Awaitable twins: ``await cfg.aio.wait_for_change(version=None, timeout=None)``
-        (and ``wait_changed``)."""
-        from ._aio import AioConfig
-        return AioConfig(self)
-
-    def watch(self, timeout: float | None = None):
+    def watch(self, timeout: Timeout = None) -> Iterator[tuple[Snapshot, int]]:
         """Iterate over ``(snapshot, version)``: the current configuration (once there is
         one), then every newer one as it is published.  With a ``timeout``, the iteration
         ends when no new configuration comes within that many seconds."""
@@ -237,48 +253,75 @@ class SharedConfig(Mapping):
             yield snap, version
 
     # -- Mapping over the current snapshot ---------------------------------------------------
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         return self.snapshot()[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.snapshot())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.snapshot())
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self.snapshot()
 
-    # -- statistics, lifecycle ----------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        board = self.__dict__.get("_board")
+        return board is None or board.closed
+
+    def close(self) -> None:
+        board = self.__dict__.get("_board")
+        if board is not None:
+            board.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__  # pyright: ignore[reportAssignmentType]  # a handle: by identity
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<shmkit.{type(self).__name__} {self.name!r} closed>"
+        return f"<shmkit.{type(self).__name__} {self.name!r} version={self.version}>"
+
+
+class SharedConfig(ConfigBase[Board]):
+    """A configuration shared by every process: ``SharedConfig(name, max_bytes=1 MiB, *,
+    zone=None, buffers=None)``.
+
+    Finds or creates the configuration ``name`` in ``zone`` (default:
+    ``shmkit.default_zone()``).  ``max_bytes`` bounds the pickled configuration.  It is
+    also a read-only Mapping over the *current* snapshot (``cfg["key"]``): each access may
+    see a newer version, so take ``snapshot()`` once for reads that must agree.
+    """
+
+    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone: Zone | None = None,
+                 buffers: int | None = None, spin_us: float = 0.0) -> None:
+        self._board = Board(name, max_bytes, zone=zone, buffers=buffers, spin_us=spin_us,
+                            _type=_core.OBJ_CONFIG)
+        self.name = self._board.name
+        self.zone = self._board.zone
+
     def statistics(self) -> BoardStats:
         return self._board.statistics()
 
     @property
-    def closed(self) -> bool:
-        return self._board is None or self._board.closed
+    def aio(self) -> AioConfig:
+        """Awaitable twins: ``await cfg.aio.wait_for_change(version=None, timeout=None)``
+        (and ``wait_changed``)."""
+        from ._aio import AioConfig
+        return AioConfig(self)
 
-    def close(self) -> None:
-        if self._board is not None:
-            self._board.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_attach, (self.zone, self.name))
-
-    def __eq__(self, other):
-        return self is other
-
-    __hash__ = object.__hash__
-
-    def __repr__(self):
-        if self.closed:
-            return f"<shmkit.SharedConfig {self.name!r} closed>"
-        return f"<shmkit.SharedConfig {self.name!r} version={self.version}>"
 
 
 def _now_ns() -> int:
@@ -286,5 +329,5 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-def _attach(zone, name):
+def _attach(zone: Zone, name: str) -> SharedConfig:
     return SharedConfig(name, None, zone=zone)

@@ -23,11 +23,19 @@ from __future__ import annotations
 import importlib
 import pickle
 import types
-from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
+from collections.abc import Callable, Iterator, ItemsView, KeysView, MutableMapping, ValuesView
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
 
 from . import _core
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_object_name
+from ._types import Key
+from .zone import Zone, default_zone
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._types import Serializer
 
 __all__ = ["Dict", "DictStats", "DEFAULT_CAPACITY"]
 
@@ -62,7 +70,8 @@ class DictStats:
     max_item_size: int      #: the largest item (key + value + 48 bytes) a shard can hold
 
 
-def _serializer_pair(serializer):
+def _serializer_pair(serializer: Serializer | None) -> tuple[
+        Callable[..., Any] | None, Callable[..., Any] | None]:
     if serializer is None:
         return None, None
     dumps = getattr(serializer, "dumps", None)
@@ -73,10 +82,12 @@ def _serializer_pair(serializer):
     return dumps, loads
 
 
-class _Items(ItemsView):
+class _Items(ItemsView[Key, Any]):
     """Items of a live dict: keys that vanish while iterating are skipped."""
 
-    def __iter__(self):
+    _mapping: Dict
+
+    def __iter__(self) -> Iterator[tuple[Key, Any]]:
         d = self._mapping
         for key in d:
             value = d.get(key, _MISSING)
@@ -84,10 +95,12 @@ class _Items(ItemsView):
                 yield key, value
 
 
-class _Values(ValuesView):
+class _Values(ValuesView[Any]):
     """Values of a live dict: keys that vanish while iterating are skipped."""
 
-    def __iter__(self):
+    _mapping: Dict
+
+    def __iter__(self) -> Iterator[Any]:
         d = self._mapping
         for key in d:
             value = d.get(key, _MISSING)
@@ -95,7 +108,7 @@ class _Values(ValuesView):
                 yield value
 
 
-class Dict(_core.Dict, MutableMapping):
+class Dict(_core.Dict, MutableMapping[Key, Any]):
     """A dictionary in shared memory, for any number of processes.
 
     ``Dict(name, capacity=None, *, zone=None, serializer=None, shards=None, clock=None,
@@ -147,13 +160,14 @@ class Dict(_core.Dict, MutableMapping):
     ==========================  ===================================================
     """
 
-    _zone = None
-    name = None
-    _serializer = None
+    _zone: Zone
+    name: str
+    _serializer: Serializer | None = None
 
-    def __new__(cls, name, capacity=None, *, zone: Zone | None = None, serializer=None,
-                shards: int | None = None, clock=None, create: bool = True):
-        _check_object_name(name)
+    def __new__(cls, name: str, capacity: int | None = None, *, zone: Zone | None = None,
+                serializer: Serializer | None = None, shards: int | None = None,
+                clock: Callable[[], float] | None = None, create: bool = True) -> Self:
+        check_object_name(name)
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool)
                                      or capacity <= 0):
             raise ValueError(f"capacity must be a number of bytes > 0, not {capacity!r}")
@@ -182,14 +196,11 @@ class Dict(_core.Dict, MutableMapping):
         self._zone = zone
         self.name = name
         self._serializer = serializer
-        if dumps is not None:
+        if dumps is not None and loads is not None:
             self._set_serializer(dumps, loads)
         if clock is not None:
             self._set_clock(clock)
         return self
-
-    def __init__(self, *args, **kwargs):
-        pass  # everything happens in __new__ (the C half must exist before anything else)
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -202,14 +213,20 @@ class Dict(_core.Dict, MutableMapping):
         """True if this handle created the dict (False: it attached to an existing one)."""
         return self._created
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return f"<shmkit.Dict {self.name!r} closed>"
         return (f"<shmkit.Dict {self.name!r} in {self._zone.name!r} capacity={self.capacity()} "
                 f"free={self.free_space()}>")
 
     # -- the OpenResty surface implemented in Python -----------------------------------------
-    def keys(self, max_count: int | None = None):
+    @overload
+    def keys(self) -> KeysView[Key]: ...
+
+    @overload
+    def keys(self, max_count: int) -> list[Key]: ...
+
+    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
         """Without an argument: a live KeysView (the Mapping contract).  With one: a list
         of at most ``max_count`` keys (0: all of them), like OpenResty's get_keys.
 
@@ -221,12 +238,12 @@ class Dict(_core.Dict, MutableMapping):
             return KeysView(self)
         return self.get_keys(max_count)
 
-    def get_keys(self, max_count: int = 1024) -> list:
+    def get_keys(self, max_count: int = 1024) -> list[Key]:
         """At most ``max_count`` unexpired keys (0: all), as a list (OpenResty's name)."""
         if not isinstance(max_count, int) or max_count < 0:
             raise ValueError(f"max_count must be an int >= 0 (0: all), not {max_count!r}")
-        out = []
-        cursor = 0
+        out: list[Key] = []
+        cursor: int | None = 0
         while cursor is not None:
             cursor, batch = self._scan(cursor)
             out.extend(batch)
@@ -235,17 +252,17 @@ class Dict(_core.Dict, MutableMapping):
                 break
         return out
 
-    def __iter__(self):
-        cursor = 0
+    def __iter__(self) -> Iterator[Key]:
+        cursor: int | None = 0
         while cursor is not None:
             cursor, batch = self._scan(cursor)
             yield from batch
 
-    def items(self):
+    def items(self) -> _Items:
         """A live view of (key, value) pairs; keys removed while iterating are skipped."""
         return _Items(self)
 
-    def values(self):
+    def values(self) -> _Values:
         """A live view of the values; keys removed while iterating are skipped."""
         return _Values(self)
 
@@ -253,7 +270,7 @@ class Dict(_core.Dict, MutableMapping):
         """Remove everything (flush_all)."""
         self.flush_all()
 
-    def popitem(self):
+    def popitem(self) -> tuple[Key, Any]:
         """Remove and return some (key, value) pair; KeyError when the dict is empty."""
         for key in self:
             value = self.pop(key, _MISSING)
@@ -290,14 +307,14 @@ class Dict(_core.Dict, MutableMapping):
         self._close()
         self._zone.destroy(self.name)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self):
-        serializer = self._serializer
+    def __reduce__(self) -> tuple[Any, ...]:
+        serializer: object = self._serializer
         if isinstance(serializer, types.ModuleType):
             serializer = ("module", serializer.__name__)
         return (_attach, (self._zone, self.name, serializer))
@@ -306,10 +323,12 @@ class Dict(_core.Dict, MutableMapping):
     # their contents are, like dicts.
 
 
-def _attach(zone, name, serializer):
+def _attach(zone: Zone, name: str, serializer: Any) -> Dict:
     if isinstance(serializer, tuple) and serializer[:1] == ("module",):
-        serializer = importlib.import_module(serializer[1])
-    return Dict(name, zone=zone, serializer=serializer, create=False)
+        module: Any = importlib.import_module(serializer[1])
+        return Dict(name, zone=zone, serializer=module, create=False)
+    plain: Any = serializer  # (pyright keeps the tuple case above in its union)
+    return Dict(name, zone=zone, serializer=plain, create=False)
 
 
 # keep pickle imported: it is the default serializer (the C half imports it too)

@@ -21,6 +21,10 @@ from __future__ import annotations
 import sys
 import threading
 from multiprocessing import resource_tracker, shared_memory
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .segment import Segment
 
 __all__ = ["attach_shared_memory"]
 
@@ -41,13 +45,13 @@ def _install_register_filter() -> None:
         if getattr(current, "_shmkit_filter", False):
             return
 
-        def register(name, rtype):
+        def register(name: Any, rtype: str) -> None:
             if rtype == "shared_memory" and getattr(_untracked, "active", False):
                 return None
             return current(name, rtype)
 
-        register._shmkit_filter = True
-        register.__wrapped__ = current
+        register._shmkit_filter = True  # type: ignore[attr-defined]
+        register.__wrapped__ = current  # type: ignore[attr-defined]
         register.__doc__ = current.__doc__
         resource_tracker.register = register
 
@@ -56,12 +60,12 @@ class _UntrackedSharedMemory(shared_memory.SharedMemory):
     """A SharedMemory attached to an existing segment without the resource tracker.
     It pickles as itself, so a child that receives it attaches untracked too."""
 
-    def __init__(self, name, create=False, size=0):
+    def __init__(self, name: str, create: bool = False, size: int = 0) -> None:
         if create:
             raise ValueError("attach_shared_memory() attaches to an existing segment; create "
                              "segments with shmkit.Segment")
         if _HAS_TRACK:
-            super().__init__(name, track=False)
+            super().__init__(name, track=False)  # type: ignore[call-arg,unused-ignore]  # 3.13+
             return
         _install_register_filter()
         _untracked.active = True
@@ -70,15 +74,15 @@ class _UntrackedSharedMemory(shared_memory.SharedMemory):
         finally:
             _untracked.active = False
 
-    def unlink(self):
+    def unlink(self) -> None:
         """Remove the name (better: ``shmkit.Segment.unlink()`` or ``shmkit rm``, which
         keep shmkit's records right).  Never tells the resource tracker, which was never
         told about this segment."""
         from multiprocessing import shared_memory as _sm
-        _sm._posixshmem.shm_unlink(self._name)
+        _sm._posixshmem.shm_unlink(self._name)  # type: ignore[attr-defined]
 
 
-def attach_shared_memory(name) -> shared_memory.SharedMemory:
+def attach_shared_memory(name: str | Segment) -> shared_memory.SharedMemory:
     """``multiprocessing.shared_memory.SharedMemory`` attached to the existing POSIX
     segment ``name`` (a str, or a posix ``shmkit.Segment``), never registered with the
     resource tracker, on every Python version: when this process exits, the segment
@@ -90,16 +94,17 @@ def attach_shared_memory(name) -> shared_memory.SharedMemory:
     segments with shmkit (``Segment.unlink()``, ``shmkit rm``), not ``shm.unlink()``.
     """
     from .segment import Segment
-    if isinstance(name, Segment):
-        if name.backend != "posix":
+    target: object = name
+    if isinstance(target, Segment):
+        if target.backend != "posix":
             raise TypeError(f"multiprocessing.shared_memory opens POSIX segments only, not "
-                            f"{name.backend} ones")
-        name = name.name
-    if not isinstance(name, str):
+                            f"{target.backend} ones")
+        target = target.name
+    if not isinstance(target, str):
         raise TypeError(f"segment name must be a str or a posix shmkit.Segment, not "
-                        f"{type(name).__name__}")
-    bare = name[1:] if name.startswith("/") else name
+                        f"{type(target).__name__}")
+    bare = target[1:] if target.startswith("/") else target
     if not bare or "/" in bare or "\0" in bare:
         from ._errors import InvalidNameError
-        raise InvalidNameError(f"not a POSIX segment name: {name!r}")
+        raise InvalidNameError(f"not a POSIX segment name: {target!r}")
     return _UntrackedSharedMemory(bare)

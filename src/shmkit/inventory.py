@@ -21,6 +21,7 @@ import grp
 import stat as _stat
 import struct
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from . import _core, _lifecycle
 from ._errors import SegmentNotFoundError
@@ -58,7 +59,7 @@ class SegmentInfo:
     attach_time: float | None = None
     detach_time: float | None = None
     change_time: float | None = None
-    ident: tuple = field(default=(), repr=False, compare=False)  # (dev, ino) or (shmid, ctime)
+    ident: tuple[int, int] | tuple[()] = field(default=(), repr=False, compare=False)  # (dev, ino) or (shmid, ctime)
 
     @property
     def display_name(self) -> str:
@@ -78,7 +79,7 @@ class SegmentInfo:
     def vanished(self) -> bool:
         return "vanished" in self.status
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("ident", None)
         d["status"] = list(self.status)
@@ -96,7 +97,7 @@ class GcAction:
     action: str    #: "removed", "would remove", "kept"
     reason: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -115,6 +116,8 @@ def _group(gid: int) -> str:
 
 
 _MAGIC = struct.pack("=Q", _core.ZONE_MAGIC)
+_Event = tuple[int, int, int]   # (pid, start time, time_ns) of an attach or detach
+_Locks = dict[tuple[int, int], dict[str, Any]]
 
 
 def _peek_magic(path: str) -> bool | None:
@@ -131,14 +134,15 @@ def _peek_magic(path: str) -> bool | None:
         os.close(fd)
 
 
-def _latest_event(path: str):
+def _latest_event(path: str) -> tuple[_Event | None, _Event | None, _Event | None]:
     att = _lifecycle.read_event(path, "attach")
     det = _lifecycle.read_event(path, "detach")
     last = max((e for e in (att, det) if e), key=lambda e: e[2], default=None)
     return att, det, last
 
 
-def _posix_info(entry_name: str, st: os.stat_result, locks: dict, maps: dict) -> SegmentInfo:
+def _posix_info(entry_name: str, st: os.stat_result, locks: _Locks,
+                maps: dict[tuple[int, int], set[int]]) -> SegmentInfo:
     path = os.path.join(_lifecycle.SHM_DIR, entry_name)
     rec = _lifecycle.read_xattr_record(path)
     if rec is None:
@@ -151,7 +155,7 @@ def _posix_info(entry_name: str, st: os.stat_result, locks: dict, maps: dict) ->
     kind = "zone" if is_zone else ("segment" if rec else None)
     att, det, last = _latest_event(path)
     creator_alive = None
-    status = []
+    status: list[str] = []
     if mappers or handles:
         status.append("in-use")
     if rec is not None:
@@ -178,7 +182,7 @@ def _should_be_gone(lifecycle: str, creator_alive: bool, handles: int) -> bool:
     return False
 
 
-def _sysv_rows() -> list[dict]:
+def _sysv_rows() -> list[dict[str, str]]:
     rows = []
     try:
         with open("/proc/sysvipc/shm") as f:
@@ -193,7 +197,7 @@ def _sysv_rows() -> list[dict]:
     return rows
 
 
-def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
+def _sysv_info(row: dict[str, str], locks: _Locks) -> SegmentInfo:
     key, shmid = int(row["key"]), int(row["shmid"])
     perms = int(row["perms"], 8)
     uid, gid, cuid = int(row["uid"]), int(row["gid"]), int(row["cuid"])
@@ -202,14 +206,14 @@ def _sysv_info(row: dict, locks: dict) -> SegmentInfo:
     rname = _lifecycle.sysv_record_name(shmid, ctime)
     rec = _lifecycle.read_record(rname, cuid)
     handles, creator_alive = 0, None
-    status = []
+    status: list[str] = []
     if nattch:
         status.append("in-use")
     if rec is not None:
         d = _lifecycle.registry_dir()
-        lk = {}
+        lk: dict[str, Any] = {}
         try:
-            rst = os.lstat(os.path.join(d, rname))
+            rst = os.lstat(os.path.join(d, rname))  # type: ignore[arg-type]  # None: TypeError
             lk = locks.get((rst.st_dev, rst.st_ino), {})
         except (OSError, TypeError):
             pass
@@ -280,15 +284,15 @@ def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool 
 _DELETED = " (deleted)"
 
 
-def _deleted_shm_objects() -> dict:
+def _deleted_shm_objects() -> dict[tuple[int, int], dict[str, Any]]:
     """{(dev, ino): {"name", "pids", "access"}} of the objects that were in /dev/shm and
     lost their name while some process still has them open or mapped - what /proc shows
     as ``/dev/shm/NAME (deleted)``.  ``access`` is a /proc path that reaches the object
     (an open fd, else a mapping's map_files entry, which needs privileges)."""
     prefix = _lifecycle.SHM_DIR + "/"
-    out: dict = {}
+    out: dict[tuple[int, int], dict[str, Any]] = {}
 
-    def add(key, target, pid, access):
+    def add(key: tuple[int, int], target: str, pid: int, access: str) -> None:
         name = target[len(prefix):-len(_DELETED)]
         if not name or "/" in name:
             return  # not a POSIX segment (the registry's files live in a subdirectory)
@@ -337,7 +341,7 @@ def _deleted_shm_objects() -> dict:
     return out
 
 
-def _open_deleted(entry: dict) -> int | None:
+def _open_deleted(entry: dict[str, Any]) -> int | None:
     for access in entry["access"]:
         try:
             return os.open(access, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -347,7 +351,7 @@ def _open_deleted(entry: dict) -> int | None:
 
 
 def vanished_segments(pattern: str | None = None, *,
-                      _locks: dict | None = None) -> list[SegmentInfo]:
+                      _locks: _Locks | None = None) -> list[SegmentInfo]:
     """shmkit's POSIX segments whose name was removed by something other than shmkit.
 
     Removing a name never takes the memory from the processes that have it mapped, so
@@ -481,22 +485,26 @@ def remove_segment(info: SegmentInfo) -> None:
     whether foreign or attached segments may go (``shmkit rm`` refuses without --force).
     SegmentNotFoundError if it is already gone or the name now refers to another one."""
     if info.backend == "posix":
-        path = os.path.join(_lifecycle.SHM_DIR, info.name)
+        name = info.name
+        assert name is not None  # every posix SegmentInfo has one
+        path = os.path.join(_lifecycle.SHM_DIR, name)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {info.name!r} is already "
+            raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {name!r} is already "
                                        "gone") from None
         if info.ident and (st.st_dev, st.st_ino) != info.ident:
-            raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {info.name!r} was replaced "
+            raise SegmentNotFoundError(errno.ENOENT, f"POSIX segment {name!r} was replaced "
                                        "by another one since it was listed")
         _lifecycle.mark_removed(path)
-        _core.unlink_posix(info.name)
+        _core.unlink_posix(name)
         _lifecycle.remove_record(_lifecycle.file_record_name("posix", st.st_dev, st.st_ino))
         return
-    shmid, ctime = info.ident
+    ident = info.ident
+    assert len(ident) == 2  # every sysv SegmentInfo has (shmid, ctime)
+    shmid, ctime = ident
     try:
-        now = _core.sysv_stat(shmid)
+        now: dict[str, Any] | None = _core.sysv_stat(shmid)
     except OSError:
         now = None
     if now is None or now["ctime"] != ctime:
@@ -511,33 +519,37 @@ def remove_segment(info: SegmentInfo) -> None:
 
 def _gc_posix(info: SegmentInfo, dry_run: bool) -> GcAction:
     """Remove with the lifecycle's locks held, so that nobody attaches meanwhile."""
-    path = os.path.join(_lifecycle.SHM_DIR, info.name)
+    name = info.name
+    assert name is not None  # every posix SegmentInfo has one
+    path = os.path.join(_lifecycle.SHM_DIR, name)
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        return GcAction("segment", info.name, "kept", f"cannot open it: {e.strerror}")
+        return GcAction("segment", name, "kept", f"cannot open it: {e.strerror}")
     try:
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != info.ident:
-            return GcAction("segment", info.name, "kept", "replaced since it was listed")
+            return GcAction("segment", name, "kept", "replaced since it was listed")
         if not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
-            return GcAction("segment", info.name, "kept", "a shmkit handle is open on it")
+            return GcAction("segment", name, "kept", "a shmkit handle is open on it")
         if info.lifecycle == "unlink_on_creator_exit" and \
                 not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_CREATOR):
-            return GcAction("segment", info.name, "kept", "its creator is alive")
+            return GcAction("segment", name, "kept", "its creator is alive")
         if _lifecycle.mapping_pids(st.st_dev, st.st_ino):
-            return GcAction("segment", info.name, "kept", "a process has it mapped")
+            return GcAction("segment", name, "kept", "a process has it mapped")
         if dry_run:
-            return GcAction("segment", info.name, "would remove", _why(info))
-        if _lifecycle.remove_if_same("posix", info.name, st):
-            return GcAction("segment", info.name, "removed", _why(info))
-        return GcAction("segment", info.name, "kept", "already gone")
+            return GcAction("segment", name, "would remove", _why(info))
+        if _lifecycle.remove_if_same("posix", name, st):
+            return GcAction("segment", name, "removed", _why(info))
+        return GcAction("segment", name, "kept", "already gone")
     finally:
         os.close(fd)
 
 
 def _gc_sysv(info: SegmentInfo, dry_run: bool) -> GcAction:
-    shmid, ctime = info.ident
+    ident = info.ident
+    assert len(ident) == 2  # every sysv SegmentInfo has (shmid, ctime)
+    shmid, ctime = ident
     target = f"{info.display_name} (id {shmid})"
     rname = _lifecycle.sysv_record_name(shmid, ctime)
     fd, rec = _lifecycle.open_record(rname, info.uid, writable=True)
@@ -550,7 +562,7 @@ def _gc_sysv(info: SegmentInfo, dry_run: bool) -> GcAction:
                 not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_CREATOR):
             return GcAction("segment", target, "kept", "its creator is alive")
         try:
-            now = _core.sysv_stat(shmid)
+            now: dict[str, Any] | None = _core.sysv_stat(shmid)
         except OSError:
             now = None
         if now is None or now["ctime"] != ctime:
@@ -604,7 +616,7 @@ def _stale_records(dry_run: bool) -> list[GcAction]:
             os.unlink(os.path.join(_lifecycle.registry_path(), rname))
             out.append(GcAction("record", rname, "removed", "its segment no longer exists"))
         except OSError as e:
-            out.append(GcAction("record", rname, "kept", e.strerror))
+            out.append(GcAction("record", rname, "kept", e.strerror or str(e)))
     return out
 
 
@@ -631,10 +643,10 @@ def collect_garbage(pattern: str | None = None, *, dry_run: bool = False) -> lis
     return actions
 
 
-def sysv_limits() -> dict:
+def sysv_limits() -> dict[str, int | None]:
     """kernel.shmmax (bytes per segment), kernel.shmall (pages in all), kernel.shmmni
     (segments), with what is in use now."""
-    def read(name):
+    def read(name: str) -> int | None:
         try:
             with open(f"/proc/sys/kernel/{name}") as f:
                 return int(f.read().split()[0])

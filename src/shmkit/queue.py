@@ -47,13 +47,23 @@ from __future__ import annotations
 
 import os
 import pickle
-import time
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._checks import check_object_name, check_serializer
+from ._deprecation import renamed
 from ._errors import ClosedError, QueueEmpty, QueueFull  # noqa: F401  (re-exported names)
+from .zone import Zone, default_zone
 
-__all__ = ["Queue", "QueueStatistics", "Reservation", "DEFAULT_CAPACITY", "DELIVERY_MODES"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._aio import AioQueue
+    from ._types import Buffer, SerializerArg, Timeout
+
+__all__ = ["Queue", "QueueStats", "Reservation", "DEFAULT_CAPACITY", "DELIVERY_MODES"]
 
 DEFAULT_CAPACITY = 1 << 20
 DEFAULT_SPIN = 50e-6
@@ -68,7 +78,7 @@ DELIVERY_MODES = ("at-most-once", "at-least-once")
 
 
 @dataclass(frozen=True)
-class QueueStatistics:
+class QueueStats:
     """What ``Queue.statistics()`` returns (counters are totals over all processes)."""
 
     depth: int          #: messages in the queue (claimed by producers, not yet taken)
@@ -91,20 +101,6 @@ class QueueStatistics:
     abandoned_tasks: int  #: at-most-once: tasks released with dead or detached consumers
     acknowledged: int   #: tasks marked done (task_done)
     delivery: str       #: "at-most-once" or "at-least-once"
-
-
-def _check_serializer(serializer):
-    if serializer is None:
-        return None, None
-    if isinstance(serializer, tuple) and len(serializer) == 2:
-        dumps, loads = serializer
-    else:
-        dumps = getattr(serializer, "dumps", None)
-        loads = getattr(serializer, "loads", None)
-    if not callable(dumps) or not callable(loads):
-        raise TypeError("serializer must have callable dumps() and loads() (like the pickle "
-                        "module), or be a (dumps, loads) pair")
-    return dumps, loads
 
 
 class Queue(_core.Queue):
@@ -131,11 +127,20 @@ class Queue(_core.Queue):
     same queue; fork children can use an inherited one directly.
     """
 
-    def __new__(cls, name, capacity=None, *, zone=None, max_messages=None, mode="bytes",
-                serializer=None, spin=None, delivery=None, create=True, exclusive=False):
-        from .zone import Zone, _check_object_name, default_zone
+    name: str
+    zone: Zone
+    mode: str
+    _serializer: SerializerArg | None
+    _dumps: Callable[..., Any] | None
+    _loads: Callable[..., Any] | None
+    _pid: int
 
-        _check_object_name(name)
+    def __new__(cls, name: str, capacity: int | None = None, *, zone: Zone | None = None,
+                max_messages: int | None = None, mode: str = "bytes",
+                serializer: SerializerArg | None = None, spin: float | None = None,
+                delivery: str | None = None, create: bool = True,
+                exclusive: bool = False) -> Self:
+        check_object_name(name)
         if capacity is not None:
             if not isinstance(capacity, int) or isinstance(capacity, bool):
                 raise TypeError(f"capacity must be an int (bytes) or None, not {capacity!r}")
@@ -151,17 +156,17 @@ class Queue(_core.Queue):
         if delivery is not None and delivery not in DELIVERY_MODES:
             raise ValueError(f"delivery must be one of {DELIVERY_MODES}, not {delivery!r}")
         delivery_code = 0 if delivery is None else DELIVERY_MODES.index(delivery) + 1
-        dumps, loads = _check_serializer(serializer)
+        dumps, loads = check_serializer(serializer)
         if serializer is not None and mode != "objects":
             raise ValueError('a serializer is only used with mode="objects"')
         if zone is None:
             zone = default_zone()
         elif not isinstance(zone, Zone):
             raise TypeError(f"zone must be a shmkit.Zone, not {type(zone).__name__}")
-        if cls is Queue and mode == "objects":
-            cls = _ObjectQueue
-        self = super().__new__(cls, zone._live(), name, capacity or 0, max_messages or 0,
-                               bool(create), bool(exclusive), delivery_code)
+        # objects mode: a Queue whose put/get (de)serialise, as Self promises
+        made: Any = _ObjectQueue if cls is Queue and mode == "objects" else cls
+        self: Self = super().__new__(made, zone._live(), name, capacity or 0, max_messages or 0,
+                                     bool(create), bool(exclusive), delivery_code)
         self.name = name
         self.zone = zone
         self.mode = mode
@@ -172,16 +177,19 @@ class Queue(_core.Queue):
         self._pid = os.getpid()
         return self
 
-    def __init__(self, *args, **kwargs):
-        pass  # everything happens in __new__ (the C base allocates the handle)
-
     @property
-    def aio(self):
+    def aio(self) -> AioQueue:
         """Awaitable twins: ``await q.aio.get(block=True, timeout=None)``, ``put(item,
         block=True, timeout=None)``, ``get_many(...)``, ``put_many(...)`` (docs/asyncio.md;
         a cancelled get never takes a message)."""
         from ._aio import AioQueue
         return AioQueue(self)
+
+    def _encode(self, obj: Any) -> tuple[Buffer, None] | tuple[None, list[Buffer]]:
+        """What obj becomes in the ring: ``(data, None)``, one message, or ``(None,
+        parts)``, one framed message.  A bytes queue puts the bytes-like object as it is;
+        mode="objects" pickles (see _ObjectQueue)."""
+        return obj, None
 
     # -- the rest of the queue.Queue surface --------------------------------------------
     # put/get/task_done/join/qsize/empty/full/unfinished_tasks/delivery are the C base's
@@ -200,9 +208,9 @@ class Queue(_core.Queue):
         """``multiprocessing.Queue.cancel_join_thread()``: nothing to cancel (see
         join_thread)."""
 
-    def statistics(self) -> QueueStatistics:
-        """Counters and state (see QueueStatistics)."""
-        return QueueStatistics(**super().statistics(), delivery=self.delivery)
+    def statistics(self) -> QueueStats:
+        """Counters and state (see QueueStats)."""
+        return QueueStats(**super().statistics(), delivery=self.delivery)
 
     def destroy(self) -> None:
         """Remove the queue from its zone and free its memory.  Every other process must
@@ -210,16 +218,16 @@ class Queue(_core.Queue):
         self.detach()
         self.zone.destroy(self.name)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reattach, (self.zone, self.name, self.mode, self._serializer, self.spin))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.detached:
             return f"<shmkit.Queue {self.name!r} detached>"
         return (f"<shmkit.Queue {self.name!r} mode={self.mode} capacity={self.capacity} "
@@ -230,29 +238,30 @@ class _ObjectQueue(Queue):
     """Queue(mode="objects"): pickles (protocol 5, out-of-band buffers into the ring) or
     uses the given serializer."""
 
-    def _encode(self, obj):
+    def _encode(self, obj: Any) -> tuple[Buffer, None] | tuple[None, list[Buffer]]:
         """What obj becomes in the ring: ``(data, None)``, one message, or ``(None,
         parts)``, one framed message (pickle's out-of-band buffers as parts)."""
         if self._dumps is not None:
             return self._dumps(obj), None
-        buffers = []
+        buffers: list[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:
             return data, None
         try:
-            parts = [data]
+            parts: list[Buffer] = [data]
             parts.extend(b.raw() for b in buffers)
         except BufferError:  # a non-contiguous buffer: pickle it in-band instead
             return pickle.dumps(obj, protocol=5), None
         return None, parts
 
-    def _encode_put(self, obj, block, timeout):
+    def _encode_put(self, obj: Any, block: bool, timeout: Timeout) -> None:
         data, parts = self._encode(obj)
         if parts is None:
+            assert data is not None
             return _core.Queue.put(self, data, block, timeout)
         return self._put_parts(parts, block, timeout)
 
-    def _decode(self, raw):
+    def _decode(self, raw: Any) -> Any:
         if type(raw) is tuple:
             return pickle.loads(raw[0], buffers=raw[1:])
         if type(raw) is memoryview:
@@ -261,106 +270,39 @@ class _ObjectQueue(Queue):
             return self._loads(raw)
         return pickle.loads(raw)
 
-    def put(self, item, block=True, timeout=None):
+    def put(self, item: Any, block: bool = True, timeout: Timeout = None) -> None:
         """Put any picklable object (see Queue.put)."""
         self._encode_put(item, block, timeout)
 
-    def put_nowait(self, item):
+    def put_nowait(self, item: Any) -> None:
         self._encode_put(item, False, None)
 
-    def get(self, block=True, timeout=None):
+    # objects come back decoded: no view= (a bytes queue's receive buffer) here
+    def get(self, block: bool = True, timeout: Timeout = None) -> Any:  # type: ignore[override]
         """Remove and return the oldest object (see Queue.get)."""
         return self._decode(_core.Queue.get(self, block, timeout))
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         return self._decode(_core.Queue.get_nowait(self))
 
-    def put_many(self, items, block=True, timeout=None):
+    def put_many(self, items: Iterable[Any], block: bool = True, timeout: Timeout = None) -> int:
         dumps = self._dumps or (lambda o: pickle.dumps(o, protocol=5))
         return _core.Queue.put_many(self, [dumps(o) for o in items], block, timeout)
 
-    def get_many(self, max_messages=1024, max_bytes=None, block=True, timeout=None):
+    def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
+                 block: bool = True, timeout: Timeout = None) -> list[Any]:
         decode = self._decode
         return [decode(r) for r in _core.Queue.get_many(self, max_messages, max_bytes, block,
                                                         timeout)]
 
 
-def _reattach(zone, name, mode, serializer, spin):
+def _reattach(zone: Zone, name: str, mode: str, serializer: SerializerArg | None,
+              spin: float) -> Queue:
     return Queue(name, zone=zone, mode=mode, serializer=serializer, spin=spin)
 
 
-# -- demonstration (used by `shmkit demo`) ---------------------------------------------------
-
-def _demo_producer(zone, name, size, deadline, batch):
-    q = Queue(name, zone=zone)
-    msg = bytes(size)
-    msgs = [msg] * batch
-    while time.monotonic() < deadline:
-        try:
-            q.put_many(msgs, timeout=0.2)
-        except QueueFull:
-            pass
-        except ClosedError:
-            break
-
-
-def _demo_consumer(zone, name, deadline):
-    q = Queue(name, zone=zone)
-    while time.monotonic() < deadline + 1:
-        try:
-            q.get_many(4096, timeout=0.2)
-        except QueueEmpty:
-            pass
-        except ClosedError:
-            break
-
-
-def _demo(duration: float = 5.0, producers: int = 2, consumers: int = 2, size: int = 64,
-          batch: int = 256, print=print) -> dict:
-    """Producers and consumers in spawned processes on one queue, printing the live
-    throughput every half second.  Returns {"messages", "seconds", "rate", "drops"}."""
-    import multiprocessing as mp
-
-    from .zone import Zone
-
-    ctx = mp.get_context("spawn")
-    zname = f"shmkit-demo-{os.getpid()}"
-    zone = Zone(zname, 64 << 20)
-    procs = []
-    try:
-        q = Queue("demo", 4 << 20, zone=zone)
-        deadline = time.monotonic() + duration + 1.0  # children need ~1 s to start
-        procs = [ctx.Process(target=_demo_consumer, args=(zone, "demo", deadline))
-                 for _ in range(consumers)]
-        procs += [ctx.Process(target=_demo_producer, args=(zone, "demo", size, deadline, batch))
-                  for _ in range(producers)]
-        for p in procs:
-            p.start()
-        print(f"queue demo: {producers} producer(s) -> {consumers} consumer(s), {size}-byte "
-              f"messages, batches of {batch}, {duration:.0f} s")
-        while q.statistics().gets == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        t0, g0 = time.monotonic(), q.statistics().gets
-        last_t, last_g = t0, g0
-        while time.monotonic() < t0 + duration:
-            time.sleep(0.5)
-            st = q.statistics()
-            now = time.monotonic()
-            print(f"  {now - t0:5.1f} s  {(st.gets - last_g) / (now - last_t) / 1e6:8.2f} M msg/s"
-                  f"  depth {st.depth:7d}  waits {st.waits}")
-            last_t, last_g = now, st.gets
-        st = q.statistics()
-        total, secs = st.gets - g0, time.monotonic() - t0
-        q.close()
-        for p in procs:
-            p.join(10)
-        result = {"messages": total, "seconds": secs, "rate": total / secs, "drops": st.drops}
-        print(f"  total {total} messages in {secs:.1f} s: {total / secs / 1e6:.2f} M msg/s")
-        return result
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-        zone.close()
-        zone.unlink()
+# the old name of QueueStats (shmkit 0.1): every statistics class is now <Thing>Stats
+if TYPE_CHECKING:
+    QueueStatistics = QueueStats
+else:
+    __getattr__ = renamed(__name__, {"QueueStatistics": ("QueueStats", QueueStats)})

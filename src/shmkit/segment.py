@@ -48,10 +48,17 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import _core, _lifecycle
+from ._checks import check_int
 from ._errors import (ClosedError, InvalidNameError, SegmentNotFoundError, ShmkitError)
+
+if TYPE_CHECKING:
+    from ._lifecycle import FdOrPath, Record
+    from ._types import Buffer, StrPath
 
 __all__ = ["Segment", "SegmentStat", "ftok", "send_fd", "recv_fd", "BACKENDS", "MODES",
            "LIFECYCLES"]
@@ -80,12 +87,12 @@ _KIND_NAMES = {
 }
 
 
-def ftok(path: str | os.PathLike, proj_id: int) -> int:
+def ftok(path: StrPath, proj_id: int) -> int:
     """SysV IPC key from an existing path and a project id, exactly as C's ftok(3)."""
     return _core.ftok(os.fspath(path), proj_id)
 
 
-def _check_posix_name(name) -> str:
+def _check_posix_name(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"segment name must be a str, not {type(name).__name__}")
     if name.startswith("/"):
@@ -103,21 +110,13 @@ def _check_posix_name(name) -> str:
     return name
 
 
-def _check_key(key) -> int:
+def _check_key(key: object) -> int:
     """A SysV key as the kernel stores it (a signed 32-bit key_t)."""
     if not isinstance(key, int) or isinstance(key, bool):
         raise TypeError(f"sysv key must be an int, not {type(key).__name__}")
     if not -(1 << 31) <= key < (1 << 32):
         raise ValueError(f"sysv key {key} does not fit in 32 bits")
     return key - (1 << 32) if key >= (1 << 31) else key
-
-
-def _check_int(what, value, minimum=0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -198,23 +197,28 @@ class Segment:
     """
 
     # class-level defaults make close() safe on a half-built object
-    _seg = None
-    _buf = None
+    _seg: _core.Segment | None = None
+    _buf: memoryview | None = None
     _closed = True
     _creator = False        # this handle created the object and holds the creator lock
-    _record = None          # the creator's record (dict) if shmkit made it
-    _record_fd = None       # sysv: the registry record's fd (it carries the locks)
+    _record: Record | None = None  # the creator's record if shmkit made it
+    _record_fd: int | None = None  # sysv: the registry record's fd (it carries the locks)
     _record_writable = False
     _reaper_pid = 0
-    _fstat = None           # identity (st_dev, st_ino) of the object, fd backends
-    _ctime = None           # sysv: creation time (with shmid, the segment's identity)
+    _fstat: os.stat_result | None = None  # identity (st_dev, st_ino) of the object, fd backends
+    _ctime: int | None = None  # sysv: creation time (with shmid, the segment's identity)
     _observer = False
+    _abspath: str
+    name: str | None
+    key: int | None
+    path: str | None
 
-    def __init__(self, name=None, mode: str = "c", size: int = 0, *, backend: str | None = None,
-                 key: int | None = None, shmid: int | None = None, path=None, fd: int | None = None,
-                 perm: int = 0o600, seals=(), reserve: int = 0, allow_other_owner: bool = False,
-                 lifecycle: str | None = None, _allow_empty: bool = False,
-                 _observer: bool = False):
+    def __init__(self, name: str | int | None = None, mode: str = "c", size: int = 0, *,
+                 backend: str | None = None, key: int | None = None, shmid: int | None = None,
+                 path: StrPath | bytes | None = None, fd: int | None = None, perm: int = 0o600,
+                 seals: str | int | Iterable[str | int] = (), reserve: int = 0,
+                 allow_other_owner: bool = False, lifecycle: str | None = None,
+                 _allow_empty: bool = False, _observer: bool = False):
         if backend is None:
             backend = ("sysv" if key is not None or shmid is not None else
                        "file" if path is not None else "memfd" if fd is not None else "posix")
@@ -223,9 +227,9 @@ class Segment:
         if not isinstance(mode, str) or mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of 'c', 'x', 'w', 'r' "
                              f"(or PHP shmop's 'c', 'n', 'w', 'a')")
-        _check_int("size", size)
-        _check_int("reserve", reserve)
-        _check_int("perm", perm)
+        check_int("size", size)
+        check_int("reserve", reserve)
+        check_int("perm", perm)
         if perm > 0o777:
             raise ValueError(f"perm must be permission bits (at most 0o777), not {oct(perm)}")
         if lifecycle is not None and lifecycle not in LIFECYCLES:
@@ -250,31 +254,30 @@ class Segment:
         if backend == "posix":
             if name is None:
                 raise TypeError("a posix segment needs a name")
-            self.name = _check_posix_name(name)
+            pname = self.name = _check_posix_name(name)
             if creating and size == 0 and not _allow_empty:
                 flags &= ~_core.O_CREATE  # "c" without a size: open only
-            self._open_named(lambda f: _core.Segment.posix(self.name, f, perm, size, reserve),
-                             flags, perm, lifecycle, os.path.join(_lifecycle.SHM_DIR, self.name))
+            self._open_named(lambda f: _core.Segment.posix(pname, f, perm, size, reserve),
+                             flags, perm, lifecycle, os.path.join(_lifecycle.SHM_DIR, pname))
         elif backend == "file":
-            path = path if path is not None else name
-            if path is None:
+            target = path if path is not None else name
+            if target is None:
                 raise TypeError("a file segment needs a path")
-            self.path = os.fspath(path)
-            if not isinstance(self.path, str):
-                self.path = os.fsdecode(self.path)
-            if not self.path:
+            fspath = os.fspath(target)  # type: ignore[arg-type]  # an int: TypeError here
+            fpath = self.path = fspath if isinstance(fspath, str) else os.fsdecode(fspath)
+            if not fpath:
                 raise InvalidNameError("file segment path is empty")
-            if "\0" in self.path:
+            if "\0" in fpath:
                 raise InvalidNameError("file segment path contains a NUL byte")
             if creating and size == 0 and not _allow_empty:
                 flags &= ~_core.O_CREATE
-            self._abspath = os.path.abspath(self.path)
-            self._open_named(lambda f: _core.Segment.file(self.path, f, perm, size, reserve),
+            self._abspath = os.path.abspath(fpath)
+            self._open_named(lambda f: _core.Segment.file(fpath, f, perm, size, reserve),
                              flags, perm, lifecycle, self._abspath)
         elif backend == "sysv":
             if shmid is None:
                 if key is None:
-                    key = name
+                    key = name  # type: ignore[assignment]  # checked by _check_key below
                 if key is None:
                     raise TypeError("a sysv segment needs a key (int) or a shmid")
                 key = _check_key(key)
@@ -282,7 +285,7 @@ class Segment:
                     raise ValueError("key 0 is IPC_PRIVATE: it names no segment to open; "
                                      "open a private segment by its shmid")
             else:
-                _check_int("shmid", shmid)
+                check_int("shmid", shmid)
             if creating and size == 0:
                 flags &= ~_core.O_CREATE
             self.key = key
@@ -293,7 +296,7 @@ class Segment:
                                  "process closes it (lifecycle 'unlink_on_last_close'); "
                                  f"{lifecycle!r} cannot apply")
             if fd is not None:
-                _check_int("fd", fd)
+                check_int("fd", fd)
                 self._seg = _core.Segment.from_fd(fd, flags & _core.O_RDONLY, reserve)
                 self._own_ofd()
                 self.name = _memfd_label(self._seg.fd)
@@ -338,7 +341,8 @@ class Segment:
         _live.add(self)
 
     # -- opening, with the lifecycle protocol ------------------------------------------------
-    def _open_named(self, core_open, flags, perm, lifecycle, path):
+    def _open_named(self, core_open: Callable[[int], _core.Segment], flags: int, perm: int,
+                    lifecycle: str | None, path: str) -> None:
         """posix and file: open or create, then take part in the lock protocol."""
         creating = bool(flags & _core.O_CREATE)
         for _ in range(100):
@@ -372,9 +376,10 @@ class Segment:
         raise ShmkitError(f"{self._what()}: lost every race to open it (it kept being "
                           "removed and re-created)")
 
-    def _become_creator(self, lifecycle, perm, path):
+    def _become_creator(self, lifecycle: str, perm: int, path: str) -> None:
         """Locks first, record second: whoever sees the record also sees the locks."""
-        seg = self._seg
+        seg, st = self._seg, self._fstat
+        assert seg is not None and st is not None  # set by _open_named
         self._creator = True
         ident = self.name if self.backend == "posix" else path  # what removal is given
         try:
@@ -384,11 +389,11 @@ class Segment:
                                   "enforced; use 'persist'")
             _lifecycle.hold_attach(seg.fd, wait=False)
             names = {"name": self.name} if self.backend == "posix" else {"path": path}
-            rec = _lifecycle.make_record(lifecycle, self.backend, **names)
+            rec: Record | None = _lifecycle.make_record(lifecycle, self.backend, **names)
+            assert rec is not None
             if not _lifecycle.write_xattr_record(seg.fd, rec):
                 # no user xattrs here (tmpfs before Linux 6.6): a registry record instead
-                rname = _lifecycle.file_record_name(self.backend, self._fstat.st_dev,
-                                                    self._fstat.st_ino)
+                rname = _lifecycle.file_record_name(self.backend, st.st_dev, st.st_ino)
                 try:
                     os.close(_lifecycle.create_record(rname, rec, perm))
                 except OSError as e:
@@ -396,7 +401,7 @@ class Segment:
                         raise ShmkitError(f"{self._what()}: cannot record its lifecycle: the "
                                           f"file system refuses user xattrs and the registry "
                                           f"is not usable ({e})") from e
-                    rec = None
+                    rec = None  # a persist segment without a record
             self._record = rec
             if rec is not None and not self._observer:
                 _lifecycle.note_event(seg.fd, "attach")
@@ -407,7 +412,8 @@ class Segment:
             _lifecycle.remove_if_same(self.backend, ident, self._fstat)
             raise
 
-    def _open_sysv(self, key, shmid, flags, perm, size, lifecycle):
+    def _open_sysv(self, key: int | None, shmid: int | None, flags: int, perm: int, size: int,
+                   lifecycle: str | None) -> None:
         creating = bool(flags & _core.O_CREATE)
         readonly = bool(flags & _core.O_RDONLY)
         for _ in range(100):
@@ -420,9 +426,11 @@ class Segment:
                 if seg.created:
                     self._creator = True
                     want = lifecycle or "persist"
-                    rec = _lifecycle.make_record(want, "sysv", key=key, shmid=seg.shmid,
+                    rec: Record | None = _lifecycle.make_record(want, "sysv", key=key,
+                                                                shmid=seg.shmid,
                                                  ctime=kst["ctime"])
                     try:
+                        assert rec is not None
                         self._record_fd = _lifecycle.create_record(rname, rec, perm, lock=True)
                         self._record_writable = True
                         self._record = rec
@@ -431,6 +439,7 @@ class Segment:
                             raise ShmkitError(f"{self._what()}: cannot record its lifecycle in "
                                               f"the registry {_lifecycle.registry_path()} ({e})") from e
                     if want != "persist":
+                        assert self._record_fd is not None  # or create_record raised
                         self._reaper_pid = _lifecycle.spawn_reaper(
                             self._record_fd, {"when": want, "backend": "sysv",
                                               "shmid": seg.shmid, "ctime": kst["ctime"]})
@@ -476,22 +485,24 @@ class Segment:
                 raise
         raise ShmkitError(f"{self._what()}: lost every race to open it")
 
-    def _wait_record(self, rec, lifecycle):
+    def _wait_record(self, rec: Record | None, lifecycle: str | None) -> Record | None:
         """An opener racing the creator may arrive between the creator's locks and its
         record (microseconds): if a lifecycle was asked for, give the record a moment."""
         if rec is not None or lifecycle in (None, "persist"):
             return rec
+        seg, st = self._seg, self._fstat
+        assert seg is not None and st is not None  # set by _open_named
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
-            if not _core.ofd_probe(self._seg.fd, _core.LOCKBYTE_CREATOR, _F_WRLCK):
+            if not _core.ofd_probe(seg.fd, _core.LOCKBYTE_CREATOR, _F_WRLCK):
                 break  # no creator at work: there is no record coming
             time.sleep(0.001)
-            rec = _lifecycle.read_fd_record(self._seg.fd, self.backend, self._fstat)
+            rec = _lifecycle.read_fd_record(seg.fd, self.backend, st)
             if rec is not None:
                 break
         return rec
 
-    def _check_lifecycle(self, lifecycle):
+    def _check_lifecycle(self, lifecycle: str | None) -> None:
         if lifecycle is None:
             return
         have = self._record["lifecycle"] if self._record else None
@@ -503,7 +514,7 @@ class Segment:
                          f"{lifecycle!r}.  The creator chooses the lifecycle: open it with "
                          f"lifecycle=None to accept it")
 
-    def _own_ofd(self):
+    def _own_ofd(self) -> None:
         """Give this handle an open file description of its own for the same object (an
         fd received over a socket or inherited over fork shares the sender's, and with it
         the sender's locks)."""
@@ -519,21 +530,21 @@ class Segment:
             os.dup2(new, fd, inheritable=False)
         finally:
             os.close(new)
-        if self.backend != "sysv":
+        if self.backend != "sysv" and self._seg is not None:
             # the mapping still references the old description (and its locks)
             try:
                 self._seg.remap()
             except OSError:
                 pass
 
-    def _lock_fd(self):
+    def _lock_fd(self) -> int | None:
         if self.backend == "sysv":
             return self._record_fd
         if self._seg is None or self.backend == "anonymous":
             return None
         return self._seg.fd
 
-    def _drop_record_fd(self):
+    def _drop_record_fd(self) -> None:
         fd, self._record_fd = self._record_fd, None
         if fd is not None:
             try:
@@ -543,20 +554,21 @@ class Segment:
 
     # -- explicit constructors ---------------------------------------------------------
     @classmethod
-    def create(cls, name=None, size: int = 0, *, exclusive: bool = True, **kw) -> "Segment":
+    def create(cls, name: str | int | None = None, size: int = 0, *, exclusive: bool = True,
+               **kw: Any) -> Segment:
         """Create a segment (exclusively unless exclusive=False)."""
-        _check_int("size", size)
+        check_int("size", size)
         if size <= 0:
             raise ValueError(f"size must be > 0 to create a segment, not {size}")
         return cls(name, "x" if exclusive else "c", size, **kw)
 
     @classmethod
-    def open(cls, name=None, *, readonly: bool = False, **kw) -> "Segment":
+    def open(cls, name: str | int | None = None, *, readonly: bool = False, **kw: Any) -> Segment:
         """Open an existing segment (read-only if asked)."""
         return cls(name, "r" if readonly else "w", **kw)
 
     # -- data ----------------------------------------------------------------------------
-    def _live(self):
+    def _live(self) -> _core.Segment:
         if self._closed or self._seg is None or self._seg.closed:
             raise ClosedError(f"{self!r} is closed")
         return self._seg
@@ -610,6 +622,7 @@ class Segment:
         rec = self._record
         if rec is None and self._seg is not None and self.backend in ("posix", "file") \
                 and not self._closed:
+            assert self._fstat is not None  # posix and file handles have it
             rec = self._record = _lifecycle.read_fd_record(self._seg.fd, self.backend, self._fstat)
         return rec["lifecycle"] if rec else None
 
@@ -619,22 +632,25 @@ class Segment:
         refers to another object), or IPC_RMID / ``ipcrm`` (sysv).  The mapping stays
         valid until closed."""
         if self.backend == "posix":
-            return not _lifecycle.same_file(os.path.join(_lifecycle.SHM_DIR, self.name), self._fstat)
+            assert self._fstat is not None and self.name is not None  # set when opened
+            return not _lifecycle.same_file(os.path.join(_lifecycle.SHM_DIR, self.name),
+                                            self._fstat)
         if self.backend == "file":
+            assert self._fstat is not None  # set when opened
             return not _lifecycle.same_file(self._abspath, self._fstat)
         if self.backend == "sysv":
             try:
                 st = _core.sysv_stat(self.shmid)
             except OSError:
                 return True
-            return st["removed"] or st["ctime"] != self._ctime
+            return bool(st["removed"] or st["ctime"] != self._ctime)
         return False
 
     def read(self, offset: int = 0, count: int | None = None) -> bytes:
         """Copy ``count`` bytes from ``offset`` (to the end when count is None)."""
-        _check_int("offset", offset, -(1 << 63))
+        check_int("offset", offset, -(1 << 63))
         if count is not None:
-            _check_int("count", count, -(1 << 63))
+            check_int("count", count, -(1 << 63))
         size = self.size
         if count is None:
             count = size - offset
@@ -642,9 +658,9 @@ class Segment:
             raise IndexError(f"read({offset}, {count}) is outside the segment ({size} bytes)")
         return bytes(self.buf[offset:offset + count])
 
-    def write(self, data, offset: int = 0) -> int:
+    def write(self, data: Buffer, offset: int = 0) -> int:
         """Copy ``data`` (any bytes-like object) to ``offset``; returns the bytes written."""
-        _check_int("offset", offset, -(1 << 63))
+        check_int("offset", offset, -(1 << 63))
         if self.readonly:
             raise PermissionError(f"{self._what()} is open read-only")
         mv = memoryview(data).cast("B")
@@ -657,7 +673,7 @@ class Segment:
 
     def resize(self, size: int) -> None:
         """Change the size (posix, file, memfd).  Growing reserves the space first."""
-        _check_int("size", size)
+        check_int("size", size)
         seg = self._live()
         if size == 0:
             raise ValueError("size must be > 0")
@@ -697,6 +713,7 @@ class Segment:
                 removed=False)
         fd = seg.fd
         if rec is None:
+            assert self._fstat is not None  # fd backends have it
             rec = _lifecycle.read_fd_record(fd, self.backend, self._fstat)
         att, det = _lifecycle.read_event(fd, "attach"), _lifecycle.read_event(fd, "detach")
         last = max((e for e in (att, det) if e), key=lambda e: e[2], default=None)
@@ -751,12 +768,13 @@ class Segment:
             seg.close()
         _lifecycle.reap_children()
 
-    def _close_fd_backend(self, seg):
+    def _close_fd_backend(self, seg: _core.Segment) -> None:
         if seg.closed:
             return
         fd = seg.fd
         rec = self._record
         if self.backend in ("posix", "file") and rec is None:
+            assert self._fstat is not None  # posix and file handles have it
             rec = _lifecycle.read_fd_record(fd, self.backend, self._fstat)
         if rec is not None and not self._observer:
             _lifecycle.note_event(fd, "detach")
@@ -778,7 +796,7 @@ class Segment:
         # (views still alive: the kernel drops our locks when the last one goes and the
         # reaper then does what this close could not)
 
-    def _close_sysv(self, seg, unmapped):
+    def _close_sysv(self, seg: _core.Segment, unmapped: bool) -> None:
         fd = self._record_fd
         rec = self._record
         if fd is None or rec is None:
@@ -842,19 +860,19 @@ class Segment:
         else:
             raise ValueError(f"{self.backend} segments have no name to unlink")
 
-    def __enter__(self):
+    def __enter__(self) -> Segment:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         if self.backend == "posix":
             return (_reopen, ("posix", self.name, self.readonly))
         if self.backend == "sysv":
@@ -862,8 +880,9 @@ class Segment:
         if self.backend == "file":
             return (_reopen, ("file", self._abspath, self.readonly))
         if self.backend == "memfd":
-            from multiprocessing import context, reduction
-            if context.get_spawning_popen() is None:
+            import multiprocessing.context
+            from multiprocessing import reduction
+            if multiprocessing.context.get_spawning_popen() is None:
                 raise TypeError("a memfd segment can only be pickled while spawning a child "
                                 "process; use send_fd() to hand it to an unrelated process")
             return (_reopen_fd, (reduction.DupFd(self.fd), self.readonly))
@@ -881,14 +900,14 @@ class Segment:
             return f"SysV segment id {self._seg.shmid if self._seg else '?'}"
         return f"{self.backend} segment"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         ident = {"posix": self.name, "sysv": self.key, "file": self.path,
                  "memfd": self.name}.get(self.backend)
         state = "closed" if self._closed or self._seg is None else f"size={self._seg.size}"
         return f"<shmkit.Segment {self.backend} {ident!r} {state}>"
 
     # -- fork ------------------------------------------------------------------------------
-    def _after_fork_in_child(self):
+    def _after_fork_in_child(self) -> None:
         # the child shares our open file description, hence our locks: give it its own,
         # holding only the attach lock (it has the mapping; it did not create anything)
         self._creator = False
@@ -903,24 +922,24 @@ class Segment:
             pass
 
 
-def _close_quietly(fd):
+def _close_quietly(fd: int) -> None:
     try:
         os.close(fd)
     except OSError:
         pass
 
 
-def _fcntl_getfl(fd) -> int:
+def _fcntl_getfl(fd: int) -> int:
     import fcntl
     return fcntl.fcntl(fd, fcntl.F_GETFL)
 
 
-def _fd_ident(fd) -> tuple[int, int]:
+def _fd_ident(fd: int) -> tuple[int, int]:
     st = os.fstat(fd)
     return st.st_dev, st.st_ino
 
 
-def _memfd_label(fd) -> str | None:
+def _memfd_label(fd: int) -> str | None:
     try:
         link = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
@@ -930,11 +949,11 @@ def _memfd_label(fd) -> str | None:
     return link.removesuffix(" (deleted)")
 
 
-def _seal_bits(seals) -> int:
+def _seal_bits(seals: str | int | Iterable[str | int]) -> int:
     import fcntl
     names = {"seal": fcntl.F_SEAL_SEAL, "shrink": fcntl.F_SEAL_SHRINK,
              "grow": fcntl.F_SEAL_GROW, "write": fcntl.F_SEAL_WRITE}
-    if isinstance(seals, str):
+    if isinstance(seals, (str, int)):
         seals = (seals,)
     bits = 0
     for s in seals:
@@ -947,14 +966,14 @@ def _seal_bits(seals) -> int:
     return bits
 
 
-def _reopen(backend, ident, readonly):
+def _reopen(backend: str, ident: Any, readonly: bool) -> Segment:
     mode = "r" if readonly else "w"
     if backend == "sysv":
         return Segment(None, mode, backend="sysv", shmid=ident)
     return Segment(ident, mode, backend=backend)
 
 
-def _reopen_fd(dupfd, readonly):
+def _reopen_fd(dupfd: Any, readonly: bool) -> Segment:  # a multiprocessing DupFd
     fd = dupfd.detach()
     try:
         return Segment(None, "r" if readonly else "w", backend="memfd", fd=fd)
@@ -1015,7 +1034,7 @@ def recv_fd(sock: socket.socket, *, readonly: bool = False) -> Segment:
 
 # -- process events ------------------------------------------------------------------------
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     _lifecycle.forget_reapers_after_fork()
     for seg in list(_live):
         try:
@@ -1024,7 +1043,7 @@ def _after_fork_in_child():
             pass
 
 
-def _at_exit():
+def _at_exit() -> None:
     # close the handles whose lifecycle acts on close, so that a normal exit removes what
     # it should at once (a SIGKILL leaves it to the reaper, a few ms later)
     for seg in list(_live):

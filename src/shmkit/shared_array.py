@@ -34,11 +34,28 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _core
 from ._errors import CorruptedError, ObjectMismatchError
-from .board import _numpy, dtype_descr, dtype_from_descr
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_object_name
+from ._dtypes import dtype_descr, dtype_from_descr, numpy_or_hint
+from .zone import Zone, default_zone
+
+if TYPE_CHECKING:
+    import numpy
+    from numpy.typing import DTypeLike
+
+    class SharedNDArray(numpy.ndarray[Any, Any]):
+        """A NumPy array whose elements live in a shmkit zone (see shmkit.ndarray)."""
+
+        _shm: tuple[Zone, str, int, int] | None
+
+        @property
+        def shm_name(self) -> str | None: ...
+        @property
+        def shm_zone(self) -> Zone | None: ...
 
 __all__ = ["ndarray", "SharedNDArray"]
 
@@ -48,64 +65,67 @@ _MAX_DIMS = _core.NDARRAY_MAX_DIMS
 _HEAD = struct.Struct(f"=IIQQQ{_MAX_DIMS}Q{_core.NDARRAY_DESCR_MAX}s64x")
 assert _HEAD.size == _core.NDARRAY_HEAD_SIZE
 
-_shared_class = None
+_shared_class: type[SharedNDArray] | None = None
 
 
-def _cls():
+def _cls() -> type[SharedNDArray]:
     """SharedNDArray, defined on first use so that importing shmkit needs no NumPy."""
     global _shared_class
     if _shared_class is not None:
         return _shared_class
-    np = _numpy("shmkit.ndarray")
+    np = numpy_or_hint("shmkit.ndarray")
     try:
         byte_bounds = np.lib.array_utils.byte_bounds
     except AttributeError:  # NumPy < 2
         byte_bounds = np.byte_bounds
 
-    class SharedNDArray(np.ndarray):
+    ndarray_base: Any = np.ndarray   # typed as SharedNDArray under TYPE_CHECKING above
+
+    class SharedNDArray(ndarray_base):  # type: ignore[misc]  # a base of type Any
         """A NumPy array whose elements live in a shmkit zone (see shmkit.ndarray).
 
         ``shm_name`` and ``shm_zone`` name the shared block it belongs to.  Pickles by
         reference (zone, name, offset, shape, strides) while its elements lie inside that
         block, by value otherwise."""
 
-        _shm = None  # (zone, name, base address in this process, nbytes)
+        _shm: tuple[Zone, str, int, int] | None = None  # (zone, name, base address here, nbytes)
 
-        def __array_finalize__(self, obj):
+        def __array_finalize__(self, obj: Any) -> None:
             self._shm = getattr(obj, "_shm", None)
 
         @property
-        def shm_name(self):
+        def shm_name(self) -> str | None:
             return self._shm[1] if self._shm else None
 
         @property
-        def shm_zone(self):
+        def shm_zone(self) -> Zone | None:
             return self._shm[0] if self._shm else None
 
-        def _shared_offset(self):
+        def _shared_offset(self) -> int | None:
             info = self._shm
             if info is None:
                 return None
             _, _, base, nbytes = info
             lo, hi = byte_bounds(self)
             if self.size and base <= lo and hi <= base + nbytes:
-                return self.__array_interface__["data"][0] - base
+                return int(self.__array_interface__["data"][0]) - base
             if not self.size and base <= self.__array_interface__["data"][0] <= base + nbytes:
-                return self.__array_interface__["data"][0] - base
+                return int(self.__array_interface__["data"][0]) - base
             return None
 
-        def __reduce_ex__(self, protocol):
+        def __reduce_ex__(self, protocol: Any) -> Any:
             off = self._shared_offset()
             if off is None:  # not (entirely) shared memory: an ordinary array
                 return self.view(np.ndarray).__reduce_ex__(protocol)
+            assert self._shm is not None  # (off is None otherwise)
             zone, name, _, _ = self._shm
             return (_rebuild_view, (zone, name, off, self.shape, self.strides,
                                     dtype_descr(self.dtype)))
 
-        def __reduce__(self):
+        def __reduce__(self) -> Any:
             return self.__reduce_ex__(2)
 
-        def __array_wrap__(self, arr, context=None, return_scalar=False):
+        def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
             # results of computations are new memory: hand them back as plain arrays
             if return_scalar and arr.ndim == 0:
                 return arr[()]
@@ -113,7 +133,7 @@ def _cls():
                 return arr
             return arr.view(np.ndarray)
 
-        def __repr__(self):
+        def __repr__(self) -> str:
             return f"shmkit.{np.ndarray.__repr__(self.view(np.ndarray))}"
 
     SharedNDArray.__module__ = __name__
@@ -121,17 +141,18 @@ def _cls():
     return SharedNDArray
 
 
-def __getattr__(name):
-    if name == "SharedNDArray":
-        return _cls()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:
+    def __getattr__(name: str) -> Any:
+        if name == "SharedNDArray":
+            return _cls()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _normalise_shape(shape) -> tuple:
+def _normalise_shape(shape: object) -> tuple[int, ...]:
     if not isinstance(shape, bool) and hasattr(shape, "__index__"):
         shape = (shape,)  # an int, or a NumPy integer
     try:
-        dims = tuple(shape)
+        dims: tuple[Any, ...] = tuple(shape)  # type: ignore[arg-type]  # TypeError: said below
     except TypeError:
         raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
     for d in dims:
@@ -148,7 +169,7 @@ def _normalise_shape(shape) -> tuple:
     return dims
 
 
-def _pack_head(shape, dt) -> bytes:
+def _pack_head(shape: tuple[int, ...], dt: numpy.dtype[Any]) -> bytes:
     descr = dtype_descr(dt)
     if len(descr) >= _core.NDARRAY_DESCR_MAX:
         raise ValueError(f"the dtype's descriptor takes {len(descr)} bytes; at most "
@@ -158,7 +179,7 @@ def _pack_head(shape, dt) -> bytes:
                       dt.itemsize, *shape, *([0] * (_MAX_DIMS - len(shape))), descr)
 
 
-def _unpack_head(head: bytes):
+def _unpack_head(head: bytes) -> tuple[tuple[int, ...], numpy.dtype[Any]]:
     f = _HEAD.unpack(head)
     ndim = f[1]
     shape = tuple(f[5:5 + ndim])
@@ -169,8 +190,8 @@ def _unpack_head(head: bytes):
     return shape, dt
 
 
-def ndarray(name: str, shape=None, dtype="float64", *, zone: Zone | None = None,
-            create: bool = True):
+def ndarray(name: str, shape: int | Iterable[int] | None = None, dtype: DTypeLike = "float64", *,
+            zone: Zone | None = None, create: bool = True) -> SharedNDArray:
     """Find or create the shared NumPy array ``name`` in ``zone`` (default:
     ``shmkit.default_zone()``) and return a :class:`SharedNDArray` over its memory.
 
@@ -180,8 +201,8 @@ def ndarray(name: str, shape=None, dtype="float64", *, zone: Zone | None = None,
     none); so does ``create=False`` while still checking a given shape and dtype.
     Arrays of Python objects cannot be shared (TypeError).
     """
-    np = _numpy("shmkit.ndarray")
-    name = _check_object_name(name)
+    np = numpy_or_hint("shmkit.ndarray")
+    name = check_object_name(name)
     if zone is None:
         zone = default_zone()
     head = None
@@ -202,18 +223,20 @@ def ndarray(name: str, shape=None, dtype="float64", *, zone: Zone | None = None,
     return _view(np, mv, zone, name, got_shape, got_dt, 0, None)
 
 
-def _view(np, mv, zone, name, shape, dt, offset, strides):
+def _view(np: Any, mv: memoryview, zone: Zone, name: str, shape: tuple[int, ...],
+          dt: numpy.dtype[Any], offset: int, strides: tuple[int, ...] | None) -> SharedNDArray:
     """A SharedNDArray over part of the block `mv` (all of it: offset 0, strides None)."""
     cls = _cls()
-    arr = np.ndarray(shape, dt, buffer=mv, offset=offset, strides=strides).view(cls)
+    arr: SharedNDArray = np.ndarray(shape, dt, buffer=mv, offset=offset, strides=strides).view(cls)
     base = arr.__array_interface__["data"][0] - offset
     arr._shm = (zone, name, base, mv.nbytes)
     return arr
 
 
-def _rebuild_view(zone, name, offset, shape, strides, descr):
+def _rebuild_view(zone: Zone, name: str, offset: int, shape: tuple[int, ...],
+                  strides: tuple[int, ...], descr: bytes) -> SharedNDArray:
     """Unpickle a SharedNDArray: the same view of the same shared block."""
-    np = _numpy("shmkit.ndarray")
+    np = numpy_or_hint("shmkit.ndarray")
     mv, stored, _, _ = _core.ndarray_open(zone._live(), name, None)
     _unpack_head(stored)  # validates
     return _view(np, mv, zone, name, shape, dtype_from_descr(descr), offset, strides)

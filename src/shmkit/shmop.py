@@ -28,8 +28,14 @@ bytes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ._checks import check_int
 from ._errors import ClosedError
-from .segment import Segment, _check_int
+from .segment import Segment
+
+if TYPE_CHECKING:
+    from ._types import Buffer
 
 __all__ = ["Shmop", "shmop_open", "shmop_read", "shmop_write", "shmop_size", "shmop_delete",
            "shmop_close"]
@@ -46,13 +52,13 @@ class Shmop:
 
     @property
     def key(self) -> int:
-        return self.segment.key
+        return self.segment.key or 0
 
     @property
     def shmid(self) -> int:
         return self.segment.shmid
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.segment.closed else f"size={self.segment.size}"
         return f"<shmkit.shmop.Shmop key=0x{(self.segment.key or 0) & 0xffffffff:08x} {state}>"
 
@@ -67,9 +73,9 @@ def _live(shmop: Shmop) -> Segment:
 
 def shmop_open(key: int, mode: str, permissions: int, size: int) -> Shmop:
     """Create or open a SysV segment, as PHP's shmop_open()."""
-    _check_int("key", key, -(1 << 31))
-    _check_int("permissions", permissions)
-    _check_int("size", size)
+    check_int("key", key, -(1 << 31))
+    check_int("permissions", permissions)
+    check_int("size", size)
     if not isinstance(mode, str) or len(mode) != 1 or mode not in "acwn":
         raise ValueError(f"shmop_open(): mode must be a valid access mode ('a', 'c', 'w' or "
                          f"'n'), not {mode!r}")
@@ -84,8 +90,8 @@ def shmop_open(key: int, mode: str, permissions: int, size: int) -> Shmop:
 def shmop_read(shmop: Shmop, offset: int, size: int) -> bytes:
     """``size`` bytes from ``offset`` (to the end when size is 0), as PHP's shmop_read()."""
     seg = _live(shmop)
-    _check_int("offset", offset, -(1 << 63))
-    _check_int("size", size, -(1 << 63))
+    check_int("offset", offset, -(1 << 63))
+    check_int("size", size, -(1 << 63))
     total = seg.size
     if offset < 0 or offset > total:
         raise ValueError("shmop_read(): offset must be between 0 and the segment size "
@@ -96,10 +102,10 @@ def shmop_read(shmop: Shmop, offset: int, size: int) -> bytes:
     return seg.read(offset, size if size else total - offset)
 
 
-def shmop_write(shmop: Shmop, data, offset: int) -> int:
+def shmop_write(shmop: Shmop, data: str | Buffer, offset: int) -> int:
     """Write ``data`` at ``offset``; returns the bytes written (what fits), as PHP."""
     seg = _live(shmop)
-    _check_int("offset", offset, -(1 << 63))
+    check_int("offset", offset, -(1 << 63))
     if isinstance(data, str):
         data = data.encode()
     mv = memoryview(data).cast("B")

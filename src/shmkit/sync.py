@@ -35,17 +35,26 @@ import os
 import struct
 import time
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from multiprocessing.sharedctypes import typecode_to_type
-from typing import TYPE_CHECKING
+from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _core
 from ._errors import ObjectMismatchError, ObjectTypeError
-from .zone import Zone, _check_object_name, default_zone
+from ._checks import check_int, check_object_name
+from .zone import Zone, default_zone
 
 if TYPE_CHECKING:
-    from ._aio import (AioBarrier, AioCondition, AioEvent, AioLock, AioRWLock,
+    from typing_extensions import Self
+
+    from ._aio import (AioBarrier, AioCondition, AioEvent, AioLock, AioRLock, AioRWLock,
                        AioSemaphore)
+    from ._types import Buffer, Timeout
+
+#: what __reduce__ returns: (callable, args)
+_Reduce = tuple[Callable[..., Any], tuple[Any, ...]]
+T = TypeVar("T")
 
 __all__ = [
     "Lock", "RLock", "RWLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
@@ -80,7 +89,7 @@ def configure(*, spin_max: float | None = None, liveness_interval: float | None 
     (default 10 ms): a dead holder's lock is recovered within about that long.
     The environment variables SHMKIT_SPIN_NS and SHMKIT_LIVENESS_NS set the defaults.
     """
-    def ns(v, what, minimum):
+    def ns(v: float | None, what: str, minimum: float) -> int:
         if v is None:
             return -1
         if not isinstance(v, (int, float)) or v != v or v < 0:
@@ -99,7 +108,7 @@ def configure(*, spin_max: float | None = None, liveness_interval: float | None 
 # shared helpers
 # --------------------------------------------------------------------------------------
 
-def _zone_arg(zone) -> Zone:
+def _zone_arg(zone: object) -> Zone:
     if zone is None:
         return default_zone()
     if not isinstance(zone, Zone):
@@ -107,9 +116,10 @@ def _zone_arg(zone) -> Zone:
     return zone
 
 
-def _open(zone: Zone, name, type_code: int, *, flags=0, create=True, a=0, b=0, text=None,
-          text_type=0, data=None):
-    _check_object_name(name)
+def _open(zone: Zone, name: str, type_code: int, *, flags: int = 0, create: bool = True,
+          a: int = 0, b: int = 0, text: str | None = None, text_type: int = 0,
+          data: Buffer | None = None) -> tuple[int, bool]:
+    check_object_name(name)
     return _core.sync_open(zone._live(), name, type_code, flags,
                            _core.O_CREATE if create else 0, a, b, text, text_type, data)
 
@@ -118,7 +128,8 @@ def _same_zone(a: Zone, b: Zone) -> bool:
     return a is b or (a.backend == b.backend and a.name == b.name and a.name is not None)
 
 
-_zones_seen: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+_zones_seen: weakref.WeakValueDictionary[tuple[int, str, Any], Zone] = \
+    weakref.WeakValueDictionary()
 
 
 def _canonical(zone: Zone) -> Zone:
@@ -134,22 +145,20 @@ def _canonical(zone: Zone) -> Zone:
     return zone
 
 
-def _reopen(cls, zone, name, kwargs):
+def _reopen(cls: Callable[..., Any], zone: Zone, name: str, kwargs: dict[str, Any]) -> Any:
     return cls(name, zone=_canonical(zone), create=False, **kwargs)
-
-
-def _check_int(value, what, minimum):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, not {value}")
-    return value
 
 
 class _Named:
     """What every handle has: a name, a zone, repr, pickling by (zone, name)."""
 
     __slots__ = ()
+    # slots of each concrete class (a C base class comes after this one in their MRO)
+    _zone: Zone
+    _name: str
+    if TYPE_CHECKING:
+        @property
+        def closed(self) -> bool: ...
 
     @property
     def name(self) -> str:
@@ -159,13 +168,13 @@ class _Named:
     def zone(self) -> Zone:
         return self._zone
 
-    def _reduce_kwargs(self) -> dict:
+    def _reduce_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def __reduce__(self):
+    def __reduce__(self) -> _Reduce:
         return (_reopen, (type(self), self._zone, self._name, self._reduce_kwargs()))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.closed else self._repr_state()
         return f"<shmkit.{type(self).__name__} {self._name!r} {state}>"
 
@@ -199,40 +208,41 @@ class LockStats:
 class _LockBase(_Named):
     """What Lock and RLock share (each subclasses its own core type)."""
 
-    __slots__ = ()
+    __slots__ = ()  # the slots are in Lock and RLock: two C bases cannot share a layout
     _type_code = 0
-    _core_type = None
+    _core_type: ClassVar[Any]   # _core.Lock or _core.RLock, set by each subclass
+    _reduce_as: _Reduce | None  # how a lock kept inside another object pickles
+    if TYPE_CHECKING:  # from the C base class
+        def _raw(self) -> dict[str, Any]: ...
+        def _is_owned(self) -> bool: ...
+        def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool: ...
+        def release(self) -> None: ...
+        def __enter__(self) -> bool: ...
+        def __exit__(self, *exc: object) -> None: ...
 
-    def __new__(cls, name, *, zone=None, create=True):
+    def __new__(cls, name: str, *, zone: Zone | None = None, create: bool = True) -> Self:
         zone = _zone_arg(zone)
         off, _ = _open(zone, name, cls._type_code, create=create)
-        self = super().__new__(cls, zone._live(), off)
-        self._zone = zone
-        self._name = name
-        self._reduce_as = None
+        self = super().__new__(cls, zone._live(), off)  # type: ignore[call-arg]  # the C base's
+        # (mypy checks these against __slots__ = (): the slots are the subclass's)
+        self._zone = zone  # type: ignore[misc]
+        self._name = name  # type: ignore[misc]
+        self._reduce_as = None  # type: ignore[misc]
         return self
 
     @classmethod
-    def _at(cls, zone: Zone, offset: int, label: str, reduce_as):
+    def _at(cls, zone: Zone, offset: int, label: str, reduce_as: _Reduce) -> Self:
         """A handle on a lock kept inside another object (Condition, Value, Array)."""
-        self = cls._core_type.__new__(cls, zone._live(), offset)
-        self._zone = zone
-        self._name = label
-        self._reduce_as = reduce_as
+        self: Self = cls._core_type.__new__(cls, zone._live(), offset)
+        self._zone = zone  # type: ignore[misc]  # (slots: see __new__)
+        self._name = label  # type: ignore[misc]
+        self._reduce_as = reduce_as  # type: ignore[misc]
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> _Reduce:
         if self._reduce_as is not None:
             return self._reduce_as
         return super().__reduce__()
-
-    @property
-    def aio(self) -> AioLock:
-        """Awaitable twins: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
-        ``lock.aio.release()``, ``async with lock.aio:`` (see shmkit._aio; an RLock's
-        twin belongs to the task that acquired it)."""
-        from ._aio import AioLock, AioRLock
-        return (AioRLock if self._type_code == _core.OBJ_RLOCK else AioLock)(self)
 
     def statistics(self) -> LockStats:
         r = self._raw()
@@ -241,7 +251,7 @@ class _LockBase(_Named):
                          r["contentions"], r["owner_deaths"], r["last_death_ns"],
                          r["last_dead_pid"], r["spin_ns"])
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         r = self._raw()
         if not r["owner_pid"]:
             return "unlocked"
@@ -267,6 +277,13 @@ class Lock(_LockBase, _core.Lock):
     _type_code = _core.OBJ_LOCK
     _core_type = _core.Lock
 
+    @property
+    def aio(self) -> AioLock:
+        """Awaitable twins: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
+        ``lock.aio.release()``, ``async with lock.aio:`` (see shmkit._aio)."""
+        from ._aio import AioLock
+        return AioLock(self)
+
 
 class RLock(_LockBase, _core.RLock):
     """A robust reentrant lock, found by name: the thread that holds it may acquire it
@@ -278,6 +295,13 @@ class RLock(_LockBase, _core.RLock):
     __slots__ = ("_zone", "_name", "_reduce_as", "__weakref__")
     _type_code = _core.OBJ_RLOCK
     _core_type = _core.RLock
+
+    @property
+    def aio(self) -> AioRLock:
+        """Awaitable twins, as Lock's, but the twin belongs to the task that acquired it
+        (see shmkit._aio)."""
+        from ._aio import AioRLock
+        return AioRLock(self)
 
 
 # --------------------------------------------------------------------------------------
@@ -304,15 +328,15 @@ class RWLockStats:
 class _RWSide:
     __slots__ = ("_acquire", "_release")
 
-    def __init__(self, acquire, release):
+    def __init__(self, acquire: Callable[[], object], release: Callable[[], object]):
         self._acquire = acquire
         self._release = release
 
-    def __enter__(self):
+    def __enter__(self) -> _RWSide:
         self._acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._release()
 
 
@@ -331,10 +355,13 @@ class RWLock(_Named, _core.RWLock):
     """
 
     __slots__ = ("_zone", "_name", "_read", "_write", "__weakref__")
+    _read: _RWSide
+    _write: _RWSide
 
-    def __new__(cls, name, *, max_readers=128, zone=None, create=True):
+    def __new__(cls, name: str, *, max_readers: int = 128, zone: Zone | None = None,
+                create: bool = True) -> Self:
         zone = _zone_arg(zone)
-        _check_int(max_readers, "max_readers", 1)
+        check_int("max_readers", max_readers, 1)
         off, _ = _open(zone, name, _core.OBJ_RWLOCK, create=create, a=max_readers)
         self = super().__new__(cls, zone._live(), off)
         self._zone = zone
@@ -343,11 +370,11 @@ class RWLock(_Named, _core.RWLock):
         self._write = _RWSide(self.acquire_write, self.release_write)
         return self
 
-    def read_lock(self):
+    def read_lock(self) -> _RWSide:
         """Context manager holding a read lock: ``with rw.read_lock(): ...``"""
         return self._read
 
-    def write_lock(self):
+    def write_lock(self) -> _RWSide:
         """Context manager holding the write lock: ``with rw.write_lock(): ...``"""
         return self._write
 
@@ -360,7 +387,7 @@ class RWLock(_Named, _core.RWLock):
 
     @property
     def max_readers(self) -> int:
-        return self._raw()["max_readers"]
+        return int(self._raw()["max_readers"])
 
     def statistics(self) -> RWLockStats:
         r = self._raw()
@@ -369,7 +396,7 @@ class RWLock(_Named, _core.RWLock):
                            r["write_acquisitions"], r["contentions"], r["owner_deaths"],
                            r["reader_deaths"])
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         r = self._raw()
         if r["writer_pid"]:
             return f"writer pid {r['writer_pid']}"
@@ -412,10 +439,11 @@ class Semaphore(_Named, _core.Semaphore):
     __slots__ = ("_zone", "_name", "__weakref__")
     _bounded = False
 
-    def __new__(cls, name, value=1, *, undo=False, max_processes=64, zone=None, create=True):
+    def __new__(cls, name: str, value: int = 1, *, undo: bool = False, max_processes: int = 64,
+                zone: Zone | None = None, create: bool = True) -> Self:
         zone = _zone_arg(zone)
-        _check_int(value, "semaphore initial value", 0)
-        _check_int(max_processes, "max_processes", 1)
+        check_int("semaphore initial value", value, 0)
+        check_int("max_processes", max_processes, 1)
         flags = (_core.SYNCF_BOUNDED if cls._bounded else 0) | (_core.SYNCF_UNDO if undo else 0)
         off, created = _open(zone, name, _core.OBJ_SEMAPHORE, flags=flags, create=create,
                              a=value, b=max_processes if undo else 0)
@@ -435,13 +463,13 @@ class Semaphore(_Named, _core.Semaphore):
 
     @property
     def undo(self) -> bool:
-        return self._raw()["undo"]
+        return bool(self._raw()["undo"])
 
     @property
     def value(self) -> int:
         return self.get_value()
 
-    def _reduce_kwargs(self):
+    def _reduce_kwargs(self) -> dict[str, Any]:
         return {"undo": self.undo}
 
     @property
@@ -457,7 +485,7 @@ class Semaphore(_Named, _core.Semaphore):
                               r["waiters"], r["acquisitions"], r["contentions"], r["holders"],
                               r["reclaimed"], r["dead_owners"])
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"value={self.get_value()}"
 
 
@@ -491,7 +519,7 @@ class Event(_Named, _core.Event):
 
     __slots__ = ("_zone", "_name", "__weakref__")
 
-    def __new__(cls, name, *, zone=None, create=True):
+    def __new__(cls, name: str, *, zone: Zone | None = None, create: bool = True) -> Self:
         zone = _zone_arg(zone)
         off, _ = _open(zone, name, _core.OBJ_EVENT, create=create)
         self = super().__new__(cls, zone._live(), off)
@@ -509,7 +537,7 @@ class Event(_Named, _core.Event):
         from ._aio import AioEvent
         return AioEvent(self)
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return "set" if self.is_set() else "unset"
 
 
@@ -528,7 +556,7 @@ class ConditionStats:
     waits: int
 
 
-def _condition_lock(zone, name):
+def _condition_lock(zone: Zone, name: str) -> Lock | RLock:
     return Condition(name, zone=_canonical(zone), create=False)._lock
 
 
@@ -546,8 +574,10 @@ class Condition(_Named, _core.Condition):
     """
 
     __slots__ = ("_zone", "_name", "_lock", "__weakref__")
+    _lock: Lock | RLock
 
-    def __new__(cls, name, lock=None, *, zone=None, create=True):
+    def __new__(cls, name: str, lock: Lock | RLock | None = None, *, zone: Zone | None = None,
+                create: bool = True) -> Self:
         zone = _zone_arg(zone)
         text, text_type = None, 0
         if lock is not None:
@@ -568,7 +598,8 @@ class Condition(_Named, _core.Condition):
         r = self._raw()
         if r["lock_name"]:
             if lock is None:
-                kind = Lock if r["lock_type"] == _core.OBJ_LOCK else RLock
+                kind: type[Lock] | type[RLock] = (Lock if r["lock_type"] == _core.OBJ_LOCK
+                                                  else RLock)
                 lock = kind(r["lock_name"], zone=zone, create=False)
             elif lock._name != r["lock_name"]:
                 self.close()
@@ -585,27 +616,27 @@ class Condition(_Named, _core.Condition):
         return self
 
     @property
-    def lock(self) -> Lock:
+    def lock(self) -> Lock | RLock:
         return self._lock
 
-    def acquire(self, blocking=True, timeout=-1):
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
         return self._lock.acquire(blocking, timeout)
 
-    def release(self):
+    def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> bool:
         return self._lock.__enter__()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._lock.release()
 
-    def wait(self, timeout=None) -> bool:
+    def wait(self, timeout: Timeout = None) -> bool:
         """Release the lock, wait until notified or the timeout passes, re-acquire the
         lock (always, even when interrupted).  False when the timeout passed."""
         return self._wait(self._lock, timeout)
 
-    def wait_for(self, predicate, timeout=None):
+    def wait_for(self, predicate: Callable[[], T], timeout: Timeout = None) -> T:
         """Wait until ``predicate()`` is true (checked with the lock held); returns its
         last value, which is false only when the timeout passed."""
         endtime = None
@@ -652,7 +683,7 @@ class Condition(_Named, _core.Condition):
         return ConditionStats(self._name, self._lock._name, r["waiters"], r["notifies"],
                               r["waits"])
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"lock={self._lock._name!r}"
 
 
@@ -685,10 +716,14 @@ class Barrier(_Named, _core.Barrier):
     """
 
     __slots__ = ("_zone", "_name", "_action", "_timeout", "__weakref__")
+    _action: Callable[[], object] | None
+    _timeout: Timeout
 
-    def __new__(cls, name, parties, action=None, timeout=None, *, zone=None, create=True):
+    def __new__(cls, name: str, parties: int, action: Callable[[], object] | None = None,
+                timeout: Timeout = None, *, zone: Zone | None = None,
+                create: bool = True) -> Self:
         zone = _zone_arg(zone)
-        _check_int(parties, "parties", 1)
+        check_int("parties", parties, 1)
         if action is not None and not callable(action):
             raise TypeError("action must be callable or None")
         off, created = _open(zone, name, _core.OBJ_BARRIER, create=create, a=parties)
@@ -703,11 +738,11 @@ class Barrier(_Named, _core.Barrier):
             raise ObjectMismatchError(f"barrier {name!r} exists with {have} parties, not {parties}")
         return self
 
-    def __reduce__(self):
+    def __reduce__(self) -> _Reduce:
         return (_reopen_barrier, (self._zone, self._name, self.parties, self._action,
                                   self._timeout))
 
-    def wait(self, timeout=None) -> int:
+    def wait(self, timeout: Timeout = None) -> int:
         """Wait for every party; returns this party's arrival index."""
         if timeout is None:
             timeout = self._timeout
@@ -730,27 +765,28 @@ class Barrier(_Named, _core.Barrier):
 
     @property
     def parties(self) -> int:
-        return self._raw()["parties"]
+        return int(self._raw()["parties"])
 
     @property
     def n_waiting(self) -> int:
-        return self._raw()["n_waiting"]
+        return int(self._raw()["n_waiting"])
 
     @property
     def broken(self) -> bool:
-        return self._raw()["broken"]
+        return bool(self._raw()["broken"])
 
     def statistics(self) -> BarrierStats:
         r = self._raw()
         return BarrierStats(self._name, r["parties"], r["n_waiting"], r["broken"], r["waiters"],
                             r["passed"], r["breaks"])
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         r = self._raw()
         return "broken" if r["broken"] else f"{r['n_waiting']}/{r['parties']} waiting"
 
 
-def _reopen_barrier(zone, name, parties, action, timeout):
+def _reopen_barrier(zone: Zone, name: str, parties: int,
+                    action: Callable[[], object] | None, timeout: Timeout) -> Barrier:
     return Barrier(name, parties, action, timeout, zone=_canonical(zone), create=False)
 
 
@@ -772,7 +808,7 @@ class ValueStats:
 _VALUE_FIELDS = struct.Struct("=QQQQ")   # elem_size, length, data_size, reserved
 
 
-def _resolve_ctype(typecode_or_type):
+def _resolve_ctype(typecode_or_type: object) -> tuple[Any, str]:  # (a ctypes type, its name)
     if isinstance(typecode_or_type, str):
         try:
             t = typecode_to_type[typecode_or_type]
@@ -791,11 +827,19 @@ def _resolve_ctype(typecode_or_type):
 class _ValueBase(_Named):
     __slots__ = ("_zone", "_name", "_obj", "_lock", "_off", "_view", "_type_name", "__weakref__")
     _type_code = 0
+    _obj: Any                 # the ctypes object over the shared bytes (None once closed)
+    _lock: Lock | RLock | None
+    _off: int
+    _view: memoryview | None
+    _type_name: str
 
-    def _setup(self, zone, name, ctype, type_name, length, init_bytes, lock, create):
+    def _setup(self, zone: Zone, name: str, ctype: type[Any], type_name: str, length: int | None,
+               init_bytes: bytes | None, lock: bool | Lock | RLock | None,
+               create: bool) -> bool:
         esize = ctypes.sizeof(ctype)
         off, created = _open(zone, name, self._type_code, flags=_core.SYNCF_LOCKED,
-                             create=create, a=esize, b=length, text=type_name, data=init_bytes)
+                             create=create, a=esize, b=length or 0, text=type_name,
+                             data=init_bytes)
         core = zone._live()
         head = core.view(off, _core.VALUE_DATA_OFF, True)
         elem_size, have_len, data_size, _ = _VALUE_FIELDS.unpack_from(head, 16)
@@ -815,30 +859,31 @@ class _ValueBase(_Named):
         self._view = core.view(off + _core.VALUE_DATA_OFF, max(data_size, 1))
         full = ctype if self._type_code == _core.OBJ_VALUE else ctype * have_len
         self._obj = full.from_buffer(self._view)
+        self._lock = None
         if lock is True:
             self._lock = RLock._at(zone, off + _core.VALUE_LOCK_OFF, f"{name}.lock",
                                    (_value_lock, (type(self), zone, name)))
         elif lock is False or lock is None:
-            self._lock = None
-        elif isinstance(lock, _LockBase):
+            pass
+        elif isinstance(lock, (Lock, RLock)):
             self._lock = lock
         else:
             raise TypeError(f"lock must be True, False or a shmkit Lock/RLock, not "
                             f"{type(lock).__name__}")
         return created
 
-    def _lock_arg(self):
+    def _lock_arg(self) -> bool | Lock | RLock:
         """What `lock=` reproduces this handle's lock: True for the lock kept with the
         data, the lock itself (it pickles by name) for a named one, False for none."""
         if self._lock is None:
             return False
         return True if self._lock._reduce_as is not None else self._lock
 
-    def get_obj(self):
+    def get_obj(self) -> Any:
         """The ctypes object over the shared bytes (no locking)."""
         return self._obj
 
-    def get_lock(self):
+    def get_lock(self) -> Lock | RLock:
         """The lock that guards the value (an RLock kept with it unless another was
         given)."""
         if self._lock is None:
@@ -846,23 +891,23 @@ class _ValueBase(_Named):
                                  f"lock=False; it has no lock")
         return self._lock
 
-    def acquire(self, *args, **kw):
-        return self.get_lock().acquire(*args, **kw)
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
+        return self.get_lock().acquire(blocking, timeout)
 
-    def release(self):
+    def release(self) -> None:
         self.get_lock().release()
 
-    def __enter__(self):
+    def __enter__(self) -> bool:
         return self.get_lock().__enter__()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.get_lock().release()
 
     @property
     def closed(self) -> bool:
         return self._obj is None
 
-    def close(self):
+    def close(self) -> None:
         """Drop this handle (the data stay in the zone)."""
         self._obj = None
         if self._view is not None:
@@ -878,7 +923,7 @@ class _ValueBase(_Named):
         return ValueStats(self._name, self._type_name, n, ctypes.sizeof(self._obj), lock_stats)
 
 
-def _value_lock(cls, zone, name):
+def _value_lock(cls: type[_ValueBase], zone: Zone, name: str) -> RLock:
     zone = _canonical(zone)
     info = zone.find(name)
     if info.type_code != cls._type_code:
@@ -901,18 +946,20 @@ class Value(_ValueBase):
     __slots__ = ()
     _type_code = _core.OBJ_VALUE
 
-    def __init__(self, name, typecode_or_type, *args, lock=True, zone=None, create=True):
+    def __init__(self, name: str, typecode_or_type: str | type[Any], *args: Any,
+                 lock: bool | Lock | RLock = True, zone: Zone | None = None,
+                 create: bool = True) -> None:
         zone = _zone_arg(zone)
         ctype, tname = _resolve_ctype(typecode_or_type)
         init = bytes(memoryview(ctype(*args)).cast("B")) if args else None
         self._setup(zone, name, ctype, tname, 1, init, lock, create)
 
-    def __reduce__(self):
+    def __reduce__(self) -> _Reduce:
         return (_reopen_value, (type(self), self._zone, self._name, self._type_name,
                                 self._lock_arg()))
 
     @property
-    def value(self):
+    def value(self) -> Any:
         lock = self._lock
         if lock is None:
             return self._obj.value
@@ -920,7 +967,7 @@ class Value(_ValueBase):
             return self._obj.value
 
     @value.setter
-    def value(self, v):
+    def value(self, v: Any) -> None:
         lock = self._lock
         if lock is None:
             self._obj.value = v
@@ -928,11 +975,12 @@ class Value(_ValueBase):
         with lock:
             self._obj.value = v
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"{self._type_name}={self._obj.value!r}"
 
 
-def _reopen_value(cls, zone, name, type_name, lock):
+def _reopen_value(cls: type[Value], zone: Zone, name: str, type_name: str,
+                  lock: bool | Lock | RLock) -> Value:
     t = type_name if type_name in typecode_to_type else None
     if t is None:
         # a ctypes type is not recorded by value: open with the raw size via an Array of
@@ -953,8 +1001,9 @@ class Array(_ValueBase):
     __slots__ = ()
     _type_code = _core.OBJ_ARRAY
 
-    def __init__(self, name, typecode_or_type, size_or_initializer, *, lock=True, zone=None,
-                 create=True):
+    def __init__(self, name: str, typecode_or_type: str | type[Any],
+                 size_or_initializer: int | Iterable[Any], *, lock: bool | Lock | RLock = True,
+                 zone: Zone | None = None, create: bool = True) -> None:
         zone = _zone_arg(zone)
         ctype, tname = _resolve_ctype(typecode_or_type)
         if isinstance(size_or_initializer, int) and not isinstance(size_or_initializer, bool):
@@ -962,26 +1011,26 @@ class Array(_ValueBase):
                 raise ValueError("array size must be >= 0")
             length, init = size_or_initializer, None
         else:
-            items = list(size_or_initializer)
+            items = list(size_or_initializer)  # type: ignore[arg-type]  # a bool: TypeError
             length = len(items)
             init = bytes(memoryview((ctype * length)(*items)).cast("B")) if length else None
         self._setup(zone, name, ctype, tname, length, init, lock, create)
 
-    def __reduce__(self):
+    def __reduce__(self) -> _Reduce:
         return (_reopen_array, (type(self), self._zone, self._name, self._type_name,
                                 len(self._obj), self._lock_arg()))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._obj)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int | slice) -> Any:
         lock = self._lock
         if lock is None:
             return self._obj[i]
         with lock:
             return self._obj[i]
 
-    def __setitem__(self, i, v):
+    def __setitem__(self, i: int | slice, v: Any) -> None:
         lock = self._lock
         if lock is None:
             self._obj[i] = v
@@ -989,50 +1038,51 @@ class Array(_ValueBase):
         with lock:
             self._obj[i] = v
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self[:])
 
-    def tolist(self) -> list:
+    def tolist(self) -> list[Any]:
         return list(self[:])
 
     @property
-    def value(self):
+    def value(self) -> bytes:
         """For arrays of 'c': the bytes up to the first NUL."""
         with self._lock_or_null():
-            return self._obj.value
+            return bytes(self._obj.value)
 
     @value.setter
-    def value(self, v):
+    def value(self, v: bytes) -> None:
         with self._lock_or_null():
             self._obj.value = v
 
     @property
-    def raw(self):
+    def raw(self) -> bytes:
         """For arrays of 'c': all the bytes."""
         with self._lock_or_null():
-            return self._obj.raw
+            return bytes(self._obj.raw)
 
     @raw.setter
-    def raw(self, v):
+    def raw(self, v: bytes) -> None:
         with self._lock_or_null():
             self._obj.raw = v
 
-    def _lock_or_null(self):
+    def _lock_or_null(self) -> Lock | RLock | _NullContext:
         return self._lock if self._lock is not None else _NullContext()
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"{self._type_name}[{len(self._obj)}]"
 
 
 class _NullContext:
-    def __enter__(self):
+    def __enter__(self) -> _NullContext:
         return self
 
-    def __exit__(self, *exc):
-        return False
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
-def _reopen_array(cls, zone, name, type_name, length, lock):
+def _reopen_array(cls: type[Array], zone: Zone, name: str, type_name: str, length: int,
+                  lock: bool | Lock | RLock) -> Array:
     if type_name not in typecode_to_type:
         raise TypeError(f"{cls.__name__} {name!r} holds a ctypes type ({type_name}); open it "
                         f"by name with that type in the other process")
@@ -1063,7 +1113,8 @@ class Counter(_Named, _core.Counter):
 
     __slots__ = ("_zone", "_name", "__weakref__")
 
-    def __new__(cls, name, initial=0, *, zone=None, create=True):
+    def __new__(cls, name: str, initial: int = 0, *, zone: Zone | None = None,
+                create: bool = True) -> Self:
         zone = _zone_arg(zone)
         if not isinstance(initial, int) or isinstance(initial, bool):
             raise TypeError(f"initial must be an int, not {type(initial).__name__}")
@@ -1075,15 +1126,15 @@ class Counter(_Named, _core.Counter):
         self._name = name
         return self
 
-    def __iadd__(self, n):
+    def __iadd__(self, n: int) -> Self:
         self.add(n)
         return self
 
-    def __isub__(self, n):
+    def __isub__(self, n: int) -> Self:
         self.sub(n)
         return self
 
-    def __int__(self):
+    def __int__(self) -> int:
         return self.get()
 
     __index__ = __int__
@@ -1091,6 +1142,6 @@ class Counter(_Named, _core.Counter):
     def statistics(self) -> CounterStats:
         return CounterStats(self._name, self.get())
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"value={self.get()}"
 

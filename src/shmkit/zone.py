@@ -11,13 +11,35 @@ map it at different addresses.  The bytes are specified in ``core/layout.h``.
 
 from __future__ import annotations
 
+import builtins
+import importlib
 import os
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _core
-from ._errors import ClosedError, InvalidNameError, ZoneInitError
+from ._checks import check_object_name
+from ._errors import ClosedError, ZoneInitError
 from .segment import Segment
+
+if TYPE_CHECKING:
+    from typing_extensions import deprecated
+else:
+    from ._deprecation import deprecated
+
+if TYPE_CHECKING:  # the factories' return types: never imported at run time (see _FACTORIES)
+    from ._types import Serializer, SerializerArg, StrPath, Timeout
+    from .board import Board
+    from .config import SharedConfig
+    from .dict import Dict
+    from .queue import Queue
+    from numpy.typing import DTypeLike
+
+    from .shared_array import SharedNDArray
+    from .sync import (Array, Barrier, BoundedSemaphore, Condition, Counter, Event, Lock, RLock,
+                       RWLock, Semaphore, Value)
 
 __all__ = ["Zone", "ZoneStats", "SlabClassStats", "ObjectInfo", "default_zone", "OBJECT_TYPES"]
 
@@ -41,6 +63,44 @@ OBJECT_TYPES = {
     _core.OBJ_CONFIG: "config",
 }
 
+#: Zone's factory methods, late-bound: method name -> (module, name of its constructor).
+#: The zone layer sits below the structures, so zone.py never imports them: ``zone.queue()``
+#: imports shmkit.queue the first time it is called (as ``shmkit.Queue`` does through the
+#: package's lazy names), and type checkers see the real return types through the imports
+#: under TYPE_CHECKING above.  tests/test_layers.py checks that every entry names the
+#: constructor its method's annotation promises, with the same parameters.
+_FACTORIES: dict[str, tuple[str, str]] = {
+    "lock": ("sync", "Lock"),
+    "rlock": ("sync", "RLock"),
+    "rwlock": ("sync", "RWLock"),
+    "semaphore": ("sync", "Semaphore"),
+    "bounded_semaphore": ("sync", "BoundedSemaphore"),
+    "event": ("sync", "Event"),
+    "condition": ("sync", "Condition"),
+    "barrier": ("sync", "Barrier"),
+    "value": ("sync", "Value"),
+    "array": ("sync", "Array"),
+    "counter": ("sync", "Counter"),
+    "queue": ("queue", "Queue"),
+    "dict": ("dict", "Dict"),
+    "ndarray": ("shared_array", "ndarray"),
+    "board": ("board", "Board"),
+    "config": ("config", "SharedConfig"),
+}
+_resolved: dict[str, Any] = {}
+
+
+def _factory(method: str) -> Any:
+    """The constructor behind ``Zone.<method>``, imported on first use."""
+    try:
+        return _resolved[method]
+    except KeyError:
+        module, attr = _FACTORIES[method]
+        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        _resolved[method] = made
+        return made
+
+
 DEFAULT_ZONE_SIZE = 32 << 20
 DEFAULT_ZONE_MAX_SIZE = 2 << 30
 
@@ -58,7 +118,7 @@ class SlabClassStats:
 
 @dataclass(frozen=True)
 class ZoneStats:
-    """What ``zone.stats()`` returns.  Free space is reported honestly: ``free_bytes``
+    """What ``zone.statistics()`` returns.  Free space is reported honestly: ``free_bytes``
     counts free pages plus free chunks inside partly used slab pages, and
     ``largest_free_bytes`` is the largest single allocation above 2 KiB that can succeed
     without growing the zone."""
@@ -94,24 +154,10 @@ class ObjectInfo:
     creator_pid: int
 
 
-def _info(t) -> ObjectInfo:
+def _info(t: tuple[str, int, int, int, int, int, int]) -> ObjectInfo:
     name, code, off, size, aux, created_ns, pid = t
     return ObjectInfo(name, OBJECT_TYPES.get(code, f"type-{code}"), code, off, size, aux,
                       created_ns, pid)
-
-
-def _check_object_name(name) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"object name must be a str, not {type(name).__name__}")
-    b = name.encode()
-    if not b:
-        raise InvalidNameError("object name is empty")
-    if len(b) > _core.OBJ_NAME_MAX:
-        raise InvalidNameError(f"object name is {len(b)} bytes long; at most "
-                               f"{_core.OBJ_NAME_MAX} are allowed")
-    if "\0" in name:
-        raise InvalidNameError("object name contains a NUL byte")
-    return name
 
 
 class Zone:
@@ -138,14 +184,18 @@ class Zone:
     "unlink_on_last_close" or "unlink_on_creator_exit".
     """
 
-    _core_zone = None
-    _segment = None
+    _core_zone: _core.Zone | None = None
+    _segment: Segment | None = None
     _closed = True
-    _pid = None
+    _pid: int | None = None
+    #: the posix name, the file's path, or the sysv key (None for memfd and anonymous)
+    name: str | int | None
 
-    def __init__(self, name=None, size: int = 0, *, tag=None, init=None, backend: str = "posix",
-                 max_size: int | None = None, timeout: float | None = 30.0, perm: int = 0o600,
-                 key: int | None = None, path=None, segment: Segment | None = None,
+    def __init__(self, name: str | int | None = None, size: int = 0, *,
+                 tag: str | bytes | None = None, init: Callable[[Zone], object] | None = None,
+                 backend: str = "posix", max_size: int | None = None,
+                 timeout: float | None = 30.0, perm: int = 0o600, key: int | None = None,
+                 path: StrPath | None = None, segment: Segment | None = None,
                  create: bool = True, allow_other_owner: bool = False,
                  lifecycle: str | None = None):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -176,18 +226,21 @@ class Zone:
                                     perm=perm, reserve=reserve, _allow_empty=True,
                                     allow_other_owner=allow_other_owner, lifecycle=lifecycle)
         elif backend == "file":
-            path = path if path is not None else name
+            target = path if path is not None else name
+            if isinstance(target, int):
+                raise TypeError("a file zone needs a path (a str or os.PathLike), not an int")
             create = create and size > 0
-            self._segment = Segment(path, "c" if create else "w", 0, backend="file", perm=perm,
-                                    reserve=reserve, _allow_empty=True,
+            self._segment = Segment(None, "c" if create else "w", 0, backend="file", path=target,
+                                    perm=perm, reserve=reserve, _allow_empty=True,
                                     allow_other_owner=allow_other_owner, lifecycle=lifecycle)
-            self.name = os.fspath(path)
+            self.name = os.fspath(target)  # type: ignore[arg-type]  # Segment refused None
         elif backend == "sysv":
-            key = key if key is not None else name
+            sysv_key = key if key is not None else name
             self._segment = Segment(None, "c" if (create and size) else "w", size,
-                                    backend="sysv", key=key, perm=perm,
+                                    backend="sysv", key=sysv_key,  # type: ignore[arg-type]
+                                    perm=perm,
                                     allow_other_owner=allow_other_owner, lifecycle=lifecycle)
-            self.name = key
+            self.name = sysv_key
         elif backend == "memfd":
             if not size:
                 raise ValueError("a memfd zone needs a size")
@@ -200,7 +253,7 @@ class Zone:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         try:
-            self._core_zone = _core.Zone(self._segment._seg, size, max_size or 0, tag, timeout)
+            self._core_zone = _core.Zone(self._segment._live(), size, max_size or 0, tag, timeout)
         except BaseException:
             self._discard_failed_creation()
             raise
@@ -215,49 +268,54 @@ class Zone:
             finally:
                 self._core_zone.init_done(ok)
 
-    def _discard_failed_creation(self):
+    def _discard_failed_creation(self) -> None:
         """Opening failed: close, and if this handle created an object that never became
         a zone (still empty), remove it so nothing is left behind."""
         seg = self._segment
+        if seg is None:
+            return
         try:
-            if seg.created and seg.backend in ("posix", "file") and seg._seg.object_size() == 0:
+            if seg.created and seg.backend in ("posix", "file") and seg._live().object_size() == 0:
                 seg.unlink()
         except Exception:
             pass
         seg.close()
 
     # -- identity ---------------------------------------------------------------------
-    def _live(self):
+    def _live(self) -> _core.Zone:
+        """The core zone, for the structures built on it; ClosedError once closed."""
         if self._closed or self._core_zone is None or self._core_zone.closed:
             raise ClosedError(f"{self!r} is closed")
         return self._core_zone
 
     @property
     def segment(self) -> Segment:
+        if self._segment is None:
+            raise ClosedError(f"{self!r} was never opened")
         return self._segment
 
     @property
     def size(self) -> int:
         """Current size in bytes (grows up to max_size)."""
-        return self._live().header()["size"]
+        return int(self._live().header()["size"])
 
     @property
     def declared_size(self) -> int:
-        return self._live().header()["declared_size"]
+        return int(self._live().header()["declared_size"])
 
     @property
     def max_size(self) -> int:
-        return self._live().header()["max_size"]
+        return int(self._live().header()["max_size"])
 
     @property
     def tag(self) -> bytes:
-        return self._live().header()["tag"]
+        return bytes(self._live().header()["tag"])
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def info(self) -> dict:
+    def info(self) -> builtins.dict[str, Any]:
         """The header: magic, format, state, sizes, tag, creator pid, times, generation."""
         return self._live().header()
 
@@ -285,30 +343,30 @@ class Zone:
     # -- named objects ---------------------------------------------------------------------
     def find(self, name: str) -> ObjectInfo:
         """The directory entry of ``name``; ObjectNotFoundError if there is none."""
-        return _info(self._live().obj_find(_check_object_name(name)))
+        return _info(self._live().obj_find(check_object_name(name)))
 
     def create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW, aux: int = 0) -> ObjectInfo:
         """Create a named raw allocation; ObjectExistsError if the name is taken."""
-        entry, _ = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+        entry, _ = self._live().obj_get(check_object_name(name), type_code, size, aux,
                                         _core.O_CREATE | _core.O_EXCL)
         return _info(entry)
 
     def find_or_create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW,
                        aux: int = 0) -> tuple[ObjectInfo, bool]:
         """Find ``name`` or create it (zeroed); returns (info, created)."""
-        entry, created = self._live().obj_get(_check_object_name(name), type_code, size, aux,
+        entry, created = self._live().obj_get(check_object_name(name), type_code, size, aux,
                                               _core.O_CREATE)
         return _info(entry), created
 
     def destroy(self, name: str) -> None:
         """Remove ``name`` and free its memory.  Processes still using it must not."""
-        self._live().obj_destroy(_check_object_name(name))
+        self._live().obj_destroy(check_object_name(name))
 
     def objects(self) -> list[ObjectInfo]:
         """Every named object in the zone."""
         return [_info(t) for t in self._live().obj_list()]
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: str) -> bool:
         try:
             self.find(name)
             return True
@@ -316,7 +374,7 @@ class Zone:
             return False
 
     # -- statistics and checks --------------------------------------------------------------
-    def stats(self) -> ZoneStats:
+    def statistics(self) -> ZoneStats:
         """Allocator statistics (see ZoneStats)."""
         s = self._live().stats()
         return ZoneStats(
@@ -328,6 +386,11 @@ class Zone:
             grow_count=s["grow_count"], extents=s["nextents"], objects=s["nobjects"],
             classes=tuple(SlabClassStats(*c) for c in s["classes"]))
 
+    @deprecated("Zone.stats() is deprecated; use Zone.statistics(), as every other object")
+    def stats(self) -> ZoneStats:
+        """Deprecated spelling of statistics()."""
+        return self.statistics()
+
     def check(self) -> list[str]:
         """Walk every structure and verify every invariant; returns the problems found
         (an empty list when the zone is consistent)."""
@@ -336,70 +399,98 @@ class Zone:
             lines = [f"{n} problem(s) found"]
         return lines
 
-    # -- structures (each module registers its object type) ---------------------------------
-    def lock(self, name, **kw):
-        from .sync import Lock
-        return Lock(name, zone=self, **kw)
+    # -- structures: late-bound factories (see _FACTORIES) -------------------------------------
+    def lock(self, name: str, *, create: bool = True) -> Lock:
+        """The Lock ``name`` of this zone (see shmkit.Lock)."""
+        return cast("Lock", _factory("lock")(name, zone=self, create=create))
 
-    def rlock(self, name, **kw):
-        from .sync import RLock
-        return RLock(name, zone=self, **kw)
+    def rlock(self, name: str, *, create: bool = True) -> RLock:
+        """The RLock ``name`` of this zone (see shmkit.RLock)."""
+        return cast("RLock", _factory("rlock")(name, zone=self, create=create))
 
-    def rwlock(self, name, **kw):
-        from .sync import RWLock
-        return RWLock(name, zone=self, **kw)
+    def rwlock(self, name: str, *, max_readers: int = 128, create: bool = True) -> RWLock:
+        """The RWLock ``name`` of this zone (see shmkit.RWLock)."""
+        return cast("RWLock", _factory("rwlock")(name, max_readers=max_readers, zone=self,
+                                                 create=create))
 
-    def semaphore(self, name, value=1, **kw):
-        from .sync import Semaphore
-        return Semaphore(name, value, zone=self, **kw)
+    def semaphore(self, name: str, value: int = 1, *, undo: bool = False,
+                  max_processes: int = 64, create: bool = True) -> Semaphore:
+        """The Semaphore ``name`` of this zone (see shmkit.Semaphore)."""
+        return cast("Semaphore", _factory("semaphore")(
+            name, value, undo=undo, max_processes=max_processes, zone=self, create=create))
 
-    def bounded_semaphore(self, name, value=1, **kw):
-        from .sync import BoundedSemaphore
-        return BoundedSemaphore(name, value, zone=self, **kw)
+    def bounded_semaphore(self, name: str, value: int = 1, *, undo: bool = False,
+                          max_processes: int = 64, create: bool = True) -> BoundedSemaphore:
+        """The BoundedSemaphore ``name`` of this zone (see shmkit.BoundedSemaphore)."""
+        return cast("BoundedSemaphore", _factory("bounded_semaphore")(
+            name, value, undo=undo, max_processes=max_processes, zone=self, create=create))
 
-    def event(self, name, **kw):
-        from .sync import Event
-        return Event(name, zone=self, **kw)
+    def event(self, name: str, *, create: bool = True) -> Event:
+        """The Event ``name`` of this zone (see shmkit.Event)."""
+        return cast("Event", _factory("event")(name, zone=self, create=create))
 
-    def condition(self, name, lock=None, **kw):
-        from .sync import Condition
-        return Condition(name, lock, zone=self, **kw)
+    def condition(self, name: str, lock: Lock | RLock | None = None, *,
+                  create: bool = True) -> Condition:
+        """The Condition ``name`` of this zone (see shmkit.Condition)."""
+        return cast("Condition", _factory("condition")(name, lock, zone=self, create=create))
 
-    def barrier(self, name, parties, action=None, timeout=None, **kw):
-        from .sync import Barrier
-        return Barrier(name, parties, action, timeout, zone=self, **kw)
+    def barrier(self, name: str, parties: int, action: Callable[[], object] | None = None,
+                timeout: Timeout = None, *, create: bool = True) -> Barrier:
+        """The Barrier ``name`` of this zone (see shmkit.Barrier)."""
+        return cast("Barrier", _factory("barrier")(name, parties, action, timeout, zone=self,
+                                                   create=create))
 
-    def value(self, name, typecode_or_type, *args, **kw):
-        from .sync import Value
-        return Value(name, typecode_or_type, *args, zone=self, **kw)
+    def value(self, name: str, typecode_or_type: str | type[Any], *args: Any,
+              lock: bool | Lock | RLock = True, create: bool = True) -> Value:
+        """The Value ``name`` of this zone (see shmkit.Value)."""
+        return cast("Value", _factory("value")(name, typecode_or_type, *args, lock=lock,
+                                               zone=self, create=create))
 
-    def array(self, name, typecode_or_type, size_or_initializer, **kw):
-        from .sync import Array
-        return Array(name, typecode_or_type, size_or_initializer, zone=self, **kw)
+    def array(self, name: str, typecode_or_type: str | type[Any],
+              size_or_initializer: int | Iterable[Any], *, lock: bool | Lock | RLock = True,
+              create: bool = True) -> Array:
+        """The Array ``name`` of this zone (see shmkit.Array)."""
+        return cast("Array", _factory("array")(name, typecode_or_type, size_or_initializer,
+                                               lock=lock, zone=self, create=create))
 
-    def counter(self, name, initial=0, **kw):
-        from .sync import Counter
-        return Counter(name, initial, zone=self, **kw)
+    def counter(self, name: str, initial: int = 0, *, create: bool = True) -> Counter:
+        """The Counter ``name`` of this zone (see shmkit.Counter)."""
+        return cast("Counter", _factory("counter")(name, initial, zone=self, create=create))
 
-    def queue(self, name, capacity=None, **kw):
-        from .queue import Queue
-        return Queue(name, capacity, zone=self, **kw)
+    def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
+              mode: str = "bytes", serializer: SerializerArg | None = None,
+              spin: float | None = None, delivery: str | None = None, create: bool = True,
+              exclusive: bool = False) -> Queue:
+        """The Queue ``name`` of this zone (see shmkit.Queue)."""
+        return cast("Queue", _factory("queue")(
+            name, capacity, zone=self, max_messages=max_messages, mode=mode,
+            serializer=serializer, spin=spin, delivery=delivery, create=create,
+            exclusive=exclusive))
 
-    def dict(self, name, capacity=None, **kw):
-        from .dict import Dict
-        return Dict(name, capacity, zone=self, **kw)
+    def dict(self, name: str, capacity: int | None = None, *,
+             serializer: Serializer | None = None, shards: int | None = None,
+             clock: Callable[[], float] | None = None, create: bool = True) -> Dict:
+        """The Dict ``name`` of this zone (see shmkit.Dict)."""
+        return cast("Dict", _factory("dict")(name, capacity, zone=self, serializer=serializer,
+                                             shards=shards, clock=clock, create=create))
 
-    def ndarray(self, name, shape, dtype="float64", **kw):
-        from .shared_array import ndarray
-        return ndarray(name, shape, dtype, zone=self, **kw)
+    def ndarray(self, name: str, shape: int | Iterable[int] | None,
+                dtype: DTypeLike = "float64", *, create: bool = True) -> SharedNDArray:
+        """The shared NumPy array ``name`` of this zone (see shmkit.ndarray)."""
+        return cast("SharedNDArray", _factory("ndarray")(name, shape, dtype, zone=self,
+                                                         create=create))
 
-    def board(self, name, max_bytes, **kw):
-        from .board import Board
-        return Board(name, max_bytes, zone=self, **kw)
+    def board(self, name: str, max_bytes: int | None, *, buffers: int | None = None,
+              writer: bool = False, create: bool = True, spin_us: float = 20.0) -> Board:
+        """The Board ``name`` of this zone (see shmkit.Board)."""
+        return cast("Board", _factory("board")(name, max_bytes, zone=self, buffers=buffers,
+                                               writer=writer, create=create, spin_us=spin_us))
 
-    def config(self, name, max_bytes=1 << 20, **kw):
-        from .config import SharedConfig
-        return SharedConfig(name, max_bytes, zone=self, **kw)
+    def config(self, name: str, max_bytes: int | None = 1 << 20, *,
+               buffers: int | None = None, spin_us: float = 0.0) -> SharedConfig:
+        """The SharedConfig ``name`` of this zone (see shmkit.SharedConfig)."""
+        return cast("SharedConfig", _factory("config")(name, max_bytes, zone=self,
+                                                       buffers=buffers, spin_us=spin_us))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -413,21 +504,21 @@ class Zone:
 
     def unlink(self) -> None:
         """Remove the zone's name (posix, file) or mark it for destruction (sysv)."""
-        self._segment.unlink()
+        self.segment.unlink()
 
-    def __enter__(self):
+    def __enter__(self) -> Zone:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except Exception:
             pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         if self.backend in ("posix", "file"):
             return (_attach, (self.backend, self.name))
         if self.backend == "sysv":
@@ -437,22 +528,24 @@ class Zone:
         raise TypeError("an anonymous zone cannot be pickled; it is shared with fork "
                         "children only (use the fork start method, or a posix zone)")
 
-    def __repr__(self):
-        state = "closed" if self._closed else f"size={self._core_zone.mapped}"
+    def __repr__(self) -> str:
+        core = self._core_zone
+        state = "closed" if self._closed or core is None else f"size={core.mapped}"
         return f"<shmkit.Zone {self.backend} {self.name!r} {state}>"
 
 
-def _attach(backend, name):
+def _attach(backend: str, name: str | int) -> Zone:
     if backend == "sysv":
+        assert isinstance(name, int)
         return Zone(None, 0, backend="sysv", key=name, create=False)
     return Zone(name, 0, backend=backend, create=False)
 
 
-def _attach_segment(segment):
+def _attach_segment(segment: Segment) -> Zone:
     return Zone(None, 0, backend="memfd", segment=segment)
 
 
-_default = None
+_default: Zone | None = None
 _default_lock = threading.Lock()
 
 

@@ -1049,11 +1049,11 @@ static PyMethodDef queue_methods[] = {
      "message (a Reservation).  At most 64 are alive per queue: when all are, blocks until a "
      "consumer releases one (QueueFull after the timeout)."},
     {"task_done", (PyCFunction)(void (*)(void))queue_task_done, FASTKW,
-     "task_done(count=1)\n--\n\nMark the oldest message this handle took (count: that many) "
+     "task_done($self, /, count=1)\n--\n\nMark the oldest message this handle took (count: that many) "
      "as done.  ValueError when it holds fewer.  With at-least-once delivery this "
      "acknowledges it: it is never delivered again."},
     {"join", (PyCFunction)(void (*)(void))queue_join, FASTKW,
-     "join(timeout=None)\n--\n\nBlock until every message put (by any process) is marked "
+     "join($self, /, timeout=None)\n--\n\nBlock until every message put (by any process) is marked "
      "done, or released with a dead consumer.  ShmkitTimeoutError after timeout seconds."},
     {"_debug_die", (PyCFunction)queue_debug_die, METH_O,
      "_debug_die(where)\n--\n\nTest hook: SIGKILL this process at a chosen point."},
@@ -1076,7 +1076,8 @@ static PyType_Slot queue_slots[] = {
     {Py_tp_methods, queue_methods},
     {Py_tp_getset, queue_getset},
     {Py_tp_members, queue_members},
-    {Py_tp_doc, "Queue(zone, name, capacity=0, max_messages=0, create=True, exclusive=False)"
+    {Py_tp_doc, "Queue(zone, name, capacity=0, max_messages=0, create=True, exclusive=False, "
+                "delivery=0)"
                 "\n--\n\nA queue in a zone (internal; use shmkit.Queue)."},
     {0, NULL},
 };

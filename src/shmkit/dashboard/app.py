@@ -25,6 +25,7 @@ import sys
 import traceback
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any
 
 from .collect import Collector, check_zone_name
 
@@ -43,7 +44,7 @@ class Request:
     method: str
     path: str                      #: as received, still percent-encoded
     query: str = ""                #: as received
-    headers: dict = field(default_factory=dict)   #: lower-case names
+    headers: dict[str, Any] = field(default_factory=dict)   #: lower-case names
     body: bytes = b""
 
 
@@ -52,14 +53,14 @@ class Response:
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
-    headers: list = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def text(cls, status: int, message: str) -> "Response":
         return cls(status, (message.rstrip("\n") + "\n").encode("utf-8"))
 
     @classmethod
-    def json(cls, status: int, obj) -> "Response":
+    def json(cls, status: int, obj: object) -> "Response":
         return cls(status, json.dumps(obj, indent=1).encode("utf-8") + b"\n",
                    "application/json")
 
@@ -95,7 +96,7 @@ def clean_path(raw: str) -> str:
     return path
 
 
-def parse_query(query: str, allowed: set) -> dict:
+def parse_query(query: str, allowed: set[str]) -> dict[str, Any]:
     if len(query.encode("utf-8", "surrogateescape")) > MAX_QUERY:
         raise BadRequest(414, f"query string longer than {MAX_QUERY} bytes")
     try:
@@ -103,7 +104,7 @@ def parse_query(query: str, allowed: set) -> dict:
                                        errors="strict", max_num_fields=MAX_ZONES + 4)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(400, f"bad query string: {e}") from None
-    out: dict = {}
+    out: dict[str, Any] = {}
     for k, v in pairs:
         if k not in allowed:
             raise BadRequest(400, f"unknown parameter {k!r} (known: {', '.join(sorted(allowed)) or 'none'})")
@@ -113,8 +114,8 @@ def parse_query(query: str, allowed: set) -> dict:
     return out
 
 
-def _read_filters(params: dict):
-    zones = None
+def _read_filters(params: dict[str, Any]) -> tuple[list[str] | None, str | None]:
+    zones: list[str] | None = None
     if "zone" in params:
         if len(params["zone"]) > MAX_ZONES:
             raise BadRequest(400, f"at most {MAX_ZONES} zone= parameters")
@@ -146,7 +147,7 @@ class App:
     of them is refused (DNS rebinding against a server bound to 127.0.0.1)."""
 
     def __init__(self, collector: Collector, *, base: str = "", refresh_ms: int = 1000,
-                 token: str | None = None, allowed_hosts: set | None = None):
+                 token: str | None = None, allowed_hosts: set[str] | None = None) -> None:
         self.collector = collector
         self.base = base
         self.refresh_ms = refresh_ms
@@ -193,7 +194,7 @@ class App:
         return handler(req)
 
     # -- reading ----------------------------------------------------------------------------
-    def _page(self, req):
+    def _page(self, req: Request) -> Response:
         from .page import content_security_policy, render_page
         parse_query(req.query, _READ_PARAMS)  # the page passes them on to status.json
         resp = Response(200, render_page(self.base, self.refresh_ms), "text/html; charset=utf-8")
@@ -201,7 +202,7 @@ class App:
                          ("X-Frame-Options", "DENY")]
         return resp
 
-    def status(self, query: str = "") -> dict:
+    def status(self, query: str = "") -> dict[str, Any]:
         zones, match = _read_filters(parse_query(query, _READ_PARAMS))
         shown = {z.label for z in self.collector.zones or ()}
         for name in zones or ():
@@ -210,10 +211,10 @@ class App:
                                  "named on the command line")
         return self.collector.status(zones=zones, match=match)
 
-    def _status(self, req):
+    def _status(self, req: Request) -> Response:
         return Response.json(200, self.status(req.query))
 
-    def _metrics(self, req):
+    def _metrics(self, req: Request) -> Response:
         doc = self.status(req.query)
         try:
             from .metrics import CONTENT_TYPE, render_metrics
@@ -221,12 +222,12 @@ class App:
             return Response.text(501, str(e))
         return Response(200, render_metrics(doc), CONTENT_TYPE)
 
-    def _health(self, req):
+    def _health(self, req: Request) -> Response:
         parse_query(req.query, set())
         return Response.text(200, "ok")
 
     # -- actions ----------------------------------------------------------------------------
-    def _authorise(self, req) -> dict:
+    def _authorise(self, req: Request) -> dict[str, Any]:
         if self.token is None:
             raise BadRequest(403, "actions are disabled: this page is read-only (start it "
                              "with --allow-actions and a token)")
@@ -251,7 +252,7 @@ class App:
             raise BadRequest(400, "the body must be a JSON object")
         return body
 
-    def _act_rm(self, req):
+    def _act_rm(self, req: Request) -> Response:
         from .actions import ActionRefused, remove_segment_checked
         body = self._authorise(req)
         if set(body) - {"name", "shmid", "key"} or len(body) != 1:
@@ -267,13 +268,14 @@ class App:
         elif not isinstance(value, int) or isinstance(value, bool):
             raise BadRequest(400, f"{what} must be an integer")
         try:
-            message = remove_segment_checked(**{what: value})
+            arguments: dict[str, Any] = {what: value}
+            message = remove_segment_checked(**arguments)
         except ActionRefused as e:
             raise BadRequest(e.status, str(e)) from None
         self.collector.invalidate()
         return Response.json(200, {"ok": True, "message": message})
 
-    def _act_gc(self, req):
+    def _act_gc(self, req: Request) -> Response:
         from ..inventory import collect_garbage
         body = self._authorise(req)
         if set(body) - {"dry_run"} or not isinstance(body.get("dry_run", False), bool):

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
+from typing import IO, Any
 
 from .app import MAX_BODY, REASONS, App, Request, Response
-from .collect import Collector
+from .collect import Collector, ZoneSpec
 
 __all__ = ["run_cgi", "request_from_environ"]
 
 
-def request_from_environ(environ, stdin) -> Request | Response:
+def request_from_environ(environ: Mapping[str, str], stdin: IO[bytes]) -> Request | Response:
     method = environ.get("REQUEST_METHOD", "GET").upper()
     path = environ.get("PATH_INFO") or "/"
-    headers = {}
+    headers: dict[str, Any] = {}
     for k, v in environ.items():
         if k.startswith("HTTP_"):
             headers[k[5:].replace("_", "-").lower()] = v
@@ -46,7 +48,7 @@ def request_from_environ(environ, stdin) -> Request | Response:
     return Request(method, path, environ.get("QUERY_STRING", ""), headers, body)
 
 
-def write_response(resp: Response, out) -> None:
+def write_response(resp: Response, out: IO[bytes]) -> None:
     head = [f"Status: {resp.status} {REASONS.get(resp.status, '')}".rstrip(),
             f"Content-Type: {resp.content_type}"]
     if not any(k.lower() == "content-length" for k, _ in resp.headers):
@@ -57,12 +59,14 @@ def write_response(resp: Response, out) -> None:
     out.flush()
 
 
-def run_cgi(*, zones=None, match=None, token=None, refresh_ms=1000, environ=None,
-            stdin=None, stdout=None) -> int:
+def run_cgi(*, zones: list[ZoneSpec] | None = None, match: str | None = None,
+            token: str | None = None, refresh_ms: int = 1000,
+            environ: Mapping[str, str] | None = None, stdin: IO[bytes] | None = None,
+            stdout: IO[bytes] | None = None) -> int:
     """Answer the one request in ``environ`` (default: os.environ); returns 0."""
     environ = os.environ if environ is None else environ
-    stdin = sys.stdin.buffer if stdin is None else stdin
-    stdout = sys.stdout.buffer if stdout is None else stdout
+    source: IO[bytes] = sys.stdin.buffer if stdin is None else stdin
+    sink: IO[bytes] = sys.stdout.buffer if stdout is None else stdout
     if "GATEWAY_INTERFACE" not in environ and "REQUEST_METHOD" not in environ:
         sys.stderr.write("shmkit cgi: not run by a web server (no REQUEST_METHOD in the "
                          "environment); see docs/serve.md\n")
@@ -71,7 +75,7 @@ def run_cgi(*, zones=None, match=None, token=None, refresh_ms=1000, environ=None
     collector = Collector(zones, match=match, min_interval=0.0, scan_interval=0.0)
     app = App(collector, base=environ.get("SCRIPT_NAME", "").rstrip("/"),
               refresh_ms=refresh_ms, token=token)
-    req = request_from_environ(environ, stdin)
+    req = request_from_environ(environ, source)
     resp = req if isinstance(req, Response) else app.handle(req)
-    write_response(resp, stdout)
+    write_response(resp, sink)
     return 0

@@ -28,7 +28,12 @@ import fnmatch
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..zone import ObjectInfo, Zone
 
 __all__ = ["SCHEMA", "ZoneSpec", "parse_zone_spec", "check_zone_name", "statistics_of",
            "collect_status", "collect_zone", "collect_object", "Collector"]
@@ -52,7 +57,7 @@ QUEUE_ALERT_FULL = 0.9
 DEV_SHM_ALERT_FULL = 0.95
 
 
-def statistics_of(obj):
+def statistics_of(obj: Any) -> Any:
     """``obj.statistics()``, or ``obj.stats()`` for objects that predate the name
     (Zone): one helper so that either spelling works."""
     f = getattr(obj, "statistics", None)
@@ -61,8 +66,11 @@ def statistics_of(obj):
     return f()
 
 
-def _asdict(stats) -> dict:
-    return dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)
+def _asdict(stats: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        return dataclasses.asdict(stats)
+    mapping: Any = stats  # (a plain dict of statistics)
+    return dict(mapping)
 
 
 # -- which zones -----------------------------------------------------------------------------
@@ -79,9 +87,9 @@ class ZoneSpec:
     @property
     def label(self) -> str:
         if self.backend == "posix":
-            return self.name
+            return self.name or ""
         if self.backend == "sysv":
-            return f"sysv:0x{self.key & 0xffffffff:08x}"
+            return f"sysv:0x{(self.key or 0) & 0xffffffff:08x}"
         return f"file:{self.path}"
 
 
@@ -117,7 +125,7 @@ def parse_zone_spec(text: str) -> ZoneSpec:
     return ZoneSpec("posix", name=check_zone_name(text[1:] if text.startswith("/") else text))
 
 
-def _open_zone(spec: ZoneSpec):
+def _open_zone(spec: ZoneSpec) -> Zone:
     """Attach without creating anything, as an observer (no attach/detach events in the
     segment's record, so ``shmkit ls`` keeps showing the real last user)."""
     from .. import Segment, Zone
@@ -138,7 +146,7 @@ def _open_zone(spec: ZoneSpec):
 
 # -- one object --------------------------------------------------------------------------------
 
-def _open_object(zone, info):
+def _open_object(zone: Zone, info: ObjectInfo) -> tuple[Any, Callable[[], object] | None]:
     """A handle on the object ``info`` names and how to let go of it; None for kinds
     that cannot be opened without the parameters they were made with."""
     import shmkit
@@ -169,7 +177,7 @@ def _open_object(zone, info):
     return None, None
 
 
-def _ndarray_facts(zone, name) -> dict | None:
+def _ndarray_facts(zone: Zone, name: str) -> dict[str, Any] | None:
     try:
         import numpy  # noqa: F401
     except ImportError:
@@ -182,10 +190,11 @@ def _ndarray_facts(zone, name) -> dict | None:
         del a
 
 
-def collect_object(zone, info) -> dict:
+def collect_object(zone: Zone, info: ObjectInfo) -> dict[str, Any]:
     """One directory entry and its statistics (``statistics`` is None for kinds whose
     handle needs creation parameters: value, array, barrier, raw)."""
-    entry = {"name": info.name, "type": info.type, "size": info.size, "offset": info.offset,
+    entry: dict[str, Any] = {"name": info.name, "type": info.type, "size": info.size,
+             "offset": info.offset,
              "creator_pid": info.creator_pid, "created": info.created_ns / 1e9,
              "statistics": None, "error": None}
     try:
@@ -193,7 +202,7 @@ def collect_object(zone, info) -> dict:
             entry["statistics"] = _ndarray_facts(zone, info.name)
             return entry
         handle, release = _open_object(zone, info)
-        if handle is None:
+        if handle is None or release is None:
             return entry
         try:
             st = _asdict(statistics_of(handle))
@@ -221,7 +230,7 @@ def _slab_capacity(size: int) -> int:
     return per_page - -(-(per_page // 8) // size)
 
 
-def _zone_numbers(st: dict) -> tuple[dict, list[dict]]:
+def _zone_numbers(st: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     usable = st["total_pages"] * PAGE
     used = max(0, usable - st["free_bytes"])
     allocator = {k: v for k, v in st.items() if k != "classes"}
@@ -238,19 +247,20 @@ def _zone_numbers(st: dict) -> tuple[dict, list[dict]]:
     return allocator, classes
 
 
-def _problems(zone) -> list[str]:
+def _problems(zone: Zone) -> list[str]:
     try:
         return zone.check()
     except Exception as e:
         return [f"{type(e).__name__}: {e}"]
 
 
-def collect_zone(spec: ZoneSpec, *, listed: bool = False) -> dict:
+def collect_zone(spec: ZoneSpec, *, listed: bool = False) -> dict[str, Any]:
     """One zone's entry.  ``listed``: the zone was just seen in /dev/shm, so a missing
     one has vanished ("gone") rather than never existed ("not-found")."""
     from .. import (CorruptedError, ObjectNotFoundError, ShmkitTimeoutError,
                     VersionMismatchError, ZoneInitError)
-    entry = {"name": spec.label, "backend": spec.backend, "state": None, "error": None,
+    entry: dict[str, Any] = {"name": spec.label, "backend": spec.backend, "state": None,
+             "error": None,
              "problems": [], "header": None, "allocator": None, "slab_classes": [],
              "objects": []}
     try:
@@ -312,7 +322,7 @@ def collect_zone(spec: ZoneSpec, *, listed: bool = False) -> dict:
 
 # -- the whole document -------------------------------------------------------------------------
 
-def dev_shm_space(path: str = "/dev/shm") -> dict:
+def dev_shm_space(path: str = "/dev/shm") -> dict[str, Any]:
     try:
         v = os.statvfs(path)
     except OSError as e:
@@ -322,21 +332,21 @@ def dev_shm_space(path: str = "/dev/shm") -> dict:
             "used_percent": round(100.0 * (size - free) / size, 1) if size else 0.0}
 
 
-def collect_segments(match: str | None = None) -> list[dict]:
+def collect_segments(match: str | None = None) -> list[dict[str, Any]]:
     from ..inventory import list_segments
     return [s.as_dict() for s in list_segments(match)]
 
 
-def zones_of(segments: list[dict]) -> list[ZoneSpec]:
+def zones_of(segments: list[dict[str, Any]]) -> list[ZoneSpec]:
     """The POSIX zones among listed segments (SysV and file zones are shown when named)."""
     return [ZoneSpec("posix", name=s["name"]) for s in segments
             if s["backend"] == "posix" and s["kind"] == "zone"]
 
 
-def _alerts(doc: dict) -> list[dict]:
-    out = []
+def _alerts(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
 
-    def alert(level, where, text):
+    def alert(level: str, where: str, text: str) -> None:
         out.append({"level": level, "where": where, "text": text})
 
     shm = doc["dev_shm"]
@@ -377,7 +387,7 @@ def _alerts(doc: dict) -> list[dict]:
 
 
 def collect_status(zones: list[ZoneSpec] | None = None, *, match: str | None = None,
-                   segments: list[dict] | None = None, actions: bool = False) -> dict:
+                   segments: list[dict[str, Any]] | None = None, actions: bool = False) -> dict[str, Any]:
     """The status document.
 
     ``zones``: the zones to show (default: every POSIX zone in /dev/shm, or those whose
@@ -393,7 +403,7 @@ def collect_status(zones: list[ZoneSpec] | None = None, *, match: str | None = N
         specs = zones_of(segments)
     else:
         specs = [z for z in zones if match is None or z.backend != "posix"
-                 or fnmatch.fnmatchcase(z.name, match)]
+                 or fnmatch.fnmatchcase(z.name or "", match)]
     doc = {
         "schema": SCHEMA,
         "shmkit": _version(),
@@ -429,9 +439,9 @@ class Collector:
         self.scan_interval = scan_interval
         self.actions = actions
         self._lock = threading.Lock()
-        self._doc = None
+        self._doc: dict[str, Any] | None = None
         self._doc_at = 0.0
-        self._segments = None
+        self._segments: list[dict[str, Any]] | None = None
         self._segments_at = 0.0
 
     def invalidate(self) -> None:
@@ -439,7 +449,7 @@ class Collector:
         with self._lock:
             self._doc = self._segments = None
 
-    def status(self, *, zones: list[str] | None = None, match: str | None = None) -> dict:
+    def status(self, *, zones: list[str] | None = None, match: str | None = None) -> dict[str, Any]:
         """The document, narrowed by a request's ``zones`` (labels: POSIX names, or the
         ``sysv:``/``file:`` labels of zones this collector was given) and ``match`` (a
         filtered document is collected for that request alone).  A request can narrow
@@ -461,7 +471,7 @@ class Collector:
     def _allowed(self, name: str) -> bool:
         return self.match is None or fnmatch.fnmatchcase(name, self.match)
 
-    def _filtered(self, labels, match) -> dict:
+    def _filtered(self, labels: list[str] | None, match: str | None) -> dict[str, Any]:
         if labels is None:
             specs = self.zones
         elif self.zones is not None:
@@ -473,8 +483,8 @@ class Collector:
                         if self._allowed(s["display_name"])]
             if specs is not None:
                 specs = [z for z in specs if z.backend != "posix" or
-                         (self._allowed(z.name) and
-                          (match is None or fnmatch.fnmatchcase(z.name, match)))]
+                         (self._allowed(z.name or "") and
+                          (match is None or fnmatch.fnmatchcase(z.name or "", match)))]
             else:
                 specs = zones_of(segments)
             return collect_status(specs, segments=segments, actions=self.actions)

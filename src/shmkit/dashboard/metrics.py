@@ -9,6 +9,8 @@ names are stable (docs/serve.md lists them).  Labels: ``zone`` and ``name`` for 
 
 from __future__ import annotations
 
+from typing import Any
+
 try:
     from prometheus_client import CollectorRegistry, exposition
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -22,21 +24,21 @@ CONTENT_TYPE = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTEN
 G, C = "gauge", "counter"
 
 
-def _bool(v):
+def _bool(v: object) -> float:
     return 1.0 if v else 0.0
 
 
-def _dead(v):
+def _dead(v: object) -> float:
     return 1.0 if v is False else 0.0
 
 
-def _ns(v):
+def _ns(v: float) -> float:
     return v / 1e9
 
 
 #: object kind -> [(metric name, statistics() field, type, help, transform or None)]
 #: (counters are exposed with the suffix _total that the format adds)
-METRICS: dict = {
+METRICS: dict[str, Any] = {
     "queue": [
         ("shmkit_queue_depth", "depth", G, "messages in the queue", None),
         ("shmkit_queue_used_bytes", "bytes_used", G, "ring bytes in use, headers included", None),
@@ -180,12 +182,13 @@ def all_metric_names() -> list[str]:
     return sorted(names)
 
 
-def _family(name, typ, help_, labels):
+def _family(name: str, typ: str, help_: str, labels: list[str]) -> Any:
     cls = CounterMetricFamily if typ == C else GaugeMetricFamily
     return cls(name, help_, labels=labels)
 
 
-def _fill(table, labels, rows, out):
+def _fill(table: Any, labels: list[str], rows: list[tuple[list[str], dict[str, Any]]],
+          out: dict[str, Any]) -> None:
     """rows: [(label values, stats dict)] -> one family per metric of the table."""
     for name, field, typ, help_, f in table:
         fam = out.get(name)
@@ -196,9 +199,9 @@ def _fill(table, labels, rows, out):
             fam.add_metric(values, float(f(v) if f else v))
 
 
-def families(doc: dict) -> list:
+def families(doc: dict[str, Any]) -> list[Any]:
     """The metric families of one status document."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     shm = doc["dev_shm"]
     if "size" in shm:
         for name, key in (("shmkit_dev_shm_size_bytes", "size"),
@@ -213,8 +216,9 @@ def families(doc: dict) -> list:
                               labels=["zone", "state"])
     broken = GaugeMetricFamily("shmkit_object_error", "1 when an object could not be read",
                                labels=["zone", "name", "type"])
-    zone_rows, slab_rows = [], []
-    per_kind: dict = {}
+    zone_rows: list[tuple[list[str], dict[str, Any]]] = []
+    slab_rows: list[tuple[list[str], dict[str, Any]]] = []
+    per_kind: dict[str, Any] = {}
     for z in doc["zones"]:
         ready.add_metric([z["name"]], 1.0 if z["state"] == "ready" else 0.0)
         state.add_metric([z["name"], z["state"]], 1.0)
@@ -238,14 +242,14 @@ def families(doc: dict) -> list:
 
 
 class _Collector:
-    def __init__(self, doc):
+    def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
 
-    def collect(self):
+    def collect(self) -> list[Any]:
         return families(self.doc)
 
 
-def render_metrics(doc: dict) -> bytes:
+def render_metrics(doc: dict[str, Any]) -> bytes:
     """The exposition text of one status document."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(doc))

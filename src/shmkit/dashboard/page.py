@@ -16,7 +16,7 @@ __all__ = ["render_page", "content_security_policy"]
 
 @functools.lru_cache(maxsize=None)
 def _asset(name: str) -> str:
-    return resources.files(__package__).joinpath("static", name).read_text("utf-8")
+    return resources.files(__package__ or "shmkit.dashboard").joinpath("static").joinpath(name).read_text("utf-8")
 
 
 def _sha256(text: str) -> str:

@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
 
 from .app import MAX_BODY, App, Request, Response
 
@@ -27,17 +28,18 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = SOCKET_TIMEOUT
 
-    def _serve(self):
-        srv: StatusServer = self.server
+    def _serve(self) -> None:
+        srv = cast(StatusServer, self.server)
         if not srv.slots.acquire(blocking=False):
             self._send(Response.text(503, "too many requests at once; try again"))
             return
         try:
             body = b""
             if self.command == "POST":
-                body = self._read_body()
-                if body is None:
+                read = self._read_body()
+                if read is None:
                     return
+                body = read
             path, _, query = self.path.partition("?")
             if not path.startswith("/"):  # absolute-form request target
                 self._send(Response.text(400, "the request target must be a path"))
@@ -48,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             srv.slots.release()
 
-    def _read_body(self):
+    def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self._send(Response.text(411, "send a Content-Length, not chunks"))
             return None
@@ -65,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(n)
 
-    def _send(self, resp: Response):
+    def _send(self, resp: Response) -> None:
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
         names = {k.lower() for k, _ in resp.headers}
@@ -82,14 +84,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = _serve
 
-    def do_PUT(self):
+    def do_PUT(self) -> None:
         self._send(Response.text(405, f"{self.command} is not allowed"))
 
     do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_PUT
 
-    def log_message(self, fmt, *args):
-        if not self.server.quiet:
-            line = fmt % args
+    def log_message(self, format: str, *args: Any) -> None:
+        if not cast(StatusServer, self.server).quiet:
+            line = format % args
             if len(line) > 300:  # a hostile request line is not copied out whole
                 line = line[:300] + f"... ({len(line)} characters)"
             sys.stderr.write(f"{self.address_string()} - {line}\n")
@@ -99,13 +101,13 @@ class StatusServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return  # the client went away or stalled: its business, not an error here
         super().handle_error(request, client_address)
 
-    def __init__(self, address, app: App, *, quiet: bool = False):
+    def __init__(self, address: tuple[str, int], app: App, *, quiet: bool = False) -> None:
         host = address[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app = app
@@ -124,7 +126,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def make_server(app: App, host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False,
-                allow_hosts: tuple = ()) -> StatusServer:
+                allow_hosts: tuple[str, ...] = ()) -> StatusServer:
     """Bind (port 0: any free port; ``server.server_address`` says which).  On a loopback
     address, requests must name it in their Host header (or one of ``allow_hosts``)."""
     srv = StatusServer((host, port), app, quiet=quiet)

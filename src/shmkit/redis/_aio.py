@@ -24,25 +24,52 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 
+import redis.asyncio
 from redis import exceptions as rx
 
 from .._errors import (ClosedError, NotOwnerError, QueueEmpty, QueueFull, ShmkitTimeoutError)
 from . import _protocol as P
-from ._base import blocking_timeout, wait_timeout
+from ._base import blocking_timeout, queue_timeout, wait_timeout
 from ._errors import BackendConnectionError
-from ._zone import BLOCK_SLICE, Wait, new_id, process_identity, translate
+from ._zone import (BLOCK_SLICE, RedisZone, Wait, detach_at_exit, new_id, process_identity,
+                    translate)
+
+if TYPE_CHECKING:
+    import redis.asyncio.cluster
+    from typing_extensions import Self, TypeAlias
+
+    from ..config import Snapshot
+    from .._types import Timeout
+    from ._board import RedisBoard, RedisConfig
+    from ._queue import RedisQueue
+    from ._sync import RedisEvent, RedisLockBase, RedisSemaphore
+
+    #: the redis.asyncio client of a zone: a single server's or a cluster's
+    AsyncClient: TypeAlias = Union[redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster]
+
+    class AsyncCommands(Protocol):
+        """``execute_command`` of either client (see _zone.Commands)."""
+
+        async def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 __all__ = ["AioQueue", "AioLock", "AioSemaphore", "AioEvent", "AioBoard", "AioConfig"]
+
+T = TypeVar("T")
 
 
 # -- the async client of a zone, one per event loop ----------------------------------------
 
-_clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[int, tuple[RedisZone, AsyncClient]]] = \
+    weakref.WeakKeyDictionary()
 
 
-def aclient(zone):
+def aclient(zone: RedisZone) -> AsyncClient:
     """The redis.asyncio client of ``zone`` for the running event loop."""
     loop = asyncio.get_running_loop()
     per_loop = _clients.setdefault(loop, {})
@@ -51,23 +78,26 @@ def aclient(zone):
         if zone._given_client:
             raise TypeError("aio needs a RedisZone made from a url (it opens its own "
                             "redis.asyncio client)")
+        url = zone.url
+        assert url is not None           # (a zone made from a url)
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         opts = dict(zone._options)
+        client: AsyncClient
         if zone.cluster:
             from redis.asyncio.cluster import RedisCluster
-            client = RedisCluster.from_url(zone.url, **opts)
+            client = RedisCluster.from_url(url, **opts)
         else:
-            import redis.asyncio as ra
             opts.setdefault("retry", Retry(NoBackoff(), 0))
-            client = ra.Redis.from_url(zone.url, **opts)
+            client = redis.asyncio.Redis.from_url(url, **opts)
         c = (zone, client)
         per_loop[id(zone)] = c
     return c[1]
 
 
-async def arun(zone, script: P.Script, keys, args):
-    client = aclient(zone)
+async def arun(zone: RedisZone, script: P.Script, keys: Sequence[str | bytes],
+               args: Sequence[P.Arg]) -> P.Reply:
+    client: AsyncCommands = aclient(zone)
     try:
         try:
             return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -77,22 +107,24 @@ async def arun(zone, script: P.Script, keys, args):
         raise translate(err) from err
 
 
-async def ablocking(zone, key, *args):
+async def ablocking(zone: RedisZone, key: str, *args: Any) -> P.Reply:
     """A blocking command on a connection of its own; closed if anything (a cancellation)
     interrupts it, so that the server drops the command and no reply is left behind."""
     client = aclient(zone)
+    conn: Any     # redis.asyncio's Connection (two classes, the same methods used here)
+    release: Callable[[], object]      # a cluster node's returns None, a pool's a coroutine
     if zone.cluster:
+        from redis.asyncio.cluster import RedisCluster
+        assert isinstance(client, RedisCluster)
         node = client.get_node_from_key(key)
+        assert node is not None        # (None only when asking for a replica)
         conn = node.acquire_connection()
-
-        def release():
-            node.release(conn)
+        release = functools.partial(node.release, conn)
     else:
+        assert isinstance(client, redis.asyncio.Redis)
         pool = client.connection_pool
         conn = await pool.get_connection()
-
-        def release():
-            return pool.release(conn)
+        release = functools.partial(pool.release, conn)
     try:
         await conn.send_command(*args)
         return await conn.read_response()
@@ -107,37 +139,28 @@ async def ablocking(zone, key, *args):
             await r
 
 
-async def ablock(w: Wait, wid: str, hint_ms=None):
-    left = w.left()
-    seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
-    if hint_ms is not None and hint_ms >= 0:
-        seconds = min(seconds, hint_ms / 1000 + 0.005)
+async def ablock(w: Wait, wid: str, hint_ms: float | None = None) -> None:
+    """Wait.block(), awaitable."""
+    seconds = w.slice_seconds(hint_ms)
     if seconds <= 0:
         return
     key = f"{w.base}:w:{wid}"
     await ablocking(w.zone, key, "BLPOP", key, f"{max(seconds, 0.001):.3f}")
 
 
-async def aretry_or_raise(w: Wait, err):
-    left = w.left()
-    if left is not None and left <= 0:
-        raise err
-    w._failures += 1
-    pause = min(0.05 * (2 ** min(w._failures, 5)), 1.0)
-    if left is not None:
-        pause = min(pause, left)
-    await asyncio.sleep(pause)
-    w.prev = ""
+async def aretry_or_raise(w: Wait, err: BackendConnectionError) -> None:
+    """Wait.retry_or_raise(), awaitable."""
+    await asyncio.sleep(w.pause_after(err))
 
 
-async def shielded(coro, on_orphan):
+async def shielded(coro: Awaitable[T], on_orphan: Callable[[T], object]) -> T:
     """Await ``coro`` so that a cancellation of the caller does not cut it off: it runs to
     its end, and its result then goes to ``on_orphan``."""
     task = asyncio.ensure_future(coro)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        def done(t):
+        def done(t: asyncio.Future[T]) -> None:
             if not t.cancelled() and t.exception() is None:
                 on_orphan(t.result())
         task.add_done_callback(done)
@@ -149,16 +172,17 @@ async def shielded(coro, on_orphan):
 class AioQueue:
     """``q.aio``: awaitable get, get_many, put, put_many, join of a RedisQueue."""
 
-    def __init__(self, q):
+    def __init__(self, q: RedisQueue) -> None:
         self._q = q
 
-    def _stash(self):
+    def _stash(self) -> collections.deque[bytes]:
         st = self._q._stash
         if st is None:
             st = self._q._stash = collections.deque()
         return st
 
-    async def _take(self, n, max_bytes, block, timeout):
+    async def _take(self, n: int, max_bytes: int | None, block: bool,
+                    timeout: Timeout) -> list[bytes]:
         q = self._q
         zone = q._live()
         st = q._stash
@@ -168,25 +192,24 @@ class AioQueue:
         if not q._took:
             q._took = True
             zone._renew_later(q)
-            from ._zone import detach_at_exit
             detach_at_exit(q)
-        args = [cid, q._lease_ms, n, max_bytes or 0, "1" if q._maybe_taking else "",
-                "" if q._registered else "1"]
+        args: list[P.Arg] = [cid, q._lease_ms, n, max_bytes or 0,
+                             "1" if q._maybe_taking else "",
+                             "" if q._registered else "1"]
         q._registered = True
 
-        def orphan(r):
+        def orphan(r: P.Reply) -> None:
             if r and r[0] > 0:
                 self._stash().extend(r[1:])
 
         r = await shielded(arun(zone, P.QUEUE_TAKE, q._keys, args), orphan)
         if r[0] > 0:
-            return r[1:]
+            return list(r[1:])
         if r[0] == -1:
             raise ClosedError(f"queue {q._name!r} is closed and drained")
         if not block:
             raise QueueEmpty(f"queue {q._name!r} is empty")
-        from ._queue import _get_timeout
-        w = Wait(zone, q._base, _get_timeout(block, timeout))
+        w = Wait(zone, q._base, queue_timeout(block, timeout))
         taking = f"{q._base}:t:{cid}"
         ready = q._ready
         while True:
@@ -204,26 +227,27 @@ class AioQueue:
                 await aretry_or_raise(w, err)
                 continue
             if r[0] > 0:
-                return r[1:]
+                return list(r[1:])
             if r[0] == -1:
                 raise ClosedError(f"queue {q._name!r} is closed and drained")
 
-    async def get(self, block: bool = True, timeout: float | None = None, *, view=False):
+    async def get(self, block: bool = True, timeout: Timeout = None, *,
+                  view: bool = False) -> Any:
         """Awaitable ``get``: the oldest message; QueueEmpty after ``timeout``."""
         return self._q._decode((await self._take(1, 0, block, timeout))[0], view)
 
     async def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
-                       block: bool = True, timeout: float | None = None) -> list:
+                       block: bool = True, timeout: Timeout = None) -> list[Any]:
         raws = await self._take(max_messages, max_bytes, block, timeout)
         if self._q._objects:
             return [self._q._loads(r) for r in raws]
-        return raws
+        return list(raws)
 
-    async def _put(self, datas, block, timeout):
+    async def _put(self, datas: list[bytes], block: bool, timeout: Timeout) -> int:
         q = self._q
         zone = q._live()
         n = len(datas)
-        done = await arun(zone, P.QUEUE_PUT, q._keys, ["", "", "", 0, *datas])
+        done: int = await arun(zone, P.QUEUE_PUT, q._keys, ["", "", "", 0, *datas])
         if done == n:
             return n
         if done == -1:
@@ -232,8 +256,7 @@ class AioQueue:
             if done:
                 return done
             raise QueueFull(f"queue {q._name!r} is full")
-        from ._queue import _get_timeout
-        w = Wait(zone, q._base, _get_timeout(block, timeout))
+        w = Wait(zone, q._base, queue_timeout(block, timeout))
         while True:
             wid, prev, ms = w.round()
             r = await arun(zone, P.QUEUE_PUT, q._keys, ["", prev, wid, ms, *datas[done:]])
@@ -251,14 +274,15 @@ class AioQueue:
             except BackendConnectionError as err:
                 await aretry_or_raise(w, err)
 
-    async def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+    async def put(self, item: Any, block: bool = True, timeout: Timeout = None) -> None:
         await self._put([self._q._encode(item)], block, timeout)
 
-    async def put_many(self, items, block: bool = True, timeout: float | None = None) -> int:
+    async def put_many(self, items: Iterable[Any], block: bool = True,
+                       timeout: Timeout = None) -> int:
         datas = [self._q._encode(i) for i in items]
         return await self._put(datas, block, timeout) if datas else 0
 
-    async def join(self, timeout: float | None = None) -> None:
+    async def join(self, timeout: Timeout = None) -> None:
         q = self._q
         zone = q._live()
         w = Wait(zone, q._base, wait_timeout(timeout))
@@ -286,7 +310,7 @@ class AioLock:
     """``lock.aio``: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
     ``await lock.aio.release()``, ``async with lock.aio:``."""
 
-    def __init__(self, lock):
+    def __init__(self, lock: RedisLockBase) -> None:
         self._lock = lock
 
     async def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -294,11 +318,11 @@ class AioLock:
         seconds = blocking_timeout(blocking, timeout)
         zone = lock._live()
         owner = lock._owner()
-        args = [lock._base, owner, lock._lease_ms, "1" if lock._reentrant else "0", "", "", 0,
-                "1", new_id()]
+        args: list[P.Arg] = [lock._base, owner, lock._lease_ms,
+                             "1" if lock._reentrant else "0", "", "", 0, "1", new_id()]
         w = Wait(zone, lock._base, seconds)
 
-        def orphan(r):
+        def orphan(r: P.Reply) -> None:
             if r[0] == 1:     # granted after all: give it back at once
                 asyncio.ensure_future(arun(zone, P.LOCK_RELEASE, lock._keys,
                                            [lock._base, owner, args[3]]))
@@ -340,11 +364,11 @@ class AioLock:
                 if lock._held_as == owner:
                     lock._held_as = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         await self.acquire()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.release()
 
 
@@ -352,21 +376,20 @@ class AioSemaphore:
     """``sem.aio``: ``await sem.aio.acquire(blocking=True, timeout=None)``,
     ``await sem.aio.release(n=1)``, ``async with sem.aio:``."""
 
-    def __init__(self, sem):
+    def __init__(self, sem: RedisSemaphore) -> None:
         self._sem = sem
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        from ._sync import _my_units, _units_lock
         sem = self._sem
         seconds = blocking_timeout(blocking, timeout, default=None)
         zone = sem._live()
         owner = process_identity()
         nonce = new_id()
         unit = f"{owner}#{nonce}"
-        args = [sem._base, owner, sem._lease_ms, "", "", 0, "1", nonce]
+        args: list[P.Arg] = [sem._base, owner, sem._lease_ms, "", "", 0, "1", nonce]
         w = Wait(zone, sem._base, seconds)
 
-        def orphan(r):
+        def orphan(r: P.Reply) -> None:
             if r[0] == 1:
                 asyncio.ensure_future(arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, 1, unit]))
 
@@ -382,9 +405,7 @@ class AioSemaphore:
             if r[0] == 1:
                 sem.fencing_token = int(r[1])
                 sem.owner_died = bool(r[2])
-                units = _my_units(sem._base)
-                with _units_lock:
-                    units.append(unit)
+                sem._hold(unit)
                 zone._renew_later(sem)
                 return True
             if not wid:
@@ -395,29 +416,23 @@ class AioSemaphore:
                 await aretry_or_raise(w, err)
 
     async def release(self, n: int = 1) -> None:
-        from ._sync import _my_units, _units_lock
         sem = self._sem
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 1:
             raise ValueError("n must be one or more")
         zone = sem._live()
-        units = _my_units(sem._base)
-        with _units_lock:
-            mine = units[-n:] if n <= len(units) else list(units)
+        mine = sem._mine(n)
         r = await arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, n, *mine])
         if r == -1:
             raise ValueError("Semaphore released too many times")
-        with _units_lock:
-            for u in mine:
-                if u in units:
-                    units.remove(u)
+        sem._forget(mine)
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         await self.acquire()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.release()
 
 
@@ -426,10 +441,10 @@ class AioSemaphore:
 class AioEvent:
     """``event.aio``: ``await event.aio.wait(timeout=None)`` -> the flag."""
 
-    def __init__(self, event):
+    def __init__(self, event: RedisEvent) -> None:
         self._event = event
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    async def wait(self, timeout: Timeout = None) -> bool:
         ev = self._event
         zone = ev._live()
         w = Wait(zone, ev._base, wait_timeout(timeout))
@@ -457,10 +472,11 @@ class AioBoard:
     """``board.aio``: ``await board.aio.wait_newer(version=0, timeout=None)`` ->
     ``(value, version)``."""
 
-    def __init__(self, board):
+    def __init__(self, board: RedisBoard) -> None:
         self._board = board
 
-    async def wait_newer(self, version: int = 0, timeout: float | None = None, *, copy=True):
+    async def wait_newer(self, version: int = 0, timeout: Timeout = None, *,
+                         copy: bool = True) -> tuple[Any, int]:
         b = self._board
         zone = b._live()
         w = Wait(zone, b._base, wait_timeout(timeout))
@@ -483,7 +499,7 @@ class AioBoard:
             except BackendConnectionError as err:
                 await aretry_or_raise(w, err)
 
-    async def wait(self, version: int = 0, timeout: float | None = None) -> int:
+    async def wait(self, version: int = 0, timeout: Timeout = None) -> int:
         return (await self.wait_newer(version, timeout))[1]
 
 
@@ -491,10 +507,11 @@ class AioConfig:
     """``cfg.aio``: ``await cfg.aio.wait_for_change(version=None, timeout=None)`` ->
     ``(snapshot, version)``."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: RedisConfig) -> None:
         self._cfg = cfg
 
-    async def wait_for_change(self, version: int | None = None, timeout: float | None = None):
+    async def wait_for_change(self, version: int | None = None,
+                              timeout: Timeout = None) -> tuple[Snapshot, int]:
         cfg = self._cfg
         if version is None:
             version = cfg._board.version

@@ -1,13 +1,17 @@
 """What every RedisZone object shares: name, zone, lease, pickling by name, argument
-conventions of threading."""
+conventions of threading and queue.Queue."""
 
 from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ClosedError
-from ._zone import RedisZone, _check_lease
+from ._zone import RedisZone, check_lease
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class RedisObject:
@@ -15,15 +19,21 @@ class RedisObject:
 
     _kind = ""
     _closed = True
-    _zone = None
-    _name = None
+    # set by _setup(), first thing in every constructor
+    _zone: RedisZone
+    _name: str
+    _lease: float
+    _lease_ms: int
+    _created: bool
+    _base: str
 
-    def _setup(self, zone, name, *, create: bool = True, lease=None, exclusive: bool = False):
+    def _setup(self, zone: RedisZone, name: str, *, create: bool = True,
+               lease: float | None = None, exclusive: bool = False) -> None:
         if not isinstance(zone, RedisZone):
             raise TypeError(f"zone must be a shmkit.RedisZone, not {type(zone).__name__}")
         self._zone = zone
         self._name = name
-        self._lease = zone.lease if lease is None else _check_lease(lease)
+        self._lease = zone.lease if lease is None else check_lease(lease)
         self._lease_ms = int(self._lease * 1000)
         self._created = zone._register(name, self._kind, create, exclusive)
         self._base = zone.base(name)
@@ -60,10 +70,16 @@ class RedisObject:
         """Drop this handle (the object stays on the server)."""
         self._closed = True
 
-    def _reduce_kwargs(self) -> dict:
+    @classmethod
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
+        """The object ``name`` of ``zone`` attached again (an unpickled handle): each kind
+        of object says how."""
+        raise NotImplementedError
+
+    def _reduce_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         kw = self._reduce_kwargs()
         if self._lease != self._zone.lease:
             kw["lease"] = self._lease
@@ -72,17 +88,19 @@ class RedisObject:
     def _repr_state(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closed else self._repr_state()
         return (f"<shmkit.{type(self).__name__} {self._name!r} in Redis zone "
                 f"{self._zone.name!r}{' ' + state if state else ''}>")
 
 
-def _reopen(cls, zone, name, kwargs):
-    return cls._reopen(zone, name, kwargs)
+def _reopen(cls: type[RedisObject], zone: RedisZone, name: str,
+            kw: dict[str, Any]) -> RedisObject:
+    return cls._reopen(zone, name, kw)
 
 
-def blocking_timeout(blocking, timeout, *, default=-1) -> float | None:
+def blocking_timeout(blocking: object, timeout: object, *,
+                     default: float | None = -1) -> float | None:
     """threading's ``acquire(blocking, timeout)`` conventions: the seconds to wait, None
     for ever, 0 for a single try."""
     blocking = bool(blocking)
@@ -106,7 +124,16 @@ def blocking_timeout(blocking, timeout, *, default=-1) -> float | None:
     return float(timeout)
 
 
-def wait_timeout(timeout) -> float | None:
+def queue_timeout(block: object, timeout: float | None) -> float | None:
+    """queue.Queue's ``put/get(block, timeout)``: 0 for a single try, None for ever."""
+    if not block:
+        return 0.0
+    if timeout is not None and timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return wait_timeout(timeout)
+
+
+def wait_timeout(timeout: object) -> float | None:
     """``wait(timeout=None)``: None for ever, <= 0 a single look."""
     if timeout is None:
         return None

@@ -17,16 +17,26 @@ from __future__ import annotations
 import errno
 import pickle
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from .._dtypes import is_ndarray, numpy_or_hint
 from .._errors import (NotOwnerError, ObjectMismatchError, ObjectNotFoundError, ShmkitOSError,
                        ShmkitTimeoutError, TooLargeError)
-from ..config import _EMPTY, SharedConfig
+from ..config import ConfigBase
 from . import _protocol as P
 from ._base import RedisObject, wait_timeout
 from ._errors import BackendConnectionError
-from ._zone import Wait, process_identity
+from ._zone import RedisZone, Wait, process_identity
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+    from typing_extensions import Self
+
+    from .._types import Buffer, Timeout
+    from ._aio import AioBoard, AioConfig
 
 __all__ = ["RedisBoard", "RedisBoardStats", "RedisConfig"]
 
@@ -51,11 +61,6 @@ class RedisBoardStats:
     is_writer: bool         #: this handle's process is the writer
 
 
-def _is_ndarray(value) -> bool:
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.ndarray)
-
-
 class RedisBoard(RedisObject):
     """A latest-value board on Redis: one writer, any number of readers anywhere.
 
@@ -70,35 +75,38 @@ class RedisBoard(RedisObject):
 
     _kind = "board"
 
-    def __init__(self, name, max_bytes=None, *, zone, buffers=None, writer=False, create=True,
-                 spin_us=20.0, lease=None, _kind="board"):
+    def __init__(self, name: str, max_bytes: int | None = None, *, zone: RedisZone,
+                 buffers: int | None = None, writer: bool = False, create: bool = True,
+                 spin_us: float = 20.0, lease: float | None = None,
+                 _kind: str = "board") -> None:
         if max_bytes is not None and (not isinstance(max_bytes, int)
                                       or isinstance(max_bytes, bool) or max_bytes <= 0):
             raise ValueError(f"max_bytes must be an int > 0 (or None to attach), not {max_bytes!r}")
         self._kind = _kind
         self._setup(zone, name, create=create and max_bytes is not None, lease=lease)
         self._keys = (f"{self._base}:board", f"{self._base}:waiters")
+        have: int
         if max_bytes is None:
-            have = zone.execute("HGET", self._keys[0], "max_bytes")
-            if have is None:
+            raw = zone.execute("HGET", self._keys[0], "max_bytes")
+            if raw is None:
                 raise ObjectNotFoundError(f"board {name!r} has not been initialised yet")
-            have = int(have)
+            have = int(raw)
         else:
             have = int(zone.run(P.BOARD_INIT, self._keys, [self._base, max_bytes]))
             if have != max_bytes:
                 raise ObjectMismatchError(f"board {name!r} exists with max_bytes={have}, not "
                                           f"{max_bytes}")
         self._max_bytes = have
-        self._cache = (None, 0)
-        self._writer_as = None
+        self._cache: tuple[Any, int] = (None, 0)
+        self._writer_as: str | None = None
         if writer:
             self.take_writer()
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         return cls(name, None, zone=zone, **kw)
 
-    def _reduce_kwargs(self):
+    def _reduce_kwargs(self) -> dict[str, Any]:
         return {"_kind": self._kind} if self._kind != "board" else {}
 
     @property
@@ -140,32 +148,32 @@ class RedisBoard(RedisObject):
             self._writer_as = None
 
     # -- publishing ----------------------------------------------------------------------------
-    def _encode(self, value):
+    def _encode(self, value: object) -> tuple[int, bytes]:
         if isinstance(value, (bytes, bytearray)):
             return KIND_BYTES, bytes(value)
         if isinstance(value, memoryview):
             return KIND_BYTES, value.tobytes()
         if isinstance(value, str):
             return KIND_STR, value.encode("utf-8", "surrogatepass")
-        if _is_ndarray(value) and not value.dtype.hasobject:
+        if is_ndarray(value) and not value.dtype.hasobject:
             return KIND_NDARRAY, pickle.dumps(value, protocol=5)
         return KIND_PICKLE, pickle.dumps(value, protocol=5)
 
-    def publish(self, value) -> int:
+    def publish(self, value: object) -> int:
         """Publish ``value`` as the newest one; returns its version.  The first publish of
         a process claims the writer role if nobody holds it (NotOwnerError if another live
         process does).  TooLargeError if the encoded value exceeds max_bytes."""
         kind, data = self._encode(value)
         return self._publish(kind, data)
 
-    def publish_bytes(self, data, kind: int = KIND_BYTES, meta: int = 0) -> int:
+    def publish_bytes(self, data: Buffer, kind: int = KIND_BYTES, meta: int = 0) -> int:
         """Publish raw bytes with an application-defined ``kind`` (>= 1000: readers get the
         bytes back).  ``meta`` is accepted for shmkit.Board's signature."""
         if not isinstance(kind, int) or kind <= 0:
             raise ValueError(f"kind must be an int > 0, not {kind!r}")
         return self._publish(kind, bytes(memoryview(data)))
 
-    def _publish(self, kind, data):
+    def _publish(self, kind: int, data: bytes) -> int:
         zone = self._live()
         if len(data) > self._max_bytes:
             raise TooLargeError(f"board {self._name!r}: the encoded value takes {len(data)} "
@@ -182,7 +190,8 @@ class RedisBoard(RedisObject):
         return int(r)
 
     @contextmanager
-    def loan(self, shape=None, dtype="uint8", *, nbytes: int | None = None):
+    def loan(self, shape: int | tuple[int, ...] | None = None, dtype: DTypeLike = "uint8", *,
+             nbytes: int | None = None) -> Iterator[Any]:
         """Build the next value in a buffer, published when the block ends (an exception
         publishes nothing).  On Redis the buffer is local memory, sent at the end."""
         if (shape is None) == (nbytes is None):
@@ -197,24 +206,25 @@ class RedisBoard(RedisObject):
             yield memoryview(buf)
             self._publish(KIND_BYTES, bytes(buf))
             return
-        from ..board import _numpy
-        np = _numpy("Board.loan(shape=...)")
+        np = numpy_or_hint("Board.loan(shape=...)")
         arr = np.zeros(shape, dtype)
         yield arr
         self.publish(arr)
 
     # -- reading -------------------------------------------------------------------------------
-    def _decode(self, kind, payload):
+    def _decode(self, kind: int, payload: bytes) -> Any:
         if kind == KIND_BYTES or kind >= KIND_USER:
             return payload
         if kind == KIND_STR:
             return payload.decode("utf-8", "surrogatepass")
         value = pickle.loads(payload)
-        if kind == KIND_NDARRAY and _is_ndarray(value):
+        if kind == KIND_NDARRAY and is_ndarray(value):
             value.flags.writeable = False
         return value
 
-    def _look(self, known, prev="", wid="", ms=0):
+    def _look(self, known: int, prev: str = "", wid: str = "",
+              ms: int = 0) -> tuple[Any, int] | None:
+        # reply: [version, kind, value]; version 0: nothing newer than ``known``
         r = self._live().run(P.BOARD_READ, self._keys, [self._base, known, prev, wid, ms])
         if r[0] == 0:
             return None
@@ -222,21 +232,22 @@ class RedisBoard(RedisObject):
         self._cache = result
         return result
 
-    def read(self, *, copy: bool = True):
+    def read(self, *, copy: bool = True) -> tuple[Any, int]:
         """``(value, version)`` of the newest value; ``(None, 0)`` before the first.  While
         the version is unchanged it returns the same tuple again (one round trip that
         carries no value)."""
         r = self._look(self._cache[1])
         return r if r is not None else self._cache
 
-    def read_if_newer(self, version: int, *, copy: bool = True):
+    def read_if_newer(self, version: int, *, copy: bool = True) -> tuple[Any, int] | None:
         """``(value, version)`` if a version newer than ``version`` exists, else None."""
         if version < self._cache[1]:
             r = self._look(self._cache[1])
             return r if r is not None else self._cache
         return self._look(version)
 
-    def wait_newer(self, version: int = 0, timeout: float | None = None, *, copy: bool = True):
+    def wait_newer(self, version: int = 0, timeout: Timeout = None, *,
+                   copy: bool = True) -> tuple[Any, int]:
         """Block until a version newer than ``version`` exists and return ``(value,
         version)`` of the newest; ShmkitTimeoutError after ``timeout`` seconds.  Waits
         server-side, woken by the publish."""
@@ -260,23 +271,24 @@ class RedisBoard(RedisObject):
                 w.retry_or_raise(err)
 
     @property
-    def aio(self):
+    def aio(self) -> AioBoard:
         """Awaitable twins: ``await board.aio.wait_newer(version, timeout)``,
         ``await board.aio.wait(version, timeout)``."""
         from ._aio import AioBoard
         return AioBoard(self)
 
-    def wait(self, version: int = 0, timeout: float | None = None) -> int:
+    def wait(self, version: int = 0, timeout: Timeout = None) -> int:
         """Block until a version newer than ``version`` exists; returns the newest version."""
         return self.wait_newer(version, timeout)[1]
 
-    def follow(self, timeout: float | None = None, *, copy: bool = True, version: int = 0):
+    def follow(self, timeout: Timeout = None, *, copy: bool = True,
+               version: int = 0) -> Iterator[tuple[Any, int]]:
         """Iterate over ``(value, version)`` as values are published."""
         while True:
             value, version = self.wait_newer(version, timeout, copy=copy)
             yield value, version
 
-    def read_into(self, out, *, after: int = 0):
+    def read_into(self, out: Buffer, *, after: int = 0) -> int | None:
         """Copy the newest value into ``out`` (an array of its shape and dtype, or a
         writable buffer of its length); returns its version, None if nothing newer than
         ``after``."""
@@ -284,9 +296,9 @@ class RedisBoard(RedisObject):
         if r is None:
             return None
         value, version = r
-        if _is_ndarray(value):
+        if is_ndarray(value):
             np = sys.modules["numpy"]
-            if not _is_ndarray(out) or out.shape != value.shape or out.dtype != value.dtype:
+            if not is_ndarray(out) or out.shape != value.shape or out.dtype != value.dtype:
                 raise ValueError(f"board {self._name!r}: the value is an array of shape "
                                  f"{value.shape} and dtype {value.dtype}; out is not")
             np.copyto(out, value)
@@ -327,44 +339,48 @@ class RedisBoard(RedisObject):
             pass
         self._closed = True
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"max_bytes={self._max_bytes}"
 
 
-class RedisConfig(SharedConfig):
-    """shmkit.SharedConfig on a RedisBoard (object type "config"): one process loads
-    the configuration, every process on every machine reads the same frozen snapshot.
-    ``zone.config(name, max_bytes=1 MiB, *, create=True, lease=None)``."""
+class RedisConfig(ConfigBase[RedisBoard]):
+    """shmkit.SharedConfig's surface on a RedisBoard (object type "config"): one process
+    loads the configuration, every process on every machine reads the same frozen
+    snapshot.  ``zone.config(name, max_bytes=1 MiB, *, create=True, lease=None)``.
 
-    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone, buffers=None,
-                 spin_us: float = 0.0, create: bool = True, lease: float | None = None):
+    Like every Redis object it is not a subclass of its local twin (its zone is a
+    RedisZone, its statistics a RedisBoardStats); both share ``shmkit.config.ConfigBase``.
+    """
+
+    zone: RedisZone
+
+    def __init__(self, name: str, max_bytes: int | None = 1 << 20, *, zone: RedisZone,
+                 buffers: int | None = None, spin_us: float = 0.0, create: bool = True,
+                 lease: float | None = None) -> None:
         self._board = RedisBoard(name, max_bytes, zone=zone, create=create, lease=lease,
                                  _kind="config")
         self.name = name
         self.zone = zone
-        self._snap = (_EMPTY, 0, None)
+
+    def statistics(self) -> RedisBoardStats:
+        return self._board.statistics()
 
     @property
-    def aio(self):
+    def aio(self) -> AioConfig:
         """Awaitable twin: ``await cfg.aio.wait_for_change(version, timeout)``."""
         from ._aio import AioConfig
         return AioConfig(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_config, (self.zone, self.name))
 
-    def __repr__(self):
-        if self.closed:
-            return f"<shmkit.RedisConfig {self.name!r} closed>"
-        return f"<shmkit.RedisConfig {self.name!r} version={self.version}>"
 
-
-def _reopen_config(zone, name):
+def _reopen_config(zone: RedisZone, name: str) -> RedisConfig:
     return RedisConfig(name, None, zone=zone)
 

@@ -1,14 +1,36 @@
 """``shmkit ls --url URL`` and ``shmkit info --url URL NAME``: the objects of a
-RedisZone (the cli module calls these; they use the public API only)."""
+RedisZone (the cli module calls these; they use the public API only).
+
+The command-line layer of the Redis backend (docs/ARCHITECTURE.md): ``shmkit.cli``
+imports it, and it takes what both share (exit codes, CliError, sizes) from
+``shmkit._cliutil`` and the output functions from its caller, never from ``cli``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .._cliutil import EXIT_USAGE, CliError, human_bytes
 from .._errors import ObjectNotFoundError
 from . import _protocol as P
 from ._zone import RedisZone, split_url
+
+if TYPE_CHECKING:
+    import argparse
+
+#: what the command line hands in: print a line; print rows under a header; print JSON
+Out = Callable[[str], None]
+Table = Callable[[list[list[str]], list[str]], None]
+AsJson = Callable[[object], None]
+
+
+class _Observed(Protocol):
+    """Any object of a RedisZone: its statistics() is a frozen *Stats dataclass."""
+
+    def statistics(self) -> Any: ...
 
 
 def _zone_from(url: str, zone: str | None) -> tuple[str, str | None]:
@@ -22,14 +44,14 @@ def _when(ns: int) -> str:
     return datetime.datetime.fromtimestamp(ns / 1e9).isoformat(sep=" ", timespec="seconds")
 
 
-def list_zones(url: str) -> list[dict]:
+def list_zones(url: str) -> list[dict[str, Any]]:
     """Every shmkit zone on the server (or cluster) at ``url``: name and object count."""
     z = RedisZone("_", url)
     try:
         client = z.client
         kwargs = {"target_nodes": "primaries"} if z.cluster else {}
-        out = []
-        seen = set()
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
         for key in client.scan_iter(match=P.zone_pattern(), count=1000, **kwargs):
             name = P.zone_of_directory_key(key)
             if name is None or name in seen:
@@ -41,7 +63,7 @@ def list_zones(url: str) -> list[dict]:
         z.close()
 
 
-def list_objects(url: str, zone: str) -> list[dict]:
+def list_objects(url: str, zone: str) -> list[dict[str, Any]]:
     z = RedisZone(zone, url)
     try:
         return [dataclasses.asdict(o) for o in z.objects(sizes=True)]
@@ -49,11 +71,11 @@ def list_objects(url: str, zone: str) -> list[dict]:
         z.close()
 
 
-def object_info(url: str, zone: str, name: str) -> dict:
+def object_info(url: str, zone: str, name: str) -> dict[str, Any]:
     z = RedisZone(zone, url)
     try:
         entry = z.find(name)
-        open_ = {
+        openers: dict[str, Callable[[], _Observed]] = {
             "queue": lambda: z.queue(name, create=False),
             "dict": lambda: z.dict(name, create=False),
             "lock": lambda: z.lock(name, create=False),
@@ -62,8 +84,9 @@ def object_info(url: str, zone: str, name: str) -> dict:
             "event": lambda: z.event(name, create=False),
             "counter": lambda: z.counter(name, create=False),
             "board": lambda: z.board(name, create=False),
-            "config": lambda: z.config(name, None, create=False)._board,
-        }.get(entry.type)
+            "config": lambda: z.config(name, None, create=False),
+        }
+        open_ = openers.get(entry.type)
         out = dataclasses.asdict(entry)
         if open_ is not None:
             obj = open_()
@@ -78,16 +101,15 @@ def object_info(url: str, zone: str, name: str) -> dict:
         z.close()
 
 
-def _size(n, args) -> str:
+def _size(n: int | None, args: argparse.Namespace) -> str:
     if n is None:
         return "-"
     if getattr(args, "bytes", False):
         return str(n)
-    from ..cli import _bytes
-    return _bytes(n)
+    return human_bytes(n)
 
 
-def cmd_ls(args, out, table, as_json) -> int:
+def cmd_ls(args: argparse.Namespace, out: Out, table: Table, as_json: AsJson) -> int:
     url, zone = _zone_from(args.url, getattr(args, "zone", None) or getattr(args, "pattern", None))
     if zone is None:
         rows = list_zones(url)
@@ -107,9 +129,8 @@ def cmd_ls(args, out, table, as_json) -> int:
     return 0
 
 
-def cmd_info(args, out, as_json) -> int:
+def cmd_info(args: argparse.Namespace, out: Out, as_json: AsJson) -> int:
     url, zone = _zone_from(args.url, getattr(args, "zone", None))
-    from ..cli import EXIT_USAGE, CliError
     name = args.name
     if zone is None and name and "/" in name:          # ZONE/OBJECT, as for local zones
         zone, _, name = name.partition("/")

@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
+from collections.abc import (Callable, ItemsView, Iterable, Iterator, KeysView, Mapping,
+                             MutableMapping, ValuesView)
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
 
 from redis import exceptions as rx
 
 from .._errors import ObjectMismatchError, ObjectTypeError
+from .._types import Key
 from . import _protocol as P
 from ._base import RedisObject
-from ._zone import translate
+from ._zone import RedisZone, translate
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .._types import Serializer
 
 __all__ = ["RedisDict", "RedisDictStats"]
 
@@ -47,7 +55,7 @@ class RedisDictStats:
     eviction_policy: str
 
 
-def _ttl_ms(ttl) -> int:
+def _ttl_ms(ttl: object) -> int:
     """Seconds -> milliseconds for PX (0: no expiry), with shmkit.Dict's rules."""
     if ttl is None or ttl == 0:
         return 0
@@ -58,8 +66,12 @@ def _ttl_ms(ttl) -> int:
     return max(1, int(round(ttl * 1000)))
 
 
-class _Items(ItemsView):
-    def __iter__(self):
+class _Items(ItemsView[Key, Any]):
+    """Items of a live dict: keys that vanish while iterating are skipped."""
+
+    _mapping: RedisDict
+
+    def __iter__(self) -> Iterator[tuple[Key, Any]]:
         d = self._mapping
         for key in d:
             value = d.get(key, _MISSING)
@@ -67,8 +79,12 @@ class _Items(ItemsView):
                 yield key, value
 
 
-class _Values(ValuesView):
-    def __iter__(self):
+class _Values(ValuesView[Any]):
+    """Values of a live dict: keys that vanish while iterating are skipped."""
+
+    _mapping: RedisDict
+
+    def __iter__(self) -> Iterator[Any]:
         d = self._mapping
         for key in d:
             value = d.get(key, _MISSING)
@@ -76,7 +92,7 @@ class _Values(ValuesView):
                 yield value
 
 
-class RedisDict(RedisObject, MutableMapping):
+class RedisDict(RedisObject, MutableMapping[Key, Any]):
     """A dictionary on Redis with shmkit.Dict's surface.
 
     ``zone.dict(name, capacity=None, *, serializer=None, create=True)``.  ``capacity`` is
@@ -87,15 +103,18 @@ class RedisDict(RedisObject, MutableMapping):
 
     _kind = "dict"
 
-    def __init__(self, name, capacity=None, *, zone, serializer=None, shards=None, clock=None,
-                 create=True, lease=None):
+    def __init__(self, name: str, capacity: int | None = None, *, zone: RedisZone,
+                 serializer: Serializer | None = None, shards: int | None = None,
+                 clock: object = None, create: bool = True,
+                 lease: float | None = None) -> None:
         if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool)
                                      or capacity <= 0):
             raise ValueError(f"capacity must be a number of bytes > 0, not {capacity!r}")
         if clock is not None:
             raise ValueError("clock= cannot be used with a RedisDict: TTLs run on the Redis "
                              "server's clock")
-        dumps = loads = None
+        dumps: P.Dumps | None = None
+        loads: P.Loads | None = None
         if serializer is not None:
             dumps = getattr(serializer, "dumps", None)
             loads = getattr(serializer, "loads", None)
@@ -116,41 +135,46 @@ class RedisDict(RedisObject, MutableMapping):
         self._ks = f"{self._base}:k:s:"
         self._kb = self._ks[:-2].encode() + b"b:"
         self._kprefix = f"{self._base}:k:".encode()
-        self._exec = zone.command
+        self._exec: Callable[..., P.Reply] = zone.command
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         serializer = kw.get("serializer")
         if isinstance(serializer, tuple) and serializer[:1] == ("module",):
             import importlib
             kw = dict(kw, serializer=importlib.import_module(serializer[1]))
         return cls(name, zone=zone, create=False, **kw)
 
-    def _reduce_kwargs(self):
-        serializer = self._serializer
+    def _reduce_kwargs(self) -> dict[str, Any]:
+        serializer: object = self._serializer
         if isinstance(serializer, types.ModuleType):     # modules travel by name
             serializer = ("module", serializer.__name__)
         return {"serializer": serializer}
 
-    def _key(self, key):
+    def _key(self, key: Any) -> str | bytes:
+        # exact types (a str subclass is refused, as by shmkit.Dict); checkers do not
+        # follow ``t is str``, so the result is declared
         t = type(key)
+        k: str | bytes
         if t is str:
-            return self._ks + key
-        if t is bytes:
-            return self._kb + key
-        raise TypeError(f"dict keys are str or bytes, not {t.__name__}")
+            k = self._ks + key
+        elif t is bytes:
+            k = self._kb + key
+        else:
+            raise TypeError(f"dict keys are str or bytes, not {t.__name__}")
+        return k
 
-    def _call(self, *args):
+    def _call(self, *args: Any) -> P.Reply:
         try:
             return self._exec(*args)
         except rx.RedisError as err:
             raise translate(err) from err
 
-    def _list(self, k):
+    def _list(self, k: str | bytes) -> list[Any]:
         return [_decode(r, self._loads) for r in self._call("LRANGE", k, 0, -1)]
 
     # -- the mapping -----------------------------------------------------------------------
-    def __getitem__(self, key):
+    def __getitem__(self, key: Key) -> Any:
         k = self._key(key)
         try:
             v = self._exec("GET", k)
@@ -164,7 +188,7 @@ class RedisDict(RedisObject, MutableMapping):
             raise KeyError(key)
         return _decode(v, self._loads)
 
-    def get(self, key, default=None):
+    def get(self, key: Key, default: Any = None) -> Any:
         """The value, or ``default`` when the key is missing (or expired)."""
         k = self._key(key)
         try:
@@ -179,23 +203,23 @@ class RedisDict(RedisObject, MutableMapping):
             return default
         return _decode(v, self._loads)
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Key, value: Any) -> None:
         k = self._key(key)
         try:
             self._exec("SET", k, _encode(value, self._dumps))
         except rx.RedisError as err:
             raise translate(err) from err
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Key) -> None:
         if not self._call("DEL", self._key(key)):
             raise KeyError(key)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         if type(key) not in (str, bytes):
             return False
         return bool(self._call("EXISTS", self._key(key)))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Key]:
         n = len(self._kprefix)
         for raw in self._zone._object_keys(self._name):
             if raw.startswith(self._kprefix):
@@ -205,36 +229,42 @@ class RedisDict(RedisObject, MutableMapping):
                 elif rest[:2] == b"b:":
                     yield rest[2:]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def keys(self, max_count: int | None = None):
+    @overload
+    def keys(self) -> KeysView[Key]: ...
+
+    @overload
+    def keys(self, max_count: int) -> list[Key]: ...
+
+    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
         """Without an argument a live KeysView; with one a list of at most ``max_count``
         keys (0: all), like OpenResty's get_keys."""
         if max_count is None:
             return KeysView(self)
         return self.get_keys(max_count)
 
-    def get_keys(self, max_count: int = 1024) -> list:
+    def get_keys(self, max_count: int = 1024) -> list[Key]:
         if not isinstance(max_count, int) or max_count < 0:
             raise ValueError(f"max_count must be an int >= 0 (0: all), not {max_count!r}")
-        out = []
+        out: list[Key] = []
         for k in self:
             out.append(k)
             if max_count and len(out) >= max_count:
                 break
         return out
 
-    def items(self):
+    def items(self) -> _Items:
         return _Items(self)
 
-    def values(self):
+    def values(self) -> _Values:
         return _Values(self)
 
     def clear(self) -> None:
         self.flush_all()
 
-    def pop(self, key, default=_MISSING):
+    def pop(self, key: Key, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (atomic); ``default`` or KeyError when
         missing."""
         r = self._zone.run(P.DICT_POP, (self._key(key),), [self._base])
@@ -246,14 +276,14 @@ class RedisDict(RedisObject, MutableMapping):
             return [_decode(x, self._loads) for x in r[1:]]
         return _decode(r[1], self._loads)
 
-    def popitem(self):
+    def popitem(self) -> tuple[Key, Any]:
         for key in self:
             value = self.pop(key, _MISSING)
             if value is not _MISSING:
                 return key, value
         raise KeyError("popitem(): dict is empty")
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``; if it is missing, store ``default`` and return it (one
         atomic SET NX GET)."""
         k = self._key(key)
@@ -268,14 +298,16 @@ class RedisDict(RedisObject, MutableMapping):
         return default if old is None else _decode(old, self._loads)
 
     # -- batches: one round trip ------------------------------------------------------------
-    def _keys_of(self, keys) -> list:
+    def _keys_of(self, keys: Iterable[Any]) -> list[str | bytes]:
         prefix = self._ks
+        out: list[str | bytes]
         try:
-            return [prefix + k for k in keys]        # all str: the common case, no call each
+            out = [prefix + k for k in keys]        # all str: the common case, no call each
         except TypeError:
-            return [self._key(k) for k in keys]
+            out = [self._key(k) for k in keys]
+        return out
 
-    def get_many(self, keys, default=None) -> list:
+    def get_many(self, keys: Iterable[Key], default: Any = None) -> list[Any]:
         """The values of ``keys`` in one round trip (MGET), ``default`` for each missing
         one (and for lists: use ``get`` for those).  A RedisDict extension: the local
         Dict answers each ``get`` in well under a microsecond, a server in a round trip."""
@@ -288,13 +320,17 @@ class RedisDict(RedisObject, MutableMapping):
                 (default if v is None else _decode(v, loads))
                 for v in self._call("MGET", *ks)]
 
-    def set_many(self, items, ttl=None) -> None:
+    def set_many(self, items: Mapping[Key, Any] | Iterable[tuple[Key, Any]],
+                 ttl: float | None = None) -> None:
         """Store every (key, value) of ``items`` (a mapping or pairs) in one round trip:
         MSET, or with ``ttl`` one SET PX each, pipelined."""
-        pairs = items.items() if hasattr(items, "items") else items
+        # a mapping is anything with items(), as for dict.update (checkers cannot follow
+        # hasattr: hence the Any)
+        given: Any = items
+        pairs: Iterable[tuple[Key, Any]] = given.items() if hasattr(given, "items") else given
         dumps = self._dumps
         prefix = self._ks
-        args = []
+        args: list[str | bytes] = []
         append = args.append
         for k, v in pairs:
             append(prefix + k if type(k) is str else self._key(k))
@@ -314,40 +350,41 @@ class RedisDict(RedisObject, MutableMapping):
             raise translate(err) from err
 
     # -- the OpenResty surface ---------------------------------------------------------------
-    def _store(self, key, value, ttl, flags, *cond):
+    def _store(self, key: Key, value: Any, ttl: float | None, flags: int,
+               *cond: str) -> P.Reply:
         enc = P.with_flags(_encode(value, self._dumps), P.check_flags(flags))
         ms = _ttl_ms(ttl)
         if ms:
             return self._call("SET", self._key(key), enc, "PX", ms, *cond)
         return self._call("SET", self._key(key), enc, *cond)
 
-    def set(self, key, value, ttl=None, flags: int = 0) -> int:
+    def set(self, key: Key, value: Any, ttl: float | None = None, flags: int = 0) -> int:
         """Store ``value`` (``ttl`` seconds, None: no expiry).  Returns the number of items
         evicted to make room: always 0 here (eviction is the server's business).
         ZoneFullError when the server is out of memory and may not evict."""
         self._store(key, value, ttl, flags)
         return 0
 
-    def safe_set(self, key, value, ttl=None, flags: int = 0) -> None:
+    def safe_set(self, key: Key, value: Any, ttl: float | None = None, flags: int = 0) -> None:
         """set() that never evicts: on Redis the same as set() (the server's policy
         decides); ZoneFullError when the server refuses the write."""
         self._store(key, value, ttl, flags)
 
-    def add(self, key, value, ttl=None, flags: int = 0) -> bool:
+    def add(self, key: Key, value: Any, ttl: float | None = None, flags: int = 0) -> bool:
         """Store only if the key is missing (or expired): True, else False."""
         return bool(self._store(key, value, ttl, flags, "NX"))
 
     safe_add = add
 
-    def replace(self, key, value, ttl=None, flags: int = 0) -> bool:
+    def replace(self, key: Key, value: Any, ttl: float | None = None, flags: int = 0) -> bool:
         """Store only if the key exists: True, else False."""
         return bool(self._store(key, value, ttl, flags, "XX"))
 
-    def delete(self, key) -> bool:
+    def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it was there."""
         return bool(self._call("DEL", self._key(key)))
 
-    def get_with_flags(self, key, default=None):
+    def get_with_flags(self, key: Key, default: Any = None) -> tuple[Any, int]:
         """``(value, flags)``; ``(default, 0)`` when missing."""
         k = self._key(key)
         try:
@@ -362,7 +399,7 @@ class RedisDict(RedisObject, MutableMapping):
             return default, 0
         return P.decode_with_flags(v, self._loads)
 
-    def get_stale(self, key, default=None):
+    def get_stale(self, key: Key, default: Any = None) -> tuple[Any, int, bool]:
         """``(value, flags, stale)``: Redis removes expired items at once, so ``stale``
         is always False."""
         value, flags = self.get_with_flags(key, _MISSING)
@@ -370,7 +407,8 @@ class RedisDict(RedisObject, MutableMapping):
             return default, 0, False
         return value, flags, False
 
-    def incr(self, key, step=1, init=None, init_ttl=None):
+    def incr(self, key: Key, step: int | float = 1, init: int | float | None = None,
+             init_ttl: float | None = None) -> int | float:
         """Add ``step`` atomically and return the new value.  Missing: KeyError, or with
         ``init`` the key becomes ``init + step`` with ``init_ttl``.  An existing value that
         is not an int or float: ObjectTypeError."""
@@ -389,8 +427,10 @@ class RedisDict(RedisObject, MutableMapping):
         if what == b"i":
             return int(r[1])
         if what == b"f":
-            return P.decode_value(b"\x02" + r[1])
+            result: float = P.decode_value(b"\x02" + r[1])
+            return result
         if what == b"new":
+            assert init is not None      # the script creates the key only with an init
             return init + step
         if what == b"missing":
             raise KeyError(key)
@@ -398,7 +438,8 @@ class RedisDict(RedisObject, MutableMapping):
             raise ObjectTypeError(f"incr of {key!r}: its value is not an int or a float")
         return self._incr_slow(key, k, step, init, ms)
 
-    def _incr_slow(self, key, k, step, init, ms):
+    def _incr_slow(self, key: Key, k: str | bytes, step: int | float,
+                   init: int | float | None, ms: int) -> int | float:
         """Arbitrary-precision ints: read, add in Python, store if unchanged (retry)."""
         for _ in range(10_000):
             raw = self._call("GET", k)
@@ -415,45 +456,46 @@ class RedisDict(RedisObject, MutableMapping):
                 raise ObjectTypeError(f"incr of {key!r}: its value is a "
                                       f"{type(value).__name__}, not an int or a float")
             new = value + step
+            assert isinstance(new, (int, float))
             if self._zone.run(P.DICT_CAS, (k,),
                               [self._base, raw, P.with_flags(_encode(new), flags)]):
                 return new
         raise RuntimeError(f"incr of {key!r}: too much contention")
 
-    def ttl(self, key):
+    def ttl(self, key: Key) -> float | None:
         """Seconds left (ms resolution), None if it never expires; KeyError if missing."""
         r = self._call("PTTL", self._key(key))
         if r == -2:
             raise KeyError(key)
         if r == -1:
             return None
-        return r / 1000
+        return int(r) / 1000
 
-    def expire(self, key, ttl) -> bool:
+    def expire(self, key: Key, ttl: float | None) -> bool:
         """Set the key's ttl (0 or None: no expiry); False if it is missing."""
         return bool(self._zone.run(P.DICT_EXPIRE, (self._key(key),), [self._base, _ttl_ms(ttl)]))
 
-    def lpush(self, key, value) -> int:
-        return self._call("LPUSH", self._key(key), _encode(value, self._dumps))
+    def lpush(self, key: Key, value: Any) -> int:
+        return int(self._call("LPUSH", self._key(key), _encode(value, self._dumps)))
 
-    def rpush(self, key, value) -> int:
-        return self._call("RPUSH", self._key(key), _encode(value, self._dumps))
+    def rpush(self, key: Key, value: Any) -> int:
+        return int(self._call("RPUSH", self._key(key), _encode(value, self._dumps)))
 
-    def lpop(self, key, default=None):
+    def lpop(self, key: Key, default: Any = None) -> Any:
         r = self._call("LPOP", self._key(key))
         return default if r is None else _decode(r, self._loads)
 
-    def rpop(self, key, default=None):
+    def rpop(self, key: Key, default: Any = None) -> Any:
         r = self._call("RPOP", self._key(key))
         return default if r is None else _decode(r, self._loads)
 
-    def llen(self, key) -> int:
-        return self._call("LLEN", self._key(key))
+    def llen(self, key: Key) -> int:
+        return int(self._call("LLEN", self._key(key)))
 
     def flush_all(self) -> int:
         """Remove every item; returns how many there were."""
         n = 0
-        batch = []
+        batch: list[bytes] = []
         for raw in self._zone._object_keys(self._name):
             if raw.startswith(self._kprefix):
                 batch.append(raw)
@@ -468,13 +510,20 @@ class RedisDict(RedisObject, MutableMapping):
         """Redis reclaims expired keys itself: nothing to do, returns 0."""
         return 0
 
-    def _memory(self):
-        info = self._zone.execute("INFO", "memory")
-        if isinstance(info, bytes):
-            info = dict(line.split(":", 1) for line in info.decode().splitlines()
-                        if ":" in line)
-        if isinstance(info, dict) and info and all(isinstance(v, dict) for v in info.values()):
-            info = next(iter(info.values()))   # a cluster client answers per node
+    def _memory(self) -> tuple[int, int, str]:
+        """(capacity, used, eviction policy) from INFO memory."""
+        reply = self._zone.execute("INFO", "memory")
+        info: dict[str, Any]
+        if isinstance(reply, bytes):
+            info = {}
+            for line in reply.decode().splitlines():
+                key, sep, value = line.partition(":")
+                if sep:
+                    info[key] = value
+        else:
+            info = reply                           # parsed by redis-py: a dict
+            if info and all(isinstance(v, dict) for v in info.values()):
+                info = next(iter(info.values()))   # a cluster client answers per node
         used = int(info.get("used_memory", 0))
         cap = int(info.get("maxmemory", 0)) or int(info.get("total_system_memory", 0))
         return cap, used, str(info.get("maxmemory_policy", ""))
@@ -492,7 +541,7 @@ class RedisDict(RedisObject, MutableMapping):
         cap, used, policy = self._memory()
         return RedisDictStats(len(self), cap, max(cap - used, 0), used, policy)
 
-    def check(self) -> list:
+    def check(self) -> list[str]:
         """Nothing to verify on the client side: the server owns the structure."""
         return []
 
@@ -502,10 +551,10 @@ class RedisDict(RedisObject, MutableMapping):
         self.close()
         zone.destroy(self._name)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    __hash__ = None
+    # unhashable, as every MutableMapping (Mapping defines __eq__, so its __hash__ is None)

@@ -31,6 +31,21 @@ import hashlib
 import math
 import pickle
 import struct
+from collections.abc import Callable
+from typing import Any, Union
+
+#: a reply as redis-py hands it over unparsed (no decode_responses, no callbacks on the
+#: hot paths): an int, bytes, a list of replies, or None.  What a script returns is
+#: written beside the script; the callers take it apart with int(), ``r[0]`` ...
+Reply = Any
+
+#: what a command or a script takes as an argument (redis-py encodes each to bytes)
+Arg = Union[str, bytes, int, float]
+
+#: how values are turned into bytes and back (``serializer.dumps``/``loads``; None: pickle);
+#: a text serializer (json) returns str, stored as UTF-8
+Dumps = Callable[[Any], "bytes | str"]
+Loads = Callable[[bytes], Any]
 
 # -- keys ----------------------------------------------------------------------------------
 
@@ -114,18 +129,24 @@ _ENC_FALSE = b"\x04"
 _ENC_NONE = b"\x05"
 
 
-def _pickle_dumps(value) -> bytes:
+def _pickle_dumps(value: object) -> bytes:
     return pickle.dumps(value, protocol=5)
 
 
-def encode_value(value, dumps=None) -> bytes:
+def encode_value(value: Any, dumps: Dumps | None = None) -> bytes:
     """The bytes stored for ``value`` (its type comes back on decode)."""
+    # exact type tests, not isinstance: a subclass (a bool is an int, an IntEnum ...)
+    # is pickled so that it comes back as what it was.  Checkers do not follow ``t is
+    # bytes``, so the two results built from ``value`` (Any) are declared bytes.
     t = type(value)
+    encoded: bytes
     if t is bytes:
-        return _B_BYTES + value
+        encoded = _B_BYTES + value
+        return encoded
     if t is str:
         try:
-            return _B_STR + value.encode()
+            encoded = _B_STR + value.encode()
+            return encoded
         except UnicodeEncodeError:  # lone surrogates: through the serializer, as locally
             pass
     elif t is int:
@@ -141,7 +162,7 @@ def encode_value(value, dumps=None) -> bytes:
     elif value is None:
         return _ENC_NONE
     data = (dumps or _pickle_dumps)(value)
-    if type(data) is str:          # a text serializer (json): stored as UTF-8
+    if isinstance(data, str):      # a text serializer (json): stored as UTF-8
         data = data.encode()
     return b"\x07" + data
 
@@ -152,13 +173,13 @@ def with_flags(encoded: bytes, flags: int) -> bytes:
     return b"\x08" + _FLAGS.pack(flags) + encoded
 
 
-def check_flags(flags) -> int:
+def check_flags(flags: object) -> int:
     if not isinstance(flags, int) or isinstance(flags, bool) or not 0 <= flags <= 0xFFFFFFFF:
         raise ValueError(f"flags must be an int from 0 to 2**32 - 1, not {flags!r}")
     return flags
 
 
-def decode_value(raw: bytes, loads=None):
+def decode_value(raw: bytes, loads: Loads | None = None) -> Any:
     """The value stored as ``raw`` (see encode_value)."""
     t = raw[0]
     if t == T_BYTES:
@@ -185,9 +206,10 @@ def decode_value(raw: bytes, loads=None):
     raise CorruptedError(f"a value with an unknown type tag {t} (not written by shmkit?)")
 
 
-def decode_with_flags(raw: bytes, loads=None) -> tuple:
+def decode_with_flags(raw: bytes, loads: Loads | None = None) -> tuple[Any, int]:
     if raw[0] == T_FLAGS:
-        return decode_value(raw[5:], loads), _FLAGS.unpack_from(raw, 1)[0]
+        flags: int = _FLAGS.unpack_from(raw, 1)[0]
+        return decode_value(raw[5:], loads), flags
     return decode_value(raw, loads), 0
 
 
@@ -210,7 +232,7 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 

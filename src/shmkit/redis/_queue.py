@@ -23,19 +23,31 @@ and the connection is closed, which ends the blocked command on the server.
 
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from .._checks import check_serializer
+from .._deprecation import renamed
 from .._errors import (ClosedError, ObjectMismatchError, QueueEmpty, QueueFull, TooLargeError,
                        ZoneMismatchError)
 from . import _protocol as P
-from ._base import RedisObject, wait_timeout
+from ._base import RedisObject, queue_timeout, wait_timeout
 from ._errors import BackendConnectionError, LeaseLostError
-from ._zone import BLOCK_SLICE, Wait, detach_at_exit, new_id, timeout_error
+from ._zone import (BLOCK_SLICE, RedisZone, Wait, detach_at_exit, new_id, process_identity,
+                    timeout_error)
 
-__all__ = ["RedisQueue", "RedisQueueStatistics", "DELIVERY_MODES"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .._types import SerializerArg
+    from ._aio import AioQueue
+
+__all__ = ["RedisQueue", "RedisQueueStats", "DELIVERY_MODES"]
 
 DELIVERY_MODES = ("at-most-once", "at-least-once")
 _MODES = ("bytes", "objects")
@@ -44,7 +56,7 @@ MAX_MESSAGE_SIZE = 512 << 20
 
 
 @dataclass(frozen=True)
-class RedisQueueStatistics:
+class RedisQueueStats:
     """What ``RedisQueue.statistics()`` returns (totals over all processes)."""
 
     depth: int              #: messages waiting to be taken
@@ -64,21 +76,11 @@ class RedisQueueStatistics:
     closed: bool
 
 
-def _check_serializer(serializer):
-    if serializer is None:
-        return None, None
-    if isinstance(serializer, tuple) and len(serializer) == 2:
-        dumps, loads = serializer
-    else:
-        dumps = getattr(serializer, "dumps", None)
-        loads = getattr(serializer, "loads", None)
-    if not callable(dumps) or not callable(loads):
-        raise TypeError("serializer must have callable dumps() and loads() (like the pickle "
-                        "module), or be a (dumps, loads) pair")
-    return dumps, loads
+def _pickle(obj: object) -> bytes:
+    return pickle.dumps(obj, protocol=5)
 
 
-def _check_limit(value, what):
+def _check_limit(value: object, what: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
@@ -86,14 +88,6 @@ def _check_limit(value, what):
     if value <= 0:
         raise ValueError(f"{what} must be > 0, not {value}")
     return value
-
-
-def _get_timeout(block, timeout):
-    if not block:
-        return 0.0
-    if timeout is not None and timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return wait_timeout(timeout)
 
 
 class RedisQueue(RedisObject):
@@ -118,24 +112,26 @@ class RedisQueue(RedisObject):
 
     _kind = "queue"
 
-    def __init__(self, name, capacity=None, *, zone, max_messages=None, mode="bytes",
-                 serializer=None, delivery=None, lease=None, create=True, exclusive=False,
-                 spin=None):
+    def __init__(self, name: str, capacity: int | None = None, *, zone: RedisZone,
+                 max_messages: int | None = None, mode: str = "bytes",
+                 serializer: SerializerArg | None = None, delivery: str | None = None,
+                 lease: float | None = None, create: bool = True, exclusive: bool = False,
+                 spin: float | None = None) -> None:
         capacity = _check_limit(capacity, "capacity")
         max_messages = _check_limit(max_messages, "max_messages")
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
         if delivery is not None and delivery not in DELIVERY_MODES:
             raise ValueError(f"delivery must be one of {DELIVERY_MODES}, not {delivery!r}")
-        dumps, loads = _check_serializer(serializer)
+        dumps, loads = check_serializer(serializer)
         if serializer is not None and mode != "objects":
             raise ValueError('a serializer is only used with mode="objects"')
         self._setup(zone, name, create=create, lease=lease, exclusive=exclusive)
-        self._keys = (f"{self._base}:meta",)
+        self._keys: tuple[str] = (f"{self._base}:meta",)
         self._ready = f"{self._base}:ready"
         have = zone.run(P.QUEUE_INIT, self._keys,
                         ["", delivery or "at-most-once", max_messages or 0, capacity or 0])
-        have_delivery = have[0].decode()
+        have_delivery: str = have[0].decode()
         have_max, have_cap = int(have[1] or 0), int(have[2] or 0)
         if delivery is not None and delivery != have_delivery:
             raise ObjectMismatchError(f"queue {name!r} exists with delivery={have_delivery!r}, "
@@ -151,25 +147,26 @@ class RedisQueue(RedisObject):
         self._capacity = have_cap
         self.mode = mode
         self._serializer = serializer
-        self._dumps = dumps or (lambda o: pickle.dumps(o, protocol=5))
-        self._loads = loads or pickle.loads
+        self._dumps: P.Dumps = dumps or _pickle
+        self._loads: P.Loads = loads or pickle.loads
         self._objects = mode == "objects"
         self.spin = spin
-        self._cid = None
-        self._cid_pid = None
+        self._cid = ""
+        self._cid_pid: int | None = None
         self._took = False
-        self._stash = None            # messages a cancelled aio.get() took (returned first)
-        self._aio = None
+        # messages a cancelled aio.get() took (returned first)
+        self._stash: collections.deque[bytes] | None = None
+        self._aio: AioQueue | None = None
         self._registered = False      # our lease is in <base>:consumers (renewed for us)
         self._maybe_taking = False    # a BLMOVE may have left a message in our landing list
         self._detached = False
         self._cid_lock = threading.Lock()
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         return cls(name, zone=zone, create=False, **kw)
 
-    def _reduce_kwargs(self):
+    def _reduce_kwargs(self) -> dict[str, Any]:
         return {"mode": self.mode, "serializer": self._serializer}
 
     # -- identity --------------------------------------------------------------------------
@@ -205,22 +202,24 @@ class RedisQueue(RedisObject):
         if self._cid_pid != pid:
             with self._cid_lock:
                 if self._cid_pid != pid:
-                    from ._zone import process_identity
                     self._cid = f"{process_identity()}:{new_id()[:8]}"
                     self._cid_pid = pid
                     self._took = False
                     self._registered = False
         return self._cid
 
-    def _live(self):
+    def _live(self) -> RedisZone:
         if self._detached:
             raise ClosedError(f"{self!r} is detached")
         return super()._live()
 
     # -- encoding --------------------------------------------------------------------------
-    def _encode(self, item) -> bytes:
+    def _encode(self, item: Any) -> bytes:
+        data: bytes | str
         if self._objects:
             data = self._dumps(item)
+            if isinstance(data, str):          # a text serializer (json): sent as UTF-8
+                data = data.encode()
         elif type(item) is bytes:
             data = item
         else:
@@ -237,16 +236,16 @@ class RedisQueue(RedisObject):
                                 f"({MAX_MESSAGE_SIZE})")
         return data
 
-    def _decode(self, raw, view=False):
+    def _decode(self, raw: bytes, view: bool = False) -> Any:
         if self._objects:
             return self._loads(raw)
         return memoryview(raw) if view else raw
 
     # -- put -------------------------------------------------------------------------------
-    def _put(self, datas: list, block, timeout) -> int:
+    def _put(self, datas: list[bytes], block: bool, timeout: float | None) -> int:
         zone = self._live()
         n = len(datas)
-        done = zone.run(P.QUEUE_PUT, self._keys, ["", "", "", 0, *datas])
+        done: int = zone.run(P.QUEUE_PUT, self._keys, ["", "", "", 0, *datas])
         if done == n:
             return n
         if done == -1:
@@ -255,7 +254,7 @@ class RedisQueue(RedisObject):
             if done:
                 return done
             raise QueueFull(f"queue {self._name!r} is full")
-        w = Wait(zone, self._base, _get_timeout(block, timeout))
+        w = Wait(zone, self._base, queue_timeout(block, timeout))
         while True:
             wid, prev, ms = w.round()
             r = zone.run(P.QUEUE_PUT, self._keys, ["", prev, wid, ms, *datas[done:]])
@@ -273,15 +272,16 @@ class RedisQueue(RedisObject):
             except BackendConnectionError as err:
                 w.retry_or_raise(err)
 
-    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item`` at the tail.  Blocks while the queue is full (max_messages or
         capacity), then QueueFull; ClosedError if the queue is closed.  One round trip."""
         self._put([self._encode(item)], block, timeout)
 
-    def put_nowait(self, item) -> None:
+    def put_nowait(self, item: Any) -> None:
         self._put([self._encode(item)], False, None)
 
-    def put_many(self, items, block: bool = True, timeout: float | None = None) -> int:
+    def put_many(self, items: Iterable[Any], block: bool = True,
+                 timeout: float | None = None) -> int:
         """Put every item in order in one round trip (more only while waiting for room).
         Returns how many were put; non-blocking, what fits (QueueFull if nothing)."""
         datas = [self._encode(i) for i in items]
@@ -290,29 +290,32 @@ class RedisQueue(RedisObject):
         return self._put(datas, block, timeout)
 
     # -- get -------------------------------------------------------------------------------
-    def _take(self, n: int, max_bytes, block, timeout) -> list:
+    def _take(self, n: int, max_bytes: int | None, block: bool,
+              timeout: float | None) -> list[bytes]:
         zone = self._live()
         st = self._stash
         if st:
             return [st.popleft() for _ in range(min(n, len(st)))]
         cid = self._consumer()
-        args = [cid, self._lease_ms, n, max_bytes or 0, "1" if self._maybe_taking else "",
-                "" if self._registered else "1"]
+        args: list[P.Arg] = [cid, self._lease_ms, n, max_bytes or 0,
+                             "1" if self._maybe_taking else "",
+                             "" if self._registered else "1"]
         if not self._took:
             self._took = True
             zone._renew_later(self)
             detach_at_exit(self)
         self._registered = True
+        # reply: [count, message...]; count -1: closed and drained
         r = zone.run(P.QUEUE_TAKE, self._keys, args)
         if r[0] > 0:
             if r[0] < n:
                 self._maybe_taking = False
-            return r[1:]
+            return list(r[1:])
         if r[0] == -1:
             raise ClosedError(f"queue {self._name!r} is closed and drained")
         if not block:
             raise QueueEmpty(f"queue {self._name!r} is empty")
-        w = Wait(zone, self._base, _get_timeout(block, timeout))
+        w = Wait(zone, self._base, queue_timeout(block, timeout))
         taking = f"{self._base}:t:{cid}"
         ready = self._ready
         while True:
@@ -332,20 +335,21 @@ class RedisQueue(RedisObject):
             if r[0] > 0:
                 if r[0] < n:
                     self._maybe_taking = False
-                return r[1:]
+                return list(r[1:])
             if r[0] == -1:
                 raise ClosedError(f"queue {self._name!r} is closed and drained")
 
-    def get(self, block: bool = True, timeout: float | None = None, *, view: bool = False):
+    def get(self, block: bool = True, timeout: float | None = None, *,
+            view: bool = False) -> Any:
         """Remove and return the oldest message; QueueEmpty when nothing comes in time,
         ClosedError once the queue is closed and drained.  Blocking waits server-side."""
         return self._decode(self._take(1, 0, block, timeout)[0], view)
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         return self._decode(self._take(1, 0, False, None)[0])
 
     def get_many(self, max_messages: int = 1024, max_bytes: int | None = None,
-                 block: bool = True, timeout: float | None = None) -> list:
+                 block: bool = True, timeout: float | None = None) -> list[Any]:
         """Remove and return up to ``max_messages`` messages in one round trip (at least
         one; blocking, waits for it), stopping before their payloads would pass
         ``max_bytes``."""
@@ -357,10 +361,10 @@ class RedisQueue(RedisObject):
         if self._objects:
             loads = self._loads
             return [loads(r) for r in raws]
-        return raws
+        return list(raws)
 
     @property
-    def aio(self):
+    def aio(self) -> AioQueue:
         """Awaitable twins: ``await q.aio.get()``, ``get_many``, ``put``, ``put_many``,
         ``join`` (redis.asyncio; see _aio for what cancellation does)."""
         if self._aio is None:
@@ -415,7 +419,7 @@ class RedisQueue(RedisObject):
     # -- the rest of the queue.Queue surface -------------------------------------------------
     def qsize(self) -> int:
         """Messages waiting to be taken."""
-        return self._live().execute("LLEN", self._ready)
+        return int(self._live().execute("LLEN", self._ready))
 
     def empty(self) -> bool:
         return self.qsize() == 0
@@ -428,7 +432,7 @@ class RedisQueue(RedisObject):
         held = s.in_flight if self._delivery == "at-least-once" else 0
         if self._max_messages and s.depth + held >= self._max_messages:
             return True
-        return bool(self._capacity and s.bytes_used >= self._capacity)
+        return bool(self._capacity and (s.bytes_used or 0) >= self._capacity)
 
     def close(self) -> None:
         """Close the queue for every process: put() raises ClosedError at once, get()
@@ -442,9 +446,9 @@ class RedisQueue(RedisObject):
     @property
     def closed(self) -> bool:
         """True after close() (by any process)."""
-        return self._zone.execute("HGET", self._keys[0], "closed") == b"1"
+        return bool(self._zone.execute("HGET", self._keys[0], "closed") == b"1")
 
-    def reserve(self, nbytes, block=True, timeout=None):
+    def reserve(self, nbytes: int, block: bool = True, timeout: float | None = None) -> NoReturn:
         """Not on Redis: zero-copy hand-off needs memory both processes map.  put() the
         bytes instead."""
         raise NotImplementedError("RedisQueue has no reserve(): a zero-copy block needs "
@@ -457,7 +461,7 @@ class RedisQueue(RedisObject):
         s = self.statistics()
         return s.redeliveries + s.abandoned_tasks
 
-    def statistics(self) -> RedisQueueStatistics:
+    def statistics(self) -> RedisQueueStats:
         r = self._zone.run(P.QUEUE_STATE, self._keys, [""])
         depth, closed, consumers, flat = r
         if isinstance(flat, dict):
@@ -467,7 +471,7 @@ class RedisQueue(RedisObject):
         puts, gets = st.get("puts", 0), st.get("gets", 0)
         acked, redelivered = st.get("acknowledged", 0), st.get("redeliveries", 0)
         abandoned = st.get("abandoned_tasks", 0)
-        return RedisQueueStatistics(
+        return RedisQueueStats(
             depth=int(depth), bytes_used=st.get("bytes", 0) if self._capacity else None,
             capacity=self._capacity, max_messages=self._max_messages, puts=puts, gets=gets,
             unfinished_tasks=puts - acked - abandoned,
@@ -498,7 +502,7 @@ class RedisQueue(RedisObject):
             self._detached = True
             self._closed = True
 
-    def _exit(self):
+    def _exit(self) -> None:
         self.detach()
 
     def destroy(self) -> None:
@@ -507,11 +511,19 @@ class RedisQueue(RedisObject):
         self.detach()
         zone.destroy(self._name)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"delivery={self._delivery} mode={self.mode}"
+
+
+# the name RedisQueueStats had when the Redis backend was merged (issue 14): every
+# statistics class is <Thing>Stats (pickles made then name the class here)
+if TYPE_CHECKING:
+    RedisQueueStatistics = RedisQueueStats
+else:
+    __getattr__ = renamed(__name__, {"RedisQueueStatistics": ("RedisQueueStats", RedisQueueStats)})

@@ -13,25 +13,32 @@ dead they wake up as its lease runs out.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .._errors import NotOwnerError, ObjectTypeError
 from . import _protocol as P
 from ._base import RedisObject, blocking_timeout, wait_timeout
 from ._errors import BackendConnectionError
-from ._zone import Wait, new_id, process_identity
+from ._zone import RedisZone, Wait, new_id, process_identity
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._aio import AioEvent, AioLock, AioSemaphore
 
 __all__ = ["RedisLock", "RedisRLock", "RedisSemaphore", "RedisBoundedSemaphore", "RedisEvent",
            "RedisCounter", "RedisLockStats", "RedisSemaphoreStats", "RedisEventStats",
            "RedisCounterStats"]
 
 
-def _int(v) -> int:
+def _int(v: Any) -> int:
     return int(v) if v not in (None, b"") else 0
 
 
-def _str(v) -> str:
+def _str(v: object) -> str:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     return "" if v is None else str(v)
@@ -57,20 +64,24 @@ class RedisLockStats:
     last_dead_owner: str       #: the holder whose lease ran out last
 
 
-class _LockBase(RedisObject):
+class RedisLockBase(RedisObject):
+    """What RedisLock and RedisRLock share (the rlock owns per thread, the lock per
+    process)."""
+
     _kind = "lock"
     _reentrant = False
 
-    def __init__(self, name, *, zone, create: bool = True, lease: float | None = None):
+    def __init__(self, name: str, *, zone: RedisZone, create: bool = True,
+                 lease: float | None = None) -> None:
         self._setup(zone, name, create=create, lease=lease)
         self._keys = (f"{self._base}:lock", f"{self._base}:waiters")
         self.owner_died = False
-        self.fencing_token = None
-        self._held_as = None          # the owner string this handle renews, while held
+        self.fencing_token: int | None = None
+        self._held_as: str | None = None   # the owner string this handle renews, while held
         self._renew_lock = threading.Lock()
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         return cls(name, zone=zone, create=False, **kw)
 
     def _owner(self) -> str:
@@ -86,8 +97,8 @@ class _LockBase(RedisObject):
         seconds = blocking_timeout(blocking, timeout)
         zone = self._live()
         owner = self._owner()
-        args = [self._base, owner, self._lease_ms, "1" if self._reentrant else "0", "", "", 0,
-                "1", new_id()]
+        args: list[P.Arg] = [self._base, owner, self._lease_ms, "1" if self._reentrant else "0",
+                             "", "", 0, "1", new_id()]
         w = Wait(zone, self._base, seconds)
         while True:
             wid, prev, ms = w.round()
@@ -113,7 +124,7 @@ class _LockBase(RedisObject):
                 w.retry_or_raise(err)
 
     @property
-    def aio(self):
+    def aio(self) -> AioLock:
         """Awaitable twins: ``await lock.aio.acquire()``, ``await lock.aio.release()``,
         ``async with lock.aio:``."""
         from ._aio import AioLock
@@ -151,7 +162,9 @@ class _LockBase(RedisObject):
         s = self._state()
         return bool(s[0]) and int(s[1]) > 0
 
-    def _state(self):
+    def _state(self) -> P.Reply:
+        # [owner, ms left, fence, count, waiters, acquisitions, contentions, deaths,
+        #  last death ms, last dead owner]
         return self._live().run(P.LOCK_STATE, self._keys, [self._base])
 
     def statistics(self) -> RedisLockStats:
@@ -162,14 +175,14 @@ class _LockBase(RedisObject):
                               _int(s[2]), _int(s[3]), int(s[4]), _int(s[5]), _int(s[6]),
                               _int(s[7]), _int(s[8]) * 1_000_000, _str(s[9]))
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         s = self._state()
         owner = _str(s[0])
         if not owner or int(s[1]) <= 0:
@@ -177,7 +190,7 @@ class _LockBase(RedisObject):
         return f"held by {owner}"
 
 
-class RedisLock(_LockBase):
+class RedisLock(RedisLockBase):
     """A lock shared by every process that names it in the same RedisZone.
 
     ``zone.lock(name, *, create=True, lease=None)``.  ``acquire(blocking=True,
@@ -189,7 +202,7 @@ class RedisLock(_LockBase):
     """
 
 
-class RedisRLock(_LockBase):
+class RedisRLock(RedisLockBase):
     """A reentrant lock on Redis: the *thread* that holds it may acquire it again; it is
     free when released as many times.  Otherwise as RedisLock."""
 
@@ -215,13 +228,13 @@ class RedisSemaphoreStats:
 
 
 # units of a semaphore this process holds, shared by its handles: base -> [unit, ...]
-_units: dict = {}
+# (RedisSemaphore._hold, _mine and _forget are the only ones to touch them)
+_units: dict[str, list[str]] = {}
 _units_lock = threading.Lock()
-_units_pid = [None]
+_units_pid: list[int | None] = [None]
 
 
-def _my_units(base: str) -> list:
-    import os
+def _held_units(base: str) -> list[str]:
     with _units_lock:
         if _units_pid[0] != os.getpid():      # a forked child holds nothing
             _units.clear()
@@ -244,9 +257,9 @@ class RedisSemaphore(RedisObject):
     _kind = "semaphore"
     _bounded = False
 
-    def __init__(self, name, value: int = 1, *, zone, create: bool = True,
+    def __init__(self, name: str, value: int = 1, *, zone: RedisZone, create: bool = True,
                  lease: float | None = None, undo: bool | None = None,
-                 max_processes: int | None = None):
+                 max_processes: int | None = None) -> None:
         # undo and max_processes are shmkit.Semaphore's: every unit here is leased to its
         # process, which is what undo=True means, for any number of processes
         if not isinstance(value, int) or isinstance(value, bool):
@@ -262,12 +275,33 @@ class RedisSemaphore(RedisObject):
             raise ObjectTypeError(f"{name!r} exists as a {kind}, not a {type(self).__name__}")
         self._initial = int(initial)
         self.owner_died = False
-        self.fencing_token = None
+        self.fencing_token: int | None = None
         self._renew_lock = threading.Lock()
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         return cls(name, zone=zone, create=False, **kw)
+
+    # -- the units this process holds (its blocking and awaitable calls share them) ----------
+    def _hold(self, unit: str) -> None:
+        """Record ``unit`` (``owner#nonce``), just granted: renewed, and given back first."""
+        units = _held_units(self._base)
+        with _units_lock:
+            units.append(unit)
+
+    def _mine(self, n: int) -> list[str]:
+        """The (up to ``n``) units of this process that a release of ``n`` gives back."""
+        units = _held_units(self._base)
+        with _units_lock:
+            return units[-n:] if n <= len(units) else list(units)
+
+    def _forget(self, gone: list[str]) -> None:
+        """``gone`` are held no more (released, or their lease ran out)."""
+        units = _held_units(self._base)
+        with _units_lock:
+            for u in gone:
+                if u in units:
+                    units.remove(u)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take one unit; True when taken, False when not in time."""
@@ -275,7 +309,7 @@ class RedisSemaphore(RedisObject):
         zone = self._live()
         owner = process_identity()
         nonce = new_id()
-        args = [self._base, owner, self._lease_ms, "", "", 0, "1", nonce]
+        args: list[P.Arg] = [self._base, owner, self._lease_ms, "", "", 0, "1", nonce]
         w = Wait(zone, self._base, seconds)
         while True:
             wid, prev, ms = w.round()
@@ -289,9 +323,7 @@ class RedisSemaphore(RedisObject):
             if r[0] == 1:
                 self.fencing_token = int(r[1])
                 self.owner_died = bool(r[2])
-                units = _my_units(self._base)
-                with _units_lock:
-                    units.append(f"{owner}#{nonce}")
+                self._hold(f"{owner}#{nonce}")
                 zone._renew_later(self)
                 return True
             if not wid:
@@ -302,7 +334,7 @@ class RedisSemaphore(RedisObject):
                 w.retry_or_raise(err)
 
     @property
-    def aio(self):
+    def aio(self) -> AioSemaphore:
         """Awaitable twins: ``await sem.aio.acquire()``, ``await sem.aio.release()``,
         ``async with sem.aio:``."""
         from ._aio import AioSemaphore
@@ -316,32 +348,24 @@ class RedisSemaphore(RedisObject):
         if n < 1:
             raise ValueError("n must be one or more")
         zone = self._live()
-        units = _my_units(self._base)
-        with _units_lock:
-            mine = units[-n:] if n <= len(units) else list(units)
+        mine = self._mine(n)
         r = zone.run(P.SEM_RELEASE, self._keys, [self._base, n, *mine])
         if r == -1:
             raise ValueError("Semaphore released too many times")
-        with _units_lock:
-            for u in mine:
-                if u in units:
-                    units.remove(u)
+        self._forget(mine)
 
     def _renew(self) -> None:
-        units = _my_units(self._base)
+        units = _held_units(self._base)
         with _units_lock:
             mine = list(units)
         if not mine or self._closed:
             return
         lost = self._zone.run(P.SEM_RENEW, self._keys, [self._base, self._lease_ms, *mine])
         if lost:
-            with _units_lock:
-                for u in lost:
-                    u = _str(u)
-                    if u in units:
-                        units.remove(u)
+            self._forget([_str(u) for u in lost])
 
-    def _state(self):
+    def _state(self) -> P.Reply:
+        # [value, initial, bounded, holders, waiters, acquisitions, contentions, reclaimed]
         return self._live().run(P.SEM_STATE, self._keys, [self._base])
 
     def get_value(self) -> int:
@@ -357,14 +381,14 @@ class RedisSemaphore(RedisObject):
         return RedisSemaphoreStats(self._name, int(s[0]), int(s[1]), s[2] == b"1", int(s[3]),
                                    int(s[4]), int(s[5]), int(s[6]), int(s[7]))
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"value={self.get_value()}"
 
 
@@ -394,12 +418,13 @@ class RedisEvent(RedisObject):
 
     _kind = "event"
 
-    def __init__(self, name, *, zone, create: bool = True, lease: float | None = None):
+    def __init__(self, name: str, *, zone: RedisZone, create: bool = True,
+                 lease: float | None = None) -> None:
         self._setup(zone, name, create=create, lease=lease)
         self._keys = (f"{self._base}:event", f"{self._base}:waiters")
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         return cls(name, zone=zone, create=False, **kw)
 
     def set(self) -> None:
@@ -409,12 +434,12 @@ class RedisEvent(RedisObject):
         self._live().execute("HSET", self._keys[0], "flag", "0")
 
     def is_set(self) -> bool:
-        return self._live().execute("HGET", self._keys[0], "flag") == b"1"
+        return bool(self._live().execute("HGET", self._keys[0], "flag") == b"1")
 
     isSet = is_set
 
     @property
-    def aio(self):
+    def aio(self) -> AioEvent:
         """Awaitable twin: ``await event.aio.wait(timeout=None)``."""
         from ._aio import AioEvent
         return AioEvent(self)
@@ -424,7 +449,7 @@ class RedisEvent(RedisObject):
         seconds = wait_timeout(timeout)
         zone = self._live()
         w = Wait(zone, self._base, seconds)
-        seen = ""
+        seen = ""              # the generation of the flag at the first look
         while True:
             wid, prev, ms = w.round()
             try:
@@ -447,7 +472,7 @@ class RedisEvent(RedisObject):
         s = self._live().run(P.EVENT_STATE, self._keys, [self._base])
         return RedisEventStats(self._name, s[0] == b"1", int(s[3]), _int(s[1]), _int(s[2]))
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return "set" if self.is_set() else "unset"
 
 
@@ -469,8 +494,8 @@ class RedisCounter(RedisObject):
 
     _kind = "counter"
 
-    def __init__(self, name, initial: int = 0, *, zone, create: bool = True,
-                 lease: float | None = None):
+    def __init__(self, name: str, initial: int = 0, *, zone: RedisZone, create: bool = True,
+                 lease: float | None = None) -> None:
         if not isinstance(initial, int) or isinstance(initial, bool):
             raise TypeError(f"initial must be an int, not {type(initial).__name__}")
         if not P.INT64_MIN <= initial <= P.INT64_MAX:
@@ -481,10 +506,10 @@ class RedisCounter(RedisObject):
         self._exec = zone.execute
 
     @classmethod
-    def _reopen(cls, zone, name, kw):
+    def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
         return cls(name, zone=zone, create=False, **kw)
 
-    def _n(self, n) -> int:
+    def _n(self, n: object) -> int:
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"a Counter adds ints, not {type(n).__name__}")
         if not P.INT64_MIN <= n <= P.INT64_MAX:
@@ -494,7 +519,7 @@ class RedisCounter(RedisObject):
     def add(self, n: int = 1) -> int:
         self._live()
         try:
-            return self._exec("INCRBY", self._key, self._n(n))
+            return int(self._exec("INCRBY", self._key, self._n(n)))
         except Exception as err:  # noqa: BLE001  (the overflow Redis reports)
             if "overflow" in str(err):
                 raise OverflowError(f"counter {self._name!r}: the result would not fit in "
@@ -536,15 +561,15 @@ class RedisCounter(RedisObject):
     def value(self, v: int) -> None:
         self.set(v)
 
-    def __iadd__(self, n):
+    def __iadd__(self, n: int) -> Self:
         self.add(n)
         return self
 
-    def __isub__(self, n):
+    def __isub__(self, n: int) -> Self:
         self.sub(n)
         return self
 
-    def __int__(self):
+    def __int__(self) -> int:
         return self.get()
 
     __index__ = __int__
@@ -552,6 +577,6 @@ class RedisCounter(RedisObject):
     def statistics(self) -> RedisCounterStats:
         return RedisCounterStats(self._name, self.get())
 
-    def _repr_state(self):
+    def _repr_state(self) -> str:
         return f"value={self.get()}"
 

@@ -3,28 +3,55 @@
 The zone is the connection (a redis-py client, created lazily once per process), the
 directory of its objects (``shmkit:{zone}:objects``), the process's identity for leases,
 and one background thread per process that renews the leases its objects hold.
+
+The objects' modules build on this one; the zone reaches them only by name, through
+``_FACTORIES`` (as shmkit.Zone does), so that no import runs in a circle.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import socket
 import threading
 import time
 import uuid
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis import exceptions as rx
 
-from .._errors import (InvalidNameError, ObjectExistsError, ObjectNotFoundError,
+from .._checks import check_object_name
+from .._errors import (ClosedError, InvalidNameError, ObjectExistsError, ObjectNotFoundError,
                        ObjectTypeError, ShmkitTimeoutError, ZoneFullError)
-from ..zone import _check_object_name
 from . import _protocol as P
 from ._errors import BackendConnectionError
+
+if TYPE_CHECKING:  # the factories' return types: never imported at run time (see _FACTORIES)
+    from redis.cluster import RedisCluster
+    from typing_extensions import Self, TypeAlias
+
+    from .._types import Serializer, SerializerArg
+    from ._board import RedisBoard, RedisConfig
+    from ._dict import RedisDict
+    from ._queue import RedisQueue
+    from ._sync import (RedisBoundedSemaphore, RedisCounter, RedisEvent, RedisLock, RedisRLock,
+                        RedisSemaphore)
+
+    #: what a zone talks through: a single server's client or a cluster's
+    Client: TypeAlias = Union[redis.Redis, RedisCluster]
+
+    class Commands(Protocol):
+        """``execute_command`` of either client.  redis-py leaves it unannotated, which
+        pyproject's untyped_calls_exclude allows, except that mypy does not apply that
+        to a call on the union Client: such calls go through this."""
+
+        def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 __all__ = ["RedisZone", "RedisObjectInfo", "DEFAULT_URL", "DEFAULT_LEASE"]
 
@@ -64,7 +91,7 @@ def translate(err: Exception) -> Exception:
 
 
 _ident_lock = threading.Lock()
-_ident = (None, "")
+_ident: tuple[int | None, str] = (None, "")
 
 
 def process_identity() -> str:
@@ -84,11 +111,38 @@ def new_id() -> str:
 
 # -- the zone ------------------------------------------------------------------------------
 
-_zones: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+_zones: weakref.WeakValueDictionary[tuple[object, ...], RedisZone] = weakref.WeakValueDictionary()
 _zones_lock = threading.Lock()
 
+#: RedisZone.<method> -> (module of this package, constructor): imported on first use, as
+#: shmkit.Zone's factories are, because those modules import this one
+_FACTORIES: dict[str, tuple[str, str]] = {
+    "queue": ("_queue", "RedisQueue"),
+    "dict": ("_dict", "RedisDict"),
+    "lock": ("_sync", "RedisLock"),
+    "rlock": ("_sync", "RedisRLock"),
+    "semaphore": ("_sync", "RedisSemaphore"),
+    "bounded_semaphore": ("_sync", "RedisBoundedSemaphore"),
+    "event": ("_sync", "RedisEvent"),
+    "counter": ("_sync", "RedisCounter"),
+    "board": ("_board", "RedisBoard"),
+    "config": ("_board", "RedisConfig"),
+}
+_resolved: dict[str, Any] = {}
 
-def _check_zone_name(name) -> str:
+
+def _factory(method: str) -> Any:
+    """The constructor behind ``RedisZone.<method>``, imported on first use."""
+    try:
+        return _resolved[method]
+    except KeyError:
+        module, attr = _FACTORIES[method]
+        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        _resolved[method] = made
+        return made
+
+
+def _check_zone_name(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"zone name must be a str, not {type(name).__name__}")
     if not name:
@@ -143,13 +197,16 @@ class RedisZone:
     pickles as (name, url, options): a child process reconnects.
     """
 
-    _client = None
+    _client: Client | None = None
     _closed = False
+    url: str | None
 
     def __init__(self, name: str, url: str = DEFAULT_URL, *, lease: float = DEFAULT_LEASE,
-                 cluster: bool | None = None, client=None, **options):
+                 cluster: bool | None = None, client: Client | None = None,
+                 **options: Any) -> None:
         self.name = _check_zone_name(name)
-        self.lease = _check_lease(lease)
+        self.lease = check_lease(lease)
+        self._cluster: bool | None
         if client is not None:
             if getattr(client, "get_encoder", None) and client.get_encoder().decode_responses:
                 raise ValueError("the client must be created with decode_responses=False")
@@ -172,10 +229,9 @@ class RedisZone:
 
     # -- connection --------------------------------------------------------------------
     @property
-    def client(self):
+    def client(self) -> Client:
         """The redis-py client (``redis.Redis`` or ``redis.cluster.RedisCluster``)."""
         if self._closed:
-            from .._errors import ClosedError
             raise ClosedError(f"{self!r} is closed")
         c = self._client
         if c is None:
@@ -185,7 +241,9 @@ class RedisZone:
                 c = self._client
         return c
 
-    def _connect(self):
+    def _connect(self) -> Client:
+        url = self.url
+        assert url is not None     # a zone made from a client= never connects itself
         opts = dict(self._options)
         # never send a command twice behind the caller's back (see BackendConnectionError)
         from redis.backoff import NoBackoff
@@ -194,17 +252,21 @@ class RedisZone:
         cluster = self._cluster
         try:
             if cluster is None:
-                probe = redis.Redis.from_url(self.url, **opts)
+                probe = redis.Redis.from_url(url, **opts)
                 try:
-                    cluster = probe.info("cluster").get("cluster_enabled") == 1
+                    # redis-py types every command of both clients as "an awaitable or
+                    # anything"; the blocking client's INFO is a dict
+                    info = probe.info("cluster")
+                    assert isinstance(info, dict)
+                    cluster = info.get("cluster_enabled") == 1
                 finally:
                     probe.close()
                 self._cluster = cluster
             if cluster:
                 from redis.cluster import RedisCluster
                 opts.pop("retry", None)   # the cluster client takes retries per node
-                return RedisCluster.from_url(self.url, **opts)
-            return redis.Redis.from_url(self.url, **opts)
+                return RedisCluster.from_url(url, **opts)
+            return redis.Redis.from_url(url, **opts)
         except rx.RedisError as err:
             raise translate(err) from err
 
@@ -220,14 +282,16 @@ class RedisZone:
         self.execute("PING")
         return time.perf_counter() - t0
 
-    def execute(self, *args, **options):
+    def execute(self, *args: Any, **options: Any) -> P.Reply:
         """Run one Redis command; redis-py errors become shmkit's."""
+        client: Commands = self.client
         try:
-            return self.client.execute_command(*args, **options)
+            return client.execute_command(*args, **options)
         except rx.RedisError as err:
             raise translate(err) from err
 
-    def run(self, script: P.Script, keys, args):
+    def run(self, script: P.Script, keys: Sequence[str | bytes],
+            args: Sequence[P.Arg]) -> P.Reply:
         """Run a protocol script (EVALSHA; EVAL when the server does not have it)."""
         command = self.command
         try:
@@ -238,7 +302,7 @@ class RedisZone:
         except rx.RedisError as err:
             raise translate(err) from err
 
-    def command(self, *args, **options):
+    def command(self, *args: Any, **options: Any) -> P.Reply:
         """One command on this thread's own connection, the reply unparsed; redis-py's
         exceptions as they are (the hot paths translate them).
 
@@ -253,8 +317,9 @@ class RedisZone:
         if conn is None or tl.pid != os.getpid():
             client = self.client
             if self._cluster:
-                self.command = client.execute_command
-                return client.execute_command(*args, **options)
+                cluster: Commands = client
+                return cluster.execute_command(*args, **options)
+            assert isinstance(client, redis.Redis)
             pool = client.connection_pool
             conn = pool.connection_class(**pool.connection_kwargs)
             tl.conn = conn
@@ -273,14 +338,17 @@ class RedisZone:
             conn.disconnect()          # no stray reply for the next command
             raise
 
-    def _pool_for(self, key):
+    def _pool_for(self, key: str) -> redis.ConnectionPool:
         client = self.client
         if self._cluster:
+            assert not isinstance(client, redis.Redis)
             node = client.get_node_from_key(key)
+            assert node is not None        # (None only when asking for a replica)
             return client.get_redis_connection(node).connection_pool
+        assert isinstance(client, redis.Redis)
         return client.connection_pool
 
-    def blocking(self, key, *args):
+    def blocking(self, key: str, *args: Any) -> P.Reply:
         """Run a blocking command (BLPOP, BLMOVE) that may wait for long.
 
         It runs on a connection of its own from the pool; if anything interrupts it (a
@@ -291,7 +359,7 @@ class RedisZone:
         try:
             conn = pool.get_connection()
         except TypeError:           # redis-py < 6 wants a command name
-            conn = pool.get_connection(args[0])
+            conn = pool.get_connection(args[0])  # pyright: ignore[reportCallIssue]
         except rx.RedisError as err:
             raise translate(err) from err
         try:
@@ -316,7 +384,7 @@ class RedisZone:
     def _register(self, name: str, kind: str, create: bool, exclusive: bool = False) -> bool:
         """Find ``name`` (of type ``kind``) in the directory, or create its entry.
         Returns True when this call created it."""
-        _check_object_name(name)
+        check_object_name(name)
         if create:
             t = self.execute("TIME")
             now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
@@ -341,7 +409,7 @@ class RedisZone:
 
     def find(self, name: str) -> RedisObjectInfo:
         """The directory entry of ``name``; ObjectNotFoundError if there is none."""
-        raw = self.execute("HGET", self._directory, _check_object_name(name))
+        raw = self.execute("HGET", self._directory, check_object_name(name))
         if raw is None:
             raise ObjectNotFoundError(f"no object {name!r} in Redis zone {self.name!r}")
         kind, created_ms, creator = P.parse_directory_record(raw)
@@ -364,12 +432,13 @@ class RedisZone:
                                        nbytes))
         return out
 
-    def _object_keys(self, name: str):
+    def _object_keys(self, name: str) -> Iterator[bytes]:
         base = self.base(name)
         pattern = P.glob_escape(base) + ":*"
         client = self.client
         try:
             if self._cluster:
+                assert not isinstance(client, redis.Redis)
                 node = client.get_node_from_key(base)
                 yield from client.scan_iter(match=pattern, count=1000, target_nodes=node)
             else:
@@ -377,18 +446,17 @@ class RedisZone:
         except rx.RedisError as err:
             raise translate(err) from err
 
-    def _measure(self, name: str, kind: str):
+    def _measure(self, name: str, kind: str) -> tuple[int | None, int]:
         base = self.base(name)
         nbytes = 0
-        nkeys = 0
         for key in self._object_keys(name):
-            nkeys += 1
             try:
                 nbytes += self.execute("MEMORY", "USAGE", key, "SAMPLES", "0") or 0
             except rx.ResponseError:
                 pass
+        items: int | None
         if kind == "queue":
-            items = self.execute("LLEN", f"{base}:ready")
+            items = int(self.execute("LLEN", f"{base}:ready"))
         elif kind == "dict":
             items = sum(1 for k in self._object_keys(name) if k.startswith(f"{base}:k:".encode()))
         elif kind in ("board", "config"):
@@ -399,7 +467,7 @@ class RedisZone:
             items = None
         return items, nbytes
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: str) -> bool:
         try:
             self.find(name)
             return True
@@ -410,7 +478,7 @@ class RedisZone:
         """Remove the object ``name``: every key it has and its directory entry.  Other
         processes must have stopped using it."""
         self.find(name)
-        batch = []
+        batch: list[bytes] = []
         for key in self._object_keys(name):
             batch.append(key)
             if len(batch) >= 500:
@@ -433,51 +501,81 @@ class RedisZone:
         return len(names)
 
     # -- leases ------------------------------------------------------------------------------
-    def _renew_later(self, obj) -> None:
+    def _renew_later(self, obj: Leased) -> None:
         """Have ``obj._renew()`` called every lease/3 seconds while it lives (by the one
         renewing thread of this process, shared by all zones)."""
         _process_renewer().add(obj)
 
-    # -- structures ----------------------------------------------------------------------------
-    def queue(self, name, capacity=None, **kw):
-        from ._queue import RedisQueue
-        return RedisQueue(name, capacity, zone=self, **kw)
+    # -- structures: late-bound factories (see _FACTORIES) -------------------------------------
+    def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
+              mode: str = "bytes", serializer: SerializerArg | None = None,
+              delivery: str | None = None, lease: float | None = None, create: bool = True,
+              exclusive: bool = False, spin: float | None = None) -> RedisQueue:
+        """The RedisQueue ``name`` of this zone (see RedisQueue)."""
+        return cast("RedisQueue", _factory("queue")(
+            name, capacity, zone=self, max_messages=max_messages, mode=mode,
+            serializer=serializer, delivery=delivery, lease=lease, create=create,
+            exclusive=exclusive, spin=spin))
 
-    def dict(self, name, capacity=None, **kw):
-        from ._dict import RedisDict
-        return RedisDict(name, capacity, zone=self, **kw)
+    def dict(self, name: str, capacity: int | None = None, *,
+             serializer: Serializer | None = None, shards: int | None = None,
+             clock: object = None, create: bool = True,
+             lease: float | None = None) -> RedisDict:
+        """The RedisDict ``name`` of this zone (see RedisDict)."""
+        return cast("RedisDict", _factory("dict")(
+            name, capacity, zone=self, serializer=serializer, shards=shards, clock=clock,
+            create=create, lease=lease))
 
-    def lock(self, name, **kw):
-        from ._sync import RedisLock
-        return RedisLock(name, zone=self, **kw)
+    def lock(self, name: str, *, create: bool = True, lease: float | None = None) -> RedisLock:
+        """The RedisLock ``name`` of this zone (see RedisLock)."""
+        return cast("RedisLock", _factory("lock")(name, zone=self, create=create, lease=lease))
 
-    def rlock(self, name, **kw):
-        from ._sync import RedisRLock
-        return RedisRLock(name, zone=self, **kw)
+    def rlock(self, name: str, *, create: bool = True, lease: float | None = None) -> RedisRLock:
+        """The RedisRLock ``name`` of this zone (see RedisRLock)."""
+        return cast("RedisRLock", _factory("rlock")(name, zone=self, create=create, lease=lease))
 
-    def semaphore(self, name, value=1, **kw):
-        from ._sync import RedisSemaphore
-        return RedisSemaphore(name, value, zone=self, **kw)
+    def semaphore(self, name: str, value: int = 1, *, create: bool = True,
+                  lease: float | None = None, undo: bool | None = None,
+                  max_processes: int | None = None) -> RedisSemaphore:
+        """The RedisSemaphore ``name`` of this zone (see RedisSemaphore)."""
+        return cast("RedisSemaphore", _factory("semaphore")(
+            name, value, zone=self, create=create, lease=lease, undo=undo,
+            max_processes=max_processes))
 
-    def bounded_semaphore(self, name, value=1, **kw):
-        from ._sync import RedisBoundedSemaphore
-        return RedisBoundedSemaphore(name, value, zone=self, **kw)
+    def bounded_semaphore(self, name: str, value: int = 1, *, create: bool = True,
+                          lease: float | None = None, undo: bool | None = None,
+                          max_processes: int | None = None) -> RedisBoundedSemaphore:
+        """The RedisBoundedSemaphore ``name`` of this zone (see RedisBoundedSemaphore)."""
+        return cast("RedisBoundedSemaphore", _factory("bounded_semaphore")(
+            name, value, zone=self, create=create, lease=lease, undo=undo,
+            max_processes=max_processes))
 
-    def event(self, name, **kw):
-        from ._sync import RedisEvent
-        return RedisEvent(name, zone=self, **kw)
+    def event(self, name: str, *, create: bool = True, lease: float | None = None) -> RedisEvent:
+        """The RedisEvent ``name`` of this zone (see RedisEvent)."""
+        return cast("RedisEvent", _factory("event")(name, zone=self, create=create, lease=lease))
 
-    def counter(self, name, initial=0, **kw):
-        from ._sync import RedisCounter
-        return RedisCounter(name, initial, zone=self, **kw)
+    def counter(self, name: str, initial: int = 0, *, create: bool = True,
+                lease: float | None = None) -> RedisCounter:
+        """The RedisCounter ``name`` of this zone (see RedisCounter)."""
+        return cast("RedisCounter", _factory("counter")(name, initial, zone=self, create=create,
+                                                        lease=lease))
 
-    def board(self, name, max_bytes=None, **kw):
-        from ._board import RedisBoard
-        return RedisBoard(name, max_bytes, zone=self, **kw)
+    def board(self, name: str, max_bytes: int | None = None, *, buffers: int | None = None,
+              writer: bool = False, create: bool = True, spin_us: float = 20.0,
+              lease: float | None = None) -> RedisBoard:
+        """The RedisBoard ``name`` of this zone (see RedisBoard; ``max_bytes=None``
+        attaches to an existing board)."""
+        return cast("RedisBoard", _factory("board")(
+            name, max_bytes, zone=self, buffers=buffers, writer=writer, create=create,
+            spin_us=spin_us, lease=lease))
 
-    def config(self, name, max_bytes=1 << 20, **kw):
-        from ._board import RedisConfig
-        return RedisConfig(name, max_bytes, zone=self, **kw)
+    def config(self, name: str, max_bytes: int | None = 1 << 20, *, buffers: int | None = None,
+               spin_us: float = 0.0, create: bool = True,
+               lease: float | None = None) -> RedisConfig:
+        """The RedisConfig ``name`` of this zone (see RedisConfig)."""
+        return cast("RedisConfig", _factory("config")(
+            name, max_bytes, zone=self, buffers=buffers, spin_us=spin_us, create=create,
+            lease=lease))
 
     _LOCAL_ONLY = {
         "rwlock": "a readers-writer lock", "condition": "a condition variable",
@@ -486,14 +584,17 @@ class RedisZone:
         "calloc": "raw allocations", "view": "views of shared memory",
     }
 
-    def __getattr__(self, attr):
-        what = RedisZone._LOCAL_ONLY.get(attr)
-        if what is None:
-            raise AttributeError(f"'RedisZone' object has no attribute {attr!r}")
-        raise AttributeError(f"RedisZone has no {attr}(): {what} needs memory shared by the "
-                             "processes of one machine (use shmkit.Zone).  On Redis: queue, "
-                             "dict, lock, rlock, semaphore, bounded_semaphore, event, "
-                             "counter, board, config")
+    if not TYPE_CHECKING:
+        # hidden from type checkers, which would otherwise accept any attribute: to them a
+        # RedisZone simply has no rwlock() (run time says why)
+        def __getattr__(self, attr):
+            what = RedisZone._LOCAL_ONLY.get(attr)
+            if what is None:
+                raise AttributeError(f"'RedisZone' object has no attribute {attr!r}")
+            raise AttributeError(f"RedisZone has no {attr}(): {what} needs memory shared by "
+                                 "the processes of one machine (use shmkit.Zone).  On Redis: "
+                                 "queue, dict, lock, rlock, semaphore, bounded_semaphore, "
+                                 "event, counter, board, config")
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -516,24 +617,24 @@ class RedisZone:
             except Exception:
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         if self._given_client:
             raise TypeError("a RedisZone made from a client= cannot be pickled; make it "
                             "from a url so that other processes can connect")
         return (_attach_zone, (self.name, self.url, self.lease, self._cluster, self._options))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = self.url if self.url is not None else "client"
         return f"<shmkit.RedisZone {self.name!r} {where}{' closed' if self._closed else ''}>"
 
 
-def _is_cluster_client(client) -> bool:
+def _is_cluster_client(client: object) -> bool:
     try:
         from redis.cluster import RedisCluster
     except ImportError:
@@ -541,13 +642,14 @@ def _is_cluster_client(client) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def _check_lease(lease) -> float:
+def check_lease(lease: object) -> float:
     if not isinstance(lease, (int, float)) or isinstance(lease, bool) or not lease >= 0.1:
         raise ValueError(f"lease must be a number of seconds >= 0.1, not {lease!r}")
     return float(lease)
 
 
-def _attach_zone(name, url, lease, cluster, options):
+def _attach_zone(name: str, url: str, lease: float, cluster: bool | None,
+                 options: dict[str, Any]) -> RedisZone:
     """One RedisZone per (process, name, url, options) among unpickled objects."""
     key = (os.getpid(), name, url, lease, repr(sorted(options.items())))
     with _zones_lock:
@@ -570,10 +672,11 @@ class Wait:
 
     __slots__ = ("zone", "base", "deadline", "prev", "_failures")
 
-    def __init__(self, zone: RedisZone, base: str, timeout: float | None):
+    def __init__(self, zone: RedisZone, base: str, timeout: float | None) -> None:
         self.zone = zone
         self.base = base
-        self.deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        self.deadline: float | None = (None if timeout is None else
+                                       time.monotonic() + max(timeout, 0.0))
         self.prev = ""
         self._failures = 0
 
@@ -591,42 +694,66 @@ class Wait:
         prev, self.prev = self.prev, wid
         return wid, prev, ms
 
-    def block(self, wid: str, hint_ms: float | None = None) -> None:
-        """Block until woken, the round's time or ``hint_ms`` (when the state may change
-        by itself: a lease running out) pass."""
+    def slice_seconds(self, hint_ms: float | None = None) -> float:
+        """How long the next block may last: the round's time, shortened to ``hint_ms``
+        when the state may change by itself (a lease running out)."""
         left = self.left()
         seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
         if hint_ms is not None and hint_ms >= 0:
             seconds = min(seconds, hint_ms / 1000 + 0.005)
+        return seconds
+
+    def block(self, wid: str, hint_ms: float | None = None) -> None:
+        """Block until woken, the round's time or ``hint_ms`` pass (see slice_seconds)."""
+        seconds = self.slice_seconds(hint_ms)
         if seconds <= 0:
             return
         self.zone.wait_token(self.base, wid, seconds)
 
-    def retry_or_raise(self, err: BackendConnectionError) -> None:
-        """After a connection error while waiting: back off and go on until the
-        deadline (a restart of the server is ridden through), then raise it."""
+    def pause_after(self, err: BackendConnectionError) -> float:
+        """After a connection error while waiting: the seconds to back off before going
+        on (a restart of the server is ridden through until the deadline); ``err`` is
+        raised once the deadline has passed.  The next round registers afresh."""
         left = self.left()
         if left is not None and left <= 0:
             raise err
         self._failures += 1
-        pause = min(0.05 * (2 ** min(self._failures, 5)), 1.0)
+        pause = min(0.05 * 2.0 ** min(self._failures, 5), 1.0)
         if left is not None:
             pause = min(pause, left)
-        time.sleep(pause)
         self.prev = ""
+        return pause
+
+    def retry_or_raise(self, err: BackendConnectionError) -> None:
+        """pause_after(err), slept."""
+        time.sleep(self.pause_after(err))
 
 
-def timeout_error(what: str, timeout) -> ShmkitTimeoutError:
+def timeout_error(what: str, timeout: float | None) -> ShmkitTimeoutError:
     return ShmkitTimeoutError(f"{what}: timed out after {timeout} s")
 
 
 # -- lease renewal ---------------------------------------------------------------------------
 
-_renewer = None
+class Leased(Protocol):
+    """What the renewing thread renews: an object whose holds are leases."""
+
+    _lease: float
+
+    def _renew(self) -> None: ...
+
+
+class Detachable(Protocol):
+    """What is given back when the process exits: a queue consumer."""
+
+    def _exit(self) -> None: ...
+
+
+_renewer: _Renewer | None = None
 _renewer_lock = threading.Lock()
 
 
-def _process_renewer() -> "_Renewer":
+def _process_renewer() -> _Renewer:
     global _renewer
     with _renewer_lock:
         if _renewer is None or not _renewer.alive(os.getpid()):
@@ -638,8 +765,8 @@ class _Renewer:
     """One daemon thread per process that calls ``_renew()`` on every registered object
     a third of the way through its lease (objects are held weakly)."""
 
-    def __init__(self):
-        self._objs: "weakref.WeakSet" = weakref.WeakSet()
+    def __init__(self) -> None:
+        self._objs: weakref.WeakSet[Leased] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pid = os.getpid()
@@ -651,12 +778,12 @@ class _Renewer:
     def alive(self, pid: int) -> bool:
         return self._pid == pid and self._thread.is_alive()
 
-    def add(self, obj) -> None:
+    def add(self, obj: Leased) -> None:
         with self._lock:
             self._objs.add(obj)
         self._wake.set()
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._lock:
                 objs = list(self._objs)
@@ -673,15 +800,15 @@ class _Renewer:
 
 # -- clean exit: give back what this process holds -------------------------------------------
 
-_detach_at_exit: "weakref.WeakSet" = weakref.WeakSet()
+_detach_at_exit: weakref.WeakSet[Detachable] = weakref.WeakSet()
 
 
-def detach_at_exit(obj) -> None:
+def detach_at_exit(obj: Detachable) -> None:
     _detach_at_exit.add(obj)
 
 
 @atexit.register
-def _exit_detach():
+def _exit_detach() -> None:
     for obj in list(_detach_at_exit):
         try:
             obj._exit()

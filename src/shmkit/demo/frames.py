@@ -1,4 +1,4 @@
-"""The camera-frames pipeline behind ``shmkit.board._demo`` (and ``shmkit demo``).
+"""Act 2 of ``shmkit demo``: the camera-frames pipeline.
 
 A producer (this process) publishes 1920x1080x3 uint8 frames through a Board, building
 each one in place with ``board.loan()``; consumer processes (spawned) take the newest
@@ -16,6 +16,9 @@ import struct
 import sys
 import time
 import uuid
+from typing import IO, Any
+
+from ..zone import Zone
 
 HEIGHT, WIDTH = 1080, 1920
 SHAPE = (HEIGHT, WIDTH, 3)
@@ -23,7 +26,7 @@ FRAME_BYTES = HEIGHT * WIDTH * 3
 STAMP = struct.Struct("<QQ")  # frame number, CLOCK_REALTIME ns: the first 16 bytes
 
 
-def _test_pattern(np, k: int):
+def _test_pattern(np: Any, k: int) -> Any:
     """Frame k of a small set of prepared images: a moving gradient with a colour that
     encodes k in its last pixel, so consumers can tell a frame from a mixture."""
     y = np.arange(HEIGHT, dtype=np.uint16)[:, None]
@@ -36,18 +39,19 @@ def _test_pattern(np, k: int):
     return img
 
 
-def consumer(zone, name, index, results):
+def consumer(zone: Zone, name: str, index: int, results: Any) -> None:
     import numpy as np
 
-    from .board import Board
+    from ..board import Board
 
     board = Board(name, zone=zone)
     results.put(("ready", index))
     frames = bad = 0
-    latencies = []
+    latencies: list[float] = []
     checksum = 0
     version = 0
-    t_first = t_last = None
+    t_first: float | None = None
+    t_last = 0.0
     while True:
         frame, version = board.wait_newer(version, timeout=30, copy=False)
         now = time.time_ns()
@@ -63,7 +67,7 @@ def consumer(zone, name, index, results):
         t_last = time.monotonic()
     board.close()
     latencies.sort()
-    span = (t_last - t_first) if frames > 1 else 0.0
+    span = (t_last - t_first) if frames > 1 and t_first is not None else 0.0
     results.put(("done", index, {
         "frames": frames,
         "bad": bad,
@@ -74,18 +78,22 @@ def consumer(zone, name, index, results):
     }))
 
 
-def run(duration: float = 5.0, *, consumers: int = 3, fps: float = 60.0, out=None) -> dict:
+def run(duration: float = 5.0, *, consumers: int = 3, fps: float = 60.0,
+        out: IO[str] | None = None) -> dict[str, Any]:
+    """A producer publishes 1920x1080x3 uint8 frames through a Board at ``fps`` (0: as
+    fast as it can) for ``duration`` seconds while ``consumers`` spawned processes take the
+    newest frame zero-copy, verify it and report their frame rate and latency.  Prints a
+    table to ``out`` (default stdout); returns the figures."""
     import numpy as np
 
-    from .board import Board
-    from .zone import Zone
+    from ..board import Board
 
     out = out or sys.stdout
     buffers = consumers + 2  # each zero-copy consumer may hold one frame
     zone_name = f"shmkit-demo-frames-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     zone = Zone(zone_name, buffers * (FRAME_BYTES + 4096) + (4 << 20))
     ctx = mp.get_context("spawn")
-    procs = []
+    procs: list[Any] = []
     try:
         board = Board("camera", FRAME_BYTES + 4096, zone=zone, buffers=buffers, writer=True)
         patterns = [_test_pattern(np, k) for k in range(8)]

@@ -20,8 +20,10 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
-from .zone import Zone
+from ..zone import Zone
+from . import frames, queue
 
 __all__ = ["main"]
 
@@ -32,7 +34,7 @@ def _say(text: str = "") -> None:
 
 # -- act 3: a lock that survives a crash ---------------------------------------------------
 
-def _increment_worker(zone, rounds, victim, workers):
+def _increment_worker(zone: Zone, rounds: int, victim: bool, workers: int) -> None:
     lock = zone.lock("demo-lock")
     start = zone.barrier("demo-start", workers)
     total = zone.value("demo-total", "q", 0, lock=False)  # protected by demo-lock
@@ -51,7 +53,7 @@ def _increment_worker(zone, rounds, victim, workers):
                 os.kill(os.getpid(), signal.SIGKILL)  # dies holding the lock
 
 
-def _act_lock(zone, ctx, workers: int = 3, rounds: int = 20000) -> dict:
+def _act_lock(zone: Zone, ctx: Any, workers: int = 3, rounds: int = 20000) -> dict[str, Any]:
     _say("3. a lock that survives a crash")
     procs = [ctx.Process(target=_increment_worker, args=(zone, rounds, i == 0, workers))
              for i in range(workers)]
@@ -79,7 +81,7 @@ def _act_lock(zone, ctx, workers: int = 3, rounds: int = 20000) -> dict:
 
 # -- act 4: a shared dict as a worker pool's cache and rate limiter ----------------------------
 
-def _web_worker(zone, requests, clients, limit):
+def _web_worker(zone: Zone, requests: int, clients: int, limit: int) -> None:
     d = zone.dict("demo-dict")
     served = limited = 0
     for i in range(requests):
@@ -95,8 +97,8 @@ def _web_worker(zone, requests, clients, limit):
     d.incr("requests-limited", limited, init=0)
 
 
-def _act_dict(zone, ctx, workers: int = 4, requests: int = 20000, clients: int = 50,
-              limit: int = 300) -> dict:
+def _act_dict(zone: Zone, ctx: Any, workers: int = 4, requests: int = 20000, clients: int = 50,
+              limit: int = 300) -> dict[str, Any]:
     _say("4. a shared dict: web workers counting requests and rate-limiting clients")
     d = zone.dict("demo-dict", 4 << 20)
     t0 = time.monotonic()
@@ -120,19 +122,16 @@ def _act_dict(zone, ctx, workers: int = 4, requests: int = 20000, clients: int =
 
 # -- the show ----------------------------------------------------------------------------------
 
-def run(duration: float = 3.0) -> dict:
-    from . import board as board_mod
-    from . import queue as queue_mod
-
+def run(duration: float = 3.0) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
-    results = {}
+    results: dict[str, Any] = {}
     _say(f"shmkit demo: processes sharing memory through shmkit (pid {os.getpid()})")
     _say()
     _say("1. a queue: producers and consumers in separate processes")
-    results["queue"] = queue_mod._demo(duration=duration, print=lambda s: _say("   " + s.strip()))
+    results["queue"] = queue.run(duration=duration, print=lambda s: _say("   " + s.strip()))
     _say()
     _say("2. camera frames: 1920x1080x3 frames through a Board, newest frame zero-copy")
-    results["frames"] = board_mod._demo(duration=duration, consumers=3, fps=60.0)
+    results["frames"] = frames.run(duration=duration, consumers=3, fps=60.0)
     _say()
     name = f"shmkit-demo-{os.getpid()}-zone"
     zone = Zone(name, 32 << 20, max_size=256 << 20)
@@ -150,8 +149,8 @@ def run(duration: float = 3.0) -> dict:
     return results
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="shmkit demo", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shmkit demo", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=3.0,
                         help="seconds for each of the timed acts (default 3)")
     args = parser.parse_args(argv)
