@@ -98,8 +98,16 @@ def test_one_liveness_retry_per_lock(zone, procs):
 
 
 def _mapped(name: str) -> bool:
+    # by inode: a segment made unnamed (O_TMPFILE) and named when complete is shown in
+    # /proc/self/maps as "/dev/shm/#INO (deleted)" by the process that created it
+    st = os.stat(f"/dev/shm/{name}")
     with open("/proc/self/maps") as f:
-        return any(line.rstrip().endswith(f"/dev/shm/{name}") for line in f)
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/dev/shm/") and \
+                    int(parts[4]) == st.st_ino:
+                return True
+    return False
 
 
 @pytest.mark.parametrize("what", ["handle", "zone"])

@@ -378,7 +378,16 @@ def test_gc_removes_registry_records_whose_segment_is_gone(tmp_path, sysv_key):
     records = os.listdir(registry)
     assert len(records) == 1 and records[0].startswith(f"sysv-{shmid}-")
     subprocess.run(["ipcrm", "-m", str(shmid)], check=True)  # behind shmkit's back
-    r = subprocess.run([sys.executable, "-m", "shmkit", "gc", "--json"], env=env,
+    # gc without a pattern (the only way it looks at records) would also collect the stale
+    # segments of every other test run on this machine: run it in a private mount
+    # namespace whose /dev/shm is an empty tmpfs (SysV and the registry stay visible)
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"gc without a pattern needs a private /dev/shm here: {probe.stderr.strip()}")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        f"mount -t tmpfs -o size=1m tmpfs /dev/shm && "
+                        f"exec {sys.executable} -m shmkit gc --json"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     actions = [a for a in json.loads(r.stdout) if a["what"] == "record"]

@@ -41,7 +41,7 @@ LAYERS = [
     # _aio (the awaitable twins) imports only _core and _errors; the structures import it
     # inside their `aio` properties.  _capi (where the C API is installed) imports nothing
     (1, "internals", ["shmkit._checks", "shmkit._dtypes", "shmkit._lifecycle", "shmkit._ksm",
-                      "shmkit._cliutil", "shmkit._aio", "shmkit._capi"]),
+                      "shmkit._cliutil", "shmkit._aio", "shmkit._capi", "shmkit._surface"]),
     (2, "segments", ["shmkit.segment", "shmkit.inventory", "shmkit._reaper"]),
     (3, "zone", ["shmkit.zone", "shmkit.shmop", "shmkit.interop"]),
     (4, "structures", ["shmkit.sync", "shmkit.queue", "shmkit.dict", "shmkit.board",

@@ -264,7 +264,8 @@ def test_fork_child_counts_as_attached(name):
         os._exit(0 if os.path.exists(f"/dev/shm/{name}") else 1)
     os.close(r)
     try:
-        assert s.stat().handles == 2
+        # the child takes its own attach lock in its at-fork handler: give it the moment
+        wait_until(lambda: s.stat().handles == 2, 10, what="the fork child's attach lock")
         s.close()
         assert exists("posix", name)  # the child still has it
     finally:

@@ -164,15 +164,6 @@ class _Done:
 _DONE = _Done()
 
 
-def _seconds(blocking: bool, timeout: float | None) -> float | None:
-    """acquire()'s (blocking, timeout) as seconds left (None: forever)."""
-    if not blocking:
-        return 0.0
-    if timeout is None or timeout < 0:
-        return None
-    return float(timeout)
-
-
 # -- Lock, RLock ----------------------------------------------------------------------------
 
 class AioLock:
@@ -283,11 +274,12 @@ class AioRLock(AioLock):
         task = asyncio.current_task()
         st = self._state(loop)
         assert st is not None
+        # the arguments are checked first, as threading.RLock checks them
+        left = _core.timeout_seconds(timeout, blocking, _core.TIMEOUT_LOCK)
         if task is not None and st.owner is task:
             return self._lock.acquire(False)  # one level more: this thread holds it
-        # the shared part's deadline starts now (and the arguments are checked now)
+        # the shared part's deadline starts now
         w = _core.aio_acquire(n, self._lock, blocking, timeout)
-        left = _seconds(blocking, timeout)
         end = None if left is None else time.monotonic() + left
         try:
             while st.owner is not None:

@@ -109,6 +109,7 @@ OBJ_SEMAPHORE: int
 OBJ_USER: int
 OBJ_VALUE: int
 O_ALLOWEMPTY: int
+O_PUBLISH_LATER: int
 O_ANYOWNER: int
 O_CREATE: int
 O_EXCL: int
@@ -130,10 +131,15 @@ SHM_DEST: int
 SHM_LOCKED: int
 SLAB_MAX: int
 SLAB_MIN_SHIFT: int
+SEM_VALUE_MAX: int
 SYNCF_BOUNDED: int
 SYNCF_LOCKED: int
 SYNCF_UNDO: int
 TAG_MAX: int
+TIMEOUT_LOCK: int
+TIMEOUT_MAX: float
+TIMEOUT_SEMAPHORE: int
+TIMEOUT_WAIT: int
 VALUE_DATA_OFF: int
 VALUE_LOCK_OFF: int
 VALUE_TYPENAME_MAX: int
@@ -177,6 +183,7 @@ def sync_open(zone: Zone, name: str, type: int, flags: int = 0, create: int = ..
 def sync_self() -> tuple[int, int]: ...
 def sysv_find(key: int, /) -> int: ...
 def sysv_stat(shmid: int, /) -> dict[str, Any]: ...
+def timeout_seconds(timeout: object, blocking: object = True, rule: int = ...) -> float | None: ...
 def unlink_posix(name: str, /) -> None: ...
 
 # -- segments and zones ----------------------------------------------------------------------
@@ -206,6 +213,7 @@ class Segment:
     def resize(self, size: int) -> None: ...
     def refresh(self) -> int: ...
     def remap(self) -> None: ...
+    def publish(self) -> None: ...
     def object_size(self) -> int: ...
     def stat(self) -> dict[str, Any]: ...
     def region(self, offset: int, length: int, readonly: bool = False) -> memoryview: ...

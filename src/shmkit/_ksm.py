@@ -38,7 +38,8 @@ INSTEAD = ("one copy in shared memory is already the deduplication: put the data
            "process instead of a private copy per process")
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
+    """A /proc or /sys file's text, stripped; None when it cannot be read."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -55,7 +56,7 @@ def _int(text: str | None) -> int | None:
 
 def _under_hypervisor() -> bool:
     """The CPU reports a hypervisor (the "hypervisor" cpuinfo flag)."""
-    text = _read("/proc/cpuinfo") or ""
+    text = read_text("/proc/cpuinfo") or ""
     for line in text.splitlines():
         if line.startswith("flags"):
             return "hypervisor" in line.split()
@@ -83,7 +84,7 @@ def report() -> dict[str, Any]:
         except OSError:
             names = []
         for n in names:
-            v = _int(_read(os.path.join(KSM_DIR, n)))
+            v = _int(read_text(os.path.join(KSM_DIR, n)))
             if v is not None:
                 out["figures"][n] = v
         out["run"] = out["figures"].get("run")

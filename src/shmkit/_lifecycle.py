@@ -98,26 +98,26 @@ def proc_alive(pid: int | None, start: int | None) -> bool | None:
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
+def _lock_if_supported(fd: int, byte: int, kind: int, wait: bool) -> bool:
+    """_core.ofd_lock; False also when the file system has no OFD locks."""
+    try:
+        return _core.ofd_lock(fd, byte, kind, wait)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
+
+
 def hold_attach(fd: int, wait: bool = True) -> bool:
     """Take this handle's read lock on LOCKBYTE_ATTACH (blocks while someone holds the
     write lock to remove the segment; that lasts microseconds).  False if the file
     system has no OFD locks."""
-    try:
-        return _core.ofd_lock(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            return False
-        raise
+    return _lock_if_supported(fd, _core.LOCKBYTE_ATTACH, fcntl.F_RDLCK, wait)
 
 
 def hold_creator(fd: int) -> bool:
     """Take the creator's write lock; False if it cannot be had (no OFD locks here)."""
-    try:
-        return _core.ofd_lock(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
-    except OSError as e:
-        if e.errno in _NO_LOCKS:
-            return False
-        raise
+    return _lock_if_supported(fd, _core.LOCKBYTE_CREATOR, fcntl.F_WRLCK, False)
 
 
 def try_exclusive(fd: int, byte: int) -> bool:
@@ -190,13 +190,20 @@ def mapping_table() -> dict[tuple[int, int], set[int]]:
             parts = line.split(None, 5)
             if len(parts) < 6 or parts[4] == b"0":
                 continue
-            try:
-                major, minor = parts[3].split(b":")
-                key = (os.makedev(int(major, 16), int(minor, 16)), int(parts[4]))
-            except ValueError:
-                continue
-            table.setdefault(key, set()).add(pid)
+            key = mapped_file(parts)
+            if key is not None:
+                table.setdefault(key, set()).add(pid)
     return table
+
+
+def mapped_file(parts: list[bytes]) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file a line of /proc/<pid>/maps maps (the line split in
+    six: address, perms, offset, dev, inode, path); None when the line does not say."""
+    try:
+        major, minor = parts[3].split(b":")
+        return os.makedev(int(major, 16), int(minor, 16)), int(parts[4])
+    except ValueError:
+        return None
 
 
 def mapping_pids(dev: int, ino: int) -> set[int]:
@@ -316,10 +323,11 @@ def read_event(target: FdOrPath, which: str) -> tuple[int, int, int] | None:
 # -- records: the registry -----------------------------------------------------------------
 
 def registry_dir(create: bool = False) -> str | None:
-    """The registry directory if it is usable (created when asked), else None.
+    """The registry directory if it is usable (created when asked), else None
+    (``registry_problem()`` says why).
 
     A usable registry is a real directory (not a symlink), either sticky (1777, shared by
-    every user like /tmp) or owned by us."""
+    every user like /tmp) or owned by us (or root)."""
     path = registry_path()
     for _ in range(2):
         try:
@@ -328,21 +336,54 @@ def registry_dir(create: bool = False) -> str | None:
             if not create:
                 return None
             try:
+                # made 0700 first, then opened up: nobody can put anything in it before
+                # it is sticky (umask must not narrow it: every user records here)
                 os.mkdir(path, 0o700)
-                os.chmod(path, 0o1777)  # umask must not narrow it: every user records here
+                os.chmod(path, 0o1777)
             except FileExistsError:
-                pass
+                pass  # a racing creator (or someone else): judged below like any other
             except OSError:
                 return None
             continue
         except OSError:
             return None
-        if not _stat.S_ISDIR(st.st_mode):
-            return None
-        if st.st_uid not in (0, os.geteuid()) and not (st.st_mode & _stat.S_ISVTX):
+        if _registry_problem(path, st) is not None:
             return None
         return path
     return None
+
+
+def _registry_problem(path: str, st: os.stat_result) -> str | None:
+    if not _stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if _stat.S_ISLNK(st.st_mode) else "not a directory"
+        return f"{path} is {kind}"
+    if st.st_uid not in (0, os.geteuid()) and not (st.st_mode & _stat.S_ISVTX):
+        try:
+            import pwd
+            owner = f"uid {st.st_uid} ({pwd.getpwuid(st.st_uid).pw_name})"
+        except (KeyError, ImportError):
+            owner = f"uid {st.st_uid}"
+        return (f"{path} belongs to {owner} and is not sticky (mode "
+                f"{_stat.S_IMODE(st.st_mode):04o}): that user could remove or replace every "
+                "other user's records, so shmkit keeps none there")
+    return None
+
+
+def registry_problem() -> str | None:
+    """Why the registry cannot be used (None if it can, or does not exist yet), with what
+    to do about it."""
+    path = registry_path()
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    why = _registry_problem(path, st)
+    if why is None:
+        return None
+    return (f"{why}.  Remove it if nothing of yours is in it (shmkit makes it again, sticky "
+            "1777, like /tmp), or set SHMKIT_REGISTRY to a directory of your own")
 
 
 def sysv_record_name(shmid: int, ctime: int | None) -> str:
@@ -361,8 +402,8 @@ def create_record(name: str, rec: Record, perm: int, *, lock: bool = False) -> i
     record also sees them."""
     d = registry_dir(create=True)
     if d is None:
-        raise OSError(errno.EACCES, f"the shmkit registry {registry_path()} is not usable "
-                      "(not a directory, or another user's and not sticky)")
+        raise OSError(errno.EACCES, f"the shmkit registry is not usable: "
+                      f"{registry_problem() or registry_path() + ' cannot be created'}")
     path = os.path.join(d, name)
     data = _encode(rec)
     mode = 0o600 | (perm & 0o044)  # readable by whoever may read the segment
@@ -553,28 +594,20 @@ def remove_if_same(backend: str, ident: Any, st: os.stat_result | None, *,
     """Remove the segment named ``ident`` if the name still refers to the object we hold
     (never someone else's segment created under the same name since).  True if removed.
     For SysV, ``ident`` is the shmid and ``ctime`` its creation time."""
-    if backend == "posix":
+    if backend in ("posix", "file"):
         assert st is not None  # posix and file segments are removed by identity
-        path = os.path.join(SHM_DIR, ident)
+        path = os.path.join(SHM_DIR, ident) if backend == "posix" else ident
         if not same_file(path, st):
             return False
         mark_removed(path)
         try:
-            _core.unlink_posix(ident)
+            if backend == "posix":
+                _core.unlink_posix(ident)
+            else:
+                os.unlink(ident)
         except FileNotFoundError:
             return False
-        remove_record(file_record_name("posix", st.st_dev, st.st_ino))
-        return True
-    if backend == "file":
-        assert st is not None
-        if not same_file(ident, st):
-            return False
-        mark_removed(ident)
-        try:
-            os.unlink(ident)
-        except FileNotFoundError:
-            return False
-        remove_record(file_record_name("file", st.st_dev, st.st_ino))
+        remove_record(file_record_name(backend, st.st_dev, st.st_ino))
         return True
     if backend == "sysv":
         removed = False

@@ -63,6 +63,7 @@ from ._checks import check_object_name
 from ._dtypes import dtype_descr, dtype_from_descr, is_ndarray, numpy_or_hint
 from ._errors import (ClosedError, CorruptedError, NotOwnerError, ObjectMismatchError,
                       ShmkitOSError, ShmkitTimeoutError, TooLargeError)
+from ._surface import ClosingHandle
 from .zone import Zone, default_zone
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class BoardStats:
     spin_budget_ns: int          #: current adaptive spin budget
 
 
-class Board:
+class Board(ClosingHandle):
     """A latest-value board in a zone: one writer, any number of readers.
 
     ``Board(name, max_bytes, *, zone=None, buffers=None, writer=False, create=True,
@@ -392,11 +393,19 @@ class Board:
                 _release(mv)
             return
         np = numpy_or_hint("Board.loan(shape=...)")
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except UnicodeError:  # numpy lets this one out of a str with a lone surrogate
+            raise TypeError(f"dtype {dtype!r} is not a NumPy dtype") from None
         if dt.hasobject:
             raise TypeError("arrays of Python objects cannot live in shared memory")
         assert shape is not None  # (checked above: shape or nbytes)
         shape = tuple(int(n) for n in ((shape,) if isinstance(shape, int) else shape))
+        if any(n < 0 for n in shape):
+            raise ValueError(f"shape {shape} has a negative dimension")
+        if len(shape) > _core.NDARRAY_MAX_DIMS:
+            raise ValueError(f"at most {_core.NDARRAY_MAX_DIMS} dimensions are supported, not "
+                             f"{len(shape)}")
         descr = dtype_descr(dt)
         head = _ARRAY_HEAD.size + 8 * len(shape)
         meta = _align(head + len(descr))
@@ -603,18 +612,6 @@ class Board:
             return
         self._closed = True
         self._cb.close()
-
-    def __enter__(self) -> Board:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __reduce__(self) -> tuple[Any, ...]:
         # by name: a spawned child attaches to the same board (as a reader)

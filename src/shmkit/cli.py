@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .dashboard.collect import ZoneSpec
     from .inventory import SegmentInfo
     from .segment import Segment, SegmentStat
-    from .zone import Zone
+    from .zone import ObjectInfo, Zone
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -80,6 +80,15 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+def _key(text: str) -> int:
+    """A SysV key: 32 bits (a key_t), signed or not; never truncated to fit."""
+    v = _int(text)
+    if not -(1 << 31) <= v < (1 << 32):
+        raise argparse.ArgumentTypeError(f"SysV key {text} does not fit in 32 bits (a key_t "
+                                         "is -2**31 .. 2**32-1)")
+    return v
+
+
 def _nonneg(text: str) -> int:
     v = _int(text)
     if v < 0:
@@ -104,7 +113,7 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 def _add_target(p: argparse.ArgumentParser, *, path: bool = True, shmid: bool = True) -> None:
     p.add_argument("name", nargs="?", help="POSIX segment name (as in /dev/shm)")
-    p.add_argument("--key", type=_int, help="SysV key (decimal or 0x hex)")
+    p.add_argument("--key", type=_key, help="SysV key (decimal or 0x hex)")
     if shmid:
         p.add_argument("--id", dest="shmid", type=_nonneg, help="SysV shmid")
     if path:
@@ -154,12 +163,18 @@ def _open_zone(target: dict[str, Any], info: SegmentInfo | None = None) -> Zone:
     return Zone(None, 0, backend="sysv", key=key, create=False, timeout=5)
 
 
-def _is_zone(target: dict[str, Any], info: SegmentInfo | None) -> bool:
+def _is_zone(target: dict[str, Any], info: SegmentInfo | None, *,
+             attach: bool = False) -> bool:
+    """Whether the target holds a zone.  SysV segments are attached to look only when
+    ``attach`` (check, which attaches anyway): info reports their last-attach pid and time
+    and must not change them; shmkit's SysV zones say so in their record."""
     if info is not None and info.kind == "zone":
         return True
-    if info is not None and info.backend == "posix":
-        return False  # ls already peeked at the magic
-    # sysv (ls does not attach) and file segments: look at the first 8 bytes
+    if info is not None and not info.known:
+        return attach  # unknown to this user: check opens it (and says why it cannot)
+    if info is not None and (info.backend == "posix" or not attach):
+        return False  # posix: ls already peeked at the magic (a read, not a mapping)
+    # file segments (and SysV ones for check): look at the first 8 bytes
     import struct
 
     from . import _core
@@ -239,10 +254,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = []
     for i in infos:
+        none = "-" if i.known else "?"  # ?: another user's, whose records we may not read
         rows.append([i.backend, i.display_name, "-" if i.shmid is None else str(i.shmid),
                      i.owner, f"{i.mode:o}", _size(i.size, args), str(i.nattch),
-                     str(i.cpid) if i.cpid else "-", str(i.lpid) if i.lpid else "-",
-                     ",".join(i.status) or "-", i.lifecycle or "-", i.kind or "-"])
+                     str(i.cpid) if i.cpid else none, str(i.lpid) if i.lpid else none,
+                     ",".join(i.status) or "-", i.lifecycle or none, i.kind or none])
     _table(rows, ["TYPE", "KEY/NAME", "ID", "OWNER", "PERMS", "BYTES" if args.bytes else "SIZE",
                   "NATTCH", "CPID", "LPID", "STATUS", "LIFECYCLE", "SHMKIT"])
     vanished = [i.name for i in infos if i.vanished]
@@ -363,17 +379,21 @@ def _zone_spec(target: dict[str, Any], info: SegmentInfo | None = None) -> ZoneS
     return ZoneSpec("sysv", key=key)
 
 
+def _find_object(z: Zone, obj_name: str, where: str) -> ObjectInfo:
+    """``obj_name``'s entry in the directory of ``z``; CliError (not found) naming
+    ``where`` the zone is."""
+    try:
+        return z.find(obj_name)
+    except LookupError:
+        raise CliError(f"no object named {obj_name!r} in {where}", EXIT_NOT_FOUND) from None
+
+
 def _info_object(args: argparse.Namespace, target: dict[str, Any], obj_name: str) -> int:
     """``shmkit info ZONE/OBJECT``: one object's directory entry and statistics."""
     from .dashboard.collect import collect_object
     z = _open_zone(target, _find(target))
     try:
-        try:
-            info = z.find(obj_name)
-        except LookupError:
-            raise CliError(f"no object named {obj_name!r} in {_describe(target)}",
-                           EXIT_NOT_FOUND) from None
-        entry = collect_object(z, info)
+        entry = collect_object(z, _find_object(z, obj_name, _describe(target)))
     finally:
         z.close()
     entry["zone"] = _zone_spec(target).label
@@ -458,8 +478,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("size", _size(attrs["size"], args)),
         ("owner", f"uid {attrs['uid']}, gid {attrs['gid']}" + (f" ({attrs['owner']})" if attrs.get("owner") else "")),
         ("perms", f"{perms:o}"),
-        ("made by shmkit", attrs.get("kind") or ("yes" if attrs.get("shmkit") else "no")),
-        ("lifecycle", attrs.get("lifecycle") or "- (not shmkit's: persists until removed)"),
+        ("made by shmkit", attrs.get("kind") or ("yes" if attrs.get("shmkit") else
+                                                  "no" if attrs.get("known", True) else
+                                                  "unknown (its records are not readable by "
+                                                  "this user)")),
+        ("lifecycle", attrs.get("lifecycle") or ("- (not shmkit's: persists until removed)"
+                                                 if attrs.get("known", True) else "unknown")),
         ("creator pid", _pid(attrs.get("cpid", attrs.get("creator_pid")), attrs.get("creator_alive"))),
         ("last pid", _pid(attrs.get("lpid", attrs.get("last_pid")), None)),
         ("attached", f"{attrs.get('nattch', attrs.get('attach_count'))} process(es), "
@@ -553,7 +577,7 @@ def _args_check(p: argparse.ArgumentParser) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     target = _one_target(args)
     info = _find(target)
-    if not _is_zone(target, info):
+    if not _is_zone(target, info, attach=True):
         raise CliError(f"{_describe(target)} is not a shmkit zone (no zone magic)",
                        EXIT_PROBLEMS)
     from ._errors import CorruptedError, VersionMismatchError
@@ -592,7 +616,7 @@ def _describe(target: dict[str, Any]) -> str:
 def _args_rm(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME | ZONE/OBJECT",
                    help="POSIX segment name(s), or objects of a zone")
-    p.add_argument("--key", type=_int, action="append", default=[], help="SysV key (repeatable)")
+    p.add_argument("--key", type=_key, action="append", default=[], help="SysV key (repeatable)")
     p.add_argument("--id", dest="shmid", type=_nonneg, action="append", default=[],
                    help="SysV shmid (repeatable)")
     p.add_argument("--force", "-f", action="store_true",
@@ -624,6 +648,11 @@ def _cmd_rm(args: argparse.Namespace) -> int:
         what = _describe(t)
         try:
             info = find_segment(t.get("name"), key=t.get("key"), shmid=t.get("shmid"))
+            if not info.known and not args.force:
+                raise CliError(f"{what}: permission denied: it belongs to {info.owner} (mode "
+                               f"{info.mode:o}) and its records are not readable by this "
+                               "user, so whether shmkit created it cannot be told",
+                               EXIT_PERMISSION)
             if not info.kind and not args.force:
                 raise CliError(f"{what} was not created by shmkit; refusing to remove it "
                                "(use --force)", EXIT_REFUSED)
@@ -677,11 +706,7 @@ def _rm_object(text: str, force: bool) -> None:
     others = max(seg.nattch, seg.handles)
     z = _open_zone(target, seg)
     try:
-        try:
-            info = z.find(obj_name)
-        except LookupError:
-            raise CliError(f"no object named {obj_name!r} in zone {zone_name!r}",
-                           EXIT_NOT_FOUND) from None
+        info = _find_object(z, obj_name, f"zone {zone_name!r}")
         reasons = _object_users(collect_object(z, info))
         if others:
             reasons.append(f"zone {zone_name!r} is attached by {others} other process(es), "
@@ -768,14 +793,6 @@ def _args_doctor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import fcntl
     import multiprocessing
@@ -783,6 +800,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     import tempfile
 
     from . import __version__, _core, _lifecycle
+    from ._ksm import read_text
     from .inventory import sysv_limits
     facts: dict[str, Any] = {"shmkit": __version__, "python": platform.python_version(),
                    "kernel": platform.release(), "layout_version": _core.LAYOUT_VERSION,
@@ -800,7 +818,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
                         "in use")
 
     shm: dict[str, Any] = {"path": _lifecycle.SHM_DIR, "mounted": False}
-    mounts = _read("/proc/mounts") or ""
+    mounts = read_text("/proc/mounts") or ""
     for line in mounts.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[1] == _lifecycle.SHM_DIR:
@@ -852,8 +870,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
     facts["registry"] = {"path": _lifecycle.registry_path(), "usable": reg is not None
                          or not os.path.exists(_lifecycle.registry_path())}
     if not facts["registry"]["usable"]:
-        problems.append(f"the registry {_lifecycle.registry_path()} is not usable (not a "
-                        "directory, or another user's and not sticky)")
+        problems.append(f"the registry is not usable: {_lifecycle.registry_problem()}")
     try:
         os.close(os.memfd_create("shmkit-doctor"))
         facts["memfd"] = True
@@ -882,7 +899,7 @@ def _doctor_facts() -> tuple[dict[str, Any], list[str], list[str]]:
             "SharedMemory(name) registers the segment with the resource tracker, which "
             "unlinks it when that process exits; attach with "
             "shmkit.attach_shared_memory(name) instead (see docs/segments.md)")
-    facts["overcommit_memory"] = _read("/proc/sys/vm/overcommit_memory")
+    facts["overcommit_memory"] = read_text("/proc/sys/vm/overcommit_memory")
     facts["start_method"] = {
         "set": multiprocessing.get_start_method(allow_none=True),
         "available": multiprocessing.get_all_start_methods()}

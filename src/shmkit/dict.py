@@ -20,15 +20,14 @@ type it went in.
 
 from __future__ import annotations
 
-import importlib
 import pickle
-import types
-from collections.abc import Callable, Iterator, ItemsView, KeysView, MutableMapping, ValuesView
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._checks import check_object_name
+from ._checks import check_dict_serializer, check_object_name
+from ._surface import LiveMapping, serializer_by_name, serializer_from_name
 from ._types import Key
 from .zone import Zone, default_zone
 
@@ -70,45 +69,7 @@ class DictStats:
     max_item_size: int      #: the largest item (key + value + 48 bytes) a shard can hold
 
 
-def _serializer_pair(serializer: Serializer | None) -> tuple[
-        Callable[..., Any] | None, Callable[..., Any] | None]:
-    if serializer is None:
-        return None, None
-    dumps = getattr(serializer, "dumps", None)
-    loads = getattr(serializer, "loads", None)
-    if not callable(dumps) or not callable(loads):
-        raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> obj "
-                        f"(like the pickle module), not {serializer!r}")
-    return dumps, loads
-
-
-class _Items(ItemsView[Key, Any]):
-    """Items of a live dict: keys that vanish while iterating are skipped."""
-
-    _mapping: Dict
-
-    def __iter__(self) -> Iterator[tuple[Key, Any]]:
-        d = self._mapping
-        for key in d:
-            value = d.get(key, _MISSING)
-            if value is not _MISSING:
-                yield key, value
-
-
-class _Values(ValuesView[Any]):
-    """Values of a live dict: keys that vanish while iterating are skipped."""
-
-    _mapping: Dict
-
-    def __iter__(self) -> Iterator[Any]:
-        d = self._mapping
-        for key in d:
-            value = d.get(key, _MISSING)
-            if value is not _MISSING:
-                yield value
-
-
-class Dict(_core.Dict, MutableMapping[Key, Any]):
+class Dict(_core.Dict, LiveMapping):
     """A dictionary in shared memory, for any number of processes.
 
     ``Dict(name, capacity=None, *, zone=None, serializer=None, shards=None, clock=None,
@@ -178,7 +139,7 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
                              f"{_core.DICT_MAX_SHARDS}, not {shards!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
-        dumps, loads = _serializer_pair(serializer)
+        dumps, loads = check_dict_serializer(serializer)
         if zone is None:
             zone = default_zone()
         elif not isinstance(zone, Zone):
@@ -220,26 +181,13 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
                 f"free={self.free_space()}>")
 
     # -- the OpenResty surface implemented in Python -----------------------------------------
-    @overload
-    def keys(self) -> KeysView[Key]: ...
-
-    @overload
-    def keys(self, max_count: int) -> list[Key]: ...
-
-    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
-        """Without an argument: a live KeysView (the Mapping contract).  With one: a list
-        of at most ``max_count`` keys (0: all of them), like OpenResty's get_keys.
-
-        Either way the dict is read a few buckets at a time without holding any lock, so
-        keys written meanwhile may or may not appear; keys present throughout appear
-        exactly once.
-        """
-        if max_count is None:
-            return KeysView(self)
-        return self.get_keys(max_count)
-
     def get_keys(self, max_count: int = 1024) -> list[Key]:
-        """At most ``max_count`` unexpired keys (0: all), as a list (OpenResty's name)."""
+        """At most ``max_count`` unexpired keys (0: all), as a list (OpenResty's name).
+
+        The dict is read a few buckets at a time without holding any lock (so is it by
+        keys() and iteration), so keys written meanwhile may or may not appear; keys
+        present throughout appear exactly once.
+        """
         if not isinstance(max_count, int) or max_count < 0:
             raise ValueError(f"max_count must be an int >= 0 (0: all), not {max_count!r}")
         out: list[Key] = []
@@ -257,26 +205,6 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
         while cursor is not None:
             cursor, batch = self._scan(cursor)
             yield from batch
-
-    def items(self) -> _Items:
-        """A live view of (key, value) pairs; keys removed while iterating are skipped."""
-        return _Items(self)
-
-    def values(self) -> _Values:
-        """A live view of the values; keys removed while iterating are skipped."""
-        return _Values(self)
-
-    def clear(self) -> None:
-        """Remove everything (flush_all)."""
-        self.flush_all()
-
-    def popitem(self) -> tuple[Key, Any]:
-        """Remove and return some (key, value) pair; KeyError when the dict is empty."""
-        for key in self:
-            value = self.pop(key, _MISSING)
-            if value is not _MISSING:
-                return key, value
-        raise KeyError("popitem(): dict is empty")
 
     # -- statistics and checks ------------------------------------------------------------------
     def statistics(self) -> DictStats:
@@ -314,21 +242,14 @@ class Dict(_core.Dict, MutableMapping[Key, Any]):
         self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        serializer: object = self._serializer
-        if isinstance(serializer, types.ModuleType):
-            serializer = ("module", serializer.__name__)
-        return (_attach, (self._zone, self.name, serializer))
+        return (_attach, (self._zone, self.name, serializer_by_name(self._serializer)))
 
     # Mapping makes instances unhashable (it defines __eq__); two handles are equal when
     # their contents are, like dicts.
 
 
-def _attach(zone: Zone, name: str, serializer: Any) -> Dict:
-    if isinstance(serializer, tuple) and serializer[:1] == ("module",):
-        module: Any = importlib.import_module(serializer[1])
-        return Dict(name, zone=zone, serializer=module, create=False)
-    plain: Any = serializer  # (pyright keeps the tuple case above in its union)
-    return Dict(name, zone=zone, serializer=plain, create=False)
+def _attach(zone: Zone, name: str, serializer: object) -> Dict:
+    return Dict(name, zone=zone, serializer=serializer_from_name(serializer), create=False)
 
 
 # keep pickle imported: it is the default serializer (the C half imports it too)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _core, _lifecycle
-from ._errors import SegmentNotFoundError
+from ._errors import SegmentNotFoundError, SegmentPermissionError
 
 __all__ = ["SegmentInfo", "GcAction", "list_segments", "vanished_segments", "find_segment",
            "remove_segment", "collect_garbage", "sysv_limits"]
@@ -59,6 +59,9 @@ class SegmentInfo:
     attach_time: float | None = None
     detach_time: float | None = None
     change_time: float | None = None
+    #: False when this user may not read shmkit's records of it (another user's segment,
+    #: mode 0600): kind, lifecycle and creator are then unknown, not "not shmkit's"
+    known: bool = True
     ident: tuple[int, int] | tuple[()] = field(default=(), repr=False, compare=False)  # (dev, ino) or (shmid, ctime)
 
     @property
@@ -134,6 +137,13 @@ def _peek_magic(path: str) -> bool | None:
         os.close(fd)
 
 
+def _readable(path: str) -> bool:
+    try:
+        return os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids)
+    except OSError:
+        return False
+
+
 def _latest_event(path: str) -> tuple[_Event | None, _Event | None, _Event | None]:
     att = _lifecycle.read_event(path, "attach")
     det = _lifecycle.read_event(path, "detach")
@@ -148,6 +158,9 @@ def _posix_info(entry_name: str, st: os.stat_result, locks: _Locks,
     if rec is None:
         rec = _lifecycle.read_record(_lifecycle.file_record_name("posix", st.st_dev, st.st_ino),
                                      st.st_uid)
+    # reading its xattrs (and bytes) needs read permission: without it, absence of a
+    # record says nothing
+    known = rec is not None or _readable(path)
     lk = locks.get((st.st_dev, st.st_ino), {})
     mappers = maps.get((st.st_dev, st.st_ino), set())
     handles = lk.get("attach", 0)
@@ -171,7 +184,7 @@ def _posix_info(entry_name: str, st: os.stat_result, locks: _Locks,
         kind=kind, lifecycle=rec["lifecycle"] if rec else None, creator_alive=creator_alive,
         status=tuple(status), created_time=rec["created_ns"] / 1e9 if rec else None,
         attach_time=att[2] / 1e9 if att else None, detach_time=det[2] / 1e9 if det else None,
-        change_time=float(st.st_ctime), ident=(st.st_dev, st.st_ino))
+        change_time=float(st.st_ctime), known=known, ident=(st.st_dev, st.st_ino))
 
 
 def _should_be_gone(lifecycle: str, creator_alive: bool, handles: int) -> bool:
@@ -205,6 +218,11 @@ def _sysv_info(row: dict[str, str], locks: _Locks) -> SegmentInfo:
     nattch = int(row["nattch"])
     rname = _lifecycle.sysv_record_name(shmid, ctime)
     rec = _lifecycle.read_record(rname, cuid)
+    known = True
+    if rec is None:
+        d = _lifecycle.registry_dir()
+        path = os.path.join(d, rname) if d else None
+        known = path is None or not os.path.lexists(path) or _readable(path)
     handles, creator_alive = 0, None
     status: list[str] = []
     if nattch:
@@ -232,11 +250,12 @@ def _sysv_info(row: dict[str, str], locks: _Locks) -> SegmentInfo:
         backend="sysv", name=None, key=key, shmid=shmid, owner=_user(uid), uid=uid, gid=gid,
         mode=perms & 0o777, size=int(row["size"]), nattch=nattch, handles=handles,
         cpid=int(row["cpid"]) or None, lpid=int(row["lpid"]) or None,
-        kind="segment" if rec else None, lifecycle=rec["lifecycle"] if rec else None,
+        kind=(("zone" if rec.get("zone") else "segment") if rec else None),
+        lifecycle=rec["lifecycle"] if rec else None,
         creator_alive=creator_alive, status=tuple(status),
         created_time=rec["created_ns"] / 1e9 if rec else None,
         attach_time=float(row["atime"]) or None, detach_time=float(row["dtime"]) or None,
-        change_time=float(ctime), ident=(shmid, ctime))
+        change_time=float(ctime), known=known, ident=(shmid, ctime))
 
 
 def list_segments(pattern: str | None = None, *, posix: bool = True, sysv: bool = True,
@@ -291,12 +310,24 @@ def _deleted_shm_objects() -> dict[tuple[int, int], dict[str, Any]]:
     (an open fd, else a mapping's map_files entry, which needs privileges)."""
     prefix = _lifecycle.SHM_DIR + "/"
     out: dict[tuple[int, int], dict[str, Any]] = {}
+    named: dict[tuple[int, int], str] | None = None
 
     def add(key: tuple[int, int], target: str, pid: int, access: str) -> None:
+        nonlocal named
         name = target[len(prefix):-len(_DELETED)]
         if not name or "/" in name:
             return  # not a POSIX segment (the registry's files live in a subdirectory)
+        if name.startswith("#"):
+            # made without a name (O_TMPFILE) and named when complete: /proc keeps calling
+            # the first fd and what is mapped through it "#INO (deleted)"; it vanished
+            # only if no name in /dev/shm leads to it now
+            if named is None:
+                named = _shm_inodes()
+            if key in named:
+                return
         e = out.setdefault(key, {"name": name, "pids": set(), "access": []})
+        if e["name"].startswith("#") and not name.startswith("#"):
+            e["name"] = name  # a mapping through the name tells the name
         e["pids"].add(pid)
         e["access"].append(access)
 
@@ -332,12 +363,25 @@ def _deleted_shm_objects() -> dict[tuple[int, int], dict[str, Any]]:
             target = os.fsdecode(parts[5])
             if not target.startswith(prefix):
                 continue
-            try:
-                major, minor = parts[3].split(b":")
-                key = (os.makedev(int(major, 16), int(minor, 16)), int(parts[4]))
-            except ValueError:
-                continue
-            add(key, target, pid, f"/proc/{p}/map_files/{parts[0].decode()}")
+            key = _lifecycle.mapped_file(parts)
+            if key is not None:
+                add(key, target, pid, f"/proc/{p}/map_files/{parts[0].decode()}")
+    return out
+
+
+def _shm_inodes() -> dict[tuple[int, int], str]:
+    """{(dev, ino): name} of what /dev/shm holds now."""
+    out: dict[tuple[int, int], str] = {}
+    try:
+        with os.scandir(_lifecycle.SHM_DIR) as it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out[(st.st_dev, st.st_ino)] = e.name
+    except OSError:
+        pass
     return out
 
 
@@ -449,9 +493,13 @@ def find_segment(name: str | None = None, *, key: int | None = None,
     if sum(x is not None for x in (name, key, shmid)) != 1:
         raise TypeError("find_segment() needs exactly one of name, key, shmid")
     if name is not None:
-        name = name[1:] if name.startswith("/") else name
-        if not name or "/" in name:
-            raise SegmentNotFoundError(errno.ENOENT, f"no POSIX segment named {name!r}")
+        from ._errors import InvalidNameError
+        from ._checks import check_posix_name
+        try:
+            name = check_posix_name(name)
+        except InvalidNameError as e:  # no segment can have it (too long, '/', NUL...)
+            raise SegmentNotFoundError(errno.ENOENT, f"no POSIX segment can be named "
+                                       f"{name!r}: {e}") from None
         path = os.path.join(_lifecycle.SHM_DIR, name)
         try:
             st = os.lstat(path)
@@ -464,6 +512,8 @@ def find_segment(name: str | None = None, *, key: int | None = None,
                            {(st.st_dev, st.st_ino): _lifecycle.mapping_pids(st.st_dev, st.st_ino)})
     locks = _lifecycle.lock_table()
     if key is not None:
+        if not -(1 << 31) <= key < (1 << 32):
+            raise ValueError(f"SysV key {key} does not fit in 32 bits (a key_t)")
         k = key - (1 << 32) if key >= (1 << 31) else key
         if k == 0:
             raise SegmentNotFoundError(errno.ENOENT, "key 0 is IPC_PRIVATE: name the segment "
@@ -505,6 +555,10 @@ def remove_segment(info: SegmentInfo) -> None:
     shmid, ctime = ident
     try:
         now: dict[str, Any] | None = _core.sysv_stat(shmid)
+    except PermissionError:
+        raise SegmentPermissionError(
+            errno.EACCES, f"SysV segment id {shmid}: permission denied (it belongs to uid "
+            f"{info.uid}, mode {info.mode:o})") from None
     except OSError:
         now = None
     if now is None or now["ctime"] != ctime:
@@ -523,12 +577,13 @@ def _gc_posix(info: SegmentInfo, dry_run: bool) -> GcAction:
     assert name is not None  # every posix SegmentInfo has one
     path = os.path.join(_lifecycle.SHM_DIR, name)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted under the name since it was listed cannot block us
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         return GcAction("segment", name, "kept", f"cannot open it: {e.strerror}")
     try:
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != info.ident:
+        if not _stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != info.ident:
             return GcAction("segment", name, "kept", "replaced since it was listed")
         if not _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
             return GcAction("segment", name, "kept", "a shmkit handle is open on it")

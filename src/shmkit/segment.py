@@ -45,6 +45,7 @@ import errno
 import json
 import os
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -53,8 +54,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _core, _lifecycle
-from ._checks import check_int
-from ._errors import (ClosedError, InvalidNameError, SegmentNotFoundError, ShmkitError)
+from ._checks import check_int, check_posix_name
+from ._errors import (ClosedError, InvalidArgumentError, InvalidNameError, SegmentExistsError,
+                      SegmentNotFoundError, ShmkitError)
+from ._surface import ClosingHandle
 
 if TYPE_CHECKING:
     from ._lifecycle import FdOrPath, Record
@@ -88,26 +91,12 @@ _KIND_NAMES = {
 
 
 def ftok(path: StrPath, proj_id: int) -> int:
-    """SysV IPC key from an existing path and a project id, exactly as C's ftok(3)."""
+    """SysV IPC key from an existing path and a project id, exactly as C's ftok(3) (which
+    uses the low 8 bits of proj_id; they must not be zero)."""
+    check_int("proj_id", proj_id, -(1 << 31))
+    if proj_id >= (1 << 31):
+        raise ValueError(f"proj_id {proj_id} does not fit in a C int")
     return _core.ftok(os.fspath(path), proj_id)
-
-
-def _check_posix_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"segment name must be a str, not {type(name).__name__}")
-    if name.startswith("/"):
-        name = name[1:]
-    if not name:
-        raise InvalidNameError("segment name is empty")
-    if "/" in name:
-        raise InvalidNameError(f"segment name {name!r} contains '/'")
-    if "\0" in name:
-        raise InvalidNameError(f"segment name {name!r} contains a NUL byte")
-    if len(name.encode()) > 250:
-        raise InvalidNameError(f"segment name is {len(name.encode())} bytes long; at most 250 are allowed")
-    if name in (".", ".."):
-        raise InvalidNameError(f"segment name {name!r} is reserved")
-    return name
 
 
 def _check_key(key: object) -> int:
@@ -155,7 +144,7 @@ class SegmentStat:
 _live: "weakref.WeakSet[Segment]" = weakref.WeakSet()
 
 
-class Segment:
+class Segment(ClosingHandle):
     """A mapping of shared memory.
 
     ``Segment(name, mode="c", size=0, *, backend=None, lifecycle=None, ...)`` opens or
@@ -208,6 +197,7 @@ class Segment:
     _fstat: os.stat_result | None = None  # identity (st_dev, st_ino) of the object, fd backends
     _ctime: int | None = None  # sysv: creation time (with shmid, the segment's identity)
     _observer = False
+    _shrunk_from = 0        # the size this handle had mapped before another process shrank it
     _abspath: str
     name: str | None
     key: int | None
@@ -218,7 +208,7 @@ class Segment:
                  path: StrPath | bytes | None = None, fd: int | None = None, perm: int = 0o600,
                  seals: str | int | Iterable[str | int] = (), reserve: int = 0,
                  allow_other_owner: bool = False, lifecycle: str | None = None,
-                 _allow_empty: bool = False, _observer: bool = False):
+                 _allow_empty: bool = False, _observer: bool = False, _zone: bool = False):
         if backend is None:
             backend = ("sysv" if key is not None or shmid is not None else
                        "file" if path is not None else "memfd" if fd is not None else "posix")
@@ -254,7 +244,7 @@ class Segment:
         if backend == "posix":
             if name is None:
                 raise TypeError("a posix segment needs a name")
-            pname = self.name = _check_posix_name(name)
+            pname = self.name = check_posix_name(name)
             if creating and size == 0 and not _allow_empty:
                 flags &= ~_core.O_CREATE  # "c" without a size: open only
             self._open_named(lambda f: _core.Segment.posix(pname, f, perm, size, reserve),
@@ -289,7 +279,7 @@ class Segment:
             if creating and size == 0:
                 flags &= ~_core.O_CREATE
             self.key = key
-            self._open_sysv(key, shmid, flags, perm, size, lifecycle)
+            self._open_sysv(key, shmid, flags, perm, size, lifecycle, _zone)
         elif backend == "memfd":
             if lifecycle not in (None, "unlink_on_last_close"):
                 raise ValueError("a memfd segment has no name: it is freed when the last "
@@ -310,6 +300,11 @@ class Segment:
                 self.name = name or "shmkit"
                 if "\0" in self.name:
                     raise InvalidNameError("memfd name contains a NUL byte")
+                try:
+                    self.name.encode()
+                except UnicodeError:
+                    raise InvalidNameError(f"memfd name {self.name!r} is not valid UTF-8 "
+                                           "text (it holds a lone surrogate)") from None
                 self._seg = _core.Segment.memfd(self.name, size, _seal_bits(seals), reserve)
                 self._creator = True
                 self._fstat = os.fstat(self._seg.fd)
@@ -343,16 +338,33 @@ class Segment:
     # -- opening, with the lifecycle protocol ------------------------------------------------
     def _open_named(self, core_open: Callable[[int], _core.Segment], flags: int, perm: int,
                     lifecycle: str | None, path: str) -> None:
-        """posix and file: open or create, then take part in the lock protocol."""
+        """posix and file: open or create, then take part in the lock protocol.
+
+        A new object has no name until it is complete: the core makes it unnamed
+        (O_TMPFILE), sized, reserved and locked; here its record is written; then it is
+        published (linkat).  An opener can therefore never see it half-made (empty, or
+        without its record).  If another process published the name first, this one is
+        dropped and theirs opened ("c"), or SegmentExistsError ("x")."""
         creating = bool(flags & _core.O_CREATE)
+        if creating:
+            flags |= _core.O_PUBLISH_LATER
         for _ in range(100):
             seg = core_open(flags)
             try:
                 st = os.fstat(seg.fd)
                 if seg.created:
                     self._seg, self._fstat = seg, st
-                    self._become_creator(lifecycle or "persist", perm, path)
-                    return
+                    if self._become_creator(lifecycle or "persist", perm, path):
+                        return
+                    # the name was taken while ours was being made: drop ours
+                    self._seg, self._fstat, self._record = None, None, None
+                    self._creator = False
+                    seg.close()
+                    if flags & _core.O_EXCL:
+                        raise SegmentExistsError(
+                            errno.EEXIST, f"{self._what()} already exists (another process "
+                            "created it first)")
+                    continue
                 # blocks only while a closer, a reaper or gc holds the write lock to
                 # remove this very object (microseconds); then the name check fails
                 _lifecycle.hold_attach(seg.fd, wait=True)
@@ -376,12 +388,15 @@ class Segment:
         raise ShmkitError(f"{self._what()}: lost every race to open it (it kept being "
                           "removed and re-created)")
 
-    def _become_creator(self, lifecycle: str, perm: int, path: str) -> None:
-        """Locks first, record second: whoever sees the record also sees the locks."""
+    def _become_creator(self, lifecycle: str, perm: int, path: str) -> bool:
+        """Locks first, record second, name third: whoever sees the name sees the record,
+        and whoever sees the record sees the locks.  False if another process published
+        the name first (nothing of ours is left then)."""
         seg, st = self._seg, self._fstat
         assert seg is not None and st is not None  # set by _open_named
         self._creator = True
         ident = self.name if self.backend == "posix" else path  # what removal is given
+        rname = None
         try:
             if not _lifecycle.hold_creator(seg.fd) and lifecycle != "persist":
                 raise ShmkitError(f"{self._what()}: its file system has no OFD locks "
@@ -397,23 +412,31 @@ class Segment:
                 try:
                     os.close(_lifecycle.create_record(rname, rec, perm))
                 except OSError as e:
+                    rname = None
                     if lifecycle != "persist":
                         raise ShmkitError(f"{self._what()}: cannot record its lifecycle: the "
                                           f"file system refuses user xattrs and the registry "
                                           f"is not usable ({e})") from e
                     rec = None  # a persist segment without a record
+            try:
+                seg.publish()
+            except FileExistsError:
+                if rname is not None:
+                    _lifecycle.remove_record(rname)
+                return False
             self._record = rec
             if rec is not None and not self._observer:
                 _lifecycle.note_event(seg.fd, "attach")
             if lifecycle != "persist":
                 self._reaper_pid = _lifecycle.spawn_reaper(
                     seg.fd, {"when": lifecycle, "backend": self.backend, "ident": ident})
+            return True
         except BaseException:
             _lifecycle.remove_if_same(self.backend, ident, self._fstat)
             raise
 
     def _open_sysv(self, key: int | None, shmid: int | None, flags: int, perm: int, size: int,
-                   lifecycle: str | None) -> None:
+                   lifecycle: str | None, zone: bool = False) -> None:
         creating = bool(flags & _core.O_CREATE)
         readonly = bool(flags & _core.O_RDONLY)
         for _ in range(100):
@@ -426,9 +449,11 @@ class Segment:
                 if seg.created:
                     self._creator = True
                     want = lifecycle or "persist"
-                    rec: Record | None = _lifecycle.make_record(want, "sysv", key=key,
-                                                                shmid=seg.shmid,
-                                                 ctime=kst["ctime"])
+                    # a zone says so in its record: `shmkit info` may then show its zone
+                    # without attaching to find out (which would change its shm_lpid)
+                    rec: Record | None = _lifecycle.make_record(
+                        want, "sysv", key=key, shmid=seg.shmid, ctime=kst["ctime"],
+                        zone=1 if zone else None)
                     try:
                         assert rec is not None
                         self._record_fd = _lifecycle.create_record(rname, rec, perm, lock=True)
@@ -445,28 +470,32 @@ class Segment:
                                               "shmid": seg.shmid, "ctime": kst["ctime"]})
                     return
                 fd, rec = _lifecycle.open_record(rname, kst["cuid"], writable=not readonly)
-                if fd is None and lifecycle not in (None, "persist") \
-                        and time.time() - kst["ctime"] < 2:
-                    # created a moment ago: its creator may not have written the record
-                    # yet (it is written right after shmget); give it a moment
+                if fd is None and time.time() - kst["ctime"] < 2 and _pid_alive(kst["cpid"]):
+                    # created a moment ago by a live process: if that is shmkit, its record
+                    # (written right after shmget) and with it the lock that counts us as
+                    # attached are coming: give it a moment (an opener that went on
+                    # without was not counted, and an unlink_on_last_close segment was
+                    # removed under it)
                     deadline = time.monotonic() + 0.5
                     while fd is None and time.monotonic() < deadline:
                         time.sleep(0.001)
                         fd, rec = _lifecycle.open_record(rname, kst["cuid"],
                                                          writable=not readonly)
+                        if fd is None and _sysv_gone(seg.shmid, kst["ctime"]):
+                            break
                 if fd is not None:
                     self._record_fd, self._record = fd, rec
                     self._record_writable = (os.O_ACCMODE & _fcntl_getfl(fd)) == os.O_RDWR
                     _lifecycle.hold_attach(fd, wait=True)
-                    again = _core.sysv_stat(seg.shmid)
-                    if again["removed"] or again["ctime"] != kst["ctime"]:
-                        self._drop_record_fd()
-                        seg.close()
-                        self._seg = None
-                        if creating and key:
-                            continue
-                        raise SegmentNotFoundError(
-                            errno.ENOENT, f"{self._what()} was removed while it was being opened")
+                if _sysv_gone(seg.shmid, kst["ctime"]):
+                    # removed before we held the lock that counts us: not ours to use
+                    self._drop_record_fd()
+                    seg.close()
+                    self._seg = None
+                    if creating and key:
+                        continue
+                    raise SegmentNotFoundError(
+                        errno.ENOENT, f"{self._what()} was removed while it was being opened")
                 self._check_lifecycle(lifecycle)
                 return
             except BaseException:
@@ -583,11 +612,24 @@ class Segment:
 
     @property
     def size(self) -> int:
-        """Bytes in this mapping (follows growth made by other processes)."""
+        """Bytes in this mapping.  Follows growth made by other processes (within the
+        reservation) and shrinking: the pages another process cut off read zeros through
+        views taken before, instead of killing this process with SIGBUS."""
         seg = self._live()
         if seg.kind in (_core.KIND_POSIX, _core.KIND_FILE, _core.KIND_MEMFD):
-            return seg.refresh()
+            before = seg.size
+            now = seg.refresh()
+            if now < before:
+                self._shrunk_from = max(self._shrunk_from, before)
+            return now
         return seg.size
+
+    def _outside(self, what: str, end: int, size: int) -> IndexError:
+        if self._shrunk_from and end <= self._shrunk_from:
+            return IndexError(f"{what} is outside {self._what()}: it was shrunk to {size} "
+                              f"bytes by another process (this handle mapped "
+                              f"{self._shrunk_from})")
+        return IndexError(f"{what} is outside the segment ({size} bytes)")
 
     @property
     def readonly(self) -> bool:
@@ -655,7 +697,7 @@ class Segment:
         if count is None:
             count = size - offset
         if not (0 <= offset <= size) or count < 0 or offset + count > size:
-            raise IndexError(f"read({offset}, {count}) is outside the segment ({size} bytes)")
+            raise self._outside(f"read({offset}, {count})", offset + max(count, 0), size)
         return bytes(self.buf[offset:offset + count])
 
     def write(self, data: Buffer, offset: int = 0) -> int:
@@ -666,17 +708,31 @@ class Segment:
         mv = memoryview(data).cast("B")
         size = self.size
         if offset < 0 or offset + mv.nbytes > size:
-            raise IndexError(f"write of {mv.nbytes} bytes at {offset} is outside the segment "
-                             f"({size} bytes)")
+            raise self._outside(f"write of {mv.nbytes} bytes at {offset}", offset + mv.nbytes,
+                                size)
         self.buf[offset:offset + mv.nbytes] = mv
         return mv.nbytes
 
     def resize(self, size: int) -> None:
-        """Change the size (posix, file, memfd).  Growing reserves the space first."""
+        """Change the size (posix, file, memfd).  Growing reserves the space first.
+
+        Other processes follow: growth within their reservation, and shrinking (the
+        pages cut off read zeros through their old views; read()/write() there raise
+        IndexError saying so).  A segment that holds a zone is never shrunk: a zone's
+        processes use all of it."""
         check_int("size", size)
         seg = self._live()
         if size == 0:
             raise ValueError("size must be > 0")
+        if size >= 1 << 63:
+            raise ValueError(f"size {size} is larger than any segment can be (2**63 - 1)")
+        current = self.size
+        if size < current and current >= 8 and \
+                struct.unpack_from("=Q", self.buf, 0)[0] == _core.ZONE_MAGIC:
+            raise InvalidArgumentError(
+                errno.EINVAL, f"{self._what()} holds a shmkit zone of {current} bytes; it "
+                f"cannot be shrunk to {size} (a zone never shrinks: its processes use all of "
+                "it)")
         self._buf = None
         seg.resize(size)
 
@@ -860,18 +916,6 @@ class Segment:
         else:
             raise ValueError(f"{self.backend} segments have no name to unlink")
 
-    def __enter__(self) -> Segment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __reduce__(self) -> tuple[Any, ...]:
         if self.backend == "posix":
             return (_reopen, ("posix", self.name, self.readonly))
@@ -927,6 +971,27 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _sysv_gone(shmid: int, ctime: int) -> bool:
+    """The SysV segment shmid (created at ctime) was removed (IPC_RMID) or replaced."""
+    try:
+        now = _core.sysv_stat(shmid)
+    except OSError:
+        return True
+    return bool(now["removed"]) or now["ctime"] != ctime
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fcntl_getfl(fd: int) -> int:

@@ -175,6 +175,9 @@ def _pack_head(shape: tuple[int, ...], dt: numpy.dtype[Any]) -> bytes:
         raise ValueError(f"the dtype's descriptor takes {len(descr)} bytes; at most "
                          f"{_core.NDARRAY_DESCR_MAX - 1} fit in the array's head: {dt}")
     nbytes = math.prod(shape) * dt.itemsize
+    if nbytes >= 1 << 63 or any(d >= 1 << 63 for d in shape):
+        raise ValueError(f"an array of shape {shape} of {dt} would take {nbytes} bytes: more "
+                         "than any zone can hold")
     return _HEAD.pack(_core.NDARRAY_MAGIC, len(shape), _core.NDARRAY_HEAD_SIZE, nbytes,
                       dt.itemsize, *shape, *([0] * (_MAX_DIMS - len(shape))), descr)
 
@@ -209,7 +212,10 @@ def ndarray(name: str, shape: int | Iterable[int] | None = None, dtype: DTypeLik
     want = None
     if shape is not None:
         shape = _normalise_shape(shape)
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except UnicodeError:  # numpy lets this one out of a str with a lone surrogate
+            raise TypeError(f"dtype {dtype!r} is not a NumPy dtype") from None
         if dt.hasobject:
             raise TypeError(f"arrays of Python objects cannot live in shared memory: {dt}")
         want = (shape, dt)

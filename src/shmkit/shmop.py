@@ -107,7 +107,7 @@ def shmop_write(shmop: Shmop, data: str | Buffer, offset: int) -> int:
     seg = _live(shmop)
     check_int("offset", offset, -(1 << 63))
     if isinstance(data, str):
-        data = data.encode()
+        data = data.encode("utf-8", "surrogateescape")  # PHP strings are bytes
     mv = memoryview(data).cast("B")
     if seg.readonly:
         raise PermissionError("shmop_write(): read-only segment cannot be written (opened "

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from . import _core
 from ._errors import ObjectMismatchError, ObjectTypeError
 from ._checks import check_int, check_object_name
+from ._surface import CounterOperators
 from .zone import Zone, default_zone
 
 if TYPE_CHECKING:
@@ -60,8 +61,12 @@ __all__ = [
     "Lock", "RLock", "RWLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
     "Barrier", "Value", "Array", "Counter", "configure", "SyncConfig",
     "LockStats", "RWLockStats", "SemaphoreStats", "EventStats", "ConditionStats",
-    "BarrierStats", "ValueStats", "CounterStats",
+    "BarrierStats", "ValueStats", "CounterStats", "TIMEOUT_MAX",
 ]
+
+#: The longest timeout a blocking call takes (threading.TIMEOUT_MAX): a longer one raises
+#: OverflowError, as in threading.
+TIMEOUT_MAX: float = _core.TIMEOUT_MAX
 
 
 # --------------------------------------------------------------------------------------
@@ -147,6 +152,10 @@ def _canonical(zone: Zone) -> Zone:
 
 def _reopen(cls: Callable[..., Any], zone: Zone, name: str, kwargs: dict[str, Any]) -> Any:
     return cls(name, zone=_canonical(zone), create=False, **kwargs)
+
+
+#: Barrier parties a zone's barrier can hold (core/sync.c MAX_PARTIES).
+_MAX_PARTIES = 65536
 
 
 class _Named:
@@ -442,7 +451,7 @@ class Semaphore(_Named, _core.Semaphore):
     def __new__(cls, name: str, value: int = 1, *, undo: bool = False, max_processes: int = 64,
                 zone: Zone | None = None, create: bool = True) -> Self:
         zone = _zone_arg(zone)
-        check_int("semaphore initial value", value, 0)
+        check_int("semaphore initial value", value, 0, _core.SEM_VALUE_MAX, OverflowError)
         check_int("max_processes", max_processes, 1)
         flags = (_core.SYNCF_BOUNDED if cls._bounded else 0) | (_core.SYNCF_UNDO if undo else 0)
         off, created = _open(zone, name, _core.OBJ_SEMAPHORE, flags=flags, create=create,
@@ -556,6 +565,9 @@ class ConditionStats:
     waits: int
 
 
+_NOTIFY_MAX = 2**31 - 1
+
+
 def _condition_lock(zone: Zone, name: str) -> Lock | RLock:
     return Condition(name, zone=_canonical(zone), create=False)._lock
 
@@ -625,6 +637,11 @@ class Condition(_Named, _core.Condition):
     def release(self) -> None:
         self._lock.release()
 
+    def _is_owned(self) -> bool:
+        """Is the lock held by the caller (threading.Condition's helper, which code
+        built on Condition calls)?"""
+        return self._lock._is_owned()
+
     def __enter__(self) -> bool:
         return self._lock.__enter__()
 
@@ -661,7 +678,7 @@ class Condition(_Named, _core.Condition):
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n > 0:
-            self._notify(n)
+            self._notify(min(n, _NOTIFY_MAX))  # more than can wait is all of them
 
     def notify_all(self) -> None:
         """Wake up every waiter (the lock must be held)."""
@@ -723,7 +740,7 @@ class Barrier(_Named, _core.Barrier):
                 timeout: Timeout = None, *, zone: Zone | None = None,
                 create: bool = True) -> Self:
         zone = _zone_arg(zone)
-        check_int("parties", parties, 1)
+        check_int("parties", parties, 1, _MAX_PARTIES)
         if action is not None and not callable(action):
             raise TypeError("action must be callable or None")
         off, created = _open(zone, name, _core.OBJ_BARRIER, create=create, a=parties)
@@ -1101,7 +1118,8 @@ class CounterStats:
     value: int
 
 
-class Counter(_Named, _core.Counter):
+# CounterOperators first: its repr state stands before _Named's
+class Counter(CounterOperators, _Named, _core.Counter):
     """A 64-bit signed integer changed by atomic instructions, without a lock.
 
     ``Counter(name, initial=0, *, zone=None)``; ``add(n=1)``, ``sub(n=1)``, ``inc()``,
@@ -1126,22 +1144,6 @@ class Counter(_Named, _core.Counter):
         self._name = name
         return self
 
-    def __iadd__(self, n: int) -> Self:
-        self.add(n)
-        return self
-
-    def __isub__(self, n: int) -> Self:
-        self.sub(n)
-        return self
-
-    def __int__(self) -> int:
-        return self.get()
-
-    __index__ = __int__
-
     def statistics(self) -> CounterStats:
         return CounterStats(self._name, self.get())
-
-    def _repr_state(self) -> str:
-        return f"value={self.get()}"
 

@@ -12,8 +12,9 @@ map it at different addresses.  The bytes are specified in ``core/layout.h``.
 from __future__ import annotations
 
 import builtins
-import importlib
+import errno
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _core
 from ._checks import check_object_name
-from ._errors import ClosedError, ZoneInitError
+from ._errors import ClosedError, SegmentExistsError, ZoneInitError
+from ._surface import ClosingHandle, LateBound, ObjectDirectory
 from .segment import Segment
 
 if TYPE_CHECKING:
@@ -87,18 +89,8 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "board": ("board", "Board"),
     "config": ("config", "SharedConfig"),
 }
-_resolved: dict[str, Any] = {}
-
-
-def _factory(method: str) -> Any:
-    """The constructor behind ``Zone.<method>``, imported on first use."""
-    try:
-        return _resolved[method]
-    except KeyError:
-        module, attr = _FACTORIES[method]
-        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        _resolved[method] = made
-        return made
+#: the constructor behind ``Zone.<method>``, imported on first use
+_factory = LateBound("shmkit", _FACTORIES)
 
 
 DEFAULT_ZONE_SIZE = 32 << 20
@@ -160,7 +152,17 @@ def _info(t: tuple[str, int, int, int, int, int, int]) -> ObjectInfo:
                       created_ns, pid)
 
 
-class Zone:
+def _check_uint(what: str, value: object, minimum: int = 0, bits: int = 64) -> int:
+    """An int in [minimum, 2**bits): the C layer would wrap a negative or a larger one
+    around silently, or raise OverflowError."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not minimum <= value < (1 << bits):
+        raise ValueError(f"{what} must be in [{minimum}, 2**{bits}), not {value}")
+    return value
+
+
+class Zone(ClosingHandle, ObjectDirectory):
     """A named zone of shared memory with an allocator and named objects.
 
     ``Zone(name, size, *, tag=None, init=None, backend="posix", max_size=None, ...)``
@@ -182,6 +184,10 @@ class Zone:
 
     ``lifecycle`` is the segment's (see ``shmkit.Segment``): "persist" (default),
     "unlink_on_last_close" or "unlink_on_creator_exit".
+
+    A segment that shmkit did not create (no record of shmkit's on it) and that holds no
+    zone yet is not formatted unless ``adopt=True``: Zone() refuses it with
+    SegmentExistsError instead of overwriting someone else's memory.
     """
 
     _core_zone: _core.Zone | None = None
@@ -197,7 +203,7 @@ class Zone:
                  timeout: float | None = 30.0, perm: int = 0o600, key: int | None = None,
                  path: StrPath | None = None, segment: Segment | None = None,
                  create: bool = True, allow_other_owner: bool = False,
-                 lifecycle: str | None = None):
+                 lifecycle: str | None = None, adopt: bool = False):
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValueError(f"zone size must be an int >= 0, not {size!r}")
         if 0 < size < _core.ZONE_MIN_SIZE:
@@ -205,7 +211,11 @@ class Zone:
         if max_size is not None and (not isinstance(max_size, int) or max_size < size):
             raise ValueError(f"max_size must be an int >= size ({size}), not {max_size!r}")
         if isinstance(tag, str):
-            tag = tag.encode()
+            try:
+                tag = tag.encode()
+            except UnicodeError:
+                raise ValueError(f"zone tag {tag!r} is not valid UTF-8 text (it holds a lone "
+                                 "surrogate); pass bytes") from None
         if tag is not None and len(tag) > _core.TAG_MAX:
             raise ValueError(f"zone tag is {len(tag)} bytes; at most {_core.TAG_MAX} are allowed")
         if backend in ("sysv", "anonymous", "memfd") and max_size and max_size > size:
@@ -239,7 +249,8 @@ class Zone:
             self._segment = Segment(None, "c" if (create and size) else "w", size,
                                     backend="sysv", key=sysv_key,  # type: ignore[arg-type]
                                     perm=perm,
-                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle)
+                                    allow_other_owner=allow_other_owner, lifecycle=lifecycle,
+                                    _zone=True)
             self.name = sysv_key
         elif backend == "memfd":
             if not size:
@@ -253,6 +264,8 @@ class Zone:
         else:
             raise ValueError(f"unknown backend {backend!r}")
         try:
+            if not adopt:
+                self._refuse_foreign()
             self._core_zone = _core.Zone(self._segment._live(), size, max_size or 0, tag, timeout)
         except BaseException:
             self._discard_failed_creation()
@@ -267,6 +280,26 @@ class Zone:
                 ok = True
             finally:
                 self._core_zone.init_done(ok)
+
+    def _refuse_foreign(self) -> None:
+        """A segment shmkit did not create that holds no zone would be formatted (its
+        bytes overwritten): refuse, unless the caller asked with adopt=True."""
+        seg = self._segment
+        assert seg is not None  # set by __init__ before the zone is opened
+        if seg.created or seg.backend in ("memfd", "anonymous") and seg._creator:
+            return
+        if seg.lifecycle is not None:
+            return  # shmkit made it (a zone creator may have died before initialising it)
+        core = seg._live()
+        size = core.size
+        if size >= 8:
+            with memoryview(core) as mv:
+                if struct.unpack_from("=Q", mv, 0)[0] != 0:
+                    return  # a zone (attach) or something else (the core says what)
+        raise SegmentExistsError(
+            errno.EEXIST, f"{seg._what()} exists ({size} bytes, no zone in it) and was not "
+            "created by shmkit: Zone() would format it, overwriting whatever uses it.  Pass "
+            "adopt=True to make it a zone anyway, or use another name")
 
     def _discard_failed_creation(self) -> None:
         """Opening failed: close, and if this handle created an object that never became
@@ -322,23 +355,24 @@ class Zone:
     # -- raw allocations (the nginx way) ---------------------------------------------------
     def alloc(self, size: int, *, zero: bool = False) -> int:
         """Allocate ``size`` bytes; returns the offset.  ZoneFullError when no room."""
-        return self._live().alloc(size, zero)
+        return self._live().alloc(_check_uint("size", size, 1, 63), zero)
 
     def calloc(self, size: int) -> int:
         """Allocate ``size`` zeroed bytes; returns the offset."""
-        return self._live().alloc(size, True)
+        return self._live().alloc(_check_uint("size", size, 1, 63), True)
 
     def free(self, offset: int) -> None:
         """Free an allocation; InvalidFreeError if it is not one."""
-        self._live().free(offset)
+        self._live().free(_check_uint("offset", offset))
 
     def usable_size(self, offset: int) -> int:
         """Bytes really usable at ``offset`` (its size class or run), 0 if not allocated."""
-        return self._live().usable_size(offset)
+        return self._live().usable_size(_check_uint("offset", offset))
 
     def view(self, offset: int, size: int, *, readonly: bool = False) -> memoryview:
         """A memoryview of [offset, offset + size); it keeps the mapping alive."""
-        return self._live().view(offset, size, readonly)
+        return self._live().view(_check_uint("offset", offset, 0, 63),
+                                 _check_uint("size", size, 0, 63), readonly)
 
     # -- named objects ---------------------------------------------------------------------
     def find(self, name: str) -> ObjectInfo:
@@ -347,15 +381,19 @@ class Zone:
 
     def create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW, aux: int = 0) -> ObjectInfo:
         """Create a named raw allocation; ObjectExistsError if the name is taken."""
-        entry, _ = self._live().obj_get(check_object_name(name), type_code, size, aux,
+        entry, _ = self._live().obj_get(check_object_name(name),
+                                        _check_uint("type_code", type_code, 1, 32),
+                                        _check_uint("size", size, 1), _check_uint("aux", aux),
                                         _core.O_CREATE | _core.O_EXCL)
         return _info(entry)
 
     def find_or_create(self, name: str, size: int, *, type_code: int = _core.OBJ_RAW,
                        aux: int = 0) -> tuple[ObjectInfo, bool]:
         """Find ``name`` or create it (zeroed); returns (info, created)."""
-        entry, created = self._live().obj_get(check_object_name(name), type_code, size, aux,
-                                              _core.O_CREATE)
+        entry, created = self._live().obj_get(check_object_name(name),
+                                              _check_uint("type_code", type_code, 1, 32),
+                                              _check_uint("size", size, 1),
+                                              _check_uint("aux", aux), _core.O_CREATE)
         return _info(entry), created
 
     def destroy(self, name: str) -> None:
@@ -365,13 +403,6 @@ class Zone:
     def objects(self) -> list[ObjectInfo]:
         """Every named object in the zone."""
         return [_info(t) for t in self._live().obj_list()]
-
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.find(name)
-            return True
-        except LookupError:
-            return False
 
     # -- statistics and checks --------------------------------------------------------------
     def statistics(self) -> ZoneStats:
@@ -505,18 +536,6 @@ class Zone:
     def unlink(self) -> None:
         """Remove the zone's name (posix, file) or mark it for destruction (sysv)."""
         self.segment.unlink()
-
-    def __enter__(self) -> Zone:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.backend in ("posix", "file"):

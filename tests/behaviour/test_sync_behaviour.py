@@ -3,8 +3,10 @@ a local Zone and on a RedisZone (single server, cluster), across real processes.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -181,6 +183,69 @@ def test_bounded_semaphore(backend):
     assert b.get_value() == 1
     with pytest.raises(ObjectTypeError):
         zone.semaphore("b", 1)
+
+
+# threading's argument rules (tests/test_sync_conformance.py compares the local objects
+# with threading call by call; these are the cases both backends must agree on)
+@pytest.mark.parametrize("kind", ["lock", "rlock"])
+def test_lock_timeout_rules(backend, kind):
+    lock = getattr(backend.zone(), kind)("l")
+    for timeout, exc in ((1e100, OverflowError), (math.inf, OverflowError),
+                         (threading.TIMEOUT_MAX * 2, OverflowError), (math.nan, ValueError),
+                         (-0.5, ValueError), ("1", TypeError)):
+        with pytest.raises(exc):
+            lock.acquire(True, timeout)
+    with pytest.raises(ValueError, match="non-blocking"):
+        lock.acquire(False, 0)
+    assert lock.acquire(False, -1) is True
+    assert lock.acquire(True, None) is True if kind == "rlock" else lock.acquire(False) is False
+    if kind == "rlock":
+        lock.release()
+    assert lock.acquire(timeout=0) is (kind == "rlock")
+    if kind == "rlock":
+        lock.release()
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_semaphore_timeout_and_count_rules(backend):
+    zone = backend.zone()
+    s = zone.semaphore("s", 1)
+    for timeout in (-1, 0, 0.5, None):       # blocking=False takes no timeout but None
+        if timeout is None:
+            assert s.acquire(False, timeout) is True
+            s.release()
+        else:
+            with pytest.raises(ValueError, match="non-blocking"):
+                s.acquire(False, timeout)
+    assert s.acquire(True, -0.5) is True     # <= 0: one attempt (threading's Semaphore)
+    assert s.acquire(True, -1) is False      # empty now: -1 is no "for ever" here
+    assert s.acquire(True, 0) is False
+    for timeout, exc in ((1e100, OverflowError), (math.nan, ValueError), ("1", TypeError)):
+        with pytest.raises(exc):
+            s.acquire(True, timeout)
+    for n, exc in ((0, ValueError), (-1, ValueError), (1.5, TypeError)):
+        with pytest.raises(exc):
+            s.release(n)
+    s.release(2)
+    assert s.get_value() == 2
+    for value, exc in ((-1, ValueError), (2**70, OverflowError), (1.5, TypeError)):
+        with pytest.raises(exc):
+            zone.semaphore(f"bad-{exc.__name__}-{value!r}", value)
+    b = zone.bounded_semaphore("b", 1)
+    with pytest.raises(ValueError, match="too many"):
+        b.release(2**70)
+
+
+def test_event_wait_rules(backend):
+    e = backend.zone().event("e")
+    assert e.wait(-1) is False and e.wait(0) is False
+    for timeout, exc in ((1e100, OverflowError), (math.nan, ValueError), ("1", TypeError)):
+        with pytest.raises(exc):
+            e.wait(timeout)
+    e.set()
+    assert e.wait(1e100) is True             # set: no wait, as threading.Event.wait
 
 
 def test_event_set_by_another_process(backend, spawn):

@@ -139,31 +139,36 @@ static void test_ofd_locks(void)
 }
 
 /* A mapping pins the open file description it was made from, and its locks, even with
- * every fd closed; remapping from a new description lets them go. */
+ * every fd closed; remapping from a new description lets them go.  (An opener's: a
+ * creator's mapping is made through a description of its own, opened by the name once
+ * published, which holds no locks.) */
 static void test_mapping_pins_locks_and_remap_releases_them(void)
 {
-    struct shk_segment s;
+    struct shk_segment c, s;
     int conflict = -1;
+    const uint64_t PIN_BYTE = 1000; /* a byte no lifecycle lock uses */
     shk_seg_unlink_posix(name);
-    CHECK_EQ(shk_seg_open_posix(&s, name, SHK_O_CREATE | SHK_O_EXCL, 0600, 8192, 0), 0);
+    CHECK_EQ(shk_seg_open_posix(&c, name, SHK_O_CREATE | SHK_O_EXCL, 0600, 8192, 0), 0);
+    CHECK_EQ(shk_seg_open_posix(&s, name, 0, 0600, 0, 0), 0);
     memcpy(s.base + 100, "remapped", 8);
     uint8_t *base = s.base;
-    CHECK_EQ(shk_ofd_lock(s.fd, SHK_LOCKBYTE_CREATOR, F_WRLCK, 0), 0);
+    CHECK_EQ(shk_ofd_lock(s.fd, PIN_BYTE, F_WRLCK, 0), 0);
     int observer = reopen(s.fd);
     /* replace the fd by another description: the mapping still holds the first one */
     int fresh = reopen(s.fd);
     CHECK(dup2(fresh, s.fd) == s.fd);
     close(fresh);
-    CHECK_EQ(shk_ofd_probe(observer, SHK_LOCKBYTE_CREATOR, F_WRLCK, &conflict), 0);
+    CHECK_EQ(shk_ofd_probe(observer, PIN_BYTE, F_WRLCK, &conflict), 0);
     CHECK_EQ(conflict, 1);
     CHECK_EQ(shk_seg_remap(&s), 0);
     CHECK(s.base == base);
     CHECK(memcmp(s.base + 100, "remapped", 8) == 0);
-    CHECK_EQ(shk_ofd_probe(observer, SHK_LOCKBYTE_CREATOR, F_WRLCK, &conflict), 0);
+    CHECK_EQ(shk_ofd_probe(observer, PIN_BYTE, F_WRLCK, &conflict), 0);
     CHECK_EQ(conflict, 0);
     close(observer);
     shk_seg_close(&s);
     CHECK_EQ(shk_seg_remap(&s), SHK_ECLOSED);
+    shk_seg_close(&c);
     shk_seg_unlink_posix(name);
 }
 

@@ -594,8 +594,6 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     struct timespec d;
     int has;
     uint32_t flags;
-    if (shk_py_acquire_args(a[2], a[3], &d, &has, &flags) < 0)
-        return NULL;
     int write = a[4] ? PyObject_IsTrue(a[4]) : 0;
     if (write < 0)
         return NULL;
@@ -613,6 +611,9 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
         return PyErr_Format(PyExc_TypeError, "aio_acquire(): %s has no acquire",
                             Py_TYPE(a[1])->tp_name);
     }
+    if (shk_py_acquire_args(kind == KIND_SEM ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK,
+                            a[2], a[3], &d, &has, &flags) < 0)
+        return NULL;
     AioWaitObject *w = wait_new(a[0], a[1], ref.seg, kind, op, ref.sh, shk_py_sync_live,
                                 deadline_of(has, &d), flags);
     if (!w)

@@ -61,11 +61,25 @@ int shk_py_parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
  * CLOCK_MONOTONIC deadline.  0, or -1 with an exception set (bad type, NaN).  *has is 0
  * when there is no deadline. */
 int shk_py_deadline(PyObject *timeout, struct timespec *deadline, int *has);
-/* threading's acquire(blocking=True, timeout=-1) (None means forever too, as in
- * multiprocessing): *flags gets SHK_WAIT_TRY for a non-blocking call or a zero timeout. */
-int shk_py_acquire_args(PyObject *blocking, PyObject *timeout, struct timespec *deadline,
-                        int *has, uint32_t *flags);
-/* wait(timeout=None): None forever, <= 0 a single check (SHK_WAIT_TRY). */
+/* The three timeout rules of threading, checked as threading checks them (TypeError,
+ * NaN: ValueError, above threading.TIMEOUT_MAX: OverflowError, blocking=False with a
+ * timeout: ValueError):
+ *  LOCK       acquire(blocking=True, timeout=-1) of Lock, RLock, RWLock: -1 is forever
+ *             (None too, as in multiprocessing), other negative values a ValueError;
+ *  SEMAPHORE  Semaphore.acquire(blocking=True, timeout=None): None is forever, <= 0 one
+ *             attempt, and blocking=False takes no timeout but None;
+ *  WAIT       wait(timeout=None) of Event, Condition, Barrier: None is forever, <= 0 one
+ *             look (blocking is not an argument: pass NULL).
+ * *seconds: -1 forever, 0 a single attempt, else the seconds.  0, or -1 with an
+ * exception set.  shmkit._core.timeout_seconds() gives the same to Python code (the
+ * asyncio twins, the Redis backend). */
+enum { SHK_PY_TIMEOUT_LOCK, SHK_PY_TIMEOUT_SEMAPHORE, SHK_PY_TIMEOUT_WAIT };
+int shk_py_timeout(int rule, PyObject *blocking, PyObject *timeout, double *seconds);
+/* shk_py_timeout as a wait's deadline (*has 0: none) and flags (SHK_WAIT_TRY for a
+ * single attempt). */
+int shk_py_acquire_args(int rule, PyObject *blocking, PyObject *timeout,
+                        struct timespec *deadline, int *has, uint32_t *flags);
+/* The WAIT rule: wait(timeout=None). */
 int shk_py_wait_args(PyObject *timeout, struct timespec *deadline, int *has, uint32_t *flags);
 /* queue.Queue's (block=True, timeout=None) as a wait's deadline (SHK_FOREVER: None) and
  * flags: block false is one look (SHK_WAIT_TRY; the timeout is ignored); a negative

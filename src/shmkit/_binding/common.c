@@ -70,17 +70,33 @@ static const struct {
 };
 #define N_ERRNO_CLASSES (sizeof errno_classes / sizeof errno_classes[0])
 
+/* A message may hold bytes of a name that are not UTF-8 (file names are bytes): they are
+ * shown escaped instead of turning the error into a UnicodeDecodeError. */
+static PyObject *message(const char *msg)
+{
+    return PyUnicode_DecodeUTF8(msg, (Py_ssize_t)strlen(msg), "backslashreplace");
+}
+
+/* Raise cls with the message msg (escaped where it is not UTF-8). */
+static PyObject *raise_message(PyObject *cls, const char *msg)
+{
+    PyObject *m = message(msg);
+    if (m) {
+        PyErr_SetObject(cls, m);
+        Py_DECREF(m);
+    }
+    return NULL;
+}
+
 PyObject *shk_py_raise_os(int e, const char *msg)
 {
     const char *cls = "ShmkitOSError";
     for (size_t i = 0; i < N_ERRNO_CLASSES; i++)
         if (errno_classes[i].err == e)
             cls = errno_classes[i].pyclass;
-    if (e == ETIMEDOUT) {
-        PyErr_SetString(shk_py_exc(cls), msg);
-        return NULL;
-    }
-    PyObject *args = Py_BuildValue("(is)", e, msg);
+    if (e == ETIMEDOUT)
+        return raise_message(shk_py_exc(cls), msg);
+    PyObject *args = Py_BuildValue("(iN)", e, message(msg));
     if (args) {
         PyErr_SetObject(shk_py_exc(cls), args);
         Py_DECREF(args);
@@ -105,8 +121,7 @@ PyObject *shk_py_raise(int code, const char *what)
     for (size_t i = 0; i < N_CORE_ERRORS; i++)
         if (core_errors[i].code == code)
             cls = core_errors[i].pyclass;
-    PyErr_SetString(shk_py_exc(cls), msg);
-    return NULL;
+    return raise_message(shk_py_exc(cls), msg);
 }
 
 int shk_py_raise_int(int code, const char *what)
@@ -195,19 +210,32 @@ int shk_py_parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     return 0;
 }
 
-/* A timeout object as seconds: 0 with *t set, 1 for None, -1 with an exception. */
+/* threading.TIMEOUT_MAX (read at import): a longer timeout is an OverflowError there. */
+static double timeout_max = 9223372036.0;
+
+/* A timeout object as seconds, checked as threading checks it: 0 with *t set, 1 for None
+ * (or absent), -1 with an exception.  Any real number (what float() takes) is accepted,
+ * as multiprocessing does; not a number is a TypeError (an int too large for a float
+ * stays an OverflowError), NaN a ValueError, more than TIMEOUT_MAX an OverflowError. */
 static int timeout_seconds(PyObject *timeout, double *t)
 {
     if (!timeout || timeout == Py_None)
         return 1;
     *t = PyFloat_AsDouble(timeout);
     if (*t == -1.0 && PyErr_Occurred()) {
-        PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
-                     Py_TYPE(timeout)->tp_name);
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "timeout must be a number or None, not %.100s",
+                         Py_TYPE(timeout)->tp_name);
+        }
         return -1;
     }
     if (*t != *t) {
         PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -1;
+    }
+    if (*t > timeout_max) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
         return -1;
     }
     return 0;
@@ -227,19 +255,27 @@ int shk_py_deadline(PyObject *timeout, struct timespec *deadline, int *has)
     return 0;
 }
 
-int shk_py_acquire_args(PyObject *blocking_obj, PyObject *timeout_obj,
-                        struct timespec *deadline, int *has, uint32_t *flags)
+int shk_py_timeout(int rule, PyObject *blocking_obj, PyObject *timeout_obj, double *seconds)
 {
     int blocking = 1;
     double t = -1;
-    *has = 0;
-    *flags = 0;
+    *seconds = -1;
     if (blocking_obj && (blocking = PyObject_IsTrue(blocking_obj)) < 0)
         return -1;
+    if (rule == SHK_PY_TIMEOUT_SEMAPHORE && !blocking && timeout_obj && timeout_obj != Py_None) {
+        /* threading.Semaphore looks at nothing else first */
+        PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+        return -1;
+    }
     int r = timeout_seconds(timeout_obj, &t);
     if (r < 0)
         return -1;
-    if (r == 0) {
+    if (r == 0 && rule == SHK_PY_TIMEOUT_LOCK) {
+        /* threading.Lock's: -1 (the default) is forever; None too, as in multiprocessing */
+        if (t < -timeout_max) {
+            PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+            return -1;
+        }
         if (!blocking && t != -1) {
             PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
             return -1;
@@ -249,32 +285,39 @@ int shk_py_acquire_args(PyObject *blocking_obj, PyObject *timeout_obj,
             return -1;
         }
     }
-    if (!blocking || t == 0) {
+    if (!blocking || (r == 0 && t <= 0 && !(rule == SHK_PY_TIMEOUT_LOCK && t == -1)))
+        *seconds = 0; /* a single attempt */
+    else if (r == 0 && t > 0)
+        *seconds = t;
+    return 0;
+}
+
+/* shk_py_timeout's seconds as the deadline and flags of a wait. */
+static void wait_deadline_of(double seconds, struct timespec *deadline, int *has, uint32_t *flags)
+{
+    *has = 0;
+    *flags = 0;
+    if (seconds == 0) {
         *flags = SHK_WAIT_TRY;
-        return 0;
-    }
-    if (t > 0) {
-        shk_deadline_after(deadline, t);
+    } else if (seconds > 0) {
+        shk_deadline_after(deadline, seconds);
         *has = 1;
     }
+}
+
+int shk_py_acquire_args(int rule, PyObject *blocking_obj, PyObject *timeout_obj,
+                        struct timespec *deadline, int *has, uint32_t *flags)
+{
+    double seconds;
+    if (shk_py_timeout(rule, blocking_obj, timeout_obj, &seconds) < 0)
+        return -1;
+    wait_deadline_of(seconds, deadline, has, flags);
     return 0;
 }
 
 int shk_py_wait_args(PyObject *timeout_obj, struct timespec *deadline, int *has, uint32_t *flags)
 {
-    double t = 0;
-    *flags = 0;
-    *has = 0;
-    int r = timeout_seconds(timeout_obj, &t);
-    if (r != 0)
-        return r < 0 ? -1 : 0;
-    if (t <= 0) {
-        *flags = SHK_WAIT_TRY;
-        return 0;
-    }
-    shk_deadline_after(deadline, t);
-    *has = 1;
-    return 0;
+    return shk_py_acquire_args(SHK_PY_TIMEOUT_WAIT, NULL, timeout_obj, deadline, has, flags);
 }
 
 int shk_py_block_timeout(PyObject *block, PyObject *timeout, uint64_t *deadline,
@@ -493,7 +536,35 @@ static PyObject *core_error_table(PyObject *self, PyObject *unused)
     return Py_BuildValue("(NN)", codes, errnos);
 }
 
+/* timeout_seconds(timeout, blocking=True, rule=TIMEOUT_LOCK): the binding's timeout
+ * rules (binding.h) for Python code: None (forever), 0.0 (a single attempt) or the
+ * seconds; the exceptions are those of the blocking calls. */
+static PyObject *core_timeout_seconds(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout", "blocking", "rule"};
+    PyObject *a[3];
+    if (shk_py_parse_args(args, nargs, kwnames, "timeout_seconds", names, 3, a) < 0)
+        return NULL;
+    long rule = a[2] ? PyLong_AsLong(a[2]) : SHK_PY_TIMEOUT_LOCK;
+    if (rule == -1 && PyErr_Occurred())
+        return NULL;
+    if (rule < SHK_PY_TIMEOUT_LOCK || rule > SHK_PY_TIMEOUT_WAIT)
+        return PyErr_Format(PyExc_ValueError, "unknown timeout rule %ld", rule);
+    double seconds;
+    if (shk_py_timeout((int)rule, a[1], a[0], &seconds) < 0)
+        return NULL;
+    if (seconds < 0)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(seconds);
+}
+
 static PyMethodDef common_functions[] = {
+    {"timeout_seconds", (PyCFunction)(void (*)(void))core_timeout_seconds,
+     METH_FASTCALL | METH_KEYWORDS,
+     "timeout_seconds(timeout, blocking=True, rule=0)\n--\n\nA blocking call's "
+     "(blocking, timeout) checked as threading checks them: None (forever), 0.0 (a single "
+     "attempt) or seconds.  rule: TIMEOUT_LOCK (0), TIMEOUT_SEMAPHORE or TIMEOUT_WAIT."},
     {"proc_start_time", core_proc_start_time, METH_O,
      "proc_start_time(pid, /)\n--\n\nStart time of pid in clock ticks since boot (0: no such process)."},
     {"proc_alive", core_proc_alive, METH_VARARGS,
@@ -514,13 +585,29 @@ int shk_init_common(PyObject *m)
     PyObject *threading = PyImport_ImportModule("threading");
     PyObject *main_thread = threading ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
     PyObject *ident = main_thread ? PyObject_GetAttrString(main_thread, "ident") : NULL;
-    Py_XDECREF(threading);
     Py_XDECREF(main_thread);
-    if (!ident)
+    if (!ident) {
+        Py_XDECREF(threading);
         return -1;
+    }
     main_thread_ident = PyLong_AsUnsignedLong(ident);
     Py_DECREF(ident);
+    PyObject *tmax = PyErr_Occurred() ? NULL : PyObject_GetAttrString(threading, "TIMEOUT_MAX");
+    timeout_max = tmax ? PyFloat_AsDouble(tmax) : -1.0;
+    Py_XDECREF(tmax);
+    Py_DECREF(threading);
     if (PyErr_Occurred())
+        return -1;
+    static const struct shk_py_int rules[] = {
+        {"TIMEOUT_LOCK", SHK_PY_TIMEOUT_LOCK},
+        {"TIMEOUT_SEMAPHORE", SHK_PY_TIMEOUT_SEMAPHORE},
+        {"TIMEOUT_WAIT", SHK_PY_TIMEOUT_WAIT},
+        {NULL},
+    };
+    PyObject *tmax_obj = PyFloat_FromDouble(timeout_max);
+    int added = tmax_obj ? PyModule_AddObjectRef(m, "TIMEOUT_MAX", tmax_obj) : -1;
+    Py_XDECREF(tmax_obj);
+    if (added < 0 || shk_py_add_ints(m, rules) < 0)
         return -1;
     shk_wait_config_load_env();
     for (size_t i = 0; i < N_CORE_ERRORS; i++) { /* E_CORRUPT for SHK_ECORRUPT, ... */

@@ -239,7 +239,7 @@ static PyObject *decode(DictObject *self, uint8_t type, const uint8_t *p, uint64
     case SHK_DV_BYTES:
         return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
     case SHK_DV_STR:
-        return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, NULL);
+        return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, "surrogateescape"); /* corrupted: not UTF-8 (issue 13) */
     case SHK_DV_INT: {
         int64_t i;
         if (len != 8)
@@ -1001,7 +1001,7 @@ static PyObject *key_records(const uint8_t *buf, uint32_t n, int refs)
         uint16_t kl;
         memcpy(&kl, buf + pos + 2, 2);
         PyObject *key = buf[pos] == SHK_DK_STR
-                            ? PyUnicode_DecodeUTF8((const char *)buf + pos + 4, kl, "surrogatepass")
+                            ? PyUnicode_DecodeUTF8((const char *)buf + pos + 4, kl, "surrogateescape")
                             : PyBytes_FromStringAndSize((const char *)buf + pos + 4, kl);
         if (key && refs)
             key = Py_BuildValue("(NO)", key, buf[pos + 1] ? Py_True : Py_False);

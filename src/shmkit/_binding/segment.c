@@ -91,16 +91,21 @@ static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where
 static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
-    const char *name;
+    PyObject *name_obj; /* a file name in /dev/shm: the file system encoding, as os.open */
     int flags = SHK_O_CREATE;
     unsigned int mode = 0600;
     Py_ssize_t size = 0, reserve = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|iInn:posix", kwlist, &name, &flags, &mode,
-                                     &size, &reserve))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|iInn:posix", kwlist, PyUnicode_FSConverter,
+                                     &name_obj, &flags, &mode, &size, &reserve))
         return NULL;
-    if (size < 0 || reserve < 0)
+    if (size < 0 || reserve < 0) {
+        Py_DECREF(name_obj);
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
-    return open_fd_segment(type, 0, name, flags, mode, size, reserve);
+    }
+    PyObject *r = open_fd_segment(type, 0, PyBytes_AS_STRING(name_obj), flags, mode, size,
+                                  reserve);
+    Py_DECREF(name_obj);
+    return r;
 }
 
 static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -252,6 +257,16 @@ static PyObject *segment_remap(SegmentObject *s, PyObject *unused)
     int r = shk_seg_remap(&s->seg);
     if (r)
         return shk_py_raise(r, "remap");
+    Py_RETURN_NONE;
+}
+
+static PyObject *segment_publish(SegmentObject *s, PyObject *unused)
+{
+    if (shk_segment_check_open(s) < 0)
+        return NULL;
+    int r = shk_seg_publish(&s->seg);
+    if (r)
+        return shk_py_raise(r, "publish");
     Py_RETURN_NONE;
 }
 
@@ -427,6 +442,9 @@ static PyMethodDef segment_methods[] = {
     {"remap", (PyCFunction)segment_remap, METH_NOARGS,
      "remap()\n--\n\nMap the object again from fd at the same address (after fd was given "
      "an open file description of its own)."},
+    {"publish", (PyCFunction)segment_publish, METH_NOARGS,
+     "publish()\n--\n\nGive a new object (opened with O_PUBLISH_LATER) its name; "
+     "SegmentExistsError if another process took the name meanwhile."},
     {"object_size", (PyCFunction)segment_object_size, METH_NOARGS,
      "object_size()\n--\n\nSize of the underlying object now (fstat / IPC_STAT)."},
     {"stat", (PyCFunction)segment_stat, METH_NOARGS,
@@ -564,10 +582,11 @@ static PyObject *core_ftok(PyObject *self, PyObject *args)
 
 static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
 {
-    const char *name = PyUnicode_AsUTF8(arg);
-    if (!name)
+    PyObject *bytes; /* a file name: the file system encoding, as os.unlink would use */
+    if (!PyUnicode_FSConverter(arg, &bytes))
         return NULL;
-    int r = shk_seg_unlink_posix(name);
+    int r = shk_seg_unlink_posix(PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
     if (r)
         return shk_py_raise(r, "shm_unlink");
     Py_RETURN_NONE;
@@ -666,6 +685,7 @@ int shk_init_segment(PyObject *m)
         {"O_RDONLY", SHK_O_RDONLY},
         {"O_ANYOWNER", SHK_O_ANYOWNER},
         {"O_ALLOWEMPTY", SHK_O_ALLOWEMPTY},
+        {"O_PUBLISH_LATER", SHK_O_PUBLISH_LATER},
         {"KIND_POSIX", SHK_SEG_POSIX},
         {"KIND_SYSV", SHK_SEG_SYSV},
         {"KIND_FILE", SHK_SEG_FILE},

@@ -48,6 +48,22 @@ static PyTypeObject *LockType, *RLockType, *RWLockType, *SemaphoreType, *EventTy
             return shk_py_closed("this synchronisation handle is closed");        \
     } while (0)
 
+/* The methods that are one core call on a live handle: VOID_METHOD returns None,
+ * GETTER_METHOD the Python object that expr builds (o is the handle in both). */
+#define VOID_METHOD(name, call)                                \
+    static PyObject *name(SyncObject *o, PyObject *unused)     \
+    {                                                          \
+        LIVE(o);                                               \
+        call;                                                  \
+        Py_RETURN_NONE;                                        \
+    }
+#define GETTER_METHOD(name, expr)                              \
+    static PyObject *name(SyncObject *o, PyObject *unused)     \
+    {                                                          \
+        LIVE(o);                                               \
+        return expr;                                           \
+    }
+
 /* A wait for a call on this handle.  A non-blocking attempt (SHK_WAIT_TRY) checks a
  * holder's liveness at most once per liveness interval per handle: a loop of
  * acquire(False) reads /proc at that rate, not at every call. */
@@ -213,15 +229,16 @@ static PyObject *acquire_result(SyncObject *o, int r)
     return shk_py_raise(r, "acquire");
 }
 
-/* acquire(blocking=True, timeout=-1)'s arguments, as parse_blocking_timeout gives them. */
-static int parse_acquire_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                              struct timespec *deadline, int *has, uint32_t *flags)
+/* acquire(blocking=True, timeout=...)'s arguments under a timeout rule (binding.h). */
+static int parse_acquire_args(int rule, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, struct timespec *deadline, int *has,
+                              uint32_t *flags)
 {
     static const char *const names[] = {"blocking", "timeout"};
     PyObject *a[2];
     if (shk_py_parse_args(args, nargs, kwnames, "acquire", names, 2, a) < 0)
         return -1;
-    return shk_py_acquire_args(a[0], a[1], deadline, has, flags);
+    return shk_py_acquire_args(rule, a[0], a[1], deadline, has, flags);
 }
 
 /* acquire() the full way: parse its arguments, wait with op, say how it ended. */
@@ -231,7 +248,8 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     struct timespec deadline;
     int has;
     uint32_t flags;
-    if (parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
+    int rule = o->type == SHK_OBJ_SEMAPHORE ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK;
+    if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     return acquire_result(o, run_wait(o, op, obj, &w, NULL));
@@ -280,17 +298,9 @@ static PyObject *lock_exit(SyncObject *o, PyObject *const *args, Py_ssize_t narg
     return lock_release(o, NULL);
 }
 
-static PyObject *lock_locked(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyBool_FromLong(shk_lock_locked(o->sh));
-}
-
-static PyObject *lock_is_owned(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyBool_FromLong(shk_lock_is_mine(o->sh, o->type == SHK_OBJ_RLOCK));
-}
+GETTER_METHOD(lock_locked, PyBool_FromLong(shk_lock_locked(o->sh)))
+GETTER_METHOD(lock_is_owned,
+              PyBool_FromLong(shk_lock_is_mine(o->sh, o->type == SHK_OBJ_RLOCK)))
 
 static PyObject *lock_raw(SyncObject *o, PyObject *unused)
 {
@@ -409,14 +419,16 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
         if (shk_py_parse_args(args, nargs, kwnames, "release", names, 1, a) < 0)
             return NULL;
         if (a[0]) {
-            long v = PyLong_AsLong(a[0]);
+            int over;
+            long v = PyLong_AsLongAndOverflow(a[0], &over);
             if (v == -1 && PyErr_Occurred())
                 return NULL;
-            if (v < 1)
+            if (v < 1 && over <= 0)
                 return PyErr_Format(PyExc_ValueError, "n must be one or more");
-            if (v > (long)(UINT32_MAX >> 1))
-                return PyErr_Format(PyExc_OverflowError, "n is too large");
-            n = (unsigned long)v;
+            /* more than a semaphore can count: the core says which error (a bounded one
+             * was "released too many times", as threading's) */
+            n = over > 0 || v > (long)(UINT32_MAX >> 1) ? (UINT32_MAX >> 1) + 1ul
+                                                        : (unsigned long)v;
         }
     }
     int r = shk_sem_release(o->sh, (uint32_t)n);
@@ -435,11 +447,7 @@ static PyObject *sem_enter(SyncObject *o, PyObject *unused)
     return sem_acquire(o, NULL, 0, NULL);
 }
 
-static PyObject *sem_get_value(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyLong_FromUnsignedLong(shk_sem_value(o->sh));
-}
+GETTER_METHOD(sem_get_value, PyLong_FromUnsignedLong(shk_sem_value(o->sh)))
 
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
 {
@@ -494,25 +502,9 @@ static PyGetSetDef sem_getset[] = {
 
 /* ---- Event ---------------------------------------------------------------------------------- */
 
-static PyObject *event_set(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    shk_event_set(o->sh);
-    Py_RETURN_NONE;
-}
-
-static PyObject *event_clear(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    shk_event_clear(o->sh);
-    Py_RETURN_NONE;
-}
-
-static PyObject *event_is_set(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyBool_FromLong(shk_event_is_set(o->sh));
-}
+VOID_METHOD(event_set, shk_event_set(o->sh))
+VOID_METHOD(event_clear, shk_event_clear(o->sh))
+GETTER_METHOD(event_is_set, PyBool_FromLong(shk_event_is_set(o->sh)))
 
 static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
@@ -574,7 +566,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     int has = 0;
     uint32_t flags = 0;
     if ((nargs || kwnames) &&
-        parse_acquire_args(args, nargs, kwnames, &deadline, &has, &flags) < 0)
+        parse_acquire_args(SHK_PY_TIMEOUT_LOCK, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     struct shk_rw_reader rd = {o->sh, o->slot};
@@ -642,11 +634,7 @@ static PyObject *rw_raw(SyncObject *o, PyObject *unused)
                          shk_rw_held_here(rw, o->slot));
 }
 
-static PyObject *rw_is_writer(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyBool_FromLong(shk_rw_is_writer(o->sh));
-}
+GETTER_METHOD(rw_is_writer, PyBool_FromLong(shk_rw_is_writer(o->sh)))
 
 static PyMethodDef rw_methods[] = {
     {"acquire_read", (PyCFunction)(void (*)(void))rw_acquire_read, METH_FASTCALL | METH_KEYWORDS,
@@ -767,9 +755,13 @@ static PyObject *cond_raw(SyncObject *o, PyObject *unused)
     char name[SHK_OBJ_NAME_MAX + 1];
     memcpy(name, c->lock_name, sizeof name);
     name[SHK_OBJ_NAME_MAX] = '\0';
-    return Py_BuildValue("{sIsKsKsssIsI}", "waiters", c->sleepers, "notifies",
+    PyObject *lock_name = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name),
+                                               "surrogateescape"); /* corrupted: not UTF-8 */
+    if (!lock_name)
+        return NULL;
+    return Py_BuildValue("{sIsKsKsNsIsI}", "waiters", c->sleepers, "notifies",
                          (unsigned long long)c->notifies, "waits", (unsigned long long)c->waits,
-                         "lock_name", name, "lock_type", c->lock_type, "lock_offset",
+                         "lock_name", lock_name, "lock_type", c->lock_type, "lock_offset",
                          (unsigned int)offsetof(struct shk_cond_sh, lock));
 }
 
@@ -829,19 +821,8 @@ static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *barrier_abort(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    shk_barrier_abort(o->sh);
-    Py_RETURN_NONE;
-}
-
-static PyObject *barrier_reset(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    shk_barrier_reset(o->sh);
-    Py_RETURN_NONE;
-}
+VOID_METHOD(barrier_abort, shk_barrier_abort(o->sh))
+VOID_METHOD(barrier_reset, shk_barrier_reset(o->sh))
 
 static PyObject *barrier_raw(SyncObject *o, PyObject *unused)
 {
@@ -910,23 +891,9 @@ static PyObject *counter_sub(SyncObject *o, PyObject *const *args, Py_ssize_t na
     return counter_addsub(o, args, nargs, -1);
 }
 
-static PyObject *counter_inc(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), 1));
-}
-
-static PyObject *counter_dec(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyLong_FromLongLong(shk_counter_add(COUNTER(o), -1));
-}
-
-static PyObject *counter_get(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    return PyLong_FromLongLong(shk_counter_get(COUNTER(o)));
-}
+GETTER_METHOD(counter_inc, PyLong_FromLongLong(shk_counter_add(COUNTER(o), 1)))
+GETTER_METHOD(counter_dec, PyLong_FromLongLong(shk_counter_add(COUNTER(o), -1)))
+GETTER_METHOD(counter_get, PyLong_FromLongLong(shk_counter_get(COUNTER(o))))
 
 static PyObject *counter_set(SyncObject *o, PyObject *arg)
 {
@@ -1138,9 +1105,11 @@ static PyMethodDef sync_module_methods[] = {
 
 /* ---- types ---------------------------------------------------------------------------------- */
 
-static PyTypeObject *make_type(PyObject *m, const char *qualname, const char *attr, newfunc tp_new,
+/* qualname is a string literal: the type keeps pointing into it (Python < 3.12) */
+static PyTypeObject *make_type(PyObject *m, const char *qualname, newfunc tp_new,
                                PyMethodDef *methods, PyGetSetDef *getset, const char *doc)
 {
+    const char *attr = strrchr(qualname, '.') + 1;
     PyType_Slot slots[] = {
         {Py_tp_new, tp_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
         {Py_tp_getset, getset},    {Py_tp_doc, (void *)doc},      {0, NULL},
@@ -1159,26 +1128,35 @@ static PyTypeObject *make_type(PyObject *m, const char *qualname, const char *at
 
 int shk_init_sync(PyObject *m)
 {
-    if (!(LockType = make_type(m, "shmkit._core.Lock", "Lock", lock_new, lock_methods, lock_getset,
-                               "Handle on a robust process-shared lock (internal; use shmkit.Lock).")) ||
-        !(RLockType = make_type(m, "shmkit._core.RLock", "RLock", rlock_new, lock_methods,
-                                lock_getset, "Handle on a robust reentrant lock (internal).")) ||
-        !(RWLockType = make_type(m, "shmkit._core.RWLock", "RWLock", rwlock_new, rw_methods,
-                                 rw_getset, "Handle on a robust readers-writer lock (internal).")) ||
-        !(SemaphoreType = make_type(m, "shmkit._core.Semaphore", "Semaphore", sem_new, sem_methods,
-                                    sem_getset, "Handle on a shared semaphore (internal).")) ||
-        !(EventType = make_type(m, "shmkit._core.Event", "Event", event_new, event_methods,
-                                event_getset, "Handle on a shared event (internal).")) ||
-        !(ConditionType = make_type(m, "shmkit._core.Condition", "Condition", cond_new,
-                                    cond_methods, cond_getset,
-                                    "Handle on a shared condition variable (internal).")) ||
-        !(BarrierType = make_type(m, "shmkit._core.Barrier", "Barrier", barrier_new,
-                                  barrier_methods, barrier_getset,
-                                  "Handle on a shared barrier (internal).")) ||
-        !(CounterType = make_type(m, "shmkit._core.Counter", "Counter", counter_new,
-                                  counter_methods, counter_getset,
-                                  "Handle on a shared atomic 64-bit counter (internal).")))
-        return -1;
+    static const struct {
+        PyTypeObject **type;
+        const char *name;
+        newfunc tp_new;
+        PyMethodDef *methods;
+        PyGetSetDef *getset;
+        const char *doc;
+    } types[] = {
+        {&LockType, "shmkit._core.Lock", lock_new, lock_methods, lock_getset,
+         "Handle on a robust process-shared lock (internal; use shmkit.Lock)."},
+        {&RLockType, "shmkit._core.RLock", rlock_new, lock_methods, lock_getset,
+         "Handle on a robust reentrant lock (internal)."},
+        {&RWLockType, "shmkit._core.RWLock", rwlock_new, rw_methods, rw_getset,
+         "Handle on a robust readers-writer lock (internal)."},
+        {&SemaphoreType, "shmkit._core.Semaphore", sem_new, sem_methods, sem_getset,
+         "Handle on a shared semaphore (internal)."},
+        {&EventType, "shmkit._core.Event", event_new, event_methods, event_getset,
+         "Handle on a shared event (internal)."},
+        {&ConditionType, "shmkit._core.Condition", cond_new, cond_methods, cond_getset,
+         "Handle on a shared condition variable (internal)."},
+        {&BarrierType, "shmkit._core.Barrier", barrier_new, barrier_methods, barrier_getset,
+         "Handle on a shared barrier (internal)."},
+        {&CounterType, "shmkit._core.Counter", counter_new, counter_methods, counter_getset,
+         "Handle on a shared atomic 64-bit counter (internal)."},
+    };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!(*types[i].type = make_type(m, types[i].name, types[i].tp_new, types[i].methods,
+                                         types[i].getset, types[i].doc)))
+            return -1;
     static const struct shk_py_int constants[] = {
         {"SYNCF_BOUNDED", SHK_SYNCF_BOUNDED},
         {"SYNCF_UNDO", SHK_SYNCF_UNDO},
@@ -1187,6 +1165,7 @@ int shk_init_sync(PyObject *m)
         {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
         {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
         {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
+        {"SEM_VALUE_MAX", UINT32_MAX >> 1},
         {NULL},
     };
     if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)

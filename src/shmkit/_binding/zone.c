@@ -175,7 +175,12 @@ static PyObject *zone_view(ZoneObject *z, PyObject *args)
 
 static PyObject *dirent_tuple(const struct shk_dirent *e)
 {
-    return Py_BuildValue("(sIKKKKi)", e->name, e->type, (unsigned long long)e->offset,
+    /* a name that is not UTF-8 was not written by shmkit (corruption): shown, not refused */
+    PyObject *name = PyUnicode_DecodeUTF8(e->name, (Py_ssize_t)strnlen(e->name, sizeof e->name),
+                                          "surrogateescape");
+    if (!name)
+        return NULL;
+    return Py_BuildValue("(NIKKKKi)", name, e->type, (unsigned long long)e->offset,
                          (unsigned long long)e->size, (unsigned long long)e->aux,
                          (unsigned long long)e->created_ns, (int)e->creator_pid);
 }

@@ -2451,6 +2451,10 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
             ttl = shk_load_relaxed(&c.sh->ttl_items);
             minexp = shk_load_relaxed(&c.sh->min_expire);
             r = 0;
+            if (items > d->ncells / 2) { /* an item takes two cells or more (issue 13) */
+                c.why = "it counts more items than its cells can hold";
+                r = INCONSISTENT;
+            }
         });
         if (r)
             return busy_shard(r, s, out);

@@ -32,6 +32,28 @@ static uint32_t fnv1a(const char *s)
     return h ? h : 1;
 }
 
+/* The name users know an object type by (zone.objects() shows the same), for messages. */
+static const char *type_name(uint32_t type, char *buf, size_t cap)
+{
+    static const char *const names[] = {
+        [SHK_OBJ_RAW] = "raw", [SHK_OBJ_LOCK] = "lock", [SHK_OBJ_RLOCK] = "rlock",
+        [SHK_OBJ_RWLOCK] = "rwlock", [SHK_OBJ_SEMAPHORE] = "semaphore",
+        [SHK_OBJ_EVENT] = "event", [SHK_OBJ_CONDITION] = "condition",
+        [SHK_OBJ_BARRIER] = "barrier", [SHK_OBJ_VALUE] = "value", [SHK_OBJ_ARRAY] = "array",
+        [SHK_OBJ_COUNTER] = "counter", [SHK_OBJ_QUEUE] = "queue", [SHK_OBJ_DICT] = "dict",
+        [SHK_OBJ_NDARRAY] = "ndarray", [SHK_OBJ_BOARD] = "board", [SHK_OBJ_CONFIG] = "config",
+    };
+    if (type < sizeof names / sizeof names[0] && names[type])
+        return names[type];
+    snprintf(buf, cap, type >= SHK_OBJ_USER ? "user type %u" : "unknown type %u", type);
+    return buf;
+}
+
+static const char *article(const char *noun)
+{
+    return strchr("aeio", noun[0]) || !strncmp(noun, "un", 2) ? "an" : "a"; /* "a user type" */
+}
+
 int shk_obj_check_name(const char *name)
 {
     size_t n = name ? strlen(name) : 0;
@@ -49,6 +71,11 @@ static struct shk_dir_table *table(struct shk_zone *z, uint64_t off, int *err)
     *err = 0;
     if (!off)
         return NULL;
+    if (off % 8) { /* allocator memory is 8-aligned; the table is read as aligned words */
+        *err = shk_fail(SHK_ECORRUPT, "zone directory offset %llu is misaligned",
+                        (unsigned long long)off);
+        return NULL;
+    }
     struct shk_dir_table *t = shk_zone_ptr(z, off, sizeof *t);
     if (!t) {
         *err = SHK_ECORRUPT;
@@ -99,13 +126,21 @@ static int ensure_room(struct shk_zone *z)
     struct shk_dir_table *old = table(z, h->dir_off, &err);
     if (err)
         return err;
-    uint32_t cap = SHK_DIR_MIN_CAP;
+    uint64_t cap = SHK_DIR_MIN_CAP;
     if (old) {
-        if ((uint64_t)(old->live + old->tombs + 1) * 10 <= (uint64_t)old->cap * 7)
+        /* counts read from shared memory: widened before any arithmetic, and the doubling
+         * is bounded (a corrupted count would otherwise double a 32-bit cap until it
+         * wrapped to 0 and loop forever) */
+        uint64_t live = old->live, tombs = old->tombs;
+        if ((live + tombs + 1) * 10 <= (uint64_t)old->cap * 7)
             return 0;
         cap = old->cap;
-        while ((uint64_t)(old->live + 1) * 10 > (uint64_t)cap * 5)
+        while ((live + 1) * 10 > cap * 5) {
             cap *= 2;
+            if (cap > ((uint64_t)1 << 31) || cap * sizeof(struct shk_dirent) > z->hdr->max_size)
+                return shk_fail(SHK_ECORRUPT, "zone directory counts %llu live entries; no "
+                                "table that large fits in the zone", (unsigned long long)live);
+        }
     }
     uint64_t bytes = sizeof(struct shk_dir_table) + (uint64_t)cap * sizeof(struct shk_dirent);
     uint64_t off;
@@ -115,13 +150,19 @@ static int ensure_room(struct shk_zone *z)
     h->dir_pending = off;
     struct shk_dir_table *t = shk_zone_ptr(z, off, bytes);
     t->magic = SHK_DIR_MAGIC;
-    t->cap = cap;
+    t->cap = (uint32_t)cap;
     if (old) {
         for (uint32_t i = 0; i < old->cap; i++) {
             struct shk_dirent *e = &old->slot[i];
             if (e->state != SHK_DE_LIVE)
                 continue;
             struct shk_dirent *d = insert_slot(t, e->hash);
+            if (!d) { /* more live entries than its count said: leave the old table */
+                h->dir_pending = 0;
+                shk_zone_free_locked(z, off);
+                return shk_fail(SHK_ECORRUPT, "zone directory holds more live entries than "
+                                "it counts (%u)", old->live);
+            }
             *d = *e;
             t->live++;
         }
@@ -144,6 +185,8 @@ int shk_dir_get_locked(struct shk_zone *z, const char *name, uint32_t type, uint
         return r;
     uint32_t hash = fnv1a(name);
     struct shk_zone_header *h = z->hdr;
+    if ((r = shk_zone_check_size(z)) != 0)
+        goto out;
     struct shk_dir_table *t = table(z, h->dir_off, &err);
     if (err) {
         r = err;
@@ -157,12 +200,20 @@ int shk_dir_get_locked(struct shk_zone *z, const char *name, uint32_t type, uint
             goto out;
         }
         if (type && e->type != type) {
-            r = shk_fail(SHK_ETYPE, "'%s' exists in the zone as an object of type %u, not %u",
-                         name, e->type, type);
+            char a[32], b[32];
+            const char *have = type_name(e->type, a, sizeof a), *want = type_name(type, b, sizeof b);
+            r = shk_fail(SHK_ETYPE, "'%s' exists in the zone as %s %s, not %s %s", name,
+                         article(have), have, article(want), want);
             goto out;
         }
         if (!shk_zone_ptr(z, e->offset, e->size)) {
             r = shk_fail(SHK_ECORRUPT, "directory entry '%s' points outside the zone", name);
+            goto out;
+        }
+        if (e->offset % 8) { /* the allocator hands out 8-aligned memory: structures read
+                              * their headers as aligned words (and futexes need it) */
+            r = shk_fail(SHK_ECORRUPT, "directory entry '%s' has the misaligned offset %llu",
+                         name, (unsigned long long)e->offset);
             goto out;
         }
         *out = *e;
@@ -190,6 +241,13 @@ int shk_dir_get_locked(struct shk_zone *z, const char *name, uint32_t type, uint
         goto out;
     }
     struct shk_dirent *e = insert_slot(t, hash);
+    if (!e) { /* the counts said there was room: they were wrong */
+        h->pending_off = 0;
+        shk_zone_free_locked(z, off);
+        r = shk_fail(SHK_ECORRUPT, "zone directory has no free slot although it counts %u "
+                     "live entries and %u tombstones in %u slots", t->live, t->tombs, t->cap);
+        goto out;
+    }
     int was_tomb = e->state == SHK_DE_TOMB;
     memset(e->name, 0, sizeof e->name);
     strncpy(e->name, name, SHK_OBJ_NAME_MAX);
@@ -216,6 +274,8 @@ int shk_dir_destroy_locked(struct shk_zone *z, const char *name, uint32_t type)
     int r, err;
     if ((r = shk_obj_check_name(name)) != 0)
         return r;
+    if ((r = shk_zone_check_size(z)) != 0)
+        return r;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
     int64_t s = t ? lookup(t, name, fnv1a(name)) : -1;
     if (err) {
@@ -223,7 +283,10 @@ int shk_dir_destroy_locked(struct shk_zone *z, const char *name, uint32_t type)
     } else if (s < 0) {
         r = shk_fail(SHK_ENOTFOUND, "no object named '%s' in the zone", name);
     } else if (type && t->slot[s].type != type) {
-        r = shk_fail(SHK_ETYPE, "'%s' is an object of type %u, not %u", name, t->slot[s].type, type);
+        char a[32], b[32];
+        const char *have = type_name(t->slot[s].type, a, sizeof a), *want = type_name(type, b, sizeof b);
+        r = shk_fail(SHK_ETYPE, "'%s' is %s %s, not %s %s", name, article(have), have,
+                     article(want), want);
     } else {
         struct shk_dirent *e = &t->slot[s];
         uint64_t off = e->offset;
@@ -242,7 +305,9 @@ int shk_dir_list_locked(struct shk_zone *z, struct shk_dirent *out, size_t cap, 
     int r = 0, err;
     *n = 0;
     struct shk_dir_table *t = table(z, z->hdr->dir_off, &err);
-    if (err) {
+    if ((r = shk_zone_check_size(z)) != 0) {
+        /* reported below */
+    } else if (err) {
         r = err;
     } else if (t) {
         for (uint32_t i = 0; i < t->cap; i++) {
@@ -298,7 +363,7 @@ int shk_dir_recover_locked(struct shk_zone *z)
             struct shk_dirent *e = &t->slot[i];
             if (e->state == SHK_DE_LIVE) {
                 e->name[SHK_OBJ_NAME_MAX] = '\0';
-                if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
+                if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1) || e->offset % 8) {
                     e->state = SHK_DE_TOMB;
                     tombs++;
                     continue;
@@ -358,6 +423,11 @@ int shk_dir_check_locked(struct shk_zone *z, struct shk_report *rp)
         if (!shk_zone_ptr(z, e->offset, e->size ? e->size : 1)) {
             shk_report_problem(rp, "directory entry '%.63s': offset %llu + %llu outside the zone", e->name,
                     (unsigned long long)e->offset, (unsigned long long)e->size);
+            continue;
+        }
+        if (e->offset % 8) {
+            shk_report_problem(rp, "directory entry '%.63s': offset %llu is not 8-aligned", e->name,
+                    (unsigned long long)e->offset);
             continue;
         }
         uint64_t usable = shk_zone_usable_size_locked(z, e->offset);

@@ -569,14 +569,15 @@ static __attribute__((noinline)) int claim_slow(struct shk_queue *q, uint64_t lo
         return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is not a multiple of %d",
                         (unsigned long long)lo, SHK_QREC_ALIGN);
     uint64_t f = refresh_free(q);
-    if (lo < f) {
-        /* our tail was read before free was: a producer preempted in between sees free
-         * pass its stale tail (others claimed and consumers took meanwhile); look again */
-        if (shk_load_acquire(&q->sh->tail_pos) != lo)
-            return EAGAIN;
+    if (lo < f && shk_load_acquire(&q->sh->tail_pos) != lo) {
+        /* lo is an old look at the tail (this producer was descheduled while others put
+         * and got past it), not corruption: the claim's CAS fails on it and looks again */
+        *used = 0;
+        return 0;
+    }
+    if (lo < f)
         return shk_fail(SHK_ECORRUPT, "queue: tail position %llu is behind the free position "
                         "%llu", (unsigned long long)lo, (unsigned long long)f);
-    }
     if (lo - f > q->cap)
         return shk_fail(SHK_ECORRUPT, "queue: tail %llu is more than the capacity ahead of "
                         "free %llu", (unsigned long long)lo, (unsigned long long)f);
@@ -621,13 +622,8 @@ claim(struct shk_queue *q, const struct shk_qpart *msgs, size_t *k, uint64_t *si
         uint64_t used = lo - q->free_cache;
         if (__builtin_expect(used > q->cap - first || (lo & (SHK_QREC_ALIGN - 1)), 0)) {
             int r = claim_slow(q, lo, first, &used);
-            if (r == EAGAIN && ++tries <= CLAIM_TRIES) {
-                lo = shk_load_acquire(&sh->tail_pos);
-                hi = shk_load_relaxed(&sh->tail_hi);
-                continue;
-            }
             if (r)
-                return r == EAGAIN ? SHK_EFULLQ : r;
+                return r;
         }
         uint64_t avail = q->cap - used;
         uint64_t count = hi & SHK_QCOUNT_MASK;

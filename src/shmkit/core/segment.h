@@ -19,7 +19,8 @@
  * holder's open file description is closed, including when the process is killed.  A
  * posix or file object created here holds its creator's locks (write on
  * SHK_LOCKBYTE_CREATOR, read on SHK_LOCKBYTE_ATTACH) from the instant it exists, before
- * it is sized, so no one can ever see it without a live creator.
+ * it is sized, so no one can ever see it without a live creator; where the file system
+ * allows (O_TMPFILE), it has no name until it is complete (shk_seg_publish).
  */
 #ifndef SHK_SEGMENT_H
 #define SHK_SEGMENT_H
@@ -49,6 +50,8 @@ enum shk_seg_kind {
 #define SHK_O_RDONLY 0x04     /* map read-only */
 #define SHK_O_ANYOWNER 0x08   /* allow attaching to an object owned by another uid */
 #define SHK_O_ALLOWEMPTY 0x10 /* accept/create an object of size 0 (zones size it later) */
+#define SHK_O_PUBLISH_LATER 0x20 /* posix/file: a new object stays unnamed until the caller
+                                  * calls shk_seg_publish (after writing its own records) */
 
 struct shk_segment {
     int kind;
@@ -61,6 +64,11 @@ struct shk_segment {
     size_t map_len;  /* bytes mapped from the object (page multiple >= size) */
     size_t reserved; /* address space reserved at base (page multiple >= map_len) */
     int own_reserve; /* 1 if base is a reservation we made (munmap reserved bytes) */
+    char *publish_path; /* created without a name (O_TMPFILE): the path it gets when
+                         * published; NULL once named (or opened) */
+    int named_fd;       /* created without a name, then published: the object opened by
+                         * its name, which mappings go through (segment.c, mapping_fd);
+                         * 0: none */
     pthread_mutex_t remap_lock; /* process-private: serialises refresh/resize */
 };
 
@@ -71,6 +79,14 @@ int shk_seg_open_posix(struct shk_segment *s, const char *name, int flags, unsig
                        size_t size, size_t reserve);
 int shk_seg_open_file(struct shk_segment *s, const char *path, int flags, unsigned mode,
                       size_t size, size_t reserve);
+/*
+ * posix and file objects are created without a name, complete (sized, reserved, with the
+ * creator's locks), and then named with linkat(2), so that no opener ever sees one
+ * half-made.  The open functions do it themselves unless SHK_O_PUBLISH_LATER is given;
+ * then the caller writes what it records about the object first and publishes it with
+ * this.  0, EEXIST (the name was taken meanwhile: close this one and open that), errno.
+ */
+int shk_seg_publish(struct shk_segment *s);
 /* key is used when shmid < 0; with shmid >= 0 the segment is attached by id. */
 int shk_seg_open_sysv(struct shk_segment *s, int key, int shmid, int flags, unsigned mode,
                       size_t size);
@@ -89,7 +105,9 @@ int shk_seg_create_anon(struct shk_segment *s, size_t size);
 int shk_seg_resize(struct shk_segment *s, size_t new_size, int may_move);
 
 /* Follow a size change made by another process: map up to the object's current size,
- * within the reservation. 0, or SHK_ENOGROW when the new size does not fit. */
+ * within the reservation (0, or SHK_ENOGROW when the new size does not fit); after a
+ * shrink, map zeros over the pages past the new end (they would SIGBUS) and take the
+ * new size.  One fstat. */
 int shk_seg_refresh(struct shk_segment *s);
 
 /* Move the mapping into a larger reservation of `reserve` bytes (base changes: only

@@ -15,7 +15,10 @@
  * directory are tracked in header.pending_off and reclaimed too.
  *
  * Every index and offset read from the zone is range-checked; an inconsistency is
- * reported as SHK_ECORRUPT with the function and the broken invariant named.
+ * reported as SHK_ECORRUPT with the function and the broken invariant named.  Every such
+ * comparison is written so that it cannot overflow: a length read from shared memory is
+ * compared with the room that is left (`len > end - i`), never added to a position first
+ * (`i + len > end` wraps around for a length near 2^64 and lets it through).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -90,11 +93,14 @@ static int check_extents(struct shk_zone *z)
     for (uint32_t i = 0; i < n; i++) {
         struct shk_extent *e = &h->ext[i];
         uint64_t desc_bytes = (uint64_t)e->npages * sizeof(struct shk_page);
-        if (e->start < prev_end || e->start % SHK_PAGE || e->desc_off != e->start ||
-            e->pages_off % SHK_PAGE || e->pages_off < e->desc_off + desc_bytes ||
-            e->npages == 0 || e->first_page != pages ||
-            e->end != e->pages_off + (uint64_t)e->npages * SHK_PAGE || e->end > z->mapped ||
-            e->end > h->size)
+        /* end is bounded by the mapping first; then start <= pages_off <= end keeps every
+         * difference below meaningful (no sum of two shared values can wrap around) */
+        if (e->end > z->mapped || e->end > h->size || e->start < prev_end ||
+            e->start % SHK_PAGE || e->desc_off != e->start || e->pages_off % SHK_PAGE ||
+            e->pages_off < e->start || e->pages_off > e->end ||
+            desc_bytes > e->pages_off - e->desc_off || e->npages == 0 ||
+            e->first_page != pages ||
+            e->end - e->pages_off != (uint64_t)e->npages * SHK_PAGE)
             return CORRUPT("zone: extent %u [%llu, %llu) with %u pages is inconsistent", i,
                            (unsigned long long)e->start, (unsigned long long)e->end, e->npages);
         prev_end = e->end;
@@ -206,7 +212,7 @@ static int alloc_pages(struct shk_zone *z, uint32_t n, uint32_t *out)
             return CORRUPT("shk_zone_alloc(): free list holds page %u of type %u", idx, d->type);
         struct shk_extent *e = extent_of_page(z, idx);
         uint64_t len = d->slab;
-        if (len == 0 || idx - e->first_page + len > e->npages)
+        if (len == 0 || len > e->npages - (idx - e->first_page))
             return CORRUPT("shk_zone_alloc(): free run at page %u has length %llu beyond its extent",
                            idx, (unsigned long long)len);
         if (len >= n) {
@@ -260,7 +266,7 @@ static int free_pages(struct shk_zone *z, uint32_t idx, uint32_t n)
         uint32_t q = start + len;
         struct shk_page *qd = desc(z, q);
         if (qd->type == SHK_PT_FREE) {
-            if (qd->slab == 0 || q + qd->slab > ext_end)
+            if (qd->slab == 0 || qd->slab > ext_end - q)
                 return CORRUPT("shk_zone_free(): free run at page %u has bad length", q);
             if ((r = list_unlink(z, &h->free_head, q)) != 0)
                 return r;
@@ -279,8 +285,8 @@ static int free_pages(struct shk_zone *z, uint32_t idx, uint32_t n)
             h_idx = start - 1;
         if (h_idx != UINT32_MAX) {
             struct shk_page *hd = desc(z, h_idx);
-            if (!hd || h_idx < e->first_page || hd->type != SHK_PT_FREE ||
-                h_idx + hd->slab != start)
+            if (!hd || h_idx < e->first_page || h_idx >= start || hd->type != SHK_PT_FREE ||
+                hd->slab != start - h_idx)
                 return CORRUPT("shk_zone_free(): page %u claims to end a free run that does "
                                "not reach it", start - 1);
             if ((r = list_unlink(z, &h->free_head, h_idx)) != 0)
@@ -427,6 +433,13 @@ int shk_zone_alloc_locked(struct shk_zone *z, uint64_t n, int flags, uint64_t *o
     int r;
     if (n == 0)
         return shk_fail(EINVAL, "shk_zone_alloc(): size must be > 0");
+    if (n > h->max_size || n > UINT64_MAX - SHK_PAGE) { /* n + SHK_PAGE - 1 must not wrap */
+        if (n > SHK_SLAB_MAX)
+            h->page_fails++;
+        return shk_fail(SHK_EFULL, "zone is full: asked for %llu bytes, more than its "
+                        "max_size of %llu", (unsigned long long)n,
+                        (unsigned long long)h->max_size);
+    }
     if ((r = check_extents(z)) != 0)
         return r;
     for (int attempt = 0;; attempt++) {
@@ -490,15 +503,16 @@ int shk_zone_free_locked(struct shk_zone *z, uint64_t off)
     struct shk_page *d = desc(z, idx);
     uint64_t poff = page_offset(z, idx);
     switch (d->type) {
-    case SHK_PT_RUN:
+    case SHK_PT_RUN: {
         if (off != poff)
             return shk_fail(SHK_EBADFREE, "shk_zone_free(): wrong chunk: offset %llu points "
                             "inside an allocated run", (unsigned long long)off);
-        if (d->slab == 0 || idx - extent_of_page(z, idx)->first_page + d->slab >
-                                extent_of_page(z, idx)->npages)
+        struct shk_extent *e = extent_of_page(z, idx);
+        if (d->slab == 0 || d->slab > e->npages - (idx - e->first_page))
             return CORRUPT("shk_zone_free(): run at page %u has bad length %llu", idx,
                            (unsigned long long)d->slab);
         return free_pages(z, idx, (uint32_t)d->slab);
+    }
     case SHK_PT_SLAB: {
         int shift = d->shift;
         if (shift < SHK_SLAB_MIN_SHIFT || shift > SHK_SLAB_MAX_SHIFT)
@@ -709,7 +723,7 @@ int shk_slab_recover_locked(struct shk_zone *z)
         uint32_t i = e->first_page;
         while (i < end) {
             struct shk_page *d = desc(z, i);
-            if (d->type == SHK_PT_RUN && d->slab >= 1 && i + d->slab <= end) {
+            if (d->type == SHK_PT_RUN && d->slab >= 1 && d->slab <= end - i) {
                 uint32_t n = (uint32_t)d->slab;
                 d->next = d->prev = 0;
                 for (uint32_t k = 1; k < n; k++) {
@@ -748,7 +762,7 @@ int shk_slab_recover_locked(struct shk_zone *z)
             uint32_t j = i + 1;
             while (j < end) {
                 struct shk_page *x = desc(z, j);
-                if ((x->type == SHK_PT_RUN && x->slab >= 1 && j + x->slab <= end) ||
+                if ((x->type == SHK_PT_RUN && x->slab >= 1 && x->slab <= end - j) ||
                     (x->type == SHK_PT_SLAB && x->shift >= SHK_SLAB_MIN_SHIFT &&
                      x->shift <= SHK_SLAB_MAX_SHIFT))
                     break;
@@ -774,7 +788,7 @@ int shk_slab_stats_locked(struct shk_zone *z, struct shk_zone_stats *st)
 {
     struct shk_zone_header *h = z->hdr;
     int r;
-    if ((r = check_extents(z)) != 0)
+    if ((r = shk_zone_check_size(z)) != 0 || (r = check_extents(z)) != 0)
         return r;
     st->size = h->size;
     st->max_size = h->max_size;
@@ -811,7 +825,7 @@ int shk_slab_check_locked(struct shk_zone *z, struct shk_report *rp)
 {
     struct shk_zone_header *h = z->hdr;
     int r;
-    if ((r = check_extents(z)) != 0) {
+    if ((r = shk_zone_check_size(z)) != 0 || (r = check_extents(z)) != 0) {
         shk_report_problem(rp, "%s", shk_error_detail());
         return r;
     }
@@ -834,7 +848,7 @@ int shk_slab_check_locked(struct shk_zone *z, struct shk_report *rp)
             struct shk_page *d = desc(z, i);
             switch (d->type) {
             case SHK_PT_RUN:
-                if (d->slab < 1 || i + d->slab > end) {
+                if (d->slab < 1 || d->slab > end - i) {
                     shk_report_problem(rp, "page %u: run of %llu pages does not fit its extent", i,
                             (unsigned long long)d->slab);
                     i++;
@@ -877,7 +891,7 @@ int shk_slab_check_locked(struct shk_zone *z, struct shk_report *rp)
             case SHK_PT_FREE: {
                 if (prev_free)
                     shk_report_problem(rp, "page %u: free run follows another free run (not coalesced)", i);
-                if (d->slab < 1 || i + d->slab > end) {
+                if (d->slab < 1 || d->slab > end - i) {
                     shk_report_problem(rp, "page %u: free run of %llu pages does not fit its extent", i,
                             (unsigned long long)d->slab);
                     i++;

@@ -135,7 +135,8 @@ static int attach_ready(struct shk_zone *z, const struct shk_zone_params *p)
     if ((r = shk_seg_refresh(z->seg)) != 0)
         return r;
     if (z->seg->size < z->hdr->size)
-        return shk_fail(SHK_ECORRUPT, "zone header says %llu bytes but the object has %zu",
+        return shk_fail(SHK_ECORRUPT, "zone header says %llu bytes but the object has %zu "
+                        "(was it shrunk by another process?)",
                         (unsigned long long)z->hdr->size, z->seg->size);
     z->mapped = z->hdr->size;
     return 0;

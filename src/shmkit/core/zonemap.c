@@ -26,6 +26,24 @@ int shk_zone_sync(struct shk_zone *z)
     return 0;
 }
 
+/* The shrink itself is followed by shk_seg_refresh (zeros are mapped over the pages cut
+ * off, so nothing here dies of SIGBUS); this reports it.  Not on alloc/free: an fstat
+ * costs more than they do. */
+int shk_zone_check_size(struct shk_zone *z)
+{
+    struct shk_segment *s = z->seg;
+    if (s->kind == SHK_SEG_SYSV || s->kind == SHK_SEG_ANON)
+        return 0;
+    int r = shk_seg_refresh(s);
+    if (r && r != SHK_ENOGROW)
+        return r;
+    if (s->size < z->mapped)
+        return shk_fail(SHK_ECORRUPT, "zone: its backing object was shrunk to %zu bytes by "
+                        "another process; the zone has %zu bytes (its pages past the new end "
+                        "read zeros here: the zone cannot be used)", s->size, z->mapped);
+    return 0;
+}
+
 void *shk_zone_ptr_slow(struct shk_zone *z, uint64_t off, uint64_t len)
 {
     if (off < SHK_PAGE) {

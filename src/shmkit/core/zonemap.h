@@ -47,6 +47,10 @@ static inline void *shk_zone_ptr(struct shk_zone *z, uint64_t off, uint64_t len)
 /* Follow growth made by another process (maps up to header.size). */
 int shk_zone_sync(struct shk_zone *z);
 
+/* A zone never shrinks: SHK_ECORRUPT if another process cut its backing object below
+ * the zone's size (one fstat; called by the slow paths: lookups, stats, check). */
+int shk_zone_check_size(struct shk_zone *z);
+
 #ifdef __cplusplus
 }
 #endif

@@ -32,12 +32,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
 import redis.asyncio
 from redis import exceptions as rx
 
-from .._errors import (ClosedError, NotOwnerError, QueueEmpty, QueueFull, ShmkitTimeoutError)
+from .._errors import QueueEmpty
 from . import _protocol as P
-from ._base import blocking_timeout, queue_timeout, wait_timeout
+from ._base import blocking_timeout, check_release_count, queue_timeout, wait_timeout
 from ._errors import BackendConnectionError
-from ._zone import (BLOCK_SLICE, RedisZone, Wait, detach_at_exit, new_id, process_identity,
-                    translate)
+from ._zone import RedisZone, Wait, translate
 
 if TYPE_CHECKING:
     import redis.asyncio.cluster
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
     from .._types import Timeout
     from ._board import RedisBoard, RedisConfig
     from ._queue import RedisQueue
-    from ._sync import RedisEvent, RedisLockBase, RedisSemaphore
+    from ._sync import RedisEvent, RedisHoldBase, RedisLockBase, RedisSemaphore
 
     #: the redis.asyncio client of a zone: a single server's or a cluster's
     AsyncClient: TypeAlias = Union[redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster]
@@ -153,6 +152,31 @@ async def aretry_or_raise(w: Wait, err: BackendConnectionError) -> None:
     await asyncio.sleep(w.pause_after(err))
 
 
+async def await_until(w: Wait, attempt: Callable[[str, str, int], Awaitable[T]],
+                      done: Callable[[T], bool],
+                      hint_ms: Callable[[T], float | None] | None = None, *,
+                      resend: bool = True) -> tuple[bool, T]:
+    """Wait.until(), awaitable: the one loop of the awaitable calls that wait on a token
+    list (``attempt`` is awaited; blocking and backing off are the awaitable twins)."""
+    while True:
+        wid, prev, ms = w.round()
+        try:
+            r = await attempt(wid, prev, ms)
+        except BackendConnectionError as err:
+            if not resend:
+                raise
+            await aretry_or_raise(w, err)
+            continue
+        if done(r):
+            return True, r
+        if not wid:
+            return False, r
+        try:
+            await ablock(w, wid, None if hint_ms is None else hint_ms(r))
+        except BackendConnectionError as err:
+            await aretry_or_raise(w, err)
+
+
 async def shielded(coro: Awaitable[T], on_orphan: Callable[[T], object]) -> T:
     """Await ``coro`` so that a cancellation of the caller does not cut it off: it runs to
     its end, and its result then goes to ``on_orphan``."""
@@ -188,48 +212,32 @@ class AioQueue:
         st = q._stash
         if st:
             return [st.popleft() for _ in range(min(n, len(st)))]
-        cid = q._consumer()
-        if not q._took:
-            q._took = True
-            zone._renew_later(q)
-            detach_at_exit(q)
-        args: list[P.Arg] = [cid, q._lease_ms, n, max_bytes or 0,
-                             "1" if q._maybe_taking else "",
-                             "" if q._registered else "1"]
-        q._registered = True
+        cid, args = q._take_args(n, max_bytes)
 
         def orphan(r: P.Reply) -> None:
             if r and r[0] > 0:
                 self._stash().extend(r[1:])
 
         r = await shielded(arun(zone, P.QUEUE_TAKE, q._keys, args), orphan)
-        if r[0] > 0:
-            return list(r[1:])
-        if r[0] == -1:
-            raise ClosedError(f"queue {q._name!r} is closed and drained")
+        got = q._taken(r, n, forget_landing=False)
+        if got is not None:
+            return got
         if not block:
             raise QueueEmpty(f"queue {q._name!r} is empty")
         w = Wait(zone, q._base, queue_timeout(block, timeout))
-        taking = f"{q._base}:t:{cid}"
-        ready = q._ready
         while True:
-            left = w.left()
-            if left is not None and left <= 0:
-                raise QueueEmpty(f"queue {q._name!r} is empty (timeout {timeout} s)")
-            seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
+            seconds = q._take_slice(w, timeout)
             try:
                 q._maybe_taking = True
                 args[4] = "1"
-                await ablocking(zone, ready, "BLMOVE", ready, taking, "LEFT", "RIGHT",
-                                f"{max(seconds, 0.001):.3f}")
+                await ablocking(zone, q._ready, *q._blmove(cid, seconds))
                 r = await shielded(arun(zone, P.QUEUE_TAKE, q._keys, args), orphan)
             except BackendConnectionError as err:
                 await aretry_or_raise(w, err)
                 continue
-            if r[0] > 0:
-                return list(r[1:])
-            if r[0] == -1:
-                raise ClosedError(f"queue {q._name!r} is closed and drained")
+            got = q._taken(r, n, forget_landing=False)
+            if got is not None:
+                return got
 
     async def get(self, block: bool = True, timeout: Timeout = None, *,
                   view: bool = False) -> Any:
@@ -247,32 +255,17 @@ class AioQueue:
         q = self._q
         zone = q._live()
         n = len(datas)
-        done: int = await arun(zone, P.QUEUE_PUT, q._keys, ["", "", "", 0, *datas])
-        if done == n:
-            return n
-        if done == -1:
-            raise ClosedError(f"queue {q._name!r} is closed")
-        if not block:
-            if done:
+        done = q._count_put(0, await arun(zone, P.QUEUE_PUT, q._keys, ["", "", "", 0, *datas]))
+        if done < n and block:
+            async def attempt(wid: str, prev: str, ms: int) -> int:
+                nonlocal done
+                r = await arun(zone, P.QUEUE_PUT, q._keys, ["", prev, wid, ms, *datas[done:]])
+                done = q._count_put(done, r)
                 return done
-            raise QueueFull(f"queue {q._name!r} is full")
-        w = Wait(zone, q._base, queue_timeout(block, timeout))
-        while True:
-            wid, prev, ms = w.round()
-            r = await arun(zone, P.QUEUE_PUT, q._keys, ["", prev, wid, ms, *datas[done:]])
-            if r == -1:
-                raise ClosedError(f"queue {q._name!r} is closed")
-            done += r
-            if done == n:
-                return n
-            if not wid:
-                if done:
-                    return done
-                raise QueueFull(f"queue {q._name!r} is full (timeout {timeout} s)")
-            try:
-                await ablock(w, wid)
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
+
+            w = Wait(zone, q._base, queue_timeout(block, timeout))
+            await await_until(w, attempt, lambda put: put == n, resend=False)
+        return q._put_result(done, block, timeout)
 
     async def put(self, item: Any, block: bool = True, timeout: Timeout = None) -> None:
         await self._put([self._q._encode(item)], block, timeout)
@@ -285,26 +278,43 @@ class AioQueue:
     async def join(self, timeout: Timeout = None) -> None:
         q = self._q
         zone = q._live()
+
+        async def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            return await arun(zone, P.QUEUE_JOIN, q._keys, ["", prev, wid, ms])
+
         w = Wait(zone, q._base, wait_timeout(timeout))
-        while True:
-            wid, prev, ms = w.round()
-            try:
-                r = await arun(zone, P.QUEUE_JOIN, q._keys, ["", prev, wid, ms])
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
-                continue
-            if r[0] == 1:
-                return None
-            if not wid:
-                raise ShmkitTimeoutError(f"queue {q._name!r}: join() with {r[1]} unfinished "
-                                         f"task(s): timed out after {timeout} s")
-            try:
-                await ablock(w, wid, r[2])
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
+        joined, r = await await_until(w, attempt, P.all_done, P.consumer_lease_left_ms)
+        if not joined:
+            raise q._join_timeout(r, timeout)
 
 
 # -- locks and semaphores --------------------------------------------------------------------
+
+async def aacquire(holder: RedisHoldBase, seconds: float | None) -> bool:
+    """RedisHoldBase._acquire(), awaitable: a hold the server grants to an acquire that
+    is cancelled before it hears so is given back at once."""
+    zone = holder._live()
+    hold, args = holder._acquire_args()
+    at = holder._round_at
+
+    def orphan(r: P.Reply) -> None:
+        if P.granted(r):
+            script, give_back = holder._give_back(hold)
+            asyncio.ensure_future(arun(zone, script, holder._keys, give_back))
+
+    async def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+        args[at], args[at + 1], args[at + 2] = prev, wid, ms
+        r = await shielded(arun(zone, holder._acquire_script, holder._keys, list(args)),
+                           orphan)
+        args[at + 3] = "0"          # a contention is counted on the first try only
+        return r
+
+    got, r = await await_until(Wait(zone, holder._base, seconds), attempt, P.granted,
+                               P.lease_left_ms)
+    if got:
+        holder._held(r, hold)
+    return got
+
 
 class AioLock:
     """``lock.aio``: ``await lock.aio.acquire(blocking=True, timeout=-1)``,
@@ -314,55 +324,14 @@ class AioLock:
         self._lock = lock
 
     async def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        lock = self._lock
-        seconds = blocking_timeout(blocking, timeout)
-        zone = lock._live()
-        owner = lock._owner()
-        args: list[P.Arg] = [lock._base, owner, lock._lease_ms,
-                             "1" if lock._reentrant else "0", "", "", 0, "1", new_id()]
-        w = Wait(zone, lock._base, seconds)
-
-        def orphan(r: P.Reply) -> None:
-            if r[0] == 1:     # granted after all: give it back at once
-                asyncio.ensure_future(arun(zone, P.LOCK_RELEASE, lock._keys,
-                                           [lock._base, owner, args[3]]))
-
-        while True:
-            wid, prev, ms = w.round()
-            args[4], args[5], args[6] = prev, wid, ms
-            try:
-                r = await shielded(arun(zone, P.LOCK_ACQUIRE, lock._keys, list(args)), orphan)
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
-                continue
-            args[7] = "0"
-            if r[0] == 1:
-                lock.fencing_token = int(r[1])
-                lock.owner_died = bool(r[2])
-                with lock._renew_lock:
-                    lock._held_as = owner
-                zone._renew_later(lock)
-                return True
-            if not wid:
-                return False
-            try:
-                await ablock(w, wid, r[3])
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
+        return await aacquire(self._lock, blocking_timeout(blocking, timeout))
 
     async def release(self) -> None:
         lock = self._lock
         zone = lock._live()
         owner = lock._owner()
-        r = await arun(zone, P.LOCK_RELEASE, lock._keys,
-                       [lock._base, owner, "1" if lock._reentrant else "0"])
-        if r == -1:
-            raise NotOwnerError(f"release of {lock._kind} {lock._name!r}, which is not held "
-                                "by this process (or its lease ran out)")
-        if r == 0:
-            with lock._renew_lock:
-                if lock._held_as == owner:
-                    lock._held_as = None
+        lock._released(await arun(zone, P.LOCK_RELEASE, lock._keys, lock._release_args(owner)),
+                       owner)
 
     async def __aenter__(self) -> Self:
         await self.acquire()
@@ -380,53 +349,14 @@ class AioSemaphore:
         self._sem = sem
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        sem = self._sem
-        seconds = blocking_timeout(blocking, timeout, default=None)
-        zone = sem._live()
-        owner = process_identity()
-        nonce = new_id()
-        unit = f"{owner}#{nonce}"
-        args: list[P.Arg] = [sem._base, owner, sem._lease_ms, "", "", 0, "1", nonce]
-        w = Wait(zone, sem._base, seconds)
-
-        def orphan(r: P.Reply) -> None:
-            if r[0] == 1:
-                asyncio.ensure_future(arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, 1, unit]))
-
-        while True:
-            wid, prev, ms = w.round()
-            args[3], args[4], args[5] = prev, wid, ms
-            try:
-                r = await shielded(arun(zone, P.SEM_ACQUIRE, sem._keys, list(args)), orphan)
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
-                continue
-            args[6] = "0"
-            if r[0] == 1:
-                sem.fencing_token = int(r[1])
-                sem.owner_died = bool(r[2])
-                sem._hold(unit)
-                zone._renew_later(sem)
-                return True
-            if not wid:
-                return False
-            try:
-                await ablock(w, wid, r[3])
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
+        return await aacquire(self._sem, blocking_timeout(blocking, timeout, default=None))
 
     async def release(self, n: int = 1) -> None:
         sem = self._sem
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 1:
-            raise ValueError("n must be one or more")
+        n = check_release_count(n, bounded=sem._bounded)
         zone = sem._live()
         mine = sem._mine(n)
-        r = await arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, n, *mine])
-        if r == -1:
-            raise ValueError("Semaphore released too many times")
-        sem._forget(mine)
+        sem._released(await arun(zone, P.SEM_RELEASE, sem._keys, [sem._base, n, *mine]), mine)
 
     async def __aenter__(self) -> Self:
         await self.acquire()
@@ -446,26 +376,23 @@ class AioEvent:
 
     async def wait(self, timeout: Timeout = None) -> bool:
         ev = self._event
-        zone = ev._live()
-        w = Wait(zone, ev._base, wait_timeout(timeout))
-        seen = ""
-        while True:
-            wid, prev, ms = w.round()
-            try:
-                r = await arun(zone, P.EVENT_WAIT, ev._keys, [ev._base, prev, wid, ms, seen])
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
-                continue
-            if r[0] == 1:
+        try:
+            seconds = wait_timeout(timeout)
+        except (TypeError, ValueError, OverflowError):
+            if ev.is_set():  # as threading's Event (one round trip, on this error path only)
                 return True
-            if seen == "":
+            raise
+        zone = ev._live()
+        seen = ""              # the generation of the flag at the first look
+
+        async def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            nonlocal seen
+            r = await arun(zone, P.EVENT_WAIT, ev._keys, [ev._base, prev, wid, ms, seen])
+            if seen == "" and not P.granted(r):
                 seen = str(r[1])
-            if not wid:
-                return False
-            try:
-                await ablock(w, wid)
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
+            return r
+
+        return (await await_until(Wait(zone, ev._base, seconds), attempt, P.granted))[0]
 
 
 class AioBoard:
@@ -479,25 +406,15 @@ class AioBoard:
                          copy: bool = True) -> tuple[Any, int]:
         b = self._board
         zone = b._live()
+
+        async def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            return await arun(zone, P.BOARD_READ, b._keys, [b._base, version, prev, wid, ms])
+
         w = Wait(zone, b._base, wait_timeout(timeout))
-        while True:
-            wid, prev, ms = w.round()
-            try:
-                r = await arun(zone, P.BOARD_READ, b._keys, [b._base, version, prev, wid, ms])
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
-                continue
-            if r[0] != 0:
-                result = (b._decode(int(r[1]), r[2]), int(r[0]))
-                b._cache = result
-                return result
-            if not wid:
-                raise ShmkitTimeoutError(f"board {b._name!r}: no version newer than {version} "
-                                         f"within {timeout} s")
-            try:
-                await ablock(w, wid)
-            except BackendConnectionError as err:
-                await aretry_or_raise(w, err)
+        found, r = await await_until(w, attempt, P.newer)
+        if not found:
+            raise b._wait_timeout(version, timeout)
+        return b._newest(r)
 
     async def wait(self, version: int = 0, timeout: Timeout = None) -> int:
         return (await self.wait_newer(version, timeout))[1]

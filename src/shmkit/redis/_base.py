@@ -3,11 +3,10 @@ conventions of threading and queue.Queue."""
 
 from __future__ import annotations
 
-import math
-import threading
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ClosedError
+from .. import _core
+from .._errors import ClosedError, TooLargeError
 from ._zone import RedisZone, check_lease
 
 if TYPE_CHECKING:
@@ -101,27 +100,12 @@ def _reopen(cls: type[RedisObject], zone: RedisZone, name: str,
 
 def blocking_timeout(blocking: object, timeout: object, *,
                      default: float | None = -1) -> float | None:
-    """threading's ``acquire(blocking, timeout)`` conventions: the seconds to wait, None
-    for ever, 0 for a single try."""
-    blocking = bool(blocking)
-    if timeout is None:
-        timeout = default if default is not None else None
-    if timeout is not None:
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-            raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-        if math.isnan(timeout):
-            raise ValueError("timeout must not be NaN")
-        if not blocking and timeout != default:
-            raise ValueError("can't specify a timeout for a non-blocking call")
-        if timeout < 0 and timeout != -1:
-            raise ValueError("timeout value must be a non-negative number")
-        if timeout > threading.TIMEOUT_MAX:
-            raise OverflowError("timeout value is too large")
-    if not blocking:
-        return 0.0
-    if timeout is None or timeout == -1:
-        return None
-    return float(timeout)
+    """threading's ``acquire(blocking, timeout)`` conventions, checked by the same code as
+    the local objects' (shmkit._core.timeout_seconds): the seconds to wait, None for
+    ever, 0 for a single try.  ``default=-1``: Lock's rules (-1 is forever);
+    ``default=None``: Semaphore's (None is forever, <= 0 a single try)."""
+    rule = _core.TIMEOUT_LOCK if default is not None else _core.TIMEOUT_SEMAPHORE
+    return _core.timeout_seconds(timeout, blocking, rule)
 
 
 def queue_timeout(block: object, timeout: float | None) -> float | None:
@@ -134,13 +118,18 @@ def queue_timeout(block: object, timeout: float | None) -> float | None:
 
 
 def wait_timeout(timeout: object) -> float | None:
-    """``wait(timeout=None)``: None for ever, <= 0 a single look."""
-    if timeout is None:
-        return None
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
-    if math.isnan(timeout):
-        raise ValueError("timeout must not be NaN")
-    if timeout > threading.TIMEOUT_MAX:
-        raise OverflowError("timeout value is too large")
-    return max(float(timeout), 0.0)
+    """``wait(timeout=None)``: None for ever, 0.0 (<= 0) a single look, else seconds."""
+    return _core.timeout_seconds(timeout, True, _core.TIMEOUT_WAIT)
+
+
+def check_release_count(n: object, *, bounded: bool = False) -> int:
+    """``release(n)`` of a semaphore: an int >= 1, at most what a semaphore counts (as
+    the local semaphore: TooLargeError, a ValueError)."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if n < 1:
+        raise ValueError("n must be one or more")
+    if n > _core.SEM_VALUE_MAX:
+        raise TooLargeError("Semaphore released too many times" if bounded
+                            else "semaphore value would overflow")
+    return n

@@ -28,7 +28,6 @@ from .._errors import (NotOwnerError, ObjectMismatchError, ObjectNotFoundError, 
 from ..config import ConfigBase
 from . import _protocol as P
 from ._base import RedisObject, wait_timeout
-from ._errors import BackendConnectionError
 from ._zone import RedisZone, Wait, process_identity
 
 if TYPE_CHECKING:
@@ -226,8 +225,10 @@ class RedisBoard(RedisObject):
               ms: int = 0) -> tuple[Any, int] | None:
         # reply: [version, kind, value]; version 0: nothing newer than ``known``
         r = self._live().run(P.BOARD_READ, self._keys, [self._base, known, prev, wid, ms])
-        if r[0] == 0:
-            return None
+        return self._newest(r) if P.newer(r) else None
+
+    def _newest(self, r: P.Reply) -> tuple[Any, int]:
+        """A reply of BOARD_READ that found a newer version: ``(value, version)``, cached."""
         result = (self._decode(int(r[1]), r[2]), int(r[0]))
         self._cache = result
         return result
@@ -252,23 +253,19 @@ class RedisBoard(RedisObject):
         version)`` of the newest; ShmkitTimeoutError after ``timeout`` seconds.  Waits
         server-side, woken by the publish."""
         zone = self._live()
-        w = Wait(zone, self._base, wait_timeout(timeout))
-        while True:
-            wid, prev, ms = w.round()
-            try:
-                r = self._look(version, prev, wid, ms)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
-                continue
-            if r is not None:
-                return r
-            if not wid:
-                raise ShmkitTimeoutError(f"board {self._name!r}: no version newer than "
-                                         f"{version} within {timeout} s")
-            try:
-                w.block(wid)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
+
+        def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            return self._live().run(P.BOARD_READ, self._keys,
+                                    [self._base, version, prev, wid, ms])
+
+        found, r = Wait(zone, self._base, wait_timeout(timeout)).until(attempt, P.newer)
+        if not found:
+            raise self._wait_timeout(version, timeout)
+        return self._newest(r)
+
+    def _wait_timeout(self, version: int, timeout: Timeout) -> ShmkitTimeoutError:
+        return ShmkitTimeoutError(f"board {self._name!r}: no version newer than {version} "
+                                  f"within {timeout} s")
 
     @property
     def aio(self) -> AioBoard:

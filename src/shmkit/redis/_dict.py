@@ -18,15 +18,15 @@ one, ``flush_expired`` has nothing to do).  ``len()``, iteration, ``keys()`` and
 from __future__ import annotations
 
 import math
-import types
-from collections.abc import (Callable, ItemsView, Iterable, Iterator, KeysView, Mapping,
-                             MutableMapping, ValuesView)
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rx
 
+from .._checks import check_dict_serializer
 from .._errors import ObjectMismatchError, ObjectTypeError
+from .._surface import LiveMapping, serializer_by_name, serializer_from_name
 from .._types import Key
 from . import _protocol as P
 from ._base import RedisObject
@@ -66,33 +66,7 @@ def _ttl_ms(ttl: object) -> int:
     return max(1, int(round(ttl * 1000)))
 
 
-class _Items(ItemsView[Key, Any]):
-    """Items of a live dict: keys that vanish while iterating are skipped."""
-
-    _mapping: RedisDict
-
-    def __iter__(self) -> Iterator[tuple[Key, Any]]:
-        d = self._mapping
-        for key in d:
-            value = d.get(key, _MISSING)
-            if value is not _MISSING:
-                yield key, value
-
-
-class _Values(ValuesView[Any]):
-    """Values of a live dict: keys that vanish while iterating are skipped."""
-
-    _mapping: RedisDict
-
-    def __iter__(self) -> Iterator[Any]:
-        d = self._mapping
-        for key in d:
-            value = d.get(key, _MISSING)
-            if value is not _MISSING:
-                yield value
-
-
-class RedisDict(RedisObject, MutableMapping[Key, Any]):
+class RedisDict(RedisObject, LiveMapping):
     """A dictionary on Redis with shmkit.Dict's surface.
 
     ``zone.dict(name, capacity=None, *, serializer=None, create=True)``.  ``capacity`` is
@@ -113,14 +87,7 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
         if clock is not None:
             raise ValueError("clock= cannot be used with a RedisDict: TTLs run on the Redis "
                              "server's clock")
-        dumps: P.Dumps | None = None
-        loads: P.Loads | None = None
-        if serializer is not None:
-            dumps = getattr(serializer, "dumps", None)
-            loads = getattr(serializer, "loads", None)
-            if not callable(dumps) or not callable(loads):
-                raise TypeError("serializer must have dumps(obj) -> bytes and loads(bytes) -> "
-                                f"obj (like the pickle module), not {serializer!r}")
+        dumps, loads = check_dict_serializer(serializer)
         self._setup(zone, name, create=create, lease=lease)
         meta = f"{self._base}:meta"
         if capacity is not None:
@@ -139,17 +106,12 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
 
     @classmethod
     def _reopen(cls, zone: RedisZone, name: str, kw: dict[str, Any]) -> Self:
-        serializer = kw.get("serializer")
-        if isinstance(serializer, tuple) and serializer[:1] == ("module",):
-            import importlib
-            kw = dict(kw, serializer=importlib.import_module(serializer[1]))
+        if "serializer" in kw:
+            kw = dict(kw, serializer=serializer_from_name(kw["serializer"]))
         return cls(name, zone=zone, create=False, **kw)
 
     def _reduce_kwargs(self) -> dict[str, Any]:
-        serializer: object = self._serializer
-        if isinstance(serializer, types.ModuleType):     # modules travel by name
-            serializer = ("module", serializer.__name__)
-        return {"serializer": serializer}
+        return {"serializer": serializer_by_name(self._serializer)}
 
     def _key(self, key: Any) -> str | bytes:
         # exact types (a str subclass is refused, as by shmkit.Dict); checkers do not
@@ -175,33 +137,30 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
 
     # -- the mapping -----------------------------------------------------------------------
     def __getitem__(self, key: Key) -> Any:
-        k = self._key(key)
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def _read(self, k: str | bytes, *command: Any, **options: Any) -> tuple[Any, list[Any] | None]:
+        """Run ``command``, which reads the value at ``k``: ``(reply, None)``, or ``(None,
+        items)`` when ``k`` holds a list (lpush, rpush), which Redis answers with WRONGTYPE."""
         try:
-            v = self._exec("GET", k)
+            return self._exec(*command, **options), None
         except rx.ResponseError as err:
             if str(err).startswith("WRONGTYPE"):
-                return self._list(k)
+                return None, self._list(k)
             raise translate(err) from err
         except rx.RedisError as err:
             raise translate(err) from err
-        if v is None:
-            raise KeyError(key)
-        return _decode(v, self._loads)
 
     def get(self, key: Key, default: Any = None) -> Any:
         """The value, or ``default`` when the key is missing (or expired)."""
         k = self._key(key)
-        try:
-            v = self._exec("GET", k)
-        except rx.ResponseError as err:
-            if str(err).startswith("WRONGTYPE"):
-                return self._list(k)
-            raise translate(err) from err
-        except rx.RedisError as err:
-            raise translate(err) from err
-        if v is None:
-            return default
-        return _decode(v, self._loads)
+        raw, items = self._read(k, "GET", k)
+        if items is not None:
+            return items
+        return default if raw is None else _decode(raw, self._loads)
 
     def __setitem__(self, key: Key, value: Any) -> None:
         k = self._key(key)
@@ -232,19 +191,6 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    @overload
-    def keys(self) -> KeysView[Key]: ...
-
-    @overload
-    def keys(self, max_count: int) -> list[Key]: ...
-
-    def keys(self, max_count: int | None = None) -> KeysView[Key] | list[Key]:
-        """Without an argument a live KeysView; with one a list of at most ``max_count``
-        keys (0: all), like OpenResty's get_keys."""
-        if max_count is None:
-            return KeysView(self)
-        return self.get_keys(max_count)
-
     def get_keys(self, max_count: int = 1024) -> list[Key]:
         if not isinstance(max_count, int) or max_count < 0:
             raise ValueError(f"max_count must be an int >= 0 (0: all), not {max_count!r}")
@@ -254,15 +200,6 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
             if max_count and len(out) >= max_count:
                 break
         return out
-
-    def items(self) -> _Items:
-        return _Items(self)
-
-    def values(self) -> _Values:
-        return _Values(self)
-
-    def clear(self) -> None:
-        self.flush_all()
 
     def pop(self, key: Key, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (atomic); ``default`` or KeyError when
@@ -276,25 +213,14 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
             return [_decode(x, self._loads) for x in r[1:]]
         return _decode(r[1], self._loads)
 
-    def popitem(self) -> tuple[Key, Any]:
-        for key in self:
-            value = self.pop(key, _MISSING)
-            if value is not _MISSING:
-                return key, value
-        raise KeyError("popitem(): dict is empty")
-
     def setdefault(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``; if it is missing, store ``default`` and return it (one
         atomic SET NX GET)."""
         k = self._key(key)
-        try:
-            old = self._exec("SET", k, _encode(default, self._dumps), "NX", "GET", get=True)
-        except rx.ResponseError as err:
-            if str(err).startswith("WRONGTYPE"):
-                return self._list(k)
-            raise translate(err) from err
-        except rx.RedisError as err:
-            raise translate(err) from err
+        old, items = self._read(k, "SET", k, _encode(default, self._dumps), "NX", "GET",
+                                get=True)
+        if items is not None:
+            return items
         return default if old is None else _decode(old, self._loads)
 
     # -- batches: one round trip ------------------------------------------------------------
@@ -387,17 +313,12 @@ class RedisDict(RedisObject, MutableMapping[Key, Any]):
     def get_with_flags(self, key: Key, default: Any = None) -> tuple[Any, int]:
         """``(value, flags)``; ``(default, 0)`` when missing."""
         k = self._key(key)
-        try:
-            v = self._exec("GET", k)
-        except rx.ResponseError as err:
-            if str(err).startswith("WRONGTYPE"):
-                return self._list(k), 0
-            raise translate(err) from err
-        except rx.RedisError as err:
-            raise translate(err) from err
-        if v is None:
+        raw, items = self._read(k, "GET", k)
+        if items is not None:
+            return items, 0
+        if raw is None:
             return default, 0
-        return P.decode_with_flags(v, self._loads)
+        return P.decode_with_flags(raw, self._loads)
 
     def get_stale(self, key: Key, default: Any = None) -> tuple[Any, int, bool]:
         """``(value, flags, stale)``: Redis removes expired items at once, so ``stale``

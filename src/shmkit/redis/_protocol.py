@@ -259,6 +259,20 @@ local function unwait(base, wkey, wid)
     redis.call('DEL', base .. ':w:' .. wid)
   end
 end
+-- renew the leases of ARGV[3..] (members of sorted set `zkey`, scored by expiry) by
+-- ARGV[2] milliseconds; returns those no longer there (their lease ran out, reclaimed)
+local function renew_leases(zkey)
+  local now = now_ms()
+  local lost = {}
+  for i = 3, #ARGV do
+    if redis.call('ZSCORE', zkey, ARGV[i]) then
+      redis.call('ZADD', zkey, now + tonumber(ARGV[2]), ARGV[i])
+    else
+      lost[#lost + 1] = ARGV[i]
+    end
+  end
+  return lost
+end
 -- register `wid` to be woken for the next `ms` milliseconds (and a second of slack);
 -- waiters whose time is over (they timed out, or died) are dropped on the way
 local function wait_on(wkey, wid, ms)
@@ -273,6 +287,36 @@ end
 
 def _script(name: str, body: str) -> Script:
     return Script(name, _PRELUDE + body)
+
+
+# what the replies of the scripts that wait (see Waiting) say, for Wait.until and its twin
+def granted(r: Reply) -> bool:
+    """LOCK_ACQUIRE, SEM_ACQUIRE, EVENT_WAIT: taken (or set); no need to wait."""
+    return bool(r[0] == 1)
+
+
+def lease_left_ms(r: Reply) -> float | None:
+    """LOCK_ACQUIRE, SEM_ACQUIRE refused: how long until the holder's lease runs out (a
+    waiter looks again then, the holder may be dead)."""
+    hint: float | None = r[3]
+    return hint
+
+
+def all_done(r: Reply) -> bool:
+    """QUEUE_JOIN: no unfinished task."""
+    return bool(r[0] == 1)
+
+
+def consumer_lease_left_ms(r: Reply) -> float | None:
+    """QUEUE_JOIN, tasks unfinished: how long until the earliest consumer lease ends (-1:
+    none), when a dead consumer's tasks would be reclaimed."""
+    hint: float | None = r[2]
+    return hint
+
+
+def newer(r: Reply) -> bool:
+    """BOARD_READ: a version newer than the one known (else 0: registered to wait)."""
+    return bool(r[0] != 0)
 
 
 # ---- Lock and RLock ------------------------------------------------------------------------
@@ -429,16 +473,7 @@ return v
 
 SEM_RENEW = _script("sem_renew", r"""
 -- ARGV: base, lease_ms, units...  Returns the units that are no longer held (reclaimed).
-local now = now_ms()
-local lost = {}
-for i = 3, #ARGV do
-  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
+return renew_leases(KEYS[2])
 """)
 
 SEM_STATE = _script("sem_state", _SEM_COMMON + r"""
@@ -885,16 +920,7 @@ return release_consumer(ARGV[1], redis.call('HGET', META, 'delivery') == 'at-lea
 
 QUEUE_RENEW = _script("queue_renew", _QUEUE_COMMON + r"""
 -- ARGV: '', lease_ms, consumer ids...  The ids that are no longer registered.
-local now = now_ms()
-local lost = {}
-for i = 3, #ARGV do
-  if redis.call('ZSCORE', CONS, ARGV[i]) then
-    redis.call('ZADD', CONS, now + tonumber(ARGV[2]), ARGV[i])
-  else
-    lost[#lost + 1] = ARGV[i]
-  end
-end
-return lost
+return renew_leases(CONS)
 """)
 
 QUEUE_STATE = _script("queue_state", _QUEUE_COMMON + r"""

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._checks import check_serializer
 from .._deprecation import renamed
-from .._errors import (ClosedError, ObjectMismatchError, QueueEmpty, QueueFull, TooLargeError,
-                       ZoneMismatchError)
+from .._errors import (ClosedError, ObjectMismatchError, QueueEmpty, QueueFull,
+                       ShmkitTimeoutError, TooLargeError, ZoneMismatchError)
 from . import _protocol as P
 from ._base import RedisObject, queue_timeout, wait_timeout
 from ._errors import BackendConnectionError, LeaseLostError
@@ -245,32 +245,31 @@ class RedisQueue(RedisObject):
     def _put(self, datas: list[bytes], block: bool, timeout: float | None) -> int:
         zone = self._live()
         n = len(datas)
-        done: int = zone.run(P.QUEUE_PUT, self._keys, ["", "", "", 0, *datas])
-        if done == n:
-            return n
-        if done == -1:
-            raise ClosedError(f"queue {self._name!r} is closed")
-        if not block:
-            if done:
+        done = self._count_put(0, zone.run(P.QUEUE_PUT, self._keys, ["", "", "", 0, *datas]))
+        if done < n and block:
+            def attempt(wid: str, prev: str, ms: int) -> int:
+                nonlocal done
+                r = zone.run(P.QUEUE_PUT, self._keys, ["", prev, wid, ms, *datas[done:]])
+                done = self._count_put(done, r)
                 return done
-            raise QueueFull(f"queue {self._name!r} is full")
-        w = Wait(zone, self._base, queue_timeout(block, timeout))
-        while True:
-            wid, prev, ms = w.round()
-            r = zone.run(P.QUEUE_PUT, self._keys, ["", prev, wid, ms, *datas[done:]])
-            if r == -1:
-                raise ClosedError(f"queue {self._name!r} is closed")
-            done += r
-            if done == n:
-                return n
-            if not wid:
-                if done:
-                    return done
-                raise QueueFull(f"queue {self._name!r} is full (timeout {timeout} s)")
-            try:
-                w.block(wid)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
+
+            w = Wait(zone, self._base, queue_timeout(block, timeout))
+            w.until(attempt, lambda put: put == n, resend=False)
+        return self._put_result(done, block, timeout)
+
+    def _count_put(self, done: int, r: int) -> int:
+        """Messages put so far, after QUEUE_PUT put ``r`` more (-1: the queue is closed)."""
+        if r == -1:
+            raise ClosedError(f"queue {self._name!r} is closed")
+        return done + r
+
+    def _put_result(self, done: int, block: bool, timeout: float | None) -> int:
+        """What a put returns once over: the count put (all, or what fitted in time);
+        QueueFull if nothing fitted."""
+        if done:
+            return done
+        raise QueueFull(f"queue {self._name!r} is full"
+                        + (f" (timeout {timeout} s)" if block else ""))
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item`` at the tail.  Blocks while the queue is full (max_messages or
@@ -296,48 +295,68 @@ class RedisQueue(RedisObject):
         st = self._stash
         if st:
             return [st.popleft() for _ in range(min(n, len(st)))]
+        cid, args = self._take_args(n, max_bytes)
+        got = self._taken(zone.run(P.QUEUE_TAKE, self._keys, args), n, forget_landing=True)
+        if got is not None:
+            return got
+        if not block:
+            raise QueueEmpty(f"queue {self._name!r} is empty")
+        w = Wait(zone, self._base, queue_timeout(block, timeout))
+        while True:
+            seconds = self._take_slice(w, timeout)
+            try:
+                self._maybe_taking = True
+                args[4] = "1"
+                zone.blocking(self._ready, *self._blmove(cid, seconds))
+                r = zone.run(P.QUEUE_TAKE, self._keys, args)
+            except BackendConnectionError as err:
+                w.retry_or_raise(err)
+                continue
+            got = self._taken(r, n, forget_landing=True)
+            if got is not None:
+                return got
+
+    # -- what the blocking and the awaitable takes share --------------------------------------
+    def _take_args(self, n: int, max_bytes: int | None) -> tuple[str, list[P.Arg]]:
+        """This process's consumer id (on its first take: renewed, and detached at exit)
+        and QUEUE_TAKE's arguments; 4 says a BLMOVE may have left a message in the
+        consumer's landing list, 5 that the lease must be registered."""
         cid = self._consumer()
         args: list[P.Arg] = [cid, self._lease_ms, n, max_bytes or 0,
                              "1" if self._maybe_taking else "",
                              "" if self._registered else "1"]
         if not self._took:
             self._took = True
-            zone._renew_later(self)
+            self._zone._renew_later(self)
             detach_at_exit(self)
         self._registered = True
-        # reply: [count, message...]; count -1: closed and drained
-        r = zone.run(P.QUEUE_TAKE, self._keys, args)
+        return cid, args
+
+    def _taken(self, r: P.Reply, n: int, *, forget_landing: bool) -> list[bytes] | None:
+        """A reply of QUEUE_TAKE (``[count, message...]``; count -1: closed and drained):
+        the messages taken, None if none.  ``forget_landing``: fewer than ``n`` means the
+        landing list is empty (not for aio, where another coroutine's BLMOVE, cancelled,
+        may have left a message there meanwhile)."""
         if r[0] > 0:
-            if r[0] < n:
+            if forget_landing and r[0] < n:
                 self._maybe_taking = False
             return list(r[1:])
         if r[0] == -1:
             raise ClosedError(f"queue {self._name!r} is closed and drained")
-        if not block:
-            raise QueueEmpty(f"queue {self._name!r} is empty")
-        w = Wait(zone, self._base, queue_timeout(block, timeout))
-        taking = f"{self._base}:t:{cid}"
-        ready = self._ready
-        while True:
-            left = w.left()
-            if left is not None and left <= 0:
-                raise QueueEmpty(f"queue {self._name!r} is empty (timeout {timeout} s)")
-            seconds = BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
-            try:
-                self._maybe_taking = True
-                args[4] = "1"
-                zone.blocking(ready, "BLMOVE", ready, taking, "LEFT", "RIGHT",
-                              f"{max(seconds, 0.001):.3f}")
-                r = zone.run(P.QUEUE_TAKE, self._keys, args)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
-                continue
-            if r[0] > 0:
-                if r[0] < n:
-                    self._maybe_taking = False
-                return list(r[1:])
-            if r[0] == -1:
-                raise ClosedError(f"queue {self._name!r} is closed and drained")
+        return None
+
+    def _take_slice(self, w: Wait, timeout: float | None) -> float:
+        """Seconds the next BLMOVE may block; QueueEmpty once the deadline has passed."""
+        left = w.left()
+        if left is not None and left <= 0:
+            raise QueueEmpty(f"queue {self._name!r} is empty (timeout {timeout} s)")
+        return BLOCK_SLICE if left is None else min(left, BLOCK_SLICE)
+
+    def _blmove(self, cid: str, seconds: float) -> tuple[str, ...]:
+        """The server-side wait of a take: the next message moved from the queue to the
+        consumer's landing list (taken from there by QUEUE_TAKE)."""
+        return ("BLMOVE", self._ready, f"{self._base}:t:{cid}", "LEFT", "RIGHT",
+                f"{max(seconds, 0.001):.3f}")
 
     def get(self, block: bool = True, timeout: float | None = None, *,
             view: bool = False) -> Any:
@@ -393,23 +412,18 @@ class RedisQueue(RedisObject):
         """Block until every message put has been marked done (also the tasks of dead
         consumers, once their lease runs out).  ShmkitTimeoutError after ``timeout``."""
         zone = self._live()
+
+        def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            return zone.run(P.QUEUE_JOIN, self._keys, ["", prev, wid, ms])
+
         w = Wait(zone, self._base, wait_timeout(timeout))
-        while True:
-            wid, prev, ms = w.round()
-            try:
-                r = zone.run(P.QUEUE_JOIN, self._keys, ["", prev, wid, ms])
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
-                continue
-            if r[0] == 1:
-                return None
-            if not wid:
-                raise timeout_error(f"queue {self._name!r}: join() with {r[1]} unfinished "
-                                    "task(s)", timeout)
-            try:
-                w.block(wid, r[2])
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
+        joined, r = w.until(attempt, P.all_done, P.consumer_lease_left_ms)
+        if not joined:
+            raise self._join_timeout(r, timeout)
+
+    def _join_timeout(self, r: P.Reply, timeout: float | None) -> ShmkitTimeoutError:
+        return timeout_error(f"queue {self._name!r}: join() with {r[1]} unfinished task(s)",
+                             timeout)
 
     @property
     def unfinished_tasks(self) -> int:

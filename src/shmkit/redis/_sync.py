@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from .. import _core
+from .._checks import check_int
 from .._errors import NotOwnerError, ObjectTypeError
+from .._surface import CounterOperators
 from . import _protocol as P
-from ._base import RedisObject, blocking_timeout, wait_timeout
-from ._errors import BackendConnectionError
+from ._base import RedisObject, blocking_timeout, check_release_count, wait_timeout
 from ._zone import RedisZone, Wait, new_id, process_identity
 
 if TYPE_CHECKING:
@@ -44,6 +46,70 @@ def _str(v: object) -> str:
     return "" if v is None else str(v)
 
 
+class RedisHoldBase(RedisObject):
+    """What RedisLockBase and RedisSemaphore share: an acquire that waits on a token list
+    (see _protocol, "Waiting"), a hold that is a lease renewed while this process lives,
+    ``fencing_token`` and ``owner_died``.  The awaitable acquire is _aio.aacquire."""
+
+    #: the acquire script, and where in its ARGV (from 0) prev_wid stands: wid, wait_ms
+    #: and first_try follow it
+    _acquire_script: ClassVar[P.Script]
+    _round_at: ClassVar[int]
+    _keys: tuple[str, ...]
+    owner_died: bool
+    fencing_token: int | None
+
+    def _acquire_args(self) -> tuple[str, list[P.Arg]]:
+        """What a hold taken now is recorded as, and the acquire script's arguments."""
+        raise NotImplementedError
+
+    def _record(self, hold: str) -> None:
+        """Remember ``hold`` (just granted) for renewal and release."""
+        raise NotImplementedError
+
+    def _give_back(self, hold: str) -> tuple[P.Script, list[P.Arg]]:
+        """The script and arguments that release ``hold`` (granted to an acquire that was
+        cancelled before it heard so)."""
+        raise NotImplementedError
+
+    def _renew(self) -> None:
+        """Renew the leases of this process's holds (the zone's renewing thread)."""
+        raise NotImplementedError
+
+    def _acquire(self, seconds: float | None) -> bool:
+        zone = self._live()
+        hold, args = self._acquire_args()
+        at = self._round_at
+
+        def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            args[at], args[at + 1], args[at + 2] = prev, wid, ms
+            r = zone.run(self._acquire_script, self._keys, args)
+            args[at + 3] = "0"      # a contention is counted on the first try only
+            return r
+
+        got, r = Wait(zone, self._base, seconds).until(attempt, P.granted, P.lease_left_ms)
+        if got:
+            self._held(r, hold)
+        return got
+
+    def _held(self, r: P.Reply, hold: str) -> None:
+        """The acquire script granted ``hold`` (reply ``r``): recorded, renewed from now."""
+        self.fencing_token = int(r[1])
+        self.owner_died = bool(r[2])
+        self._record(hold)
+        self._zone._renew_later(self)
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._acquire(None)         # acquire(), blocking for ever
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 # -- Lock and RLock ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -64,12 +130,14 @@ class RedisLockStats:
     last_dead_owner: str       #: the holder whose lease ran out last
 
 
-class RedisLockBase(RedisObject):
+class RedisLockBase(RedisHoldBase):
     """What RedisLock and RedisRLock share (the rlock owns per thread, the lock per
     process)."""
 
     _kind = "lock"
     _reentrant = False
+    _acquire_script = P.LOCK_ACQUIRE
+    _round_at = 4
 
     def __init__(self, name: str, *, zone: RedisZone, create: bool = True,
                  lease: float | None = None) -> None:
@@ -94,34 +162,36 @@ class RedisLockBase(RedisObject):
         """Take the lock: True when taken, False when not (``blocking=False``, or the
         timeout passed).  After it, ``owner_died`` says whether the previous holder's
         lease ran out while it held the lock, and ``fencing_token`` is this hold's token."""
-        seconds = blocking_timeout(blocking, timeout)
-        zone = self._live()
+        return self._acquire(blocking_timeout(blocking, timeout))
+
+    # -- what the blocking and the awaitable calls share ----------------------------------
+    def _acquire_args(self) -> tuple[str, list[P.Arg]]:
         owner = self._owner()
-        args: list[P.Arg] = [self._base, owner, self._lease_ms, "1" if self._reentrant else "0",
-                             "", "", 0, "1", new_id()]
-        w = Wait(zone, self._base, seconds)
-        while True:
-            wid, prev, ms = w.round()
-            args[4], args[5], args[6] = prev, wid, ms
-            try:
-                r = zone.run(P.LOCK_ACQUIRE, self._keys, args)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
-                continue
-            args[7] = "0"
-            if r[0] == 1:
-                self.fencing_token = int(r[1])
-                self.owner_died = bool(r[2])
-                with self._renew_lock:
-                    self._held_as = owner
-                zone._renew_later(self)
-                return True
-            if not wid:
-                return False
-            try:
-                w.block(wid, r[3])
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
+        return owner, [self._base, owner, self._lease_ms, "1" if self._reentrant else "0",
+                       "", "", 0, "1", new_id()]
+
+    def _record(self, hold: str) -> None:
+        with self._renew_lock:
+            self._held_as = hold
+
+    def _give_back(self, hold: str) -> tuple[P.Script, list[P.Arg]]:
+        return P.LOCK_RELEASE, self._release_args(hold)
+
+    def _release_args(self, owner: str) -> list[P.Arg]:
+        return [self._base, owner, "1" if self._reentrant else "0"]
+
+    def _released(self, r: P.Reply, owner: str) -> None:
+        """After LOCK_RELEASE (reply ``r``): NotOwnerError, or the hold forgotten once the
+        last level of it is released."""
+        if r == -1:
+            raise NotOwnerError(f"release of {self._kind} {self._name!r}, which "
+                                f"{'this thread' if self._reentrant else 'this process'} "
+                                "does not hold (never acquired, already released, or its "
+                                "lease ran out and another process took it)")
+        if r == 0:
+            with self._renew_lock:
+                if self._held_as == owner:
+                    self._held_as = None
 
     @property
     def aio(self) -> AioLock:
@@ -135,17 +205,7 @@ class RedisLockBase(RedisObject):
         thread) does not hold it, also when its lease ran out and another took it."""
         zone = self._live()
         owner = self._owner()
-        r = zone.run(P.LOCK_RELEASE, self._keys,
-                     [self._base, owner, "1" if self._reentrant else "0"])
-        if r == -1:
-            raise NotOwnerError(f"release of {self._kind} {self._name!r}, which "
-                                f"{'this thread' if self._reentrant else 'this process'} "
-                                "does not hold (never acquired, already released, or its "
-                                "lease ran out and another process took it)")
-        if r == 0:
-            with self._renew_lock:
-                if self._held_as == owner:
-                    self._held_as = None
+        self._released(zone.run(P.LOCK_RELEASE, self._keys, self._release_args(owner)), owner)
 
     def _renew(self) -> None:
         with self._renew_lock:
@@ -174,13 +234,6 @@ class RedisLockBase(RedisObject):
         return RedisLockStats(self._name, bool(owner) and left > 0, owner, left if owner else 0.0,
                               _int(s[2]), _int(s[3]), int(s[4]), _int(s[5]), _int(s[6]),
                               _int(s[7]), _int(s[8]) * 1_000_000, _str(s[9]))
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def _repr_state(self) -> str:
         s = self._state()
@@ -242,7 +295,7 @@ def _held_units(base: str) -> list[str]:
         return _units.setdefault(base, [])
 
 
-class RedisSemaphore(RedisObject):
+class RedisSemaphore(RedisHoldBase):
     """A counting semaphore on Redis: ``zone.semaphore(name, value=1, *, create=True,
     lease=None)``.
 
@@ -256,16 +309,15 @@ class RedisSemaphore(RedisObject):
 
     _kind = "semaphore"
     _bounded = False
+    _acquire_script = P.SEM_ACQUIRE
+    _round_at = 3
 
     def __init__(self, name: str, value: int = 1, *, zone: RedisZone, create: bool = True,
                  lease: float | None = None, undo: bool | None = None,
                  max_processes: int | None = None) -> None:
         # undo and max_processes are shmkit.Semaphore's: every unit here is leased to its
         # process, which is what undo=True means, for any number of processes
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"semaphore initial value must be an int, not {type(value).__name__}")
-        if value < 0:
-            raise ValueError("semaphore initial value must be >= 0")
+        check_int("semaphore initial value", value, 0, _core.SEM_VALUE_MAX, OverflowError)
         self._setup(zone, name, create=create, lease=lease)
         self._keys = (f"{self._base}:sem", f"{self._base}:holders", f"{self._base}:waiters")
         initial, bounded = zone.run(P.SEM_INIT, self._keys,
@@ -305,33 +357,18 @@ class RedisSemaphore(RedisObject):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take one unit; True when taken, False when not in time."""
-        seconds = blocking_timeout(blocking, timeout, default=None)
-        zone = self._live()
+        return self._acquire(blocking_timeout(blocking, timeout, default=None))
+
+    def _acquire_args(self) -> tuple[str, list[P.Arg]]:
         owner = process_identity()
         nonce = new_id()
-        args: list[P.Arg] = [self._base, owner, self._lease_ms, "", "", 0, "1", nonce]
-        w = Wait(zone, self._base, seconds)
-        while True:
-            wid, prev, ms = w.round()
-            args[3], args[4], args[5] = prev, wid, ms
-            try:
-                r = zone.run(P.SEM_ACQUIRE, self._keys, args)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
-                continue
-            args[6] = "0"
-            if r[0] == 1:
-                self.fencing_token = int(r[1])
-                self.owner_died = bool(r[2])
-                self._hold(f"{owner}#{nonce}")
-                zone._renew_later(self)
-                return True
-            if not wid:
-                return False
-            try:
-                w.block(wid, r[3])
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
+        return f"{owner}#{nonce}", [self._base, owner, self._lease_ms, "", "", 0, "1", nonce]
+
+    def _record(self, hold: str) -> None:
+        self._hold(hold)
+
+    def _give_back(self, hold: str) -> tuple[P.Script, list[P.Arg]]:
+        return P.SEM_RELEASE, [self._base, 1, hold]
 
     @property
     def aio(self) -> AioSemaphore:
@@ -343,13 +380,13 @@ class RedisSemaphore(RedisObject):
     def release(self, n: int = 1) -> None:
         """Give ``n`` units back (this process's own first).  A BoundedSemaphore raises
         ValueError when that would pass its initial value."""
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"n must be an int, not {type(n).__name__}")
-        if n < 1:
-            raise ValueError("n must be one or more")
+        n = check_release_count(n, bounded=self._bounded)
         zone = self._live()
         mine = self._mine(n)
-        r = zone.run(P.SEM_RELEASE, self._keys, [self._base, n, *mine])
+        self._released(zone.run(P.SEM_RELEASE, self._keys, [self._base, n, *mine]), mine)
+
+    def _released(self, r: P.Reply, mine: list[str]) -> None:
+        """After SEM_RELEASE of ``mine`` (reply ``r``)."""
         if r == -1:
             raise ValueError("Semaphore released too many times")
         self._forget(mine)
@@ -380,13 +417,6 @@ class RedisSemaphore(RedisObject):
         s = self._state()
         return RedisSemaphoreStats(self._name, int(s[0]), int(s[1]), s[2] == b"1", int(s[3]),
                                    int(s[4]), int(s[5]), int(s[6]), int(s[7]))
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def _repr_state(self) -> str:
         return f"value={self.get_value()}"
@@ -446,27 +476,23 @@ class RedisEvent(RedisObject):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set (True) or ``timeout`` seconds pass (False)."""
-        seconds = wait_timeout(timeout)
-        zone = self._live()
-        w = Wait(zone, self._base, seconds)
-        seen = ""              # the generation of the flag at the first look
-        while True:
-            wid, prev, ms = w.round()
-            try:
-                r = zone.run(P.EVENT_WAIT, self._keys, [self._base, prev, wid, ms, seen])
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
-                continue
-            if r[0] == 1:
+        try:
+            seconds = wait_timeout(timeout)
+        except (TypeError, ValueError, OverflowError):
+            if self.is_set():  # as threading's (and the local) Event: no wait, no look
                 return True
-            if seen == "":
+            raise
+        zone = self._live()
+        seen = ""              # the generation of the flag at the first look
+
+        def attempt(wid: str, prev: str, ms: int) -> P.Reply:
+            nonlocal seen
+            r = zone.run(P.EVENT_WAIT, self._keys, [self._base, prev, wid, ms, seen])
+            if seen == "" and not P.granted(r):
                 seen = str(r[1])
-            if not wid:
-                return False
-            try:
-                w.block(wid)
-            except BackendConnectionError as err:
-                w.retry_or_raise(err)
+            return r
+
+        return Wait(zone, self._base, seconds).until(attempt, P.granted)[0]
 
     def statistics(self) -> RedisEventStats:
         s = self._live().run(P.EVENT_STATE, self._keys, [self._base])
@@ -484,7 +510,7 @@ class RedisCounterStats:
     value: int
 
 
-class RedisCounter(RedisObject):
+class RedisCounter(CounterOperators, RedisObject):
     """A signed 64-bit integer changed atomically by the server (INCRBY):
     ``add(n=1)``, ``sub(n=1)``, ``inc()``, ``dec()`` return the new value; ``get()``,
     ``set(v)``, ``exchange(v)`` (returns the old value), ``compare_and_swap(expected,
@@ -561,22 +587,6 @@ class RedisCounter(RedisObject):
     def value(self, v: int) -> None:
         self.set(v)
 
-    def __iadd__(self, n: int) -> Self:
-        self.add(n)
-        return self
-
-    def __isub__(self, n: int) -> Self:
-        self.sub(n)
-        return self
-
-    def __int__(self) -> int:
-        return self.get()
-
-    __index__ = __int__
-
     def statistics(self) -> RedisCounterStats:
         return RedisCounterStats(self._name, self.get())
-
-    def _repr_state(self) -> str:
-        return f"value={self.get()}"
 

@@ -11,16 +11,15 @@ The objects' modules build on this one; the zone reaches them only by name, thro
 from __future__ import annotations
 
 import atexit
-import importlib
 import os
 import socket
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Union, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -29,6 +28,7 @@ from redis import exceptions as rx
 from .._checks import check_object_name
 from .._errors import (ClosedError, InvalidNameError, ObjectExistsError, ObjectNotFoundError,
                        ObjectTypeError, ShmkitTimeoutError, ZoneFullError)
+from .._surface import LateBound, ObjectDirectory
 from . import _protocol as P
 from ._errors import BackendConnectionError
 
@@ -60,6 +60,8 @@ DEFAULT_LEASE = 30.0
 #: longest single server-side block: a blocked call comes back this often to look at
 #: what a block cannot see (a queue closed, a lease that may have run out)
 BLOCK_SLICE = 2.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -128,18 +130,8 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "board": ("_board", "RedisBoard"),
     "config": ("_board", "RedisConfig"),
 }
-_resolved: dict[str, Any] = {}
-
-
-def _factory(method: str) -> Any:
-    """The constructor behind ``RedisZone.<method>``, imported on first use."""
-    try:
-        return _resolved[method]
-    except KeyError:
-        module, attr = _FACTORIES[method]
-        made = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
-        _resolved[method] = made
-        return made
+#: the constructor behind ``RedisZone.<method>``, imported on first use
+_factory = LateBound("shmkit.redis", _FACTORIES)
 
 
 def _check_zone_name(name: object) -> str:
@@ -171,7 +163,7 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(rest))), zone
 
 
-class RedisZone:
+class RedisZone(ObjectDirectory):
     """A zone whose objects live on a Redis server or Redis Cluster.
 
     ``RedisZone(name, url="redis://localhost:6379/0", *, lease=30.0, cluster=None,
@@ -467,13 +459,6 @@ class RedisZone:
             items = None
         return items, nbytes
 
-    def __contains__(self, name: str) -> bool:
-        try:
-            self.find(name)
-            return True
-        except LookupError:
-            return False
-
     def destroy(self, name: str) -> None:
         """Remove the object ``name``: every key it has and its directory entry.  Other
         processes must have stopped using it."""
@@ -727,6 +712,36 @@ class Wait:
     def retry_or_raise(self, err: BackendConnectionError) -> None:
         """pause_after(err), slept."""
         time.sleep(self.pause_after(err))
+
+    def until(self, attempt: Callable[[str, str, int], T], done: Callable[[T], bool],
+              hint_ms: Callable[[T], float | None] | None = None, *,
+              resend: bool = True) -> tuple[bool, T]:
+        """The loop of every blocking call that waits on a token list (lock, semaphore,
+        event, board, join, a put waiting for room): each round, ``attempt(wid, prev,
+        ms)`` looks (a script that registers ``wid`` as a waiter when it must wait);
+        ``(True, reply)`` as soon as ``done(reply)``, ``(False, reply)`` after the last
+        round (the deadline passed).  Between rounds it blocks until woken or
+        ``hint_ms(reply)`` (see slice_seconds).  A connection error is ridden through
+        until the deadline (retry_or_raise), also in an attempt if ``resend`` (False for
+        a put, which may have been stored: raised).  The awaitable twin is
+        _aio.await_until."""
+        while True:
+            wid, prev, ms = self.round()
+            try:
+                r = attempt(wid, prev, ms)
+            except BackendConnectionError as err:
+                if not resend:
+                    raise
+                self.retry_or_raise(err)
+                continue
+            if done(r):
+                return True, r
+            if not wid:
+                return False, r
+            try:
+                self.block(wid, None if hint_ms is None else hint_ms(r))
+            except BackendConnectionError as err:
+                self.retry_or_raise(err)
 
 
 def timeout_error(what: str, timeout: float | None) -> ShmkitTimeoutError:
