@@ -329,6 +329,59 @@ def batched_cases():
     ]
 
 
+# -- task accounting: put / get + task_done (issue 18) ----------------------------------------
+
+def task_consumer(ctl, q, size):
+    """get() then task_done() per message: the stdlib JoinableQueue worker's loop."""
+    get, done = q.get, q.task_done
+    for n in ctl.reps():
+        for _ in range(n):
+            m = get()
+            done()
+        t1 = time.perf_counter()
+        if len(m) != size:
+            raise h.CaseFailed(f"received {len(m)} bytes, sent {size}")
+        ctl.report(t1=t1)
+
+
+AT_MOST_ONCE = "shmkit.Queue at-most-once"
+AT_LEAST_ONCE = "shmkit.Queue at-least-once"
+
+
+def task_cases():
+    size = 64
+    n0, n_max = 1000, 50_000_000
+    compute = _compute(size, False)
+
+    def mp_joinable(env):
+        q = env.ctx.JoinableQueue()
+        return [Role(put_producer, (q, size)), Role(task_consumer, (q, size))]
+
+    def shmkit_mode(delivery):
+        def make(env):
+            h.need_shmkit("Queue", "task_done", "join")
+            q = shmkit_queue(env, size, delivery=delivery)
+            return [Role(put_producer, (q, size)), Role(task_consumer, (q, size))]
+        return make
+
+    return [
+        Case("multiprocessing.JoinableQueue", ANCHOR, mp_joinable, compute, n0, n_max,
+             note="put; get + task_done"),
+        Case(AT_MOST_ONCE, SHMKIT, shmkit_mode("at-most-once"), compute, n0, n_max,
+             note="the default: get + task_done"),
+        Case(AT_LEAST_ONCE, SHMKIT, shmkit_mode("at-least-once"), compute, n0, n_max,
+             note="acknowledged delivery: get + task_done"),
+    ]
+
+
+def _within_2x_of_default(res, _all):
+    m = res.scenario.primary
+    ack, amo = res.row(AT_LEAST_ONCE), res.row(AT_MOST_ONCE)
+    if any(r is None or r.status != h.OK or m.name not in r.figures for r in (ack, amo)):
+        return None
+    return ack.figures[m.name].median >= 0.5 * amo.figures[m.name].median
+
+
 def _read_int(path):
     try:
         with open(path) as f:
@@ -375,5 +428,17 @@ def scenarios():
                 metrics=[Metric("throughput", "msg/s")],
                 cases=lambda opts: batched_cases(),
                 bar=h.bar_at_least(50e6, ">= 50M msg/s"),
+            ))
+            out.append(Scenario(
+                name="queue_64B_tasks",
+                group="queue",
+                title="queue with task accounting, 1 -> 1, 64 B: put / get + task_done",
+                description=("A producer process puts 64 B messages, a consumer process gets "
+                             "each and marks it done (task_done), as a JoinableQueue worker "
+                             "does; shmkit in both delivery modes; messages per second."),
+                metrics=[Metric("throughput", "msg/s")],
+                cases=lambda opts: task_cases(),
+                bar=h.Bar("at-least-once >= 0.5x at-most-once (within 2x of the default mode)",
+                          _within_2x_of_default),
             ))
     return out

@@ -653,6 +653,7 @@ class AioConfig:
 
 _QW_DATA = _core.AIO_QW_DATA
 _QW_SPACE = _core.AIO_QW_SPACE
+_QW_JOIN = _core.AIO_QW_JOIN
 
 
 def _queue_end(block: bool, timeout: float | None) -> float | None:
@@ -690,6 +691,19 @@ class AioQueue:
                     end: float | None) -> None:
         loop, n = _loop_notifier()
         await _run(_core.aio_queue_wait(n, self._q, what, item, _left(end)), loop)
+
+    async def join(self, timeout: float | None = None) -> None:
+        """Until every message put (by any process) is marked done, or released with a
+        dead consumer: the wait of ``Queue.join()`` in the hub (a futex word that
+        task_done() bumps, and liveness checks of consumers).  ShmkitTimeoutError after
+        ``timeout`` seconds; a cancelled join has changed nothing."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        loop, n = _loop_notifier()
+        r = await _run(_core.aio_queue_wait(n, self._q, _QW_JOIN, None, timeout), loop)
+        if r != 0:
+            raise ShmkitTimeoutError(f"join(): {self._q.unfinished_tasks} task(s) unfinished "
+                                     "(timed out)")
 
     async def get(self, block: bool = True, timeout: float | None = None, *,
                   view: bool = False) -> Any:

@@ -28,6 +28,19 @@ What happens when processes die (see docs/queue.md): a producer killed mid-put n
 makes a partial message visible: its claim is skipped and counted in ``drops``; a
 consumer killed mid-get loses the message(s) it was taking (also ``drops``); the queue
 stays usable and its space comes back.  Waiters repair this within ~20 ms.
+
+Task accounting, as ``queue.Queue`` / ``multiprocessing.JoinableQueue``: ``task_done()``
+marks the oldest message this handle took as done, ``join()`` waits until every message
+put is done.  Two delivery modes, chosen at creation (``delivery=``):
+
+``"at-most-once"`` (default)
+    A message is handed to one consumer; if that consumer dies before ``task_done()`` the
+    message is gone and its task is released (``abandoned_tasks``): join() cannot hang.
+
+``"at-least-once"``
+    A message taken stays in the ring, owned by its consumer, until ``task_done()``
+    acknowledges it; if the consumer dies (or detaches) first, it is delivered again to
+    another one (``redeliveries``).
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ if TYPE_CHECKING:
     from ._aio import AioQueue
     from ._types import Buffer, SerializerArg, Timeout
 
-__all__ = ["Queue", "QueueStats", "Reservation", "DEFAULT_CAPACITY"]
+__all__ = ["Queue", "QueueStats", "Reservation", "DEFAULT_CAPACITY", "DELIVERY_MODES"]
 
 DEFAULT_CAPACITY = 1 << 20
 DEFAULT_SPIN = 50e-6
@@ -59,6 +72,9 @@ DEFAULT_SPIN = 50e-6
 Reservation = _core.Reservation
 
 _MODES = ("bytes", "objects")
+
+#: the delivery modes, in the order of the core's codes (SHK_QDELIVERY_*: 1, 2)
+DELIVERY_MODES = ("at-most-once", "at-least-once")
 
 
 @dataclass(frozen=True)
@@ -79,13 +95,19 @@ class QueueStats:
     members: int        #: handles attached now (all processes)
     reservations: int   #: zero-copy blocks alive (reserved, queued or being read)
     closed: bool
+    unfinished_tasks: int  #: messages put and not yet marked done (nor released)
+    in_flight: int      #: messages taken and not yet marked done
+    redeliveries: int   #: at-least-once: given back by dead or detached consumers
+    abandoned_tasks: int  #: at-most-once: tasks released with dead or detached consumers
+    acknowledged: int   #: tasks marked done (task_done)
+    delivery: str       #: "at-most-once" or "at-least-once"
 
 
 class Queue(_core.Queue):
     """A multi-producer multi-consumer queue shared by processes.
 
     ``Queue(name, capacity=None, *, zone=None, max_messages=None, mode="bytes",
-    serializer=None, spin=None, create=True, exclusive=False)``
+    serializer=None, spin=None, delivery=None, create=True, exclusive=False)``
 
     - ``name``: the queue's name in the zone (1 to 63 bytes).
     - ``capacity``: ring bytes (default 1 MiB when creating; when attaching, None accepts
@@ -95,6 +117,9 @@ class Queue(_core.Queue):
     - ``mode``: "bytes" or "objects" (see the module documentation).
     - ``spin``: seconds a blocked put/get spins before sleeping (adaptive, default 50 µs;
       0 sleeps at once, which is kinder when processes outnumber cores).
+    - ``delivery``: "at-most-once" (the default when creating) or "at-least-once",
+      recorded with the queue; None takes what exists, another value than the existing
+      queue's raises ObjectMismatchError (see the module documentation).
     - ``create=False`` only attaches (ObjectNotFoundError if missing);
       ``exclusive=True`` fails with ObjectExistsError if it exists.
 
@@ -113,7 +138,8 @@ class Queue(_core.Queue):
     def __new__(cls, name: str, capacity: int | None = None, *, zone: Zone | None = None,
                 max_messages: int | None = None, mode: str = "bytes",
                 serializer: SerializerArg | None = None, spin: float | None = None,
-                create: bool = True, exclusive: bool = False) -> Self:
+                delivery: str | None = None, create: bool = True,
+                exclusive: bool = False) -> Self:
         check_object_name(name)
         if capacity is not None:
             if not isinstance(capacity, int) or isinstance(capacity, bool):
@@ -127,6 +153,9 @@ class Queue(_core.Queue):
                 raise ValueError(f"max_messages must be > 0, not {max_messages}")
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
+        if delivery is not None and delivery not in DELIVERY_MODES:
+            raise ValueError(f"delivery must be one of {DELIVERY_MODES}, not {delivery!r}")
+        delivery_code = 0 if delivery is None else DELIVERY_MODES.index(delivery) + 1
         dumps, loads = check_serializer(serializer)
         if serializer is not None and mode != "objects":
             raise ValueError('a serializer is only used with mode="objects"')
@@ -137,7 +166,7 @@ class Queue(_core.Queue):
         # objects mode: a Queue whose put/get (de)serialise, as Self promises
         made: Any = _ObjectQueue if cls is Queue and mode == "objects" else cls
         self: Self = super().__new__(made, zone._live(), name, capacity or 0, max_messages or 0,
-                               bool(create), bool(exclusive))
+                                     bool(create), bool(exclusive), delivery_code)
         self.name = name
         self.zone = zone
         self.mode = mode
@@ -163,9 +192,25 @@ class Queue(_core.Queue):
         return obj, None
 
     # -- the rest of the queue.Queue surface --------------------------------------------
+    # put/get/task_done/join/qsize/empty/full/unfinished_tasks/delivery are the C base's
+
+    @property
+    def maxsize(self) -> int:
+        """``queue.Queue.maxsize``: the message limit, 0 when the queue bounds bytes only
+        (the stdlib's 0 means "no item limit")."""
+        return int(self.max_messages)
+
+    def join_thread(self) -> None:
+        """``multiprocessing.Queue.join_thread()``: nothing to wait for (no feeder thread:
+        put() has written the message into shared memory when it returns)."""
+
+    def cancel_join_thread(self) -> None:
+        """``multiprocessing.Queue.cancel_join_thread()``: nothing to cancel (see
+        join_thread)."""
+
     def statistics(self) -> QueueStats:
         """Counters and state (see QueueStats)."""
-        return QueueStats(**super().statistics())
+        return QueueStats(**super().statistics(), delivery=self.delivery)
 
     def destroy(self) -> None:
         """Remove the queue from its zone and free its memory.  Every other process must

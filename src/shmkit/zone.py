@@ -490,12 +490,13 @@ class Zone(ClosingHandle, ObjectDirectory):
 
     def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
               mode: str = "bytes", serializer: SerializerArg | None = None,
-              spin: float | None = None, create: bool = True,
+              spin: float | None = None, delivery: str | None = None, create: bool = True,
               exclusive: bool = False) -> Queue:
         """The Queue ``name`` of this zone (see shmkit.Queue)."""
         return cast("Queue", _factory("queue")(
             name, capacity, zone=self, max_messages=max_messages, mode=mode,
-            serializer=serializer, spin=spin, create=create, exclusive=exclusive))
+            serializer=serializer, spin=spin, delivery=delivery, create=create,
+            exclusive=exclusive))
 
     def dict(self, name: str, capacity: int | None = None, *,
              serializer: Serializer | None = None, shards: int | None = None,

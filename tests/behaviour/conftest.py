@@ -4,9 +4,8 @@ through one fixture, ``backend``.  What differs between them is what docs/redis.
 differs, and it comes from the fixture (how long a dead holder takes to be noticed),
 never from ``if backend == ...`` in a test.
 
-Tests of task_done()/join()/delivery modes use ``queue_backend``: its local parameter
-is marked xfail(strict=True) until issue 18 gives shmkit.Queue those methods, so that
-the day it lands these tests flip loudly.
+Tests of task_done()/join()/delivery modes use ``queue_backend`` (the same three
+backends; issue 18 gave the local queue these methods).
 """
 
 from __future__ import annotations
@@ -70,10 +69,7 @@ def backend(request):
         b.cleanup()
 
 
-@pytest.fixture(params=[pytest.param("local", marks=pytest.mark.xfail(
-                            strict=True, reason="issue 18: shmkit.Queue has no task_done/"
-                                                "join/delivery yet")),
-                        "redis", "cluster"])
+@pytest.fixture(params=BACKENDS)
 def queue_backend(request):
     b = Backend(request.param, request)
     try:

@@ -775,7 +775,10 @@ static int record_need(PyObject *item, uint64_t *need)
 /* aio_queue_wait(notifier, queue, what, item=None, timeout=None): until a get may
  * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see record_need); then make the
  * call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
- * deadline. */
+ * deadline.  AIO_QW_JOIN: until every message put is marked done (the join itself:
+ * shk_queue_join_op's attempt, a futex word and its next liveness check); 0, or
+ * ETIMEDOUT at the deadline. */
+#define AIO_QW_JOIN 16
 static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 3 || nargs > 5)
@@ -788,8 +791,9 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     long what = PyLong_AsLong(args[2]);
     if (what == -1 && PyErr_Occurred())
         return NULL;
-    if (what != SHK_QW_DATA && what != SHK_QW_SPACE)
-        return PyErr_Format(PyExc_ValueError, "what must be AIO_QW_DATA or AIO_QW_SPACE");
+    if (what != SHK_QW_DATA && what != SHK_QW_SPACE && what != AIO_QW_JOIN)
+        return PyErr_Format(PyExc_ValueError, "what must be AIO_QW_DATA, AIO_QW_SPACE or "
+                            "AIO_QW_JOIN");
     uint64_t need = 0;
     if (what == SHK_QW_SPACE) {
         if (nargs < 4 || args[3] == Py_None)
@@ -801,6 +805,11 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     int has;
     if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
         return NULL;
+    if (what == AIO_QW_JOIN) {
+        AioWaitObject *j = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_join_op, q,
+                                    shk_py_queue_live, deadline_of(has, &d), 0);
+        return (PyObject *)j;
+    }
     AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_wait_op, NULL,
                                 shk_py_queue_live, deadline_of(has, &d), 0);
     if (!w)
@@ -968,6 +977,7 @@ int shk_init_aio(PyObject *m)
         {"AIO_READY_CLOSED", SHK_HUB_CLOSED},
         {"AIO_QW_DATA", SHK_QW_DATA},
         {"AIO_QW_SPACE", SHK_QW_SPACE},
+        {"AIO_QW_JOIN", AIO_QW_JOIN},
         {NULL},
     };
     if (PyModule_AddFunctions(m, aio_functions) < 0 || shk_py_add_ints(m, constants) < 0)

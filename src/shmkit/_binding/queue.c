@@ -622,14 +622,96 @@ static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
     struct shk_queue_stats st;
     shk_queue_stats(&self->q, &st);
 #define U(x) ((unsigned long long)(x))
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsO}", "capacity", U(st.capacity),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsOsKsKsKsKsK}", "capacity", U(st.capacity),
                          "max_messages", U(st.max_messages), "depth", U(st.depth),
                          "bytes_used", U(st.bytes_used), "puts", U(st.puts), "gets", U(st.gets),
                          "waits", U(st.waits), "drops", U(st.dropped_puts + st.dropped_gets),
                          "dropped_puts", U(st.dropped_puts), "dropped_gets", U(st.dropped_gets),
                          "recoveries", U(st.recoveries), "members", st.members, "reservations",
-                         st.reservations, "closed", st.closed ? Py_True : Py_False);
+                         st.reservations, "closed", st.closed ? Py_True : Py_False,
+                         "unfinished_tasks", U(st.unfinished_tasks), "in_flight", U(st.in_flight),
+                         "redeliveries", U(st.redeliveries), "abandoned_tasks",
+                         U(st.abandoned_tasks), "acknowledged", U(st.acknowledged));
 #undef U
+}
+
+/* ---- task accounting ---------------------------------------------------------------- */
+
+/* task_done(count=1): mark the handle's `count` oldest outstanding messages done. */
+static PyObject *queue_task_done(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    static const char *const names[] = {"count"};
+    PyObject *a[1];
+    long long count = 1;
+    if (shk_py_parse_args(args, nargs, kwnames, "task_done", names, 1, a) < 0)
+        return NULL;
+    if (a[0] && (count = PyLong_AsLongLong(a[0])) < 1)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "task_done() count "
+                                                      "must be >= 1, not %lld", count);
+    if (queue_ready(self) < 0)
+        return NULL;
+    if ((uint64_t)count > shk_queue_outstanding(&self->q))
+        return PyErr_Format(PyExc_ValueError, "task_done() called too many times");
+    int r = shk_queue_task_done(&self->q, (uint64_t)count);
+    return r ? shk_py_raise(r, "task_done") : Py_NewRef(Py_None);
+}
+
+/* join(timeout=None): until every message put is marked done (or released). */
+static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    uint64_t deadline;
+    uint32_t flags;
+    if (shk_py_parse_args(args, nargs, kwnames, "join", names, 1, a) < 0 ||
+        shk_py_block_timeout(NULL, a[0], &deadline, &flags) < 0 || queue_ready(self) < 0)
+        return NULL;
+    struct shk_wait w = SHK_WAIT_INIT(deadline, 0);
+    int r;
+    if (deadline != SHK_FOREVER && shk_now_ns() >= deadline) {
+        w.flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
+        r = shk_py_wait(&shk_queue_join_op, &self->q, &w, 0, NULL);
+    } else {
+        struct shk_py_call call;
+        shk_py_call_begin(&call, self->seg, self, 1, &w);
+        self->waits++;
+        r = shk_py_wait(&shk_queue_join_op, &self->q, &w, 0, NULL);
+        if (call.cancel && r != SHK_PY_ERR)
+            r = ECANCELED;
+        self->waits--;
+        shk_py_call_end(&call);
+        if (!self->opened && !self->waits)
+            queue_release(self);
+    }
+    if (r == 0)
+        Py_RETURN_NONE;
+    if (r == ECANCELED)
+        shk_py_closed(self->opened ? "the queue's zone was closed while joining"
+                                   : "the queue handle was detached while joining");
+    else if (r != SHK_PY_ERR)
+        shk_py_raise(r == EBUSY ? ETIMEDOUT : r, "join");
+    return NULL;
+}
+
+static PyObject *queue_get_unfinished(QueueObject *self, void *c)
+{
+    if (queue_ready(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(shk_queue_unfinished(&self->q));
+}
+
+static PyObject *queue_get_outstanding(QueueObject *self, void *c)
+{
+    if (queue_ready(self) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(shk_queue_outstanding(&self->q));
+}
+
+static PyObject *queue_get_delivery(QueueObject *self, void *c)
+{
+    return PyUnicode_FromString(self->q.ack ? "at-least-once" : "at-most-once");
 }
 
 static PyObject *queue_debug_die(QueueObject *self, PyObject *arg)
@@ -819,13 +901,15 @@ static PyType_Slot resv_slots[] = {
 
 static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"zone", "name", "capacity", "max_messages", "create", "exclusive", NULL};
+    static char *kwlist[] = {"zone", "name", "capacity", "max_messages", "create", "exclusive",
+                             "delivery", NULL};
     PyObject *zobj;
     const char *name;
     unsigned long long capacity = 0, max_messages = 0;
-    int create = 1, exclusive = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!s|KKpp:Queue", kwlist, shk_ZoneType, &zobj,
-                                     &name, &capacity, &max_messages, &create, &exclusive))
+    int create = 1, exclusive = 0, delivery = SHK_QDELIVERY_ANY;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!s|KKppi:Queue", kwlist, shk_ZoneType, &zobj,
+                                     &name, &capacity, &max_messages, &create, &exclusive,
+                                     &delivery))
         return NULL;
     ZoneObject *zone = (ZoneObject *)zobj;
     if (shk_zone_check_open(zone) < 0)
@@ -836,7 +920,8 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     int flags = (create ? SHK_O_CREATE : 0) | (exclusive ? SHK_O_EXCL : 0);
     int created = 0, r;
     Py_BEGIN_ALLOW_THREADS
-    r = shk_queue_open(&zone->zone, name, capacity, max_messages, flags, &self->q, &created);
+    r = shk_queue_open_delivery(&zone->zone, name, capacity, max_messages, delivery, flags,
+                                &self->q, &created);
     Py_END_ALLOW_THREADS
     if (r) {
         Py_DECREF(self);
@@ -912,6 +997,12 @@ static PyGetSetDef queue_getset[] = {
     {"spin", (getter)queue_get_spin, (setter)queue_set_spin,
      "seconds a blocked call spins before it sleeps (adaptive below this bound)", NULL},
     {"detached", (getter)queue_get_detached, NULL, "True after detach()", NULL},
+    {"unfinished_tasks", (getter)queue_get_unfinished, NULL,
+     "messages put and not yet marked done by task_done() (all processes)", NULL},
+    {"outstanding_tasks", (getter)queue_get_outstanding, NULL,
+     "messages this handle took and has not yet marked done", NULL},
+    {"delivery", (getter)queue_get_delivery, NULL,
+     "'at-most-once' or 'at-least-once', fixed when the queue was created", NULL},
     {NULL},
 };
 
@@ -957,6 +1048,13 @@ static PyMethodDef queue_methods[] = {
      "reserve(nbytes, block=True, timeout=None)\n--\n\nA writable zone block for a zero-copy "
      "message (a Reservation).  At most 64 are alive per queue: when all are, blocks until a "
      "consumer releases one (QueueFull after the timeout)."},
+    {"task_done", (PyCFunction)(void (*)(void))queue_task_done, FASTKW,
+     "task_done($self, /, count=1)\n--\n\nMark the oldest message this handle took (count: that many) "
+     "as done.  ValueError when it holds fewer.  With at-least-once delivery this "
+     "acknowledges it: it is never delivered again."},
+    {"join", (PyCFunction)(void (*)(void))queue_join, FASTKW,
+     "join($self, /, timeout=None)\n--\n\nBlock until every message put (by any process) is marked "
+     "done, or released with a dead consumer.  ShmkitTimeoutError after timeout seconds."},
     {"_debug_die", (PyCFunction)queue_debug_die, METH_O,
      "_debug_die(where)\n--\n\nTest hook: SIGKILL this process at a chosen point."},
     {NULL},
@@ -978,7 +1076,8 @@ static PyType_Slot queue_slots[] = {
     {Py_tp_methods, queue_methods},
     {Py_tp_getset, queue_getset},
     {Py_tp_members, queue_members},
-    {Py_tp_doc, "Queue(zone, name, capacity=0, max_messages=0, create=True, exclusive=False)"
+    {Py_tp_doc, "Queue(zone, name, capacity=0, max_messages=0, create=True, exclusive=False, "
+                "delivery=0)"
                 "\n--\n\nA queue in a zone (internal; use shmkit.Queue)."},
     {0, NULL},
 };
@@ -1002,7 +1101,9 @@ int shk_init_queue(PyObject *m)
     static const struct shk_py_int ints[] = {
         {"QDIE_AFTER_CLAIM", SHK_QDIE_AFTER_CLAIM}, {"QDIE_MID_COPY", SHK_QDIE_MID_COPY},
         {"QDIE_AFTER_TAKE", SHK_QDIE_AFTER_TAKE}, {"QDIE_AFTER_RESERVE", SHK_QDIE_AFTER_RESERVE},
-        {"QDIE_COPIED", SHK_QDIE_COPIED}, {"QUEUE_SLOTS", SHK_QUEUE_SLOTS},
+        {"QDIE_COPIED", SHK_QDIE_COPIED}, {"QDIE_ACK_TAKEN", SHK_QDIE_ACK_TAKEN},
+        {"QDIE_ACK_DONE", SHK_QDIE_ACK_DONE}, {"QDIE_REDELIVER", SHK_QDIE_REDELIVER},
+        {"QUEUE_SLOTS", SHK_QUEUE_SLOTS},
         {"QUEUE_RESERVATIONS", SHK_QUEUE_RESV}, {"QUEUE_MIN_CAPACITY", SHK_QUEUE_MIN_CAP},
         SHK_PY_UINT("QUEUE_MAX_CAPACITY", SHK_QUEUE_MAX_CAP), {NULL}};
     return shk_py_add_ints(m, ints);

@@ -509,10 +509,47 @@ struct shk_counter_sh {
  *     back is marked CONSUMED by the repairer and counts as a drop;
  *   - a member slot of a dead process is scrubbed (the above, plus its reservations
  *     freed) before it is reused.
+ *
+ * Delivery modes and task accounting (docs/queue.md, docs/design/delivery.md).  The mode
+ * is chosen at creation: flags & SHK_QF_AT_LEAST_ONCE.
+ *
+ *   at-most-once (flag clear): put/get as above, unchanged.  Each handle counts in its
+ *   own slot (own cache lines, no shared write) `got` (messages handed to it; counted
+ *   before the take, taken back if the take fails) and `done` (task_done() calls).
+ *   unfinished_tasks = puts - sum(done) - retired_done - abandoned, where a slot whose
+ *   owner died or detached adds its (got - done) to `abandoned` and its done to
+ *   retired_done when it is scrubbed/released.  A consumer killed in the instant between
+ *   counting a get and its take leaves the count one get low (never high: join cannot
+ *   hang on a dead consumer).
+ *
+ *   at-least-once (flag set): a record taken is not given back: consumers claim records
+ *   one by one with a 16-byte CAS of the header {word, pos} from COMMITTED to
+ *   TAKEN(taker id), the one step that makes a message theirs; head is only a hint ("no
+ *   COMMITTED data record before it, except redelivered ones") that anyone advances over
+ *   TAKEN, CONSUMED and SKIP records; task_done() CASes TAKEN(me) -> CONSUMED (= acked);
+ *   the free position moves only over CONSUMED and SKIP records behind head.  So:
+ *     [free, head)   TAKEN (in flight), CONSUMED (acked, not yet reclaimed), SKIP, and
+ *                    COMMITTED data records given back for redelivery;
+ *     [head, tail)   CLAIMED, COMMITTED, and TAKEN/CONSUMED ones head has not passed yet.
+ *   A taker id is slot + 1 (bits 0..8) | (slot generation & 0x7f) << 9: a record can
+ *   never pass for the next owner's of a reused slot.  When a taker dies (pid + start
+ *   time) or detaches, its TAKEN records are CASed back to COMMITTED (each one step: a
+ *   crash between two loses nothing), counted in `redeliveries`, and `redeliverable` is
+ *   raised: a hint that makes getters look in [free, head) before the head (a getter that
+ *   finds nothing there CASes the value it read back to 0).  unfinished_tasks is derived
+ *   from the ring alone: records in [free, tail) that are not CONSUMED or SKIP (plus
+ *   claims whose headers are not written), so no crash can make it drift; join() waits
+ *   for it to be 0.  Zero-copy REF records are refused in this mode.
+ *
+ *   join() sleeps on done_seq (registered in done_waiters): task_done, abandoning and
+ *   redelivering bump it (and wake) only when a joiner is registered.
  */
 
 #define SHK_QUEUE_MAGIC 0x45554555514b4853ull  /* "SHKQUEUE" read as a little-endian u64 */
-#define SHK_QUEUE_VERSION 2u                   /* 2: the free position lives in head_hi */
+#define SHK_QUEUE_VERSION 3u                   /* 2: the free position lives in head_hi;
+                                                  3: delivery modes, task accounting */
+#define SHK_QF_AT_LEAST_ONCE 0x1u              /* shk_queue_sh.flags: the delivery mode */
+#define SHK_QTAKER_SLOT_BITS 9                 /* TAKEN owner field: slot + 1 | gen << 9 */
 #define SHK_QUEUE_SLOTS 256                    /* handles open at once, all processes */
 #define SHK_QUEUE_RESV 64                      /* zero-copy reservations alive at once */
 #define SHK_QREC_HDR 16                        /* record header bytes */
@@ -526,7 +563,9 @@ struct shk_counter_sh {
 enum shk_qrec_state {
     SHK_QS_CLAIMED = 1,     /* the producer (owner) is writing the payload */
     SHK_QS_COMMITTED = 2,   /* readable; taken once head moves past it */
-    SHK_QS_CONSUMED = 3     /* given back by its consumer; space reclaimable */
+    SHK_QS_CONSUMED = 3,    /* given back by its consumer (at-least-once: acknowledged);
+                               space reclaimable */
+    SHK_QS_TAKEN = 4        /* at-least-once: owned by the taker in [47..32] until acked */
 };
 /* Record kinds (header word bits [63..56]). */
 enum shk_qrec_kind {
@@ -565,7 +604,7 @@ struct shk_qref {
 /* A member slot: one per open handle (a process may hold several).  128 bytes. */
 struct shk_qslot {
     int32_t pid;            /*   0  owner process; 0 = free (claimed by CAS) */
-    uint32_t flags;         /*   4  reserved, 0 */
+    uint32_t gen;           /*   4  bumped each time the slot is taken (taker ids) */
     uint64_t start;         /*   8  owner's start time (/proc/PID/stat field 22) */
     uint64_t claim_pos;     /*  16  producer announcement: position of the claim */
     uint64_t claim_size;    /*  24  bytes claimed */
@@ -573,12 +612,14 @@ struct shk_qslot {
     uint64_t take_pos;      /*  40  consumer announcement: [take_pos, take_end) taken */
     uint64_t take_end;      /*  48 */
     uint64_t reserved0;     /*  56 */
-    uint64_t reserved2[2];  /*  64  0 (puts and gets are derived from tail and head) */
+    uint64_t got;           /*  64  at-most-once: messages handed to this handle */
+    uint64_t done;          /*  72  task_done() count of this handle (both modes) */
     uint64_t waits;         /*  80  times it slept */
     uint64_t drops;         /*  88  messages it declared lost with a dead consumer */
     uint64_t recoveries;    /*  96  repairs it made */
     uint64_t pdrops;        /* 104  messages it declared lost with a dead producer */
-    uint64_t reserved1[2];  /* 112 */
+    uint64_t redeliveries;  /* 112  messages it gave back for redelivery (at-least-once) */
+    uint64_t reserved1;     /* 120 */
 };
 
 /* Reservation entry states (ctl bits [31..0]). */
@@ -609,7 +650,7 @@ struct shk_queue_sh {
     uint64_t ring_rel;      /*  32  ring offset from the start of this object */
     uint64_t base;          /*  40  first position (random multiple of capacity) */
     uint32_t nresv;         /*  48  SHK_QUEUE_RESV */
-    uint32_t flags;         /*  52  reserved, 0 */
+    uint32_t flags;         /*  52  SHK_QF_*: the delivery mode, fixed at creation */
     uint64_t created_ns;    /*  56  CLOCK_REALTIME */
 
     uint64_t tail_pos;      /*  64  16-byte CAS {tail_pos, tail_hi} (producers) */
@@ -638,7 +679,13 @@ struct shk_queue_sh {
     uint64_t retired_recoveries; /* 312 */
 
     uint64_t retired_pdrops; /* 320 */
-    uint64_t reserved[7];   /* 328 */
+    uint32_t done_seq;      /* 328  futex: bumped (when done_waiters) as tasks finish */
+    uint32_t done_waiters;  /* 332  join() calls asleep on done_seq */
+    uint64_t retired_done;  /* 336  task_done() counts of released/scrubbed slots */
+    uint64_t abandoned;     /* 344  at-most-once: tasks released with their handle */
+    uint64_t retired_redeliveries; /* 352 */
+    uint64_t redeliverable; /* 360  at-least-once: hint, records given back (see above) */
+    uint64_t reserved[2];   /* 368 */
     pthread_mutex_t repair; /* 384  robust; repairs and slot scrubbing only */
     uint8_t pad_repair[128 - sizeof(pthread_mutex_t)];
 };
@@ -1039,6 +1086,7 @@ _Static_assert(sizeof(struct shk_qrec) == SHK_QREC_HDR, "queue record header is 
 _Static_assert(sizeof(struct shk_qref) == 16, "queue ref payload is 16 bytes");
 _Static_assert(sizeof(struct shk_qslot) == 128, "queue slot is 128 bytes");
 _Static_assert(offsetof(struct shk_qslot, waits) == 80, "queue slot counters at 80");
+_Static_assert(offsetof(struct shk_qslot, got) == 64, "queue slot task counts at 64");
 _Static_assert(sizeof(struct shk_qresv) == 32, "queue reservation is 32 bytes");
 _Static_assert(offsetof(struct shk_queue_sh, tail_pos) == 64, "queue tail at 64");
 _Static_assert(offsetof(struct shk_queue_sh, head_pos) == 128, "queue head at 128");
@@ -1046,6 +1094,8 @@ _Static_assert(offsetof(struct shk_queue_sh, reserved2) == 192, "queue reserved 
 _Static_assert(offsetof(struct shk_queue_sh, data_seq) == 256, "queue futex words at 256");
 _Static_assert(offsetof(struct shk_queue_sh, data_armed) == 280, "queue armed words at 280");
 _Static_assert(offsetof(struct shk_queue_sh, retired_waits) == 296, "queue retired at 296");
+_Static_assert(offsetof(struct shk_queue_sh, done_seq) == 328, "queue join word at 328");
+_Static_assert(offsetof(struct shk_queue_sh, redeliverable) == 360, "queue hint at 360");
 _Static_assert(offsetof(struct shk_queue_sh, repair) == 384, "queue repair mutex at 384");
 _Static_assert(sizeof(struct shk_queue_sh) == 512, "queue header is 512 bytes");
 _Static_assert(sizeof(struct shk_board_header) == SHK_BOARD_HEADER_SIZE, "board header is 320 bytes");

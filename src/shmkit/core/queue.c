@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/membarrier.h>
 #include <sys/random.h>
@@ -280,7 +281,10 @@ static int repair_lock(struct shk_queue *q)
     int r = shk_mutex_lock(&q->sh->repair, NULL);
     if (r == SHK_EOWNERDEAD) {
         /* a repairer died: every repair re-validates what it changes, so there is
-         * nothing to undo */
+         * nothing to undo; but one that died between giving a record back and raising
+         * the redelivery hint left it invisible: raise the hint (getters clear it) */
+        if (q->ack)
+            shk_add_fetch_seq_cst(&q->sh->redeliverable, 1);
         shk_mutex_consistent(&q->sh->repair);
         return 0;
     }
@@ -303,6 +307,7 @@ static uint64_t layout_ring_rel(void)
 
 struct init_arg {
     uint64_t cap, max_messages;
+    uint32_t flags;
 };
 
 static int queue_init(struct shk_zone *z, uint64_t off, uint64_t size, void *argp)
@@ -321,6 +326,7 @@ static int queue_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg
     sh->nresv = SHK_QUEUE_RESV;
     sh->capacity = a->cap;
     sh->max_messages = a->max_messages;
+    sh->flags = a->flags;
     sh->ring_rel = layout_ring_rel();
     sh->base = base;
     sh->created_ns = shk_wall_ns();
@@ -351,6 +357,12 @@ static int check_sh(struct shk_queue *q, const struct shk_dirent *e, const char 
     return 0;
 }
 
+/* The owner id a handle in slot idx (generation gen) writes into the records it takes. */
+static inline uint32_t taker_id(uint32_t idx, uint32_t gen)
+{
+    return (idx + 1) | ((gen & 0x7fu) << SHK_QTAKER_SLOT_BITS);
+}
+
 int shk_queue_register(struct shk_queue *q)
 {
     pthread_once(&atfork_once, install_atfork);
@@ -366,6 +378,8 @@ int shk_queue_register(struct shk_queue *q)
             if (!shk_cas_acq_rel(&s->pid, &expect, pid))
                 continue;
             shk_store_release(&s->start, start);
+            uint32_t gen = shk_load_relaxed(&s->gen) + 1;
+            shk_store_relaxed(&s->gen, gen);
             uint32_t hwm = shk_load_relaxed(&q->sh->slot_hwm);
             for (int tries = 0; tries < 1024 && hwm < i + 1; tries++)
                 if (shk_cas_acq_rel(&q->sh->slot_hwm, &hwm, i + 1))
@@ -374,6 +388,8 @@ int shk_queue_register(struct shk_queue *q)
             q->me = i + 1;
             q->ms = s;
             q->fork_gen = shk_queue_fork_generation;
+            q->taker = taker_id(i, gen);
+            q->fifo_head = q->fifo_len = 0; /* (a fork child holds none of its parent's) */
             return 0;
         }
         if (pass == 0) {
@@ -390,7 +406,22 @@ int shk_queue_register(struct shk_queue *q)
 int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
                    uint64_t max_messages, int flags, struct shk_queue *q, int *created)
 {
+    return shk_queue_open_delivery(z, name, capacity, max_messages, SHK_QDELIVERY_ANY, flags,
+                                   q, created);
+}
+
+static const char *delivery_name(int ack)
+{
+    return ack ? "at-least-once" : "at-most-once";
+}
+
+int shk_queue_open_delivery(struct shk_zone *z, const char *name, uint64_t capacity,
+                            uint64_t max_messages, int delivery, int flags,
+                            struct shk_queue *q, int *created)
+{
     shk_clear_detail();
+    if (delivery < SHK_QDELIVERY_ANY || delivery > SHK_QDELIVERY_AT_LEAST_ONCE)
+        return shk_fail(EINVAL, "delivery must be at-most-once or at-least-once");
     memset(q, 0, sizeof *q);
     q->slot = SHK_QNOSLOT;
     uint64_t cap = capacity ? capacity : DEFAULT_CAP;
@@ -401,7 +432,8 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
     while (c < cap)
         c <<= 1;
     cap = c;
-    struct init_arg a = {cap, max_messages};
+    struct init_arg a = {cap, max_messages,
+                         delivery == SHK_QDELIVERY_AT_LEAST_ONCE ? SHK_QF_AT_LEAST_ONCE : 0};
     struct shk_dirent e;
     int r = shk_zone_obj_get(z, name, SHK_OBJ_QUEUE, layout_ring_rel() + cap, cap, flags,
                              queue_init, &a, &e, created);
@@ -424,7 +456,15 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
                             "declared again with %llu", name,
                             (unsigned long long)q->sh->max_messages,
                             (unsigned long long)max_messages);
+        int ack = (q->sh->flags & SHK_QF_AT_LEAST_ONCE) != 0;
+        if (delivery != SHK_QDELIVERY_ANY && ack != (delivery == SHK_QDELIVERY_AT_LEAST_ONCE))
+            return shk_fail(SHK_EOBJMISMATCH, "queue '%s' exists with delivery %s; it was "
+                            "declared again with delivery %s", name, delivery_name(ack),
+                            delivery_name(!ack));
     }
+    if (q->sh->flags & ~SHK_QF_AT_LEAST_ONCE)
+        return shk_fail(SHK_ECORRUPT, "queue '%s': unknown flags 0x%x", name, q->sh->flags);
+    q->ack = (q->sh->flags & SHK_QF_AT_LEAST_ONCE) != 0;
     q->cap = q->sh->capacity;
     q->mask = q->cap - 1;
     q->hmask = q->mask & ~(uint64_t)(SHK_QREC_ALIGN - 1);
@@ -435,10 +475,23 @@ int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
     return shk_queue_register(q);
 }
 
-/* Fold a slot's counters into the queue's totals and clear it (not its pid). */
+static void notify_done(struct shk_queue *q);
+
+/* Fold a slot's counters into the queue's totals and clear it (not its pid).  The tasks
+ * it took and did not mark done are released (at-most-once: counted as abandoned). */
 static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
 {
     struct shk_queue_sh *sh = q->sh;
+    uint64_t got = shk_load_relaxed(&s->got), done = shk_load_relaxed(&s->done);
+    shk_stat_add(&sh->retired_done, done);
+    shk_stat_add(&sh->retired_redeliveries, shk_load_relaxed(&s->redeliveries));
+    if (got > done)
+        shk_stat_add(&sh->abandoned, got - done);
+    shk_store_relaxed(&s->got, 0);
+    shk_store_relaxed(&s->done, 0);
+    shk_store_relaxed(&s->redeliveries, 0);
+    if (got > done)
+        notify_done(q);
     shk_stat_add(&sh->retired_waits, shk_load_relaxed(&s->waits));
     shk_stat_add(&sh->retired_drops, shk_load_relaxed(&s->drops));
     shk_stat_add(&sh->retired_recoveries, shk_load_relaxed(&s->recoveries));
@@ -455,10 +508,24 @@ static void retire_slot(struct shk_queue *q, struct shk_qslot *s)
     shk_store_relaxed(&s->start, 0);
 }
 
+static uint64_t give_back_taken(struct shk_queue *q, uint32_t taker);
+
 void shk_queue_release(struct shk_queue *q)
 {
-    if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != shk_queue_fork_generation)
+    if (!q->sh || q->slot == SHK_QNOSLOT || q->fork_gen != shk_queue_fork_generation) {
+        free(q->fifo);
+        q->fifo = NULL;
+        q->fifo_cap = q->fifo_head = q->fifo_len = 0;
         return;
+    }
+    if (q->ack && q->fifo_len && repair_lock(q) == 0) {
+        /* messages taken and not acknowledged: deliverable again, now */
+        give_back_taken(q, q->taker);
+        repair_unlock(q);
+    }
+    free(q->fifo);
+    q->fifo = NULL;
+    q->fifo_cap = q->fifo_head = q->fifo_len = 0;
     retire_slot(q, q->ms);
     shk_store_release(&q->ms->pid, 0);
     q->slot = SHK_QNOSLOT;
@@ -888,9 +955,17 @@ static inline int peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_ms
     return SHK_EEMPTY;
 }
 
+static int ack_refused(const char *what)
+{
+    return shk_fail(EINVAL, "%s: the queue has at-least-once delivery (take messages with "
+                    "shk_queue_get_begin, acknowledge them with shk_queue_task_done)", what);
+}
+
 int shk_queue_peek(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
                    uint64_t max_bytes, struct shk_qpeek *pk)
 {
+    if (q->ack)
+        return ack_refused("shk_queue_peek");
     return peek(q, msgs, max_msgs, max_bytes, pk);
 }
 
@@ -901,9 +976,18 @@ static inline int take_peeked(struct shk_queue *q, const struct shk_qpeek *pk)
     if (__builtin_expect(die_at != 0, 0))
         maybe_die(SHK_QDIE_COPIED);
     uint64_t lo = pk->lo, hi = pk->hi;
+    /* counted as got (the handle's task) before the take, taken back if it fails: a crash
+     * in between releases one get too many, never one too few (join cannot hang) */
+    struct shk_qslot *ms = q->ms;
+    uint64_t got = ms ? shk_load_relaxed(&ms->got) : 0;
+    if (ms && pk->n)
+        shk_store_relaxed(&ms->got, got + pk->n);
     /* taken and given back at once: nothing was outstanding (lag 0), nothing is */
-    if (!shk_cas16_seq_cst(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt)))
+    if (!shk_cas16_seq_cst(&q->sh->head_pos, &lo, &hi, pk->end, MKH(0, H_CNT(pk->hi) + pk->cnt))) {
+        if (ms && pk->n)
+            shk_store_relaxed(&ms->got, got);
         return EAGAIN;
+    }
     wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
     return 0;
 }
@@ -918,6 +1002,8 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
 {
     struct shk_queue_sh *sh = q->sh;
     struct shk_qslot *ms = q->ms;
+    if (q->ack)
+        return ack_refused("shk_queue_take");
     uint64_t lo, hi;
     head_load(sh, &lo, &hi);
     for (int look = 0; look < LOOK_TRIES; look++) {
@@ -934,7 +1020,10 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
             return r;
         if (p == lo)
             return empty_or_closed(q, lo);
-        /* announced first: a repairer that sees the new head sees who is taking it */
+        /* announced first: a repairer that sees the new head sees who is taking it; and
+         * counted as got first (see take_peeked) */
+        uint64_t got = shk_load_relaxed(&ms->got);
+        shk_store_relaxed(&ms->got, got + n);
         shk_store_relaxed(&ms->take_end, p);
         shk_store_release(&ms->take_pos, lo);
         uint64_t start = lo;
@@ -952,6 +1041,7 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
         }
         shk_store_relaxed(&ms->take_pos, 0);
         shk_store_relaxed(&ms->take_end, 0);
+        shk_store_relaxed(&ms->got, got);
     }
     return SHK_EEMPTY;
 }
@@ -960,9 +1050,13 @@ int shk_queue_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
  * the head pair per run: the lag shrinks).  Whoever needs space does this (producers,
  * waiters, repairs); the CAS succeeding proves that nobody reclaimed those records first,
  * and CONSUMED is final until then.  Returns the free position. */
+static void advance_head(struct shk_queue *q);
+
 static uint64_t reclaim_forward(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
+    if (q->ack)
+        advance_head(q); /* acked records head has not passed yet */
     for (int tries = 0;; tries++) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
@@ -976,7 +1070,9 @@ static uint64_t reclaim_forward(struct shk_queue *q)
             if (shk_load_acquire(&h->pos) != p)
                 break;
             uint64_t w = shk_load_acquire(&h->word);
-            if (W_STATE(w) != SHK_QS_CONSUMED)
+            /* at-least-once: acknowledged records and SKIP ones (nothing to acknowledge) */
+            if (W_STATE(w) != SHK_QS_CONSUMED &&
+                !(q->ack && W_STATE(w) == SHK_QS_COMMITTED && W_KIND(w) == SHK_QK_SKIP))
                 break;
             p += shk_qrec_size(W_LEN(w));
         }
@@ -1027,6 +1123,422 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
     wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
 }
 
+
+/* ---- at-least-once: taking and acknowledging (layout.h "Delivery modes") ----------- */
+
+/* A message record this handle may take: committed data (not SKIP). */
+static inline int takeable(uint64_t w)
+{
+    return W_STATE(w) == SHK_QS_COMMITTED && W_KIND(w) != SHK_QK_SKIP;
+}
+
+/* One atomic step makes the record at p this handle's: {word, pos} from w (COMMITTED) to
+ * TAKEN(taker).  The pos half of the CAS proves the record is still the one at p. */
+static inline int ack_claim(struct shk_queue *q, uint64_t p, uint64_t w)
+{
+    uint64_t elo = w, ehi = p;
+    return shk_cas16_seq_cst((uint64_t *)rec(q, p), &elo, &ehi,
+                             MKW(W_LEN(w), q->taker, SHK_QS_TAKEN, W_KIND(w)), p);
+}
+
+/* Move head over the records that are not takeable at it (TAKEN, acked, SKIP): head is
+ * only a hint, anyone may move it, the CAS proves nobody else did meanwhile. */
+static void advance_head(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    for (int tries = 0; tries < LOOK_TRIES; tries++) {
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        if (!head_sane(q, hp, hi))
+            return; /* the callers report it */
+        /* (no look at the tail, a line every put writes: the first header not written
+         * stops the walk, and a claim being written is CLAIMED) */
+        uint64_t p = hp, c = 0;
+        while (p - hp < q->cap) {
+            struct shk_qrec *h = rec(q, p);
+            if (shk_load_acquire(&h->pos) != p)
+                break;
+            uint64_t w = shk_load_acquire(&h->word);
+            uint32_t st = W_STATE(w);
+            if (st == SHK_QS_COMMITTED && W_KIND(w) == SHK_QK_SKIP)
+                c += W_OWN(w);
+            else if (st == SHK_QS_TAKEN || st == SHK_QS_CONSUMED)
+                c++;
+            else
+                break; /* CLAIMED, takeable, or impossible (the getters report it) */
+            p += shk_qrec_size(W_LEN(w));
+        }
+        if (p == hp || p - hp > q->cap)
+            return;
+        uint64_t lag = H_LAG(hi) + (p - hp);
+        if (lag > q->cap)
+            return;
+        if (shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, p, MKH(lag, H_CNT(hi) + c)))
+            return;
+    }
+}
+
+/* Room in the handle's FIFO for n more positions (before taking: a take never fails after
+ * its CAS). */
+static int fifo_reserve(struct shk_queue *q, size_t n)
+{
+    if ((uint64_t)q->fifo_len + n <= q->fifo_cap)
+        return 0;
+    uint64_t want = q->fifo_cap ? q->fifo_cap : 64;
+    while (want < (uint64_t)q->fifo_len + n)
+        want *= 2;
+    if (want > UINT32_MAX / 2)
+        return shk_fail(ENOMEM, "at-least-once: too many messages taken and not acknowledged");
+    uint64_t *f = malloc(want * sizeof *f);
+    if (!f)
+        return shk_fail(ENOMEM, "at-least-once: no memory for the list of messages taken");
+    for (uint32_t i = 0; i < q->fifo_len; i++)
+        f[i] = q->fifo[(q->fifo_head + i) % q->fifo_cap];
+    free(q->fifo);
+    q->fifo = f;
+    q->fifo_cap = (uint32_t)want;
+    q->fifo_head = 0;
+    return 0;
+}
+
+static inline void fifo_push(struct shk_queue *q, uint64_t pos)
+{
+    q->fifo[(q->fifo_head + q->fifo_len) % q->fifo_cap] = pos;
+    q->fifo_len++;
+}
+
+/* Try to take the record at p (read as w).  1 taken, 0 lost to another consumer. */
+static int ack_take_one(struct shk_queue *q, struct shk_qmsg *msgs, size_t *n, uint64_t p,
+                        uint64_t w)
+{
+    if (!ack_claim(q, p, w))
+        return 0;
+    fifo_push(q, p);
+    msgs[*n].pos = p;
+    msgs[*n].len = W_LEN(w);
+    msgs[*n].kind = W_KIND(w);
+    (*n)++;
+    if (__builtin_expect(die_at != 0, 0))
+        maybe_die(SHK_QDIE_ACK_TAKEN);
+    return 1;
+}
+
+/* A record read at p: can it be?  (Records are checked before anything follows them.) */
+static int ack_record_bad(struct shk_queue *q, uint64_t w)
+{
+    uint32_t st = W_STATE(w);
+    return W_KIND(w) > SHK_QK_FRAMED || W_LEN(w) > shk_queue_max_payload(q) ||
+           st < SHK_QS_CLAIMED || st > SHK_QS_TAKEN;
+}
+
+/* Take up to max_msgs messages, each with its own CAS: first any given back for
+ * redelivery (behind head, when the hint says so), then from head on. */
+static int ack_take(struct shk_queue *q, struct shk_qmsg *msgs, size_t max_msgs,
+                    uint64_t max_bytes, size_t *nout)
+{
+    struct shk_queue_sh *sh = q->sh;
+    size_t n = 0;
+    uint64_t bytes = 0;
+    if (max_msgs == 0)
+        max_msgs = 1;
+    int r = fifo_reserve(q, max_msgs);
+    if (r)
+        return r;
+    int moved = 0;
+    uint64_t hint = shk_load_acquire(&sh->redeliverable);
+    if (hint) {
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        if (!head_sane(q, hp, hi))
+            return head_corrupt(hp, hi);
+        uint64_t f = hp - H_LAG(hi), p = f;
+        size_t found = 0;
+        unsigned fails = 0;
+        while (p < hp && p - f < q->cap && n < max_msgs && fails < LOOK_TRIES) {
+            struct shk_qrec *h = rec(q, p);
+            if (shk_load_acquire(&h->pos) != p)
+                break; /* reclaimed meanwhile: look again next time */
+            uint64_t w = shk_load_acquire(&h->word);
+            if (ack_record_bad(q, w))
+                break;
+            if (takeable(w)) {
+                if (n > 0 && bytes + W_LEN(w) > max_bytes)
+                    break;
+                if (ack_take_one(q, msgs, &n, p, w)) {
+                    bytes += W_LEN(w);
+                    found++;
+                    uint64_t v = shk_load_relaxed(&sh->redeliverable);
+                    while (v && !shk_cas_acq_rel(&sh->redeliverable, &v, v - 1))
+                        ;
+                } else {
+                    fails++;
+                    continue; /* read it again */
+                }
+            }
+            p += shk_qrec_size(W_LEN(w));
+        }
+        if (!found && p >= hp) /* nothing behind head: the hint was stale */
+            shk_cas_acq_rel(&sh->redeliverable, &hint, 0);
+    }
+    for (int look = 0; look < LOOK_TRIES && n < max_msgs; look++) {
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        if (!head_sane(q, hp, hi))
+            return head_corrupt(hp, hi);
+        uint64_t p = hp, adv_end = hp, adv_cnt = 0;
+        int lost = 0;
+        unsigned fails = 0;
+        while (n < max_msgs && p - hp < q->cap && fails < LOOK_TRIES) {
+            struct shk_qrec *h = rec(q, p);
+            if (shk_load_acquire(&h->pos) != p)
+                break;
+            uint64_t w = shk_load_acquire(&h->word);
+            if (ack_record_bad(q, w)) {
+                if (shk_load_acquire(&sh->head_pos) != hp) {
+                    lost = 1; /* stale head: look again */
+                    break;
+                }
+                return shk_fail(SHK_ECORRUPT, "queue record at %llu: state %u, kind %u, "
+                                "length %llu", (unsigned long long)p, W_STATE(w), W_KIND(w),
+                                (unsigned long long)W_LEN(w));
+            }
+            if (W_STATE(w) == SHK_QS_CLAIMED)
+                break;
+            if (takeable(w)) {
+                if (n > 0 && bytes + W_LEN(w) > max_bytes)
+                    break;
+                if (!ack_take_one(q, msgs, &n, p, w)) {
+                    lost = 1; /* another consumer was faster: read it again */
+                    fails++;
+                    if (shk_load_acquire(&h->pos) != p)
+                        break;
+                    continue;
+                }
+                bytes += W_LEN(w);
+            }
+            p += shk_qrec_size(W_LEN(w));
+            /* what we passed is TAKEN (by us or others), acked or SKIP: head may pass it */
+            adv_end = p;
+            adv_cnt += W_KIND(w) == SHK_QK_SKIP ? W_OWN(w) : 1;
+        }
+        if (adv_end != hp) {
+            /* move head over what we walked, in one CAS from the pair we started from (a
+             * record given back meanwhile and passed here is found through the hint) */
+            uint64_t lag = H_LAG(hi) + (adv_end - hp);
+            if (lag <= q->cap &&
+                shk_cas16_seq_cst(&sh->head_pos, &hp, &hi, adv_end, MKH(lag, H_CNT(hi) + adv_cnt)))
+                moved = 1;
+        }
+        if (!lost || n > 0)
+            break;
+    }
+    if (!moved)
+        advance_head(q);
+    *nout = n;
+    if (n == 0) {
+        uint64_t hp, hi;
+        head_load(sh, &hp, &hi);
+        return empty_or_closed(q, hp);
+    }
+    return 0;
+}
+
+uint64_t shk_queue_outstanding(struct shk_queue *q)
+{
+    if (q->ack)
+        return q->fifo_len;
+    if (!q->ms)
+        return 0;
+    uint64_t got = shk_load_relaxed(&q->ms->got), done = shk_load_relaxed(&q->ms->done);
+    return got > done ? got - done : 0;
+}
+
+/* Tasks finished (or released): wake join() callers, only when one is registered (the
+ * caller's change was a full fence: a seq_cst RMW). */
+static void notify_done(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    if (shk_load_seq_cst(&sh->done_waiters)) {
+        shk_add_fetch_seq_cst(&sh->done_seq, 1);
+        shk_futex_wake(&sh->done_seq, INT32_MAX);
+    }
+}
+
+int shk_queue_task_done(struct shk_queue *q, uint64_t count)
+{
+    struct shk_qslot *ms = q->ms;
+    if (!ms)
+        return shk_fail(SHK_ECLOSED, "task_done(): the handle has no member slot");
+    if (count == 0)
+        return 0;
+    if (count > shk_queue_outstanding(q))
+        return shk_fail(EINVAL, "task_done() called too many times");
+    if (q->ack) {
+        for (uint64_t i = 0; i < count; i++) {
+            uint64_t p = q->fifo[q->fifo_head];
+            struct shk_qrec *h = rec(q, p);
+            uint64_t w = shk_load_acquire(&h->word);
+            if (shk_load_acquire(&h->pos) != p || W_STATE(w) != SHK_QS_TAKEN ||
+                W_OWN(w) != (q->taker & 0xffff))
+                return shk_fail(SHK_ECORRUPT, "task_done(): the record at %llu is no longer "
+                                "this handle's (state %u)", (unsigned long long)p, W_STATE(w));
+            uint64_t elo = w, ehi = p;
+            /* the acknowledgement, in one step */
+            if (!shk_cas16_seq_cst((uint64_t *)h, &elo, &ehi, W_WITH_STATE(w, SHK_QS_CONSUMED), p))
+                return shk_fail(SHK_ECORRUPT, "task_done(): the record at %llu changed while "
+                                "acknowledged", (unsigned long long)p);
+            q->fifo_head = (q->fifo_head + 1) % q->fifo_cap;
+            q->fifo_len--;
+            shk_single_writer_inc(&ms->done); /* (statistics only in this mode) */
+            if (__builtin_expect(die_at != 0, 0))
+                maybe_die(SHK_QDIE_ACK_DONE);
+        }
+        wake_armed(&q->sh->space_seq, &q->sh->space_waiters, &q->sh->space_armed);
+    } else {
+        shk_add_fetch_seq_cst(&ms->done, count);
+    }
+    notify_done(q);
+    return 0;
+}
+
+/* At-least-once: every record of taker in [free, tail) back to COMMITTED, one CAS each
+ * (deliverable again: the hint tells getters to look behind head).  Under the repair
+ * mutex.  Returns how many. */
+static uint64_t give_back_taken(struct shk_queue *q, uint32_t taker)
+{
+    struct shk_queue_sh *sh = q->sh;
+    uint64_t n = 0, f = free_load(sh), t = shk_load_acquire(&sh->tail_pos), p = f;
+    while (p < t && p - f < q->cap) {
+        struct shk_qrec *h = rec(q, p);
+        if (shk_load_acquire(&h->pos) != p)
+            break; /* the latest claim, headerless (or reclaimed under us: next repair) */
+        uint64_t w = shk_load_acquire(&h->word);
+        uint64_t size = shk_qrec_size(W_LEN(w));
+        if (W_STATE(w) == SHK_QS_TAKEN && W_OWN(w) == (taker & 0xffff)) {
+            uint64_t elo = w, ehi = p;
+            if (shk_cas16_seq_cst((uint64_t *)h, &elo, &ehi, W_WITH_STATE(w, SHK_QS_COMMITTED), p)) {
+                /* the hint first: a redelivered record is never invisible to getters
+                 * for longer than this one step (a crash here leaves the hint high,
+                 * which getters clear) */
+                shk_add_fetch_seq_cst(&sh->redeliverable, 1);
+                if (__builtin_expect(die_at != 0, 0))
+                    maybe_die(SHK_QDIE_REDELIVER);
+                n++;
+            }
+        }
+        if (W_LEN(w) > shk_queue_max_payload(q))
+            break;
+        p += size;
+    }
+    if (n) {
+        if (q->ms)
+            shk_stat_add(&q->ms->redeliveries, n);
+        else
+            shk_stat_add(&sh->retired_redeliveries, n);
+        if (taker == q->taker) {
+            q->fifo_head = q->fifo_len = 0;
+        }
+        wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+        notify_done(q);
+    } else if (taker == q->taker) {
+        q->fifo_head = q->fifo_len = 0;
+    }
+    return n;
+}
+
+/* Messages put and not yet marked done (nor released). */
+uint64_t shk_queue_unfinished(struct shk_queue *q)
+{
+    struct shk_queue_sh *sh = q->sh;
+    if (q->ack) {
+        /* from the ring alone: records in [free, tail) not acknowledged and not SKIP;
+         * those at or past head counted by the message counts (a claim being written is
+         * unfinished already) */
+        for (int tries = 0; tries < 64; tries++) {
+            advance_head(q);
+            uint64_t hp, hi;
+            head_load(sh, &hp, &hi);
+            uint64_t tc = shk_load_acquire(&sh->tail_hi) & SHK_QCOUNT_MASK;
+            uint64_t n = (uint32_t)((uint32_t)tc - H_CNT(hi));
+            uint64_t f = hp - H_LAG(hi), p = f;
+            int torn = 0;
+            while (p < hp && p - f < q->cap) {
+                struct shk_qrec *h = rec(q, p);
+                if (shk_load_acquire(&h->pos) != p) {
+                    torn = 1; /* reclaimed under us: look again */
+                    break;
+                }
+                uint64_t w = shk_load_acquire(&h->word);
+                if (W_STATE(w) != SHK_QS_CONSUMED && W_KIND(w) != SHK_QK_SKIP)
+                    n++;
+                p += shk_qrec_size(W_LEN(w));
+            }
+            if (!torn)
+                return n;
+        }
+        return 1; /* changing too fast to count: not finished */
+    }
+    /* the finished counts first, then the puts: a task finished meanwhile was put before
+     * (the count errs high, never low) */
+    uint64_t fin = shk_load_acquire(&sh->retired_done) + shk_load_acquire(&sh->abandoned);
+    uint64_t pdrops = shk_load_acquire(&sh->retired_pdrops);
+    uint32_t hwm = shk_load_relaxed(&sh->slot_hwm);
+    if (hwm > SHK_QUEUE_SLOTS)
+        hwm = SHK_QUEUE_SLOTS;
+    for (uint32_t i = 0; i < hwm; i++) {
+        struct shk_qslot *s = slot_at(q, i);
+        fin += shk_load_acquire(&s->done);
+        pdrops += shk_load_acquire(&s->pdrops);
+    }
+    uint64_t tc = shk_load_seq_cst(&sh->tail_hi) & SHK_QCOUNT_MASK;
+    uint64_t puts = tc > pdrops ? tc - pdrops : 0;
+    return puts > fin ? puts - fin : 0;
+}
+
+/* join()'s condition: in at-least-once mode without counting (free reaches tail exactly
+ * when every record in between is acked or SKIP). */
+static int all_done(struct shk_queue *q)
+{
+    if (q->ack) {
+        uint64_t f = reclaim_forward(q);
+        return f == shk_load_acquire(&q->sh->tail_pos);
+    }
+    return shk_queue_unfinished(q) == 0;
+}
+
+static int join_attempt(void *obj, struct shk_wait *w)
+{
+    struct shk_queue *q = obj;
+    struct shk_queue_sh *sh = q->sh;
+    if (all_done(q))
+        return 0;
+    if (!(w->flags & SHK_WAIT_ARMED)) {
+        shk_wait_on_futex(w, &sh->done_seq, shk_load_acquire(&sh->done_seq), NULL);
+        return EAGAIN;
+    }
+    uint64_t now = shk_now_ns();
+    if (shk_wait_liveness_due(w, now))
+        shk_queue_repair(q); /* dead consumers' tasks: released or given back */
+    shk_wait_on_futex(w, &sh->done_seq, shk_load_acquire(&sh->done_seq), &sh->done_waiters);
+    shk_fence_seq_cst(); /* registered before looking (notify_done: changed, then looks) */
+    if (all_done(q))
+        return 0;
+    shk_wait_retry_by(w, w->next_live);
+    return EAGAIN;
+}
+
+static int join_give_up(void *obj, struct shk_wait *w, int why)
+{
+    struct shk_queue *q = obj;
+    if (why == ECANCELED)
+        return ECANCELED;
+    return shk_fail(ETIMEDOUT, "join(): %llu task(s) unfinished%s",
+                    (unsigned long long)shk_queue_unfinished(q),
+                    why == ETIMEDOUT ? " (timed out)" : "");
+}
+
+const struct shk_wait_op shk_queue_join_op = {"Queue.join", join_attempt, join_give_up, NULL};
+
 /* ---- a whole get ------------------------------------------------------------------- */
 
 /* Messages up to this size are copied out before they are taken (the copy-first way of
@@ -1038,6 +1550,13 @@ void shk_queue_finish(struct shk_queue *q, const struct shk_qtake *t)
 
 int shk_queue_get_begin(struct shk_queue *q, struct shk_qget *g)
 {
+    if (q->ack) {
+        /* taken one CAS each and kept until acknowledged: nothing to give back at the end */
+        g->copy_first = 0;
+        g->t.start = g->t.end = 0;
+        g->t.n = 0;
+        return ack_take(q, g->msgs, g->max_msgs, g->max_bytes, &g->n);
+    }
     uint64_t copy_max = g->max_bytes < COPY_FIRST_BATCH ? g->max_bytes : COPY_FIRST_BATCH;
     for (int look = 0; look < LOOK_TRIES; look++) {
         int r = peek(q, g->msgs, g->max_msgs, copy_max, &g->pk);
@@ -1098,6 +1617,8 @@ int shk_queue_get_end(struct shk_queue *q, struct shk_qget *g)
 static int data_ready(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
+    if (q->ack && shk_load_relaxed(&sh->redeliverable))
+        return 1; /* messages given back behind head */
     uint64_t h = shk_load_acquire(&sh->head_pos);
     /* poll the tail (written once per claim) rather than the header the producer is
      * writing: polling that line would pull it away from the producer at every store */
@@ -1183,9 +1704,12 @@ static void repair_if_stuck(struct shk_queue *q, int what)
 {
     struct shk_queue_sh *sh = q->sh;
     if (what == SHK_QW_DATA) {
-        uint64_t h = shk_load_acquire(&sh->head_pos);
-        if (h == shk_load_acquire(&sh->tail_pos))
-            return; /* plainly empty */
+        uint64_t h, hi;
+        head_load(sh, &h, &hi);
+        /* plainly empty (at-least-once: and nothing in flight that a dead consumer may
+         * hold, to be given back) */
+        if (h == shk_load_acquire(&sh->tail_pos) && (!q->ack || H_LAG(hi) == 0))
+            return;
     } else if (what == SHK_QW_SPACE) {
         uint64_t hp, hi;
         head_load(sh, &hp, &hi);
@@ -1411,7 +1935,10 @@ uint64_t shk_queue_depth(struct shk_queue *q)
     uint64_t hp, hh;
     head_load(q->sh, &hp, &hh); /* first: every message taken was claimed before */
     uint32_t tc = (uint32_t)shk_load_acquire(&q->sh->tail_hi);
-    return (uint32_t)(tc - H_CNT(hh));
+    uint64_t d = (uint32_t)(tc - H_CNT(hh));
+    if (q->ack) /* and those given back for redelivery (behind head; a hint) */
+        d += shk_load_relaxed(&q->sh->redeliverable);
+    return d;
 }
 
 uint64_t shk_queue_bytes_used(struct shk_queue *q)
@@ -1464,6 +1991,35 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
         if (R_STATE(shk_load_relaxed(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
             st->reservations++;
     st->closed = shk_load_relaxed(&sh->closed) != 0;
+    /* task accounting */
+    st->delivery = shk_queue_delivery(q);
+    st->acknowledged = shk_load_relaxed(&sh->retired_done);
+    st->redeliveries = shk_load_relaxed(&sh->retired_redeliveries);
+    st->abandoned_tasks = shk_load_relaxed(&sh->abandoned);
+    for (uint32_t i = 0; i < hwm; i++) {
+        struct shk_qslot *s = slot_at(q, i);
+        uint64_t got = shk_load_relaxed(&s->got), done = shk_load_relaxed(&s->done);
+        st->acknowledged += done;
+        st->redeliveries += shk_load_relaxed(&s->redeliveries);
+        if (!q->ack && shk_load_relaxed(&s->pid) && got > done)
+            st->in_flight += got - done;
+    }
+    if (q->ack) {
+        uint64_t f = free_load(sh), t = shk_load_acquire(&sh->tail_pos), p = f;
+        while (p < t && p - f < q->cap) {
+            struct shk_qrec *h = rec(q, p);
+            if (shk_load_acquire(&h->pos) != p)
+                break;
+            uint64_t w = shk_load_acquire(&h->word);
+            if (W_STATE(w) == SHK_QS_TAKEN)
+                st->in_flight++;
+            if (W_LEN(w) > shk_queue_max_payload(q))
+                break;
+            p += shk_qrec_size(W_LEN(w));
+        }
+        st->depth += shk_load_relaxed(&sh->redeliverable);
+    }
+    st->unfinished_tasks = shk_queue_unfinished(q);
     return 0;
 }
 
@@ -1496,6 +2052,9 @@ int shk_queue_reserve(struct shk_queue *q, uint64_t len, uint32_t *index, uint32
 {
     if (len == 0)
         return shk_fail(EINVAL, "reserve(): size must be > 0");
+    if (q->ack)
+        return shk_fail(EINVAL, "reserve(): zero-copy messages are not available with "
+                        "at-least-once delivery (a redelivered block would have no owner)");
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++) {
             struct shk_qresv *e = resv_at(q, i);
@@ -1630,6 +2189,7 @@ static int repair_head_locked(struct shk_queue *q)
         add_pdrops(q, n);
         add_recoveries(q, 1);
         wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+        notify_done(q);
         return 1;
     }
     uint64_t w = shk_load_acquire(&r->word);
@@ -1644,6 +2204,7 @@ static int repair_head_locked(struct shk_queue *q)
     add_pdrops(q, 1);
     add_recoveries(q, 1);
     wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
+    notify_done(q);
     return 1;
 }
 
@@ -1664,6 +2225,8 @@ static int repair_free_locked(struct shk_queue *q)
 {
     struct shk_queue_sh *sh = q->sh;
     int repaired = 0;
+    if (q->ack)
+        return 0; /* records behind head are in flight or redeliverable, never lost */
     for (int guard = 0; guard < 1 << 20; guard++) {
         reclaim_forward(q);
         uint64_t hd, hh;
@@ -1777,6 +2340,9 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
                 repaired++;
         }
     }
+    /* at-least-once: the messages it took and did not acknowledge, deliverable again */
+    if (q->ack && give_back_taken(q, taker_id(idx, shk_load_relaxed(&s->gen))))
+        repaired++;
     if (repaired)
         add_recoveries(q, 1);
     retire_slot(q, s);
@@ -1784,6 +2350,7 @@ static int scrub_slot_locked(struct shk_queue *q, uint32_t idx)
     if (repaired) {
         wake_armed(&sh->data_seq, &sh->data_waiters, &sh->data_armed);
         wake_armed(&sh->space_seq, &sh->space_waiters, &sh->space_armed);
+        notify_done(q);
     }
     return repaired;
 }

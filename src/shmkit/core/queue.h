@@ -58,6 +58,12 @@ struct shk_queue {
     uint32_t busy;              /* waits left that skip spinning (the driver's probe found
                                    the CPUs oversubscribed) */
     unsigned fork_gen;          /* fork generation when the slot was taken */
+    int ack;                    /* at-least-once delivery (sh->flags, fixed at creation) */
+    uint32_t taker;             /* at-least-once: the owner id of records this handle takes */
+    uint64_t *fifo;             /* at-least-once: positions of records taken, not yet acked, */
+    uint32_t fifo_cap;          /*   oldest first (process memory: the records themselves */
+    uint32_t fifo_head;         /*   are the truth, this is the handle's index of them) */
+    uint32_t fifo_len;
 };
 
 /* Find the queue `name` in the zone, or create it (flags SHK_O_CREATE[|SHK_O_EXCL])
@@ -66,7 +72,20 @@ struct shk_queue {
 int shk_queue_open(struct shk_zone *z, const char *name, uint64_t capacity,
                    uint64_t max_messages, int flags, struct shk_queue *q, int *created);
 
-/* Give the member slot back (counters are kept in the queue's totals). */
+/* The same with a delivery mode (SHK_QDELIVERY_*): ANY takes what exists (at-most-once
+ * when creating); another mode than the existing queue's is SHK_EOBJMISMATCH. */
+enum { SHK_QDELIVERY_ANY = 0, SHK_QDELIVERY_AT_MOST_ONCE = 1, SHK_QDELIVERY_AT_LEAST_ONCE = 2 };
+int shk_queue_open_delivery(struct shk_zone *z, const char *name, uint64_t capacity,
+                            uint64_t max_messages, int delivery, int flags,
+                            struct shk_queue *q, int *created);
+static inline int shk_queue_delivery(const struct shk_queue *q)
+{
+    return q->ack ? SHK_QDELIVERY_AT_LEAST_ONCE : SHK_QDELIVERY_AT_MOST_ONCE;
+}
+
+/* Give the member slot back (counters are kept in the queue's totals).  Tasks this
+ * handle still holds: at-least-once, its records go back for redelivery at once;
+ * at-most-once, they are released (abandoned_tasks). */
 void shk_queue_release(struct shk_queue *q);
 
 /* Take a member slot (again): after fork, or when none was free at open. */
@@ -240,6 +259,21 @@ static inline int shk_qframe_next(struct shk_qframe *f, uint64_t *off, uint64_t 
     return 0;
 }
 
+/* --- task accounting (layout.h "Delivery modes and task accounting") ---------------- */
+
+/* Mark the `count` oldest messages this handle took and has not marked done as done
+ * (at-least-once: acknowledge them, one CAS each).  EINVAL with "task_done() called too
+ * many times" when the handle holds fewer (nothing is marked then). */
+int shk_queue_task_done(struct shk_queue *q, uint64_t count);
+/* Messages this handle took and has not marked done. */
+uint64_t shk_queue_outstanding(struct shk_queue *q);
+/* Messages put and not yet marked done (nor released with a dead consumer). */
+uint64_t shk_queue_unfinished(struct shk_queue *q);
+/* join(): obj is the struct shk_queue.  Waits until nothing is unfinished, on done_seq
+ * (no polling: task_done wakes it), repairing what dead consumers left at each liveness
+ * check.  0, or on giving up ETIMEDOUT / EBUSY (SHK_WAIT_TRY) / ECANCELED. */
+extern const struct shk_wait_op shk_queue_join_op;
+
 /* --- waiting (core/wait.h) ----------------------------------------------------------- */
 
 enum { SHK_QW_DATA = 0, SHK_QW_SPACE = 1, SHK_QW_RESV = 2 /* a free reservation entry */ };
@@ -291,6 +325,12 @@ struct shk_queue_stats {
     uint64_t dropped_puts;      /* claimed by producers that died before committing */
     uint64_t dropped_gets;      /* committed, taken by consumers that died holding them */
     uint64_t recoveries;
+    uint64_t unfinished_tasks;  /* put, not yet marked done (nor released) */
+    uint64_t in_flight;         /* taken, not yet marked done */
+    uint64_t redeliveries;      /* at-least-once: given back by dead or detached takers */
+    uint64_t abandoned_tasks;   /* at-most-once: released with dead or detached takers */
+    uint64_t acknowledged;      /* marked done (task_done) */
+    int delivery;               /* SHK_QDELIVERY_* */
     uint32_t members, reservations;
     int closed;
 };
@@ -321,7 +361,10 @@ enum {
     SHK_QDIE_MID_COPY = 2,      /* headers CLAIMED, half the payload copied */
     SHK_QDIE_AFTER_TAKE = 3,    /* head claimed, nothing given back */
     SHK_QDIE_AFTER_RESERVE = 4, /* zero-copy block reserved, never committed */
-    SHK_QDIE_COPIED = 5         /* copy-first get: payload copied out, head not moved */
+    SHK_QDIE_COPIED = 5,        /* copy-first get: payload copied out, head not moved */
+    SHK_QDIE_ACK_TAKEN = 6,     /* at-least-once get: a record TAKEN, head not moved */
+    SHK_QDIE_ACK_DONE = 7,      /* at-least-once task_done(n): after the first ack CAS */
+    SHK_QDIE_REDELIVER = 8      /* giving back: after the first record CAS, before counting */
 };
 void shk_queue_debug_die(int where);
 
