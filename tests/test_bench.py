@@ -360,3 +360,13 @@ def test_a_killed_runs_segments_are_swept_and_nothing_else():
 def harness_process_exists(pid):
     from benchmarks.harness import _process_exists
     return _process_exists(pid)
+
+
+def test_every_metric_has_a_unit_and_a_direction():
+    """What `benchmarks.schema --strict` (CI) demands of every scenario, checked here on the
+    declarations themselves, so that a scenario that never runs in the quick subset of
+    this file cannot break CI's schema check."""
+    from benchmarks.scenarios import all_scenarios
+    bad = [(s.name, m.name) for s in all_scenarios() for m in s.metrics
+           if not m.unit or not isinstance(m.higher_is_better, bool)]
+    assert not bad, f"metrics without a unit or a direction: {bad}"

@@ -352,7 +352,7 @@ def scenarios():
                          "added, and time until every coroutine is awake."),
             metrics=[Metric("cpu_waiting", "ms", higher_is_better=False),
                      Metric("wake_all", "ms", higher_is_better=False),
-                     Metric("threads", "", higher_is_better=False)],
+                     Metric("threads", "threads", higher_is_better=False)],
             cases=lambda opts: many_cases(opts.quick),
             bar=h.bar_at_least(50.0, "~0 CPU while waiting (< 50 ms per s)"),
         ),
