@@ -307,12 +307,15 @@ def test_sigkill_holder_waiter_recovers_fast(zone, kind):
     latencies = sorted(_killed_holder_rounds(zone, kind, 40))
     p50, worst = latencies[len(latencies) // 2], latencies[-1]
     print(f"\n{kind}: recovery after SIGKILL p50 {p50 * 1e3:.2f} ms, max {worst * 1e3:.2f} ms")
+    assert worst < 2.0
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return  # make sanitize: memory errors are judged there, not latency (ASan slows
+        #         every process start and wake-up several times over)
     assert p50 < 0.1
     # every waiter recovered within 100 ms of the kill (a loaded 2-CPU machine may
     # deschedule a process for longer now and then: a few such rounds in 40 are tolerated;
     # a waiter that noticed the death only by polling would miss in most rounds)
     assert sum(x >= 0.1 for x in latencies) <= 4, [round(x * 1e3, 1) for x in latencies]
-    assert worst < 2.0
 
 
 def _hammer(take, give, n):
