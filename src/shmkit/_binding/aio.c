@@ -961,11 +961,7 @@ int shk_init_aio(PyObject *m)
     };
     PyType_Spec wspec = {"shmkit._core.AioWait", sizeof(AioWaitObject), 0, Py_TPFLAGS_DEFAULT,
                          wslots};
-    NotifierType = (PyTypeObject *)PyType_FromSpec(&nspec);
-    if (!NotifierType || PyModule_AddObjectRef(m, "AioNotifier", (PyObject *)NotifierType) < 0)
-        return -1;
-    WaitType = (PyTypeObject *)PyType_FromSpec(&wspec);
-    if (!WaitType || PyModule_AddObjectRef(m, "AioWait", (PyObject *)WaitType) < 0)
+    if (!(NotifierType = shk_py_add_type(m, &nspec)) || !(WaitType = shk_py_add_type(m, &wspec)))
         return -1;
     static const struct shk_py_int constants[] = {
         {"AIO_EAGAIN", EAGAIN},

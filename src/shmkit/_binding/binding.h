@@ -147,6 +147,10 @@ struct shk_py_int {
 /* Add integer constants from a table ending with {NULL}. 0 or -1. */
 int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
 
+/* A type from spec, added to m as the last part of spec->name (a string literal: the type
+ * keeps pointing into it).  Returns the type (the module holds a reference), or NULL. */
+PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec);
+
 /* ---- Segment (segment.c) ---------------------------------------------------------------- */
 
 typedef struct SegmentObject {

@@ -736,10 +736,7 @@ int shk_init_board(PyObject *m)
 {
     PyType_Spec spec = {"shmkit._core.Board", sizeof(BoardObject), 0, Py_TPFLAGS_DEFAULT,
                         board_slots};
-    BoardType = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!BoardType)
-        return -1;
-    if (PyModule_AddObjectRef(m, "Board", (PyObject *)BoardType) < 0)
+    if (!(BoardType = shk_py_add_type(m, &spec)))
         return -1;
 #define CONST(name, value) \
     if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1

@@ -700,15 +700,10 @@ int shk_init_segment(PyObject *m)
         return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};
-    shk_SegmentType = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!shk_SegmentType)
-        return -1;
-    if (PyModule_AddObjectRef(m, "Segment", (PyObject *)shk_SegmentType) < 0)
-        return -1;
     PyType_Spec rspec = {"shmkit._core.Region", sizeof(RegionObject), 0, Py_TPFLAGS_DEFAULT,
                          region_slots};
-    RegionType = (PyTypeObject *)PyType_FromSpec(&rspec);
-    if (!RegionType)
+    if (!(shk_SegmentType = shk_py_add_type(m, &spec)) ||
+        !(RegionType = shk_py_add_type(m, &rspec)))
         return -1;
-    return PyModule_AddObjectRef(m, "Region", (PyObject *)RegionType);
+    return 0;
 }

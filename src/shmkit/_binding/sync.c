@@ -1105,25 +1105,16 @@ static PyMethodDef sync_module_methods[] = {
 
 /* ---- types ---------------------------------------------------------------------------------- */
 
-/* qualname is a string literal: the type keeps pointing into it (Python < 3.12) */
 static PyTypeObject *make_type(PyObject *m, const char *qualname, newfunc tp_new,
                                PyMethodDef *methods, PyGetSetDef *getset, const char *doc)
 {
-    const char *attr = strrchr(qualname, '.') + 1;
     PyType_Slot slots[] = {
         {Py_tp_new, tp_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
         {Py_tp_getset, getset},    {Py_tp_doc, (void *)doc},      {0, NULL},
     };
     PyType_Spec spec = {qualname, sizeof(SyncObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
                         slots};
-    PyTypeObject *t = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!t)
-        return NULL;
-    if (PyModule_AddObjectRef(m, attr, (PyObject *)t) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    return t;
+    return shk_py_add_type(m, &spec);
 }
 
 int shk_init_sync(PyObject *m)

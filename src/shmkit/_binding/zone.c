@@ -488,8 +488,6 @@ int shk_init_zone(PyObject *m)
     if (shk_py_add_ints(m, constants) < 0)
         return -1;
     PyType_Spec spec = {"shmkit._core.Zone", sizeof(ZoneObject), 0, Py_TPFLAGS_DEFAULT, zone_slots};
-    shk_ZoneType = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!shk_ZoneType)
-        return -1;
-    return PyModule_AddObjectRef(m, "Zone", (PyObject *)shk_ZoneType);
+    shk_ZoneType = shk_py_add_type(m, &spec);
+    return shk_ZoneType ? 0 : -1;
 }
