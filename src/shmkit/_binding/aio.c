@@ -627,80 +627,70 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     return (PyObject *)w;
 }
 
-/* aio_event_wait(notifier, event, timeout=None) */
-static PyObject *core_aio_event_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 2 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "aio_event_wait(notifier, event, timeout=None)");
-    struct shk_py_sync_ref ref;
-    if (shk_py_sync_ref(args[1], &ref) < 0)
-        return NULL;
-    if (ref.type != SHK_OBJ_EVENT)
-        return PyErr_Format(PyExc_TypeError, "aio_event_wait() needs an Event");
-    struct timespec d;
-    int has;
-    uint32_t flags;
-    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
-        return NULL;
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_EVENT, &shk_event_op, ref.sh,
-                                shk_py_sync_live, deadline_of(has, &d), flags);
-    if (w)
-        w->sync = ref;
-    return (PyObject *)w;
-}
+/* The waits of Event, Condition and Barrier: (notifier, handle, timeout=None), the same
+ * steps but for the object type and the core op. */
+static const struct {
+    const char *usage;              /* the TypeError for a wrong number of arguments */
+    uint32_t type;                  /* SHK_OBJ_* the handle must be */
+    const char *needs;              /* the TypeError when it is not */
+    const struct shk_wait_op *op;
+} sync_waits[] = {
+    [KIND_EVENT] = {"aio_event_wait(notifier, event, timeout=None)", SHK_OBJ_EVENT,
+                    "aio_event_wait() needs an Event", &shk_event_op},
+    [KIND_COND] = {"aio_cond_wait(notifier, condition, timeout=None)", SHK_OBJ_CONDITION,
+                   "aio_cond_wait() needs a Condition", &shk_cond_op},
+    [KIND_BARRIER] = {"aio_barrier_wait(notifier, barrier, timeout=None)", SHK_OBJ_BARRIER,
+                      "aio_barrier_wait() needs a Barrier", &shk_barrier_op},
+};
 
-/* aio_cond_wait(notifier, condition, timeout=None): registers the waiter now (call it with
- * the lock held, then release the lock and await the wait). */
-static PyObject *core_aio_cond_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *aio_sync_wait(PyObject *const *args, Py_ssize_t nargs, int kind)
 {
     if (nargs < 2 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "aio_cond_wait(notifier, condition, timeout=None)");
+        return PyErr_Format(PyExc_TypeError, "%s", sync_waits[kind].usage);
     struct shk_py_sync_ref ref;
     if (shk_py_sync_ref(args[1], &ref) < 0)
         return NULL;
-    if (ref.type != SHK_OBJ_CONDITION)
-        return PyErr_Format(PyExc_TypeError, "aio_cond_wait() needs a Condition");
+    if (ref.type != sync_waits[kind].type)
+        return PyErr_Format(PyExc_TypeError, "%s", sync_waits[kind].needs);
     struct timespec d;
     int has;
     uint32_t flags;
     if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
         return NULL;
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_COND, &shk_cond_op, ref.sh,
-                                shk_py_sync_live, deadline_of(has, &d), flags);
-    if (!w)
-        return NULL;
-    w->sync = ref;
-    w->w.observed = shk_cond_prepare(ref.sh);
-    return (PyObject *)w;
-}
-
-/* aio_barrier_wait(notifier, barrier, timeout=None) */
-static PyObject *core_aio_barrier_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 2 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "aio_barrier_wait(notifier, barrier, timeout=None)");
-    struct shk_py_sync_ref ref;
-    if (shk_py_sync_ref(args[1], &ref) < 0)
-        return NULL;
-    if (ref.type != SHK_OBJ_BARRIER)
-        return PyErr_Format(PyExc_TypeError, "aio_barrier_wait() needs a Barrier");
-    struct timespec d;
-    int has;
-    uint32_t flags;
-    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
-        return NULL;
-    if (flags & SHK_WAIT_TRY) {
+    if (kind == KIND_BARRIER && (flags & SHK_WAIT_TRY)) {
         /* a zero timeout: arrive, and give up at once unless everyone is there (as the
          * blocking wait does) */
         shk_deadline_after(&d, 0);
         has = 1;
         flags = 0;
     }
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_BARRIER, &shk_barrier_op, ref.sh,
+    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, kind, sync_waits[kind].op, ref.sh,
                                 shk_py_sync_live, deadline_of(has, &d), flags);
-    if (w)
-        w->sync = ref;
+    if (!w)
+        return NULL;
+    w->sync = ref;
+    if (kind == KIND_COND)
+        w->w.observed = shk_cond_prepare(ref.sh); /* registered now, under the lock */
     return (PyObject *)w;
+}
+
+/* aio_event_wait(notifier, event, timeout=None) */
+static PyObject *core_aio_event_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return aio_sync_wait(args, nargs, KIND_EVENT);
+}
+
+/* aio_cond_wait(notifier, condition, timeout=None): registers the waiter now (call it with
+ * the lock held, then release the lock and await the wait). */
+static PyObject *core_aio_cond_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return aio_sync_wait(args, nargs, KIND_COND);
+}
+
+/* aio_barrier_wait(notifier, barrier, timeout=None) */
+static PyObject *core_aio_barrier_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return aio_sync_wait(args, nargs, KIND_BARRIER);
 }
 
 /* aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0) */
