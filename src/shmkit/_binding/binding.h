@@ -38,6 +38,14 @@
 PyObject *shk_py_raise(int code, const char *what);
 /* Same, returning -1 (for int-returning slots). */
 int shk_py_raise_int(int code, const char *what);
+/* None when r is 0, else the exception of core code r as shk_py_raise (inline: release
+ * paths call it). */
+static inline PyObject *shk_py_none_or_raise(int r, const char *what)
+{
+    if (r)
+        return shk_py_raise(r, what);
+    Py_RETURN_NONE;
+}
 /* The exception of errno e with message msg (ignores the core's detail). Returns NULL. */
 PyObject *shk_py_raise_os(int e, const char *msg);
 /* An exception class from shmkit._errors by name (borrowed). */

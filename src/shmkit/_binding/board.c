@@ -495,9 +495,7 @@ static PyObject *board_take_writer(BoardObject *self, PyObject *unused)
     r = shk_board_take_writer(&self->b);
     Py_END_ALLOW_THREADS
     leave_nogil(self);
-    if (r)
-        return shk_py_raise(r, "take_writer");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "take_writer");
 }
 
 static PyObject *board_release_writer(BoardObject *self, PyObject *unused)
@@ -505,9 +503,7 @@ static PyObject *board_release_writer(BoardObject *self, PyObject *unused)
     if (!self->attached || self->close_pending)
         Py_RETURN_NONE;
     int r = shk_board_release_writer(&self->b);
-    if (r)
-        return shk_py_raise(r, "release_writer");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release_writer");
 }
 
 static PyObject *board_writer(BoardObject *self, PyObject *unused)

@@ -235,9 +235,7 @@ static PyObject *segment_resize(SegmentObject *s, PyObject *arg)
                      s->exports);
         return NULL;
     }
-    if (r)
-        return shk_py_raise(r, "resize");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "resize");
 }
 
 static PyObject *segment_refresh(SegmentObject *s, PyObject *unused)
@@ -255,9 +253,7 @@ static PyObject *segment_remap(SegmentObject *s, PyObject *unused)
     if (shk_segment_check_open(s) < 0)
         return NULL;
     int r = shk_seg_remap(&s->seg);
-    if (r)
-        return shk_py_raise(r, "remap");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "remap");
 }
 
 static PyObject *segment_publish(SegmentObject *s, PyObject *unused)
@@ -265,9 +261,7 @@ static PyObject *segment_publish(SegmentObject *s, PyObject *unused)
     if (shk_segment_check_open(s) < 0)
         return NULL;
     int r = shk_seg_publish(&s->seg);
-    if (r)
-        return shk_py_raise(r, "publish");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "publish");
 }
 
 static PyObject *segment_object_size(SegmentObject *s, PyObject *unused)
@@ -587,9 +581,7 @@ static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
         return NULL;
     int r = shk_seg_unlink_posix(PyBytes_AS_STRING(bytes));
     Py_DECREF(bytes);
-    if (r)
-        return shk_py_raise(r, "shm_unlink");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "shm_unlink");
 }
 
 static PyObject *core_rmid(PyObject *self, PyObject *arg)
@@ -598,9 +590,7 @@ static PyObject *core_rmid(PyObject *self, PyObject *arg)
     if (id == -1 && PyErr_Occurred())
         return NULL;
     int r = shk_seg_rmid((int)id);
-    if (r)
-        return shk_py_raise(r, "shmctl(IPC_RMID)");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "shmctl(IPC_RMID)");
 }
 
 static PyObject *core_fs_free_bytes(PyObject *self, PyObject *arg)

@@ -283,9 +283,7 @@ static PyObject *lock_release(SyncObject *o, PyObject *unused)
     if (o->type == SHK_OBJ_LOCK && shk_lock_release_fast(o->sh) == 0)
         Py_RETURN_NONE; /* the common case, inlined from the core */
     int r = shk_lock_release(o->sh, o->type == SHK_OBJ_RLOCK);
-    if (r)
-        return shk_py_raise(r, "release");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release");
 }
 
 static PyObject *lock_enter(SyncObject *o, PyObject *unused)
@@ -432,9 +430,7 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
         }
     }
     int r = shk_sem_release(o->sh, (uint32_t)n);
-    if (r)
-        return shk_py_raise(r, "release");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release");
 }
 
 static PyObject *sem_exit(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -599,18 +595,14 @@ static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
     LIVE(o);
     INTACT(o);
     int r = shk_rw_release_read(o->sh, &o->slot);
-    if (r)
-        return shk_py_raise(r, "release_read");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release_read");
 }
 
 static PyObject *rw_release_write(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     int r = shk_rw_release_write(o->sh);
-    if (r)
-        return shk_py_raise(r, "release_write");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release_write");
 }
 
 static PyObject *rw_raw(SyncObject *o, PyObject *unused)
@@ -816,9 +808,7 @@ static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
     if (gen == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
     int r = shk_barrier_complete(o->sh, (uint32_t)gen);
-    if (r)
-        return shk_py_raise(r, "wait");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "wait");
 }
 
 VOID_METHOD(barrier_abort, shk_barrier_abort(o->sh))

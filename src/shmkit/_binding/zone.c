@@ -108,9 +108,7 @@ static PyObject *zone_init_done(ZoneObject *z, PyObject *arg)
         return PyErr_Format(PyExc_RuntimeError, "this handle is not initialising the zone");
     z->must_init = 0;
     int r = shk_zone_init_done(&z->zone, ok);
-    if (r)
-        return shk_py_raise(r, "init_done");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "init_done");
 }
 
 static PyObject *zone_alloc(ZoneObject *z, PyObject *args, PyObject *kw)
@@ -139,9 +137,7 @@ static PyObject *zone_free(ZoneObject *z, PyObject *arg)
     if (shk_zone_check_open(z) < 0)
         return NULL;
     int r = shk_zone_free(&z->zone, off);
-    if (r)
-        return shk_py_raise(r, "free");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "free");
 }
 
 static PyObject *zone_usable_size(ZoneObject *z, PyObject *arg)
@@ -231,9 +227,7 @@ static PyObject *zone_obj_destroy(ZoneObject *z, PyObject *args)
     if (shk_zone_check_open(z) < 0)
         return NULL;
     int r = shk_zone_obj_destroy(&z->zone, name, type);
-    if (r)
-        return shk_py_raise(r, "obj_destroy");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "obj_destroy");
 }
 
 static PyObject *zone_obj_list(ZoneObject *z, PyObject *unused)
