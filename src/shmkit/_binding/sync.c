@@ -212,21 +212,39 @@ static const struct shk_wait_op *lock_op(SyncObject *o)
     return o->type == SHK_OBJ_RLOCK ? &shk_rlock_op : &shk_lock_op;
 }
 
-static PyObject *acquire_result(SyncObject *o, int r)
+/* How a wait ended, as acquire() and wait() say it: True (acquired, or woken), False (not
+ * acquired: non-blocking, or the timeout passed), NULL (a signal handler raised), else the
+ * error of the operation what.  owner_died (acquires; NULL for the waits): told whether
+ * the hold was taken over from a holder that had died. */
+static PyObject *wait_result(int r, int *owner_died, const char *what)
 {
-    if (r == 0) {
-        o->owner_died = 0;
+    if (owner_died && (r == 0 || r == SHK_EOWNERDEAD)) {
+        *owner_died = r == SHK_EOWNERDEAD;
         Py_RETURN_TRUE;
     }
-    if (r == SHK_EOWNERDEAD) {
-        o->owner_died = 1;
+    if (r == 0)
         Py_RETURN_TRUE;
-    }
     if (r == EBUSY || r == ETIMEDOUT)
         Py_RETURN_FALSE;
     if (r == SHK_PY_ERR)
         return NULL;
-    return shk_py_raise(r, "acquire");
+    return shk_py_raise(r, what);
+}
+
+/* Take lock handle lk again after a Condition wait or _release_save(), restoring an
+ * RLock's count: shk_py_wait's pending rules (nothing interrupts it).  Returns the wait's
+ * result (0 or SHK_EOWNERDEAD when held). */
+static int lock_reacquire(SyncObject *lk, uint32_t count, int *pending)
+{
+    struct shk_lock_sh *l = lk->sh; /* (lk->sh is NULL once closed, even while we wait) */
+    struct shk_wait w = wait_for(lk, NULL, 0);
+    int r = run_wait(lk, lock_op(lk), l, &w, pending);
+    if (r == 0 || r == SHK_EOWNERDEAD) {
+        lk->owner_died = r == SHK_EOWNERDEAD;
+        if (lk->type == SHK_OBJ_RLOCK)
+            shk_rlock_restore(l, count);
+    }
+    return r;
 }
 
 /* acquire(blocking=True, timeout=...)'s arguments under a timeout rule (binding.h). */
@@ -252,7 +270,7 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    return acquire_result(o, run_wait(o, op, obj, &w, NULL));
+    return wait_result(run_wait(o, op, obj, &w, NULL), &o->owner_died, "acquire");
 }
 
 static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -338,23 +356,15 @@ static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
 static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
 {
     LIVE(o);
-    struct shk_lock_sh *l = o->sh; /* (o->sh is NULL once closed, even while we wait) */
     unsigned long count = PyLong_AsUnsignedLong(arg);
     if (count == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    struct shk_wait w = wait_for(o, NULL, 0);
     int pending = 0;
-    int r = run_wait(o, lock_op(o), l, &w, &pending);
-    if (r != 0 && r != SHK_EOWNERDEAD) {
-        if (pending || r == SHK_PY_ERR)
-            return NULL;
-        return shk_py_raise(r, "acquire");
-    }
-    o->owner_died = r == SHK_EOWNERDEAD;
-    if (o->type == SHK_OBJ_RLOCK)
-        shk_rlock_restore(l, (uint32_t)count);
-    if (pending)
+    int r = lock_reacquire(o, (uint32_t)count, &pending);
+    if (pending || r == SHK_PY_ERR)
         return NULL;
+    if (r != 0 && r != SHK_EOWNERDEAD)
+        return shk_py_raise(r, "acquire");
     Py_RETURN_NONE;
 }
 
@@ -517,14 +527,7 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
         shk_py_wait_args(a[0], &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, &shk_event_op, o->sh, &w, NULL);
-    if (r == 0)
-        Py_RETURN_TRUE;
-    if (r == ETIMEDOUT || r == EBUSY)
-        Py_RETURN_FALSE;
-    if (r == SHK_PY_ERR)
-        return NULL;
-    return shk_py_raise(r, "wait");
+    return wait_result(run_wait(o, &shk_event_op, o->sh, &w, NULL), NULL, "wait");
 }
 
 static PyObject *event_raw(SyncObject *o, PyObject *unused)
@@ -575,7 +578,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     if (r == EAGAIN)
         r = run_wait(o, op, obj, &w, NULL);
     o->slot = rd.slot;
-    return acquire_result(o, r);
+    return wait_result(r, &o->owner_died, "acquire");
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -691,14 +694,8 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
     if (wr == SHK_PY_ERR)
         PyErr_Fetch(&et, &ev, &tb);
-    struct shk_wait lw = wait_for(lk, NULL, 0);
     int pending = 0;
-    int lr = lk->sh ? run_wait(lk, lock_op(lk), l, &lw, &pending) : SHK_ECLOSED;
-    if (lr == 0 || lr == SHK_EOWNERDEAD) {
-        lk->owner_died = lr == SHK_EOWNERDEAD;
-        if (rec)
-            shk_rlock_restore(l, count);
-    }
+    int lr = lk->sh ? lock_reacquire(lk, count, &pending) : SHK_ECLOSED;
     if (wr == SHK_PY_ERR) {
         if (pending)
             PyErr_Clear();
@@ -711,11 +708,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
         return shk_py_closed("the Condition's lock handle was closed while waiting");
     if (lr != 0 && lr != SHK_EOWNERDEAD)
         return shk_py_raise(lr, "wait (re-acquiring the lock)");
-    if (wr == 0)
-        Py_RETURN_TRUE;
-    if (wr == ETIMEDOUT || wr == EBUSY)
-        Py_RETURN_FALSE;
-    return shk_py_raise(wr, "wait");
+    return wait_result(wr, NULL, "wait");
 }
 
 static PyObject *cond_notify(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
