@@ -88,43 +88,38 @@ static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where
     return segment_finish(s, r, file ? "open" : "shm_open");
 }
 
-static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
+/* posix(name, ...) and file(path, ...): the same arguments but for the first one's name;
+ * both a file name in the file system encoding, as os.open's (/dev/shm for posix). */
+static PyObject *segment_by_path(PyTypeObject *type, PyObject *args, PyObject *kw, int file)
 {
-    static char *kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
-    PyObject *name_obj; /* a file name in /dev/shm: the file system encoding, as os.open */
-    int flags = SHK_O_CREATE;
-    unsigned int mode = 0600;
-    Py_ssize_t size = 0, reserve = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|iInn:posix", kwlist, PyUnicode_FSConverter,
-                                     &name_obj, &flags, &mode, &size, &reserve))
-        return NULL;
-    if (size < 0 || reserve < 0) {
-        Py_DECREF(name_obj);
-        return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
-    }
-    PyObject *r = open_fd_segment(type, 0, PyBytes_AS_STRING(name_obj), flags, mode, size,
-                                  reserve);
-    Py_DECREF(name_obj);
-    return r;
-}
-
-static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"path", "flags", "mode", "size", "reserve", NULL};
+    static char *posix_kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
+    static char *file_kwlist[] = {"path", "flags", "mode", "size", "reserve", NULL};
     PyObject *path;
     int flags = SHK_O_CREATE;
     unsigned int mode = 0600;
     Py_ssize_t size = 0, reserve = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|iInn:file", kwlist, PyUnicode_FSConverter,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, file ? "O&|iInn:file" : "O&|iInn:posix",
+                                     file ? file_kwlist : posix_kwlist, PyUnicode_FSConverter,
                                      &path, &flags, &mode, &size, &reserve))
         return NULL;
     if (size < 0 || reserve < 0) {
         Py_DECREF(path);
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
     }
-    PyObject *seg = open_fd_segment(type, 1, PyBytes_AS_STRING(path), flags, mode, size, reserve);
+    PyObject *seg = open_fd_segment(type, file, PyBytes_AS_STRING(path), flags, mode, size,
+                                    reserve);
     Py_DECREF(path);
     return seg;
+}
+
+static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    return segment_by_path(type, args, kw, 0);
+}
+
+static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    return segment_by_path(type, args, kw, 1);
 }
 
 static PyObject *segment_sysv(PyTypeObject *type, PyObject *args, PyObject *kw)
