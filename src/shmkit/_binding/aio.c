@@ -487,10 +487,7 @@ static void wait_dealloc(AioWaitObject *self)
     Py_DECREF(tp);
 }
 
-static PyObject *wait_get_future(AioWaitObject *self, void *c)
-{
-    return Py_NewRef(self->future ? self->future : Py_None);
-}
+SHK_PY_GETTER(wait_get_future, AioWaitObject, Py_NewRef(self->future ? self->future : Py_None))
 
 static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
 {
@@ -498,15 +495,9 @@ static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
     return 0;
 }
 
-static PyObject *wait_get_finished(AioWaitObject *self, void *c)
-{
-    return PyBool_FromLong(self->finished);
-}
+SHK_PY_GETTER(wait_get_finished, AioWaitObject, PyBool_FromLong(self->finished))
 
-static PyObject *wait_get_why(AioWaitObject *self, void *c)
-{
-    return PyLong_FromUnsignedLong(self->hw.why);
-}
+SHK_PY_GETTER(wait_get_why, AioWaitObject, PyLong_FromUnsignedLong(self->hw.why))
 
 static PyMethodDef wait_methods[] = {
     {"step", (PyCFunction)wait_step, METH_NOARGS,

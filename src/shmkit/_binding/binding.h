@@ -155,6 +155,13 @@ struct shk_py_int {
 /* Add integer constants from a table ending with {NULL}. 0 or -1. */
 int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
 
+/* A getter (PyGetSetDef) whose body is one expression of self, a Type *. */
+#define SHK_PY_GETTER(fname, Type, expr)                        \
+    static PyObject *fname(Type *self, void *closure)           \
+    {                                                           \
+        return expr;                                            \
+    }
+
 /* A type from spec, added to m as the last part of spec->name (a string literal: the type
  * keeps pointing into it).  Returns the type (the module holds a reference), or NULL. */
 PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec);

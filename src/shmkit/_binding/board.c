@@ -634,11 +634,7 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
         spin == UINT64_MAX ? 0ull : (unsigned long long)spin); /* MAX: not adapted yet */
 }
 
-#define GETTER(fname, expr)                                                     \
-    static PyObject *board_get_##fname(BoardObject *self, void *c)              \
-    {                                                                           \
-        return expr;                                                            \
-    }
+#define GETTER(fname, expr) SHK_PY_GETTER(board_get_##fname, BoardObject, expr)
 GETTER(capacity, PyLong_FromUnsignedLongLong(self->b.capacity))
 GETTER(buffers, PyLong_FromUnsignedLong(self->b.nbuffers))
 GETTER(readers, PyLong_FromUnsignedLong(self->b.nreaders))

@@ -381,18 +381,11 @@ GET_INT(address, (uintptr_t)s->seg.base)
 GET_INT(exports, s->exports)
 GET_INT(flags, s->seg.flags)
 
-static PyObject *segment_get_created(SegmentObject *s, void *c)
-{
-    return PyBool_FromLong(s->seg.created);
-}
-static PyObject *segment_get_readonly(SegmentObject *s, void *c)
-{
-    return PyBool_FromLong((s->seg.flags & SHK_O_RDONLY) != 0);
-}
-static PyObject *segment_get_closed(SegmentObject *s, void *c)
-{
-    return PyBool_FromLong(s->closed || s->close_pending);
-}
+SHK_PY_GETTER(segment_get_created, SegmentObject, PyBool_FromLong(self->seg.created))
+SHK_PY_GETTER(segment_get_readonly, SegmentObject,
+              PyBool_FromLong((self->seg.flags & SHK_O_RDONLY) != 0))
+SHK_PY_GETTER(segment_get_closed, SegmentObject,
+              PyBool_FromLong(self->closed || self->close_pending))
 
 static PyGetSetDef segment_getset[] = {
     {"kind", (getter)segment_get_kind, NULL, "backend: KIND_POSIX, KIND_SYSV, ...", NULL},
@@ -527,10 +520,7 @@ static void region_dealloc(RegionObject *r)
     Py_DECREF(tp);
 }
 
-static PyObject *region_get_len(RegionObject *r, void *c)
-{
-    return PyLong_FromSsize_t(r->len);
-}
+SHK_PY_GETTER(region_get_len, RegionObject, PyLong_FromSsize_t(self->len))
 
 static PyGetSetDef region_getset[] = {
     {"nbytes", (getter)region_get_len, NULL, "length in bytes", NULL},

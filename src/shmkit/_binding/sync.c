@@ -179,22 +179,10 @@ static PyObject *sync_close(SyncObject *o, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *sync_get_closed(SyncObject *o, void *c)
-{
-    return PyBool_FromLong(o->sh == NULL);
-}
-static PyObject *sync_get_offset(SyncObject *o, void *c)
-{
-    return PyLong_FromUnsignedLongLong(o->off);
-}
-static PyObject *sync_get_owner_died(SyncObject *o, void *c)
-{
-    return PyBool_FromLong(o->owner_died);
-}
-static PyObject *sync_get_zone(SyncObject *o, void *c)
-{
-    return Py_NewRef((PyObject *)o->zone);
-}
+SHK_PY_GETTER(sync_get_closed, SyncObject, PyBool_FromLong(self->sh == NULL))
+SHK_PY_GETTER(sync_get_offset, SyncObject, PyLong_FromUnsignedLongLong(self->off))
+SHK_PY_GETTER(sync_get_owner_died, SyncObject, PyBool_FromLong(self->owner_died))
+SHK_PY_GETTER(sync_get_zone, SyncObject, Py_NewRef((PyObject *)self->zone))
 
 #define COMMON_GETSET                                                                      \
     {"closed", (getter)sync_get_closed, NULL, "True once close() was called", NULL},       \
@@ -908,10 +896,7 @@ static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t na
     return PyBool_FromLong(shk_counter_cas(COUNTER(o), expected, desired));
 }
 
-static PyObject *counter_get_value(SyncObject *o, void *c)
-{
-    return counter_get(o, NULL);
-}
+SHK_PY_GETTER(counter_get_value, SyncObject, counter_get(self, NULL))
 
 static int counter_set_value(SyncObject *o, PyObject *v, void *c)
 {

@@ -370,22 +370,12 @@ static PyObject *zone_debug_die_in_lock(ZoneObject *z, PyObject *arg)
         pause();
 }
 
-static PyObject *zone_get_must_init(ZoneObject *z, void *c)
-{
-    return PyBool_FromLong(z->must_init);
-}
-static PyObject *zone_get_mapped(ZoneObject *z, void *c)
-{
-    return PyLong_FromSize_t(z->zone.mapped);
-}
-static PyObject *zone_get_segment(ZoneObject *z, void *c)
-{
-    return Py_NewRef((PyObject *)z->segment);
-}
-static PyObject *zone_get_closed(ZoneObject *z, void *c)
-{
-    return PyBool_FromLong(!z->segment || z->segment->closed || z->segment->close_pending);
-}
+SHK_PY_GETTER(zone_get_must_init, ZoneObject, PyBool_FromLong(self->must_init))
+SHK_PY_GETTER(zone_get_mapped, ZoneObject, PyLong_FromSize_t(self->zone.mapped))
+SHK_PY_GETTER(zone_get_segment, ZoneObject, Py_NewRef((PyObject *)self->segment))
+SHK_PY_GETTER(zone_get_closed, ZoneObject,
+              PyBool_FromLong(!self->segment || self->segment->closed ||
+                              self->segment->close_pending))
 
 static PyGetSetDef zone_getset[] = {
     {"must_init", (getter)zone_get_must_init, NULL, "True while this handle initialises the zone", NULL},
