@@ -45,7 +45,6 @@ static pid_t hub_pid;               /* 0: not set up (in this process) */
 static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
 static uint32_t hub_max_threads;
 static int aio_spin = 1;            /* the first attempt may spin (see below) */
-static uint64_t aio_spin_max_ns = 50000;
 
 static struct shk_hub *get_hub(void)
 {
@@ -70,85 +69,8 @@ void shk_py_aio_closed(const void *key)
         shk_hub_close_group(&hub, key);
 }
 
-/* ---- the event loop's spin ---------------------------------------------------------------- *
- *
- * An awaited call that finds its object busy may spin briefly in the event loop's thread
- * before it goes to the hub: when the other side answers within microseconds (both sides
- * awaiting in a tight exchange), that saves two thread wake-ups and a turn of the event
- * loop each way.  The blocking calls' learnt budget (in the object's shared head) is not
- * used: it learns from sleeps (a thread's sleep ends when the wake-up comes) and would
- * grow to its 200 µs maximum from the hub's latency, and an event loop must not be held
- * that long.  Instead, per object (by the address of its word, in this process):
- *   - a spin that wins after t: budget = max(budget, 2t + 2 µs), at most aio_spin_max_ns;
- *   - a spin that loses: budget halved; below 1 µs, no spinning, except every 16th wait,
- *     which probes with the maximum (so a tight exchange that starts later is found).
- * A wait that spins at most costs aio_spin_max_ns (50 µs) of the loop; a long wait costs
- * nothing after a few losses.  All of this runs with the GIL: no atomics needed. */
-
-static uint64_t spins, spins_won, spun_ns; /* statistics */
-
-#define SPIN_TABLE 1024u
-static struct {
-    const uint32_t *word;
-    uint32_t budget_ns;
-    uint32_t waits;
-} spin_table[SPIN_TABLE];
-
-static uint32_t *spin_budget_of(const uint32_t *word, uint64_t *budget)
-{
-    uintptr_t k = (uintptr_t)word;
-    uint32_t i = (uint32_t)((k >> 2) ^ (k >> 12)) % SPIN_TABLE;
-    if (spin_table[i].word != word) {
-        spin_table[i].word = word;
-        spin_table[i].budget_ns = (uint32_t)(aio_spin_max_ns / 2);
-        spin_table[i].waits = 0;
-    }
-    /* shmkit.sync.configure(spin_max=0) (no spinning at all) stops this one too */
-    uint64_t cap = aio_spin_max_ns < shk_wait_cfg.spin_max_ns ? aio_spin_max_ns
-                                                              : shk_wait_cfg.spin_max_ns;
-    uint64_t b = spin_table[i].budget_ns;
-    if (b < 1000 && (++spin_table[i].waits & 15) == 0)
-        b = cap; /* probe */
-    *budget = b < cap ? b : cap;
-    return &spin_table[i].budget_ns;
-}
-
-/* w->on is a futex word that has not changed yet: spin on it for the object's budget,
- * attempting (unarmed) whenever it changes.  The attempt's result, or EAGAIN. */
-static int loop_spin(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
-{
-    uint64_t budget;
-    uint32_t *learnt = spin_budget_of(w->on.word, &budget);
-    if (budget == 0)
-        return EAGAIN;
-    uint64_t start = shk_now_ns(), end = start + budget;
-    int r = EAGAIN;
-    for (uint32_t k = 1; r == EAGAIN && w->on.kind == SHK_WAITON_FUTEX; k++) {
-        if (shk_load_relaxed(w->on.word) != w->on.value) {
-            r = op->attempt(obj, w);
-            continue;
-        }
-        shk_cpu_relax();
-        if ((k & 31) == 0 && shk_now_ns() >= end)
-            break;
-    }
-    uint64_t took = shk_now_ns() - start;
-    spins++;
-    spun_ns += took;
-    if (r != EAGAIN && r >= 0) {
-        spins_won++;
-        uint64_t t = 2 * took + 2000;
-        if (t > aio_spin_max_ns)
-            t = aio_spin_max_ns;
-        if (t > *learnt)
-            *learnt = (uint32_t)t;
-    } else if (r == EAGAIN) {
-        *learnt /= 2;
-        if (*learnt < 1000)
-            *learnt = 0;
-    }
-    return r;
-}
+/* The event loop's spin (core/waitv.h): budgets learnt per word, in this process. */
+static struct shk_loop_spin loop_spin = {.max_ns = 50000};
 
 /* ---- AioNotifier -------------------------------------------------------------------------- */
 
@@ -395,7 +317,7 @@ static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
             r = self->op->attempt(self->obj, &self->w);
             if (r == EAGAIN && aio_spin && self->w.on.kind == SHK_WAITON_FUTEX &&
                 !shk_wait_expired(&self->w))
-                r = loop_spin(self->op, self->obj, &self->w);
+                r = shk_loop_spin(&loop_spin, self->op, self->obj, &self->w);
             if (r == EAGAIN) {
                 shk_wait_disarm(&self->w);
                 self->w.flags |= SHK_WAIT_ARMED;
@@ -818,8 +740,8 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             return NULL;
         if (v < 1000 || v > 10000000)
             return PyErr_Format(PyExc_ValueError, "spin_max must be between 1 µs and 10 ms");
-        aio_spin_max_ns = (uint64_t)v;
-        memset(spin_table, 0, sizeof spin_table); /* budgets start again from the new one */
+        loop_spin.max_ns = (uint64_t)v;
+        shk_loop_spin_reset(&loop_spin); /* budgets start again from the new one */
     }
     if (mode != Py_None || maxt != Py_None) {
         int md = hub_mode;
@@ -869,7 +791,7 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
                         : hub_mode == SHK_HUB_FALLBACK ? "fallback" : "auto";
     return Py_BuildValue("{sssIsOsK}", "mode", mname, "max_threads", hub_max_threads, "spin",
                          aio_spin ? Py_True : Py_False, "spin_max_ns",
-                         (unsigned long long)aio_spin_max_ns);
+                         (unsigned long long)loop_spin.max_ns);
 }
 
 /* aio_stats(): the hub's statistics (mode in use, threads, slots, waits, ...). */
@@ -890,8 +812,8 @@ static PyObject *core_aio_stats(PyObject *m, PyObject *unused)
         "retries", (unsigned long long)st.retries, "forwarded",
         (unsigned long long)st.forwarded, "faults", (unsigned long long)st.faults,
         "futex_waitv_supported", shk_hub_waitv_supported() ? Py_True : Py_False,
-        "spins", (unsigned long long)spins, "spins_won", (unsigned long long)spins_won,
-        "spun_ns", (unsigned long long)spun_ns);
+        "spins", (unsigned long long)loop_spin.spins, "spins_won",
+        (unsigned long long)loop_spin.spins_won, "spun_ns", (unsigned long long)loop_spin.spun_ns);
 }
 
 static PyMethodDef aio_functions[] = {
