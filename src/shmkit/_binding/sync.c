@@ -138,20 +138,6 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     return (PyObject *)o;
 }
 
-#define NEW_FN(name, code)                                                              \
-    static PyObject *name##_new(PyTypeObject *type, PyObject *args, PyObject *kw)        \
-    {                                                                                   \
-        return sync_new_common(type, args, code);                                       \
-    }
-NEW_FN(lock, SHK_OBJ_LOCK)
-NEW_FN(rlock, SHK_OBJ_RLOCK)
-NEW_FN(rwlock, SHK_OBJ_RWLOCK)
-NEW_FN(sem, SHK_OBJ_SEMAPHORE)
-NEW_FN(event, SHK_OBJ_EVENT)
-NEW_FN(cond, SHK_OBJ_CONDITION)
-NEW_FN(barrier, SHK_OBJ_BARRIER)
-NEW_FN(counter, SHK_OBJ_COUNTER)
-
 static void sync_release_handle(SyncObject *o)
 {
     if (o->sh) {
@@ -935,14 +921,51 @@ static PyGetSetDef counter_getset[] = {
     {NULL},
 };
 
+/* ---- the handle types ---------------------------------------------------------------- */
+
+/* Each handle type and its object type (tp_new finds a subclass's object type here). */
+static const struct {
+    PyTypeObject **type;
+    uint32_t objtype;       /* SHK_OBJ_* */
+    const char *name;
+    PyMethodDef *methods;
+    PyGetSetDef *getset;
+    const char *doc;
+} sync_types[] = {
+    {&LockType, SHK_OBJ_LOCK, "shmkit._core.Lock", lock_methods, lock_getset,
+     "Handle on a robust process-shared lock (internal; use shmkit.Lock)."},
+    {&RLockType, SHK_OBJ_RLOCK, "shmkit._core.RLock", lock_methods, lock_getset,
+     "Handle on a robust reentrant lock (internal)."},
+    {&RWLockType, SHK_OBJ_RWLOCK, "shmkit._core.RWLock", rw_methods, rw_getset,
+     "Handle on a robust readers-writer lock (internal)."},
+    {&SemaphoreType, SHK_OBJ_SEMAPHORE, "shmkit._core.Semaphore", sem_methods, sem_getset,
+     "Handle on a shared semaphore (internal)."},
+    {&EventType, SHK_OBJ_EVENT, "shmkit._core.Event", event_methods, event_getset,
+     "Handle on a shared event (internal)."},
+    {&ConditionType, SHK_OBJ_CONDITION, "shmkit._core.Condition", cond_methods, cond_getset,
+     "Handle on a shared condition variable (internal)."},
+    {&BarrierType, SHK_OBJ_BARRIER, "shmkit._core.Barrier", barrier_methods, barrier_getset,
+     "Handle on a shared barrier (internal)."},
+    {&CounterType, SHK_OBJ_COUNTER, "shmkit._core.Counter", counter_methods, counter_getset,
+     "Handle on a shared atomic 64-bit counter (internal)."},
+};
+#define N_SYNC_TYPES (sizeof sync_types / sizeof sync_types[0])
+
+static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    for (size_t i = 0; i < N_SYNC_TYPES; i++)
+        if (*sync_types[i].type && PyType_IsSubtype(type, *sync_types[i].type))
+            return sync_new_common(type, args, sync_types[i].objtype);
+    return PyErr_Format(PyExc_TypeError, "%s is not a synchronisation handle type",
+                        type->tp_name);
+}
+
 /* ---- for the asyncio twins (aio.c) ------------------------------------------------------ */
 
 static int is_sync_handle(PyObject *h)
 {
-    PyTypeObject *types[] = {LockType, RLockType, RWLockType, SemaphoreType, EventType,
-                             ConditionType, BarrierType, CounterType};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (types[i] && PyObject_TypeCheck(h, types[i]))
+    for (size_t i = 0; i < N_SYNC_TYPES; i++)
+        if (*sync_types[i].type && PyObject_TypeCheck(h, *sync_types[i].type))
             return 1;
     return 0;
 }
@@ -1073,11 +1096,11 @@ static PyMethodDef sync_module_methods[] = {
 
 /* ---- types ---------------------------------------------------------------------------------- */
 
-static PyTypeObject *make_type(PyObject *m, const char *qualname, newfunc tp_new,
-                               PyMethodDef *methods, PyGetSetDef *getset, const char *doc)
+static PyTypeObject *make_type(PyObject *m, const char *qualname, PyMethodDef *methods,
+                               PyGetSetDef *getset, const char *doc)
 {
     PyType_Slot slots[] = {
-        {Py_tp_new, tp_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
+        {Py_tp_new, sync_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
         {Py_tp_getset, getset},    {Py_tp_doc, (void *)doc},      {0, NULL},
     };
     PyType_Spec spec = {qualname, sizeof(SyncObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
@@ -1087,34 +1110,9 @@ static PyTypeObject *make_type(PyObject *m, const char *qualname, newfunc tp_new
 
 int shk_init_sync(PyObject *m)
 {
-    static const struct {
-        PyTypeObject **type;
-        const char *name;
-        newfunc tp_new;
-        PyMethodDef *methods;
-        PyGetSetDef *getset;
-        const char *doc;
-    } types[] = {
-        {&LockType, "shmkit._core.Lock", lock_new, lock_methods, lock_getset,
-         "Handle on a robust process-shared lock (internal; use shmkit.Lock)."},
-        {&RLockType, "shmkit._core.RLock", rlock_new, lock_methods, lock_getset,
-         "Handle on a robust reentrant lock (internal)."},
-        {&RWLockType, "shmkit._core.RWLock", rwlock_new, rw_methods, rw_getset,
-         "Handle on a robust readers-writer lock (internal)."},
-        {&SemaphoreType, "shmkit._core.Semaphore", sem_new, sem_methods, sem_getset,
-         "Handle on a shared semaphore (internal)."},
-        {&EventType, "shmkit._core.Event", event_new, event_methods, event_getset,
-         "Handle on a shared event (internal)."},
-        {&ConditionType, "shmkit._core.Condition", cond_new, cond_methods, cond_getset,
-         "Handle on a shared condition variable (internal)."},
-        {&BarrierType, "shmkit._core.Barrier", barrier_new, barrier_methods, barrier_getset,
-         "Handle on a shared barrier (internal)."},
-        {&CounterType, "shmkit._core.Counter", counter_new, counter_methods, counter_getset,
-         "Handle on a shared atomic 64-bit counter (internal)."},
-    };
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!(*types[i].type = make_type(m, types[i].name, types[i].tp_new, types[i].methods,
-                                         types[i].getset, types[i].doc)))
+    for (size_t i = 0; i < N_SYNC_TYPES; i++)
+        if (!(*sync_types[i].type = make_type(m, sync_types[i].name, sync_types[i].methods,
+                                              sync_types[i].getset, sync_types[i].doc)))
             return -1;
     static const struct shk_py_int constants[] = {
         {"SYNCF_BOUNDED", SHK_SYNCF_BOUNDED},
