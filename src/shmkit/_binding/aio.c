@@ -44,7 +44,7 @@ static struct shk_hub hub;
 static pid_t hub_pid;               /* 0: not set up (in this process) */
 static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
 static uint32_t hub_max_threads;
-static int aio_spin = 1;            /* the first attempt may spin (see below) */
+static int aio_spin = 1;            /* the first attempt may spin (core/waitv.h) */
 
 static struct shk_hub *get_hub(void)
 {
