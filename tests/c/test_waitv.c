@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "atomics.h"
 #include "futex.h"
 #include "waitv.h"
 
@@ -306,6 +307,85 @@ static void test_unmap_race(int mode)
     shk_hub_destroy(&h);
 }
 
+/* ---- the event loop's spin (shk_loop_spin) ---------------------------------------------- */
+
+struct spin_obj {
+    uint32_t word;      /* 0: busy; anything else: the attempt succeeds */
+    int attempts;
+};
+
+static int spin_attempt(void *obj, struct shk_wait *w)
+{
+    struct spin_obj *o = obj;
+    o->attempts++;
+    if (shk_load_relaxed(&o->word) != 0)
+        return 0;
+    w->on.kind = SHK_WAITON_FUTEX;
+    w->on.word = &o->word;
+    w->on.value = 0;
+    return EAGAIN;
+}
+
+static const struct shk_wait_op spin_op = {"spin test", spin_attempt, NULL, NULL};
+
+static uint32_t learnt_budget(struct shk_loop_spin *s, const uint32_t *word)
+{
+    for (uint32_t i = 0; i < SHK_LOOP_SPIN_TABLE; i++)
+        if (s->table[i].word == word)
+            return s->table[i].budget_ns;
+    return UINT32_MAX; /* not in the table */
+}
+
+static void test_loop_spin(void)
+{
+    static struct shk_loop_spin s = {.max_ns = 50000};
+    struct spin_obj o = {0, 0};
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(spin_attempt(&o, &w), EAGAIN);
+
+    /* losses halve the budget from max/2 until it is below 1 µs: then no spin at all */
+    uint32_t expect = 25000;
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ(shk_loop_spin(&s, &spin_op, &o, &w), EAGAIN);
+        expect /= 2;
+        CHECK_EQ(learnt_budget(&s, &o.word), expect < 1000 ? 0 : expect);
+    }
+    CHECK_EQ(s.spins, 5);
+    CHECK_EQ(s.spins_won, 0);
+    CHECK_EQ(o.attempts, 1); /* the word never changed: never attempted again */
+    /* every 16th wait with no budget probes with the maximum; the others do not spin */
+    for (int i = 1; i <= 16; i++) {
+        CHECK_EQ(shk_loop_spin(&s, &spin_op, &o, &w), EAGAIN);
+        CHECK_EQ(s.spins, i < 16 ? 5 : 6);
+    }
+
+    /* a word that changed: the attempt wins at once; the budget (from max/2 again after a
+     * reset) never shrinks on a win, and stays within the maximum */
+    shk_loop_spin_reset(&s);
+    CHECK_EQ(learnt_budget(&s, &o.word), UINT32_MAX);
+    shk_store_relaxed(&o.word, 1);
+    CHECK_EQ(shk_loop_spin(&s, &spin_op, &o, &w), 0);
+    CHECK_EQ(s.spins_won, 1);
+    CHECK_EQ(o.attempts, 2);
+    uint32_t won = learnt_budget(&s, &o.word);
+    CHECK(won >= 25000 && won <= 50000);
+
+    /* shk_wait_cfg.spin_max_ns = 0 stops it too */
+    uint64_t saved = shk_wait_cfg.spin_max_ns;
+    shk_wait_cfg.spin_max_ns = 0;
+    shk_store_relaxed(&o.word, 0);
+    CHECK_EQ(shk_loop_spin(&s, &spin_op, &o, &w), EAGAIN);
+    CHECK_EQ(s.spins, 7);
+    shk_wait_cfg.spin_max_ns = saved;
+
+    /* the next loss after a reset spins for max/2 and halves it */
+    shk_loop_spin_reset(&s);
+    uint64_t t0 = shk_now_ns();
+    CHECK_EQ(shk_loop_spin(&s, &spin_op, &o, &w), EAGAIN);
+    CHECK(shk_now_ns() - t0 >= 25000); /* it spun for its budget */
+    CHECK_EQ(learnt_budget(&s, &o.word), 12500);
+}
+
 int main(void)
 {
     words = mmap(NULL, NWORDS * sizeof *words, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
@@ -331,5 +411,6 @@ int main(void)
     }
     test_many(SHK_HUB_FALLBACK, 20, 2, 0, 20);         /* a thread per word */
     test_many(SHK_HUB_FALLBACK, 40, 2, 8, 8);          /* threads share words (slices) */
+    test_loop_spin();
     TEST_MAIN_END();
 }

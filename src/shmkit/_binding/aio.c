@@ -44,8 +44,7 @@ static struct shk_hub hub;
 static pid_t hub_pid;               /* 0: not set up (in this process) */
 static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
 static uint32_t hub_max_threads;
-static int aio_spin = 1;            /* the first attempt may spin (see below) */
-static uint64_t aio_spin_max_ns = 50000;
+static int aio_spin = 1;            /* the first attempt may spin (core/waitv.h) */
 
 static struct shk_hub *get_hub(void)
 {
@@ -70,85 +69,8 @@ void shk_py_aio_closed(const void *key)
         shk_hub_close_group(&hub, key);
 }
 
-/* ---- the event loop's spin ---------------------------------------------------------------- *
- *
- * An awaited call that finds its object busy may spin briefly in the event loop's thread
- * before it goes to the hub: when the other side answers within microseconds (both sides
- * awaiting in a tight exchange), that saves two thread wake-ups and a turn of the event
- * loop each way.  The blocking calls' learnt budget (in the object's shared head) is not
- * used: it learns from sleeps (a thread's sleep ends when the wake-up comes) and would
- * grow to its 200 µs maximum from the hub's latency, and an event loop must not be held
- * that long.  Instead, per object (by the address of its word, in this process):
- *   - a spin that wins after t: budget = max(budget, 2t + 2 µs), at most aio_spin_max_ns;
- *   - a spin that loses: budget halved; below 1 µs, no spinning, except every 16th wait,
- *     which probes with the maximum (so a tight exchange that starts later is found).
- * A wait that spins at most costs aio_spin_max_ns (50 µs) of the loop; a long wait costs
- * nothing after a few losses.  All of this runs with the GIL: no atomics needed. */
-
-static uint64_t spins, spins_won, spun_ns; /* statistics */
-
-#define SPIN_TABLE 1024u
-static struct {
-    const uint32_t *word;
-    uint32_t budget_ns;
-    uint32_t waits;
-} spin_table[SPIN_TABLE];
-
-static uint32_t *spin_budget_of(const uint32_t *word, uint64_t *budget)
-{
-    uintptr_t k = (uintptr_t)word;
-    uint32_t i = (uint32_t)((k >> 2) ^ (k >> 12)) % SPIN_TABLE;
-    if (spin_table[i].word != word) {
-        spin_table[i].word = word;
-        spin_table[i].budget_ns = (uint32_t)(aio_spin_max_ns / 2);
-        spin_table[i].waits = 0;
-    }
-    /* shmkit.sync.configure(spin_max=0) (no spinning at all) stops this one too */
-    uint64_t cap = aio_spin_max_ns < shk_wait_cfg.spin_max_ns ? aio_spin_max_ns
-                                                              : shk_wait_cfg.spin_max_ns;
-    uint64_t b = spin_table[i].budget_ns;
-    if (b < 1000 && (++spin_table[i].waits & 15) == 0)
-        b = cap; /* probe */
-    *budget = b < cap ? b : cap;
-    return &spin_table[i].budget_ns;
-}
-
-/* w->on is a futex word that has not changed yet: spin on it for the object's budget,
- * attempting (unarmed) whenever it changes.  The attempt's result, or EAGAIN. */
-static int loop_spin(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
-{
-    uint64_t budget;
-    uint32_t *learnt = spin_budget_of(w->on.word, &budget);
-    if (budget == 0)
-        return EAGAIN;
-    uint64_t start = shk_now_ns(), end = start + budget;
-    int r = EAGAIN;
-    for (uint32_t k = 1; r == EAGAIN && w->on.kind == SHK_WAITON_FUTEX; k++) {
-        if (shk_load_relaxed(w->on.word) != w->on.value) {
-            r = op->attempt(obj, w);
-            continue;
-        }
-        shk_cpu_relax();
-        if ((k & 31) == 0 && shk_now_ns() >= end)
-            break;
-    }
-    uint64_t took = shk_now_ns() - start;
-    spins++;
-    spun_ns += took;
-    if (r != EAGAIN && r >= 0) {
-        spins_won++;
-        uint64_t t = 2 * took + 2000;
-        if (t > aio_spin_max_ns)
-            t = aio_spin_max_ns;
-        if (t > *learnt)
-            *learnt = (uint32_t)t;
-    } else if (r == EAGAIN) {
-        *learnt /= 2;
-        if (*learnt < 1000)
-            *learnt = 0;
-    }
-    return r;
-}
+/* The event loop's spin (core/waitv.h): budgets learnt per word, in this process. */
+static struct shk_loop_spin loop_spin = {.max_ns = 50000};
 
 /* ---- AioNotifier -------------------------------------------------------------------------- */
 
@@ -395,7 +317,7 @@ static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
             r = self->op->attempt(self->obj, &self->w);
             if (r == EAGAIN && aio_spin && self->w.on.kind == SHK_WAITON_FUTEX &&
                 !shk_wait_expired(&self->w))
-                r = loop_spin(self->op, self->obj, &self->w);
+                r = shk_loop_spin(&loop_spin, self->op, self->obj, &self->w);
             if (r == EAGAIN) {
                 shk_wait_disarm(&self->w);
                 self->w.flags |= SHK_WAIT_ARMED;
@@ -487,10 +409,7 @@ static void wait_dealloc(AioWaitObject *self)
     Py_DECREF(tp);
 }
 
-static PyObject *wait_get_future(AioWaitObject *self, void *c)
-{
-    return Py_NewRef(self->future ? self->future : Py_None);
-}
+SHK_PY_GETTER(wait_get_future, AioWaitObject, Py_NewRef(self->future ? self->future : Py_None))
 
 static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
 {
@@ -498,15 +417,9 @@ static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
     return 0;
 }
 
-static PyObject *wait_get_finished(AioWaitObject *self, void *c)
-{
-    return PyBool_FromLong(self->finished);
-}
+SHK_PY_GETTER(wait_get_finished, AioWaitObject, PyBool_FromLong(self->finished))
 
-static PyObject *wait_get_why(AioWaitObject *self, void *c)
-{
-    return PyLong_FromUnsignedLong(self->hw.why);
-}
+SHK_PY_GETTER(wait_get_why, AioWaitObject, PyLong_FromUnsignedLong(self->hw.why))
 
 static PyMethodDef wait_methods[] = {
     {"step", (PyCFunction)wait_step, METH_NOARGS,
@@ -627,80 +540,70 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     return (PyObject *)w;
 }
 
-/* aio_event_wait(notifier, event, timeout=None) */
-static PyObject *core_aio_event_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 2 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "aio_event_wait(notifier, event, timeout=None)");
-    struct shk_py_sync_ref ref;
-    if (shk_py_sync_ref(args[1], &ref) < 0)
-        return NULL;
-    if (ref.type != SHK_OBJ_EVENT)
-        return PyErr_Format(PyExc_TypeError, "aio_event_wait() needs an Event");
-    struct timespec d;
-    int has;
-    uint32_t flags;
-    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
-        return NULL;
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_EVENT, &shk_event_op, ref.sh,
-                                shk_py_sync_live, deadline_of(has, &d), flags);
-    if (w)
-        w->sync = ref;
-    return (PyObject *)w;
-}
+/* The waits of Event, Condition and Barrier: (notifier, handle, timeout=None), the same
+ * steps but for the object type and the core op. */
+static const struct {
+    const char *usage;              /* the TypeError for a wrong number of arguments */
+    uint32_t type;                  /* SHK_OBJ_* the handle must be */
+    const char *needs;              /* the TypeError when it is not */
+    const struct shk_wait_op *op;
+} sync_waits[] = {
+    [KIND_EVENT] = {"aio_event_wait(notifier, event, timeout=None)", SHK_OBJ_EVENT,
+                    "aio_event_wait() needs an Event", &shk_event_op},
+    [KIND_COND] = {"aio_cond_wait(notifier, condition, timeout=None)", SHK_OBJ_CONDITION,
+                   "aio_cond_wait() needs a Condition", &shk_cond_op},
+    [KIND_BARRIER] = {"aio_barrier_wait(notifier, barrier, timeout=None)", SHK_OBJ_BARRIER,
+                      "aio_barrier_wait() needs a Barrier", &shk_barrier_op},
+};
 
-/* aio_cond_wait(notifier, condition, timeout=None): registers the waiter now (call it with
- * the lock held, then release the lock and await the wait). */
-static PyObject *core_aio_cond_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *aio_sync_wait(PyObject *const *args, Py_ssize_t nargs, int kind)
 {
     if (nargs < 2 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "aio_cond_wait(notifier, condition, timeout=None)");
+        return PyErr_Format(PyExc_TypeError, "%s", sync_waits[kind].usage);
     struct shk_py_sync_ref ref;
     if (shk_py_sync_ref(args[1], &ref) < 0)
         return NULL;
-    if (ref.type != SHK_OBJ_CONDITION)
-        return PyErr_Format(PyExc_TypeError, "aio_cond_wait() needs a Condition");
+    if (ref.type != sync_waits[kind].type)
+        return PyErr_Format(PyExc_TypeError, "%s", sync_waits[kind].needs);
     struct timespec d;
     int has;
     uint32_t flags;
     if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
         return NULL;
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_COND, &shk_cond_op, ref.sh,
-                                shk_py_sync_live, deadline_of(has, &d), flags);
-    if (!w)
-        return NULL;
-    w->sync = ref;
-    w->w.observed = shk_cond_prepare(ref.sh);
-    return (PyObject *)w;
-}
-
-/* aio_barrier_wait(notifier, barrier, timeout=None) */
-static PyObject *core_aio_barrier_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 2 || nargs > 3)
-        return PyErr_Format(PyExc_TypeError, "aio_barrier_wait(notifier, barrier, timeout=None)");
-    struct shk_py_sync_ref ref;
-    if (shk_py_sync_ref(args[1], &ref) < 0)
-        return NULL;
-    if (ref.type != SHK_OBJ_BARRIER)
-        return PyErr_Format(PyExc_TypeError, "aio_barrier_wait() needs a Barrier");
-    struct timespec d;
-    int has;
-    uint32_t flags;
-    if (shk_py_wait_args(nargs > 2 ? args[2] : Py_None, &d, &has, &flags) < 0)
-        return NULL;
-    if (flags & SHK_WAIT_TRY) {
+    if (kind == KIND_BARRIER && (flags & SHK_WAIT_TRY)) {
         /* a zero timeout: arrive, and give up at once unless everyone is there (as the
          * blocking wait does) */
         shk_deadline_after(&d, 0);
         has = 1;
         flags = 0;
     }
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, KIND_BARRIER, &shk_barrier_op, ref.sh,
+    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, kind, sync_waits[kind].op, ref.sh,
                                 shk_py_sync_live, deadline_of(has, &d), flags);
-    if (w)
-        w->sync = ref;
+    if (!w)
+        return NULL;
+    w->sync = ref;
+    if (kind == KIND_COND)
+        w->w.observed = shk_cond_prepare(ref.sh); /* registered now, under the lock */
     return (PyObject *)w;
+}
+
+/* aio_event_wait(notifier, event, timeout=None) */
+static PyObject *core_aio_event_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return aio_sync_wait(args, nargs, KIND_EVENT);
+}
+
+/* aio_cond_wait(notifier, condition, timeout=None): registers the waiter now (call it with
+ * the lock held, then release the lock and await the wait). */
+static PyObject *core_aio_cond_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return aio_sync_wait(args, nargs, KIND_COND);
+}
+
+/* aio_barrier_wait(notifier, barrier, timeout=None) */
+static PyObject *core_aio_barrier_wait(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
+{
+    return aio_sync_wait(args, nargs, KIND_BARRIER);
 }
 
 /* aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0) */
@@ -837,8 +740,8 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             return NULL;
         if (v < 1000 || v > 10000000)
             return PyErr_Format(PyExc_ValueError, "spin_max must be between 1 µs and 10 ms");
-        aio_spin_max_ns = (uint64_t)v;
-        memset(spin_table, 0, sizeof spin_table); /* budgets start again from the new one */
+        loop_spin.max_ns = (uint64_t)v;
+        shk_loop_spin_reset(&loop_spin); /* budgets start again from the new one */
     }
     if (mode != Py_None || maxt != Py_None) {
         int md = hub_mode;
@@ -888,7 +791,7 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
                         : hub_mode == SHK_HUB_FALLBACK ? "fallback" : "auto";
     return Py_BuildValue("{sssIsOsK}", "mode", mname, "max_threads", hub_max_threads, "spin",
                          aio_spin ? Py_True : Py_False, "spin_max_ns",
-                         (unsigned long long)aio_spin_max_ns);
+                         (unsigned long long)loop_spin.max_ns);
 }
 
 /* aio_stats(): the hub's statistics (mode in use, threads, slots, waits, ...). */
@@ -909,8 +812,8 @@ static PyObject *core_aio_stats(PyObject *m, PyObject *unused)
         "retries", (unsigned long long)st.retries, "forwarded",
         (unsigned long long)st.forwarded, "faults", (unsigned long long)st.faults,
         "futex_waitv_supported", shk_hub_waitv_supported() ? Py_True : Py_False,
-        "spins", (unsigned long long)spins, "spins_won", (unsigned long long)spins_won,
-        "spun_ns", (unsigned long long)spun_ns);
+        "spins", (unsigned long long)loop_spin.spins, "spins_won",
+        (unsigned long long)loop_spin.spins_won, "spun_ns", (unsigned long long)loop_spin.spun_ns);
 }
 
 static PyMethodDef aio_functions[] = {
@@ -961,11 +864,7 @@ int shk_init_aio(PyObject *m)
     };
     PyType_Spec wspec = {"shmkit._core.AioWait", sizeof(AioWaitObject), 0, Py_TPFLAGS_DEFAULT,
                          wslots};
-    NotifierType = (PyTypeObject *)PyType_FromSpec(&nspec);
-    if (!NotifierType || PyModule_AddObjectRef(m, "AioNotifier", (PyObject *)NotifierType) < 0)
-        return -1;
-    WaitType = (PyTypeObject *)PyType_FromSpec(&wspec);
-    if (!WaitType || PyModule_AddObjectRef(m, "AioWait", (PyObject *)WaitType) < 0)
+    if (!(NotifierType = shk_py_add_type(m, &nspec)) || !(WaitType = shk_py_add_type(m, &wspec)))
         return -1;
     static const struct shk_py_int constants[] = {
         {"AIO_EAGAIN", EAGAIN},

@@ -38,6 +38,14 @@
 PyObject *shk_py_raise(int code, const char *what);
 /* Same, returning -1 (for int-returning slots). */
 int shk_py_raise_int(int code, const char *what);
+/* None when r is 0, else the exception of core code r as shk_py_raise (inline: release
+ * paths call it). */
+static inline PyObject *shk_py_none_or_raise(int r, const char *what)
+{
+    if (r)
+        return shk_py_raise(r, what);
+    Py_RETURN_NONE;
+}
 /* The exception of errno e with message msg (ignores the core's detail). Returns NULL. */
 PyObject *shk_py_raise_os(int e, const char *msg);
 /* An exception class from shmkit._errors by name (borrowed). */
@@ -146,6 +154,17 @@ struct shk_py_int {
 #define SHK_PY_UINT(name, v) {(name), 0, 1, (v)}
 /* Add integer constants from a table ending with {NULL}. 0 or -1. */
 int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
+
+/* A getter (PyGetSetDef) whose body is one expression of self, a Type *. */
+#define SHK_PY_GETTER(fname, Type, expr)                        \
+    static PyObject *fname(Type *self, void *closure)           \
+    {                                                           \
+        return expr;                                            \
+    }
+
+/* A type from spec, added to m as the last part of spec->name (a string literal: the type
+ * keeps pointing into it).  Returns the type (the module holds a reference), or NULL. */
+PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec);
 
 /* ---- Segment (segment.c) ---------------------------------------------------------------- */
 

@@ -495,9 +495,7 @@ static PyObject *board_take_writer(BoardObject *self, PyObject *unused)
     r = shk_board_take_writer(&self->b);
     Py_END_ALLOW_THREADS
     leave_nogil(self);
-    if (r)
-        return shk_py_raise(r, "take_writer");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "take_writer");
 }
 
 static PyObject *board_release_writer(BoardObject *self, PyObject *unused)
@@ -505,9 +503,7 @@ static PyObject *board_release_writer(BoardObject *self, PyObject *unused)
     if (!self->attached || self->close_pending)
         Py_RETURN_NONE;
     int r = shk_board_release_writer(&self->b);
-    if (r)
-        return shk_py_raise(r, "release_writer");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release_writer");
 }
 
 static PyObject *board_writer(BoardObject *self, PyObject *unused)
@@ -638,11 +634,7 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
         spin == UINT64_MAX ? 0ull : (unsigned long long)spin); /* MAX: not adapted yet */
 }
 
-#define GETTER(fname, expr)                                                     \
-    static PyObject *board_get_##fname(BoardObject *self, void *c)              \
-    {                                                                           \
-        return expr;                                                            \
-    }
+#define GETTER(fname, expr) SHK_PY_GETTER(board_get_##fname, BoardObject, expr)
 GETTER(capacity, PyLong_FromUnsignedLongLong(self->b.capacity))
 GETTER(buffers, PyLong_FromUnsignedLong(self->b.nbuffers))
 GETTER(readers, PyLong_FromUnsignedLong(self->b.nreaders))
@@ -736,10 +728,7 @@ int shk_init_board(PyObject *m)
 {
     PyType_Spec spec = {"shmkit._core.Board", sizeof(BoardObject), 0, Py_TPFLAGS_DEFAULT,
                         board_slots};
-    BoardType = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!BoardType)
-        return -1;
-    if (PyModule_AddObjectRef(m, "Board", (PyObject *)BoardType) < 0)
+    if (!(BoardType = shk_py_add_type(m, &spec)))
         return -1;
 #define CONST(name, value) \
     if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1

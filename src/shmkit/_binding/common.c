@@ -508,6 +508,16 @@ int shk_py_add_ints(PyObject *m, const struct shk_py_int *table)
     return 0;
 }
 
+PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec)
+{
+    PyTypeObject *t = (PyTypeObject *)PyType_FromSpec(spec);
+    if (!t)
+        return NULL;
+    int r = PyModule_AddObjectRef(m, strrchr(spec->name, '.') + 1, (PyObject *)t);
+    Py_DECREF(t); /* the module's reference keeps it */
+    return r < 0 ? NULL : t;
+}
+
 static PyObject *core_proc_start_time(PyObject *self, PyObject *arg)
 {
     long pid = PyLong_AsLong(arg);

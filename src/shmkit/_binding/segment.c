@@ -88,43 +88,38 @@ static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where
     return segment_finish(s, r, file ? "open" : "shm_open");
 }
 
-static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
+/* posix(name, ...) and file(path, ...): the same arguments but for the first one's name;
+ * both a file name in the file system encoding, as os.open's (/dev/shm for posix). */
+static PyObject *segment_by_path(PyTypeObject *type, PyObject *args, PyObject *kw, int file)
 {
-    static char *kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
-    PyObject *name_obj; /* a file name in /dev/shm: the file system encoding, as os.open */
-    int flags = SHK_O_CREATE;
-    unsigned int mode = 0600;
-    Py_ssize_t size = 0, reserve = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|iInn:posix", kwlist, PyUnicode_FSConverter,
-                                     &name_obj, &flags, &mode, &size, &reserve))
-        return NULL;
-    if (size < 0 || reserve < 0) {
-        Py_DECREF(name_obj);
-        return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
-    }
-    PyObject *r = open_fd_segment(type, 0, PyBytes_AS_STRING(name_obj), flags, mode, size,
-                                  reserve);
-    Py_DECREF(name_obj);
-    return r;
-}
-
-static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"path", "flags", "mode", "size", "reserve", NULL};
+    static char *posix_kwlist[] = {"name", "flags", "mode", "size", "reserve", NULL};
+    static char *file_kwlist[] = {"path", "flags", "mode", "size", "reserve", NULL};
     PyObject *path;
     int flags = SHK_O_CREATE;
     unsigned int mode = 0600;
     Py_ssize_t size = 0, reserve = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|iInn:file", kwlist, PyUnicode_FSConverter,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, file ? "O&|iInn:file" : "O&|iInn:posix",
+                                     file ? file_kwlist : posix_kwlist, PyUnicode_FSConverter,
                                      &path, &flags, &mode, &size, &reserve))
         return NULL;
     if (size < 0 || reserve < 0) {
         Py_DECREF(path);
         return PyErr_Format(PyExc_ValueError, "size and reserve must be >= 0");
     }
-    PyObject *seg = open_fd_segment(type, 1, PyBytes_AS_STRING(path), flags, mode, size, reserve);
+    PyObject *seg = open_fd_segment(type, file, PyBytes_AS_STRING(path), flags, mode, size,
+                                    reserve);
     Py_DECREF(path);
     return seg;
+}
+
+static PyObject *segment_posix(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    return segment_by_path(type, args, kw, 0);
+}
+
+static PyObject *segment_file(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    return segment_by_path(type, args, kw, 1);
 }
 
 static PyObject *segment_sysv(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -235,9 +230,7 @@ static PyObject *segment_resize(SegmentObject *s, PyObject *arg)
                      s->exports);
         return NULL;
     }
-    if (r)
-        return shk_py_raise(r, "resize");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "resize");
 }
 
 static PyObject *segment_refresh(SegmentObject *s, PyObject *unused)
@@ -255,9 +248,7 @@ static PyObject *segment_remap(SegmentObject *s, PyObject *unused)
     if (shk_segment_check_open(s) < 0)
         return NULL;
     int r = shk_seg_remap(&s->seg);
-    if (r)
-        return shk_py_raise(r, "remap");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "remap");
 }
 
 static PyObject *segment_publish(SegmentObject *s, PyObject *unused)
@@ -265,9 +256,7 @@ static PyObject *segment_publish(SegmentObject *s, PyObject *unused)
     if (shk_segment_check_open(s) < 0)
         return NULL;
     int r = shk_seg_publish(&s->seg);
-    if (r)
-        return shk_py_raise(r, "publish");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "publish");
 }
 
 static PyObject *segment_object_size(SegmentObject *s, PyObject *unused)
@@ -392,18 +381,11 @@ GET_INT(address, (uintptr_t)s->seg.base)
 GET_INT(exports, s->exports)
 GET_INT(flags, s->seg.flags)
 
-static PyObject *segment_get_created(SegmentObject *s, void *c)
-{
-    return PyBool_FromLong(s->seg.created);
-}
-static PyObject *segment_get_readonly(SegmentObject *s, void *c)
-{
-    return PyBool_FromLong((s->seg.flags & SHK_O_RDONLY) != 0);
-}
-static PyObject *segment_get_closed(SegmentObject *s, void *c)
-{
-    return PyBool_FromLong(s->closed || s->close_pending);
-}
+SHK_PY_GETTER(segment_get_created, SegmentObject, PyBool_FromLong(self->seg.created))
+SHK_PY_GETTER(segment_get_readonly, SegmentObject,
+              PyBool_FromLong((self->seg.flags & SHK_O_RDONLY) != 0))
+SHK_PY_GETTER(segment_get_closed, SegmentObject,
+              PyBool_FromLong(self->closed || self->close_pending))
 
 static PyGetSetDef segment_getset[] = {
     {"kind", (getter)segment_get_kind, NULL, "backend: KIND_POSIX, KIND_SYSV, ...", NULL},
@@ -538,10 +520,7 @@ static void region_dealloc(RegionObject *r)
     Py_DECREF(tp);
 }
 
-static PyObject *region_get_len(RegionObject *r, void *c)
-{
-    return PyLong_FromSsize_t(r->len);
-}
+SHK_PY_GETTER(region_get_len, RegionObject, PyLong_FromSsize_t(self->len))
 
 static PyGetSetDef region_getset[] = {
     {"nbytes", (getter)region_get_len, NULL, "length in bytes", NULL},
@@ -587,9 +566,7 @@ static PyObject *core_unlink_posix(PyObject *self, PyObject *arg)
         return NULL;
     int r = shk_seg_unlink_posix(PyBytes_AS_STRING(bytes));
     Py_DECREF(bytes);
-    if (r)
-        return shk_py_raise(r, "shm_unlink");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "shm_unlink");
 }
 
 static PyObject *core_rmid(PyObject *self, PyObject *arg)
@@ -598,9 +575,7 @@ static PyObject *core_rmid(PyObject *self, PyObject *arg)
     if (id == -1 && PyErr_Occurred())
         return NULL;
     int r = shk_seg_rmid((int)id);
-    if (r)
-        return shk_py_raise(r, "shmctl(IPC_RMID)");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "shmctl(IPC_RMID)");
 }
 
 static PyObject *core_fs_free_bytes(PyObject *self, PyObject *arg)
@@ -700,15 +675,10 @@ int shk_init_segment(PyObject *m)
         return -1;
     PyType_Spec spec = {"shmkit._core.Segment", sizeof(SegmentObject), 0, Py_TPFLAGS_DEFAULT,
                         segment_slots};
-    shk_SegmentType = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!shk_SegmentType)
-        return -1;
-    if (PyModule_AddObjectRef(m, "Segment", (PyObject *)shk_SegmentType) < 0)
-        return -1;
     PyType_Spec rspec = {"shmkit._core.Region", sizeof(RegionObject), 0, Py_TPFLAGS_DEFAULT,
                          region_slots};
-    RegionType = (PyTypeObject *)PyType_FromSpec(&rspec);
-    if (!RegionType)
+    if (!(shk_SegmentType = shk_py_add_type(m, &spec)) ||
+        !(RegionType = shk_py_add_type(m, &rspec)))
         return -1;
-    return PyModule_AddObjectRef(m, "Region", (PyObject *)RegionType);
+    return 0;
 }

@@ -138,20 +138,6 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     return (PyObject *)o;
 }
 
-#define NEW_FN(name, code)                                                              \
-    static PyObject *name##_new(PyTypeObject *type, PyObject *args, PyObject *kw)        \
-    {                                                                                   \
-        return sync_new_common(type, args, code);                                       \
-    }
-NEW_FN(lock, SHK_OBJ_LOCK)
-NEW_FN(rlock, SHK_OBJ_RLOCK)
-NEW_FN(rwlock, SHK_OBJ_RWLOCK)
-NEW_FN(sem, SHK_OBJ_SEMAPHORE)
-NEW_FN(event, SHK_OBJ_EVENT)
-NEW_FN(cond, SHK_OBJ_CONDITION)
-NEW_FN(barrier, SHK_OBJ_BARRIER)
-NEW_FN(counter, SHK_OBJ_COUNTER)
-
 static void sync_release_handle(SyncObject *o)
 {
     if (o->sh) {
@@ -179,22 +165,10 @@ static PyObject *sync_close(SyncObject *o, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *sync_get_closed(SyncObject *o, void *c)
-{
-    return PyBool_FromLong(o->sh == NULL);
-}
-static PyObject *sync_get_offset(SyncObject *o, void *c)
-{
-    return PyLong_FromUnsignedLongLong(o->off);
-}
-static PyObject *sync_get_owner_died(SyncObject *o, void *c)
-{
-    return PyBool_FromLong(o->owner_died);
-}
-static PyObject *sync_get_zone(SyncObject *o, void *c)
-{
-    return Py_NewRef((PyObject *)o->zone);
-}
+SHK_PY_GETTER(sync_get_closed, SyncObject, PyBool_FromLong(self->sh == NULL))
+SHK_PY_GETTER(sync_get_offset, SyncObject, PyLong_FromUnsignedLongLong(self->off))
+SHK_PY_GETTER(sync_get_owner_died, SyncObject, PyBool_FromLong(self->owner_died))
+SHK_PY_GETTER(sync_get_zone, SyncObject, Py_NewRef((PyObject *)self->zone))
 
 #define COMMON_GETSET                                                                      \
     {"closed", (getter)sync_get_closed, NULL, "True once close() was called", NULL},       \
@@ -212,21 +186,39 @@ static const struct shk_wait_op *lock_op(SyncObject *o)
     return o->type == SHK_OBJ_RLOCK ? &shk_rlock_op : &shk_lock_op;
 }
 
-static PyObject *acquire_result(SyncObject *o, int r)
+/* How a wait ended, as acquire() and wait() say it: True (acquired, or woken), False (not
+ * acquired: non-blocking, or the timeout passed), NULL (a signal handler raised), else the
+ * error of the operation what.  owner_died (acquires; NULL for the waits): told whether
+ * the hold was taken over from a holder that had died. */
+static PyObject *wait_result(int r, int *owner_died, const char *what)
 {
-    if (r == 0) {
-        o->owner_died = 0;
+    if (owner_died && (r == 0 || r == SHK_EOWNERDEAD)) {
+        *owner_died = r == SHK_EOWNERDEAD;
         Py_RETURN_TRUE;
     }
-    if (r == SHK_EOWNERDEAD) {
-        o->owner_died = 1;
+    if (r == 0)
         Py_RETURN_TRUE;
-    }
     if (r == EBUSY || r == ETIMEDOUT)
         Py_RETURN_FALSE;
     if (r == SHK_PY_ERR)
         return NULL;
-    return shk_py_raise(r, "acquire");
+    return shk_py_raise(r, what);
+}
+
+/* Take lock handle lk again after a Condition wait or _release_save(), restoring an
+ * RLock's count: shk_py_wait's pending rules (nothing interrupts it).  Returns the wait's
+ * result (0 or SHK_EOWNERDEAD when held). */
+static int lock_reacquire(SyncObject *lk, uint32_t count, int *pending)
+{
+    struct shk_lock_sh *l = lk->sh; /* (lk->sh is NULL once closed, even while we wait) */
+    struct shk_wait w = wait_for(lk, NULL, 0);
+    int r = run_wait(lk, lock_op(lk), l, &w, pending);
+    if (r == 0 || r == SHK_EOWNERDEAD) {
+        lk->owner_died = r == SHK_EOWNERDEAD;
+        if (lk->type == SHK_OBJ_RLOCK)
+            shk_rlock_restore(l, count);
+    }
+    return r;
 }
 
 /* acquire(blocking=True, timeout=...)'s arguments under a timeout rule (binding.h). */
@@ -252,7 +244,7 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    return acquire_result(o, run_wait(o, op, obj, &w, NULL));
+    return wait_result(run_wait(o, op, obj, &w, NULL), &o->owner_died, "acquire");
 }
 
 static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -283,9 +275,7 @@ static PyObject *lock_release(SyncObject *o, PyObject *unused)
     if (o->type == SHK_OBJ_LOCK && shk_lock_release_fast(o->sh) == 0)
         Py_RETURN_NONE; /* the common case, inlined from the core */
     int r = shk_lock_release(o->sh, o->type == SHK_OBJ_RLOCK);
-    if (r)
-        return shk_py_raise(r, "release");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release");
 }
 
 static PyObject *lock_enter(SyncObject *o, PyObject *unused)
@@ -340,23 +330,15 @@ static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
 static PyObject *lock_acquire_restore(SyncObject *o, PyObject *arg)
 {
     LIVE(o);
-    struct shk_lock_sh *l = o->sh; /* (o->sh is NULL once closed, even while we wait) */
     unsigned long count = PyLong_AsUnsignedLong(arg);
     if (count == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
-    struct shk_wait w = wait_for(o, NULL, 0);
     int pending = 0;
-    int r = run_wait(o, lock_op(o), l, &w, &pending);
-    if (r != 0 && r != SHK_EOWNERDEAD) {
-        if (pending || r == SHK_PY_ERR)
-            return NULL;
-        return shk_py_raise(r, "acquire");
-    }
-    o->owner_died = r == SHK_EOWNERDEAD;
-    if (o->type == SHK_OBJ_RLOCK)
-        shk_rlock_restore(l, (uint32_t)count);
-    if (pending)
+    int r = lock_reacquire(o, (uint32_t)count, &pending);
+    if (pending || r == SHK_PY_ERR)
         return NULL;
+    if (r != 0 && r != SHK_EOWNERDEAD)
+        return shk_py_raise(r, "acquire");
     Py_RETURN_NONE;
 }
 
@@ -432,9 +414,7 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
         }
     }
     int r = shk_sem_release(o->sh, (uint32_t)n);
-    if (r)
-        return shk_py_raise(r, "release");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release");
 }
 
 static PyObject *sem_exit(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -521,14 +501,7 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
         shk_py_wait_args(a[0], &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    int r = run_wait(o, &shk_event_op, o->sh, &w, NULL);
-    if (r == 0)
-        Py_RETURN_TRUE;
-    if (r == ETIMEDOUT || r == EBUSY)
-        Py_RETURN_FALSE;
-    if (r == SHK_PY_ERR)
-        return NULL;
-    return shk_py_raise(r, "wait");
+    return wait_result(run_wait(o, &shk_event_op, o->sh, &w, NULL), NULL, "wait");
 }
 
 static PyObject *event_raw(SyncObject *o, PyObject *unused)
@@ -579,7 +552,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     if (r == EAGAIN)
         r = run_wait(o, op, obj, &w, NULL);
     o->slot = rd.slot;
-    return acquire_result(o, r);
+    return wait_result(r, &o->owner_died, "acquire");
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -599,18 +572,14 @@ static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
     LIVE(o);
     INTACT(o);
     int r = shk_rw_release_read(o->sh, &o->slot);
-    if (r)
-        return shk_py_raise(r, "release_read");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release_read");
 }
 
 static PyObject *rw_release_write(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
     int r = shk_rw_release_write(o->sh);
-    if (r)
-        return shk_py_raise(r, "release_write");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "release_write");
 }
 
 static PyObject *rw_raw(SyncObject *o, PyObject *unused)
@@ -699,14 +668,8 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
     if (wr == SHK_PY_ERR)
         PyErr_Fetch(&et, &ev, &tb);
-    struct shk_wait lw = wait_for(lk, NULL, 0);
     int pending = 0;
-    int lr = lk->sh ? run_wait(lk, lock_op(lk), l, &lw, &pending) : SHK_ECLOSED;
-    if (lr == 0 || lr == SHK_EOWNERDEAD) {
-        lk->owner_died = lr == SHK_EOWNERDEAD;
-        if (rec)
-            shk_rlock_restore(l, count);
-    }
+    int lr = lk->sh ? lock_reacquire(lk, count, &pending) : SHK_ECLOSED;
     if (wr == SHK_PY_ERR) {
         if (pending)
             PyErr_Clear();
@@ -719,11 +682,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
         return shk_py_closed("the Condition's lock handle was closed while waiting");
     if (lr != 0 && lr != SHK_EOWNERDEAD)
         return shk_py_raise(lr, "wait (re-acquiring the lock)");
-    if (wr == 0)
-        Py_RETURN_TRUE;
-    if (wr == ETIMEDOUT || wr == EBUSY)
-        Py_RETURN_FALSE;
-    return shk_py_raise(wr, "wait");
+    return wait_result(wr, NULL, "wait");
 }
 
 static PyObject *cond_notify(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
@@ -816,9 +775,7 @@ static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
     if (gen == (unsigned long)-1 && PyErr_Occurred())
         return NULL;
     int r = shk_barrier_complete(o->sh, (uint32_t)gen);
-    if (r)
-        return shk_py_raise(r, "wait");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "wait");
 }
 
 VOID_METHOD(barrier_abort, shk_barrier_abort(o->sh))
@@ -925,10 +882,7 @@ static PyObject *counter_cas(SyncObject *o, PyObject *const *args, Py_ssize_t na
     return PyBool_FromLong(shk_counter_cas(COUNTER(o), expected, desired));
 }
 
-static PyObject *counter_get_value(SyncObject *o, void *c)
-{
-    return counter_get(o, NULL);
-}
+SHK_PY_GETTER(counter_get_value, SyncObject, counter_get(self, NULL))
 
 static int counter_set_value(SyncObject *o, PyObject *v, void *c)
 {
@@ -967,14 +921,51 @@ static PyGetSetDef counter_getset[] = {
     {NULL},
 };
 
+/* ---- the handle types ---------------------------------------------------------------- */
+
+/* Each handle type and its object type (tp_new finds a subclass's object type here). */
+static const struct {
+    PyTypeObject **type;
+    uint32_t objtype;       /* SHK_OBJ_* */
+    const char *name;
+    PyMethodDef *methods;
+    PyGetSetDef *getset;
+    const char *doc;
+} sync_types[] = {
+    {&LockType, SHK_OBJ_LOCK, "shmkit._core.Lock", lock_methods, lock_getset,
+     "Handle on a robust process-shared lock (internal; use shmkit.Lock)."},
+    {&RLockType, SHK_OBJ_RLOCK, "shmkit._core.RLock", lock_methods, lock_getset,
+     "Handle on a robust reentrant lock (internal)."},
+    {&RWLockType, SHK_OBJ_RWLOCK, "shmkit._core.RWLock", rw_methods, rw_getset,
+     "Handle on a robust readers-writer lock (internal)."},
+    {&SemaphoreType, SHK_OBJ_SEMAPHORE, "shmkit._core.Semaphore", sem_methods, sem_getset,
+     "Handle on a shared semaphore (internal)."},
+    {&EventType, SHK_OBJ_EVENT, "shmkit._core.Event", event_methods, event_getset,
+     "Handle on a shared event (internal)."},
+    {&ConditionType, SHK_OBJ_CONDITION, "shmkit._core.Condition", cond_methods, cond_getset,
+     "Handle on a shared condition variable (internal)."},
+    {&BarrierType, SHK_OBJ_BARRIER, "shmkit._core.Barrier", barrier_methods, barrier_getset,
+     "Handle on a shared barrier (internal)."},
+    {&CounterType, SHK_OBJ_COUNTER, "shmkit._core.Counter", counter_methods, counter_getset,
+     "Handle on a shared atomic 64-bit counter (internal)."},
+};
+#define N_SYNC_TYPES (sizeof sync_types / sizeof sync_types[0])
+
+static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    for (size_t i = 0; i < N_SYNC_TYPES; i++)
+        if (*sync_types[i].type && PyType_IsSubtype(type, *sync_types[i].type))
+            return sync_new_common(type, args, sync_types[i].objtype);
+    return PyErr_Format(PyExc_TypeError, "%s is not a synchronisation handle type",
+                        type->tp_name);
+}
+
 /* ---- for the asyncio twins (aio.c) ------------------------------------------------------ */
 
 static int is_sync_handle(PyObject *h)
 {
-    PyTypeObject *types[] = {LockType, RLockType, RWLockType, SemaphoreType, EventType,
-                             ConditionType, BarrierType, CounterType};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (types[i] && PyObject_TypeCheck(h, types[i]))
+    for (size_t i = 0; i < N_SYNC_TYPES; i++)
+        if (*sync_types[i].type && PyObject_TypeCheck(h, *sync_types[i].type))
             return 1;
     return 0;
 }
@@ -1105,57 +1096,23 @@ static PyMethodDef sync_module_methods[] = {
 
 /* ---- types ---------------------------------------------------------------------------------- */
 
-/* qualname is a string literal: the type keeps pointing into it (Python < 3.12) */
-static PyTypeObject *make_type(PyObject *m, const char *qualname, newfunc tp_new,
-                               PyMethodDef *methods, PyGetSetDef *getset, const char *doc)
+static PyTypeObject *make_type(PyObject *m, const char *qualname, PyMethodDef *methods,
+                               PyGetSetDef *getset, const char *doc)
 {
-    const char *attr = strrchr(qualname, '.') + 1;
     PyType_Slot slots[] = {
-        {Py_tp_new, tp_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
+        {Py_tp_new, sync_new},       {Py_tp_dealloc, sync_dealloc}, {Py_tp_methods, methods},
         {Py_tp_getset, getset},    {Py_tp_doc, (void *)doc},      {0, NULL},
     };
     PyType_Spec spec = {qualname, sizeof(SyncObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
                         slots};
-    PyTypeObject *t = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!t)
-        return NULL;
-    if (PyModule_AddObjectRef(m, attr, (PyObject *)t) < 0) {
-        Py_DECREF(t);
-        return NULL;
-    }
-    return t;
+    return shk_py_add_type(m, &spec);
 }
 
 int shk_init_sync(PyObject *m)
 {
-    static const struct {
-        PyTypeObject **type;
-        const char *name;
-        newfunc tp_new;
-        PyMethodDef *methods;
-        PyGetSetDef *getset;
-        const char *doc;
-    } types[] = {
-        {&LockType, "shmkit._core.Lock", lock_new, lock_methods, lock_getset,
-         "Handle on a robust process-shared lock (internal; use shmkit.Lock)."},
-        {&RLockType, "shmkit._core.RLock", rlock_new, lock_methods, lock_getset,
-         "Handle on a robust reentrant lock (internal)."},
-        {&RWLockType, "shmkit._core.RWLock", rwlock_new, rw_methods, rw_getset,
-         "Handle on a robust readers-writer lock (internal)."},
-        {&SemaphoreType, "shmkit._core.Semaphore", sem_new, sem_methods, sem_getset,
-         "Handle on a shared semaphore (internal)."},
-        {&EventType, "shmkit._core.Event", event_new, event_methods, event_getset,
-         "Handle on a shared event (internal)."},
-        {&ConditionType, "shmkit._core.Condition", cond_new, cond_methods, cond_getset,
-         "Handle on a shared condition variable (internal)."},
-        {&BarrierType, "shmkit._core.Barrier", barrier_new, barrier_methods, barrier_getset,
-         "Handle on a shared barrier (internal)."},
-        {&CounterType, "shmkit._core.Counter", counter_new, counter_methods, counter_getset,
-         "Handle on a shared atomic 64-bit counter (internal)."},
-    };
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!(*types[i].type = make_type(m, types[i].name, types[i].tp_new, types[i].methods,
-                                         types[i].getset, types[i].doc)))
+    for (size_t i = 0; i < N_SYNC_TYPES; i++)
+        if (!(*sync_types[i].type = make_type(m, sync_types[i].name, sync_types[i].methods,
+                                              sync_types[i].getset, sync_types[i].doc)))
             return -1;
     static const struct shk_py_int constants[] = {
         {"SYNCF_BOUNDED", SHK_SYNCF_BOUNDED},

@@ -108,9 +108,7 @@ static PyObject *zone_init_done(ZoneObject *z, PyObject *arg)
         return PyErr_Format(PyExc_RuntimeError, "this handle is not initialising the zone");
     z->must_init = 0;
     int r = shk_zone_init_done(&z->zone, ok);
-    if (r)
-        return shk_py_raise(r, "init_done");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "init_done");
 }
 
 static PyObject *zone_alloc(ZoneObject *z, PyObject *args, PyObject *kw)
@@ -139,9 +137,7 @@ static PyObject *zone_free(ZoneObject *z, PyObject *arg)
     if (shk_zone_check_open(z) < 0)
         return NULL;
     int r = shk_zone_free(&z->zone, off);
-    if (r)
-        return shk_py_raise(r, "free");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "free");
 }
 
 static PyObject *zone_usable_size(ZoneObject *z, PyObject *arg)
@@ -231,9 +227,7 @@ static PyObject *zone_obj_destroy(ZoneObject *z, PyObject *args)
     if (shk_zone_check_open(z) < 0)
         return NULL;
     int r = shk_zone_obj_destroy(&z->zone, name, type);
-    if (r)
-        return shk_py_raise(r, "obj_destroy");
-    Py_RETURN_NONE;
+    return shk_py_none_or_raise(r, "obj_destroy");
 }
 
 static PyObject *zone_obj_list(ZoneObject *z, PyObject *unused)
@@ -376,22 +370,12 @@ static PyObject *zone_debug_die_in_lock(ZoneObject *z, PyObject *arg)
         pause();
 }
 
-static PyObject *zone_get_must_init(ZoneObject *z, void *c)
-{
-    return PyBool_FromLong(z->must_init);
-}
-static PyObject *zone_get_mapped(ZoneObject *z, void *c)
-{
-    return PyLong_FromSize_t(z->zone.mapped);
-}
-static PyObject *zone_get_segment(ZoneObject *z, void *c)
-{
-    return Py_NewRef((PyObject *)z->segment);
-}
-static PyObject *zone_get_closed(ZoneObject *z, void *c)
-{
-    return PyBool_FromLong(!z->segment || z->segment->closed || z->segment->close_pending);
-}
+SHK_PY_GETTER(zone_get_must_init, ZoneObject, PyBool_FromLong(self->must_init))
+SHK_PY_GETTER(zone_get_mapped, ZoneObject, PyLong_FromSize_t(self->zone.mapped))
+SHK_PY_GETTER(zone_get_segment, ZoneObject, Py_NewRef((PyObject *)self->segment))
+SHK_PY_GETTER(zone_get_closed, ZoneObject,
+              PyBool_FromLong(!self->segment || self->segment->closed ||
+                              self->segment->close_pending))
 
 static PyGetSetDef zone_getset[] = {
     {"must_init", (getter)zone_get_must_init, NULL, "True while this handle initialises the zone", NULL},
@@ -488,8 +472,6 @@ int shk_init_zone(PyObject *m)
     if (shk_py_add_ints(m, constants) < 0)
         return -1;
     PyType_Spec spec = {"shmkit._core.Zone", sizeof(ZoneObject), 0, Py_TPFLAGS_DEFAULT, zone_slots};
-    shk_ZoneType = (PyTypeObject *)PyType_FromSpec(&spec);
-    if (!shk_ZoneType)
-        return -1;
-    return PyModule_AddObjectRef(m, "Zone", (PyObject *)shk_ZoneType);
+    shk_ZoneType = shk_py_add_type(m, &spec);
+    return shk_ZoneType ? 0 : -1;
 }

@@ -747,3 +747,64 @@ void shk_hub_get_stats(struct shk_hub *h, struct shk_hub_stats *out)
     *out = h->st;
     pthread_mutex_unlock(&h->mu);
 }
+
+/* ---- the event loop's spin (waitv.h) ----------------------------------------------------- */
+
+void shk_loop_spin_reset(struct shk_loop_spin *s)
+{
+    memset(s->table, 0, sizeof s->table);
+}
+
+static uint32_t *spin_budget_of(struct shk_loop_spin *s, const uint32_t *word, uint64_t *budget)
+{
+    uintptr_t k = (uintptr_t)word;
+    uint32_t i = (uint32_t)((k >> 2) ^ (k >> 12)) % SHK_LOOP_SPIN_TABLE;
+    if (s->table[i].word != word) {
+        s->table[i].word = word;
+        s->table[i].budget_ns = (uint32_t)(s->max_ns / 2);
+        s->table[i].waits = 0;
+    }
+    /* shmkit.sync.configure(spin_max=0) (no spinning at all) stops this one too */
+    uint64_t cap = s->max_ns < shk_wait_cfg.spin_max_ns ? s->max_ns : shk_wait_cfg.spin_max_ns;
+    uint64_t b = s->table[i].budget_ns;
+    if (b < 1000 && (++s->table[i].waits & 15) == 0)
+        b = cap; /* probe */
+    *budget = b < cap ? b : cap;
+    return &s->table[i].budget_ns;
+}
+
+int shk_loop_spin(struct shk_loop_spin *s, const struct shk_wait_op *op, void *obj,
+                  struct shk_wait *w)
+{
+    uint64_t budget;
+    uint32_t *learnt = spin_budget_of(s, w->on.word, &budget);
+    if (budget == 0)
+        return EAGAIN;
+    uint64_t start = shk_now_ns(), end = start + budget;
+    int r = EAGAIN;
+    for (uint32_t k = 1; r == EAGAIN && w->on.kind == SHK_WAITON_FUTEX; k++) {
+        if (shk_load_relaxed(w->on.word) != w->on.value) {
+            r = op->attempt(obj, w);
+            continue;
+        }
+        shk_cpu_relax();
+        if ((k & 31) == 0 && shk_now_ns() >= end)
+            break;
+    }
+    uint64_t took = shk_now_ns() - start;
+    s->spins++;
+    s->spun_ns += took;
+    if (r != EAGAIN && r >= 0) {
+        s->spins_won++;
+        uint64_t t = 2 * took + 2000;
+        if (t > s->max_ns)
+            t = s->max_ns;
+        if (t > *learnt)
+            *learnt = (uint32_t)t;
+    } else if (r == EAGAIN) {
+        *learnt /= 2;
+        if (*learnt < 1000)
+            *learnt = 0;
+    }
+    return r;
+}

@@ -71,6 +71,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "wait.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -180,6 +182,39 @@ uint32_t shk_hub_unwatch(struct shk_hub *h, struct shk_hub_wait *hw);
 unsigned shk_hub_close_group(struct shk_hub *h, const void *key);
 
 void shk_hub_get_stats(struct shk_hub *h, struct shk_hub_stats *out);
+
+/* ---- the event loop's spin -------------------------------------------------------------- *
+ *
+ * An awaited call that finds its object busy may spin briefly in the event loop's thread
+ * before it goes to the hub: when the other side answers within microseconds (both sides
+ * awaiting in a tight exchange), that saves two thread wake-ups and a turn of the event
+ * loop each way.  The blocking calls' learnt budget (in the object's shared head) is not
+ * used: it learns from sleeps (a thread's sleep ends when the wake-up comes) and would
+ * grow to its 200 µs maximum from the hub's latency, and an event loop must not be held
+ * that long.  Instead, per object (by the address of its word, in this process):
+ *   - a spin that wins after t: budget = max(budget, 2t + 2 µs), at most max_ns;
+ *   - a spin that loses: budget halved; below 1 µs, no spinning, except every 16th wait,
+ *     which probes with the maximum (so a tight exchange that starts later is found).
+ * A wait that spins at most costs max_ns (50 µs) of the loop; a long wait costs nothing
+ * after a few losses.  shk_wait_cfg.spin_max_ns caps it too (0: no spinning at all).
+ * Not thread-safe: one caller at a time (the binding holds the GIL); no atomics needed.
+ */
+#define SHK_LOOP_SPIN_TABLE 1024u
+struct shk_loop_spin {
+    uint64_t max_ns;                        /* the longest spin (set before use) */
+    uint64_t spins, spins_won, spun_ns;     /* statistics */
+    struct {
+        const uint32_t *word;
+        uint32_t budget_ns;
+        uint32_t waits;
+    } table[SHK_LOOP_SPIN_TABLE];           /* budgets by word (a hash; a collision forgets) */
+};
+/* Forget every learnt budget (they start again from max_ns / 2). */
+void shk_loop_spin_reset(struct shk_loop_spin *s);
+/* w->on is a futex word that has not changed yet: spin on it for the object's budget,
+ * attempting op (unarmed) whenever it changes.  The attempt's result, or EAGAIN. */
+int shk_loop_spin(struct shk_loop_spin *s, const struct shk_wait_op *op, void *obj,
+                  struct shk_wait *w);
 
 #ifdef __cplusplus
 }
