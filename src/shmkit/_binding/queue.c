@@ -691,19 +691,9 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
     Py_RETURN_NONE;
 }
 
-static PyObject *queue_get_unfinished(QueueObject *self, void *c)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(shk_queue_unfinished(&self->q));
-}
-
-static PyObject *queue_get_outstanding(QueueObject *self, void *c)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(shk_queue_outstanding(&self->q));
-}
+/* (getters: the getset table casts them) */
+STATE_FN(queue_get_unfinished, PyLong_FromUnsignedLongLong(shk_queue_unfinished(&self->q)))
+STATE_FN(queue_get_outstanding, PyLong_FromUnsignedLongLong(shk_queue_outstanding(&self->q)))
 
 static PyObject *queue_get_delivery(QueueObject *self, void *c)
 {
