@@ -36,7 +36,7 @@ typedef struct {
     struct shk_dict d;
     int attached;
     int closed;
-    int created;            /* this handle created the dict (read once by the façade) */
+    char created;           /* this handle created the dict (read once by the façade) */
     PyObject *dumps;        /* serializer: callable(obj) -> bytes */
     PyObject *loads;        /* callable(bytes) -> obj */
     PyObject *clock;        /* None or callable() -> seconds since the epoch (tests) */
@@ -1152,11 +1152,6 @@ static PyObject *Dict_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)self;
 }
 
-static PyObject *Dict_get_created(DictObject *self, void *c)
-{
-    return PyBool_FromLong(self->created);
-}
-
 static int Dict_traverse(DictObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->dumps);
@@ -1196,15 +1191,8 @@ static PyObject *Dict_get_closed(DictObject *self, void *c)
                            self->zone->segment->closed || self->zone->segment->close_pending);
 }
 
-static PyObject *Dict_get_offset(DictObject *self, void *c)
-{
-    return PyLong_FromUnsignedLongLong(self->d.offset);
-}
-
 static PyGetSetDef Dict_getset[] = {
-    {"_created", (getter)Dict_get_created, NULL, "True if this handle created the dict", NULL},
     {"closed", (getter)Dict_get_closed, NULL, "True once closed (or its zone is)", NULL},
-    {"_offset", (getter)Dict_get_offset, NULL, "offset of the dict in its zone", NULL},
     {NULL},
 };
 
@@ -1277,6 +1265,10 @@ static PyMethodDef Dict_methods[] = {
 
 static PyMemberDef Dict_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(DictObject, weakreflist), READONLY},
+    {"_created", T_BOOL, offsetof(DictObject, created), READONLY,
+     "True if this handle created the dict"},
+    {"_offset", T_ULONGLONG, offsetof(DictObject, d.offset), READONLY,
+     "offset of the dict in its zone"},
     {NULL},
 };
 
