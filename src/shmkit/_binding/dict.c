@@ -899,18 +899,24 @@ static Py_ssize_t Dict_length(DictObject *self)
     return r ? fail_int(r, "len") : (Py_ssize_t)n;
 }
 
-static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
+/* flush_all() (all) and flush_expired(): how many items went, the GIL released. */
+static PyObject *flush(DictObject *self, int all, unsigned long long max)
 {
     uint64_t n;
+    int r;
     if (ready(self) < 0)
         return NULL;
-    int r;
     Py_BEGIN_ALLOW_THREADS
-    r = shk_dict_flush_all(&self->d, &n);
+    r = all ? shk_dict_flush_all(&self->d, &n) : shk_dict_flush_expired(&self->d, max, &n);
     Py_END_ALLOW_THREADS
     if (r)
-        return shk_py_raise(r, "flush_all");
+        return shk_py_raise(r, all ? "flush_all" : "flush_expired");
     return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
+{
+    return flush(self, 1, 0);
 }
 
 static PyObject *Dict_flush_expired(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -926,16 +932,7 @@ static PyObject *Dict_flush_expired(DictObject *self, PyObject *const *args, Py_
             return PyErr_Format(PyExc_ValueError, "max_count must be >= 0 (0: all), not %lld", m);
         max = (unsigned long long)m;
     }
-    if (ready(self) < 0)
-        return NULL;
-    uint64_t n;
-    int r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_dict_flush_expired(&self->d, max, &n);
-    Py_END_ALLOW_THREADS
-    if (r)
-        return shk_py_raise(r, "flush_expired");
-    return PyLong_FromUnsignedLongLong(n);
+    return flush(self, 0, max);
 }
 
 static PyObject *Dict_capacity(DictObject *self, PyObject *unused)
