@@ -314,7 +314,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
             shk_py_raise(r, "put_many");
             goto out;
         }
-        qw.need = shk_qrec_size(g.parts[total].n);
+        qw.need = shk_queue_record_size(&g.parts[total], 1, SHK_QK_DATA);
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0) {
             if (!(flags & SHK_WAIT_TRY) && PyErr_ExceptionMatches(full))
                 PyErr_Format(full, "queue is full (timed out after putting %zu of %zd items)",
@@ -788,7 +788,7 @@ static PyObject *resv_commit(ReservationObject *r, PyObject *const *args, Py_ssi
     if (queue_ready(self) < 0)
         return NULL;
     struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE,
-                                  .need = shk_qrec_size(sizeof(struct shk_qref))};
+                                  .need = shk_queue_record_size(NULL, 0, SHK_QK_REF)};
     int e;
     while ((e = shk_queue_commit_ref(&self->q, r->index, r->gen)) == SHK_EFULLQ)
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)
