@@ -48,6 +48,9 @@ def parse_args(argv, prog):
     p.add_argument("--note", default="", help="a remark printed at the top of the --markdown page")
     p.add_argument("--from-json", metavar="FILE",
                    help="measure nothing: print the tables and write --plot/--markdown from a previous --json")
+    p.add_argument("--spread", action="append", default=[], metavar="FILE",
+                   help="with --markdown: a saved run (--json) whose medians are shown beside this run's "
+                        "in the page's 'Spread over runs' section; repeatable")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--target", type=float, metavar="SECONDS",
                    help=f"duration of one measured run (default {FULL_TARGET}, {QUICK_TARGET} with --quick)")
@@ -216,7 +219,11 @@ def _outputs(args, doc, results, all_sc):
     if args.markdown:
         from .markdown import write_page
 
-        write_page(args.markdown, doc, results, all_sc, plot_path=args.plot, note=args.note)
+        spread = []
+        for path in getattr(args, "spread", []):
+            with open(path) as f:
+                spread.append(json.load(f))
+        write_page(args.markdown, doc, results, all_sc, plot_path=args.plot, note=args.note, spread=spread)
         print(f"wrote {args.markdown}")
 
 
@@ -238,7 +245,8 @@ def _from_json(args, scenarios, selected):
         t.footer(res)
     report.print_summary(results)
     doc["summary"] = report.to_json({}, results)["summary"]
-    _outputs(argparse.Namespace(json=None, plot=args.plot, markdown=args.markdown, note=args.note),
+    _outputs(argparse.Namespace(json=None, plot=args.plot, markdown=args.markdown, note=args.note,
+                                spread=args.spread),
              doc, results, scenarios)
     return 0
 

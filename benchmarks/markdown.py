@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import statistics
 
 from . import report
 from .harness import ANCHOR, REFERENCE, SHMKIT, Options, Scenario
@@ -31,7 +32,7 @@ def _mib(n):
 
 
 def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, plot_path=None,
-               note: str = "") -> None:
+               note: str = "", spread: list[dict] | None = None) -> None:
     reps = doc.get("options", {}).get("reps", 5)
     out: list[str] = []
     w = out.append
@@ -66,6 +67,7 @@ def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, 
       "| `--plot FILE.png` | the chart (matplotlib) |\n"
       "| `--markdown FILE` | this page; `--note TEXT` adds a remark at its top |\n"
       "| `--from-json FILE` | measure nothing: tables, chart and page from a saved run |\n"
+      "| `--spread FILE` | with `--markdown`: another saved run (repeatable) whose medians are shown beside this run's, scenario by scenario, in *Spread over runs* |\n"
       "| `--target S`, `--timeout S` | length of one run; when a run counts as hung |\n")
     w("Everything a run creates (zones and segments named `shmkit-bench-<pid>-*`, POSIX message "
       "queues and semaphores, LMDB files) is removed when each case ends, also after Ctrl-C or "
@@ -140,9 +142,71 @@ def write_page(path: str, doc: dict, results, all_scenarios: list[Scenario], *, 
     w(report.markdown_summary(results))
     w("### Every scenario\n")
     w(report.markdown_tables(results, reps))
+    if spread:
+        w(spread_section(doc, spread))
     text = "\n".join(out).rstrip() + "\n"
     with open(path, "w") as f:
         f.write(text)
+
+
+def spread_section(doc: dict, others: list[dict]) -> str:
+    """How much a median moves from one whole run to the next.
+
+    One run's median of N repetitions hides what changes between runs (which vCPU each
+    process lands on, what else the machine does): for the scenarios that `others` (saved
+    runs, ``--spread``) measured, each row's median in every run, the median of those
+    medians and their range.  This run counts as one of the runs when it measured the
+    scenario too.
+    """
+    runs = [doc] + list(others)
+    names: list[str] = []
+    for r in others:
+        names += [s["name"] for s in r.get("scenarios", []) if s["name"] not in names]
+    out = ["## Spread over runs\n",
+           "Each run below is a whole `python -m benchmarks` invocation (its own processes, warm-up "
+           "and calibration); a cell is that run's median of its repetitions. *median* is the median "
+           "of those medians and *range* their lowest and highest: the figure to expect, and how far "
+           "one run can stray from it on this machine.\n",
+           "| run | started | load at start | git | scenarios |", "|---|---|---|---|---|"]
+    for i, r in enumerate(runs, 1):
+        sc = [s["name"] for s in r.get("scenarios", []) if s["name"] in names]
+        git = r.get("versions", {}).get("shmkit_git") or "?"
+        out.append(f"| {i} | {r.get('started_at', '?')} | {r.get('machine', {}).get('loadavg_start')} "
+                   f"| {git} | {len(sc)} |")
+    out.append("")
+    for name in names:
+        per_run = [{s["name"]: s for s in r.get("scenarios", [])}.get(name) for r in runs]
+        first = next(s for s in per_run if s is not None)
+        metric = first["metrics"][0]
+        mname, unit = metric["name"], metric["unit"]
+        labels: list[tuple[str, str]] = []
+        for s in per_run:
+            for row in (s or {}).get("rows", []):
+                if (row["label"], row["kind"]) not in labels:
+                    labels.append((row["label"], row["kind"]))
+        cols = [str(i) for i, s in enumerate(per_run, 1) if s is not None]
+        out.append(f"### `{name}`: {_e(mname)} in {_e(unit)}\n")
+        out.append("| implementation | kind | median | range | " + " | ".join(f"run {c}" for c in cols) + " |")
+        out.append("|---|---|---|---|" + "---|" * len(cols))
+        for label, kind in labels:
+            cells, medians = [], []
+            for s in per_run:
+                if s is None:
+                    continue
+                row = next((r for r in s["rows"] if r["label"] == label and r["kind"] == kind), None)
+                fig = (row or {}).get("figures", {}).get(mname) if row and row["status"] == "ok" else None
+                if fig is None:
+                    cells.append("—")
+                else:
+                    medians.append(fig["median"])
+                    cells.append(report.fmt(fig["median"], unit))
+            if not medians:
+                continue
+            mid = statistics.median(medians)
+            rng = f"{report.fmt(min(medians), unit)}–{report.fmt(max(medians), unit)}"
+            out.append(f"| {_e(label)} | {kind} | **{report.fmt(mid, unit)}** | {rng} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def _command(doc: dict) -> str:

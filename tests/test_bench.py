@@ -184,6 +184,39 @@ def test_markdown_page_from_saved_json(quick_run):
     assert "missing: pip install posix_ipc" in text
 
 
+
+def test_markdown_page_shows_the_spread_of_several_runs(quick_run, tmp_path):
+    """--spread: each row's median in every run, the median of the medians and their range."""
+    doc = json.loads(quick_run["json"].read_text())
+    lock = next(s for s in doc["scenarios"] if s["name"] == "lock_1p")
+    row = next(r for r in lock["rows"] if r["kind"] == "shmkit" and r["status"] == "ok")
+    metric = lock["metrics"][0]["name"]
+    base = row["figures"][metric]["median"]
+    paths = []
+    for i, factor in enumerate((2.0, 0.5, 4.0)):     # three more "runs" around the real one
+        other = json.loads(json.dumps(doc))
+        o_lock = next(s for s in other["scenarios"] if s["name"] == "lock_1p")
+        o_row = next(r for r in o_lock["rows"] if r["label"] == row["label"])
+        o_row["figures"][metric]["median"] = base * factor
+        other["scenarios"] = [o_lock]                 # a run of one scenario (as --only)
+        paths += ["--spread", str(tmp_path / f"run{i}.json")]
+        (tmp_path / f"run{i}.json").write_text(json.dumps(other))
+    md = tmp_path / "page.md"
+    rc, out, err = finish(bench("--from-json", str(quick_run["json"]), "--markdown", str(md), *paths),
+                          timeout=120)
+    assert rc == 0, err
+    from benchmarks import report
+
+    section = md.read_text().split("## Spread over runs", 1)[1]
+    assert "`zone_alloc`" not in section            # only what the other runs measured
+    unit = lock["metrics"][0]["unit"]
+    line = next(ln for ln in section.splitlines() if ln.startswith(f"| {row['label']} |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # medians base, 2, 0.5, 4 x base: median of the four = 1.5 x base, range 0.5x-4x
+    assert cells[2] == f"**{report.fmt(base * 1.5, unit)}**"
+    assert cells[3] == f"{report.fmt(base * 0.5, unit)}–{report.fmt(base * 4.0, unit)}"
+    assert cells[4:] == [report.fmt(base * f, unit) for f in (1.0, 2.0, 0.5, 4.0)]
+
 FAILING = textwrap.dedent('''
     import time
     from benchmarks import harness as h

@@ -6,6 +6,7 @@ storms; a C producer SIGKILLed mid-stream wedges nobody."""
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -289,3 +290,85 @@ def test_c_producer_killed_mid_stream_wedges_nobody(peer, zone, zname, procs):
     q.put(b"still works")             # and the queue serves everyone else
     f = run(peer, "queue-get", zname, "crash", 64, 5)
     assert f["result"] == "OK" and f["text"] == "still works"
+
+
+# -- task accounting and acknowledged delivery from C ----------------------------------------
+
+def work(peer, zname, qname, done, hold, mode):
+    """queue-work: the lines it printed ("done X" / "held X") and its exit status."""
+    r = subprocess.run([peer, "queue-work", zname, qname, str(done), str(hold), mode],
+                       capture_output=True, text=True, timeout=60)
+    lines = [ln.split(" ", 1) for ln in r.stdout.splitlines()]
+    return r.returncode, lines, r.stderr
+
+
+def test_at_least_once_c_worker_killed_holding_tasks_is_redelivered(peer, zone, zname):
+    """A C worker SIGKILLed holding 3 tasks: they go to the next worker (redeliveries 3);
+    every message is marked done once a worker finished it, and join() returns."""
+    q = shmkit.Queue("jobs", zone=zone, delivery="at-least-once")
+    try:
+        sent = [f"m{i}".encode() for i in range(60)]
+        for m in sent:
+            q.put(m)
+        rc, lines, err = work(peer, zname, "jobs", 10, 3, "least")
+        assert rc == -signal.SIGKILL, (rc, err)
+        done_a = [v for k, v in lines if k == "done"]
+        held = [v for k, v in lines if k == "held"]
+        assert len(done_a) == 10 and len(held) == 3
+        rc, lines, err = work(peer, zname, "jobs", 50, 0, "any")
+        assert rc == 0, err
+        done_b = [v for k, v in lines if k == "done"]
+        assert set(held) <= set(done_b)                   # delivered again
+        assert sorted(done_a + done_b) == sorted(m.decode() for m in sent)   # each once
+        assert dict(lines)["unfinished"] == "0"
+        q.join(timeout=10)
+        st = q.statistics()
+        assert st.redeliveries == 3 and st.unfinished_tasks == 0 and st.acknowledged == 60
+    finally:
+        q.detach()
+
+
+def test_c_join_waits_for_python_task_done_and_times_out(peer, zone, zname):
+    q = shmkit.Queue("jobs", zone=zone)
+    try:
+        for i in range(3):
+            q.put(b"x")
+        f = run(peer, "queue-join", zname, "jobs", "0.3")
+        assert f["task_done_extra"] == "EINVAL"          # called too many times
+        assert f["unfinished_before"] == "3"
+        assert f["result"] == "ETIMEDOUT" and f["unfinished"] == "3"
+        assert 0.25 <= float(f["elapsed"]) < 5
+        joiner = subprocess.Popen([peer, "queue-join", zname, "jobs", "30"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            for _ in range(3):
+                q.get(timeout=5)
+            assert joiner.poll() is None                  # got, not yet done
+            t0 = time.monotonic()
+            q.task_done(3)
+            out, _ = joiner.communicate(timeout=10)
+            woke = time.monotonic() - t0
+        finally:
+            kill_hard(joiner.pid)
+            joiner.wait(timeout=10)
+        f = facts(out)
+        assert f["result"] == "OK" and f["unfinished"] == "0", out
+        assert woke < 5                                   # woken, not its 30 s timeout
+    finally:
+        q.detach()
+
+
+def test_c_open_with_the_other_delivery_mode_is_refused(peer, zone, zname):
+    q = shmkit.Queue("jobs", zone=zone, delivery="at-least-once")
+    try:
+        rc, lines, err = work(peer, zname, "jobs", 0, 0, "most")
+        assert rc == 1 and "at-least-once" in err and "at-most-once" in err, err
+        rc, lines, err = work(peer, zname, "jobs", 0, 0, "least")
+        assert rc == 0, err
+    finally:
+        q.detach()
+    rc, lines, err = work(peer, zname, "fresh", 0, 0, "least")    # created by C
+    assert rc == 0, err
+    with shmkit.Queue("fresh", zone=zone, create=False) as q2:
+        assert q2.delivery == "at-least-once"

@@ -151,8 +151,13 @@ def _alternating_loader(zone, seconds, q):
     # two configurations that differ in every value: a mixture is easy to recognise
     confs = [{f"key{i}": {"gen": g, "values": [g] * 50} for i in range(200)} for g in (1, 2)]
     n = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    # `seconds` at least, and at least 100 publications (a sanitizer build or a loaded
+    # machine publishes far fewer per second), but never more than 60 s
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= 60 or (elapsed >= seconds and n >= 100):
+            break
         cfg.publish(confs[n % 2])
         n += 1
     cfg.publish({"stop": True})
@@ -188,7 +193,7 @@ def test_readers_never_see_a_mixture(name, procs):
     loader = SPAWN.Process(target=_alternating_loader, args=(z, 2.0, q))
     loader.start()
     procs.append(loader)
-    results = [q.get(timeout=90) for _ in range(3)]
+    results = [q.get(timeout=120) for _ in range(3)]
     loads = [r[1] for r in results if r[0] == "loader"][0]
     assert loads > 50
     for r in results:

@@ -273,7 +273,9 @@ def _storm(zone, procs, kills, seconds):
             stalls = stalls + 1 if gets == last_gets else 0
             assert stalls < 3, "no message got through in a while: the queue is stuck"
             last_gets = gets
-    assert done >= kills * 0.5, f"only {done} kills in {seconds} s"
+    # how many kills fit in the time depends on how fast processes start (a sanitizer
+    # build, a loaded machine); the accounting below is what is judged
+    assert done >= min(kills, 60), f"only {done} kills in {seconds} s"
     for p in producers + consumers:
         kill_hard(p.pid)
     for p in producers + consumers:

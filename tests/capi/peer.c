@@ -395,6 +395,50 @@ static int queue_put(char **a, int n)
     return shmkit_zone_close(z);
 }
 
+/* queue-work ZONE QUEUE DONE HOLD MODE: open with MODE (least, most or any), then get
+ * DONE messages, marking each done ("done TEXT"), then HOLD more without marking them
+ * ("held TEXT") and die by SIGKILL (HOLD 0: close and exit).  A get waits up to 10 s. */
+static int queue_work(char **a)
+{
+    shmkit_zone *z = attach(a[0]);
+    shmkit_queue *q;
+    int mode = !strcmp(a[4], "least") ? SHMKIT_AT_LEAST_ONCE
+               : !strcmp(a[4], "most") ? SHMKIT_AT_MOST_ONCE : 0;
+    CHECK(shmkit_queue_open(z, a[1], 0, SHMKIT_CREATE | mode, &q));
+    long done = atol(a[2]), hold = atol(a[3]);
+    char buf[256];
+    size_t len;
+    for (long i = 0; i < done + hold; i++) {
+        CHECK(shmkit_queue_get(q, buf, sizeof buf, &len, 10.0));
+        printf("%s %.*s\n", i < done ? "done" : "held", (int)len, buf);
+        if (i < done)
+            CHECK(shmkit_queue_task_done(q, 1));
+    }
+    if (hold) {
+        fflush(stdout);
+        raise(SIGKILL); /* the held messages are this handle's tasks, never marked done */
+    }
+    printf("unfinished %zu\n", shmkit_queue_unfinished_tasks(q));
+    shmkit_queue_close(q);
+    return shmkit_zone_close(z);
+}
+
+/* queue-join ZONE QUEUE TIMEOUT: task_done on a handle that took nothing, then join */
+static int queue_join(char **a)
+{
+    shmkit_zone *z = attach(a[0]);
+    shmkit_queue *q;
+    CHECK(shmkit_queue_open(z, a[1], 0, 0, &q));
+    printf("task_done_extra %s\n", code_name(shmkit_queue_task_done(q, 1)));
+    printf("unfinished_before %zu\n", shmkit_queue_unfinished_tasks(q));
+    double t0 = now();
+    int r = shmkit_queue_join(q, atof(a[2]));
+    printf("result %s\nelapsed %.6f\nunfinished %zu\n", code_name(r), now() - t0,
+           shmkit_queue_unfinished_tasks(q));
+    shmkit_queue_close(q);
+    return shmkit_zone_close(z);
+}
+
 /* ---- dict ---------------------------------------------------------------------------------------- */
 
 static shmkit_dict *open_dict(const char *zone, const char *name, shmkit_zone **z)
@@ -545,6 +589,10 @@ int main(int argc, char **argv)
         return queue_get(a, n);
     if (IS("queue-put", 4))
         return queue_put(a, n);
+    if (IS("queue-work", 5))
+        return queue_work(a);
+    if (IS("queue-join", 3))
+        return queue_join(a);
     if (IS("dict-incr", 4))
         return dict_incr(a);
     if (IS("dict", 4))

@@ -33,12 +33,15 @@ int main(int argc, char **argv)
     (void)shmkit_zone_created(z);
     (void)shmkit_zone_size(z);
     shmkit_zone_destroy_object(z, "q");
-    shmkit_queue_open(z, "q", SHMKIT_QUEUE_DEFAULT_CAPACITY, SHMKIT_CREATE, &q);
+    shmkit_queue_open(z, "q", SHMKIT_QUEUE_DEFAULT_CAPACITY, SHMKIT_CREATE | SHMKIT_AT_LEAST_ONCE, &q);
     shmkit_queue_put(q, "m", 1, SHMKIT_FOREVER);
     shmkit_queue_try_put(q, "m", 1);
     shmkit_queue_get(q, buf, sizeof buf, &len, 1.5);
     shmkit_queue_try_get(q, buf, sizeof buf, &len);
     (void)shmkit_queue_depth(q);
+    shmkit_queue_task_done(q, 1);
+    shmkit_queue_join(q, 0.5);
+    (void)shmkit_queue_unfinished_tasks(q);
     shmkit_queue_close(q);
     shmkit_dict_open(z, "d", SHMKIT_DICT_DEFAULT_CAPACITY, SHMKIT_CREATE, &d);
     shmkit_dict_get(d, "k", 1, buf, sizeof buf, &len);

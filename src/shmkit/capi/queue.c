@@ -7,7 +7,9 @@
  * (ENOBUFS with the size needed).  When that path is not open (another consumer's range
  * is out, or the message is a zero-copy block), the message is taken first; one that
  * then does not fit is kept by the handle and handed over by its next get, so that
- * nothing is lost and the ENOBUFS contract holds.
+ * nothing is lost and the ENOBUFS contract holds.  In an at-least-once queue every get
+ * takes first (the record stays in the ring, this handle's until task_done): a message
+ * that does not fit is kept the same way, and stays the handle's task.
  */
 #include "capi.h"
 
@@ -36,16 +38,23 @@ SHMKIT_API int shmkit_queue_open(shmkit_zone *zone, const char *name, size_t cap
     *out = NULL;
     if (!zone)
         return shk_capi_null("shmkit_queue_open", "zone");
-    if ((r = shk_capi_check_flags("shmkit_queue_open", flags, SHMKIT_CREATE | SHMKIT_EXCL)) ||
+    if ((r = shk_capi_check_flags("shmkit_queue_open", flags, SHMKIT_CREATE | SHMKIT_EXCL |
+                                  SHMKIT_AT_MOST_ONCE | SHMKIT_AT_LEAST_ONCE)) ||
         (r = shk_capi_check_object_name(name)))
         return r;
+    if ((flags & SHMKIT_AT_MOST_ONCE) && (flags & SHMKIT_AT_LEAST_ONCE))
+        return shk_fail(EINVAL, "shmkit_queue_open(): SHMKIT_AT_MOST_ONCE and "
+                        "SHMKIT_AT_LEAST_ONCE together");
+    int delivery = (flags & SHMKIT_AT_LEAST_ONCE)  ? SHK_QDELIVERY_AT_LEAST_ONCE
+                   : (flags & SHMKIT_AT_MOST_ONCE) ? SHK_QDELIVERY_AT_MOST_ONCE
+                                                   : SHK_QDELIVERY_ANY;
     shmkit_queue *q = calloc(1, sizeof *q);
     if (!q)
         return shk_fail(ENOMEM, "shmkit_queue_open(): out of memory");
     int created = 0;
     pthread_mutex_lock(&zone->lock);
-    r = shk_queue_open(&zone->zone, name, capacity, 0, flags & (SHK_O_CREATE | SHK_O_EXCL),
-                       &q->q, &created);
+    r = shk_queue_open_delivery(&zone->zone, name, capacity, 0, delivery,
+                                flags & (SHK_O_CREATE | SHK_O_EXCL), &q->q, &created);
     pthread_mutex_unlock(&zone->lock);
     if (r) {
         free(q);
@@ -156,6 +165,35 @@ static int take_then_copy(shmkit_queue *q, void *buf, size_t cap, size_t *len)
     return r;
 }
 
+/* At-least-once: take (the record stays this handle's task), then copy out. */
+static int take_owned(shmkit_queue *q, void *buf, size_t cap, size_t *len)
+{
+    struct shk_qmsg m;
+    struct shk_qget g = {.msgs = &m, .max_msgs = 1, .max_bytes = UINT64_MAX};
+    int r = shk_queue_get_begin(&q->q, &g);
+    if (r)
+        return r;
+    if (m.kind == SHK_QK_REF) /* no reservation is ever committed to such a queue */
+        r = shk_fail(SHK_ECORRUPT, "shmkit_queue_get(): a zero-copy block in an "
+                     "at-least-once queue");
+    else if (m.len <= cap) {
+        shk_queue_read(&q->q, m.pos, 0, buf, m.len);
+        *len = (size_t)m.len;
+    } else {
+        uint8_t *tmp = malloc(m.len);
+        if (!tmp)
+            r = shk_fail(ENOMEM, "shmkit_queue_get(): out of memory keeping a message of "
+                         "%llu bytes (it stays this handle's task)", (unsigned long long)m.len);
+        else {
+            shk_queue_read(&q->q, m.pos, 0, tmp, m.len);
+            r = deliver(q, tmp, m.len, buf, cap, len);
+            free(tmp);
+        }
+    }
+    shk_queue_get_end(&q->q, &g);
+    return r;
+}
+
 static int try_get(shmkit_queue *q, void *buf, size_t cap, size_t *len)
 {
     if (q->pending) {
@@ -168,6 +206,8 @@ static int try_get(shmkit_queue *q, void *buf, size_t cap, size_t *len)
         q->pending = NULL;
         return 0;
     }
+    if (q->q.ack)
+        return take_owned(q, buf, cap, len);
     for (;;) {
         struct shk_qmsg m;
         struct shk_qpeek pk;
@@ -240,13 +280,44 @@ SHMKIT_API size_t shmkit_queue_depth(shmkit_queue *q)
     return q ? (size_t)shk_queue_depth(&q->q) + (q->pending != NULL) : 0;
 }
 
+SHMKIT_API int shmkit_queue_task_done(shmkit_queue *q, size_t count)
+{
+    if (!q)
+        return shk_capi_null("shmkit_queue_task_done", "q");
+    shk_clear_detail();
+    int r = shk_queue_ensure(&q->q);
+    return r ? r : shk_queue_task_done(&q->q, count);
+}
+
+SHMKIT_API int shmkit_queue_join(shmkit_queue *q, double timeout)
+{
+    if (!q)
+        return shk_capi_null("shmkit_queue_join", "q");
+    shk_clear_detail();
+    int r = shk_queue_ensure(&q->q);
+    if (r)
+        return r;
+    struct shk_wait w;
+    if ((r = shk_capi_wait_init(&w, timeout)) != 0)
+        return r;
+    r = shk_capi_wait_run(&shk_queue_join_op, &q->q, &w);
+    return r == EBUSY ? ETIMEDOUT : r; /* timeout 0: not finished now */
+}
+
+SHMKIT_API size_t shmkit_queue_unfinished_tasks(shmkit_queue *q)
+{
+    return q ? (size_t)shk_queue_unfinished(&q->q) : 0;
+}
+
 SHMKIT_API int shmkit_queue_close(shmkit_queue *q)
 {
     if (!q)
         return 0;
     if (q->pending) {
-        /* a message taken but never handed over: back into the queue (at its tail) */
-        if (shk_queue_ensure(&q->q) == 0)
+        /* a message taken but never handed over: at-most-once, back into the queue (at
+         * its tail); at-least-once, its record is still this handle's and goes back for
+         * redelivery with the member slot below */
+        if (!q->q.ack && shk_queue_ensure(&q->q) == 0)
             shk_queue_put1(&q->q, q->pending, q->pending_len);
         free(q->pending);
     }

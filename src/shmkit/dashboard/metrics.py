@@ -32,6 +32,10 @@ def _dead(v: object) -> float:
     return 1.0 if v is False else 0.0
 
 
+def _at_least_once(v: object) -> float:
+    return 1.0 if v == "at-least-once" else 0.0
+
+
 def _ns(v: float) -> float:
     return v / 1e9
 
@@ -57,6 +61,16 @@ METRICS: dict[str, Any] = {
          "handles attached (all processes but the status page)", None),
         ("shmkit_queue_reservations", "reservations", G, "zero-copy blocks alive", None),
         ("shmkit_queue_closed", "closed", G, "1 once the queue is closed", _bool),
+        ("shmkit_queue_at_least_once", "delivery", G,
+         "1 for acknowledged delivery (at-least-once), 0 for at-most-once", _at_least_once),
+        ("shmkit_queue_unfinished_tasks", "unfinished_tasks", G,
+         "messages put and not yet marked done (what join() waits for)", None),
+        ("shmkit_queue_in_flight", "in_flight", G, "messages taken and not yet marked done", None),
+        ("shmkit_queue_acknowledged", "acknowledged", C, "tasks marked done (task_done)", None),
+        ("shmkit_queue_redeliveries", "redeliveries", C,
+         "at-least-once: messages given back by dead or detached consumers", None),
+        ("shmkit_queue_abandoned_tasks", "abandoned_tasks", C,
+         "at-most-once: tasks released with dead or detached consumers", None),
     ],
     "dict": [
         ("shmkit_dict_items", "items", G, "keys held (expired ones until reclaimed)", None),

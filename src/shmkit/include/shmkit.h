@@ -309,6 +309,21 @@ SHMKIT_API int shmkit_queue_open(shmkit_zone *zone, const char *name, size_t cap
                                  int flags, shmkit_queue **out);
 
 /*
+ * Delivery modes, as flags of shmkit_queue_open (Python: zone.queue(name, delivery=...);
+ * docs/queue.md, "Delivery modes").  With neither, an existing queue is taken as it is
+ * and a new one is at-most-once; one that exists with the other mode is
+ * SHMKIT_EOBJMISMATCH.
+ *   SHMKIT_AT_MOST_ONCE   a message is the consumer's once a get returned it; if the
+ *                         consumer dies before marking it done, the task is released.
+ *   SHMKIT_AT_LEAST_ONCE  a message stays in the queue, owned by the handle whose get
+ *                         returned it, until shmkit_queue_task_done marks it done; if the
+ *                         handle's process dies or the handle is closed first, it is
+ *                         delivered again to another get.
+ */
+#define SHMKIT_AT_MOST_ONCE 0x10
+#define SHMKIT_AT_LEAST_ONCE 0x20
+
+/*
  * Put one message of len bytes (0 allowed), waiting up to `timeout` seconds for room.
  * 0; ETIMEDOUT; SHMKIT_EFULLQ (timeout 0: no room now); SHMKIT_ETOOBIG (it can never
  * fit: larger than the ring less its 16-byte record header); SHMKIT_ECLOSED (the queue
@@ -323,7 +338,8 @@ SHMKIT_API int shmkit_queue_try_put(shmkit_queue *q, const void *data, size_t le
  * the size needed, and the message is not lost: it stays in the queue or, if another
  * consumer's activity made the handle take it already, the handle keeps it and its next
  * get returns it first (call again with a buffer of *len bytes; a handle closed while
- * it keeps one puts it back at the tail).  0; ETIMEDOUT; SHMKIT_EEMPTY (timeout 0:
+ * it keeps one puts it back at the tail; at-least-once, it stays the handle's task and is
+ * delivered again).  0; ETIMEDOUT; SHMKIT_EEMPTY (timeout 0:
  * nothing there); SHMKIT_ECLOSED (closed from Python and drained).  A message is the
  * bytes its producer put; from a Python objects-mode queue, a pickle (with out-of-band
  * buffers: the frame core/layout.h describes).
@@ -334,6 +350,19 @@ SHMKIT_API int shmkit_queue_try_get(shmkit_queue *q, void *buf, size_t cap, size
 
 /* Messages in the queue now (a snapshot). */
 SHMKIT_API size_t shmkit_queue_depth(shmkit_queue *q);
+
+/*
+ * Task accounting (Python: q.task_done(), q.join(), q.unfinished_tasks): every message a
+ * get of this handle returned is a task of this handle until marked done.
+ * shmkit_queue_task_done marks the `count` oldest as done: 0, or EINVAL ("called too many
+ * times": the handle holds fewer; nothing is marked).  shmkit_queue_join waits up to
+ * `timeout` seconds (< 0: forever) until every message put has been marked done (or
+ * released with a dead consumer, at-most-once): 0 or ETIMEDOUT; task_done wakes it, no
+ * polling.  shmkit_queue_unfinished_tasks: messages put and not yet done (a snapshot).
+ */
+SHMKIT_API int shmkit_queue_task_done(shmkit_queue *q, size_t count);
+SHMKIT_API int shmkit_queue_join(shmkit_queue *q, double timeout);
+SHMKIT_API size_t shmkit_queue_unfinished_tasks(shmkit_queue *q);
 
 /* Release the handle (its member slot goes back to the queue; the queue and its
  * messages stay).  NULL is accepted.  Returns 0. */

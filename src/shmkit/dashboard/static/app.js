@@ -157,7 +157,12 @@ function objectFacts(zone, o, now) {
         el("b", {class: "depth"}, `depth ${num(s.depth)}`),
         ` · ${bytes(s.bytes_used)} of ${bytes(s.capacity)} · put ${rateText(put)}` +
         ` · get ${rateText(get)} · ${num(s.waits)} waits · ${num(s.drops)} dropped` +
-        ` · ${num(s.members)} handle(s)`, s.closed ? [" ", badge("closed", "info")] : null,
+        ` · ${num(s.members)} handle(s)` +
+        (s.unfinished_tasks ? ` · ${num(s.unfinished_tasks)} unfinished task(s)` : "") +
+        (s.redeliveries ? ` · ${num(s.redeliveries)} redelivered` : "") +
+        (s.abandoned_tasks ? ` · ${num(s.abandoned_tasks)} abandoned` : ""),
+        s.delivery === "at-least-once" ? [" ", badge("at-least-once", "info")] : null,
+        s.closed ? [" ", badge("closed", "info")] : null,
         bar(full)],
         chart: chart([`${key}:puts`, `${key}:gets`], ["put/s", "get/s"], now)};
     }
