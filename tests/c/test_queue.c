@@ -642,6 +642,29 @@ static void test_reservations(void)
     CHECK_EQ(shk_queue_release_ref(&q, idx, gen), 0);
     shk_zone_stats(&z, &zs1);
     CHECK_EQ(zs1.free_bytes, zs0.free_bytes);
+    /* a commit that does not fit waits for shk_queue_record_size(REF) bytes: fill the ring
+     * until one does not fit; the wait for that room is not ready until a get makes it */
+    uint64_t ref_need = shk_queue_record_size(NULL, 0, SHK_QK_REF);
+    CHECK_EQ(ref_need, shk_qrec_size(sizeof(struct shk_qref)));
+    CHECK_EQ(shk_queue_reserve(&q, 64, &idx, &gen, &p), 0);
+    char fill[64] = {0}, buf[4096];
+    int puts = 0;
+    while (puts < 4096 && put1(&q, fill, sizeof fill) == 0)
+        puts++;
+    CHECK(puts > 0 && puts < 4096);
+    CHECK_EQ(shk_queue_commit_ref(&q, idx, gen), SHK_EFULLQ);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    CHECK_EQ(wait_ready(&q, SHK_QW_SPACE, ref_need, &now), SHK_EFULLQ);
+    CHECK_EQ(get1(&q, buf, sizeof buf), sizeof fill);
+    CHECK_EQ(wait_ready(&q, SHK_QW_SPACE, ref_need, NULL), 0);
+    CHECK_EQ(shk_queue_commit_ref(&q, idx, gen), 0);
+    while (--puts > 0) /* the rest, then the block (given back) */
+        CHECK_EQ(get1(&q, buf, sizeof buf), sizeof fill);
+    CHECK_EQ(shk_queue_take(&q, &m, 1, UINT64_MAX, &t), 0);
+    CHECK_EQ(shk_queue_accept_ref(&q, &m, &i2, &g2, &p2, &len), 0);
+    shk_queue_finish(&q, &t);
+    CHECK_EQ(shk_queue_release_ref(&q, i2, g2), 0);
     shk_queue_release(&q);
 }
 

@@ -36,7 +36,7 @@ typedef struct {
     struct shk_dict d;
     int attached;
     int closed;
-    int created;            /* this handle created the dict (read once by the façade) */
+    char created;           /* this handle created the dict (read once by the façade) */
     PyObject *dumps;        /* serializer: callable(obj) -> bytes */
     PyObject *loads;        /* callable(bytes) -> obj */
     PyObject *clock;        /* None or callable() -> seconds since the epoch (tests) */
@@ -899,18 +899,24 @@ static Py_ssize_t Dict_length(DictObject *self)
     return r ? fail_int(r, "len") : (Py_ssize_t)n;
 }
 
-static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
+/* flush_all() (all) and flush_expired(): how many items went, the GIL released. */
+static PyObject *flush(DictObject *self, int all, unsigned long long max)
 {
     uint64_t n;
+    int r;
     if (ready(self) < 0)
         return NULL;
-    int r;
     Py_BEGIN_ALLOW_THREADS
-    r = shk_dict_flush_all(&self->d, &n);
+    r = all ? shk_dict_flush_all(&self->d, &n) : shk_dict_flush_expired(&self->d, max, &n);
     Py_END_ALLOW_THREADS
     if (r)
-        return shk_py_raise(r, "flush_all");
+        return shk_py_raise(r, all ? "flush_all" : "flush_expired");
     return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyObject *Dict_flush_all(DictObject *self, PyObject *unused)
+{
+    return flush(self, 1, 0);
 }
 
 static PyObject *Dict_flush_expired(DictObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -926,16 +932,7 @@ static PyObject *Dict_flush_expired(DictObject *self, PyObject *const *args, Py_
             return PyErr_Format(PyExc_ValueError, "max_count must be >= 0 (0: all), not %lld", m);
         max = (unsigned long long)m;
     }
-    if (ready(self) < 0)
-        return NULL;
-    uint64_t n;
-    int r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_dict_flush_expired(&self->d, max, &n);
-    Py_END_ALLOW_THREADS
-    if (r)
-        return shk_py_raise(r, "flush_expired");
-    return PyLong_FromUnsignedLongLong(n);
+    return flush(self, 0, max);
 }
 
 static PyObject *Dict_capacity(DictObject *self, PyObject *unused)
@@ -1152,11 +1149,6 @@ static PyObject *Dict_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)self;
 }
 
-static PyObject *Dict_get_created(DictObject *self, void *c)
-{
-    return PyBool_FromLong(self->created);
-}
-
 static int Dict_traverse(DictObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->dumps);
@@ -1196,15 +1188,8 @@ static PyObject *Dict_get_closed(DictObject *self, void *c)
                            self->zone->segment->closed || self->zone->segment->close_pending);
 }
 
-static PyObject *Dict_get_offset(DictObject *self, void *c)
-{
-    return PyLong_FromUnsignedLongLong(self->d.offset);
-}
-
 static PyGetSetDef Dict_getset[] = {
-    {"_created", (getter)Dict_get_created, NULL, "True if this handle created the dict", NULL},
     {"closed", (getter)Dict_get_closed, NULL, "True once closed (or its zone is)", NULL},
-    {"_offset", (getter)Dict_get_offset, NULL, "offset of the dict in its zone", NULL},
     {NULL},
 };
 
@@ -1277,6 +1262,10 @@ static PyMethodDef Dict_methods[] = {
 
 static PyMemberDef Dict_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(DictObject, weakreflist), READONLY},
+    {"_created", T_BOOL, offsetof(DictObject, created), READONLY,
+     "True if this handle created the dict"},
+    {"_offset", T_ULONGLONG, offsetof(DictObject, d.offset), READONLY,
+     "offset of the dict in its zone"},
     {NULL},
 };
 
@@ -1313,24 +1302,18 @@ int shk_init_dict(PyObject *m)
     DictType = (PyTypeObject *)PyType_FromSpec(&spec);
     if (!DictType)
         return -1;
-#define DCONST(name, value) \
-    if (PyModule_AddIntConstant(m, name, (long)(value)) < 0) return -1
-    DCONST("DICT_CELL", SHK_DICT_CELL);
-    DCONST("DICT_ITEM_HEADER", sizeof(struct shk_ditem));
-    DCONST("DICT_KEY_MAX", SHK_DICT_KEY_MAX);
-    DCONST("DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS);
-    DCONST("DICT_OPEN_CREATE", SHK_DOPEN_CREATE);
-    DCONST("DICT_OPEN_STRICT", SHK_DOPEN_STRICT);
-    DCONST("DCRASH_AFTER_ALLOC", SHK_DCRASH_AFTER_ALLOC);
-    DCONST("DCRASH_HALF_WRITTEN", SHK_DCRASH_HALF_WRITTEN);
-    DCONST("DCRASH_AFTER_PUBLISH", SHK_DCRASH_AFTER_PUBLISH);
-    DCONST("DCRASH_MID_FREE", SHK_DCRASH_MID_FREE);
-    DCONST("DCRASH_MID_LRU", SHK_DCRASH_MID_LRU);
-    DCONST("DCRASH_MID_EVICT", SHK_DCRASH_MID_EVICT);
-    DCONST("DCRASH_MID_LIST", SHK_DCRASH_MID_LIST);
-    DCONST("DCRASH_MID_FLUSH", SHK_DCRASH_MID_FLUSH);
-    DCONST("DCRASH_IN_PLACE", SHK_DCRASH_IN_PLACE);
-    DCONST("DCRASH_MID_INPLACE", SHK_DCRASH_MID_INPLACE);
-#undef DCONST
+    static const struct shk_py_int ints[] = {
+        {"DICT_CELL", SHK_DICT_CELL}, {"DICT_ITEM_HEADER", sizeof(struct shk_ditem)},
+        {"DICT_KEY_MAX", SHK_DICT_KEY_MAX}, {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
+        {"DICT_OPEN_CREATE", SHK_DOPEN_CREATE}, {"DICT_OPEN_STRICT", SHK_DOPEN_STRICT},
+        {"DCRASH_AFTER_ALLOC", SHK_DCRASH_AFTER_ALLOC},
+        {"DCRASH_HALF_WRITTEN", SHK_DCRASH_HALF_WRITTEN},
+        {"DCRASH_AFTER_PUBLISH", SHK_DCRASH_AFTER_PUBLISH},
+        {"DCRASH_MID_FREE", SHK_DCRASH_MID_FREE}, {"DCRASH_MID_LRU", SHK_DCRASH_MID_LRU},
+        {"DCRASH_MID_EVICT", SHK_DCRASH_MID_EVICT}, {"DCRASH_MID_LIST", SHK_DCRASH_MID_LIST},
+        {"DCRASH_MID_FLUSH", SHK_DCRASH_MID_FLUSH}, {"DCRASH_IN_PLACE", SHK_DCRASH_IN_PLACE},
+        {"DCRASH_MID_INPLACE", SHK_DCRASH_MID_INPLACE}, {NULL}};
+    if (shk_py_add_ints(m, ints) < 0)
+        return -1;
     return PyModule_AddObjectRef(m, "Dict", (PyObject *)DictType);
 }

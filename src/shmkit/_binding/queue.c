@@ -110,43 +110,71 @@ static void release_bytes(Py_buffer *b, Py_ssize_t n)
 /* ---- waiting ------------------------------------------------------------------------ */
 
 /*
- * An operation said "not now": wait (op on qw) until it may succeed, by the deadline;
+ * Run a call without the GIL as a call in progress on this handle (common.c): op's wait
+ * on obj, or with op NULL a repair.  A detach() or a close of the zone meanwhile ends a
+ * wait with ECANCELED, and the last call of a handle detached meanwhile gives its member
+ * slot back.  The call's result (SHK_PY_ERR: a signal handler raised).
+ */
+static int run_call(QueueObject *self, const struct shk_wait_op *op, void *obj,
+                    struct shk_wait *w)
+{
+    struct shk_py_call call;
+    int r;
+    shk_py_call_begin(&call, self->seg, self, op != NULL, w);
+    self->waits++;
+    if (op) {
+        r = shk_py_wait(op, obj, w, 0, NULL);
+        if (call.cancel && r == 0 && op == &shk_queue_reserve_op) {
+            struct shk_queue_waiter *qw = obj; /* reserved, but closed */
+            shk_queue_release_ref(&self->q, qw->index, qw->gen);
+        }
+        if (call.cancel && r != SHK_PY_ERR)
+            r = ECANCELED;
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        r = shk_queue_repair(&self->q);
+        Py_END_ALLOW_THREADS
+    }
+    self->waits--;
+    shk_py_call_end(&call);
+    if (!self->opened && !self->waits)
+        queue_release(self); /* detached while we waited: the last call finishes it */
+    return r;
+}
+
+/*
+ * An operation said "not now": wait (op on obj) until it may succeed, by the deadline;
  * flags SHK_WAIT_TRY: not at all.  0: make it again; -1 with the exception set
  * (QueueEmpty/QueueFull in the core's words, ClosedError when the handle was detached or
  * its zone closed meanwhile, or what a signal handler raised).  Reserve's wait does the
- * operation itself: 0 means reserved.
+ * operation itself: 0 means reserved.  join()'s wait: 0 when nothing is unfinished,
+ * ShmkitTimeoutError at the deadline, where it still looks once.
  */
-static int wait_for(QueueObject *self, const struct shk_wait_op *op, struct shk_queue_waiter *qw,
+static int wait_for(QueueObject *self, const struct shk_wait_op *op, void *obj,
                     uint64_t deadline, uint32_t flags)
 {
-    int r;
+    int r, join = op == &shk_queue_join_op;
     struct shk_wait w = SHK_WAIT_INIT(deadline, flags);
+    int late = deadline != SHK_FOREVER && !(flags & SHK_WAIT_TRY) && shk_now_ns() >= deadline;
     if ((flags & SHK_WAIT_TRY) && op == &shk_queue_wait_op) {
-        r = shk_wait_cancel(op, qw, &w, EBUSY); /* the answer of a call that does not wait */
-    } else if (op == &shk_queue_wait_op && deadline != SHK_FOREVER && shk_now_ns() >= deadline) {
-        r = shk_wait_cancel(op, qw, &w, ETIMEDOUT); /* (even if the wait says "ready" and
-                                                       the operation "not now" forever) */
+        r = shk_wait_cancel(op, obj, &w, EBUSY); /* the answer of a call that does not wait */
+    } else if (late && op == &shk_queue_wait_op) {
+        r = shk_wait_cancel(op, obj, &w, ETIMEDOUT); /* (even if the wait says "ready" and
+                                                        the operation "not now" forever) */
+    } else if (late && join) {
+        w.flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
+        r = shk_py_wait(op, obj, &w, 0, NULL);
     } else {
-        struct shk_py_call call;
-        shk_py_call_begin(&call, self->seg, self, 1, &w);
-        self->waits++;
-        r = shk_py_wait(op, qw, &w, 0, NULL);
-        if (call.cancel && r == 0 && op == &shk_queue_reserve_op)
-            shk_queue_release_ref(&self->q, qw->index, qw->gen); /* reserved, but closed */
-        if (call.cancel && r != SHK_PY_ERR)
-            r = ECANCELED;
-        self->waits--;
-        shk_py_call_end(&call);
-        if (!self->opened && !self->waits)
-            queue_release(self); /* detached while we waited: the last wait finishes it */
+        r = run_call(self, op, obj, &w);
     }
     if (r == 0)
         return PyErr_CheckSignals(); /* "ready" and "not now" may alternate: stay stoppable */
     if (r == ECANCELED)
-        shk_py_closed(self->opened ? "the queue's zone was closed while waiting"
-                                   : "the queue handle was detached while waiting");
+        PyErr_Format(shk_py_exc("ClosedError"), self->opened
+                         ? "the queue's zone was closed while %s"
+                         : "the queue handle was detached while %s", join ? "joining" : "waiting");
     else if (r != SHK_PY_ERR)
-        shk_py_raise(r, "queue wait");
+        shk_py_raise(join && r == EBUSY ? ETIMEDOUT : r, join ? "join" : "queue wait");
     return -1;
 }
 
@@ -286,7 +314,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
             shk_py_raise(r, "put_many");
             goto out;
         }
-        qw.need = shk_qrec_size(g.parts[total].n);
+        qw.need = shk_queue_record_size(&g.parts[total], 1, SHK_QK_DATA);
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0) {
             if (!(flags & SHK_WAIT_TRY) && PyErr_ExceptionMatches(full))
                 PyErr_Format(full, "queue is full (timed out after putting %zu of %zd items)",
@@ -562,17 +590,7 @@ static PyObject *queue_repair(QueueObject *self, PyObject *unused)
 {
     if (queue_ready(self) < 0)
         return NULL;
-    struct shk_py_call call; /* without the GIL: a detach meanwhile waits for it */
-    shk_py_call_begin(&call, self->seg, self, 0, NULL);
-    self->waits++;
-    int r;
-    Py_BEGIN_ALLOW_THREADS
-    r = shk_queue_repair(&self->q);
-    Py_END_ALLOW_THREADS
-    self->waits--;
-    shk_py_call_end(&call);
-    if (!self->opened && !self->waits)
-        queue_release(self);
+    int r = run_call(self, NULL, NULL, NULL); /* a detach meanwhile waits for it */
     return r < 0 ? shk_py_raise(r, "repair") : PyLong_FromLong(r);
 }
 
@@ -668,46 +686,14 @@ static PyObject *queue_join(QueueObject *self, PyObject *const *args, Py_ssize_t
     if (shk_py_parse_args(args, nargs, kwnames, "join", names, 1, a) < 0 ||
         shk_py_block_timeout(NULL, a[0], &deadline, &flags) < 0 || queue_ready(self) < 0)
         return NULL;
-    struct shk_wait w = SHK_WAIT_INIT(deadline, 0);
-    int r;
-    if (deadline != SHK_FOREVER && shk_now_ns() >= deadline) {
-        w.flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
-        r = shk_py_wait(&shk_queue_join_op, &self->q, &w, 0, NULL);
-    } else {
-        struct shk_py_call call;
-        shk_py_call_begin(&call, self->seg, self, 1, &w);
-        self->waits++;
-        r = shk_py_wait(&shk_queue_join_op, &self->q, &w, 0, NULL);
-        if (call.cancel && r != SHK_PY_ERR)
-            r = ECANCELED;
-        self->waits--;
-        shk_py_call_end(&call);
-        if (!self->opened && !self->waits)
-            queue_release(self);
-    }
-    if (r == 0)
-        Py_RETURN_NONE;
-    if (r == ECANCELED)
-        shk_py_closed(self->opened ? "the queue's zone was closed while joining"
-                                   : "the queue handle was detached while joining");
-    else if (r != SHK_PY_ERR)
-        shk_py_raise(r == EBUSY ? ETIMEDOUT : r, "join");
-    return NULL;
+    if (wait_for(self, &shk_queue_join_op, &self->q, deadline, 0) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
-static PyObject *queue_get_unfinished(QueueObject *self, void *c)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(shk_queue_unfinished(&self->q));
-}
-
-static PyObject *queue_get_outstanding(QueueObject *self, void *c)
-{
-    if (queue_ready(self) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(shk_queue_outstanding(&self->q));
-}
+/* (getters: the getset table casts them) */
+STATE_FN(queue_get_unfinished, PyLong_FromUnsignedLongLong(shk_queue_unfinished(&self->q)))
+STATE_FN(queue_get_outstanding, PyLong_FromUnsignedLongLong(shk_queue_outstanding(&self->q)))
 
 static PyObject *queue_get_delivery(QueueObject *self, void *c)
 {
@@ -802,7 +788,7 @@ static PyObject *resv_commit(ReservationObject *r, PyObject *const *args, Py_ssi
     if (queue_ready(self) < 0)
         return NULL;
     struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE,
-                                  .need = shk_qrec_size(sizeof(struct shk_qref))};
+                                  .need = shk_queue_record_size(NULL, 0, SHK_QK_REF)};
     int e;
     while ((e = shk_queue_commit_ref(&self->q, r->index, r->gen)) == SHK_EFULLQ)
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)

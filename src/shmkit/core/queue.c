@@ -701,7 +701,9 @@ static uint64_t frame_len(const struct shk_qpart *parts, int nparts)
 uint64_t shk_queue_record_size(const struct shk_qpart *parts, int nparts, uint32_t kind)
 {
     uint64_t len = 0;
-    if (kind == SHK_QK_FRAMED) {
+    if (kind == SHK_QK_REF) {
+        len = sizeof(struct shk_qref);
+    } else if (kind == SHK_QK_FRAMED) {
         len = frame_len(parts, nparts);
     } else {
         for (int i = 0; i < nparts; i++)

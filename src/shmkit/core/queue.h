@@ -137,7 +137,8 @@ int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len);
 int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
                        size_t *done);
 
-/* Record bytes (header, payload, padding) of one message: what a waiting put needs. */
+/* Record bytes (header, payload, padding) of one message: what a waiting put needs.
+ * SHK_QK_REF: what shk_queue_commit_ref needs (parts are not read). */
 uint64_t shk_queue_record_size(const struct shk_qpart *parts, int nparts, uint32_t kind);
 
 /* --- consuming ----------------------------------------------------------------------- */
