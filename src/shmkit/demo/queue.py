@@ -16,11 +16,13 @@ from ..zone import Zone
 __all__ = ["run"]
 
 
-def _producer(zone: Zone, name: str, size: int, deadline: float, batch: int) -> None:
+# The children run until the parent closes the queue (ClosedError), however long they
+# took to start; `limit` only bounds them if the parent is gone.
+def _producer(zone: Zone, name: str, size: int, limit: float, batch: int) -> None:
     q = Queue(name, zone=zone)
     msg = bytes(size)
     msgs = [msg] * batch
-    while time.monotonic() < deadline:
+    while time.monotonic() < limit:
         try:
             q.put_many(msgs, timeout=0.2)
         except QueueFull:
@@ -29,9 +31,9 @@ def _producer(zone: Zone, name: str, size: int, deadline: float, batch: int) -> 
             break
 
 
-def _consumer(zone: Zone, name: str, deadline: float) -> None:
+def _consumer(zone: Zone, name: str, limit: float) -> None:
     q = Queue(name, zone=zone)
-    while time.monotonic() < deadline + 1:
+    while time.monotonic() < limit:
         try:
             q.get_many(4096, timeout=0.2)
         except QueueEmpty:
@@ -50,16 +52,20 @@ def run(duration: float = 5.0, producers: int = 2, consumers: int = 2, size: int
     procs: list[Any] = []
     try:
         q = Queue("demo", 4 << 20, zone=zone)
-        deadline = time.monotonic() + duration + 1.0  # children need ~1 s to start
-        procs = [ctx.Process(target=_consumer, args=(zone, "demo", deadline))
+        start_by = time.monotonic() + 60.0  # spawned children start in ~1 s, slower when loaded
+        limit = start_by + duration + 10.0
+        procs = [ctx.Process(target=_consumer, args=(zone, "demo", limit))
                  for _ in range(consumers)]
-        procs += [ctx.Process(target=_producer, args=(zone, "demo", size, deadline, batch))
+        procs += [ctx.Process(target=_producer, args=(zone, "demo", size, limit, batch))
                   for _ in range(producers)]
         for p in procs:
             p.start()
         print(f"queue demo: {producers} producer(s) -> {consumers} consumer(s), {size}-byte "
               f"messages, batches of {batch}, {duration:.0f} s")
-        while q.statistics().gets == 0 and time.monotonic() < deadline:
+        while q.statistics().gets == 0:
+            if time.monotonic() > start_by:
+                raise RuntimeError("queue demo: no message got through in 60 s (did the "
+                                   "child processes start?)")
             time.sleep(0.01)
         t0, g0 = time.monotonic(), q.statistics().gets
         last_t, last_g = t0, g0
