@@ -187,7 +187,11 @@ int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
      * forever.  Once the wait has lasted a slice, each slice asks; a yes ends the wait
      * with EINTR, which the callers pass up like any error. */
     int (*asked)(void) = shk_wait_interrupted;
-    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(deadline),
+    /* No deadline given: the deadline of the wait in progress, if any (wait.h,
+     * shk_wait_ambient_ns): a call with a timeout is not kept past it by a lock word
+     * naming a live thread that never unlocks. */
+    uint64_t ambient = deadline ? 0 : shk_wait_ambient_ns;
+    struct shk_wait w = SHK_WAIT_INIT(ambient ? ambient : shk_wait_deadline(deadline),
                                       asked ? 0 : SHK_WAIT_NOSIGNALS);
     int r;
     while ((r = shk_wait_run(&shk_mutex_op, m, &w)) == EINTR) {
@@ -199,6 +203,12 @@ int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
             return shk_fail(EINTR, "interrupted after %.1f s waiting for a mutex held by "
                             "thread %u", (double)waited / 1e9, owner);
         }
+    }
+    if (r == ETIMEDOUT && ambient) {
+        uint32_t *word = robust_word(m);
+        return shk_fail(ETIMEDOUT, "timed out: an internal mutex was held past the call's "
+                        "deadline by thread %u", word ? shk_load_relaxed(word) & FUTEX_TID_MASK
+                                                      : 0u);
     }
     return r;
 }
