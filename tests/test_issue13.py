@@ -426,7 +426,7 @@ GHOST_OWNER = """
         lock_at = [640]
     elif what == "semaphore":
         s = z.semaphore("s", 1, undo=True)
-        call = lambda: s.acquire(timeout=0.5)
+        call = lambda: s.acquire()     # no timeout: a timed call returns at its timeout
         lock_at = [z.find("s").offset + 64]
     elif what == "board":
         z.board("b", 100)
@@ -468,6 +468,88 @@ def test_6_mutex_word_naming_a_live_thread_that_never_unlocks_answers_ctrl_c(wha
     o = child(GHOST_OWNER, what, shm_name, str(os.getpid()), timeout=6, sigint_after=1.0)
     assert o.how in ("ok", "exit"), repr(o)
     assert "interrupted" in o.out or "KeyboardInterrupt" in o.err, repr(o)
+
+
+LIVE_IMPOSTOR_TIMED = """
+    import os, struct, sys, time
+    import shmkit
+    what, name, live = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    z = shmkit.Zone(name, 4 << 20)
+    os.unlink("/dev/shm/" + name)
+    buf = z.segment.buf
+    T = 0.3
+    if what == "semaphore":
+        s = z.semaphore("s", 1, undo=True)
+        lock_at = z.find("s").offset + 64
+        def call():
+            return "returned %s" % s.acquire(timeout=T)
+        def works():
+            assert s.acquire(timeout=1) and s.value == 0
+            s.release()
+            return s.value == 1
+    elif what == "semaphore-nonblocking":
+        s = z.semaphore("s", 1, undo=True)
+        lock_at = z.find("s").offset + 64
+        def call():
+            return "returned %s" % s.acquire(blocking=False)
+        def works():
+            assert s.acquire(blocking=False)
+            s.release()
+            return s.value == 1
+    elif what == "barrier":
+        b = z.barrier("b", 1)
+        lock_at = z.find("b").offset + 64
+        def call():
+            return "returned %s" % b.wait(T)
+        def works():
+            return b.wait(1) == 0 and not b.broken
+    elif what == "zone":
+        q = z.queue("q", 1 << 16)
+        lock_at = 640          # the zone header's mutex: reserving allocates from the zone
+        def call():
+            return "returned %r" % q.reserve(64, timeout=T)
+        def works():
+            r = q.reserve(3, timeout=1)
+            memoryview(r)[:3] = b"abc"
+            r.commit()
+            return bytes(q.get(timeout=1)) == b"abc" and z.check() == []
+    elif what == "board":
+        bd = z.board("bd", 100)
+        lock_at = z.find("bd").offset + 192
+        def call():
+            return "returned %r" % (bd.wait_newer(0, timeout=T),)
+        def works():
+            w = z.board("bd", 100, writer=True)
+            w.publish(b"v")
+            return bd.wait_newer(0, timeout=1)[0] == b"v"
+    struct.pack_into("<i", buf, lock_at, live)   # names a live thread that never unlocks
+    for _ in range(2):
+        t0 = time.monotonic()
+        try:
+            print(call())
+        except Exception as e:
+            print("raised", type(e).__name__)
+        print(f"after {time.monotonic() - t0:.2f} s", flush=True)
+    struct.pack_into("<i", buf, lock_at, 0)      # put back
+    print("works" if works() else "broken")
+"""
+
+
+@pytest.mark.parametrize("what,result", [
+    ("semaphore", "returned False"), ("semaphore-nonblocking", "returned False"),
+    ("barrier", "raised BrokenBarrierError"), ("zone", "raised QueueFull"),
+    ("board", "raised ShmkitTimeoutError")])
+def test_6_mutex_word_naming_a_live_thread_costs_a_timed_call_its_timeout(what, result,
+                                                                         shm_name):
+    """The deadline of a call with a timeout reaches the internal mutexes it takes: a live
+    impostor costs it its timeout (0.3 s here; a non-blocking call 0.1 s), and it returns
+    what a timeout returns; with the word put back, the object works."""
+    o = child(LIVE_IMPOSTOR_TIMED, what, shm_name, str(os.getpid()), timeout=8)
+    assert_ok(o, "works")
+    assert o.out.count(result) == 2, repr(o)
+    for line in o.out.splitlines():
+        if line.startswith("after "):
+            assert float(line.split()[1]) < 0.3 + 1.0, repr(o)
 
 
 # -- 7. a corrupted queue position -----------------------------------------------------------
