@@ -806,19 +806,59 @@ def test_11_board_negative_timeout_does_not_wait_forever(call, shm_name):
 
 # -- 11b. a queue reopened in another mode --------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 13 #11: the queue's mode must be recorded in "
-                   "its header (core/queue.c and _binding/queue.c, being redesigned): phase 2")
 def test_11_queue_reopened_in_another_mode_is_refused(zone):
+    """The mode is recorded at creation: the other mode is refused, naming both; no mode
+    takes the recorded one."""
     from shmkit import ObjectMismatchError
     q = zone.queue("jobs", 1 << 16)
     q.put(b"raw bytes")
-    with pytest.raises(ObjectMismatchError, match="bytes"):
+    with pytest.raises(ObjectMismatchError, match="mode bytes.*mode objects"):
         zone.queue("jobs", mode="objects")
+    assert zone.queue("jobs").mode == "bytes"
     o = zone.queue("things", 1 << 16, mode="objects")
     o.put({"a": 1})
-    with pytest.raises(ObjectMismatchError, match="objects"):
-        zone.queue("things")
-    assert zone.queue("things", mode="objects").get(timeout=1) == {"a": 1}
+    with pytest.raises(ObjectMismatchError, match="mode objects.*mode bytes"):
+        zone.queue("things", mode="bytes")
+    again = zone.queue("things")          # no mode: the recorded one
+    assert again.mode == "objects"
+    assert again.get(timeout=1) == {"a": 1}
+    again.put([1, 2])
+    assert zone.queue("things", mode="objects").get(timeout=1) == [1, 2]
+
+
+def test_11_queue_mode_recorded_across_processes(zone, shm_name):
+    """Another process opening without a mode gets the recorded one; with the other mode,
+    ObjectMismatchError."""
+    zone.queue("objs", 1 << 16, mode="objects").put({"x": 1})
+    o = child(f"""
+        import shmkit
+        z = shmkit.Zone({zone.name!r})
+        q = z.queue("objs")
+        print("mode", q.mode, q.get(timeout=1))
+        try:
+            z.queue("objs", mode="bytes")
+        except shmkit.ObjectMismatchError as e:
+            print("refused:", e)
+    """, timeout=20)
+    assert_ok(o, "mode objects {'x': 1}", "refused:", "exists with mode objects")
+
+
+def test_11_queue_that_recorded_no_mode_opens_in_either(zone):
+    """A queue whose header has no mode bits (made before modes were recorded, or by a C
+    caller that did not say) takes the mode it is given, as before; none: bytes."""
+    import struct
+    zone.queue("old", 1 << 16)
+    flags_at = zone.find("old").offset + 52
+    buf = zone.segment.buf
+    (flags,) = struct.unpack_from("<I", buf, flags_at)
+    assert flags & 0x6 == 0x2                       # recorded: bytes
+    struct.pack_into("<I", buf, flags_at, flags & ~0x6)
+    assert zone.queue("old").mode == "bytes"
+    assert zone.queue("old", mode="objects").mode == "objects"
+    struct.pack_into("<I", buf, flags_at, flags | 0x6)  # both bits: corrupt
+    from shmkit import CorruptedError
+    with pytest.raises(CorruptedError, match="unknown flags"):
+        zone.queue("old")
 
 
 # -- 11c. object types by name --------------------------------------------------------------
