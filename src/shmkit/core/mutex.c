@@ -179,6 +179,17 @@ const struct shk_wait_op shk_mutex_op = {"mutex", mutex_attempt, mutex_give_up, 
 
 int (*shk_wait_interrupted)(void);
 
+/* Ask: the hook may run arbitrary code (Python's signal handlers), whose own calls are not
+ * part of the wait in progress: they must not inherit its deadline. */
+static int ask(int (*asked)(void))
+{
+    uint64_t saved = shk_wait_ambient_ns;
+    shk_wait_ambient_ns = 0;
+    int stop = asked();
+    shk_wait_ambient_ns = saved;
+    return stop;
+}
+
 int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
 {
     /* The callers hold these mutexes for microseconds and expect no EINTR, so the wait
@@ -196,7 +207,7 @@ int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
     int r;
     while ((r = shk_wait_run(&shk_mutex_op, m, &w)) == EINTR) {
         uint64_t waited = w.t0 ? shk_now_ns() - w.t0 : 0;
-        if (asked && waited >= shk_wait_cfg.recheck_ns && asked()) {
+        if (asked && waited >= shk_wait_cfg.recheck_ns && ask(asked)) {
             uint32_t *word = robust_word(m);
             unsigned owner = word ? shk_load_relaxed(word) & FUTEX_TID_MASK : 0;
             shk_wait_cancel(&shk_mutex_op, m, &w, ECANCELED);

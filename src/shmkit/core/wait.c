@@ -401,15 +401,16 @@ static int run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
 
 int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
 {
-    uint64_t deadline = w->deadline_ns;
-    if (__builtin_expect(deadline == SHK_FOREVER, 1)) {
-        if (!(w->flags & SHK_WAIT_TRY))
-            return run(op, obj, w); /* no timeout: nothing to publish */
-        deadline = shk_now_ns() + SHK_WAIT_TRY_GRACE_NS;
-    }
-    uint64_t saved = shk_wait_ambient_push(deadline);
+    /* publish the deadline for the internal mutexes (no timeout: nothing to publish);
+     * one call site, so that run() is inlined */
+    uint64_t deadline = w->deadline_ns, saved = 0;
+    int publish = deadline != SHK_FOREVER || (w->flags & SHK_WAIT_TRY);
+    if (publish)
+        saved = shk_wait_ambient_push(deadline != SHK_FOREVER
+                                          ? deadline : shk_now_ns() + SHK_WAIT_TRY_GRACE_NS);
     int r = run(op, obj, w);
-    shk_wait_ambient_pop(saved);
+    if (publish)
+        shk_wait_ambient_pop(saved);
     return r;
 }
 
