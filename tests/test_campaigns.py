@@ -43,6 +43,27 @@ def test_corruption_fuzz(tmp_path):
     assert f["unexplained"] == 0
 
 
+def test_corruption_hangs_are_excused_only_in_calls_without_a_timeout():
+    """A hang after a mutation of a mutex's lock word (or a lock's owner word) is the
+    documented limit only in a call that has no timeout: a timed call carries its deadline
+    to the internal mutexes (issue 13 #6), so its hang is a finding."""
+    from tests.campaigns.corrupt import attribute
+    a, label = 4096, "barrier"
+    tmap = {"mutexes": [(a, a + 48, label)], "owners": [(a + 200, a + 208, "lock")]}
+    word = [{"off": a, "end": a + 4}]
+    owner = [{"off": a + 200, "end": a + 201}]
+    elsewhere = [{"off": a + 100, "end": a + 101}]
+    assert attribute(word, tmap, "barrier.cycle") is None              # b.wait(T): timed
+    assert attribute(word, tmap, "semu.cycle") is None
+    assert attribute(word, tmap, "open") is None                       # Zone(timeout=0.5)
+    assert attribute(owner, tmap, "cond.cycle") is None
+    assert attribute(word, tmap, "barrier.cycle [reset, no timeout]").startswith("mutex lock")
+    assert attribute(word, tmap, "lock.cycle [open, no timeout]").startswith("mutex lock")
+    assert attribute(word, tmap, "zone.alloc").startswith("mutex lock")  # no timeout at all
+    assert attribute(owner, tmap, "cond.cycle [wait: takes its lock back, no timeout]")
+    assert attribute(elsewhere, tmap, "zone.alloc") is None
+
+
 @pytest.mark.timeout(400)
 def test_kill_campaign_accounts_for_everything(tmp_path):
     res = campaign("kill", 24, 13, tmp_path)

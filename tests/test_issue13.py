@@ -426,7 +426,7 @@ GHOST_OWNER = """
         lock_at = [640]
     elif what == "semaphore":
         s = z.semaphore("s", 1, undo=True)
-        call = lambda: s.acquire(timeout=0.5)
+        call = lambda: s.acquire()     # no timeout: a timed call returns at its timeout
         lock_at = [z.find("s").offset + 64]
     elif what == "board":
         z.board("b", 100)
@@ -468,6 +468,88 @@ def test_6_mutex_word_naming_a_live_thread_that_never_unlocks_answers_ctrl_c(wha
     o = child(GHOST_OWNER, what, shm_name, str(os.getpid()), timeout=6, sigint_after=1.0)
     assert o.how in ("ok", "exit"), repr(o)
     assert "interrupted" in o.out or "KeyboardInterrupt" in o.err, repr(o)
+
+
+LIVE_IMPOSTOR_TIMED = """
+    import os, struct, sys, time
+    import shmkit
+    what, name, live = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    z = shmkit.Zone(name, 4 << 20)
+    os.unlink("/dev/shm/" + name)
+    buf = z.segment.buf
+    T = 0.3
+    if what == "semaphore":
+        s = z.semaphore("s", 1, undo=True)
+        lock_at = z.find("s").offset + 64
+        def call():
+            return "returned %s" % s.acquire(timeout=T)
+        def works():
+            assert s.acquire(timeout=1) and s.value == 0
+            s.release()
+            return s.value == 1
+    elif what == "semaphore-nonblocking":
+        s = z.semaphore("s", 1, undo=True)
+        lock_at = z.find("s").offset + 64
+        def call():
+            return "returned %s" % s.acquire(blocking=False)
+        def works():
+            assert s.acquire(blocking=False)
+            s.release()
+            return s.value == 1
+    elif what == "barrier":
+        b = z.barrier("b", 1)
+        lock_at = z.find("b").offset + 64
+        def call():
+            return "returned %s" % b.wait(T)
+        def works():
+            return b.wait(1) == 0 and not b.broken
+    elif what == "zone":
+        q = z.queue("q", 1 << 16)
+        lock_at = 640          # the zone header's mutex: reserving allocates from the zone
+        def call():
+            return "returned %r" % q.reserve(64, timeout=T)
+        def works():
+            r = q.reserve(3, timeout=1)
+            memoryview(r)[:3] = b"abc"
+            r.commit()
+            return bytes(q.get(timeout=1)) == b"abc" and z.check() == []
+    elif what == "board":
+        bd = z.board("bd", 100)
+        lock_at = z.find("bd").offset + 192
+        def call():
+            return "returned %r" % (bd.wait_newer(0, timeout=T),)
+        def works():
+            w = z.board("bd", 100, writer=True)
+            w.publish(b"v")
+            return bd.wait_newer(0, timeout=1)[0] == b"v"
+    struct.pack_into("<i", buf, lock_at, live)   # names a live thread that never unlocks
+    for _ in range(2):
+        t0 = time.monotonic()
+        try:
+            print(call())
+        except Exception as e:
+            print("raised", type(e).__name__)
+        print(f"after {time.monotonic() - t0:.2f} s", flush=True)
+    struct.pack_into("<i", buf, lock_at, 0)      # put back
+    print("works" if works() else "broken")
+"""
+
+
+@pytest.mark.parametrize("what,result", [
+    ("semaphore", "returned False"), ("semaphore-nonblocking", "returned False"),
+    ("barrier", "raised BrokenBarrierError"), ("zone", "raised QueueFull"),
+    ("board", "raised ShmkitTimeoutError")])
+def test_6_mutex_word_naming_a_live_thread_costs_a_timed_call_its_timeout(what, result,
+                                                                         shm_name):
+    """The deadline of a call with a timeout reaches the internal mutexes it takes: a live
+    impostor costs it its timeout (0.3 s here; a non-blocking call 0.1 s), and it returns
+    what a timeout returns; with the word put back, the object works."""
+    o = child(LIVE_IMPOSTOR_TIMED, what, shm_name, str(os.getpid()), timeout=8)
+    assert_ok(o, "works")
+    assert o.out.count(result) == 2, repr(o)
+    for line in o.out.splitlines():
+        if line.startswith("after "):
+            assert float(line.split()[1]) < 0.3 + 1.0, repr(o)
 
 
 # -- 7. a corrupted queue position -----------------------------------------------------------
@@ -724,19 +806,59 @@ def test_11_board_negative_timeout_does_not_wait_forever(call, shm_name):
 
 # -- 11b. a queue reopened in another mode --------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="issue 13 #11: the queue's mode must be recorded in "
-                   "its header (core/queue.c and _binding/queue.c, being redesigned): phase 2")
 def test_11_queue_reopened_in_another_mode_is_refused(zone):
+    """The mode is recorded at creation: the other mode is refused, naming both; no mode
+    takes the recorded one."""
     from shmkit import ObjectMismatchError
     q = zone.queue("jobs", 1 << 16)
     q.put(b"raw bytes")
-    with pytest.raises(ObjectMismatchError, match="bytes"):
+    with pytest.raises(ObjectMismatchError, match="mode bytes.*mode objects"):
         zone.queue("jobs", mode="objects")
+    assert zone.queue("jobs").mode == "bytes"
     o = zone.queue("things", 1 << 16, mode="objects")
     o.put({"a": 1})
-    with pytest.raises(ObjectMismatchError, match="objects"):
-        zone.queue("things")
-    assert zone.queue("things", mode="objects").get(timeout=1) == {"a": 1}
+    with pytest.raises(ObjectMismatchError, match="mode objects.*mode bytes"):
+        zone.queue("things", mode="bytes")
+    again = zone.queue("things")          # no mode: the recorded one
+    assert again.mode == "objects"
+    assert again.get(timeout=1) == {"a": 1}
+    again.put([1, 2])
+    assert zone.queue("things", mode="objects").get(timeout=1) == [1, 2]
+
+
+def test_11_queue_mode_recorded_across_processes(zone, shm_name):
+    """Another process opening without a mode gets the recorded one; with the other mode,
+    ObjectMismatchError."""
+    zone.queue("objs", 1 << 16, mode="objects").put({"x": 1})
+    o = child(f"""
+        import shmkit
+        z = shmkit.Zone({zone.name!r})
+        q = z.queue("objs")
+        print("mode", q.mode, q.get(timeout=1))
+        try:
+            z.queue("objs", mode="bytes")
+        except shmkit.ObjectMismatchError as e:
+            print("refused:", e)
+    """, timeout=20)
+    assert_ok(o, "mode objects {'x': 1}", "refused:", "exists with mode objects")
+
+
+def test_11_queue_that_recorded_no_mode_opens_in_either(zone):
+    """A queue whose header has no mode bits (made before modes were recorded, or by a C
+    caller that did not say) takes the mode it is given, as before; none: bytes."""
+    import struct
+    zone.queue("old", 1 << 16)
+    flags_at = zone.find("old").offset + 52
+    buf = zone.segment.buf
+    (flags,) = struct.unpack_from("<I", buf, flags_at)
+    assert flags & 0x6 == 0x2                       # recorded: bytes
+    struct.pack_into("<I", buf, flags_at, flags & ~0x6)
+    assert zone.queue("old").mode == "bytes"
+    assert zone.queue("old", mode="objects").mode == "objects"
+    struct.pack_into("<I", buf, flags_at, flags | 0x6)  # both bits: corrupt
+    from shmkit import CorruptedError
+    with pytest.raises(CorruptedError, match="unknown flags"):
+        zone.queue("old")
 
 
 # -- 11c. object types by name --------------------------------------------------------------

@@ -9,7 +9,7 @@ get_many), close() for the whole queue, zero-copy hand-off of large payloads
 
 Two modes:
 
-``mode="bytes"`` (default)
+``mode="bytes"`` (the default when creating)
     put() takes any bytes-like object; get() returns bytes (or, with ``view=True``, a
     memoryview of a fresh receive buffer).  put/get are the C methods themselves.
 
@@ -19,6 +19,10 @@ Two modes:
     the pickle first; the consumer's arrays are views of one receive buffer.  Give
     ``serializer=`` (an object with ``dumps``/``loads``, or a ``(dumps, loads)`` pair)
     to use another format.
+
+The mode is recorded with the queue when it is created: opening it again with the other
+mode raises ObjectMismatchError naming both; ``mode=None`` (the default) takes the
+recorded one (a queue made before modes were recorded opens as "bytes" unless told).
 
 Capacity is in bytes (rounded up to a power of two; 1 MiB by default): a message takes
 16 bytes of header plus its length rounded up to 16.  ``max_messages`` optionally limits
@@ -106,7 +110,7 @@ class QueueStats:
 class Queue(_core.Queue):
     """A multi-producer multi-consumer queue shared by processes.
 
-    ``Queue(name, capacity=None, *, zone=None, max_messages=None, mode="bytes",
+    ``Queue(name, capacity=None, *, zone=None, max_messages=None, mode=None,
     serializer=None, spin=None, delivery=None, create=True, exclusive=False)``
 
     - ``name``: the queue's name in the zone (1 to 63 bytes).
@@ -114,7 +118,10 @@ class Queue(_core.Queue):
       whatever exists and a different number raises ZoneMismatchError).
     - ``zone``: a :class:`shmkit.Zone`; None means ``shmkit.zone.default_zone()``.
     - ``max_messages``: optional limit on the number of messages.
-    - ``mode``: "bytes" or "objects" (see the module documentation).
+    - ``mode``: "bytes" or "objects" (see the module documentation), recorded with the
+      queue; None takes what exists ("bytes" when creating), another value than the
+      existing queue's raises ObjectMismatchError.  ``serializer`` needs
+      ``mode="objects"``.
     - ``spin``: seconds a blocked put/get spins before sleeping (adaptive, default 50 µs;
       0 sleeps at once, which is kinder when processes outnumber cores).
     - ``delivery``: "at-most-once" (the default when creating) or "at-least-once",
@@ -136,7 +143,7 @@ class Queue(_core.Queue):
     _pid: int
 
     def __new__(cls, name: str, capacity: int | None = None, *, zone: Zone | None = None,
-                max_messages: int | None = None, mode: str = "bytes",
+                max_messages: int | None = None, mode: str | None = None,
                 serializer: SerializerArg | None = None, spin: float | None = None,
                 delivery: str | None = None, create: bool = True,
                 exclusive: bool = False) -> Self:
@@ -151,7 +158,7 @@ class Queue(_core.Queue):
                 raise TypeError(f"max_messages must be an int or None, not {max_messages!r}")
             if max_messages <= 0:
                 raise ValueError(f"max_messages must be > 0, not {max_messages}")
-        if mode not in _MODES:
+        if mode is not None and mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
         if delivery is not None and delivery not in DELIVERY_MODES:
             raise ValueError(f"delivery must be one of {DELIVERY_MODES}, not {delivery!r}")
@@ -166,7 +173,12 @@ class Queue(_core.Queue):
         # objects mode: a Queue whose put/get (de)serialise, as Self promises
         made: Any = _ObjectQueue if cls is Queue and mode == "objects" else cls
         self: Self = super().__new__(made, zone._live(), name, capacity or 0, max_messages or 0,
-                                     bool(create), bool(exclusive), delivery_code)
+                                     bool(create), bool(exclusive), delivery_code,
+                                     0 if mode is None else _MODES.index(mode) + 1)
+        if mode is None:  # what the queue recorded (none recorded: bytes)
+            mode = self._mode_recorded or "bytes"
+            if mode == "objects" and cls is Queue:
+                self.__class__ = _ObjectQueue
         self.name = name
         self.zone = zone
         self.mode = mode

@@ -489,7 +489,7 @@ class Zone(ClosingHandle, ObjectDirectory):
         return cast("Counter", _factory("counter")(name, initial, zone=self, create=create))
 
     def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
-              mode: str = "bytes", serializer: SerializerArg | None = None,
+              mode: str | None = None, serializer: SerializerArg | None = None,
               spin: float | None = None, delivery: str | None = None, create: bool = True,
               exclusive: bool = False) -> Queue:
         """The Queue ``name`` of this zone (see shmkit.Queue)."""

@@ -102,6 +102,22 @@ def test_objects_mode(backend):
     assert q.get_many(10) == [(1, 2), None]
 
 
+def test_mode_is_recorded_and_the_other_mode_refused(backend):
+    """issue 13 #11: a bytes queue reopened in objects mode (or the reverse) is refused,
+    naming both modes; no mode takes the recorded one."""
+    z = backend.zone()
+    z.queue("raw").put(b"raw bytes")
+    with pytest.raises(ObjectMismatchError, match="mode bytes.*mode objects"):
+        z.queue("raw", mode="objects")
+    assert z.queue("raw").mode == "bytes"
+    z.queue("objs", mode="objects").put({"a": 1})
+    with pytest.raises(ObjectMismatchError, match="mode objects.*mode bytes"):
+        z.queue("objs", mode="bytes")
+    again = z.queue("objs")
+    assert again.mode == "objects"
+    assert again.get(timeout=5) == {"a": 1}
+
+
 def test_close_refuses_puts_and_drains(backend):
     q = backend.zone().queue("jobs")
     q.put(b"last")

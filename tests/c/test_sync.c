@@ -523,6 +523,64 @@ static void test_barrier(void)
     CHECK(b->broken);
 }
 
+/* An internal mutex whose lock word names a live thread of another process that never
+ * unlocks (corruption, issue 13 #6): a call with a timeout returns its timeout result
+ * within its timeout (the deadline reaches shk_mutex_lock(m, NULL)), having taken nothing;
+ * a non-blocking call within SHK_WAIT_TRY_GRACE_NS; the word put back, the object works. */
+static void test_live_impostor(void)
+{
+    pid_t live = fork();
+    if (live == 0) {
+        for (;;)
+            pause();
+    }
+    struct shk_sem_sh *u = obj("impostor-sem", SHK_OBJ_SEMAPHORE, 1, 4, SHK_SYNCF_UNDO);
+    struct shk_barrier_sh *b = obj("impostor-barrier", SHK_OBJ_BARRIER, 2, 0, 0);
+    uint32_t *sem_word = (uint32_t *)&u->mutex, *bar_word = (uint32_t *)&b->mutex;
+    __atomic_store_n(sem_word, (uint32_t)live, __ATOMIC_SEQ_CST);
+    __atomic_store_n(bar_word, (uint32_t)live, __ATOMIC_SEQ_CST);
+    for (int round = 0; round < 3; round++) {
+        double t0 = now_s();
+        CHECK_EQ(sem_acq(u, 0.1), ETIMEDOUT);
+        double took = now_s() - t0;
+        CHECK(took >= 0.09 && took < 1.0);
+        CHECK_EQ(u->value, 1); /* nothing taken, nothing half done */
+        CHECK_EQ(u->j_valid, 0);
+        CHECK_EQ(shk_sem_held(u), 0);
+        t0 = now_s();
+        struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+        CHECK_EQ(shk_sem_acquire(u, &w), ETIMEDOUT);
+        took = now_s() - t0;
+        CHECK(took < 1.0);
+        uint32_t idx;
+        t0 = now_s();
+        CHECK_EQ(barrier_wait(b, 0.05, &idx), ETIMEDOUT); /* the binding: BrokenBarrierError */
+        took = now_s() - t0;
+        CHECK(took >= 0.04 && took < 1.0);
+        CHECK_EQ(b->count, 0); /* did not arrive */
+        CHECK_EQ(shk_wait_ambient_ns, 0); /* nothing left behind for the next call */
+    }
+    CHECK_EQ(__atomic_load_n(sem_word, __ATOMIC_SEQ_CST) & FUTEX_TID_MASK, (uint32_t)live); /* not taken over */
+    kill(live, SIGKILL);
+    waitpid(live, NULL, 0);
+    /* put back: both work again */
+    __atomic_store_n(sem_word, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(bar_word, 0, __ATOMIC_SEQ_CST);
+    CHECK_EQ(sem_acq(u, 1), 0);
+    CHECK_EQ(shk_sem_held(u), 1);
+    CHECK_EQ(shk_sem_release(u, 1), 0);
+    pid_t party = fork();
+    if (party == 0) {
+        uint32_t idx;
+        _exit(barrier_wait(b, 10, &idx) == 0 ? 0 : 1);
+    }
+    uint32_t idx;
+    CHECK_EQ(barrier_wait(b, 10, &idx), 0);
+    int st;
+    waitpid(party, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* The protocols the binding used to repeat, now inline in sync.h or in sync.c: the
  * Lock/RLock fast paths, the counter, the size extents and the reader statistics. */
 static void test_fast_paths(void)
@@ -676,6 +734,7 @@ int main(void)
     test_rwlock();
     test_condition();
     test_barrier();
+    test_live_impostor();
     test_fast_paths();
     test_async_contract();
     char report[4096];

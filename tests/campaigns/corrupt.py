@@ -20,13 +20,16 @@ The trial is classified by how that process ended:
     signal      the process died of a signal (SIGSEGV, SIGBUS, SIGABRT...)
     hang        it did not finish within the trial's time (5 s for ~50 ms of work)
 
-A hang whose mutations touched the owner word of one of shmkit's own locks, or the
-lock word of a pthread mutex, is listed apart, not as a finding: an owner that names a
-live thread or process is waited for, as documented (a call without a timeout, such as
-Condition.wait taking its lock back; and the internal mutexes, which have no deadline
-of their own, until Ctrl-C; an owner that does not exist is taken over).  Every other
-signal, hang or raw exception is a finding: corrupted mutex kinds, the rest of a mutex
-and queue positions included (issue 13 #3, #6 and #7 are fixed).
+A hang of a call WITHOUT a timeout whose mutations touched the owner word of one of
+shmkit's own locks, or the lock word of a pthread mutex, is listed apart, not as a
+finding: an owner that names a live thread or process is waited for, as documented (such
+a call, e.g. opening an object, Barrier.reset or Condition.wait taking its lock back,
+waits until Ctrl-C; an owner that does not exist is taken over).  The trial marks which
+stage of an operation runs (``label [stage]``), so a hang is excused only in a stage that
+has no timeout: calls with a timeout carry their deadline to the internal mutexes (issue
+13 #6) and a hang of one is a finding.  Every other signal, hang or raw exception is a
+finding: corrupted mutex kinds, the rest of a mutex and queue positions included (issue
+13 #3, #6 and #7 are fixed).
 
 With ``--sanitize`` the trials run against an ASan/UBSan build of shmkit (built into
 build/campaign-sanitize/ on first use), and during the read-only operations the zone's
@@ -235,8 +238,19 @@ def mutate(buf: bytearray, tmap: dict, rnd: random.Random) -> list[dict]:
     return out
 
 
-def attribute(muts: list[dict], tmap: dict) -> str | None:
-    """The documented cause of a hang a mutation set may trigger, or None."""
+def untimed(where: str) -> bool:
+    """Did the hang happen in a call that has no timeout?  (``where``: the trial's last
+    progress line, ``label`` or ``label [stage]``.)"""
+    return UNTIMED in where or where.split(" [")[0] not in TIMED_OPS
+
+
+def attribute(muts: list[dict], tmap: dict, where: str = "") -> str | None:
+    """The documented cause of a hang a mutation set may trigger, or None.  Only a call
+    without a timeout may wait for a live thread or process named as a holder: the
+    internal mutexes honour the deadline of the call in progress (issue 13 #6), so a hang
+    of a timed call is a finding whatever the mutation."""
+    if not untimed(where):
+        return None
     for m in muts:
         for a, b, label in tmap["mutexes"]:
             if m["off"] < a + 4 and m["end"] > a:  # the lock word: owner id and flags
@@ -260,13 +274,29 @@ def _allowed(e: BaseException) -> bool:
                           PermissionError, TimeoutError))
 
 
-def _ops(z):
-    """(label, phase, function): phase "r" only reads shared memory, "w" may write."""
+UNTIMED = "no timeout"  # the stage mark of a call that has no timeout
+
+# operations whose calls all have a timeout (the zone's open, timeout=0.5; the cycles of
+# the blocking objects, T) except the stages they mark UNTIMED (opening an object,
+# Barrier.reset, Condition.wait taking its lock back); every other operation has none
+TIMED_OPS = frozenset({"open", "lock.cycle", "rlock.cycle", "rwlock.cycle", "sem.cycle",
+                       "semu.cycle", "bsem.cycle", "event.cycle", "cond.cycle",
+                       "barrier.cycle", "queue.cycle", "oqueue.cycle"})
+
+
+def _ops(z, mark=lambda stage: None):
+    """(label, phase, function): phase "r" only reads shared memory, "w" may write.
+    ``mark(stage)`` says which stage of the operation runs (shown in the trial's progress
+    as ``label [stage]``; "" for the operation itself): a hang is attributed to a stage
+    that has no timeout when marked UNTIMED or outside TIMED_OPS."""
     import shmkit
     T = 0.005
 
     def get(factory, *a, **kw):
-        return factory(*a, create=False, **kw)
+        mark("open, " + UNTIMED)  # opening takes the zone's mutex, without a deadline
+        obj = factory(*a, create=False, **kw)
+        mark("")
+        return obj
 
     def lock_cycle(lk):
         if lk.acquire(timeout=T):
@@ -285,7 +315,9 @@ def _ops(z):
     def cond_cycle(c):
         if c.acquire(timeout=T):
             try:
+                mark("wait: takes its lock back, " + UNTIMED)
                 c.wait(T)
+                mark("")
                 c.notify_all()
             finally:
                 c.release()
@@ -295,6 +327,7 @@ def _ops(z):
             b.wait(T)
         except shmkit.BrokenBarrierError:
             pass
+        mark("reset, " + UNTIMED)
         b.reset()
 
     def queue_cycle(q):
@@ -425,10 +458,16 @@ def run_trial(progress, name: str, free_ranges: list, poison: bool) -> dict:
         pz[0]()
     poisoned = pz is not None
     try:
-        for label, phase, fn in _ops(z):
+        current = ["open"]
+
+        def mark(stage: str) -> None:
+            progress(f"{current[0]} [{stage}]" if stage else current[0])
+
+        for label, phase, fn in _ops(z, mark):
             if phase == "w" and poisoned:
                 pz[1]()
                 poisoned = False
+            current[0] = label
             progress(label)
             try:
                 fn()
@@ -590,7 +629,7 @@ def run(seconds: float, seed: int, sanitize: bool = False, workers: int = 2,
                             ops_raw[f"{k} {v[4:60]}"] += 1
                     if cls in ("signal", "hang", "raw"):
                         where = (res["progress"] or ["?"])[-1]
-                        why = attribute(muts, tmap) if cls == "hang" else None
+                        why = attribute(muts, tmap, where) if cls == "hang" else None
                         kind = f"{cls} in {where}" + (f" (signal {res['code']})"
                                                        if cls == "signal" else "")
                         kinds[kind] += 1

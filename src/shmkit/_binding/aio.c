@@ -282,7 +282,7 @@ static void wait_done_ok(AioWaitObject *self, int r)
 /* step() -> EAGAIN (await the future, then step again) or the finished result: 0 or the
  * operation's own success code (SHK_EOWNERDEAD), ETIMEDOUT, EBUSY.  Raises for errors,
  * ClosedError when the handle or its zone was closed. */
-static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
+static PyObject *wait_step_run(AioWaitObject *self, PyObject *unused)
 {
     if (self->finished)
         return PyErr_Format(PyExc_RuntimeError, "this wait is over (result %d)", self->result);
@@ -329,6 +329,10 @@ static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
         self->watched = 0;
         r = self->op->attempt(self->obj, &self->w);
     }
+    if (r == ETIMEDOUT) { /* an internal mutex met the deadline (wait.h): as a timeout */
+        r = wait_give_up(self, ETIMEDOUT);
+        goto finished;
+    }
     if (r == EAGAIN) {
         if (shk_wait_expired(&self->w)) {
             r = wait_give_up(self, ETIMEDOUT);
@@ -368,6 +372,16 @@ finished:
         return PyLong_FromLong(r);
     }
     return shk_py_raise(r, self->op->name);
+}
+
+/* A step runs the operation's attempts in the event loop's thread: the internal mutexes
+ * they take honour the wait's deadline (wait.h, shk_wait_ambient_ns). */
+static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
+{
+    uint64_t saved = shk_wait_ambient_push(self->w.deadline_ns);
+    PyObject *r = wait_step_run(self, unused);
+    shk_wait_ambient_pop(saved);
+    return r;
 }
 
 static PyObject *wait_cancel(AioWaitObject *self, PyObject *unused)

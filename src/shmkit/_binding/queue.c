@@ -700,6 +700,14 @@ static PyObject *queue_get_delivery(QueueObject *self, void *c)
     return PyUnicode_FromString(self->q.ack ? "at-least-once" : "at-most-once");
 }
 
+static PyObject *queue_get_mode_recorded(QueueObject *self, void *c)
+{
+    int mode = shk_queue_mode(&self->q);
+    if (mode == SHK_QMODE_ANY)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(mode == SHK_QMODE_OBJECTS ? "objects" : "bytes");
+}
+
 static PyObject *queue_debug_die(QueueObject *self, PyObject *arg)
 {
     long where = PyLong_AsLong(arg);
@@ -888,14 +896,14 @@ static PyType_Slot resv_slots[] = {
 static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"zone", "name", "capacity", "max_messages", "create", "exclusive",
-                             "delivery", NULL};
+                             "delivery", "mode", NULL};
     PyObject *zobj;
     const char *name;
     unsigned long long capacity = 0, max_messages = 0;
-    int create = 1, exclusive = 0, delivery = SHK_QDELIVERY_ANY;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!s|KKppi:Queue", kwlist, shk_ZoneType, &zobj,
+    int create = 1, exclusive = 0, delivery = SHK_QDELIVERY_ANY, mode = SHK_QMODE_ANY;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!s|KKppii:Queue", kwlist, shk_ZoneType, &zobj,
                                      &name, &capacity, &max_messages, &create, &exclusive,
-                                     &delivery))
+                                     &delivery, &mode))
         return NULL;
     ZoneObject *zone = (ZoneObject *)zobj;
     if (shk_zone_check_open(zone) < 0)
@@ -906,8 +914,8 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     int flags = (create ? SHK_O_CREATE : 0) | (exclusive ? SHK_O_EXCL : 0);
     int created = 0, r;
     Py_BEGIN_ALLOW_THREADS
-    r = shk_queue_open_delivery(&zone->zone, name, capacity, max_messages, delivery, flags,
-                                &self->q, &created);
+    r = shk_queue_open_mode(&zone->zone, name, capacity, max_messages, delivery, mode, flags,
+                            &self->q, &created);
     Py_END_ALLOW_THREADS
     if (r) {
         Py_DECREF(self);
@@ -989,6 +997,8 @@ static PyGetSetDef queue_getset[] = {
      "messages this handle took and has not yet marked done", NULL},
     {"delivery", (getter)queue_get_delivery, NULL,
      "'at-most-once' or 'at-least-once', fixed when the queue was created", NULL},
+    {"_mode_recorded", (getter)queue_get_mode_recorded, NULL,
+     "'bytes' or 'objects' as recorded at creation; None for a queue that recorded none", NULL},
     {NULL},
 };
 

@@ -549,6 +549,15 @@ struct shk_counter_sh {
 #define SHK_QUEUE_VERSION 3u                   /* 2: the free position lives in head_hi;
                                                   3: delivery modes, task accounting */
 #define SHK_QF_AT_LEAST_ONCE 0x1u              /* shk_queue_sh.flags: the delivery mode */
+/* shk_queue_sh.flags bits 1-2: what the messages are, recorded at creation by a caller
+ * that says (the Python binding always does): SHK_QF_MODE_BYTES raw bytes, SHK_QF_MODE_
+ * OBJECTS serialised objects.  0: not recorded (queues made before the mode was kept,
+ * version 3 all the same, or by a C caller that did not say): any mode may open it, as
+ * before.  3 is corrupt. */
+#define SHK_QF_MODE_MASK 0x6u
+#define SHK_QF_MODE_BYTES 0x2u
+#define SHK_QF_MODE_OBJECTS 0x4u
+#define SHK_QF_KNOWN (SHK_QF_AT_LEAST_ONCE | SHK_QF_MODE_MASK)
 #define SHK_QTAKER_SLOT_BITS 9                 /* TAKEN owner field: slot + 1 | gen << 9 */
 #define SHK_QUEUE_SLOTS 256                    /* handles open at once, all processes */
 #define SHK_QUEUE_RESV 64                      /* zero-copy reservations alive at once */
@@ -650,7 +659,8 @@ struct shk_queue_sh {
     uint64_t ring_rel;      /*  32  ring offset from the start of this object */
     uint64_t base;          /*  40  first position (random multiple of capacity) */
     uint32_t nresv;         /*  48  SHK_QUEUE_RESV */
-    uint32_t flags;         /*  52  SHK_QF_*: the delivery mode, fixed at creation */
+    uint32_t flags;         /*  52  SHK_QF_*: the delivery mode and what the messages
+                                       are, fixed at creation */
     uint64_t created_ns;    /*  56  CLOCK_REALTIME */
 
     uint64_t tail_pos;      /*  64  16-byte CAS {tail_pos, tail_hi} (producers) */

@@ -179,6 +179,17 @@ const struct shk_wait_op shk_mutex_op = {"mutex", mutex_attempt, mutex_give_up, 
 
 int (*shk_wait_interrupted)(void);
 
+/* Ask: the hook may run arbitrary code (Python's signal handlers), whose own calls are not
+ * part of the wait in progress: they must not inherit its deadline. */
+static int ask(int (*asked)(void))
+{
+    uint64_t saved = shk_wait_ambient_ns;
+    shk_wait_ambient_ns = 0;
+    int stop = asked();
+    shk_wait_ambient_ns = saved;
+    return stop;
+}
+
 int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
 {
     /* The callers hold these mutexes for microseconds and expect no EINTR, so the wait
@@ -187,18 +198,28 @@ int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline)
      * forever.  Once the wait has lasted a slice, each slice asks; a yes ends the wait
      * with EINTR, which the callers pass up like any error. */
     int (*asked)(void) = shk_wait_interrupted;
-    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(deadline),
+    /* No deadline given: the deadline of the wait in progress, if any (wait.h,
+     * shk_wait_ambient_ns): a call with a timeout is not kept past it by a lock word
+     * naming a live thread that never unlocks. */
+    uint64_t ambient = deadline ? 0 : shk_wait_ambient_ns;
+    struct shk_wait w = SHK_WAIT_INIT(ambient ? ambient : shk_wait_deadline(deadline),
                                       asked ? 0 : SHK_WAIT_NOSIGNALS);
     int r;
     while ((r = shk_wait_run(&shk_mutex_op, m, &w)) == EINTR) {
         uint64_t waited = w.t0 ? shk_now_ns() - w.t0 : 0;
-        if (asked && waited >= shk_wait_cfg.recheck_ns && asked()) {
+        if (asked && waited >= shk_wait_cfg.recheck_ns && ask(asked)) {
             uint32_t *word = robust_word(m);
             unsigned owner = word ? shk_load_relaxed(word) & FUTEX_TID_MASK : 0;
             shk_wait_cancel(&shk_mutex_op, m, &w, ECANCELED);
             return shk_fail(EINTR, "interrupted after %.1f s waiting for a mutex held by "
                             "thread %u", (double)waited / 1e9, owner);
         }
+    }
+    if (r == ETIMEDOUT && ambient) {
+        uint32_t *word = robust_word(m);
+        return shk_fail(ETIMEDOUT, "timed out: an internal mutex was held past the call's "
+                        "deadline by thread %u", word ? shk_load_relaxed(word) & FUTEX_TID_MASK
+                                                      : 0u);
     }
     return r;
 }

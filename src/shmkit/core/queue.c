@@ -415,13 +415,38 @@ static const char *delivery_name(int ack)
     return ack ? "at-least-once" : "at-most-once";
 }
 
+static const char *mode_name(uint32_t bits)
+{
+    return bits == SHK_QF_MODE_OBJECTS ? "objects" : bits == SHK_QF_MODE_BYTES ? "bytes"
+                                                                              : "unrecorded";
+}
+
 int shk_queue_open_delivery(struct shk_zone *z, const char *name, uint64_t capacity,
                             uint64_t max_messages, int delivery, int flags,
                             struct shk_queue *q, int *created)
 {
+    return shk_queue_open_mode(z, name, capacity, max_messages, delivery, SHK_QMODE_ANY, flags,
+                               q, created);
+}
+
+int shk_queue_mode(const struct shk_queue *q)
+{
+    uint32_t bits = shk_load_relaxed(&q->sh->flags) & SHK_QF_MODE_MASK;
+    return bits == SHK_QF_MODE_OBJECTS ? SHK_QMODE_OBJECTS
+         : bits == SHK_QF_MODE_BYTES   ? SHK_QMODE_BYTES
+                                       : SHK_QMODE_ANY;
+}
+
+int shk_queue_open_mode(struct shk_zone *z, const char *name, uint64_t capacity,
+                        uint64_t max_messages, int delivery, int mode, int flags,
+                        struct shk_queue *q, int *created)
+{
     shk_clear_detail();
     if (delivery < SHK_QDELIVERY_ANY || delivery > SHK_QDELIVERY_AT_LEAST_ONCE)
         return shk_fail(EINVAL, "delivery must be at-most-once or at-least-once");
+    if (mode < SHK_QMODE_ANY || mode > SHK_QMODE_OBJECTS)
+        return shk_fail(EINVAL, "queue mode must be bytes or objects");
+    uint32_t mode_bits = mode == SHK_QMODE_OBJECTS ? SHK_QF_MODE_OBJECTS : SHK_QF_MODE_BYTES;
     memset(q, 0, sizeof *q);
     q->slot = SHK_QNOSLOT;
     uint64_t cap = capacity ? capacity : DEFAULT_CAP;
@@ -433,7 +458,8 @@ int shk_queue_open_delivery(struct shk_zone *z, const char *name, uint64_t capac
         c <<= 1;
     cap = c;
     struct init_arg a = {cap, max_messages,
-                         delivery == SHK_QDELIVERY_AT_LEAST_ONCE ? SHK_QF_AT_LEAST_ONCE : 0};
+                         (delivery == SHK_QDELIVERY_AT_LEAST_ONCE ? SHK_QF_AT_LEAST_ONCE : 0) |
+                             mode_bits};
     struct shk_dirent e;
     int r = shk_zone_obj_get(z, name, SHK_OBJ_QUEUE, layout_ring_rel() + cap, cap, flags,
                              queue_init, &a, &e, created);
@@ -462,8 +488,14 @@ int shk_queue_open_delivery(struct shk_zone *z, const char *name, uint64_t capac
                             "declared again with delivery %s", name, delivery_name(ack),
                             delivery_name(!ack));
     }
-    if (q->sh->flags & ~SHK_QF_AT_LEAST_ONCE)
-        return shk_fail(SHK_ECORRUPT, "queue '%s': unknown flags 0x%x", name, q->sh->flags);
+    uint32_t qflags = q->sh->flags;
+    if ((qflags & ~SHK_QF_KNOWN) || (qflags & SHK_QF_MODE_MASK) == SHK_QF_MODE_MASK)
+        return shk_fail(SHK_ECORRUPT, "queue '%s': unknown flags 0x%x", name, qflags);
+    if (!*created && mode != SHK_QMODE_ANY && (qflags & SHK_QF_MODE_MASK) &&
+        (qflags & SHK_QF_MODE_MASK) != mode_bits)
+        return shk_fail(SHK_EOBJMISMATCH, "queue '%s' exists with mode %s; it was declared "
+                        "again with mode %s", name, mode_name(qflags & SHK_QF_MODE_MASK),
+                        mode_name(mode_bits));
     q->ack = (q->sh->flags & SHK_QF_AT_LEAST_ONCE) != 0;
     q->cap = q->sh->capacity;
     q->mask = q->cap - 1;

@@ -78,6 +78,15 @@ enum { SHK_QDELIVERY_ANY = 0, SHK_QDELIVERY_AT_MOST_ONCE = 1, SHK_QDELIVERY_AT_L
 int shk_queue_open_delivery(struct shk_zone *z, const char *name, uint64_t capacity,
                             uint64_t max_messages, int delivery, int flags,
                             struct shk_queue *q, int *created);
+/* The same with what the messages are (SHK_QMODE_*), recorded at creation (ANY creates
+ * BYTES).  Opening: ANY takes what exists; another mode than the recorded one is
+ * SHK_EOBJMISMATCH (a queue that recorded none takes any: SHK_QMODE_ANY from
+ * shk_queue_mode). */
+enum { SHK_QMODE_ANY = 0, SHK_QMODE_BYTES = 1, SHK_QMODE_OBJECTS = 2 };
+int shk_queue_open_mode(struct shk_zone *z, const char *name, uint64_t capacity,
+                        uint64_t max_messages, int delivery, int mode, int flags,
+                        struct shk_queue *q, int *created);
+int shk_queue_mode(const struct shk_queue *q);
 static inline int shk_queue_delivery(const struct shk_queue *q)
 {
     return q->ack ? SHK_QDELIVERY_AT_LEAST_ONCE : SHK_QDELIVERY_AT_MOST_ONCE;

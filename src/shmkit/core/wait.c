@@ -374,10 +374,20 @@ static int sleep_on(struct shk_wait *w, uint64_t until)
 
 /* ---- the driver ----------------------------------------------------------------------------- */
 
+__thread uint64_t shk_wait_ambient_ns __attribute__((tls_model("initial-exec")));
+
 static int give_up(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int why)
 {
     shk_wait_disarm(w);
-    int r = op->give_up ? op->give_up(obj, w, why) : why;
+    int r = why;
+    if (op->give_up) {
+        /* undoing may need an internal mutex: past a deadline, it gets a short grace */
+        uint64_t saved = shk_wait_ambient_ns;
+        if (saved)
+            shk_wait_ambient_ns = shk_now_ns() + SHK_WAIT_UNDO_GRACE_NS;
+        r = op->give_up(obj, w, why);
+        shk_wait_ambient_ns = saved;
+    }
     shk_wait_disarm(w);
     return r;
 }
@@ -387,12 +397,31 @@ int shk_wait_cancel(const struct shk_wait_op *op, void *obj, struct shk_wait *w,
     return give_up(op, obj, w, why);
 }
 
+static int run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
+
 int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
+{
+    /* publish the deadline for the internal mutexes (no timeout: nothing to publish);
+     * one call site, so that run() is inlined */
+    uint64_t deadline = w->deadline_ns, saved = 0;
+    int publish = deadline != SHK_FOREVER || (w->flags & SHK_WAIT_TRY);
+    if (publish)
+        saved = shk_wait_ambient_push(deadline != SHK_FOREVER
+                                          ? deadline : shk_now_ns() + SHK_WAIT_TRY_GRACE_NS);
+    int r = run(op, obj, w);
+    if (publish)
+        shk_wait_ambient_pop(saved);
+    return r;
+}
+
+static int run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
 {
     struct shk_spin sp = {0};
     int have_spin = 0;
     for (;;) {
         int r = op->attempt(obj, w);
+        if (__builtin_expect(r == ETIMEDOUT, 0)) /* an internal mutex met the deadline */
+            return give_up(op, obj, w, ETIMEDOUT);
         if (r != EAGAIN) {
             shk_wait_disarm(w);
             if (w->t0 && op->spin_of && r >= 0) {
@@ -436,6 +465,10 @@ int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
                                 break;
                         }
                         r = op->attempt(obj, w);
+                        if (r == ETIMEDOUT) {
+                            spin_end(&sp);
+                            return give_up(op, obj, w, ETIMEDOUT);
+                        }
                         if (r != EAGAIN) {
                             spin_end(&sp);
                             shk_wait_disarm(w);

@@ -219,6 +219,39 @@ extern int (*shk_wait_interrupted)(void);
 /* Run op to completion (see above). */
 int shk_wait_run(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
 
+/*
+ * The deadline of the wait in progress in this thread (absolute CLOCK_MONOTONIC ns; 0:
+ * none), for the internal mutexes its attempts take (issue 13 #6).  Those are taken with
+ * shk_mutex_lock(m, NULL): held for microseconds, so they have no timeout of their own;
+ * but a lock word corrupted to name a live thread that never unlocks would keep them
+ * waiting forever, even inside a call that has a timeout.  So shk_wait_run publishes its
+ * deadline here around the attempts (only when it has one: calls without a timeout pay one
+ * compare; a non-blocking call, SHK_WAIT_TRY, gets SHK_WAIT_TRY_GRACE_NS), and
+ * shk_mutex_lock(m, NULL) waits until it at most, then fails with ETIMEDOUT having taken
+ * nothing.  An attempt that returns ETIMEDOUT is treated as the deadline passing: the
+ * driver calls give_up(ETIMEDOUT), so partial progress is undone as after any timeout.
+ * give_up itself runs with SHK_WAIT_UNDO_GRACE_NS more (undoing may need the mutex the
+ * deadline just cut short).  Nested waits keep the earlier deadline; each run restores the
+ * value it found.  Entries that wait outside shk_wait_run with a deadline set it
+ * themselves with shk_wait_ambient_push / shk_wait_ambient_pop.
+ */
+#define SHK_WAIT_TRY_GRACE_NS 100000000ull  /* 100 ms */
+#define SHK_WAIT_UNDO_GRACE_NS 200000000ull /* 200 ms */
+extern __thread uint64_t shk_wait_ambient_ns __attribute__((tls_model("initial-exec")));
+/* set deadline_ns (SHK_FOREVER: nothing) unless an earlier one is in force; returns what
+ * to give shk_wait_ambient_pop */
+static inline uint64_t shk_wait_ambient_push(uint64_t deadline_ns)
+{
+    uint64_t saved = shk_wait_ambient_ns;
+    if (deadline_ns != SHK_FOREVER && (saved == 0 || deadline_ns < saved))
+        shk_wait_ambient_ns = deadline_ns ? deadline_ns : 1;
+    return saved;
+}
+static inline void shk_wait_ambient_pop(uint64_t saved)
+{
+    shk_wait_ambient_ns = saved;
+}
+
 /* The caller gives up: unregister, undo partial progress (why: ECANCELED, ETIMEDOUT).
  * Returns what the call returns. */
 int shk_wait_cancel(const struct shk_wait_op *op, void *obj, struct shk_wait *w, int why);

@@ -16,6 +16,7 @@
 #include "futex.h"
 #include "mutex.h"
 #include "proc.h"
+#include "slab.h"
 
 
 static uint64_t round_up(uint64_t n, uint64_t a)
@@ -450,6 +451,13 @@ int shk_zone_obj_get(struct shk_zone *z, const char *name, uint32_t type, uint64
     int r = shk_obj_check_name(name);
     if (r == 0 && (r = shk_zone_lock(z)) == 0) {
         r = shk_dir_get_locked(z, name, type, size, aux, flags, init, arg, out, created);
+        /* a directory entry is shared input: the object it names must be a block the
+         * allocator handed out, or its header would be read from a free page or another
+         * object's memory */
+        if (r == 0 && !*created && shk_zone_usable_size_locked(z, out->offset) < out->size)
+            r = shk_fail(SHK_ECORRUPT, "directory entry '%s': offset %llu, %llu bytes is not "
+                         "an allocated block of the zone (corrupted)", name,
+                         (unsigned long long)out->offset, (unsigned long long)out->size);
         shk_zone_unlock(z);
     }
     return r;

@@ -755,11 +755,13 @@ end
 """
 
 QUEUE_INIT = _script("queue_init", _QUEUE_COMMON + r"""
--- ARGV: '', delivery, max_messages, capacity.  {delivery, max_messages, capacity, closed}
+-- ARGV: '', delivery, max_messages, capacity, mode.
+-- {delivery, max_messages, capacity, closed, mode} (mode nil: made before it was recorded)
 if redis.call('HSETNX', META, 'delivery', ARGV[2]) == 1 then
-  redis.call('HSET', META, 'max_messages', ARGV[3], 'capacity', ARGV[4], 'closed', '0')
+  redis.call('HSET', META, 'max_messages', ARGV[3], 'capacity', ARGV[4], 'closed', '0',
+             'mode', ARGV[5])
 end
-return redis.call('HMGET', META, 'delivery', 'max_messages', 'capacity', 'closed')
+return redis.call('HMGET', META, 'delivery', 'max_messages', 'capacity', 'closed', 'mode')
 """)
 
 QUEUE_PUT = _script("queue_put", _QUEUE_COMMON + r"""

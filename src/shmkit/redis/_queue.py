@@ -93,13 +93,14 @@ def _check_limit(value: object, what: str) -> int | None:
 class RedisQueue(RedisObject):
     """A multi-producer multi-consumer queue on Redis with shmkit.Queue's surface.
 
-    ``zone.queue(name, capacity=None, *, max_messages=None, mode="bytes",
+    ``zone.queue(name, capacity=None, *, max_messages=None, mode=None,
     serializer=None, delivery=None, lease=None, create=True, exclusive=False)``
 
     - ``capacity``: bound on the payload bytes in the queue (None: none; Redis's
       maxmemory bounds it anyway).  ``max_messages``: bound on the count.
     - ``mode``: "bytes" (put bytes-like, get bytes) or "objects" (pickle protocol 5, or
-      ``serializer``).
+      ``serializer``), recorded with the queue; None takes what exists ("bytes" when
+      creating), the other mode raises ObjectMismatchError (as the local Queue).
     - ``delivery``: "at-most-once" (default when creating) or "at-least-once"; None takes
       what exists.  See docs/design/delivery.md and docs/redis.md.
     - ``lease``: seconds a consumer stays registered without renewal (default: the
@@ -113,13 +114,13 @@ class RedisQueue(RedisObject):
     _kind = "queue"
 
     def __init__(self, name: str, capacity: int | None = None, *, zone: RedisZone,
-                 max_messages: int | None = None, mode: str = "bytes",
+                 max_messages: int | None = None, mode: str | None = None,
                  serializer: SerializerArg | None = None, delivery: str | None = None,
                  lease: float | None = None, create: bool = True, exclusive: bool = False,
                  spin: float | None = None) -> None:
         capacity = _check_limit(capacity, "capacity")
         max_messages = _check_limit(max_messages, "max_messages")
-        if mode not in _MODES:
+        if mode is not None and mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, not {mode!r}")
         if delivery is not None and delivery not in DELIVERY_MODES:
             raise ValueError(f"delivery must be one of {DELIVERY_MODES}, not {delivery!r}")
@@ -130,8 +131,15 @@ class RedisQueue(RedisObject):
         self._keys: tuple[str] = (f"{self._base}:meta",)
         self._ready = f"{self._base}:ready"
         have = zone.run(P.QUEUE_INIT, self._keys,
-                        ["", delivery or "at-most-once", max_messages or 0, capacity or 0])
+                        ["", delivery or "at-most-once", max_messages or 0, capacity or 0,
+                         mode or "bytes"])
         have_delivery: str = have[0].decode()
+        # the mode recorded at creation (None: a queue made before modes were recorded)
+        have_mode: str | None = have[4].decode() if len(have) > 4 and have[4] else None
+        if mode is not None and have_mode is not None and mode != have_mode:
+            raise ObjectMismatchError(f"queue {name!r} exists with mode {have_mode}; it was "
+                                      f"declared again with mode {mode}")
+        mode = mode or have_mode or "bytes"
         have_max, have_cap = int(have[1] or 0), int(have[2] or 0)
         if delivery is not None and delivery != have_delivery:
             raise ObjectMismatchError(f"queue {name!r} exists with delivery={have_delivery!r}, "

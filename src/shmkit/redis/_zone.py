@@ -493,7 +493,7 @@ class RedisZone(ObjectDirectory):
 
     # -- structures: late-bound factories (see _FACTORIES) -------------------------------------
     def queue(self, name: str, capacity: int | None = None, *, max_messages: int | None = None,
-              mode: str = "bytes", serializer: SerializerArg | None = None,
+              mode: str | None = None, serializer: SerializerArg | None = None,
               delivery: str | None = None, lease: float | None = None, create: bool = True,
               exclusive: bool = False, spin: float | None = None) -> RedisQueue:
         """The RedisQueue ``name`` of this zone (see RedisQueue)."""
