@@ -53,7 +53,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _core
 from ._checks import check_object_name, check_serializer
@@ -178,7 +178,7 @@ class Queue(_core.Queue):
         if mode is None:  # what the queue recorded (none recorded: bytes)
             mode = self._mode_recorded or "bytes"
             if mode == "objects" and cls is Queue:
-                self.__class__ = _ObjectQueue
+                self.__class__ = cast("type[Self]", _ObjectQueue)  # as `made` above
         self.name = name
         self.zone = zone
         self.mode = mode

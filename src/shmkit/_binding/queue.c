@@ -1073,7 +1073,7 @@ static PyType_Slot queue_slots[] = {
     {Py_tp_getset, queue_getset},
     {Py_tp_members, queue_members},
     {Py_tp_doc, "Queue(zone, name, capacity=0, max_messages=0, create=True, exclusive=False, "
-                "delivery=0)"
+                "delivery=0, mode=0)"
                 "\n--\n\nA queue in a zone (internal; use shmkit.Queue)."},
     {0, NULL},
 };
