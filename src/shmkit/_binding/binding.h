@@ -162,6 +162,11 @@ int shk_py_add_ints(PyObject *m, const struct shk_py_int *table);
         return expr;                                            \
     }
 
+/* A dict of record rec's fields as table names them (core/fields.h); NULL with an
+ * exception set.  The caller may add what the table cannot say (lists, strings). */
+struct shk_field;
+PyObject *shk_py_fields(const void *rec, const struct shk_field *table);
+
 /* A type from spec, added to m as the last part of spec->name (a string literal: the type
  * keeps pointing into it).  Returns the type (the module holds a reference), or NULL. */
 PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec);

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 
+#include "fields.h"
 #include "proc.h"
 #include "wait.h"
 
@@ -506,6 +507,32 @@ int shk_py_add_ints(PyObject *m, const struct shk_py_int *table)
             return -1;
     }
     return 0;
+}
+
+PyObject *shk_py_fields(const void *rec, const struct shk_field *f)
+{
+    PyObject *d = PyDict_New();
+    for (; d && f->name; f++) {
+        const char *p = (const char *)rec + f->off;
+        PyObject *v;
+        int32_t i;
+        switch (f->kind) {
+        case SHK_FIELD_U64: v = PyLong_FromUnsignedLongLong(*(const uint64_t *)p); break;
+        case SHK_FIELD_U32: v = PyLong_FromUnsignedLong(*(const uint32_t *)p); break;
+        case SHK_FIELD_I32: v = PyLong_FromLong(*(const int32_t *)p); break;
+        case SHK_FIELD_BOOL: v = PyBool_FromLong(*(const int *)p); break;
+        case SHK_FIELD_TRI:
+            i = *(const int *)p;
+            v = Py_NewRef(i < 0 ? Py_None : i ? Py_True : Py_False);
+            break;
+        case SHK_FIELD_F64: v = PyFloat_FromDouble(*(const double *)p); break;
+        default: v = PyErr_Format(PyExc_SystemError, "field %s: unknown kind", f->name);
+        }
+        if (!v || PyDict_SetItemString(d, f->name, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
 }
 
 PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec)

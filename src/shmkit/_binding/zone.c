@@ -288,17 +288,11 @@ static PyObject *zone_stats(ZoneObject *z, PyObject *unused)
         }
         PyList_SET_ITEM(classes, c, t);
     }
-    return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsKsKsKsIsIsN}", "size", (unsigned long long)st.size, "max_size",
-        (unsigned long long)st.max_size, "generation", (unsigned long long)st.generation,
-        "total_pages", (unsigned long long)st.total_pages, "free_pages",
-        (unsigned long long)st.free_pages, "largest_free_run",
-        (unsigned long long)st.largest_free_run, "free_bytes", (unsigned long long)st.free_bytes,
-        "slab_free_bytes", (unsigned long long)st.slab_free_bytes, "page_reqs",
-        (unsigned long long)st.page_reqs, "page_fails", (unsigned long long)st.page_fails,
-        "recoveries", (unsigned long long)st.recoveries, "grow_count",
-        (unsigned long long)st.grow_count, "nextents", st.nextents, "nobjects", st.nobjects,
-        "classes", classes);
+    PyObject *d = shk_py_fields(&st, shk_zone_stats_fields);
+    if (d && PyDict_SetItemString(d, "classes", classes) < 0)
+        Py_CLEAR(d);
+    Py_DECREF(classes);
+    return d;
 }
 
 static int zone_checker(void *obj, char *report, size_t cap)

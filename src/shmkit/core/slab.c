@@ -32,6 +32,15 @@
 #include "segment.h"
 #include "slab.h"
 
+#define ZS(member) SHK_FIELD(struct shk_zone_stats, member, U64)
+const struct shk_field shk_zone_stats_fields[] = {
+    ZS(size), ZS(max_size), ZS(generation), ZS(total_pages), ZS(free_pages),
+    ZS(largest_free_run), ZS(free_bytes), ZS(slab_free_bytes), ZS(page_reqs), ZS(page_fails),
+    ZS(recoveries), ZS(grow_count), SHK_FIELD(struct shk_zone_stats, nextents, U32),
+    SHK_FIELD(struct shk_zone_stats, nobjects, U32), {NULL, 0, 0},
+};
+#undef ZS
+
 #define CORRUPT(...) shk_fail(SHK_ECORRUPT, __VA_ARGS__)
 
 /* ---- geometry helpers ---------------------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fields.h"
 #include "layout.h"
 #include "zonemap.h"
 
@@ -47,6 +48,8 @@ struct shk_zone_stats {
     uint32_t nextents, nobjects;
     struct shk_slab_stat cls[SHK_NCLASSES];
 };
+/* The fields of shk_zone_stats by name (core/fields.h), but cls. */
+extern const struct shk_field shk_zone_stats_fields[];
 /* Fill every field but nobjects (the directory's). */
 int shk_slab_stats_locked(struct shk_zone *z, struct shk_zone_stats *st);
 
