@@ -51,10 +51,15 @@ ctest: $(CTESTS)
 # C tests and the Python suite with AddressSanitizer + UndefinedBehaviorSanitizer
 # The sanitizer pass is for C: suites that never reach the extension's C code (the Redis
 # backend and cluster, pure Python over redis-py; the benchmark harness; packaging and
-# type-checking) run once, in make test, not a second time under ASan.
+# type-checking), and the suites of the layers above the structures (the CLI, the status
+# page and its CGI mode, the layering and naming checks: the C they reach is the calls the
+# structures' own suites make) run once, in make test, not a second time under ASan.
 SANITIZE_SKIP := -k "not redis and not cluster" --ignore=tests/test_bench.py \
 	--ignore=tests/test_packaging.py --ignore=tests/test_capi_packaging.py \
-	--ignore=tests/test_typing_usage.py
+	--ignore=tests/test_typing_usage.py --ignore=tests/test_cli.py \
+	--ignore=tests/test_serve.py --ignore=tests/test_serve_cgi.py \
+	--ignore=tests/test_serve_browser.py --ignore=tests/test_layers.py \
+	--ignore=tests/test_naming.py
 
 sanitize: ctest $(VENV)/.stamp
 	rm -f build/.ext-stamp
