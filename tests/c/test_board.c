@@ -168,6 +168,18 @@ static void test_basic(void)
     CHECK_EQ(st.takeovers, 0);
     CHECK_EQ(st.writer_pid, getpid());
     CHECK(st.writer_alive);
+    /* the handle's own part: r is the writer, w no longer; neither has waited yet */
+    CHECK(st.is_writer);
+    CHECK_EQ(st.spin_budget_ns, 0);
+    CHECK_EQ(st.copies, r.copies);
+    CHECK_EQ(shk_board_stats(&w, &st), 0);
+    CHECK(!st.is_writer);
+    CHECK_EQ(st.writer_pid, getpid());
+    /* the field table names every field once, each inside the record */
+    int nfields = 0;
+    for (const struct shk_field *f = shk_board_stats_fields; f->name; f++, nfields++)
+        CHECK(f->off < sizeof st);
+    CHECK_EQ(nfields, 21);
     shk_board_detach(&w);
     shk_board_detach(&r);
 }

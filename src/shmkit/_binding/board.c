@@ -612,26 +612,7 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
         return NULL;
     struct shk_board_stats st;
     shk_board_stats(&self->b, &st);
-    struct shk_board *b = &self->b;
-    uint32_t budget = shk_load_relaxed(&b->spin_budget_ns);
-    uint64_t spin = budget == UINT32_MAX ? UINT64_MAX : budget;
-    return Py_BuildValue(
-        "{sKsKsIsIsIsIsKsKsKsKsisOsOsKsKsKsKsKsKsKsK}", "version", (unsigned long long)st.version,
-        "capacity", (unsigned long long)st.capacity, "buffers", st.nbuffers, "readers",
-        st.nreaders, "readers_in_use", st.readers_in_use, "waiters", st.waiters,
-        "last_publish_ns", (unsigned long long)st.last_publish_ns, "pinned_skips",
-        (unsigned long long)st.pinned_skips, "takeovers", (unsigned long long)st.takeovers,
-        "reclaimed", (unsigned long long)st.reclaimed, "writer_pid", (int)st.writer_pid,
-        "writer_alive", st.writer_alive ? Py_True : Py_False, "is_writer",
-        shk_board_is_writer(b) ? Py_True : Py_False, "copies",
-        (unsigned long long)shk_load_relaxed(&b->copies), "retries",
-        (unsigned long long)shk_load_relaxed(&b->retries), "fallbacks",
-        (unsigned long long)shk_load_relaxed(&b->fallbacks), "pins",
-        (unsigned long long)shk_load_relaxed(&b->pins), "waits",
-        (unsigned long long)shk_load_relaxed(&b->waits), "sleeps",
-        (unsigned long long)shk_load_relaxed(&b->sleeps), "spin_hits",
-        (unsigned long long)shk_load_relaxed(&b->spin_hits), "spin_budget_ns",
-        spin == UINT64_MAX ? 0ull : (unsigned long long)spin); /* MAX: not adapted yet */
+    return shk_py_fields(&st, shk_board_stats_fields);
 }
 
 #define GETTER(fname, expr) SHK_PY_GETTER(board_get_##fname, BoardObject, expr)

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "atomics.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -183,7 +184,13 @@ struct shk_board_stats {
     uint32_t nbuffers, nreaders, readers_in_use, waiters;
     int32_t writer_pid;
     int writer_alive;
+    /* this handle's */
+    int is_writer;
+    uint64_t copies, retries, fallbacks, pins, waits, sleeps, spin_hits;
+    uint64_t spin_budget_ns;    /* adapted spin budget of waits (0: not adapted yet) */
 };
+/* The fields of shk_board_stats by name (core/fields.h), in the order shown. */
+extern const struct shk_field shk_board_stats_fields[];
 int shk_board_stats(struct shk_board *b, struct shk_board_stats *st);
 
 #ifdef __cplusplus
