@@ -198,7 +198,13 @@ static void test_random_model(void)
     struct shk_dict_stats st;
     shk_dict_stats(&d, &st);
     CHECK_EQ(st.free_cells * SHK_DICT_CELL, st.capacity);
+    CHECK_EQ(st.free_bytes, st.capacity);
+    CHECK_EQ(st.max_item_bytes, (uint64_t)st.cells_per_shard * SHK_DICT_CELL);
     CHECK_EQ(st.items, 0);
+    int nfields = 0;
+    for (const struct shk_field *f = shk_dict_stats_fields; f->name; f++, nfields++)
+        CHECK(f->off < sizeof st);
+    CHECK_EQ(nfields, 15);
     expect_consistent(&d, "after flush_all");
     close_zone();
 }

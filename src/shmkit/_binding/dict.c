@@ -948,7 +948,7 @@ static PyObject *Dict_free_space(DictObject *self, PyObject *unused)
     if (ready(self) < 0)
         return NULL;
     shk_dict_stats(&self->d, &st);
-    return PyLong_FromUnsignedLongLong(st.free_cells * SHK_DICT_CELL);
+    return PyLong_FromUnsignedLongLong(st.free_bytes);
 }
 
 static PyObject *Dict_stats(DictObject *self, PyObject *unused)
@@ -958,15 +958,7 @@ static PyObject *Dict_stats(DictObject *self, PyObject *unused)
         return NULL;
     shk_dict_publish_counts(&self->d);
     shk_dict_stats(&self->d, &st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsIsIsIsKsK}", "items", st.items, "ttl_items",
-                         st.ttl_items, "free_bytes", st.free_cells * SHK_DICT_CELL, "evictions",
-                         st.evictions, "expirations", st.expirations, "recoveries",
-                         st.recoveries, "hits", st.hits, "misses", st.misses, "capacity",
-                         st.capacity, "memory", st.total_size, "shards", st.nshards,
-                         "cells_per_shard", st.cells_per_shard, "buckets_per_shard",
-                         st.buckets_per_shard, "largest_free", st.largest_free,
-                         "max_item_bytes",
-                         (unsigned long long)st.cells_per_shard * SHK_DICT_CELL);
+    return shk_py_fields(&st, shk_dict_stats_fields);
 }
 
 static PyObject *Dict_item_size(DictObject *self, PyObject *const *args, Py_ssize_t nargs)

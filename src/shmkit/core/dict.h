@@ -45,6 +45,7 @@
 
 #include "atomics.h"
 #include "errors.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -138,7 +139,11 @@ struct shk_dict_stats {
     uint64_t hits, misses, capacity, total_size;
     uint32_t nshards, cells_per_shard, buckets_per_shard;
     uint64_t largest_free;      /* bytes of the largest value+key an item could take now */
+    uint64_t free_bytes;        /* free_cells in bytes */
+    uint64_t max_item_bytes;    /* bytes of a shard's cells: no item can be larger */
 };
+/* The fields of shk_dict_stats by name (core/fields.h), in the order shown. */
+extern const struct shk_field shk_dict_stats_fields[];
 
 /* Hash of a key (specified in layout.h); inline for the hot paths. */
 uint64_t shk_dict_hash(uint8_t type, const void *data, size_t len);
