@@ -107,29 +107,15 @@ static PyObject *board_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     ZoneObject *zone = (ZoneObject *)zoneobj;
     if (shk_zone_check_open(zone) < 0)
         return NULL;
-    struct shk_board_params p = {buffers, capacity};
-    uint64_t size = 0;
-    if (capacity) {
-        size = shk_board_size(buffers, capacity);
-        if (!size)
-            return PyErr_Format(PyExc_ValueError, "a board needs %u..%u buffers and a capacity "
-                                "of 1 byte .. 64 TiB (got %u buffers of %llu bytes)",
-                                SHK_BOARD_MIN_BUFFERS, SHK_BOARD_MAX_BUFFERS, buffers, capacity);
-    }
-    struct shk_dirent e;
-    int created = 0;
-    /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
-    int r = shk_zone_obj_get(&zone->zone, name, objtype, size, capacity,
-                             capacity ? SHK_O_CREATE : 0, shk_board_init, &p, &e, &created);
-    if (r)
-        return shk_py_raise(r, "board");
     BoardObject *self = (BoardObject *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
-    r = shk_board_attach(&self->b, &zone->zone, e.offset, e.size);
+    int created;
+    /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
+    int r = shk_board_open(&self->b, &zone->zone, name, objtype, capacity, buffers, &created);
     if (r) {
         Py_DECREF(self);
-        return shk_py_raise(r, "board attach");
+        return shk_py_raise(r, "board");
     }
     Py_INCREF(zone);
     self->zone = zone;

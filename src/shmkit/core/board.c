@@ -763,6 +763,22 @@ void shk_board_cancel_waits(struct shk_board *b)
 
 /* --- lifecycle and statistics ------------------------------------------------------- */
 
+int shk_board_open(struct shk_board *b, struct shk_zone *z, const char *name, uint32_t objtype,
+                   uint64_t capacity, uint32_t nbuffers, int *created)
+{
+    struct shk_board_params p = {nbuffers, capacity};
+    uint64_t size = capacity ? shk_board_size(nbuffers, capacity) : 0;
+    *created = 0;
+    if (capacity && !size)
+        return shk_fail(EINVAL, "a board needs %u..%u buffers and a capacity of 1 byte .. "
+                        "64 TiB (got %u buffers of %llu bytes)", SHK_BOARD_MIN_BUFFERS,
+                        SHK_BOARD_MAX_BUFFERS, nbuffers, (unsigned long long)capacity);
+    struct shk_dirent e;
+    int r = shk_zone_obj_get(z, name, objtype, size, capacity, capacity ? SHK_O_CREATE : 0,
+                             shk_board_init, &p, &e, created);
+    return r ? r : shk_board_attach(b, z, e.offset, e.size);
+}
+
 void shk_board_detach(struct shk_board *b)
 {
     if (!b->hdr)
