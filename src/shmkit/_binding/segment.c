@@ -80,11 +80,7 @@ static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where
                  : shk_seg_open_posix(&s->seg, where, flags, mode, (size_t)size, (size_t)reserve);
         Py_END_ALLOW_THREADS
     } while (r == EINTR && PyErr_CheckSignals() == 0);
-    if (r == EINTR) {
-        s->closed = 1;
-        Py_DECREF(s);
-        return NULL;
-    }
+    /* EINTR here: a handler raised, and shk_py_raise keeps its exception */
     return segment_finish(s, r, file ? "open" : "shm_open");
 }
 
