@@ -82,6 +82,22 @@ static void test_sizes_and_params(void)
     int r = shk_zone_obj_get(&z, "bad-params", SHK_OBJ_BOARD, 4096, 0, SHK_O_CREATE,
                              shk_board_init, &p, &e, &created);
     CHECK_EQ(r, EINVAL);
+
+    /* shk_board_open: refuses out-of-range parameters before touching the zone, creates
+     * with a capacity, and finds the same board without one */
+    struct shk_board a, o;
+    CHECK_EQ(shk_board_open(&a, &z, "opened", SHK_OBJ_BOARD, 100, 1, &created), EINVAL);
+    CHECK(strstr(shk_error_detail(), "buffers") != NULL);
+    CHECK(shk_board_open(&a, &z, "opened", SHK_OBJ_BOARD, 0, 3, &created) != 0);
+    CHECK_EQ(shk_board_open(&a, &z, "opened", SHK_OBJ_BOARD, 100, 4, &created), 0);
+    CHECK(created);
+    CHECK_EQ(shk_board_open(&o, &z, "opened", SHK_OBJ_BOARD, 0, 3, &created), 0);
+    CHECK(!created);
+    CHECK_EQ(o.off, a.off);
+    CHECK_EQ(o.nbuffers, 4);
+    CHECK_EQ(o.capacity, 100);
+    shk_board_detach(&o);
+    shk_board_detach(&a);
 }
 
 static void test_basic(void)
@@ -168,6 +184,18 @@ static void test_basic(void)
     CHECK_EQ(st.takeovers, 0);
     CHECK_EQ(st.writer_pid, getpid());
     CHECK(st.writer_alive);
+    /* the handle's own part: r is the writer, w no longer; neither has waited yet */
+    CHECK(st.is_writer);
+    CHECK_EQ(st.spin_budget_ns, 0);
+    CHECK_EQ(st.copies, r.copies);
+    CHECK_EQ(shk_board_stats(&w, &st), 0);
+    CHECK(!st.is_writer);
+    CHECK_EQ(st.writer_pid, getpid());
+    /* the field table names every field once, each inside the record */
+    int nfields = 0;
+    for (const struct shk_field *f = shk_board_stats_fields; f->name; f++, nfields++)
+        CHECK(f->off < sizeof st);
+    CHECK_EQ(nfields, 21);
     shk_board_detach(&w);
     shk_board_detach(&r);
 }

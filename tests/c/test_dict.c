@@ -198,7 +198,13 @@ static void test_random_model(void)
     struct shk_dict_stats st;
     shk_dict_stats(&d, &st);
     CHECK_EQ(st.free_cells * SHK_DICT_CELL, st.capacity);
+    CHECK_EQ(st.free_bytes, st.capacity);
+    CHECK_EQ(st.max_item_bytes, (uint64_t)st.cells_per_shard * SHK_DICT_CELL);
     CHECK_EQ(st.items, 0);
+    int nfields = 0;
+    for (const struct shk_field *f = shk_dict_stats_fields; f->name; f++, nfields++)
+        CHECK(f->off < sizeof st);
+    CHECK_EQ(nfields, 15);
     expect_consistent(&d, "after flush_all");
     close_zone();
 }
@@ -1656,11 +1662,51 @@ static void test_get_growing_value(void)
     close_zone();
 }
 
+/* The value layout a binding decodes with: numbers and a list's packed elements. */
+static void test_value_layout(void)
+{
+    int64_t i = 0, x = -42;
+    double f = 0, y = 2.5;
+    CHECK_EQ(shk_dval_number(SHK_DV_INT, &x, 8, &i, &f), 0);
+    CHECK_EQ(i, -42);
+    CHECK_EQ(shk_dval_number(SHK_DV_FLOAT, &y, 8, &i, &f), 0);
+    CHECK(f == 2.5);
+    CHECK_EQ(shk_dval_number(SHK_DV_INT, &x, 7, &i, &f), SHK_ECORRUPT);
+    /* [b"abc", 7, None] as the core packs them, and a 3-byte tail that is no record */
+    uint8_t p[8 + 8 + 8 + 8 + 8 + 3];
+    memset(p, 0, sizeof p);
+    uint32_t n = 3;
+    p[0] = SHK_DV_BYTES;
+    memcpy(p + 4, &n, 4);
+    memcpy(p + 8, "abc", 3);
+    n = 8;
+    p[16] = SHK_DV_INT;
+    memcpy(p + 20, &n, 4);
+    memcpy(p + 24, &x, 8);
+    p[32] = SHK_DV_NONE;
+    uint64_t pos = 0;
+    struct shk_dval e;
+    CHECK_EQ(shk_dict_list_next(p, sizeof p, &pos, &e), 1);
+    CHECK(e.type == SHK_DV_BYTES && e.len == 3 && !memcmp(e.data, "abc", 3));
+    CHECK_EQ(shk_dict_list_next(p, sizeof p, &pos, &e), 1);
+    CHECK(e.type == SHK_DV_INT && e.len == 8 && e.data == p + 24);
+    CHECK_EQ(shk_dict_list_next(p, sizeof p, &pos, &e), 1);
+    CHECK(e.type == SHK_DV_NONE && e.len == 0);
+    CHECK_EQ(pos, 40);
+    CHECK_EQ(shk_dict_list_next(p, sizeof p, &pos, &e), 0);
+    /* a record running past the end, and a list inside a list, are corruption */
+    pos = 0;
+    CHECK_EQ(shk_dict_list_next(p, 10, &pos, &e), SHK_ECORRUPT);
+    p[0] = SHK_DV_LIST;
+    CHECK_EQ(shk_dict_list_next(p, sizeof p, &pos, &e), SHK_ECORRUPT);
+}
+
 int main(void)
 {
     test_default_shards();
     test_open_strict();
     test_key_fill();
+    test_value_layout();
     test_fast_path();
     test_random_model();
     test_eviction();

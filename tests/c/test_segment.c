@@ -31,6 +31,11 @@ static void test_posix_stat(void)
     CHECK_EQ(st.uid, geteuid());
     CHECK(st.ino != 0);
     CHECK_EQ(st.cpid, -1);
+    /* the field table: every field of the record once, each inside it */
+    int nfields = 0;
+    for (const struct shk_field *f = shk_seg_stat_fields; f->name; f++, nfields++)
+        CHECK(f->off < sizeof st);
+    CHECK_EQ(nfields, 16);
     CHECK_EQ(shk_seg_close(&s), 0);
     CHECK_EQ(shk_seg_stat(&s, &st), SHK_ECLOSED);
     CHECK_EQ(shk_seg_unlink_posix(name), 0);

@@ -107,29 +107,15 @@ static PyObject *board_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     ZoneObject *zone = (ZoneObject *)zoneobj;
     if (shk_zone_check_open(zone) < 0)
         return NULL;
-    struct shk_board_params p = {buffers, capacity};
-    uint64_t size = 0;
-    if (capacity) {
-        size = shk_board_size(buffers, capacity);
-        if (!size)
-            return PyErr_Format(PyExc_ValueError, "a board needs %u..%u buffers and a capacity "
-                                "of 1 byte .. 64 TiB (got %u buffers of %llu bytes)",
-                                SHK_BOARD_MIN_BUFFERS, SHK_BOARD_MAX_BUFFERS, buffers, capacity);
-    }
-    struct shk_dirent e;
-    int created = 0;
-    /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
-    int r = shk_zone_obj_get(&zone->zone, name, objtype, size, capacity,
-                             capacity ? SHK_O_CREATE : 0, shk_board_init, &p, &e, &created);
-    if (r)
-        return shk_py_raise(r, "board");
     BoardObject *self = (BoardObject *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
-    r = shk_board_attach(&self->b, &zone->zone, e.offset, e.size);
+    int created;
+    /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
+    int r = shk_board_open(&self->b, &zone->zone, name, objtype, capacity, buffers, &created);
     if (r) {
         Py_DECREF(self);
-        return shk_py_raise(r, "board attach");
+        return shk_py_raise(r, "board");
     }
     Py_INCREF(zone);
     self->zone = zone;
@@ -612,26 +598,7 @@ static PyObject *board_stats(BoardObject *self, PyObject *unused)
         return NULL;
     struct shk_board_stats st;
     shk_board_stats(&self->b, &st);
-    struct shk_board *b = &self->b;
-    uint32_t budget = shk_load_relaxed(&b->spin_budget_ns);
-    uint64_t spin = budget == UINT32_MAX ? UINT64_MAX : budget;
-    return Py_BuildValue(
-        "{sKsKsIsIsIsIsKsKsKsKsisOsOsKsKsKsKsKsKsKsK}", "version", (unsigned long long)st.version,
-        "capacity", (unsigned long long)st.capacity, "buffers", st.nbuffers, "readers",
-        st.nreaders, "readers_in_use", st.readers_in_use, "waiters", st.waiters,
-        "last_publish_ns", (unsigned long long)st.last_publish_ns, "pinned_skips",
-        (unsigned long long)st.pinned_skips, "takeovers", (unsigned long long)st.takeovers,
-        "reclaimed", (unsigned long long)st.reclaimed, "writer_pid", (int)st.writer_pid,
-        "writer_alive", st.writer_alive ? Py_True : Py_False, "is_writer",
-        shk_board_is_writer(b) ? Py_True : Py_False, "copies",
-        (unsigned long long)shk_load_relaxed(&b->copies), "retries",
-        (unsigned long long)shk_load_relaxed(&b->retries), "fallbacks",
-        (unsigned long long)shk_load_relaxed(&b->fallbacks), "pins",
-        (unsigned long long)shk_load_relaxed(&b->pins), "waits",
-        (unsigned long long)shk_load_relaxed(&b->waits), "sleeps",
-        (unsigned long long)shk_load_relaxed(&b->sleeps), "spin_hits",
-        (unsigned long long)shk_load_relaxed(&b->spin_hits), "spin_budget_ns",
-        spin == UINT64_MAX ? 0ull : (unsigned long long)spin); /* MAX: not adapted yet */
+    return shk_py_fields(&st, shk_board_stats_fields);
 }
 
 #define GETTER(fname, expr) SHK_PY_GETTER(board_get_##fname, BoardObject, expr)

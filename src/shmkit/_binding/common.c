@@ -520,6 +520,7 @@ PyObject *shk_py_fields(const void *rec, const struct shk_field *f)
         case SHK_FIELD_U64: v = PyLong_FromUnsignedLongLong(*(const uint64_t *)p); break;
         case SHK_FIELD_U32: v = PyLong_FromUnsignedLong(*(const uint32_t *)p); break;
         case SHK_FIELD_I32: v = PyLong_FromLong(*(const int32_t *)p); break;
+        case SHK_FIELD_I64: v = PyLong_FromLongLong(*(const int64_t *)p); break;
         case SHK_FIELD_BOOL: v = PyBool_FromLong(*(const int *)p); break;
         case SHK_FIELD_TRI:
             i = *(const int *)p;

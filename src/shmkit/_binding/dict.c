@@ -241,25 +241,21 @@ static PyObject *decode_list(DictObject *self, const uint8_t *p, uint64_t len);
 
 static PyObject *decode(DictObject *self, uint8_t type, const uint8_t *p, uint64_t len)
 {
+    int64_t i;
+    double f;
     switch (type) {
     case SHK_DV_BYTES:
         return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
     case SHK_DV_STR:
         return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)len, "surrogateescape"); /* corrupted: not UTF-8 (issue 13) */
-    case SHK_DV_INT: {
-        int64_t i;
-        if (len != 8)
+    case SHK_DV_INT:
+        if (shk_dval_number(type, p, len, &i, &f))
             return corrupt_value(type);
-        memcpy(&i, p, 8);
         return PyLong_FromLongLong(i);
-    }
-    case SHK_DV_FLOAT: {
-        double f;
-        if (len != 8)
+    case SHK_DV_FLOAT:
+        if (shk_dval_number(type, p, len, &i, &f))
             return corrupt_value(type);
-        memcpy(&f, p, 8);
         return PyFloat_FromDouble(f);
-    }
     case SHK_DV_TRUE:
         Py_RETURN_TRUE;
     case SHK_DV_FALSE:
@@ -292,21 +288,17 @@ static PyObject *decode_list(DictObject *self, const uint8_t *p, uint64_t len)
 {
     PyObject *list = PyList_New(0);
     uint64_t pos = 0;
-    while (list && pos + 8 <= len) {
-        uint32_t n;
-        memcpy(&n, p + pos + 4, 4);
-        if (pos + 8 + n > len || p[pos] == SHK_DV_LIST) {
-            Py_DECREF(list);
-            return corrupt_value(SHK_DV_LIST);
-        }
-        PyObject *v = decode(self, p[pos], p + pos + 8, n);
-        if (!v || PyList_Append(list, v) < 0) {
-            Py_XDECREF(v);
-            Py_DECREF(list);
-            return NULL;
-        }
-        Py_DECREF(v);
-        pos += 8 + (((uint64_t)n + 7) & ~7ull);
+    struct shk_dval e;
+    int more = 0;
+    while (list && (more = shk_dict_list_next(p, len, &pos, &e)) == 1) {
+        PyObject *v = decode(self, e.type, e.data, e.len);
+        if (!v || PyList_Append(list, v) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(v);
+    }
+    if (list && more) {
+        Py_DECREF(list);
+        return corrupt_value(SHK_DV_LIST);
     }
     return list;
 }
@@ -948,7 +940,7 @@ static PyObject *Dict_free_space(DictObject *self, PyObject *unused)
     if (ready(self) < 0)
         return NULL;
     shk_dict_stats(&self->d, &st);
-    return PyLong_FromUnsignedLongLong(st.free_cells * SHK_DICT_CELL);
+    return PyLong_FromUnsignedLongLong(st.free_bytes);
 }
 
 static PyObject *Dict_stats(DictObject *self, PyObject *unused)
@@ -958,15 +950,7 @@ static PyObject *Dict_stats(DictObject *self, PyObject *unused)
         return NULL;
     shk_dict_publish_counts(&self->d);
     shk_dict_stats(&self->d, &st);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsIsIsIsKsK}", "items", st.items, "ttl_items",
-                         st.ttl_items, "free_bytes", st.free_cells * SHK_DICT_CELL, "evictions",
-                         st.evictions, "expirations", st.expirations, "recoveries",
-                         st.recoveries, "hits", st.hits, "misses", st.misses, "capacity",
-                         st.capacity, "memory", st.total_size, "shards", st.nshards,
-                         "cells_per_shard", st.cells_per_shard, "buckets_per_shard",
-                         st.buckets_per_shard, "largest_free", st.largest_free,
-                         "max_item_bytes",
-                         (unsigned long long)st.cells_per_shard * SHK_DICT_CELL);
+    return shk_py_fields(&st, shk_dict_stats_fields);
 }
 
 static PyObject *Dict_item_size(DictObject *self, PyObject *const *args, Py_ssize_t nargs)

@@ -80,11 +80,7 @@ static PyObject *open_fd_segment(PyTypeObject *type, int file, const char *where
                  : shk_seg_open_posix(&s->seg, where, flags, mode, (size_t)size, (size_t)reserve);
         Py_END_ALLOW_THREADS
     } while (r == EINTR && PyErr_CheckSignals() == 0);
-    if (r == EINTR) {
-        s->closed = 1;
-        Py_DECREF(s);
-        return NULL;
-    }
+    /* EINTR here: a handler raised, and shk_py_raise keeps its exception */
     return segment_finish(s, r, file ? "open" : "shm_open");
 }
 
@@ -285,17 +281,6 @@ static PyObject *segment_region(SegmentObject *s, PyObject *args)
                              readonly || (s->seg.flags & SHK_O_RDONLY), NULL);
 }
 
-static PyObject *stat_to_dict(const struct shk_seg_stat *st)
-{
-    return Py_BuildValue(
-        "{sKsIsIsIsIsIsisisisKsLsLsLsKsKsO}", "size", (unsigned long long)st->size, "uid",
-        st->uid, "gid", st->gid, "cuid", st->cuid, "cgid", st->cgid, "mode", st->mode, "key",
-        (int)st->key, "cpid", (int)st->cpid, "lpid", (int)st->lpid, "nattch",
-        (unsigned long long)st->nattch, "atime", (long long)st->atime, "dtime",
-        (long long)st->dtime, "ctime", (long long)st->ctime, "dev", (unsigned long long)st->dev,
-        "ino", (unsigned long long)st->ino, "removed", st->removed ? Py_True : Py_False);
-}
-
 static PyObject *segment_stat(SegmentObject *s, PyObject *unused)
 {
     if (shk_segment_check_open(s) < 0)
@@ -305,7 +290,7 @@ static PyObject *segment_stat(SegmentObject *s, PyObject *unused)
     int r = shk_seg_stat(&s->seg, &st);
     if (r)
         return shk_py_raise(r, "stat");
-    return stat_to_dict(&st);
+    return shk_py_fields(&st, shk_seg_stat_fields);
 }
 
 static PyObject *core_sysv_stat(PyObject *self, PyObject *arg)
@@ -320,7 +305,7 @@ static PyObject *core_sysv_stat(PyObject *self, PyObject *arg)
     int r = shk_sysv_stat((int)id, &st);
     if (r)
         return shk_py_raise(r, "shmctl(IPC_STAT)");
-    return stat_to_dict(&st);
+    return shk_py_fields(&st, shk_seg_stat_fields);
 }
 
 static PyObject *core_sysv_find(PyObject *self, PyObject *arg)

@@ -43,6 +43,19 @@
  * just before it fell asleep, are noticed. */
 #define CANCEL_SLICE_NS 100000000ull
 
+#define BS(member, kind) SHK_FIELD(struct shk_board_stats, member, kind)
+const struct shk_field shk_board_stats_fields[] = {
+    BS(version, U64), BS(capacity, U64),
+    SHK_FIELD_AS("buffers", struct shk_board_stats, nbuffers, U32),
+    SHK_FIELD_AS("readers", struct shk_board_stats, nreaders, U32),
+    BS(readers_in_use, U32), BS(waiters, U32), BS(last_publish_ns, U64), BS(pinned_skips, U64),
+    BS(takeovers, U64), BS(reclaimed, U64), BS(writer_pid, I32), BS(writer_alive, BOOL),
+    BS(is_writer, BOOL), BS(copies, U64), BS(retries, U64), BS(fallbacks, U64), BS(pins, U64),
+    BS(waits, U64), BS(sleeps, U64), BS(spin_hits, U64), BS(spin_budget_ns, U64),
+    {NULL, 0, 0},
+};
+#undef BS
+
 static uint64_t round_up(uint64_t n, uint64_t a)
 {
     return (n + a - 1) / a * a;
@@ -750,6 +763,22 @@ void shk_board_cancel_waits(struct shk_board *b)
 
 /* --- lifecycle and statistics ------------------------------------------------------- */
 
+int shk_board_open(struct shk_board *b, struct shk_zone *z, const char *name, uint32_t objtype,
+                   uint64_t capacity, uint32_t nbuffers, int *created)
+{
+    struct shk_board_params p = {nbuffers, capacity};
+    uint64_t size = capacity ? shk_board_size(nbuffers, capacity) : 0;
+    *created = 0;
+    if (capacity && !size)
+        return shk_fail(EINVAL, "a board needs %u..%u buffers and a capacity of 1 byte .. "
+                        "64 TiB (got %u buffers of %llu bytes)", SHK_BOARD_MIN_BUFFERS,
+                        SHK_BOARD_MAX_BUFFERS, nbuffers, (unsigned long long)capacity);
+    struct shk_dirent e;
+    int r = shk_zone_obj_get(z, name, objtype, size, capacity, capacity ? SHK_O_CREATE : 0,
+                             shk_board_init, &p, &e, created);
+    return r ? r : shk_board_attach(b, z, e.offset, e.size);
+}
+
 void shk_board_detach(struct shk_board *b)
 {
     if (!b->hdr)
@@ -785,5 +814,15 @@ int shk_board_stats(struct shk_board *b, struct shk_board_stats *st)
     shk_board_writer(b, &pid, &alive);
     st->writer_pid = pid;
     st->writer_alive = alive;
+    st->is_writer = shk_board_is_writer(b);
+    st->copies = shk_load_relaxed(&b->copies);
+    st->retries = shk_load_relaxed(&b->retries);
+    st->fallbacks = shk_load_relaxed(&b->fallbacks);
+    st->pins = shk_load_relaxed(&b->pins);
+    st->waits = shk_load_relaxed(&b->waits);
+    st->sleeps = shk_load_relaxed(&b->sleeps);
+    st->spin_hits = shk_load_relaxed(&b->spin_hits);
+    uint32_t budget = shk_load_relaxed(&b->spin_budget_ns);
+    st->spin_budget_ns = budget == SPIN_UNSET ? 0 : budget;
     return 0;
 }

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "atomics.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -97,6 +98,13 @@ int shk_board_init(struct shk_zone *z, uint64_t off, uint64_t size, void *arg);
 int shk_board_attach(struct shk_board *b, struct shk_zone *z, uint64_t off, uint64_t size);
 /* Release what the handle holds in shared memory (pin, reader record, writer role). */
 void shk_board_detach(struct shk_board *b);
+/* Find the board `name` (an object of type objtype: SHK_OBJ_BOARD or a type built on a
+ * board) in zone z and attach b to it.  With capacity > 0 it is created if missing, with
+ * nbuffers slots of capacity bytes (EINVAL, the detail naming the ranges, when they are
+ * out of range); with 0 it must exist.  *created is set.  Errors of shk_zone_obj_get and
+ * shk_board_attach. */
+int shk_board_open(struct shk_board *b, struct shk_zone *z, const char *name, uint32_t objtype,
+                   uint64_t capacity, uint32_t nbuffers, int *created);
 
 /* Latest published version (0: none). One load, no shared write. */
 static inline uint64_t shk_board_version(const struct shk_board *b)
@@ -183,7 +191,13 @@ struct shk_board_stats {
     uint32_t nbuffers, nreaders, readers_in_use, waiters;
     int32_t writer_pid;
     int writer_alive;
+    /* this handle's */
+    int is_writer;
+    uint64_t copies, retries, fallbacks, pins, waits, sleeps, spin_hits;
+    uint64_t spin_budget_ns;    /* adapted spin budget of waits (0: not adapted yet) */
 };
+/* The fields of shk_board_stats by name (core/fields.h), in the order shown. */
+extern const struct shk_field shk_board_stats_fields[];
 int shk_board_stats(struct shk_board *b, struct shk_board_stats *st);
 
 #ifdef __cplusplus

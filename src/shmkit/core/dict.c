@@ -2703,8 +2703,22 @@ int shk_dict_stats(struct shk_dict *d, struct shk_dict_stats *st)
     st->cells_per_shard = d->ncells;
     st->buckets_per_shard = d->nbuckets;
     st->largest_free = st->largest_free > ITEM_HDR ? st->largest_free - ITEM_HDR : 0;
+    st->free_bytes = st->free_cells * CELL;
+    st->max_item_bytes = (uint64_t)d->ncells * CELL;
     return 0;
 }
+
+#define DS(member, kind) SHK_FIELD(struct shk_dict_stats, member, kind)
+#define DS_AS(name, member, kind) SHK_FIELD_AS(name, struct shk_dict_stats, member, kind)
+const struct shk_field shk_dict_stats_fields[] = {
+    DS(items, U64), DS(ttl_items, U64), DS(free_bytes, U64), DS(evictions, U64),
+    DS(expirations, U64), DS(recoveries, U64), DS(hits, U64), DS(misses, U64),
+    DS(capacity, U64), DS_AS("memory", total_size, U64), DS_AS("shards", nshards, U32),
+    DS(cells_per_shard, U32), DS(buckets_per_shard, U32), DS(largest_free, U64),
+    DS(max_item_bytes, U64), {NULL, 0, 0},
+};
+#undef DS_AS
+#undef DS
 
 uint64_t shk_dict_item_bytes(uint64_t klen, uint64_t vlen)
 {

@@ -45,6 +45,7 @@
 
 #include "atomics.h"
 #include "errors.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -138,7 +139,11 @@ struct shk_dict_stats {
     uint64_t hits, misses, capacity, total_size;
     uint32_t nshards, cells_per_shard, buckets_per_shard;
     uint64_t largest_free;      /* bytes of the largest value+key an item could take now */
+    uint64_t free_bytes;        /* free_cells in bytes */
+    uint64_t max_item_bytes;    /* bytes of a shard's cells: no item can be larger */
 };
+/* The fields of shk_dict_stats by name (core/fields.h), in the order shown. */
+extern const struct shk_field shk_dict_stats_fields[];
 
 /* Hash of a key (specified in layout.h); inline for the hot paths. */
 uint64_t shk_dict_hash(uint8_t type, const void *data, size_t len);
@@ -337,6 +342,41 @@ extern const struct shk_wait_op shk_dict_shard_op;
 static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
 {
     shk_store_relaxed(&d->clock_ms, ms); /* read by calls without the GIL */
+}
+
+/* --- values read back: the byte layout of numbers and of a list's elements ------------ */
+
+/* The number an INT (int64) or FLOAT (double) value of len bytes at p holds, in *i or *f
+ * as its type says.  0, or SHK_ECORRUPT when the length is not 8. */
+static inline int shk_dval_number(uint8_t type, const void *p, uint64_t len, int64_t *i,
+                                  double *f)
+{
+    if (len != 8)
+        return SHK_ECORRUPT;
+    if (type == SHK_DV_INT)
+        __builtin_memcpy(i, p, 8);
+    else
+        __builtin_memcpy(f, p, 8);
+    return 0;
+}
+
+/* The next element of a list value's packed elements p[0, len) (records as the header
+ * comment says), from *pos (0 first), which it advances.  1: *e is the element; 0: no
+ * more (a tail shorter than a record header is not one); SHK_ECORRUPT: a record runs past
+ * the end or is itself a list. */
+static inline int shk_dict_list_next(const uint8_t *p, uint64_t len, uint64_t *pos,
+                                     struct shk_dval *e)
+{
+    uint64_t at = *pos;
+    uint32_t n;
+    if (at + 8 > len)
+        return 0;
+    __builtin_memcpy(&n, p + at + 4, 4);
+    if (at + 8 + n > len || p[at] == SHK_DV_LIST)
+        return SHK_ECORRUPT;
+    *e = (struct shk_dval){p[at], p + at + 8, n};
+    *pos = at + 8 + (((uint64_t)n + 7) & ~7ull);
+    return 1;
 }
 
 /* --- reads ---------------------------------------------------------------------------- */

@@ -20,6 +20,7 @@ enum shk_field_kind {
     SHK_FIELD_U64,  /* uint64_t */
     SHK_FIELD_U32,  /* uint32_t */
     SHK_FIELD_I32,  /* int32_t */
+    SHK_FIELD_I64,  /* int64_t */
     SHK_FIELD_BOOL, /* int: 0 false, else true */
     SHK_FIELD_TRI,  /* int: -1 unknown (None), 0 false, else true */
     SHK_FIELD_F64,  /* double */

@@ -23,6 +23,15 @@
 
 #define SHK_NAME_MAX 250 /* NAME_MAX less room for the prefixes shm_open adds */
 
+#define SS(member, kind) SHK_FIELD(struct shk_seg_stat, member, kind)
+const struct shk_field shk_seg_stat_fields[] = {
+    SS(size, U64), SS(uid, U32), SS(gid, U32), SS(cuid, U32), SS(cgid, U32), SS(mode, U32),
+    SS(key, I32), SS(cpid, I32), SS(lpid, I32), SS(nattch, U64), SS(atime, I64),
+    SS(dtime, I64), SS(ctime, I64), SS(dev, U64), SS(ino, U64), SS(removed, BOOL),
+    {NULL, 0, 0},
+};
+#undef SS
+
 static size_t page_size(void)
 {
     static size_t ps;

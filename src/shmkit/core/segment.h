@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "fields.h"
 #include "wait.h"
 
 #ifdef __cplusplus
@@ -148,6 +149,8 @@ struct shk_seg_stat {
     uint64_t dev, ino;  /* fd backends: the file's identity; 0 for SysV */
     int removed;        /* SysV: marked for destruction (IPC_RMID or ipcrm) */
 };
+/* The fields of shk_seg_stat by name (core/fields.h), in the order shown. */
+extern const struct shk_field shk_seg_stat_fields[];
 #define SHK_SHM_DEST 01000   /* SHM_DEST in shm_perm.mode: removed, dies at last detach */
 #define SHK_SHM_LOCKED 02000 /* SHM_LOCKED: locked in memory (SHM_LOCK) */
 
