@@ -722,6 +722,138 @@ static void test_async_contract(void)
 #endif
 }
 
+/* ---- statistics and tuning ----------------------------------------------------------- */
+
+/* The value of field `name` in a statistics record, read through its table. */
+static long long field(const void *rec, const struct shk_field *f, const char *name)
+{
+    for (; f->name; f++) {
+        if (strcmp(f->name, name) != 0)
+            continue;
+        const char *p = (const char *)rec + f->off;
+        switch (f->kind) {
+        case SHK_FIELD_U64: return (long long)*(const uint64_t *)p;
+        case SHK_FIELD_U32: return *(const uint32_t *)p;
+        case SHK_FIELD_I32: return *(const int32_t *)p;
+        default: return *(const int *)p;
+        }
+    }
+    fprintf(stderr, "no field %s\n", name);
+    checks_failed++;
+    return -999;
+}
+
+/* What statistics() shows: the owner pid/tid split of Lock and RLock, owner_alive of a
+ * killed holder (and the take-over recorded), undo holders, this process's read holds. */
+static void test_stats(void)
+{
+    union shk_sync_stats st;
+    const struct shk_field *f;
+    struct shk_lock_sh *l = obj("st-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), 0);
+    CHECK_EQ(field(&st, f, "count"), 0);
+    CHECK_EQ(field(&st, f, "owner_alive"), -1); /* free: None */
+    CHECK_EQ(lock_acq(l, 0, -1), 0);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), getpid());
+    CHECK_EQ(field(&st, f, "owner_tid"), 0);
+    CHECK_EQ(field(&st, f, "count"), 1);
+    CHECK_EQ(field(&st, f, "owner_alive"), 1);
+    CHECK_EQ(field(&st, f, "acquisitions"), 1);
+    CHECK_EQ(shk_lock_release(l, 0), 0);
+
+    struct shk_lock_sh *r = obj("st-rlock", SHK_OBJ_RLOCK, 0, 0, 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    f = shk_sync_stats(r, SHK_OBJ_RLOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), getpid());
+    CHECK_EQ(field(&st, f, "owner_tid"), syscall(SYS_gettid));
+    CHECK_EQ(field(&st, f, "count"), 2);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+
+    /* a holder killed: not alive, named; the next acquire takes over and says so */
+    int pfd[2];
+    CHECK_EQ(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        lock_acq(l, 0, -1);
+        char c = 'x';
+        if (write(pfd[1], &c, 1) != 1)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    char c;
+    CHECK_EQ(read(pfd[0], &c, 1), 1);
+    close(pfd[0]);
+    close(pfd[1]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), pid);
+    CHECK_EQ(field(&st, f, "owner_alive"), 0);
+    CHECK_EQ(lock_acq(l, 0, 5), SHK_EOWNERDEAD);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_deaths"), 1);
+    CHECK_EQ(field(&st, f, "last_dead_pid"), pid);
+    CHECK_EQ(field(&st, f, "owner_alive"), 1);
+    CHECK_EQ(shk_lock_release(l, 0), 0);
+
+    struct shk_sem_sh *s = obj("st-usem", SHK_OBJ_SEMAPHORE, 3, 4, SHK_SYNCF_UNDO);
+    CHECK_EQ(sem_acq(s, -1), 0);
+    CHECK_EQ(sem_acq(s, -1), 0);
+    f = shk_sync_stats(s, SHK_OBJ_SEMAPHORE, 0, &st);
+    CHECK_EQ(field(&st, f, "value"), 1);
+    CHECK_EQ(field(&st, f, "initial"), 3);
+    CHECK_EQ(field(&st, f, "undo"), 1);
+    CHECK_EQ(field(&st, f, "bounded"), 0);
+    CHECK_EQ(field(&st, f, "slots"), 4);
+    CHECK_EQ(field(&st, f, "holders"), 1);
+    CHECK_EQ(field(&st, f, "held_here"), 2);
+    CHECK_EQ(shk_sem_release(s, 2), 0);
+
+    struct shk_rwlock_sh *rw = obj("st-rw", SHK_OBJ_RWLOCK, 8, 0, 0);
+    uint32_t slot = UINT32_MAX;
+    CHECK_EQ(rw_read(rw, &slot, -1), 0);
+    f = shk_sync_stats(rw, SHK_OBJ_RWLOCK, slot, &st);
+    CHECK_EQ(field(&st, f, "readers"), 1);
+    CHECK_EQ(field(&st, f, "reader_processes"), 1);
+    CHECK_EQ(field(&st, f, "max_readers"), 8);
+    CHECK_EQ(field(&st, f, "held_here"), 1);
+    CHECK_EQ(field(&st, f, "writer_pid"), 0);
+    f = shk_sync_stats(rw, SHK_OBJ_RWLOCK, UINT32_MAX, &st); /* no slot cached: none here */
+    CHECK_EQ(field(&st, f, "held_here"), 0);
+    CHECK_EQ(shk_rw_release_read(rw, &slot), 0);
+    CHECK_EQ(rw_write(rw, -1), 0);
+    f = shk_sync_stats(rw, SHK_OBJ_RWLOCK, slot, &st);
+    CHECK_EQ(field(&st, f, "writer_pid"), getpid());
+    CHECK_EQ(shk_rw_release_write(rw), 0);
+
+    struct shk_event_sh *e = obj("st-event", SHK_OBJ_EVENT, 0, 0, 0);
+    shk_event_set(e);
+    f = shk_sync_stats(e, SHK_OBJ_EVENT, 0, &st);
+    CHECK_EQ(field(&st, f, "is_set"), 1);
+    CHECK_EQ(field(&st, f, "sets"), 1);
+
+    struct shk_cond_sh *cv = obj("st-cond", SHK_OBJ_CONDITION, 0, 0, 0);
+    f = shk_sync_stats(cv, SHK_OBJ_CONDITION, 0, &st);
+    CHECK_EQ(field(&st, f, "lock_offset"), 128);
+    CHECK_EQ(st.cond.lock_name[0], '\0');
+
+    struct shk_barrier_sh *b = obj("st-barrier", SHK_OBJ_BARRIER, 3, 0, 0);
+    shk_barrier_abort(b);
+    f = shk_sync_stats(b, SHK_OBJ_BARRIER, 0, &st);
+    CHECK_EQ(field(&st, f, "parties"), 3);
+    CHECK_EQ(field(&st, f, "broken"), 1);
+    CHECK_EQ(field(&st, f, "n_waiting"), 0);
+    CHECK_EQ(field(&st, f, "breaks"), 1);
+
+    struct shk_counter_sh *cn = obj("st-counter", SHK_OBJ_COUNTER, 0, 0, 0);
+    CHECK(shk_sync_stats(cn, SHK_OBJ_COUNTER, 0, &st) == NULL);
+}
+
 int main(void)
 {
     open_zone();
@@ -737,6 +869,7 @@ int main(void)
     test_live_impostor();
     test_fast_paths();
     test_async_contract();
+    test_stats();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);

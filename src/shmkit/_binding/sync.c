@@ -179,6 +179,24 @@ SHK_PY_GETTER(sync_get_zone, SyncObject, Py_NewRef((PyObject *)self->zone))
     {"close", (PyCFunction)sync_close, METH_NOARGS,                                        \
      "close()\n--\n\nDrop this handle (the object stays in the zone)."}
 
+/* _raw(): the shared fields the core's statistics record names (core/sync.h), for the
+ * statistics() of the Python classes; a Condition's lock name besides. */
+static PyObject *sync_raw(SyncObject *o, PyObject *unused)
+{
+    LIVE(o);
+    INTACT(o);
+    union shk_sync_stats st;
+    PyObject *d = shk_py_fields(&st, shk_sync_stats(o->sh, o->type, o->slot, &st));
+    if (!d || o->type != SHK_OBJ_CONDITION)
+        return d;
+    const char *name = st.cond.lock_name; /* corrupted: not UTF-8, kept as surrogates */
+    PyObject *v = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "surrogateescape");
+    if (!v || PyDict_SetItemString(d, "lock_name", v) < 0)
+        Py_CLEAR(d);
+    Py_XDECREF(v);
+    return d;
+}
+
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
 static const struct shk_wait_op *lock_op(SyncObject *o)
@@ -292,26 +310,6 @@ GETTER_METHOD(lock_locked, PyBool_FromLong(shk_lock_locked(o->sh)))
 GETTER_METHOD(lock_is_owned,
               PyBool_FromLong(shk_lock_is_mine(o->sh, o->type == SHK_OBJ_RLOCK)))
 
-static PyObject *lock_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_lock_sh *l = o->sh;
-    union shk_ident cur;
-    cur.all = shk_load_acquire(&l->owner.all);
-    uint32_t id = cur.f.word & SHK_ID_MASK;
-    int pid = o->type == SHK_OBJ_RLOCK ? (id ? l->owner_pid : 0) : (int)id;
-    return Py_BuildValue("{sisisIsIsKsKsKsKsisIsO}", "owner_pid", pid, "owner_tid",
-                         o->type == SHK_OBJ_RLOCK ? (int)id : 0, "count",
-                         o->type == SHK_OBJ_RLOCK ? (id ? l->count : 0) : (id ? 1 : 0),
-                         "waiters", shk_load_relaxed(&l->sleepers),
-                         "acquisitions", (unsigned long long)l->acquisitions, "contentions",
-                         (unsigned long long)l->contentions, "owner_deaths",
-                         (unsigned long long)l->owner_deaths, "last_death_ns",
-                         (unsigned long long)l->last_death_ns, "last_dead_pid",
-                         (int)l->last_dead_pid, "spin_ns", l->head.spin_ns, "owner_alive",
-                         id ? (shk_sync_ident_alive(cur.all) ? Py_True : Py_False) : Py_None);
-}
-
 /* Condition support: release completely (returns the saved state) / restore it. */
 static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
 {
@@ -361,7 +359,7 @@ static PyMethodDef lock_methods[] = {
      "_is_owned()\n--\n\nHeld by this process (Lock) or this thread (RLock)."},
     {"_release_save", (PyCFunction)lock_release_save, METH_NOARGS, NULL},
     {"_acquire_restore", (PyCFunction)lock_acquire_restore, METH_O, NULL},
-    {"_raw", (PyCFunction)lock_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."},
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."},
     COMMON_METHODS,
     {NULL},
 };
@@ -452,23 +450,6 @@ static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
     return PyLong_FromUnsignedLong(n);
 }
 
-static PyObject *sem_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    INTACT(o);
-    struct shk_sem_sh *s = o->sh;
-    uint32_t holders = shk_sem_holders(s);
-    return Py_BuildValue("{sIsIsOsOsIsIsKsKsKsKsIsI}", "value", s->value, "initial", s->bound,
-                         "bounded", (s->head.flags & SHK_SYNCF_BOUNDED) ? Py_True : Py_False,
-                         "undo", (s->head.flags & SHK_SYNCF_UNDO) ? Py_True : Py_False,
-                         "waiters", s->sleepers, "slots", s->nslots, "acquisitions",
-                         (unsigned long long)s->acquisitions, "contentions",
-                         (unsigned long long)s->contentions, "reclaimed",
-                         (unsigned long long)s->reclaimed, "dead_owners",
-                         (unsigned long long)s->dead_owners, "holders", holders, "held_here",
-                         shk_sem_held(s));
-}
-
 static PyMethodDef sem_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))sem_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire(blocking=True, timeout=None)\n--\n\nTake one unit; True when taken, False when "
@@ -481,7 +462,7 @@ static PyMethodDef sem_methods[] = {
     {"reclaim", (PyCFunction)sem_reclaim, METH_NOARGS,
      "reclaim()\n--\n\nUndo semaphores: give back the units of dead processes now; returns "
      "how many (waiters do this by themselves)."},
-    {"_raw", (PyCFunction)sem_raw, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL},
 };
@@ -516,16 +497,6 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     return wait_result(run_wait(o, &shk_event_op, o->sh, &w, NULL), NULL, "wait");
 }
 
-static PyObject *event_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_event_sh *e = o->sh;
-    uint32_t st = shk_load_acquire(&e->state);
-    return Py_BuildValue("{sOsIsKsKsI}", "is_set", (st & 1) ? Py_True : Py_False, "waiters",
-                         e->sleepers, "sets", (unsigned long long)e->sets, "waits",
-                         (unsigned long long)e->waits, "spin_ns", e->head.spin_ns);
-}
-
 static PyMethodDef event_methods[] = {
     {"set", (PyCFunction)event_set, METH_NOARGS, "set()\n--\n\nSet the flag and wake every waiter."},
     {"clear", (PyCFunction)event_clear, METH_NOARGS, "clear()\n--\n\nReset the flag."},
@@ -533,7 +504,7 @@ static PyMethodDef event_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout=None)\n--\n\nBlock until the flag is set; returns the flag (False when the "
      "timeout passed)."},
-    {"_raw", (PyCFunction)event_raw, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL},
 };
@@ -594,27 +565,6 @@ static PyObject *rw_release_write(SyncObject *o, PyObject *unused)
     return shk_py_none_or_raise(r, "release_write");
 }
 
-static PyObject *rw_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    INTACT(o);
-    struct shk_rwlock_sh *rw = o->sh;
-    uint32_t procs = 0;
-    uint32_t holds = shk_rw_readers(rw, &procs);
-    union shk_ident wr;
-    wr.all = shk_load_acquire(&rw->writer.all);
-    uint64_t reads = shk_rw_read_acquisitions(rw);
-    return Py_BuildValue("{sisIsIsIsIsKsKsKsKsKsI}", "writer_pid", (int)(wr.f.word & SHK_ID_MASK),
-                         "readers", holds, "reader_processes", procs, "waiters", rw->sleepers,
-                         "max_readers", rw->nslots, "read_acquisitions",
-                         (unsigned long long)reads, "write_acquisitions",
-                         (unsigned long long)rw->write_acquisitions, "contentions",
-                         (unsigned long long)rw->contentions, "owner_deaths",
-                         (unsigned long long)rw->owner_deaths, "reader_deaths",
-                         (unsigned long long)rw->reader_deaths, "held_here",
-                         shk_rw_held_here(rw, o->slot));
-}
-
 GETTER_METHOD(rw_is_writer, PyBool_FromLong(shk_rw_is_writer(o->sh)))
 
 static PyMethodDef rw_methods[] = {
@@ -627,7 +577,7 @@ static PyMethodDef rw_methods[] = {
     {"release_write", (PyCFunction)rw_release_write, METH_NOARGS,
      "release_write()\n--\n\nGive back the write hold."},
     {"_is_writer", (PyCFunction)rw_is_writer, METH_NOARGS, NULL},
-    {"_raw", (PyCFunction)rw_raw, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL},
 };
@@ -719,30 +669,13 @@ static PyObject *cond_notify_all(SyncObject *o, PyObject *unused)
     return PyLong_FromLong(shk_cond_notify(o->sh, INT_MAX));
 }
 
-static PyObject *cond_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_cond_sh *c = o->sh;
-    char name[SHK_OBJ_NAME_MAX + 1];
-    memcpy(name, c->lock_name, sizeof name);
-    name[SHK_OBJ_NAME_MAX] = '\0';
-    PyObject *lock_name = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name),
-                                               "surrogateescape"); /* corrupted: not UTF-8 */
-    if (!lock_name)
-        return NULL;
-    return Py_BuildValue("{sIsKsKsNsIsI}", "waiters", c->sleepers, "notifies",
-                         (unsigned long long)c->notifies, "waits", (unsigned long long)c->waits,
-                         "lock_name", lock_name, "lock_type", c->lock_type, "lock_offset",
-                         (unsigned int)offsetof(struct shk_cond_sh, lock));
-}
-
 static PyMethodDef cond_methods[] = {
     {"_wait", (PyCFunction)cond_wait, METH_VARARGS,
      "_wait(lock, timeout=None)\n--\n\nRelease lock, wait for a notification, re-acquire it."},
     {"_notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL,
      "_notify(n=1)\n--\n\nWake up to n waiters; returns how many were asleep and woken."},
     {"_notify_all", (PyCFunction)cond_notify_all, METH_NOARGS, NULL},
-    {"_raw", (PyCFunction)cond_raw, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL},
 };
@@ -793,16 +726,6 @@ static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
 VOID_METHOD(barrier_abort, shk_barrier_abort(o->sh))
 VOID_METHOD(barrier_reset, shk_barrier_reset(o->sh))
 
-static PyObject *barrier_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_barrier_sh *b = o->sh;
-    return Py_BuildValue("{sIsIsOsIsKsKsI}", "parties", b->parties, "n_waiting",
-                         b->broken ? 0u : b->count, "broken", b->broken ? Py_True : Py_False,
-                         "waiters", b->sleepers, "passed", (unsigned long long)b->passed,
-                         "breaks", (unsigned long long)b->breaks, "generation", b->gen);
-}
-
 static PyMethodDef barrier_methods[] = {
     {"_wait", (PyCFunction)(void (*)(void))barrier_wait, METH_FASTCALL,
      "_wait(timeout=None)\n--\n\nArrive and wait; returns (index, generation, is_last)."},
@@ -812,7 +735,7 @@ static PyMethodDef barrier_methods[] = {
      "raise BrokenBarrierError."},
     {"reset", (PyCFunction)barrier_reset, METH_NOARGS,
      "reset()\n--\n\nReturn to the empty state; parties waiting get BrokenBarrierError."},
-    {"_raw", (PyCFunction)barrier_raw, METH_NOARGS, NULL},
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
     COMMON_METHODS,
     {NULL},
 };

@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "atomics.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -102,6 +103,74 @@ void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err);
  * parties; 0 for the others).  Loops run over the count found when a handle was made,
  * so a count overwritten later is caught (compare), not followed. */
 uint32_t shk_sync_extent(const void *obj, uint32_t type);
+
+/* --- statistics ------------------------------------------------------------------------ */
+
+/* A snapshot of a sync object's shared fields as its statistics show them, filled by
+ * shk_sync_stats; the tables in sync.c name each field (core/fields.h).  Read without
+ * the object's lock: each field is a hint that may change at once. */
+struct shk_lock_stats {
+    int32_t owner_pid;        /* holding process (RLock: of the holding thread); 0 = free */
+    int32_t owner_tid;        /* RLock: holding thread; 0 for a Lock */
+    uint32_t count;           /* levels held (a Lock: 1 when held) */
+    uint32_t waiters;
+    uint64_t acquisitions, contentions, owner_deaths, last_death_ns;
+    int32_t last_dead_pid;
+    uint32_t spin_ns;
+    int owner_alive;          /* the holder is alive: -1 when free */
+};
+struct shk_sem_stats {
+    uint32_t value, initial;
+    int bounded, undo;
+    uint32_t waiters, slots;
+    uint64_t acquisitions, contentions, reclaimed, dead_owners;
+    uint32_t holders;         /* processes holding units (undo) */
+    uint32_t held_here;       /* units this process holds (undo) */
+};
+struct shk_event_stats {
+    int is_set;
+    uint32_t waiters;
+    uint64_t sets, waits;
+    uint32_t spin_ns;
+};
+struct shk_rwlock_stats {
+    int32_t writer_pid;
+    uint32_t readers;         /* read holds of all processes */
+    uint32_t reader_processes, waiters, max_readers;
+    uint64_t read_acquisitions, write_acquisitions, contentions, owner_deaths,
+        reader_deaths;
+    uint32_t held_here;       /* read holds of this process */
+};
+struct shk_cond_stats {
+    uint32_t waiters;
+    uint64_t notifies, waits;
+    uint32_t lock_type;       /* SHK_OBJ_LOCK or SHK_OBJ_RLOCK */
+    uint32_t lock_offset;     /* of the embedded RLock in the object */
+    char lock_name[SHK_OBJ_NAME_MAX + 1]; /* the named lock's (NUL-terminated; may be
+                                              anything if corrupted: not a field) */
+};
+struct shk_barrier_stats {
+    uint32_t parties;
+    uint32_t n_waiting;       /* 0 while broken */
+    int broken;
+    uint32_t waiters;
+    uint64_t passed, breaks;
+    uint32_t generation;
+};
+union shk_sync_stats {
+    struct shk_lock_stats lock;
+    struct shk_sem_stats sem;
+    struct shk_event_stats event;
+    struct shk_rwlock_stats rw;
+    struct shk_cond_stats cond;
+    struct shk_barrier_stats barrier;
+};
+
+/* Fill out with the statistics of obj, of `type` (slot: the caller's cached RWLock reader
+ * slot, for held_here) and return the table of out's fields by name; NULL for a type
+ * without statistics (Counter, Value).  Loops run over the extent the caller validated. */
+const struct shk_field *shk_sync_stats(void *obj, uint32_t type, uint32_t slot,
+                                       union shk_sync_stats *out);
 
 /* --- Counter: a shared int64; arithmetic wraps modulo 2**64, never traps --------------- */
 
