@@ -854,6 +854,19 @@ static void test_stats(void)
     CHECK(shk_sync_stats(cn, SHK_OBJ_COUNTER, 0, &st) == NULL);
 }
 
+static void test_configure(void)
+{
+    struct shk_wait_config saved = shk_wait_cfg;
+    CHECK_EQ(shk_sync_configure(-1, 99999, -1), EINVAL);
+    CHECK_EQ(shk_sync_configure(5, -1, 999999), EINVAL);
+    CHECK_EQ(shk_wait_cfg.spin_max_ns, saved.spin_max_ns); /* refused: nothing changed */
+    CHECK_EQ(shk_sync_configure(5, 100000, -1), 0);
+    CHECK_EQ(shk_wait_cfg.spin_max_ns, 5);
+    CHECK_EQ(shk_wait_cfg.liveness_ns, 100000);
+    CHECK_EQ(shk_wait_cfg.recheck_ns, saved.recheck_ns);
+    shk_wait_cfg = saved;
+}
+
 int main(void)
 {
     open_zone();
@@ -870,6 +883,7 @@ int main(void)
     test_fast_paths();
     test_async_contract();
     test_stats();
+    test_configure();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);

@@ -986,16 +986,10 @@ static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
     long long spin = -1, live = -1, recheck = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|LLL:sync_config", kwlist, &spin, &live, &recheck))
         return NULL;
-    if (live >= 0 && live < 100000)
-        return PyErr_Format(PyExc_ValueError, "liveness interval must be at least 100 µs");
-    if (recheck >= 0 && recheck < 1000000)
-        return PyErr_Format(PyExc_ValueError, "recheck interval must be at least 1 ms");
-    if (spin >= 0)
-        shk_wait_cfg.spin_max_ns = (uint64_t)spin;
-    if (live >= 0)
-        shk_wait_cfg.liveness_ns = (uint64_t)live;
-    if (recheck >= 0)
-        shk_wait_cfg.recheck_ns = (uint64_t)recheck;
+    shk_clear_detail();
+    int r = shk_sync_configure(spin, live, recheck);
+    if (r)
+        return shk_py_raise(r, "sync_config");
     return Py_BuildValue("(KKK)", (unsigned long long)shk_wait_cfg.spin_max_ns,
                          (unsigned long long)shk_wait_cfg.liveness_ns,
                          (unsigned long long)shk_wait_cfg.recheck_ns);

@@ -481,6 +481,21 @@ bad:
     return NULL;
 }
 
+int shk_sync_configure(int64_t spin_max_ns, int64_t liveness_ns, int64_t recheck_ns)
+{
+    if (liveness_ns >= 0 && liveness_ns < 100000)
+        return shk_fail(EINVAL, "liveness interval must be at least 100 µs");
+    if (recheck_ns >= 0 && recheck_ns < 1000000)
+        return shk_fail(EINVAL, "recheck interval must be at least 1 ms");
+    if (spin_max_ns >= 0)
+        shk_wait_cfg.spin_max_ns = (uint64_t)spin_max_ns;
+    if (liveness_ns >= 0)
+        shk_wait_cfg.liveness_ns = (uint64_t)liveness_ns;
+    if (recheck_ns >= 0)
+        shk_wait_cfg.recheck_ns = (uint64_t)recheck_ns;
+    return 0;
+}
+
 uint32_t shk_sync_extent(const void *obj, uint32_t type)
 {
     switch (type) {

@@ -72,6 +72,11 @@ static inline int shk_ident_same(uint64_t a, uint64_t b)
     return ((x.f.word ^ y.f.word) & SHK_ID_MASK) == 0 && x.f.start == y.f.start;
 }
 
+/* Set the process-wide wait tuning, shk_wait_cfg (a value < 0 keeps its setting).  A
+ * liveness interval under 100 us or a recheck interval under 1 ms would have waiters read
+ * /proc or wake up all the time: EINVAL with a detail, and nothing changes. */
+int shk_sync_configure(int64_t spin_max_ns, int64_t liveness_ns, int64_t recheck_ns);
+
 /* --- objects ---------------------------------------------------------------------------- */
 
 struct shk_sync_params {
