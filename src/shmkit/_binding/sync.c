@@ -98,16 +98,23 @@ static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, stru
 
 /* ---- construction ------------------------------------------------------------------------ */
 
-/* The size fields validated when the handle was made must still hold (see extent). */
-#define INTACT(o)                                                                        \
-    do {                                                                                 \
-        if (__builtin_expect(shk_sync_extent((o)->sh, (o)->type) != (o)->extent, 0)) {                        \
-            PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its " \
-                         "size field changed from %u to %u after it was opened",          \
-                         (unsigned long long)(o)->off, (o)->extent,                    \
-                         shk_sync_extent((o)->sh, (o)->type));   \
-            return NULL;                                                                 \
-        }                                                                                \
+/* The size fields validated when the handle was made must still hold (see extent): 0, or
+ * -1 with CorruptedError. */
+static inline int intact(SyncObject *o)
+{
+    uint32_t now = shk_sync_extent(o->sh, o->type);
+    if (__builtin_expect(now == o->extent, 1))
+        return 0;
+    PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its size field "
+                 "changed from %u to %u after it was opened", (unsigned long long)o->off,
+                 o->extent, now);
+    return -1;
+}
+
+#define INTACT(o)                   \
+    do {                            \
+        if (intact(o) < 0)          \
+            return NULL;            \
     } while (0)
 
 static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t objtype)
@@ -917,11 +924,8 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
         shk_py_closed("this synchronisation handle is closed");
         return -1;
     }
-    if (shk_sync_extent(o->sh, o->type) != o->extent) {
-        PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its size field "
-                     "changed after it was opened", (unsigned long long)o->off);
+    if (intact(o) < 0)
         return -1;
-    }
     out->sh = o->sh;
     out->type = o->type;
     out->seg = o->zone->segment;
@@ -959,16 +963,9 @@ static PyObject *core_sync_open(PyObject *self, PyObject *args, PyObject *kw)
         PyBuffer_Release(&data);
         return NULL;
     }
-    struct shk_sync_params p;
-    memset(&p, 0, sizeof p);
-    p.type = type;
-    p.flags = flags;
-    p.a = (uint64_t)a;
-    p.b = b;
-    p.text = text;
-    p.text_type = text_type;
-    p.data = data.buf;
-    p.data_len = data.buf ? (uint64_t)data.len : 0;
+    struct shk_sync_params p = {.type = type, .flags = flags, .a = (uint64_t)a, .b = b,
+                                .text = text, .text_type = text_type, .data = data.buf,
+                                .data_len = data.buf ? (uint64_t)data.len : 0};
     uint64_t off = 0;
     int created = 0, r;
     Py_BEGIN_ALLOW_THREADS
