@@ -722,6 +722,60 @@ static void test_async_contract(void)
 #endif
 }
 
+/* Condition.wait's sequence as one core call: an RLock held twice is released whole and
+ * held twice again after a timeout; a Lock is taken again after a notification; waiting
+ * on a lock one does not hold is refused with nothing left registered. */
+static struct shk_cond_sh *g_cw;
+static struct shk_lock_sh *g_cw_lock;
+static volatile int g_cw_woken;
+
+static void *cw_waiter(void *unused)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, 10);
+    CHECK_EQ(lock_acq(g_cw_lock, 0, -1), 0);
+    int r = shk_cond_wait_lock(g_cw, g_cw_lock, 0, &w);
+    CHECK(shk_lock_is_mine(g_cw_lock, 0));
+    __atomic_store_n(&g_cw_woken, 1, __ATOMIC_RELEASE);
+    CHECK_EQ(shk_lock_release(g_cw_lock, 0), 0);
+    return (void *)(long)r;
+}
+
+static void test_cond_wait_lock(void)
+{
+    struct shk_cond_sh *c = obj("cw", SHK_OBJ_CONDITION, 0, 0, 0);
+    struct shk_lock_sh *r = &c->lock; /* the embedded RLock */
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, 0.05);
+    CHECK_EQ(shk_cond_wait_lock(c, r, 1, &w), SHK_ENOTOWNER);
+    CHECK_EQ(c->sleepers, 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    double t0 = now_s();
+    w = wait_for(&d, 0.05);
+    CHECK_EQ(shk_cond_wait_lock(c, r, 1, &w), ETIMEDOUT);
+    CHECK(now_s() - t0 >= 0.04);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 2);
+    CHECK_EQ(c->sleepers, 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+
+    g_cw = c;
+    g_cw_lock = obj("cw-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, cw_waiter, NULL);
+    while (__atomic_load_n(&c->sleepers, __ATOMIC_ACQUIRE) == 0) /* registered: unlocked */
+        usleep(100);
+    CHECK_EQ(lock_acq(g_cw_lock, 0, 5), 0);
+    shk_cond_notify(c, 1);
+    CHECK(!__atomic_load_n(&g_cw_woken, __ATOMIC_ACQUIRE)); /* it needs the lock back */
+    CHECK_EQ(shk_lock_release(g_cw_lock, 0), 0);
+    void *res;
+    pthread_join(t, &res);
+    CHECK_EQ((long)res, 0);
+    CHECK(g_cw_woken);
+}
+
 /* ---- statistics and tuning ----------------------------------------------------------- */
 
 /* The value of field `name` in a statistics record, read through its table. */
@@ -882,6 +936,7 @@ int main(void)
     test_live_impostor();
     test_fast_paths();
     test_async_contract();
+    test_cond_wait_lock();
     test_stats();
     test_configure();
     char report[4096];

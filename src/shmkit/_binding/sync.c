@@ -612,7 +612,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     struct shk_cond_sh *c = o->sh; /* (the handles' sh are NULL once closed, even while */
     struct shk_lock_sh *l = lk->sh; /*  we wait: the mapping stays until the wait ends) */
     int rec = lk->type == SHK_OBJ_RLOCK;
-    if (!shk_lock_is_mine(lk->sh, rec)) {
+    if (!shk_lock_is_mine(lk->sh, rec)) { /* before the timeout is looked at, as threading */
         PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
         return NULL;
     }
@@ -621,13 +621,11 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     uint32_t flags;
     if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
-    uint32_t seq = shk_cond_prepare(c);
-    uint32_t count = 1;
-    int r = rec ? shk_rlock_release_all(l, &count) : shk_lock_release(l, 0);
-    if (r) {
-        shk_cond_finish(c);
+    uint32_t seq, count;
+    shk_clear_detail();
+    int r = shk_cond_unlock(c, l, rec, &seq, &count); /* the sequence of core/sync.h */
+    if (r)
         return shk_py_raise(r, "wait");
-    }
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     w.observed = seq;
     int wr = run_wait(o, &shk_cond_op, c, &w, NULL);

@@ -1256,6 +1256,43 @@ void shk_cond_finish(struct shk_cond_sh *c)
         ;
 }
 
+int shk_cond_unlock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive, uint32_t *seq,
+                    uint32_t *count)
+{
+    *count = 1;
+    if (!shk_lock_is_mine(l, recursive))
+        return shk_fail(SHK_ENOTOWNER, "cannot wait on un-acquired lock");
+    *seq = shk_cond_prepare(c);
+    int r = recursive ? shk_rlock_release_all(l, count) : shk_lock_release(l, 0);
+    if (r)
+        shk_cond_finish(c);
+    return r;
+}
+
+int shk_cond_wait_lock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive,
+                       struct shk_wait *w)
+{
+    uint32_t seq, count;
+    int r = shk_cond_unlock(c, l, recursive, &seq, &count);
+    if (r)
+        return r;
+    w->observed = seq;
+    do
+        r = shk_wait_run(&shk_cond_op, c, w);
+    while (r == EINTR);
+    shk_cond_finish(c);
+    struct shk_wait lw = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    int lr;
+    do
+        lr = shk_lock_acquire(l, recursive, &lw);
+    while (lr == EINTR);
+    if (lr != 0 && lr != SHK_EOWNERDEAD)
+        return lr;
+    if (recursive)
+        shk_rlock_restore(l, count);
+    return r;
+}
+
 int shk_cond_notify(struct shk_cond_sh *c, int n)
 {
     if (n <= 0 || shk_load_seq_cst(&c->sleepers) == 0)

@@ -323,6 +323,20 @@ void shk_cond_finish(struct shk_cond_sh *c);
 /* Wake up to n waiters (with the lock held). Returns the number woken in the kernel. */
 int shk_cond_notify(struct shk_cond_sh *c, int n);
 
+/* Condition.wait is, in this order: with the lock l held (recursive: an RLock),
+ * shk_cond_unlock registers the caller and releases the lock completely (*seq: the
+ * sequence to wait on, w->observed of shk_cond_op; *count: the RLock's levels; on an
+ * error, SHK_ENOTOWNER with a detail when the caller does not hold the lock, nothing
+ * stays registered); then the wait with shk_cond_op; shk_cond_finish whatever its
+ * outcome; then the lock taken again whatever happened (shk_lock_op), and
+ * shk_rlock_restore(l, count) for an RLock.  shk_cond_wait_lock is the whole of it for C
+ * callers (EINTR is waited through): the wait's result (0, ETIMEDOUT, EBUSY), or the
+ * error of taking the lock again. */
+int shk_cond_unlock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive, uint32_t *seq,
+                    uint32_t *count);
+int shk_cond_wait_lock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive,
+                       struct shk_wait *w);
+
 /* --- Barrier ------------------------------------------------------------------------------ */
 
 /* Arrive and wait.  On 0, *index is the arrival index; *last = 1 for the last party, which
