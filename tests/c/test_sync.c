@@ -776,6 +776,25 @@ static void test_cond_wait_lock(void)
     CHECK(g_cw_woken);
 }
 
+/* The binding's one attempt with the GIL held: takes a free unit (and an undo
+ * semaphore's slot), and reports a contention without waiting when there is none. */
+static void test_sem_try_now(void)
+{
+    struct shk_sem_sh *s = obj("try-now", SHK_OBJ_SEMAPHORE, 1, 0, 0);
+    CHECK_EQ(shk_sem_try_now(s), 0);
+    double t0 = now_s();
+    CHECK_EQ(shk_sem_try_now(s), EAGAIN);
+    CHECK(now_s() - t0 < 0.05);
+    CHECK_EQ(s->contentions, 1);
+    CHECK_EQ(shk_sem_release(s, 1), 0);
+    struct shk_sem_sh *u = obj("try-now-undo", SHK_OBJ_SEMAPHORE, 1, 2, SHK_SYNCF_UNDO);
+    CHECK_EQ(shk_sem_try_now(u), 0);
+    CHECK_EQ(shk_sem_held(u), 1);
+    CHECK_EQ(shk_sem_try_now(u), EAGAIN);
+    CHECK_EQ(shk_sem_release(u, 1), 0);
+    CHECK_EQ(shk_sem_held(u), 0);
+}
+
 /* ---- statistics and tuning ----------------------------------------------------------- */
 
 /* The value of field `name` in a statistics record, read through its table. */
@@ -937,6 +956,7 @@ int main(void)
     test_fast_paths();
     test_async_contract();
     test_cond_wait_lock();
+    test_sem_try_now();
     test_stats();
     test_configure();
     char report[4096];

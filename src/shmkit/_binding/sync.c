@@ -387,17 +387,9 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
 {
     LIVE(o);
     INTACT(o);
-    struct shk_wait w0 = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
-    w0.next_live = UINT64_MAX; /* the fast attempt never reads /proc */
     if (nargs == 0 && kwnames == NULL) {
-        /* an undo semaphore's attempt takes its mutex, with the GIL held: it may not wait
-         * long for it (a corrupted word naming a live thread): the real wait follows */
-        struct shk_sem_sh *s = o->sh;
-        int undo = s->head.flags & SHK_SYNCF_UNDO;
-        uint64_t saved = undo ? shk_wait_ambient_push(shk_now_ns() + SHK_WAIT_TRY_GRACE_NS) : 0;
-        int r = shk_sem_op.attempt(s, &w0);
-        if (undo)
-            shk_wait_ambient_pop(saved);
+        /* one attempt with the GIL held (bounded: core/sync.h); the real wait follows */
+        int r = shk_sem_try_now(o->sh);
         if (r == 0)
             Py_RETURN_TRUE;
         if (PyErr_Occurred()) /* Ctrl-C while waiting for the mutex */

@@ -847,6 +847,18 @@ static int sem_attempt(void *obj, struct shk_wait *w)
 
 const struct shk_wait_op shk_sem_op = {"Semaphore.acquire", sem_attempt, NULL, head_spin};
 
+int shk_sem_try_now(struct shk_sem_sh *s)
+{
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    w.next_live = UINT64_MAX; /* no liveness check due */
+    int undo = s->head.flags & SHK_SYNCF_UNDO;
+    uint64_t saved = undo ? shk_wait_ambient_push(shk_now_ns() + SHK_WAIT_TRY_GRACE_NS) : 0;
+    int r = sem_attempt(s, &w);
+    if (undo)
+        shk_wait_ambient_pop(saved);
+    return r;
+}
+
 int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
 {
     return shk_wait_run(&shk_sem_op, s, w);

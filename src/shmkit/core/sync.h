@@ -271,6 +271,12 @@ int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w);
 
 extern const struct shk_wait_op shk_sem_op; /* obj: struct shk_sem_sh */
 int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w);
+/* One attempt for a caller that may not wait (the binding, with the GIL held): never
+ * reads /proc, and an undo semaphore's mutex is waited for at most
+ * SHK_WAIT_TRY_GRACE_NS (a corrupted word naming a live thread).  0 when taken; else
+ * EAGAIN (none free now: counted as a contention, the caller waits with shk_sem_op) or
+ * the undo mutex's error (EINTR: a signal came while waiting for it). */
+int shk_sem_try_now(struct shk_sem_sh *s);
 /* SHK_ETOOBIG: a BoundedSemaphore would go above its initial value. */
 int shk_sem_release(struct shk_sem_sh *s, uint32_t n);
 /* Give back the units of dead processes (undo semaphores). Returns units given back. */
