@@ -204,6 +204,14 @@ static PyObject *sync_raw(SyncObject *o, PyObject *unused)
     return d;
 }
 
+/* The methods of the types with statistics (all but Counter), and the attributes of the
+ * types that have no others (Event, Condition, Barrier). */
+#define STATS_METHODS                                                                      \
+    COMMON_METHODS,                                                                        \
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."}
+
+static PyGetSetDef common_getset[] = {COMMON_GETSET, {NULL}};
+
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
 static const struct shk_wait_op *lock_op(SyncObject *o)
@@ -366,8 +374,7 @@ static PyMethodDef lock_methods[] = {
      "_is_owned()\n--\n\nHeld by this process (Lock) or this thread (RLock)."},
     {"_release_save", (PyCFunction)lock_release_save, METH_NOARGS, NULL},
     {"_acquire_restore", (PyCFunction)lock_acquire_restore, METH_O, NULL},
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
 
@@ -461,8 +468,7 @@ static PyMethodDef sem_methods[] = {
     {"reclaim", (PyCFunction)sem_reclaim, METH_NOARGS,
      "reclaim()\n--\n\nUndo semaphores: give back the units of dead processes now; returns "
      "how many (waiters do this by themselves)."},
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
 
@@ -503,12 +509,9 @@ static PyMethodDef event_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout=None)\n--\n\nBlock until the flag is set; returns the flag (False when the "
      "timeout passed)."},
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
-
-static PyGetSetDef event_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- RWLock --------------------------------------------------------------------------------- */
 
@@ -576,8 +579,7 @@ static PyMethodDef rw_methods[] = {
     {"release_write", (PyCFunction)rw_release_write, METH_NOARGS,
      "release_write()\n--\n\nGive back the write hold."},
     {"_is_writer", (PyCFunction)rw_is_writer, METH_NOARGS, NULL},
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
 
@@ -672,12 +674,9 @@ static PyMethodDef cond_methods[] = {
     {"_notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL,
      "_notify(n=1)\n--\n\nWake up to n waiters; returns how many were asleep and woken."},
     {"_notify_all", (PyCFunction)cond_notify_all, METH_NOARGS, NULL},
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
-
-static PyGetSetDef cond_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Barrier -------------------------------------------------------------------------------- */
 
@@ -732,12 +731,9 @@ static PyMethodDef barrier_methods[] = {
      "raise BrokenBarrierError."},
     {"reset", (PyCFunction)barrier_reset, METH_NOARGS,
      "reset()\n--\n\nReturn to the empty state; parties waiting get BrokenBarrierError."},
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
-
-static PyGetSetDef barrier_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Counter -------------------------------------------------------------------------------- */
 
@@ -872,11 +868,11 @@ static const struct {
      "Handle on a robust readers-writer lock (internal)."},
     {&SemaphoreType, SHK_OBJ_SEMAPHORE, "shmkit._core.Semaphore", sem_methods, sem_getset,
      "Handle on a shared semaphore (internal)."},
-    {&EventType, SHK_OBJ_EVENT, "shmkit._core.Event", event_methods, event_getset,
+    {&EventType, SHK_OBJ_EVENT, "shmkit._core.Event", event_methods, common_getset,
      "Handle on a shared event (internal)."},
-    {&ConditionType, SHK_OBJ_CONDITION, "shmkit._core.Condition", cond_methods, cond_getset,
+    {&ConditionType, SHK_OBJ_CONDITION, "shmkit._core.Condition", cond_methods, common_getset,
      "Handle on a shared condition variable (internal)."},
-    {&BarrierType, SHK_OBJ_BARRIER, "shmkit._core.Barrier", barrier_methods, barrier_getset,
+    {&BarrierType, SHK_OBJ_BARRIER, "shmkit._core.Barrier", barrier_methods, common_getset,
      "Handle on a shared barrier (internal)."},
     {&CounterType, SHK_OBJ_COUNTER, "shmkit._core.Counter", counter_methods, counter_getset,
      "Handle on a shared atomic 64-bit counter (internal)."},
