@@ -98,10 +98,14 @@ static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, stru
 
 /* ---- construction ------------------------------------------------------------------------ */
 
-/* The size fields validated when the handle was made must still hold (see extent): 0, or
- * -1 with CorruptedError. */
-static inline int intact(SyncObject *o)
+/* A handle that is open and whose size fields, validated when it was made, still hold
+ * (see extent): 0, or -1 with ClosedError or CorruptedError. */
+static inline int usable(SyncObject *o)
 {
+    if (__builtin_expect(o->sh == NULL, 0)) {
+        shk_py_closed("this synchronisation handle is closed");
+        return -1;
+    }
     uint32_t now = shk_sync_extent(o->sh, o->type);
     if (__builtin_expect(now == o->extent, 1))
         return 0;
@@ -111,9 +115,10 @@ static inline int intact(SyncObject *o)
     return -1;
 }
 
-#define INTACT(o)                   \
+/* LIVE, and the size fields still hold: for the types whose loops run over them. */
+#define USABLE(o)                   \
     do {                            \
-        if (intact(o) < 0)          \
+        if (usable(o) < 0)          \
             return NULL;            \
     } while (0)
 
@@ -190,8 +195,7 @@ SHK_PY_GETTER(sync_get_zone, SyncObject, Py_NewRef((PyObject *)self->zone))
  * statistics() of the Python classes; a Condition's lock name besides. */
 static PyObject *sync_raw(SyncObject *o, PyObject *unused)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     union shk_sync_stats st;
     PyObject *d = shk_py_fields(&st, shk_sync_stats(o->sh, o->type, o->slot, &st));
     if (!d || o->type != SHK_OBJ_CONDITION)
@@ -392,8 +396,7 @@ static PyGetSetDef lock_getset[] = {
 static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     if (nargs == 0 && kwnames == NULL) {
         /* one attempt with the GIL held (bounded: core/sync.h); the real wait follows */
         int r = shk_sem_try_now(o->sh);
@@ -408,8 +411,7 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     unsigned long n = 1;
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
@@ -447,8 +449,7 @@ GETTER_METHOD(sem_get_value, PyLong_FromUnsignedLong(shk_sem_value(o->sh)))
 
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     uint32_t n;
     Py_BEGIN_ALLOW_THREADS
     n = shk_sem_reclaim(o->sh);
@@ -518,8 +519,7 @@ static PyMethodDef event_methods[] = {
 static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames, int write)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     struct timespec deadline;
     int has = 0;
     uint32_t flags = 0;
@@ -554,8 +554,7 @@ static PyObject *rw_acquire_write(SyncObject *o, PyObject *const *args, Py_ssize
 
 static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     int r = shk_rw_release_read(o->sh, &o->slot);
     return shk_py_none_or_raise(r, "release_read");
 }
@@ -682,8 +681,7 @@ static PyMethodDef cond_methods[] = {
 
 static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     PyObject *timeout = nargs > 0 ? args[0] : Py_None;
     struct timespec deadline;
     int has;
@@ -906,11 +904,7 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
         return -1;
     }
     SyncObject *o = (SyncObject *)h;
-    if (!o->sh) {
-        shk_py_closed("this synchronisation handle is closed");
-        return -1;
-    }
-    if (intact(o) < 0)
+    if (usable(o) < 0)
         return -1;
     out->sh = o->sh;
     out->type = o->type;
