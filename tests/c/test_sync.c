@@ -277,6 +277,23 @@ static void test_rlock(void)
     CHECK_EQ(shk_lock_release(r, 1), 0);
     CHECK(!shk_lock_is_mine(r, 1));
     CHECK_EQ(shk_lock_release(r, 1), SHK_ENOTOWNER);
+    /* released completely, levels counted (Condition, _release_save), then restored */
+    uint32_t count = 0;
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(shk_lock_release_all(r, 1, &count), 0);
+    CHECK_EQ(count, 3);
+    CHECK(!shk_lock_locked(r));
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    shk_rlock_restore(r, count);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 3);
+    CHECK_EQ(shk_lock_release_all(r, 1, &count), 0);
+    CHECK_EQ(shk_lock_release_all(r, 1, &count), SHK_ENOTOWNER);
+    struct shk_lock_sh *l = obj("lock-all", SHK_OBJ_LOCK, 0, 0, 0);
+    CHECK_EQ(lock_acq(l, 0, -1), 0);
+    CHECK_EQ(shk_lock_release_all(l, 0, &count), 0);
+    CHECK_EQ(count, 1);
+    CHECK(!shk_lock_locked(l));
 }
 
 /* ---- semaphores ----------------------------------------------------------------------- */

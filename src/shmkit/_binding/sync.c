@@ -333,12 +333,8 @@ GETTER_METHOD(lock_is_owned,
 static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    int r;
-    uint32_t count = 1;
-    if (o->type == SHK_OBJ_RLOCK)
-        r = shk_rlock_release_all(o->sh, &count);
-    else
-        r = shk_lock_release(o->sh, 0);
+    uint32_t count;
+    int r = shk_lock_release_all(o->sh, o->type == SHK_OBJ_RLOCK, &count);
     if (r)
         return shk_py_raise(r, "release");
     return PyLong_FromUnsignedLong(count);

@@ -604,6 +604,12 @@ int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count)
     return shk_lock_release(l, 1);
 }
 
+int shk_lock_release_all(struct shk_lock_sh *l, int recursive, uint32_t *count)
+{
+    *count = 1;
+    return recursive ? shk_rlock_release_all(l, count) : shk_lock_release(l, 0);
+}
+
 void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count)
 {
     if (count > 1 && shk_lock_is_mine(l, 1))
@@ -1275,7 +1281,7 @@ int shk_cond_unlock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive,
     if (!shk_lock_is_mine(l, recursive))
         return shk_fail(SHK_ENOTOWNER, "cannot wait on un-acquired lock");
     *seq = shk_cond_prepare(c);
-    int r = recursive ? shk_rlock_release_all(l, count) : shk_lock_release(l, 0);
+    int r = shk_lock_release_all(l, recursive, count);
     if (r)
         shk_cond_finish(c);
     return r;

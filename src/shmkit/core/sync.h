@@ -248,6 +248,9 @@ int shk_lock_acquire(struct shk_lock_sh *l, int recursive, struct shk_wait *w);
 int shk_lock_release(struct shk_lock_sh *l, int recursive);
 /* RLock: release every level held by this thread; *count gets how many (Condition). */
 int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count);
+/* Release completely, a Lock or every level of an RLock (recursive): *count gets the
+ * levels released (1 for a Lock), for shk_rlock_restore after taking it again. */
+int shk_lock_release_all(struct shk_lock_sh *l, int recursive, uint32_t *count);
 /* After re-acquiring an RLock released with shk_rlock_release_all: its depth again. */
 void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count);
 /* Held by the caller: Lock by this process, RLock by this thread. */
