@@ -212,7 +212,8 @@ static PyObject *sync_raw(SyncObject *o, PyObject *unused)
  * types that have no others (Event, Condition, Barrier). */
 #define STATS_METHODS                                                                      \
     COMMON_METHODS,                                                                        \
-    {"_raw", (PyCFunction)sync_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."}
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS,                                           \
+     "_raw($self, /)\n--\n\nShared fields, for statistics()."}
 
 static PyGetSetDef common_getset[] = {COMMON_GETSET, {NULL}};
 
