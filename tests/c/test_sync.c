@@ -277,6 +277,23 @@ static void test_rlock(void)
     CHECK_EQ(shk_lock_release(r, 1), 0);
     CHECK(!shk_lock_is_mine(r, 1));
     CHECK_EQ(shk_lock_release(r, 1), SHK_ENOTOWNER);
+    /* released completely, levels counted (Condition, _release_save), then restored */
+    uint32_t count = 0;
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(shk_lock_release_all(r, 1, &count), 0);
+    CHECK_EQ(count, 3);
+    CHECK(!shk_lock_locked(r));
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    shk_rlock_restore(r, count);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 3);
+    CHECK_EQ(shk_lock_release_all(r, 1, &count), 0);
+    CHECK_EQ(shk_lock_release_all(r, 1, &count), SHK_ENOTOWNER);
+    struct shk_lock_sh *l = obj("lock-all", SHK_OBJ_LOCK, 0, 0, 0);
+    CHECK_EQ(lock_acq(l, 0, -1), 0);
+    CHECK_EQ(shk_lock_release_all(l, 0, &count), 0);
+    CHECK_EQ(count, 1);
+    CHECK(!shk_lock_locked(l));
 }
 
 /* ---- semaphores ----------------------------------------------------------------------- */
@@ -722,6 +739,224 @@ static void test_async_contract(void)
 #endif
 }
 
+/* Condition.wait's sequence as one core call: an RLock held twice is released whole and
+ * held twice again after a timeout; a Lock is taken again after a notification; waiting
+ * on a lock one does not hold is refused with nothing left registered. */
+static struct shk_cond_sh *g_cw;
+static struct shk_lock_sh *g_cw_lock;
+static volatile int g_cw_woken;
+
+static void *cw_waiter(void *unused)
+{
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, 10);
+    CHECK_EQ(lock_acq(g_cw_lock, 0, -1), 0);
+    int r = shk_cond_wait_lock(g_cw, g_cw_lock, 0, &w);
+    CHECK(shk_lock_is_mine(g_cw_lock, 0));
+    __atomic_store_n(&g_cw_woken, 1, __ATOMIC_RELEASE);
+    CHECK_EQ(shk_lock_release(g_cw_lock, 0), 0);
+    return (void *)(long)r;
+}
+
+static void test_cond_wait_lock(void)
+{
+    struct shk_cond_sh *c = obj("cw", SHK_OBJ_CONDITION, 0, 0, 0);
+    struct shk_lock_sh *r = &c->lock; /* the embedded RLock */
+    struct timespec d;
+    struct shk_wait w = wait_for(&d, 0.05);
+    CHECK_EQ(shk_cond_wait_lock(c, r, 1, &w), SHK_ENOTOWNER);
+    CHECK_EQ(c->sleepers, 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    double t0 = now_s();
+    w = wait_for(&d, 0.05);
+    CHECK_EQ(shk_cond_wait_lock(c, r, 1, &w), ETIMEDOUT);
+    CHECK(now_s() - t0 >= 0.04);
+    CHECK_EQ(shk_lock_owned_count(r, 1), 2);
+    CHECK_EQ(c->sleepers, 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+
+    g_cw = c;
+    g_cw_lock = obj("cw-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, cw_waiter, NULL);
+    while (__atomic_load_n(&c->sleepers, __ATOMIC_ACQUIRE) == 0) /* registered: unlocked */
+        usleep(100);
+    CHECK_EQ(lock_acq(g_cw_lock, 0, 5), 0);
+    shk_cond_notify(c, 1);
+    CHECK(!__atomic_load_n(&g_cw_woken, __ATOMIC_ACQUIRE)); /* it needs the lock back */
+    CHECK_EQ(shk_lock_release(g_cw_lock, 0), 0);
+    void *res;
+    pthread_join(t, &res);
+    CHECK_EQ((long)res, 0);
+    CHECK(g_cw_woken);
+}
+
+/* The binding's one attempt with the GIL held: takes a free unit (and an undo
+ * semaphore's slot), and reports a contention without waiting when there is none. */
+static void test_sem_try_now(void)
+{
+    struct shk_sem_sh *s = obj("try-now", SHK_OBJ_SEMAPHORE, 1, 0, 0);
+    CHECK_EQ(shk_sem_try_now(s), 0);
+    double t0 = now_s();
+    CHECK_EQ(shk_sem_try_now(s), EAGAIN);
+    CHECK(now_s() - t0 < 0.05);
+    CHECK_EQ(s->contentions, 1);
+    CHECK_EQ(shk_sem_release(s, 1), 0);
+    struct shk_sem_sh *u = obj("try-now-undo", SHK_OBJ_SEMAPHORE, 1, 2, SHK_SYNCF_UNDO);
+    CHECK_EQ(shk_sem_try_now(u), 0);
+    CHECK_EQ(shk_sem_held(u), 1);
+    CHECK_EQ(shk_sem_try_now(u), EAGAIN);
+    CHECK_EQ(shk_sem_release(u, 1), 0);
+    CHECK_EQ(shk_sem_held(u), 0);
+}
+
+/* ---- statistics and tuning ----------------------------------------------------------- */
+
+/* The value of field `name` in a statistics record, read through its table. */
+static long long field(const void *rec, const struct shk_field *f, const char *name)
+{
+    for (; f->name; f++) {
+        if (strcmp(f->name, name) != 0)
+            continue;
+        const char *p = (const char *)rec + f->off;
+        switch (f->kind) {
+        case SHK_FIELD_U64: return (long long)*(const uint64_t *)p;
+        case SHK_FIELD_U32: return *(const uint32_t *)p;
+        case SHK_FIELD_I32: return *(const int32_t *)p;
+        default: return *(const int *)p;
+        }
+    }
+    fprintf(stderr, "no field %s\n", name);
+    checks_failed++;
+    return -999;
+}
+
+/* What statistics() shows: the owner pid/tid split of Lock and RLock, owner_alive of a
+ * killed holder (and the take-over recorded), undo holders, this process's read holds. */
+static void test_stats(void)
+{
+    union shk_sync_stats st;
+    const struct shk_field *f;
+    struct shk_lock_sh *l = obj("st-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), 0);
+    CHECK_EQ(field(&st, f, "count"), 0);
+    CHECK_EQ(field(&st, f, "owner_alive"), -1); /* free: None */
+    CHECK_EQ(lock_acq(l, 0, -1), 0);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), getpid());
+    CHECK_EQ(field(&st, f, "owner_tid"), 0);
+    CHECK_EQ(field(&st, f, "count"), 1);
+    CHECK_EQ(field(&st, f, "owner_alive"), 1);
+    CHECK_EQ(field(&st, f, "acquisitions"), 1);
+    CHECK_EQ(shk_lock_release(l, 0), 0);
+
+    struct shk_lock_sh *r = obj("st-rlock", SHK_OBJ_RLOCK, 0, 0, 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    CHECK_EQ(lock_acq(r, 1, -1), 0);
+    f = shk_sync_stats(r, SHK_OBJ_RLOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), getpid());
+    CHECK_EQ(field(&st, f, "owner_tid"), syscall(SYS_gettid));
+    CHECK_EQ(field(&st, f, "count"), 2);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+    CHECK_EQ(shk_lock_release(r, 1), 0);
+
+    /* a holder killed: not alive, named; the next acquire takes over and says so */
+    int pfd[2];
+    CHECK_EQ(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        lock_acq(l, 0, -1);
+        char c = 'x';
+        if (write(pfd[1], &c, 1) != 1)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    char c;
+    CHECK_EQ(read(pfd[0], &c, 1), 1);
+    close(pfd[0]);
+    close(pfd[1]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_pid"), pid);
+    CHECK_EQ(field(&st, f, "owner_alive"), 0);
+    CHECK_EQ(lock_acq(l, 0, 5), SHK_EOWNERDEAD);
+    f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
+    CHECK_EQ(field(&st, f, "owner_deaths"), 1);
+    CHECK_EQ(field(&st, f, "last_dead_pid"), pid);
+    CHECK_EQ(field(&st, f, "owner_alive"), 1);
+    CHECK_EQ(shk_lock_release(l, 0), 0);
+
+    struct shk_sem_sh *s = obj("st-usem", SHK_OBJ_SEMAPHORE, 3, 4, SHK_SYNCF_UNDO);
+    CHECK_EQ(sem_acq(s, -1), 0);
+    CHECK_EQ(sem_acq(s, -1), 0);
+    f = shk_sync_stats(s, SHK_OBJ_SEMAPHORE, 0, &st);
+    CHECK_EQ(field(&st, f, "value"), 1);
+    CHECK_EQ(field(&st, f, "initial"), 3);
+    CHECK_EQ(field(&st, f, "undo"), 1);
+    CHECK_EQ(field(&st, f, "bounded"), 0);
+    CHECK_EQ(field(&st, f, "slots"), 4);
+    CHECK_EQ(field(&st, f, "holders"), 1);
+    CHECK_EQ(field(&st, f, "held_here"), 2);
+    CHECK_EQ(shk_sem_release(s, 2), 0);
+
+    struct shk_rwlock_sh *rw = obj("st-rw", SHK_OBJ_RWLOCK, 8, 0, 0);
+    uint32_t slot = UINT32_MAX;
+    CHECK_EQ(rw_read(rw, &slot, -1), 0);
+    f = shk_sync_stats(rw, SHK_OBJ_RWLOCK, slot, &st);
+    CHECK_EQ(field(&st, f, "readers"), 1);
+    CHECK_EQ(field(&st, f, "reader_processes"), 1);
+    CHECK_EQ(field(&st, f, "max_readers"), 8);
+    CHECK_EQ(field(&st, f, "held_here"), 1);
+    CHECK_EQ(field(&st, f, "writer_pid"), 0);
+    f = shk_sync_stats(rw, SHK_OBJ_RWLOCK, UINT32_MAX, &st); /* no slot cached: none here */
+    CHECK_EQ(field(&st, f, "held_here"), 0);
+    CHECK_EQ(shk_rw_release_read(rw, &slot), 0);
+    CHECK_EQ(rw_write(rw, -1), 0);
+    f = shk_sync_stats(rw, SHK_OBJ_RWLOCK, slot, &st);
+    CHECK_EQ(field(&st, f, "writer_pid"), getpid());
+    CHECK_EQ(shk_rw_release_write(rw), 0);
+
+    struct shk_event_sh *e = obj("st-event", SHK_OBJ_EVENT, 0, 0, 0);
+    shk_event_set(e);
+    f = shk_sync_stats(e, SHK_OBJ_EVENT, 0, &st);
+    CHECK_EQ(field(&st, f, "is_set"), 1);
+    CHECK_EQ(field(&st, f, "sets"), 1);
+
+    struct shk_cond_sh *cv = obj("st-cond", SHK_OBJ_CONDITION, 0, 0, 0);
+    f = shk_sync_stats(cv, SHK_OBJ_CONDITION, 0, &st);
+    CHECK_EQ(field(&st, f, "lock_offset"), 128);
+    CHECK_EQ(st.cond.lock_name[0], '\0');
+
+    struct shk_barrier_sh *b = obj("st-barrier", SHK_OBJ_BARRIER, 3, 0, 0);
+    shk_barrier_abort(b);
+    f = shk_sync_stats(b, SHK_OBJ_BARRIER, 0, &st);
+    CHECK_EQ(field(&st, f, "parties"), 3);
+    CHECK_EQ(field(&st, f, "broken"), 1);
+    CHECK_EQ(field(&st, f, "n_waiting"), 0);
+    CHECK_EQ(field(&st, f, "breaks"), 1);
+
+    struct shk_counter_sh *cn = obj("st-counter", SHK_OBJ_COUNTER, 0, 0, 0);
+    CHECK(shk_sync_stats(cn, SHK_OBJ_COUNTER, 0, &st) == NULL);
+}
+
+static void test_configure(void)
+{
+    struct shk_wait_config saved = shk_wait_cfg;
+    CHECK_EQ(shk_sync_configure(-1, 99999, -1), EINVAL);
+    CHECK_EQ(shk_sync_configure(5, -1, 999999), EINVAL);
+    CHECK_EQ(shk_wait_cfg.spin_max_ns, saved.spin_max_ns); /* refused: nothing changed */
+    CHECK_EQ(shk_sync_configure(5, 100000, -1), 0);
+    CHECK_EQ(shk_wait_cfg.spin_max_ns, 5);
+    CHECK_EQ(shk_wait_cfg.liveness_ns, 100000);
+    CHECK_EQ(shk_wait_cfg.recheck_ns, saved.recheck_ns);
+    shk_wait_cfg = saved;
+}
+
 int main(void)
 {
     open_zone();
@@ -737,6 +972,10 @@ int main(void)
     test_live_impostor();
     test_fast_paths();
     test_async_contract();
+    test_cond_wait_lock();
+    test_sem_try_now();
+    test_stats();
+    test_configure();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);

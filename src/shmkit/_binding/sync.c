@@ -98,16 +98,28 @@ static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, stru
 
 /* ---- construction ------------------------------------------------------------------------ */
 
-/* The size fields validated when the handle was made must still hold (see extent). */
-#define INTACT(o)                                                                        \
-    do {                                                                                 \
-        if (__builtin_expect(shk_sync_extent((o)->sh, (o)->type) != (o)->extent, 0)) {                        \
-            PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its " \
-                         "size field changed from %u to %u after it was opened",          \
-                         (unsigned long long)(o)->off, (o)->extent,                    \
-                         shk_sync_extent((o)->sh, (o)->type));   \
-            return NULL;                                                                 \
-        }                                                                                \
+/* A handle that is open and whose size fields, validated when it was made, still hold
+ * (see extent): 0, or -1 with ClosedError or CorruptedError. */
+static inline int usable(SyncObject *o)
+{
+    if (__builtin_expect(o->sh == NULL, 0)) {
+        shk_py_closed("this synchronisation handle is closed");
+        return -1;
+    }
+    uint32_t now = shk_sync_extent(o->sh, o->type);
+    if (__builtin_expect(now == o->extent, 1))
+        return 0;
+    PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its size field "
+                 "changed from %u to %u after it was opened", (unsigned long long)o->off,
+                 o->extent, now);
+    return -1;
+}
+
+/* LIVE, and the size fields still hold: for the types whose loops run over them. */
+#define USABLE(o)                   \
+    do {                            \
+        if (usable(o) < 0)          \
+            return NULL;            \
     } while (0)
 
 static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t objtype)
@@ -178,6 +190,32 @@ SHK_PY_GETTER(sync_get_zone, SyncObject, Py_NewRef((PyObject *)self->zone))
 #define COMMON_METHODS                                                                     \
     {"close", (PyCFunction)sync_close, METH_NOARGS,                                        \
      "close()\n--\n\nDrop this handle (the object stays in the zone)."}
+
+/* _raw(): the shared fields the core's statistics record names (core/sync.h), for the
+ * statistics() of the Python classes; a Condition's lock name besides. */
+static PyObject *sync_raw(SyncObject *o, PyObject *unused)
+{
+    USABLE(o);
+    union shk_sync_stats st;
+    PyObject *d = shk_py_fields(&st, shk_sync_stats(o->sh, o->type, o->slot, &st));
+    if (!d || o->type != SHK_OBJ_CONDITION)
+        return d;
+    const char *name = st.cond.lock_name; /* corrupted: not UTF-8, kept as surrogates */
+    PyObject *v = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name), "surrogateescape");
+    if (!v || PyDict_SetItemString(d, "lock_name", v) < 0)
+        Py_CLEAR(d);
+    Py_XDECREF(v);
+    return d;
+}
+
+/* The methods of the types with statistics (all but Counter), and the attributes of the
+ * types that have no others (Event, Condition, Barrier). */
+#define STATS_METHODS                                                                      \
+    COMMON_METHODS,                                                                        \
+    {"_raw", (PyCFunction)sync_raw, METH_NOARGS,                                           \
+     "_raw($self, /)\n--\n\nShared fields, for statistics()."}
+
+static PyGetSetDef common_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
@@ -292,36 +330,12 @@ GETTER_METHOD(lock_locked, PyBool_FromLong(shk_lock_locked(o->sh)))
 GETTER_METHOD(lock_is_owned,
               PyBool_FromLong(shk_lock_is_mine(o->sh, o->type == SHK_OBJ_RLOCK)))
 
-static PyObject *lock_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_lock_sh *l = o->sh;
-    union shk_ident cur;
-    cur.all = shk_load_acquire(&l->owner.all);
-    uint32_t id = cur.f.word & SHK_ID_MASK;
-    int pid = o->type == SHK_OBJ_RLOCK ? (id ? l->owner_pid : 0) : (int)id;
-    return Py_BuildValue("{sisisIsIsKsKsKsKsisIsO}", "owner_pid", pid, "owner_tid",
-                         o->type == SHK_OBJ_RLOCK ? (int)id : 0, "count",
-                         o->type == SHK_OBJ_RLOCK ? (id ? l->count : 0) : (id ? 1 : 0),
-                         "waiters", shk_load_relaxed(&l->sleepers),
-                         "acquisitions", (unsigned long long)l->acquisitions, "contentions",
-                         (unsigned long long)l->contentions, "owner_deaths",
-                         (unsigned long long)l->owner_deaths, "last_death_ns",
-                         (unsigned long long)l->last_death_ns, "last_dead_pid",
-                         (int)l->last_dead_pid, "spin_ns", l->head.spin_ns, "owner_alive",
-                         id ? (shk_sync_ident_alive(cur.all) ? Py_True : Py_False) : Py_None);
-}
-
 /* Condition support: release completely (returns the saved state) / restore it. */
 static PyObject *lock_release_save(SyncObject *o, PyObject *unused)
 {
     LIVE(o);
-    int r;
-    uint32_t count = 1;
-    if (o->type == SHK_OBJ_RLOCK)
-        r = shk_rlock_release_all(o->sh, &count);
-    else
-        r = shk_lock_release(o->sh, 0);
+    uint32_t count;
+    int r = shk_lock_release_all(o->sh, o->type == SHK_OBJ_RLOCK, &count);
     if (r)
         return shk_py_raise(r, "release");
     return PyLong_FromUnsignedLong(count);
@@ -361,8 +375,7 @@ static PyMethodDef lock_methods[] = {
      "_is_owned()\n--\n\nHeld by this process (Lock) or this thread (RLock)."},
     {"_release_save", (PyCFunction)lock_release_save, METH_NOARGS, NULL},
     {"_acquire_restore", (PyCFunction)lock_acquire_restore, METH_O, NULL},
-    {"_raw", (PyCFunction)lock_raw, METH_NOARGS, "_raw()\n--\n\nShared fields, for statistics()."},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
 
@@ -380,19 +393,10 @@ static PyGetSetDef lock_getset[] = {
 static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    LIVE(o);
-    INTACT(o);
-    struct shk_wait w0 = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
-    w0.next_live = UINT64_MAX; /* the fast attempt never reads /proc */
+    USABLE(o);
     if (nargs == 0 && kwnames == NULL) {
-        /* an undo semaphore's attempt takes its mutex, with the GIL held: it may not wait
-         * long for it (a corrupted word naming a live thread): the real wait follows */
-        struct shk_sem_sh *s = o->sh;
-        int undo = s->head.flags & SHK_SYNCF_UNDO;
-        uint64_t saved = undo ? shk_wait_ambient_push(shk_now_ns() + SHK_WAIT_TRY_GRACE_NS) : 0;
-        int r = shk_sem_op.attempt(s, &w0);
-        if (undo)
-            shk_wait_ambient_pop(saved);
+        /* one attempt with the GIL held (bounded: core/sync.h); the real wait follows */
+        int r = shk_sem_try_now(o->sh);
         if (r == 0)
             Py_RETURN_TRUE;
         if (PyErr_Occurred()) /* Ctrl-C while waiting for the mutex */
@@ -404,8 +408,7 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     unsigned long n = 1;
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
@@ -443,30 +446,12 @@ GETTER_METHOD(sem_get_value, PyLong_FromUnsignedLong(shk_sem_value(o->sh)))
 
 static PyObject *sem_reclaim(SyncObject *o, PyObject *unused)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     uint32_t n;
     Py_BEGIN_ALLOW_THREADS
     n = shk_sem_reclaim(o->sh);
     Py_END_ALLOW_THREADS
     return PyLong_FromUnsignedLong(n);
-}
-
-static PyObject *sem_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    INTACT(o);
-    struct shk_sem_sh *s = o->sh;
-    uint32_t holders = shk_sem_holders(s);
-    return Py_BuildValue("{sIsIsOsOsIsIsKsKsKsKsIsI}", "value", s->value, "initial", s->bound,
-                         "bounded", (s->head.flags & SHK_SYNCF_BOUNDED) ? Py_True : Py_False,
-                         "undo", (s->head.flags & SHK_SYNCF_UNDO) ? Py_True : Py_False,
-                         "waiters", s->sleepers, "slots", s->nslots, "acquisitions",
-                         (unsigned long long)s->acquisitions, "contentions",
-                         (unsigned long long)s->contentions, "reclaimed",
-                         (unsigned long long)s->reclaimed, "dead_owners",
-                         (unsigned long long)s->dead_owners, "holders", holders, "held_here",
-                         shk_sem_held(s));
 }
 
 static PyMethodDef sem_methods[] = {
@@ -481,8 +466,7 @@ static PyMethodDef sem_methods[] = {
     {"reclaim", (PyCFunction)sem_reclaim, METH_NOARGS,
      "reclaim()\n--\n\nUndo semaphores: give back the units of dead processes now; returns "
      "how many (waiters do this by themselves)."},
-    {"_raw", (PyCFunction)sem_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
 
@@ -516,16 +500,6 @@ static PyObject *event_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nar
     return wait_result(run_wait(o, &shk_event_op, o->sh, &w, NULL), NULL, "wait");
 }
 
-static PyObject *event_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_event_sh *e = o->sh;
-    uint32_t st = shk_load_acquire(&e->state);
-    return Py_BuildValue("{sOsIsKsKsI}", "is_set", (st & 1) ? Py_True : Py_False, "waiters",
-                         e->sleepers, "sets", (unsigned long long)e->sets, "waits",
-                         (unsigned long long)e->waits, "spin_ns", e->head.spin_ns);
-}
-
 static PyMethodDef event_methods[] = {
     {"set", (PyCFunction)event_set, METH_NOARGS, "set()\n--\n\nSet the flag and wake every waiter."},
     {"clear", (PyCFunction)event_clear, METH_NOARGS, "clear()\n--\n\nReset the flag."},
@@ -533,20 +507,16 @@ static PyMethodDef event_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))event_wait, METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout=None)\n--\n\nBlock until the flag is set; returns the flag (False when the "
      "timeout passed)."},
-    {"_raw", (PyCFunction)event_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
-
-static PyGetSetDef event_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- RWLock --------------------------------------------------------------------------------- */
 
 static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames, int write)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     struct timespec deadline;
     int has = 0;
     uint32_t flags = 0;
@@ -581,8 +551,7 @@ static PyObject *rw_acquire_write(SyncObject *o, PyObject *const *args, Py_ssize
 
 static PyObject *rw_release_read(SyncObject *o, PyObject *unused)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     int r = shk_rw_release_read(o->sh, &o->slot);
     return shk_py_none_or_raise(r, "release_read");
 }
@@ -592,27 +561,6 @@ static PyObject *rw_release_write(SyncObject *o, PyObject *unused)
     LIVE(o);
     int r = shk_rw_release_write(o->sh);
     return shk_py_none_or_raise(r, "release_write");
-}
-
-static PyObject *rw_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    INTACT(o);
-    struct shk_rwlock_sh *rw = o->sh;
-    uint32_t procs = 0;
-    uint32_t holds = shk_rw_readers(rw, &procs);
-    union shk_ident wr;
-    wr.all = shk_load_acquire(&rw->writer.all);
-    uint64_t reads = shk_rw_read_acquisitions(rw);
-    return Py_BuildValue("{sisIsIsIsIsKsKsKsKsKsI}", "writer_pid", (int)(wr.f.word & SHK_ID_MASK),
-                         "readers", holds, "reader_processes", procs, "waiters", rw->sleepers,
-                         "max_readers", rw->nslots, "read_acquisitions",
-                         (unsigned long long)reads, "write_acquisitions",
-                         (unsigned long long)rw->write_acquisitions, "contentions",
-                         (unsigned long long)rw->contentions, "owner_deaths",
-                         (unsigned long long)rw->owner_deaths, "reader_deaths",
-                         (unsigned long long)rw->reader_deaths, "held_here",
-                         shk_rw_held_here(rw, o->slot));
 }
 
 GETTER_METHOD(rw_is_writer, PyBool_FromLong(shk_rw_is_writer(o->sh)))
@@ -627,8 +575,7 @@ static PyMethodDef rw_methods[] = {
     {"release_write", (PyCFunction)rw_release_write, METH_NOARGS,
      "release_write()\n--\n\nGive back the write hold."},
     {"_is_writer", (PyCFunction)rw_is_writer, METH_NOARGS, NULL},
-    {"_raw", (PyCFunction)rw_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
 
@@ -655,7 +602,7 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     struct shk_cond_sh *c = o->sh; /* (the handles' sh are NULL once closed, even while */
     struct shk_lock_sh *l = lk->sh; /*  we wait: the mapping stays until the wait ends) */
     int rec = lk->type == SHK_OBJ_RLOCK;
-    if (!shk_lock_is_mine(lk->sh, rec)) {
+    if (!shk_lock_is_mine(lk->sh, rec)) { /* before the timeout is looked at, as threading */
         PyErr_SetString(PyExc_RuntimeError, "cannot wait on un-acquired lock");
         return NULL;
     }
@@ -664,13 +611,11 @@ static PyObject *cond_wait(SyncObject *o, PyObject *args)
     uint32_t flags;
     if (shk_py_wait_args(timeout, &deadline, &has, &flags) < 0)
         return NULL;
-    uint32_t seq = shk_cond_prepare(c);
-    uint32_t count = 1;
-    int r = rec ? shk_rlock_release_all(l, &count) : shk_lock_release(l, 0);
-    if (r) {
-        shk_cond_finish(c);
+    uint32_t seq, count;
+    shk_clear_detail();
+    int r = shk_cond_unlock(c, l, rec, &seq, &count); /* the sequence of core/sync.h */
+    if (r)
         return shk_py_raise(r, "wait");
-    }
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     w.observed = seq;
     int wr = run_wait(o, &shk_cond_op, c, &w, NULL);
@@ -719,42 +664,21 @@ static PyObject *cond_notify_all(SyncObject *o, PyObject *unused)
     return PyLong_FromLong(shk_cond_notify(o->sh, INT_MAX));
 }
 
-static PyObject *cond_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_cond_sh *c = o->sh;
-    char name[SHK_OBJ_NAME_MAX + 1];
-    memcpy(name, c->lock_name, sizeof name);
-    name[SHK_OBJ_NAME_MAX] = '\0';
-    PyObject *lock_name = PyUnicode_DecodeUTF8(name, (Py_ssize_t)strlen(name),
-                                               "surrogateescape"); /* corrupted: not UTF-8 */
-    if (!lock_name)
-        return NULL;
-    return Py_BuildValue("{sIsKsKsNsIsI}", "waiters", c->sleepers, "notifies",
-                         (unsigned long long)c->notifies, "waits", (unsigned long long)c->waits,
-                         "lock_name", lock_name, "lock_type", c->lock_type, "lock_offset",
-                         (unsigned int)offsetof(struct shk_cond_sh, lock));
-}
-
 static PyMethodDef cond_methods[] = {
     {"_wait", (PyCFunction)cond_wait, METH_VARARGS,
      "_wait(lock, timeout=None)\n--\n\nRelease lock, wait for a notification, re-acquire it."},
     {"_notify", (PyCFunction)(void (*)(void))cond_notify, METH_FASTCALL,
      "_notify(n=1)\n--\n\nWake up to n waiters; returns how many were asleep and woken."},
     {"_notify_all", (PyCFunction)cond_notify_all, METH_NOARGS, NULL},
-    {"_raw", (PyCFunction)cond_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
-
-static PyGetSetDef cond_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Barrier -------------------------------------------------------------------------------- */
 
 static PyObject *barrier_wait(SyncObject *o, PyObject *const *args, Py_ssize_t nargs)
 {
-    LIVE(o);
-    INTACT(o);
+    USABLE(o);
     PyObject *timeout = nargs > 0 ? args[0] : Py_None;
     struct timespec deadline;
     int has;
@@ -793,16 +717,6 @@ static PyObject *barrier_complete(SyncObject *o, PyObject *arg)
 VOID_METHOD(barrier_abort, shk_barrier_abort(o->sh))
 VOID_METHOD(barrier_reset, shk_barrier_reset(o->sh))
 
-static PyObject *barrier_raw(SyncObject *o, PyObject *unused)
-{
-    LIVE(o);
-    struct shk_barrier_sh *b = o->sh;
-    return Py_BuildValue("{sIsIsOsIsKsKsI}", "parties", b->parties, "n_waiting",
-                         b->broken ? 0u : b->count, "broken", b->broken ? Py_True : Py_False,
-                         "waiters", b->sleepers, "passed", (unsigned long long)b->passed,
-                         "breaks", (unsigned long long)b->breaks, "generation", b->gen);
-}
-
 static PyMethodDef barrier_methods[] = {
     {"_wait", (PyCFunction)(void (*)(void))barrier_wait, METH_FASTCALL,
      "_wait(timeout=None)\n--\n\nArrive and wait; returns (index, generation, is_last)."},
@@ -812,12 +726,9 @@ static PyMethodDef barrier_methods[] = {
      "raise BrokenBarrierError."},
     {"reset", (PyCFunction)barrier_reset, METH_NOARGS,
      "reset()\n--\n\nReturn to the empty state; parties waiting get BrokenBarrierError."},
-    {"_raw", (PyCFunction)barrier_raw, METH_NOARGS, NULL},
-    COMMON_METHODS,
+    STATS_METHODS,
     {NULL},
 };
-
-static PyGetSetDef barrier_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Counter -------------------------------------------------------------------------------- */
 
@@ -952,11 +863,11 @@ static const struct {
      "Handle on a robust readers-writer lock (internal)."},
     {&SemaphoreType, SHK_OBJ_SEMAPHORE, "shmkit._core.Semaphore", sem_methods, sem_getset,
      "Handle on a shared semaphore (internal)."},
-    {&EventType, SHK_OBJ_EVENT, "shmkit._core.Event", event_methods, event_getset,
+    {&EventType, SHK_OBJ_EVENT, "shmkit._core.Event", event_methods, common_getset,
      "Handle on a shared event (internal)."},
-    {&ConditionType, SHK_OBJ_CONDITION, "shmkit._core.Condition", cond_methods, cond_getset,
+    {&ConditionType, SHK_OBJ_CONDITION, "shmkit._core.Condition", cond_methods, common_getset,
      "Handle on a shared condition variable (internal)."},
-    {&BarrierType, SHK_OBJ_BARRIER, "shmkit._core.Barrier", barrier_methods, barrier_getset,
+    {&BarrierType, SHK_OBJ_BARRIER, "shmkit._core.Barrier", barrier_methods, common_getset,
      "Handle on a shared barrier (internal)."},
     {&CounterType, SHK_OBJ_COUNTER, "shmkit._core.Counter", counter_methods, counter_getset,
      "Handle on a shared atomic 64-bit counter (internal)."},
@@ -990,15 +901,8 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
         return -1;
     }
     SyncObject *o = (SyncObject *)h;
-    if (!o->sh) {
-        shk_py_closed("this synchronisation handle is closed");
+    if (usable(o) < 0)
         return -1;
-    }
-    if (shk_sync_extent(o->sh, o->type) != o->extent) {
-        PyErr_Format(shk_py_exc("CorruptedError"), "sync object at offset %llu: its size field "
-                     "changed after it was opened", (unsigned long long)o->off);
-        return -1;
-    }
     out->sh = o->sh;
     out->type = o->type;
     out->seg = o->zone->segment;
@@ -1036,16 +940,9 @@ static PyObject *core_sync_open(PyObject *self, PyObject *args, PyObject *kw)
         PyBuffer_Release(&data);
         return NULL;
     }
-    struct shk_sync_params p;
-    memset(&p, 0, sizeof p);
-    p.type = type;
-    p.flags = flags;
-    p.a = (uint64_t)a;
-    p.b = b;
-    p.text = text;
-    p.text_type = text_type;
-    p.data = data.buf;
-    p.data_len = data.buf ? (uint64_t)data.len : 0;
+    struct shk_sync_params p = {.type = type, .flags = flags, .a = (uint64_t)a, .b = b,
+                                .text = text, .text_type = text_type, .data = data.buf,
+                                .data_len = data.buf ? (uint64_t)data.len : 0};
     uint64_t off = 0;
     int created = 0, r;
     Py_BEGIN_ALLOW_THREADS
@@ -1063,16 +960,10 @@ static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
     long long spin = -1, live = -1, recheck = -1;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|LLL:sync_config", kwlist, &spin, &live, &recheck))
         return NULL;
-    if (live >= 0 && live < 100000)
-        return PyErr_Format(PyExc_ValueError, "liveness interval must be at least 100 µs");
-    if (recheck >= 0 && recheck < 1000000)
-        return PyErr_Format(PyExc_ValueError, "recheck interval must be at least 1 ms");
-    if (spin >= 0)
-        shk_wait_cfg.spin_max_ns = (uint64_t)spin;
-    if (live >= 0)
-        shk_wait_cfg.liveness_ns = (uint64_t)live;
-    if (recheck >= 0)
-        shk_wait_cfg.recheck_ns = (uint64_t)recheck;
+    shk_clear_detail();
+    int r = shk_sync_configure(spin, live, recheck);
+    if (r)
+        return shk_py_raise(r, "sync_config");
     return Py_BuildValue("(KKK)", (unsigned long long)shk_wait_cfg.spin_max_ns,
                          (unsigned long long)shk_wait_cfg.liveness_ns,
                          (unsigned long long)shk_wait_cfg.recheck_ns);

@@ -49,40 +49,28 @@ static PyObject *zone_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     }
     struct timespec deadline;
     int has_deadline;
-    if (shk_py_deadline(timeout, &deadline, &has_deadline) < 0)
-        goto fail;
-    ZoneObject *z = (ZoneObject *)type->tp_alloc(type, 0);
-    if (!z)
-        goto fail;
-    struct shk_zone_opening o = {&z->zone, &seg->seg, &p, 0};
-    struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has_deadline ? &deadline : NULL), 0);
-    int r = shk_py_wait(&shk_zone_open_op, &o, &w, 0, NULL);
-    if (r == SHK_PY_ERR) {
-        Py_DECREF(z);
-        goto fail;
-    }
-    if (r == ETIMEDOUT) {
-        PyErr_SetString(shk_py_exc("ShmkitTimeoutError"),
-                        "zone is still being initialised by another process; gave up "
-                        "waiting for it to become ready");
-        Py_DECREF(z);
-        goto fail;
+    ZoneObject *z = NULL;
+    int r = SHK_PY_ERR;
+    struct shk_zone_opening o = {NULL, &seg->seg, &p, 0};
+    if (shk_py_deadline(timeout, &deadline, &has_deadline) == 0 &&
+        (z = (ZoneObject *)type->tp_alloc(type, 0)) != NULL) {
+        struct shk_wait w = SHK_WAIT_INIT(shk_wait_deadline(has_deadline ? &deadline : NULL), 0);
+        o.z = &z->zone;
+        shk_clear_detail();
+        r = shk_py_wait(&shk_zone_open_op, &o, &w, 0, NULL); /* (ETIMEDOUT: with a detail) */
     }
     if (tagbuf.obj)
         PyBuffer_Release(&tagbuf);
     if (r) {
-        z->zone.base = NULL;
-        Py_DECREF(z);
-        return shk_py_raise(r, "zone open");
+        if (z)
+            z->zone.base = NULL;
+        Py_XDECREF(z);
+        return r == SHK_PY_ERR ? NULL : shk_py_raise(r, "zone open");
     }
     Py_INCREF(seg);
     z->segment = seg;
     z->must_init = o.status == SHK_ZONE_MUST_INIT;
     return (PyObject *)z;
-fail:
-    if (tagbuf.obj)
-        PyBuffer_Release(&tagbuf);
-    return NULL;
 }
 
 static void zone_dealloc(ZoneObject *z)
@@ -234,34 +222,21 @@ static PyObject *zone_obj_list(ZoneObject *z, PyObject *unused)
 {
     if (shk_zone_check_open(z) < 0)
         return NULL;
-    size_t cap = 64, n = 0;
-    struct shk_dirent *buf = NULL;
-    for (;;) {
-        struct shk_dirent *nb = PyMem_Realloc(buf, cap * sizeof *buf);
-        if (!nb) {
-            PyMem_Free(buf);
-            return PyErr_NoMemory();
-        }
-        buf = nb;
-        int r = shk_zone_obj_list(&z->zone, buf, cap, &n);
-        if (r) {
-            PyMem_Free(buf);
-            return shk_py_raise(r, "obj_list");
-        }
-        if (n <= cap)
-            break;
-        cap = n + 16;
-    }
+    struct shk_dirent *all;
+    size_t n;
+    int r = shk_zone_obj_list_all(&z->zone, &all, &n);
+    if (r)
+        return shk_py_raise(r, "obj_list");
     PyObject *list = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; list && i < n; i++) {
-        PyObject *t = dirent_tuple(&buf[i]);
+        PyObject *t = dirent_tuple(&all[i]);
         if (!t) {
             Py_CLEAR(list);
             break;
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, t);
     }
-    PyMem_Free(buf);
+    free(all);
     return list;
 }
 
@@ -311,18 +286,14 @@ static PyObject *zone_header(ZoneObject *z, PyObject *unused)
 {
     if (shk_zone_check_open(z) < 0)
         return NULL;
-    struct shk_zone_header *h = z->zone.hdr;
-    uint32_t tag_len = h->tag_len > SHK_TAG_MAX ? SHK_TAG_MAX : h->tag_len;
-    return Py_BuildValue(
-        "{sKsKsIsKsKsKsKsy#sisKsKsKsKsI}", "magic", (unsigned long long)h->magic, "format",
-        (unsigned long long)h->format, "state", shk_load_acquire(&h->state),
-        "size", (unsigned long long)h->size, "declared_size",
-        (unsigned long long)h->declared_size, "max_size", (unsigned long long)h->max_size,
-        "generation", (unsigned long long)h->generation, "tag", (const char *)h->tag,
-        (Py_ssize_t)tag_len, "creator_pid", (int)h->creator_pid, "creator_start",
-        (unsigned long long)h->creator_start, "created_ns", (unsigned long long)h->created_ns,
-        "ready_ns", (unsigned long long)h->ready_ns, "recoveries",
-        (unsigned long long)h->recoveries, "nextents", h->nextents);
+    struct shk_zone_header_info h;
+    shk_zone_header_info(&z->zone, &h);
+    PyObject *d = shk_py_fields(&h, shk_zone_header_fields);
+    PyObject *tag = d ? PyBytes_FromStringAndSize((const char *)h.tag, h.tag_len) : NULL;
+    if (!tag || PyDict_SetItemString(d, "tag", tag) < 0)
+        Py_CLEAR(d);
+    Py_XDECREF(tag);
+    return d;
 }
 
 static PyObject *zone_sync(ZoneObject *z, PyObject *unused)
@@ -345,20 +316,9 @@ static PyObject *zone_debug_die_in_lock(ZoneObject *z, PyObject *arg)
         return NULL;
     if (shk_zone_check_open(z) < 0)
         return NULL;
-    struct shk_zone_header *h = z->zone.hdr;
     if (shk_zone_lock(&z->zone) != 0)
         return shk_py_raise(SHK_ECORRUPT, "lock");
-    if (mode == 1) {
-        /* mid-allocation: the free list lost its head, counters off */
-        h->free_head = 0;
-        h->free_pages = 1;
-        memset(h->class_head, 0, sizeof h->class_head);
-    } else if (mode == 2) {
-        /* mid-create: an allocation recorded as pending, never published */
-        uint64_t off;
-        if (shk_zone_alloc_locked(&z->zone, 512, 0, &off) == 0)
-            h->pending_off = off;
-    }
+    shk_zone_debug_half_done_locked(&z->zone, (int)mode);
     kill(getpid(), SIGKILL);
     for (;;)
         pause();

@@ -481,6 +481,21 @@ bad:
     return NULL;
 }
 
+int shk_sync_configure(int64_t spin_max_ns, int64_t liveness_ns, int64_t recheck_ns)
+{
+    if (liveness_ns >= 0 && liveness_ns < 100000)
+        return shk_fail(EINVAL, "liveness interval must be at least 100 µs");
+    if (recheck_ns >= 0 && recheck_ns < 1000000)
+        return shk_fail(EINVAL, "recheck interval must be at least 1 ms");
+    if (spin_max_ns >= 0)
+        shk_wait_cfg.spin_max_ns = (uint64_t)spin_max_ns;
+    if (liveness_ns >= 0)
+        shk_wait_cfg.liveness_ns = (uint64_t)liveness_ns;
+    if (recheck_ns >= 0)
+        shk_wait_cfg.recheck_ns = (uint64_t)recheck_ns;
+    return 0;
+}
+
 uint32_t shk_sync_extent(const void *obj, uint32_t type)
 {
     switch (type) {
@@ -587,6 +602,12 @@ int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count)
     *count = l->count;
     l->count = 1;
     return shk_lock_release(l, 1);
+}
+
+int shk_lock_release_all(struct shk_lock_sh *l, int recursive, uint32_t *count)
+{
+    *count = 1;
+    return recursive ? shk_rlock_release_all(l, count) : shk_lock_release(l, 0);
 }
 
 void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count)
@@ -831,6 +852,18 @@ static int sem_attempt(void *obj, struct shk_wait *w)
 }
 
 const struct shk_wait_op shk_sem_op = {"Semaphore.acquire", sem_attempt, NULL, head_spin};
+
+int shk_sem_try_now(struct shk_sem_sh *s)
+{
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    w.next_live = UINT64_MAX; /* no liveness check due */
+    int undo = s->head.flags & SHK_SYNCF_UNDO;
+    uint64_t saved = undo ? shk_wait_ambient_push(shk_now_ns() + SHK_WAIT_TRY_GRACE_NS) : 0;
+    int r = sem_attempt(s, &w);
+    if (undo)
+        shk_wait_ambient_pop(saved);
+    return r;
+}
 
 int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
 {
@@ -1241,6 +1274,43 @@ void shk_cond_finish(struct shk_cond_sh *c)
         ;
 }
 
+int shk_cond_unlock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive, uint32_t *seq,
+                    uint32_t *count)
+{
+    *count = 1;
+    if (!shk_lock_is_mine(l, recursive))
+        return shk_fail(SHK_ENOTOWNER, "cannot wait on un-acquired lock");
+    *seq = shk_cond_prepare(c);
+    int r = shk_lock_release_all(l, recursive, count);
+    if (r)
+        shk_cond_finish(c);
+    return r;
+}
+
+int shk_cond_wait_lock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive,
+                       struct shk_wait *w)
+{
+    uint32_t seq, count;
+    int r = shk_cond_unlock(c, l, recursive, &seq, &count);
+    if (r)
+        return r;
+    w->observed = seq;
+    do
+        r = shk_wait_run(&shk_cond_op, c, w);
+    while (r == EINTR);
+    shk_cond_finish(c);
+    struct shk_wait lw = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    int lr;
+    do
+        lr = shk_lock_acquire(l, recursive, &lw);
+    while (lr == EINTR);
+    if (lr != 0 && lr != SHK_EOWNERDEAD)
+        return lr;
+    if (recursive)
+        shk_rlock_restore(l, count);
+    return r;
+}
+
 int shk_cond_notify(struct shk_cond_sh *c, int n)
 {
     if (n <= 0 || shk_load_seq_cst(&c->sleepers) == 0)
@@ -1441,4 +1511,143 @@ void shk_barrier_result(const struct shk_wait *w, uint32_t *index, int *last)
 {
     *index = w->observed;
     *last = w->phase == BARRIER_LAST;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Statistics                                                                           */
+/* ---------------------------------------------------------------------------------- */
+
+#define F(rec, member, kind) SHK_FIELD(struct shk_##rec##_stats, member, kind)
+static const struct shk_field lock_fields[] = {
+    F(lock, owner_pid, I32), F(lock, owner_tid, I32), F(lock, count, U32),
+    F(lock, waiters, U32), F(lock, acquisitions, U64), F(lock, contentions, U64),
+    F(lock, owner_deaths, U64), F(lock, last_death_ns, U64), F(lock, last_dead_pid, I32),
+    F(lock, spin_ns, U32), F(lock, owner_alive, TRI), {NULL, 0, 0},
+};
+static const struct shk_field sem_fields[] = {
+    F(sem, value, U32), F(sem, initial, U32), F(sem, bounded, BOOL), F(sem, undo, BOOL),
+    F(sem, waiters, U32), F(sem, slots, U32), F(sem, acquisitions, U64),
+    F(sem, contentions, U64), F(sem, reclaimed, U64), F(sem, dead_owners, U64),
+    F(sem, holders, U32), F(sem, held_here, U32), {NULL, 0, 0},
+};
+static const struct shk_field event_fields[] = {
+    F(event, is_set, BOOL), F(event, waiters, U32), F(event, sets, U64), F(event, waits, U64),
+    F(event, spin_ns, U32), {NULL, 0, 0},
+};
+static const struct shk_field rwlock_fields[] = {
+    F(rwlock, writer_pid, I32), F(rwlock, readers, U32), F(rwlock, reader_processes, U32),
+    F(rwlock, waiters, U32), F(rwlock, max_readers, U32), F(rwlock, read_acquisitions, U64),
+    F(rwlock, write_acquisitions, U64), F(rwlock, contentions, U64),
+    F(rwlock, owner_deaths, U64), F(rwlock, reader_deaths, U64), F(rwlock, held_here, U32),
+    {NULL, 0, 0},
+};
+/* (lock_name is a string: the caller adds it) */
+static const struct shk_field cond_fields[] = {
+    F(cond, waiters, U32), F(cond, notifies, U64), F(cond, waits, U64),
+    F(cond, lock_type, U32), F(cond, lock_offset, U32), {NULL, 0, 0},
+};
+static const struct shk_field barrier_fields[] = {
+    F(barrier, parties, U32), F(barrier, n_waiting, U32), F(barrier, broken, BOOL),
+    F(barrier, waiters, U32), F(barrier, passed, U64), F(barrier, breaks, U64),
+    F(barrier, generation, U32), {NULL, 0, 0},
+};
+#undef F
+
+/* A Lock's owner word holds the pid; an RLock's the thread id, with the process beside. */
+static void lock_stats(struct shk_lock_sh *l, int rec, struct shk_lock_stats *st)
+{
+    union shk_ident cur;
+    cur.all = shk_load_acquire(&l->owner.all);
+    uint32_t id = cur.f.word & SHK_ID_MASK;
+    st->owner_pid = rec ? (id ? l->owner_pid : 0) : (int32_t)id;
+    st->owner_tid = rec ? (int32_t)id : 0;
+    st->count = rec ? (id ? l->count : 0) : (id ? 1 : 0);
+    st->waiters = shk_load_relaxed(&l->sleepers);
+    st->acquisitions = l->acquisitions;
+    st->contentions = l->contentions;
+    st->owner_deaths = l->owner_deaths;
+    st->last_death_ns = l->last_death_ns;
+    st->last_dead_pid = l->last_dead_pid;
+    st->spin_ns = l->head.spin_ns;
+    st->owner_alive = id ? shk_sync_ident_alive(cur.all) : -1;
+}
+
+static void sem_stats(struct shk_sem_sh *s, struct shk_sem_stats *st)
+{
+    st->value = s->value;
+    st->initial = s->bound;
+    st->bounded = (s->head.flags & SHK_SYNCF_BOUNDED) != 0;
+    st->undo = (s->head.flags & SHK_SYNCF_UNDO) != 0;
+    st->waiters = s->sleepers;
+    st->slots = s->nslots;
+    st->acquisitions = s->acquisitions;
+    st->contentions = s->contentions;
+    st->reclaimed = s->reclaimed;
+    st->dead_owners = s->dead_owners;
+    st->holders = shk_sem_holders(s);
+    st->held_here = shk_sem_held(s);
+}
+
+static void rwlock_stats(struct shk_rwlock_sh *rw, uint32_t slot, struct shk_rwlock_stats *st)
+{
+    st->writer_pid = (int32_t)shk_ident_id(shk_load_acquire(&rw->writer.all));
+    st->readers = shk_rw_readers(rw, &st->reader_processes);
+    st->waiters = rw->sleepers;
+    st->max_readers = rw->nslots;
+    st->read_acquisitions = shk_rw_read_acquisitions(rw);
+    st->write_acquisitions = rw->write_acquisitions;
+    st->contentions = rw->contentions;
+    st->owner_deaths = rw->owner_deaths;
+    st->reader_deaths = rw->reader_deaths;
+    st->held_here = shk_rw_held_here(rw, slot);
+}
+
+const struct shk_field *shk_sync_stats(void *obj, uint32_t type, uint32_t slot,
+                                       union shk_sync_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    switch (type) {
+    case SHK_OBJ_LOCK:
+    case SHK_OBJ_RLOCK:
+        lock_stats(obj, type == SHK_OBJ_RLOCK, &out->lock);
+        return lock_fields;
+    case SHK_OBJ_SEMAPHORE:
+        sem_stats(obj, &out->sem);
+        return sem_fields;
+    case SHK_OBJ_EVENT: {
+        struct shk_event_sh *e = obj;
+        out->event.is_set = shk_load_acquire(&e->state) & 1;
+        out->event.waiters = e->sleepers;
+        out->event.sets = e->sets;
+        out->event.waits = e->waits;
+        out->event.spin_ns = e->head.spin_ns;
+        return event_fields;
+    }
+    case SHK_OBJ_RWLOCK:
+        rwlock_stats(obj, slot, &out->rw);
+        return rwlock_fields;
+    case SHK_OBJ_CONDITION: {
+        struct shk_cond_sh *c = obj;
+        out->cond.waiters = c->sleepers;
+        out->cond.notifies = c->notifies;
+        out->cond.waits = c->waits;
+        out->cond.lock_type = c->lock_type;
+        out->cond.lock_offset = (uint32_t)offsetof(struct shk_cond_sh, lock);
+        memcpy(out->cond.lock_name, c->lock_name, sizeof out->cond.lock_name);
+        out->cond.lock_name[SHK_OBJ_NAME_MAX] = '\0';
+        return cond_fields;
+    }
+    case SHK_OBJ_BARRIER: {
+        struct shk_barrier_sh *b = obj;
+        out->barrier.parties = b->parties;
+        out->barrier.broken = b->broken != 0;
+        out->barrier.n_waiting = b->broken ? 0 : b->count;
+        out->barrier.waiters = b->sleepers;
+        out->barrier.passed = b->passed;
+        out->barrier.breaks = b->breaks;
+        out->barrier.generation = b->gen;
+        return barrier_fields;
+    }
+    default: return NULL;
+    }
 }

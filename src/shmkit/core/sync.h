@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "atomics.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -71,6 +72,11 @@ static inline int shk_ident_same(uint64_t a, uint64_t b)
     return ((x.f.word ^ y.f.word) & SHK_ID_MASK) == 0 && x.f.start == y.f.start;
 }
 
+/* Set the process-wide wait tuning, shk_wait_cfg (a value < 0 keeps its setting).  A
+ * liveness interval under 100 us or a recheck interval under 1 ms would have waiters read
+ * /proc or wake up all the time: EINVAL with a detail, and nothing changes. */
+int shk_sync_configure(int64_t spin_max_ns, int64_t liveness_ns, int64_t recheck_ns);
+
 /* --- objects ---------------------------------------------------------------------------- */
 
 struct shk_sync_params {
@@ -102,6 +108,74 @@ void *shk_sync_ptr(struct shk_zone *z, uint64_t off, uint32_t type, int *err);
  * parties; 0 for the others).  Loops run over the count found when a handle was made,
  * so a count overwritten later is caught (compare), not followed. */
 uint32_t shk_sync_extent(const void *obj, uint32_t type);
+
+/* --- statistics ------------------------------------------------------------------------ */
+
+/* A snapshot of a sync object's shared fields as its statistics show them, filled by
+ * shk_sync_stats; the tables in sync.c name each field (core/fields.h).  Read without
+ * the object's lock: each field is a hint that may change at once. */
+struct shk_lock_stats {
+    int32_t owner_pid;        /* holding process (RLock: of the holding thread); 0 = free */
+    int32_t owner_tid;        /* RLock: holding thread; 0 for a Lock */
+    uint32_t count;           /* levels held (a Lock: 1 when held) */
+    uint32_t waiters;
+    uint64_t acquisitions, contentions, owner_deaths, last_death_ns;
+    int32_t last_dead_pid;
+    uint32_t spin_ns;
+    int owner_alive;          /* the holder is alive: -1 when free */
+};
+struct shk_sem_stats {
+    uint32_t value, initial;
+    int bounded, undo;
+    uint32_t waiters, slots;
+    uint64_t acquisitions, contentions, reclaimed, dead_owners;
+    uint32_t holders;         /* processes holding units (undo) */
+    uint32_t held_here;       /* units this process holds (undo) */
+};
+struct shk_event_stats {
+    int is_set;
+    uint32_t waiters;
+    uint64_t sets, waits;
+    uint32_t spin_ns;
+};
+struct shk_rwlock_stats {
+    int32_t writer_pid;
+    uint32_t readers;         /* read holds of all processes */
+    uint32_t reader_processes, waiters, max_readers;
+    uint64_t read_acquisitions, write_acquisitions, contentions, owner_deaths,
+        reader_deaths;
+    uint32_t held_here;       /* read holds of this process */
+};
+struct shk_cond_stats {
+    uint32_t waiters;
+    uint64_t notifies, waits;
+    uint32_t lock_type;       /* SHK_OBJ_LOCK or SHK_OBJ_RLOCK */
+    uint32_t lock_offset;     /* of the embedded RLock in the object */
+    char lock_name[SHK_OBJ_NAME_MAX + 1]; /* the named lock's (NUL-terminated; may be
+                                              anything if corrupted: not a field) */
+};
+struct shk_barrier_stats {
+    uint32_t parties;
+    uint32_t n_waiting;       /* 0 while broken */
+    int broken;
+    uint32_t waiters;
+    uint64_t passed, breaks;
+    uint32_t generation;
+};
+union shk_sync_stats {
+    struct shk_lock_stats lock;
+    struct shk_sem_stats sem;
+    struct shk_event_stats event;
+    struct shk_rwlock_stats rw;
+    struct shk_cond_stats cond;
+    struct shk_barrier_stats barrier;
+};
+
+/* Fill out with the statistics of obj, of `type` (slot: the caller's cached RWLock reader
+ * slot, for held_here) and return the table of out's fields by name; NULL for a type
+ * without statistics (Counter, Value).  Loops run over the extent the caller validated. */
+const struct shk_field *shk_sync_stats(void *obj, uint32_t type, uint32_t slot,
+                                       union shk_sync_stats *out);
 
 /* --- Counter: a shared int64; arithmetic wraps modulo 2**64, never traps --------------- */
 
@@ -174,6 +248,9 @@ int shk_lock_acquire(struct shk_lock_sh *l, int recursive, struct shk_wait *w);
 int shk_lock_release(struct shk_lock_sh *l, int recursive);
 /* RLock: release every level held by this thread; *count gets how many (Condition). */
 int shk_rlock_release_all(struct shk_lock_sh *l, uint32_t *count);
+/* Release completely, a Lock or every level of an RLock (recursive): *count gets the
+ * levels released (1 for a Lock), for shk_rlock_restore after taking it again. */
+int shk_lock_release_all(struct shk_lock_sh *l, int recursive, uint32_t *count);
 /* After re-acquiring an RLock released with shk_rlock_release_all: its depth again. */
 void shk_rlock_restore(struct shk_lock_sh *l, uint32_t count);
 /* Held by the caller: Lock by this process, RLock by this thread. */
@@ -197,6 +274,12 @@ int shk_event_wait(struct shk_event_sh *e, struct shk_wait *w);
 
 extern const struct shk_wait_op shk_sem_op; /* obj: struct shk_sem_sh */
 int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w);
+/* One attempt for a caller that may not wait (the binding, with the GIL held): never
+ * reads /proc, and an undo semaphore's mutex is waited for at most
+ * SHK_WAIT_TRY_GRACE_NS (a corrupted word naming a live thread).  0 when taken; else
+ * EAGAIN (none free now: counted as a contention, the caller waits with shk_sem_op) or
+ * the undo mutex's error (EINTR: a signal came while waiting for it). */
+int shk_sem_try_now(struct shk_sem_sh *s);
 /* SHK_ETOOBIG: a BoundedSemaphore would go above its initial value. */
 int shk_sem_release(struct shk_sem_sh *s, uint32_t n);
 /* Give back the units of dead processes (undo semaphores). Returns units given back. */
@@ -248,6 +331,20 @@ int shk_cond_wait(struct shk_cond_sh *c, uint32_t seq, struct shk_wait *w);
 void shk_cond_finish(struct shk_cond_sh *c);
 /* Wake up to n waiters (with the lock held). Returns the number woken in the kernel. */
 int shk_cond_notify(struct shk_cond_sh *c, int n);
+
+/* Condition.wait is, in this order: with the lock l held (recursive: an RLock),
+ * shk_cond_unlock registers the caller and releases the lock completely (*seq: the
+ * sequence to wait on, w->observed of shk_cond_op; *count: the RLock's levels; on an
+ * error, SHK_ENOTOWNER with a detail when the caller does not hold the lock, nothing
+ * stays registered); then the wait with shk_cond_op; shk_cond_finish whatever its
+ * outcome; then the lock taken again whatever happened (shk_lock_op), and
+ * shk_rlock_restore(l, count) for an RLock.  shk_cond_wait_lock is the whole of it for C
+ * callers (EINTR is waited through): the wait's result (0, ETIMEDOUT, EBUSY), or the
+ * error of taking the lock again. */
+int shk_cond_unlock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive, uint32_t *seq,
+                    uint32_t *count);
+int shk_cond_wait_lock(struct shk_cond_sh *c, struct shk_lock_sh *l, int recursive,
+                       struct shk_wait *w);
 
 /* --- Barrier ------------------------------------------------------------------------------ */
 

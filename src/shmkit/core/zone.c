@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -362,7 +363,17 @@ static int zone_open_attempt(void *obj, struct shk_wait *w)
     return EAGAIN;
 }
 
-const struct shk_wait_op shk_zone_open_op = {"Zone open", zone_open_attempt, NULL, NULL};
+/* Gave up: the caller's timeout passed, or it stopped (nothing to undo either way). */
+static int zone_open_give_up(void *obj, struct shk_wait *w, int why)
+{
+    if (why == ETIMEDOUT)
+        return shk_fail(ETIMEDOUT, "zone is still being initialised by another process; gave "
+                        "up waiting for it to become ready");
+    return why;
+}
+
+const struct shk_wait_op shk_zone_open_op = {"Zone open", zone_open_attempt, zone_open_give_up,
+                                             NULL};
 
 int shk_zone_lock(struct shk_zone *z)
 {
@@ -489,6 +500,73 @@ int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, si
         shk_zone_unlock(z);
     }
     return r;
+}
+
+int shk_zone_obj_list_all(struct shk_zone *z, struct shk_dirent **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    int r = shk_zone_lock(z);
+    if (r)
+        return r;
+    size_t cap = 0; /* counted by the same walk, not from a count that could be off */
+    r = shk_dir_list_locked(z, NULL, 0, &cap);
+    if (r == 0 && cap) {
+        *out = malloc(cap * sizeof **out);
+        r = *out ? shk_dir_list_locked(z, *out, cap, n) : ENOMEM;
+    }
+    shk_zone_unlock(z);
+    if (r) {
+        free(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
+#define ZH(member, kind) SHK_FIELD(struct shk_zone_header_info, member, kind)
+const struct shk_field shk_zone_header_fields[] = {
+    ZH(magic, U64), ZH(format, U64), ZH(state, U32), ZH(size, U64), ZH(declared_size, U64),
+    ZH(max_size, U64), ZH(generation, U64), ZH(creator_pid, I32), ZH(creator_start, U64),
+    ZH(created_ns, U64), ZH(ready_ns, U64), ZH(recoveries, U64), ZH(nextents, U32),
+    {NULL, 0, 0},
+};
+#undef ZH
+
+void shk_zone_header_info(struct shk_zone *z, struct shk_zone_header_info *out)
+{
+    struct shk_zone_header *h = z->hdr;
+    memset(out, 0, sizeof *out);
+    out->magic = h->magic;
+    out->format = h->format;
+    out->state = shk_load_acquire(&h->state);
+    out->size = h->size;
+    out->declared_size = h->declared_size;
+    out->max_size = h->max_size;
+    out->generation = h->generation;
+    out->creator_pid = h->creator_pid;
+    out->creator_start = h->creator_start;
+    out->created_ns = h->created_ns;
+    out->ready_ns = h->ready_ns;
+    out->recoveries = h->recoveries;
+    out->nextents = h->nextents;
+    out->tag_len = h->tag_len > SHK_TAG_MAX ? SHK_TAG_MAX : h->tag_len;
+    memcpy(out->tag, h->tag, out->tag_len);
+}
+
+void shk_zone_debug_half_done_locked(struct shk_zone *z, int mode)
+{
+    struct shk_zone_header *h = z->hdr;
+    if (mode == 1) {
+        /* mid-allocation: the free list lost its head, counters off */
+        h->free_head = 0;
+        h->free_pages = 1;
+        memset(h->class_head, 0, sizeof h->class_head);
+    } else if (mode == 2) {
+        /* mid-create: an allocation recorded as pending, never published */
+        uint64_t off;
+        if (shk_zone_alloc_locked(z, 512, 0, &off) == 0)
+            h->pending_off = off;
+    }
 }
 
 int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st)

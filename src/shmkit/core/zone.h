@@ -96,6 +96,27 @@ int shk_zone_recover_locked(struct shk_zone *z);
 
 int shk_zone_stats(struct shk_zone *z, struct shk_zone_stats *st);
 
+/* The header's identity and history as Zone.header() shows them (read without the
+ * mutex: hints), and the table of its fields by name (core/fields.h) but the tag. */
+struct shk_zone_header_info {
+    uint64_t magic, format;
+    uint32_t state;         /* enum shk_zone_state */
+    uint64_t size, declared_size, max_size, generation;
+    int32_t creator_pid;
+    uint64_t creator_start, created_ns, ready_ns, recoveries;
+    uint32_t nextents;
+    uint32_t tag_len;       /* capped at SHK_TAG_MAX */
+    uint8_t tag[SHK_TAG_MAX];
+};
+extern const struct shk_field shk_zone_header_fields[];
+void shk_zone_header_info(struct shk_zone *z, struct shk_zone_header_info *out);
+
+/* Test hook of crash recovery, with the zone mutex held: leave the allocator the way a
+ * crash in the middle would (mode 1: an allocation's bookkeeping half done, the free
+ * list lost; mode 2: a create's allocation recorded as pending, never published).  The
+ * caller then dies holding the mutex; the next locker recovers. */
+void shk_zone_debug_half_done_locked(struct shk_zone *z, int mode);
+
 /*
  * Walk every structure and verify every invariant.  Problems are appended to report
  * (one per line, NUL-terminated, truncated to cap).  Returns the number of problems
@@ -119,6 +140,9 @@ int shk_zone_obj_find(struct shk_zone *z, const char *name, struct shk_dirent *o
 int shk_zone_obj_destroy(struct shk_zone *z, const char *name, uint32_t type);
 /* Copy up to cap entries into out; *n gets the number of live objects. */
 int shk_zone_obj_list(struct shk_zone *z, struct shk_dirent *out, size_t cap, size_t *n);
+/* Every entry, in one pass under the mutex: *out gets a malloc()ed array of *n entries
+ * (NULL when there are none) that the caller free()s; ENOMEM. */
+int shk_zone_obj_list_all(struct shk_zone *z, struct shk_dirent **out, size_t *n);
 
 #ifdef __cplusplus
 }
