@@ -639,18 +639,7 @@ static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
         return NULL;
     struct shk_queue_stats st;
     shk_queue_stats(&self->q, &st);
-#define U(x) ((unsigned long long)(x))
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsOsKsKsKsKsK}", "capacity", U(st.capacity),
-                         "max_messages", U(st.max_messages), "depth", U(st.depth),
-                         "bytes_used", U(st.bytes_used), "puts", U(st.puts), "gets", U(st.gets),
-                         "waits", U(st.waits), "drops", U(st.dropped_puts + st.dropped_gets),
-                         "dropped_puts", U(st.dropped_puts), "dropped_gets", U(st.dropped_gets),
-                         "recoveries", U(st.recoveries), "members", st.members, "reservations",
-                         st.reservations, "closed", st.closed ? Py_True : Py_False,
-                         "unfinished_tasks", U(st.unfinished_tasks), "in_flight", U(st.in_flight),
-                         "redeliveries", U(st.redeliveries), "abandoned_tasks",
-                         U(st.abandoned_tasks), "acknowledged", U(st.acknowledged));
-#undef U
+    return shk_py_fields(&st, shk_queue_stats_fields);
 }
 
 /* ---- task accounting ---------------------------------------------------------------- */
