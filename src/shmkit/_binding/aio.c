@@ -33,6 +33,7 @@
 
 #include <errno.h>
 
+#include "aiowait.h"
 #include "board.h"
 #include "queue.h"
 #include "sync.h"
@@ -204,20 +205,16 @@ struct AioWaitObject {
     NotifierObject *notifier;       /* strong: READY waits are reported there */
     PyObject *future;               /* the Python side's, resolved when READY */
     int (*live)(PyObject *handle);  /* may the attempt still run? */
-    const struct shk_wait_op *op;
-    void *obj;                      /* the op's object (shared memory, or u below) */
+    struct shk_aio_wait a;          /* the wait (core/aiowait.h): op, its object (shared
+                                       memory, or u below), the hub's record */
     union {
         struct shk_rw_reader rd;
         struct shk_board_waiter bw;
         struct shk_queue_waiter qw;
     } u;
     struct shk_py_sync_ref sync;    /* sync kinds: where results go back to the handle */
-    struct shk_wait w;
-    struct shk_hub_wait hw;
     int kind;
-    int started;                    /* the first attempt was made */
     int finished;                   /* over: nothing registered, the export given back */
-    int watched;                    /* handed to the hub since the last attempt */
     int result;                     /* when finished */
     pid_t pid;
 };
@@ -230,27 +227,17 @@ static void wait_finish(AioWaitObject *self, int r)
     self->finished = 1;
     self->result = r;
     if (self->kind == KIND_COND && self->pid == getpid())
-        shk_cond_finish(self->obj); /* the registration shk_cond_prepare made */
+        shk_cond_finish(self->a.obj); /* the registration shk_cond_prepare made */
     if (self->seg) {
         shk_segment_unexport(self->seg);
         Py_CLEAR(self->seg);
     }
 }
 
-/* Give up (why: ECANCELED or ETIMEDOUT): out of the hub, registration and partial progress
- * undone; a wake-up the hub may have taken for this wait is passed on. */
+/* Give up (why: ECANCELED or ETIMEDOUT): see shk_aio_give_up. */
 static int wait_give_up(AioWaitObject *self, int why)
 {
-    int r = why;
-    if (self->started) {
-        shk_hub_unwatch(&hub, &self->hw);
-        shk_wait_disarm(&self->w);
-        r = shk_wait_cancel(self->op, self->obj, &self->w, why);
-        if (why == ECANCELED && self->watched && self->w.on.kind == SHK_WAITON_FUTEX &&
-            self->w.on.word)
-            shk_futex_wake(self->w.on.word, 1); /* the word is mapped: our export */
-    }
-    self->watched = 0;
+    int r = shk_aio_give_up(&hub, &self->a, why);
     wait_finish(self, r);
     return r;
 }
@@ -258,7 +245,7 @@ static int wait_give_up(AioWaitObject *self, int why)
 static PyObject *wait_closed_error(AioWaitObject *self)
 {
     PyErr_Format(shk_py_exc("ClosedError"), "%s: closed while a coroutine waited",
-                 self->op ? self->op->name : "wait");
+                 self->a.op ? self->a.op->name : "wait");
     return NULL;
 }
 
@@ -282,106 +269,34 @@ static void wait_done_ok(AioWaitObject *self, int r)
 /* step() -> EAGAIN (await the future, then step again) or the finished result: 0 or the
  * operation's own success code (SHK_EOWNERDEAD), ETIMEDOUT, EBUSY.  Raises for errors,
  * ClosedError when the handle or its zone was closed. */
-static PyObject *wait_step_run(AioWaitObject *self, PyObject *unused)
+static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
 {
     if (self->finished)
         return PyErr_Format(PyExc_RuntimeError, "this wait is over (result %d)", self->result);
     if (check_pid(self->pid) < 0)
         return NULL;
-    /* normally READY and drained (IDLE) by now; stepped early, it leaves the hub first
-     * (under the hub's mutex: then why is settled) */
-    if (self->started)
-        shk_hub_unwatch(&hub, &self->hw);
-    uint32_t why = self->hw.why;
-    self->hw.why = SHK_HUB_NONE;
-    if (why == SHK_HUB_CLOSED || !self->live(self->handle)) {
-        wait_give_up(self, ECANCELED);
-        return wait_closed_error(self);
-    }
-    if (why == SHK_HUB_FAULT) {
-        /* the kernel could not resolve the word: do not touch that memory again */
-        self->started = 0;
-        wait_finish(self, EFAULT);
-        return shk_py_raise_os(EFAULT, "asyncio wait: the word waited on is no longer mapped");
-    }
-    int r;
-    shk_clear_detail();
-    if (!self->started) {
-        self->started = 1;
-        self->w.flags |= SHK_WAIT_NOSIGNALS;
-        if (self->w.flags & SHK_WAIT_TRY) {
-            r = shk_wait_run(self->op, self->obj, &self->w); /* one attempt; EBUSY */
-        } else {
-            /* an attempt; the loop's brief spin (above); then an armed attempt, which
-             * registers as a waiter: the driver's sequence, without its sleep */
-            r = self->op->attempt(self->obj, &self->w);
-            if (r == EAGAIN && aio_spin && self->w.on.kind == SHK_WAITON_FUTEX &&
-                !shk_wait_expired(&self->w))
-                r = shk_loop_spin(&loop_spin, self->op, self->obj, &self->w);
-            if (r == EAGAIN) {
-                shk_wait_disarm(&self->w);
-                self->w.flags |= SHK_WAIT_ARMED;
-                r = self->op->attempt(self->obj, &self->w);
-            }
-        }
-    } else {
-        shk_wait_disarm(&self->w);
-        self->watched = 0;
-        r = self->op->attempt(self->obj, &self->w);
-    }
-    if (r == ETIMEDOUT) { /* an internal mutex met the deadline (wait.h): as a timeout */
-        r = wait_give_up(self, ETIMEDOUT);
-        goto finished;
-    }
-    if (r == EAGAIN) {
-        if (shk_wait_expired(&self->w)) {
-            r = wait_give_up(self, ETIMEDOUT);
-            goto finished;
-        }
-        struct shk_hub_wait *hw = &self->hw;
-        if (self->w.on.kind == SHK_WAITON_FUTEX) {
-            hw->word = self->w.on.word;
-            hw->value = self->w.on.value;
-        } else if (self->w.on.kind == SHK_WAITON_POLL) {
-            hw->word = NULL; /* a timer */
-        } else {
-            wait_give_up(self, ECANCELED);
-            return PyErr_Format(PyExc_NotImplementedError, "%s: this wait cannot be awaited",
-                                self->op->name);
-        }
-        hw->retry_ns = self->w.on.retry_ns;
-        hw->deadline_ns = self->w.deadline_ns;
-        hw->keys[0] = self->handle;
-        hw->keys[1] = self->seg;
-        hw->notifier = &self->notifier->n;
-        hw->owner = self;
-        int e = shk_hub_watch(&hub, hw);
-        if (e) {
-            wait_give_up(self, ECANCELED);
-            return shk_py_raise_os(e, e == ENOSPC ? "asyncio hub: too many distinct objects "
-                                   "waited on at once" : "asyncio hub: starting a thread");
-        }
-        self->watched = 1;
+    int r = shk_aio_step(&hub, &self->a, aio_spin ? &loop_spin : NULL,
+                         self->live(self->handle));
+    if (r == EAGAIN && self->a.end == SHK_AIO_RUNNING)
         return PyLong_FromLong(EAGAIN);
-    }
-    shk_wait_disarm(&self->w);
     wait_finish(self, r);
-finished:
+    switch (self->a.end) {
+    case SHK_AIO_CLOSED:
+        return wait_closed_error(self);
+    case SHK_AIO_FAULT:
+        return shk_py_raise_os(EFAULT, "asyncio wait: the word waited on is no longer mapped");
+    case SHK_AIO_NOT_AWAITABLE:
+        return PyErr_Format(PyExc_NotImplementedError, "%s: this wait cannot be awaited",
+                            self->a.op->name);
+    case SHK_AIO_HUB_FAILED:
+        return shk_py_raise_os(r, r == ENOSPC ? "asyncio hub: too many distinct objects "
+                               "waited on at once" : "asyncio hub: starting a thread");
+    }
     if (r == 0 || r == SHK_EOWNERDEAD || r == ETIMEDOUT || r == EBUSY) {
         wait_done_ok(self, r);
         return PyLong_FromLong(r);
     }
-    return shk_py_raise(r, self->op->name);
-}
-
-/* A step runs the operation's attempts in the event loop's thread: the internal mutexes
- * they take honour the wait's deadline (wait.h, shk_wait_ambient_ns). */
-static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
-{
-    uint64_t saved = shk_wait_ambient_push(self->w.deadline_ns);
-    PyObject *r = wait_step_run(self, unused);
-    shk_wait_ambient_pop(saved);
-    return r;
+    return shk_py_raise(r, self->a.op->name);
 }
 
 static PyObject *wait_cancel(AioWaitObject *self, PyObject *unused)
@@ -402,8 +317,8 @@ static PyObject *wait_barrier_result(AioWaitObject *self, PyObject *unused)
         return PyErr_Format(PyExc_RuntimeError, "not a finished barrier wait");
     uint32_t index;
     int last;
-    shk_barrier_result(&self->w, &index, &last);
-    return Py_BuildValue("(IIO)", index, self->w.aux, last ? Py_True : Py_False);
+    shk_barrier_result(&self->a.w, &index, &last);
+    return Py_BuildValue("(IIO)", index, self->a.w.aux, last ? Py_True : Py_False);
 }
 
 static void wait_dealloc(AioWaitObject *self)
@@ -433,7 +348,7 @@ static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
 
 SHK_PY_GETTER(wait_get_finished, AioWaitObject, PyBool_FromLong(self->finished))
 
-SHK_PY_GETTER(wait_get_why, AioWaitObject, PyLong_FromUnsignedLong(self->hw.why))
+SHK_PY_GETTER(wait_get_why, AioWaitObject, PyLong_FromUnsignedLong(self->a.hw.why))
 
 static PyMethodDef wait_methods[] = {
     {"step", (PyCFunction)wait_step, METH_NOARGS,
@@ -484,14 +399,15 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
     self->notifier = (NotifierObject *)Py_NewRef(notifier);
     self->future = NULL;
     self->live = live;
-    self->op = op;
-    self->obj = obj;
+    self->a = (struct shk_aio_wait){.op = op, .obj = obj, .w = SHK_WAIT_INIT(deadline, flags)};
+    self->a.hw.keys[0] = handle;
+    self->a.hw.keys[1] = seg;
+    self->a.hw.notifier = &n->n;
+    self->a.hw.owner = self;
     memset(&self->u, 0, sizeof self->u);
     memset(&self->sync, 0, sizeof self->sync);
-    self->w = SHK_WAIT_INIT(deadline, flags);
-    memset(&self->hw, 0, sizeof self->hw);
     self->kind = kind;
-    self->started = self->finished = self->watched = 0;
+    self->finished = 0;
     self->result = 0;
     self->pid = getpid();
     return self;
@@ -549,7 +465,7 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     if (kind == KIND_RW_READ) {
         w->u.rd.rw = ref.sh;
         w->u.rd.slot = *ref.slot;
-        w->obj = &w->u.rd;
+        w->a.obj = &w->u.rd;
     }
     return (PyObject *)w;
 }
@@ -597,7 +513,7 @@ static PyObject *aio_sync_wait(PyObject *const *args, Py_ssize_t nargs, int kind
         return NULL;
     w->sync = ref;
     if (kind == KIND_COND)
-        w->w.observed = shk_cond_prepare(ref.sh); /* registered now, under the lock */
+        w->a.w.observed = shk_cond_prepare(ref.sh); /* registered now, under the lock */
     return (PyObject *)w;
 }
 
@@ -648,7 +564,7 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     w->u.bw.b = b;
     w->u.bw.after = after;
     w->u.bw.max_spin_ns = spin;
-    w->obj = &w->u.bw;
+    w->a.obj = &w->u.bw;
     return (PyObject *)w;
 }
 
@@ -734,7 +650,7 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     w->u.qw.q = q;
     w->u.qw.what = (int)what;
     w->u.qw.need = need;
-    w->obj = &w->u.qw;
+    w->a.obj = &w->u.qw;
     return (PyObject *)w;
 }
 
