@@ -224,6 +224,15 @@ static void test_mode(int mode)
     CHECK_EQ(o.armed, 1);
     shk_aio_give_up(&hub, &a, ECANCELED);
 
+    /* the statistics: the hub's and the spin's */
+    struct shk_aio_stats st;
+    shk_aio_stats(&hub, &spin, &st);
+    CHECK_EQ(st.hub.mode, mode);
+    CHECK_EQ(st.hub.watches, 7); /* one per EAGAIN above */
+    CHECK_EQ(st.hub.waits, 0);
+    CHECK_EQ(st.spins, spin.spins);
+    CHECK_EQ(st.futex_waitv_supported, shk_hub_waitv_supported());
+
     shk_hub_notifier_destroy(&notifier);
     shk_hub_destroy(&hub);
 }

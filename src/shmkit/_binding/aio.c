@@ -46,6 +46,9 @@ static pid_t hub_pid;               /* 0: not set up (in this process) */
 static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
 static uint32_t hub_max_threads;
 static int aio_spin = 1;            /* the first attempt may spin (core/waitv.h) */
+/* the hub's modes by name (aio_configure, aio_stats) */
+static const char *const hub_modes[] = {
+    [SHK_HUB_AUTO] = "auto", [SHK_HUB_WAITV] = "futex_waitv", [SHK_HUB_FALLBACK] = "fallback"};
 
 static struct shk_hub *get_hub(void)
 {
@@ -680,13 +683,10 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             const char *s = PyUnicode_AsUTF8(mode);
             if (!s)
                 return NULL;
-            if (!strcmp(s, "auto"))
-                md = SHK_HUB_AUTO;
-            else if (!strcmp(s, "futex_waitv"))
-                md = SHK_HUB_WAITV;
-            else if (!strcmp(s, "fallback"))
-                md = SHK_HUB_FALLBACK;
-            else
+            for (md = SHK_HUB_AUTO; md <= SHK_HUB_FALLBACK; md++)
+                if (!strcmp(s, hub_modes[md]))
+                    break;
+            if (md > SHK_HUB_FALLBACK)
                 return PyErr_Format(PyExc_ValueError, "mode must be 'auto', 'futex_waitv' or "
                                     "'fallback', not %R", mode);
         }
@@ -717,9 +717,7 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             return NULL;
         aio_spin = v;
     }
-    const char *mname = hub_mode == SHK_HUB_WAITV ? "futex_waitv"
-                        : hub_mode == SHK_HUB_FALLBACK ? "fallback" : "auto";
-    return Py_BuildValue("{sssIsOsK}", "mode", mname, "max_threads", hub_max_threads, "spin",
+    return Py_BuildValue("{sssIsOsK}", "mode", hub_modes[hub_mode], "max_threads", hub_max_threads, "spin",
                          aio_spin ? Py_True : Py_False, "spin_max_ns",
                          (unsigned long long)loop_spin.max_ns);
 }
@@ -730,20 +728,14 @@ static PyObject *core_aio_stats(PyObject *m, PyObject *unused)
     struct shk_hub *h = get_hub();
     if (!h)
         return NULL;
-    struct shk_hub_stats st;
-    shk_hub_get_stats(h, &st);
-    return Py_BuildValue(
-        "{sssIsIsKsKsKsKsKsKsKsKsKsKsOsKsKsK}", "mode",
-        st.mode == SHK_HUB_WAITV ? "futex_waitv" : "fallback", "threads", st.threads,
-        "max_threads", st.max_threads, "slots", (unsigned long long)st.slots, "waits",
-        (unsigned long long)st.waits, "watches", (unsigned long long)st.watches, "slots_shared",
-        (unsigned long long)st.slots_shared, "doorbells", (unsigned long long)st.doorbells,
-        "sleeps", (unsigned long long)st.sleeps, "ready", (unsigned long long)st.ready,
-        "retries", (unsigned long long)st.retries, "forwarded",
-        (unsigned long long)st.forwarded, "faults", (unsigned long long)st.faults,
-        "futex_waitv_supported", shk_hub_waitv_supported() ? Py_True : Py_False,
-        "spins", (unsigned long long)loop_spin.spins, "spins_won",
-        (unsigned long long)loop_spin.spins_won, "spun_ns", (unsigned long long)loop_spin.spun_ns);
+    struct shk_aio_stats st;
+    shk_aio_stats(h, &loop_spin, &st);
+    PyObject *d = Py_BuildValue("{ss}", "mode", hub_modes[st.hub.mode]);
+    PyObject *f = d ? shk_py_fields(&st, shk_aio_stats_fields) : NULL;
+    if (!f || PyDict_Update(d, f) < 0)
+        Py_CLEAR(d);
+    Py_XDECREF(f);
+    return d;
 }
 
 static PyMethodDef aio_functions[] = {

@@ -105,6 +105,27 @@ static int step(struct shk_hub *hub, struct shk_aio_wait *a, struct shk_loop_spi
     return r;
 }
 
+void shk_aio_stats(struct shk_hub *hub, const struct shk_loop_spin *spin,
+                   struct shk_aio_stats *st)
+{
+    shk_hub_get_stats(hub, &st->hub);
+    st->futex_waitv_supported = shk_hub_waitv_supported();
+    st->spins = spin->spins;
+    st->spins_won = spin->spins_won;
+    st->spun_ns = spin->spun_ns;
+}
+
+#define AS(member, kind) SHK_FIELD_AS(#member, struct shk_aio_stats, hub.member, kind)
+#define AL(member, kind) SHK_FIELD(struct shk_aio_stats, member, kind)
+const struct shk_field shk_aio_stats_fields[] = {
+    AS(threads, U32), AS(max_threads, U32), AS(slots, U64), AS(waits, U64), AS(watches, U64),
+    AS(slots_shared, U64), AS(doorbells, U64), AS(sleeps, U64), AS(ready, U64),
+    AS(retries, U64), AS(forwarded, U64), AS(faults, U64), AL(futex_waitv_supported, BOOL),
+    AL(spins, U64), AL(spins_won, U64), AL(spun_ns, U64), {NULL, 0, 0},
+};
+#undef AS
+#undef AL
+
 int shk_aio_step(struct shk_hub *hub, struct shk_aio_wait *a, struct shk_loop_spin *spin,
                  int live)
 {

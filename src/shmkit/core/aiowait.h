@@ -20,6 +20,7 @@
 #ifndef SHK_AIOWAIT_H
 #define SHK_AIOWAIT_H
 
+#include "fields.h"
 #include "wait.h"
 #include "waitv.h"
 
@@ -56,6 +57,17 @@ int shk_aio_step(struct shk_hub *hub, struct shk_aio_wait *a, struct shk_loop_sp
 
 /* Give up (why: ECANCELED or ETIMEDOUT): returns the result the wait ends with. */
 int shk_aio_give_up(struct shk_hub *hub, struct shk_aio_wait *a, int why);
+
+/* A process's asyncio statistics: its hub's, the kernel's support, its loop spin's. */
+struct shk_aio_stats {
+    struct shk_hub_stats hub;
+    int futex_waitv_supported;
+    uint64_t spins, spins_won, spun_ns;
+};
+void shk_aio_stats(struct shk_hub *hub, const struct shk_loop_spin *spin,
+                   struct shk_aio_stats *st);
+/* Its fields by name (core/fields.h), but the hub's mode. */
+extern const struct shk_field shk_aio_stats_fields[];
 
 #ifdef __cplusplus
 }
