@@ -571,46 +571,9 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     return (PyObject *)w;
 }
 
-/* The record bytes a put of item needs: a bytes-like object (one message) or a list of
- * them (one framed message of those parts), as the queue binding computes them. */
-static int record_need(PyObject *item, uint64_t *need)
-{
-    if (!PyList_Check(item)) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(item, &b, PyBUF_SIMPLE) < 0)
-            return -1;
-        *need = shk_qrec_size((uint64_t)b.len);
-        PyBuffer_Release(&b);
-        return 0;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(item);
-    if (n < 1 || n > SHK_QFRAME_MAX_PARTS) {
-        PyErr_Format(PyExc_ValueError, "a framed message has 1 to %d parts, not %zd",
-                     SHK_QFRAME_MAX_PARTS, n);
-        return -1;
-    }
-    struct shk_qpart *parts = PyMem_Calloc((size_t)n, sizeof *parts);
-    if (!parts) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(item, i), &b, PyBUF_SIMPLE) < 0) {
-            PyMem_Free(parts);
-            return -1;
-        }
-        parts[i].n = (uint64_t)b.len; /* only the lengths count */
-        PyBuffer_Release(&b);
-    }
-    *need = shk_queue_record_size(parts, (int)n, SHK_QK_FRAMED);
-    PyMem_Free(parts);
-    return 0;
-}
-
 /* aio_queue_wait(notifier, queue, what, item=None, timeout=None): until a get may
- * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see record_need); then make the
- * call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
+ * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see shk_py_queue_record_need);
+ * then make the call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
  * deadline.  AIO_QW_JOIN: until every message put is marked done (the join itself:
  * shk_queue_join_op's attempt, a futex word and its next liveness check); 0, or
  * ETIMEDOUT at the deadline. */
@@ -634,22 +597,19 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (what == SHK_QW_SPACE) {
         if (nargs < 4 || args[3] == Py_None)
             return PyErr_Format(PyExc_TypeError, "a wait for space needs the item to put");
-        if (record_need(args[3], &need) < 0)
+        if (shk_py_queue_record_need(args[3], &need) < 0)
             return NULL;
     }
     struct timespec d;
     int has;
     if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
         return NULL;
-    if (what == AIO_QW_JOIN) {
-        AioWaitObject *j = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_join_op, q,
-                                    shk_py_queue_live, deadline_of(has, &d), 0);
-        return (PyObject *)j;
-    }
-    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_wait_op, NULL,
+    int join = what == AIO_QW_JOIN; /* the join op waits on the queue itself */
+    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE,
+                                join ? &shk_queue_join_op : &shk_queue_wait_op, join ? q : NULL,
                                 shk_py_queue_live, deadline_of(has, &d), 0);
-    if (!w)
-        return NULL;
+    if (!w || join)
+        return (PyObject *)w;
     w->u.qw.q = q;
     w->u.qw.what = (int)what;
     w->u.qw.need = need;
@@ -717,8 +677,8 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             return NULL;
         aio_spin = v;
     }
-    return Py_BuildValue("{sssIsOsK}", "mode", hub_modes[hub_mode], "max_threads", hub_max_threads, "spin",
-                         aio_spin ? Py_True : Py_False, "spin_max_ns",
+    return Py_BuildValue("{sssIsOsK}", "mode", hub_modes[hub_mode], "max_threads",
+                         hub_max_threads, "spin", aio_spin ? Py_True : Py_False, "spin_max_ns",
                          (unsigned long long)loop_spin.max_ns);
 }
 

@@ -627,6 +627,31 @@ int shk_py_queue_ref(PyObject *h, struct shk_queue **q, SegmentObject **seg)
     return 0;
 }
 
+int shk_py_queue_record_need(PyObject *item, uint64_t *need)
+{
+    if (!PyList_Check(item)) {
+        Py_buffer b;
+        struct shk_qpart part;
+        if (get_bytes(item, &b, &part) < 0)
+            return -1;
+        *need = shk_queue_record_size(&part, 1, SHK_QK_DATA);
+        release_bytes(&b, 1);
+        return 0;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(item);
+    if (n < 1 || n > SHK_QFRAME_MAX_PARTS) {
+        PyErr_Format(PyExc_ValueError, "a framed message has 1 to %d parts, not %zd",
+                     SHK_QFRAME_MAX_PARTS, n);
+        return -1;
+    }
+    struct gathered g = {NULL};
+    int r = gather(&g, item, "a framed message");
+    if (r == 0)
+        *need = shk_queue_record_size(g.parts, (int)n, SHK_QK_FRAMED);
+    gather_release(&g);
+    return r;
+}
+
 int shk_py_queue_live(PyObject *h)
 {
     QueueObject *self = (QueueObject *)h;
