@@ -395,23 +395,21 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
     AioWaitObject *self = PyObject_New(AioWaitObject, WaitType);
     if (!self)
         return NULL;
-    /* PyObject_New leaves the fields as they were: set every one */
+    /* PyObject_New leaves the fields as they were: zero them all, then set the others */
+    memset((char *)self + sizeof(PyObject), 0, sizeof *self - sizeof(PyObject));
     self->handle = Py_NewRef(handle);
     self->seg = (SegmentObject *)Py_NewRef((PyObject *)seg);
     shk_segment_export(seg);
     self->notifier = (NotifierObject *)Py_NewRef(notifier);
-    self->future = NULL;
     self->live = live;
-    self->a = (struct shk_aio_wait){.op = op, .obj = obj, .w = SHK_WAIT_INIT(deadline, flags)};
+    self->a.op = op;
+    self->a.obj = obj;
+    self->a.w = SHK_WAIT_INIT(deadline, flags);
     self->a.hw.keys[0] = handle;
     self->a.hw.keys[1] = seg;
     self->a.hw.notifier = &n->n;
     self->a.hw.owner = self;
-    memset(&self->u, 0, sizeof self->u);
-    memset(&self->sync, 0, sizeof self->sync);
     self->kind = kind;
-    self->finished = 0;
-    self->result = 0;
     self->pid = getpid();
     return self;
 }
