@@ -593,6 +593,7 @@ static void test_crashes(void)
     shk_queue_stats(&q, &st);
     CHECK_EQ(st.dropped_puts, expect_pdrops);
     CHECK_EQ(st.dropped_gets, expect_gdrops);
+    CHECK_EQ(st.drops, expect_pdrops + expect_gdrops);
     /* every committed message was handed over or lost with its consumer */
     CHECK_EQ(st.puts, st.gets + st.dropped_gets + st.depth);
     CHECK(st.recoveries > 0);

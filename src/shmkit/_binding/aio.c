@@ -33,6 +33,7 @@
 
 #include <errno.h>
 
+#include "aiowait.h"
 #include "board.h"
 #include "queue.h"
 #include "sync.h"
@@ -45,6 +46,9 @@ static pid_t hub_pid;               /* 0: not set up (in this process) */
 static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
 static uint32_t hub_max_threads;
 static int aio_spin = 1;            /* the first attempt may spin (core/waitv.h) */
+/* the hub's modes by name (aio_configure, aio_stats) */
+static const char *const hub_modes[] = {
+    [SHK_HUB_AUTO] = "auto", [SHK_HUB_WAITV] = "futex_waitv", [SHK_HUB_FALLBACK] = "fallback"};
 
 static struct shk_hub *get_hub(void)
 {
@@ -204,20 +208,16 @@ struct AioWaitObject {
     NotifierObject *notifier;       /* strong: READY waits are reported there */
     PyObject *future;               /* the Python side's, resolved when READY */
     int (*live)(PyObject *handle);  /* may the attempt still run? */
-    const struct shk_wait_op *op;
-    void *obj;                      /* the op's object (shared memory, or u below) */
+    struct shk_aio_wait a;          /* the wait (core/aiowait.h): op, its object (shared
+                                       memory, or u below), the hub's record */
     union {
         struct shk_rw_reader rd;
         struct shk_board_waiter bw;
         struct shk_queue_waiter qw;
     } u;
     struct shk_py_sync_ref sync;    /* sync kinds: where results go back to the handle */
-    struct shk_wait w;
-    struct shk_hub_wait hw;
     int kind;
-    int started;                    /* the first attempt was made */
     int finished;                   /* over: nothing registered, the export given back */
-    int watched;                    /* handed to the hub since the last attempt */
     int result;                     /* when finished */
     pid_t pid;
 };
@@ -230,27 +230,17 @@ static void wait_finish(AioWaitObject *self, int r)
     self->finished = 1;
     self->result = r;
     if (self->kind == KIND_COND && self->pid == getpid())
-        shk_cond_finish(self->obj); /* the registration shk_cond_prepare made */
+        shk_cond_finish(self->a.obj); /* the registration shk_cond_prepare made */
     if (self->seg) {
         shk_segment_unexport(self->seg);
         Py_CLEAR(self->seg);
     }
 }
 
-/* Give up (why: ECANCELED or ETIMEDOUT): out of the hub, registration and partial progress
- * undone; a wake-up the hub may have taken for this wait is passed on. */
+/* Give up (why: ECANCELED or ETIMEDOUT): see shk_aio_give_up. */
 static int wait_give_up(AioWaitObject *self, int why)
 {
-    int r = why;
-    if (self->started) {
-        shk_hub_unwatch(&hub, &self->hw);
-        shk_wait_disarm(&self->w);
-        r = shk_wait_cancel(self->op, self->obj, &self->w, why);
-        if (why == ECANCELED && self->watched && self->w.on.kind == SHK_WAITON_FUTEX &&
-            self->w.on.word)
-            shk_futex_wake(self->w.on.word, 1); /* the word is mapped: our export */
-    }
-    self->watched = 0;
+    int r = shk_aio_give_up(&hub, &self->a, why);
     wait_finish(self, r);
     return r;
 }
@@ -258,7 +248,7 @@ static int wait_give_up(AioWaitObject *self, int why)
 static PyObject *wait_closed_error(AioWaitObject *self)
 {
     PyErr_Format(shk_py_exc("ClosedError"), "%s: closed while a coroutine waited",
-                 self->op ? self->op->name : "wait");
+                 self->a.op ? self->a.op->name : "wait");
     return NULL;
 }
 
@@ -282,106 +272,34 @@ static void wait_done_ok(AioWaitObject *self, int r)
 /* step() -> EAGAIN (await the future, then step again) or the finished result: 0 or the
  * operation's own success code (SHK_EOWNERDEAD), ETIMEDOUT, EBUSY.  Raises for errors,
  * ClosedError when the handle or its zone was closed. */
-static PyObject *wait_step_run(AioWaitObject *self, PyObject *unused)
+static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
 {
     if (self->finished)
         return PyErr_Format(PyExc_RuntimeError, "this wait is over (result %d)", self->result);
     if (check_pid(self->pid) < 0)
         return NULL;
-    /* normally READY and drained (IDLE) by now; stepped early, it leaves the hub first
-     * (under the hub's mutex: then why is settled) */
-    if (self->started)
-        shk_hub_unwatch(&hub, &self->hw);
-    uint32_t why = self->hw.why;
-    self->hw.why = SHK_HUB_NONE;
-    if (why == SHK_HUB_CLOSED || !self->live(self->handle)) {
-        wait_give_up(self, ECANCELED);
-        return wait_closed_error(self);
-    }
-    if (why == SHK_HUB_FAULT) {
-        /* the kernel could not resolve the word: do not touch that memory again */
-        self->started = 0;
-        wait_finish(self, EFAULT);
-        return shk_py_raise_os(EFAULT, "asyncio wait: the word waited on is no longer mapped");
-    }
-    int r;
-    shk_clear_detail();
-    if (!self->started) {
-        self->started = 1;
-        self->w.flags |= SHK_WAIT_NOSIGNALS;
-        if (self->w.flags & SHK_WAIT_TRY) {
-            r = shk_wait_run(self->op, self->obj, &self->w); /* one attempt; EBUSY */
-        } else {
-            /* an attempt; the loop's brief spin (above); then an armed attempt, which
-             * registers as a waiter: the driver's sequence, without its sleep */
-            r = self->op->attempt(self->obj, &self->w);
-            if (r == EAGAIN && aio_spin && self->w.on.kind == SHK_WAITON_FUTEX &&
-                !shk_wait_expired(&self->w))
-                r = shk_loop_spin(&loop_spin, self->op, self->obj, &self->w);
-            if (r == EAGAIN) {
-                shk_wait_disarm(&self->w);
-                self->w.flags |= SHK_WAIT_ARMED;
-                r = self->op->attempt(self->obj, &self->w);
-            }
-        }
-    } else {
-        shk_wait_disarm(&self->w);
-        self->watched = 0;
-        r = self->op->attempt(self->obj, &self->w);
-    }
-    if (r == ETIMEDOUT) { /* an internal mutex met the deadline (wait.h): as a timeout */
-        r = wait_give_up(self, ETIMEDOUT);
-        goto finished;
-    }
-    if (r == EAGAIN) {
-        if (shk_wait_expired(&self->w)) {
-            r = wait_give_up(self, ETIMEDOUT);
-            goto finished;
-        }
-        struct shk_hub_wait *hw = &self->hw;
-        if (self->w.on.kind == SHK_WAITON_FUTEX) {
-            hw->word = self->w.on.word;
-            hw->value = self->w.on.value;
-        } else if (self->w.on.kind == SHK_WAITON_POLL) {
-            hw->word = NULL; /* a timer */
-        } else {
-            wait_give_up(self, ECANCELED);
-            return PyErr_Format(PyExc_NotImplementedError, "%s: this wait cannot be awaited",
-                                self->op->name);
-        }
-        hw->retry_ns = self->w.on.retry_ns;
-        hw->deadline_ns = self->w.deadline_ns;
-        hw->keys[0] = self->handle;
-        hw->keys[1] = self->seg;
-        hw->notifier = &self->notifier->n;
-        hw->owner = self;
-        int e = shk_hub_watch(&hub, hw);
-        if (e) {
-            wait_give_up(self, ECANCELED);
-            return shk_py_raise_os(e, e == ENOSPC ? "asyncio hub: too many distinct objects "
-                                   "waited on at once" : "asyncio hub: starting a thread");
-        }
-        self->watched = 1;
+    int r = shk_aio_step(&hub, &self->a, aio_spin ? &loop_spin : NULL,
+                         self->live(self->handle));
+    if (r == EAGAIN && self->a.end == SHK_AIO_RUNNING)
         return PyLong_FromLong(EAGAIN);
-    }
-    shk_wait_disarm(&self->w);
     wait_finish(self, r);
-finished:
+    switch (self->a.end) {
+    case SHK_AIO_CLOSED:
+        return wait_closed_error(self);
+    case SHK_AIO_FAULT:
+        return shk_py_raise_os(EFAULT, "asyncio wait: the word waited on is no longer mapped");
+    case SHK_AIO_NOT_AWAITABLE:
+        return PyErr_Format(PyExc_NotImplementedError, "%s: this wait cannot be awaited",
+                            self->a.op->name);
+    case SHK_AIO_HUB_FAILED:
+        return shk_py_raise_os(r, r == ENOSPC ? "asyncio hub: too many distinct objects "
+                               "waited on at once" : "asyncio hub: starting a thread");
+    }
     if (r == 0 || r == SHK_EOWNERDEAD || r == ETIMEDOUT || r == EBUSY) {
         wait_done_ok(self, r);
         return PyLong_FromLong(r);
     }
-    return shk_py_raise(r, self->op->name);
-}
-
-/* A step runs the operation's attempts in the event loop's thread: the internal mutexes
- * they take honour the wait's deadline (wait.h, shk_wait_ambient_ns). */
-static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
-{
-    uint64_t saved = shk_wait_ambient_push(self->w.deadline_ns);
-    PyObject *r = wait_step_run(self, unused);
-    shk_wait_ambient_pop(saved);
-    return r;
+    return shk_py_raise(r, self->a.op->name);
 }
 
 static PyObject *wait_cancel(AioWaitObject *self, PyObject *unused)
@@ -402,8 +320,8 @@ static PyObject *wait_barrier_result(AioWaitObject *self, PyObject *unused)
         return PyErr_Format(PyExc_RuntimeError, "not a finished barrier wait");
     uint32_t index;
     int last;
-    shk_barrier_result(&self->w, &index, &last);
-    return Py_BuildValue("(IIO)", index, self->w.aux, last ? Py_True : Py_False);
+    shk_barrier_result(&self->a.w, &index, &last);
+    return Py_BuildValue("(IIO)", index, self->a.w.aux, last ? Py_True : Py_False);
 }
 
 static void wait_dealloc(AioWaitObject *self)
@@ -433,7 +351,7 @@ static int wait_set_future(AioWaitObject *self, PyObject *v, void *c)
 
 SHK_PY_GETTER(wait_get_finished, AioWaitObject, PyBool_FromLong(self->finished))
 
-SHK_PY_GETTER(wait_get_why, AioWaitObject, PyLong_FromUnsignedLong(self->hw.why))
+SHK_PY_GETTER(wait_get_why, AioWaitObject, PyLong_FromUnsignedLong(self->a.hw.why))
 
 static PyMethodDef wait_methods[] = {
     {"step", (PyCFunction)wait_step, METH_NOARGS,
@@ -477,22 +395,21 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
     AioWaitObject *self = PyObject_New(AioWaitObject, WaitType);
     if (!self)
         return NULL;
-    /* PyObject_New leaves the fields as they were: set every one */
+    /* PyObject_New leaves the fields as they were: zero them all, then set the others */
+    memset((char *)self + sizeof(PyObject), 0, sizeof *self - sizeof(PyObject));
     self->handle = Py_NewRef(handle);
     self->seg = (SegmentObject *)Py_NewRef((PyObject *)seg);
     shk_segment_export(seg);
     self->notifier = (NotifierObject *)Py_NewRef(notifier);
-    self->future = NULL;
     self->live = live;
-    self->op = op;
-    self->obj = obj;
-    memset(&self->u, 0, sizeof self->u);
-    memset(&self->sync, 0, sizeof self->sync);
-    self->w = SHK_WAIT_INIT(deadline, flags);
-    memset(&self->hw, 0, sizeof self->hw);
+    self->a.op = op;
+    self->a.obj = obj;
+    self->a.w = SHK_WAIT_INIT(deadline, flags);
+    self->a.hw.keys[0] = handle;
+    self->a.hw.keys[1] = seg;
+    self->a.hw.notifier = &n->n;
+    self->a.hw.owner = self;
     self->kind = kind;
-    self->started = self->finished = self->watched = 0;
-    self->result = 0;
     self->pid = getpid();
     return self;
 }
@@ -549,7 +466,7 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     if (kind == KIND_RW_READ) {
         w->u.rd.rw = ref.sh;
         w->u.rd.slot = *ref.slot;
-        w->obj = &w->u.rd;
+        w->a.obj = &w->u.rd;
     }
     return (PyObject *)w;
 }
@@ -597,7 +514,7 @@ static PyObject *aio_sync_wait(PyObject *const *args, Py_ssize_t nargs, int kind
         return NULL;
     w->sync = ref;
     if (kind == KIND_COND)
-        w->w.observed = shk_cond_prepare(ref.sh); /* registered now, under the lock */
+        w->a.w.observed = shk_cond_prepare(ref.sh); /* registered now, under the lock */
     return (PyObject *)w;
 }
 
@@ -648,50 +565,13 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     w->u.bw.b = b;
     w->u.bw.after = after;
     w->u.bw.max_spin_ns = spin;
-    w->obj = &w->u.bw;
+    w->a.obj = &w->u.bw;
     return (PyObject *)w;
 }
 
-/* The record bytes a put of item needs: a bytes-like object (one message) or a list of
- * them (one framed message of those parts), as the queue binding computes them. */
-static int record_need(PyObject *item, uint64_t *need)
-{
-    if (!PyList_Check(item)) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(item, &b, PyBUF_SIMPLE) < 0)
-            return -1;
-        *need = shk_qrec_size((uint64_t)b.len);
-        PyBuffer_Release(&b);
-        return 0;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(item);
-    if (n < 1 || n > SHK_QFRAME_MAX_PARTS) {
-        PyErr_Format(PyExc_ValueError, "a framed message has 1 to %d parts, not %zd",
-                     SHK_QFRAME_MAX_PARTS, n);
-        return -1;
-    }
-    struct shk_qpart *parts = PyMem_Calloc((size_t)n, sizeof *parts);
-    if (!parts) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_buffer b;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(item, i), &b, PyBUF_SIMPLE) < 0) {
-            PyMem_Free(parts);
-            return -1;
-        }
-        parts[i].n = (uint64_t)b.len; /* only the lengths count */
-        PyBuffer_Release(&b);
-    }
-    *need = shk_queue_record_size(parts, (int)n, SHK_QK_FRAMED);
-    PyMem_Free(parts);
-    return 0;
-}
-
 /* aio_queue_wait(notifier, queue, what, item=None, timeout=None): until a get may
- * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see record_need); then make the
- * call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
+ * succeed (AIO_QW_DATA), or a put of item (AIO_QW_SPACE, see shk_py_queue_record_need);
+ * then make the call (not blocking) again.  0 when it may; QueueEmpty/QueueFull "(timed out)" at the
  * deadline.  AIO_QW_JOIN: until every message put is marked done (the join itself:
  * shk_queue_join_op's attempt, a futex word and its next liveness check); 0, or
  * ETIMEDOUT at the deadline. */
@@ -715,26 +595,23 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (what == SHK_QW_SPACE) {
         if (nargs < 4 || args[3] == Py_None)
             return PyErr_Format(PyExc_TypeError, "a wait for space needs the item to put");
-        if (record_need(args[3], &need) < 0)
+        if (shk_py_queue_record_need(args[3], &need) < 0)
             return NULL;
     }
     struct timespec d;
     int has;
     if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
         return NULL;
-    if (what == AIO_QW_JOIN) {
-        AioWaitObject *j = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_join_op, q,
-                                    shk_py_queue_live, deadline_of(has, &d), 0);
-        return (PyObject *)j;
-    }
-    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE, &shk_queue_wait_op, NULL,
+    int join = what == AIO_QW_JOIN; /* the join op waits on the queue itself */
+    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE,
+                                join ? &shk_queue_join_op : &shk_queue_wait_op, join ? q : NULL,
                                 shk_py_queue_live, deadline_of(has, &d), 0);
-    if (!w)
-        return NULL;
+    if (!w || join)
+        return (PyObject *)w;
     w->u.qw.q = q;
     w->u.qw.what = (int)what;
     w->u.qw.need = need;
-    w->obj = &w->u.qw;
+    w->a.obj = &w->u.qw;
     return (PyObject *)w;
 }
 
@@ -764,13 +641,10 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             const char *s = PyUnicode_AsUTF8(mode);
             if (!s)
                 return NULL;
-            if (!strcmp(s, "auto"))
-                md = SHK_HUB_AUTO;
-            else if (!strcmp(s, "futex_waitv"))
-                md = SHK_HUB_WAITV;
-            else if (!strcmp(s, "fallback"))
-                md = SHK_HUB_FALLBACK;
-            else
+            for (md = SHK_HUB_AUTO; md <= SHK_HUB_FALLBACK; md++)
+                if (!strcmp(s, hub_modes[md]))
+                    break;
+            if (md > SHK_HUB_FALLBACK)
                 return PyErr_Format(PyExc_ValueError, "mode must be 'auto', 'futex_waitv' or "
                                     "'fallback', not %R", mode);
         }
@@ -801,10 +675,8 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             return NULL;
         aio_spin = v;
     }
-    const char *mname = hub_mode == SHK_HUB_WAITV ? "futex_waitv"
-                        : hub_mode == SHK_HUB_FALLBACK ? "fallback" : "auto";
-    return Py_BuildValue("{sssIsOsK}", "mode", mname, "max_threads", hub_max_threads, "spin",
-                         aio_spin ? Py_True : Py_False, "spin_max_ns",
+    return Py_BuildValue("{sssIsOsK}", "mode", hub_modes[hub_mode], "max_threads",
+                         hub_max_threads, "spin", aio_spin ? Py_True : Py_False, "spin_max_ns",
                          (unsigned long long)loop_spin.max_ns);
 }
 
@@ -814,20 +686,14 @@ static PyObject *core_aio_stats(PyObject *m, PyObject *unused)
     struct shk_hub *h = get_hub();
     if (!h)
         return NULL;
-    struct shk_hub_stats st;
-    shk_hub_get_stats(h, &st);
-    return Py_BuildValue(
-        "{sssIsIsKsKsKsKsKsKsKsKsKsKsOsKsKsK}", "mode",
-        st.mode == SHK_HUB_WAITV ? "futex_waitv" : "fallback", "threads", st.threads,
-        "max_threads", st.max_threads, "slots", (unsigned long long)st.slots, "waits",
-        (unsigned long long)st.waits, "watches", (unsigned long long)st.watches, "slots_shared",
-        (unsigned long long)st.slots_shared, "doorbells", (unsigned long long)st.doorbells,
-        "sleeps", (unsigned long long)st.sleeps, "ready", (unsigned long long)st.ready,
-        "retries", (unsigned long long)st.retries, "forwarded",
-        (unsigned long long)st.forwarded, "faults", (unsigned long long)st.faults,
-        "futex_waitv_supported", shk_hub_waitv_supported() ? Py_True : Py_False,
-        "spins", (unsigned long long)loop_spin.spins, "spins_won",
-        (unsigned long long)loop_spin.spins_won, "spun_ns", (unsigned long long)loop_spin.spun_ns);
+    struct shk_aio_stats st;
+    shk_aio_stats(h, &loop_spin, &st);
+    PyObject *d = Py_BuildValue("{ss}", "mode", hub_modes[st.hub.mode]);
+    PyObject *f = d ? shk_py_fields(&st, shk_aio_stats_fields) : NULL;
+    if (!f || PyDict_Update(d, f) < 0)
+        Py_CLEAR(d);
+    Py_XDECREF(f);
+    return d;
 }
 
 static PyMethodDef aio_functions[] = {

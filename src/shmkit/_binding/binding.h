@@ -248,6 +248,9 @@ int shk_py_board_live(PyObject *handle);
 struct shk_queue;
 int shk_py_queue_ref(PyObject *handle, struct shk_queue **q, SegmentObject **seg);
 int shk_py_queue_live(PyObject *handle);
+/* The record bytes a put of item needs: a bytes-like object (one message) or a list of
+ * them (one framed message of those parts).  0, or -1 with an exception set. */
+int shk_py_queue_record_need(PyObject *item, uint64_t *need);
 
 /* A handle or a segment (key) is being closed: coroutines waiting on it are woken, and
  * get ClosedError (aio.c; a no-op when nothing waits). */

@@ -627,6 +627,31 @@ int shk_py_queue_ref(PyObject *h, struct shk_queue **q, SegmentObject **seg)
     return 0;
 }
 
+int shk_py_queue_record_need(PyObject *item, uint64_t *need)
+{
+    if (!PyList_Check(item)) {
+        Py_buffer b;
+        struct shk_qpart part;
+        if (get_bytes(item, &b, &part) < 0)
+            return -1;
+        *need = shk_queue_record_size(&part, 1, SHK_QK_DATA);
+        release_bytes(&b, 1);
+        return 0;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(item);
+    if (n < 1 || n > SHK_QFRAME_MAX_PARTS) {
+        PyErr_Format(PyExc_ValueError, "a framed message has 1 to %d parts, not %zd",
+                     SHK_QFRAME_MAX_PARTS, n);
+        return -1;
+    }
+    struct gathered g = {NULL};
+    int r = gather(&g, item, "a framed message");
+    if (r == 0)
+        *need = shk_queue_record_size(g.parts, (int)n, SHK_QK_FRAMED);
+    gather_release(&g);
+    return r;
+}
+
 int shk_py_queue_live(PyObject *h)
 {
     QueueObject *self = (QueueObject *)h;
@@ -639,18 +664,7 @@ static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
         return NULL;
     struct shk_queue_stats st;
     shk_queue_stats(&self->q, &st);
-#define U(x) ((unsigned long long)(x))
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsIsIsOsKsKsKsKsK}", "capacity", U(st.capacity),
-                         "max_messages", U(st.max_messages), "depth", U(st.depth),
-                         "bytes_used", U(st.bytes_used), "puts", U(st.puts), "gets", U(st.gets),
-                         "waits", U(st.waits), "drops", U(st.dropped_puts + st.dropped_gets),
-                         "dropped_puts", U(st.dropped_puts), "dropped_gets", U(st.dropped_gets),
-                         "recoveries", U(st.recoveries), "members", st.members, "reservations",
-                         st.reservations, "closed", st.closed ? Py_True : Py_False,
-                         "unfinished_tasks", U(st.unfinished_tasks), "in_flight", U(st.in_flight),
-                         "redeliveries", U(st.redeliveries), "abandoned_tasks",
-                         U(st.abandoned_tasks), "acknowledged", U(st.acknowledged));
-#undef U
+    return shk_py_fields(&st, shk_queue_stats_fields);
 }
 
 /* ---- task accounting ---------------------------------------------------------------- */

@@ -1988,6 +1988,17 @@ int shk_queue_is_full(struct shk_queue *q, uint64_t len)
     return !space_ready(q, shk_qrec_size(len)); /* a closed queue is not full: put fails */
 }
 
+#define QS(member) SHK_FIELD(struct shk_queue_stats, member, U64)
+const struct shk_field shk_queue_stats_fields[] = {
+    QS(capacity), QS(max_messages), QS(depth), QS(bytes_used), QS(puts), QS(gets), QS(waits),
+    QS(drops), QS(dropped_puts), QS(dropped_gets), QS(recoveries),
+    SHK_FIELD(struct shk_queue_stats, members, U32),
+    SHK_FIELD(struct shk_queue_stats, reservations, U32),
+    SHK_FIELD(struct shk_queue_stats, closed, BOOL), QS(unfinished_tasks), QS(in_flight),
+    QS(redeliveries), QS(abandoned_tasks), QS(acknowledged), {NULL, 0, 0},
+};
+#undef QS
+
 int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
 {
     struct shk_queue_sh *sh = q->sh;
@@ -2019,8 +2030,8 @@ int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st)
     /* every claim is committed or dropped, every taken record handed over or dropped:
      * exact whenever no put or get is in progress */
     st->puts = tc >= st->dropped_puts ? tc - st->dropped_puts : 0;
-    uint64_t lost = st->dropped_puts + st->dropped_gets;
-    st->gets = hc >= lost ? hc - lost : 0;
+    st->drops = st->dropped_puts + st->dropped_gets;
+    st->gets = hc >= st->drops ? hc - st->drops : 0;
     for (uint32_t i = 0; i < SHK_QUEUE_RESV; i++)
         if (R_STATE(shk_load_relaxed(&resv_at(q, i)->ctl)) != SHK_QR_FREE)
             st->reservations++;

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "errors.h"
+#include "fields.h"
 #include "layout.h"
 #include "wait.h"
 #include "zone.h"
@@ -334,6 +335,7 @@ struct shk_queue_stats {
     uint64_t waits;             /* sleeps */
     uint64_t dropped_puts;      /* claimed by producers that died before committing */
     uint64_t dropped_gets;      /* committed, taken by consumers that died holding them */
+    uint64_t drops;             /* dropped_puts + dropped_gets */
     uint64_t recoveries;
     uint64_t unfinished_tasks;  /* put, not yet marked done (nor released) */
     uint64_t in_flight;         /* taken, not yet marked done */
@@ -345,6 +347,9 @@ struct shk_queue_stats {
     int closed;
 };
 int shk_queue_stats(struct shk_queue *q, struct shk_queue_stats *st);
+/* The fields of shk_queue_stats by name (core/fields.h), as statistics() shows them (not
+ * delivery: the handle's delivery property says it). */
+extern const struct shk_field shk_queue_stats_fields[];
 
 /* Look for work dead processes left behind and repair it (also done by waiters).
  * Returns the number of repairs made, or a negative error. */
