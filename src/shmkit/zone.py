@@ -152,9 +152,6 @@ def _info(t: tuple[str, int, int, int, int, int, int]) -> ObjectInfo:
                       created_ns, pid)
 
 
-_2_63, _2_64 = 1 << 63, 1 << 64
-
-
 def _check_uint(what: str, value: object, minimum: int = 0, bits: int = 64) -> int:
     """An int in [minimum, 2**bits): the C layer would wrap a negative or a larger one
     around silently, or raise OverflowError."""
@@ -356,14 +353,23 @@ class Zone(ClosingHandle, ObjectDirectory):
         return self._live().header()
 
     # -- raw allocations (the nginx way) ---------------------------------------------------
-    # alloc/free are hot: the common argument (a plain int in range) is checked inline,
-    # and only anything else goes through _check_uint (a call costs ~300 ns here, half of
-    # an alloc/free pair)
+    # alloc/free are hot (a pair costs ~500 ns, half of it in Python), so they neither go
+    # through _live() (a Python call, ~80 ns) nor check a plain int's range before the C
+    # call, which refuses what is out of range itself (ValueError, OverflowError); a try
+    # costs nothing in 3.11 until it catches.  The error path then says it in the facade's
+    # words (_c_refused).  What the C layer would take but the facade refuses (a bool, an
+    # object with __index__) is not an exact int and goes through _check_uint first.
     def alloc(self, size: int, *, zero: bool = False) -> int:
         """Allocate ``size`` bytes; returns the offset.  ZoneFullError when no room."""
-        if type(size) is not int or not 0 < size < _2_63:
+        core = self._core_zone
+        if core is None or type(size) is not int:
+            core = self._live()
             size = _check_uint("size", size, 1, 63)
-        return self._live().alloc(size, zero)
+        try:
+            return core.alloc(size, zero)
+        except (ValueError, OverflowError):  # ClosedError is a ValueError too
+            self._c_refused("size", size, 1, 63)
+            raise
 
     def calloc(self, size: int) -> int:
         """Allocate ``size`` zeroed bytes; returns the offset."""
@@ -371,9 +377,26 @@ class Zone(ClosingHandle, ObjectDirectory):
 
     def free(self, offset: int) -> None:
         """Free an allocation; InvalidFreeError if it is not one."""
-        if type(offset) is not int or not 0 <= offset < _2_64:
+        core = self._core_zone
+        if core is None or type(offset) is not int:
+            core = self._live()
             offset = _check_uint("offset", offset)
-        self._live().free(offset)
+        try:
+            core.free(offset)
+        except (ValueError, OverflowError):  # InvalidFreeError and ClosedError are ValueErrors
+            self._c_refused("offset", offset, 0, 64)
+            raise
+
+    def _c_refused(self, what: str, value: int, minimum: int, bits: int) -> None:
+        """alloc/free's error path: the C layer refused an exact int.  Raise what the facade
+        says (ClosedError naming this handle, _check_uint's ValueError for an int out of
+        range) in place of the C layer's error; return if neither applies (the caller
+        re-raises the C layer's own: InvalidFreeError...)."""
+        try:
+            self._live()
+            _check_uint(what, value, minimum, bits)
+        except ValueError as e:  # ClosedError included
+            raise e from None
 
     def usable_size(self, offset: int) -> int:
         """Bytes really usable at ``offset`` (its size class or run), 0 if not allocated."""

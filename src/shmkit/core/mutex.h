@@ -55,7 +55,8 @@ static inline int shk_mutex_check(pthread_mutex_t *m)
  * checks the owner's liveness and marks the mutex as the kernel marks one whose owner
  * died (issue 13 #6).  The wait does not return for signals, except that once it has
  * lasted recheck_ns it asks shk_wait_interrupted (wait.h) every slice, and a yes ends it
- * with EINTR.  Returns 0, SHK_EOWNERDEAD (held; repair, then shk_mutex_consistent),
+ * with EINTR.  An uncontended mutex is taken by one checked trylock, with no wait set up.
+ * Returns 0, SHK_EOWNERDEAD (held; repair, then shk_mutex_consistent),
  * ETIMEDOUT, EINTR, or SHK_ECORRUPT (unrecoverable, or a corrupted kind word).
  */
 int shk_mutex_lock(pthread_mutex_t *m, const struct timespec *deadline);

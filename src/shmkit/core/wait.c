@@ -177,10 +177,11 @@ static uint64_t spin_begin(const struct shk_spin *sp, struct shk_wait *w, uint64
     return budget;
 }
 
-static void spin_end(const struct shk_spin *sp)
+/* Open the gate again (now: the time, read once by the caller for this and spin_learn). */
+static void spin_end(const struct shk_spin *sp, uint64_t now)
 {
     if ((sp->policy & SHK_SPIN_GATE) && shk_ncpu() <= 2)
-        shk_store_relaxed(sp->gate_ms, (uint32_t)(shk_now_ns() / 1000000u));
+        shk_store_relaxed(sp->gate_ms, (uint32_t)(now / 1000000u));
 }
 
 /* The probe of SHK_SPIN_PROBE: offer the CPU; 1 if that gave it away (the yield took more
@@ -197,17 +198,18 @@ static int probe_busy(const struct shk_spin *sp)
     return 1;
 }
 
-/* Spin while *word == value, for at most budget ns from now.  1 if it changed. */
-static int spin_on(const struct shk_spin *sp, const struct shk_wait *w, uint64_t start,
-                   uint64_t budget)
+/* Spin while *word == value, until end (absolute).  1 if it changed.  The hand-off's
+ * path: one load and a pause a round; the clock (~20 ns), the cancel word and the probes
+ * only every 32 rounds (a round is a pause, ~10-50 ns: the budget is overrun by 1-2 us
+ * at most). */
+static int spin_on(const struct shk_spin *sp, const struct shk_wait *w, uint64_t end)
 {
-    const struct shk_waiton *on = &w->on;
-    uint64_t end = start + budget;
+    const uint32_t *word = w->on.word, value = w->on.value;
     for (uint32_t k = 1;; k++) {
-        if (shk_load_relaxed(on->word) != on->value)
+        if (shk_load_acquire(word) != value)
             return 1;
         shk_cpu_relax();
-        if ((k & 31) == 0) {
+        if (__builtin_expect((k & 31) == 0, 0)) {
             if (shk_now_ns() >= end || cancelled(w))
                 return 0;
             /* the waker may be waiting for this very CPU (more busy processes than
@@ -229,12 +231,12 @@ static int spin_on(const struct shk_spin *sp, const struct shk_wait *w, uint64_t
  * sleep halves it, because a quick wake-up after sleeping is no evidence that spinning
  * would have caught it (the writer may have run only because this process stopped).
  */
-static void spin_learn(const struct shk_spin *sp, struct shk_wait *w, int won)
+static void spin_learn(const struct shk_spin *sp, struct shk_wait *w, int won, uint64_t now)
 {
     uint64_t max = sp->max_ns;
     if (!max || !w->t0)
         return;
-    uint64_t waited = shk_now_ns() - w->t0;
+    uint64_t waited = now - w->t0;
     uint64_t b = shk_load_relaxed(sp->budget_ns), nb;
     if (b == UINT32_MAX)
         b = max / 4 > SPIN_FLOOR_NS ? max / 4 : SPIN_FLOOR_NS;
@@ -427,15 +429,15 @@ static int run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
             if (w->t0 && op->spin_of && r >= 0) {
                 if (!have_spin)
                     op->spin_of(obj, &sp);
-                spin_learn(&sp, w, !w->slept);
+                spin_learn(&sp, w, !w->slept, shk_now_ns());
             }
             return r;
         }
+        if (w->flags & SHK_WAIT_TRY) /* before the clock: a non-blocking call needs no t0 */
+            return give_up(op, obj, w, EBUSY);
         uint64_t now = shk_now_ns();
         if (!w->t0)
             w->t0 = now;
-        if (w->flags & SHK_WAIT_TRY)
-            return give_up(op, obj, w, EBUSY);
         if (cancelled(w))
             return give_up(op, obj, w, ECANCELED);
         if (now >= w->deadline_ns)
@@ -448,38 +450,43 @@ static int run(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
                 uint64_t budget = spin_begin(&sp, w, now);
                 if (budget) {
                     /* spin while the word holds its value (POLL: a few pauses); each
-                     * change is worth an attempt, until the budget is spent */
+                     * change is worth an attempt, until the budget is spent.  The clock
+                     * is read inside spin_on (every 32 pauses) and here only every 4th
+                     * POLL round: not on the hand-off's path */
                     uint64_t end = now + budget;
                     for (uint32_t round = 1;; round++) {
-                        uint64_t t = shk_now_ns();
-                        if (t >= end || cancelled(w))
-                            break;
                         if (w->on.kind == SHK_WAITON_FUTEX) {
-                            if (!spin_on(&sp, w, t, end - t))
+                            if (!spin_on(&sp, w, end))
                                 break;
                         } else {
                             for (int k = 0; k < 16; k++)
                                 shk_cpu_relax();
-                            if ((sp.policy & SHK_SPIN_PROBE) && (round & 3) == 0 &&
-                                probe_busy(&sp))
-                                break;
+                            if ((round & 3) == 0) {
+                                if (shk_now_ns() >= end || cancelled(w))
+                                    break;
+                                if ((sp.policy & SHK_SPIN_PROBE) && probe_busy(&sp))
+                                    break;
+                            }
                         }
                         r = op->attempt(obj, w);
-                        if (r == ETIMEDOUT) {
-                            spin_end(&sp);
-                            return give_up(op, obj, w, ETIMEDOUT);
-                        }
-                        if (r != EAGAIN) {
-                            spin_end(&sp);
+                        if (__builtin_expect(r != EAGAIN, 1)) {
+                            uint64_t t = shk_now_ns(); /* once, for the gate and learning */
+                            spin_end(&sp, t);
+                            if (r == ETIMEDOUT)
+                                return give_up(op, obj, w, ETIMEDOUT);
                             shk_wait_disarm(w);
                             if (r >= 0)
-                                spin_learn(&sp, w, 1);
+                                spin_learn(&sp, w, 1, t);
                             return r;
                         }
                         if (w->on.kind != SHK_WAITON_FUTEX && w->on.kind != SHK_WAITON_POLL)
                             break;
+                        /* a change that did not let us through (another waiter won, a
+                         * different stage): the budget still bounds the spin */
+                        if ((round & 3) == 0 && (shk_now_ns() >= end || cancelled(w)))
+                            break;
                     }
-                    spin_end(&sp);
+                    spin_end(&sp, shk_now_ns());
                 }
                 continue; /* look once more after the spin */
             }

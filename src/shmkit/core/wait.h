@@ -109,6 +109,8 @@
  * that does not exist is marked dead as the kernel would), with retry_ns at the next
  * check.  The dict shard lock waits through it (shk_dict_shard_op, shk_py_wait, with
  * slices); shk_mutex_lock, for callers that take no EINTR, asks shk_wait_interrupted.
+ * shk_mutex_lock tries once (checked trylock) before setting up a wait: the driver's first
+ * attempt would make the same call, and uncontended internal mutexes are the common case.
  */
 #ifndef SHK_WAIT_H
 #define SHK_WAIT_H
