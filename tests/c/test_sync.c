@@ -208,29 +208,36 @@ static void *waiter_thread(void *p)
     return NULL;
 }
 
+/* A child process that takes lock l (rec: an RLock) `times` times and then waits to be
+ * killed; returns once it holds it. */
+static pid_t fork_holder(struct shk_lock_sh *l, int rec, int times)
+{
+    int pfd[2];
+    CHECK_EQ(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int i = 0; i < times; i++)
+            lock_acq(l, rec, -1);
+        char c = 'x';
+        if (write(pfd[1], &c, 1) != 1)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    char c;
+    CHECK_EQ(read(pfd[0], &c, 1), 1);
+    close(pfd[0]);
+    close(pfd[1]);
+    return pid;
+}
+
 static void test_killed_owner(int rec, int rounds)
 {
     struct shk_lock_sh *l = obj(rec ? "dead-rlock" : "dead-lock", rec ? SHK_OBJ_RLOCK : SHK_OBJ_LOCK,
                                 0, 0, 0);
     double worst = 0;
     for (int i = 0; i < rounds; i++) {
-        int pfd[2];
-        CHECK_EQ(pipe(pfd), 0);
-        pid_t pid = fork();
-        if (pid == 0) {
-            lock_acq(l, rec, -1);
-            if (rec)
-                lock_acq(l, rec, -1); /* twice: the count must not survive */
-            char c = 'x';
-            if (write(pfd[1], &c, 1) != 1)
-                _exit(2);
-            for (;;)
-                pause();
-        }
-        char c;
-        CHECK_EQ(read(pfd[0], &c, 1), 1);
-        close(pfd[0]);
-        close(pfd[1]);
+        pid_t pid = fork_holder(l, rec, rec ? 2 : 1); /* twice: the count must not survive */
         struct waiter_arg a = {l, rec, -1, 0, 0, -1};
         pthread_t t;
         pthread_create(&t, NULL, waiter_thread, &a);
@@ -864,21 +871,7 @@ static void test_stats(void)
     CHECK_EQ(shk_lock_release(r, 1), 0);
 
     /* a holder killed: not alive, named; the next acquire takes over and says so */
-    int pfd[2];
-    CHECK_EQ(pipe(pfd), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        lock_acq(l, 0, -1);
-        char c = 'x';
-        if (write(pfd[1], &c, 1) != 1)
-            _exit(2);
-        for (;;)
-            pause();
-    }
-    char c;
-    CHECK_EQ(read(pfd[0], &c, 1), 1);
-    close(pfd[0]);
-    close(pfd[1]);
+    pid_t pid = fork_holder(l, 0, 1);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     f = shk_sync_stats(l, SHK_OBJ_LOCK, 0, &st);
