@@ -1618,9 +1618,12 @@ static void test_get_growing_value(void)
     int reads = 0, grown = 0, worst = 0;
     for (int i = 0; i < 1000 && !__atomic_load_n(&g.rounds, __ATOMIC_RELAXED); i++)
         usleep(10000); /* the first value, within 10 s */
-    /* 3000 reads while at least 300 writes happen (bounded: 2 cores may serialise them) */
+    /* 3000 reads while at least 300 writes happen, and until reads have met a value larger
+     * than their buffer 100 times (bounded: 2 cores may serialise them; a writer that got
+     * no CPU while the reader read the first, small value must not end the test early) */
     for (int i = 0; i < 300000 &&
-                    (reads < 3000 || __atomic_load_n(&g.rounds, __ATOMIC_RELAXED) < 300);
+                    (reads < 3000 || __atomic_load_n(&g.rounds, __ATOMIC_RELAXED) < 300 ||
+                     grown <= 100);
          i++) {
         uint8_t stack[64], *buf = stack;
         uint64_t cap = sizeof stack;
