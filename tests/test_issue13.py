@@ -11,7 +11,6 @@ wait shape, in phase 2, and a strict xfail turns into a failure the day they pas
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import time
 
 import pytest
 
+from child_support import run_child
 from conftest import unique
 from segment_helpers import sysv_keys, sysv_key, sysv_rows  # noqa: F401  (fixtures)
 
@@ -45,27 +45,17 @@ class Outcome:
 
 
 def child(code: str, *args: str, timeout: float = 30.0, env: dict | None = None,
-          sigint_after: float | None = None, cwd: str | None = None) -> Outcome:
-    """Run ``code`` in a fresh interpreter; classify how it ended."""
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, **(env or {})), cwd=cwd)
-    try:
-        if sigint_after is not None:
-            try:
-                out, err = p.communicate(timeout=sigint_after)
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGINT)
-                out, err = p.communicate(timeout=timeout)
-        else:
-            out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
+          sigint_after_line: str | None = None, cwd: str | None = None) -> Outcome:
+    """Run ``code`` in a fresh interpreter; classify how it ended.  sigint_after_line:
+    SIGINT one second after the child printed that line (child_support.run_child)."""
+    rc, out, err, hung = run_child(code, *args, timeout=timeout, env=env, cwd=cwd,
+                                   sigint_after_line=sigint_after_line)
+    if hung:
         return Outcome("hang", None, out, err)
-    if p.returncode < 0:
-        return Outcome("signal", -p.returncode, out, err)
-    return Outcome("ok" if p.returncode == 0 else "exit", p.returncode, out, err)
+    assert rc is not None
+    if rc < 0:
+        return Outcome("signal", -rc, out, err)
+    return Outcome("ok" if rc == 0 else "exit", rc, out, err)
 
 
 def assert_ok(o: Outcome, *expected: str) -> None:
@@ -465,7 +455,8 @@ def test_6_mutex_owned_by_a_thread_that_does_not_exist_is_dead(what, ghost, shm_
 def test_6_mutex_word_naming_a_live_thread_that_never_unlocks_answers_ctrl_c(what, shm_name):
     """The owner exists (this test's own process), so it is not dead; the call waits, but
     Ctrl-C ends the wait."""
-    o = child(GHOST_OWNER, what, shm_name, str(os.getpid()), timeout=6, sigint_after=1.0)
+    o = child(GHOST_OWNER, what, shm_name, str(os.getpid()), timeout=6,
+              sigint_after_line="calling")
     assert o.how in ("ok", "exit"), repr(o)
     assert "interrupted" in o.out or "KeyboardInterrupt" in o.err, repr(o)
 

@@ -8,14 +8,10 @@ The C side (tests/c/test_queue.c, test_corruption) fuzzes the same words under A
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import pytest
 
+from child_support import run_child
 from conftest import unique
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,24 +32,12 @@ def shm_name():
         pass
 
 
-def child(code: str, *args: str, timeout: float = 30.0, sigint_after: float | None = None):
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        if sigint_after is not None:
-            try:
-                out, err = p.communicate(timeout=sigint_after)
-            except subprocess.TimeoutExpired:
-                p.send_signal(signal.SIGINT)
-                out, err = p.communicate(timeout=timeout)
-        else:
-            out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        raise AssertionError(f"child did not finish (hang)\n{out}\n{err}")
-    assert p.returncode >= 0, f"child died of signal {-p.returncode}\n{out}\n{err}"
-    return p.returncode, out, err
+def child(code: str, *args: str, timeout: float = 30.0, sigint_after_line: str | None = None):
+    rc, out, err, hung = run_child(code, *args, timeout=timeout,
+                                   sigint_after_line=sigint_after_line)
+    assert not hung, f"child did not finish (hang)\n{out}\n{err}"
+    assert rc is not None and rc >= 0, f"child died of signal {rc and -rc}\n{out}\n{err}"
+    return rc, out, err
 
 
 CORRUPT = r'''
@@ -140,5 +124,5 @@ def test_ctrl_c_ends_a_get_without_timeout_on_a_corrupted_queue(shm_name):
             q.get()
         except KeyboardInterrupt:
             print("interrupted", flush=True)
-    """, timeout=10, sigint_after=1.0)
+    """, timeout=10, sigint_after_line="waiting")
     assert "interrupted" in out, (rc, out, err)
