@@ -1912,6 +1912,19 @@ static void wait_spin(void *obj, struct shk_spin *out)
     out->policy = SHK_SPIN_PROBE | SHK_SPIN_LEARN_SLEEPS | SHK_SPIN_KEEP_WON;
 }
 
+int shk_queue_poll(struct shk_queue_waiter *qw, unsigned looks)
+{
+    struct shk_queue *q = qw->q;
+    if (!q->spin_ns || q->busy)
+        return 0;
+    for (unsigned i = 0; i < looks; i++) {
+        if (looks_ready(qw, 1))
+            return 1;
+        shk_cpu_relax();
+    }
+    return 0;
+}
+
 const struct shk_wait_op shk_queue_wait_op = {"Queue.wait", wait_attempt, wait_give_up,
                                               wait_spin};
 
