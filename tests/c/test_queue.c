@@ -798,6 +798,37 @@ static void test_waits(void)
     shk_queue_release(&q);
 }
 
+/* shk_queue_poll: the binding's look before it sets up a wait (nothing registered) */
+static void test_poll(void)
+{
+    struct shk_queue q, other;
+    int created;
+    char buf[64];
+    CHECK_EQ(shk_queue_open(&z, "poll", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    CHECK_EQ(shk_queue_open(&z, "poll", 4096, 0, SHK_O_CREATE, &other, &created), 0);
+    struct shk_queue_waiter qw = {.q = &q, .what = SHK_QW_DATA};
+    shk_queue_set_spin(&q, 50000u);
+    CHECK_EQ(shk_queue_poll(&qw, 64), 0); /* empty: 64 looks, then no */
+    CHECK_EQ(q.sh->data_waiters, 0);
+    CHECK_EQ(put1(&other, "hello", 5), 0);
+    CHECK_EQ(shk_queue_poll(&qw, 1), 1);
+    shk_queue_set_spin(&q, 0); /* spin=0: not even one look */
+    CHECK_EQ(shk_queue_poll(&qw, 64), 0);
+    shk_queue_set_spin(&q, 50000u);
+    q.busy = 3; /* the CPUs were found oversubscribed: sleep at once, no look */
+    CHECK_EQ(shk_queue_poll(&qw, 64), 0);
+    CHECK_EQ(q.busy, 3); /* the waits that skip spinning count it down, not the poll */
+    q.busy = 0;
+    CHECK_EQ(get1(&q, buf, sizeof buf), 5);
+    CHECK_EQ(shk_queue_poll(&qw, 64), 0);
+    CHECK_EQ(shk_queue_close(&other), 0); /* closed: ready (the get then says so) */
+    CHECK_EQ(shk_queue_poll(&qw, 1), 1);
+    shk_queue_reopen(&other);
+    CHECK_EQ(q.sh->data_waiters, 0);
+    shk_queue_release(&other);
+    shk_queue_release(&q);
+}
+
 /* The asyncio contract for a get (wait.h): armed attempts in the caller's thread,
  * EAGAIN with the word to sleep on, registered; futex_waitv elsewhere; disarm; attempt
  * again; a cancel takes nothing and leaves no registration. */
@@ -1322,6 +1353,7 @@ int main(void)
     test_crashes();
     test_threads();
     test_waits();
+    test_poll();
     test_async_contract();
     test_corruption();
     test_ack_basics();

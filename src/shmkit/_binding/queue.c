@@ -486,6 +486,8 @@ static PyObject *get_messages(QueueObject *self, struct shk_qget *g, int view, i
             if (r != SHK_EEMPTY)
                 return shk_py_raise(r, "get");
             struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_DATA};
+            if (!(flags & SHK_WAIT_TRY) && shk_queue_poll(&qw, 64))
+                continue; /* a message came within the poll: no wait set up */
             if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)
                 return NULL;
             continue;

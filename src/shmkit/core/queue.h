@@ -313,6 +313,12 @@ struct shk_queue_waiter {
     int nospin;                 /* the wait's own: skip the spin (busy machine) */
 };
 extern const struct shk_wait_op shk_queue_wait_op;
+/* Before setting up shk_queue_wait_op's wait: look up to `looks` times, a pause apart
+ * (~40 ns each here), whether the call may succeed now; 1 if so.  Nothing is registered
+ * and no clock is read: the other side of a hand-off is often a few hundred ns away, and
+ * the wait's set-up and return would sit on its path.  0 at once when the handle does not
+ * spin (spin=0, or the CPUs were lately found oversubscribed). */
+int shk_queue_poll(struct shk_queue_waiter *qw, unsigned looks);
 extern const struct shk_wait_op shk_queue_reserve_op;
 
 /* Queue.spin: a wait spins at most ns before it sleeps (the budget adapts below it). */

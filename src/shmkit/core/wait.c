@@ -225,7 +225,7 @@ static int spin_on(const struct shk_spin *sp, const struct shk_wait *w, uint64_t
 
 /*
  * Learn from a finished wait.  LEARN_SLEEPS (sync objects): a spin that won after t ns
- * wants a budget of about 2t (grow at once, shrink slowly); a wait that slept but ended
+ * wants a budget of about 2t (grow at once, shrink slowly; KEEP_WON: never shrink); a wait that slept but ended
  * within the maximum would have been caught by a longer spin; a long wait halves it.
  * Otherwise (boards): only a spin that won grows the budget, to twice what it took; a
  * sleep halves it, because a quick wake-up after sleeping is no evidence that spinning
@@ -244,7 +244,7 @@ static void spin_learn(const struct shk_spin *sp, struct shk_wait *w, int won, u
         if (won) {
             nb = 2 * waited + 2000;
             if (nb < b)
-                nb = b - (b - nb) / 8;
+                nb = (sp->policy & SHK_SPIN_KEEP_WON) ? b : b - (b - nb) / 8;
         } else if (waited <= max) {
             nb = 2 * waited + 2000;
         } else {

@@ -180,6 +180,9 @@ struct shk_wait {
                                      the one we wait for) ends the spin and sets *busy to
                                      SHK_SPIN_BUSY_WAITS, the waits that skip spinning */
 #define SHK_SPIN_BUSY_WAITS 64u
+#define SHK_SPIN_KEEP_WON 0x10    /* with LEARN_SLEEPS: a spin that won never shrinks the
+                                     budget (a queue's hand-offs: the budget shrunk to ~2x a
+                                     typical hand-off makes every slower one sleep) */
 struct shk_spin {
     uint32_t *budget_ns;      /* the learnt budget (UINT32_MAX: unset, start at max/4) */
     uint32_t *gate_ms;        /* SHK_SPIN_GATE: CLOCK_MONOTONIC ms until which someone
