@@ -1929,8 +1929,8 @@ static void le_of_i64(int64_t v, uint8_t out[8])
 }
 
 /* The integer in buf[0, n) (two's complement, little-endian) as it is stored: INT when it
- * fits an int64 (its native bytes in buf[0, 8)), else BIGINT of bit_length // 8 + 1
- * bytes (the length Python's encoding gives it). */
+ * fits an int64 (its native bytes in buf[0, 8)), else BIGINT of shk_dval_bigint_len
+ * bytes (the length the binding's encoding gives it). */
 static void int_normalize(uint8_t *buf, uint64_t n, uint8_t *type, uint64_t *len)
 {
     uint8_t sign = (buf[n - 1] & 0x80) ? 0xff : 0;
@@ -1950,7 +1950,7 @@ static void int_normalize(uint8_t *buf, uint64_t n, uint8_t *type, uint64_t *len
     int neg;
     uint64_t z, hi;
     *type = SHK_DV_BIGINT;
-    *len = mag_bits(buf, n, &neg, &z, &hi) / 8 + 1;
+    *len = shk_dval_bigint_len(mag_bits(buf, n, &neg, &z, &hi));
 }
 
 /*

@@ -127,11 +127,22 @@ struct shk_dict_found {
     int stale;                  /* expired (only found with SHK_DSTALE) */
 };
 
-/* A typed value given to a call (incr's operands). */
+/* A typed value given to a call (incr's operands), or an element of a list read back
+ * (shk_dict_list_next). */
 struct shk_dval {
     uint8_t type;               /* enum shk_dict_vtype */
     const void *data;
     uint64_t len;
+};
+
+/* A value to store, with room for a number's own 8 bytes: shk_dval_* below fill it (after
+ * shk_dval_int or shk_dval_float v.data points into it, so fill one where it stays). */
+struct shk_dval_buf {
+    struct shk_dval v;
+    union {
+        int64_t i;
+        double f;
+    } num;
 };
 
 struct shk_dict_stats {
@@ -342,6 +353,51 @@ extern const struct shk_wait_op shk_dict_shard_op;
 static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
 {
     shk_store_relaxed(&d->clock_ms, ms); /* read by calls without the GIL */
+}
+
+/* --- values given: the bytes each type is stored as (layout.h) ------------------------ */
+
+/* An INT: the int64 itself, 8 bytes in native order (incr updates it with one store). */
+static inline void shk_dval_int(struct shk_dval_buf *b, int64_t x)
+{
+    b->num.i = x;
+    b->v = (struct shk_dval){SHK_DV_INT, &b->num.i, 8};
+}
+
+/* A FLOAT: the IEEE-754 binary64, 8 bytes in native order. */
+static inline void shk_dval_float(struct shk_dval_buf *b, double x)
+{
+    b->num.f = x;
+    b->v = (struct shk_dval){SHK_DV_FLOAT, &b->num.f, 8};
+}
+
+/* TRUE or FALSE: the type is the value, no bytes. */
+static inline void shk_dval_bool(struct shk_dval_buf *b, int truth)
+{
+    b->v = (struct shk_dval){truth ? SHK_DV_TRUE : SHK_DV_FALSE, "", 0};
+}
+
+/* NONE: no bytes. */
+static inline void shk_dval_none(struct shk_dval_buf *b)
+{
+    b->v = (struct shk_dval){SHK_DV_NONE, "", 0};
+}
+
+/* A value that is its caller's bytes: BYTES (raw), STR (UTF-8), BIGINT (little-endian
+ * two's complement, shk_dval_bigint_len bytes) or OBJECT (serialized).  The bytes are not
+ * copied: they must outlive the call the value is given to. */
+static inline void shk_dval_bytes(struct shk_dval_buf *b, uint8_t type, const void *data,
+                                  uint64_t len)
+{
+    b->v = (struct shk_dval){type, data, len};
+}
+
+/* The bytes of a BIGINT whose magnitude has bit_length bits (Python's int.bit_length()):
+ * room for the magnitude and a sign bit, the length incr gives its results too (so that
+ * an int stored and the same int computed are the same bytes). */
+static inline uint64_t shk_dval_bigint_len(uint64_t bit_length)
+{
+    return bit_length / 8 + 1;
 }
 
 /* --- values read back: the byte layout of numbers and of a list's elements ------------ */
