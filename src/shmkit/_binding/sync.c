@@ -409,7 +409,7 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
                              PyObject *kwnames)
 {
     USABLE(o);
-    unsigned long n = 1;
+    uint64_t n = 1;
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
         PyObject *a[1];
@@ -422,13 +422,11 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
                 return NULL;
             if (v < 1 && over <= 0)
                 return PyErr_Format(PyExc_ValueError, "n must be one or more");
-            /* more than a semaphore can count: the core says which error (a bounded one
-             * was "released too many times", as threading's) */
-            n = over > 0 || v > (long)(UINT32_MAX >> 1) ? (UINT32_MAX >> 1) + 1ul
-                                                        : (unsigned long)v;
+            /* any n: beyond what a semaphore can count, the core says which error */
+            n = over > 0 ? UINT64_MAX : (uint64_t)v;
         }
     }
-    int r = shk_sem_release(o->sh, (uint32_t)n);
+    int r = shk_sem_release(o->sh, n);
     return shk_py_none_or_raise(r, "release");
 }
 
