@@ -163,14 +163,18 @@ static void test_random_model(void)
         uint32_t nk;
         int r = shk_dict_scan(&d, &cursor, 16, SHK_DWAIT, sbuf, sizeof sbuf, &used, &nk);
         CHECK_EQ(r, 0);
-        for (uint64_t pos = 0; pos < used;) {
-            uint16_t kl;
-            memcpy(&kl, sbuf + pos + 2, 2);
-            int idx = atoi((const char *)sbuf + pos + 4 + 4);
+        for (uint64_t pos = 0, i = 0; pos < used; i++) {
+            struct shk_dict_keyrec kr;
+            shk_dict_keyrec_next(sbuf, &pos, &kr);
+            CHECK(i < nk && kr.type == SHK_DK_STR && kr.mark == 0 && kr.len < 32);
+            char kb[32];
+            memcpy(kb, kr.data, kr.len);
+            kb[kr.len] = 0;
+            int idx = atoi(kb + 4); /* "key-N" */
             if (idx >= 0 && idx < NKEYS)
                 seen[idx]++;
-            pos += 4 + ((kl + 3u) & ~3u);
             total++;
+            CHECK(pos <= used);
         }
     }
     CHECK_EQ(total, live);
@@ -1748,6 +1752,22 @@ static void test_value_writers(void)
         CHECK_EQ(shk_dict_get(&d, &k, 0, out, sizeof out, &fo), 0);
         CHECK(fo.vtype == b[n].v.type && fo.len == b[n].v.len && !memcmp(out, b[n].v.data, fo.len));
     }
+    /* the eviction queue as key records: oldest first, each read once (mark: referenced) */
+    uint8_t qbuf[512];
+    uint64_t used, pos = 0;
+    uint32_t nq;
+    CHECK_EQ(shk_dict_debug_queue(&d, 0, SHK_DWAIT, qbuf, sizeof qbuf, &used, &nq), 0);
+    CHECK_EQ(nq, 7);
+    for (uint32_t n = 0; n < nq; n++) {
+        struct shk_dict_keyrec kr;
+        char want[32];
+        shk_dict_keyrec_next(qbuf, &pos, &kr);
+        snprintf(want, sizeof want, "key-%u", n);
+        CHECK(kr.type == SHK_DK_STR && kr.mark == 1 && kr.len == strlen(want) &&
+              !memcmp(kr.data, want, kr.len));
+        CHECK_EQ(pos % 4, 0);
+    }
+    CHECK_EQ(pos, used);
     /* incr of the stored INT by the FLOAT: a float, as Python adds */
     char kb[32];
     struct shk_dkey k;

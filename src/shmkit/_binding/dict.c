@@ -973,19 +973,18 @@ static PyObject *key_records(const uint8_t *buf, uint32_t n, int refs)
 {
     PyObject *keys = PyList_New(n);
     uint64_t pos = 0;
+    struct shk_dict_keyrec kr;
     for (uint32_t i = 0; keys && i < n; i++) {
-        uint16_t kl;
-        memcpy(&kl, buf + pos + 2, 2);
-        PyObject *key = buf[pos] == SHK_DK_STR
-                            ? PyUnicode_DecodeUTF8((const char *)buf + pos + 4, kl, "surrogateescape")
-                            : PyBytes_FromStringAndSize((const char *)buf + pos + 4, kl);
+        shk_dict_keyrec_next(buf, &pos, &kr);
+        PyObject *key = kr.type == SHK_DK_STR
+                            ? PyUnicode_DecodeUTF8((const char *)kr.data, kr.len, "surrogateescape")
+                            : PyBytes_FromStringAndSize((const char *)kr.data, kr.len);
         if (key && refs)
-            key = Py_BuildValue("(NO)", key, buf[pos + 1] ? Py_True : Py_False);
+            key = Py_BuildValue("(NO)", key, kr.mark ? Py_True : Py_False);
         if (!key)
             Py_CLEAR(keys);
         else
             PyList_SET_ITEM(keys, i, key);
-        pos += 4 + ((kl + 3u) & ~3u);
     }
     return keys;
 }

@@ -562,9 +562,37 @@ int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint6
  * is the shard whose lock is held elsewhere. */
 int shk_dict_count(struct shk_dict *d, int flags, uint64_t *n);
 
+/* A key record, as shk_dict_scan and shk_dict_debug_queue hand keys back: {uint8 ktype;
+ * uint8 mark; uint16 klen; key bytes, padded to 4}. */
+struct shk_dict_keyrec {
+    uint8_t type;               /* SHK_DK_BYTES or SHK_DK_STR */
+    uint8_t mark;               /* shk_dict_debug_queue: the item's reference bit; else 0 */
+    uint16_t len;
+    const uint8_t *data;
+};
+
+/* The bytes of the record of a key of klen bytes. */
+static inline uint64_t shk_dict_keyrec_size(uint32_t klen)
+{
+    return 4 + ((klen + 3u) & ~3u);
+}
+
+/* The record at buf + *pos (one of the n a call said it wrote) into *k; *pos advances to
+ * the next one. */
+static inline void shk_dict_keyrec_next(const uint8_t *buf, uint64_t *pos,
+                                        struct shk_dict_keyrec *k)
+{
+    const uint8_t *p = buf + *pos;
+    k->type = p[0];
+    k->mark = p[1];
+    __builtin_memcpy(&k->len, p + 2, 2);
+    k->data = p + 4;
+    *pos += shk_dict_keyrec_size(k->len);
+}
+
 /*
  * Iterate keys: *cursor starts at 0 and is UINT64_MAX when done.  Each call appends
- * records {uint8 ktype; uint8 pad; uint16 klen; key bytes, padded to 4} to buf (cap
+ * key records (struct shk_dict_keyrec above, mark 0) to buf (cap
  * bytes) for the unexpired keys of whole buckets, at most `max_buckets` of them, and
  * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (*used: the
  * room it needs).
@@ -576,7 +604,7 @@ int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, in
                   void *buf, uint64_t cap, uint64_t *used, uint32_t *nkeys);
 
 /* Test hook: the eviction queue of one shard, oldest first, as scan's records with the
- * pad byte set when the item's reference bit is: *n of them in *used bytes (ENOBUFS:
+ * mark set when the item's reference bit is: *n of them in *used bytes (ENOBUFS:
  * *used is the room needed). */
 int shk_dict_debug_queue(struct shk_dict *d, uint32_t shard, int flags, void *buf,
                          uint64_t cap, uint64_t *used, uint32_t *n);
