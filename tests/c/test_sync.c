@@ -322,10 +322,10 @@ static void test_semaphore(void)
     CHECK(strstr(shk_error_detail(), "would overflow") != NULL);
     CHECK_EQ(shk_sem_release(s, UINT64_MAX), SHK_ETOOBIG);
     CHECK_EQ(shk_sem_release(b, UINT64_MAX), SHK_ETOOBIG);
-    CHECK_EQ(shk_sem_release(s, (UINT32_MAX >> 1) - 1), SHK_ETOOBIG); /* 2 + that: one over */
+    CHECK_EQ(shk_sem_release(s, SHK_SEM_VALUE_MAX - 1), SHK_ETOOBIG); /* 2 + that: one over */
     CHECK_EQ(s->value, 2);
-    CHECK_EQ(shk_sem_release(s, (UINT32_MAX >> 1) - 2), 0); /* exactly the most it holds */
-    CHECK_EQ(s->value, UINT32_MAX >> 1);
+    CHECK_EQ(shk_sem_release(s, SHK_SEM_VALUE_MAX - 2), 0); /* exactly the most it holds */
+    CHECK_EQ(s->value, SHK_SEM_VALUE_MAX);
     CHECK_EQ(shk_sem_release(s, 1), SHK_ETOOBIG);
     s->value = 2;
     /* undo: a killed holder's units come back to a waiter */

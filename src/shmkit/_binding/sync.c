@@ -1019,7 +1019,7 @@ int shk_init_sync(PyObject *m)
         {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
         {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
         {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
-        {"SEM_VALUE_MAX", UINT32_MAX >> 1},
+        {"SEM_VALUE_MAX", SHK_SEM_VALUE_MAX},
         {NULL},
     };
     if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)

@@ -255,9 +255,9 @@ uint64_t shk_sync_size(const struct shk_sync_params *p)
     case SHK_OBJ_CONDITION:
         return sizeof(struct shk_cond_sh);
     case SHK_OBJ_SEMAPHORE:
-        if (p->a > UINT32_MAX >> 1) {
+        if (p->a > SHK_SEM_VALUE_MAX) {
             shk_fail(EINVAL, "semaphore value %llu is too large (at most %u)",
-                     (unsigned long long)p->a, UINT32_MAX >> 1);
+                     (unsigned long long)p->a, SHK_SEM_VALUE_MAX);
             return 0;
         }
         if (!(p->flags & SHK_SYNCF_UNDO))
@@ -873,7 +873,7 @@ int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
 /* n more units on top of v would go beyond what s may hold. */
 static inline int sem_excess(const struct shk_sem_sh *s, uint32_t v, uint64_t n)
 {
-    uint64_t limit = (s->head.flags & SHK_SYNCF_BOUNDED) ? s->bound : (UINT32_MAX >> 1);
+    uint64_t limit = (s->head.flags & SHK_SYNCF_BOUNDED) ? s->bound : SHK_SEM_VALUE_MAX;
     if (v <= limit && n <= limit - v)
         return 0;
     return shk_fail(SHK_ETOOBIG, (s->head.flags & SHK_SYNCF_BOUNDED)

@@ -280,6 +280,8 @@ int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w);
  * EAGAIN (none free now: counted as a contention, the caller waits with shk_sem_op) or
  * the undo mutex's error (EINTR: a signal came while waiting for it). */
 int shk_sem_try_now(struct shk_sem_sh *s);
+/* The most units a semaphore holds (its value, a futex word, stays a non-negative int). */
+#define SHK_SEM_VALUE_MAX (UINT32_MAX >> 1)
 /* Give back n units (any n: more than a semaphore can count is refused like any other
  * excess).  SHK_ETOOBIG: a BoundedSemaphore would go above its initial value ("released
  * too many times", as threading says), or the value above what it can count. */
