@@ -597,19 +597,27 @@ static void test_ndarray(void)
     struct shk_dirent e;
     struct shk_ndarray_head got;
     int created;
-    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got), SHK_ENOTFOUND);
-    CHECK_EQ(shk_ndarray_open(&z, "arr", &want, &e, &created, &got), 0);
+    uint8_t *data = NULL;
+    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got, &data), SHK_ENOTFOUND);
+    CHECK_EQ(shk_ndarray_open(&z, "arr", &want, &e, &created, &got, &data), 0);
     CHECK(created);
     CHECK_EQ(got.nbytes, 96);
     CHECK_EQ(e.size, SHK_NDARRAY_HEAD_SIZE + 96);
-    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got), 0);
+    /* the elements: after the head, zeroed, and what a second open finds */
+    CHECK(data == z.base + e.offset + SHK_NDARRAY_HEAD_SIZE);
+    for (int i = 0; i < 96; i++)
+        CHECK_EQ(data[i], 0);
+    data[95] = 7;
+    data = NULL;
+    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got, &data), 0);
     CHECK(!created);
     CHECK_EQ(got.shape[1], 4);
-    CHECK_EQ(shk_ndarray_open(&z, "basic", NULL, &e, &created, &got), SHK_ETYPE);
+    CHECK(data == z.base + e.offset + SHK_NDARRAY_HEAD_SIZE && data[95] == 7);
+    CHECK_EQ(shk_ndarray_open(&z, "basic", NULL, &e, &created, &got, &data), SHK_ETYPE);
 
     struct shk_ndarray_head bad = want;
     bad.nbytes = 95;
-    CHECK_EQ(shk_ndarray_open(&z, "arr2", &bad, &e, &created, &got), EINVAL);
+    CHECK_EQ(shk_ndarray_open(&z, "arr2", &bad, &e, &created, &got, &data), EINVAL);
     bad = want;
     bad.ndim = 33;
     CHECK_EQ(shk_ndarray_check(&bad, 0, 1), EINVAL);
@@ -620,10 +628,10 @@ static void test_ndarray(void)
     memset(bad.descr, 'x', sizeof bad.descr);
     CHECK_EQ(shk_ndarray_check(&bad, 0, 1), EINVAL);
     /* a head in the zone that was overwritten afterwards */
-    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got), 0);
+    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got, &data), 0);
     struct shk_ndarray_head *in_zone = (struct shk_ndarray_head *)(z.base + e.offset);
     in_zone->shape[0] = 1000;
-    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got), SHK_ECORRUPT);
+    CHECK_EQ(shk_ndarray_open(&z, "arr", NULL, &e, &created, &got, &data), SHK_ECORRUPT);
     in_zone->shape[0] = 3;
 }
 

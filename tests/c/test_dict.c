@@ -163,14 +163,18 @@ static void test_random_model(void)
         uint32_t nk;
         int r = shk_dict_scan(&d, &cursor, 16, SHK_DWAIT, sbuf, sizeof sbuf, &used, &nk);
         CHECK_EQ(r, 0);
-        for (uint64_t pos = 0; pos < used;) {
-            uint16_t kl;
-            memcpy(&kl, sbuf + pos + 2, 2);
-            int idx = atoi((const char *)sbuf + pos + 4 + 4);
+        for (uint64_t pos = 0, i = 0; pos < used; i++) {
+            struct shk_dict_keyrec kr;
+            shk_dict_keyrec_next(sbuf, &pos, &kr);
+            CHECK(i < nk && kr.type == SHK_DK_STR && kr.mark == 0 && kr.len < 32);
+            char kb[32];
+            memcpy(kb, kr.data, kr.len);
+            kb[kr.len] = 0;
+            int idx = atoi(kb + 4); /* "key-N" */
             if (idx >= 0 && idx < NKEYS)
                 seen[idx]++;
-            pos += 4 + ((kl + 3u) & ~3u);
             total++;
+            CHECK(pos <= used);
         }
     }
     CHECK_EQ(total, live);
@@ -1704,12 +1708,86 @@ static void test_value_layout(void)
     CHECK_EQ(shk_dict_list_next(p, sizeof p, &pos, &e), SHK_ECORRUPT);
 }
 
+/* The values a caller stores (shk_dval_*), read back as the binding reads them: each type
+ * with the bytes layout.h gives it, through a real store and get. */
+static void test_value_writers(void)
+{
+    struct shk_dval_buf b[7];
+    int64_t i = 0;
+    double f = 0;
+    static const uint8_t big[9] = {0, 0, 0, 0, 0, 0, 0, 0x80, 0}; /* 2**63 */
+    shk_dval_int(&b[0], -7);
+    CHECK(b[0].v.type == SHK_DV_INT && b[0].v.len == 8 && b[0].v.data == &b[0].num.i);
+    CHECK_EQ(shk_dval_number(b[0].v.type, b[0].v.data, b[0].v.len, &i, &f), 0);
+    CHECK_EQ(i, -7);
+    shk_dval_float(&b[1], -0.5);
+    CHECK(b[1].v.type == SHK_DV_FLOAT && b[1].v.len == 8 && b[1].v.data == &b[1].num.f);
+    CHECK_EQ(shk_dval_number(b[1].v.type, b[1].v.data, b[1].v.len, &i, &f), 0);
+    CHECK(f == -0.5);
+    shk_dval_bool(&b[2], 1);
+    shk_dval_bool(&b[3], 0);
+    shk_dval_none(&b[4]);
+    CHECK(b[2].v.type == SHK_DV_TRUE && b[3].v.type == SHK_DV_FALSE && b[4].v.type == SHK_DV_NONE);
+    CHECK(b[2].v.len == 0 && b[3].v.len == 0 && b[4].v.len == 0 && b[4].v.data != NULL);
+    shk_dval_bytes(&b[5], SHK_DV_STR, "h\xc3\xa9", 3);
+    CHECK(b[5].v.type == SHK_DV_STR && b[5].v.len == 3);
+    /* Python: (2**63).bit_length() == 64 -> 9 bytes; 255 -> 2 (the sign bit); 0 -> 1 */
+    CHECK_EQ(shk_dval_bigint_len(64), 9);
+    CHECK_EQ(shk_dval_bigint_len(8), 2);
+    CHECK_EQ(shk_dval_bigint_len(0), 1);
+    shk_dval_bytes(&b[6], SHK_DV_BIGINT, big, shk_dval_bigint_len(64));
+    open_zone(4 << 20);
+    struct shk_dict d;
+    int created;
+    CHECK_EQ(shk_dict_open(&d, &z, "writers", 1 << 20, 1, SHK_DOPEN_CREATE, &created), 0);
+    for (int n = 0; n < 7; n++) {
+        char kb[32];
+        struct shk_dkey k;
+        struct shk_dict_found fo;
+        uint8_t out[64];
+        uint32_t evicted;
+        mkkey(&k, kb, n);
+        CHECK_EQ(shk_dict_store(&d, &k, b[n].v.type, b[n].v.data, b[n].v.len, 0, 0, SHK_DSET, 0,
+                                &evicted), 0);
+        CHECK_EQ(shk_dict_get(&d, &k, 0, out, sizeof out, &fo), 0);
+        CHECK(fo.vtype == b[n].v.type && fo.len == b[n].v.len && !memcmp(out, b[n].v.data, fo.len));
+    }
+    /* the eviction queue as key records: oldest first, each read once (mark: referenced) */
+    uint8_t qbuf[512];
+    uint64_t used, pos = 0;
+    uint32_t nq;
+    CHECK_EQ(shk_dict_debug_queue(&d, 0, SHK_DWAIT, qbuf, sizeof qbuf, &used, &nq), 0);
+    CHECK_EQ(nq, 7);
+    for (uint32_t n = 0; n < nq; n++) {
+        struct shk_dict_keyrec kr;
+        char want[32];
+        shk_dict_keyrec_next(qbuf, &pos, &kr);
+        snprintf(want, sizeof want, "key-%u", n);
+        CHECK(kr.type == SHK_DK_STR && kr.mark == 1 && kr.len == strlen(want) &&
+              !memcmp(kr.data, want, kr.len));
+        CHECK_EQ(pos % 4, 0);
+    }
+    CHECK_EQ(pos, used);
+    /* incr of the stored INT by the FLOAT: a float, as Python adds */
+    char kb[32];
+    struct shk_dkey k;
+    struct shk_dict_found fo;
+    uint8_t out[64];
+    mkkey(&k, kb, 0);
+    CHECK_EQ(shk_dict_incr(&d, &k, &b[1].v, NULL, 0, 0, out, sizeof out, &fo), 0);
+    CHECK_EQ(shk_dval_number(fo.vtype, out, fo.len, &i, &f), 0);
+    CHECK(fo.vtype == SHK_DV_FLOAT && f == -7.5);
+    expect_consistent(&d, "after the value writers");
+    close_zone();
+}
+
 int main(void)
 {
     test_default_shards();
     test_open_strict();
     test_key_fill();
     test_value_layout();
+    test_value_writers();
     test_fast_path();
     test_random_model();
     test_eviction();

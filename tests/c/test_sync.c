@@ -315,6 +315,19 @@ static void test_semaphore(void)
     CHECK_EQ(s->value, 2);
     struct shk_sem_sh *b = obj("bsem", SHK_OBJ_SEMAPHORE, 1, 0, SHK_SYNCF_BOUNDED);
     CHECK_EQ(shk_sem_release(b, 1), SHK_ETOOBIG);
+    CHECK(strstr(shk_error_detail(), "released too many times") != NULL);
+    /* more than a semaphore can count, whatever its width: refused, nothing changed (a
+     * 32-bit n of 2**32 + 1 would have been 1) */
+    CHECK_EQ(shk_sem_release(s, (1ull << 32) + 1), SHK_ETOOBIG);
+    CHECK(strstr(shk_error_detail(), "would overflow") != NULL);
+    CHECK_EQ(shk_sem_release(s, UINT64_MAX), SHK_ETOOBIG);
+    CHECK_EQ(shk_sem_release(b, UINT64_MAX), SHK_ETOOBIG);
+    CHECK_EQ(shk_sem_release(s, SHK_SEM_VALUE_MAX - 1), SHK_ETOOBIG); /* 2 + that: one over */
+    CHECK_EQ(s->value, 2);
+    CHECK_EQ(shk_sem_release(s, SHK_SEM_VALUE_MAX - 2), 0); /* exactly the most it holds */
+    CHECK_EQ(s->value, SHK_SEM_VALUE_MAX);
+    CHECK_EQ(shk_sem_release(s, 1), SHK_ETOOBIG);
+    s->value = 2;
     /* undo: a killed holder's units come back to a waiter */
     struct shk_sem_sh *u = obj("usem", SHK_OBJ_SEMAPHORE, 2, 4, SHK_SYNCF_UNDO);
     for (int round = 0; round < 20; round++) {

@@ -113,34 +113,29 @@ static inline int key_of(PyObject *key, struct shk_dkey *k)
 
 /* ---- values ------------------------------------------------------------------------ */
 
+/* A value to store: its type and bytes as the core lays them out (shk_dval_*). */
 struct enc {
-    uint8_t type;
-    const void *data;
-    uint64_t len;
-    union {
-        int64_t i;
-        double f;
-    } num;
-    PyObject *owned;        /* bytes that own `data` (serialized objects, big ints) */
+    struct shk_dval_buf b;
+    PyObject *owned;        /* bytes that own b.v.data (serialized objects, big ints) */
 };
 
 static int encode_bigint(PyObject *v, struct enc *e)
 {
-    /* int.to_bytes(bit_length // 8 + 1, "little", signed=True): rare enough for Python */
+    /* int.to_bytes(shk_dval_bigint_len(bit_length), "little", signed=True): rare enough
+     * for Python */
     PyObject *bits = PyObject_CallMethod(v, "bit_length", NULL), *args = NULL, *b = NULL;
     Py_ssize_t n = bits ? PyLong_AsSsize_t(bits) : -1;
     PyObject *to_bytes = n >= 0 ? PyObject_GetAttrString(v, "to_bytes") : NULL;
-    if (to_bytes && (args = Py_BuildValue("(ns)", n / 8 + 1, "little")) != NULL)
+    if (to_bytes && (args = Py_BuildValue("(Ks)", (unsigned long long)shk_dval_bigint_len(
+                                              (uint64_t)n), "little")) != NULL)
         b = PyObject_Call(to_bytes, args, signed_kw);
     Py_XDECREF(bits);
     Py_XDECREF(to_bytes);
     Py_XDECREF(args);
     if (!b)
         return -1;
-    e->type = SHK_DV_BIGINT;
     e->owned = b;
-    e->data = PyBytes_AS_STRING(b);
-    e->len = (uint64_t)PyBytes_GET_SIZE(b);
+    shk_dval_bytes(&e->b, SHK_DV_BIGINT, PyBytes_AS_STRING(b), (uint64_t)PyBytes_GET_SIZE(b));
     return 0;
 }
 
@@ -148,11 +143,8 @@ static int encode_bigint(PyObject *v, struct enc *e)
 static int encode_number(PyObject *v, struct enc *e)
 {
     e->owned = NULL;
-    e->len = 8;
     if (PyFloat_Check(v)) {
-        e->type = SHK_DV_FLOAT;
-        e->num.f = PyFloat_AS_DOUBLE(v);
-        e->data = &e->num.f;
+        shk_dval_float(&e->b, PyFloat_AS_DOUBLE(v));
         return 0;
     }
     int overflow;
@@ -161,9 +153,7 @@ static int encode_number(PyObject *v, struct enc *e)
         return -1;
     if (overflow)
         return encode_bigint(v, e);
-    e->type = SHK_DV_INT;
-    e->num.i = x;
-    e->data = &e->num.i;
+    shk_dval_int(&e->b, x);
     return 0;
 }
 
@@ -172,9 +162,7 @@ static int encode(DictObject *self, PyObject *v, struct enc *e)
     PyTypeObject *t = Py_TYPE(v);
     e->owned = NULL;
     if (t == &PyBytes_Type) {
-        e->type = SHK_DV_BYTES;
-        e->data = PyBytes_AS_STRING(v);
-        e->len = (uint64_t)PyBytes_GET_SIZE(v);
+        shk_dval_bytes(&e->b, SHK_DV_BYTES, PyBytes_AS_STRING(v), (uint64_t)PyBytes_GET_SIZE(v));
         return 0;
     }
     if (t == &PyUnicode_Type) {
@@ -187,9 +175,7 @@ static int encode(DictObject *self, PyObject *v, struct enc *e)
             s = PyUnicode_AsUTF8AndSize(v, &n);
         }
         if (s) {
-            e->type = SHK_DV_STR;
-            e->data = s;
-            e->len = (uint64_t)n;
+            shk_dval_bytes(&e->b, SHK_DV_STR, s, (uint64_t)n);
             return 0;
         }
         if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
@@ -197,10 +183,11 @@ static int encode(DictObject *self, PyObject *v, struct enc *e)
         PyErr_Clear(); /* lone surrogates are not UTF-8: the serializer keeps them */
     } else if (t == &PyLong_Type || t == &PyFloat_Type) {
         return encode_number(v, e);
-    } else if (v == Py_True || v == Py_False || v == Py_None) {
-        e->type = v == Py_True ? SHK_DV_TRUE : v == Py_False ? SHK_DV_FALSE : SHK_DV_NONE;
-        e->data = "";
-        e->len = 0;
+    } else if (v == Py_True || v == Py_False) {
+        shk_dval_bool(&e->b, v == Py_True);
+        return 0;
+    } else if (v == Py_None) {
+        shk_dval_none(&e->b);
         return 0;
     }
     PyObject *b;
@@ -223,10 +210,8 @@ static int encode(DictObject *self, PyObject *v, struct enc *e)
         }
         b = bb;
     }
-    e->type = SHK_DV_OBJECT;
     e->owned = b;
-    e->data = PyBytes_AS_STRING(b);
-    e->len = (uint64_t)PyBytes_GET_SIZE(b);
+    shk_dval_bytes(&e->b, SHK_DV_OBJECT, PyBytes_AS_STRING(b), (uint64_t)PyBytes_GET_SIZE(b));
     return 0;
 }
 
@@ -627,7 +612,8 @@ static int store(DictObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
         parse_flags(a[3], &flags) < 0 || encode(self, a[1], &e) < 0)
         return -1;
     do
-        r = shk_dict_store(&self->d, &k, e.type, e.data, e.len, flags, ttl, mode, 0, evicted);
+        r = shk_dict_store(&self->d, &k, e.b.v.type, e.b.v.data, e.b.v.len, flags, ttl, mode, 0,
+                           evicted);
     while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
     if (r == 0 || r == SHK_EEXISTS || r == SHK_ENOTFOUND)
@@ -687,7 +673,8 @@ static int Dict_ass_subscript(DictObject *self, PyObject *key, PyObject *value)
     if (ready(self) < 0 || key_of(key, &k) < 0 || encode(self, value, &e) < 0)
         return -1;
     do
-        r = shk_dict_store(&self->d, &k, e.type, e.data, e.len, 0, 0, SHK_DSET, 0, &evicted);
+        r = shk_dict_store(&self->d, &k, e.b.v.type, e.b.v.data, e.b.v.len, 0, 0, SHK_DSET, 0,
+                           &evicted);
     while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
     return r ? fail_int(r, "set") : 0;
@@ -747,7 +734,8 @@ static PyObject *push(DictObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (ready(self) < 0 || key_of(args[0], &k) < 0 || encode(self, args[1], &e) < 0)
         return NULL;
     do
-        r = shk_dict_push(&self->d, &k, right, e.type, e.data, e.len, 0, &len, &evicted);
+        r = shk_dict_push(&self->d, &k, right, e.b.v.type, e.b.v.data, e.b.v.len, 0, &len,
+                          &evicted);
     while (again(self, &r, &k, NULL, NULL));
     Py_XDECREF(e.owned);
     return r ? fail(r, fname) : PyLong_FromUnsignedLongLong(len);
@@ -814,7 +802,7 @@ static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *a[4], *result = NULL;
     struct shk_dkey k;
     uint64_t init_ttl;
-    struct enc step = {SHK_DV_INT, &step.num.i, 8, {.i = 1}, NULL}, init = {0};
+    struct enc step = {.owned = NULL}, init = {.owned = NULL};
     struct shk_dict_found f;
     struct out o;
     int r;
@@ -829,13 +817,13 @@ static PyObject *Dict_incr(DictObject *self, PyObject *const *args, Py_ssize_t n
     if (has_init && !PyLong_Check(a[2]) && !PyFloat_Check(a[2]))
         return PyErr_Format(PyExc_TypeError, "incr() init must be an int, a float or None, not "
                             "%.100s", Py_TYPE(a[2])->tp_name);
+    shk_dval_int(&step.b, 1);
     if ((a[1] && encode_number(a[1], &step) < 0) || (has_init && encode_number(a[2], &init) < 0))
         goto out;
-    struct shk_dval sv = {step.type, step.data, step.len}, iv = {init.type, init.data, init.len};
     out_init(&o);
     do
-        r = shk_dict_incr(&self->d, &k, &sv, has_init ? &iv : NULL, init_ttl, 0, o.buf, o.cap,
-                          &f);
+        r = shk_dict_incr(&self->d, &k, &step.b.v, has_init ? &init.b.v : NULL, init_ttl, 0, o.buf,
+                          o.cap, &f);
     while (again(self, &r, &k, &o, &f));
     if (r == SHK_ENOTFOUND)
         PyErr_SetObject(PyExc_KeyError, a[0]);
@@ -866,7 +854,8 @@ static PyObject *Dict_setdefault(DictObject *self, PyObject *const *args, Py_ssi
         return NULL;
     out_init(&o);
     do
-        r = shk_dict_setdefault(&self->d, &k, e.type, e.data, e.len, 0, o.buf, o.cap, &f);
+        r = shk_dict_setdefault(&self->d, &k, e.b.v.type, e.b.v.data, e.b.v.len, 0, o.buf,
+                                o.cap, &f);
     while (again(self, &r, &k, &o, &f));
     if (r == 0)
         result = Py_NewRef(dflt);
@@ -961,7 +950,7 @@ static PyObject *Dict_item_size(DictObject *self, PyObject *const *args, Py_ssiz
         return PyErr_Format(PyExc_TypeError, "item_size() takes 2 arguments (%zd given)", nargs);
     if (key_of(args[0], &k) < 0 || encode(self, args[1], &e) < 0)
         return NULL;
-    uint64_t n = shk_dict_item_bytes(k.len, e.len);
+    uint64_t n = shk_dict_item_bytes(k.len, e.b.v.len);
     Py_XDECREF(e.owned);
     return PyLong_FromUnsignedLongLong(n);
 }
@@ -984,19 +973,18 @@ static PyObject *key_records(const uint8_t *buf, uint32_t n, int refs)
 {
     PyObject *keys = PyList_New(n);
     uint64_t pos = 0;
+    struct shk_dict_keyrec kr;
     for (uint32_t i = 0; keys && i < n; i++) {
-        uint16_t kl;
-        memcpy(&kl, buf + pos + 2, 2);
-        PyObject *key = buf[pos] == SHK_DK_STR
-                            ? PyUnicode_DecodeUTF8((const char *)buf + pos + 4, kl, "surrogateescape")
-                            : PyBytes_FromStringAndSize((const char *)buf + pos + 4, kl);
+        shk_dict_keyrec_next(buf, &pos, &kr);
+        PyObject *key = kr.type == SHK_DK_STR
+                            ? PyUnicode_DecodeUTF8((const char *)kr.data, kr.len, "surrogateescape")
+                            : PyBytes_FromStringAndSize((const char *)kr.data, kr.len);
         if (key && refs)
-            key = Py_BuildValue("(NO)", key, buf[pos + 1] ? Py_True : Py_False);
+            key = Py_BuildValue("(NO)", key, kr.mark ? Py_True : Py_False);
         if (!key)
             Py_CLEAR(keys);
         else
             PyList_SET_ITEM(keys, i, key);
-        pos += 4 + ((kl + 3u) & ~3u);
     }
     return keys;
 }

@@ -32,14 +32,12 @@ static PyObject *core_ndarray_open(PyObject *module, PyObject *args)
     }
     struct shk_dirent e;
     int created = 0;
+    uint8_t *data;
     /* with the GIL held, as zone.c does: another thread cannot close the zone meanwhile */
     int r = shk_ndarray_open(&zone->zone, name, headobj != Py_None ? &want : NULL, &e, &created,
-                             &got);
+                             &got, &data);
     if (r)
         return shk_py_raise(r, "ndarray");
-    uint8_t *data = shk_zone_ptr(&zone->zone, e.offset + got.data_off, got.nbytes);
-    if (!data)
-        return shk_py_raise(SHK_ECORRUPT, "ndarray");
     int readonly = (zone->segment->seg.flags & SHK_O_RDONLY) != 0;
     PyObject *mv = shk_memoryview_of(zone->segment, data, (Py_ssize_t)got.nbytes, readonly, NULL);
     if (!mv)

@@ -271,9 +271,13 @@ static int parse_acquire_args(int rule, PyObject *const *args, Py_ssize_t nargs,
     return shk_py_acquire_args(rule, a[0], a[1], deadline, has, flags);
 }
 
-/* acquire() the full way: parse its arguments, wait with op, say how it ended. */
+/* acquire() the full way: parse its arguments, wait with op, say how it ended.  With
+ * `attempt` (callers that made no attempt of their own yet), a blocking acquire first
+ * makes one attempt with the GIL held, for the uncontended case (not armed: no
+ * registration, no /proc read). */
 static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, void *obj,
-                                 PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+                                 PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                 int attempt)
 {
     struct timespec deadline;
     int has;
@@ -282,13 +286,18 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    return wait_result(run_wait(o, op, obj, &w, NULL), &o->owner_died, "acquire");
+    int r = EAGAIN;
+    if (attempt && !(flags & SHK_WAIT_TRY))
+        r = op->attempt(obj, &w);
+    if (r == EAGAIN)
+        r = run_wait(o, op, obj, &w, NULL);
+    return wait_result(r, &o->owner_died, "acquire");
 }
 
 static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames)
 {
-    return acquire_waiting(o, lock_op(o), o->sh, args, nargs, kwnames);
+    return acquire_waiting(o, lock_op(o), o->sh, args, nargs, kwnames, 0);
 }
 
 static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -402,14 +411,14 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
         if (PyErr_Occurred()) /* Ctrl-C while waiting for the mutex */
             return NULL;
     }
-    return acquire_waiting(o, &shk_sem_op, o->sh, args, nargs, kwnames);
+    return acquire_waiting(o, &shk_sem_op, o->sh, args, nargs, kwnames, 0);
 }
 
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
     USABLE(o);
-    unsigned long n = 1;
+    uint64_t n = 1;
     if (nargs || kwnames) {
         static const char *const names[] = {"n"};
         PyObject *a[1];
@@ -422,13 +431,11 @@ static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t na
                 return NULL;
             if (v < 1 && over <= 0)
                 return PyErr_Format(PyExc_ValueError, "n must be one or more");
-            /* more than a semaphore can count: the core says which error (a bounded one
-             * was "released too many times", as threading's) */
-            n = over > 0 || v > (long)(UINT32_MAX >> 1) ? (UINT32_MAX >> 1) + 1ul
-                                                        : (unsigned long)v;
+            /* any n: beyond what a semaphore can count, the core says which error */
+            n = over > 0 ? UINT64_MAX : (uint64_t)v;
         }
     }
-    int r = shk_sem_release(o->sh, (uint32_t)n);
+    int r = shk_sem_release(o->sh, n);
     return shk_py_none_or_raise(r, "release");
 }
 
@@ -517,24 +524,11 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
                             PyObject *kwnames, int write)
 {
     USABLE(o);
-    struct timespec deadline;
-    int has = 0;
-    uint32_t flags = 0;
-    if ((nargs || kwnames) &&
-        parse_acquire_args(SHK_PY_TIMEOUT_LOCK, args, nargs, kwnames, &deadline, &has, &flags) < 0)
-        return NULL;
-    struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
-    struct shk_rw_reader rd = {o->sh, o->slot};
-    const struct shk_wait_op *op = write ? &shk_rw_write_op : &shk_rw_read_op;
-    void *obj = write ? o->sh : (void *)&rd;
-    int r = EAGAIN;
-    if (!(flags & SHK_WAIT_TRY))
-        r = op->attempt(obj, &w); /* the uncontended case: one attempt with the GIL held
-                                     (not armed: no registration, no /proc read) */
-    if (r == EAGAIN)
-        r = run_wait(o, op, obj, &w, NULL);
+    struct shk_rw_reader rd = {o->sh, o->slot}; /* a reader's slot, cached on the handle */
+    PyObject *r = write ? acquire_waiting(o, &shk_rw_write_op, o->sh, args, nargs, kwnames, 1)
+                        : acquire_waiting(o, &shk_rw_read_op, &rd, args, nargs, kwnames, 1);
     o->slot = rd.slot;
-    return wait_result(r, &o->owner_died, "acquire");
+    return r;
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -1025,7 +1019,7 @@ int shk_init_sync(PyObject *m)
         {"VALUE_LOCK_OFF", offsetof(struct shk_value_sh, lock)},
         {"COND_LOCK_OFF", offsetof(struct shk_cond_sh, lock)},
         {"VALUE_TYPENAME_MAX", SHK_VALUE_TYPENAME_MAX},
-        {"SEM_VALUE_MAX", UINT32_MAX >> 1},
+        {"SEM_VALUE_MAX", SHK_SEM_VALUE_MAX},
         {NULL},
     };
     if (PyModule_AddFunctions(m, sync_module_methods) < 0 || shk_py_add_ints(m, constants) < 0)

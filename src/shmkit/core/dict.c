@@ -1929,8 +1929,8 @@ static void le_of_i64(int64_t v, uint8_t out[8])
 }
 
 /* The integer in buf[0, n) (two's complement, little-endian) as it is stored: INT when it
- * fits an int64 (its native bytes in buf[0, 8)), else BIGINT of bit_length // 8 + 1
- * bytes (the length Python's encoding gives it). */
+ * fits an int64 (its native bytes in buf[0, 8)), else BIGINT of shk_dval_bigint_len
+ * bytes (the length the binding's encoding gives it). */
 static void int_normalize(uint8_t *buf, uint64_t n, uint8_t *type, uint64_t *len)
 {
     uint8_t sign = (buf[n - 1] & 0x80) ? 0xff : 0;
@@ -1950,7 +1950,7 @@ static void int_normalize(uint8_t *buf, uint64_t n, uint8_t *type, uint64_t *len
     int neg;
     uint64_t z, hi;
     *type = SHK_DV_BIGINT;
-    *len = mag_bits(buf, n, &neg, &z, &hi) / 8 + 1;
+    *len = shk_dval_bigint_len(mag_bits(buf, n, &neg, &z, &hi));
 }
 
 /*
@@ -2480,6 +2480,18 @@ int shk_dict_count(struct shk_dict *d, int flags, uint64_t *out)
     return 0;
 }
 
+/* Write the key record (dict.h, struct shk_dict_keyrec) of a key at p: its
+ * shk_dict_keyrec_size(klen) bytes, the padding zeroed. */
+static void keyrec_put(uint8_t *p, uint8_t type, uint8_t mark, const void *key, uint32_t klen)
+{
+    uint16_t kl = (uint16_t)klen;
+    p[0] = type;
+    p[1] = mark;
+    memcpy(p + 2, &kl, 2);
+    memcpy(p + 4, key, klen);
+    memset(p + 4 + klen, 0, shk_dict_keyrec_size(klen) - 4 - klen);
+}
+
 /* Key records of whole buckets from b on (see shk_dict_scan). Safe on a changing shard. */
 static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *buf, uint64_t cap,
                       uint64_t *used, uint32_t *nkeys, uint32_t *next_bucket)
@@ -2505,16 +2517,10 @@ static int scan_chunk(struct sc *c, uint32_t b, uint32_t max_buckets, uint8_t *b
                 return INCONSISTENT;
             }
             if (!is_expired(c, shk_load_relaxed(&it->expire))) {
-                uint64_t rec = 4 + ((klen + 3) & ~3u);
+                uint64_t rec = shk_dict_keyrec_size(klen);
                 overflow |= pos + rec > cap; /* then only count the room it needs */
-                if (!overflow) {
-                    buf[pos] = kt;
-                    buf[pos + 1] = 0;
-                    uint16_t kl = (uint16_t)klen;
-                    memcpy(buf + pos + 2, &kl, 2);
-                    memcpy(buf + pos + 4, it + 1, klen);
-                    memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
-                }
+                if (!overflow)
+                    keyrec_put(buf + pos, kt, 0, it + 1, klen);
                 pos += rec;
                 nk++;
             }
@@ -2587,16 +2593,9 @@ int shk_dict_debug_queue(struct shk_dict *d, uint32_t shard, int flags, void *ou
             r = CORRUPT("dict shard %u: the eviction queue leaves the shard or loops", shard);
             break;
         }
-        uint32_t klen = it->klen;
-        uint64_t rec = 4 + ((klen + 3) & ~3u);
-        if (pos + rec <= cap) {
-            uint16_t kl = (uint16_t)klen;
-            buf[pos] = it->ktype;
-            buf[pos + 1] = (uint8_t)bit_get(c.ref, idx - 1);
-            memcpy(buf + pos + 2, &kl, 2);
-            memcpy(buf + pos + 4, it + 1, klen);
-            memset(buf + pos + 4 + klen, 0, rec - 4 - klen);
-        }
+        uint64_t rec = shk_dict_keyrec_size(it->klen);
+        if (pos + rec <= cap)
+            keyrec_put(buf + pos, it->ktype, (uint8_t)bit_get(c.ref, idx - 1), it + 1, it->klen);
         pos += rec;
         idx = it->lru_next;
     }

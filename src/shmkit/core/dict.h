@@ -127,11 +127,22 @@ struct shk_dict_found {
     int stale;                  /* expired (only found with SHK_DSTALE) */
 };
 
-/* A typed value given to a call (incr's operands). */
+/* A typed value given to a call (incr's operands), or an element of a list read back
+ * (shk_dict_list_next). */
 struct shk_dval {
     uint8_t type;               /* enum shk_dict_vtype */
     const void *data;
     uint64_t len;
+};
+
+/* A value to store, with room for a number's own 8 bytes: shk_dval_* below fill it (after
+ * shk_dval_int or shk_dval_float v.data points into it, so fill one where it stays). */
+struct shk_dval_buf {
+    struct shk_dval v;
+    union {
+        int64_t i;
+        double f;
+    } num;
 };
 
 struct shk_dict_stats {
@@ -344,6 +355,51 @@ static inline void shk_dict_set_clock(struct shk_dict *d, int64_t ms)
     shk_store_relaxed(&d->clock_ms, ms); /* read by calls without the GIL */
 }
 
+/* --- values given: the bytes each type is stored as (layout.h) ------------------------ */
+
+/* An INT: the int64 itself, 8 bytes in native order (incr updates it with one store). */
+static inline void shk_dval_int(struct shk_dval_buf *b, int64_t x)
+{
+    b->num.i = x;
+    b->v = (struct shk_dval){SHK_DV_INT, &b->num.i, 8};
+}
+
+/* A FLOAT: the IEEE-754 binary64, 8 bytes in native order. */
+static inline void shk_dval_float(struct shk_dval_buf *b, double x)
+{
+    b->num.f = x;
+    b->v = (struct shk_dval){SHK_DV_FLOAT, &b->num.f, 8};
+}
+
+/* TRUE or FALSE: the type is the value, no bytes. */
+static inline void shk_dval_bool(struct shk_dval_buf *b, int truth)
+{
+    b->v = (struct shk_dval){truth ? SHK_DV_TRUE : SHK_DV_FALSE, "", 0};
+}
+
+/* NONE: no bytes. */
+static inline void shk_dval_none(struct shk_dval_buf *b)
+{
+    b->v = (struct shk_dval){SHK_DV_NONE, "", 0};
+}
+
+/* A value that is its caller's bytes: BYTES (raw), STR (UTF-8), BIGINT (little-endian
+ * two's complement, shk_dval_bigint_len bytes) or OBJECT (serialized).  The bytes are not
+ * copied: they must outlive the call the value is given to. */
+static inline void shk_dval_bytes(struct shk_dval_buf *b, uint8_t type, const void *data,
+                                  uint64_t len)
+{
+    b->v = (struct shk_dval){type, data, len};
+}
+
+/* The bytes of a BIGINT whose magnitude has bit_length bits (Python's int.bit_length()):
+ * room for the magnitude and a sign bit, the length incr gives its results too (so that
+ * an int stored and the same int computed are the same bytes). */
+static inline uint64_t shk_dval_bigint_len(uint64_t bit_length)
+{
+    return bit_length / 8 + 1;
+}
+
 /* --- values read back: the byte layout of numbers and of a list's elements ------------ */
 
 /* The number an INT (int64) or FLOAT (double) value of len bytes at p holds, in *i or *f
@@ -506,9 +562,37 @@ int shk_dict_llen(struct shk_dict *d, const struct shk_dkey *k, int flags, uint6
  * is the shard whose lock is held elsewhere. */
 int shk_dict_count(struct shk_dict *d, int flags, uint64_t *n);
 
+/* A key record, as shk_dict_scan and shk_dict_debug_queue hand keys back: {uint8 ktype;
+ * uint8 mark; uint16 klen; key bytes, padded to 4}. */
+struct shk_dict_keyrec {
+    uint8_t type;               /* SHK_DK_BYTES or SHK_DK_STR */
+    uint8_t mark;               /* shk_dict_debug_queue: the item's reference bit; else 0 */
+    uint16_t len;
+    const uint8_t *data;
+};
+
+/* The bytes of the record of a key of klen bytes. */
+static inline uint64_t shk_dict_keyrec_size(uint32_t klen)
+{
+    return 4 + ((klen + 3u) & ~3u);
+}
+
+/* The record at buf + *pos (one of the n a call said it wrote) into *k; *pos advances to
+ * the next one. */
+static inline void shk_dict_keyrec_next(const uint8_t *buf, uint64_t *pos,
+                                        struct shk_dict_keyrec *k)
+{
+    const uint8_t *p = buf + *pos;
+    k->type = p[0];
+    k->mark = p[1];
+    __builtin_memcpy(&k->len, p + 2, 2);
+    k->data = p + 4;
+    *pos += shk_dict_keyrec_size(k->len);
+}
+
 /*
  * Iterate keys: *cursor starts at 0 and is UINT64_MAX when done.  Each call appends
- * records {uint8 ktype; uint8 pad; uint16 klen; key bytes, padded to 4} to buf (cap
+ * key records (struct shk_dict_keyrec above, mark 0) to buf (cap
  * bytes) for the unexpired keys of whole buckets, at most `max_buckets` of them, and
  * returns 0 with *used and *nkeys set.  ENOBUFS: not even one bucket fits (*used: the
  * room it needs).
@@ -520,7 +604,7 @@ int shk_dict_scan(struct shk_dict *d, uint64_t *cursor, uint32_t max_buckets, in
                   void *buf, uint64_t cap, uint64_t *used, uint32_t *nkeys);
 
 /* Test hook: the eviction queue of one shard, oldest first, as scan's records with the
- * pad byte set when the item's reference bit is: *n of them in *used bytes (ENOBUFS:
+ * mark set when the item's reference bit is: *n of them in *used bytes (ENOBUFS:
  * *used is the room needed). */
 int shk_dict_debug_queue(struct shk_dict *d, uint32_t shard, int flags, void *buf,
                          uint64_t cap, uint64_t *used, uint32_t *n);

@@ -49,7 +49,8 @@ static int init_head(struct shk_zone *z, uint64_t off, uint64_t size, void *arg)
 }
 
 int shk_ndarray_open(struct shk_zone *z, const char *name, const struct shk_ndarray_head *want,
-                     struct shk_dirent *e, int *created, struct shk_ndarray_head *head)
+                     struct shk_dirent *e, int *created, struct shk_ndarray_head *head,
+                     uint8_t **data)
 {
     int r;
     uint64_t size = 0;
@@ -72,7 +73,6 @@ int shk_ndarray_open(struct shk_zone *z, const char *name, const struct shk_ndar
     memcpy(head, h, sizeof *head);
     if ((r = shk_ndarray_check(head, e->size, 0)) != 0)
         return r;
-    if (!shk_zone_ptr(z, e->offset, SHK_NDARRAY_HEAD_SIZE + head->nbytes))
-        return SHK_ECORRUPT;
-    return 0;
+    *data = shk_zone_ptr(z, e->offset + head->data_off, head->nbytes);
+    return *data ? 0 : SHK_ECORRUPT;
 }

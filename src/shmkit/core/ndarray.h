@@ -29,11 +29,13 @@ int shk_ndarray_check(const struct shk_ndarray_head *h, uint64_t size, int fresh
  * Find the array `name`; when `want` is not NULL and it does not exist, create it with
  * that head (elements zeroed).  *head receives a validated copy of the head (a copy, so
  * that a later stray write to the zone cannot change what was checked), *e the directory
- * entry; the elements are at e->offset + head->data_off.
+ * entry, *data the elements (head->nbytes of them, at e->offset + head->data_off, checked
+ * to lie inside the zone).
  * SHK_ENOTFOUND, SHK_ETYPE, SHK_ECORRUPT, SHK_EFULL, EINVAL (bad `want`), ...
  */
 int shk_ndarray_open(struct shk_zone *z, const char *name, const struct shk_ndarray_head *want,
-                     struct shk_dirent *e, int *created, struct shk_ndarray_head *head);
+                     struct shk_dirent *e, int *created, struct shk_ndarray_head *head,
+                     uint8_t **data);
 
 #ifdef __cplusplus
 }

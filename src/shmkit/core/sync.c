@@ -255,9 +255,9 @@ uint64_t shk_sync_size(const struct shk_sync_params *p)
     case SHK_OBJ_CONDITION:
         return sizeof(struct shk_cond_sh);
     case SHK_OBJ_SEMAPHORE:
-        if (p->a > UINT32_MAX >> 1) {
+        if (p->a > SHK_SEM_VALUE_MAX) {
             shk_fail(EINVAL, "semaphore value %llu is too large (at most %u)",
-                     (unsigned long long)p->a, UINT32_MAX >> 1);
+                     (unsigned long long)p->a, SHK_SEM_VALUE_MAX);
             return 0;
         }
         if (!(p->flags & SHK_SYNCF_UNDO))
@@ -870,18 +870,27 @@ int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w)
     return shk_wait_run(&shk_sem_op, s, w);
 }
 
-int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
+/* n more units on top of v would go beyond what s may hold. */
+static inline int sem_excess(const struct shk_sem_sh *s, uint32_t v, uint64_t n)
+{
+    uint64_t limit = (s->head.flags & SHK_SYNCF_BOUNDED) ? s->bound : SHK_SEM_VALUE_MAX;
+    if (v <= limit && n <= limit - v)
+        return 0;
+    return shk_fail(SHK_ETOOBIG, (s->head.flags & SHK_SYNCF_BOUNDED)
+                                     ? "Semaphore released too many times"
+                                     : "semaphore value would overflow");
+}
+
+int shk_sem_release(struct shk_sem_sh *s, uint64_t n)
 {
     if (n == 0)
         return 0;
-    int bounded = s->head.flags & SHK_SYNCF_BOUNDED;
     if (!(s->head.flags & SHK_SYNCF_UNDO)) {
         uint32_t v = shk_load_relaxed(&s->value);
         for (;;) {
-            if ((uint64_t)v + n > (bounded ? s->bound : (UINT32_MAX >> 1)))
-                return shk_fail(SHK_ETOOBIG, bounded ? "Semaphore released too many times"
-                                                     : "semaphore value would overflow");
-            if (shk_cas_seq_cst(&s->value, &v, v + n))
+            if (sem_excess(s, v, n))
+                return SHK_ETOOBIG;
+            if (shk_cas_seq_cst(&s->value, &v, (uint32_t)(v + n)))
                 break;
         }
     } else {
@@ -889,10 +898,9 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
         if (r)
             return r;
         uint32_t v = s->value;
-        if ((uint64_t)v + n > (bounded ? s->bound : (UINT32_MAX >> 1))) {
+        if (sem_excess(s, v, n)) {
             shk_mutex_unlock(&s->mutex);
-            return shk_fail(SHK_ETOOBIG, bounded ? "Semaphore released too many times"
-                                                 : "semaphore value would overflow");
+            return SHK_ETOOBIG;
         }
         uint64_t me = shk_sync_self_proc();
         uint32_t i = sem_slot_locked(s, me, 0);
@@ -900,11 +908,11 @@ int shk_sem_release(struct shk_sem_sh *s, uint32_t n)
         if (i != UINT32_MAX) {
             /* units this process gives back are no longer its to be undone */
             uint32_t c = s->slot[i].count;
-            s->slot[i].count = c > n ? c - n : 0;
+            s->slot[i].count = c > n ? (uint32_t)(c - n) : 0;
             if (s->slot[i].count == 0)
                 s->slot[i].owner.all = 0;
         }
-        shk_store_seq_cst(&s->value, v + n);
+        shk_store_seq_cst(&s->value, (uint32_t)(v + n));
         sem_journal_done(s);
         shk_mutex_unlock(&s->mutex);
     }

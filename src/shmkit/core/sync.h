@@ -280,8 +280,12 @@ int shk_sem_acquire(struct shk_sem_sh *s, struct shk_wait *w);
  * EAGAIN (none free now: counted as a contention, the caller waits with shk_sem_op) or
  * the undo mutex's error (EINTR: a signal came while waiting for it). */
 int shk_sem_try_now(struct shk_sem_sh *s);
-/* SHK_ETOOBIG: a BoundedSemaphore would go above its initial value. */
-int shk_sem_release(struct shk_sem_sh *s, uint32_t n);
+/* The most units a semaphore holds (its value, a futex word, stays a non-negative int). */
+#define SHK_SEM_VALUE_MAX (UINT32_MAX >> 1)
+/* Give back n units (any n: more than a semaphore can count is refused like any other
+ * excess).  SHK_ETOOBIG: a BoundedSemaphore would go above its initial value ("released
+ * too many times", as threading says), or the value above what it can count. */
+int shk_sem_release(struct shk_sem_sh *s, uint64_t n);
 /* Give back the units of dead processes (undo semaphores). Returns units given back. */
 uint32_t shk_sem_reclaim(struct shk_sem_sh *s);
 /* Units this process holds (undo semaphores). */
