@@ -798,6 +798,55 @@ static void test_waits(void)
     shk_queue_release(&q);
 }
 
+/* The answers a queue wait gives without waiting (shk_queue_wait_now), as get_nowait,
+ * a timeout already over and join(timeout=0) ask them; EAGAIN where it must wait. */
+static void test_wait_now(void)
+{
+    struct shk_queue q;
+    int created;
+    char buf[64];
+    CHECK_EQ(shk_queue_open(&z, "now", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    struct shk_queue_waiter data = {.q = &q, .what = SHK_QW_DATA};
+    struct shk_queue_waiter space = {.q = &q, .what = SHK_QW_SPACE, .need = shk_qrec_size(48)};
+    uint64_t past = shk_now_ns() - 1, later = shk_now_ns() + 10000000000u;
+    /* may not wait: "not now" in the call's words, nothing registered */
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &data, &w), SHK_EEMPTY);
+    CHECK(strstr(shk_error_detail(), "queue is empty") != NULL);
+    CHECK(strstr(shk_error_detail(), "(timed out)") == NULL);
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &space, &w), SHK_EFULLQ);
+    CHECK(strstr(shk_error_detail(), "queue is full") != NULL);
+    /* the deadline passed: timed out, even when the wait would say "ready" */
+    CHECK_EQ(put1(&q, "hello", 5), 0);
+    w = SHK_WAIT_INIT(past, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &data, &w), SHK_EEMPTY);
+    CHECK(strstr(shk_error_detail(), "(timed out)") != NULL);
+    /* a deadline to come, or none: wait (nothing was looked at, nothing registered) */
+    w = SHK_WAIT_INIT(later, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &data, &w), EAGAIN);
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &space, &w), EAGAIN);
+    CHECK_EQ(q.sh->data_waiters, 0);
+    CHECK_EQ(q.sh->space_waiters, 0);
+    /* reserve's wait reserves: it always runs, even not blocking */
+    struct shk_queue_waiter rw = {.q = &q, .what = SHK_QW_RESV, .len = 64};
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_reserve_op, &rw, &w), EAGAIN);
+    /* join at its deadline: one look (a message is unfinished, then none) */
+    w = SHK_WAIT_INIT(past, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), ETIMEDOUT);
+    CHECK(strstr(shk_error_detail(), "1 task(s) unfinished") != NULL);
+    w = SHK_WAIT_INIT(later, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), EAGAIN);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 5);
+    CHECK_EQ(shk_queue_task_done(&q, 1), 0);
+    w = SHK_WAIT_INIT(past, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), 0);
+    CHECK_EQ(q.sh->done_waiters, 0);
+    shk_queue_release(&q);
+}
+
 /* The asyncio contract for a get (wait.h): armed attempts in the caller's thread,
  * EAGAIN with the word to sleep on, registered; futex_waitv elsewhere; disarm; attempt
  * again; a cancel takes nothing and leaves no registration. */
@@ -1322,6 +1371,7 @@ int main(void)
     test_crashes();
     test_threads();
     test_waits();
+    test_wait_now();
     test_async_contract();
     test_corruption();
     test_ack_basics();

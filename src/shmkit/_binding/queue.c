@@ -155,18 +155,8 @@ static int wait_for(QueueObject *self, const struct shk_wait_op *op, void *obj,
 {
     int r, join = op == &shk_queue_join_op;
     struct shk_wait w = SHK_WAIT_INIT(deadline, flags);
-    int late = deadline != SHK_FOREVER && !(flags & SHK_WAIT_TRY) && shk_now_ns() >= deadline;
-    if ((flags & SHK_WAIT_TRY) && op == &shk_queue_wait_op) {
-        r = shk_wait_cancel(op, obj, &w, EBUSY); /* the answer of a call that does not wait */
-    } else if (late && op == &shk_queue_wait_op) {
-        r = shk_wait_cancel(op, obj, &w, ETIMEDOUT); /* (even if the wait says "ready" and
-                                                        the operation "not now" forever) */
-    } else if (late && join) {
-        w.flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
-        r = shk_py_wait(op, obj, &w, 0, NULL);
-    } else {
+    if ((r = shk_queue_wait_now(op, obj, &w)) == EAGAIN) /* not an answer without waiting */
         r = run_call(self, op, obj, &w);
-    }
     if (r == 0)
         return PyErr_CheckSignals(); /* "ready" and "not now" may alternate: stay stoppable */
     if (r == ECANCELED)

@@ -1940,6 +1940,21 @@ void shk_queue_set_spin(struct shk_queue *q, uint64_t ns)
     q->spin_cur = ns < UINT32_MAX ? (uint32_t)ns : UINT32_MAX - 1;
 }
 
+int shk_queue_wait_now(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
+{
+    int late = w->deadline_ns != SHK_FOREVER && !(w->flags & SHK_WAIT_TRY) &&
+               shk_now_ns() >= w->deadline_ns;
+    if (op == &shk_queue_wait_op && (w->flags & SHK_WAIT_TRY))
+        return shk_wait_cancel(op, obj, w, EBUSY); /* the answer of a call that does not wait */
+    if (op == &shk_queue_wait_op && late)
+        return shk_wait_cancel(op, obj, w, ETIMEDOUT); /* even if the wait says "ready" */
+    if (op == &shk_queue_join_op && late) {
+        w->flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
+        return shk_wait_run(op, obj, w);
+    }
+    return EAGAIN;
+}
+
 /* ---- state ------------------------------------------------------------------------- */
 
 int shk_queue_close(struct shk_queue *q)

@@ -315,6 +315,14 @@ struct shk_queue_waiter {
 extern const struct shk_wait_op shk_queue_wait_op;
 extern const struct shk_wait_op shk_queue_reserve_op;
 
+/* A queue wait that needs no waiting: its answer, or EAGAIN when the caller must wait (with
+ * shk_wait_run, or a driver of its own).  A wait for data or space (shk_queue_wait_op) that
+ * may not wait (SHK_WAIT_TRY) answers "not now" (SHK_EEMPTY / SHK_EFULLQ), and one whose
+ * deadline has passed "(timed out)" even if it would say "ready" (the operation that said
+ * "not now" could say it forever); join (shk_queue_join_op) at or after its deadline looks
+ * once (0 when nothing is unfinished, else ETIMEDOUT).  Reserve's wait always runs. */
+int shk_queue_wait_now(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
+
 /* Queue.spin: a wait spins at most ns before it sleeps (the budget adapts below it). */
 void shk_queue_set_spin(struct shk_queue *q, uint64_t ns);
 
