@@ -798,6 +798,58 @@ static void test_waits(void)
     shk_queue_release(&q);
 }
 
+/* put_many's rounds (shk_queue_put_more): what fits, then the room the next one needs; on
+ * after room was made, in order; not waiting: what fits; a message that can never fit. */
+static void test_put_more(void)
+{
+    struct shk_queue q;
+    int created;
+    enum { N = 200 };
+    static uint32_t msg[N][12];
+    static char big[8192];
+    struct shk_qpart parts[N];
+    for (uint32_t i = 0; i < N; i++) {
+        msg[i][0] = i;
+        parts[i] = (struct shk_qpart){msg[i], sizeof msg[i]};
+    }
+    CHECK_EQ(shk_queue_open(&z, "more", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    size_t total = 0, none = 0;
+    uint64_t need = 0;
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &total, 0, &need), SHK_EFULLQ);
+    CHECK(total > 0 && total < N);
+    CHECK_EQ(need, shk_qrec_size(48));
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &none, 1, &need), SHK_EFULLQ); /* full */
+    CHECK_EQ(none, 0);
+    /* room made: on from where it stopped, until all are in, in order */
+    uint32_t got[16], next = 0;
+    int r, rounds = 0;
+    do {
+        long len;
+        while ((len = get1(&q, got, sizeof got)) > 0) {
+            CHECK_EQ(got[0], next);
+            next++;
+        }
+        r = shk_queue_put_more(&q, parts, N, &total, 0, &need);
+    } while (r == SHK_EFULLQ && ++rounds < 100);
+    CHECK_EQ(r, 0);
+    CHECK_EQ(total, N);
+    while (get1(&q, got, sizeof got) > 0)
+        CHECK_EQ(got[0], next++);
+    CHECK_EQ(next, N);
+    /* not waiting: what fits, without the room the rest would need */
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &none, 1, &need), 0);
+    CHECK(none > 0 && none < N);
+    while (get1(&q, got, sizeof got) > 0)
+        ;
+    /* one that can never fit: an error, nothing more put */
+    total = 0;
+    parts[2] = (struct shk_qpart){big, sizeof big};
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &total, 0, &need), SHK_ETOOBIG);
+    CHECK_EQ(total, 0);
+    CHECK_EQ(shk_queue_depth(&q), 0);
+    shk_queue_release(&q);
+}
+
 /* The answers a queue wait gives without waiting (shk_queue_wait_now), as get_nowait,
  * a timeout already over and join(timeout=0) ask them; EAGAIN where it must wait. */
 static void test_wait_now(void)
@@ -1372,6 +1424,7 @@ int main(void)
     test_threads();
     test_waits();
     test_wait_now();
+    test_put_more();
     test_async_contract();
     test_corruption();
     test_ack_basics();

@@ -292,19 +292,12 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     if (queue_ready(self) < 0 ||
         gather(&g, a[0], "put_many() needs an iterable of bytes-like objects") < 0)
         goto out;
-    size_t total = 0, done = 0;
+    size_t total = 0;
     struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE};
     PyObject *full = shk_py_exc("QueueFull"); /* (not looked up with an error set) */
-    for (;;) { /* the core puts all that fits: then wait for room for the next one */
-        int r = shk_queue_put_many(&self->q, g.parts + total, (size_t)g.n - total, &done);
-        total += done;
-        if ((Py_ssize_t)total == g.n || (flags & SHK_WAIT_TRY && total))
-            break; /* all put (or, not blocking, what fits) */
-        if (r && r != SHK_EFULLQ) {
-            shk_py_raise(r, "put_many");
-            goto out;
-        }
-        qw.need = shk_queue_record_size(&g.parts[total], 1, SHK_QK_DATA);
+    int r; /* the core puts all that fits (not blocking: what fits), then says what to wait for */
+    while ((r = shk_queue_put_more(&self->q, g.parts, (size_t)g.n, &total, flags & SHK_WAIT_TRY,
+                                   &qw.need)) == SHK_EFULLQ) {
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0) {
             if (!(flags & SHK_WAIT_TRY) && PyErr_ExceptionMatches(full))
                 PyErr_Format(full, "queue is full (timed out after putting %zu of %zd items)",
@@ -312,7 +305,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
             goto out;
         }
     }
-    res = PyLong_FromSize_t(total);
+    res = r ? shk_py_raise(r, "put_many") : PyLong_FromSize_t(total);
 out:
     gather_release(&g);
     return res;

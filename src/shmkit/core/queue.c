@@ -863,6 +863,20 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
     return 0;
 }
 
+int shk_queue_put_more(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
+                       size_t *total, int some, uint64_t *need)
+{
+    size_t done = 0;
+    int r = shk_queue_put_many(q, msgs + *total, n - *total, &done);
+    *total += done;
+    if (*total == n || (some && *total))
+        return 0;
+    if (r && r != SHK_EFULLQ)
+        return r;
+    *need = shk_queue_record_size(&msgs[*total], 1, SHK_QK_DATA); /* room for the next one */
+    return SHK_EFULLQ;
+}
+
 /* ---- consuming --------------------------------------------------------------------- */
 
 /*

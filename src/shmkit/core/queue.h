@@ -146,6 +146,12 @@ int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len);
  * A message that can never fit gives SHK_ETOOBIG before any is put. */
 int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
                        size_t *done);
+/* put_many's round: put msgs[*total..n) as shk_queue_put_many does, adding to *total.  0
+ * when all are put (some: when at least one is, the answer of a call that does not wait);
+ * SHK_EFULLQ when the caller must wait for room for *need record bytes (the next message's,
+ * SHK_QW_SPACE), then call again; an error (SHK_ETOOBIG: nothing more was put). */
+int shk_queue_put_more(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
+                       size_t *total, int some, uint64_t *need);
 
 /* Record bytes (header, payload, padding) of one message: what a waiting put needs.
  * SHK_QK_REF: what shk_queue_commit_ref needs (parts are not read). */
