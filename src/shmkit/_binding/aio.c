@@ -136,15 +136,23 @@ static int check_pid(pid_t pid)
     return 0;
 }
 
+/* The notifier may report waits: open, made in this process, the hub set up.  0 or -1. */
+static int notifier_usable(NotifierObject *n)
+{
+    if (!n->open) {
+        shk_py_closed("AioNotifier is closed");
+        return -1;
+    }
+    return check_pid(n->pid) < 0 || !get_hub() ? -1 : 0;
+}
+
 typedef struct AioWaitObject AioWaitObject;
 
 /* drain(): the waits that became READY, as a list (the Python side resolves their
  * futures).  Consumes the eventfd. */
 static PyObject *notifier_drain(NotifierObject *self, PyObject *unused)
 {
-    if (!self->open)
-        return shk_py_closed("AioNotifier is closed");
-    if (check_pid(self->pid) < 0 || !get_hub())
+    if (notifier_usable(self) < 0)
         return NULL;
     PyObject *list = PyList_New(0);
     if (!list)
@@ -230,12 +238,15 @@ static void wait_finish(AioWaitObject *self, int r)
     }
 }
 
-/* Give up (why: ECANCELED or ETIMEDOUT): see shk_aio_give_up. */
-static int wait_give_up(AioWaitObject *self, int why)
+/* Cancelled, or dropped unfinished: give up (shk_aio_give_up). */
+static void wait_abandon(AioWaitObject *self)
 {
-    int r = shk_aio_give_up(hub, &self->a, why);
+    if (self->finished)
+        return;
+    int r = ECANCELED; /* after fork() the parent's registration is not ours to undo */
+    if (self->pid == getpid())
+        r = shk_aio_give_up(hub, &self->a, ECANCELED);
     wait_finish(self, r);
-    return r;
 }
 
 static PyObject *wait_closed_error(AioWaitObject *self)
@@ -297,12 +308,7 @@ static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
 
 static PyObject *wait_cancel(AioWaitObject *self, PyObject *unused)
 {
-    if (!self->finished) {
-        if (self->pid != getpid())
-            wait_finish(self, ECANCELED); /* the parent's registration: not ours to undo */
-        else
-            wait_give_up(self, ECANCELED);
-    }
+    wait_abandon(self);
     Py_RETURN_NONE;
 }
 
@@ -319,12 +325,7 @@ static PyObject *wait_barrier_result(AioWaitObject *self, PyObject *unused)
 
 static void wait_dealloc(AioWaitObject *self)
 {
-    if (!self->finished) {
-        if (self->pid == getpid())
-            wait_give_up(self, ECANCELED); /* dropped without cancel(): undo it now */
-        else
-            wait_finish(self, ECANCELED);
-    }
+    wait_abandon(self); /* dropped without cancel(): undo it now */
     Py_XDECREF(self->seg);
     Py_XDECREF(self->handle);
     Py_XDECREF(self->notifier);
@@ -375,11 +376,7 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
         return NULL;
     }
     NotifierObject *n = (NotifierObject *)notifier;
-    if (!n->open) {
-        shk_py_closed("AioNotifier is closed");
-        return NULL;
-    }
-    if (check_pid(n->pid) < 0 || !get_hub())
+    if (notifier_usable(n) < 0)
         return NULL;
     if (seg->closed || seg->close_pending) {
         shk_py_closed("the zone is closed");
