@@ -851,7 +851,8 @@ static void test_put_more(void)
 }
 
 /* The answers a queue wait gives without waiting (shk_queue_wait_now), as get_nowait,
- * a timeout already over and join(timeout=0) ask them; EAGAIN where it must wait. */
+ * a timeout already over and join(timeout=0) ask them; EAGAIN where it must wait.  And a
+ * wait its caller cancelled (shk_queue_wait_cancelled). */
 static void test_wait_now(void)
 {
     struct shk_queue q;
@@ -896,6 +897,18 @@ static void test_wait_now(void)
     w = SHK_WAIT_INIT(past, 0);
     CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), 0);
     CHECK_EQ(q.sh->done_waiters, 0);
+    /* cancelled by its caller: ECANCELED whatever it ended with, a reservation made given back */
+    struct shk_queue_stats st;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_wait_run(&shk_queue_reserve_op, &rw, &w), 0);
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.reservations, 1);
+    CHECK_EQ(shk_queue_wait_cancelled(&shk_queue_reserve_op, &rw, 0), ECANCELED);
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.reservations, 0);
+    CHECK_EQ(shk_queue_release_ref(&q, rw.index, rw.gen), ENOENT); /* not twice */
+    CHECK_EQ(shk_queue_wait_cancelled(&shk_queue_reserve_op, &rw, SHK_EFULLQ), ECANCELED);
+    CHECK_EQ(shk_queue_wait_cancelled(&shk_queue_wait_op, &data, 0), ECANCELED);
     shk_queue_release(&q);
 }
 

@@ -124,12 +124,8 @@ static int run_call(QueueObject *self, const struct shk_wait_op *op, void *obj,
     self->waits++;
     if (op) {
         r = shk_py_wait(op, obj, w, 0, NULL);
-        if (call.cancel && r == 0 && op == &shk_queue_reserve_op) {
-            struct shk_queue_waiter *qw = obj; /* reserved, but closed */
-            shk_queue_release_ref(&self->q, qw->index, qw->gen);
-        }
         if (call.cancel && r != SHK_PY_ERR)
-            r = ECANCELED;
+            r = shk_queue_wait_cancelled(op, obj, r);
     } else {
         Py_BEGIN_ALLOW_THREADS
         r = shk_queue_repair(&self->q);

@@ -1969,6 +1969,15 @@ int shk_queue_wait_now(const struct shk_wait_op *op, void *obj, struct shk_wait 
     return EAGAIN;
 }
 
+int shk_queue_wait_cancelled(const struct shk_wait_op *op, void *obj, int r)
+{
+    if (r == 0 && op == &shk_queue_reserve_op) { /* reserved, but the caller went away */
+        struct shk_queue_waiter *qw = obj;
+        shk_queue_release_ref(qw->q, qw->index, qw->gen);
+    }
+    return ECANCELED;
+}
+
 /* ---- state ------------------------------------------------------------------------- */
 
 int shk_queue_close(struct shk_queue *q)

@@ -328,6 +328,10 @@ extern const struct shk_wait_op shk_queue_reserve_op;
  * "not now" could say it forever); join (shk_queue_join_op) at or after its deadline looks
  * once (0 when nothing is unfinished, else ETIMEDOUT).  Reserve's wait always runs. */
 int shk_queue_wait_now(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
+/* A queue wait its caller cancelled (the handle detached, the zone closed: w->cancel) that
+ * ended with r all the same: what it did is undone (reserve's wait gives back the
+ * reservation it made).  Returns ECANCELED. */
+int shk_queue_wait_cancelled(const struct shk_wait_op *op, void *obj, int r);
 
 /* Queue.spin: a wait spins at most ns before it sleeps (the budget adapts below it). */
 void shk_queue_set_spin(struct shk_queue *q, uint64_t ns);
