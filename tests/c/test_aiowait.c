@@ -4,12 +4,14 @@
  * see it as the ambient deadline; give_up(ETIMEDOUT) undoes them); a closed handle (by the
  * hub's close_group, or said by the caller) and a cancel from outside (give_up(ECANCELED),
  * out of the hub); a non-blocking wait (EBUSY); a timer (POLL); an attempt that names
- * nothing to watch; the event loop's spin.  Words live in a MAP_SHARED mapping. */
+ * nothing to watch; the event loop's spin; the process's hub (its settings, fork).  Words
+ * live in a MAP_SHARED mapping. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -237,6 +239,64 @@ static void test_mode(int mode)
     shk_hub_destroy(&hub);
 }
 
+/* The process's hub (struct shk_aio_hub): set up at first use, kept, stopped by new settings
+ * only while nothing is watched (EBUSY while a wait is), set up anew in a fork child. */
+static void test_process_hub(void)
+{
+    static struct shk_aio_hub h = {.mode = SHK_HUB_FALLBACK};
+    struct shk_hub_stats st;
+    struct shk_aio_wait a;
+    struct obj o;
+    CHECK(!shk_aio_hub_here(&h));
+    CHECK_EQ(shk_aio_hub_get(&h), 0);
+    CHECK(shk_aio_hub_here(&h));
+    CHECK_EQ(shk_aio_hub_get(&h), 0); /* kept: the notifier below stays valid */
+    CHECK_EQ(shk_hub_notifier_init(&notifier, &h.hub), 0);
+    CHECK_EQ(shk_aio_hub_configure(&h, SHK_HUB_FALLBACK, 0), 0); /* the same: kept */
+    CHECK(shk_aio_hub_here(&h));
+
+    /* a wait is watched: no new settings */
+    words[5] = 0;
+    start(&a, &o, ON_FUTEX, &words[5], SHK_FOREVER, 0);
+    CHECK_EQ(shk_aio_step(&h.hub, &a, NULL, 1), EAGAIN);
+    CHECK_EQ(shk_aio_hub_configure(&h, SHK_HUB_FALLBACK, 8), EBUSY);
+    CHECK(shk_aio_hub_here(&h));
+    CHECK_EQ(h.max_threads, 0);
+
+    /* a fork child sets up its own (the parent's, with a thread watching, is forgotten) */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int bad = shk_aio_hub_here(&h) || shk_aio_hub_get(&h) != 0 || !shk_aio_hub_here(&h);
+        shk_hub_get_stats(&h.hub, &st);
+        bad |= st.waits != 0 || st.threads != 0;
+        _exit(bad);
+    }
+    int status = -1;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(shk_aio_hub_here(&h));
+    shk_hub_get_stats(&h.hub, &st);
+    CHECK_EQ(st.waits, 1);
+    CHECK_EQ(shk_aio_give_up(&h.hub, &a, ECANCELED), ECANCELED);
+
+    /* nothing watched: stopped now, set up with the new settings at the next use */
+    shk_hub_notifier_destroy(&notifier);
+    CHECK_EQ(shk_aio_hub_configure(&h, SHK_HUB_FALLBACK, 8), 0);
+    CHECK(!shk_aio_hub_here(&h));
+    CHECK_EQ(shk_aio_hub_get(&h), 0);
+    shk_hub_get_stats(&h.hub, &st);
+    CHECK_EQ(st.max_threads, 8);
+    CHECK_EQ(st.mode, SHK_HUB_FALLBACK);
+    /* a mode the kernel lacks: the set-up fails and nothing is set up */
+    if (!shk_hub_waitv_supported()) {
+        CHECK_EQ(shk_aio_hub_configure(&h, SHK_HUB_WAITV, 0), 0);
+        CHECK_EQ(shk_aio_hub_get(&h), ENOSYS);
+        CHECK(!shk_aio_hub_here(&h));
+    } else {
+        shk_hub_destroy(&h.hub);
+    }
+}
+
 int main(void)
 {
     words = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -244,5 +304,6 @@ int main(void)
     test_mode(SHK_HUB_FALLBACK);
     if (shk_hub_waitv_supported())
         test_mode(SHK_HUB_WAITV);
+    test_process_hub();
     TEST_MAIN_END();
 }

@@ -829,6 +829,120 @@ static void test_poll(void)
     shk_queue_release(&q);
 }
 
+/* put_many's rounds (shk_queue_put_more): what fits, then the room the next one needs; on
+ * after room was made, in order; not waiting: what fits; a message that can never fit. */
+static void test_put_more(void)
+{
+    struct shk_queue q;
+    int created;
+    enum { N = 200 };
+    static uint32_t msg[N][12];
+    static char big[8192];
+    struct shk_qpart parts[N];
+    for (uint32_t i = 0; i < N; i++) {
+        msg[i][0] = i;
+        parts[i] = (struct shk_qpart){msg[i], sizeof msg[i]};
+    }
+    CHECK_EQ(shk_queue_open(&z, "more", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    size_t total = 0, none = 0;
+    uint64_t need = 0;
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &total, 0, &need), SHK_EFULLQ);
+    CHECK(total > 0 && total < N);
+    CHECK_EQ(need, shk_qrec_size(48));
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &none, 1, &need), SHK_EFULLQ); /* full */
+    CHECK_EQ(none, 0);
+    /* room made: on from where it stopped, until all are in, in order */
+    uint32_t got[16], next = 0;
+    int r, rounds = 0;
+    do {
+        long len;
+        while ((len = get1(&q, got, sizeof got)) > 0) {
+            CHECK_EQ(got[0], next);
+            next++;
+        }
+        r = shk_queue_put_more(&q, parts, N, &total, 0, &need);
+    } while (r == SHK_EFULLQ && ++rounds < 100);
+    CHECK_EQ(r, 0);
+    CHECK_EQ(total, N);
+    while (get1(&q, got, sizeof got) > 0)
+        CHECK_EQ(got[0], next++);
+    CHECK_EQ(next, N);
+    /* not waiting: what fits, without the room the rest would need */
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &none, 1, &need), 0);
+    CHECK(none > 0 && none < N);
+    while (get1(&q, got, sizeof got) > 0)
+        ;
+    /* one that can never fit: an error, nothing more put */
+    total = 0;
+    parts[2] = (struct shk_qpart){big, sizeof big};
+    CHECK_EQ(shk_queue_put_more(&q, parts, N, &total, 0, &need), SHK_ETOOBIG);
+    CHECK_EQ(total, 0);
+    CHECK_EQ(shk_queue_depth(&q), 0);
+    shk_queue_release(&q);
+}
+
+/* The answers a queue wait gives without waiting (shk_queue_wait_now), as get_nowait,
+ * a timeout already over and join(timeout=0) ask them; EAGAIN where it must wait.  And a
+ * wait its caller cancelled (shk_queue_wait_cancelled). */
+static void test_wait_now(void)
+{
+    struct shk_queue q;
+    int created;
+    char buf[64];
+    CHECK_EQ(shk_queue_open(&z, "now", 4096, 0, SHK_O_CREATE, &q, &created), 0);
+    struct shk_queue_waiter data = {.q = &q, .what = SHK_QW_DATA};
+    struct shk_queue_waiter space = {.q = &q, .what = SHK_QW_SPACE, .need = shk_qrec_size(48)};
+    uint64_t past = shk_now_ns() - 1, later = shk_now_ns() + 10000000000u;
+    /* may not wait: "not now" in the call's words, nothing registered */
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &data, &w), SHK_EEMPTY);
+    CHECK(strstr(shk_error_detail(), "queue is empty") != NULL);
+    CHECK(strstr(shk_error_detail(), "(timed out)") == NULL);
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &space, &w), SHK_EFULLQ);
+    CHECK(strstr(shk_error_detail(), "queue is full") != NULL);
+    /* the deadline passed: timed out, even when the wait would say "ready" */
+    CHECK_EQ(put1(&q, "hello", 5), 0);
+    w = SHK_WAIT_INIT(past, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &data, &w), SHK_EEMPTY);
+    CHECK(strstr(shk_error_detail(), "(timed out)") != NULL);
+    /* a deadline to come, or none: wait (nothing was looked at, nothing registered) */
+    w = SHK_WAIT_INIT(later, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &data, &w), EAGAIN);
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_wait_op, &space, &w), EAGAIN);
+    CHECK_EQ(q.sh->data_waiters, 0);
+    CHECK_EQ(q.sh->space_waiters, 0);
+    /* reserve's wait reserves: it always runs, even not blocking */
+    struct shk_queue_waiter rw = {.q = &q, .what = SHK_QW_RESV, .len = 64};
+    w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_reserve_op, &rw, &w), EAGAIN);
+    /* join at its deadline: one look (a message is unfinished, then none) */
+    w = SHK_WAIT_INIT(past, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), ETIMEDOUT);
+    CHECK(strstr(shk_error_detail(), "1 task(s) unfinished") != NULL);
+    w = SHK_WAIT_INIT(later, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), EAGAIN);
+    CHECK_EQ(get1(&q, buf, sizeof buf), 5);
+    CHECK_EQ(shk_queue_task_done(&q, 1), 0);
+    w = SHK_WAIT_INIT(past, 0);
+    CHECK_EQ(shk_queue_wait_now(&shk_queue_join_op, &q, &w), 0);
+    CHECK_EQ(q.sh->done_waiters, 0);
+    /* cancelled by its caller: ECANCELED whatever it ended with, a reservation made given back */
+    struct shk_queue_stats st;
+    w = SHK_WAIT_INIT(SHK_FOREVER, 0);
+    CHECK_EQ(shk_wait_run(&shk_queue_reserve_op, &rw, &w), 0);
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.reservations, 1);
+    CHECK_EQ(shk_queue_wait_cancelled(&shk_queue_reserve_op, &rw, 0), ECANCELED);
+    shk_queue_stats(&q, &st);
+    CHECK_EQ(st.reservations, 0);
+    CHECK_EQ(shk_queue_release_ref(&q, rw.index, rw.gen), ENOENT); /* not twice */
+    CHECK_EQ(shk_queue_wait_cancelled(&shk_queue_reserve_op, &rw, SHK_EFULLQ), ECANCELED);
+    CHECK_EQ(shk_queue_wait_cancelled(&shk_queue_wait_op, &data, 0), ECANCELED);
+    shk_queue_release(&q);
+}
+
 /* The asyncio contract for a get (wait.h): armed attempts in the caller's thread,
  * EAGAIN with the word to sleep on, registered; futex_waitv elsewhere; disarm; attempt
  * again; a cancel takes nothing and leaves no registration. */
@@ -1354,6 +1468,8 @@ int main(void)
     test_threads();
     test_waits();
     test_poll();
+    test_wait_now();
+    test_put_more();
     test_async_contract();
     test_corruption();
     test_ack_basics();

@@ -41,36 +41,29 @@
 
 /* ---- the process's hub ----------------------------------------------------------------- */
 
-static struct shk_hub hub;
-static pid_t hub_pid;               /* 0: not set up (in this process) */
-static int hub_mode = SHK_HUB_AUTO; /* for the next set-up (aio_configure) */
-static uint32_t hub_max_threads;
+static struct shk_aio_hub aio_hub = {.mode = SHK_HUB_AUTO}; /* settings: aio_configure */
+static struct shk_hub *const hub = &aio_hub.hub;
 static int aio_spin = 1;            /* the first attempt may spin (core/waitv.h) */
 /* the hub's modes by name (aio_configure, aio_stats) */
 static const char *const hub_modes[] = {
     [SHK_HUB_AUTO] = "auto", [SHK_HUB_WAITV] = "futex_waitv", [SHK_HUB_FALLBACK] = "fallback"};
 
+/* The hub, set up at first use and in a fork child (shk_aio_hub_get). */
 static struct shk_hub *get_hub(void)
 {
-    if (hub_pid == getpid())
-        return &hub;
-    /* first use, or a child after fork(): the parent's hub (its threads do not exist here,
-     * its mutex may be held) is forgotten, not destroyed */
-    int r = shk_hub_init(&hub, hub_mode, hub_max_threads);
+    int r = shk_aio_hub_get(&aio_hub);
     if (r) {
-        hub_pid = 0;
         shk_py_raise_os(r, r == ENOSYS ? "futex_waitv is not available on this kernel"
                                         : "setting up the asyncio hub");
         return NULL;
     }
-    hub_pid = getpid();
-    return &hub;
+    return hub;
 }
 
 void shk_py_aio_closed(const void *key)
 {
-    if (hub_pid == getpid())
-        shk_hub_close_group(&hub, key);
+    if (shk_aio_hub_here(&aio_hub))
+        shk_hub_close_group(hub, key);
 }
 
 /* The event loop's spin (core/waitv.h): budgets learnt per word, in this process. */
@@ -143,15 +136,23 @@ static int check_pid(pid_t pid)
     return 0;
 }
 
+/* The notifier may report waits: open, made in this process, the hub set up.  0 or -1. */
+static int notifier_usable(NotifierObject *n)
+{
+    if (!n->open) {
+        shk_py_closed("AioNotifier is closed");
+        return -1;
+    }
+    return check_pid(n->pid) < 0 || !get_hub() ? -1 : 0;
+}
+
 typedef struct AioWaitObject AioWaitObject;
 
 /* drain(): the waits that became READY, as a list (the Python side resolves their
  * futures).  Consumes the eventfd. */
 static PyObject *notifier_drain(NotifierObject *self, PyObject *unused)
 {
-    if (!self->open)
-        return shk_py_closed("AioNotifier is closed");
-    if (check_pid(self->pid) < 0 || !get_hub())
+    if (notifier_usable(self) < 0)
         return NULL;
     PyObject *list = PyList_New(0);
     if (!list)
@@ -237,12 +238,15 @@ static void wait_finish(AioWaitObject *self, int r)
     }
 }
 
-/* Give up (why: ECANCELED or ETIMEDOUT): see shk_aio_give_up. */
-static int wait_give_up(AioWaitObject *self, int why)
+/* Cancelled, or dropped unfinished: give up (shk_aio_give_up). */
+static void wait_abandon(AioWaitObject *self)
 {
-    int r = shk_aio_give_up(&hub, &self->a, why);
+    if (self->finished)
+        return;
+    int r = ECANCELED; /* after fork() the parent's registration is not ours to undo */
+    if (self->pid == getpid())
+        r = shk_aio_give_up(hub, &self->a, ECANCELED);
     wait_finish(self, r);
-    return r;
 }
 
 static PyObject *wait_closed_error(AioWaitObject *self)
@@ -278,7 +282,7 @@ static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
         return PyErr_Format(PyExc_RuntimeError, "this wait is over (result %d)", self->result);
     if (check_pid(self->pid) < 0)
         return NULL;
-    int r = shk_aio_step(&hub, &self->a, aio_spin ? &loop_spin : NULL,
+    int r = shk_aio_step(hub, &self->a, aio_spin ? &loop_spin : NULL,
                          self->live(self->handle));
     if (r == EAGAIN && self->a.end == SHK_AIO_RUNNING)
         return PyLong_FromLong(EAGAIN);
@@ -304,12 +308,7 @@ static PyObject *wait_step(AioWaitObject *self, PyObject *unused)
 
 static PyObject *wait_cancel(AioWaitObject *self, PyObject *unused)
 {
-    if (!self->finished) {
-        if (self->pid != getpid())
-            wait_finish(self, ECANCELED); /* the parent's registration: not ours to undo */
-        else
-            wait_give_up(self, ECANCELED);
-    }
+    wait_abandon(self);
     Py_RETURN_NONE;
 }
 
@@ -326,12 +325,7 @@ static PyObject *wait_barrier_result(AioWaitObject *self, PyObject *unused)
 
 static void wait_dealloc(AioWaitObject *self)
 {
-    if (!self->finished) {
-        if (self->pid == getpid())
-            wait_give_up(self, ECANCELED); /* dropped without cancel(): undo it now */
-        else
-            wait_finish(self, ECANCELED);
-    }
+    wait_abandon(self); /* dropped without cancel(): undo it now */
     Py_XDECREF(self->seg);
     Py_XDECREF(self->handle);
     Py_XDECREF(self->notifier);
@@ -382,11 +376,7 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
         return NULL;
     }
     NotifierObject *n = (NotifierObject *)notifier;
-    if (!n->open) {
-        shk_py_closed("AioNotifier is closed");
-        return NULL;
-    }
-    if (check_pid(n->pid) < 0 || !get_hub())
+    if (notifier_usable(n) < 0)
         return NULL;
     if (seg->closed || seg->close_pending) {
         shk_py_closed("the zone is closed");
@@ -635,8 +625,8 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
         shk_loop_spin_reset(&loop_spin); /* budgets start again from the new one */
     }
     if (mode != Py_None || maxt != Py_None) {
-        int md = hub_mode;
-        long mt = (long)hub_max_threads;
+        int md = aio_hub.mode;
+        long mt = (long)aio_hub.max_threads;
         if (mode != Py_None) {
             const char *s = PyUnicode_AsUTF8(mode);
             if (!s)
@@ -655,19 +645,9 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             if (mt < 0 || mt > 65536)
                 return PyErr_Format(PyExc_ValueError, "max_threads must be 0..65536 (0: default)");
         }
-        if (hub_pid == getpid() && (md != hub_mode || (uint32_t)mt != hub_max_threads)) {
-            struct shk_hub_stats st;
-            shk_hub_get_stats(&hub, &st);
-            if (st.waits)
-                return shk_py_raise_os(EBUSY, "asyncio hub: cannot change its mode while "
-                                       "coroutines wait");
-            /* nothing is watched: stop its threads and set it up again in place at the
-             * next use (notifiers point at this struct, whose mutex is made anew) */
-            shk_hub_destroy(&hub);
-            hub_pid = 0;
-        }
-        hub_mode = md;
-        hub_max_threads = (uint32_t)mt;
+        if (shk_aio_hub_configure(&aio_hub, md, (uint32_t)mt))
+            return shk_py_raise_os(EBUSY, "asyncio hub: cannot change its mode while "
+                                   "coroutines wait");
     }
     if (spin != Py_None) {
         int v = PyObject_IsTrue(spin);
@@ -675,8 +655,8 @@ static PyObject *core_aio_configure(PyObject *m, PyObject *args, PyObject *kw)
             return NULL;
         aio_spin = v;
     }
-    return Py_BuildValue("{sssIsOsK}", "mode", hub_modes[hub_mode], "max_threads",
-                         hub_max_threads, "spin", aio_spin ? Py_True : Py_False, "spin_max_ns",
+    return Py_BuildValue("{sssIsOsK}", "mode", hub_modes[aio_hub.mode], "max_threads",
+                         aio_hub.max_threads, "spin", aio_spin ? Py_True : Py_False, "spin_max_ns",
                          (unsigned long long)loop_spin.max_ns);
 }
 

@@ -124,12 +124,8 @@ static int run_call(QueueObject *self, const struct shk_wait_op *op, void *obj,
     self->waits++;
     if (op) {
         r = shk_py_wait(op, obj, w, 0, NULL);
-        if (call.cancel && r == 0 && op == &shk_queue_reserve_op) {
-            struct shk_queue_waiter *qw = obj; /* reserved, but closed */
-            shk_queue_release_ref(&self->q, qw->index, qw->gen);
-        }
         if (call.cancel && r != SHK_PY_ERR)
-            r = ECANCELED;
+            r = shk_queue_wait_cancelled(op, obj, r);
     } else {
         Py_BEGIN_ALLOW_THREADS
         r = shk_queue_repair(&self->q);
@@ -155,18 +151,8 @@ static int wait_for(QueueObject *self, const struct shk_wait_op *op, void *obj,
 {
     int r, join = op == &shk_queue_join_op;
     struct shk_wait w = SHK_WAIT_INIT(deadline, flags);
-    int late = deadline != SHK_FOREVER && !(flags & SHK_WAIT_TRY) && shk_now_ns() >= deadline;
-    if ((flags & SHK_WAIT_TRY) && op == &shk_queue_wait_op) {
-        r = shk_wait_cancel(op, obj, &w, EBUSY); /* the answer of a call that does not wait */
-    } else if (late && op == &shk_queue_wait_op) {
-        r = shk_wait_cancel(op, obj, &w, ETIMEDOUT); /* (even if the wait says "ready" and
-                                                        the operation "not now" forever) */
-    } else if (late && join) {
-        w.flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
-        r = shk_py_wait(op, obj, &w, 0, NULL);
-    } else {
+    if ((r = shk_queue_wait_now(op, obj, &w)) == EAGAIN) /* not an answer without waiting */
         r = run_call(self, op, obj, &w);
-    }
     if (r == 0)
         return PyErr_CheckSignals(); /* "ready" and "not now" may alternate: stay stoppable */
     if (r == ECANCELED)
@@ -302,19 +288,12 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
     if (queue_ready(self) < 0 ||
         gather(&g, a[0], "put_many() needs an iterable of bytes-like objects") < 0)
         goto out;
-    size_t total = 0, done = 0;
+    size_t total = 0;
     struct shk_queue_waiter qw = {.q = &self->q, .what = SHK_QW_SPACE};
     PyObject *full = shk_py_exc("QueueFull"); /* (not looked up with an error set) */
-    for (;;) { /* the core puts all that fits: then wait for room for the next one */
-        int r = shk_queue_put_many(&self->q, g.parts + total, (size_t)g.n - total, &done);
-        total += done;
-        if ((Py_ssize_t)total == g.n || (flags & SHK_WAIT_TRY && total))
-            break; /* all put (or, not blocking, what fits) */
-        if (r && r != SHK_EFULLQ) {
-            shk_py_raise(r, "put_many");
-            goto out;
-        }
-        qw.need = shk_queue_record_size(&g.parts[total], 1, SHK_QK_DATA);
+    int r; /* the core puts all that fits (not blocking: what fits), then says what to wait for */
+    while ((r = shk_queue_put_more(&self->q, g.parts, (size_t)g.n, &total, flags & SHK_WAIT_TRY,
+                                   &qw.need)) == SHK_EFULLQ) {
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0) {
             if (!(flags & SHK_WAIT_TRY) && PyErr_ExceptionMatches(full))
                 PyErr_Format(full, "queue is full (timed out after putting %zu of %zd items)",
@@ -322,7 +301,7 @@ static PyObject *queue_put_many(QueueObject *self, PyObject *const *args, Py_ssi
             goto out;
         }
     }
-    res = PyLong_FromSize_t(total);
+    res = r ? shk_py_raise(r, "put_many") : PyLong_FromSize_t(total);
 out:
     gather_release(&g);
     return res;

@@ -4,6 +4,7 @@
 #include "aiowait.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 #include "errors.h"
 #include "futex.h"
@@ -103,6 +104,35 @@ static int step(struct shk_hub *hub, struct shk_aio_wait *a, struct shk_loop_spi
     shk_wait_disarm(&a->w);
     a->end = SHK_AIO_DONE;
     return r;
+}
+
+int shk_aio_hub_get(struct shk_aio_hub *h)
+{
+    if (h->pid == getpid())
+        return 0;
+    int r = shk_hub_init(&h->hub, h->mode, h->max_threads); /* (a parent's: forgotten) */
+    h->pid = r ? 0 : getpid();
+    return r;
+}
+
+int shk_aio_hub_here(const struct shk_aio_hub *h)
+{
+    return h->pid == getpid();
+}
+
+int shk_aio_hub_configure(struct shk_aio_hub *h, int mode, uint32_t max_threads)
+{
+    if (shk_aio_hub_here(h) && (mode != h->mode || max_threads != h->max_threads)) {
+        struct shk_hub_stats st;
+        shk_hub_get_stats(&h->hub, &st);
+        if (st.waits)
+            return EBUSY;
+        shk_hub_destroy(&h->hub); /* nothing is watched: its threads stop */
+        h->pid = 0;
+    }
+    h->mode = mode;
+    h->max_threads = max_threads;
+    return 0;
 }
 
 void shk_aio_stats(struct shk_hub *hub, const struct shk_loop_spin *spin,

@@ -20,6 +20,8 @@
 #ifndef SHK_AIOWAIT_H
 #define SHK_AIOWAIT_H
 
+#include <sys/types.h>
+
 #include "fields.h"
 #include "wait.h"
 #include "waitv.h"
@@ -57,6 +59,26 @@ int shk_aio_step(struct shk_hub *hub, struct shk_aio_wait *a, struct shk_loop_sp
 
 /* Give up (why: ECANCELED or ETIMEDOUT): returns the result the wait ends with. */
 int shk_aio_give_up(struct shk_hub *hub, struct shk_aio_wait *a, int why);
+
+/* The process's hub as the asyncio side keeps it: set up at its first use, and anew in a
+ * fork child (the parent's threads do not exist there and its mutex may be held: its hub
+ * is forgotten, not destroyed; the waits and notifiers the child inherited stay inert).
+ * mode and max_threads apply at the next set-up. */
+struct shk_aio_hub {
+    struct shk_hub hub;
+    pid_t pid;                  /* the process it is set up in (0: none) */
+    int mode;                   /* SHK_HUB_* for the next set-up */
+    uint32_t max_threads;       /* for the next set-up (0: the default) */
+};
+/* Set up (in this process) if it is not: 0, or shk_hub_init's errno (ENOSYS: futex_waitv
+ * asked for and missing). */
+int shk_aio_hub_get(struct shk_aio_hub *h);
+/* 1 if it is set up in this process (only then may its waits be closed, its stats read). */
+int shk_aio_hub_here(const struct shk_aio_hub *h);
+/* New settings for the next set-up.  A hub set up here with other settings is stopped now
+ * when nothing is watched (set up again in place at the next use: notifiers point at the
+ * struct, whose mutex is made anew); EBUSY, nothing changed, while coroutines wait. */
+int shk_aio_hub_configure(struct shk_aio_hub *h, int mode, uint32_t max_threads);
 
 /* A process's asyncio statistics: its hub's, the kernel's support, its loop spin's. */
 struct shk_aio_stats {

@@ -863,6 +863,20 @@ int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t
     return 0;
 }
 
+int shk_queue_put_more(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
+                       size_t *total, int some, uint64_t *need)
+{
+    size_t done = 0;
+    int r = shk_queue_put_many(q, msgs + *total, n - *total, &done);
+    *total += done;
+    if (*total == n || (some && *total))
+        return 0;
+    if (r && r != SHK_EFULLQ)
+        return r;
+    *need = shk_queue_record_size(&msgs[*total], 1, SHK_QK_DATA); /* room for the next one */
+    return SHK_EFULLQ;
+}
+
 /* ---- consuming --------------------------------------------------------------------- */
 
 /*
@@ -1953,6 +1967,30 @@ void shk_queue_set_spin(struct shk_queue *q, uint64_t ns)
 {
     q->spin_ns = ns;
     q->spin_cur = ns < UINT32_MAX ? (uint32_t)ns : UINT32_MAX - 1;
+}
+
+int shk_queue_wait_now(const struct shk_wait_op *op, void *obj, struct shk_wait *w)
+{
+    int late = w->deadline_ns != SHK_FOREVER && !(w->flags & SHK_WAIT_TRY) &&
+               shk_now_ns() >= w->deadline_ns;
+    if (op == &shk_queue_wait_op && (w->flags & SHK_WAIT_TRY))
+        return shk_wait_cancel(op, obj, w, EBUSY); /* the answer of a call that does not wait */
+    if (op == &shk_queue_wait_op && late)
+        return shk_wait_cancel(op, obj, w, ETIMEDOUT); /* even if the wait says "ready" */
+    if (op == &shk_queue_join_op && late) {
+        w->flags |= SHK_WAIT_TRY; /* join(timeout=0): one look */
+        return shk_wait_run(op, obj, w);
+    }
+    return EAGAIN;
+}
+
+int shk_queue_wait_cancelled(const struct shk_wait_op *op, void *obj, int r)
+{
+    if (r == 0 && op == &shk_queue_reserve_op) { /* reserved, but the caller went away */
+        struct shk_queue_waiter *qw = obj;
+        shk_queue_release_ref(qw->q, qw->index, qw->gen);
+    }
+    return ECANCELED;
 }
 
 /* ---- state ------------------------------------------------------------------------- */

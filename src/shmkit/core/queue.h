@@ -146,6 +146,12 @@ int shk_queue_put1(struct shk_queue *q, const void *p, uint64_t len);
  * A message that can never fit gives SHK_ETOOBIG before any is put. */
 int shk_queue_put_many(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
                        size_t *done);
+/* put_many's round: put msgs[*total..n) as shk_queue_put_many does, adding to *total.  0
+ * when all are put (some: when at least one is, the answer of a call that does not wait);
+ * SHK_EFULLQ when the caller must wait for room for *need record bytes (the next message's,
+ * SHK_QW_SPACE), then call again; an error (SHK_ETOOBIG: nothing more was put). */
+int shk_queue_put_more(struct shk_queue *q, const struct shk_qpart *msgs, size_t n,
+                       size_t *total, int some, uint64_t *need);
 
 /* Record bytes (header, payload, padding) of one message: what a waiting put needs.
  * SHK_QK_REF: what shk_queue_commit_ref needs (parts are not read). */
@@ -320,6 +326,18 @@ extern const struct shk_wait_op shk_queue_wait_op;
  * spin (spin=0, or the CPUs were lately found oversubscribed). */
 int shk_queue_poll(struct shk_queue_waiter *qw, unsigned looks);
 extern const struct shk_wait_op shk_queue_reserve_op;
+
+/* A queue wait that needs no waiting: its answer, or EAGAIN when the caller must wait (with
+ * shk_wait_run, or a driver of its own).  A wait for data or space (shk_queue_wait_op) that
+ * may not wait (SHK_WAIT_TRY) answers "not now" (SHK_EEMPTY / SHK_EFULLQ), and one whose
+ * deadline has passed "(timed out)" even if it would say "ready" (the operation that said
+ * "not now" could say it forever); join (shk_queue_join_op) at or after its deadline looks
+ * once (0 when nothing is unfinished, else ETIMEDOUT).  Reserve's wait always runs. */
+int shk_queue_wait_now(const struct shk_wait_op *op, void *obj, struct shk_wait *w);
+/* A queue wait its caller cancelled (the handle detached, the zone closed: w->cancel) that
+ * ended with r all the same: what it did is undone (reserve's wait gives back the
+ * reservation it made).  Returns ECANCELED. */
+int shk_queue_wait_cancelled(const struct shk_wait_op *op, void *obj, int r);
 
 /* Queue.spin: a wait spins at most ns before it sleeps (the budget adapts below it). */
 void shk_queue_set_spin(struct shk_queue *q, uint64_t ns);
