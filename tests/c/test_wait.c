@@ -159,6 +159,54 @@ static void test_spin_catches_quick_handoff(void)
     CHECK(caught); /* on a loaded machine some may miss; not all fifty */
 }
 
+/* A toy whose first attempt fails and then moves its own word: the driver's spin sees the
+ * change at once and the next attempt wins, so the wait ends as a won spin, no thread. */
+struct won {
+    uint32_t word, spin_ns, gate;
+    int attempts;
+    uint32_t policy;
+};
+
+static int won_attempt(void *obj, struct shk_wait *w)
+{
+    struct won *t = obj;
+    if (t->attempts++)
+        return 0;
+    shk_wait_on_futex(w, &t->word, shk_load_seq_cst(&t->word), NULL);
+    shk_add_fetch_seq_cst(&t->word, 1); /* changed after the attempt said what it watches */
+    return EAGAIN;
+}
+
+static void won_spin(void *obj, struct shk_spin *out)
+{
+    struct won *t = obj;
+    out->budget_ns = &t->spin_ns;
+    out->gate_ms = &t->gate;
+    out->busy = NULL;
+    out->max_ns = 2000000;
+    out->policy = t->policy;
+}
+
+static const struct shk_wait_op won_op = {"won", won_attempt, toy_give_up, won_spin};
+
+/* Learning from a spin that won: LEARN_SLEEPS moves the budget toward twice the wait (a
+ * few us here, so it shrinks); with KEEP_WON (the queue's handles) it stays where it was. */
+static void test_spin_won_learning(void)
+{
+    uint32_t policies[2] = {SHK_SPIN_LEARN_SLEEPS, SHK_SPIN_LEARN_SLEEPS | SHK_SPIN_KEEP_WON};
+    for (int k = 0; k < 2; k++) {
+        struct won t = {.spin_ns = 2000000, .policy = policies[k]};
+        struct shk_wait w = SHK_WAIT_INIT(deadline_in(5), SHK_WAIT_NOSIGNALS);
+        CHECK_EQ(shk_wait_run(&won_op, &t, &w), 0);
+        CHECK_EQ(t.attempts, 2);
+        CHECK(!w.slept);
+        if (policies[k] & SHK_SPIN_KEEP_WON)
+            CHECK_EQ(t.spin_ns, 2000000u);
+        else
+            CHECK(t.spin_ns < 2000000u);
+    }
+}
+
 /* Woken from a real sleep; the registration was taken back. */
 static void test_sleep_and_wake(void)
 {
@@ -514,6 +562,7 @@ int main(void)
 {
     test_results();
     test_spin_catches_quick_handoff();
+    test_spin_won_learning();
     test_sleep_and_wake();
     test_slices();
     test_cancel();
