@@ -225,8 +225,9 @@ static int spin_on(const struct shk_spin *sp, const struct shk_wait *w, uint64_t
 
 /*
  * Learn from a finished wait.  LEARN_SLEEPS (sync objects): a spin that won after t ns
- * wants a budget of about 2t (grow at once, shrink slowly; KEEP_WON: never shrink); a wait that slept but ended
- * within the maximum would have been caught by a longer spin; a long wait halves it.
+ * wants a budget of about 2t (grow at once, shrink slowly; KEEP_WON: never shrink); a
+ * wait that slept but ended within the maximum would have been caught by a longer spin;
+ * a long wait halves it.
  * Otherwise (boards): only a spin that won grows the budget, to twice what it took; a
  * sleep halves it, because a quick wake-up after sleeping is no evidence that spinning
  * would have caught it (the writer may have run only because this process stopped).
