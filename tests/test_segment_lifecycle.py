@@ -179,6 +179,51 @@ def test_last_close_in_process_order(target):
         cleanup(backend, ident)
 
 
+# A process that wants LOCKBYTE_ATTACH's write lock and asks for it again and again (a
+# reaper that is granted it the moment the lock is free, only faster than a real one).
+EAGER = textwrap.dedent("""
+    import fcntl, os, sys, time
+    from shmkit import _core
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    print("asking", flush=True)
+    lock, deadline, got = _core.ofd_lock, time.monotonic() + 10, False
+    while not got and time.monotonic() < deadline:
+        for _ in range(1000):  # no clock between tries: the window it looks for is ~1 us
+            got = lock(fd, _core.LOCKBYTE_ATTACH, fcntl.F_WRLCK, False)
+            if got:
+                break
+    print("got" if got else "never", flush=True)
+""")
+
+
+def test_last_close_removes_before_close_returns(target, procs):
+    """The last writable handle removes the name itself, before its close() returns, even
+    while another open file description keeps asking for the write lock (as the reaper
+    does): its read lock becomes the write lock in one step, never released in between."""
+    backend, ident = target
+    try:
+        for _ in range(8):
+            if backend == "posix":
+                c = Segment(ident, "x", 4096, lifecycle="unlink_on_last_close")
+            elif backend == "sysv":
+                c = Segment(None, "x", 4096, key=int(ident), lifecycle="unlink_on_last_close")
+            else:
+                c = Segment(path=ident, mode="x", size=4096, lifecycle="unlink_on_last_close")
+            lock_fd = c._record_fd if backend == "sysv" else c.fd
+            eager = spawn_python(EAGER, f"/proc/{os.getpid()}/fd/{lock_fd}")  # its own OFD
+            procs.append(eager)
+            assert read_line(eager) == "asking"
+            a = attach_here(backend, ident)
+            a.close()
+            assert exists(backend, ident)
+            c.close()
+            assert not exists(backend, ident), "the name outlived the last close"
+            assert read_line(eager) == "got"  # once our handle had gone
+            eager.wait(30)
+    finally:
+        cleanup(backend, ident)
+
+
 def test_views_keep_a_last_close_segment(name):
     s = Segment(name, "x", 4096, lifecycle="unlink_on_last_close")
     v = s.buf[:8]

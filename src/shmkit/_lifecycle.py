@@ -131,6 +131,21 @@ def try_exclusive(fd: int, byte: int) -> bool:
         raise
 
 
+def leave_attach(fd: int) -> bool:
+    """Let go of this handle's read lock on LOCKBYTE_ATTACH, taking the write lock instead
+    if nobody else holds a lock there: True means we were the last handle, and we now hold
+    the write lock (remove the name, then close).  The read lock becomes the write lock in
+    one fcntl (a conversion: if it is refused, the read lock stays, and only then is it
+    dropped).  Dropping it first and trying after would leave a moment in which the reaper,
+    blocked on that write lock, is granted it: the name would then go a little after our
+    close returned, not before (Qt's "freed at the last detach" would be false for a few
+    milliseconds, and a reopen in that window would find the old segment)."""
+    if try_exclusive(fd, _core.LOCKBYTE_ATTACH):
+        return True
+    unlock(fd, _core.LOCKBYTE_ATTACH)
+    return False
+
+
 def unlock(fd: int, byte: int) -> None:
     try:
         _core.ofd_lock(fd, byte, fcntl.F_UNLCK, False)

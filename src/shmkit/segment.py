@@ -842,10 +842,9 @@ class Segment(ClosingHandle):
             _lifecycle.remove_if_same(self.backend, ident, self._fstat)
             _lifecycle.stop_reaper(self._reaper_pid)  # we still hold the creator lock
         elif lifecycle == "unlink_on_last_close" and seg.exports == 0:
-            # our read lock off, then: can we have the write lock, i.e. is nobody else
-            # attached?  Holding it, remove; an opener arriving now waits, then retries.
-            _lifecycle.unlock(fd, _core.LOCKBYTE_ATTACH)
-            if _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
+            # the last handle?  Then we hold the write lock: remove; an opener arriving
+            # now waits, then retries.
+            if _lifecycle.leave_attach(fd):
                 _lifecycle.remove_if_same(self.backend, ident, self._fstat)
                 if self._creator:
                     _lifecycle.stop_reaper(self._reaper_pid)
@@ -867,8 +866,7 @@ class Segment(ClosingHandle):
             _lifecycle.remove_if_same("sysv", seg.shmid, None, ctime=self._ctime, record_fd=fd)
             _lifecycle.stop_reaper(self._reaper_pid)
         elif lifecycle == "unlink_on_last_close" and unmapped and self._record_writable:
-            _lifecycle.unlock(fd, _core.LOCKBYTE_ATTACH)
-            if _lifecycle.try_exclusive(fd, _core.LOCKBYTE_ATTACH):
+            if _lifecycle.leave_attach(fd):
                 _lifecycle.remove_if_same("sysv", seg.shmid, None, ctime=self._ctime,
                                           record_fd=fd)
                 if self._creator:
