@@ -729,11 +729,6 @@ int shk_init_aio(PyObject *m)
     static const struct shk_py_int constants[] = {
         {"AIO_EAGAIN", EAGAIN},
         {"AIO_ETIMEDOUT", ETIMEDOUT},
-        {"AIO_EBUSY", EBUSY},
-        {"AIO_READY_RETRY", SHK_HUB_RETRY},
-        {"AIO_READY_DEADLINE", SHK_HUB_DEADLINE},
-        {"AIO_READY_CHANGED", SHK_HUB_CHANGED},
-        {"AIO_READY_CLOSED", SHK_HUB_CLOSED},
         {"AIO_QW_DATA", SHK_QW_DATA},
         {"AIO_QW_SPACE", SHK_QW_SPACE},
         {"AIO_QW_JOIN", AIO_QW_JOIN},

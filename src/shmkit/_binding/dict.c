@@ -1079,14 +1079,6 @@ static PyObject *Dict_debug_queue(DictObject *self, PyObject *arg)
     return out;
 }
 
-static PyObject *Dict_shard_of(DictObject *self, PyObject *key)
-{
-    struct shk_dkey k;
-    if (key_of(key, &k) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLong(shk_dict_shard_of(&self->d, &k));
-}
-
 /* ---- the type ----------------------------------------------------------------------------- */
 
 static PyObject *Dict_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -1228,7 +1220,6 @@ static PyMethodDef Dict_methods[] = {
     M("_close", Dict_close, METH_NOARGS, "_close()\n--\n\nDetach this handle."),
     M("_debug_crash_at", Dict_debug_crash_at, METH_O, "_debug_crash_at(point, /)"),
     M("_debug_queue", Dict_debug_queue, METH_O, "_debug_queue(shard, /)"),
-    M("_shard_of", Dict_shard_of, METH_O, "_shard_of(key, /)"),
     {NULL},
 };
 
@@ -1275,8 +1266,7 @@ int shk_init_dict(PyObject *m)
     if (!DictType)
         return -1;
     static const struct shk_py_int ints[] = {
-        {"DICT_CELL", SHK_DICT_CELL}, {"DICT_ITEM_HEADER", sizeof(struct shk_ditem)},
-        {"DICT_KEY_MAX", SHK_DICT_KEY_MAX}, {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
+        {"DICT_ITEM_HEADER", sizeof(struct shk_ditem)}, {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
         {"DICT_OPEN_CREATE", SHK_DOPEN_CREATE}, {"DICT_OPEN_STRICT", SHK_DOPEN_STRICT},
         {"DCRASH_AFTER_ALLOC", SHK_DCRASH_AFTER_ALLOC},
         {"DCRASH_HALF_WRITTEN", SHK_DCRASH_HALF_WRITTEN},

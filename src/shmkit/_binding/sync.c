@@ -963,20 +963,6 @@ static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
                          (unsigned long long)shk_wait_cfg.recheck_ns);
 }
 
-static PyObject *core_sync_self(PyObject *self, PyObject *unused)
-{
-    return Py_BuildValue("(KK)", (unsigned long long)shk_sync_self_proc(),
-                         (unsigned long long)shk_sync_self_thread());
-}
-
-static PyObject *core_sync_ident_alive(PyObject *self, PyObject *arg)
-{
-    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
-    if (id == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    return PyBool_FromLong(shk_sync_ident_alive(id));
-}
-
 static PyMethodDef sync_module_methods[] = {
     {"sync_open", (PyCFunction)(void (*)(void))core_sync_open, METH_VARARGS | METH_KEYWORDS,
      "sync_open(zone, name, type, flags=0, create=O_CREATE, a=0, b=0, text=None, text_type=0, "
@@ -984,10 +970,6 @@ static PyMethodDef sync_module_methods[] = {
     {"sync_config", (PyCFunction)(void (*)(void))core_sync_config, METH_VARARGS | METH_KEYWORDS,
      "sync_config(spin_max_ns=-1, liveness_ns=-1, recheck_ns=-1)\n--\n\nSet (>= 0) and return "
      "the process-wide tuning (spin_max_ns, liveness_ns, recheck_ns)."},
-    {"sync_self", (PyCFunction)core_sync_self, METH_NOARGS,
-     "sync_self()\n--\n\n(process identity, thread identity) as recorded in locks."},
-    {"sync_ident_alive", (PyCFunction)core_sync_ident_alive, METH_O,
-     "sync_ident_alive(ident)\n--\n\nTrue if the holder named by an identity is alive."},
     {NULL},
 };
 
