@@ -114,9 +114,7 @@ static void notifier_close_now(NotifierObject *self)
 static void notifier_dealloc(NotifierObject *self)
 {
     notifier_close_now(self);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_free(self);
 }
 
 static PyObject *notifier_fileno(NotifierObject *self, PyObject *unused)
@@ -330,9 +328,7 @@ static void wait_dealloc(AioWaitObject *self)
     Py_XDECREF(self->handle);
     Py_XDECREF(self->notifier);
     Py_XDECREF(self->future);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_free(self);
 }
 
 SHK_PY_GETTER(wait_get_future, AioWaitObject, Py_NewRef(self->future ? self->future : Py_None))

@@ -31,10 +31,8 @@
 #define RAISED (-1) /* a Python exception is set (no core call returns -1) */
 
 typedef struct {
-    PyObject_HEAD
-    ZoneObject *zone;       /* strong reference; its segment is exported while we live */
+    SHK_PY_HANDLE_HEAD      /* exported from a successful open until dealloc */
     struct shk_dict d;
-    int attached;
     int closed;
     char created;           /* this handle created the dict (read once by the façade) */
     PyObject *dumps;        /* serializer: callable(obj) -> bytes */
@@ -52,8 +50,8 @@ static PyObject *int_from_bytes, *signed_kw; /* int.from_bytes, {"signed": True}
 /* Before every operation: still open, and the test clock (if any) read. */
 static inline int ready(DictObject *self)
 {
-    SegmentObject *seg = self->zone ? self->zone->segment : NULL;
-    if (!self->attached || self->closed || !seg || seg->closed || seg->close_pending) {
+    SegmentObject *seg = self->seg;
+    if (!self->attached || self->closed || seg->closed || seg->close_pending) {
         PyErr_SetString(shk_py_exc("ClosedError"), "dict is closed");
         return -1;
     }
@@ -1037,7 +1035,7 @@ static PyObject *Dict_set_serializer(DictObject *self, PyObject *args)
 
 static PyObject *Dict_close(DictObject *self, PyObject *unused)
 {
-    if (self->attached && !self->closed && self->zone && !self->zone->segment->closed)
+    if (self->attached && !self->closed && !self->seg->closed)
         shk_dict_publish_counts(&self->d);
     self->closed = 1;
     Py_RETURN_NONE;
@@ -1106,9 +1104,7 @@ static PyObject *Dict_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_DECREF(self);
         return shk_py_raise(r, "dict open");
     }
-    self->zone = (ZoneObject *)Py_NewRef(zoneobj);
-    shk_segment_export(z->segment); /* the mapping stays while this handle lives */
-    self->attached = 1;
+    shk_py_handle_attach(self, z); /* the mapping stays while this handle lives */
     self->created = created;
     return (PyObject *)self;
 }
@@ -1135,21 +1131,16 @@ static void Dict_dealloc(DictObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->attached && self->zone && !self->zone->segment->closed)
+    if (self->attached && !self->seg->closed)
         shk_dict_publish_counts(&self->d);
-    if (self->attached && self->zone)
-        shk_segment_unexport(self->zone->segment);
     Dict_clear_refs(self);
-    Py_XDECREF(self->zone);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_handle_free(self);
 }
 
 static PyObject *Dict_get_closed(DictObject *self, void *c)
 {
-    return PyBool_FromLong(!self->attached || self->closed || !self->zone ||
-                           self->zone->segment->closed || self->zone->segment->close_pending);
+    return PyBool_FromLong(!self->attached || self->closed || self->seg->closed ||
+                           self->seg->close_pending);
 }
 
 static PyGetSetDef Dict_getset[] = {

@@ -332,9 +332,7 @@ static void segment_dealloc(SegmentObject *s)
     if (s->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)s);
     really_close(s);
-    PyTypeObject *tp = Py_TYPE(s);
-    tp->tp_free((PyObject *)s);
-    Py_DECREF(tp);
+    shk_py_free(s);
 }
 
 #define GET_INT(fname, expr)                                                  \
@@ -485,9 +483,7 @@ static void region_dealloc(RegionObject *r)
     Py_XDECREF(r->owner);
     shk_segment_unexport(r->seg);
     Py_DECREF(r->seg);
-    PyTypeObject *tp = Py_TYPE(r);
-    PyObject_Free(r);
-    Py_DECREF(tp);
+    shk_py_free(r);
 }
 
 SHK_PY_GETTER(region_get_len, RegionObject, PyLong_FromSsize_t(self->len))

@@ -23,8 +23,7 @@
 #include "sync.h"
 
 typedef struct {
-    PyObject_HEAD
-    ZoneObject *zone;       /* strong reference */
+    SHK_PY_HANDLE_HEAD
     void *sh;               /* the shared object; NULL once closed */
     uint64_t off;
     uint32_t type;          /* SHK_OBJ_* */
@@ -83,7 +82,7 @@ static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, stru
                     int *pending)
 {
     struct shk_py_call call;
-    shk_py_call_begin(&call, o->zone->segment, o, 0, w);
+    shk_py_call_begin(&call, o->seg, o, 0, w);
     int r = shk_py_wait(op, obj, w, 0, pending);
     shk_py_call_end(&call);
     if (w->flags & SHK_WAIT_TRY)
@@ -139,14 +138,12 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     SyncObject *o = (SyncObject *)type->tp_alloc(type, 0);
     if (!o)
         return NULL;
-    Py_INCREF(z);
-    o->zone = z;
     o->sh = sh;
     o->off = off;
     o->type = objtype;
     o->slot = UINT32_MAX;
     o->extent = shk_sync_extent(sh, objtype);
-    shk_segment_export(z->segment);
+    shk_py_handle_attach(o, z);
     return (PyObject *)o;
 }
 
@@ -155,24 +152,20 @@ static void sync_release_handle(SyncObject *o)
     if (o->sh) {
         shk_py_aio_closed(o); /* coroutines waiting through this handle: ClosedError */
         o->sh = NULL;
-        if (o->zone)
-            shk_segment_unexport(o->zone->segment);
+        shk_py_handle_unexport(o);
     }
 }
 
 static void sync_dealloc(SyncObject *o)
 {
     sync_release_handle(o);
-    Py_CLEAR(o->zone);
-    PyTypeObject *tp = Py_TYPE(o);
-    tp->tp_free((PyObject *)o);
-    Py_DECREF(tp);
+    shk_py_handle_free(o);
 }
 
 static PyObject *sync_close(SyncObject *o, PyObject *unused)
 {
-    if (o->sh && o->zone)
-        shk_py_calls_cancel(o->zone->segment, o); /* waits of other threads end now */
+    if (o->sh)
+        shk_py_calls_cancel(o->seg, o); /* waits of other threads end now */
     sync_release_handle(o);
     Py_RETURN_NONE;
 }
@@ -899,7 +892,7 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
         return -1;
     out->sh = o->sh;
     out->type = o->type;
-    out->seg = o->zone->segment;
+    out->seg = o->seg;
     out->slot = &o->slot;
     out->owner_died = &o->owner_died;
     return 0;
@@ -908,7 +901,7 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
 int shk_py_sync_live(PyObject *h)
 {
     SyncObject *o = (SyncObject *)h;
-    SegmentObject *seg = o->zone->segment;
+    SegmentObject *seg = o->seg;
     return o->sh != NULL && !seg->closed && !seg->close_pending;
 }
 

@@ -80,9 +80,7 @@ static void zone_dealloc(ZoneObject *z)
     if (z->must_init && z->segment && !z->segment->closed)
         shk_zone_init_done(&z->zone, 0); /* dropped while initialising: not ready */
     Py_XDECREF(z->segment);
-    PyTypeObject *tp = Py_TYPE(z);
-    tp->tp_free((PyObject *)z);
-    Py_DECREF(tp);
+    shk_py_free(z);
 }
 
 static PyObject *zone_init_done(ZoneObject *z, PyObject *arg)
