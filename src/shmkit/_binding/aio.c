@@ -189,10 +189,8 @@ static PyMethodDef notifier_methods[] = {
 /* ---- AioWait -------------------------------------------------------------------------------- */
 
 enum {
-    KIND_LOCK = 1,  /* Lock and RLock */
+    KIND_LOCK = 1,  /* Lock, RLock and either side of an RWLock: a hold, maybe taken over */
     KIND_SEM,
-    KIND_RW_READ,
-    KIND_RW_WRITE,
     KIND_EVENT,
     KIND_COND,
     KIND_BARRIER,
@@ -257,18 +255,12 @@ static PyObject *wait_closed_error(AioWaitObject *self)
 /* What the kind does with a finished attempt's result r. */
 static void wait_done_ok(AioWaitObject *self, int r)
 {
-    switch (self->kind) {
-    case KIND_LOCK:
-    case KIND_RW_READ:
-    case KIND_RW_WRITE:
-        if (r == 0 || r == SHK_EOWNERDEAD)
-            *self->sync.owner_died = r == SHK_EOWNERDEAD;
-        if (self->kind == KIND_RW_READ)
-            *self->sync.slot = self->u.rd.slot;
-        break;
-    default:
-        break;
-    }
+    if (self->kind != KIND_LOCK)
+        return;
+    if (r == 0 || r == SHK_EOWNERDEAD)
+        *self->sync.owner_died = r == SHK_EOWNERDEAD;
+    if (self->a.op == &shk_rw_read_op)
+        *self->sync.slot = self->u.rd.slot;
 }
 
 /* step() -> EAGAIN (await the future, then step again) or the finished result: 0 or the
@@ -427,20 +419,11 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     int write = a[4] ? PyObject_IsTrue(a[4]) : 0;
     if (write < 0)
         return NULL;
-    int kind;
-    const struct shk_wait_op *op;
-    switch (ref.type) {
-    case SHK_OBJ_LOCK: kind = KIND_LOCK; op = &shk_lock_op; break;
-    case SHK_OBJ_RLOCK: kind = KIND_LOCK; op = &shk_rlock_op; break;
-    case SHK_OBJ_SEMAPHORE: kind = KIND_SEM; op = &shk_sem_op; break;
-    case SHK_OBJ_RWLOCK:
-        kind = write ? KIND_RW_WRITE : KIND_RW_READ;
-        op = write ? &shk_rw_write_op : &shk_rw_read_op;
-        break;
-    default:
+    const struct shk_wait_op *op = shk_sync_acquire_op(ref.type, write);
+    if (!op)
         return PyErr_Format(PyExc_TypeError, "aio_acquire(): %s has no acquire",
                             Py_TYPE(a[1])->tp_name);
-    }
+    int kind = ref.type == SHK_OBJ_SEMAPHORE ? KIND_SEM : KIND_LOCK;
     if (shk_py_acquire_args(kind == KIND_SEM ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK,
                             a[2], a[3], &d, &has, &flags) < 0)
         return NULL;
@@ -449,7 +432,7 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     if (!w)
         return NULL;
     w->sync = ref;
-    if (kind == KIND_RW_READ) {
+    if (op == &shk_rw_read_op) {
         w->u.rd.rw = ref.sh;
         w->u.rd.slot = *ref.slot;
         w->a.obj = &w->u.rd;

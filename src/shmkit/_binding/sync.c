@@ -212,11 +212,6 @@ static PyGetSetDef common_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
-static const struct shk_wait_op *lock_op(SyncObject *o)
-{
-    return o->type == SHK_OBJ_RLOCK ? &shk_rlock_op : &shk_lock_op;
-}
-
 /* How a wait ended, as acquire() and wait() say it: True (acquired, or woken), False (not
  * acquired: non-blocking, or the timeout passed), NULL (a signal handler raised), else the
  * error of the operation what.  owner_died (acquires; NULL for the waits): told whether
@@ -243,7 +238,7 @@ static int lock_reacquire(SyncObject *lk, uint32_t count, int *pending)
 {
     struct shk_lock_sh *l = lk->sh; /* (lk->sh is NULL once closed, even while we wait) */
     struct shk_wait w = wait_for(lk, NULL, 0);
-    int r = run_wait(lk, lock_op(lk), l, &w, pending);
+    int r = run_wait(lk, shk_sync_acquire_op(lk->type, 0), l, &w, pending);
     if (r == 0 || r == SHK_EOWNERDEAD) {
         lk->owner_died = r == SHK_EOWNERDEAD;
         if (lk->type == SHK_OBJ_RLOCK)
@@ -264,13 +259,12 @@ static int parse_acquire_args(int rule, PyObject *const *args, Py_ssize_t nargs,
     return shk_py_acquire_args(rule, a[0], a[1], deadline, has, flags);
 }
 
-/* acquire() the full way: parse its arguments, wait with op, say how it ended.  With
- * `attempt` (callers that made no attempt of their own yet), a blocking acquire first
- * makes one attempt with the GIL held, for the uncontended case (not armed: no
- * registration, no /proc read). */
-static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, void *obj,
-                                 PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                                 int attempt)
+/* acquire() the full way (an RWLock's write side when write): parse its arguments, wait
+ * with the type's acquire op, say how it ended.  With `attempt` (callers that made no
+ * attempt of their own yet), a blocking acquire first makes one attempt with the GIL
+ * held, for the uncontended case (not armed: no registration, no /proc read). */
+static PyObject *acquire_waiting(SyncObject *o, int write, PyObject *const *args,
+                                 Py_ssize_t nargs, PyObject *kwnames, int attempt)
 {
     struct timespec deadline;
     int has;
@@ -278,19 +272,17 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     int rule = o->type == SHK_OBJ_SEMAPHORE ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK;
     if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
+    const struct shk_wait_op *op = shk_sync_acquire_op(o->type, write);
+    struct shk_rw_reader rd = {o->sh, o->slot}; /* a reader's slot, cached on the handle */
+    void *obj = op == &shk_rw_read_op ? (void *)&rd : o->sh;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     int r = EAGAIN;
     if (attempt && !(flags & SHK_WAIT_TRY))
         r = op->attempt(obj, &w);
     if (r == EAGAIN)
         r = run_wait(o, op, obj, &w, NULL);
+    o->slot = rd.slot;
     return wait_result(r, &o->owner_died, "acquire");
-}
-
-static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
-{
-    return acquire_waiting(o, lock_op(o), o->sh, args, nargs, kwnames, 0);
 }
 
 static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -306,7 +298,7 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
             Py_RETURN_TRUE;
         }
     }
-    return lock_acquire_slow(o, args, nargs, kwnames);
+    return acquire_waiting(o, 0, args, nargs, kwnames, 0);
 }
 
 static PyObject *lock_release(SyncObject *o, PyObject *unused)
@@ -404,7 +396,7 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
         if (PyErr_Occurred()) /* Ctrl-C while waiting for the mutex */
             return NULL;
     }
-    return acquire_waiting(o, &shk_sem_op, o->sh, args, nargs, kwnames, 0);
+    return acquire_waiting(o, 0, args, nargs, kwnames, 0);
 }
 
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -517,11 +509,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
                             PyObject *kwnames, int write)
 {
     USABLE(o);
-    struct shk_rw_reader rd = {o->sh, o->slot}; /* a reader's slot, cached on the handle */
-    PyObject *r = write ? acquire_waiting(o, &shk_rw_write_op, o->sh, args, nargs, kwnames, 1)
-                        : acquire_waiting(o, &shk_rw_read_op, &rd, args, nargs, kwnames, 1);
-    o->slot = rd.slot;
-    return r;
+    return acquire_waiting(o, write, args, nargs, kwnames, 1);
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
