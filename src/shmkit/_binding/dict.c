@@ -1257,7 +1257,7 @@ int shk_init_dict(PyObject *m)
     if (!DictType)
         return -1;
     static const struct shk_py_int ints[] = {
-        {"DICT_ITEM_HEADER", sizeof(struct shk_ditem)}, {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
+        {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
         {"DICT_OPEN_CREATE", SHK_DOPEN_CREATE}, {"DICT_OPEN_STRICT", SHK_DOPEN_STRICT},
         {"DCRASH_AFTER_ALLOC", SHK_DCRASH_AFTER_ALLOC},
         {"DCRASH_HALF_WRITTEN", SHK_DCRASH_HALF_WRITTEN},
