@@ -354,9 +354,9 @@ static PyGetSetDef wait_getset[] = {
     {NULL},
 };
 
-/* A new wait on handle (already checked open) in segment seg. */
-static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObject *seg,
-                               int kind, const struct shk_wait_op *op, void *obj,
+/* A new wait on handle (a zone-object handle, already checked open by its _ref). */
+static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, int kind,
+                               const struct shk_wait_op *op, void *obj,
                                int (*live)(PyObject *), uint64_t deadline, uint32_t flags)
 {
     if (!PyObject_TypeCheck(notifier, NotifierType)) {
@@ -366,6 +366,7 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
     NotifierObject *n = (NotifierObject *)notifier;
     if (notifier_usable(n) < 0)
         return NULL;
+    SegmentObject *seg = ((struct shk_py_handle *)handle)->seg;
     if (seg->closed || seg->close_pending) {
         shk_py_closed("the zone is closed");
         return NULL;
@@ -427,7 +428,7 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     if (shk_py_acquire_args(kind == KIND_SEM ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK,
                             a[2], a[3], &d, &has, &flags) < 0)
         return NULL;
-    AioWaitObject *w = wait_new(a[0], a[1], ref.seg, kind, op, ref.sh, shk_py_sync_live,
+    AioWaitObject *w = wait_new(a[0], a[1], kind, op, ref.sh, shk_py_sync_live,
                                 deadline_of(has, &d), flags);
     if (!w)
         return NULL;
@@ -477,7 +478,7 @@ static PyObject *aio_sync_wait(PyObject *const *args, Py_ssize_t nargs, int kind
         has = 1;
         flags = 0;
     }
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, kind, sync_waits[kind].op, ref.sh,
+    AioWaitObject *w = wait_new(args[0], args[1], kind, sync_waits[kind].op, ref.sh,
                                 shk_py_sync_live, deadline_of(has, &d), flags);
     if (!w)
         return NULL;
@@ -512,9 +513,8 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (nargs < 3 || nargs > 5)
         return PyErr_Format(PyExc_TypeError,
                             "aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0)");
-    struct shk_board *b;
-    SegmentObject *seg;
-    if (shk_py_board_ref(args[1], &b, &seg) < 0)
+    struct shk_board *b = shk_py_board_ref(args[1]);
+    if (!b)
         return NULL;
     unsigned long long after = PyLong_AsUnsignedLongLong(args[2]);
     if (after == (unsigned long long)-1 && PyErr_Occurred())
@@ -527,7 +527,7 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     uint32_t flags;
     if (shk_py_block_timeout(NULL, nargs > 3 ? args[3] : Py_None, &deadline, &flags) < 0)
         return NULL;
-    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_BOARD, &shk_board_wait_op, NULL,
+    AioWaitObject *w = wait_new(args[0], args[1], KIND_BOARD, &shk_board_wait_op, NULL,
                                 shk_py_board_live, deadline, 0);
     if (!w)
         return NULL;
@@ -550,9 +550,8 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (nargs < 3 || nargs > 5)
         return PyErr_Format(PyExc_TypeError,
                             "aio_queue_wait(notifier, queue, what, item=None, timeout=None)");
-    struct shk_queue *q;
-    SegmentObject *seg;
-    if (shk_py_queue_ref(args[1], &q, &seg) < 0)
+    struct shk_queue *q = shk_py_queue_ref(args[1]);
+    if (!q)
         return NULL;
     long what = PyLong_AsLong(args[2]);
     if (what == -1 && PyErr_Occurred())
@@ -572,7 +571,7 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
         return NULL;
     int join = what == AIO_QW_JOIN; /* the join op waits on the queue itself */
-    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE,
+    AioWaitObject *w = wait_new(args[0], args[1], KIND_QUEUE,
                                 join ? &shk_queue_join_op : &shk_queue_wait_op, join ? q : NULL,
                                 shk_py_queue_live, deadline_of(has, &d), 0);
     if (!w || join)

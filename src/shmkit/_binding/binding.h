@@ -246,6 +246,10 @@ int shk_zone_check_open(ZoneObject *z);
     SegmentObject *seg;     /* strong reference (zone's segment) for the handle's life */ \
     int attached;           /* holds one export of seg */
 
+struct shk_py_handle {
+    SHK_PY_HANDLE_HEAD
+};
+
 /* Hold zone and its segment and export the segment (handle: a SHK_PY_HANDLE_HEAD type). */
 void shk_py_handle_attach(void *handle, ZoneObject *zone);
 /* Give the export back; a no-op once it was. */
@@ -256,11 +260,13 @@ void shk_py_handle_free(void *handle);
 
 /* ---- what aio.c needs from the handles (sync.c, board.c, queue.c) and tells them ------ */
 
+/* The _ref functions check that a handle is of their type and open; its segment is then
+ * the head's (struct shk_py_handle). */
+
 /* A sync handle's shared object and where an awaited acquire writes its results back. */
 struct shk_py_sync_ref {
     void *sh;               /* the shared object */
     uint32_t type;          /* SHK_OBJ_* */
-    SegmentObject *seg;     /* its zone's segment */
     uint32_t *slot;         /* RWLock: the handle's reader slot hint */
     int *owner_died;        /* the handle's owner_died */
 };
@@ -269,10 +275,12 @@ int shk_py_sync_ref(PyObject *handle, struct shk_py_sync_ref *out);
 /* The handle is open and its zone too (an awaited attempt may run). */
 int shk_py_sync_live(PyObject *handle);
 struct shk_board;
-int shk_py_board_ref(PyObject *handle, struct shk_board **b, SegmentObject **seg);
+/* The board of an open board handle, or NULL with TypeError or ClosedError. */
+struct shk_board *shk_py_board_ref(PyObject *handle);
 int shk_py_board_live(PyObject *handle);
 struct shk_queue;
-int shk_py_queue_ref(PyObject *handle, struct shk_queue **q, SegmentObject **seg);
+/* The queue of an attached queue handle, or NULL with TypeError or ClosedError. */
+struct shk_queue *shk_py_queue_ref(PyObject *handle);
 int shk_py_queue_live(PyObject *handle);
 /* The record bytes a put of item needs: a bytes-like object (one message) or a list of
  * them (one framed message of those parts).  0, or -1 with an exception set. */

@@ -435,18 +435,14 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
 
 /* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
 
-int shk_py_board_ref(PyObject *h, struct shk_board **b, SegmentObject **seg)
+struct shk_board *shk_py_board_ref(PyObject *h)
 {
     if (!PyObject_TypeCheck(h, BoardType)) {
         PyErr_Format(PyExc_TypeError, "expected a board handle, not %.100s", Py_TYPE(h)->tp_name);
-        return -1;
+        return NULL;
     }
     BoardObject *self = (BoardObject *)h;
-    if (board_check(self) < 0)
-        return -1;
-    *b = &self->b;
-    *seg = self->seg;
-    return 0;
+    return board_check(self) < 0 ? NULL : &self->b;
 }
 
 int shk_py_board_live(PyObject *h)

@@ -555,10 +555,6 @@ void shk_py_free(void *o)
 
 /* ---- handles on an object in a zone ----------------------------------------------------- */
 
-struct shk_py_handle {
-    SHK_PY_HANDLE_HEAD
-};
-
 void shk_py_handle_attach(void *handle, ZoneObject *zone)
 {
     struct shk_py_handle *h = handle;

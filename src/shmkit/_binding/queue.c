@@ -591,18 +591,14 @@ static PyObject *queue_detach(QueueObject *self, PyObject *unused)
 
 /* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
 
-int shk_py_queue_ref(PyObject *h, struct shk_queue **q, SegmentObject **seg)
+struct shk_queue *shk_py_queue_ref(PyObject *h)
 {
     if (!PyObject_TypeCheck(h, QueueType)) {
         PyErr_Format(PyExc_TypeError, "expected a queue handle, not %.100s", Py_TYPE(h)->tp_name);
-        return -1;
+        return NULL;
     }
     QueueObject *self = (QueueObject *)h;
-    if (queue_ready(self) < 0)
-        return -1;
-    *q = &self->q;
-    *seg = self->seg;
-    return 0;
+    return queue_ready(self) < 0 ? NULL : &self->q;
 }
 
 int shk_py_queue_record_need(PyObject *item, uint64_t *need)

@@ -880,7 +880,6 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
         return -1;
     out->sh = o->sh;
     out->type = o->type;
-    out->seg = o->seg;
     out->slot = &o->slot;
     out->owner_died = &o->owner_died;
     return 0;
