@@ -240,10 +240,10 @@ int shk_zone_check_open(ZoneObject *z);
  * go differs by type (at close, after the last wait of a detached queue, at dealloc for a
  * Dict): each calls shk_py_handle_unexport then.
  */
-#define SHK_PY_HANDLE_HEAD                                                          \
-    PyObject_HEAD                                                                   \
-    ZoneObject *zone;       /* strong reference */                                  \
-    SegmentObject *seg;     /* strong reference (zone's segment) for the handle's life */ \
+#define SHK_PY_HANDLE_HEAD                                                              \
+    PyObject_HEAD                                                                       \
+    ZoneObject *zone;       /* strong reference */                                      \
+    SegmentObject *seg;     /* strong: the zone's segment, for the handle's life */     \
     int attached;           /* holds one export of seg */
 
 struct shk_py_handle {
