@@ -19,15 +19,10 @@ from typing_extensions import Buffer, Self, disjoint_base
 
 # -- constants (core/layout.h, core/errors.def, core/segment.h, core/waitv.h) --------------------
 AIO_EAGAIN: int
-AIO_EBUSY: int
 AIO_ETIMEDOUT: int
 AIO_QW_DATA: int
 AIO_QW_SPACE: int
 AIO_QW_JOIN: int
-AIO_READY_CHANGED: int
-AIO_READY_CLOSED: int
-AIO_READY_DEADLINE: int
-AIO_READY_RETRY: int
 BOARD_ALIGN: int
 BOARD_KIND_BYTES: int
 BOARD_KIND_NDARRAY: int
@@ -49,9 +44,6 @@ DCRASH_MID_FREE: int
 DCRASH_MID_INPLACE: int
 DCRASH_MID_LIST: int
 DCRASH_MID_LRU: int
-DICT_CELL: int
-DICT_ITEM_HEADER: int
-DICT_KEY_MAX: int
 DICT_MAX_SHARDS: int
 DICT_OPEN_CREATE: int
 DICT_OPEN_STRICT: int
@@ -106,7 +98,6 @@ OBJ_RAW: int
 OBJ_RLOCK: int
 OBJ_RWLOCK: int
 OBJ_SEMAPHORE: int
-OBJ_USER: int
 OBJ_VALUE: int
 O_ALLOWEMPTY: int
 O_PUBLISH_LATER: int
@@ -123,14 +114,9 @@ QDIE_AFTER_TAKE: int
 QDIE_COPIED: int
 QDIE_MID_COPY: int
 QDIE_REDELIVER: int
-QUEUE_MAX_CAPACITY: int
-QUEUE_MIN_CAPACITY: int
 QUEUE_RESERVATIONS: int
-QUEUE_SLOTS: int
 SHM_DEST: int
 SHM_LOCKED: int
-SLAB_MAX: int
-SLAB_MIN_SHIFT: int
 SEM_VALUE_MAX: int
 SYNCF_BOUNDED: int
 SYNCF_LOCKED: int
@@ -143,18 +129,11 @@ TIMEOUT_WAIT: int
 VALUE_DATA_OFF: int
 VALUE_LOCK_OFF: int
 VALUE_TYPENAME_MAX: int
-ZONE_HEADER_SIZE: int
 ZONE_MAGIC: int
 ZONE_MIN_SIZE: int
-ZONE_OFF_DIR: int
-ZONE_OFF_EXT: int
 ZONE_OFF_FREE_HEAD: int
 ZONE_OFF_STATE: int
-ZONE_OFF_STATS: int
-ZS_CORRUPT: int
-ZS_INITIALIZING: int
 ZS_READY: int
-ZS_UNINIT: int
 
 #: a directory entry: (name, type code, offset, size, aux, created_ns, creator pid)
 _Entry = tuple[str, int, int, int, int, int, int]
@@ -167,7 +146,6 @@ _ErrnoRow = tuple[int, str]
 
 # -- module functions ------------------------------------------------------------------------
 def error_table() -> tuple[tuple[_ErrorRow, ...], tuple[_ErrnoRow, ...]]: ...
-def fs_free_bytes(fd: int, /) -> int: ...
 def ftok(path: str, proj_id: int, /) -> int: ...
 def ndarray_open(zone: Zone, name: str, head: bytes | None = None, /) -> tuple[memoryview, bytes, bool, int]: ...
 def ofd_lock(fd: int, offset: int, type: int, wait: bool = False, /) -> bool: ...
@@ -177,11 +155,8 @@ def proc_start_time(pid: int, /) -> int: ...
 def rmid(shmid: int, /) -> None: ...
 def strerror(code: int, /) -> str: ...
 def sync_config(spin_max_ns: int = -1, liveness_ns: int = -1, recheck_ns: int = -1) -> tuple[int, int, int]: ...
-def sync_ident_alive(ident: int) -> bool: ...
 def sync_open(zone: Zone, name: str, type: int, flags: int = 0, create: int = ..., a: int = 0, b: int = 0,
               text: str | None = None, text_type: int = 0, data: Buffer | None = None) -> tuple[int, bool]: ...
-def sync_self() -> tuple[int, int]: ...
-def sysv_find(key: int, /) -> int: ...
 def sysv_stat(shmid: int, /) -> dict[str, Any]: ...
 def timeout_seconds(timeout: object, blocking: object = True, rule: int = ...) -> float | None: ...
 def unlink_posix(name: str, /) -> None: ...
@@ -487,7 +462,6 @@ class Dict:
     def _close(self) -> None: ...
     def _debug_crash_at(self, point: int, /) -> None: ...
     def _debug_queue(self, shard: int, /) -> Any: ...
-    def _shard_of(self, key: str | bytes, /) -> int: ...
     @property
     def _created(self) -> bool: ...
     @property

@@ -963,6 +963,56 @@ static void test_configure(void)
     shk_wait_cfg = saved;
 }
 
+/* shk_sync_acquire_op: the op of each lock kind takes that kind (one attempt, the object
+ * it names), a second attempt finds it held, and the types without an acquire get none. */
+static int try_op(const struct shk_wait_op *op, void *o)
+{
+    struct shk_wait w = SHK_WAIT_INIT(SHK_FOREVER, SHK_WAIT_TRY);
+    return shk_wait_run(op, o, &w);
+}
+
+static void test_acquire_op(void)
+{
+    struct shk_lock_sh *l = obj("op-lock", SHK_OBJ_LOCK, 0, 0, 0);
+    struct shk_lock_sh *rl = obj("op-rlock", SHK_OBJ_RLOCK, 0, 0, 0);
+    struct shk_sem_sh *s = obj("op-sem", SHK_OBJ_SEMAPHORE, 1, 0, 0);
+    struct shk_rwlock_sh *rw = obj("op-rw", SHK_OBJ_RWLOCK, 8, 0, 0);
+    CHECK(shk_sync_acquire_op(SHK_OBJ_LOCK, 0) == &shk_lock_op);
+    CHECK(shk_sync_acquire_op(SHK_OBJ_RLOCK, 1) == &shk_rlock_op);
+    CHECK(shk_sync_acquire_op(SHK_OBJ_SEMAPHORE, 0) == &shk_sem_op);
+    CHECK_EQ(try_op(shk_sync_acquire_op(SHK_OBJ_LOCK, 0), l), 0);
+    CHECK(shk_lock_is_mine(l, 0));
+    CHECK_EQ(try_op(shk_sync_acquire_op(SHK_OBJ_LOCK, 0), l), EBUSY);
+    CHECK_EQ(shk_lock_release(l, 0), 0);
+    CHECK_EQ(try_op(shk_sync_acquire_op(SHK_OBJ_RLOCK, 0), rl), 0);
+    CHECK_EQ(try_op(shk_sync_acquire_op(SHK_OBJ_RLOCK, 0), rl), 0); /* re-entered */
+    CHECK_EQ(shk_lock_owned_count(rl, 1), 2);
+    uint32_t count = 0;
+    CHECK_EQ(shk_lock_release_all(rl, 1, &count), 0);
+    CHECK_EQ(try_op(shk_sync_acquire_op(SHK_OBJ_SEMAPHORE, 0), s), 0);
+    CHECK_EQ(try_op(shk_sync_acquire_op(SHK_OBJ_SEMAPHORE, 0), s), EBUSY);
+    CHECK_EQ(shk_sem_release(s, 1), 0);
+    /* an RWLock: the read side runs on a reader, the write side on the lock */
+    const struct shk_wait_op *rd_op = shk_sync_acquire_op(SHK_OBJ_RWLOCK, 0);
+    const struct shk_wait_op *wr_op = shk_sync_acquire_op(SHK_OBJ_RWLOCK, 1);
+    CHECK(rd_op == &shk_rw_read_op && wr_op == &shk_rw_write_op);
+    struct shk_rw_reader rd = {rw, UINT32_MAX};
+    CHECK_EQ(try_op(rd_op, &rd), 0);
+    CHECK(rd.slot != UINT32_MAX);
+    CHECK_EQ(shk_rw_held_here(rw, rd.slot), 1);
+    CHECK_EQ(try_op(wr_op, rw), EBUSY);
+    CHECK_EQ(shk_rw_release_read(rw, &rd.slot), 0);
+    CHECK_EQ(try_op(wr_op, rw), 0);
+    CHECK_EQ(try_op(rd_op, &rd), EBUSY);
+    CHECK_EQ(shk_rw_release_write(rw), 0);
+    const uint32_t none[] = {SHK_OBJ_EVENT, SHK_OBJ_CONDITION, SHK_OBJ_BARRIER,
+                             SHK_OBJ_COUNTER, SHK_OBJ_VALUE, SHK_OBJ_RAW};
+    for (size_t i = 0; i < sizeof none / sizeof none[0]; i++) {
+        CHECK(shk_sync_acquire_op(none[i], 0) == NULL);
+        CHECK(shk_sync_acquire_op(none[i], 1) == NULL);
+    }
+}
+
 int main(void)
 {
     open_zone();
@@ -982,6 +1032,7 @@ int main(void)
     test_sem_try_now();
     test_stats();
     test_configure();
+    test_acquire_op();
     char report[4096];
     CHECK_EQ(shk_zone_check(&z, report, sizeof report), 0);
     shk_seg_close(&seg);

@@ -114,9 +114,7 @@ static void notifier_close_now(NotifierObject *self)
 static void notifier_dealloc(NotifierObject *self)
 {
     notifier_close_now(self);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_free(self);
 }
 
 static PyObject *notifier_fileno(NotifierObject *self, PyObject *unused)
@@ -191,10 +189,8 @@ static PyMethodDef notifier_methods[] = {
 /* ---- AioWait -------------------------------------------------------------------------------- */
 
 enum {
-    KIND_LOCK = 1,  /* Lock and RLock */
+    KIND_LOCK = 1,  /* Lock, RLock and either side of an RWLock: a hold, maybe taken over */
     KIND_SEM,
-    KIND_RW_READ,
-    KIND_RW_WRITE,
     KIND_EVENT,
     KIND_COND,
     KIND_BARRIER,
@@ -259,18 +255,12 @@ static PyObject *wait_closed_error(AioWaitObject *self)
 /* What the kind does with a finished attempt's result r. */
 static void wait_done_ok(AioWaitObject *self, int r)
 {
-    switch (self->kind) {
-    case KIND_LOCK:
-    case KIND_RW_READ:
-    case KIND_RW_WRITE:
-        if (r == 0 || r == SHK_EOWNERDEAD)
-            *self->sync.owner_died = r == SHK_EOWNERDEAD;
-        if (self->kind == KIND_RW_READ)
-            *self->sync.slot = self->u.rd.slot;
-        break;
-    default:
-        break;
-    }
+    if (self->kind != KIND_LOCK)
+        return;
+    if (r == 0 || r == SHK_EOWNERDEAD)
+        *self->sync.owner_died = r == SHK_EOWNERDEAD;
+    if (self->a.op == &shk_rw_read_op)
+        *self->sync.slot = self->u.rd.slot;
 }
 
 /* step() -> EAGAIN (await the future, then step again) or the finished result: 0 or the
@@ -330,9 +320,7 @@ static void wait_dealloc(AioWaitObject *self)
     Py_XDECREF(self->handle);
     Py_XDECREF(self->notifier);
     Py_XDECREF(self->future);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_free(self);
 }
 
 SHK_PY_GETTER(wait_get_future, AioWaitObject, Py_NewRef(self->future ? self->future : Py_None))
@@ -366,9 +354,9 @@ static PyGetSetDef wait_getset[] = {
     {NULL},
 };
 
-/* A new wait on handle (already checked open) in segment seg. */
-static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObject *seg,
-                               int kind, const struct shk_wait_op *op, void *obj,
+/* A new wait on handle (a zone-object handle, already checked open by its _ref). */
+static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, int kind,
+                               const struct shk_wait_op *op, void *obj,
                                int (*live)(PyObject *), uint64_t deadline, uint32_t flags)
 {
     if (!PyObject_TypeCheck(notifier, NotifierType)) {
@@ -378,6 +366,7 @@ static AioWaitObject *wait_new(PyObject *notifier, PyObject *handle, SegmentObje
     NotifierObject *n = (NotifierObject *)notifier;
     if (notifier_usable(n) < 0)
         return NULL;
+    SegmentObject *seg = ((struct shk_py_handle *)handle)->seg;
     if (seg->closed || seg->close_pending) {
         shk_py_closed("the zone is closed");
         return NULL;
@@ -431,29 +420,20 @@ static PyObject *core_aio_acquire(PyObject *m, PyObject *const *args, Py_ssize_t
     int write = a[4] ? PyObject_IsTrue(a[4]) : 0;
     if (write < 0)
         return NULL;
-    int kind;
-    const struct shk_wait_op *op;
-    switch (ref.type) {
-    case SHK_OBJ_LOCK: kind = KIND_LOCK; op = &shk_lock_op; break;
-    case SHK_OBJ_RLOCK: kind = KIND_LOCK; op = &shk_rlock_op; break;
-    case SHK_OBJ_SEMAPHORE: kind = KIND_SEM; op = &shk_sem_op; break;
-    case SHK_OBJ_RWLOCK:
-        kind = write ? KIND_RW_WRITE : KIND_RW_READ;
-        op = write ? &shk_rw_write_op : &shk_rw_read_op;
-        break;
-    default:
+    const struct shk_wait_op *op = shk_sync_acquire_op(ref.type, write);
+    if (!op)
         return PyErr_Format(PyExc_TypeError, "aio_acquire(): %s has no acquire",
                             Py_TYPE(a[1])->tp_name);
-    }
+    int kind = ref.type == SHK_OBJ_SEMAPHORE ? KIND_SEM : KIND_LOCK;
     if (shk_py_acquire_args(kind == KIND_SEM ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK,
                             a[2], a[3], &d, &has, &flags) < 0)
         return NULL;
-    AioWaitObject *w = wait_new(a[0], a[1], ref.seg, kind, op, ref.sh, shk_py_sync_live,
+    AioWaitObject *w = wait_new(a[0], a[1], kind, op, ref.sh, shk_py_sync_live,
                                 deadline_of(has, &d), flags);
     if (!w)
         return NULL;
     w->sync = ref;
-    if (kind == KIND_RW_READ) {
+    if (op == &shk_rw_read_op) {
         w->u.rd.rw = ref.sh;
         w->u.rd.slot = *ref.slot;
         w->a.obj = &w->u.rd;
@@ -498,7 +478,7 @@ static PyObject *aio_sync_wait(PyObject *const *args, Py_ssize_t nargs, int kind
         has = 1;
         flags = 0;
     }
-    AioWaitObject *w = wait_new(args[0], args[1], ref.seg, kind, sync_waits[kind].op, ref.sh,
+    AioWaitObject *w = wait_new(args[0], args[1], kind, sync_waits[kind].op, ref.sh,
                                 shk_py_sync_live, deadline_of(has, &d), flags);
     if (!w)
         return NULL;
@@ -533,9 +513,8 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (nargs < 3 || nargs > 5)
         return PyErr_Format(PyExc_TypeError,
                             "aio_board_wait(notifier, board, after, timeout=None, max_spin_ns=0)");
-    struct shk_board *b;
-    SegmentObject *seg;
-    if (shk_py_board_ref(args[1], &b, &seg) < 0)
+    struct shk_board *b = shk_py_board_ref(args[1]);
+    if (!b)
         return NULL;
     unsigned long long after = PyLong_AsUnsignedLongLong(args[2]);
     if (after == (unsigned long long)-1 && PyErr_Occurred())
@@ -548,7 +527,7 @@ static PyObject *core_aio_board_wait(PyObject *m, PyObject *const *args, Py_ssiz
     uint32_t flags;
     if (shk_py_block_timeout(NULL, nargs > 3 ? args[3] : Py_None, &deadline, &flags) < 0)
         return NULL;
-    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_BOARD, &shk_board_wait_op, NULL,
+    AioWaitObject *w = wait_new(args[0], args[1], KIND_BOARD, &shk_board_wait_op, NULL,
                                 shk_py_board_live, deadline, 0);
     if (!w)
         return NULL;
@@ -571,9 +550,8 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (nargs < 3 || nargs > 5)
         return PyErr_Format(PyExc_TypeError,
                             "aio_queue_wait(notifier, queue, what, item=None, timeout=None)");
-    struct shk_queue *q;
-    SegmentObject *seg;
-    if (shk_py_queue_ref(args[1], &q, &seg) < 0)
+    struct shk_queue *q = shk_py_queue_ref(args[1]);
+    if (!q)
         return NULL;
     long what = PyLong_AsLong(args[2]);
     if (what == -1 && PyErr_Occurred())
@@ -593,7 +571,7 @@ static PyObject *core_aio_queue_wait(PyObject *m, PyObject *const *args, Py_ssiz
     if (shk_py_deadline(nargs > 4 ? args[4] : Py_None, &d, &has) < 0)
         return NULL;
     int join = what == AIO_QW_JOIN; /* the join op waits on the queue itself */
-    AioWaitObject *w = wait_new(args[0], args[1], seg, KIND_QUEUE,
+    AioWaitObject *w = wait_new(args[0], args[1], KIND_QUEUE,
                                 join ? &shk_queue_join_op : &shk_queue_wait_op, join ? q : NULL,
                                 shk_py_queue_live, deadline_of(has, &d), 0);
     if (!w || join)
@@ -729,11 +707,6 @@ int shk_init_aio(PyObject *m)
     static const struct shk_py_int constants[] = {
         {"AIO_EAGAIN", EAGAIN},
         {"AIO_ETIMEDOUT", ETIMEDOUT},
-        {"AIO_EBUSY", EBUSY},
-        {"AIO_READY_RETRY", SHK_HUB_RETRY},
-        {"AIO_READY_DEADLINE", SHK_HUB_DEADLINE},
-        {"AIO_READY_CHANGED", SHK_HUB_CHANGED},
-        {"AIO_READY_CLOSED", SHK_HUB_CLOSED},
         {"AIO_QW_DATA", SHK_QW_DATA},
         {"AIO_QW_SPACE", SHK_QW_SPACE},
         {"AIO_QW_JOIN", AIO_QW_JOIN},

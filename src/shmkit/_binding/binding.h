@@ -170,6 +170,9 @@ PyObject *shk_py_fields(const void *rec, const struct shk_field *table);
 /* A type from spec, added to m as the last part of spec->name (a string literal: the type
  * keeps pointing into it).  Returns the type (the module holds a reference), or NULL. */
 PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec);
+/* The end of every tp_dealloc here: free o with its type's tp_free, then drop the
+ * reference an instance of a heap type holds on its type. */
+void shk_py_free(void *o);
 
 /* ---- Segment (segment.c) ---------------------------------------------------------------- */
 
@@ -228,13 +231,42 @@ extern PyTypeObject *shk_ZoneType;
 /* Raise ClosedError and return -1 if the zone (its segment) is closed. */
 int shk_zone_check_open(ZoneObject *z);
 
+/* ---- handles on an object in a zone (common.c) ------------------------------------------ */
+
+/*
+ * The head of a handle on an object in a zone (sync.c's types, Queue, Dict, Board): the
+ * zone, its segment, and while `attached` one export of the segment, so the mapping
+ * outlives a zone.close() made while the handle is open.  When a handle lets the memory
+ * go differs by type (at close, after the last wait of a detached queue, at dealloc for a
+ * Dict): each calls shk_py_handle_unexport then.
+ */
+#define SHK_PY_HANDLE_HEAD                                                              \
+    PyObject_HEAD                                                                       \
+    ZoneObject *zone;       /* strong reference */                                      \
+    SegmentObject *seg;     /* strong: the zone's segment, for the handle's life */     \
+    int attached;           /* holds one export of seg */
+
+struct shk_py_handle {
+    SHK_PY_HANDLE_HEAD
+};
+
+/* Hold zone and its segment and export the segment (handle: a SHK_PY_HANDLE_HEAD type). */
+void shk_py_handle_attach(void *handle, ZoneObject *zone);
+/* Give the export back; a no-op once it was. */
+void shk_py_handle_unexport(void *handle);
+/* The end of the handle's tp_dealloc: the export back, both references dropped, then
+ * shk_py_free. */
+void shk_py_handle_free(void *handle);
+
 /* ---- what aio.c needs from the handles (sync.c, board.c, queue.c) and tells them ------ */
+
+/* The _ref functions check that a handle is of their type and open; its segment is then
+ * the head's (struct shk_py_handle). */
 
 /* A sync handle's shared object and where an awaited acquire writes its results back. */
 struct shk_py_sync_ref {
     void *sh;               /* the shared object */
     uint32_t type;          /* SHK_OBJ_* */
-    SegmentObject *seg;     /* its zone's segment */
     uint32_t *slot;         /* RWLock: the handle's reader slot hint */
     int *owner_died;        /* the handle's owner_died */
 };
@@ -243,10 +275,12 @@ int shk_py_sync_ref(PyObject *handle, struct shk_py_sync_ref *out);
 /* The handle is open and its zone too (an awaited attempt may run). */
 int shk_py_sync_live(PyObject *handle);
 struct shk_board;
-int shk_py_board_ref(PyObject *handle, struct shk_board **b, SegmentObject **seg);
+/* The board of an open board handle, or NULL with TypeError or ClosedError. */
+struct shk_board *shk_py_board_ref(PyObject *handle);
 int shk_py_board_live(PyObject *handle);
 struct shk_queue;
-int shk_py_queue_ref(PyObject *handle, struct shk_queue **q, SegmentObject **seg);
+/* The queue of an attached queue handle, or NULL with TypeError or ClosedError. */
+struct shk_queue *shk_py_queue_ref(PyObject *handle);
 int shk_py_queue_live(PyObject *handle);
 /* The record bytes a put of item needs: a bytes-like object (one message) or a list of
  * them (one framed message of those parts).  0, or -1 with an exception set. */

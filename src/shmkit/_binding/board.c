@@ -24,11 +24,8 @@
 #define NOGIL_COPY (256u << 10)
 
 typedef struct {
-    PyObject_HEAD
-    ZoneObject *zone;
-    SegmentObject *seg;     /* one export held while attached */
+    SHK_PY_HANDLE_HEAD
     struct shk_board b;
-    int attached;
     int created;
     int close_pending;      /* close() while calls ran without the GIL */
     int inflight;           /* calls running without the GIL */
@@ -50,9 +47,8 @@ static void board_really_close(BoardObject *self)
     Py_CLEAR(self->cache); /* values may hold views of this handle: break the cycle */
     if (!self->attached)
         return;
-    self->attached = 0;
     shk_board_detach(&self->b);
-    shk_segment_unexport(self->seg);
+    shk_py_handle_unexport(self);
 }
 
 static int board_check(BoardObject *self)
@@ -117,12 +113,7 @@ static PyObject *board_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_DECREF(self);
         return shk_py_raise(r, "board");
     }
-    Py_INCREF(zone);
-    self->zone = zone;
-    Py_INCREF(zone->segment);
-    self->seg = zone->segment;
-    shk_segment_export(self->seg);
-    self->attached = 1;
+    shk_py_handle_attach(self, zone);
     self->created = created;
     return (PyObject *)self;
 }
@@ -133,11 +124,7 @@ static void board_dealloc(BoardObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     board_really_close(self);
     Py_CLEAR(self->reader);
-    Py_XDECREF(self->seg);
-    Py_XDECREF(self->zone);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_handle_free(self);
 }
 
 static PyObject *board_close(BoardObject *self, PyObject *unused)
@@ -448,18 +435,14 @@ static PyObject *board_wait(BoardObject *self, PyObject *const *args, Py_ssize_t
 
 /* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
 
-int shk_py_board_ref(PyObject *h, struct shk_board **b, SegmentObject **seg)
+struct shk_board *shk_py_board_ref(PyObject *h)
 {
     if (!PyObject_TypeCheck(h, BoardType)) {
         PyErr_Format(PyExc_TypeError, "expected a board handle, not %.100s", Py_TYPE(h)->tp_name);
-        return -1;
+        return NULL;
     }
     BoardObject *self = (BoardObject *)h;
-    if (board_check(self) < 0)
-        return -1;
-    *b = &self->b;
-    *seg = self->seg;
-    return 0;
+    return board_check(self) < 0 ? NULL : &self->b;
 }
 
 int shk_py_board_live(PyObject *h)

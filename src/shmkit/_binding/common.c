@@ -546,6 +546,42 @@ PyTypeObject *shk_py_add_type(PyObject *m, PyType_Spec *spec)
     return r < 0 ? NULL : t;
 }
 
+void shk_py_free(void *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    tp->tp_free(o);
+    Py_DECREF(tp);
+}
+
+/* ---- handles on an object in a zone ----------------------------------------------------- */
+
+void shk_py_handle_attach(void *handle, ZoneObject *zone)
+{
+    struct shk_py_handle *h = handle;
+    h->zone = (ZoneObject *)Py_NewRef(zone);
+    h->seg = (SegmentObject *)Py_NewRef(zone->segment);
+    shk_segment_export(h->seg);
+    h->attached = 1;
+}
+
+void shk_py_handle_unexport(void *handle)
+{
+    struct shk_py_handle *h = handle;
+    if (h->attached) {
+        h->attached = 0;
+        shk_segment_unexport(h->seg);
+    }
+}
+
+void shk_py_handle_free(void *handle)
+{
+    struct shk_py_handle *h = handle;
+    shk_py_handle_unexport(h);
+    Py_CLEAR(h->seg);
+    Py_CLEAR(h->zone);
+    shk_py_free(h);
+}
+
 static PyObject *core_proc_start_time(PyObject *self, PyObject *arg)
 {
     long pid = PyLong_AsLong(arg);

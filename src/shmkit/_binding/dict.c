@@ -31,10 +31,8 @@
 #define RAISED (-1) /* a Python exception is set (no core call returns -1) */
 
 typedef struct {
-    PyObject_HEAD
-    ZoneObject *zone;       /* strong reference; its segment is exported while we live */
+    SHK_PY_HANDLE_HEAD      /* exported from a successful open until dealloc */
     struct shk_dict d;
-    int attached;
     int closed;
     char created;           /* this handle created the dict (read once by the façade) */
     PyObject *dumps;        /* serializer: callable(obj) -> bytes */
@@ -52,8 +50,8 @@ static PyObject *int_from_bytes, *signed_kw; /* int.from_bytes, {"signed": True}
 /* Before every operation: still open, and the test clock (if any) read. */
 static inline int ready(DictObject *self)
 {
-    SegmentObject *seg = self->zone ? self->zone->segment : NULL;
-    if (!self->attached || self->closed || !seg || seg->closed || seg->close_pending) {
+    SegmentObject *seg = self->seg;
+    if (!self->attached || self->closed || seg->closed || seg->close_pending) {
         PyErr_SetString(shk_py_exc("ClosedError"), "dict is closed");
         return -1;
     }
@@ -1037,7 +1035,7 @@ static PyObject *Dict_set_serializer(DictObject *self, PyObject *args)
 
 static PyObject *Dict_close(DictObject *self, PyObject *unused)
 {
-    if (self->attached && !self->closed && self->zone && !self->zone->segment->closed)
+    if (self->attached && !self->closed && !self->seg->closed)
         shk_dict_publish_counts(&self->d);
     self->closed = 1;
     Py_RETURN_NONE;
@@ -1079,14 +1077,6 @@ static PyObject *Dict_debug_queue(DictObject *self, PyObject *arg)
     return out;
 }
 
-static PyObject *Dict_shard_of(DictObject *self, PyObject *key)
-{
-    struct shk_dkey k;
-    if (key_of(key, &k) < 0)
-        return NULL;
-    return PyLong_FromUnsignedLong(shk_dict_shard_of(&self->d, &k));
-}
-
 /* ---- the type ----------------------------------------------------------------------------- */
 
 static PyObject *Dict_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -1114,9 +1104,7 @@ static PyObject *Dict_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_DECREF(self);
         return shk_py_raise(r, "dict open");
     }
-    self->zone = (ZoneObject *)Py_NewRef(zoneobj);
-    shk_segment_export(z->segment); /* the mapping stays while this handle lives */
-    self->attached = 1;
+    shk_py_handle_attach(self, z); /* the mapping stays while this handle lives */
     self->created = created;
     return (PyObject *)self;
 }
@@ -1143,21 +1131,16 @@ static void Dict_dealloc(DictObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->attached && self->zone && !self->zone->segment->closed)
+    if (self->attached && !self->seg->closed)
         shk_dict_publish_counts(&self->d);
-    if (self->attached && self->zone)
-        shk_segment_unexport(self->zone->segment);
     Dict_clear_refs(self);
-    Py_XDECREF(self->zone);
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_handle_free(self);
 }
 
 static PyObject *Dict_get_closed(DictObject *self, void *c)
 {
-    return PyBool_FromLong(!self->attached || self->closed || !self->zone ||
-                           self->zone->segment->closed || self->zone->segment->close_pending);
+    return PyBool_FromLong(!self->attached || self->closed || self->seg->closed ||
+                           self->seg->close_pending);
 }
 
 static PyGetSetDef Dict_getset[] = {
@@ -1228,7 +1211,6 @@ static PyMethodDef Dict_methods[] = {
     M("_close", Dict_close, METH_NOARGS, "_close()\n--\n\nDetach this handle."),
     M("_debug_crash_at", Dict_debug_crash_at, METH_O, "_debug_crash_at(point, /)"),
     M("_debug_queue", Dict_debug_queue, METH_O, "_debug_queue(shard, /)"),
-    M("_shard_of", Dict_shard_of, METH_O, "_shard_of(key, /)"),
     {NULL},
 };
 
@@ -1275,8 +1257,7 @@ int shk_init_dict(PyObject *m)
     if (!DictType)
         return -1;
     static const struct shk_py_int ints[] = {
-        {"DICT_CELL", SHK_DICT_CELL}, {"DICT_ITEM_HEADER", sizeof(struct shk_ditem)},
-        {"DICT_KEY_MAX", SHK_DICT_KEY_MAX}, {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
+        {"DICT_MAX_SHARDS", SHK_DICT_MAX_SHARDS},
         {"DICT_OPEN_CREATE", SHK_DOPEN_CREATE}, {"DICT_OPEN_STRICT", SHK_DOPEN_STRICT},
         {"DCRASH_AFTER_ALLOC", SHK_DCRASH_AFTER_ALLOC},
         {"DCRASH_HALF_WRITTEN", SHK_DCRASH_HALF_WRITTEN},

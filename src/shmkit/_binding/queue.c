@@ -20,9 +20,7 @@
 #include "queue.h"
 
 typedef struct {
-    PyObject_HEAD
-    ZoneObject *zone;           /* strong: the struct shk_zone lives there */
-    SegmentObject *seg;         /* exported while attached */
+    SHK_PY_HANDLE_HEAD          /* exported from open until the member slot goes back */
     struct shk_queue q;
     int opened;                 /* attached (detach() clears it at once) */
     int waits;                  /* waits in progress (GIL released) on this handle */
@@ -69,11 +67,10 @@ static int queue_ready(QueueObject *self)
 /* Detach for real: the member slot goes back, the export too (no wait is in progress). */
 static void queue_release(QueueObject *self)
 {
-    if (self->seg) {
+    if (self->attached) {
         if (!self->seg->closed)
             shk_queue_release(&self->q);
-        shk_segment_unexport(self->seg);
-        Py_CLEAR(self->seg);
+        shk_py_handle_unexport(self);
     }
 }
 
@@ -594,18 +591,14 @@ static PyObject *queue_detach(QueueObject *self, PyObject *unused)
 
 /* ---- for the asyncio twins (aio.c) ---------------------------------------------------- */
 
-int shk_py_queue_ref(PyObject *h, struct shk_queue **q, SegmentObject **seg)
+struct shk_queue *shk_py_queue_ref(PyObject *h)
 {
     if (!PyObject_TypeCheck(h, QueueType)) {
         PyErr_Format(PyExc_TypeError, "expected a queue handle, not %.100s", Py_TYPE(h)->tp_name);
-        return -1;
+        return NULL;
     }
     QueueObject *self = (QueueObject *)h;
-    if (queue_ready(self) < 0)
-        return -1;
-    *q = &self->q;
-    *seg = self->seg;
-    return 0;
+    return queue_ready(self) < 0 ? NULL : &self->q;
 }
 
 int shk_py_queue_record_need(PyObject *item, uint64_t *need)
@@ -636,7 +629,7 @@ int shk_py_queue_record_need(PyObject *item, uint64_t *need)
 int shk_py_queue_live(PyObject *h)
 {
     QueueObject *self = (QueueObject *)h;
-    return self->opened && self->seg && !self->seg->closed && !self->seg->close_pending;
+    return self->opened && !self->seg->closed && !self->seg->close_pending;
 }
 
 static PyObject *queue_statistics(QueueObject *self, PyObject *unused)
@@ -839,9 +832,7 @@ static void resv_dealloc(ReservationObject *r)
         shk_queue_release_ref(&r->queue->q, r->index, r->gen);
     shk_segment_unexport(r->queue->seg);
     Py_DECREF(r->queue);
-    PyTypeObject *tp = Py_TYPE(r);
-    PyObject_Free(r);
-    Py_DECREF(tp);
+    shk_py_free(r);
 }
 
 static PyObject *resv_get_state(ReservationObject *r, void *c)
@@ -916,9 +907,7 @@ static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         Py_DECREF(self);
         return shk_py_raise(r, "queue open");
     }
-    self->zone = (ZoneObject *)Py_NewRef(zone);
-    self->seg = (SegmentObject *)Py_NewRef(zone->segment);
-    shk_segment_export(self->seg); /* the mapping stays while this handle is attached */
+    shk_py_handle_attach(self, zone); /* the mapping stays while this handle is attached */
     self->opened = 1;
     return (PyObject *)self;
 }
@@ -930,11 +919,8 @@ static void queue_dealloc(QueueObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     self->opened = 0;
     queue_release(self);
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_CLEAR(self->zone);
     Py_CLEAR(self->recv_buf);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    shk_py_handle_free(self);
 }
 
 static int queue_traverse(QueueObject *self, visitproc visit, void *arg)
@@ -1094,8 +1080,6 @@ int shk_init_queue(PyObject *m)
         {"QDIE_AFTER_TAKE", SHK_QDIE_AFTER_TAKE}, {"QDIE_AFTER_RESERVE", SHK_QDIE_AFTER_RESERVE},
         {"QDIE_COPIED", SHK_QDIE_COPIED}, {"QDIE_ACK_TAKEN", SHK_QDIE_ACK_TAKEN},
         {"QDIE_ACK_DONE", SHK_QDIE_ACK_DONE}, {"QDIE_REDELIVER", SHK_QDIE_REDELIVER},
-        {"QUEUE_SLOTS", SHK_QUEUE_SLOTS},
-        {"QUEUE_RESERVATIONS", SHK_QUEUE_RESV}, {"QUEUE_MIN_CAPACITY", SHK_QUEUE_MIN_CAP},
-        SHK_PY_UINT("QUEUE_MAX_CAPACITY", SHK_QUEUE_MAX_CAP), {NULL}};
+        {"QUEUE_RESERVATIONS", SHK_QUEUE_RESV}, {NULL}};
     return shk_py_add_ints(m, ints);
 }

@@ -308,21 +308,6 @@ static PyObject *core_sysv_stat(PyObject *self, PyObject *arg)
     return shk_py_fields(&st, shk_seg_stat_fields);
 }
 
-static PyObject *core_sysv_find(PyObject *self, PyObject *arg)
-{
-    long long key = PyLong_AsLongLong(arg);
-    if (key == -1 && PyErr_Occurred())
-        return NULL;
-    if (key < INT32_MIN || key > UINT32_MAX)
-        return PyErr_Format(PyExc_ValueError, "SysV key %lld does not fit in 32 bits", key);
-    int id = -1;
-    shk_clear_detail();
-    int r = shk_sysv_find((int)(uint32_t)key, &id);
-    if (r)
-        return shk_py_raise(r, "shmget");
-    return PyLong_FromLong(id);
-}
-
 
 static int segment_getbuffer(SegmentObject *s, Py_buffer *view, int flags)
 {
@@ -347,9 +332,7 @@ static void segment_dealloc(SegmentObject *s)
     if (s->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)s);
     really_close(s);
-    PyTypeObject *tp = Py_TYPE(s);
-    tp->tp_free((PyObject *)s);
-    Py_DECREF(tp);
+    shk_py_free(s);
 }
 
 #define GET_INT(fname, expr)                                                  \
@@ -500,9 +483,7 @@ static void region_dealloc(RegionObject *r)
     Py_XDECREF(r->owner);
     shk_segment_unexport(r->seg);
     Py_DECREF(r->seg);
-    PyTypeObject *tp = Py_TYPE(r);
-    PyObject_Free(r);
-    Py_DECREF(tp);
+    shk_py_free(r);
 }
 
 SHK_PY_GETTER(region_get_len, RegionObject, PyLong_FromSsize_t(self->len))
@@ -563,14 +544,6 @@ static PyObject *core_rmid(PyObject *self, PyObject *arg)
     return shk_py_none_or_raise(r, "shmctl(IPC_RMID)");
 }
 
-static PyObject *core_fs_free_bytes(PyObject *self, PyObject *arg)
-{
-    int fd = PyObject_AsFileDescriptor(arg);
-    if (fd < 0)
-        return NULL;
-    return PyLong_FromUnsignedLongLong(shk_fs_free_bytes(fd));
-}
-
 static PyObject *core_ofd_lock(PyObject *self, PyObject *args)
 {
     int fd, type, wait = 0;
@@ -614,16 +587,11 @@ static PyMethodDef segment_functions[] = {
      "sysv_stat(shmid, /)\n--\n\nIPC_STAT of a SysV segment by id, without attaching: a dict "
      "(size, uid, gid, cuid, cgid, mode, key, cpid, lpid, nattch, atime, dtime, ctime, "
      "removed)."},
-    {"sysv_find", core_sysv_find, METH_O,
-     "sysv_find(key, /)\n--\n\nThe shmid of the SysV segment with that key, without "
-     "attaching (SegmentNotFoundError if none)."},
     {"ftok", core_ftok, METH_VARARGS,
      "ftok(path, proj_id, /)\n--\n\nSysV IPC key from a path and a project id, exactly as C's ftok(3)."},
     {"unlink_posix", core_unlink_posix, METH_O,
      "unlink_posix(name, /)\n--\n\nshm_unlink the POSIX segment `name` (no leading '/')."},
     {"rmid", core_rmid, METH_O, "rmid(shmid, /)\n--\n\nshmctl(shmid, IPC_RMID)."},
-    {"fs_free_bytes", core_fs_free_bytes, METH_O,
-     "fs_free_bytes(fd, /)\n--\n\nFree bytes on the file system holding fd."},
     {"ofd_lock", core_ofd_lock, METH_VARARGS,
      "ofd_lock(fd, offset, type, wait=False, /)\n--\n\nOFD byte lock (F_RDLCK, F_WRLCK, "
      "F_UNLCK) on one byte. True when taken, False when held elsewhere (non-blocking)."},

@@ -23,8 +23,7 @@
 #include "sync.h"
 
 typedef struct {
-    PyObject_HEAD
-    ZoneObject *zone;       /* strong reference */
+    SHK_PY_HANDLE_HEAD
     void *sh;               /* the shared object; NULL once closed */
     uint64_t off;
     uint32_t type;          /* SHK_OBJ_* */
@@ -83,7 +82,7 @@ static int run_wait(SyncObject *o, const struct shk_wait_op *op, void *obj, stru
                     int *pending)
 {
     struct shk_py_call call;
-    shk_py_call_begin(&call, o->zone->segment, o, 0, w);
+    shk_py_call_begin(&call, o->seg, o, 0, w);
     int r = shk_py_wait(op, obj, w, 0, pending);
     shk_py_call_end(&call);
     if (w->flags & SHK_WAIT_TRY)
@@ -139,14 +138,12 @@ static PyObject *sync_new_common(PyTypeObject *type, PyObject *args, uint32_t ob
     SyncObject *o = (SyncObject *)type->tp_alloc(type, 0);
     if (!o)
         return NULL;
-    Py_INCREF(z);
-    o->zone = z;
     o->sh = sh;
     o->off = off;
     o->type = objtype;
     o->slot = UINT32_MAX;
     o->extent = shk_sync_extent(sh, objtype);
-    shk_segment_export(z->segment);
+    shk_py_handle_attach(o, z);
     return (PyObject *)o;
 }
 
@@ -155,24 +152,20 @@ static void sync_release_handle(SyncObject *o)
     if (o->sh) {
         shk_py_aio_closed(o); /* coroutines waiting through this handle: ClosedError */
         o->sh = NULL;
-        if (o->zone)
-            shk_segment_unexport(o->zone->segment);
+        shk_py_handle_unexport(o);
     }
 }
 
 static void sync_dealloc(SyncObject *o)
 {
     sync_release_handle(o);
-    Py_CLEAR(o->zone);
-    PyTypeObject *tp = Py_TYPE(o);
-    tp->tp_free((PyObject *)o);
-    Py_DECREF(tp);
+    shk_py_handle_free(o);
 }
 
 static PyObject *sync_close(SyncObject *o, PyObject *unused)
 {
-    if (o->sh && o->zone)
-        shk_py_calls_cancel(o->zone->segment, o); /* waits of other threads end now */
+    if (o->sh)
+        shk_py_calls_cancel(o->seg, o); /* waits of other threads end now */
     sync_release_handle(o);
     Py_RETURN_NONE;
 }
@@ -219,11 +212,6 @@ static PyGetSetDef common_getset[] = {COMMON_GETSET, {NULL}};
 
 /* ---- Lock and RLock --------------------------------------------------------------------- */
 
-static const struct shk_wait_op *lock_op(SyncObject *o)
-{
-    return o->type == SHK_OBJ_RLOCK ? &shk_rlock_op : &shk_lock_op;
-}
-
 /* How a wait ended, as acquire() and wait() say it: True (acquired, or woken), False (not
  * acquired: non-blocking, or the timeout passed), NULL (a signal handler raised), else the
  * error of the operation what.  owner_died (acquires; NULL for the waits): told whether
@@ -250,7 +238,7 @@ static int lock_reacquire(SyncObject *lk, uint32_t count, int *pending)
 {
     struct shk_lock_sh *l = lk->sh; /* (lk->sh is NULL once closed, even while we wait) */
     struct shk_wait w = wait_for(lk, NULL, 0);
-    int r = run_wait(lk, lock_op(lk), l, &w, pending);
+    int r = run_wait(lk, shk_sync_acquire_op(lk->type, 0), l, &w, pending);
     if (r == 0 || r == SHK_EOWNERDEAD) {
         lk->owner_died = r == SHK_EOWNERDEAD;
         if (lk->type == SHK_OBJ_RLOCK)
@@ -271,13 +259,12 @@ static int parse_acquire_args(int rule, PyObject *const *args, Py_ssize_t nargs,
     return shk_py_acquire_args(rule, a[0], a[1], deadline, has, flags);
 }
 
-/* acquire() the full way: parse its arguments, wait with op, say how it ended.  With
- * `attempt` (callers that made no attempt of their own yet), a blocking acquire first
- * makes one attempt with the GIL held, for the uncontended case (not armed: no
- * registration, no /proc read). */
-static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, void *obj,
-                                 PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                                 int attempt)
+/* acquire() the full way (an RWLock's write side when write): parse its arguments, wait
+ * with the type's acquire op, say how it ended.  With `attempt` (callers that made no
+ * attempt of their own yet), a blocking acquire first makes one attempt with the GIL
+ * held, for the uncontended case (not armed: no registration, no /proc read). */
+static PyObject *acquire_waiting(SyncObject *o, int write, PyObject *const *args,
+                                 Py_ssize_t nargs, PyObject *kwnames, int attempt)
 {
     struct timespec deadline;
     int has;
@@ -285,19 +272,17 @@ static PyObject *acquire_waiting(SyncObject *o, const struct shk_wait_op *op, vo
     int rule = o->type == SHK_OBJ_SEMAPHORE ? SHK_PY_TIMEOUT_SEMAPHORE : SHK_PY_TIMEOUT_LOCK;
     if (parse_acquire_args(rule, args, nargs, kwnames, &deadline, &has, &flags) < 0)
         return NULL;
+    const struct shk_wait_op *op = shk_sync_acquire_op(o->type, write);
+    struct shk_rw_reader rd = {o->sh, o->slot}; /* a reader's slot, cached on the handle */
+    void *obj = op == &shk_rw_read_op ? (void *)&rd : o->sh;
     struct shk_wait w = wait_for(o, has ? &deadline : NULL, flags);
     int r = EAGAIN;
     if (attempt && !(flags & SHK_WAIT_TRY))
         r = op->attempt(obj, &w);
     if (r == EAGAIN)
         r = run_wait(o, op, obj, &w, NULL);
+    o->slot = rd.slot;
     return wait_result(r, &o->owner_died, "acquire");
-}
-
-static PyObject *lock_acquire_slow(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames)
-{
-    return acquire_waiting(o, lock_op(o), o->sh, args, nargs, kwnames, 0);
 }
 
 static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -313,7 +298,7 @@ static PyObject *lock_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t n
             Py_RETURN_TRUE;
         }
     }
-    return lock_acquire_slow(o, args, nargs, kwnames);
+    return acquire_waiting(o, 0, args, nargs, kwnames, 0);
 }
 
 static PyObject *lock_release(SyncObject *o, PyObject *unused)
@@ -411,7 +396,7 @@ static PyObject *sem_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t na
         if (PyErr_Occurred()) /* Ctrl-C while waiting for the mutex */
             return NULL;
     }
-    return acquire_waiting(o, &shk_sem_op, o->sh, args, nargs, kwnames, 0);
+    return acquire_waiting(o, 0, args, nargs, kwnames, 0);
 }
 
 static PyObject *sem_release(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -524,11 +509,7 @@ static PyObject *rw_acquire(SyncObject *o, PyObject *const *args, Py_ssize_t nar
                             PyObject *kwnames, int write)
 {
     USABLE(o);
-    struct shk_rw_reader rd = {o->sh, o->slot}; /* a reader's slot, cached on the handle */
-    PyObject *r = write ? acquire_waiting(o, &shk_rw_write_op, o->sh, args, nargs, kwnames, 1)
-                        : acquire_waiting(o, &shk_rw_read_op, &rd, args, nargs, kwnames, 1);
-    o->slot = rd.slot;
-    return r;
+    return acquire_waiting(o, write, args, nargs, kwnames, 1);
 }
 
 static PyObject *rw_acquire_read(SyncObject *o, PyObject *const *args, Py_ssize_t nargs,
@@ -899,7 +880,6 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
         return -1;
     out->sh = o->sh;
     out->type = o->type;
-    out->seg = o->zone->segment;
     out->slot = &o->slot;
     out->owner_died = &o->owner_died;
     return 0;
@@ -908,7 +888,7 @@ int shk_py_sync_ref(PyObject *h, struct shk_py_sync_ref *out)
 int shk_py_sync_live(PyObject *h)
 {
     SyncObject *o = (SyncObject *)h;
-    SegmentObject *seg = o->zone->segment;
+    SegmentObject *seg = o->seg;
     return o->sh != NULL && !seg->closed && !seg->close_pending;
 }
 
@@ -963,20 +943,6 @@ static PyObject *core_sync_config(PyObject *self, PyObject *args, PyObject *kw)
                          (unsigned long long)shk_wait_cfg.recheck_ns);
 }
 
-static PyObject *core_sync_self(PyObject *self, PyObject *unused)
-{
-    return Py_BuildValue("(KK)", (unsigned long long)shk_sync_self_proc(),
-                         (unsigned long long)shk_sync_self_thread());
-}
-
-static PyObject *core_sync_ident_alive(PyObject *self, PyObject *arg)
-{
-    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
-    if (id == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    return PyBool_FromLong(shk_sync_ident_alive(id));
-}
-
 static PyMethodDef sync_module_methods[] = {
     {"sync_open", (PyCFunction)(void (*)(void))core_sync_open, METH_VARARGS | METH_KEYWORDS,
      "sync_open(zone, name, type, flags=0, create=O_CREATE, a=0, b=0, text=None, text_type=0, "
@@ -984,10 +950,6 @@ static PyMethodDef sync_module_methods[] = {
     {"sync_config", (PyCFunction)(void (*)(void))core_sync_config, METH_VARARGS | METH_KEYWORDS,
      "sync_config(spin_max_ns=-1, liveness_ns=-1, recheck_ns=-1)\n--\n\nSet (>= 0) and return "
      "the process-wide tuning (spin_max_ns, liveness_ns, recheck_ns)."},
-    {"sync_self", (PyCFunction)core_sync_self, METH_NOARGS,
-     "sync_self()\n--\n\n(process identity, thread identity) as recorded in locks."},
-    {"sync_ident_alive", (PyCFunction)core_sync_ident_alive, METH_O,
-     "sync_ident_alive(ident)\n--\n\nTrue if the holder named by an identity is alive."},
     {NULL},
 };
 

@@ -80,9 +80,7 @@ static void zone_dealloc(ZoneObject *z)
     if (z->must_init && z->segment && !z->segment->closed)
         shk_zone_init_done(&z->zone, 0); /* dropped while initialising: not ready */
     Py_XDECREF(z->segment);
-    PyTypeObject *tp = Py_TYPE(z);
-    tp->tp_free((PyObject *)z);
-    Py_DECREF(tp);
+    shk_py_free(z);
 }
 
 static PyObject *zone_init_done(ZoneObject *z, PyObject *arg)
@@ -386,22 +384,13 @@ int shk_init_zone(PyObject *m)
     static const struct shk_py_int constants[] = {
         {"LAYOUT_VERSION", SHK_LAYOUT_VERSION},
         {"PAGE", SHK_PAGE},
-        {"SLAB_MAX", SHK_SLAB_MAX},
-        {"SLAB_MIN_SHIFT", SHK_SLAB_MIN_SHIFT},
         {"NCLASSES", SHK_NCLASSES},
         {"ZONE_MIN_SIZE", SHK_ZONE_MIN_SIZE},
         {"TAG_MAX", SHK_TAG_MAX},
         {"OBJ_NAME_MAX", SHK_OBJ_NAME_MAX},
-        {"ZONE_HEADER_SIZE", sizeof(struct shk_zone_header)},
         {"ZONE_OFF_STATE", offsetof(struct shk_zone_header, state)},
-        {"ZONE_OFF_EXT", offsetof(struct shk_zone_header, ext)},
-        {"ZONE_OFF_STATS", offsetof(struct shk_zone_header, stats)},
         {"ZONE_OFF_FREE_HEAD", offsetof(struct shk_zone_header, free_head)},
-        {"ZONE_OFF_DIR", offsetof(struct shk_zone_header, dir_off)},
-        {"ZS_UNINIT", SHK_ZS_UNINIT},
-        {"ZS_INITIALIZING", SHK_ZS_INITIALIZING},
         {"ZS_READY", SHK_ZS_READY},
-        {"ZS_CORRUPT", SHK_ZS_CORRUPT},
         {"OBJ_RAW", SHK_OBJ_RAW},
         {"OBJ_LOCK", SHK_OBJ_LOCK},
         {"OBJ_RLOCK", SHK_OBJ_RLOCK},
@@ -418,7 +407,6 @@ int shk_init_zone(PyObject *m)
         {"OBJ_NDARRAY", SHK_OBJ_NDARRAY},
         {"OBJ_BOARD", SHK_OBJ_BOARD},
         {"OBJ_CONFIG", SHK_OBJ_CONFIG},
-        {"OBJ_USER", SHK_OBJ_USER},
         SHK_PY_UINT("ZONE_MAGIC", SHK_ZONE_MAGIC),
         SHK_PY_UINT("FORMAT_WORD", SHK_FORMAT_WORD),
         {NULL},

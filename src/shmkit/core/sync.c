@@ -1189,6 +1189,21 @@ int shk_rw_acquire_write(struct shk_rwlock_sh *rw, struct shk_wait *w)
     return shk_wait_run(&shk_rw_write_op, rw, w);
 }
 
+const struct shk_wait_op *shk_sync_acquire_op(uint32_t type, int write)
+{
+    switch (type) {
+    case SHK_OBJ_LOCK:
+        return &shk_lock_op;
+    case SHK_OBJ_RLOCK:
+        return &shk_rlock_op;
+    case SHK_OBJ_SEMAPHORE:
+        return &shk_sem_op;
+    case SHK_OBJ_RWLOCK:
+        return write ? &shk_rw_write_op : &shk_rw_read_op;
+    }
+    return NULL;
+}
+
 int shk_rw_release_write(struct shk_rwlock_sh *rw)
 {
     uint64_t me = shk_sync_self_proc();

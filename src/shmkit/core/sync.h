@@ -318,6 +318,12 @@ uint32_t shk_rw_readers(struct shk_rwlock_sh *rw, uint32_t *processes);
 /* Read acquisitions over all slots; read holds of this process (slot: its cached slot). */
 uint64_t shk_rw_read_acquisitions(struct shk_rwlock_sh *rw);
 uint32_t shk_rw_held_here(struct shk_rwlock_sh *rw, uint32_t slot);
+
+/* The wait operation that acquires a sync object of `type` (SHK_OBJ_*): Lock, RLock,
+ * Semaphore, an RWLock's write side (write) or read side; NULL for a type without an
+ * acquire.  Its obj is the shared object, except shk_rw_read_op's (a struct
+ * shk_rw_reader). */
+const struct shk_wait_op *shk_sync_acquire_op(uint32_t type, int write);
 /* This process holds the write lock. */
 int shk_rw_is_writer(struct shk_rwlock_sh *rw);
 
