@@ -67,6 +67,14 @@ def exists(backend, ident) -> bool:
     return os.path.exists(ident)
 
 
+def create_here(backend, ident, lifecycle):
+    if backend == "posix":
+        return Segment(ident, "x", 4096, lifecycle=lifecycle)
+    if backend == "sysv":
+        return Segment(None, "x", 4096, key=int(ident), lifecycle=lifecycle)
+    return Segment(path=ident, mode="x", size=4096, lifecycle=lifecycle)
+
+
 def attach_here(backend, ident, mode="w"):
     if backend == "posix":
         return Segment(ident, mode)
@@ -162,12 +170,7 @@ def test_last_close_reaper_acts_when_every_user_is_killed(target, procs):
 def test_last_close_in_process_order(target):
     backend, ident = target
     try:
-        if backend == "posix":
-            c = Segment(ident, "x", 4096, lifecycle="unlink_on_last_close")
-        elif backend == "sysv":
-            c = Segment(None, "x", 4096, key=int(ident), lifecycle="unlink_on_last_close")
-        else:
-            c = Segment(path=ident, mode="x", size=4096, lifecycle="unlink_on_last_close")
+        c = create_here(backend, ident, "unlink_on_last_close")
         a = attach_here(backend, ident)
         r = attach_here(backend, ident, "r")  # read-only handles count too
         c.close()
@@ -203,12 +206,7 @@ def test_last_close_removes_before_close_returns(target, procs):
     backend, ident = target
     try:
         for _ in range(8):
-            if backend == "posix":
-                c = Segment(ident, "x", 4096, lifecycle="unlink_on_last_close")
-            elif backend == "sysv":
-                c = Segment(None, "x", 4096, key=int(ident), lifecycle="unlink_on_last_close")
-            else:
-                c = Segment(path=ident, mode="x", size=4096, lifecycle="unlink_on_last_close")
+            c = create_here(backend, ident, "unlink_on_last_close")
             lock_fd = c._record_fd if backend == "sysv" else c.fd
             eager = spawn_python(EAGER, f"/proc/{os.getpid()}/fd/{lock_fd}")  # its own OFD
             procs.append(eager)
