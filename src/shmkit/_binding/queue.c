@@ -171,6 +171,8 @@ static PyObject *put_message(QueueObject *self, const struct shk_qpart *parts, i
     int r;
     while ((r = shk_queue_put(&self->q, parts, nparts, kind)) == SHK_EFULLQ) {
         qw.need = shk_queue_record_size(parts, nparts, kind);
+        if (!(flags & SHK_WAIT_TRY) && shk_queue_poll(&qw, 100))
+            continue; /* room came within the poll: no wait set up (as get's) */
         if (wait_for(self, &shk_queue_wait_op, &qw, deadline, flags) < 0)
             return NULL;
     }

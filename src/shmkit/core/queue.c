@@ -69,8 +69,11 @@
 #define DEFAULT_SPIN_NS 50000u             /* Queue.spin's default */
 #define BATCH_MAX 65535u                   /* records per claim (SKIP count is 16 bits) */
 #define PREFETCH_AHEAD 256u                /* producers warm the line this far past a claim */
-#define SPACE_CHUNK (16u << 10)            /* a producer waiting for space waits for this
-                                              much more while consumers are active */
+#define SPACE_CHUNK (128u << 10)           /* a producer waiting for space waits for this
+                                              much more while consumers are active (at
+                                              most an eighth of the ring) */
+#define SPACE_LOOK_EVERY 4u                /* ... and looks at the head pair at every 4th
+                                              of its spin's looks (every ~64 pauses) */
 
 static int die_at;
 
@@ -1842,6 +1845,8 @@ static int looks_ready(struct shk_queue_waiter *qw, int spinning)
     case SHK_QW_DATA:
         return data_ready(q);
     case SHK_QW_SPACE:
+        if (spinning && qw->spins++ % SPACE_LOOK_EVERY)
+            return 0;
         if (!(spinning ? space_ready_hyst(q, qw->need, &qw->seen_free)
                        : space_ready(q, qw->need)))
             return 0;
@@ -1891,7 +1896,7 @@ static int wait_on(struct shk_queue_waiter *qw, struct shk_wait *w)
 static int wait_attempt(void *obj, struct shk_wait *w)
 {
     struct shk_queue_waiter *qw = obj;
-    if (looks_ready(qw, w->phase && !(w->flags & SHK_WAIT_ARMED)))
+    if (looks_ready(qw, !(w->flags & SHK_WAIT_ARMED)))
         return 0;
     return wait_on(qw, w);
 }
@@ -1903,6 +1908,12 @@ static int wait_give_up(void *obj, struct shk_wait *w, int why)
     const char *late = why == ETIMEDOUT ? " (timed out)" : "";
     if (why == ECANCELED)
         return ECANCELED;
+    if (why == ETIMEDOUT && qw->what == SHK_QW_SPACE && !qw->last_try && looks_ready(qw, 0)) {
+        /* the spin held out for more room than the put needs (space_ready_hyst) and the
+         * deadline came: the put gets one last try (once: it may still not fit) */
+        qw->last_try = 1;
+        return 0;
+    }
     if (qw->what == SHK_QW_DATA)
         return shk_fail(SHK_EEMPTY, "queue is empty%s", late);
     if (qw->what == SHK_QW_SPACE)
@@ -1931,8 +1942,11 @@ int shk_queue_poll(struct shk_queue_waiter *qw, unsigned looks)
     struct shk_queue *q = qw->q;
     if (!q->spin_ns || q->busy)
         return 0;
+    /* a producer's looks are spaced 16 pauses apart, as the driver's POLL spin (and
+     * only every SPACE_LOOK_EVERY-th of them reads the head pair: see looks_ready) */
+    unsigned pace = qw->what == SHK_QW_SPACE ? 16 : 1;
     for (unsigned i = 0; i < looks; i++) {
-        if (looks_ready(qw, 1))
+        if (i % pace == 0 && looks_ready(qw, 1))
             return 1;
         shk_cpu_relax();
     }

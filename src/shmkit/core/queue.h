@@ -316,6 +316,8 @@ struct shk_queue_waiter {
     uint32_t index, gen;        /* reserve: the reservation made */
     void *ptr;
     uint64_t seen_free;         /* the wait's own: free position at its last look */
+    uint32_t spins;             /* the wait's own: looks made while spinning */
+    uint32_t last_try;          /* the wait's own: timed out with room, the put tried again */
     int nospin;                 /* the wait's own: skip the spin (busy machine) */
 };
 extern const struct shk_wait_op shk_queue_wait_op;
