@@ -47,6 +47,12 @@ build/ctest/%: tests/c/%.c $(CORE_SRC) $(CORE_HDR) tests/c/check.h
 
 ctest: $(CTESTS)
 	@for t in $(CTESTS); do ./$$t || exit 1; done
+	@touch build/ctest/.passed
+
+# the C tests (already built with ASan/UBSan) as make sanitize's first part: run unless
+# they passed since they were last built (make test runs them every time)
+build/ctest/.passed: $(CTESTS)
+	@$(MAKE) --no-print-directory ctest
 
 # C tests and the Python suite with AddressSanitizer + UndefinedBehaviorSanitizer
 # The sanitizer pass is for C: suites that never reach the extension's C code (the Redis
@@ -69,14 +75,16 @@ SANITIZE_SKIP := -k "not redis and not cluster" --ignore=tests/test_bench.py \
 	--ignore=tests/test_serve_browser.py --ignore=tests/test_layers.py \
 	--ignore=tests/test_naming.py
 
-sanitize: ctest $(VENV)/.stamp
-	rm -f build/.ext-stamp
+# The plain extension is kept aside while the sanitized one is in place and put back after
+# (also when the suite fails), instead of being rebuilt; the stamp is gone meanwhile, so an
+# interrupted run leaves a tree whose next build rebuilds.
+sanitize: build/ctest/.passed build
+	@mkdir -p build/plain && cp src/shmkit/_core.*.so build/plain/ && rm -f build/.ext-stamp
 	SHMKIT_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) $(PY) -m pytest -x -q -p no:cacheprovider \
-	  -m "not slow and not examples" $(SANITIZE_SKIP) $(PYTEST_ARGS)
-	$(PY) setup.py -q build_ext --inplace --force
-	@touch build/.ext-stamp
+	  -m "not slow and not examples" $(SANITIZE_SKIP) $(PYTEST_ARGS); rc=$$?; \
+	  cp build/plain/_core.*.so src/shmkit/ && touch build/.ext-stamp && exit $$rc
 
 # Types users can check (docs/ARCHITECTURE.md, "Types"): the package, the examples and a
 # typed usage file must pass both checkers; usage_bad.py's marked lines must be reported
