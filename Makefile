@@ -28,8 +28,8 @@ venv: $(VENV)/.stamp
 # (and libshmkit.so, the C API: src/shmkit/capi/, src/shmkit/include/shmkit.h)
 build/.ext-stamp: $(VENV)/.stamp $(CORE_SRC) $(CORE_HDR) $(wildcard src/shmkit/*.c) $(wildcard src/shmkit/_binding/*) \
 		$(wildcard src/shmkit/capi/*) $(wildcard src/shmkit/include/*.h)
-	$(PY) setup.py -q build_ext --inplace
-	@mkdir -p build && touch $@
+	$(PY) setup.py -q build_ext --inplace $$(test -e build/.sanitized && echo --force)
+	@mkdir -p build && rm -f build/.sanitized && touch $@
 
 build: build/.ext-stamp
 
@@ -75,16 +75,19 @@ SANITIZE_SKIP := -k "not redis and not cluster" --ignore=tests/test_bench.py \
 	--ignore=tests/test_serve_browser.py --ignore=tests/test_layers.py \
 	--ignore=tests/test_naming.py
 
-# The plain extension is kept aside while the sanitized one is in place and put back after
-# (also when the suite fails), instead of being rebuilt; the stamp is gone meanwhile, so an
-# interrupted run leaves a tree whose next build rebuilds.
+# The plain builds (the extension and libshmkit.so) are kept aside while the sanitized ones
+# are in place and put back after (also when the suite fails), instead of being rebuilt; the
+# stamp is gone and build/.sanitized is there meanwhile, so after an interrupted run the
+# next build rebuilds them (--force: their sources have not changed).
+BUILT = src/shmkit/_core.*.so src/shmkit/lib/libshmkit.so
 sanitize: build/ctest/.passed build
-	@mkdir -p build/plain && cp src/shmkit/_core.*.so build/plain/ && rm -f build/.ext-stamp
+	@mkdir -p build/plain && cp $(BUILT) build/plain/ && rm -f build/.ext-stamp && touch build/.sanitized
 	SHMKIT_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) $(PY) -m pytest -x -q -p no:cacheprovider \
 	  -m "not slow and not examples" $(SANITIZE_SKIP) $(PYTEST_ARGS); rc=$$?; \
-	  cp build/plain/_core.*.so src/shmkit/ && touch build/.ext-stamp && exit $$rc
+	  cp build/plain/_core.*.so src/shmkit/ && cp build/plain/libshmkit.so src/shmkit/lib/ && \
+	  rm -f build/.sanitized && touch build/.ext-stamp && exit $$rc
 
 # Types users can check (docs/ARCHITECTURE.md, "Types"): the package, the examples and a
 # typed usage file must pass both checkers; usage_bad.py's marked lines must be reported

@@ -430,9 +430,16 @@ static PyObject *take_one(QueueObject *self, struct shk_qget *g, int view)
 static PyObject *take_list(QueueObject *self, struct shk_qget *g)
 {
     PyObject *list = PyList_New((Py_ssize_t)g->n);
+    int framed = 0; /* the pass over the list below only when there are framed messages */
     for (size_t i = 0; list && i < g->n; i++) {
-        PyObject *o = g->copy_first ? copy_message(self, &g->msgs[i], 0)
-                                    : message_object(self, &g->msgs[i], 0);
+        const struct shk_qmsg *m = &g->msgs[i];
+        PyObject *o;
+        if (__builtin_expect(m->kind == SHK_QK_DATA && g->copy_first, 1)) {
+            o = copy_message(self, m, 0); /* the common case: bytes */
+        } else {
+            framed |= m->kind == SHK_QK_FRAMED;
+            o = g->copy_first ? copy_message(self, m, 0) : message_object(self, m, 0);
+        }
         if (o)
             PyList_SET_ITEM(list, (Py_ssize_t)i, o);
         else
@@ -444,7 +451,7 @@ static PyObject *take_list(QueueObject *self, struct shk_qget *g)
         Py_DECREF(list);
         return &again;
     }
-    for (size_t i = 0; list && g->copy_first && i < g->n; i++) {
+    for (size_t i = 0; list && framed && g->copy_first && i < g->n; i++) {
         PyObject **it = &PyList_GET_ITEM(list, (Py_ssize_t)i);
         if (g->msgs[i].kind == SHK_QK_FRAMED && !(*it = framed_parts(*it))) {
             *it = Py_NewRef(Py_None);
