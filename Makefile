@@ -81,7 +81,8 @@ SANITIZE_SKIP := -k "not redis and not cluster" --ignore=tests/test_bench.py \
 # next build rebuilds them (--force: their sources have not changed).
 BUILT = src/shmkit/_core.*.so src/shmkit/lib/libshmkit.so
 sanitize: build/ctest/.passed build
-	@mkdir -p build/plain && cp $(BUILT) build/plain/ && rm -f build/.ext-stamp && touch build/.sanitized
+	@rm -rf build/plain && mkdir -p build/plain && cp $(BUILT) build/plain/ && \
+	  rm -f build/.ext-stamp && touch build/.sanitized
 	SHMKIT_SANITIZE=1 $(PY) setup.py -q build_ext --inplace --force
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) $(PY) -m pytest -x -q -p no:cacheprovider \
